@@ -1,0 +1,188 @@
+"""Venue-neutral events: what venue adapters produce and what the gateway publishes.
+
+Every event is a frozen msgspec Struct with ``gc=False`` (they hold only strings, ints and
+tuples of strings, so they cannot form reference cycles). Prices and quantities stay the
+venue's exact decimal strings end to end; a quantity equal to zero removes the level.
+
+Symbol keys are ``"<venue>:<SYMBOL>"`` with the symbol spelled as the venue spells it,
+for example ``binance:BTCUSDT``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+#: One price level as the venue sent it: ``(price, quantity)``.
+Level = tuple[str, str]
+
+
+def symbol_key(venue: str, symbol: str) -> str:
+    """The gateway-wide key of one venue's symbol."""
+    return f"{venue}:{symbol}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """Inverse of :func:`symbol_key`; raises ValueError when ``key`` has no ``:``."""
+    venue, sep, symbol = key.partition(":")
+    if not sep or not venue or not symbol:
+        raise ValueError(f"symbol key must look like 'venue:SYMBOL', got {key!r}")
+    return venue, symbol
+
+
+class VenueContractError(Exception):
+    """The venue sent something that breaks its documented contract.
+
+    The one error a venue parser raises for bad input. The gateway counts it, logs it and
+    goes on; it never corrupts a book.
+    """
+
+
+# --- events produced by venue adapters -------------------------------------------------
+
+
+class DepthDiff(msgspec.Struct, frozen=True, gc=False):
+    """An incremental book update covering venue update ids ``first_id..last_id``.
+
+    ``prev_id`` is the venue's link to the previous event where it has one (Binance USD-M
+    ``pu``, OKX ``prevSeqId``), else -1. Levels are absolute quantities.
+    """
+
+    venue: str
+    symbol: str
+    first_id: int
+    last_id: int
+    prev_id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    event_ms: int
+    recv_ns: int
+    conn_id: int
+
+    @property
+    def key(self) -> str:
+        return symbol_key(self.venue, self.symbol)
+
+
+class DepthSnapshot(msgspec.Struct, frozen=True, gc=False):
+    """A full (or deep) book as of venue update id ``last_id``."""
+
+    venue: str
+    symbol: str
+    last_id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    recv_ns: int
+    conn_id: int
+
+    @property
+    def key(self) -> str:
+        return symbol_key(self.venue, self.symbol)
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    """One trade; ``side`` is the aggressor's side."""
+
+    venue: str
+    symbol: str
+    trade_id: int
+    price: str
+    qty: str
+    side: Side
+    trade_ms: int
+    recv_ns: int
+    conn_id: int
+
+    @property
+    def key(self) -> str:
+        return symbol_key(self.venue, self.symbol)
+
+
+class VenueNotice(msgspec.Struct, frozen=True, gc=False):
+    """A control message from the venue: a subscribe ack, an error reply, a shutdown notice.
+
+    ``reconnect`` is true when the venue asks the client to reconnect (Binance
+    ``serverShutdown``).
+    """
+
+    venue: str
+    kind: str
+    detail: str
+    reconnect: bool
+    recv_ns: int
+    conn_id: int
+
+
+VenueEvent = DepthDiff | DepthSnapshot | Trade | VenueNotice
+
+
+# --- events produced by the gateway -----------------------------------------------------
+
+
+class SymbolState(enum.StrEnum):
+    """What subscribers are told about a symbol's book."""
+
+    #: No book yet: waiting for the first snapshot.
+    SYNCING = "syncing"
+    #: The book is consistent with the venue and deltas flow.
+    LIVE = "live"
+    #: Every copy lost an update; the book is being rebuilt from a snapshot.
+    RESYNCING = "resyncing"
+    #: Every upstream connection of the venue is down.
+    STALE = "stale"
+
+
+class BookDelta(msgspec.Struct, frozen=True, gc=False):
+    """A change to the published book: ``seq`` is the previous message's ``seq`` + 1.
+
+    ``venue_id`` is the venue's last update id that the book reflects after this delta.
+    """
+
+    key: str
+    epoch: int
+    seq: int
+    venue_id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    recv_ns: int
+
+
+class BookReset(msgspec.Struct, frozen=True, gc=False):
+    """The published book was rebuilt from a venue snapshot and starts a new epoch.
+
+    Subscribers must replace their book with a fresh snapshot at ``(epoch, seq)``.
+    """
+
+    key: str
+    epoch: int
+    seq: int
+    venue_id: int
+    recv_ns: int
+
+
+class StatusChange(msgspec.Struct, frozen=True, gc=False):
+    key: str
+    state: SymbolState
+    reason: str
+
+
+class SnapshotWanted(msgspec.Struct, frozen=True, gc=False):
+    """The book needs a venue snapshot (initial sync or a gap every copy missed)."""
+
+    key: str
+    reason: str
+
+
+class TradeOut(msgspec.Struct, frozen=True, gc=False):
+    """A trade accepted for publication (first copy across connections)."""
+
+    trade: Trade
+
+
+GatewayEvent = BookDelta | BookReset | StatusChange | SnapshotWanted | TradeOut
