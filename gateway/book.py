@@ -120,13 +120,6 @@ class L2Book:
         best_ask_key: float = self._asks.peekitem(0)[0]
         return -best_bid_key >= best_ask_key
 
-    def as_dict(self) -> dict[str, dict[float, str]]:
-        """Price → quantity per side, for comparing books independent of string form."""
-        return {
-            "bids": {-k: v[1] for k, v in self._bids.items()},
-            "asks": {k: v[1] for k, v in self._asks.items()},
-        }
-
     def normalized(self) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]:
         """Both sides as numeric ``(price, qty)`` pairs, best first: equality of books."""
         return (
