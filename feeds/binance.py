@@ -164,7 +164,7 @@ def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthD
         d = _depth_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise VenueContractError(f"bad depthUpdate: {exc}") from None
-    if d.U > d.u or d.U < 0:
+    if d.u < d.U or d.U < 0:
         raise VenueContractError(f"depthUpdate with U={d.U} > u={d.u} or negative")
     return DepthDiff(
         venue=VENUE,

@@ -271,6 +271,11 @@ class SequencedBook:
         return self._hole_since_ns + self.reorder_window_ns
 
     @property
+    def has_book(self) -> bool:
+        """True while the published book is consistent with the venue."""
+        return self._has_book
+
+    @property
     def snapshot_wanted(self) -> bool:
         return self._snapshot_wanted
 

@@ -1,0 +1,250 @@
+"""The gateway service: upstream connections → venue parser → arbiter → fan-out.
+
+One TaskGroup holds every task (subscriber server, one reader per endpoint, one snapshot
+fetcher per venue, the reorder-window timer); cancelling :meth:`Service.run` stops them all.
+Frames are handled synchronously from the reader that received them: parse, arbitrate,
+publish, with no await in between, so the fan-out always sees books and events agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.arbiter import SequencedBook, SymbolStats, TradeDedup
+from gateway.backoff import Backoff
+from gateway.config import Config, VenueConfig
+from gateway.fanout import BookState, Fanout
+from gateway.model import (
+    BookReset,
+    DepthDiff,
+    DepthSnapshot,
+    GatewayEvent,
+    SnapshotWanted,
+    SymbolState,
+    Trade,
+    VenueContractError,
+    VenueNotice,
+    symbol_key,
+)
+from gateway.upstream import Connection, SnapshotFetcher
+from gateway.venues import adapter_for
+
+log = logging.getLogger(__name__)
+
+#: Bad frames logged per connection before logging only every LOG_EVERY-th.
+LOG_FIRST = 10
+LOG_EVERY = 1000
+#: Share of max_connection_age_s by which consecutive endpoints are staggered.
+AGE_STAGGER = 0.02
+
+
+@dataclass
+class VenueStats:
+    bad_frames: int = 0
+    unknown_symbols: int = 0
+    notices: int = 0
+
+
+class VenueRuntime:
+    """One venue: its books, its connections and its snapshot fetcher."""
+
+    def __init__(
+        self,
+        cfg: VenueConfig,
+        conn_ids: itertools.count[int],
+        publish: Callable[[Sequence[GatewayEvent]], None],
+        clock_ns: Callable[[], int],
+    ) -> None:
+        self.cfg = cfg
+        self.adapter = adapter_for(cfg.venue)
+        self._publish = publish
+        self._clock_ns = clock_ns
+        self.stats = VenueStats()
+        self.books: dict[str, SequencedBook] = {}
+        self.trades: dict[str, TradeDedup] = {}
+        for symbol in cfg.symbols:
+            key = symbol_key(cfg.venue, symbol)
+            self.books[key] = SequencedBook(
+                key,
+                self.adapter.link_rule(),
+                reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
+                max_pending=cfg.max_pending,
+            )
+            self.trades[key] = TradeDedup()
+        self.connections: list[Connection] = []
+        self.bad_frames_by_conn: dict[int, int] = {}
+        for index, endpoint in enumerate(cfg.endpoints):
+            conn_id = next(conn_ids)
+            self.connections.append(
+                Connection(
+                    conn_id,
+                    self.adapter.stream_url(endpoint, cfg.symbols),
+                    on_frame=self.on_frame,
+                    on_state=self.on_state,
+                    backoff=Backoff(
+                        cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)
+                    ),
+                    stall_timeout_s=cfg.stall_timeout_s,
+                    # Staggered so that the endpoints are never renewed together.
+                    max_age_s=cfg.max_connection_age_s * (1.0 - AGE_STAGGER * index),
+                )
+            )
+        self.fetcher = SnapshotFetcher(
+            self.adapter,
+            cfg.rest,
+            limit=cfg.snapshot_limit,
+            on_snapshot=self.on_snapshot,
+            timeout_s=cfg.rest_timeout_s,
+        )
+        #: Keys whose arbiter has a reorder deadline pending.
+        self.waiting: set[str] = set()
+
+    # --- inputs, all synchronous ------------------------------------------------------------
+
+    def on_frame(self, conn_id: int, raw: bytes, recv_ns: int) -> bool:
+        """Handles one frame; True when the venue asked this connection to reconnect."""
+        try:
+            events = self.adapter.parse(raw, recv_ns, conn_id)
+        except VenueContractError as exc:
+            self._bad_frame(conn_id, raw, exc)
+            return False
+        now_ns = self._clock_ns()
+        reconnect = False
+        for event in events:
+            if isinstance(event, DepthDiff):
+                book = self.books.get(event.key)
+                if book is None:
+                    self.stats.unknown_symbols += 1
+                    continue
+                self._emit(book, book.on_diff(event, now_ns))
+            elif isinstance(event, Trade):
+                dedup = self.trades.get(event.key)
+                if dedup is not None:
+                    self._publish(dedup.on_trade(event))
+            elif isinstance(event, VenueNotice):
+                self.stats.notices += 1
+                if event.kind == "error":
+                    log.warning("conn %d: venue error: %s", conn_id, event.detail)
+                reconnect = reconnect or event.reconnect
+        return reconnect
+
+    def on_state(self, conn_id: int, up: bool) -> None:
+        now_ns = self._clock_ns()
+        for book in self.books.values():
+            self._emit(book, book.on_connection(conn_id, up, now_ns))
+
+    def on_snapshot(self, snapshot: DepthSnapshot) -> None:
+        book = self.books.get(snapshot.key)
+        if book is not None:
+            self._emit(book, book.on_snapshot(snapshot, self._clock_ns()))
+
+    def on_timer(self) -> None:
+        now_ns = self._clock_ns()
+        for key in list(self.waiting):
+            book = self.books[key]
+            deadline = book.deadline_ns()
+            if deadline is None:
+                self.waiting.discard(key)
+            elif deadline <= now_ns:
+                self._emit(book, book.on_timer(now_ns))
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _emit(self, book: SequencedBook, events: list[GatewayEvent]) -> None:
+        if book.deadline_ns() is not None:
+            self.waiting.add(book.key)
+        if not events:
+            return
+        for event in events:
+            if isinstance(event, SnapshotWanted):
+                self.fetcher.request(book.key.partition(":")[2])
+            elif isinstance(event, BookReset):
+                self.fetcher.succeeded(book.key.partition(":")[2])
+        self._publish(events)
+
+    def _bad_frame(self, conn_id: int, raw: bytes, exc: VenueContractError) -> None:
+        self.stats.bad_frames += 1
+        count = self.bad_frames_by_conn[conn_id] = self.bad_frames_by_conn.get(conn_id, 0) + 1
+        if count <= LOG_FIRST or count % LOG_EVERY == 0:
+            log.warning(
+                "conn %d: bad frame #%d from %s: %s; frame starts %r",
+                conn_id,
+                count,
+                self.cfg.venue,
+                exc,
+                raw[:120],
+            )
+
+
+class Service:
+    """The whole gateway for one configuration."""
+
+    def __init__(self, config: Config, *, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.config = config
+        self.fanout = Fanout(
+            self,
+            max_buffer_bytes=config.server.max_buffer_bytes,
+            max_subscribers=config.server.max_subscribers,
+        )
+        conn_ids = itertools.count(0)
+        self.venues = [
+            VenueRuntime(cfg, conn_ids, self.fanout.publish, clock_ns) for cfg in config.venues
+        ]
+        self._books: dict[str, SequencedBook] = {
+            key: book for venue in self.venues for key, book in venue.books.items()
+        }
+        self._timer_interval_s = max(
+            0.002, min(cfg.reorder_window_ms for cfg in config.venues) / 4000.0
+        )
+
+    # --- BookView for the fan-out -----------------------------------------------------------
+
+    def book_state(self, key: str) -> BookState | None:
+        book = self._books.get(key)
+        if book is None or not book.has_book:
+            return None
+        return (book.book, book.epoch, book.seq, book.applied_id, book.state)
+
+    def symbols(self) -> list[tuple[str, SymbolState]]:
+        return [(key, book.state) for key, book in self._books.items()]
+
+    def symbol_stats(self, key: str) -> SymbolStats:
+        return self._books[key].stats
+
+    @property
+    def books(self) -> dict[str, SequencedBook]:
+        return self._books
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Runs until cancelled; ``ready`` is set once subscribers can connect."""
+        server = self.config.server
+        serving = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.fanout.serve(server.host, server.port, serving))
+            await serving.wait()
+            for venue in self.venues:
+                tasks.create_task(venue.fetcher.run())
+                for connection in venue.connections:
+                    tasks.create_task(connection.run())
+            tasks.create_task(self._timers())
+            if ready is not None:
+                ready.set()
+
+    @property
+    def port(self) -> int:
+        return self.fanout.port
+
+    async def _timers(self) -> None:
+        while True:
+            await asyncio.sleep(self._timer_interval_s)
+            for venue in self.venues:
+                if venue.waiting:
+                    venue.on_timer()

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+[server]
+port = 9000
+
+[[venues]]
+venue = "binance"
+symbols = ["BTCUSDT"]
+endpoints = ["ws://127.0.0.1:9001", "ws://127.0.0.1:9002"]
+rest = ["http://127.0.0.1:9100"]
+"""
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "deploy").glob("*.toml")))
+def test_every_shipped_config_is_valid(name: str) -> None:
+    config = load_config(ROOT / "deploy" / name)
+    assert config.venues and all(v.endpoints for v in config.venues)
+
+
+def test_a_good_config_gets_defaults() -> None:
+    config = parse_config(GOOD)
+    assert config.server.port == 9000 and config.server.host == "127.0.0.1"
+    venue = config.venues[0]
+    assert venue.symbols == ["BTCUSDT"] and venue.reorder_window_ms == 100.0
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("port = 9000", "prot = 9000"), "unknown field `prot` - at `$.server`"),
+        (("port = 9000", "port = 70000"), "$.server.port"),
+        (("port = 9000", 'port = "x"'), "Expected `int`, got `str` - at `$.server.port`"),
+        (('venue = "binance"', 'venue = "nyse"'), "$.venues[0].venue: 'nyse' is not supported"),
+        (('["BTCUSDT"]', '["btcusdt"]'), "$.venues[0].symbols[0]"),
+        (('["BTCUSDT"]', "[]"), "$.venues[0].symbols: at least one symbol"),
+        (('"ws://127.0.0.1:9001"', '"http://127.0.0.1:9001"'), "$.venues[0].endpoints[0]"),
+        (('rest = ["http://127.0.0.1:9100"]', 'rest = ["ftp://x"]'), "$.venues[0].rest[0]"),
+        (("[[venues]]", "[[venue]]"), "unknown field `venue`"),
+        (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
+    ],
+)
+def test_bad_keys_and_values_are_named(edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace(*edit), "test.toml")
+    assert message in str(info.value)
+    assert str(info.value).startswith("test.toml: ")
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
