@@ -1,0 +1,188 @@
+"""End to end on loopback: simulated venue (3 endpoints) → gateway → subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from feeds.sim.server import SimBinanceSpot
+from gateway.client import GatewayClient
+from gateway.demo import demo_config
+from gateway.model import SymbolState
+from gateway.service import Service
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+KEYS = [f"binance:{s}" for s in SYMBOLS]
+ROOT = Path(__file__).resolve().parents[1]
+MDGATEWAY = [sys.executable, "-m", "gateway.cli"]
+
+
+class Subscriber:
+    """Follows the gateway with the public client and keeps what it saw."""
+
+    def __init__(self, url: str, keys: list[str] = KEYS) -> None:
+        self.client = GatewayClient(url, keys, backoff_max_s=0.5)
+        self.venue_ids: dict[str, int] = {}
+        self.updates = 0
+
+    async def follow(self) -> None:
+        async with self.client:
+            async for update in self.client:
+                if update.book is not None:
+                    self.venue_ids[update.symbol] = update.venue_id
+                    self.updates += 1
+
+
+async def _wait_for(predicate, timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - polls state that other tasks own
+            await asyncio.sleep(0.02)
+
+
+async def _two_subscribers_through_faults() -> None:
+    async with SimBinanceSpot(
+        SYMBOLS, n_endpoints=3, seed=11, interval_s=0.02, jitter_ms=15.0, snapshot_delay_s=0.02
+    ) as sim:
+        service = Service(demo_config(sim, port=0))
+        ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            service_task = tasks.create_task(service.run(ready))
+            await ready.wait()
+            subscribers = [Subscriber(f"ws://127.0.0.1:{service.port}/") for _ in range(2)]
+            follow = [tasks.create_task(s.follow()) for s in subscribers]
+            await _wait_for(lambda: all(len(s.venue_ids) == 2 for s in subscribers), 10)
+            for index in range(3):  # each endpoint fails once, never two at a time
+                await asyncio.sleep(0.4)
+                await sim.close_endpoint(index)
+                await asyncio.sleep(0.4)
+                await sim.open_endpoint(index)
+            await asyncio.sleep(0.4)
+            sim.pause()
+            last = {f"binance:{s}": sim.last_id(s) for s in SYMBOLS}
+            await _wait_for(lambda: all(s.venue_ids == last for s in subscribers), 10)
+            for subscriber in subscribers:
+                assert subscriber.client.stats.gaps == 0
+                assert subscriber.client.stats.snapshots == 2, "one snapshot per symbol"
+                for key, symbol in zip(KEYS, SYMBOLS, strict=True):
+                    book = subscriber.client.book(key)
+                    assert book is not None
+                    assert book.normalized() == sim.true_book(symbol).normalized()
+            for key in KEYS:
+                stats = service.symbol_stats(key)
+                assert stats.gaps == 0 and stats.resyncs == 0
+                assert stats.duplicates > 0, "redundant copies were seen and dropped"
+                assert service.books[key].state is SymbolState.LIVE
+            assert all(c.stats.reconnects >= 1 for v in service.venues for c in v.connections)
+            for task in [*follow, service_task]:
+                task.cancel()
+
+
+def test_two_subscribers_keep_the_true_book_while_endpoints_fail_one_at_a_time() -> None:
+    asyncio.run(asyncio.wait_for(_two_subscribers_through_faults(), 45))
+
+
+def _config_text(sim: SimBinanceSpot) -> str:
+    endpoints = ", ".join(f'"{u}"' for u in sim.endpoint_urls)
+    return f"""
+[server]
+port = 0
+
+[[venues]]
+venue = "binance"
+symbols = ["BTCUSDT"]
+endpoints = [{endpoints}]
+rest = ["{sim.rest_url}"]
+"""
+
+
+async def _run_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=5, interval_s=0.02) as sim:
+        config = tmp_path / "gateway.toml"
+        config.write_text(_config_text(sim))
+        process = await asyncio.create_subprocess_exec(
+            *MDGATEWAY,
+            "run",
+            "--config",
+            str(config),
+            "--port",
+            "0",
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            assert process.stderr is not None
+            port = None
+            async with asyncio.timeout(20):
+                while port is None:
+                    line = (await process.stderr.readline()).decode()
+                    assert line, "gateway exited before it was ready"
+                    if "gateway ready: ws://" in line:
+                        port = int(line.split("ws://")[1].split(",")[0].rsplit(":", 1)[1])
+            subscriber = Subscriber(f"ws://127.0.0.1:{port}/", ["binance:BTCUSDT"])
+            async with asyncio.timeout(20):
+                async with subscriber.client:
+                    async for update in subscriber.client:
+                        if update.book is not None and update.kind == "delta":
+                            break
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def test_run_command_serves_books_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    asyncio.run(_run_command_serves_and_stops_on_sigterm(tmp_path))
+
+
+def test_run_command_names_the_bad_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[server]\nprot = 1\n[[venues]]\nvenue = "binance"\n')
+    result = subprocess.run(
+        [*MDGATEWAY, "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "unknown field `prot`" in result.stderr and "$.server" in result.stderr
+
+
+def test_headless_demo_exits_zero_by_itself() -> None:
+    process = subprocess.Popen(
+        [
+            *MDGATEWAY,
+            "demo",
+            "--duration",
+            "8",
+            "--port",
+            "0",
+            "--no-view",
+            "--fault-every",
+            "2",
+            "--outage",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=40)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, stdout + stderr
+    assert "result: OK" in stdout
+    assert "fault: closing endpoint" in stderr
