@@ -23,6 +23,8 @@ class VenueAdapter:
     #: REST request-weight budget per minute per IP.
     rest_weight_per_minute: int
     link_rule: Callable[[], LinkRule]
+    #: URL paths of the venue's REST depth snapshots (to recognise them in captures).
+    snapshot_paths: tuple[str, ...]
 
 
 ADAPTERS: dict[str, VenueAdapter] = {
@@ -35,6 +37,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         snapshot_weight=binance.snapshot_weight,
         rest_weight_per_minute=6000,
         link_rule=BinanceSpotRule,
+        snapshot_paths=(binance.SNAPSHOT_PATH,),
     ),
 }
 
