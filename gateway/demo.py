@@ -18,11 +18,14 @@ import asyncio
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from feeds.sim.server import SimBinanceSpot
 from gateway.cli import configure_logging, run_loop
 from gateway.config import Config, ServerConfig, VenueConfig, validate
 from gateway.service import Service
+
+if TYPE_CHECKING:
+    from feeds.sim.server import SimBinanceSpot
 
 log = logging.getLogger("mdgateway.demo")
 
@@ -147,6 +150,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     if args.endpoints < 2:
         print("mdgateway demo: --endpoints must be at least 2", file=sys.stderr)
         return 2
+    from feeds.sim.server import SimBinanceSpot
+
     started_s = time.monotonic()
     async with SimBinanceSpot(
         symbols, n_endpoints=args.endpoints, seed=args.seed, jitter_ms=20.0, snapshot_delay_s=0.05
@@ -193,6 +198,8 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
 async def _run_sim(args: argparse.Namespace) -> int:
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     ports = [int(p) for p in args.ports.split(",")]
+    from feeds.sim.server import SimBinanceSpot
+
     sim = SimBinanceSpot(
         symbols, n_endpoints=len(ports), seed=args.seed, ports=ports, rest_port=args.rest_port
     )
