@@ -488,4 +488,5 @@ def test_real_data_skips_visibly_or_fails_under_ci(
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set"):
         real_data("binance/no-such-file.gz")
+    monkeypatch.delenv("CI")
     assert real_data(HFT).is_file()
