@@ -46,7 +46,7 @@ async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
                 stopper.cancel()
                 return work.result()
             work.cancel()
-            logging.getLogger("mdgateway").info("stopping on signal")
+            print("mdgateway: stopped by signal", file=sys.stderr)
             return 0
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault-every", type=float, default=4.0, help="seconds between endpoint faults"
     )
     parser.add_argument("--outage", type=float, default=1.5, help="seconds an endpoint is down")
-    parser.add_argument("--log-level", default="WARNING", help="log level (default WARNING)")
+    parser.add_argument(
+        "--log-level", default=None, help="log level (default: INFO with the view, else WARNING)"
+    )
 
 
 def demo_config(sim: SimBinanceSpot, port: int) -> Config:
@@ -100,13 +102,22 @@ async def _show(service: Service, view: bool, started_s: float) -> None:
             print(_progress_line(service), flush=True)
     from rich.live import Live
 
-    from gateway.view import render
+    from gateway.view import RecentLog, render
 
-    with Live(render(service), refresh_per_second=4, screen=False) as live:
-        while True:
-            await asyncio.sleep(0.25)
-            elapsed_s = time.monotonic() - started_s
-            live.update(render(service, f"running {elapsed_s:.0f} s  (Ctrl-C stops)"))
+    # Log lines go to the view's events panel while it is on screen.
+    events = RecentLog()
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [events]
+    try:
+        with Live(render(service, events=events), refresh_per_second=4, screen=True) as live:
+            while True:
+                await asyncio.sleep(0.25)
+                elapsed_s = time.monotonic() - started_s
+                footer = f"running {elapsed_s:.0f} s  (Ctrl-C stops)"
+                live.update(render(service, footer, events))
+    finally:
+        root.handlers[:] = saved
 
 
 async def _catch_up(sim: SimBinanceSpot, service: Service) -> bool:
@@ -139,7 +150,7 @@ def _report(sim: SimBinanceSpot, service: Service, caught_up: bool) -> bool:
         for conn in venue.connections:
             print(
                 f"endpoint {conn.conn_id}: {conn.stats.frames} frames, "
-                f"{conn.stats.reconnects} reconnects"
+                f"{conn.stats.reconnects} reconnects, {conn.stats.failed_attempts} failed attempts"
             )
     print("result:", "OK, every book equals the venue's" if ok else "FAILED")
     return ok
@@ -178,7 +189,7 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or ("WARNING" if args.no_view else "INFO"))
     return run_loop(run_demo(args))
 
 

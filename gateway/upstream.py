@@ -36,7 +36,10 @@ class ConnectionStats:
     connected: bool = False
     frames: int = 0
     connects: int = 0
+    #: Successful connections after the first.
     reconnects: int = 0
+    #: Attempts that failed before the connection was open (refused, timed out, rejected).
+    failed_attempts: int = 0
     last_error: str = ""
     connected_since_s: float = 0.0
 
@@ -79,7 +82,6 @@ class Connection:
         while True:
             reconnect_now = await self._session()
             delay_s = 0.0 if reconnect_now else self._backoff.next_delay_s()
-            self.stats.reconnects += 1
             await asyncio.sleep(delay_s)
 
     async def _session(self) -> bool:
@@ -131,6 +133,8 @@ class Connection:
     def _up(self, now_s: float) -> None:
         self.stats.connected = True
         self.stats.connects += 1
+        if self.stats.connects > 1:
+            self.stats.reconnects += 1
         self.stats.connected_since_s = now_s
         log.info("conn %d connected to %s", self.conn_id, self.endpoint)
         self._on_state(self.conn_id, True)
@@ -141,6 +145,8 @@ class Connection:
             self._on_state(self.conn_id, False)
 
     def _failed(self, what: str) -> None:
+        if not self.stats.connected:
+            self.stats.failed_attempts += 1
         self.stats.last_error = what
         log.warning("conn %d %s: %s", self.conn_id, self.endpoint, what)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections import deque
+
 from rich.console import Group
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
@@ -57,9 +61,10 @@ def books_table(service: Service) -> Table:
 
 def endpoints_table(service: Service) -> Table:
     table = Table(title="Upstream endpoints", expand=True)
-    for name in ("conn", "endpoint", "state", "frames", "first wins", "duplicates", "reconnects"):
+    columns = ("conn", "endpoint", "state", "frames", "first wins", "duplicates", "reconnects")
+    for name in (*columns, "failed attempts"):
         table.add_column(name, justify="left" if name in ("endpoint", "state") else "right")
-    table.add_column("last error", overflow="ellipsis", max_width=40)
+    table.add_column("error while down", overflow="ellipsis", max_width=40, no_wrap=True)
     for venue in service.venues:
         for conn in venue.connections:
             per_book = [b.stats.connections.get(conn.conn_id) for b in venue.books.values()]
@@ -74,16 +79,33 @@ def endpoints_table(service: Service) -> Table:
                 str(wins),
                 str(dups),
                 str(conn.stats.reconnects),
-                conn.stats.last_error,
+                str(conn.stats.failed_attempts),
+                "" if up else conn.stats.last_error,
             )
     return table
 
 
-def render(service: Service, footer: str = "") -> Group:
+class RecentLog(logging.Handler):
+    """Keeps the last ``capacity`` log lines for the view (bounded), instead of printing
+    them over it."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=capacity)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def render(service: Service, footer: str = "", events: RecentLog | None = None) -> Group:
     subscribers = len(service.fanout.subscriber_stats())
     head = Text(
         f"mdgateway  ws://{service.config.server.host}:{service.port}  "
         f"subscribers: {subscribers}  {footer}",
         style="bold",
     )
-    return Group(head, books_table(service), endpoints_table(service))
+    parts: list[Table | Text | Panel] = [head, books_table(service), endpoints_table(service)]
+    if events is not None:
+        parts.append(Panel("\n".join(events.lines) or "-", title="Events", title_align="left"))
+    return Group(*parts)
