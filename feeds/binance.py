@@ -137,6 +137,9 @@ class _RestDepth(msgspec.Struct):
     asks: list[tuple[str, str]]
 
 
+#: msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
+DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
+
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 _kind_decoder: Final = msgspec.json.Decoder(_Kind)
 _depth_decoder: Final = msgspec.json.Decoder(_DepthUpdate)
@@ -162,7 +165,7 @@ def check_levels(levels: list[tuple[str, str]], what: str) -> tuple[Level, ...]:
 def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthDiff:
     try:
         d = _depth_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise VenueContractError(f"bad depthUpdate: {exc}") from None
     if d.u < d.U or d.U < 0:
         raise VenueContractError(f"depthUpdate with U={d.U} > u={d.u} or negative")
@@ -183,7 +186,7 @@ def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthD
 def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
     try:
         t = _trade_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise VenueContractError(f"bad trade: {exc}") from None
     check_levels([(t.p, t.q)], "trade")
     return Trade(
@@ -214,7 +217,7 @@ def _notice(kind: str, detail: str, reconnect: bool, recv_ns: int, conn_id: int)
 def _raw_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     try:
         kind = _kind_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise VenueContractError(f"undecodable frame: {exc}") from None
     if kind.e == "depthUpdate":
         return [_depth_event(raw, recv_ns, conn_id)]
@@ -241,7 +244,7 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     if raw[:10] == b'{"stream":':
         try:
             env = _envelope_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise VenueContractError(f"bad combined-stream envelope: {exc}") from None
         stream = env.stream
         if stream.endswith(DEPTH_SUFFIX) or stream.endswith("@depth"):
@@ -258,7 +261,7 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
     """A REST ``/api/v3/depth`` response body as a snapshot of ``symbol``."""
     try:
         d = _rest_depth_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise VenueContractError(f"bad depth snapshot for {symbol}: {exc}") from None
     if d.lastUpdateId < 0:
         raise VenueContractError(f"depth snapshot for {symbol} has negative lastUpdateId")

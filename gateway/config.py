@@ -110,7 +110,7 @@ def parse_config(text: bytes | str, source: str = "<config>") -> Config:
         config = msgspec.toml.decode(text, type=Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     try:
         return validate(config)

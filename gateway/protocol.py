@@ -281,7 +281,8 @@ def decode_request(data: bytes | str, *, msgpack: bool = False) -> Request:
         return REQUEST_JSON_DECODER.decode(data)
     except msgspec.ValidationError as exc:
         raise ProtocolError(f"invalid request: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string.
         kind = "MessagePack" if msgpack else "JSON"
         raise ProtocolError(f"malformed {kind}: {exc}") from None
 
@@ -295,7 +296,7 @@ def decode_server_message(data: bytes | str) -> ServerMessage:
         return SERVER_MSGPACK_DECODER.decode(data)
     except msgspec.ValidationError as exc:
         raise ProtocolError(f"invalid gateway message: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed gateway message: {exc}") from None
 
 

@@ -611,7 +611,7 @@ class SimBinanceSpot:
     def _control_reply(self, conn: _Conn, message: str | bytes) -> bytes:
         try:
             request = _request_decoder.decode(message)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return render.error_frame(3, f"Invalid JSON: {exc}")
         if request.method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             names = request.params or []

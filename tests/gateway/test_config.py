@@ -58,3 +58,8 @@ def test_bad_keys_and_values_are_named(edit: tuple[str, str], message: str) -> N
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_invalid_utf8_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_config(GOOD.encode() + b'log_level = "\x80"\n', "test.toml")

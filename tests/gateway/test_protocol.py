@@ -138,6 +138,13 @@ def test_bad_msgpack_requests_raise_protocol_error() -> None:
         p.decode_request('{"op":"list"}', msgpack=True)
     with pytest.raises(p.ProtocolError, match=r"at `\$.op`"):
         p.decode_request(msgspec.msgpack.encode({"op": "nope"}), msgpack=True)
+    # Invalid UTF-8 inside a string: msgspec raises UnicodeDecodeError, mapped here.
+    bad_utf8 = msgspec.msgpack.encode({"op": "resync", "symbol": "a:b"}).replace(b"a:b", b"a:\x80")
+    with pytest.raises(p.ProtocolError, match="malformed MessagePack"):
+        p.decode_request(bad_utf8, msgpack=True)
+    bad_pong = msgspec.msgpack.encode({"type": "pong", "id": "zz"}).replace(b"zz", b"\x80z")
+    with pytest.raises(p.ProtocolError, match="malformed"):
+        p.decode_server_message(bad_pong)
 
 
 def test_bad_server_messages_raise_protocol_error() -> None:

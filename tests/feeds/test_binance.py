@@ -1,0 +1,156 @@
+"""Binance spot adapter: URLs, parsing of real frames, and fuzzing (any bytes in → events
+or VenueContractError out, nothing else)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feeds import binance
+from gateway.model import DepthDiff, Side, Trade, VenueContractError, VenueNotice
+
+DEPTH = (
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT",'
+    b'"U":5,"u":7,"b":[["1.5","2"]],"a":[["1.6","0.00000000"]]}}'
+)
+TRADE = (
+    b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":9,"p":"1.5",'
+    b'"q":"0.1","T":2,"m":true,"M":true}}'
+)
+
+
+def test_urls() -> None:
+    assert binance.stream_url("wss://stream.binance.com:9443", ["BTCUSDT", "ETHUSDT"]) == (
+        "wss://stream.binance.com:9443/stream?streams="
+        "btcusdt@depth@100ms/btcusdt@trade/ethusdt@depth@100ms/ethusdt@trade"
+    )
+    assert binance.snapshot_url("https://api.binance.com/", "btcusdt", 1000) == (
+        "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000"
+    )
+    with pytest.raises(ValueError):
+        binance.snapshot_url("https://x", "BTCUSDT", 5001)
+    with pytest.raises(ValueError):
+        binance.stream_url("wss://x", [])
+    assert [binance.snapshot_weight(n) for n in (100, 500, 1000, 5000)] == [5, 25, 50, 250]
+
+
+def test_depth_trade_and_control_frames() -> None:
+    (diff,) = binance.parse(DEPTH, 10, 3)
+    assert diff == DepthDiff(
+        "binance", "BTCUSDT", 5, 7, -1, (("1.5", "2"),), (("1.6", "0.00000000"),), 1, 10, 3
+    )
+    (trade,) = binance.parse(TRADE, 10, 3)
+    assert isinstance(trade, Trade) and trade.side is Side.SELL and trade.trade_id == 9
+    (notice,) = binance.parse(b'{"stream":"!serverShutdown","data":{"e":"serverShutdown"}}', 1, 0)
+    assert isinstance(notice, VenueNotice) and notice.reconnect
+    (ack,) = binance.parse(b'{"result":null,"id":1}', 1, 0)
+    assert isinstance(ack, VenueNotice) and ack.kind == "ack"
+    (err,) = binance.parse(b'{"code":2,"msg":"Invalid request"}', 1, 0)
+    assert isinstance(err, VenueNotice) and err.kind == "error"
+    assert binance.parse(b'{"stream":"btcusdt@bookTicker","data":{"u":1}}', 1, 0) == []
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate"}}',
+        DEPTH.replace(b'"U":5', b'"U":9'),  # U > u
+        DEPTH.replace(b'"1.5"', b'"abc"'),
+        DEPTH.replace(b'"1.5"', b'"-1.5"'),
+        DEPTH.replace(b'"1.5"', b'"inf"'),
+        DEPTH.replace(b'"1.5"', b"1.5"),  # a number where a string is due
+        DEPTH.replace(b'"U":5', b'"U":99999999999999999999999'),
+        TRADE.replace(b'"t":9', b'"t":"9"'),
+        b'{"hello":1}',
+    ],
+)
+def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
+    with pytest.raises(VenueContractError):
+        binance.parse(frame, 1, 0)
+
+
+def test_snapshot_parsing() -> None:
+    snap = binance.parse_snapshot("btcusdt", b'{"lastUpdateId":3,"bids":[],"asks":[]}', 5)
+    assert (snap.symbol, snap.last_id, snap.recv_ns) == ("BTCUSDT", 3, 5)
+    with pytest.raises(VenueContractError):
+        binance.parse_snapshot("BTCUSDT", b'{"code":-1121,"msg":"Invalid symbol."}', 5)
+
+
+def _real_frames() -> list[bytes]:
+    path = (
+        Path(__file__).resolve().parents[2].parent
+        / "shared/data/real/binance/hftbacktest/spot/btcusdt_20240808.gz"
+    )
+    if not path.exists():
+        return [DEPTH, TRADE]
+    frames = []
+    with gzip.open(path, "rb") as lines:
+        for _, line in zip(range(40), lines, strict=False):
+            frames.append(line.split(b" ", 1)[1].rstrip(b"\n"))
+    return frames
+
+
+REAL = _real_frames()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(REAL),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.binary(max_size=8),
+    st.sampled_from(["cut", "insert", "replace"]),
+)
+def test_mutated_real_frames_yield_events_or_the_contract_error(
+    frame: bytes, at: int, length: int, junk: bytes, how: str
+) -> None:
+    at %= len(frame) + 1
+    if how == "cut":
+        mutated = frame[:at]
+    elif how == "insert":
+        mutated = frame[:at] + junk + frame[at:]
+    else:
+        mutated = frame[:at] + junk + frame[at + length % 16 :]
+    try:
+        events = binance.parse(mutated, 1, 0)
+    except VenueContractError:
+        return
+    assert all(isinstance(e, DepthDiff | Trade | VenueNotice) for e in events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
+    with contextlib.suppress(VenueContractError):
+        events = binance.parse(data, 1, 0)
+        assert all(isinstance(e, DepthDiff | Trade | VenueNotice) for e in events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+        max_leaves=10,
+    )
+)
+def test_wrong_types_in_a_depth_frame_raise_the_contract_error(value: object) -> None:
+    frame = json.loads(DEPTH)
+    frame["data"]["b"] = value
+    with contextlib.suppress(VenueContractError):
+        binance.parse(json.dumps(frame).encode(), 1, 0)
+        # Accepted only when the value is a list of [price, qty] string pairs.
+        assert isinstance(value, list)
+        assert all(
+            isinstance(lv, list) and len(lv) == 2 and all(isinstance(x, str) for x in lv)
+            for lv in value
+        )

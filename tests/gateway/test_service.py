@@ -1,0 +1,83 @@
+"""VenueRuntime without network: frames in, counters and published events out."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from gateway.config import parse_config
+from gateway.model import BookDelta, BookReset, DepthSnapshot, GatewayEvent, TradeOut
+from gateway.service import VenueRuntime
+
+CONFIG = parse_config(
+    """
+[[venues]]
+venue = "binance"
+symbols = ["BTCUSDT"]
+endpoints = ["ws://127.0.0.1:1", "ws://127.0.0.1:2"]
+rest = ["http://127.0.0.1:3"]
+"""
+)
+
+
+def depth(first: int, last: int, price: str = "100.0", qty: str = "1") -> bytes:
+    return (
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT",'
+        + f'"U":{first},"u":{last},"b":[["{price}","{qty}"]],"a":[]}}}}'.encode()
+    )
+
+
+def runtime() -> tuple[VenueRuntime, list[GatewayEvent]]:
+    published: list[GatewayEvent] = []
+
+    def publish(events: Sequence[GatewayEvent]) -> None:
+        published.extend(events)
+
+    venue = VenueRuntime(CONFIG.venues[0], itertools.count(0), publish, lambda: 0)
+    for conn in venue.connections:
+        venue.on_state(conn.conn_id, True)
+    return venue, published
+
+
+def test_bad_frames_are_counted_and_never_touch_the_book() -> None:
+    venue, published = runtime()
+    venue.on_frame(0, depth(10, 11), 1)
+    assert venue.fetcher._queued == {"BTCUSDT"}, "the first diff asks for a snapshot"
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (), 1, -1))
+    assert any(isinstance(e, BookReset) for e in published)
+    book = venue.books["binance:BTCUSDT"]
+    before = book.book.normalized()
+    for junk in (b"", b"{", b"\x80\x81", depth(12, 12, qty="-1"), depth(12, 12, price="x")):
+        assert venue.on_frame(0, junk, 1) is False
+    assert venue.stats.bad_frames == 5 and venue.bad_frames_by_conn == {0: 5}
+    assert book.book.normalized() == before and book.applied_id == 11
+    # The good copy of id 12 from the other connection is applied.
+    venue.on_frame(1, depth(12, 12, qty="3"), 1)
+    assert book.applied_id == 12 and book.book.bids() == [("100.0", "3"), ("99.0", "2")]
+    assert isinstance(published[-1], BookDelta)
+
+
+def test_unknown_symbols_notices_and_trades() -> None:
+    venue, published = runtime()
+    other = depth(1, 2).replace(b"BTCUSDT", b"ETHUSDT").replace(b"btcusdt", b"ethusdt")
+    venue.on_frame(0, other, 1)
+    assert venue.stats.unknown_symbols == 1
+    assert venue.on_frame(0, b'{"code":1,"msg":"Invalid value type"}', 1) is False
+    shutdown = b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}'
+    assert venue.on_frame(0, shutdown, 1) is True
+    assert venue.stats.notices == 2
+    trade = (
+        b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,'
+        b'"p":"1.0","q":"2.0","T":1,"m":false,"M":true}}'
+    )
+    venue.on_frame(0, trade, 1)
+    venue.on_frame(1, trade, 2)
+    trades = [e for e in published if isinstance(e, TradeOut)]
+    assert len(trades) == 1 and trades[0].trade.conn_id == 0
+
+
+def test_connections_are_staggered_and_carry_every_symbol() -> None:
+    venue, _ = runtime()
+    ages = [c._max_age_s for c in venue.connections]
+    assert ages[0] > ages[1]
+    assert all("btcusdt@depth@100ms" in c.url for c in venue.connections)
