@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -35,6 +36,8 @@ from gateway.model import (
     DepthDiff,
     DepthSnapshot,
     GatewayEvent,
+    Level,
+    ResubscribeWanted,
     SnapshotWanted,
     StatusChange,
     SymbolState,
@@ -127,6 +130,16 @@ class SymbolStats:
     #: Buffered updates discarded because the buffer was full while waiting for a snapshot.
     pending_dropped: int = 0
     bad_updates: int = 0
+    checksum_ok: int = 0
+    checksum_failed: int = 0
+    #: In-band snapshots newer than the book, published as a delta (a sequence jump).
+    jumps: int = 0
+    #: Venue-declared sequence resets (Bybit ``u == 1``).
+    venue_resets: int = 0
+    #: Unsequenced mode: the output moved to another connection's replica.
+    failovers: int = 0
+    #: Unsequenced mode: replicas found wrong (checksum, lost message) and resubscribed.
+    replica_failures: int = 0
     connections: dict[int, ConnectionStats] = field(default_factory=dict)
 
     def conn(self, conn_id: int) -> ConnectionStats:
@@ -134,6 +147,36 @@ class SymbolStats:
         if stats is None:
             stats = self.connections[conn_id] = ConnectionStats()
         return stats
+
+
+#: A venue's checksum of a book (OKX top 25, Kraken top 10).
+Checksum = Callable[[L2Book], int]
+
+
+class SymbolArbiter(Protocol):
+    """What the service, the fan-out and verify use of a symbol's arbiter, whatever the
+    venue's mode (sequenced: :class:`SequencedBook`; unsequenced: :class:`ReplicatedBook`)."""
+
+    key: str
+    book: L2Book
+    state: SymbolState
+    epoch: int
+    seq: int
+    applied_id: int
+    stats: SymbolStats
+
+    @property
+    def has_book(self) -> bool: ...
+
+    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[GatewayEvent]: ...
+
+    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[GatewayEvent]: ...
+
+    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[GatewayEvent]: ...
+
+    def on_timer(self, now_ns: int) -> list[GatewayEvent]: ...
+
+    def deadline_ns(self) -> int | None: ...
 
 
 class SequencedBook:
@@ -154,11 +197,13 @@ class SequencedBook:
         *,
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
+        checksum: Checksum | None = None,
     ) -> None:
         if reorder_window_ns < 0 or max_pending < 1:
             raise ValueError("reorder_window_ns must be >= 0 and max_pending >= 1")
         self.key = key
         self.rule = rule
+        self.checksum = checksum
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
         self.book = L2Book()
@@ -176,6 +221,8 @@ class SequencedBook:
         self._conn_high: dict[int, int] = {}
         #: The venue id of the snapshot the current epoch was built from.
         self._snapshot_id = -1
+        #: The last venue reset snapshot, to recognise its late copies from other connections.
+        self._last_reset: DepthSnapshot | None = None
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -222,11 +269,17 @@ class SequencedBook:
         return out
 
     def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[GatewayEvent]:
-        """A venue snapshot. Used while the book is not built (initial sync or resync);
-        otherwise counted and ignored."""
+        """A venue snapshot.
+
+        While the book is not built (initial sync or resync) any snapshot builds it. While
+        it is built: a venue reset (``snap.reset``) replaces it; an in-band snapshot newer
+        than the book replaces it as well (the venue jumped ahead of every connection); both
+        are published as one ordinary delta, so subscribers keep their seq. Older in-band
+        snapshots, late copies of a reset and REST snapshots are counted and ignored.
+        """
         out: list[GatewayEvent] = []
         if self._has_book:
-            self.stats.snapshots_unused += 1
+            self._snapshot_while_live(snap, out)
             return out
         try:
             self.book.load(snap.bids, snap.asks)
@@ -240,6 +293,10 @@ class SequencedBook:
         self._has_book = True
         self._hole_since_ns = None
         self._drain_after_snapshot()
+        if not self._has_book:
+            # A buffered update failed its checksum on the fresh book.
+            self._want_snapshot("checksum mismatch after the snapshot", out)
+            return out
         if self._pending and self._gap_is_certain():
             # The snapshot is older than every connection's stream: a newer one is needed.
             self.stats.snapshots_unused += 1
@@ -247,7 +304,14 @@ class SequencedBook:
             self.book.clear()
             self._want_snapshot("snapshot older than the stream", out)
             return out
+        if snap.checksum is not None and not self._checksum_matches(snap.checksum):
+            self._has_book = False
+            self.book.clear()
+            self._want_snapshot("snapshot checksum mismatch", out)
+            return out
         self._snapshot_wanted = False
+        if snap.reset:
+            self._last_reset = snap
         self.epoch += 1
         self.seq = 0
         if self.book.is_crossed():
@@ -285,6 +349,59 @@ class SequencedBook:
 
     # --- internals ----------------------------------------------------------------------
 
+    def _snapshot_while_live(self, snap: DepthSnapshot, out: list[GatewayEvent]) -> None:
+        last_reset = self._last_reset
+        if snap.reset:
+            if (
+                last_reset is not None
+                and last_reset.last_id == snap.last_id
+                and last_reset.bids == snap.bids
+                and last_reset.asks == snap.asks
+            ):
+                self.stats.snapshots_unused += 1  # a late copy of the reset just applied
+                return
+            self.stats.venue_resets += 1
+            self._pending.clear()
+            self._hole_since_ns = None
+            self._last_reset = snap
+        elif snap.conn_id < 0 or snap.last_id <= self.applied_id:
+            self.stats.snapshots_unused += 1
+            return
+        else:
+            self.stats.jumps += 1
+        fresh = L2Book()
+        try:
+            fresh.load(snap.bids, snap.asks)
+        except BadLevel as exc:
+            self.stats.bad_updates += 1
+            log.warning("%s: snapshot rejected: %s", self.key, exc)
+            return
+        bids, asks = self.book.diff_to(fresh)
+        self.book = fresh
+        self.stats.snapshots += 1
+        self.applied_id = self._snapshot_id = snap.last_id
+        self.seq += 1
+        out.append(
+            BookDelta(
+                self.key, self.epoch, self.seq, snap.last_id, tuple(bids), tuple(asks), snap.recv_ns
+            )
+        )
+        if snap.checksum is not None and not self._checksum_matches(snap.checksum):
+            self._declare_gap("snapshot checksum mismatch", out)
+            return
+        self._drain(out)
+        self._check_hole(snap.recv_ns, out)
+
+    def _checksum_matches(self, expected: int) -> bool:
+        if self.checksum is None:
+            return True
+        if self.checksum(self.book) == expected:
+            self.stats.checksum_ok += 1
+            return True
+        self.stats.checksum_failed += 1
+        log.warning("%s: checksum mismatch at id %d", self.key, self.applied_id)
+        return False
+
     def _apply(self, diff: DepthDiff, out: list[GatewayEvent]) -> bool:
         try:
             self.book.apply(diff.bids, diff.asks)
@@ -306,6 +423,10 @@ class SequencedBook:
                 self.key, self.epoch, self.seq, diff.last_id, diff.bids, diff.asks, diff.recv_ns
             )
         )
+        if diff.checksum is not None and not self._checksum_matches(diff.checksum):
+            # The book no longer matches the venue's: rebuild it from a snapshot.
+            self._declare_gap("checksum mismatch", out)
+            return False
         if self.state is SymbolState.STALE and self._conn_high:
             self._publish_state("upstream back", out)
         return True
@@ -323,7 +444,7 @@ class SequencedBook:
     def _drain(self, out: list[GatewayEvent]) -> None:
         """Apply buffered updates that now link; drop the ones now stale."""
         pending = self._pending
-        while pending:
+        while pending and self._has_book:
             diff: DepthDiff = pending[0]
             link = self.rule.classify(diff, self.applied_id)
             if link is Link.FUTURE:
@@ -393,6 +514,278 @@ class SequencedBook:
             if state is SymbolState.STALE:
                 reason = "every upstream connection down"
             out.append(StatusChange(self.key, state, reason))
+
+
+@dataclass
+class Replica:
+    """One connection's copy of an unsequenced book."""
+
+    book: L2Book = field(default_factory=L2Book)
+    #: True from a snapshot whose checksum matched until the replica is found wrong.
+    valid: bool = False
+    #: How far behind the first connection to reach the same book state, smoothed.
+    lag_ewma_ns: float = 0.0
+
+
+class ReplicatedBook:
+    """Arbiter, book and published sequence of one symbol of an unsequenced venue (Kraken
+    v2, Coinbase): the venue shares no ids across connections (DESIGN §2).
+
+    - Each connection builds its own replica from its snapshot and updates. A replica is
+      valid from a snapshot until its checksum fails, its connection loses a message
+      (:meth:`invalidate`) or goes down; a failed replica asks for a resubscribe of that
+      connection (:class:`ResubscribeWanted`), never a repair.
+    - The published book follows one leader replica: the leader's updates are published as
+      they are (with the levels that truncation to ``depth`` removed).
+    - When the leader fails, the valid replica with the lowest lag becomes leader and the
+      switch is published as one ordinary delta, from the published book to that replica;
+      a replica whose checksum failed is never chosen.
+    - With a checksum, lag is measured by which connection reaches each book state first;
+      a follower faster than the leader by more than ``switch_margin_ns`` takes over.
+
+    ``venue_id`` of published messages is the venue's event time in ms (there are no ids).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        checksum: Checksum | None = None,
+        depth: int | None = None,
+        switch_margin_ns: int = 2_000_000,
+        lag_alpha: float = 0.1,
+        max_tracked_states: int = 1024,
+    ) -> None:
+        if depth is not None and depth < 1:
+            raise ValueError("depth must be >= 1")
+        self.key = key
+        self.checksum = checksum
+        self.depth = depth
+        self.switch_margin_ns = switch_margin_ns
+        self.lag_alpha = lag_alpha
+        self.max_tracked_states = max_tracked_states
+        self.book = L2Book()
+        self.state = SymbolState.SYNCING
+        self.epoch = 0
+        self.seq = 0
+        self.applied_id = -1
+        self.stats = SymbolStats()
+        self.replicas: dict[int, Replica] = {}
+        self.leader: int | None = None
+        self._has_book = False
+        #: checksum of a book state -> (first connection to reach it, when).
+        self._first_seen: dict[int, tuple[int, int]] = {}
+
+    @property
+    def has_book(self) -> bool:
+        return self._has_book
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[GatewayEvent]:
+        out: list[GatewayEvent] = []
+        if up:
+            self.replicas[conn_id] = Replica()
+            return out
+        self.replicas.pop(conn_id, None)
+        if conn_id == self.leader:
+            self._elect("leader connection down", out)
+        elif not self.replicas and self.state is not SymbolState.STALE:
+            self._set_state(SymbolState.STALE, "every upstream connection down", out)
+        return out
+
+    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[GatewayEvent]:
+        out: list[GatewayEvent] = []
+        replica = self.replicas.setdefault(snap.conn_id, Replica())
+        try:
+            replica.book.load(snap.bids, snap.asks)
+        except BadLevel as exc:
+            self.stats.bad_updates += 1
+            self._fail(snap.conn_id, replica, f"bad snapshot: {exc}", out)
+            return out
+        self.stats.snapshots += 1
+        if self.depth is not None:
+            replica.book.truncate(self.depth)
+        if not self._verify(replica, snap.checksum):
+            self._fail(snap.conn_id, replica, "snapshot checksum mismatch", out)
+            return out
+        replica.valid = True
+        if self.leader is None or self.leader == snap.conn_id:
+            self._elect("snapshot", out, prefer=snap.conn_id, venue_ms=snap.recv_ns // 1_000_000)
+        return out
+
+    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[GatewayEvent]:
+        out: list[GatewayEvent] = []
+        conn = self.stats.conn(diff.conn_id)
+        conn.received += 1
+        replica = self.replicas.get(diff.conn_id)
+        if replica is None or not replica.valid:
+            return out  # nothing to apply to until this connection's next snapshot
+        try:
+            replica.book.apply(diff.bids, diff.asks)
+        except BadLevel as exc:
+            self.stats.bad_updates += 1
+            self._fail(diff.conn_id, replica, f"bad update: {exc}", out)
+            return out
+        removed_bids: list[Level] = []
+        removed_asks: list[Level] = []
+        if self.depth is not None:
+            removed_bids, removed_asks = replica.book.truncate(self.depth)
+        if not self._verify(replica, diff.checksum):
+            self._fail(diff.conn_id, replica, "checksum mismatch", out)
+            return out
+        if diff.checksum is not None:
+            self._measure_lag(diff.conn_id, replica, diff.checksum, now_ns)
+        if diff.conn_id != self.leader:
+            conn.duplicates += 1
+            self.stats.duplicates += 1
+            self._maybe_switch(out)
+            return out
+        conn.first_wins += 1
+        bids = diff.bids + tuple(removed_bids) if removed_bids else diff.bids
+        asks = diff.asks + tuple(removed_asks) if removed_asks else diff.asks
+        self._publish(bids, asks, diff.event_ms, diff.recv_ns, out)
+        return out
+
+    def invalidate(self, conn_id: int, reason: str) -> list[GatewayEvent]:
+        """``conn_id`` lost messages (a connection-wide sequence jump): its replica is wrong."""
+        out: list[GatewayEvent] = []
+        replica = self.replicas.get(conn_id)
+        if replica is not None and replica.valid:
+            self._fail(conn_id, replica, reason, out)
+        return out
+
+    def on_timer(self, now_ns: int) -> list[GatewayEvent]:
+        return []
+
+    def deadline_ns(self) -> int | None:
+        return None
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _verify(self, replica: Replica, expected: int | None) -> bool:
+        if expected is None or self.checksum is None:
+            return True
+        if self.checksum(replica.book) == expected:
+            self.stats.checksum_ok += 1
+            return True
+        self.stats.checksum_failed += 1
+        return False
+
+    def _fail(self, conn_id: int, replica: Replica, reason: str, out: list[GatewayEvent]) -> None:
+        replica.valid = False
+        replica.book.clear()
+        self.stats.replica_failures += 1
+        self.stats.resyncs += 1
+        log.warning("%s: replica of conn %d failed (%s); resubscribing", self.key, conn_id, reason)
+        out.append(ResubscribeWanted(self.key, conn_id, reason))
+        if conn_id == self.leader:
+            self._elect(f"leader failed: {reason}", out)
+
+    def _elect(
+        self, reason: str, out: list[GatewayEvent], prefer: int | None = None, venue_ms: int = -1
+    ) -> None:
+        """Make the best valid replica the leader and publish the switch."""
+        valid = [(conn_id, r) for conn_id, r in self.replicas.items() if r.valid]
+        if not valid:
+            self.leader = None
+            if not self.replicas:
+                self._set_state(SymbolState.STALE, "every upstream connection down", out)
+            elif self._has_book:
+                self._set_state(SymbolState.RESYNCING, "no valid replica", out)
+            return
+        chosen = (
+            prefer if prefer in dict(valid) else min(valid, key=lambda cr: cr[1].lag_ewma_ns)[0]
+        )
+        previous, self.leader = self.leader, chosen
+        replica = self.replicas[chosen]
+        if not self._has_book:
+            self.book.copy_from(replica.book)
+            self._has_book = True
+            self.epoch += 1
+            self.seq = 0
+            self.applied_id = venue_ms
+            out.append(BookReset(self.key, self.epoch, self.seq, self.applied_id, 0))
+        else:
+            if previous is not None and previous != chosen:
+                self.stats.failovers += 1
+                log.info(
+                    "%s: output moves from conn %d to %d (%s)", self.key, previous, chosen, reason
+                )
+            bids, asks = self.book.diff_to(replica.book)
+            if bids or asks:
+                self._publish(tuple(bids), tuple(asks), venue_ms, 0, out)
+        self._set_state(SymbolState.LIVE, reason, out)
+
+    def _publish(
+        self,
+        bids: tuple[Level, ...],
+        asks: tuple[Level, ...],
+        venue_ms: int,
+        recv_ns: int,
+        out: list[GatewayEvent],
+    ) -> None:
+        self.book.apply(bids, asks)
+        self.seq += 1
+        self.stats.updates += 1
+        if venue_ms > 0:
+            self.applied_id = venue_ms
+        if self.book.is_crossed():
+            self.stats.crossed += 1
+        out.append(BookDelta(self.key, self.epoch, self.seq, self.applied_id, bids, asks, recv_ns))
+
+    def _measure_lag(self, conn_id: int, replica: Replica, checksum: int, now_ns: int) -> None:
+        first = self._first_seen.get(checksum)
+        if first is None:
+            if len(self._first_seen) >= self.max_tracked_states:
+                del self._first_seen[next(iter(self._first_seen))]
+            self._first_seen[checksum] = (conn_id, now_ns)
+            sample = 0.0
+        elif first[0] == conn_id:
+            return
+        else:
+            sample = float(now_ns - first[1])
+        replica.lag_ewma_ns += self.lag_alpha * (sample - replica.lag_ewma_ns)
+
+    def _maybe_switch(self, out: list[GatewayEvent]) -> None:
+        """Hand the output to a follower that is consistently faster than the leader."""
+        if self.leader is None or self.checksum is None or self.leader not in self.replicas:
+            return
+        leader = self.replicas[self.leader]
+        best_id, best = min(
+            ((c, r) for c, r in self.replicas.items() if r.valid), key=lambda cr: cr[1].lag_ewma_ns
+        )
+        if best_id == self.leader or leader.lag_ewma_ns - best.lag_ewma_ns <= self.switch_margin_ns:
+            return
+        # The follower is ahead: the switch publishes the difference, like a failover.
+        self._elect(f"conn {best_id} is faster", out, prefer=best_id)
+
+    def _set_state(self, state: SymbolState, reason: str, out: list[GatewayEvent]) -> None:
+        if state is not self.state:
+            self.state = state
+            out.append(StatusChange(self.key, state, reason))
+
+
+class ConnectionSequenceChecker:
+    """Connection-wide message counters (Coinbase ``sequence_num``): a jump means that
+    connection lost messages. Pure; one instance per venue."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, int] = {}
+        self.gaps = 0
+
+    def reset(self, conn_id: int) -> None:
+        """A new connection starts its own counter."""
+        self._last.pop(conn_id, None)
+
+    def on_seq(self, conn_id: int, seq: int) -> bool:
+        """True when messages were lost on ``conn_id`` before this one."""
+        last = self._last.get(conn_id)
+        self._last[conn_id] = seq if last is None else max(last, seq)
+        if last is not None and seq > last + 1:
+            self.gaps += 1
+            return True
+        return False
 
 
 def _first_id(diff: DepthDiff) -> int:

@@ -80,6 +80,26 @@ class L2Book:
             else:
                 side.pop(price, None)
 
+    def copy_from(self, other: L2Book) -> None:
+        """Make this book equal to ``other`` (levels are immutable tuples: shared)."""
+        self._bids = other._bids.copy()
+        self._asks = other._asks.copy()
+
+    def truncate(self, depth: int) -> tuple[list[Level], list[Level]]:
+        """Keep the best ``depth`` levels per side; returns the removed levels with a zero
+        quantity, as a delta that performs the same truncation."""
+        removed_bids = [(lv[0], "0") for lv in self._bids.values()[depth:]]
+        removed_asks = [(lv[0], "0") for lv in self._asks.values()[depth:]]
+        for side in (self._bids, self._asks):
+            while len(side) > depth:
+                side.popitem()
+        return removed_bids, removed_asks
+
+    def diff_to(self, other: L2Book) -> tuple[list[Level], list[Level]]:
+        """Absolute levels that turn this book into ``other``: levels only here get a zero
+        quantity, levels new or changed in ``other`` get its level."""
+        return _side_diff(self._bids, other._bids), _side_diff(self._asks, other._asks)
+
     # --- reading ----------------------------------------------------------------------
 
     @property
@@ -126,3 +146,12 @@ class L2Book:
             tuple((-k, float(v[1])) for k, v in self._bids.items()),
             tuple((k, float(v[1])) for k, v in self._asks.items()),
         )
+
+
+def _side_diff(mine: SortedDict, theirs: SortedDict) -> list[Level]:
+    changes: list[Level] = [(lv[0], "0") for key, lv in mine.items() if key not in theirs]
+    for key, level in theirs.items():
+        current = mine.get(key)
+        if current is None or current[1] != level[1]:
+            changes.append(level)
+    return changes

@@ -46,7 +46,11 @@ class DepthDiff(msgspec.Struct, frozen=True, gc=False):
     """An incremental book update covering venue update ids ``first_id..last_id``.
 
     ``prev_id`` is the venue's link to the previous event where it has one (Binance USD-M
-    ``pu``, OKX ``prevSeqId``), else -1. Levels are absolute quantities.
+    ``pu``, OKX ``prevSeqId``), else -1. Levels are absolute quantities. ``checksum`` is
+    the venue's checksum of the book after this update where the venue sends one (OKX,
+    Kraken), else None; a checksum the venue declares absent (OKX 0) is None.
+
+    On unsequenced venues (Kraken, Coinbase) the ids are per connection, not shared.
     """
 
     venue: str
@@ -59,6 +63,7 @@ class DepthDiff(msgspec.Struct, frozen=True, gc=False):
     event_ms: int
     recv_ns: int
     conn_id: int
+    checksum: int | None = None
 
     @property
     def key(self) -> str:
@@ -66,7 +71,12 @@ class DepthDiff(msgspec.Struct, frozen=True, gc=False):
 
 
 class DepthSnapshot(msgspec.Struct, frozen=True, gc=False):
-    """A full (or deep) book as of venue update id ``last_id``."""
+    """A full (or deep) book as of venue update id ``last_id``.
+
+    ``conn_id`` is -1 for a REST snapshot, else the connection that sent it in band.
+    ``reset`` is true when the venue declares that its sequence restarted with this
+    snapshot (Bybit ``u == 1``): it replaces the book whatever ids came before.
+    """
 
     venue: str
     symbol: str
@@ -75,6 +85,8 @@ class DepthSnapshot(msgspec.Struct, frozen=True, gc=False):
     asks: tuple[Level, ...]
     recv_ns: int
     conn_id: int
+    checksum: int | None = None
+    reset: bool = False
 
     @property
     def key(self) -> str:
@@ -119,7 +131,17 @@ class VenueNotice(msgspec.Struct, frozen=True, gc=False):
     conn_id: int
 
 
-VenueEvent = DepthDiff | DepthSnapshot | Trade | VenueNotice
+class ConnectionSequence(msgspec.Struct, frozen=True, gc=False):
+    """A connection-wide message counter (Coinbase ``sequence_num``): every message on the
+    connection carries the next number, so a jump means this connection lost messages."""
+
+    venue: str
+    seq: int
+    recv_ns: int
+    conn_id: int
+
+
+VenueEvent = DepthDiff | DepthSnapshot | Trade | VenueNotice | ConnectionSequence
 
 
 # --- events produced by the gateway -----------------------------------------------------
@@ -179,10 +201,19 @@ class SnapshotWanted(msgspec.Struct, frozen=True, gc=False):
     reason: str
 
 
+class ResubscribeWanted(msgspec.Struct, frozen=True, gc=False):
+    """One connection's copy of a symbol is wrong (checksum mismatch, sequence jump): that
+    connection must unsubscribe and subscribe the symbol again for a fresh snapshot."""
+
+    key: str
+    conn_id: int
+    reason: str
+
+
 class TradeOut(msgspec.Struct, frozen=True, gc=False):
     """A trade accepted for publication (first copy across connections)."""
 
     trade: Trade
 
 
-GatewayEvent = BookDelta | BookReset | StatusChange | SnapshotWanted | TradeOut
+GatewayEvent = BookDelta | BookReset | StatusChange | SnapshotWanted | ResubscribeWanted | TradeOut

@@ -250,3 +250,71 @@ def test_trades_first_copy_wins_with_bounded_memory() -> None:
     dedup.on_trade(trade(3, 1))
     assert dedup.duplicates == 1 and dedup.accepted == 3
     assert len(dedup._seen) == 2
+
+
+def total_qty(book) -> int:
+    """A toy checksum: the sum of all quantities."""
+    return int(sum(float(q) for _, q in book.bids() + book.asks()))
+
+
+def checked(last_id: int = 100) -> SequencedBook:
+    arb = SequencedBook(KEY, BinanceSpotRule(), checksum=total_qty)
+    arb.on_connection(0, True, 0)
+    arb.on_connection(1, True, 0)
+    assert isinstance(arb.on_snapshot(snap(last_id), 0)[0], BookReset)
+    return arb
+
+
+def test_checksums_are_verified_and_a_mismatch_resyncs() -> None:
+    arb = checked()
+    d = DepthDiff("binance", "BTCUSDT", 101, 101, -1, (("100", "3"),), (), 0, 0, 0, checksum=4)
+    assert kinds(arb.on_diff(d, 0)) == ["BookDelta"]
+    assert arb.stats.checksum_ok == 1
+    bad = DepthDiff("binance", "BTCUSDT", 102, 102, -1, (("99", "1"),), (), 0, 0, 0, checksum=77)
+    out = arb.on_diff(bad, 0)
+    assert kinds(out) == ["BookDelta", "StatusChange", "SnapshotWanted"]
+    assert out[1] == StatusChange(KEY, SymbolState.RESYNCING, "checksum mismatch")
+    assert arb.stats.checksum_failed == 1 and not arb.has_book
+
+
+def test_a_buffered_update_failing_its_checksum_after_the_snapshot_is_not_published() -> None:
+    arb = SequencedBook(KEY, BinanceSpotRule(), checksum=total_qty)
+    arb.on_connection(0, True, 0)
+    arb.on_diff(DepthDiff("binance", "BTCUSDT", 101, 101, -1, (), (), 0, 0, 0, checksum=99), 0)
+    out = arb.on_snapshot(snap(100), 0)
+    assert out == [SnapshotWanted(KEY, "checksum mismatch after the snapshot")]
+    assert not arb.has_book and arb.epoch == 0
+
+
+def inband(last_id: int, bids, conn: int = 1, reset: bool = False) -> DepthSnapshot:
+    return DepthSnapshot("bybit-spot", "BTCUSDT", last_id, tuple(bids), (), 0, conn, reset=reset)
+
+
+def test_in_band_snapshots_while_live_older_are_stale_newer_jump_as_a_delta() -> None:
+    arb = synced(100)
+    assert arb.on_snapshot(inband(100, [("100", "9")]), 0) == []
+    assert arb.stats.snapshots_unused == 1
+    out = arb.on_snapshot(inband(150, [("100", "2"), ("98", "1")]), 0)
+    assert kinds(out) == ["BookDelta"]
+    delta = out[0]
+    assert isinstance(delta, BookDelta)
+    assert (delta.epoch, delta.seq, delta.venue_id) == (1, 1, 150)
+    assert sorted(delta.bids) == [("100", "2"), ("98", "1")] and delta.asks == (("101", "0"),)
+    assert arb.book.bids() == [("100", "2"), ("98", "1")] and arb.book.asks() == []
+    assert arb.applied_id == 150 and arb.stats.jumps == 1
+    # A REST snapshot while live is not used.
+    assert arb.on_snapshot(snap(500), 0) == []
+
+
+def test_a_venue_reset_replaces_the_book_once_and_late_copies_are_ignored() -> None:
+    arb = synced(100)
+    arb.on_diff(diff(101, 101, bids=[("99", "1")]), 0)
+    reset = inband(1, [("50", "1")], conn=0, reset=True)
+    out = arb.on_snapshot(reset, 0)
+    assert kinds(out) == ["BookDelta"] and arb.applied_id == 1
+    assert arb.stats.venue_resets == 1
+    assert kinds(arb.on_diff(diff(2, 2, conn=0, bids=[("51", "1")]), 0)) == ["BookDelta"]
+    # The same reset arrives late from connection 1: not applied again.
+    assert arb.on_snapshot(inband(1, [("50", "1")], conn=1, reset=True), 0) == []
+    assert arb.applied_id == 2 and arb.book.bids() == [("51", "1"), ("50", "1")]
+    assert arb.stats.gaps == 0
