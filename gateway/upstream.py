@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import httpx
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.backoff import Backoff
 from gateway.model import DepthSnapshot, VenueContractError
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 #: Frames websockets may hold unread before it stops reading the socket (back-pressure).
 MAX_QUEUED_FRAMES: Final = 64
+#: Outgoing messages a connection may hold (resubscribes, pings) beyond its subscriptions.
+MAX_OUTBOX_MESSAGES: Final = 64
 
 #: on_frame(conn_id, raw, recv_ns) -> True when the venue asked this connection to reconnect.
 FrameHandler = Callable[[int, bytes, int], bool]
@@ -40,6 +42,9 @@ class ConnectionStats:
     reconnects: int = 0
     #: Attempts that failed before the connection was open (refused, timed out, rejected).
     failed_attempts: int = 0
+    messages_sent: int = 0
+    #: Outgoing messages not queued: connection down or its queue full.
+    messages_dropped: int = 0
     last_error: str = ""
     connected_since_s: float = 0.0
 
@@ -47,10 +52,16 @@ class ConnectionStats:
 class Connection:
     """Keeps one WebSocket connection to one endpoint open, forever.
 
+    After each connect it sends the venue's subscribe messages, then the venue's
+    application-level ping every ``ping_interval_s`` where the venue wants one; protocol
+    pings from the venue are answered by websockets. Outgoing messages go through a bounded
+    queue (:meth:`send`), paced to ``max_messages_per_s`` (venues disconnect clients that
+    send faster).
+
     Reconnects with capped exponential backoff and jitter after a failure; at once after a
     venue's reconnect notice or when the connection reaches ``max_age_s`` (renewed before
     the venue's own limit). A connection that delivers nothing for ``stall_timeout_s`` is
-    closed and reopened. Pings from the venue are answered by websockets.
+    closed and reopened.
     """
 
     def __init__(
@@ -64,6 +75,10 @@ class Connection:
         stall_timeout_s: float,
         max_age_s: float,
         open_timeout_s: float = 10.0,
+        subscribe_messages: Sequence[bytes] = (),
+        ping_message: bytes | None = None,
+        ping_interval_s: float = 20.0,
+        max_messages_per_s: float = 4.0,
     ) -> None:
         self.conn_id = conn_id
         self.url = url
@@ -73,9 +88,25 @@ class Connection:
         self._stall_timeout_s = stall_timeout_s
         self._max_age_s = max_age_s
         self._open_timeout_s = open_timeout_s
+        self._subscribe_messages = list(subscribe_messages)
+        self._ping_message = ping_message
+        self._ping_interval_s = ping_interval_s
+        self._send_interval_s = 1.0 / max_messages_per_s
+        self._outbox: asyncio.Queue[bytes] | None = None
         self.stats = ConnectionStats()
         #: The endpoint without the stream list, for logs and views.
         self.endpoint = url.partition("?")[0].removesuffix("/stream")
+
+    def send(self, messages: Sequence[bytes]) -> bool:
+        """Queue text messages for the venue. False (and nothing queued) when the
+        connection is down (subscriptions are sent again on connect) or its queue is full."""
+        outbox = self._outbox
+        if outbox is None or outbox.maxsize - outbox.qsize() < len(messages):
+            self.stats.messages_dropped += len(messages)
+            return False
+        for message in messages:
+            outbox.put_nowait(message)
+        return True
 
     async def run(self) -> None:
         """Runs until cancelled."""
@@ -99,36 +130,74 @@ class Connection:
                 max_queue=MAX_QUEUED_FRAMES,
             ) as ws:
                 self._up(loop.time())
-                age_deadline = loop.time() + self._max_age_s
-                async with asyncio.timeout(None) as deadline:
-                    while True:
-                        deadline.reschedule(min(loop.time() + self._stall_timeout_s, age_deadline))
-                        raw = await ws.recv(decode=False)
-                        self.stats.frames += 1
-                        if self.stats.frames == 1 or self._backoff.failures:
-                            self._backoff.reset()
-                        if self._on_frame(self.conn_id, raw, time.time_ns()):
-                            self.stats.last_error = "venue asked to reconnect"
-                            log.info(
-                                "conn %d %s: venue asked to reconnect", self.conn_id, self.endpoint
-                            )
-                            return True
+                outbox: asyncio.Queue[bytes] = asyncio.Queue(
+                    maxsize=MAX_OUTBOX_MESSAGES + len(self._subscribe_messages)
+                )
+                for message in self._subscribe_messages:
+                    outbox.put_nowait(message)
+                self._outbox = outbox
+                async with asyncio.TaskGroup() as tasks:
+                    helpers = [tasks.create_task(self._write(ws, outbox))]
+                    if self._ping_message is not None:
+                        helpers.append(tasks.create_task(self._ping(outbox, self._ping_message)))
+                    try:
+                        return await self._read(ws, loop)
+                    finally:
+                        for helper in helpers:
+                            helper.cancel()
         except TimeoutError:
-            if (
-                self.stats.connected
-                and loop.time() >= self.stats.connected_since_s + self._max_age_s
-            ):
-                self.stats.last_error = "renewed at max age"
-                return True
-            what = "stalled" if self.stats.connected else "connect timed out"
-            self._failed(what)
-        except websockets.exceptions.ConnectionClosed as exc:
-            self._failed(f"closed: {exc}")
+            self._failed("connect timed out")
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
         finally:
+            self._outbox = None
             self._down()
         return False
+
+    async def _read(self, ws: ClientConnection, loop: asyncio.AbstractEventLoop) -> bool:
+        """Hands every frame to the service until the connection ends; returns True when
+        the next connection should be opened at once."""
+        age_deadline = loop.time() + self._max_age_s
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    deadline.reschedule(min(loop.time() + self._stall_timeout_s, age_deadline))
+                    raw = await ws.recv(decode=False)
+                    self.stats.frames += 1
+                    if self.stats.frames == 1 or self._backoff.failures:
+                        self._backoff.reset()
+                    if self._on_frame(self.conn_id, raw, time.time_ns()):
+                        self.stats.last_error = "venue asked to reconnect"
+                        log.info(
+                            "conn %d %s: venue asked to reconnect", self.conn_id, self.endpoint
+                        )
+                        return True
+        except TimeoutError:
+            if loop.time() >= age_deadline:
+                self.stats.last_error = "renewed at max age"
+                return True
+            self._failed("stalled")
+        except websockets.exceptions.ConnectionClosed as exc:
+            self._failed(f"closed: {exc}")
+        return False
+
+    async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[bytes]) -> None:
+        try:
+            while True:
+                message = await outbox.get()
+                await ws.send(message, text=True)
+                self.stats.messages_sent += 1
+                await asyncio.sleep(self._send_interval_s)
+        except websockets.exceptions.ConnectionClosed:
+            pass  # the reader sees the close and ends the session
+
+    async def _ping(self, outbox: asyncio.Queue[bytes], message: bytes) -> None:
+        while True:
+            await asyncio.sleep(self._ping_interval_s)
+            if outbox.full():
+                self.stats.messages_dropped += 1
+            else:
+                outbox.put_nowait(message)
 
     def _up(self, now_s: float) -> None:
         self.stats.connected = True

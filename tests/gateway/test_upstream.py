@@ -231,3 +231,41 @@ def test_rate_limit_statuses_are_recognised(status: int) -> None:
         ["http://a.test"],
     )
     assert fetcher.stats.rate_limited == 1 and got
+
+
+def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages() -> None:
+    received: list[str | bytes] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            received.append(message)
+            if message == "close me":
+                await ws.close()
+
+    async def body(url: str) -> None:
+        rec = Recorder()
+        conn = Connection(
+            3,
+            url,
+            on_frame=rec.on_frame,
+            on_state=rec.on_state,
+            backoff=Backoff(0.01, 0.05, random.Random(1)),
+            stall_timeout_s=5.0,
+            max_age_s=3600.0,
+            subscribe_messages=[b'{"op":"subscribe"}'],
+            ping_message=b"ping",
+            ping_interval_s=0.05,
+            max_messages_per_s=1000.0,
+        )
+        assert conn.send([b"too early"]) is False, "nothing is queued while down"
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(conn.run())
+            await _until(lambda: received.count("ping") >= 2)
+            assert conn.send([b"close me"])
+            await _until(lambda: received.count('{"op":"subscribe"}') >= 2)
+            task.cancel()
+        assert received[0] == '{"op":"subscribe"}', "text frames, subscriptions first"
+        assert "too early" not in received
+        assert conn.stats.messages_dropped == 1 and conn.stats.reconnects >= 1
+
+    asyncio.run(_with_server(handler, body))
