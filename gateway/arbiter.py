@@ -168,6 +168,11 @@ class SymbolArbiter(Protocol):
     @property
     def has_book(self) -> bool: ...
 
+    @property
+    def pending(self) -> int:
+        """Updates waiting for missing ids (always 0 in the unsequenced mode)."""
+        ...
+
     def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[GatewayEvent]: ...
 
     def on_diff(self, diff: DepthDiff, now_ns: int) -> list[GatewayEvent]: ...
@@ -579,6 +584,10 @@ class ReplicatedBook:
     @property
     def has_book(self) -> bool:
         return self._has_book
+
+    @property
+    def pending(self) -> int:
+        return 0
 
     # --- inputs -------------------------------------------------------------------------
 

@@ -6,13 +6,18 @@ the key (``$.venues[0].endpoints`` style paths, as msgspec reports them).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Final
 from urllib.parse import urlsplit
 
 import msgspec
 
-SUPPORTED_VENUES: Final = ("binance",)
+from gateway.venues import ADAPTERS
+
+SUPPORTED_VENUES: Final = tuple(ADAPTERS)
+#: Symbols as venues spell them: BTCUSDT, BTC-USDT, BTC/USD, BTC-USDT-SWAP.
+SYMBOL_PATTERN: Final = re.compile(r"^[A-Z0-9][A-Z0-9._/-]*$")
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -91,7 +96,7 @@ def validate(config: Config) -> Config:
         if not venue.symbols:
             raise ConfigError(f"{where}.symbols: at least one symbol is required")
         for j, symbol in enumerate(venue.symbols):
-            if not symbol or not symbol.isalnum() or symbol != symbol.upper():
+            if not SYMBOL_PATTERN.match(symbol):
                 raise ConfigError(
                     f"{where}.symbols[{j}]: {symbol!r} must be the venue's upper-case symbol"
                 )

@@ -90,7 +90,7 @@ def _progress_line(service: Service) -> str:
         bid, ask = book.book.best_bid(), book.book.best_ask()
         top = f"{bid[0] if bid else '-'}/{ask[0] if ask else '-'}"
         parts.append(f"{key} {book.state.value} seq={book.epoch}:{book.seq} {top}")
-    ups = sum(c.stats.connected for v in service.venues for c in v.connections)
+    ups = sum(c.stats.connected for v in service.venues for c in v.connections.values())
     total = sum(len(v.connections) for v in service.venues)
     return f"endpoints up {ups}/{total} | " + " | ".join(parts)
 
@@ -147,7 +147,7 @@ def _report(sim: SimBinanceSpot, service: Service, caught_up: bool) -> bool:
             f"{stats.gaps:>6} {stats.resyncs:>8}  {'matches venue' if matches else 'DIFFERS'}"
         )
     for venue in service.venues:
-        for conn in venue.connections:
+        for conn in venue.connections.values():
             print(
                 f"endpoint {conn.conn_id}: {conn.stats.frames} frames, "
                 f"{conn.stats.reconnects} reconnects, {conn.stats.failed_attempts} failed attempts"

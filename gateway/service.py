@@ -16,15 +16,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.arbiter import SequencedBook, SymbolStats, TradeDedup
+from gateway.arbiter import ConnectionSequenceChecker, SymbolArbiter, SymbolStats, TradeDedup
 from gateway.backoff import Backoff
 from gateway.config import Config, VenueConfig
 from gateway.fanout import BookState, Fanout
 from gateway.model import (
     BookReset,
+    ConnectionSequence,
     DepthDiff,
     DepthSnapshot,
     GatewayEvent,
+    ResubscribeWanted,
     SnapshotWanted,
     SymbolState,
     Trade,
@@ -49,6 +51,9 @@ class VenueStats:
     bad_frames: int = 0
     unknown_symbols: int = 0
     notices: int = 0
+    #: Connection-wide sequence jumps (the connection lost messages and is reopened).
+    connection_gaps: int = 0
+    resubscribes: int = 0
 
 
 class VenueRuntime:
@@ -66,42 +71,45 @@ class VenueRuntime:
         self._publish = publish
         self._clock_ns = clock_ns
         self.stats = VenueStats()
-        self.books: dict[str, SequencedBook] = {}
+        self.books: dict[str, SymbolArbiter] = {}
         self.trades: dict[str, TradeDedup] = {}
         for symbol in cfg.symbols:
             key = symbol_key(cfg.venue, symbol)
-            self.books[key] = SequencedBook(
-                key,
-                self.adapter.link_rule(),
+            self.books[key] = self.adapter.new_arbiter(
+                symbol,
                 reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
                 max_pending=cfg.max_pending,
             )
             self.trades[key] = TradeDedup()
-        self.connections: list[Connection] = []
+        self.connections: dict[int, Connection] = {}
         self.bad_frames_by_conn: dict[int, int] = {}
+        self.sequences = ConnectionSequenceChecker()
+        subscribe = self.adapter.subscribe_messages(cfg.symbols)
         for index, endpoint in enumerate(cfg.endpoints):
             conn_id = next(conn_ids)
-            self.connections.append(
-                Connection(
-                    conn_id,
-                    self.adapter.stream_url(endpoint, cfg.symbols),
-                    on_frame=self.on_frame,
-                    on_state=self.on_state,
-                    backoff=Backoff(
-                        cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)
-                    ),
-                    stall_timeout_s=cfg.stall_timeout_s,
-                    # Staggered so that the endpoints are never renewed together.
-                    max_age_s=cfg.max_connection_age_s * (1.0 - AGE_STAGGER * index),
-                )
+            self.connections[conn_id] = Connection(
+                conn_id,
+                self.adapter.stream_url(endpoint, cfg.symbols),
+                on_frame=self.on_frame,
+                on_state=self.on_state,
+                backoff=Backoff(cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)),
+                stall_timeout_s=cfg.stall_timeout_s,
+                # Staggered so that the endpoints are never renewed together.
+                max_age_s=cfg.max_connection_age_s * (1.0 - AGE_STAGGER * index),
+                subscribe_messages=subscribe,
+                ping_message=self.adapter.ping_message,
+                ping_interval_s=self.adapter.ping_interval_s,
+                max_messages_per_s=self.adapter.max_messages_per_s,
             )
-        self.fetcher = SnapshotFetcher(
-            self.adapter,
-            cfg.rest,
-            limit=cfg.snapshot_limit,
-            on_snapshot=self.on_snapshot,
-            timeout_s=cfg.rest_timeout_s,
-        )
+        self.fetcher: SnapshotFetcher | None = None
+        if self.adapter.snapshot_url is not None and cfg.rest:
+            self.fetcher = SnapshotFetcher(
+                self.adapter,
+                cfg.rest,
+                limit=cfg.snapshot_limit,
+                on_snapshot=self.on_snapshot,
+                timeout_s=cfg.rest_timeout_s,
+            )
         #: Keys whose arbiter has a reorder deadline pending.
         self.waiting: set[str] = set()
 
@@ -123,6 +131,18 @@ class VenueRuntime:
                     self.stats.unknown_symbols += 1
                     continue
                 self._emit(book, book.on_diff(event, now_ns))
+            elif isinstance(event, DepthSnapshot):
+                book = self.books.get(event.key)
+                if book is None:
+                    self.stats.unknown_symbols += 1
+                    continue
+                self._emit(book, book.on_snapshot(event, now_ns))
+            elif isinstance(event, ConnectionSequence):
+                if self.sequences.on_seq(conn_id, event.seq):
+                    # Every replica on this connection missed something: start it afresh.
+                    self.stats.connection_gaps += 1
+                    log.warning("conn %d: messages lost (sequence jump); reconnecting", conn_id)
+                    reconnect = True
             elif isinstance(event, Trade):
                 dedup = self.trades.get(event.key)
                 if dedup is not None:
@@ -136,6 +156,7 @@ class VenueRuntime:
 
     def on_state(self, conn_id: int, up: bool) -> None:
         now_ns = self._clock_ns()
+        self.sequences.reset(conn_id)
         for book in self.books.values():
             self._emit(book, book.on_connection(conn_id, up, now_ns))
 
@@ -156,17 +177,32 @@ class VenueRuntime:
 
     # --- internals --------------------------------------------------------------------------
 
-    def _emit(self, book: SequencedBook, events: list[GatewayEvent]) -> None:
+    def _emit(self, book: SymbolArbiter, events: list[GatewayEvent]) -> None:
         if book.deadline_ns() is not None:
             self.waiting.add(book.key)
         if not events:
             return
+        symbol = book.key.partition(":")[2]
         for event in events:
             if isinstance(event, SnapshotWanted):
-                self.fetcher.request(book.key.partition(":")[2])
-            elif isinstance(event, BookReset):
-                self.fetcher.succeeded(book.key.partition(":")[2])
+                if self.fetcher is not None:
+                    self.fetcher.request(symbol)
+                else:
+                    # No REST snapshot: every connection subscribes again for an in-band one.
+                    for conn_id in self.connections:
+                        self._resubscribe(conn_id, symbol)
+            elif isinstance(event, ResubscribeWanted):
+                self._resubscribe(event.conn_id, symbol)
+            elif isinstance(event, BookReset) and self.fetcher is not None:
+                self.fetcher.succeeded(symbol)
         self._publish(events)
+
+    def _resubscribe(self, conn_id: int, symbol: str) -> None:
+        connection = self.connections.get(conn_id)
+        if connection is None or self.adapter.resubscribe_messages is None:
+            return
+        self.stats.resubscribes += 1
+        connection.send(self.adapter.resubscribe_messages(symbol))
 
     def _bad_frame(self, conn_id: int, raw: bytes, exc: VenueContractError) -> None:
         self.stats.bad_frames += 1
@@ -196,7 +232,7 @@ class Service:
         self.venues = [
             VenueRuntime(cfg, conn_ids, self.fanout.publish, clock_ns) for cfg in config.venues
         ]
-        self._books: dict[str, SequencedBook] = {
+        self._books: dict[str, SymbolArbiter] = {
             key: book for venue in self.venues for key, book in venue.books.items()
         }
         self._timer_interval_s = max(
@@ -218,7 +254,7 @@ class Service:
         return self._books[key].stats
 
     @property
-    def books(self) -> dict[str, SequencedBook]:
+    def books(self) -> dict[str, SymbolArbiter]:
         return self._books
 
     # --- running ----------------------------------------------------------------------------
@@ -231,8 +267,9 @@ class Service:
             tasks.create_task(self.fanout.serve(server.host, server.port, serving))
             await serving.wait()
             for venue in self.venues:
-                tasks.create_task(venue.fetcher.run())
-                for connection in venue.connections:
+                if venue.fetcher is not None:
+                    tasks.create_task(venue.fetcher.run())
+                for connection in venue.connections.values():
                     tasks.create_task(connection.run())
             tasks.create_task(self._timers())
             if ready is not None:

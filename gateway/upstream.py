@@ -259,7 +259,11 @@ class SnapshotFetcher:
         backoff_max_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        if adapter.snapshot_url is None or adapter.parse_snapshot is None:
+            raise ValueError(f"venue {adapter.venue} has no REST snapshots")
         self._adapter = adapter
+        self._snapshot_url = adapter.snapshot_url
+        self._parse_snapshot = adapter.parse_snapshot
         self._bases = list(rest_bases)
         self._limit = limit
         self._on_snapshot = on_snapshot
@@ -325,7 +329,7 @@ class SnapshotFetcher:
             await asyncio.sleep(backoff.next_delay_s())
 
     async def _get(self, client: httpx.AsyncClient, base: str, symbol: str) -> DepthSnapshot:
-        url = self._adapter.snapshot_url(base, symbol, self._limit)
+        url = self._snapshot_url(base, symbol, self._limit)
         self.stats.requests += 1
         self._weight_used += self._adapter.snapshot_weight(self._limit)
         response = await client.get(url)
@@ -342,7 +346,7 @@ class SnapshotFetcher:
                 request=response.request,
                 response=response,
             )
-        return self._adapter.parse_snapshot(symbol, response.content, time.time_ns(), -1)
+        return self._parse_snapshot(symbol, response.content, time.time_ns(), -1)
 
     async def _respect_limits(self) -> None:
         now_s = time.monotonic()

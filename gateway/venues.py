@@ -1,43 +1,116 @@
-"""The venue registry: what the service needs to know of each supported venue's adapter."""
+"""The venue registry: what the service and verify need of each supported venue's adapter.
+
+Pure: the adapters' functions take input and return output; nothing here does I/O.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from feeds import binance
-from gateway.arbiter import BinanceSpotRule, LinkRule
-from gateway.model import DepthSnapshot, VenueEvent
+from gateway.arbiter import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_REORDER_WINDOW_NS,
+    BinanceSpotRule,
+    Checksum,
+    LinkRule,
+    ReplicatedBook,
+    SequencedBook,
+    SymbolArbiter,
+)
+from gateway.model import DepthSnapshot, VenueEvent, symbol_key
+
+#: Sequenced: the venue's ids are the same on every connection (DESIGN §2). Unsequenced:
+#: one replica per connection, checked by checksum, the output following a leader.
+ArbitrationMode = Literal["sequenced", "unsequenced"]
+
+
+def _no_messages(symbols: Sequence[str]) -> list[bytes]:
+    return []
+
+
+def _no_checksum(symbol: str) -> Checksum | None:
+    return None
+
+
+def _unit_weight(limit: int) -> int:
+    return 1
 
 
 @dataclass(frozen=True)
 class VenueAdapter:
-    """A venue's pure functions: URLs, parsing, and the sequence rule of its book stream."""
+    """A venue's pure functions: URLs, messages, parsing, and how its stream is merged."""
 
     venue: str
+    mode: ArbitrationMode
+    #: The URL a connection opens for these symbols (streams in the URL, or the bare endpoint).
     stream_url: Callable[[str, Sequence[str]], str]
     parse: Callable[[bytes, int, int], list[VenueEvent]]
-    snapshot_url: Callable[[str, str, int], str]
-    parse_snapshot: Callable[[str, bytes, int, int], DepthSnapshot]
-    snapshot_weight: Callable[[int], int]
+    #: Production endpoints, every alternative the venue documents.
+    ws_endpoints: tuple[str, ...] = ()
+    rest_endpoints: tuple[str, ...] = ()
+    #: Sent after every connect.
+    subscribe_messages: Callable[[Sequence[str]], list[bytes]] = _no_messages
+    #: Unsubscribe and subscribe one symbol again on one connection (a fresh snapshot).
+    resubscribe_messages: Callable[[str], list[bytes]] | None = None
+    #: The venue's application-level ping, where it needs one besides protocol pings.
+    ping_message: bytes | None = None
+    ping_interval_s: float = 20.0
+    #: Outgoing messages per second the venue tolerates per connection.
+    max_messages_per_s: float = 4.0
+    #: REST snapshots; None where the venue only snapshots in band.
+    snapshot_url: Callable[[str, str, int], str] | None = None
+    parse_snapshot: Callable[[str, bytes, int, int], DepthSnapshot] | None = None
+    snapshot_weight: Callable[[int], int] = _unit_weight
     #: REST request-weight budget per minute per IP.
-    rest_weight_per_minute: int
-    link_rule: Callable[[], LinkRule]
+    rest_weight_per_minute: int = 1200
     #: URL paths of the venue's REST depth snapshots (to recognise them in captures).
-    snapshot_paths: tuple[str, ...]
+    snapshot_paths: tuple[str, ...] = ()
+    #: Sequenced venues: the rule that orders updates (one instance per symbol).
+    link_rule: Callable[[], LinkRule] | None = None
+    #: The venue's book checksum for a symbol, where it sends one.
+    checksum: Callable[[str], Checksum | None] = _no_checksum
+    #: Unsequenced venues: replicas are truncated to the subscribed depth after every message.
+    replica_depth: int | None = None
+
+    def new_arbiter(
+        self,
+        symbol: str,
+        *,
+        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> SymbolArbiter:
+        key = symbol_key(self.venue, symbol)
+        if self.mode == "unsequenced":
+            return ReplicatedBook(key, checksum=self.checksum(symbol), depth=self.replica_depth)
+        if self.link_rule is None:
+            raise ValueError(f"sequenced venue {self.venue} has no link rule")
+        return SequencedBook(
+            key,
+            self.link_rule(),
+            reorder_window_ns=reorder_window_ns,
+            max_pending=max_pending,
+            checksum=self.checksum(symbol),
+        )
 
 
 ADAPTERS: dict[str, VenueAdapter] = {
     "binance": VenueAdapter(
         venue=binance.VENUE,
+        mode="sequenced",
         stream_url=binance.stream_url,
         parse=binance.parse,
+        ws_endpoints=binance.WS_ENDPOINTS,
+        rest_endpoints=binance.REST_ENDPOINTS,
+        max_messages_per_s=4.0,  # Binance disconnects above 5 per second
         snapshot_url=binance.snapshot_url,
         parse_snapshot=binance.parse_snapshot,
         snapshot_weight=binance.snapshot_weight,
         rest_weight_per_minute=6000,
-        link_rule=BinanceSpotRule,
         snapshot_paths=(binance.SNAPSHOT_PATH,),
+        link_rule=BinanceSpotRule,
     ),
 }
 

@@ -1,7 +1,7 @@
 """``mdgateway verify``: rebuild books offline from a capture file and report per symbol.
 
 The capture is read by :mod:`gateway.capture_formats`; each WebSocket frame goes through the
-venue's parser and each depth update into the same :class:`~gateway.arbiter.SequencedBook`
+venue's parser and each depth update into the same :class:`~gateway.arbiter.SymbolArbiter`
 the service uses, one per symbol, with the recorded receive times as its clock. REST
 depth snapshots in the capture sync the books. The report says, per symbol, what the
 arbiter counted and what the final book holds.
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway.arbiter import DEFAULT_REORDER_WINDOW_NS, SequencedBook
+from gateway.arbiter import DEFAULT_REORDER_WINDOW_NS, SymbolArbiter
 from gateway.capture_formats import (
     INLINE_SNAPSHOT_SCHEME,
     KNOWN_VENUES,
@@ -136,18 +136,18 @@ class _Rebuild:
     def __init__(self, spec: VenueAdapter, reorder_window_ns: int) -> None:
         self.spec = spec
         self.reorder_window_ns = reorder_window_ns
-        self.books: dict[str, SequencedBook] = {}
+        self.books: dict[str, SymbolArbiter] = {}
         #: Connections that delivered updates of each book: told when they end.
         self.conns: dict[str, set[int]] = {}
         #: Books with a reorder deadline to watch.
         self.armed: set[str] = set()
         self.bad_frames = 0
 
-    def book(self, key: str) -> SequencedBook:
+    def book(self, key: str) -> SymbolArbiter:
         book = self.books.get(key)
         if book is None:
-            book = self.books[key] = SequencedBook(
-                key, self.spec.link_rule(), reorder_window_ns=self.reorder_window_ns
+            book = self.books[key] = self.spec.new_arbiter(
+                key.partition(":")[2], reorder_window_ns=self.reorder_window_ns
             )
             self.conns[key] = set()
         return book
@@ -188,6 +188,8 @@ class _Rebuild:
         symbol = rest_symbol(record.url)
         if symbol is None:
             self._bad_frame(record, VenueContractError("REST snapshot URL names no symbol"))
+            return
+        if self.spec.parse_snapshot is None:
             return
         try:
             snap = self.spec.parse_snapshot(symbol, record.payload, record.recv_ns, record.conn_id)
@@ -230,7 +232,7 @@ class _Rebuild:
                 log.warning("further bad frames are counted, not logged")
 
 
-def _symbol_report(book: SequencedBook, depth: int) -> SymbolReport:
+def _symbol_report(book: SymbolArbiter, depth: int) -> SymbolReport:
     s = book.stats
     return SymbolReport(
         updates=s.updates,
@@ -238,9 +240,8 @@ def _symbol_report(book: SequencedBook, depth: int) -> SymbolReport:
         gaps=s.gaps,
         resyncs=s.resyncs,
         crossed=s.crossed,
-        # Binance books carry no checksum; checksum venues fill these.
-        checksum_ok=0,
-        checksum_failed=0,
+        checksum_ok=s.checksum_ok,
+        checksum_failed=s.checksum_failed,
         last_id=book.applied_id,
         bid_levels=book.book.bid_count,
         ask_levels=book.book.ask_count,

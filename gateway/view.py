@@ -66,7 +66,7 @@ def endpoints_table(service: Service) -> Table:
         table.add_column(name, justify="left" if name in ("endpoint", "state") else "right")
     table.add_column("error while down", overflow="ellipsis", max_width=40, no_wrap=True)
     for venue in service.venues:
-        for conn in venue.connections:
+        for conn in venue.connections.values():
             per_book = [b.stats.connections.get(conn.conn_id) for b in venue.books.values()]
             wins = sum(s.first_wins for s in per_book if s is not None)
             dups = sum(s.duplicates for s in per_book if s is not None)

@@ -76,7 +76,7 @@ async def _two_subscribers_through_faults() -> None:
                 assert stats.gaps == 0 and stats.resyncs == 0
                 assert stats.duplicates > 0, "redundant copies were seen and dropped"
                 assert service.books[key].state is SymbolState.LIVE
-            connections = [c for v in service.venues for c in v.connections]
+            connections = [c for v in service.venues for c in v.connections.values()]
             await _wait_for(lambda: all(c.stats.connected for c in connections), 10)
             assert all(c.stats.reconnects >= 1 for c in connections)
             for task in [*follow, service_task]:

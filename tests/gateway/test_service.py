@@ -34,7 +34,7 @@ def runtime() -> tuple[VenueRuntime, list[GatewayEvent]]:
         published.extend(events)
 
     venue = VenueRuntime(CONFIG.venues[0], itertools.count(0), publish, lambda: 0)
-    for conn in venue.connections:
+    for conn in venue.connections.values():
         venue.on_state(conn.conn_id, True)
     return venue, published
 
@@ -78,6 +78,6 @@ def test_unknown_symbols_notices_and_trades() -> None:
 
 def test_connections_are_staggered_and_carry_every_symbol() -> None:
     venue, _ = runtime()
-    ages = [c._max_age_s for c in venue.connections]
+    ages = [c._max_age_s for c in venue.connections.values()]
     assert ages[0] > ages[1]
-    assert all("btcusdt@depth@100ms" in c.url for c in venue.connections)
+    assert all("btcusdt@depth@100ms" in c.url for c in venue.connections.values())
