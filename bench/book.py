@@ -1,0 +1,257 @@
+"""book: the L2 book's write and read costs on the real diff levels, against plain dicts.
+
+Every implementation starts from the capture's REST snapshot and applies the depth diffs
+after it, in order, with the same level parsing and checks as ``gateway.book.L2Book``
+(``float()`` of price and quantity, validated before anything changes). They differ only
+in the container:
+
+- ``L2Book``: ``SortedDict`` per side, float keys (negated for bids), the gateway's book;
+- ``dict + max()/min() on read``: a plain dict per side, the best level found by a scan;
+- ``dict + sorted() on read``: a plain dict per side, the keys sorted on every read;
+- ``dict + best key kept on write``: a plain dict per side and its best key, updated as
+  levels are set; a side is scanned again only after its best level was removed (a
+  prototype, not in the gateway).
+
+Figures: applying (per level and per diff), reading the best bid and ask (once each, on
+the book as it stands after every diff), and the two together per diff (apply a diff,
+then read the top of book: what a bbo channel costs), on the first diffs only for the
+last figure because the sorted baseline is slow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bench.common import Timing, load_depth_data, measure
+from gateway.book import BadLevel, L2Book
+from gateway.model import Level
+
+TITLE = "book: L2Book (SortedDict, float keys) vs plain dict baselines, real diff levels"
+
+
+def _parse(level: Level) -> tuple[float, float]:
+    """The same parsing and checks as ``gateway.book``."""
+    try:
+        price = float(level[0])
+        qty = float(level[1])
+    except (ValueError, TypeError, IndexError) as exc:
+        raise BadLevel(f"unparseable level {level!r}") from exc
+    if not (price > 0.0 and qty >= 0.0) or math.isinf(price) or math.isinf(qty):
+        raise BadLevel(f"level out of range {level!r}")
+    return price, qty
+
+
+class DictBook:
+    """Baseline: a plain dict per side keyed by float price; ordering only on read."""
+
+    __slots__ = ("_asks", "_bids")
+
+    def __init__(self) -> None:
+        self._bids: dict[float, Level] = {}
+        self._asks: dict[float, Level] = {}
+
+    def load(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        self._bids = {_parse(lv)[0]: lv for lv in bids if _parse(lv)[1] > 0.0}
+        self._asks = {_parse(lv)[0]: lv for lv in asks if _parse(lv)[1] > 0.0}
+
+    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        parsed_bids = [(_parse(level), level) for level in bids]
+        parsed_asks = [(_parse(level), level) for level in asks]
+        side = self._bids
+        for (price, qty), level in parsed_bids:
+            if qty > 0.0:
+                side[price] = level
+            else:
+                side.pop(price, None)
+        side = self._asks
+        for (price, qty), level in parsed_asks:
+            if qty > 0.0:
+                side[price] = level
+            else:
+                side.pop(price, None)
+
+    @property
+    def bid_count(self) -> int:
+        return len(self._bids)
+
+    @property
+    def ask_count(self) -> int:
+        return len(self._asks)
+
+
+class ScanBook(DictBook):
+    """Best levels by a linear scan (``max``/``min``) on read."""
+
+    __slots__ = ()
+
+    def best_bid(self) -> Level | None:
+        return self._bids[max(self._bids)] if self._bids else None
+
+    def best_ask(self) -> Level | None:
+        return self._asks[min(self._asks)] if self._asks else None
+
+
+class SortedOnReadBook(DictBook):
+    """Best levels by sorting the keys on every read."""
+
+    __slots__ = ()
+
+    def best_bid(self) -> Level | None:
+        return self._bids[sorted(self._bids)[-1]] if self._bids else None
+
+    def best_ask(self) -> Level | None:
+        return self._asks[sorted(self._asks)[0]] if self._asks else None
+
+
+class CachedBestBook(DictBook):
+    """A plain dict per side plus the best key of each side, kept on write; a side is
+    scanned again only after its best level was removed."""
+
+    __slots__ = ("_best_ask", "_best_bid")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._best_bid: float | None = None
+        self._best_ask: float | None = None
+
+    def load(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        super().load(bids, asks)
+        self._best_bid = max(self._bids) if self._bids else None
+        self._best_ask = min(self._asks) if self._asks else None
+
+    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        parsed_bids = [(_parse(level), level) for level in bids]
+        parsed_asks = [(_parse(level), level) for level in asks]
+        side = self._bids
+        best = self._best_bid
+        for (price, qty), level in parsed_bids:
+            if qty > 0.0:
+                side[price] = level
+                if best is not None and price > best:
+                    best = price
+            elif side.pop(price, None) is not None and price == best:
+                best = None
+        self._best_bid = best
+        side = self._asks
+        best = self._best_ask
+        for (price, qty), level in parsed_asks:
+            if qty > 0.0:
+                side[price] = level
+                if best is not None and price < best:
+                    best = price
+            elif side.pop(price, None) is not None and price == best:
+                best = None
+        self._best_ask = best
+
+    def best_bid(self) -> Level | None:
+        if not self._bids:
+            return None
+        if self._best_bid is None:
+            self._best_bid = max(self._bids)
+        return self._bids[self._best_bid]
+
+    def best_ask(self) -> Level | None:
+        if not self._asks:
+            return None
+        if self._best_ask is None:
+            self._best_ask = min(self._asks)
+        return self._asks[self._best_ask]
+
+
+_IMPLEMENTATIONS: tuple[tuple[str, Callable[[], Any], int], ...] = (
+    # name, factory, relative cost of one read (sizes the read loops)
+    ("L2Book (SortedDict, float keys)", L2Book, 1),
+    ("dict + max()/min() on read", ScanBook, 100),
+    ("dict + sorted() on read", SortedOnReadBook, 1000),
+    ("dict + best key kept on write", CachedBestBook, 1),
+)
+
+Changes = list[tuple[tuple[Level, ...], tuple[Level, ...]]]
+
+
+def _apply_all(state: tuple[Any, Changes]) -> None:
+    book, changes = state
+    apply = book.apply
+    for bids, asks in changes:
+        apply(bids, asks)
+
+
+def _read_top(state: tuple[Any, int]) -> None:
+    book, reads = state
+    best_bid = book.best_bid
+    best_ask = book.best_ask
+    for _ in range(reads):
+        best_bid()
+        best_ask()
+
+
+def _apply_and_read(state: tuple[Any, Changes]) -> None:
+    book, changes = state
+    apply = book.apply
+    best_bid = book.best_bid
+    best_ask = book.best_ask
+    for bids, asks in changes:
+        apply(bids, asks)
+        best_bid()
+        best_ask()
+
+
+def run(quick: bool) -> list[dict[str, object]]:
+    data = load_depth_data(limit=150 if quick else None)
+    repeats = 2 if quick else 5
+    snapshot = data.snapshot
+    changes: Changes = [(d.bids, d.asks) for d in data.applicable]
+    levels = sum(len(b) + len(a) for b, a in changes)
+    with_reads = changes[: 50 if quick else 500]
+    read_budget = 2_000 if quick else 50_000
+
+    rows: list[dict[str, object]] = []
+    reference: tuple[Any, ...] | None = None
+    apply_l2: Timing | None = None
+    for name, factory, read_cost in _IMPLEMENTATIONS:
+
+        def fresh(factory: Callable[[], Any] = factory) -> Any:
+            book = factory()
+            book.load(snapshot.bids, snapshot.asks)
+            return book
+
+        apply_t = measure(_apply_all, lambda f=fresh: (f(), changes), repeats=repeats)
+        final = fresh()
+        _apply_all((final, changes))
+        top = (final.best_bid(), final.best_ask(), final.bid_count, final.ask_count)
+        if reference is None:
+            reference = top
+        elif top != reference:
+            raise RuntimeError(f"{name}: top of book {top} differs from L2Book's {reference}")
+        reads = max(20, read_budget // read_cost)
+        read_t = measure(_read_top, lambda b=final, n=reads: (b, n), repeats=repeats)
+        both_t = measure(_apply_and_read, lambda f=fresh: (f(), with_reads), repeats=repeats)
+        if apply_l2 is None:
+            apply_l2 = apply_t
+        rows.append(
+            {
+                "implementation": name,
+                "levels applied": levels,
+                "apply µs/level": apply_t.per_op_us(levels),
+                "apply levels/s": apply_t.ops_per_s(levels),
+                "apply µs/diff": apply_t.per_op_us(len(changes)),
+                "best_bid()+best_ask() µs": read_t.per_op_us(reads),
+                "top-of-book reads/s": read_t.ops_per_s(reads),
+                f"apply+read µs/diff (first {len(with_reads)})": both_t.per_op_us(len(with_reads)),
+                "apply speed vs L2Book": apply_l2.median_ns / apply_t.median_ns,
+                "book levels at end (bid/ask)": f"{top[2]}/{top[3]}",
+                "spread % (apply)": apply_t.spread_pct,
+            }
+        )
+    rows.append(
+        {
+            "table": "data",
+            "source": data.source,
+            "diffs": len(changes),
+            "levels": levels,
+            "snapshot levels (bid/ask)": f"{len(snapshot.bids)}/{len(snapshot.asks)}",
+        }
+    )
+    return rows

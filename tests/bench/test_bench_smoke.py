@@ -1,0 +1,146 @@
+"""Smoke test of the benchmarks in ``bench/``: each runs at its ``--quick`` size and yields
+the expected rows with sane numbers (finite, positive where they are costs or rates).
+
+No timing thresholds here, by the project's rule: speed is measured and printed by
+``make bench``, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+Rows = list[dict[str, object]]
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """``bench("fanout")`` imports ``bench.fanout`` (bench/ is not an installed package)."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    return lambda name: importlib.import_module(f"bench.{name}")
+
+
+def _is_rate_or_cost(column: str) -> bool:
+    return "µs" in column or "/s" in column
+
+
+def _check_numbers(rows: Rows) -> None:
+    assert rows, "a benchmark returned no rows"
+    for row in rows:
+        for column, value in row.items():
+            assert isinstance(column, str)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            assert math.isfinite(value), f"{column} = {value} in {row}"
+            assert value >= 0, f"{column} = {value} in {row}"
+            if _is_rate_or_cost(column):
+                assert value > 0, f"{column} = {value} in {row}"
+
+
+def _table(rows: Rows, name: str) -> Rows:
+    return [row for row in rows if row.get("table") == name]
+
+
+def test_receive_path(bench: Callable[[str], ModuleType]) -> None:
+    module = bench("receive_path")
+    rows = module.run(quick=True)
+    _check_numbers(rows)
+    variants = {row["variant"]: row for row in _table(rows, "variants")}
+    assert list(variants) == [name for name, _, _ in module._VARIANTS]
+    one, parsed, peeked = variants.values()
+    assert parsed["frames in"] == peeked["frames in"] == 3 * one["frames in"]
+    assert one["updates applied"] == parsed["updates applied"] == peeked["updates applied"]
+    assert peeked["frames parsed"] < parsed["frames parsed"]
+    assert peeked["id peek %"] > 0 and parsed["id peek %"] == 0
+    shares = ("parse %", "arbiter %", "book %", "id peek %", "dispatch %")
+    for row in variants.values():
+        assert sum(float(row[column]) for column in shares) == pytest.approx(100.0)
+    operations = [row["operation"] for row in _table(rows, "components")]
+    assert any("id peek" in str(op) for op in operations)
+    assert any("feeds.binance.parse" in str(op) for op in operations)
+    assert any("duplicate dropped" in str(op) for op in operations)
+    (data,) = _table(rows, "data")
+    assert data["frames"] == one["frames in"]
+
+
+def test_id_peek_reads_the_last_update_id(bench: Callable[[str], ModuleType]) -> None:
+    module = bench("receive_path")
+    data = bench("common").load_depth_data(limit=150)
+    assert [module.peek_last_id(raw) for _, raw in data.frames] == [d.last_id for d in data.diffs]
+    assert module.peek_last_id(b'{"stream":"btcusdt@trade","data":{"e":"trade"}}') == -1
+
+
+def test_receive_path_falls_back_to_the_simulator(
+    bench: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    common = bench("common")
+    monkeypatch.setattr(common, "CAPTURE", tmp_path / "missing.gz")
+    rows = bench("receive_path").run(quick=True)
+    _check_numbers(rows)
+    (data,) = _table(rows, "data")
+    assert str(data["source"]).startswith("SIMULATED")
+
+
+def test_book(bench: Callable[[str], ModuleType]) -> None:
+    rows = bench("book").run(quick=True)
+    _check_numbers(rows)
+    impls = [row for row in rows if "table" not in row]
+    assert [row["implementation"] for row in impls] == [
+        "L2Book (SortedDict, float keys)",
+        "dict + max()/min() on read",
+        "dict + sorted() on read",
+        "dict + best key kept on write",
+    ]
+    assert len({row["levels applied"] for row in impls}) == 1
+    assert len({row["book levels at end (bid/ask)"] for row in impls}) == 1
+
+
+def test_fanout(bench: Callable[[str], ModuleType]) -> None:
+    module = bench("fanout")
+    rows = module.run(quick=True)
+    _check_numbers(rows)
+    cells = {(row["variant"], row["subscribers"]) for row in rows}
+    assert cells == {(name, n) for name, _ in module.VARIANTS for n in module.SUBSCRIBERS}
+    for row in rows:
+        assert row["deliveries/round"] >= row["subscribers"]
+
+
+def test_end_to_end(bench: Callable[[str], ModuleType]) -> None:
+    module = bench("end_to_end")
+    rows = module.run(quick=True)
+    _check_numbers(rows)
+    latency = _table(rows, "latency")
+    assert [row["segment"] for row in latency] == [name for name, _, _ in module.SEGMENTS]
+    assert all(row["samples"] > 0 for row in latency)
+    endpoints = _table(rows, "endpoints")
+    assert len(endpoints) == module.ENDPOINTS
+    (summary,) = _table(rows, "summary")
+    assert summary["deltas published"] > 0
+    assert sum(row["first wins"] for row in endpoints) == summary["deltas published"]
+    assert sum(row["duplicates dropped"] for row in endpoints) > 0
+    assert summary["client seq gaps"] == summary["gateway gaps"] == 0
+
+
+def test_runner_prints_tables_and_json(
+    bench: Callable[[str], ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = bench("__main__")
+    assert runner.main(["book", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "event loop" in out and "cpus" in out
+    assert bench("book").TITLE in out
+    assert runner.main(["book", "--quick", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert {"python", "event loop", "cpus"} <= set(document["machine"])
+    rows = document["benchmarks"]["book"]["rows"]
+    assert rows and all(isinstance(row, dict) for row in rows)
+    with pytest.raises(SystemExit):
+        runner.main(["no_such_benchmark"])
