@@ -100,7 +100,7 @@ class _Kind(msgspec.Struct):
     """Just enough of a raw-stream event or a control reply to route it."""
 
     e: str | None = None
-    result: msgspec.Raw | None = None
+    result: msgspec.Raw = msgspec.Raw()
     id: int | str | None = None
     code: int | None = None
     msg: str | None = None

@@ -222,7 +222,8 @@ class SequencedBook:
         self._snapshot_wanted = False
         self._pending: SortedKeyList = SortedKeyList(key=_first_id)
         self._hole_since_ns: int | None = None
-        #: Highest last_id seen per connection that is up.
+        #: Latest last_id seen per connection that is up (each connection's stream is in
+        #: order); -1 for a connection not heard from since it came up or the venue reset.
         self._conn_high: dict[int, int] = {}
         #: The venue id of the snapshot the current epoch was built from.
         self._snapshot_id = -1
@@ -248,9 +249,7 @@ class SequencedBook:
         out: list[GatewayEvent] = []
         conn = self.stats.conn(diff.conn_id)
         conn.received += 1
-        high = self._conn_high.get(diff.conn_id, -1)
-        if diff.last_id > high:
-            self._conn_high[diff.conn_id] = diff.last_id
+        self._conn_high[diff.conn_id] = diff.last_id
 
         if not self._has_book:
             if diff.last_id <= self.applied_id:
@@ -295,6 +294,7 @@ class SequencedBook:
             return out
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
+        self._loaded(snap)
         self._has_book = True
         self._hole_since_ns = None
         self._drain_after_snapshot()
@@ -369,6 +369,7 @@ class SequencedBook:
             self._pending.clear()
             self._hole_since_ns = None
             self._last_reset = snap
+            self._sequence_restarted(snap.conn_id)
         elif snap.conn_id < 0 or snap.last_id <= self.applied_id:
             self.stats.snapshots_unused += 1
             return
@@ -385,6 +386,7 @@ class SequencedBook:
         self.book = fresh
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
+        self._loaded(snap)
         self.seq += 1
         out.append(
             BookDelta(
@@ -396,6 +398,19 @@ class SequencedBook:
             return
         self._drain(out)
         self._check_hole(snap.recv_ns, out)
+
+    def _sequence_restarted(self, conn_id: int) -> None:
+        """The venue's ids started again lower: what other connections delivered says
+        nothing about the new sequence until they deliver in it."""
+        for other in self._conn_high:
+            if other != conn_id:
+                self._conn_high[other] = -1
+
+    def _loaded(self, snap: DepthSnapshot) -> None:
+        """Tell a rule that keeps state (OKX) that the book was rebuilt from ``snap``."""
+        hook = getattr(self.rule, "on_snapshot", None)
+        if hook is not None:
+            hook(snap)
 
     def _checksum_matches(self, expected: int) -> bool:
         if self.checksum is None:
@@ -418,6 +433,8 @@ class SequencedBook:
                 "%s: update %d..%d rejected: %s", self.key, diff.first_id, diff.last_id, exc
             )
             return False
+        if diff.last_id < self.applied_id:
+            self._sequence_restarted(diff.conn_id)
         self.applied_id = diff.last_id
         self.seq += 1
         self.stats.updates += 1

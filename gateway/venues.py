@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from feeds import binance
+from feeds import binance, okx
 from gateway.arbiter import (
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
@@ -111,6 +111,28 @@ ADAPTERS: dict[str, VenueAdapter] = {
         rest_weight_per_minute=6000,
         snapshot_paths=(binance.SNAPSHOT_PATH,),
         link_rule=BinanceSpotRule,
+    ),
+    "okx": VenueAdapter(
+        venue=okx.VENUE,
+        mode="sequenced",
+        stream_url=okx.connect_url,
+        parse=okx.parse,
+        ws_endpoints=okx.WS_ENDPOINTS,
+        rest_endpoints=okx.REST_ENDPOINTS,
+        subscribe_messages=okx.subscribe_messages,
+        resubscribe_messages=okx.resubscribe_messages,
+        ping_message=okx.ping_message(),
+        ping_interval_s=okx.PING_INTERVAL_S,
+        # 480 subscribe requests per hour per connection; pings are sent well below this.
+        max_messages_per_s=2.0,
+        # The REST book carries no seqId yet, so it cannot be spliced with the stream:
+        # resyncs resubscribe for an in-band snapshot. Captured REST books still verify.
+        snapshot_url=None,
+        parse_snapshot=okx.parse_snapshot,
+        rest_weight_per_minute=okx.REST_REQUESTS_PER_MINUTE,
+        snapshot_paths=(okx.SNAPSHOT_PATH,),
+        link_rule=okx.OkxRule,
+        checksum=lambda symbol: okx.book_checksum,
     ),
 }
 

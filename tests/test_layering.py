@@ -21,6 +21,8 @@ PURE_MODULES = [
     "gateway.protocol",
     "gateway.capture_formats",
     "feeds.binance",
+    "feeds.okx",
+    "gateway.venues",
     "feeds.sim.book_process",
     "feeds.sim.binance_spot",
 ]

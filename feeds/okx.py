@@ -1,0 +1,620 @@
+"""OKX v5 public: endpoints, subscribe messages, parsing of wire frames, the book checksum,
+and the sequence rule that merges redundant connections (exchange-protocols.md §6, §8).
+
+Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
+raises :class:`gateway.model.VenueContractError` and nothing else.
+
+Book channels (``books``, ``books50-l2-tbt``, ``books-l2-tbt``) push ``action:"snapshot"``
+then ``action:"update"`` frames; levels are ``[price, size, "0", orderCount]`` strings and a
+size of ``"0"`` deletes the level. Prices and sizes are kept as the exact wire strings: the
+checksum is computed over them.
+
+Ids: every update carries ``prevSeqId`` (the ``seqId`` of the previous message) and
+``seqId``, the same on every connection. A :class:`~gateway.model.DepthDiff` gets
+``last_id = seqId``, ``prev_id = prevSeqId`` and a *synthetic* ``first_id = prevSeqId + 1``
+(OKX ids are not contiguous; the field only orders the arbiter's reorder buffer). So a
+keepalive (``prevSeqId == seqId``, no levels) has ``first_id = last_id + 1``, and a
+maintenance reset (``seqId < prevSeqId``) has ``last_id < prev_id``. A snapshot has
+``last_id = seqId``.
+
+Recordings made before OKX introduced ``seqId``/``prevSeqId`` (the 2022 cryptofeed capture)
+have no ids: then ``first_id = last_id = prev_id = -1``, and :class:`OkxRule` links every
+update. Such a stream can only be followed from a single connection, and the checksum is
+its only check.
+
+Checksum: CRC32 of the top 25 levels per side, interleaved ``bid:size:ask:size:...``, as a
+signed int32. Since OKX retired it (2026) the field is always 0; a checksum of 0 or an absent
+one becomes ``checksum=None`` ("not provided").
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+from urllib.parse import urlencode
+
+import msgspec
+
+from feeds.binance import DECODE_ERRORS, check_levels
+from gateway.arbiter import Link
+from gateway.book import L2Book
+from gateway.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    Side,
+    Trade,
+    VenueContractError,
+    VenueEvent,
+    VenueNotice,
+)
+
+VENUE: Final = "okx"
+
+#: Public WebSocket endpoints, every documented alternative (exchange-protocols.md §6):
+#: global, EEA, US (secondary source) and the AWS host of older docs (unverified).
+WS_ENDPOINTS: Final = (
+    "wss://ws.okx.com:8443/ws/v5/public",
+    "wss://wseea.okx.com:8443/ws/v5/public",
+    "wss://wsus.okx.com:8443/ws/v5/public",
+    "wss://wsaws.okx.com:8443/ws/v5/public",
+)
+#: Demo-trading public endpoints (global, EEA, US).
+DEMO_WS_ENDPOINTS: Final = (
+    "wss://wspap.okx.com:8443/ws/v5/public",
+    "wss://wseeapap.okx.com:8443/ws/v5/public",
+    "wss://wsuspap.okx.com:8443/ws/v5/public",
+)
+#: REST bases: the long-standing host and the one of the newest doc copy.
+REST_ENDPOINTS: Final = ("https://www.okx.com", "https://openapi.okx.com")
+
+#: Book channels with ``prevSeqId``/``seqId``. ``books``: 400 levels every 100 ms;
+#: ``books50-l2-tbt`` (VIP5+) and ``books-l2-tbt`` (VIP6+) need a WS login.
+BOOK_CHANNELS: Final = frozenset({"books", "books50-l2-tbt", "books-l2-tbt"})
+CHANNEL: Final = "books"
+TRADE_CHANNEL: Final = "trades"
+_TRADE_CHANNELS: Final = frozenset({"trades", "trades-all"})
+
+SNAPSHOT_PATH: Final = "/api/v5/market/books"
+#: Largest ``sz`` of ``/api/v5/market/books`` (levels per side).
+MAX_SNAPSHOT_LIMIT: Final = 400
+#: 40 REST book requests per 2 s per IP.
+REST_REQUESTS_PER_MINUTE: Final = 1200
+#: OKX limits the total size of a subscribe request's ``args`` to 64 KB.
+MAX_ARGS_BYTES: Final = 64 * 1024
+#: OKX closes a connection idle for 30 s: send ``ping`` more often than that.
+PING_INTERVAL_S: Final = 20.0
+#: Checksum depth per side.
+CHECKSUM_DEPTH: Final = 25
+#: The ``notice`` code sent 60 s before a maintenance disconnect.
+SERVICE_UPGRADE_CODE: Final = "64008"
+
+_PING: Final = b"ping"
+_PONG: Final = b"pong"
+_INT32: Final = 1 << 31
+_UINT32: Final = 1 << 32
+
+
+# --- URLs and outgoing messages -----------------------------------------------------------
+
+
+def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
+    """The URL a connection opens: the endpoint itself (OKX subscribes by message)."""
+    return endpoint
+
+
+def _check_channel(channel: str) -> None:
+    if channel not in BOOK_CHANNELS:
+        raise ValueError(f"book channel must be one of {sorted(BOOK_CHANNELS)}, got {channel!r}")
+
+
+def _requests(op: str, args: list[dict[str, str]]) -> list[bytes]:
+    """``op`` requests carrying ``args``, split so that no request's args exceed 64 KB.
+
+    Consecutive args of one symbol (``books`` and ``trades``) stay in the same request.
+    """
+    messages: list[bytes] = []
+    chunk: list[dict[str, str]] = []
+    size = 2  # the brackets of the args array
+    for arg in args:
+        arg_size = len(msgspec.json.encode(arg)) + 1  # and a comma
+        if arg_size + 2 > MAX_ARGS_BYTES:
+            raise ValueError(f"argument too large for one request: {arg!r}")
+        if chunk and size + arg_size > MAX_ARGS_BYTES:
+            same_symbol = chunk[-1]["instId"] == arg["instId"]
+            carry = [chunk.pop()] if same_symbol and len(chunk) > 1 else []
+            messages.append(msgspec.json.encode({"op": op, "args": chunk}))
+            chunk = carry
+            size = 2 + sum(len(msgspec.json.encode(a)) + 1 for a in chunk)
+        chunk.append(arg)
+        size += arg_size
+    if chunk:
+        messages.append(msgspec.json.encode({"op": op, "args": chunk}))
+    return messages
+
+
+def _channel_args(symbols: Sequence[str], channels: Sequence[str]) -> list[dict[str, str]]:
+    if not symbols:
+        raise ValueError("at least one symbol is required")
+    unique = list(dict.fromkeys(symbols))
+    return [{"channel": ch, "instId": symbol} for symbol in unique for ch in channels]
+
+
+def subscribe_messages(symbols: Sequence[str], channel: str = CHANNEL) -> list[bytes]:
+    """Subscribe requests for the book ``channel`` and trades of ``symbols``."""
+    _check_channel(channel)
+    return _requests("subscribe", _channel_args(symbols, (channel, TRADE_CHANNEL)))
+
+
+def unsubscribe_messages(symbols: Sequence[str], channel: str = CHANNEL) -> list[bytes]:
+    """Unsubscribe requests for the book ``channel`` and trades of ``symbols``."""
+    _check_channel(channel)
+    return _requests("unsubscribe", _channel_args(symbols, (channel, TRADE_CHANNEL)))
+
+
+def resubscribe_messages(symbol: str, channel: str = CHANNEL) -> list[bytes]:
+    """Unsubscribe and subscribe the book of one symbol again: the venue then sends a fresh
+    snapshot on this connection. Trades are left alone."""
+    _check_channel(channel)
+    args = _channel_args([symbol], (channel,))
+    return _requests("unsubscribe", args) + _requests("subscribe", args)
+
+
+def ping_message() -> bytes:
+    """The application-level keepalive: the text ``ping`` (the venue answers ``pong``)."""
+    return _PING
+
+
+def snapshot_url(rest_base: str, symbol: str, limit: int) -> str:
+    """``GET /api/v5/market/books?instId=<symbol>&sz=<limit>`` (at most 400 per side)."""
+    if not 1 <= limit <= MAX_SNAPSHOT_LIMIT:
+        raise ValueError(f"snapshot limit must be 1..{MAX_SNAPSHOT_LIMIT}, got {limit}")
+    query = urlencode({"instId": symbol, "sz": limit})
+    return f"{rest_base.rstrip('/')}{SNAPSHOT_PATH}?{query}"
+
+
+# --- checksum -----------------------------------------------------------------------------
+
+
+def checksum(bids: Sequence[Level], asks: Sequence[Level]) -> int:
+    """OKX's checksum of a book given best first: CRC32 of ``bid0px:bid0sz:ask0px:ask0sz:...``
+    over the top 25 levels per side (a side's missing levels are skipped), as a signed int32.
+
+    The strings must be the venue's exact wire strings (``"3366"`` and ``"3366.0"`` differ).
+    """
+    parts: list[str] = []
+    nb = min(len(bids), CHECKSUM_DEPTH)
+    na = min(len(asks), CHECKSUM_DEPTH)
+    for i in range(max(nb, na)):
+        if i < nb:
+            parts += bids[i]
+        if i < na:
+            parts += asks[i]
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - _UINT32 if crc >= _INT32 else crc
+
+
+def book_checksum(book: L2Book) -> int:
+    """:func:`checksum` of the top 25 levels of an L2Book (which keeps the wire strings)."""
+    return checksum(book.bids(CHECKSUM_DEPTH), book.asks(CHECKSUM_DEPTH))
+
+
+# --- wire structs: one module-level decoder per message -----------------------------------
+
+
+class _Arg(msgspec.Struct):
+    channel: str
+    instId: str = ""
+
+
+class _Frame(msgspec.Struct):
+    """A push (``arg`` + ``data``) or an event reply (``event``): just enough to route it."""
+
+    arg: _Arg | None = None
+    action: str | None = None
+    #: Empty when absent (msgspec cannot decode ``Raw | None``: it would expect null).
+    data: msgspec.Raw = msgspec.Raw()
+    event: str | None = None
+    code: str | int | None = None
+    msg: str | None = None
+
+
+class _BookData(msgspec.Struct):
+    asks: list[tuple[str, ...]]
+    bids: list[tuple[str, ...]]
+    ts: str
+    checksum: int | None = None
+    prevSeqId: int | None = None
+    seqId: int | None = None
+
+
+class _TradeData(msgspec.Struct):
+    tradeId: str
+    px: str
+    sz: str
+    side: str
+    ts: str
+    instId: str = ""
+
+
+class _RestEnvelope(msgspec.Struct):
+    code: str
+    msg: str = ""
+    data: msgspec.Raw = msgspec.Raw()
+
+
+class _RestBook(msgspec.Struct):
+    asks: list[tuple[str, ...]]
+    bids: list[tuple[str, ...]]
+    ts: str = ""
+    seqId: int | None = None
+
+
+_frame_decoder: Final = msgspec.json.Decoder(_Frame)
+_books_decoder: Final = msgspec.json.Decoder(list[_BookData])
+_trades_decoder: Final = msgspec.json.Decoder(list[_TradeData])
+_rest_decoder: Final = msgspec.json.Decoder(_RestEnvelope)
+_rest_books_decoder: Final = msgspec.json.Decoder(list[_RestBook])
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _levels(raw: list[tuple[str, ...]], what: str) -> tuple[Level, ...]:
+    """``(price, size)`` of each ``[price, size, "0", count]`` level, checked numeric."""
+    pairs: list[tuple[str, str]] = []
+    for level in raw:
+        if len(level) < 2:
+            raise VenueContractError(f"{what}: level has fewer than 2 fields: {level!r}")
+        pairs.append((level[0], level[1]))
+    return check_levels(pairs, what)
+
+
+def _int_text(text: str, what: str) -> int:
+    """A non-negative integer sent as a string (``ts``, ``tradeId``)."""
+    if not (text.isascii() and text.isdigit()):
+        raise VenueContractError(f"{what} is not a non-negative integer: {text!r}")
+    return int(text)
+
+
+def _checksum_field(value: int | None) -> int | None:
+    """The wire checksum as a signed int32; None when absent or 0 ("not provided")."""
+    if value is None or value == 0:
+        return None
+    if -_INT32 <= value < _INT32:
+        return value
+    if _INT32 <= value < _UINT32:  # sent unsigned: same CRC
+        return value - _UINT32
+    raise VenueContractError(f"checksum out of the 32-bit range: {value}")
+
+
+def _book_events(
+    symbol: str, action: str | None, data: msgspec.Raw, recv_ns: int, conn_id: int
+) -> list[VenueEvent]:
+    if not symbol:
+        raise VenueContractError("book push without instId")
+    if action not in ("snapshot", "update"):
+        raise VenueContractError(f"book push with action {action!r}")
+    try:
+        items = _books_decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad book data for {symbol}: {exc}") from None
+    if not items:
+        raise VenueContractError(f"book push for {symbol} without data")
+    events: list[VenueEvent] = []
+    for d in items:
+        bids = _levels(d.bids, f"{symbol} bids")
+        asks = _levels(d.asks, f"{symbol} asks")
+        crc = _checksum_field(d.checksum)
+        ts = _int_text(d.ts, "ts")
+        seq, prev = d.seqId, d.prevSeqId
+        if action == "snapshot":
+            if seq is not None and seq < 0:
+                raise VenueContractError(f"snapshot of {symbol} with seqId {seq}")
+            events.append(
+                DepthSnapshot(
+                    venue=VENUE,
+                    symbol=symbol,
+                    last_id=-1 if seq is None else seq,
+                    bids=bids,
+                    asks=asks,
+                    recv_ns=recv_ns,
+                    conn_id=conn_id,
+                    checksum=crc,
+                )
+            )
+            continue
+        if seq is None and prev is None:
+            first = last = prev_id = -1  # a feed from before seqId existed
+        elif seq is None or prev is None:
+            raise VenueContractError(f"update of {symbol} with only one of seqId/prevSeqId")
+        elif seq < 0 or prev < 0:
+            raise VenueContractError(f"update of {symbol} with prevSeqId {prev}, seqId {seq}")
+        else:
+            first, last, prev_id = prev + 1, seq, prev
+        events.append(
+            DepthDiff(
+                venue=VENUE,
+                symbol=symbol,
+                first_id=first,
+                last_id=last,
+                prev_id=prev_id,
+                bids=bids,
+                asks=asks,
+                event_ms=ts,
+                recv_ns=recv_ns,
+                conn_id=conn_id,
+                checksum=crc,
+            )
+        )
+    return events
+
+
+def _trade_events(symbol: str, data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    try:
+        items = _trades_decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad trade data: {exc}") from None
+    events: list[VenueEvent] = []
+    for t in items:
+        if t.side == "buy":
+            side = Side.BUY
+        elif t.side == "sell":
+            side = Side.SELL
+        else:
+            raise VenueContractError(f"trade side {t.side!r}")
+        check_levels([(t.px, t.sz)], "trade")
+        events.append(
+            Trade(
+                venue=VENUE,
+                symbol=t.instId or symbol,
+                trade_id=_int_text(t.tradeId, "tradeId"),
+                price=t.px,
+                qty=t.sz,
+                side=side,  # OKX ``side`` is the taker's side
+                trade_ms=_int_text(t.ts, "ts"),
+                recv_ns=recv_ns,
+                conn_id=conn_id,
+            )
+        )
+    return events
+
+
+def _notice(frame: _Frame, recv_ns: int, conn_id: int) -> VenueNotice:
+    event = frame.event or ""
+    code = "" if frame.code is None else str(frame.code)
+    arg = f" {frame.arg.channel} {frame.arg.instId}".rstrip() if frame.arg is not None else ""
+    reconnect = False
+    if event in ("subscribe", "unsubscribe", "login"):
+        kind, detail = "ack", f"{event}{arg}"
+    elif event == "error" or event.endswith("-error"):
+        kind, detail = "error", f"code {code}: {frame.msg}"
+    elif event == "notice":
+        kind, detail = "notice", f"code {code}: {frame.msg}"
+        reconnect = code == SERVICE_UPGRADE_CODE
+    else:
+        kind, detail = "info", f"{event}{arg}"
+    return VenueNotice(
+        venue=VENUE,
+        kind=kind,
+        detail=detail,
+        reconnect=reconnect,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    """Events in one WebSocket frame.
+
+    Book pushes become DepthSnapshot / DepthDiff, trades become Trade, event replies
+    (subscribe acks, errors, the 64008 service-upgrade notice, which asks to reconnect)
+    become VenueNotice. ``pong`` and pushes of other channels (tickers, books5, ...) give an
+    empty list. Raises VenueContractError for anything that is not a valid OKX frame.
+    """
+    if raw == _PONG:
+        return []
+    try:
+        frame = _frame_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"undecodable frame: {exc}") from None
+    if frame.event is not None:
+        return [_notice(frame, recv_ns, conn_id)]
+    arg = frame.arg
+    if arg is None:
+        raise VenueContractError("frame is neither a push nor an event")
+    if arg.channel in BOOK_CHANNELS:
+        if not frame.data:
+            raise VenueContractError(f"{arg.channel} push without data")
+        return _book_events(arg.instId, frame.action, frame.data, recv_ns, conn_id)
+    if arg.channel in _TRADE_CHANNELS:
+        if not frame.data:
+            raise VenueContractError(f"{arg.channel} push without data")
+        return _trade_events(arg.instId, frame.data, recv_ns, conn_id)
+    return []
+
+
+def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
+    """A REST ``/api/v5/market/books`` response body as a snapshot of ``symbol``.
+
+    ``last_id`` is ``data[0].seqId`` where the venue sends it (the 2026 procedure), else -1:
+    a snapshot without seqId cannot be linked to a sequenced stream.
+    """
+    try:
+        env = _rest_decoder.decode(body)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    if env.code != "0":
+        raise VenueContractError(f"book snapshot for {symbol}: code {env.code}: {env.msg}")
+    if not env.data:
+        raise VenueContractError(f"book snapshot for {symbol} without data")
+    try:
+        items = _rest_books_decoder.decode(env.data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    if not items:
+        raise VenueContractError(f"book snapshot for {symbol} with empty data")
+    d = items[0]
+    if d.seqId is not None and d.seqId < 0:
+        raise VenueContractError(f"book snapshot for {symbol} with seqId {d.seqId}")
+    return DepthSnapshot(
+        venue=VENUE,
+        symbol=symbol.upper(),
+        last_id=-1 if d.seqId is None else d.seqId,
+        bids=_levels(d.bids, "snapshot bids"),
+        asks=_levels(d.asks, "snapshot asks"),
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+# --- sequence rule ------------------------------------------------------------------------
+
+#: How long after a reset a copy of an update from before it is still recognised.
+STRAGGLER_WINDOW_NS: Final = 10_000_000_000
+#: How many recent linked ``(prevSeqId, seqId)`` pairs are remembered for that.
+STRAGGLER_MEMORY: Final = 4096
+
+
+class OkxRule:
+    """OKX's link rule (a :class:`gateway.arbiter.LinkRule`); one instance per symbol.
+
+    With ``p = prevSeqId``, ``s = seqId`` and ``L`` the applied id:
+
+    - ``p == L`` links: an ordinary update, the keepalive ``p == s == L`` (no levels) and
+      the maintenance reset ``s < p`` (after which the arbiter's applied id is ``s``);
+    - ``s <= L`` and ``p < L``: stale (a copy another connection delivered first);
+    - ``p > L``: future (ids missing before it);
+    - ``p < L < s``: links. Levels are absolute, so an update covering ``L`` is applied
+      whole; the REST procedure needs it (the first update kept after a REST snapshot has
+      ``prevSeqId <= snapshot.seqId < seqId``).
+
+    Resets, remembered so that redundant connections do not turn them into gaps:
+
+    - after a reset links, the ``(p, s)`` pairs that linked before it, and the reset
+      itself, are copies that slower connections may still deliver: for
+      ``straggler_window_ns`` after the reset those exact pairs are stale, never future
+      (the late copy of reset 15→3 arriving when ``L = 3`` would otherwise look like a gap);
+    - a reset that arrives before the ids it follows (``p > L``) is future and waits. The
+      connection that sent it continues in the new sequence, so until the reset links, an
+      update of that connection links only with ``p == L`` (and that proves the book is
+      past the reset, which is then forgotten), and is otherwise future or stale (stale
+      copies come again from the slower connections, after their copy of the reset);
+    - a reset still waiting when the arbiter loads a snapshot (:meth:`on_snapshot`), or
+      longer than ``straggler_window_ns``, is forgotten: its copies become stale.
+
+    Updates without ids (``s == -1``, feeds from before seqId existed) always link: such a
+    stream can only be followed from one connection, checked by its checksum.
+    """
+
+    name = "okx"
+
+    def __init__(
+        self,
+        *,
+        straggler_window_ns: int = STRAGGLER_WINDOW_NS,
+        memory: int = STRAGGLER_MEMORY,
+    ) -> None:
+        if straggler_window_ns < 0 or memory < 1:
+            raise ValueError("straggler_window_ns must be >= 0 and memory >= 1")
+        self.straggler_window_ns = straggler_window_ns
+        #: Pairs that linked since the last reset, newest last.
+        self._recent: deque[tuple[int, int]] = deque(maxlen=memory)
+        #: Pairs that linked before the last reset, and the reset itself; recognised as
+        #: stale until ``_old_until_ns``.
+        self._old: set[tuple[int, int]] = set()
+        self._old_until_ns = 0
+        #: A reset seen before the ids it follows, when, and the connections that sent it.
+        self._pending: tuple[int, int] | None = None
+        self._pending_ns = 0
+        self._crossed: set[int] = set()
+        #: The latest receive time seen.
+        self._now_ns = 0
+        #: Resets applied.
+        self.resets = 0
+        #: Copies of updates from before a reset, recognised as stale.
+        self.stragglers = 0
+
+    def classify(self, diff: DepthDiff, applied_id: int) -> Link:
+        prev, seq = diff.prev_id, diff.last_id
+        if seq < 0:
+            return Link.LINKS
+        recv_ns = diff.recv_ns
+        if recv_ns > self._now_ns:
+            self._now_ns = recv_ns
+        pair = (prev, seq)
+        if self._old and pair in self._old:
+            if recv_ns <= self._old_until_ns:
+                self.stragglers += 1
+                return Link.STALE
+            self._old.clear()
+        if self._pending is not None:
+            link = self._classify_while_pending(diff, pair, applied_id)
+            if link is not None:
+                return link
+        if seq < prev:
+            if prev == applied_id:
+                self._reset_links(pair, recv_ns)
+                return Link.LINKS
+            if prev > applied_id:
+                self._pending = pair
+                self._pending_ns = recv_ns
+                self._crossed = {diff.conn_id}
+                return Link.FUTURE
+            return Link.STALE
+        if prev == applied_id:
+            self._recent.append(pair)
+            return Link.LINKS
+        if prev > applied_id:
+            return Link.FUTURE
+        if seq <= applied_id:
+            return Link.STALE
+        self._recent.append(pair)
+        return Link.LINKS
+
+    def _classify_while_pending(
+        self, diff: DepthDiff, pair: tuple[int, int], applied_id: int
+    ) -> Link | None:
+        """The link while a reset waits, or None to classify by the ordinary rules."""
+        prev = pair[0]
+        if pair == self._pending:
+            self._crossed.add(diff.conn_id)
+            if prev == applied_id:
+                self._reset_links(pair, diff.recv_ns)
+                return Link.LINKS
+            if prev > applied_id and self._now_ns - self._pending_ns <= self.straggler_window_ns:
+                return Link.FUTURE
+            self._retire_pending(diff.recv_ns)  # the book went past it, or it waited too long
+            self.stragglers += 1
+            return Link.STALE
+        if diff.conn_id not in self._crossed:
+            return None
+        if prev == applied_id:
+            self._retire_pending(diff.recv_ns)
+            self._recent.append(pair)
+            return Link.LINKS
+        return Link.FUTURE if prev > applied_id else Link.STALE
+
+    def on_snapshot(self, snap: DepthSnapshot) -> None:
+        """The arbiter loaded ``snap``: a reset still waiting for its ids is history (the
+        snapshot is of the sequence after it), so its copies are stale from now on."""
+        if self._pending is not None:
+            self._retire_pending(snap.recv_ns)
+
+    def _reset_links(self, pair: tuple[int, int], recv_ns: int) -> None:
+        self.resets += 1
+        self._old = set(self._recent)
+        self._old.add(pair)
+        self._old_until_ns = recv_ns + self.straggler_window_ns
+        self._recent.clear()
+        self._pending = None
+        self._crossed = set()
+
+    def _retire_pending(self, now_ns: int) -> None:
+        if self._pending is not None:
+            self._old.add(self._pending)
+            self._old_until_ns = max(self._old_until_ns, now_ns + self.straggler_window_ns)
+        self._pending = None
+        self._crossed = set()

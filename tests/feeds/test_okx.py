@@ -1,0 +1,794 @@
+"""OKX adapter: messages, parsing of every frame kind, the checksum vectors of
+exchange-protocols.md §6/§8, the sequence rule through the arbiter (doc example, resets
+seen from several connections), the real 2022 recording, and fuzzing (any bytes in →
+events or VenueContractError out, nothing else)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feeds import okx
+from gateway.arbiter import Link, SequencedBook
+from gateway.book import L2Book
+from gateway.capture_formats import CaptureReader
+from gateway.model import (
+    BookDelta,
+    BookReset,
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    Side,
+    SnapshotWanted,
+    StatusChange,
+    SymbolState,
+    Trade,
+    VenueContractError,
+    VenueNotice,
+)
+
+SYMBOL = "BTC-USDT"
+KEY = "okx:BTC-USDT"
+
+# Doc frames (§6), verbatim apart from the ellipses.
+DOC_SNAPSHOT = (
+    b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"snapshot","data":[{'
+    b'"asks":[["8476.98","415","0","13"],["8477","7","0","2"]],'
+    b'"bids":[["8476.97","256","0","12"],["8475.55","101","0","1"]],'
+    b'"ts":"1597026383085","checksum":-855196043,"prevSeqId":-1,"seqId":123456}]}'
+)
+DOC_UPDATE = (
+    b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{'
+    b'"asks":[["8476.98","0","0","0"]],"bids":[["8476.97","250","0","11"]],'
+    b'"ts":"1597026383085","checksum":-855196043,"prevSeqId":123456,"seqId":123457}]}'
+)
+TRADES = (
+    b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":['
+    b'{"instId":"BTC-USDT","tradeId":"338476308","px":"30243.5","sz":"0.001","side":"buy",'
+    b'"ts":"1652459226050","count":"1","seqId":1234},'
+    b'{"instId":"BTC-USDT","tradeId":"338476309","px":"30243.4","sz":"0.0002","side":"sell",'
+    b'"ts":"1652459226051"}]}'
+)
+SUBSCRIBED = (
+    b'{"id":"1512","event":"subscribe","arg":{"channel":"books","instId":"BTC-USDT"},'
+    b'"connId":"a4d3ae55"}'
+)
+ERROR = b'{"id":"1512","event":"error","code":"60012","msg":"Invalid request","connId":"a4d"}'
+UPGRADE = (
+    b'{"event":"notice","code":"64008","msg":"The connection will soon be closed for a '
+    b'service upgrade. Please reconnect.","connId":"a4d3ae55"}'
+)
+TICKER = b'{"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"last":"1"}]}'
+BBO = (
+    b'{"arg":{"channel":"bbo-tbt","instId":"BCH-USDT-SWAP"},"data":[{"asks":[["111.06",'
+    b'"55154","0","2"]],"bids":[["111.05","57745","0","2"]],"ts":"1670324386802",'
+    b'"seqId":363996337}]}'
+)
+REST_BOOK = (
+    b'{"code":"0","msg":"","data":[{"asks":[["41006.8","0.60038921","0","1"]],'
+    b'"bids":[["41006.3","0.30178218","0","2"]],"ts":"1629966436396","seqId":99}]}'
+)
+
+REAL_PATH = "okx/cryptofeed/OKX.ws.1.0"
+
+
+# --- messages and URLs --------------------------------------------------------------------
+
+
+def test_endpoints_and_urls() -> None:
+    assert okx.VENUE == "okx"
+    assert okx.WS_ENDPOINTS[0] == "wss://ws.okx.com:8443/ws/v5/public"
+    assert {"wseea", "wsus", "wsaws"} <= {e.split("//")[1].split(".")[0] for e in okx.WS_ENDPOINTS}
+    assert all(e.endswith("/ws/v5/public") for e in okx.WS_ENDPOINTS)
+    assert okx.REST_ENDPOINTS == ("https://www.okx.com", "https://openapi.okx.com")
+    assert okx.connect_url(okx.WS_ENDPOINTS[1], ["BTC-USDT"]) == okx.WS_ENDPOINTS[1]
+    assert okx.snapshot_url("https://www.okx.com/", "BTC-USDT", 400) == (
+        "https://www.okx.com/api/v5/market/books?instId=BTC-USDT&sz=400"
+    )
+    for bad in (0, 401):
+        with pytest.raises(ValueError):
+            okx.snapshot_url("https://www.okx.com", "BTC-USDT", bad)
+    assert okx.ping_message() == b"ping"
+    assert okx.PING_INTERVAL_S == 20.0
+    assert okx.parse(b"pong", 1, 0) == []
+
+
+def test_subscribe_messages() -> None:
+    (msg,) = okx.subscribe_messages(["BTC-USDT", "ETH-USDT"])
+    assert json.loads(msg) == {
+        "op": "subscribe",
+        "args": [
+            {"channel": "books", "instId": "BTC-USDT"},
+            {"channel": "trades", "instId": "BTC-USDT"},
+            {"channel": "books", "instId": "ETH-USDT"},
+            {"channel": "trades", "instId": "ETH-USDT"},
+        ],
+    }
+    (unsub,) = okx.unsubscribe_messages(["BTC-USDT"], "books50-l2-tbt")
+    assert json.loads(unsub)["op"] == "unsubscribe"
+    assert json.loads(unsub)["args"][0] == {"channel": "books50-l2-tbt", "instId": "BTC-USDT"}
+    assert [json.loads(m)["op"] for m in okx.resubscribe_messages("BTC-USDT")] == [
+        "unsubscribe",
+        "subscribe",
+    ]
+    with pytest.raises(ValueError):
+        okx.subscribe_messages(["BTC-USDT"], "books5")
+    with pytest.raises(ValueError):
+        okx.subscribe_messages([])
+
+
+def test_subscribe_messages_split_at_64_kb_keeping_a_symbols_channels_together() -> None:
+    symbols = [f"COIN{i:05d}-USDT-SWAP" for i in range(3000)]
+    messages = okx.subscribe_messages(symbols, "books-l2-tbt")
+    assert len(messages) > 1
+    args = []
+    for message in messages:
+        decoded = json.loads(message)
+        assert len(msgspec.json.encode(decoded["args"])) <= okx.MAX_ARGS_BYTES
+        chunk = decoded["args"]
+        assert len(chunk) % 2 == 0  # books and trades of a symbol stay together
+        args += chunk
+    assert [a["instId"] for a in args[::2]] == symbols
+    assert {a["channel"] for a in args} == {"books-l2-tbt", "trades"}
+
+
+# --- checksum -----------------------------------------------------------------------------
+
+BMOSCON_ASKS: list[Level] = [
+    ("28923.3", "1.87800235"), ("28923.4", "0.04"), ("28924.3", "0.06867412"),
+    ("28925.6", "0.09861686"), ("28925.8", "0.16453656"), ("28925.9", "2.23"),
+    ("28926", "0.32274814"), ("28926.1", "0.6232534"), ("28926.4", "1.04"),
+    ("28926.8", "0.01707781"), ("28928.5", "0.07061975"), ("28929", "0.144"),
+    ("28930.2", "0.1"), ("28930.3", "6.40922866"), ("28931.9", "0.54902396"),
+    ("28932", "0.17306693"), ("28932.7", "2.5672"), ("28932.8", "1.19528238"),
+    ("28932.9", "0.05"), ("28933", "0.34194526"), ("28933.5", "0.02319626"),
+    ("28933.6", "0.764"), ("28933.7", "0.01"), ("28934.4", "0.05"), ("28935", "0.0115"),
+    ("28935.1", "0.48"), ("28935.8", "0.00696447"), ("28935.9", "0.144"),
+    ("28936", "0.12700417"), ("28936.5", "1.58799999"),
+]  # fmt: skip
+BMOSCON_BIDS: list[Level] = [
+    ("28923.2", "0.0000001"), ("28923", "0.49101312"), ("28922.4", "0.01251868"),
+    ("28921.2", "0.00020273"), ("28920.9", "0.00009315"), ("28920.3", "0.00008106"),
+    ("28920", "0.03448414"), ("28919.6", "0.00002087"), ("28919.3", "0.00026015"),
+    ("28919", "0.0000519"), ("28917.7", "0.00014609"), ("28916.7", "0.00002008"),
+    ("28915.9", "0.00009415"), ("28915", "0.0454951"), ("28914.6", "0.007"),
+    ("28914.3", "0.12709954"), ("28913.7", "0.0060879"), ("28913.6", "0.00342"),
+    ("28913.3", "0.00574477"), ("28911.8", "0.00106132"), ("28911.1", "0.00011083"),
+    ("28911", "0.00008173"), ("28910", "0.0006918"), ("28909.9", "0.06897"),
+    ("28909.8", "0.00975481"), ("28909.6", "0.00001002"), ("28909", "0.00134995"),
+    ("28908.5", "0.00796815"), ("28908.4", "0.17308796"), ("28908.1", "0.67728285"),
+]  # fmt: skip
+
+
+def test_checksum_vectors() -> None:
+    assert zlib.crc32(b"123456789") == 0xCBF43926
+    bids: list[Level] = [("3366.1", "7"), ("3366", "6")]
+    asks: list[Level] = [("3366.8", "9"), ("3368", "8")]
+    assert okx.checksum(bids, asks) == -1881014294
+    assert okx.checksum([("3366.1", "7")], [("3366.8", "9"), ("3368", "8"), ("3372", "8")]) == (
+        831078360
+    )
+    # bmoscon/orderbook tests/test_checksums.py::test_okx_checksum: 2399502091 unsigned.
+    assert okx.checksum(BMOSCON_BIDS, BMOSCON_ASKS) == 2399502091 - (1 << 32) == -1895465205
+    assert okx.checksum([], []) == 0
+
+
+def test_checksum_uses_the_wire_strings() -> None:
+    bids: list[Level] = [("3366.1", "7"), ("3366", "6")]
+    asks: list[Level] = [("3366.8", "9"), ("3368", "8")]
+    assert okx.checksum([("3366.1", "7"), ("3366.0", "6")], asks) != -1881014294
+    assert okx.checksum(bids, [("3366.8", "9"), ("3368.0", "8")]) != -1881014294
+    tiny = okx.checksum([("28923.2", "0.0000001")], [])
+    assert tiny != okx.checksum([("28923.2", "1e-07")], [])
+
+
+def test_book_checksum_takes_the_top_25_of_an_l2book() -> None:
+    book = L2Book()
+    book.load(reversed(BMOSCON_BIDS), reversed(BMOSCON_ASKS))  # order does not matter
+    assert okx.book_checksum(book) == -1895465205
+    book = L2Book()
+    book.load([("3366.1", "7"), ("3366", "6")], [("3368", "8"), ("3366.8", "9")])
+    assert okx.book_checksum(book) == -1881014294
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def test_snapshot_and_update_frames() -> None:
+    (snap,) = okx.parse(DOC_SNAPSHOT, 10, 3)
+    assert snap == DepthSnapshot(
+        "okx",
+        "BTC-USDT",
+        123456,
+        (("8476.97", "256"), ("8475.55", "101")),
+        (("8476.98", "415"), ("8477", "7")),
+        10,
+        3,
+        checksum=-855196043,
+    )
+    (diff,) = okx.parse(DOC_UPDATE, 11, 3)
+    assert diff == DepthDiff(
+        "okx",
+        "BTC-USDT",
+        123457,
+        123457,
+        123456,
+        (("8476.97", "250"),),
+        (("8476.98", "0"),),
+        1597026383085,
+        11,
+        3,
+        checksum=-855196043,
+    )
+    assert diff.key == KEY
+
+
+def test_checksum_zero_or_absent_is_none_and_unsigned_is_normalised() -> None:
+    (zero,) = okx.parse(DOC_UPDATE.replace(b"-855196043", b"0"), 1, 0)
+    assert isinstance(zero, DepthDiff) and zero.checksum is None
+    (absent,) = okx.parse(DOC_UPDATE.replace(b'"checksum":-855196043,', b""), 1, 0)
+    assert isinstance(absent, DepthDiff) and absent.checksum is None
+    (snap,) = okx.parse(DOC_SNAPSHOT.replace(b"-855196043", b"0"), 1, 0)
+    assert isinstance(snap, DepthSnapshot) and snap.checksum is None
+    (unsigned,) = okx.parse(DOC_UPDATE.replace(b"-855196043", b"2399502091"), 1, 0)
+    assert isinstance(unsigned, DepthDiff) and unsigned.checksum == -1895465205
+
+
+def test_keepalive_and_reset_updates() -> None:
+    keepalive = DOC_UPDATE.replace(b'"prevSeqId":123456', b'"prevSeqId":123457')
+    keepalive = keepalive.replace(b'[["8476.98","0","0","0"]]', b"[]")
+    keepalive = keepalive.replace(b'[["8476.97","250","0","11"]]', b"[]")
+    (ka,) = okx.parse(keepalive, 1, 0)
+    assert isinstance(ka, DepthDiff)
+    assert (ka.first_id, ka.last_id, ka.prev_id, ka.bids, ka.asks) == (
+        123458,
+        123457,
+        123457,
+        (),
+        (),
+    )
+    (reset,) = okx.parse(DOC_UPDATE.replace(b'"seqId":123457', b'"seqId":3'), 1, 0)
+    assert isinstance(reset, DepthDiff) and (reset.prev_id, reset.last_id) == (123456, 3)
+
+
+def test_update_without_seq_ids_is_the_pre_2023_feed() -> None:
+    old = DOC_UPDATE.replace(b',"prevSeqId":123456,"seqId":123457', b"")
+    (diff,) = okx.parse(old, 1, 0)
+    assert isinstance(diff, DepthDiff)
+    assert (diff.first_id, diff.last_id, diff.prev_id) == (-1, -1, -1)
+    (snap,) = okx.parse(DOC_SNAPSHOT.replace(b',"prevSeqId":-1,"seqId":123456', b""), 1, 0)
+    assert isinstance(snap, DepthSnapshot) and snap.last_id == -1
+
+
+def test_books_l2_tbt_channels() -> None:
+    for channel in (b"books50-l2-tbt", b"books-l2-tbt"):
+        (diff,) = okx.parse(DOC_UPDATE.replace(b'"books"', b'"' + channel + b'"'), 1, 0)
+        assert isinstance(diff, DepthDiff) and diff.last_id == 123457
+
+
+def test_trades() -> None:
+    first, second = okx.parse(TRADES, 5, 2)
+    assert first == Trade(
+        "okx", "BTC-USDT", 338476308, "30243.5", "0.001", Side.BUY, 1652459226050, 5, 2
+    )
+    assert isinstance(second, Trade) and second.side is Side.SELL and second.trade_id == 338476309
+
+
+def test_control_frames() -> None:
+    (ack,) = okx.parse(SUBSCRIBED, 1, 0)
+    assert isinstance(ack, VenueNotice)
+    assert (ack.kind, ack.detail, ack.reconnect) == ("ack", "subscribe books BTC-USDT", False)
+    (err,) = okx.parse(ERROR, 1, 0)
+    assert isinstance(err, VenueNotice) and err.kind == "error" and "60012" in err.detail
+    assert not err.reconnect
+    (upgrade,) = okx.parse(UPGRADE, 1, 0)
+    assert isinstance(upgrade, VenueNotice)
+    assert (upgrade.kind, upgrade.reconnect) == ("notice", True)
+    (other,) = okx.parse(UPGRADE.replace(b"64008", b"64009"), 1, 0)
+    assert isinstance(other, VenueNotice) and not other.reconnect
+    assert okx.parse(TICKER, 1, 0) == []
+    assert okx.parse(BBO, 1, 0) == []
+
+
+def test_rest_snapshot() -> None:
+    snap = okx.parse_snapshot("btc-usdt", REST_BOOK, 7)
+    assert snap == DepthSnapshot(
+        "okx",
+        "BTC-USDT",
+        99,
+        (("41006.3", "0.30178218"),),
+        (("41006.8", "0.60038921"),),
+        7,
+        -1,
+    )
+    no_seq = okx.parse_snapshot("BTC-USDT", REST_BOOK.replace(b',"seqId":99', b""), 7)
+    assert no_seq.last_id == -1
+    for body in (
+        b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}',
+        b'{"code":"0","msg":"","data":[]}',
+        b'{"code":"0","msg":""}',
+        REST_BOOK.replace(b'"0.60038921"', b'"x"'),
+        REST_BOOK.replace(b"99", b"-5"),
+        b"<html>",
+    ):
+        with pytest.raises(VenueContractError):
+            okx.parse_snapshot("BTC-USDT", body, 7)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"ping",
+        b"not json",
+        b"[]",
+        b'{"hello":1}',
+        b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update"}',
+        b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[]}',
+        b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":null}',
+        DOC_UPDATE.replace(b'"action":"update",', b""),
+        DOC_UPDATE.replace(b'"update"', b'"partial"'),
+        DOC_UPDATE.replace(b'"instId":"BTC-USDT"', b'"instId":""'),
+        DOC_UPDATE.replace(b'"8476.97"', b'"abc"'),
+        DOC_UPDATE.replace(b'"8476.97"', b'"-1"'),
+        DOC_UPDATE.replace(b'"8476.97"', b'"nan"'),
+        DOC_UPDATE.replace(b'"250"', b'"inf"'),
+        DOC_UPDATE.replace(b'"8476.97"', b"8476.97"),  # a number where a string is due
+        DOC_UPDATE.replace(b'["8476.97","250","0","11"]', b'["8476.97"]'),
+        DOC_UPDATE.replace(b'"prevSeqId":123456,', b""),
+        DOC_UPDATE.replace(b'"seqId":123457', b'"seqId":-2'),
+        DOC_UPDATE.replace(b'"prevSeqId":123456', b'"prevSeqId":-1'),
+        DOC_UPDATE.replace(b'"seqId":123457', b'"seqId":"123457"'),
+        DOC_UPDATE.replace(b"-855196043", b"99999999999"),
+        DOC_UPDATE.replace(b'"ts":"1597026383085"', b'"ts":"soon"'),
+        DOC_UPDATE.replace(b'"ts":"1597026383085"', b'"ts":1597026383085'),
+        DOC_SNAPSHOT.replace(b'"seqId":123456', b'"seqId":-7'),
+        TRADES.replace(b'"side":"buy"', b'"side":"up"'),
+        TRADES.replace(b'"tradeId":"338476308"', b'"tradeId":"t1"'),
+        TRADES.replace(b'"tradeId":"338476308"', b'"tradeId":338476308'),
+        TRADES.replace(b'"0.001"', b'"-0.001"'),
+        b'{"arg":{"channel":"trades","instId":"BTC-USDT"}}',
+        b'{"arg":"books","data":[]}',
+        b'{"event":5}',
+        DOC_UPDATE.replace(b"BTC-USDT", b"BTC-\xff"),  # invalid UTF-8
+    ],
+)
+def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
+    with pytest.raises(VenueContractError):
+        okx.parse(frame, 1, 0)
+
+
+# --- the sequence rule ----------------------------------------------------------------------
+
+
+def _frame(
+    prev: int,
+    seq: int,
+    *,
+    bids: list[Level] | None = None,
+    asks: list[Level] | None = None,
+    action: str = "update",
+    crc: int = 0,
+) -> bytes:
+    data = {
+        "asks": [[p, q, "0", "1"] for p, q in asks or []],
+        "bids": [[p, q, "0", "1"] for p, q in bids or []],
+        "ts": "1700000000000",
+        "checksum": crc,
+        "prevSeqId": prev,
+        "seqId": seq,
+    }
+    return msgspec.json.encode(
+        {"arg": {"channel": "books", "instId": SYMBOL}, "action": action, "data": [data]}
+    )
+
+
+def _diff(
+    prev: int,
+    seq: int,
+    *,
+    conn: int = 0,
+    recv_ns: int = 0,
+    bids: list[Level] | None = None,
+    asks: list[Level] | None = None,
+) -> DepthDiff:
+    (event,) = okx.parse(_frame(prev, seq, bids=bids, asks=asks), recv_ns, conn)
+    assert isinstance(event, DepthDiff)
+    return event
+
+
+def _snapshot(seq: int, bids: list[Level], asks: list[Level], conn: int = 0) -> DepthSnapshot:
+    crc = okx.checksum(bids, asks)
+    (event,) = okx.parse(_frame(-1, seq, bids=bids, asks=asks, action="snapshot", crc=crc), 0, conn)
+    assert isinstance(event, DepthSnapshot)
+    return event
+
+
+def test_rule_cases() -> None:
+    rule = okx.OkxRule()
+    assert rule.name == "okx"
+    assert rule.classify(_diff(10, 15), 10) is Link.LINKS
+    assert rule.classify(_diff(15, 15), 15) is Link.LINKS  # keepalive
+    assert rule.classify(_diff(10, 15), 15) is Link.STALE
+    assert rule.classify(_diff(15, 15), 16) is Link.STALE
+    assert rule.classify(_diff(16, 20), 15) is Link.FUTURE
+    assert rule.classify(_diff(12, 18), 15) is Link.LINKS  # covers the applied id
+    assert rule.classify(_diff(15, 3), 15) is Link.LINKS  # reset
+    assert rule.resets == 1
+    assert rule.classify(_diff(3, 5), 3) is Link.LINKS
+    # Late copies from a slower connection: the reset and what came before it.
+    assert rule.classify(_diff(15, 3, conn=1), 5) is Link.STALE
+    assert rule.classify(_diff(15, 15, conn=1), 5) is Link.STALE
+    assert rule.classify(_diff(10, 15, conn=1), 5) is Link.STALE
+    assert rule.stragglers == 3
+    # A genuine hole in the new sequence is still future.
+    assert rule.classify(_diff(8, 9), 5) is Link.FUTURE
+
+
+def test_rule_stragglers_are_recognised_only_for_a_window() -> None:
+    rule = okx.OkxRule(straggler_window_ns=1_000)
+    assert rule.classify(_diff(10, 15, recv_ns=0), 10) is Link.LINKS
+    assert rule.classify(_diff(15, 3, recv_ns=10), 15) is Link.LINKS
+    assert rule.classify(_diff(10, 15, conn=1, recv_ns=500), 3) is Link.STALE
+    assert rule.classify(_diff(10, 15, conn=1, recv_ns=5_000), 3) is Link.FUTURE
+
+
+def test_pre_seq_id_updates_always_link() -> None:
+    rule = okx.OkxRule()
+    old = DOC_UPDATE.replace(b',"prevSeqId":123456,"seqId":123457', b"")
+    (diff,) = okx.parse(old, 1, 0)
+    assert isinstance(diff, DepthDiff)
+    assert rule.classify(diff, -1) is Link.LINKS
+    assert rule.classify(diff, 500) is Link.LINKS
+
+
+def test_rule_reset_before_its_ids_waits_then_links() -> None:
+    rule = okx.OkxRule()
+    # Connection 0 lost 10→15: its reset and the updates after it arrive first.
+    assert rule.classify(_diff(15, 3, conn=0), 10) is Link.FUTURE
+    assert rule.classify(_diff(3, 5, conn=0), 10) is Link.STALE  # re-sent by conn 1 later
+    assert rule.classify(_diff(3, 12, conn=0), 10) is Link.STALE  # never applied to the old book
+    assert rule.classify(_diff(10, 15, conn=1), 10) is Link.LINKS
+    assert rule.classify(_diff(15, 3, conn=0), 15) is Link.LINKS  # drained from the buffer
+    assert rule.classify(_diff(15, 3, conn=1), 3) is Link.STALE
+    assert rule.classify(_diff(3, 5, conn=1), 3) is Link.LINKS
+
+
+def test_rule_forgets_a_waiting_reset_once_the_book_is_past_it() -> None:
+    rule = okx.OkxRule()
+    assert rule.classify(_diff(15, 3, conn=0), 10) is Link.FUTURE
+    # A resync loaded a snapshot of the new sequence (id 7): the reset is history.
+    rule.on_snapshot(_snapshot(7, [("1", "1")], [("2", "1")]))
+    assert rule.classify(_diff(15, 3, conn=0), 7) is Link.STALE
+    assert rule.classify(_diff(7, 9, conn=0), 7) is Link.LINKS
+
+    # Without the hook: an update linking from a connection already past the reset proves it.
+    rule = okx.OkxRule()
+    assert rule.classify(_diff(15, 3, conn=0), 10) is Link.FUTURE
+    assert rule.classify(_diff(7, 9, conn=0), 7) is Link.LINKS
+    assert rule.classify(_diff(15, 3, conn=0), 9) is Link.STALE
+
+
+def _run(book: SequencedBook, events: list[DepthDiff | DepthSnapshot]) -> list[object]:
+    out: list[object] = []
+    for i, event in enumerate(events):
+        now = 1_000 + i
+        if isinstance(event, DepthSnapshot):
+            out += book.on_snapshot(event, now)
+        else:
+            out += book.on_diff(event, now)
+    return out
+
+
+def test_doc_example_through_the_arbiter_with_a_late_duplicate_of_the_reset() -> None:
+    """snapshot -1→10, update 10→15, keepalive 15→15, reset 15→3, update 3→5 (§6), on two
+    connections, the second one slower."""
+    rule = okx.OkxRule()
+    book = SequencedBook(KEY, rule, checksum=okx.book_checksum)
+    for conn in (0, 1):
+        book.on_connection(conn, True, 0)
+    snap = _snapshot(10, [("100", "1"), ("99", "2")], [("101", "1"), ("102", "3")])
+    u15_bids: list[Level] = [("100", "4")]
+    u15_asks: list[Level] = [("101", "0")]
+    reset_bids: list[Level] = [("99", "0"), ("98", "5")]
+    reset_asks: list[Level] = [("103", "1")]
+    u5_asks: list[Level] = [("101.5", "2")]
+    events: list[DepthDiff | DepthSnapshot] = [
+        snap,
+        _diff(10, 15, conn=0, bids=u15_bids, asks=u15_asks),
+        _diff(10, 15, conn=1, bids=u15_bids, asks=u15_asks),
+        _diff(15, 15, conn=0),
+        _diff(15, 3, conn=0, bids=reset_bids, asks=reset_asks),
+        _diff(15, 15, conn=1),  # the slower connection's keepalive, after the reset
+        _diff(3, 5, conn=0, asks=u5_asks),
+        _diff(15, 3, conn=1, bids=reset_bids, asks=reset_asks),  # late copy: not a gap
+        _diff(3, 5, conn=1, asks=u5_asks),
+        _diff(5, 6, conn=1, bids=[("100", "0")]),
+        _diff(5, 6, conn=0, bids=[("100", "0")]),
+    ]
+    out = _run(book, events)
+    assert not [e for e in out if isinstance(e, SnapshotWanted)]
+    assert not [e for e in out if isinstance(e, StatusChange) and e.state is not SymbolState.LIVE]
+    deltas = [e for e in out if isinstance(e, BookDelta)]
+    assert [d.venue_id for d in deltas] == [15, 15, 3, 5, 6]
+    assert [d.seq for d in deltas] == [1, 2, 3, 4, 5]
+    assert sum(isinstance(e, BookReset) for e in out) == 1
+    assert book.applied_id == 6 and book.has_book and book.pending == 0
+    assert book.stats.gaps == 0
+    # The arbiter counts copies with ids at or below its snapshot's as "stale", not
+    # "duplicates"; after the reset, copies 15→3 and 3→5 are below the snapshot's id 10.
+    assert book.stats.duplicates + book.stats.stale == 5
+    assert book.stats.conn(0).first_wins == 4 and book.stats.conn(1).first_wins == 1
+    assert rule.resets == 1
+    assert book.book.bids() == [("98", "5")]
+    assert book.book.asks() == [("101.5", "2"), ("102", "3"), ("103", "1")]
+
+
+def test_a_reset_arriving_before_its_ids_waits_for_the_other_connection() -> None:
+    """Connection 0 lost 10→15 and delivers the reset first; connection 1 fills the hole."""
+    book = SequencedBook(KEY, okx.OkxRule(), checksum=okx.book_checksum)
+    for conn in (0, 1):
+        book.on_connection(conn, True, 0)
+    u15: list[Level] = [("100", "4")]
+    reset: list[Level] = [("98", "5")]
+    u5: list[Level] = [("97", "1")]
+    u8: list[Level] = [("100", "0")]
+    out = _run(
+        book,
+        [
+            _snapshot(10, [("100", "1")], [("101", "1")]),
+            _diff(15, 3, conn=0, bids=reset),
+            _diff(3, 5, conn=0, bids=u5),
+            _diff(10, 15, conn=1, bids=u15),
+            _diff(15, 3, conn=1, bids=reset),
+            _diff(3, 5, conn=1, bids=u5),
+            _diff(5, 8, conn=0, bids=u8),
+            _diff(5, 8, conn=1, bids=u8),
+        ],
+    )
+    assert not [e for e in out if isinstance(e, SnapshotWanted)]
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [15, 3, 5, 8]
+    assert book.applied_id == 8 and book.pending == 0 and book.stats.gaps == 0
+    assert book.book.bids() == [("98", "5"), ("97", "1")]
+
+
+def test_a_hole_in_the_new_sequence_is_still_a_gap() -> None:
+    book = SequencedBook(KEY, okx.OkxRule(), reorder_window_ns=10)
+    book.on_connection(0, True, 0)
+    out = _run(
+        book,
+        [
+            _snapshot(10, [("100", "1")], [("101", "1")]),
+            _diff(10, 15, bids=[("100", "2")]),
+            _diff(15, 3, asks=[("102", "1")]),
+            _diff(5, 8, asks=[("102", "2")]),  # 3→5 lost
+        ],
+    )
+    assert book.pending == 1
+    out += book.on_timer(10_000)
+    assert any(isinstance(e, SnapshotWanted) for e in out)
+    assert book.stats.gaps == 1
+
+
+# --- the real recording ---------------------------------------------------------------------
+
+
+def _real_events(path: Path) -> list[DepthDiff | DepthSnapshot | Trade | VenueNotice]:
+    events: list[DepthDiff | DepthSnapshot | Trade | VenueNotice] = []
+    reader = CaptureReader(path)
+    for record in reader:
+        if record.kind != "ws":
+            continue
+        for event in okx.parse(record.payload, record.recv_ns, record.conn_id):
+            assert isinstance(event, DepthDiff | DepthSnapshot | Trade | VenueNotice)
+            events.append(event)
+    assert reader.stats.malformed == 0
+    return events
+
+
+def test_real_recording_checksums(real_data: Callable[[str], Path]) -> None:
+    """Every book frame of the 2022 recording (3 snapshots, 287 updates, 3 instruments)
+    matches its checksum on a book kept with L2Book."""
+    events = _real_events(real_data(REAL_PATH))
+    books: dict[str, L2Book] = {}
+    verified = failed = crossed = 0
+    for event in events:
+        if isinstance(event, DepthSnapshot):
+            book = books.setdefault(event.symbol, L2Book())
+            book.load(event.bids, event.asks)
+        elif isinstance(event, DepthDiff):
+            assert (event.first_id, event.last_id, event.prev_id) == (-1, -1, -1)
+            book = books[event.symbol]
+            book.apply(event.bids, event.asks)
+        else:
+            continue
+        assert event.checksum is not None
+        if okx.book_checksum(book) == event.checksum:
+            verified += 1
+        else:
+            failed += 1
+        crossed += book.is_crossed()
+    assert (verified, failed, crossed) == (290, 0, 0)
+    assert sorted(books) == ["BTC-USD-220527", "BTC-USDT", "UNI-USD-SWAP"]
+    assert sum(isinstance(e, DepthSnapshot) for e in events) == 3
+    assert sum(isinstance(e, DepthDiff) for e in events) == 287
+    assert sum(isinstance(e, Trade) for e in events) == 74
+    assert all(e.kind == "ack" for e in events if isinstance(e, VenueNotice))
+    assert books["BTC-USDT"].bid_count == 400
+
+
+def test_real_recording_through_the_arbiter(real_data: Callable[[str], Path]) -> None:
+    """The same frames through SequencedBook with OkxRule end with the same books, and the
+    arbiter's own checksum verification agrees on every frame."""
+    events = _real_events(real_data(REAL_PATH))
+    plain: dict[str, L2Book] = {}
+    arbiters: dict[str, SequencedBook] = {}
+    out: list[object] = []
+    for i, event in enumerate(events):
+        if not isinstance(event, DepthDiff | DepthSnapshot):
+            continue
+        arbiter = arbiters.get(event.key)
+        if arbiter is None:
+            arbiter = arbiters[event.key] = SequencedBook(
+                event.key, okx.OkxRule(), checksum=okx.book_checksum
+            )
+            arbiter.on_connection(event.conn_id, True, i)
+        book = plain.setdefault(event.symbol, L2Book())
+        if isinstance(event, DepthSnapshot):
+            book.load(event.bids, event.asks)
+            out += arbiter.on_snapshot(event, i)
+        else:
+            book.apply(event.bids, event.asks)
+            out += arbiter.on_diff(event, i)
+    assert not [e for e in out if isinstance(e, SnapshotWanted)]
+    assert len(arbiters) == 3
+    for key, arbiter in arbiters.items():
+        book = plain[key.partition(":")[2]]
+        assert arbiter.has_book and arbiter.state is SymbolState.LIVE
+        assert arbiter.book.bids() == book.bids() and arbiter.book.asks() == book.asks()
+        assert arbiter.stats.gaps == 0 and arbiter.stats.checksum_failed == 0
+        assert arbiter.stats.crossed == 0
+    assert sum(a.stats.checksum_ok for a in arbiters.values()) == 290
+    assert sum(a.stats.updates for a in arbiters.values()) == 287
+
+
+# --- fuzzing --------------------------------------------------------------------------------
+
+
+def _seed_frames() -> list[bytes]:
+    frames = [DOC_SNAPSHOT, DOC_UPDATE, TRADES, SUBSCRIBED, ERROR, UPGRADE, TICKER, REST_BOOK]
+    path = Path(__file__).resolve().parents[2].parent / "shared/data/real" / REAL_PATH
+    if path.exists():
+        kinds: dict[bytes, int] = {}
+        for line in path.read_bytes().splitlines():
+            stamp, sep, frame = line.partition(b": ")
+            if not sep or b" " in stamp or len(frame) > 4000:
+                continue  # connect and sent lines; snapshots are too big to mutate quickly
+            kind = frame[:40]
+            if kinds.get(kind, 0) < 3:
+                kinds[kind] = kinds.get(kind, 0) + 1
+                frames.append(frame)
+    return frames
+
+
+SEEDS = _seed_frames()
+EVENT_TYPES = DepthDiff | DepthSnapshot | Trade | VenueNotice
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(SEEDS),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.binary(max_size=8),
+    st.sampled_from(["cut", "insert", "replace"]),
+)
+def test_mutated_real_frames_yield_events_or_the_contract_error(
+    frame: bytes, at: int, length: int, junk: bytes, how: str
+) -> None:
+    at %= len(frame) + 1
+    if how == "cut":
+        mutated = frame[:at]
+    elif how == "insert":
+        mutated = frame[:at] + junk + frame[at:]
+    else:
+        mutated = frame[:at] + junk + frame[at + length % 16 :]
+    try:
+        events = okx.parse(mutated, 1, 0)
+    except VenueContractError:
+        pass
+    else:
+        assert all(isinstance(e, EVENT_TYPES) for e in events)
+    with contextlib.suppress(VenueContractError):
+        okx.parse_snapshot("BTC-USDT", mutated, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
+    with contextlib.suppress(VenueContractError):
+        events = okx.parse(data, 1, 0)
+        assert all(isinstance(e, EVENT_TYPES) for e in events)
+    with contextlib.suppress(VenueContractError):
+        okx.parse_snapshot("BTC-USDT", data, 1)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            ("data", "asks"),
+            ("data", "bids"),
+            ("data", "seqId"),
+            ("data", "prevSeqId"),
+            ("data", "checksum"),
+            ("data", "ts"),
+            ("action",),
+            ("arg",),
+            ("arg", "instId"),
+            ("data",),
+        ]
+    ),
+    JSON_VALUES,
+)
+def test_wrong_types_in_a_book_frame_raise_the_contract_error(
+    where: tuple[str, ...], value: object
+) -> None:
+    frame = json.loads(DOC_UPDATE)
+    target = frame
+    for step in where[:-1]:
+        target = target[step][0] if step == "data" else target[step]
+    target[where[-1]] = value
+    try:
+        events = okx.parse(json.dumps(frame).encode(), 1, 0)
+    except VenueContractError:
+        return
+    assert all(isinstance(e, EVENT_TYPES) for e in events)
+    if where == ("data", "asks"):  # accepted only as a list of string levels
+        assert isinstance(value, list)
+        assert all(isinstance(lv, list) and len(lv) >= 2 for lv in value)
+        assert all(isinstance(x, str) for lv in value for x in lv)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["tradeId", "px", "sz", "side", "ts", "instId"]), JSON_VALUES)
+def test_wrong_types_in_a_trade_frame_raise_the_contract_error(field: str, value: object) -> None:
+    frame = json.loads(TRADES)
+    frame["data"][0][field] = value
+    with contextlib.suppress(VenueContractError):
+        events = okx.parse(json.dumps(frame).encode(), 1, 0)
+        assert all(isinstance(e, Trade) for e in events)
+        assert isinstance(value, str)
+
+
+# --- layering -------------------------------------------------------------------------------
+
+
+def test_module_is_pure() -> None:
+    probe = (
+        "import sys, feeds.okx; "
+        "print(sorted(m for m in ('asyncio','websockets','socket','uvloop','httpx') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
