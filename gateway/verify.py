@@ -108,8 +108,10 @@ class VerifyReport(msgspec.Struct):
 
     @property
     def ok(self) -> bool:
-        """Every symbol synced with 0 gaps, and there was at least one."""
-        return bool(self.symbols) and all(s.synced and s.gaps == 0 for s in self.symbols.values())
+        """Every symbol synced with 0 gaps and no failed checksum, and there was at least one."""
+        return bool(self.symbols) and all(
+            s.synced and s.gaps == 0 and s.checksum_failed == 0 for s in self.symbols.values()
+        )
 
 
 def resolve_venue(path: Path, fmt: CaptureFormat, venue: str | None) -> VenueAdapter:
@@ -389,7 +391,9 @@ def render_table(report: VerifyReport, file: TextIO | None = None) -> None:
     table = Table(title=f"{Path(report.file).name}: {report.format}, venue {report.venue}")
     table.add_column("symbol", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    for name in ("updates", "dups", "gaps", "resyncs", "crossed", "last id", "levels b/a"):
+    for name in ("updates", "dups", "gaps", "resyncs", "crossed", "checksums ok/failed"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for name in ("last id", "levels b/a"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("best bid", justify="right", no_wrap=True)
     table.add_column("best ask", justify="right", no_wrap=True)
@@ -402,6 +406,8 @@ def render_table(report: VerifyReport, file: TextIO | None = None) -> None:
             f"[red]{s.gaps:,}[/red]" if s.gaps else "0",
             f"{s.resyncs:,}",
             f"[red]{s.crossed:,}[/red]" if s.crossed else "0",
+            f"{s.checksum_ok:,}/"
+            + (f"[red]{s.checksum_failed:,}[/red]" if s.checksum_failed else "0"),
             str(s.last_id),
             f"{s.bid_levels:,}/{s.ask_levels:,}",
             s.bids[0][0] if s.bids else "-",
@@ -420,8 +426,8 @@ def render_table(report: VerifyReport, file: TextIO | None = None) -> None:
     elif not report.symbols:
         console.print("[red]FAIL[/red]: no order book in the capture")
     else:
-        bad = [k for k, s in report.symbols.items() if s.gaps or not s.synced]
-        console.print(f"[red]FAIL[/red]: gaps or never synced: {', '.join(bad)}")
+        bad = [k for k, s in report.symbols.items() if s.gaps or s.checksum_failed or not s.synced]
+        console.print(f"[red]FAIL[/red]: gaps, checksum failures or never synced: {', '.join(bad)}")
 
 
 def _cli(argv: list[str] | None = None) -> int:
