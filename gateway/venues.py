@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from feeds import binance, okx
+from feeds import binance, coinbase, kraken, okx
 from gateway.arbiter import (
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
@@ -133,6 +133,43 @@ ADAPTERS: dict[str, VenueAdapter] = {
         snapshot_paths=(okx.SNAPSHOT_PATH,),
         link_rule=okx.OkxRule,
         checksum=lambda symbol: okx.book_checksum,
+    ),
+    "kraken": VenueAdapter(
+        venue=kraken.VENUE,
+        mode="unsequenced",
+        stream_url=kraken.connect_url,
+        parse=kraken.parse,
+        ws_endpoints=kraken.WS_ENDPOINTS,
+        rest_endpoints=kraken.REST_ENDPOINTS,
+        subscribe_messages=kraken.subscribe_messages,
+        resubscribe_messages=kraken.resubscribe_messages,
+        ping_message=kraken.ping_message(),
+        ping_interval_s=kraken.PING_INTERVAL_S,
+        max_messages_per_s=2.0,
+        # The wire's own digits: the gateway keeps them, and recorded sessions verify so.
+        checksum=lambda symbol: kraken.book_checksum,
+        replica_depth=kraken.DEFAULT_DEPTH,
+    ),
+    "coinbase": VenueAdapter(
+        venue=coinbase.VENUE,
+        mode="unsequenced",
+        stream_url=coinbase.connect_url,
+        parse=coinbase.parse,
+        ws_endpoints=coinbase.WS_ENDPOINTS,
+        rest_endpoints=coinbase.REST_ENDPOINTS,
+        subscribe_messages=coinbase.subscribe_messages,
+        resubscribe_messages=coinbase.resubscribe_messages,
+        # Coinbase's 8 messages per second are per IP, shared by every connection.
+        max_messages_per_s=2.0,
+    ),
+    "coinbase-exchange": VenueAdapter(
+        venue=coinbase.EXCHANGE_VENUE,
+        mode="unsequenced",
+        stream_url=coinbase.connect_url,
+        parse=coinbase.parse_exchange,
+        ws_endpoints=coinbase.EXCHANGE_WS_ENDPOINTS,
+        subscribe_messages=coinbase.exchange_subscribe_messages,
+        max_messages_per_s=2.0,
     ),
 }
 

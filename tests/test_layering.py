@@ -22,6 +22,8 @@ PURE_MODULES = [
     "gateway.capture_formats",
     "feeds.binance",
     "feeds.okx",
+    "feeds.kraken",
+    "feeds.coinbase",
     "gateway.venues",
     "feeds.sim.book_process",
     "feeds.sim.binance_spot",

@@ -1,0 +1,501 @@
+"""Coinbase: the Advanced Trade WebSocket (``level2``, venue ``coinbase``) and the legacy
+Exchange feed (``level2``/``level2_batch``/``level2_50``, venue ``coinbase-exchange``):
+endpoints, subscribe messages and parsing of wire frames (exchange-protocols.md §3, §4).
+
+Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
+raises :class:`gateway.model.VenueContractError` and nothing else.
+
+Neither feed has book ids shared across connections (DESIGN §2: an unsequenced venue), and
+neither has a checksum. Every :class:`~gateway.model.DepthSnapshot` has ``last_id = -1``,
+every :class:`~gateway.model.DepthDiff` ``first_id = last_id = prev_id = -1`` and
+``checksum = None``. Levels are the wire's decimal strings; quantities are absolute and
+``"0"`` deletes the level. Within a message the levels of one side keep their wire order
+(one price may appear twice: apply in order, the last wins).
+
+Advanced Trade: ``sequence_num`` is a counter of the **connection**, shared by every channel
+(heartbeats, acks, trades, ``l2_data``). Every message that carries one first yields a
+:class:`~gateway.model.ConnectionSequence`, before the message's other events, so that a
+jump (lost messages: every replica on that connection is suspect) is seen before a snapshot
+in the same message repairs a book. ``event_ms`` of a diff is the envelope ``timestamp``.
+
+Trades: both feeds' ``side`` is the **maker's** side (documented for the Exchange ``match``;
+for Advanced Trade ``market_trades`` the recorded session shows it: every trade at the best
+ask is labelled ``SELL``), so :class:`~gateway.model.Trade` gets the opposite side, the
+aggressor's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import msgspec
+
+from feeds.binance import DECODE_ERRORS, check_levels
+from gateway.model import (
+    ConnectionSequence,
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    Side,
+    Trade,
+    VenueContractError,
+    VenueEvent,
+    VenueNotice,
+)
+
+VENUE: Final = "coinbase"
+EXCHANGE_VENUE: Final = "coinbase-exchange"
+
+#: Advanced Trade market-data endpoint (exchange-protocols.md §3). It is the only one: the
+#: documented failover is a second connection to the same host.
+WS_ENDPOINTS: Final = ("wss://advanced-trade-ws.coinbase.com",)
+#: Advanced Trade user-order endpoint: heartbeats, user and futures_balance_summary only,
+#: NOT market data.
+USER_WS_ENDPOINT: Final = "wss://advanced-trade-ws-user.coinbase.com"
+REST_ENDPOINTS: Final = ("https://api.coinbase.com",)
+#: Public REST book (``?product_id=...&limit=...``); it has no sequence, so it cannot be
+#: spliced with the stream: resyncs resubscribe for an in-band snapshot.
+PRODUCT_BOOK_PATH: Final = "/api/v3/brokerage/market/product_book"
+
+#: Legacy Exchange feed endpoints (§4): public, direct (authenticated), sandbox.
+EXCHANGE_WS_ENDPOINTS: Final = ("wss://ws-feed.exchange.coinbase.com",)
+EXCHANGE_DIRECT_WS_ENDPOINTS: Final = ("wss://ws-direct.exchange.coinbase.com",)
+EXCHANGE_SANDBOX_WS_ENDPOINTS: Final = (
+    "wss://ws-feed-public.sandbox.exchange.coinbase.com",
+    "wss://ws-direct.sandbox.exchange.coinbase.com",
+)
+
+LEVEL2_CHANNEL: Final = "level2"
+TRADES_CHANNEL: Final = "market_trades"
+HEARTBEATS_CHANNEL: Final = "heartbeats"
+#: Channels subscribed on every connection, one per message (the venue's rule).
+CHANNELS: Final = (LEVEL2_CHANNEL, TRADES_CHANNEL, HEARTBEATS_CHANNEL)
+#: Unauthenticated client messages per second per IP (Advanced Trade and Exchange).
+MAX_MESSAGES_PER_S: Final = 8.0
+#: The venue disconnects a connection that has not subscribed within this time.
+SUBSCRIBE_WITHIN_S: Final = 5.0
+
+#: Exchange level2 channels that need no authentication (``level2_50`` is an alias).
+EXCHANGE_BOOK_CHANNELS: Final = frozenset({"level2_batch", "level2_50"})
+
+_MAX_INT: Final = 1 << 63
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+
+
+# --- URLs and outgoing messages -----------------------------------------------------------
+
+
+def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
+    """The URL a connection opens: the endpoint itself (Coinbase subscribes by message)."""
+    return endpoint
+
+
+def _products(symbols: Sequence[str]) -> list[str]:
+    if isinstance(symbols, str):
+        raise ValueError("symbols must be a sequence of product ids, not one string")
+    unique = list(dict.fromkeys(symbols))
+    if not unique:
+        raise ValueError("at least one symbol is required")
+    return unique
+
+
+def _request(kind: str, channel: str, products: list[str]) -> bytes:
+    return msgspec.json.encode({"type": kind, "product_ids": products, "channel": channel})
+
+
+def subscribe_messages(symbols: Sequence[str]) -> list[bytes]:
+    """Subscribe requests, one channel per message: ``level2``, ``market_trades`` and
+    ``heartbeats`` (which keeps quiet subscriptions open) for ``symbols``."""
+    products = _products(symbols)
+    return [_request("subscribe", channel, products) for channel in CHANNELS]
+
+
+def unsubscribe_messages(symbols: Sequence[str]) -> list[bytes]:
+    """Unsubscribe requests for the channels of :func:`subscribe_messages`."""
+    products = _products(symbols)
+    return [_request("unsubscribe", channel, products) for channel in CHANNELS]
+
+
+def resubscribe_messages(symbol: str) -> list[bytes]:
+    """Unsubscribe and subscribe ``level2`` of one product again: the venue then sends a
+    fresh ``snapshot`` event on this connection. Trades and heartbeats are left alone."""
+    products = _products([symbol])
+    return [
+        _request("unsubscribe", LEVEL2_CHANNEL, products),
+        _request("subscribe", LEVEL2_CHANNEL, products),
+    ]
+
+
+def exchange_subscribe_messages(
+    symbols: Sequence[str], channel: str = "level2_batch"
+) -> list[bytes]:
+    """The Exchange feed's subscribe request: the book ``channel``, ``matches`` and
+    ``heartbeat`` for ``symbols`` (one message; this feed takes a channel list)."""
+    if channel not in EXCHANGE_BOOK_CHANNELS:
+        raise ValueError(f"channel must be one of {sorted(EXCHANGE_BOOK_CHANNELS)}")
+    products = _products(symbols)
+    message = {
+        "type": "subscribe",
+        "product_ids": products,
+        "channels": [channel, "matches", "heartbeat"],
+    }
+    return [msgspec.json.encode(message)]
+
+
+# --- shared helpers -----------------------------------------------------------------------
+
+
+def _iso_ms(text: str, what: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 time with a zone (``...Z``; digits
+    beyond microseconds are dropped)."""
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise VenueContractError(f"{what}: time without a zone: {text[:40]!r}")
+        return (moment - _EPOCH) // _MS
+    except (ValueError, OverflowError):
+        raise VenueContractError(f"{what}: not an ISO 8601 time: {text[:40]!r}") from None
+
+
+def _int_text(text: str, what: str) -> int:
+    """A non-negative 63-bit integer sent as a string (Advanced Trade ``trade_id``)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise VenueContractError(f"{what} is not a non-negative integer: {text[:40]!r}")
+    value = int(text)
+    if value >= _MAX_INT:
+        raise VenueContractError(f"{what} out of range: {text}")
+    return value
+
+
+def _aggressor(maker_side: str) -> Side:
+    side = maker_side.lower()
+    if side == "sell":
+        return Side.BUY
+    if side == "buy":
+        return Side.SELL
+    raise VenueContractError(f"trade side {maker_side!r}")
+
+
+def _trade(
+    venue: str,
+    symbol: str,
+    trade_id: int,
+    price: str,
+    size: str,
+    maker_side: str,
+    time: str,
+    recv_ns: int,
+    conn_id: int,
+) -> Trade:
+    if not symbol:
+        raise VenueContractError("trade without product_id")
+    check_levels([(price, size)], "trade")
+    return Trade(
+        venue=venue,
+        symbol=symbol,
+        trade_id=trade_id,
+        price=price,
+        qty=size,
+        side=_aggressor(maker_side),
+        trade_ms=_iso_ms(time, "trade time"),
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+# --- Advanced Trade: wire structs ---------------------------------------------------------
+
+
+class _Envelope(msgspec.Struct):
+    channel: str | None = None
+    timestamp: str = ""
+    sequence_num: int | None = None
+    #: Empty when absent (msgspec cannot decode ``Raw | None``: it would expect null).
+    events: msgspec.Raw = msgspec.Raw()
+    #: Error replies: ``{"type": "error", "message": ...}``.
+    type: str | None = None
+    message: str | None = None
+
+
+class _L2Update(msgspec.Struct):
+    side: str
+    price_level: str
+    new_quantity: str
+
+
+class _L2Event(msgspec.Struct):
+    type: str
+    product_id: str
+    updates: list[_L2Update] = []
+
+
+class _MarketTrade(msgspec.Struct):
+    trade_id: str
+    product_id: str
+    price: str
+    size: str
+    side: str
+    time: str
+
+
+class _TradesEvent(msgspec.Struct):
+    type: str = ""
+    trades: list[_MarketTrade] = []
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_l2_decoder: Final = msgspec.json.Decoder(list[_L2Event])
+_trades_decoder: Final = msgspec.json.Decoder(list[_TradesEvent])
+
+
+# --- Advanced Trade: parsing --------------------------------------------------------------
+
+
+def _notice(
+    venue: str, kind: str, detail: str, recv_ns: int, conn_id: int, reconnect: bool = False
+) -> VenueNotice:
+    return VenueNotice(
+        venue=venue,
+        kind=kind,
+        detail=detail,
+        reconnect=reconnect,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def _l2_events(
+    env: _Envelope, recv_ns: int, conn_id: int, out: list[VenueEvent]
+) -> list[VenueEvent]:
+    try:
+        items = _l2_decoder.decode(env.events)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad l2_data events: {exc}") from None
+    event_ms = -1
+    for e in items:
+        if not e.product_id:
+            raise VenueContractError("l2_data event without product_id")
+        bids: list[tuple[str, str]] = []
+        asks: list[tuple[str, str]] = []
+        for u in e.updates:
+            if u.side == "bid":
+                bids.append((u.price_level, u.new_quantity))
+            elif u.side == "offer":
+                asks.append((u.price_level, u.new_quantity))
+            else:
+                raise VenueContractError(f"{e.product_id}: l2_data side {u.side!r}")
+        bid_levels = check_levels(bids, f"{e.product_id} bids")
+        ask_levels = check_levels(asks, f"{e.product_id} offers")
+        if e.type == "snapshot":
+            out.append(
+                DepthSnapshot(
+                    venue=VENUE,
+                    symbol=e.product_id,
+                    last_id=-1,
+                    bids=bid_levels,
+                    asks=ask_levels,
+                    recv_ns=recv_ns,
+                    conn_id=conn_id,
+                )
+            )
+        elif e.type == "update":
+            if event_ms < 0:
+                event_ms = _iso_ms(env.timestamp, "timestamp")
+            out.append(
+                DepthDiff(
+                    venue=VENUE,
+                    symbol=e.product_id,
+                    first_id=-1,
+                    last_id=-1,
+                    prev_id=-1,
+                    bids=bid_levels,
+                    asks=ask_levels,
+                    event_ms=event_ms,
+                    recv_ns=recv_ns,
+                    conn_id=conn_id,
+                )
+            )
+        else:
+            raise VenueContractError(f"{e.product_id}: l2_data event type {e.type!r}")
+    return out
+
+
+def _trade_events(
+    env: _Envelope, recv_ns: int, conn_id: int, out: list[VenueEvent]
+) -> list[VenueEvent]:
+    try:
+        items = _trades_decoder.decode(env.events)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad market_trades events: {exc}") from None
+    # Both the snapshot (recent trades) and updates: trades are deduplicated by id.
+    for e in items:
+        for t in e.trades:
+            trade_id = _int_text(t.trade_id, "trade_id")
+            out.append(
+                _trade(
+                    VENUE, t.product_id, trade_id, t.price, t.size, t.side, t.time, recv_ns, conn_id
+                )
+            )
+    return out
+
+
+def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    """Events in one Advanced Trade WebSocket frame.
+
+    Every message with a ``sequence_num`` first yields a ConnectionSequence. Then
+    ``l2_data`` events become DepthSnapshot / DepthDiff, ``market_trades`` become Trade,
+    ``subscriptions`` an ``ack`` VenueNotice and error replies an ``error`` VenueNotice;
+    ``heartbeats`` and other channels (ticker, candles, ...) nothing more.
+    Raises VenueContractError for anything that is not a valid Advanced Trade frame.
+    """
+    try:
+        env = _envelope_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"undecodable frame: {exc}") from None
+    channel = env.channel
+    if channel is None:
+        if env.type == "error":
+            return [_notice(VENUE, "error", env.message or "", recv_ns, conn_id)]
+        raise VenueContractError("frame is neither a channel message nor an error")
+    seq = env.sequence_num
+    if seq is None:
+        raise VenueContractError(f"{channel} message without sequence_num")
+    if not 0 <= seq < _MAX_INT:
+        raise VenueContractError(f"sequence_num out of range: {seq}")
+    out: list[VenueEvent] = [ConnectionSequence(VENUE, seq, recv_ns, conn_id)]
+    if channel in ("l2_data", "market_trades"):
+        if not env.events:
+            raise VenueContractError(f"{channel} message without events")
+        if channel == "l2_data":
+            return _l2_events(env, recv_ns, conn_id, out)
+        return _trade_events(env, recv_ns, conn_id, out)
+    if channel == "subscriptions":
+        detail = bytes(env.events).decode("utf-8", "replace")[:200] if env.events else ""
+        out.append(_notice(VENUE, "ack", f"subscriptions {detail}".rstrip(), recv_ns, conn_id))
+    return out
+
+
+# --- legacy Exchange feed -----------------------------------------------------------------
+
+
+class _ExKind(msgspec.Struct):
+    type: str
+    message: str | None = None
+    reason: str | None = None
+
+
+class _ExSnapshot(msgspec.Struct):
+    product_id: str
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+
+
+class _ExL2Update(msgspec.Struct):
+    product_id: str
+    changes: list[tuple[str, str, str]]
+    time: str = ""
+
+
+class _ExMatch(msgspec.Struct):
+    trade_id: int
+    product_id: str
+    price: str
+    size: str
+    side: str
+    time: str
+
+
+_ex_kind_decoder: Final = msgspec.json.Decoder(_ExKind)
+_ex_snapshot_decoder: Final = msgspec.json.Decoder(_ExSnapshot)
+_ex_l2update_decoder: Final = msgspec.json.Decoder(_ExL2Update)
+_ex_match_decoder: Final = msgspec.json.Decoder(_ExMatch)
+
+
+def _ex_snapshot(raw: bytes, recv_ns: int, conn_id: int) -> DepthSnapshot:
+    try:
+        s = _ex_snapshot_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad snapshot: {exc}") from None
+    if not s.product_id:
+        raise VenueContractError("snapshot without product_id")
+    return DepthSnapshot(
+        venue=EXCHANGE_VENUE,
+        symbol=s.product_id,
+        last_id=-1,
+        bids=check_levels(s.bids, f"{s.product_id} bids"),
+        asks=check_levels(s.asks, f"{s.product_id} asks"),
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def _ex_l2update(raw: bytes, recv_ns: int, conn_id: int) -> DepthDiff:
+    try:
+        u = _ex_l2update_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad l2update: {exc}") from None
+    if not u.product_id:
+        raise VenueContractError("l2update without product_id")
+    bids: list[Level] = []
+    asks: list[Level] = []
+    for side, price, size in u.changes:
+        if side == "buy":
+            bids.append((price, size))
+        elif side == "sell":
+            asks.append((price, size))
+        else:
+            raise VenueContractError(f"{u.product_id}: l2update side {side!r}")
+    return DepthDiff(
+        venue=EXCHANGE_VENUE,
+        symbol=u.product_id,
+        first_id=-1,
+        last_id=-1,
+        prev_id=-1,
+        bids=check_levels(bids, f"{u.product_id} bids"),
+        asks=check_levels(asks, f"{u.product_id} asks"),
+        event_ms=_iso_ms(u.time, "time") if u.time else 0,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def _ex_match(raw: bytes, recv_ns: int, conn_id: int) -> Trade:
+    try:
+        m = _ex_match_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad match: {exc}") from None
+    if not 0 <= m.trade_id < _MAX_INT:
+        raise VenueContractError(f"trade_id out of range: {m.trade_id}")
+    return _trade(
+        EXCHANGE_VENUE, m.product_id, m.trade_id, m.price, m.size, m.side, m.time, recv_ns, conn_id
+    )
+
+
+def parse_exchange(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    """Events in one legacy Exchange feed frame (venue ``coinbase-exchange``).
+
+    ``snapshot`` becomes DepthSnapshot, ``l2update`` DepthDiff (``changes`` of
+    ``[buy|sell, price, size]``), ``match`` and ``last_match`` Trade, ``subscriptions`` an
+    ``ack`` and ``error`` an ``error`` VenueNotice; heartbeats, tickers and other types give
+    an empty list. Raises VenueContractError for anything else.
+    """
+    try:
+        kind = _ex_kind_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"undecodable frame: {exc}") from None
+    t = kind.type
+    if t == "l2update":
+        return [_ex_l2update(raw, recv_ns, conn_id)]
+    if t == "snapshot":
+        return [_ex_snapshot(raw, recv_ns, conn_id)]
+    if t in ("match", "last_match"):
+        return [_ex_match(raw, recv_ns, conn_id)]
+    if t == "subscriptions":
+        return [_notice(EXCHANGE_VENUE, "ack", "subscriptions", recv_ns, conn_id)]
+    if t == "error":
+        detail = f"{kind.message}: {kind.reason}" if kind.reason else f"{kind.message}"
+        return [_notice(EXCHANGE_VENUE, "error", detail, recv_ns, conn_id)]
+    return []

@@ -1,0 +1,608 @@
+"""Kraken spot WebSocket v2: endpoints, subscribe messages, parsing of wire frames, and the
+book checksum (exchange-protocols.md §5, §8).
+
+Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
+raises :class:`gateway.model.VenueContractError` and nothing else.
+
+Kraken's ``book`` channel carries **no sequence ids** (DESIGN §2: an unsequenced venue).
+Every :class:`~gateway.model.DepthSnapshot` has ``last_id = -1`` and every
+:class:`~gateway.model.DepthDiff` has ``first_id = last_id = prev_id = -1``; ``event_ms``
+is the update's ``timestamp`` (0 when absent). Each connection keeps its own replica, and
+the only integrity signal is the CRC32 ``checksum`` that Kraken sends with every snapshot
+and update: on a mismatch that connection resubscribes (:func:`resubscribe_messages`).
+One event is produced per element of ``data`` (one per symbol).
+
+Prices and quantities are JSON **numbers** on the wire. They are taken as the raw number
+text, never through a float, so a level keeps the venue's exact digits (``0.00005100``,
+``1774.00``); a number in exponent form (``5e-06``) is rewritten in fixed point
+(``0.000005``) exactly, via :class:`decimal.Decimal`. A level's strings are therefore always
+fixed-point decimal text, which is what the checksum needs.
+
+Replica maintenance (what the arbiter must do, and what the recorded session proves:
+2,962 of 2,962 checksums with it, 1,170 without the truncation):
+
+1. apply all levels of a message in order (one price may appear twice: the last wins);
+   a quantity of 0 deletes the level;
+2. truncate both sides to the subscribed depth (:func:`truncate_to_depth`): Kraken sends no
+   deletion for a level pushed out of scope;
+3. compare :func:`book_checksum` (or a :func:`checksum_function` with the instrument's
+   precisions) with the message's ``checksum``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from itertools import islice
+from typing import Final
+
+import msgspec
+
+from gateway.book import L2Book
+from gateway.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    Side,
+    Trade,
+    VenueContractError,
+    VenueEvent,
+    VenueNotice,
+)
+
+VENUE: Final = "kraken"
+
+#: Public WebSocket v2 endpoints (exchange-protocols.md §5): production and beta (same
+#: matching engine). The unified ``wss://uws.kraken.com/v2/public`` of newer docs takes an
+#: ``asset_class`` parameter and is not used here.
+WS_ENDPOINTS: Final = (
+    "wss://ws.kraken.com/v2",
+    "wss://beta-ws.kraken.com/v2",
+)
+#: Authenticated endpoints (private data only: never used for market data).
+AUTH_WS_ENDPOINTS: Final = (
+    "wss://ws-auth.kraken.com/v2",
+    "wss://beta-ws-auth.kraken.com/v2",
+)
+REST_ENDPOINTS: Final = ("https://api.kraken.com",)
+#: REST ``AssetPairs`` (``pair_decimals`` / ``lot_decimals``: see precisions_from_assetpairs).
+ASSET_PAIRS_PATH: Final = "/0/public/AssetPairs"
+
+BOOK_CHANNEL: Final = "book"
+TRADE_CHANNEL: Final = "trade"
+#: Book depths the venue accepts.
+DEPTHS: Final = (10, 25, 100, 500, 1000)
+DEFAULT_DEPTH: Final = 10
+#: Levels per side covered by the checksum, whatever the subscribed depth.
+CHECKSUM_DEPTH: Final = 10
+#: Application-level ``ping`` period. Kraken sends a ``heartbeat`` about once a second
+#: when nothing else flows; the ping's ``pong`` proves the request path works too.
+PING_INTERVAL_S: Final = 30.0
+
+#: msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
+DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
+
+#: Numbers in exponent form must stay within 10**±_MAX_EXPONENT (a bigger exponent would
+#: expand into an enormous fixed-point string).
+_MAX_EXPONENT: Final = 40
+_UINT32: Final = 1 << 32
+_MAX_ID: Final = 1 << 63
+_DIGIT_BYTES: Final = frozenset(b"0123456789")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+
+
+# --- URLs and outgoing messages -----------------------------------------------------------
+
+
+def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
+    """The URL a connection opens: the endpoint itself (Kraken subscribes by message)."""
+    return endpoint
+
+
+def _symbols(symbols: Sequence[str]) -> list[str]:
+    if isinstance(symbols, str):
+        raise ValueError("symbols must be a sequence of symbols, not one string")
+    unique = list(dict.fromkeys(symbols))
+    if not unique:
+        raise ValueError("at least one symbol is required")
+    return unique
+
+
+def _check_depth(depth: int) -> None:
+    if depth not in DEPTHS:
+        raise ValueError(f"book depth must be one of {DEPTHS}, got {depth!r}")
+
+
+def _book_request(method: str, symbols: list[str], depth: int) -> bytes:
+    params: dict[str, object] = {"channel": BOOK_CHANNEL, "symbol": symbols, "depth": depth}
+    if method == "subscribe":
+        params["snapshot"] = True
+    return msgspec.json.encode({"method": method, "params": params})
+
+
+def _trade_request(method: str, symbols: list[str]) -> bytes:
+    params: dict[str, object] = {"channel": TRADE_CHANNEL, "symbol": symbols}
+    if method == "subscribe":
+        params["snapshot"] = False
+    return msgspec.json.encode({"method": method, "params": params})
+
+
+def subscribe_messages(symbols: Sequence[str], depth: int = DEFAULT_DEPTH) -> list[bytes]:
+    """Subscribe requests: the ``book`` of ``symbols`` at ``depth`` with a snapshot, and
+    their ``trade`` channel (without the snapshot of past trades)."""
+    _check_depth(depth)
+    unique = _symbols(symbols)
+    return [_book_request("subscribe", unique, depth), _trade_request("subscribe", unique)]
+
+
+def unsubscribe_messages(symbols: Sequence[str], depth: int = DEFAULT_DEPTH) -> list[bytes]:
+    """Unsubscribe requests for the ``book`` (at ``depth``) and ``trade`` of ``symbols``."""
+    _check_depth(depth)
+    unique = _symbols(symbols)
+    return [_book_request("unsubscribe", unique, depth), _trade_request("unsubscribe", unique)]
+
+
+def resubscribe_messages(symbol: str, depth: int = DEFAULT_DEPTH) -> list[bytes]:
+    """Unsubscribe and subscribe the book of one symbol again, for a fresh snapshot on this
+    connection (after its replica failed the checksum). Trades are left alone."""
+    _check_depth(depth)
+    unique = _symbols([symbol])
+    return [_book_request("unsubscribe", unique, depth), _book_request("subscribe", unique, depth)]
+
+
+def ping_message(req_id: int = 1) -> bytes:
+    """The application-level ``ping`` (answered by ``{"method":"pong",...}``)."""
+    return msgspec.json.encode({"method": "ping", "req_id": req_id})
+
+
+# --- checksum -----------------------------------------------------------------------------
+
+
+def _fixed(text: str, precision: int) -> str:
+    """``text`` as fixed-point decimal with exactly ``precision`` decimals."""
+    head, _, frac = text.partition(".")
+    if (
+        head.isascii()
+        and head.isdigit()
+        and (not frac or (frac.isascii() and frac.isdigit()))
+        and len(frac) <= precision
+    ):
+        return f"{head}.{frac.ljust(precision, '0')}" if precision else head
+    # Exponent form, or more digits than the precision: render through Decimal.
+    try:
+        return format(Decimal(text), f".{precision}f")
+    except InvalidOperation:
+        raise ValueError(f"not a decimal number: {text!r}") from None
+
+
+def _part(text: str, precision: int | None) -> str:
+    if precision is not None:
+        text = _fixed(text, precision)
+    return text.replace(".", "").lstrip("0")
+
+
+def checksum_levels(
+    bids: Iterable[Level],
+    asks: Iterable[Level],
+    price_precision: int | None = None,
+    qty_precision: int | None = None,
+) -> int:
+    """Kraken's checksum of a book given best first on each side: unsigned CRC32 of the top
+    10 asks (ascending) followed by the top 10 bids (descending), each level as
+    ``price + qty`` with the ``.`` removed and leading zeros stripped.
+
+    With ``price_precision`` / ``qty_precision`` each value is first rendered in fixed
+    point at that many decimals (``0.566`` at 4 is ``0.5660``): needed when the wire numbers
+    do not carry the instrument's precision. With None, a level's own digits are used
+    (correct when the strings keep the wire's digits, as in every recorded session).
+    """
+    for precision in (price_precision, qty_precision):
+        if precision is not None and precision < 0:
+            raise ValueError(f"precision must be >= 0, got {precision}")
+    parts: list[str] = []
+    for side in (asks, bids):
+        for price, qty in islice(side, CHECKSUM_DEPTH):
+            parts.append(_part(price, price_precision))
+            parts.append(_part(qty, qty_precision))
+    return zlib.crc32("".join(parts).encode("ascii"))
+
+
+def checksum(
+    book: L2Book, price_precision: int | None = None, qty_precision: int | None = None
+) -> int:
+    """:func:`checksum_levels` of an L2Book (which keeps the level strings). The book must
+    already be truncated to the subscribed depth (:func:`truncate_to_depth`)."""
+    return checksum_levels(
+        book.bids(CHECKSUM_DEPTH), book.asks(CHECKSUM_DEPTH), price_precision, qty_precision
+    )
+
+
+def book_checksum(book: L2Book) -> int:
+    """:func:`checksum` from the level strings' own digits (no precision needed): a
+    ``gateway.arbiter.Checksum``."""
+    return checksum(book)
+
+
+def checksum_function(
+    price_precision: int | None = None, qty_precision: int | None = None
+) -> Callable[[L2Book], int]:
+    """A ``gateway.arbiter.Checksum`` rendering values at the instrument's precisions (see
+    :func:`precisions_from_assetpairs`, :func:`precisions_from_instrument`)."""
+    for precision in (price_precision, qty_precision):
+        if precision is not None and precision < 0:
+            raise ValueError(f"precision must be >= 0, got {precision}")
+    if price_precision is None and qty_precision is None:
+        return book_checksum
+
+    def _checksum(book: L2Book) -> int:
+        return checksum(book, price_precision, qty_precision)
+
+    return _checksum
+
+
+def truncate_to_depth(book: L2Book, depth: int) -> None:
+    """Keep the best ``depth`` levels per side: to do after **every** message (snapshot or
+    update) before the checksum, since Kraken sends no deletion for levels that fall out of
+    the subscribed depth."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    book.truncate(depth)
+
+
+# --- instrument precisions ----------------------------------------------------------------
+
+
+class _AssetPair(msgspec.Struct):
+    pair_decimals: int
+    lot_decimals: int
+    wsname: str = ""
+
+
+class _AssetPairs(msgspec.Struct):
+    error: list[str] = []
+    result: dict[str, _AssetPair] = {}
+
+
+class _InstrumentPair(msgspec.Struct):
+    symbol: str
+    price_precision: int
+    qty_precision: int
+
+
+class _InstrumentData(msgspec.Struct):
+    pairs: list[_InstrumentPair] = []
+
+
+class _InstrumentFrame(msgspec.Struct):
+    channel: str
+    data: _InstrumentData
+
+
+_asset_pairs_decoder: Final = msgspec.json.Decoder(_AssetPairs)
+_instrument_decoder: Final = msgspec.json.Decoder(_InstrumentFrame)
+
+#: WebSocket v1 / REST asset codes whose v2 spelling differs.
+_V2_ASSETS: Final = {"XBT": "BTC", "XDG": "DOGE"}
+
+
+def v2_symbol(wsname: str) -> str:
+    """The WebSocket v2 spelling of a v1 / REST ``wsname`` (``XBT/USD`` -> ``BTC/USD``)."""
+    base, sep, quote = wsname.partition("/")
+    if not sep:
+        return wsname
+    return f"{_V2_ASSETS.get(base, base)}/{_V2_ASSETS.get(quote, quote)}"
+
+
+def _check_precision(name: str, price: int, qty: int) -> tuple[int, int]:
+    if not (0 <= price <= _MAX_EXPONENT and 0 <= qty <= _MAX_EXPONENT):
+        raise VenueContractError(f"{name}: precisions out of range: {price}, {qty}")
+    return price, qty
+
+
+def precisions_from_assetpairs(body: bytes) -> dict[str, tuple[int, int]]:
+    """``{symbol: (price_precision, qty_precision)}`` from a REST ``AssetPairs`` response
+    (``pair_decimals``, ``lot_decimals``).
+
+    Keys are the WebSocket v2 symbols (``BTC/USD``) and, where it differs, the ``wsname``
+    the response gives (``XBT/USD``). Pairs without a ``wsname`` are skipped.
+    """
+    try:
+        pairs = _asset_pairs_decoder.decode(body)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad AssetPairs response: {exc}") from None
+    if pairs.error:
+        raise VenueContractError(f"AssetPairs error: {'; '.join(pairs.error)}")
+    out: dict[str, tuple[int, int]] = {}
+    for name, pair in pairs.result.items():
+        if not pair.wsname:
+            continue
+        precisions = _check_precision(name, pair.pair_decimals, pair.lot_decimals)
+        out[v2_symbol(pair.wsname)] = precisions
+        out.setdefault(pair.wsname, precisions)
+    return out
+
+
+def precisions_from_instrument(raw: bytes) -> dict[str, tuple[int, int]]:
+    """``{symbol: (price_precision, qty_precision)}`` from an ``instrument`` channel frame
+    (``data.pairs[*].price_precision`` / ``qty_precision``)."""
+    try:
+        frame = _instrument_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad instrument frame: {exc}") from None
+    if frame.channel != "instrument":
+        raise VenueContractError(f"not an instrument frame: channel {frame.channel!r}")
+    return {
+        p.symbol: _check_precision(p.symbol, p.price_precision, p.qty_precision)
+        for p in frame.data.pairs
+    }
+
+
+# --- wire structs: one module-level decoder per message -----------------------------------
+
+
+class _Frame(msgspec.Struct):
+    """A channel push (``channel`` + ``data``) or a method reply: just enough to route it."""
+
+    channel: str | None = None
+    type: str | None = None
+    #: Empty when absent (msgspec cannot decode ``Raw | None``: it would expect null).
+    data: msgspec.Raw = msgspec.Raw()
+    method: str | None = None
+    success: bool | None = None
+    error: str | None = None
+    result: msgspec.Raw = msgspec.Raw()
+    symbol: str | None = None
+    #: The v1-style rate-limit reply ``{"Error": "Exceeded msg rate"}``.
+    Error: str | None = None
+
+
+class _Level(msgspec.Struct):
+    price: msgspec.Raw
+    qty: msgspec.Raw
+
+
+class _BookData(msgspec.Struct):
+    symbol: str
+    bids: list[_Level] = []
+    asks: list[_Level] = []
+    checksum: int | None = None
+    timestamp: str | None = None
+
+
+class _TradeData(msgspec.Struct):
+    symbol: str
+    side: str
+    price: msgspec.Raw
+    qty: msgspec.Raw
+    trade_id: int
+    timestamp: str
+
+
+class _Status(msgspec.Struct):
+    system: str = ""
+    api_version: str = ""
+    connection_id: int | None = None
+
+
+class _Result(msgspec.Struct):
+    channel: str = ""
+    symbol: str = ""
+
+
+_frame_decoder: Final = msgspec.json.Decoder(_Frame)
+_book_decoder: Final = msgspec.json.Decoder(list[_BookData])
+_trade_decoder: Final = msgspec.json.Decoder(list[_TradeData])
+_status_decoder: Final = msgspec.json.Decoder(list[_Status])
+_result_decoder: Final = msgspec.json.Decoder(_Result)
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def number_text(raw: msgspec.Raw | bytes, what: str) -> str:
+    """The exact fixed-point decimal text of a non-negative JSON number.
+
+    Raises VenueContractError for anything else: a string, a negative number, a value out
+    of the float range, or an exponent beyond 10**±40.
+    """
+    data = bytes(raw)
+    if not data or data[0] not in _DIGIT_BYTES:
+        raise VenueContractError(f"{what}: not a non-negative number: {data[:40]!r}")
+    try:
+        text = data.decode("ascii")  # a JSON number (the document was valid): ASCII only
+        if "e" in text or "E" in text:
+            value = Decimal(text)
+            if not -_MAX_EXPONENT <= value.adjusted() <= _MAX_EXPONENT:
+                raise VenueContractError(f"{what}: number out of range: {text[:40]}")
+            text = format(value, "f")
+        if not float(text) < float("inf"):
+            raise VenueContractError(f"{what}: number out of range: {text[:40]}")
+    except (UnicodeDecodeError, InvalidOperation, ValueError):
+        raise VenueContractError(f"{what}: not a number: {data[:40]!r}") from None
+    return text
+
+
+def _levels(raw: list[_Level], what: str) -> tuple[Level, ...]:
+    levels: list[Level] = []
+    for level in raw:
+        price = number_text(level.price, what)
+        if float(price) <= 0.0:
+            raise VenueContractError(f"{what}: price is not positive: {price}")
+        levels.append((price, number_text(level.qty, what)))
+    return tuple(levels)
+
+
+def iso_ms(text: str, what: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 time with a zone (``...Z``)."""
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise VenueContractError(f"{what}: time without a zone: {text[:40]!r}")
+        return (moment - _EPOCH) // _MS
+    except (ValueError, OverflowError):
+        raise VenueContractError(f"{what}: not an ISO 8601 time: {text[:40]!r}") from None
+
+
+def _checksum_field(value: int | None, symbol: str) -> int | None:
+    if value is not None and not 0 <= value < _UINT32:
+        raise VenueContractError(f"{symbol}: checksum out of the unsigned 32-bit range: {value}")
+    return value
+
+
+def _book_events(
+    kind: str | None, data: msgspec.Raw, recv_ns: int, conn_id: int
+) -> list[VenueEvent]:
+    if kind not in ("snapshot", "update"):
+        raise VenueContractError(f"book push with type {kind!r}")
+    if not data:
+        raise VenueContractError("book push without data")
+    try:
+        items = _book_decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad book data: {exc}") from None
+    if not items:
+        raise VenueContractError("book push with empty data")
+    events: list[VenueEvent] = []
+    for d in items:
+        if not d.symbol:
+            raise VenueContractError("book data without symbol")
+        bids = _levels(d.bids, f"{d.symbol} bids")
+        asks = _levels(d.asks, f"{d.symbol} asks")
+        crc = _checksum_field(d.checksum, d.symbol)
+        if kind == "snapshot":
+            events.append(
+                DepthSnapshot(
+                    venue=VENUE,
+                    symbol=d.symbol,
+                    last_id=-1,
+                    bids=bids,
+                    asks=asks,
+                    recv_ns=recv_ns,
+                    conn_id=conn_id,
+                    checksum=crc,
+                )
+            )
+        else:
+            events.append(
+                DepthDiff(
+                    venue=VENUE,
+                    symbol=d.symbol,
+                    first_id=-1,
+                    last_id=-1,
+                    prev_id=-1,
+                    bids=bids,
+                    asks=asks,
+                    event_ms=0 if d.timestamp is None else iso_ms(d.timestamp, "timestamp"),
+                    recv_ns=recv_ns,
+                    conn_id=conn_id,
+                    checksum=crc,
+                )
+            )
+    return events
+
+
+def _trade_events(data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    if not data:
+        raise VenueContractError("trade push without data")
+    try:
+        items = _trade_decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad trade data: {exc}") from None
+    events: list[VenueEvent] = []
+    for t in items:
+        # Kraken's ``side`` is the taker's side.
+        if t.side == "buy":
+            side = Side.BUY
+        elif t.side == "sell":
+            side = Side.SELL
+        else:
+            raise VenueContractError(f"trade side {t.side!r}")
+        if not 0 <= t.trade_id < _MAX_ID:
+            raise VenueContractError(f"trade_id out of range: {t.trade_id}")
+        price = number_text(t.price, "trade price")
+        if float(price) <= 0.0:
+            raise VenueContractError(f"trade price is not positive: {price}")
+        events.append(
+            Trade(
+                venue=VENUE,
+                symbol=t.symbol,
+                trade_id=t.trade_id,
+                price=price,
+                qty=number_text(t.qty, "trade qty"),
+                side=side,
+                trade_ms=iso_ms(t.timestamp, "trade timestamp"),
+                recv_ns=recv_ns,
+                conn_id=conn_id,
+            )
+        )
+    return events
+
+
+def _notice(kind: str, detail: str, recv_ns: int, conn_id: int) -> VenueNotice:
+    return VenueNotice(
+        venue=VENUE, kind=kind, detail=detail, reconnect=False, recv_ns=recv_ns, conn_id=conn_id
+    )
+
+
+def _status_events(data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    if not data:
+        raise VenueContractError("status push without data")
+    try:
+        items = _status_decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad status data: {exc}") from None
+    return [
+        _notice("status", f"system {s.system} api {s.api_version}".strip(), recv_ns, conn_id)
+        for s in items
+    ]
+
+
+def _reply(frame: _Frame, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    method = frame.method or ""
+    if method == "pong":
+        return []
+    if frame.success is False or frame.error is not None:
+        symbol = f" {frame.symbol}" if frame.symbol else ""
+        return [_notice("error", f"{method}{symbol}: {frame.error}", recv_ns, conn_id)]
+    detail = method
+    if frame.result:
+        try:
+            result = _result_decoder.decode(frame.result)
+        except DECODE_ERRORS:
+            result = _Result()  # results of other methods have other shapes
+        detail = f"{method} {result.channel} {result.symbol}".rstrip()
+    return [_notice("ack", detail, recv_ns, conn_id)]
+
+
+def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    """Events in one WebSocket frame.
+
+    ``book`` pushes become DepthSnapshot / DepthDiff (one per element of ``data``),
+    ``trade`` pushes become Trade, ``status`` pushes and method replies (subscribe acks)
+    become VenueNotice (kind ``status`` / ``ack``; kind ``error`` for a failed request or a
+    rate-limit reply). ``heartbeat``, ``pong`` and other channels give an empty list.
+    Raises VenueContractError for anything that is not a valid Kraken v2 frame.
+    """
+    try:
+        frame = _frame_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"undecodable frame: {exc}") from None
+    channel = frame.channel
+    if channel == BOOK_CHANNEL:
+        return _book_events(frame.type, frame.data, recv_ns, conn_id)
+    if channel == TRADE_CHANNEL:
+        return _trade_events(frame.data, recv_ns, conn_id)
+    if channel == "status":
+        return _status_events(frame.data, recv_ns, conn_id)
+    if channel is not None:
+        return []  # heartbeat, instrument, ticker, ...: nothing for the book
+    if frame.method is not None:
+        return _reply(frame, recv_ns, conn_id)
+    if frame.Error is not None:
+        return [_notice("error", frame.Error, recv_ns, conn_id)]
+    if frame.error is not None:
+        return [_notice("error", frame.error, recv_ns, conn_id)]
+    raise VenueContractError("frame is neither a channel push nor a method reply")
