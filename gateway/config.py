@@ -45,7 +45,8 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     venue: str
     symbols: list[str]
     endpoints: list[str]
-    rest: list[str]
+    #: REST bases for snapshots; required where the venue's book needs them (Binance).
+    rest: list[str] = []
     snapshot_limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
     reorder_window_ms: NonNegativeFloat = 100.0
     max_pending: PositiveInt = 4096
@@ -103,7 +104,8 @@ def validate(config: Config) -> Config:
         if len(set(venue.symbols)) != len(venue.symbols):
             raise ConfigError(f"{where}.symbols: duplicate symbols")
         _check_urls(venue.endpoints, ("ws", "wss"), f"{where}.endpoints")
-        _check_urls(venue.rest, ("http", "https"), f"{where}.rest")
+        if venue.rest or ADAPTERS[venue.venue].snapshot_url is not None:
+            _check_urls(venue.rest, ("http", "https"), f"{where}.rest")
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")
     return config

@@ -45,6 +45,7 @@ def test_a_good_config_gets_defaults() -> None:
         (('"ws://127.0.0.1:9001"', '"http://127.0.0.1:9001"'), "$.venues[0].endpoints[0]"),
         (('rest = ["http://127.0.0.1:9100"]', 'rest = ["ftp://x"]'), "$.venues[0].rest[0]"),
         (("[[venues]]", "[[venue]]"), "unknown field `venue`"),
+        (('rest = ["http://127.0.0.1:9100"]', ""), "$.venues[0].rest: at least one URL"),
         (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
     ],
 )
@@ -63,3 +64,10 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_invalid_utf8_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         parse_config(GOOD.encode() + b'log_level = "\x80"\n', "test.toml")
+
+
+def test_venues_with_in_band_snapshots_need_no_rest() -> None:
+    config = parse_config(
+        '[[venues]]\nvenue = "kraken"\nsymbols = ["BTC/USD"]\nendpoints = ["wss://ws.kraken.com/v2"]\n'
+    )
+    assert config.venues[0].rest == []
