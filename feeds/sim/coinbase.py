@@ -1,0 +1,227 @@
+"""A simulated Coinbase Advanced Trade market-data endpoint: ``level2`` (``l2_data``),
+``market_trades`` and ``heartbeats``, wire-exact.
+
+Renderer (pure functions) and :class:`CoinbaseProtocol` for
+:class:`feeds.sim.venue.SimVenue`; :class:`SimCoinbase` is the venue ready to serve on
+path ``/`` (other paths: HTTP 404).
+
+Client messages, one channel each: ``{"type":"subscribe","product_ids":["BTC-USD"],
+"channel":"level2"}`` sends, per product newly subscribed, an ``l2_data`` ``snapshot``
+event of the whole book, then a ``subscriptions`` message listing the connection's
+subscriptions. ``unsubscribe`` (no ``product_ids``: the whole channel) removes them and
+answers ``subscriptions``; subscribing ``level2`` again sends a fresh snapshot. Unknown
+channels or products get ``{"type":"error","message":...}``.
+
+Framing is per connection: ``sequence_num`` counts every message of the connection from 0
+(acks, heartbeats, trades, l2_data), so the same book change has different numbers on
+different connections. Book updates are the net level changes of a step (sides ``bid`` /
+``offer``, ``new_quantity`` absolute, ``"0"`` deletes), rendered once per venue and
+stamped per connection. ``heartbeats`` go once per heartbeat interval to connections
+subscribed to them, with a per-connection ``heartbeat_counter``. Prices carry the tick's
+decimals, sizes no trailing zeros; trades carry the maker's side, as Coinbase does. Not
+simulated: JWT, the 5 s subscribe deadline, message-rate limits, REST.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+
+from feeds import coinbase
+from feeds.sim.book_process import Batch, SimTrade
+from feeds.sim.okx import decimals
+from feeds.sim.venue import ConnState, Publication, SimVenue, VenueProtocol, fixed, iso_time, trim
+from gateway.model import Level
+
+PATH: Final = "/"
+HEARTBEATS_KEY: Final = "heartbeats"
+
+_encoder: Final = msgspec.json.Encoder()
+_SEQ_FIELD: Final = b'"sequence_num":'
+
+
+def envelope_parts(channel: str, timestamp: str, events: Sequence[Any]) -> tuple[bytes, bytes]:
+    """A message as ``(head, tail)``: the connection's ``sequence_num`` goes in between."""
+    head = _encoder.encode({"channel": channel, "client_id": "", "timestamp": timestamp})
+    tail = _encoder.encode({"events": list(events)})
+    return head[:-1] + b"," + _SEQ_FIELD, b"," + tail[1:]
+
+
+def stamp(head: bytes, tail: bytes, sequence_num: int) -> bytes:
+    return head + str(sequence_num).encode() + tail
+
+
+def l2_event(
+    kind: str, product_id: str, bids: Sequence[Level], asks: Sequence[Level], when: str
+) -> dict[str, Any]:
+    """One ``l2_data`` event (``snapshot`` or ``update``)."""
+    updates = [
+        {"side": "bid", "event_time": when, "price_level": p, "new_quantity": q} for p, q in bids
+    ]
+    updates += [
+        {"side": "offer", "event_time": when, "price_level": p, "new_quantity": q} for p, q in asks
+    ]
+    return {"type": kind, "product_id": product_id, "updates": updates}
+
+
+def trades_event(product_id: str, trades: Sequence[tuple[SimTrade, Level]], when: str) -> Any:
+    """A ``market_trades`` update event; ``side`` is the maker's."""
+    return {
+        "type": "update",
+        "trades": [
+            {
+                "trade_id": str(t.trade_id),
+                "product_id": product_id,
+                "price": px,
+                "size": qty,
+                "side": "BUY" if t.buyer_is_maker else "SELL",
+                "time": when,
+            }
+            for t, (px, qty) in trades
+        ],
+    }
+
+
+def error_frame(message: str) -> bytes:
+    return _encoder.encode({"type": "error", "message": message})
+
+
+class _Request(msgspec.Struct):
+    type: str
+    channel: str = ""
+    product_ids: list[str] | None = None
+    jwt: str | None = None
+
+
+_request_decoder: Final = msgspec.json.Decoder(_Request)
+
+
+class CoinbaseProtocol(VenueProtocol):
+    """Coinbase Advanced Trade ``level2`` + ``market_trades`` + ``heartbeats``."""
+
+    name = "coinbase"
+
+    def __init__(self, price_decimals: int = 2) -> None:
+        super().__init__()
+        self._pd = price_decimals
+
+    def format_level(self, symbol: str, level: Level) -> Level:
+        return fixed(level[0], self._pd), trim(level[1])
+
+    def check_path(self, path: str) -> str | None:
+        if urlsplit(path).path != PATH:
+            return "Only / is simulated\n"
+        return None
+
+    def _frame(self, state: ConnState, head: bytes, tail: bytes) -> bytes:
+        frame = stamp(head, tail, state.seq)
+        state.seq += 1
+        return frame
+
+    def _subscriptions(self, state: ConnState, now_ns: int) -> bytes:
+        subs: dict[str, list[str]] = {}
+        for key in sorted(state.subs):
+            channel, _, product = key.partition(":")
+            subs.setdefault(channel, []).append(product)
+        head, tail = envelope_parts("subscriptions", iso_time(now_ns), [{"subscriptions": subs}])
+        return self._frame(state, head, tail)
+
+    def on_message(self, state: ConnState, message: str | bytes, now_ns: int) -> list[bytes]:
+        try:
+            request = _request_decoder.decode(message)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return [error_frame("failure to parse message")]
+        if request.type not in ("subscribe", "unsubscribe"):
+            return [error_frame(f"unknown message type {request.type!r}")]
+        if request.channel not in coinbase.CHANNELS:
+            return [error_frame(f"channel {request.channel!r} is not supported")]
+        products = request.product_ids
+        if products is None:
+            if request.type == "subscribe":
+                return [error_frame("product_ids is required")]
+            products = [k.partition(":")[2] for k in state.subs if k.startswith(request.channel)]
+        unknown = [p for p in products if p not in self.procs]
+        if unknown:
+            return [error_frame(f"Failed to subscribe: unknown product_ids {unknown}")]
+        out: list[bytes] = []
+        when = iso_time(now_ns)
+        for product in products:
+            key = f"{request.channel}:{product}"
+            if request.type == "unsubscribe":
+                state.subs.discard(key)
+                continue
+            fresh = key not in state.subs
+            state.subs.add(key)
+            if fresh and request.channel == coinbase.LEVEL2_CHANNEL:
+                book = self.procs[product].book
+                fmt = self.format_level
+                bids = [fmt(product, lv) for lv in book.bids()]
+                asks = [fmt(product, lv) for lv in book.asks()]
+                event = l2_event("snapshot", product, bids, asks, when)
+                out.append(self._frame(state, *envelope_parts("l2_data", when, [event])))
+        out.append(self._subscriptions(state, now_ns))
+        return out
+
+    def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
+        when = iso_time(now_ns)
+        fmt = self.format_level
+        pubs: list[Publication] = []
+        if batch.trades:
+            trades = [(t, fmt(symbol, (t.price, t.qty))) for t in batch.trades]
+            head, tail = envelope_parts(
+                coinbase.TRADES_CHANNEL, when, [trades_event(symbol, trades, when)]
+            )
+            pubs.append(Publication(f"{coinbase.TRADES_CHANNEL}:{symbol}", head, tail))
+        bids = [fmt(symbol, lv) for lv in batch.bids]
+        asks = [fmt(symbol, lv) for lv in batch.asks]
+        event = l2_event("update", symbol, bids, asks, when)
+        head, tail = envelope_parts("l2_data", when, [event])
+        pubs.append(Publication(f"{coinbase.LEVEL2_CHANNEL}:{symbol}", head, tail))
+        return pubs
+
+    def on_heartbeat(self, now_ns: int) -> list[Publication]:
+        return [Publication(HEARTBEATS_KEY, iso_time(now_ns).encode())]
+
+    def frame_for(self, state: ConnState, pub: Publication) -> bytes | None:
+        if pub.key == HEARTBEATS_KEY:
+            if not any(k.startswith(HEARTBEATS_KEY + ":") for k in state.subs):
+                return None
+            counter = state.extra.get("heartbeat_counter", 0)
+            assert isinstance(counter, int)
+            state.extra["heartbeat_counter"] = counter + 1
+            when = pub.frame.decode()
+            event: Mapping[str, Any] = {"current_time": when, "heartbeat_counter": counter + 1}
+            head, tail = envelope_parts(HEARTBEATS_KEY, when, [event])
+            return self._frame(state, head, tail)
+        if pub.key not in state.subs:
+            return None
+        return self._frame(state, pub.frame, pub.tail)
+
+
+class SimCoinbase(SimVenue):
+    """A simulated Advanced Trade endpoint set: ``SimCoinbase(["BTC-USD"], n_endpoints=2)``;
+    connect to ``endpoint_urls[i]`` (path ``/``). Keyword arguments are those of
+    :class:`~feeds.sim.venue.SimVenue`."""
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        n_endpoints: int = 2,
+        seed: int = 1,
+        interval_s: float = 0.1,
+        *,
+        tick: str = "0.01",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            CoinbaseProtocol(decimals(tick)),
+            symbols,
+            n_endpoints,
+            seed,
+            interval_s,
+            tick=tick,
+            **kwargs,
+        )

@@ -1,0 +1,241 @@
+"""A simulated OKX v5 public endpoint: the ``books`` and ``trades`` channels, wire-exact.
+
+Renderer (pure functions: values in, bytes out) and :class:`OkxProtocol` for
+:class:`feeds.sim.venue.SimVenue`; :class:`SimOkx` is the venue ready to serve.
+
+Path ``/ws/v5/public`` (any other path: HTTP 404). Client messages:
+
+- ``{"op":"subscribe","args":[{"channel":"books","instId":"BTC-USDT"}, ...]}``: one
+  ``{"event":"subscribe","arg":...,"connId":...}`` per arg (with the request's ``id`` when
+  given), then for ``books`` the snapshot (whole book, ``prevSeqId`` -1, ``seqId`` = the
+  current id, checksum). ``trades`` is supported too. An unknown ``instId`` or channel
+  gets ``{"event":"error","code":"60018",...}``, malformed JSON ``60012``.
+- ``unsubscribe``: ack; a later subscribe sends a fresh snapshot.
+- the text ``ping``: the text ``pong``.
+
+Updates are rendered once per venue, so every connection gets the same ids and
+checksums: ``seqId`` is the BookProcess id after the step (it grows by the number of book
+actions, so not by 1), ``prevSeqId`` the previous ``seqId``. Prices carry the tick's
+decimals (``60000.01``), sizes have no trailing zeros (``0.0123``), a deletion is ``"0"``;
+levels are ``[price, size, "0", orderCount]``. The checksum is
+:func:`feeds.okx.checksum` of the top 25 wire strings. Not simulated: the 60 s empty
+keepalive update, sequence resets, the 64008 notice, REST, login channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+
+from feeds import okx
+from feeds.sim.book_process import Batch, BookProcess, SimTrade
+from feeds.sim.venue import ConnState, Publication, SimVenue, VenueProtocol, fixed, trim
+from gateway.model import Level
+
+PATH: Final = "/ws/v5/public"
+#: Levels per side in a ``books`` snapshot.
+SNAPSHOT_DEPTH: Final = 400
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def _wire_levels(levels: Sequence[Level]) -> list[list[str]]:
+    return [[p, q, "0", "0" if q == "0" else "1"] for p, q in levels]
+
+
+def book_frame(
+    inst_id: str,
+    action: str,
+    bids: Sequence[Level],
+    asks: Sequence[Level],
+    ts_ms: int,
+    checksum: int,
+    prev_seq_id: int,
+    seq_id: int,
+) -> bytes:
+    """A ``books`` push (``action`` ``snapshot`` or ``update``) with wire-string levels."""
+    data = {
+        "asks": _wire_levels(asks),
+        "bids": _wire_levels(bids),
+        "ts": str(ts_ms),
+        "checksum": checksum,
+        "prevSeqId": prev_seq_id,
+        "seqId": seq_id,
+    }
+    return _encoder.encode(
+        {"arg": {"channel": okx.CHANNEL, "instId": inst_id}, "action": action, "data": [data]}
+    )
+
+
+def trades_frame(inst_id: str, trades: Sequence[tuple[SimTrade, Level]], ts_ms: int) -> bytes:
+    """A ``trades`` push; each trade with its ``(px, sz)`` wire strings."""
+    data = [
+        {
+            "instId": inst_id,
+            "tradeId": str(t.trade_id),
+            "px": px,
+            "sz": sz,
+            "side": "sell" if t.buyer_is_maker else "buy",  # the taker's side
+            "ts": str(ts_ms),
+            "count": "1",
+        }
+        for t, (px, sz) in trades
+    ]
+    return _encoder.encode({"arg": {"channel": okx.TRADE_CHANNEL, "instId": inst_id}, "data": data})
+
+
+def event_frame(event: str, arg: Mapping[str, str], conn_id: str, req_id: str | None) -> bytes:
+    body: dict[str, Any] = {} if req_id is None else {"id": req_id}
+    body.update(event=event, arg=dict(arg), connId=conn_id)
+    return _encoder.encode(body)
+
+
+def error_frame(code: str, msg: str, conn_id: str, req_id: str | None) -> bytes:
+    body: dict[str, Any] = {} if req_id is None else {"id": req_id}
+    body.update(event="error", code=code, msg=msg, connId=conn_id)
+    return _encoder.encode(body)
+
+
+def decimals(step: str) -> int:
+    """Decimals of a tick such as ``"0.01"`` (2) or ``"1"`` (0)."""
+    frac = step.partition(".")[2].rstrip("0")
+    return len(frac)
+
+
+class _Arg(msgspec.Struct):
+    channel: str
+    instId: str = ""
+
+
+class _Request(msgspec.Struct):
+    op: str
+    args: list[_Arg] = []
+    id: str | None = None
+
+
+_request_decoder: Final = msgspec.json.Decoder(_Request)
+_CHANNELS: Final = frozenset({okx.CHANNEL, okx.TRADE_CHANNEL})
+
+
+class OkxProtocol(VenueProtocol):
+    """OKX v5 public ``books`` + ``trades``; see the module docstring."""
+
+    name = "okx"
+
+    def __init__(self, price_decimals: int = 2) -> None:
+        super().__init__()
+        self._price_decimals = price_decimals
+        self._seq: dict[str, int] = {}
+        self._conns = 0
+
+    def attach(self, procs: Mapping[str, BookProcess]) -> None:
+        super().attach(procs)
+        self._seq = {symbol: proc.last_id for symbol, proc in procs.items()}
+
+    def format_level(self, symbol: str, level: Level) -> Level:
+        return fixed(level[0], self._price_decimals), trim(level[1])
+
+    def last_id(self, symbol: str) -> int | None:
+        return self._seq[symbol]
+
+    def check_path(self, path: str) -> str | None:
+        if urlsplit(path).path != PATH:
+            return f"Only {PATH} is simulated\n"
+        return None
+
+    def on_open(self, state: ConnState) -> list[bytes]:
+        self._conns += 1
+        state.extra["conn_id"] = f"{self._conns:08x}"
+        return []
+
+    def _top(self, symbol: str, depth: int) -> tuple[list[Level], list[Level]]:
+        book = self.procs[symbol].book
+        fmt = self.format_level
+        return [fmt(symbol, lv) for lv in book.bids(depth)], [
+            fmt(symbol, lv) for lv in book.asks(depth)
+        ]
+
+    def snapshot_frame(self, symbol: str, now_ns: int) -> bytes:
+        bids, asks = self._top(symbol, SNAPSHOT_DEPTH)
+        crc = okx.checksum(bids[: okx.CHECKSUM_DEPTH], asks[: okx.CHECKSUM_DEPTH])
+        return book_frame(
+            symbol, "snapshot", bids, asks, now_ns // 1_000_000, crc, -1, self._seq[symbol]
+        )
+
+    def on_message(self, state: ConnState, message: str | bytes, now_ns: int) -> list[bytes]:
+        conn_id = str(state.extra.get("conn_id", ""))
+        if message in ("ping", b"ping"):
+            return [b"pong"]
+        try:
+            request = _request_decoder.decode(message)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return [error_frame("60012", f"Invalid request: {message!r:.100}", conn_id, None)]
+        if request.op not in ("subscribe", "unsubscribe"):
+            return [error_frame("60012", f"Invalid request: op {request.op}", conn_id, request.id)]
+        out: list[bytes] = []
+        for arg in request.args:
+            if arg.channel not in _CHANNELS or arg.instId not in self.procs:
+                msg = f"Wrong URL or channel:{arg.channel},instId:{arg.instId} doesn't exist"
+                out.append(error_frame("60018", msg, conn_id, request.id))
+                continue
+            key = f"{arg.channel}:{arg.instId}"
+            wire_arg = {"channel": arg.channel, "instId": arg.instId}
+            out.append(event_frame(request.op, wire_arg, conn_id, request.id))
+            if request.op == "unsubscribe":
+                state.subs.discard(key)
+                continue
+            fresh = key not in state.subs
+            state.subs.add(key)
+            if fresh and arg.channel == okx.CHANNEL:
+                out.append(self.snapshot_frame(arg.instId, now_ns))
+        return out
+
+    def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
+        ts_ms = now_ns // 1_000_000
+        fmt = self.format_level
+        pubs: list[Publication] = []
+        if batch.trades:
+            trades = [(t, fmt(symbol, (t.price, t.qty))) for t in batch.trades]
+            pubs.append(Publication(f"trades:{symbol}", trades_frame(symbol, trades, ts_ms)))
+        bids = [fmt(symbol, lv) for lv in batch.bids]
+        asks = [fmt(symbol, lv) for lv in batch.asks]
+        top_bids, top_asks = self._top(symbol, okx.CHECKSUM_DEPTH)
+        crc = okx.checksum(top_bids, top_asks)
+        prev, self._seq[symbol] = self._seq[symbol], batch.last_id
+        frame = book_frame(symbol, "update", bids, asks, ts_ms, crc, prev, batch.last_id)
+        pubs.append(Publication(f"books:{symbol}", frame))
+        return pubs
+
+
+class SimOkx(SimVenue):
+    """A simulated OKX public endpoint set: ``SimOkx(["BTC-USDT"], n_endpoints=2)``; connect
+    to ``endpoint_urls[i] + "/ws/v5/public"`` (see :attr:`public_urls`). Keyword arguments
+    are those of :class:`~feeds.sim.venue.SimVenue`; ``price_decimals`` must fit ``tick``."""
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        n_endpoints: int = 2,
+        seed: int = 1,
+        interval_s: float = 0.1,
+        *,
+        tick: str = "0.1",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            OkxProtocol(decimals(tick)),
+            symbols,
+            n_endpoints,
+            seed,
+            interval_s,
+            tick=tick,
+            **kwargs,
+        )
+
+    @property
+    def public_urls(self) -> list[str]:
+        """``ws://host:port/ws/v5/public`` of every endpoint."""
+        return [url + PATH for url in self.endpoint_urls]

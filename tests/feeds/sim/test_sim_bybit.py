@@ -1,0 +1,118 @@
+"""The simulated Bybit venue: frames parse with feeds.bybit; loopback books equal the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from feeds import bybit
+from feeds.sim.book_process import BookProcess
+from feeds.sim.bybit import BybitProtocol, SimBybit
+from feeds.sim.venue import ConnState
+from gateway.book import L2Book
+from gateway.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
+
+SYMBOL = "BTCUSDT"
+DEPTH = 50
+DEADLINE_S = 10.0
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(DEADLINE_S):
+            await test()
+
+    asyncio.run(bounded())
+
+
+@pytest.mark.parametrize("venue", [bybit.SPOT, bybit.LINEAR])
+def test_rendered_frames_parse_back_with_consecutive_u_and_the_top_of_the_book(venue: str) -> None:
+    category = bybit.CATEGORIES[venue]
+    proc = BookProcess(SYMBOL, 5, mid=60_000.0)
+    protocol = BybitProtocol(category, price_decimals=2, qty_decimals=5)
+    protocol.attach({SYMBOL: proc})
+    state = ConnState(protocol.path)
+    frames: list[bytes] = []
+    for message in bybit.subscribe_messages([SYMBOL], DEPTH):
+        frames += protocol.on_message(state, message, time.time_ns())
+    events = [e for f in frames for e in bybit.parse(f, 0, 0, venue)]
+    assert [type(e) for e in events] == [VenueNotice, DepthSnapshot]
+    snap = events[1]
+    assert isinstance(snap, DepthSnapshot) and not snap.reset
+    book = L2Book()
+    book.load(snap.bids, snap.asks)
+    last = snap.last_id
+    n_trades = 0
+    for _ in range(200):
+        batch = proc.step()
+        if batch is None:
+            continue
+        for pub in protocol.on_batch(SYMBOL, batch, time.time_ns()):
+            frame = protocol.frame_for(state, pub)
+            assert frame is not None
+            for event in bybit.parse(frame, 0, 0, venue):
+                if isinstance(event, Trade):
+                    n_trades += 1
+                    continue
+                assert isinstance(event, DepthDiff)
+                assert event.last_id == last + 1
+                last = event.last_id
+                book.apply(event.bids, event.asks)
+        fmt = protocol.format_level
+        assert book.bids() == [fmt(SYMBOL, lv) for lv in proc.book.bids(DEPTH)]
+        assert book.asks() == [fmt(SYMBOL, lv) for lv in proc.book.asks(DEPTH)]
+    assert n_trades > 0 and last == protocol.u(SYMBOL, DEPTH)
+    pong = protocol.on_message(state, bybit.ping_message("p1"), 0)
+    assert bybit.parse(pong[0], 0, 0, venue) == []
+
+
+async def _follow(
+    ws: ClientConnection, stop: asyncio.Event, venue: str
+) -> tuple[L2Book, list[int]]:
+    book = L2Book()
+    ids: list[int] = []
+    while True:
+        try:
+            raw = await asyncio.wait_for(ws.recv(decode=False), 0.3 if stop.is_set() else 5.0)
+        except TimeoutError:
+            assert stop.is_set()
+            return book, ids
+        for event in bybit.parse(raw, time.monotonic_ns(), 0, venue):
+            if isinstance(event, DepthSnapshot):
+                book.load(event.bids, event.asks)
+                ids.append(event.last_id)
+            elif isinstance(event, DepthDiff):
+                assert ids and event.last_id == ids[-1] + 1
+                book.apply(event.bids, event.asks)
+                ids.append(event.last_id)
+
+
+def test_two_linear_endpoints_send_the_same_u_and_the_books_equal_the_true_book() -> None:
+    async def test() -> None:
+        async with SimBybit([SYMBOL], n_endpoints=2, interval_s=0.01, category="linear") as sim:
+            stop = asyncio.Event()
+            async with connect(sim.public_urls[0]) as ws0, connect(sim.public_urls[1]) as ws1:
+                for ws in (ws0, ws1):
+                    for message in bybit.subscribe_messages([SYMBOL], DEPTH):
+                        await ws.send(message, text=True)
+                    await ws.send(bybit.ping_message(), text=True)
+                follow = [asyncio.create_task(_follow(ws, stop, bybit.LINEAR)) for ws in (ws0, ws1)]
+                await asyncio.sleep(0.4)
+                sim.pause()
+                stop.set()
+                (book0, ids0), (book1, ids1) = await asyncio.gather(*follow)
+            truth = sim.true_book(SYMBOL)
+            for book in (book0, book1):
+                assert book.bids() == truth.bids(DEPTH) and book.asks() == truth.asks(DEPTH)
+            assert ids0[-1] == ids1[-1] == sim.u(SYMBOL, DEPTH) == sim.last_id(SYMBOL)
+            assert len(ids0) > 5
+            with pytest.raises(OSError):
+                await sim.close_endpoint(0)
+                async with connect(sim.public_urls[0]):
+                    pass
+
+    run(test)

@@ -1,0 +1,145 @@
+"""The simulated Kraken v2 venue: frames parse with feeds.kraken; a client that truncates to
+the subscribed depth verifies every checksum and ends with the top of the true book."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from feeds import kraken
+from feeds.sim.book_process import BookProcess
+from feeds.sim.kraken import HEARTBEAT, KrakenProtocol, SimKraken
+from feeds.sim.venue import ConnState
+from gateway.book import L2Book
+from gateway.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
+
+SYMBOL = "BTC/USD"
+DEADLINE_S = 10.0
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(DEADLINE_S):
+            await test()
+
+    asyncio.run(bounded())
+
+
+def _check_numbers(frame: bytes) -> None:
+    """Every price and qty is a fixed-point JSON number: never a string, never 1e-05."""
+    assert b'"price":"' not in frame and b'"qty":"' not in frame
+    for match in re.finditer(rb'"(price|qty)":([^,}]+)', frame):
+        assert re.fullmatch(rb"\d+\.\d+", match.group(2)), match.group(0)
+
+
+@pytest.mark.parametrize("depth", [10, 25])
+def test_rendered_frames_parse_and_keep_a_truncated_replica_on_checksum(depth: int) -> None:
+    proc = BookProcess(SYMBOL, 3, mid=60_000.0, tick="0.1", min_levels_per_side=20)
+    protocol = KrakenProtocol(price_precision=1)
+    protocol.attach({SYMBOL: proc})
+    state = ConnState("/v2")
+    frames: list[bytes] = []
+    for message in kraken.subscribe_messages([SYMBOL], depth):
+        frames += protocol.on_message(state, message, time.time_ns())
+    events = [e for f in frames for e in kraken.parse(f, 0, 0)]
+    assert [type(e) for e in events] == [VenueNotice, DepthSnapshot, VenueNotice]
+    snap = events[1]
+    assert isinstance(snap, DepthSnapshot)
+    assert len(snap.bids) == len(snap.asks) == depth
+    book = L2Book()
+    book.load(snap.bids, snap.asks)
+    assert kraken.book_checksum(book) == snap.checksum
+    n_updates = n_trades = n_moved_in = 0
+    for _ in range(300):
+        batch = proc.step()
+        if batch is None:
+            continue
+        for pub in protocol.on_batch(SYMBOL, batch, time.time_ns()):
+            frame = protocol.frame_for(state, pub)
+            assert frame is not None
+            _check_numbers(frame)
+            for event in kraken.parse(frame, 0, 0):
+                if isinstance(event, Trade):
+                    n_trades += 1
+                    continue
+                assert isinstance(event, DepthDiff)
+                before = {p for p, _ in book.bids()} | {p for p, _ in book.asks()}
+                book.apply(event.bids, event.asks)
+                kraken.truncate_to_depth(book, depth)
+                assert kraken.book_checksum(book) == event.checksum
+                n_updates += 1
+                batch_prices = {p for p, _ in batch.bids + batch.asks}
+                for price, _ in event.bids + event.asks:
+                    if price not in before and price + "0000000" not in batch_prices:
+                        n_moved_in += 1  # untouched deeper level that entered the top
+        truth = protocol.format_level
+        assert book.bids() == [truth(SYMBOL, lv) for lv in proc.book.bids(depth)]
+        assert book.asks() == [truth(SYMBOL, lv) for lv in proc.book.asks(depth)]
+    assert n_updates > 50 and n_trades > 0 and n_moved_in > 0
+    assert b'"method":"pong"' in protocol.on_message(state, kraken.ping_message(7), 0)[0]
+
+
+async def _follow(ws: ClientConnection, stop: asyncio.Event, depth: int) -> tuple[L2Book, int, int]:
+    """Rebuild the book with truncation, checking every checksum; counts snapshots and
+    updates until ``stop`` is set and the stream has been quiet for a moment."""
+    book = L2Book()
+    snapshots = updates = heartbeats = 0
+    loop = asyncio.get_running_loop()
+    last_book_s = loop.time()
+    while True:
+        if stop.is_set() and loop.time() - last_book_s > 0.3:
+            assert heartbeats > 0
+            return book, snapshots, updates
+        try:
+            raw = await asyncio.wait_for(ws.recv(decode=False), 0.3 if stop.is_set() else 5.0)
+        except TimeoutError:
+            assert stop.is_set()
+            continue
+        heartbeats += raw == HEARTBEAT
+        for event in kraken.parse(raw, time.monotonic_ns(), 0):
+            last_book_s = loop.time()
+            if isinstance(event, DepthSnapshot):
+                book.load(event.bids, event.asks)
+                snapshots += 1
+            elif isinstance(event, DepthDiff):
+                assert snapshots, "an update before the snapshot"
+                book.apply(event.bids, event.asks)
+                updates += 1
+            else:
+                continue
+            kraken.truncate_to_depth(book, depth)
+            assert kraken.book_checksum(book) == event.checksum
+
+
+def test_two_endpoints_books_equal_the_top_of_the_true_book_and_resubscribe_resnapshots() -> None:
+    async def test() -> None:
+        async with SimKraken(
+            [SYMBOL, "ETH/USD"], n_endpoints=2, interval_s=0.01, heartbeat_interval_s=0.1
+        ) as sim:
+            stop = asyncio.Event()
+            async with connect(sim.v2_urls[0]) as ws0, connect(sim.v2_urls[1]) as ws1:
+                for ws in (ws0, ws1):
+                    for message in kraken.subscribe_messages([SYMBOL]):
+                        await ws.send(message, text=True)
+                    await ws.send(kraken.ping_message(), text=True)
+                follow = [asyncio.create_task(_follow(ws, stop, 10)) for ws in (ws0, ws1)]
+                await asyncio.sleep(0.2)
+                for message in kraken.resubscribe_messages(SYMBOL):
+                    await ws1.send(message, text=True)
+                await asyncio.sleep(0.2)
+                sim.pause()
+                stop.set()
+                results = await asyncio.gather(*follow)
+            truth = sim.true_book(SYMBOL)
+            for book, _, updates in results:
+                assert book.bids() == truth.bids(10) and book.asks() == truth.asks(10)
+                assert updates > 5
+            assert [snapshots for _, snapshots, _ in results] == [1, 2]
+            assert sim.last_id(SYMBOL) is None
+
+    run(test)
