@@ -9,10 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from feeds import binance, coinbase, kraken, okx
+from feeds import binance, binance_usdm, bybit, coinbase, kraken, okx
 from gateway.arbiter import (
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
+    BinanceFuturesRule,
     BinanceSpotRule,
     Checksum,
     LinkRule,
@@ -111,6 +112,53 @@ ADAPTERS: dict[str, VenueAdapter] = {
         rest_weight_per_minute=6000,
         snapshot_paths=(binance.SNAPSHOT_PATH,),
         link_rule=BinanceSpotRule,
+    ),
+    "binance-usdm": VenueAdapter(
+        venue=binance_usdm.VENUE,
+        mode="sequenced",
+        # Depth diffs from /public; USD-M trades (aggTrade) live on /market, not served yet.
+        stream_url=binance_usdm.stream_url,
+        parse=binance_usdm.parse,
+        ws_endpoints=binance_usdm.WS_ENDPOINTS,
+        rest_endpoints=binance_usdm.REST_ENDPOINTS,
+        max_messages_per_s=8.0,  # USD-M disconnects above 10 per second
+        snapshot_url=binance_usdm.snapshot_url,
+        parse_snapshot=binance_usdm.parse_snapshot,
+        snapshot_weight=binance_usdm.snapshot_weight,
+        rest_weight_per_minute=binance_usdm.REST_WEIGHT_PER_MINUTE,
+        snapshot_paths=(binance_usdm.SNAPSHOT_PATH,),
+        link_rule=BinanceFuturesRule,
+    ),
+    "bybit-spot": VenueAdapter(
+        venue=bybit.SPOT,
+        mode="sequenced",
+        stream_url=bybit.connect_url,
+        parse=bybit.parse_spot,
+        ws_endpoints=bybit.WS_ENDPOINTS[bybit.SPOT],
+        rest_endpoints=bybit.REST_ENDPOINTS,
+        subscribe_messages=bybit.subscribe_messages,
+        resubscribe_messages=bybit.resubscribe_messages,
+        ping_message=bybit.ping_message(),
+        ping_interval_s=bybit.PING_INTERVAL_S,
+        # Whether the REST book's u is the WS topic's u is undocumented: resyncs resubscribe.
+        parse_snapshot=bybit.parse_snapshot_spot,
+        snapshot_paths=(bybit.SNAPSHOT_PATH,),
+        link_rule=bybit.BybitRule,
+    ),
+    "bybit-linear": VenueAdapter(
+        venue=bybit.LINEAR,
+        mode="sequenced",
+        stream_url=bybit.connect_url,
+        parse=bybit.parse_linear,
+        ws_endpoints=bybit.WS_ENDPOINTS[bybit.LINEAR],
+        rest_endpoints=bybit.REST_ENDPOINTS,
+        subscribe_messages=bybit.subscribe_messages,
+        resubscribe_messages=bybit.resubscribe_messages,
+        ping_message=bybit.ping_message(),
+        ping_interval_s=bybit.PING_INTERVAL_S,
+        parse_snapshot=bybit.parse_snapshot_linear,
+        snapshot_paths=(bybit.SNAPSHOT_PATH,),
+        link_rule=bybit.BybitRule,
     ),
     "okx": VenueAdapter(
         venue=okx.VENUE,

@@ -25,7 +25,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway.arbiter import DEFAULT_REORDER_WINDOW_NS, SymbolArbiter
+from gateway.arbiter import (
+    DEFAULT_REORDER_WINDOW_NS,
+    ConnectionSequenceChecker,
+    ReplicatedBook,
+    SymbolArbiter,
+)
 from gateway.capture_formats import (
     INLINE_SNAPSHOT_SCHEME,
     KNOWN_VENUES,
@@ -33,11 +38,13 @@ from gateway.capture_formats import (
     CaptureFormatError,
     CaptureReader,
     CaptureRecord,
+    connection_venue,
     detect_format,
     detect_venue,
     rest_symbol,
 )
 from gateway.model import (
+    ConnectionSequence,
     DepthDiff,
     DepthSnapshot,
     Level,
@@ -98,6 +105,8 @@ class VerifyReport(msgspec.Struct):
     records: int
     #: Frames the venue parser rejected (VenueContractError).
     bad_frames: int
+    #: Jumps of a connection-wide message counter (Coinbase ``sequence_num``).
+    connection_gaps: int
     #: Lines without the capture format's syntax.
     malformed_lines: int
     #: A few of them, and where (``"<file>:<line>: <reason>: <start of line>"``).
@@ -108,9 +117,14 @@ class VerifyReport(msgspec.Struct):
 
     @property
     def ok(self) -> bool:
-        """Every symbol synced with 0 gaps and no failed checksum, and there was at least one."""
-        return bool(self.symbols) and all(
-            s.synced and s.gaps == 0 and s.checksum_failed == 0 for s in self.symbols.values()
+        """Every symbol synced with 0 gaps and no failed checksum, no connection lost
+        messages, and there was at least one symbol."""
+        return (
+            bool(self.symbols)
+            and self.connection_gaps == 0
+            and all(
+                s.synced and s.gaps == 0 and s.checksum_failed == 0 for s in self.symbols.values()
+            )
         )
 
 
@@ -127,6 +141,11 @@ def resolve_venue(path: Path, fmt: CaptureFormat, venue: str | None) -> VenueAda
     spec = ADAPTERS.get(name)
     if spec is not None:
         return spec
+    family = [a for v, a in ADAPTERS.items() if v.startswith(name + "-")]
+    if family:
+        # A capture mixing a venue's categories (Bybit spot and linear): each recorded
+        # connection is read with the venue its URL names.
+        return family[0]
     if name in KNOWN_VENUES:
         raise VerifyError(f"venue {name} is not supported yet (supported: {', '.join(ADAPTERS)})")
     raise VerifyError(f"unknown venue {name!r} (supported: {', '.join(ADAPTERS)})")
@@ -135,8 +154,13 @@ def resolve_venue(path: Path, fmt: CaptureFormat, venue: str | None) -> VenueAda
 class _Rebuild:
     """The books of one capture, fed record by record."""
 
-    def __init__(self, spec: VenueAdapter, reorder_window_ns: int) -> None:
+    def __init__(self, spec: VenueAdapter, reorder_window_ns: int, *, by_url: bool) -> None:
         self.spec = spec
+        #: Read each connection with the venue its URL names (no --venue given).
+        self.by_url = by_url
+        #: The venue of each recorded connection whose URL names one.
+        self.conn_spec: dict[int, VenueAdapter] = {}
+        self.sequences = ConnectionSequenceChecker()
         self.reorder_window_ns = reorder_window_ns
         self.books: dict[str, SymbolArbiter] = {}
         #: Connections that delivered updates of each book: told when they end.
@@ -148,8 +172,10 @@ class _Rebuild:
     def book(self, key: str) -> SymbolArbiter:
         book = self.books.get(key)
         if book is None:
-            book = self.books[key] = self.spec.new_arbiter(
-                key.partition(":")[2], reorder_window_ns=self.reorder_window_ns
+            venue, _, symbol = key.partition(":")
+            spec = ADAPTERS.get(venue, self.spec)
+            book = self.books[key] = spec.new_arbiter(
+                symbol, reorder_window_ns=self.reorder_window_ns
             )
             self.conns[key] = set()
         return book
@@ -158,9 +184,14 @@ class _Rebuild:
         now_ns = record.recv_ns
         if self.armed:
             self._fire_timers(now_ns)
-        if record.kind == "ws":
+        if record.kind == "connect" and self.by_url:
+            named = ADAPTERS.get(connection_venue(record.url) or "")
+            if named is not None:
+                self.conn_spec[record.conn_id] = named
+        elif record.kind == "ws":
+            spec = self.conn_spec.get(record.conn_id, self.spec)
             try:
-                events = self.spec.parse(record.payload, now_ns, record.conn_id)
+                events = spec.parse(record.payload, now_ns, record.conn_id)
             except VenueContractError as exc:
                 self._bad_frame(record, exc)
                 return
@@ -172,6 +203,13 @@ class _Rebuild:
                     self._arm(key)
                 elif isinstance(event, DepthSnapshot):
                     self._snapshot(event, now_ns)
+                elif isinstance(event, ConnectionSequence) and self.sequences.on_seq(
+                    record.conn_id, event.seq
+                ):
+                    # That connection lost messages: its replicas are wrong from here.
+                    for book in self.books.values():
+                        if isinstance(book, ReplicatedBook):
+                            book.invalidate(record.conn_id, "connection sequence jump")
         elif record.kind == "rest":
             self._rest(record)
         elif record.kind == "disconnect":
@@ -191,10 +229,13 @@ class _Rebuild:
         if symbol is None:
             self._bad_frame(record, VenueContractError("REST snapshot URL names no symbol"))
             return
-        if self.spec.parse_snapshot is None:
+        spec = self.spec
+        if self.by_url:
+            spec = ADAPTERS.get(connection_venue(record.url) or "", spec)
+        if spec.parse_snapshot is None:
             return
         try:
-            snap = self.spec.parse_snapshot(symbol, record.payload, record.recv_ns, record.conn_id)
+            snap = spec.parse_snapshot(symbol, record.payload, record.recv_ns, record.conn_id)
         except VenueContractError as exc:
             self._bad_frame(record, exc)
             return
@@ -283,7 +324,7 @@ def verify_capture(
     fmt = fmt or detect_format(path)
     spec = resolve_venue(path, fmt, venue)
     reader = CaptureReader(path, fmt)
-    rebuild = _Rebuild(spec, reorder_window_ns)
+    rebuild = _Rebuild(spec, reorder_window_ns, by_url=venue is None)
     for count, record in enumerate(reader, 1):
         rebuild.feed(record)
         if progress is not None and count % _PROGRESS_EVERY == 0:
@@ -296,6 +337,7 @@ def verify_capture(
         sources=stats.sources,
         records=stats.records,
         bad_frames=rebuild.bad_frames,
+        connection_gaps=rebuild.sequences.gaps,
         malformed_lines=stats.malformed,
         malformed_examples=stats.examples,
         truncated=stats.truncated,

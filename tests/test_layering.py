@@ -24,6 +24,8 @@ PURE_MODULES = [
     "feeds.okx",
     "feeds.kraken",
     "feeds.coinbase",
+    "feeds.bybit",
+    "feeds.binance_usdm",
     "gateway.venues",
     "feeds.sim.book_process",
     "feeds.sim.binance_spot",

@@ -314,21 +314,6 @@ def test_table_output(real_data: RealData, capsys: pytest.CaptureFixture[str]) -
     assert "OK" in out
 
 
-def test_futures_capture_is_reported_as_not_supported_yet(
-    real_data: RealData, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = str(real_data(CRYPTOFEED_FUTURES))
-    assert run_main([path, "--json"]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "venue binance-usdm is not supported yet" in captured.err
-    assert run_main([str(real_data(CRYPTOFEED)), "--venue", "binance-usdm"]) == 2
-    assert "venue binance-usdm is not supported yet" in capsys.readouterr().err
-
-
-# --- corrupted and synthetic captures -----------------------------------------------------
-
-
 def hft_head(real_data: RealData, count: int) -> list[bytes]:
     """The first ``count`` lines of the real hftbacktest capture (the snapshot is line 8)."""
     lines: list[bytes] = []

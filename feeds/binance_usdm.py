@@ -1,0 +1,314 @@
+"""Binance USD-M futures: endpoints, stream names, and parsing of wire frames into
+venue-neutral events (exchange-protocols.md §2).
+
+Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract raises
+:class:`gateway.model.VenueContractError` and nothing else.
+
+Endpoints (the 2026 split; the legacy root URLs were retired on 2026-04-23):
+
+- ``wss://fstream.binance.com/public`` carries the high-frequency streams: diff depth
+  (``<s>@depth@100ms``) and ``@bookTicker``. :func:`stream_url` builds its combined-stream
+  URL ``<endpoint>/stream?streams=...``.
+- ``wss://fstream.binance.com/market`` carries ``@aggTrade`` (USD-M has no public raw
+  ``@trade`` stream), mark price, klines and tickers. Trades therefore need a connection of
+  their own: :func:`market_stream_url` builds it. :func:`parse` reads frames of either
+  endpoint, so one parser serves both kinds of connection.
+
+Sequence rule: a diff covers update ids ``U..u`` and carries ``pu``, the ``u`` of the
+previous event of the stream. USD-M ids are not contiguous (``U`` of the next event is
+usually above ``u + 1``), so continuity is ``pu == L``, not ``U == L + 1``
+(:class:`gateway.arbiter.BinanceFuturesRule`). A :class:`~gateway.model.DepthDiff` gets
+``first_id = U``, ``last_id = u``, ``prev_id = pu``. The REST snapshot's ``lastUpdateId``
+is the book's id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+from urllib.parse import urlencode
+
+import msgspec
+
+from feeds.binance import DECODE_ERRORS, check_levels
+from gateway.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Side,
+    Trade,
+    VenueContractError,
+    VenueEvent,
+    VenueNotice,
+)
+
+VENUE: Final = "binance-usdm"
+
+#: Public (high-frequency) WebSocket endpoint: diff depth and bookTicker.
+WS_ENDPOINTS: Final = ("wss://fstream.binance.com/public",)
+#: Market WebSocket endpoint: aggTrade, markPrice, klines, tickers.
+MARKET_WS_ENDPOINTS: Final = ("wss://fstream.binance.com/market",)
+#: Before the 2026 split every stream was under the root (``/ws/...``, ``/stream?...``);
+#: retired 2026-04-23. For reading old captures and old documentation.
+LEGACY_WS_ENDPOINTS: Final = ("wss://fstream.binance.com",)
+#: Testnet root (secondary source: nautilus_trader); its split is not documented.
+TESTNET_WS_ENDPOINTS: Final = ("wss://fstream.binancefuture.com",)
+REST_ENDPOINTS: Final = ("https://fapi.binance.com",)
+
+DEPTH_SUFFIX: Final = "@depth@100ms"
+TRADE_SUFFIX: Final = "@aggTrade"
+SNAPSHOT_PATH: Final = "/fapi/v1/depth"
+#: The depths ``/fapi/v1/depth`` accepts.
+SNAPSHOT_LIMITS: Final = (5, 10, 20, 50, 100, 500, 1000)
+MAX_SNAPSHOT_LIMIT: Final = 1000
+#: REST ``REQUEST_WEIGHT`` budget per minute per IP.
+REST_WEIGHT_PER_MINUTE: Final = 2400
+#: Streams per connection: 200 on the current docs, 1024 on older text; the lower is used.
+MAX_STREAMS_PER_CONNECTION: Final = 200
+#: Incoming messages per second per connection (pings, pongs and JSON requests count).
+MAX_MESSAGES_PER_S: Final = 10
+
+#: Update and trade ids are signed 64-bit on the venue (and in every encoding downstream).
+MAX_ID: Final = (1 << 63) - 1
+
+#: Diff-depth stream names (``<s>@depth``, ``<s>@depth@100ms``, ``@500ms``); partial-depth
+#: streams (``<s>@depth5@100ms``) carry top-N books in depthUpdate events and must never be
+#: applied as diffs, so they do not match.
+_DIFF_DEPTH_STREAM: Final = re.compile(r"[^@]+@depth(?:@\d+ms)?")
+
+
+def snapshot_weight(limit: int) -> int:
+    """REST request weight of ``/fapi/v1/depth`` at ``limit`` levels."""
+    if limit <= 50:
+        return 2
+    if limit <= 100:
+        return 5
+    if limit <= 500:
+        return 10
+    return 20
+
+
+def depth_stream(symbol: str) -> str:
+    return symbol.lower() + DEPTH_SUFFIX
+
+
+def trade_stream(symbol: str) -> str:
+    return symbol.lower() + TRADE_SUFFIX
+
+
+def _combined_url(endpoint: str, names: list[str]) -> str:
+    if not names:
+        raise ValueError("at least one symbol is required")
+    if len(names) > MAX_STREAMS_PER_CONNECTION:
+        raise ValueError(f"at most {MAX_STREAMS_PER_CONNECTION} streams per connection")
+    return endpoint.rstrip("/") + "/stream?streams=" + "/".join(names)
+
+
+def stream_url(endpoint: str, symbols: Sequence[str]) -> str:
+    """Combined-stream URL of the diff depth of ``symbols`` on a public endpoint
+    (``wss://fstream.binance.com/public/stream?streams=btcusdt@depth@100ms/...``).
+
+    Depth only: trades live on the market endpoint (:func:`market_stream_url`).
+    """
+    return _combined_url(endpoint, [depth_stream(s) for s in dict.fromkeys(symbols)])
+
+
+def market_stream_url(endpoint: str, symbols: Sequence[str]) -> str:
+    """Combined-stream URL of the aggregate trades of ``symbols`` on a market endpoint
+    (``wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade/...``)."""
+    return _combined_url(endpoint, [trade_stream(s) for s in dict.fromkeys(symbols)])
+
+
+def snapshot_url(rest_base: str, symbol: str, limit: int) -> str:
+    """``GET /fapi/v1/depth?symbol=<SYMBOL>&limit=<limit>``; ``limit`` one of
+    :data:`SNAPSHOT_LIMITS`."""
+    if limit not in SNAPSHOT_LIMITS:
+        raise ValueError(f"snapshot limit must be one of {SNAPSHOT_LIMITS}, got {limit}")
+    query = urlencode({"symbol": symbol.upper(), "limit": limit})
+    return f"{rest_base.rstrip('/')}{SNAPSHOT_PATH}?{query}"
+
+
+def subscribe_frame(symbols: Sequence[str], request_id: int) -> bytes:
+    """A live SUBSCRIBE request for the diff depth of ``symbols`` (public endpoint)."""
+    params = [depth_stream(s) for s in dict.fromkeys(symbols)]
+    return msgspec.json.encode({"method": "SUBSCRIBE", "params": params, "id": request_id})
+
+
+# --- wire structs: one module-level decoder per message -----------------------------------
+
+
+class _Envelope(msgspec.Struct):
+    stream: str
+    data: msgspec.Raw
+
+
+class _Kind(msgspec.Struct):
+    """Just enough of a raw-stream event or a control reply to route it."""
+
+    e: str | None = None
+    result: msgspec.Raw = msgspec.Raw()
+    id: int | str | None = None
+    code: int | None = None
+    msg: str | None = None
+
+
+class _DepthUpdate(msgspec.Struct):
+    s: str
+    U: int
+    u: int
+    pu: int
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    E: int = 0
+    T: int = 0
+    e: str = "depthUpdate"
+
+
+class _AggTrade(msgspec.Struct):
+    s: str
+    a: int
+    p: str
+    q: str
+    T: int
+    m: bool
+    e: str = "aggTrade"
+
+
+class _RestDepth(msgspec.Struct):
+    lastUpdateId: int
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+    E: int = 0
+    T: int = 0
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
+_kind_decoder: Final = msgspec.json.Decoder(_Kind)
+_depth_decoder: Final = msgspec.json.Decoder(_DepthUpdate)
+_agg_trade_decoder: Final = msgspec.json.Decoder(_AggTrade)
+_rest_depth_decoder: Final = msgspec.json.Decoder(_RestDepth)
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthDiff:
+    try:
+        d = _depth_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad depthUpdate: {exc}") from None
+    if d.U < 0 or d.u < d.U or d.u > MAX_ID:
+        raise VenueContractError(f"depthUpdate with U={d.U}, u={d.u}")
+    if d.pu < -1 or d.pu >= d.U:
+        # pu is the last id of the previous event: below this event's first id.
+        raise VenueContractError(f"depthUpdate with pu={d.pu} not below U={d.U}")
+    return DepthDiff(
+        venue=VENUE,
+        symbol=d.s,
+        first_id=d.U,
+        last_id=d.u,
+        prev_id=d.pu,
+        bids=check_levels(d.b, "depthUpdate bids"),
+        asks=check_levels(d.a, "depthUpdate asks"),
+        event_ms=d.E,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
+    try:
+        t = _agg_trade_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad aggTrade: {exc}") from None
+    if not 0 <= t.a <= MAX_ID:
+        raise VenueContractError(f"aggTrade with id {t.a} out of range")
+    check_levels([(t.p, t.q)], "aggTrade")
+    return Trade(
+        venue=VENUE,
+        symbol=t.s,
+        trade_id=t.a,
+        price=t.p,
+        qty=t.q,
+        # "m": the buyer is the maker, so the aggressor sold.
+        side=Side.SELL if t.m else Side.BUY,
+        trade_ms=t.T,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def _notice(kind: str, detail: str, reconnect: bool, recv_ns: int, conn_id: int) -> VenueNotice:
+    return VenueNotice(
+        venue=VENUE,
+        kind=kind,
+        detail=detail,
+        reconnect=reconnect,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def _raw_event(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    try:
+        kind = _kind_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"undecodable frame: {exc}") from None
+    if kind.e == "depthUpdate":
+        return [_depth_event(raw, recv_ns, conn_id)]
+    if kind.e == "aggTrade":
+        return [_trade_event(raw, recv_ns, conn_id)]
+    if kind.e == "serverShutdown":
+        return [_notice("shutdown", "serverShutdown", True, recv_ns, conn_id)]
+    if kind.code is not None:
+        return [_notice("error", f"code {kind.code}: {kind.msg}", False, recv_ns, conn_id)]
+    if kind.id is not None:
+        return [_notice("ack", f"request {kind.id}", False, recv_ns, conn_id)]
+    if kind.e is not None:
+        # A stream the gateway did not ask for (bookTicker, kline, markPrice): ignored.
+        return []
+    raise VenueContractError("frame is neither an event nor a control reply")
+
+
+def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    """Events in one WebSocket frame of a public or market connection, combined
+    (``{"stream":..,"data":..}``) or raw.
+
+    Diff depth becomes DepthDiff, aggTrade becomes Trade, control replies and shutdown
+    notices become VenueNotice; other streams (bookTicker, kline, markPrice, partial depth)
+    give an empty list. In raw-stream mode a partial-depth event cannot be told from a diff:
+    use combined streams. Raises VenueContractError for anything that is not a valid frame.
+    """
+    if raw[:10] == b'{"stream":':
+        try:
+            env = _envelope_decoder.decode(raw)
+        except DECODE_ERRORS as exc:
+            raise VenueContractError(f"bad combined-stream envelope: {exc}") from None
+        stream = env.stream
+        if _DIFF_DEPTH_STREAM.fullmatch(stream):
+            return [_depth_event(env.data, recv_ns, conn_id)]
+        if stream.endswith(TRADE_SUFFIX):
+            return [_trade_event(env.data, recv_ns, conn_id)]
+        if stream == "!serverShutdown":
+            return [_notice("shutdown", "serverShutdown", True, recv_ns, conn_id)]
+        return []
+    return _raw_event(raw, recv_ns, conn_id)
+
+
+def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
+    """A REST ``/fapi/v1/depth`` response body as a snapshot of ``symbol``."""
+    try:
+        d = _rest_depth_decoder.decode(body)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad depth snapshot for {symbol}: {exc}") from None
+    if not 0 <= d.lastUpdateId <= MAX_ID:
+        raise VenueContractError(f"depth snapshot for {symbol} has lastUpdateId out of range")
+    return DepthSnapshot(
+        venue=VENUE,
+        symbol=symbol.upper(),
+        last_id=d.lastUpdateId,
+        bids=check_levels(d.bids, "snapshot bids"),
+        asks=check_levels(d.asks, "snapshot asks"),
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )

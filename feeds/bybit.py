@@ -1,0 +1,528 @@
+"""Bybit v5 public streams, spot and linear: endpoints, subscribe messages, parsing of wire
+frames, and the sequence rule that merges redundant connections (exchange-protocols.md §7).
+
+Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
+raises :class:`gateway.model.VenueContractError` and nothing else.
+
+Venues: Bybit serves each product category on its own endpoint, with its own books and
+ids, so each category is a venue of the gateway: :data:`SPOT` (``bybit-spot``, symbol keys
+``bybit-spot:BTCUSDT``) and :data:`LINEAR` (``bybit-linear``, USDT/USDC perpetuals and
+futures). The frames of both look alike and do not name their category, so the venue is
+given to the parser: :func:`parse` takes it as an argument, and :func:`parse_spot` /
+:func:`parse_linear` are the same parser with the venue bound (the ``(raw, recv_ns,
+conn_id)`` signature of the other venue modules). The same holds for the REST snapshot
+(:func:`snapshot_url`, :func:`parse_snapshot` and their ``_spot`` / ``_linear`` forms).
+
+Books: topic ``orderbook.{depth}.{SYMBOL}``. The first push after a subscribe is
+``type:"snapshot"``, then ``type:"delta"``; levels are ``[price, size]`` strings, a size of
+``"0"`` deletes the level. Every push carries ``u``, the update id of that topic.
+
+- a snapshot becomes :class:`~gateway.model.DepthSnapshot` with ``conn_id`` of the
+  connection, ``last_id = u`` and ``reset = (u == 1)`` (Bybit restarted its service: the
+  snapshot replaces the book whatever came before);
+- a delta becomes :class:`~gateway.model.DepthDiff` with ``first_id = last_id = u`` and
+  ``prev_id = -1``.
+
+Bybit sends a snapshot on every (re)subscribe, on each connection, and again whenever it
+has a problem on its side; the parser emits every snapshot and the arbiter decides (newer
+than the book: a jump; older: stale). Ids of different depths of one symbol are different
+sequences: every connection must subscribe the same depth.
+
+Sequence rule (:class:`BybitRule`): ``u`` grows by exactly 1 per push of a topic; on the
+recorded data it does for ``orderbook.200`` and ``orderbook.500`` (0 gaps), although the docs
+only promise it for ``orderbook.full``. Whether ``u`` is the same on every connection is
+not documented (exchange-protocols.md §10 item 5).
+
+Trades: topic ``publicTrade.{SYMBOL}``; see :func:`trade_id` for the ids.
+
+REST: ``GET /v5/market/orderbook?category=..&symbol=..&limit=..`` returns the book with a
+``u``. Whether that ``u`` is in the same sequence as a WebSocket ``orderbook.{depth}`` topic
+is not documented; resyncs should resubscribe (:func:`resubscribe_messages`) for an
+in-band snapshot, as for OKX.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Final
+from urllib.parse import urlencode
+
+import msgspec
+
+from feeds.binance import DECODE_ERRORS, check_levels
+from gateway.arbiter import Link
+from gateway.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    Side,
+    Trade,
+    VenueContractError,
+    VenueEvent,
+    VenueNotice,
+)
+
+SPOT: Final = "bybit-spot"
+LINEAR: Final = "bybit-linear"
+VENUES: Final = (SPOT, LINEAR)
+#: Bybit's ``category`` of each venue (the path of its endpoint, the REST parameter).
+CATEGORIES: Final[Mapping[str, str]] = MappingProxyType({SPOT: "spot", LINEAR: "linear"})
+
+_HOST: Final = "stream.bybit.com"
+_TESTNET_HOST: Final = "stream-testnet.bybit.com"
+#: Hosts of Bybit's regional entities (Turkey, Indonesia, Kazakhstan, Georgia, Japan).
+#: They serve the same ``/v5/public/<category>`` paths; whether their books are the
+#: global ones is not documented, so they are not among the default endpoints.
+REGIONAL_HOSTS: Final = (
+    "stream.bybit.tr",
+    "stream.bybit.id",
+    "stream.bybit.kz",
+    "stream.bybitgeorgia.ge",
+    "stream.manepa.jp",
+)
+
+
+def _category(venue: str) -> str:
+    try:
+        return CATEGORIES[venue]
+    except KeyError:
+        raise ValueError(f"venue must be one of {VENUES}, got {venue!r}") from None
+
+
+def endpoint(host: str, venue: str) -> str:
+    """The public WebSocket endpoint of ``venue`` on ``host``
+    (``wss://<host>/v5/public/<category>``)."""
+    return f"wss://{host}/v5/public/{_category(venue)}"
+
+
+#: Mainnet public endpoints per venue.
+WS_ENDPOINTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {venue: (endpoint(_HOST, venue),) for venue in VENUES}
+)
+#: Testnet public endpoints per venue.
+TESTNET_WS_ENDPOINTS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {venue: (endpoint(_TESTNET_HOST, venue),) for venue in VENUES}
+)
+REST_ENDPOINTS: Final = ("https://api.bybit.com",)
+TESTNET_REST_ENDPOINTS: Final = ("https://api-testnet.bybit.com",)
+
+SNAPSHOT_PATH: Final = "/v5/market/orderbook"
+#: Largest ``limit`` of ``/v5/market/orderbook`` for spot and linear (levels per side).
+MAX_SNAPSHOT_LIMIT: Final = 1000
+#: 600 REST requests per 5 s per IP.
+REST_REQUESTS_PER_MINUTE: Final = 7200
+
+#: Book depths of spot and linear: 1 (10 ms, snapshots only, re-pushed every 3 s with the
+#: same ``u``), 50 (20 ms), 200 (100 ms), 1000 (200 ms).
+BOOK_DEPTHS: Final = (1, 50, 200, 1000)
+DEFAULT_DEPTH: Final = 200
+#: Spot accepts at most 10 args per subscribe request; the same bound is used for linear.
+MAX_ARGS_PER_REQUEST: Final = 10
+#: Total length of the args subscribed on one connection.
+MAX_ARGS_CHARS_PER_CONNECTION: Final = 21_000
+#: Bybit cuts a connection that sends nothing for 10 minutes; it recommends a ping every 20 s.
+PING_INTERVAL_S: Final = 20.0
+
+_INT63: Final = (1 << 63) - 1
+_UUID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+)
+
+
+# --- URLs and outgoing messages -----------------------------------------------------------
+
+
+def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
+    """The URL a connection opens: the endpoint itself (Bybit subscribes by message)."""
+    return endpoint
+
+
+def book_topic(symbol: str, depth: int = DEFAULT_DEPTH) -> str:
+    if depth not in BOOK_DEPTHS:
+        raise ValueError(f"book depth must be one of {BOOK_DEPTHS}, got {depth}")
+    return f"orderbook.{depth}.{symbol.upper()}"
+
+
+def trade_topic(symbol: str) -> str:
+    return f"publicTrade.{symbol.upper()}"
+
+
+def _topics(symbols: Sequence[str], depth: int) -> list[str]:
+    if not symbols:
+        raise ValueError("at least one symbol is required")
+    unique = list(dict.fromkeys(s.upper() for s in symbols))
+    return [t for s in unique for t in (book_topic(s, depth), trade_topic(s))]
+
+
+def _requests(op: str, topics: list[str]) -> list[bytes]:
+    """``op`` requests of at most :data:`MAX_ARGS_PER_REQUEST` args each."""
+    if sum(len(t) for t in topics) > MAX_ARGS_CHARS_PER_CONNECTION:
+        raise ValueError(
+            f"args exceed {MAX_ARGS_CHARS_PER_CONNECTION} characters per connection: "
+            "spread the symbols over more connections"
+        )
+    return [
+        msgspec.json.encode(
+            {"req_id": f"{op}-{n}", "op": op, "args": topics[i : i + MAX_ARGS_PER_REQUEST]}
+        )
+        for n, i in enumerate(range(0, len(topics), MAX_ARGS_PER_REQUEST), 1)
+    ]
+
+
+def subscribe_messages(symbols: Sequence[str], depth: int = DEFAULT_DEPTH) -> list[bytes]:
+    """Subscribe requests for the book (``orderbook.{depth}``) and trades of ``symbols``,
+    at most 10 args per request (the spot limit). Raises ValueError for no symbols, a depth
+    Bybit does not offer, or more args than one connection takes."""
+    return _requests("subscribe", _topics(symbols, depth))
+
+
+def unsubscribe_messages(symbols: Sequence[str], depth: int = DEFAULT_DEPTH) -> list[bytes]:
+    """Unsubscribe requests for the book and trades of ``symbols``."""
+    return _requests("unsubscribe", _topics(symbols, depth))
+
+
+def resubscribe_messages(symbol: str, depth: int = DEFAULT_DEPTH) -> list[bytes]:
+    """Unsubscribe and subscribe the book of one symbol again: the venue then sends a fresh
+    snapshot on this connection. Trades are left alone."""
+    topic = [book_topic(symbol, depth)]
+    return _requests("unsubscribe", topic) + _requests("subscribe", topic)
+
+
+def ping_message(req_id: str = "ping") -> bytes:
+    """The application-level keepalive ``{"req_id":..,"op":"ping"}``."""
+    return msgspec.json.encode({"req_id": req_id, "op": "ping"})
+
+
+def snapshot_url(rest_base: str, symbol: str, limit: int, venue: str) -> str:
+    """``GET /v5/market/orderbook?category=<category>&symbol=<SYMBOL>&limit=<limit>``."""
+    if not 1 <= limit <= MAX_SNAPSHOT_LIMIT:
+        raise ValueError(f"snapshot limit must be 1..{MAX_SNAPSHOT_LIMIT}, got {limit}")
+    query = urlencode({"category": _category(venue), "symbol": symbol.upper(), "limit": limit})
+    return f"{rest_base.rstrip('/')}{SNAPSHOT_PATH}?{query}"
+
+
+def snapshot_url_spot(rest_base: str, symbol: str, limit: int) -> str:
+    return snapshot_url(rest_base, symbol, limit, SPOT)
+
+
+def snapshot_url_linear(rest_base: str, symbol: str, limit: int) -> str:
+    return snapshot_url(rest_base, symbol, limit, LINEAR)
+
+
+# --- trade ids ----------------------------------------------------------------------------
+
+
+def trade_id(text: str) -> int:
+    """The gateway's integer id of a Bybit trade id ``i``, stable across connections.
+
+    Spot sends decimal ids (``"2280000001739247417"``): their value, when below 2**63.
+    Linear sends UUIDs (``"a9188a0a-82bc-50de-be60-03eedbe3cdd7"``): the 128-bit number of
+    the hex digits, folded to 63 bits (high 64 bits XOR low 64 bits, top bit cleared), so
+    that it fits every integer encoding subscribers use. A decimal id of 2**63 or more is
+    folded the same way. Raises VenueContractError for anything else.
+    """
+    if text.isascii() and text.isdigit():
+        value = int(text)
+        if value <= _INT63:
+            return value
+    elif _UUID.fullmatch(text):
+        value = int(text.replace("-", ""), 16)
+    else:
+        raise VenueContractError(f"trade id is neither decimal nor a UUID: {text!r}")
+    return ((value >> 64) ^ value) & _INT63
+
+
+# --- wire structs: one module-level decoder per message -----------------------------------
+
+
+class _Frame(msgspec.Struct):
+    """A topic push or a reply to a request: just enough to route it."""
+
+    topic: str | None = None
+    type: str | None = None
+    ts: int | None = None
+    #: Empty when absent (msgspec cannot decode ``Raw | None``: it would expect null).
+    data: msgspec.Raw = msgspec.Raw()
+    op: str | None = None
+    success: bool | None = None
+    ret_msg: str | None = None
+    req_id: str | int | None = None
+
+
+class _BookData(msgspec.Struct):
+    s: str
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    u: int
+    seq: int | None = None
+
+
+class _TradeData(msgspec.Struct):
+    T: int
+    s: str
+    S: str
+    v: str
+    p: str
+    i: str
+
+
+class _CommandResp(msgspec.Struct):
+    failTopics: list[str] = []
+    successTopics: list[str] = []
+
+
+class _RestEnvelope(msgspec.Struct):
+    retCode: int
+    retMsg: str = ""
+    result: msgspec.Raw = msgspec.Raw()
+
+
+class _RestBook(msgspec.Struct):
+    s: str
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    u: int
+    ts: int = 0
+    seq: int | None = None
+
+
+_frame_decoder: Final = msgspec.json.Decoder(_Frame)
+_book_decoder: Final = msgspec.json.Decoder(_BookData)
+_trades_decoder: Final = msgspec.json.Decoder(list[_TradeData])
+_command_decoder: Final = msgspec.json.Decoder(_CommandResp)
+_rest_decoder: Final = msgspec.json.Decoder(_RestEnvelope)
+_rest_book_decoder: Final = msgspec.json.Decoder(_RestBook)
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _book_symbol(topic: str) -> str:
+    """The symbol of ``orderbook.{depth}.{SYMBOL}``."""
+    parts = topic.split(".")
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()) or not parts[2]:
+        raise VenueContractError(f"book topic is not 'orderbook.<depth>.<symbol>': {topic!r}")
+    return parts[2]
+
+
+def _book_event(
+    venue: str, frame: _Frame, topic: str, recv_ns: int, conn_id: int
+) -> list[VenueEvent]:
+    symbol = _book_symbol(topic)
+    if not frame.data:
+        raise VenueContractError(f"{topic} push without data")
+    try:
+        d = _book_decoder.decode(frame.data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad {topic} data: {exc}") from None
+    if d.s != symbol:
+        raise VenueContractError(f"{topic} push for symbol {d.s!r}")
+    if not 0 <= d.u <= _INT63:
+        raise VenueContractError(f"{topic} push with u={d.u}")
+    bids: tuple[Level, ...] = check_levels(d.b, f"{symbol} bids")
+    asks: tuple[Level, ...] = check_levels(d.a, f"{symbol} asks")
+    if frame.type == "snapshot":
+        return [
+            DepthSnapshot(
+                venue=venue,
+                symbol=symbol,
+                last_id=d.u,
+                bids=bids,
+                asks=asks,
+                recv_ns=recv_ns,
+                conn_id=conn_id,
+                reset=d.u == 1,
+            )
+        ]
+    if frame.type == "delta":
+        return [
+            DepthDiff(
+                venue=venue,
+                symbol=symbol,
+                first_id=d.u,
+                last_id=d.u,
+                prev_id=-1,
+                bids=bids,
+                asks=asks,
+                event_ms=frame.ts or 0,
+                recv_ns=recv_ns,
+                conn_id=conn_id,
+            )
+        ]
+    raise VenueContractError(f"{topic} push of type {frame.type!r}")
+
+
+def _trade_events(
+    venue: str, frame: _Frame, topic: str, recv_ns: int, conn_id: int
+) -> list[VenueEvent]:
+    if not frame.data:
+        raise VenueContractError(f"{topic} push without data")
+    try:
+        items = _trades_decoder.decode(frame.data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad {topic} data: {exc}") from None
+    events: list[VenueEvent] = []
+    for t in items:
+        if t.S == "Buy":
+            side = Side.BUY
+        elif t.S == "Sell":
+            side = Side.SELL
+        else:
+            raise VenueContractError(f"trade side {t.S!r}")
+        check_levels([(t.p, t.v)], "trade")
+        events.append(
+            Trade(
+                venue=venue,
+                symbol=t.s,
+                trade_id=trade_id(t.i),
+                price=t.p,
+                qty=t.v,
+                side=side,  # ``S`` is the taker's side
+                trade_ms=t.T,
+                recv_ns=recv_ns,
+                conn_id=conn_id,
+            )
+        )
+    return events
+
+
+def _notice(
+    venue: str, kind: str, detail: str, recv_ns: int, conn_id: int, reconnect: bool = False
+) -> VenueNotice:
+    return VenueNotice(
+        venue=venue,
+        kind=kind,
+        detail=detail,
+        reconnect=reconnect,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def _reply(venue: str, frame: _Frame, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    """A reply to a request: pongs give nothing, acks and errors a VenueNotice."""
+    op = frame.op or ""
+    req = "" if frame.req_id in (None, "") else f" {frame.req_id}"
+    if frame.type == "COMMAND_RESP":  # option/spread acks: topics listed in data
+        failed: list[str] = []
+        if frame.data:
+            try:
+                failed = _command_decoder.decode(frame.data).failTopics
+            except DECODE_ERRORS as exc:
+                raise VenueContractError(f"bad COMMAND_RESP data: {exc}") from None
+        if frame.success is False or failed:
+            detail = f"{op or 'request'}{req} failed: {frame.ret_msg or ''} {failed}".rstrip()
+            return [_notice(venue, "error", detail, recv_ns, conn_id)]
+        return [_notice(venue, "ack", f"{op or 'request'}{req}", recv_ns, conn_id)]
+    if op in ("ping", "pong"):
+        if frame.success is False:
+            return [_notice(venue, "error", f"ping failed: {frame.ret_msg}", recv_ns, conn_id)]
+        return []
+    if frame.success is False:
+        return [_notice(venue, "error", f"{op}{req}: {frame.ret_msg}", recv_ns, conn_id)]
+    if op in ("subscribe", "unsubscribe"):
+        return [_notice(venue, "ack", f"{op}{req}", recv_ns, conn_id)]
+    return [_notice(venue, "info", f"{op}{req}: {frame.ret_msg or ''}".rstrip(), recv_ns, conn_id)]
+
+
+def parse(raw: bytes, recv_ns: int, conn_id: int, venue: str) -> list[VenueEvent]:
+    """Events in one WebSocket frame of ``venue`` (:data:`SPOT` or :data:`LINEAR`).
+
+    Book pushes become DepthSnapshot / DepthDiff, publicTrade pushes become Trade,
+    subscribe replies become VenueNotice (``ack`` or ``error``); pongs and pushes of other
+    topics (tickers, kline, liquidations) give an empty list. Raises VenueContractError for
+    anything that is not a valid Bybit frame, and ValueError for an unknown ``venue``.
+    """
+    _category(venue)
+    try:
+        frame = _frame_decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"undecodable frame: {exc}") from None
+    topic = frame.topic
+    if topic is not None:
+        if topic.startswith("orderbook."):
+            return _book_event(venue, frame, topic, recv_ns, conn_id)
+        if topic.startswith("publicTrade."):
+            return _trade_events(venue, frame, topic, recv_ns, conn_id)
+        return []
+    if frame.op is not None or frame.success is not None or frame.type == "COMMAND_RESP":
+        return _reply(venue, frame, recv_ns, conn_id)
+    raise VenueContractError("frame is neither a topic push nor a reply")
+
+
+def parse_spot(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    """:func:`parse` for a connection to a spot endpoint."""
+    return parse(raw, recv_ns, conn_id, SPOT)
+
+
+def parse_linear(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+    """:func:`parse` for a connection to a linear endpoint."""
+    return parse(raw, recv_ns, conn_id, LINEAR)
+
+
+def parse_snapshot(
+    symbol: str, body: bytes, recv_ns: int, conn_id: int = -1, *, venue: str
+) -> DepthSnapshot:
+    """A REST ``/v5/market/orderbook`` response body as a snapshot of ``symbol`` on ``venue``;
+    ``last_id`` is the response's ``u``."""
+    _category(venue)
+    try:
+        env = _rest_decoder.decode(body)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    if env.retCode != 0:
+        raise VenueContractError(f"book snapshot for {symbol}: retCode {env.retCode}: {env.retMsg}")
+    if not env.result:
+        raise VenueContractError(f"book snapshot for {symbol} without result")
+    try:
+        d = _rest_book_decoder.decode(env.result)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    if d.s.upper() != symbol.upper():
+        raise VenueContractError(f"book snapshot for {symbol} holds {d.s!r}")
+    if not 0 <= d.u <= _INT63:
+        raise VenueContractError(f"book snapshot for {symbol} with u={d.u}")
+    return DepthSnapshot(
+        venue=venue,
+        symbol=symbol.upper(),
+        last_id=d.u,
+        bids=check_levels(d.b, "snapshot bids"),
+        asks=check_levels(d.a, "snapshot asks"),
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def parse_snapshot_spot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
+    return parse_snapshot(symbol, body, recv_ns, conn_id, venue=SPOT)
+
+
+def parse_snapshot_linear(
+    symbol: str, body: bytes, recv_ns: int, conn_id: int = -1
+) -> DepthSnapshot:
+    return parse_snapshot(symbol, body, recv_ns, conn_id, venue=LINEAR)
+
+
+# --- sequence rule ------------------------------------------------------------------------
+
+
+class BybitRule:
+    """Bybit's link rule (a :class:`gateway.arbiter.LinkRule`): with ``u`` the update id of
+    a delta and ``L`` the applied id, ``u <= L`` is stale, ``u == L + 1`` links, and
+    ``u > L + 1`` is future (ids missing before it).
+
+    Resets (``u == 1``) come as snapshots, which the arbiter handles; the rule keeps no
+    state.
+    """
+
+    name = "bybit"
+
+    def classify(self, diff: DepthDiff, applied_id: int) -> Link:
+        u = diff.last_id
+        if u <= applied_id:
+            return Link.STALE
+        if u == applied_id + 1:
+            return Link.LINKS
+        return Link.FUTURE

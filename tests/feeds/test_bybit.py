@@ -1,0 +1,599 @@
+"""Bybit v5 adapter (spot and linear): URLs and messages, parsing of every frame kind, trade
+ids, the REST snapshot, the sequence rule, the real recordings through the arbiter (cryptofeed
+format 2 with 6 books on two categories; Bybit's own ob500 download), and fuzzing (any bytes
+in → events or VenueContractError out, nothing else)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feeds import bybit
+from gateway.arbiter import Link, SequencedBook, TradeDedup
+from gateway.capture_formats import CaptureReader, connection_venue
+from gateway.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Side,
+    Trade,
+    VenueContractError,
+    VenueNotice,
+)
+
+# Doc frames (exchange-protocols.md §7) and real ones (BYBIT.jsonl.gz), shortened.
+SNAPSHOT = (
+    b'{"topic":"orderbook.50.BTCUSDT","type":"snapshot","ts":1672304484978,'
+    b'"data":{"s":"BTCUSDT","b":[["16493.50","0.006"],["16493.00","0.100"]],'
+    b'"a":[["16611.00","0.029"],["16612.00","0.213"]],"u":18521288,"seq":7961638724},'
+    b'"cts":1672304484976}'
+)
+DELTA = (
+    b'{"topic":"orderbook.50.BTCUSDT","type":"delta","ts":1687940967466,'
+    b'"data":{"s":"BTCUSDT","b":[["30247.20","30.028"],["30240.00","0"]],'
+    b'"a":[["30248.70","0"],["30249.30","0.892"]],"u":177400507,"seq":66544703342},'
+    b'"cts":1687940967464}'
+)
+# Spot puts ts before type.
+SPOT_DELTA = (
+    b'{"topic":"orderbook.200.BTCUSDT","ts":1786310816618,"type":"delta","data":{"s":"BTCUSDT",'
+    b'"b":[["65140.4","0.875077"]],"a":[["65154.6","0.09948"],["65239.1","0"]],'
+    b'"u":62505425,"seq":112488545865},"cts":1786310816585}'
+)
+LINEAR_TRADE = (
+    b'{"topic":"publicTrade.BTCUSDT","type":"snapshot","ts":1786310819681,"data":[{'
+    b'"T":1786310819680,"s":"BTCUSDT","S":"Sell","v":"0.004","p":"65114.20","L":"MinusTick",'
+    b'"i":"a9188a0a-82bc-50de-be60-03eedbe3cdd7","BT":false,"RPI":false,"seq":753843954913}]}'
+)
+SPOT_TRADE = (
+    b'{"topic":"publicTrade.ETHUSDT","ts":1786310821917,"type":"snapshot","data":[{'
+    b'"i":"2280000001739247417","T":1786310821917,"p":"1923.28","v":"0.04537","S":"Buy",'
+    b'"seq":178477362706,"s":"ETHUSDT","BT":false,"RPI":false}]}'
+)
+LINEAR_ACK = (
+    b'{"success":true,"ret_msg":"","conn_id":"d8bu1olkndm7crnfs1e0-j6akw","req_id":"",'
+    b'"op":"subscribe"}'
+)
+SPOT_ACK = (
+    b'{"success":true,"ret_msg":"subscribe","conn_id":"d9avt8shteepr00gfc1g-4zd1x",'
+    b'"op":"subscribe"}'
+)
+FAILED_ACK = (
+    b'{"success":false,"ret_msg":"Invalid symbol :[orderbook.200.NOPE]","conn_id":"x",'
+    b'"req_id":"subscribe-1","op":"subscribe"}'
+)
+OPTION_ACK = (
+    b'{"success":true,"conn_id":"x","data":{"failTopics":[],'
+    b'"successTopics":["orderbook.100.BTC-6JAN23-18000-C"]},"type":"COMMAND_RESP"}'
+)
+SPOT_PONG = b'{"success":true,"ret_msg":"pong","conn_id":"x","op":"ping"}'
+LINEAR_PONG = b'{"success":true,"ret_msg":"pong","conn_id":"x","req_id":"ping","op":"ping"}'
+OPTION_PONG = b'{"args":["1672916271846"],"op":"pong"}'
+TICKER = (
+    b'{"topic":"tickers.BTCUSDT","type":"delta","data":{"symbol":"BTCUSDT","bid1Price":"1"},'
+    b'"cs":753843907770,"ts":1786310817883}'
+)
+REST_BOOK = (
+    b'{"retCode":0,"retMsg":"OK","result":{"s":"BTCUSDT","a":[["65557.7","16.606555"]],'
+    b'"b":[["65485.47","47.081829"]],"ts":1716863719031,"u":230704,"seq":1432604333,'
+    b'"cts":1716863718905},"retExtInfo":{},"time":1716863719382}'
+)
+
+BYBIT_CAPTURE = "bybit/cryptofeed/BYBIT.jsonl.gz"
+OB500 = "bybit/nautilus_trader/xrpusdt-ob500.data.zip"
+EVENT_TYPES = DepthDiff | DepthSnapshot | Trade | VenueNotice
+
+
+# --- URLs and outgoing messages -----------------------------------------------------------
+
+
+def test_endpoints() -> None:
+    assert bybit.VENUES == ("bybit-spot", "bybit-linear")
+    assert bybit.WS_ENDPOINTS[bybit.SPOT] == ("wss://stream.bybit.com/v5/public/spot",)
+    assert bybit.WS_ENDPOINTS[bybit.LINEAR] == ("wss://stream.bybit.com/v5/public/linear",)
+    assert bybit.TESTNET_WS_ENDPOINTS[bybit.LINEAR] == (
+        "wss://stream-testnet.bybit.com/v5/public/linear",
+    )
+    assert bybit.endpoint("stream.bybit.kz", bybit.SPOT) == "wss://stream.bybit.kz/v5/public/spot"
+    assert "stream.bybit.tr" in bybit.REGIONAL_HOSTS
+    with pytest.raises(ValueError):
+        bybit.endpoint("stream.bybit.com", "bybit-option")
+    for venue, (url,) in bybit.WS_ENDPOINTS.items():
+        assert connection_venue(url) == venue  # what the capture reader tells from a URL
+        assert bybit.connect_url(url, ["BTCUSDT"]) == url
+
+
+def test_snapshot_urls() -> None:
+    assert bybit.snapshot_url_spot("https://api.bybit.com/", "btcusdt", 200) == (
+        "https://api.bybit.com/v5/market/orderbook?category=spot&symbol=BTCUSDT&limit=200"
+    )
+    assert bybit.snapshot_url_linear("https://api.bybit.com", "BTCUSDT", 1000).endswith(
+        "?category=linear&symbol=BTCUSDT&limit=1000"
+    )
+    for limit in (0, 1001):
+        with pytest.raises(ValueError):
+            bybit.snapshot_url("https://x", "BTCUSDT", limit, bybit.SPOT)
+    with pytest.raises(ValueError):
+        bybit.snapshot_url("https://x", "BTCUSDT", 50, "bybit")
+
+
+def test_subscribe_messages_carry_at_most_ten_args() -> None:
+    symbols = [f"S{i}USDT" for i in range(12)]
+    messages = [json.loads(m) for m in bybit.subscribe_messages(symbols)]
+    assert [len(m["args"]) for m in messages] == [10, 10, 4]
+    assert all(m["op"] == "subscribe" for m in messages)
+    assert [m["req_id"] for m in messages] == ["subscribe-1", "subscribe-2", "subscribe-3"]
+    args = [a for m in messages for a in m["args"]]
+    assert args[:2] == ["orderbook.200.S0USDT", "publicTrade.S0USDT"]
+    assert len(args) == 24
+    (one,) = bybit.subscribe_messages(["btcusdt", "BTCUSDT"], depth=50)
+    assert json.loads(one)["args"] == ["orderbook.50.BTCUSDT", "publicTrade.BTCUSDT"]
+    (unsub,) = bybit.unsubscribe_messages(["BTCUSDT"], depth=1000)
+    assert json.loads(unsub) == {
+        "req_id": "unsubscribe-1",
+        "op": "unsubscribe",
+        "args": ["orderbook.1000.BTCUSDT", "publicTrade.BTCUSDT"],
+    }
+
+
+def test_subscribe_message_errors() -> None:
+    with pytest.raises(ValueError):
+        bybit.subscribe_messages([])
+    with pytest.raises(ValueError, match="depth"):
+        bybit.subscribe_messages(["BTCUSDT"], depth=500)
+    with pytest.raises(ValueError, match="21000"):
+        bybit.subscribe_messages([f"SYMBOL{i:05d}USDT" for i in range(700)])
+
+
+def test_resubscribe_asks_for_a_fresh_book_only() -> None:
+    unsub, sub = (json.loads(m) for m in bybit.resubscribe_messages("ethusdt", depth=50))
+    assert (unsub["op"], unsub["args"]) == ("unsubscribe", ["orderbook.50.ETHUSDT"])
+    assert (sub["op"], sub["args"]) == ("subscribe", ["orderbook.50.ETHUSDT"])
+
+
+def test_ping_message() -> None:
+    assert json.loads(bybit.ping_message()) == {"req_id": "ping", "op": "ping"}
+    assert json.loads(bybit.ping_message("100001")) == {"req_id": "100001", "op": "ping"}
+    assert bybit.PING_INTERVAL_S == 20
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def test_snapshot_and_delta() -> None:
+    (snap,) = bybit.parse_linear(SNAPSHOT, 10, 3)
+    assert snap == DepthSnapshot(
+        "bybit-linear",
+        "BTCUSDT",
+        18521288,
+        (("16493.50", "0.006"), ("16493.00", "0.100")),
+        (("16611.00", "0.029"), ("16612.00", "0.213")),
+        10,
+        3,
+    )
+    assert snap.key == "bybit-linear:BTCUSDT" and not snap.reset
+    (diff,) = bybit.parse_linear(DELTA, 11, 3)
+    assert diff == DepthDiff(
+        "bybit-linear",
+        "BTCUSDT",
+        177400507,
+        177400507,
+        -1,
+        (("30247.20", "30.028"), ("30240.00", "0")),
+        (("30248.70", "0"), ("30249.30", "0.892")),
+        1687940967466,
+        11,
+        3,
+    )
+    (spot,) = bybit.parse_spot(SPOT_DELTA, 12, 4)
+    assert isinstance(spot, DepthDiff)
+    assert (spot.key, spot.first_id, spot.last_id) == ("bybit-spot:BTCUSDT", 62505425, 62505425)
+    assert bybit.parse(SPOT_DELTA, 12, 4, bybit.SPOT) == [spot]
+
+
+def test_a_snapshot_with_u_1_is_a_venue_reset() -> None:
+    (snap,) = bybit.parse_linear(SNAPSHOT.replace(b'"u":18521288', b'"u":1'), 1, 0)
+    assert isinstance(snap, DepthSnapshot) and snap.reset and snap.last_id == 1
+
+
+def test_trades_of_both_categories() -> None:
+    (linear,) = bybit.parse_linear(LINEAR_TRADE, 5, 1)
+    hex_id = "a9188a0a82bc50debe6003eedbe3cdd7"
+    folded = (int(hex_id[:16], 16) ^ int(hex_id[16:], 16)) & (2**63 - 1)
+    assert linear == Trade(
+        "bybit-linear", "BTCUSDT", folded, "65114.20", "0.004", Side.SELL, 1786310819680, 5, 1
+    )
+    (spot,) = bybit.parse_spot(SPOT_TRADE, 6, 2)
+    assert isinstance(spot, Trade)
+    assert (spot.trade_id, spot.side, spot.qty) == (2280000001739247417, Side.BUY, "0.04537")
+
+
+def test_trade_ids() -> None:
+    assert bybit.trade_id("42") == 42
+    assert bybit.trade_id("a9188a0a-82bc-50de-be60-03eedbe3cdd7") == bybit.trade_id(
+        "A9188A0A82BC50DEBE6003EEDBE3CDD7"
+    )
+    big = str(2**64 + 5)
+    assert 0 <= bybit.trade_id(big) < 2**63
+    assert bybit.trade_id(big) == ((2**64 + 5) >> 64 ^ (2**64 + 5)) & (2**63 - 1)
+    for bad in ("", "-1", "1.5", "a9188a0a-82bc-50de-be60", "xyz", "١٢"):
+        with pytest.raises(VenueContractError):
+            bybit.trade_id(bad)
+
+
+def test_replies() -> None:
+    for ack in (LINEAR_ACK, SPOT_ACK, OPTION_ACK):
+        (notice,) = bybit.parse_linear(ack, 1, 0)
+        assert isinstance(notice, VenueNotice) and notice.kind == "ack"
+        assert not notice.reconnect
+    (error,) = bybit.parse_spot(FAILED_ACK, 1, 0)
+    assert isinstance(error, VenueNotice) and error.kind == "error"
+    assert "Invalid symbol" in error.detail and "subscribe-1" in error.detail
+    failed_option = OPTION_ACK.replace(b'"failTopics":[]', b'"failTopics":["orderbook.1.X"]')
+    (error,) = bybit.parse_linear(failed_option, 1, 0)
+    assert isinstance(error, VenueNotice) and error.kind == "error"
+    for pong in (SPOT_PONG, LINEAR_PONG, OPTION_PONG):
+        assert bybit.parse_linear(pong, 1, 0) == []
+    assert bybit.parse_linear(TICKER, 1, 0) == []
+    assert bybit.parse_spot(b'{"topic":"kline.1.BTCUSDT","data":[],"type":"snapshot"}', 1, 0) == []
+
+
+def test_unknown_venue_is_a_usage_error() -> None:
+    with pytest.raises(ValueError):
+        bybit.parse(DELTA, 1, 0, "bybit")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"pong",
+        b"[]",
+        b"{}",
+        b'{"hello":1}',
+        DELTA.replace(b'"type":"delta"', b'"type":"update"'),
+        DELTA.replace(b'"type":"delta",', b""),
+        DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.BTCUSDT"),
+        DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.x.BTCUSDT"),
+        DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.50.ETHUSDT"),  # data.s differs
+        DELTA.replace(b'"u":177400507', b'"u":-1'),
+        DELTA.replace(b'"u":177400507', b'"u":9223372036854775808'),
+        DELTA.replace(b'"u":177400507', b'"u":"177400507"'),
+        DELTA.replace(b'"u":177400507', b'"u":1e3'),
+        DELTA.replace(b'"30247.20"', b'"abc"'),
+        DELTA.replace(b'"30247.20"', b'"-1"'),
+        DELTA.replace(b'"30247.20"', b'"nan"'),
+        DELTA.replace(b'"30247.20"', b"30247.20"),
+        DELTA.replace(b'["30240.00","0"]', b'["30240.00","0","1"]'),
+        DELTA.replace(b',"data":{', b',"x":{'),
+        LINEAR_TRADE.replace(b'"Sell"', b'"sell"'),
+        LINEAR_TRADE.replace(b'"i":"a9188a0a', b'"i":"zz188a0a'),
+        LINEAR_TRADE.replace(b'"v":"0.004"', b'"v":"-0.004"'),
+        LINEAR_TRADE.replace(b'"data":[{', b'"data":{"x":[{').replace(b"}]}", b"}]}}"),
+        OPTION_ACK.replace(b'"failTopics":[]', b'"failTopics":3'),
+        b'{"topic":"orderbook.50.BTCUSDT","type":"delta","data":{"s":"BTCUSDT","b":[],"a":[]}}',
+        b'{"topic":"orderbook.50.BTCUSDT","data":"\xff\xfe"}',
+    ],
+)
+def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
+    with pytest.raises(VenueContractError):
+        bybit.parse_linear(frame, 1, 0)
+
+
+def test_rest_snapshot() -> None:
+    snap = bybit.parse_snapshot_spot("btcusdt", REST_BOOK, 7)
+    assert snap == DepthSnapshot(
+        "bybit-spot",
+        "BTCUSDT",
+        230704,
+        (("65485.47", "47.081829"),),
+        (("65557.7", "16.606555"),),
+        7,
+        -1,
+    )
+    assert not snap.reset
+    linear = bybit.parse_snapshot_linear("BTCUSDT", REST_BOOK, 7, 2)
+    assert (linear.venue, linear.conn_id) == ("bybit-linear", 2)
+    for body in (
+        b'{"retCode":10001,"retMsg":"Illegal category","result":{},"retExtInfo":{},"time":1}',
+        b'{"retCode":0,"retMsg":"OK"}',
+        REST_BOOK.replace(b'"s":"BTCUSDT"', b'"s":"ETHUSDT"'),
+        REST_BOOK.replace(b'"u":230704', b'"u":-5'),
+        b"<html>",
+    ):
+        with pytest.raises(VenueContractError):
+            bybit.parse_snapshot("BTCUSDT", body, 1, venue=bybit.SPOT)
+
+
+# --- sequence rule ------------------------------------------------------------------------
+
+
+def _diff(u: int, conn_id: int = 0) -> DepthDiff:
+    return DepthDiff("bybit-linear", "BTCUSDT", u, u, -1, (), (), 0, 0, conn_id)
+
+
+@pytest.mark.parametrize(
+    ("u", "applied", "link"),
+    [
+        (10, 10, Link.STALE),
+        (9, 10, Link.STALE),
+        (1, 10, Link.STALE),
+        (11, 10, Link.LINKS),
+        (12, 10, Link.FUTURE),
+        (1, 0, Link.LINKS),
+        (5, -1, Link.FUTURE),
+    ],
+)
+def test_bybit_rule(u: int, applied: int, link: Link) -> None:
+    rule = bybit.BybitRule()
+    assert rule.name == "bybit"
+    assert rule.classify(_diff(u), applied) is link
+
+
+def test_two_connections_fill_each_others_holes() -> None:
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    snap = DepthSnapshot("bybit-linear", "BTCUSDT", 100, (("1", "1"),), (("2", "1"),), 0, 0)
+    book.on_snapshot(snap, 0)
+    book.on_diff(_diff(101, 0), 1)
+    book.on_diff(_diff(103, 0), 2)  # 102 lost on connection 0: waits
+    assert book.pending == 1 and book.stats.gaps == 0
+    book.on_diff(_diff(101, 1), 3)
+    book.on_diff(_diff(102, 1), 4)  # connection 1 fills the hole
+    book.on_diff(_diff(103, 1), 5)
+    assert (book.applied_id, book.pending, book.stats.gaps) == (103, 0, 0)
+    assert book.stats.duplicates == 2
+
+
+# --- real recordings ----------------------------------------------------------------------
+
+
+def _book_events(path: Path) -> Iterator[DepthDiff | DepthSnapshot | Trade]:
+    """Events of a Bybit capture, each connection parsed as the venue of its URL (linear
+    when the capture names none: the ob500 download is of a linear symbol)."""
+    venues: dict[int, str] = {}
+    for record in CaptureReader(path):
+        if record.kind == "connect":
+            venue = connection_venue(record.url)
+            assert venue in bybit.VENUES
+            venues[record.conn_id] = venue
+        elif record.kind == "ws":
+            venue = venues.get(record.conn_id, bybit.LINEAR)
+            for event in bybit.parse(record.payload, record.recv_ns, record.conn_id, venue):
+                if isinstance(event, DepthDiff | DepthSnapshot | Trade):
+                    yield event
+
+
+def _rebuild(path: Path, max_levels: int) -> dict[str, SequencedBook]:
+    books: dict[str, SequencedBook] = {}
+    for event in _book_events(path):
+        if isinstance(event, Trade):
+            continue
+        book = books.get(event.key)
+        if book is None:
+            assert isinstance(event, DepthSnapshot), "every book starts with a snapshot"
+            book = books[event.key] = SequencedBook(event.key, bybit.BybitRule())
+        if isinstance(event, DepthSnapshot):
+            book.on_snapshot(event, event.recv_ns)
+        else:
+            book.on_diff(event, event.recv_ns)
+        assert book.book.bid_count <= max_levels and book.book.ask_count <= max_levels
+        assert not book.book.is_crossed()
+    return books
+
+
+def test_real_cryptofeed_capture_six_books(real_data: Callable[[str], Path]) -> None:
+    books = _rebuild(real_data(BYBIT_CAPTURE), max_levels=200)
+    assert {key: book.stats.updates for key, book in books.items()} == {
+        "bybit-linear:BTCUSDT": 413,
+        "bybit-linear:ETHUSDT": 420,
+        "bybit-linear:SOLUSDT": 382,
+        "bybit-linear:DOGEUSDT": 379,
+        "bybit-spot:BTCUSDT": 299,
+        "bybit-spot:ETHUSDT": 249,
+    }
+    for key, book in books.items():
+        s = book.stats
+        assert (s.gaps, s.crossed, s.stale, s.duplicates, s.snapshots) == (0, 0, 0, 0, 1), key
+        assert book.pending == 0 and book.has_book, key
+        # Bybit deletes the levels that fall out of range: the book stays at 200.
+        assert (book.book.bid_count, book.book.ask_count) == (200, 200), key
+    assert books["bybit-linear:BTCUSDT"].applied_id == 15077365
+    assert books["bybit-spot:ETHUSDT"].applied_id == 56726742
+
+
+def test_real_cryptofeed_capture_trades(real_data: Callable[[str], Path]) -> None:
+    trades = [e for e in _book_events(real_data(BYBIT_CAPTURE)) if isinstance(e, Trade)]
+    assert len(trades) == 347
+    dedup = TradeDedup()
+    for trade in trades:
+        dedup.on_trade(trade)
+    assert (dedup.accepted, dedup.duplicates) == (347, 0)  # no two ids fold together
+    assert {t.venue for t in trades} == {"bybit-linear", "bybit-spot"}
+
+
+def test_real_ob500_download(real_data: Callable[[str], Path]) -> None:
+    (book,) = _rebuild(real_data(OB500), max_levels=500).values()
+    assert book.key == "bybit-linear:XRPUSDT"
+    s = book.stats
+    assert (s.updates, s.gaps, s.crossed, s.snapshots) == (49, 0, 0, 1)
+    assert book.applied_id == 20254918
+    assert (book.book.bid_count, book.book.ask_count) == (500, 500)
+
+
+def _linear_btc(path: Path) -> tuple[DepthSnapshot, list[DepthDiff]]:
+    events = [e for e in _book_events(path) if e.key == "bybit-linear:BTCUSDT"]
+    snap = events[0]
+    assert isinstance(snap, DepthSnapshot)
+    diffs = [e for e in events[1:] if isinstance(e, DepthDiff)]
+    return snap, diffs
+
+
+def test_real_stream_from_two_lossy_connections(real_data: Callable[[str], Path]) -> None:
+    """Connection 1 carries the recorded stream one message late; each connection loses
+    different messages: the book never sees a gap and ends where the recording does."""
+    snap, diffs = _linear_btc(real_data(BYBIT_CAPTURE))
+    single = SequencedBook("k", bybit.BybitRule())
+    single.on_snapshot(snap, 0)
+    for diff in diffs:
+        single.on_diff(diff, 0)
+
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(snap, 0)
+    book.on_snapshot(msgspec.structs.replace(snap, conn_id=1), 0)  # its own subscribe
+    now = 0
+    for i in range(len(diffs) + 1):
+        now += 1_000
+        if i < len(diffs) and i % 5 != 4:
+            book.on_diff(diffs[i], now)
+        if i >= 1 and (i - 1) % 5 != 1:  # never the ones connection 0 lost
+            book.on_diff(msgspec.structs.replace(diffs[i - 1], conn_id=1), now)
+    assert book.stats.gaps == 0 and book.pending == 0
+    assert book.stats.updates == len(diffs)
+    assert book.stats.duplicates > 0
+    assert book.applied_id == single.applied_id
+    assert book.book.normalized() == single.book.normalized()
+
+
+def test_real_stream_missing_on_every_connection_is_a_gap(
+    real_data: Callable[[str], Path],
+) -> None:
+    snap, diffs = _linear_btc(real_data(BYBIT_CAPTURE))
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    book.on_snapshot(snap, 0)
+    for conn_id in (0, 1):
+        book.on_diff(msgspec.structs.replace(diffs[0], conn_id=conn_id), 1)
+    for conn_id in (0, 1):
+        book.on_diff(msgspec.structs.replace(diffs[2], conn_id=conn_id), 2)  # diffs[1] lost
+    assert book.stats.gaps == 1 and book.snapshot_wanted
+
+
+# --- fuzzing --------------------------------------------------------------------------------
+
+
+def _seed_frames() -> list[bytes]:
+    frames = [SNAPSHOT, DELTA, SPOT_DELTA, LINEAR_TRADE, SPOT_TRADE, LINEAR_ACK, SPOT_ACK]
+    frames += [FAILED_ACK, OPTION_ACK, SPOT_PONG, OPTION_PONG, TICKER]
+    path = Path(__file__).resolve().parents[2].parent / "shared/data/real" / BYBIT_CAPTURE
+    if path.exists():
+        kinds: dict[tuple[str, str], int] = {}
+        with gzip.open(path, "rb") as lines:
+            for line in lines:
+                record = json.loads(line)
+                frame = record.get("data", "").encode()
+                if record["t"] != "recv" or len(frame) > 4000:
+                    continue  # snapshots are too big to mutate quickly
+                head = json.loads(frame)
+                kind = (str(head.get("topic", "")).split(".")[0], str(head.get("type")))
+                if kinds.get(kind, 0) < 3:
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                    frames.append(frame)
+    return frames
+
+
+SEEDS = _seed_frames()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(SEEDS),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.binary(max_size=8),
+    st.sampled_from(["cut", "insert", "replace"]),
+    st.sampled_from(bybit.VENUES),
+)
+def test_mutated_real_frames_yield_events_or_the_contract_error(
+    frame: bytes, at: int, length: int, junk: bytes, how: str, venue: str
+) -> None:
+    at %= len(frame) + 1
+    if how == "cut":
+        mutated = frame[:at]
+    elif how == "insert":
+        mutated = frame[:at] + junk + frame[at:]
+    else:
+        mutated = frame[:at] + junk + frame[at + length % 16 :]
+    try:
+        events = bybit.parse(mutated, 1, 0, venue)
+    except VenueContractError:
+        pass
+    else:
+        assert all(isinstance(e, EVENT_TYPES) for e in events)
+    with contextlib.suppress(VenueContractError):
+        bybit.parse_snapshot("BTCUSDT", mutated, 1, venue=venue)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
+    with contextlib.suppress(VenueContractError):
+        events = bybit.parse_linear(data, 1, 0)
+        assert all(isinstance(e, EVENT_TYPES) for e in events)
+    with contextlib.suppress(VenueContractError):
+        bybit.parse_snapshot_spot("BTCUSDT", data, 1)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(
+        [
+            ("data", "b"),
+            ("data", "a"),
+            ("data", "u"),
+            ("data", "s"),
+            ("data",),
+            ("topic",),
+            ("type",),
+            ("ts",),
+            ("op",),
+            ("success",),
+            ("req_id",),
+        ]
+    ),
+    JSON_VALUES,
+)
+def test_wrong_types_in_a_book_frame_raise_the_contract_error(
+    where: tuple[str, ...], value: object
+) -> None:
+    frame = json.loads(DELTA)
+    target = frame
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    try:
+        events = bybit.parse_linear(json.dumps(frame).encode(), 1, 0)
+    except VenueContractError:
+        return
+    assert all(isinstance(e, EVENT_TYPES) for e in events)
+    if where == ("data", "b"):  # accepted only as a list of string pairs
+        assert isinstance(value, list)
+        assert all(isinstance(lv, list) and len(lv) == 2 for lv in value)
+        assert all(isinstance(x, str) for lv in value for x in lv)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["T", "s", "S", "v", "p", "i"]), JSON_VALUES)
+def test_wrong_types_in_a_trade_frame_raise_the_contract_error(field: str, value: object) -> None:
+    frame = json.loads(LINEAR_TRADE)
+    frame["data"][0][field] = value
+    with contextlib.suppress(VenueContractError):
+        events = bybit.parse_linear(json.dumps(frame).encode(), 1, 0)
+        assert all(isinstance(e, Trade) for e in events)
+        assert isinstance(value, int if field == "T" else str)

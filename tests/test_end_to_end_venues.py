@@ -1,0 +1,107 @@
+"""End to end per venue on loopback: simulated venue (3 endpoints) → gateway → subscriber,
+one endpoint closed mid-run: the subscriber sees no gap and ends with the venue's book."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from feeds.sim.coinbase import SimCoinbase
+from feeds.sim.kraken import SimKraken
+from feeds.sim.okx import SimOkx
+from gateway.book import L2Book
+from gateway.client import GatewayClient
+from gateway.config import Config, ServerConfig, VenueConfig, validate
+from gateway.service import Service
+
+
+def _top(book: L2Book, depth: int | None) -> object:
+    bids, asks = book.normalized()
+    return (bids, asks) if depth is None else (bids[:depth], asks[:depth])
+
+
+VENUES: list[tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]], int | None]] = [
+    ("okx", SimOkx, ["BTC-USDT", "ETH-USDT"], lambda sim: sim.public_urls, None),
+    ("kraken", SimKraken, ["BTC/USD", "ETH/USD"], lambda sim: sim.v2_urls, 10),
+    ("coinbase", SimCoinbase, ["BTC-USD", "ETH-USD"], lambda sim: sim.endpoint_urls, None),
+]
+
+
+async def _scenario(
+    venue: str,
+    sim_class: Callable[..., Any],
+    symbols: list[str],
+    urls: Callable[[Any], list[str]],
+    depth: int | None,
+) -> None:
+    keys = [f"{venue}:{s}" for s in symbols]
+    async with sim_class(symbols, n_endpoints=3, seed=7, interval_s=0.02, jitter_ms=10.0) as sim:
+        config = validate(
+            Config(
+                venues=[
+                    VenueConfig(
+                        venue=venue,
+                        symbols=symbols,
+                        endpoints=urls(sim),
+                        stall_timeout_s=3.0,
+                        backoff_initial_s=0.05,
+                        backoff_max_s=0.5,
+                    )
+                ],
+                server=ServerConfig(port=0),
+            )
+        )
+        service = Service(config)
+        ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            service_task = tasks.create_task(service.run(ready))
+            await ready.wait()
+            client = GatewayClient(f"ws://127.0.0.1:{service.port}/", keys, backoff_max_s=0.5)
+
+            async def follow() -> None:
+                async with client:
+                    async for _ in client:
+                        pass
+
+            follower = tasks.create_task(follow())
+            async with asyncio.timeout(15):
+                while not all(client.book(k) is not None for k in keys):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            await sim.close_endpoint(0)
+            await asyncio.sleep(0.5)
+            await sim.open_endpoint(0)
+            await asyncio.sleep(0.5)
+            sim.pause()
+
+            def caught_up() -> bool:
+                for key, symbol in zip(keys, symbols, strict=True):
+                    book = client.book(key)
+                    if book is None or _top(book, depth) != _top(sim.true_book(symbol), depth):
+                        return False
+                return True
+
+            async with asyncio.timeout(15):
+                while not caught_up():  # noqa: ASYNC110 - polls state that other tasks own
+                    await asyncio.sleep(0.05)
+            assert client.stats.gaps == 0
+            assert client.stats.snapshots == len(keys), "failovers and resyncs are deltas"
+            for key in keys:
+                stats = service.symbol_stats(key)
+                assert stats.gaps == 0 and stats.checksum_failed == 0
+            follower.cancel()
+            service_task.cancel()
+
+
+@pytest.mark.parametrize(("venue", "sim_class", "symbols", "urls", "depth"), VENUES)
+def test_venue_end_to_end_with_an_endpoint_closed_mid_run(
+    venue: str,
+    sim_class: Callable[..., Any],
+    symbols: list[str],
+    urls: Callable[[Any], list[str]],
+    depth: int | None,
+) -> None:
+    asyncio.run(_scenario(venue, sim_class, symbols, urls, depth))
