@@ -47,6 +47,8 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     endpoints: list[str]
     #: REST bases for snapshots; required where the venue's book needs them (Binance).
     rest: list[str] = []
+    #: Redundant connections opened to each endpoint (venues with one public endpoint).
+    connections_per_endpoint: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     snapshot_limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
     reorder_window_ms: NonNegativeFloat = 100.0
     max_pending: PositiveInt = 4096

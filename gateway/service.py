@@ -85,7 +85,8 @@ class VenueRuntime:
         self.bad_frames_by_conn: dict[int, int] = {}
         self.sequences = ConnectionSequenceChecker()
         subscribe = self.adapter.subscribe_messages(cfg.symbols)
-        for index, endpoint in enumerate(cfg.endpoints):
+        endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
+        for index, endpoint in enumerate(endpoints):
             conn_id = next(conn_ids)
             self.connections[conn_id] = Connection(
                 conn_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from feeds.sim.server import SimBinanceSpot
 from gateway.client import GatewayClient
-from gateway.demo import demo_config
+from gateway.demo import DEMO_VENUES, demo_config
 from gateway.model import SymbolState
 from gateway.service import Service
 
@@ -47,7 +48,8 @@ async def _two_subscribers_through_faults() -> None:
     async with SimBinanceSpot(
         SYMBOLS, n_endpoints=3, seed=11, interval_s=0.02, jitter_ms=15.0, snapshot_delay_s=0.02
     ) as sim:
-        service = Service(demo_config(sim, port=0))
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=tuple(SYMBOLS))
+        service = Service(demo_config([(binance, sim)], port=0))
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             service_task = tasks.create_task(service.run(ready))
@@ -187,4 +189,6 @@ def test_headless_demo_exits_zero_by_itself() -> None:
             process.wait()
     assert process.returncode == 0, stdout + stderr
     assert "result: OK" in stdout
-    assert "fault: closing endpoint" in stderr
+    assert "fault: closing binance endpoint 0" in stderr
+    assert "fault: closing okx endpoint 0" in stderr
+    assert "kraken:BTC/USD" in stdout and "coinbase:BTC-USD" in stdout

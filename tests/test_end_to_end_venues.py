@@ -4,11 +4,13 @@ one endpoint closed mid-run: the subscriber sees no gap and ends with the venue'
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from feeds.sim.bybit import SimBybit
 from feeds.sim.coinbase import SimCoinbase
 from feeds.sim.kraken import SimKraken
 from feeds.sim.okx import SimOkx
@@ -27,6 +29,21 @@ VENUES: list[tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]
     ("okx", SimOkx, ["BTC-USDT", "ETH-USDT"], lambda sim: sim.public_urls, None),
     ("kraken", SimKraken, ["BTC/USD", "ETH/USD"], lambda sim: sim.v2_urls, 10),
     ("coinbase", SimCoinbase, ["BTC-USD", "ETH-USD"], lambda sim: sim.endpoint_urls, None),
+    # orderbook.200: the venue's top 200 levels per side.
+    (
+        "bybit-spot",
+        functools.partial(SimBybit, category="spot"),
+        ["BTCUSDT"],
+        lambda sim: sim.public_urls,
+        200,
+    ),
+    (
+        "bybit-linear",
+        functools.partial(SimBybit, category="linear"),
+        ["BTCUSDT", "ETHUSDT"],
+        lambda sim: sim.public_urls,
+        200,
+    ),
 ]
 
 

@@ -71,3 +71,34 @@ def test_venues_with_in_band_snapshots_need_no_rest() -> None:
         '[[venues]]\nvenue = "kraken"\nsymbols = ["BTC/USD"]\nendpoints = ["wss://ws.kraken.com/v2"]\n'
     )
     assert config.venues[0].rest == []
+
+
+def test_the_simulator_config_matches_the_port_plan_of_mdgateway_sim() -> None:
+    from urllib.parse import urlsplit
+
+    from gateway.demo import DEMO_VENUES, sim_ports
+
+    config = load_config(ROOT / "deploy" / "sim-all.toml")
+    by_venue = {v.venue: v for v in config.venues}
+    assert list(by_venue) == [v.venue for v in DEMO_VENUES]
+    for index, demo in enumerate(DEMO_VENUES):
+        venue = by_venue[demo.venue]
+        ports, rest_port = sim_ports(index, len(venue.endpoints))
+        assert [urlsplit(e).port for e in venue.endpoints] == ports
+        assert [urlsplit(r).port for r in venue.rest] == ([rest_port] if venue.rest else [])
+        assert venue.symbols == list(demo.symbols)
+    binance = load_config(ROOT / "deploy" / "sim-binance.toml").venues[0]
+    assert binance.endpoints == by_venue["binance"].endpoints
+    assert binance.rest == by_venue["binance"].rest
+
+
+def test_redundant_connections_per_endpoint() -> None:
+    import itertools
+
+    from gateway.service import VenueRuntime
+
+    config = load_config(ROOT / "deploy" / "all-venues.toml")
+    coinbase = next(v for v in config.venues if v.venue == "coinbase")
+    runtime = VenueRuntime(coinbase, itertools.count(0), lambda events: None, lambda: 0)
+    assert len(runtime.connections) == 3
+    assert len({c.url for c in runtime.connections.values()}) == 1
