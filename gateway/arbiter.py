@@ -574,8 +574,8 @@ class ReplicatedBook:
         *,
         checksum: Checksum | None = None,
         depth: int | None = None,
-        switch_margin_ns: int = 2_000_000,
-        lag_alpha: float = 0.1,
+        switch_margin_ns: int = 5_000_000,
+        lag_alpha: float = 0.05,
         max_tracked_states: int = 1024,
     ) -> None:
         if depth is not None and depth < 1:

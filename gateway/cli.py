@@ -20,6 +20,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # websockets logs every connection at INFO; the gateway logs what matters of them.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def run_loop(main: Coroutine[Any, Any, int]) -> int:

@@ -61,9 +61,19 @@ def books_table(service: Service) -> Table:
 
 def endpoints_table(service: Service) -> Table:
     table = Table(title="Upstream endpoints", expand=True)
-    columns = ("conn", "endpoint", "state", "frames", "first wins", "duplicates", "reconnects")
+    columns = (
+        "conn",
+        "venue",
+        "endpoint",
+        "state",
+        "frames",
+        "first wins",
+        "duplicates",
+        "reconnects",
+    )
     for name in (*columns, "failed attempts"):
-        table.add_column(name, justify="left" if name in ("endpoint", "state") else "right")
+        left = name in ("venue", "endpoint", "state")
+        table.add_column(name, justify="left" if left else "right")
     table.add_column("error while down", overflow="ellipsis", max_width=40, no_wrap=True)
     for venue in service.venues:
         for conn in venue.connections.values():
@@ -73,6 +83,7 @@ def endpoints_table(service: Service) -> Table:
             up = conn.stats.connected
             table.add_row(
                 str(conn.conn_id),
+                venue.cfg.venue,
                 conn.endpoint,
                 Text("up" if up else "down", style="green" if up else "red"),
                 str(conn.stats.frames),

@@ -223,6 +223,11 @@ class SimBinanceSpot:
         actions_per_step: Poisson mean of book actions (update ids) per step and symbol.
     """
 
+    #: The only WebSocket path served (combined streams).
+    _stream_path: str = "/stream"
+    #: The venue's cap on streams per connection.
+    _max_streams: int = MAX_STREAMS_PER_CONNECTION
+
     def __init__(
         self,
         symbols: Sequence[str],
@@ -534,7 +539,7 @@ class SimBinanceSpot:
             handler,
             self._host,
             endpoint.port,
-            process_request=_stream_path_only,
+            process_request=self._check_stream_path,
             compression=None,
             ping_interval=self._ping_interval_s,
             ping_timeout=self._ping_timeout_s,
@@ -542,6 +547,14 @@ class SimBinanceSpot:
         )
         endpoint.port = _bound_port(server)
         endpoint.server = server
+
+    def _check_stream_path(self, conn: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != self._stream_path:
+            return conn.respond(
+                HTTPStatus.NOT_FOUND,
+                f"Only combined streams are simulated: {self._stream_path}?streams=...\n",
+            )
+        return None
 
     async def _handle(self, endpoint: _Endpoint, ws: ServerConnection) -> None:
         try:
@@ -574,8 +587,8 @@ class SimBinanceSpot:
         """The streams named in ``/stream?streams=a/b``, or an error close reason."""
         query = parse_qs(urlsplit(path).query)
         names = [name for value in query.get("streams", []) for name in value.split("/") if name]
-        if len(names) > MAX_STREAMS_PER_CONNECTION:
-            return set(), f"Too many streams: {len(names)} > {MAX_STREAMS_PER_CONNECTION}"
+        if len(names) > self._max_streams:
+            return set(), f"Too many streams: {len(names)} > {self._max_streams}"
         for name in names:
             problem = self._stream_problem(name)
             if problem is not None:
@@ -621,7 +634,7 @@ class SimBinanceSpot:
                     return render.error_frame(2, f"Invalid request: {problem}", request.id)
             if request.method == "UNSUBSCRIBE":
                 conn.streams.difference_update(names)
-            elif len(conn.streams | set(names)) > MAX_STREAMS_PER_CONNECTION:
+            elif len(conn.streams | set(names)) > self._max_streams:
                 return render.error_frame(2, "Invalid request: too many streams", request.id)
             else:
                 conn.streams.update(names)
@@ -725,14 +738,6 @@ class SimBinanceSpot:
 def _bound_port(server: Server) -> int:
     port: int = server.sockets[0].getsockname()[1]
     return port
-
-
-def _stream_path_only(conn: ServerConnection, request: Request) -> Response | None:
-    if urlsplit(request.path).path != "/stream":
-        return conn.respond(
-            HTTPStatus.NOT_FOUND, "Only combined streams are simulated: /stream?streams=...\n"
-        )
-    return None
 
 
 async def _refuse_websocket(ws: ServerConnection) -> None:
