@@ -102,6 +102,25 @@ class VenueRuntime:
                 ping_interval_s=self.adapter.ping_interval_s,
                 max_messages_per_s=self.adapter.max_messages_per_s,
             )
+        #: Connections that carry trades only: the books are not told of them.
+        self.trade_connections: set[int] = set()
+        trade_endpoint, trade_url = self.adapter.trade_endpoint, self.adapter.trade_stream_url
+        if trade_endpoint is not None and trade_url is not None:
+            for endpoint in dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints):
+                conn_id = next(conn_ids)
+                self.trade_connections.add(conn_id)
+                self.connections[conn_id] = Connection(
+                    conn_id,
+                    trade_url(endpoint, cfg.symbols),
+                    on_frame=self.on_frame,
+                    on_state=self.on_state,
+                    backoff=Backoff(
+                        cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)
+                    ),
+                    stall_timeout_s=cfg.stall_timeout_s,
+                    max_age_s=cfg.max_connection_age_s,
+                    max_messages_per_s=self.adapter.max_messages_per_s,
+                )
         self.fetcher: SnapshotFetcher | None = None
         if self.adapter.snapshot_url is not None and cfg.rest:
             self.fetcher = SnapshotFetcher(
@@ -158,6 +177,8 @@ class VenueRuntime:
     def on_state(self, conn_id: int, up: bool) -> None:
         now_ns = self._clock_ns()
         self.sequences.reset(conn_id)
+        if conn_id in self.trade_connections:
+            return
         for book in self.books.values():
             self._emit(book, book.on_connection(conn_id, up, now_ns))
 

@@ -52,6 +52,10 @@ class VenueAdapter:
     #: Production endpoints, every alternative the venue documents.
     ws_endpoints: tuple[str, ...] = ()
     rest_endpoints: tuple[str, ...] = ()
+    #: Venues whose trades come from another endpoint (Binance USD-M ``/market``): the
+    #: trades endpoint of a book endpoint, and the URL a trades connection opens.
+    trade_endpoint: Callable[[str], str] | None = None
+    trade_stream_url: Callable[[str, Sequence[str]], str] | None = None
     #: Sent after every connect.
     subscribe_messages: Callable[[Sequence[str]], list[bytes]] = _no_messages
     #: Unsubscribe and subscribe one symbol again on one connection (a fresh snapshot).
@@ -116,8 +120,11 @@ ADAPTERS: dict[str, VenueAdapter] = {
     "binance-usdm": VenueAdapter(
         venue=binance_usdm.VENUE,
         mode="sequenced",
-        # Depth diffs from /public; USD-M trades (aggTrade) live on /market, not served yet.
+        # Depth diffs come from /public; trades (aggTrade) from /market, on connections of
+        # their own.
         stream_url=binance_usdm.stream_url,
+        trade_endpoint=lambda endpoint: endpoint.removesuffix("/public") + "/market",
+        trade_stream_url=binance_usdm.market_stream_url,
         parse=binance_usdm.parse,
         ws_endpoints=binance_usdm.WS_ENDPOINTS,
         rest_endpoints=binance_usdm.REST_ENDPOINTS,

@@ -81,3 +81,32 @@ def test_connections_are_staggered_and_carry_every_symbol() -> None:
     ages = [c._max_age_s for c in venue.connections.values()]
     assert ages[0] > ages[1]
     assert all("btcusdt@depth@100ms" in c.url for c in venue.connections.values())
+
+
+def test_trades_on_their_own_endpoint_get_connections_the_books_do_not_count() -> None:
+    config = parse_config(
+        """
+[[venues]]
+venue = "binance-usdm"
+symbols = ["BTCUSDT"]
+endpoints = ["wss://fstream.binance.com/public"]
+connections_per_endpoint = 2
+rest = ["https://fapi.binance.com"]
+"""
+    )
+    published: list[GatewayEvent] = []
+    venue = VenueRuntime(config.venues[0], itertools.count(0), published.extend, lambda: 0)
+    urls = {c.conn_id: c.url for c in venue.connections.values()}
+    assert len(urls) == 3 and venue.trade_connections == {2}
+    assert urls[2] == "wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade"
+    assert urls[0] == urls[1] and "/public/stream?streams=btcusdt@depth@100ms" in urls[0]
+    for conn_id in urls:
+        venue.on_state(conn_id, True)
+    book = venue.books["binance-usdm:BTCUSDT"]
+    assert set(book._conn_high) == {0, 1}  # type: ignore[attr-defined]
+    trade = (
+        b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":5,'
+        b'"p":"1.0","q":"2.0","f":1,"l":2,"T":1,"m":true}}'
+    )
+    venue.on_frame(2, trade, 1)
+    assert [type(e).__name__ for e in published] == ["TradeOut"]
