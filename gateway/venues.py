@@ -101,6 +101,30 @@ class VenueAdapter:
         )
 
 
+def _bybit(
+    venue: str,
+    parse: Callable[[bytes, int, int], list[VenueEvent]],
+    parse_snapshot: Callable[[str, bytes, int, int], DepthSnapshot],
+) -> VenueAdapter:
+    """One Bybit category (spot, linear): its own endpoint, topics and sequence."""
+    return VenueAdapter(
+        venue=venue,
+        mode="sequenced",
+        stream_url=bybit.connect_url,
+        parse=parse,
+        ws_endpoints=bybit.WS_ENDPOINTS[venue],
+        rest_endpoints=bybit.REST_ENDPOINTS,
+        subscribe_messages=bybit.subscribe_messages,
+        resubscribe_messages=bybit.resubscribe_messages,
+        ping_message=bybit.ping_message(),
+        ping_interval_s=bybit.PING_INTERVAL_S,
+        # Whether the REST book's u is the WS topic's u is undocumented: resyncs resubscribe.
+        parse_snapshot=parse_snapshot,
+        snapshot_paths=(bybit.SNAPSHOT_PATH,),
+        link_rule=bybit.BybitRule,
+    )
+
+
 ADAPTERS: dict[str, VenueAdapter] = {
     "binance": VenueAdapter(
         venue=binance.VENUE,
@@ -136,37 +160,8 @@ ADAPTERS: dict[str, VenueAdapter] = {
         snapshot_paths=(binance_usdm.SNAPSHOT_PATH,),
         link_rule=BinanceFuturesRule,
     ),
-    "bybit-spot": VenueAdapter(
-        venue=bybit.SPOT,
-        mode="sequenced",
-        stream_url=bybit.connect_url,
-        parse=bybit.parse_spot,
-        ws_endpoints=bybit.WS_ENDPOINTS[bybit.SPOT],
-        rest_endpoints=bybit.REST_ENDPOINTS,
-        subscribe_messages=bybit.subscribe_messages,
-        resubscribe_messages=bybit.resubscribe_messages,
-        ping_message=bybit.ping_message(),
-        ping_interval_s=bybit.PING_INTERVAL_S,
-        # Whether the REST book's u is the WS topic's u is undocumented: resyncs resubscribe.
-        parse_snapshot=bybit.parse_snapshot_spot,
-        snapshot_paths=(bybit.SNAPSHOT_PATH,),
-        link_rule=bybit.BybitRule,
-    ),
-    "bybit-linear": VenueAdapter(
-        venue=bybit.LINEAR,
-        mode="sequenced",
-        stream_url=bybit.connect_url,
-        parse=bybit.parse_linear,
-        ws_endpoints=bybit.WS_ENDPOINTS[bybit.LINEAR],
-        rest_endpoints=bybit.REST_ENDPOINTS,
-        subscribe_messages=bybit.subscribe_messages,
-        resubscribe_messages=bybit.resubscribe_messages,
-        ping_message=bybit.ping_message(),
-        ping_interval_s=bybit.PING_INTERVAL_S,
-        parse_snapshot=bybit.parse_snapshot_linear,
-        snapshot_paths=(bybit.SNAPSHOT_PATH,),
-        link_rule=bybit.BybitRule,
-    ),
+    bybit.SPOT: _bybit(bybit.SPOT, bybit.parse_spot, bybit.parse_snapshot_spot),
+    bybit.LINEAR: _bybit(bybit.LINEAR, bybit.parse_linear, bybit.parse_snapshot_linear),
     "okx": VenueAdapter(
         venue=okx.VENUE,
         mode="sequenced",

@@ -1,5 +1,8 @@
 """A simulated Binance spot venue on loopback: N WebSocket endpoints and one REST endpoint.
 
+:class:`SimBinanceUsdm` is the same venue as Binance USD-M futures (``/public/stream``,
+``pu``-chained non-contiguous ids, ``/fapi/v1/depth``); its docstring lists the differences.
+
 The asyncio shell around the pure :mod:`feeds.sim.book_process` (the books) and
 :mod:`feeds.sim.binance_spot` (the wire format).
 
@@ -62,7 +65,7 @@ import email.utils
 import random
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Final, Self
@@ -75,8 +78,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from feeds import binance_usdm as usdm
 from feeds.binance import MAX_SNAPSHOT_LIMIT, SNAPSHOT_PATH, snapshot_weight
 from feeds.sim import binance_spot as render
+from feeds.sim import binance_usdm as render_usdm
 from feeds.sim.book_process import BookProcess
 from gateway.book import L2Book
 from gateway.model import Level
@@ -756,3 +761,164 @@ def _json_response(status: HTTPStatus, body: bytes, used_weight: int) -> Respons
         ]
     )
     return Response(status.value, status.phrase, headers, body)
+
+
+class SimBinanceUsdm(SimBinanceSpot):
+    """A seeded Binance USD-M futures venue: the spot simulator with the futures wire.
+
+    Same constructor, lifecycle, faults and control as :class:`SimBinanceSpot` (see the
+    module docstring); the defaults are the futures limits (10 client messages/s, REST
+    weight 2400/min, pings every 3 min with a 10 min timeout). What differs:
+
+    - WebSocket path ``/public/stream?streams=<s>@depth@100ms/...`` (the 2026 public
+      endpoint): :func:`feeds.binance_usdm.stream_url` of ``f"{endpoint_urls[i]}/public"``
+      (:attr:`public_urls`). Only ``<symbol>@depth@100ms`` is simulated (no trades);
+      at most 200 streams per connection.
+    - ``depthUpdate`` carries ``E``, ``T``, ``U``, ``u`` and ``pu``; ids are not
+      contiguous between events (:mod:`feeds.sim.binance_usdm`).
+    - REST ``GET /fapi/v1/depth?symbol=X&limit=N``, ``limit`` one of
+      :data:`feeds.binance_usdm.SNAPSHOT_LIMITS` (default 500; another value gets 400
+      ``-1130``), body ``{"lastUpdateId","E","T","bids","asks"}`` read from the engine,
+      which runs half an interval ahead of the stream: ``lastUpdateId`` usually lies inside
+      the next event's ``U..u``.
+    - :meth:`true_book` and :meth:`last_id` are the book and ``u`` of the last *published*
+      event; :meth:`snapshot` is the engine's. :meth:`pause` first publishes the open event
+      (when called on the event loop), so while paused all three agree.
+    """
+
+    _stream_path = "/public/stream"
+    _max_streams = usdm.MAX_STREAMS_PER_CONNECTION
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        n_endpoints: int = 3,
+        seed: int = 1,
+        interval_s: float = 0.1,
+        host: str = "127.0.0.1",
+        ports: Sequence[int] | None = None,
+        rest_port: int | None = None,
+        *,
+        jitter_ms: float = 0.0,
+        snapshot_delay_s: float = 0.0,
+        client_queue_frames: int = 4096,
+        ping_interval_s: float | None = 180.0,
+        ping_timeout_s: float | None = 600.0,
+        close_timeout_s: float = 2.0,
+        max_incoming_per_s: int | None = usdm.MAX_MESSAGES_PER_S,
+        rest_weight_limit_1m: int | None = usdm.REST_WEIGHT_PER_MINUTE,
+        mids: Mapping[str, float] | None = None,
+        actions_per_step: float = 8.0,
+    ) -> None:
+        if actions_per_step <= 0.0:
+            raise ValueError("actions_per_step must be > 0")
+        super().__init__(
+            symbols,
+            n_endpoints,
+            seed,
+            interval_s,
+            host,
+            ports,
+            rest_port,
+            jitter_ms=jitter_ms,
+            snapshot_delay_s=snapshot_delay_s,
+            client_queue_frames=client_queue_frames,
+            ping_interval_s=ping_interval_s,
+            ping_timeout_s=ping_timeout_s,
+            close_timeout_s=close_timeout_s,
+            max_incoming_per_s=max_incoming_per_s,
+            rest_weight_limit_1m=rest_weight_limit_1m,
+            mids=mids,
+            # Two half steps per interval (see feeds.sim.binance_usdm).
+            actions_per_step=actions_per_step / 2.0,
+        )
+        self._books = {sym: render_usdm.UsdmBook(proc, seed) for sym, proc in self._procs.items()}
+        self._stream_symbols = {render_usdm.depth_stream(sym): sym for sym in self._procs}
+
+    @property
+    def public_urls(self) -> list[str]:
+        """``ws://host:port/public`` of every endpoint: the bases to pass to
+        :func:`feeds.binance_usdm.stream_url`."""
+        return [f"{url}/public" for url in self.endpoint_urls]
+
+    def true_book(self, symbol: str) -> L2Book:
+        """A copy of the book of ``symbol`` as of the last published event."""
+        source = self._books[symbol.upper()].published_book
+        book = L2Book()
+        book.load(source.bids(), source.asks())
+        return book
+
+    def last_id(self, symbol: str) -> int:
+        """``u`` of the last published event of ``symbol``."""
+        return self._books[symbol.upper()].last_u
+
+    def snapshot(self, symbol: str, limit: int = 500) -> tuple[int, list[Level], list[Level]]:
+        """``(lastUpdateId, bids, asks)`` of ``symbol``, as the REST endpoint would serve it."""
+        return self._books[symbol.upper()].snapshot(limit)
+
+    def pause(self) -> None:
+        """Stop generating updates, after publishing every open event when on the loop."""
+        super().pause()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._publish_events(lambda book: book.flush())
+
+    def _tick(self) -> None:
+        self._publish_events(lambda book: book.step())
+
+    def _publish_events(
+        self, next_event: Callable[[render_usdm.UsdmBook], render_usdm.UsdmEvent | None]
+    ) -> None:
+        event_ms = time.time_ns() // 1_000_000
+        frames: list[tuple[str, bytes]] = []
+        for symbol, book in self._books.items():
+            event = next_event(book)
+            if event is not None:
+                frames.append(
+                    (render_usdm.depth_stream(symbol), render_usdm.event_frame(event, event_ms))
+                )
+        if frames:
+            self._publish(frames)
+
+    async def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
+        self._rest_requests += 1
+        url = urlsplit(request.path)
+        if url.path != usdm.SNAPSHOT_PATH:
+            return conn.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        query = parse_qs(url.query, keep_blank_values=True)
+        symbol = query.get("symbol", [""])[0]
+        if not symbol:
+            return self._rest_error(
+                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            )
+        book = self._books.get(symbol)
+        if book is None:
+            return self._rest_error(-1121, "Invalid symbol.")
+        limit_text = query.get("limit", ["500"])[0]
+        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 20):
+            return self._rest_error(
+                -1100,
+                "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
+            )
+        limit = int(limit_text)
+        if limit not in usdm.SNAPSHOT_LIMITS:
+            return self._rest_error(-1130, "Data sent for parameter 'limit' is not valid.")
+        used = self._use_weight(usdm.snapshot_weight(limit))
+        if used is None:
+            self._rate_limited += 1
+            response = self._rest_error(
+                -1003,
+                "Too much request weight used; please use WebSocket Streams for live updates"
+                " to avoid polling the API.",
+                HTTPStatus.TOO_MANY_REQUESTS,
+            )
+            response.headers["Retry-After"] = str(int(_REST_WINDOW_S))
+            return response
+        # The engine's book as of arrival, delivered after the delay.
+        body = render_usdm.snapshot_body(*book.snapshot(limit), time.time_ns() // 1_000_000)
+        if self._snapshot_delay_s > 0.0:
+            await asyncio.sleep(self._snapshot_delay_s)
+        self._snapshots_served += 1
+        return _json_response(HTTPStatus.OK, body, used)
