@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from feeds import binance
 from gateway.model import DepthDiff, Side, Trade, VenueContractError, VenueNotice
 
+from . import fuzzing
+
 DEPTH = (
     b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT",'
     b'"U":5,"u":7,"b":[["1.5","2"]],"a":[["1.6","0.00000000"]]}}'
@@ -103,23 +105,8 @@ REAL = _real_frames()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(REAL),
-    st.integers(0, 10_000),
-    st.integers(0, 10_000),
-    st.binary(max_size=8),
-    st.sampled_from(["cut", "insert", "replace"]),
-)
-def test_mutated_real_frames_yield_events_or_the_contract_error(
-    frame: bytes, at: int, length: int, junk: bytes, how: str
-) -> None:
-    at %= len(frame) + 1
-    if how == "cut":
-        mutated = frame[:at]
-    elif how == "insert":
-        mutated = frame[:at] + junk + frame[at:]
-    else:
-        mutated = frame[:at] + junk + frame[at + length % 16 :]
+@given(fuzzing.mutated(REAL))
+def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes) -> None:
     try:
         events = binance.parse(mutated, 1, 0)
     except VenueContractError:

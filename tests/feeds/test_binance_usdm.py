@@ -20,6 +20,8 @@ from gateway.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, Seque
 from gateway.capture_formats import CaptureReader, rest_symbol
 from gateway.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueNotice
 
+from . import fuzzing
+
 DEPTH = (
     b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":123456789,'
     b'"T":123456788,"s":"BTCUSDT","U":157,"u":160,"pu":149,'
@@ -302,23 +304,8 @@ SEEDS = _seed_frames()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(SEEDS),
-    st.integers(0, 10_000),
-    st.integers(0, 10_000),
-    st.binary(max_size=8),
-    st.sampled_from(["cut", "insert", "replace"]),
-)
-def test_mutated_real_frames_yield_events_or_the_contract_error(
-    frame: bytes, at: int, length: int, junk: bytes, how: str
-) -> None:
-    at %= len(frame) + 1
-    if how == "cut":
-        mutated = frame[:at]
-    elif how == "insert":
-        mutated = frame[:at] + junk + frame[at:]
-    else:
-        mutated = frame[:at] + junk + frame[at + length % 16 :]
+@given(fuzzing.mutated(SEEDS))
+def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes) -> None:
     try:
         events = usdm.parse(mutated, 1, 0)
     except VenueContractError:
@@ -339,15 +326,8 @@ def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
         usdm.parse_snapshot("BTCUSDT", data, 1)
 
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
-    max_leaves=10,
-)
-
-
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(["b", "a", "U", "u", "pu", "s", "E"]), JSON_VALUES)
+@given(st.sampled_from(["b", "a", "U", "u", "pu", "s", "E"]), fuzzing.JSON_VALUES)
 def test_wrong_types_in_a_depth_frame_raise_the_contract_error(field: str, value: object) -> None:
     frame = json.loads(DEPTH)
     frame["data"][field] = value

@@ -28,6 +28,8 @@ from gateway.model import (
     VenueNotice,
 )
 
+from . import fuzzing
+
 # Doc frames (exchange-protocols.md §7) and real ones (BYBIT.jsonl.gz), shortened.
 SNAPSHOT = (
     b'{"topic":"orderbook.50.BTCUSDT","type":"snapshot","ts":1672304484978,'
@@ -505,24 +507,8 @@ SEEDS = _seed_frames()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(SEEDS),
-    st.integers(0, 10_000),
-    st.integers(0, 10_000),
-    st.binary(max_size=8),
-    st.sampled_from(["cut", "insert", "replace"]),
-    st.sampled_from(bybit.VENUES),
-)
-def test_mutated_real_frames_yield_events_or_the_contract_error(
-    frame: bytes, at: int, length: int, junk: bytes, how: str, venue: str
-) -> None:
-    at %= len(frame) + 1
-    if how == "cut":
-        mutated = frame[:at]
-    elif how == "insert":
-        mutated = frame[:at] + junk + frame[at:]
-    else:
-        mutated = frame[:at] + junk + frame[at + length % 16 :]
+@given(fuzzing.mutated(SEEDS), st.sampled_from(bybit.VENUES))
+def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes, venue: str) -> None:
     try:
         events = bybit.parse(mutated, 1, 0, venue)
     except VenueContractError:
@@ -543,13 +529,6 @@ def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
         bybit.parse_snapshot_spot("BTCUSDT", data, 1)
 
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
-    max_leaves=10,
-)
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(
@@ -567,7 +546,7 @@ JSON_VALUES = st.recursive(
             ("req_id",),
         ]
     ),
-    JSON_VALUES,
+    fuzzing.JSON_VALUES,
 )
 def test_wrong_types_in_a_book_frame_raise_the_contract_error(
     where: tuple[str, ...], value: object
@@ -589,7 +568,7 @@ def test_wrong_types_in_a_book_frame_raise_the_contract_error(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(["T", "s", "S", "v", "p", "i"]), JSON_VALUES)
+@given(st.sampled_from(["T", "s", "S", "v", "p", "i"]), fuzzing.JSON_VALUES)
 def test_wrong_types_in_a_trade_frame_raise_the_contract_error(field: str, value: object) -> None:
     frame = json.loads(LINEAR_TRADE)
     frame["data"][0][field] = value

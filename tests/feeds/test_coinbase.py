@@ -29,6 +29,8 @@ from gateway.model import (
     VenueNotice,
 )
 
+from . import fuzzing
+
 RealData = Callable[[str], Path]
 
 ADVANCED = "coinbase/cryptofeed/COINBASE.jsonl.gz"
@@ -419,31 +421,14 @@ PARSERS = [coinbase.parse, coinbase.parse_exchange]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.data(),
-    st.integers(0, 10_000),
-    st.integers(0, 10_000),
-    st.binary(max_size=8),
-    st.sampled_from(["cut", "insert", "replace"]),
-    st.sampled_from(PARSERS),
-)
+@given(st.data(), st.sampled_from(PARSERS))
 def test_mutated_real_frames_yield_events_or_the_contract_error(
     real_data: RealData,
     data: st.DataObject,
-    at: int,
-    length: int,
-    junk: bytes,
-    how: str,
     parse: Callable[[bytes, int, int], list[VenueEvent]],
 ) -> None:
-    frame = data.draw(st.sampled_from(_real_frames(real_data(ADVANCED), real_data(EXCHANGE))))
-    at %= len(frame) + 1
-    if how == "cut":
-        mutated = frame[:at]
-    elif how == "insert":
-        mutated = frame[:at] + junk + frame[at:]
-    else:
-        mutated = frame[:at] + junk + frame[at + length % 16 :]
+    seeds = _real_frames(real_data(ADVANCED), real_data(EXCHANGE))
+    mutated = data.draw(fuzzing.mutated(seeds))
     try:
         events = parse(mutated, 1, 0)
     except VenueContractError:

@@ -30,6 +30,8 @@ from gateway.model import (
     VenueNotice,
 )
 
+from . import fuzzing
+
 RealData = Callable[[str], Path]
 
 SESSION = "kraken/flashbook/live-btc-eth.ndjson"
@@ -514,24 +516,11 @@ def _check_events(events: list[VenueEvent]) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(
-    st.data(),
-    st.integers(0, 10_000),
-    st.integers(0, 10_000),
-    st.binary(max_size=8),
-    st.sampled_from(["cut", "insert", "replace"]),
-)
+@given(st.data())
 def test_mutated_real_frames_yield_events_or_the_contract_error(
-    real_data: RealData, data: st.DataObject, at: int, length: int, junk: bytes, how: str
+    real_data: RealData, data: st.DataObject
 ) -> None:
-    frame = data.draw(st.sampled_from(_real_frames(real_data(SESSION))))
-    at %= len(frame) + 1
-    if how == "cut":
-        mutated = frame[:at]
-    elif how == "insert":
-        mutated = frame[:at] + junk + frame[at:]
-    else:
-        mutated = frame[:at] + junk + frame[at + length % 16 :]
+    mutated = data.draw(fuzzing.mutated(_real_frames(real_data(SESSION))))
     try:
         events = kraken.parse(mutated, 1, 0)
     except VenueContractError:

@@ -37,6 +37,8 @@ from gateway.model import (
     VenueNotice,
 )
 
+from . import fuzzing
+
 SYMBOL = "BTC-USDT"
 KEY = "okx:BTC-USDT"
 
@@ -686,23 +688,8 @@ EVENT_TYPES = DepthDiff | DepthSnapshot | Trade | VenueNotice
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(SEEDS),
-    st.integers(0, 10_000),
-    st.integers(0, 10_000),
-    st.binary(max_size=8),
-    st.sampled_from(["cut", "insert", "replace"]),
-)
-def test_mutated_real_frames_yield_events_or_the_contract_error(
-    frame: bytes, at: int, length: int, junk: bytes, how: str
-) -> None:
-    at %= len(frame) + 1
-    if how == "cut":
-        mutated = frame[:at]
-    elif how == "insert":
-        mutated = frame[:at] + junk + frame[at:]
-    else:
-        mutated = frame[:at] + junk + frame[at + length % 16 :]
+@given(fuzzing.mutated(SEEDS))
+def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes) -> None:
     try:
         events = okx.parse(mutated, 1, 0)
     except VenueContractError:
@@ -723,13 +710,6 @@ def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
         okx.parse_snapshot("BTC-USDT", data, 1)
 
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
-    max_leaves=10,
-)
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(
@@ -746,7 +726,7 @@ JSON_VALUES = st.recursive(
             ("data",),
         ]
     ),
-    JSON_VALUES,
+    fuzzing.JSON_VALUES,
 )
 def test_wrong_types_in_a_book_frame_raise_the_contract_error(
     where: tuple[str, ...], value: object
@@ -768,7 +748,7 @@ def test_wrong_types_in_a_book_frame_raise_the_contract_error(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(["tradeId", "px", "sz", "side", "ts", "instId"]), JSON_VALUES)
+@given(st.sampled_from(["tradeId", "px", "sz", "side", "ts", "instId"]), fuzzing.JSON_VALUES)
 def test_wrong_types_in_a_trade_frame_raise_the_contract_error(field: str, value: object) -> None:
     frame = json.loads(TRADES)
     frame["data"][0][field] = value
