@@ -770,10 +770,12 @@ class SimBinanceUsdm(SimBinanceSpot):
     module docstring); the defaults are the futures limits (10 client messages/s, REST
     weight 2400/min, pings every 3 min with a 10 min timeout). What differs:
 
-    - WebSocket path ``/public/stream?streams=<s>@depth@100ms/...`` (the 2026 public
-      endpoint): :func:`feeds.binance_usdm.stream_url` of ``f"{endpoint_urls[i]}/public"``
-      (:attr:`public_urls`). Only ``<symbol>@depth@100ms`` is simulated (no trades);
-      at most 200 streams per connection.
+    - WebSocket paths (the 2026 split): ``/public/stream?streams=<s>@depth@100ms/...``
+      (:func:`feeds.binance_usdm.stream_url` of :attr:`public_urls`) and
+      ``/market/stream?streams=<s>@aggTrade/...`` (:func:`~feeds.binance_usdm.market_stream_url`
+      of :attr:`market_urls`); a stream of the other endpoint in the URL closes with 1008.
+      Live SUBSCRIBE accepts both kinds on either path (a simplification). At most 200
+      streams per connection. One simulated trade is one aggTrade.
     - ``depthUpdate`` carries ``E``, ``T``, ``U``, ``u`` and ``pu``; ids are not
       contiguous between events (:mod:`feeds.sim.binance_usdm`).
     - REST ``GET /fapi/v1/depth?symbol=X&limit=N``, ``limit`` one of
@@ -787,6 +789,7 @@ class SimBinanceUsdm(SimBinanceSpot):
     """
 
     _stream_path = "/public/stream"
+    _market_path = "/market/stream"
     _max_streams = usdm.MAX_STREAMS_PER_CONNECTION
 
     def __init__(
@@ -833,13 +836,21 @@ class SimBinanceUsdm(SimBinanceSpot):
             actions_per_step=actions_per_step / 2.0,
         )
         self._books = {sym: render_usdm.UsdmBook(proc, seed) for sym, proc in self._procs.items()}
-        self._stream_symbols = {render_usdm.depth_stream(sym): sym for sym in self._procs}
+        self._depth_streams = {render_usdm.depth_stream(sym): sym for sym in self._procs}
+        self._trade_streams = {render_usdm.trade_stream(sym): sym for sym in self._procs}
+        self._stream_symbols = {**self._depth_streams, **self._trade_streams}
 
     @property
     def public_urls(self) -> list[str]:
         """``ws://host:port/public`` of every endpoint: the bases to pass to
         :func:`feeds.binance_usdm.stream_url`."""
         return [f"{url}/public" for url in self.endpoint_urls]
+
+    @property
+    def market_urls(self) -> list[str]:
+        """``ws://host:port/market`` of every endpoint: for
+        :func:`feeds.binance_usdm.market_stream_url`."""
+        return [f"{url}/market" for url in self.endpoint_urls]
 
     def true_book(self, symbol: str) -> L2Book:
         """A copy of the book of ``symbol`` as of the last published event."""
@@ -868,6 +879,27 @@ class SimBinanceUsdm(SimBinanceSpot):
     def _tick(self) -> None:
         self._publish_events(lambda book: book.step())
 
+    def _check_stream_path(self, conn: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path not in (self._stream_path, self._market_path):
+            return conn.respond(
+                HTTPStatus.NOT_FOUND,
+                "Only combined streams are simulated: /public/stream?streams=... or"
+                " /market/stream?streams=...\n",
+            )
+        return None
+
+    def _url_streams(self, path: str) -> tuple[set[str], str | None]:
+        streams, error = super()._url_streams(path)
+        if error is not None:
+            return streams, error
+        market = urlsplit(path).path == self._market_path
+        wrong = self._depth_streams if market else self._trade_streams
+        for name in sorted(streams):
+            if name in wrong:
+                where = "/public" if market else "/market"
+                return set(), f"Stream {name} is served on {where}"
+        return streams, None
+
     def _publish_events(
         self, next_event: Callable[[render_usdm.UsdmBook], render_usdm.UsdmEvent | None]
     ) -> None:
@@ -875,6 +907,9 @@ class SimBinanceUsdm(SimBinanceSpot):
         frames: list[tuple[str, bytes]] = []
         for symbol, book in self._books.items():
             event = next_event(book)
+            stream = render_usdm.trade_stream(symbol)
+            for trade in book.take_trades():
+                frames.append((stream, render_usdm.agg_trade_frame(symbol, trade, event_ms)))
             if event is not None:
                 frames.append(
                     (render_usdm.depth_stream(symbol), render_usdm.event_frame(event, event_ms))

@@ -1,0 +1,298 @@
+"""Binance USD-M futures, simulated: the venue's id sequencing and its wire format.
+
+Pure: no I/O, no clock, no asyncio. :class:`UsdmBook` turns a spot-style
+:class:`~feeds.sim.book_process.BookProcess` (contiguous ids) into a futures diff stream
+(exchange-protocols.md §2); the ``*_frame`` / ``*_body`` functions render the exact bytes
+the venue sends, compact JSON in the venue's key order, and :mod:`feeds.binance_usdm`
+parses every one of them back to the same ids and levels.
+
+Ids. Futures update ids are not contiguous between events: the first id ``U`` of an event
+is the previous event's ``u`` plus a seeded ``k >= 1`` (mostly more than 1: ids the stream
+does not show), and every event carries ``pu``, the previous event's ``u``. Within an
+event the ids are those of its actions, contiguous.
+
+Engine ahead of the stream. Each interval runs the book process in two half steps. The
+first half ends the open event, which is then published; the second half already belongs
+to the next event, which stays open until the next interval. The REST snapshot reads the
+engine (:meth:`UsdmBook.snapshot`), so its ``lastUpdateId`` is usually *inside* the next
+event's range (``U <= lastUpdateId < u``), as on the real venue, and otherwise equal to the
+last published ``u`` (then the next event's ``pu`` equals it). Either way the documented
+sync works: drop ``u < lastUpdateId``, the first event covers ``lastUpdateId``, then
+``pu`` chains. Levels are absolute, so applying the whole first event on top of a
+mid-event snapshot gives the right book. :meth:`UsdmBook.flush` publishes the open event
+early (the simulator does so on pause, so a paused venue's snapshot is the stream's book).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+
+from feeds.binance_usdm import depth_stream, trade_stream
+from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
+from gateway.book import L2Book
+from gateway.model import Level
+
+__all__ = [
+    "UsdmBook",
+    "UsdmEvent",
+    "agg_trade_frame",
+    "depth_frame",
+    "depth_stream",
+    "event_frame",
+    "rest_error_body",
+    "snapshot_body",
+    "trade_stream",
+]
+
+#: Milliseconds between the matching engine's transaction time ``T`` and event time ``E``.
+TRANSACTION_LAG_MS: Final = 1
+#: Mean of the extra ids hidden between two events (``k - 1``).
+_MEAN_HIDDEN_IDS: Final = 6.0
+
+
+class UsdmEvent(msgspec.Struct, frozen=True, gc=False):
+    """One futures diff: ids ``first_id..last_id`` (``U..u``), ``prev_id`` (``pu``).
+
+    Levels are absolute ``(price, qty)`` strings, bids best first, asks best first; a
+    ``"0.00000000"`` quantity removes the level.
+    """
+
+    symbol: str
+    first_id: int
+    last_id: int
+    prev_id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+
+class UsdmBook:
+    """The futures view of one symbol's :class:`BookProcess`; see the module docstring.
+
+    Args:
+        process: the symbol's book process; this object drives it (call nothing else on it).
+        seed: seeds the hidden-id gaps, so the id stream depends on the seed only.
+    """
+
+    __slots__ = ("_last_u", "_offset", "_open", "_process", "_published", "_rng", "_trades")
+
+    def __init__(self, process: BookProcess, seed: int) -> None:
+        self._process = process
+        self._rng = random.Random(f"binance-usdm-ids:{process.symbol}:{seed}")
+        #: futures id = process id + offset (constant within an event).
+        self._offset = self._rng.randrange(1_000_000_000_000, 8_000_000_000_000)
+        self._last_u = process.last_id + self._offset
+        #: Process batches of the open (not yet published) event, oldest first.
+        self._open: list[Batch] = []
+        self._trades: list[SimTrade] = []
+        self._published = L2Book()
+        self._published.load(process.book.bids(), process.book.asks())
+
+    @property
+    def symbol(self) -> str:
+        return self._process.symbol
+
+    @property
+    def last_u(self) -> int:
+        """``u`` of the last published event (the initial id before any)."""
+        return self._last_u
+
+    @property
+    def engine_id(self) -> int:
+        """The futures id of the engine's book (REST ``lastUpdateId``)."""
+        return self._process.last_id + self._offset
+
+    @property
+    def published_book(self) -> L2Book:
+        """The book as of :attr:`last_u`. Read only: callers must not mutate it."""
+        return self._published
+
+    def snapshot(self, limit: int) -> tuple[int, list[Level], list[Level]]:
+        """``(lastUpdateId, bids, asks)`` of the engine: the top ``limit`` levels per side."""
+        _, bids, asks = self._process.snapshot(limit)
+        return self.engine_id, bids, asks
+
+    def take_trades(self) -> list[SimTrade]:
+        """The trades the engine made since the last call (one aggTrade each), oldest first."""
+        trades, self._trades = self._trades, []
+        return trades
+
+    def step(self) -> UsdmEvent | None:
+        """One interval: the first half step closes the open event, which is returned (None
+        when it has no actions); the second half step opens the next one."""
+        self._half_step()
+        event = self.flush()
+        self._half_step()
+        return event
+
+    def flush(self) -> UsdmEvent | None:
+        """Publish the open event now; None when it has no actions."""
+        if not self._open:
+            return None
+        batches, self._open = self._open, []
+        bids = _merge([b.bids for b in batches], best_high=True)
+        asks = _merge([b.asks for b in batches], best_high=False)
+        event = UsdmEvent(
+            symbol=self._process.symbol,
+            first_id=batches[0].first_id + self._offset,
+            last_id=batches[-1].last_id + self._offset,
+            prev_id=self._last_u,
+            bids=bids,
+            asks=asks,
+        )
+        self._last_u = event.last_id
+        self._published.apply(bids, asks)
+        return event
+
+    def _half_step(self) -> None:
+        batch = self._process.step()
+        if batch is None:
+            return
+        self._trades.extend(batch.trades)
+        if not self._open:
+            # A new event: k - 1 ids the stream does not show come before it.
+            k = 1 + int(self._rng.expovariate(1.0 / _MEAN_HIDDEN_IDS))
+            self._offset = self._last_u + k - batch.first_id
+        self._open.append(batch)
+
+
+def _merge(changes: Sequence[tuple[Level, ...]], best_high: bool) -> tuple[Level, ...]:
+    """Net change of several changes of one side (later wins), best price first."""
+    net: dict[str, str] = {}
+    for levels in changes:
+        net.update(levels)
+    return tuple(sorted(net.items(), key=lambda level: parse_e8(level[0]), reverse=best_high))
+
+
+# --- wire structs: field order is the venue's key order ------------------------------------
+
+
+class _DepthUpdate(msgspec.Struct):
+    e: str
+    E: int
+    T: int
+    s: str
+    U: int
+    u: int
+    pu: int
+    b: Sequence[Level]
+    a: Sequence[Level]
+
+
+class _Combined(msgspec.Struct):
+    stream: str
+    data: _DepthUpdate
+
+
+class _AggTrade(msgspec.Struct):
+    e: str
+    E: int
+    s: str
+    a: int
+    p: str
+    q: str
+    f: int
+    l: int  # noqa: E741 - the venue's key
+    T: int
+    m: bool
+
+
+class _CombinedTrade(msgspec.Struct):
+    stream: str
+    data: _AggTrade
+
+
+class _RestDepth(msgspec.Struct):
+    lastUpdateId: int
+    E: int
+    T: int
+    bids: Sequence[Level]
+    asks: Sequence[Level]
+
+
+class _RestError(msgspec.Struct):
+    code: int
+    msg: str
+
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def depth_frame(
+    symbol: str,
+    first_id: int,
+    last_id: int,
+    prev_id: int,
+    bids: Sequence[Level],
+    asks: Sequence[Level],
+    event_ms: int,
+    transaction_ms: int | None = None,
+) -> bytes:
+    """A combined-stream ``depthUpdate`` frame on ``<symbol>@depth@100ms``; ``T``
+    defaults to ``E - TRANSACTION_LAG_MS``."""
+    data = _DepthUpdate(
+        e="depthUpdate",
+        E=event_ms,
+        T=event_ms - TRANSACTION_LAG_MS if transaction_ms is None else transaction_ms,
+        s=symbol.upper(),
+        U=first_id,
+        u=last_id,
+        pu=prev_id,
+        b=bids,
+        a=asks,
+    )
+    return _encoder.encode(_Combined(stream=depth_stream(symbol), data=data))
+
+
+def event_frame(event: UsdmEvent, event_ms: int) -> bytes:
+    """:func:`depth_frame` of a :class:`UsdmEvent`."""
+    return depth_frame(
+        event.symbol,
+        event.first_id,
+        event.last_id,
+        event.prev_id,
+        event.bids,
+        event.asks,
+        event_ms,
+    )
+
+
+def agg_trade_frame(symbol: str, trade: SimTrade, event_ms: int) -> bytes:
+    """A combined-stream ``aggTrade`` frame on ``<symbol>@aggTrade`` (market endpoint): one
+    simulated trade is one aggregate, ``a == f == l`` = its trade id; ``T`` = ``E``."""
+    data = _AggTrade(
+        e="aggTrade",
+        E=event_ms,
+        s=symbol.upper(),
+        a=trade.trade_id,
+        p=trade.price,
+        q=trade.qty,
+        f=trade.trade_id,
+        l=trade.trade_id,
+        T=event_ms,
+        m=trade.buyer_is_maker,
+    )
+    return _encoder.encode(_CombinedTrade(stream=trade_stream(symbol), data=data))
+
+
+def snapshot_body(
+    last_id: int, bids: Sequence[Level], asks: Sequence[Level], event_ms: int
+) -> bytes:
+    """The REST ``GET /fapi/v1/depth`` response body."""
+    return _encoder.encode(
+        _RestDepth(
+            lastUpdateId=last_id,
+            E=event_ms,
+            T=event_ms - TRANSACTION_LAG_MS,
+            bids=bids,
+            asks=asks,
+        )
+    )
+
+
+def rest_error_body(code: int, msg: str) -> bytes:
+    """A REST error body, e.g. ``{"code":-1121,"msg":"Invalid symbol."}``."""
+    return _encoder.encode(_RestError(code=code, msg=msg))
