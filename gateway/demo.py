@@ -66,6 +66,16 @@ def _binance(
     )
 
 
+def _binance_usdm(
+    symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
+) -> Any:
+    from feeds.sim.server import SimBinanceUsdm
+
+    return SimBinanceUsdm(
+        symbols, n_endpoints=n, seed=seed, ports=ports, rest_port=rest_port, jitter_ms=20.0
+    )
+
+
 def _venue_sim(name: str, **options: Any) -> Callable[..., Any]:
     def start(
         symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
@@ -118,6 +128,14 @@ DEMO_VENUES: tuple[DemoVenue, ...] = (
         _venue_sim("feeds.sim.coinbase.SimCoinbase"),
         lambda sim: sim.endpoint_urls,
         lambda sim: [],
+        None,
+    ),
+    DemoVenue(
+        "binance-usdm",
+        ("BTCUSDT", "ETHUSDT"),
+        _binance_usdm,
+        lambda sim: sim.public_urls,
+        lambda sim: [sim.rest_url],
         None,
     ),
 )

@@ -14,6 +14,7 @@ from feeds.sim.bybit import SimBybit
 from feeds.sim.coinbase import SimCoinbase
 from feeds.sim.kraken import SimKraken
 from feeds.sim.okx import SimOkx
+from feeds.sim.server import SimBinanceUsdm
 from gateway.book import L2Book
 from gateway.client import GatewayClient
 from gateway.config import Config, ServerConfig, VenueConfig, validate
@@ -26,6 +27,7 @@ def _top(book: L2Book, depth: int | None) -> object:
 
 
 VENUES: list[tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]], int | None]] = [
+    ("binance-usdm", SimBinanceUsdm, ["BTCUSDT", "ETHUSDT"], lambda sim: sim.public_urls, None),
     ("okx", SimOkx, ["BTC-USDT", "ETH-USDT"], lambda sim: sim.public_urls, None),
     ("kraken", SimKraken, ["BTC/USD", "ETH/USD"], lambda sim: sim.v2_urls, 10),
     ("coinbase", SimCoinbase, ["BTC-USD", "ETH-USD"], lambda sim: sim.endpoint_urls, None),
@@ -63,6 +65,7 @@ async def _scenario(
                         venue=venue,
                         symbols=symbols,
                         endpoints=urls(sim),
+                        rest=[sim.rest_url] if venue == "binance-usdm" else [],
                         stall_timeout_s=3.0,
                         backoff_initial_s=0.05,
                         backoff_max_s=0.5,
