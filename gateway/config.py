@@ -45,7 +45,8 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     venue: str
     symbols: list[str]
     endpoints: list[str]
-    #: REST bases for snapshots; required where the venue's book needs them (Binance).
+    #: REST bases for snapshots: required where the venue has no in-band snapshot (Binance);
+    #: optional where it has both (OKX); ignored where it has no usable REST book.
     rest: list[str] = []
     #: Redundant connections opened to each endpoint (venues with one public endpoint).
     connections_per_endpoint: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
@@ -106,7 +107,8 @@ def validate(config: Config) -> Config:
         if len(set(venue.symbols)) != len(venue.symbols):
             raise ConfigError(f"{where}.symbols: duplicate symbols")
         _check_urls(venue.endpoints, ("ws", "wss"), f"{where}.endpoints")
-        if venue.rest or ADAPTERS[venue.venue].snapshot_url is not None:
+        adapter = ADAPTERS[venue.venue]
+        if venue.rest or (adapter.snapshot_url is not None and not adapter.in_band_snapshots):
             _check_urls(venue.rest, ("http", "https"), f"{where}.rest")
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")

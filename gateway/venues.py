@@ -65,7 +65,10 @@ class VenueAdapter:
     ping_interval_s: float = 20.0
     #: Outgoing messages per second the venue tolerates per connection.
     max_messages_per_s: float = 4.0
-    #: REST snapshots; None where the venue only snapshots in band.
+    #: The venue sends a snapshot in band on every subscribe: a resync resubscribes, and
+    #: REST snapshots (where ``snapshot_url`` is set) are used only when configured.
+    in_band_snapshots: bool = False
+    #: REST snapshots; None where the venue has no usable REST book.
     snapshot_url: Callable[[str, str, int], str] | None = None
     parse_snapshot: Callable[[str, bytes, int, int], DepthSnapshot] | None = None
     snapshot_weight: Callable[[int], int] = _unit_weight
@@ -175,9 +178,10 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ping_interval_s=okx.PING_INTERVAL_S,
         # 480 subscribe requests per hour per connection; pings are sent well below this.
         max_messages_per_s=2.0,
-        # The REST book carries no seqId yet, so it cannot be spliced with the stream:
-        # resyncs resubscribe for an in-band snapshot. Captured REST books still verify.
-        snapshot_url=None,
+        # Resyncs resubscribe for an in-band snapshot; the REST procedure (books with seqId)
+        # is used where a venue config lists REST bases.
+        in_band_snapshots=True,
+        snapshot_url=okx.snapshot_url,
         parse_snapshot=okx.parse_snapshot,
         rest_weight_per_minute=okx.REST_REQUESTS_PER_MINUTE,
         snapshot_paths=(okx.SNAPSHOT_PATH,),

@@ -110,3 +110,52 @@ rest = ["https://fapi.binance.com"]
     )
     venue.on_frame(2, trade, 1)
     assert [type(e).__name__ for e in published] == ["TradeOut"]
+
+
+def _okx_runtime(rest: str) -> tuple[VenueRuntime, list[GatewayEvent]]:
+    config = parse_config(
+        f"""
+[[venues]]
+venue = "okx"
+symbols = ["BTC-USDT"]
+endpoints = ["wss://ws.okx.com:8443/ws/v5/public"]
+{rest}
+"""
+    )
+    published: list[GatewayEvent] = []
+    venue = VenueRuntime(config.venues[0], itertools.count(0), published.extend, lambda: 0)
+    venue.on_state(0, True)
+    return venue, published
+
+
+def okx_update(prev: int, seq: int, price: str) -> bytes:
+    return (
+        '{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{'
+        f'"asks":[],"bids":[["{price}","1","0","1"]],"ts":"1","checksum":0,'
+        f'"prevSeqId":{prev},"seqId":{seq}}}]}}'
+    ).encode()
+
+
+def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
+    venue, _ = _okx_runtime("")
+    assert venue.fetcher is None
+    venue.on_frame(0, okx_update(10, 15, "100"), 1)  # no book yet: a snapshot is wanted
+    assert venue.stats.resubscribes == 1
+
+    venue, published = _okx_runtime('rest = ["https://www.okx.com"]')
+    assert venue.fetcher is not None
+    venue.on_frame(0, okx_update(10, 15, "100"), 1)
+    venue.on_frame(0, okx_update(15, 18, "101"), 1)
+    assert venue.fetcher._queued == {"BTC-USDT"} and venue.stats.resubscribes == 0
+    # The REST procedure: the first update kept has prevSeqId <= snapshot seqId < seqId.
+    body = (
+        b'{"code":"0","msg":"","data":[{"asks":[["102","1","0","1"]],'
+        b'"bids":[["99","1","0","1"]],"ts":"1","seqId":16}]}'
+    )
+    from feeds import okx
+
+    venue.on_snapshot(okx.parse_snapshot("BTC-USDT", body, 1))
+    book = venue.books["okx:BTC-USDT"]
+    assert book.has_book and book.applied_id == 18
+    assert book.book.bids() == [("101", "1"), ("99", "1")]
+    assert any(type(e).__name__ == "BookReset" for e in published)
