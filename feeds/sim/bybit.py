@@ -18,14 +18,26 @@ the new top ``depth`` that are new or changed and a ``"0"`` for every level that
 top ``depth`` (deleted or pushed deeper), so the client needs no truncation. Depth 1 is
 snapshot-only, as on Bybit (pushed when the top changes; the 3 s re-push is not
 simulated). Prices carry the tick's decimals, sizes the lot's. ``publicTrade`` ids are
-decimal on spot and UUIDs on linear. Not simulated: REST, ``u == 1`` service restarts,
-option/inverse categories, per-IP limits.
+decimal on spot and UUIDs on linear.
+
+REST (on :attr:`~feeds.sim.venue.SimVenue.rest_url`): ``GET /v5/market/orderbook?category=
+&symbol=&limit=`` answers ``{"retCode":0,"retMsg":"OK","result":{"s","b","a","ts","u",
+"seq","cts"},"retExtInfo":{},"time"}`` with the current top ``limit`` levels per side
+(1..1000; default 1 on spot, 25 on linear), ``seq`` the book process id. Bybit does not
+document how the REST ``u`` relates to a topic's ``u`` (the gateway does not link them);
+the simulator's choice: ``u`` is the current ``u`` of the symbol's smallest book depth
+ever subscribed (:meth:`BybitProtocol.last_id`), else of ``orderbook.200``, which the
+first such request starts tracking (at :data:`FIRST_U`; a later subscribe to it goes on
+from there). Errors are HTTP 200 with ``retCode`` 10001 (params error: unknown category
+or symbol, a category other than the simulated one, ``limit`` out of range; the exact
+``retMsg`` texts are not verified). Not simulated: ``u == 1`` service restarts,
+option/inverse categories, per-IP limits, RPI orders.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -40,6 +52,11 @@ from gateway.model import Level
 CATEGORIES: Final = ("spot", "linear")
 #: The first ``u`` of every book topic.
 FIRST_U: Final = 18_521_288
+#: The book depth whose ``u`` a REST book carries when the symbol has no subscribed depth.
+REST_U_DEPTH: Final = 200
+#: Default REST ``limit`` per category.
+REST_DEFAULT_LIMIT: Final = {"spot": 1, "linear": 25}
+_BYBIT_CATEGORIES: Final = frozenset({"spot", "linear", "inverse", "option"})
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -59,6 +76,31 @@ def book_frame(
     data_any: dict[str, Any] = {**data, "u": u, "seq": seq}
     return _encoder.encode(
         {"topic": topic, "type": kind, "ts": ts_ms, "data": data_any, "cts": ts_ms - 2}
+    )
+
+
+def rest_book_body(
+    symbol: str, bids: Sequence[Level], asks: Sequence[Level], u: int, seq: int, ts_ms: int
+) -> bytes:
+    """A ``/v5/market/orderbook`` success body."""
+    result: dict[str, Any] = {
+        "s": symbol,
+        "b": [list(lv) for lv in bids],
+        "a": [list(lv) for lv in asks],
+        "ts": ts_ms,
+        "u": u,
+        "seq": seq,
+        "cts": ts_ms - 2,
+    }
+    return _encoder.encode(
+        {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": ts_ms}
+    )
+
+
+def rest_error_body(ret_code: int, msg: str, ts_ms: int) -> bytes:
+    """A REST error body (``result`` ``{}``)."""
+    return _encoder.encode(
+        {"retCode": ret_code, "retMsg": msg, "result": {}, "retExtInfo": {}, "time": ts_ms}
     )
 
 
@@ -116,6 +158,7 @@ class BybitProtocol(VenueProtocol):
     """Bybit v5 public ``orderbook`` + ``publicTrade`` of one category."""
 
     name = "bybit"
+    rest_path = bybit.SNAPSHOT_PATH
 
     def __init__(
         self, category: str = "spot", price_decimals: int = 2, qty_decimals: int = 5
@@ -219,6 +262,33 @@ class BybitProtocol(VenueProtocol):
                 )  # fmt: skip
         return out
 
+    def rest_u(self, symbol: str) -> int:
+        """The ``u`` of a REST book of ``symbol``: see the module docstring."""
+        u = self.last_id(symbol)
+        if u is None:
+            self._track(symbol, REST_U_DEPTH)
+            u = self._u[(symbol, REST_U_DEPTH)]
+        return u
+
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+        ts_ms = now_ns // 1_000_000
+        category = query.get("category", "")
+        if category not in _BYBIT_CATEGORIES:
+            return 200, rest_error_body(10001, "Illegal category", ts_ms)
+        symbol = query.get("symbol", "")
+        if category != self.category or symbol not in self.procs:
+            return 200, rest_error_body(10001, "params error: symbol invalid", ts_ms)
+        limit_text = query.get("limit", str(REST_DEFAULT_LIMIT[self.category]))
+        digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 6
+        limit = int(limit_text) if digits else 0
+        if not 1 <= limit <= bybit.MAX_SNAPSHOT_LIMIT:
+            return 200, rest_error_body(10001, "params error: limit invalid", ts_ms)
+        book = self.procs[symbol].book
+        bids = [self.format_level(symbol, lv) for lv in book.bids(limit)]
+        asks = [self.format_level(symbol, lv) for lv in book.asks(limit)]
+        u = self.rest_u(symbol)
+        return 200, rest_book_body(symbol, bids, asks, u, self.procs[symbol].last_id, ts_ms)
+
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
         ts_ms = now_ns // 1_000_000
         pubs: list[Publication] = []
@@ -255,8 +325,9 @@ def _delta(old: dict[str, str], new: dict[str, str]) -> list[Level]:
 
 class SimBybit(SimVenue):
     """A simulated Bybit endpoint set of one category: ``SimBybit(["BTCUSDT"],
-    category="linear")``; connect to :attr:`public_urls`. Keyword arguments are those of
-    :class:`~feeds.sim.venue.SimVenue`."""
+    category="linear")``; connect to :attr:`public_urls`; REST books on
+    :attr:`~feeds.sim.venue.SimVenue.rest_url` (:func:`feeds.bybit.snapshot_url`). Keyword
+    arguments are those of :class:`~feeds.sim.venue.SimVenue`."""
 
     def __init__(
         self,

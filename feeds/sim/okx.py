@@ -18,8 +18,18 @@ checksums: ``seqId`` is the BookProcess id after the step (it grows by the numbe
 actions, so not by 1), ``prevSeqId`` the previous ``seqId``. Prices carry the tick's
 decimals (``60000.01``), sizes have no trailing zeros (``0.0123``), a deletion is ``"0"``;
 levels are ``[price, size, "0", orderCount]``. The checksum is
-:func:`feeds.okx.checksum` of the top 25 wire strings. Not simulated: the 60 s empty
-keepalive update, sequence resets, the 64008 notice, REST, login channels.
+:func:`feeds.okx.checksum` of the top 25 wire strings.
+
+REST (on :attr:`~feeds.sim.venue.SimVenue.rest_url`): ``GET /api/v5/market/books?instId=
+&sz=`` answers ``{"code":"0","msg":"","data":[{"asks","bids","ts","seqId"}]}`` with the
+current top ``sz`` levels per side (default 1, at most 400) and, as in OKX's 2026
+procedure, ``seqId`` = the ``seqId`` of the last update included (the last one rendered:
+the book and the ids change together on the event loop). Errors come with HTTP 200 as
+OKX sends its business errors: unknown ``instId`` ``51001`` "Instrument ID does not
+exist", missing ``instId`` ``50014``, ``sz`` not in 1..400 ``51000`` "Parameter sz
+error." (``data`` ``[]``; the HTTP status of the last two is not verified). Not
+simulated: the 60 s empty keepalive update, sequence resets, the 64008 notice,
+``books-full``, the REST rate limit and its 50 ms cache, login channels.
 """
 
 from __future__ import annotations
@@ -68,6 +78,22 @@ def book_frame(
     return _encoder.encode(
         {"arg": {"channel": okx.CHANNEL, "instId": inst_id}, "action": action, "data": [data]}
     )
+
+
+def rest_books_body(bids: Sequence[Level], asks: Sequence[Level], ts_ms: int, seq_id: int) -> bytes:
+    """A ``/api/v5/market/books`` success body with wire-string levels."""
+    data = {
+        "asks": _wire_levels(asks),
+        "bids": _wire_levels(bids),
+        "ts": str(ts_ms),
+        "seqId": seq_id,
+    }
+    return _encoder.encode({"code": "0", "msg": "", "data": [data]})
+
+
+def rest_error_body(code: str, msg: str) -> bytes:
+    """A REST error body: ``{"code":code,"msg":msg,"data":[]}``."""
+    return _encoder.encode({"code": code, "msg": msg, "data": []})
 
 
 def trades_frame(inst_id: str, trades: Sequence[tuple[SimTrade, Level]], ts_ms: int) -> bytes:
@@ -124,6 +150,7 @@ class OkxProtocol(VenueProtocol):
     """OKX v5 public ``books`` + ``trades``; see the module docstring."""
 
     name = "okx"
+    rest_path = okx.SNAPSHOT_PATH
 
     def __init__(self, price_decimals: int = 2) -> None:
         super().__init__()
@@ -193,6 +220,21 @@ class OkxProtocol(VenueProtocol):
                 out.append(self.snapshot_frame(arg.instId, now_ns))
         return out
 
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+        inst_id = query.get("instId", "")
+        if not inst_id:
+            return 200, rest_error_body("50014", "Parameter instId can not be empty")
+        if inst_id not in self.procs:
+            return 200, rest_error_body("51001", "Instrument ID does not exist")
+        sz_text = query.get("sz", "1")
+        if not (sz_text.isascii() and sz_text.isdigit() and len(sz_text) <= 6):
+            return 200, rest_error_body("51000", "Parameter sz error.")
+        sz = int(sz_text)
+        if not 1 <= sz <= okx.MAX_SNAPSHOT_LIMIT:
+            return 200, rest_error_body("51000", "Parameter sz error.")
+        bids, asks = self._top(inst_id, sz)
+        return 200, rest_books_body(bids, asks, now_ns // 1_000_000, self._seq[inst_id])
+
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
         ts_ms = now_ns // 1_000_000
         fmt = self.format_level
@@ -212,8 +254,10 @@ class OkxProtocol(VenueProtocol):
 
 class SimOkx(SimVenue):
     """A simulated OKX public endpoint set: ``SimOkx(["BTC-USDT"], n_endpoints=2)``; connect
-    to ``endpoint_urls[i] + "/ws/v5/public"`` (see :attr:`public_urls`). Keyword arguments
-    are those of :class:`~feeds.sim.venue.SimVenue`; ``price_decimals`` must fit ``tick``."""
+    to ``endpoint_urls[i] + "/ws/v5/public"`` (see :attr:`public_urls`); REST books on
+    :attr:`~feeds.sim.venue.SimVenue.rest_url` (:func:`feeds.okx.snapshot_url`). Keyword
+    arguments are those of :class:`~feeds.sim.venue.SimVenue`; ``price_decimals`` must fit
+    ``tick``."""
 
     def __init__(
         self,

@@ -21,12 +21,21 @@ Ordering: every frame for a connection, replies included, goes through that conn
 bounded FIFO queue (``client_queue_frames``; overflow closes with 1008 "client too slow"),
 so a snapshot sent on subscribe is always followed by exactly the updates after it. Each
 endpoint draws a seeded delivery delay per interval in ``[0, jitter_ms]``.
+
+REST: a protocol with a :attr:`VenueProtocol.rest_path` (OKX, Bybit) also gets a plain HTTP
+endpoint on a port of its own (:attr:`SimVenue.rest_url`), served through websockets'
+``process_request`` hook as :class:`feeds.sim.server.SimBinanceSpot` serves its depth
+endpoint: ``GET rest_path?query`` is answered by :meth:`VenueProtocol.rest_response` with
+the book as of arrival (on the event loop, so consistent with the stream's ids), any other
+path with 404 and a WebSocket handshake with the same HTTP answer (never 101). The REST
+port stays open when endpoints are closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import random
 import time
 from collections import deque
@@ -34,8 +43,10 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Final, Self
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -138,6 +149,8 @@ class VenueProtocol:
 
     #: Used in task names and RNG seeds.
     name = "venue"
+    #: Path of the REST depth endpoint; None: the venue serves no REST.
+    rest_path: str | None = None
 
     def __init__(self) -> None:
         self.procs: Mapping[str, BookProcess] = {}
@@ -177,6 +190,11 @@ class VenueProtocol:
     def last_id(self, symbol: str) -> int | None:
         """The venue's current book id of ``symbol`` (None: the venue has none)."""
         return None
+
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+        """HTTP status and JSON body answering ``GET rest_path?query`` (``query``: the first
+        value of each parameter). Only called when :attr:`rest_path` is set."""
+        raise NotImplementedError(f"{self.name} serves no REST")
 
 
 # --- the server -----------------------------------------------------------------------------
@@ -249,6 +267,8 @@ class SimVenue:
         interval_s: time between generator steps.
         host: address to bind; keep it loopback.
         ports: one port per endpoint; None or 0 picks an ephemeral port (kept on reopen).
+        rest_port: port of the REST endpoint, for a protocol with a ``rest_path``; None or
+            0 picks an ephemeral port. Not allowed when the protocol serves no REST.
         jitter_ms: largest seeded per-endpoint delivery delay per interval.
         client_queue_frames: frames queued per connection before it is closed as too slow.
         heartbeat_interval_s: period of :meth:`VenueProtocol.on_heartbeat` (None: off).
@@ -268,6 +288,7 @@ class SimVenue:
         interval_s: float = 0.1,
         host: str = "127.0.0.1",
         ports: Sequence[int] | None = None,
+        rest_port: int | None = None,
         *,
         jitter_ms: float = 0.0,
         client_queue_frames: int = 4096,
@@ -292,6 +313,8 @@ class SimVenue:
             raise ValueError("client_queue_frames must be at least 1")
         if heartbeat_interval_s is not None and heartbeat_interval_s <= 0.0:
             raise ValueError("heartbeat_interval_s must be > 0 or None")
+        if rest_port is not None and protocol.rest_path is None:
+            raise ValueError(f"{protocol.name} serves no REST: rest_port must be None")
         self._procs: dict[str, BookProcess] = {}
         for symbol in symbols:
             if symbol in self._procs:
@@ -307,6 +330,9 @@ class SimVenue:
             _Endpoint(i, (ports[i] if ports else 0) or 0, f"{protocol.name}-endpoint:{i}:{seed}")
             for i in range(n_endpoints)
         ]
+        self._rest_port = rest_port or 0
+        self._rest_server: Server | None = None
+        self._rest_requests = 0
         self._interval_s = interval_s
         self._jitter_s = jitter_ms / 1000.0
         self._queue_cap = client_queue_frames
@@ -329,6 +355,16 @@ class SimVenue:
             stack.push_async_callback(self._close_servers)
             for endpoint in self._endpoints:
                 await self._start_endpoint(endpoint)
+            if self.protocol.rest_path is not None:
+                self._rest_server = await serve(
+                    _refuse_websocket,
+                    self._host,
+                    self._rest_port,
+                    process_request=self._rest_request,
+                    compression=None,
+                    close_timeout=self._close_timeout_s,
+                )
+                self._rest_port = _bound_port(self._rest_server)
             group = await stack.enter_async_context(asyncio.TaskGroup())
             generator = group.create_task(
                 self._generate(), name=f"sim-{self.protocol.name}-generator"
@@ -368,6 +404,19 @@ class SimVenue:
     def endpoint_urls(self) -> list[str]:
         """``ws://host:port`` of every endpoint (ports are known once started)."""
         return [f"ws://{self._host}:{endpoint.port}" for endpoint in self._endpoints]
+
+    @property
+    def rest_url(self) -> str | None:
+        """``http://host:port`` of the REST endpoint (port known once started); None when
+        the venue serves no REST."""
+        if self.protocol.rest_path is None:
+            return None
+        return f"http://{self._host}:{self._rest_port}"
+
+    @property
+    def rest_requests(self) -> int:
+        """HTTP requests received on the REST port (any path)."""
+        return self._rest_requests
 
     def is_open(self, index: int) -> bool:
         return self._endpoints[index].server is not None
@@ -587,8 +636,25 @@ class SimVenue:
         finally:
             conn.stop()
 
+    # --- REST -----------------------------------------------------------------------------
+
+    def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
+        self._rest_requests += 1
+        url = urlsplit(request.path)
+        if url.path != self.protocol.rest_path:
+            return _http_response(HTTPStatus.NOT_FOUND, b"Not Found\n", "text/plain")
+        query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        try:
+            status, body = self.protocol.rest_response(query, time.time_ns())
+        except Exception as exc:
+            self._errors.append(exc)  # a simulator bug: raised when the venue stops
+            return _http_response(HTTPStatus.INTERNAL_SERVER_ERROR, b"{}", "application/json")
+        return _http_response(status, body, "application/json")
+
     async def _close_servers(self) -> None:
-        live = [endpoint.server for endpoint in self._endpoints if endpoint.server is not None]
+        servers = [endpoint.server for endpoint in self._endpoints] + [self._rest_server]
+        self._rest_server = None
+        live = [server for server in servers if server is not None]
         for endpoint in self._endpoints:
             endpoint.server = None
         for server in live:
@@ -600,3 +666,21 @@ class SimVenue:
 def _bound_port(server: Server) -> int:
     port: int = server.sockets[0].getsockname()[1]
     return port
+
+
+async def _refuse_websocket(ws: ServerConnection) -> None:
+    # Unreachable: the REST hook answers every request with plain HTTP.
+    await ws.close(CloseCode.POLICY_VIOLATION, "REST endpoint")
+
+
+def _http_response(status: int, body: bytes, content_type: str) -> Response:
+    code = HTTPStatus(status)
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Content-Type", f"{content_type}; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(code.value, code.phrase, headers, body)
