@@ -44,6 +44,7 @@ from gateway.book import L2Book
 from gateway.model import (
     DepthDiff,
     DepthSnapshot,
+    InstrumentPrecision,
     Level,
     Side,
     Trade,
@@ -72,6 +73,7 @@ ASSET_PAIRS_PATH: Final = "/0/public/AssetPairs"
 
 BOOK_CHANNEL: Final = "book"
 TRADE_CHANNEL: Final = "trade"
+INSTRUMENT_CHANNEL: Final = "instrument"
 #: Book depths the venue accepts.
 DEPTHS: Final = (10, 25, 100, 500, 1000)
 DEFAULT_DEPTH: Final = 10
@@ -128,6 +130,13 @@ def _trade_request(method: str, symbols: list[str]) -> bytes:
     if method == "subscribe":
         params["snapshot"] = False
     return msgspec.json.encode({"method": method, "params": params})
+
+
+def instrument_message() -> bytes:
+    """Subscribe to the ``instrument`` channel: the precisions checksums are computed at."""
+    return msgspec.json.encode(
+        {"method": "subscribe", "params": {"channel": INSTRUMENT_CHANNEL, "snapshot": True}}
+    )
 
 
 def subscribe_messages(symbols: Sequence[str], depth: int = DEFAULT_DEPTH) -> list[bytes]:
@@ -598,7 +607,12 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     if channel == "status":
         return _status_events(frame.data, recv_ns, conn_id)
     if channel is not None:
-        return []  # heartbeat, instrument, ticker, ...: nothing for the book
+        if channel == INSTRUMENT_CHANNEL:
+            return [
+                InstrumentPrecision(VENUE, symbol, pp, qp, recv_ns, conn_id)
+                for symbol, (pp, qp) in precisions_from_instrument(raw).items()
+            ]
+        return []  # heartbeat, ticker, ...: nothing for the book
     if frame.method is not None:
         return _reply(frame, recv_ns, conn_id)
     if frame.Error is not None:

@@ -164,6 +164,8 @@ class SymbolArbiter(Protocol):
     seq: int
     applied_id: int
     stats: SymbolStats
+    #: The venue checksum verified on updates that carry one; replaceable (precisions).
+    checksum: Checksum | None
 
     @property
     def has_book(self) -> bool: ...

@@ -141,7 +141,21 @@ class ConnectionSequence(msgspec.Struct, frozen=True, gc=False):
     conn_id: int
 
 
-VenueEvent = DepthDiff | DepthSnapshot | Trade | VenueNotice | ConnectionSequence
+class InstrumentPrecision(msgspec.Struct, frozen=True, gc=False):
+    """Decimal places a venue renders an instrument's prices and quantities at (Kraken's
+    ``instrument`` channel): what its checksum is computed on."""
+
+    venue: str
+    symbol: str
+    price_precision: int
+    qty_precision: int
+    recv_ns: int
+    conn_id: int
+
+
+VenueEvent = (
+    DepthDiff | DepthSnapshot | Trade | VenueNotice | ConnectionSequence | InstrumentPrecision
+)
 
 
 # --- events produced by the gateway -----------------------------------------------------

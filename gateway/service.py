@@ -26,6 +26,7 @@ from gateway.model import (
     DepthDiff,
     DepthSnapshot,
     GatewayEvent,
+    InstrumentPrecision,
     ResubscribeWanted,
     SnapshotWanted,
     SymbolState,
@@ -157,6 +158,8 @@ class VenueRuntime:
                     self.stats.unknown_symbols += 1
                     continue
                 self._emit(book, book.on_snapshot(event, now_ns))
+            elif isinstance(event, InstrumentPrecision):
+                self._set_precision(event)
             elif isinstance(event, ConnectionSequence):
                 if self.sequences.on_seq(conn_id, event.seq):
                     # Every replica on this connection missed something: start it afresh.
@@ -218,6 +221,12 @@ class VenueRuntime:
             elif isinstance(event, BookReset) and self.fetcher is not None:
                 self.fetcher.succeeded(symbol)
         self._publish(events)
+
+    def _set_precision(self, event: InstrumentPrecision) -> None:
+        book = self.books.get(symbol_key(event.venue, event.symbol))
+        make = self.adapter.checksum_at_precision
+        if book is not None and make is not None:
+            book.checksum = make(event.price_precision, event.qty_precision)
 
     def _resubscribe(self, conn_id: int, symbol: str) -> None:
         connection = self.connections.get(conn_id)

@@ -80,6 +80,9 @@ class VenueAdapter:
     link_rule: Callable[[], LinkRule] | None = None
     #: The venue's book checksum for a symbol, where it sends one.
     checksum: Callable[[str], Checksum | None] = _no_checksum
+    #: The checksum at an instrument's announced precisions (price, qty), where the venue
+    #: computes it on values rendered at those precisions (Kraken).
+    checksum_at_precision: Callable[[int, int], Checksum] | None = None
     #: Unsequenced venues: replicas are truncated to the subscribed depth after every message.
     replica_depth: int | None = None
 
@@ -195,13 +198,17 @@ ADAPTERS: dict[str, VenueAdapter] = {
         parse=kraken.parse,
         ws_endpoints=kraken.WS_ENDPOINTS,
         rest_endpoints=kraken.REST_ENDPOINTS,
-        subscribe_messages=kraken.subscribe_messages,
+        subscribe_messages=lambda symbols: [
+            kraken.instrument_message(),
+            *kraken.subscribe_messages(symbols),
+        ],
         resubscribe_messages=kraken.resubscribe_messages,
         ping_message=kraken.ping_message(),
         ping_interval_s=kraken.PING_INTERVAL_S,
         max_messages_per_s=2.0,
-        # The wire's own digits: the gateway keeps them, and recorded sessions verify so.
+        # The wire's own digits until the instrument channel announces the precisions.
         checksum=lambda symbol: kraken.book_checksum,
+        checksum_at_precision=kraken.checksum_function,
         replica_depth=kraken.DEFAULT_DEPTH,
     ),
     "coinbase": VenueAdapter(

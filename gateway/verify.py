@@ -27,6 +27,7 @@ import msgspec
 
 from gateway.arbiter import (
     DEFAULT_REORDER_WINDOW_NS,
+    Checksum,
     ConnectionSequenceChecker,
     ReplicatedBook,
     SymbolArbiter,
@@ -47,6 +48,7 @@ from gateway.model import (
     ConnectionSequence,
     DepthDiff,
     DepthSnapshot,
+    InstrumentPrecision,
     Level,
     VenueContractError,
     symbol_key,
@@ -161,6 +163,8 @@ class _Rebuild:
         #: The venue of each recorded connection whose URL names one.
         self.conn_spec: dict[int, VenueAdapter] = {}
         self.sequences = ConnectionSequenceChecker()
+        #: Checksums at announced instrument precisions, by key (books may come later).
+        self.checksums: dict[str, Checksum] = {}
         self.reorder_window_ns = reorder_window_ns
         self.books: dict[str, SymbolArbiter] = {}
         #: Connections that delivered updates of each book: told when they end.
@@ -177,6 +181,8 @@ class _Rebuild:
             book = self.books[key] = spec.new_arbiter(
                 symbol, reorder_window_ns=self.reorder_window_ns
             )
+            if key in self.checksums:
+                book.checksum = self.checksums[key]
             self.conns[key] = set()
         return book
 
@@ -203,6 +209,13 @@ class _Rebuild:
                     self._arm(key)
                 elif isinstance(event, DepthSnapshot):
                     self._snapshot(event, now_ns)
+                elif isinstance(event, InstrumentPrecision):
+                    make = spec.checksum_at_precision
+                    if make is not None:
+                        key = symbol_key(event.venue, event.symbol)
+                        self.checksums[key] = make(event.price_precision, event.qty_precision)
+                        if key in self.books:
+                            self.books[key].checksum = self.checksums[key]
                 elif isinstance(event, ConnectionSequence) and self.sequences.on_seq(
                     record.conn_id, event.seq
                 ):

@@ -22,6 +22,7 @@ from gateway.book import L2Book
 from gateway.model import (
     DepthDiff,
     DepthSnapshot,
+    InstrumentPrecision,
     Level,
     Side,
     Trade,
@@ -343,7 +344,7 @@ def test_precisions() -> None:
     assert kraken.precisions_from_instrument(instrument) == {"BTC/USD": (1, 8)}
     with pytest.raises(VenueContractError):
         kraken.precisions_from_instrument(UPDATE)
-    assert kraken.parse(instrument, 1, 0) == []
+    assert kraken.parse(instrument, 1, 0) == [InstrumentPrecision("kraken", "BTC/USD", 1, 8, 1, 0)]
 
 
 # --- parsing ------------------------------------------------------------------------------
