@@ -84,7 +84,15 @@ def _venue_sim(name: str, **options: Any) -> Callable[..., Any]:
 
         module, cls = name.rsplit(".", 1)
         sim_class = getattr(importlib.import_module(module), cls)
-        return sim_class(symbols, n_endpoints=n, seed=seed, ports=ports, jitter_ms=20.0, **options)
+        return sim_class(
+            symbols,
+            n_endpoints=n,
+            seed=seed,
+            ports=ports,
+            rest_port=rest_port,
+            jitter_ms=20.0,
+            **options,
+        )
 
     return start
 
@@ -369,10 +377,10 @@ async def _run_sim(args: argparse.Namespace) -> int:
                 list(venue.symbols), args.endpoints, args.seed + index, ports, rest_port
             )
             await stack.enter_async_context(sim)
-            rest = venue.rest(sim)
+            rest_url = getattr(sim, "rest_url", None)
             print(
                 f"simulated {venue.venue}: {' '.join(venue.urls(sim))}"
-                + (f" REST {rest[0]}" if rest else ""),
+                + (f" REST {rest_url}" if rest_url else ""),
                 flush=True,
             )
         await asyncio.Event().wait()  # until Ctrl-C

@@ -18,13 +18,30 @@ different connections. Book updates are the net level changes of a step (sides `
 ``offer``, ``new_quantity`` absolute, ``"0"`` deletes), rendered once per venue and
 stamped per connection. ``heartbeats`` go once per heartbeat interval to connections
 subscribed to them, with a per-connection ``heartbeat_counter``. Prices carry the tick's
-decimals, sizes no trailing zeros; trades carry the maker's side, as Coinbase does. Not
-simulated: JWT, the 5 s subscribe deadline, message-rate limits, REST.
+decimals, sizes no trailing zeros; trades carry the maker's side, as Coinbase does.
+
+REST (opt-in: ``SimCoinbase(..., rest=True)``, on
+:attr:`~feeds.sim.venue.SimVenue.rest_url`): the public ``GET
+/api/v3/brokerage/market/product_book?product_id=BTC-USD&limit=N`` answers
+``{"pricebook":{"product_id","bids":[{"price","size"}],"asks":[...],"time"},"last",
+"mid_market","spread_bps","spread_absolute"}`` (:func:`product_book_body`) with the
+current top ``limit`` levels per side (no ``limit`` or 0: the whole book, at most 250 per
+side). As in a recorded response, prices and sizes have no trailing zeros (``"68923"``,
+``"68926.3"``: unlike the WebSocket's prices), ``last`` equals ``mid_market``,
+``spread_bps`` is exact to 12 decimals (a recorded value differs in its 10th significant
+digit), and the book has no sequence. An unknown ``product_id`` gets HTTP 404
+``{"error":"NOT_FOUND","error_details":...,"message":...}``; a missing ``product_id`` or a
+``limit`` that is not a non-negative integer HTTP 400 ``INVALID_ARGUMENT`` (not verified).
+REST is opt-in so that the default venue keeps serving no REST.
+
+Not simulated: JWT, the 5 s subscribe deadline, message-rate limits, the authenticated
+``/api/v3/brokerage/product_book``, ``aggregation_price_increment``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -85,6 +102,46 @@ def trades_event(product_id: str, trades: Sequence[tuple[SimTrade, Level]], when
     }
 
 
+def _text(value: Decimal) -> str:
+    return trim(format(value, "f"))
+
+
+def product_book_body(
+    product_id: str, bids: Sequence[Level], asks: Sequence[Level], when: str
+) -> bytes:
+    """A ``market/product_book`` success body; ``bids`` / ``asks`` best first, as sent
+    (no trailing zeros). Mid and spread come from the best levels (``""`` without both)."""
+    book = {
+        "product_id": product_id,
+        "bids": [{"price": p, "size": q} for p, q in bids],
+        "asks": [{"price": p, "size": q} for p, q in asks],
+        "time": when,
+    }
+    mid = spread = spread_bps = ""
+    if bids and asks:
+        best_bid, best_ask = Decimal(bids[0][0]), Decimal(asks[0][0])
+        mid_value = (best_bid + best_ask) / 2
+        mid = _text(mid_value)
+        spread = _text(best_ask - best_bid)
+        if mid_value:
+            bps = (best_ask - best_bid) / mid_value * 10_000
+            spread_bps = _text(bps.quantize(Decimal("1e-12")))
+    return _encoder.encode(
+        {
+            "pricebook": book,
+            "last": mid,
+            "mid_market": mid,
+            "spread_bps": spread_bps,
+            "spread_absolute": spread,
+        }
+    )
+
+
+def rest_error_body(error: str, message: str) -> bytes:
+    """A REST error body: ``{"error":error,"error_details":message,"message":message}``."""
+    return _encoder.encode({"error": error, "error_details": message, "message": message})
+
+
 def error_frame(message: str) -> bytes:
     return _encoder.encode({"type": "error", "message": message})
 
@@ -104,9 +161,10 @@ class CoinbaseProtocol(VenueProtocol):
 
     name = "coinbase"
 
-    def __init__(self, price_decimals: int = 2) -> None:
+    def __init__(self, price_decimals: int = 2, *, rest: bool = True) -> None:
         super().__init__()
         self._pd = price_decimals
+        self.rest_path = coinbase.PRODUCT_BOOK_PATH if rest else None
 
     def format_level(self, symbol: str, level: Level) -> Level:
         return fixed(level[0], self._pd), trim(level[1])
@@ -165,6 +223,21 @@ class CoinbaseProtocol(VenueProtocol):
         out.append(self._subscriptions(state, now_ns))
         return out
 
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+        product = query.get("product_id", "")
+        if not product:
+            return 400, rest_error_body("INVALID_ARGUMENT", "product_id is required")
+        if product not in self.procs:
+            return 404, rest_error_body("NOT_FOUND", f"ProductID {product} could not be found")
+        limit_text = query.get("limit", "0") or "0"
+        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9):
+            return 400, rest_error_body("INVALID_ARGUMENT", f"invalid limit {limit_text[:20]!r}")
+        limit = int(limit_text) or None
+        book = self.procs[product].book
+        bids = [(trim(p), trim(q)) for p, q in book.bids(limit)]
+        asks = [(trim(p), trim(q)) for p, q in book.asks(limit)]
+        return 200, product_book_body(product, bids, asks, iso_time(now_ns))
+
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
         when = iso_time(now_ns)
         fmt = self.format_level
@@ -204,7 +277,8 @@ class CoinbaseProtocol(VenueProtocol):
 class SimCoinbase(SimVenue):
     """A simulated Advanced Trade endpoint set: ``SimCoinbase(["BTC-USD"], n_endpoints=2)``;
     connect to ``endpoint_urls[i]`` (path ``/``). Keyword arguments are those of
-    :class:`~feeds.sim.venue.SimVenue`."""
+    :class:`~feeds.sim.venue.SimVenue`. ``rest=True`` also serves the public product book
+    on :attr:`~feeds.sim.venue.SimVenue.rest_url` (see the module docstring)."""
 
     def __init__(
         self,
@@ -214,10 +288,11 @@ class SimCoinbase(SimVenue):
         interval_s: float = 0.1,
         *,
         tick: str = "0.01",
+        rest: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            CoinbaseProtocol(decimals(tick)),
+            CoinbaseProtocol(decimals(tick), rest=rest),
             symbols,
             n_endpoints,
             seed,

@@ -13,6 +13,13 @@ On connect: a ``status`` message. Client messages (``req_id`` echoed when given)
   channel or depth gets ``{"error":...,"success":false,...}``.
 - ``unsubscribe``: ack; subscribing again sends a fresh snapshot.
 - ``{"method":"ping","req_id":N}``: ``{"method":"pong","req_id":N,...}``.
+- ``{"method":"subscribe","params":{"channel":"instrument","snapshot":true}}`` (``snapshot``
+  defaults to true): an ack ``{"method":"subscribe","result":{"channel":"instrument",
+  "snapshot":true},"success":true,...}`` then one ``instrument`` ``snapshot`` frame listing
+  every simulated pair (:func:`instrument_frame`) with the precisions the simulator renders
+  at, so that :func:`feeds.kraken.precisions_from_instrument` gives back exactly
+  ``{symbol: (price_precision, qty_precision)}``. ``"snapshot":false`` gets the ack only;
+  ``unsubscribe`` an ack. No ``instrument`` updates are ever sent (pairs never change).
 
 Heartbeats ``{"channel":"heartbeat"}`` go to every subscribed connection once per heartbeat
 interval. Kraken has no ids: updates are the same bytes on every connection subscribed at
@@ -25,19 +32,42 @@ by better ones is NOT sent: the client truncates to D after every message, as Kr
 requires. Prices and quantities are JSON numbers at fixed precision (price: the tick's
 decimals, quantity: 8), never in exponent form; the checksum is
 :func:`feeds.kraken.checksum_levels` of the top 10 (CRC32 of the digits, unsigned).
-Not simulated: the ``instrument`` channel, rate limits, ``snapshot`` of past trades.
+
+REST (opt-in: ``SimKraken(..., rest=True)``, on :attr:`~feeds.sim.venue.SimVenue.rest_url`):
+``GET /0/public/Depth?pair=<pair>&count=N`` answers, as ``api.kraken.com`` does,
+``{"error":[],"result":{"XXBTZUSD":{"asks":[[price,volume,timestamp],...],"bids":[...]}}}``
+with the current top ``count`` levels per side (default 100, 1..500; the book holds at most
+250 per side). Prices are strings at the price precision, volumes at the qty precision
+(the same digits as the WebSocket levels; the real endpoint pads BTC/USD prices to 5
+decimals: compare by value), and each level's timestamp is the second of its last change
+(levels never changed carry the time the venue was built).
+
+Pair names (:func:`rest_pair_name`): ``pair`` may be the v2 symbol (``BTC/USD``), the REST
+name or the altname; the result is always keyed by the REST name. The REST name follows
+Kraken's legacy rule: when both assets are legacy ones (``XBT ETH LTC XRP XLM XMR ETC ZEC
+MLN REP`` X-prefixed, fiat ``USD EUR GBP JPY CAD AUD CHF`` Z-prefixed) it is the two
+four-letter codes (``XXBTZUSD``, ``XETHZUSD``, ``XETHXXBT``), otherwise the altname, the v1
+codes concatenated (``SOLUSD``, ``XBTUSDT``); ``DOGE/USD`` is ``XDGUSD`` and ``USDT/USD``
+``USDTZUSD`` as on Kraken. An unknown pair gets ``{"error":["EQuery:Unknown asset pair"]}``
+with HTTP 200, as Kraken sends it; a missing ``pair`` or a ``count`` that is not an integer
+in 1..500 gets ``{"error":["EGeneral:Invalid arguments"]}`` (HTTP 200; the real answer to
+these two is not verified). REST is opt-in so that the default venue keeps serving no REST.
+
+Not simulated: ``instrument`` updates, rate limits, ``snapshot`` of past trades.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import kraken
-from feeds.sim.book_process import Batch, SimTrade
+from feeds.sim.book_process import Batch, BookProcess, SimTrade
 from feeds.sim.okx import decimals
 from feeds.sim.venue import (
     ConnState,
@@ -52,6 +82,24 @@ from gateway.model import Level
 PATH: Final = "/v2"
 QTY_PRECISION: Final = 8
 HEARTBEAT: Final = b'{"channel":"heartbeat"}'
+#: REST order book (``?pair=&count=``), served when the venue is built with ``rest=True``.
+DEPTH_PATH: Final = "/0/public/Depth"
+DEPTH_DEFAULT_COUNT: Final = 100
+DEPTH_MAX_COUNT: Final = 500
+UNKNOWN_PAIR: Final = "EQuery:Unknown asset pair"
+INVALID_ARGUMENTS: Final = "EGeneral:Invalid arguments"
+#: Quantity step of the venue when none is given (SimVenue's default lot).
+DEFAULT_LOT: Final = "0.00001"
+
+#: v2 asset codes whose v1 / REST code differs.
+_V1_ASSETS: Final = {"BTC": "XBT", "DOGE": "XDG"}
+#: Legacy crypto assets (REST code X + v1 code) and fiat (Z + code).
+_LEGACY_CRYPTO: Final = frozenset(
+    {"XBT", "ETH", "LTC", "XRP", "XLM", "XMR", "ETC", "ZEC", "MLN", "REP"}
+)
+_LEGACY_FIAT: Final = frozenset({"USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF"})
+#: REST names that do not follow the rule.
+_REST_NAME_EXCEPTIONS: Final = {"DOGE/USD": "XDGUSD", "USDT/USD": "USDTZUSD"}
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -142,6 +190,102 @@ def reply_frame(
     return _encoder.encode(body)
 
 
+def _number(text: str) -> msgspec.Raw:
+    """A decimal string as a fixed-point JSON number (never exponent form)."""
+    return msgspec.Raw(format(Decimal(text).normalize(), "f").encode())
+
+
+def increment(precision: int) -> str:
+    """The smallest step at ``precision`` decimals: ``"0.00000001"`` at 8, ``"1"`` at 0."""
+    return "1" if precision == 0 else "0." + "0" * (precision - 1) + "1"
+
+
+def _legacy_code(v1: str) -> str | None:
+    if v1 in _LEGACY_CRYPTO:
+        return "X" + v1
+    if v1 in _LEGACY_FIAT:
+        return "Z" + v1
+    return None
+
+
+def altname(symbol: str) -> str:
+    """The REST ``altname`` of a v2 symbol: v1 codes concatenated (``BTC/USD`` -> ``XBTUSD``)."""
+    base, _, quote = symbol.partition("/")
+    return _V1_ASSETS.get(base, base) + _V1_ASSETS.get(quote, quote)
+
+
+def rest_pair_name(symbol: str) -> str:
+    """The REST pair name of a v2 symbol (``BTC/USD`` -> ``XXBTZUSD``, ``SOL/USD`` ->
+    ``SOLUSD``); see the module docstring for the rule."""
+    if symbol in _REST_NAME_EXCEPTIONS:
+        return _REST_NAME_EXCEPTIONS[symbol]
+    base, sep, quote = symbol.partition("/")
+    if sep:
+        legacy_base = _legacy_code(_V1_ASSETS.get(base, base))
+        legacy_quote = _legacy_code(_V1_ASSETS.get(quote, quote))
+        if legacy_base is not None and legacy_quote is not None:
+            return legacy_base + legacy_quote
+    return altname(symbol)
+
+
+def instrument_frame(
+    symbols: Sequence[str], price_precision: int, qty_precision: int, tick: str, lot: str
+) -> bytes:
+    """The ``instrument`` ``snapshot`` frame: the assets of ``symbols`` and one pair each,
+    all at ``price_precision`` / ``qty_precision``; ``tick`` is the price increment and
+    ``lot`` the smallest order quantity (``qty_min``)."""
+    assets: dict[str, dict[str, Any]] = {}
+    pairs: list[dict[str, Any]] = []
+    for symbol in symbols:
+        base, _, quote = symbol.partition("/")
+        for asset in (base, quote):
+            if asset and asset not in assets:
+                assets[asset] = {
+                    "id": asset,
+                    "status": "enabled",
+                    "precision": qty_precision,
+                    "precision_display": qty_precision,
+                    "borrowable": False,
+                    "collateral_value": msgspec.Raw(b"0.0"),
+                    "margin_rate": msgspec.Raw(b"0.0"),
+                }
+        pairs.append(
+            {
+                "symbol": symbol,
+                "base": base,
+                "quote": quote,
+                "status": "online",
+                "qty_precision": qty_precision,
+                "qty_increment": _number(increment(qty_precision)),
+                "price_precision": price_precision,
+                "price_increment": _number(tick),
+                "cost_precision": 5,
+                "marginable": False,
+                "has_index": True,
+                "cost_min": msgspec.Raw(b"0.5"),
+                "tick_size": _number(tick),
+                "qty_min": _number(lot),
+            }
+        )
+    data = {"assets": list(assets.values()), "pairs": pairs}
+    return _encoder.encode({"channel": kraken.INSTRUMENT_CHANNEL, "type": "snapshot", "data": data})
+
+
+#: A REST Depth level: price and volume strings, and the second of its last change.
+DepthLevel = tuple[str, str, int]
+
+
+def depth_body(pair_name: str, bids: Sequence[DepthLevel], asks: Sequence[DepthLevel]) -> bytes:
+    """A ``/0/public/Depth`` success body keyed by the REST ``pair_name``."""
+    book = {"asks": [list(lv) for lv in asks], "bids": [list(lv) for lv in bids]}
+    return _encoder.encode({"error": [], "result": {pair_name: book}})
+
+
+def rest_error_body(*errors: str) -> bytes:
+    """A REST error body: ``{"error":[...]}`` (no ``result``)."""
+    return _encoder.encode({"error": list(errors)})
+
+
 class _Params(msgspec.Struct):
     channel: str = ""
     symbol: list[str] = []
@@ -166,14 +310,46 @@ class KrakenProtocol(VenueProtocol):
 
     name = "kraken"
 
-    def __init__(self, price_precision: int = 1, qty_precision: int = QTY_PRECISION) -> None:
+    def __init__(
+        self,
+        price_precision: int = 1,
+        qty_precision: int = QTY_PRECISION,
+        *,
+        tick: str | None = None,
+        lot: str = DEFAULT_LOT,
+        rest: bool = True,
+    ) -> None:
         super().__init__()
         self._pp = price_precision
         self._qp = qty_precision
+        self._tick = increment(price_precision) if tick is None else tick
+        self._lot = lot
         self._zero = fixed("0", qty_precision)
         #: The top-D view each subscribed depth last sent, per (symbol, depth).
         self._views: dict[tuple[str, int], _View] = {}
         self._conns = 0
+        self._instrument: bytes | None = None
+        self.rest_path = DEPTH_PATH if rest else None
+        #: REST ``pair`` spellings accepted -> symbol.
+        self._pair_names: dict[str, str] = {}
+        #: Per symbol, bids and asks: BookProcess price -> second of the level's last change.
+        self._level_s: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        self._start_s = 0
+
+    @property
+    def precisions(self) -> dict[str, tuple[int, int]]:
+        """``{symbol: (price_precision, qty_precision)}`` the venue renders at."""
+        return {symbol: (self._pp, self._qp) for symbol in self.procs}
+
+    def attach(self, procs: Mapping[str, BookProcess]) -> None:
+        super().attach(procs)
+        self._instrument = None
+        self._start_s = time.time_ns() // 1_000_000_000
+        self._level_s = {symbol: ({}, {}) for symbol in procs}
+        self._pair_names = {}
+        for symbol in procs:
+            for name in (symbol, rest_pair_name(symbol), altname(symbol)):
+                self._pair_names.setdefault(name, symbol)
 
     def format_level(self, symbol: str, level: Level) -> Level:
         return fixed(level[0], self._pp), fixed(level[1], self._qp)
@@ -212,6 +388,8 @@ class KrakenProtocol(VenueProtocol):
             unsupported = f"Method not supported: {request.method}"
             return [reply_frame(request.method, request.req_id, now_ns, error=unsupported)]
         p = request.params
+        if p.channel == kraken.INSTRUMENT_CHANNEL:
+            return self._on_instrument(state, request, now_ns)
         out: list[bytes] = []
         for symbol in p.symbol:
             error: str | None = None
@@ -248,6 +426,64 @@ class KrakenProtocol(VenueProtocol):
                     self._views.setdefault((symbol, p.depth), self._view(symbol, p.depth))
         return out
 
+    def instrument_frame(self) -> bytes:
+        """The ``instrument`` snapshot of every simulated pair (rendered once)."""
+        if self._instrument is None:
+            self._instrument = instrument_frame(
+                list(self.procs), self._pp, self._qp, self._tick, self._lot
+            )
+        return self._instrument
+
+    def _on_instrument(self, state: ConnState, request: _Request, now_ns: int) -> list[bytes]:
+        assert request.params is not None
+        snapshot = request.params.snapshot
+        result: dict[str, Any] = {"channel": kraken.INSTRUMENT_CHANNEL}
+        if request.method == "subscribe":
+            result["snapshot"] = snapshot
+        out = [reply_frame(request.method, request.req_id, now_ns, result=result)]
+        key = kraken.INSTRUMENT_CHANNEL
+        if request.method == "unsubscribe":
+            state.subs.discard(key)
+            return out
+        fresh = key not in state.subs
+        state.subs.add(key)
+        if fresh and snapshot:
+            out.append(self.instrument_frame())
+        return out
+
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+        pair = query.get("pair", "")
+        if not pair:
+            return 200, rest_error_body(INVALID_ARGUMENTS)
+        symbol = self._pair_names.get(pair)
+        if symbol is None:
+            return 200, rest_error_body(UNKNOWN_PAIR)
+        count_text = query.get("count", str(DEPTH_DEFAULT_COUNT))
+        if not (count_text.isascii() and count_text.isdigit() and len(count_text) <= 6):
+            return 200, rest_error_body(INVALID_ARGUMENTS)
+        count = int(count_text)
+        if not 1 <= count <= DEPTH_MAX_COUNT:
+            return 200, rest_error_body(INVALID_ARGUMENTS)
+        book = self.procs[symbol].book
+        bid_s, ask_s = self._level_s[symbol]
+        sides: list[list[DepthLevel]] = []
+        for levels, seconds in ((book.bids(count), bid_s), (book.asks(count), ask_s)):
+            side: list[DepthLevel] = []
+            for level in levels:
+                price, qty = self.format_level(symbol, level)
+                side.append((price, qty, seconds.get(level[0], self._start_s)))
+            sides.append(side)
+        return 200, depth_body(rest_pair_name(symbol), sides[0], sides[1])
+
+    def _stamp_levels(self, symbol: str, batch: Batch, now_ns: int) -> None:
+        now_s = now_ns // 1_000_000_000
+        for changes, seconds in zip((batch.bids, batch.asks), self._level_s[symbol], strict=True):
+            for price, qty in changes:
+                if qty.strip("0."):
+                    seconds[price] = now_s
+                else:
+                    seconds.pop(price, None)
+
     def _update(self, symbol: str, depth: int, batch: Batch, timestamp: str) -> bytes | None:
         old_bids, old_asks = self._views[(symbol, depth)]
         new_bids, new_asks = self._view(symbol, depth)
@@ -267,6 +503,8 @@ class KrakenProtocol(VenueProtocol):
         return book_frame("update", symbol, sides[0], sides[1], crc, timestamp)
 
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
+        if self.rest_path is not None:
+            self._stamp_levels(symbol, batch, now_ns)
         stamp = iso_time(now_ns)
         pubs: list[Publication] = []
         if batch.trades:
@@ -291,7 +529,9 @@ class KrakenProtocol(VenueProtocol):
 class SimKraken(SimVenue):
     """A simulated Kraken v2 endpoint set: ``SimKraken(["BTC/USD"], n_endpoints=2)``;
     connect to :attr:`v2_urls`. Keyword arguments are those of
-    :class:`~feeds.sim.venue.SimVenue`; the price precision is the tick's decimals."""
+    :class:`~feeds.sim.venue.SimVenue`; the price precision is the tick's decimals, the qty
+    precision 8. ``rest=True`` also serves ``GET /0/public/Depth`` on
+    :attr:`~feeds.sim.venue.SimVenue.rest_url` (see the module docstring)."""
 
     def __init__(
         self,
@@ -301,15 +541,18 @@ class SimKraken(SimVenue):
         interval_s: float = 0.1,
         *,
         tick: str = "0.1",
+        lot: str = DEFAULT_LOT,
+        rest: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            KrakenProtocol(decimals(tick)),
+            KrakenProtocol(decimals(tick), tick=tick, lot=lot, rest=rest),
             symbols,
             n_endpoints,
             seed,
             interval_s,
             tick=tick,
+            lot=lot,
             **kwargs,
         )
 
@@ -317,3 +560,11 @@ class SimKraken(SimVenue):
     def v2_urls(self) -> list[str]:
         """``ws://host:port/v2`` of every endpoint."""
         return [url + PATH for url in self.endpoint_urls]
+
+    @property
+    def precisions(self) -> dict[str, tuple[int, int]]:
+        """``{symbol: (price_precision, qty_precision)}`` the venue renders at (what its
+        ``instrument`` snapshot announces)."""
+        protocol = self.protocol
+        assert isinstance(protocol, KrakenProtocol)
+        return protocol.precisions

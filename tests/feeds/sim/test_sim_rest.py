@@ -289,15 +289,17 @@ def test_bybit_rest_errors_and_other_paths() -> None:
 # --- venues without REST --------------------------------------------------------------------
 
 
-def test_kraken_and_coinbase_serve_no_rest() -> None:
+def test_kraken_and_coinbase_serve_rest_unless_told_not_to() -> None:
     async def test() -> None:
         async with SimKraken(["BTC/USD"], n_endpoints=1) as kraken:
+            assert kraken.rest_url is not None
+        async with SimKraken(["BTC/USD"], n_endpoints=1, rest=False) as kraken:
             assert kraken.rest_url is None
-        async with SimCoinbase(["BTC-USD"], n_endpoints=1) as coinbase:
+        async with SimCoinbase(["BTC-USD"], n_endpoints=1, rest=False) as coinbase:
             assert coinbase.rest_url is None
 
     run(test)
     with pytest.raises(ValueError, match="serves no REST"):
-        SimKraken(["BTC/USD"], rest_port=0)
+        SimKraken(["BTC/USD"], rest_port=0, rest=False)
     with pytest.raises(ValueError, match="serves no REST"):
-        SimCoinbase(["BTC-USD"], rest_port=0)
+        SimCoinbase(["BTC-USD"], rest_port=0, rest=False)
