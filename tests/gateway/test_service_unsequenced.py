@@ -13,6 +13,8 @@ from gateway.config import parse_config
 from gateway.model import BookDelta, BookReset, GatewayEvent
 from gateway.service import VenueRuntime
 
+from ..feeds.test_kraken import MATIC_SNAPSHOT, MATIC_UPDATE
+
 RealData = Callable[[str], Path]
 
 
@@ -106,27 +108,8 @@ def test_coinbase_sequence_jump_reconnects_that_connection(real_data: RealData) 
     assert rt.stats.connection_gaps == 1
 
 
-# The Kraken docs' MATIC/USD example (exchange-protocols.md §5): its numbers drop trailing
-# zeros (0.566), so its checksum holds only at the instrument's precision (4, 8).
-MATIC_SNAPSHOT = (
-    b'{"channel":"book","type":"snapshot","data":[{"symbol":"MATIC/USD",'
-    b'"bids":[{"price":0.5666,"qty":4831.75496356},{"price":0.5665,"qty":6658.22734739},'
-    b'{"price":0.5664,"qty":18724.91513344},{"price":0.5663,"qty":11563.92544914},'
-    b'{"price":0.5662,"qty":14006.65365711},{"price":0.5661,"qty":17454.85679807},'
-    b'{"price":0.566,"qty":18097.1547},{"price":0.5659,"qty":33644.89175666},'
-    b'{"price":0.5658,"qty":148.3464},{"price":0.5657,"qty":606.70854372}],'
-    b'"asks":[{"price":0.5668,"qty":4410.79769741},{"price":0.5669,"qty":4655.40412487},'
-    b'{"price":0.567,"qty":49844.89424998},{"price":0.5671,"qty":24306.41678},'
-    b'{"price":0.5672,"qty":29783.25223475},{"price":0.5673,"qty":57234.71239278},'
-    b'{"price":0.5674,"qty":45065.04744},{"price":0.5675,"qty":5912.76380354},'
-    b'{"price":0.5676,"qty":42514.92434778},{"price":0.5677,"qty":36304.0847022}],'
-    b'"checksum":2439117997}]}'
-)
-MATIC_UPDATE = (
-    b'{"channel":"book","type":"update","data":[{"symbol":"MATIC/USD",'
-    b'"bids":[{"price":0.5657,"qty":1098.3947558}],"asks":[],'
-    b'"checksum":2114181697,"timestamp":"2023-10-06T17:35:55.440295Z"}]}'
-)
+# The Kraken docs' MATIC/USD example drops trailing zeros (0.566), so its checksums hold
+# only at the instrument's precision (4, 8).
 MATIC_INSTRUMENT = (
     b'{"channel":"instrument","type":"snapshot","data":{"assets":[],"pairs":[{"symbol":'
     b'"MATIC/USD","base":"MATIC","quote":"USD","status":"online","qty_precision":8,'
