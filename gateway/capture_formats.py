@@ -31,6 +31,14 @@ Formats (``../shared/data/real/binance/SOURCES.md``):
   a zip holding ``.data`` files of v5 WebSocket book messages, one per line, with ``cts``),
   zipped or not. The download records no local time: ``recv_ns`` is the message's ``ts``
   (the venue's push time, ms) in ns. Connection 0, URL ``""``.
+- ``mdgateway``: the project's own capture (``docs/capture-format.md``, :mod:`gateway.capture`):
+  a directory of rotated gzip files ``mdgw-<session>-<index>.gz``. Given the directory,
+  every session in it is read, oldest first (connection ids of a later session are moved
+  past those of the earlier ones, and connections a session left open are closed at its
+  last record); given one file, every file of its session. ``ws`` records get their
+  connection's URL; ``gap`` lines (records the writer dropped) are counted in
+  ``ReadStats.dropped``; a file cut inside a gzip member is read up to its last complete
+  member and sets ``ReadStats.truncated``.
 - ``ndjson``: one raw frame per line and nothing else (the flashbook fixtures). No time is
   recorded: ``recv_ns`` is the 0-based line index, which gives the order and nothing more.
   One connection (0), URL ``""``. Told apart from other JSON by the shape of its frames
@@ -63,6 +71,8 @@ from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
+
+from gateway import capture as mdgw
 
 __all__ = [
     "INLINE_SNAPSHOT_SCHEME",
@@ -99,6 +109,7 @@ class CaptureFormat(enum.StrEnum):
     CRYPTOFEED_JSONL = "cryptofeed-jsonl"
     BYBIT_HISTORY = "bybit-history"
     NDJSON = "ndjson"
+    MDGATEWAY = "mdgateway"
 
 
 RecordKind = Literal["ws", "rest", "connect", "disconnect"]
@@ -361,6 +372,8 @@ class ReadStats:
     examples: list[str] = field(default_factory=list)
     #: A compressed file ended before its end marker (a capture cut short).
     truncated: bool = False
+    #: Records the capture's writer dropped (``gap`` lines of the mdgateway format).
+    dropped: int = 0
 
     def bad_line(self, source: Path | str, lineno: int, reason: str, line: bytes) -> None:
         self.malformed += 1
@@ -477,7 +490,8 @@ _EXPECTED: Final = (
     "cryptofeed raw capture NAME.ws.N.M (first line '<wss://url> <-> <connect_epoch_s>', "
     "then '<recv_epoch_s>: <frame>'), a cryptofeed format-2 JSONL capture (records with "
     '"t": header/connect/send/recv/http), a Bybit historical order-book download '
-    "(.data.zip), or NDJSON of raw venue frames (one per line)"
+    "(.data.zip), NDJSON of raw venue frames (one per line), or an mdgateway capture "
+    "directory (mdgw-<session>-<n>.gz files)"
 )
 
 
@@ -549,7 +563,15 @@ def detect_format(path: Path) -> CaptureFormat:
     Raises CaptureFormatError, naming the path and the formats expected, when the file
     cannot be read, is empty, or has none of the known shapes.
     """
+    if path.is_dir():
+        if mdgw.session_files(path):
+            return CaptureFormat.MDGATEWAY
+        raise CaptureFormatError(
+            f"{path}: a directory without mdgateway capture files (mdgw-<session>-<n>.gz)"
+        )
     magic = _magic(path)
+    if magic[:2] == _GZIP_MAGIC and _mdgw_head(path):
+        return CaptureFormat.MDGATEWAY
     if magic in _ZIP_MAGICS:
         return _detect_zip(path)
     if magic == _ZSTD_MAGIC:
@@ -600,8 +622,12 @@ def detect_venue(path: Path, fmt: CaptureFormat | None = None) -> str | None:
     Bybit history: ``bybit-linear`` for ``orderbook.500`` books of a USDT/USDC symbol (500
     levels were offered for derivatives only), else ``bybit``.
     NDJSON: the shape of the first frame that has one (:func:`venue_from_frame`).
+    mdgateway: the venue of every connection URL, else the venue name its connect line
+    records (loopback and simulated endpoints), when they agree.
     """
     fmt = fmt or detect_format(path)
+    if fmt is CaptureFormat.MDGATEWAY:
+        return _mdgw_venue(path)
     if fmt is CaptureFormat.CRYPTOFEED_JSONL:
         return _cf2_venue(path)
     if fmt is CaptureFormat.BYBIT_HISTORY:
@@ -658,6 +684,8 @@ class CaptureReader:
         """The files this capture is read from, the named file first."""
         if self.format is CaptureFormat.CRYPTOFEED_RAW:
             return [self.path, *_cryptofeed_http_files(self.path)]
+        if self.format is CaptureFormat.MDGATEWAY:
+            return mdgw.session_files(self.path)
         return [self.path]
 
     def __iter__(self) -> Iterator[CaptureRecord]:
@@ -673,6 +701,8 @@ class CaptureReader:
             records = _read_bybit_history(self.path, stats)
         elif self.format is CaptureFormat.NDJSON:
             records = _read_ndjson(self.path, stats)
+        elif self.format is CaptureFormat.MDGATEWAY:
+            records = _read_mdgateway(sources, stats)
         else:
             streams = [_read_cryptofeed_ws(self.path, stats)]
             streams += [_read_cryptofeed_http(p, stats) for p in sources[1:]]
@@ -1022,3 +1052,103 @@ def _read_ndjson(path: Path, stats: ReadStats) -> Iterator[CaptureRecord]:
             continue
         # No time is recorded: the line index keeps the order, and says nothing more.
         yield CaptureRecord(lineno - 1, 0, "ws", "", line)
+
+
+# --- mdgateway ------------------------------------------------------------------------------
+
+#: Lines scanned for connect records to tell the venue of an mdgateway capture.
+_MDGW_VENUE_LINES: Final = 200_000
+
+
+def _mdgw_head(path: Path) -> bool:
+    """True when the file's first complete gzip member starts with an mdgateway header."""
+    reader = mdgw.MemberReader()
+    try:
+        for line in mdgw.iter_lines(path, reader):
+            return mdgw.looks_like_header(line)
+    except OSError:
+        return False
+    return False
+
+
+def _read_mdgateway(files: list[Path], stats: ReadStats) -> Iterator[CaptureRecord]:
+    offset = 0
+    max_id = -1
+    last_ns = 0
+    session: str | None = None
+    urls: dict[int, str] = {}
+    for path in files:
+        parsed = mdgw.parse_name(path.name)
+        name = parsed[0] if parsed else path.name
+        if session is not None and name != session:
+            # A new run of the gateway: the connections of the last one are over.
+            for conn_id, url in urls.items():
+                yield CaptureRecord(last_ns, conn_id, "disconnect", url, b"")
+            urls.clear()
+            offset = max_id + 1
+        session = name
+        reader = mdgw.MemberReader()
+        for lineno, line in enumerate(mdgw.iter_lines(path, reader), 1):
+            if not line.strip():
+                continue
+            stats.lines += 1
+            try:
+                rec = mdgw.decode_line(line)
+            except ValueError as exc:
+                stats.bad_line(path, lineno, str(exc), line)
+                continue
+            last_ns = rec.recv_ns
+            kind = rec.kind
+            if kind == "header":
+                stats.skipped += 1
+                continue
+            if kind == "gap":
+                dropped = mdgw.gap_dropped(rec.payload)
+                stats.dropped += dropped
+                if len(stats.examples) < _MAX_EXAMPLES:
+                    stats.examples.append(
+                        f"{path.name}:{lineno}: the writer dropped {dropped} records here"
+                    )
+                continue
+            conn_id = rec.conn_id + offset if rec.conn_id >= 0 else rec.conn_id
+            max_id = max(max_id, conn_id)
+            if kind == "connect":
+                urls[conn_id] = rec.url
+                yield CaptureRecord(rec.recv_ns, conn_id, "connect", rec.url, b"")
+            elif kind == "disconnect":
+                url = urls.pop(conn_id, rec.url)
+                yield CaptureRecord(rec.recv_ns, conn_id, "disconnect", rec.url or url, b"")
+            elif kind == "ws":
+                yield CaptureRecord(
+                    rec.recv_ns, conn_id, "ws", rec.url or urls.get(conn_id, ""), rec.payload
+                )
+            else:
+                yield CaptureRecord(rec.recv_ns, rec.conn_id, "rest", rec.url, rec.payload)
+        if reader.truncated:
+            stats.truncated = True
+            stats.examples.append(f"{path.name}: {reader.reason}")
+
+
+def _mdgw_venue(path: Path) -> str | None:
+    """See :func:`detect_venue`."""
+    venues: dict[str, None] = {}
+    seen = 0
+    for file in mdgw.session_files(path):
+        reader = mdgw.MemberReader()
+        for line in mdgw.iter_lines(file, reader):
+            seen += 1
+            if seen > _MDGW_VENUE_LINES:
+                break
+            if b" connect " not in line[:40]:
+                continue
+            try:
+                rec = mdgw.decode_line(line)
+            except ValueError:
+                continue
+            venue = connection_venue(rec.url) or mdgw.connect_venue(rec.payload)
+            if venue:
+                venues.setdefault(venue)
+    if len(venues) == 1:
+        return next(iter(venues))
+    families = {"bybit" if v.startswith("bybit-") else v for v in venues}
+    return families.pop() if len(families) == 1 else None

@@ -9,9 +9,12 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from gateway.capture_writer import CaptureWriter
 
 
 def configure_logging(level: str) -> None:
@@ -69,10 +72,19 @@ def _with_overrides(config: Config, port: int | None, host: str | None) -> Confi
     return msgspec.structs.replace(config, server=server)
 
 
-async def _run_service(config: Config) -> int:
+def make_capture(directory: Path | None) -> CaptureWriter | None:
+    """The capture writer of ``--capture DIR``, or None."""
+    if directory is None:
+        return None
+    from gateway.capture_writer import CaptureWriter
+
+    return CaptureWriter(directory)
+
+
+async def _run_service(config: Config, capture_dir: Path | None = None) -> int:
     from gateway.service import Service
 
-    service = Service(config)
+    service = Service(config, capture=make_capture(capture_dir))
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(service.run(ready))
@@ -93,7 +105,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"mdgateway: bad configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(args.log_level or config.log_level)
-    return run_loop(_run_service(config))
+    return run_loop(_run_service(config, args.capture))
+
+
+def add_capture_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--capture",
+        type=Path,
+        metavar="DIR",
+        help="record every raw upstream frame, connection event and REST snapshot into DIR "
+        "(docs/capture-format.md); `mdgateway verify DIR` reads it",
+    )
 
 
 # --- entry ------------------------------------------------------------------------------------
@@ -111,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="subscriber port (overrides the config)")
     run.add_argument("--host", help="subscriber bind address (overrides the config)")
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    add_capture_argument(run)
     run.set_defaults(func=cmd_run)
 
     from gateway import demo
@@ -134,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_arguments(verify_parser)
     verify_parser.set_defaults(func=verify.main)
+
+    from gateway import tap
+
+    tap_parser = commands.add_parser(
+        "tap", help="follow one symbol of a gateway, check seq and book, and summarize"
+    )
+    tap.add_arguments(tap_parser)
+    tap_parser.set_defaults(func=tap.main)
     return parser
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.book import L2Book
-from gateway.cli import configure_logging, run_loop
+from gateway.cli import add_capture_argument, configure_logging, make_capture, run_loop
 from gateway.config import Config, ServerConfig, VenueConfig, validate
 from gateway.service import Service
 
@@ -168,6 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default=None, help="log level (default: INFO with the view, else WARNING)"
     )
+    add_capture_argument(parser)
 
 
 def _selected(names: str) -> list[DemoVenue]:
@@ -319,7 +320,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         for i, venue in enumerate(venues):
             sim = venue.start(list(venue.symbols), args.endpoints, args.seed + i, None, None)
             sims.append((venue, await stack.enter_async_context(sim)))
-        service = Service(demo_config(sims, args.port))
+        service = Service(demo_config(sims, args.port), capture=make_capture(args.capture))
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             service_task = tasks.create_task(service.run(ready))

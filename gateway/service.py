@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gateway.arbiter import ConnectionSequenceChecker, SymbolArbiter, SymbolStats, TradeDedup
 from gateway.backoff import Backoff
+from gateway.capture_writer import CaptureWriter
 from gateway.config import Config, VenueConfig
 from gateway.fanout import BookState, Fanout
 from gateway.model import (
@@ -66,8 +67,11 @@ class VenueRuntime:
         conn_ids: itertools.count[int],
         publish: Callable[[Sequence[GatewayEvent]], None],
         clock_ns: Callable[[], int],
+        capture: CaptureWriter | None = None,
     ) -> None:
         self.cfg = cfg
+        #: Records every raw frame, connection event and REST response, when capturing.
+        self.capture = capture
         self.adapter = adapter_for(cfg.venue)
         self._publish = publish
         self._clock_ns = clock_ns
@@ -130,6 +134,7 @@ class VenueRuntime:
                 limit=cfg.snapshot_limit,
                 on_snapshot=self.on_snapshot,
                 timeout_s=cfg.rest_timeout_s,
+                on_response=None if capture is None else capture.record_rest,
             )
         #: Keys whose arbiter has a reorder deadline pending.
         self.waiting: set[str] = set()
@@ -138,6 +143,8 @@ class VenueRuntime:
 
     def on_frame(self, conn_id: int, raw: bytes, recv_ns: int) -> bool:
         """Handles one frame; True when the venue asked this connection to reconnect."""
+        if self.capture is not None:
+            self.capture.record_frame(conn_id, raw, recv_ns)
         try:
             events = self.adapter.parse(raw, recv_ns, conn_id)
         except VenueContractError as exc:
@@ -178,6 +185,12 @@ class VenueRuntime:
         return reconnect
 
     def on_state(self, conn_id: int, up: bool) -> None:
+        if self.capture is not None:
+            url = self.connections[conn_id].url
+            if up:
+                self.capture.record_connect(conn_id, url, self.cfg.venue)
+            else:
+                self.capture.record_disconnect(conn_id, url)
         now_ns = self._clock_ns()
         self.sequences.reset(conn_id)
         if conn_id in self.trade_connections:
@@ -252,8 +265,16 @@ class VenueRuntime:
 class Service:
     """The whole gateway for one configuration."""
 
-    def __init__(self, config: Config, *, clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        capture: CaptureWriter | None = None,
+    ) -> None:
         self.config = config
+        #: The capture of this run (``mdgateway run --capture DIR``), or None.
+        self.capture = capture
         self.fanout = Fanout(
             self,
             max_buffer_bytes=config.server.max_buffer_bytes,
@@ -261,7 +282,8 @@ class Service:
         )
         conn_ids = itertools.count(0)
         self.venues = [
-            VenueRuntime(cfg, conn_ids, self.fanout.publish, clock_ns) for cfg in config.venues
+            VenueRuntime(cfg, conn_ids, self.fanout.publish, clock_ns, capture)
+            for cfg in config.venues
         ]
         self._books: dict[str, SymbolArbiter] = {
             key: book for venue in self.venues for key, book in venue.books.items()
@@ -294,17 +316,22 @@ class Service:
         """Runs until cancelled; ``ready`` is set once subscribers can connect."""
         server = self.config.server
         serving = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.fanout.serve(server.host, server.port, serving))
-            await serving.wait()
-            for venue in self.venues:
-                if venue.fetcher is not None:
-                    tasks.create_task(venue.fetcher.run())
-                for connection in venue.connections.values():
-                    tasks.create_task(connection.run())
-            tasks.create_task(self._timers())
-            if ready is not None:
-                ready.set()
+        async with asyncio.TaskGroup() as outer:
+            # The capture writer is in the outer group: on cancellation it is stopped after
+            # every connection, so their last frames and disconnects are written.
+            if self.capture is not None:
+                outer.create_task(self.capture.run())
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.fanout.serve(server.host, server.port, serving))
+                await serving.wait()
+                for venue in self.venues:
+                    if venue.fetcher is not None:
+                        tasks.create_task(venue.fetcher.run())
+                    for connection in venue.connections.values():
+                        tasks.create_task(connection.run())
+                tasks.create_task(self._timers())
+                if ready is not None:
+                    ready.set()
 
     @property
     def port(self) -> int:

@@ -258,6 +258,7 @@ class SnapshotFetcher:
         backoff_initial_s: float = 0.25,
         backoff_max_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_response: Callable[[str, bytes, int], object] | None = None,
     ) -> None:
         if adapter.snapshot_url is None or adapter.parse_snapshot is None:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
@@ -269,6 +270,8 @@ class SnapshotFetcher:
         self._on_snapshot = on_snapshot
         self._timeout_s = timeout_s
         self._transport = transport
+        #: on_response(url, body, recv_ns): every 200 response body, before it is parsed.
+        self._on_response = on_response
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._backoffs: dict[str, Backoff] = {}
@@ -346,7 +349,10 @@ class SnapshotFetcher:
                 request=response.request,
                 response=response,
             )
-        return self._parse_snapshot(symbol, response.content, time.time_ns(), -1)
+        recv_ns = time.time_ns()
+        if self._on_response is not None:
+            self._on_response(url, response.content, recv_ns)
+        return self._parse_snapshot(symbol, response.content, recv_ns, -1)
 
     async def _respect_limits(self) -> None:
         now_s = time.monotonic()

@@ -20,6 +20,7 @@ PURE_MODULES = [
     "gateway.config",
     "gateway.protocol",
     "gateway.capture_formats",
+    "gateway.capture",
     "feeds.binance",
     "feeds.okx",
     "feeds.kraken",
