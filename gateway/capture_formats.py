@@ -1114,7 +1114,8 @@ def _read_mdgateway(files: list[Path], stats: ReadStats) -> Iterator[CaptureReco
             max_id = max(max_id, conn_id)
             if kind == "connect":
                 urls[conn_id] = rec.url
-                yield CaptureRecord(rec.recv_ns, conn_id, "connect", rec.url, b"")
+                # The payload names the venue: loopback and simulated URLs do not.
+                yield CaptureRecord(rec.recv_ns, conn_id, "connect", rec.url, rec.payload)
             elif kind == "disconnect":
                 url = urls.pop(conn_id, rec.url)
                 yield CaptureRecord(rec.recv_ns, conn_id, "disconnect", rec.url or url, b"")

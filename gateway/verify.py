@@ -130,12 +130,25 @@ class VerifyReport(msgspec.Struct):
         )
 
 
+def _recorded_venue(payload: bytes) -> str:
+    """The venue an mdgateway connect record names (``{"venue": name}``), or ""."""
+    try:
+        named = msgspec.json.decode(payload) if payload else {}
+    except msgspec.DecodeError:
+        return ""
+    venue = named.get("venue") if isinstance(named, dict) else None
+    return venue if isinstance(venue, str) else ""
+
+
 def resolve_venue(path: Path, fmt: CaptureFormat, venue: str | None) -> VenueAdapter:
     """The venue to rebuild with: ``venue`` when given, else the one the capture shows.
 
     Raises VerifyError when it is unknown, not supported yet, or cannot be told.
     """
     name = venue if venue is not None else detect_venue(path, fmt)
+    if name is None and fmt is CaptureFormat.MDGATEWAY:
+        # Several venues: each recorded connection names its own.
+        return next(iter(ADAPTERS.values()))
     if name is None:
         raise VerifyError(
             f"cannot tell the venue of {path}; pass --venue ({', '.join(sorted(ADAPTERS))})"
@@ -191,7 +204,9 @@ class _Rebuild:
         if self.armed:
             self._fire_timers(now_ns)
         if record.kind == "connect" and self.by_url:
-            named = ADAPTERS.get(connection_venue(record.url) or "")
+            named = ADAPTERS.get(connection_venue(record.url) or "") or ADAPTERS.get(
+                _recorded_venue(record.payload)
+            )
             if named is not None:
                 self.conn_spec[record.conn_id] = named
         elif record.kind == "ws":
@@ -234,17 +249,23 @@ class _Rebuild:
 
     def _rest(self, record: CaptureRecord) -> None:
         parts = urlsplit(record.url)
-        if parts.scheme != INLINE_SNAPSHOT_SCHEME and not parts.path.endswith(
-            self.spec.snapshot_paths
-        ):
+        spec = self.spec
+        if self.by_url:
+            # The venue the URL names, else the one whose snapshot path it is (loopback).
+            spec = ADAPTERS.get(connection_venue(record.url) or "") or next(
+                (
+                    a
+                    for a in ADAPTERS.values()
+                    if a.snapshot_paths and parts.path.endswith(a.snapshot_paths)
+                ),
+                spec,
+            )
+        if parts.scheme != INLINE_SNAPSHOT_SCHEME and not parts.path.endswith(spec.snapshot_paths):
             return
         symbol = rest_symbol(record.url)
         if symbol is None:
             self._bad_frame(record, VenueContractError("REST snapshot URL names no symbol"))
             return
-        spec = self.spec
-        if self.by_url:
-            spec = ADAPTERS.get(connection_venue(record.url) or "", spec)
         if spec.parse_snapshot is None:
             return
         try:
@@ -346,7 +367,7 @@ def verify_capture(
     return VerifyReport(
         file=str(path),
         format=fmt.value,
-        venue=spec.venue,
+        venue=",".join(sorted({key.partition(":")[0] for key in rebuild.books})) or spec.venue,
         sources=stats.sources,
         records=stats.records,
         bad_frames=rebuild.bad_frames,
