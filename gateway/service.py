@@ -93,19 +93,13 @@ class VenueRuntime:
         endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
         for index, endpoint in enumerate(endpoints):
             conn_id = next(conn_ids)
-            self.connections[conn_id] = Connection(
+            self.connections[conn_id] = self._connection(
                 conn_id,
                 self.adapter.stream_url(endpoint, cfg.symbols),
-                on_frame=self.on_frame,
-                on_state=self.on_state,
-                backoff=Backoff(cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)),
-                stall_timeout_s=cfg.stall_timeout_s,
                 # Staggered so that the endpoints are never renewed together.
                 max_age_s=cfg.max_connection_age_s * (1.0 - AGE_STAGGER * index),
                 subscribe_messages=subscribe,
                 ping_message=self.adapter.ping_message,
-                ping_interval_s=self.adapter.ping_interval_s,
-                max_messages_per_s=self.adapter.max_messages_per_s,
             )
         #: Connections that carry trades only: the books are not told of them.
         self.trade_connections: set[int] = set()
@@ -114,17 +108,8 @@ class VenueRuntime:
             for endpoint in dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints):
                 conn_id = next(conn_ids)
                 self.trade_connections.add(conn_id)
-                self.connections[conn_id] = Connection(
-                    conn_id,
-                    trade_url(endpoint, cfg.symbols),
-                    on_frame=self.on_frame,
-                    on_state=self.on_state,
-                    backoff=Backoff(
-                        cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)
-                    ),
-                    stall_timeout_s=cfg.stall_timeout_s,
-                    max_age_s=cfg.max_connection_age_s,
-                    max_messages_per_s=self.adapter.max_messages_per_s,
+                self.connections[conn_id] = self._connection(
+                    conn_id, trade_url(endpoint, cfg.symbols), max_age_s=cfg.max_connection_age_s
                 )
         self.fetcher: SnapshotFetcher | None = None
         if self.adapter.snapshot_url is not None and cfg.rest:
@@ -138,6 +123,30 @@ class VenueRuntime:
             )
         #: Keys whose arbiter has a reorder deadline pending.
         self.waiting: set[str] = set()
+
+    def _connection(
+        self,
+        conn_id: int,
+        url: str,
+        *,
+        max_age_s: float,
+        subscribe_messages: Sequence[bytes] = (),
+        ping_message: bytes | None = None,
+    ) -> Connection:
+        cfg = self.cfg
+        return Connection(
+            conn_id,
+            url,
+            on_frame=self.on_frame,
+            on_state=self.on_state,
+            backoff=Backoff(cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)),
+            stall_timeout_s=cfg.stall_timeout_s,
+            max_age_s=max_age_s,
+            subscribe_messages=subscribe_messages,
+            ping_message=ping_message,
+            ping_interval_s=self.adapter.ping_interval_s,
+            max_messages_per_s=self.adapter.max_messages_per_s,
+        )
 
     # --- inputs, all synchronous ------------------------------------------------------------
 
