@@ -16,7 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.arbiter import ConnectionSequenceChecker, SymbolArbiter, SymbolStats, TradeDedup
+from gateway.arbiter import (
+    ConnectionSequenceChecker,
+    ReplicatedBook,
+    SymbolArbiter,
+    SymbolStats,
+    TradeDedup,
+)
 from gateway.backoff import Backoff
 from gateway.capture_writer import CaptureWriter
 from gateway.config import Config, VenueConfig
@@ -178,10 +184,13 @@ class VenueRuntime:
                 self._set_precision(event)
             elif isinstance(event, ConnectionSequence):
                 if self.sequences.on_seq(conn_id, event.seq):
-                    # Every replica on this connection missed something: start it afresh.
+                    # Every replica on this connection missed something: each is dropped
+                    # and resubscribed on this connection only.
                     self.stats.connection_gaps += 1
-                    log.warning("conn %d: messages lost (sequence jump); reconnecting", conn_id)
-                    reconnect = True
+                    log.warning("conn %d: messages lost (sequence jump); resubscribing", conn_id)
+                    for book in self.books.values():
+                        if isinstance(book, ReplicatedBook):
+                            self._emit(book, book.invalidate(conn_id, "connection sequence jump"))
             elif isinstance(event, Trade):
                 dedup = self.trades.get(event.key)
                 if dedup is not None:

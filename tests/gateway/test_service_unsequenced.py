@@ -86,7 +86,7 @@ def test_kraken_session_through_two_connections_with_a_leader_failure(
         assert len(subscriber.books[key].bids()) == 10
 
 
-def test_coinbase_sequence_jump_reconnects_that_connection(real_data: RealData) -> None:
+def test_coinbase_sequence_jump_resubscribes_that_connection(real_data: RealData) -> None:
     import gzip
     import json
 
@@ -103,9 +103,22 @@ def test_coinbase_sequence_jump_reconnects_that_connection(real_data: RealData) 
     reconnects = [rt.on_frame(0, frame, i) for i, frame in enumerate(frames[:300])]
     assert not any(reconnects) and rt.stats.connection_gaps == 0
     assert any(isinstance(e, BookReset) for e in subscriber.events)
-    # Skip one message: the connection lost something and must start afresh.
-    assert rt.on_frame(0, frames[301], 301) is True
+    # Skip one message: the connection lost something; its replicas are resubscribed.
+    sent: list[bytes] = []
+
+    def send(messages: Sequence[bytes]) -> bool:
+        sent.extend(messages)
+        return True
+
+    rt.connections[0].send = send  # type: ignore[method-assign]
+    replicas = {key: b.replicas[0] for key, b in rt.books.items()}  # type: ignore[attr-defined]
+    assert all(r.valid for r in replicas.values())
+    assert rt.on_frame(0, frames[301], 301) is False, "no reconnect: a resubscribe"
     assert rt.stats.connection_gaps == 1
+    assert not any(r.valid for r in replicas.values())
+    assert rt.stats.resubscribes == 2  # one per symbol on this connection
+    assert sum(b'"unsubscribe"' in m for m in sent) == 2
+    assert sum(b'"type":"subscribe"' in m for m in sent) == 2
 
 
 # The Kraken docs' MATIC/USD example drops trailing zeros (0.566), so its checksums hold
