@@ -165,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tap.add_arguments(tap_parser)
     tap_parser.set_defaults(func=tap.main)
+
+    from gateway import replay
+
+    replay_parser = commands.add_parser(
+        "replay", help="serve a capture from K loopback endpoints and REST, as the venue would"
+    )
+    replay.add_arguments(replay_parser)
+    replay_parser.set_defaults(func=replay.main)
     return parser
 
 

@@ -1,0 +1,196 @@
+"""What the replay server sends, where and when: the pure core of :mod:`feeds.sim.replay`.
+
+No asyncio, websockets or socket: records in, a :class:`ReplayPlan` out, and the few
+time computations the server's send loop and REST hook need.
+
+- Every ``ws`` record belongs to a recorded connection (``conn_id``). Connections are
+  numbered in order of their first frame; recorded connection ``i`` replays on endpoint
+  ``i mod K``; several connections landing on one endpoint are merged in recorded order.
+  A capture of ONE recorded connection is fanned to every endpoint (the same frames).
+- Times are ``offset_ns``: the frame's ``recv_ns`` minus the capture's FIRST frame's
+  ``recv_ns`` (one clock for all endpoints, so the recorded order across connections and
+  symbols is kept when the endpoints are read at the same pace). At speed ``X`` a frame is
+  due ``offset_ns / X`` after the connection started; :func:`due_count` tells how many are
+  due at once (a burst is sent without sleeping between frames). Speed ``None`` is
+  ``max``: no schedule, the client's reading pace is the only limit.
+- ``rest`` records become a :class:`RestIndex`: a request is matched by path and query
+  (exact first, then same path and same ``symbol``/``instId``), and served the most recent
+  response recorded at or before the replay time (the first one when none is yet). An
+  inline snapshot (``capture:snapshot?symbol=X``, no URL recorded) is served at the
+  venue's snapshot path given as ``snapshot_path``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from gateway.capture_formats import INLINE_SNAPSHOT_SCHEME, CaptureRecord
+
+__all__ = [
+    "SYMBOL_PARAMS",
+    "FrameHook",
+    "ReplayFrame",
+    "ReplayPlan",
+    "RestIndex",
+    "build_plan",
+    "due_count",
+    "due_s",
+    "parse_speed",
+]
+
+#: Query parameters that name the instrument of a REST request, by venue.
+SYMBOL_PARAMS: Final = ("symbol", "instId", "product_id", "pair", "category_symbol")
+
+
+class ReplayFrame(msgspec.Struct, frozen=True, gc=False):
+    """One frame to send: ``offset_ns`` after the capture's first frame, then ``recv_ns``
+    as recorded (the replay time the frame stands for)."""
+
+    offset_ns: int
+    recv_ns: int
+    payload: bytes
+
+
+#: FAULT HOOK (not implemented yet: the fault language is being written separately).
+#: One optional callable per endpoint, applied by the server to each outgoing frame just
+#: before it is scheduled: it gets the frame and returns the frames to send instead, each
+#: with its own ``offset_ns`` (``[]`` drops, two copies duplicate, a larger offset delays,
+#: another payload corrupts). ``None`` (the default) sends the frame unchanged.
+FrameHook = Callable[[ReplayFrame], Sequence[ReplayFrame]]
+
+
+class _RestEntry(msgspec.Struct, frozen=True, gc=False):
+    recv_ns: int
+    payload: bytes
+
+
+def _split(url: str, snapshot_path: str | None) -> tuple[str, tuple[tuple[str, str], ...]]:
+    parts = urlsplit(url)
+    path = parts.path
+    if parts.scheme == INLINE_SNAPSHOT_SCHEME and snapshot_path is not None:
+        path = snapshot_path
+    query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return path, query
+
+
+def _symbol(query: Iterable[tuple[str, str]]) -> str | None:
+    for name, value in query:
+        if name in SYMBOL_PARAMS:
+            return value
+    return None
+
+
+class RestIndex:
+    """The recorded REST responses, looked up by request path + query and replay time."""
+
+    def __init__(self) -> None:
+        self._exact: dict[tuple[str, tuple[tuple[str, str], ...]], list[_RestEntry]] = {}
+        self._by_symbol: dict[tuple[str, str | None], list[_RestEntry]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._exact.values())
+
+    def add(self, url: str, recv_ns: int, payload: bytes, snapshot_path: str | None) -> None:
+        """Records one response; call in recorded (``recv_ns``) order."""
+        path, query = _split(url, snapshot_path)
+        entry = _RestEntry(recv_ns, payload)
+        self._exact.setdefault((path, query), []).append(entry)
+        self._by_symbol.setdefault((path, _symbol(query)), []).append(entry)
+
+    def lookup(self, target: str, at_ns: int | None) -> bytes | None:
+        """The response for the request ``target`` (``/path?query``) at replay time
+        ``at_ns`` (None: before the first frame), or None when nothing matches."""
+        path, query = _split(target, None)
+        entries = self._exact.get((path, query))
+        if entries is None:
+            entries = self._by_symbol.get((path, _symbol(query)))
+        if not entries:
+            return None
+        if at_ns is None:
+            return entries[0].payload
+        index = bisect.bisect_right(entries, at_ns, key=lambda e: e.recv_ns) - 1
+        return entries[max(index, 0)].payload
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """Per endpoint, the frames in send order; the REST responses; the capture's span."""
+
+    endpoints: list[list[ReplayFrame]]
+    rest: RestIndex
+    #: Recorded connections with at least one frame.
+    connections: int
+    first_ns: int
+    last_ns: int
+
+    @property
+    def duration_ns(self) -> int:
+        return self.last_ns - self.first_ns
+
+
+def build_plan(
+    records: Iterable[CaptureRecord], endpoints: int, snapshot_path: str | None = None
+) -> ReplayPlan:
+    """The plan of ``records`` (in recorded order) on ``endpoints`` endpoints."""
+    if endpoints < 1:
+        raise ValueError("endpoints must be >= 1")
+    order: dict[int, int] = {}
+    frames: list[tuple[int, CaptureRecord]] = []
+    rest = RestIndex()
+    for record in records:
+        if record.kind == "ws":
+            number = order.setdefault(record.conn_id, len(order))
+            frames.append((number, record))
+        elif record.kind == "rest":
+            rest.add(record.url, record.recv_ns, record.payload, snapshot_path)
+    first_ns = frames[0][1].recv_ns if frames else 0
+    last_ns = first_ns
+    per_endpoint: list[list[ReplayFrame]] = [[] for _ in range(endpoints)]
+    fan_out = len(order) == 1
+    for number, record in frames:
+        # A clock stepping back in the capture never reorders: offsets only grow.
+        last_ns = max(last_ns, record.recv_ns)
+        frame = ReplayFrame(last_ns - first_ns, record.recv_ns, record.payload)
+        if not fan_out:
+            per_endpoint[number % endpoints].append(frame)
+        else:
+            per_endpoint[0].append(frame)
+    if fan_out:
+        per_endpoint = [per_endpoint[0]] * endpoints  # one list, shared: identical frames
+    return ReplayPlan(per_endpoint, rest, len(order), first_ns, last_ns)
+
+
+def parse_speed(text: str) -> float | None:
+    """``"max"`` → None; otherwise a positive finite factor."""
+    if text.strip().lower() == "max":
+        return None
+    speed = float(text)
+    if not (math.isfinite(speed) and speed > 0.0):
+        raise ValueError(f"speed must be a positive number or 'max', not {text!r}")
+    return speed
+
+
+def due_s(offset_ns: int, speed: float | None) -> float:
+    """Seconds after the connection's start when a frame at ``offset_ns`` is due."""
+    if speed is None:
+        return 0.0
+    return offset_ns / 1e9 / speed
+
+
+def due_count(
+    frames: Sequence[ReplayFrame], start: int, elapsed_s: float, speed: float | None
+) -> int:
+    """How many frames from ``frames[start]`` on are due ``elapsed_s`` after the start: all
+    of a burst at once, so the sender sleeps only when the next frame is not due yet."""
+    if speed is None:
+        return len(frames) - start
+    limit_ns = elapsed_s * speed * 1e9
+    end = bisect.bisect_right(frames, limit_ns, lo=start, key=lambda f: f.offset_ns)
+    return end - start

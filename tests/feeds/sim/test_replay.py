@@ -1,0 +1,100 @@
+"""The replay plan, without an event loop: grouping, fan-out, order, speed, REST lookup."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from feeds.sim.replay_plan import ReplayFrame, build_plan, due_count, due_s, parse_speed
+from gateway.capture_formats import REST_CONN_ID, CaptureRecord, inline_snapshot_url
+
+
+def _ws(ns: int, conn: int, payload: str) -> CaptureRecord:
+    return CaptureRecord(ns, conn, "ws", "wss://x/ws", payload.encode())
+
+
+def _rest(ns: int, url: str, payload: str) -> CaptureRecord:
+    return CaptureRecord(ns, REST_CONN_ID, "rest", url, payload.encode())
+
+
+def test_connections_go_round_robin_and_keep_the_recorded_order_and_clock() -> None:
+    records = [
+        _ws(1_000, 7, "a0"),
+        _ws(1_500, 3, "b0"),
+        _ws(2_000, 7, "a1"),
+        CaptureRecord(2_100, 9, "connect", "wss://x/ws", b""),
+        _ws(2_500, 9, "c0"),
+        _ws(3_000, 3, "b1"),
+    ]
+    plan = build_plan(records, 2)
+    assert plan.connections == 3
+    # Connection numbers by first frame: 7 -> 0, 3 -> 1, 9 -> 2 (endpoint 0 again).
+    assert [f.payload for f in plan.endpoints[0]] == [b"a0", b"a1", b"c0"]
+    assert [f.payload for f in plan.endpoints[1]] == [b"b0", b"b1"]
+    # One clock: offsets from the capture's first frame, on every endpoint.
+    assert [f.offset_ns for f in plan.endpoints[1]] == [500, 2_000]
+    assert plan.first_ns == 1_000 and plan.duration_ns == 2_000
+
+
+def test_one_connection_is_fanned_to_every_endpoint() -> None:
+    plan = build_plan([_ws(10, 0, "x"), _ws(20, 0, "y")], 3)
+    assert len(plan.endpoints) == 3
+    assert all([f.payload for f in frames] == [b"x", b"y"] for frames in plan.endpoints)
+
+
+def test_a_clock_stepping_back_never_reorders() -> None:
+    plan = build_plan([_ws(10, 0, "x"), _ws(5, 0, "y"), _ws(30, 0, "z")], 1)
+    assert [f.offset_ns for f in plan.endpoints[0]] == [0, 0, 20]
+
+
+def test_speed_scales_the_schedule_and_bursts_are_due_together() -> None:
+    frames = [
+        ReplayFrame(o, o, b"") for o in (0, 0, 0, 1_000_000_000, 1_000_000_000, 3_000_000_000)
+    ]
+    assert due_s(1_000_000_000, 1.0) == 1.0
+    assert due_s(1_000_000_000, 4.0) == 0.25
+    assert due_s(1_000_000_000, None) == 0.0
+    assert due_count(frames, 0, 0.0, 1.0) == 3
+    assert due_count(frames, 3, 0.5, 1.0) == 0
+    assert due_count(frames, 3, 1.0, 1.0) == 2
+    assert due_count(frames, 3, 0.25, 4.0) == 2
+    assert due_count(frames, 0, 0.0, None) == 6
+    assert parse_speed("max") is None and parse_speed("2.5") == 2.5
+    with pytest.raises(ValueError):
+        parse_speed("0")
+
+
+def test_rest_matches_exact_then_symbol_and_serves_by_replay_time() -> None:
+    records = [  # in recorded order
+        _rest(100, "https://api.x/api/v3/depth?symbol=BTCUSDT&limit=1000", "btc1"),
+        _rest(200, "https://api.x/api/v3/depth?limit=5&symbol=ETHUSDT", "eth"),
+        _rest(150, "https://api.x/api/v3/depth?symbol=BTCUSDT&limit=5", "btc5"),
+        _rest(300, "https://api.x/api/v3/depth?symbol=BTCUSDT&limit=1000", "btc2"),
+    ]
+    rest = build_plan(records, 1).rest
+    assert rest.lookup("/api/v3/depth?limit=1000&symbol=BTCUSDT", None) == b"btc1"
+    assert rest.lookup("/api/v3/depth?symbol=BTCUSDT&limit=1000", 299) == b"btc1"
+    assert rest.lookup("/api/v3/depth?symbol=BTCUSDT&limit=1000", 300) == b"btc2"
+    assert rest.lookup("/api/v3/depth?symbol=BTCUSDT&limit=5", 10_000) == b"btc5"
+    assert rest.lookup("/api/v3/depth?symbol=BTCUSDT&limit=100", 160) == b"btc5"
+    assert rest.lookup("/api/v3/depth?symbol=ETHUSDT", 0) == b"eth"
+    assert rest.lookup("/api/v3/depth?symbol=SOLUSDT", 0) is None
+    assert rest.lookup("/other?symbol=BTCUSDT", 0) is None
+
+
+def test_inline_snapshots_are_served_at_the_venue_path() -> None:
+    plan = build_plan([_rest(1, inline_snapshot_url("BTCUSDT"), "s")], 1, "/api/v3/depth")
+    assert plan.rest.lookup("/api/v3/depth?symbol=BTCUSDT&limit=1000", 5) == b"s"
+
+
+def test_the_plan_module_imports_no_io() -> None:
+    probe = (
+        "import sys, feeds.sim.replay_plan; "
+        "print([m for m in ('asyncio', 'websockets', 'socket') if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"

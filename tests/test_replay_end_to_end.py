@@ -1,0 +1,144 @@
+"""Replay of a real capture (hftbacktest, Binance spot) at max from 3 endpoints → gateway →
+subscriber: the subscriber's final book is verify's final book, with no gap."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from feeds.sim.replay import ReplayServer
+from gateway.client import GatewayClient
+from gateway.config import Config, ServerConfig, VenueConfig
+from gateway.replay import load_plan
+from gateway.service import Service
+from gateway.verify import verify_capture
+
+CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
+KEY = "binance:BTCUSDT"
+ROOT = Path(__file__).resolve().parents[1]
+MDGATEWAY = [sys.executable, "-m", "gateway.cli"]
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - polls state that other tasks own
+            await asyncio.sleep(0.05)
+
+
+async def _replay_through_the_gateway(path: Path, last_id: int) -> tuple[GatewayClient, int]:
+    plan = load_plan([path], 3)
+    async with ReplayServer(plan, speed=None) as replay:
+        config = Config(
+            venues=[
+                VenueConfig(
+                    venue="binance",
+                    symbols=["BTCUSDT"],
+                    endpoints=replay.endpoint_urls,
+                    rest=[replay.rest_url],
+                    stall_timeout_s=30.0,
+                    backoff_initial_s=0.05,
+                    backoff_max_s=1.0,
+                )
+            ],
+            server=ServerConfig(port=0),
+        )
+        service = Service(config)
+        ready = asyncio.Event()
+        client = GatewayClient("ws://127.0.0.1:0/", [KEY])  # replaced once the port is known
+        async with asyncio.TaskGroup() as tasks:
+            service_task = tasks.create_task(service.run(ready))
+            await ready.wait()
+            client = GatewayClient(f"ws://127.0.0.1:{service.port}/", [KEY], backoff_max_s=0.5)
+
+            seen = [0]
+
+            async def follow() -> None:
+                async with client:
+                    async for update in client:
+                        if update.book is not None:
+                            seen[0] = update.venue_id
+
+            follower = tasks.create_task(follow())
+            await asyncio.wait_for(replay.finished.wait(), 90)
+            await _wait_for(lambda: seen[0] == last_id, 30)
+            assert replay.rest_served >= 1
+            follower.cancel()
+            service_task.cancel()
+        return client, seen[0]
+
+
+def test_real_capture_replayed_at_max_from_three_endpoints_gives_verifys_book(
+    real_data: Callable[[str], Path],
+) -> None:
+    path = real_data(CAPTURE)
+    report = verify_capture(path).symbols[KEY]
+    client, last_id = asyncio.run(
+        asyncio.wait_for(_replay_through_the_gateway(path, report.last_id), 150)
+    )
+    book = client.book(KEY)
+    assert book is not None
+    assert client.stats.gaps == 0
+    assert last_id == report.last_id
+    assert book.bids()[:20] == report.bids[:20]
+    assert book.asks()[:20] == report.asks[:20]
+
+
+def test_replay_command_prints_its_urls_and_finishes(real_data: Callable[[str], Path]) -> None:
+    path = real_data(CAPTURE)
+    process = subprocess.Popen(
+        [*MDGATEWAY, "replay", str(path), "--endpoints", "2", "--speed", "max", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline().strip() for _ in range(3)]
+        assert [line.split()[0] for line in lines] == ["endpoint", "endpoint", "rest"]
+        assert lines[0].startswith("endpoint ws://127.0.0.1:")
+        # Nobody connects, so the replay does not finish: it waits idle until stopped.
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "replay finished" not in stdout
+
+
+async def _timed_replay() -> tuple[list[str], float, bytes | None]:
+    from websockets.asyncio.client import connect
+
+    from feeds.sim.replay_plan import build_plan
+    from gateway.capture_formats import CaptureRecord
+
+    records = [
+        CaptureRecord(t, 0, "ws", "", f'{{"n":{n}}}'.encode())
+        for n, t in enumerate([0, 0, 0, 1_000_000_000, 1_000_000_000])
+    ]
+    records.append(CaptureRecord(1, -1, "rest", "https://x/api/v3/depth?symbol=A", b"{}"))
+    async with ReplayServer(build_plan(records, 1), speed=10.0) as replay:
+        loop = asyncio.get_running_loop()
+        async with connect(replay.endpoint_urls[0] + "/stream?streams=a@depth") as ws:
+            start = loop.time()
+            await ws.send("ping")
+            got = [str(await ws.recv()) for _ in range(6)]
+            elapsed = loop.time() - start
+        await asyncio.wait_for(replay.finished.wait(), 5)
+        body = replay._plan.rest.lookup("/api/v3/depth?symbol=A&limit=5", replay.replay_ns)
+    return got, elapsed, body
+
+
+def test_speed_scales_the_recorded_gaps_and_ping_gets_pong() -> None:
+    got, elapsed, body = asyncio.run(asyncio.wait_for(_timed_replay(), 20))
+    frames = [g for g in got if g != "pong"]
+    assert "pong" in got
+    assert frames == [f'{{"n":{n}}}' for n in range(5)]
+    assert 0.08 <= elapsed < 1.0  # 1 s recorded at speed 10
+    assert body == b"{}"
