@@ -26,6 +26,7 @@ PURE_MODULES = [
     "feeds.kraken",
     "feeds.coinbase",
     "feeds.bybit",
+    "feeds.sim.faults",
     "feeds.binance_usdm",
     "gateway.venues",
     "feeds.sim.book_process",

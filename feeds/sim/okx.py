@@ -28,7 +28,8 @@ the book and the ids change together on the event loop). Errors come with HTTP 2
 OKX sends its business errors: unknown ``instId`` ``51001`` "Instrument ID does not
 exist", missing ``instId`` ``50014``, ``sz`` not in 1..400 ``51000`` "Parameter sz
 error." (``data`` ``[]``; the HTTP status of the last two is not verified). Not
-simulated: the 60 s empty keepalive update, sequence resets, the 64008 notice,
+simulated: the 60 s empty keepalive update, sequence resets, the 64008 notice (only as the
+``notice`` fault of :mod:`feeds.sim.faults`),
 ``books-full``, the REST rate limit and its 50 ms cache, login channels.
 """
 
@@ -48,6 +49,11 @@ from gateway.model import Level
 PATH: Final = "/ws/v5/public"
 #: Levels per side in a ``books`` snapshot.
 SNAPSHOT_DEPTH: Final = 400
+#: The ``notice`` fault: OKX's service-upgrade notice (reconnect within 60 s).
+NOTICE_FRAME: Final = (
+    b'{"event":"notice","code":"64008","msg":"The connection will soon be closed for a '
+    b'service upgrade. Please reconnect.","connId":"sim"}'
+)
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -250,6 +256,10 @@ class OkxProtocol(VenueProtocol):
         frame = book_frame(symbol, "update", bids, asks, ts_ms, crc, prev, batch.last_id)
         pubs.append(Publication(f"books:{symbol}", frame))
         return pubs
+
+    def notice_frame(self, now_ns: int) -> bytes | None:
+        """OKX's service-upgrade notice (code 64008), sent before a maintenance disconnect."""
+        return NOTICE_FRAME
 
 
 class SimOkx(SimVenue):

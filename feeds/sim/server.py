@@ -20,6 +20,11 @@ the ``async with``. :meth:`SimBinanceSpot.run` is the same for use as one task o
 caller's own TaskGroup: it serves until cancelled and sets ``ready`` once the ports are bound.
 An instance is started once.
 
+Faults. ``faults=`` takes a :class:`feeds.sim.faults.FaultPlan` (docs/faults.md), applied
+as in :mod:`feeds.sim.venue` by :func:`write_with_faults` and :func:`run_fault_schedule`
+(shared by both): its ``notice`` is :meth:`SimBinanceSpot.send_shutdown_notice` and REST
+faults are answered before the weight limit is checked.
+
 Tasks. The simulator creates exactly one task of its own, the generator. Connection
 handler tasks are created by websockets' server and awaited by its ``wait_closed()``;
 inside each handler, the connection's reader and writer run in a TaskGroup of the handler.
@@ -65,10 +70,10 @@ import email.utils
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Protocol, Self
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -83,6 +88,7 @@ from feeds.binance import MAX_SNAPSHOT_LIMIT, SNAPSHOT_PATH, snapshot_weight
 from feeds.sim import binance_spot as render
 from feeds.sim import binance_usdm as render_usdm
 from feeds.sim.book_process import BookProcess
+from feeds.sim.faults import FaultPlan, RestFault, corrupt
 from gateway.book import L2Book
 from gateway.model import Level
 
@@ -165,6 +171,7 @@ class _Endpoint:
         "accepted",
         "conns",
         "conns_changed",
+        "fault_index",
         "frames_sent",
         "index",
         "last_deliver_s",
@@ -190,6 +197,7 @@ class _Endpoint:
         self.frames_sent = 0
         self.slow_closes = 0
         self.shutdown_notices = 0
+        self.fault_index = 0
 
 
 def _add_conn(endpoint: _Endpoint, conn: _Conn) -> None:
@@ -203,6 +211,133 @@ def _drop_conn(endpoint: _Endpoint, conn: _Conn) -> None:
         endpoint.conns.discard(conn)
         endpoint.conns_changed.set()
         endpoint.conns_changed = asyncio.Event()
+
+
+# --- faults (shared with feeds.sim.venue) ---------------------------------------------------
+
+
+class FaultEndpoint(Protocol):
+    """What :func:`write_with_faults` needs of an endpoint."""
+
+    index: int
+    fault_index: int
+    frames_sent: int
+
+
+class FaultConn(Protocol):
+    """What :func:`write_with_faults` needs of a connection."""
+
+    ws: ServerConnection
+    queue: deque[tuple[float, bytes]]
+    wake: asyncio.Event
+
+
+async def wait_unstalled(plan: FaultPlan, index: int, fault_time: Callable[[], float]) -> None:
+    """Return once endpoint ``index`` is not stalled (its sockets stay open meanwhile)."""
+    while True:
+        end_s = plan.stalled(index, fault_time())
+        if end_s is None:
+            return
+        await asyncio.sleep(max(0.001, end_s - fault_time()))
+
+
+async def write_with_faults(
+    plan: FaultPlan,
+    endpoint: FaultEndpoint,
+    conn: FaultConn,
+    fault_time: Callable[[], float],
+    quiet_s: float,
+) -> None:
+    """A connection's writer under ``plan`` (see docs/faults.md): each queued frame is
+    dropped, delayed (order kept), corrupted, held behind the next frames (reorder; sent
+    after ``quiet_s`` without frames at the latest) or duplicated; nothing is sent while
+    the endpoint is stalled. Raises ConnectionClosed when the connection closes."""
+    loop = asyncio.get_running_loop()
+    held: list[tuple[int, bytes]] = []  # (frames still to pass, frame)
+    last_at = 0.0
+
+    async def send(frame: bytes) -> None:
+        await conn.ws.send(frame, text=True)
+        endpoint.frames_sent += 1
+
+    while True:
+        if not conn.queue:
+            conn.wake.clear()
+            if not held:
+                await conn.wake.wait()
+                continue
+            try:
+                async with asyncio.timeout(quiet_s):
+                    await conn.wake.wait()
+            except TimeoutError:
+                flushed, held = held, []
+                for _, frame in flushed:
+                    await send(frame)
+            continue
+        deliver_at, frame = conn.queue.popleft()
+        fault = plan.decide(endpoint.index, endpoint.fault_index, fault_time())
+        endpoint.fault_index += 1
+        if fault.drop:
+            continue
+        last_at = max(deliver_at + fault.delay_s, last_at)
+        delay_s = last_at - loop.time()
+        if delay_s > 0.0:
+            await asyncio.sleep(delay_s)
+        await wait_unstalled(plan, endpoint.index, fault_time)
+        if fault.corrupt is not None:
+            frame = corrupt(frame, fault.corrupt)
+        if fault.hold:
+            held.append((fault.hold, frame))
+            continue
+        await send(frame)
+        if fault.duplicate:
+            await send(frame)
+        due = [late for remaining, late in held if remaining <= 1]
+        held = [(remaining - 1, late) for remaining, late in held if remaining > 1]
+        for late in due:
+            await send(late)
+
+
+async def run_fault_schedule(
+    plan: FaultPlan,
+    t0: float,
+    *,
+    close_connections: Callable[[int], None],
+    close_endpoint: Callable[[int], Awaitable[None]],
+    open_endpoint: Callable[[int], Awaitable[None]],
+    notice: Callable[[int], None],
+) -> None:
+    """Run the plan's timed actions (``t0``: the loop time of t = 0), then return."""
+    loop = asyncio.get_running_loop()
+    for action in plan.schedule():
+        await asyncio.sleep(max(0.0, t0 + action.t_s - loop.time()))
+        if action.kind == "close":
+            close_connections(action.endpoint)
+        elif action.kind == "refuse":
+            await close_endpoint(action.endpoint)
+        elif action.kind == "reopen":
+            if not plan.refusing(action.endpoint, action.t_s):
+                await open_endpoint(action.endpoint)
+        else:
+            notice(action.endpoint)
+
+
+def fault_response(fault: RestFault) -> Response:
+    """The HTTP answer of a REST fault with a status (429 carries ``Retry-After``)."""
+    assert fault.status is not None
+    code = HTTPStatus(fault.status)
+    body = b'{"code":%d,"msg":"simulated fault"}' % fault.status
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    if fault.retry_after_s is not None:
+        headers["Retry-After"] = f"{fault.retry_after_s:g}"
+    return Response(code.value, code.phrase, headers, body)
 
 
 class SimBinanceSpot:
@@ -253,6 +388,7 @@ class SimBinanceSpot:
         rest_weight_limit_1m: int | None = 6000,
         mids: Mapping[str, float] | None = None,
         actions_per_step: float = 8.0,
+        faults: FaultPlan | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("at least one symbol is required")
@@ -264,6 +400,8 @@ class SimBinanceSpot:
             raise ValueError("interval_s must be > 0; jitter_ms and snapshot_delay_s >= 0")
         if client_queue_frames < 1:
             raise ValueError("client_queue_frames must be at least 1")
+        if faults is not None and faults.n_endpoints != n_endpoints:
+            raise ValueError(f"the fault plan is for {faults.n_endpoints} endpoints")
         mids = {**DEFAULT_MIDS, **(mids or {})}
         self._procs: dict[str, BookProcess] = {}
         for symbol in symbols:
@@ -303,6 +441,8 @@ class SimBinanceSpot:
         self._stack: contextlib.AsyncExitStack | None = None
         self._started = False
         self._errors: list[Exception] = []
+        self._faults = faults
+        self._t0 = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -324,9 +464,23 @@ class SimBinanceSpot:
             )
             self._rest_port = _bound_port(self._rest_server)
             group = await stack.enter_async_context(asyncio.TaskGroup())
+            self._t0 = asyncio.get_running_loop().time()
             generator = group.create_task(self._generate(), name="sim-binance-spot-generator")
             # Runs before the TaskGroup exits, which then waits for the generator to end.
             stack.callback(generator.cancel)
+            if self._faults is not None:
+                faults = group.create_task(
+                    run_fault_schedule(
+                        self._faults,
+                        self._t0,
+                        close_connections=self._fault_close,
+                        close_endpoint=self._fault_refuse,
+                        open_endpoint=self.open_endpoint,
+                        notice=self.send_shutdown_notice,
+                    ),
+                    name="sim-binance-spot-faults",
+                )
+                stack.callback(faults.cancel)
             self._stack = stack.pop_all()
         return self
 
@@ -650,9 +804,24 @@ class SimBinanceSpot:
             2, f"Invalid request: unknown method {request.method!r}", request.id
         )
 
+    def fault_time(self) -> float:
+        """Seconds since the simulator started: the time of the fault plan."""
+        return asyncio.get_running_loop().time() - self._t0
+
+    def _fault_close(self, index: int) -> None:
+        for conn in list(self._endpoints[index].conns):
+            conn.stop(CloseCode.GOING_AWAY, "fault: close")
+
+    async def _fault_refuse(self, index: int) -> None:
+        await self.close_endpoint(index, CloseCode.GOING_AWAY, "fault: refuse")
+
     async def _write_loop(self, endpoint: _Endpoint, conn: _Conn) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self._faults is not None:
+                await write_with_faults(
+                    self._faults, endpoint, conn, self.fault_time, 2.0 * self._interval_s
+                )
             while True:
                 if not conn.queue:
                     conn.wake.clear()
@@ -672,10 +841,16 @@ class SimBinanceSpot:
     # --- REST -----------------------------------------------------------------------------
 
     async def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
+        index = self._rest_requests
         self._rest_requests += 1
         url = urlsplit(request.path)
         if url.path != SNAPSHOT_PATH:
             return conn.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        fault = self._faults and self._faults.rest_fault(self.fault_time(), index)
+        if fault:
+            await asyncio.sleep(fault.extra_delay_s)
+            if fault.status is not None:
+                return fault_response(fault)
         query = parse_qs(url.query, keep_blank_values=True)
         symbol = query.get("symbol", [""])[0]
         if not symbol:
@@ -812,6 +987,7 @@ class SimBinanceUsdm(SimBinanceSpot):
         rest_weight_limit_1m: int | None = usdm.REST_WEIGHT_PER_MINUTE,
         mids: Mapping[str, float] | None = None,
         actions_per_step: float = 8.0,
+        faults: FaultPlan | None = None,
     ) -> None:
         if actions_per_step <= 0.0:
             raise ValueError("actions_per_step must be > 0")
@@ -834,6 +1010,7 @@ class SimBinanceUsdm(SimBinanceSpot):
             mids=mids,
             # Two half steps per interval (see feeds.sim.binance_usdm).
             actions_per_step=actions_per_step / 2.0,
+            faults=faults,
         )
         self._books = {sym: render_usdm.UsdmBook(proc, seed) for sym, proc in self._procs.items()}
         self._depth_streams = {render_usdm.depth_stream(sym): sym for sym in self._procs}
@@ -918,10 +1095,16 @@ class SimBinanceUsdm(SimBinanceSpot):
             self._publish(frames)
 
     async def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
+        index = self._rest_requests
         self._rest_requests += 1
         url = urlsplit(request.path)
         if url.path != usdm.SNAPSHOT_PATH:
             return conn.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        fault = self._faults and self._faults.rest_fault(self.fault_time(), index)
+        if fault:
+            await asyncio.sleep(fault.extra_delay_s)
+            if fault.status is not None:
+                return fault_response(fault)
         query = parse_qs(url.query, keep_blank_values=True)
         symbol = query.get("symbol", [""])[0]
         if not symbol:

@@ -29,6 +29,19 @@ endpoint: ``GET rest_path?query`` is answered by :meth:`VenueProtocol.rest_respo
 the book as of arrival (on the event loop, so consistent with the stream's ids), any other
 path with 404 and a WebSocket handshake with the same HTTP answer (never 101). The REST
 port stays open when endpoints are closed.
+
+Faults: an optional :class:`feeds.sim.faults.FaultPlan` (``faults=``; see
+``docs/faults.md``) is applied with time measured from entering the venue. Each
+endpoint's writers ask the plan about every frame they send (replies included, counted
+per endpoint over all its connections): drop, duplicate, extra delay (order kept), corrupt,
+or hold behind the next frames (reorder; a held frame is flushed when nothing follows for
+two intervals); a stall stops every writer of the endpoint (sockets open; WebSocket
+pongs still answered; the bounded queue may then close a connection as too slow). A task
+of the venue runs the timed actions: ``close`` closes the endpoint's connections (1001)
+and keeps listening, ``refuse`` closes the endpoint (:meth:`SimVenue.close_endpoint`)
+until the window ends, ``notice`` sends :meth:`VenueProtocol.notice_frame` to every
+connection (venues without one skip it). REST requests get the plan's status (429 with
+``Retry-After``, 418, 5xx) and extra delay.
 """
 
 from __future__ import annotations
@@ -52,7 +65,15 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from feeds.sim.book_process import Batch, BookProcess
-from feeds.sim.server import TOO_SLOW_CODE, TOO_SLOW_REASON, EndpointStats
+from feeds.sim.faults import FaultPlan
+from feeds.sim.server import (
+    TOO_SLOW_CODE,
+    TOO_SLOW_REASON,
+    EndpointStats,
+    fault_response,
+    run_fault_schedule,
+    write_with_faults,
+)
 from gateway.book import L2Book
 from gateway.model import Level
 
@@ -191,6 +212,11 @@ class VenueProtocol:
         """The venue's current book id of ``symbol`` (None: the venue has none)."""
         return None
 
+    def notice_frame(self, now_ns: int) -> bytes | None:
+        """The venue's maintenance or shutdown notice sent by the ``notice`` fault (None:
+        the venue has none and the fault is skipped)."""
+        return None
+
     def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
         """HTTP status and JSON body answering ``GET rest_path?query`` (``query``: the first
         value of each parameter). Only called when :attr:`rest_path` is set."""
@@ -228,10 +254,12 @@ class _Endpoint:
         "accepted",
         "conns",
         "conns_changed",
+        "fault_index",
         "frames_sent",
         "index",
         "last_deliver_s",
         "lock",
+        "notices",
         "port",
         "rng",
         "server",
@@ -250,6 +278,8 @@ class _Endpoint:
         self.accepted = 0
         self.frames_sent = 0
         self.slow_closes = 0
+        self.fault_index = 0
+        self.notices = 0
 
     def changed(self) -> None:
         self.conns_changed.set()
@@ -277,6 +307,7 @@ class SimVenue:
         mids: initial mid per symbol (default by base asset: BTC 60000, ETH 3000, ...).
         tick: price tick of every book; lot: quantity step.
         actions_per_step: Poisson mean of book actions per step and symbol.
+        faults: the fault plan applied (see the module doc); None: no faults.
     """
 
     def __init__(
@@ -300,6 +331,7 @@ class SimVenue:
         tick: str = "0.01",
         lot: str = "0.00001",
         actions_per_step: float = 8.0,
+        faults: FaultPlan | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("at least one symbol is required")
@@ -313,6 +345,8 @@ class SimVenue:
             raise ValueError("client_queue_frames must be at least 1")
         if heartbeat_interval_s is not None and heartbeat_interval_s <= 0.0:
             raise ValueError("heartbeat_interval_s must be > 0 or None")
+        if faults is not None and faults.n_endpoints != n_endpoints:
+            raise ValueError(f"the fault plan is for {faults.n_endpoints} endpoints")
         if rest_port is not None and protocol.rest_path is None:
             raise ValueError(f"{protocol.name} serves no REST: rest_port must be None")
         self._procs: dict[str, BookProcess] = {}
@@ -344,6 +378,8 @@ class SimVenue:
         self._stack: contextlib.AsyncExitStack | None = None
         self._started = False
         self._errors: list[Exception] = []
+        self._faults = faults
+        self._t0 = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -366,10 +402,24 @@ class SimVenue:
                 )
                 self._rest_port = _bound_port(self._rest_server)
             group = await stack.enter_async_context(asyncio.TaskGroup())
+            self._t0 = asyncio.get_running_loop().time()
             generator = group.create_task(
                 self._generate(), name=f"sim-{self.protocol.name}-generator"
             )
             stack.callback(generator.cancel)
+            if self._faults is not None:
+                faults = group.create_task(
+                    run_fault_schedule(
+                        self._faults,
+                        self._t0,
+                        close_connections=self._fault_close,
+                        close_endpoint=self._fault_refuse,
+                        open_endpoint=self.open_endpoint,
+                        notice=self._fault_notice,
+                    ),
+                    name=f"sim-{self.protocol.name}-faults",
+                )
+                stack.callback(faults.cancel)
             self._stack = stack.pop_all()
         return self
 
@@ -437,7 +487,7 @@ class SimVenue:
             connections_open=len(endpoint.conns),
             frames_sent=endpoint.frames_sent,
             slow_client_closes=endpoint.slow_closes,
-            shutdown_notices=0,
+            shutdown_notices=endpoint.notices,
         )
 
     def true_book(self, symbol: str) -> L2Book:
@@ -620,6 +670,10 @@ class SimVenue:
     async def _write_loop(self, endpoint: _Endpoint, conn: _Conn) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self._faults is not None:
+                await write_with_faults(
+                    self._faults, endpoint, conn, self.fault_time, 2.0 * self._interval_s
+                )
             while True:
                 if not conn.queue:
                     conn.wake.clear()
@@ -636,13 +690,41 @@ class SimVenue:
         finally:
             conn.stop()
 
+    # --- faults ---------------------------------------------------------------------------
+
+    def fault_time(self) -> float:
+        """Seconds since the venue started: the time of the fault plan."""
+        return asyncio.get_running_loop().time() - self._t0
+
+    def _fault_close(self, index: int) -> None:
+        for conn in list(self._endpoints[index].conns):
+            conn.stop(CloseCode.GOING_AWAY, "fault: close")
+
+    async def _fault_refuse(self, index: int) -> None:
+        await self.close_endpoint(index, CloseCode.GOING_AWAY, "fault: refuse")
+
+    def _fault_notice(self, index: int) -> None:
+        frame = self.protocol.notice_frame(time.time_ns())
+        if frame is None:
+            return
+        endpoint = self._endpoints[index]
+        endpoint.notices += 1
+        for conn in list(endpoint.conns):
+            self._push_now(endpoint, conn, [frame])
+
     # --- REST -----------------------------------------------------------------------------
 
-    def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
+    async def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
+        index = self._rest_requests
         self._rest_requests += 1
         url = urlsplit(request.path)
         if url.path != self.protocol.rest_path:
             return _http_response(HTTPStatus.NOT_FOUND, b"Not Found\n", "text/plain")
+        fault = self._faults and self._faults.rest_fault(self.fault_time(), index)
+        if fault:
+            await asyncio.sleep(fault.extra_delay_s)
+            if fault.status is not None:
+                return fault_response(fault)
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
             status, body = self.protocol.rest_response(query, time.time_ns())

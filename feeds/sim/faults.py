@@ -1,0 +1,386 @@
+"""The fault language of the simulated venues (pure: no I/O, no clock, no event loop).
+
+A spec is a ``;``-separated list of clauses ``TARGET:ITEM,ITEM,...`` (whitespace is
+ignored); see ``docs/faults.md`` for the grammar and examples::
+
+    ep0:close@5;ep1:stall@3+2;ep*:drop=0.01,dup=0.01,delay=5ms~2ms,reorder=3;
+    ep2:corrupt=0.001;ep1:refuse@10+2;ep0:notice@8;rest:429@4+2,retry_after=1;
+    rest:5xx=0.1;rest:slow=200ms
+
+:func:`parse` turns a spec into a :class:`FaultSpec` (msgspec Structs) or raises
+:class:`FaultSpecError` naming the bad token. :class:`FaultPlan` answers, for a seed, pure
+questions per endpoint: what happens to frame ``i`` (:meth:`FaultPlan.decide`), when
+connections are closed, stalled, refused or given a notice, and what the REST endpoint
+answers at ``t`` (:meth:`FaultPlan.rest_fault`). Every random draw is a function of
+``(seed, endpoint, index)`` only, so answers do not depend on the order of the questions.
+Times ``t_s`` are seconds since the venue started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from typing import Final, Literal
+
+import msgspec
+import msgspec.structs
+
+CorruptHow = Literal["truncate", "invalid"]
+
+#: Statuses a REST window or probability may name; ``5xx`` picks one of 500/502/503/504.
+REST_STATUSES: Final = ("429", "418", "5xx", "500", "502", "503", "504")
+_FIVE_XX: Final = (500, 502, 503, 504)
+_NUMBER: Final = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_DURATION_RE: Final = re.compile(rf"({_NUMBER})(ms|s)?")
+_TARGET_RE: Final = re.compile(r"ep(\d+|\*)|rest")
+
+
+class FaultSpecError(ValueError):
+    """A spec that does not parse; the message names the bad token."""
+
+
+class Window(msgspec.Struct, frozen=True):
+    """From ``start_s`` for ``duration_s`` seconds."""
+
+    start_s: float
+    duration_s: float
+
+    def contains(self, t_s: float) -> bool:
+        return self.start_s <= t_s < self.start_s + self.duration_s
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+class EndpointFaults(msgspec.Struct, frozen=True):
+    """The faults of one target (``ep3`` or ``ep*``). None: not set by this clause."""
+
+    closes: tuple[float, ...] = ()
+    stalls: tuple[Window, ...] = ()
+    refuses: tuple[Window, ...] = ()
+    notices: tuple[float, ...] = ()
+    drop: float | None = None
+    dup: float | None = None
+    delay_s: float | None = None
+    jitter_s: float | None = None
+    reorder: int | None = None
+    corrupt: float | None = None
+
+
+class RestWindow(msgspec.Struct, frozen=True):
+    status: str
+    window: Window
+
+
+class RestFaults(msgspec.Struct, frozen=True):
+    windows: tuple[RestWindow, ...] = ()
+    #: ``(status, probability)`` per request, checked in order.
+    probabilities: tuple[tuple[str, float], ...] = ()
+    retry_after_s: float = 1.0
+    #: Extra delay of every REST answer; ``slow_windows`` restrict it in time (empty: always).
+    slow_s: float = 0.0
+    slow_windows: tuple[Window, ...] = ()
+
+
+class FaultSpec(msgspec.Struct, frozen=True):
+    """A parsed spec: ``endpoints`` by target (``"*"`` or the endpoint index as text)."""
+
+    endpoints: dict[str, EndpointFaults] = {}
+    rest: RestFaults = RestFaults()
+
+
+class FrameFault(msgspec.Struct, frozen=True):
+    """What happens to one frame: dropped, sent twice, sent ``delay_s`` late, corrupted,
+    or held behind the next ``hold`` frames (reorder)."""
+
+    drop: bool = False
+    duplicate: bool = False
+    delay_s: float = 0.0
+    corrupt: CorruptHow | None = None
+    hold: int = 0
+
+
+NO_FAULT: Final = FrameFault()
+
+
+class RestFault(msgspec.Struct, frozen=True):
+    """An HTTP ``status`` (None: answer normally) after ``extra_delay_s``; ``retry_after_s``
+    is set with 429."""
+
+    status: int | None
+    retry_after_s: float | None
+    extra_delay_s: float
+
+
+class Action(msgspec.Struct, frozen=True):
+    """A timed endpoint action: ``close`` (close its connections; new ones accepted),
+    ``refuse`` (close and stop listening), ``reopen`` (listen again), ``notice``."""
+
+    t_s: float
+    kind: Literal["close", "refuse", "reopen", "notice"]
+    endpoint: int
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def _duration(text: str, token: str, default_unit: str = "s") -> float:
+    match = _DURATION_RE.fullmatch(text)
+    if match is None:
+        raise FaultSpecError(f"bad duration {text!r} in {token!r}")
+    value = float(match.group(1))
+    unit: str = match.group(2) or default_unit
+    return value / 1000.0 if unit == "ms" else value
+
+
+def _probability(text: str, token: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise FaultSpecError(f"bad probability {text!r} in {token!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise FaultSpecError(f"probability {text!r} not in [0, 1] in {token!r}")
+    return value
+
+
+def _window(text: str, token: str) -> Window:
+    start, plus, duration = text.partition("+")
+    if not plus:
+        raise FaultSpecError(f"{token!r} needs a window T+D")
+    return Window(_duration(start, token), _duration(duration, token))
+
+
+def _endpoint_item(token: str, into: dict[str, object]) -> None:
+    if "@" in token:
+        kind, _, when = token.partition("@")
+        if kind == "close":
+            into["closes"] = (*into.get("closes", ()), _duration(when, token))  # type: ignore[misc]
+        elif kind == "notice":
+            into["notices"] = (*into.get("notices", ()), _duration(when, token))  # type: ignore[misc]
+        elif kind in ("stall", "refuse"):
+            key = kind + "s"
+            into[key] = (*into.get(key, ()), _window(when, token))  # type: ignore[misc]
+        else:
+            raise FaultSpecError(f"unknown endpoint fault {token!r}")
+        return
+    kind, eq, value = token.partition("=")
+    if not eq:
+        raise FaultSpecError(f"unknown endpoint fault {token!r}")
+    if kind in ("drop", "dup", "corrupt"):
+        into[kind] = _probability(value, token)
+    elif kind == "delay":
+        fixed, _, jitter = value.partition("~")
+        into["delay_s"] = _duration(fixed, token, "ms")
+        into["jitter_s"] = _duration(jitter, token, "ms") if jitter else 0.0
+    elif kind == "reorder":
+        if not value.isdigit() or int(value) < 1:
+            raise FaultSpecError(f"reorder window must be an integer >= 1 in {token!r}")
+        into["reorder"] = int(value)
+    else:
+        raise FaultSpecError(f"unknown endpoint fault {token!r}")
+
+
+def _rest_item(token: str, into: dict[str, object]) -> None:
+    if "@" in token:
+        kind, _, when = token.partition("@")
+        if kind == "slow":
+            # slow@T+D=200ms
+            window_text, eq, value = when.partition("=")
+            if not eq:
+                raise FaultSpecError(f"{token!r} needs =DELAY")
+            into["slow_windows"] = (*into.get("slow_windows", ()), _window(window_text, token))  # type: ignore[misc]
+            into["slow_s"] = _duration(value, token, "ms")
+            return
+        if kind not in REST_STATUSES:
+            raise FaultSpecError(f"unknown REST fault {token!r}")
+        into["windows"] = (*into.get("windows", ()), RestWindow(kind, _window(when, token)))  # type: ignore[misc]
+        return
+    kind, eq, value = token.partition("=")
+    if not eq:
+        raise FaultSpecError(f"unknown REST fault {token!r}")
+    if kind in REST_STATUSES:
+        into["probabilities"] = (*into.get("probabilities", ()), (kind, _probability(value, token)))  # type: ignore[misc]
+    elif kind == "retry_after":
+        into["retry_after_s"] = _duration(value, token)
+    elif kind == "slow":
+        into["slow_s"] = _duration(value, token, "ms")
+    else:
+        raise FaultSpecError(f"unknown REST fault {token!r}")
+
+
+def parse(spec: str) -> FaultSpec:
+    """Parse a spec (see the module doc); an empty spec has no faults."""
+    endpoints: dict[str, dict[str, object]] = {}
+    rest: dict[str, object] = {}
+    for clause in "".join(spec.split()).split(";"):
+        if not clause:
+            continue
+        target, colon, items = clause.partition(":")
+        match = _TARGET_RE.fullmatch(target)
+        if not colon or match is None:
+            raise FaultSpecError(f"bad target {target!r} in {clause!r} (ep<N>, ep* or rest)")
+        for token in items.split(","):
+            if not token:
+                raise FaultSpecError(f"empty item in {clause!r}")
+            if target == "rest":
+                _rest_item(token, rest)
+            else:
+                _endpoint_item(token, endpoints.setdefault(match.group(1), {}))
+    try:
+        return FaultSpec(
+            {key: msgspec.convert(value, EndpointFaults) for key, value in endpoints.items()},
+            msgspec.convert(rest, RestFaults),
+        )
+    except msgspec.ValidationError as exc:  # pragma: no cover - the items are typed above
+        raise FaultSpecError(str(exc)) from None
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+_SCALARS: Final = ("drop", "dup", "delay_s", "jitter_s", "reorder", "corrupt")
+
+
+def _merge(base: EndpointFaults, own: EndpointFaults) -> EndpointFaults:
+    """``own`` over ``base``: timed faults add up, scalars set by ``own`` win."""
+    return msgspec.structs.replace(
+        base,
+        closes=tuple(sorted(base.closes + own.closes)),
+        stalls=base.stalls + own.stalls,
+        refuses=base.refuses + own.refuses,
+        notices=tuple(sorted(base.notices + own.notices)),
+        **{k: getattr(own, k) for k in _SCALARS if getattr(own, k) is not None},
+    )
+
+
+class _Draws:
+    """Uniform draws in [0, 1) that are a pure function of ``(seed, key)``."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, seed: int, key: str) -> None:
+        digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=48).digest()
+        self._values: list[float] = [v / 2.0**64 for v in struct.unpack("<6Q", digest)]
+
+    def __getitem__(self, i: int) -> float:
+        return self._values[i]
+
+
+class FaultPlan:
+    """The seeded answers of ``spec`` for a venue of ``n_endpoints`` endpoints."""
+
+    def __init__(self, spec: str | FaultSpec, seed: int, n_endpoints: int) -> None:
+        parsed = parse(spec) if isinstance(spec, str) else spec
+        if n_endpoints < 1:
+            raise ValueError("n_endpoints must be at least 1")
+        for key in parsed.endpoints:
+            if key != "*" and int(key) >= n_endpoints:
+                raise FaultSpecError(f"ep{key} does not exist ({n_endpoints} endpoints)")
+        self.spec = parsed
+        self.seed = seed
+        self.n_endpoints = n_endpoints
+        wildcard = parsed.endpoints.get("*", EndpointFaults())
+        self.endpoints = [
+            _merge(wildcard, parsed.endpoints.get(str(i), EndpointFaults()))
+            for i in range(n_endpoints)
+        ]
+
+    # --- frames ---------------------------------------------------------------------------
+
+    def decide(self, endpoint: int, frame_index: int, t_s: float = 0.0) -> FrameFault:
+        """The fault of the ``frame_index``-th frame sent by ``endpoint`` (counted per
+        endpoint, over all its connections). ``t_s`` is accepted for faults that depend on
+        time; the current kinds do not."""
+        faults = self.endpoints[endpoint]
+        if not (
+            faults.drop or faults.dup or faults.delay_s or faults.jitter_s or faults.corrupt
+        ) and not (faults.reorder and faults.reorder > 1):
+            return NO_FAULT
+        draws = _Draws(self.seed, f"frame:{endpoint}:{frame_index}")
+        if faults.drop and draws[0] < faults.drop:
+            return FrameFault(drop=True)
+        corrupt: CorruptHow | None = None
+        if faults.corrupt and draws[1] < faults.corrupt:
+            corrupt = "truncate" if draws[2] < 0.5 else "invalid"
+        delay_s = (faults.delay_s or 0.0) + (faults.jitter_s or 0.0) * draws[3]
+        hold = int(draws[4] * faults.reorder) if faults.reorder and faults.reorder > 1 else 0
+        return FrameFault(
+            duplicate=bool(faults.dup) and draws[5] < (faults.dup or 0.0),
+            delay_s=delay_s,
+            corrupt=corrupt,
+            hold=hold,
+        )
+
+    # --- time windows ---------------------------------------------------------------------
+
+    def closed_at(self, endpoint: int) -> tuple[float, ...]:
+        """Times at which ``endpoint`` closes its connections (it accepts new ones)."""
+        return self.endpoints[endpoint].closes
+
+    def stalled(self, endpoint: int, t_s: float) -> float | None:
+        """When ``endpoint`` is stalled at ``t_s``, the end of the stall; else None."""
+        ends = [w.end_s for w in self.endpoints[endpoint].stalls if w.contains(t_s)]
+        return max(ends) if ends else None
+
+    def refusing(self, endpoint: int, t_s: float) -> bool:
+        """Whether ``endpoint`` refuses connections at ``t_s``."""
+        return any(w.contains(t_s) for w in self.endpoints[endpoint].refuses)
+
+    def notice_due(self, endpoint: int, t_s: float) -> tuple[float, ...]:
+        """The notice times of ``endpoint`` at or before ``t_s``."""
+        return tuple(n for n in self.endpoints[endpoint].notices if n <= t_s)
+
+    def schedule(self) -> list[Action]:
+        """Every timed endpoint action, in time order (ties: by endpoint, then kind)."""
+        actions: list[Action] = []
+        for i, faults in enumerate(self.endpoints):
+            actions += [Action(t, "close", i) for t in faults.closes]
+            actions += [Action(t, "notice", i) for t in faults.notices]
+            for window in faults.refuses:
+                actions.append(Action(window.start_s, "refuse", i))
+                actions.append(Action(window.end_s, "reopen", i))
+        order = {"notice": 0, "close": 1, "refuse": 2, "reopen": 3}
+        actions.sort(key=lambda a: (a.t_s, a.endpoint, order[a.kind]))
+        return actions
+
+    # --- REST -----------------------------------------------------------------------------
+
+    def rest_fault(self, t_s: float, request_index: int = 0) -> RestFault | None:
+        """The fault of the ``request_index``-th REST request, arriving at ``t_s``; None
+        when it is answered normally and on time."""
+        rest = self.spec.rest
+        draws = _Draws(self.seed, f"rest:{request_index}")
+        chosen: str | None = None
+        for window in rest.windows:
+            if window.window.contains(t_s):
+                chosen = window.status
+                break
+        if chosen is None:
+            for i, (status, probability) in enumerate(rest.probabilities):
+                if _Draws(self.seed, f"rest:{request_index}:{i}")[0] < probability:
+                    chosen = status
+                    break
+        slow = rest.slow_s if not rest.slow_windows else 0.0
+        if any(w.contains(t_s) for w in rest.slow_windows):
+            slow = rest.slow_s
+        if chosen is None and slow == 0.0:
+            return None
+        code: int | None = None
+        if chosen == "5xx":
+            code = _FIVE_XX[int(draws[1] * len(_FIVE_XX))]
+        elif chosen is not None:
+            code = int(chosen)
+        return RestFault(code, rest.retry_after_s if code == 429 else None, slow)
+
+
+# --- corruption -----------------------------------------------------------------------------
+
+
+def corrupt(frame: bytes, how: CorruptHow) -> bytes:
+    """``frame`` made unparseable: ``truncate`` keeps its first half (at least 1 byte, and
+    never the whole frame), ``invalid`` prefixes a ``}`` (never valid JSON)."""
+    if how == "truncate":
+        return frame[: max(1, len(frame) // 2)] if len(frame) > 1 else b"{"
+    return b"}" + frame
