@@ -22,7 +22,8 @@ from pathlib import Path
 
 import msgspec
 
-from feeds.sim.replay_plan import ReplayPlan, build_plan, parse_speed
+from feeds.sim.faults import FaultPlan, FaultSpecError
+from feeds.sim.replay_plan import FrameHook, ReplayPlan, build_plan, fault_hooks, parse_speed
 from gateway.capture_formats import (
     INLINE_SNAPSHOT_SCHEME,
     CaptureFormatError,
@@ -87,13 +88,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rest-port", type=int, metavar="R", help="REST port (default P+K)")
     parser.add_argument("--loop", action="store_true", help="start over at the capture's end")
+    parser.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help="per-endpoint faults in the fault language (docs/faults.md); replay applies "
+        "drop, dup and corrupt so far",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of --faults")
+
+
+def _hooks(args: argparse.Namespace, plan: ReplayPlan) -> list[FrameHook] | None:
+    """The per-endpoint fault hooks of ``--faults``; raises FaultSpecError."""
+    if not args.faults:
+        return None
+    return fault_hooks(FaultPlan(args.faults, args.seed, len(plan.endpoints)))
 
 
 async def _serve(args: argparse.Namespace, plan: ReplayPlan) -> int:
     from feeds.sim.replay import ReplayServer
 
+    hooks = _hooks(args, plan)
     async with ReplayServer(
-        plan, speed=args.speed, port=args.port, rest_port=args.rest_port, loop=args.loop
+        plan,
+        speed=args.speed,
+        port=args.port,
+        rest_port=args.rest_port,
+        loop=args.loop,
+        faults=hooks,
     ) as server:
         for url in server.endpoint_urls:
             print(f"endpoint {url}", flush=True)
@@ -113,6 +134,11 @@ def main(args: argparse.Namespace) -> int:
         plan = load_plan(args.paths, args.endpoints)
     except (CaptureFormatError, OSError) as exc:
         print(f"mdgateway replay: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _hooks(args, plan)
+    except FaultSpecError as exc:
+        print(f"mdgateway replay: bad --faults: {exc}", file=sys.stderr)
         return 2
     print(
         f"loaded {sum(map(len, plan.endpoints))} frames of {plan.connections} connection(s), "

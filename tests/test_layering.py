@@ -27,6 +27,7 @@ PURE_MODULES = [
     "feeds.coinbase",
     "feeds.bybit",
     "feeds.sim.faults",
+    "feeds.sim.replay_plan",
     "feeds.binance_usdm",
     "gateway.venues",
     "feeds.sim.book_process",

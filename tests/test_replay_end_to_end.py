@@ -10,7 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
+from feeds.sim.replay_plan import fault_hooks
 from gateway.client import GatewayClient
 from gateway.config import Config, ServerConfig, VenueConfig
 from gateway.replay import load_plan
@@ -29,9 +31,12 @@ async def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _replay_through_the_gateway(path: Path, last_id: int) -> tuple[GatewayClient, int]:
+async def _replay_through_the_gateway(
+    path: Path, last_id: int, faults: str | None = None
+) -> tuple[GatewayClient, int, Service]:
     plan = load_plan([path], 3)
-    async with ReplayServer(plan, speed=None) as replay:
+    hooks = fault_hooks(FaultPlan(faults, 7, 3)) if faults else None
+    async with ReplayServer(plan, speed=None, faults=hooks) as replay:
         config = Config(
             venues=[
                 VenueConfig(
@@ -42,6 +47,8 @@ async def _replay_through_the_gateway(path: Path, last_id: int) -> tuple[Gateway
                     stall_timeout_s=30.0,
                     backoff_initial_s=0.05,
                     backoff_max_s=1.0,
+                    # At max speed the endpoints drift apart by more than a live venue's.
+                    reorder_window_ms=2000.0,
                 )
             ],
             server=ServerConfig(port=0),
@@ -68,7 +75,7 @@ async def _replay_through_the_gateway(path: Path, last_id: int) -> tuple[Gateway
             assert replay.rest_served >= 1
             follower.cancel()
             service_task.cancel()
-        return client, seen[0]
+        return client, seen[0], service
 
 
 def test_real_capture_replayed_at_max_from_three_endpoints_gives_verifys_book(
@@ -76,7 +83,7 @@ def test_real_capture_replayed_at_max_from_three_endpoints_gives_verifys_book(
 ) -> None:
     path = real_data(CAPTURE)
     report = verify_capture(path).symbols[KEY]
-    client, last_id = asyncio.run(
+    client, last_id, _ = asyncio.run(
         asyncio.wait_for(_replay_through_the_gateway(path, report.last_id), 150)
     )
     book = client.book(KEY)
@@ -85,6 +92,44 @@ def test_real_capture_replayed_at_max_from_three_endpoints_gives_verifys_book(
     assert last_id == report.last_id
     assert book.bids()[:20] == report.bids[:20]
     assert book.asks()[:20] == report.asks[:20]
+
+
+def test_real_capture_replayed_with_faults_on_two_endpoints_gives_verifys_book(
+    real_data: Callable[[str], Path],
+) -> None:
+    """Chaos: endpoints 0 and 1 drop, duplicate and corrupt frames; endpoint 2 is healthy.
+    The subscribers' final book is verify's, with no gap and no resync."""
+    path = real_data(CAPTURE)
+    report = verify_capture(path).symbols[KEY]
+    faults = "ep0:drop=0.2,dup=0.1;ep1:corrupt=0.1,dup=0.2"
+    client, last_id, service = asyncio.run(
+        asyncio.wait_for(_replay_through_the_gateway(path, report.last_id, faults), 150)
+    )
+    book = client.book(KEY)
+    assert book is not None
+    assert client.stats.gaps == 0 and client.stats.snapshots == 1
+    assert last_id == report.last_id
+    assert book.bids()[:20] == report.bids[:20]
+    assert book.asks()[:20] == report.asks[:20]
+    stats = service.symbol_stats(KEY)
+    assert stats.gaps == 0 and stats.resyncs == 0
+    venue = service.venues[0]
+    assert venue.stats.bad_frames > 0, "corrupt frames were seen and counted"
+    assert stats.conn(0).duplicates > 0 and stats.conn(1).duplicates > 0
+
+
+def test_replay_refuses_faults_it_does_not_apply_yet(real_data: Callable[[str], Path]) -> None:
+    path = real_data(CAPTURE)
+    for spec, message in (("ep0:stall@1+1", "replay applies only"), ("ep9:drop=0.1", "ep9")):
+        result = subprocess.run(
+            [*MDGATEWAY, "replay", str(path), "--endpoints", "3", "--faults", spec],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=False,
+        )
+        assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_replay_command_prints_its_urls_and_finishes(real_data: Callable[[str], Path]) -> None:

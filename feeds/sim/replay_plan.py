@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from feeds.sim.faults import FaultPlan, FaultSpecError, RestFaults, corrupt
 from gateway.capture_formats import INLINE_SNAPSHOT_SCHEME, CaptureRecord
 
 __all__ = [
@@ -58,12 +59,54 @@ class ReplayFrame(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
-#: FAULT HOOK (not implemented yet: the fault language is being written separately).
-#: One optional callable per endpoint, applied by the server to each outgoing frame just
-#: before it is scheduled: it gets the frame and returns the frames to send instead, each
-#: with its own ``offset_ns`` (``[]`` drops, two copies duplicate, a larger offset delays,
-#: another payload corrupts). ``None`` (the default) sends the frame unchanged.
+#: One optional callable per endpoint, applied by the server to each outgoing frame: it
+#: gets the frame and returns the frames to send instead (``[]`` drops, two copies
+#: duplicate, another payload corrupts). ``None`` sends the frame unchanged.
 FrameHook = Callable[[ReplayFrame], Sequence[ReplayFrame]]
+
+#: Fault kinds the replay server applies so far: the ones that act on single frames.
+REPLAY_FRAME_FAULTS: Final = ("drop", "dup", "corrupt")
+
+
+def fault_hooks(plan: FaultPlan) -> list[FrameHook]:
+    """One hook per endpoint applying ``plan``'s frame faults (drop, duplicate, corrupt),
+    frames counted per endpoint. Raises FaultSpecError for faults replay does not apply
+    yet (timed endpoint faults, delay, reorder, REST)."""
+    unsupported = [
+        f"ep{key}"
+        for key, faults in plan.spec.endpoints.items()
+        if faults.closes
+        or faults.stalls
+        or faults.refuses
+        or faults.notices
+        or faults.delay_s
+        or faults.jitter_s
+        or faults.reorder
+    ]
+    if unsupported or plan.spec.rest != RestFaults():
+        raise FaultSpecError(
+            "replay applies only "
+            + ", ".join(REPLAY_FRAME_FAULTS)
+            + " so far; not: "
+            + (", ".join(unsupported) or "rest")
+        )
+
+    def hook_for(endpoint: int) -> FrameHook:
+        counter = iter(range(1 << 62))
+
+        def hook(frame: ReplayFrame) -> Sequence[ReplayFrame]:
+            fault = plan.decide(endpoint, next(counter))
+            if fault.drop:
+                return ()
+            if fault.corrupt is not None:
+                frame = msgspec.structs.replace(
+                    frame, payload=corrupt(frame.payload, fault.corrupt)
+                )
+            return (frame, frame) if fault.duplicate else (frame,)
+
+        return hook
+
+    return [hook_for(i) for i in range(plan.n_endpoints)]
 
 
 class _RestEntry(msgspec.Struct, frozen=True, gc=False):
