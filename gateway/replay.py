@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from feeds.sim.faults import FaultPlan, FaultSpecError
-from feeds.sim.replay_plan import FrameHook, ReplayPlan, build_plan, fault_hooks, parse_speed
+from feeds.sim.replay_plan import ReplayPlan, build_plan, parse_speed
 from gateway.capture_formats import (
     INLINE_SNAPSHOT_SCHEME,
     CaptureFormatError,
@@ -91,30 +91,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--faults",
         metavar="SPEC",
-        help="per-endpoint faults in the fault language (docs/faults.md); replay applies "
-        "drop, dup and corrupt so far",
+        help="per-endpoint and REST faults in the fault language (docs/faults.md), all of "
+        "it applied as the simulators do (notices skipped: a replay has no venue protocol)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of --faults")
 
 
-def _hooks(args: argparse.Namespace, plan: ReplayPlan) -> list[FrameHook] | None:
-    """The per-endpoint fault hooks of ``--faults``; raises FaultSpecError."""
+def _fault_plan(args: argparse.Namespace, plan: ReplayPlan) -> FaultPlan | None:
+    """The fault plan of ``--faults``; raises FaultSpecError."""
     if not args.faults:
         return None
-    return fault_hooks(FaultPlan(args.faults, args.seed, len(plan.endpoints)))
+    return FaultPlan(args.faults, args.seed, len(plan.endpoints))
 
 
 async def _serve(args: argparse.Namespace, plan: ReplayPlan) -> int:
     from feeds.sim.replay import ReplayServer
 
-    hooks = _hooks(args, plan)
+    faults = _fault_plan(args, plan)
     async with ReplayServer(
         plan,
         speed=args.speed,
         port=args.port,
         rest_port=args.rest_port,
         loop=args.loop,
-        faults=hooks,
+        faults=faults,
     ) as server:
         for url in server.endpoint_urls:
             print(f"endpoint {url}", flush=True)
@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"mdgateway replay: {exc}", file=sys.stderr)
         return 2
     try:
-        _hooks(args, plan)
+        _fault_plan(args, plan)
     except FaultSpecError as exc:
         print(f"mdgateway replay: bad --faults: {exc}", file=sys.stderr)
         return 2

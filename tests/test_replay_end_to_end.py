@@ -12,7 +12,6 @@ from pathlib import Path
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
-from feeds.sim.replay_plan import fault_hooks
 from gateway.client import GatewayClient
 from gateway.config import Config, ServerConfig, VenueConfig
 from gateway.replay import load_plan
@@ -35,8 +34,8 @@ async def _replay_through_the_gateway(
     path: Path, last_id: int, faults: str | None = None
 ) -> tuple[GatewayClient, int, Service]:
     plan = load_plan([path], 3)
-    hooks = fault_hooks(FaultPlan(faults, 7, 3)) if faults else None
-    async with ReplayServer(plan, speed=None, faults=hooks) as replay:
+    fault_plan = FaultPlan(faults, 7, 3) if faults else None
+    async with ReplayServer(plan, speed=None, faults=fault_plan) as replay:
         config = Config(
             venues=[
                 VenueConfig(
@@ -118,18 +117,59 @@ def test_real_capture_replayed_with_faults_on_two_endpoints_gives_verifys_book(
     assert stats.conn(0).duplicates > 0 and stats.conn(1).duplicates > 0
 
 
-def test_replay_refuses_faults_it_does_not_apply_yet(real_data: Callable[[str], Path]) -> None:
+def test_replay_command_rejects_a_bad_fault_spec(real_data: Callable[[str], Path]) -> None:
     path = real_data(CAPTURE)
-    for spec, message in (("ep0:stall@1+1", "replay applies only"), ("ep9:drop=0.1", "ep9")):
-        result = subprocess.run(
-            [*MDGATEWAY, "replay", str(path), "--endpoints", "3", "--faults", spec],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-            check=False,
-        )
-        assert result.returncode == 2 and message in result.stderr, result.stderr
+    result = subprocess.run(
+        [*MDGATEWAY, "replay", str(path), "--endpoints", "3", "--faults", "ep9:drop=0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 2 and "ep9" in result.stderr, result.stderr
+
+
+async def _timed_faults_on_the_wire(path: Path) -> None:
+    import httpx
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    plan = load_plan([path], 2)
+    # Windows are wide so that a loaded machine's scheduling delays cannot blur them.
+    faults = FaultPlan("ep0:close@0.5;ep1:stall@1+1;rest:429@0+3,retry_after=1", 3, 2)
+    async with ReplayServer(plan, speed=10.0, faults=faults) as replay:
+        async with httpx.AsyncClient() as http:
+            response = await http.get(replay.rest_url + "/api/v3/depth?symbol=BTCUSDT")
+            assert response.status_code == 429
+            assert response.headers["Retry-After"] == "1"
+
+        async def closed_at() -> float:
+            async with connect(replay.endpoint_urls[0]) as ws0:
+                try:
+                    while True:
+                        await ws0.recv()
+                except ConnectionClosed as closed:
+                    assert closed.rcvd is not None and closed.rcvd.code == 1001
+                    return replay.fault_time()
+
+        async def received_at() -> list[float]:
+            times: list[float] = []
+            async with connect(replay.endpoint_urls[1]) as ws1:
+                while replay.fault_time() < 2.5:
+                    await ws1.recv()
+                    times.append(replay.fault_time())
+            return times
+
+        async with asyncio.timeout(10):
+            closed, times = await asyncio.gather(closed_at(), received_at())
+        assert 0.45 <= closed < 2.5
+        assert any(t < 1.0 for t in times) and any(t >= 2.0 for t in times)
+        assert not [t for t in times if 1.3 < t < 1.9], "nothing is sent while stalled"
+
+
+def test_timed_faults_and_rest_faults_on_the_wire(real_data: Callable[[str], Path]) -> None:
+    asyncio.run(asyncio.wait_for(_timed_faults_on_the_wire(real_data(CAPTURE)), 60))
 
 
 def test_replay_command_prints_its_urls_and_finishes(real_data: Callable[[str], Path]) -> None:

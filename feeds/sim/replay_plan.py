@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from feeds.sim.faults import FaultPlan, FaultSpecError, RestFaults, corrupt
 from gateway.capture_formats import INLINE_SNAPSHOT_SCHEME, CaptureRecord
 
 __all__ = [
     "SYMBOL_PARAMS",
-    "FrameHook",
     "ReplayFrame",
     "ReplayPlan",
     "RestIndex",
@@ -57,56 +55,6 @@ class ReplayFrame(msgspec.Struct, frozen=True, gc=False):
     offset_ns: int
     recv_ns: int
     payload: bytes
-
-
-#: One optional callable per endpoint, applied by the server to each outgoing frame: it
-#: gets the frame and returns the frames to send instead (``[]`` drops, two copies
-#: duplicate, another payload corrupts). ``None`` sends the frame unchanged.
-FrameHook = Callable[[ReplayFrame], Sequence[ReplayFrame]]
-
-#: Fault kinds the replay server applies so far: the ones that act on single frames.
-REPLAY_FRAME_FAULTS: Final = ("drop", "dup", "corrupt")
-
-
-def fault_hooks(plan: FaultPlan) -> list[FrameHook]:
-    """One hook per endpoint applying ``plan``'s frame faults (drop, duplicate, corrupt),
-    frames counted per endpoint. Raises FaultSpecError for faults replay does not apply
-    yet (timed endpoint faults, delay, reorder, REST)."""
-    unsupported = [
-        f"ep{key}"
-        for key, faults in plan.spec.endpoints.items()
-        if faults.closes
-        or faults.stalls
-        or faults.refuses
-        or faults.notices
-        or faults.delay_s
-        or faults.jitter_s
-        or faults.reorder
-    ]
-    if unsupported or plan.spec.rest != RestFaults():
-        raise FaultSpecError(
-            "replay applies only "
-            + ", ".join(REPLAY_FRAME_FAULTS)
-            + " so far; not: "
-            + (", ".join(unsupported) or "rest")
-        )
-
-    def hook_for(endpoint: int) -> FrameHook:
-        counter = iter(range(1 << 62))
-
-        def hook(frame: ReplayFrame) -> Sequence[ReplayFrame]:
-            fault = plan.decide(endpoint, next(counter))
-            if fault.drop:
-                return ()
-            if fault.corrupt is not None:
-                frame = msgspec.structs.replace(
-                    frame, payload=corrupt(frame.payload, fault.corrupt)
-                )
-            return (frame, frame) if fault.duplicate else (frame,)
-
-        return hook
-
-    return [hook_for(i) for i in range(plan.n_endpoints)]
 
 
 class _RestEntry(msgspec.Struct, frozen=True, gc=False):
