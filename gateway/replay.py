@@ -16,7 +16,8 @@ import argparse
 import asyncio
 import heapq
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 from pathlib import Path
 
@@ -97,6 +98,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of --faults")
 
 
+def _notice_frame(path: Path) -> Callable[[], bytes] | None:
+    """The maintenance/shutdown notice of the capture's venue, where the venue has one."""
+    try:
+        venue = detect_venue(path)
+    except (CaptureFormatError, OSError):
+        return None
+    if venue in ("binance", "binance-usdm"):
+        from feeds.sim.binance_spot import shutdown_frame
+
+        return lambda: shutdown_frame(time.time_ns() // 1_000_000)
+    if venue == "okx":
+        from feeds.sim.okx import NOTICE_FRAME
+
+        return lambda: NOTICE_FRAME
+    return None
+
+
 def _fault_plan(args: argparse.Namespace, plan: ReplayPlan) -> FaultPlan | None:
     """The fault plan of ``--faults``; raises FaultSpecError."""
     if not args.faults:
@@ -108,6 +126,7 @@ async def _serve(args: argparse.Namespace, plan: ReplayPlan) -> int:
     from feeds.sim.replay import ReplayServer
 
     faults = _fault_plan(args, plan)
+    notice = _notice_frame(args.paths[0])
     async with ReplayServer(
         plan,
         speed=args.speed,
@@ -115,6 +134,7 @@ async def _serve(args: argparse.Namespace, plan: ReplayPlan) -> int:
         rest_port=args.rest_port,
         loop=args.loop,
         faults=faults,
+        notice=notice,
     ) as server:
         for url in server.endpoint_urls:
             print(f"endpoint {url}", flush=True)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from feeds.sim.binance_spot import shutdown_frame
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
 from gateway.client import GatewayClient
@@ -137,8 +138,9 @@ async def _timed_faults_on_the_wire(path: Path) -> None:
 
     plan = load_plan([path], 2)
     # Windows are wide so that a loaded machine's scheduling delays cannot blur them.
-    faults = FaultPlan("ep0:close@0.5;ep1:stall@1+1;rest:429@0+3,retry_after=1", 3, 2)
-    async with ReplayServer(plan, speed=10.0, faults=faults) as replay:
+    faults = FaultPlan("ep0:close@0.5;ep1:stall@1+1,notice@0.3;rest:429@0+3,retry_after=1", 3, 2)
+    notice = shutdown_frame(1)
+    async with ReplayServer(plan, speed=10.0, faults=faults, notice=lambda: notice) as replay:
         async with httpx.AsyncClient() as http:
             response = await http.get(replay.rest_url + "/api/v3/depth?symbol=BTCUSDT")
             assert response.status_code == 429
@@ -153,12 +155,16 @@ async def _timed_faults_on_the_wire(path: Path) -> None:
                     assert closed.rcvd is not None and closed.rcvd.code == 1001
                     return replay.fault_time()
 
+        notices: list[float] = []
+
         async def received_at() -> list[float]:
             times: list[float] = []
             async with connect(replay.endpoint_urls[1]) as ws1:
                 while replay.fault_time() < 2.5:
-                    await ws1.recv()
+                    frame = await ws1.recv(decode=False)
                     times.append(replay.fault_time())
+                    if frame == notice:
+                        notices.append(times[-1])
             return times
 
         async with asyncio.timeout(10):
@@ -166,6 +172,7 @@ async def _timed_faults_on_the_wire(path: Path) -> None:
         assert 0.45 <= closed < 2.5
         assert any(t < 1.0 for t in times) and any(t >= 2.0 for t in times)
         assert not [t for t in times if 1.3 < t < 1.9], "nothing is sent while stalled"
+        assert len(notices) == 1 and 0.25 <= notices[0] < 1.0, "the venue's notice, once"
 
 
 def test_timed_faults_and_rest_faults_on_the_wire(real_data: Callable[[str], Path]) -> None:

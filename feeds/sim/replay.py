@@ -34,11 +34,12 @@ language, applied as the simulators apply it, through the shared helpers of
 :func:`~feeds.sim.server.write_with_faults` (drop, duplicate, corrupt, delay and jitter,
 reorder, stall); :func:`~feeds.sim.server.run_fault_schedule` closes an endpoint's
 connections at ``close@t`` (code 1001; the client's next connection starts the capture over)
-and stops listening during ``refuse@t+d``. ``notice`` is skipped: a replay speaks no venue
-protocol of its own, so it has no notice frame to send. REST faults answer the REST port's
-requests (status with ``Retry-After``, ``slow``). The fault time ``t`` is seconds since the
-server started. :attr:`ReplayServer.finished` is set once the endpoint's frames were all
-handed to the fault writer and written out (held frames flush after a quiet interval).
+and stops listening during ``refuse@t+d``. ``notice`` sends the ``notice`` frame given
+(the capture's venue's own maintenance or shutdown notice), or nothing where none is known.
+REST faults answer the REST port's requests (status with ``Retry-After``, ``slow``). The
+fault time ``t`` is seconds since the server started. :attr:`ReplayServer.finished` is set
+once the endpoint's frames were all handed to the fault writer and written out (held frames
+flush after a quiet interval).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import asyncio
 import contextlib
 import email.utils
 from collections import deque
+from collections.abc import Callable
 from http import HTTPStatus
 from types import TracebackType
 from typing import Final, Self
@@ -120,6 +122,7 @@ class ReplayServer:
         host: str = "127.0.0.1",
         loop: bool = False,
         faults: FaultPlan | None = None,
+        notice: Callable[[], bytes] | None = None,
     ) -> None:
         count = len(plan.endpoints)
         if faults is not None and faults.n_endpoints != count:
@@ -129,6 +132,8 @@ class ReplayServer:
         self._host = host
         self._loop = loop
         self._faults = faults
+        #: The venue's maintenance/shutdown notice frame, sent by ``notice`` faults.
+        self._notice = notice
         self._endpoints = [_Endpoint(i) for i in range(count)]
         self._t0 = 0.0
         self._rest_requests = 0
@@ -171,13 +176,24 @@ class ReplayServer:
                         close_connections=self._fault_close,
                         close_endpoint=self._fault_refuse,
                         open_endpoint=self._start_endpoint,
-                        notice=_skip_notice,
+                        notice=self._fault_notice,
                     ),
                     name="replay-faults",
                 )
                 stack.push_async_callback(_cancel_and_wait, schedule)
             self._stack = stack.pop_all()
         return self
+
+    def _fault_notice(self, index: int) -> None:
+        """Queue the venue's notice to every connection of endpoint ``index`` (none known:
+        nothing to send)."""
+        if self._notice is None:
+            return
+        frame = self._notice()
+        now_s = asyncio.get_running_loop().time()
+        for conn in self._endpoints[index].conns:
+            conn.queue.append((now_s, frame))
+            conn.wake.set()
 
     async def __aexit__(
         self,
@@ -368,10 +384,6 @@ class ReplayServer:
             )
         for server in live:
             await server.wait_closed()
-
-
-def _skip_notice(index: int) -> None:
-    """``notice`` faults are skipped: a replay has no venue protocol to send one in."""
 
 
 async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
