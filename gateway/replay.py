@@ -80,7 +80,9 @@ def _positive(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="capture file or DIR")
-    parser.add_argument("--endpoints", type=_positive, default=1, metavar="K")
+    parser.add_argument(
+        "--endpoints", type=_positive, default=1, metavar="K", help="loopback endpoints"
+    )
     parser.add_argument(
         "--speed", type=_speed, default=1.0, metavar="X|max", help="time factor, or max"
     )
@@ -92,8 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--faults",
         metavar="SPEC",
-        help="per-endpoint and REST faults in the fault language (docs/faults.md), all of "
-        "it applied as the simulators do (notices skipped: a replay has no venue protocol)",
+        help="per-endpoint and REST faults in the fault language (docs/faults.md), applied "
+        "as the simulators apply them",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of --faults")
 
