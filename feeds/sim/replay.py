@@ -50,7 +50,6 @@ import email.utils
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
-from types import TracebackType
 from typing import Final, Self
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -61,7 +60,12 @@ from websockets.http11 import Request, Response
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s
-from feeds.sim.server import fault_response, run_fault_schedule, write_with_faults
+from feeds.sim.server import (
+    ServerLifecycle,
+    fault_response,
+    run_fault_schedule,
+    write_with_faults,
+)
 
 #: Frames sent in a row at ``max`` before the writer lets other tasks run.
 _YIELD_EVERY: Final = 64
@@ -105,12 +109,14 @@ class _Conn:
                 task.cancel()
 
 
-class ReplayServer:
+class ReplayServer(ServerLifecycle):
     """Serves ``plan`` at ``speed`` (None: max) on ``len(plan.endpoints)`` endpoints.
 
     ``port`` 0 binds every port (endpoints and REST) to a free one; otherwise endpoint i is
     on ``port + i`` and REST on ``rest_port`` (default ``port + K``).
     """
+
+    _handler_failure = "replay connection handler failed"
 
     def __init__(
         self,
@@ -194,27 +200,6 @@ class ReplayServer:
         for conn in self._endpoints[index].conns:
             conn.queue.append((now_s, frame))
             conn.wake.set()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        suppress = await stack.__aexit__(exc_type, exc, tb)
-        if self._errors and exc_type is None:
-            raise ExceptionGroup("replay connection handler failed", list(self._errors))
-        return suppress
-
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Serve until cancelled; set ``ready`` once every port is bound."""
-        async with self:
-            if ready is not None:
-                ready.set()
-            await asyncio.Event().wait()
 
     # --- addresses and state --------------------------------------------------------------
 

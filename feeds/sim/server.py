@@ -340,7 +340,44 @@ def fault_response(fault: RestFault) -> Response:
     return Response(code.value, code.phrase, headers, body)
 
 
-class SimBinanceSpot:
+class ServerLifecycle:
+    """The exit and ``run`` of a loopback server whose ``__aenter__`` binds its ports and
+    leaves what must be undone in ``_stack``. Leaving closes everything (in reverse order);
+    errors that connection handlers collected in ``_errors`` are raised then, as an
+    ExceptionGroup, unless another exception is already on its way out."""
+
+    _stack: contextlib.AsyncExitStack | None
+    _errors: list[Exception]
+    #: The ExceptionGroup's message.
+    _handler_failure = "simulated connection handler failed"
+
+    async def __aenter__(self) -> Self:
+        """Bind the ports and start; every subclass implements it."""
+        raise NotImplementedError
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        suppress = await stack.__aexit__(exc_type, exc, tb)
+        if self._errors and exc_type is None:
+            raise ExceptionGroup(self._handler_failure, list(self._errors))
+        return suppress
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serve until cancelled; set ``ready`` once every port is bound."""
+        async with self:
+            if ready is not None:
+                ready.set()
+            await asyncio.Event().wait()
+
+
+class SimBinanceSpot(ServerLifecycle):
     """A seeded Binance spot venue: see the module docstring for the behaviour.
 
     Args:
@@ -483,27 +520,6 @@ class SimBinanceSpot:
                 stack.callback(faults.cancel)
             self._stack = stack.pop_all()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        suppress = await stack.__aexit__(exc_type, exc, tb)
-        if self._errors and exc_type is None:
-            raise ExceptionGroup("simulated connection handler failed", list(self._errors))
-        return suppress
-
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Serve until cancelled; set ``ready`` once every port is bound."""
-        async with self:
-            if ready is not None:
-                ready.set()
-            await asyncio.Event().wait()
 
     # --- addresses and state --------------------------------------------------------------
 

@@ -54,7 +54,6 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from types import TracebackType
 from typing import Final, Self
 from urllib.parse import parse_qs, urlsplit
 
@@ -70,6 +69,7 @@ from feeds.sim.server import (
     TOO_SLOW_CODE,
     TOO_SLOW_REASON,
     EndpointStats,
+    ServerLifecycle,
     fault_response,
     run_fault_schedule,
     write_with_faults,
@@ -286,7 +286,7 @@ class _Endpoint:
         self.conns_changed = asyncio.Event()
 
 
-class SimVenue:
+class SimVenue(ServerLifecycle):
     """A seeded venue speaking ``protocol`` on ``n_endpoints`` loopback WebSocket endpoints.
 
     Args:
@@ -422,27 +422,6 @@ class SimVenue:
                 stack.callback(faults.cancel)
             self._stack = stack.pop_all()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        suppress = await stack.__aexit__(exc_type, exc, tb)
-        if self._errors and exc_type is None:
-            raise ExceptionGroup("simulated connection handler failed", list(self._errors))
-        return suppress
-
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Serve until cancelled; set ``ready`` once every port is bound."""
-        async with self:
-            if ready is not None:
-                ready.set()
-            await asyncio.Event().wait()
 
     # --- addresses and state --------------------------------------------------------------
 
