@@ -856,11 +856,28 @@ class SimBinanceSpot(ServerLifecycle):
 
     # --- REST -----------------------------------------------------------------------------
 
+    # The REST snapshot endpoint's venue rules; the USD-M venue overrides them.
+    _snapshot_path = SNAPSHOT_PATH
+    _default_limit = "100"
+
+    def _has_symbol(self, symbol: str) -> bool:
+        return symbol in self._procs
+
+    def _parse_limit(self, limit: int) -> int | Response:
+        """The limit served, or the venue's error response."""
+        return min(max(limit, 1), MAX_SNAPSHOT_LIMIT)
+
+    def _snapshot_weight(self, limit: int) -> int:
+        return snapshot_weight(limit)
+
+    def _snapshot_body(self, symbol: str, limit: int) -> bytes:
+        return render.snapshot_body(*self._procs[symbol].snapshot(limit))
+
     async def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
         index = self._rest_requests
         self._rest_requests += 1
         url = urlsplit(request.path)
-        if url.path != SNAPSHOT_PATH:
+        if url.path != self._snapshot_path:
             return conn.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         fault = self._faults and self._faults.rest_fault(self.fault_time(), index)
         if fault:
@@ -873,17 +890,18 @@ class SimBinanceSpot(ServerLifecycle):
             return self._rest_error(
                 -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
             )
-        process = self._procs.get(symbol)
-        if process is None:
+        if not self._has_symbol(symbol):
             return self._rest_error(-1121, "Invalid symbol.")
-        limit_text = query.get("limit", ["100"])[0]
+        limit_text = query.get("limit", [self._default_limit])[0]
         if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 20):
             return self._rest_error(
                 -1100,
                 "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
             )
-        limit = min(max(int(limit_text), 1), MAX_SNAPSHOT_LIMIT)
-        used = self._use_weight(snapshot_weight(limit))
+        limit = self._parse_limit(int(limit_text))
+        if isinstance(limit, Response):
+            return limit
+        used = self._use_weight(self._snapshot_weight(limit))
         if used is None:
             self._rate_limited += 1
             response = self._rest_error(
@@ -895,7 +913,7 @@ class SimBinanceSpot(ServerLifecycle):
             response.headers["Retry-After"] = str(int(_REST_WINDOW_S))
             return response
         # The book as of arrival, delivered after the delay: stale on arrival, as in life.
-        body = render.snapshot_body(*process.snapshot(limit))
+        body = self._snapshot_body(symbol, limit)
         if self._snapshot_delay_s > 0.0:
             await asyncio.sleep(self._snapshot_delay_s)
         self._snapshots_served += 1
@@ -1110,49 +1128,21 @@ class SimBinanceUsdm(SimBinanceSpot):
         if frames:
             self._publish(frames)
 
-    async def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
-        index = self._rest_requests
-        self._rest_requests += 1
-        url = urlsplit(request.path)
-        if url.path != usdm.SNAPSHOT_PATH:
-            return conn.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
-        fault = self._faults and self._faults.rest_fault(self.fault_time(), index)
-        if fault:
-            await asyncio.sleep(fault.extra_delay_s)
-            if fault.status is not None:
-                return fault_response(fault)
-        query = parse_qs(url.query, keep_blank_values=True)
-        symbol = query.get("symbol", [""])[0]
-        if not symbol:
-            return self._rest_error(
-                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
-            )
-        book = self._books.get(symbol)
-        if book is None:
-            return self._rest_error(-1121, "Invalid symbol.")
-        limit_text = query.get("limit", ["500"])[0]
-        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 20):
-            return self._rest_error(
-                -1100,
-                "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
-            )
-        limit = int(limit_text)
+    _snapshot_path = usdm.SNAPSHOT_PATH
+    _default_limit = "500"
+
+    def _has_symbol(self, symbol: str) -> bool:
+        return symbol in self._books
+
+    def _parse_limit(self, limit: int) -> int | Response:
         if limit not in usdm.SNAPSHOT_LIMITS:
             return self._rest_error(-1130, "Data sent for parameter 'limit' is not valid.")
-        used = self._use_weight(usdm.snapshot_weight(limit))
-        if used is None:
-            self._rate_limited += 1
-            response = self._rest_error(
-                -1003,
-                "Too much request weight used; please use WebSocket Streams for live updates"
-                " to avoid polling the API.",
-                HTTPStatus.TOO_MANY_REQUESTS,
-            )
-            response.headers["Retry-After"] = str(int(_REST_WINDOW_S))
-            return response
-        # The engine's book as of arrival, delivered after the delay.
-        body = render_usdm.snapshot_body(*book.snapshot(limit), time.time_ns() // 1_000_000)
-        if self._snapshot_delay_s > 0.0:
-            await asyncio.sleep(self._snapshot_delay_s)
-        self._snapshots_served += 1
-        return _json_response(HTTPStatus.OK, body, used)
+        return limit
+
+    def _snapshot_weight(self, limit: int) -> int:
+        return usdm.snapshot_weight(limit)
+
+    def _snapshot_body(self, symbol: str, limit: int) -> bytes:
+        # The engine's book as of arrival.
+        book = self._books[symbol]
+        return render_usdm.snapshot_body(*book.snapshot(limit), time.time_ns() // 1_000_000)
