@@ -13,7 +13,7 @@ missed. The REST snapshot's ``lastUpdateId`` is the book's id.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 from urllib.parse import urlencode
 
@@ -203,9 +203,15 @@ def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
     )
 
 
-def _notice(kind: str, detail: str, reconnect: bool, recv_ns: int, conn_id: int) -> VenueNotice:
+#: Parses one event payload of a stream into its venue event.
+EventParser = Callable[[bytes | msgspec.Raw, int, int], VenueEvent]
+
+
+def _notice(
+    venue: str, kind: str, detail: str, reconnect: bool, recv_ns: int, conn_id: int
+) -> VenueNotice:
     return VenueNotice(
-        venue=VENUE,
+        venue=venue,
         kind=kind,
         detail=detail,
         reconnect=reconnect,
@@ -214,25 +220,63 @@ def _notice(kind: str, detail: str, reconnect: bool, recv_ns: int, conn_id: int)
     )
 
 
-def _raw_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+def parse_frame(
+    raw: bytes,
+    recv_ns: int,
+    conn_id: int,
+    *,
+    venue: str,
+    by_stream: Callable[[str], EventParser | None],
+    by_event: Mapping[str, EventParser],
+) -> list[VenueEvent]:
+    """Events in one frame of Binance's WebSocket framing, shared by spot and USD-M: a
+    combined-stream envelope (``{"stream": name, "data": event}``, routed by ``by_stream``)
+    or a raw event (routed by its ``e`` through ``by_event``), a control reply, or the
+    ``serverShutdown`` notice. Streams and events with no parser give an empty list.
+    Raises VenueContractError for anything that is not a valid frame."""
+    if raw[:10] == b'{"stream":':
+        try:
+            env = _envelope_decoder.decode(raw)
+        except DECODE_ERRORS as exc:
+            raise VenueContractError(f"bad combined-stream envelope: {exc}") from None
+        parser = by_stream(env.stream)
+        if parser is not None:
+            return [parser(env.data, recv_ns, conn_id)]
+        if env.stream == "!serverShutdown":
+            return [_notice(venue, "shutdown", "serverShutdown", True, recv_ns, conn_id)]
+        return []
     try:
         kind = _kind_decoder.decode(raw)
     except DECODE_ERRORS as exc:
         raise VenueContractError(f"undecodable frame: {exc}") from None
-    if kind.e == "depthUpdate":
-        return [_depth_event(raw, recv_ns, conn_id)]
-    if kind.e == "trade":
-        return [_trade_event(raw, recv_ns, conn_id)]
-    if kind.e == "serverShutdown":
-        return [_notice("shutdown", "serverShutdown", True, recv_ns, conn_id)]
-    if kind.code is not None:
-        return [_notice("error", f"code {kind.code}: {kind.msg}", False, recv_ns, conn_id)]
-    if kind.id is not None:
-        return [_notice("ack", f"request {kind.id}", False, recv_ns, conn_id)]
     if kind.e is not None:
-        # A stream the gateway did not ask for (bookTicker, kline, aggTrade): ignored.
+        parser = by_event.get(kind.e)
+        if parser is not None:
+            return [parser(raw, recv_ns, conn_id)]
+        if kind.e == "serverShutdown":
+            return [_notice(venue, "shutdown", "serverShutdown", True, recv_ns, conn_id)]
+        # A stream the gateway did not ask for (bookTicker, kline, ...): ignored.
         return []
+    if kind.code is not None:
+        detail = f"code {kind.code}: {kind.msg}"
+        return [_notice(venue, "error", detail, False, recv_ns, conn_id)]
+    if kind.id is not None:
+        return [_notice(venue, "ack", f"request {kind.id}", False, recv_ns, conn_id)]
     raise VenueContractError("frame is neither an event nor a control reply")
+
+
+def _spot_stream(stream: str) -> EventParser | None:
+    if stream.endswith(DEPTH_SUFFIX) or stream.endswith("@depth"):
+        return _depth_event
+    if stream.endswith(TRADE_SUFFIX):
+        return _trade_event
+    return None
+
+
+_SPOT_EVENTS: Final[Mapping[str, EventParser]] = {
+    "depthUpdate": _depth_event,
+    "trade": _trade_event,
+}
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -241,20 +285,9 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     Streams other than depth diffs, trades and shutdown notices are ignored (empty list).
     Raises VenueContractError for anything that is not a valid Binance frame.
     """
-    if raw[:10] == b'{"stream":':
-        try:
-            env = _envelope_decoder.decode(raw)
-        except DECODE_ERRORS as exc:
-            raise VenueContractError(f"bad combined-stream envelope: {exc}") from None
-        stream = env.stream
-        if stream.endswith(DEPTH_SUFFIX) or stream.endswith("@depth"):
-            return [_depth_event(env.data, recv_ns, conn_id)]
-        if stream.endswith(TRADE_SUFFIX):
-            return [_trade_event(env.data, recv_ns, conn_id)]
-        if stream == "!serverShutdown":
-            return [_notice("shutdown", "serverShutdown", True, recv_ns, conn_id)]
-        return []
-    return _raw_event(raw, recv_ns, conn_id)
+    return parse_frame(
+        raw, recv_ns, conn_id, venue=VENUE, by_stream=_spot_stream, by_event=_SPOT_EVENTS
+    )
 
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:

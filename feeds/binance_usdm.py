@@ -25,13 +25,13 @@ is the book's id.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.binance import DECODE_ERRORS, check_levels
+from feeds.binance import DECODE_ERRORS, EventParser, check_levels, parse_frame
 from gateway.model import (
     DepthDiff,
     DepthSnapshot,
@@ -39,7 +39,6 @@ from gateway.model import (
     Trade,
     VenueContractError,
     VenueEvent,
-    VenueNotice,
 )
 
 VENUE: Final = "binance-usdm"
@@ -137,21 +136,6 @@ def subscribe_frame(symbols: Sequence[str], request_id: int) -> bytes:
 # --- wire structs: one module-level decoder per message -----------------------------------
 
 
-class _Envelope(msgspec.Struct):
-    stream: str
-    data: msgspec.Raw
-
-
-class _Kind(msgspec.Struct):
-    """Just enough of a raw-stream event or a control reply to route it."""
-
-    e: str | None = None
-    result: msgspec.Raw = msgspec.Raw()
-    id: int | str | None = None
-    code: int | None = None
-    msg: str | None = None
-
-
 class _DepthUpdate(msgspec.Struct):
     s: str
     U: int
@@ -182,8 +166,6 @@ class _RestDepth(msgspec.Struct):
     T: int = 0
 
 
-_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
-_kind_decoder: Final = msgspec.json.Decoder(_Kind)
 _depth_decoder: Final = msgspec.json.Decoder(_DepthUpdate)
 _agg_trade_decoder: Final = msgspec.json.Decoder(_AggTrade)
 _rest_depth_decoder: Final = msgspec.json.Decoder(_RestDepth)
@@ -238,36 +220,18 @@ def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
     )
 
 
-def _notice(kind: str, detail: str, reconnect: bool, recv_ns: int, conn_id: int) -> VenueNotice:
-    return VenueNotice(
-        venue=VENUE,
-        kind=kind,
-        detail=detail,
-        reconnect=reconnect,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+def _usdm_stream(stream: str) -> EventParser | None:
+    if _DIFF_DEPTH_STREAM.fullmatch(stream):
+        return _depth_event
+    if stream.endswith(TRADE_SUFFIX):
+        return _trade_event
+    return None
 
 
-def _raw_event(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
-    try:
-        kind = _kind_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"undecodable frame: {exc}") from None
-    if kind.e == "depthUpdate":
-        return [_depth_event(raw, recv_ns, conn_id)]
-    if kind.e == "aggTrade":
-        return [_trade_event(raw, recv_ns, conn_id)]
-    if kind.e == "serverShutdown":
-        return [_notice("shutdown", "serverShutdown", True, recv_ns, conn_id)]
-    if kind.code is not None:
-        return [_notice("error", f"code {kind.code}: {kind.msg}", False, recv_ns, conn_id)]
-    if kind.id is not None:
-        return [_notice("ack", f"request {kind.id}", False, recv_ns, conn_id)]
-    if kind.e is not None:
-        # A stream the gateway did not ask for (bookTicker, kline, markPrice): ignored.
-        return []
-    raise VenueContractError("frame is neither an event nor a control reply")
+_USDM_EVENTS: Final[Mapping[str, EventParser]] = {
+    "depthUpdate": _depth_event,
+    "aggTrade": _trade_event,
+}
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -279,20 +243,9 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     give an empty list. In raw-stream mode a partial-depth event cannot be told from a diff:
     use combined streams. Raises VenueContractError for anything that is not a valid frame.
     """
-    if raw[:10] == b'{"stream":':
-        try:
-            env = _envelope_decoder.decode(raw)
-        except DECODE_ERRORS as exc:
-            raise VenueContractError(f"bad combined-stream envelope: {exc}") from None
-        stream = env.stream
-        if _DIFF_DEPTH_STREAM.fullmatch(stream):
-            return [_depth_event(env.data, recv_ns, conn_id)]
-        if stream.endswith(TRADE_SUFFIX):
-            return [_trade_event(env.data, recv_ns, conn_id)]
-        if stream == "!serverShutdown":
-            return [_notice("shutdown", "serverShutdown", True, recv_ns, conn_id)]
-        return []
-    return _raw_event(raw, recv_ns, conn_id)
+    return parse_frame(
+        raw, recv_ns, conn_id, venue=VENUE, by_stream=_usdm_stream, by_event=_USDM_EVENTS
+    )
 
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
