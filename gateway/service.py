@@ -28,6 +28,7 @@ from gateway.capture_writer import CaptureWriter
 from gateway.config import Config, VenueConfig
 from gateway.fanout import BookState, Fanout
 from gateway.model import (
+    BookDelta,
     BookReset,
     ConnectionSequence,
     DepthDiff,
@@ -238,8 +239,10 @@ class VenueRuntime:
             self.waiting.add(book.key)
         if not events:
             return
-        symbol = book.key.partition(":")[2]
         for event in events:
+            if isinstance(event, BookDelta):
+                continue  # the common case: nothing to do but publish
+            symbol = book.key.partition(":")[2]
             if isinstance(event, SnapshotWanted):
                 if self.fetcher is not None:
                     self.fetcher.request(symbol)
