@@ -1,7 +1,7 @@
 """book: the L2 book's write and read costs on the real diff levels, against plain dicts.
 
 Every implementation starts from the capture's REST snapshot and applies the depth diffs
-after it, in order, with the same level parsing and checks as ``gateway.book.L2Book``
+after it, in order, with the same level parsing and checks as ``gateway.core.book.L2Book``
 (``float()`` of price and quantity, validated before anything changes). They differ only
 in the container:
 
@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from bench.common import Timing, load_depth_data, measure
-from gateway.book import BadLevel, L2Book
-from gateway.model import Level
+from gateway.core.book import BadLevel, L2Book
+from gateway.core.model import Level
 
 TITLE = "book: L2Book (SortedDict, float keys) vs plain dict baselines, real diff levels"
 
 
 def _parse(level: Level) -> tuple[float, float]:
-    """The same parsing and checks as ``gateway.book``."""
+    """The same parsing and checks as ``gateway.core.book``."""
     try:
         price = float(level[0])
         qty = float(level[1])

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from feeds import binance
 from feeds.sim import binance_spot as render
 from feeds.sim.book_process import BookProcess
-from gateway.capture_formats import CaptureReader
-from gateway.model import DepthDiff, DepthSnapshot
+from gateway.capture.formats import CaptureReader
+from gateway.core.model import DepthDiff, DepthSnapshot
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_ROOT = REPO_ROOT.parent / "shared" / "data" / "real"

@@ -1,8 +1,8 @@
 """end_to_end: simulated venue -> gateway -> subscriber on loopback, latency per delta.
 
 One process, one uvloop event loop: ``SimBinanceSpot`` (BTCUSDT, 3 WebSocket endpoints
-and the REST endpoint, a step every 5 ms, no jitter) -> ``gateway.service.Service`` (3
-upstream connections, arbiter, fan-out server) -> one ``gateway.client.GatewayClient``.
+and the REST endpoint, a step every 5 ms, no jitter) -> ``gateway.io.service.Service`` (3
+upstream connections, arbiter, fan-out server) -> one ``gateway.io.client.GatewayClient``.
 
 Timestamps, all ``time.time_ns()`` in this process, matched by the venue update id
 (``u``, the ``id`` of the subscriber's delta):
@@ -30,10 +30,10 @@ from typing import Any
 
 from bench.common import KEY, SYMBOL, percentile, run_async
 from feeds.sim.server import SimBinanceSpot
-from gateway.client import GatewayClient
-from gateway.config import Config, ServerConfig, VenueConfig, validate
-from gateway.model import BookDelta, GatewayEvent
-from gateway.service import Service
+from gateway.core.model import BookDelta, GatewayEvent
+from gateway.io.client import GatewayClient
+from gateway.io.service import Service
+from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
 TITLE = "end_to_end: SimBinanceSpot x3 -> Service -> GatewayClient (one process)"
 

@@ -1,6 +1,6 @@
 """fanout: deliveries per second from one server core to N WebSocket subscribers.
 
-The server runs in this process on uvloop: a ``gateway.fanout.Fanout`` on 127.0.0.1 with
+The server runs in this process on uvloop: a ``gateway.io.fanout.Fanout`` on 127.0.0.1 with
 a fake ``BookView`` (one book, loaded from the capture's REST snapshot). The subscribers
 are N raw WebSocket connections opened by ``bench/fanout_reader.py`` in a separate
 process (started here, stopped by its pid, bounded in time), which only counts bytes, so
@@ -39,10 +39,10 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, broadcast
 
 from bench.common import KEY, load_depth_data, run_async
-from gateway.book import L2Book
-from gateway.fanout import BookState, Fanout, build_frame
-from gateway.model import BookDelta, Level, StatusChange, SymbolState
-from gateway.protocol import Delta, Status, encode_json
+from gateway.core.book import L2Book
+from gateway.core.model import BookDelta, Level, StatusChange, SymbolState
+from gateway.io.fanout import BookState, Fanout, build_frame
+from gateway.wire.protocol import Delta, Status, encode_json
 
 TITLE = "fanout: deliveries/s to N loopback WebSocket subscribers, server on uvloop"
 

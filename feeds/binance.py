@@ -3,7 +3,7 @@
 Pure: takes bytes, returns events; no I/O. Frames come from combined streams
 (``/stream?streams=...``, payload ``{"stream": name, "data": event}``) or raw streams
 (``/ws/...``, the event alone). Any frame that breaks the venue's contract raises
-:class:`gateway.model.VenueContractError` and nothing else.
+:class:`gateway.core.model.VenueContractError` and nothing else.
 
 Sequence rule (exchange-protocols.md §1): a diff covers update ids ``U..u``; it links to a
 book at id ``L`` when ``U <= L + 1 <= u``; ``u <= L`` is old; ``U > L + 1`` means ids were
@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from gateway.model import (
+from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Level,

@@ -2,7 +2,7 @@
 venue-neutral events (exchange-protocols.md §2).
 
 Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract raises
-:class:`gateway.model.VenueContractError` and nothing else.
+:class:`gateway.core.model.VenueContractError` and nothing else.
 
 Endpoints (the 2026 split; the legacy root URLs were retired on 2026-04-23):
 
@@ -17,7 +17,7 @@ Endpoints (the 2026 split; the legacy root URLs were retired on 2026-04-23):
 Sequence rule: a diff covers update ids ``U..u`` and carries ``pu``, the ``u`` of the
 previous event of the stream. USD-M ids are not contiguous (``U`` of the next event is
 usually above ``u + 1``), so continuity is ``pu == L``, not ``U == L + 1``
-(:class:`gateway.arbiter.BinanceFuturesRule`). A :class:`~gateway.model.DepthDiff` gets
+(:class:`gateway.core.arbiter.BinanceFuturesRule`). A :class:`~gateway.core.model.DepthDiff` gets
 ``first_id = U``, ``last_id = u``, ``prev_id = pu``. The REST snapshot's ``lastUpdateId``
 is the book's id.
 """
@@ -32,7 +32,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from feeds.binance import DECODE_ERRORS, EventParser, check_levels, parse_frame
-from gateway.model import (
+from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Side,

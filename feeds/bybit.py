@@ -2,7 +2,7 @@
 frames, and the sequence rule that merges redundant connections (exchange-protocols.md §7).
 
 Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
-raises :class:`gateway.model.VenueContractError` and nothing else.
+raises :class:`gateway.core.model.VenueContractError` and nothing else.
 
 Venues: Bybit serves each product category on its own endpoint, with its own books and
 ids, so each category is a venue of the gateway: :data:`SPOT` (``bybit-spot``, symbol keys
@@ -17,10 +17,10 @@ Books: topic ``orderbook.{depth}.{SYMBOL}``. The first push after a subscribe is
 ``type:"snapshot"``, then ``type:"delta"``; levels are ``[price, size]`` strings, a size of
 ``"0"`` deletes the level. Every push carries ``u``, the update id of that topic.
 
-- a snapshot becomes :class:`~gateway.model.DepthSnapshot` with ``conn_id`` of the
+- a snapshot becomes :class:`~gateway.core.model.DepthSnapshot` with ``conn_id`` of the
   connection, ``last_id = u`` and ``reset = (u == 1)`` (Bybit restarted its service: the
   snapshot replaces the book whatever came before);
-- a delta becomes :class:`~gateway.model.DepthDiff` with ``first_id = last_id = u`` and
+- a delta becomes :class:`~gateway.core.model.DepthDiff` with ``first_id = last_id = u`` and
   ``prev_id = -1``.
 
 Bybit sends a snapshot on every (re)subscribe, on each connection, and again whenever it
@@ -52,8 +52,8 @@ from urllib.parse import urlencode
 import msgspec
 
 from feeds.binance import DECODE_ERRORS, check_levels
-from gateway.arbiter import Link
-from gateway.model import (
+from gateway.core.arbiter import Link
+from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Level,
@@ -509,7 +509,7 @@ def parse_snapshot_linear(
 
 
 class BybitRule:
-    """Bybit's link rule (a :class:`gateway.arbiter.LinkRule`): with ``u`` the update id of
+    """Bybit's link rule (a :class:`gateway.core.arbiter.LinkRule`): with ``u`` the update id of
     a delta and ``L`` the applied id, ``u <= L`` is stale, ``u == L + 1`` links, and
     ``u > L + 1`` is future (ids missing before it).
 

@@ -3,24 +3,24 @@ Exchange feed (``level2``/``level2_batch``/``level2_50``, venue ``coinbase-excha
 endpoints, subscribe messages and parsing of wire frames (exchange-protocols.md §3, §4).
 
 Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
-raises :class:`gateway.model.VenueContractError` and nothing else.
+raises :class:`gateway.core.model.VenueContractError` and nothing else.
 
 Neither feed has book ids shared across connections (DESIGN §2: an unsequenced venue), and
-neither has a checksum. Every :class:`~gateway.model.DepthSnapshot` has ``last_id = -1``,
-every :class:`~gateway.model.DepthDiff` ``first_id = last_id = prev_id = -1`` and
+neither has a checksum. Every :class:`~gateway.core.model.DepthSnapshot` has ``last_id = -1``,
+every :class:`~gateway.core.model.DepthDiff` ``first_id = last_id = prev_id = -1`` and
 ``checksum = None``. Levels are the wire's decimal strings; quantities are absolute and
 ``"0"`` deletes the level. Within a message the levels of one side keep their wire order
 (one price may appear twice: apply in order, the last wins).
 
 Advanced Trade: ``sequence_num`` is a counter of the **connection**, shared by every channel
 (heartbeats, acks, trades, ``l2_data``). Every message that carries one first yields a
-:class:`~gateway.model.ConnectionSequence`, before the message's other events, so that a
+:class:`~gateway.core.model.ConnectionSequence`, before the message's other events, so that a
 jump (lost messages: every replica on that connection is suspect) is seen before a snapshot
 in the same message repairs a book. ``event_ms`` of a diff is the envelope ``timestamp``.
 
 Trades: both feeds' ``side`` is the **maker's** side (documented for the Exchange ``match``;
 for Advanced Trade ``market_trades`` the recorded session shows it: every trade at the best
-ask is labelled ``SELL``), so :class:`~gateway.model.Trade` gets the opposite side, the
+ask is labelled ``SELL``), so :class:`~gateway.core.model.Trade` gets the opposite side, the
 aggressor's.
 """
 
@@ -33,7 +33,7 @@ from typing import Final
 import msgspec
 
 from feeds.binance import DECODE_ERRORS, check_levels
-from gateway.model import (
+from gateway.core.model import (
     ConnectionSequence,
     DepthDiff,
     DepthSnapshot,

@@ -2,11 +2,11 @@
 book checksum (exchange-protocols.md §5, §8).
 
 Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
-raises :class:`gateway.model.VenueContractError` and nothing else.
+raises :class:`gateway.core.model.VenueContractError` and nothing else.
 
 Kraken's ``book`` channel carries **no sequence ids** (DESIGN §2: an unsequenced venue).
-Every :class:`~gateway.model.DepthSnapshot` has ``last_id = -1`` and every
-:class:`~gateway.model.DepthDiff` has ``first_id = last_id = prev_id = -1``; ``event_ms``
+Every :class:`~gateway.core.model.DepthSnapshot` has ``last_id = -1`` and every
+:class:`~gateway.core.model.DepthDiff` has ``first_id = last_id = prev_id = -1``; ``event_ms``
 is the update's ``timestamp`` (0 when absent). Each connection keeps its own replica, and
 the only integrity signal is the CRC32 ``checksum`` that Kraken sends with every snapshot
 and update: on a mismatch that connection resubscribes (:func:`resubscribe_messages`).
@@ -40,8 +40,8 @@ from typing import Final
 
 import msgspec
 
-from gateway.book import L2Book
-from gateway.model import (
+from gateway.core.book import L2Book
+from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     InstrumentPrecision,
@@ -231,14 +231,14 @@ def checksum(
 
 def book_checksum(book: L2Book) -> int:
     """:func:`checksum` from the level strings' own digits (no precision needed): a
-    ``gateway.arbiter.Checksum``."""
+    ``gateway.core.arbiter.Checksum``."""
     return checksum(book)
 
 
 def checksum_function(
     price_precision: int | None = None, qty_precision: int | None = None
 ) -> Callable[[L2Book], int]:
-    """A ``gateway.arbiter.Checksum`` rendering values at the instrument's precisions (see
+    """A ``gateway.core.arbiter.Checksum`` rendering values at the instrument's precisions (see
     :func:`precisions_from_assetpairs`, :func:`precisions_from_instrument`)."""
     for precision in (price_precision, qty_precision):
         if precision is not None and precision < 0:

@@ -2,7 +2,7 @@
 and the sequence rule that merges redundant connections (exchange-protocols.md §6, §8).
 
 Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
-raises :class:`gateway.model.VenueContractError` and nothing else.
+raises :class:`gateway.core.model.VenueContractError` and nothing else.
 
 Book channels (``books``, ``books50-l2-tbt``, ``books-l2-tbt``) push ``action:"snapshot"``
 then ``action:"update"`` frames; levels are ``[price, size, "0", orderCount]`` strings and a
@@ -10,7 +10,7 @@ size of ``"0"`` deletes the level. Prices and sizes are kept as the exact wire s
 checksum is computed over them.
 
 Ids: every update carries ``prevSeqId`` (the ``seqId`` of the previous message) and
-``seqId``, the same on every connection. A :class:`~gateway.model.DepthDiff` gets
+``seqId``, the same on every connection. A :class:`~gateway.core.model.DepthDiff` gets
 ``last_id = seqId``, ``prev_id = prevSeqId`` and a *synthetic* ``first_id = prevSeqId + 1``
 (OKX ids are not contiguous; the field only orders the arbiter's reorder buffer). So a
 keepalive (``prevSeqId == seqId``, no levels) has ``first_id = last_id + 1``, and a
@@ -38,9 +38,9 @@ from urllib.parse import urlencode
 import msgspec
 
 from feeds.binance import DECODE_ERRORS, check_levels
-from gateway.arbiter import Link
-from gateway.book import L2Book
-from gateway.model import (
+from gateway.core.arbiter import Link
+from gateway.core.book import L2Book
+from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Level,
@@ -479,7 +479,7 @@ STRAGGLER_MEMORY: Final = 4096
 
 
 class OkxRule:
-    """OKX's link rule (a :class:`gateway.arbiter.LinkRule`); one instance per symbol.
+    """OKX's link rule (a :class:`gateway.core.arbiter.LinkRule`); one instance per symbol.
 
     With ``p = prevSeqId``, ``s = seqId`` and ``L`` the applied id:
 

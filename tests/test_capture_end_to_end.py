@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from feeds.sim.server import SimBinanceSpot
-from gateway.capture_formats import CaptureFormat, CaptureReader
-from gateway.capture_writer import CaptureWriter
-from gateway.demo import DEMO_VENUES, demo_config
-from gateway.service import Service
-from gateway.verify import verify_capture
+from gateway.capture.formats import CaptureFormat, CaptureReader
+from gateway.io.capture_writer import CaptureWriter
+from gateway.io.service import Service
+from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.verify import verify_capture
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
@@ -79,7 +79,7 @@ def test_demo_capture_of_several_venues_verifies(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from gateway.verify import verify_capture
+    from gateway.tools.verify import verify_capture
 
     root = Path(__file__).resolve().parents[1]
     capture = tmp_path / "cap"
@@ -87,7 +87,7 @@ def test_demo_capture_of_several_venues_verifies(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.tools.cli",
             "demo",
             "--venues",
             "okx,kraken,binance-usdm",

@@ -10,10 +10,10 @@ import dataclasses
 import time
 
 from feeds.sim.server import SimBinanceSpot
-from gateway.client import BookUpdate, GatewayClient
-from gateway.demo import DEMO_VENUES, demo_config
-from gateway.model import SymbolState
-from gateway.service import Service
+from gateway.core.model import SymbolState
+from gateway.io.client import BookUpdate, GatewayClient
+from gateway.io.service import Service
+from gateway.tools.demo import DEMO_VENUES, demo_config
 
 KEY = "binance:BTCUSDT"
 STALE_WITHIN_S = 1.0

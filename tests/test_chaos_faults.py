@@ -12,9 +12,9 @@ import dataclasses
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.server import SimBinanceSpot
-from gateway.client import GatewayClient
-from gateway.demo import DEMO_VENUES, demo_config
-from gateway.service import Service
+from gateway.io.client import GatewayClient
+from gateway.io.service import Service
+from gateway.tools.demo import DEMO_VENUES, demo_config
 
 KEY = "binance:BTCUSDT"
 SPEC = "ep0:dup=0.1,delay=3ms~3ms,reorder=2,close@1;ep1:dup=0.1,stall@2+1;ep2:drop=0.1,corrupt=0.05"

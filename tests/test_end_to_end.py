@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 from feeds.sim.server import SimBinanceSpot
-from gateway.client import GatewayClient
-from gateway.demo import DEMO_VENUES, demo_config
-from gateway.model import SymbolState
-from gateway.service import Service
+from gateway.core.model import SymbolState
+from gateway.io.client import GatewayClient
+from gateway.io.service import Service
+from gateway.tools.demo import DEMO_VENUES, demo_config
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
 ROOT = Path(__file__).resolve().parents[1]
-MDGATEWAY = [sys.executable, "-m", "gateway.cli"]
+MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
 
 
 class Subscriber:

@@ -15,10 +15,10 @@ from feeds.sim.coinbase import SimCoinbase
 from feeds.sim.kraken import SimKraken
 from feeds.sim.okx import SimOkx
 from feeds.sim.server import SimBinanceUsdm
-from gateway.book import L2Book
-from gateway.client import GatewayClient
-from gateway.config import Config, ServerConfig, VenueConfig, validate
-from gateway.service import Service
+from gateway.core.book import L2Book
+from gateway.io.client import GatewayClient
+from gateway.io.service import Service
+from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
 
 def _top(book: L2Book, depth: int | None) -> object:

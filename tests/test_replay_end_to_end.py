@@ -13,16 +13,16 @@ from pathlib import Path
 from feeds.sim.binance_spot import shutdown_frame
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
-from gateway.client import GatewayClient
-from gateway.config import Config, ServerConfig, VenueConfig
-from gateway.replay import load_plan
-from gateway.service import Service
-from gateway.verify import verify_capture
+from gateway.io.client import GatewayClient
+from gateway.io.service import Service
+from gateway.tools.replay import load_plan
+from gateway.tools.verify import verify_capture
+from gateway.wire.config import Config, ServerConfig, VenueConfig
 
 CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
 KEY = "binance:BTCUSDT"
 ROOT = Path(__file__).resolve().parents[1]
-MDGATEWAY = [sys.executable, "-m", "gateway.cli"]
+MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
 
 
 async def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> None:
@@ -208,7 +208,7 @@ async def _timed_replay() -> tuple[list[str], float, bytes | None]:
     from websockets.asyncio.client import connect
 
     from feeds.sim.replay_plan import build_plan
-    from gateway.capture_formats import CaptureRecord
+    from gateway.capture.formats import CaptureRecord
 
     records = [
         CaptureRecord(t, 0, "ws", "", f'{{"n":{n}}}'.encode())

@@ -18,7 +18,7 @@ import msgspec
 
 from feeds.binance import DEPTH_SUFFIX, TRADE_SUFFIX
 from feeds.sim.book_process import Batch, SimTrade
-from gateway.model import Level
+from gateway.core.model import Level
 
 SHUTDOWN_STREAM: Final = "!serverShutdown"
 

@@ -33,8 +33,8 @@ import msgspec
 
 from feeds.binance_usdm import depth_stream, trade_stream
 from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
-from gateway.book import L2Book
-from gateway.model import Level
+from gateway.core.book import L2Book
+from gateway.core.model import Level
 
 __all__ = [
     "UsdmBook",

@@ -35,8 +35,8 @@ from typing import Final
 import msgspec
 from sortedcontainers import SortedDict
 
-from gateway.book import L2Book
-from gateway.model import Level
+from gateway.core.book import L2Book
+from gateway.core.model import Level
 
 #: Binance prints prices and quantities with 8 decimals.
 E8: Final = 100_000_000

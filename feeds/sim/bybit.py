@@ -47,7 +47,7 @@ from feeds import bybit
 from feeds.sim.book_process import Batch, SimTrade
 from feeds.sim.okx import decimals
 from feeds.sim.venue import ConnState, Publication, SimVenue, VenueProtocol, fixed
-from gateway.model import Level
+from gateway.core.model import Level
 
 CATEGORIES: Final = ("spot", "linear")
 #: The first ``u`` of every book topic.

@@ -51,7 +51,7 @@ from feeds import coinbase
 from feeds.sim.book_process import Batch, SimTrade
 from feeds.sim.okx import decimals
 from feeds.sim.venue import ConnState, Publication, SimVenue, VenueProtocol, fixed, iso_time, trim
-from gateway.model import Level
+from gateway.core.model import Level
 
 PATH: Final = "/"
 HEARTBEATS_KEY: Final = "heartbeats"

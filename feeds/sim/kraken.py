@@ -77,7 +77,7 @@ from feeds.sim.venue import (
     fixed,
     iso_time,
 )
-from gateway.model import Level
+from gateway.core.model import Level
 
 PATH: Final = "/v2"
 QTY_PRECISION: Final = 8

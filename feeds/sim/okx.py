@@ -44,7 +44,7 @@ import msgspec
 from feeds import okx
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
 from feeds.sim.venue import ConnState, Publication, SimVenue, VenueProtocol, fixed, trim
-from gateway.model import Level
+from gateway.core.model import Level
 
 PATH: Final = "/ws/v5/public"
 #: Levels per side in a ``books`` snapshot.

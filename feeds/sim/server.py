@@ -89,8 +89,8 @@ from feeds.sim import binance_spot as render
 from feeds.sim import binance_usdm as render_usdm
 from feeds.sim.book_process import BookProcess
 from feeds.sim.faults import FaultPlan, RestFault, corrupt
-from gateway.book import L2Book
-from gateway.model import Level
+from gateway.core.book import L2Book
+from gateway.core.model import Level
 
 #: Binance's cap on streams per connection.
 MAX_STREAMS_PER_CONNECTION: Final = 1024

@@ -74,8 +74,8 @@ from feeds.sim.server import (
     run_fault_schedule,
     write_with_faults,
 )
-from gateway.book import L2Book
-from gateway.model import Level
+from gateway.core.book import L2Book
+from gateway.core.model import Level
 
 _MAX_CLOSE_REASON: Final = 120
 #: Initial mid by base asset; other symbols start at 100.

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import binance
-from gateway.model import DepthDiff, Side, Trade, VenueContractError, VenueNotice
+from gateway.core.model import DepthDiff, Side, Trade, VenueContractError, VenueNotice
 
 from . import fuzzing
 

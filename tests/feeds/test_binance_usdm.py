@@ -16,9 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import binance_usdm as usdm
-from gateway.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, SequencedBook
-from gateway.capture_formats import CaptureReader, rest_symbol
-from gateway.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueNotice
+from gateway.capture.formats import CaptureReader, rest_symbol
+from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, SequencedBook
+from gateway.core.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Side,
+    Trade,
+    VenueContractError,
+    VenueNotice,
+)
 
 from . import fuzzing
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import bybit
-from gateway.arbiter import Link, SequencedBook, TradeDedup
-from gateway.capture_formats import CaptureReader, connection_venue
-from gateway.model import (
+from gateway.capture.formats import CaptureReader, connection_venue
+from gateway.core.arbiter import Link, SequencedBook, TradeDedup
+from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Side,

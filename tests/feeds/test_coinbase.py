@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import coinbase
-from gateway.book import L2Book
-from gateway.model import (
+from gateway.core.book import L2Book
+from gateway.core.model import (
     ConnectionSequence,
     DepthDiff,
     DepthSnapshot,

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import kraken
-from gateway.book import L2Book
-from gateway.model import (
+from gateway.core.book import L2Book
+from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     InstrumentPrecision,

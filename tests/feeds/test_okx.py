@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import okx
-from gateway.arbiter import Link, SequencedBook
-from gateway.book import L2Book
-from gateway.capture_formats import CaptureReader
-from gateway.model import (
+from gateway.capture.formats import CaptureReader
+from gateway.core.arbiter import Link, SequencedBook
+from gateway.core.book import L2Book
+from gateway.core.model import (
     BookDelta,
     BookReset,
     DepthDiff,

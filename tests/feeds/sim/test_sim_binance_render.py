@@ -5,7 +5,7 @@ from __future__ import annotations
 from feeds import binance
 from feeds.sim import binance_spot as render
 from feeds.sim.book_process import BookProcess, SimTrade
-from gateway.model import DepthDiff, DepthSnapshot, Side, Trade, VenueNotice
+from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueNotice
 
 EVENT_MS = 1_672_515_782_136
 

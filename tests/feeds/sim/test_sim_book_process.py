@@ -17,7 +17,7 @@ from feeds.sim.book_process import (
     format_e8,
     parse_e8,
 )
-from gateway.book import L2Book
+from gateway.core.book import L2Book
 
 DECIMAL_8 = re.compile(r"^\d+\.\d{8}$")
 

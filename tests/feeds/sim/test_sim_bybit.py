@@ -13,8 +13,8 @@ from feeds import bybit
 from feeds.sim.book_process import BookProcess
 from feeds.sim.bybit import BybitProtocol, SimBybit
 from feeds.sim.venue import ConnState
-from gateway.book import L2Book
-from gateway.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
+from gateway.core.book import L2Book
+from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 
 SYMBOL = "BTCUSDT"
 DEPTH = 50

@@ -13,8 +13,8 @@ from feeds import coinbase
 from feeds.sim.book_process import BookProcess
 from feeds.sim.coinbase import CoinbaseProtocol, SimCoinbase
 from feeds.sim.venue import ConnState
-from gateway.book import L2Book
-from gateway.model import ConnectionSequence, DepthDiff, DepthSnapshot, Trade, VenueNotice
+from gateway.core.book import L2Book
+from gateway.core.model import ConnectionSequence, DepthDiff, DepthSnapshot, Trade, VenueNotice
 
 SYMBOL = "BTC-USD"
 DEADLINE_S = 10.0

@@ -14,7 +14,7 @@ import httpx
 from feeds import coinbase
 from feeds.sim.coinbase import SimCoinbase, product_book_body
 from feeds.sim.venue import SimVenue, trim
-from gateway.model import Level
+from gateway.core.model import Level
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
 DEADLINE_S = 10.0

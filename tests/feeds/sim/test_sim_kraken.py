@@ -15,8 +15,8 @@ from feeds import kraken
 from feeds.sim.book_process import BookProcess
 from feeds.sim.kraken import HEARTBEAT, KrakenProtocol, SimKraken
 from feeds.sim.venue import ConnState
-from gateway.book import L2Book
-from gateway.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
+from gateway.core.book import L2Book
+from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 
 SYMBOL = "BTC/USD"
 DEADLINE_S = 10.0

@@ -27,8 +27,8 @@ from feeds.sim.kraken import (
     rest_pair_name,
 )
 from feeds.sim.venue import ConnState, SimVenue
-from gateway.book import L2Book
-from gateway.model import DepthSnapshot, InstrumentPrecision, VenueNotice
+from gateway.core.book import L2Book
+from gateway.core.model import DepthSnapshot, InstrumentPrecision, VenueNotice
 
 SYMBOLS = ["BTC/USD", "ETH/USD"]
 DEADLINE_S = 10.0

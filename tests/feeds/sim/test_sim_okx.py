@@ -14,8 +14,8 @@ from feeds import okx
 from feeds.sim.book_process import BookProcess
 from feeds.sim.okx import OkxProtocol, SimOkx
 from feeds.sim.venue import ConnState
-from gateway.book import L2Book
-from gateway.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
+from gateway.core.book import L2Book
+from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 
 SYMBOL = "BTC-USDT"
 DEADLINE_S = 10.0

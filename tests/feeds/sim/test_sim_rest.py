@@ -20,8 +20,8 @@ from feeds.sim.kraken import SimKraken
 from feeds.sim.okx import PATH as OKX_WS_PATH
 from feeds.sim.okx import SimOkx
 from feeds.sim.venue import SimVenue
-from gateway.book import L2Book
-from gateway.model import DepthDiff, DepthSnapshot, VenueContractError
+from gateway.core.book import L2Book
+from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
 
 OKX_SYMBOL = "BTC-USDT"
 BYBIT_SYMBOL = "BTCUSDT"

@@ -17,8 +17,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from feeds import binance
 from feeds.sim.server import SimBinanceSpot
-from gateway.book import L2Book
-from gateway.model import DepthDiff, Trade, VenueEvent, VenueNotice
+from gateway.core.book import L2Book
+from gateway.core.model import DepthDiff, Trade, VenueEvent, VenueNotice
 
 SYMBOL = "BTCUSDT"
 DEADLINE_S = 10.0

@@ -1,0 +1,176 @@
+"""The capture writer: records what the venues sent, off the hot path (DESIGN §4).
+
+:meth:`CaptureWriter.record` is synchronous and never blocks: it appends to a bounded
+queue. When the queue is full the record is dropped from the capture (never from the
+feed), counted, and the next record that fits is preceded by a ``gap`` line saying how many
+were dropped and between which receive times. :meth:`CaptureWriter.run`, one task of the
+service's TaskGroup, drains the queue every ``flush_s`` (sooner once it is half full),
+encodes and writes each batch as one gzip member in a worker thread
+(:class:`gateway.capture.codec.CaptureFileWriter`), rotates files by size and time, and on
+cancellation writes what is queued and closes the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from gateway.capture.codec import CaptureFileWriter, LineKind, encode_line, gap_payload
+
+log = logging.getLogger(__name__)
+
+#: ``conn_id`` of REST and gap records.
+NO_CONN = -1
+
+_Item = tuple[int, LineKind, int, str, bytes]
+
+
+@dataclass
+class CaptureStats:
+    #: Records queued for the capture.
+    records: int = 0
+    #: Records dropped from the capture because the queue was full (or the writer stopped).
+    dropped: int = 0
+    #: Gap lines written (each stands for a run of dropped records).
+    gaps: int = 0
+    #: Lines written to files, headers excluded.
+    written: int = 0
+    #: Gzip members written (one per flush).
+    flushes: int = 0
+    #: Records that could not be encoded (a time outside the format's range).
+    unencodable: int = 0
+    #: The error that stopped the writing (the disk failed); the feed goes on.
+    failed: str = ""
+
+
+class CaptureWriter:
+    """Records raw frames, connection events and REST responses into ``directory``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_queue: int = 100_000,
+        rotate_bytes: int = 256 * 1024 * 1024,
+        rotate_s: float = 3600.0,
+        flush_s: float = 1.0,
+        level: int = 6,
+    ) -> None:
+        if max_queue < 1 or flush_s <= 0:
+            raise ValueError("max_queue must be >= 1 and flush_s > 0")
+        self.directory = directory
+        self.files = CaptureFileWriter(
+            directory, rotate_bytes=rotate_bytes, rotate_s=rotate_s, level=level
+        )
+        self.stats = CaptureStats()
+        self._max_queue = max_queue
+        self._wake_at = max(1, max_queue // 2)
+        self._flush_s = flush_s
+        self._queue: deque[_Item] = deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._gap_count = 0
+        self._gap_first_ns = 0
+        self._gap_last_ns = 0
+        #: Held by the thread that writes: a final write waits for one in flight.
+        self._lock = threading.Lock()
+
+    # --- recording: synchronous, never blocks ------------------------------------------------
+
+    def record(self, recv_ns: int, kind: LineKind, conn_id: int, url: str, payload: bytes) -> bool:
+        """Queues one record; False (and counted) when it is dropped from the capture."""
+        queue = self._queue
+        if len(queue) >= self._max_queue or self._closed:
+            self.stats.dropped += 1
+            if self._gap_count == 0:
+                self._gap_first_ns = recv_ns
+            self._gap_count += 1
+            self._gap_last_ns = recv_ns
+            return False
+        if self._gap_count:
+            self._queue_gap()
+        queue.append((recv_ns, kind, conn_id, url, payload))
+        self.stats.records += 1
+        if len(queue) >= self._wake_at:
+            self._wake.set()
+        return True
+
+    def record_frame(self, conn_id: int, raw: bytes, recv_ns: int) -> bool:
+        return self.record(recv_ns, "ws", conn_id, "", raw)
+
+    def record_connect(self, conn_id: int, url: str, venue: str = "") -> bool:
+        payload = msgspec.json.encode({"venue": venue}) if venue else b""
+        return self.record(time.time_ns(), "connect", conn_id, url, payload)
+
+    def record_disconnect(self, conn_id: int, url: str = "") -> bool:
+        return self.record(time.time_ns(), "disconnect", conn_id, url, b"")
+
+    def record_rest(self, url: str, body: bytes, recv_ns: int) -> bool:
+        return self.record(recv_ns, "rest", NO_CONN, url, body)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Writes until cancelled; then writes what is queued and closes the file."""
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._flush_s):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                await asyncio.to_thread(self._write, self._take(), False)
+        finally:
+            self._closed = True
+            batch = self._take()
+            await asyncio.to_thread(self._write, batch, True)
+
+    def _queue_gap(self) -> None:
+        payload = gap_payload(self._gap_count, self._gap_first_ns, self._gap_last_ns)
+        self._queue.append((self._gap_first_ns, "gap", NO_CONN, "", payload))
+        self.stats.gaps += 1
+        self._gap_count = 0
+
+    def _take(self) -> list[_Item]:
+        if self._closed and self._gap_count:
+            self._queue_gap()
+        batch = list(self._queue)
+        self._queue.clear()
+        return batch
+
+    def _write(self, batch: list[_Item], close: bool) -> None:
+        """In a worker thread: encodes and writes ``batch``; closes the file when asked."""
+        with self._lock:
+            if self.stats.failed:
+                self.stats.dropped += len(batch)
+                return
+            lines = []
+            for item in batch:
+                try:
+                    lines.append(encode_line(*item))
+                except ValueError:
+                    self.stats.unencodable += 1
+            try:
+                self.stats.flushes += self.files.write(lines)
+                self.stats.written += len(lines)
+                if close:
+                    self.files.close()
+            except OSError as exc:
+                self.stats.failed = f"{type(exc).__name__}: {exc}"
+                self.stats.dropped += len(lines)
+                log.error("capture stopped, the feed goes on: %s", self.stats.failed)
+                with contextlib.suppress(OSError):
+                    self.files.close()

@@ -1,0 +1,781 @@
+"""Serving subscribers: one local WebSocket server, every message encoded once.
+
+The asyncio shell between the service and its subscribers. :meth:`Fanout.publish` is
+synchronous and called by the service after each pipeline step; it turns gateway events
+into protocol messages (:mod:`gateway.wire.protocol`), encodes each one at most once per wire
+format in use, builds the WebSocket frame once (server frames are unmasked and compression
+is off, so the same bytes are valid on every connection) and writes those bytes to each
+subscriber's transport. It never awaits and never creates a task.
+
+Slow subscribers (the policy in ``docs/protocol.md``): a subscriber whose transport write
+buffer holds more than ``max_buffer_bytes`` is *behind*. While behind, nothing more of its
+symbols is written to it (deltas, bbo, trades and status are dropped and the symbols noted);
+once its buffer drains to ``low_water_bytes`` it is sent, per noted symbol, the current
+``status``, a fresh ``snapshot`` and the current ``bbo`` (conflation): its book is
+consistent again and it skipped the deltas in between. Trades dropped meanwhile are lost. A
+subscriber that falls behind more than ``max_conflations`` times within
+``conflation_window_s``, or stays behind longer than ``max_behind_s``, is disconnected with
+close code 1008 and reason "subscriber too slow: ...". Memory per subscriber is thus bounded
+by ``max_buffer_bytes`` plus the largest single message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import http
+import itertools
+import logging
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from typing import Final, Protocol
+
+import msgspec
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from gateway.core.book import L2Book
+from gateway.core.model import (
+    BookDelta,
+    BookReset,
+    GatewayEvent,
+    StatusChange,
+    SymbolState,
+    TradeOut,
+)
+from gateway.wire.protocol import (
+    PROTOCOL_VERSION,
+    Bbo,
+    Delta,
+    Error,
+    ErrorCode,
+    ListSymbols,
+    Ping,
+    Pong,
+    ProtocolError,
+    Resync,
+    ServerMessage,
+    Snapshot,
+    Status,
+    Subscribe,
+    Subscribed,
+    SymbolInfo,
+    Symbols,
+    TradeMsg,
+    Unsubscribe,
+    Unsubscribed,
+    decode_request,
+    encode_json,
+    encode_msgpack,
+)
+from gateway.wire.protocol import (
+    Request as ClientRequest,
+)
+
+log = logging.getLogger(__name__)
+
+#: ``(book, epoch, seq, venue_id, state)``: a consistent book and where it stands.
+BookState = tuple[L2Book, int, int, int, SymbolState]
+
+#: Close code for a subscriber disconnected by the slow-subscriber policy.
+CLOSE_TOO_SLOW: Final = CloseCode.POLICY_VIOLATION  # 1008
+#: Close code for a connection refused because ``max_subscribers`` are connected.
+CLOSE_TOO_MANY: Final = CloseCode.TRY_AGAIN_LATER  # 1013
+
+_OPEN: Final = State.OPEN
+_TEXT: Final = int(Opcode.TEXT)
+_BINARY: Final = int(Opcode.BINARY)
+_BAD_REQUESTS_LOGGED_PER_SUBSCRIBER: Final = 10
+
+
+class BookView(Protocol):
+    """What the fanout reads from the service.
+
+    Contract: between two :meth:`Fanout.publish` calls, and during one, the view reflects
+    every event passed to ``publish`` so far (the service updates its books, then publishes
+    the events of that step, with no await in between).
+    """
+
+    def book_state(self, key: str) -> BookState | None:
+        """The symbol's consistent book, or None when ``key`` is unknown or has no
+        consistent book (before its first snapshot, or while it is being resynced)."""
+        ...
+
+    def symbols(self) -> list[tuple[str, SymbolState]]:
+        """Every symbol key the gateway carries, with its state."""
+        ...
+
+
+def build_frame(payload: bytes, *, binary: bool) -> bytes:
+    """One unmasked, unfragmented, uncompressed WebSocket frame: the bytes a server sends.
+
+    Equal to ``websockets.frames.Frame(opcode, payload).serialize(mask=False,
+    extensions=[])`` (tested), without its per-call overhead.
+    """
+    head1 = 0x80 | (_BINARY if binary else _TEXT)
+    length = len(payload)
+    if length < 126:
+        return bytes((head1, length)) + payload
+    if length < 65536:
+        return struct.pack("!BBH", head1, 126, length) + payload
+    return struct.pack("!BBQ", head1, 127, length) + payload
+
+
+def _frame_json(msg: ServerMessage) -> bytes:
+    return build_frame(encode_json(msg), binary=False)
+
+
+def _frame_msgpack(msg: ServerMessage) -> bytes:
+    return build_frame(encode_msgpack(msg), binary=True)
+
+
+@dataclasses.dataclass(slots=True)
+class FanoutStats:
+    """Counters over the fanout's life (``subscribers`` is the current count)."""
+
+    subscribers: int = 0
+    subscribers_total: int = 0
+    rejected: int = 0
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    dropped: int = 0
+    conflations: int = 0
+    slow_disconnects: int = 0
+    bad_requests: int = 0
+
+
+class SubscriberStats(msgspec.Struct, frozen=True):
+    """One subscriber's counters, as read by :meth:`Fanout.subscriber_stats`."""
+
+    id: int
+    remote: str
+    wire_format: str
+    books: int
+    messages_sent: int
+    bytes_sent: int
+    dropped: int
+    conflations: int
+    bad_requests: int
+    behind: bool
+
+
+class _Subscriber:
+    """One connection's subscriptions, flow state and counters."""
+
+    __slots__ = (
+        "abort_handle",
+        "bad_requests",
+        "bbo",
+        "behind",
+        "behind_since_s",
+        "blocked",
+        "books",
+        "bytes_sent",
+        "conflation_times_s",
+        "conflations",
+        "conn",
+        "dirty",
+        "dropped",
+        "id",
+        "kicked",
+        "messages_sent",
+        "msgpack",
+        "protocol",
+        "remote",
+        "trades",
+        "transport",
+    )
+
+    def __init__(self, sub_id: int, conn: ServerConnection) -> None:
+        self.id = sub_id
+        self.conn = conn
+        self.transport = conn.transport
+        self.protocol = conn.protocol
+        address = conn.remote_address
+        self.remote = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        self.msgpack = False
+        #: Book subscriptions: key → snapshot depth (None: full book).
+        self.books: dict[str, int | None] = {}
+        self.bbo: set[str] = set()
+        self.trades: set[str] = set()
+        #: True while nothing but control replies may be written (behind or kicked).
+        self.blocked = False
+        self.behind = False
+        self.kicked = False
+        self.behind_since_s = 0.0
+        #: Keys that had messages dropped while behind: owed a status and snapshot.
+        self.dirty: set[str] = set()
+        self.conflation_times_s: collections.deque[float] = collections.deque()
+        self.abort_handle: asyncio.TimerHandle | None = None
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.dropped = 0
+        self.conflations = 0
+        self.bad_requests = 0
+
+    def subscribed_to(self, key: str) -> bool:
+        return key in self.books or key in self.bbo or key in self.trades
+
+
+_SubSet = dict[_Subscriber, None]
+
+
+class Fanout:
+    """Serves the gateway's books, bbo, trades and statuses to local subscribers.
+
+    Args:
+        view: where snapshots and symbol states are read (see :class:`BookView`).
+        max_buffer_bytes: a subscriber whose transport write buffer is above this is behind.
+        max_conflations: a subscriber falling behind more often than this within
+            ``conflation_window_s`` is disconnected (1008).
+        conflation_window_s: the window of ``max_conflations``.
+        max_behind_s: a subscriber behind for longer than this is disconnected (1008).
+        low_water_bytes: a behind subscriber is resynced once its buffer is at or below
+            this; default ``max_buffer_bytes // 4``.
+        max_subscribers: further connections are closed with 1013.
+        check_interval_s: how often behind subscribers are checked for recovery/deadline.
+        close_timeout_s: a disconnected subscriber's TCP connection is aborted if the
+            closing handshake has not finished by then.
+        ping_interval_s: WebSocket keepalive ping interval (None: off); the ping timeout is
+            the same.
+        max_request_bytes: largest request message accepted (larger: close 1009).
+    """
+
+    def __init__(
+        self,
+        view: BookView,
+        *,
+        max_buffer_bytes: int = 4 * 1024 * 1024,
+        max_conflations: int = 5,
+        conflation_window_s: float = 60.0,
+        max_behind_s: float = 5.0,
+        low_water_bytes: int | None = None,
+        max_subscribers: int = 256,
+        check_interval_s: float = 0.05,
+        close_timeout_s: float = 2.0,
+        ping_interval_s: float | None = 20.0,
+        max_request_bytes: int = 256 * 1024,
+    ) -> None:
+        if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
+            raise ValueError("max_buffer_bytes >= 1, max_conflations >= 0, max_subscribers >= 0")
+        self._view = view
+        self.max_buffer_bytes = max_buffer_bytes
+        self.low_water_bytes = max_buffer_bytes // 4 if low_water_bytes is None else low_water_bytes
+        self.max_conflations = max_conflations
+        self.conflation_window_s = conflation_window_s
+        self.max_behind_s = max_behind_s
+        self.max_subscribers = max_subscribers
+        self.check_interval_s = check_interval_s
+        self.close_timeout_s = close_timeout_s
+        self.ping_interval_s = ping_interval_s
+        self.max_request_bytes = max_request_bytes
+        self.stats = FanoutStats()
+        #: The bound ``(host, port)`` pairs once :meth:`serve` is listening.
+        self.addresses: list[tuple[str, int]] = []
+        self._ids = itertools.count(1)
+        self._subs: _SubSet = {}
+        self._behind: _SubSet = {}
+        #: Book subscribers that hold the current snapshot and get deltas.
+        self._book: dict[str, _SubSet] = {}
+        #: Book subscribers waiting for the symbol's first (or next) consistent book.
+        self._pending: dict[str, _SubSet] = {}
+        self._bbo: dict[str, _SubSet] = {}
+        self._trade: dict[str, _SubSet] = {}
+        self._last_top: dict[str, tuple[object, object]] = {}
+        self._reasons: dict[str, str] = {}
+
+    # --- publishing (hot path) --------------------------------------------------------------
+
+    def publish(self, events: Sequence[GatewayEvent]) -> None:
+        """Send one pipeline step's events to the subscribers concerned. Never blocks.
+
+        BookDelta → ``delta`` to book subscribers (and ``bbo`` after the batch to bbo
+        subscribers when the top of book changed); BookReset → a fresh ``snapshot`` to
+        every book subscriber of the key (the deltas after it in the same batch are already
+        in that snapshot and are skipped); StatusChange → ``status`` to every subscriber of
+        the key; TradeOut → ``trade``. SnapshotWanted is internal and ignored.
+        """
+        snapshot_at: dict[str, tuple[int, int]] | None = None
+        bbo_keys: set[str] | None = None
+        for event in events:
+            if isinstance(event, BookDelta):
+                key = event.key
+                if snapshot_at is not None:
+                    at = snapshot_at.get(key)
+                    if at is not None and (event.epoch, event.seq) <= at:
+                        continue
+                subs = self._book.get(key)
+                if subs:
+                    self._send_delta(event, subs)
+                if key in self._bbo:
+                    if bbo_keys is None:
+                        bbo_keys = set()
+                    bbo_keys.add(key)
+            elif isinstance(event, TradeOut):
+                self._send_trade(event)
+            elif isinstance(event, BookReset):
+                key = event.key
+                at = self._send_reset(key)
+                if at is not None:
+                    if snapshot_at is None:
+                        snapshot_at = {}
+                    snapshot_at[key] = at
+                if key in self._bbo:
+                    if bbo_keys is None:
+                        bbo_keys = set()
+                    bbo_keys.add(key)
+            elif isinstance(event, StatusChange):
+                self._send_status(event)
+        if bbo_keys:
+            for key in bbo_keys:
+                self._send_bbo(key, force=False)
+
+    def _send_delta(self, event: BookDelta, subs: _SubSet) -> None:
+        key = event.key
+        msg = Delta(key, event.epoch, event.seq, event.venue_id, event.bids, event.asks)
+        json_frame: bytes | None = None
+        msgpack_frame: bytes | None = None
+        limit = self.max_buffer_bytes
+        sent = 0
+        sent_bytes = 0
+        for sub in subs:
+            if sub.blocked:
+                sub.dirty.add(key)
+                sub.dropped += 1
+                self.stats.dropped += 1
+                continue
+            if sub.protocol.state is not _OPEN:
+                continue
+            transport = sub.transport
+            if transport.get_write_buffer_size() > limit:
+                self._fall_behind(sub, key)
+                continue
+            if sub.msgpack:
+                if msgpack_frame is None:
+                    msgpack_frame = _frame_msgpack(msg)
+                frame = msgpack_frame
+            else:
+                if json_frame is None:
+                    json_frame = _frame_json(msg)
+                frame = json_frame
+            transport.write(frame)
+            sub.messages_sent += 1
+            sub.bytes_sent += len(frame)
+            sent += 1
+            sent_bytes += len(frame)
+        self.stats.messages_sent += sent
+        self.stats.bytes_sent += sent_bytes
+
+    def _send_reset(self, key: str) -> tuple[int, int] | None:
+        """Snapshot to every book subscriber of ``key``; returns the snapshot's (epoch, seq)."""
+        state = self._view.book_state(key)
+        if state is None:
+            log.error("%s: BookReset published but the view has no book for it", key)
+            return None
+        pending = self._pending.pop(key, None)
+        if pending:
+            self._book.setdefault(key, {}).update(pending)
+        subs = self._book.get(key)
+        if subs:
+            frames: dict[tuple[int | None, bool], bytes] = {}
+            for sub in subs:
+                depth = sub.books[key]
+                frame = frames.get((depth, sub.msgpack))
+                if frame is None:
+                    frame = frames[depth, sub.msgpack] = self._snapshot_frame(
+                        key, state, depth, sub.msgpack
+                    )
+                self._deliver(sub, key, frame)
+        return state[1], state[2]
+
+    def _send_status(self, event: StatusChange) -> None:
+        key = event.key
+        self._reasons[key] = event.reason
+        subs = self._subscribers_of(key)
+        if subs:
+            self._deliver_all(subs, key, Status(key, event.state, event.reason))
+
+    def _send_trade(self, event: TradeOut) -> None:
+        trade = event.trade
+        key = trade.key
+        subs = self._trade.get(key)
+        if subs:
+            msg = TradeMsg(key, trade.trade_id, trade.price, trade.qty, trade.side, trade.trade_ms)
+            self._deliver_all(subs, key, msg)
+
+    def _send_bbo(self, key: str, *, force: bool) -> None:
+        subs = self._bbo.get(key)
+        if not subs:
+            return
+        state = self._view.book_state(key)
+        if state is None:
+            return
+        book = state[0]
+        top = (book.best_bid(), book.best_ask())
+        if not force and self._last_top.get(key) == top:
+            return
+        self._last_top[key] = top
+        self._deliver_all(subs, key, Bbo(key, state[1], state[2], top[0], top[1]))
+
+    # --- delivery ---------------------------------------------------------------------------
+
+    def _deliver_all(self, subs: Iterable[_Subscriber], key: str, msg: ServerMessage) -> None:
+        json_frame: bytes | None = None
+        msgpack_frame: bytes | None = None
+        for sub in subs:
+            if sub.msgpack:
+                if msgpack_frame is None:
+                    msgpack_frame = _frame_msgpack(msg)
+                self._deliver(sub, key, msgpack_frame)
+            else:
+                if json_frame is None:
+                    json_frame = _frame_json(msg)
+                self._deliver(sub, key, json_frame)
+
+    def _deliver(self, sub: _Subscriber, key: str, frame: bytes) -> bool:
+        """Write a message of ``key`` unless the subscriber is (or just fell) behind."""
+        if sub.blocked:
+            sub.dirty.add(key)
+            sub.dropped += 1
+            self.stats.dropped += 1
+            return False
+        if sub.protocol.state is not _OPEN:
+            return False
+        if sub.transport.get_write_buffer_size() > self.max_buffer_bytes:
+            self._fall_behind(sub, key)
+            return False
+        self._write(sub, frame)
+        return True
+
+    def _reply(self, sub: _Subscriber, msg: ServerMessage) -> None:
+        """A reply to a request: written even while behind (replies are small and paced by
+        the client's requests), up to twice the buffer limit; beyond, the subscriber is
+        not reading at all and is disconnected."""
+        if sub.protocol.state is not _OPEN or sub.kicked:
+            return
+        if sub.transport.get_write_buffer_size() > 2 * self.max_buffer_bytes:
+            self._kick(sub, "subscriber too slow: it does not read its replies")
+            return
+        self._write(sub, _frame_msgpack(msg) if sub.msgpack else _frame_json(msg))
+
+    def _write(self, sub: _Subscriber, frame: bytes) -> None:
+        sub.transport.write(frame)
+        sub.messages_sent += 1
+        sub.bytes_sent += len(frame)
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += len(frame)
+
+    def _snapshot_frame(
+        self, key: str, state: BookState, depth: int | None, msgpack: bool
+    ) -> bytes:
+        book, epoch, seq, venue_id, _ = state
+        msg = Snapshot(key, epoch, seq, venue_id, book.bids(depth), book.asks(depth))
+        return _frame_msgpack(msg) if msgpack else _frame_json(msg)
+
+    # --- slow subscribers -------------------------------------------------------------------
+
+    def _fall_behind(self, sub: _Subscriber, key: str) -> None:
+        now_s = time.monotonic()
+        sub.blocked = sub.behind = True
+        sub.behind_since_s = now_s
+        sub.dirty.add(key)
+        sub.dropped += 1
+        self.stats.dropped += 1
+        sub.conflations += 1
+        self.stats.conflations += 1
+        times = sub.conflation_times_s
+        times.append(now_s)
+        while times and now_s - times[0] > self.conflation_window_s:
+            times.popleft()
+        if len(times) > self.max_conflations:
+            self._kick(
+                sub,
+                f"subscriber too slow: fell behind {len(times)} times within "
+                f"{self.conflation_window_s:g} s (limit {self.max_conflations})",
+            )
+        else:
+            self._behind[sub] = None
+
+    def _check_behind(self) -> None:
+        """Resync subscribers whose buffer drained; disconnect those behind too long."""
+        if not self._behind:
+            return
+        now_s = time.monotonic()
+        for sub in list(self._behind):
+            if sub.kicked or sub.protocol.state is not _OPEN:
+                del self._behind[sub]
+            elif sub.transport.get_write_buffer_size() <= self.low_water_bytes:
+                del self._behind[sub]
+                self._recover(sub)
+            elif now_s - sub.behind_since_s > self.max_behind_s:
+                del self._behind[sub]
+                self._kick(
+                    sub,
+                    f"subscriber too slow: send buffer above {self.max_buffer_bytes} bytes "
+                    f"for more than {self.max_behind_s:g} s",
+                )
+
+    def _recover(self, sub: _Subscriber) -> None:
+        """Conflation: send the current state of every key whose messages were dropped."""
+        sub.blocked = sub.behind = False
+        dirty, sub.dirty = sub.dirty, set()
+        for key in dirty:
+            if sub.subscribed_to(key):
+                self._resend(sub, key)
+
+    def _resend(self, sub: _Subscriber, key: str) -> None:
+        """status, then snapshot (book channel), then bbo: the subscriber's view of ``key``
+        becomes current."""
+        state = self._view.book_state(key)
+        sym_state = state[4] if state is not None else self._symbol_state(key)
+        if sym_state is not None:
+            self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+        if key in sub.books:
+            self._sync_book(sub, key, state)
+        if key in sub.bbo and state is not None:
+            top = (state[0].best_bid(), state[0].best_ask())
+            self._deliver_all((sub,), key, Bbo(key, state[1], state[2], top[0], top[1]))
+
+    def _sync_book(self, sub: _Subscriber, key: str, state: BookState | None) -> None:
+        """Send the book's snapshot now, or park the subscriber until the next BookReset."""
+        book_subs = self._book.get(key)
+        if book_subs is not None:
+            book_subs.pop(sub, None)
+        if state is None:
+            self._pending.setdefault(key, {})[sub] = None
+            return
+        self._pending.get(key, {}).pop(sub, None)
+        self._book.setdefault(key, {})[sub] = None
+        self._deliver(sub, key, self._snapshot_frame(key, state, sub.books[key], sub.msgpack))
+
+    def _kick(self, sub: _Subscriber, reason: str) -> None:
+        """Close with 1008 without awaiting: the close frame is queued behind the pending
+        data, and the TCP connection is aborted if the handshake has not ended in time."""
+        if sub.kicked:
+            return
+        sub.kicked = sub.blocked = True
+        self.stats.slow_disconnects += 1
+        log.warning("subscriber %d (%s) disconnected: %s", sub.id, sub.remote, reason)
+        if sub.protocol.state is _OPEN:
+            sub.protocol.send_close(CLOSE_TOO_SLOW, reason)
+            sub.conn.send_data()
+        loop = asyncio.get_running_loop()
+        sub.abort_handle = loop.call_later(self.close_timeout_s, sub.transport.abort)
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _on_message(self, sub: _Subscriber, data: str | bytes) -> None:
+        try:
+            request = decode_request(data, msgpack=isinstance(data, bytes))
+            self._dispatch(sub, request)
+        except ProtocolError as exc:
+            sub.bad_requests += 1
+            self.stats.bad_requests += 1
+            if sub.bad_requests <= _BAD_REQUESTS_LOGGED_PER_SUBSCRIBER:
+                log.warning("subscriber %d (%s): refused request: %s", sub.id, sub.remote, exc)
+            self._reply(sub, Error(exc.code, str(exc), exc.symbol))
+
+    def _dispatch(self, sub: _Subscriber, request: ClientRequest) -> None:
+        if isinstance(request, Subscribe):
+            self._on_subscribe(sub, request)
+        elif isinstance(request, Unsubscribe):
+            self._on_unsubscribe(sub, request.symbols)
+        elif isinstance(request, Resync):
+            self._on_resync(sub, request.symbol)
+        elif isinstance(request, ListSymbols):
+            infos = [SymbolInfo(key, state) for key, state in self._view.symbols()]
+            self._reply(sub, Symbols(infos))
+        elif isinstance(request, Ping):
+            self._reply(sub, Pong(request.id))
+
+    def _on_subscribe(self, sub: _Subscriber, request: Subscribe) -> None:
+        known = dict(self._view.symbols())
+        keys = list(dict.fromkeys(request.symbols))
+        unknown = [key for key in keys if key not in known]
+        if unknown:
+            raise ProtocolError(
+                f"unknown symbol(s): {', '.join(unknown[:20])}; nothing was subscribed",
+                ErrorCode.UNKNOWN_SYMBOL,
+                symbol=unknown[0],
+            )
+        if request.format is not None:
+            sub.msgpack = request.format == "msgpack"
+        channels = list(dict.fromkeys(request.channels))
+        self._reply(sub, Subscribed(keys, channels))
+        for key in keys:
+            state = self._view.book_state(key)
+            sym_state = state[4] if state is not None else known[key]
+            self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+            if "book" in channels:
+                sub.books[key] = request.depth
+                self._sync_book(sub, key, state)
+            if "bbo" in channels:
+                sub.bbo.add(key)
+                self._bbo.setdefault(key, {})[sub] = None
+                if state is not None:
+                    top = (state[0].best_bid(), state[0].best_ask())
+                    self._last_top[key] = top  # current, as for any other bbo subscriber
+                    self._deliver_all((sub,), key, Bbo(key, state[1], state[2], top[0], top[1]))
+            if "trade" in channels:
+                sub.trades.add(key)
+                self._trade.setdefault(key, {})[sub] = None
+
+    def _on_unsubscribe(self, sub: _Subscriber, symbols: list[str]) -> None:
+        keys = list(dict.fromkeys(symbols))
+        for key in keys:
+            self._forget(sub, key)
+        self._reply(sub, Unsubscribed(keys))
+
+    def _on_resync(self, sub: _Subscriber, key: str) -> None:
+        if key not in sub.books:
+            raise ProtocolError(
+                f"not subscribed to the book of {key}", ErrorCode.NOT_SUBSCRIBED, symbol=key
+            )
+        if sub.behind:
+            sub.dirty.add(key)  # the snapshot comes with the recovery
+            return
+        state = self._view.book_state(key)
+        if state is None:
+            sym_state = self._symbol_state(key)
+            if sym_state is not None:
+                self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+        self._sync_book(sub, key, state)
+
+    def _forget(self, sub: _Subscriber, key: str) -> None:
+        sub.books.pop(key, None)
+        sub.bbo.discard(key)
+        sub.trades.discard(key)
+        sub.dirty.discard(key)
+        for registry in (self._book, self._pending, self._bbo, self._trade):
+            subs = registry.get(key)
+            if subs is not None:
+                subs.pop(sub, None)
+                if not subs:
+                    del registry[key]
+
+    def _subscribers_of(self, key: str) -> _SubSet:
+        merged: _SubSet = {}
+        for registry in (self._book, self._pending, self._bbo, self._trade):
+            subs = registry.get(key)
+            if subs:
+                merged.update(subs)
+        return merged
+
+    def _symbol_state(self, key: str) -> SymbolState | None:
+        return dict(self._view.symbols()).get(key)
+
+    # --- serving ----------------------------------------------------------------------------
+
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 0, ready: asyncio.Event | None = None
+    ) -> None:
+        """Serve subscribers on ``ws://host:port/`` (and ``GET /healthz``) until cancelled.
+
+        ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
+        ``ready`` is set. On cancellation every connection is closed (1001) and
+        CancelledError propagates.
+        """
+        async with serve(
+            self._handle,
+            host,
+            port,
+            compression=None,  # frames are shared between connections: no per-connection state
+            process_request=self._process_request,
+            ping_interval=self.ping_interval_s,
+            ping_timeout=self.ping_interval_s,
+            close_timeout=self.close_timeout_s,
+            max_size=self.max_request_bytes,
+        ) as server:
+            self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
+            log.info("serving subscribers on %s", self.addresses)
+            if ready is not None:
+                ready.set()
+            try:
+                while True:
+                    await asyncio.sleep(self.check_interval_s)
+                    self._check_behind()
+            finally:
+                self.addresses = []
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port; raises RuntimeError before :meth:`serve` is listening."""
+        if not self.addresses:
+            raise RuntimeError("not serving")
+        return self.addresses[0][1]
+
+    def subscriber_stats(self) -> list[SubscriberStats]:
+        return [
+            SubscriberStats(
+                sub.id,
+                sub.remote,
+                "msgpack" if sub.msgpack else "json",
+                len(sub.books),
+                sub.messages_sent,
+                sub.bytes_sent,
+                sub.dropped,
+                sub.conflations,
+                sub.bad_requests,
+                sub.behind,
+            )
+            for sub in self._subs
+        ]
+
+    def health(self) -> dict[str, object]:
+        """The ``/healthz`` document."""
+        return {
+            "status": "ok",
+            "protocol_version": PROTOCOL_VERSION,
+            "subscribers": len(self._subs),
+            "symbols": [{"symbol": key, "state": state} for key, state in self._view.symbols()],
+        }
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if request.path.partition("?")[0] != "/healthz":
+            return None
+        response = conn.respond(http.HTTPStatus.OK, msgspec.json.encode(self.health()).decode())
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        if len(self._subs) >= self.max_subscribers:
+            self.stats.rejected += 1
+            log.warning("refused subscriber %s: %d connected", conn.remote_address, len(self._subs))
+            await conn.close(CLOSE_TOO_MANY, f"too many subscribers (max {self.max_subscribers})")
+            return
+        sub = _Subscriber(next(self._ids), conn)
+        self._subs[sub] = None
+        self.stats.subscribers = len(self._subs)
+        self.stats.subscribers_total += 1
+        log.info("subscriber %d connected from %s", sub.id, sub.remote)
+        try:
+            async for data in conn:
+                if sub.kicked:
+                    continue
+                self._on_message(sub, data)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._remove(sub)
+
+    def _remove(self, sub: _Subscriber) -> None:
+        for key in list(sub.books) + list(sub.bbo) + list(sub.trades):
+            self._forget(sub, key)
+        self._behind.pop(sub, None)
+        self._subs.pop(sub, None)
+        self.stats.subscribers = len(self._subs)
+        if sub.abort_handle is not None:
+            sub.abort_handle.cancel()
+        log.info(
+            "subscriber %d (%s) gone: code %s, %d messages sent",
+            sub.id,
+            sub.remote,
+            sub.conn.close_code,
+            sub.messages_sent,
+        )

@@ -1,0 +1,376 @@
+"""Upstream shells: one WebSocket connection per venue endpoint, and the REST snapshot
+fetcher. Thin: they receive, hand bytes to the service, and act on what it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway.core.backoff import Backoff
+from gateway.core.model import DepthSnapshot, VenueContractError
+from gateway.wire.venues import VenueAdapter
+
+log = logging.getLogger(__name__)
+
+#: Largest frame accepted from a venue (a 5000-level snapshot is well under this).
+MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+#: Frames websockets may hold unread before it stops reading the socket (back-pressure).
+MAX_QUEUED_FRAMES: Final = 64
+#: Outgoing messages a connection may hold (resubscribes, pings) beyond its subscriptions.
+MAX_OUTBOX_MESSAGES: Final = 64
+
+#: on_frame(conn_id, raw, recv_ns) -> True when the venue asked this connection to reconnect.
+FrameHandler = Callable[[int, bytes, int], bool]
+#: on_state(conn_id, up)
+StateHandler = Callable[[int, bool], None]
+
+
+@dataclass
+class ConnectionStats:
+    connected: bool = False
+    frames: int = 0
+    connects: int = 0
+    #: Successful connections after the first.
+    reconnects: int = 0
+    #: Attempts that failed before the connection was open (refused, timed out, rejected).
+    failed_attempts: int = 0
+    messages_sent: int = 0
+    #: Outgoing messages not queued: connection down or its queue full.
+    messages_dropped: int = 0
+    last_error: str = ""
+    connected_since_s: float = 0.0
+
+
+class Connection:
+    """Keeps one WebSocket connection to one endpoint open, forever.
+
+    After each connect it sends the venue's subscribe messages, then the venue's
+    application-level ping every ``ping_interval_s`` where the venue wants one; protocol
+    pings from the venue are answered by websockets. Outgoing messages go through a bounded
+    queue (:meth:`send`), paced to ``max_messages_per_s`` (venues disconnect clients that
+    send faster).
+
+    Reconnects with capped exponential backoff and jitter after a failure; at once after a
+    venue's reconnect notice or when the connection reaches ``max_age_s`` (renewed before
+    the venue's own limit). A connection that delivers nothing for ``stall_timeout_s`` is
+    closed and reopened.
+    """
+
+    def __init__(
+        self,
+        conn_id: int,
+        url: str,
+        *,
+        on_frame: FrameHandler,
+        on_state: StateHandler,
+        backoff: Backoff,
+        stall_timeout_s: float,
+        max_age_s: float,
+        open_timeout_s: float = 10.0,
+        subscribe_messages: Sequence[bytes] = (),
+        ping_message: bytes | None = None,
+        ping_interval_s: float = 20.0,
+        max_messages_per_s: float = 4.0,
+    ) -> None:
+        self.conn_id = conn_id
+        self.url = url
+        self._on_frame = on_frame
+        self._on_state = on_state
+        self._backoff = backoff
+        self._stall_timeout_s = stall_timeout_s
+        self._max_age_s = max_age_s
+        self._open_timeout_s = open_timeout_s
+        self._subscribe_messages = list(subscribe_messages)
+        self._ping_message = ping_message
+        self._ping_interval_s = ping_interval_s
+        self._send_interval_s = 1.0 / max_messages_per_s
+        self._outbox: asyncio.Queue[bytes] | None = None
+        self.stats = ConnectionStats()
+        #: The endpoint without the stream list, for logs and views.
+        self.endpoint = url.partition("?")[0].removesuffix("/stream")
+
+    def send(self, messages: Sequence[bytes]) -> bool:
+        """Queue text messages for the venue. False (and nothing queued) when the
+        connection is down (subscriptions are sent again on connect) or its queue is full."""
+        outbox = self._outbox
+        if outbox is None or outbox.maxsize - outbox.qsize() < len(messages):
+            self.stats.messages_dropped += len(messages)
+            return False
+        for message in messages:
+            outbox.put_nowait(message)
+        return True
+
+    async def run(self) -> None:
+        """Runs until cancelled."""
+        while True:
+            reconnect_now = await self._session()
+            delay_s = 0.0 if reconnect_now else self._backoff.next_delay_s()
+            await asyncio.sleep(delay_s)
+
+    async def _session(self) -> bool:
+        """One connection's life. Returns True when the next attempt should not wait."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with connect(
+                self.url,
+                compression=None,
+                open_timeout=self._open_timeout_s,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+                max_size=MAX_FRAME_BYTES,
+                max_queue=MAX_QUEUED_FRAMES,
+            ) as ws:
+                self._up(loop.time())
+                outbox: asyncio.Queue[bytes] = asyncio.Queue(
+                    maxsize=MAX_OUTBOX_MESSAGES + len(self._subscribe_messages)
+                )
+                for message in self._subscribe_messages:
+                    outbox.put_nowait(message)
+                self._outbox = outbox
+                async with asyncio.TaskGroup() as tasks:
+                    helpers = [tasks.create_task(self._write(ws, outbox))]
+                    if self._ping_message is not None:
+                        helpers.append(tasks.create_task(self._ping(outbox, self._ping_message)))
+                    try:
+                        return await self._read(ws, loop)
+                    finally:
+                        for helper in helpers:
+                            helper.cancel()
+        except TimeoutError:
+            self._failed("connect timed out")
+        except (OSError, websockets.exceptions.WebSocketException) as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._outbox = None
+            self._down()
+        return False
+
+    async def _read(self, ws: ClientConnection, loop: asyncio.AbstractEventLoop) -> bool:
+        """Hands every frame to the service until the connection ends; returns True when
+        the next connection should be opened at once."""
+        age_deadline = loop.time() + self._max_age_s
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    deadline.reschedule(min(loop.time() + self._stall_timeout_s, age_deadline))
+                    raw = await ws.recv(decode=False)
+                    self.stats.frames += 1
+                    if self.stats.frames == 1 or self._backoff.failures:
+                        self._backoff.reset()
+                    if self._on_frame(self.conn_id, raw, time.time_ns()):
+                        self.stats.last_error = "venue asked to reconnect"
+                        log.info(
+                            "conn %d %s: venue asked to reconnect", self.conn_id, self.endpoint
+                        )
+                        return True
+        except TimeoutError:
+            if loop.time() >= age_deadline:
+                self.stats.last_error = "renewed at max age"
+                return True
+            self._failed("stalled")
+        except websockets.exceptions.ConnectionClosed as exc:
+            self._failed(f"closed: {exc}")
+        return False
+
+    async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[bytes]) -> None:
+        try:
+            while True:
+                message = await outbox.get()
+                await ws.send(message, text=True)
+                self.stats.messages_sent += 1
+                await asyncio.sleep(self._send_interval_s)
+        except websockets.exceptions.ConnectionClosed:
+            pass  # the reader sees the close and ends the session
+
+    async def _ping(self, outbox: asyncio.Queue[bytes], message: bytes) -> None:
+        while True:
+            await asyncio.sleep(self._ping_interval_s)
+            if outbox.full():
+                self.stats.messages_dropped += 1
+            else:
+                outbox.put_nowait(message)
+
+    def _up(self, now_s: float) -> None:
+        self.stats.connected = True
+        self.stats.connects += 1
+        if self.stats.connects > 1:
+            self.stats.reconnects += 1
+        self.stats.connected_since_s = now_s
+        log.info("conn %d connected to %s", self.conn_id, self.endpoint)
+        self._on_state(self.conn_id, True)
+
+    def _down(self) -> None:
+        if self.stats.connected:
+            self.stats.connected = False
+            self._on_state(self.conn_id, False)
+
+    def _failed(self, what: str) -> None:
+        if not self.stats.connected:
+            self.stats.failed_attempts += 1
+        self.stats.last_error = what
+        log.warning("conn %d %s: %s", self.conn_id, self.endpoint, what)
+
+
+@dataclass
+class FetcherStats:
+    requests: int = 0
+    snapshots: int = 0
+    failures: int = 0
+    rate_limited: int = 0
+    last_error: str = ""
+    by_base: dict[str, int] = field(default_factory=dict)
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after_s: float, status: int) -> None:
+        super().__init__(f"HTTP {status}, retry after {retry_after_s:g} s")
+        self.retry_after_s = retry_after_s
+
+
+class SnapshotFetcher:
+    """Fetches REST snapshots on request, off the reader path.
+
+    Requests are deduplicated per symbol (the queue holds each symbol once, so it is
+    bounded by the number of symbols). The venue's REST bases are tried in order; a
+    429/418 is honoured with its Retry-After for every base; the request weight used per
+    minute is kept under the venue's budget. Repeated requests for the same symbol back
+    off, so a snapshot that keeps coming back older than the stream does not hammer the
+    venue.
+    """
+
+    def __init__(
+        self,
+        adapter: VenueAdapter,
+        rest_bases: list[str],
+        *,
+        limit: int,
+        on_snapshot: Callable[[DepthSnapshot], None],
+        timeout_s: float,
+        backoff_initial_s: float = 0.25,
+        backoff_max_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_response: Callable[[str, bytes, int], object] | None = None,
+    ) -> None:
+        if adapter.snapshot_url is None or adapter.parse_snapshot is None:
+            raise ValueError(f"venue {adapter.venue} has no REST snapshots")
+        self._adapter = adapter
+        self._snapshot_url = adapter.snapshot_url
+        self._parse_snapshot = adapter.parse_snapshot
+        self._bases = list(rest_bases)
+        self._limit = limit
+        self._on_snapshot = on_snapshot
+        self._timeout_s = timeout_s
+        self._transport = transport
+        #: on_response(url, body, recv_ns): every 200 response body, before it is parsed.
+        self._on_response = on_response
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._backoffs: dict[str, Backoff] = {}
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._blocked_until_s = 0.0
+        self._weight_window_start_s = 0.0
+        self._weight_used = 0
+        self.stats = FetcherStats()
+
+    def request(self, symbol: str) -> None:
+        """Ask for a snapshot of ``symbol``; a request already queued is not repeated."""
+        if symbol not in self._queued:
+            self._queued.add(symbol)
+            self._queue.put_nowait(symbol)
+
+    def succeeded(self, symbol: str) -> None:
+        """The book of ``symbol`` is live again: its next request need not wait."""
+        backoff = self._backoffs.get(symbol)
+        if backoff is not None:
+            backoff.reset()
+
+    async def run(self) -> None:
+        """Runs until cancelled."""
+        async with httpx.AsyncClient(
+            timeout=self._timeout_s, transport=self._transport, follow_redirects=False
+        ) as client:
+            while True:
+                symbol = await self._queue.get()
+                await self._fetch(client, symbol)
+                self._queued.discard(symbol)
+
+    async def _fetch(self, client: httpx.AsyncClient, symbol: str) -> None:
+        backoff = self._backoffs.setdefault(
+            symbol, Backoff(self._backoff_initial_s, self._backoff_max_s)
+        )
+        if backoff.failures:
+            await asyncio.sleep(backoff.next_delay_s())
+        else:
+            backoff.failures = 1  # a second request soon after this one waits
+        while True:
+            await self._respect_limits()
+            for base in self._bases:
+                try:
+                    snapshot = await self._get(client, base, symbol)
+                except RateLimited as exc:
+                    self.stats.rate_limited += 1
+                    self._blocked_until_s = time.monotonic() + exc.retry_after_s
+                    self._fail(base, symbol, str(exc))
+                    break
+                except (httpx.HTTPError, VenueContractError) as exc:
+                    self._fail(base, symbol, f"{type(exc).__name__}: {exc}")
+                    continue
+                self.stats.snapshots += 1
+                self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
+                self._on_snapshot(snapshot)
+                return
+            await asyncio.sleep(backoff.next_delay_s())
+
+    async def _get(self, client: httpx.AsyncClient, base: str, symbol: str) -> DepthSnapshot:
+        url = self._snapshot_url(base, symbol, self._limit)
+        self.stats.requests += 1
+        self._weight_used += self._adapter.snapshot_weight(self._limit)
+        response = await client.get(url)
+        if response.status_code in (418, 429):
+            retry_after = response.headers.get("Retry-After", "")
+            retry_after_s = float(retry_after) if retry_after.isdigit() else 60.0
+            raise RateLimited(retry_after_s, response.status_code)
+        used = response.headers.get("X-MBX-USED-WEIGHT-1M", "")
+        if used.isdigit():
+            self._weight_used = int(used)
+        if response.status_code != 200:
+            raise httpx.HTTPStatusError(
+                f"HTTP {response.status_code}: {response.text[:200]}",
+                request=response.request,
+                response=response,
+            )
+        recv_ns = time.time_ns()
+        if self._on_response is not None:
+            self._on_response(url, response.content, recv_ns)
+        return self._parse_snapshot(symbol, response.content, recv_ns, -1)
+
+    async def _respect_limits(self) -> None:
+        now_s = time.monotonic()
+        if now_s - self._weight_window_start_s >= 60.0:
+            self._weight_window_start_s = now_s
+            self._weight_used = 0
+        # Leave a fifth of the venue's budget to anything else sharing this IP.
+        budget = self._adapter.rest_weight_per_minute * 4 // 5
+        if self._weight_used + self._adapter.snapshot_weight(self._limit) > budget:
+            wait_s = self._weight_window_start_s + 60.0 - now_s
+            log.warning("REST weight budget used; waiting %.1f s", wait_s)
+            await asyncio.sleep(wait_s)
+            self._weight_window_start_s = time.monotonic()
+            self._weight_used = 0
+        if self._blocked_until_s > now_s:
+            await asyncio.sleep(self._blocked_until_s - now_s)
+
+    def _fail(self, base: str, symbol: str, what: str) -> None:
+        self.stats.failures += 1
+        self.stats.last_error = what
+        log.warning("snapshot of %s from %s failed: %s", symbol, base, what)

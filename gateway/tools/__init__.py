@@ -1,0 +1,1 @@
+"""The command-line tools: ``mdgateway`` and its subcommands."""

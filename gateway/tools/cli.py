@@ -1,0 +1,116 @@
+"""The ``mdgateway`` command and its subcommands: run, demo, sim, verify, tap, replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+
+from gateway.tools import demo, replay, tap, verify
+from gateway.tools.runtime import add_capture_argument, configure_logging, make_capture, run_loop
+from gateway.wire.config import Config, ConfigError, load_config
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def _with_overrides(config: Config, port: int | None, host: str | None) -> Config:
+    import msgspec
+
+    server = config.server
+    if port is not None:
+        server = msgspec.structs.replace(server, port=port)
+    if host is not None:
+        server = msgspec.structs.replace(server, host=host)
+    return msgspec.structs.replace(config, server=server)
+
+
+async def _run_service(config: Config, capture_dir: Path | None = None) -> int:
+    from gateway.io.service import Service
+
+    service = Service(config, capture=make_capture(capture_dir))
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(service.run(ready))
+        await ready.wait()
+        logging.getLogger("mdgateway").info(
+            "gateway ready: ws://%s:%d, %d symbols",
+            config.server.host,
+            service.port,
+            len(service.books),
+        )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = _with_overrides(load_config(Path(args.config)), args.port, args.host)
+    except ConfigError as exc:
+        print(f"mdgateway: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level or config.log_level)
+    return run_loop(_run_service(config, args.capture))
+
+
+# --- entry ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mdgateway",
+        description="Redundant exchange feeds arbitrated into one clean L2 book per symbol.",
+    )
+    parser.add_argument("--version", action="version", version=f"mdgateway {version('mdgateway')}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway as a service")
+    run.add_argument("--config", required=True, help="TOML configuration file")
+    run.add_argument("--port", type=int, help="subscriber port (overrides the config)")
+    run.add_argument("--host", help="subscriber bind address (overrides the config)")
+    run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    add_capture_argument(run)
+    run.set_defaults(func=cmd_run)
+
+    demo_parser = commands.add_parser(
+        "demo", help="run the gateway on simulated venues with endpoint faults, and watch it"
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(func=demo.main)
+
+    sim_parser = commands.add_parser(
+        "sim", help="run the simulated venue alone on fixed loopback ports"
+    )
+    demo.add_sim_arguments(sim_parser)
+    sim_parser.set_defaults(func=demo.sim_main)
+
+    verify_parser = commands.add_parser(
+        "verify", help="rebuild books offline from a capture file and report per symbol"
+    )
+    verify.add_arguments(verify_parser)
+    verify_parser.set_defaults(func=verify.main)
+
+    tap_parser = commands.add_parser(
+        "tap", help="follow one symbol of a gateway, check seq and book, and summarize"
+    )
+    tap.add_arguments(tap_parser)
+    tap_parser.set_defaults(func=tap.main)
+
+    replay_parser = commands.add_parser(
+        "replay", help="serve a capture from K loopback endpoints and REST, as the venue would"
+    )
+    replay.add_arguments(replay_parser)
+    replay_parser.set_defaults(func=replay.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""``mdgateway demo``: the gateway on its built-in simulated venue, with endpoint faults.
+
+Starts a simulated Binance spot venue (several WebSocket endpoints and its REST depth
+endpoint on loopback), runs the gateway connected to every endpoint, and every few seconds
+closes one endpoint (never all) and brings it back. A live view shows books and endpoints;
+``--no-view`` logs a line per second instead. At the end the venue is paused, the gateway
+catches up, and each book is compared with the venue's true book: the exit code is 0 only
+when every book matches and no gap was ever declared.
+
+``mdgateway sim`` runs the same simulated venue alone on fixed ports, for
+``mdgateway run --config deploy/sim-binance.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.core.book import L2Book
+from gateway.io.service import Service
+from gateway.tools.runtime import add_capture_argument, configure_logging, make_capture, run_loop
+from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
+
+log = logging.getLogger("mdgateway.demo")
+
+CATCH_UP_TIMEOUT_S = 10.0
+#: ``mdgateway sim`` ports: venue i of DEMO_VENUES listens on PORT_BASE + 10 * i + 1..n,
+#: its REST endpoint (where it has one) on PORT_BASE + 10 * i + 9.
+PORT_BASE = 9440
+
+
+@dataclass(frozen=True)
+class DemoVenue:
+    """A simulated venue of the demo: how to start it and where the gateway connects."""
+
+    venue: str
+    symbols: tuple[str, ...]
+    #: start(symbols, n_endpoints, seed, ports, rest_port) -> a simulator (async context manager)
+    start: Callable[[list[str], int, int, list[int] | None, int | None], Any]
+    urls: Callable[[Any], list[str]]
+    rest: Callable[[Any], list[str]]
+    #: Levels per side the gateway holds of this venue (the subscribed depth), None: all.
+    depth: int | None
+
+
+def _binance(
+    symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
+) -> Any:
+    from feeds.sim.server import SimBinanceSpot
+
+    return SimBinanceSpot(
+        symbols,
+        n_endpoints=n,
+        seed=seed,
+        ports=ports,
+        rest_port=rest_port,
+        jitter_ms=20.0,
+        snapshot_delay_s=0.05,
+    )
+
+
+def _binance_usdm(
+    symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
+) -> Any:
+    from feeds.sim.server import SimBinanceUsdm
+
+    return SimBinanceUsdm(
+        symbols, n_endpoints=n, seed=seed, ports=ports, rest_port=rest_port, jitter_ms=20.0
+    )
+
+
+def _venue_sim(name: str, **options: Any) -> Callable[..., Any]:
+    def start(
+        symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
+    ) -> Any:
+        import importlib
+
+        module, cls = name.rsplit(".", 1)
+        sim_class = getattr(importlib.import_module(module), cls)
+        return sim_class(
+            symbols,
+            n_endpoints=n,
+            seed=seed,
+            ports=ports,
+            rest_port=rest_port,
+            jitter_ms=20.0,
+            **options,
+        )
+
+    return start
+
+
+DEMO_VENUES: tuple[DemoVenue, ...] = (
+    DemoVenue(
+        "binance",
+        ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
+        _binance,
+        lambda sim: sim.endpoint_urls,
+        lambda sim: [sim.rest_url],
+        None,
+    ),
+    DemoVenue(
+        "okx",
+        ("BTC-USDT", "ETH-USDT"),
+        _venue_sim("feeds.sim.okx.SimOkx"),
+        lambda sim: sim.public_urls,
+        lambda sim: [],
+        None,
+    ),
+    DemoVenue(
+        "kraken",
+        ("BTC/USD", "ETH/USD"),
+        _venue_sim("feeds.sim.kraken.SimKraken"),
+        lambda sim: sim.v2_urls,
+        lambda sim: [],
+        10,
+    ),
+    DemoVenue(
+        "bybit-spot",
+        ("BTCUSDT",),
+        _venue_sim("feeds.sim.bybit.SimBybit", category="spot"),
+        lambda sim: sim.public_urls,
+        lambda sim: [],
+        200,
+    ),
+    DemoVenue(
+        "coinbase",
+        ("BTC-USD", "ETH-USD"),
+        _venue_sim("feeds.sim.coinbase.SimCoinbase"),
+        lambda sim: sim.endpoint_urls,
+        lambda sim: [],
+        None,
+    ),
+    DemoVenue(
+        "binance-usdm",
+        ("BTCUSDT", "ETHUSDT"),
+        _binance_usdm,
+        lambda sim: sim.public_urls,
+        lambda sim: [sim.rest_url],
+        None,
+    ),
+)
+DEFAULT_VENUES = ",".join(v.venue for v in DEMO_VENUES)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)"
+    )
+    parser.add_argument("--port", type=int, default=8765, help="subscriber port (0: any free)")
+    parser.add_argument("--no-view", action="store_true", help="log progress instead of a view")
+    parser.add_argument(
+        "--venues", default=DEFAULT_VENUES, help=f"comma-separated (default {DEFAULT_VENUES})"
+    )
+    parser.add_argument("--endpoints", type=int, default=3, help="endpoints per venue (>= 2)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the simulated venues")
+    parser.add_argument(
+        "--fault-every", type=float, default=4.0, help="seconds between endpoint faults"
+    )
+    parser.add_argument("--outage", type=float, default=1.5, help="seconds an endpoint is down")
+    parser.add_argument(
+        "--log-level", default=None, help="log level (default: INFO with the view, else WARNING)"
+    )
+    add_capture_argument(parser)
+
+
+def _selected(names: str) -> list[DemoVenue]:
+    by_name = {v.venue: v for v in DEMO_VENUES}
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in by_name]
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown venue(s) {', '.join(unknown) or '(none given)'}; "
+            f"the demo simulates {DEFAULT_VENUES}"
+        )
+    return [by_name[n] for n in chosen]
+
+
+def demo_config(sims: Sequence[tuple[DemoVenue, Any]], port: int) -> Config:
+    return validate(
+        Config(
+            venues=[
+                VenueConfig(
+                    venue=venue.venue,
+                    symbols=list(venue.symbols),
+                    endpoints=venue.urls(sim),
+                    rest=venue.rest(sim),
+                    stall_timeout_s=3.0,
+                    backoff_initial_s=0.05,
+                    backoff_max_s=1.0,
+                    reorder_window_ms=100.0,
+                )
+                for venue, sim in sims
+            ],
+            server=ServerConfig(port=port),
+        )
+    )
+
+
+async def _faults(sims: Sequence[tuple[DemoVenue, Any]], every_s: float, outage_s: float) -> None:
+    """Closes one endpoint at a time, round robin over every venue's endpoints, and reopens
+    it after ``outage_s``: never two at once, so every venue always has a healthy copy."""
+    most = max(len(venue.urls(sim)) for venue, sim in sims)
+    # Interleaved by venue, so that every venue meets a fault early on.
+    targets = [
+        (venue, sim, i) for i in range(most) for venue, sim in sims if i < len(venue.urls(sim))
+    ]
+    for step in range(10**9):
+        await asyncio.sleep(every_s)
+        venue, sim, index = targets[step % len(targets)]
+        log.warning("fault: closing %s endpoint %d for %.1f s", venue.venue, index, outage_s)
+        await sim.close_endpoint(index, reason="demo fault")
+        await asyncio.sleep(outage_s)
+        await sim.open_endpoint(index)
+
+
+def _progress_line(service: Service) -> str:
+    parts = []
+    for key, book in service.books.items():
+        bid, ask = book.book.best_bid(), book.book.best_ask()
+        top = f"{bid[0] if bid else '-'}/{ask[0] if ask else '-'}"
+        parts.append(f"{key} {book.state.value} seq={book.epoch}:{book.seq} {top}")
+    ups = sum(c.stats.connected for v in service.venues for c in v.connections.values())
+    total = sum(len(v.connections) for v in service.venues)
+    return f"endpoints up {ups}/{total} | " + " | ".join(parts)
+
+
+async def _show(service: Service, view: bool, started_s: float) -> None:
+    if not view:
+        while True:
+            await asyncio.sleep(1.0)
+            print(_progress_line(service), flush=True)
+    from rich.live import Live
+
+    from gateway.tools.view import RecentLog, render
+
+    # Log lines go to the view's events panel while it is on screen.
+    events = RecentLog()
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [events]
+    try:
+        with Live(render(service, events=events), refresh_per_second=4, screen=True) as live:
+            while True:
+                await asyncio.sleep(0.25)
+                elapsed_s = time.monotonic() - started_s
+                footer = f"running {elapsed_s:.0f} s  (Ctrl-C stops)"
+                live.update(render(service, footer, events))
+    finally:
+        root.handlers[:] = saved
+
+
+def _top(book: L2Book, depth: int | None) -> object:
+    bids, asks = book.normalized()
+    return (bids, asks) if depth is None else (bids[:depth], asks[:depth])
+
+
+def _matches(service: Service, venue: DemoVenue, sim: Any, symbol: str) -> bool:
+    book = service.books[f"{venue.venue}:{symbol}"]
+    return book.has_book and _top(book.book, venue.depth) == _top(
+        sim.true_book(symbol), venue.depth
+    )
+
+
+async def _catch_up(sims: Sequence[tuple[DemoVenue, Any]], service: Service) -> bool:
+    """Pauses every venue and waits until every book equals its venue's."""
+    for _, sim in sims:
+        sim.pause()
+    deadline_s = time.monotonic() + CATCH_UP_TIMEOUT_S
+    while time.monotonic() < deadline_s:
+        if all(_matches(service, v, sim, s) for v, sim in sims for s in v.symbols):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: bool) -> bool:
+    ok = caught_up
+    print("symbol                    updates   dups   gaps  resyncs  checksums  book")
+    for venue, sim in sims:
+        for symbol in venue.symbols:
+            key = f"{venue.venue}:{symbol}"
+            stats = service.symbol_stats(key)
+            matches = _matches(service, venue, sim, symbol)
+            ok = ok and matches and stats.gaps == 0 and stats.checksum_failed == 0
+            print(
+                f"{key:<24} {stats.updates:>8} {stats.duplicates:>6} {stats.gaps:>6} "
+                f"{stats.resyncs:>8} {stats.checksum_ok:>6}/{stats.checksum_failed:<3} "
+                f"{'matches venue' if matches else 'DIFFERS'}"
+            )
+    for runtime in service.venues:
+        for conn in runtime.connections.values():
+            print(
+                f"{runtime.cfg.venue} endpoint {conn.conn_id}: {conn.stats.frames} frames, "
+                f"{conn.stats.reconnects} reconnects, {conn.stats.failed_attempts} failed attempts"
+            )
+    print("result:", "OK, every book equals its venue's" if ok else "FAILED")
+    return ok
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    try:
+        venues = _selected(args.venues)
+    except ValueError as exc:
+        print(f"mdgateway demo: {exc}", file=sys.stderr)
+        return 2
+    if args.endpoints < 2:
+        print("mdgateway demo: --endpoints must be at least 2", file=sys.stderr)
+        return 2
+    started_s = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        sims = []
+        for i, venue in enumerate(venues):
+            sim = venue.start(list(venue.symbols), args.endpoints, args.seed + i, None, None)
+            sims.append((venue, await stack.enter_async_context(sim)))
+        service = Service(demo_config(sims, args.port), capture=make_capture(args.capture))
+        ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            service_task = tasks.create_task(service.run(ready))
+            await ready.wait()
+            print(f"gateway serving ws://127.0.0.1:{service.port}", flush=True)
+            side = [
+                tasks.create_task(_faults(sims, args.fault_every, args.outage)),
+                tasks.create_task(_show(service, not args.no_view, started_s)),
+            ]
+            if args.duration is None:
+                await asyncio.Event().wait()  # until Ctrl-C cancels the demo
+            await asyncio.sleep(args.duration)
+            for task in side:
+                task.cancel()
+            caught_up = await _catch_up(sims, service)
+            ok = _report(sims, service, caught_up)
+            service_task.cancel()
+    return 0 if ok else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level or ("WARNING" if args.no_view else "INFO"))
+    return run_loop(run_demo(args))
+
+
+# --- mdgateway sim -----------------------------------------------------------------------------
+
+
+def sim_ports(index: int, n_endpoints: int) -> tuple[list[int], int]:
+    """The fixed ports of the ``index``-th venue of DEMO_VENUES under ``mdgateway sim``."""
+    base = PORT_BASE + 10 * index
+    return [base + 1 + i for i in range(n_endpoints)], base + 9
+
+
+def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--venues", default=DEFAULT_VENUES, help=f"comma-separated (default {DEFAULT_VENUES})"
+    )
+    parser.add_argument("--endpoints", type=int, default=3, help="endpoints per venue")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-level", default="INFO")
+
+
+async def _run_sim(args: argparse.Namespace) -> int:
+    try:
+        venues = _selected(args.venues)
+    except ValueError as exc:
+        print(f"mdgateway sim: {exc}", file=sys.stderr)
+        return 2
+    async with contextlib.AsyncExitStack() as stack:
+        for venue in venues:
+            index = DEMO_VENUES.index(venue)
+            ports, rest_port = sim_ports(index, args.endpoints)
+            sim = venue.start(
+                list(venue.symbols), args.endpoints, args.seed + index, ports, rest_port
+            )
+            await stack.enter_async_context(sim)
+            rest_url = getattr(sim, "rest_url", None)
+            print(
+                f"simulated {venue.venue}: {' '.join(venue.urls(sim))}"
+                + (f" REST {rest_url}" if rest_url else ""),
+                flush=True,
+            )
+        await asyncio.Event().wait()  # until Ctrl-C
+    return 0
+
+
+def sim_main(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    return run_loop(_run_sim(args))

@@ -1,0 +1,452 @@
+"""``mdgateway tap``: follow one symbol of a running gateway and check what it sends.
+
+A debugging tool for users and the tests' eye. It speaks the subscriber protocol itself
+(see ``docs/protocol.md``) rather than through :class:`~gateway.io.client.GatewayClient`,
+which hides gaps by resyncing: every count here is of what the gateway put on the wire.
+
+Per message of the symbol's ``book`` channel, :class:`Tap`:
+
+* counts it (``messages`` counts every gateway message of the connection, replies
+  included; ``snapshots``, ``deltas`` and ``statuses`` count those of the symbol);
+* checks the sequence: a delta before any snapshot, or whose ``epoch`` differs from the
+  book's or whose ``seq`` is not the previous one + 1, is a **gap**; the book is then
+  discarded, a ``resync`` is sent, and deltas are ignored (counted, not checked) until the
+  fresh snapshot. A snapshot of another epoch than the previous one is an epoch change;
+* keeps the book (:class:`~gateway.core.book.L2Book`) and checks it after every snapshot or
+  delta: a crossed book counts one ``crossed`` violation per message after which it is
+  crossed; an unparseable, non-positive-price, negative-quantity or infinite level, or a
+  snapshot side not strictly best first, counts one ``bad_levels`` violation (the book is
+  then discarded until the next snapshot, with a resync after a bad delta).
+
+Exit codes of :func:`main`: 0 when at least one snapshot arrived and no gap, no violation
+and no connection loss was seen; 1 otherwise; 2 on usage and connection errors (the
+gateway cannot be reached, refuses the subscription, e.g. ``unknown_symbol``), with the
+reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any, Final, TextIO
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from gateway.core.book import BadLevel, L2Book
+from gateway.core.model import Level
+from gateway.wire.protocol import (
+    Delta,
+    Error,
+    ErrorCode,
+    ProtocolError,
+    Request,
+    Resync,
+    ServerMessage,
+    Snapshot,
+    Status,
+    Subscribe,
+    decode_server_message,
+    encode_json,
+)
+
+DEFAULT_OPEN_TIMEOUT_S: Final = 5.0
+#: Levels per side in the human summary (the JSON report has the whole book).
+_SUMMARY_DEPTH: Final = 5
+#: Large enough for a full book snapshot of any venue.
+_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+
+
+class TapError(Exception):
+    """The tap could not run: the gateway is unreachable or refused the subscription."""
+
+
+class TapReport(msgspec.Struct, kw_only=True):
+    """What the tap saw. The first seven fields are the documented JSON shape; ``bids`` and
+    ``asks`` are the whole book at the end, best first, as the venue's decimal strings
+    (empty when no consistent book is held)."""
+
+    messages: int = 0
+    snapshots: int = 0
+    deltas: int = 0
+    gaps: int = 0
+    #: ``seq`` of the last snapshot or delta of the symbol; null before the first one.
+    last_seq: int | None = None
+    bids: list[Level] = msgspec.field(default_factory=list)
+    asks: list[Level] = msgspec.field(default_factory=list)
+    symbol: str = ""
+    #: Epoch of the last snapshot or delta; null before the first one.
+    epoch: int | None = None
+    #: Venue update id of the last snapshot or delta; null before the first one.
+    last_id: int | None = None
+    #: The symbol's last ``status`` state (``syncing``, ``live``...); null before any.
+    status: str | None = None
+    statuses: int = 0
+    #: Snapshots whose epoch differs from the previous snapshot's.
+    epoch_changes: int = 0
+    #: Messages after which the book was crossed (best bid >= best ask).
+    crossed: int = 0
+    #: Snapshots or deltas with an invalid level, or a snapshot side not best first.
+    bad_levels: int = 0
+    #: ``resync`` requests sent after a gap or a bad delta.
+    resyncs: int = 0
+    #: Deltas ignored while waiting for a snapshot after a gap.
+    ignored_deltas: int = 0
+    #: Gateway messages that could not be decoded.
+    bad_messages: int = 0
+    #: ``error`` replies that did not end the tap (e.g. ``not_subscribed``).
+    errors: int = 0
+    #: Why the connection ended before the tap did; null when the tap ended it.
+    closed: str | None = None
+    #: Whether the book is held (a snapshot arrived and nothing since voided it).
+    synced: bool = False
+    duration_s: float = 0.0
+    ok: bool = False
+
+    @property
+    def inconsistencies(self) -> int:
+        return self.crossed + self.bad_levels
+
+
+class Tap:
+    """The state of one tapped symbol. :meth:`on_message` is pure (no I/O) and returns
+    the request to send back, if any; :meth:`run` does the networking."""
+
+    def __init__(
+        self,
+        url: str,
+        symbol: str,
+        *,
+        depth: int | None = None,
+        open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
+    ) -> None:
+        self.url = url
+        self.symbol = symbol
+        self.depth = depth
+        self.open_timeout_s = open_timeout_s
+        self.book = L2Book()
+        self.counts = TapReport(symbol=symbol)
+        #: True while the book is valid and deltas are checked against (epoch, last_seq).
+        self.synced = False
+        #: True after a resync request, until its snapshot arrives.
+        self.awaiting_snapshot = False
+        self._snapshot_epoch: int | None = None
+        self._started = time.monotonic()
+
+    # --- pure state machine -----------------------------------------------------------------
+
+    def on_raw(self, data: str | bytes) -> Request | None:
+        """One WebSocket message from the gateway. Raises :class:`TapError` when the
+        gateway refuses the subscription."""
+        self.counts.messages += 1
+        try:
+            msg = decode_server_message(data)
+        except ProtocolError:
+            self.counts.bad_messages += 1
+            return None
+        return self.on_message(msg)
+
+    def on_message(self, msg: ServerMessage) -> Request | None:
+        """One decoded message (already counted in ``messages`` by :meth:`on_raw`)."""
+        counts = self.counts
+        if isinstance(msg, Error):
+            if msg.code in (ErrorCode.UNKNOWN_SYMBOL, ErrorCode.BAD_REQUEST):
+                raise TapError(f"the gateway refused the subscription: {msg.code}: {msg.message}")
+            counts.errors += 1
+            return None
+        if isinstance(msg, Status):
+            if msg.symbol == self.symbol:
+                counts.statuses += 1
+                counts.status = str(msg.state)
+            return None
+        if isinstance(msg, Snapshot):
+            if msg.symbol == self.symbol:
+                self._on_snapshot(msg)
+            return None
+        if isinstance(msg, Delta) and msg.symbol == self.symbol:
+            return self._on_delta(msg)
+        return None
+
+    def _on_snapshot(self, msg: Snapshot) -> None:
+        counts = self.counts
+        counts.snapshots += 1
+        if self._snapshot_epoch is not None and msg.epoch != self._snapshot_epoch:
+            counts.epoch_changes += 1
+        self._snapshot_epoch = msg.epoch
+        self._position(msg.epoch, msg.seq, msg.id)
+        self.awaiting_snapshot = False
+        try:
+            _check_order(msg.bids, bids=True)
+            _check_order(msg.asks, bids=False)
+            self.book.load(msg.bids, msg.asks)
+        except BadLevel:
+            counts.bad_levels += 1
+            self._discard()
+            return
+        self.synced = True
+        self._check_book()
+
+    def _on_delta(self, msg: Delta) -> Request | None:
+        counts = self.counts
+        counts.deltas += 1
+        if self.awaiting_snapshot:
+            counts.ignored_deltas += 1
+            return None
+        follows = (
+            self.synced
+            and msg.epoch == counts.epoch
+            and counts.last_seq is not None
+            and msg.seq == counts.last_seq + 1
+        )
+        self._position(msg.epoch, msg.seq, msg.id)
+        if not follows:
+            counts.gaps += 1
+            return self._resync()
+        try:
+            self.book.apply(msg.bids, msg.asks)
+        except BadLevel:
+            counts.bad_levels += 1
+            return self._resync()
+        self._check_book()
+        return None
+
+    def _position(self, epoch: int, seq: int, venue_id: int) -> None:
+        self.counts.epoch = epoch
+        self.counts.last_seq = seq
+        self.counts.last_id = venue_id
+
+    def _check_book(self) -> None:
+        if self.book.is_crossed():
+            self.counts.crossed += 1
+
+    def _discard(self) -> None:
+        self.synced = False
+        self.book.clear()
+
+    def _resync(self) -> Request | None:
+        """Discard the book and ask for a snapshot; before any snapshot, one is coming."""
+        had_book = self.synced
+        self._discard()
+        if not had_book and self.counts.snapshots == 0:
+            return None
+        self.awaiting_snapshot = True
+        self.counts.resyncs += 1
+        return Resync(self.symbol)
+
+    def report(self) -> TapReport:
+        """The counts so far, with the book and the verdict."""
+        report = msgspec.structs.replace(self.counts)
+        report.bids = self.book.bids() if self.synced else []
+        report.asks = self.book.asks() if self.synced else []
+        report.synced = self.synced
+        report.duration_s = round(time.monotonic() - self._started, 3)
+        report.ok = (
+            report.snapshots > 0
+            and report.gaps == 0
+            and report.inconsistencies == 0
+            and report.closed is None
+        )
+        return report
+
+    # --- networking ---------------------------------------------------------------------------
+
+    async def run(
+        self, duration_s: float | None = None, stop: asyncio.Event | None = None
+    ) -> TapReport:
+        """Connect, subscribe and follow until ``duration_s`` has passed (counted from the
+        subscription), ``stop`` is set, or the gateway closes the connection. Raises
+        :class:`TapError` when the gateway cannot be reached or refuses the subscription."""
+        try:
+            ws = await connect(
+                self.url,
+                compression=None,
+                open_timeout=self.open_timeout_s,
+                max_size=_MAX_MESSAGE_BYTES,
+            )
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            raise TapError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
+        self._started = time.monotonic()
+        try:
+            await ws.send(encode_json(Subscribe([self.symbol], ["book"], self.depth)).decode())
+            follow = asyncio.ensure_future(self._follow(ws))
+            waits: set[asyncio.Future[Any]] = {follow}
+            stopper = None
+            if stop is not None:
+                stopper = asyncio.ensure_future(stop.wait())
+                waits.add(stopper)
+            try:
+                await asyncio.wait(waits, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+            if follow.done() and not follow.cancelled():
+                follow.result()  # re-raises a TapError (the subscription was refused)
+        except ConnectionClosed:
+            self.counts.closed = _close_reason(ws)
+        finally:
+            await ws.close()
+        return self.report()
+
+    async def _follow(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in ws:
+                request = self.on_raw(data)
+                if request is not None:
+                    await ws.send(encode_json(request).decode())
+        self.counts.closed = _close_reason(ws)
+
+
+def _close_reason(ws: ClientConnection) -> str:
+    code = ws.close_code
+    if code is None or code == 1006:
+        return "connection lost"
+    return f"the gateway closed the connection: {code} {ws.close_reason or ''}".rstrip()
+
+
+def _check_order(levels: Sequence[Level], *, bids: bool) -> None:
+    """Raises BadLevel unless ``levels`` are strictly best first (prices parse)."""
+    previous: float | None = None
+    for level in levels:
+        try:
+            price = float(level[0])
+        except (ValueError, TypeError, IndexError) as exc:
+            raise BadLevel(f"unparseable level {level!r}") from exc
+        if previous is not None and (price >= previous if bids else price <= previous):
+            raise BadLevel(f"level {level!r} out of order")
+        previous = price
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def render_json(report: TapReport, out: TextIO) -> None:
+    out.write(msgspec.json.encode(report).decode() + "\n")
+    out.flush()
+
+
+def render_text(report: TapReport, out: TextIO) -> None:
+    """A few lines for a person: counts, verdict and the top of the book."""
+    lines = [
+        f"tap {report.symbol}: {'OK' if report.ok else 'PROBLEM'} after {report.duration_s:.1f} s",
+        f"  messages {report.messages}  snapshots {report.snapshots}  deltas {report.deltas}"
+        f"  statuses {report.statuses}  status {report.status or '-'}",
+        f"  gaps {report.gaps}  resyncs {report.resyncs}  epoch changes {report.epoch_changes}"
+        f"  crossed {report.crossed}  bad levels {report.bad_levels}"
+        f"  bad messages {report.bad_messages}",
+        f"  epoch {_or_dash(report.epoch)}  last seq {_or_dash(report.last_seq)}"
+        f"  last id {_or_dash(report.last_id)}",
+    ]
+    if report.closed is not None:
+        lines.append(f"  connection: {report.closed}")
+    if report.snapshots == 0:
+        lines.append("  no snapshot arrived")
+    if report.synced:
+        lines.append(f"  book: {len(report.bids)} bids, {len(report.asks)} asks")
+        bids = report.bids[:_SUMMARY_DEPTH]
+        asks = report.asks[:_SUMMARY_DEPTH]
+        for i in range(max(len(bids), len(asks))):
+            bid = f"{bids[i][1]} @ {bids[i][0]}" if i < len(bids) else ""
+            ask = f"{asks[i][0]} x {asks[i][1]}" if i < len(asks) else ""
+            lines.append(f"  {bid:>32} | {ask}")
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+# --- command -------------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _depth_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``tap``; :func:`main` takes the namespace they produce."""
+    parser.add_argument("url", help="gateway subscriber URL, e.g. ws://127.0.0.1:8765/")
+    parser.add_argument(
+        "--symbol", required=True, metavar="KEY", help="symbol key, e.g. binance:BTCUSDT"
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds (default: until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--depth",
+        type=_depth_arg,
+        default=None,
+        metavar="N",
+        help="snapshot depth to subscribe with (default: the full book)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+async def run_tap(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
+    """Run ``tap`` on the running loop: report on stdout, errors on stderr; returns the
+    exit code."""
+    tap = Tap(args.url, args.symbol, depth=args.depth)
+    try:
+        report = await tap.run(args.duration, stop)
+    except TapError as exc:
+        print(f"mdgateway tap: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        render_json(report, sys.stdout)
+    else:
+        render_text(report, sys.stdout)
+    return 0 if report.ok else 1
+
+
+async def _until_signal(args: argparse.Namespace) -> int:
+    """SIGINT/SIGTERM end the tap normally, so that the summary is still printed."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await run_tap(args, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX platform
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``tap`` until ``--duration`` or Ctrl-C; returns the exit code."""
+    return _run(_until_signal(args))

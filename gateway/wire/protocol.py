@@ -1,0 +1,355 @@
+"""The subscriber protocol: the messages between the gateway and its subscribers.
+
+Pure: no I/O, no asyncio. The messages are msgspec Structs; the module-level encoders and
+decoders are built once. ``docs/protocol.md`` is the human reference and
+``docs/protocol.schema.json`` the machine-readable one, generated from these Structs by
+``python -m gateway.wire.protocol --write-schema``.
+
+Client → gateway: one request per WebSocket message, a JSON object in a text frame (or the
+same object as MessagePack in a binary frame), tagged by ``"op"``: ``subscribe``,
+``unsubscribe``, ``resync``, ``list``, ``ping``.
+
+Gateway → client: one message per WebSocket message, tagged by ``"type"``: ``snapshot``,
+``delta``, ``status``, ``trade``, ``bbo``, ``subscribed``, ``unsubscribed``, ``symbols``,
+``pong``, ``error``. JSON in text frames unless the connection asked for ``msgpack``, then
+MessagePack in binary frames.
+
+Book stream semantics, per symbol:
+
+* The first book message is a ``snapshot``; any later ``snapshot`` (same or new epoch)
+  replaces the whole book.
+* Each ``delta`` has the ``epoch`` of the stream and ``seq`` = previous ``seq`` + 1 (the
+  previous message being the snapshot or delta before it). A delta whose epoch or seq does
+  not follow means messages were lost: the client discards its book and sends ``resync``.
+* Levels are ``[price, qty]`` with the venue's exact decimal strings; a delta's levels are
+  absolute quantities and a quantity equal to zero (``"0"``, ``"0.000"``...) removes the level.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from gateway.core.model import Level, Side, SymbolState
+
+#: Bumped on any incompatible change of the messages below.
+PROTOCOL_VERSION: Final = 1
+
+#: ``venue:SYMBOL``, the symbol spelled as the venue spells it (``binance:BTCUSDT``,
+#: ``okx:BTC-USDT-SWAP``, ``kraken:BTC/USD``).
+SYMBOL_KEY_PATTERN: Final = r"^[A-Za-z0-9_.\-]+:[A-Za-z0-9_.\-/]+$"
+
+SymbolKey = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SYMBOL_KEY_PATTERN,
+        max_length=64,
+        description="Symbol key 'venue:SYMBOL', e.g. 'binance:BTCUSDT'.",
+    ),
+]
+#: At most this many symbols in one request.
+MAX_SYMBOLS_PER_REQUEST: Final = 4096
+SymbolList = Annotated[
+    list[SymbolKey], msgspec.Meta(min_length=1, max_length=MAX_SYMBOLS_PER_REQUEST)
+]
+
+Channel = Literal["book", "trade", "bbo"]
+WireFormat = Literal["json", "msgpack"]
+PingId = int | str | None
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``code`` of an ``error`` message."""
+
+    #: The request could not be decoded or broke the schema; nothing was changed.
+    BAD_REQUEST = "bad_request"
+    #: A symbol the gateway does not carry; the request was not applied.
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    #: ``resync`` of a symbol the connection has no book subscription for.
+    NOT_SUBSCRIBED = "not_subscribed"
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted. ``str(exc)`` says why, for the client; ``code``
+    and ``symbol`` go into the ``error`` reply."""
+
+    def __init__(
+        self, message: str, code: ErrorCode = ErrorCode.BAD_REQUEST, *, symbol: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.symbol = symbol
+
+
+# --- client → gateway ---------------------------------------------------------------------
+
+
+class Subscribe(
+    msgspec.Struct, tag_field="op", tag="subscribe", frozen=True, forbid_unknown_fields=True
+):
+    """Subscribe to channels of symbols; the reply is ``subscribed``.
+
+    Then, per symbol: ``status``; on the ``book`` channel a ``snapshot`` (``depth`` best
+    levels per side, or all when null) as soon as the symbol has a book, then ``delta``
+    messages; on ``bbo`` the current top of book then every change of it; on ``trade``
+    every trade. Subscribing again to a book re-sends its snapshot. ``format`` switches
+    the whole connection's outgoing encoding from the ``subscribed`` reply on; null keeps
+    the current one (JSON on a new connection).
+    """
+
+    symbols: SymbolList
+    channels: Annotated[list[Channel], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["book"]
+    )
+    depth: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    format: WireFormat | None = None
+
+
+class Unsubscribe(
+    msgspec.Struct, tag_field="op", tag="unsubscribe", frozen=True, forbid_unknown_fields=True
+):
+    """Drop every channel of these symbols; the reply is ``unsubscribed``. Idempotent."""
+
+    symbols: SymbolList
+
+
+class Resync(msgspec.Struct, tag_field="op", tag="resync", frozen=True, forbid_unknown_fields=True):
+    """Ask for a fresh ``snapshot`` of a subscribed book (after a seq gap)."""
+
+    symbol: SymbolKey
+
+
+class ListSymbols(
+    msgspec.Struct, tag_field="op", tag="list", frozen=True, forbid_unknown_fields=True
+):
+    """Ask which symbols the gateway carries; the reply is ``symbols``."""
+
+
+class Ping(msgspec.Struct, tag_field="op", tag="ping", frozen=True, forbid_unknown_fields=True):
+    """Application-level ping; the reply is ``pong`` with the same ``id``."""
+
+    id: PingId = None
+
+
+Request = Subscribe | Unsubscribe | Resync | ListSymbols | Ping
+
+
+# --- gateway → client ---------------------------------------------------------------------
+
+
+class Snapshot(msgspec.Struct, tag_field="type", tag="snapshot", frozen=True, gc=False):
+    """The whole book (or its ``depth`` best levels) at ``(epoch, seq)``; replaces any
+    book the client holds. ``id`` is the venue's last update id the book reflects."""
+
+    symbol: str
+    epoch: int
+    seq: int
+    id: int
+    bids: list[Level]
+    asks: list[Level]
+
+
+class Delta(msgspec.Struct, tag_field="type", tag="delta", frozen=True, gc=False):
+    """Changed levels, absolute quantities; a zero quantity removes the level.
+
+    Applies to the book at ``(epoch, seq - 1)``."""
+
+    symbol: str
+    epoch: int
+    seq: int
+    id: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+
+class Status(msgspec.Struct, tag_field="type", tag="status", frozen=True, gc=False):
+    """The symbol's state: ``syncing`` (no book yet), ``live``, ``resyncing`` (the book is
+    being rebuilt; a snapshot follows), ``stale`` (every upstream is down; the book is
+    the last known one)."""
+
+    symbol: str
+    state: SymbolState
+    reason: str
+
+
+class TradeMsg(msgspec.Struct, tag_field="type", tag="trade", frozen=True, gc=False):
+    """One trade, first copy only; ``side`` is the aggressor's side, ``ts_ms`` the venue's
+    trade time in milliseconds since the Unix epoch."""
+
+    symbol: str
+    id: int
+    price: str
+    qty: str
+    side: Side
+    ts_ms: int
+
+
+class Bbo(msgspec.Struct, tag_field="type", tag="bbo", frozen=True, gc=False):
+    """Top of book at ``(epoch, seq)`` of the book stream; null for an empty side."""
+
+    symbol: str
+    epoch: int
+    seq: int
+    bid: Level | None
+    ask: Level | None
+
+
+class Subscribed(msgspec.Struct, tag_field="type", tag="subscribed", frozen=True):
+    """Acknowledges a ``subscribe``: the symbols and channels just added."""
+
+    symbols: list[str]
+    channels: list[Channel]
+
+
+class Unsubscribed(msgspec.Struct, tag_field="type", tag="unsubscribed", frozen=True):
+    """Acknowledges an ``unsubscribe``; nothing more is sent for these symbols."""
+
+    symbols: list[str]
+
+
+class SymbolInfo(msgspec.Struct, frozen=True):
+    symbol: str
+    state: SymbolState
+
+
+class Symbols(msgspec.Struct, tag_field="type", tag="symbols", frozen=True):
+    """Reply to ``list``: every symbol the gateway carries and its state."""
+
+    symbols: list[SymbolInfo]
+
+
+class Pong(msgspec.Struct, tag_field="type", tag="pong", frozen=True):
+    id: PingId = None
+
+
+class Error(msgspec.Struct, tag_field="type", tag="error", frozen=True):
+    """A request was refused; ``symbol`` names the symbol concerned, when one is."""
+
+    code: ErrorCode
+    message: str
+    symbol: str | None = None
+
+
+ServerMessage = (
+    Snapshot | Delta | Status | TradeMsg | Bbo | Subscribed | Unsubscribed | Symbols | Pong | Error
+)
+
+
+# --- codecs -------------------------------------------------------------------------------
+
+_json_encoder: Final = msgspec.json.Encoder()
+_msgpack_encoder: Final = msgspec.msgpack.Encoder()
+
+REQUEST_JSON_DECODER: Final[msgspec.json.Decoder[Request]] = msgspec.json.Decoder(Request)
+REQUEST_MSGPACK_DECODER: Final[msgspec.msgpack.Decoder[Request]] = msgspec.msgpack.Decoder(Request)
+SERVER_JSON_DECODER: Final[msgspec.json.Decoder[ServerMessage]] = msgspec.json.Decoder(
+    ServerMessage
+)
+SERVER_MSGPACK_DECODER: Final[msgspec.msgpack.Decoder[ServerMessage]] = msgspec.msgpack.Decoder(
+    ServerMessage
+)
+
+#: ``encode_json(msg)``: JSON bytes (UTF-8, sent in a text frame).
+encode_json: Final = _json_encoder.encode
+#: ``encode_msgpack(msg)``: MessagePack bytes (sent in a binary frame).
+encode_msgpack: Final = _msgpack_encoder.encode
+
+
+def encode(msg: ServerMessage | Request, wire_format: WireFormat) -> bytes:
+    """Encode one message in ``wire_format``."""
+    if wire_format == "json":
+        return _json_encoder.encode(msg)
+    return _msgpack_encoder.encode(msg)
+
+
+def decode_request(data: bytes | str, *, msgpack: bool = False) -> Request:
+    """Decode one client request: JSON, or MessagePack when ``msgpack`` is true.
+
+    Raises :class:`ProtocolError` (code ``bad_request``) for malformed input, an unknown
+    or missing ``op``, an unknown field, a field of the wrong type or out of range
+    (including a symbol key not shaped ``venue:SYMBOL``).
+    """
+    try:
+        if msgpack:
+            if isinstance(data, str):
+                raise ProtocolError("MessagePack requests must be binary frames")
+            return REQUEST_MSGPACK_DECODER.decode(data)
+        return REQUEST_JSON_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(f"invalid request: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string.
+        kind = "MessagePack" if msgpack else "JSON"
+        raise ProtocolError(f"malformed {kind}: {exc}") from None
+
+
+def decode_server_message(data: bytes | str) -> ServerMessage:
+    """Decode one gateway message: a ``str`` (text frame) as JSON, ``bytes`` (binary frame)
+    as MessagePack. Raises :class:`ProtocolError` on anything else."""
+    try:
+        if isinstance(data, str):
+            return SERVER_JSON_DECODER.decode(data)
+        return SERVER_MSGPACK_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(f"invalid gateway message: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed gateway message: {exc}") from None
+
+
+def is_zero_qty(qty: str) -> bool:
+    """True for a quantity that removes its level (``"0"``, ``"0.00"``, ``"0E-8"``...)."""
+    try:
+        return float(qty) == 0.0
+    except ValueError:
+        return False
+
+
+# --- machine-readable spec ----------------------------------------------------------------
+
+SCHEMA_PATH: Final = Path(__file__).resolve().parents[2] / "docs" / "protocol.schema.json"
+
+
+def schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of both directions, generated from the Structs above."""
+    (request, server), components = msgspec.json.schema_components(
+        [Request, ServerMessage], ref_template="#/$defs/{name}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "mdgateway-subscriber-protocol",
+        "title": f"mdgateway subscriber protocol v{PROTOCOL_VERSION}",
+        "description": (
+            "One message per WebSocket message. 'client_request': what a subscriber sends "
+            "(JSON text frame, or MessagePack binary frame). 'server_message': what the "
+            "gateway sends (JSON text frames, or MessagePack binary frames after a subscribe "
+            "with format 'msgpack'). See docs/protocol.md."
+        ),
+        "properties": {"client_request": request, "server_message": server},
+        "$defs": components,
+    }
+
+
+def schema_json() -> bytes:
+    """The committed ``docs/protocol.schema.json`` content: indented, newline-terminated."""
+    return msgspec.json.format(msgspec.json.encode(schema()), indent=2) + b"\n"
+
+
+def main(argv: list[str]) -> int:
+    """``--schema``: print the JSON Schema; ``--write-schema``: write it to SCHEMA_PATH."""
+    if argv == ["--schema"]:
+        sys.stdout.buffer.write(schema_json())
+        return 0
+    if argv == ["--write-schema"]:
+        SCHEMA_PATH.write_bytes(schema_json())
+        print(f"wrote {SCHEMA_PATH}")
+        return 0
+    print("usage: python -m gateway.wire.protocol --schema | --write-schema", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,242 @@
+"""The venue registry: what the service and verify need of each supported venue's adapter.
+
+Pure: the adapters' functions take input and return output; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from feeds import binance, binance_usdm, bybit, coinbase, kraken, okx
+from gateway.core.arbiter import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_REORDER_WINDOW_NS,
+    BinanceFuturesRule,
+    BinanceSpotRule,
+    Checksum,
+    LinkRule,
+    ReplicatedBook,
+    SequencedBook,
+    SymbolArbiter,
+)
+from gateway.core.model import DepthSnapshot, VenueEvent, symbol_key
+
+#: Sequenced: the venue's ids are the same on every connection (DESIGN §2). Unsequenced:
+#: one replica per connection, checked by checksum, the output following a leader.
+ArbitrationMode = Literal["sequenced", "unsequenced"]
+
+
+def _no_messages(symbols: Sequence[str]) -> list[bytes]:
+    return []
+
+
+def _no_checksum(symbol: str) -> Checksum | None:
+    return None
+
+
+def _unit_weight(limit: int) -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class VenueAdapter:
+    """A venue's pure functions: URLs, messages, parsing, and how its stream is merged."""
+
+    venue: str
+    mode: ArbitrationMode
+    #: The URL a connection opens for these symbols (streams in the URL, or the bare endpoint).
+    stream_url: Callable[[str, Sequence[str]], str]
+    parse: Callable[[bytes, int, int], list[VenueEvent]]
+    #: Production endpoints, every alternative the venue documents.
+    ws_endpoints: tuple[str, ...] = ()
+    rest_endpoints: tuple[str, ...] = ()
+    #: Venues whose trades come from another endpoint (Binance USD-M ``/market``): the
+    #: trades endpoint of a book endpoint, and the URL a trades connection opens.
+    trade_endpoint: Callable[[str], str] | None = None
+    trade_stream_url: Callable[[str, Sequence[str]], str] | None = None
+    #: Sent after every connect.
+    subscribe_messages: Callable[[Sequence[str]], list[bytes]] = _no_messages
+    #: Unsubscribe and subscribe one symbol again on one connection (a fresh snapshot).
+    resubscribe_messages: Callable[[str], list[bytes]] | None = None
+    #: The venue's application-level ping, where it needs one besides protocol pings.
+    ping_message: bytes | None = None
+    ping_interval_s: float = 20.0
+    #: Outgoing messages per second the venue tolerates per connection.
+    max_messages_per_s: float = 4.0
+    #: The venue sends a snapshot in band on every subscribe: a resync resubscribes, and
+    #: REST snapshots (where ``snapshot_url`` is set) are used only when configured.
+    in_band_snapshots: bool = False
+    #: REST snapshots; None where the venue has no usable REST book.
+    snapshot_url: Callable[[str, str, int], str] | None = None
+    parse_snapshot: Callable[[str, bytes, int, int], DepthSnapshot] | None = None
+    snapshot_weight: Callable[[int], int] = _unit_weight
+    #: REST request-weight budget per minute per IP.
+    rest_weight_per_minute: int = 1200
+    #: URL paths of the venue's REST depth snapshots (to recognise them in captures).
+    snapshot_paths: tuple[str, ...] = ()
+    #: Sequenced venues: the rule that orders updates (one instance per symbol).
+    link_rule: Callable[[], LinkRule] | None = None
+    #: The venue's book checksum for a symbol, where it sends one.
+    checksum: Callable[[str], Checksum | None] = _no_checksum
+    #: The checksum at an instrument's announced precisions (price, qty), where the venue
+    #: computes it on values rendered at those precisions (Kraken).
+    checksum_at_precision: Callable[[int, int], Checksum] | None = None
+    #: Unsequenced venues: replicas are truncated to the subscribed depth after every message.
+    replica_depth: int | None = None
+
+    def new_arbiter(
+        self,
+        symbol: str,
+        *,
+        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> SymbolArbiter:
+        key = symbol_key(self.venue, symbol)
+        if self.mode == "unsequenced":
+            return ReplicatedBook(key, checksum=self.checksum(symbol), depth=self.replica_depth)
+        if self.link_rule is None:
+            raise ValueError(f"sequenced venue {self.venue} has no link rule")
+        return SequencedBook(
+            key,
+            self.link_rule(),
+            reorder_window_ns=reorder_window_ns,
+            max_pending=max_pending,
+            checksum=self.checksum(symbol),
+        )
+
+
+def _bybit(
+    venue: str,
+    parse: Callable[[bytes, int, int], list[VenueEvent]],
+    parse_snapshot: Callable[[str, bytes, int, int], DepthSnapshot],
+) -> VenueAdapter:
+    """One Bybit category (spot, linear): its own endpoint, topics and sequence."""
+    return VenueAdapter(
+        venue=venue,
+        mode="sequenced",
+        stream_url=bybit.connect_url,
+        parse=parse,
+        ws_endpoints=bybit.WS_ENDPOINTS[venue],
+        rest_endpoints=bybit.REST_ENDPOINTS,
+        subscribe_messages=bybit.subscribe_messages,
+        resubscribe_messages=bybit.resubscribe_messages,
+        ping_message=bybit.ping_message(),
+        ping_interval_s=bybit.PING_INTERVAL_S,
+        # Whether the REST book's u is the WS topic's u is undocumented: resyncs resubscribe.
+        parse_snapshot=parse_snapshot,
+        snapshot_paths=(bybit.SNAPSHOT_PATH,),
+        link_rule=bybit.BybitRule,
+    )
+
+
+ADAPTERS: dict[str, VenueAdapter] = {
+    "binance": VenueAdapter(
+        venue=binance.VENUE,
+        mode="sequenced",
+        stream_url=binance.stream_url,
+        parse=binance.parse,
+        ws_endpoints=binance.WS_ENDPOINTS,
+        rest_endpoints=binance.REST_ENDPOINTS,
+        max_messages_per_s=4.0,  # Binance disconnects above 5 per second
+        snapshot_url=binance.snapshot_url,
+        parse_snapshot=binance.parse_snapshot,
+        snapshot_weight=binance.snapshot_weight,
+        rest_weight_per_minute=6000,
+        snapshot_paths=(binance.SNAPSHOT_PATH,),
+        link_rule=BinanceSpotRule,
+    ),
+    "binance-usdm": VenueAdapter(
+        venue=binance_usdm.VENUE,
+        mode="sequenced",
+        # Depth diffs come from /public; trades (aggTrade) from /market, on connections of
+        # their own.
+        stream_url=binance_usdm.stream_url,
+        trade_endpoint=lambda endpoint: endpoint.removesuffix("/public") + "/market",
+        trade_stream_url=binance_usdm.market_stream_url,
+        parse=binance_usdm.parse,
+        ws_endpoints=binance_usdm.WS_ENDPOINTS,
+        rest_endpoints=binance_usdm.REST_ENDPOINTS,
+        max_messages_per_s=8.0,  # USD-M disconnects above 10 per second
+        snapshot_url=binance_usdm.snapshot_url,
+        parse_snapshot=binance_usdm.parse_snapshot,
+        snapshot_weight=binance_usdm.snapshot_weight,
+        rest_weight_per_minute=binance_usdm.REST_WEIGHT_PER_MINUTE,
+        snapshot_paths=(binance_usdm.SNAPSHOT_PATH,),
+        link_rule=BinanceFuturesRule,
+    ),
+    bybit.SPOT: _bybit(bybit.SPOT, bybit.parse_spot, bybit.parse_snapshot_spot),
+    bybit.LINEAR: _bybit(bybit.LINEAR, bybit.parse_linear, bybit.parse_snapshot_linear),
+    "okx": VenueAdapter(
+        venue=okx.VENUE,
+        mode="sequenced",
+        stream_url=okx.connect_url,
+        parse=okx.parse,
+        ws_endpoints=okx.WS_ENDPOINTS,
+        rest_endpoints=okx.REST_ENDPOINTS,
+        subscribe_messages=okx.subscribe_messages,
+        resubscribe_messages=okx.resubscribe_messages,
+        ping_message=okx.ping_message(),
+        ping_interval_s=okx.PING_INTERVAL_S,
+        # 480 subscribe requests per hour per connection; pings are sent well below this.
+        max_messages_per_s=2.0,
+        # Resyncs resubscribe for an in-band snapshot; the REST procedure (books with seqId)
+        # is used where a venue config lists REST bases.
+        in_band_snapshots=True,
+        snapshot_url=okx.snapshot_url,
+        parse_snapshot=okx.parse_snapshot,
+        rest_weight_per_minute=okx.REST_REQUESTS_PER_MINUTE,
+        snapshot_paths=(okx.SNAPSHOT_PATH,),
+        link_rule=okx.OkxRule,
+        checksum=lambda symbol: okx.book_checksum,
+    ),
+    "kraken": VenueAdapter(
+        venue=kraken.VENUE,
+        mode="unsequenced",
+        stream_url=kraken.connect_url,
+        parse=kraken.parse,
+        ws_endpoints=kraken.WS_ENDPOINTS,
+        rest_endpoints=kraken.REST_ENDPOINTS,
+        subscribe_messages=lambda symbols: [
+            kraken.instrument_message(),
+            *kraken.subscribe_messages(symbols),
+        ],
+        resubscribe_messages=kraken.resubscribe_messages,
+        ping_message=kraken.ping_message(),
+        ping_interval_s=kraken.PING_INTERVAL_S,
+        max_messages_per_s=2.0,
+        # The wire's own digits until the instrument channel announces the precisions.
+        checksum=lambda symbol: kraken.book_checksum,
+        checksum_at_precision=kraken.checksum_function,
+        replica_depth=kraken.DEFAULT_DEPTH,
+    ),
+    "coinbase": VenueAdapter(
+        venue=coinbase.VENUE,
+        mode="unsequenced",
+        stream_url=coinbase.connect_url,
+        parse=coinbase.parse,
+        ws_endpoints=coinbase.WS_ENDPOINTS,
+        rest_endpoints=coinbase.REST_ENDPOINTS,
+        subscribe_messages=coinbase.subscribe_messages,
+        resubscribe_messages=coinbase.resubscribe_messages,
+        # Coinbase's 8 messages per second are per IP, shared by every connection.
+        max_messages_per_s=2.0,
+    ),
+    "coinbase-exchange": VenueAdapter(
+        venue=coinbase.EXCHANGE_VENUE,
+        mode="unsequenced",
+        stream_url=coinbase.connect_url,
+        parse=coinbase.parse_exchange,
+        ws_endpoints=coinbase.EXCHANGE_WS_ENDPOINTS,
+        subscribe_messages=coinbase.exchange_subscribe_messages,
+        max_messages_per_s=2.0,
+    ),
+}
+
+
+def adapter_for(venue: str) -> VenueAdapter:
+    try:
+        return ADAPTERS[venue]
+    except KeyError:
+        raise ValueError(f"venue {venue!r} is not supported") from None

@@ -1,0 +1,199 @@
+"""Property tests of arbitration (hypothesis).
+
+From one true diff stream, 1-4 redundant copies are made with drops, duplicates, different
+batching, delays (any interleaving of the copies) and disconnects. Invariants:
+
+- no id lost on every copy: the published stream, applied to its snapshot, equals the true
+  book after every step; seq rises by exactly 1; venue ids strictly rise; no gap is declared;
+- some ids lost on every copy: exactly one resync, and the book is right afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.core.arbiter import BinanceSpotRule, SequencedBook
+from gateway.core.book import L2Book
+from gateway.core.model import BookDelta, BookReset, GatewayEvent, SnapshotWanted
+
+from .arbiter_streams import ASK_PRICES, BID_PRICES, KEY, QTYS, TrueStream, make_stream, merged
+
+WINDOW_NS = 10**12  # never expires in these tests: only certain gaps count
+
+
+@dataclass
+class Subscriber:
+    """Applies the published stream as a subscriber would and checks it step by step."""
+
+    truth: TrueStream
+    arb: SequencedBook
+    book: L2Book = field(default_factory=L2Book)
+    epoch: int = 0
+    seq: int = -1
+    venue_id: int = -1
+    resets: int = 0
+
+    def take(self, events: list[GatewayEvent]) -> None:
+        for event in events:
+            if isinstance(event, BookReset):
+                # The fan-out builds a snapshot from the live book at this moment.
+                assert event.epoch > self.epoch
+                assert event.venue_id == self.arb.applied_id
+                self.book.load(self.arb.book.bids(), self.arb.book.asks())
+                self.epoch, self.seq, self.venue_id = event.epoch, event.seq, event.venue_id
+                self.resets += 1
+            elif isinstance(event, BookDelta):
+                assert event.epoch == self.epoch
+                assert event.seq == self.seq + 1, "seq must rise by exactly one"
+                assert event.venue_id > self.venue_id, "nothing emitted twice or out of order"
+                self.book.apply(event.bids, event.asks)
+                self.seq, self.venue_id = event.seq, event.venue_id
+            else:
+                continue
+            assert self.book.normalized() == self.truth.book_at_id(self.venue_id)
+
+
+diff_choice = st.tuples(
+    st.integers(1, 3),
+    st.booleans(),
+    st.integers(0, len(BID_PRICES) - 1),
+    st.integers(0, len(QTYS) - 1),
+)
+assert len(BID_PRICES) == len(ASK_PRICES)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[tuple], set[int]]:
+    """A true stream and an arrival schedule of ('diff', conn, start, end, dup) /
+    ('down', conn) / ('up', conn) steps, and the indices lost on every copy."""
+    stream = make_stream(draw(st.lists(diff_choice, min_size=2, max_size=40)))
+    n = len(stream.diffs)
+    n_copies = draw(st.integers(1, 4))
+    lost: set[int] = set()
+    if lose_some:
+        start = draw(st.integers(1, n - 1))
+        length = draw(st.integers(1, 3))
+        lost = set(range(start, min(n, start + length)))
+    copies: list[list[tuple]] = []
+    for conn in range(n_copies):
+        groups: list[tuple[int, int]] = []
+        i = 0
+        while i < n:
+            if i in lost or draw(st.integers(0, 7)) == 0:
+                i += 1  # dropped on this copy
+                continue
+            end = i
+            while end + 1 < n and end + 1 not in lost and draw(st.integers(0, 3)) == 0:
+                end += 1  # this copy batches the next ids into the same event
+            groups.append((i, end))
+            i = end + 1
+        copies.append([("diff", conn, s, e) for s, e in groups])
+    for conn, copy in enumerate(copies):
+        if copy and draw(st.booleans()):
+            at = draw(st.integers(0, len(copy) - 1))
+            copy.insert(at, copy[at])  # a duplicate on the same connection
+        if conn > 0 and copy and draw(st.booleans()):
+            down_at = draw(st.integers(0, len(copy)))
+            if draw(st.booleans()):
+                del copy[down_at:]  # down for good
+                copy.append(("down", conn))
+            else:
+                # Down, then back; other copies' steps interleave in between.
+                copy[down_at:down_at] = [("down", conn), ("up", conn)]
+    # Interleave the copies arbitrarily, each keeping its own order (TCP).
+    interleaved: list[tuple] = []
+    cursors = [0] * n_copies
+    while any(cursors[c] < len(copies[c]) for c in range(n_copies)):
+        live = [c for c in range(n_copies) if cursors[c] < len(copies[c])]
+        c = draw(st.sampled_from(live))
+        interleaved.append(copies[c][cursors[c]])
+        cursors[c] += 1
+    # A reconnected stream starts at the venue's current point: nothing older.
+    schedule: list[tuple] = []
+    venue_point = -1
+    floor: dict[int, int] = {}
+    for step in interleaved:
+        if step[0] == "up":
+            floor[step[1]] = venue_point
+        elif step[0] == "diff":
+            if step[2] <= floor.get(step[1], -1):
+                continue
+            venue_point = max(venue_point, step[3])
+        schedule.append(step)
+    # Copy 0 never disconnects; it carries every id no other copy delivered.
+    covered = {i for step in schedule if step[0] == "diff" for i in range(step[2], step[3] + 1)}
+    for i in range(n):
+        if i not in covered and i not in lost:
+            at = next(
+                (k for k, st_ in enumerate(schedule) if st_[:2] == ("diff", 0) and st_[2] > i),
+                len(schedule),
+            )
+            schedule.insert(at, ("diff", 0, i, i))
+    return stream, schedule, lost
+
+
+def run(
+    stream: TrueStream, schedule: list[tuple], snapshot_lag: int
+) -> tuple[SequencedBook, Subscriber, int]:
+    """Runs the schedule; returns the arbiter, the subscriber and how many true diffs the
+    first snapshot included."""
+    arb = SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS)
+    sub = Subscriber(stream, arb)
+    conns = {step[1] for step in schedule}
+    for conn in conns:
+        sub.take(arb.on_connection(conn, True, 0))
+    delivered_max = 0  # the venue is at least as far as anything delivered
+    snapshot_due: int | None = None
+    first_snapshot_point = -1
+    for now, step in enumerate(schedule):
+        if step[0] == "diff":
+            _, conn, start, end = step
+            delivered_max = max(delivered_max, end + 1)
+            events = arb.on_diff(merged(stream, start, end, conn, now), now)
+        else:
+            events = arb.on_connection(step[1], step[0] == "up", now)
+        sub.take(events)
+        if any(isinstance(e, SnapshotWanted) for e in events):
+            snapshot_due = now + snapshot_lag
+        if snapshot_due is not None and now >= snapshot_due and arb.snapshot_wanted:
+            if first_snapshot_point < 0:
+                first_snapshot_point = delivered_max
+            sub.take(arb.on_snapshot(stream.snapshot(delivered_max), now))
+            snapshot_due = None
+    # The window passes at the end; any snapshot still wanted is fetched.
+    sub.take(arb.on_timer(10**15))
+    if arb.snapshot_wanted:
+        if first_snapshot_point < 0:
+            first_snapshot_point = len(stream.diffs)
+        sub.take(arb.on_snapshot(stream.snapshot(len(stream.diffs)), 10**15))
+    return arb, sub, first_snapshot_point
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(lose_some=False), st.integers(0, 5))
+def test_redundant_copies_without_common_loss_give_the_clean_book(scenario, snapshot_lag) -> None:
+    stream, schedule, _ = scenario
+    arb, sub, _ = run(stream, schedule, snapshot_lag)
+    assert arb.stats.gaps == 0 and arb.stats.resyncs == 0
+    assert sub.resets == 1
+    last_delivered = max((s[3] for s in schedule if s[0] == "diff"), default=-1)
+    if arb.applied_id >= stream.id_after(last_delivered + 1):
+        assert sub.book.normalized() == stream.books[last_delivered + 1]
+    assert sub.book.normalized() == arb.book.normalized()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(lose_some=True), st.integers(0, 5))
+def test_ids_lost_on_every_copy_cause_exactly_one_resync(scenario, snapshot_lag) -> None:
+    stream, schedule, lost = scenario
+    arb, sub, snapshot_point = run(stream, schedule, snapshot_lag)
+    # The loss matters when the first snapshot does not include it and a later id arrived.
+    later_delivered = any(s[0] == "diff" and s[2] > max(lost) for s in schedule)
+    expected_resyncs = 1 if max(lost) >= snapshot_point and later_delivered else 0
+    assert arb.stats.resyncs == expected_resyncs == arb.stats.gaps
+    assert sub.resets == 1 + expected_resyncs
+    assert sub.book.normalized() == stream.book_at_id(arb.applied_id)
+    assert arb.book.normalized() == sub.book.normalized()

@@ -1,0 +1,120 @@
+"""ReplicatedBook and ConnectionSequenceChecker: unit cases."""
+
+from __future__ import annotations
+
+import zlib
+
+from gateway.core.arbiter import ConnectionSequenceChecker, ReplicatedBook
+from gateway.core.book import L2Book
+from gateway.core.model import (
+    BookDelta,
+    BookReset,
+    DepthDiff,
+    DepthSnapshot,
+    ResubscribeWanted,
+    StatusChange,
+    SymbolState,
+)
+
+KEY = "kraken:BTC/USD"
+
+
+def crc(book: L2Book) -> int:
+    return zlib.crc32(repr(book.normalized()).encode())
+
+
+def snap(conn: int, bids, asks=(("101", "1"),), checksum: int | None = None) -> DepthSnapshot:
+    return DepthSnapshot("kraken", "BTC/USD", -1, tuple(bids), tuple(asks), 0, conn, checksum)
+
+
+def upd(conn: int, bids=(), asks=(), checksum: int | None = None, ms: int = 5) -> DepthDiff:
+    return DepthDiff(
+        "kraken", "BTC/USD", -1, -1, -1, tuple(bids), tuple(asks), ms, 0, conn, checksum
+    )
+
+
+def book_of(bids, asks) -> L2Book:
+    b = L2Book()
+    b.load(bids, asks)
+    return b
+
+
+def test_first_valid_snapshot_publishes_then_leader_updates_flow() -> None:
+    arb = ReplicatedBook(KEY)
+    arb.on_connection(0, True, 0)
+    arb.on_connection(1, True, 0)
+    out = arb.on_snapshot(snap(1, [("100", "1")]), 0)
+    assert isinstance(out[0], BookReset) and arb.leader == 1
+    assert out[1] == StatusChange(KEY, SymbolState.LIVE, "snapshot")
+    out = arb.on_diff(upd(1, bids=[("100", "2")], ms=77), 0)
+    assert [type(e) for e in out] == [BookDelta]
+    assert out[0].venue_id == 77 and out[0].seq == 1
+    assert arb.on_diff(upd(0, bids=[("100", "2")]), 0) == []  # no replica yet on conn 0
+    arb.on_snapshot(snap(0, [("100", "2")]), 0)
+    assert arb.on_diff(upd(0, bids=[("99", "1")]), 0) == []  # a follower
+    assert arb.stats.duplicates == 1 and arb.leader == 1
+
+
+def test_truncation_to_depth_is_part_of_the_published_delta() -> None:
+    arb = ReplicatedBook(KEY, depth=2)
+    arb.on_connection(0, True, 0)
+    arb.on_snapshot(snap(0, [("100", "1"), ("99", "1"), ("98", "1")]), 0)
+    assert arb.book.bids() == [("100", "1"), ("99", "1")]
+    (delta,) = arb.on_diff(upd(0, bids=[("100.5", "1")]), 0)
+    assert isinstance(delta, BookDelta)
+    assert delta.bids == (("100.5", "1"), ("99", "0"))
+
+
+def test_a_checksum_mismatch_resubscribes_and_fails_over_with_a_delta() -> None:
+    arb = ReplicatedBook(KEY, checksum=crc)
+    good = [("100", "1")]
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+        arb.on_snapshot(snap(conn, good, checksum=crc(book_of(good, [("101", "1")]))), 0)
+    assert arb.leader == 0
+    after = book_of([("100", "3")], [("101", "1")])
+    arb.on_diff(upd(1, bids=[("100", "3")], checksum=crc(after)), 0)
+    out = arb.on_diff(upd(0, bids=[("100", "9")], checksum=crc(after)), 0)
+    assert out[0] == ResubscribeWanted(KEY, 0, "checksum mismatch")
+    assert isinstance(out[1], BookDelta) and out[1].bids == (("100", "3"),)
+    assert arb.leader == 1 and arb.stats.failovers == 1 and arb.stats.checksum_failed == 1
+    assert arb.book.normalized() == after.normalized()
+
+
+def test_no_valid_replica_is_resyncing_and_every_connection_down_is_stale() -> None:
+    arb = ReplicatedBook(KEY)
+    arb.on_connection(0, True, 0)
+    arb.on_snapshot(snap(0, [("100", "1")]), 0)
+    out = arb.invalidate(0, "sequence jump")
+    assert out[0] == ResubscribeWanted(KEY, 0, "sequence jump")
+    assert out[1] == StatusChange(KEY, SymbolState.RESYNCING, "no valid replica")
+    assert arb.has_book, "the last book stays published"
+    out = arb.on_snapshot(snap(0, [("100", "4")]), 0)
+    assert isinstance(out[0], BookDelta) and out[0].seq == 1, "no new epoch"
+    out = arb.on_connection(0, False, 0)
+    assert out == [StatusChange(KEY, SymbolState.STALE, "every upstream connection down")]
+
+
+def test_a_consistently_faster_follower_takes_over_where_books_agree() -> None:
+    arb = ReplicatedBook(KEY, checksum=crc, switch_margin_ns=1_000, lag_alpha=1.0)
+    start = [("100", "1")]
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+        arb.on_snapshot(snap(conn, start, checksum=crc(book_of(start, [("101", "1")]))), 0)
+    assert arb.leader == 0
+    state = book_of([("100", "2")], [("101", "1")])
+    arb.on_diff(upd(1, bids=[("100", "2")], checksum=crc(state)), 1_000)  # conn 1 first
+    arb.on_diff(upd(0, bids=[("100", "2")], checksum=crc(state)), 50_000)  # leader lags
+    state2 = book_of([("100", "5")], [("101", "1")])
+    out = arb.on_diff(upd(1, bids=[("100", "5")], checksum=crc(state2)), 60_000)
+    assert arb.leader == 1 and arb.stats.failovers == 1
+    assert isinstance(out[0], BookDelta) and out[0].bids == (("100", "5"),)
+    assert arb.book.normalized() == state2.normalized()
+
+
+def test_connection_sequence_checker() -> None:
+    check = ConnectionSequenceChecker()
+    assert [check.on_seq(0, s) for s in (0, 1, 2, 4, 5)] == [False, False, False, True, False]
+    assert check.on_seq(1, 10) is False and check.gaps == 1
+    check.reset(0)
+    assert check.on_seq(0, 0) is False

@@ -1,0 +1,201 @@
+"""Test helpers for the fan-out and the client: a fake service view, a raw WebSocket client.
+
+Async tests are plain functions that call :func:`run`, which bounds them with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from websockets.frames import Frame, Opcode
+
+from gateway.core.book import L2Book
+from gateway.core.model import (
+    BookDelta,
+    BookReset,
+    Level,
+    Side,
+    StatusChange,
+    SymbolState,
+    Trade,
+    TradeOut,
+)
+from gateway.io.fanout import BookState, Fanout
+from gateway.wire.protocol import ServerMessage, decode_server_message
+
+KEY = "binance:BTCUSDT"
+KEY2 = "binance:ETHUSDT"
+
+
+def run(main: Callable[[], Awaitable[None]], timeout_s: float = 20.0) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(timeout_s):
+            await main()
+
+    asyncio.run(bounded())
+
+
+class FakeView:
+    """A service stand-in: books move only through the event builders below, so the view
+    and the published events always agree (the BookView contract)."""
+
+    def __init__(self, keys: tuple[str, ...] = (KEY, KEY2)) -> None:
+        self.books: dict[str, list[Any]] = {}  # key → [book, epoch, seq, venue_id]
+        self.states = dict.fromkeys(keys, SymbolState.SYNCING)
+        #: Every published book state, for checking what a client yields.
+        self.history: dict[tuple[str, int, int], Any] = {}
+        self.epochs: dict[str, int] = {}
+        self.venue_ids: dict[str, int] = {}
+
+    def book_state(self, key: str) -> BookState | None:
+        entry = self.books.get(key)
+        if entry is None:
+            return None
+        return (entry[0], entry[1], entry[2], entry[3], self.states[key])
+
+    def symbols(self) -> list[tuple[str, SymbolState]]:
+        return list(self.states.items())
+
+    def reset(
+        self, key: str, bids: list[Level], asks: list[Level]
+    ) -> list[BookReset | StatusChange]:
+        epoch = self.epochs[key] = self.epochs.get(key, 0) + 1
+        venue_id = self.venue_ids.get(key, 900) + 100
+        book = L2Book()
+        book.load(bids, asks)
+        self.books[key] = [book, epoch, 0, venue_id]
+        self.venue_ids[key] = venue_id
+        self.history[key, epoch, 0] = book.normalized()
+        out: list[BookReset | StatusChange] = [BookReset(key, epoch, 0, venue_id, 0)]
+        if self.states[key] is not SymbolState.LIVE:
+            self.states[key] = SymbolState.LIVE
+            out.append(StatusChange(key, SymbolState.LIVE, "snapshot applied"))
+        return out
+
+    def delta(self, key: str, bids: list[Level] = (), asks: list[Level] = ()) -> BookDelta:  # type: ignore[assignment]
+        entry = self.books[key]
+        book: L2Book = entry[0]
+        book.apply(bids, asks)
+        entry[2] += 1
+        entry[3] += 1
+        self.venue_ids[key] = entry[3]
+        self.history[key, entry[1], entry[2]] = book.normalized()
+        return BookDelta(key, entry[1], entry[2], entry[3], tuple(bids), tuple(asks), 0)
+
+    def status(self, key: str, state: SymbolState, reason: str) -> StatusChange:
+        self.states[key] = state
+        if state is SymbolState.RESYNCING:
+            self.books.pop(key, None)
+        return StatusChange(key, state, reason)
+
+
+def trade(key: str, trade_id: int, price: str = "100.5", qty: str = "0.1") -> TradeOut:
+    venue, _, symbol = key.partition(":")
+    return TradeOut(Trade(venue, symbol, trade_id, price, qty, Side.BUY, 1_700_000_000_000, 0, 0))
+
+
+def levels(n: int, start: float, step: float, qty: str = "1.00000000") -> list[Level]:
+    return [(f"{start + i * step:.2f}", qty) for i in range(n)]
+
+
+@contextlib.asynccontextmanager
+async def serving(fanout: Fanout) -> AsyncIterator[Fanout]:
+    """Run ``fanout.serve`` on an ephemeral loopback port for the block's duration."""
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
+        await ready.wait()
+        try:
+            yield fanout
+        finally:
+            task.cancel()
+
+
+async def wait_for(predicate: Callable[[], bool], interval_s: float = 0.01) -> None:
+    """Poll ``predicate`` (state owned by the code under test has no event to wait on)."""
+    while True:
+        if predicate():
+            return
+        await asyncio.sleep(interval_s)
+
+
+class RawClient:
+    """A WebSocket client over a bare socket: sees the exact frame bytes the server sent,
+    and reads only when told to (a slow subscriber)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, rcvbuf_bytes: int | None = None) -> RawClient:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf_bytes is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
+        except BaseException:
+            sock.close()
+            raise
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        client = cls(reader, writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            await client.close()
+            raise AssertionError(f"handshake refused: {head!r}")
+        return client
+
+    async def send(self, text: str) -> None:
+        self.writer.write(Frame(Opcode.TEXT, text.encode()).serialize(mask=True))
+        await self.writer.drain()
+
+    async def frame(self) -> tuple[int, bytes, bytes]:
+        """Next frame: ``(opcode, payload, raw bytes as received)``."""
+        head = await self.reader.readexactly(2)
+        length = head[1] & 0x7F
+        assert not head[1] & 0x80, "server frames are unmasked"
+        ext = b""
+        if length == 126:
+            ext = await self.reader.readexactly(2)
+            length = struct.unpack("!H", ext)[0]
+        elif length == 127:
+            ext = await self.reader.readexactly(8)
+            length = struct.unpack("!Q", ext)[0]
+        payload = await self.reader.readexactly(length)
+        return head[0] & 0x0F, payload, head + ext + payload
+
+    async def message(self) -> ServerMessage:
+        """Next data message, decoded (control frames skipped); AssertionError on close."""
+        while True:
+            opcode, payload, _ = await self.frame()
+            if opcode == Opcode.TEXT:
+                return decode_server_message(payload.decode())
+            if opcode == Opcode.BINARY:
+                return decode_server_message(payload)
+            if opcode == Opcode.CLOSE:
+                raise AssertionError(f"closed: {close_of(payload)}")
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def close_of(payload: bytes) -> tuple[int, str]:
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode()

@@ -1,0 +1,75 @@
+"""The asyncio capture writer: bounded queue, drops counted and marked, flush on cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.capture import codec as mdgw
+from gateway.capture.formats import CaptureReader
+from gateway.io.capture_writer import CaptureWriter
+
+
+def _lines(directory: Path) -> list[mdgw.Line]:
+    out = []
+    for path in mdgw.session_files(directory):
+        out += [mdgw.decode_line(line) for line in mdgw.iter_lines(path, mdgw.MemberReader())]
+    return [line for line in out if line.kind != "header"]
+
+
+def test_a_full_queue_drops_from_the_capture_counts_and_marks_the_gap(tmp_path: Path) -> None:
+    writer = CaptureWriter(tmp_path, max_queue=4, flush_s=0.01)
+    accepted = [writer.record_frame(0, b"f%d" % i, 100 + i) for i in range(10)]
+    assert accepted == [True] * 4 + [False] * 6
+    assert writer.queued == 4 and writer.stats.dropped == 6
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(writer.run())
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if writer.stats.written == 4:
+                    break
+            assert writer.record_frame(0, b"after", 200), "there is room once drained"
+            task.cancel()
+
+    asyncio.run(main())
+    lines = _lines(tmp_path)
+    assert [line.kind for line in lines] == ["ws"] * 4 + ["gap", "ws"]
+    assert mdgw.gap_dropped(lines[4].payload) == 6 and lines[4].recv_ns == 104
+    assert writer.stats.gaps == 1 and writer.stats.written == 6
+    reader = CaptureReader(tmp_path)
+    assert [r.payload for r in reader] == [b"f0", b"f1", b"f2", b"f3", b"after"]
+    assert reader.stats.dropped == 6
+
+
+def test_the_queue_stays_bounded_under_a_flood(tmp_path: Path) -> None:
+    writer = CaptureWriter(tmp_path, max_queue=100, flush_s=60)
+    for i in range(10_000):
+        writer.record_frame(1, b"x", i)
+        assert writer.queued <= 101
+    assert writer.stats.records + writer.stats.dropped == 10_000
+
+
+def test_it_flushes_while_running_and_on_cancel(tmp_path: Path) -> None:
+    writer = CaptureWriter(tmp_path, flush_s=0.01)
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(writer.run())
+            writer.record_connect(0, "ws://127.0.0.1:1/ws", "binance")
+            writer.record_frame(0, b'{"a":1}\n', 5)
+            writer.record_rest("http://h/api/v3/depth?symbol=X", b"{}", 6)
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if writer.stats.written == 3:
+                    break
+            assert writer.stats.written == 3, "written before the cancel"
+            writer.record_disconnect(0, "ws://127.0.0.1:1/ws")
+            task.cancel()
+        assert not writer.record_frame(0, b"late", 7), "a stopped writer drops"
+
+    asyncio.run(main())
+    records = list(CaptureReader(tmp_path))
+    assert [r.kind for r in records] == ["connect", "ws", "rest", "disconnect"]
+    assert records[1].payload == b'{"a":1}\n' and records[1].url == "ws://127.0.0.1:1/ws"

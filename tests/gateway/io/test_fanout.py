@@ -1,0 +1,472 @@
+"""The fan-out server: encode once, same bytes to all, ordering, slow subscribers, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import msgspec
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Frame, Opcode
+
+from gateway.core.book import L2Book
+from gateway.core.model import SymbolState
+from gateway.io import fanout as fanout_module
+from gateway.io.fanout import Fanout, build_frame
+from gateway.wire.protocol import (
+    Bbo,
+    Delta,
+    Error,
+    ErrorCode,
+    Pong,
+    ServerMessage,
+    Snapshot,
+    Status,
+    Subscribed,
+    Symbols,
+    TradeMsg,
+    Unsubscribed,
+    decode_server_message,
+)
+
+from .fanout_helpers import (
+    KEY,
+    KEY2,
+    FakeView,
+    RawClient,
+    close_of,
+    levels,
+    run,
+    serving,
+    trade,
+    wait_for,
+)
+
+BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
+ASKS = [("100.50", "1"), ("101.00", "2")]
+
+
+def sub(symbols: list[str], **fields: object) -> str:
+    return msgspec.json.encode({"op": "subscribe", "symbols": symbols, **fields}).decode()
+
+
+def apply(book: L2Book, msg: ServerMessage) -> None:
+    if isinstance(msg, Snapshot):
+        book.load(msg.bids, msg.asks)
+    elif isinstance(msg, Delta):
+        book.apply(msg.bids, msg.asks)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_build_frame_equals_websockets_serialization(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    for binary, opcode in ((False, Opcode.TEXT), (True, Opcode.BINARY)):
+        expected = Frame(opcode, payload).serialize(mask=False, extensions=[])
+        assert build_frame(payload, binary=binary) == expected
+
+
+def test_two_subscribers_get_identical_bytes_and_a_consistent_stream() -> None:
+    async def main() -> None:
+        view = FakeView()
+        fanout = Fanout(view, max_buffer_bytes=1 << 20)
+        async with serving(fanout):
+            a = await RawClient.connect(fanout.port)
+            b = await RawClient.connect(fanout.port)
+            try:
+                for client in (a, b):
+                    await client.send(sub([KEY]))
+                    assert await client.message() == Subscribed([KEY], ["book"])
+                    assert await client.message() == Status(KEY, SymbolState.SYNCING, "")
+                # No book yet: the snapshot comes with the BookReset.
+                fanout.publish(view.reset(KEY, BIDS, ASKS))
+                deltas = [
+                    view.delta(KEY, bids=[("100.00", "0")]),
+                    view.delta(KEY, asks=[("100.25", "0.5")]),
+                    view.delta(KEY, bids=[("99.75", "4")], asks=[("101.00", "0.00")]),
+                ]
+                fanout.publish(deltas)
+                frames = {}
+                for name, client in (("a", a), ("b", b)):
+                    msgs: list[ServerMessage] = []
+                    raw: list[bytes] = []
+                    for _ in range(5):
+                        _, payload, frame = await client.frame()
+                        raw.append(frame)
+                        msgs.append(decode_server_message(payload.decode()))
+                    frames[name] = raw
+                    snap = msgs[0]
+                    assert isinstance(snap, Snapshot)
+                    assert (snap.epoch, snap.seq, snap.id) == (1, 0, 1000)
+                    assert msgs[1] == Status(KEY, SymbolState.LIVE, "snapshot applied")
+                    assert [m.seq for m in msgs[2:] if isinstance(m, Delta)] == [1, 2, 3]
+                    book = L2Book()
+                    for msg in msgs:
+                        apply(book, msg)
+                    assert book.normalized() == view.history[KEY, 1, 3]
+                assert frames["a"] == frames["b"]
+                assert fanout.stats.messages_sent >= 10
+                assert fanout.stats.subscribers == 2
+            finally:
+                await a.close()
+                await b.close()
+
+    run(main)
+
+
+def test_each_delta_is_encoded_once_per_format_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    real_json, real_msgpack = fanout_module._frame_json, fanout_module._frame_msgpack
+
+    def count_json(msg: ServerMessage) -> bytes:
+        built.append("json")
+        return real_json(msg)
+
+    def count_msgpack(msg: ServerMessage) -> bytes:
+        built.append("msgpack")
+        return real_msgpack(msg)
+
+    monkeypatch.setattr(fanout_module, "_frame_json", count_json)
+    monkeypatch.setattr(fanout_module, "_frame_msgpack", count_msgpack)
+
+    async def main() -> None:
+        view = FakeView()
+        fanout = Fanout(view)
+        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        async with serving(fanout):
+            clients = [await RawClient.connect(fanout.port) for _ in range(4)]
+            try:
+                for i, client in enumerate(clients):
+                    await client.send(sub([KEY], format="msgpack" if i == 3 else "json"))
+                    for _ in range(3):
+                        await client.message()  # subscribed, status, snapshot
+                built.clear()
+                fanout.publish([view.delta(KEY, bids=[("99.00", "0")])])
+                assert sorted(built) == ["json", "msgpack"]
+                for client in clients:
+                    msg = await client.message()
+                    assert isinstance(msg, Delta) and msg.seq == 1
+                    assert msg.bids == (("99.00", "0"),)
+            finally:
+                for client in clients:
+                    await client.close()
+
+    run(main)
+
+
+def test_late_joiner_gets_status_then_snapshot_at_the_current_seq() -> None:
+    async def main() -> None:
+        view = FakeView()
+        fanout = Fanout(view)
+        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        for i in range(5):
+            fanout.publish([view.delta(KEY, bids=[(f"98.{i}0", "1")])])
+        async with serving(fanout):
+            late = await RawClient.connect(fanout.port)
+            try:
+                await late.send(sub([KEY], depth=2))
+                assert isinstance(await late.message(), Subscribed)
+                assert await late.message() == Status(KEY, SymbolState.LIVE, "snapshot applied")
+                snap = await late.message()
+                assert isinstance(snap, Snapshot)
+                assert (snap.epoch, snap.seq, snap.id) == (1, 5, 1005)
+                assert snap.bids == [("100.00", "1"), ("99.50", "2")]  # depth 2
+                assert snap.asks == ASKS
+                fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
+                delta = await late.message()
+                assert isinstance(delta, Delta)
+                assert (delta.epoch, delta.seq) == (1, 6)
+            finally:
+                await late.close()
+
+    run(main)
+
+
+def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces() -> None:
+    async def main() -> None:
+        view = FakeView()
+        fanout = Fanout(view)
+        async with serving(fanout):
+            client = await RawClient.connect(fanout.port)
+            try:
+                await client.send(sub([KEY]))
+                await client.message()  # subscribed
+                await client.message()  # status syncing
+                batch = [*view.reset(KEY, BIDS, ASKS), view.delta(KEY, bids=[("99.90", "1")])]
+                batch.append(view.delta(KEY, bids=[("99.80", "1")]))
+                fanout.publish(batch)  # the snapshot already holds both deltas
+                fanout.publish([view.delta(KEY, bids=[("99.70", "1")])])
+                snap = await client.message()
+                assert isinstance(snap, Snapshot) and (snap.epoch, snap.seq) == (1, 2)
+                assert await client.message() == Status(KEY, SymbolState.LIVE, "snapshot applied")
+                delta = await client.message()
+                assert isinstance(delta, Delta) and delta.seq == 3
+                # Gap upstream: resyncing, then a new epoch starting from a snapshot.
+                fanout.publish([view.status(KEY, SymbolState.RESYNCING, "ids missing")])
+                assert await client.message() == Status(KEY, SymbolState.RESYNCING, "ids missing")
+                fanout.publish(view.reset(KEY, [("50.00", "1")], [("51.00", "1")]))
+                snap = await client.message()
+                assert isinstance(snap, Snapshot) and (snap.epoch, snap.seq) == (2, 0)
+                assert snap.bids == [("50.00", "1")]
+            finally:
+                await client.close()
+
+    run(main)
+
+
+def test_channels_formats_requests_and_errors() -> None:
+    async def main() -> None:
+        view = FakeView()
+        fanout = Fanout(view)
+        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
+            # Bad requests get an error and the connection keeps working.
+            await ws.send("{not json")
+            err = decode_server_message(await ws.recv())
+            assert isinstance(err, Error) and err.code is ErrorCode.BAD_REQUEST
+            assert "malformed JSON" in err.message
+            await ws.send(sub(["nowhere:XYZ", KEY]))
+            err = decode_server_message(await ws.recv())
+            assert isinstance(err, Error) and err.code is ErrorCode.UNKNOWN_SYMBOL
+            assert err.symbol == "nowhere:XYZ"
+            await ws.send('{"op":"resync","symbol":"binance:BTCUSDT"}')
+            err = decode_server_message(await ws.recv())
+            assert isinstance(err, Error) and err.code is ErrorCode.NOT_SUBSCRIBED
+            await ws.send('{"op":"subscribe","symbols":["binance:BTCUSDT"],"depth":-1}')
+            err = decode_server_message(await ws.recv())
+            assert isinstance(err, Error) and "$.depth" in err.message
+            assert fanout.stats.bad_requests == 4
+            assert fanout.subscriber_stats()[0].bad_requests == 4
+
+            await ws.send('{"op":"ping","id":17}')
+            assert decode_server_message(await ws.recv()) == Pong(17)
+            await ws.send('{"op":"list"}')
+            listed = decode_server_message(await ws.recv())
+            assert isinstance(listed, Symbols)
+            assert {(s.symbol, s.state) for s in listed.symbols} == {
+                (KEY, SymbolState.LIVE),
+                (KEY2, SymbolState.SYNCING),
+            }
+
+            # MessagePack for the whole connection from the reply on; bbo and trades.
+            await ws.send(sub([KEY], channels=["bbo", "trade"], format="msgpack"))
+            replies = [decode_server_message(await ws.recv()) for _ in range(3)]
+            assert replies[0] == Subscribed([KEY], ["bbo", "trade"])
+            assert replies[1] == Status(KEY, SymbolState.LIVE, "snapshot applied")
+            assert replies[2] == Bbo(KEY, 1, 0, ("100.00", "1"), ("100.50", "1"))
+            fanout.publish([view.delta(KEY, bids=[("10.00", "1")])])  # top unchanged: no bbo
+            fanout.publish([view.delta(KEY, asks=[("100.40", "2")]), trade(KEY, 77)])
+            raw = await ws.recv()
+            assert isinstance(raw, bytes)  # binary frame
+            tm = decode_server_message(raw)
+            assert tm == TradeMsg(KEY, 77, "100.5", "0.1", "buy", 1_700_000_000_000)
+            bbo = decode_server_message(await ws.recv())
+            assert bbo == Bbo(KEY, 1, 2, ("100.00", "1"), ("100.40", "2"))
+
+            # Resync of a subscribed book re-sends its snapshot.
+            await ws.send(sub([KEY2]))
+            await ws.send('{"op":"resync","symbol":"binance:BTCUSDT"}')
+            assert isinstance(decode_server_message(await ws.recv()), Subscribed)
+            assert decode_server_message(await ws.recv()) == Status(KEY2, SymbolState.SYNCING, "")
+            err = decode_server_message(await ws.recv())
+            assert isinstance(err, Error) and err.code is ErrorCode.NOT_SUBSCRIBED  # bbo only
+            await ws.send(sub([KEY]))
+            await ws.recv()
+            await ws.recv()
+            snap = decode_server_message(await ws.recv())
+            assert isinstance(snap, Snapshot) and snap.seq == 2
+            await ws.send('{"op":"resync","symbol":"binance:BTCUSDT"}')
+            snap = decode_server_message(await ws.recv())
+            assert isinstance(snap, Snapshot) and snap.seq == 2
+
+            await ws.send('{"op":"unsubscribe","symbols":["binance:BTCUSDT","binance:ETHUSDT"]}')
+            assert decode_server_message(await ws.recv()) == Unsubscribed([KEY, KEY2])
+            fanout.publish([view.delta(KEY, asks=[("100.30", "2")]), trade(KEY, 78)])
+            await ws.send('{"op":"ping"}')
+            assert decode_server_message(await ws.recv()) == Pong(None)  # nothing before it
+
+    run(main)
+
+
+def test_healthz_over_http_on_the_same_port() -> None:
+    async def main() -> None:
+        view = FakeView()
+        fanout = Fanout(view)
+        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        async with serving(fanout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", fanout.port)
+            try:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                response = await reader.read()
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"Content-Type: application/json" in head
+        doc = msgspec.json.decode(body)
+        assert doc["subscribers"] == 0
+        assert {"symbol": KEY, "state": "live"} in doc["symbols"]
+
+    run(main)
+
+
+def test_max_subscribers_refuses_with_1013() -> None:
+    async def main() -> None:
+        fanout = Fanout(FakeView(), max_subscribers=1)
+        async with serving(fanout):
+            url = f"ws://127.0.0.1:{fanout.port}/"
+            async with connect(url) as first:
+                await first.send('{"op":"ping","id":1}')
+                await first.recv()
+                async with connect(url) as second:
+                    with pytest.raises(ConnectionClosedError) as info:
+                        await second.recv()
+                    assert info.value.rcvd is not None
+                    assert info.value.rcvd.code == 1013
+                    assert "too many subscribers" in info.value.rcvd.reason
+                assert fanout.stats.rejected == 1
+                await first.send('{"op":"ping","id":2}')
+                assert decode_server_message(await first.recv()) == Pong(2)
+
+    run(main)
+
+
+async def _flood_until(
+    fanout: Fanout, view: FakeView, done: Callable[[], bool], pause_s: float = 0.0
+) -> int:
+    """Publish big deltas until ``done()``, yielding to the loop every 10; returns how many
+    were published."""
+    wide = levels(60, 10.0, 0.01)
+    for n in range(50_000):
+        if done():
+            return n
+        qty = f"{n % 7 + 1}.00000000"
+        fanout.publish([view.delta(KEY, bids=[(p, qty) for p, _ in wide])])
+        if n % 10 == 0:
+            await asyncio.sleep(pause_s)
+    raise AssertionError("the flood never reached its goal")
+
+
+async def _read_book(client: RawClient, view: FakeView, until_seq: int) -> tuple[L2Book, int]:
+    """Read a subscriber's stream, checking seq continuity, until it reaches ``until_seq``;
+    returns its book and how many snapshots it got."""
+    book = L2Book()
+    seq = -1
+    snapshots = 0
+    while seq < until_seq:
+        msg = await client.message()
+        if isinstance(msg, Snapshot):
+            snapshots += 1
+            book.load(msg.bids, msg.asks)
+            seq = msg.seq
+        elif isinstance(msg, Delta):
+            assert msg.seq == seq + 1, "a delta that does not follow"
+            book.apply(msg.bids, msg.asks)
+            seq = msg.seq
+        if seq >= 0:
+            assert book.normalized() == view.history[KEY, 1, seq]
+    return book, snapshots
+
+
+def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one() -> None:
+    async def main() -> None:
+        view = FakeView()
+        fanout = Fanout(view, max_buffer_bytes=32 * 1024, max_conflations=5, max_behind_s=30)
+        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as fast:
+            slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
+            try:
+                await slow.send(sub([KEY]))
+                await fast.send(sub([KEY]))
+                for _ in range(3):
+                    await fast.recv()  # subscribed, status, snapshot
+                await wait_for(lambda: fanout.stats.subscribers == 2)
+                await wait_for(lambda: fanout.stats.messages_sent >= 6)
+
+                async def read_fast() -> int:
+                    seq = 0
+                    while seq < view.books[KEY][2] or not fanout.stats.conflations:
+                        msg = decode_server_message(await fast.recv())
+                        assert isinstance(msg, Delta) and msg.seq == seq + 1
+                        seq = msg.seq
+                    return seq
+
+                async with asyncio.TaskGroup() as tasks:
+                    reader = tasks.create_task(read_fast())
+                    await _flood_until(fanout, view, lambda: fanout.stats.conflations >= 1)
+                fast_seq = reader.result()
+                assert fast_seq == view.books[KEY][2]  # the fast one got every delta
+                stats = {s.id: s for s in fanout.subscriber_stats()}
+                slow_stats = next(s for s in stats.values() if s.conflations)
+                assert slow_stats.behind and slow_stats.dropped >= 1
+
+                # The slow reader catches up: deltas, then a fresh snapshot, then live again.
+                fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
+                last = view.books[KEY][2]
+                book, snapshots = await _read_book(slow, view, last)
+                assert snapshots == 2  # the initial one and the conflation
+                assert book.normalized() == view.history[KEY, 1, last]
+                await wait_for(lambda: not fanout.subscriber_stats()[-1].behind)
+                fanout.publish([view.delta(KEY, asks=[("100.60", "1")])])
+                msg = await slow.message()
+                assert isinstance(msg, Delta) and msg.seq == last + 1
+                assert fanout.stats.slow_disconnects == 0
+            finally:
+                await slow.close()
+
+    run(main, timeout_s=40)
+
+
+@pytest.mark.parametrize("rule", ["conflations", "deadline"])
+def test_slow_subscriber_is_disconnected_with_1008(rule: str) -> None:
+    async def main() -> None:
+        view = FakeView()
+        if rule == "conflations":
+            limits = {"max_conflations": 0, "max_behind_s": 60.0}
+        else:
+            limits = {"max_conflations": 100, "max_behind_s": 0.2}
+        fanout = Fanout(
+            view, max_buffer_bytes=16 * 1024, close_timeout_s=30, check_interval_s=0.02, **limits
+        )
+        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        async with serving(fanout):
+            slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
+            try:
+                await slow.send(sub([KEY]))
+                await wait_for(lambda: fanout.stats.messages_sent >= 3)
+                # Keep it behind (the deadline rule) or make it fall behind (the count rule).
+                await _flood_until(fanout, view, lambda: fanout.stats.slow_disconnects == 1, 0.002)
+                while True:
+                    opcode, payload, _ = await slow.frame()
+                    if opcode == Opcode.CLOSE:
+                        break
+                code, reason = close_of(payload)
+                assert code == 1008
+                assert reason.startswith("subscriber too slow")
+            finally:
+                await slow.close()
+            await wait_for(lambda: fanout.stats.subscribers == 0)
+
+    run(main, timeout_s=40)
+
+
+def test_serve_stops_cleanly_on_cancel() -> None:
+    async def main() -> None:
+        fanout = Fanout(FakeView())
+        ready = asyncio.Event()
+        task = asyncio.create_task(fanout.serve("127.0.0.1", 0, ready))
+        await ready.wait()
+        async with connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert task.cancelled()
+            with pytest.raises(Exception, match="1001"):
+                await ws.recv()
+        with pytest.raises(RuntimeError):
+            _ = fanout.port
+
+    run(main)

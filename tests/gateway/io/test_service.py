@@ -1,0 +1,161 @@
+"""VenueRuntime without network: frames in, counters and published events out."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from gateway.core.model import BookDelta, BookReset, DepthSnapshot, GatewayEvent, TradeOut
+from gateway.io.service import VenueRuntime
+from gateway.wire.config import parse_config
+
+CONFIG = parse_config(
+    """
+[[venues]]
+venue = "binance"
+symbols = ["BTCUSDT"]
+endpoints = ["ws://127.0.0.1:1", "ws://127.0.0.1:2"]
+rest = ["http://127.0.0.1:3"]
+"""
+)
+
+
+def depth(first: int, last: int, price: str = "100.0", qty: str = "1") -> bytes:
+    return (
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT",'
+        + f'"U":{first},"u":{last},"b":[["{price}","{qty}"]],"a":[]}}}}'.encode()
+    )
+
+
+def runtime() -> tuple[VenueRuntime, list[GatewayEvent]]:
+    published: list[GatewayEvent] = []
+
+    def publish(events: Sequence[GatewayEvent]) -> None:
+        published.extend(events)
+
+    venue = VenueRuntime(CONFIG.venues[0], itertools.count(0), publish, lambda: 0)
+    for conn in venue.connections.values():
+        venue.on_state(conn.conn_id, True)
+    return venue, published
+
+
+def test_bad_frames_are_counted_and_never_touch_the_book() -> None:
+    venue, published = runtime()
+    venue.on_frame(0, depth(10, 11), 1)
+    assert venue.fetcher._queued == {"BTCUSDT"}, "the first diff asks for a snapshot"
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (), 1, -1))
+    assert any(isinstance(e, BookReset) for e in published)
+    book = venue.books["binance:BTCUSDT"]
+    before = book.book.normalized()
+    for junk in (b"", b"{", b"\x80\x81", depth(12, 12, qty="-1"), depth(12, 12, price="x")):
+        assert venue.on_frame(0, junk, 1) is False
+    assert venue.stats.bad_frames == 5 and venue.bad_frames_by_conn == {0: 5}
+    assert book.book.normalized() == before and book.applied_id == 11
+    # The good copy of id 12 from the other connection is applied.
+    venue.on_frame(1, depth(12, 12, qty="3"), 1)
+    assert book.applied_id == 12 and book.book.bids() == [("100.0", "3"), ("99.0", "2")]
+    assert isinstance(published[-1], BookDelta)
+
+
+def test_unknown_symbols_notices_and_trades() -> None:
+    venue, published = runtime()
+    other = depth(1, 2).replace(b"BTCUSDT", b"ETHUSDT").replace(b"btcusdt", b"ethusdt")
+    venue.on_frame(0, other, 1)
+    assert venue.stats.unknown_symbols == 1
+    assert venue.on_frame(0, b'{"code":1,"msg":"Invalid value type"}', 1) is False
+    shutdown = b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}'
+    assert venue.on_frame(0, shutdown, 1) is True
+    assert venue.stats.notices == 2
+    trade = (
+        b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,'
+        b'"p":"1.0","q":"2.0","T":1,"m":false,"M":true}}'
+    )
+    venue.on_frame(0, trade, 1)
+    venue.on_frame(1, trade, 2)
+    trades = [e for e in published if isinstance(e, TradeOut)]
+    assert len(trades) == 1 and trades[0].trade.conn_id == 0
+
+
+def test_connections_are_staggered_and_carry_every_symbol() -> None:
+    venue, _ = runtime()
+    ages = [c._max_age_s for c in venue.connections.values()]
+    assert ages[0] > ages[1]
+    assert all("btcusdt@depth@100ms" in c.url for c in venue.connections.values())
+
+
+def test_trades_on_their_own_endpoint_get_connections_the_books_do_not_count() -> None:
+    config = parse_config(
+        """
+[[venues]]
+venue = "binance-usdm"
+symbols = ["BTCUSDT"]
+endpoints = ["wss://fstream.binance.com/public"]
+connections_per_endpoint = 2
+rest = ["https://fapi.binance.com"]
+"""
+    )
+    published: list[GatewayEvent] = []
+    venue = VenueRuntime(config.venues[0], itertools.count(0), published.extend, lambda: 0)
+    urls = {c.conn_id: c.url for c in venue.connections.values()}
+    assert len(urls) == 3 and venue.trade_connections == {2}
+    assert urls[2] == "wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade"
+    assert urls[0] == urls[1] and "/public/stream?streams=btcusdt@depth@100ms" in urls[0]
+    for conn_id in urls:
+        venue.on_state(conn_id, True)
+    book = venue.books["binance-usdm:BTCUSDT"]
+    assert set(book._conn_high) == {0, 1}  # type: ignore[attr-defined]
+    trade = (
+        b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":5,'
+        b'"p":"1.0","q":"2.0","f":1,"l":2,"T":1,"m":true}}'
+    )
+    venue.on_frame(2, trade, 1)
+    assert [type(e).__name__ for e in published] == ["TradeOut"]
+
+
+def _okx_runtime(rest: str) -> tuple[VenueRuntime, list[GatewayEvent]]:
+    config = parse_config(
+        f"""
+[[venues]]
+venue = "okx"
+symbols = ["BTC-USDT"]
+endpoints = ["wss://ws.okx.com:8443/ws/v5/public"]
+{rest}
+"""
+    )
+    published: list[GatewayEvent] = []
+    venue = VenueRuntime(config.venues[0], itertools.count(0), published.extend, lambda: 0)
+    venue.on_state(0, True)
+    return venue, published
+
+
+def okx_update(prev: int, seq: int, price: str) -> bytes:
+    return (
+        '{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[{'
+        f'"asks":[],"bids":[["{price}","1","0","1"]],"ts":"1","checksum":0,'
+        f'"prevSeqId":{prev},"seqId":{seq}}}]}}'
+    ).encode()
+
+
+def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
+    venue, _ = _okx_runtime("")
+    assert venue.fetcher is None
+    venue.on_frame(0, okx_update(10, 15, "100"), 1)  # no book yet: a snapshot is wanted
+    assert venue.stats.resubscribes == 1
+
+    venue, published = _okx_runtime('rest = ["https://www.okx.com"]')
+    assert venue.fetcher is not None
+    venue.on_frame(0, okx_update(10, 15, "100"), 1)
+    venue.on_frame(0, okx_update(15, 18, "101"), 1)
+    assert venue.fetcher._queued == {"BTC-USDT"} and venue.stats.resubscribes == 0
+    # The REST procedure: the first update kept has prevSeqId <= snapshot seqId < seqId.
+    body = (
+        b'{"code":"0","msg":"","data":[{"asks":[["102","1","0","1"]],'
+        b'"bids":[["99","1","0","1"]],"ts":"1","seqId":16}]}'
+    )
+    from feeds import okx
+
+    venue.on_snapshot(okx.parse_snapshot("BTC-USDT", body, 1))
+    book = venue.books["okx:BTC-USDT"]
+    assert book.has_book and book.applied_id == 18
+    assert book.book.bids() == [("101", "1"), ("99", "1")]
+    assert any(type(e).__name__ == "BookReset" for e in published)

@@ -1,0 +1,279 @@
+"""``mdgateway tap``: the checks on scripted messages, a fake gateway, and the real one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from feeds.sim.server import SimBinanceSpot
+from gateway.core.model import SymbolState
+from gateway.io.service import Service
+from gateway.tools.cli import build_parser
+from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.tap import Tap, TapError, run_tap
+from gateway.wire.protocol import (
+    Delta,
+    Resync,
+    ServerMessage,
+    Snapshot,
+    Status,
+    Subscribe,
+    Subscribed,
+    decode_request,
+    encode_json,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+KEY = "binance:BTCUSDT"
+DOCUMENTED_KEYS = ["messages", "snapshots", "deltas", "gaps", "last_seq", "bids", "asks"]
+
+
+def _snap(
+    seq: int, bids: list[tuple[str, str]], asks: list[tuple[str, str]], epoch: int = 1
+) -> Snapshot:
+    return Snapshot(KEY, epoch, seq, 1000 + seq, bids, asks)
+
+
+def _delta(
+    seq: int,
+    bids: tuple[tuple[str, str], ...] = (),
+    asks: tuple[tuple[str, str], ...] = (),
+    epoch: int = 1,
+) -> Delta:
+    return Delta(KEY, epoch, seq, 1000 + seq, bids, asks)
+
+
+def _args(url: str, symbol: str = KEY, duration: float = 1.0) -> argparse.Namespace:
+    return build_parser().parse_args(
+        ["tap", url, "--symbol", symbol, "--duration", str(duration), "--json"]
+    )
+
+
+# --- the state machine, no network ------------------------------------------------------
+
+
+def test_counts_gaps_resyncs_and_violations_on_scripted_messages() -> None:
+    tap = Tap("ws://unused/", KEY)
+
+    def feed(msg: ServerMessage) -> object:
+        return tap.on_raw(encode_json(msg).decode())
+
+    assert feed(_delta(5)) is None, "before any snapshot: a gap, but a snapshot is coming"
+    assert feed(Status(KEY, SymbolState.LIVE, "")) is None
+    assert feed(_snap(0, [("100", "1"), ("99", "2")], [("101", "1")])) is None
+    assert feed(_delta(1, (("100", "0.5"),))) is None
+    assert feed(_delta(3)) == Resync(KEY), "seq jump: gap and resync"
+    assert feed(_delta(4)) is None, "ignored until the snapshot"
+    assert feed(_snap(0, [("100", "1")], [("101", "1")], epoch=2)) is None
+    assert feed(_delta(1, (("100", "0.5"),), epoch=3)) == Resync(KEY), "epoch jump"
+    feed(_snap(0, [("100", "1")], [("101", "1")], epoch=3))
+    feed(_delta(1, (("101", "1"),), epoch=3))  # crossed: bid 101 >= ask 101
+    feed(_delta(2, (("101", "0"),), epoch=3))
+    assert feed(_delta(3, (("-1", "1"),), epoch=3)) == Resync(KEY), "bad level"
+    feed(_snap(0, [("99", "1"), ("100", "1")], [], epoch=3))  # bids not best first
+    tap.on_raw("{not json")
+    report = tap.report()
+    assert (report.messages, report.snapshots, report.deltas) == (14, 4, 8)
+    assert report.gaps == 3 and report.resyncs == 3 and report.ignored_deltas == 1
+    assert report.crossed == 1 and report.bad_levels == 2 and report.bad_messages == 1
+    assert report.epoch_changes == 2 and report.status == "live" and report.statuses == 1
+    assert report.last_seq == 0 and not report.synced and report.bids == [] and not report.ok
+
+
+def test_a_clean_stream_is_ok_and_keeps_the_book() -> None:
+    tap = Tap("ws://unused/", KEY)
+    for msg in [
+        Subscribed([KEY], ["book"]),
+        _snap(7, [("100", "1"), ("99", "2")], [("101", "1")]),
+        _delta(8, (("100", "0"), ("99.5", "3")), (("102", "4"),)),
+    ]:
+        assert tap.on_raw(encode_json(msg).decode()) is None
+    report = tap.report()
+    assert report.ok and report.gaps == 0 and report.last_seq == 8 and report.last_id == 1008
+    assert report.bids == [("99.5", "3"), ("99", "2")]
+    assert report.asks == [("101", "1"), ("102", "4")]
+
+
+def test_a_refused_subscription_is_an_error() -> None:
+    tap = Tap("ws://unused/", "nowhere:X")
+    with pytest.raises(TapError, match="unknown_symbol"):
+        tap.on_raw('{"type":"error","code":"unknown_symbol","message":"no","symbol":"nowhere:X"}')
+
+
+# --- a fake gateway -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _fake_gateway(
+    script: Callable[[ServerConnection], Awaitable[None]],
+) -> AsyncIterator[str]:
+    async def handler(ws: ServerConnection) -> None:
+        await script(ws)
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/"
+
+
+async def _send(ws: ServerConnection, *msgs: ServerMessage) -> None:
+    for msg in msgs:
+        await ws.send(encode_json(msg).decode())
+
+
+async def _gap_and_cross(capsys: pytest.CaptureFixture[str]) -> None:
+    requests: list[object] = []
+
+    async def script(ws: ServerConnection) -> None:
+        requests.append(decode_request(await ws.recv()))
+        await _send(
+            ws,
+            Subscribed([KEY], ["book"]),
+            Status(KEY, SymbolState.LIVE, ""),
+            _snap(0, [("100", "1"), ("99", "2")], [("101", "1")]),
+            _delta(1, (("100", "0.5"),)),
+            _delta(3, (("99", "0"),)),  # seq 2 is missing
+        )
+        requests.append(decode_request(await ws.recv()))
+        await _send(
+            ws,
+            _snap(10, [("100", "0.5")], [("101", "1")]),
+            _delta(11, (("102", "1"),)),  # crossed
+            _delta(12, (("102", "0"),)),
+        )
+
+    async with _fake_gateway(script) as url:
+        code = await run_tap(_args(url, duration=1.0))
+    assert requests == [Subscribe([KEY], ["book"], None, None), Resync(KEY)]
+    report = json.loads(capsys.readouterr().out)
+    assert list(report)[:7] == DOCUMENTED_KEYS
+    assert report["gaps"] == 1 and report["crossed"] == 1 and report["bad_levels"] == 0
+    assert (report["messages"], report["snapshots"], report["deltas"]) == (8, 2, 4)
+    assert report["last_seq"] == 12 and report["resyncs"] == 1
+    assert report["bids"] == [["100", "0.5"]] and report["asks"] == [["101", "1"]]
+    assert code == 1
+
+
+def test_fake_gateway_gap_and_crossed_book_are_counted_and_fail(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    asyncio.run(asyncio.wait_for(_gap_and_cross(capsys), 20))
+
+
+async def _closed_early(capsys: pytest.CaptureFixture[str]) -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.recv()
+        await _send(ws, _snap(0, [("100", "1")], [("101", "1")]))
+        await ws.close(1001, "shutting down")
+
+    async with _fake_gateway(script) as url:
+        code = await run_tap(_args(url, duration=5.0))
+    report = json.loads(capsys.readouterr().out)
+    assert report["snapshots"] == 1 and "1001 shutting down" in report["closed"]
+    assert code == 1
+
+
+def test_a_connection_closed_by_the_gateway_ends_the_tap_and_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    asyncio.run(asyncio.wait_for(_closed_early(capsys), 20))
+
+
+def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # Port 9 (discard) on loopback: nothing listens there in the test environment.
+    code = asyncio.run(run_tap(_args("ws://127.0.0.1:9/")))
+    assert code == 2
+    assert "cannot connect to ws://127.0.0.1:9/" in capsys.readouterr().err
+
+
+# --- the real gateway on the simulated venue ------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _gateway() -> AsyncIterator[tuple[SimBinanceSpot, Service, str]]:
+    async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
+        service = Service(demo_config([(binance, sim)], port=0))
+        ready = asyncio.Event()
+        task = asyncio.create_task(service.run(ready))
+        try:
+            await ready.wait()
+            yield sim, service, f"ws://127.0.0.1:{service.port}/"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - polls state that other tasks own
+            await asyncio.sleep(0.02)
+
+
+async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
+    async with _gateway() as (sim, service, url):
+        tap = Tap(url, KEY)
+        stop = asyncio.Event()
+        running = asyncio.create_task(tap.run(None, stop))
+        await asyncio.sleep(2.0)
+        sim.pause()
+        last = sim.last_id("BTCUSDT")
+        await _wait_for(
+            lambda: service.books[KEY].applied_id == last and tap.counts.last_id == last, 10
+        )
+        stop.set()
+        report = await running
+        assert report.ok and report.snapshots == 1 and report.gaps == 0
+        assert report.deltas > 10 and report.crossed == 0 and report.bad_levels == 0
+        assert report.status == "live" and report.closed is None
+        gateway_book = service.books[KEY].book
+        assert (report.bids, report.asks) == (gateway_book.bids(), gateway_book.asks())
+        assert tap.book.normalized() == sim.true_book("BTCUSDT").normalized()
+
+        assert await run_tap(_args(url, symbol="nowhere:X")) == 2
+        assert "unknown_symbol" in capsys.readouterr().err
+
+
+def test_tap_follows_the_gateway_with_no_gap_and_its_book(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    asyncio.run(asyncio.wait_for(_tap_the_gateway(capsys), 40))
+
+
+async def _cli_json() -> None:
+    async with _gateway() as (_sim, _service, url):
+        process = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "gateway.tools.cli"],
+            *["tap", url, "--symbol", KEY, "--json", "--duration", "1.5"],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            async with asyncio.timeout(30):
+                stdout, stderr = await process.communicate()
+        finally:
+            if process.returncode is None:
+                os.kill(process.pid, signal.SIGKILL)
+                await process.wait()
+        assert process.returncode == 0, stderr.decode()
+        report = json.loads(stdout)
+        assert list(report)[:7] == DOCUMENTED_KEYS
+        assert report["snapshots"] == 1 and report["gaps"] == 0 and report["deltas"] > 0
+        assert report["bids"] and report["asks"] and report["ok"] is True
+
+
+def test_cli_tap_prints_one_json_object_and_exits_zero() -> None:
+    asyncio.run(asyncio.wait_for(_cli_json(), 45))

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.wire.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[3]
+
+GOOD = """
+[server]
+port = 9000
+
+[[venues]]
+venue = "binance"
+symbols = ["BTCUSDT"]
+endpoints = ["ws://127.0.0.1:9001", "ws://127.0.0.1:9002"]
+rest = ["http://127.0.0.1:9100"]
+"""
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "deploy").glob("*.toml")))
+def test_every_shipped_config_is_valid(name: str) -> None:
+    config = load_config(ROOT / "deploy" / name)
+    assert config.venues and all(v.endpoints for v in config.venues)
+
+
+def test_a_good_config_gets_defaults() -> None:
+    config = parse_config(GOOD)
+    assert config.server.port == 9000 and config.server.host == "127.0.0.1"
+    venue = config.venues[0]
+    assert venue.symbols == ["BTCUSDT"] and venue.reorder_window_ms == 100.0
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("port = 9000", "prot = 9000"), "unknown field `prot` - at `$.server`"),
+        (("port = 9000", "port = 70000"), "$.server.port"),
+        (("port = 9000", 'port = "x"'), "Expected `int`, got `str` - at `$.server.port`"),
+        (('venue = "binance"', 'venue = "nyse"'), "$.venues[0].venue: 'nyse' is not supported"),
+        (('["BTCUSDT"]', '["btcusdt"]'), "$.venues[0].symbols[0]"),
+        (('["BTCUSDT"]', "[]"), "$.venues[0].symbols: at least one symbol"),
+        (('"ws://127.0.0.1:9001"', '"http://127.0.0.1:9001"'), "$.venues[0].endpoints[0]"),
+        (('rest = ["http://127.0.0.1:9100"]', 'rest = ["ftp://x"]'), "$.venues[0].rest[0]"),
+        (("[[venues]]", "[[venue]]"), "unknown field `venue`"),
+        (('rest = ["http://127.0.0.1:9100"]', ""), "$.venues[0].rest: at least one URL"),
+        (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
+    ],
+)
+def test_bad_keys_and_values_are_named(edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace(*edit), "test.toml")
+    assert message in str(info.value)
+    assert str(info.value).startswith("test.toml: ")
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_invalid_utf8_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_config(GOOD.encode() + b'log_level = "\x80"\n', "test.toml")
+
+
+def test_venues_with_in_band_snapshots_need_no_rest() -> None:
+    config = parse_config(
+        '[[venues]]\nvenue = "kraken"\nsymbols = ["BTC/USD"]\nendpoints = ["wss://ws.kraken.com/v2"]\n'
+    )
+    assert config.venues[0].rest == []
+
+
+def test_the_simulator_config_matches_the_port_plan_of_mdgateway_sim() -> None:
+    from urllib.parse import urlsplit
+
+    from gateway.tools.demo import DEMO_VENUES, sim_ports
+
+    config = load_config(ROOT / "deploy" / "sim-all.toml")
+    by_venue = {v.venue: v for v in config.venues}
+    assert list(by_venue) == [v.venue for v in DEMO_VENUES]
+    for index, demo in enumerate(DEMO_VENUES):
+        venue = by_venue[demo.venue]
+        ports, rest_port = sim_ports(index, len(venue.endpoints))
+        assert [urlsplit(e).port for e in venue.endpoints] == ports
+        assert [urlsplit(r).port for r in venue.rest] == ([rest_port] if venue.rest else [])
+        assert venue.symbols == list(demo.symbols)
+    binance = load_config(ROOT / "deploy" / "sim-binance.toml").venues[0]
+    assert binance.endpoints == by_venue["binance"].endpoints
+    assert binance.rest == by_venue["binance"].rest
+
+
+def test_redundant_connections_per_endpoint() -> None:
+    import itertools
+
+    from gateway.io.service import VenueRuntime
+
+    config = load_config(ROOT / "deploy" / "all-venues.toml")
+    coinbase = next(v for v in config.venues if v.venue == "coinbase")
+    runtime = VenueRuntime(coinbase, itertools.count(0), lambda events: None, lambda: 0)
+    assert len(runtime.connections) == 3
+    assert len({c.url for c in runtime.connections.values()}) == 1

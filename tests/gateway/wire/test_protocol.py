@@ -1,0 +1,232 @@
+"""The subscriber protocol: codecs, refusal of bad input, the committed schema."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway.core.model import Side, SymbolState
+from gateway.wire import protocol as p
+
+KEY = "binance:BTCUSDT"
+
+SERVER_MESSAGES: list[p.ServerMessage] = [
+    p.Snapshot(KEY, 3, 0, 1000, [("100.10", "1.5"), ("100.00", "2")], [("100.20", "0.1")]),
+    p.Snapshot(KEY, 1, 7, 5, [], []),
+    p.Delta(KEY, 3, 1, 1001, (("100.10", "0"),), (("100.30", "4.00000000"),)),
+    p.Status(KEY, SymbolState.RESYNCING, "ids missing on every connection"),
+    p.TradeMsg(KEY, 42, "100.15", "0.25", Side.SELL, 1_700_000_000_123),
+    p.Bbo(KEY, 3, 1, ("100.10", "1.5"), None),
+    p.Bbo(KEY, 3, 2, None, ("100.20", "0.1")),
+    p.Subscribed([KEY, "okx:BTC-USDT-SWAP"], ["book", "bbo"]),
+    p.Unsubscribed([KEY]),
+    p.Symbols([p.SymbolInfo(KEY, SymbolState.LIVE), p.SymbolInfo("kraken:BTC/USD", "stale")]),
+    p.Pong(7),
+    p.Pong("abc"),
+    p.Pong(),
+    p.Error(p.ErrorCode.UNKNOWN_SYMBOL, "unknown symbol(s): x:Y", "x:Y"),
+    p.Error(p.ErrorCode.BAD_REQUEST, "malformed JSON"),
+]
+
+REQUESTS: list[p.Request] = [
+    p.Subscribe([KEY]),
+    p.Subscribe([KEY, "kraken:BTC/USD"], ["book", "trade", "bbo"], 10, "msgpack"),
+    p.Unsubscribe([KEY]),
+    p.Resync(KEY),
+    p.ListSymbols(),
+    p.Ping(1),
+    p.Ping("x"),
+]
+
+
+@pytest.mark.parametrize("msg", SERVER_MESSAGES, ids=lambda m: type(m).__name__)
+def test_server_messages_round_trip_in_both_formats(msg: p.ServerMessage) -> None:
+    as_json = p.encode(msg, "json")
+    assert as_json == p.encode_json(msg)
+    assert p.decode_server_message(as_json.decode()) == msg
+    as_msgpack = p.encode(msg, "msgpack")
+    assert as_msgpack == p.encode_msgpack(msg)
+    assert p.decode_server_message(as_msgpack) == msg
+
+
+@pytest.mark.parametrize("req", REQUESTS, ids=lambda r: type(r).__name__)
+def test_requests_round_trip_in_both_formats(req: p.Request) -> None:
+    assert p.decode_request(p.encode(req, "json")) == req
+    assert p.decode_request(p.encode(req, "json").decode()) == req
+    assert p.decode_request(p.encode(req, "msgpack"), msgpack=True) == req
+
+
+def test_wire_shape_is_tagged_and_keeps_decimal_strings() -> None:
+    delta = p.Delta(KEY, 2, 9, 77, (("0.00001000", "0"),), ())
+    assert msgspec.json.decode(p.encode_json(delta)) == {
+        "type": "delta",
+        "symbol": KEY,
+        "epoch": 2,
+        "seq": 9,
+        "id": 77,
+        "bids": [["0.00001000", "0"]],
+        "asks": [],
+    }
+    assert msgspec.msgpack.decode(p.encode_msgpack(delta))["type"] == "delta"
+    assert p.decode_request('{"op": "subscribe", "symbols": ["binance:BTCUSDT"]}') == p.Subscribe(
+        [KEY], ["book"], None, None
+    )
+    assert p.decode_request('{"op":"list"}') == p.ListSymbols()
+
+
+BAD_JSON = [
+    (b"", "malformed JSON"),
+    (b"{", "malformed JSON"),
+    (b"\xff\xfe", "malformed JSON"),
+    (b'{"op":"subscribe","symbols":["a:b"]} x', "malformed JSON"),
+    (b"[]", "Expected `object`"),
+    (b'"subscribe"', "Expected `object`"),
+    (b"{}", "missing required field `op`"),
+    (b'{"op":"frobnicate"}', "Invalid value 'frobnicate' - at `$.op`"),
+    (b'{"op":1}', "Expected `str`"),
+    (b'{"op":"subscribe"}', "missing required field `symbols`"),
+    (b'{"op":"subscribe","symbols":[]}', "length >= 1"),
+    (b'{"op":"subscribe","symbols":"binance:BTCUSDT"}', "Expected `array`, got `str`"),
+    (b'{"op":"subscribe","symbols":["BTCUSDT"]}', "at `$.symbols[0]`"),
+    (b'{"op":"subscribe","symbols":["binance:"]}', "at `$.symbols[0]`"),
+    (b'{"op":"subscribe","symbols":[":BTC"]}', "at `$.symbols[0]`"),
+    (b'{"op":"subscribe","symbols":["a:b:c"]}', "at `$.symbols[0]`"),
+    (b'{"op":"subscribe","symbols":["bin ance:BTC"]}', "at `$.symbols[0]`"),
+    (b'{"op":"subscribe","symbols":[7]}', "Expected `str`, got `int`"),
+    (b'{"op":"subscribe","symbols":["a:b"],"channels":["depth"]}', "at `$.channels[0]`"),
+    (b'{"op":"subscribe","symbols":["a:b"],"channels":[]}', "length >= 1"),
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":0}', "`int` >= 1 - at `$.depth`"),
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":"10"}', "at `$.depth`"),
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":1.5}', "at `$.depth`"),
+    (b'{"op":"subscribe","symbols":["a:b"],"format":"xml"}', "at `$.format`"),
+    (b'{"op":"subscribe","symbols":["a:b"],"color":"red"}', "unknown field `color`"),
+    (b'{"op":"unsubscribe"}', "missing required field `symbols`"),
+    (b'{"op":"resync"}', "missing required field `symbol`"),
+    (b'{"op":"resync","symbol":["a:b"]}', "at `$.symbol`"),
+    (b'{"op":"resync","symbol":"nocolon"}', "at `$.symbol`"),
+    (b'{"op":"list","all":true}', "unknown field `all`"),
+    (b'{"op":"ping","id":[1]}', "at `$.id`"),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), BAD_JSON)
+def test_bad_json_requests_raise_protocol_error(data: bytes, expected: str) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode_request(data)
+    assert expected in str(info.value)
+    assert info.value.code is p.ErrorCode.BAD_REQUEST
+    assert isinstance(info.value, ValueError)
+
+
+def test_too_many_symbols_and_too_long_keys_are_refused() -> None:
+    many = [f"v:S{i}" for i in range(p.MAX_SYMBOLS_PER_REQUEST + 1)]
+    with pytest.raises(p.ProtocolError, match="length <= "):
+        p.decode_request(p.encode_json(p.Subscribe(many)))
+    with pytest.raises(p.ProtocolError, match="length <= 64"):
+        p.decode_request(p.encode_json(p.Resync("v:" + "S" * 70)))
+
+
+def test_bad_msgpack_requests_raise_protocol_error() -> None:
+    with pytest.raises(p.ProtocolError, match="malformed MessagePack"):
+        p.decode_request(b"\xc1", msgpack=True)
+    with pytest.raises(p.ProtocolError, match="must be binary"):
+        p.decode_request('{"op":"list"}', msgpack=True)
+    with pytest.raises(p.ProtocolError, match=r"at `\$.op`"):
+        p.decode_request(msgspec.msgpack.encode({"op": "nope"}), msgpack=True)
+    # Invalid UTF-8 inside a string: msgspec raises UnicodeDecodeError, mapped here.
+    bad_utf8 = msgspec.msgpack.encode({"op": "resync", "symbol": "a:b"}).replace(b"a:b", b"a:\x80")
+    with pytest.raises(p.ProtocolError, match="malformed MessagePack"):
+        p.decode_request(bad_utf8, msgpack=True)
+    bad_pong = msgspec.msgpack.encode({"type": "pong", "id": "zz"}).replace(b"zz", b"\x80z")
+    with pytest.raises(p.ProtocolError, match="malformed"):
+        p.decode_server_message(bad_pong)
+
+
+def test_bad_server_messages_raise_protocol_error() -> None:
+    with pytest.raises(p.ProtocolError, match="malformed"):
+        p.decode_server_message("{")
+    with pytest.raises(p.ProtocolError, match="invalid gateway message"):
+        p.decode_server_message('{"type":"delta","symbol":"a:b"}')
+    with pytest.raises(p.ProtocolError, match="invalid gateway message"):
+        p.decode_server_message(msgspec.msgpack.encode({"type": "bogus"}))
+
+
+@pytest.mark.parametrize(
+    ("qty", "zero"),
+    [("0", True), ("0.00000000", True), ("0E-8", True), ("1", False), ("0.001", False)],
+)
+def test_zero_quantity(qty: str, zero: bool) -> None:
+    assert p.is_zero_qty(qty) is zero
+
+
+def _meaning(node: object) -> object:
+    """A schema with each description's white space folded: msgspec versions differ in how
+    they lay out a docstring, never in its words."""
+    if isinstance(node, dict):
+        return {
+            key: " ".join(value.split())
+            if key == "description" and isinstance(value, str)
+            else _meaning(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_meaning(item) for item in node]
+    return node
+
+
+def test_committed_schema_is_up_to_date() -> None:
+    committed = msgspec.json.decode(p.SCHEMA_PATH.read_bytes())
+    generated = msgspec.json.decode(p.schema_json())
+    assert _meaning(committed) == _meaning(generated), (
+        "docs/protocol.schema.json is stale: run `python -m gateway.wire.protocol --write-schema`"
+    )
+
+
+def test_schema_comparison_sees_a_changed_word() -> None:
+    generated = msgspec.json.decode(p.schema_json())
+    reflowed = _meaning(generated)
+    assert _meaning(msgspec.json.decode(msgspec.json.encode(reflowed))) == reflowed
+    changed = msgspec.json.decode(p.schema_json().replace(b"seq", b"sequence", 1))
+    assert _meaning(changed) != reflowed
+
+
+def test_schema_covers_every_message_and_cli_prints_it() -> None:
+    doc = msgspec.json.decode(p.schema_json())
+    mapping = doc["properties"]["server_message"]["discriminator"]["mapping"]
+    assert set(mapping) == {
+        "snapshot",
+        "delta",
+        "status",
+        "trade",
+        "bbo",
+        "subscribed",
+        "unsubscribed",
+        "symbols",
+        "pong",
+        "error",
+    }
+    ops = doc["properties"]["client_request"]["discriminator"]["mapping"]
+    assert set(ops) == {"subscribe", "unsubscribe", "resync", "list", "ping"}
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.wire.protocol", "--schema"],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[3],
+    ).stdout
+    assert out == p.schema_json()
+
+
+def test_protocol_module_is_pure() -> None:
+    tree = ast.parse(Path(p.__file__).read_text())
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"asyncio", "websockets", "socket", "uvloop", "selectors"}
