@@ -13,6 +13,7 @@ missed. The REST snapshot's ``lastUpdateId`` is the book's id.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 from urllib.parse import urlencode
@@ -307,3 +308,31 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
         recv_ns=recv_ns,
         conn_id=conn_id,
     )
+
+
+# --- recognising Binance in captures (VenueAdapter.hosts, frame_venue, notice_frame) --------
+
+#: Hosts of Binance spot's WebSocket and REST endpoints (market-data mirrors included).
+HOSTS: Final = {
+    "stream.binance.com": VENUE,
+    "data-stream.binance.vision": VENUE,
+    "api.binance.com": VENUE,
+    "data-api.binance.vision": VENUE,
+}
+#: cryptofeed's feed id of Binance spot.
+CRYPTOFEED_NAMES: Final = {"BINANCE": VENUE}
+_DEPTH_UPDATE_SHAPE: Final = re.compile(rb'"e"\s*:\s*"depthUpdate"')
+
+
+def frame_venue(head: bytes) -> str | None:
+    """``binance`` when ``head`` (a frame's first bytes) is a spot depth update: one without
+    the ``pu`` / ``ps`` that futures updates carry (:func:`feeds.binance_usdm.frame_venue`)."""
+    if _DEPTH_UPDATE_SHAPE.search(head) and b'"pu":' not in head and b'"ps":' not in head:
+        return VENUE
+    return None
+
+
+def notice_frame(now_ns: int) -> bytes:
+    """The combined-stream ``serverShutdown`` notice at ``now_ns``: reconnect soon."""
+    event_ms = now_ns // 1_000_000
+    return b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":%d}}' % event_ms

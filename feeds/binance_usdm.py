@@ -265,3 +265,32 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
         recv_ns=recv_ns,
         conn_id=conn_id,
     )
+
+
+# --- recognising Binance futures in captures (VenueAdapter.hosts, frame_venue) --------------
+
+#: COIN-M futures: recognised in captures, not read by the gateway.
+COINM_VENUE: Final = "binance-coinm"
+#: Hosts of the futures WebSocket and REST endpoints: USD-M's and COIN-M's.
+HOSTS: Final = {
+    "fstream.binance.com": VENUE,
+    "fapi.binance.com": VENUE,
+    "dstream.binance.com": COINM_VENUE,
+    "dapi.binance.com": COINM_VENUE,
+}
+#: cryptofeed's feed ids of the futures markets.
+CRYPTOFEED_NAMES: Final = {
+    "BINANCE_FUTURES": VENUE,
+    "BINANCE_DELIVERY": COINM_VENUE,
+}
+_DEPTH_UPDATE_SHAPE: Final = re.compile(rb'"e"\s*:\s*"depthUpdate"')
+
+
+def frame_venue(head: bytes) -> str | None:
+    """The futures market of a depth update in ``head`` (a frame's first bytes): COIN-M's
+    carry ``ps``, USD-M's ``pu`` without it; None for anything else."""
+    if not _DEPTH_UPDATE_SHAPE.search(head):
+        return None
+    if b'"ps":' in head:
+        return COINM_VENUE
+    return VENUE if b'"pu":' in head else None

@@ -47,7 +47,7 @@ import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import msgspec
 
@@ -526,3 +526,48 @@ class BybitRule:
         if u == applied_id + 1:
             return Link.LINKS
         return Link.FUTURE
+
+
+# --- recognising Bybit in captures (VenueAdapter.hosts, url_venue, frame_venue) -------------
+
+#: The exchange: what a Bybit host or frame tells, which name no category.
+EXCHANGE: Final = "bybit"
+#: Every public category Bybit serves, each a venue ``bybit-<category>`` (own books and ids);
+#: only :data:`VENUES` are read by the gateway.
+PUBLIC_CATEGORIES: Final = ("spot", "linear", "inverse", "option", "spread")
+#: Every venue :func:`url_venue` can name.
+CATEGORY_VENUES: Final = tuple(f"{EXCHANGE}-{category}" for category in PUBLIC_CATEGORIES)
+#: Hosts of Bybit's endpoints, its regional entities' included (exchange-protocols.md §7):
+#: each serves every category, so a host names the exchange only.
+HOSTS: Final = {
+    host: EXCHANGE
+    for host in ("bybit.com", "bybit.tr", "bybit.id", "bybit.kz", "bybitgeorgia.ge", "manepa.jp")
+}
+#: cryptofeed's feed id of Bybit (one feed for every category).
+CRYPTOFEED_NAMES: Final = {"BYBIT": EXCHANGE}
+
+_CATEGORY_PATH: Final = re.compile(r"/v5/public/(" + "|".join(PUBLIC_CATEGORIES) + r")(?:/|$)")
+_TOPIC_SHAPE: Final = re.compile(
+    rb'"topic"\s*:\s*"(?:orderbook|publicTrade|tickers|kline|liquidation|allLiquidation)\.'
+)
+_REPLY_SHAPE: Final = re.compile(rb'"op"\s*:\s*"(?:subscribe|unsubscribe|ping|pong)"')
+_REPLY_FIELD_SHAPE: Final = re.compile(rb'"(?:ret_msg|conn_id)"\s*:')
+
+
+def url_venue(url: str) -> str | None:
+    """The venue a Bybit URL names: the category in a WebSocket path
+    (``/v5/public/linear`` is ``bybit-linear``) or in a REST ``category=`` parameter; None
+    when it names none."""
+    parts = urlsplit(url)
+    m = _CATEGORY_PATH.search(parts.path)
+    category = m.group(1) if m else (parse_qs(parts.query).get("category") or [""])[0]
+    return f"{EXCHANGE}-{category}" if category in PUBLIC_CATEGORIES else None
+
+
+def frame_venue(head: bytes) -> str | None:
+    """``bybit`` when ``head`` (a frame's first bytes) is a Bybit topic message
+    (``orderbook.N.SYM``, ``publicTrade.SYM``, ...) or op reply; the category is not in the
+    frame. None otherwise."""
+    if _TOPIC_SHAPE.search(head) or (_REPLY_SHAPE.search(head) and _REPLY_FIELD_SHAPE.search(head)):
+        return EXCHANGE
+    return None

@@ -26,6 +26,7 @@ aggressor's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -499,3 +500,39 @@ def parse_exchange(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
         detail = f"{kind.message}: {kind.reason}" if kind.reason else f"{kind.message}"
         return [_notice(EXCHANGE_VENUE, "error", detail, recv_ns, conn_id)]
     return []
+
+
+# --- recognising Coinbase in captures (VenueAdapter.hosts, frame_venue) ---------------------
+
+#: Hosts of both venues: the Exchange's (ws-feed, formerly Pro) are under ``coinbase.com``.
+HOSTS: Final = {
+    "exchange.coinbase.com": EXCHANGE_VENUE,
+    "pro.coinbase.com": EXCHANGE_VENUE,
+    "coinbase.com": VENUE,
+}
+#: cryptofeed's feed id of Coinbase (Advanced Trade).
+CRYPTOFEED_NAMES: Final = {"COINBASE": VENUE}
+_CHANNEL_SHAPE: Final = re.compile(rb'"channel"\s*:\s*"')
+_SEQUENCE_NUM_SHAPE: Final = re.compile(rb'"sequence_num"\s*:')
+_EXCHANGE_TYPE_SHAPE: Final = re.compile(
+    rb'"type"\s*:\s*"(?:snapshot|l2update|match|last_match|ticker|heartbeat|received|open|'
+    rb'done|change|activate)"'
+)
+_PRODUCT_ID_SHAPE: Final = re.compile(rb'"product_id"\s*:')
+_SUBSCRIPTIONS_SHAPE: Final = re.compile(rb'"type"\s*:\s*"subscriptions"')
+_CHANNELS_SHAPE: Final = re.compile(rb'"channels"\s*:')
+
+
+def frame_venue(head: bytes) -> str | None:
+    """The venue of ``head`` (a frame's first bytes): a ``channel`` with a ``sequence_num``
+    is Advanced Trade (``coinbase``); a ws-feed ``type`` (``l2update``, ``snapshot``, ...)
+    with a ``product_id``, or ``subscriptions`` with ``channels``, is the Exchange
+    (``coinbase-exchange``); None otherwise. Advanced Trade events carry ``type`` and
+    ``product_id`` too: it is told first."""
+    if _CHANNEL_SHAPE.search(head) and _SEQUENCE_NUM_SHAPE.search(head):
+        return VENUE
+    if (_EXCHANGE_TYPE_SHAPE.search(head) and _PRODUCT_ID_SHAPE.search(head)) or (
+        _SUBSCRIPTIONS_SHAPE.search(head) and _CHANNELS_SHAPE.search(head)
+    ):
+        return EXCHANGE_VENUE
+    return None

@@ -31,6 +31,7 @@ Replica maintenance (what the arbiter must do, and what the recorded session pro
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -620,3 +621,26 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     if frame.error is not None:
         return [_notice("error", frame.error, recv_ns, conn_id)]
     raise VenueContractError("frame is neither a channel push nor a method reply")
+
+
+# --- recognising Kraken in captures (VenueAdapter.hosts, frame_venue) -----------------------
+
+HOSTS: Final = {"kraken.com": VENUE}
+#: cryptofeed's feed id of Kraken.
+CRYPTOFEED_NAMES: Final = {"KRAKEN": VENUE}
+_CHANNEL_SHAPE: Final = re.compile(
+    rb'"channel"\s*:\s*"(?:book|trade|ticker|status|heartbeat|ohlc|instrument|level3)"'
+)
+_REPLY_SHAPE: Final = re.compile(rb'"method"\s*:\s*"(?:subscribe|unsubscribe|pong)"')
+_REPLY_FIELD_SHAPE: Final = re.compile(rb'"time_in"\s*:')
+
+
+def frame_venue(head: bytes) -> str | None:
+    """``kraken`` when ``head`` (a frame's first bytes) has a v2 channel (``book``,
+    ``status``, ``heartbeat``, ...) or is a v2 method reply. OKX's ``arg`` objects name
+    channels too: the registry asks OKX first."""
+    if _CHANNEL_SHAPE.search(head) or (
+        _REPLY_SHAPE.search(head) and _REPLY_FIELD_SHAPE.search(head)
+    ):
+        return VENUE
+    return None

@@ -29,6 +29,7 @@ one becomes ``checksum=None`` ("not provided").
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -618,3 +619,25 @@ class OkxRule:
             self._old_until_ns = max(self._old_until_ns, now_ns + self.straggler_window_ns)
         self._pending = None
         self._crossed = set()
+
+
+# --- recognising OKX in captures (VenueAdapter.hosts, frame_venue, notice_frame) ------------
+
+#: Hosts of OKX's endpoints (``okex.com``: the name before the rebranding).
+HOSTS: Final = {"okx.com": VENUE, "okex.com": VENUE}
+#: cryptofeed's feed ids of OKX.
+CRYPTOFEED_NAMES: Final = {"OKX": VENUE, "OKEX": VENUE}
+_ARG_SHAPE: Final = re.compile(rb'"arg"\s*:\s*\{\s*"channel"\s*:')
+
+
+def frame_venue(head: bytes) -> str | None:
+    """``okx`` when ``head`` (a frame's first bytes) has OKX's ``"arg":{"channel":..}``."""
+    return VENUE if _ARG_SHAPE.search(head) else None
+
+
+def notice_frame(now_ns: int) -> bytes:
+    """OKX's service-upgrade notice (code 64008): reconnect within 60 s."""
+    return (
+        b'{"event":"notice","code":"%s","msg":"The connection will soon be closed for a '
+        b'service upgrade. Please reconnect.","connId":"sim"}' % SERVICE_UPGRADE_CODE.encode()
+    )

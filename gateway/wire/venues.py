@@ -5,8 +5,8 @@ Pure: the adapters' functions take input and return output; nothing here does I/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from feeds import binance, binance_usdm, bybit, coinbase, kraken, okx
@@ -38,6 +38,10 @@ def _no_checksum(symbol: str) -> Checksum | None:
 
 def _unit_weight(limit: int) -> int:
     return 1
+
+
+def _no_venue(head: bytes) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,29 @@ class VenueAdapter:
     checksum_at_precision: Callable[[int, int], Checksum] | None = None
     #: Unsequenced venues: replicas are truncated to the subscribed depth after every message.
     replica_depth: int | None = None
+    # --- what identifies the venue in recorded captures (gateway.capture.venues asks) ---
+    #: Hosts of the venue's WebSocket and REST endpoints, and the venue each names: a URL
+    #: is a host's when its host is that name or a subdomain of it (the longest match wins).
+    #: Where one host serves several venues it names their exchange (``bybit``); a host may
+    #: name a market of the exchange that has no adapter (Binance COIN-M), so that a capture
+    #: of it is told apart.
+    hosts: Mapping[str, str] = field(default_factory=dict)
+    #: Where one host serves several venues: the venue a URL on ``hosts`` names by its path
+    #: or query, None when it names none; and every name it can return.
+    url_venue: Callable[[str], str | None] | None = None
+    url_venues: tuple[str, ...] = ()
+    #: The exchange the venue is a market of, where its hosts and frames name the exchange.
+    exchange: str | None = None
+    #: The venue whose wire format a frame's first bytes have (its exchange where the frame
+    #: does not tell the market), or None when they are not the venue's. Adapters are asked
+    #: in registry order, the first answer wins.
+    frame_venue: Callable[[bytes], str | None] = _no_venue
+    #: cryptofeed's feed ids (``NAME`` of ``NAME.ws.N.M``, a JSONL header's ``exchange``)
+    #: and the venue each names.
+    cryptofeed_names: Mapping[str, str] = field(default_factory=dict)
+    #: The notice the venue sends before it closes connections (maintenance, shutdown), at
+    #: a time in ns: a replay of the venue's capture sends it on request.
+    notice_frame: Callable[[int], bytes] | None = None
 
     def new_arbiter(
         self,
@@ -128,6 +155,12 @@ def _bybit(
         parse_snapshot=parse_snapshot,
         snapshot_paths=(bybit.SNAPSHOT_PATH,),
         link_rule=bybit.BybitRule,
+        hosts=bybit.HOSTS,
+        url_venue=bybit.url_venue,
+        url_venues=bybit.CATEGORY_VENUES,
+        exchange=bybit.EXCHANGE,
+        frame_venue=bybit.frame_venue,
+        cryptofeed_names=bybit.CRYPTOFEED_NAMES,
     )
 
 
@@ -146,6 +179,10 @@ ADAPTERS: dict[str, VenueAdapter] = {
         rest_weight_per_minute=6000,
         snapshot_paths=(binance.SNAPSHOT_PATH,),
         link_rule=BinanceSpotRule,
+        hosts=binance.HOSTS,
+        frame_venue=binance.frame_venue,
+        cryptofeed_names=binance.CRYPTOFEED_NAMES,
+        notice_frame=binance.notice_frame,
     ),
     "binance-usdm": VenueAdapter(
         venue=binance_usdm.VENUE,
@@ -165,6 +202,10 @@ ADAPTERS: dict[str, VenueAdapter] = {
         rest_weight_per_minute=binance_usdm.REST_WEIGHT_PER_MINUTE,
         snapshot_paths=(binance_usdm.SNAPSHOT_PATH,),
         link_rule=BinanceFuturesRule,
+        hosts=binance_usdm.HOSTS,
+        frame_venue=binance_usdm.frame_venue,
+        cryptofeed_names=binance_usdm.CRYPTOFEED_NAMES,
+        notice_frame=binance.notice_frame,
     ),
     bybit.SPOT: _bybit(bybit.SPOT, bybit.parse_spot, bybit.parse_snapshot_spot),
     bybit.LINEAR: _bybit(bybit.LINEAR, bybit.parse_linear, bybit.parse_snapshot_linear),
@@ -190,6 +231,10 @@ ADAPTERS: dict[str, VenueAdapter] = {
         snapshot_paths=(okx.SNAPSHOT_PATH,),
         link_rule=okx.OkxRule,
         checksum=lambda symbol: okx.book_checksum,
+        hosts=okx.HOSTS,
+        frame_venue=okx.frame_venue,
+        cryptofeed_names=okx.CRYPTOFEED_NAMES,
+        notice_frame=okx.notice_frame,
     ),
     "kraken": VenueAdapter(
         venue=kraken.VENUE,
@@ -210,6 +255,9 @@ ADAPTERS: dict[str, VenueAdapter] = {
         checksum=lambda symbol: kraken.book_checksum,
         checksum_at_precision=kraken.checksum_function,
         replica_depth=kraken.DEFAULT_DEPTH,
+        hosts=kraken.HOSTS,
+        frame_venue=kraken.frame_venue,
+        cryptofeed_names=kraken.CRYPTOFEED_NAMES,
     ),
     "coinbase": VenueAdapter(
         venue=coinbase.VENUE,
@@ -222,6 +270,9 @@ ADAPTERS: dict[str, VenueAdapter] = {
         resubscribe_messages=coinbase.resubscribe_messages,
         # Coinbase's 8 messages per second are per IP, shared by every connection.
         max_messages_per_s=2.0,
+        hosts=coinbase.HOSTS,
+        frame_venue=coinbase.frame_venue,
+        cryptofeed_names=coinbase.CRYPTOFEED_NAMES,
     ),
     "coinbase-exchange": VenueAdapter(
         venue=coinbase.EXCHANGE_VENUE,
@@ -231,6 +282,8 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ws_endpoints=coinbase.EXCHANGE_WS_ENDPOINTS,
         subscribe_messages=coinbase.exchange_subscribe_messages,
         max_messages_per_s=2.0,
+        hosts=coinbase.HOSTS,
+        frame_venue=coinbase.frame_venue,
     ),
 }
 
