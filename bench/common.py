@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from feeds import binance
 from feeds.sim import binance_spot as render
 from feeds.sim.book_process import BookProcess
-from gateway.capture.formats import CaptureReader
+from gateway.capture import CaptureReader
 from gateway.core.model import DepthDiff, DepthSnapshot
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from feeds.sim.server import SimBinanceSpot
-from gateway.capture.formats import CaptureFormat, CaptureReader
+from gateway.capture import CaptureFormat, CaptureReader
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config

@@ -208,7 +208,7 @@ async def _timed_replay() -> tuple[list[str], float, bytes | None]:
     from websockets.asyncio.client import connect
 
     from feeds.sim.replay_plan import build_plan
-    from gateway.capture.formats import CaptureRecord
+    from gateway.capture import CaptureRecord
 
     records = [
         CaptureRecord(t, 0, "ws", "", f'{{"n":{n}}}'.encode())

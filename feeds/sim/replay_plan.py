@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from gateway.capture.formats import INLINE_SNAPSHOT_SCHEME, CaptureRecord
+from gateway.capture import INLINE_SNAPSHOT_SCHEME, CaptureRecord
 
 __all__ = [
     "SYMBOL_PARAMS",

@@ -7,7 +7,8 @@ finished`` once every endpoint has sent the whole capture (not with ``--loop``).
 
 Several PATHs are merged in receive order, each keeping its own recorded connections. An
 inline REST snapshot (a format that recorded no URL) is served at the venue's snapshot path
-(``gateway.wire.venues.ADAPTERS[venue].snapshot_paths``).
+(``gateway.wire.venues.ADAPTERS[venue].snapshot_paths``); the notice a ``notice`` fault sends
+is the venue's (``ADAPTERS[venue].notice_frame``).
 """
 
 from __future__ import annotations
@@ -25,18 +26,17 @@ import msgspec
 
 from feeds.sim.faults import FaultPlan, FaultSpecError
 from feeds.sim.replay_plan import ReplayPlan, build_plan, parse_speed
-from gateway.capture.formats import (
+from gateway.capture import (
     INLINE_SNAPSHOT_SCHEME,
     CaptureFormatError,
     CaptureReader,
     CaptureRecord,
     detect_venue,
 )
+from gateway.wire.venues import ADAPTERS
 
 
 def _snapshot_path(path: Path, reader: CaptureReader) -> str | None:
-    from gateway.wire.venues import ADAPTERS
-
     venue = detect_venue(path, reader.format)
     adapter = ADAPTERS.get(venue) if venue is not None else None
     if adapter is None or not adapter.snapshot_paths:
@@ -106,15 +106,11 @@ def _notice_frame(path: Path) -> Callable[[], bytes] | None:
         venue = detect_venue(path)
     except (CaptureFormatError, OSError):
         return None
-    if venue in ("binance", "binance-usdm"):
-        from feeds.sim.binance_spot import shutdown_frame
-
-        return lambda: shutdown_frame(time.time_ns() // 1_000_000)
-    if venue == "okx":
-        from feeds.sim.okx import NOTICE_FRAME
-
-        return lambda: NOTICE_FRAME
-    return None
+    adapter = ADAPTERS.get(venue) if venue is not None else None
+    notice_frame = adapter.notice_frame if adapter is not None else None
+    if notice_frame is None:
+        return None
+    return lambda: notice_frame(time.time_ns())
 
 
 def _fault_plan(args: argparse.Namespace, plan: ReplayPlan) -> FaultPlan | None:

@@ -1,6 +1,6 @@
 """``mdgateway verify``: rebuild books offline from a capture file and report per symbol.
 
-The capture is read by :mod:`gateway.capture.formats`; each WebSocket frame goes through the
+The capture is read by :mod:`gateway.capture`; each WebSocket frame goes through the
 venue's parser and each depth update into the same :class:`~gateway.core.arbiter.SymbolArbiter`
 the service uses, one per symbol, with the recorded receive times as its clock. REST
 depth snapshots in the capture sync the books. The report says, per symbol, what the
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway.capture.formats import (
+from gateway.capture import (
     INLINE_SNAPSHOT_SCHEME,
     KNOWN_VENUES,
     CaptureFormat,
@@ -156,7 +156,7 @@ def resolve_venue(path: Path, fmt: CaptureFormat, venue: str | None) -> VenueAda
     spec = ADAPTERS.get(name)
     if spec is not None:
         return spec
-    family = [a for v, a in ADAPTERS.items() if v.startswith(name + "-")]
+    family = [a for a in ADAPTERS.values() if a.exchange == name]
     if family:
         # A capture mixing a venue's categories (Bybit spot and linear): each recorded
         # connection is read with the venue its URL names.

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import binance_usdm as usdm
-from gateway.capture.formats import CaptureReader, rest_symbol
+from gateway.capture import CaptureReader, rest_symbol
 from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, SequencedBook
 from gateway.core.model import (
     DepthDiff,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import bybit
-from gateway.capture.formats import CaptureReader, connection_venue
+from gateway.capture import CaptureReader, connection_venue
 from gateway.core.arbiter import Link, SequencedBook, TradeDedup
 from gateway.core.model import (
     DepthDiff,

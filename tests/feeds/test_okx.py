@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import okx
-from gateway.capture.formats import CaptureReader
+from gateway.capture import CaptureReader
 from gateway.core.arbiter import Link, SequencedBook
 from gateway.core.book import L2Book
 from gateway.core.model import (

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from feeds.sim.replay_plan import ReplayFrame, build_plan, due_count, due_s, parse_speed
-from gateway.capture.formats import REST_CONN_ID, CaptureRecord, inline_snapshot_url
+from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
 
 
 def _ws(ns: int, conn: int, payload: str) -> CaptureRecord:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from gateway.capture import CaptureReader
 from gateway.capture import codec as mdgw
-from gateway.capture.formats import CaptureReader
 from gateway.io.capture_writer import CaptureWriter
 
 

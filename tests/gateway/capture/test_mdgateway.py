@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.capture import CaptureFormat, CaptureReader, detect_format, detect_venue
 from gateway.capture import codec as mdgw
-from gateway.capture.formats import CaptureFormat, CaptureReader, detect_format, detect_venue
 
 KINDS: list[mdgw.LineKind] = ["ws", "rest", "connect", "disconnect", "gap", "header"]
 
