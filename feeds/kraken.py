@@ -638,7 +638,7 @@ _REPLY_FIELD_SHAPE: Final = re.compile(rb'"time_in"\s*:')
 def frame_venue(head: bytes) -> str | None:
     """``kraken`` when ``head`` (a frame's first bytes) has a v2 channel (``book``,
     ``status``, ``heartbeat``, ...) or is a v2 method reply. OKX's ``arg`` objects name
-    channels too: the registry asks OKX first."""
+    channels too: the venue registry lists OKX first."""
     if _CHANNEL_SHAPE.search(head) or (
         _REPLY_SHAPE.search(head) and _REPLY_FIELD_SHAPE.search(head)
     ):

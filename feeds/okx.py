@@ -636,7 +636,8 @@ def frame_venue(head: bytes) -> str | None:
 
 
 def notice_frame(now_ns: int) -> bytes:
-    """OKX's service-upgrade notice (code 64008): reconnect within 60 s."""
+    """OKX's service-upgrade notice (code 64008): reconnect within 60 s. Sent by replays and
+    simulators, so its ``connId`` is ``sim``."""
     return (
         b'{"event":"notice","code":"%s","msg":"The connection will soon be closed for a '
         b'service upgrade. Please reconnect.","connId":"sim"}' % SERVICE_UPGRADE_CODE.encode()

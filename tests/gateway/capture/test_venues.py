@@ -126,3 +126,11 @@ def test_exchange_and_cryptofeed_names() -> None:
     assert exchange_of("binance-coinm") == "binance-coinm"
     assert cryptofeed_venue("binance_delivery") == "binance-coinm"
     assert cryptofeed_venue("NOPE") is None
+
+
+def test_adapters_that_share_a_host_agree_on_its_venue() -> None:
+    named: dict[str, set[str]] = {}
+    for adapter in ADAPTERS.values():
+        for host, venue in adapter.hosts.items():
+            named.setdefault(host, set()).add(venue)
+    assert named and all(len(venues) == 1 for venues in named.values()), named
