@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,7 +12,11 @@ from gateway.core.model import SymbolState
 from gateway.io.client import BookUpdate, GatewayClient, GatewayError, subscribe_books
 from gateway.io.fanout import Fanout
 
-from .fanout_helpers import KEY, KEY2, FakeView, run, serving
+from .fanout_helpers import KEY, KEY2, FakeView
+
+if TYPE_CHECKING:
+    from tests.gateway.conftest import Run, WaitUntil
+    from tests.gateway.io.conftest import Serving
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -60,7 +65,9 @@ def delta_of(symbol: str, seq: int) -> Callable[[BookUpdate], bool]:
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-def test_client_yields_consistent_books_and_recovers_from_a_gap(wire_format: str) -> None:
+def test_client_yields_consistent_books_and_recovers_from_a_gap(
+    wire_format: str, run: Run, serving: Serving
+) -> None:
     async def main() -> None:
         view = FakeView()
         fanout = Fanout(view)
@@ -108,7 +115,7 @@ def test_client_yields_consistent_books_and_recovers_from_a_gap(wire_format: str
     run(main)
 
 
-def test_client_reconnects_after_the_gateway_restarts() -> None:
+def test_client_reconnects_after_the_gateway_restarts(run: Run, wait_until: WaitUntil) -> None:
     async def main() -> None:
         view = FakeView()
         fanout = Fanout(view)
@@ -132,7 +139,8 @@ def test_client_reconnects_after_the_gateway_restarts() -> None:
             # The book moves on while the client is away.
             for _ in range(3):
                 fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
-            await asyncio.sleep(0.1)  # a few refused reconnects
+            # A few refused reconnects (each retry after the first counts a backoff step).
+            await wait_until(lambda: client._backoff.failures >= 3)
 
             ready = asyncio.Event()
             server = tasks.create_task(fanout.serve("127.0.0.1", port, ready))
@@ -150,7 +158,7 @@ def test_client_reconnects_after_the_gateway_restarts() -> None:
     run(main)
 
 
-def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise() -> None:
+def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(run: Run) -> None:
     async def main() -> None:
         view = FakeView()
         fanout = Fanout(view)
