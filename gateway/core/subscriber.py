@@ -35,43 +35,44 @@ from gateway.core.model import Level, SymbolState
 
 
 class BookSyncState(enum.Enum):
-    AWAITING_SNAPSHOT = "awaiting_snapshot"
-    LIVE = "live"
-    RESYNCING = "resyncing"
-    VOID = "void"
+    AWAITING_SNAPSHOT = enum.auto()
+    LIVE = enum.auto()
+    RESYNCING = enum.auto()
+    VOID = enum.auto()
 
 
 class SubscriberEvent(enum.Enum):
-    SNAPSHOT = "snapshot"
-    #: A snapshot with an invalid level (or, in strict mode, a side not best first).
-    BAD_SNAPSHOT = "bad_snapshot"
-    #: A delta at (epoch, seq + 1) of the live book, applied.
-    DELTA_FOLLOWS = "delta_follows"
-    #: A delta at (epoch, seq + 1) of the live book with an invalid level.
-    DELTA_BAD_LEVEL = "delta_bad_level"
-    #: Any other delta: another epoch or seq, or no book to follow.
-    DELTA_DOES_NOT_FOLLOW = "delta_does_not_follow"
-    #: The connection to the gateway was lost; a new one starts with a snapshot.
-    DISCONNECTED = "disconnected"
+    """``BAD_SNAPSHOT``: a snapshot with an invalid level (or, in strict mode, a side not
+    best first). ``DELTA_FOLLOWS``: a delta at (epoch, seq + 1) of the live book, applied;
+    ``DELTA_BAD_LEVEL``: the same with an invalid level; ``DELTA_DOES_NOT_FOLLOW``: any
+    other delta (another epoch or seq, or no book to follow). ``DISCONNECTED``: the
+    connection to the gateway was lost; a new one starts with a snapshot."""
+
+    SNAPSHOT = enum.auto()
+    BAD_SNAPSHOT = enum.auto()
+    DELTA_FOLLOWS = enum.auto()
+    DELTA_BAD_LEVEL = enum.auto()
+    DELTA_DOES_NOT_FOLLOW = enum.auto()
+    DISCONNECTED = enum.auto()
 
 
 class SubscriberAction(enum.Enum):
     #: The book was loaded from a snapshot and is consistent.
-    BOOK_READY = "book_ready"
+    BOOK_READY = enum.auto()
     #: The delta was applied; the book is consistent at its seq.
-    BOOK_UPDATED = "book_updated"
+    BOOK_UPDATED = enum.auto()
     #: A delta before the first snapshot: skipped (a snapshot is coming).
-    EARLY_DELTA = "early_delta"
+    EARLY_DELTA = enum.auto()
     #: A delta while the asked-for snapshot is awaited: skipped.
-    IGNORED_DELTA = "ignored_delta"
+    IGNORED_DELTA = enum.auto()
     #: The delta did not follow the book (:attr:`SubscribedBook.problem` says how).
-    GAP = "gap"
+    GAP = enum.auto()
     #: A snapshot or delta had a bad level (:attr:`SubscribedBook.problem` says which).
-    BAD_LEVEL = "bad_level"
+    BAD_LEVEL = enum.auto()
     #: The book was cleared: no consistent book is held.
-    DISCARD = "discard"
+    DISCARD = enum.auto()
     #: Send the gateway a ``resync`` request for the symbol.
-    ASK_RESYNC = "ask_resync"
+    ASK_RESYNC = enum.auto()
 
 
 Transition = tuple[BookSyncState, tuple[SubscriberAction, ...]]
@@ -83,30 +84,24 @@ _VOID = BookSyncState.VOID
 _E = SubscriberEvent
 _A = SubscriberAction
 
-_LOADED: Final = (_LIVE, (_A.BOOK_READY,))
-_BAD_SNAPSHOT: Final = (_VOID, (_A.BAD_LEVEL, _A.DISCARD))
-_LOST: Final = (_AWAITING, (_A.DISCARD,))
+#: In every state: a snapshot loads the book, a bad one voids it, and a lost connection
+#: leaves nothing but the wait for the next connection's snapshot.
+_IN_EVERY_STATE: Final[dict[SubscriberEvent, Transition]] = {
+    _E.SNAPSHOT: (_LIVE, (_A.BOOK_READY,)),
+    _E.BAD_SNAPSHOT: (_VOID, (_A.BAD_LEVEL, _A.DISCARD)),
+    _E.DISCONNECTED: (_AWAITING, (_A.DISCARD,)),
+}
 
 #: ``(state, event) -> (new state, actions in order)``.
 TRANSITIONS: Final[dict[tuple[BookSyncState, SubscriberEvent], Transition]] = {
-    (_AWAITING, _E.SNAPSHOT): _LOADED,
-    (_AWAITING, _E.BAD_SNAPSHOT): _BAD_SNAPSHOT,
+    **{(state, event): t for state in BookSyncState for event, t in _IN_EVERY_STATE.items()},
+    # Deltas: only a live book can be followed.
     (_AWAITING, _E.DELTA_DOES_NOT_FOLLOW): (_AWAITING, (_A.EARLY_DELTA,)),
-    (_AWAITING, _E.DISCONNECTED): _LOST,
-    (_LIVE, _E.SNAPSHOT): _LOADED,
-    (_LIVE, _E.BAD_SNAPSHOT): _BAD_SNAPSHOT,
     (_LIVE, _E.DELTA_FOLLOWS): (_LIVE, (_A.BOOK_UPDATED,)),
     (_LIVE, _E.DELTA_BAD_LEVEL): (_RESYNCING, (_A.BAD_LEVEL, _A.DISCARD, _A.ASK_RESYNC)),
     (_LIVE, _E.DELTA_DOES_NOT_FOLLOW): (_RESYNCING, (_A.GAP, _A.DISCARD, _A.ASK_RESYNC)),
-    (_LIVE, _E.DISCONNECTED): _LOST,
-    (_RESYNCING, _E.SNAPSHOT): _LOADED,
-    (_RESYNCING, _E.BAD_SNAPSHOT): _BAD_SNAPSHOT,
     (_RESYNCING, _E.DELTA_DOES_NOT_FOLLOW): (_RESYNCING, (_A.IGNORED_DELTA,)),
-    (_RESYNCING, _E.DISCONNECTED): _LOST,
-    (_VOID, _E.SNAPSHOT): _LOADED,
-    (_VOID, _E.BAD_SNAPSHOT): _BAD_SNAPSHOT,
     (_VOID, _E.DELTA_DOES_NOT_FOLLOW): (_RESYNCING, (_A.GAP, _A.ASK_RESYNC)),
-    (_VOID, _E.DISCONNECTED): _LOST,
 }
 
 

@@ -3,8 +3,6 @@ inputs into events, and the time-dependent rules on a driven clock."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +18,8 @@ from gateway.core.flow import (
     SubscriberFlow,
 )
 
+from .state_tables import parse_table, undefined_pairs
+
 LIVE, BEHIND, GONE = FlowState.LIVE, FlowState.BEHIND, FlowState.DISCONNECTED
 E = FlowEvent
 A = FlowAction
@@ -32,32 +32,34 @@ POLICY = FlowPolicy(
     max_behind_s=5.0,
 )
 
-#: The policy written out: every accepted (state, event), its new state and actions.
-EXPECTED: dict[tuple[FlowState, FlowEvent], tuple[FlowState, tuple[FlowAction, ...]]] = {
-    (LIVE, E.MESSAGE_FITS): (LIVE, (A.WRITE,)),
-    (LIVE, E.MESSAGE_OVERFLOWS): (BEHIND, (A.DROP, A.CONFLATE)),
-    (LIVE, E.MESSAGE_OVERFLOWS_TOO_OFTEN): (GONE, (A.DROP, A.CONFLATE, A.DISCONNECT)),
-    (LIVE, E.REPLY_FITS): (LIVE, (A.WRITE,)),
-    (LIVE, E.REPLY_UNREAD): (GONE, (A.DISCONNECT,)),
-    (LIVE, E.RESYNC_ASKED): (LIVE, (A.WRITE,)),
-    (BEHIND, E.MESSAGE_FITS): (BEHIND, (A.DROP,)),
-    (BEHIND, E.MESSAGE_OVERFLOWS): (BEHIND, (A.DROP,)),
-    (BEHIND, E.REPLY_FITS): (BEHIND, (A.WRITE,)),
-    (BEHIND, E.REPLY_UNREAD): (GONE, (A.DISCONNECT,)),
-    (BEHIND, E.RESYNC_ASKED): (BEHIND, (A.OWE,)),
-    (BEHIND, E.DRAINED): (LIVE, (A.RESEND_OWED,)),
-    (BEHIND, E.STILL_BEHIND): (BEHIND, ()),
-    (BEHIND, E.BEHIND_TOO_LONG): (GONE, (A.DISCONNECT,)),
-    (GONE, E.MESSAGE_FITS): (GONE, (A.DROP,)),
-    (GONE, E.MESSAGE_OVERFLOWS): (GONE, (A.DROP,)),
-    (GONE, E.REPLY_FITS): (GONE, ()),
-    (GONE, E.REPLY_UNREAD): (GONE, ()),
-    (GONE, E.RESYNC_ASKED): (GONE, ()),
-}
-UNDEFINED = sorted(
-    set(itertools.product(FlowState, FlowEvent)) - set(EXPECTED),
-    key=lambda pair: (pair[0].value, pair[1].value),
+#: The policy written out: state, event, new state, actions.
+EXPECTED = parse_table(
+    """
+    LIVE          MESSAGE_FITS                 LIVE          WRITE
+    LIVE          MESSAGE_OVERFLOWS            BEHIND        DROP CONFLATE
+    LIVE          MESSAGE_OVERFLOWS_TOO_OFTEN  DISCONNECTED  DROP CONFLATE DISCONNECT
+    LIVE          REPLY_FITS                   LIVE          WRITE
+    LIVE          REPLY_UNREAD                 DISCONNECTED  DISCONNECT
+    LIVE          RESYNC_ASKED                 LIVE          WRITE
+    BEHIND        MESSAGE_FITS                 BEHIND        DROP
+    BEHIND        MESSAGE_OVERFLOWS            BEHIND        DROP
+    BEHIND        REPLY_FITS                   BEHIND        WRITE
+    BEHIND        REPLY_UNREAD                 DISCONNECTED  DISCONNECT
+    BEHIND        RESYNC_ASKED                 BEHIND        OWE
+    BEHIND        DRAINED                      LIVE          RESEND_OWED
+    BEHIND        STILL_BEHIND                 BEHIND        -
+    BEHIND        BEHIND_TOO_LONG              DISCONNECTED  DISCONNECT
+    DISCONNECTED  MESSAGE_FITS                 DISCONNECTED  DROP
+    DISCONNECTED  MESSAGE_OVERFLOWS            DISCONNECTED  DROP
+    DISCONNECTED  REPLY_FITS                   DISCONNECTED  -
+    DISCONNECTED  REPLY_UNREAD                 DISCONNECTED  -
+    DISCONNECTED  RESYNC_ASKED                 DISCONNECTED  -
+    """,
+    FlowState,
+    FlowEvent,
+    FlowAction,
 )
+UNDEFINED = undefined_pairs(EXPECTED, FlowState, FlowEvent)
 
 
 def flow_in(state: FlowState, policy: FlowPolicy = POLICY) -> SubscriberFlow:
@@ -97,42 +99,37 @@ def test_undefined_pairs_are_errors(state: FlowState, event: FlowEvent) -> None:
 # --- classification: inputs to events ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("state", "buffered", "expected"),
-    [
-        (LIVE, 0, E.MESSAGE_FITS),
-        (LIVE, 1000, E.MESSAGE_FITS),
-        (LIVE, 1001, E.MESSAGE_OVERFLOWS),
-        (BEHIND, 0, E.MESSAGE_FITS),
-        (BEHIND, 1001, E.MESSAGE_OVERFLOWS),
-        (GONE, 0, E.MESSAGE_FITS),
-        (GONE, 1001, E.MESSAGE_OVERFLOWS),
-    ],
-)
-def test_messages_are_classified_by_the_buffer(
-    state: FlowState, buffered: int, expected: FlowEvent
-) -> None:
-    flow = flow_in(state)
-    assert flow.on_message(KEY, buffered, 0.0) == EXPECTED[state, expected][1]
-    assert flow.state is EXPECTED[state, expected][0]
+#: Input, state, buffered bytes (limit 1000; replies may use twice that), event.
+CLASSIFIED = [
+    (kind, FlowState[state], int(buffered), FlowEvent[event])
+    for kind, state, buffered, event in map(
+        str.split,
+        """
+        message  LIVE          0     MESSAGE_FITS
+        message  LIVE          1000  MESSAGE_FITS
+        message  LIVE          1001  MESSAGE_OVERFLOWS
+        message  BEHIND        0     MESSAGE_FITS
+        message  BEHIND        1001  MESSAGE_OVERFLOWS
+        message  DISCONNECTED  0     MESSAGE_FITS
+        message  DISCONNECTED  1001  MESSAGE_OVERFLOWS
+        reply    LIVE          2000  REPLY_FITS
+        reply    LIVE          2001  REPLY_UNREAD
+        reply    BEHIND        2000  REPLY_FITS
+        reply    BEHIND        2001  REPLY_UNREAD
+        reply    DISCONNECTED  0     REPLY_FITS
+        """.strip().splitlines(),
+    )
+]
 
 
-@pytest.mark.parametrize(
-    ("state", "buffered", "expected"),
-    [
-        (LIVE, 2000, E.REPLY_FITS),
-        (LIVE, 2001, E.REPLY_UNREAD),
-        (BEHIND, 2000, E.REPLY_FITS),
-        (BEHIND, 2001, E.REPLY_UNREAD),
-        (GONE, 0, E.REPLY_FITS),
-    ],
-)
-def test_replies_may_use_twice_the_buffer(
-    state: FlowState, buffered: int, expected: FlowEvent
+@pytest.mark.parametrize(("kind", "state", "buffered", "expected"), CLASSIFIED)
+def test_messages_and_replies_are_classified_by_the_buffer(
+    kind: str, state: FlowState, buffered: int, expected: FlowEvent
 ) -> None:
     flow = flow_in(state)
-    assert flow.on_reply(buffered) == EXPECTED[state, expected][1]
-    assert flow.state is EXPECTED[state, expected][0]
+    message = kind == "message"
+    actions = flow.on_message(KEY, buffered, 0.0) if message else flow.on_reply(buffered)
+    assert (actions, flow.state) == (EXPECTED[state, expected][1], EXPECTED[state, expected][0])
     if expected is E.REPLY_UNREAD:
         assert flow.close_reason == "subscriber too slow: it does not read its replies"
 

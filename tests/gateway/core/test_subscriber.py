@@ -3,8 +3,6 @@ classification of snapshots and deltas (continuity, bad levels, strict order).""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from gateway.core.model import SymbolState
@@ -17,37 +15,37 @@ from gateway.core.subscriber import (
     SubscriberEvent,
 )
 
-AWAITING = BookSyncState.AWAITING_SNAPSHOT
-LIVE = BookSyncState.LIVE
-RESYNCING = BookSyncState.RESYNCING
-VOID = BookSyncState.VOID
-E = SubscriberEvent
-A = SubscriberAction
+from .state_tables import parse_table, undefined_pairs
 
-EXPECTED: dict[tuple[BookSyncState, SubscriberEvent], tuple[BookSyncState, tuple[A, ...]]] = {
-    (AWAITING, E.SNAPSHOT): (LIVE, (A.BOOK_READY,)),
-    (AWAITING, E.BAD_SNAPSHOT): (VOID, (A.BAD_LEVEL, A.DISCARD)),
-    (AWAITING, E.DELTA_DOES_NOT_FOLLOW): (AWAITING, (A.EARLY_DELTA,)),
-    (AWAITING, E.DISCONNECTED): (AWAITING, (A.DISCARD,)),
-    (LIVE, E.SNAPSHOT): (LIVE, (A.BOOK_READY,)),
-    (LIVE, E.BAD_SNAPSHOT): (VOID, (A.BAD_LEVEL, A.DISCARD)),
-    (LIVE, E.DELTA_FOLLOWS): (LIVE, (A.BOOK_UPDATED,)),
-    (LIVE, E.DELTA_BAD_LEVEL): (RESYNCING, (A.BAD_LEVEL, A.DISCARD, A.ASK_RESYNC)),
-    (LIVE, E.DELTA_DOES_NOT_FOLLOW): (RESYNCING, (A.GAP, A.DISCARD, A.ASK_RESYNC)),
-    (LIVE, E.DISCONNECTED): (AWAITING, (A.DISCARD,)),
-    (RESYNCING, E.SNAPSHOT): (LIVE, (A.BOOK_READY,)),
-    (RESYNCING, E.BAD_SNAPSHOT): (VOID, (A.BAD_LEVEL, A.DISCARD)),
-    (RESYNCING, E.DELTA_DOES_NOT_FOLLOW): (RESYNCING, (A.IGNORED_DELTA,)),
-    (RESYNCING, E.DISCONNECTED): (AWAITING, (A.DISCARD,)),
-    (VOID, E.SNAPSHOT): (LIVE, (A.BOOK_READY,)),
-    (VOID, E.BAD_SNAPSHOT): (VOID, (A.BAD_LEVEL, A.DISCARD)),
-    (VOID, E.DELTA_DOES_NOT_FOLLOW): (RESYNCING, (A.GAP, A.ASK_RESYNC)),
-    (VOID, E.DISCONNECTED): (AWAITING, (A.DISCARD,)),
-}
-UNDEFINED = sorted(
-    set(itertools.product(BookSyncState, SubscriberEvent)) - set(EXPECTED),
-    key=lambda pair: (pair[0].value, pair[1].value),
+S, E, A = BookSyncState, SubscriberEvent, SubscriberAction
+
+#: The machine written out: state, event, new state, actions.
+EXPECTED = parse_table(
+    """
+    AWAITING_SNAPSHOT  SNAPSHOT               LIVE               BOOK_READY
+    AWAITING_SNAPSHOT  BAD_SNAPSHOT           VOID               BAD_LEVEL DISCARD
+    AWAITING_SNAPSHOT  DELTA_DOES_NOT_FOLLOW  AWAITING_SNAPSHOT  EARLY_DELTA
+    AWAITING_SNAPSHOT  DISCONNECTED           AWAITING_SNAPSHOT  DISCARD
+    LIVE               SNAPSHOT               LIVE               BOOK_READY
+    LIVE               BAD_SNAPSHOT           VOID               BAD_LEVEL DISCARD
+    LIVE               DELTA_FOLLOWS          LIVE               BOOK_UPDATED
+    LIVE               DELTA_BAD_LEVEL        RESYNCING          BAD_LEVEL DISCARD ASK_RESYNC
+    LIVE               DELTA_DOES_NOT_FOLLOW  RESYNCING          GAP DISCARD ASK_RESYNC
+    LIVE               DISCONNECTED           AWAITING_SNAPSHOT  DISCARD
+    RESYNCING          SNAPSHOT               LIVE               BOOK_READY
+    RESYNCING          BAD_SNAPSHOT           VOID               BAD_LEVEL DISCARD
+    RESYNCING          DELTA_DOES_NOT_FOLLOW  RESYNCING          IGNORED_DELTA
+    RESYNCING          DISCONNECTED           AWAITING_SNAPSHOT  DISCARD
+    VOID               SNAPSHOT               LIVE               BOOK_READY
+    VOID               BAD_SNAPSHOT           VOID               BAD_LEVEL DISCARD
+    VOID               DELTA_DOES_NOT_FOLLOW  RESYNCING          GAP ASK_RESYNC
+    VOID               DISCONNECTED           AWAITING_SNAPSHOT  DISCARD
+    """,
+    BookSyncState,
+    SubscriberEvent,
+    SubscriberAction,
 )
+UNDEFINED = undefined_pairs(EXPECTED, BookSyncState, SubscriberEvent)
 BIDS = [("100", "1"), ("99", "2")]
 ASKS = [("101", "1")]
 
@@ -55,11 +53,11 @@ ASKS = [("101", "1")]
 def in_state(state: BookSyncState) -> SubscribedBook:
     """A book brought to ``state`` through its inputs."""
     sub = SubscribedBook()
-    if state is not AWAITING:
+    if state is not S.AWAITING_SNAPSHOT:
         sub.on_snapshot(1, 0, 1000, BIDS, ASKS)
-    if state is RESYNCING:
+    if state is S.RESYNCING:
         sub.on_delta(1, 5, 1005, [], [])
-    elif state is VOID:
+    elif state is S.VOID:
         sub.on_snapshot(1, 0, 1000, [("x", "1")], [])
     assert sub.state is state
     return sub
@@ -75,7 +73,7 @@ def test_every_row(state: BookSyncState, event: SubscriberEvent) -> None:
     new_state, actions = EXPECTED[state, event]
     assert sub.handle(event) == actions
     assert sub.state is new_state
-    assert sub.synced is (new_state is LIVE)
+    assert sub.synced is (new_state is S.LIVE)
     if A.DISCARD in actions:
         assert sub.book.bid_count == sub.book.ask_count == 0
 
@@ -108,10 +106,10 @@ def test_snapshot_then_following_deltas_keep_the_book() -> None:
     ("epoch", "seq"), [(1, 3), (1, 1), (1, 0), (2, 2), (0, 2)], ids=lambda v: str(v)
 )
 def test_a_delta_that_does_not_follow_is_a_gap(epoch: int, seq: int) -> None:
-    sub = in_state(LIVE)
+    sub = in_state(S.LIVE)
     sub.on_delta(1, 1, 1001, [], [])
     assert sub.on_delta(epoch, seq, 2000, [], []) == (A.GAP, A.DISCARD, A.ASK_RESYNC)
-    assert sub.state is RESYNCING and sub.book.bids() == []
+    assert sub.state is S.RESYNCING and sub.book.bids() == []
     assert sub.status is SymbolState.RESYNCING
     assert (
         sub.reason
@@ -125,19 +123,19 @@ def test_a_delta_that_does_not_follow_is_a_gap(epoch: int, seq: int) -> None:
 
 
 def test_a_bad_level_in_a_delta_asks_for_a_resync() -> None:
-    sub = in_state(LIVE)
+    sub = in_state(S.LIVE)
     assert sub.on_delta(1, 1, 1001, [("-1", "1")], []) == (A.BAD_LEVEL, A.DISCARD, A.ASK_RESYNC)
     assert sub.problem.startswith("bad level in delta")
-    assert sub.state is RESYNCING and sub.status is SymbolState.RESYNCING
+    assert sub.state is S.RESYNCING and sub.status is SymbolState.RESYNCING
 
 
 def test_a_bad_snapshot_voids_the_book_until_a_delta_asks_for_a_resync() -> None:
-    sub = in_state(LIVE)
+    sub = in_state(S.LIVE)
     assert sub.on_snapshot(1, 3, 1003, [("nan?", "1")], []) == (A.BAD_LEVEL, A.DISCARD)
-    assert sub.state is VOID and not sub.synced
+    assert sub.state is S.VOID and not sub.synced
     assert sub.problem.startswith("bad level in snapshot")
     assert sub.on_delta(1, 4, 1004, [], []) == (A.GAP, A.ASK_RESYNC)
-    assert sub.state is RESYNCING and sub.status is SymbolState.RESYNCING
+    assert sub.state is S.RESYNCING and sub.status is SymbolState.RESYNCING
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -151,11 +149,11 @@ def test_snapshot_order_is_checked_only_when_strict(strict: bool) -> None:
 
 
 def test_status_and_disconnection() -> None:
-    sub = in_state(LIVE)
+    sub = in_state(S.LIVE)
     sub.on_status(SymbolState.LIVE, "snapshot applied")
     assert (sub.status, sub.reason) == (SymbolState.LIVE, "snapshot applied")
-    assert sub.state is LIVE
+    assert sub.state is S.LIVE
     assert sub.on_disconnected("gateway connection lost") == (A.DISCARD,)
-    assert sub.state is AWAITING and not sub.synced
+    assert sub.state is S.AWAITING_SNAPSHOT and not sub.synced
     assert (sub.status, sub.reason) == (SymbolState.STALE, "gateway connection lost")
     assert sub.on_delta(1, 1, 1001, [], []) == (A.EARLY_DELTA,)
