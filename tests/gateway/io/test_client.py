@@ -16,7 +16,7 @@ from .fanout_helpers import KEY, KEY2, FakeView
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run, WaitUntil
-    from tests.gateway.io.conftest import Serving
+    from tests.gateway.io.conftest import Serving, StartServing
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -115,15 +115,15 @@ def test_client_yields_consistent_books_and_recovers_from_a_gap(
     run(main)
 
 
-def test_client_reconnects_after_the_gateway_restarts(run: Run, wait_until: WaitUntil) -> None:
+def test_client_reconnects_after_the_gateway_restarts(
+    run: Run, wait_until: WaitUntil, start_serving: StartServing
+) -> None:
     async def main() -> None:
         view = FakeView()
         fanout = Fanout(view)
         fanout.publish(view.reset(KEY, BIDS, ASKS))
-        ready = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
-            server = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
-            await ready.wait()
+            server = await start_serving(tasks, fanout, 0)
             port = fanout.port
             client = GatewayClient(
                 f"ws://127.0.0.1:{port}/", [KEY], backoff_initial_s=0.02, backoff_max_s=0.1
@@ -142,9 +142,7 @@ def test_client_reconnects_after_the_gateway_restarts(run: Run, wait_until: Wait
             # A few refused reconnects (each retry after the first counts a backoff step).
             await wait_until(lambda: client._backoff.failures >= 3)
 
-            ready = asyncio.Event()
-            server = tasks.create_task(fanout.serve("127.0.0.1", port, ready))
-            await ready.wait()
+            server = await start_serving(tasks, fanout, port)
             back = await consumer.until(snapshot_of(KEY))
             assert back.seq == 3 and back.state is SymbolState.LIVE
             fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
@@ -158,15 +156,15 @@ def test_client_reconnects_after_the_gateway_restarts(run: Run, wait_until: Wait
     run(main)
 
 
-def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(run: Run) -> None:
+def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
+    run: Run, start_serving: StartServing
+) -> None:
     async def main() -> None:
         view = FakeView()
         fanout = Fanout(view)
         fanout.publish(view.reset(KEY, BIDS, ASKS))
-        ready = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
-            server = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
-            await ready.wait()
+            server = await start_serving(tasks, fanout, 0)
             url = f"ws://127.0.0.1:{fanout.port}/"
 
             with pytest.raises(GatewayError, match="unknown_symbol"):

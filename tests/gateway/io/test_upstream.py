@@ -17,7 +17,7 @@ from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.venues import adapter_for
 
 if TYPE_CHECKING:
-    from tests.gateway.conftest import Run, WaitUntil
+    from tests.gateway.conftest import Run, RunUntil, WaitUntil
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -57,7 +57,7 @@ def _connection(url: str, rec: Recorder, **kwargs: float) -> Connection:
 
 
 def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
-    run: Run, wait_until: WaitUntil
+    run: Run, run_until: RunUntil
 ) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("one")
@@ -67,10 +67,7 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec)
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await wait_until(lambda: len(rec.frames) >= 6)
-            task.cancel()
+        await run_until(conn.run, lambda: len(rec.frames) >= 6)
         assert rec.frames[:2] == [(7, b"one"), (7, b"two")]
         assert rec.states[:4] == [True, False, True, False]
         assert conn.stats.connects >= 3
@@ -81,7 +78,7 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
     run(lambda: _with_server(handler, body))
 
 
-def test_a_stalled_connection_is_closed_and_reopened(run: Run, wait_until: WaitUntil) -> None:
+def test_a_stalled_connection_is_closed_and_reopened(run: Run, run_until: RunUntil) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("hello")
         await ws.wait_closed()  # socket open, nothing sent
@@ -89,10 +86,7 @@ def test_a_stalled_connection_is_closed_and_reopened(run: Run, wait_until: WaitU
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec, stall_timeout_s=0.2)
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await wait_until(lambda: conn.stats.connects >= 2)
-            task.cancel()
+        await run_until(conn.run, lambda: conn.stats.connects >= 2)
         assert rec.states[:3] == [True, False, True]
         assert conn.stats.last_error == "stalled"
 
@@ -100,7 +94,7 @@ def test_a_stalled_connection_is_closed_and_reopened(run: Run, wait_until: WaitU
 
 
 def test_the_venue_reconnect_notice_reconnects_without_backoff(
-    run: Run, wait_until: WaitUntil
+    run: Run, run_until: RunUntil
 ) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("data")
@@ -112,18 +106,13 @@ def test_the_venue_reconnect_notice_reconnects_without_backoff(
         conn = _connection(url, rec)
         conn._backoff = Backoff(60.0, 60.0)  # a backoff wait would time the test out
         conn._backoff.failures = 5
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await wait_until(lambda: conn.stats.connects >= 2)
-            task.cancel()
+        await run_until(conn.run, lambda: conn.stats.connects >= 2)
         assert conn.stats.last_error == "venue asked to reconnect"
 
     run(lambda: _with_server(handler, body))
 
 
-def test_connections_are_renewed_at_max_age_while_data_flows(
-    run: Run, wait_until: WaitUntil
-) -> None:
+def test_connections_are_renewed_at_max_age_while_data_flows(run: Run, run_until: RunUntil) -> None:
     async def handler(ws: ServerConnection) -> None:
         while True:
             await ws.send("tick")
@@ -132,23 +121,17 @@ def test_connections_are_renewed_at_max_age_while_data_flows(
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec, max_age_s=0.2)
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await wait_until(lambda: conn.stats.connects >= 2)
-            task.cancel()
+        await run_until(conn.run, lambda: conn.stats.connects >= 2)
         assert conn.stats.last_error == "renewed at max age"
 
     run(lambda: _with_server(handler, body))
 
 
-def test_refused_connections_back_off_and_retry(run: Run, wait_until: WaitUntil) -> None:
+def test_refused_connections_back_off_and_retry(run: Run, run_until: RunUntil) -> None:
     async def body() -> None:
         rec = Recorder()
         conn = _connection("ws://127.0.0.1:9/stream", rec)  # discard port: refused
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await wait_until(lambda: conn.stats.failed_attempts >= 3)
-            task.cancel()
+        await run_until(conn.run, lambda: conn.stats.failed_attempts >= 3)
         assert rec.states == [] and conn.stats.connects == 0 and conn.stats.reconnects == 0
         assert "Refused" in conn.stats.last_error or "Errno" in conn.stats.last_error
 
@@ -161,7 +144,7 @@ GOOD_BODY = b'{"lastUpdateId":42,"bids":[["100.0","1"]],"asks":[["101.0","2"]]}'
 
 
 def _fetch(
-    run: Run, wait_until: WaitUntil, responses: dict[str, list[httpx.Response]], bases: list[str]
+    run: Run, run_until: RunUntil, responses: dict[str, list[httpx.Response]], bases: list[str]
 ) -> tuple[list[DepthSnapshot], SnapshotFetcher, list[str]]:
     seen: list[str] = []
 
@@ -182,23 +165,20 @@ def _fetch(
     )
 
     async def body() -> None:
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(fetcher.run())
-            fetcher.request("BTCUSDT")
-            fetcher.request("BTCUSDT")  # deduplicated while queued
-            await wait_until(lambda: bool(got))
-            task.cancel()
+        fetcher.request("BTCUSDT")
+        fetcher.request("BTCUSDT")  # deduplicated while queued
+        await run_until(fetcher.run, lambda: bool(got))
 
     run(body, 10)
     return got, fetcher, seen
 
 
 def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
-    run: Run, wait_until: WaitUntil
+    run: Run, run_until: RunUntil
 ) -> None:
     got, fetcher, seen = _fetch(
         run,
-        wait_until,
+        run_until,
         {
             "a.test": [httpx.Response(503, text="down"), httpx.Response(200, text="junk")],
             "b.test": [httpx.Response(200, content=b"{}"), httpx.Response(200, content=GOOD_BODY)],
@@ -212,10 +192,10 @@ def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
     assert len(seen) == 4
 
 
-def test_fetcher_honours_rate_limits_on_every_base(run: Run, wait_until: WaitUntil) -> None:
+def test_fetcher_honours_rate_limits_on_every_base(run: Run, run_until: RunUntil) -> None:
     got, fetcher, seen = _fetch(
         run,
-        wait_until,
+        run_until,
         {
             "a.test": [
                 httpx.Response(429, headers={"Retry-After": "0"}),
@@ -233,10 +213,10 @@ def test_fetcher_honours_rate_limits_on_every_base(run: Run, wait_until: WaitUnt
 
 
 @pytest.mark.parametrize("status", [418, 429])
-def test_rate_limit_statuses_are_recognised(status: int, run: Run, wait_until: WaitUntil) -> None:
+def test_rate_limit_statuses_are_recognised(status: int, run: Run, run_until: RunUntil) -> None:
     got, fetcher, _ = _fetch(
         run,
-        wait_until,
+        run_until,
         {
             "a.test": [
                 httpx.Response(status, headers={"Retry-After": "0"}),
