@@ -261,14 +261,14 @@ class GatewayClient:
             self.stats.bad_messages += 1
             log.warning("gateway %s: undecodable message: %s", self.url, exc)
             return None
-        if isinstance(msg, Delta):
-            return await self._on_delta(ws, msg)
-        if isinstance(msg, Snapshot):
-            return self._on_snapshot(msg)
-        if isinstance(msg, Status):
+        if isinstance(msg, Delta | Snapshot | Status):
             sym = self._books.get(msg.symbol)
             if sym is None:
                 return None
+            if isinstance(msg, Delta):
+                return await self._on_delta(ws, sym, msg)
+            if isinstance(msg, Snapshot):
+                return self._on_snapshot(sym, msg)
             sym.on_status(msg.state, msg.reason)
             return _update(msg.symbol, sym, "status")
         if isinstance(msg, Subscribed):
@@ -279,10 +279,7 @@ class GatewayClient:
             log.warning("gateway %s: error %s: %s", self.url, msg.code, msg.message)
         return None
 
-    def _on_snapshot(self, msg: Snapshot) -> BookUpdate | None:
-        sym = self._books.get(msg.symbol)
-        if sym is None:
-            return None
+    def _on_snapshot(self, sym: SubscribedBook, msg: Snapshot) -> BookUpdate | None:
         actions = sym.on_snapshot(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
         if SubscriberAction.BAD_LEVEL in actions:
             self.stats.bad_messages += 1
@@ -291,10 +288,9 @@ class GatewayClient:
         self.stats.snapshots += 1
         return _update(msg.symbol, sym, "snapshot")
 
-    async def _on_delta(self, ws: ClientConnection, msg: Delta) -> BookUpdate | None:
-        sym = self._books.get(msg.symbol)
-        if sym is None:
-            return None
+    async def _on_delta(
+        self, ws: ClientConnection, sym: SubscribedBook, msg: Delta
+    ) -> BookUpdate | None:
         actions = sym.on_delta(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
         if SubscriberAction.BOOK_UPDATED in actions:
             self.stats.deltas += 1

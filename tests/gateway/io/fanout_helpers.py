@@ -26,7 +26,7 @@ from gateway.core.model import (
     Trade,
     TradeOut,
 )
-from gateway.io.fanout import BookState
+from gateway.io.fanout import BookState, Fanout
 from gateway.wire.protocol import ServerMessage, decode_server_message
 
 KEY = "binance:BTCUSDT"
@@ -85,6 +85,15 @@ class FakeView:
         if state is SymbolState.RESYNCING:
             self.books.pop(key, None)
         return StatusChange(key, state, reason)
+
+
+def live_fanout(bids: list[Level], asks: list[Level], **options: Any) -> tuple[FakeView, Fanout]:
+    """A view whose ``KEY`` has a book (epoch 1, seq 0) and a Fanout (``options``) that
+    has published it."""
+    view = FakeView()
+    fanout = Fanout(view, **options)
+    fanout.publish(view.reset(KEY, bids, asks))
+    return view, fanout
 
 
 def trade(key: str, trade_id: int, price: str = "100.5", qty: str = "0.1") -> TradeOut:

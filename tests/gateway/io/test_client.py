@@ -10,9 +10,8 @@ import pytest
 
 from gateway.core.model import SymbolState
 from gateway.io.client import BookUpdate, GatewayClient, GatewayError, subscribe_books
-from gateway.io.fanout import Fanout
 
-from .fanout_helpers import KEY, KEY2, FakeView
+from .fanout_helpers import KEY, KEY2, FakeView, live_fanout
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run, WaitUntil
@@ -69,9 +68,7 @@ def test_client_yields_consistent_books_and_recovers_from_a_gap(
     wire_format: str, run: Run, serving: Serving
 ) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         async with serving(fanout), asyncio.TaskGroup() as tasks:
             client = GatewayClient(
                 f"ws://127.0.0.1:{fanout.port}/",
@@ -119,9 +116,7 @@ def test_client_reconnects_after_the_gateway_restarts(
     run: Run, wait_until: WaitUntil, start_serving: StartServing
 ) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         async with asyncio.TaskGroup() as tasks:
             server = await start_serving(tasks, fanout, 0)
             port = fanout.port
@@ -160,9 +155,7 @@ def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
     run: Run, start_serving: StartServing
 ) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        _view, fanout = live_fanout(BIDS, ASKS)
         async with asyncio.TaskGroup() as tasks:
             server = await start_serving(tasks, fanout, 0)
             url = f"ws://127.0.0.1:{fanout.port}/"

@@ -33,7 +33,7 @@ from gateway.wire.protocol import (
     decode_server_message,
 )
 
-from .fanout_helpers import KEY, KEY2, FakeView, RawClient, close_of, levels, trade
+from .fanout_helpers import KEY, KEY2, FakeView, RawClient, close_of, levels, live_fanout, trade
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run, WaitUntil
@@ -130,9 +130,7 @@ def test_each_delta_is_encoded_once_per_format_in_use(
     monkeypatch.setattr(fanout_module, "_frame_msgpack", count_msgpack)
 
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         async with serving(fanout):
             clients = [await RawClient.connect(fanout.port) for _ in range(4)]
             try:
@@ -158,9 +156,7 @@ def test_late_joiner_gets_status_then_snapshot_at_the_current_seq(
     run: Run, serving: Serving
 ) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         for i in range(5):
             fanout.publish([view.delta(KEY, bids=[(f"98.{i}0", "1")])])
         async with serving(fanout):
@@ -220,9 +216,7 @@ def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces(
 
 def test_channels_formats_requests_and_errors(run: Run, serving: Serving) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
             # Bad requests get an error and the connection keeps working.
             await ws.send("{not json")
@@ -294,9 +288,7 @@ def test_channels_formats_requests_and_errors(run: Run, serving: Serving) -> Non
 
 def test_healthz_over_http_on_the_same_port(run: Run, serving: Serving) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        _view, fanout = live_fanout(BIDS, ASKS)
         async with serving(fanout):
             reader, writer = await asyncio.open_connection("127.0.0.1", fanout.port)
             try:
