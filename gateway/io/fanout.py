@@ -301,9 +301,9 @@ class Fanout:
         in that snapshot and are skipped); StatusChange → ``status`` to every subscriber of
         the key; TradeOut → ``trade``. SnapshotWanted is internal and ignored.
         """
-        self._now_s = self._clock_s()
         snapshot_at: dict[str, tuple[int, int]] | None = None
         bbo_keys: set[str] | None = None
+        self._now_s = self._clock_s()
         for event in events:
             if isinstance(event, BookDelta):
                 key = event.key
