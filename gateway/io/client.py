@@ -7,10 +7,11 @@
             if update.book is not None and update.state is SymbolState.LIVE:
                 best_bid = update.book.best_bid()
 
-The client subscribes to the ``book`` channel of its symbols, applies snapshots and deltas
-to one :class:`~gateway.core.book.L2Book` per symbol, checks that every delta follows the
-previous message (same epoch, seq + 1), and on a gap discards the book, asks the gateway
-for a ``resync`` and yields nothing for that symbol but a status until the fresh snapshot
+The client subscribes to the ``book`` channel of its symbols and hands each symbol's
+snapshots and deltas to its :class:`~gateway.core.subscriber.SubscribedBook`, which keeps
+the :class:`~gateway.core.book.L2Book` and checks that every delta follows the previous
+message (same epoch, seq + 1); on a gap the book is discarded, the gateway is asked for a
+``resync`` and nothing is yielded for that symbol but a status until the fresh snapshot
 is in. When the connection drops it reconnects with capped exponential backoff and
 subscribes again; each symbol then restarts from a snapshot.
 """
@@ -30,8 +31,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from gateway.core.backoff import Backoff
-from gateway.core.book import BadLevel, L2Book
+from gateway.core.book import L2Book
 from gateway.core.model import SymbolState
+from gateway.core.subscriber import SubscribedBook, SubscriberAction
 from gateway.wire.protocol import (
     Delta,
     Error,
@@ -93,29 +95,17 @@ class ClientStats:
     bad_messages: int = 0
 
 
-class _Symbol:
-    __slots__ = ("book", "epoch", "reason", "seq", "state", "synced", "venue_id")
-
-    def __init__(self) -> None:
-        self.book = L2Book()
-        self.synced = False
-        self.epoch = 0
-        self.seq = 0
-        self.venue_id = -1
-        self.state = SymbolState.SYNCING
-        self.reason = ""
-
-    def update(self, symbol: str, kind: UpdateKind) -> BookUpdate:
-        return BookUpdate(
-            symbol,
-            kind,
-            self.epoch,
-            self.seq,
-            self.venue_id,
-            self.state,
-            self.reason,
-            self.book if self.synced else None,
-        )
+def _update(symbol: str, sym: SubscribedBook, kind: UpdateKind) -> BookUpdate:
+    return BookUpdate(
+        symbol,
+        kind,
+        sym.epoch,
+        sym.seq,
+        sym.venue_id,
+        sym.status,
+        sym.reason,
+        sym.book if sym.synced else None,
+    )
 
 
 class GatewayClient:
@@ -163,7 +153,7 @@ class GatewayClient:
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes
         self.stats = ClientStats()
-        self._books = {symbol: _Symbol() for symbol in self.symbols}
+        self._books = {symbol: SubscribedBook() for symbol in self.symbols}
         self._ws: ClientConnection | None = None
         self._queue: deque[BookUpdate] = deque()
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
@@ -259,11 +249,8 @@ class GatewayClient:
         self.stats.disconnects += 1
         log.warning("%s", reason)
         for symbol, sym in self._books.items():
-            sym.synced = False
-            sym.book.clear()
-            sym.state = SymbolState.STALE
-            sym.reason = reason
-            self._queue.append(sym.update(symbol, "status"))
+            sym.on_disconnected(reason)
+            self._queue.append(_update(symbol, sym, "status"))
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -274,17 +261,16 @@ class GatewayClient:
             self.stats.bad_messages += 1
             log.warning("gateway %s: undecodable message: %s", self.url, exc)
             return None
-        if isinstance(msg, Delta):
-            return await self._on_delta(ws, msg)
-        if isinstance(msg, Snapshot):
-            return self._on_snapshot(msg)
-        if isinstance(msg, Status):
+        if isinstance(msg, Delta | Snapshot | Status):
             sym = self._books.get(msg.symbol)
             if sym is None:
                 return None
-            sym.state = msg.state
-            sym.reason = msg.reason
-            return sym.update(msg.symbol, "status")
+            if isinstance(msg, Delta):
+                return await self._on_delta(ws, sym, msg)
+            if isinstance(msg, Snapshot):
+                return self._on_snapshot(sym, msg)
+            sym.on_status(msg.state, msg.reason)
+            return _update(msg.symbol, sym, "status")
         if isinstance(msg, Subscribed):
             self._backoff.reset()
         elif isinstance(msg, Error):
@@ -293,56 +279,33 @@ class GatewayClient:
             log.warning("gateway %s: error %s: %s", self.url, msg.code, msg.message)
         return None
 
-    def _on_snapshot(self, msg: Snapshot) -> BookUpdate | None:
-        sym = self._books.get(msg.symbol)
-        if sym is None:
-            return None
-        try:
-            sym.book.load(msg.bids, msg.asks)
-        except BadLevel as exc:
+    def _on_snapshot(self, sym: SubscribedBook, msg: Snapshot) -> BookUpdate | None:
+        actions = sym.on_snapshot(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
+        if SubscriberAction.BAD_LEVEL in actions:
             self.stats.bad_messages += 1
-            log.warning("%s: snapshot with a bad level (%s); book void", msg.symbol, exc)
-            sym.synced = False
-            sym.book.clear()
+            log.warning("%s: %s; book void", msg.symbol, sym.problem)
             return None
-        sym.synced = True
-        sym.epoch, sym.seq, sym.venue_id = msg.epoch, msg.seq, msg.id
         self.stats.snapshots += 1
-        return sym.update(msg.symbol, "snapshot")
+        return _update(msg.symbol, sym, "snapshot")
 
-    async def _on_delta(self, ws: ClientConnection, msg: Delta) -> BookUpdate | None:
-        sym = self._books.get(msg.symbol)
-        if sym is None or not sym.synced:
-            return None  # waiting for a snapshot: this delta is in it or before it
-        if msg.epoch == sym.epoch and msg.seq == sym.seq + 1:
-            try:
-                sym.book.apply(msg.bids, msg.asks)
-            except BadLevel as exc:
-                self.stats.bad_messages += 1
-                return await self._resync(ws, sym, msg.symbol, f"bad level in delta: {exc}")
-            sym.seq = msg.seq
-            sym.venue_id = msg.id
+    async def _on_delta(
+        self, ws: ClientConnection, sym: SubscribedBook, msg: Delta
+    ) -> BookUpdate | None:
+        actions = sym.on_delta(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
+        if SubscriberAction.BOOK_UPDATED in actions:
             self.stats.deltas += 1
-            return sym.update(msg.symbol, "delta")
-        self.stats.gaps += 1
-        reason = (
-            f"sequence gap: expected epoch {sym.epoch} seq {sym.seq + 1}, "
-            f"got epoch {msg.epoch} seq {msg.seq}"
-        )
-        return await self._resync(ws, sym, msg.symbol, reason)
-
-    async def _resync(
-        self, ws: ClientConnection, sym: _Symbol, symbol: str, reason: str
-    ) -> BookUpdate:
-        log.warning("%s: %s; resync requested", symbol, reason)
-        sym.synced = False
-        sym.book.clear()
-        sym.state = SymbolState.RESYNCING
-        sym.reason = reason
+            return _update(msg.symbol, sym, "delta")
+        if SubscriberAction.GAP in actions:
+            self.stats.gaps += 1
+        if SubscriberAction.BAD_LEVEL in actions:
+            self.stats.bad_messages += 1
+        if SubscriberAction.ASK_RESYNC not in actions:
+            return None  # waiting for a snapshot: this delta is in it or before it
+        log.warning("%s: %s; resync requested", msg.symbol, sym.problem)
         # A closed connection is reported by the next recv(); reconnecting resyncs all.
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(encode_json(Resync(symbol)).decode())
-        return sym.update(symbol, "status")
+            await ws.send(encode_json(Resync(msg.symbol)).decode())
+        return _update(msg.symbol, sym, "status")
 
 
 async def subscribe_books(

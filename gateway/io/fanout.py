@@ -7,7 +7,9 @@ format in use, builds the WebSocket frame once (server frames are unmasked and c
 is off, so the same bytes are valid on every connection) and writes those bytes to each
 subscriber's transport. It never awaits and never creates a task.
 
-Slow subscribers (the policy in ``docs/protocol.md``): a subscriber whose transport write
+Slow subscribers (the policy in ``docs/protocol.md``, decided per subscriber by
+:class:`gateway.core.flow.SubscriberFlow`; this shell feeds it buffer sizes and the clock
+and writes, resends or closes as it answers): a subscriber whose transport write
 buffer holds more than ``max_buffer_bytes`` is *behind*. While behind, nothing more of its
 symbols is written to it (deltas, bbo, trades and status are dropped and the symbols noted);
 once its buffer drains to ``low_water_bytes`` it is sent, per noted symbol, the current
@@ -22,14 +24,13 @@ by ``max_buffer_bytes`` plus the largest single message.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import http
 import itertools
 import logging
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol
 
 import msgspec
@@ -40,6 +41,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from gateway.core.book import L2Book
+from gateway.core.flow import WRITE, FlowAction, FlowPolicy, FlowState, SubscriberFlow
 from gateway.core.model import (
     BookDelta,
     BookReset,
@@ -88,6 +90,9 @@ CLOSE_TOO_SLOW: Final = CloseCode.POLICY_VIOLATION  # 1008
 CLOSE_TOO_MANY: Final = CloseCode.TRY_AGAIN_LATER  # 1013
 
 _OPEN: Final = State.OPEN
+_LIVE: Final = FlowState.LIVE
+_BEHIND: Final = FlowState.BEHIND
+_DISCONNECTED: Final = FlowState.DISCONNECTED
 _TEXT: Final = int(Opcode.TEXT)
 _BINARY: Final = int(Opcode.BINARY)
 _BAD_REQUESTS_LOGGED_PER_SUBSCRIBER: Final = 10
@@ -171,18 +176,11 @@ class _Subscriber:
         "abort_handle",
         "bad_requests",
         "bbo",
-        "behind",
-        "behind_since_s",
-        "blocked",
         "books",
         "bytes_sent",
-        "conflation_times_s",
-        "conflations",
         "conn",
-        "dirty",
-        "dropped",
+        "flow",
         "id",
-        "kicked",
         "messages_sent",
         "msgpack",
         "protocol",
@@ -191,7 +189,7 @@ class _Subscriber:
         "transport",
     )
 
-    def __init__(self, sub_id: int, conn: ServerConnection) -> None:
+    def __init__(self, sub_id: int, conn: ServerConnection, policy: FlowPolicy) -> None:
         self.id = sub_id
         self.conn = conn
         self.transport = conn.transport
@@ -203,19 +201,10 @@ class _Subscriber:
         self.books: dict[str, int | None] = {}
         self.bbo: set[str] = set()
         self.trades: set[str] = set()
-        #: True while nothing but control replies may be written (behind or kicked).
-        self.blocked = False
-        self.behind = False
-        self.kicked = False
-        self.behind_since_s = 0.0
-        #: Keys that had messages dropped while behind: owed a status and snapshot.
-        self.dirty: set[str] = set()
-        self.conflation_times_s: collections.deque[float] = collections.deque()
+        self.flow = SubscriberFlow(policy)
         self.abort_handle: asyncio.TimerHandle | None = None
         self.messages_sent = 0
         self.bytes_sent = 0
-        self.dropped = 0
-        self.conflations = 0
         self.bad_requests = 0
 
     def subscribed_to(self, key: str) -> bool:
@@ -244,6 +233,7 @@ class Fanout:
         ping_interval_s: WebSocket keepalive ping interval (None: off); the ping timeout is
             the same.
         max_request_bytes: largest request message accepted (larger: close 1009).
+        clock_s: monotonic seconds for the slow-subscriber policy (tests pass a fake).
     """
 
     def __init__(
@@ -260,6 +250,7 @@ class Fanout:
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
         max_request_bytes: int = 256 * 1024,
+        clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
             raise ValueError("max_buffer_bytes >= 1, max_conflations >= 0, max_subscribers >= 0")
@@ -274,6 +265,16 @@ class Fanout:
         self.close_timeout_s = close_timeout_s
         self.ping_interval_s = ping_interval_s
         self.max_request_bytes = max_request_bytes
+        self.flow_policy = FlowPolicy(
+            max_buffer_bytes=max_buffer_bytes,
+            low_water_bytes=self.low_water_bytes,
+            max_conflations=max_conflations,
+            conflation_window_s=conflation_window_s,
+            max_behind_s=max_behind_s,
+        )
+        self._clock_s = clock_s
+        #: The clock read once per step (a publish, a request, a check), for the flow policy.
+        self._now_s = clock_s()
         self.stats = FanoutStats()
         #: The bound ``(host, port)`` pairs once :meth:`serve` is listening.
         self.addresses: list[tuple[str, int]] = []
@@ -302,6 +303,7 @@ class Fanout:
         """
         snapshot_at: dict[str, tuple[int, int]] | None = None
         bbo_keys: set[str] | None = None
+        self._now_s = self._clock_s()
         for event in events:
             if isinstance(event, BookDelta):
                 key = event.key
@@ -340,20 +342,17 @@ class Fanout:
         msg = Delta(key, event.epoch, event.seq, event.venue_id, event.bids, event.asks)
         json_frame: bytes | None = None
         msgpack_frame: bytes | None = None
-        limit = self.max_buffer_bytes
+        now_s = self._now_s
         sent = 0
         sent_bytes = 0
         for sub in subs:
-            if sub.blocked:
-                sub.dirty.add(key)
-                sub.dropped += 1
-                self.stats.dropped += 1
-                continue
-            if sub.protocol.state is not _OPEN:
+            flow = sub.flow
+            if flow.state is _LIVE and sub.protocol.state is not _OPEN:
                 continue
             transport = sub.transport
-            if transport.get_write_buffer_size() > limit:
-                self._fall_behind(sub, key)
+            actions = flow.on_message(key, transport.get_write_buffer_size(), now_s)
+            if actions is not WRITE:
+                self._act(sub, actions)
                 continue
             if sub.msgpack:
                 if msgpack_frame is None:
@@ -439,15 +438,12 @@ class Fanout:
 
     def _deliver(self, sub: _Subscriber, key: str, frame: bytes) -> bool:
         """Write a message of ``key`` unless the subscriber is (or just fell) behind."""
-        if sub.blocked:
-            sub.dirty.add(key)
-            sub.dropped += 1
-            self.stats.dropped += 1
+        flow = sub.flow
+        if flow.state is _LIVE and sub.protocol.state is not _OPEN:
             return False
-        if sub.protocol.state is not _OPEN:
-            return False
-        if sub.transport.get_write_buffer_size() > self.max_buffer_bytes:
-            self._fall_behind(sub, key)
+        actions = flow.on_message(key, sub.transport.get_write_buffer_size(), self._now_s)
+        if actions is not WRITE:
+            self._act(sub, actions)
             return False
         self._write(sub, frame)
         return True
@@ -456,12 +452,13 @@ class Fanout:
         """A reply to a request: written even while behind (replies are small and paced by
         the client's requests), up to twice the buffer limit; beyond, the subscriber is
         not reading at all and is disconnected."""
-        if sub.protocol.state is not _OPEN or sub.kicked:
+        if sub.protocol.state is not _OPEN:
             return
-        if sub.transport.get_write_buffer_size() > 2 * self.max_buffer_bytes:
-            self._kick(sub, "subscriber too slow: it does not read its replies")
-            return
-        self._write(sub, _frame_msgpack(msg) if sub.msgpack else _frame_json(msg))
+        actions = sub.flow.on_reply(sub.transport.get_write_buffer_size())
+        if FlowAction.WRITE in actions:
+            self._write(sub, _frame_msgpack(msg) if sub.msgpack else _frame_json(msg))
+        else:
+            self._act(sub, actions)
 
     def _write(self, sub: _Subscriber, frame: bytes) -> None:
         sub.transport.write(frame)
@@ -479,52 +476,38 @@ class Fanout:
 
     # --- slow subscribers -------------------------------------------------------------------
 
-    def _fall_behind(self, sub: _Subscriber, key: str) -> None:
-        now_s = time.monotonic()
-        sub.blocked = sub.behind = True
-        sub.behind_since_s = now_s
-        sub.dirty.add(key)
-        sub.dropped += 1
-        self.stats.dropped += 1
-        sub.conflations += 1
-        self.stats.conflations += 1
-        times = sub.conflation_times_s
-        times.append(now_s)
-        while times and now_s - times[0] > self.conflation_window_s:
-            times.popleft()
-        if len(times) > self.max_conflations:
-            self._kick(
-                sub,
-                f"subscriber too slow: fell behind {len(times)} times within "
-                f"{self.conflation_window_s:g} s (limit {self.max_conflations})",
-            )
-        else:
+    def _act(self, sub: _Subscriber, actions: tuple[FlowAction, ...]) -> None:
+        """Carry out what the subscriber's flow answered (WRITE is the caller's)."""
+        for action in actions:
+            if action is FlowAction.DROP:
+                self.stats.dropped += 1
+            elif action is FlowAction.CONFLATE:
+                self.stats.conflations += 1
+            elif action is FlowAction.RESEND_OWED:
+                self._recover(sub)
+            elif action is FlowAction.DISCONNECT:
+                self._kick(sub, sub.flow.close_reason)
+        if sub.flow.state is _BEHIND:
             self._behind[sub] = None
 
-    def _check_behind(self) -> None:
-        """Resync subscribers whose buffer drained; disconnect those behind too long."""
+    def check_behind(self) -> None:
+        """Resync subscribers whose buffer drained; disconnect those behind too long.
+        :meth:`serve` calls it every ``check_interval_s``."""
         if not self._behind:
             return
-        now_s = time.monotonic()
+        self._now_s = now_s = self._clock_s()
         for sub in list(self._behind):
-            if sub.kicked or sub.protocol.state is not _OPEN:
+            if sub.flow.state is not _BEHIND or sub.protocol.state is not _OPEN:
                 del self._behind[sub]
-            elif sub.transport.get_write_buffer_size() <= self.low_water_bytes:
+                continue
+            actions = sub.flow.on_check(sub.transport.get_write_buffer_size(), now_s)
+            if sub.flow.state is not _BEHIND:
                 del self._behind[sub]
-                self._recover(sub)
-            elif now_s - sub.behind_since_s > self.max_behind_s:
-                del self._behind[sub]
-                self._kick(
-                    sub,
-                    f"subscriber too slow: send buffer above {self.max_buffer_bytes} bytes "
-                    f"for more than {self.max_behind_s:g} s",
-                )
+            self._act(sub, actions)
 
     def _recover(self, sub: _Subscriber) -> None:
         """Conflation: send the current state of every key whose messages were dropped."""
-        sub.blocked = sub.behind = False
-        dirty, sub.dirty = sub.dirty, set()
-        for key in dirty:
+        for key in sub.flow.take_owed():
             if sub.subscribed_to(key):
                 self._resend(sub, key)
 
@@ -556,9 +539,6 @@ class Fanout:
     def _kick(self, sub: _Subscriber, reason: str) -> None:
         """Close with 1008 without awaiting: the close frame is queued behind the pending
         data, and the TCP connection is aborted if the handshake has not ended in time."""
-        if sub.kicked:
-            return
-        sub.kicked = sub.blocked = True
         self.stats.slow_disconnects += 1
         log.warning("subscriber %d (%s) disconnected: %s", sub.id, sub.remote, reason)
         if sub.protocol.state is _OPEN:
@@ -570,6 +550,7 @@ class Fanout:
     # --- requests ---------------------------------------------------------------------------
 
     def _on_message(self, sub: _Subscriber, data: str | bytes) -> None:
+        self._now_s = self._clock_s()
         try:
             request = decode_request(data, msgpack=isinstance(data, bytes))
             self._dispatch(sub, request)
@@ -636,9 +617,8 @@ class Fanout:
             raise ProtocolError(
                 f"not subscribed to the book of {key}", ErrorCode.NOT_SUBSCRIBED, symbol=key
             )
-        if sub.behind:
-            sub.dirty.add(key)  # the snapshot comes with the recovery
-            return
+        if FlowAction.WRITE not in sub.flow.on_resync(key):
+            return  # behind: the snapshot comes with the recovery (or never: disconnected)
         state = self._view.book_state(key)
         if state is None:
             sym_state = self._symbol_state(key)
@@ -650,7 +630,7 @@ class Fanout:
         sub.books.pop(key, None)
         sub.bbo.discard(key)
         sub.trades.discard(key)
-        sub.dirty.discard(key)
+        sub.flow.forget(key)
         for registry in (self._book, self._pending, self._bbo, self._trade):
             subs = registry.get(key)
             if subs is not None:
@@ -698,7 +678,7 @@ class Fanout:
             try:
                 while True:
                     await asyncio.sleep(self.check_interval_s)
-                    self._check_behind()
+                    self.check_behind()
             finally:
                 self.addresses = []
 
@@ -718,10 +698,10 @@ class Fanout:
                 len(sub.books),
                 sub.messages_sent,
                 sub.bytes_sent,
-                sub.dropped,
-                sub.conflations,
+                sub.flow.dropped,
+                sub.flow.conflations,
                 sub.bad_requests,
-                sub.behind,
+                sub.flow.state is not _LIVE,
             )
             for sub in self._subs
         ]
@@ -749,14 +729,14 @@ class Fanout:
             log.warning("refused subscriber %s: %d connected", conn.remote_address, len(self._subs))
             await conn.close(CLOSE_TOO_MANY, f"too many subscribers (max {self.max_subscribers})")
             return
-        sub = _Subscriber(next(self._ids), conn)
+        sub = _Subscriber(next(self._ids), conn, self.flow_policy)
         self._subs[sub] = None
         self.stats.subscribers = len(self._subs)
         self.stats.subscribers_total += 1
         log.info("subscriber %d connected from %s", sub.id, sub.remote)
         try:
             async for data in conn:
-                if sub.kicked:
+                if sub.flow.state is _DISCONNECTED:
                     continue
                 self._on_message(sub, data)
         except ConnectionClosed:

@@ -15,6 +15,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.core.backoff import Backoff
+from gateway.core.budget import RATE_LIMIT_STATUSES, WeightBudget, retry_after_s
 from gateway.core.model import DepthSnapshot, VenueContractError
 from gateway.wire.venues import VenueAdapter
 
@@ -242,9 +243,9 @@ class SnapshotFetcher:
     Requests are deduplicated per symbol (the queue holds each symbol once, so it is
     bounded by the number of symbols). The venue's REST bases are tried in order; a
     429/418 is honoured with its Retry-After for every base; the request weight used per
-    minute is kept under the venue's budget. Repeated requests for the same symbol back
-    off, so a snapshot that keeps coming back older than the stream does not hammer the
-    venue.
+    minute is kept under the venue's budget (:class:`gateway.core.budget.WeightBudget`,
+    on ``clock_s``). Repeated requests for the same symbol back off, so a snapshot that
+    keeps coming back older than the stream does not hammer the venue.
     """
 
     def __init__(
@@ -259,6 +260,7 @@ class SnapshotFetcher:
         backoff_max_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         on_response: Callable[[str, bytes, int], object] | None = None,
+        clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         if adapter.snapshot_url is None or adapter.parse_snapshot is None:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
@@ -277,9 +279,9 @@ class SnapshotFetcher:
         self._backoffs: dict[str, Backoff] = {}
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
-        self._blocked_until_s = 0.0
-        self._weight_window_start_s = 0.0
-        self._weight_used = 0
+        self._clock_s = clock_s
+        self._weight = adapter.snapshot_weight(limit)
+        self.budget = WeightBudget(adapter.rest_weight_per_minute)
         self.stats = FetcherStats()
 
     def request(self, symbol: str) -> None:
@@ -319,7 +321,7 @@ class SnapshotFetcher:
                     snapshot = await self._get(client, base, symbol)
                 except RateLimited as exc:
                     self.stats.rate_limited += 1
-                    self._blocked_until_s = time.monotonic() + exc.retry_after_s
+                    self.budget.rate_limited(exc.retry_after_s, self._clock_s())
                     self._fail(base, symbol, str(exc))
                     break
                 except (httpx.HTTPError, VenueContractError) as exc:
@@ -334,15 +336,14 @@ class SnapshotFetcher:
     async def _get(self, client: httpx.AsyncClient, base: str, symbol: str) -> DepthSnapshot:
         url = self._snapshot_url(base, symbol, self._limit)
         self.stats.requests += 1
-        self._weight_used += self._adapter.snapshot_weight(self._limit)
+        self.budget.spend(self._weight, self._clock_s())
         response = await client.get(url)
-        if response.status_code in (418, 429):
-            retry_after = response.headers.get("Retry-After", "")
-            retry_after_s = float(retry_after) if retry_after.isdigit() else 60.0
-            raise RateLimited(retry_after_s, response.status_code)
+        if response.status_code in RATE_LIMIT_STATUSES:
+            retry_after = retry_after_s(response.headers.get("Retry-After", ""))
+            raise RateLimited(retry_after, response.status_code)
         used = response.headers.get("X-MBX-USED-WEIGHT-1M", "")
         if used.isdigit():
-            self._weight_used = int(used)
+            self.budget.observe_used(int(used), self._clock_s())
         if response.status_code != 200:
             raise httpx.HTTPStatusError(
                 f"HTTP {response.status_code}: {response.text[:200]}",
@@ -355,20 +356,10 @@ class SnapshotFetcher:
         return self._parse_snapshot(symbol, response.content, recv_ns, -1)
 
     async def _respect_limits(self) -> None:
-        now_s = time.monotonic()
-        if now_s - self._weight_window_start_s >= 60.0:
-            self._weight_window_start_s = now_s
-            self._weight_used = 0
-        # Leave a fifth of the venue's budget to anything else sharing this IP.
-        budget = self._adapter.rest_weight_per_minute * 4 // 5
-        if self._weight_used + self._adapter.snapshot_weight(self._limit) > budget:
-            wait_s = self._weight_window_start_s + 60.0 - now_s
-            log.warning("REST weight budget used; waiting %.1f s", wait_s)
+        """Sleep until the budget admits the next request (asked again after each sleep)."""
+        while (wait_s := self.budget.wait_s(self._weight, self._clock_s())) > 0:
+            log.warning("REST weight budget used or rate limited; waiting %.1f s", wait_s)
             await asyncio.sleep(wait_s)
-            self._weight_window_start_s = time.monotonic()
-            self._weight_used = 0
-        if self._blocked_until_s > now_s:
-            await asyncio.sleep(self._blocked_until_s - now_s)
 
     def _fail(self, base: str, symbol: str, what: str) -> None:
         self.stats.failures += 1

@@ -8,10 +8,11 @@ Per message of the symbol's ``book`` channel, :class:`Tap`:
 
 * counts it (``messages`` counts every gateway message of the connection, replies
   included; ``snapshots``, ``deltas`` and ``statuses`` count those of the symbol);
-* checks the sequence: a delta before any snapshot, or whose ``epoch`` differs from the
-  book's or whose ``seq`` is not the previous one + 1, is a **gap**; the book is then
-  discarded, a ``resync`` is sent, and deltas are ignored (counted, not checked) until the
-  fresh snapshot. A snapshot of another epoch than the previous one is an epoch change;
+* checks the sequence (with :class:`~gateway.core.subscriber.SubscribedBook`, the state
+  machine the client uses too): a delta before any snapshot, or whose ``epoch`` differs
+  from the book's or whose ``seq`` is not the previous one + 1, is a **gap**; the book is
+  then discarded, a ``resync`` is sent, and deltas are ignored (counted, not checked) until
+  the fresh snapshot. A snapshot of another epoch than the previous one is an epoch change;
 * keeps the book (:class:`~gateway.core.book.L2Book`) and checks it after every snapshot or
   delta: a crossed book counts one ``crossed`` violation per message after which it is
   crossed; an unparseable, non-positive-price, negative-quantity or infinite level, or a
@@ -32,15 +33,16 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any, Final, TextIO
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from gateway.core.book import BadLevel, L2Book
+from gateway.core.book import L2Book
 from gateway.core.model import Level
+from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
 from gateway.wire.protocol import (
     Delta,
     Error,
@@ -130,14 +132,25 @@ class Tap:
         self.symbol = symbol
         self.depth = depth
         self.open_timeout_s = open_timeout_s
-        self.book = L2Book()
+        #: The symbol's book and its sync state (snapshot order checked strictly).
+        self.subscription = SubscribedBook(strict_snapshot_order=True)
         self.counts = TapReport(symbol=symbol)
-        #: True while the book is valid and deltas are checked against (epoch, last_seq).
-        self.synced = False
-        #: True after a resync request, until its snapshot arrives.
-        self.awaiting_snapshot = False
         self._snapshot_epoch: int | None = None
         self._started = time.monotonic()
+
+    @property
+    def book(self) -> L2Book:
+        return self.subscription.book
+
+    @property
+    def synced(self) -> bool:
+        """True while the book is valid and deltas are checked against it."""
+        return self.subscription.synced
+
+    @property
+    def awaiting_snapshot(self) -> bool:
+        """True after a resync request, until its snapshot arrives."""
+        return self.subscription.state is BookSyncState.RESYNCING
 
     # --- pure state machine -----------------------------------------------------------------
 
@@ -180,40 +193,31 @@ class Tap:
             counts.epoch_changes += 1
         self._snapshot_epoch = msg.epoch
         self._position(msg.epoch, msg.seq, msg.id)
-        self.awaiting_snapshot = False
-        try:
-            _check_order(msg.bids, bids=True)
-            _check_order(msg.asks, bids=False)
-            self.book.load(msg.bids, msg.asks)
-        except BadLevel:
+        actions = self.subscription.on_snapshot(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
+        if SubscriberAction.BAD_LEVEL in actions:
             counts.bad_levels += 1
-            self._discard()
-            return
-        self.synced = True
-        self._check_book()
+        else:
+            self._check_book()
 
     def _on_delta(self, msg: Delta) -> Request | None:
         counts = self.counts
         counts.deltas += 1
-        if self.awaiting_snapshot:
+        actions = self.subscription.on_delta(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
+        if SubscriberAction.IGNORED_DELTA in actions:
             counts.ignored_deltas += 1
             return None
-        follows = (
-            self.synced
-            and msg.epoch == counts.epoch
-            and counts.last_seq is not None
-            and msg.seq == counts.last_seq + 1
-        )
         self._position(msg.epoch, msg.seq, msg.id)
-        if not follows:
+        if SubscriberAction.BOOK_UPDATED in actions:
+            self._check_book()
+            return None
+        # A delta before any snapshot is a gap too; no resync: a snapshot is coming.
+        if SubscriberAction.GAP in actions or SubscriberAction.EARLY_DELTA in actions:
             counts.gaps += 1
-            return self._resync()
-        try:
-            self.book.apply(msg.bids, msg.asks)
-        except BadLevel:
+        if SubscriberAction.BAD_LEVEL in actions:
             counts.bad_levels += 1
-            return self._resync()
-        self._check_book()
+        if SubscriberAction.ASK_RESYNC in actions:
+            counts.resyncs += 1
+            return Resync(self.symbol)
         return None
 
     def _position(self, epoch: int, seq: int, venue_id: int) -> None:
@@ -224,20 +228,6 @@ class Tap:
     def _check_book(self) -> None:
         if self.book.is_crossed():
             self.counts.crossed += 1
-
-    def _discard(self) -> None:
-        self.synced = False
-        self.book.clear()
-
-    def _resync(self) -> Request | None:
-        """Discard the book and ask for a snapshot; before any snapshot, one is coming."""
-        had_book = self.synced
-        self._discard()
-        if not had_book and self.counts.snapshots == 0:
-            return None
-        self.awaiting_snapshot = True
-        self.counts.resyncs += 1
-        return Resync(self.symbol)
 
     def report(self) -> TapReport:
         """The counts so far, with the book and the verdict."""
@@ -308,19 +298,6 @@ def _close_reason(ws: ClientConnection) -> str:
     if code is None or code == 1006:
         return "connection lost"
     return f"the gateway closed the connection: {code} {ws.close_reason or ''}".rstrip()
-
-
-def _check_order(levels: Sequence[Level], *, bids: bool) -> None:
-    """Raises BadLevel unless ``levels`` are strictly best first (prices parse)."""
-    previous: float | None = None
-    for level in levels:
-        try:
-            price = float(level[0])
-        except (ValueError, TypeError, IndexError) as exc:
-            raise BadLevel(f"unparseable level {level!r}") from exc
-        if previous is not None and (price >= previous if bids else price <= previous):
-            raise BadLevel(f"level {level!r} out of order")
-        previous = price
 
 
 # --- output --------------------------------------------------------------------------------

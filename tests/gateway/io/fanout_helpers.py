@@ -1,6 +1,6 @@
 """Test helpers for the fan-out and the client: a fake service view, a raw WebSocket client.
 
-Async tests are plain functions that call :func:`run`, which bounds them with a timeout.
+The harness (``run``, ``serving``, ``wait_until``) is in the fixtures of ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from websockets.frames import Frame, Opcode
@@ -32,14 +31,6 @@ from gateway.wire.protocol import ServerMessage, decode_server_message
 
 KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"
-
-
-def run(main: Callable[[], Awaitable[None]], timeout_s: float = 20.0) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout_s):
-            await main()
-
-    asyncio.run(bounded())
 
 
 class FakeView:
@@ -96,6 +87,15 @@ class FakeView:
         return StatusChange(key, state, reason)
 
 
+def live_fanout(bids: list[Level], asks: list[Level], **options: Any) -> tuple[FakeView, Fanout]:
+    """A view whose ``KEY`` has a book (epoch 1, seq 0) and a Fanout (``options``) that
+    has published it."""
+    view = FakeView()
+    fanout = Fanout(view, **options)
+    fanout.publish(view.reset(KEY, bids, asks))
+    return view, fanout
+
+
 def trade(key: str, trade_id: int, price: str = "100.5", qty: str = "0.1") -> TradeOut:
     venue, _, symbol = key.partition(":")
     return TradeOut(Trade(venue, symbol, trade_id, price, qty, Side.BUY, 1_700_000_000_000, 0, 0))
@@ -103,27 +103,6 @@ def trade(key: str, trade_id: int, price: str = "100.5", qty: str = "0.1") -> Tr
 
 def levels(n: int, start: float, step: float, qty: str = "1.00000000") -> list[Level]:
     return [(f"{start + i * step:.2f}", qty) for i in range(n)]
-
-
-@contextlib.asynccontextmanager
-async def serving(fanout: Fanout) -> AsyncIterator[Fanout]:
-    """Run ``fanout.serve`` on an ephemeral loopback port for the block's duration."""
-    ready = asyncio.Event()
-    async with asyncio.TaskGroup() as tasks:
-        task = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
-        await ready.wait()
-        try:
-            yield fanout
-        finally:
-            task.cancel()
-
-
-async def wait_for(predicate: Callable[[], bool], interval_s: float = 0.01) -> None:
-    """Poll ``predicate`` (state owned by the code under test has no event to wait on)."""
-    while True:
-        if predicate():
-            return
-        await asyncio.sleep(interval_s)
 
 
 class RawClient:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 from gateway.core.model import SymbolState
 from gateway.io.client import BookUpdate, GatewayClient, GatewayError, subscribe_books
-from gateway.io.fanout import Fanout
 
-from .fanout_helpers import KEY, KEY2, FakeView, run, serving
+from .fanout_helpers import KEY, KEY2, FakeView, live_fanout
+
+if TYPE_CHECKING:
+    from tests.gateway.conftest import Run, WaitUntil
+    from tests.gateway.io.conftest import Serving, StartServing
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -60,11 +64,11 @@ def delta_of(symbol: str, seq: int) -> Callable[[BookUpdate], bool]:
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-def test_client_yields_consistent_books_and_recovers_from_a_gap(wire_format: str) -> None:
+def test_client_yields_consistent_books_and_recovers_from_a_gap(
+    wire_format: str, run: Run, serving: Serving
+) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         async with serving(fanout), asyncio.TaskGroup() as tasks:
             client = GatewayClient(
                 f"ws://127.0.0.1:{fanout.port}/",
@@ -108,15 +112,13 @@ def test_client_yields_consistent_books_and_recovers_from_a_gap(wire_format: str
     run(main)
 
 
-def test_client_reconnects_after_the_gateway_restarts() -> None:
+def test_client_reconnects_after_the_gateway_restarts(
+    run: Run, wait_until: WaitUntil, start_serving: StartServing
+) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
-        ready = asyncio.Event()
+        view, fanout = live_fanout(BIDS, ASKS)
         async with asyncio.TaskGroup() as tasks:
-            server = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
-            await ready.wait()
+            server = await start_serving(tasks, fanout, 0)
             port = fanout.port
             client = GatewayClient(
                 f"ws://127.0.0.1:{port}/", [KEY], backoff_initial_s=0.02, backoff_max_s=0.1
@@ -132,11 +134,10 @@ def test_client_reconnects_after_the_gateway_restarts() -> None:
             # The book moves on while the client is away.
             for _ in range(3):
                 fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
-            await asyncio.sleep(0.1)  # a few refused reconnects
+            # A few refused reconnects (each retry after the first counts a backoff step).
+            await wait_until(lambda: client._backoff.failures >= 3)
 
-            ready = asyncio.Event()
-            server = tasks.create_task(fanout.serve("127.0.0.1", port, ready))
-            await ready.wait()
+            server = await start_serving(tasks, fanout, port)
             back = await consumer.until(snapshot_of(KEY))
             assert back.seq == 3 and back.state is SymbolState.LIVE
             fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
@@ -150,15 +151,13 @@ def test_client_reconnects_after_the_gateway_restarts() -> None:
     run(main)
 
 
-def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise() -> None:
+def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
+    run: Run, start_serving: StartServing
+) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
-        ready = asyncio.Event()
+        _view, fanout = live_fanout(BIDS, ASKS)
         async with asyncio.TaskGroup() as tasks:
-            server = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
-            await ready.wait()
+            server = await start_serving(tasks, fanout, 0)
             url = f"ws://127.0.0.1:{fanout.port}/"
 
             with pytest.raises(GatewayError, match="unknown_symbol"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -32,18 +33,11 @@ from gateway.wire.protocol import (
     decode_server_message,
 )
 
-from .fanout_helpers import (
-    KEY,
-    KEY2,
-    FakeView,
-    RawClient,
-    close_of,
-    levels,
-    run,
-    serving,
-    trade,
-    wait_for,
-)
+from .fanout_helpers import KEY, KEY2, FakeView, RawClient, close_of, levels, live_fanout, trade
+
+if TYPE_CHECKING:
+    from tests.gateway.conftest import Run, WaitUntil
+    from tests.gateway.io.conftest import Serving
 
 BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -68,7 +62,9 @@ def test_build_frame_equals_websockets_serialization(size: int) -> None:
         assert build_frame(payload, binary=binary) == expected
 
 
-def test_two_subscribers_get_identical_bytes_and_a_consistent_stream() -> None:
+def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
+    run: Run, serving: Serving
+) -> None:
     async def main() -> None:
         view = FakeView()
         fanout = Fanout(view, max_buffer_bytes=1 << 20)
@@ -116,7 +112,9 @@ def test_two_subscribers_get_identical_bytes_and_a_consistent_stream() -> None:
     run(main)
 
 
-def test_each_delta_is_encoded_once_per_format_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_delta_is_encoded_once_per_format_in_use(
+    monkeypatch: pytest.MonkeyPatch, run: Run, serving: Serving
+) -> None:
     built: list[str] = []
     real_json, real_msgpack = fanout_module._frame_json, fanout_module._frame_msgpack
 
@@ -132,9 +130,7 @@ def test_each_delta_is_encoded_once_per_format_in_use(monkeypatch: pytest.Monkey
     monkeypatch.setattr(fanout_module, "_frame_msgpack", count_msgpack)
 
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         async with serving(fanout):
             clients = [await RawClient.connect(fanout.port) for _ in range(4)]
             try:
@@ -156,11 +152,11 @@ def test_each_delta_is_encoded_once_per_format_in_use(monkeypatch: pytest.Monkey
     run(main)
 
 
-def test_late_joiner_gets_status_then_snapshot_at_the_current_seq() -> None:
+def test_late_joiner_gets_status_then_snapshot_at_the_current_seq(
+    run: Run, serving: Serving
+) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         for i in range(5):
             fanout.publish([view.delta(KEY, bids=[(f"98.{i}0", "1")])])
         async with serving(fanout):
@@ -184,7 +180,9 @@ def test_late_joiner_gets_status_then_snapshot_at_the_current_seq() -> None:
     run(main)
 
 
-def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces() -> None:
+def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces(
+    run: Run, serving: Serving
+) -> None:
     async def main() -> None:
         view = FakeView()
         fanout = Fanout(view)
@@ -216,11 +214,9 @@ def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces()
     run(main)
 
 
-def test_channels_formats_requests_and_errors() -> None:
+def test_channels_formats_requests_and_errors(run: Run, serving: Serving) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        view, fanout = live_fanout(BIDS, ASKS)
         async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
             # Bad requests get an error and the connection keeps working.
             await ws.send("{not json")
@@ -290,11 +286,9 @@ def test_channels_formats_requests_and_errors() -> None:
     run(main)
 
 
-def test_healthz_over_http_on_the_same_port() -> None:
+def test_healthz_over_http_on_the_same_port(run: Run, serving: Serving) -> None:
     async def main() -> None:
-        view = FakeView()
-        fanout = Fanout(view)
-        fanout.publish(view.reset(KEY, BIDS, ASKS))
+        _view, fanout = live_fanout(BIDS, ASKS)
         async with serving(fanout):
             reader, writer = await asyncio.open_connection("127.0.0.1", fanout.port)
             try:
@@ -313,7 +307,7 @@ def test_healthz_over_http_on_the_same_port() -> None:
     run(main)
 
 
-def test_max_subscribers_refuses_with_1013() -> None:
+def test_max_subscribers_refuses_with_1013(run: Run, serving: Serving) -> None:
     async def main() -> None:
         fanout = Fanout(FakeView(), max_subscribers=1)
         async with serving(fanout):
@@ -334,11 +328,9 @@ def test_max_subscribers_refuses_with_1013() -> None:
     run(main)
 
 
-async def _flood_until(
-    fanout: Fanout, view: FakeView, done: Callable[[], bool], pause_s: float = 0.0
-) -> int:
-    """Publish big deltas until ``done()``, yielding to the loop every 10; returns how many
-    were published."""
+async def _flood_until(fanout: Fanout, view: FakeView, done: Callable[[], bool]) -> int:
+    """Publish big deltas until ``done()``, yielding to the loop every 10 (so that the
+    transports write); returns how many were published."""
     wide = levels(60, 10.0, 0.01)
     for n in range(50_000):
         if done():
@@ -346,7 +338,7 @@ async def _flood_until(
         qty = f"{n % 7 + 1}.00000000"
         fanout.publish([view.delta(KEY, bids=[(p, qty) for p, _ in wide])])
         if n % 10 == 0:
-            await asyncio.sleep(pause_s)
+            await asyncio.sleep(0)
     raise AssertionError("the flood never reached its goal")
 
 
@@ -371,10 +363,18 @@ async def _read_book(client: RawClient, view: FakeView, until_seq: int) -> tuple
     return book, snapshots
 
 
-def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one() -> None:
+def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one(
+    run: Run, serving: Serving, wait_until: WaitUntil
+) -> None:
     async def main() -> None:
         view = FakeView()
-        fanout = Fanout(view, max_buffer_bytes=32 * 1024, max_conflations=5, max_behind_s=30)
+        fanout = Fanout(
+            view,
+            max_buffer_bytes=32 * 1024,
+            max_conflations=5,
+            max_behind_s=30,
+            clock_s=lambda: 0.0,  # frozen: the deadline never passes
+        )
         fanout.publish(view.reset(KEY, BIDS, ASKS))
         async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as fast:
             slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
@@ -383,8 +383,8 @@ def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one() -> None:
                 await fast.send(sub([KEY]))
                 for _ in range(3):
                     await fast.recv()  # subscribed, status, snapshot
-                await wait_for(lambda: fanout.stats.subscribers == 2)
-                await wait_for(lambda: fanout.stats.messages_sent >= 6)
+                await wait_until(lambda: fanout.stats.subscribers == 2)
+                await wait_until(lambda: fanout.stats.messages_sent >= 6)
 
                 async def read_fast() -> int:
                     seq = 0
@@ -409,7 +409,7 @@ def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one() -> None:
                 book, snapshots = await _read_book(slow, view, last)
                 assert snapshots == 2  # the initial one and the conflation
                 assert book.normalized() == view.history[KEY, 1, last]
-                await wait_for(lambda: not fanout.subscriber_stats()[-1].behind)
+                await wait_until(lambda: not fanout.subscriber_stats()[-1].behind)
                 fanout.publish([view.delta(KEY, asks=[("100.60", "1")])])
                 msg = await slow.message()
                 assert isinstance(msg, Delta) and msg.seq == last + 1
@@ -421,24 +421,36 @@ def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one() -> None:
 
 
 @pytest.mark.parametrize("rule", ["conflations", "deadline"])
-def test_slow_subscriber_is_disconnected_with_1008(rule: str) -> None:
+def test_slow_subscriber_is_disconnected_with_1008(
+    rule: str, run: Run, serving: Serving, wait_until: WaitUntil
+) -> None:
     async def main() -> None:
         view = FakeView()
+        now_s = 100.0  # the policy's clock, driven here
+
         if rule == "conflations":
             limits = {"max_conflations": 0, "max_behind_s": 60.0}
         else:
-            limits = {"max_conflations": 100, "max_behind_s": 0.2}
+            limits = {"max_conflations": 100, "max_behind_s": 5.0}
         fanout = Fanout(
-            view, max_buffer_bytes=16 * 1024, close_timeout_s=30, check_interval_s=0.02, **limits
+            view, max_buffer_bytes=16 * 1024, close_timeout_s=30, clock_s=lambda: now_s, **limits
         )
         fanout.publish(view.reset(KEY, BIDS, ASKS))
         async with serving(fanout):
             slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
             try:
                 await slow.send(sub([KEY]))
-                await wait_for(lambda: fanout.stats.messages_sent >= 3)
-                # Keep it behind (the deadline rule) or make it fall behind (the count rule).
-                await _flood_until(fanout, view, lambda: fanout.stats.slow_disconnects == 1, 0.002)
+                await wait_until(lambda: fanout.stats.messages_sent >= 3)
+                # Make it fall behind: the count rule disconnects it at once.
+                await _flood_until(fanout, view, lambda: fanout.stats.conflations >= 1)
+                if rule == "deadline":
+                    assert fanout.stats.slow_disconnects == 0
+                    now_s += 5.0  # behind for exactly max_behind_s: still allowed
+                    fanout.check_behind()
+                    assert fanout.stats.slow_disconnects == 0
+                    now_s += 0.01
+                    fanout.check_behind()
+                assert fanout.stats.slow_disconnects == 1
                 while True:
                     opcode, payload, _ = await slow.frame()
                     if opcode == Opcode.CLOSE:
@@ -448,12 +460,12 @@ def test_slow_subscriber_is_disconnected_with_1008(rule: str) -> None:
                 assert reason.startswith("subscriber too slow")
             finally:
                 await slow.close()
-            await wait_for(lambda: fanout.stats.subscribers == 0)
+            await wait_until(lambda: fanout.stats.subscribers == 0)
 
     run(main, timeout_s=40)
 
 
-def test_serve_stops_cleanly_on_cancel() -> None:
+def test_serve_stops_cleanly_on_cancel(run: Run) -> None:
     async def main() -> None:
         fanout = Fanout(FakeView())
         ready = asyncio.Event()

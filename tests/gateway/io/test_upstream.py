@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -14,6 +15,9 @@ from gateway.core.backoff import Backoff
 from gateway.core.model import DepthSnapshot
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.venues import adapter_for
+
+if TYPE_CHECKING:
+    from tests.gateway.conftest import Run, RunUntil, WaitUntil
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -52,12 +56,9 @@ def _connection(url: str, rec: Recorder, **kwargs: float) -> Connection:
     )
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
-    while not predicate():  # noqa: ASYNC110 - polls state that another task owns
-        await asyncio.sleep(0.01)
-
-
-def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened() -> None:
+def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
+    run: Run, run_until: RunUntil
+) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("one")
         await ws.send(b"two")
@@ -66,10 +67,7 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened() -> 
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec)
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await _until(lambda: len(rec.frames) >= 6)
-            task.cancel()
+        await run_until(conn.run, lambda: len(rec.frames) >= 6)
         assert rec.frames[:2] == [(7, b"one"), (7, b"two")]
         assert rec.states[:4] == [True, False, True, False]
         assert conn.stats.connects >= 3
@@ -77,10 +75,10 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened() -> 
         assert conn.stats.failed_attempts == 0
         assert not conn.stats.connected
 
-    asyncio.run(_with_server(handler, body))
+    run(lambda: _with_server(handler, body))
 
 
-def test_a_stalled_connection_is_closed_and_reopened() -> None:
+def test_a_stalled_connection_is_closed_and_reopened(run: Run, run_until: RunUntil) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("hello")
         await ws.wait_closed()  # socket open, nothing sent
@@ -88,17 +86,16 @@ def test_a_stalled_connection_is_closed_and_reopened() -> None:
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec, stall_timeout_s=0.2)
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await _until(lambda: conn.stats.connects >= 2)
-            task.cancel()
+        await run_until(conn.run, lambda: conn.stats.connects >= 2)
         assert rec.states[:3] == [True, False, True]
         assert conn.stats.last_error == "stalled"
 
-    asyncio.run(_with_server(handler, body))
+    run(lambda: _with_server(handler, body))
 
 
-def test_the_venue_reconnect_notice_reconnects_without_backoff() -> None:
+def test_the_venue_reconnect_notice_reconnects_without_backoff(
+    run: Run, run_until: RunUntil
+) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("data")
         await ws.send("please reconnect")
@@ -109,16 +106,13 @@ def test_the_venue_reconnect_notice_reconnects_without_backoff() -> None:
         conn = _connection(url, rec)
         conn._backoff = Backoff(60.0, 60.0)  # a backoff wait would time the test out
         conn._backoff.failures = 5
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await _until(lambda: conn.stats.connects >= 2)
-            task.cancel()
+        await run_until(conn.run, lambda: conn.stats.connects >= 2)
         assert conn.stats.last_error == "venue asked to reconnect"
 
-    asyncio.run(_with_server(handler, body))
+    run(lambda: _with_server(handler, body))
 
 
-def test_connections_are_renewed_at_max_age_while_data_flows() -> None:
+def test_connections_are_renewed_at_max_age_while_data_flows(run: Run, run_until: RunUntil) -> None:
     async def handler(ws: ServerConnection) -> None:
         while True:
             await ws.send("tick")
@@ -127,27 +121,21 @@ def test_connections_are_renewed_at_max_age_while_data_flows() -> None:
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec, max_age_s=0.2)
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await _until(lambda: conn.stats.connects >= 2)
-            task.cancel()
+        await run_until(conn.run, lambda: conn.stats.connects >= 2)
         assert conn.stats.last_error == "renewed at max age"
 
-    asyncio.run(_with_server(handler, body))
+    run(lambda: _with_server(handler, body))
 
 
-def test_refused_connections_back_off_and_retry() -> None:
+def test_refused_connections_back_off_and_retry(run: Run, run_until: RunUntil) -> None:
     async def body() -> None:
         rec = Recorder()
         conn = _connection("ws://127.0.0.1:9/stream", rec)  # discard port: refused
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(conn.run())
-            await _until(lambda: conn.stats.failed_attempts >= 3)
-            task.cancel()
+        await run_until(conn.run, lambda: conn.stats.failed_attempts >= 3)
         assert rec.states == [] and conn.stats.connects == 0 and conn.stats.reconnects == 0
         assert "Refused" in conn.stats.last_error or "Errno" in conn.stats.last_error
 
-    asyncio.run(asyncio.wait_for(body(), 10))
+    run(body, 10)
 
 
 # --- SnapshotFetcher ---------------------------------------------------------------------------
@@ -156,7 +144,7 @@ GOOD_BODY = b'{"lastUpdateId":42,"bids":[["100.0","1"]],"asks":[["101.0","2"]]}'
 
 
 def _fetch(
-    responses: dict[str, list[httpx.Response]], bases: list[str]
+    run: Run, run_until: RunUntil, responses: dict[str, list[httpx.Response]], bases: list[str]
 ) -> tuple[list[DepthSnapshot], SnapshotFetcher, list[str]]:
     seen: list[str] = []
 
@@ -177,19 +165,20 @@ def _fetch(
     )
 
     async def body() -> None:
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(fetcher.run())
-            fetcher.request("BTCUSDT")
-            fetcher.request("BTCUSDT")  # deduplicated while queued
-            await _until(lambda: bool(got))
-            task.cancel()
+        fetcher.request("BTCUSDT")
+        fetcher.request("BTCUSDT")  # deduplicated while queued
+        await run_until(fetcher.run, lambda: bool(got))
 
-    asyncio.run(asyncio.wait_for(body(), 10))
+    run(body, 10)
     return got, fetcher, seen
 
 
-def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies() -> None:
+def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
+    run: Run, run_until: RunUntil
+) -> None:
     got, fetcher, seen = _fetch(
+        run,
+        run_until,
         {
             "a.test": [httpx.Response(503, text="down"), httpx.Response(200, text="junk")],
             "b.test": [httpx.Response(200, content=b"{}"), httpx.Response(200, content=GOOD_BODY)],
@@ -203,8 +192,10 @@ def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies() -> None:
     assert len(seen) == 4
 
 
-def test_fetcher_honours_rate_limits_on_every_base() -> None:
+def test_fetcher_honours_rate_limits_on_every_base(run: Run, run_until: RunUntil) -> None:
     got, fetcher, seen = _fetch(
+        run,
+        run_until,
         {
             "a.test": [
                 httpx.Response(429, headers={"Retry-After": "0"}),
@@ -217,11 +208,15 @@ def test_fetcher_honours_rate_limits_on_every_base() -> None:
     # The 429 stops the round: the fallback base shares the IP's limit and is not tried.
     assert [url.split("/")[2] for url in seen] == ["a.test", "a.test"]
     assert fetcher.stats.rate_limited == 1 and len(got) == 1
+    # The weight the venue reported replaced the fetcher's own count.
+    assert fetcher.budget.used == 55
 
 
 @pytest.mark.parametrize("status", [418, 429])
-def test_rate_limit_statuses_are_recognised(status: int) -> None:
+def test_rate_limit_statuses_are_recognised(status: int, run: Run, run_until: RunUntil) -> None:
     got, fetcher, _ = _fetch(
+        run,
+        run_until,
         {
             "a.test": [
                 httpx.Response(status, headers={"Retry-After": "0"}),
@@ -233,7 +228,9 @@ def test_rate_limit_statuses_are_recognised(status: int) -> None:
     assert fetcher.stats.rate_limited == 1 and got
 
 
-def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages() -> None:
+def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages(
+    run: Run, wait_until: WaitUntil
+) -> None:
     received: list[str | bytes] = []
 
     async def handler(ws: ServerConnection) -> None:
@@ -260,12 +257,12 @@ def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_m
         assert conn.send([b"too early"]) is False, "nothing is queued while down"
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
-            await _until(lambda: received.count("ping") >= 2)
+            await wait_until(lambda: received.count("ping") >= 2)
             assert conn.send([b"close me"])
-            await _until(lambda: received.count('{"op":"subscribe"}') >= 2)
+            await wait_until(lambda: received.count('{"op":"subscribe"}') >= 2)
             task.cancel()
         assert received[0] == '{"op":"subscribe"}', "text frames, subscriptions first"
         assert "too early" not in received
         assert conn.stats.messages_dropped == 1 and conn.stats.reconnects >= 1
 
-    asyncio.run(_with_server(handler, body))
+    run(lambda: _with_server(handler, body))

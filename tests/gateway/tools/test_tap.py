@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -33,6 +34,9 @@ from gateway.wire.protocol import (
     decode_request,
     encode_json,
 )
+
+if TYPE_CHECKING:
+    from tests.gateway.conftest import Run, WaitUntil
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "binance:BTCUSDT"
@@ -166,9 +170,9 @@ async def _gap_and_cross(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_fake_gateway_gap_and_crossed_book_are_counted_and_fail(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], run: Run
 ) -> None:
-    asyncio.run(asyncio.wait_for(_gap_and_cross(capsys), 20))
+    run(lambda: _gap_and_cross(capsys), 20)
 
 
 async def _closed_early(capsys: pytest.CaptureFixture[str]) -> None:
@@ -185,14 +189,22 @@ async def _closed_early(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_a_connection_closed_by_the_gateway_ends_the_tap_and_fails(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], run: Run
 ) -> None:
-    asyncio.run(asyncio.wait_for(_closed_early(capsys), 20))
+    run(lambda: _closed_early(capsys), 20)
 
 
-def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    # Port 9 (discard) on loopback: nothing listens there in the test environment.
-    code = asyncio.run(run_tap(_args("ws://127.0.0.1:9/")))
+def test_an_unreachable_gateway_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], run: Run
+) -> None:
+    codes: list[int] = []
+
+    async def tap() -> None:
+        # Port 9 (discard) on loopback: nothing listens there in the test environment.
+        codes.append(await run_tap(_args("ws://127.0.0.1:9/")))
+
+    run(tap, 20)
+    [code] = codes
     assert code == 2
     assert "cannot connect to ws://127.0.0.1:9/" in capsys.readouterr().err
 
@@ -216,21 +228,15 @@ async def _gateway() -> AsyncIterator[tuple[SimBinanceSpot, Service, str]]:
                 await task
 
 
-async def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polls state that other tasks own
-            await asyncio.sleep(0.02)
-
-
-async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
+async def _tap_the_gateway(capsys: pytest.CaptureFixture[str], wait_until: WaitUntil) -> None:
     async with _gateway() as (sim, service, url):
         tap = Tap(url, KEY)
         stop = asyncio.Event()
         running = asyncio.create_task(tap.run(None, stop))
-        await asyncio.sleep(2.0)
+        await wait_until(lambda: tap.counts.deltas > 10, 20)
         sim.pause()
         last = sim.last_id("BTCUSDT")
-        await _wait_for(
+        await wait_until(
             lambda: service.books[KEY].applied_id == last and tap.counts.last_id == last, 10
         )
         stop.set()
@@ -247,9 +253,9 @@ async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_tap_follows_the_gateway_with_no_gap_and_its_book(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], run: Run, wait_until: WaitUntil
 ) -> None:
-    asyncio.run(asyncio.wait_for(_tap_the_gateway(capsys), 40))
+    run(lambda: _tap_the_gateway(capsys, wait_until), 40)
 
 
 async def _cli_json() -> None:
@@ -275,5 +281,5 @@ async def _cli_json() -> None:
         assert report["bids"] and report["asks"] and report["ok"] is True
 
 
-def test_cli_tap_prints_one_json_object_and_exits_zero() -> None:
-    asyncio.run(asyncio.wait_for(_cli_json(), 45))
+def test_cli_tap_prints_one_json_object_and_exits_zero(run: Run) -> None:
+    run(_cli_json, 45)

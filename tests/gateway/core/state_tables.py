@@ -1,0 +1,35 @@
+"""Transition tables written as text, for the table tests of the cores' state machines.
+
+One row a line: ``STATE  EVENT  NEW_STATE  ACTION ACTION ...`` (member names; ``-`` for no
+action). The expected table of a test is the machine's specification, read at a glance.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from typing import TypeVar
+
+S = TypeVar("S", bound=enum.Enum)
+E = TypeVar("E", bound=enum.Enum)
+A = TypeVar("A", bound=enum.Enum)
+
+
+def parse_table(
+    text: str, states: type[S], events: type[E], actions: type[A]
+) -> dict[tuple[S, E], tuple[S, tuple[A, ...]]]:
+    table: dict[tuple[S, E], tuple[S, tuple[A, ...]]] = {}
+    for line in text.strip().splitlines():
+        state, event, new_state, *names = line.split()
+        key = (states[state], events[event])
+        assert key not in table, f"row given twice: {line}"
+        done = tuple(actions[name] for name in names if name != "-")
+        table[key] = (states[new_state], done)
+    return table
+
+
+def undefined_pairs(
+    table: dict[tuple[S, E], object], states: type[S], events: type[E]
+) -> list[tuple[S, E]]:
+    """Every (state, event) the table does not hold, in declaration order."""
+    return [pair for pair in itertools.product(states, events) if pair not in table]

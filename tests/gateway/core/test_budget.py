@@ -1,0 +1,157 @@
+"""The REST weight budget on a driven clock: spending within a window, refill, waits,
+429 Retry-After and 418 bans, and that the budget is never exceeded."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.core.budget import (
+    DEFAULT_RETRY_AFTER_S,
+    RATE_LIMIT_STATUSES,
+    WeightBudget,
+    retry_after_s,
+)
+
+
+def test_a_fifth_of_the_venue_limit_is_left_to_others() -> None:
+    assert WeightBudget(6000).budget == 4800
+    assert WeightBudget(1200).budget == 960
+    assert WeightBudget(7).budget == 5
+    assert WeightBudget(100, share=1.0).budget == 100
+
+
+def test_weight_is_spent_within_a_window_then_waits_for_the_refill() -> None:
+    budget = WeightBudget(100, share=1.0)  # 100 per 60 s
+    now_s = 1000.0
+    for _ in range(4):
+        assert budget.wait_s(25, now_s) == 0.0
+        budget.spend(25, now_s)
+        now_s += 1.0
+    assert budget.used == 100
+    # Full: the next request waits for the end of the window that began at 1000 s.
+    assert budget.wait_s(25, now_s) == pytest.approx(56.0)
+    assert budget.wait_s(1, 1059.5) == pytest.approx(0.5)
+    # The window ends: the budget is whole again.
+    assert budget.wait_s(25, 1060.0) == 0.0
+    assert budget.used == 0
+    budget.spend(25, 1060.0)
+    assert budget.window_end_s == 1120.0 and budget.used == 25
+
+
+def test_a_request_that_fits_exactly_is_sent() -> None:
+    budget = WeightBudget(100, share=1.0)
+    budget.spend(60, 0.0)
+    assert budget.wait_s(40, 1.0) == 0.0
+    assert budget.wait_s(41, 1.0) == pytest.approx(59.0)
+
+
+def test_a_request_heavier_than_the_budget_goes_alone_in_a_fresh_window() -> None:
+    budget = WeightBudget(10, share=1.0)
+    assert budget.wait_s(50, 0.0) == 0.0
+    budget.spend(50, 0.0)
+    assert budget.wait_s(50, 30.0) == pytest.approx(30.0)
+    assert budget.wait_s(50, 60.0) == 0.0
+
+
+def test_the_venue_reported_weight_replaces_ours() -> None:
+    budget = WeightBudget(100, share=1.0)
+    budget.spend(10, 0.0)
+    budget.observe_used(95, 0.5)  # others on the IP spent too
+    assert budget.wait_s(10, 1.0) == pytest.approx(59.0)
+    budget.observe_used(0, 2.0)
+    assert budget.wait_s(10, 2.0) == 0.0
+
+
+@pytest.mark.parametrize("status", sorted(RATE_LIMIT_STATUSES))
+def test_rate_limit_retry_after_is_obeyed(status: int) -> None:
+    assert status in (418, 429)
+    budget = WeightBudget(6000)
+    budget.spend(1, 0.0)
+    budget.rate_limited(retry_after_s("30"), 5.0)
+    assert budget.wait_s(1, 5.0) == pytest.approx(30.0)
+    assert budget.wait_s(1, 34.0) == pytest.approx(1.0)
+    assert budget.wait_s(1, 35.0) == 0.0
+
+
+def test_a_418_ban_is_honoured_over_a_shorter_429() -> None:
+    budget = WeightBudget(6000)
+    budget.rate_limited(retry_after_s("7200"), 0.0)  # 418: banned for two hours
+    budget.rate_limited(retry_after_s("1"), 10.0)  # a later 429 does not shorten it
+    assert budget.wait_s(1, 10.0) == pytest.approx(7190.0)
+    assert budget.wait_s(1, 7200.0) == 0.0
+
+
+def test_the_longer_of_ban_and_window_is_waited() -> None:
+    budget = WeightBudget(10, share=1.0)
+    budget.spend(10, 0.0)
+    budget.rate_limited(5.0, 0.0)
+    assert budget.wait_s(1, 1.0) == pytest.approx(59.0)
+    budget.rate_limited(100.0, 1.0)
+    assert budget.wait_s(1, 1.0) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("0", 0.0),
+        ("12", 12.0),
+        (" 3 ", 3.0),
+        ("", DEFAULT_RETRY_AFTER_S),
+        ("1.5", DEFAULT_RETRY_AFTER_S),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", DEFAULT_RETRY_AFTER_S),
+        ("-5", DEFAULT_RETRY_AFTER_S),
+    ],
+)
+def test_retry_after_header(header: str, expected: float) -> None:
+    assert retry_after_s(header) == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"weight_per_window": 0}, {"window_s": 0.0}, {"share": 0.0}, {"share": 1.5}]
+)
+def test_bad_budgets(kwargs: dict[str, float]) -> None:
+    args: dict[str, float] = {"weight_per_window": 100, **kwargs}
+    with pytest.raises(ValueError):
+        WeightBudget(int(args.pop("weight_per_window")), **args)
+
+
+@given(
+    limit=st.integers(1, 500),
+    requests=st.lists(
+        st.tuples(st.integers(1, 120), st.floats(0.0, 90.0), st.floats(0.0, 5.0)),
+        max_size=60,
+    ),
+)
+def test_the_budget_is_never_exceeded_within_a_window(
+    limit: int, requests: list[tuple[int, float, float]]
+) -> None:
+    """Requests at arbitrary times, each sent once the budget admits it (sleeping what
+    ``wait_s`` says, asking again), some rate limited: within every window the weight sent
+    is at most the budget, or a single request that alone is heavier."""
+    budget = WeightBudget(limit, window_s=60.0)
+    now_s = 0.0
+    sent: list[tuple[float, int]] = []
+    for weight, gap_s, ban_s in requests:
+        now_s += gap_s
+        waits = 0
+        while (wait_s := budget.wait_s(weight, now_s)) > 0:
+            assert wait_s <= max(60.0, budget.blocked_until_s - now_s) + 1e-9
+            now_s += wait_s
+            waits += 1
+            assert waits <= 3, "a wait is followed by a request"
+        assert now_s >= budget.blocked_until_s
+        budget.spend(weight, now_s)
+        sent.append((now_s, weight))
+        if ban_s > 4.0:
+            budget.rate_limited(ban_s, now_s)
+    windows: list[list[int]] = []
+    end_s: float | None = None
+    for at_s, weight in sent:
+        if end_s is None or at_s >= end_s:
+            end_s = at_s + 60.0
+            windows.append([])
+        windows[-1].append(weight)
+    for window in windows:
+        assert sum(window) <= budget.budget or len(window) == 1

@@ -1,0 +1,260 @@
+"""The slow-subscriber flow policy: its transition table row by row, the classification of
+inputs into events, and the time-dependent rules on a driven clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.core.flow import (
+    TRANSITIONS,
+    WRITE,
+    FlowAction,
+    FlowError,
+    FlowEvent,
+    FlowPolicy,
+    FlowState,
+    SubscriberFlow,
+)
+
+from .state_tables import parse_table, undefined_pairs
+
+LIVE, BEHIND, GONE = FlowState.LIVE, FlowState.BEHIND, FlowState.DISCONNECTED
+E = FlowEvent
+A = FlowAction
+KEY = "binance:BTCUSDT"
+POLICY = FlowPolicy(
+    max_buffer_bytes=1000,
+    low_water_bytes=250,
+    max_conflations=2,
+    conflation_window_s=60.0,
+    max_behind_s=5.0,
+)
+
+#: The policy written out: state, event, new state, actions.
+EXPECTED = parse_table(
+    """
+    LIVE          MESSAGE_FITS                 LIVE          WRITE
+    LIVE          MESSAGE_OVERFLOWS            BEHIND        DROP CONFLATE
+    LIVE          MESSAGE_OVERFLOWS_TOO_OFTEN  DISCONNECTED  DROP CONFLATE DISCONNECT
+    LIVE          REPLY_FITS                   LIVE          WRITE
+    LIVE          REPLY_UNREAD                 DISCONNECTED  DISCONNECT
+    LIVE          RESYNC_ASKED                 LIVE          WRITE
+    BEHIND        MESSAGE_FITS                 BEHIND        DROP
+    BEHIND        MESSAGE_OVERFLOWS            BEHIND        DROP
+    BEHIND        REPLY_FITS                   BEHIND        WRITE
+    BEHIND        REPLY_UNREAD                 DISCONNECTED  DISCONNECT
+    BEHIND        RESYNC_ASKED                 BEHIND        OWE
+    BEHIND        DRAINED                      LIVE          RESEND_OWED
+    BEHIND        STILL_BEHIND                 BEHIND        -
+    BEHIND        BEHIND_TOO_LONG              DISCONNECTED  DISCONNECT
+    DISCONNECTED  MESSAGE_FITS                 DISCONNECTED  DROP
+    DISCONNECTED  MESSAGE_OVERFLOWS            DISCONNECTED  DROP
+    DISCONNECTED  REPLY_FITS                   DISCONNECTED  -
+    DISCONNECTED  REPLY_UNREAD                 DISCONNECTED  -
+    DISCONNECTED  RESYNC_ASKED                 DISCONNECTED  -
+    """,
+    FlowState,
+    FlowEvent,
+    FlowAction,
+)
+UNDEFINED = undefined_pairs(EXPECTED, FlowState, FlowEvent)
+
+
+def flow_in(state: FlowState, policy: FlowPolicy = POLICY) -> SubscriberFlow:
+    flow = SubscriberFlow(policy)
+    flow.state = state
+    return flow
+
+
+def test_the_table_is_the_documented_policy() -> None:
+    assert TRANSITIONS == EXPECTED
+    assert WRITE is TRANSITIONS[LIVE, E.MESSAGE_FITS][1]
+
+
+@pytest.mark.parametrize(("state", "event"), list(EXPECTED), ids=lambda x: x.name)
+def test_every_row(state: FlowState, event: FlowEvent) -> None:
+    flow = flow_in(state)
+    new_state, actions = EXPECTED[state, event]
+    assert flow.handle(event, KEY, 10.0) == actions
+    assert flow.state is new_state
+    # The bookkeeping actions are done by the flow itself.
+    assert flow.dropped == (1 if A.DROP in actions else 0)
+    assert flow.owed == ({KEY} if A.DROP in actions or A.OWE in actions else set())
+    assert flow.conflations == (1 if A.CONFLATE in actions else 0)
+    if A.CONFLATE in actions:
+        assert flow.behind_since_s == 10.0
+    assert (flow.close_reason != "") == (A.DISCONNECT in actions)
+
+
+@pytest.mark.parametrize(("state", "event"), UNDEFINED, ids=lambda x: x.name)
+def test_undefined_pairs_are_errors(state: FlowState, event: FlowEvent) -> None:
+    flow = flow_in(state)
+    with pytest.raises(FlowError, match=event.name):
+        flow.handle(event, KEY, 0.0)
+    assert flow.state is state
+
+
+# --- classification: inputs to events ---------------------------------------------------------
+
+
+#: Input, state, buffered bytes (limit 1000; replies may use twice that), event.
+CLASSIFIED = [
+    (kind, FlowState[state], int(buffered), FlowEvent[event])
+    for kind, state, buffered, event in map(
+        str.split,
+        """
+        message  LIVE          0     MESSAGE_FITS
+        message  LIVE          1000  MESSAGE_FITS
+        message  LIVE          1001  MESSAGE_OVERFLOWS
+        message  BEHIND        0     MESSAGE_FITS
+        message  BEHIND        1001  MESSAGE_OVERFLOWS
+        message  DISCONNECTED  0     MESSAGE_FITS
+        message  DISCONNECTED  1001  MESSAGE_OVERFLOWS
+        reply    LIVE          2000  REPLY_FITS
+        reply    LIVE          2001  REPLY_UNREAD
+        reply    BEHIND        2000  REPLY_FITS
+        reply    BEHIND        2001  REPLY_UNREAD
+        reply    DISCONNECTED  0     REPLY_FITS
+        """.strip().splitlines(),
+    )
+]
+
+
+@pytest.mark.parametrize(("kind", "state", "buffered", "expected"), CLASSIFIED)
+def test_messages_and_replies_are_classified_by_the_buffer(
+    kind: str, state: FlowState, buffered: int, expected: FlowEvent
+) -> None:
+    flow = flow_in(state)
+    message = kind == "message"
+    actions = flow.on_message(KEY, buffered, 0.0) if message else flow.on_reply(buffered)
+    assert (actions, flow.state) == (EXPECTED[state, expected][1], EXPECTED[state, expected][0])
+    if expected is E.REPLY_UNREAD:
+        assert flow.close_reason == "subscriber too slow: it does not read its replies"
+
+
+def test_a_live_message_under_the_limit_returns_the_write_tuple_itself() -> None:
+    flow = SubscriberFlow(POLICY)
+    assert flow.on_message(KEY, 1000, 0.0) is WRITE
+    assert flow.dropped == 0 and flow.owed == set()
+
+
+# --- time: a driven clock ---------------------------------------------------------------------
+
+
+def test_behind_then_drained_is_conflated_with_the_owed_keys() -> None:
+    flow = SubscriberFlow(POLICY)
+    assert flow.on_message("a", 1001, 100.0) == (A.DROP, A.CONFLATE)
+    assert flow.state is BEHIND and flow.behind_since_s == 100.0
+    assert flow.on_message("b", 0, 100.1) == (A.DROP,), "behind: dropped even if it fits"
+    assert flow.on_resync("c") == (A.OWE,)
+    flow.forget("b")
+    assert flow.on_check(251, 101.0) == (), "above low water"
+    assert flow.on_check(250, 101.0) == (A.RESEND_OWED,)
+    assert flow.state is LIVE
+    assert flow.take_owed() == {"a", "c"} and flow.owed == set()
+    assert flow.dropped == 2 and flow.conflations == 1
+    assert flow.on_message("a", 0, 101.0) is WRITE
+
+
+def test_behind_longer_than_max_behind_s_disconnects() -> None:
+    flow = SubscriberFlow(POLICY)
+    flow.on_message(KEY, 5000, 10.0)
+    assert flow.on_check(5000, 15.0) == (), "exactly max_behind_s: still allowed"
+    assert flow.on_check(5000, 15.001) == (A.DISCONNECT,)
+    assert flow.state is GONE
+    assert flow.close_reason == (
+        "subscriber too slow: send buffer above 1000 bytes for more than 5 s"
+    )
+
+
+def test_falling_behind_too_often_within_the_window_disconnects() -> None:
+    flow = SubscriberFlow(POLICY)  # at most 2 conflations within 60 s
+    for now_s in (0.0, 30.0):
+        assert flow.on_message(KEY, 5000, now_s) == (A.DROP, A.CONFLATE)
+        assert flow.on_check(0, now_s + 1) == (A.RESEND_OWED,)
+    assert flow.on_message(KEY, 5000, 59.0) == (A.DROP, A.CONFLATE, A.DISCONNECT)
+    assert flow.state is GONE and flow.conflations == 3
+    assert flow.close_reason == "subscriber too slow: fell behind 3 times within 60 s (limit 2)"
+
+
+def test_conflations_older_than_the_window_are_forgotten() -> None:
+    flow = SubscriberFlow(POLICY)
+    for now_s in (0.0, 30.0, 60.5, 91.0):  # never three within 60 s
+        assert flow.on_message(KEY, 5000, now_s) == (A.DROP, A.CONFLATE)
+        assert flow.on_check(0, now_s) == (A.RESEND_OWED,)
+    assert flow.state is LIVE and flow.conflations == 4
+
+
+def test_zero_conflations_allowed_disconnects_at_the_first() -> None:
+    flow = SubscriberFlow(FlowPolicy(max_buffer_bytes=10, low_water_bytes=0, max_conflations=0))
+    assert A.DISCONNECT in flow.on_message(KEY, 11, 0.0)
+    assert "fell behind 1 times within 60 s (limit 0)" in flow.close_reason
+
+
+def test_disconnected_is_final() -> None:
+    flow = flow_in(GONE)
+    assert flow.on_message(KEY, 0, 0.0) == (A.DROP,)
+    assert flow.on_reply(0) == () and flow.on_resync(KEY) == ()
+    assert flow.state is GONE
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_buffer_bytes": 0},
+        {"max_conflations": -1},
+        {"max_buffer_bytes": 10, "low_water_bytes": 11},
+        {"low_water_bytes": -1},
+    ],
+)
+def test_bad_policies(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        FlowPolicy(**kwargs)
+
+
+# --- invariants ---------------------------------------------------------------------------------
+
+_inputs = st.lists(
+    st.tuples(
+        st.sampled_from(["message", "reply", "check", "resync"]),
+        st.integers(0, 3000),
+        st.floats(0.0, 20.0),
+    ),
+    max_size=80,
+)
+
+
+@given(_inputs)
+def test_policy_invariants(inputs: list[tuple[str, int, float]]) -> None:
+    flow = SubscriberFlow(POLICY)
+    now_s = 0.0
+    conflated_at: list[float] = []
+    for kind, buffered, dt_s in inputs:
+        now_s += dt_s
+        before = flow.state
+        if kind == "check":
+            if before is not BEHIND:
+                continue  # the shell checks behind subscribers only
+            actions = flow.on_check(buffered, now_s)
+        elif kind == "message":
+            actions = flow.on_message(KEY, buffered, now_s)
+            fits = before is LIVE and buffered <= POLICY.max_buffer_bytes
+            assert (actions is WRITE) == fits
+        elif kind == "reply":
+            actions = flow.on_reply(buffered)
+        else:
+            actions = flow.on_resync(KEY)
+        if A.RESEND_OWED in actions:
+            flow.take_owed()
+        if A.CONFLATE in actions:
+            conflated_at.append(now_s)
+        if before is GONE:
+            assert flow.state is GONE and A.WRITE not in actions
+        if flow.state is not GONE:
+            recent = [t for t in conflated_at if now_s - t <= POLICY.conflation_window_s]
+            assert len(recent) <= POLICY.max_conflations
+        if flow.state is BEHIND:
+            assert now_s - flow.behind_since_s >= 0
+        assert (A.DISCONNECT in actions) == (before is not GONE and flow.state is GONE)
