@@ -37,14 +37,13 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.binance import DECODE_ERRORS, check_levels
+from feeds.common import check_levels, decode, int_text, notice, taker_side
 from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Level,
-    Side,
     Trade,
     VenueContractError,
     VenueEvent,
@@ -272,13 +271,6 @@ def _levels(raw: list[tuple[str, ...]], what: str) -> tuple[Level, ...]:
     return check_levels(pairs, what)
 
 
-def _int_text(text: str, what: str) -> int:
-    """A non-negative integer sent as a string (``ts``, ``tradeId``)."""
-    if not (text.isascii() and text.isdigit()):
-        raise VenueContractError(f"{what} is not a non-negative integer: {text!r}")
-    return int(text)
-
-
 def _checksum_field(value: int | None) -> int | None:
     """The wire checksum as a signed int32; None when absent or 0 ("not provided")."""
     if value is None or value == 0:
@@ -297,10 +289,7 @@ def _book_events(
         raise VenueContractError("book push without instId")
     if action not in ("snapshot", "update"):
         raise VenueContractError(f"book push with action {action!r}")
-    try:
-        items = _books_decoder.decode(data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book data for {symbol}: {exc}") from None
+    items = decode(_books_decoder, data, f"bad book data for {symbol}")
     if not items:
         raise VenueContractError(f"book push for {symbol} without data")
     events: list[VenueEvent] = []
@@ -308,7 +297,7 @@ def _book_events(
         bids = _levels(d.bids, f"{symbol} bids")
         asks = _levels(d.asks, f"{symbol} asks")
         crc = _checksum_field(d.checksum)
-        ts = _int_text(d.ts, "ts")
+        ts = int_text(d.ts, "ts")
         seq, prev = d.seqId, d.prevSeqId
         if action == "snapshot":
             if seq is not None and seq < 0:
@@ -353,28 +342,20 @@ def _book_events(
 
 
 def _trade_events(symbol: str, data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
-    try:
-        items = _trades_decoder.decode(data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad trade data: {exc}") from None
+    items = decode(_trades_decoder, data, "bad trade data")
     events: list[VenueEvent] = []
     for t in items:
-        if t.side == "buy":
-            side = Side.BUY
-        elif t.side == "sell":
-            side = Side.SELL
-        else:
-            raise VenueContractError(f"trade side {t.side!r}")
+        side = taker_side(t.side)  # OKX ``side`` is the taker's side
         check_levels([(t.px, t.sz)], "trade")
         events.append(
             Trade(
                 venue=VENUE,
                 symbol=t.instId or symbol,
-                trade_id=_int_text(t.tradeId, "tradeId"),
+                trade_id=int_text(t.tradeId, "tradeId"),
                 price=t.px,
                 qty=t.sz,
-                side=side,  # OKX ``side`` is the taker's side
-                trade_ms=_int_text(t.ts, "ts"),
+                side=side,
+                trade_ms=int_text(t.ts, "ts"),
                 recv_ns=recv_ns,
                 conn_id=conn_id,
             )
@@ -396,14 +377,7 @@ def _notice(frame: _Frame, recv_ns: int, conn_id: int) -> VenueNotice:
         reconnect = code == SERVICE_UPGRADE_CODE
     else:
         kind, detail = "info", f"{event}{arg}"
-    return VenueNotice(
-        venue=VENUE,
-        kind=kind,
-        detail=detail,
-        reconnect=reconnect,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+    return notice(VENUE, kind, detail, recv_ns, conn_id, reconnect=reconnect)
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -416,10 +390,7 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     """
     if raw == _PONG:
         return []
-    try:
-        frame = _frame_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"undecodable frame: {exc}") from None
+    frame = decode(_frame_decoder, raw, "undecodable frame")
     if frame.event is not None:
         return [_notice(frame, recv_ns, conn_id)]
     arg = frame.arg
@@ -442,18 +413,12 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
     ``last_id`` is ``data[0].seqId`` where the venue sends it (the 2026 procedure), else -1:
     a snapshot without seqId cannot be linked to a sequenced stream.
     """
-    try:
-        env = _rest_decoder.decode(body)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    env = decode(_rest_decoder, body, f"bad book snapshot for {symbol}")
     if env.code != "0":
         raise VenueContractError(f"book snapshot for {symbol}: code {env.code}: {env.msg}")
     if not env.data:
         raise VenueContractError(f"book snapshot for {symbol} without data")
-    try:
-        items = _rest_books_decoder.decode(env.data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    items = decode(_rest_books_decoder, env.data, f"bad book snapshot for {symbol}")
     if not items:
         raise VenueContractError(f"book snapshot for {symbol} with empty data")
     d = items[0]

@@ -13,8 +13,6 @@ from feeds import binance, binance_usdm, bybit, coinbase, kraken, okx
 from gateway.core.arbiter import (
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
-    BinanceFuturesRule,
-    BinanceSpotRule,
     Checksum,
     LinkRule,
     ReplicatedBook,
@@ -145,7 +143,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         snapshot_weight=binance.snapshot_weight,
         rest_weight_per_minute=6000,
         snapshot_paths=(binance.SNAPSHOT_PATH,),
-        link_rule=BinanceSpotRule,
+        link_rule=binance.BinanceSpotRule,
     ),
     "binance-usdm": VenueAdapter(
         venue=binance_usdm.VENUE,
@@ -164,7 +162,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         snapshot_weight=binance_usdm.snapshot_weight,
         rest_weight_per_minute=binance_usdm.REST_WEIGHT_PER_MINUTE,
         snapshot_paths=(binance_usdm.SNAPSHOT_PATH,),
-        link_rule=BinanceFuturesRule,
+        link_rule=binance_usdm.BinanceFuturesRule,
     ),
     bybit.SPOT: _bybit(bybit.SPOT, bybit.parse_spot, bybit.parse_snapshot_spot),
     bybit.LINEAR: _bybit(bybit.LINEAR, bybit.parse_linear, bybit.parse_snapshot_linear),

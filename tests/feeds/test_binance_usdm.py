@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import binance_usdm as usdm
+from feeds.binance import BinanceSpotRule
+from feeds.binance_usdm import BinanceFuturesRule
 from gateway.capture.formats import CaptureReader, rest_symbol
-from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, SequencedBook
+from gateway.core.arbiter import LinkRule, SequencedBook
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
