@@ -543,31 +543,33 @@ _WAITING: Final = RuleState.RESET_WAITING
 _E: Final = RuleEvent
 _A: Final = RuleAction
 
+#: Events that keep either state and act the same in both.
+_EITHER_STATE: Final[Mapping[RuleEvent, tuple[RuleAction, ...]]] = {
+    _E.UNSEQUENCED: (),
+    _E.STRAGGLER: (_A.COUNT_STRAGGLER,),
+    _E.LINKS: (_A.REMEMBER,),
+    _E.COVERS: (_A.REMEMBER,),
+    _E.FUTURE: (),
+    _E.STALE: (),
+    _E.RESET_STALE: (),
+}
+
 #: The state change: ``(state, event) -> (next state, actions in order)``. A pair that is
 #: not here cannot happen (:meth:`OkxRule.event` gives the ``WAITING_*`` and ``CROSSED_*``
 #: events only while a reset waits): :func:`transition` raises RuleStateError for it.
 TRANSITIONS: Final[Mapping[tuple[RuleState, RuleEvent], Step]] = MappingProxyType(
     {
-        (_FOLLOWING, _E.UNSEQUENCED): (_FOLLOWING, ()),
-        (_FOLLOWING, _E.STRAGGLER): (_FOLLOWING, (_A.COUNT_STRAGGLER,)),
-        (_FOLLOWING, _E.LINKS): (_FOLLOWING, (_A.REMEMBER,)),
-        (_FOLLOWING, _E.COVERS): (_FOLLOWING, (_A.REMEMBER,)),
-        (_FOLLOWING, _E.FUTURE): (_FOLLOWING, ()),
-        (_FOLLOWING, _E.STALE): (_FOLLOWING, ()),
+        **{
+            (state, event): (state, actions)
+            for state in RuleState
+            for event, actions in _EITHER_STATE.items()
+        },
         (_FOLLOWING, _E.RESET_LINKS): (_FOLLOWING, (_A.RESET,)),
         (_FOLLOWING, _E.RESET_EARLY): (_WAITING, (_A.WAIT,)),
-        (_FOLLOWING, _E.RESET_STALE): (_FOLLOWING, ()),
         (_FOLLOWING, _E.SNAPSHOT): (_FOLLOWING, ()),
-        (_WAITING, _E.UNSEQUENCED): (_WAITING, ()),
-        (_WAITING, _E.STRAGGLER): (_WAITING, (_A.COUNT_STRAGGLER,)),
-        (_WAITING, _E.LINKS): (_WAITING, (_A.REMEMBER,)),
-        (_WAITING, _E.COVERS): (_WAITING, (_A.REMEMBER,)),
-        (_WAITING, _E.FUTURE): (_WAITING, ()),
-        (_WAITING, _E.STALE): (_WAITING, ()),
         (_WAITING, _E.RESET_LINKS): (_FOLLOWING, (_A.RESET,)),
         # A newer reset from a connection that has not crossed replaces the waiting one.
         (_WAITING, _E.RESET_EARLY): (_WAITING, (_A.WAIT,)),
-        (_WAITING, _E.RESET_STALE): (_WAITING, ()),
         (_WAITING, _E.WAITING_RESET_LINKS): (_FOLLOWING, (_A.RESET,)),
         (_WAITING, _E.WAITING_RESET_EARLY): (_WAITING, (_A.CROSS,)),
         (_WAITING, _E.WAITING_RESET_PASSED): (_FOLLOWING, (_A.RETIRE, _A.COUNT_STRAGGLER)),
