@@ -34,7 +34,8 @@ import orjson
 
 from bench.common import KEY, DepthData, Timing, load_depth_data, measure
 from feeds import binance
-from gateway.core.arbiter import BinanceSpotRule, SequencedBook
+from feeds.binance import BinanceSpotRule
+from gateway.core.arbiter import SequencedBook
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Level
 

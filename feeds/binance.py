@@ -12,7 +12,6 @@ missed. The REST snapshot's ``lastUpdateId`` is the book's id.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
@@ -20,16 +19,9 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    Side,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-    VenueNotice,
-)
+from feeds.common import check_levels, decode, notice, rest_snapshot
+from gateway.core.arbiter import Link
+from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueEvent
 
 VENUE: Final = "binance"
 
@@ -89,6 +81,27 @@ def subscribe_frame(symbols: Sequence[str], request_id: int) -> bytes:
     return msgspec.json.encode({"method": "SUBSCRIBE", "params": params, "id": request_id})
 
 
+# --- sequence rule ------------------------------------------------------------------------
+
+
+class BinanceSpotRule:
+    """Binance spot's link rule (a :class:`gateway.core.arbiter.LinkRule`): ``u <= L`` is
+    stale; ``U <= L + 1 <= u`` links; ``U > L + 1`` leaves a hole.
+
+    Levels are absolute, so an update overlapping applied ids is applied whole; this also
+    covers connections that batch the same ids into different events.
+    """
+
+    name = "binance-spot"
+
+    def classify(self, diff: DepthDiff, applied_id: int) -> Link:
+        if diff.last_id <= applied_id:
+            return Link.STALE
+        if diff.first_id <= applied_id + 1:
+            return Link.LINKS
+        return Link.FUTURE
+
+
 # --- wire structs: one module-level decoder per message -----------------------------------
 
 
@@ -138,9 +151,6 @@ class _RestDepth(msgspec.Struct):
     asks: list[tuple[str, str]]
 
 
-#: msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
-DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
-
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 _kind_decoder: Final = msgspec.json.Decoder(_Kind)
 _depth_decoder: Final = msgspec.json.Decoder(_DepthUpdate)
@@ -149,25 +159,8 @@ _shutdown_decoder: Final = msgspec.json.Decoder(_ServerShutdown)
 _rest_depth_decoder: Final = msgspec.json.Decoder(_RestDepth)
 
 
-def check_levels(levels: list[tuple[str, str]], what: str) -> tuple[Level, ...]:
-    """The levels as a tuple, after checking each is a finite decimal pair with a positive
-    price and a non-negative quantity."""
-    for price, qty in levels:
-        try:
-            p = float(price)
-            q = float(qty)
-        except ValueError:
-            raise VenueContractError(f"{what}: level is not numeric: {price!r}, {qty!r}") from None
-        if not (p > 0.0 and q >= 0.0 and math.isfinite(p) and math.isfinite(q)):
-            raise VenueContractError(f"{what}: level out of range: {price!r}, {qty!r}")
-    return tuple(levels)
-
-
 def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthDiff:
-    try:
-        d = _depth_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad depthUpdate: {exc}") from None
+    d = decode(_depth_decoder, raw, "bad depthUpdate")
     if d.u < d.U or d.U < 0:
         raise VenueContractError(f"depthUpdate with U={d.U} > u={d.u} or negative")
     return DepthDiff(
@@ -185,10 +178,7 @@ def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthD
 
 
 def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
-    try:
-        t = _trade_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad trade: {exc}") from None
+    t = decode(_trade_decoder, raw, "bad trade")
     check_levels([(t.p, t.q)], "trade")
     return Trade(
         venue=VENUE,
@@ -208,19 +198,6 @@ def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
 EventParser = Callable[[bytes | msgspec.Raw, int, int], VenueEvent]
 
 
-def _notice(
-    venue: str, kind: str, detail: str, reconnect: bool, recv_ns: int, conn_id: int
-) -> VenueNotice:
-    return VenueNotice(
-        venue=venue,
-        kind=kind,
-        detail=detail,
-        reconnect=reconnect,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
-
-
 def parse_frame(
     raw: bytes,
     recv_ns: int,
@@ -236,33 +213,27 @@ def parse_frame(
     ``serverShutdown`` notice. Streams and events with no parser give an empty list.
     Raises VenueContractError for anything that is not a valid frame."""
     if raw[:10] == b'{"stream":':
-        try:
-            env = _envelope_decoder.decode(raw)
-        except DECODE_ERRORS as exc:
-            raise VenueContractError(f"bad combined-stream envelope: {exc}") from None
+        env = decode(_envelope_decoder, raw, "bad combined-stream envelope")
         parser = by_stream(env.stream)
         if parser is not None:
             return [parser(env.data, recv_ns, conn_id)]
         if env.stream == "!serverShutdown":
-            return [_notice(venue, "shutdown", "serverShutdown", True, recv_ns, conn_id)]
+            return [notice(venue, "shutdown", "serverShutdown", recv_ns, conn_id, reconnect=True)]
         return []
-    try:
-        kind = _kind_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"undecodable frame: {exc}") from None
+    kind = decode(_kind_decoder, raw, "undecodable frame")
     if kind.e is not None:
         parser = by_event.get(kind.e)
         if parser is not None:
             return [parser(raw, recv_ns, conn_id)]
         if kind.e == "serverShutdown":
-            return [_notice(venue, "shutdown", "serverShutdown", True, recv_ns, conn_id)]
+            return [notice(venue, "shutdown", "serverShutdown", recv_ns, conn_id, reconnect=True)]
         # A stream the gateway did not ask for (bookTicker, kline, ...): ignored.
         return []
     if kind.code is not None:
         detail = f"code {kind.code}: {kind.msg}"
-        return [_notice(venue, "error", detail, False, recv_ns, conn_id)]
+        return [notice(venue, "error", detail, recv_ns, conn_id)]
     if kind.id is not None:
-        return [_notice(venue, "ack", f"request {kind.id}", False, recv_ns, conn_id)]
+        return [notice(venue, "ack", f"request {kind.id}", recv_ns, conn_id)]
     raise VenueContractError("frame is neither an event nor a control reply")
 
 
@@ -293,21 +264,10 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
     """A REST ``/api/v3/depth`` response body as a snapshot of ``symbol``."""
-    try:
-        d = _rest_depth_decoder.decode(body)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad depth snapshot for {symbol}: {exc}") from None
+    d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
     if d.lastUpdateId < 0:
         raise VenueContractError(f"depth snapshot for {symbol} has negative lastUpdateId")
-    return DepthSnapshot(
-        venue=VENUE,
-        symbol=symbol.upper(),
-        last_id=d.lastUpdateId,
-        bids=check_levels(d.bids, "snapshot bids"),
-        asks=check_levels(d.asks, "snapshot asks"),
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+    return rest_snapshot(VENUE, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
 
 
 # --- recognising Binance in captures (VenueAdapter.hosts, frame_venue, notice_frame) --------

@@ -17,7 +17,7 @@ Endpoints (the 2026 split; the legacy root URLs were retired on 2026-04-23):
 Sequence rule: a diff covers update ids ``U..u`` and carries ``pu``, the ``u`` of the
 previous event of the stream. USD-M ids are not contiguous (``U`` of the next event is
 usually above ``u + 1``), so continuity is ``pu == L``, not ``U == L + 1``
-(:class:`gateway.core.arbiter.BinanceFuturesRule`). A :class:`~gateway.core.model.DepthDiff` gets
+(:class:`BinanceFuturesRule`). A :class:`~gateway.core.model.DepthDiff` gets
 ``first_id = U``, ``last_id = u``, ``prev_id = pu``. The REST snapshot's ``lastUpdateId``
 is the book's id.
 """
@@ -31,15 +31,10 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.binance import DECODE_ERRORS, EventParser, check_levels, parse_frame
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    Side,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-)
+from feeds.binance import EventParser, parse_frame
+from feeds.common import MAX_INT, check_levels, decode, rest_snapshot
+from gateway.core.arbiter import Link
+from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueEvent
 
 VENUE: Final = "binance-usdm"
 
@@ -68,7 +63,7 @@ MAX_STREAMS_PER_CONNECTION: Final = 200
 MAX_MESSAGES_PER_S: Final = 10
 
 #: Update and trade ids are signed 64-bit on the venue (and in every encoding downstream).
-MAX_ID: Final = (1 << 63) - 1
+MAX_ID: Final = MAX_INT - 1
 
 #: Diff-depth stream names (``<s>@depth``, ``<s>@depth@100ms``, ``@500ms``); partial-depth
 #: streams (``<s>@depth5@100ms``) carry top-N books in depthUpdate events and must never be
@@ -133,6 +128,26 @@ def subscribe_frame(symbols: Sequence[str], request_id: int) -> bytes:
     return msgspec.json.encode({"method": "SUBSCRIBE", "params": params, "id": request_id})
 
 
+# --- sequence rule ------------------------------------------------------------------------
+
+
+class BinanceFuturesRule:
+    """USD-M's link rule (a :class:`gateway.core.arbiter.LinkRule`): ``u <= L`` is stale;
+    ``pu == L`` or a range covering ``L`` links; anything else leaves a hole.
+
+    Futures ids are not contiguous, so the spot rule would see holes that are not there.
+    """
+
+    name = "binance-usdm"
+
+    def classify(self, diff: DepthDiff, applied_id: int) -> Link:
+        if diff.last_id <= applied_id:
+            return Link.STALE
+        if diff.prev_id == applied_id or diff.first_id <= applied_id:
+            return Link.LINKS
+        return Link.FUTURE
+
+
 # --- wire structs: one module-level decoder per message -----------------------------------
 
 
@@ -175,10 +190,7 @@ _rest_depth_decoder: Final = msgspec.json.Decoder(_RestDepth)
 
 
 def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthDiff:
-    try:
-        d = _depth_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad depthUpdate: {exc}") from None
+    d = decode(_depth_decoder, raw, "bad depthUpdate")
     if d.U < 0 or d.u < d.U or d.u > MAX_ID:
         raise VenueContractError(f"depthUpdate with U={d.U}, u={d.u}")
     if d.pu < -1 or d.pu >= d.U:
@@ -199,10 +211,7 @@ def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthD
 
 
 def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
-    try:
-        t = _agg_trade_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad aggTrade: {exc}") from None
+    t = decode(_agg_trade_decoder, raw, "bad aggTrade")
     if not 0 <= t.a <= MAX_ID:
         raise VenueContractError(f"aggTrade with id {t.a} out of range")
     check_levels([(t.p, t.q)], "aggTrade")
@@ -250,21 +259,10 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
     """A REST ``/fapi/v1/depth`` response body as a snapshot of ``symbol``."""
-    try:
-        d = _rest_depth_decoder.decode(body)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad depth snapshot for {symbol}: {exc}") from None
+    d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
     if not 0 <= d.lastUpdateId <= MAX_ID:
         raise VenueContractError(f"depth snapshot for {symbol} has lastUpdateId out of range")
-    return DepthSnapshot(
-        venue=VENUE,
-        symbol=symbol.upper(),
-        last_id=d.lastUpdateId,
-        bids=check_levels(d.bids, "snapshot bids"),
-        asks=check_levels(d.asks, "snapshot asks"),
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+    return rest_snapshot(VENUE, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
 
 
 # --- recognising Binance futures in captures (VenueAdapter.hosts, frame_venue) --------------

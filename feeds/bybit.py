@@ -51,17 +51,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import msgspec
 
-from feeds.binance import DECODE_ERRORS, check_levels
+from feeds.common import MAX_INT, check_levels, decode, notice, rest_snapshot, taker_side
 from gateway.core.arbiter import Link
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Level,
-    Side,
     Trade,
     VenueContractError,
     VenueEvent,
-    VenueNotice,
 )
 
 SPOT: Final = "bybit-spot"
@@ -125,7 +123,7 @@ MAX_ARGS_CHARS_PER_CONNECTION: Final = 21_000
 #: Bybit cuts a connection that sends nothing for 10 minutes; it recommends a ping every 20 s.
 PING_INTERVAL_S: Final = 20.0
 
-_INT63: Final = (1 << 63) - 1
+_INT63: Final = MAX_INT - 1
 _UUID: Final = re.compile(
     r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 )
@@ -313,10 +311,7 @@ def _book_event(
     symbol = _book_symbol(topic)
     if not frame.data:
         raise VenueContractError(f"{topic} push without data")
-    try:
-        d = _book_decoder.decode(frame.data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad {topic} data: {exc}") from None
+    d = decode(_book_decoder, frame.data, f"bad {topic} data")
     if d.s != symbol:
         raise VenueContractError(f"{topic} push for symbol {d.s!r}")
     if not 0 <= d.u <= _INT63:
@@ -359,18 +354,10 @@ def _trade_events(
 ) -> list[VenueEvent]:
     if not frame.data:
         raise VenueContractError(f"{topic} push without data")
-    try:
-        items = _trades_decoder.decode(frame.data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad {topic} data: {exc}") from None
+    items = decode(_trades_decoder, frame.data, f"bad {topic} data")
     events: list[VenueEvent] = []
     for t in items:
-        if t.S == "Buy":
-            side = Side.BUY
-        elif t.S == "Sell":
-            side = Side.SELL
-        else:
-            raise VenueContractError(f"trade side {t.S!r}")
+        side = taker_side(t.S, "Buy", "Sell")  # ``S`` is the taker's side
         check_levels([(t.p, t.v)], "trade")
         events.append(
             Trade(
@@ -379,26 +366,13 @@ def _trade_events(
                 trade_id=trade_id(t.i),
                 price=t.p,
                 qty=t.v,
-                side=side,  # ``S`` is the taker's side
+                side=side,
                 trade_ms=t.T,
                 recv_ns=recv_ns,
                 conn_id=conn_id,
             )
         )
     return events
-
-
-def _notice(
-    venue: str, kind: str, detail: str, recv_ns: int, conn_id: int, reconnect: bool = False
-) -> VenueNotice:
-    return VenueNotice(
-        venue=venue,
-        kind=kind,
-        detail=detail,
-        reconnect=reconnect,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
 
 
 def _reply(venue: str, frame: _Frame, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -408,23 +382,20 @@ def _reply(venue: str, frame: _Frame, recv_ns: int, conn_id: int) -> list[VenueE
     if frame.type == "COMMAND_RESP":  # option/spread acks: topics listed in data
         failed: list[str] = []
         if frame.data:
-            try:
-                failed = _command_decoder.decode(frame.data).failTopics
-            except DECODE_ERRORS as exc:
-                raise VenueContractError(f"bad COMMAND_RESP data: {exc}") from None
+            failed = decode(_command_decoder, frame.data, "bad COMMAND_RESP data").failTopics
         if frame.success is False or failed:
             detail = f"{op or 'request'}{req} failed: {frame.ret_msg or ''} {failed}".rstrip()
-            return [_notice(venue, "error", detail, recv_ns, conn_id)]
-        return [_notice(venue, "ack", f"{op or 'request'}{req}", recv_ns, conn_id)]
+            return [notice(venue, "error", detail, recv_ns, conn_id)]
+        return [notice(venue, "ack", f"{op or 'request'}{req}", recv_ns, conn_id)]
     if op in ("ping", "pong"):
         if frame.success is False:
-            return [_notice(venue, "error", f"ping failed: {frame.ret_msg}", recv_ns, conn_id)]
+            return [notice(venue, "error", f"ping failed: {frame.ret_msg}", recv_ns, conn_id)]
         return []
     if frame.success is False:
-        return [_notice(venue, "error", f"{op}{req}: {frame.ret_msg}", recv_ns, conn_id)]
+        return [notice(venue, "error", f"{op}{req}: {frame.ret_msg}", recv_ns, conn_id)]
     if op in ("subscribe", "unsubscribe"):
-        return [_notice(venue, "ack", f"{op}{req}", recv_ns, conn_id)]
-    return [_notice(venue, "info", f"{op}{req}: {frame.ret_msg or ''}".rstrip(), recv_ns, conn_id)]
+        return [notice(venue, "ack", f"{op}{req}", recv_ns, conn_id)]
+    return [notice(venue, "info", f"{op}{req}: {frame.ret_msg or ''}".rstrip(), recv_ns, conn_id)]
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int, venue: str) -> list[VenueEvent]:
@@ -436,10 +407,7 @@ def parse(raw: bytes, recv_ns: int, conn_id: int, venue: str) -> list[VenueEvent
     anything that is not a valid Bybit frame, and ValueError for an unknown ``venue``.
     """
     _category(venue)
-    try:
-        frame = _frame_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"undecodable frame: {exc}") from None
+    frame = decode(_frame_decoder, raw, "undecodable frame")
     topic = frame.topic
     if topic is not None:
         if topic.startswith("orderbook."):
@@ -468,31 +436,17 @@ def parse_snapshot(
     """A REST ``/v5/market/orderbook`` response body as a snapshot of ``symbol`` on ``venue``;
     ``last_id`` is the response's ``u``."""
     _category(venue)
-    try:
-        env = _rest_decoder.decode(body)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    env = decode(_rest_decoder, body, f"bad book snapshot for {symbol}")
     if env.retCode != 0:
         raise VenueContractError(f"book snapshot for {symbol}: retCode {env.retCode}: {env.retMsg}")
     if not env.result:
         raise VenueContractError(f"book snapshot for {symbol} without result")
-    try:
-        d = _rest_book_decoder.decode(env.result)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    d = decode(_rest_book_decoder, env.result, f"bad book snapshot for {symbol}")
     if d.s.upper() != symbol.upper():
         raise VenueContractError(f"book snapshot for {symbol} holds {d.s!r}")
     if not 0 <= d.u <= _INT63:
         raise VenueContractError(f"book snapshot for {symbol} with u={d.u}")
-    return DepthSnapshot(
-        venue=venue,
-        symbol=symbol.upper(),
-        last_id=d.u,
-        bids=check_levels(d.b, "snapshot bids"),
-        asks=check_levels(d.a, "snapshot asks"),
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+    return rest_snapshot(venue, symbol, d.u, d.b, d.a, recv_ns, conn_id)
 
 
 def parse_snapshot_spot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:

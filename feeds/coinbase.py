@@ -28,22 +28,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import msgspec
 
-from feeds.binance import DECODE_ERRORS, check_levels
+from feeds.common import (
+    MAX_INT,
+    check_levels,
+    decode,
+    int_text,
+    iso_ms,
+    notice,
+    taker_side,
+    unique_symbols,
+)
 from gateway.core.model import (
     ConnectionSequence,
     DepthDiff,
     DepthSnapshot,
     Level,
-    Side,
     Trade,
     VenueContractError,
     VenueEvent,
-    VenueNotice,
 )
 
 VENUE: Final = "coinbase"
@@ -81,10 +87,6 @@ SUBSCRIBE_WITHIN_S: Final = 5.0
 #: Exchange level2 channels that need no authentication (``level2_50`` is an alias).
 EXCHANGE_BOOK_CHANNELS: Final = frozenset({"level2_batch", "level2_50"})
 
-_MAX_INT: Final = 1 << 63
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = timedelta(milliseconds=1)
-
 
 # --- URLs and outgoing messages -----------------------------------------------------------
 
@@ -95,12 +97,7 @@ def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
 
 
 def _products(symbols: Sequence[str]) -> list[str]:
-    if isinstance(symbols, str):
-        raise ValueError("symbols must be a sequence of product ids, not one string")
-    unique = list(dict.fromkeys(symbols))
-    if not unique:
-        raise ValueError("at least one symbol is required")
-    return unique
+    return unique_symbols(symbols, "product ids")
 
 
 def _request(kind: str, channel: str, products: list[str]) -> bytes:
@@ -149,37 +146,6 @@ def exchange_subscribe_messages(
 # --- shared helpers -----------------------------------------------------------------------
 
 
-def _iso_ms(text: str, what: str) -> int:
-    """Milliseconds since the epoch of an ISO 8601 time with a zone (``...Z``; digits
-    beyond microseconds are dropped)."""
-    try:
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            raise VenueContractError(f"{what}: time without a zone: {text[:40]!r}")
-        return (moment - _EPOCH) // _MS
-    except (ValueError, OverflowError):
-        raise VenueContractError(f"{what}: not an ISO 8601 time: {text[:40]!r}") from None
-
-
-def _int_text(text: str, what: str) -> int:
-    """A non-negative 63-bit integer sent as a string (Advanced Trade ``trade_id``)."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 19):
-        raise VenueContractError(f"{what} is not a non-negative integer: {text[:40]!r}")
-    value = int(text)
-    if value >= _MAX_INT:
-        raise VenueContractError(f"{what} out of range: {text}")
-    return value
-
-
-def _aggressor(maker_side: str) -> Side:
-    side = maker_side.lower()
-    if side == "sell":
-        return Side.BUY
-    if side == "buy":
-        return Side.SELL
-    raise VenueContractError(f"trade side {maker_side!r}")
-
-
 def _trade(
     venue: str,
     symbol: str,
@@ -200,8 +166,9 @@ def _trade(
         trade_id=trade_id,
         price=price,
         qty=size,
-        side=_aggressor(maker_side),
-        trade_ms=_iso_ms(time, "trade time"),
+        # The maker's side, in either case: the taker is on the other side.
+        side=taker_side(maker_side.lower(), buy="sell", sell="buy"),
+        trade_ms=iso_ms(time, "trade time"),
         recv_ns=recv_ns,
         conn_id=conn_id,
     )
@@ -255,26 +222,10 @@ _trades_decoder: Final = msgspec.json.Decoder(list[_TradesEvent])
 # --- Advanced Trade: parsing --------------------------------------------------------------
 
 
-def _notice(
-    venue: str, kind: str, detail: str, recv_ns: int, conn_id: int, reconnect: bool = False
-) -> VenueNotice:
-    return VenueNotice(
-        venue=venue,
-        kind=kind,
-        detail=detail,
-        reconnect=reconnect,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
-
-
 def _l2_events(
     env: _Envelope, recv_ns: int, conn_id: int, out: list[VenueEvent]
 ) -> list[VenueEvent]:
-    try:
-        items = _l2_decoder.decode(env.events)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad l2_data events: {exc}") from None
+    items = decode(_l2_decoder, env.events, "bad l2_data events")
     event_ms = -1
     for e in items:
         if not e.product_id:
@@ -304,7 +255,7 @@ def _l2_events(
             )
         elif e.type == "update":
             if event_ms < 0:
-                event_ms = _iso_ms(env.timestamp, "timestamp")
+                event_ms = iso_ms(env.timestamp, "timestamp")
             out.append(
                 DepthDiff(
                     venue=VENUE,
@@ -327,14 +278,11 @@ def _l2_events(
 def _trade_events(
     env: _Envelope, recv_ns: int, conn_id: int, out: list[VenueEvent]
 ) -> list[VenueEvent]:
-    try:
-        items = _trades_decoder.decode(env.events)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad market_trades events: {exc}") from None
+    items = decode(_trades_decoder, env.events, "bad market_trades events")
     # Both the snapshot (recent trades) and updates: trades are deduplicated by id.
     for e in items:
         for t in e.trades:
-            trade_id = _int_text(t.trade_id, "trade_id")
+            trade_id = int_text(t.trade_id, "trade_id")
             out.append(
                 _trade(
                     VENUE, t.product_id, trade_id, t.price, t.size, t.side, t.time, recv_ns, conn_id
@@ -352,19 +300,16 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     ``heartbeats`` and other channels (ticker, candles, ...) nothing more.
     Raises VenueContractError for anything that is not a valid Advanced Trade frame.
     """
-    try:
-        env = _envelope_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"undecodable frame: {exc}") from None
+    env = decode(_envelope_decoder, raw, "undecodable frame")
     channel = env.channel
     if channel is None:
         if env.type == "error":
-            return [_notice(VENUE, "error", env.message or "", recv_ns, conn_id)]
+            return [notice(VENUE, "error", env.message or "", recv_ns, conn_id)]
         raise VenueContractError("frame is neither a channel message nor an error")
     seq = env.sequence_num
     if seq is None:
         raise VenueContractError(f"{channel} message without sequence_num")
-    if not 0 <= seq < _MAX_INT:
+    if not 0 <= seq < MAX_INT:
         raise VenueContractError(f"sequence_num out of range: {seq}")
     out: list[VenueEvent] = [ConnectionSequence(VENUE, seq, recv_ns, conn_id)]
     if channel in ("l2_data", "market_trades"):
@@ -375,7 +320,7 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
         return _trade_events(env, recv_ns, conn_id, out)
     if channel == "subscriptions":
         detail = bytes(env.events).decode("utf-8", "replace")[:200] if env.events else ""
-        out.append(_notice(VENUE, "ack", f"subscriptions {detail}".rstrip(), recv_ns, conn_id))
+        out.append(notice(VENUE, "ack", f"subscriptions {detail}".rstrip(), recv_ns, conn_id))
     return out
 
 
@@ -416,10 +361,7 @@ _ex_match_decoder: Final = msgspec.json.Decoder(_ExMatch)
 
 
 def _ex_snapshot(raw: bytes, recv_ns: int, conn_id: int) -> DepthSnapshot:
-    try:
-        s = _ex_snapshot_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad snapshot: {exc}") from None
+    s = decode(_ex_snapshot_decoder, raw, "bad snapshot")
     if not s.product_id:
         raise VenueContractError("snapshot without product_id")
     return DepthSnapshot(
@@ -434,10 +376,7 @@ def _ex_snapshot(raw: bytes, recv_ns: int, conn_id: int) -> DepthSnapshot:
 
 
 def _ex_l2update(raw: bytes, recv_ns: int, conn_id: int) -> DepthDiff:
-    try:
-        u = _ex_l2update_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad l2update: {exc}") from None
+    u = decode(_ex_l2update_decoder, raw, "bad l2update")
     if not u.product_id:
         raise VenueContractError("l2update without product_id")
     bids: list[Level] = []
@@ -457,18 +396,15 @@ def _ex_l2update(raw: bytes, recv_ns: int, conn_id: int) -> DepthDiff:
         prev_id=-1,
         bids=check_levels(bids, f"{u.product_id} bids"),
         asks=check_levels(asks, f"{u.product_id} asks"),
-        event_ms=_iso_ms(u.time, "time") if u.time else 0,
+        event_ms=iso_ms(u.time, "time") if u.time else 0,
         recv_ns=recv_ns,
         conn_id=conn_id,
     )
 
 
 def _ex_match(raw: bytes, recv_ns: int, conn_id: int) -> Trade:
-    try:
-        m = _ex_match_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad match: {exc}") from None
-    if not 0 <= m.trade_id < _MAX_INT:
+    m = decode(_ex_match_decoder, raw, "bad match")
+    if not 0 <= m.trade_id < MAX_INT:
         raise VenueContractError(f"trade_id out of range: {m.trade_id}")
     return _trade(
         EXCHANGE_VENUE, m.product_id, m.trade_id, m.price, m.size, m.side, m.time, recv_ns, conn_id
@@ -483,10 +419,7 @@ def parse_exchange(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     ``ack`` and ``error`` an ``error`` VenueNotice; heartbeats, tickers and other types give
     an empty list. Raises VenueContractError for anything else.
     """
-    try:
-        kind = _ex_kind_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"undecodable frame: {exc}") from None
+    kind = decode(_ex_kind_decoder, raw, "undecodable frame")
     t = kind.type
     if t == "l2update":
         return [_ex_l2update(raw, recv_ns, conn_id)]
@@ -495,10 +428,10 @@ def parse_exchange(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     if t in ("match", "last_match"):
         return [_ex_match(raw, recv_ns, conn_id)]
     if t == "subscriptions":
-        return [_notice(EXCHANGE_VENUE, "ack", "subscriptions", recv_ns, conn_id)]
+        return [notice(EXCHANGE_VENUE, "ack", "subscriptions", recv_ns, conn_id)]
     if t == "error":
         detail = f"{kind.message}: {kind.reason}" if kind.reason else f"{kind.message}"
-        return [_notice(EXCHANGE_VENUE, "error", detail, recv_ns, conn_id)]
+        return [notice(EXCHANGE_VENUE, "error", detail, recv_ns, conn_id)]
     return []
 
 

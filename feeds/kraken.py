@@ -34,24 +34,30 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import islice
 from typing import Final
 
 import msgspec
 
+from feeds.common import (
+    DECODE_ERRORS,
+    MAX_INT,
+    decode,
+    iso_ms,
+    notice,
+    taker_side,
+    unique_symbols,
+)
 from gateway.core.book import L2Book
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     InstrumentPrecision,
     Level,
-    Side,
     Trade,
     VenueContractError,
     VenueEvent,
-    VenueNotice,
 )
 
 VENUE: Final = "kraken"
@@ -84,17 +90,11 @@ CHECKSUM_DEPTH: Final = 10
 #: when nothing else flows; the ping's ``pong`` proves the request path works too.
 PING_INTERVAL_S: Final = 30.0
 
-#: msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
-DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
-
 #: Numbers in exponent form must stay within 10**±_MAX_EXPONENT (a bigger exponent would
 #: expand into an enormous fixed-point string).
 _MAX_EXPONENT: Final = 40
 _UINT32: Final = 1 << 32
-_MAX_ID: Final = 1 << 63
 _DIGIT_BYTES: Final = frozenset(b"0123456789")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = timedelta(milliseconds=1)
 
 
 # --- URLs and outgoing messages -----------------------------------------------------------
@@ -103,15 +103,6 @@ _MS: Final = timedelta(milliseconds=1)
 def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
     """The URL a connection opens: the endpoint itself (Kraken subscribes by message)."""
     return endpoint
-
-
-def _symbols(symbols: Sequence[str]) -> list[str]:
-    if isinstance(symbols, str):
-        raise ValueError("symbols must be a sequence of symbols, not one string")
-    unique = list(dict.fromkeys(symbols))
-    if not unique:
-        raise ValueError("at least one symbol is required")
-    return unique
 
 
 def _check_depth(depth: int) -> None:
@@ -144,14 +135,14 @@ def subscribe_messages(symbols: Sequence[str], depth: int = DEFAULT_DEPTH) -> li
     """Subscribe requests: the ``book`` of ``symbols`` at ``depth`` with a snapshot, and
     their ``trade`` channel (without the snapshot of past trades)."""
     _check_depth(depth)
-    unique = _symbols(symbols)
+    unique = unique_symbols(symbols)
     return [_book_request("subscribe", unique, depth), _trade_request("subscribe", unique)]
 
 
 def unsubscribe_messages(symbols: Sequence[str], depth: int = DEFAULT_DEPTH) -> list[bytes]:
     """Unsubscribe requests for the ``book`` (at ``depth``) and ``trade`` of ``symbols``."""
     _check_depth(depth)
-    unique = _symbols(symbols)
+    unique = unique_symbols(symbols)
     return [_book_request("unsubscribe", unique, depth), _trade_request("unsubscribe", unique)]
 
 
@@ -159,7 +150,7 @@ def resubscribe_messages(symbol: str, depth: int = DEFAULT_DEPTH) -> list[bytes]
     """Unsubscribe and subscribe the book of one symbol again, for a fresh snapshot on this
     connection (after its replica failed the checksum). Trades are left alone."""
     _check_depth(depth)
-    unique = _symbols([symbol])
+    unique = unique_symbols([symbol])
     return [_book_request("unsubscribe", unique, depth), _book_request("subscribe", unique, depth)]
 
 
@@ -319,10 +310,7 @@ def precisions_from_assetpairs(body: bytes) -> dict[str, tuple[int, int]]:
     Keys are the WebSocket v2 symbols (``BTC/USD``) and, where it differs, the ``wsname``
     the response gives (``XBT/USD``). Pairs without a ``wsname`` are skipped.
     """
-    try:
-        pairs = _asset_pairs_decoder.decode(body)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad AssetPairs response: {exc}") from None
+    pairs = decode(_asset_pairs_decoder, body, "bad AssetPairs response")
     if pairs.error:
         raise VenueContractError(f"AssetPairs error: {'; '.join(pairs.error)}")
     out: dict[str, tuple[int, int]] = {}
@@ -338,10 +326,7 @@ def precisions_from_assetpairs(body: bytes) -> dict[str, tuple[int, int]]:
 def precisions_from_instrument(raw: bytes) -> dict[str, tuple[int, int]]:
     """``{symbol: (price_precision, qty_precision)}`` from an ``instrument`` channel frame
     (``data.pairs[*].price_precision`` / ``qty_precision``)."""
-    try:
-        frame = _instrument_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad instrument frame: {exc}") from None
+    frame = decode(_instrument_decoder, raw, "bad instrument frame")
     if frame.channel != "instrument":
         raise VenueContractError(f"not an instrument frame: channel {frame.channel!r}")
     return {
@@ -445,17 +430,6 @@ def _levels(raw: list[_Level], what: str) -> tuple[Level, ...]:
     return tuple(levels)
 
 
-def iso_ms(text: str, what: str) -> int:
-    """Milliseconds since the epoch of an ISO 8601 time with a zone (``...Z``)."""
-    try:
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            raise VenueContractError(f"{what}: time without a zone: {text[:40]!r}")
-        return (moment - _EPOCH) // _MS
-    except (ValueError, OverflowError):
-        raise VenueContractError(f"{what}: not an ISO 8601 time: {text[:40]!r}") from None
-
-
 def _checksum_field(value: int | None, symbol: str) -> int | None:
     if value is not None and not 0 <= value < _UINT32:
         raise VenueContractError(f"{symbol}: checksum out of the unsigned 32-bit range: {value}")
@@ -469,10 +443,7 @@ def _book_events(
         raise VenueContractError(f"book push with type {kind!r}")
     if not data:
         raise VenueContractError("book push without data")
-    try:
-        items = _book_decoder.decode(data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book data: {exc}") from None
+    items = decode(_book_decoder, data, "bad book data")
     if not items:
         raise VenueContractError("book push with empty data")
     events: list[VenueEvent] = []
@@ -517,20 +488,11 @@ def _book_events(
 def _trade_events(data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     if not data:
         raise VenueContractError("trade push without data")
-    try:
-        items = _trade_decoder.decode(data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad trade data: {exc}") from None
+    items = decode(_trade_decoder, data, "bad trade data")
     events: list[VenueEvent] = []
     for t in items:
-        # Kraken's ``side`` is the taker's side.
-        if t.side == "buy":
-            side = Side.BUY
-        elif t.side == "sell":
-            side = Side.SELL
-        else:
-            raise VenueContractError(f"trade side {t.side!r}")
-        if not 0 <= t.trade_id < _MAX_ID:
+        side = taker_side(t.side)  # Kraken's ``side`` is the taker's side
+        if not 0 <= t.trade_id < MAX_INT:
             raise VenueContractError(f"trade_id out of range: {t.trade_id}")
         price = number_text(t.price, "trade price")
         if float(price) <= 0.0:
@@ -551,21 +513,12 @@ def _trade_events(data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEv
     return events
 
 
-def _notice(kind: str, detail: str, recv_ns: int, conn_id: int) -> VenueNotice:
-    return VenueNotice(
-        venue=VENUE, kind=kind, detail=detail, reconnect=False, recv_ns=recv_ns, conn_id=conn_id
-    )
-
-
 def _status_events(data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     if not data:
         raise VenueContractError("status push without data")
-    try:
-        items = _status_decoder.decode(data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad status data: {exc}") from None
+    items = decode(_status_decoder, data, "bad status data")
     return [
-        _notice("status", f"system {s.system} api {s.api_version}".strip(), recv_ns, conn_id)
+        notice(VENUE, "status", f"system {s.system} api {s.api_version}".strip(), recv_ns, conn_id)
         for s in items
     ]
 
@@ -576,7 +529,7 @@ def _reply(frame: _Frame, recv_ns: int, conn_id: int) -> list[VenueEvent]:
         return []
     if frame.success is False or frame.error is not None:
         symbol = f" {frame.symbol}" if frame.symbol else ""
-        return [_notice("error", f"{method}{symbol}: {frame.error}", recv_ns, conn_id)]
+        return [notice(VENUE, "error", f"{method}{symbol}: {frame.error}", recv_ns, conn_id)]
     detail = method
     if frame.result:
         try:
@@ -584,7 +537,7 @@ def _reply(frame: _Frame, recv_ns: int, conn_id: int) -> list[VenueEvent]:
         except DECODE_ERRORS:
             result = _Result()  # results of other methods have other shapes
         detail = f"{method} {result.channel} {result.symbol}".rstrip()
-    return [_notice("ack", detail, recv_ns, conn_id)]
+    return [notice(VENUE, "ack", detail, recv_ns, conn_id)]
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -596,10 +549,7 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     rate-limit reply). ``heartbeat``, ``pong`` and other channels give an empty list.
     Raises VenueContractError for anything that is not a valid Kraken v2 frame.
     """
-    try:
-        frame = _frame_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"undecodable frame: {exc}") from None
+    frame = decode(_frame_decoder, raw, "undecodable frame")
     channel = frame.channel
     if channel == BOOK_CHANNEL:
         return _book_events(frame.type, frame.data, recv_ns, conn_id)
@@ -617,9 +567,9 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     if frame.method is not None:
         return _reply(frame, recv_ns, conn_id)
     if frame.Error is not None:
-        return [_notice("error", frame.Error, recv_ns, conn_id)]
+        return [notice(VENUE, "error", frame.Error, recv_ns, conn_id)]
     if frame.error is not None:
-        return [_notice("error", frame.error, recv_ns, conn_id)]
+        return [notice(VENUE, "error", frame.error, recv_ns, conn_id)]
     raise VenueContractError("frame is neither a channel push nor a method reply")
 
 

@@ -29,23 +29,24 @@ one becomes ``checksum=None`` ("not provided").
 
 from __future__ import annotations
 
+import enum
 import re
 import zlib
 from collections import deque
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Final, assert_never
 from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.binance import DECODE_ERRORS, check_levels
+from feeds.common import check_levels, decode, int_text, notice, taker_side
 from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Level,
-    Side,
     Trade,
     VenueContractError,
     VenueEvent,
@@ -273,13 +274,6 @@ def _levels(raw: list[tuple[str, ...]], what: str) -> tuple[Level, ...]:
     return check_levels(pairs, what)
 
 
-def _int_text(text: str, what: str) -> int:
-    """A non-negative integer sent as a string (``ts``, ``tradeId``)."""
-    if not (text.isascii() and text.isdigit()):
-        raise VenueContractError(f"{what} is not a non-negative integer: {text!r}")
-    return int(text)
-
-
 def _checksum_field(value: int | None) -> int | None:
     """The wire checksum as a signed int32; None when absent or 0 ("not provided")."""
     if value is None or value == 0:
@@ -298,10 +292,7 @@ def _book_events(
         raise VenueContractError("book push without instId")
     if action not in ("snapshot", "update"):
         raise VenueContractError(f"book push with action {action!r}")
-    try:
-        items = _books_decoder.decode(data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book data for {symbol}: {exc}") from None
+    items = decode(_books_decoder, data, f"bad book data for {symbol}")
     if not items:
         raise VenueContractError(f"book push for {symbol} without data")
     events: list[VenueEvent] = []
@@ -309,7 +300,7 @@ def _book_events(
         bids = _levels(d.bids, f"{symbol} bids")
         asks = _levels(d.asks, f"{symbol} asks")
         crc = _checksum_field(d.checksum)
-        ts = _int_text(d.ts, "ts")
+        ts = int_text(d.ts, "ts")
         seq, prev = d.seqId, d.prevSeqId
         if action == "snapshot":
             if seq is not None and seq < 0:
@@ -354,28 +345,20 @@ def _book_events(
 
 
 def _trade_events(symbol: str, data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
-    try:
-        items = _trades_decoder.decode(data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad trade data: {exc}") from None
+    items = decode(_trades_decoder, data, "bad trade data")
     events: list[VenueEvent] = []
     for t in items:
-        if t.side == "buy":
-            side = Side.BUY
-        elif t.side == "sell":
-            side = Side.SELL
-        else:
-            raise VenueContractError(f"trade side {t.side!r}")
+        side = taker_side(t.side)  # OKX ``side`` is the taker's side
         check_levels([(t.px, t.sz)], "trade")
         events.append(
             Trade(
                 venue=VENUE,
                 symbol=t.instId or symbol,
-                trade_id=_int_text(t.tradeId, "tradeId"),
+                trade_id=int_text(t.tradeId, "tradeId"),
                 price=t.px,
                 qty=t.sz,
-                side=side,  # OKX ``side`` is the taker's side
-                trade_ms=_int_text(t.ts, "ts"),
+                side=side,
+                trade_ms=int_text(t.ts, "ts"),
                 recv_ns=recv_ns,
                 conn_id=conn_id,
             )
@@ -397,14 +380,7 @@ def _notice(frame: _Frame, recv_ns: int, conn_id: int) -> VenueNotice:
         reconnect = code == SERVICE_UPGRADE_CODE
     else:
         kind, detail = "info", f"{event}{arg}"
-    return VenueNotice(
-        venue=VENUE,
-        kind=kind,
-        detail=detail,
-        reconnect=reconnect,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+    return notice(VENUE, kind, detail, recv_ns, conn_id, reconnect=reconnect)
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -417,10 +393,7 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     """
     if raw == _PONG:
         return []
-    try:
-        frame = _frame_decoder.decode(raw)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"undecodable frame: {exc}") from None
+    frame = decode(_frame_decoder, raw, "undecodable frame")
     if frame.event is not None:
         return [_notice(frame, recv_ns, conn_id)]
     arg = frame.arg
@@ -443,18 +416,12 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
     ``last_id`` is ``data[0].seqId`` where the venue sends it (the 2026 procedure), else -1:
     a snapshot without seqId cannot be linked to a sequenced stream.
     """
-    try:
-        env = _rest_decoder.decode(body)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    env = decode(_rest_decoder, body, f"bad book snapshot for {symbol}")
     if env.code != "0":
         raise VenueContractError(f"book snapshot for {symbol}: code {env.code}: {env.msg}")
     if not env.data:
         raise VenueContractError(f"book snapshot for {symbol} without data")
-    try:
-        items = _rest_books_decoder.decode(env.data)
-    except DECODE_ERRORS as exc:
-        raise VenueContractError(f"bad book snapshot for {symbol}: {exc}") from None
+    items = decode(_rest_books_decoder, env.data, f"bad book snapshot for {symbol}")
     if not items:
         raise VenueContractError(f"book snapshot for {symbol} with empty data")
     d = items[0]
@@ -479,6 +446,153 @@ STRAGGLER_WINDOW_NS: Final = 10_000_000_000
 STRAGGLER_MEMORY: Final = 4096
 
 
+class RuleState(enum.Enum):
+    """Where an :class:`OkxRule` stands."""
+
+    #: Following one sequence: no reset waits.
+    FOLLOWING = "following"
+    #: A reset arrived before the ids it follows and waits for them.
+    RESET_WAITING = "reset waiting"
+
+
+class RuleEvent(enum.Enum):
+    """What an input is to an :class:`OkxRule` (:meth:`OkxRule.event`), with
+    ``p = prevSeqId``, ``s = seqId`` and ``L`` the applied id. A reset is ``s < p``."""
+
+    #: An update without ids (``s == -1``): a feed from before seqId existed.
+    UNSEQUENCED = "unsequenced"
+    #: A copy of a pair that linked before the last reset, inside the straggler window.
+    STRAGGLER = "straggler"
+    #: Not a reset, ``p == L`` (an ordinary update, or the keepalive ``p == s == L``).
+    LINKS = "links"
+    #: Not a reset, ``p < L < s``: it covers the applied id.
+    COVERS = "covers"
+    #: Not a reset, ``p > L``: ids are missing before it.
+    FUTURE = "future"
+    #: Not a reset, ``p < L`` and ``s <= L``: every id is applied.
+    STALE = "stale"
+    #: A reset with ``p == L``.
+    RESET_LINKS = "reset links"
+    #: A reset with ``p > L``: it arrived before the ids it follows.
+    RESET_EARLY = "reset early"
+    #: A reset with ``p < L``.
+    RESET_STALE = "reset stale"
+    #: The waiting reset again, now with ``p == L``.
+    WAITING_RESET_LINKS = "waiting reset links"
+    #: The waiting reset again, ``p > L``, inside the straggler window since it first came.
+    WAITING_RESET_EARLY = "waiting reset early"
+    #: The waiting reset again, after the book went past it or after the window.
+    WAITING_RESET_PASSED = "waiting reset passed"
+    #: From a connection that sent the waiting reset (it is in the new sequence): ``p == L``.
+    CROSSED_LINKS = "crossed links"
+    #: From a connection that sent the waiting reset: ``p > L``.
+    CROSSED_FUTURE = "crossed future"
+    #: From a connection that sent the waiting reset: ``p < L``.
+    CROSSED_STALE = "crossed stale"
+    #: The arbiter loaded a snapshot (:meth:`OkxRule.on_snapshot`).
+    SNAPSHOT = "snapshot"
+
+
+class RuleAction(enum.Enum):
+    """What a transition does to the rule's memory, in the order the table lists them."""
+
+    #: Remember the pair as linked since the last reset.
+    REMEMBER = "remember"
+    #: A reset linked: the pairs linked before it, and the reset itself, are stragglers
+    #: for ``straggler_window_ns``; no reset waits any more.
+    RESET = "reset"
+    #: Hold the reset as the waiting one; its connection has crossed to the new sequence.
+    WAIT = "wait"
+    #: One more connection sent the waiting reset: it has crossed too.
+    CROSS = "cross"
+    #: Forget the waiting reset: its copies are stragglers for ``straggler_window_ns``.
+    RETIRE = "retire"
+    #: Count one straggler.
+    COUNT_STRAGGLER = "count straggler"
+
+
+class RuleStateError(Exception):
+    """An event the rule's state cannot have: a bug in the rule, never venue input."""
+
+
+#: The link of each update event: the classification, which changes nothing.
+LINK_OF: Final[Mapping[RuleEvent, Link]] = MappingProxyType(
+    {
+        RuleEvent.UNSEQUENCED: Link.LINKS,
+        RuleEvent.STRAGGLER: Link.STALE,
+        RuleEvent.LINKS: Link.LINKS,
+        RuleEvent.COVERS: Link.LINKS,
+        RuleEvent.FUTURE: Link.FUTURE,
+        RuleEvent.STALE: Link.STALE,
+        RuleEvent.RESET_LINKS: Link.LINKS,
+        RuleEvent.RESET_EARLY: Link.FUTURE,
+        RuleEvent.RESET_STALE: Link.STALE,
+        RuleEvent.WAITING_RESET_LINKS: Link.LINKS,
+        RuleEvent.WAITING_RESET_EARLY: Link.FUTURE,
+        RuleEvent.WAITING_RESET_PASSED: Link.STALE,
+        RuleEvent.CROSSED_LINKS: Link.LINKS,
+        RuleEvent.CROSSED_FUTURE: Link.FUTURE,
+        RuleEvent.CROSSED_STALE: Link.STALE,
+    }
+)
+
+#: A transition's next state and actions.
+Step = tuple[RuleState, tuple[RuleAction, ...]]
+
+_FOLLOWING: Final = RuleState.FOLLOWING
+_WAITING: Final = RuleState.RESET_WAITING
+_E: Final = RuleEvent
+_A: Final = RuleAction
+
+#: Events that keep either state and act the same in both.
+_EITHER_STATE: Final[Mapping[RuleEvent, tuple[RuleAction, ...]]] = {
+    _E.UNSEQUENCED: (),
+    _E.STRAGGLER: (_A.COUNT_STRAGGLER,),
+    _E.LINKS: (_A.REMEMBER,),
+    _E.COVERS: (_A.REMEMBER,),
+    _E.FUTURE: (),
+    _E.STALE: (),
+    _E.RESET_STALE: (),
+}
+
+#: The state change: ``(state, event) -> (next state, actions in order)``. A pair that is
+#: not here cannot happen (:meth:`OkxRule.event` gives the ``WAITING_*`` and ``CROSSED_*``
+#: events only while a reset waits): :func:`transition` raises RuleStateError for it.
+TRANSITIONS: Final[Mapping[tuple[RuleState, RuleEvent], Step]] = MappingProxyType(
+    {
+        **{
+            (state, event): (state, actions)
+            for state in RuleState
+            for event, actions in _EITHER_STATE.items()
+        },
+        (_FOLLOWING, _E.RESET_LINKS): (_FOLLOWING, (_A.RESET,)),
+        (_FOLLOWING, _E.RESET_EARLY): (_WAITING, (_A.WAIT,)),
+        (_FOLLOWING, _E.SNAPSHOT): (_FOLLOWING, ()),
+        (_WAITING, _E.RESET_LINKS): (_FOLLOWING, (_A.RESET,)),
+        # A newer reset from a connection that has not crossed replaces the waiting one.
+        (_WAITING, _E.RESET_EARLY): (_WAITING, (_A.WAIT,)),
+        (_WAITING, _E.WAITING_RESET_LINKS): (_FOLLOWING, (_A.RESET,)),
+        (_WAITING, _E.WAITING_RESET_EARLY): (_WAITING, (_A.CROSS,)),
+        (_WAITING, _E.WAITING_RESET_PASSED): (_FOLLOWING, (_A.RETIRE, _A.COUNT_STRAGGLER)),
+        # The crossed connection linked in the new sequence: the book is past the reset.
+        (_WAITING, _E.CROSSED_LINKS): (_FOLLOWING, (_A.RETIRE, _A.REMEMBER)),
+        (_WAITING, _E.CROSSED_FUTURE): (_WAITING, ()),
+        (_WAITING, _E.CROSSED_STALE): (_WAITING, ()),
+        # The snapshot is of the sequence after the waiting reset.
+        (_WAITING, _E.SNAPSHOT): (_FOLLOWING, (_A.RETIRE,)),
+    }
+)
+
+
+def transition(state: RuleState, event: RuleEvent) -> Step:
+    """The next state and the actions of ``event`` in ``state``; raises RuleStateError for a
+    pair that cannot happen."""
+    try:
+        return TRANSITIONS[state, event]
+    except KeyError:
+        raise RuleStateError(f"no transition from {state.name} on {event.name}") from None
+
+
 class OkxRule:
     """OKX's link rule (a :class:`gateway.core.arbiter.LinkRule`); one instance per symbol.
 
@@ -498,16 +612,21 @@ class OkxRule:
       itself, are copies that slower connections may still deliver: for
       ``straggler_window_ns`` after the reset those exact pairs are stale, never future
       (the late copy of reset 15→3 arriving when ``L = 3`` would otherwise look like a gap);
-    - a reset that arrives before the ids it follows (``p > L``) is future and waits. The
-      connection that sent it continues in the new sequence, so until the reset links, an
-      update of that connection links only with ``p == L`` (and that proves the book is
-      past the reset, which is then forgotten), and is otherwise future or stale (stale
-      copies come again from the slower connections, after their copy of the reset);
+    - a reset that arrives before the ids it follows (``p > L``) is future and waits
+      (state ``RESET_WAITING``). The connection that sent it continues in the new sequence,
+      so until the reset links, an update of that connection links only with ``p == L``
+      (and that proves the book is past the reset, which is then forgotten), and is
+      otherwise future or stale (stale copies come again from the slower connections, after
+      their copy of the reset);
     - a reset still waiting when the arbiter loads a snapshot (:meth:`on_snapshot`), or
       longer than ``straggler_window_ns``, is forgotten: its copies become stale.
 
     Updates without ids (``s == -1``, feeds from before seqId existed) always link: such a
     stream can only be followed from one connection, checked by its checksum.
+
+    The rule is a state machine: :meth:`event` tells what an update is (it changes
+    nothing), :data:`LINK_OF` gives its link, and :data:`TRANSITIONS` the state change and
+    the actions on the memory. :meth:`classify`, the LinkRule call, does the three.
     """
 
     name = "okx"
@@ -521,15 +640,16 @@ class OkxRule:
         if straggler_window_ns < 0 or memory < 1:
             raise ValueError("straggler_window_ns must be >= 0 and memory >= 1")
         self.straggler_window_ns = straggler_window_ns
+        self.state = RuleState.FOLLOWING
         #: Pairs that linked since the last reset, newest last.
         self._recent: deque[tuple[int, int]] = deque(maxlen=memory)
         #: Pairs that linked before the last reset, and the reset itself; recognised as
         #: stale until ``_old_until_ns``.
         self._old: set[tuple[int, int]] = set()
         self._old_until_ns = 0
-        #: A reset seen before the ids it follows, when, and the connections that sent it.
-        self._pending: tuple[int, int] | None = None
-        self._pending_ns = 0
+        #: In RESET_WAITING: the waiting reset, when it came, the connections that sent it.
+        self._waiting: tuple[int, int] | None = None
+        self._waiting_ns = 0
         self._crossed: set[int] = set()
         #: The latest receive time seen.
         self._now_ns = 0
@@ -538,87 +658,91 @@ class OkxRule:
         #: Copies of updates from before a reset, recognised as stale.
         self.stragglers = 0
 
-    def classify(self, diff: DepthDiff, applied_id: int) -> Link:
+    def event(self, diff: DepthDiff, applied_id: int) -> RuleEvent:
+        """What ``diff`` is to the rule in its state, at applied id ``applied_id``."""
         prev, seq = diff.prev_id, diff.last_id
         if seq < 0:
-            return Link.LINKS
-        recv_ns = diff.recv_ns
-        if recv_ns > self._now_ns:
-            self._now_ns = recv_ns
+            return RuleEvent.UNSEQUENCED
         pair = (prev, seq)
-        if self._old and pair in self._old:
-            if recv_ns <= self._old_until_ns:
-                self.stragglers += 1
-                return Link.STALE
-            self._old.clear()
-        if self._pending is not None:
-            link = self._classify_while_pending(diff, pair, applied_id)
-            if link is not None:
-                return link
+        if self._old and pair in self._old and diff.recv_ns <= self._old_until_ns:
+            return RuleEvent.STRAGGLER
+        if self.state is RuleState.RESET_WAITING:
+            if pair == self._waiting:
+                if prev == applied_id:
+                    return RuleEvent.WAITING_RESET_LINKS
+                now_ns = max(self._now_ns, diff.recv_ns)
+                if prev > applied_id and now_ns - self._waiting_ns <= self.straggler_window_ns:
+                    return RuleEvent.WAITING_RESET_EARLY
+                return RuleEvent.WAITING_RESET_PASSED
+            if diff.conn_id in self._crossed:
+                if prev == applied_id:
+                    return RuleEvent.CROSSED_LINKS
+                return RuleEvent.CROSSED_FUTURE if prev > applied_id else RuleEvent.CROSSED_STALE
         if seq < prev:
             if prev == applied_id:
-                self._reset_links(pair, recv_ns)
-                return Link.LINKS
-            if prev > applied_id:
-                self._pending = pair
-                self._pending_ns = recv_ns
-                self._crossed = {diff.conn_id}
-                return Link.FUTURE
-            return Link.STALE
+                return RuleEvent.RESET_LINKS
+            return RuleEvent.RESET_EARLY if prev > applied_id else RuleEvent.RESET_STALE
         if prev == applied_id:
-            self._recent.append(pair)
-            return Link.LINKS
+            return RuleEvent.LINKS
         if prev > applied_id:
-            return Link.FUTURE
-        if seq <= applied_id:
-            return Link.STALE
-        self._recent.append(pair)
-        return Link.LINKS
+            return RuleEvent.FUTURE
+        return RuleEvent.STALE if seq <= applied_id else RuleEvent.COVERS
 
-    def _classify_while_pending(
-        self, diff: DepthDiff, pair: tuple[int, int], applied_id: int
-    ) -> Link | None:
-        """The link while a reset waits, or None to classify by the ordinary rules."""
-        prev = pair[0]
-        if pair == self._pending:
-            self._crossed.add(diff.conn_id)
-            if prev == applied_id:
-                self._reset_links(pair, diff.recv_ns)
-                return Link.LINKS
-            if prev > applied_id and self._now_ns - self._pending_ns <= self.straggler_window_ns:
-                return Link.FUTURE
-            self._retire_pending(diff.recv_ns)  # the book went past it, or it waited too long
-            self.stragglers += 1
-            return Link.STALE
-        if diff.conn_id not in self._crossed:
-            return None
-        if prev == applied_id:
-            self._retire_pending(diff.recv_ns)
-            self._recent.append(pair)
-            return Link.LINKS
-        return Link.FUTURE if prev > applied_id else Link.STALE
+    def classify(self, diff: DepthDiff, applied_id: int) -> Link:
+        event = self.event(diff, applied_id)
+        link = LINK_OF[event]
+        state, actions = transition(self.state, event)
+        if event is not RuleEvent.UNSEQUENCED:
+            self._observe(diff)
+        self._act(actions, (diff.prev_id, diff.last_id), diff.conn_id, diff.recv_ns)
+        self.state = state
+        return link
 
     def on_snapshot(self, snap: DepthSnapshot) -> None:
         """The arbiter loaded ``snap``: a reset still waiting for its ids is history (the
         snapshot is of the sequence after it), so its copies are stale from now on."""
-        if self._pending is not None:
-            self._retire_pending(snap.recv_ns)
+        state, actions = transition(self.state, RuleEvent.SNAPSHOT)
+        self._act(actions, (-1, snap.last_id), snap.conn_id, snap.recv_ns)
+        self.state = state
 
-    def _reset_links(self, pair: tuple[int, int], recv_ns: int) -> None:
-        self.resets += 1
-        self._old = set(self._recent)
-        self._old.add(pair)
-        self._old_until_ns = recv_ns + self.straggler_window_ns
-        self._recent.clear()
-        self._pending = None
-        self._crossed = set()
+    def _observe(self, diff: DepthDiff) -> None:
+        """Keep the clock, and drop the stragglers once one of them comes after the window
+        (a later retirement may extend the window: expired pairs must not come back)."""
+        if diff.recv_ns > self._now_ns:
+            self._now_ns = diff.recv_ns
+        if (diff.prev_id, diff.last_id) in self._old and diff.recv_ns > self._old_until_ns:
+            self._old.clear()
 
-    def _retire_pending(self, now_ns: int) -> None:
-        if self._pending is not None:
-            self._old.add(self._pending)
-            self._old_until_ns = max(self._old_until_ns, now_ns + self.straggler_window_ns)
-        self._pending = None
-        self._crossed = set()
+    def _act(
+        self, actions: tuple[RuleAction, ...], pair: tuple[int, int], conn_id: int, recv_ns: int
+    ) -> None:
+        for action in actions:
+            if action is RuleAction.REMEMBER:
+                self._recent.append(pair)
+            elif action is RuleAction.RESET:
+                self.resets += 1
+                self._old = set(self._recent)
+                self._old.add(pair)
+                self._old_until_ns = recv_ns + self.straggler_window_ns
+                self._recent.clear()
+                self._waiting = None
+                self._crossed = set()
+            elif action is RuleAction.WAIT:
+                self._waiting = pair
+                self._waiting_ns = recv_ns
+                self._crossed = {conn_id}
+            elif action is RuleAction.CROSS:
+                self._crossed.add(conn_id)
+            elif action is RuleAction.RETIRE:
+                if self._waiting is not None:
+                    self._old.add(self._waiting)
+                    self._old_until_ns = max(self._old_until_ns, recv_ns + self.straggler_window_ns)
+                self._waiting = None
+                self._crossed = set()
+            elif action is RuleAction.COUNT_STRAGGLER:
+                self.stragglers += 1
+            else:
+                assert_never(action)
 
 
 # --- recognising OKX in captures (VenueAdapter.hosts, frame_venue, notice_frame) ------------

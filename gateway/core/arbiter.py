@@ -72,39 +72,6 @@ class LinkRule(Protocol):
     def classify(self, diff: DepthDiff, applied_id: int) -> Link: ...
 
 
-class BinanceSpotRule:
-    """``u <= L`` is stale; ``U <= L + 1 <= u`` links; ``U > L + 1`` leaves a hole.
-
-    Levels are absolute, so an update overlapping applied ids is applied whole; this also
-    covers connections that batch the same ids into different events.
-    """
-
-    name = "binance-spot"
-
-    def classify(self, diff: DepthDiff, applied_id: int) -> Link:
-        if diff.last_id <= applied_id:
-            return Link.STALE
-        if diff.first_id <= applied_id + 1:
-            return Link.LINKS
-        return Link.FUTURE
-
-
-class BinanceFuturesRule:
-    """USD-M: ``u <= L`` is stale; ``pu == L`` or a range covering ``L`` links.
-
-    Futures ids are not contiguous, so the spot rule would see holes that are not there.
-    """
-
-    name = "binance-usdm"
-
-    def classify(self, diff: DepthDiff, applied_id: int) -> Link:
-        if diff.last_id <= applied_id:
-            return Link.STALE
-        if diff.prev_id == applied_id or diff.first_id <= applied_id:
-            return Link.LINKS
-        return Link.FUTURE
-
-
 @dataclass
 class ConnectionStats:
     """Per connection, for one symbol."""

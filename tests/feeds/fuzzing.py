@@ -1,11 +1,20 @@
-"""Hypothesis strategies shared by the venue parser tests: mutated real frames and
-arbitrary JSON values, the inputs a venue breaking its contract could send."""
+"""What the venue parser tests share: hypothesis strategies for the inputs a venue breaking
+its contract could send (mutated real frames, arbitrary JSON values), frame edits, and the
+checks of the parser contract (events of the expected types, or VenueContractError)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from types import UnionType
+from typing import Final
 
 from hypothesis import strategies as st
+
+from gateway.core.model import ConnectionSequence, DepthDiff, DepthSnapshot, VenueContractError
+
+#: Frames that are no venue's message: each adapter refuses them with VenueContractError.
+NOT_FRAMES: Final = (b"", b"not json", b"[]", b'{"hello":1}')
 
 
 def _mutate(frame: bytes, at: int, length: int, junk: bytes, how: str) -> bytes:
@@ -34,3 +43,55 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
     max_leaves=10,
 )
+
+
+def replaced(frame: bytes, old: bytes, new: bytes) -> bytes:
+    """``frame`` with the first ``old`` replaced by ``new``; ``old`` must be in it."""
+    assert old in frame
+    return frame.replace(old, new, 1)
+
+
+def with_value(frame: bytes, path: Sequence[str | int], value: object) -> bytes:
+    """The JSON ``frame`` with the value at ``path`` (keys and list indexes) set to
+    ``value``; non-finite floats are written as the NaN / Infinity literals."""
+    document = json.loads(frame)
+    target = document
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return json.dumps(document).encode()
+
+
+def are_string_levels(value: object, fields: int = 2, exact: bool = True) -> bool:
+    """True when ``value`` is a list of levels, each a list of ``fields`` strings (at least
+    ``fields`` when not ``exact``): the only shape a string-level venue accepts."""
+    return isinstance(value, list) and all(
+        isinstance(level, list)
+        and (len(level) == fields if exact else len(level) >= fields)
+        and all(isinstance(x, str) for x in level)
+        for level in value
+    )
+
+
+def check_events(events: Sequence[object], types: type | UnionType) -> None:
+    """Every event is one of ``types``; every level of a book event has a positive price
+    and a non-negative quantity, and connection sequences are non-negative (what the
+    adapters check)."""
+    for event in events:
+        assert isinstance(event, types)
+        if isinstance(event, DepthDiff | DepthSnapshot):
+            for price, qty in event.bids + event.asks:
+                assert float(price) > 0 and float(qty) >= 0
+        elif isinstance(event, ConnectionSequence):
+            assert event.seq >= 0
+
+
+def accepted(parse: Callable[[], Sequence[object]], types: type | UnionType) -> bool:
+    """True when ``parse()`` returns events, each checked with :func:`check_events`; False
+    when it raises VenueContractError. Any other exception propagates (it is a bug)."""
+    try:
+        events = parse()
+    except VenueContractError:
+        return False
+    check_events(events, types)
+    return True

@@ -3,9 +3,7 @@ or VenueContractError out, nothing else)."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import binance
+from gateway.core.arbiter import Link
 from gateway.core.model import DepthDiff, Side, Trade, VenueContractError, VenueNotice
 
 from . import fuzzing
@@ -104,40 +103,45 @@ def _real_frames() -> list[bytes]:
 REAL = _real_frames()
 
 
+EVENT_TYPES = DepthDiff | Trade | VenueNotice
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fuzzing.mutated(REAL))
 def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes) -> None:
-    try:
-        events = binance.parse(mutated, 1, 0)
-    except VenueContractError:
-        return
-    assert all(isinstance(e, DepthDiff | Trade | VenueNotice) for e in events)
+    fuzzing.accepted(lambda: binance.parse(mutated, 1, 0), EVENT_TYPES)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
-    with contextlib.suppress(VenueContractError):
-        events = binance.parse(data, 1, 0)
-        assert all(isinstance(e, DepthDiff | Trade | VenueNotice) for e in events)
+    fuzzing.accepted(lambda: binance.parse(data, 1, 0), EVENT_TYPES)
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
-        max_leaves=10,
-    )
-)
+@given(fuzzing.JSON_VALUES)
 def test_wrong_types_in_a_depth_frame_raise_the_contract_error(value: object) -> None:
-    frame = json.loads(DEPTH)
-    frame["data"]["b"] = value
-    with contextlib.suppress(VenueContractError):
-        binance.parse(json.dumps(frame).encode(), 1, 0)
+    frame = fuzzing.with_value(DEPTH, ("data", "b"), value)
+    if fuzzing.accepted(lambda: binance.parse(frame, 1, 0), DepthDiff):
         # Accepted only when the value is a list of [price, qty] string pairs.
-        assert isinstance(value, list)
-        assert all(
-            isinstance(lv, list) and len(lv) == 2 and all(isinstance(x, str) for x in lv)
-            for lv in value
-        )
+        assert fuzzing.are_string_levels(value)
+
+
+# --- sequence rule ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "applied", "link"),
+    [
+        (5, 7, 7, Link.STALE),  # u <= L
+        (3, 6, 7, Link.STALE),
+        (8, 9, 7, Link.LINKS),  # U == L + 1
+        (5, 9, 7, Link.LINKS),  # U <= L + 1 <= u: overlapping ids are applied whole
+        (9, 9, 7, Link.FUTURE),  # U > L + 1: ids missing
+    ],
+)
+def test_spot_rule(first: int, last: int, applied: int, link: Link) -> None:
+    rule = binance.BinanceSpotRule()
+    assert rule.name == "binance-spot"
+    diff = DepthDiff(binance.VENUE, "BTCUSDT", first, last, -1, (), (), 0, 0, 0)
+    assert rule.classify(diff, applied) is link

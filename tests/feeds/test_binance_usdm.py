@@ -5,7 +5,6 @@ ids differently, and fuzzing (any bytes in → events or VenueContractError out)
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds import binance_usdm as usdm
+from feeds.binance import BinanceSpotRule
+from feeds.binance_usdm import BinanceFuturesRule
 from gateway.capture import CaptureReader, rest_symbol
-from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, SequencedBook
+from gateway.core.arbiter import Link, LinkRule, SequencedBook
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
@@ -144,10 +145,7 @@ def test_trade_control_and_other_frames() -> None:
 @pytest.mark.parametrize(
     "frame",
     [
-        b"",
-        b"not json",
-        b"[]",
-        b'{"hello":1}',
+        *fuzzing.NOT_FRAMES,
         b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate"}}',
         DEPTH.replace(b'"pu":149,', b""),  # USD-M diffs always carry pu
         DEPTH.replace(b'"U":157', b'"U":161'),  # U > u
@@ -313,39 +311,45 @@ SEEDS = _seed_frames()
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fuzzing.mutated(SEEDS))
 def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes) -> None:
-    try:
-        events = usdm.parse(mutated, 1, 0)
-    except VenueContractError:
-        pass
-    else:
-        assert all(isinstance(e, EVENT_TYPES) for e in events)
-    with contextlib.suppress(VenueContractError):
-        usdm.parse_snapshot("BTCUSDT", mutated, 1)
+    fuzzing.accepted(lambda: usdm.parse(mutated, 1, 0), EVENT_TYPES)
+    fuzzing.accepted(lambda: [usdm.parse_snapshot("BTCUSDT", mutated, 1)], DepthSnapshot)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
-    with contextlib.suppress(VenueContractError):
-        events = usdm.parse(data, 1, 0)
-        assert all(isinstance(e, EVENT_TYPES) for e in events)
-    with contextlib.suppress(VenueContractError):
-        usdm.parse_snapshot("BTCUSDT", data, 1)
+    fuzzing.accepted(lambda: usdm.parse(data, 1, 0), EVENT_TYPES)
+    fuzzing.accepted(lambda: [usdm.parse_snapshot("BTCUSDT", data, 1)], DepthSnapshot)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(["b", "a", "U", "u", "pu", "s", "E"]), fuzzing.JSON_VALUES)
 def test_wrong_types_in_a_depth_frame_raise_the_contract_error(field: str, value: object) -> None:
-    frame = json.loads(DEPTH)
-    frame["data"][field] = value
-    with contextlib.suppress(VenueContractError):
-        events = usdm.parse(json.dumps(frame).encode(), 1, 0)
-        assert all(isinstance(e, DepthDiff) for e in events)
-        if field in ("b", "a"):  # accepted only as a list of [price, qty] string pairs
-            assert isinstance(value, list)
-            assert all(
-                isinstance(lv, list) and len(lv) == 2 and all(isinstance(x, str) for x in lv)
-                for lv in value
-            )
-        elif field != "s":
-            assert isinstance(value, int)
+    frame = fuzzing.with_value(DEPTH, ("data", field), value)
+    if not fuzzing.accepted(lambda: usdm.parse(frame, 1, 0), DepthDiff):
+        return
+    if field in ("b", "a"):  # accepted only as a list of [price, qty] string pairs
+        assert fuzzing.are_string_levels(value)
+    elif field != "s":
+        assert isinstance(value, int)
+
+
+# --- sequence rule ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "prev", "applied", "link"),
+    [
+        (150, 160, 149, 160, Link.STALE),  # u <= L
+        (150, 155, 149, 160, Link.STALE),
+        (170, 180, 160, 160, Link.LINKS),  # pu == L, ids not contiguous
+        (150, 170, 140, 160, Link.LINKS),  # U <= L < u: covers the applied id
+        (170, 180, 165, 160, Link.FUTURE),  # pu > L: events missing
+        (161, 170, 155, 160, Link.FUTURE),  # U == L + 1 is no link without pu == L
+    ],
+)
+def test_futures_rule(first: int, last: int, prev: int, applied: int, link: Link) -> None:
+    rule = BinanceFuturesRule()
+    assert rule.name == "binance-usdm"
+    diff = DepthDiff(usdm.VENUE, "BTCUSDT", first, last, prev, (), (), 0, 0, 0)
+    assert rule.classify(diff, applied) is link

@@ -19,10 +19,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from feeds import binance_usdm as usdm
+from feeds.binance import BinanceSpotRule
+from feeds.binance_usdm import BinanceFuturesRule
 from feeds.sim import binance_usdm as render
 from feeds.sim.book_process import BookProcess
 from feeds.sim.server import SimBinanceUsdm
-from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, SequencedBook
+from gateway.core.arbiter import LinkRule, SequencedBook
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade
 

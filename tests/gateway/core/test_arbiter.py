@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, SequencedBook, TradeDedup
+from feeds.binance import BinanceSpotRule
+from feeds.binance_usdm import BinanceFuturesRule
+from gateway.core.arbiter import SequencedBook, TradeDedup
 from gateway.core.model import (
     BookDelta,
     BookReset,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.arbiter import BinanceSpotRule, SequencedBook
+from feeds.binance import BinanceSpotRule
+from gateway.core.arbiter import SequencedBook
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, BookReset, GatewayEvent, SnapshotWanted
 

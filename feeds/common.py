@@ -1,0 +1,132 @@
+"""What every venue adapter shares: decoding with the contract error, level and number
+checks, notices, trade sides, REST snapshots.
+
+Pure: takes input, returns output; no I/O. Every function raises
+:class:`gateway.core.model.VenueContractError` for input that breaks a venue's contract and
+nothing else. No venue owns this module; each adapter keeps its own wire structs and
+module-level decoders and uses these helpers around them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final, TypeVar
+
+import msgspec
+
+from gateway.core.model import DepthSnapshot, Level, Side, VenueContractError, VenueNotice
+
+#: msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
+DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
+#: Ids and counters are signed 64-bit downstream: a value must be below this.
+MAX_INT: Final = 1 << 63
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+
+T = TypeVar("T")
+
+
+def decode(decoder: msgspec.json.Decoder[T], raw: bytes | msgspec.Raw, what: str) -> T:
+    """``decoder.decode(raw)``; raises VenueContractError ``"<what>: <reason>"`` when
+    ``raw`` is not the message the decoder reads."""
+    try:
+        return decoder.decode(raw)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"{what}: {exc}") from None
+
+
+def check_levels(levels: list[tuple[str, str]], what: str) -> tuple[Level, ...]:
+    """The levels as a tuple, after checking each is a finite decimal pair with a positive
+    price and a non-negative quantity."""
+    for price, qty in levels:
+        try:
+            p = float(price)
+            q = float(qty)
+        except ValueError:
+            raise VenueContractError(f"{what}: level is not numeric: {price!r}, {qty!r}") from None
+        if not (p > 0.0 and q >= 0.0 and math.isfinite(p) and math.isfinite(q)):
+            raise VenueContractError(f"{what}: level out of range: {price!r}, {qty!r}")
+    return tuple(levels)
+
+
+def int_text(text: str, what: str) -> int:
+    """A non-negative integer below 2**63 sent as a string (``ts``, ``tradeId``)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise VenueContractError(f"{what} is not a non-negative integer: {text[:40]!r}")
+    value = int(text)
+    if value >= MAX_INT:
+        raise VenueContractError(f"{what} out of range: {text}")
+    return value
+
+
+def iso_ms(text: str, what: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 time with a zone (``...Z``; digits
+    beyond microseconds are dropped)."""
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise VenueContractError(f"{what}: time without a zone: {text[:40]!r}")
+        return (moment - _EPOCH) // _MS
+    except (ValueError, OverflowError):
+        raise VenueContractError(f"{what}: not an ISO 8601 time: {text[:40]!r}") from None
+
+
+def taker_side(side: str, buy: str = "buy", sell: str = "sell") -> Side:
+    """The Side of a trade whose wire ``side`` names the taker's side, spelt ``buy`` and
+    ``sell`` on the venue."""
+    if side == buy:
+        return Side.BUY
+    if side == sell:
+        return Side.SELL
+    raise VenueContractError(f"trade side {side!r}")
+
+
+def notice(
+    venue: str, kind: str, detail: str, recv_ns: int, conn_id: int, *, reconnect: bool = False
+) -> VenueNotice:
+    """A VenueNotice of ``venue``: ``kind`` is ``ack``, ``error``, ``info``, ``notice``,
+    ``shutdown`` or ``status``; ``reconnect`` when the venue asks for a new connection."""
+    return VenueNotice(
+        venue=venue,
+        kind=kind,
+        detail=detail,
+        reconnect=reconnect,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )
+
+
+def unique_symbols(symbols: Sequence[str], what: str = "symbols") -> list[str]:
+    """``symbols`` without repeats, in order; raises ValueError for none or for one string
+    passed where a sequence belongs."""
+    if isinstance(symbols, str):
+        raise ValueError(f"symbols must be a sequence of {what}, not one string")
+    unique = list(dict.fromkeys(symbols))
+    if not unique:
+        raise ValueError("at least one symbol is required")
+    return unique
+
+
+def rest_snapshot(
+    venue: str,
+    symbol: str,
+    last_id: int,
+    bids: list[tuple[str, str]],
+    asks: list[tuple[str, str]],
+    recv_ns: int,
+    conn_id: int,
+) -> DepthSnapshot:
+    """A REST depth response of ``symbol`` (upper-cased) as a DepthSnapshot at ``last_id``,
+    its levels checked."""
+    return DepthSnapshot(
+        venue=venue,
+        symbol=symbol.upper(),
+        last_id=last_id,
+        bids=check_levels(bids, "snapshot bids"),
+        asks=check_levels(asks, "snapshot asks"),
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+    )

@@ -1,0 +1,90 @@
+"""The adapters' common helpers: decoding with the contract error, level and number checks,
+notices, trade sides, REST snapshots."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from feeds import common
+from gateway.core.model import DepthSnapshot, Side, VenueContractError, VenueNotice
+
+
+class _Message(msgspec.Struct):
+    id: int
+    name: str
+
+
+_decoder = msgspec.json.Decoder(_Message)
+
+
+def test_decode_gives_the_message_or_the_contract_error() -> None:
+    assert common.decode(_decoder, b'{"id":1,"name":"a"}', "bad message") == _Message(1, "a")
+    assert common.decode(_decoder, msgspec.Raw(b'{"id":2,"name":"b"}'), "x") == _Message(2, "b")
+    for raw in (b"", b"[]", b'{"id":"1","name":"a"}', b'{"id":1,"name":"\xff"}'):
+        with pytest.raises(VenueContractError, match=r"^bad message: "):
+            common.decode(_decoder, raw, "bad message")
+
+
+@pytest.mark.parametrize(
+    "level",
+    [("x", "1"), ("1", "x"), ("0", "1"), ("-1", "1"), ("1", "-1"), ("inf", "1"), ("1", "nan")],
+)
+def test_check_levels_refuses_what_is_not_a_book_level(level: tuple[str, str]) -> None:
+    with pytest.raises(VenueContractError, match=r"^bids: level"):
+        common.check_levels([("1.5", "2"), level], "bids")
+
+
+def test_check_levels_keeps_the_wire_strings() -> None:
+    levels = [("1.50", "0"), ("2", "0.00000001")]
+    assert common.check_levels(levels, "asks") == (("1.50", "0"), ("2", "0.00000001"))
+    assert common.check_levels([], "asks") == ()
+
+
+def test_int_text() -> None:
+    assert common.int_text("0", "id") == 0
+    assert common.int_text(str(common.MAX_INT - 1), "id") == common.MAX_INT - 1
+    for text in ("", "-1", "1.5", " 1", "\uff11", str(common.MAX_INT), "9" * 30):
+        with pytest.raises(VenueContractError, match=r"^id "):
+            common.int_text(text, "id")
+
+
+def test_iso_ms() -> None:
+    assert common.iso_ms("1970-01-01T00:00:01.5Z", "t") == 1500
+    assert common.iso_ms("2026-08-09T21:05:48.506659391Z", "t") == 1786309548506
+    for text in ("soon", "2026-08-09T21:05:48", "2026-13-01T00:00:00Z"):
+        with pytest.raises(VenueContractError, match=r"^t: "):
+            common.iso_ms(text, "t")
+
+
+def test_taker_side() -> None:
+    assert common.taker_side("buy") is Side.BUY
+    assert common.taker_side("sell") is Side.SELL
+    assert common.taker_side("Sell", "Buy", "Sell") is Side.SELL
+    # A venue that names the maker's side: the taker is on the other one.
+    assert common.taker_side("buy", buy="sell", sell="buy") is Side.SELL
+    for side in ("Buy", "short", ""):
+        with pytest.raises(VenueContractError, match=r"^trade side "):
+            common.taker_side(side)
+
+
+def test_notice() -> None:
+    assert common.notice("v", "ack", "subscribe", 5, 2) == VenueNotice(
+        "v", "ack", "subscribe", False, 5, 2
+    )
+    assert common.notice("v", "shutdown", "bye", 5, 2, reconnect=True).reconnect
+
+
+def test_unique_symbols() -> None:
+    assert common.unique_symbols(["B", "A", "B"]) == ["B", "A"]
+    with pytest.raises(ValueError, match="at least one"):
+        common.unique_symbols([])
+    with pytest.raises(ValueError, match="sequence of product ids"):
+        common.unique_symbols("BTC-USD", "product ids")
+
+
+def test_rest_snapshot() -> None:
+    snap = common.rest_snapshot("v", "btcusdt", 7, [("1", "2")], [("3", "4")], 9, -1)
+    assert snap == DepthSnapshot("v", "BTCUSDT", 7, (("1", "2"),), (("3", "4"),), 9, -1)
+    with pytest.raises(VenueContractError, match=r"^snapshot asks: "):
+        common.rest_snapshot("v", "X", 7, [], [("3", "-4")], 9, -1)
