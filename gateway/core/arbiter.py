@@ -31,6 +31,7 @@ from sortedcontainers import SortedKeyList
 
 from gateway.core.book import BadLevel, L2Book
 from gateway.core.model import (
+    ArbiterEvent,
     BookDelta,
     BookReset,
     DepthDiff,
@@ -175,13 +176,13 @@ class SymbolArbiter(Protocol):
         """Updates waiting for missing ids (always 0 in the unsequenced mode)."""
         ...
 
-    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[GatewayEvent]: ...
+    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[ArbiterEvent]: ...
 
-    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[GatewayEvent]: ...
+    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[ArbiterEvent]: ...
 
-    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[GatewayEvent]: ...
+    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]: ...
 
-    def on_timer(self, now_ns: int) -> list[GatewayEvent]: ...
+    def on_timer(self, now_ns: int) -> list[ArbiterEvent]: ...
 
     def deadline_ns(self) -> int | None: ...
 
@@ -234,9 +235,9 @@ class SequencedBook:
 
     # --- inputs -------------------------------------------------------------------------
 
-    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[GatewayEvent]:
+    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[ArbiterEvent]:
         """A connection carrying this symbol came up or went down."""
-        out: list[GatewayEvent] = []
+        out: list[ArbiterEvent] = []
         if up:
             self._conn_high.setdefault(conn_id, -1)
             return out
@@ -247,8 +248,8 @@ class SequencedBook:
         self._check_hole(now_ns, out)
         return out
 
-    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[GatewayEvent]:
-        out: list[GatewayEvent] = []
+    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[ArbiterEvent]:
+        out: list[ArbiterEvent] = []
         conn = self.stats.conn(diff.conn_id)
         conn.received += 1
         self._conn_high[diff.conn_id] = diff.last_id
@@ -274,7 +275,7 @@ class SequencedBook:
         self._check_hole(now_ns, out)
         return out
 
-    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[GatewayEvent]:
+    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]:
         """A venue snapshot.
 
         While the book is not built (initial sync or resync) any snapshot builds it. While
@@ -283,7 +284,7 @@ class SequencedBook:
         are published as one ordinary delta, so subscribers keep their seq. Older in-band
         snapshots, late copies of a reset and REST snapshots are counted and ignored.
         """
-        out: list[GatewayEvent] = []
+        out: list[ArbiterEvent] = []
         if self._has_book:
             self._snapshot_while_live(snap, out)
             return out
@@ -329,9 +330,9 @@ class SequencedBook:
             self._hole_since_ns = now_ns
         return out
 
-    def on_timer(self, now_ns: int) -> list[GatewayEvent]:
+    def on_timer(self, now_ns: int) -> list[ArbiterEvent]:
         """Call at or after :meth:`deadline_ns`; declares a gap when the window passed."""
-        out: list[GatewayEvent] = []
+        out: list[ArbiterEvent] = []
         self._check_hole(now_ns, out)
         return out
 
@@ -356,7 +357,7 @@ class SequencedBook:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _snapshot_while_live(self, snap: DepthSnapshot, out: list[GatewayEvent]) -> None:
+    def _snapshot_while_live(self, snap: DepthSnapshot, out: list[ArbiterEvent]) -> None:
         last_reset = self._last_reset
         if snap.reset:
             if (
@@ -424,7 +425,7 @@ class SequencedBook:
         log.warning("%s: checksum mismatch at id %d", self.key, self.applied_id)
         return False
 
-    def _apply(self, diff: DepthDiff, out: list[GatewayEvent]) -> bool:
+    def _apply(self, diff: DepthDiff, out: list[ArbiterEvent]) -> bool:
         try:
             self.book.apply(diff.bids, diff.asks)
         except BadLevel as exc:
@@ -455,7 +456,7 @@ class SequencedBook:
             self._publish_state("upstream back", out)
         return True
 
-    def _buffer(self, diff: DepthDiff, out: list[GatewayEvent]) -> None:
+    def _buffer(self, diff: DepthDiff, out: list[ArbiterEvent]) -> None:
         if len(self._pending) >= self.max_pending:
             if self._has_book:
                 # The hole outlived a full buffer: no connection is going to fill it.
@@ -465,7 +466,7 @@ class SequencedBook:
                 self.stats.pending_dropped += 1
         self._pending.add(diff)
 
-    def _drain(self, out: list[GatewayEvent]) -> None:
+    def _drain(self, out: list[ArbiterEvent]) -> None:
         """Apply buffered updates that now link; drop the ones now stale."""
         pending = self._pending
         while pending and self._has_book:
@@ -484,7 +485,7 @@ class SequencedBook:
     def _drain_after_snapshot(self) -> None:
         """Apply buffered updates to the freshly loaded book without publishing them: the
         BookReset that follows publishes the book as it stands after them."""
-        discard: list[GatewayEvent] = []
+        discard: list[ArbiterEvent] = []
         seq, state = self.seq, self.state
         self._drain(discard)
         self.seq, self.state = seq, state
@@ -503,7 +504,7 @@ class SequencedBook:
         applied = self.applied_id
         return all(high > applied for high in self._conn_high.values())
 
-    def _check_hole(self, now_ns: int, out: list[GatewayEvent]) -> None:
+    def _check_hole(self, now_ns: int, out: list[ArbiterEvent]) -> None:
         if not self._has_book or not self._pending:
             self._hole_since_ns = None
             return
@@ -514,7 +515,7 @@ class SequencedBook:
         elif now_ns - self._hole_since_ns >= self.reorder_window_ns:
             self._declare_gap("reorder window passed with ids missing", out)
 
-    def _declare_gap(self, reason: str, out: list[GatewayEvent]) -> None:
+    def _declare_gap(self, reason: str, out: list[ArbiterEvent]) -> None:
         self.stats.gaps += 1
         self.stats.resyncs += 1
         log.warning(
@@ -526,11 +527,11 @@ class SequencedBook:
         out.append(StatusChange(self.key, SymbolState.RESYNCING, reason))
         self._want_snapshot(reason, out)
 
-    def _want_snapshot(self, reason: str, out: list[GatewayEvent]) -> None:
+    def _want_snapshot(self, reason: str, out: list[ArbiterEvent]) -> None:
         self._snapshot_wanted = True
         out.append(SnapshotWanted(self.key, reason))
 
-    def _publish_state(self, reason: str, out: list[GatewayEvent]) -> None:
+    def _publish_state(self, reason: str, out: list[ArbiterEvent]) -> None:
         """After a book change: live when a connection is up, else stale."""
         state = SymbolState.LIVE if self._conn_high else SymbolState.STALE
         if state is not self.state:
@@ -610,8 +611,8 @@ class ReplicatedBook:
 
     # --- inputs -------------------------------------------------------------------------
 
-    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[GatewayEvent]:
-        out: list[GatewayEvent] = []
+    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[ArbiterEvent]:
+        out: list[ArbiterEvent] = []
         if up:
             self.replicas[conn_id] = Replica()
             return out
@@ -622,8 +623,8 @@ class ReplicatedBook:
             self._set_state(SymbolState.STALE, "every upstream connection down", out)
         return out
 
-    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[GatewayEvent]:
-        out: list[GatewayEvent] = []
+    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]:
+        out: list[ArbiterEvent] = []
         replica = self.replicas.setdefault(snap.conn_id, Replica())
         try:
             replica.book.load(snap.bids, snap.asks)
@@ -642,8 +643,8 @@ class ReplicatedBook:
             self._elect("snapshot", out, prefer=snap.conn_id, venue_ms=snap.recv_ns // 1_000_000)
         return out
 
-    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[GatewayEvent]:
-        out: list[GatewayEvent] = []
+    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[ArbiterEvent]:
+        out: list[ArbiterEvent] = []
         conn = self.stats.conn(diff.conn_id)
         conn.received += 1
         replica = self.replicas.get(diff.conn_id)
@@ -675,15 +676,15 @@ class ReplicatedBook:
         self._publish(bids, asks, diff.event_ms, diff.recv_ns, out)
         return out
 
-    def invalidate(self, conn_id: int, reason: str) -> list[GatewayEvent]:
+    def invalidate(self, conn_id: int, reason: str) -> list[ArbiterEvent]:
         """``conn_id`` lost messages (a connection-wide sequence jump): its replica is wrong."""
-        out: list[GatewayEvent] = []
+        out: list[ArbiterEvent] = []
         replica = self.replicas.get(conn_id)
         if replica is not None and replica.valid:
             self._fail(conn_id, replica, reason, out)
         return out
 
-    def on_timer(self, now_ns: int) -> list[GatewayEvent]:
+    def on_timer(self, now_ns: int) -> list[ArbiterEvent]:
         return []
 
     def deadline_ns(self) -> int | None:
@@ -700,7 +701,7 @@ class ReplicatedBook:
         self.stats.checksum_failed += 1
         return False
 
-    def _fail(self, conn_id: int, replica: Replica, reason: str, out: list[GatewayEvent]) -> None:
+    def _fail(self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent]) -> None:
         replica.valid = False
         replica.book.clear()
         self.stats.replica_failures += 1
@@ -711,7 +712,7 @@ class ReplicatedBook:
             self._elect(f"leader failed: {reason}", out)
 
     def _elect(
-        self, reason: str, out: list[GatewayEvent], prefer: int | None = None, venue_ms: int = -1
+        self, reason: str, out: list[ArbiterEvent], prefer: int | None = None, venue_ms: int = -1
     ) -> None:
         """Make the best valid replica the leader and publish the switch."""
         valid = [(conn_id, r) for conn_id, r in self.replicas.items() if r.valid]
@@ -751,7 +752,7 @@ class ReplicatedBook:
         asks: tuple[Level, ...],
         venue_ms: int,
         recv_ns: int,
-        out: list[GatewayEvent],
+        out: list[ArbiterEvent],
     ) -> None:
         self.book.apply(bids, asks)
         self.seq += 1
@@ -775,7 +776,7 @@ class ReplicatedBook:
             sample = float(now_ns - first[1])
         replica.lag_ewma_ns += self.lag_alpha * (sample - replica.lag_ewma_ns)
 
-    def _maybe_switch(self, out: list[GatewayEvent]) -> None:
+    def _maybe_switch(self, out: list[ArbiterEvent]) -> None:
         """Hand the output to a follower that is consistently faster than the leader."""
         if self.leader is None or self.checksum is None or self.leader not in self.replicas:
             return
@@ -788,7 +789,7 @@ class ReplicatedBook:
         # The follower is ahead: the switch publishes the difference, like a failover.
         self._elect(f"conn {best_id} is faster", out, prefer=best_id)
 
-    def _set_state(self, state: SymbolState, reason: str, out: list[GatewayEvent]) -> None:
+    def _set_state(self, state: SymbolState, reason: str, out: list[ArbiterEvent]) -> None:
         if state is not self.state:
             self.state = state
             out.append(StatusChange(self.key, state, reason))
