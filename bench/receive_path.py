@@ -34,9 +34,10 @@ import orjson
 
 from bench.common import KEY, DepthData, Timing, load_depth_data, measure
 from feeds import binance
-from gateway.core.arbiter import BinanceSpotRule, SequencedBook
+from gateway.core.arbiter import BinanceSpotRule
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Level
+from gateway.core.sequenced import SequencedBook
 
 TITLE = "receive_path: feeds.binance.parse + SequencedBook.on_diff per upstream frame"
 

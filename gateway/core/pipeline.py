@@ -31,7 +31,6 @@ from gateway.core.arbiter import (
     DEFAULT_REORDER_WINDOW_NS,
     Checksum,
     ConnectionSequenceChecker,
-    ReplicatedBook,
     SymbolArbiter,
     TradeDedup,
 )
@@ -54,6 +53,7 @@ from gateway.core.model import (
     VenueNotice,
     symbol_key,
 )
+from gateway.core.replicated import ReplicatedBook
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from feeds import binance_usdm as usdm
 from gateway.capture.formats import CaptureReader, rest_symbol
-from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, SequencedBook
+from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
@@ -26,6 +26,7 @@ from gateway.core.model import (
     VenueContractError,
     VenueNotice,
 )
+from gateway.core.sequenced import SequencedBook
 
 from . import fuzzing
 

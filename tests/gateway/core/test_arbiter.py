@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, SequencedBook, TradeDedup
+from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, TradeDedup
 from gateway.core.model import (
     BookDelta,
     BookReset,
@@ -18,6 +18,7 @@ from gateway.core.model import (
     Trade,
     TradeOut,
 )
+from gateway.core.sequenced import SequencedBook
 
 KEY = "binance:BTCUSDT"
 WINDOW_NS = 100_000_000

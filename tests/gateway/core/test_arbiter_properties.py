@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.arbiter import BinanceSpotRule, SequencedBook
+from gateway.core.arbiter import BinanceSpotRule
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, BookReset, GatewayEvent, SnapshotWanted
+from gateway.core.sequenced import SequencedBook
 
 from .arbiter_streams import ASK_PRICES, BID_PRICES, KEY, QTYS, TrueStream, make_stream, merged
 

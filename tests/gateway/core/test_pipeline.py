@@ -19,8 +19,6 @@ from gateway.core.arbiter import (
     DEFAULT_REORDER_WINDOW_NS,
     BinanceSpotRule,
     Checksum,
-    ReplicatedBook,
-    SequencedBook,
     SymbolArbiter,
 )
 from gateway.core.book import L2Book
@@ -50,6 +48,8 @@ from gateway.core.pipeline import (
     Step,
     VenuePipeline,
 )
+from gateway.core.replicated import ReplicatedBook
+from gateway.core.sequenced import SequencedBook
 
 WINDOW_NS = 1_000
 
