@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway.core.arbiter import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_REORDER_WINDOW_NS,
     BinanceSpotRule,
     Checksum,
     SymbolArbiter,
@@ -102,19 +100,12 @@ class FakeVenue:
 
         return make
 
-    def new_arbiter(
-        self,
-        symbol: str,
-        *,
-        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
-        max_pending: int = DEFAULT_MAX_PENDING,
-    ) -> SymbolArbiter:
+    def new_arbiter(self, symbol: str, **limits: int) -> SymbolArbiter:
+        """``limits``: the pipeline's reorder_window_ns and max_pending."""
         key = f"{self.venue}:{symbol}"
         if self.unsequenced:
             return ReplicatedBook(key)
-        return SequencedBook(
-            key, BinanceSpotRule(), reorder_window_ns=reorder_window_ns, max_pending=max_pending
-        )
+        return SequencedBook(key, BinanceSpotRule(), **limits)
 
 
 def crc(book: L2Book) -> int:

@@ -7,13 +7,9 @@ missing from a table raises UndefinedTransition.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
-
 import pytest
 
 from gateway.core.model import (
-    ArbiterEvent,
     BookDelta,
     BookReset,
     DepthSnapshot,
@@ -35,31 +31,43 @@ from gateway.core.replicated import (
 )
 from gateway.core.transitions import UndefinedTransition, transition
 
+from .state_tables import Scenario, drive_row, parse_table, undefined_pairs
+
 KEY = "kraken:BTC/USD"
 
 RS, RE = ReplicaState, ReplicaEvent
-Out, OE, OA = Output, OutputEvent, OutputAction
+Out, OE = Output, OutputEvent
 
-EXPECTED_REPLICA = {
-    (RS.AWAITING_SNAPSHOT, RE.SNAPSHOT_MATCHED): (RS.VALID, ()),
-    (RS.VALID, RE.SNAPSHOT_MATCHED): (RS.VALID, ()),
-    (RS.AWAITING_SNAPSHOT, RE.FAILED): (RS.AWAITING_SNAPSHOT, (ReplicaAction.RESUBSCRIBE,)),
-    (RS.VALID, RE.FAILED): (RS.AWAITING_SNAPSHOT, (ReplicaAction.RESUBSCRIBE,)),
-}
+EXPECTED_REPLICA = parse_table(
+    """
+    AWAITING_SNAPSHOT + SNAPSHOT_MATCHED -> VALID             :
+    VALID             + SNAPSHOT_MATCHED -> VALID             :
+    AWAITING_SNAPSHOT + FAILED           -> AWAITING_SNAPSHOT : RESUBSCRIBE
+    VALID             + FAILED           -> AWAITING_SNAPSHOT : RESUBSCRIBE
+    """,
+    ReplicaState,
+    ReplicaEvent,
+    ReplicaAction,
+)
 
-EXPECTED_OUTPUT = {
-    (Out.SYNCING, OE.ELECTED): (Out.LIVE, (OA.PUBLISH_RESET, OA.ANNOUNCE)),
-    (Out.STALE_BEFORE_BOOK, OE.ELECTED): (Out.LIVE, (OA.PUBLISH_RESET, OA.ANNOUNCE)),
-    (Out.LIVE, OE.ELECTED): (Out.LIVE, (OA.PUBLISH_SWITCH,)),
-    (Out.RESYNCING, OE.ELECTED): (Out.LIVE, (OA.PUBLISH_SWITCH, OA.ANNOUNCE)),
-    (Out.STALE, OE.ELECTED): (Out.LIVE, (OA.PUBLISH_SWITCH, OA.ANNOUNCE)),
-    (Out.LIVE, OE.NO_VALID_REPLICA): (Out.RESYNCING, (OA.ANNOUNCE,)),
-    (Out.SYNCING, OE.ALL_DOWN): (Out.STALE_BEFORE_BOOK, (OA.ANNOUNCE,)),
-    (Out.LIVE, OE.ALL_DOWN): (Out.STALE, (OA.ANNOUNCE,)),
-    (Out.RESYNCING, OE.ALL_DOWN): (Out.STALE, (OA.ANNOUNCE,)),
-    (Out.STALE_BEFORE_BOOK, OE.ALL_DOWN): (Out.STALE_BEFORE_BOOK, ()),
-    (Out.STALE, OE.ALL_DOWN): (Out.STALE, ()),
-}
+EXPECTED_OUTPUT = parse_table(
+    """
+    SYNCING           + ELECTED          -> LIVE              : PUBLISH_RESET ANNOUNCE
+    STALE_BEFORE_BOOK + ELECTED          -> LIVE              : PUBLISH_RESET ANNOUNCE
+    LIVE              + ELECTED          -> LIVE              : PUBLISH_SWITCH
+    RESYNCING         + ELECTED          -> LIVE              : PUBLISH_SWITCH ANNOUNCE
+    STALE             + ELECTED          -> LIVE              : PUBLISH_SWITCH ANNOUNCE
+    LIVE              + NO_VALID_REPLICA -> RESYNCING         : ANNOUNCE
+    SYNCING           + ALL_DOWN         -> STALE_BEFORE_BOOK : ANNOUNCE
+    LIVE              + ALL_DOWN         -> STALE             : ANNOUNCE
+    RESYNCING         + ALL_DOWN         -> STALE             : ANNOUNCE
+    STALE_BEFORE_BOOK + ALL_DOWN         -> STALE_BEFORE_BOOK :
+    STALE             + ALL_DOWN         -> STALE             :
+    """,
+    Output,
+    OutputEvent,
+    OutputAction,
+)
 
 
 def test_the_tables_are_exactly_these_rows() -> None:
@@ -76,13 +84,10 @@ def test_the_tables_are_exactly_these_rows() -> None:
 
 def test_every_replica_pair_is_defined() -> None:
     """A replica can always take a snapshot and always fail: no pair is left out."""
-    assert set(itertools.product(ReplicaState, ReplicaEvent)) == set(EXPECTED_REPLICA)
+    assert undefined_pairs(EXPECTED_REPLICA, ReplicaState, ReplicaEvent) == []
 
 
-@pytest.mark.parametrize(
-    ("state", "event"),
-    [p for p in itertools.product(Output, OutputEvent) if p not in EXPECTED_OUTPUT],
-)
+@pytest.mark.parametrize(("state", "event"), undefined_pairs(EXPECTED_OUTPUT, Output, OutputEvent))
 def test_undefined_output_pairs_are_errors(state: Output, event: OutputEvent) -> None:
     with pytest.raises(UndefinedTransition, match=f"no transition for {event.name}"):
         transition("output", OUTPUT_TRANSITIONS, state, event)
@@ -144,13 +149,10 @@ def stale_before_book() -> ReplicatedBook:
     return arb
 
 
-Setup = Callable[[], ReplicatedBook]
-Act = Callable[[ReplicatedBook], list[ArbiterEvent]]
-
 DOWN = "every upstream connection down"
 
 #: (output before, event) -> (setup, input, what is published).
-OUTPUT_SCENARIOS: dict[tuple[Output, OutputEvent], tuple[Setup, Act, list[ArbiterEvent]]] = {
+OUTPUT_SCENARIOS: dict[tuple[Output, OutputEvent], Scenario] = {
     (Out.SYNCING, OE.ELECTED): (
         lambda: book(0),
         lambda a: a.on_snapshot(snap(0), 0),
@@ -214,17 +216,12 @@ OUTPUT_SCENARIOS: dict[tuple[Output, OutputEvent], tuple[Setup, Act, list[Arbite
 }
 
 
-@pytest.mark.parametrize(("state", "event"), list(EXPECTED_OUTPUT))
-def test_each_output_row_is_what_the_book_does(state: Output, event: OutputEvent) -> None:
-    setup, act, published = OUTPUT_SCENARIOS[state, event]
-    arb = setup()
-    assert arb.output is state
-    out = act(arb)
-    new_state = EXPECTED_OUTPUT[state, event][0]
-    assert arb.output is new_state and arb.state is PUBLISHED_STATE[new_state]
-    assert out == published
-    assert arb.has_book == (new_state not in (Out.SYNCING, Out.STALE_BEFORE_BOOK))
-    assert (arb.leader is not None) == (new_state is Out.LIVE)
+@pytest.mark.parametrize("pair", list(EXPECTED_OUTPUT))
+def test_each_output_row_is_what_the_book_does(pair: tuple[Output, OutputEvent]) -> None:
+    arb, out, published = drive_row(OUTPUT_SCENARIOS, EXPECTED_OUTPUT, pair, lambda a: a.output)
+    assert out == published and arb.state is PUBLISHED_STATE[arb.output]
+    assert arb.has_book == (arb.output not in (Out.SYNCING, Out.STALE_BEFORE_BOOK))
+    assert (arb.leader is not None) == (arb.output is Out.LIVE)
 
 
 def test_every_output_row_has_a_scenario() -> None:
@@ -234,7 +231,7 @@ def test_every_output_row_has_a_scenario() -> None:
 BAD = DepthSnapshot("kraken", "BTC/USD", -1, (("x", "1"),), (), 0, 0)
 
 #: (replica state before, event) -> (setup, input, what is published); the replica is conn 0.
-REPLICA_SCENARIOS: dict[tuple[ReplicaState, ReplicaEvent], tuple[Setup, Act, list[str]]] = {
+REPLICA_SCENARIOS: dict[tuple[ReplicaState, ReplicaEvent], Scenario] = {
     (RS.AWAITING_SNAPSHOT, RE.SNAPSHOT_MATCHED): (
         lambda: book(0),
         lambda a: a.on_snapshot(snap(0), 0),
@@ -258,17 +255,15 @@ REPLICA_SCENARIOS: dict[tuple[ReplicaState, ReplicaEvent], tuple[Setup, Act, lis
 }
 
 
-@pytest.mark.parametrize(("state", "event"), list(EXPECTED_REPLICA))
-def test_each_replica_row_is_what_the_book_does(state: ReplicaState, event: ReplicaEvent) -> None:
-    setup, act, published = REPLICA_SCENARIOS[state, event]
-    arb = setup()
-    assert arb.replicas[0].state is state
-    out = act(arb)
-    new_state = EXPECTED_REPLICA[state, event][0]
+@pytest.mark.parametrize("pair", list(EXPECTED_REPLICA))
+def test_each_replica_row_is_what_the_book_does(pair: tuple[ReplicaState, ReplicaEvent]) -> None:
+    arb, out, published = drive_row(
+        REPLICA_SCENARIOS, EXPECTED_REPLICA, pair, lambda a: a.replicas[0].state
+    )
     replica = arb.replicas[0]
-    assert replica.state is new_state and replica.valid == (new_state is RS.VALID)
     assert [type(e).__name__ for e in out] == published
-    if new_state is RS.AWAITING_SNAPSHOT:
+    assert replica.valid == (replica.state is RS.VALID)
+    if replica.state is RS.AWAITING_SNAPSHOT:
         assert replica.book.bids() == [] and arb.stats.replica_failures == 1
 
 

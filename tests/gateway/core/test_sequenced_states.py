@@ -8,9 +8,7 @@ are the row's). Every pair missing from a table raises UndefinedTransition.
 
 from __future__ import annotations
 
-import itertools
 import zlib
-from collections.abc import Callable
 
 import pytest
 
@@ -38,51 +36,56 @@ from gateway.core.sequenced import (
 )
 from gateway.core.transitions import UndefinedTransition, transition
 
+from .state_tables import Scenario, drive_row, parse_table, undefined_pairs
+
 KEY = "binance:BTCUSDT"
 WINDOW_NS = 1_000
 
-S, E, A = Sync, SyncEvent, SyncAction
+S, E = Sync, SyncEvent
 St, SE = SymbolState, StatusEvent
-ANNOUNCE = (StatusAction.ANNOUNCE,)
 
-EXPECTED_SYNC = {
-    (S.UNSYNCED, E.UPDATE_WITHOUT_BOOK): (S.AWAITING_SNAPSHOT, (A.ASK_SNAPSHOT,)),
-    (S.AWAITING_SNAPSHOT, E.UPDATE_WITHOUT_BOOK): (S.AWAITING_SNAPSHOT, ()),
-    (S.UNSYNCED, E.SNAPSHOT_REFUSED): (S.UNSYNCED, ()),
-    (S.AWAITING_SNAPSHOT, E.SNAPSHOT_REFUSED): (S.AWAITING_SNAPSHOT, ()),
-    (S.UNSYNCED, E.SNAPSHOT_UNUSABLE): (S.AWAITING_SNAPSHOT, (A.ASK_SNAPSHOT,)),
-    (S.AWAITING_SNAPSHOT, E.SNAPSHOT_UNUSABLE): (S.AWAITING_SNAPSHOT, (A.ASK_SNAPSHOT,)),
-    (S.AWAITING_SNAPSHOT, E.SNAPSHOT_BROKEN): (
-        S.AWAITING_SNAPSHOT,
-        (A.COUNT_GAP, A.ASK_SNAPSHOT),
-    ),
-    (S.UNSYNCED, E.BOOK_BUILT): (S.SYNCED, (A.PUBLISH_RESET,)),
-    (S.AWAITING_SNAPSHOT, E.BOOK_BUILT): (S.SYNCED, (A.PUBLISH_RESET,)),
-    (S.AWAITING_SNAPSHOT, E.BOOK_BUILT_WITH_HOLE): (S.HOLE, (A.PUBLISH_RESET, A.START_HOLE_CLOCK)),
-    (S.SYNCED, E.HOLE_OPENED): (S.HOLE, (A.START_HOLE_CLOCK,)),
-    (S.HOLE, E.HOLE_CLOSED): (S.SYNCED, (A.STOP_HOLE_CLOCK,)),
-    (S.SYNCED, E.GAP): (S.AWAITING_SNAPSHOT, (A.COUNT_GAP, A.ANNOUNCE_RESYNC, A.ASK_SNAPSHOT)),
-    (S.HOLE, E.GAP): (
-        S.AWAITING_SNAPSHOT,
-        (A.STOP_HOLE_CLOCK, A.COUNT_GAP, A.ANNOUNCE_RESYNC, A.ASK_SNAPSHOT),
-    ),
-}
+EXPECTED_SYNC = parse_table(
+    """
+    UNSYNCED          + UPDATE_WITHOUT_BOOK  -> AWAITING_SNAPSHOT : ASK_SNAPSHOT
+    AWAITING_SNAPSHOT + UPDATE_WITHOUT_BOOK  -> AWAITING_SNAPSHOT :
+    UNSYNCED          + SNAPSHOT_REFUSED     -> UNSYNCED          :
+    AWAITING_SNAPSHOT + SNAPSHOT_REFUSED     -> AWAITING_SNAPSHOT :
+    UNSYNCED          + SNAPSHOT_UNUSABLE    -> AWAITING_SNAPSHOT : ASK_SNAPSHOT
+    AWAITING_SNAPSHOT + SNAPSHOT_UNUSABLE    -> AWAITING_SNAPSHOT : ASK_SNAPSHOT
+    AWAITING_SNAPSHOT + SNAPSHOT_BROKEN      -> AWAITING_SNAPSHOT : COUNT_GAP ASK_SNAPSHOT
+    UNSYNCED          + BOOK_BUILT           -> SYNCED            : PUBLISH_RESET
+    AWAITING_SNAPSHOT + BOOK_BUILT           -> SYNCED            : PUBLISH_RESET
+    AWAITING_SNAPSHOT + BOOK_BUILT_WITH_HOLE -> HOLE              : PUBLISH_RESET START_HOLE_CLOCK
+    SYNCED            + HOLE_OPENED          -> HOLE              : START_HOLE_CLOCK
+    HOLE              + HOLE_CLOSED          -> SYNCED            : STOP_HOLE_CLOCK
+    SYNCED + GAP -> AWAITING_SNAPSHOT : COUNT_GAP ANNOUNCE_RESYNC ASK_SNAPSHOT
+    HOLE + GAP -> AWAITING_SNAPSHOT : STOP_HOLE_CLOCK COUNT_GAP ANNOUNCE_RESYNC ASK_SNAPSHOT
+    """,
+    Sync,
+    SyncEvent,
+    SyncAction,
+)
 
-EXPECTED_STATUS = {
-    (St.SYNCING, SE.ALL_DOWN): (St.STALE, ANNOUNCE),
-    (St.LIVE, SE.ALL_DOWN): (St.STALE, ANNOUNCE),
-    (St.RESYNCING, SE.ALL_DOWN): (St.STALE, ANNOUNCE),
-    (St.STALE, SE.ALL_DOWN): (St.STALE, ()),
-    (St.LIVE, SE.GAP): (St.RESYNCING, ANNOUNCE),
-    (St.STALE, SE.GAP): (St.RESYNCING, ANNOUNCE),
-    (St.SYNCING, SE.RESET_WITH_CONNECTION): (St.LIVE, ANNOUNCE),
-    (St.RESYNCING, SE.RESET_WITH_CONNECTION): (St.LIVE, ANNOUNCE),
-    (St.STALE, SE.RESET_WITH_CONNECTION): (St.LIVE, ANNOUNCE),
-    (St.SYNCING, SE.RESET_WITHOUT_CONNECTION): (St.STALE, ANNOUNCE),
-    (St.RESYNCING, SE.RESET_WITHOUT_CONNECTION): (St.STALE, ANNOUNCE),
-    (St.STALE, SE.RESET_WITHOUT_CONNECTION): (St.STALE, ()),
-    (St.STALE, SE.UPSTREAM_BACK): (St.LIVE, ANNOUNCE),
-}
+EXPECTED_STATUS = parse_table(
+    """
+    SYNCING   + ALL_DOWN                 -> STALE     : ANNOUNCE
+    LIVE      + ALL_DOWN                 -> STALE     : ANNOUNCE
+    RESYNCING + ALL_DOWN                 -> STALE     : ANNOUNCE
+    STALE     + ALL_DOWN                 -> STALE     :
+    LIVE      + GAP                      -> RESYNCING : ANNOUNCE
+    STALE     + GAP                      -> RESYNCING : ANNOUNCE
+    SYNCING   + RESET_WITH_CONNECTION    -> LIVE      : ANNOUNCE
+    RESYNCING + RESET_WITH_CONNECTION    -> LIVE      : ANNOUNCE
+    STALE     + RESET_WITH_CONNECTION    -> LIVE      : ANNOUNCE
+    SYNCING   + RESET_WITHOUT_CONNECTION -> STALE     : ANNOUNCE
+    RESYNCING + RESET_WITHOUT_CONNECTION -> STALE     : ANNOUNCE
+    STALE     + RESET_WITHOUT_CONNECTION -> STALE     :
+    STALE     + UPSTREAM_BACK            -> LIVE      : ANNOUNCE
+    """,
+    SymbolState,
+    StatusEvent,
+    StatusAction,
+)
 
 
 def test_the_tables_are_exactly_these_rows() -> None:
@@ -90,17 +93,15 @@ def test_the_tables_are_exactly_these_rows() -> None:
     assert dict(STATUS_TRANSITIONS) == EXPECTED_STATUS
 
 
-SYNC_PAIRS = list(itertools.product(Sync, SyncEvent))
-STATUS_PAIRS = list(itertools.product(SymbolState, StatusEvent))
-
-
-@pytest.mark.parametrize(("state", "event"), [p for p in SYNC_PAIRS if p not in EXPECTED_SYNC])
+@pytest.mark.parametrize(("state", "event"), undefined_pairs(EXPECTED_SYNC, Sync, SyncEvent))
 def test_undefined_sync_pairs_are_errors(state: Sync, event: SyncEvent) -> None:
     with pytest.raises(UndefinedTransition, match=f"no transition for {event.name}"):
         transition("sync", SYNC_TRANSITIONS, state, event)
 
 
-@pytest.mark.parametrize(("state", "event"), [p for p in STATUS_PAIRS if p not in EXPECTED_STATUS])
+@pytest.mark.parametrize(
+    ("state", "event"), undefined_pairs(EXPECTED_STATUS, SymbolState, StatusEvent)
+)
 def test_undefined_status_pairs_are_errors(state: SymbolState, event: StatusEvent) -> None:
     with pytest.raises(UndefinedTransition, match=f"in state {state.name}"):
         transition("status", STATUS_TRANSITIONS, state, event)
@@ -189,10 +190,6 @@ def kinds(events: list[ArbiterEvent]) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
-Setup = Callable[[], SequencedBook]
-Act = Callable[[SequencedBook], list[ArbiterEvent]]
-
-
 def waiting_for_11_with_bad_checksum() -> SequencedBook:
     arb = book(checksum=True)
     arb.on_diff(diff(11, 11, checksum=1), 0)  # not the checksum of snapshot 10 + 11
@@ -214,7 +211,7 @@ def waiting_for_20_from_one() -> SequencedBook:
 
 #: (the machine's state before, event) -> (drive a book into that state, the input that
 #: causes the event, the published event kinds). The state after is the table's.
-SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], tuple[Setup, Act, list[str]]] = {
+SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
     (S.UNSYNCED, E.UPDATE_WITHOUT_BOOK): (
         book,
         lambda a: a.on_diff(diff(5, 6), 0),
@@ -276,18 +273,13 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], tuple[Setup, Act, list[str]]] = {
 }
 
 
-@pytest.mark.parametrize(("state", "event"), list(EXPECTED_SYNC))
-def test_each_sync_row_is_what_the_book_does(state: Sync, event: SyncEvent) -> None:
-    setup, act, published = SYNC_SCENARIOS[state, event]
-    arb = setup()
-    assert arb.sync is state
-    out = act(arb)
-    new_state, _ = EXPECTED_SYNC[state, event]
-    assert arb.sync is new_state
+@pytest.mark.parametrize("pair", list(EXPECTED_SYNC))
+def test_each_sync_row_is_what_the_book_does(pair: tuple[Sync, SyncEvent]) -> None:
+    arb, out, published = drive_row(SYNC_SCENARIOS, EXPECTED_SYNC, pair, lambda a: a.sync)
     assert kinds(out) == published
-    assert arb.has_book == (new_state in (S.SYNCED, S.HOLE))
-    assert arb.snapshot_wanted == (new_state is S.AWAITING_SNAPSHOT)
-    assert (arb.deadline_ns() is not None) == (new_state is S.HOLE)
+    assert arb.has_book == (arb.sync in (S.SYNCED, S.HOLE))
+    assert arb.snapshot_wanted == (arb.sync is S.AWAITING_SNAPSHOT)
+    assert (arb.deadline_ns() is not None) == (arb.sync is S.HOLE)
 
 
 def test_every_sync_row_has_a_scenario() -> None:
@@ -313,7 +305,7 @@ WINDOW_PASSED = "reorder window passed with ids missing"
 
 #: (status before, event) -> (setup, input, what is published); a StatusChange in it
 #: carries the table's new state.
-STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], tuple[Setup, Act, list[ArbiterEvent]]] = {
+STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], Scenario] = {
     (St.SYNCING, SE.ALL_DOWN): (
         lambda: book(conns=(0,)),
         lambda a: a.on_connection(0, False, 0),
@@ -381,13 +373,9 @@ STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], tuple[Setup, Act, list[A
 }
 
 
-@pytest.mark.parametrize(("state", "event"), list(EXPECTED_STATUS))
-def test_each_status_row_is_what_the_book_does(state: SymbolState, event: StatusEvent) -> None:
-    setup, act, published = STATUS_SCENARIOS[state, event]
-    arb = setup()
-    assert arb.state is state
-    out = act(arb)
-    assert arb.state is EXPECTED_STATUS[state, event][0]
+@pytest.mark.parametrize("pair", list(EXPECTED_STATUS))
+def test_each_status_row_is_what_the_book_does(pair: tuple[SymbolState, StatusEvent]) -> None:
+    _, out, published = drive_row(STATUS_SCENARIOS, EXPECTED_STATUS, pair, lambda a: a.state)
     assert out == published
 
 
