@@ -143,7 +143,8 @@ class VenueRuntime:
         """Handles one frame; True when the venue asked this connection to reconnect."""
         if self.capture is not None:
             self.capture.record_frame(conn_id, raw, recv_ns)
-        return self._act(self.pipeline.receive_frame(conn_id, raw, recv_ns, self._clock_ns()))
+        step = self.pipeline.receive_frame(conn_id, raw, recv_ns, self._clock_ns())
+        return self._act(step, conn_id)
 
     def on_state(self, conn_id: int, up: bool) -> None:
         if self.capture is not None:
@@ -162,8 +163,10 @@ class VenueRuntime:
 
     # --- acting on a step -------------------------------------------------------------------
 
-    def _act(self, step: Step) -> bool:
-        """Carries out the step's actions and publishes it; True when a Reconnect came."""
+    def _act(self, step: Step, frame_conn_id: int = -1) -> bool:
+        """Carries out the step's actions and publishes it. True when the step asks the
+        connection that received the frame, ``frame_conn_id``, to reconnect: that
+        connection's reader acts on it."""
         reconnect = False
         for action in step.actions:
             if isinstance(action, FetchSnapshot):
@@ -178,8 +181,7 @@ class VenueRuntime:
                 if self.fetcher is not None:
                     self.fetcher.succeeded(action.symbol)
             elif isinstance(action, Reconnect):
-                # Only the connection that received the frame is ever asked.
-                reconnect = True
+                reconnect = reconnect or action.conn_id == frame_conn_id
         if step.publications:
             self._publish(step.publications)
         return reconnect
