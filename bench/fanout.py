@@ -41,7 +41,8 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from bench.common import KEY, load_depth_data, run_async
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, Level, StatusChange, SymbolState
-from gateway.io.fanout import BookState, Fanout, build_frame
+from gateway.core.pipeline import BookState
+from gateway.io.fanout import Fanout, build_frame
 from gateway.wire.protocol import Delta, Status, encode_json
 
 TITLE = "fanout: deliveries/s to N loopback WebSocket subscribers, server on uvloop"
@@ -67,7 +68,7 @@ class _View:
     def book_state(self, key: str) -> BookState | None:
         if key != KEY:
             return None
-        return (self.book, 1, self.seq, self.venue_id, SymbolState.LIVE)
+        return BookState(self.book, 1, self.seq, self.venue_id, SymbolState.LIVE)
 
     def symbols(self) -> list[tuple[str, SymbolState]]:
         return [(KEY, SymbolState.LIVE)]

@@ -1,6 +1,6 @@
 """receive_path: what one upstream frame costs between the socket and the book.
 
-Per frame the loop does what ``gateway.io.service.VenueRuntime.on_frame`` does, without the
+Per frame the loop does what ``gateway.core.pipeline.VenuePipeline.receive_frame`` does, without the
 socket and the fan-out: ``feeds.binance.parse``, dispatch of the event to its symbol's
 arbiter (``isinstance`` + ``event.key`` lookup), ``SequencedBook.on_diff`` (which applies
 accepted updates to its ``L2Book``). The arbiter is loaded with the capture's REST snapshot
@@ -35,9 +35,9 @@ import orjson
 from bench.common import KEY, DepthData, Timing, load_depth_data, measure
 from feeds import binance
 from feeds.binance import BinanceSpotRule
-from gateway.core.arbiter import SequencedBook
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Level
+from gateway.core.sequenced import SequencedBook
 
 TITLE = "receive_path: feeds.binance.parse + SequencedBook.on_diff per upstream frame"
 

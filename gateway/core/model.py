@@ -208,6 +208,15 @@ class StatusChange(msgspec.Struct, frozen=True, gc=False):
     reason: str
 
 
+class TradeOut(msgspec.Struct, frozen=True, gc=False):
+    """A trade accepted for publication (first copy across connections)."""
+
+    trade: Trade
+
+
+# --- commands an arbiter gives the pipeline around it (never published) -------------
+
+
 class SnapshotWanted(msgspec.Struct, frozen=True, gc=False):
     """The book needs a venue snapshot (initial sync or a gap every copy missed)."""
 
@@ -224,10 +233,9 @@ class ResubscribeWanted(msgspec.Struct, frozen=True, gc=False):
     reason: str
 
 
-class TradeOut(msgspec.Struct, frozen=True, gc=False):
-    """A trade accepted for publication (first copy across connections)."""
-
-    trade: Trade
-
-
-GatewayEvent = BookDelta | BookReset | StatusChange | SnapshotWanted | ResubscribeWanted | TradeOut
+#: What subscribers get: the publications of the pipeline, handed to the fan-out.
+GatewayEvent = BookDelta | BookReset | StatusChange | TradeOut
+#: What an arbiter asks of the pipeline around it; never published.
+BookCommand = SnapshotWanted | ResubscribeWanted
+#: What an arbiter returns: publications and commands, in the order they arose.
+ArbiterEvent = GatewayEvent | BookCommand

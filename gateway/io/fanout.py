@@ -40,7 +40,6 @@ from websockets.frames import CloseCode, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from gateway.core.book import L2Book
 from gateway.core.flow import WRITE, FlowAction, FlowPolicy, FlowState, SubscriberFlow
 from gateway.core.model import (
     BookDelta,
@@ -50,6 +49,7 @@ from gateway.core.model import (
     SymbolState,
     TradeOut,
 )
+from gateway.core.pipeline import BookState
 from gateway.wire.protocol import (
     PROTOCOL_VERSION,
     Bbo,
@@ -80,9 +80,6 @@ from gateway.wire.protocol import (
 )
 
 log = logging.getLogger(__name__)
-
-#: ``(book, epoch, seq, venue_id, state)``: a consistent book and where it stands.
-BookState = tuple[L2Book, int, int, int, SymbolState]
 
 #: Close code for a subscriber disconnected by the slow-subscriber policy.
 CLOSE_TOO_SLOW: Final = CloseCode.POLICY_VIOLATION  # 1008
@@ -299,7 +296,7 @@ class Fanout:
         subscribers when the top of book changed); BookReset → a fresh ``snapshot`` to
         every book subscriber of the key (the deltas after it in the same batch are already
         in that snapshot and are skipped); StatusChange → ``status`` to every subscriber of
-        the key; TradeOut → ``trade``. SnapshotWanted is internal and ignored.
+        the key; TradeOut → ``trade``.
         """
         snapshot_at: dict[str, tuple[int, int]] | None = None
         bbo_keys: set[str] | None = None

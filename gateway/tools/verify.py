@@ -1,10 +1,10 @@
 """``mdgateway verify``: rebuild books offline from a capture file and report per symbol.
 
-The capture is read by :mod:`gateway.capture`; each WebSocket frame goes through the
-venue's parser and each depth update into the same :class:`~gateway.core.arbiter.SymbolArbiter`
-the service uses, one per symbol, with the recorded receive times as its clock. REST
-depth snapshots in the capture sync the books. The report says, per symbol, what the
-arbiter counted and what the final book holds.
+The capture is read by :mod:`gateway.capture`; its records (frames, connects and
+disconnects, REST depth snapshots) go into the service's own
+:class:`~gateway.core.pipeline.VenuePipeline`, one per venue, with the recorded receive
+times as its clock: parsing, dispatch and arbitration are the code the gateway runs. The
+report says, per symbol, what the arbiter counted and what the final book holds.
 
 Exit codes of :func:`main`: 0 when every symbol was synced and had 0 gaps, 1 when a symbol
 had a gap or never synced (or the capture holds no book), 2 for usage and format errors,
@@ -16,7 +16,6 @@ Adding a venue: its adapter goes into :data:`gateway.wire.venues.ADAPTERS`.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,29 +36,12 @@ from gateway.capture import (
     detect_venue,
     rest_symbol,
 )
-from gateway.core.arbiter import (
-    DEFAULT_REORDER_WINDOW_NS,
-    Checksum,
-    ConnectionSequenceChecker,
-    ReplicatedBook,
-    SymbolArbiter,
-)
-from gateway.core.model import (
-    ConnectionSequence,
-    DepthDiff,
-    DepthSnapshot,
-    InstrumentPrecision,
-    Level,
-    VenueContractError,
-    symbol_key,
-)
+from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, SymbolArbiter
+from gateway.core.model import Level, VenueContractError
+from gateway.core.pipeline import VenuePipeline
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
-log = logging.getLogger(__name__)
-
 DEFAULT_DEPTH: Final = 20
-#: Bad frames logged one by one; the rest are only counted.
-_MAX_LOGGED_BAD_FRAMES: Final = 10
 #: Records between two calls of the progress callback.
 _PROGRESS_EVERY: Final = 8192
 
@@ -167,85 +149,62 @@ def resolve_venue(path: Path, fmt: CaptureFormat, venue: str | None) -> VenueAda
 
 
 class _Rebuild:
-    """The books of one capture, fed record by record."""
+    """The books of one capture: one :class:`VenuePipeline` per venue, fed record by record
+    with the recorded receive times as the clock."""
 
     def __init__(self, spec: VenueAdapter, reorder_window_ns: int, *, by_url: bool) -> None:
         self.spec = spec
         #: Read each connection with the venue its URL names (no --venue given).
         self.by_url = by_url
-        #: The venue of each recorded connection whose URL names one.
-        self.conn_spec: dict[int, VenueAdapter] = {}
-        self.sequences = ConnectionSequenceChecker()
-        #: Checksums at announced instrument precisions, by key (books may come later).
-        self.checksums: dict[str, Checksum] = {}
         self.reorder_window_ns = reorder_window_ns
-        self.books: dict[str, SymbolArbiter] = {}
-        #: Connections that delivered updates of each book: told when they end.
-        self.conns: dict[str, set[int]] = {}
-        #: Books with a reorder deadline to watch.
-        self.armed: set[str] = set()
-        self.bad_frames = 0
+        self.pipelines: dict[str, VenuePipeline] = {}
+        #: The pipeline of each recorded connection.
+        self.conn_pipeline: dict[int, VenuePipeline] = {}
+        self.default = self.pipeline(spec)
 
-    def book(self, key: str) -> SymbolArbiter:
-        book = self.books.get(key)
-        if book is None:
-            venue, _, symbol = key.partition(":")
-            spec = ADAPTERS.get(venue, self.spec)
-            book = self.books[key] = spec.new_arbiter(
-                symbol, reorder_window_ns=self.reorder_window_ns
+    def pipeline(self, spec: VenueAdapter) -> VenuePipeline:
+        pipeline = self.pipelines.get(spec.venue)
+        if pipeline is None:
+            pipeline = self.pipelines[spec.venue] = VenuePipeline(
+                spec, None, reorder_window_ns=self.reorder_window_ns
             )
-            if key in self.checksums:
-                book.checksum = self.checksums[key]
-            self.conns[key] = set()
-        return book
+        return pipeline
+
+    @property
+    def books(self) -> dict[str, SymbolArbiter]:
+        return {key: book for p in self.pipelines.values() for key, book in p.books.items()}
+
+    @property
+    def bad_frames(self) -> int:
+        return sum(p.stats.bad_frames for p in self.pipelines.values())
+
+    @property
+    def connection_gaps(self) -> int:
+        return sum(p.stats.connection_gaps for p in self.pipelines.values())
 
     def feed(self, record: CaptureRecord) -> None:
+        """One record; publications and actions are not needed offline."""
         now_ns = record.recv_ns
-        if self.armed:
-            self._fire_timers(now_ns)
-        if record.kind == "connect" and self.by_url:
-            named = ADAPTERS.get(connection_venue(record.url) or "") or ADAPTERS.get(
-                _recorded_venue(record.payload)
-            )
-            if named is not None:
-                self.conn_spec[record.conn_id] = named
-        elif record.kind == "ws":
-            spec = self.conn_spec.get(record.conn_id, self.spec)
-            try:
-                events = spec.parse(record.payload, now_ns, record.conn_id)
-            except VenueContractError as exc:
-                self._bad_frame(record, exc)
-                return
-            for event in events:
-                if isinstance(event, DepthDiff):
-                    key = event.key
-                    self.book(key).on_diff(event, now_ns)
-                    self.conns[key].add(event.conn_id)
-                    self._arm(key)
-                elif isinstance(event, DepthSnapshot):
-                    self._snapshot(event, now_ns)
-                elif isinstance(event, InstrumentPrecision):
-                    make = spec.checksum_at_precision
-                    if make is not None:
-                        key = symbol_key(event.venue, event.symbol)
-                        self.checksums[key] = make(event.price_precision, event.qty_precision)
-                        if key in self.books:
-                            self.books[key].checksum = self.checksums[key]
-                elif isinstance(event, ConnectionSequence) and self.sequences.on_seq(
-                    record.conn_id, event.seq
-                ):
-                    # That connection lost messages: its replicas are wrong from here.
-                    for book in self.books.values():
-                        if isinstance(book, ReplicatedBook):
-                            book.invalidate(record.conn_id, "connection sequence jump")
+        for pipeline in self.pipelines.values():
+            if pipeline.timer_armed:
+                pipeline.on_timer(now_ns)
+        if record.kind == "ws":
+            pipeline = self.conn_pipeline.get(record.conn_id, self.default)
+            pipeline.receive_frame(record.conn_id, record.payload, now_ns, now_ns)
+        elif record.kind == "connect":
+            named = None
+            if self.by_url:
+                named = ADAPTERS.get(connection_venue(record.url) or "") or ADAPTERS.get(
+                    _recorded_venue(record.payload)
+                )
+            pipeline = self.default if named is None else self.pipeline(named)
+            self.conn_pipeline[record.conn_id] = pipeline
+            pipeline.receive_connection(record.conn_id, True, now_ns)
+        elif record.kind == "disconnect":
+            pipeline = self.conn_pipeline.get(record.conn_id, self.default)
+            pipeline.receive_connection(record.conn_id, False, now_ns)
         elif record.kind == "rest":
             self._rest(record)
-        elif record.kind == "disconnect":
-            for key, conns in self.conns.items():
-                if record.conn_id in conns:
-                    conns.discard(record.conn_id)
-                    self.books[key].on_connection(record.conn_id, False, now_ns)
-                    self._arm(key)
 
     def _rest(self, record: CaptureRecord) -> None:
         parts = urlsplit(record.url)
@@ -262,51 +221,13 @@ class _Rebuild:
             )
         if parts.scheme != INLINE_SNAPSHOT_SCHEME and not parts.path.endswith(spec.snapshot_paths):
             return
+        pipeline = self.pipeline(spec)
         symbol = rest_symbol(record.url)
         if symbol is None:
-            self._bad_frame(record, VenueContractError("REST snapshot URL names no symbol"))
+            reason = VenueContractError("REST snapshot URL names no symbol")
+            pipeline.reject_frame(record.conn_id, record.payload, reason)
             return
-        if spec.parse_snapshot is None:
-            return
-        try:
-            snap = spec.parse_snapshot(symbol, record.payload, record.recv_ns, record.conn_id)
-        except VenueContractError as exc:
-            self._bad_frame(record, exc)
-            return
-        self._snapshot(snap, record.recv_ns)
-
-    def _snapshot(self, snap: DepthSnapshot, now_ns: int) -> None:
-        key = symbol_key(snap.venue, snap.symbol)
-        self.book(key).on_snapshot(snap, now_ns)
-        self._arm(key)
-
-    def _arm(self, key: str) -> None:
-        if self.books[key].deadline_ns() is not None:
-            self.armed.add(key)
-
-    def _fire_timers(self, now_ns: int) -> None:
-        for key in list(self.armed):
-            book = self.books[key]
-            deadline = book.deadline_ns()
-            if deadline is None:
-                self.armed.discard(key)
-            elif deadline <= now_ns:
-                book.on_timer(now_ns)
-                if book.deadline_ns() is None:
-                    self.armed.discard(key)
-
-    def _bad_frame(self, record: CaptureRecord, exc: VenueContractError) -> None:
-        self.bad_frames += 1
-        if self.bad_frames <= _MAX_LOGGED_BAD_FRAMES:
-            log.warning(
-                "bad %s frame at recv_ns %d on conn %d: %s",
-                record.kind,
-                record.recv_ns,
-                record.conn_id,
-                exc,
-            )
-            if self.bad_frames == _MAX_LOGGED_BAD_FRAMES:
-                log.warning("further bad frames are counted, not logged")
+        pipeline.receive_rest(symbol, record.payload, record.recv_ns, record.recv_ns)
 
 
 def _symbol_report(book: SymbolArbiter, depth: int) -> SymbolReport:
@@ -364,18 +285,19 @@ def verify_capture(
         if progress is not None and count % _PROGRESS_EVERY == 0:
             progress(count)
     stats = reader.stats
+    books = rebuild.books
     return VerifyReport(
         file=str(path),
         format=fmt.value,
-        venue=",".join(sorted({key.partition(":")[0] for key in rebuild.books})) or spec.venue,
+        venue=",".join(sorted({key.partition(":")[0] for key in books})) or spec.venue,
         sources=stats.sources,
         records=stats.records,
         bad_frames=rebuild.bad_frames,
-        connection_gaps=rebuild.sequences.gaps,
+        connection_gaps=rebuild.connection_gaps,
         malformed_lines=stats.malformed,
         malformed_examples=stats.examples,
         truncated=stats.truncated,
-        symbols={key: _symbol_report(rebuild.books[key], depth) for key in sorted(rebuild.books)},
+        symbols={key: _symbol_report(books[key], depth) for key in sorted(books)},
     )
 
 

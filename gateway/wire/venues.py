@@ -15,11 +15,11 @@ from gateway.core.arbiter import (
     DEFAULT_REORDER_WINDOW_NS,
     Checksum,
     LinkRule,
-    ReplicatedBook,
-    SequencedBook,
     SymbolArbiter,
 )
 from gateway.core.model import DepthSnapshot, VenueEvent, symbol_key
+from gateway.core.replicated import ReplicatedBook
+from gateway.core.sequenced import SequencedBook
 
 #: Sequenced: the venue's ids are the same on every connection (DESIGN §2). Unsequenced:
 #: one replica per connection, checked by checksum, the output following a leader.

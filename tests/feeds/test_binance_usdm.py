@@ -18,7 +18,7 @@ from feeds import binance_usdm as usdm
 from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
 from gateway.capture import CaptureReader, rest_symbol
-from gateway.core.arbiter import Link, LinkRule, SequencedBook
+from gateway.core.arbiter import Link, LinkRule
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
@@ -27,6 +27,7 @@ from gateway.core.model import (
     VenueContractError,
     VenueNotice,
 )
+from gateway.core.sequenced import SequencedBook
 
 from . import fuzzing
 

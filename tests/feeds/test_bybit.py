@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from feeds import bybit
 from gateway.capture import CaptureReader, connection_venue
-from gateway.core.arbiter import Link, SequencedBook, TradeDedup
+from gateway.core.arbiter import Link, TradeDedup
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
@@ -26,6 +26,7 @@ from gateway.core.model import (
     VenueContractError,
     VenueNotice,
 )
+from gateway.core.sequenced import SequencedBook
 
 from . import fuzzing
 

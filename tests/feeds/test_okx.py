@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from feeds import okx
 from gateway.capture import CaptureReader
-from gateway.core.arbiter import Link, SequencedBook
+from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
 from gateway.core.model import (
     BookDelta,
@@ -35,6 +35,7 @@ from gateway.core.model import (
     VenueContractError,
     VenueNotice,
 )
+from gateway.core.sequenced import SequencedBook
 
 from . import fuzzing
 

@@ -24,9 +24,10 @@ from feeds.binance_usdm import BinanceFuturesRule
 from feeds.sim import binance_usdm as render
 from feeds.sim.book_process import BookProcess
 from feeds.sim.server import SimBinanceUsdm
-from gateway.core.arbiter import LinkRule, SequencedBook
+from gateway.core.arbiter import LinkRule
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade
+from gateway.core.sequenced import SequencedBook
 
 SYMBOL = "BTCUSDT"
 DEADLINE_S = 10.0

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 import itertools
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 S = TypeVar("S", bound=enum.Enum)
 E = TypeVar("E", bound=enum.Enum)
@@ -33,3 +34,23 @@ def undefined_pairs(
 ) -> list[tuple[S, E]]:
     """Every (state, event) the table does not hold, in declaration order."""
     return [pair for pair in itertools.product(states, events) if pair not in table]
+
+
+#: (setup, input causing the event, what it must publish)
+Scenario = tuple[Callable[[], Any], Callable[[Any], list[Any]], list[Any]]
+
+
+def drive_row(
+    scenarios: dict[tuple[S, E], Scenario],
+    table: dict[tuple[S, E], tuple[S, tuple[A, ...]]],
+    pair: tuple[S, E],
+    state_of: Callable[[Any], S],
+) -> tuple[Any, list[Any], list[Any]]:
+    """Drives the row ``pair``: asserts the state before and after; returns the object,
+    what the input published and what the scenario says it must publish."""
+    setup, act, published = scenarios[pair]
+    obj = setup()
+    assert state_of(obj) is pair[0], "the setup does not reach the row's state"
+    out = act(obj)
+    assert state_of(obj) is table[pair][0]
+    return obj, out, published

@@ -6,7 +6,7 @@ import pytest
 
 from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
-from gateway.core.arbiter import SequencedBook, TradeDedup
+from gateway.core.arbiter import TradeDedup
 from gateway.core.model import (
     BookDelta,
     BookReset,
@@ -20,6 +20,7 @@ from gateway.core.model import (
     Trade,
     TradeOut,
 )
+from gateway.core.sequenced import SequencedBook
 
 KEY = "binance:BTCUSDT"
 WINDOW_NS = 100_000_000

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.binance import BinanceSpotRule
-from gateway.core.arbiter import SequencedBook
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, BookReset, GatewayEvent, SnapshotWanted
+from gateway.core.sequenced import SequencedBook
 
 from .arbiter_streams import ASK_PRICES, BID_PRICES, KEY, QTYS, TrueStream, make_stream, merged
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from gateway.core.arbiter import ConnectionSequenceChecker, ReplicatedBook
+from gateway.core.arbiter import ConnectionSequenceChecker
 from gateway.core.book import L2Book
 from gateway.core.model import (
     BookDelta,
@@ -15,6 +15,7 @@ from gateway.core.model import (
     StatusChange,
     SymbolState,
 )
+from gateway.core.replicated import ReplicatedBook
 
 KEY = "kraken:BTC/USD"
 

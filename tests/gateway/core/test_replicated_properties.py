@@ -18,9 +18,9 @@ import zlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.arbiter import ReplicatedBook
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, BookReset, DepthDiff, DepthSnapshot, ResubscribeWanted
+from gateway.core.replicated import ReplicatedBook
 
 from .arbiter_streams import BID_PRICES, make_stream
 

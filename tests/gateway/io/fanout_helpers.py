@@ -26,7 +26,8 @@ from gateway.core.model import (
     Trade,
     TradeOut,
 )
-from gateway.io.fanout import BookState, Fanout
+from gateway.core.pipeline import BookState
+from gateway.io.fanout import Fanout
 from gateway.wire.protocol import ServerMessage, decode_server_message
 
 KEY = "binance:BTCUSDT"
@@ -49,7 +50,7 @@ class FakeView:
         entry = self.books.get(key)
         if entry is None:
             return None
-        return (entry[0], entry[1], entry[2], entry[3], self.states[key])
+        return BookState(entry[0], entry[1], entry[2], entry[3], self.states[key])
 
     def symbols(self) -> list[tuple[str, SymbolState]]:
         return list(self.states.items())

@@ -1,0 +1,413 @@
+"""One venue's pipeline, sans I/O: frames, connection events, snapshots and the clock in;
+publications and actions out.
+
+In the style of websockets' ``protocol.py``: the caller owns every connection, the REST
+fetcher and the clock; it hands each input to a ``receive_*`` method (or :meth:`on_timer`)
+with a clock reading ``now_ns`` and gets back a :class:`Step`:
+
+- ``publications``: what subscribers get (:data:`~gateway.core.model.GatewayEvent`), in
+  order; the books already reflect them when the step is returned;
+- ``actions``: what the caller must do (:data:`Action`): fetch a REST snapshot, resubscribe a
+  symbol on a connection, reconnect a connection, reset the fetcher's backoff of a symbol.
+
+The service drives one pipeline per venue with live frames; ``mdgateway verify`` drives the
+same class with a capture's records and their receive times as the clock, so a capture
+verified offline goes through the code the gateway runs. A venue breaking its contract (a
+frame the parser rejects, an update for a symbol not carried) is counted and logged here;
+anything else propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Final, NamedTuple, Protocol
+
+import msgspec
+
+from gateway.core.arbiter import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_REORDER_WINDOW_NS,
+    Checksum,
+    ConnectionSequenceChecker,
+    SymbolArbiter,
+    TradeDedup,
+)
+from gateway.core.book import L2Book
+from gateway.core.model import (
+    ArbiterEvent,
+    BookDelta,
+    BookReset,
+    ConnectionSequence,
+    DepthDiff,
+    DepthSnapshot,
+    GatewayEvent,
+    InstrumentPrecision,
+    ResubscribeWanted,
+    SnapshotWanted,
+    SymbolState,
+    Trade,
+    VenueContractError,
+    VenueEvent,
+    VenueNotice,
+    symbol_key,
+)
+from gateway.core.replicated import ReplicatedBook
+
+log = logging.getLogger(__name__)
+
+#: Bad frames logged per connection before only every LOG_EVERY-th is.
+LOG_FIRST: Final = 10
+LOG_EVERY: Final = 1000
+
+
+# --- actions ------------------------------------------------------------------------------
+
+
+class FetchSnapshot(msgspec.Struct, frozen=True, gc=False):
+    """Fetch a REST snapshot of ``symbol``; hand it to :meth:`VenuePipeline.receive_snapshot`."""
+
+    symbol: str
+
+
+class Resubscribe(msgspec.Struct, frozen=True, gc=False):
+    """Unsubscribe and subscribe ``symbol`` again on connection ``conn_id`` (the venue then
+    sends a fresh snapshot in band)."""
+
+    conn_id: int
+    symbol: str
+
+
+class Reconnect(msgspec.Struct, frozen=True, gc=False):
+    """The venue asked connection ``conn_id`` to reconnect (a shutdown notice)."""
+
+    conn_id: int
+
+
+class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
+    """The book of ``symbol`` was rebuilt from a snapshot: the next snapshot fetch for it
+    need not wait. Given only to a pipeline that fetches REST snapshots."""
+
+    symbol: str
+
+
+Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt
+
+
+class Step(msgspec.Struct, frozen=True, gc=False):
+    """What one input produced. The lists belong to the caller."""
+
+    publications: list[GatewayEvent]
+    actions: list[Action]
+
+
+# --- what the pipeline needs of a venue ---------------------------------------------------
+
+
+class VenueRules(Protocol):
+    """A venue adapter as the pipeline uses it (``gateway.wire.venues.VenueAdapter``)."""
+
+    @property
+    def venue(self) -> str: ...
+
+    @property
+    def parse(self) -> Callable[[bytes, int, int], list[VenueEvent]]:
+        """``parse(raw, recv_ns, conn_id)``; raises VenueContractError on a bad frame."""
+        ...
+
+    @property
+    def parse_snapshot(self) -> Callable[[str, bytes, int, int], DepthSnapshot] | None:
+        """``parse_snapshot(symbol, body, recv_ns, conn_id)`` of a REST snapshot, or None."""
+        ...
+
+    @property
+    def resubscribe_messages(self) -> Callable[[str], list[bytes]] | None:
+        """None when the venue cannot resubscribe one symbol (no Resubscribe is asked)."""
+        ...
+
+    @property
+    def checksum_at_precision(self) -> Callable[[int, int], Checksum] | None: ...
+
+    def new_arbiter(
+        self,
+        symbol: str,
+        *,
+        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> SymbolArbiter: ...
+
+
+class BookState(NamedTuple):
+    """A consistent published book and where it stands, as the fan-out reads it.
+
+    ``book`` is the live book (not a copy): read it in the same synchronous step.
+    """
+
+    book: L2Book
+    epoch: int
+    seq: int
+    venue_id: int
+    state: SymbolState
+
+
+@dataclass
+class VenueStats:
+    """Counted by the pipeline: the venue breaking its contract, and what it led to."""
+
+    #: Frames (and REST snapshot bodies) the venue parser rejected.
+    bad_frames: int = 0
+    #: Book updates and snapshots for symbols the pipeline does not carry.
+    unknown_symbols: int = 0
+    notices: int = 0
+    #: Connection-wide sequence jumps (the connection lost messages and is resubscribed).
+    connection_gaps: int = 0
+    #: Resubscribe actions given.
+    resubscribes: int = 0
+
+
+_NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
+
+
+class VenuePipeline:
+    """One venue's books, trade dedup and connection checks, driven by its inputs.
+
+    ``symbols``: the symbols carried; updates for others are counted as unknown. None
+    carries every symbol seen (verify: a capture's symbols are not known in advance).
+    ``rest_snapshots``: a wanted snapshot is fetched over REST (:class:`FetchSnapshot`);
+    otherwise every connection that is up resubscribes the symbol for one in band.
+    ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
+    """
+
+    def __init__(
+        self,
+        venue: VenueRules,
+        symbols: Sequence[str] | None,
+        *,
+        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        rest_snapshots: bool = False,
+        trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
+    ) -> None:
+        self.venue = venue
+        self.reorder_window_ns = reorder_window_ns
+        self.max_pending = max_pending
+        self.rest_snapshots = rest_snapshots
+        self.trade_conn_ids = frozenset(trade_conn_ids)
+        self.stats = VenueStats()
+        self.bad_frames_by_conn: dict[int, int] = {}
+        self.sequences = ConnectionSequenceChecker()
+        self.books: dict[str, SymbolArbiter] = {}
+        self.trades: dict[str, TradeDedup] = {}
+        self._open = symbols is None
+        #: Checksums at announced precisions of symbols not seen yet (open pipelines).
+        self._checksums: dict[str, Checksum] = {}
+        #: Book connections that are up, in the order they came up.
+        self._up: dict[int, None] = {}
+        #: Keys whose arbiter has a reorder deadline pending.
+        self._waiting: set[str] = set()
+        for symbol in symbols or ():
+            self._new_book(symbol_key(venue.venue, symbol), 0)
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def receive_frame(self, conn_id: int, raw: bytes, recv_ns: int, now_ns: int) -> Step:
+        """One WebSocket frame received on ``conn_id`` at wall-clock ``recv_ns``."""
+        step = Step([], [])
+        try:
+            events = self.venue.parse(raw, recv_ns, conn_id)
+        except VenueContractError as exc:
+            self.reject_frame(conn_id, raw, exc)
+            return step
+        for event in events:
+            if isinstance(event, DepthDiff):
+                book = self._book(event.key, now_ns)
+                if book is not None:
+                    self._take(book, book.on_diff(event, now_ns), step)
+            elif isinstance(event, DepthSnapshot):
+                book = self._book(event.key, now_ns)
+                if book is not None:
+                    self._take(book, book.on_snapshot(event, now_ns), step)
+            elif isinstance(event, Trade):
+                self._trade(event, step)
+            elif isinstance(event, InstrumentPrecision):
+                self._set_precision(event)
+            elif isinstance(event, ConnectionSequence):
+                self._connection_sequence(conn_id, event.seq, step)
+            elif isinstance(event, VenueNotice):
+                self._notice(conn_id, event, step)
+        return step
+
+    def receive_connection(self, conn_id: int, up: bool, now_ns: int) -> Step:
+        """Connection ``conn_id`` came up or went down."""
+        step = Step([], [])
+        self.sequences.reset(conn_id)
+        if conn_id in self.trade_conn_ids:
+            return step
+        if up:
+            self._up[conn_id] = None
+        else:
+            self._up.pop(conn_id, None)
+        for book in self.books.values():
+            self._take(book, book.on_connection(conn_id, up, now_ns), step)
+        return step
+
+    def receive_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
+        """A parsed REST snapshot (as :class:`FetchSnapshot` asked)."""
+        step = Step([], [])
+        book = self.books.get(snapshot.key)
+        if book is None and self._open and snapshot.venue == self.venue.venue:
+            book = self._new_book(snapshot.key, now_ns)
+        if book is not None:
+            self._take(book, book.on_snapshot(snapshot, now_ns), step)
+        return step
+
+    def receive_rest(self, symbol: str, body: bytes, recv_ns: int, now_ns: int) -> Step:
+        """A REST snapshot body of ``symbol``, parsed here; a body the venue's parser
+        rejects is a bad frame. Nothing happens for a venue without REST snapshots."""
+        parse = self.venue.parse_snapshot
+        if parse is None:
+            return Step([], [])
+        try:
+            snapshot = parse(symbol, body, recv_ns, -1)
+        except VenueContractError as exc:
+            self.reject_frame(-1, body, exc)
+            return Step([], [])
+        return self.receive_snapshot(snapshot, now_ns)
+
+    def on_timer(self, now_ns: int) -> Step:
+        """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`)."""
+        step = Step([], [])
+        for key in list(self._waiting):
+            book = self.books[key]
+            deadline = book.deadline_ns()
+            if deadline is None:
+                self._waiting.discard(key)
+            elif deadline <= now_ns:
+                self._take(book, book.on_timer(now_ns), step)
+        return step
+
+    def reject_frame(self, conn_id: int, raw: bytes, exc: VenueContractError) -> None:
+        """Count (and log, rate-limited per connection) a frame that cannot be used."""
+        self.stats.bad_frames += 1
+        count = self.bad_frames_by_conn[conn_id] = self.bad_frames_by_conn.get(conn_id, 0) + 1
+        if count <= LOG_FIRST or count % LOG_EVERY == 0:
+            log.warning(
+                "conn %d: bad frame #%d from %s: %s; frame starts %r",
+                conn_id,
+                count,
+                self.venue.venue,
+                exc,
+                raw[:120],
+            )
+
+    # --- reading ----------------------------------------------------------------------------
+
+    @property
+    def timer_armed(self) -> bool:
+        """True while some book may have a deadline: call :meth:`on_timer` now and then."""
+        return bool(self._waiting)
+
+    def deadline_ns(self) -> int | None:
+        """The earliest reorder-window deadline, or None."""
+        deadlines = [d for key in self._waiting if (d := self.books[key].deadline_ns()) is not None]
+        return min(deadlines, default=None)
+
+    def book_state(self, key: str) -> BookState | None:
+        """The symbol's consistent book, or None when unknown or not consistent."""
+        book = self.books.get(key)
+        if book is None or not book.has_book:
+            return None
+        return BookState(book.book, book.epoch, book.seq, book.applied_id, book.state)
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _book(self, key: str, now_ns: int) -> SymbolArbiter | None:
+        book = self.books.get(key)
+        if book is None:
+            if not self._open or key.partition(":")[0] != self.venue.venue:
+                self.stats.unknown_symbols += 1
+                return None
+            book = self._new_book(key, now_ns)
+        return book
+
+    def _new_book(self, key: str, now_ns: int) -> SymbolArbiter:
+        book = self.books[key] = self.venue.new_arbiter(
+            key.partition(":")[2],
+            reorder_window_ns=self.reorder_window_ns,
+            max_pending=self.max_pending,
+        )
+        self.trades.setdefault(key, TradeDedup())
+        checksum = self._checksums.pop(key, None)
+        if checksum is not None:
+            book.checksum = checksum
+        for conn_id in self._up:
+            # Telling a book of a connection that is up publishes nothing.
+            book.on_connection(conn_id, True, now_ns)
+        return book
+
+    def _take(self, book: SymbolArbiter, events: list[ArbiterEvent], step: Step) -> None:
+        """Publications of ``book`` to the step; its commands become actions."""
+        if book.deadline_ns() is not None:
+            self._waiting.add(book.key)
+        publications = step.publications
+        for event in events:
+            if type(event) is BookDelta:
+                publications.append(event)  # the common case
+            elif isinstance(event, SnapshotWanted):
+                self._snapshot_wanted(book.key.partition(":")[2], step)
+            elif isinstance(event, ResubscribeWanted):
+                self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
+            else:
+                publications.append(event)
+                if isinstance(event, BookReset) and self.rest_snapshots:
+                    step.actions.append(BookRebuilt(book.key.partition(":")[2]))
+
+    def _snapshot_wanted(self, symbol: str, step: Step) -> None:
+        if self.rest_snapshots:
+            step.actions.append(FetchSnapshot(symbol))
+        else:
+            # No REST snapshot: every connection subscribes again for an in-band one.
+            for conn_id in self._up:
+                self._resubscribe(conn_id, symbol, step)
+
+    def _resubscribe(self, conn_id: int, symbol: str, step: Step) -> None:
+        if self.venue.resubscribe_messages is not None:
+            self.stats.resubscribes += 1
+            step.actions.append(Resubscribe(conn_id, symbol))
+
+    def _trade(self, trade: Trade, step: Step) -> None:
+        dedup = self.trades.get(trade.key)
+        if dedup is None and self._open:
+            dedup = self.trades[trade.key] = TradeDedup()
+        if dedup is not None:
+            step.publications.extend(dedup.on_trade(trade))
+
+    def _set_precision(self, event: InstrumentPrecision) -> None:
+        make = self.venue.checksum_at_precision
+        if make is None:
+            return
+        key = symbol_key(event.venue, event.symbol)
+        book = self.books.get(key)
+        if book is not None:
+            book.checksum = make(event.price_precision, event.qty_precision)
+        elif self._open:
+            self._checksums[key] = make(event.price_precision, event.qty_precision)
+
+    def _connection_sequence(self, conn_id: int, seq: int, step: Step) -> None:
+        if not self.sequences.on_seq(conn_id, seq):
+            return
+        # Every replica on this connection missed something: each is dropped and
+        # resubscribed on this connection only.
+        self.stats.connection_gaps += 1
+        log.warning("conn %d: messages lost (sequence jump); resubscribing", conn_id)
+        for book in self.books.values():
+            if isinstance(book, ReplicatedBook):
+                self._take(book, book.invalidate(conn_id, "connection sequence jump"), step)
+
+    def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:
+        self.stats.notices += 1
+        if notice.kind == "error":
+            log.warning("conn %d: venue error: %s", conn_id, notice.detail)
+        if notice.reconnect and Reconnect(conn_id) not in step.actions:
+            step.actions.append(Reconnect(conn_id))

@@ -1,0 +1,410 @@
+"""Unsequenced arbitration: one replica of the book per connection, the output following
+a leader (DESIGN §2).
+
+Pure: input events and a clock value in, arbiter events out; no I/O, no event loop.
+
+Two explicit state machines (tables in the style of h11's ``_state.py``, see
+:mod:`gateway.core.transitions`):
+
+- :data:`REPLICA_TRANSITIONS`: each connection's replica (:class:`ReplicaState`);
+- :data:`OUTPUT_TRANSITIONS`: the published book (:class:`Output`), which also gives what
+  subscribers are told (:class:`~gateway.core.model.SymbolState`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Final
+
+from gateway.core.arbiter import Checksum, SymbolStats
+from gateway.core.book import BadLevel, L2Book
+from gateway.core.model import (
+    ArbiterEvent,
+    BookDelta,
+    BookReset,
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    ResubscribeWanted,
+    StatusChange,
+    SymbolState,
+)
+from gateway.core.transitions import Table, transition
+
+log = logging.getLogger(__name__)
+
+
+# --- the replica machine ------------------------------------------------------------------
+
+
+class ReplicaState(enum.Enum):
+    #: No usable copy: before this connection's first snapshot, or since it was found wrong
+    #: (a resubscribe was asked for).
+    AWAITING_SNAPSHOT = "awaiting snapshot"
+    #: Built from a snapshot whose checksum matched, and every update since matched too.
+    VALID = "valid"
+
+
+class ReplicaEvent(enum.Enum):
+    #: A snapshot loaded and its checksum (where the venue sends one) matched.
+    SNAPSHOT_MATCHED = "snapshot matched"
+    #: Found wrong: a bad snapshot or update, a checksum mismatch, lost messages.
+    FAILED = "failed"
+
+
+class ReplicaAction(enum.Enum):
+    #: Clear the replica, count the failure, publish a ResubscribeWanted for its connection.
+    RESUBSCRIBE = "resubscribe"
+
+
+_RS, _RE = ReplicaState, ReplicaEvent
+
+REPLICA_TRANSITIONS: Final[Table[ReplicaState, ReplicaEvent, ReplicaAction]] = {
+    (_RS.AWAITING_SNAPSHOT, _RE.SNAPSHOT_MATCHED): (_RS.VALID, ()),
+    (_RS.VALID, _RE.SNAPSHOT_MATCHED): (_RS.VALID, ()),
+    (_RS.AWAITING_SNAPSHOT, _RE.FAILED): (_RS.AWAITING_SNAPSHOT, (ReplicaAction.RESUBSCRIBE,)),
+    (_RS.VALID, _RE.FAILED): (_RS.AWAITING_SNAPSHOT, (ReplicaAction.RESUBSCRIBE,)),
+}
+
+
+@dataclass
+class Replica:
+    """One connection's copy of an unsequenced book."""
+
+    book: L2Book = field(default_factory=L2Book)
+    state: ReplicaState = ReplicaState.AWAITING_SNAPSHOT
+    #: How far behind the first connection to reach the same book state, smoothed.
+    lag_ewma_ns: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        """True from a snapshot whose checksum matched until the replica is found wrong."""
+        return self.state is ReplicaState.VALID
+
+
+# --- the output machine -------------------------------------------------------------------
+
+
+class Output(enum.Enum):
+    """The published book."""
+
+    #: Nothing published yet.
+    SYNCING = "syncing"
+    #: Nothing published yet, and every connection is down.
+    STALE_BEFORE_BOOK = "stale before book"
+    #: The leader's replica is published.
+    LIVE = "live"
+    #: Published before; no valid replica now, a connection is up.
+    RESYNCING = "resyncing"
+    #: Published before; every connection is down.
+    STALE = "stale"
+
+
+class OutputEvent(enum.Enum):
+    #: A valid replica became the leader, or stayed it (a fresh snapshot of the leader).
+    ELECTED = "elected"
+    #: The leader failed or went down and no valid replica is left; a connection is up.
+    NO_VALID_REPLICA = "no valid replica"
+    #: No connection is left.
+    ALL_DOWN = "all down"
+
+
+class OutputAction(enum.Enum):
+    #: Copy the leader's replica into the published book and start a new epoch (BookReset).
+    PUBLISH_RESET = "publish reset"
+    #: Publish the difference from the published book to the leader's replica as a delta.
+    PUBLISH_SWITCH = "publish switch"
+    #: Tell subscribers the new state (StatusChange).
+    ANNOUNCE = "announce"
+
+
+_O, _OE, _OA = Output, OutputEvent, OutputAction
+
+#: Unlisted pairs cannot happen: only a leader fails or goes down into NO_VALID_REPLICA,
+#: and there is a leader exactly in LIVE.
+OUTPUT_TRANSITIONS: Final[Table[Output, OutputEvent, OutputAction]] = {
+    (_O.SYNCING, _OE.ELECTED): (_O.LIVE, (_OA.PUBLISH_RESET, _OA.ANNOUNCE)),
+    (_O.STALE_BEFORE_BOOK, _OE.ELECTED): (_O.LIVE, (_OA.PUBLISH_RESET, _OA.ANNOUNCE)),
+    (_O.LIVE, _OE.ELECTED): (_O.LIVE, (_OA.PUBLISH_SWITCH,)),
+    (_O.RESYNCING, _OE.ELECTED): (_O.LIVE, (_OA.PUBLISH_SWITCH, _OA.ANNOUNCE)),
+    (_O.STALE, _OE.ELECTED): (_O.LIVE, (_OA.PUBLISH_SWITCH, _OA.ANNOUNCE)),
+    (_O.LIVE, _OE.NO_VALID_REPLICA): (_O.RESYNCING, (_OA.ANNOUNCE,)),
+    (_O.SYNCING, _OE.ALL_DOWN): (_O.STALE_BEFORE_BOOK, (_OA.ANNOUNCE,)),
+    (_O.LIVE, _OE.ALL_DOWN): (_O.STALE, (_OA.ANNOUNCE,)),
+    (_O.RESYNCING, _OE.ALL_DOWN): (_O.STALE, (_OA.ANNOUNCE,)),
+    (_O.STALE_BEFORE_BOOK, _OE.ALL_DOWN): (_O.STALE_BEFORE_BOOK, ()),
+    (_O.STALE, _OE.ALL_DOWN): (_O.STALE, ()),
+}
+
+#: What subscribers are told in each output state.
+PUBLISHED_STATE: Final[dict[Output, SymbolState]] = {
+    Output.SYNCING: SymbolState.SYNCING,
+    Output.STALE_BEFORE_BOOK: SymbolState.STALE,
+    Output.LIVE: SymbolState.LIVE,
+    Output.RESYNCING: SymbolState.RESYNCING,
+    Output.STALE: SymbolState.STALE,
+}
+
+_ALL_DOWN: Final = "every upstream connection down"
+
+
+class ReplicatedBook:
+    """Arbiter, book and published sequence of one symbol of an unsequenced venue (Kraken
+    v2, Coinbase): the venue shares no ids across connections (DESIGN §2).
+
+    - Each connection builds its own replica from its snapshot and updates. A replica is
+      valid from a snapshot until its checksum fails, its connection loses a message
+      (:meth:`invalidate`) or goes down; a failed replica asks for a resubscribe of that
+      connection (:class:`ResubscribeWanted`), never a repair.
+    - The published book follows one leader replica: the leader's updates are published as
+      they are (with the levels that truncation to ``depth`` removed).
+    - When the leader fails, the valid replica with the lowest lag becomes leader and the
+      switch is published as one ordinary delta, from the published book to that replica;
+      a replica whose checksum failed is never chosen.
+    - With a checksum, lag is measured by which connection reaches each book state first;
+      a follower faster than the leader by more than ``switch_margin_ns`` takes over.
+
+    ``venue_id`` of published messages is the venue's event time in ms (there are no ids).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        checksum: Checksum | None = None,
+        depth: int | None = None,
+        switch_margin_ns: int = 5_000_000,
+        lag_alpha: float = 0.05,
+        max_tracked_states: int = 1024,
+    ) -> None:
+        if depth is not None and depth < 1:
+            raise ValueError("depth must be >= 1")
+        self.key = key
+        self.checksum = checksum
+        self.depth = depth
+        self.switch_margin_ns = switch_margin_ns
+        self.lag_alpha = lag_alpha
+        self.max_tracked_states = max_tracked_states
+        self.book = L2Book()
+        #: The output machine's state.
+        self.output = Output.SYNCING
+        #: What subscribers were told: PUBLISHED_STATE of the output.
+        self.state = SymbolState.SYNCING
+        self.epoch = 0
+        self.seq = 0
+        self.applied_id = -1
+        self.stats = SymbolStats()
+        self.replicas: dict[int, Replica] = {}
+        #: The connection whose replica is published; set exactly in Output.LIVE.
+        self.leader: int | None = None
+        #: checksum of a book state -> (first connection to reach it, when).
+        self._first_seen: dict[int, tuple[int, int]] = {}
+
+    @property
+    def has_book(self) -> bool:
+        """True once a book was published: it is served, even while resyncing or stale."""
+        return self.output not in (Output.SYNCING, Output.STALE_BEFORE_BOOK)
+
+    @property
+    def pending(self) -> int:
+        return 0
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[ArbiterEvent]:
+        out: list[ArbiterEvent] = []
+        if up:
+            self.replicas[conn_id] = Replica()
+            return out
+        self.replicas.pop(conn_id, None)
+        if conn_id == self.leader:
+            self._elect("leader connection down", out)
+        elif not self.replicas:
+            self._output(OutputEvent.ALL_DOWN, _ALL_DOWN, out)
+        return out
+
+    def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]:
+        out: list[ArbiterEvent] = []
+        replica = self.replicas.setdefault(snap.conn_id, Replica())
+        try:
+            replica.book.load(snap.bids, snap.asks)
+        except BadLevel as exc:
+            self.stats.bad_updates += 1
+            self._fail(snap.conn_id, replica, f"bad snapshot: {exc}", out)
+            return out
+        self.stats.snapshots += 1
+        if self.depth is not None:
+            replica.book.truncate(self.depth)
+        if not self._verify(replica, snap.checksum):
+            self._fail(snap.conn_id, replica, "snapshot checksum mismatch", out)
+            return out
+        replica.state, _ = transition(
+            "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.SNAPSHOT_MATCHED
+        )
+        if self.leader is None or self.leader == snap.conn_id:
+            self._elect("snapshot", out, prefer=snap.conn_id, venue_ms=snap.recv_ns // 1_000_000)
+        return out
+
+    def on_diff(self, diff: DepthDiff, now_ns: int) -> list[ArbiterEvent]:
+        out: list[ArbiterEvent] = []
+        conn = self.stats.conn(diff.conn_id)
+        conn.received += 1
+        replica = self.replicas.get(diff.conn_id)
+        if replica is None or replica.state is not ReplicaState.VALID:
+            return out  # nothing to apply to until this connection's next snapshot
+        try:
+            replica.book.apply(diff.bids, diff.asks)
+        except BadLevel as exc:
+            self.stats.bad_updates += 1
+            self._fail(diff.conn_id, replica, f"bad update: {exc}", out)
+            return out
+        removed_bids: list[Level] = []
+        removed_asks: list[Level] = []
+        if self.depth is not None:
+            removed_bids, removed_asks = replica.book.truncate(self.depth)
+        if not self._verify(replica, diff.checksum):
+            self._fail(diff.conn_id, replica, "checksum mismatch", out)
+            return out
+        if diff.checksum is not None:
+            self._measure_lag(diff.conn_id, replica, diff.checksum, now_ns)
+        if diff.conn_id != self.leader:
+            conn.duplicates += 1
+            self.stats.duplicates += 1
+            self._maybe_switch(out)
+            return out
+        conn.first_wins += 1
+        bids = diff.bids + tuple(removed_bids) if removed_bids else diff.bids
+        asks = diff.asks + tuple(removed_asks) if removed_asks else diff.asks
+        self._publish(bids, asks, diff.event_ms, diff.recv_ns, out)
+        return out
+
+    def invalidate(self, conn_id: int, reason: str) -> list[ArbiterEvent]:
+        """``conn_id`` lost messages (a connection-wide sequence jump): its replica is wrong."""
+        out: list[ArbiterEvent] = []
+        replica = self.replicas.get(conn_id)
+        if replica is not None and replica.valid:
+            self._fail(conn_id, replica, reason, out)
+        return out
+
+    def on_timer(self, now_ns: int) -> list[ArbiterEvent]:
+        return []
+
+    def deadline_ns(self) -> int | None:
+        return None
+
+    # --- the machines -------------------------------------------------------------------
+
+    def _fail(self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent]) -> None:
+        """Moves the replica machine on FAILED and carries out its actions."""
+        replica.state, actions = transition(
+            "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.FAILED
+        )
+        for _ in actions:  # the one action: resubscribe
+            replica.book.clear()
+            self.stats.replica_failures += 1
+            self.stats.resyncs += 1
+            log.warning(
+                "%s: replica of conn %d failed (%s); resubscribing", self.key, conn_id, reason
+            )
+            out.append(ResubscribeWanted(self.key, conn_id, reason))
+        if conn_id == self.leader:
+            self._elect(f"leader failed: {reason}", out)
+
+    def _elect(
+        self, reason: str, out: list[ArbiterEvent], prefer: int | None = None, venue_ms: int = -1
+    ) -> None:
+        """Make the best valid replica the leader and publish the switch."""
+        valid = [(conn_id, r) for conn_id, r in self.replicas.items() if r.valid]
+        if not valid:
+            self.leader = None
+            if not self.replicas:
+                self._output(OutputEvent.ALL_DOWN, _ALL_DOWN, out)
+            else:
+                self._output(OutputEvent.NO_VALID_REPLICA, "no valid replica", out)
+            return
+        chosen = (
+            prefer if prefer in dict(valid) else min(valid, key=lambda cr: cr[1].lag_ewma_ns)[0]
+        )
+        previous, self.leader = self.leader, chosen
+        if previous is not None and previous != chosen:
+            self.stats.failovers += 1
+            log.info("%s: output moves from conn %d to %d (%s)", self.key, previous, chosen, reason)
+        self._output(OutputEvent.ELECTED, reason, out, venue_ms=venue_ms)
+
+    def _output(
+        self, event: OutputEvent, reason: str, out: list[ArbiterEvent], venue_ms: int = -1
+    ) -> None:
+        """Moves the output machine on ``event`` and carries out its actions."""
+        self.output, actions = transition("output", OUTPUT_TRANSITIONS, self.output, event)
+        self.state = PUBLISHED_STATE[self.output]
+        for action in actions:
+            if action is OutputAction.PUBLISH_RESET:
+                assert self.leader is not None
+                self.book.copy_from(self.replicas[self.leader].book)
+                self.epoch += 1
+                self.seq = 0
+                self.applied_id = venue_ms
+                out.append(BookReset(self.key, self.epoch, self.seq, self.applied_id, 0))
+            elif action is OutputAction.PUBLISH_SWITCH:
+                assert self.leader is not None
+                bids, asks = self.book.diff_to(self.replicas[self.leader].book)
+                if bids or asks:
+                    self._publish(tuple(bids), tuple(asks), venue_ms, 0, out)
+            elif action is OutputAction.ANNOUNCE:
+                out.append(StatusChange(self.key, self.state, reason))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _verify(self, replica: Replica, expected: int | None) -> bool:
+        if expected is None or self.checksum is None:
+            return True
+        if self.checksum(replica.book) == expected:
+            self.stats.checksum_ok += 1
+            return True
+        self.stats.checksum_failed += 1
+        return False
+
+    def _publish(
+        self,
+        bids: tuple[Level, ...],
+        asks: tuple[Level, ...],
+        venue_ms: int,
+        recv_ns: int,
+        out: list[ArbiterEvent],
+    ) -> None:
+        self.book.apply(bids, asks)
+        self.seq += 1
+        self.stats.updates += 1
+        if venue_ms > 0:
+            self.applied_id = venue_ms
+        if self.book.is_crossed():
+            self.stats.crossed += 1
+        out.append(BookDelta(self.key, self.epoch, self.seq, self.applied_id, bids, asks, recv_ns))
+
+    def _measure_lag(self, conn_id: int, replica: Replica, checksum: int, now_ns: int) -> None:
+        first = self._first_seen.get(checksum)
+        if first is None:
+            if len(self._first_seen) >= self.max_tracked_states:
+                del self._first_seen[next(iter(self._first_seen))]
+            self._first_seen[checksum] = (conn_id, now_ns)
+            sample = 0.0
+        elif first[0] == conn_id:
+            return
+        else:
+            sample = float(now_ns - first[1])
+        replica.lag_ewma_ns += self.lag_alpha * (sample - replica.lag_ewma_ns)
+
+    def _maybe_switch(self, out: list[ArbiterEvent]) -> None:
+        """Hand the output to a follower that is consistently faster than the leader."""
+        if self.leader is None or self.checksum is None or self.leader not in self.replicas:
+            return
+        leader = self.replicas[self.leader]
+        best_id, best = min(
+            ((c, r) for c, r in self.replicas.items() if r.valid), key=lambda cr: cr[1].lag_ewma_ns
+        )
+        if best_id == self.leader or leader.lag_ewma_ns - best.lag_ewma_ns <= self.switch_margin_ns:
+            return
+        # The follower is ahead: the switch publishes the difference, like a failover.
+        self._elect(f"conn {best_id} is faster", out, prefer=best_id)

@@ -1,0 +1,195 @@
+"""L2Book: levels in and out, ordering, the venue's strings kept, bad levels refused, views;
+and a property test against a plain dict model."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.core.book import BadLevel, L2Book
+from gateway.core.model import Level
+
+
+def book_of(bids: list[Level], asks: list[Level]) -> L2Book:
+    book = L2Book()
+    book.load(bids, asks)
+    return book
+
+
+def test_an_empty_book() -> None:
+    book = L2Book()
+    assert (book.bid_count, book.ask_count) == (0, 0)
+    assert book.best_bid() is None and book.best_ask() is None
+    assert book.bids() == [] and book.asks() == [] and not book.is_crossed()
+    assert book.normalized() == ((), ())
+
+
+def test_sides_are_sorted_best_first_whatever_the_input_order() -> None:
+    book = book_of(
+        [("99.5", "1"), ("100", "2"), ("98", "3")], [("102", "1"), ("101.25", "2"), ("103", "1")]
+    )
+    assert book.bids() == [("100", "2"), ("99.5", "1"), ("98", "3")]
+    assert book.asks() == [("101.25", "2"), ("102", "1"), ("103", "1")]
+    assert book.best_bid() == ("100", "2") and book.best_ask() == ("101.25", "2")
+    # Numeric order, not string order: "9" sorts below "10".
+    numeric = book_of([("9", "1"), ("10", "1")], [("11", "1"), ("100", "1")])
+    assert numeric.bids()[0] == ("10", "1") and numeric.asks()[0] == ("11", "1")
+
+
+def test_the_venue_strings_are_kept_exactly() -> None:
+    book = book_of([("100.10", "1.500")], [("100.2000", "0.10")])
+    assert book.bids() == [("100.10", "1.500")]
+    assert book.asks() == [("100.2000", "0.10")]
+    # A level at the same price spelt differently replaces the level and its spelling.
+    book.apply([("100.1", "2")], [])
+    assert book.bids() == [("100.1", "2")]
+
+
+def test_apply_sets_absolute_quantities_and_zero_removes() -> None:
+    book = book_of([("100", "1"), ("99", "1")], [("101", "1")])
+    book.apply([("100", "5"), ("98", "2")], [("101", "0"), ("102", "3")])
+    assert book.bids() == [("100", "5"), ("99", "1"), ("98", "2")]
+    assert book.asks() == [("102", "3")]
+    # Removing a level that is not there, in any zero spelling, changes nothing.
+    book.apply([("97", "0.000")], [("105", "0")])
+    assert (book.bid_count, book.ask_count) == (3, 1)
+
+
+def test_load_replaces_the_whole_book_and_drops_zero_levels() -> None:
+    book = book_of([("100", "1")], [("101", "1")])
+    book.load([("90", "1"), ("89", "0")], [])
+    assert book.bids() == [("90", "1")] and book.asks() == []
+
+
+@pytest.mark.parametrize(
+    "level",
+    [
+        ("x", "1"),
+        ("100", "y"),
+        ("", "1"),
+        ("0", "1"),
+        ("-1", "1"),
+        ("100", "-0.5"),
+        ("inf", "1"),
+        ("100", "inf"),
+        ("nan", "1"),
+        ("100", "nan"),
+        ("100",),
+        (None, "1"),
+    ],
+)
+def test_bad_levels_are_refused_and_leave_the_book_unchanged(level: Level) -> None:
+    book = book_of([("100", "1")], [("101", "1")])
+    before = book.normalized()
+    with pytest.raises(BadLevel):
+        book.apply([("99", "1"), level], [])
+    with pytest.raises(BadLevel):
+        book.apply([], [("102", "1"), level])
+    with pytest.raises(BadLevel):
+        book.load([("50", "1")], [level])
+    assert book.normalized() == before
+    assert issubclass(BadLevel, ValueError)
+
+
+def test_top_n_views() -> None:
+    book = book_of([(str(100 - i), "1") for i in range(5)], [(str(101 + i), "1") for i in range(5)])
+    assert book.bids(2) == [("100", "1"), ("99", "1")]
+    assert book.asks(3) == [("101", "1"), ("102", "1"), ("103", "1")]
+    assert book.bids(0) == [] and len(book.asks(50)) == 5 and len(book.bids()) == 5
+
+
+def test_crossed_means_best_bid_at_or_above_best_ask() -> None:
+    assert not book_of([("100", "1")], [("101", "1")]).is_crossed()
+    assert book_of([("101", "1")], [("101", "1")]).is_crossed()
+    assert book_of([("102", "1")], [("101", "1")]).is_crossed()
+    assert not book_of([("102", "1")], []).is_crossed()
+
+
+def test_truncate_keeps_the_best_and_returns_the_removal_as_a_delta() -> None:
+    book = book_of([(str(100 - i), "1") for i in range(4)], [(str(101 + i), "2") for i in range(3)])
+    full = book_of(book.bids(), book.asks())
+    removed_bids, removed_asks = book.truncate(2)
+    assert book.bids() == [("100", "1"), ("99", "1")] and book.asks() == [
+        ("101", "2"),
+        ("102", "2"),
+    ]
+    assert removed_bids == [("98", "0"), ("97", "0")] and removed_asks == [("103", "0")]
+    full.apply(removed_bids, removed_asks)
+    assert full.normalized() == book.normalized()
+    assert book.truncate(5) == ([], [])
+
+
+def test_diff_to_turns_one_book_into_the_other() -> None:
+    mine = book_of([("100", "1"), ("99", "1")], [("101", "1"), ("102", "1")])
+    theirs = book_of([("100", "2"), ("98", "1")], [("101", "1")])
+    bids, asks = mine.diff_to(theirs)
+    assert sorted(bids) == sorted([("99", "0"), ("100", "2"), ("98", "1")])
+    assert asks == [("102", "0")]
+    mine.apply(bids, asks)
+    assert mine.normalized() == theirs.normalized()
+    assert mine.diff_to(theirs) == ([], [])
+
+
+def test_copy_from_is_independent_of_the_source() -> None:
+    source = book_of([("100", "1")], [("101", "1")])
+    copy = L2Book()
+    copy.copy_from(source)
+    source.apply([("100", "0")], [("101", "5")])
+    assert copy.bids() == [("100", "1")] and copy.asks() == [("101", "1")]
+
+
+def test_clear_empties_both_sides() -> None:
+    book = book_of([("100", "1")], [("101", "1")])
+    book.clear()
+    assert book.normalized() == ((), ())
+
+
+# --- property: the book equals a dict model after any updates ---------------------------
+
+prices = st.integers(min_value=1, max_value=60).map(lambda n: f"{n / 4:.2f}")
+qtys = st.sampled_from(["0", "0.0", "1", "2.50", "0.001", "7"])
+levels = st.lists(st.tuples(prices, qtys), max_size=6)
+#: A snapshot lists each price once.
+snapshot_side = st.lists(st.tuples(prices, qtys), max_size=8, unique_by=lambda level: level[0])
+updates = st.lists(st.tuples(levels, levels), max_size=25)
+
+
+def model_apply(side: dict[Decimal, Level], new: list[Level]) -> None:
+    for price, qty in new:
+        if Decimal(qty) == 0:
+            side.pop(Decimal(price), None)
+        else:
+            side[Decimal(price)] = (price, qty)
+
+
+@given(snapshot=st.tuples(snapshot_side, snapshot_side), steps=updates, depth=st.integers(0, 8))
+def test_the_book_equals_a_dict_model(
+    snapshot: tuple[list[Level], list[Level]],
+    steps: list[tuple[list[Level], list[Level]]],
+    depth: int,
+) -> None:
+    bids: dict[Decimal, Level] = {}
+    asks: dict[Decimal, Level] = {}
+    model_apply(bids, snapshot[0])
+    model_apply(asks, snapshot[1])
+    book = book_of(*snapshot)
+    for new_bids, new_asks in steps:
+        book.apply(new_bids, new_asks)
+        model_apply(bids, new_bids)
+        model_apply(asks, new_asks)
+    want_bids = [bids[p] for p in sorted(bids, reverse=True)]
+    want_asks = [asks[p] for p in sorted(asks)]
+    assert book.bids() == want_bids and book.asks() == want_asks
+    assert (book.bid_count, book.ask_count) == (len(bids), len(asks))
+    assert book.bids(depth) == want_bids[:depth] and book.asks(depth) == want_asks[:depth]
+    assert book.best_bid() == (want_bids[0] if want_bids else None)
+    assert book.best_ask() == (want_asks[0] if want_asks else None)
+    crossed = bool(bids and asks) and max(bids) >= min(asks)
+    assert book.is_crossed() == crossed
+    # diff_to from an empty book rebuilds it exactly.
+    rebuilt = L2Book()
+    rebuilt.apply(*rebuilt.diff_to(book))
+    assert rebuilt.bids() == want_bids and rebuilt.asks() == want_asks

@@ -1,0 +1,356 @@
+"""VenuePipeline without an event loop: frames, connection events, snapshots and the clock
+in; publications and actions out.
+
+The venue here is a stand-in whose parser maps registered frames to venue events, so each
+test states exactly which events a frame carries; the arbiters are the real ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from feeds.binance import BinanceSpotRule
+from gateway.core.arbiter import Checksum, SymbolArbiter
+from gateway.core.book import L2Book
+from gateway.core.model import (
+    BookDelta,
+    ConnectionSequence,
+    DepthDiff,
+    DepthSnapshot,
+    InstrumentPrecision,
+    Side,
+    StatusChange,
+    SymbolState,
+    Trade,
+    TradeOut,
+    VenueContractError,
+    VenueEvent,
+    VenueNotice,
+)
+from gateway.core.pipeline import (
+    LOG_EVERY,
+    LOG_FIRST,
+    BookRebuilt,
+    BookState,
+    FetchSnapshot,
+    Reconnect,
+    Resubscribe,
+    Step,
+    VenuePipeline,
+)
+from gateway.core.replicated import ReplicatedBook
+from gateway.core.sequenced import SequencedBook
+
+WINDOW_NS = 1_000
+
+
+@dataclass
+class FakeVenue:
+    """A venue adapter whose frames are registered: ``frame(events)`` returns the bytes
+    that parse to ``events``; any other bytes break the venue's contract."""
+
+    venue: str = "seq"
+    unsequenced: bool = False
+    can_resubscribe: bool = True
+    frames: dict[bytes, list[VenueEvent]] = field(default_factory=dict)
+    checksums: list[tuple[int, int]] = field(default_factory=list)
+
+    def frame(self, *events: VenueEvent) -> bytes:
+        raw = b"frame-%d" % len(self.frames)
+        self.frames[raw] = list(events)
+        return raw
+
+    @property
+    def parse(self) -> Callable[[bytes, int, int], list[VenueEvent]]:
+        def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+            if raw not in self.frames:
+                raise VenueContractError(f"unknown frame {raw[:10]!r}")
+            return self.frames[raw]
+
+        return parse
+
+    @property
+    def parse_snapshot(self) -> Callable[[str, bytes, int, int], DepthSnapshot] | None:
+        def parse(symbol: str, body: bytes, recv_ns: int, conn_id: int) -> DepthSnapshot:
+            if not body.isdigit():
+                raise VenueContractError("not a snapshot")
+            return snap(symbol, int(body), venue=self.venue, recv_ns=recv_ns)
+
+        return parse
+
+    @property
+    def resubscribe_messages(self) -> Callable[[str], list[bytes]] | None:
+        return (
+            (lambda symbol: [b"resubscribe " + symbol.encode()]) if self.can_resubscribe else None
+        )
+
+    @property
+    def checksum_at_precision(self) -> Callable[[int, int], Checksum] | None:
+        def make(price_precision: int, qty_precision: int) -> Checksum:
+            self.checksums.append((price_precision, qty_precision))
+            return crc
+
+        return make
+
+    def new_arbiter(self, symbol: str, **limits: int) -> SymbolArbiter:
+        """``limits``: the pipeline's reorder_window_ns and max_pending."""
+        key = f"{self.venue}:{symbol}"
+        if self.unsequenced:
+            return ReplicatedBook(key)
+        return SequencedBook(key, BinanceSpotRule(), **limits)
+
+
+def crc(book: L2Book) -> int:
+    return zlib.crc32(repr(book.normalized()).encode())
+
+
+def diff(symbol: str, first: int, last: int, conn: int = 0, venue: str = "seq") -> DepthDiff:
+    return DepthDiff(venue, symbol, first, last, -1, (("100", str(last)),), (), 0, 0, conn)
+
+
+def snap(
+    symbol: str, last_id: int, *, venue: str = "seq", conn: int = -1, recv_ns: int = 0
+) -> DepthSnapshot:
+    return DepthSnapshot(venue, symbol, last_id, (("99", "1"),), (("101", "1"),), recv_ns, conn)
+
+
+def trade(trade_id: int, conn: int) -> Trade:
+    return Trade("seq", "BTC", trade_id, "100", "1", Side.BUY, 1, 2, conn)
+
+
+def pipeline(
+    venue: FakeVenue, symbols: list[str] | None = None, *, rest: bool = True, up: int = 2
+) -> VenuePipeline:
+    p = VenuePipeline(
+        venue,
+        ["BTC", "ETH"] if symbols is None else symbols,
+        reorder_window_ns=WINDOW_NS,
+        rest_snapshots=rest,
+    )
+    for conn_id in range(up):
+        assert p.receive_connection(conn_id, True, 0) == Step([], [])
+    return p
+
+
+def kinds(step: Step) -> list[str]:
+    return [type(e).__name__ for e in step.publications]
+
+
+def synced(venue: FakeVenue, *, rest: bool = True) -> VenuePipeline:
+    """Both symbols live at id 10 on connections 0 and 1."""
+    p = pipeline(venue, rest=rest)
+    for symbol in ("BTC", "ETH"):
+        p.receive_frame(0, venue.frame(diff(symbol, 10, 10)), 1, 0)
+        step = p.receive_snapshot(snap(symbol, 10), 0)
+        assert kinds(step) == ["BookReset", "StatusChange"]
+    return p
+
+
+# --- snapshots wanted ---------------------------------------------------------------------
+
+
+def test_first_update_asks_for_one_snapshot_and_the_reset_clears_the_fetch_backoff() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    step = p.receive_frame(0, venue.frame(diff("BTC", 5, 6)), 1, 0)
+    assert step == Step([], [FetchSnapshot("BTC")])
+    # The same update from the other connection: the snapshot is already wanted.
+    assert p.receive_frame(1, venue.frame(diff("BTC", 5, 6)), 1, 0) == Step([], [])
+    step = p.receive_snapshot(snap("BTC", 5), 0)
+    assert kinds(step) == ["BookReset", "StatusChange"]
+    assert step.actions == [BookRebuilt("BTC")]
+    state = p.book_state("seq:BTC")
+    assert state == BookState(p.books["seq:BTC"].book, 1, 0, 6, SymbolState.LIVE)
+    assert p.book_state("seq:ETH") is None and p.book_state("seq:NOPE") is None
+
+
+def test_a_gap_every_connection_missed_gives_exactly_one_fetch() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    step = p.receive_frame(0, venue.frame(diff("BTC", 13, 13, conn=0)), 1, 0)
+    assert step == Step([], []), "ids 11..12 may still come from connection 1"
+    assert p.timer_armed and p.deadline_ns() == WINDOW_NS
+    step = p.receive_frame(1, venue.frame(diff("BTC", 14, 14, conn=1)), 1, 0)
+    assert step.publications == [
+        StatusChange("seq:BTC", SymbolState.RESYNCING, "ids missing on every connection")
+    ]
+    assert step.actions == [FetchSnapshot("BTC")]
+    assert p.books["seq:BTC"].stats.gaps == 1 and p.book_state("seq:BTC") is None
+
+
+def test_a_gap_without_rest_resubscribes_on_every_connection_that_is_up() -> None:
+    venue = FakeVenue()
+    p = synced(venue, rest=False)
+    p.receive_connection(2, True, 0)
+    p.receive_connection(2, False, 0)  # down again: it subscribes afresh when it comes up
+    p.receive_frame(0, venue.frame(diff("ETH", 13, 13, conn=0)), 1, 0)
+    step = p.receive_frame(1, venue.frame(diff("ETH", 13, 13, conn=1)), 1, 0)
+    assert step.actions == [Resubscribe(0, "ETH"), Resubscribe(1, "ETH")]
+    assert p.stats.resubscribes == 2 * 2 + 2  # the initial syncs of both symbols, then ETH
+    # A venue that cannot resubscribe one symbol is asked nothing.
+    mute = FakeVenue(can_resubscribe=False)
+    p = pipeline(mute, rest=False)
+    assert p.receive_frame(0, mute.frame(diff("BTC", 5, 6)), 1, 0) == Step([], [])
+    assert p.stats.resubscribes == 0
+
+
+def test_the_reorder_window_is_the_clock_passed_in() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 13, 13)), 1, 500)
+    assert p.deadline_ns() == 500 + WINDOW_NS
+    assert p.on_timer(500 + WINDOW_NS - 1) == Step([], [])
+    step = p.on_timer(500 + WINDOW_NS)
+    assert kinds(step) == ["StatusChange"] and step.actions == [FetchSnapshot("BTC")]
+    assert p.deadline_ns() is None
+    p.on_timer(10**9)
+    assert not p.timer_armed, "a book without a deadline is no longer watched"
+
+
+def test_a_filled_hole_publishes_in_order_and_disarms_the_timer() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 12, 12)), 1, 0)
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11, conn=1)), 1, 0)
+    assert [(e.seq, e.venue_id) for e in step.publications if isinstance(e, BookDelta)] == [
+        (1, 11),
+        (2, 12),
+    ]
+    assert p.deadline_ns() is None
+
+
+# --- the venue breaking its contract --------------------------------------------------------
+
+
+def test_unknown_symbols_are_counted_and_create_no_book() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    other = venue.frame(diff("DOGE", 1, 2), snap("DOGE", 2, conn=0))
+    assert p.receive_frame(0, other, 1, 0) == Step([], [])
+    assert p.stats.unknown_symbols == 2 and set(p.books) == {"seq:BTC", "seq:ETH"}
+    # A REST snapshot of a symbol not carried is dropped.
+    assert p.receive_snapshot(snap("DOGE", 2), 0) == Step([], [])
+
+
+def test_bad_frames_are_counted_per_connection_and_logged_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    before = p.books["seq:BTC"].book.normalized()
+    caplog.set_level(logging.WARNING, logger="gateway.core.pipeline")
+    for _ in range(LOG_EVERY):
+        assert p.receive_frame(0, b"junk", 1, 0) == Step([], [])
+    assert p.receive_frame(1, b"junk", 1, 0) == Step([], [])
+    assert p.stats.bad_frames == LOG_EVERY + 1
+    assert p.bad_frames_by_conn == {0: LOG_EVERY, 1: 1}
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == LOG_FIRST + 1 + 1  # the first ten, the 1000th, conn 1's first
+    assert logged[-2].startswith(f"conn 0: bad frame #{LOG_EVERY} from seq")
+    assert p.books["seq:BTC"].book.normalized() == before
+    # A REST body the venue's parser rejects is a bad frame too.
+    assert p.receive_rest("BTC", b"{", 1, 0) == Step([], [])
+    assert p.stats.bad_frames == LOG_EVERY + 2 and p.bad_frames_by_conn[-1] == 1
+
+
+def test_a_venue_notice_asking_to_reconnect_gives_one_reconnect() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    shutdown = VenueNotice("seq", "shutdown", "maintenance", True, 1, 1)
+    error = VenueNotice("seq", "error", "bad request", False, 1, 1)
+    assert p.receive_frame(1, venue.frame(error), 1, 0) == Step([], [])
+    assert p.receive_frame(1, venue.frame(shutdown, shutdown), 1, 0) == Step([], [Reconnect(1)])
+    assert p.stats.notices == 3
+
+
+# --- trades and connections -----------------------------------------------------------------
+
+
+def test_trades_are_deduplicated_across_connections() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    first = p.receive_frame(0, venue.frame(trade(7, 0), trade(8, 0)), 1, 0)
+    assert [e.trade.trade_id for e in first.publications if isinstance(e, TradeOut)] == [7, 8]
+    assert p.receive_frame(1, venue.frame(trade(7, 1), trade(8, 1)), 1, 0) == Step([], [])
+    later = p.receive_frame(1, venue.frame(trade(9, 1)), 1, 0)
+    assert later.publications == [TradeOut(trade(9, 1))]
+    assert p.trades["seq:BTC"].duplicates == 2
+
+
+def test_a_connection_sequence_jump_resubscribes_every_symbol_on_that_connection() -> None:
+    venue = FakeVenue(venue="rep", unsequenced=True)
+    p = VenuePipeline(venue, ["BTC", "ETH"], rest_snapshots=False)
+    for conn_id in (0, 1):
+        p.receive_connection(conn_id, True, 0)
+        for symbol in ("BTC", "ETH"):
+            p.receive_frame(conn_id, venue.frame(snap(symbol, -1, venue="rep", conn=conn_id)), 1, 0)
+    assert all(book.has_book for book in p.books.values())
+    assert p.receive_frame(0, venue.frame(ConnectionSequence("rep", 1, 1, 0)), 1, 0) == Step([], [])
+    assert p.receive_frame(0, venue.frame(ConnectionSequence("rep", 2, 1, 0)), 1, 0) == Step([], [])
+    step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 5, 1, 0)), 1, 0)
+    assert step.actions == [Resubscribe(0, "BTC"), Resubscribe(0, "ETH")]
+    assert p.stats.connection_gaps == 1 and p.sequences.gaps == 1
+    # Connection 1 kept its replicas; a new connection starts its own counter.
+    p.receive_connection(0, False, 0)
+    p.receive_connection(0, True, 0)
+    step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 1, 1, 0)), 1, 0)
+    assert step == Step([], []) and p.stats.connection_gaps == 1
+
+
+def test_trade_connections_are_not_told_to_the_books() -> None:
+    venue = FakeVenue()
+    p = VenuePipeline(venue, ["BTC"], trade_conn_ids={9})
+    p.receive_connection(9, True, 0)
+    assert p.receive_connection(9, False, 0) == Step([], [])
+    assert p.books["seq:BTC"].state is SymbolState.SYNCING, "not stale: no book connection"
+    step = p.receive_connection(0, False, 0)
+    assert step.publications == [
+        StatusChange("seq:BTC", SymbolState.STALE, "every upstream connection down")
+    ]
+
+
+# --- open pipelines (verify) ----------------------------------------------------------------
+
+
+def test_an_open_pipeline_carries_every_symbol_of_its_venue() -> None:
+    venue = FakeVenue()
+    p = VenuePipeline(venue, None)
+    p.receive_connection(0, True, 0)
+    precision = InstrumentPrecision("seq", "SOL", 4, 8, 1, 0)
+    p.receive_frame(0, venue.frame(precision), 1, 0)
+    assert p.books == {} and venue.checksums == [(4, 8)]
+    p.receive_frame(0, venue.frame(diff("SOL", 5, 6)), 1, 0)
+    book = p.books["seq:SOL"]
+    assert book.checksum is crc, "the precision announced before the book applies to it"
+    step = p.receive_rest("SOL", b"6", 1, 0)
+    assert kinds(step) == ["BookReset", "StatusChange"]
+    assert step.actions == [], "no fetcher: nothing to tell it"
+    # Another venue's events are not this pipeline's symbols.
+    p.receive_frame(0, venue.frame(diff("SOL", 1, 2, venue="other")), 1, 0)
+    assert p.stats.unknown_symbols == 1 and set(p.books) == {"seq:SOL"}
+
+
+def test_precision_sets_the_checksum_of_a_carried_book() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    p.receive_frame(0, venue.frame(InstrumentPrecision("seq", "BTC", 2, 3, 1, 0)), 1, 0)
+    p.receive_frame(0, venue.frame(InstrumentPrecision("seq", "XRP", 2, 3, 1, 0)), 1, 0)
+    assert p.books["seq:BTC"].checksum is crc and p.books["seq:ETH"].checksum is None
+    assert p.stats.unknown_symbols == 0, "precisions of other instruments are not errors"
+
+
+def test_steps_hold_publications_in_arbiter_order() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    frame = venue.frame(diff("BTC", 11, 11), diff("ETH", 11, 11), trade(1, 0))
+    step = p.receive_frame(0, frame, 1, 0)
+    assert kinds(step) == ["BookDelta", "BookDelta", "TradeOut"]
+    assert [e.key for e in step.publications if isinstance(e, BookDelta)] == ["seq:BTC", "seq:ETH"]
+    # An in-band snapshot ahead of the live book is published as a delta, not a reset.
+    jump = p.receive_snapshot(snap("BTC", 20, conn=0), 0)
+    assert kinds(jump) == ["BookDelta"] and jump.actions == []

@@ -1,0 +1,271 @@
+"""ReplicatedBook's two state machines, as tables.
+
+Every row of REPLICA_TRANSITIONS and OUTPUT_TRANSITIONS is asserted literally and by
+driving a real ReplicatedBook into the row's state and causing the row's event. Every pair
+missing from a table raises UndefinedTransition.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.core.model import (
+    BookDelta,
+    BookReset,
+    DepthSnapshot,
+    ResubscribeWanted,
+    StatusChange,
+    SymbolState,
+)
+from gateway.core.replicated import (
+    OUTPUT_TRANSITIONS,
+    PUBLISHED_STATE,
+    REPLICA_TRANSITIONS,
+    Output,
+    OutputAction,
+    OutputEvent,
+    ReplicaAction,
+    ReplicaEvent,
+    ReplicaState,
+    ReplicatedBook,
+)
+from gateway.core.transitions import UndefinedTransition, transition
+
+from .state_tables import Scenario, drive_row, parse_table, undefined_pairs
+
+KEY = "kraken:BTC/USD"
+
+RS, RE = ReplicaState, ReplicaEvent
+Out, OE = Output, OutputEvent
+
+EXPECTED_REPLICA = parse_table(
+    """
+    AWAITING_SNAPSHOT  SNAPSHOT_MATCHED  VALID              -
+    VALID              SNAPSHOT_MATCHED  VALID              -
+    AWAITING_SNAPSHOT  FAILED            AWAITING_SNAPSHOT  RESUBSCRIBE
+    VALID              FAILED            AWAITING_SNAPSHOT  RESUBSCRIBE
+    """,
+    ReplicaState,
+    ReplicaEvent,
+    ReplicaAction,
+)
+
+EXPECTED_OUTPUT = parse_table(
+    """
+    SYNCING            ELECTED           LIVE               PUBLISH_RESET ANNOUNCE
+    STALE_BEFORE_BOOK  ELECTED           LIVE               PUBLISH_RESET ANNOUNCE
+    LIVE               ELECTED           LIVE               PUBLISH_SWITCH
+    RESYNCING          ELECTED           LIVE               PUBLISH_SWITCH ANNOUNCE
+    STALE              ELECTED           LIVE               PUBLISH_SWITCH ANNOUNCE
+    LIVE               NO_VALID_REPLICA  RESYNCING          ANNOUNCE
+    SYNCING            ALL_DOWN          STALE_BEFORE_BOOK  ANNOUNCE
+    LIVE               ALL_DOWN          STALE              ANNOUNCE
+    RESYNCING          ALL_DOWN          STALE              ANNOUNCE
+    STALE_BEFORE_BOOK  ALL_DOWN          STALE_BEFORE_BOOK  -
+    STALE              ALL_DOWN          STALE              -
+    """,
+    Output,
+    OutputEvent,
+    OutputAction,
+)
+
+
+def test_the_tables_are_exactly_these_rows() -> None:
+    assert dict(REPLICA_TRANSITIONS) == EXPECTED_REPLICA
+    assert dict(OUTPUT_TRANSITIONS) == EXPECTED_OUTPUT
+    assert PUBLISHED_STATE == {
+        Out.SYNCING: SymbolState.SYNCING,
+        Out.STALE_BEFORE_BOOK: SymbolState.STALE,
+        Out.LIVE: SymbolState.LIVE,
+        Out.RESYNCING: SymbolState.RESYNCING,
+        Out.STALE: SymbolState.STALE,
+    }
+
+
+def test_every_replica_pair_is_defined() -> None:
+    """A replica can always take a snapshot and always fail: no pair is left out."""
+    assert undefined_pairs(EXPECTED_REPLICA, ReplicaState, ReplicaEvent) == []
+
+
+@pytest.mark.parametrize(("state", "event"), undefined_pairs(EXPECTED_OUTPUT, Output, OutputEvent))
+def test_undefined_output_pairs_are_errors(state: Output, event: OutputEvent) -> None:
+    with pytest.raises(UndefinedTransition, match=f"no transition for {event.name}"):
+        transition("output", OUTPUT_TRANSITIONS, state, event)
+
+
+def test_an_undefined_event_in_a_real_book_raises() -> None:
+    arb = ReplicatedBook(KEY)
+    with pytest.raises(UndefinedTransition):
+        arb._output(OutputEvent.NO_VALID_REPLICA, "no leader to lose", [])
+    assert arb.output is Output.SYNCING
+
+
+# --- driving a real book into each row ------------------------------------------------------
+
+
+def snap(conn: int, price: str = "100") -> DepthSnapshot:
+    return DepthSnapshot("kraken", "BTC/USD", -1, ((price, "1"),), (("101", "1"),), 0, conn)
+
+
+def book(*conns: int) -> ReplicatedBook:
+    arb = ReplicatedBook(KEY)
+    for conn in conns:
+        arb.on_connection(conn, True, 0)
+    return arb
+
+
+def live() -> ReplicatedBook:
+    """Leader 0 (bid 100); conn 1 valid with bid 99."""
+    arb = book(0, 1)
+    arb.on_snapshot(snap(0), 0)
+    arb.on_snapshot(snap(1, "99"), 0)
+    assert (arb.output, arb.leader) == (Output.LIVE, 0)
+    return arb
+
+
+def live_alone() -> ReplicatedBook:
+    arb = book(0)
+    arb.on_snapshot(snap(0), 0)
+    return arb
+
+
+def resyncing() -> ReplicatedBook:
+    """Published before; conn 0's replica failed, conn 1 has none."""
+    arb = book(0, 1)
+    arb.on_snapshot(snap(0), 0)
+    arb.invalidate(0, "sequence jump")
+    return arb
+
+
+def stale() -> ReplicatedBook:
+    arb = live_alone()
+    arb.on_connection(0, False, 0)
+    return arb
+
+
+def stale_before_book() -> ReplicatedBook:
+    arb = book(0)
+    arb.on_connection(0, False, 0)
+    return arb
+
+
+DOWN = "every upstream connection down"
+
+#: (output before, event) -> (setup, input, what is published).
+OUTPUT_SCENARIOS: dict[tuple[Output, OutputEvent], Scenario] = {
+    (Out.SYNCING, OE.ELECTED): (
+        lambda: book(0),
+        lambda a: a.on_snapshot(snap(0), 0),
+        [BookReset(KEY, 1, 0, 0, 0), StatusChange(KEY, SymbolState.LIVE, "snapshot")],
+    ),
+    (Out.STALE_BEFORE_BOOK, OE.ELECTED): (
+        stale_before_book,
+        lambda a: a.on_connection(3, True, 0) + a.on_snapshot(snap(3), 0),
+        [BookReset(KEY, 1, 0, 0, 0), StatusChange(KEY, SymbolState.LIVE, "snapshot")],
+    ),
+    (Out.LIVE, OE.ELECTED): (
+        live,
+        lambda a: a.on_connection(0, False, 0),
+        [BookDelta(KEY, 1, 1, 0, (("100", "0"), ("99", "1")), (), 0)],
+    ),
+    (Out.RESYNCING, OE.ELECTED): (
+        resyncing,
+        lambda a: a.on_snapshot(snap(1, "98"), 0),
+        [
+            BookDelta(KEY, 1, 1, 0, (("100", "0"), ("98", "1")), (), 0),
+            StatusChange(KEY, SymbolState.LIVE, "snapshot"),
+        ],
+    ),
+    (Out.STALE, OE.ELECTED): (
+        stale,
+        lambda a: a.on_connection(1, True, 0) + a.on_snapshot(snap(1, "98"), 0),
+        [
+            BookDelta(KEY, 1, 1, 0, (("100", "0"), ("98", "1")), (), 0),
+            StatusChange(KEY, SymbolState.LIVE, "snapshot"),
+        ],
+    ),
+    (Out.LIVE, OE.NO_VALID_REPLICA): (
+        lambda: (a := book(0, 1), a.on_snapshot(snap(0), 0))[0],
+        lambda a: a.invalidate(0, "sequence jump"),
+        [
+            ResubscribeWanted(KEY, 0, "sequence jump"),
+            StatusChange(KEY, SymbolState.RESYNCING, "no valid replica"),
+        ],
+    ),
+    (Out.SYNCING, OE.ALL_DOWN): (
+        lambda: book(0, 1),
+        lambda a: a.on_connection(0, False, 0) + a.on_connection(1, False, 0),
+        [StatusChange(KEY, SymbolState.STALE, DOWN)],
+    ),
+    (Out.LIVE, OE.ALL_DOWN): (
+        live_alone,
+        lambda a: a.on_connection(0, False, 0),
+        [StatusChange(KEY, SymbolState.STALE, DOWN)],
+    ),
+    (Out.RESYNCING, OE.ALL_DOWN): (
+        resyncing,
+        lambda a: a.on_connection(0, False, 0) + a.on_connection(1, False, 0),
+        [StatusChange(KEY, SymbolState.STALE, DOWN)],
+    ),
+    (Out.STALE_BEFORE_BOOK, OE.ALL_DOWN): (
+        stale_before_book,
+        lambda a: a.on_connection(5, False, 0),
+        [],
+    ),
+    (Out.STALE, OE.ALL_DOWN): (stale, lambda a: a.on_connection(5, False, 0), []),
+}
+
+
+@pytest.mark.parametrize("pair", list(EXPECTED_OUTPUT))
+def test_each_output_row_is_what_the_book_does(pair: tuple[Output, OutputEvent]) -> None:
+    arb, out, published = drive_row(OUTPUT_SCENARIOS, EXPECTED_OUTPUT, pair, lambda a: a.output)
+    assert out == published and arb.state is PUBLISHED_STATE[arb.output]
+    assert arb.has_book == (arb.output not in (Out.SYNCING, Out.STALE_BEFORE_BOOK))
+    assert (arb.leader is not None) == (arb.output is Out.LIVE)
+
+
+def test_every_output_row_has_a_scenario() -> None:
+    assert set(OUTPUT_SCENARIOS) == set(EXPECTED_OUTPUT)
+
+
+BAD = DepthSnapshot("kraken", "BTC/USD", -1, (("x", "1"),), (), 0, 0)
+
+#: (replica state before, event) -> (setup, input, what is published); the replica is conn 0.
+REPLICA_SCENARIOS: dict[tuple[ReplicaState, ReplicaEvent], Scenario] = {
+    (RS.AWAITING_SNAPSHOT, RE.SNAPSHOT_MATCHED): (
+        lambda: book(0),
+        lambda a: a.on_snapshot(snap(0), 0),
+        ["BookReset", "StatusChange"],
+    ),
+    (RS.VALID, RE.SNAPSHOT_MATCHED): (
+        live_alone,
+        lambda a: a.on_snapshot(snap(0, "99"), 0),
+        ["BookDelta"],
+    ),
+    (RS.AWAITING_SNAPSHOT, RE.FAILED): (
+        lambda: book(0),
+        lambda a: a.on_snapshot(BAD, 0),
+        ["ResubscribeWanted"],
+    ),
+    (RS.VALID, RE.FAILED): (
+        live,
+        lambda a: a.invalidate(0, "sequence jump"),
+        ["ResubscribeWanted", "BookDelta"],  # the output fails over to conn 1
+    ),
+}
+
+
+@pytest.mark.parametrize("pair", list(EXPECTED_REPLICA))
+def test_each_replica_row_is_what_the_book_does(pair: tuple[ReplicaState, ReplicaEvent]) -> None:
+    arb, out, published = drive_row(
+        REPLICA_SCENARIOS, EXPECTED_REPLICA, pair, lambda a: a.replicas[0].state
+    )
+    replica = arb.replicas[0]
+    assert [type(e).__name__ for e in out] == published
+    assert replica.valid == (replica.state is RS.VALID)
+    if replica.state is RS.AWAITING_SNAPSHOT:
+        assert replica.book.bids() == [] and arb.stats.replica_failures == 1
+
+
+def test_every_replica_row_has_a_scenario() -> None:
+    assert set(REPLICA_SCENARIOS) == set(EXPECTED_REPLICA)

@@ -1,0 +1,400 @@
+"""SequencedBook's two state machines, as tables.
+
+Every row of SYNC_TRANSITIONS and STATUS_TRANSITIONS is asserted twice: literally (the
+table is the one below), and by driving a real SequencedBook into the row's state and
+giving it the input that causes the row's event (the new state and the published events
+are the row's). Every pair missing from a table raises UndefinedTransition.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from feeds.binance import BinanceSpotRule
+from gateway.core.book import L2Book
+from gateway.core.model import (
+    ArbiterEvent,
+    BookDelta,
+    BookReset,
+    DepthDiff,
+    DepthSnapshot,
+    SnapshotWanted,
+    StatusChange,
+    SymbolState,
+)
+from gateway.core.sequenced import (
+    STATUS_TRANSITIONS,
+    SYNC_TRANSITIONS,
+    SequencedBook,
+    StatusAction,
+    StatusEvent,
+    Sync,
+    SyncAction,
+    SyncEvent,
+)
+from gateway.core.transitions import UndefinedTransition, transition
+
+from .state_tables import Scenario, drive_row, parse_table, undefined_pairs
+
+KEY = "binance:BTCUSDT"
+WINDOW_NS = 1_000
+
+S, E = Sync, SyncEvent
+St, SE = SymbolState, StatusEvent
+
+EXPECTED_SYNC = parse_table(
+    """
+    UNSYNCED           UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  ASK_SNAPSHOT
+    AWAITING_SNAPSHOT  UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  -
+    UNSYNCED           SNAPSHOT_REFUSED      UNSYNCED           -
+    AWAITING_SNAPSHOT  SNAPSHOT_REFUSED      AWAITING_SNAPSHOT  -
+    UNSYNCED           SNAPSHOT_UNUSABLE     AWAITING_SNAPSHOT  ASK_SNAPSHOT
+    AWAITING_SNAPSHOT  SNAPSHOT_UNUSABLE     AWAITING_SNAPSHOT  ASK_SNAPSHOT
+    AWAITING_SNAPSHOT  SNAPSHOT_BROKEN       AWAITING_SNAPSHOT  COUNT_GAP ASK_SNAPSHOT
+    UNSYNCED           BOOK_BUILT            SYNCED             PUBLISH_RESET
+    AWAITING_SNAPSHOT  BOOK_BUILT            SYNCED             PUBLISH_RESET
+    AWAITING_SNAPSHOT  BOOK_BUILT_WITH_HOLE  HOLE               PUBLISH_RESET START_HOLE_CLOCK
+    SYNCED             HOLE_OPENED           HOLE               START_HOLE_CLOCK
+    HOLE               HOLE_CLOSED           SYNCED             STOP_HOLE_CLOCK
+    SYNCED  GAP  AWAITING_SNAPSHOT  COUNT_GAP ANNOUNCE_RESYNC ASK_SNAPSHOT
+    HOLE  GAP  AWAITING_SNAPSHOT  STOP_HOLE_CLOCK COUNT_GAP ANNOUNCE_RESYNC ASK_SNAPSHOT
+    """,
+    Sync,
+    SyncEvent,
+    SyncAction,
+)
+
+EXPECTED_STATUS = parse_table(
+    """
+    SYNCING    ALL_DOWN                  STALE      ANNOUNCE
+    LIVE       ALL_DOWN                  STALE      ANNOUNCE
+    RESYNCING  ALL_DOWN                  STALE      ANNOUNCE
+    STALE      ALL_DOWN                  STALE      -
+    LIVE       GAP                       RESYNCING  ANNOUNCE
+    STALE      GAP                       RESYNCING  ANNOUNCE
+    SYNCING    RESET_WITH_CONNECTION     LIVE       ANNOUNCE
+    RESYNCING  RESET_WITH_CONNECTION     LIVE       ANNOUNCE
+    STALE      RESET_WITH_CONNECTION     LIVE       ANNOUNCE
+    SYNCING    RESET_WITHOUT_CONNECTION  STALE      ANNOUNCE
+    RESYNCING  RESET_WITHOUT_CONNECTION  STALE      ANNOUNCE
+    STALE      RESET_WITHOUT_CONNECTION  STALE      -
+    STALE      UPSTREAM_BACK             LIVE       ANNOUNCE
+    """,
+    SymbolState,
+    StatusEvent,
+    StatusAction,
+)
+
+
+def test_the_tables_are_exactly_these_rows() -> None:
+    assert dict(SYNC_TRANSITIONS) == EXPECTED_SYNC
+    assert dict(STATUS_TRANSITIONS) == EXPECTED_STATUS
+
+
+@pytest.mark.parametrize(("state", "event"), undefined_pairs(EXPECTED_SYNC, Sync, SyncEvent))
+def test_undefined_sync_pairs_are_errors(state: Sync, event: SyncEvent) -> None:
+    with pytest.raises(UndefinedTransition, match=f"no transition for {event.name}"):
+        transition("sync", SYNC_TRANSITIONS, state, event)
+
+
+@pytest.mark.parametrize(
+    ("state", "event"), undefined_pairs(EXPECTED_STATUS, SymbolState, StatusEvent)
+)
+def test_undefined_status_pairs_are_errors(state: SymbolState, event: StatusEvent) -> None:
+    with pytest.raises(UndefinedTransition, match=f"in state {state.name}"):
+        transition("status", STATUS_TRANSITIONS, state, event)
+
+
+def test_an_undefined_event_in_a_real_book_raises() -> None:
+    arb = book()
+    with pytest.raises(UndefinedTransition):
+        arb._sync(SyncEvent.GAP, [])  # no book: nothing can be lost
+    assert arb.sync is Sync.UNSYNCED
+
+
+# --- driving a real book into each row ------------------------------------------------------
+
+
+def crc(book: L2Book) -> int:
+    return zlib.crc32(repr(book.normalized()).encode())
+
+
+def diff(first: int, last: int, conn: int = 0, checksum: int | None = None) -> DepthDiff:
+    bids = (("100", str(last)),)
+    return DepthDiff("binance", "BTCUSDT", first, last, -1, bids, (), 0, 0, conn, checksum)
+
+
+def snap(
+    last_id: int, bids: tuple[tuple[str, str], ...] = (("99", "1"),), **kw: object
+) -> DepthSnapshot:
+    return DepthSnapshot("binance", "BTCUSDT", last_id, bids, (("101", "1"),), 0, -1, **kw)  # type: ignore[arg-type]
+
+
+BAD = (("x", "1"),)
+
+
+def book(conns: tuple[int, ...] = (0, 1), checksum: bool = False) -> SequencedBook:
+    arb = SequencedBook(
+        KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, checksum=crc if checksum else None
+    )
+    for conn in conns:
+        arb.on_connection(conn, True, 0)
+    return arb
+
+
+def awaiting(**kw: object) -> SequencedBook:
+    """AWAITING_SNAPSHOT, update 11 buffered."""
+    arb = book(**kw)  # type: ignore[arg-type]
+    arb.on_diff(diff(11, 11), 0)
+    assert arb.sync is Sync.AWAITING_SNAPSHOT
+    return arb
+
+
+def synced(**kw: object) -> SequencedBook:
+    """SYNCED at id 11, LIVE."""
+    arb = awaiting(**kw)
+    arb.on_snapshot(snap(10), 0)
+    assert (arb.sync, arb.state, arb.applied_id) == (Sync.SYNCED, St.LIVE, 11)
+    return arb
+
+
+def hole() -> SequencedBook:
+    """HOLE: 13 buffered, 12 missing, connection 1 may still deliver it."""
+    arb = synced()
+    arb.on_diff(diff(13, 13), 0)
+    assert arb.sync is Sync.HOLE
+    return arb
+
+
+def resyncing(conns: tuple[int, ...] = (0, 1)) -> SequencedBook:
+    """AWAITING_SNAPSHOT after a gap, RESYNCING."""
+    arb = hole()
+    arb.on_timer(WINDOW_NS)
+    for conn in (0, 1):
+        if conn not in conns:
+            arb.on_connection(conn, False, 0)
+    assert (arb.sync, arb.state) == (Sync.AWAITING_SNAPSHOT, St.RESYNCING)
+    return arb
+
+
+def all_down(arb: SequencedBook) -> SequencedBook:
+    for conn in (0, 1):
+        arb.on_connection(conn, False, 0)
+    assert arb.state is St.STALE
+    return arb
+
+
+def kinds(events: list[ArbiterEvent]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def waiting_for_11_with_bad_checksum() -> SequencedBook:
+    arb = book(checksum=True)
+    arb.on_diff(diff(11, 11, checksum=1), 0)  # not the checksum of snapshot 10 + 11
+    return arb
+
+
+def waiting_for_20_from_both() -> SequencedBook:
+    arb = book()
+    arb.on_diff(diff(20, 20, conn=0), 0)
+    arb.on_diff(diff(20, 20, conn=1), 0)
+    return arb
+
+
+def waiting_for_20_from_one() -> SequencedBook:
+    arb = book()
+    arb.on_diff(diff(20, 20, conn=0), 0)
+    return arb
+
+
+#: (the machine's state before, event) -> (drive a book into that state, the input that
+#: causes the event, the published event kinds). The state after is the table's.
+SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
+    (S.UNSYNCED, E.UPDATE_WITHOUT_BOOK): (
+        book,
+        lambda a: a.on_diff(diff(5, 6), 0),
+        ["SnapshotWanted"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.UPDATE_WITHOUT_BOOK): (
+        awaiting,
+        lambda a: a.on_diff(diff(12, 12), 0),
+        [],
+    ),
+    (S.UNSYNCED, E.SNAPSHOT_REFUSED): (book, lambda a: a.on_snapshot(snap(10, BAD), 0), []),
+    (S.AWAITING_SNAPSHOT, E.SNAPSHOT_REFUSED): (
+        awaiting,
+        lambda a: a.on_snapshot(snap(10, BAD), 0),
+        [],
+    ),
+    (S.UNSYNCED, E.SNAPSHOT_UNUSABLE): (
+        lambda: book(checksum=True),
+        lambda a: a.on_snapshot(snap(10, checksum=1), 0),
+        ["SnapshotWanted"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.SNAPSHOT_UNUSABLE): (
+        waiting_for_20_from_both,
+        lambda a: a.on_snapshot(snap(10), 0),
+        ["SnapshotWanted"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.SNAPSHOT_BROKEN): (
+        waiting_for_11_with_bad_checksum,
+        lambda a: a.on_snapshot(snap(10), 0),
+        ["SnapshotWanted"],
+    ),
+    (S.UNSYNCED, E.BOOK_BUILT): (
+        book,
+        lambda a: a.on_snapshot(snap(10), 0),
+        ["BookReset", "StatusChange"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.BOOK_BUILT): (
+        awaiting,
+        lambda a: a.on_snapshot(snap(11), 0),
+        ["BookReset", "StatusChange"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.BOOK_BUILT_WITH_HOLE): (
+        waiting_for_20_from_one,
+        lambda a: a.on_snapshot(snap(10), 500),
+        ["BookReset", "StatusChange"],
+    ),
+    (S.SYNCED, E.HOLE_OPENED): (synced, lambda a: a.on_diff(diff(13, 13), 500), []),
+    (S.HOLE, E.HOLE_CLOSED): (
+        hole,
+        lambda a: a.on_diff(diff(12, 12, conn=1), 0),
+        ["BookDelta", "BookDelta"],
+    ),
+    (S.SYNCED, E.GAP): (
+        lambda: synced(checksum=True),
+        lambda a: a.on_diff(diff(12, 12, checksum=1), 0),
+        ["BookDelta", "StatusChange", "SnapshotWanted"],
+    ),
+    (S.HOLE, E.GAP): (hole, lambda a: a.on_timer(WINDOW_NS), ["StatusChange", "SnapshotWanted"]),
+}
+
+
+@pytest.mark.parametrize("pair", list(EXPECTED_SYNC))
+def test_each_sync_row_is_what_the_book_does(pair: tuple[Sync, SyncEvent]) -> None:
+    arb, out, published = drive_row(SYNC_SCENARIOS, EXPECTED_SYNC, pair, lambda a: a.sync)
+    assert kinds(out) == published
+    assert arb.has_book == (arb.sync in (S.SYNCED, S.HOLE))
+    assert arb.snapshot_wanted == (arb.sync is S.AWAITING_SNAPSHOT)
+    assert (arb.deadline_ns() is not None) == (arb.sync is S.HOLE)
+
+
+def test_every_sync_row_has_a_scenario() -> None:
+    assert set(SYNC_SCENARIOS) == set(EXPECTED_SYNC)
+
+
+def stale_hole() -> SequencedBook:
+    return all_down(hole())
+
+
+def resyncing_without_connection() -> SequencedBook:
+    arb = stale_hole()
+    arb.on_timer(WINDOW_NS)
+    return arb
+
+
+def stale_synced() -> SequencedBook:
+    return all_down(synced())
+
+
+DOWN = "every upstream connection down"
+WINDOW_PASSED = "reorder window passed with ids missing"
+
+#: (status before, event) -> (setup, input, what is published); a StatusChange in it
+#: carries the table's new state.
+STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], Scenario] = {
+    (St.SYNCING, SE.ALL_DOWN): (
+        lambda: book(conns=(0,)),
+        lambda a: a.on_connection(0, False, 0),
+        [StatusChange(KEY, St.STALE, DOWN)],
+    ),
+    (St.LIVE, SE.ALL_DOWN): (
+        synced,
+        lambda a: a.on_connection(0, False, 0) + a.on_connection(1, False, 0),
+        [StatusChange(KEY, St.STALE, DOWN)],
+    ),
+    (St.RESYNCING, SE.ALL_DOWN): (
+        lambda: resyncing(conns=(1,)),
+        lambda a: a.on_connection(1, False, 0),
+        [StatusChange(KEY, St.STALE, DOWN)],
+    ),
+    (St.STALE, SE.ALL_DOWN): (lambda: all_down(book()), lambda a: a.on_connection(7, False, 0), []),
+    (St.LIVE, SE.GAP): (
+        hole,
+        lambda a: a.on_timer(WINDOW_NS),
+        [StatusChange(KEY, St.RESYNCING, WINDOW_PASSED), SnapshotWanted(KEY, WINDOW_PASSED)],
+    ),
+    (St.STALE, SE.GAP): (
+        stale_hole,
+        lambda a: a.on_timer(WINDOW_NS),
+        [StatusChange(KEY, St.RESYNCING, WINDOW_PASSED), SnapshotWanted(KEY, WINDOW_PASSED)],
+    ),
+    (St.SYNCING, SE.RESET_WITH_CONNECTION): (
+        book,
+        lambda a: a.on_snapshot(snap(10), 0),
+        [BookReset(KEY, 1, 0, 10, 0), StatusChange(KEY, St.LIVE, "snapshot applied")],
+    ),
+    (St.RESYNCING, SE.RESET_WITH_CONNECTION): (
+        resyncing,
+        lambda a: a.on_snapshot(snap(20), 0),
+        [BookReset(KEY, 2, 0, 20, 0), StatusChange(KEY, St.LIVE, "snapshot applied")],
+    ),
+    (St.STALE, SE.RESET_WITH_CONNECTION): (
+        lambda: all_down(book()),
+        lambda a: a.on_connection(0, True, 0) + a.on_snapshot(snap(10), 0),
+        [BookReset(KEY, 1, 0, 10, 0), StatusChange(KEY, St.LIVE, "snapshot applied")],
+    ),
+    (St.SYNCING, SE.RESET_WITHOUT_CONNECTION): (
+        lambda: book(conns=()),
+        lambda a: a.on_snapshot(snap(10), 0),
+        [BookReset(KEY, 1, 0, 10, 0), StatusChange(KEY, St.STALE, DOWN)],
+    ),
+    (St.RESYNCING, SE.RESET_WITHOUT_CONNECTION): (
+        resyncing_without_connection,
+        lambda a: a.on_snapshot(snap(20), 0),
+        [BookReset(KEY, 2, 0, 20, 0), StatusChange(KEY, St.STALE, DOWN)],
+    ),
+    (St.STALE, SE.RESET_WITHOUT_CONNECTION): (
+        lambda: all_down(book()),
+        lambda a: a.on_snapshot(snap(10), 0),
+        [BookReset(KEY, 1, 0, 10, 0)],
+    ),
+    (St.STALE, SE.UPSTREAM_BACK): (
+        stale_synced,
+        lambda a: a.on_connection(0, True, 0) + a.on_diff(diff(12, 12), 0),
+        [
+            BookDelta(KEY, 1, 1, 12, (("100", "12"),), (), 0),
+            StatusChange(KEY, St.LIVE, "upstream back"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("pair", list(EXPECTED_STATUS))
+def test_each_status_row_is_what_the_book_does(pair: tuple[SymbolState, StatusEvent]) -> None:
+    _, out, published = drive_row(STATUS_SCENARIOS, EXPECTED_STATUS, pair, lambda a: a.state)
+    assert out == published
+
+
+def test_every_status_row_has_a_scenario() -> None:
+    assert set(STATUS_SCENARIOS) == set(EXPECTED_STATUS)
+
+
+def test_a_snapshot_broken_by_a_buffered_update_counts_a_gap_without_announcing_it() -> None:
+    arb = waiting_for_11_with_bad_checksum()
+    out = arb.on_snapshot(snap(10), 0)
+    assert out == [SnapshotWanted(KEY, "checksum mismatch after the snapshot")]
+    assert (arb.stats.gaps, arb.stats.resyncs, arb.state) == (1, 1, St.SYNCING)
+
+
+def test_the_hole_clock_starts_when_the_hole_opens() -> None:
+    arb = waiting_for_20_from_one()
+    arb.on_snapshot(snap(10), 500)
+    assert arb.deadline_ns() == 500 + WINDOW_NS
+    arb = synced()
+    arb.on_diff(diff(13, 13), 700)
+    assert arb.deadline_ns() == 700 + WINDOW_NS
+    assert arb.on_timer(700 + WINDOW_NS - 1) == [] and arb.sync is Sync.HOLE
