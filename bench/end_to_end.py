@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.common import KEY, SYMBOL, percentile, run_async
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import BookDelta, GatewayEvent
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service

@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import time
 
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
 from gateway.io.client import BookUpdate, GatewayClient
 from gateway.io.service import Service

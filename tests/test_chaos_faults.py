@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 
 from feeds.sim.faults import FaultPlan
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config

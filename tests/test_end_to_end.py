@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service

@@ -10,11 +10,7 @@ from typing import Any
 
 import pytest
 
-from feeds.sim.bybit import SimBybit
-from feeds.sim.coinbase import SimCoinbase
-from feeds.sim.kraken import SimKraken
-from feeds.sim.okx import SimOkx
-from feeds.sim.server import SimBinanceUsdm
+from feeds.sim.simulators import SimBinanceUsdm, SimBybit, SimCoinbase, SimKraken, SimOkx
 from gateway.core.book import L2Book
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service

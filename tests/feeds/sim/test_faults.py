@@ -17,8 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from feeds import binance, okx
 from feeds.sim import binance_spot as binance_render
 from feeds.sim.faults import FaultPlan, FaultSpecError, FrameFault, Window, corrupt, parse
-from feeds.sim.okx import SimOkx
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot, SimOkx
 
 SYMBOL = "BTC-USDT"
 BINANCE_SYMBOL = "BTCUSDT"

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from feeds import binance_usdm as usdm
 from feeds.sim import binance_usdm as render
 from feeds.sim.book_process import BookProcess
-from feeds.sim.server import SimBinanceUsdm
+from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.arbiter import BinanceFuturesRule, BinanceSpotRule, LinkRule, SequencedBook
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade

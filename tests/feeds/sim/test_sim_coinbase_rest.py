@@ -12,8 +12,9 @@ from decimal import Decimal
 import httpx
 
 from feeds import coinbase
-from feeds.sim.coinbase import SimCoinbase, product_book_body
-from feeds.sim.venue import SimVenue, trim
+from feeds.sim.coinbase import product_book_body
+from feeds.sim.simulators import SimCoinbase, SimVenue
+from feeds.sim.venue import trim
 from gateway.core.model import Level
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]

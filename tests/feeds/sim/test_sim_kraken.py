@@ -13,7 +13,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from feeds import kraken
 from feeds.sim.book_process import BookProcess
-from feeds.sim.kraken import HEARTBEAT, KrakenProtocol, SimKraken
+from feeds.sim.kraken import HEARTBEAT, KrakenProtocol
+from feeds.sim.simulators import SimKraken
 from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice

@@ -22,11 +22,11 @@ from feeds.sim.kraken import (
     INVALID_ARGUMENTS,
     UNKNOWN_PAIR,
     KrakenProtocol,
-    SimKraken,
     altname,
     rest_pair_name,
 )
-from feeds.sim.venue import ConnState, SimVenue
+from feeds.sim.simulators import SimKraken, SimVenue
+from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthSnapshot, InstrumentPrecision, VenueNotice
 
@@ -265,7 +265,7 @@ def test_rest_depth_level_timestamps_are_the_second_of_the_last_change() -> None
                 changed[price] = at_s
             else:
                 changed.pop(price, None)
-    status, raw = protocol.rest_response({"pair": "XXBTZUSD", "count": "500"}, 0)
+    status, raw, _, _ = protocol.rest_response({"pair": "XXBTZUSD", "count": "500"}, 0)
     assert status == 200
     book = json.loads(raw)["result"]["XXBTZUSD"]
     fmt = {protocol.format_level("BTC/USD", (p, "0"))[0]: p for p in changed}

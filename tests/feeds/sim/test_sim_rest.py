@@ -14,12 +14,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from feeds import bybit, okx
-from feeds.sim.bybit import FIRST_U, SimBybit
-from feeds.sim.coinbase import SimCoinbase
-from feeds.sim.kraken import SimKraken
+from feeds.sim.bybit import FIRST_U
 from feeds.sim.okx import PATH as OKX_WS_PATH
-from feeds.sim.okx import SimOkx
-from feeds.sim.venue import SimVenue
+from feeds.sim.simulators import SimBybit, SimCoinbase, SimKraken, SimOkx, SimVenue
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
 
