@@ -47,19 +47,19 @@ from feeds.binance import (
     snapshot_weight,
 )
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.venue import CloseConnection, ConnState, Publication, RestAnswer, VenueProtocol
+from feeds.sim.venue import (
+    CloseConnection,
+    ConnState,
+    Publication,
+    RestAnswer,
+    VenueProtocol,
+    query_int,
+)
 from gateway.core.model import Level
 
 SHUTDOWN_STREAM: Final = "!serverShutdown"
 #: Binance's cap on streams per connection.
 MAX_STREAMS_PER_CONNECTION: Final = 1024
-#: Initial mid per symbol; other symbols start at 100.0.
-DEFAULT_MIDS: Final[Mapping[str, float]] = {
-    "BTCUSDT": 60_000.0,
-    "ETHUSDT": 3_000.0,
-    "BNBUSDT": 600.0,
-    "SOLUSDT": 150.0,
-}
 #: WebSocket close code of a policy violation (bad stream, message flood).
 POLICY_VIOLATION: Final = 1008
 #: Content type of Binance's JSON answers.
@@ -366,14 +366,14 @@ class BinanceSpotProtocol(VenueProtocol):
             )
         if symbol not in self.procs:
             return self.rest_error(-1121, "Invalid symbol.", now_ns)
-        limit_text = query.get("limit", self.default_limit)
-        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 20):
+        given = query_int(query.get("limit", self.default_limit), 20)
+        if given is None:
             return self.rest_error(
                 -1100,
                 "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
                 now_ns,
             )
-        limit = self.served_limit(int(limit_text), now_ns)
+        limit = self.served_limit(given, now_ns)
         if isinstance(limit, RestAnswer):
             return limit
         used = self._use_weight(self.snapshot_weight(limit), now_ns)

@@ -49,7 +49,7 @@ import msgspec
 
 from feeds import binance_usdm as usdm
 from feeds.binance_usdm import depth_stream, trade_stream
-from feeds.sim.binance_spot import BinanceSpotProtocol
+from feeds.sim.binance_spot import BinanceSpotProtocol, rest_error_body
 from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
 from feeds.sim.venue import Publication, RestAnswer
 from gateway.core.book import L2Book
@@ -233,11 +233,6 @@ class _RestDepth(msgspec.Struct):
     asks: Sequence[Level]
 
 
-class _RestError(msgspec.Struct):
-    code: int
-    msg: str
-
-
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -311,11 +306,6 @@ def snapshot_body(
             asks=asks,
         )
     )
-
-
-def rest_error_body(code: int, msg: str) -> bytes:
-    """A REST error body, e.g. ``{"code":-1121,"msg":"Invalid symbol."}``."""
-    return _encoder.encode(_RestError(code=code, msg=msg))
 
 
 # --- the venue protocol ---------------------------------------------------------------------

@@ -39,13 +39,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import bybit
 from feeds.sim.book_process import Batch, SimTrade
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, fixed
+from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, fixed, query_int
 from gateway.core.model import Level
 
 CATEGORIES: Final = ("spot", "linear")
@@ -157,6 +156,7 @@ class BybitProtocol(VenueProtocol):
     """Bybit v5 public ``orderbook`` + ``publicTrade`` of one category."""
 
     name = "bybit"
+    path: str
     rest_path = bybit.SNAPSHOT_PATH
 
     def __init__(
@@ -187,11 +187,6 @@ class BybitProtocol(VenueProtocol):
     def u(self, symbol: str, depth: int) -> int | None:
         """The last ``u`` of ``orderbook.{depth}.{symbol}`` (None: never subscribed)."""
         return self._u.get((symbol, depth))
-
-    def check_path(self, path: str) -> str | None:
-        if urlsplit(path).path != self.path:
-            return f"Only {self.path} is simulated\n"
-        return None
 
     def on_open(self, state: ConnState) -> list[bytes]:
         self._conns += 1
@@ -277,10 +272,8 @@ class BybitProtocol(VenueProtocol):
         symbol = query.get("symbol", "")
         if category != self.category or symbol not in self.procs:
             return RestAnswer(200, rest_error_body(10001, "params error: symbol invalid", ts_ms))
-        limit_text = query.get("limit", str(REST_DEFAULT_LIMIT[self.category]))
-        digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 6
-        limit = int(limit_text) if digits else 0
-        if not 1 <= limit <= bybit.MAX_SNAPSHOT_LIMIT:
+        limit = query_int(query.get("limit", str(REST_DEFAULT_LIMIT[self.category])), 6)
+        if limit is None or not 1 <= limit <= bybit.MAX_SNAPSHOT_LIMIT:
             return RestAnswer(200, rest_error_body(10001, "params error: limit invalid", ts_ms))
         book = self.procs[symbol].book
         bids = [self.format_level(symbol, lv) for lv in book.bids(limit)]

@@ -43,13 +43,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import coinbase
 from feeds.sim.book_process import Batch, SimTrade
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, fixed, iso_time, trim
+from feeds.sim.venue import (
+    ConnState,
+    Publication,
+    RestAnswer,
+    VenueProtocol,
+    fixed,
+    iso_time,
+    query_int,
+    trim,
+)
 from gateway.core.model import Level
 
 PATH: Final = "/"
@@ -159,6 +167,7 @@ class CoinbaseProtocol(VenueProtocol):
     """Coinbase Advanced Trade ``level2`` + ``market_trades`` + ``heartbeats``."""
 
     name = "coinbase"
+    path = PATH
 
     def __init__(self, price_decimals: int = 2, *, rest: bool = True) -> None:
         super().__init__()
@@ -167,11 +176,6 @@ class CoinbaseProtocol(VenueProtocol):
 
     def format_level(self, symbol: str, level: Level) -> Level:
         return fixed(level[0], self._pd), trim(level[1])
-
-    def check_path(self, path: str) -> str | None:
-        if urlsplit(path).path != PATH:
-            return "Only / is simulated\n"
-        return None
 
     def _frame(self, state: ConnState, head: bytes, tail: bytes) -> bytes:
         frame = stamp(head, tail, state.seq)
@@ -231,14 +235,14 @@ class CoinbaseProtocol(VenueProtocol):
                 404, rest_error_body("NOT_FOUND", f"ProductID {product} could not be found")
             )
         limit_text = query.get("limit", "0") or "0"
-        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9):
+        limit = query_int(limit_text, 9)
+        if limit is None:
             return RestAnswer(
                 400, rest_error_body("INVALID_ARGUMENT", f"invalid limit {limit_text[:20]!r}")
             )
-        limit = int(limit_text) or None
         book = self.procs[product].book
-        bids = [(trim(p), trim(q)) for p, q in book.bids(limit)]
-        asks = [(trim(p), trim(q)) for p, q in book.asks(limit)]
+        bids = [(trim(p), trim(q)) for p, q in book.bids(limit or None)]
+        asks = [(trim(p), trim(q)) for p, q in book.asks(limit or None)]
         return RestAnswer(200, product_book_body(product, bids, asks, iso_time(now_ns)))
 
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:

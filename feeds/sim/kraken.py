@@ -63,13 +63,20 @@ import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import kraken
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, fixed, iso_time
+from feeds.sim.venue import (
+    ConnState,
+    Publication,
+    RestAnswer,
+    VenueProtocol,
+    fixed,
+    iso_time,
+    query_int,
+)
 from gateway.core.model import Level
 
 PATH: Final = "/v2"
@@ -302,6 +309,7 @@ class KrakenProtocol(VenueProtocol):
     """Kraken v2 ``book`` + ``trade``; see the module docstring."""
 
     name = "kraken"
+    path = PATH
 
     def __init__(
         self,
@@ -346,11 +354,6 @@ class KrakenProtocol(VenueProtocol):
 
     def format_level(self, symbol: str, level: Level) -> Level:
         return fixed(level[0], self._pp), fixed(level[1], self._qp)
-
-    def check_path(self, path: str) -> str | None:
-        if urlsplit(path).path != PATH:
-            return f"Only {PATH} is simulated\n"
-        return None
 
     def on_open(self, state: ConnState) -> list[bytes]:
         self._conns += 1
@@ -451,11 +454,8 @@ class KrakenProtocol(VenueProtocol):
         symbol = self._pair_names.get(pair)
         if symbol is None:
             return RestAnswer(200, rest_error_body(UNKNOWN_PAIR))
-        count_text = query.get("count", str(DEPTH_DEFAULT_COUNT))
-        if not (count_text.isascii() and count_text.isdigit() and len(count_text) <= 6):
-            return RestAnswer(200, rest_error_body(INVALID_ARGUMENTS))
-        count = int(count_text)
-        if not 1 <= count <= DEPTH_MAX_COUNT:
+        count = query_int(query.get("count", str(DEPTH_DEFAULT_COUNT)), 6)
+        if count is None or not 1 <= count <= DEPTH_MAX_COUNT:
             return RestAnswer(200, rest_error_body(INVALID_ARGUMENTS))
         book = self.procs[symbol].book
         bid_s, ask_s = self._level_s[symbol]

@@ -38,13 +38,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import okx
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, fixed, trim
+from feeds.sim.venue import (
+    ConnState,
+    Publication,
+    RestAnswer,
+    VenueProtocol,
+    fixed,
+    query_int,
+    trim,
+)
 from gateway.core.model import Level
 
 PATH: Final = "/ws/v5/public"
@@ -151,6 +158,7 @@ class OkxProtocol(VenueProtocol):
     """OKX v5 public ``books`` + ``trades``; see the module docstring."""
 
     name = "okx"
+    path = PATH
     rest_path = okx.SNAPSHOT_PATH
 
     def __init__(self, price_decimals: int = 2) -> None:
@@ -168,11 +176,6 @@ class OkxProtocol(VenueProtocol):
 
     def last_id(self, symbol: str) -> int | None:
         return self._seq[symbol]
-
-    def check_path(self, path: str) -> str | None:
-        if urlsplit(path).path != PATH:
-            return f"Only {PATH} is simulated\n"
-        return None
 
     def on_open(self, state: ConnState) -> list[bytes]:
         self._conns += 1
@@ -227,11 +230,8 @@ class OkxProtocol(VenueProtocol):
             return RestAnswer(200, rest_error_body("50014", "Parameter instId can not be empty"))
         if inst_id not in self.procs:
             return RestAnswer(200, rest_error_body("51001", "Instrument ID does not exist"))
-        sz_text = query.get("sz", "1")
-        if not (sz_text.isascii() and sz_text.isdigit() and len(sz_text) <= 6):
-            return RestAnswer(200, rest_error_body("51000", "Parameter sz error."))
-        sz = int(sz_text)
-        if not 1 <= sz <= okx.MAX_SNAPSHOT_LIMIT:
+        sz = query_int(query.get("sz", "1"), 6)
+        if sz is None or not 1 <= sz <= okx.MAX_SNAPSHOT_LIMIT:
             return RestAnswer(200, rest_error_body("51000", "Parameter sz error."))
         bids, asks = self._top(inst_id, sz)
         return RestAnswer(200, rest_books_body(bids, asks, now_ns // 1_000_000, self._seq[inst_id]))

@@ -303,14 +303,11 @@ class EndpointServer:
             for endpoint in self._endpoints:
                 await self._start_endpoint(endpoint)
             if self._serves_rest:
-                self._rest_server = await serve(
+                self._rest_server = await self._listen(
                     _refuse_websocket,
-                    self._host,
                     self._rest_port,
                     process_request=self._rest_request,
-                    compression=None,
                     open_timeout=self._rest_open_timeout_s,
-                    close_timeout=self._close_timeout_s,
                 )
                 self._rest_port = _bound_port(self._rest_server)
             group = await stack.enter_async_context(asyncio.TaskGroup())
@@ -472,18 +469,27 @@ class EndpointServer:
                 self._errors.append(exc)  # websockets would only log it: a simulator bug
                 raise
 
-        server = await serve(
+        server = await self._listen(
             handler,
-            self._host,
             endpoint.port,
             process_request=self._check_request,
-            compression=None,
             ping_interval=self._ping_interval_s,
             ping_timeout=self._ping_timeout_s,
-            close_timeout=self._close_timeout_s,
         )
         endpoint.port = _bound_port(server)
         endpoint.server = server
+
+    async def _listen(
+        self, handler: Callable[[ServerConnection], Awaitable[None]], port: int, **options: Any
+    ) -> Server:
+        return await serve(
+            handler,
+            self._host,
+            port,
+            compression=None,
+            close_timeout=self._close_timeout_s,
+            **options,
+        )
 
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         problem = self._check_path(request.path)

@@ -48,7 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from feeds import binance_usdm as usdm
-from feeds.sim.binance_spot import DEFAULT_MIDS, BinanceSpotProtocol
+from feeds.sim.binance_spot import BinanceSpotProtocol
 from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.book_process import BookProcess
 from feeds.sim.bybit import BybitProtocol
@@ -60,7 +60,6 @@ from feeds.sim.okx import PATH as OKX_PATH
 from feeds.sim.okx import OkxProtocol
 from feeds.sim.shell import Conn, EndpointServer, EndpointStats
 from feeds.sim.venue import (
-    DEFAULT_MID,
     Publication,
     RestAnswer,
     VenueProtocol,
@@ -319,19 +318,26 @@ class SimBinanceSpot(SimVenue):
 
     Args:
         symbols: upper-case symbols, e.g. ``["BTCUSDT", "ETHUSDT"]`` (upper-cased).
-        n_endpoints, seed, interval_s (Binance: 0.1), host, ports, rest_port, jitter_ms,
-            snapshot_delay_s, client_queue_frames, ping_interval_s / ping_timeout_s
-            (Binance: 20 s / 60 s), close_timeout_s, actions_per_step, faults: as
-            :class:`SimVenue`'s.
         max_incoming_per_s: client messages allowed per second (None: unlimited).
         rest_weight_limit_1m: REST request weight per 60 s before 429 (None: unlimited).
-        mids: initial mid per symbol, overriding
-            :data:`feeds.sim.binance_spot.DEFAULT_MIDS` (others start at 100).
+        mids: initial mid per symbol (default by base asset: BTC 60000, ETH 3000, BNB 600,
+            SOL 150, others 100).
+        Others: as :class:`SimVenue`'s (by default 3 endpoints, Binance's 0.1 s interval,
+            pings every 20 s with a 60 s timeout; no heartbeats).
 
     The ``notice`` fault is Binance's ``serverShutdown`` (:meth:`send_shutdown_notice`).
     """
 
     protocol: BinanceSpotProtocol
+    #: The venue's limits and keepalive; each may be given as a keyword argument.
+    venue_defaults: Mapping[str, Any] = {
+        "max_incoming_per_s": 5,
+        "rest_weight_limit_1m": 6000,
+        "ping_interval_s": 20.0,
+        "ping_timeout_s": 60.0,
+    }
+    #: Book process steps per interval (``actions_per_step`` is shared among them).
+    steps_per_interval = 1
 
     def __init__(
         self,
@@ -339,44 +345,28 @@ class SimBinanceSpot(SimVenue):
         n_endpoints: int = 3,
         seed: int = 1,
         interval_s: float = 0.1,
-        host: str = "127.0.0.1",
-        ports: Sequence[int] | None = None,
-        rest_port: int | None = None,
-        *,
-        jitter_ms: float = 0.0,
-        snapshot_delay_s: float = 0.0,
-        client_queue_frames: int = 4096,
-        ping_interval_s: float | None = 20.0,
-        ping_timeout_s: float | None = 60.0,
-        close_timeout_s: float = 2.0,
-        max_incoming_per_s: int | None = 5,
-        rest_weight_limit_1m: int | None = 6000,
+        *args: Any,
         mids: Mapping[str, float] | None = None,
         actions_per_step: float = 8.0,
-        faults: FaultPlan | None = None,
+        **kwargs: Any,
     ) -> None:
-        upper = [symbol.upper() for symbol in symbols]
-        given = {symbol.upper(): mid for symbol, mid in (mids or {}).items()}
-        all_mids = {sym: given.get(sym, DEFAULT_MIDS.get(sym, DEFAULT_MID)) for sym in upper}
+        if actions_per_step <= 0.0:
+            raise ValueError("actions_per_step must be > 0")
+        options = {**self.venue_defaults, **kwargs}
+        protocol = self._binance_protocol(
+            seed, options.pop("max_incoming_per_s"), options.pop("rest_weight_limit_1m")
+        )
         super().__init__(
-            self._binance_protocol(seed, max_incoming_per_s, rest_weight_limit_1m),
-            upper,
+            protocol,
+            [symbol.upper() for symbol in symbols],
             n_endpoints,
             seed,
             interval_s,
-            host,
-            ports,
-            rest_port,
-            jitter_ms=jitter_ms,
-            snapshot_delay_s=snapshot_delay_s,
-            client_queue_frames=client_queue_frames,
+            *args,
+            mids={symbol.upper(): mid for symbol, mid in (mids or {}).items()},
+            actions_per_step=actions_per_step / self.steps_per_interval,
             heartbeat_interval_s=None,
-            ping_interval_s=ping_interval_s,
-            ping_timeout_s=ping_timeout_s,
-            close_timeout_s=close_timeout_s,
-            mids=all_mids,
-            actions_per_step=actions_per_step,
-            faults=faults,
+            **options,
         )
 
     @staticmethod
@@ -431,50 +421,14 @@ class SimBinanceUsdm(SimBinanceSpot):
     """
 
     protocol: BinanceUsdmProtocol
-
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        n_endpoints: int = 3,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        host: str = "127.0.0.1",
-        ports: Sequence[int] | None = None,
-        rest_port: int | None = None,
-        *,
-        jitter_ms: float = 0.0,
-        snapshot_delay_s: float = 0.0,
-        client_queue_frames: int = 4096,
-        ping_interval_s: float | None = 180.0,
-        ping_timeout_s: float | None = 600.0,
-        close_timeout_s: float = 2.0,
-        max_incoming_per_s: int | None = usdm.MAX_MESSAGES_PER_S,
-        rest_weight_limit_1m: int | None = usdm.REST_WEIGHT_PER_MINUTE,
-        mids: Mapping[str, float] | None = None,
-        actions_per_step: float = 8.0,
-        faults: FaultPlan | None = None,
-    ) -> None:
-        if actions_per_step <= 0.0:
-            raise ValueError("actions_per_step must be > 0")
-        super().__init__(
-            symbols,
-            n_endpoints,
-            seed,
-            interval_s,
-            host,
-            ports,
-            rest_port,
-            jitter_ms=jitter_ms,
-            snapshot_delay_s=snapshot_delay_s,
-            client_queue_frames=client_queue_frames,
-            ping_interval_s=ping_interval_s,
-            ping_timeout_s=ping_timeout_s,
-            close_timeout_s=close_timeout_s,
-            mids=mids,
-            # Two half steps per interval (see feeds.sim.binance_usdm).
-            actions_per_step=actions_per_step / 2.0,
-            faults=faults,
-        )
+    venue_defaults = {
+        "max_incoming_per_s": usdm.MAX_MESSAGES_PER_S,
+        "rest_weight_limit_1m": usdm.REST_WEIGHT_PER_MINUTE,
+        "ping_interval_s": 180.0,
+        "ping_timeout_s": 600.0,
+    }
+    # Two half steps per interval (see feeds.sim.binance_usdm).
+    steps_per_interval = 2
 
     @staticmethod
     def _binance_protocol(
@@ -502,11 +456,14 @@ class SimBinanceUsdm(SimBinanceSpot):
 # --- the venues that subscribe by message -------------------------------------------------
 
 
-class SimOkx(SimVenue):
-    """A simulated OKX public endpoint set (:mod:`feeds.sim.okx`): ``SimOkx(["BTC-USDT"],
-    n_endpoints=2)``; connect to :attr:`public_urls`; REST books on :attr:`rest_url`
-    (:func:`feeds.okx.snapshot_url`). Keyword arguments are those of :class:`SimVenue`;
-    the price decimals are the tick's."""
+class _MessageVenue(SimVenue):
+    """A venue whose protocol is built from the book's tick and lot and the options named
+    in :attr:`protocol_options` (keyword arguments taken from those of :class:`SimVenue`)."""
+
+    #: The price tick of the books when none is given.
+    default_tick = "0.01"
+    #: Keyword arguments that go to :meth:`make_protocol`, with their defaults.
+    protocol_options: Mapping[str, object] = {}
 
     def __init__(
         self,
@@ -515,12 +472,33 @@ class SimOkx(SimVenue):
         seed: int = 1,
         interval_s: float = 0.1,
         *,
-        tick: str = "0.1",
+        tick: str | None = None,
+        lot: str = DEFAULT_LOT,
         **kwargs: Any,
     ) -> None:
+        tick = tick or self.default_tick
+        options = {k: kwargs.pop(k, default) for k, default in self.protocol_options.items()}
+        protocol = self.make_protocol(tick, lot, **options)
         super().__init__(
-            OkxProtocol(decimals(tick)), symbols, n_endpoints, seed, interval_s, tick=tick, **kwargs
+            protocol, symbols, n_endpoints, seed, interval_s, tick=tick, lot=lot, **kwargs
         )
+
+    @staticmethod
+    def make_protocol(tick: str, lot: str, **options: Any) -> VenueProtocol:
+        raise NotImplementedError
+
+
+class SimOkx(_MessageVenue):
+    """A simulated OKX public endpoint set (:mod:`feeds.sim.okx`): ``SimOkx(["BTC-USDT"],
+    n_endpoints=2)``; connect to :attr:`public_urls`; REST books on :attr:`rest_url`
+    (:func:`feeds.okx.snapshot_url`). Keyword arguments are those of :class:`SimVenue`
+    (``tick`` 0.1 by default); the price decimals are the tick's."""
+
+    default_tick = "0.1"
+
+    @staticmethod
+    def make_protocol(tick: str, lot: str, **options: Any) -> VenueProtocol:
+        return OkxProtocol(decimals(tick))
 
     @property
     def public_urls(self) -> list[str]:
@@ -528,69 +506,43 @@ class SimOkx(SimVenue):
         return [url + OKX_PATH for url in self.endpoint_urls]
 
 
-class SimBybit(SimVenue):
+class SimBybit(_MessageVenue):
     """A simulated Bybit endpoint set of one category (:mod:`feeds.sim.bybit`):
-    ``SimBybit(["BTCUSDT"], category="linear")``; connect to :attr:`public_urls`; REST books
-    on :attr:`rest_url` (:func:`feeds.bybit.snapshot_url`). Keyword arguments are those of
-    :class:`SimVenue`."""
+    ``SimBybit(["BTCUSDT"], category="linear")`` (default ``spot``); connect to
+    :attr:`public_urls`; REST books on :attr:`rest_url` (:func:`feeds.bybit.snapshot_url`).
+    Keyword arguments are those of :class:`SimVenue`."""
 
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        n_endpoints: int = 2,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        *,
-        category: str = "spot",
-        tick: str = "0.01",
-        lot: str = "0.00001",
-        **kwargs: Any,
-    ) -> None:
-        self.bybit = BybitProtocol(category, decimals(tick), decimals(lot))
-        super().__init__(
-            self.bybit, symbols, n_endpoints, seed, interval_s, tick=tick, lot=lot, **kwargs
-        )
+    protocol: BybitProtocol
+    protocol_options = {"category": "spot"}
+
+    @staticmethod
+    def make_protocol(tick: str, lot: str, **options: Any) -> VenueProtocol:
+        return BybitProtocol(options["category"], decimals(tick), decimals(lot))
 
     @property
     def public_urls(self) -> list[str]:
         """``ws://host:port/v5/public/<category>`` of every endpoint."""
-        return [url + self.bybit.path for url in self.endpoint_urls]
+        return [url + self.protocol.path for url in self.endpoint_urls]
 
     def u(self, symbol: str, depth: int) -> int | None:
         """The last ``u`` of ``orderbook.{depth}.{symbol}``."""
-        return self.bybit.u(symbol, depth)
+        return self.protocol.u(symbol, depth)
 
 
-class SimKraken(SimVenue):
+class SimKraken(_MessageVenue):
     """A simulated Kraken v2 endpoint set (:mod:`feeds.sim.kraken`):
     ``SimKraken(["BTC/USD"], n_endpoints=2)``; connect to :attr:`v2_urls`. Keyword arguments
-    are those of :class:`SimVenue`; the price precision is the tick's decimals, the qty
-    precision 8. ``rest=True`` also serves ``GET /0/public/Depth`` on :attr:`rest_url`."""
+    are those of :class:`SimVenue` (``tick`` 0.1 by default); the price precision is the
+    tick's decimals, the qty precision 8. ``rest=True`` (the default) also serves
+    ``GET /0/public/Depth`` on :attr:`rest_url`."""
 
     protocol: KrakenProtocol
+    default_tick = "0.1"
+    protocol_options = {"rest": True}
 
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        n_endpoints: int = 2,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        *,
-        tick: str = "0.1",
-        lot: str = DEFAULT_LOT,
-        rest: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            KrakenProtocol(decimals(tick), tick=tick, lot=lot, rest=rest),
-            symbols,
-            n_endpoints,
-            seed,
-            interval_s,
-            tick=tick,
-            lot=lot,
-            **kwargs,
-        )
+    @staticmethod
+    def make_protocol(tick: str, lot: str, **options: Any) -> VenueProtocol:
+        return KrakenProtocol(decimals(tick), tick=tick, lot=lot, rest=options["rest"])
 
     @property
     def v2_urls(self) -> list[str]:
@@ -604,29 +556,14 @@ class SimKraken(SimVenue):
         return self.protocol.precisions
 
 
-class SimCoinbase(SimVenue):
+class SimCoinbase(_MessageVenue):
     """A simulated Advanced Trade endpoint set (:mod:`feeds.sim.coinbase`):
     ``SimCoinbase(["BTC-USD"], n_endpoints=2)``; connect to ``endpoint_urls[i]`` (path
-    ``/``). Keyword arguments are those of :class:`SimVenue`. ``rest=True`` also serves the
-    public product book on :attr:`rest_url`."""
+    ``/``). Keyword arguments are those of :class:`SimVenue`. ``rest=True`` (the default)
+    also serves the public product book on :attr:`rest_url`."""
 
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        n_endpoints: int = 2,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        *,
-        tick: str = "0.01",
-        rest: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            CoinbaseProtocol(decimals(tick), rest=rest),
-            symbols,
-            n_endpoints,
-            seed,
-            interval_s,
-            tick=tick,
-            **kwargs,
-        )
+    protocol_options = {"rest": True}
+
+    @staticmethod
+    def make_protocol(tick: str, lot: str, **options: Any) -> VenueProtocol:
+        return CoinbaseProtocol(decimals(tick), rest=options["rest"])

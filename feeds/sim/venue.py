@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Final, NamedTuple
+from urllib.parse import urlsplit
 
 from feeds.sim.book_process import Batch, BookProcess
 from gateway.core.book import L2Book
@@ -70,6 +71,14 @@ def decimals(step: str) -> int:
     """Decimals of a tick such as ``"0.01"`` (2) or ``"1"`` (0)."""
     frac = step.partition(".")[2].rstrip("0")
     return len(frac)
+
+
+def query_int(text: str, max_digits: int) -> int | None:
+    """The value of a query parameter that must be a non-negative integer of at most
+    ``max_digits`` ASCII digits; None when it is not one."""
+    if text.isascii() and text.isdigit() and len(text) <= max_digits:
+        return int(text)
+    return None
 
 
 def iso_time(ns: int) -> str:
@@ -134,6 +143,8 @@ class VenueProtocol:
 
     #: Used in task names and RNG seeds.
     name = "venue"
+    #: The one WebSocket path served (None: every path).
+    path: str | None = None
     #: Path of the REST depth endpoint; None: the venue serves no REST.
     rest_path: str | None = None
 
@@ -145,6 +156,8 @@ class VenueProtocol:
 
     def check_path(self, path: str) -> str | None:
         """None when ``path`` is served, else the body of a 404 response."""
+        if self.path is not None and urlsplit(path).path != self.path:
+            return f"Only {self.path} is simulated\n"
         return None
 
     def on_open(self, state: ConnState) -> list[bytes]:
