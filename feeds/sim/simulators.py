@@ -173,6 +173,9 @@ class SimVenue(EndpointServer):
         self._paused = False
         self._resumed = asyncio.Event()
         self._resumed.set()
+        self._steps = 0
+        #: Set, then replaced, after every step.
+        self._stepped = asyncio.Event()
 
     # --- addresses and state --------------------------------------------------------------
 
@@ -228,6 +231,13 @@ class SimVenue(EndpointServer):
         for _ in range(steps):
             self._tick()
 
+    async def wait_steps(self, count: int = 1) -> None:
+        """Return once the venue took ``count`` more steps (by its generator or
+        :meth:`advance`); while paused only :meth:`advance` takes steps."""
+        target = self._steps + count
+        while self._steps < target:
+            await self._stepped.wait()
+
     # --- generator ------------------------------------------------------------------------
 
     def _start_tasks(self, group: asyncio.TaskGroup, stack: contextlib.AsyncExitStack) -> None:
@@ -261,6 +271,9 @@ class SimVenue(EndpointServer):
         pubs = self.protocol.step(time.time_ns())
         if pubs:
             self._publish(pubs)
+        self._steps += 1
+        self._stepped.set()
+        self._stepped = asyncio.Event()
 
     def _publish(self, pubs: list[Publication]) -> None:
         now_s = asyncio.get_running_loop().time()
