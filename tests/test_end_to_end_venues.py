@@ -12,9 +12,10 @@ import pytest
 
 from feeds.sim.simulators import SimBinanceUsdm, SimBybit, SimCoinbase, SimKraken, SimOkx
 from gateway.core.book import L2Book
-from gateway.io.client import GatewayClient
 from gateway.io.service import Service
 from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
+
+from .subscriber import Subscriber
 
 
 def _top(book: L2Book, depth: int | None) -> object:
@@ -75,22 +76,16 @@ async def _scenario(
         async with asyncio.TaskGroup() as tasks:
             service_task = tasks.create_task(service.run(ready))
             await ready.wait()
-            client = GatewayClient(f"ws://127.0.0.1:{service.port}/", keys, backoff_max_s=0.5)
-
-            async def follow() -> None:
-                async with client:
-                    async for _ in client:
-                        pass
-
-            follower = tasks.create_task(follow())
-            async with asyncio.timeout(15):
-                while not all(client.book(k) is not None for k in keys):  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)
+            subscriber = Subscriber(f"ws://127.0.0.1:{service.port}/", keys)
+            client = subscriber.client
+            follower = tasks.create_task(subscriber.follow())
+            await subscriber.until(lambda: all(client.book(k) is not None for k in keys), 15)
+            await sim.wait_steps(15)
             await sim.close_endpoint(0)
-            await asyncio.sleep(0.5)
+            await sim.wait_steps(25)
             await sim.open_endpoint(0)
-            await asyncio.sleep(0.5)
+            await sim.wait_connections(0, 1)
+            await sim.wait_steps(25)
             sim.pause()
 
             def caught_up() -> bool:
@@ -100,9 +95,7 @@ async def _scenario(
                         return False
                 return True
 
-            async with asyncio.timeout(15):
-                while not caught_up():  # noqa: ASYNC110 - polls state that other tasks own
-                    await asyncio.sleep(0.05)
+            await subscriber.until(caught_up, 15)
             assert client.stats.gaps == 0
             assert client.stats.snapshots == len(keys), "failovers and resyncs are deltas"
             for key in keys:
