@@ -1,13 +1,16 @@
 """A subscriber for the end-to-end tests: the public client followed in a task, keeping what
 it saw and waking waiters on every update, so that a test waits on what the subscriber saw
-(with a bound), never on time."""
+(with a bound), never on time; and a gateway serving it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from gateway.io.client import BookUpdate, GatewayClient
+from gateway.io.service import Service
+from gateway.wire.config import Config
 
 
 class Subscriber:
@@ -60,3 +63,27 @@ async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():  # noqa: ASYNC110 - no event announces this state
             await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: Config,
+    keys: list[str],
+    backoff_max_s: float = 0.5,
+    on_update: Callable[[BookUpdate], None] | None = None,
+) -> AsyncIterator[tuple[Service, Subscriber]]:
+    """The gateway of ``config`` running, and a :class:`Subscriber` of ``keys`` following
+    it; both stop on leaving."""
+    service = Service(config)
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        service_task = tasks.create_task(service.run(ready))
+        await ready.wait()
+        url = f"ws://127.0.0.1:{service.port}/"
+        subscriber = Subscriber(url, keys, backoff_max_s, on_update)
+        follower = tasks.create_task(subscriber.follow())
+        try:
+            yield service, subscriber
+        finally:
+            follower.cancel()
+            service_task.cancel()

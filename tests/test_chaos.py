@@ -11,10 +11,9 @@ import dataclasses
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
-from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
-from .subscriber import Subscriber
+from .subscriber import serving
 
 KEY = "binance:BTCUSDT"
 #: Bounds of the waits: the states follow connection events, not timers.
@@ -27,14 +26,9 @@ STEPS_DOWN = 100
 async def _all_endpoints_down() -> None:
     async with SimBinanceSpot(["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
-        service = Service(demo_config([(binance, sim)], port=0))
-        ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            subscriber = Subscriber(f"ws://127.0.0.1:{service.port}/", [KEY], backoff_max_s=0.2)
+        config = demo_config([(binance, sim)], port=0)
+        async with serving(config, [KEY], backoff_max_s=0.2) as (service, subscriber):
             client = subscriber.client
-            follower = tasks.create_task(subscriber.follow())
             await subscriber.until(lambda: client.book(KEY) is not None, 10)
             snapshots_before = client.stats.snapshots
             down = len(subscriber.statuses)
@@ -64,8 +58,6 @@ async def _all_endpoints_down() -> None:
             arbiter = service.books[KEY]
             assert arbiter.pending <= 4096 and arbiter.stats.resyncs == 1
             assert all(not s.behind for s in service.fanout.subscriber_stats())
-            follower.cancel()
-            service_task.cancel()
 
 
 def test_all_endpoints_down_for_two_seconds_is_stale_then_live_with_a_fresh_snapshot() -> None:

@@ -12,10 +12,9 @@ import pytest
 
 from feeds.sim.simulators import SimBinanceUsdm, SimBybit, SimCoinbase, SimKraken, SimOkx
 from gateway.core.book import L2Book
-from gateway.io.service import Service
 from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
-from .subscriber import Subscriber
+from .subscriber import serving
 
 
 def _top(book: L2Book, depth: int | None) -> object:
@@ -23,7 +22,9 @@ def _top(book: L2Book, depth: int | None) -> object:
     return (bids, asks) if depth is None else (bids[:depth], asks[:depth])
 
 
-VENUES: list[tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]], int | None]] = [
+#: venue, simulator, symbols, endpoint URLs of a simulator, levels per side held (None: all)
+Case = tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]], int | None]
+VENUES: list[Case] = [
     ("binance-usdm", SimBinanceUsdm, ["BTCUSDT", "ETHUSDT"], lambda sim: sim.public_urls, None),
     ("okx", SimOkx, ["BTC-USDT", "ETH-USDT"], lambda sim: sim.public_urls, None),
     ("kraken", SimKraken, ["BTC/USD", "ETH/USD"], lambda sim: sim.v2_urls, 10),
@@ -46,13 +47,8 @@ VENUES: list[tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]
 ]
 
 
-async def _scenario(
-    venue: str,
-    sim_class: Callable[..., Any],
-    symbols: list[str],
-    urls: Callable[[Any], list[str]],
-    depth: int | None,
-) -> None:
+async def _scenario(case: Case) -> None:
+    venue, sim_class, symbols, urls, depth = case
     keys = [f"{venue}:{s}" for s in symbols]
     async with sim_class(symbols, n_endpoints=3, seed=7, interval_s=0.02, jitter_ms=10.0) as sim:
         config = validate(
@@ -71,14 +67,8 @@ async def _scenario(
                 server=ServerConfig(port=0),
             )
         )
-        service = Service(config)
-        ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            subscriber = Subscriber(f"ws://127.0.0.1:{service.port}/", keys)
+        async with serving(config, keys) as (service, subscriber):
             client = subscriber.client
-            follower = tasks.create_task(subscriber.follow())
             await subscriber.until(lambda: all(client.book(k) is not None for k in keys), 15)
             await sim.wait_steps(15)
             await sim.close_endpoint(0)
@@ -101,16 +91,8 @@ async def _scenario(
             for key in keys:
                 stats = service.symbol_stats(key)
                 assert stats.gaps == 0 and stats.checksum_failed == 0
-            follower.cancel()
-            service_task.cancel()
 
 
-@pytest.mark.parametrize(("venue", "sim_class", "symbols", "urls", "depth"), VENUES)
-def test_venue_end_to_end_with_an_endpoint_closed_mid_run(
-    venue: str,
-    sim_class: Callable[..., Any],
-    symbols: list[str],
-    urls: Callable[[Any], list[str]],
-    depth: int | None,
-) -> None:
-    asyncio.run(_scenario(venue, sim_class, symbols, urls, depth))
+@pytest.mark.parametrize("case", VENUES, ids=[case[0] for case in VENUES])
+def test_venue_end_to_end_with_an_endpoint_closed_mid_run(case: Case) -> None:
+    asyncio.run(_scenario(case))

@@ -19,7 +19,7 @@ from gateway.tools.replay import load_plan
 from gateway.tools.verify import verify_capture
 from gateway.wire.config import Config, ServerConfig, VenueConfig
 
-from .subscriber import Subscriber
+from .subscriber import serving
 
 CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
 KEY = "binance:BTCUSDT"
@@ -49,20 +49,11 @@ async def _replay_through_the_gateway(
             ],
             server=ServerConfig(port=0),
         )
-        service = Service(config)
-        ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            subscriber = Subscriber(f"ws://127.0.0.1:{service.port}/", [KEY])
-            client = subscriber.client
-            follower = tasks.create_task(subscriber.follow())
+        async with serving(config, [KEY]) as (service, subscriber):
             await asyncio.wait_for(replay.finished.wait(), 90)
             await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == last_id, 30)
             assert replay.rest_served >= 1
-            follower.cancel()
-            service_task.cancel()
-        return client, subscriber.venue_ids[KEY], service
+        return subscriber.client, subscriber.venue_ids[KEY], service
 
 
 def test_real_capture_replayed_at_max_from_three_endpoints_gives_verifys_book(

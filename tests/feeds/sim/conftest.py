@@ -3,6 +3,7 @@
 - A test written as ``async def`` runs in an event loop of its own (``asyncio.run``) under a
   deadline of :data:`DEADLINE_S` seconds; ``@pytest.mark.deadline(s)`` changes it. Tests
   wait on events and conditions, never on time: the deadline is their only bound.
+- Rendering without a server: the frames a protocol publishes for each book step.
 - Helpers on loopback: the REST base and a GET, reading a stream up to an update id, and
   reading frames up to a barrier (the reply to a request: a connection's frames are queued
   in order, so every frame queued before the request arrives before its reply).
@@ -12,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from feeds.sim.book_process import Batch, BookProcess
 from feeds.sim.simulators import SimVenue
+from feeds.sim.venue import ConnState, Publication, VenueProtocol
 from gateway.core.model import DepthDiff, Trade, VenueEvent
 
 DEADLINE_S = 10.0
@@ -89,3 +93,21 @@ async def read_diffs(
                 trades.append(event)
     assert last_id < 0 or diffs[-1].last_id == last_id
     return diffs, trades
+
+
+def rendered_steps(
+    protocol: VenueProtocol, proc: BookProcess, state: ConnState, steps: int
+) -> Iterator[tuple[Batch, list[tuple[Publication, bytes]]]]:
+    """Each of ``steps`` steps of ``proc`` that changed the book, with what ``protocol``
+    publishes for it and the frame of each publication on ``state``'s connection (which
+    must get them all)."""
+    for _ in range(steps):
+        batch = proc.step()
+        if batch is None:
+            continue
+        frames: list[tuple[Publication, bytes]] = []
+        for pub in protocol.on_batch(proc.symbol, batch, time.time_ns()):
+            frame = protocol.frame_for(state, pub)
+            assert frame is not None
+            frames.append((pub, frame))
+        yield batch, frames

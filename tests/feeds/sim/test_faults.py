@@ -251,6 +251,17 @@ def book_ids(frames: list[bytes]) -> list[tuple[int, int]]:
     return ids
 
 
+def undecodable(frames: list[bytes]) -> int:
+    """How many of ``frames`` are not JSON."""
+    bad = 0
+    for raw in frames:
+        try:
+            msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            bad += 1
+    return bad
+
+
 async def frames_with(spec: str, count: int = 60) -> list[bytes]:
     plan = FaultPlan(spec, seed=3, n_endpoints=1)
     async with (
@@ -281,13 +292,7 @@ async def test_reorder_sends_ids_out_of_order_and_loses_nothing() -> None:
 
 async def test_corrupt_sends_undecodable_frames() -> None:
     frames = await frames_with("ep0:corrupt=0.3")
-    bad = 0
-    for raw in frames:
-        try:
-            msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            bad += 1
-    assert 0 < bad < len(frames)
+    assert 0 < undecodable(frames) < len(frames)
 
 
 async def test_delay_holds_every_frame_and_keeps_their_order() -> None:
@@ -396,12 +401,6 @@ async def test_binance_spot_applies_the_same_language() -> None:
             frames += await collect(ws, 10_000)  # until the close
             assert ws.close_code == 1001
         assert any(a == b for a, b in itertools.pairwise(frames))
-        undecodable = 0
-        for raw in frames:
-            try:
-                msgspec.json.decode(raw)
-            except msgspec.DecodeError:
-                undecodable += 1
-        assert undecodable
+        assert undecodable(frames)
         limited = await get(binance.snapshot_url(sim.rest_url, BINANCE_SYMBOL, 5))
         assert limited.status_code == 429 and limited.headers["Retry-After"] == "3"

@@ -16,7 +16,7 @@ from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 
-from .conftest import frames_until
+from .conftest import frames_until, rendered_steps
 
 SYMBOL = "BTCUSDT"
 DEPTH = 50
@@ -40,13 +40,8 @@ def test_rendered_frames_parse_back_with_consecutive_u_and_the_top_of_the_book(v
     book.load(snap.bids, snap.asks)
     last = snap.last_id
     n_trades = 0
-    for _ in range(200):
-        batch = proc.step()
-        if batch is None:
-            continue
-        for pub in protocol.on_batch(SYMBOL, batch, time.time_ns()):
-            frame = protocol.frame_for(state, pub)
-            assert frame is not None
+    for _, frames in rendered_steps(protocol, proc, state, 200):
+        for _, frame in frames:
             for event in bybit.parse(frame, 0, 0, venue):
                 if isinstance(event, Trade):
                     n_trades += 1

@@ -18,7 +18,7 @@ from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 
-from .conftest import frames_until
+from .conftest import frames_until, rendered_steps
 
 SYMBOL = "BTC/USD"
 
@@ -48,13 +48,8 @@ def test_rendered_frames_parse_and_keep_a_truncated_replica_on_checksum(depth: i
     book.load(snap.bids, snap.asks)
     assert kraken.book_checksum(book) == snap.checksum
     n_updates = n_trades = n_moved_in = 0
-    for _ in range(300):
-        batch = proc.step()
-        if batch is None:
-            continue
-        for pub in protocol.on_batch(SYMBOL, batch, time.time_ns()):
-            frame = protocol.frame_for(state, pub)
-            assert frame is not None
+    for batch, frames in rendered_steps(protocol, proc, state, 300):
+        for _, frame in frames:
             _check_numbers(frame)
             for event in kraken.parse(frame, 0, 0):
                 if isinstance(event, Trade):

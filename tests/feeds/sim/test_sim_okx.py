@@ -17,7 +17,7 @@ from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 
-from .conftest import frames_until
+from .conftest import frames_until, rendered_steps
 
 SYMBOL = "BTC-USDT"
 
@@ -38,13 +38,10 @@ def test_rendered_frames_parse_back_to_the_same_levels_ids_and_checksums() -> No
     assert okx.book_checksum(book) == snap.checksum
     last = snap.last_id
     n_trades = 0
-    for _ in range(200):
-        batch = proc.step()
-        if batch is None:
-            continue
-        for pub in protocol.on_batch(SYMBOL, batch, time.time_ns()):
-            assert protocol.frame_for(state, pub) == pub.frame
-            for event in okx.parse(pub.frame, 0, 0):
+    for batch, frames in rendered_steps(protocol, proc, state, 200):
+        for pub, frame in frames:
+            assert frame == pub.frame
+            for event in okx.parse(frame, 0, 0):
                 if isinstance(event, Trade):
                     n_trades += 1
                     continue
