@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.common import KEY, SYMBOL, percentile, run_async
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
+from feeds.sim.venue import Publication
 from gateway.core.model import BookDelta, GatewayEvent
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service
@@ -54,11 +55,11 @@ class TimedSim(SimBinanceSpot):
         super().__init__(*args, **kwargs)
         self.render_ns: dict[int, int] = {}
 
-    def _publish(self, frames: list[tuple[str, bytes]]) -> None:
+    def _publish(self, pubs: list[Publication]) -> None:
         now = time.time_ns()
         for symbol in self.symbols:
             self.render_ns.setdefault(self.last_id(symbol), now)
-        super()._publish(frames)
+        super()._publish(pubs)
 
 
 def _config(sim: SimBinanceSpot) -> Config:

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.capture import CaptureFormat, CaptureReader
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.service import Service

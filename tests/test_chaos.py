@@ -1,82 +1,63 @@
-"""Chaos on loopback: every upstream endpoint down for 2 s.
+"""Chaos on loopback: every upstream endpoint down while the venue takes 2 s of steps.
 
-Subscribers are told `stale` within a bounded time, then get a fresh snapshot and `live`
-once an endpoint is back; their book is the venue's afterwards; buffers stay bounded."""
+Subscribers are told `stale` once every endpoint is down, then get a fresh snapshot and
+`live` once an endpoint is back; their book is the venue's afterwards; buffers stay
+bounded."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
-from gateway.io.client import BookUpdate, GatewayClient
-from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
+from .subscriber import serving
+
 KEY = "binance:BTCUSDT"
-STALE_WITHIN_S = 1.0
+#: Bounds of the waits: the states follow connection events, not timers.
+STALE_WITHIN_S = 5.0
 LIVE_AGAIN_WITHIN_S = 5.0
+#: Venue steps taken while every endpoint is down (2 s of the venue's time).
+STEPS_DOWN = 100
 
 
 async def _all_endpoints_down() -> None:
     async with SimBinanceSpot(["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
-        service = Service(demo_config([(binance, sim)], port=0))
-        ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            client = GatewayClient(f"ws://127.0.0.1:{service.port}/", [KEY], backoff_max_s=0.2)
-            seen: list[tuple[float, BookUpdate]] = []
-
-            async def follow() -> None:
-                async with client:
-                    async for update in client:
-                        seen.append((time.monotonic(), update))
-
-            follower = tasks.create_task(follow())
-
-            def states_since(t0: float) -> list[tuple[float, str]]:
-                return [(t, u.state.value) for t, u in seen if t >= t0 and u.kind == "status"]
-
-            async with asyncio.timeout(10):
-                while client.book(KEY) is None:  # noqa: ASYNC110 - polls another task's state
-                    await asyncio.sleep(0.02)
+        config = demo_config([(binance, sim)], port=0)
+        async with serving(config, [KEY], backoff_max_s=0.2) as (service, subscriber):
+            client = subscriber.client
+            await subscriber.until(lambda: client.book(KEY) is not None, 10)
             snapshots_before = client.stats.snapshots
-            down_at = time.monotonic()
+            down = len(subscriber.statuses)
             for index in range(3):
                 await sim.close_endpoint(index)
-            await asyncio.sleep(2.0)
-            stale = [t for t, s in states_since(down_at) if s == SymbolState.STALE.value]
-            assert stale and stale[0] - down_at <= STALE_WITHIN_S, states_since(down_at)
-            up_at = time.monotonic()
+            stale = SymbolState.STALE.value
+            await subscriber.until(lambda: stale in subscriber.statuses[down:], STALE_WITHIN_S)
+            await sim.wait_steps(STEPS_DOWN)  # the venue moves on while every copy is down
+            up = len(subscriber.statuses)
             for index in range(3):
                 await sim.open_endpoint(index)
-            async with asyncio.timeout(LIVE_AGAIN_WITHIN_S):
-                while not any(  # noqa: ASYNC110 - polls another task's state
-                    s == SymbolState.LIVE.value for _, s in states_since(up_at)
-                ):
-                    await asyncio.sleep(0.02)
+            live = SymbolState.LIVE.value
+            await subscriber.until(lambda: live in subscriber.statuses[up:], LIVE_AGAIN_WITHIN_S)
+            # Stale came first, and nothing said live while every endpoint was down.
+            assert live not in subscriber.statuses[down:up], subscriber.statuses[down:]
             # The venue moved on while every copy was down: a fresh snapshot, no seq gap.
             assert client.stats.snapshots == snapshots_before + 1
             assert client.stats.gaps == 0
             sim.pause()
-            async with asyncio.timeout(10):
-                while True:
-                    book = client.book(KEY)
-                    if (
-                        book is not None
-                        and book.normalized() == sim.true_book("BTCUSDT").normalized()
-                    ):
-                        break
-                    await asyncio.sleep(0.05)
+            truth = sim.true_book("BTCUSDT").normalized()
+
+            def caught_up() -> bool:
+                book = client.book(KEY)
+                return book is not None and book.normalized() == truth
+
+            await subscriber.until(caught_up, 10)
             arbiter = service.books[KEY]
             assert arbiter.pending <= 4096 and arbiter.stats.resyncs == 1
             assert all(not s.behind for s in service.fanout.subscriber_stats())
-            follower.cancel()
-            service_task.cancel()
 
 
 def test_all_endpoints_down_for_two_seconds_is_stale_then_live_with_a_fresh_snapshot() -> None:

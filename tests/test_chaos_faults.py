@@ -11,14 +11,17 @@ import asyncio
 import dataclasses
 
 from feeds.sim.faults import FaultPlan
-from feeds.sim.server import SimBinanceSpot
-from gateway.io.client import GatewayClient
+from feeds.sim.simulators import SimBinanceSpot
+from gateway.io.client import BookUpdate, GatewayClient
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
+from .subscriber import serving
+
 KEY = "binance:BTCUSDT"
 SPEC = "ep0:dup=0.1,delay=3ms~3ms,reorder=2,close@1;ep1:dup=0.1,stall@2+1;ep2:drop=0.1,corrupt=0.05"
-RUN_S = 4.0
+#: Venue steps to run: 4 s of the venue's time, past every timed fault of SPEC.
+RUN_STEPS = 200
 
 
 async def _run(faults: str | None) -> tuple[dict[int, object], list[int], GatewayClient, Service]:
@@ -28,27 +31,21 @@ async def _run(faults: str | None) -> tuple[dict[int, object], list[int], Gatewa
         ["BTCUSDT"], n_endpoints=3, seed=21, interval_s=0.02, faults=plan
     ) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
-        service = Service(demo_config([(binance, sim)], port=0))
-        ready = asyncio.Event()
+        config = demo_config([(binance, sim)], port=0)
         books: dict[int, object] = {}
         order: list[int] = []
-        async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            client = GatewayClient(f"ws://127.0.0.1:{service.port}/", [KEY], backoff_max_s=0.2)
 
-            async def follow() -> None:
-                async with client:
-                    async for update in client:
-                        if update.book is not None and update.kind != "status":
-                            books[update.venue_id] = update.book.normalized()
-                            order.append(update.venue_id)
+        def keep(update: BookUpdate) -> None:
+            if update.book is not None and update.kind != "status":
+                books[update.venue_id] = update.book.normalized()
+                order.append(update.venue_id)
 
-            follower = tasks.create_task(follow())
-            await asyncio.sleep(RUN_S)
-            follower.cancel()
-            service_task.cancel()
-        return books, order, client, service
+        async with serving(config, [KEY], 0.2, keep) as (service, subscriber):
+            await sim.wait_steps(RUN_STEPS)
+            if plan is not None:  # every timed fault is over by then
+                stalls = [w.end_s for faults in plan.endpoints for w in faults.stalls]
+                assert sim.fault_time() > max([a.t_s for a in plan.schedule()] + stalls)
+        return books, order, subscriber.client, service
 
 
 def test_faults_on_every_endpoint_but_one_always_whole_change_nothing_for_subscribers() -> None:

@@ -10,38 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
-from gateway.io.client import GatewayClient
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
+
+from .subscriber import Subscriber, poll_until
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
 ROOT = Path(__file__).resolve().parents[1]
 MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
-
-
-class Subscriber:
-    """Follows the gateway with the public client and keeps what it saw."""
-
-    def __init__(self, url: str, keys: list[str] = KEYS) -> None:
-        self.client = GatewayClient(url, keys, backoff_max_s=0.5)
-        self.venue_ids: dict[str, int] = {}
-        self.updates = 0
-
-    async def follow(self) -> None:
-        async with self.client:
-            async for update in self.client:
-                if update.book is not None:
-                    self.venue_ids[update.symbol] = update.venue_id
-                    self.updates += 1
-
-
-async def _wait_for(predicate, timeout_s: float) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polls state that other tasks own
-            await asyncio.sleep(0.02)
+#: Venue steps between the failures (0.4 s of the venue's time).
+STEPS = 20
 
 
 async def _two_subscribers_through_faults() -> None:
@@ -54,18 +35,22 @@ async def _two_subscribers_through_faults() -> None:
         async with asyncio.TaskGroup() as tasks:
             service_task = tasks.create_task(service.run(ready))
             await ready.wait()
-            subscribers = [Subscriber(f"ws://127.0.0.1:{service.port}/") for _ in range(2)]
+            url = f"ws://127.0.0.1:{service.port}/"
+            subscribers = [Subscriber(url, KEYS) for _ in range(2)]
             follow = [tasks.create_task(s.follow()) for s in subscribers]
-            await _wait_for(lambda: all(len(s.venue_ids) == 2 for s in subscribers), 10)
+            for subscriber in subscribers:
+                await subscriber.until(lambda s=subscriber: len(s.venue_ids) == 2, 10)
             for index in range(3):  # each endpoint fails once, never two at a time
-                await asyncio.sleep(0.4)
+                await sim.wait_steps(STEPS)
                 await sim.close_endpoint(index)
-                await asyncio.sleep(0.4)
+                await sim.wait_steps(STEPS)
                 await sim.open_endpoint(index)
-            await asyncio.sleep(0.4)
+                await sim.wait_connections(index, 1)
+            await sim.wait_steps(STEPS)
             sim.pause()
             last = {f"binance:{s}": sim.last_id(s) for s in SYMBOLS}
-            await _wait_for(lambda: all(s.venue_ids == last for s in subscribers), 10)
+            for subscriber in subscribers:
+                await subscriber.until(lambda s=subscriber: s.venue_ids == last, 10)
             for subscriber in subscribers:
                 assert subscriber.client.stats.gaps == 0
                 assert subscriber.client.stats.snapshots == 2, "one snapshot per symbol"
@@ -79,7 +64,7 @@ async def _two_subscribers_through_faults() -> None:
                 assert stats.duplicates > 0, "redundant copies were seen and dropped"
                 assert service.books[key].state is SymbolState.LIVE
             connections = [c for v in service.venues for c in v.connections.values()]
-            await _wait_for(lambda: all(c.stats.connected for c in connections), 10)
+            await poll_until(lambda: all(c.stats.connected for c in connections), 10)
             assert all(c.stats.reconnects >= 1 for c in connections)
             for task in [*follow, service_task]:
                 task.cancel()

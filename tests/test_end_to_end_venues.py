@@ -10,15 +10,11 @@ from typing import Any
 
 import pytest
 
-from feeds.sim.bybit import SimBybit
-from feeds.sim.coinbase import SimCoinbase
-from feeds.sim.kraken import SimKraken
-from feeds.sim.okx import SimOkx
-from feeds.sim.server import SimBinanceUsdm
+from feeds.sim.simulators import SimBinanceUsdm, SimBybit, SimCoinbase, SimKraken, SimOkx
 from gateway.core.book import L2Book
-from gateway.io.client import GatewayClient
-from gateway.io.service import Service
 from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
+
+from .subscriber import serving
 
 
 def _top(book: L2Book, depth: int | None) -> object:
@@ -26,7 +22,9 @@ def _top(book: L2Book, depth: int | None) -> object:
     return (bids, asks) if depth is None else (bids[:depth], asks[:depth])
 
 
-VENUES: list[tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]], int | None]] = [
+#: venue, simulator, symbols, endpoint URLs of a simulator, levels per side held (None: all)
+Case = tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]], int | None]
+VENUES: list[Case] = [
     ("binance-usdm", SimBinanceUsdm, ["BTCUSDT", "ETHUSDT"], lambda sim: sim.public_urls, None),
     ("okx", SimOkx, ["BTC-USDT", "ETH-USDT"], lambda sim: sim.public_urls, None),
     ("kraken", SimKraken, ["BTC/USD", "ETH/USD"], lambda sim: sim.v2_urls, 10),
@@ -49,13 +47,8 @@ VENUES: list[tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]
 ]
 
 
-async def _scenario(
-    venue: str,
-    sim_class: Callable[..., Any],
-    symbols: list[str],
-    urls: Callable[[Any], list[str]],
-    depth: int | None,
-) -> None:
+async def _scenario(case: Case) -> None:
+    venue, sim_class, symbols, urls, depth = case
     keys = [f"{venue}:{s}" for s in symbols]
     async with sim_class(symbols, n_endpoints=3, seed=7, interval_s=0.02, jitter_ms=10.0) as sim:
         config = validate(
@@ -74,27 +67,15 @@ async def _scenario(
                 server=ServerConfig(port=0),
             )
         )
-        service = Service(config)
-        ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            client = GatewayClient(f"ws://127.0.0.1:{service.port}/", keys, backoff_max_s=0.5)
-
-            async def follow() -> None:
-                async with client:
-                    async for _ in client:
-                        pass
-
-            follower = tasks.create_task(follow())
-            async with asyncio.timeout(15):
-                while not all(client.book(k) is not None for k in keys):  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)
+        async with serving(config, keys) as (service, subscriber):
+            client = subscriber.client
+            await subscriber.until(lambda: all(client.book(k) is not None for k in keys), 15)
+            await sim.wait_steps(15)
             await sim.close_endpoint(0)
-            await asyncio.sleep(0.5)
+            await sim.wait_steps(25)
             await sim.open_endpoint(0)
-            await asyncio.sleep(0.5)
+            await sim.wait_connections(0, 1)
+            await sim.wait_steps(25)
             sim.pause()
 
             def caught_up() -> bool:
@@ -104,24 +85,14 @@ async def _scenario(
                         return False
                 return True
 
-            async with asyncio.timeout(15):
-                while not caught_up():  # noqa: ASYNC110 - polls state that other tasks own
-                    await asyncio.sleep(0.05)
+            await subscriber.until(caught_up, 15)
             assert client.stats.gaps == 0
             assert client.stats.snapshots == len(keys), "failovers and resyncs are deltas"
             for key in keys:
                 stats = service.symbol_stats(key)
                 assert stats.gaps == 0 and stats.checksum_failed == 0
-            follower.cancel()
-            service_task.cancel()
 
 
-@pytest.mark.parametrize(("venue", "sim_class", "symbols", "urls", "depth"), VENUES)
-def test_venue_end_to_end_with_an_endpoint_closed_mid_run(
-    venue: str,
-    sim_class: Callable[..., Any],
-    symbols: list[str],
-    urls: Callable[[Any], list[str]],
-    depth: int | None,
-) -> None:
-    asyncio.run(_scenario(venue, sim_class, symbols, urls, depth))
+@pytest.mark.parametrize("case", VENUES, ids=[case[0] for case in VENUES])
+def test_venue_end_to_end_with_an_endpoint_closed_mid_run(case: Case) -> None:
+    asyncio.run(_scenario(case))

@@ -36,16 +36,12 @@ MAY_USE: dict[str, set[str]] = {
     "public": {"io"},
 }
 PURE_LAYERS = {"core", "feeds", "wire", "capture", "sim"}
-#: The simulator's asyncio shells: the one server shell and what runs on it.
+#: The simulator's asyncio shells: the one server shell and the servers on it (the
+#: simulated venues, the replay). Venue protocols and renderers are pure.
 SIM_SHELLS = {
-    "feeds.sim.server",
-    "feeds.sim.venue",
+    "feeds.sim.shell",
+    "feeds.sim.simulators",
     "feeds.sim.replay",
-    # Venue protocols still defined beside their server classes.
-    "feeds.sim.okx",
-    "feeds.sim.bybit",
-    "feeds.sim.kraken",
-    "feeds.sim.coinbase",
 }
 FORBIDDEN = ["asyncio", "websockets", "socket", "uvloop", "httpx"]
 

@@ -21,22 +21,42 @@ sync works: drop ``u < lastUpdateId``, the first event covers ``lastUpdateId``, 
 ``pu`` chains. Levels are absolute, so applying the whole first event on top of a
 mid-event snapshot gives the right book. :meth:`UsdmBook.flush` publishes the open event
 early (the simulator does so on pause, so a paused venue's snapshot is the stream's book).
+
+:class:`BinanceUsdmProtocol` is the spot protocol (:mod:`feeds.sim.binance_spot`) with the
+futures wire, for :class:`~feeds.sim.simulators.SimBinanceUsdm`:
+
+- WebSocket paths (the 2026 split): ``/public/stream?streams=<s>@depth@100ms/...`` and
+  ``/market/stream?streams=<s>@aggTrade/...``; a stream of the other endpoint in the URL
+  closes with 1008. Live SUBSCRIBE accepts both kinds on either path (a simplification). At
+  most 200 streams per connection. One simulated trade is one aggTrade.
+- ``depthUpdate`` carries ``E``, ``T``, ``U``, ``u`` and ``pu``.
+- REST ``GET /fapi/v1/depth?symbol=X&limit=N``, ``limit`` one of
+  :data:`feeds.binance_usdm.SNAPSHOT_LIMITS` (default 500; another value gets 400
+  ``-1130``), body ``{"lastUpdateId","E","T","bids","asks"}`` read from the engine.
+- :meth:`~BinanceUsdmProtocol.true_book` and :meth:`~BinanceUsdmProtocol.last_id` are the
+  book and ``u`` of the last *published* event; :meth:`~BinanceUsdmProtocol.snapshot` is the
+  engine's. Pausing publishes the open event, so while paused all three agree.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
+from urllib.parse import urlsplit
 
 import msgspec
 
+from feeds import binance_usdm as usdm
 from feeds.binance_usdm import depth_stream, trade_stream
+from feeds.sim.binance_spot import BinanceSpotProtocol, rest_error_body
 from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
+from feeds.sim.venue import Publication, RestAnswer
 from gateway.core.book import L2Book
 from gateway.core.model import Level
 
 __all__ = [
+    "BinanceUsdmProtocol",
     "UsdmBook",
     "UsdmEvent",
     "agg_trade_frame",
@@ -213,11 +233,6 @@ class _RestDepth(msgspec.Struct):
     asks: Sequence[Level]
 
 
-class _RestError(msgspec.Struct):
-    code: int
-    msg: str
-
-
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -293,6 +308,107 @@ def snapshot_body(
     )
 
 
-def rest_error_body(code: int, msg: str) -> bytes:
-    """A REST error body, e.g. ``{"code":-1121,"msg":"Invalid symbol."}``."""
-    return _encoder.encode(_RestError(code=code, msg=msg))
+# --- the venue protocol ---------------------------------------------------------------------
+
+
+class BinanceUsdmProtocol(BinanceSpotProtocol):
+    """Binance USD-M futures streams and REST depth; see the module docstring.
+
+    Args:
+        seed: seeds every symbol's hidden-id gaps (:class:`UsdmBook`).
+        max_incoming_per_s / rest_weight_limit_1m: as :class:`BinanceSpotProtocol`'s.
+    """
+
+    name = "binance-usdm"
+    rest_path = usdm.SNAPSHOT_PATH
+    stream_path = "/public/stream"
+    market_path = "/market/stream"
+    max_streams = usdm.MAX_STREAMS_PER_CONNECTION
+    default_limit = "500"
+
+    def __init__(
+        self,
+        seed: int,
+        max_incoming_per_s: int | None = usdm.MAX_MESSAGES_PER_S,
+        rest_weight_limit_1m: int | None = usdm.REST_WEIGHT_PER_MINUTE,
+    ) -> None:
+        super().__init__(max_incoming_per_s, rest_weight_limit_1m)
+        self._seed = seed
+        self.books: dict[str, UsdmBook] = {}
+        self._depth_streams: dict[str, str] = {}
+        self._trade_streams: dict[str, str] = {}
+
+    def attach(self, procs: Mapping[str, BookProcess]) -> None:
+        super().attach(procs)
+        self.books = {sym: UsdmBook(proc, self._seed) for sym, proc in procs.items()}
+        self._depth_streams = {depth_stream(sym): sym for sym in procs}
+        self._trade_streams = {trade_stream(sym): sym for sym in procs}
+        self._stream_symbols = {**self._depth_streams, **self._trade_streams}
+
+    def check_path(self, path: str) -> str | None:
+        if urlsplit(path).path not in (self.stream_path, self.market_path):
+            return (
+                "Only combined streams are simulated: /public/stream?streams=... or"
+                " /market/stream?streams=...\n"
+            )
+        return None
+
+    def url_streams(self, path: str) -> tuple[set[str], str | None]:
+        streams, error = super().url_streams(path)
+        if error is not None:
+            return streams, error
+        market = urlsplit(path).path == self.market_path
+        wrong = self._depth_streams if market else self._trade_streams
+        for name in sorted(streams):
+            if name in wrong:
+                where = "/public" if market else "/market"
+                return set(), f"Stream {name} is served on {where}"
+        return streams, None
+
+    def step(self, now_ns: int) -> list[Publication]:
+        return self._publish(lambda book: book.step(), now_ns)
+
+    def on_pause(self, now_ns: int) -> list[Publication]:
+        """Publish every open event, so a paused venue's snapshot is its stream's book."""
+        return self._publish(lambda book: book.flush(), now_ns)
+
+    def _publish(
+        self, next_event: Callable[[UsdmBook], UsdmEvent | None], now_ns: int
+    ) -> list[Publication]:
+        event_ms = now_ns // 1_000_000
+        pubs: list[Publication] = []
+        for symbol, book in self.books.items():
+            event = next_event(book)
+            stream = trade_stream(symbol)
+            for trade in book.take_trades():
+                pubs.append(Publication(stream, agg_trade_frame(symbol, trade, event_ms)))
+            if event is not None:
+                pubs.append(Publication(depth_stream(symbol), event_frame(event, event_ms)))
+        return pubs
+
+    def true_book(self, symbol: str) -> L2Book:
+        """A copy of the book of ``symbol`` as of the last published event."""
+        source = self.books[symbol].published_book
+        book = L2Book()
+        book.load(source.bids(), source.asks())
+        return book
+
+    def last_id(self, symbol: str) -> int | None:
+        """``u`` of the last published event of ``symbol``."""
+        return self.books[symbol].last_u
+
+    def snapshot(self, symbol: str, limit: int) -> tuple[int, list[Level], list[Level]]:
+        """``(lastUpdateId, bids, asks)`` of the engine, as the REST endpoint serves it."""
+        return self.books[symbol].snapshot(limit)
+
+    def served_limit(self, limit: int, now_ns: int) -> int | RestAnswer:
+        if limit not in usdm.SNAPSHOT_LIMITS:
+            return self.rest_error(-1130, "Data sent for parameter 'limit' is not valid.", now_ns)
+        return limit
+
+    def snapshot_weight(self, limit: int) -> int:
+        return usdm.snapshot_weight(limit)
+
+    def snapshot_body(self, symbol: str, limit: int, now_ns: int) -> bytes:
+        # The engine's book as of arrival.
+        return snapshot_body(*self.snapshot(symbol, limit), now_ns // 1_000_000)

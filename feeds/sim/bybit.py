@@ -1,8 +1,8 @@
 """A simulated Bybit v5 public endpoint (spot or linear): ``orderbook.{depth}`` and
 ``publicTrade``, wire-exact.
 
-Renderer (pure functions) and :class:`BybitProtocol` for :class:`feeds.sim.venue.SimVenue`;
-:class:`SimBybit` is the venue ready to serve, on ``/v5/public/spot`` or
+Renderer (pure functions) and :class:`BybitProtocol` for :class:`feeds.sim.simulators.SimVenue`;
+:class:`~feeds.sim.simulators.SimBybit` is the venue ready to serve, on ``/v5/public/spot`` or
 ``/v5/public/linear`` (its ``category``; other paths: HTTP 404).
 
 Client messages: ``{"req_id":..,"op":"subscribe","args":["orderbook.50.BTCUSDT",
@@ -20,7 +20,7 @@ snapshot-only, as on Bybit (pushed when the top changes; the 3 s re-push is not
 simulated). Prices carry the tick's decimals, sizes the lot's. ``publicTrade`` ids are
 decimal on spot and UUIDs on linear.
 
-REST (on :attr:`~feeds.sim.venue.SimVenue.rest_url`): ``GET /v5/market/orderbook?category=
+REST (on :attr:`~feeds.sim.simulators.SimVenue.rest_url`): ``GET /v5/market/orderbook?category=
 &symbol=&limit=`` answers ``{"retCode":0,"retMsg":"OK","result":{"s","b","a","ts","u",
 "seq","cts"},"retExtInfo":{},"time"}`` with the current top ``limit`` levels per side
 (1..1000; default 1 on spot, 25 on linear), ``seq`` the book process id. Bybit does not
@@ -39,14 +39,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import bybit
 from feeds.sim.book_process import Batch, SimTrade
-from feeds.sim.okx import decimals
-from feeds.sim.venue import ConnState, Publication, SimVenue, VenueProtocol, fixed
+from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, fixed, query_int
 from gateway.core.model import Level
 
 CATEGORIES: Final = ("spot", "linear")
@@ -158,6 +156,7 @@ class BybitProtocol(VenueProtocol):
     """Bybit v5 public ``orderbook`` + ``publicTrade`` of one category."""
 
     name = "bybit"
+    path: str
     rest_path = bybit.SNAPSHOT_PATH
 
     def __init__(
@@ -188,11 +187,6 @@ class BybitProtocol(VenueProtocol):
     def u(self, symbol: str, depth: int) -> int | None:
         """The last ``u`` of ``orderbook.{depth}.{symbol}`` (None: never subscribed)."""
         return self._u.get((symbol, depth))
-
-    def check_path(self, path: str) -> str | None:
-        if urlsplit(path).path != self.path:
-            return f"Only {self.path} is simulated\n"
-        return None
 
     def on_open(self, state: ConnState) -> list[bytes]:
         self._conns += 1
@@ -270,24 +264,24 @@ class BybitProtocol(VenueProtocol):
             u = self._u[(symbol, REST_U_DEPTH)]
         return u
 
-    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> RestAnswer:
         ts_ms = now_ns // 1_000_000
         category = query.get("category", "")
         if category not in _BYBIT_CATEGORIES:
-            return 200, rest_error_body(10001, "Illegal category", ts_ms)
+            return RestAnswer(200, rest_error_body(10001, "Illegal category", ts_ms))
         symbol = query.get("symbol", "")
         if category != self.category or symbol not in self.procs:
-            return 200, rest_error_body(10001, "params error: symbol invalid", ts_ms)
-        limit_text = query.get("limit", str(REST_DEFAULT_LIMIT[self.category]))
-        digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 6
-        limit = int(limit_text) if digits else 0
-        if not 1 <= limit <= bybit.MAX_SNAPSHOT_LIMIT:
-            return 200, rest_error_body(10001, "params error: limit invalid", ts_ms)
+            return RestAnswer(200, rest_error_body(10001, "params error: symbol invalid", ts_ms))
+        limit = query_int(query.get("limit", str(REST_DEFAULT_LIMIT[self.category])), 6)
+        if limit is None or not 1 <= limit <= bybit.MAX_SNAPSHOT_LIMIT:
+            return RestAnswer(200, rest_error_body(10001, "params error: limit invalid", ts_ms))
         book = self.procs[symbol].book
         bids = [self.format_level(symbol, lv) for lv in book.bids(limit)]
         asks = [self.format_level(symbol, lv) for lv in book.asks(limit)]
         u = self.rest_u(symbol)
-        return 200, rest_book_body(symbol, bids, asks, u, self.procs[symbol].last_id, ts_ms)
+        return RestAnswer(
+            200, rest_book_body(symbol, bids, asks, u, self.procs[symbol].last_id, ts_ms)
+        )
 
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
         ts_ms = now_ns // 1_000_000
@@ -321,36 +315,3 @@ def _delta(old: dict[str, str], new: dict[str, str]) -> list[Level]:
     levels = [(p, q) for p, q in new.items() if old.get(p) != q]
     levels += [(p, "0") for p in old if p not in new]
     return levels
-
-
-class SimBybit(SimVenue):
-    """A simulated Bybit endpoint set of one category: ``SimBybit(["BTCUSDT"],
-    category="linear")``; connect to :attr:`public_urls`; REST books on
-    :attr:`~feeds.sim.venue.SimVenue.rest_url` (:func:`feeds.bybit.snapshot_url`). Keyword
-    arguments are those of :class:`~feeds.sim.venue.SimVenue`."""
-
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        n_endpoints: int = 2,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        *,
-        category: str = "spot",
-        tick: str = "0.01",
-        lot: str = "0.00001",
-        **kwargs: Any,
-    ) -> None:
-        self.bybit = BybitProtocol(category, decimals(tick), decimals(lot))
-        super().__init__(
-            self.bybit, symbols, n_endpoints, seed, interval_s, tick=tick, lot=lot, **kwargs
-        )
-
-    @property
-    def public_urls(self) -> list[str]:
-        """``ws://host:port/v5/public/<category>`` of every endpoint."""
-        return [url + self.bybit.path for url in self.endpoint_urls]
-
-    def u(self, symbol: str, depth: int) -> int | None:
-        """The last ``u`` of ``orderbook.{depth}.{symbol}``."""
-        return self.bybit.u(symbol, depth)

@@ -2,8 +2,8 @@
 ``market_trades`` and ``heartbeats``, wire-exact.
 
 Renderer (pure functions) and :class:`CoinbaseProtocol` for
-:class:`feeds.sim.venue.SimVenue`; :class:`SimCoinbase` is the venue ready to serve on
-path ``/`` (other paths: HTTP 404).
+:class:`feeds.sim.simulators.SimVenue`; :class:`~feeds.sim.simulators.SimCoinbase` is the
+venue ready to serve on path ``/`` (other paths: HTTP 404).
 
 Client messages, one channel each: ``{"type":"subscribe","product_ids":["BTC-USD"],
 "channel":"level2"}`` sends, per product newly subscribed, an ``l2_data`` ``snapshot``
@@ -21,7 +21,7 @@ subscribed to them, with a per-connection ``heartbeat_counter``. Prices carry th
 decimals, sizes no trailing zeros; trades carry the maker's side, as Coinbase does.
 
 REST (opt-in: ``SimCoinbase(..., rest=True)``, on
-:attr:`~feeds.sim.venue.SimVenue.rest_url`): the public ``GET
+:attr:`~feeds.sim.simulators.SimVenue.rest_url`): the public ``GET
 /api/v3/brokerage/market/product_book?product_id=BTC-USD&limit=N`` answers
 ``{"pricebook":{"product_id","bids":[{"price","size"}],"asks":[...],"time"},"last",
 "mid_market","spread_bps","spread_absolute"}`` (:func:`product_book_body`) with the
@@ -43,14 +43,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import coinbase
 from feeds.sim.book_process import Batch, SimTrade
-from feeds.sim.okx import decimals
-from feeds.sim.venue import ConnState, Publication, SimVenue, VenueProtocol, fixed, iso_time, trim
+from feeds.sim.venue import (
+    ConnState,
+    Publication,
+    RestAnswer,
+    VenueProtocol,
+    fixed,
+    iso_time,
+    query_int,
+    trim,
+)
 from gateway.core.model import Level
 
 PATH: Final = "/"
@@ -160,6 +167,7 @@ class CoinbaseProtocol(VenueProtocol):
     """Coinbase Advanced Trade ``level2`` + ``market_trades`` + ``heartbeats``."""
 
     name = "coinbase"
+    path = PATH
 
     def __init__(self, price_decimals: int = 2, *, rest: bool = True) -> None:
         super().__init__()
@@ -168,11 +176,6 @@ class CoinbaseProtocol(VenueProtocol):
 
     def format_level(self, symbol: str, level: Level) -> Level:
         return fixed(level[0], self._pd), trim(level[1])
-
-    def check_path(self, path: str) -> str | None:
-        if urlsplit(path).path != PATH:
-            return "Only / is simulated\n"
-        return None
 
     def _frame(self, state: ConnState, head: bytes, tail: bytes) -> bytes:
         frame = stamp(head, tail, state.seq)
@@ -223,20 +226,24 @@ class CoinbaseProtocol(VenueProtocol):
         out.append(self._subscriptions(state, now_ns))
         return out
 
-    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> RestAnswer:
         product = query.get("product_id", "")
         if not product:
-            return 400, rest_error_body("INVALID_ARGUMENT", "product_id is required")
+            return RestAnswer(400, rest_error_body("INVALID_ARGUMENT", "product_id is required"))
         if product not in self.procs:
-            return 404, rest_error_body("NOT_FOUND", f"ProductID {product} could not be found")
+            return RestAnswer(
+                404, rest_error_body("NOT_FOUND", f"ProductID {product} could not be found")
+            )
         limit_text = query.get("limit", "0") or "0"
-        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9):
-            return 400, rest_error_body("INVALID_ARGUMENT", f"invalid limit {limit_text[:20]!r}")
-        limit = int(limit_text) or None
+        limit = query_int(limit_text, 9)
+        if limit is None:
+            return RestAnswer(
+                400, rest_error_body("INVALID_ARGUMENT", f"invalid limit {limit_text[:20]!r}")
+            )
         book = self.procs[product].book
-        bids = [(trim(p), trim(q)) for p, q in book.bids(limit)]
-        asks = [(trim(p), trim(q)) for p, q in book.asks(limit)]
-        return 200, product_book_body(product, bids, asks, iso_time(now_ns))
+        bids = [(trim(p), trim(q)) for p, q in book.bids(limit or None)]
+        asks = [(trim(p), trim(q)) for p, q in book.asks(limit or None)]
+        return RestAnswer(200, product_book_body(product, bids, asks, iso_time(now_ns)))
 
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
         when = iso_time(now_ns)
@@ -272,31 +279,3 @@ class CoinbaseProtocol(VenueProtocol):
         if pub.key not in state.subs:
             return None
         return self._frame(state, pub.frame, pub.tail)
-
-
-class SimCoinbase(SimVenue):
-    """A simulated Advanced Trade endpoint set: ``SimCoinbase(["BTC-USD"], n_endpoints=2)``;
-    connect to ``endpoint_urls[i]`` (path ``/``). Keyword arguments are those of
-    :class:`~feeds.sim.venue.SimVenue`. ``rest=True`` also serves the public product book
-    on :attr:`~feeds.sim.venue.SimVenue.rest_url` (see the module docstring)."""
-
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        n_endpoints: int = 2,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        *,
-        tick: str = "0.01",
-        rest: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            CoinbaseProtocol(decimals(tick), rest=rest),
-            symbols,
-            n_endpoints,
-            seed,
-            interval_s,
-            tick=tick,
-            **kwargs,
-        )

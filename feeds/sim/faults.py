@@ -328,6 +328,13 @@ class FaultPlan:
         """Whether ``endpoint`` refuses connections at ``t_s``."""
         return any(w.contains(t_s) for w in self.endpoints[endpoint].refuses)
 
+    def resume_s(self, endpoint: int, t_s: float) -> float:
+        """The first time at or after ``t_s`` at which ``endpoint`` is not stalled
+        (overlapping and back-to-back stalls are one)."""
+        while (end_s := self.stalled(endpoint, t_s)) is not None:
+            t_s = end_s
+        return t_s
+
     def notice_due(self, endpoint: int, t_s: float) -> tuple[float, ...]:
         """The notice times of ``endpoint`` at or before ``t_s``."""
         return tuple(n for n in self.endpoints[endpoint].notices if n <= t_s)
@@ -373,6 +380,65 @@ class FaultPlan:
         elif chosen is not None:
             code = int(chosen)
         return RestFault(code, rest.retry_after_s if code == 429 else None, slow)
+
+
+# --- one connection's frames -------------------------------------------------------------
+
+
+class Release(msgspec.Struct, frozen=True):
+    """What a connection's writer does with one admitted frame: wait until ``not_before_s``
+    (on the clock of the frames' ``deliver_at_s``) and until the endpoint is not stalled,
+    then send ``frames`` in order (none while the frame is held)."""
+
+    not_before_s: float
+    frames: tuple[bytes, ...]
+
+
+class FaultedStream:
+    """The frame faults of one connection's writer, without I/O or clock: frames go in
+    with their :class:`FrameFault` and delivery time, :class:`Release` comes out.
+
+    - ``drop``: nothing comes out (no wait either).
+    - ``delay_s``: the frame is not sent before ``deliver_at_s + delay_s``, nor before any
+      frame admitted earlier (order kept: a delay never reorders).
+    - ``corrupt``: the frame comes out made unparseable (:func:`corrupt`).
+    - ``hold`` (reorder): the frame is kept and comes out after the next ``hold`` frames
+      that are sent; :meth:`flush` gives what is still held (the writer calls it after a
+      quiet interval).
+    - ``duplicate``: the frame comes out twice in a row.
+    """
+
+    __slots__ = ("_held", "_last_s")
+
+    def __init__(self) -> None:
+        #: ``(frames still to pass, frame)``, oldest first.
+        self._held: list[tuple[int, bytes]] = []
+        self._last_s = 0.0
+
+    @property
+    def holding(self) -> bool:
+        """True while some frame is held behind later ones."""
+        return bool(self._held)
+
+    def admit(self, fault: FrameFault, deliver_at_s: float, frame: bytes) -> Release | None:
+        """The release of ``frame`` under ``fault``; None when it is dropped."""
+        if fault.drop:
+            return None
+        self._last_s = max(deliver_at_s + fault.delay_s, self._last_s)
+        if fault.corrupt is not None:
+            frame = corrupt(frame, fault.corrupt)
+        if fault.hold:
+            self._held.append((fault.hold, frame))
+            return Release(self._last_s, ())
+        frames = [frame, frame] if fault.duplicate else [frame]
+        frames += [late for remaining, late in self._held if remaining <= 1]
+        self._held = [(remaining - 1, late) for remaining, late in self._held if remaining > 1]
+        return Release(self._last_s, tuple(frames))
+
+    def flush(self) -> tuple[bytes, ...]:
+        """Every held frame, oldest first; nothing is held afterwards."""
+        held, self._held = self._held, []
+        return tuple(frame for _, frame in held)
 
 
 # --- corruption -----------------------------------------------------------------------------

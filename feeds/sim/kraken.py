@@ -1,7 +1,8 @@
 """A simulated Kraken spot WebSocket v2 endpoint: ``book`` and ``trade``, wire-exact.
 
-Renderer (pure functions) and :class:`KrakenProtocol` for :class:`feeds.sim.venue.SimVenue`;
-:class:`SimKraken` is the venue ready to serve (path ``/v2``; other paths: HTTP 404).
+Renderer (pure functions) and :class:`KrakenProtocol` for
+:class:`feeds.sim.simulators.SimVenue`; :class:`~feeds.sim.simulators.SimKraken` is the
+venue ready to serve (path ``/v2``; other paths: HTTP 404).
 
 On connect: a ``status`` message. Client messages (``req_id`` echoed when given):
 
@@ -33,7 +34,7 @@ requires. Prices and quantities are JSON numbers at fixed precision (price: the 
 decimals, quantity: 8), never in exponent form; the checksum is
 :func:`feeds.kraken.checksum_levels` of the top 10 (CRC32 of the digits, unsigned).
 
-REST (opt-in: ``SimKraken(..., rest=True)``, on :attr:`~feeds.sim.venue.SimVenue.rest_url`):
+REST (opt-in: ``SimKraken(..., rest=True)``, on :attr:`~feeds.sim.simulators.SimVenue.rest_url`):
 ``GET /0/public/Depth?pair=<pair>&count=N`` answers, as ``api.kraken.com`` does,
 ``{"error":[],"result":{"XXBTZUSD":{"asks":[[price,volume,timestamp],...],"bids":[...]}}}``
 with the current top ``count`` levels per side (default 100, 1..500; the book holds at most
@@ -62,20 +63,19 @@ import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import kraken
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.okx import decimals
 from feeds.sim.venue import (
     ConnState,
     Publication,
-    SimVenue,
+    RestAnswer,
     VenueProtocol,
     fixed,
     iso_time,
+    query_int,
 )
 from gateway.core.model import Level
 
@@ -88,7 +88,7 @@ DEPTH_DEFAULT_COUNT: Final = 100
 DEPTH_MAX_COUNT: Final = 500
 UNKNOWN_PAIR: Final = "EQuery:Unknown asset pair"
 INVALID_ARGUMENTS: Final = "EGeneral:Invalid arguments"
-#: Quantity step of the venue when none is given (SimVenue's default lot).
+#: Quantity step of the venue when none is given (the simulators' default lot).
 DEFAULT_LOT: Final = "0.00001"
 
 #: v2 asset codes whose v1 / REST code differs.
@@ -309,6 +309,7 @@ class KrakenProtocol(VenueProtocol):
     """Kraken v2 ``book`` + ``trade``; see the module docstring."""
 
     name = "kraken"
+    path = PATH
 
     def __init__(
         self,
@@ -353,11 +354,6 @@ class KrakenProtocol(VenueProtocol):
 
     def format_level(self, symbol: str, level: Level) -> Level:
         return fixed(level[0], self._pp), fixed(level[1], self._qp)
-
-    def check_path(self, path: str) -> str | None:
-        if urlsplit(path).path != PATH:
-            return f"Only {PATH} is simulated\n"
-        return None
 
     def on_open(self, state: ConnState) -> list[bytes]:
         self._conns += 1
@@ -451,19 +447,16 @@ class KrakenProtocol(VenueProtocol):
             out.append(self.instrument_frame())
         return out
 
-    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> RestAnswer:
         pair = query.get("pair", "")
         if not pair:
-            return 200, rest_error_body(INVALID_ARGUMENTS)
+            return RestAnswer(200, rest_error_body(INVALID_ARGUMENTS))
         symbol = self._pair_names.get(pair)
         if symbol is None:
-            return 200, rest_error_body(UNKNOWN_PAIR)
-        count_text = query.get("count", str(DEPTH_DEFAULT_COUNT))
-        if not (count_text.isascii() and count_text.isdigit() and len(count_text) <= 6):
-            return 200, rest_error_body(INVALID_ARGUMENTS)
-        count = int(count_text)
-        if not 1 <= count <= DEPTH_MAX_COUNT:
-            return 200, rest_error_body(INVALID_ARGUMENTS)
+            return RestAnswer(200, rest_error_body(UNKNOWN_PAIR))
+        count = query_int(query.get("count", str(DEPTH_DEFAULT_COUNT)), 6)
+        if count is None or not 1 <= count <= DEPTH_MAX_COUNT:
+            return RestAnswer(200, rest_error_body(INVALID_ARGUMENTS))
         book = self.procs[symbol].book
         bid_s, ask_s = self._level_s[symbol]
         sides: list[list[DepthLevel]] = []
@@ -473,7 +466,7 @@ class KrakenProtocol(VenueProtocol):
                 price, qty = self.format_level(symbol, level)
                 side.append((price, qty, seconds.get(level[0], self._start_s)))
             sides.append(side)
-        return 200, depth_body(rest_pair_name(symbol), sides[0], sides[1])
+        return RestAnswer(200, depth_body(rest_pair_name(symbol), sides[0], sides[1]))
 
     def _stamp_levels(self, symbol: str, batch: Batch, now_ns: int) -> None:
         now_s = now_ns // 1_000_000_000
@@ -524,47 +517,3 @@ class KrakenProtocol(VenueProtocol):
         if pub.key == "*":
             return pub.frame if state.subs else None
         return super().frame_for(state, pub)
-
-
-class SimKraken(SimVenue):
-    """A simulated Kraken v2 endpoint set: ``SimKraken(["BTC/USD"], n_endpoints=2)``;
-    connect to :attr:`v2_urls`. Keyword arguments are those of
-    :class:`~feeds.sim.venue.SimVenue`; the price precision is the tick's decimals, the qty
-    precision 8. ``rest=True`` also serves ``GET /0/public/Depth`` on
-    :attr:`~feeds.sim.venue.SimVenue.rest_url` (see the module docstring)."""
-
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        n_endpoints: int = 2,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        *,
-        tick: str = "0.1",
-        lot: str = DEFAULT_LOT,
-        rest: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            KrakenProtocol(decimals(tick), tick=tick, lot=lot, rest=rest),
-            symbols,
-            n_endpoints,
-            seed,
-            interval_s,
-            tick=tick,
-            lot=lot,
-            **kwargs,
-        )
-
-    @property
-    def v2_urls(self) -> list[str]:
-        """``ws://host:port/v2`` of every endpoint."""
-        return [url + PATH for url in self.endpoint_urls]
-
-    @property
-    def precisions(self) -> dict[str, tuple[int, int]]:
-        """``{symbol: (price_precision, qty_precision)}`` the venue renders at (what its
-        ``instrument`` snapshot announces)."""
-        protocol = self.protocol
-        assert isinstance(protocol, KrakenProtocol)
-        return protocol.precisions

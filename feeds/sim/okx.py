@@ -1,7 +1,8 @@
 """A simulated OKX v5 public endpoint: the ``books`` and ``trades`` channels, wire-exact.
 
 Renderer (pure functions: values in, bytes out) and :class:`OkxProtocol` for
-:class:`feeds.sim.venue.SimVenue`; :class:`SimOkx` is the venue ready to serve.
+:class:`feeds.sim.simulators.SimVenue`; :class:`~feeds.sim.simulators.SimOkx` is
+the venue ready to serve.
 
 Path ``/ws/v5/public`` (any other path: HTTP 404). Client messages:
 
@@ -20,7 +21,7 @@ decimals (``60000.01``), sizes have no trailing zeros (``0.0123``), a deletion i
 levels are ``[price, size, "0", orderCount]``. The checksum is
 :func:`feeds.okx.checksum` of the top 25 wire strings.
 
-REST (on :attr:`~feeds.sim.venue.SimVenue.rest_url`): ``GET /api/v5/market/books?instId=
+REST (on :attr:`~feeds.sim.simulators.SimVenue.rest_url`): ``GET /api/v5/market/books?instId=
 &sz=`` answers ``{"code":"0","msg":"","data":[{"asks","bids","ts","seqId"}]}`` with the
 current top ``sz`` levels per side (default 1, at most 400) and, as in OKX's 2026
 procedure, ``seqId`` = the ``seqId`` of the last update included (the last one rendered:
@@ -37,13 +38,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import okx
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.venue import ConnState, Publication, SimVenue, VenueProtocol, fixed, trim
+from feeds.sim.venue import (
+    ConnState,
+    Publication,
+    RestAnswer,
+    VenueProtocol,
+    fixed,
+    query_int,
+    trim,
+)
 from gateway.core.model import Level
 
 PATH: Final = "/ws/v5/public"
@@ -131,12 +139,6 @@ def error_frame(code: str, msg: str, conn_id: str, req_id: str | None) -> bytes:
     return _encoder.encode(body)
 
 
-def decimals(step: str) -> int:
-    """Decimals of a tick such as ``"0.01"`` (2) or ``"1"`` (0)."""
-    frac = step.partition(".")[2].rstrip("0")
-    return len(frac)
-
-
 class _Arg(msgspec.Struct):
     channel: str
     instId: str = ""
@@ -156,6 +158,7 @@ class OkxProtocol(VenueProtocol):
     """OKX v5 public ``books`` + ``trades``; see the module docstring."""
 
     name = "okx"
+    path = PATH
     rest_path = okx.SNAPSHOT_PATH
 
     def __init__(self, price_decimals: int = 2) -> None:
@@ -173,11 +176,6 @@ class OkxProtocol(VenueProtocol):
 
     def last_id(self, symbol: str) -> int | None:
         return self._seq[symbol]
-
-    def check_path(self, path: str) -> str | None:
-        if urlsplit(path).path != PATH:
-            return f"Only {PATH} is simulated\n"
-        return None
 
     def on_open(self, state: ConnState) -> list[bytes]:
         self._conns += 1
@@ -226,20 +224,17 @@ class OkxProtocol(VenueProtocol):
                 out.append(self.snapshot_frame(arg.instId, now_ns))
         return out
 
-    def rest_response(self, query: Mapping[str, str], now_ns: int) -> tuple[int, bytes]:
+    def rest_response(self, query: Mapping[str, str], now_ns: int) -> RestAnswer:
         inst_id = query.get("instId", "")
         if not inst_id:
-            return 200, rest_error_body("50014", "Parameter instId can not be empty")
+            return RestAnswer(200, rest_error_body("50014", "Parameter instId can not be empty"))
         if inst_id not in self.procs:
-            return 200, rest_error_body("51001", "Instrument ID does not exist")
-        sz_text = query.get("sz", "1")
-        if not (sz_text.isascii() and sz_text.isdigit() and len(sz_text) <= 6):
-            return 200, rest_error_body("51000", "Parameter sz error.")
-        sz = int(sz_text)
-        if not 1 <= sz <= okx.MAX_SNAPSHOT_LIMIT:
-            return 200, rest_error_body("51000", "Parameter sz error.")
+            return RestAnswer(200, rest_error_body("51001", "Instrument ID does not exist"))
+        sz = query_int(query.get("sz", "1"), 6)
+        if sz is None or not 1 <= sz <= okx.MAX_SNAPSHOT_LIMIT:
+            return RestAnswer(200, rest_error_body("51000", "Parameter sz error."))
         bids, asks = self._top(inst_id, sz)
-        return 200, rest_books_body(bids, asks, now_ns // 1_000_000, self._seq[inst_id])
+        return RestAnswer(200, rest_books_body(bids, asks, now_ns // 1_000_000, self._seq[inst_id]))
 
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
         ts_ms = now_ns // 1_000_000
@@ -260,36 +255,3 @@ class OkxProtocol(VenueProtocol):
     def notice_frame(self, now_ns: int) -> bytes | None:
         """OKX's service-upgrade notice (code 64008), sent before a maintenance disconnect."""
         return NOTICE_FRAME
-
-
-class SimOkx(SimVenue):
-    """A simulated OKX public endpoint set: ``SimOkx(["BTC-USDT"], n_endpoints=2)``; connect
-    to ``endpoint_urls[i] + "/ws/v5/public"`` (see :attr:`public_urls`); REST books on
-    :attr:`~feeds.sim.venue.SimVenue.rest_url` (:func:`feeds.okx.snapshot_url`). Keyword
-    arguments are those of :class:`~feeds.sim.venue.SimVenue`; ``price_decimals`` must fit
-    ``tick``."""
-
-    def __init__(
-        self,
-        symbols: Sequence[str],
-        n_endpoints: int = 2,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        *,
-        tick: str = "0.1",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            OkxProtocol(decimals(tick)),
-            symbols,
-            n_endpoints,
-            seed,
-            interval_s,
-            tick=tick,
-            **kwargs,
-        )
-
-    @property
-    def public_urls(self) -> list[str]:
-        """``ws://host:port/ws/v5/public`` of every endpoint."""
-        return [url + PATH for url in self.endpoint_urls]

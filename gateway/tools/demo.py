@@ -53,7 +53,7 @@ class DemoVenue:
 def _binance(
     symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
 ) -> Any:
-    from feeds.sim.server import SimBinanceSpot
+    from feeds.sim.simulators import SimBinanceSpot
 
     return SimBinanceSpot(
         symbols,
@@ -69,7 +69,7 @@ def _binance(
 def _binance_usdm(
     symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
 ) -> Any:
-    from feeds.sim.server import SimBinanceUsdm
+    from feeds.sim.simulators import SimBinanceUsdm
 
     return SimBinanceUsdm(
         symbols, n_endpoints=n, seed=seed, ports=ports, rest_port=rest_port, jitter_ms=20.0
@@ -109,7 +109,7 @@ DEMO_VENUES: tuple[DemoVenue, ...] = (
     DemoVenue(
         "okx",
         ("BTC-USDT", "ETH-USDT"),
-        _venue_sim("feeds.sim.okx.SimOkx"),
+        _venue_sim("feeds.sim.simulators.SimOkx"),
         lambda sim: sim.public_urls,
         lambda sim: [],
         None,
@@ -117,7 +117,7 @@ DEMO_VENUES: tuple[DemoVenue, ...] = (
     DemoVenue(
         "kraken",
         ("BTC/USD", "ETH/USD"),
-        _venue_sim("feeds.sim.kraken.SimKraken"),
+        _venue_sim("feeds.sim.simulators.SimKraken"),
         lambda sim: sim.v2_urls,
         lambda sim: [],
         10,
@@ -125,7 +125,7 @@ DEMO_VENUES: tuple[DemoVenue, ...] = (
     DemoVenue(
         "bybit-spot",
         ("BTCUSDT",),
-        _venue_sim("feeds.sim.bybit.SimBybit", category="spot"),
+        _venue_sim("feeds.sim.simulators.SimBybit", category="spot"),
         lambda sim: sim.public_urls,
         lambda sim: [],
         200,
@@ -133,7 +133,7 @@ DEMO_VENUES: tuple[DemoVenue, ...] = (
     DemoVenue(
         "coinbase",
         ("BTC-USD", "ETH-USD"),
-        _venue_sim("feeds.sim.coinbase.SimCoinbase"),
+        _venue_sim("feeds.sim.simulators.SimCoinbase"),
         lambda sim: sim.endpoint_urls,
         lambda sim: [],
         None,

@@ -1,16 +1,12 @@
 """The simulated Binance USD-M futures venue: its id sequencing, wire format and loopback.
 
-Plain pytest: each loopback test runs its own event loop with ``asyncio.run`` under a
-deadline.
+Loopback tests are async and run under the deadline of conftest.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import time
-from collections.abc import Awaitable, Callable
 
 import httpx
 import msgspec
@@ -23,22 +19,15 @@ from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
 from feeds.sim import binance_usdm as render
 from feeds.sim.book_process import BookProcess
-from feeds.sim.server import SimBinanceUsdm
+from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.arbiter import LinkRule
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade
 from gateway.core.sequenced import SequencedBook
 
+from .conftest import read_diffs
+
 SYMBOL = "BTCUSDT"
-DEADLINE_S = 10.0
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(DEADLINE_S):
-            await test()
-
-    asyncio.run(bounded())
 
 
 # --- pure: sequencing and rendering ----------------------------------------------------------
@@ -122,13 +111,10 @@ def test_snapshot_ids_fall_inside_the_next_event_and_sync_by_the_futures_rule() 
 
 
 async def read_until(ws: ClientConnection, last_id: int) -> list[DepthDiff]:
-    """Diffs received until the one that ends at ``last_id`` (-1: the first)."""
-    diffs: list[DepthDiff] = []
-    while not diffs or diffs[-1].last_id < last_id:
-        for event in usdm.parse(await ws.recv(decode=False), time.monotonic_ns(), 0):
-            assert isinstance(event, DepthDiff)
-            diffs.append(event)
-    assert last_id < 0 or diffs[-1].last_id == last_id
+    """Diffs received until the one that ends at ``last_id`` (-1: the first); a depth
+    stream carries nothing else."""
+    diffs, trades = await read_diffs(ws, usdm.parse, last_id)
+    assert not trades
     return diffs
 
 
@@ -158,107 +144,101 @@ def rebuild(
     return book
 
 
-def test_two_endpoints_rest_plus_diffs_rebuild_the_true_book_with_no_gap() -> None:
-    async def test() -> None:
-        async with SimBinanceUsdm(
-            [SYMBOL, "ETHUSDT"], n_endpoints=2, interval_s=0.01, jitter_ms=4.0
-        ) as sim:
-            urls = [usdm.stream_url(base, [SYMBOL]) for base in sim.public_urls]
-            assert urls[0].endswith("/public/stream?streams=btcusdt@depth@100ms")
-            async with (
-                connect(urls[0], compression=None) as a,
-                connect(urls[1], compression=None) as b,
-                httpx.AsyncClient() as http,
-            ):
-                buffered = await read_until(a, -1)
-                response = await http.get(usdm.snapshot_url(sim.rest_url, SYMBOL, 1000))
-                assert response.status_code == 200
-                assert response.headers["x-mbx-used-weight-1m"] == "20"
-                await asyncio.sleep(0.2)
-                sim.pause()
-                target = sim.last_id(SYMBOL)
-                assert sim.snapshot(SYMBOL)[0] == target  # paused: engine == stream
-                diffs_a = await read_until(a, target)
-                diffs_b = await read_until(b, target)
-            assert sim.stats(0).frames_sent > 20 and sim.stats(1).frames_sent > 20
-
-        snapshot = usdm.parse_snapshot(SYMBOL, response.content, 0)
-        assert list(json.loads(response.content)) == ["lastUpdateId", "E", "T", "bids", "asks"]
-        for diffs in (buffered + diffs_a, diffs_b):
-            for prev, diff in itertools.pairwise(diffs):
-                assert diff.prev_id == prev.last_id
-        true_book = sim.true_book(SYMBOL)
-
-        futures = rebuild(BinanceFuturesRule(), snapshot, buffered, diffs_a, diffs_b)
-        assert futures.stats.gaps == 0 and futures.stats.snapshots == 1
-        assert futures.applied_id == target
-        assert futures.book.normalized() == true_book.normalized()
-        assert not futures.book.is_crossed()
-
-        # The spot rule sees the hidden ids as holes.
-        spot = rebuild(BinanceSpotRule(), snapshot, buffered, diffs_a, diffs_b)
-        assert spot.stats.gaps >= 1
-
-    run(test)
-
-
-def test_rest_errors_and_wrong_paths() -> None:
-    async def test() -> None:
+async def test_two_endpoints_rest_plus_diffs_rebuild_the_true_book_with_no_gap() -> None:
+    async with SimBinanceUsdm(
+        [SYMBOL, "ETHUSDT"], n_endpoints=2, interval_s=0.01, jitter_ms=4.0
+    ) as sim:
+        urls = [usdm.stream_url(base, [SYMBOL]) for base in sim.public_urls]
+        assert urls[0].endswith("/public/stream?streams=btcusdt@depth@100ms")
         async with (
-            SimBinanceUsdm([SYMBOL], n_endpoints=1, interval_s=0.01) as sim,
+            connect(urls[0], compression=None) as a,
+            connect(urls[1], compression=None) as b,
             httpx.AsyncClient() as http,
         ):
-            base = sim.rest_url + usdm.SNAPSHOT_PATH
-            ok = await http.get(base, params={"symbol": SYMBOL})
-            assert ok.status_code == 200
-            assert ok.headers["x-mbx-used-weight-1m"] == "10"  # default limit 500
-            assert len(json.loads(ok.content)["bids"]) <= 500
-            for limit in (5, 10, 20, 50, 100, 500, 1000):
-                good = await http.get(base, params={"symbol": SYMBOL, "limit": limit})
-                assert good.status_code == 200
-                n = len(json.loads(good.content)["asks"])
-                assert n == limit if limit <= 20 else 20 <= n <= limit
-            cases: list[tuple[dict[str, str | int], int]] = [
-                ({"symbol": SYMBOL, "limit": 7}, -1130),
-                ({"symbol": SYMBOL, "limit": 5000}, -1130),
-                ({"symbol": SYMBOL, "limit": "x"}, -1100),
-                ({"symbol": "XRPUSDT", "limit": 5}, -1121),
-                ({"limit": 5}, -1102),
-            ]
-            for params, code in cases:
-                bad = await http.get(base, params=params)
-                assert bad.status_code == 400
-                assert json.loads(bad.content)["code"] == code
-            spot_path = await http.get(sim.rest_url + "/api/v3/depth", params={"symbol": SYMBOL})
-            assert spot_path.status_code == 404
+            buffered = await read_until(a, -1)
+            response = await http.get(usdm.snapshot_url(sim.rest_url, SYMBOL, 1000))
+            assert response.status_code == 200
+            assert response.headers["x-mbx-used-weight-1m"] == "20"
+            await sim.wait_steps(20)
+            sim.pause()
+            target = sim.last_id(SYMBOL)
+            assert sim.snapshot(SYMBOL)[0] == target  # paused: engine == stream
+            diffs_a = await read_until(a, target)
+            diffs_b = await read_until(b, target)
+        assert sim.stats(0).frames_sent > 20 and sim.stats(1).frames_sent > 20
 
-            root = sim.endpoint_urls[0]
-            with pytest.raises(InvalidStatus) as refused:
-                async with connect(root + "/stream?streams=btcusdt@depth@100ms"):
-                    pass
-            assert refused.value.response.status_code == 404
-            for wrong in (
-                "/public/stream?streams=btcusdt@trade",
-                "/public/stream?streams=btcusdt@aggTrade",
-                "/market/stream?streams=btcusdt@depth@100ms",
-            ):
-                async with connect(root + wrong) as ws:
-                    with pytest.raises(ConnectionClosed) as closed:
-                        await ws.recv()
-                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
-            market = usdm.market_stream_url(sim.market_urls[0], [SYMBOL])
-            async with connect(market, compression=None) as ws:
-                trades: list[Trade] = []
-                while len(trades) < 3:
-                    for event in usdm.parse(await ws.recv(decode=False), 0, 0):
-                        assert isinstance(event, Trade)
-                        trades.append(event)
-                ids = [t.trade_id for t in trades]
-                assert ids == list(range(ids[0], ids[0] + 3))
-            async with connect(root + "/public/stream") as ws:
-                await ws.send('{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms"],"id":1}')
-                assert await ws.recv() == '{"result":null,"id":1}'
-                diffs = await read_until(ws, -1)
-                assert diffs[0].symbol == SYMBOL
+    snapshot = usdm.parse_snapshot(SYMBOL, response.content, 0)
+    assert list(json.loads(response.content)) == ["lastUpdateId", "E", "T", "bids", "asks"]
+    for diffs in (buffered + diffs_a, diffs_b):
+        for prev, diff in itertools.pairwise(diffs):
+            assert diff.prev_id == prev.last_id
+    true_book = sim.true_book(SYMBOL)
 
-    run(test)
+    futures = rebuild(BinanceFuturesRule(), snapshot, buffered, diffs_a, diffs_b)
+    assert futures.stats.gaps == 0 and futures.stats.snapshots == 1
+    assert futures.applied_id == target
+    assert futures.book.normalized() == true_book.normalized()
+    assert not futures.book.is_crossed()
+
+    # The spot rule sees the hidden ids as holes.
+    spot = rebuild(BinanceSpotRule(), snapshot, buffered, diffs_a, diffs_b)
+    assert spot.stats.gaps >= 1
+
+
+async def test_rest_errors_and_wrong_paths() -> None:
+    async with (
+        SimBinanceUsdm([SYMBOL], n_endpoints=1, interval_s=0.01) as sim,
+        httpx.AsyncClient() as http,
+    ):
+        base = sim.rest_url + usdm.SNAPSHOT_PATH
+        ok = await http.get(base, params={"symbol": SYMBOL})
+        assert ok.status_code == 200
+        assert ok.headers["x-mbx-used-weight-1m"] == "10"  # default limit 500
+        assert len(json.loads(ok.content)["bids"]) <= 500
+        for limit in (5, 10, 20, 50, 100, 500, 1000):
+            good = await http.get(base, params={"symbol": SYMBOL, "limit": limit})
+            assert good.status_code == 200
+            n = len(json.loads(good.content)["asks"])
+            assert n == limit if limit <= 20 else 20 <= n <= limit
+        cases: list[tuple[dict[str, str | int], int]] = [
+            ({"symbol": SYMBOL, "limit": 7}, -1130),
+            ({"symbol": SYMBOL, "limit": 5000}, -1130),
+            ({"symbol": SYMBOL, "limit": "x"}, -1100),
+            ({"symbol": "XRPUSDT", "limit": 5}, -1121),
+            ({"limit": 5}, -1102),
+        ]
+        for params, code in cases:
+            bad = await http.get(base, params=params)
+            assert bad.status_code == 400
+            assert json.loads(bad.content)["code"] == code
+        spot_path = await http.get(sim.rest_url + "/api/v3/depth", params={"symbol": SYMBOL})
+        assert spot_path.status_code == 404
+
+        root = sim.endpoint_urls[0]
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(root + "/stream?streams=btcusdt@depth@100ms"):
+                pass
+        assert refused.value.response.status_code == 404
+        for wrong in (
+            "/public/stream?streams=btcusdt@trade",
+            "/public/stream?streams=btcusdt@aggTrade",
+            "/market/stream?streams=btcusdt@depth@100ms",
+        ):
+            async with connect(root + wrong) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        market = usdm.market_stream_url(sim.market_urls[0], [SYMBOL])
+        async with connect(market, compression=None) as ws:
+            trades: list[Trade] = []
+            while len(trades) < 3:
+                for event in usdm.parse(await ws.recv(decode=False), 0, 0):
+                    assert isinstance(event, Trade)
+                    trades.append(event)
+            ids = [t.trade_id for t in trades]
+            assert ids == list(range(ids[0], ids[0] + 3))
+        async with connect(root + "/public/stream") as ws:
+            await ws.send('{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms"],"id":1}')
+            assert await ws.recv() == '{"result":null,"id":1}'
+            diffs = await read_until(ws, -1)
+            assert diffs[0].symbol == SYMBOL

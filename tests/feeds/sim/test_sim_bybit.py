@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from feeds import bybit
 from feeds.sim.book_process import BookProcess
-from feeds.sim.bybit import BybitProtocol, SimBybit
+from feeds.sim.bybit import BybitProtocol
+from feeds.sim.simulators import SimBybit
 from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 
+from .conftest import frames_until, rendered_steps
+
 SYMBOL = "BTCUSDT"
 DEPTH = 50
-DEADLINE_S = 10.0
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(DEADLINE_S):
-            await test()
-
-    asyncio.run(bounded())
 
 
 @pytest.mark.parametrize("venue", [bybit.SPOT, bybit.LINEAR])
@@ -47,13 +40,8 @@ def test_rendered_frames_parse_back_with_consecutive_u_and_the_top_of_the_book(v
     book.load(snap.bids, snap.asks)
     last = snap.last_id
     n_trades = 0
-    for _ in range(200):
-        batch = proc.step()
-        if batch is None:
-            continue
-        for pub in protocol.on_batch(SYMBOL, batch, time.time_ns()):
-            frame = protocol.frame_for(state, pub)
-            assert frame is not None
+    for _, frames in rendered_steps(protocol, proc, state, 200):
+        for _, frame in frames:
             for event in bybit.parse(frame, 0, 0, venue):
                 if isinstance(event, Trade):
                     n_trades += 1
@@ -70,17 +58,15 @@ def test_rendered_frames_parse_back_with_consecutive_u_and_the_top_of_the_book(v
     assert bybit.parse(pong[0], 0, 0, venue) == []
 
 
-async def _follow(
-    ws: ClientConnection, stop: asyncio.Event, venue: str
-) -> tuple[L2Book, list[int]]:
+def _is_pong(raw: bytes) -> bool:
+    return b'"op":"ping"' in raw
+
+
+async def _follow(ws: ClientConnection, pongs: int, venue: str) -> tuple[L2Book, list[int]]:
+    """Rebuild the book, checking that ``u`` grows by 1, until the ``pongs``-th pong."""
     book = L2Book()
     ids: list[int] = []
-    while True:
-        try:
-            raw = await asyncio.wait_for(ws.recv(decode=False), 0.3 if stop.is_set() else 5.0)
-        except TimeoutError:
-            assert stop.is_set()
-            return book, ids
+    async for raw in frames_until(ws, _is_pong, pongs):
         for event in bybit.parse(raw, time.monotonic_ns(), 0, venue):
             if isinstance(event, DepthSnapshot):
                 book.load(event.bids, event.asks)
@@ -89,30 +75,29 @@ async def _follow(
                 assert ids and event.last_id == ids[-1] + 1
                 book.apply(event.bids, event.asks)
                 ids.append(event.last_id)
+    return book, ids
 
 
-def test_two_linear_endpoints_send_the_same_u_and_the_books_equal_the_true_book() -> None:
-    async def test() -> None:
-        async with SimBybit([SYMBOL], n_endpoints=2, interval_s=0.01, category="linear") as sim:
-            stop = asyncio.Event()
-            async with connect(sim.public_urls[0]) as ws0, connect(sim.public_urls[1]) as ws1:
-                for ws in (ws0, ws1):
-                    for message in bybit.subscribe_messages([SYMBOL], DEPTH):
-                        await ws.send(message, text=True)
-                    await ws.send(bybit.ping_message(), text=True)
-                follow = [asyncio.create_task(_follow(ws, stop, bybit.LINEAR)) for ws in (ws0, ws1)]
-                await asyncio.sleep(0.4)
-                sim.pause()
-                stop.set()
-                (book0, ids0), (book1, ids1) = await asyncio.gather(*follow)
-            truth = sim.true_book(SYMBOL)
-            for book in (book0, book1):
-                assert book.bids() == truth.bids(DEPTH) and book.asks() == truth.asks(DEPTH)
-            assert ids0[-1] == ids1[-1] == sim.u(SYMBOL, DEPTH) == sim.last_id(SYMBOL)
-            assert len(ids0) > 5
-            with pytest.raises(OSError):
-                await sim.close_endpoint(0)
-                async with connect(sim.public_urls[0]):
-                    pass
-
-    run(test)
+async def test_two_linear_endpoints_send_the_same_u_and_the_books_equal_the_true_book() -> None:
+    async with SimBybit([SYMBOL], n_endpoints=2, interval_s=0.01, category="linear") as sim:
+        async with connect(sim.public_urls[0]) as ws0, connect(sim.public_urls[1]) as ws1:
+            for ws in (ws0, ws1):
+                for message in bybit.subscribe_messages([SYMBOL], DEPTH):
+                    await ws.send(message, text=True)
+                await ws.send(bybit.ping_message(), text=True)
+            follow = [asyncio.create_task(_follow(ws, 2, bybit.LINEAR)) for ws in (ws0, ws1)]
+            await sim.wait_steps(40)
+            sim.pause()
+            # The second pong comes after every push sent before the pause.
+            for ws in (ws0, ws1):
+                await ws.send(bybit.ping_message(), text=True)
+            (book0, ids0), (book1, ids1) = await asyncio.gather(*follow)
+        truth = sim.true_book(SYMBOL)
+        for book in (book0, book1):
+            assert book.bids() == truth.bids(DEPTH) and book.asks() == truth.asks(DEPTH)
+        assert ids0[-1] == ids1[-1] == sim.u(SYMBOL, DEPTH) == sim.last_id(SYMBOL)
+        assert len(ids0) > 5
+        with pytest.raises(OSError):
+            await sim.close_endpoint(0)
+            async with connect(sim.public_urls[0]):
+                pass

@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from feeds import coinbase
 from feeds.sim.book_process import BookProcess
-from feeds.sim.coinbase import CoinbaseProtocol, SimCoinbase
+from feeds.sim.coinbase import CoinbaseProtocol
+from feeds.sim.simulators import SimCoinbase
 from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import ConnectionSequence, DepthDiff, DepthSnapshot, Trade, VenueNotice
 
+from .conftest import frames_until
+
 SYMBOL = "BTC-USD"
-DEADLINE_S = 10.0
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(DEADLINE_S):
-            await test()
-
-    asyncio.run(bounded())
 
 
 def test_rendered_frames_parse_back_with_a_per_connection_sequence() -> None:
@@ -75,55 +68,57 @@ def test_rendered_frames_parse_back_with_a_per_connection_sequence() -> None:
     assert n_trades > 0
 
 
-async def _follow(ws: ClientConnection, stop: asyncio.Event) -> tuple[L2Book, int, list[int]]:
+#: A request the venue answers with an error frame: a barrier behind what was queued.
+BARRIER = b'{"type":"barrier"}'
+#: Stop the heartbeats of a connection (they go on while the venue is paused).
+NO_HEARTBEATS = b'{"type":"unsubscribe","channel":"heartbeats"}'
+
+
+def _is_barrier(raw: bytes) -> bool:
+    return raw.startswith(b'{"type":"error"')
+
+
+async def _follow(ws: ClientConnection) -> tuple[L2Book, int, list[int]]:
+    """Rebuild the book and collect every ``sequence_num`` until the barrier's answer."""
     book = L2Book()
     snapshots = 0
     seqs: list[int] = []
-    loop = asyncio.get_running_loop()
-    last_book_s = loop.time()
-    while not (stop.is_set() and loop.time() - last_book_s > 0.3):
-        try:
-            raw = await asyncio.wait_for(ws.recv(decode=False), 0.3 if stop.is_set() else 5.0)
-        except TimeoutError:
-            assert stop.is_set()
-            continue
+    async for raw in frames_until(ws, _is_barrier):
         for event in coinbase.parse(raw, time.monotonic_ns(), 0):
             if isinstance(event, ConnectionSequence):
                 seqs.append(event.seq)
             elif isinstance(event, DepthSnapshot):
                 book.load(event.bids, event.asks)
                 snapshots += 1
-                last_book_s = loop.time()
             elif isinstance(event, DepthDiff):
                 assert snapshots
                 book.apply(event.bids, event.asks)
-                last_book_s = loop.time()
     return book, snapshots, seqs
 
 
-def test_two_endpoints_books_equal_the_true_book_and_resubscribe_resnapshots() -> None:
-    async def test() -> None:
-        async with SimCoinbase(
-            [SYMBOL, "ETH-USD"], n_endpoints=2, interval_s=0.01, heartbeat_interval_s=0.05
-        ) as sim:
-            stop = asyncio.Event()
-            async with connect(sim.endpoint_urls[0]) as ws0, connect(sim.endpoint_urls[1]) as ws1:
-                for ws in (ws0, ws1):
-                    for message in coinbase.subscribe_messages([SYMBOL]):
-                        await ws.send(message, text=True)
-                follow = [asyncio.create_task(_follow(ws, stop)) for ws in (ws0, ws1)]
-                await asyncio.sleep(0.2)
-                for message in coinbase.resubscribe_messages(SYMBOL):
-                    await ws1.send(message, text=True)
-                await asyncio.sleep(0.2)
-                sim.pause()
-                stop.set()
-                results = await asyncio.gather(*follow)
-            truth = sim.true_book(SYMBOL)
-            for book, _, seqs in results:
-                assert book.bids() == truth.bids() and book.asks() == truth.asks()
-                assert seqs == list(range(len(seqs))) and len(seqs) > 10
-            assert [snapshots for _, snapshots, _ in results] == [1, 2]
-            assert sim.stats(1).frames_sent == len(results[1][2])
-
-    run(test)
+async def test_two_endpoints_books_equal_the_true_book_and_resubscribe_resnapshots() -> None:
+    async with SimCoinbase(
+        [SYMBOL, "ETH-USD"], n_endpoints=2, interval_s=0.01, heartbeat_interval_s=0.05
+    ) as sim:
+        async with connect(sim.endpoint_urls[0]) as ws0, connect(sim.endpoint_urls[1]) as ws1:
+            for ws in (ws0, ws1):
+                for message in coinbase.subscribe_messages([SYMBOL]):
+                    await ws.send(message, text=True)
+            follow = [asyncio.create_task(_follow(ws)) for ws in (ws0, ws1)]
+            await sim.wait_steps(20)
+            for message in coinbase.resubscribe_messages(SYMBOL):
+                await ws1.send(message, text=True)
+            await sim.wait_steps(20)
+            sim.pause()
+            for ws in (ws0, ws1):
+                await ws.send(NO_HEARTBEATS, text=True)
+                await ws.send(BARRIER, text=True)
+            results = await asyncio.gather(*follow)
+        await sim.wait_connections(1, 0)
+        truth = sim.true_book(SYMBOL)
+        for book, _, seqs in results:
+            assert book.bids() == truth.bids() and book.asks() == truth.asks()
+            assert seqs == list(range(len(seqs))) and len(seqs) > 10
+        assert [snapshots for _, snapshots, _ in results] == [1, 2]
+        # Every frame of the connection is numbered, but the barrier's error.
+        assert sim.stats(1).frames_sent == len(results[1][2]) + 1

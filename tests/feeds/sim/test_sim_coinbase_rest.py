@@ -3,40 +3,19 @@ loopback: the true book's top N in the Advanced Trade shape, and its errors."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
-import httpx
-
 from feeds import coinbase
-from feeds.sim.coinbase import SimCoinbase, product_book_body
-from feeds.sim.venue import SimVenue, trim
+from feeds.sim.coinbase import product_book_body
+from feeds.sim.simulators import SimCoinbase
+from feeds.sim.venue import trim
 from gateway.core.model import Level
 
+from .conftest import get, rest_base
+
 SYMBOLS = ["BTC-USD", "ETH-USD"]
-DEADLINE_S = 10.0
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(DEADLINE_S):
-            await test()
-
-    asyncio.run(bounded())
-
-
-def rest_base(sim: SimVenue) -> str:
-    url = sim.rest_url
-    assert url is not None
-    return url
-
-
-async def get(url: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=5.0) as client:
-        return await client.get(url)
 
 
 def book_url(base: str, product: str, limit: int | None = None) -> str:
@@ -82,76 +61,67 @@ def test_product_book_body_mid_and_spread() -> None:
     }
 
 
-def test_product_book_is_the_true_top_n() -> None:
-    async def test() -> None:
-        async with SimCoinbase(SYMBOLS, n_endpoints=1, interval_s=0.01, rest=True) as sim:
-            base = rest_base(sim)
-            assert base.startswith("http://127.0.0.1:") and not base.endswith(":0")
-            first = sim.true_book("BTC-USD").normalized()
-            for _ in range(5):
-                await asyncio.sleep(0.02)
-            assert sim.true_book("BTC-USD").normalized() != first
-            sim.pause()
-            for product in SYMBOLS:
-                truth = sim.true_book(product)
-                for limit in (1, 10, 250, 1000, None, 0):
-                    before_ns = time.time_ns()
-                    response = await get(book_url(base, product, limit))
-                    assert response.status_code == 200
-                    assert response.headers["content-type"].startswith("application/json")
-                    body = json.loads(response.content)
-                    assert list(body) == [
-                        "pricebook",
-                        "last",
-                        "mid_market",
-                        "spread_bps",
-                        "spread_absolute",
-                    ]
-                    book = body["pricebook"]
-                    assert list(book) == ["product_id", "bids", "asks", "time"]
-                    assert book["product_id"] == product
-                    depth = limit or None
-                    assert _levels(book["bids"]) == _trimmed(truth.bids(depth))
-                    assert _levels(book["asks"]) == _trimmed(truth.asks(depth))
-                    # Same values as the WebSocket's strings.
-                    for (p, q), (tp, tq) in zip(
-                        _levels(book["bids"]), truth.bids(depth), strict=True
-                    ):
-                        assert (Decimal(p), Decimal(q)) == (Decimal(tp), Decimal(tq))
-                    stamp = book["time"]
-                    assert stamp.endswith("Z") and len(stamp) == len("2026-04-07T00:28:59.662782Z")
-                    assert stamp[:10] == time.strftime("%Y-%m-%d", time.gmtime(before_ns // 10**9))
-                    best_bid = Decimal(truth.bids(1)[0][0])
-                    best_ask = Decimal(truth.asks(1)[0][0])
-                    assert Decimal(body["mid_market"]) == (best_bid + best_ask) / 2
-                    assert body["last"] == body["mid_market"]
-                    assert Decimal(body["spread_absolute"]) == best_ask - best_bid
-            assert sim.rest_requests == 12
-
-    run(test)
-
-
-def test_product_book_errors_and_other_paths() -> None:
-    async def test() -> None:
-        async with SimCoinbase(["BTC-USD"], n_endpoints=1, interval_s=0.05, rest=True) as sim:
-            base = rest_base(sim)
-            for product in ("DOGE-USD", "BTC/USD", "btc-usd"):
-                response = await get(book_url(base, product, 5))
-                assert response.status_code == 404
+async def test_product_book_is_the_true_top_n() -> None:
+    async with SimCoinbase(SYMBOLS, n_endpoints=1, interval_s=0.01, rest=True) as sim:
+        base = rest_base(sim)
+        assert base.startswith("http://127.0.0.1:") and not base.endswith(":0")
+        first = sim.true_book("BTC-USD").normalized()
+        await sim.wait_steps(5)
+        assert sim.true_book("BTC-USD").normalized() != first
+        sim.pause()
+        for product in SYMBOLS:
+            truth = sim.true_book(product)
+            for limit in (1, 10, 250, 1000, None, 0):
+                before_ns = time.time_ns()
+                response = await get(book_url(base, product, limit))
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("application/json")
                 body = json.loads(response.content)
-                assert body["error"] == "NOT_FOUND"
-                assert product in body["message"] and body["error_details"] == body["message"]
-            for query in ("limit=5", "product_id=", "product_id=BTC-USD&limit=-1"):
-                response = await get(f"{base}{coinbase.PRODUCT_BOOK_PATH}?{query}")
-                assert response.status_code == 400, query
-                assert json.loads(response.content)["error"] == "INVALID_ARGUMENT"
-            for limit in ("x", "1.5", "9" * 50):
-                response = await get(
-                    f"{base}{coinbase.PRODUCT_BOOK_PATH}?product_id=BTC-USD&limit={limit}"
-                )
-                assert response.status_code == 400
-            for path in ("/api/v3/brokerage/product_book", "/", "/products/BTC-USD/book"):
-                response = await get(f"{base}{path}?product_id=BTC-USD")
-                assert response.status_code == 404
+                assert list(body) == [
+                    "pricebook",
+                    "last",
+                    "mid_market",
+                    "spread_bps",
+                    "spread_absolute",
+                ]
+                book = body["pricebook"]
+                assert list(book) == ["product_id", "bids", "asks", "time"]
+                assert book["product_id"] == product
+                depth = limit or None
+                assert _levels(book["bids"]) == _trimmed(truth.bids(depth))
+                assert _levels(book["asks"]) == _trimmed(truth.asks(depth))
+                # Same values as the WebSocket's strings.
+                for (p, q), (tp, tq) in zip(_levels(book["bids"]), truth.bids(depth), strict=True):
+                    assert (Decimal(p), Decimal(q)) == (Decimal(tp), Decimal(tq))
+                stamp = book["time"]
+                assert stamp.endswith("Z") and len(stamp) == len("2026-04-07T00:28:59.662782Z")
+                assert stamp[:10] == time.strftime("%Y-%m-%d", time.gmtime(before_ns // 10**9))
+                best_bid = Decimal(truth.bids(1)[0][0])
+                best_ask = Decimal(truth.asks(1)[0][0])
+                assert Decimal(body["mid_market"]) == (best_bid + best_ask) / 2
+                assert body["last"] == body["mid_market"]
+                assert Decimal(body["spread_absolute"]) == best_ask - best_bid
+        assert sim.rest_requests == 12
 
-    run(test)
+
+async def test_product_book_errors_and_other_paths() -> None:
+    async with SimCoinbase(["BTC-USD"], n_endpoints=1, interval_s=0.05, rest=True) as sim:
+        base = rest_base(sim)
+        for product in ("DOGE-USD", "BTC/USD", "btc-usd"):
+            response = await get(book_url(base, product, 5))
+            assert response.status_code == 404
+            body = json.loads(response.content)
+            assert body["error"] == "NOT_FOUND"
+            assert product in body["message"] and body["error_details"] == body["message"]
+        for query in ("limit=5", "product_id=", "product_id=BTC-USD&limit=-1"):
+            response = await get(f"{base}{coinbase.PRODUCT_BOOK_PATH}?{query}")
+            assert response.status_code == 400, query
+            assert json.loads(response.content)["error"] == "INVALID_ARGUMENT"
+        for limit in ("x", "1.5", "9" * 50):
+            response = await get(
+                f"{base}{coinbase.PRODUCT_BOOK_PATH}?product_id=BTC-USD&limit={limit}"
+            )
+            assert response.status_code == 400
+        for path in ("/api/v3/brokerage/product_book", "/", "/products/BTC-USD/book"):
+            response = await get(f"{base}{path}?product_id=BTC-USD")
+            assert response.status_code == 404

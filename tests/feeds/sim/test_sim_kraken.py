@@ -6,28 +6,21 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from feeds import kraken
 from feeds.sim.book_process import BookProcess
-from feeds.sim.kraken import HEARTBEAT, KrakenProtocol, SimKraken
+from feeds.sim.kraken import HEARTBEAT, KrakenProtocol
+from feeds.sim.simulators import SimKraken
 from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 
+from .conftest import frames_until, rendered_steps
+
 SYMBOL = "BTC/USD"
-DEADLINE_S = 10.0
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(DEADLINE_S):
-            await test()
-
-    asyncio.run(bounded())
 
 
 def _check_numbers(frame: bytes) -> None:
@@ -55,13 +48,8 @@ def test_rendered_frames_parse_and_keep_a_truncated_replica_on_checksum(depth: i
     book.load(snap.bids, snap.asks)
     assert kraken.book_checksum(book) == snap.checksum
     n_updates = n_trades = n_moved_in = 0
-    for _ in range(300):
-        batch = proc.step()
-        if batch is None:
-            continue
-        for pub in protocol.on_batch(SYMBOL, batch, time.time_ns()):
-            frame = protocol.frame_for(state, pub)
-            assert frame is not None
+    for batch, frames in rendered_steps(protocol, proc, state, 300):
+        for _, frame in frames:
             _check_numbers(frame)
             for event in kraken.parse(frame, 0, 0):
                 if isinstance(event, Trade):
@@ -84,25 +72,21 @@ def test_rendered_frames_parse_and_keep_a_truncated_replica_on_checksum(depth: i
     assert b'"method":"pong"' in protocol.on_message(state, kraken.ping_message(7), 0)[0]
 
 
-async def _follow(ws: ClientConnection, stop: asyncio.Event, depth: int) -> tuple[L2Book, int, int]:
+def _is_pong(raw: bytes) -> bool:
+    return b'"method":"pong"' in raw
+
+
+async def _follow(
+    ws: ClientConnection, pongs: int, depth: int, heartbeat: asyncio.Event
+) -> tuple[L2Book, int, int]:
     """Rebuild the book with truncation, checking every checksum; counts snapshots and
-    updates until ``stop`` is set and the stream has been quiet for a moment."""
+    updates until the ``pongs``-th pong; sets ``heartbeat`` on the first heartbeat."""
     book = L2Book()
-    snapshots = updates = heartbeats = 0
-    loop = asyncio.get_running_loop()
-    last_book_s = loop.time()
-    while True:
-        if stop.is_set() and loop.time() - last_book_s > 0.3:
-            assert heartbeats > 0
-            return book, snapshots, updates
-        try:
-            raw = await asyncio.wait_for(ws.recv(decode=False), 0.3 if stop.is_set() else 5.0)
-        except TimeoutError:
-            assert stop.is_set()
-            continue
-        heartbeats += raw == HEARTBEAT
+    snapshots = updates = 0
+    async for raw in frames_until(ws, _is_pong, pongs):
+        if raw == HEARTBEAT:
+            heartbeat.set()
         for event in kraken.parse(raw, time.monotonic_ns(), 0):
-            last_book_s = loop.time()
             if isinstance(event, DepthSnapshot):
                 book.load(event.bids, event.asks)
                 snapshots += 1
@@ -114,32 +98,39 @@ async def _follow(ws: ClientConnection, stop: asyncio.Event, depth: int) -> tupl
                 continue
             kraken.truncate_to_depth(book, depth)
             assert kraken.book_checksum(book) == event.checksum
+    return book, snapshots, updates
 
 
-def test_two_endpoints_books_equal_the_top_of_the_true_book_and_resubscribe_resnapshots() -> None:
-    async def test() -> None:
-        async with SimKraken(
-            [SYMBOL, "ETH/USD"], n_endpoints=2, interval_s=0.01, heartbeat_interval_s=0.1
-        ) as sim:
-            stop = asyncio.Event()
-            async with connect(sim.v2_urls[0]) as ws0, connect(sim.v2_urls[1]) as ws1:
-                for ws in (ws0, ws1):
-                    for message in kraken.subscribe_messages([SYMBOL]):
-                        await ws.send(message, text=True)
-                    await ws.send(kraken.ping_message(), text=True)
-                follow = [asyncio.create_task(_follow(ws, stop, 10)) for ws in (ws0, ws1)]
-                await asyncio.sleep(0.2)
-                for message in kraken.resubscribe_messages(SYMBOL):
-                    await ws1.send(message, text=True)
-                await asyncio.sleep(0.2)
-                sim.pause()
-                stop.set()
-                results = await asyncio.gather(*follow)
-            truth = sim.true_book(SYMBOL)
-            for book, _, updates in results:
-                assert book.bids() == truth.bids(10) and book.asks() == truth.asks(10)
-                assert updates > 5
-            assert [snapshots for _, snapshots, _ in results] == [1, 2]
-            assert sim.last_id(SYMBOL) is None
-
-    run(test)
+async def test_two_endpoints_books_equal_the_top_of_the_true_book_and_resubscribe_resnapshots() -> (
+    None
+):
+    async with SimKraken(
+        [SYMBOL, "ETH/USD"], n_endpoints=2, interval_s=0.01, heartbeat_interval_s=0.1
+    ) as sim:
+        heartbeats = [asyncio.Event(), asyncio.Event()]
+        async with connect(sim.v2_urls[0]) as ws0, connect(sim.v2_urls[1]) as ws1:
+            for ws in (ws0, ws1):
+                for message in kraken.subscribe_messages([SYMBOL]):
+                    await ws.send(message, text=True)
+                await ws.send(kraken.ping_message(), text=True)
+            follow = [
+                asyncio.create_task(_follow(ws, 2, 10, heartbeat))
+                for ws, heartbeat in zip((ws0, ws1), heartbeats, strict=True)
+            ]
+            await sim.wait_steps(20)
+            for message in kraken.resubscribe_messages(SYMBOL):
+                await ws1.send(message, text=True)
+            await sim.wait_steps(20)
+            for heartbeat in heartbeats:  # subscribed connections get heartbeats
+                await heartbeat.wait()
+            sim.pause()
+            # The second pong comes after every update sent before the pause.
+            for ws in (ws0, ws1):
+                await ws.send(kraken.ping_message(), text=True)
+            results = await asyncio.gather(*follow)
+        truth = sim.true_book(SYMBOL)
+        for book, _, updates in results:
+            assert book.bids() == truth.bids(10) and book.asks() == truth.asks(10)
+            assert updates > 5
+        assert [snapshots for _, snapshots, _ in results] == [1, 2]
+        assert sim.last_id(SYMBOL) is None

@@ -3,14 +3,12 @@ REST ``/0/public/Depth`` endpoint (fetched with httpx on loopback)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -22,36 +20,18 @@ from feeds.sim.kraken import (
     INVALID_ARGUMENTS,
     UNKNOWN_PAIR,
     KrakenProtocol,
-    SimKraken,
     altname,
     rest_pair_name,
 )
-from feeds.sim.venue import ConnState, SimVenue
+from feeds.sim.simulators import SimKraken, SimVenue
+from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthSnapshot, InstrumentPrecision, VenueNotice
 
+from .conftest import get, rest_base
+
 SYMBOLS = ["BTC/USD", "ETH/USD"]
-DEADLINE_S = 10.0
-REAL_DEPTH = Path("/work/shared/data/real/kraken/flashbook/rest-depth-btc.json")
-
-
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(DEADLINE_S):
-            await test()
-
-    asyncio.run(bounded())
-
-
-def rest_base(sim: SimVenue) -> str:
-    url = sim.rest_url
-    assert url is not None
-    return url
-
-
-async def get(url: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=5.0) as client:
-        return await client.get(url)
+REAL_DEPTH = "kraken/flashbook/rest-depth-btc.json"
 
 
 async def recv(ws: ClientConnection) -> bytes:
@@ -64,8 +44,7 @@ async def recv(ws: ClientConnection) -> bytes:
 
 async def wait_steps(sim: SimVenue, symbol: str, steps: int = 5) -> None:
     first = sim.true_book(symbol).normalized()
-    for _ in range(steps):
-        await asyncio.sleep(0.02)
+    await sim.wait_steps(steps)
     assert sim.true_book(symbol).normalized() != first
 
 
@@ -124,57 +103,54 @@ def test_instrument_snapshot_has_the_wire_shape_and_the_simulators_precisions() 
 
 
 @pytest.mark.parametrize("tick", ["0.1", "0.01"])
-def test_instrument_over_loopback_gives_the_precisions_the_book_checksums_at(tick: str) -> None:
-    async def test() -> None:
-        async with SimKraken(
-            SYMBOLS, n_endpoints=1, interval_s=0.05, tick=tick, heartbeat_interval_s=None
-        ) as sim:
-            expected = {symbol: (len(tick) - 2, 8) for symbol in SYMBOLS}
-            assert sim.precisions == expected
-            async with connect(sim.v2_urls[0]) as ws:
-                assert b'"channel":"status"' in await recv(ws)
-                # The gateway's message ("snapshot": true).
-                await ws.send(kraken.instrument_message())
-                ack = msgspec.json.decode(await recv(ws))
-                assert ack["success"] is True and ack["result"]["channel"] == "instrument"
-                snapshot = await recv(ws)
-                precisions = kraken.precisions_from_instrument(snapshot)
-                assert precisions == sim.precisions == expected
-                await ws.send(b'{"method":"unsubscribe","params":{"channel":"instrument"}}')
-                ack = msgspec.json.decode(await recv(ws))
-                assert (ack["method"], ack["success"]) == ("unsubscribe", True)
-                # Without "snapshot": it defaults to true.
-                await ws.send(
-                    b'{"method":"subscribe","params":{"channel":"instrument"},"req_id":9}'
-                )
-                ack = msgspec.json.decode(await recv(ws))
-                assert (ack["req_id"], ack["result"]["snapshot"]) == (9, True)
-                assert kraken.precisions_from_instrument(await recv(ws)) == expected
-                # "snapshot": false: the ack only (the pong comes next).
-                await ws.send(b'{"method":"unsubscribe","params":{"channel":"instrument"}}')
-                await recv(ws)
-                await ws.send(
-                    b'{"method":"subscribe","params":{"channel":"instrument","snapshot":false}}'
-                )
-                ack = msgspec.json.decode(await recv(ws))
-                assert ack["result"] == {"channel": "instrument", "snapshot": False}
-                await ws.send(kraken.ping_message(5))
-                assert msgspec.json.decode(await recv(ws))["method"] == "pong"
-                # The book's checksum, at the announced precisions, is the one sent.
-                await ws.send(kraken.subscribe_messages(["BTC/USD"])[0])
-                await recv(ws)
-                frame = await recv(ws)
-                (snap,) = kraken.parse(frame, 0, 0)
-                assert isinstance(snap, DepthSnapshot)
-                pp, qp = precisions["BTC/USD"]
-                for price, qty in snap.bids + snap.asks:
-                    assert len(price.partition(".")[2]) == pp
-                    assert len(qty.partition(".")[2]) == qp
-                book = L2Book()
-                book.load(snap.bids, snap.asks)
-                assert kraken.checksum_function(pp, qp)(book) == snap.checksum
-
-    run(test)
+async def test_instrument_over_loopback_gives_the_precisions_the_book_checksums_at(
+    tick: str,
+) -> None:
+    async with SimKraken(
+        SYMBOLS, n_endpoints=1, interval_s=0.05, tick=tick, heartbeat_interval_s=None
+    ) as sim:
+        expected = {symbol: (len(tick) - 2, 8) for symbol in SYMBOLS}
+        assert sim.precisions == expected
+        async with connect(sim.v2_urls[0]) as ws:
+            assert b'"channel":"status"' in await recv(ws)
+            # The gateway's message ("snapshot": true).
+            await ws.send(kraken.instrument_message())
+            ack = msgspec.json.decode(await recv(ws))
+            assert ack["success"] is True and ack["result"]["channel"] == "instrument"
+            snapshot = await recv(ws)
+            precisions = kraken.precisions_from_instrument(snapshot)
+            assert precisions == sim.precisions == expected
+            await ws.send(b'{"method":"unsubscribe","params":{"channel":"instrument"}}')
+            ack = msgspec.json.decode(await recv(ws))
+            assert (ack["method"], ack["success"]) == ("unsubscribe", True)
+            # Without "snapshot": it defaults to true.
+            await ws.send(b'{"method":"subscribe","params":{"channel":"instrument"},"req_id":9}')
+            ack = msgspec.json.decode(await recv(ws))
+            assert (ack["req_id"], ack["result"]["snapshot"]) == (9, True)
+            assert kraken.precisions_from_instrument(await recv(ws)) == expected
+            # "snapshot": false: the ack only (the pong comes next).
+            await ws.send(b'{"method":"unsubscribe","params":{"channel":"instrument"}}')
+            await recv(ws)
+            await ws.send(
+                b'{"method":"subscribe","params":{"channel":"instrument","snapshot":false}}'
+            )
+            ack = msgspec.json.decode(await recv(ws))
+            assert ack["result"] == {"channel": "instrument", "snapshot": False}
+            await ws.send(kraken.ping_message(5))
+            assert msgspec.json.decode(await recv(ws))["method"] == "pong"
+            # The book's checksum, at the announced precisions, is the one sent.
+            await ws.send(kraken.subscribe_messages(["BTC/USD"])[0])
+            await recv(ws)
+            frame = await recv(ws)
+            (snap,) = kraken.parse(frame, 0, 0)
+            assert isinstance(snap, DepthSnapshot)
+            pp, qp = precisions["BTC/USD"]
+            for price, qty in snap.bids + snap.asks:
+                assert len(price.partition(".")[2]) == pp
+                assert len(qty.partition(".")[2]) == qp
+            book = L2Book()
+            book.load(snap.bids, snap.asks)
+            assert kraken.checksum_function(pp, qp)(book) == snap.checksum
 
 
 # --- REST Depth -----------------------------------------------------------------------------
@@ -204,47 +180,45 @@ def _levels(side: list[list[Any]]) -> list[tuple[str, str]]:
     return [(price, volume) for price, volume, _ in side]
 
 
-def test_rest_depth_is_the_true_top_n_in_the_real_shape() -> None:
-    real = json.loads(REAL_DEPTH.read_text())
-
-    async def test() -> None:
-        start_s = time.time_ns() // 1_000_000_000
-        async with SimKraken(SYMBOLS, n_endpoints=1, interval_s=0.01, rest=True) as sim:
-            base = rest_base(sim)
-            assert base.startswith("http://127.0.0.1:") and not base.endswith(":0")
-            await wait_steps(sim, "BTC/USD")
-            sim.pause()
-            now_s = time.time_ns() // 1_000_000_000
-            for symbol, name in (("BTC/USD", "XXBTZUSD"), ("ETH/USD", "XETHZUSD")):
-                truth = sim.true_book(symbol)
-                for pair in (symbol, name, altname(symbol)):
-                    for count in (1, 10, 500):
-                        response = await get(f"{base}{DEPTH_PATH}?pair={pair}&count={count}")
-                        assert response.status_code == 200
-                        assert response.headers["content-type"].startswith("application/json")
-                        body = json.loads(response.content)
-                        assert body["error"] == []
-                        assert list(body["result"]) == [name]
-                        book = body["result"][name]
-                        assert list(book) == ["asks", "bids"]
-                        assert _levels(book["bids"]) == truth.bids(count)
-                        assert _levels(book["asks"]) == truth.asks(count)
-                        assert len(book["bids"]) == min(count, len(truth.bids()))
-                # The real shape: [str, str, int] per level.
-                for level in book["bids"] + book["asks"]:
-                    assert [type(v) for v in level] == [
-                        type(v) for v in real["result"]["XXBTZUSD"]["asks"][0]
-                    ]
-                    assert start_s <= level[2] <= now_s
-            # No count: Kraken's default of 100.
-            response = await get(f"{base}{DEPTH_PATH}?pair=XBTUSD")
-            book = json.loads(response.content)["result"]["XXBTZUSD"]
-            truth = sim.true_book("BTC/USD")
-            assert _levels(book["bids"]) == truth.bids(100)
-            assert _levels(book["asks"]) == truth.asks(100)
-            assert sim.rest_requests == 2 * 3 * 3 + 1
-
-    run(test)
+async def test_rest_depth_is_the_true_top_n_in_the_real_shape(
+    real_data: Callable[[str], Path],
+) -> None:
+    real = json.loads(real_data(REAL_DEPTH).read_text())
+    start_s = time.time_ns() // 1_000_000_000
+    async with SimKraken(SYMBOLS, n_endpoints=1, interval_s=0.01, rest=True) as sim:
+        base = rest_base(sim)
+        assert base.startswith("http://127.0.0.1:") and not base.endswith(":0")
+        await wait_steps(sim, "BTC/USD")
+        sim.pause()
+        now_s = time.time_ns() // 1_000_000_000
+        for symbol, name in (("BTC/USD", "XXBTZUSD"), ("ETH/USD", "XETHZUSD")):
+            truth = sim.true_book(symbol)
+            for pair in (symbol, name, altname(symbol)):
+                for count in (1, 10, 500):
+                    response = await get(f"{base}{DEPTH_PATH}?pair={pair}&count={count}")
+                    assert response.status_code == 200
+                    assert response.headers["content-type"].startswith("application/json")
+                    body = json.loads(response.content)
+                    assert body["error"] == []
+                    assert list(body["result"]) == [name]
+                    book = body["result"][name]
+                    assert list(book) == ["asks", "bids"]
+                    assert _levels(book["bids"]) == truth.bids(count)
+                    assert _levels(book["asks"]) == truth.asks(count)
+                    assert len(book["bids"]) == min(count, len(truth.bids()))
+            # The real shape: [str, str, int] per level.
+            for level in book["bids"] + book["asks"]:
+                assert [type(v) for v in level] == [
+                    type(v) for v in real["result"]["XXBTZUSD"]["asks"][0]
+                ]
+                assert start_s <= level[2] <= now_s
+        # No count: Kraken's default of 100.
+        response = await get(f"{base}{DEPTH_PATH}?pair=XBTUSD")
+        book = json.loads(response.content)["result"]["XXBTZUSD"]
+        truth = sim.true_book("BTC/USD")
+        assert _levels(book["bids"]) == truth.bids(100)
+        assert _levels(book["asks"]) == truth.asks(100)
+        assert sim.rest_requests == 2 * 3 * 3 + 1
 
 
 def test_rest_depth_level_timestamps_are_the_second_of_the_last_change() -> None:
@@ -265,7 +239,7 @@ def test_rest_depth_level_timestamps_are_the_second_of_the_last_change() -> None
                 changed[price] = at_s
             else:
                 changed.pop(price, None)
-    status, raw = protocol.rest_response({"pair": "XXBTZUSD", "count": "500"}, 0)
+    status, raw, _, _ = protocol.rest_response({"pair": "XXBTZUSD", "count": "500"}, 0)
     assert status == 200
     book = json.loads(raw)["result"]["XXBTZUSD"]
     fmt = {protocol.format_level("BTC/USD", (p, "0"))[0]: p for p in changed}
@@ -279,23 +253,20 @@ def test_rest_depth_level_timestamps_are_the_second_of_the_last_change() -> None
     assert seen > 10
 
 
-def test_rest_depth_errors_and_other_paths() -> None:
-    async def test() -> None:
-        async with SimKraken(["BTC/USD"], n_endpoints=1, interval_s=0.05, rest=True) as sim:
-            base = rest_base(sim)
-            for pair in ("DOGE/USD", "XXBTZEUR", "xbtusd", "BTC-USD"):
-                response = await get(f"{base}{DEPTH_PATH}?pair={pair}&count=5")
-                assert response.status_code == 200
-                assert json.loads(response.content) == {"error": [UNKNOWN_PAIR]}
-            for query in ("count=5", "pair=", "pair=XBTUSD&count=0", "pair=XBTUSD&count=501"):
-                response = await get(f"{base}{DEPTH_PATH}?{query}")
-                assert response.status_code == 200
-                assert json.loads(response.content) == {"error": [INVALID_ARGUMENTS]}, query
-            for count in ("x", "-1", "9" * 50, "1.5"):
-                response = await get(f"{base}{DEPTH_PATH}?pair=XBTUSD&count={count}")
-                assert json.loads(response.content) == {"error": [INVALID_ARGUMENTS]}
-            for path in ("/0/public/AssetPairs", "/", "/v2", "/0/public/depth"):
-                response = await get(f"{base}{path}?pair=XBTUSD")
-                assert response.status_code == 404
-
-    run(test)
+async def test_rest_depth_errors_and_other_paths() -> None:
+    async with SimKraken(["BTC/USD"], n_endpoints=1, interval_s=0.05, rest=True) as sim:
+        base = rest_base(sim)
+        for pair in ("DOGE/USD", "XXBTZEUR", "xbtusd", "BTC-USD"):
+            response = await get(f"{base}{DEPTH_PATH}?pair={pair}&count=5")
+            assert response.status_code == 200
+            assert json.loads(response.content) == {"error": [UNKNOWN_PAIR]}
+        for query in ("count=5", "pair=", "pair=XBTUSD&count=0", "pair=XBTUSD&count=501"):
+            response = await get(f"{base}{DEPTH_PATH}?{query}")
+            assert response.status_code == 200
+            assert json.loads(response.content) == {"error": [INVALID_ARGUMENTS]}, query
+        for count in ("x", "-1", "9" * 50, "1.5"):
+            response = await get(f"{base}{DEPTH_PATH}?pair=XBTUSD&count={count}")
+            assert json.loads(response.content) == {"error": [INVALID_ARGUMENTS]}
+        for path in ("/0/public/AssetPairs", "/", "/v2", "/0/public/depth"):
+            response = await get(f"{base}{path}?pair=XBTUSD")
+            assert response.status_code == 404

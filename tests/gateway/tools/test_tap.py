@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from feeds.sim.server import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
 from gateway.io.service import Service
 from gateway.tools.cli import build_parser

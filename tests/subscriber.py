@@ -1,0 +1,89 @@
+"""A subscriber for the end-to-end tests: the public client followed in a task, keeping what
+it saw and waking waiters on every update, so that a test waits on what the subscriber saw
+(with a bound), never on time; and a gateway serving it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from gateway.io.client import BookUpdate, GatewayClient
+from gateway.io.service import Service
+from gateway.wire.config import Config
+
+
+class Subscriber:
+    """Follows the gateway at ``url`` for ``keys`` with :class:`GatewayClient`.
+
+    Keeps the last venue id per symbol, the number of updates with a book, the status
+    changes in order, and calls ``on_update`` with every update.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        keys: list[str],
+        backoff_max_s: float = 0.5,
+        on_update: Callable[[BookUpdate], None] | None = None,
+    ) -> None:
+        self.client = GatewayClient(url, keys, backoff_max_s=backoff_max_s)
+        self.venue_ids: dict[str, int] = {}
+        self.updates = 0
+        #: The state of every status update, in order.
+        self.statuses: list[str] = []
+        self._on_update = on_update
+        self._changed = asyncio.Event()
+
+    async def follow(self) -> None:
+        async with self.client:
+            async for update in self.client:
+                if update.kind == "status":
+                    self.statuses.append(update.state.value)
+                if update.book is not None:
+                    self.venue_ids[update.symbol] = update.venue_id
+                    self.updates += 1
+                if self._on_update is not None:
+                    self._on_update(update)
+                self._changed.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        """Return once ``predicate()`` holds, checked now and after every update; raise
+        TimeoutError after ``timeout_s``."""
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> None:
+    """Return once ``predicate()`` holds, checked every 20 ms; raise TimeoutError after
+    ``timeout_s``. Only for state that no event announces (the gateway's connection
+    stats); what a subscriber saw is waited on with :meth:`Subscriber.until`."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - no event announces this state
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: Config,
+    keys: list[str],
+    backoff_max_s: float = 0.5,
+    on_update: Callable[[BookUpdate], None] | None = None,
+) -> AsyncIterator[tuple[Service, Subscriber]]:
+    """The gateway of ``config`` running, and a :class:`Subscriber` of ``keys`` following
+    it; both stop on leaving."""
+    service = Service(config)
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        service_task = tasks.create_task(service.run(ready))
+        await ready.wait()
+        url = f"ws://127.0.0.1:{service.port}/"
+        subscriber = Subscriber(url, keys, backoff_max_s, on_update)
+        follower = tasks.create_task(subscriber.follow())
+        try:
+            yield service, subscriber
+        finally:
+            follower.cancel()
+            service_task.cancel()
