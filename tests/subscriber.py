@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+from gateway.io.capture_writer import CaptureWriter
 from gateway.io.client import BookUpdate, GatewayClient
 from gateway.io.service import Service
 from gateway.wire.config import Config
@@ -56,25 +57,17 @@ class Subscriber:
                 await self._changed.wait()
 
 
-async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> None:
-    """Return once ``predicate()`` holds, checked every 20 ms; raise TimeoutError after
-    ``timeout_s``. Only for state that no event announces (the gateway's connection
-    stats); what a subscriber saw is waited on with :meth:`Subscriber.until`."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - no event announces this state
-            await asyncio.sleep(0.02)
-
-
 @contextlib.asynccontextmanager
 async def serving(
     config: Config,
     keys: list[str],
     backoff_max_s: float = 0.5,
     on_update: Callable[[BookUpdate], None] | None = None,
+    capture: CaptureWriter | None = None,
 ) -> AsyncIterator[tuple[Service, Subscriber]]:
-    """The gateway of ``config`` running, and a :class:`Subscriber` of ``keys`` following
-    it; both stop on leaving."""
-    service = Service(config)
+    """The gateway of ``config`` running (recording into ``capture`` where given), and a
+    :class:`Subscriber` of ``keys`` following it; both stop on leaving."""
+    service = Service(config, capture=capture)
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
         service_task = tasks.create_task(service.run(ready))

@@ -15,7 +15,7 @@ from gateway.core.model import SymbolState
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
-from .subscriber import Subscriber, poll_until
+from .subscriber import Subscriber
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
@@ -64,7 +64,10 @@ async def _two_subscribers_through_faults() -> None:
                 assert stats.duplicates > 0, "redundant copies were seen and dropped"
                 assert service.books[key].state is SymbolState.LIVE
             connections = [c for v in service.venues for c in v.connections.values()]
-            await poll_until(lambda: all(c.stats.connected for c in connections), 10)
+            async with asyncio.timeout(10):
+                await service.connection_changes.wait_until(
+                    lambda: all(c.stats.connected for c in connections)
+                )
             assert all(c.stats.reconnects >= 1 for c in connections)
             for task in [*follow, service_task]:
                 task.cancel()

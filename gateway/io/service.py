@@ -30,7 +30,7 @@ from gateway.core.pipeline import (
 )
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.fanout import Fanout
-from gateway.io.upstream import Connection, SnapshotFetcher
+from gateway.io.upstream import Connection, SnapshotFetcher, StateChanges
 from gateway.wire.config import Config, VenueConfig
 from gateway.wire.venues import adapter_for
 
@@ -50,8 +50,13 @@ class VenueRuntime:
         publish: Callable[[Sequence[GatewayEvent]], None],
         clock_ns: Callable[[], int],
         capture: CaptureWriter | None = None,
+        connection_changes: StateChanges | None = None,
     ) -> None:
         self.cfg = cfg
+        #: Notified after every connection of this venue goes up or down.
+        self.connection_changes = (
+            StateChanges() if connection_changes is None else connection_changes
+        )
         #: Records every raw frame, connection event and REST response, when capturing.
         self.capture = capture
         self.adapter = adapter_for(cfg.venue)
@@ -154,6 +159,7 @@ class VenueRuntime:
             else:
                 self.capture.record_disconnect(conn_id, url)
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns()))
+        self.connection_changes.notify()
 
     def on_snapshot(self, snapshot: DepthSnapshot) -> None:
         self._act(self.pipeline.receive_snapshot(snapshot, self._clock_ns()))
@@ -206,8 +212,13 @@ class Service:
             max_subscribers=config.server.max_subscribers,
         )
         conn_ids = itertools.count(0)
+        #: Notified after every upstream connection goes up or down, once the pipeline has
+        #: been told: ``await connection_changes.wait_until(...)`` waits on their state.
+        self.connection_changes = StateChanges()
         self.venues = [
-            VenueRuntime(cfg, conn_ids, self.fanout.publish, clock_ns, capture)
+            VenueRuntime(
+                cfg, conn_ids, self.fanout.publish, clock_ns, capture, self.connection_changes
+            )
             for cfg in config.venues
         ]
         self._books: dict[str, SymbolArbiter] = {

@@ -34,6 +34,25 @@ FrameHandler = Callable[[int, bytes, int], bool]
 StateHandler = Callable[[int, bool], None]
 
 
+class StateChanges:
+    """Wakes the tasks that wait for a condition on state which synchronous code changes:
+    the code that changes it calls :meth:`notify`, and each waiter checks its condition
+    again."""
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Returns once ``predicate()`` holds, checked now and after every notification.
+        Unbounded: the caller bounds the wait (``asyncio.timeout``)."""
+        while not predicate():
+            await self._changed.wait()
+
+
 @dataclass
 class ConnectionStats:
     connected: bool = False
