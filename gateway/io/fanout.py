@@ -299,7 +299,6 @@ class Fanout:
         the key; TradeOut → ``trade``.
         """
         snapshot_at: dict[str, tuple[int, int]] | None = None
-        bbo_keys: set[str] | None = None
         self._now_s = self._clock_s()
         for event in events:
             if isinstance(event, BookDelta):
@@ -311,10 +310,6 @@ class Fanout:
                 subs = self._book.get(key)
                 if subs:
                     self._send_delta(event, subs)
-                if key in self._bbo:
-                    if bbo_keys is None:
-                        bbo_keys = set()
-                    bbo_keys.add(key)
             elif isinstance(event, TradeOut):
                 self._send_trade(event)
             elif isinstance(event, BookReset):
@@ -324,14 +319,11 @@ class Fanout:
                     if snapshot_at is None:
                         snapshot_at = {}
                     snapshot_at[key] = at
-                if key in self._bbo:
-                    if bbo_keys is None:
-                        bbo_keys = set()
-                    bbo_keys.add(key)
             elif isinstance(event, StatusChange):
                 self._send_status(event)
-        if bbo_keys:
-            for key in bbo_keys:
+        if self._bbo:
+            changed = {e.key for e in events if isinstance(e, (BookDelta, BookReset))}
+            for key in changed & self._bbo.keys():
                 self._send_bbo(key, force=False)
 
     def _send_delta(self, event: BookDelta, subs: _SubSet) -> None:
