@@ -136,6 +136,15 @@ def _selected(names: str) -> list[DemoVenue]:
     return [by_name[n] for n in chosen]
 
 
+def _selected_or_say(names: str, command: str) -> list[DemoVenue] | None:
+    """The venues of ``--venues``, or None after saying on stderr what is wrong with it."""
+    try:
+        return _selected(names)
+    except ValueError as exc:
+        print(f"mdgateway {command}: {exc}", file=sys.stderr)
+        return None
+
+
 def demo_config(sims: Sequence[tuple[DemoVenue, Any]], port: int) -> Config:
     return validate(
         Config(
@@ -259,10 +268,8 @@ def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: 
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    try:
-        venues = _selected(args.venues)
-    except ValueError as exc:
-        print(f"mdgateway demo: {exc}", file=sys.stderr)
+    venues = _selected_or_say(args.venues, "demo")
+    if venues is None:
         return 2
     if args.endpoints < 2:
         print("mdgateway demo: --endpoints must be at least 2", file=sys.stderr)
@@ -318,10 +325,8 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run_sim(args: argparse.Namespace) -> int:
-    try:
-        venues = _selected(args.venues)
-    except ValueError as exc:
-        print(f"mdgateway sim: {exc}", file=sys.stderr)
+    venues = _selected_or_say(args.venues, "sim")
+    if venues is None:
         return 2
     async with contextlib.AsyncExitStack() as stack:
         for venue in venues:
