@@ -14,7 +14,7 @@ from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.verify import verify_capture
 
-from .subscriber import serving
+from .subscriber import run_mdgateway, serving
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
@@ -66,47 +66,13 @@ def test_demo_capture_of_several_venues_verifies(tmp_path: Path) -> None:
     """`mdgateway demo --capture DIR` on simulated venues of both modes: the capture is
     self-contained, and verify rebuilds every book with 0 gaps (venues taken from the
     recorded connect lines, since loopback URLs name none)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from gateway.tools.verify import verify_capture
-
-    root = Path(__file__).resolve().parents[1]
     capture = tmp_path / "cap"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.tools.cli",
-            "demo",
-            "--venues",
-            "okx,kraken,binance-usdm",
-            "--duration",
-            "4",
-            "--port",
-            "0",
-            "--no-view",
-            "--fault-every",
-            "1.5",
-            "--outage",
-            "0.5",
-            "--capture",
-            str(capture),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=root,
+    result = run_mdgateway(
+        *("demo", "--venues", "okx,kraken,binance-usdm", "--duration", "4", "--port", "0"),
+        *("--no-view", "--fault-every", "1.5", "--outage", "0.5", "--capture", str(capture)),
+        timeout_s=45,
     )
-    try:
-        stdout, stderr = process.communicate(timeout=45)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, stdout + stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     report = verify_capture(capture)
     assert report.ok, report
     assert report.venue == "binance-usdm,kraken,okx"

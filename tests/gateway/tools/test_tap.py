@@ -26,7 +26,6 @@ from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import Tap, TapError, run_tap
 from gateway.wire.protocol import (
     Delta,
-    Request,
     Resync,
     ServerMessage,
     Snapshot,
@@ -38,6 +37,7 @@ from gateway.wire.protocol import (
 )
 
 if TYPE_CHECKING:
+    from gateway.wire.protocol import Request
     from tests.gateway.conftest import Run
 
 ROOT = Path(__file__).resolve().parents[3]
