@@ -50,6 +50,7 @@ from gateway.core.model import (
     TradeOut,
 )
 from gateway.core.pipeline import BookState
+from gateway.io.changes import StateChanges
 from gateway.wire.protocol import (
     PROTOCOL_VERSION,
     Bbo,
@@ -273,6 +274,9 @@ class Fanout:
         #: The clock read once per step (a publish, a request, a check), for the flow policy.
         self._now_s = clock_s()
         self.stats = FanoutStats()
+        #: Notified after a subscriber connects or goes, after every request handled, and
+        #: after every check of the subscribers behind; not per published message.
+        self.changes = StateChanges()
         #: The bound ``(host, port)`` pairs once :meth:`serve` is listening.
         self.addresses: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
@@ -493,6 +497,7 @@ class Fanout:
             if sub.flow.state is not _BEHIND:
                 del self._behind[sub]
             self._act(sub, actions)
+        self.changes.notify()
 
     def _recover(self, sub: _Subscriber) -> None:
         """Conflation: send the current state of every key whose messages were dropped."""
@@ -549,6 +554,8 @@ class Fanout:
             if sub.bad_requests <= _BAD_REQUESTS_LOGGED_PER_SUBSCRIBER:
                 log.warning("subscriber %d (%s): refused request: %s", sub.id, sub.remote, exc)
             self._reply(sub, Error(exc.code, str(exc), exc.symbol))
+        finally:
+            self.changes.notify()
 
     def _dispatch(self, sub: _Subscriber, request: ClientRequest) -> None:
         if isinstance(request, Subscribe):
@@ -722,6 +729,7 @@ class Fanout:
         self._subs[sub] = None
         self.stats.subscribers = len(self._subs)
         self.stats.subscribers_total += 1
+        self.changes.notify()
         log.info("subscriber %d connected from %s", sub.id, sub.remote)
         try:
             async for data in conn:
@@ -739,6 +747,7 @@ class Fanout:
         self._behind.pop(sub, None)
         self._subs.pop(sub, None)
         self.stats.subscribers = len(self._subs)
+        self.changes.notify()
         if sub.abort_handle is not None:
             sub.abort_handle.cancel()
         log.info(

@@ -29,8 +29,9 @@ from gateway.core.pipeline import (
     VenueStats,
 )
 from gateway.io.capture_writer import CaptureWriter
+from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
-from gateway.io.upstream import Connection, SnapshotFetcher, StateChanges
+from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
 from gateway.wire.venues import adapter_for
 
@@ -53,7 +54,7 @@ class VenueRuntime:
         connection_changes: StateChanges | None = None,
     ) -> None:
         self.cfg = cfg
-        #: Notified after every connection of this venue goes up or down.
+        #: Notified by every connection of this venue (:attr:`Connection.changes`).
         self.connection_changes = (
             StateChanges() if connection_changes is None else connection_changes
         )
@@ -126,6 +127,7 @@ class VenueRuntime:
             ping_message=ping_message,
             ping_interval_s=self.adapter.ping_interval_s,
             max_messages_per_s=self.adapter.max_messages_per_s,
+            changes=self.connection_changes,
         )
 
     # --- what the pipeline holds ------------------------------------------------------------
@@ -159,7 +161,6 @@ class VenueRuntime:
             else:
                 self.capture.record_disconnect(conn_id, url)
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns()))
-        self.connection_changes.notify()
 
     def on_snapshot(self, snapshot: DepthSnapshot) -> None:
         self._act(self.pipeline.receive_snapshot(snapshot, self._clock_ns()))
@@ -212,8 +213,9 @@ class Service:
             max_subscribers=config.server.max_subscribers,
         )
         conn_ids = itertools.count(0)
-        #: Notified after every upstream connection goes up or down, once the pipeline has
-        #: been told: ``await connection_changes.wait_until(...)`` waits on their state.
+        #: Notified after every upstream connection goes up or down (the pipeline told) and
+        #: after every failed attempt: ``await connection_changes.wait_until(...)`` waits on
+        #: the connections' state.
         self.connection_changes = StateChanges()
         self.venues = [
             VenueRuntime(

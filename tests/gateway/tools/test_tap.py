@@ -19,8 +19,8 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
+from gateway.io.changes import StateChanges
 from gateway.io.service import Service
-from gateway.io.upstream import StateChanges
 from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import Tap, TapError, run_tap
