@@ -1,16 +1,40 @@
 """A subscriber for the end-to-end tests: the public client followed in a task, keeping what
 it saw and waking waiters on every update, so that a test waits on what the subscriber saw
-(with a bound), never on time; and a gateway serving it."""
+(with a bound), never on time; a gateway serving it; and the ``mdgateway`` command run as a
+child process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+from gateway.io.capture_writer import CaptureWriter
 from gateway.io.client import BookUpdate, GatewayClient
 from gateway.io.service import Service
 from gateway.wire.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The ``mdgateway`` command of this checkout.
+MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
+
+
+def run_mdgateway(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """``mdgateway ARGS`` from the repository root, its output captured (unbuffered); the
+    child is killed and TimeoutExpired raised after ``timeout_s``."""
+    return subprocess.run(
+        [*MDGATEWAY, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 class Subscriber:
@@ -56,25 +80,17 @@ class Subscriber:
                 await self._changed.wait()
 
 
-async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> None:
-    """Return once ``predicate()`` holds, checked every 20 ms; raise TimeoutError after
-    ``timeout_s``. Only for state that no event announces (the gateway's connection
-    stats); what a subscriber saw is waited on with :meth:`Subscriber.until`."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - no event announces this state
-            await asyncio.sleep(0.02)
-
-
 @contextlib.asynccontextmanager
 async def serving(
     config: Config,
     keys: list[str],
     backoff_max_s: float = 0.5,
     on_update: Callable[[BookUpdate], None] | None = None,
+    capture: CaptureWriter | None = None,
 ) -> AsyncIterator[tuple[Service, Subscriber]]:
-    """The gateway of ``config`` running, and a :class:`Subscriber` of ``keys`` following
-    it; both stop on leaving."""
-    service = Service(config)
+    """The gateway of ``config`` running (recording into ``capture`` where given), and a
+    :class:`Subscriber` of ``keys`` following it; both stop on leaving."""
+    service = Service(config, capture=capture)
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
         service_task = tasks.create_task(service.run(ready))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
 from feeds.sim.simulators import SimBinanceSpot
@@ -15,13 +14,12 @@ from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.verify import verify_capture
 
+from .subscriber import run_mdgateway, serving
+
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
-
-
-async def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polls state that other tasks own
-            await asyncio.sleep(0.02)
+KEYS = [f"binance:{s}" for s in SYMBOLS]
+#: Venue steps between the endpoint's failure and return (0.5 s of the venue's time).
+STEPS = 25
 
 
 async def _capture_a_run(directory: Path) -> Service:
@@ -30,25 +28,19 @@ async def _capture_a_run(directory: Path) -> Service:
     ) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=tuple(SYMBOLS))
         capture = CaptureWriter(directory, flush_s=0.05, rotate_bytes=16 * 1024)
-        service = Service(demo_config([(binance, sim)], port=0), capture=capture)
-        ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            await _wait_for(lambda: all(b.has_book for b in service.books.values()), 10)
-            await asyncio.sleep(0.5)
+        config = demo_config([(binance, sim)], port=0)
+        async with serving(config, KEYS, capture=capture) as (service, subscriber):
+            await subscriber.until(lambda: len(subscriber.venue_ids) == len(KEYS), 10)
+            await sim.wait_steps(STEPS)
             await sim.close_endpoint(1)
-            await asyncio.sleep(0.5)
+            await sim.wait_steps(STEPS)
             await sim.open_endpoint(1)
-            await asyncio.sleep(0.5)
+            await sim.wait_connections(1, 1)
+            await sim.wait_steps(STEPS)
             sim.pause()
-            await _wait_for(
-                lambda: all(
-                    service.books[f"binance:{s}"].applied_id == sim.last_id(s) for s in SYMBOLS
-                ),
-                10,
-            )
-            service_task.cancel()
+            last = {f"binance:{s}": sim.last_id(s) for s in SYMBOLS}
+            await subscriber.until(lambda: subscriber.venue_ids == last, 10)
+        assert all(service.books[key].applied_id == last[key] for key in KEYS)
         assert capture.stats.dropped == 0 and capture.stats.written > 0
         return service
 
@@ -74,47 +66,13 @@ def test_demo_capture_of_several_venues_verifies(tmp_path: Path) -> None:
     """`mdgateway demo --capture DIR` on simulated venues of both modes: the capture is
     self-contained, and verify rebuilds every book with 0 gaps (venues taken from the
     recorded connect lines, since loopback URLs name none)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from gateway.tools.verify import verify_capture
-
-    root = Path(__file__).resolve().parents[1]
     capture = tmp_path / "cap"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.tools.cli",
-            "demo",
-            "--venues",
-            "okx,kraken,binance-usdm",
-            "--duration",
-            "4",
-            "--port",
-            "0",
-            "--no-view",
-            "--fault-every",
-            "1.5",
-            "--outage",
-            "0.5",
-            "--capture",
-            str(capture),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=root,
+    result = run_mdgateway(
+        *("demo", "--venues", "okx,kraken,binance-usdm", "--duration", "4", "--port", "0"),
+        *("--no-view", "--fault-every", "1.5", "--outage", "0.5", "--capture", str(capture)),
+        timeout_s=45,
     )
-    try:
-        stdout, stderr = process.communicate(timeout=45)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, stdout + stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     report = verify_capture(capture)
     assert report.ok, report
     assert report.venue == "binance-usdm,kraken,okx"

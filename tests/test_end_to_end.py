@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from feeds.sim.simulators import SimBinanceSpot
@@ -15,12 +12,10 @@ from gateway.core.model import SymbolState
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
-from .subscriber import Subscriber, poll_until
+from .subscriber import MDGATEWAY, ROOT, Subscriber, run_mdgateway
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
-ROOT = Path(__file__).resolve().parents[1]
-MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
 #: Venue steps between the failures (0.4 s of the venue's time).
 STEPS = 20
 
@@ -64,7 +59,10 @@ async def _two_subscribers_through_faults() -> None:
                 assert stats.duplicates > 0, "redundant copies were seen and dropped"
                 assert service.books[key].state is SymbolState.LIVE
             connections = [c for v in service.venues for c in v.connections.values()]
-            await poll_until(lambda: all(c.stats.connected for c in connections), 10)
+            async with asyncio.timeout(10):
+                await service.connection_changes.wait_until(
+                    lambda: all(c.stats.connected for c in connections)
+                )
             assert all(c.stats.reconnects >= 1 for c in connections)
             for task in [*follow, service_task]:
                 task.cancel()
@@ -133,46 +131,19 @@ def test_run_command_serves_books_and_stops_cleanly_on_sigterm(tmp_path: Path) -
 def test_run_command_names_the_bad_key(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[server]\nprot = 1\n[[venues]]\nvenue = "binance"\n')
-    result = subprocess.run(
-        [*MDGATEWAY, "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=False,
-    )
+    result = run_mdgateway("run", "--config", str(config), timeout_s=30)
     assert result.returncode == 2
     assert "unknown field `prot`" in result.stderr and "$.server" in result.stderr
 
 
 def test_headless_demo_exits_zero_by_itself() -> None:
-    process = subprocess.Popen(
-        [
-            *MDGATEWAY,
-            "demo",
-            "--duration",
-            "8",
-            "--port",
-            "0",
-            "--no-view",
-            "--fault-every",
-            "2",
-            "--outage",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    result = run_mdgateway(
+        *("demo", "--duration", "8", "--port", "0", "--no-view"),
+        *("--fault-every", "2", "--outage", "1"),
+        timeout_s=40,
     )
-    try:
-        stdout, stderr = process.communicate(timeout=40)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.returncode == 0, stdout + stderr
+    stdout, stderr = result.stdout, result.stderr
+    assert result.returncode == 0, stdout + stderr
     assert "result: OK" in stdout
     assert "fault: closing binance endpoint 0" in stderr
     assert "fault: closing okx endpoint 0" in stderr

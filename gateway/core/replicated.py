@@ -231,8 +231,7 @@ class ReplicatedBook:
         try:
             replica.book.load(snap.bids, snap.asks)
         except BadLevel as exc:
-            self.stats.bad_updates += 1
-            self._fail(snap.conn_id, replica, f"bad snapshot: {exc}", out)
+            self._refuse(snap.conn_id, replica, f"bad snapshot: {exc}", out)
             return out
         self.stats.snapshots += 1
         if self.depth is not None:
@@ -257,8 +256,7 @@ class ReplicatedBook:
         try:
             replica.book.apply(diff.bids, diff.asks)
         except BadLevel as exc:
-            self.stats.bad_updates += 1
-            self._fail(diff.conn_id, replica, f"bad update: {exc}", out)
+            self._refuse(diff.conn_id, replica, f"bad update: {exc}", out)
             return out
         removed_bids: list[Level] = []
         removed_asks: list[Level] = []
@@ -295,6 +293,12 @@ class ReplicatedBook:
         return None
 
     # --- the machines -------------------------------------------------------------------
+
+    def _refuse(self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent]) -> None:
+        """A message whose levels the replica's book refused (BadLevel): a bad update, and
+        the replica fails."""
+        self.stats.bad_updates += 1
+        self._fail(conn_id, replica, reason, out)
 
     def _fail(self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent]) -> None:
         """Moves the replica machine on FAILED and carries out its actions."""

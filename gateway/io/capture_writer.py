@@ -24,6 +24,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.capture.codec import CaptureFileWriter, LineKind, encode_line, gap_payload
+from gateway.io.changes import StateChanges
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class CaptureWriter:
             directory, rotate_bytes=rotate_bytes, rotate_s=rotate_s, level=level
         )
         self.stats = CaptureStats()
+        #: Notified after every batch is written (``stats.written`` counts it).
+        self.changes = StateChanges()
         self._max_queue = max_queue
         self._wake_at = max(1, max_queue // 2)
         self._flush_s = flush_s
@@ -133,6 +136,7 @@ class CaptureWriter:
                     pass
                 self._wake.clear()
                 await asyncio.to_thread(self._write, self._take(), False)
+                self.changes.notify()
         finally:
             self._closed = True
             batch = self._take()

@@ -50,6 +50,7 @@ from gateway.core.model import (
     TradeOut,
 )
 from gateway.core.pipeline import BookState
+from gateway.io.changes import StateChanges
 from gateway.wire.protocol import (
     PROTOCOL_VERSION,
     Bbo,
@@ -273,6 +274,9 @@ class Fanout:
         #: The clock read once per step (a publish, a request, a check), for the flow policy.
         self._now_s = clock_s()
         self.stats = FanoutStats()
+        #: Notified after a subscriber connects or goes, after every request handled, and
+        #: after every check of the subscribers behind; not per published message.
+        self.changes = StateChanges()
         #: The bound ``(host, port)`` pairs once :meth:`serve` is listening.
         self.addresses: list[tuple[str, int]] = []
         self._ids = itertools.count(1)
@@ -299,7 +303,6 @@ class Fanout:
         the key; TradeOut → ``trade``.
         """
         snapshot_at: dict[str, tuple[int, int]] | None = None
-        bbo_keys: set[str] | None = None
         self._now_s = self._clock_s()
         for event in events:
             if isinstance(event, BookDelta):
@@ -311,10 +314,6 @@ class Fanout:
                 subs = self._book.get(key)
                 if subs:
                     self._send_delta(event, subs)
-                if key in self._bbo:
-                    if bbo_keys is None:
-                        bbo_keys = set()
-                    bbo_keys.add(key)
             elif isinstance(event, TradeOut):
                 self._send_trade(event)
             elif isinstance(event, BookReset):
@@ -324,14 +323,11 @@ class Fanout:
                     if snapshot_at is None:
                         snapshot_at = {}
                     snapshot_at[key] = at
-                if key in self._bbo:
-                    if bbo_keys is None:
-                        bbo_keys = set()
-                    bbo_keys.add(key)
             elif isinstance(event, StatusChange):
                 self._send_status(event)
-        if bbo_keys:
-            for key in bbo_keys:
+        if self._bbo:
+            changed = {e.key for e in events if isinstance(e, (BookDelta, BookReset))}
+            for key in changed & self._bbo.keys():
                 self._send_bbo(key, force=False)
 
     def _send_delta(self, event: BookDelta, subs: _SubSet) -> None:
@@ -501,6 +497,7 @@ class Fanout:
             if sub.flow.state is not _BEHIND:
                 del self._behind[sub]
             self._act(sub, actions)
+        self.changes.notify()
 
     def _recover(self, sub: _Subscriber) -> None:
         """Conflation: send the current state of every key whose messages were dropped."""
@@ -557,6 +554,8 @@ class Fanout:
             if sub.bad_requests <= _BAD_REQUESTS_LOGGED_PER_SUBSCRIBER:
                 log.warning("subscriber %d (%s): refused request: %s", sub.id, sub.remote, exc)
             self._reply(sub, Error(exc.code, str(exc), exc.symbol))
+        finally:
+            self.changes.notify()
 
     def _dispatch(self, sub: _Subscriber, request: ClientRequest) -> None:
         if isinstance(request, Subscribe):
@@ -730,6 +729,7 @@ class Fanout:
         self._subs[sub] = None
         self.stats.subscribers = len(self._subs)
         self.stats.subscribers_total += 1
+        self.changes.notify()
         log.info("subscriber %d connected from %s", sub.id, sub.remote)
         try:
             async for data in conn:
@@ -747,6 +747,7 @@ class Fanout:
         self._behind.pop(sub, None)
         self._subs.pop(sub, None)
         self.stats.subscribers = len(self._subs)
+        self.changes.notify()
         if sub.abort_handle is not None:
             sub.abort_handle.cancel()
         log.info(

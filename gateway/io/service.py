@@ -29,6 +29,7 @@ from gateway.core.pipeline import (
     VenueStats,
 )
 from gateway.io.capture_writer import CaptureWriter
+from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
@@ -50,8 +51,13 @@ class VenueRuntime:
         publish: Callable[[Sequence[GatewayEvent]], None],
         clock_ns: Callable[[], int],
         capture: CaptureWriter | None = None,
+        connection_changes: StateChanges | None = None,
     ) -> None:
         self.cfg = cfg
+        #: Notified by every connection of this venue (:attr:`Connection.changes`).
+        self.connection_changes = (
+            StateChanges() if connection_changes is None else connection_changes
+        )
         #: Records every raw frame, connection event and REST response, when capturing.
         self.capture = capture
         self.adapter = adapter_for(cfg.venue)
@@ -121,6 +127,7 @@ class VenueRuntime:
             ping_message=ping_message,
             ping_interval_s=self.adapter.ping_interval_s,
             max_messages_per_s=self.adapter.max_messages_per_s,
+            changes=self.connection_changes,
         )
 
     # --- what the pipeline holds ------------------------------------------------------------
@@ -206,8 +213,14 @@ class Service:
             max_subscribers=config.server.max_subscribers,
         )
         conn_ids = itertools.count(0)
+        #: Notified after every upstream connection goes up or down (the pipeline told) and
+        #: after every failed attempt: ``await connection_changes.wait_until(...)`` waits on
+        #: the connections' state.
+        self.connection_changes = StateChanges()
         self.venues = [
-            VenueRuntime(cfg, conn_ids, self.fanout.publish, clock_ns, capture)
+            VenueRuntime(
+                cfg, conn_ids, self.fanout.publish, clock_ns, capture, self.connection_changes
+            )
             for cfg in config.venues
         ]
         self._books: dict[str, SymbolArbiter] = {

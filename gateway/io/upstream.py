@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from gateway.core.backoff import Backoff
 from gateway.core.budget import RATE_LIMIT_STATUSES, WeightBudget, retry_after_s
 from gateway.core.model import DepthSnapshot, VenueContractError
+from gateway.io.changes import StateChanges
 from gateway.wire.venues import VenueAdapter
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Connection:
         ping_message: bytes | None = None,
         ping_interval_s: float = 20.0,
         max_messages_per_s: float = 4.0,
+        changes: StateChanges | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.url = url
@@ -95,6 +97,9 @@ class Connection:
         self._send_interval_s = 1.0 / max_messages_per_s
         self._outbox: asyncio.Queue[bytes] | None = None
         self.stats = ConnectionStats()
+        #: Notified after the connection goes up (``on_state`` told) or down, and after a
+        #: failed attempt; may be shared by several connections.
+        self.changes = StateChanges() if changes is None else changes
         #: The endpoint without the stream list, for logs and views.
         self.endpoint = url.partition("?")[0].removesuffix("/stream")
 
@@ -208,17 +213,20 @@ class Connection:
         self.stats.connected_since_s = now_s
         log.info("conn %d connected to %s", self.conn_id, self.endpoint)
         self._on_state(self.conn_id, True)
+        self.changes.notify()
 
     def _down(self) -> None:
         if self.stats.connected:
             self.stats.connected = False
             self._on_state(self.conn_id, False)
+            self.changes.notify()
 
     def _failed(self, what: str) -> None:
         if not self.stats.connected:
             self.stats.failed_attempts += 1
         self.stats.last_error = what
         log.warning("conn %d %s: %s", self.conn_id, self.endpoint, what)
+        self.changes.notify()
 
 
 @dataclass

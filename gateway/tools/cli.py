@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -55,6 +55,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_loop(_run_service(config, args.capture))
 
 
+#: A tool's ``add_arguments``: the arguments its ``main`` takes from the namespace.
+AddArguments = Callable[[argparse.ArgumentParser], None]
+#: A subcommand's ``main``: its exit status.
+Command = Callable[[argparse.Namespace], int]
+
 # --- entry ------------------------------------------------------------------------------------
 
 
@@ -74,35 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_capture_argument(run)
     run.set_defaults(func=cmd_run)
 
-    demo_parser = commands.add_parser(
-        "demo", help="run the gateway on simulated venues with endpoint faults, and watch it"
+    help_texts = {
+        "demo": "run the gateway on simulated venues with endpoint faults, and watch it",
+        "sim": "run the simulated venue alone on fixed loopback ports",
+        "verify": "rebuild books offline from a capture file and report per symbol",
+        "tap": "follow one symbol of a gateway, check seq and book, and summarize",
+        "replay": "serve a capture from K loopback endpoints and REST, as the venue would",
+    }
+    tools: tuple[tuple[str, AddArguments, Command], ...] = (
+        ("demo", demo.add_arguments, demo.main),
+        ("sim", demo.add_sim_arguments, demo.sim_main),
+        ("verify", verify.add_arguments, verify.main),
+        ("tap", tap.add_arguments, tap.main),
+        ("replay", replay.add_arguments, replay.main),
     )
-    demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(func=demo.main)
-
-    sim_parser = commands.add_parser(
-        "sim", help="run the simulated venue alone on fixed loopback ports"
-    )
-    demo.add_sim_arguments(sim_parser)
-    sim_parser.set_defaults(func=demo.sim_main)
-
-    verify_parser = commands.add_parser(
-        "verify", help="rebuild books offline from a capture file and report per symbol"
-    )
-    verify.add_arguments(verify_parser)
-    verify_parser.set_defaults(func=verify.main)
-
-    tap_parser = commands.add_parser(
-        "tap", help="follow one symbol of a gateway, check seq and book, and summarize"
-    )
-    tap.add_arguments(tap_parser)
-    tap_parser.set_defaults(func=tap.main)
-
-    replay_parser = commands.add_parser(
-        "replay", help="serve a capture from K loopback endpoints and REST, as the venue would"
-    )
-    replay.add_arguments(replay_parser)
-    replay_parser.set_defaults(func=replay.main)
+    for name, add_arguments, command in tools:
+        tool_parser = commands.add_parser(name, help=help_texts[name])
+        add_arguments(tool_parser)
+        tool_parser.set_defaults(func=command)
     return parser
 
 

@@ -19,8 +19,8 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.book import L2Book
@@ -42,109 +42,62 @@ class DemoVenue:
 
     venue: str
     symbols: tuple[str, ...]
-    #: start(symbols, n_endpoints, seed, ports, rest_port) -> a simulator (async context manager)
-    start: Callable[[list[str], int, int, list[int] | None, int | None], Any]
-    urls: Callable[[Any], list[str]]
-    rest: Callable[[Any], list[str]]
+    #: The simulator's class in :mod:`feeds.sim.simulators`.
+    sim_class: str
+    #: The simulator's attribute listing the WebSocket URLs the gateway connects to.
+    urls_attribute: str
+    #: Whether the gateway fetches REST snapshots from the simulator's ``rest_url``.
+    uses_rest: bool = False
     #: Levels per side the gateway holds of this venue (the subscribed depth), None: all.
-    depth: int | None
+    depth: int | None = None
+    #: Keyword arguments of the simulator besides those every simulator takes.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
-
-def _binance(
-    symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
-) -> Any:
-    from feeds.sim.simulators import SimBinanceSpot
-
-    return SimBinanceSpot(
-        symbols,
-        n_endpoints=n,
-        seed=seed,
-        ports=ports,
-        rest_port=rest_port,
-        jitter_ms=20.0,
-        snapshot_delay_s=0.05,
-    )
-
-
-def _binance_usdm(
-    symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
-) -> Any:
-    from feeds.sim.simulators import SimBinanceUsdm
-
-    return SimBinanceUsdm(
-        symbols, n_endpoints=n, seed=seed, ports=ports, rest_port=rest_port, jitter_ms=20.0
-    )
-
-
-def _venue_sim(name: str, **options: Any) -> Callable[..., Any]:
     def start(
-        symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
+        self, symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
     ) -> Any:
-        import importlib
+        """The simulator (an async context manager) on ``n`` endpoints."""
+        from feeds.sim import simulators
 
-        module, cls = name.rsplit(".", 1)
-        sim_class = getattr(importlib.import_module(module), cls)
-        return sim_class(
+        return getattr(simulators, self.sim_class)(
             symbols,
             n_endpoints=n,
             seed=seed,
             ports=ports,
             rest_port=rest_port,
             jitter_ms=20.0,
-            **options,
+            **self.options,
         )
 
-    return start
+    def urls(self, sim: Any) -> list[str]:
+        return list(getattr(sim, self.urls_attribute))
+
+    def rest(self, sim: Any) -> list[str]:
+        return [sim.rest_url] if self.uses_rest else []
 
 
 DEMO_VENUES: tuple[DemoVenue, ...] = (
     DemoVenue(
         "binance",
         ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
-        _binance,
-        lambda sim: sim.endpoint_urls,
-        lambda sim: [sim.rest_url],
-        None,
+        "SimBinanceSpot",
+        "endpoint_urls",
+        uses_rest=True,
+        options={"snapshot_delay_s": 0.05},
     ),
-    DemoVenue(
-        "okx",
-        ("BTC-USDT", "ETH-USDT"),
-        _venue_sim("feeds.sim.simulators.SimOkx"),
-        lambda sim: sim.public_urls,
-        lambda sim: [],
-        None,
-    ),
-    DemoVenue(
-        "kraken",
-        ("BTC/USD", "ETH/USD"),
-        _venue_sim("feeds.sim.simulators.SimKraken"),
-        lambda sim: sim.v2_urls,
-        lambda sim: [],
-        10,
-    ),
+    DemoVenue("okx", ("BTC-USDT", "ETH-USDT"), "SimOkx", "public_urls"),
+    DemoVenue("kraken", ("BTC/USD", "ETH/USD"), "SimKraken", "v2_urls", depth=10),
     DemoVenue(
         "bybit-spot",
         ("BTCUSDT",),
-        _venue_sim("feeds.sim.simulators.SimBybit", category="spot"),
-        lambda sim: sim.public_urls,
-        lambda sim: [],
-        200,
+        "SimBybit",
+        "public_urls",
+        depth=200,
+        options={"category": "spot"},
     ),
+    DemoVenue("coinbase", ("BTC-USD", "ETH-USD"), "SimCoinbase", "endpoint_urls"),
     DemoVenue(
-        "coinbase",
-        ("BTC-USD", "ETH-USD"),
-        _venue_sim("feeds.sim.simulators.SimCoinbase"),
-        lambda sim: sim.endpoint_urls,
-        lambda sim: [],
-        None,
-    ),
-    DemoVenue(
-        "binance-usdm",
-        ("BTCUSDT", "ETHUSDT"),
-        _binance_usdm,
-        lambda sim: sim.public_urls,
-        lambda sim: [sim.rest_url],
-        None,
+        "binance-usdm", ("BTCUSDT", "ETHUSDT"), "SimBinanceUsdm", "public_urls", uses_rest=True
     ),
 )
 DEFAULT_VENUES = ",".join(v.venue for v in DEMO_VENUES)
@@ -181,6 +134,15 @@ def _selected(names: str) -> list[DemoVenue]:
             f"the demo simulates {DEFAULT_VENUES}"
         )
     return [by_name[n] for n in chosen]
+
+
+def _selected_or_say(names: str, command: str) -> list[DemoVenue] | None:
+    """The venues of ``--venues``, or None after saying on stderr what is wrong with it."""
+    try:
+        return _selected(names)
+    except ValueError as exc:
+        print(f"mdgateway {command}: {exc}", file=sys.stderr)
+        return None
 
 
 def demo_config(sims: Sequence[tuple[DemoVenue, Any]], port: int) -> Config:
@@ -306,10 +268,8 @@ def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: 
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    try:
-        venues = _selected(args.venues)
-    except ValueError as exc:
-        print(f"mdgateway demo: {exc}", file=sys.stderr)
+    venues = _selected_or_say(args.venues, "demo")
+    if venues is None:
         return 2
     if args.endpoints < 2:
         print("mdgateway demo: --endpoints must be at least 2", file=sys.stderr)
@@ -365,10 +325,8 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run_sim(args: argparse.Namespace) -> int:
-    try:
-        venues = _selected(args.venues)
-    except ValueError as exc:
-        print(f"mdgateway sim: {exc}", file=sys.stderr)
+    venues = _selected_or_say(args.venues, "sim")
+    if venues is None:
         return 2
     async with contextlib.AsyncExitStack() as stack:
         for venue in venues:

@@ -33,6 +33,7 @@ from gateway.capture import (
     CaptureRecord,
     detect_venue,
 )
+from gateway.tools.runtime import int_at_least
 from gateway.wire.venues import ADAPTERS
 
 
@@ -71,17 +72,10 @@ def _speed(text: str) -> float | None:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="capture file or DIR")
     parser.add_argument(
-        "--endpoints", type=_positive, default=1, metavar="K", help="loopback endpoints"
+        "--endpoints", type=int_at_least(1), default=1, metavar="K", help="loopback endpoints"
     )
     parser.add_argument(
         "--speed", type=_speed, default=1.0, metavar="X|max", help="time factor, or max"

@@ -43,6 +43,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from gateway.core.book import L2Book
 from gateway.core.model import Level
 from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
+from gateway.tools.runtime import int_at_least
 from gateway.wire.protocol import (
     Delta,
     Error,
@@ -353,16 +354,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _depth_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``tap``; :func:`main` takes the namespace they produce."""
     parser.add_argument("url", help="gateway subscriber URL, e.g. ws://127.0.0.1:8765/")
@@ -378,7 +369,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--depth",
-        type=_depth_arg,
+        type=int_at_least(1),
         default=None,
         metavar="N",
         help="snapshot depth to subscribe with (default: the full book)",

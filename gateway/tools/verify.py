@@ -39,6 +39,7 @@ from gateway.capture import (
 from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, SymbolArbiter
 from gateway.core.model import Level, VenueContractError
 from gateway.core.pipeline import VenuePipeline
+from gateway.tools.runtime import int_at_least
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
 DEFAULT_DEPTH: Final = 20
@@ -309,16 +310,6 @@ def encode_json(report: VerifyReport) -> bytes:
 # --- command line -------------------------------------------------------------------------
 
 
-def _depth_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``verify``; :func:`main` takes the namespace they produce."""
     parser.add_argument(
@@ -336,7 +327,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
         "--depth",
-        type=_depth_arg,
+        type=int_at_least(0),
         default=DEFAULT_DEPTH,
         metavar="N",
         help=f"levels per side in the report (default {DEFAULT_DEPTH})",

@@ -6,8 +6,8 @@ Pure: the adapters' functions take input and return output; nothing here does I/
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
 
 from feeds import binance, binance_usdm, bybit, coinbase, kraken, okx
 from gateway.core.arbiter import (
@@ -132,19 +132,118 @@ class VenueAdapter:
         )
 
 
+class _VenueModule(Protocol):
+    """The names every venue module of :mod:`feeds` exports the same way."""
+
+    @property
+    def REST_ENDPOINTS(self) -> tuple[str, ...]: ...
+    @property
+    def HOSTS(self) -> Mapping[str, str]: ...
+    @property
+    def CRYPTOFEED_NAMES(self) -> Mapping[str, str]: ...
+
+    def frame_venue(self, head: bytes) -> str | None: ...
+
+
+class _OneMarketModule(_VenueModule, Protocol):
+    """A venue module of one market (one venue)."""
+
+    @property
+    def VENUE(self) -> str: ...
+    @property
+    def WS_ENDPOINTS(self) -> tuple[str, ...]: ...
+
+    def parse(self, raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]: ...
+
+
+class _RestSnapshotModule(_OneMarketModule, Protocol):
+    """A venue module with REST depth snapshots."""
+
+    @property
+    def SNAPSHOT_PATH(self) -> str: ...
+
+    def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str: ...
+    def parse_snapshot(
+        self, symbol: str, body: bytes, recv_ns: int, conn_id: int = -1
+    ) -> DepthSnapshot: ...
+
+
+class _BinanceModule(_RestSnapshotModule, Protocol):
+    """A Binance market's module: streams named in the URL, snapshots weighted by limit."""
+
+    def stream_url(self, endpoint: str, symbols: Sequence[str]) -> str: ...
+    def snapshot_weight(self, limit: int) -> int: ...
+
+
+def _venue(
+    feed: _VenueModule,
+    venue: str,
+    mode: ArbitrationMode,
+    stream_url: Callable[[str, Sequence[str]], str],
+    parse: Callable[[bytes, int, int], list[VenueEvent]],
+    ws_endpoints: tuple[str, ...],
+) -> VenueAdapter:
+    """The adapter of one market of a venue module: what differs by market given, the rest
+    of what every module names the same way read from it; everything else at its default,
+    for :func:`dataclasses.replace` to set."""
+    return VenueAdapter(
+        venue=venue,
+        mode=mode,
+        stream_url=stream_url,
+        parse=parse,
+        ws_endpoints=ws_endpoints,
+        rest_endpoints=feed.REST_ENDPOINTS,
+        hosts=feed.HOSTS,
+        frame_venue=feed.frame_venue,
+        cryptofeed_names=feed.CRYPTOFEED_NAMES,
+    )
+
+
+def _one_market(
+    feed: _OneMarketModule,
+    mode: ArbitrationMode,
+    stream_url: Callable[[str, Sequence[str]], str],
+) -> VenueAdapter:
+    """The adapter of a one-market venue module, as :func:`_venue`."""
+    return _venue(feed, feed.VENUE, mode, stream_url, feed.parse, feed.WS_ENDPOINTS)
+
+
+def _rest_snapshots(
+    adapter: VenueAdapter, feed: _RestSnapshotModule, weight_per_minute: int
+) -> VenueAdapter:
+    """``adapter`` with the module's REST depth snapshots, under a weight budget."""
+    return replace(
+        adapter,
+        snapshot_url=feed.snapshot_url,
+        parse_snapshot=feed.parse_snapshot,
+        rest_weight_per_minute=weight_per_minute,
+        snapshot_paths=(feed.SNAPSHOT_PATH,),
+    )
+
+
+def _binance(
+    feed: _BinanceModule, link_rule: Callable[[], LinkRule], weight_per_minute: int
+) -> VenueAdapter:
+    """A Binance market: streams named in the URL, REST snapshots weighted by their limit,
+    and the exchange's shutdown notice."""
+    adapter = _one_market(feed, "sequenced", feed.stream_url)
+    return replace(
+        _rest_snapshots(adapter, feed, weight_per_minute),
+        snapshot_weight=feed.snapshot_weight,
+        link_rule=link_rule,
+        notice_frame=binance.notice_frame,
+    )
+
+
 def _bybit(
     venue: str,
     parse: Callable[[bytes, int, int], list[VenueEvent]],
     parse_snapshot: Callable[[str, bytes, int, int], DepthSnapshot],
 ) -> VenueAdapter:
     """One Bybit category (spot, linear): its own endpoint, topics and sequence."""
-    return VenueAdapter(
-        venue=venue,
-        mode="sequenced",
-        stream_url=bybit.connect_url,
-        parse=parse,
-        ws_endpoints=bybit.WS_ENDPOINTS[venue],
-        rest_endpoints=bybit.REST_ENDPOINTS,
+    adapter = _venue(bybit, venue, "sequenced", bybit.connect_url, parse, bybit.WS_ENDPOINTS[venue])
+    return replace(
+        adapter,
         subscribe_messages=bybit.subscribe_messages,
         resubscribe_messages=bybit.resubscribe_messages,
         ping_message=bybit.ping_message(),
@@ -153,94 +252,48 @@ def _bybit(
         parse_snapshot=parse_snapshot,
         snapshot_paths=(bybit.SNAPSHOT_PATH,),
         link_rule=bybit.BybitRule,
-        hosts=bybit.HOSTS,
         url_venue=bybit.url_venue,
         url_venues=bybit.CATEGORY_VENUES,
         exchange=bybit.EXCHANGE,
-        frame_venue=bybit.frame_venue,
-        cryptofeed_names=bybit.CRYPTOFEED_NAMES,
     )
 
 
 ADAPTERS: dict[str, VenueAdapter] = {
-    "binance": VenueAdapter(
-        venue=binance.VENUE,
-        mode="sequenced",
-        stream_url=binance.stream_url,
-        parse=binance.parse,
-        ws_endpoints=binance.WS_ENDPOINTS,
-        rest_endpoints=binance.REST_ENDPOINTS,
+    "binance": replace(
+        _binance(binance, binance.BinanceSpotRule, 6000),
         max_messages_per_s=4.0,  # Binance disconnects above 5 per second
-        snapshot_url=binance.snapshot_url,
-        parse_snapshot=binance.parse_snapshot,
-        snapshot_weight=binance.snapshot_weight,
-        rest_weight_per_minute=6000,
-        snapshot_paths=(binance.SNAPSHOT_PATH,),
-        link_rule=binance.BinanceSpotRule,
-        hosts=binance.HOSTS,
-        frame_venue=binance.frame_venue,
-        cryptofeed_names=binance.CRYPTOFEED_NAMES,
-        notice_frame=binance.notice_frame,
     ),
-    "binance-usdm": VenueAdapter(
-        venue=binance_usdm.VENUE,
-        mode="sequenced",
+    "binance-usdm": replace(
+        _binance(
+            binance_usdm, binance_usdm.BinanceFuturesRule, binance_usdm.REST_WEIGHT_PER_MINUTE
+        ),
         # Depth diffs come from /public; trades (aggTrade) from /market, on connections of
         # their own.
-        stream_url=binance_usdm.stream_url,
         trade_endpoint=lambda endpoint: endpoint.removesuffix("/public") + "/market",
         trade_stream_url=binance_usdm.market_stream_url,
-        parse=binance_usdm.parse,
-        ws_endpoints=binance_usdm.WS_ENDPOINTS,
-        rest_endpoints=binance_usdm.REST_ENDPOINTS,
         max_messages_per_s=8.0,  # USD-M disconnects above 10 per second
-        snapshot_url=binance_usdm.snapshot_url,
-        parse_snapshot=binance_usdm.parse_snapshot,
-        snapshot_weight=binance_usdm.snapshot_weight,
-        rest_weight_per_minute=binance_usdm.REST_WEIGHT_PER_MINUTE,
-        snapshot_paths=(binance_usdm.SNAPSHOT_PATH,),
-        link_rule=binance_usdm.BinanceFuturesRule,
-        hosts=binance_usdm.HOSTS,
-        frame_venue=binance_usdm.frame_venue,
-        cryptofeed_names=binance_usdm.CRYPTOFEED_NAMES,
-        notice_frame=binance.notice_frame,
     ),
     bybit.SPOT: _bybit(bybit.SPOT, bybit.parse_spot, bybit.parse_snapshot_spot),
     bybit.LINEAR: _bybit(bybit.LINEAR, bybit.parse_linear, bybit.parse_snapshot_linear),
-    "okx": VenueAdapter(
-        venue=okx.VENUE,
-        mode="sequenced",
-        stream_url=okx.connect_url,
-        parse=okx.parse,
-        ws_endpoints=okx.WS_ENDPOINTS,
-        rest_endpoints=okx.REST_ENDPOINTS,
+    "okx": replace(
+        # Resyncs resubscribe for an in-band snapshot; the REST procedure (books with seqId)
+        # is used where a venue config lists REST bases.
+        _rest_snapshots(
+            _one_market(okx, "sequenced", okx.connect_url), okx, okx.REST_REQUESTS_PER_MINUTE
+        ),
+        in_band_snapshots=True,
         subscribe_messages=okx.subscribe_messages,
         resubscribe_messages=okx.resubscribe_messages,
         ping_message=okx.ping_message(),
         ping_interval_s=okx.PING_INTERVAL_S,
         # 480 subscribe requests per hour per connection; pings are sent well below this.
         max_messages_per_s=2.0,
-        # Resyncs resubscribe for an in-band snapshot; the REST procedure (books with seqId)
-        # is used where a venue config lists REST bases.
-        in_band_snapshots=True,
-        snapshot_url=okx.snapshot_url,
-        parse_snapshot=okx.parse_snapshot,
-        rest_weight_per_minute=okx.REST_REQUESTS_PER_MINUTE,
-        snapshot_paths=(okx.SNAPSHOT_PATH,),
         link_rule=okx.OkxRule,
         checksum=lambda symbol: okx.book_checksum,
-        hosts=okx.HOSTS,
-        frame_venue=okx.frame_venue,
-        cryptofeed_names=okx.CRYPTOFEED_NAMES,
         notice_frame=okx.notice_frame,
     ),
-    "kraken": VenueAdapter(
-        venue=kraken.VENUE,
-        mode="unsequenced",
-        stream_url=kraken.connect_url,
-        parse=kraken.parse,
-        ws_endpoints=kraken.WS_ENDPOINTS,
-        rest_endpoints=kraken.REST_ENDPOINTS,
+    "kraken": replace(
+        _one_market(kraken, "unsequenced", kraken.connect_url),
         subscribe_messages=lambda symbols: [
             kraken.instrument_message(),
             *kraken.subscribe_messages(symbols),
@@ -253,24 +306,13 @@ ADAPTERS: dict[str, VenueAdapter] = {
         checksum=lambda symbol: kraken.book_checksum,
         checksum_at_precision=kraken.checksum_function,
         replica_depth=kraken.DEFAULT_DEPTH,
-        hosts=kraken.HOSTS,
-        frame_venue=kraken.frame_venue,
-        cryptofeed_names=kraken.CRYPTOFEED_NAMES,
     ),
-    "coinbase": VenueAdapter(
-        venue=coinbase.VENUE,
-        mode="unsequenced",
-        stream_url=coinbase.connect_url,
-        parse=coinbase.parse,
-        ws_endpoints=coinbase.WS_ENDPOINTS,
-        rest_endpoints=coinbase.REST_ENDPOINTS,
+    "coinbase": replace(
+        _one_market(coinbase, "unsequenced", coinbase.connect_url),
         subscribe_messages=coinbase.subscribe_messages,
         resubscribe_messages=coinbase.resubscribe_messages,
         # Coinbase's 8 messages per second are per IP, shared by every connection.
         max_messages_per_s=2.0,
-        hosts=coinbase.HOSTS,
-        frame_venue=coinbase.frame_venue,
-        cryptofeed_names=coinbase.CRYPTOFEED_NAMES,
     ),
     "coinbase-exchange": VenueAdapter(
         venue=coinbase.EXCHANGE_VENUE,

@@ -1,9 +1,10 @@
 """Fixtures for the asyncio tests of the gateway's shells and tools.
 
 ``run(main, timeout_s)`` runs ``main()`` on a fresh event loop, bounded in time;
-``wait_until(predicate, timeout_s)`` waits, bounded, for a condition on state that the
-code under test owns and signals no event for; ``run_until(main, predicate, timeout_s)``
-runs ``main()`` (a loop that runs until cancelled) as a task until the condition holds.
+``wait_until(changes, predicate, timeout_s)`` waits, bounded, for a condition checked after
+every notification of ``changes`` (a :class:`StateChanges` the code under test, or the
+test's own recorder, notifies); ``run_until(main, changes, predicate, timeout_s)`` runs
+``main()`` (a loop that runs until cancelled) as a task until the condition holds.
 """
 
 from __future__ import annotations
@@ -14,19 +15,24 @@ from typing import Any, Protocol
 
 import pytest
 
+from gateway.io.changes import StateChanges
+
 
 class Run(Protocol):
     def __call__(self, main: Callable[[], Awaitable[object]], timeout_s: float = ...) -> None: ...
 
 
 class WaitUntil(Protocol):
-    async def __call__(self, predicate: Callable[[], bool], timeout_s: float = ...) -> None: ...
+    async def __call__(
+        self, changes: StateChanges, predicate: Callable[[], bool], timeout_s: float = ...
+    ) -> None: ...
 
 
 class RunUntil(Protocol):
     async def __call__(
         self,
         main: Callable[[], Coroutine[Any, Any, object]],
+        changes: StateChanges,
         predicate: Callable[[], bool],
         timeout_s: float = ...,
     ) -> None: ...
@@ -42,24 +48,27 @@ def run_bounded(main: Callable[[], Awaitable[object]], timeout_s: float = 20.0) 
     asyncio.run(bounded())
 
 
-async def wait_until_true(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Return once ``predicate()`` holds; TimeoutError after ``timeout_s``. Polls: the
-    state it reads belongs to other tasks and has no event to wait on."""
+async def wait_until_true(
+    changes: StateChanges, predicate: Callable[[], bool], timeout_s: float = 10.0
+) -> None:
+    """Return once ``predicate()`` holds, checked now and after every notification of
+    ``changes``; TimeoutError after ``timeout_s``."""
     async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polls state that other tasks own
-            await asyncio.sleep(0.005)
+        await changes.wait_until(predicate)
 
 
 async def run_task_until(
     main: Callable[[], Coroutine[Any, Any, object]],
+    changes: StateChanges,
     predicate: Callable[[], bool],
     timeout_s: float = 10.0,
 ) -> None:
-    """Run ``main()`` as a task until ``predicate()`` holds, then cancel it; an error of
-    the task propagates (in an ExceptionGroup), and TimeoutError after ``timeout_s``."""
+    """Run ``main()`` as a task until ``predicate()`` holds (as :func:`wait_until_true`),
+    then cancel it; an error of the task propagates (in an ExceptionGroup), and
+    TimeoutError after ``timeout_s``."""
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(main())
-        await wait_until_true(predicate, timeout_s)
+        await wait_until_true(changes, predicate, timeout_s)
         task.cancel()
 
 

@@ -40,6 +40,15 @@ def book_of(bids, asks) -> L2Book:
     return b
 
 
+def _two_checked_replicas(arb: ReplicatedBook, bids: list[tuple[str, str]]) -> None:
+    """Connections 0 and 1 up, each with a checksummed snapshot of ``bids`` (asks 101 x 1):
+    connection 0 leads."""
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+        arb.on_snapshot(snap(conn, bids, checksum=crc(book_of(bids, [("101", "1")]))), 0)
+    assert arb.leader == 0
+
+
 def test_first_valid_snapshot_publishes_then_leader_updates_flow() -> None:
     arb = ReplicatedBook(KEY)
     arb.on_connection(0, True, 0)
@@ -69,10 +78,7 @@ def test_truncation_to_depth_is_part_of_the_published_delta() -> None:
 def test_a_checksum_mismatch_resubscribes_and_fails_over_with_a_delta() -> None:
     arb = ReplicatedBook(KEY, checksum=crc)
     good = [("100", "1")]
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
-        arb.on_snapshot(snap(conn, good, checksum=crc(book_of(good, [("101", "1")]))), 0)
-    assert arb.leader == 0
+    _two_checked_replicas(arb, good)
     after = book_of([("100", "3")], [("101", "1")])
     arb.on_diff(upd(1, bids=[("100", "3")], checksum=crc(after)), 0)
     out = arb.on_diff(upd(0, bids=[("100", "9")], checksum=crc(after)), 0)
@@ -99,10 +105,7 @@ def test_no_valid_replica_is_resyncing_and_every_connection_down_is_stale() -> N
 def test_a_consistently_faster_follower_takes_over_where_books_agree() -> None:
     arb = ReplicatedBook(KEY, checksum=crc, switch_margin_ns=1_000, lag_alpha=1.0)
     start = [("100", "1")]
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
-        arb.on_snapshot(snap(conn, start, checksum=crc(book_of(start, [("101", "1")]))), 0)
-    assert arb.leader == 0
+    _two_checked_replicas(arb, start)
     state = book_of([("100", "2")], [("101", "1")])
     arb.on_diff(upd(1, bids=[("100", "2")], checksum=crc(state)), 1_000)  # conn 1 first
     arb.on_diff(upd(0, bids=[("100", "2")], checksum=crc(state)), 50_000)  # leader lags

@@ -26,10 +26,8 @@ def test_a_full_queue_drops_from_the_capture_counts_and_marks_the_gap(tmp_path: 
     async def main() -> None:
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(writer.run())
-            for _ in range(200):
-                await asyncio.sleep(0.01)
-                if writer.stats.written == 4:
-                    break
+            async with asyncio.timeout(10):
+                await writer.changes.wait_until(lambda: writer.stats.written == 4)
             assert writer.record_frame(0, b"after", 200), "there is room once drained"
             task.cancel()
 
@@ -60,10 +58,8 @@ def test_it_flushes_while_running_and_on_cancel(tmp_path: Path) -> None:
             writer.record_connect(0, "ws://127.0.0.1:1/ws", "binance")
             writer.record_frame(0, b'{"a":1}\n', 5)
             writer.record_rest("http://h/api/v3/depth?symbol=X", b"{}", 6)
-            for _ in range(200):
-                await asyncio.sleep(0.01)
-                if writer.stats.written == 3:
-                    break
+            async with asyncio.timeout(10):
+                await writer.changes.wait_until(lambda: writer.stats.written == 3)
             assert writer.stats.written == 3, "written before the cancel"
             writer.record_disconnect(0, "ws://127.0.0.1:1/ws")
             task.cancel()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gateway.core.model import SymbolState
+from gateway.io.changes import StateChanges
 from gateway.io.client import BookUpdate, GatewayClient, GatewayError, subscribe_books
 
 from .fanout_helpers import KEY, KEY2, FakeView, live_fanout
@@ -112,6 +113,21 @@ def test_client_yields_consistent_books_and_recovers_from_a_gap(
     run(main)
 
 
+def _notify_on_every_retry(client: GatewayClient) -> StateChanges:
+    """A notifier of every backoff step the client takes before a reconnect attempt."""
+    retries = StateChanges()
+    backoff = client._backoff
+    next_delay_s = backoff.next_delay_s
+
+    def counted() -> float:
+        delay_s = next_delay_s()
+        retries.notify()
+        return delay_s
+
+    backoff.next_delay_s = counted  # type: ignore[method-assign]
+    return retries
+
+
 def test_client_reconnects_after_the_gateway_restarts(
     run: Run, wait_until: WaitUntil, start_serving: StartServing
 ) -> None:
@@ -123,6 +139,7 @@ def test_client_reconnects_after_the_gateway_restarts(
             client = GatewayClient(
                 f"ws://127.0.0.1:{port}/", [KEY], backoff_initial_s=0.02, backoff_max_s=0.1
             )
+            retries = _notify_on_every_retry(client)
             consumer = Consumer(client, view)
             consuming = tasks.create_task(consumer.run())
             await consumer.until(snapshot_of(KEY, 0))
@@ -135,7 +152,7 @@ def test_client_reconnects_after_the_gateway_restarts(
             for _ in range(3):
                 fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
             # A few refused reconnects (each retry after the first counts a backoff step).
-            await wait_until(lambda: client._backoff.failures >= 3)
+            await wait_until(retries, lambda: client._backoff.failures >= 3)
 
             server = await start_serving(tasks, fanout, port)
             back = await consumer.until(snapshot_of(KEY))

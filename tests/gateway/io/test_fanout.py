@@ -383,8 +383,8 @@ def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one(
                 await fast.send(sub([KEY]))
                 for _ in range(3):
                     await fast.recv()  # subscribed, status, snapshot
-                await wait_until(lambda: fanout.stats.subscribers == 2)
-                await wait_until(lambda: fanout.stats.messages_sent >= 6)
+                await wait_until(fanout.changes, lambda: fanout.stats.subscribers == 2)
+                await wait_until(fanout.changes, lambda: fanout.stats.messages_sent >= 6)
 
                 async def read_fast() -> int:
                     seq = 0
@@ -409,7 +409,7 @@ def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one(
                 book, snapshots = await _read_book(slow, view, last)
                 assert snapshots == 2  # the initial one and the conflation
                 assert book.normalized() == view.history[KEY, 1, last]
-                await wait_until(lambda: not fanout.subscriber_stats()[-1].behind)
+                await wait_until(fanout.changes, lambda: not fanout.subscriber_stats()[-1].behind)
                 fanout.publish([view.delta(KEY, asks=[("100.60", "1")])])
                 msg = await slow.message()
                 assert isinstance(msg, Delta) and msg.seq == last + 1
@@ -440,7 +440,7 @@ def test_slow_subscriber_is_disconnected_with_1008(
             slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
             try:
                 await slow.send(sub([KEY]))
-                await wait_until(lambda: fanout.stats.messages_sent >= 3)
+                await wait_until(fanout.changes, lambda: fanout.stats.messages_sent >= 3)
                 # Make it fall behind: the count rule disconnects it at once.
                 await _flood_until(fanout, view, lambda: fanout.stats.conflations >= 1)
                 if rule == "deadline":
@@ -460,7 +460,7 @@ def test_slow_subscriber_is_disconnected_with_1008(
                 assert reason.startswith("subscriber too slow")
             finally:
                 await slow.close()
-            await wait_until(lambda: fanout.stats.subscribers == 0)
+            await wait_until(fanout.changes, lambda: fanout.stats.subscribers == 0)
 
     run(main, timeout_s=40)
 

@@ -13,6 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from gateway.core.backoff import Backoff
 from gateway.core.model import DepthSnapshot
+from gateway.io.changes import StateChanges
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.venues import adapter_for
 
@@ -23,14 +24,19 @@ Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
 class Recorder:
+    """The connection's handlers: keeps what they are given; ``changes`` is the
+    connection's own notifier, and is also notified after every frame."""
+
     def __init__(self, reconnect_on: bytes | None = None) -> None:
         self.frames: list[tuple[int, bytes]] = []
         self.states: list[bool] = []
         self.reconnect_on = reconnect_on
+        self.changes = StateChanges()
 
     def on_frame(self, conn_id: int, raw: bytes, recv_ns: int) -> bool:
         assert recv_ns > 0
         self.frames.append((conn_id, raw))
+        self.changes.notify()
         return raw == self.reconnect_on
 
     def on_state(self, conn_id: int, up: bool) -> None:
@@ -53,6 +59,7 @@ def _connection(url: str, rec: Recorder, **kwargs: float) -> Connection:
         backoff=Backoff(0.01, 0.05, random.Random(1)),
         stall_timeout_s=kwargs.get("stall_timeout_s", 5.0),
         max_age_s=kwargs.get("max_age_s", 3600.0),
+        changes=rec.changes,
     )
 
 
@@ -67,7 +74,7 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec)
-        await run_until(conn.run, lambda: len(rec.frames) >= 6)
+        await run_until(conn.run, rec.changes, lambda: len(rec.frames) >= 6)
         assert rec.frames[:2] == [(7, b"one"), (7, b"two")]
         assert rec.states[:4] == [True, False, True, False]
         assert conn.stats.connects >= 3
@@ -86,7 +93,7 @@ def test_a_stalled_connection_is_closed_and_reopened(run: Run, run_until: RunUnt
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec, stall_timeout_s=0.2)
-        await run_until(conn.run, lambda: conn.stats.connects >= 2)
+        await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
         assert rec.states[:3] == [True, False, True]
         assert conn.stats.last_error == "stalled"
 
@@ -106,7 +113,7 @@ def test_the_venue_reconnect_notice_reconnects_without_backoff(
         conn = _connection(url, rec)
         conn._backoff = Backoff(60.0, 60.0)  # a backoff wait would time the test out
         conn._backoff.failures = 5
-        await run_until(conn.run, lambda: conn.stats.connects >= 2)
+        await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
         assert conn.stats.last_error == "venue asked to reconnect"
 
     run(lambda: _with_server(handler, body))
@@ -116,12 +123,12 @@ def test_connections_are_renewed_at_max_age_while_data_flows(run: Run, run_until
     async def handler(ws: ServerConnection) -> None:
         while True:
             await ws.send("tick")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the venue's pace: data keeps flowing, slowly
 
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec, max_age_s=0.2)
-        await run_until(conn.run, lambda: conn.stats.connects >= 2)
+        await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
         assert conn.stats.last_error == "renewed at max age"
 
     run(lambda: _with_server(handler, body))
@@ -131,7 +138,7 @@ def test_refused_connections_back_off_and_retry(run: Run, run_until: RunUntil) -
     async def body() -> None:
         rec = Recorder()
         conn = _connection("ws://127.0.0.1:9/stream", rec)  # discard port: refused
-        await run_until(conn.run, lambda: conn.stats.failed_attempts >= 3)
+        await run_until(conn.run, rec.changes, lambda: conn.stats.failed_attempts >= 3)
         assert rec.states == [] and conn.stats.connects == 0 and conn.stats.reconnects == 0
         assert "Refused" in conn.stats.last_error or "Errno" in conn.stats.last_error
 
@@ -153,11 +160,17 @@ def _fetch(
         return responses[request.url.host].pop(0)
 
     got: list[DepthSnapshot] = []
+    fetched = StateChanges()
+
+    def on_snapshot(snapshot: DepthSnapshot) -> None:
+        got.append(snapshot)
+        fetched.notify()
+
     fetcher = SnapshotFetcher(
         adapter_for("binance"),
         bases,
         limit=1000,
-        on_snapshot=got.append,
+        on_snapshot=on_snapshot,
         timeout_s=1.0,
         backoff_initial_s=0.001,
         backoff_max_s=0.01,
@@ -167,7 +180,7 @@ def _fetch(
     async def body() -> None:
         fetcher.request("BTCUSDT")
         fetcher.request("BTCUSDT")  # deduplicated while queued
-        await run_until(fetcher.run, lambda: bool(got))
+        await run_until(fetcher.run, fetched, lambda: bool(got))
 
     run(body, 10)
     return got, fetcher, seen
@@ -232,10 +245,12 @@ def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_m
     run: Run, wait_until: WaitUntil
 ) -> None:
     received: list[str | bytes] = []
+    arrived = StateChanges()
 
     async def handler(ws: ServerConnection) -> None:
         async for message in ws:
             received.append(message)
+            arrived.notify()
             if message == "close me":
                 await ws.close()
 
@@ -257,9 +272,9 @@ def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_m
         assert conn.send([b"too early"]) is False, "nothing is queued while down"
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
-            await wait_until(lambda: received.count("ping") >= 2)
+            await wait_until(arrived, lambda: received.count("ping") >= 2)
             assert conn.send([b"close me"])
-            await wait_until(lambda: received.count('{"op":"subscribe"}') >= 2)
+            await wait_until(arrived, lambda: received.count('{"op":"subscribe"}') >= 2)
             task.cancel()
         assert received[0] == '{"op":"subscribe"}', "text frames, subscriptions first"
         assert "too early" not in received

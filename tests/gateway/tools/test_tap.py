@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
+from gateway.io.changes import StateChanges
 from gateway.io.service import Service
 from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, demo_config
@@ -36,7 +37,8 @@ from gateway.wire.protocol import (
 )
 
 if TYPE_CHECKING:
-    from tests.gateway.conftest import Run, WaitUntil
+    from gateway.wire.protocol import Request
+    from tests.gateway.conftest import Run
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "binance:BTCUSDT"
@@ -228,17 +230,33 @@ async def _gateway() -> AsyncIterator[tuple[SimBinanceSpot, Service, str]]:
                 await task
 
 
-async def _tap_the_gateway(capsys: pytest.CaptureFixture[str], wait_until: WaitUntil) -> None:
+class _WatchedTap(Tap):
+    """A tap that notifies ``changes`` after every message it handles."""
+
+    def __init__(self, url: str, symbol: str) -> None:
+        super().__init__(url, symbol)
+        self.changes = StateChanges()
+
+    def on_raw(self, data: str | bytes) -> Request | None:
+        request = super().on_raw(data)
+        self.changes.notify()
+        return request
+
+    async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self.changes.wait_until(predicate)
+
+
+async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
     async with _gateway() as (sim, service, url):
-        tap = Tap(url, KEY)
+        tap = _WatchedTap(url, KEY)
         stop = asyncio.Event()
         running = asyncio.create_task(tap.run(None, stop))
-        await wait_until(lambda: tap.counts.deltas > 10, 20)
+        await tap.until(lambda: tap.counts.deltas > 10, 20)
         sim.pause()
         last = sim.last_id("BTCUSDT")
-        await wait_until(
-            lambda: service.books[KEY].applied_id == last and tap.counts.last_id == last, 10
-        )
+        await tap.until(lambda: tap.counts.last_id == last, 10)
+        assert service.books[KEY].applied_id == last
         stop.set()
         report = await running
         assert report.ok and report.snapshots == 1 and report.gaps == 0
@@ -253,9 +271,9 @@ async def _tap_the_gateway(capsys: pytest.CaptureFixture[str], wait_until: WaitU
 
 
 def test_tap_follows_the_gateway_with_no_gap_and_its_book(
-    capsys: pytest.CaptureFixture[str], run: Run, wait_until: WaitUntil
+    capsys: pytest.CaptureFixture[str], run: Run
 ) -> None:
-    run(lambda: _tap_the_gateway(capsys, wait_until), 40)
+    run(lambda: _tap_the_gateway(capsys), 40)
 
 
 async def _cli_json() -> None:

@@ -331,12 +331,17 @@ def write_gz(path: Path, lines: list[bytes]) -> Path:
     return path
 
 
+def _cut_in_half(lines: list[bytes], marker: bytes) -> None:
+    """Truncates to half its length the first line from line 300 on that holds ``marker``."""
+    index = next(i for i in range(300, len(lines)) if marker in lines[i])
+    lines[index] = lines[index][: len(lines[index]) // 2]
+
+
 def test_truncated_frame_line_in_a_real_capture_is_a_bad_frame(
     real_data: RealData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lines = hft_head(real_data, 600)
-    index = next(i for i in range(300, 600) if b"@bookTicker" in lines[i])
-    lines[index] = lines[index][: len(lines[index]) // 2]
+    _cut_in_half(lines, b"@bookTicker")
     path = write_gz(tmp_path / "btcusdt_20240808.gz", lines)
     report = verify_capture(path)
     assert report.bad_frames == 1 and report.malformed_lines == 0
@@ -350,8 +355,7 @@ def test_truncated_depth_line_is_a_bad_frame_and_a_gap(
     real_data: RealData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lines = hft_head(real_data, 600)
-    index = next(i for i in range(300, 600) if b'"depthUpdate"' in lines[i])
-    lines[index] = lines[index][: len(lines[index]) // 2]
+    _cut_in_half(lines, b'"depthUpdate"')
     lines.insert(450, b"not a capture line")
     path = write_gz(tmp_path / "btcusdt_20240808.gz", lines)
     report = verify_capture(path)
