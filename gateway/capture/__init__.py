@@ -12,7 +12,6 @@ from gateway.capture.records import (
     CaptureFormat,
     CaptureFormatError,
     CaptureRecord,
-    FormatSpec,
     ReadStats,
     RecordKind,
     decimal_seconds_to_ns,
@@ -20,6 +19,7 @@ from gateway.capture.records import (
     rest_symbol,
 )
 from gateway.capture.registry import FORMATS, CaptureReader, detect_format, detect_venue
+from gateway.capture.spec import FormatSpec
 from gateway.capture.venues import (
     KNOWN_VENUES,
     connection_venue,

@@ -22,9 +22,9 @@ from gateway.capture.files import Probe
 from gateway.capture.records import (
     CaptureFormat,
     CaptureRecord,
-    FormatSpec,
     ReadStats,
 )
+from gateway.capture.spec import FormatSpec
 from gateway.capture.venues import FRAME_HEAD_BYTES
 
 _EXPECTED: Final = "a Bybit historical order-book download (.data.zip)"

@@ -29,11 +29,11 @@ from gateway.capture.files import Probe
 from gateway.capture.records import (
     CaptureFormat,
     CaptureRecord,
-    FormatSpec,
     ReadStats,
     json_seconds_to_ns,
     rest_record,
 )
+from gateway.capture.spec import FormatSpec
 from gateway.capture.venues import agreed_venue, connection_venue, cryptofeed_venue, venue_from_url
 
 _EXPECTED: Final = (

@@ -19,11 +19,11 @@ from gateway.capture.files import Probe
 from gateway.capture.records import (
     CaptureFormat,
     CaptureRecord,
-    FormatSpec,
     ReadStats,
     inline_snapshot_url,
     rest_record,
 )
+from gateway.capture.spec import FormatSpec
 from gateway.capture.venues import first_frame_venue
 
 _EXPECTED: Final = "an hftbacktest collector file (lines '<recv_ns> <frame>', usually gzip)"

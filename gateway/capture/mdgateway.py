@@ -21,9 +21,9 @@ from gateway.capture.records import (
     MAX_EXAMPLES,
     CaptureFormat,
     CaptureRecord,
-    FormatSpec,
     ReadStats,
 )
+from gateway.capture.spec import FormatSpec
 from gateway.capture.venues import agreed_venue, connection_venue, exchange_of, venue_from_url
 
 _EXPECTED: Final = "an mdgateway capture directory (mdgw-<session>-<n>.gz files)"

@@ -14,7 +14,8 @@ from typing import Final
 
 from gateway.capture import files
 from gateway.capture.files import Probe
-from gateway.capture.records import CaptureFormat, CaptureRecord, FormatSpec, ReadStats
+from gateway.capture.records import CaptureFormat, CaptureRecord, ReadStats
+from gateway.capture.spec import FormatSpec
 from gateway.capture.venues import first_frame_venue, venue_from_frame
 
 _EXPECTED: Final = "NDJSON of raw venue frames (one per line)"

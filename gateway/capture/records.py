@@ -1,4 +1,4 @@
-"""What every capture reader yields and reports, and the contract of a format module.
+"""What every capture reader yields and reports.
 
 Pure: values and functions on bytes and text. Every format becomes one iterator of
 :class:`CaptureRecord`, in the order the frames were received; :class:`ReadStats` says what
@@ -11,16 +11,12 @@ from __future__ import annotations
 import decimal
 import enum
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-
-if TYPE_CHECKING:
-    from gateway.capture.files import Probe
 
 __all__ = [
     "INLINE_SNAPSHOT_SCHEME",
@@ -28,7 +24,6 @@ __all__ = [
     "CaptureFormat",
     "CaptureFormatError",
     "CaptureRecord",
-    "FormatSpec",
     "ReadStats",
     "RecordKind",
     "decimal_seconds_to_ns",
@@ -159,35 +154,3 @@ class ReadStats:
         if len(self.examples) < MAX_EXAMPLES:
             name = source.name if isinstance(source, Path) else source
             self.examples.append(f"{name}:{lineno}: {reason}: {line[:80]!r}")
-
-
-def _only_the_path(path: Path) -> list[Path]:
-    return [path]
-
-
-@dataclass(frozen=True)
-class FormatSpec:
-    """One capture format: how its files are recognised and read. Each format module
-    defines one; :mod:`gateway.capture.registry` asks them in turn."""
-
-    format: CaptureFormat
-    #: What a capture of the format looks like, for the message of an unrecognised file.
-    expected: str
-    #: True when the probed file is of the format. Raises CaptureFormatError, naming the
-    #: path, for a file of the format that cannot be read, so that the user learns why
-    #: rather than that nothing matched.
-    detect: Callable[[Probe], bool]
-    #: The records of the capture at a path whose files are the given sources, counted in
-    #: the stats; bad lines are counted, never raised.
-    read: Callable[[Path, list[Path], ReadStats], Iterator[CaptureRecord]]
-    #: The venue the capture recorded, or None when it cannot be told.
-    venue: Callable[[Path], str | None]
-    #: The files a capture at a path is read from, the named one first.
-    sources: Callable[[Path], list[Path]] = _only_the_path
-    #: Prefixes of lines that carry nothing and that detection looks past (cryptofeed's
-    #: ``configuration:`` line).
-    preamble: tuple[bytes, ...] = ()
-    #: Told from the file's bytes (a directory, a gzip member's header) before its text is
-    #: read: asked before the other formats, so that a file whose text cannot be read as a
-    #: whole (a gzip member cut short) is still told.
-    by_bytes: bool = False

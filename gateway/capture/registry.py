@@ -27,9 +27,9 @@ from gateway.capture.records import (
     CaptureFormat,
     CaptureFormatError,
     CaptureRecord,
-    FormatSpec,
     ReadStats,
 )
+from gateway.capture.spec import FormatSpec
 
 __all__ = ["FORMATS", "CaptureReader", "detect_format", "detect_venue", "spec_of"]
 
