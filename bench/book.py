@@ -20,27 +20,14 @@ last figure because the sorted baseline is slow.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from bench.common import Timing, load_depth_data, measure
-from gateway.core.book import BadLevel, L2Book
+from gateway.core.book import L2Book, _parse  # the baselines parse levels as L2Book does
 from gateway.core.model import Level
 
 TITLE = "book: L2Book (SortedDict, float keys) vs plain dict baselines, real diff levels"
-
-
-def _parse(level: Level) -> tuple[float, float]:
-    """The same parsing and checks as ``gateway.core.book``."""
-    try:
-        price = float(level[0])
-        qty = float(level[1])
-    except (ValueError, TypeError, IndexError) as exc:
-        raise BadLevel(f"unparseable level {level!r}") from exc
-    if not (price > 0.0 and qty >= 0.0) or math.isinf(price) or math.isinf(qty):
-        raise BadLevel(f"level out of range {level!r}")
-    return price, qty
 
 
 class DictBook:

@@ -19,11 +19,14 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import check_levels, decode, notice, rest_snapshot
+from feeds.common import MAX_INT, check_levels, decode, notice, rest_snapshot
 from gateway.core.arbiter import Link
 from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueEvent
 
 VENUE: Final = "binance"
+#: Update and trade ids are signed 64-bit on spot and futures (and in every encoding
+#: downstream).
+MAX_ID: Final = MAX_INT - 1
 
 #: Production endpoints (exchange-protocols.md §1).
 WS_ENDPOINTS: Final = (
@@ -35,6 +38,8 @@ REST_ENDPOINTS: Final = ("https://api.binance.com", "https://data-api.binance.vi
 
 DEPTH_SUFFIX: Final = "@depth@100ms"
 TRADE_SUFFIX: Final = "@trade"
+#: The combined-stream name of the ``serverShutdown`` notice.
+SHUTDOWN_STREAM: Final = "!serverShutdown"
 SNAPSHOT_PATH: Final = "/api/v3/depth"
 #: Largest REST depth (weight 250 of the 6000/min budget).
 MAX_SNAPSHOT_LIMIT: Final = 5000
@@ -53,9 +58,18 @@ def snapshot_weight(limit: int) -> int:
     return 250
 
 
+def depth_stream(symbol: str) -> str:
+    """``btcusdt@depth@100ms`` for ``BTCUSDT``."""
+    return symbol.lower() + DEPTH_SUFFIX
+
+
+def trade_stream(symbol: str) -> str:
+    """``btcusdt@trade`` for ``BTCUSDT``."""
+    return symbol.lower() + TRADE_SUFFIX
+
+
 def stream_names(symbol: str) -> list[str]:
-    s = symbol.lower()
-    return [s + DEPTH_SUFFIX, s + TRADE_SUFFIX]
+    return [depth_stream(symbol), trade_stream(symbol)]
 
 
 def stream_url(endpoint: str, symbols: Sequence[str]) -> str:
@@ -217,7 +231,7 @@ def parse_frame(
         parser = by_stream(env.stream)
         if parser is not None:
             return [parser(env.data, recv_ns, conn_id)]
-        if env.stream == "!serverShutdown":
+        if env.stream == SHUTDOWN_STREAM:
             return [notice(venue, "shutdown", "serverShutdown", recv_ns, conn_id, reconnect=True)]
         return []
     kind = decode(_kind_decoder, raw, "undecodable frame")
@@ -262,12 +276,21 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     )
 
 
+def depth_snapshot(
+    venue: str, symbol: str, body: bytes, recv_ns: int, conn_id: int
+) -> DepthSnapshot:
+    """A Binance REST depth body (spot's ``/api/v3/depth``, USD-M's ``/fapi/v1/depth``:
+    ``lastUpdateId``, ``bids``, ``asks``; other keys ignored) as a snapshot of ``symbol`` on
+    ``venue``; ``lastUpdateId`` must be in ``0..MAX_ID``."""
+    d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
+    if not 0 <= d.lastUpdateId <= MAX_ID:
+        raise VenueContractError(f"depth snapshot for {symbol} has lastUpdateId out of range")
+    return rest_snapshot(venue, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
+
+
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
     """A REST ``/api/v3/depth`` response body as a snapshot of ``symbol``."""
-    d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
-    if d.lastUpdateId < 0:
-        raise VenueContractError(f"depth snapshot for {symbol} has negative lastUpdateId")
-    return rest_snapshot(VENUE, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
+    return depth_snapshot(VENUE, symbol, body, recv_ns, conn_id)
 
 
 # --- recognising Binance in captures (VenueAdapter.hosts, frame_venue, notice_frame) --------
@@ -281,13 +304,14 @@ HOSTS: Final = {
 }
 #: cryptofeed's feed id of Binance spot.
 CRYPTOFEED_NAMES: Final = {"BINANCE": VENUE}
-_DEPTH_UPDATE_SHAPE: Final = re.compile(rb'"e"\s*:\s*"depthUpdate"')
+#: A depthUpdate event of spot or futures, as a frame's first bytes show it.
+DEPTH_UPDATE_SHAPE: Final = re.compile(rb'"e"\s*:\s*"depthUpdate"')
 
 
 def frame_venue(head: bytes) -> str | None:
     """``binance`` when ``head`` (a frame's first bytes) is a spot depth update: one without
     the ``pu`` / ``ps`` that futures updates carry (:func:`feeds.binance_usdm.frame_venue`)."""
-    if _DEPTH_UPDATE_SHAPE.search(head) and b'"pu":' not in head and b'"ps":' not in head:
+    if DEPTH_UPDATE_SHAPE.search(head) and b'"pu":' not in head and b'"ps":' not in head:
         return VENUE
     return None
 

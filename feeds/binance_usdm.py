@@ -31,8 +31,15 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.binance import EventParser, parse_frame
-from feeds.common import MAX_INT, check_levels, decode, rest_snapshot
+from feeds.binance import (
+    DEPTH_UPDATE_SHAPE,
+    MAX_ID,
+    EventParser,
+    depth_snapshot,
+    depth_stream,
+    parse_frame,
+)
+from feeds.common import check_levels, decode
 from gateway.core.arbiter import Link
 from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueEvent
 
@@ -49,7 +56,6 @@ LEGACY_WS_ENDPOINTS: Final = ("wss://fstream.binance.com",)
 TESTNET_WS_ENDPOINTS: Final = ("wss://fstream.binancefuture.com",)
 REST_ENDPOINTS: Final = ("https://fapi.binance.com",)
 
-DEPTH_SUFFIX: Final = "@depth@100ms"
 TRADE_SUFFIX: Final = "@aggTrade"
 SNAPSHOT_PATH: Final = "/fapi/v1/depth"
 #: The depths ``/fapi/v1/depth`` accepts.
@@ -61,9 +67,6 @@ REST_WEIGHT_PER_MINUTE: Final = 2400
 MAX_STREAMS_PER_CONNECTION: Final = 200
 #: Incoming messages per second per connection (pings, pongs and JSON requests count).
 MAX_MESSAGES_PER_S: Final = 10
-
-#: Update and trade ids are signed 64-bit on the venue (and in every encoding downstream).
-MAX_ID: Final = MAX_INT - 1
 
 #: Diff-depth stream names (``<s>@depth``, ``<s>@depth@100ms``, ``@500ms``); partial-depth
 #: streams (``<s>@depth5@100ms``) carry top-N books in depthUpdate events and must never be
@@ -80,10 +83,6 @@ def snapshot_weight(limit: int) -> int:
     if limit <= 500:
         return 10
     return 20
-
-
-def depth_stream(symbol: str) -> str:
-    return symbol.lower() + DEPTH_SUFFIX
 
 
 def trade_stream(symbol: str) -> str:
@@ -173,17 +172,8 @@ class _AggTrade(msgspec.Struct):
     e: str = "aggTrade"
 
 
-class _RestDepth(msgspec.Struct):
-    lastUpdateId: int
-    bids: list[tuple[str, str]]
-    asks: list[tuple[str, str]]
-    E: int = 0
-    T: int = 0
-
-
 _depth_decoder: Final = msgspec.json.Decoder(_DepthUpdate)
 _agg_trade_decoder: Final = msgspec.json.Decoder(_AggTrade)
-_rest_depth_decoder: Final = msgspec.json.Decoder(_RestDepth)
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -259,10 +249,7 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
     """A REST ``/fapi/v1/depth`` response body as a snapshot of ``symbol``."""
-    d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
-    if not 0 <= d.lastUpdateId <= MAX_ID:
-        raise VenueContractError(f"depth snapshot for {symbol} has lastUpdateId out of range")
-    return rest_snapshot(VENUE, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
+    return depth_snapshot(VENUE, symbol, body, recv_ns, conn_id)
 
 
 # --- recognising Binance futures in captures (VenueAdapter.hosts, frame_venue) --------------
@@ -281,13 +268,12 @@ CRYPTOFEED_NAMES: Final = {
     "BINANCE_FUTURES": VENUE,
     "BINANCE_DELIVERY": COINM_VENUE,
 }
-_DEPTH_UPDATE_SHAPE: Final = re.compile(rb'"e"\s*:\s*"depthUpdate"')
 
 
 def frame_venue(head: bytes) -> str | None:
     """The futures market of a depth update in ``head`` (a frame's first bytes): COIN-M's
     carry ``ps``, USD-M's ``pu`` without it; None for anything else."""
-    if not _DEPTH_UPDATE_SHAPE.search(head):
+    if not DEPTH_UPDATE_SHAPE.search(head):
         return None
     if b'"ps":' in head:
         return COINM_VENUE

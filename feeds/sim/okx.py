@@ -57,11 +57,6 @@ from gateway.core.model import Level
 PATH: Final = "/ws/v5/public"
 #: Levels per side in a ``books`` snapshot.
 SNAPSHOT_DEPTH: Final = 400
-#: The ``notice`` fault: OKX's service-upgrade notice (reconnect within 60 s).
-NOTICE_FRAME: Final = (
-    b'{"event":"notice","code":"64008","msg":"The connection will soon be closed for a '
-    b'service upgrade. Please reconnect.","connId":"sim"}'
-)
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -254,4 +249,4 @@ class OkxProtocol(VenueProtocol):
 
     def notice_frame(self, now_ns: int) -> bytes | None:
         """OKX's service-upgrade notice (code 64008), sent before a maintenance disconnect."""
-        return NOTICE_FRAME
+        return okx.notice_frame(now_ns)
