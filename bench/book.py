@@ -30,6 +30,15 @@ from gateway.core.model import Level
 TITLE = "book: L2Book (SortedDict, float keys) vs plain dict baselines, real diff levels"
 
 
+def _set_levels(side: dict[float, Level], parsed: list[tuple[tuple[float, float], Level]]) -> None:
+    """Each parsed level set on ``side`` (removed when its quantity is zero)."""
+    for (price, qty), level in parsed:
+        if qty > 0.0:
+            side[price] = level
+        else:
+            side.pop(price, None)
+
+
 class DictBook:
     """Baseline: a plain dict per side keyed by float price; ordering only on read."""
 
@@ -46,18 +55,8 @@ class DictBook:
     def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         parsed_bids = [(_parse(level), level) for level in bids]
         parsed_asks = [(_parse(level), level) for level in asks]
-        side = self._bids
-        for (price, qty), level in parsed_bids:
-            if qty > 0.0:
-                side[price] = level
-            else:
-                side.pop(price, None)
-        side = self._asks
-        for (price, qty), level in parsed_asks:
-            if qty > 0.0:
-                side[price] = level
-            else:
-                side.pop(price, None)
+        _set_levels(self._bids, parsed_bids)
+        _set_levels(self._asks, parsed_asks)
 
     @property
     def bid_count(self) -> int:

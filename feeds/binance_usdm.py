@@ -25,7 +25,7 @@ is the book's id.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlencode
 
@@ -33,15 +33,12 @@ import msgspec
 
 from feeds.binance import (
     DEPTH_UPDATE_SHAPE,
-    MAX_ID,
-    EventParser,
+    Framing,
     depth_snapshot,
     depth_stream,
-    parse_frame,
 )
-from feeds.common import check_levels, decode
 from gateway.core.arbiter import Link
-from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueEvent
+from gateway.core.model import DepthDiff, DepthSnapshot, VenueEvent
 
 VENUE: Final = "binance-usdm"
 
@@ -147,90 +144,13 @@ class BinanceFuturesRule:
         return Link.FUTURE
 
 
-# --- wire structs: one module-level decoder per message -----------------------------------
-
-
-class _DepthUpdate(msgspec.Struct):
-    s: str
-    U: int
-    u: int
-    pu: int
-    b: list[tuple[str, str]]
-    a: list[tuple[str, str]]
-    E: int = 0
-    T: int = 0
-    e: str = "depthUpdate"
-
-
-class _AggTrade(msgspec.Struct):
-    s: str
-    a: int
-    p: str
-    q: str
-    T: int
-    m: bool
-    e: str = "aggTrade"
-
-
-_depth_decoder: Final = msgspec.json.Decoder(_DepthUpdate)
-_agg_trade_decoder: Final = msgspec.json.Decoder(_AggTrade)
-
-
 # --- parsing ------------------------------------------------------------------------------
 
 
-def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthDiff:
-    d = decode(_depth_decoder, raw, "bad depthUpdate")
-    if d.U < 0 or d.u < d.U or d.u > MAX_ID:
-        raise VenueContractError(f"depthUpdate with U={d.U}, u={d.u}")
-    if d.pu < -1 or d.pu >= d.U:
-        # pu is the last id of the previous event: below this event's first id.
-        raise VenueContractError(f"depthUpdate with pu={d.pu} not below U={d.U}")
-    return DepthDiff(
-        venue=VENUE,
-        symbol=d.s,
-        first_id=d.U,
-        last_id=d.u,
-        prev_id=d.pu,
-        bids=check_levels(d.b, "depthUpdate bids"),
-        asks=check_levels(d.a, "depthUpdate asks"),
-        event_ms=d.E,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
-
-
-def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
-    t = decode(_agg_trade_decoder, raw, "bad aggTrade")
-    if not 0 <= t.a <= MAX_ID:
-        raise VenueContractError(f"aggTrade with id {t.a} out of range")
-    check_levels([(t.p, t.q)], "aggTrade")
-    return Trade(
-        venue=VENUE,
-        symbol=t.s,
-        trade_id=t.a,
-        price=t.p,
-        qty=t.q,
-        # "m": the buyer is the maker, so the aggressor sold.
-        side=Side.SELL if t.m else Side.BUY,
-        trade_ms=t.T,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
-
-
-def _usdm_stream(stream: str) -> EventParser | None:
-    if _DIFF_DEPTH_STREAM.fullmatch(stream):
-        return _depth_event
-    if stream.endswith(TRADE_SUFFIX):
-        return _trade_event
-    return None
-
-
-_USDM_EVENTS: Final[Mapping[str, EventParser]] = {
-    "depthUpdate": _depth_event,
-    "aggTrade": _trade_event,
-}
+_FRAMING: Final = Framing(
+    VENUE, is_depth_stream=_DIFF_DEPTH_STREAM.fullmatch, trade_suffix=TRADE_SUFFIX, futures=True
+)
+_parse: Final = _FRAMING.parse
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -242,9 +162,7 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     give an empty list. In raw-stream mode a partial-depth event cannot be told from a diff:
     use combined streams. Raises VenueContractError for anything that is not a valid frame.
     """
-    return parse_frame(
-        raw, recv_ns, conn_id, venue=VENUE, by_stream=_usdm_stream, by_event=_USDM_EVENTS
-    )
+    return _parse(raw, recv_ns, conn_id)
 
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
