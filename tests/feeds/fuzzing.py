@@ -54,11 +54,6 @@ def replaced(frame: bytes, old: bytes, new: bytes) -> bytes:
     return frame.replace(old, new, 1)
 
 
-def edited(frame: bytes, *edits: tuple[bytes, bytes]) -> list[bytes]:
-    """``frame`` once per edit ``(old, new)``: :func:`replaced` by each in turn."""
-    return [replaced(frame, old, new) for old, new in edits]
-
-
 def with_value(frame: bytes, path: Sequence[str | int], value: object) -> bytes:
     """The JSON ``frame`` with the value at ``path`` (keys and list indexes) set to
     ``value``; non-finite floats are written as the NaN / Infinity literals."""

@@ -14,7 +14,6 @@ from gateway.core.arbiter import Link
 from gateway.core.model import DepthDiff, Side, Trade, VenueContractError, VenueNotice
 
 from . import fuzzing
-from .fuzzing import edited
 
 DEPTH = (
     b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT",'
@@ -63,15 +62,12 @@ BAD_FRAMES = [
     b"not json",
     b"[]",
     b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate"}}',
-    *edited(
-        DEPTH,
-        (b'"U":5', b'"U":9'),  # U > u
-        (b'"1.5"', b'"abc"'),
-        (b'"1.5"', b'"-1.5"'),
-        (b'"1.5"', b'"inf"'),
-        (b'"1.5"', b"1.5"),  # a number where a string is due
-        (b'"U":5', b'"U":99999999999999999999999'),
-    ),
+    DEPTH.replace(b'"U":5', b'"U":9'),  # U > u
+    DEPTH.replace(b'"1.5"', b'"abc"'),
+    DEPTH.replace(b'"1.5"', b'"-1.5"'),
+    DEPTH.replace(b'"1.5"', b'"inf"'),
+    DEPTH.replace(b'"1.5"', b"1.5"),  # a number where a string is due
+    DEPTH.replace(b'"U":5', b'"U":99999999999999999999999'),
     TRADE.replace(b'"t":9', b'"t":"9"'),
     b'{"hello":1}',
 ]

@@ -25,7 +25,7 @@ from gateway.core.model import (
 )
 
 from . import fuzzing
-from .fuzzing import edited, replaced
+from .fuzzing import replaced
 from .sessions import SessionBooks
 
 RealData = Callable[[str], Path]
@@ -159,36 +159,30 @@ def test_trades_heartbeats_acks_and_errors() -> None:
 BAD_FRAMES = [
     *fuzzing.NOT_FRAMES,
     b'{"type":"subscribe"}',
-    *edited(
-        L2_UPDATE,
-        (b'"sequence_num":15,', b""),
-        (b'"sequence_num":15', b'"sequence_num":-1'),
-        (b'"sequence_num":15', b'"sequence_num":"15"'),
-        (b'"sequence_num":15', b'"sequence_num":99999999999999999999999'),
-        (b'"sequence_num":15', b'"sequence_num":NaN'),
-        (b'"type":"update"', b'"type":"delta"'),
-        (b'"side":"offer"', b'"side":"ask"'),
-        (b'"product_id":"BTC-USD"', b'"product_id":""'),
-        (b'"65106.54"', b"65106.54"),  # a number where a string is due
-        (b'"65106.54"', b'"-65106.54"'),
-        (b'"65106.54"', b'"NaN"'),
-        (b'"65106.54"', b'"Infinity"'),
-        (b'"65106.54"', b'"1e400"'),
-        (b'"0.15361938"', b'"abc"'),
-        (b'"0.15361938"', b"Infinity"),
-        (b'"2026-08-09T21:05:48.506659391Z"', b'"soon"'),
-    ),
+    replaced(L2_UPDATE, b'"sequence_num":15,', b""),
+    replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":-1'),
+    replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":"15"'),
+    replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":99999999999999999999999'),
+    replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":NaN'),
+    replaced(L2_UPDATE, b'"type":"update"', b'"type":"delta"'),
+    replaced(L2_UPDATE, b'"side":"offer"', b'"side":"ask"'),
+    replaced(L2_UPDATE, b'"product_id":"BTC-USD"', b'"product_id":""'),
+    replaced(L2_UPDATE, b'"65106.54"', b"65106.54"),  # a number where a string is due
+    replaced(L2_UPDATE, b'"65106.54"', b'"-65106.54"'),
+    replaced(L2_UPDATE, b'"65106.54"', b'"NaN"'),
+    replaced(L2_UPDATE, b'"65106.54"', b'"Infinity"'),
+    replaced(L2_UPDATE, b'"65106.54"', b'"1e400"'),
+    replaced(L2_UPDATE, b'"0.15361938"', b'"abc"'),
+    replaced(L2_UPDATE, b'"0.15361938"', b"Infinity"),
+    replaced(L2_UPDATE, b'"2026-08-09T21:05:48.506659391Z"', b'"soon"'),
     replaced(L2_UPDATE, b'"events":[', b'"events":{"a":[') + b"}",
     b'{"channel":"l2_data","timestamp":"2026-08-09T21:05:48Z","sequence_num":1}',
-    *edited(
-        MARKET_TRADES,
-        (b'"SELL"', b'"SHORT"'),
-        (b'"1068572091"', b"1068572091"),
-        (b'"1068572091"', b'"99999999999999999999999"'),
-        (b'"1068572091"', b'"-1"'),
-        (b'"65083.67"', b'"0"'),
-        (b'"2026-08-09T21:05:48.167634Z"', b'"2026-08-09"'),
-    ),
+    replaced(MARKET_TRADES, b'"SELL"', b'"SHORT"'),
+    replaced(MARKET_TRADES, b'"1068572091"', b"1068572091"),
+    replaced(MARKET_TRADES, b'"1068572091"', b'"99999999999999999999999"'),
+    replaced(MARKET_TRADES, b'"1068572091"', b'"-1"'),
+    replaced(MARKET_TRADES, b'"65083.67"', b'"0"'),
+    replaced(MARKET_TRADES, b'"2026-08-09T21:05:48.167634Z"', b'"2026-08-09"'),
     replaced(L2_UPDATE, b'"BTC-USD"', b'"\xff\xfe"'),
 ]
 
@@ -245,27 +239,18 @@ BAD_EXCHANGE_FRAMES = [
     b"",
     b"{}",
     b'{"type":1}',
-    *edited(
-        EX_L2UPDATE,
-        (b'"buy"', b'"bid"'),
-        (b'"63509.77"', b"63509.77"),
-        (b'"63509.77"', b'"NaN"'),
-        (b'"63509.77"', b'"-1"'),
-        (b'"0.12596486"', b'"1e999"'),
-        (b'["sell","63543.00","2.00000000"]', b'["sell","63543.00"]'),
-        (b'"2026-07-07T22:58:17.068248Z"', b'"noon"'),
-    ),
-    *edited(
-        EX_SNAPSHOT,
-        (b'"bids":[["10101.10","0.45054140"]],', b""),
-        (b'"10101.10"', b'"Infinity"'),
-    ),
-    *edited(
-        EX_MATCH,
-        (b"1052119289", b"99999999999999999999999"),
-        (b"1052119289", b'"1052119289"'),
-        (b'"side":"sell"', b'"side":"up"'),
-    ),
+    replaced(EX_L2UPDATE, b'"buy"', b'"bid"'),
+    replaced(EX_L2UPDATE, b'"63509.77"', b"63509.77"),
+    replaced(EX_L2UPDATE, b'"63509.77"', b'"NaN"'),
+    replaced(EX_L2UPDATE, b'"63509.77"', b'"-1"'),
+    replaced(EX_L2UPDATE, b'"0.12596486"', b'"1e999"'),
+    replaced(EX_L2UPDATE, b'["sell","63543.00","2.00000000"]', b'["sell","63543.00"]'),
+    replaced(EX_L2UPDATE, b'"2026-07-07T22:58:17.068248Z"', b'"noon"'),
+    replaced(EX_SNAPSHOT, b'"bids":[["10101.10","0.45054140"]],', b""),
+    replaced(EX_SNAPSHOT, b'"10101.10"', b'"Infinity"'),
+    replaced(EX_MATCH, b"1052119289", b"99999999999999999999999"),
+    replaced(EX_MATCH, b"1052119289", b'"1052119289"'),
+    replaced(EX_MATCH, b'"side":"sell"', b'"side":"up"'),
 ]
 
 

@@ -31,7 +31,7 @@ from gateway.core.model import (
 )
 
 from . import fuzzing
-from .fuzzing import edited, replaced
+from .fuzzing import replaced
 from .sessions import SessionBooks
 
 RealData = Callable[[str], Path]
@@ -427,40 +427,31 @@ BAD_FRAMES = [
     b'{"channel":"book","type":"update"}',
     b'{"channel":"book","type":"update","data":[]}',
     b'{"channel":"book","type":"delta","data":[{"symbol":"X/Y"}]}',
-    *edited(
-        UPDATE,
-        (b'"symbol":"ETH/USD"', b'"symbol":""'),
-        (b"1773.70", b'"1773.70"'),  # a string where a number is due
-        (b"1773.70", b"-1773.70"),
-        (b"1773.70", b"0"),  # a zero price
-        (b"1773.70", b"true"),
-        (b"1773.70", b"null"),
-        (b"1773.70", b"NaN"),
-        (b"1773.70", b"Infinity"),
-        (b"1773.70", b"1e400"),
-        (b"1773.70", b"1e999999999"),
-        (b"1773.70", b"1e-999999999"),
-    ),
+    replaced(UPDATE, b'"symbol":"ETH/USD"', b'"symbol":""'),
+    replaced(UPDATE, b"1773.70", b'"1773.70"'),  # a string where a number is due
+    replaced(UPDATE, b"1773.70", b"-1773.70"),
+    replaced(UPDATE, b"1773.70", b"0"),  # a zero price
+    replaced(UPDATE, b"1773.70", b"true"),
+    replaced(UPDATE, b"1773.70", b"null"),
+    replaced(UPDATE, b"1773.70", b"NaN"),
+    replaced(UPDATE, b"1773.70", b"Infinity"),
+    replaced(UPDATE, b"1773.70", b"1e400"),
+    replaced(UPDATE, b"1773.70", b"1e999999999"),
+    replaced(UPDATE, b"1773.70", b"1e-999999999"),
     replaced(UPDATE, b"1773.70", b"9" * 400),
-    *edited(
-        UPDATE,
-        (b"28.18950592", b"-0"),
-        (b"188427729", b"4294967296"),
-        (b"188427729", b"-1"),
-        (b"188427729", b"1.5"),
-        (b"188427729", b"99999999999999999999999999"),
-        (b"2026-07-07T23:00:04.000677Z", b"yesterday"),
-        (b"2026-07-07T23:00:04.000677Z", b"2026-07-07T23:00:04"),  # no zone
-        (b'"bids":[', b'"bids":[[1,2],'),
-    ),
-    *edited(
-        TRADE,
-        (b'"side":"sell"', b'"side":"short"'),
-        (b"103436769", b'"103436769"'),
-        (b"103436769", b"99999999999999999999999"),
-        (b"103436769", b"-5"),
-        (b"63501.6", b"0.0"),
-    ),
+    replaced(UPDATE, b"28.18950592", b"-0"),
+    replaced(UPDATE, b"188427729", b"4294967296"),
+    replaced(UPDATE, b"188427729", b"-1"),
+    replaced(UPDATE, b"188427729", b"1.5"),
+    replaced(UPDATE, b"188427729", b"99999999999999999999999999"),
+    replaced(UPDATE, b"2026-07-07T23:00:04.000677Z", b"yesterday"),
+    replaced(UPDATE, b"2026-07-07T23:00:04.000677Z", b"2026-07-07T23:00:04"),  # no zone
+    replaced(UPDATE, b'"bids":[', b'"bids":[[1,2],'),
+    replaced(TRADE, b'"side":"sell"', b'"side":"short"'),
+    replaced(TRADE, b"103436769", b'"103436769"'),
+    replaced(TRADE, b"103436769", b"99999999999999999999999"),
+    replaced(TRADE, b"103436769", b"-5"),
+    replaced(TRADE, b"63501.6", b"0.0"),
     b'{"channel":"trade","type":"update"}',
     b'{"channel":"status","type":"update","data":{}}',
     b'{"channel":"book","type":"update","data":[{"symbol":"A","bids":[{"price":1}]}]}',
