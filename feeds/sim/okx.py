@@ -210,11 +210,7 @@ class OkxProtocol(VenueProtocol):
             key = f"{arg.channel}:{arg.instId}"
             wire_arg = {"channel": arg.channel, "instId": arg.instId}
             out.append(event_frame(request.op, wire_arg, conn_id, request.id))
-            if request.op == "unsubscribe":
-                state.subs.discard(key)
-                continue
-            fresh = key not in state.subs
-            state.subs.add(key)
+            fresh = state.update_subscription(key, request.op != "unsubscribe")
             if fresh and arg.channel == okx.CHANNEL:
                 out.append(self.snapshot_frame(arg.instId, now_ns))
         return out
