@@ -55,15 +55,22 @@ MAX_SNAPSHOT_LIMIT: Final = 5000
 MAX_SYMBOLS_PER_CONNECTION: Final = 512
 
 
+#: REST request weight of ``/api/v3/depth``: ``(largest limit, weight)``, ascending.
+SNAPSHOT_WEIGHTS: Final = ((100, 5), (500, 25), (1000, 50), (MAX_SNAPSHOT_LIMIT, 250))
+
+
+def weight_at(limit: int, steps: Sequence[tuple[int, int]]) -> int:
+    """The weight of the first step whose largest limit is at least ``limit``; the last
+    step's above them all."""
+    for largest, weight in steps:
+        if limit <= largest:
+            return weight
+    return steps[-1][1]
+
+
 def snapshot_weight(limit: int) -> int:
     """REST request weight of ``/api/v3/depth`` at ``limit`` levels."""
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
+    return weight_at(limit, SNAPSHOT_WEIGHTS)
 
 
 def depth_stream(symbol: str) -> str:

@@ -36,6 +36,7 @@ from feeds.binance import (
     Framing,
     depth_snapshot,
     depth_stream,
+    weight_at,
 )
 from gateway.core.arbiter import Link
 from gateway.core.model import DepthDiff, DepthSnapshot, VenueEvent
@@ -71,15 +72,13 @@ MAX_MESSAGES_PER_S: Final = 10
 _DIFF_DEPTH_STREAM: Final = re.compile(r"[^@]+@depth(?:@\d+ms)?")
 
 
+#: REST request weight of ``/fapi/v1/depth``: ``(largest limit, weight)``, ascending.
+SNAPSHOT_WEIGHTS: Final = ((50, 2), (100, 5), (500, 10), (MAX_SNAPSHOT_LIMIT, 20))
+
+
 def snapshot_weight(limit: int) -> int:
     """REST request weight of ``/fapi/v1/depth`` at ``limit`` levels."""
-    if limit <= 50:
-        return 2
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 10
-    return 20
+    return weight_at(limit, SNAPSHOT_WEIGHTS)
 
 
 def trade_stream(symbol: str) -> str:

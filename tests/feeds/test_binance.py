@@ -38,6 +38,7 @@ def test_urls() -> None:
     with pytest.raises(ValueError):
         binance.stream_url("wss://x", [])
     assert [binance.snapshot_weight(n) for n in (100, 500, 1000, 5000)] == [5, 25, 50, 250]
+    assert [binance.snapshot_weight(n) for n in (1, 101, 501, 1001, 9999)] == [5, 25, 50, 250, 250]
 
 
 def test_depth_trade_and_control_frames() -> None:
