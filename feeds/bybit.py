@@ -61,14 +61,7 @@ from feeds.common import (
     taker_side,
 )
 from gateway.core.arbiter import Link
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-)
+from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueContractError, VenueEvent
 
 SPOT: Final = "bybit-spot"
 LINEAR: Final = "bybit-linear"
@@ -322,8 +315,8 @@ def _book_event(
         raise VenueContractError(f"{topic} push for symbol {d.s!r}")
     if not 0 <= d.u <= _INT63:
         raise VenueContractError(f"{topic} push with u={d.u}")
-    bids: tuple[Level, ...] = check_levels(d.b, f"{symbol} bids")
-    asks: tuple[Level, ...] = check_levels(d.a, f"{symbol} asks")
+    bids = check_levels(d.b, f"{symbol} bids")
+    asks = check_levels(d.a, f"{symbol} asks")
     if frame.type == "snapshot":
         return [
             DepthSnapshot(
