@@ -20,27 +20,23 @@ last figure because the sorted baseline is slow.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from bench.common import Timing, load_depth_data, measure
-from gateway.core.book import BadLevel, L2Book
+from gateway.core.book import L2Book, _parse  # the baselines parse levels as L2Book does
 from gateway.core.model import Level
 
 TITLE = "book: L2Book (SortedDict, float keys) vs plain dict baselines, real diff levels"
 
 
-def _parse(level: Level) -> tuple[float, float]:
-    """The same parsing and checks as ``gateway.core.book``."""
-    try:
-        price = float(level[0])
-        qty = float(level[1])
-    except (ValueError, TypeError, IndexError) as exc:
-        raise BadLevel(f"unparseable level {level!r}") from exc
-    if not (price > 0.0 and qty >= 0.0) or math.isinf(price) or math.isinf(qty):
-        raise BadLevel(f"level out of range {level!r}")
-    return price, qty
+def _set_levels(side: dict[float, Level], parsed: list[tuple[tuple[float, float], Level]]) -> None:
+    """Each parsed level set on ``side`` (removed when its quantity is zero)."""
+    for (price, qty), level in parsed:
+        if qty > 0.0:
+            side[price] = level
+        else:
+            side.pop(price, None)
 
 
 class DictBook:
@@ -59,18 +55,8 @@ class DictBook:
     def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         parsed_bids = [(_parse(level), level) for level in bids]
         parsed_asks = [(_parse(level), level) for level in asks]
-        side = self._bids
-        for (price, qty), level in parsed_bids:
-            if qty > 0.0:
-                side[price] = level
-            else:
-                side.pop(price, None)
-        side = self._asks
-        for (price, qty), level in parsed_asks:
-            if qty > 0.0:
-                side[price] = level
-            else:
-                side.pop(price, None)
+        _set_levels(self._bids, parsed_bids)
+        _set_levels(self._asks, parsed_asks)
 
     @property
     def bid_count(self) -> int:

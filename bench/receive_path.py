@@ -190,19 +190,11 @@ def _instrumented(state: State, prefilter: bool) -> dict[str, int]:
 # --- components, each timed alone -----------------------------------------------------------
 
 
-class _WireDepth(msgspec.Struct):
-    e: str
-    E: int
-    s: str
-    U: int
-    u: int
-    b: list[tuple[str, str]]
-    a: list[tuple[str, str]]
-
-
 class _WireEnvelope(msgspec.Struct):
+    """A combined-stream depth frame decoded in one pass, into the adapter's own struct."""
+
     stream: str
-    data: _WireDepth
+    data: binance._DepthUpdate
 
 
 _typed_decoder = msgspec.json.Decoder(_WireEnvelope)

@@ -13,17 +13,28 @@ missed. The REST snapshot's ``lastUpdateId`` is the book's id.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import check_levels, decode, notice, rest_snapshot
+from feeds.common import MAX_INT, check_levels, decode, notice, rest_snapshot
 from gateway.core.arbiter import Link
-from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueEvent
+from gateway.core.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Side,
+    Trade,
+    VenueContractError,
+    VenueEvent,
+    VenueNotice,
+)
 
 VENUE: Final = "binance"
+#: Update and trade ids are signed 64-bit on spot and futures (and in every encoding
+#: downstream).
+MAX_ID: Final = MAX_INT - 1
 
 #: Production endpoints (exchange-protocols.md §1).
 WS_ENDPOINTS: Final = (
@@ -35,6 +46,8 @@ REST_ENDPOINTS: Final = ("https://api.binance.com", "https://data-api.binance.vi
 
 DEPTH_SUFFIX: Final = "@depth@100ms"
 TRADE_SUFFIX: Final = "@trade"
+#: The combined-stream name of the ``serverShutdown`` notice.
+SHUTDOWN_STREAM: Final = "!serverShutdown"
 SNAPSHOT_PATH: Final = "/api/v3/depth"
 #: Largest REST depth (weight 250 of the 6000/min budget).
 MAX_SNAPSHOT_LIMIT: Final = 5000
@@ -42,20 +55,36 @@ MAX_SNAPSHOT_LIMIT: Final = 5000
 MAX_SYMBOLS_PER_CONNECTION: Final = 512
 
 
+#: REST request weight of ``/api/v3/depth``: ``(largest limit, weight)``, ascending.
+SNAPSHOT_WEIGHTS: Final = ((100, 5), (500, 25), (1000, 50), (MAX_SNAPSHOT_LIMIT, 250))
+
+
+def weight_at(limit: int, steps: Sequence[tuple[int, int]]) -> int:
+    """The weight of the first step whose largest limit is at least ``limit``; the last
+    step's above them all."""
+    for largest, weight in steps:
+        if limit <= largest:
+            return weight
+    return steps[-1][1]
+
+
 def snapshot_weight(limit: int) -> int:
     """REST request weight of ``/api/v3/depth`` at ``limit`` levels."""
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
+    return weight_at(limit, SNAPSHOT_WEIGHTS)
+
+
+def depth_stream(symbol: str) -> str:
+    """``btcusdt@depth@100ms`` for ``BTCUSDT``."""
+    return symbol.lower() + DEPTH_SUFFIX
+
+
+def trade_stream(symbol: str) -> str:
+    """``btcusdt@trade`` for ``BTCUSDT``."""
+    return symbol.lower() + TRADE_SUFFIX
 
 
 def stream_names(symbol: str) -> list[str]:
-    s = symbol.lower()
-    return [s + DEPTH_SUFFIX, s + TRADE_SUFFIX]
+    return [depth_stream(symbol), trade_stream(symbol)]
 
 
 def stream_url(endpoint: str, symbols: Sequence[str]) -> str:
@@ -121,28 +150,30 @@ class _Kind(msgspec.Struct):
 
 
 class _DepthUpdate(msgspec.Struct):
+    """A depthUpdate of spot or USD-M; only futures events carry ``pu`` and ``T``."""
+
     s: str
     U: int
     u: int
     b: list[tuple[str, str]]
     a: list[tuple[str, str]]
+    pu: int | None = None
     E: int = 0
+    T: int = 0
     e: str = "depthUpdate"
 
 
 class _Trade(msgspec.Struct):
+    """A spot ``trade`` (id ``t``) or a USD-M ``aggTrade`` (id ``a``)."""
+
     s: str
-    t: int
     p: str
     q: str
     T: int
     m: bool
+    t: int | None = None
+    a: int | None = None
     e: str = "trade"
-
-
-class _ServerShutdown(msgspec.Struct):
-    e: str
-    E: int = 0
 
 
 class _RestDepth(msgspec.Struct):
@@ -155,100 +186,130 @@ _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 _kind_decoder: Final = msgspec.json.Decoder(_Kind)
 _depth_decoder: Final = msgspec.json.Decoder(_DepthUpdate)
 _trade_decoder: Final = msgspec.json.Decoder(_Trade)
-_shutdown_decoder: Final = msgspec.json.Decoder(_ServerShutdown)
 _rest_depth_decoder: Final = msgspec.json.Decoder(_RestDepth)
 
 
-def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthDiff:
-    d = decode(_depth_decoder, raw, "bad depthUpdate")
-    if d.u < d.U or d.U < 0:
-        raise VenueContractError(f"depthUpdate with U={d.U} > u={d.u} or negative")
-    return DepthDiff(
-        venue=VENUE,
-        symbol=d.s,
-        first_id=d.U,
-        last_id=d.u,
-        prev_id=-1,
-        bids=check_levels(d.b, "depthUpdate bids"),
-        asks=check_levels(d.a, "depthUpdate asks"),
-        event_ms=d.E,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
+class Framing:
+    """Binance's WebSocket framing and events for one market, shared by spot and USD-M.
+
+    A frame is a combined-stream envelope (``{"stream": name, "data": event}``, routed by
+    the stream name), a raw event (routed by its ``e``), a control reply, or the
+    ``serverShutdown`` notice. Depth streams are those ``is_depth_stream`` accepts; trade
+    streams end in ``trade_suffix``. ``futures``: depth events must carry ``pu`` (below
+    ``U``, kept as ``prev_id``) and trades are ``aggTrade`` events (id ``a``); otherwise
+    ``prev_id`` is -1 and trades are ``trade`` events (id ``t``).
+    """
+
+    __slots__ = (
+        "_futures",
+        "_is_depth_stream",
+        "_trade_event_name",
+        "_trade_suffix",
+        "venue",
     )
 
+    def __init__(
+        self,
+        venue: str,
+        *,
+        is_depth_stream: Callable[[str], object],
+        trade_suffix: str,
+        futures: bool,
+    ) -> None:
+        self.venue = venue
+        self._is_depth_stream = is_depth_stream
+        self._trade_suffix = trade_suffix
+        self._futures = futures
+        self._trade_event_name = "aggTrade" if futures else "trade"
 
-def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
-    t = decode(_trade_decoder, raw, "bad trade")
-    check_levels([(t.p, t.q)], "trade")
-    return Trade(
-        venue=VENUE,
-        symbol=t.s,
-        trade_id=t.t,
-        price=t.p,
-        qty=t.q,
-        # "m": the buyer is the maker, so the aggressor sold.
-        side=Side.SELL if t.m else Side.BUY,
-        trade_ms=t.T,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+    def parse(self, raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
+        """Events in one frame; streams and events other than depth diffs and trades give
+        an empty list. Raises VenueContractError for anything that is not a valid frame."""
+        if raw[:10] == b'{"stream":':
+            env = decode(_envelope_decoder, raw, "bad combined-stream envelope")
+            stream = env.stream
+            if self._is_depth_stream(stream):
+                return [self.depth_event(env.data, recv_ns, conn_id)]
+            if stream.endswith(self._trade_suffix):
+                return [self.trade_event(env.data, recv_ns, conn_id)]
+            if stream == SHUTDOWN_STREAM:
+                return [self._shutdown(recv_ns, conn_id)]
+            return []
+        kind = decode(_kind_decoder, raw, "undecodable frame")
+        venue = self.venue
+        if kind.e is not None:
+            if kind.e == "depthUpdate":
+                return [self.depth_event(raw, recv_ns, conn_id)]
+            if kind.e == self._trade_event_name:
+                return [self.trade_event(raw, recv_ns, conn_id)]
+            if kind.e == "serverShutdown":
+                return [self._shutdown(recv_ns, conn_id)]
+            # A stream the gateway did not ask for (bookTicker, kline, ...): ignored.
+            return []
+        if kind.code is not None:
+            detail = f"code {kind.code}: {kind.msg}"
+            return [notice(venue, "error", detail, recv_ns, conn_id)]
+        if kind.id is not None:
+            return [notice(venue, "ack", f"request {kind.id}", recv_ns, conn_id)]
+        raise VenueContractError("frame is neither an event nor a control reply")
+
+    def depth_event(self, raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthDiff:
+        """One depthUpdate payload as a DepthDiff ``U..u``."""
+        d = decode(_depth_decoder, raw, "bad depthUpdate")
+        if d.U < 0 or d.u < d.U or d.u > MAX_ID:
+            raise VenueContractError(f"depthUpdate with U={d.U}, u={d.u}")
+        prev_id = -1
+        if self._futures:
+            if d.pu is None or d.pu < -1 or d.pu >= d.U:
+                # pu is the last id of the previous event: below this event's first id.
+                raise VenueContractError(f"depthUpdate with pu={d.pu} not below U={d.U}")
+            prev_id = d.pu
+        return DepthDiff(
+            venue=self.venue,
+            symbol=d.s,
+            first_id=d.U,
+            last_id=d.u,
+            prev_id=prev_id,
+            bids=check_levels(d.b, "depthUpdate bids"),
+            asks=check_levels(d.a, "depthUpdate asks"),
+            event_ms=d.E,
+            recv_ns=recv_ns,
+            conn_id=conn_id,
+        )
+
+    def trade_event(self, raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
+        """One trade (spot) or aggTrade (USD-M) payload as a Trade."""
+        what = self._trade_event_name
+        t = decode(_trade_decoder, raw, f"bad {what}")
+        trade_id = t.a if self._futures else t.t
+        if trade_id is None or not 0 <= trade_id <= MAX_ID:
+            raise VenueContractError(f"{what} with id {trade_id} out of range")
+        check_levels([(t.p, t.q)], what)
+        return Trade(
+            venue=self.venue,
+            symbol=t.s,
+            trade_id=trade_id,
+            price=t.p,
+            qty=t.q,
+            # "m": the buyer is the maker, so the aggressor sold.
+            side=Side.SELL if t.m else Side.BUY,
+            trade_ms=t.T,
+            recv_ns=recv_ns,
+            conn_id=conn_id,
+        )
+
+    def _shutdown(self, recv_ns: int, conn_id: int) -> VenueNotice:
+        return notice(self.venue, "shutdown", "serverShutdown", recv_ns, conn_id, reconnect=True)
 
 
-#: Parses one event payload of a stream into its venue event.
-EventParser = Callable[[bytes | msgspec.Raw, int, int], VenueEvent]
+def _is_spot_depth_stream(stream: str) -> bool:
+    return stream.endswith((DEPTH_SUFFIX, "@depth"))
 
 
-def parse_frame(
-    raw: bytes,
-    recv_ns: int,
-    conn_id: int,
-    *,
-    venue: str,
-    by_stream: Callable[[str], EventParser | None],
-    by_event: Mapping[str, EventParser],
-) -> list[VenueEvent]:
-    """Events in one frame of Binance's WebSocket framing, shared by spot and USD-M: a
-    combined-stream envelope (``{"stream": name, "data": event}``, routed by ``by_stream``)
-    or a raw event (routed by its ``e`` through ``by_event``), a control reply, or the
-    ``serverShutdown`` notice. Streams and events with no parser give an empty list.
-    Raises VenueContractError for anything that is not a valid frame."""
-    if raw[:10] == b'{"stream":':
-        env = decode(_envelope_decoder, raw, "bad combined-stream envelope")
-        parser = by_stream(env.stream)
-        if parser is not None:
-            return [parser(env.data, recv_ns, conn_id)]
-        if env.stream == "!serverShutdown":
-            return [notice(venue, "shutdown", "serverShutdown", recv_ns, conn_id, reconnect=True)]
-        return []
-    kind = decode(_kind_decoder, raw, "undecodable frame")
-    if kind.e is not None:
-        parser = by_event.get(kind.e)
-        if parser is not None:
-            return [parser(raw, recv_ns, conn_id)]
-        if kind.e == "serverShutdown":
-            return [notice(venue, "shutdown", "serverShutdown", recv_ns, conn_id, reconnect=True)]
-        # A stream the gateway did not ask for (bookTicker, kline, ...): ignored.
-        return []
-    if kind.code is not None:
-        detail = f"code {kind.code}: {kind.msg}"
-        return [notice(venue, "error", detail, recv_ns, conn_id)]
-    if kind.id is not None:
-        return [notice(venue, "ack", f"request {kind.id}", recv_ns, conn_id)]
-    raise VenueContractError("frame is neither an event nor a control reply")
-
-
-def _spot_stream(stream: str) -> EventParser | None:
-    if stream.endswith(DEPTH_SUFFIX) or stream.endswith("@depth"):
-        return _depth_event
-    if stream.endswith(TRADE_SUFFIX):
-        return _trade_event
-    return None
-
-
-_SPOT_EVENTS: Final[Mapping[str, EventParser]] = {
-    "depthUpdate": _depth_event,
-    "trade": _trade_event,
-}
+_FRAMING: Final = Framing(
+    VENUE, is_depth_stream=_is_spot_depth_stream, trade_suffix=TRADE_SUFFIX, futures=False
+)
+_parse: Final = _FRAMING.parse
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -257,17 +318,24 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     Streams other than depth diffs, trades and shutdown notices are ignored (empty list).
     Raises VenueContractError for anything that is not a valid Binance frame.
     """
-    return parse_frame(
-        raw, recv_ns, conn_id, venue=VENUE, by_stream=_spot_stream, by_event=_SPOT_EVENTS
-    )
+    return _parse(raw, recv_ns, conn_id)
+
+
+def depth_snapshot(
+    venue: str, symbol: str, body: bytes, recv_ns: int, conn_id: int
+) -> DepthSnapshot:
+    """A Binance REST depth body (spot's ``/api/v3/depth``, USD-M's ``/fapi/v1/depth``:
+    ``lastUpdateId``, ``bids``, ``asks``; other keys ignored) as a snapshot of ``symbol`` on
+    ``venue``; ``lastUpdateId`` must be in ``0..MAX_ID``."""
+    d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
+    if not 0 <= d.lastUpdateId <= MAX_ID:
+        raise VenueContractError(f"depth snapshot for {symbol} has lastUpdateId out of range")
+    return rest_snapshot(venue, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
 
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
     """A REST ``/api/v3/depth`` response body as a snapshot of ``symbol``."""
-    d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
-    if d.lastUpdateId < 0:
-        raise VenueContractError(f"depth snapshot for {symbol} has negative lastUpdateId")
-    return rest_snapshot(VENUE, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
+    return depth_snapshot(VENUE, symbol, body, recv_ns, conn_id)
 
 
 # --- recognising Binance in captures (VenueAdapter.hosts, frame_venue, notice_frame) --------
@@ -281,13 +349,14 @@ HOSTS: Final = {
 }
 #: cryptofeed's feed id of Binance spot.
 CRYPTOFEED_NAMES: Final = {"BINANCE": VENUE}
-_DEPTH_UPDATE_SHAPE: Final = re.compile(rb'"e"\s*:\s*"depthUpdate"')
+#: A depthUpdate event of spot or futures, as a frame's first bytes show it.
+DEPTH_UPDATE_SHAPE: Final = re.compile(rb'"e"\s*:\s*"depthUpdate"')
 
 
 def frame_venue(head: bytes) -> str | None:
     """``binance`` when ``head`` (a frame's first bytes) is a spot depth update: one without
     the ``pu`` / ``ps`` that futures updates carry (:func:`feeds.binance_usdm.frame_venue`)."""
-    if _DEPTH_UPDATE_SHAPE.search(head) and b'"pu":' not in head and b'"ps":' not in head:
+    if DEPTH_UPDATE_SHAPE.search(head) and b'"pu":' not in head and b'"ps":' not in head:
         return VENUE
     return None
 

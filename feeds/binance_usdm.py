@@ -25,16 +25,21 @@ is the book's id.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.binance import EventParser, parse_frame
-from feeds.common import MAX_INT, check_levels, decode, rest_snapshot
+from feeds.binance import (
+    DEPTH_UPDATE_SHAPE,
+    Framing,
+    depth_snapshot,
+    depth_stream,
+    weight_at,
+)
 from gateway.core.arbiter import Link
-from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueContractError, VenueEvent
+from gateway.core.model import DepthDiff, DepthSnapshot, VenueEvent
 
 VENUE: Final = "binance-usdm"
 
@@ -49,7 +54,6 @@ LEGACY_WS_ENDPOINTS: Final = ("wss://fstream.binance.com",)
 TESTNET_WS_ENDPOINTS: Final = ("wss://fstream.binancefuture.com",)
 REST_ENDPOINTS: Final = ("https://fapi.binance.com",)
 
-DEPTH_SUFFIX: Final = "@depth@100ms"
 TRADE_SUFFIX: Final = "@aggTrade"
 SNAPSHOT_PATH: Final = "/fapi/v1/depth"
 #: The depths ``/fapi/v1/depth`` accepts.
@@ -62,28 +66,19 @@ MAX_STREAMS_PER_CONNECTION: Final = 200
 #: Incoming messages per second per connection (pings, pongs and JSON requests count).
 MAX_MESSAGES_PER_S: Final = 10
 
-#: Update and trade ids are signed 64-bit on the venue (and in every encoding downstream).
-MAX_ID: Final = MAX_INT - 1
-
 #: Diff-depth stream names (``<s>@depth``, ``<s>@depth@100ms``, ``@500ms``); partial-depth
 #: streams (``<s>@depth5@100ms``) carry top-N books in depthUpdate events and must never be
 #: applied as diffs, so they do not match.
 _DIFF_DEPTH_STREAM: Final = re.compile(r"[^@]+@depth(?:@\d+ms)?")
 
 
+#: REST request weight of ``/fapi/v1/depth``: ``(largest limit, weight)``, ascending.
+SNAPSHOT_WEIGHTS: Final = ((50, 2), (100, 5), (500, 10), (MAX_SNAPSHOT_LIMIT, 20))
+
+
 def snapshot_weight(limit: int) -> int:
     """REST request weight of ``/fapi/v1/depth`` at ``limit`` levels."""
-    if limit <= 50:
-        return 2
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 10
-    return 20
-
-
-def depth_stream(symbol: str) -> str:
-    return symbol.lower() + DEPTH_SUFFIX
+    return weight_at(limit, SNAPSHOT_WEIGHTS)
 
 
 def trade_stream(symbol: str) -> str:
@@ -148,99 +143,13 @@ class BinanceFuturesRule:
         return Link.FUTURE
 
 
-# --- wire structs: one module-level decoder per message -----------------------------------
-
-
-class _DepthUpdate(msgspec.Struct):
-    s: str
-    U: int
-    u: int
-    pu: int
-    b: list[tuple[str, str]]
-    a: list[tuple[str, str]]
-    E: int = 0
-    T: int = 0
-    e: str = "depthUpdate"
-
-
-class _AggTrade(msgspec.Struct):
-    s: str
-    a: int
-    p: str
-    q: str
-    T: int
-    m: bool
-    e: str = "aggTrade"
-
-
-class _RestDepth(msgspec.Struct):
-    lastUpdateId: int
-    bids: list[tuple[str, str]]
-    asks: list[tuple[str, str]]
-    E: int = 0
-    T: int = 0
-
-
-_depth_decoder: Final = msgspec.json.Decoder(_DepthUpdate)
-_agg_trade_decoder: Final = msgspec.json.Decoder(_AggTrade)
-_rest_depth_decoder: Final = msgspec.json.Decoder(_RestDepth)
-
-
 # --- parsing ------------------------------------------------------------------------------
 
 
-def _depth_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> DepthDiff:
-    d = decode(_depth_decoder, raw, "bad depthUpdate")
-    if d.U < 0 or d.u < d.U or d.u > MAX_ID:
-        raise VenueContractError(f"depthUpdate with U={d.U}, u={d.u}")
-    if d.pu < -1 or d.pu >= d.U:
-        # pu is the last id of the previous event: below this event's first id.
-        raise VenueContractError(f"depthUpdate with pu={d.pu} not below U={d.U}")
-    return DepthDiff(
-        venue=VENUE,
-        symbol=d.s,
-        first_id=d.U,
-        last_id=d.u,
-        prev_id=d.pu,
-        bids=check_levels(d.b, "depthUpdate bids"),
-        asks=check_levels(d.a, "depthUpdate asks"),
-        event_ms=d.E,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
-
-
-def _trade_event(raw: bytes | msgspec.Raw, recv_ns: int, conn_id: int) -> Trade:
-    t = decode(_agg_trade_decoder, raw, "bad aggTrade")
-    if not 0 <= t.a <= MAX_ID:
-        raise VenueContractError(f"aggTrade with id {t.a} out of range")
-    check_levels([(t.p, t.q)], "aggTrade")
-    return Trade(
-        venue=VENUE,
-        symbol=t.s,
-        trade_id=t.a,
-        price=t.p,
-        qty=t.q,
-        # "m": the buyer is the maker, so the aggressor sold.
-        side=Side.SELL if t.m else Side.BUY,
-        trade_ms=t.T,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
-
-
-def _usdm_stream(stream: str) -> EventParser | None:
-    if _DIFF_DEPTH_STREAM.fullmatch(stream):
-        return _depth_event
-    if stream.endswith(TRADE_SUFFIX):
-        return _trade_event
-    return None
-
-
-_USDM_EVENTS: Final[Mapping[str, EventParser]] = {
-    "depthUpdate": _depth_event,
-    "aggTrade": _trade_event,
-}
+_FRAMING: Final = Framing(
+    VENUE, is_depth_stream=_DIFF_DEPTH_STREAM.fullmatch, trade_suffix=TRADE_SUFFIX, futures=True
+)
+_parse: Final = _FRAMING.parse
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -252,17 +161,12 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     give an empty list. In raw-stream mode a partial-depth event cannot be told from a diff:
     use combined streams. Raises VenueContractError for anything that is not a valid frame.
     """
-    return parse_frame(
-        raw, recv_ns, conn_id, venue=VENUE, by_stream=_usdm_stream, by_event=_USDM_EVENTS
-    )
+    return _parse(raw, recv_ns, conn_id)
 
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
     """A REST ``/fapi/v1/depth`` response body as a snapshot of ``symbol``."""
-    d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
-    if not 0 <= d.lastUpdateId <= MAX_ID:
-        raise VenueContractError(f"depth snapshot for {symbol} has lastUpdateId out of range")
-    return rest_snapshot(VENUE, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
+    return depth_snapshot(VENUE, symbol, body, recv_ns, conn_id)
 
 
 # --- recognising Binance futures in captures (VenueAdapter.hosts, frame_venue) --------------
@@ -281,13 +185,12 @@ CRYPTOFEED_NAMES: Final = {
     "BINANCE_FUTURES": VENUE,
     "BINANCE_DELIVERY": COINM_VENUE,
 }
-_DEPTH_UPDATE_SHAPE: Final = re.compile(rb'"e"\s*:\s*"depthUpdate"')
 
 
 def frame_venue(head: bytes) -> str | None:
     """The futures market of a depth update in ``head`` (a frame's first bytes): COIN-M's
     carry ``ps``, USD-M's ``pu`` without it; None for anything else."""
-    if not _DEPTH_UPDATE_SHAPE.search(head):
+    if not DEPTH_UPDATE_SHAPE.search(head):
         return None
     if b'"ps":' in head:
         return COINM_VENUE

@@ -51,16 +51,17 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import msgspec
 
-from feeds.common import MAX_INT, check_levels, decode, notice, rest_snapshot, taker_side
-from gateway.core.arbiter import Link
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    Trade,
-    VenueContractError,
-    VenueEvent,
+from feeds.common import (
+    MAX_INT,
+    check_levels,
+    decode,
+    decode_push,
+    notice,
+    rest_snapshot,
+    taker_side,
 )
+from gateway.core.arbiter import Link
+from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueContractError, VenueEvent
 
 SPOT: Final = "bybit-spot"
 LINEAR: Final = "bybit-linear"
@@ -309,15 +310,13 @@ def _book_event(
     venue: str, frame: _Frame, topic: str, recv_ns: int, conn_id: int
 ) -> list[VenueEvent]:
     symbol = _book_symbol(topic)
-    if not frame.data:
-        raise VenueContractError(f"{topic} push without data")
-    d = decode(_book_decoder, frame.data, f"bad {topic} data")
+    d = decode_push(_book_decoder, frame.data, topic)
     if d.s != symbol:
         raise VenueContractError(f"{topic} push for symbol {d.s!r}")
     if not 0 <= d.u <= _INT63:
         raise VenueContractError(f"{topic} push with u={d.u}")
-    bids: tuple[Level, ...] = check_levels(d.b, f"{symbol} bids")
-    asks: tuple[Level, ...] = check_levels(d.a, f"{symbol} asks")
+    bids = check_levels(d.b, f"{symbol} bids")
+    asks = check_levels(d.a, f"{symbol} asks")
     if frame.type == "snapshot":
         return [
             DepthSnapshot(
@@ -352,9 +351,7 @@ def _book_event(
 def _trade_events(
     venue: str, frame: _Frame, topic: str, recv_ns: int, conn_id: int
 ) -> list[VenueEvent]:
-    if not frame.data:
-        raise VenueContractError(f"{topic} push without data")
-    items = decode(_trades_decoder, frame.data, f"bad {topic} data")
+    items = decode_push(_trades_decoder, frame.data, topic)
     events: list[VenueEvent] = []
     for t in items:
         side = taker_side(t.S, "Buy", "Sell")  # ``S`` is the taker's side

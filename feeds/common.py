@@ -38,6 +38,18 @@ def decode(decoder: msgspec.json.Decoder[T], raw: bytes | msgspec.Raw, what: str
         raise VenueContractError(f"{what}: {exc}") from None
 
 
+def decode_push(decoder: msgspec.json.Decoder[T], data: msgspec.Raw, what: str) -> T:
+    """The ``data`` of a ``what`` push, decoded; raises VenueContractError
+    ``"<what> push without data"`` when the push had none (an empty ``msgspec.Raw``) and
+    ``"bad <what> data: <reason>"`` when it is not the message the decoder reads."""
+    if not data:
+        raise VenueContractError(f"{what} push without data")
+    try:
+        return decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        raise VenueContractError(f"bad {what} data: {exc}") from None
+
+
 def check_levels(levels: list[tuple[str, str]], what: str) -> tuple[Level, ...]:
     """The levels as a tuple, after checking each is a finite decimal pair with a positive
     price and a non-negative quantity."""

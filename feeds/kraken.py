@@ -44,6 +44,7 @@ from feeds.common import (
     DECODE_ERRORS,
     MAX_INT,
     decode,
+    decode_push,
     iso_ms,
     notice,
     taker_side,
@@ -441,9 +442,7 @@ def _book_events(
 ) -> list[VenueEvent]:
     if kind not in ("snapshot", "update"):
         raise VenueContractError(f"book push with type {kind!r}")
-    if not data:
-        raise VenueContractError("book push without data")
-    items = decode(_book_decoder, data, "bad book data")
+    items = decode_push(_book_decoder, data, "book")
     if not items:
         raise VenueContractError("book push with empty data")
     events: list[VenueEvent] = []
@@ -486,9 +485,7 @@ def _book_events(
 
 
 def _trade_events(data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
-    if not data:
-        raise VenueContractError("trade push without data")
-    items = decode(_trade_decoder, data, "bad trade data")
+    items = decode_push(_trade_decoder, data, "trade")
     events: list[VenueEvent] = []
     for t in items:
         side = taker_side(t.side)  # Kraken's ``side`` is the taker's side
@@ -514,9 +511,7 @@ def _trade_events(data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEv
 
 
 def _status_events(data: msgspec.Raw, recv_ns: int, conn_id: int) -> list[VenueEvent]:
-    if not data:
-        raise VenueContractError("status push without data")
-    items = decode(_status_decoder, data, "bad status data")
+    items = decode_push(_status_decoder, data, "status")
     return [
         notice(VENUE, "status", f"system {s.system} api {s.api_version}".strip(), recv_ns, conn_id)
         for s in items

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from feeds.sim.binance_spot import shutdown_frame
+from feeds.binance import notice_frame
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
 from gateway.io.client import GatewayClient
@@ -119,7 +119,7 @@ async def _timed_faults_on_the_wire(path: Path) -> None:
     # order and causality are asserted (the schedule's timing is tested with a driven
     # clock in tests/feeds/sim/test_faults.py).
     faults = FaultPlan("ep0:close@0.5;ep1:stall@0+1,notice@0.3;rest:429@0+1000,retry_after=1", 3, 2)
-    notice = shutdown_frame(1)
+    notice = notice_frame(1_000_000)
     async with ReplayServer(plan, speed=10.0, faults=faults, notice=lambda: notice) as replay:
         async with httpx.AsyncClient() as http:
             response = await http.get(replay.rest_url + "/api/v3/depth?symbol=BTCUSDT")

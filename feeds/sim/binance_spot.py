@@ -39,12 +39,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from feeds import binance
 from feeds.binance import (
-    DEPTH_SUFFIX,
     MAX_SNAPSHOT_LIMIT,
     SNAPSHOT_PATH,
-    TRADE_SUFFIX,
+    depth_stream,
     snapshot_weight,
+    trade_stream,
 )
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
 from feeds.sim.venue import (
@@ -57,7 +58,6 @@ from feeds.sim.venue import (
 )
 from gateway.core.model import Level
 
-SHUTDOWN_STREAM: Final = "!serverShutdown"
 #: Binance's cap on streams per connection.
 MAX_STREAMS_PER_CONNECTION: Final = 1024
 #: WebSocket close code of a policy violation (bad stream, message flood).
@@ -66,16 +66,6 @@ POLICY_VIOLATION: Final = 1008
 CONTENT_TYPE: Final = "application/json;charset=UTF-8"
 _REST_WINDOW_NS: Final = 60 * 1_000_000_000
 _SECOND_NS: Final = 1_000_000_000
-
-
-def depth_stream(symbol: str) -> str:
-    """``btcusdt@depth@100ms`` for ``BTCUSDT``."""
-    return symbol.lower() + DEPTH_SUFFIX
-
-
-def trade_stream(symbol: str) -> str:
-    """``btcusdt@trade`` for ``BTCUSDT``."""
-    return symbol.lower() + TRADE_SUFFIX
 
 
 # --- wire structs: field order is the venue's key order ------------------------------------
@@ -103,14 +93,9 @@ class _Trade(msgspec.Struct):
     M: bool
 
 
-class _Shutdown(msgspec.Struct):
-    e: str
-    E: int
-
-
 class _Combined(msgspec.Struct):
     stream: str
-    data: _DepthUpdate | _Trade | _Shutdown
+    data: _DepthUpdate | _Trade
 
 
 class _RestDepth(msgspec.Struct):
@@ -174,12 +159,6 @@ def trade_frame(symbol: str, trade: SimTrade, event_ms: int, trade_ms: int | Non
         M=True,
     )
     return _encoder.encode(_Combined(stream=trade_stream(symbol), data=data))
-
-
-def shutdown_frame(event_ms: int) -> bytes:
-    """The combined-stream ``serverShutdown`` notice: the client should reconnect soon."""
-    data = _Shutdown(e="serverShutdown", E=event_ms)
-    return _encoder.encode(_Combined(stream=SHUTDOWN_STREAM, data=data))
 
 
 def snapshot_body(last_id: int, bids: Sequence[Level], asks: Sequence[Level]) -> bytes:
@@ -333,7 +312,7 @@ class BinanceSpotProtocol(VenueProtocol):
 
     def notice_frame(self, now_ns: int) -> bytes | None:
         """Binance's ``serverShutdown``: the client should reconnect soon."""
-        return shutdown_frame(now_ns // 1_000_000)
+        return binance.notice_frame(now_ns)
 
     # --- REST -----------------------------------------------------------------------------
 

@@ -48,7 +48,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from feeds import binance_usdm as usdm
-from feeds.binance_usdm import depth_stream, trade_stream
+from feeds.binance import depth_stream
+from feeds.binance_usdm import trade_stream
 from feeds.sim.binance_spot import BinanceSpotProtocol, rest_error_body
 from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
 from feeds.sim.venue import Publication, RestAnswer

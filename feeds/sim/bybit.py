@@ -237,11 +237,9 @@ class BybitProtocol(VenueProtocol):
         ts_ms = now_ns // 1_000_000
         for topic, p in zip(request.args, parsed, strict=True):
             assert p is not None
+            fresh = state.update_subscription(topic, op != "unsubscribe")
             if op == "unsubscribe":
-                state.subs.discard(topic)
                 continue
-            fresh = topic not in state.subs
-            state.subs.add(topic)
             symbol, depth = p
             if depth and fresh:
                 self._track(symbol, depth)

@@ -211,11 +211,7 @@ class CoinbaseProtocol(VenueProtocol):
         when = iso_time(now_ns)
         for product in products:
             key = f"{request.channel}:{product}"
-            if request.type == "unsubscribe":
-                state.subs.discard(key)
-                continue
-            fresh = key not in state.subs
-            state.subs.add(key)
+            fresh = state.update_subscription(key, request.type != "unsubscribe")
             if fresh and request.channel == coinbase.LEVEL2_CHANNEL:
                 book = self.procs[product].book
                 fmt = self.format_level

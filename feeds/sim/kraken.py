@@ -410,11 +410,9 @@ class KrakenProtocol(VenueProtocol):
                 result["snapshot"] = p.snapshot
             result["symbol"] = symbol
             out.append(reply_frame(request.method, request.req_id, now_ns, result=result))
+            fresh = state.update_subscription(key, request.method != "unsubscribe")
             if request.method == "unsubscribe":
-                state.subs.discard(key)
                 continue
-            fresh = key not in state.subs
-            state.subs.add(key)
             if p.channel == kraken.BOOK_CHANNEL:
                 if fresh and p.snapshot:
                     out.append(self.snapshot_frame(symbol, p.depth))
@@ -438,12 +436,7 @@ class KrakenProtocol(VenueProtocol):
             result["snapshot"] = snapshot
         out = [reply_frame(request.method, request.req_id, now_ns, result=result)]
         key = kraken.INSTRUMENT_CHANNEL
-        if request.method == "unsubscribe":
-            state.subs.discard(key)
-            return out
-        fresh = key not in state.subs
-        state.subs.add(key)
-        if fresh and snapshot:
+        if state.update_subscription(key, request.method != "unsubscribe") and snapshot:
             out.append(self.instrument_frame())
         return out
 

@@ -57,11 +57,6 @@ from gateway.core.model import Level
 PATH: Final = "/ws/v5/public"
 #: Levels per side in a ``books`` snapshot.
 SNAPSHOT_DEPTH: Final = 400
-#: The ``notice`` fault: OKX's service-upgrade notice (reconnect within 60 s).
-NOTICE_FRAME: Final = (
-    b'{"event":"notice","code":"64008","msg":"The connection will soon be closed for a '
-    b'service upgrade. Please reconnect.","connId":"sim"}'
-)
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -215,11 +210,7 @@ class OkxProtocol(VenueProtocol):
             key = f"{arg.channel}:{arg.instId}"
             wire_arg = {"channel": arg.channel, "instId": arg.instId}
             out.append(event_frame(request.op, wire_arg, conn_id, request.id))
-            if request.op == "unsubscribe":
-                state.subs.discard(key)
-                continue
-            fresh = key not in state.subs
-            state.subs.add(key)
+            fresh = state.update_subscription(key, request.op != "unsubscribe")
             if fresh and arg.channel == okx.CHANNEL:
                 out.append(self.snapshot_frame(arg.instId, now_ns))
         return out
@@ -254,4 +245,4 @@ class OkxProtocol(VenueProtocol):
 
     def notice_frame(self, now_ns: int) -> bytes | None:
         """OKX's service-upgrade notice (code 64008), sent before a maintenance disconnect."""
-        return NOTICE_FRAME
+        return okx.notice_frame(now_ns)

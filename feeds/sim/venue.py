@@ -103,6 +103,16 @@ class ConnState:
         self.seq = 0
         self.extra: dict[str, object] = {}
 
+    def update_subscription(self, key: str, subscribe: bool) -> bool:
+        """Adds ``key`` to the subscriptions (removes it when not ``subscribe``); True when
+        it was not subscribed before, so the venue sends a fresh snapshot."""
+        if not subscribe:
+            self.subs.discard(key)
+            return False
+        fresh = key not in self.subs
+        self.subs.add(key)
+        return fresh
+
 
 class Publication:
     """One rendered venue message for the connections subscribed to ``key``.

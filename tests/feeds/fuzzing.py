@@ -1,11 +1,14 @@
 """What the venue parser tests share: hypothesis strategies for the inputs a venue breaking
-its contract could send (mutated real frames, arbitrary JSON values), frame edits, and the
-checks of the parser contract (events of the expected types, or VenueContractError)."""
+its contract could send (mutated real frames, arbitrary JSON values), frame edits, the
+checks of the parser contract (events of the expected types, or VenueContractError), and
+:class:`ParserContract`, one venue parser's entry in tests/feeds/test_contract.py."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import UnionType
 from typing import Final
 
@@ -95,3 +98,32 @@ def accepted(parse: Callable[[], Sequence[object]], types: type | UnionType) -> 
         return False
     check_events(events, types)
     return True
+
+
+#: ``real_data(relpath) -> Path`` (the fixture of tests/conftest.py).
+RealData = Callable[[str], Path]
+
+
+@dataclass(frozen=True)
+class ParserContract:
+    """One frame parser of a venue adapter, as tests/feeds/test_contract.py checks it.
+
+    ``parse(raw, recv_ns, conn_id)`` returns events of ``types`` or raises
+    VenueContractError; ``bad_frames`` must raise it; ``seeds(real_data)`` are the frames
+    mutated by hypothesis; ``snapshot(body)``, when given, parses a REST book body (a
+    DepthSnapshot or VenueContractError) and gets the same inputs.
+    """
+
+    parse: Callable[[bytes, int, int], Sequence[object]]
+    types: type | UnionType
+    bad_frames: Sequence[bytes]
+    seeds: Callable[[RealData], Sequence[bytes]]
+    snapshot: Callable[[bytes], object] | None = None
+
+    def check(self, raw: bytes) -> None:
+        """``raw`` through the frame parser (and the snapshot parser): accepted with events
+        of the contract's types, or refused with VenueContractError."""
+        accepted(lambda: self.parse(raw, 1, 0), self.types)
+        snapshot = self.snapshot
+        if snapshot is not None:
+            accepted(lambda: [snapshot(raw)], DepthSnapshot)

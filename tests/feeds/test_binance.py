@@ -7,8 +7,7 @@ import gzip
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings
 
 from feeds import binance
 from gateway.core.arbiter import Link
@@ -39,6 +38,7 @@ def test_urls() -> None:
     with pytest.raises(ValueError):
         binance.stream_url("wss://x", [])
     assert [binance.snapshot_weight(n) for n in (100, 500, 1000, 5000)] == [5, 25, 50, 250]
+    assert [binance.snapshot_weight(n) for n in (1, 101, 501, 1001, 9999)] == [5, 25, 50, 250, 250]
 
 
 def test_depth_trade_and_control_frames() -> None:
@@ -57,26 +57,21 @@ def test_depth_trade_and_control_frames() -> None:
     assert binance.parse(b'{"stream":"btcusdt@bookTicker","data":{"u":1}}', 1, 0) == []
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        b"",
-        b"not json",
-        b"[]",
-        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate"}}',
-        DEPTH.replace(b'"U":5', b'"U":9'),  # U > u
-        DEPTH.replace(b'"1.5"', b'"abc"'),
-        DEPTH.replace(b'"1.5"', b'"-1.5"'),
-        DEPTH.replace(b'"1.5"', b'"inf"'),
-        DEPTH.replace(b'"1.5"', b"1.5"),  # a number where a string is due
-        DEPTH.replace(b'"U":5', b'"U":99999999999999999999999'),
-        TRADE.replace(b'"t":9', b'"t":"9"'),
-        b'{"hello":1}',
-    ],
-)
-def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
-    with pytest.raises(VenueContractError):
-        binance.parse(frame, 1, 0)
+#: Frames binance.parse refuses with VenueContractError (tests/feeds/test_contract.py).
+BAD_FRAMES = [
+    b"",
+    b"not json",
+    b"[]",
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate"}}',
+    DEPTH.replace(b'"U":5', b'"U":9'),  # U > u
+    DEPTH.replace(b'"1.5"', b'"abc"'),
+    DEPTH.replace(b'"1.5"', b'"-1.5"'),
+    DEPTH.replace(b'"1.5"', b'"inf"'),
+    DEPTH.replace(b'"1.5"', b"1.5"),  # a number where a string is due
+    DEPTH.replace(b'"U":5', b'"U":99999999999999999999999'),
+    TRADE.replace(b'"t":9', b'"t":"9"'),
+    b'{"hello":1}',
+]
 
 
 def test_snapshot_parsing() -> None:
@@ -103,19 +98,12 @@ def _real_frames() -> list[bytes]:
 REAL = _real_frames()
 
 
-EVENT_TYPES = DepthDiff | Trade | VenueNotice
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fuzzing.mutated(REAL))
-def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes) -> None:
-    fuzzing.accepted(lambda: binance.parse(mutated, 1, 0), EVENT_TYPES)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300))
-def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
-    fuzzing.accepted(lambda: binance.parse(data, 1, 0), EVENT_TYPES)
+CONTRACT = fuzzing.ParserContract(
+    parse=binance.parse,
+    types=DepthDiff | Trade | VenueNotice,
+    bad_frames=BAD_FRAMES,
+    seeds=lambda _: REAL,
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feeds import binance_usdm as usdm
@@ -143,31 +143,26 @@ def test_trade_control_and_other_frames() -> None:
     assert usdm.parse(DEPTH.replace(b"btcusdt@depth@100ms", b"btcusdt@depth5@100ms"), 1, 0) == []
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        *fuzzing.NOT_FRAMES,
-        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate"}}',
-        DEPTH.replace(b'"pu":149,', b""),  # USD-M diffs always carry pu
-        DEPTH.replace(b'"U":157', b'"U":161'),  # U > u
-        DEPTH.replace(b'"pu":149', b'"pu":157'),  # pu not below U
-        DEPTH.replace(b'"pu":149', b'"pu":-2'),
-        DEPTH.replace(b'"U":157', b'"U":-1'),
-        DEPTH.replace(b'"0.0024"', b'"abc"'),
-        DEPTH.replace(b'"0.0024"', b'"-0.0024"'),
-        DEPTH.replace(b'"0.0024"', b'"inf"'),
-        DEPTH.replace(b'"0.0024"', b"0.0024"),
-        DEPTH.replace(b'"u":160', b'"u":99999999999999999999999'),
-        RAW_DEPTH.replace(b'"pu": 149', b'"pu": "149"'),
-        AGG_TRADE.replace(b'"a":16599292', b'"a":"16599292"'),
-        AGG_TRADE.replace(b'"a":16599292', b'"a":-1'),
-        AGG_TRADE.replace(b'"q":"10"', b'"q":"x"'),
-        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","s":"\xff"}}',
-    ],
-)
-def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
-    with pytest.raises(VenueContractError):
-        usdm.parse(frame, 1, 0)
+#: Frames usdm.parse refuses with VenueContractError (tests/feeds/test_contract.py).
+BAD_FRAMES = [
+    *fuzzing.NOT_FRAMES,
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate"}}',
+    DEPTH.replace(b'"pu":149,', b""),  # USD-M diffs always carry pu
+    DEPTH.replace(b'"U":157', b'"U":161'),  # U > u
+    DEPTH.replace(b'"pu":149', b'"pu":157'),  # pu not below U
+    DEPTH.replace(b'"pu":149', b'"pu":-2'),
+    DEPTH.replace(b'"U":157', b'"U":-1'),
+    DEPTH.replace(b'"0.0024"', b'"abc"'),
+    DEPTH.replace(b'"0.0024"', b'"-0.0024"'),
+    DEPTH.replace(b'"0.0024"', b'"inf"'),
+    DEPTH.replace(b'"0.0024"', b"0.0024"),
+    DEPTH.replace(b'"u":160', b'"u":99999999999999999999999'),
+    RAW_DEPTH.replace(b'"pu": 149', b'"pu": "149"'),
+    AGG_TRADE.replace(b'"a":16599292', b'"a":"16599292"'),
+    AGG_TRADE.replace(b'"a":16599292', b'"a":-1'),
+    AGG_TRADE.replace(b'"q":"10"', b'"q":"x"'),
+    b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","s":"\xff"}}',
+]
 
 
 def test_snapshot_parsing() -> None:
@@ -309,18 +304,13 @@ def _seed_frames() -> list[bytes]:
 SEEDS = _seed_frames()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fuzzing.mutated(SEEDS))
-def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes) -> None:
-    fuzzing.accepted(lambda: usdm.parse(mutated, 1, 0), EVENT_TYPES)
-    fuzzing.accepted(lambda: [usdm.parse_snapshot("BTCUSDT", mutated, 1)], DepthSnapshot)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300))
-def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
-    fuzzing.accepted(lambda: usdm.parse(data, 1, 0), EVENT_TYPES)
-    fuzzing.accepted(lambda: [usdm.parse_snapshot("BTCUSDT", data, 1)], DepthSnapshot)
+CONTRACT = fuzzing.ParserContract(
+    parse=usdm.parse,
+    types=EVENT_TYPES,
+    bad_frames=BAD_FRAMES,
+    seeds=lambda _: SEEDS,
+    snapshot=lambda body: usdm.parse_snapshot("BTCUSDT", body, 1),
+)
 
 
 @settings(max_examples=300, deadline=None)

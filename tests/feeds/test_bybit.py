@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feeds import bybit
@@ -252,41 +252,36 @@ def test_unknown_venue_is_a_usage_error() -> None:
         bybit.parse(DELTA, 1, 0, "bybit")
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        b"",
-        b"pong",
-        b"[]",
-        b"{}",
-        b'{"hello":1}',
-        DELTA.replace(b'"type":"delta"', b'"type":"update"'),
-        DELTA.replace(b'"type":"delta",', b""),
-        DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.BTCUSDT"),
-        DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.x.BTCUSDT"),
-        DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.50.ETHUSDT"),  # data.s differs
-        DELTA.replace(b'"u":177400507', b'"u":-1'),
-        DELTA.replace(b'"u":177400507', b'"u":9223372036854775808'),
-        DELTA.replace(b'"u":177400507', b'"u":"177400507"'),
-        DELTA.replace(b'"u":177400507', b'"u":1e3'),
-        DELTA.replace(b'"30247.20"', b'"abc"'),
-        DELTA.replace(b'"30247.20"', b'"-1"'),
-        DELTA.replace(b'"30247.20"', b'"nan"'),
-        DELTA.replace(b'"30247.20"', b"30247.20"),
-        DELTA.replace(b'["30240.00","0"]', b'["30240.00","0","1"]'),
-        DELTA.replace(b',"data":{', b',"x":{'),
-        LINEAR_TRADE.replace(b'"Sell"', b'"sell"'),
-        LINEAR_TRADE.replace(b'"i":"a9188a0a', b'"i":"zz188a0a'),
-        LINEAR_TRADE.replace(b'"v":"0.004"', b'"v":"-0.004"'),
-        LINEAR_TRADE.replace(b'"data":[{', b'"data":{"x":[{').replace(b"}]}", b"}]}}"),
-        OPTION_ACK.replace(b'"failTopics":[]', b'"failTopics":3'),
-        b'{"topic":"orderbook.50.BTCUSDT","type":"delta","data":{"s":"BTCUSDT","b":[],"a":[]}}',
-        b'{"topic":"orderbook.50.BTCUSDT","data":"\xff\xfe"}',
-    ],
-)
-def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
-    with pytest.raises(VenueContractError):
-        bybit.parse_linear(frame, 1, 0)
+#: Frames bybit.parse_linear refuses with VenueContractError (tests/feeds/test_contract.py).
+BAD_FRAMES = [
+    b"",
+    b"pong",
+    b"[]",
+    b"{}",
+    b'{"hello":1}',
+    DELTA.replace(b'"type":"delta"', b'"type":"update"'),
+    DELTA.replace(b'"type":"delta",', b""),
+    DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.BTCUSDT"),
+    DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.x.BTCUSDT"),
+    DELTA.replace(b"orderbook.50.BTCUSDT", b"orderbook.50.ETHUSDT"),  # data.s differs
+    DELTA.replace(b'"u":177400507', b'"u":-1'),
+    DELTA.replace(b'"u":177400507', b'"u":9223372036854775808'),
+    DELTA.replace(b'"u":177400507', b'"u":"177400507"'),
+    DELTA.replace(b'"u":177400507', b'"u":1e3'),
+    DELTA.replace(b'"30247.20"', b'"abc"'),
+    DELTA.replace(b'"30247.20"', b'"-1"'),
+    DELTA.replace(b'"30247.20"', b'"nan"'),
+    DELTA.replace(b'"30247.20"', b"30247.20"),
+    DELTA.replace(b'["30240.00","0"]', b'["30240.00","0","1"]'),
+    DELTA.replace(b',"data":{', b',"x":{'),
+    LINEAR_TRADE.replace(b'"Sell"', b'"sell"'),
+    LINEAR_TRADE.replace(b'"i":"a9188a0a', b'"i":"zz188a0a'),
+    LINEAR_TRADE.replace(b'"v":"0.004"', b'"v":"-0.004"'),
+    LINEAR_TRADE.replace(b'"data":[{', b'"data":{"x":[{').replace(b"}]}", b"}]}}"),
+    OPTION_ACK.replace(b'"failTopics":[]', b'"failTopics":3'),
+    b'{"topic":"orderbook.50.BTCUSDT","type":"delta","data":{"s":"BTCUSDT","b":[],"a":[]}}',
+    b'{"topic":"orderbook.50.BTCUSDT","data":"\xff\xfe"}',
+]
 
 
 def test_rest_snapshot() -> None:
@@ -506,20 +501,20 @@ def _seed_frames() -> list[bytes]:
 SEEDS = _seed_frames()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fuzzing.mutated(SEEDS), st.sampled_from(bybit.VENUES))
-def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes, venue: str) -> None:
-    fuzzing.accepted(lambda: bybit.parse(mutated, 1, 0, venue), EVENT_TYPES)
-    fuzzing.accepted(
-        lambda: [bybit.parse_snapshot("BTCUSDT", mutated, 1, venue=venue)], DepthSnapshot
-    )
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300))
-def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
-    fuzzing.accepted(lambda: bybit.parse_linear(data, 1, 0), EVENT_TYPES)
-    fuzzing.accepted(lambda: [bybit.parse_snapshot_spot("BTCUSDT", data, 1)], DepthSnapshot)
+SPOT_CONTRACT = fuzzing.ParserContract(
+    parse=bybit.parse_spot,
+    types=EVENT_TYPES,
+    bad_frames=(),
+    seeds=lambda _: SEEDS,
+    snapshot=lambda body: bybit.parse_snapshot_spot("BTCUSDT", body, 1),
+)
+LINEAR_CONTRACT = fuzzing.ParserContract(
+    parse=bybit.parse_linear,
+    types=EVENT_TYPES,
+    bad_frames=BAD_FRAMES,
+    seeds=lambda _: SEEDS,
+    snapshot=lambda body: bybit.parse_snapshot_linear("BTCUSDT", body, 1),
+)
 
 
 @settings(max_examples=300, deadline=None)

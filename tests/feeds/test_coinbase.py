@@ -6,30 +6,27 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feeds import coinbase
-from gateway.core.book import L2Book
 from gateway.core.model import (
     ConnectionSequence,
     DepthDiff,
     DepthSnapshot,
     Side,
     Trade,
-    VenueContractError,
-    VenueEvent,
     VenueNotice,
 )
 
 from . import fuzzing
 from .fuzzing import replaced
+from .sessions import SessionBooks
 
 RealData = Callable[[str], Path]
 
@@ -158,41 +155,36 @@ def test_trades_heartbeats_acks_and_errors() -> None:
     assert err == VenueNotice("coinbase", "error", "failure to subscribe", False, 1, 0)
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        *fuzzing.NOT_FRAMES,
-        b'{"type":"subscribe"}',
-        replaced(L2_UPDATE, b'"sequence_num":15,', b""),
-        replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":-1'),
-        replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":"15"'),
-        replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":99999999999999999999999'),
-        replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":NaN'),
-        replaced(L2_UPDATE, b'"type":"update"', b'"type":"delta"'),
-        replaced(L2_UPDATE, b'"side":"offer"', b'"side":"ask"'),
-        replaced(L2_UPDATE, b'"product_id":"BTC-USD"', b'"product_id":""'),
-        replaced(L2_UPDATE, b'"65106.54"', b"65106.54"),  # a number where a string is due
-        replaced(L2_UPDATE, b'"65106.54"', b'"-65106.54"'),
-        replaced(L2_UPDATE, b'"65106.54"', b'"NaN"'),
-        replaced(L2_UPDATE, b'"65106.54"', b'"Infinity"'),
-        replaced(L2_UPDATE, b'"65106.54"', b'"1e400"'),
-        replaced(L2_UPDATE, b'"0.15361938"', b'"abc"'),
-        replaced(L2_UPDATE, b'"0.15361938"', b"Infinity"),
-        replaced(L2_UPDATE, b'"2026-08-09T21:05:48.506659391Z"', b'"soon"'),
-        replaced(L2_UPDATE, b'"events":[', b'"events":{"a":[') + b"}",
-        b'{"channel":"l2_data","timestamp":"2026-08-09T21:05:48Z","sequence_num":1}',
-        replaced(MARKET_TRADES, b'"SELL"', b'"SHORT"'),
-        replaced(MARKET_TRADES, b'"1068572091"', b"1068572091"),
-        replaced(MARKET_TRADES, b'"1068572091"', b'"99999999999999999999999"'),
-        replaced(MARKET_TRADES, b'"1068572091"', b'"-1"'),
-        replaced(MARKET_TRADES, b'"65083.67"', b'"0"'),
-        replaced(MARKET_TRADES, b'"2026-08-09T21:05:48.167634Z"', b'"2026-08-09"'),
-        replaced(L2_UPDATE, b'"BTC-USD"', b'"\xff\xfe"'),
-    ],
-)
-def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
-    with pytest.raises(VenueContractError):
-        coinbase.parse(frame, 1, 0)
+#: Frames coinbase.parse refuses with VenueContractError (tests/feeds/test_contract.py).
+BAD_FRAMES = [
+    *fuzzing.NOT_FRAMES,
+    b'{"type":"subscribe"}',
+    replaced(L2_UPDATE, b'"sequence_num":15,', b""),
+    replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":-1'),
+    replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":"15"'),
+    replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":99999999999999999999999'),
+    replaced(L2_UPDATE, b'"sequence_num":15', b'"sequence_num":NaN'),
+    replaced(L2_UPDATE, b'"type":"update"', b'"type":"delta"'),
+    replaced(L2_UPDATE, b'"side":"offer"', b'"side":"ask"'),
+    replaced(L2_UPDATE, b'"product_id":"BTC-USD"', b'"product_id":""'),
+    replaced(L2_UPDATE, b'"65106.54"', b"65106.54"),  # a number where a string is due
+    replaced(L2_UPDATE, b'"65106.54"', b'"-65106.54"'),
+    replaced(L2_UPDATE, b'"65106.54"', b'"NaN"'),
+    replaced(L2_UPDATE, b'"65106.54"', b'"Infinity"'),
+    replaced(L2_UPDATE, b'"65106.54"', b'"1e400"'),
+    replaced(L2_UPDATE, b'"0.15361938"', b'"abc"'),
+    replaced(L2_UPDATE, b'"0.15361938"', b"Infinity"),
+    replaced(L2_UPDATE, b'"2026-08-09T21:05:48.506659391Z"', b'"soon"'),
+    replaced(L2_UPDATE, b'"events":[', b'"events":{"a":[') + b"}",
+    b'{"channel":"l2_data","timestamp":"2026-08-09T21:05:48Z","sequence_num":1}',
+    replaced(MARKET_TRADES, b'"SELL"', b'"SHORT"'),
+    replaced(MARKET_TRADES, b'"1068572091"', b"1068572091"),
+    replaced(MARKET_TRADES, b'"1068572091"', b'"99999999999999999999999"'),
+    replaced(MARKET_TRADES, b'"1068572091"', b'"-1"'),
+    replaced(MARKET_TRADES, b'"65083.67"', b'"0"'),
+    replaced(MARKET_TRADES, b'"2026-08-09T21:05:48.167634Z"', b'"2026-08-09"'),
+    replaced(L2_UPDATE, b'"BTC-USD"', b'"\xff\xfe"'),
+]
 
 
 # --- legacy Exchange parsing --------------------------------------------------------------
@@ -242,29 +234,24 @@ def test_exchange_frames() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        b"",
-        b"{}",
-        b'{"type":1}',
-        replaced(EX_L2UPDATE, b'"buy"', b'"bid"'),
-        replaced(EX_L2UPDATE, b'"63509.77"', b"63509.77"),
-        replaced(EX_L2UPDATE, b'"63509.77"', b'"NaN"'),
-        replaced(EX_L2UPDATE, b'"63509.77"', b'"-1"'),
-        replaced(EX_L2UPDATE, b'"0.12596486"', b'"1e999"'),
-        replaced(EX_L2UPDATE, b'["sell","63543.00","2.00000000"]', b'["sell","63543.00"]'),
-        replaced(EX_L2UPDATE, b'"2026-07-07T22:58:17.068248Z"', b'"noon"'),
-        replaced(EX_SNAPSHOT, b'"bids":[["10101.10","0.45054140"]],', b""),
-        replaced(EX_SNAPSHOT, b'"10101.10"', b'"Infinity"'),
-        replaced(EX_MATCH, b"1052119289", b"99999999999999999999999"),
-        replaced(EX_MATCH, b"1052119289", b'"1052119289"'),
-        replaced(EX_MATCH, b'"side":"sell"', b'"side":"up"'),
-    ],
-)
-def test_bad_exchange_frames_raise_the_one_contract_error(frame: bytes) -> None:
-    with pytest.raises(VenueContractError):
-        coinbase.parse_exchange(frame, 1, 0)
+#: Frames coinbase.parse_exchange refuses with VenueContractError (tests/feeds/test_contract.py).
+BAD_EXCHANGE_FRAMES = [
+    b"",
+    b"{}",
+    b'{"type":1}',
+    replaced(EX_L2UPDATE, b'"buy"', b'"bid"'),
+    replaced(EX_L2UPDATE, b'"63509.77"', b"63509.77"),
+    replaced(EX_L2UPDATE, b'"63509.77"', b'"NaN"'),
+    replaced(EX_L2UPDATE, b'"63509.77"', b'"-1"'),
+    replaced(EX_L2UPDATE, b'"0.12596486"', b'"1e999"'),
+    replaced(EX_L2UPDATE, b'["sell","63543.00","2.00000000"]', b'["sell","63543.00"]'),
+    replaced(EX_L2UPDATE, b'"2026-07-07T22:58:17.068248Z"', b'"noon"'),
+    replaced(EX_SNAPSHOT, b'"bids":[["10101.10","0.45054140"]],', b""),
+    replaced(EX_SNAPSHOT, b'"10101.10"', b'"Infinity"'),
+    replaced(EX_MATCH, b"1052119289", b"99999999999999999999999"),
+    replaced(EX_MATCH, b"1052119289", b'"1052119289"'),
+    replaced(EX_MATCH, b'"side":"sell"', b'"side":"up"'),
+]
 
 
 # --- the recordings -----------------------------------------------------------------------
@@ -281,22 +268,9 @@ def _advanced_frames(path: Path) -> Iterator[tuple[int, int, bytes]]:
                 yield conn, int(record["ts"] * 1e9), record["data"].encode()
 
 
-def _aggressor_where(book: L2Book, trade: Trade) -> str:
-    """Where a trade printed against the book: at/through the ask, the bid, or inside."""
-    ask, bid = book.best_ask(), book.best_bid()
-    assert ask is not None and bid is not None
-    price = float(trade.price)
-    if price >= float(ask[0]):
-        return "ask"
-    if price <= float(bid[0]):
-        return "bid"
-    return "inside"
-
-
 def test_advanced_trade_recording(real_data: RealData) -> None:
-    books: defaultdict[str, L2Book] = defaultdict(L2Book)
-    counts: Counter[str] = Counter()
-    trades: Counter[tuple[Side, str]] = Counter()
+    session = SessionBooks()
+    counts, trades, books = session.counts, session.trades, session.books
     last: dict[int, int] = {}
     gaps = crossed = sequences = 0
     for conn, recv_ns, raw in _advanced_frames(real_data(ADVANCED)):
@@ -310,18 +284,11 @@ def test_advanced_trade_recording(real_data: RealData) -> None:
                     gaps += 1
                 last[event.conn_id] = event.seq
             elif isinstance(event, DepthSnapshot | DepthDiff):
-                counts[f"{type(event).__name__} {event.symbol}"] += 1
-                book = books[event.symbol]
-                if isinstance(event, DepthSnapshot):
-                    book.load(event.bids, event.asks)
-                else:
+                if isinstance(event, DepthDiff):
                     assert event.event_ms > 1_700_000_000_000
-                    book.apply(event.bids, event.asks)
-                crossed += book.is_crossed()
+                crossed += session.on_book(event).is_crossed()
             elif isinstance(event, Trade):
-                counts["Trade"] += 1
-                if books[event.symbol].bid_count:
-                    trades[event.side, _aggressor_where(books[event.symbol], event)] += 1
+                session.on_trade(event)
             else:
                 assert isinstance(event, VenueNotice) and event.kind == "ack"
                 counts["ack"] += 1
@@ -338,26 +305,17 @@ def test_advanced_trade_recording(real_data: RealData) -> None:
 
 
 def test_exchange_recording(real_data: RealData) -> None:
-    books: defaultdict[str, L2Book] = defaultdict(L2Book)
-    counts: Counter[str] = Counter()
-    trades: Counter[tuple[Side, str]] = Counter()
+    session = SessionBooks()
+    counts, trades = session.counts, session.trades
     crossed = 0
     with real_data(EXCHANGE).open("rb") as lines:
         for number, line in enumerate(lines):
             for event in coinbase.parse_exchange(line.rstrip(b"\n"), number, 0):
                 assert event.venue == "coinbase-exchange"
                 if isinstance(event, DepthSnapshot | DepthDiff):
-                    counts[f"{type(event).__name__} {event.symbol}"] += 1
-                    book = books[event.symbol]
-                    if isinstance(event, DepthSnapshot):
-                        book.load(event.bids, event.asks)
-                    else:
-                        book.apply(event.bids, event.asks)
-                    crossed += book.is_crossed()
+                    crossed += session.on_book(event).is_crossed()
                 elif isinstance(event, Trade):
-                    counts["Trade"] += 1
-                    if books[event.symbol].bid_count:
-                        trades[event.side, _aggressor_where(books[event.symbol], event)] += 1
+                    session.on_trade(event)
                 else:
                     counts[type(event).__name__] += 1
     assert crossed == 0
@@ -399,27 +357,14 @@ def _real_frames(advanced: Path, exchange: Path) -> tuple[bytes, ...]:
 _EVENT_TYPES = DepthDiff | DepthSnapshot | Trade | VenueNotice | ConnectionSequence
 
 
-PARSERS = [coinbase.parse, coinbase.parse_exchange]
+def _seeds(real_data: RealData) -> tuple[bytes, ...]:
+    return _real_frames(real_data(ADVANCED), real_data(EXCHANGE))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data(), st.sampled_from(PARSERS))
-def test_mutated_real_frames_yield_events_or_the_contract_error(
-    real_data: RealData,
-    data: st.DataObject,
-    parse: Callable[[bytes, int, int], list[VenueEvent]],
-) -> None:
-    seeds = _real_frames(real_data(ADVANCED), real_data(EXCHANGE))
-    mutated = data.draw(fuzzing.mutated(seeds))
-    fuzzing.accepted(lambda: parse(mutated, 1, 0), _EVENT_TYPES)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300), st.sampled_from(PARSERS))
-def test_any_bytes_yield_events_or_the_contract_error(
-    data: bytes, parse: Callable[[bytes, int, int], list[VenueEvent]]
-) -> None:
-    fuzzing.accepted(lambda: parse(data, 1, 0), _EVENT_TYPES)
+CONTRACT = fuzzing.ParserContract(coinbase.parse, _EVENT_TYPES, BAD_FRAMES, _seeds)
+EXCHANGE_CONTRACT = fuzzing.ParserContract(
+    coinbase.parse_exchange, _EVENT_TYPES, BAD_EXCHANGE_FRAMES, _seeds
+)
 
 
 _JSON = st.recursive(

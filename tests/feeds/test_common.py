@@ -26,6 +26,16 @@ def test_decode_gives_the_message_or_the_contract_error() -> None:
             common.decode(_decoder, raw, "bad message")
 
 
+def test_decode_push_refuses_an_absent_or_wrong_payload() -> None:
+    raw = msgspec.Raw(b'{"id":3,"name":"c"}')
+    assert common.decode_push(_decoder, raw, "book") == _Message(3, "c")
+    with pytest.raises(VenueContractError, match=r"^book push without data$"):
+        common.decode_push(_decoder, msgspec.Raw(), "book")
+    for bad in (b"[]", b'{"id":"1","name":"a"}', b'{"id":1,"name":"\xff"}'):
+        with pytest.raises(VenueContractError, match=r"^bad book data: "):
+            common.decode_push(_decoder, msgspec.Raw(bad), "book")
+
+
 @pytest.mark.parametrize(
     "level",
     [("x", "1"), ("1", "x"), ("0", "1"), ("-1", "1"), ("1", "-1"), ("inf", "1"), ("1", "nan")],

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feeds import kraken
@@ -32,6 +32,7 @@ from gateway.core.model import (
 
 from . import fuzzing
 from .fuzzing import replaced
+from .sessions import SessionBooks
 
 RealData = Callable[[str], Path]
 
@@ -188,21 +189,16 @@ def _replay(
     path: Path, checksum: Callable[[L2Book, str], int], truncate: bool
 ) -> tuple[int, int, int | None, Counter[str]]:
     """Replay the session frame by frame: (verified, failed, first failing line, counts)."""
-    books: defaultdict[str, L2Book] = defaultdict(L2Book)
+    session = SessionBooks()
+    counts = session.counts
     ok = failed = 0
     first_failure: int | None = None
-    counts: Counter[str] = Counter()
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             for event in kraken.parse(line.rstrip(b"\n"), number, 7):
                 assert event.conn_id == 7
                 if isinstance(event, DepthSnapshot | DepthDiff):
-                    counts[f"{type(event).__name__} {event.symbol}"] += 1
-                    book = books[event.symbol]
-                    if isinstance(event, DepthSnapshot):
-                        book.load(event.bids, event.asks)
-                    else:
-                        book.apply(event.bids, event.asks)
+                    book = session.on_book(event)
                     if truncate:
                         kraken.truncate_to_depth(book, 10)
                     if checksum(book, event.symbol) == event.checksum:
@@ -425,47 +421,42 @@ def test_trades_and_control_frames() -> None:
     assert isinstance(rate, VenueNotice) and rate.kind == "error"
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        *fuzzing.NOT_FRAMES,
-        b'{"channel":"book","type":"update"}',
-        b'{"channel":"book","type":"update","data":[]}',
-        b'{"channel":"book","type":"delta","data":[{"symbol":"X/Y"}]}',
-        replaced(UPDATE, b'"symbol":"ETH/USD"', b'"symbol":""'),
-        replaced(UPDATE, b"1773.70", b'"1773.70"'),  # a string where a number is due
-        replaced(UPDATE, b"1773.70", b"-1773.70"),
-        replaced(UPDATE, b"1773.70", b"0"),  # a zero price
-        replaced(UPDATE, b"1773.70", b"true"),
-        replaced(UPDATE, b"1773.70", b"null"),
-        replaced(UPDATE, b"1773.70", b"NaN"),
-        replaced(UPDATE, b"1773.70", b"Infinity"),
-        replaced(UPDATE, b"1773.70", b"1e400"),
-        replaced(UPDATE, b"1773.70", b"1e999999999"),
-        replaced(UPDATE, b"1773.70", b"1e-999999999"),
-        replaced(UPDATE, b"1773.70", b"9" * 400),
-        replaced(UPDATE, b"28.18950592", b"-0"),
-        replaced(UPDATE, b"188427729", b"4294967296"),
-        replaced(UPDATE, b"188427729", b"-1"),
-        replaced(UPDATE, b"188427729", b"1.5"),
-        replaced(UPDATE, b"188427729", b"99999999999999999999999999"),
-        replaced(UPDATE, b"2026-07-07T23:00:04.000677Z", b"yesterday"),
-        replaced(UPDATE, b"2026-07-07T23:00:04.000677Z", b"2026-07-07T23:00:04"),  # no zone
-        replaced(UPDATE, b'"bids":[', b'"bids":[[1,2],'),
-        replaced(TRADE, b'"side":"sell"', b'"side":"short"'),
-        replaced(TRADE, b"103436769", b'"103436769"'),
-        replaced(TRADE, b"103436769", b"99999999999999999999999"),
-        replaced(TRADE, b"103436769", b"-5"),
-        replaced(TRADE, b"63501.6", b"0.0"),
-        b'{"channel":"trade","type":"update"}',
-        b'{"channel":"status","type":"update","data":{}}',
-        b'{"channel":"book","type":"update","data":[{"symbol":"A","bids":[{"price":1}]}]}',
-        b'{"channel":"book","type":"update","data":[{"symbol":"\xff\xfe"}]}',
-    ],
-)
-def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
-    with pytest.raises(VenueContractError):
-        kraken.parse(frame, 1, 0)
+#: Frames kraken.parse refuses with VenueContractError (tests/feeds/test_contract.py).
+BAD_FRAMES = [
+    *fuzzing.NOT_FRAMES,
+    b'{"channel":"book","type":"update"}',
+    b'{"channel":"book","type":"update","data":[]}',
+    b'{"channel":"book","type":"delta","data":[{"symbol":"X/Y"}]}',
+    replaced(UPDATE, b'"symbol":"ETH/USD"', b'"symbol":""'),
+    replaced(UPDATE, b"1773.70", b'"1773.70"'),  # a string where a number is due
+    replaced(UPDATE, b"1773.70", b"-1773.70"),
+    replaced(UPDATE, b"1773.70", b"0"),  # a zero price
+    replaced(UPDATE, b"1773.70", b"true"),
+    replaced(UPDATE, b"1773.70", b"null"),
+    replaced(UPDATE, b"1773.70", b"NaN"),
+    replaced(UPDATE, b"1773.70", b"Infinity"),
+    replaced(UPDATE, b"1773.70", b"1e400"),
+    replaced(UPDATE, b"1773.70", b"1e999999999"),
+    replaced(UPDATE, b"1773.70", b"1e-999999999"),
+    replaced(UPDATE, b"1773.70", b"9" * 400),
+    replaced(UPDATE, b"28.18950592", b"-0"),
+    replaced(UPDATE, b"188427729", b"4294967296"),
+    replaced(UPDATE, b"188427729", b"-1"),
+    replaced(UPDATE, b"188427729", b"1.5"),
+    replaced(UPDATE, b"188427729", b"99999999999999999999999999"),
+    replaced(UPDATE, b"2026-07-07T23:00:04.000677Z", b"yesterday"),
+    replaced(UPDATE, b"2026-07-07T23:00:04.000677Z", b"2026-07-07T23:00:04"),  # no zone
+    replaced(UPDATE, b'"bids":[', b'"bids":[[1,2],'),
+    replaced(TRADE, b'"side":"sell"', b'"side":"short"'),
+    replaced(TRADE, b"103436769", b'"103436769"'),
+    replaced(TRADE, b"103436769", b"99999999999999999999999"),
+    replaced(TRADE, b"103436769", b"-5"),
+    replaced(TRADE, b"63501.6", b"0.0"),
+    b'{"channel":"trade","type":"update"}',
+    b'{"channel":"status","type":"update","data":{}}',
+    b'{"channel":"book","type":"update","data":[{"symbol":"A","bids":[{"price":1}]}]}',
+    b'{"channel":"book","type":"update","data":[{"symbol":"\xff\xfe"}]}',
+]
 
 
 def test_number_text() -> None:
@@ -505,23 +496,12 @@ def _checked(events: list[VenueEvent]) -> list[VenueEvent]:
     return events
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+CONTRACT = fuzzing.ParserContract(
+    parse=lambda raw, recv_ns, conn_id: _checked(kraken.parse(raw, recv_ns, conn_id)),
+    types=_EVENT_TYPES,
+    bad_frames=BAD_FRAMES,
+    seeds=lambda real_data: _real_frames(real_data(SESSION)),
 )
-@given(st.data())
-def test_mutated_real_frames_yield_events_or_the_contract_error(
-    real_data: RealData, data: st.DataObject
-) -> None:
-    mutated = data.draw(fuzzing.mutated(_real_frames(real_data(SESSION))))
-    fuzzing.accepted(lambda: _checked(kraken.parse(mutated, 1, 0)), _EVENT_TYPES)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300))
-def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
-    fuzzing.accepted(lambda: _checked(kraken.parse(data, 1, 0)), _EVENT_TYPES)
 
 
 _JSON = st.recursive(

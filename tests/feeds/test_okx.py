@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feeds import okx
@@ -327,47 +327,42 @@ def test_rest_snapshot() -> None:
             okx.parse_snapshot("BTC-USDT", body, 7)
 
 
-@pytest.mark.parametrize(
-    "frame",
-    [
-        b"",
-        b"ping",
-        b"not json",
-        b"[]",
-        b'{"hello":1}',
-        b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update"}',
-        b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[]}',
-        b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":null}',
-        DOC_UPDATE.replace(b'"action":"update",', b""),
-        DOC_UPDATE.replace(b'"update"', b'"partial"'),
-        DOC_UPDATE.replace(b'"instId":"BTC-USDT"', b'"instId":""'),
-        DOC_UPDATE.replace(b'"8476.97"', b'"abc"'),
-        DOC_UPDATE.replace(b'"8476.97"', b'"-1"'),
-        DOC_UPDATE.replace(b'"8476.97"', b'"nan"'),
-        DOC_UPDATE.replace(b'"250"', b'"inf"'),
-        DOC_UPDATE.replace(b'"8476.97"', b"8476.97"),  # a number where a string is due
-        DOC_UPDATE.replace(b'["8476.97","250","0","11"]', b'["8476.97"]'),
-        DOC_UPDATE.replace(b'"prevSeqId":123456,', b""),
-        DOC_UPDATE.replace(b'"seqId":123457', b'"seqId":-2'),
-        DOC_UPDATE.replace(b'"prevSeqId":123456', b'"prevSeqId":-1'),
-        DOC_UPDATE.replace(b'"seqId":123457', b'"seqId":"123457"'),
-        DOC_UPDATE.replace(b"-855196043", b"99999999999"),
-        DOC_UPDATE.replace(b'"ts":"1597026383085"', b'"ts":"soon"'),
-        DOC_UPDATE.replace(b'"ts":"1597026383085"', b'"ts":1597026383085'),
-        DOC_SNAPSHOT.replace(b'"seqId":123456', b'"seqId":-7'),
-        TRADES.replace(b'"side":"buy"', b'"side":"up"'),
-        TRADES.replace(b'"tradeId":"338476308"', b'"tradeId":"t1"'),
-        TRADES.replace(b'"tradeId":"338476308"', b'"tradeId":338476308'),
-        TRADES.replace(b'"0.001"', b'"-0.001"'),
-        b'{"arg":{"channel":"trades","instId":"BTC-USDT"}}',
-        b'{"arg":"books","data":[]}',
-        b'{"event":5}',
-        DOC_UPDATE.replace(b"BTC-USDT", b"BTC-\xff"),  # invalid UTF-8
-    ],
-)
-def test_bad_frames_raise_the_one_contract_error(frame: bytes) -> None:
-    with pytest.raises(VenueContractError):
-        okx.parse(frame, 1, 0)
+#: Frames okx.parse refuses with VenueContractError (tests/feeds/test_contract.py).
+BAD_FRAMES = [
+    b"",
+    b"ping",
+    b"not json",
+    b"[]",
+    b'{"hello":1}',
+    b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update"}',
+    b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[]}',
+    b'{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":null}',
+    DOC_UPDATE.replace(b'"action":"update",', b""),
+    DOC_UPDATE.replace(b'"update"', b'"partial"'),
+    DOC_UPDATE.replace(b'"instId":"BTC-USDT"', b'"instId":""'),
+    DOC_UPDATE.replace(b'"8476.97"', b'"abc"'),
+    DOC_UPDATE.replace(b'"8476.97"', b'"-1"'),
+    DOC_UPDATE.replace(b'"8476.97"', b'"nan"'),
+    DOC_UPDATE.replace(b'"250"', b'"inf"'),
+    DOC_UPDATE.replace(b'"8476.97"', b"8476.97"),  # a number where a string is due
+    DOC_UPDATE.replace(b'["8476.97","250","0","11"]', b'["8476.97"]'),
+    DOC_UPDATE.replace(b'"prevSeqId":123456,', b""),
+    DOC_UPDATE.replace(b'"seqId":123457', b'"seqId":-2'),
+    DOC_UPDATE.replace(b'"prevSeqId":123456', b'"prevSeqId":-1'),
+    DOC_UPDATE.replace(b'"seqId":123457', b'"seqId":"123457"'),
+    DOC_UPDATE.replace(b"-855196043", b"99999999999"),
+    DOC_UPDATE.replace(b'"ts":"1597026383085"', b'"ts":"soon"'),
+    DOC_UPDATE.replace(b'"ts":"1597026383085"', b'"ts":1597026383085'),
+    DOC_SNAPSHOT.replace(b'"seqId":123456', b'"seqId":-7'),
+    TRADES.replace(b'"side":"buy"', b'"side":"up"'),
+    TRADES.replace(b'"tradeId":"338476308"', b'"tradeId":"t1"'),
+    TRADES.replace(b'"tradeId":"338476308"', b'"tradeId":338476308'),
+    TRADES.replace(b'"0.001"', b'"-0.001"'),
+    b'{"arg":{"channel":"trades","instId":"BTC-USDT"}}',
+    b'{"arg":"books","data":[]}',
+    b'{"event":5}',
+    DOC_UPDATE.replace(b"BTC-USDT", b"BTC-\xff"),  # invalid UTF-8
+]
 
 
 # --- the sequence rule ----------------------------------------------------------------------
@@ -839,18 +834,13 @@ SEEDS = _seed_frames()
 EVENT_TYPES = DepthDiff | DepthSnapshot | Trade | VenueNotice
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fuzzing.mutated(SEEDS))
-def test_mutated_real_frames_yield_events_or_the_contract_error(mutated: bytes) -> None:
-    fuzzing.accepted(lambda: okx.parse(mutated, 1, 0), EVENT_TYPES)
-    fuzzing.accepted(lambda: [okx.parse_snapshot("BTC-USDT", mutated, 1)], DepthSnapshot)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300))
-def test_any_bytes_yield_events_or_the_contract_error(data: bytes) -> None:
-    fuzzing.accepted(lambda: okx.parse(data, 1, 0), EVENT_TYPES)
-    fuzzing.accepted(lambda: [okx.parse_snapshot("BTC-USDT", data, 1)], DepthSnapshot)
+CONTRACT = fuzzing.ParserContract(
+    parse=okx.parse,
+    types=EVENT_TYPES,
+    bad_frames=BAD_FRAMES,
+    seeds=lambda _: SEEDS,
+    snapshot=lambda body: okx.parse_snapshot("BTC-USDT", body, 1),
+)
 
 
 @settings(max_examples=300, deadline=None)

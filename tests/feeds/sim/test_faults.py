@@ -14,7 +14,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from feeds import binance, okx
-from feeds.sim import binance_spot as binance_render
 from feeds.sim.faults import (
     Action,
     FaultedStream,
@@ -393,7 +392,7 @@ async def test_binance_spot_applies_the_same_language() -> None:
         async with connect(url, open_timeout=5.0, max_queue=None) as ws:
             frames = await collect(ws, 30)
             await sim.apply_fault(Action(0.2, "notice", 0))
-            shutdown = binance_render.SHUTDOWN_STREAM.encode()
+            shutdown = binance.SHUTDOWN_STREAM.encode()
             while shutdown not in frames[-1]:  # even corrupted, the stream name is left
                 frames.append(await ws.recv(decode=False))
             assert sim.stats(0).shutdown_notices == 1

@@ -26,7 +26,7 @@ def test_trade_shutdown_and_rest_bytes_match_the_venue() -> None:
         b'{"stream":"bnbbtc@trade","data":{"e":"trade","E":123456785,"s":"BNBBTC","t":12345,'
         b'"p":"0.00100000","q":"100.00000000","T":123456785,"m":true,"M":true}}'
     )
-    assert render.shutdown_frame(1770123456789) == (
+    assert binance.notice_frame(1_770_123_456_789_999_999) == (
         b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}'
     )
     assert render.snapshot_body(1027024, [("4.00000000", "431.00000000")], []) == (
@@ -78,7 +78,7 @@ def test_every_rendered_frame_parses_back_to_the_same_values() -> None:
 
 
 def test_control_frames_parse_as_notices() -> None:
-    [shutdown] = binance.parse(render.shutdown_frame(EVENT_MS), 1, 2)
+    [shutdown] = binance.parse(binance.notice_frame(EVENT_MS * 1_000_000), 1, 2)
     assert isinstance(shutdown, VenueNotice) and shutdown.reconnect
     [ack] = binance.parse(render.result_frame(7), 1, 2)
     assert isinstance(ack, VenueNotice) and ack.kind == "ack" and not ack.reconnect
@@ -87,9 +87,9 @@ def test_control_frames_parse_as_notices() -> None:
 
 
 def test_stream_names() -> None:
-    assert render.depth_stream("BTCUSDT") == "btcusdt@depth@100ms"
-    assert render.trade_stream("BTCUSDT") == "btcusdt@trade"
+    assert binance.depth_stream("BTCUSDT") == "btcusdt@depth@100ms"
+    assert binance.trade_stream("BTCUSDT") == "btcusdt@trade"
     assert binance.stream_names("BTCUSDT") == [
-        render.depth_stream("BTCUSDT"),
-        render.trade_stream("BTCUSDT"),
+        binance.depth_stream("BTCUSDT"),
+        binance.trade_stream("BTCUSDT"),
     ]

@@ -21,6 +21,17 @@ def test_query_int_takes_only_short_ascii_digits() -> None:
         assert query_int(bad, 6) is None
 
 
+def test_a_subscription_is_fresh_once_until_unsubscribed() -> None:
+    state = ConnState("/")
+    assert state.update_subscription("books:BTC", True)
+    assert not state.update_subscription("books:BTC", True)
+    assert state.subs == {"books:BTC"}
+    assert not state.update_subscription("books:BTC", False)
+    assert not state.update_subscription("books:ETH", False)
+    assert state.subs == set()
+    assert state.update_subscription("books:BTC", True)
+
+
 def test_a_protocol_with_a_path_serves_that_path_only() -> None:
     protocol = VenueProtocol()
     assert protocol.check_path("/anything") is None

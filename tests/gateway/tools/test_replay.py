@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from feeds.sim.binance_spot import shutdown_frame
-from feeds.sim.okx import NOTICE_FRAME
 from gateway.core.model import VenueNotice
 from gateway.tools.replay import _notice_frame
 from gateway.wire.venues import ADAPTERS
@@ -45,9 +43,14 @@ def test_a_venue_without_a_notice_gets_none(tmp_path: Path) -> None:
     assert _notice_frame(tmp_path / "missing.ndjson") is None
 
 
-def test_the_notices_are_the_simulators() -> None:
+def test_the_notices_are_the_venues_wire_bytes() -> None:
     binance = ADAPTERS["binance"].notice_frame
     okx = ADAPTERS["okx"].notice_frame
     assert binance is not None and okx is not None
-    assert binance(1_770_123_456_789_999_999) == shutdown_frame(1_770_123_456_789)
-    assert okx(0) == NOTICE_FRAME
+    assert binance(1_770_123_456_789_999_999) == (
+        b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}'
+    )
+    assert okx(0) == (
+        b'{"event":"notice","code":"64008","msg":"The connection will soon be closed for a '
+        b'service upgrade. Please reconnect.","connId":"sim"}'
+    )
