@@ -15,19 +15,10 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+from gateway.core import pipeline
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
 from gateway.core.backoff import Backoff
 from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
-from gateway.core.pipeline import (
-    BookRebuilt,
-    BookState,
-    FetchSnapshot,
-    Reconnect,
-    Resubscribe,
-    Step,
-    VenuePipeline,
-    VenueStats,
-)
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
@@ -96,7 +87,7 @@ class VenueRuntime:
                 timeout_s=cfg.rest_timeout_s,
                 on_response=None if capture is None else capture.record_rest,
             )
-        self.pipeline = VenuePipeline(
+        self.pipeline = pipeline.VenuePipeline(
             self.adapter,
             cfg.symbols,
             reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
@@ -137,7 +128,7 @@ class VenueRuntime:
         return self.pipeline.books
 
     @property
-    def stats(self) -> VenueStats:
+    def stats(self) -> pipeline.VenueStats:
         return self.pipeline.stats
 
     @property
@@ -170,24 +161,24 @@ class VenueRuntime:
 
     # --- acting on a step -------------------------------------------------------------------
 
-    def _act(self, step: Step, frame_conn_id: int = -1) -> bool:
+    def _act(self, step: pipeline.Step, frame_conn_id: int = -1) -> bool:
         """Carries out the step's actions and publishes it. True when the step asks the
         connection that received the frame, ``frame_conn_id``, to reconnect: that
         connection's reader acts on it."""
         reconnect = False
         for action in step.actions:
-            if isinstance(action, FetchSnapshot):
+            if isinstance(action, pipeline.FetchSnapshot):
                 if self.fetcher is not None:
                     self.fetcher.request(action.symbol)
-            elif isinstance(action, Resubscribe):
+            elif isinstance(action, pipeline.Resubscribe):
                 connection = self.connections.get(action.conn_id)
                 resubscribe = self.adapter.resubscribe_messages
                 if connection is not None and resubscribe is not None:
                     connection.send(resubscribe(action.symbol))
-            elif isinstance(action, BookRebuilt):
+            elif isinstance(action, pipeline.BookRebuilt):
                 if self.fetcher is not None:
                     self.fetcher.succeeded(action.symbol)
-            elif isinstance(action, Reconnect):
+            elif isinstance(action, pipeline.Reconnect):
                 reconnect = reconnect or action.conn_id == frame_conn_id
         if step.publications:
             self._publish(step.publications)
@@ -226,7 +217,7 @@ class Service:
         self._books: dict[str, SymbolArbiter] = {
             key: book for venue in self.venues for key, book in venue.books.items()
         }
-        self._pipelines: dict[str, VenuePipeline] = {
+        self._pipelines: dict[str, pipeline.VenuePipeline] = {
             key: venue.pipeline for venue in self.venues for key in venue.books
         }
         self._timer_interval_s = max(
@@ -235,9 +226,9 @@ class Service:
 
     # --- BookView for the fan-out -----------------------------------------------------------
 
-    def book_state(self, key: str) -> BookState | None:
-        pipeline = self._pipelines.get(key)
-        return None if pipeline is None else pipeline.book_state(key)
+    def book_state(self, key: str) -> pipeline.BookState | None:
+        owner = self._pipelines.get(key)
+        return None if owner is None else owner.book_state(key)
 
     def symbols(self) -> list[tuple[str, SymbolState]]:
         return [(key, book.state) for key, book in self._books.items()]
