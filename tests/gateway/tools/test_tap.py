@@ -24,20 +24,9 @@ from gateway.io.service import Service
 from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import Tap, TapError, run_tap
-from gateway.wire.protocol import (
-    Delta,
-    Resync,
-    ServerMessage,
-    Snapshot,
-    Status,
-    Subscribe,
-    Subscribed,
-    decode_request,
-    encode_json,
-)
+from gateway.wire import protocol as p
 
 if TYPE_CHECKING:
-    from gateway.wire.protocol import Request
     from tests.gateway.conftest import Run
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -47,8 +36,8 @@ DOCUMENTED_KEYS = ["messages", "snapshots", "deltas", "gaps", "last_seq", "bids"
 
 def _snap(
     seq: int, bids: list[tuple[str, str]], asks: list[tuple[str, str]], epoch: int = 1
-) -> Snapshot:
-    return Snapshot(KEY, epoch, seq, 1000 + seq, bids, asks)
+) -> p.Snapshot:
+    return p.Snapshot(KEY, epoch, seq, 1000 + seq, bids, asks)
 
 
 def _delta(
@@ -56,8 +45,8 @@ def _delta(
     bids: tuple[tuple[str, str], ...] = (),
     asks: tuple[tuple[str, str], ...] = (),
     epoch: int = 1,
-) -> Delta:
-    return Delta(KEY, epoch, seq, 1000 + seq, bids, asks)
+) -> p.Delta:
+    return p.Delta(KEY, epoch, seq, 1000 + seq, bids, asks)
 
 
 def _args(url: str, symbol: str = KEY, duration: float = 1.0) -> argparse.Namespace:
@@ -72,21 +61,21 @@ def _args(url: str, symbol: str = KEY, duration: float = 1.0) -> argparse.Namesp
 def test_counts_gaps_resyncs_and_violations_on_scripted_messages() -> None:
     tap = Tap("ws://unused/", KEY)
 
-    def feed(msg: ServerMessage) -> object:
-        return tap.on_raw(encode_json(msg).decode())
+    def feed(msg: p.ServerMessage) -> object:
+        return tap.on_raw(p.encode_json(msg).decode())
 
     assert feed(_delta(5)) is None, "before any snapshot: a gap, but a snapshot is coming"
-    assert feed(Status(KEY, SymbolState.LIVE, "")) is None
+    assert feed(p.Status(KEY, SymbolState.LIVE, "")) is None
     assert feed(_snap(0, [("100", "1"), ("99", "2")], [("101", "1")])) is None
     assert feed(_delta(1, (("100", "0.5"),))) is None
-    assert feed(_delta(3)) == Resync(KEY), "seq jump: gap and resync"
+    assert feed(_delta(3)) == p.Resync(KEY), "seq jump: gap and resync"
     assert feed(_delta(4)) is None, "ignored until the snapshot"
     assert feed(_snap(0, [("100", "1")], [("101", "1")], epoch=2)) is None
-    assert feed(_delta(1, (("100", "0.5"),), epoch=3)) == Resync(KEY), "epoch jump"
+    assert feed(_delta(1, (("100", "0.5"),), epoch=3)) == p.Resync(KEY), "epoch jump"
     feed(_snap(0, [("100", "1")], [("101", "1")], epoch=3))
     feed(_delta(1, (("101", "1"),), epoch=3))  # crossed: bid 101 >= ask 101
     feed(_delta(2, (("101", "0"),), epoch=3))
-    assert feed(_delta(3, (("-1", "1"),), epoch=3)) == Resync(KEY), "bad level"
+    assert feed(_delta(3, (("-1", "1"),), epoch=3)) == p.Resync(KEY), "bad level"
     feed(_snap(0, [("99", "1"), ("100", "1")], [], epoch=3))  # bids not best first
     tap.on_raw("{not json")
     report = tap.report()
@@ -100,11 +89,11 @@ def test_counts_gaps_resyncs_and_violations_on_scripted_messages() -> None:
 def test_a_clean_stream_is_ok_and_keeps_the_book() -> None:
     tap = Tap("ws://unused/", KEY)
     for msg in [
-        Subscribed([KEY], ["book"]),
+        p.Subscribed([KEY], ["book"]),
         _snap(7, [("100", "1"), ("99", "2")], [("101", "1")]),
         _delta(8, (("100", "0"), ("99.5", "3")), (("102", "4"),)),
     ]:
-        assert tap.on_raw(encode_json(msg).decode()) is None
+        assert tap.on_raw(p.encode_json(msg).decode()) is None
     report = tap.report()
     assert report.ok and report.gaps == 0 and report.last_seq == 8 and report.last_id == 1008
     assert report.bids == [("99.5", "3"), ("99", "2")]
@@ -133,25 +122,25 @@ async def _fake_gateway(
         yield f"ws://127.0.0.1:{port}/"
 
 
-async def _send(ws: ServerConnection, *msgs: ServerMessage) -> None:
+async def _send(ws: ServerConnection, *msgs: p.ServerMessage) -> None:
     for msg in msgs:
-        await ws.send(encode_json(msg).decode())
+        await ws.send(p.encode_json(msg).decode())
 
 
 async def _gap_and_cross(capsys: pytest.CaptureFixture[str]) -> None:
     requests: list[object] = []
 
     async def script(ws: ServerConnection) -> None:
-        requests.append(decode_request(await ws.recv()))
+        requests.append(p.decode_request(await ws.recv()))
         await _send(
             ws,
-            Subscribed([KEY], ["book"]),
-            Status(KEY, SymbolState.LIVE, ""),
+            p.Subscribed([KEY], ["book"]),
+            p.Status(KEY, SymbolState.LIVE, ""),
             _snap(0, [("100", "1"), ("99", "2")], [("101", "1")]),
             _delta(1, (("100", "0.5"),)),
             _delta(3, (("99", "0"),)),  # seq 2 is missing
         )
-        requests.append(decode_request(await ws.recv()))
+        requests.append(p.decode_request(await ws.recv()))
         await _send(
             ws,
             _snap(10, [("100", "0.5")], [("101", "1")]),
@@ -161,7 +150,7 @@ async def _gap_and_cross(capsys: pytest.CaptureFixture[str]) -> None:
 
     async with _fake_gateway(script) as url:
         code = await run_tap(_args(url, duration=1.0))
-    assert requests == [Subscribe([KEY], ["book"], None, None), Resync(KEY)]
+    assert requests == [p.Subscribe([KEY], ["book"], None, None), p.Resync(KEY)]
     report = json.loads(capsys.readouterr().out)
     assert list(report)[:7] == DOCUMENTED_KEYS
     assert report["gaps"] == 1 and report["crossed"] == 1 and report["bad_levels"] == 0
@@ -237,7 +226,7 @@ class _WatchedTap(Tap):
         super().__init__(url, symbol)
         self.changes = StateChanges()
 
-    def on_raw(self, data: str | bytes) -> Request | None:
+    def on_raw(self, data: str | bytes) -> p.Request | None:
         request = super().on_raw(data)
         self.changes.notify()
         return request
