@@ -16,16 +16,7 @@ from gateway.capture import (
     detect_venue,
 )
 
-from .samples import (
-    BYBIT_DELTA,
-    BYBIT_LINEAR,
-    BYBIT_SPOT,
-    HEADER,
-    cf2,
-    records,
-    write,
-    write_gz,
-)
+from .samples import BYBIT_DELTA, BYBIT_LINEAR, BYBIT_SPOT, HEADER, cf2, records, write, write_gz
 
 
 def test_cryptofeed_jsonl_records_in_time_order(tmp_path: Path) -> None:

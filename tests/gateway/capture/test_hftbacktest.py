@@ -14,14 +14,7 @@ from gateway.capture import (
     rest_symbol,
 )
 
-from .samples import (
-    DIFF,
-    SNAPSHOT,
-    TICKER,
-    records,
-    write,
-    write_gz,
-)
+from .samples import DIFF, SNAPSHOT, TICKER, records, write, write_gz
 
 
 def test_hftbacktest_records_in_file_order_with_inline_snapshot_as_rest(tmp_path: Path) -> None:
