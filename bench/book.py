@@ -58,13 +58,13 @@ class DictBook:
         _set_levels(self._bids, parsed_bids)
         _set_levels(self._asks, parsed_asks)
 
-    @property
-    def bid_count(self) -> int:
-        return len(self._bids)
+    def bids(self) -> list[Level]:
+        """Best first, as ``L2Book.bids()``."""
+        return [self._bids[price] for price in sorted(self._bids, reverse=True)]
 
-    @property
-    def ask_count(self) -> int:
-        return len(self._asks)
+    def asks(self) -> list[Level]:
+        """Best first, as ``L2Book.asks()``."""
+        return [self._asks[price] for price in sorted(self._asks)]
 
 
 class ScanBook(DictBook):
@@ -194,7 +194,7 @@ def run(quick: bool) -> list[dict[str, object]]:
     read_budget = 2_000 if quick else 50_000
 
     rows: list[dict[str, object]] = []
-    reference: tuple[Any, ...] | None = None
+    reference: tuple[tuple[Any, ...], tuple[list[Level], list[Level]]] | None = None
     apply_l2: Timing | None = None
     for name, factory, read_cost in _IMPLEMENTATIONS:
 
@@ -206,11 +206,12 @@ def run(quick: bool) -> list[dict[str, object]]:
         apply_t = measure(_apply_all, lambda f=fresh: (f(), changes), repeats=repeats)
         final = fresh()
         _apply_all((final, changes))
-        top = (final.best_bid(), final.best_ask(), final.bid_count, final.ask_count)
+        top = (final.best_bid(), final.best_ask())
+        sides = (final.bids(), final.asks())
         if reference is None:
-            reference = top
-        elif top != reference:
-            raise RuntimeError(f"{name}: top of book {top} differs from L2Book's {reference}")
+            reference = (top, sides)
+        elif (top, sides) != reference:
+            raise RuntimeError(f"{name}: the final book differs from L2Book's (top {top})")
         reads = max(20, read_budget // read_cost)
         read_t = measure(_read_top, lambda b=final, n=reads: (b, n), repeats=repeats)
         both_t = measure(_apply_and_read, lambda f=fresh: (f(), with_reads), repeats=repeats)
@@ -227,7 +228,7 @@ def run(quick: bool) -> list[dict[str, object]]:
                 "top-of-book reads/s": read_t.ops_per_s(reads),
                 f"apply+read µs/diff (first {len(with_reads)})": both_t.per_op_us(len(with_reads)),
                 "apply speed vs L2Book": apply_l2.median_ns / apply_t.median_ns,
-                "book levels at end (bid/ask)": f"{top[2]}/{top[3]}",
+                "book levels at end (bid/ask)": f"{len(sides[0])}/{len(sides[1])}",
                 "spread % (apply)": apply_t.spread_pct,
             }
         )
