@@ -24,7 +24,6 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 from typing import Any, Literal, Self
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -163,12 +162,7 @@ class GatewayClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
