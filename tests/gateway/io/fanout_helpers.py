@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import struct
-from typing import Any
+from typing import Any, Self
 
 from websockets.frames import Frame, Opcode
 
@@ -108,7 +108,8 @@ def levels(n: int, start: float, step: float, qty: str = "1.00000000") -> list[L
 
 class RawClient:
     """A WebSocket client over a bare socket: sees the exact frame bytes the server sent,
-    and reads only when told to (a slow subscriber)."""
+    and reads only when told to (a slow subscriber). ``async with client:`` closes it when
+    the block ends."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -170,6 +171,12 @@ class RawClient:
                 return decode_server_message(payload)
             if opcode == Opcode.CLOSE:
                 raise AssertionError(f"closed: {close_of(payload)}")
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         self.writer.close()

@@ -71,7 +71,7 @@ def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
         async with serving(fanout):
             a = await RawClient.connect(fanout.port)
             b = await RawClient.connect(fanout.port)
-            try:
+            async with a, b:
                 for client in (a, b):
                     await client.send(sub([KEY]))
                     assert await client.message() == Subscribed([KEY], ["book"])
@@ -105,9 +105,6 @@ def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
                 assert frames["a"] == frames["b"]
                 assert fanout.stats.messages_sent >= 10
                 assert fanout.stats.subscribers == 2
-            finally:
-                await a.close()
-                await b.close()
 
     run(main)
 
@@ -161,7 +158,7 @@ def test_late_joiner_gets_status_then_snapshot_at_the_current_seq(
             fanout.publish([view.delta(KEY, bids=[(f"98.{i}0", "1")])])
         async with serving(fanout):
             late = await RawClient.connect(fanout.port)
-            try:
+            async with late:
                 await late.send(sub([KEY], depth=2))
                 assert isinstance(await late.message(), Subscribed)
                 assert await late.message() == Status(KEY, SymbolState.LIVE, "snapshot applied")
@@ -174,8 +171,6 @@ def test_late_joiner_gets_status_then_snapshot_at_the_current_seq(
                 delta = await late.message()
                 assert isinstance(delta, Delta)
                 assert (delta.epoch, delta.seq) == (1, 6)
-            finally:
-                await late.close()
 
     run(main)
 
@@ -188,7 +183,7 @@ def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces(
         fanout = Fanout(view)
         async with serving(fanout):
             client = await RawClient.connect(fanout.port)
-            try:
+            async with client:
                 await client.send(sub([KEY]))
                 await client.message()  # subscribed
                 await client.message()  # status syncing
@@ -208,8 +203,6 @@ def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces(
                 snap = await client.message()
                 assert isinstance(snap, Snapshot) and (snap.epoch, snap.seq) == (2, 0)
                 assert snap.bids == [("50.00", "1")]
-            finally:
-                await client.close()
 
     run(main)
 
@@ -378,7 +371,7 @@ def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one(
         fanout.publish(view.reset(KEY, BIDS, ASKS))
         async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as fast:
             slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
-            try:
+            async with slow:
                 await slow.send(sub([KEY]))
                 await fast.send(sub([KEY]))
                 for _ in range(3):
@@ -414,8 +407,6 @@ def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one(
                 msg = await slow.message()
                 assert isinstance(msg, Delta) and msg.seq == last + 1
                 assert fanout.stats.slow_disconnects == 0
-            finally:
-                await slow.close()
 
     run(main, timeout_s=40)
 
@@ -438,7 +429,7 @@ def test_slow_subscriber_is_disconnected_with_1008(
         fanout.publish(view.reset(KEY, BIDS, ASKS))
         async with serving(fanout):
             slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
-            try:
+            async with slow:
                 await slow.send(sub([KEY]))
                 await wait_until(fanout.changes, lambda: fanout.stats.messages_sent >= 3)
                 # Make it fall behind: the count rule disconnects it at once.
@@ -458,8 +449,6 @@ def test_slow_subscriber_is_disconnected_with_1008(
                 code, reason = close_of(payload)
                 assert code == 1008
                 assert reason.startswith("subscriber too slow")
-            finally:
-                await slow.close()
             await wait_until(fanout.changes, lambda: fanout.stats.subscribers == 0)
 
     run(main, timeout_s=40)
