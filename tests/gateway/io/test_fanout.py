@@ -128,23 +128,22 @@ def test_each_delta_is_encoded_once_per_format_in_use(
 
     async def main() -> None:
         view, fanout = live_fanout(BIDS, ASKS)
-        async with serving(fanout):
-            clients = [await RawClient.connect(fanout.port) for _ in range(4)]
-            try:
-                for i, client in enumerate(clients):
-                    await client.send(sub([KEY], format="msgpack" if i == 3 else "json"))
-                    for _ in range(3):
-                        await client.message()  # subscribed, status, snapshot
-                built.clear()
-                fanout.publish([view.delta(KEY, bids=[("99.00", "0")])])
-                assert sorted(built) == ["json", "msgpack"]
-                for client in clients:
-                    msg = await client.message()
-                    assert isinstance(msg, Delta) and msg.seq == 1
-                    assert msg.bids == (("99.00", "0"),)
-            finally:
-                for client in clients:
-                    await client.close()
+        async with serving(fanout), contextlib.AsyncExitStack() as open_clients:
+            clients = [
+                await open_clients.enter_async_context(await RawClient.connect(fanout.port))
+                for _ in range(4)
+            ]
+            for i, client in enumerate(clients):
+                await client.send(sub([KEY], format="msgpack" if i == 3 else "json"))
+                for _ in range(3):
+                    await client.message()  # subscribed, status, snapshot
+            built.clear()
+            fanout.publish([view.delta(KEY, bids=[("99.00", "0")])])
+            assert sorted(built) == ["json", "msgpack"]
+            for client in clients:
+                msg = await client.message()
+                assert isinstance(msg, Delta) and msg.seq == 1
+                assert msg.bids == (("99.00", "0"),)
 
     run(main)
 
