@@ -44,7 +44,8 @@ import msgspec
 
 from feeds import bybit
 from feeds.sim.book_process import Batch, SimTrade
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, fixed, query_int
+from feeds.sim.numbers import fixed
+from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
 CATEGORIES: Final = ("spot", "linear")

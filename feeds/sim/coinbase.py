@@ -48,16 +48,8 @@ import msgspec
 
 from feeds import coinbase
 from feeds.sim.book_process import Batch, SimTrade
-from feeds.sim.venue import (
-    ConnState,
-    Publication,
-    RestAnswer,
-    VenueProtocol,
-    fixed,
-    iso_time,
-    query_int,
-    trim,
-)
+from feeds.sim.numbers import fixed, iso_time, trim
+from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
 PATH: Final = "/"

@@ -68,15 +68,8 @@ import msgspec
 
 from feeds import kraken
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.venue import (
-    ConnState,
-    Publication,
-    RestAnswer,
-    VenueProtocol,
-    fixed,
-    iso_time,
-    query_int,
-)
+from feeds.sim.numbers import fixed, iso_time
+from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
 PATH: Final = "/v2"

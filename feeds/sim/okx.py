@@ -43,15 +43,8 @@ import msgspec
 
 from feeds import okx
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.venue import (
-    ConnState,
-    Publication,
-    RestAnswer,
-    VenueProtocol,
-    fixed,
-    query_int,
-    trim,
-)
+from feeds.sim.numbers import fixed, trim
+from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
 PATH: Final = "/ws/v5/public"

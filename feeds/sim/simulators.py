@@ -56,16 +56,11 @@ from feeds.sim.coinbase import CoinbaseProtocol
 from feeds.sim.faults import FaultPlan
 from feeds.sim.kraken import DEFAULT_LOT, KrakenProtocol
 from feeds.sim.kraken import PATH as KRAKEN_PATH
+from feeds.sim.numbers import decimals
 from feeds.sim.okx import PATH as OKX_PATH
 from feeds.sim.okx import OkxProtocol
 from feeds.sim.shell import Conn, EndpointServer, EndpointStats
-from feeds.sim.venue import (
-    Publication,
-    RestAnswer,
-    VenueProtocol,
-    decimals,
-    default_mid,
-)
+from feeds.sim.venue import Publication, RestAnswer, VenueProtocol, default_mid
 from gateway.core.book import L2Book
 from gateway.core.model import Level
 

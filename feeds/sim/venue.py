@@ -1,6 +1,6 @@
 """What a simulated venue says, without I/O: the :class:`VenueProtocol` interface the one
-server shell (:mod:`feeds.sim.shell`, :class:`feeds.sim.simulators.SimVenue`) drives, and
-the number formatting the venue renderers share.
+server shell (:mod:`feeds.sim.shell`, :class:`feeds.sim.simulators.SimVenue`) drives. The
+number formatting the venue renderers share is in :mod:`feeds.sim.numbers`.
 
 A protocol answers, as pure functions of its arguments and its own state: which URL paths
 are served, what a connection receives on open (or why it is refused), how a client
@@ -15,7 +15,6 @@ arguments (``now_ns``: nanoseconds since the epoch); nothing here reads a clock.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
@@ -46,45 +45,12 @@ def default_mid(symbol: str) -> float:
     return DEFAULT_MID
 
 
-# --- number formatting shared by the venue renderers ----------------------------------------
-
-
-def fixed(text: str, decimals: int) -> str:
-    """A decimal string (BookProcess's 8 decimals) with exactly ``decimals`` decimals.
-
-    Only zeros may be cut: a value with more significant decimals raises ValueError."""
-    head, _, frac = text.partition(".")
-    frac = frac.ljust(decimals, "0")
-    if frac[decimals:].strip("0"):
-        raise ValueError(f"{text!r} has more than {decimals} significant decimals")
-    return f"{head}.{frac[:decimals]}" if decimals else head
-
-
-def trim(text: str) -> str:
-    """A decimal string without trailing zeros (``"2.50000000"`` -> ``"2.5"``, zero -> ``"0"``)."""
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
-def decimals(step: str) -> int:
-    """Decimals of a tick such as ``"0.01"`` (2) or ``"1"`` (0)."""
-    frac = step.partition(".")[2].rstrip("0")
-    return len(frac)
-
-
 def query_int(text: str, max_digits: int) -> int | None:
     """The value of a query parameter that must be a non-negative integer of at most
     ``max_digits`` ASCII digits; None when it is not one."""
     if text.isascii() and text.isdigit() and len(text) <= max_digits:
         return int(text)
     return None
-
-
-def iso_time(ns: int) -> str:
-    """``2023-02-09T20:32:50.714964Z`` of a time in ns since the epoch (microseconds)."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
 
 
 # --- the protocol interface -----------------------------------------------------------------

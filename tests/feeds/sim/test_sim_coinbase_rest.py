@@ -9,8 +9,8 @@ from decimal import Decimal
 
 from feeds import coinbase
 from feeds.sim.coinbase import product_book_body
+from feeds.sim.numbers import trim
 from feeds.sim.simulators import SimCoinbase
-from feeds.sim.venue import trim
 from gateway.core.model import Level
 
 from .conftest import get, rest_base
