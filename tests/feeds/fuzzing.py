@@ -54,6 +54,19 @@ def replaced(frame: bytes, old: bytes, new: bytes) -> bytes:
     return frame.replace(old, new, 1)
 
 
+def bad_decimals(frame: bytes, decimal: bytes) -> list[bytes]:
+    """``frame`` with its first ``decimal`` (a positive decimal as a JSON string, such as
+    ``b'"1.5"'``) replaced by each spelling a venue must refuse where it sends a decimal
+    string: not a number, negative, NaN, infinite, beyond float range, and a JSON number
+    where the string is due."""
+    text = decimal.strip(b'"')
+    assert float(text) > 0, "a positive decimal: its negative must be out of range"
+    spellings = (b"abc", b"-" + text, b"nan", b"NaN", b"inf", b"Infinity", b"1e400")
+    return [replaced(frame, decimal, b'"' + bad + b'"') for bad in spellings] + [
+        replaced(frame, decimal, text)
+    ]
+
+
 def with_value(frame: bytes, path: Sequence[str | int], value: object) -> bytes:
     """The JSON ``frame`` with the value at ``path`` (keys and list indexes) set to
     ``value``; non-finite floats are written as the NaN / Infinity literals."""

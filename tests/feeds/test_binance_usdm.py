@@ -152,10 +152,7 @@ BAD_FRAMES = [
     DEPTH.replace(b'"pu":149', b'"pu":157'),  # pu not below U
     DEPTH.replace(b'"pu":149', b'"pu":-2'),
     DEPTH.replace(b'"U":157', b'"U":-1'),
-    DEPTH.replace(b'"0.0024"', b'"abc"'),
-    DEPTH.replace(b'"0.0024"', b'"-0.0024"'),
-    DEPTH.replace(b'"0.0024"', b'"inf"'),
-    DEPTH.replace(b'"0.0024"', b"0.0024"),
+    *fuzzing.bad_decimals(DEPTH, b'"0.0024"'),
     DEPTH.replace(b'"u":160', b'"u":99999999999999999999999'),
     RAW_DEPTH.replace(b'"pu": 149', b'"pu": "149"'),
     AGG_TRADE.replace(b'"a":16599292', b'"a":"16599292"'),

@@ -337,11 +337,8 @@ BAD_FRAMES = [
     DOC_UPDATE.replace(b'"action":"update",', b""),
     DOC_UPDATE.replace(b'"update"', b'"partial"'),
     DOC_UPDATE.replace(b'"instId":"BTC-USDT"', b'"instId":""'),
-    DOC_UPDATE.replace(b'"8476.97"', b'"abc"'),
-    DOC_UPDATE.replace(b'"8476.97"', b'"-1"'),
-    DOC_UPDATE.replace(b'"8476.97"', b'"nan"'),
+    *fuzzing.bad_decimals(DOC_UPDATE, b'"8476.97"'),
     DOC_UPDATE.replace(b'"250"', b'"inf"'),
-    DOC_UPDATE.replace(b'"8476.97"', b"8476.97"),  # a number where a string is due
     DOC_UPDATE.replace(b'["8476.97","250","0","11"]', b'["8476.97"]'),
     DOC_UPDATE.replace(b'"prevSeqId":123456,', b""),
     DOC_UPDATE.replace(b'"seqId":123457', b'"seqId":-2'),
