@@ -133,7 +133,7 @@ def test_run_command_names_the_bad_key(tmp_path: Path) -> None:
     config.write_text('[server]\nprot = 1\n[[venues]]\nvenue = "binance"\n')
     result = run_mdgateway("run", "--config", str(config), timeout_s=30)
     assert result.returncode == 2
-    assert "unknown field `prot`" in result.stderr and "$.server" in result.stderr
+    assert "unknown" in result.stderr and "prot" in result.stderr and "$.server" in result.stderr
 
 
 def test_headless_demo_exits_zero_by_itself() -> None:

@@ -36,23 +36,27 @@ def test_a_good_config_gets_defaults() -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (("port = 9000", "prot = 9000"), "unknown field `prot` - at `$.server`"),
+        (("port = 9000", "prot = 9000"), ("unknown", "prot", "$.server")),
         (("port = 9000", "port = 70000"), "$.server.port"),
-        (("port = 9000", 'port = "x"'), "Expected `int`, got `str` - at `$.server.port`"),
+        (("port = 9000", 'port = "x"'), ("int", "str", "$.server.port")),
         (('venue = "binance"', 'venue = "nyse"'), "$.venues[0].venue: 'nyse' is not supported"),
         (('["BTCUSDT"]', '["btcusdt"]'), "$.venues[0].symbols[0]"),
         (('["BTCUSDT"]', "[]"), "$.venues[0].symbols: at least one symbol"),
         (('"ws://127.0.0.1:9001"', '"http://127.0.0.1:9001"'), "$.venues[0].endpoints[0]"),
         (('rest = ["http://127.0.0.1:9100"]', 'rest = ["ftp://x"]'), "$.venues[0].rest[0]"),
-        (("[[venues]]", "[[venue]]"), "unknown field `venue`"),
+        (("[[venues]]", "[[venue]]"), ("unknown", "venue")),
         (('rest = ["http://127.0.0.1:9100"]', ""), "$.venues[0].rest: at least one URL"),
         (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
     ],
 )
-def test_bad_keys_and_values_are_named(edit: tuple[str, str], message: str) -> None:
+def test_bad_keys_and_values_are_named(
+    edit: tuple[str, str], message: str | tuple[str, ...]
+) -> None:
+    """Our own messages verbatim; the TOML decoder's by what they name (key, path, type)."""
     with pytest.raises(ConfigError) as info:
         parse_config(GOOD.replace(*edit), "test.toml")
-    assert message in str(info.value)
+    words = (message,) if isinstance(message, str) else message
+    assert all(word in str(info.value) for word in words), str(info.value)
     assert str(info.value).startswith("test.toml: ")
 
 

@@ -84,41 +84,46 @@ BAD_JSON = [
     (b"{", "malformed JSON"),
     (b"\xff\xfe", "malformed JSON"),
     (b'{"op":"subscribe","symbols":["a:b"]} x', "malformed JSON"),
-    (b"[]", "Expected `object`"),
-    (b'"subscribe"', "Expected `object`"),
-    (b"{}", "missing required field `op`"),
-    (b'{"op":"frobnicate"}', "Invalid value 'frobnicate' - at `$.op`"),
-    (b'{"op":1}', "Expected `str`"),
-    (b'{"op":"subscribe"}', "missing required field `symbols`"),
-    (b'{"op":"subscribe","symbols":[]}', "length >= 1"),
-    (b'{"op":"subscribe","symbols":"binance:BTCUSDT"}', "Expected `array`, got `str`"),
-    (b'{"op":"subscribe","symbols":["BTCUSDT"]}', "at `$.symbols[0]`"),
-    (b'{"op":"subscribe","symbols":["binance:"]}', "at `$.symbols[0]`"),
-    (b'{"op":"subscribe","symbols":[":BTC"]}', "at `$.symbols[0]`"),
-    (b'{"op":"subscribe","symbols":["a:b:c"]}', "at `$.symbols[0]`"),
-    (b'{"op":"subscribe","symbols":["bin ance:BTC"]}', "at `$.symbols[0]`"),
-    (b'{"op":"subscribe","symbols":[7]}', "Expected `str`, got `int`"),
-    (b'{"op":"subscribe","symbols":["a:b"],"channels":["depth"]}', "at `$.channels[0]`"),
-    (b'{"op":"subscribe","symbols":["a:b"],"channels":[]}', "length >= 1"),
-    (b'{"op":"subscribe","symbols":["a:b"],"depth":0}', "`int` >= 1 - at `$.depth`"),
-    (b'{"op":"subscribe","symbols":["a:b"],"depth":"10"}', "at `$.depth`"),
-    (b'{"op":"subscribe","symbols":["a:b"],"depth":1.5}', "at `$.depth`"),
-    (b'{"op":"subscribe","symbols":["a:b"],"format":"xml"}', "at `$.format`"),
-    (b'{"op":"subscribe","symbols":["a:b"],"color":"red"}', "unknown field `color`"),
-    (b'{"op":"unsubscribe"}', "missing required field `symbols`"),
-    (b'{"op":"resync"}', "missing required field `symbol`"),
-    (b'{"op":"resync","symbol":["a:b"]}', "at `$.symbol`"),
-    (b'{"op":"resync","symbol":"nocolon"}', "at `$.symbol`"),
-    (b'{"op":"list","all":true}', "unknown field `all`"),
-    (b'{"op":"ping","id":[1]}', "at `$.id`"),
+    (b"[]", ("object",)),
+    (b'"subscribe"', ("object",)),
+    (b"{}", ("missing", "op")),
+    (b'{"op":"frobnicate"}', ("frobnicate", "$.op")),
+    (b'{"op":1}', ("str",)),
+    (b'{"op":"subscribe"}', ("missing", "symbols")),
+    (b'{"op":"subscribe","symbols":[]}', ("length", ">= 1")),
+    (b'{"op":"subscribe","symbols":"binance:BTCUSDT"}', ("array", "str")),
+    (b'{"op":"subscribe","symbols":["BTCUSDT"]}', ("$.symbols[0]",)),
+    (b'{"op":"subscribe","symbols":["binance:"]}', ("$.symbols[0]",)),
+    (b'{"op":"subscribe","symbols":[":BTC"]}', ("$.symbols[0]",)),
+    (b'{"op":"subscribe","symbols":["a:b:c"]}', ("$.symbols[0]",)),
+    (b'{"op":"subscribe","symbols":["bin ance:BTC"]}', ("$.symbols[0]",)),
+    (b'{"op":"subscribe","symbols":[7]}', ("str", "int")),
+    (b'{"op":"subscribe","symbols":["a:b"],"channels":["depth"]}', ("$.channels[0]",)),
+    (b'{"op":"subscribe","symbols":["a:b"],"channels":[]}', ("length", ">= 1")),
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":0}', (">= 1", "int", "$.depth")),
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":"10"}', ("$.depth",)),
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":1.5}', ("$.depth",)),
+    (b'{"op":"subscribe","symbols":["a:b"],"format":"xml"}', ("$.format",)),
+    (b'{"op":"subscribe","symbols":["a:b"],"color":"red"}', ("unknown", "color")),
+    (b'{"op":"unsubscribe"}', ("missing", "symbols")),
+    (b'{"op":"resync"}', ("missing", "symbol")),
+    (b'{"op":"resync","symbol":["a:b"]}', ("$.symbol",)),
+    (b'{"op":"resync","symbol":"nocolon"}', ("$.symbol",)),
+    (b'{"op":"list","all":true}', ("unknown", "all")),
+    (b'{"op":"ping","id":[1]}', ("$.id",)),
 ]
 
 
 @pytest.mark.parametrize(("data", "expected"), BAD_JSON)
-def test_bad_json_requests_raise_protocol_error(data: bytes, expected: str) -> None:
+def test_bad_json_requests_raise_protocol_error(
+    data: bytes, expected: str | tuple[str, ...]
+) -> None:
+    """The error says what is wrong and where: our own wording verbatim; a decoder's error
+    by its content (the field, the path, the expected type), not its library's layout."""
     with pytest.raises(p.ProtocolError) as info:
         p.decode_request(data)
-    assert expected in str(info.value)
+    words = (expected,) if isinstance(expected, str) else expected
+    assert all(word in str(info.value) for word in words), str(info.value)
     assert info.value.code is p.ErrorCode.BAD_REQUEST
     assert isinstance(info.value, ValueError)
 
