@@ -20,6 +20,7 @@ last figure because the sorted baseline is slow.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -157,6 +158,15 @@ _IMPLEMENTATIONS: tuple[tuple[str, Callable[[], Any], int], ...] = (
 Changes = list[tuple[tuple[Level, ...], tuple[Level, ...]]]
 
 
+def _with(fresh: Callable[[], Any], changes: Changes) -> tuple[Any, Changes]:
+    """A timed run's state: a fresh book and what to apply to it."""
+    return (fresh(), changes)
+
+
+def _pair(book: Any, reads: int) -> tuple[Any, int]:
+    return (book, reads)
+
+
 def _apply_all(state: tuple[Any, Changes]) -> None:
     book, changes = state
     apply = book.apply
@@ -203,7 +213,7 @@ def run(quick: bool) -> list[dict[str, object]]:
             book.load(snapshot.bids, snapshot.asks)
             return book
 
-        apply_t = measure(_apply_all, lambda f=fresh: (f(), changes), repeats=repeats)
+        apply_t = measure(_apply_all, functools.partial(_with, fresh, changes), repeats=repeats)
         final = fresh()
         _apply_all((final, changes))
         top = (final.best_bid(), final.best_ask())
@@ -213,8 +223,10 @@ def run(quick: bool) -> list[dict[str, object]]:
         elif (top, sides) != reference:
             raise RuntimeError(f"{name}: the final book differs from L2Book's (top {top})")
         reads = max(20, read_budget // read_cost)
-        read_t = measure(_read_top, lambda b=final, n=reads: (b, n), repeats=repeats)
-        both_t = measure(_apply_and_read, lambda f=fresh: (f(), with_reads), repeats=repeats)
+        read_t = measure(_read_top, functools.partial(_pair, final, reads), repeats=repeats)
+        both_t = measure(
+            _apply_and_read, functools.partial(_with, fresh, with_reads), repeats=repeats
+        )
         if apply_l2 is None:
             apply_l2 = apply_t
         rows.append(

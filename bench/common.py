@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.metadata
 import math
 import os
 import platform
@@ -180,10 +181,9 @@ def _load_sim(limit: int | None) -> DepthData:
 
 def loop_name() -> str:
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return f"uvloop {importlib.metadata.version('uvloop')}"
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a POSIX dependency
         return "asyncio (default loop: uvloop is not installed)"
-    return f"uvloop {uvloop.__version__}"
 
 
 def run_async(main: Coroutine[Any, Any, T], timeout_s: float) -> T:

@@ -85,11 +85,8 @@ def _config(sim: SimBinanceSpot) -> Config:
 def _counters(service: Service, client: GatewayClient) -> dict[str, Any]:
     venue = service.venues[0]
     book = service.books[KEY]
-    connections = venue.connections
-    if isinstance(connections, dict):
-        connections = list(connections.values())
     per_conn = []
-    for conn in connections:
+    for conn in venue.connections.values():
         arb = book.stats.connections.get(conn.conn_id)
         per_conn.append(
             (

@@ -24,6 +24,7 @@ they are approximate (the timer calls cost ~50 ns each) and sum to 100 %.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -121,6 +122,11 @@ State = tuple[SequencedBook, list[Copy]]
 
 
 # --- the three receive loops ----------------------------------------------------------------
+
+
+def _fresh_arbiter(snapshot: DepthSnapshot, conns: int, copies: list[Copy]) -> State:
+    """The state one timed run starts from: a fresh arbiter and the frames to feed it."""
+    return (_arbiter(snapshot, conns), copies)
 
 
 def _all_parsed(state: State) -> None:
@@ -347,7 +353,9 @@ def run(quick: bool) -> list[dict[str, object]]:
         copies = _copies(data, n_copies)
         workload = _prefiltered if prefilter else _all_parsed
         timing = measure(
-            workload, lambda n=n_copies, c=copies: (_arbiter(data.snapshot, n), c), repeats=repeats
+            workload,
+            functools.partial(_fresh_arbiter, data.snapshot, n_copies, copies),
+            repeats=repeats,
         )
         check = _arbiter(data.snapshot, n_copies, timed=True)
         shares = _instrumented((check, copies), prefilter)
