@@ -7,7 +7,7 @@ process (started here, stopped by its pid, bounded in time), which only counts b
 the figures are the server core's.
 
 Messages: ``delta`` messages of ``binance:BTCUSDT`` whose levels are the first 3 bids and 3
-asks of the capture's real diffs (about the 300 B frame of DESIGN §6), one per
+asks of the capture's real diffs (about the 300 B frame of the performance targets), one per
 ``BookDelta``. Each measured round publishes E events to N subscribers (E·N deliveries),
 then an end marker, and ends when the reader has received the marker on every
 connection. Between batches of about 512 deliveries the loop yields, and waits while any
@@ -22,7 +22,7 @@ Side by side, on the same connections and messages:
 - ``prebuilt frame -> transport.write``: the floor of the gateway's approach: encode and
   frame once, write to every transport, no bookkeeping;
 - ``16 frames coalesced -> transport.write``: 16 consecutive frames joined into one write
-  per subscriber (DESIGN §6: coalescing a subscriber's pending messages).
+  per subscriber (the performance targets: coalescing a subscriber's pending messages).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ Variants, on the same depth frames:
 (c) the same three copies, with duplicates recognised from the raw bytes before any decode:
     a prototype (below, not in the gateway) reads the ``"u":`` last update id with
     ``bytes.find`` + ``int()`` and skips a frame whose ``u`` is at or below the arbiter's
-    applied id. This checks DESIGN §6 ("duplicates should be recognised from the raw bytes
-    (reading the id costs under 0.5 µs) before any full decode").
+    applied id. This checks a performance target: duplicates recognised from the raw
+    bytes (reading the id costs under 0.5 µs) before any full decode.
 
 Shares of time come from one extra instrumented run per variant (``perf_counter_ns`` around
 each stage, book time from an ``L2Book`` subclass that times ``apply`` and ``is_crossed``);
@@ -46,7 +46,7 @@ N_COPIES = 3
 _U_KEY = b'"u":'
 
 
-# --- the prototype of DESIGN §6: read the id from the raw bytes -----------------------------
+# --- the prototype: read the id from the raw bytes ----------------------------------------
 
 
 def peek_last_id(raw: bytes) -> int:

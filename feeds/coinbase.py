@@ -5,8 +5,8 @@ endpoints, subscribe messages and parsing of wire frames (exchange-protocols.md 
 Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
 raises :class:`gateway.core.model.VenueContractError` and nothing else.
 
-Neither feed has book ids shared across connections (DESIGN §2: an unsequenced venue), and
-neither has a checksum. Every :class:`~gateway.core.model.DepthSnapshot` has ``last_id = -1``,
+Neither feed has book ids shared across connections (an unsequenced venue), and neither
+has a checksum. Every :class:`~gateway.core.model.DepthSnapshot` has ``last_id = -1``,
 every :class:`~gateway.core.model.DepthDiff` ``first_id = last_id = prev_id = -1`` and
 ``checksum = None``. Levels are the wire's decimal strings; quantities are absolute and
 ``"0"`` deletes the level. Within a message the levels of one side keep their wire order

@@ -4,7 +4,7 @@ book checksum (exchange-protocols.md §5, §8).
 Pure: takes bytes, returns events; no I/O. Any frame that breaks the venue's contract
 raises :class:`gateway.core.model.VenueContractError` and nothing else.
 
-Kraken's ``book`` channel carries **no sequence ids** (DESIGN §2: an unsequenced venue).
+Kraken's ``book`` channel carries **no sequence ids** (an unsequenced venue: docs/architecture.md).
 Every :class:`~gateway.core.model.DepthSnapshot` has ``last_id = -1`` and every
 :class:`~gateway.core.model.DepthDiff` has ``first_id = last_id = prev_id = -1``; ``event_ms``
 is the update's ``timestamp`` (0 when absent). Each connection keeps its own replica, and

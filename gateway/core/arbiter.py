@@ -1,5 +1,5 @@
 """What both arbitration modes share: link rules, statistics, the arbiter interface,
-connection-wide sequence checks and trade dedup (DESIGN §2).
+connection-wide sequence checks and trade dedup (docs/architecture.md, Arbitration).
 
 Pure: no I/O, no event loop. The modes themselves: :mod:`gateway.core.sequenced` (venues
 whose update ids are shared by every connection) and :mod:`gateway.core.replicated` (venues

@@ -1,5 +1,5 @@
 """Unsequenced arbitration: one replica of the book per connection, the output following
-a leader (DESIGN §2).
+a leader (docs/architecture.md, Arbitration).
 
 Pure: input events and a clock value in, arbiter events out; no I/O, no event loop.
 
@@ -152,7 +152,7 @@ _ALL_DOWN: Final = "every upstream connection down"
 
 class ReplicatedBook:
     """Arbiter, book and published sequence of one symbol of an unsequenced venue (Kraken
-    v2, Coinbase): the venue shares no ids across connections (DESIGN §2).
+    v2, Coinbase): the venue shares no ids across connections (docs/architecture.md, Arbitration).
 
     - Each connection builds its own replica from its snapshot and updates. A replica is
       valid from a snapshot until its checksum fails, its connection loses a message

@@ -1,4 +1,4 @@
-"""Sequence arbitration of redundant copies of one venue's book stream (DESIGN §2).
+"""Sequence arbitration of redundant copies of one venue's book stream.
 
 Pure: input events and a clock value in, arbiter events out; no I/O, no event loop.
 

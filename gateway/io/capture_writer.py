@@ -1,4 +1,4 @@
-"""The capture writer: records what the venues sent, off the hot path (DESIGN §4).
+"""The capture writer: records what the venues sent, off the hot path (docs/capture-format.md).
 
 :meth:`CaptureWriter.record` is synchronous and never blocks: it appends to a bounded
 queue. When the queue is full the record is dropped from the capture (never from the

@@ -21,8 +21,8 @@ from gateway.core.model import DepthSnapshot, VenueEvent, symbol_key
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook
 
-#: Sequenced: the venue's ids are the same on every connection (DESIGN §2). Unsequenced:
-#: one replica per connection, checked by checksum, the output following a leader.
+#: Sequenced: the venue's ids are the same on every connection. Unsequenced: one replica per
+#: connection, checked by checksum, the output following a leader (docs/architecture.md).
 ArbitrationMode = Literal["sequenced", "unsequenced"]
 
 
