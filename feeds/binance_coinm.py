@@ -78,12 +78,13 @@ __all__ = [
 
 VENUE: Final = COINM_VENUE
 
-#: Public (high-frequency) WebSocket endpoint: diff depth and bookTicker.
-WS_ENDPOINTS: Final = ("wss://dstream.binance.com/public",)
-#: Market WebSocket endpoint: aggTrade, markPrice, klines, tickers.
-MARKET_WS_ENDPOINTS: Final = ("wss://dstream.binance.com/market",)
+_WS_ROOT: Final = "wss://dstream.binance.com"
+#: The public (diff depth, bookTicker) and market (aggTrade, mark price, klines, tickers)
+#: WebSocket endpoints.
+WS_ENDPOINTS: Final = (f"{_WS_ROOT}/public",)
+MARKET_WS_ENDPOINTS: Final = (f"{_WS_ROOT}/market",)
 #: Every stream under the root (``/ws/...``, ``/stream?...``): the layout before the split.
-LEGACY_WS_ENDPOINTS: Final = ("wss://dstream.binance.com",)
+LEGACY_WS_ENDPOINTS: Final = (_WS_ROOT,)
 TESTNET_WS_ENDPOINTS: Final = ("wss://dstream.binancefuture.com",)
 REST_ENDPOINTS: Final = ("https://dapi.binance.com",)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 from pathlib import Path
 
 from feeds.sim.binance_coinm import BinanceCoinmProtocol
@@ -16,7 +17,7 @@ from gateway.capture import CaptureFormat, detect_format, detect_venue
 from gateway.core.book import L2Book
 from gateway.tools.replay import load_plan
 from gateway.tools.verify import verify_capture
-from gateway.wire.config import Config, ServerConfig, VenueConfig
+from gateway.wire.config import parse_config
 
 from .subscriber import serving
 
@@ -65,20 +66,21 @@ def test_verify_reads_a_coinm_capture_with_no_gap_and_the_venues_book(tmp_path: 
 
 async def _replay(path: Path, last_id: int) -> L2Book:
     async with ReplayServer(load_plan([path], 2), speed=None) as replay:
-        config = Config(
-            venues=[
-                VenueConfig(
-                    venue="binance-coinm",
-                    symbols=[SYMBOL],
-                    endpoints=replay.endpoint_urls,
-                    rest=[replay.rest_url],
-                    stall_timeout_s=30.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=1.0,
-                    reorder_window_ms=2000.0,
-                )
-            ],
-            server=ServerConfig(port=0),
+        # The gateway's TOML, pointed at the replay.
+        config = parse_config(
+            f"""
+            [server]
+            port = 0
+            [[venues]]
+            venue = "binance-coinm"
+            symbols = ["{SYMBOL}"]
+            endpoints = {json.dumps(replay.endpoint_urls)}
+            rest = ["{replay.rest_url}"]
+            stall_timeout_s = 30
+            backoff_initial_s = 0.05
+            backoff_max_s = 1
+            reorder_window_ms = 2000
+            """
         )
         async with serving(config, [KEY]) as (_, subscriber):
             await asyncio.wait_for(replay.finished.wait(), 60)

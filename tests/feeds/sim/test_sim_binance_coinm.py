@@ -6,7 +6,6 @@ Loopback tests are async and run under the deadline of conftest.py.
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import httpx
@@ -14,7 +13,6 @@ import pytest
 from websockets.asyncio.client import connect
 
 from feeds import binance_coinm as coinm
-from feeds.binance_usdm import BinanceFuturesRule
 from feeds.sim import binance_usdm as render
 from feeds.sim.binance_coinm import BinanceCoinmProtocol
 from feeds.sim.book_process import BookProcess
@@ -23,8 +21,7 @@ from feeds.sim.simulators import SimBinanceCoinm
 from gateway.capture.venues import venue_from_frame
 from gateway.core.model import DepthDiff, Trade, VenueNotice
 
-from .conftest import read_diffs
-from .test_sim_binance_usdm import rebuild
+from .test_sim_binance_usdm import rebuilt_with_no_gap, two_endpoint_session
 
 PERP = "BTCUSD_PERP"
 DELIVERY = "BTCUSD_261225"
@@ -79,34 +76,17 @@ async def test_two_endpoints_rest_plus_diffs_rebuild_the_delivery_book_with_no_g
     async with SimBinanceCoinm(
         [PERP, DELIVERY], n_endpoints=2, interval_s=0.01, jitter_ms=4.0
     ) as sim:
-        urls = [coinm.stream_url(base, [DELIVERY]) for base in sim.public_urls]
-        assert urls[0].endswith("/public/stream?streams=btcusd_261225@depth@100ms")
-        async with (
-            connect(urls[0], compression=None) as a,
-            connect(urls[1], compression=None) as b,
-            httpx.AsyncClient() as http,
-        ):
-            buffered, _ = await read_diffs(a, coinm.parse, -1)
-            response = await http.get(coinm.snapshot_url(sim.rest_url, DELIVERY, 1000))
-            assert response.status_code == 200
-            assert response.headers["x-mbx-used-weight-1m"] == "20"
-            await sim.wait_steps(20)
-            sim.pause()
-            target = sim.last_id(DELIVERY)
-            diffs_a, _ = await read_diffs(a, coinm.parse, target)
-            diffs_b, _ = await read_diffs(b, coinm.parse, target)
+        session = await two_endpoint_session(sim, coinm, DELIVERY)
+        true_book = sim.true_book(DELIVERY)
+        async with httpx.AsyncClient() as http:
             usdm_path = await http.get(sim.rest_url + "/fapi/v1/depth", params={"symbol": PERP})
             assert usdm_path.status_code == 404
-
-    snapshot = coinm.parse_snapshot(DELIVERY, response.content, 0)
-    for diffs in (buffered + diffs_a, diffs_b):
+    for diffs in (session.buffered, session.diffs_a, session.diffs_b):
         assert all(d.venue == "binance-coinm" and d.symbol == DELIVERY for d in diffs)
-        for prev, diff in itertools.pairwise(diffs):
-            assert diff.prev_id == prev.last_id
-    book = rebuild(BinanceFuturesRule(), snapshot, buffered, diffs_a, diffs_b)
-    assert book.stats.gaps == 0 and book.stats.snapshots == 1
-    assert book.applied_id == target
-    assert book.book.normalized() == sim.true_book(DELIVERY).normalized()
+    body = json.loads(session.response.content)
+    assert (body["symbol"], body["pair"]) == (DELIVERY, "BTCUSD")
+    snapshot = coinm.parse_snapshot(DELIVERY, session.response.content, 0)
+    rebuilt_with_no_gap(session, snapshot, true_book)
 
 
 async def test_trades_on_the_market_path_and_the_shutdown_notice_fault() -> None:
