@@ -69,7 +69,7 @@ MAX_MESSAGES_PER_S: Final = 10
 #: Diff-depth stream names (``<s>@depth``, ``<s>@depth@100ms``, ``@500ms``); partial-depth
 #: streams (``<s>@depth5@100ms``) carry top-N books in depthUpdate events and must never be
 #: applied as diffs, so they do not match.
-_DIFF_DEPTH_STREAM: Final = re.compile(r"[^@]+@depth(?:@\d+ms)?")
+DIFF_DEPTH_STREAM: Final = re.compile(r"[^@]+@depth(?:@\d+ms)?")
 
 
 #: REST request weight of ``/fapi/v1/depth``: ``(largest limit, weight)``, ascending.
@@ -108,13 +108,19 @@ def market_stream_url(endpoint: str, symbols: Sequence[str]) -> str:
     return _combined_url(endpoint, [trade_stream(s) for s in dict.fromkeys(symbols)])
 
 
-def snapshot_url(rest_base: str, symbol: str, limit: int) -> str:
-    """``GET /fapi/v1/depth?symbol=<SYMBOL>&limit=<limit>``; ``limit`` one of
+def depth_url(rest_base: str, path: str, symbol: str, limit: int) -> str:
+    """``GET <path>?symbol=<SYMBOL>&limit=<limit>`` of a futures market's REST depth
+    (``/fapi/v1/depth``, ``/dapi/v1/depth``: the same limits); ``limit`` one of
     :data:`SNAPSHOT_LIMITS`."""
     if limit not in SNAPSHOT_LIMITS:
         raise ValueError(f"snapshot limit must be one of {SNAPSHOT_LIMITS}, got {limit}")
     query = urlencode({"symbol": symbol.upper(), "limit": limit})
-    return f"{rest_base.rstrip('/')}{SNAPSHOT_PATH}?{query}"
+    return f"{rest_base.rstrip('/')}{path}?{query}"
+
+
+def snapshot_url(rest_base: str, symbol: str, limit: int) -> str:
+    """``GET /fapi/v1/depth?symbol=<SYMBOL>&limit=<limit>`` (:func:`depth_url`)."""
+    return depth_url(rest_base, SNAPSHOT_PATH, symbol, limit)
 
 
 def subscribe_frame(symbols: Sequence[str], request_id: int) -> bytes:
@@ -127,8 +133,9 @@ def subscribe_frame(symbols: Sequence[str], request_id: int) -> bytes:
 
 
 class BinanceFuturesRule:
-    """USD-M's link rule (a :class:`gateway.core.arbiter.LinkRule`): ``u <= L`` is stale;
-    ``pu == L`` or a range covering ``L`` links; anything else leaves a hole.
+    """The futures link rule of USD-M and COIN-M (a :class:`gateway.core.arbiter.LinkRule`):
+    ``u <= L`` is stale; ``pu == L`` or a range covering ``L`` links; anything else leaves a
+    hole.
 
     Futures ids are not contiguous, so the spot rule would see holes that are not there.
     """
@@ -146,10 +153,15 @@ class BinanceFuturesRule:
 # --- parsing ------------------------------------------------------------------------------
 
 
-_FRAMING: Final = Framing(
-    VENUE, is_depth_stream=_DIFF_DEPTH_STREAM.fullmatch, trade_suffix=TRADE_SUFFIX, futures=True
-)
-_parse: Final = _FRAMING.parse
+def futures_framing(venue: str) -> Framing:
+    """The framing of a Binance futures market (USD-M, COIN-M): diff-depth streams,
+    ``aggTrade`` trades, depth events chained by ``pu``."""
+    return Framing(
+        venue, is_depth_stream=DIFF_DEPTH_STREAM.fullmatch, trade_suffix=TRADE_SUFFIX, futures=True
+    )
+
+
+_parse: Final = futures_framing(VENUE).parse
 
 
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
@@ -171,20 +183,12 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
 
 # --- recognising Binance futures in captures (VenueAdapter.hosts, frame_venue) --------------
 
-#: COIN-M futures: recognised in captures, not read by the gateway.
+#: COIN-M futures (:mod:`feeds.binance_coinm`), told apart from USD-M by :func:`frame_venue`.
 COINM_VENUE: Final = "binance-coinm"
-#: Hosts of the futures WebSocket and REST endpoints: USD-M's and COIN-M's.
-HOSTS: Final = {
-    "fstream.binance.com": VENUE,
-    "fapi.binance.com": VENUE,
-    "dstream.binance.com": COINM_VENUE,
-    "dapi.binance.com": COINM_VENUE,
-}
-#: cryptofeed's feed ids of the futures markets.
-CRYPTOFEED_NAMES: Final = {
-    "BINANCE_FUTURES": VENUE,
-    "BINANCE_DELIVERY": COINM_VENUE,
-}
+#: Hosts of USD-M's WebSocket and REST endpoints.
+HOSTS: Final = {"fstream.binance.com": VENUE, "fapi.binance.com": VENUE}
+#: cryptofeed's feed id of USD-M.
+CRYPTOFEED_NAMES: Final = {"BINANCE_FUTURES": VENUE}
 
 
 def frame_venue(head: bytes) -> str | None:

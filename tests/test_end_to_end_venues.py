@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from feeds.sim.simulators import SimBinanceUsdm, SimBybit, SimCoinbase, SimKraken, SimOkx
+from feeds.sim.simulators import (
+    SimBinanceCoinm,
+    SimBinanceUsdm,
+    SimBybit,
+    SimCoinbase,
+    SimKraken,
+    SimOkx,
+)
 from gateway.core.book import L2Book
 from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
@@ -26,6 +33,13 @@ def _top(book: L2Book, depth: int | None) -> object:
 Case = tuple[str, Callable[..., Any], list[str], Callable[[Any], list[str]], int | None]
 VENUES: list[Case] = [
     ("binance-usdm", SimBinanceUsdm, ["BTCUSDT", "ETHUSDT"], lambda sim: sim.public_urls, None),
+    (
+        "binance-coinm",
+        SimBinanceCoinm,
+        ["BTCUSD_PERP", "BTCUSD_261225"],
+        lambda sim: sim.public_urls,
+        None,
+    ),
     ("okx", SimOkx, ["BTC-USDT", "ETH-USDT"], lambda sim: sim.public_urls, None),
     ("kraken", SimKraken, ["BTC/USD", "ETH/USD"], lambda sim: sim.v2_urls, 10),
     ("coinbase", SimCoinbase, ["BTC-USD", "ETH-USD"], lambda sim: sim.endpoint_urls, None),
@@ -47,6 +61,10 @@ VENUES: list[Case] = [
 ]
 
 
+#: Venues synced by REST snapshots.
+REST_VENUES = ("binance-usdm", "binance-coinm")
+
+
 async def _scenario(case: Case) -> None:
     venue, sim_class, symbols, urls, depth = case
     keys = [f"{venue}:{s}" for s in symbols]
@@ -58,7 +76,7 @@ async def _scenario(case: Case) -> None:
                         venue=venue,
                         symbols=symbols,
                         endpoints=urls(sim),
-                        rest=[sim.rest_url] if venue == "binance-usdm" else [],
+                        rest=[sim.rest_url] if venue in REST_VENUES else [],
                         stall_timeout_s=3.0,
                         backoff_initial_s=0.05,
                         backoff_max_s=0.5,

@@ -191,11 +191,13 @@ def _merge(changes: Sequence[tuple[Level, ...]], best_high: bool) -> tuple[Level
 # --- wire structs: field order is the venue's key order ------------------------------------
 
 
-class _DepthUpdate(msgspec.Struct):
+class _DepthUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
     e: str
     E: int
     T: int
     s: str
+    #: COIN-M's pair; USD-M events have no ``ps``.
+    ps: str | None = None
     U: int
     u: int
     pu: int
@@ -226,8 +228,11 @@ class _CombinedTrade(msgspec.Struct):
     data: _AggTrade
 
 
-class _RestDepth(msgspec.Struct):
+class _RestDepth(msgspec.Struct, kw_only=True, omit_defaults=True):
     lastUpdateId: int
+    #: COIN-M's contract and pair; USD-M bodies have neither.
+    symbol: str | None = None
+    pair: str | None = None
     E: int
     T: int
     bids: Sequence[Level]
@@ -246,14 +251,16 @@ def depth_frame(
     asks: Sequence[Level],
     event_ms: int,
     transaction_ms: int | None = None,
+    pair: str | None = None,
 ) -> bytes:
     """A combined-stream ``depthUpdate`` frame on ``<symbol>@depth@100ms``; ``T``
-    defaults to ``E - TRANSACTION_LAG_MS``."""
+    defaults to ``E - TRANSACTION_LAG_MS``; ``pair`` (COIN-M) is sent as ``ps``."""
     data = _DepthUpdate(
         e="depthUpdate",
         E=event_ms,
         T=event_ms - TRANSACTION_LAG_MS if transaction_ms is None else transaction_ms,
         s=symbol.upper(),
+        ps=pair,
         U=first_id,
         u=last_id,
         pu=prev_id,
@@ -263,7 +270,7 @@ def depth_frame(
     return _encoder.encode(_Combined(stream=depth_stream(symbol), data=data))
 
 
-def event_frame(event: UsdmEvent, event_ms: int) -> bytes:
+def event_frame(event: UsdmEvent, event_ms: int, pair: str | None = None) -> bytes:
     """:func:`depth_frame` of a :class:`UsdmEvent`."""
     return depth_frame(
         event.symbol,
@@ -273,6 +280,7 @@ def event_frame(event: UsdmEvent, event_ms: int) -> bytes:
         event.bids,
         event.asks,
         event_ms,
+        pair=pair,
     )
 
 
@@ -295,12 +303,20 @@ def agg_trade_frame(symbol: str, trade: SimTrade, event_ms: int) -> bytes:
 
 
 def snapshot_body(
-    last_id: int, bids: Sequence[Level], asks: Sequence[Level], event_ms: int
+    last_id: int,
+    bids: Sequence[Level],
+    asks: Sequence[Level],
+    event_ms: int,
+    symbol: str | None = None,
+    pair: str | None = None,
 ) -> bytes:
-    """The REST ``GET /fapi/v1/depth`` response body."""
+    """The REST ``GET /fapi/v1/depth`` response body; with ``symbol`` and ``pair``, COIN-M's
+    ``/dapi/v1/depth`` body."""
     return _encoder.encode(
         _RestDepth(
             lastUpdateId=last_id,
+            symbol=symbol,
+            pair=pair,
             E=event_ms,
             T=event_ms - TRANSACTION_LAG_MS,
             bids=bids,
@@ -366,6 +382,10 @@ class BinanceUsdmProtocol(BinanceSpotProtocol):
                 return set(), f"Stream {name} is served on {where}"
         return streams, None
 
+    def pair_of(self, symbol: str) -> str | None:
+        """The pair events and REST bodies name beside ``symbol`` (COIN-M); None on USD-M."""
+        return None
+
     def step(self, now_ns: int) -> list[Publication]:
         return self._publish(lambda book: book.step(), now_ns)
 
@@ -384,7 +404,8 @@ class BinanceUsdmProtocol(BinanceSpotProtocol):
             for trade in book.take_trades():
                 pubs.append(Publication(stream, agg_trade_frame(symbol, trade, event_ms)))
             if event is not None:
-                pubs.append(Publication(depth_stream(symbol), event_frame(event, event_ms)))
+                frame = event_frame(event, event_ms, self.pair_of(symbol))
+                pubs.append(Publication(depth_stream(symbol), frame))
         return pubs
 
     def true_book(self, symbol: str) -> L2Book:
@@ -412,4 +433,10 @@ class BinanceUsdmProtocol(BinanceSpotProtocol):
 
     def snapshot_body(self, symbol: str, limit: int, now_ns: int) -> bytes:
         # The engine's book as of arrival.
-        return snapshot_body(*self.snapshot(symbol, limit), now_ns // 1_000_000)
+        pair = self.pair_of(symbol)
+        return snapshot_body(
+            *self.snapshot(symbol, limit),
+            now_ns // 1_000_000,
+            symbol=None if pair is None else symbol.upper(),
+            pair=pair,
+        )

@@ -7,6 +7,7 @@ class                protocol (wire, pure)            connect to
 ===================  ===============================  ===============================
 SimBinanceSpot       :mod:`feeds.sim.binance_spot`    ``endpoint_urls`` + ``/stream``
 SimBinanceUsdm       :mod:`feeds.sim.binance_usdm`    ``public_urls``, ``market_urls``
+SimBinanceCoinm      :mod:`feeds.sim.binance_coinm`   ``public_urls``, ``market_urls``
 SimOkx               :mod:`feeds.sim.okx`             ``public_urls``
 SimBybit             :mod:`feeds.sim.bybit`           ``public_urls``
 SimKraken            :mod:`feeds.sim.kraken`          ``v2_urls``
@@ -47,7 +48,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from feeds import binance_coinm as coinm
 from feeds import binance_usdm as usdm
+from feeds.sim.binance_coinm import BinanceCoinmProtocol
 from feeds.sim.binance_spot import BinanceSpotProtocol
 from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.book_process import BookProcess
@@ -67,6 +70,7 @@ from gateway.core.model import Level
 __all__ = [
     "EndpointStats",
     "RestStats",
+    "SimBinanceCoinm",
     "SimBinanceSpot",
     "SimBinanceUsdm",
     "SimBybit",
@@ -459,6 +463,25 @@ class SimBinanceUsdm(SimBinanceSpot):
     def snapshot(self, symbol: str, limit: int = 500) -> tuple[int, list[Level], list[Level]]:
         """``(lastUpdateId, bids, asks)`` of ``symbol``, as the REST endpoint would serve it."""
         return super().snapshot(symbol, limit)
+
+
+class SimBinanceCoinm(SimBinanceUsdm):
+    """A seeded Binance COIN-M futures venue (:mod:`feeds.sim.binance_coinm`): the USD-M
+    simulator with COIN-M's contracts (``BTCUSD_PERP``, ``BTCUSD_261225``), the ``ps`` pair
+    in every depth event and ``/dapi/v1/depth``; COIN-M's limits are USD-M's."""
+
+    protocol: BinanceCoinmProtocol
+    venue_defaults = {
+        **SimBinanceUsdm.venue_defaults,
+        "max_incoming_per_s": coinm.MAX_MESSAGES_PER_S,
+        "rest_weight_limit_1m": coinm.REST_WEIGHT_PER_MINUTE,
+    }
+
+    @staticmethod
+    def _binance_protocol(
+        seed: int, max_incoming_per_s: int | None, rest_weight_limit_1m: int | None
+    ) -> BinanceSpotProtocol:
+        return BinanceCoinmProtocol(seed, max_incoming_per_s, rest_weight_limit_1m)
 
 
 # --- the venues that subscribe by message -------------------------------------------------

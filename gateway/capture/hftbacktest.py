@@ -29,7 +29,7 @@ from gateway.capture.venues import first_frame_venue
 _EXPECTED: Final = "an hftbacktest collector file (lines '<recv_ns> <frame>', usually gzip)"
 
 _LINE: Final = re.compile(rb"\d{1,20} [{\[]")
-_NAME: Final = re.compile(r"(?P<symbol>[A-Za-z0-9]+)_\d{8}(?:\.gz)?")
+_NAME: Final = re.compile(r"(?P<symbol>[A-Za-z0-9_]+)_\d{8}(?:\.gz)?")
 _STREAM_SYMBOL: Final = re.compile(rb'\{"stream":"([^"@]+)@')
 
 

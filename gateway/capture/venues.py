@@ -3,9 +3,9 @@
 Pure. Nothing here knows a venue: each adapter of :data:`gateway.wire.venues.ADAPTERS`
 declares its hosts (and, where one host serves several venues, how a URL names one), how to
 recognise one of its frames, and cryptofeed's names for it; these functions look them up.
-A name returned may be a venue without an adapter that an adapter recognises (Binance
-COIN-M, Bybit's inverse category) or an exchange (``bybit``) where only the exchange is
-told: :data:`KNOWN_VENUES` holds them all.
+A name returned may be a venue without an adapter that an adapter recognises (Bybit's
+inverse category) or an exchange (``bybit``) where only the exchange is told:
+:data:`KNOWN_VENUES` holds them all.
 """
 
 from __future__ import annotations

@@ -99,6 +99,13 @@ DEMO_VENUES: tuple[DemoVenue, ...] = (
     DemoVenue(
         "binance-usdm", ("BTCUSDT", "ETHUSDT"), "SimBinanceUsdm", "public_urls", uses_rest=True
     ),
+    DemoVenue(
+        "binance-coinm",
+        ("BTCUSD_PERP", "BTCUSD_261225"),
+        "SimBinanceCoinm",
+        "public_urls",
+        uses_rest=True,
+    ),
 )
 DEFAULT_VENUES = ",".join(v.venue for v in DEMO_VENUES)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from feeds import binance, binance_usdm, bybit, coinbase, kraken, okx
+from feeds import binance, binance_coinm, binance_usdm, bybit, coinbase, kraken, okx
 from gateway.core.arbiter import (
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
@@ -54,7 +54,7 @@ class VenueAdapter:
     #: Production endpoints, every alternative the venue documents.
     ws_endpoints: tuple[str, ...] = ()
     rest_endpoints: tuple[str, ...] = ()
-    #: Venues whose trades come from another endpoint (Binance USD-M ``/market``): the
+    #: Venues whose trades come from another endpoint (Binance futures ``/market``): the
     #: trades endpoint of a book endpoint, and the URL a trades connection opens.
     trade_endpoint: Callable[[str], str] | None = None
     trade_stream_url: Callable[[str, Sequence[str]], str] | None = None
@@ -91,8 +91,8 @@ class VenueAdapter:
     #: Hosts of the venue's WebSocket and REST endpoints, and the venue each names: a URL
     #: is a host's when its host is that name or a subdomain of it (the longest match wins).
     #: Where one host serves several venues it names their exchange (``bybit``); a host may
-    #: name a market of the exchange that has no adapter (Binance COIN-M), so that a capture
-    #: of it is told apart.
+    #: name a market of the exchange that has no adapter (Bybit's inverse category), so that a
+    #: capture of it is told apart.
     hosts: Mapping[str, str] = field(default_factory=dict)
     #: Where one host serves several venues: the venue a URL on ``hosts`` names by its path
     #: or query, None when it names none; and every name it can return.
@@ -235,6 +235,26 @@ def _binance(
     )
 
 
+class _BinanceFuturesModule(_BinanceModule, Protocol):
+    """A Binance futures market's module: trades on a market endpoint of their own."""
+
+    @property
+    def REST_WEIGHT_PER_MINUTE(self) -> int: ...
+
+    def market_stream_url(self, endpoint: str, symbols: Sequence[str]) -> str: ...
+
+
+def _binance_futures(feed: _BinanceFuturesModule) -> VenueAdapter:
+    """A Binance futures market (USD-M, COIN-M): depth diffs from ``/public``, trades
+    (aggTrade) from ``/market`` on connections of their own, the ``pu`` chain."""
+    return replace(
+        _binance(feed, binance_usdm.BinanceFuturesRule, feed.REST_WEIGHT_PER_MINUTE),
+        trade_endpoint=lambda endpoint: endpoint.removesuffix("/public") + "/market",
+        trade_stream_url=feed.market_stream_url,
+        max_messages_per_s=8.0,  # the futures markets disconnect above 10 per second
+    )
+
+
 def _bybit(
     venue: str,
     parse: Callable[[bytes, int, int], list[VenueEvent]],
@@ -263,16 +283,8 @@ ADAPTERS: dict[str, VenueAdapter] = {
         _binance(binance, binance.BinanceSpotRule, 6000),
         max_messages_per_s=4.0,  # Binance disconnects above 5 per second
     ),
-    "binance-usdm": replace(
-        _binance(
-            binance_usdm, binance_usdm.BinanceFuturesRule, binance_usdm.REST_WEIGHT_PER_MINUTE
-        ),
-        # Depth diffs come from /public; trades (aggTrade) from /market, on connections of
-        # their own.
-        trade_endpoint=lambda endpoint: endpoint.removesuffix("/public") + "/market",
-        trade_stream_url=binance_usdm.market_stream_url,
-        max_messages_per_s=8.0,  # USD-M disconnects above 10 per second
-    ),
+    "binance-usdm": _binance_futures(binance_usdm),
+    "binance-coinm": _binance_futures(binance_coinm),
     bybit.SPOT: _bybit(bybit.SPOT, bybit.parse_spot, bybit.parse_snapshot_spot),
     bybit.LINEAR: _bybit(bybit.LINEAR, bybit.parse_linear, bybit.parse_snapshot_linear),
     "okx": replace(

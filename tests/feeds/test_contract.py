@@ -11,12 +11,21 @@ from hypothesis import strategies as st
 
 from gateway.core.model import VenueContractError
 
-from . import test_binance, test_binance_usdm, test_bybit, test_coinbase, test_kraken, test_okx
+from . import (
+    test_binance,
+    test_binance_coinm,
+    test_binance_usdm,
+    test_bybit,
+    test_coinbase,
+    test_kraken,
+    test_okx,
+)
 from .fuzzing import ParserContract, RealData, mutated
 
 CONTRACTS: dict[str, ParserContract] = {
     "binance": test_binance.CONTRACT,
     "binance-usdm": test_binance_usdm.CONTRACT,
+    "binance-coinm": test_binance_coinm.CONTRACT,
     "bybit-spot": test_bybit.SPOT_CONTRACT,
     "bybit-linear": test_bybit.LINEAR_CONTRACT,
     "coinbase": test_coinbase.CONTRACT,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import json
+from types import ModuleType
+from typing import NamedTuple
 
 import httpx
 import msgspec
@@ -144,44 +146,72 @@ def rebuild(
     return book
 
 
+class Session(NamedTuple):
+    """What two public connections to one symbol received (:func:`two_endpoint_session`)."""
+
+    #: The REST snapshot's response, requested after the first diff of connection ``a``.
+    response: httpx.Response
+    #: Diffs of ``a`` up to the first; then of ``a`` and ``b`` up to ``target``.
+    buffered: list[DepthDiff]
+    diffs_a: list[DepthDiff]
+    diffs_b: list[DepthDiff]
+    #: The venue's last ``u`` once paused.
+    target: int
+
+
+async def two_endpoint_session(sim: SimBinanceUsdm, feed: ModuleType, symbol: str) -> Session:
+    """Two connections to ``symbol``'s diff depth (one per endpoint, URLs by ``feed``, a
+    futures adapter module), the REST snapshot at limit 1000 (weight 20) after the first
+    diff, 20 more steps, then the venue paused: every diff up to its last id."""
+    urls = [feed.stream_url(base, [symbol]) for base in sim.public_urls]
+    assert urls[0].endswith(f"/public/stream?streams={symbol.lower()}@depth@100ms")
+    async with (
+        connect(urls[0], compression=None) as a,
+        connect(urls[1], compression=None) as b,
+        httpx.AsyncClient() as http,
+    ):
+        buffered, _ = await read_diffs(a, feed.parse, -1)
+        response = await http.get(feed.snapshot_url(sim.rest_url, symbol, 1000))
+        assert response.status_code == 200
+        assert response.headers["x-mbx-used-weight-1m"] == "20"
+        await sim.wait_steps(20)
+        sim.pause()
+        target = sim.last_id(symbol)
+        assert sim.snapshot(symbol)[0] == target  # paused: engine == stream
+        diffs_a, trades_a = await read_diffs(a, feed.parse, target)
+        diffs_b, trades_b = await read_diffs(b, feed.parse, target)
+    assert not trades_a and not trades_b  # a depth stream carries nothing else
+    assert sim.stats(0).frames_sent > 20 and sim.stats(1).frames_sent > 20
+    for diffs in (buffered + diffs_a, diffs_b):
+        for prev, diff in itertools.pairwise(diffs):
+            assert diff.prev_id == prev.last_id
+    return Session(response, buffered, diffs_a, diffs_b, target)
+
+
+def rebuilt_with_no_gap(session: Session, snapshot: DepthSnapshot, true_book: L2Book) -> None:
+    """The futures rule rebuilds ``true_book`` from the session, with no gap."""
+    futures = rebuild(
+        BinanceFuturesRule(), snapshot, session.buffered, session.diffs_a, session.diffs_b
+    )
+    assert futures.stats.gaps == 0 and futures.stats.snapshots == 1
+    assert futures.applied_id == session.target
+    assert futures.book.normalized() == true_book.normalized()
+    assert not futures.book.is_crossed()
+
+
 async def test_two_endpoints_rest_plus_diffs_rebuild_the_true_book_with_no_gap() -> None:
     async with SimBinanceUsdm(
         [SYMBOL, "ETHUSDT"], n_endpoints=2, interval_s=0.01, jitter_ms=4.0
     ) as sim:
-        urls = [usdm.stream_url(base, [SYMBOL]) for base in sim.public_urls]
-        assert urls[0].endswith("/public/stream?streams=btcusdt@depth@100ms")
-        async with (
-            connect(urls[0], compression=None) as a,
-            connect(urls[1], compression=None) as b,
-            httpx.AsyncClient() as http,
-        ):
-            buffered = await read_until(a, -1)
-            response = await http.get(usdm.snapshot_url(sim.rest_url, SYMBOL, 1000))
-            assert response.status_code == 200
-            assert response.headers["x-mbx-used-weight-1m"] == "20"
-            await sim.wait_steps(20)
-            sim.pause()
-            target = sim.last_id(SYMBOL)
-            assert sim.snapshot(SYMBOL)[0] == target  # paused: engine == stream
-            diffs_a = await read_until(a, target)
-            diffs_b = await read_until(b, target)
-        assert sim.stats(0).frames_sent > 20 and sim.stats(1).frames_sent > 20
-
-    snapshot = usdm.parse_snapshot(SYMBOL, response.content, 0)
-    assert list(json.loads(response.content)) == ["lastUpdateId", "E", "T", "bids", "asks"]
-    for diffs in (buffered + diffs_a, diffs_b):
-        for prev, diff in itertools.pairwise(diffs):
-            assert diff.prev_id == prev.last_id
-    true_book = sim.true_book(SYMBOL)
-
-    futures = rebuild(BinanceFuturesRule(), snapshot, buffered, diffs_a, diffs_b)
-    assert futures.stats.gaps == 0 and futures.stats.snapshots == 1
-    assert futures.applied_id == target
-    assert futures.book.normalized() == true_book.normalized()
-    assert not futures.book.is_crossed()
+        session = await two_endpoint_session(sim, usdm, SYMBOL)
+        true_book = sim.true_book(SYMBOL)
+    snapshot = usdm.parse_snapshot(SYMBOL, session.response.content, 0)
+    keys = ["lastUpdateId", "E", "T", "bids", "asks"]
+    assert list(json.loads(session.response.content)) == keys
+    rebuilt_with_no_gap(session, snapshot, true_book)
 
     # The spot rule sees the hidden ids as holes.
-    spot = rebuild(BinanceSpotRule(), snapshot, buffered, diffs_a, diffs_b)
+    spot = rebuild(BinanceSpotRule(), snapshot, session.buffered, session.diffs_a, session.diffs_b)
     assert spot.stats.gaps >= 1
 
 
