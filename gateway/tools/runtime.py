@@ -52,7 +52,7 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         if (
             "default" in text
             or not action.option_strings
-            or action.default in (None, False, argparse.SUPPRESS)
+            or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
         ):
             return text
         return text + " (default: %(default)s)"
