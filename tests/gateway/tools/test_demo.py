@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
@@ -32,7 +31,7 @@ def test_the_plan_is_seeded_per_venue_as_the_venue_is() -> None:
 
 def test_a_bad_spec_names_the_bad_token() -> None:
     args = build_parser().parse_args(["sim", "--faults", "ep0: explode@1"])
-    with pytest.raises(UsageError, match="bad --faults: .*explode@1"):
+    with pytest.raises(UsageError, match=r"bad --faults: .*explode@1"):
         sim_fault_plan(args, 0)
 
 
