@@ -60,9 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(f"bad configuration: {exc}") from None
     configure_logging(args.log_level or config.log_level)
-    hint = "; pass another --port (0: any free)"
-    if args.port is None:
-        hint = "; change [server] port in the configuration, or pass --port (0: any free)"
+    hint = "; change [server] host/port in the configuration, or pass --host/--port (0: any free)"
     return run_loop(_run_service(config, args.capture), listen_hint=hint)
 
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -139,10 +140,18 @@ async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
 
 
 def make_capture(directory: Path | None) -> CaptureWriter | None:
-    """The capture writer of ``--capture DIR``, or None."""
+    """The capture writer of ``--capture DIR``, or None. Creates DIR; raises UsageError
+    when it cannot be created or written to."""
     if directory is None:
         return None
     from gateway.io.capture_writer import CaptureWriter
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--capture {directory}: {exc.strerror or exc}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--capture {directory}: the directory is not writable")
 
     return CaptureWriter(directory)
 

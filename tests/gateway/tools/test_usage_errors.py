@@ -76,6 +76,25 @@ def test_a_mistake_is_one_line_naming_what_to_change_and_exit_2(
     assert "the demo" not in err
 
 
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_capture_directory_that_cannot_be_created_is_one_line(
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_bytes(b"")
+    options = {
+        "run": ["--config", "deploy/sim-binance.toml", "--port", "0"],
+        "demo": ["--venues", "binance", "--no-view", "--port", "0", "--duration", "30"],
+    }[command]
+    code, _, err = _answer([command, *options, "--capture", str(not_a_directory)], capsys)
+    assert code == 2
+    assert err == f"mdgateway {command}: --capture {not_a_directory}: File exists\n"
+
+
 def test_help_texts_show_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     expected = {
         "demo": ["(default: 8765)", "(default: 3)", "(default: 1.5)", "(default: 4.0)"],
@@ -160,7 +179,7 @@ def _assert_in_use(code: int, err: str, port: int, what_to_change: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "what_to_change"),
     [
-        (["run", "--config", "deploy/sim-binance.toml", "--port", "{port}"], "another --port"),
+        (["run", "--config", "deploy/sim-binance.toml", "--port", "{port}"], "--host/--port"),
         (["demo", "--venues", "binance", "--no-view", "--port", "{port}"], "another --port"),
         (["replay", "{capture}", "--port", "{port}"], "--port, --rest-port"),
     ],
