@@ -328,17 +328,21 @@ def test_the_verdict_needs_the_symbol_to_end_live(state: SymbolState, ok: bool) 
     assert report.ok is ok
 
 
-async def _stale_at_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+def _answering(*msgs: ServerMessage) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A fake gateway's script: the subscription, answered with the live symbol's snapshot
+    and then ``msgs``."""
+
     async def script(ws: ServerConnection) -> None:
         await ws.recv()
-        await _send(
-            ws,
-            Subscribed([KEY], ["book"]),
-            Status(KEY, SymbolState.LIVE, ""),
-            _snap(0, [("100", "1")], [("101", "1")]),
-            Status(KEY, SymbolState.STALE, "every endpoint down"),
-        )
+        live = Status(KEY, SymbolState.LIVE, "")
+        snapshot = _snap(0, [("100", "1")], [("101", "1")])
+        await _send(ws, Subscribed([KEY], ["book"]), live, snapshot, *msgs)
 
+    return script
+
+
+async def _stale_at_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+    script = _answering(Status(KEY, SymbolState.STALE, "every endpoint down"))
     async with _fake_gateway(script) as url:
         code = await run_tap(_args(url, duration=0.5))
     report = json.loads(capsys.readouterr().out)
@@ -379,17 +383,7 @@ class _Terminal:
 async def _tap_on_a_terminal() -> None:
     import pty
 
-    async def script(ws: ServerConnection) -> None:
-        await ws.recv()
-        await _send(
-            ws,
-            Subscribed([KEY], ["book"]),
-            Status(KEY, SymbolState.LIVE, ""),
-            _snap(0, [("100", "1")], [("101", "1")]),
-            _delta(1, (("100", "2"),)),
-        )
-
-    async with _fake_gateway(script) as url:
+    async with _fake_gateway(_answering(_delta(1, (("100", "2"),)))) as url:
         master_fd, child_fd = pty.openpty()
         try:
             process = await asyncio.create_subprocess_exec(
