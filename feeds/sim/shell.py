@@ -68,6 +68,7 @@ from websockets.http11 import Request, Response
 
 from feeds.sim.faults import Action, FaultedStream, FaultPlan, RestFault
 from feeds.sim.venue import CloseConnection, ConnState, RestAnswer
+from gateway.wire.config import MAX_PORT, ListenError, listen_error
 
 #: Close code and reason for a connection whose queue overflowed.
 TOO_SLOW_CODE: Final = CloseCode.POLICY_VIOLATION
@@ -482,14 +483,21 @@ class EndpointServer:
     async def _listen(
         self, handler: Callable[[ServerConnection], Awaitable[None]], port: int, **options: Any
     ) -> Server:
-        return await serve(
-            handler,
-            self._host,
-            port,
-            compression=None,
-            close_timeout=self._close_timeout_s,
-            **options,
-        )
+        """The server of ``handler`` on ``port``; raises ListenError when it cannot bind."""
+        if not 0 <= port <= MAX_PORT:
+            # The OS would bind the port modulo 65536.
+            raise ListenError(f"cannot listen on {self._host}:{port}: ports are 0-{MAX_PORT}")
+        try:
+            return await serve(
+                handler,
+                self._host,
+                port,
+                compression=None,
+                close_timeout=self._close_timeout_s,
+                **options,
+            )
+        except OSError as exc:
+            raise listen_error(exc, self._host, port) from exc
 
     def _check_request(self, conn: ServerConnection, request: Request) -> Response | None:
         problem = self._check_path(request.path)

@@ -51,6 +51,7 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.io.changes import StateChanges
+from gateway.wire.config import listen_error
 from gateway.wire.protocol import (
     PROTOCOL_VERSION,
     Bbo,
@@ -654,19 +655,24 @@ class Fanout:
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
         ``ready`` is set. On cancellation every connection is closed (1001) and
-        CancelledError propagates.
+        CancelledError propagates. Raises :class:`~gateway.wire.config.ListenError` when
+        the address cannot be bound.
         """
-        async with serve(
-            self._handle,
-            host,
-            port,
-            compression=None,  # frames are shared between connections: no per-connection state
-            process_request=self._process_request,
-            ping_interval=self.ping_interval_s,
-            ping_timeout=self.ping_interval_s,
-            close_timeout=self.close_timeout_s,
-            max_size=self.max_request_bytes,
-        ) as server:
+        try:
+            listening = await serve(
+                self._handle,
+                host,
+                port,
+                compression=None,  # frames are shared between connections: no per-connection state
+                process_request=self._process_request,
+                ping_interval=self.ping_interval_s,
+                ping_timeout=self.ping_interval_s,
+                close_timeout=self.close_timeout_s,
+                max_size=self.max_request_bytes,
+            )
+        except OSError as exc:
+            raise listen_error(exc, host, port) from exc
+        async with listening as server:
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
             log.info("serving subscribers on %s", self.addresses)
             if ready is not None:

@@ -11,7 +11,16 @@ from importlib.metadata import version
 from pathlib import Path
 
 from gateway.tools import demo, replay, tap, verify
-from gateway.tools.runtime import add_capture_argument, configure_logging, make_capture, run_loop
+from gateway.tools.runtime import (
+    Parser,
+    UsageError,
+    add_capture_argument,
+    configure_logging,
+    log_level,
+    make_capture,
+    port_number,
+    run_loop,
+)
 from gateway.wire.config import Config, ConfigError, load_config
 
 # --- run -------------------------------------------------------------------------------------
@@ -49,10 +58,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = _with_overrides(load_config(Path(args.config)), args.port, args.host)
     except ConfigError as exc:
-        print(f"mdgateway: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"bad configuration: {exc}") from None
     configure_logging(args.log_level or config.log_level)
-    return run_loop(_run_service(config, args.capture))
+    hint = "; change [server] host/port in the configuration, or pass --host/--port (0: any free)"
+    return run_loop(_run_service(config, args.capture), listen_hint=hint)
 
 
 #: A tool's ``add_arguments``: the arguments its ``main`` takes from the namespace.
@@ -64,7 +73,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mdgateway",
         description="Redundant exchange feeds arbitrated into one clean L2 book per symbol.",
     )
@@ -73,9 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the gateway as a service")
     run.add_argument("--config", required=True, help="TOML configuration file")
-    run.add_argument("--port", type=int, help="subscriber port (overrides the config)")
+    run.add_argument(
+        "--port", type=port_number, help="subscriber port, 0-65535 (overrides the config)"
+    )
     run.add_argument("--host", help="subscriber bind address (overrides the config)")
-    run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    run.add_argument(
+        "--log-level",
+        type=log_level,
+        help="DEBUG, INFO, WARNING or ERROR (default: the config's log_level)",
+    )
     add_capture_argument(run)
     run.set_defaults(func=cmd_run)
 
@@ -101,8 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command of ``argv``; a UsageError is answered with one line on stderr and
+    exit status 2."""
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except UsageError as exc:
+        print(f"mdgateway {args.command}: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

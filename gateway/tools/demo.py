@@ -17,15 +17,26 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from feeds.sim.faults import FaultPlan, FaultSpecError
 from gateway.core.book import L2Book
 from gateway.io.service import Service
-from gateway.tools.runtime import add_capture_argument, configure_logging, make_capture, run_loop
+from gateway.tools.runtime import (
+    UsageError,
+    add_capture_argument,
+    configure_logging,
+    int_at_least,
+    int_between,
+    log_level,
+    make_capture,
+    port_number,
+    run_loop,
+    seconds,
+)
 from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
 log = logging.getLogger("mdgateway.demo")
@@ -34,6 +45,8 @@ CATCH_UP_TIMEOUT_S = 10.0
 #: ``mdgateway sim`` ports: venue i of DEMO_VENUES listens on PORT_BASE + 10 * i + 1..n,
 #: its REST endpoint (where it has one) on PORT_BASE + 10 * i + 9.
 PORT_BASE = 9440
+#: Endpoints per venue under ``mdgateway sim``: ports + 1..8, below the REST port.
+SIM_MAX_ENDPOINTS = 8
 
 
 @dataclass(frozen=True)
@@ -54,9 +67,15 @@ class DemoVenue:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def start(
-        self, symbols: list[str], n: int, seed: int, ports: list[int] | None, rest_port: int | None
+        self,
+        symbols: list[str],
+        n: int,
+        seed: int,
+        ports: list[int] | None,
+        rest_port: int | None,
+        faults: FaultPlan | None = None,
     ) -> Any:
-        """The simulator (an async context manager) on ``n`` endpoints."""
+        """The simulator (an async context manager) on ``n`` endpoints, under ``faults``."""
         from feeds.sim import simulators
 
         return getattr(simulators, self.sim_class)(
@@ -66,6 +85,7 @@ class DemoVenue:
             ports=ports,
             rest_port=rest_port,
             jitter_ms=20.0,
+            faults=faults,
             **self.options,
         )
 
@@ -112,44 +132,61 @@ DEFAULT_VENUES = ",".join(v.venue for v in DEMO_VENUES)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)"
+        "--duration",
+        type=seconds(positive=True),
+        default=None,
+        help="seconds to run, > 0 (default: until Ctrl-C)",
     )
-    parser.add_argument("--port", type=int, default=8765, help="subscriber port (0: any free)")
-    parser.add_argument("--no-view", action="store_true", help="log progress instead of a view")
     parser.add_argument(
-        "--venues", default=DEFAULT_VENUES, help=f"comma-separated (default {DEFAULT_VENUES})"
+        "--port", type=port_number, default=8765, help="subscriber port, 0-65535 (0: any free)"
     )
-    parser.add_argument("--endpoints", type=int, default=3, help="endpoints per venue (>= 2)")
+    parser.add_argument("--no-view", action="store_true", help="log progress instead of a view")
+    _add_venues_argument(parser)
+    parser.add_argument(
+        "--endpoints", type=int_at_least(2), default=3, help="endpoints per venue (>= 2)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulated venues")
     parser.add_argument(
-        "--fault-every", type=float, default=4.0, help="seconds between endpoint faults"
+        "--fault-every",
+        type=seconds(positive=True),
+        default=4.0,
+        help="seconds between endpoint faults (> 0)",
     )
-    parser.add_argument("--outage", type=float, default=1.5, help="seconds an endpoint is down")
     parser.add_argument(
-        "--log-level", default=None, help="log level (default: INFO with the view, else WARNING)"
+        "--outage",
+        type=seconds(positive=False),
+        default=1.5,
+        help="seconds an endpoint is down (>= 0)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=log_level,
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (default: INFO with the view, else WARNING)",
     )
     add_capture_argument(parser)
 
 
-def _selected(names: str) -> list[DemoVenue]:
+def _add_venues_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--venues",
+        type=selected_venues,
+        default=DEFAULT_VENUES,
+        help="comma-separated simulated venues (default: %(default)s)",
+    )
+
+
+def selected_venues(names: str) -> list[DemoVenue]:
+    """An argparse ``type``: the simulated venues of a comma-separated list of names."""
     by_name = {v.venue: v for v in DEMO_VENUES}
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in by_name]
     if unknown or not chosen:
-        raise ValueError(
+        raise argparse.ArgumentTypeError(
             f"unknown venue(s) {', '.join(unknown) or '(none given)'}; "
-            f"the demo simulates {DEFAULT_VENUES}"
+            f"the simulated venues are {DEFAULT_VENUES}"
         )
     return [by_name[n] for n in chosen]
-
-
-def _selected_or_say(names: str, command: str) -> list[DemoVenue] | None:
-    """The venues of ``--venues``, or None after saying on stderr what is wrong with it."""
-    try:
-        return _selected(names)
-    except ValueError as exc:
-        print(f"mdgateway {command}: {exc}", file=sys.stderr)
-        return None
 
 
 def demo_config(sims: Sequence[tuple[DemoVenue, Any]], port: int) -> Config:
@@ -275,16 +312,10 @@ def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: 
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    venues = _selected_or_say(args.venues, "demo")
-    if venues is None:
-        return 2
-    if args.endpoints < 2:
-        print("mdgateway demo: --endpoints must be at least 2", file=sys.stderr)
-        return 2
     started_s = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         sims = []
-        for i, venue in enumerate(venues):
+        for i, venue in enumerate(args.venues):
             sim = venue.start(list(venue.symbols), args.endpoints, args.seed + i, None, None)
             sims.append((venue, await stack.enter_async_context(sim)))
         service = Service(demo_config(sims, args.port), capture=make_capture(args.capture))
@@ -310,7 +341,7 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or ("WARNING" if args.no_view else "INFO"))
-    return run_loop(run_demo(args))
+    return run_loop(run_demo(args), listen_hint="; pass another --port (0: any free)")
 
 
 # --- mdgateway sim -----------------------------------------------------------------------------
@@ -323,24 +354,49 @@ def sim_ports(index: int, n_endpoints: int) -> tuple[list[int], int]:
 
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_venues_argument(parser)
     parser.add_argument(
-        "--venues", default=DEFAULT_VENUES, help=f"comma-separated (default {DEFAULT_VENUES})"
+        "--endpoints",
+        type=int_between(1, SIM_MAX_ENDPOINTS),
+        default=3,
+        help=f"endpoints per venue, 1-{SIM_MAX_ENDPOINTS}",
     )
-    parser.add_argument("--endpoints", type=int, default=3, help="endpoints per venue")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the venues and of --faults")
+    parser.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help="faults of every venue in the fault language (docs/faults.md), e.g. "
+        "'ep0: close@10; ep*: drop=0.001'; times count from the start",
+    )
+    parser.add_argument(
+        "--log-level", type=log_level, default="INFO", help="DEBUG, INFO, WARNING or ERROR"
+    )
+
+
+def sim_fault_plan(args: argparse.Namespace, venue_index: int) -> FaultPlan | None:
+    """The fault plan of ``--faults`` for the ``venue_index``-th venue of DEMO_VENUES
+    (seeded with ``--seed`` + index, as the venue itself); raises UsageError for a bad
+    spec."""
+    if not args.faults:
+        return None
+    try:
+        return FaultPlan(args.faults, args.seed + venue_index, args.endpoints)
+    except FaultSpecError as exc:
+        raise UsageError(f"bad --faults: {exc}") from None
 
 
 async def _run_sim(args: argparse.Namespace) -> int:
-    venues = _selected_or_say(args.venues, "sim")
-    if venues is None:
-        return 2
     async with contextlib.AsyncExitStack() as stack:
-        for venue in venues:
+        for venue in args.venues:
             index = DEMO_VENUES.index(venue)
             ports, rest_port = sim_ports(index, args.endpoints)
             sim = venue.start(
-                list(venue.symbols), args.endpoints, args.seed + index, ports, rest_port
+                list(venue.symbols),
+                args.endpoints,
+                args.seed + index,
+                ports,
+                rest_port,
+                sim_fault_plan(args, index),
             )
             await stack.enter_async_context(sim)
             rest_url = getattr(sim, "rest_url", None)
@@ -355,4 +411,7 @@ async def _run_sim(args: argparse.Namespace) -> int:
 
 def sim_main(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    return run_loop(_run_sim(args))
+    sim_fault_plan(args, 0)  # a bad spec is refused before any venue starts
+    first, last = PORT_BASE + 1, PORT_BASE + 10 * len(DEMO_VENUES) - 1
+    hint = f"; sim listens on fixed ports {first}-{last}: stop what holds the port"
+    return run_loop(_run_sim(args), listen_hint=hint)

@@ -33,7 +33,7 @@ from gateway.capture import (
     CaptureRecord,
     detect_venue,
 )
-from gateway.tools.runtime import int_at_least
+from gateway.tools.runtime import int_at_least, port_number
 from gateway.wire.venues import ADAPTERS
 
 
@@ -81,9 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed", type=_speed, default=1.0, metavar="X|max", help="time factor, or max"
     )
     parser.add_argument(
-        "--port", type=int, default=0, metavar="P", help="first endpoint port (0: any free)"
+        "--port",
+        type=port_number,
+        default=0,
+        metavar="P",
+        help="first endpoint port, 0-65535 (0: any free)",
     )
-    parser.add_argument("--rest-port", type=int, metavar="R", help="REST port (default P+K)")
+    parser.add_argument(
+        "--rest-port", type=port_number, metavar="R", help="REST port (default: P+K, or any free)"
+    )
     parser.add_argument("--loop", action="store_true", help="start over at the capture's end")
     parser.add_argument(
         "--faults",
@@ -157,4 +163,4 @@ def main(args: argparse.Namespace) -> int:
         f"{len(plan.rest)} REST responses",
         file=sys.stderr,
     )
-    return run_loop(_serve(args, plan))
+    return run_loop(_serve(args, plan), listen_hint="; pass other ports (--port, --rest-port)")

@@ -1,21 +1,77 @@
-"""What every command shares: logging, the event loop with signal handling, capture options."""
+"""What every command shares: logging, the event loop with signal handling, capture options,
+option types that validate, and the one-line answer to a user's mistake.
+
+A mistake of the user's (a bad option value, a port in use, a missing file) is answered
+with one line on stderr naming what to change and exit status 2: argument types raise
+``argparse.ArgumentTypeError`` (the :class:`Parser` prints it in one line), commands raise
+:class:`UsageError`, which ``mdgateway`` (:func:`gateway.tools.cli.main`) prints. A server
+that cannot bind its address raises :class:`~gateway.wire.config.ListenError`;
+:func:`run_loop` turns it into a UsageError. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+from gateway.wire.config import LOG_LEVELS, MAX_PORT, ListenError
 
 if TYPE_CHECKING:
     from gateway.io.capture_writer import CaptureWriter
 
 
+class UsageError(Exception):
+    """A mistake of the user's; the message names what to change. The command exits 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (with where to find the usage), and
+    whose help shows each option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already names its
+    default or there is none to show (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def log_level(text: str) -> str:
+    """An argparse ``type``: a log level name of LOG_LEVELS, in any case."""
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown log level {text!r}; use one of {', '.join(LOG_LEVELS)}"
+        )
+    return text.upper()
+
+
 def configure_logging(level: str) -> None:
+    """Log to stderr at ``level`` (a name of LOG_LEVELS); raises UsageError for another."""
+    if level.upper() not in LOG_LEVELS:
+        raise UsageError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -25,14 +81,41 @@ def configure_logging(level: str) -> None:
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def run_loop(main: Coroutine[Any, Any, int]) -> int:
+def run_loop(main: Coroutine[Any, Any, int], *, listen_hint: str = "") -> int:
     """Runs ``main`` on uvloop (asyncio where uvloop is missing) until it returns or
-    SIGINT/SIGTERM arrives; a signal cancels it, so every task it started is stopped."""
+    SIGINT/SIGTERM arrives; a signal cancels it, so every task it started is stopped.
+
+    Raises UsageError when ``main`` fails with only UsageErrors and ListenErrors (however
+    deep in exception groups): the first one's message, ``listen_hint`` appended to a
+    ListenError's (what to change, e.g. "; pick another --port").
+    """
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every POSIX platform
-        return asyncio.run(_until_signal(main))
-    return uvloop.run(_until_signal(main))
+        run = asyncio.run
+    else:
+        run = uvloop.run
+    try:
+        return run(_until_signal(main))
+    except Exception as exc:
+        mistake = users_mistake(exc)
+        if mistake is None:
+            raise
+        if isinstance(mistake, ListenError):
+            raise UsageError(f"{mistake}{listen_hint}") from None
+        raise mistake from None
+
+
+def users_mistake(exc: BaseException) -> UsageError | ListenError | None:
+    """``exc`` when it is a UsageError or ListenError, or the first of an exception group
+    that holds nothing else; None otherwise."""
+    if isinstance(exc, UsageError | ListenError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [users_mistake(inner) for inner in exc.exceptions]
+        if found and all(mistake is not None for mistake in found):
+            return found[0]
+    return None
 
 
 async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
@@ -57,10 +140,18 @@ async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
 
 
 def make_capture(directory: Path | None) -> CaptureWriter | None:
-    """The capture writer of ``--capture DIR``, or None."""
+    """The capture writer of ``--capture DIR``, or None. Creates DIR; raises UsageError
+    when it cannot be created or written to."""
     if directory is None:
         return None
     from gateway.io.capture_writer import CaptureWriter
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--capture {directory}: {exc.strerror or exc}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--capture {directory}: the directory is not writable")
 
     return CaptureWriter(directory)
 
@@ -85,6 +176,39 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}: {text!r}")
+        return value
+
+    return parse
+
+
+def int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``minimum`` to ``maximum``."""
+    at_least = int_at_least(minimum)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}: {text!r}")
+        return value
+
+    return parse
+
+
+#: An argparse ``type``: a TCP port, 0 to 65535 (0: any free port).
+port_number: Final = int_between(0, MAX_PORT)
+
+
+def seconds(*, positive: bool) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number of seconds, > 0 when ``positive``, else >= 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "more than 0" if positive else "at least 0"
+            raise argparse.ArgumentTypeError(f"must be {bound} seconds: {text!r}")
         return value
 
     return parse

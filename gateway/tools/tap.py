@@ -19,10 +19,13 @@ Per message of the symbol's ``book`` channel, :class:`Tap`:
   snapshot side not strictly best first, counts one ``bad_levels`` violation (the book is
   then discarded until the next snapshot, with a resync after a bad delta).
 
-Exit codes of :func:`main`: 0 when at least one snapshot arrived and no gap, no violation
-and no connection loss was seen; 1 otherwise; 2 on usage and connection errors (the
-gateway cannot be reached, refuses the subscription, e.g. ``unknown_symbol``), with the
-reason on stderr.
+Exit codes of :func:`main`: 0 when at least one snapshot arrived, no gap, no violation and
+no connection loss was seen, and the symbol's last ``status`` (if any came) is ``live``; 1
+otherwise; 2 on usage and connection errors (the gateway cannot be reached, refuses the
+subscription, e.g. ``unknown_symbol``), with the reason on stderr.
+
+On a terminal the command prints a status line per second while it runs (nothing when
+stdout is redirected); the summary comes at the end, after ``--duration`` or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gateway.core.book import L2Book
-from gateway.core.model import Level
+from gateway.core.model import Level, SymbolState
 from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
-from gateway.tools.runtime import int_at_least
+from gateway.tools.runtime import int_at_least, seconds
 from gateway.wire.protocol import (
     Delta,
     Error,
@@ -137,7 +140,8 @@ class Tap:
         self.subscription = SubscribedBook(strict_snapshot_order=True)
         self.counts = TapReport(symbol=symbol)
         self._snapshot_epoch: int | None = None
-        self._started = time.monotonic()
+        #: ``time.monotonic()`` when the tap began (subscribed, once :meth:`run` is).
+        self.started = time.monotonic()
 
     @property
     def book(self) -> L2Book:
@@ -236,12 +240,13 @@ class Tap:
         report.bids = self.book.bids() if self.synced else []
         report.asks = self.book.asks() if self.synced else []
         report.synced = self.synced
-        report.duration_s = round(time.monotonic() - self._started, 3)
+        report.duration_s = round(time.monotonic() - self.started, 3)
         report.ok = (
             report.snapshots > 0
             and report.gaps == 0
             and report.inconsistencies == 0
             and report.closed is None
+            and report.status in (None, str(SymbolState.LIVE))
         )
         return report
 
@@ -262,7 +267,7 @@ class Tap:
             )
         except (OSError, WebSocketException, TimeoutError) as exc:
             raise TapError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
-        self._started = time.monotonic()
+        self.started = time.monotonic()
         try:
             await ws.send(encode_json(Subscribe([self.symbol], ["book"], self.depth)).decode())
             follow = asyncio.ensure_future(self._follow(ws))
@@ -341,17 +346,27 @@ def _or_dash(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def status_line(tap: Tap) -> str:
+    """One line on the tap so far: status, position, counts and the best prices."""
+    counts = tap.counts
+    best_bid, best_ask = (tap.book.best_bid(), tap.book.best_ask()) if tap.synced else (None, None)
+    return (
+        f"{tap.symbol} {time.monotonic() - tap.started:.0f} s: status {counts.status or '-'}"
+        f"  seq {_or_dash(counts.epoch)}:{_or_dash(counts.last_seq)}"
+        f"  deltas {counts.deltas}  gaps {counts.gaps}  resyncs {counts.resyncs}"
+        f"  best {best_bid[0] if best_bid else '-'} / {best_ask[0] if best_ask else '-'}"
+    )
+
+
+async def _status_lines(tap: Tap, out: TextIO, interval_s: float = 1.0) -> None:
+    """A status line on ``out`` every ``interval_s`` until cancelled."""
+    while True:
+        await asyncio.sleep(interval_s)
+        out.write(status_line(tap) + "\n")
+        out.flush()
+
+
 # --- command -------------------------------------------------------------------------------
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -362,7 +377,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--duration",
-        type=_positive_float,
+        type=seconds(positive=True),
         default=None,
         metavar="S",
         help="stop after S seconds (default: until Ctrl-C)",
@@ -378,14 +393,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_tap(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
-    """Run ``tap`` on the running loop: report on stdout, errors on stderr; returns the
-    exit code."""
+    """Run ``tap`` on the running loop: report on stdout (and a status line per second
+    while it runs when stdout is a terminal), errors on stderr; returns the exit code."""
     tap = Tap(args.url, args.symbol, depth=args.depth)
-    try:
-        report = await tap.run(args.duration, stop)
-    except TapError as exc:
-        print(f"mdgateway tap: error: {exc}", file=sys.stderr)
-        return 2
+    async with asyncio.TaskGroup() as tasks:
+        lines = tasks.create_task(_status_lines(tap, sys.stdout)) if sys.stdout.isatty() else None
+        try:
+            report = await tap.run(args.duration, stop)
+        except TapError as exc:
+            print(f"mdgateway tap: error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if lines is not None:
+                lines.cancel()
     if args.json:
         render_json(report, sys.stdout)
     else:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.capture import (
+    FORMATS,
     INLINE_SNAPSHOT_SCHEME,
     KNOWN_VENUES,
     CaptureFormat,
@@ -303,8 +304,9 @@ def verify_capture(
 
 
 def encode_json(report: VerifyReport) -> bytes:
-    """The report as one JSON object (no trailing newline)."""
-    return msgspec.json.encode(report)
+    """The report as one JSON object (no trailing newline), with ``ok`` first: true exactly
+    when ``verify`` exits 0."""
+    return msgspec.json.encode({"ok": report.ok, **msgspec.structs.asdict(report)})
 
 
 # --- command line -------------------------------------------------------------------------
@@ -312,11 +314,13 @@ def encode_json(report: VerifyReport) -> bytes:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``verify``; :func:`main` takes the namespace they produce."""
+    parser.epilog = "Capture formats, told from the content: " + "; ".join(
+        f"{spec.format.value}: {spec.expected}" for spec in FORMATS
+    )
     parser.add_argument(
         "path",
         type=Path,
-        help="capture file: hftbacktest collector .gz, or a cryptofeed NAME.ws.N.M "
-        "(its NAME.http.N.M beside it is read too)",
+        help=f"capture file or directory, of any format below ({', '.join(_FORMAT_NAMES)})",
     )
     parser.add_argument(
         "--venue",
@@ -332,6 +336,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"levels per side in the report (default {DEFAULT_DEPTH})",
     )
+
+
+_FORMAT_NAMES: Final = tuple(spec.format.value for spec in FORMATS)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ the key (``$.venues[0].endpoints`` style paths, as msgspec reports them).
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from typing import Annotated, Final
@@ -19,14 +20,37 @@ SUPPORTED_VENUES: Final = tuple(ADAPTERS)
 #: Symbols as venues spell them: BTCUSDT, BTC-USDT, BTC/USD, BTC-USDT-SWAP.
 SYMBOL_PATTERN: Final = re.compile(r"^[A-Z0-9][A-Z0-9._/-]*$")
 
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+MAX_PORT: Final = 65535
+Port = Annotated[int, msgspec.Meta(ge=0, le=MAX_PORT)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+#: The log levels a configuration and ``--log-level`` accept (in any case).
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the offending key."""
+
+
+class ListenError(OSError):
+    """A server cannot listen on its address (in use, not an address of this host, not
+    permitted): the address is the user's to change. The message names it and why."""
+
+
+_LISTEN_REASONS: Final = {
+    errno.EADDRINUSE: "the port is already in use",
+    errno.EADDRNOTAVAIL: "not an address of this host",
+    errno.EACCES: "permission denied (ports below 1024 need privileges)",
+}
+
+
+def listen_error(exc: OSError, host: str, port: int) -> ListenError:
+    """The :class:`ListenError` of a failed bind of ``host:port``, keeping its errno."""
+    reason = _LISTEN_REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+    error = ListenError(f"cannot listen on {host}:{port}: {reason}")
+    error.errno = exc.errno
+    return error
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -81,7 +105,7 @@ def _check_urls(urls: list[str], schemes: tuple[str, ...], where: str) -> None:
 
 def validate(config: Config) -> Config:
     """Checks what the types alone cannot; returns ``config`` or raises ConfigError."""
-    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"$.log_level: unknown level {config.log_level!r}")
     if not config.venues:
         raise ConfigError("$.venues: at least one venue is required")

@@ -290,3 +290,121 @@ async def _cli_json() -> None:
 
 def test_cli_tap_prints_one_json_object_and_exits_zero(run: Run) -> None:
     run(_cli_json, 45)
+
+
+# --- the verdict on the symbol's state, the status lines on a terminal ----------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "ok"),
+    [
+        (SymbolState.LIVE, True),
+        (SymbolState.RESYNCING, False),
+        (SymbolState.STALE, False),
+        (SymbolState.SYNCING, False),
+    ],
+)
+def test_the_verdict_needs_the_symbol_to_end_live(state: SymbolState, ok: bool) -> None:
+    tap = Tap("ws://unused/", KEY)
+    for msg in [
+        Status(KEY, SymbolState.LIVE, ""),
+        _snap(7, [("100", "1")], [("101", "1")]),
+        Status(KEY, state, ""),
+    ]:
+        tap.on_raw(encode_json(msg).decode())
+    report = tap.report()
+    assert report.status == str(state) and report.gaps == 0
+    assert report.ok is ok
+
+
+def _answering(*msgs: ServerMessage) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A fake gateway's script: the subscription, answered with the live symbol's snapshot
+    and then ``msgs``."""
+
+    async def script(ws: ServerConnection) -> None:
+        await ws.recv()
+        live = Status(KEY, SymbolState.LIVE, "")
+        snapshot = _snap(0, [("100", "1")], [("101", "1")])
+        await _send(ws, Subscribed([KEY], ["book"]), live, snapshot, *msgs)
+
+    return script
+
+
+async def _stale_at_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+    script = _answering(Status(KEY, SymbolState.STALE, "every endpoint down"))
+    async with _fake_gateway(script) as url:
+        code = await run_tap(_args(url, duration=0.5))
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "stale" and report["gaps"] == 0 and report["ok"] is False
+    assert code == 1
+
+
+def test_a_symbol_that_ends_stale_exits_1(capsys: pytest.CaptureFixture[str], run: Run) -> None:
+    run(lambda: _stale_at_the_end(capsys), 20)
+
+
+class _Terminal:
+    """The master side of a pseudo-terminal: what the child writes, as it arrives."""
+
+    def __init__(self, master_fd: int) -> None:
+        self.fd = master_fd
+        self.text = ""
+        self.closed = asyncio.Event()
+        self.changes = StateChanges()
+        asyncio.get_running_loop().add_reader(master_fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:  # EIO: the child closed its side
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.fd)
+            self.closed.set()
+        self.text += data.decode(errors="replace")
+        self.changes.notify()
+
+    async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self.changes.wait_until(predicate)
+
+
+async def _tap_on_a_terminal() -> None:
+    import pty
+
+    async with _fake_gateway(_answering(_delta(1, (("100", "2"),)))) as url:
+        master_fd, child_fd = pty.openpty()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *[sys.executable, "-m", "gateway", "tap", url, "--symbol", KEY],
+                stdout=child_fd,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=ROOT,
+            )
+            os.close(child_fd)
+            child_fd = -1
+            terminal = _Terminal(master_fd)
+            try:
+                # No --duration: a status line per second, then the summary on Ctrl-C.
+                await terminal.until(lambda: "status live" in terminal.text, 30)
+                assert f"{KEY} " in terminal.text and "deltas 1  gaps 0" in terminal.text
+                assert "best 100 / 101" in terminal.text
+                process.send_signal(signal.SIGINT)
+                async with asyncio.timeout(30):
+                    _, stderr = await process.communicate()
+                    await terminal.closed.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+        finally:
+            if child_fd >= 0:
+                os.close(child_fd)
+            asyncio.get_running_loop().remove_reader(master_fd)
+            os.close(master_fd)
+    assert process.returncode == 0, stderr.decode()
+    assert f"tap {KEY}: OK" in terminal.text and "deltas 1" in terminal.text
+
+
+def test_tap_on_a_terminal_prints_status_lines_and_its_summary_on_ctrl_c(run: Run) -> None:
+    run(_tap_on_a_terminal, 60)

@@ -1,0 +1,131 @@
+"""What the commands share: option types that validate, the one-line parser, and the event
+loop that turns a user's mistake inside task groups into one UsageError."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from gateway.tools.runtime import (
+    Parser,
+    UsageError,
+    int_between,
+    log_level,
+    port_number,
+    run_loop,
+    seconds,
+    users_mistake,
+)
+from gateway.wire.config import ListenError, listen_error
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "value"),
+    [
+        (port_number, "0", 0),
+        (port_number, "65535", 65535),
+        (int_between(1, 8), "8", 8),
+        (seconds(positive=True), "0.5", 0.5),
+        (seconds(positive=False), "0", 0.0),
+        (log_level, "debug", "DEBUG"),
+    ],
+)
+def test_option_types_take_the_values_in_range(
+    parse: Callable[[str], object], text: str, value: object
+) -> None:
+    assert parse(text) == value
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (port_number, "65536"),
+        (port_number, "-1"),
+        (port_number, "http"),
+        (int_between(1, 8), "9"),
+        (seconds(positive=True), "0"),
+        (seconds(positive=True), "inf"),
+        (seconds(positive=True), "nan"),
+        (seconds(positive=False), "-0.1"),
+        (log_level, "verbose"),
+    ],
+)
+def test_option_types_refuse_the_others(parse: Callable[[str], object], text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=repr(text).strip("'")):
+        parse(text)
+
+
+def test_the_parser_answers_a_mistake_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = Parser(prog="mdgateway x")
+    parser.add_argument("--port", type=port_number, default=8765, help="a port")
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["--port", "70000"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "mdgateway x: argument --port: must be at most 65535: '70000' (see mdgateway x --help)\n"
+    )
+    assert "(default: 8765)" in parser.format_help()
+
+
+def _in_use() -> ListenError:
+    return listen_error(OSError(errno.EADDRINUSE, "Address already in use"), "127.0.0.1", 80)
+
+
+def test_a_mistake_is_found_however_deep_in_exception_groups() -> None:
+    usage = UsageError("bad")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [_in_use()]), usage])
+    found = users_mistake(nested)
+    assert isinstance(found, ListenError) and found.errno == errno.EADDRINUSE
+    assert users_mistake(usage) is usage
+    # A bug beside a mistake keeps its traceback.
+    assert users_mistake(ExceptionGroup("g", [usage, RuntimeError("bug")])) is None
+    assert users_mistake(RuntimeError("bug")) is None
+
+
+def test_a_bind_failure_names_the_address_and_why() -> None:
+    error = _in_use()
+    assert str(error) == "cannot listen on 127.0.0.1:80: the port is already in use"
+    assert isinstance(error, OSError)
+
+
+async def _bind_in_a_task_group(port: int) -> int:
+    async def listen() -> None:
+        try:
+            await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
+        except OSError as exc:
+            raise listen_error(exc, "127.0.0.1", port) from exc
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(listen())
+        tasks.create_task(asyncio.sleep(30))
+    return 0
+
+
+def test_run_loop_turns_a_bind_failure_in_task_groups_into_one_usage_error() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(UsageError) as raised:
+            run_loop(_bind_in_a_task_group(port), listen_hint="; pass another --port")
+    assert str(raised.value) == (
+        f"cannot listen on 127.0.0.1:{port}: the port is already in use; pass another --port"
+    )
+
+
+async def _bug() -> int:
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(asyncio.sleep(0, result=None))
+        raise KeyError("a bug")
+
+
+def test_run_loop_lets_a_bug_through() -> None:
+    with pytest.raises(BaseExceptionGroup) as raised:
+        run_loop(_bug())
+    assert raised.group_contains(KeyError)
