@@ -307,31 +307,31 @@ def test_cli_tap_prints_one_json_object_and_exits_zero(run: Run) -> None:
 def test_the_verdict_needs_the_symbol_to_end_live(state: SymbolState, ok: bool) -> None:
     tap = Tap("ws://unused/", KEY)
     for msg in [
-        Status(KEY, SymbolState.LIVE, ""),
+        p.Status(KEY, SymbolState.LIVE, ""),
         _snap(7, [("100", "1")], [("101", "1")]),
-        Status(KEY, state, ""),
+        p.Status(KEY, state, ""),
     ]:
-        tap.on_raw(encode_json(msg).decode())
+        tap.on_raw(p.encode_json(msg).decode())
     report = tap.report()
     assert report.status == str(state) and report.gaps == 0
     assert report.ok is ok
 
 
-def _answering(*msgs: ServerMessage) -> Callable[[ServerConnection], Awaitable[None]]:
+def _answering(*msgs: p.ServerMessage) -> Callable[[ServerConnection], Awaitable[None]]:
     """A fake gateway's script: the subscription, answered with the live symbol's snapshot
     and then ``msgs``."""
 
     async def script(ws: ServerConnection) -> None:
         await ws.recv()
-        live = Status(KEY, SymbolState.LIVE, "")
+        live = p.Status(KEY, SymbolState.LIVE, "")
         snapshot = _snap(0, [("100", "1")], [("101", "1")])
-        await _send(ws, Subscribed([KEY], ["book"]), live, snapshot, *msgs)
+        await _send(ws, p.Subscribed([KEY], ["book"]), live, snapshot, *msgs)
 
     return script
 
 
 async def _stale_at_the_end(capsys: pytest.CaptureFixture[str]) -> None:
-    script = _answering(Status(KEY, SymbolState.STALE, "every endpoint down"))
+    script = _answering(p.Status(KEY, SymbolState.STALE, "every endpoint down"))
     async with _fake_gateway(script) as url:
         code = await run_tap(_args(url, duration=0.5))
     report = json.loads(capsys.readouterr().out)
