@@ -251,8 +251,10 @@ def gateway_config(
     return text, left_out
 
 
-def progress_line(replayed_ns: int, total_ns: int, frames: int, frames_per_s: float) -> str:
-    """The progress shown on a terminal."""
+def progress_line(replayed_ns: int | None, total_ns: int, frames: int, frames_per_s: float) -> str:
+    """The progress shown on a terminal (``replayed_ns`` None: nothing sent yet)."""
+    if replayed_ns is None:
+        return f"waiting for a connection ({total_ns / 1e9:,.1f} s to replay)"
     return (
         f"replayed {replayed_ns / 1e9:,.1f} s of {total_ns / 1e9:,.1f} s, "
         f"{frames:,} frames, {frames_per_s:,.0f} frames/s"
@@ -270,7 +272,7 @@ async def _show_progress(server: ReplayServer, plan: ReplayPlan, out: TextIO) ->
         finished = server.finished.is_set()
         now_s, frames = loop.time(), sum(server.frames_sent)
         replay_ns = server.replay_ns
-        replayed = 0 if replay_ns is None else replay_ns - plan.first_ns
+        replayed = None if replay_ns is None else replay_ns - plan.first_ns
         rate = (frames - last_frames) / max(now_s - last_s, 1e-9)
         out.write("\r" + progress_line(replayed, plan.duration_ns, frames, rate) + "\033[K")
         out.flush()

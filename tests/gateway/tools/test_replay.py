@@ -189,6 +189,9 @@ def test_progress_shows_time_replayed_frames_and_rate() -> None:
     assert progress_line(1_500_000_000, 60_000_000_000, 12_345, 1234.4) == (
         "replayed 1.5 s of 60.0 s, 12,345 frames, 1,234 frames/s"
     )
+    assert progress_line(None, 60_000_000_000, 0, 0.0) == (
+        "waiting for a connection (60.0 s to replay)"
+    )
     plan = build_plan([_ws_record(1_000), _ws_record(4_000_001_000)], None)
     out = io.StringIO()
     asyncio.run(_show_progress(_FakeServer(), plan, out))  # type: ignore[arg-type]
