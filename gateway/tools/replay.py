@@ -191,6 +191,28 @@ def load_session(paths: Sequence[Path], endpoints: int | None) -> Session:
     return Session(plan, venue_of, {v: s for v, s in symbols.items() if s}, joins)
 
 
+def _missing_snapshots(session: Session) -> list[str]:
+    """A warning when venues that build their books from REST snapshots have none to get."""
+    if len(session.plan.rest):
+        return []
+    venues = sorted(
+        {
+            venue
+            for venue in session.venue_of.values()
+            if venue in ADAPTERS
+            and ADAPTERS[venue].snapshot_url is not None
+            and not ADAPTERS[venue].in_band_snapshots
+        }
+    )
+    if not venues:
+        return []
+    return [
+        f"warning: no REST snapshot in the capture, so {', '.join(venues)} books cannot sync "
+        "(a later file of a session has none: give the session's files in order, the first "
+        "one first)"
+    ]
+
+
 def load_plan(paths: Sequence[Path], endpoints: int | None) -> ReplayPlan:
     """The replay plan of the captures at ``paths`` on ``endpoints`` endpoints."""
     return load_session(paths, endpoints).plan
@@ -415,6 +437,6 @@ def main(args: argparse.Namespace) -> int:
         f"{len(plan.rest)} REST responses",
         file=sys.stderr,
     )
-    for join in session.joins:
-        print(join, file=sys.stderr)
+    for line in [*session.joins, *_missing_snapshots(session)]:
+        print(line, file=sys.stderr)
     return run_loop(_serve(args, session))

@@ -5,7 +5,9 @@ its own, the table and the written config; consecutive files as one session; pro
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,12 @@ from gateway.capture import CaptureRecord
 from gateway.capture import codec as mdgw
 from gateway.core.model import VenueNotice
 from gateway.tools.replay import (
+    _missing_snapshots,
     _notice_frame,
     _show_progress,
     endpoint_table,
     gateway_config,
+    load_plan,
     load_session,
     progress_line,
 )
@@ -130,7 +134,7 @@ def test_the_written_config_points_every_venue_at_its_endpoints(tmp_path: Path) 
     session = load_session([_two_venue_capture(tmp_path / "cap")], None)
     urls = ["ws://127.0.0.1:7000", "ws://127.0.0.1:7001", "ws://127.0.0.1:7002"]
     text, left_out = gateway_config(session, urls, "http://127.0.0.1:7003")
-    assert left_out == []
+    assert left_out == [] and _missing_snapshots(session) == []
     config = parse_config(text)
     venues = {v.venue: v for v in config.venues}
     assert venues["binance"].symbols == ["BTCUSDT"]
@@ -172,6 +176,8 @@ def test_consecutive_files_are_one_session_and_overlapping_ones_side_by_side(
     assert chained.joins == ["btcusdt_20240809: continues btcusdt_20240808 (one session)"]
     # The same connection in both: fanned out to K endpoints as one connection is.
     assert len(load_session([a, b], 3).plan.endpoints) == 3
+    # No file holds the REST snapshot these Binance books need: said at start.
+    assert "no REST snapshot" in _missing_snapshots(chained)[0]
     beside = load_session([b, a], None)
     assert beside.plan.connections == 2 and len(beside.plan.endpoints) == 2
     assert "replayed beside it" in beside.joins[0]
@@ -201,3 +207,23 @@ def test_progress_shows_time_replayed_frames_and_rate() -> None:
 
 def _ws_record(recv_ns: int) -> CaptureRecord:
     return CaptureRecord(recv_ns, 0, "ws", "", b"{}")
+
+
+def test_a_real_session_split_in_two_replays_as_the_whole_file(
+    real_data: Callable[[str], Path], tmp_path: Path
+) -> None:
+    whole = real_data("binance/hftbacktest/spot/btcusdt_20240808.gz")
+    with gzip.open(whole, "rb") as f:
+        lines = f.readlines()
+    first, later = tmp_path / "btcusdt_20240808.gz", tmp_path / "btcusdt_20240809.gz"
+    with gzip.open(first, "wb") as f:
+        f.writelines(lines[:12_345])
+    with gzip.open(later, "wb") as f:
+        f.writelines(lines[12_345:])
+    expected = load_plan([whole], 3)
+    got = load_session([first, later], 3)
+    assert got.joins == ["btcusdt_20240809.gz: continues btcusdt_20240808.gz (one session)"]
+    assert got.plan.endpoints == expected.endpoints
+    assert got.plan.connections == expected.connections == 1
+    target = "/api/v3/depth?symbol=BTCUSDT&limit=1000"
+    assert got.plan.rest.lookup(target, None) == expected.rest.lookup(target, None) is not None
