@@ -311,7 +311,14 @@ def _speed(text: str) -> float | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="capture file or DIR")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="capture file or DIR; several: the files of one session in order, or "
+        "captures replayed side by side",
+    )
     parser.add_argument(
         "--endpoints",
         type=int_at_least(1),
