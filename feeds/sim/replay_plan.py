@@ -4,9 +4,14 @@ No asyncio, websockets or socket: records in, a :class:`ReplayPlan` out, and the
 time computations the server's send loop and REST hook need.
 
 - Every ``ws`` record belongs to a recorded connection (``conn_id``). Connections are
-  numbered in order of their first frame; recorded connection ``i`` replays on endpoint
-  ``i mod K``; several connections landing on one endpoint are merged in recorded order.
-  A capture of ONE recorded connection is fanned to every endpoint (the same frames).
+  numbered in order of their first frame. With K endpoints given, recorded connection
+  ``i`` replays on endpoint ``i mod K``; several connections landing on one endpoint are
+  merged in recorded order. Without K (``endpoints=None``), each recorded connection gets
+  an endpoint of its own (:func:`endpoint_layout`), but the companion connections a venue
+  opens to one endpoint at once (Binance USD-M's ``/public`` and ``/market`` paths) share
+  one. A capture of ONE recorded connection is fanned to every endpoint (the same frames;
+  one endpoint without K). :attr:`ReplayPlan.connections_served` says which recorded
+  connection went where.
 - Times are ``offset_ns``: the frame's ``recv_ns`` minus the capture's FIRST frame's
   ``recv_ns`` (one clock for all endpoints, so the recorded order across connections and
   symbols is kept when the endpoints are read at the same pace). At speed ``X`` a frame is
@@ -35,12 +40,14 @@ from gateway.capture import INLINE_SNAPSHOT_SCHEME, CaptureRecord
 
 __all__ = [
     "SYMBOL_PARAMS",
+    "RecordedConnection",
     "ReplayFrame",
     "ReplayPlan",
     "RestIndex",
     "build_plan",
     "due_count",
     "due_s",
+    "endpoint_layout",
     "parse_speed",
 ]
 
@@ -111,6 +118,38 @@ class RestIndex:
 
 
 @dataclass(frozen=True)
+class RecordedConnection:
+    """One recorded connection with frames, and the endpoints that replay it."""
+
+    conn_id: int
+    #: The URL it was opened to, ``""`` when the capture did not record it.
+    url: str
+    endpoints: tuple[int, ...]
+    frames: int
+
+
+def endpoint_layout(urls: Sequence[str]) -> list[int]:
+    """The endpoint of each recorded connection (given by URL, in order of first frame)
+    when each gets its own: the ``n``-th connection to a host and path shares the endpoint
+    of the ``n``-th connection to the same host with another path (one endpoint the venue
+    serves on several paths), and is alone otherwise. Unrecorded URLs are alone."""
+    endpoint_of: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, str], int] = {}
+    layout: list[int] = []
+    for url in urls:
+        if not url:
+            layout.append(len(endpoint_of))
+            endpoint_of[(f"#{len(layout)}", 0)] = layout[-1]
+            continue
+        parts = urlsplit(url)
+        host = f"{parts.scheme}://{parts.netloc}"
+        ordinal = seen.get((host, parts.path), 0)
+        seen[(host, parts.path)] = ordinal + 1
+        layout.append(endpoint_of.setdefault((host, ordinal), len(endpoint_of)))
+    return layout
+
+
+@dataclass(frozen=True)
 class ReplayPlan:
     """Per endpoint, the frames in send order; the REST responses; the capture's span."""
 
@@ -120,6 +159,8 @@ class ReplayPlan:
     connections: int
     first_ns: int
     last_ns: int
+    #: Which recorded connection each endpoint replays, in order of first frame.
+    connections_served: tuple[RecordedConnection, ...] = ()
 
     @property
     def duration_ns(self) -> int:
@@ -127,35 +168,54 @@ class ReplayPlan:
 
 
 def build_plan(
-    records: Iterable[CaptureRecord], endpoints: int, snapshot_path: str | None = None
+    records: Iterable[CaptureRecord], endpoints: int | None, snapshot_path: str | None = None
 ) -> ReplayPlan:
-    """The plan of ``records`` (in recorded order) on ``endpoints`` endpoints."""
-    if endpoints < 1:
+    """The plan of ``records`` (in recorded order) on ``endpoints`` endpoints (None: one
+    per recorded connection, :func:`endpoint_layout`)."""
+    if endpoints is not None and endpoints < 1:
         raise ValueError("endpoints must be >= 1")
     order: dict[int, int] = {}
+    urls: dict[int, str] = {}
     frames: list[tuple[int, CaptureRecord]] = []
     rest = RestIndex()
     for record in records:
         if record.kind == "ws":
             number = order.setdefault(record.conn_id, len(order))
+            urls.setdefault(record.conn_id, record.url)
             frames.append((number, record))
+        elif record.kind == "connect":
+            urls[record.conn_id] = record.url
         elif record.kind == "rest":
             rest.add(record.url, record.recv_ns, record.payload, snapshot_path)
+    fan_out = len(order) == 1
+    if fan_out or endpoints is not None:
+        count = endpoints or 1
+        layout = [number % count for number in range(len(order))]
+    else:
+        layout = endpoint_layout([urls[conn_id] for conn_id in order])
+        count = max(layout, default=0) + 1
     first_ns = frames[0][1].recv_ns if frames else 0
     last_ns = first_ns
-    per_endpoint: list[list[ReplayFrame]] = [[] for _ in range(endpoints)]
-    fan_out = len(order) == 1
+    per_endpoint: list[list[ReplayFrame]] = [[] for _ in range(count)]
+    counts = [0] * len(order)
     for number, record in frames:
         # A clock stepping back in the capture never reorders: offsets only grow.
         last_ns = max(last_ns, record.recv_ns)
         frame = ReplayFrame(last_ns - first_ns, record.recv_ns, record.payload)
-        if not fan_out:
-            per_endpoint[number % endpoints].append(frame)
-        else:
-            per_endpoint[0].append(frame)
+        per_endpoint[layout[number]].append(frame)
+        counts[number] += 1
     if fan_out:
-        per_endpoint = [per_endpoint[0]] * endpoints  # one list, shared: identical frames
-    return ReplayPlan(per_endpoint, rest, len(order), first_ns, last_ns)
+        per_endpoint = [per_endpoint[0]] * count  # one list, shared: identical frames
+    served = tuple(
+        RecordedConnection(
+            conn_id,
+            urls[conn_id],
+            tuple(range(count)) if fan_out else (layout[number],),
+            counts[number],
+        )
+        for conn_id, number in order.items()
+    )
+    return ReplayPlan(per_endpoint, rest, len(order), first_ns, last_ns, served)
 
 
 def parse_speed(text: str) -> float | None:

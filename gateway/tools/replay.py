@@ -1,12 +1,23 @@
-"""``mdgateway replay PATH... --endpoints K --speed X|max --port P [--loop] [--rest-port R]``.
+"""``mdgateway replay PATH... [--endpoints K] --speed X|max --port P [--loop] [--rest-port R]
+[--write-config FILE]``.
 
-Serves recorded captures (every format ``verify`` reads) from K loopback WebSocket endpoints
+Serves recorded captures (every format ``verify`` reads) from loopback WebSocket endpoints
 and a REST port (:mod:`feeds.sim.replay`), so ``mdgateway run`` connects to it with only its
-endpoint URLs changed. Prints the endpoint URLs and the REST URL at start, and ``replay
-finished`` once every endpoint has sent the whole capture (not with ``--loop``).
+endpoint URLs and REST bases changed. Without ``--endpoints``, each recorded connection is
+served on an endpoint of its own (a one-connection capture on one; the layout is
+:func:`feeds.sim.replay_plan.endpoint_layout`); with ``--endpoints K``, K endpoints (one
+connection fanned to all K, several dealt round-robin). Prints a table endpoint -> venue ->
+recorded connection and the REST URL at start, and ``replay finished`` once every endpoint
+has sent the whole capture (not with ``--loop``). ``--write-config FILE`` writes a gateway
+configuration (:mod:`gateway.wire.config`) pointing every venue of the capture at its
+endpoints and at the REST port, checked by loading it back. On a terminal, stderr shows
+the progress (replay time, frames sent, frames per second) once a second.
 
-Several PATHs are merged in receive order, each keeping its own recorded connections. An
-inline REST snapshot (a format that recorded no URL) is served at the venue's snapshot path
+PATHs whose receive times follow one another are one session (consecutive files of the same
+connections, :class:`gateway.capture.chain.ChainedReader`: the later files continue the
+recorded connections); a PATH that starts before the previous one ends is another capture,
+merged in receive order with its own recorded connections. An inline REST snapshot (a format
+that recorded no URL) is served at the venue's snapshot path
 (``gateway.wire.venues.ADAPTERS[venue].snapshot_paths``); the notice a ``notice`` fault sends
 is the venue's (``ADAPTERS[venue].notice_frame``).
 """
@@ -15,12 +26,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
+from typing import TYPE_CHECKING, Final, TextIO
 
 import msgspec
 
@@ -31,10 +45,20 @@ from gateway.capture import (
     CaptureFormatError,
     CaptureReader,
     CaptureRecord,
+    connection_venue,
     detect_venue,
 )
+from gateway.capture.codec import connect_venue
+from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
 from gateway.tools.runtime import int_at_least, port_number
+from gateway.wire.config import SYMBOL_PATTERN, ConfigError, parse_config
 from gateway.wire.venues import ADAPTERS
+
+if TYPE_CHECKING:
+    from feeds.sim.replay import ReplayServer
+
+#: Frames of each recorded connection parsed to learn the symbols it carries.
+_SYMBOL_FRAMES: Final = 200
 
 
 def _snapshot_path(path: Path, reader: CaptureReader) -> str | None:
@@ -45,24 +69,238 @@ def _snapshot_path(path: Path, reader: CaptureReader) -> str | None:
     return adapter.snapshot_paths[0]
 
 
-def _records(path: Path, number: int, ids: dict[tuple[int, int], int]) -> Iterator[CaptureRecord]:
-    reader = CaptureReader(path)
-    snapshot_path = _snapshot_path(path, reader)
-    for record in reader:
-        conn_id = record.conn_id
-        if record.kind != "rest":
-            conn_id = ids.setdefault((number, conn_id), len(ids))
-        url = record.url
-        if record.kind == "rest" and snapshot_path and url.startswith(INLINE_SNAPSHOT_SCHEME + ":"):
-            url = snapshot_path + url[url.index("?") :] if "?" in url else snapshot_path
-        yield msgspec.structs.replace(record, conn_id=conn_id, url=url)
+@dataclass
+class _File:
+    """One PATH's records (inline snapshots at the venue's path) and its venue."""
+
+    path: Path
+    venue: str | None
+    records: list[CaptureRecord]
+
+    @classmethod
+    def read(cls, path: Path) -> _File:
+        reader = CaptureReader(path)
+        venue = detect_venue(path, reader.format)
+        snapshot_path = _snapshot_path(path, reader)
+        records = []
+        for record in reader:
+            url = record.url
+            if (
+                record.kind == "rest"
+                and snapshot_path
+                and url.startswith(INLINE_SNAPSHOT_SCHEME + ":")
+            ):
+                url = snapshot_path + url[url.index("?") :] if "?" in url else snapshot_path
+                record = msgspec.structs.replace(record, url=url)
+            records.append(record)
+        return cls(path, venue, records)
+
+    @property
+    def first_ns(self) -> int | None:
+        return self.records[0].recv_ns if self.records else None
+
+    @property
+    def last_ns(self) -> int | None:
+        return self.records[-1].recv_ns if self.records else None
 
 
-def load_plan(paths: Sequence[Path], endpoints: int) -> ReplayPlan:
-    """The replay plan of the captures at ``paths`` on ``endpoints`` endpoints."""
+@dataclass
+class Session:
+    """What the replay serves, and what the tool learnt of it: each recorded connection's
+    venue (``""`` when it cannot be told), the symbols each venue's frames carry, and how
+    the PATHs were put together."""
+
+    plan: ReplayPlan
+    venue_of: dict[int, str] = field(default_factory=dict)
+    symbols: dict[str, set[str]] = field(default_factory=dict)
+    #: One line per PATH after the first: chained to the previous one, or side by side.
+    joins: list[str] = field(default_factory=list)
+
+
+def _sessions(files: Sequence[_File]) -> tuple[list[list[_File]], list[str]]:
+    """The PATHs grouped into sessions: a file that starts at or after the previous one's
+    end continues its session; one that starts before starts another capture."""
+    groups: list[list[_File]] = []
+    joins: list[str] = []
+    for file in files:
+        if groups:
+            previous = groups[-1][-1]
+            first, last = file.first_ns, previous.last_ns
+            if first is None or last is None or first >= last:
+                groups[-1].append(file)
+                joins.append(f"{file.path.name}: continues {previous.path.name} (one session)")
+                continue
+            joins.append(
+                f"{file.path.name}: starts before {previous.path.name} ends, replayed beside "
+                "it as another capture"
+            )
+        groups.append([file])
+    return groups, joins
+
+
+def _numbered(
+    group: int, files: Sequence[_File], ids: dict[tuple[int, int], int], venues: dict[int, str]
+) -> Iterator[CaptureRecord]:
+    """The records of one session, file after file, with the connection ids of the plan
+    (the files of one session share their recorded connections)."""
+    for file in files:
+        for record in file.records:
+            if record.kind == "rest":
+                yield record
+                continue
+            conn_id = ids.setdefault((group, record.conn_id), len(ids))
+            if conn_id not in venues or record.kind == "connect":
+                venue = connection_venue(record.url) or ""
+                if not venue and record.kind == "connect":
+                    venue = connect_venue(record.payload)
+                known = venues.get(conn_id) if record.kind != "connect" else None
+                venues[conn_id] = venue or known or file.venue or ""
+            yield msgspec.structs.replace(record, conn_id=conn_id)
+
+
+def _learn_symbols(
+    records: Iterable[CaptureRecord], venues: dict[int, str], symbols: dict[str, set[str]]
+) -> Iterator[CaptureRecord]:
+    """``records`` unchanged; the symbols of the first frames of each connection noted."""
+    parsed: dict[int, int] = {}
+    for record in records:
+        if record.kind == "ws" and parsed.get(record.conn_id, 0) < _SYMBOL_FRAMES:
+            parsed[record.conn_id] = parsed.get(record.conn_id, 0) + 1
+            venue = venues.get(record.conn_id, "")
+            adapter = ADAPTERS.get(venue)
+            if adapter is not None:
+                try:
+                    events = adapter.parse(record.payload, record.recv_ns, record.conn_id)
+                except VenueContractError:
+                    events = []
+                found = symbols.setdefault(venue, set())
+                found.update(e.symbol for e in events if isinstance(e, DepthDiff | DepthSnapshot))
+        yield record
+
+
+def load_session(paths: Sequence[Path], endpoints: int | None) -> Session:
+    """The replay of the captures at ``paths`` on ``endpoints`` endpoints (None: one per
+    recorded connection). Raises CaptureFormatError and OSError."""
+    groups, joins = _sessions([_File.read(path) for path in paths])
     ids: dict[tuple[int, int], int] = {}
-    streams = [_records(path, number, ids) for number, path in enumerate(paths)]
-    return build_plan(heapq.merge(*streams, key=attrgetter("recv_ns")), endpoints)
+    venue_of: dict[int, str] = {}
+    symbols: dict[str, set[str]] = {}
+    streams = [_numbered(number, files, ids, venue_of) for number, files in enumerate(groups)]
+    merged = heapq.merge(*streams, key=attrgetter("recv_ns"))
+    plan = build_plan(_learn_symbols(merged, venue_of, symbols), endpoints)
+    return Session(plan, venue_of, {v: s for v, s in symbols.items() if s}, joins)
+
+
+def _missing_snapshots(session: Session) -> list[str]:
+    """A warning when venues that build their books from REST snapshots have none to get."""
+    if len(session.plan.rest):
+        return []
+    venues = sorted(
+        {
+            venue
+            for venue in session.venue_of.values()
+            if venue in ADAPTERS
+            and ADAPTERS[venue].snapshot_url is not None
+            and not ADAPTERS[venue].in_band_snapshots
+        }
+    )
+    if not venues:
+        return []
+    return [
+        f"warning: no REST snapshot in the capture, so {', '.join(venues)} books cannot sync "
+        "(a later file of a session has none: give the session's files in order, the first "
+        "one first)"
+    ]
+
+
+def load_plan(paths: Sequence[Path], endpoints: int | None) -> ReplayPlan:
+    """The replay plan of the captures at ``paths`` on ``endpoints`` endpoints."""
+    return load_session(paths, endpoints).plan
+
+
+def endpoint_table(session: Session, endpoint_urls: Sequence[str]) -> list[tuple[str, str, str]]:
+    """Rows endpoint URL -> venue -> recorded connection (``#id url``), one per recorded
+    connection and endpoint that serves it."""
+    rows = []
+    for conn in session.plan.connections_served:
+        recorded = f"#{conn.conn_id} {conn.url}".rstrip()
+        venue = session.venue_of.get(conn.conn_id, "") or "?"
+        for endpoint in conn.endpoints:
+            rows.append((endpoint_urls[endpoint], venue, recorded))
+    return sorted(rows, key=lambda row: endpoint_urls.index(row[0]))
+
+
+def _toml_strings(values: Iterable[str]) -> str:
+    # JSON strings are TOML basic strings.
+    return "[" + ", ".join(msgspec.json.encode(v).decode() for v in values) + "]"
+
+
+def gateway_config(
+    session: Session, endpoint_urls: Sequence[str], rest_url: str
+) -> tuple[str, list[str]]:
+    """A gateway configuration (TOML) pointing every venue of the replay at the endpoints
+    that serve its recorded connections and, where the venue takes REST snapshots, at the
+    replay's REST port; and what was left out, and why. Checked by loading it back
+    (:func:`gateway.wire.config.parse_config`); raises ConfigError when no venue could be
+    configured."""
+    endpoints: dict[str, list[str]] = {}
+    for url, venue, _ in endpoint_table(session, endpoint_urls):
+        urls = endpoints.setdefault(venue, [])
+        if url not in urls:
+            urls.append(url)
+    lines = [
+        "# Written by `mdgateway replay --write-config`: the replay's endpoints and REST port.",
+    ]
+    left_out: list[str] = []
+    for venue, urls in endpoints.items():
+        adapter = ADAPTERS.get(venue)
+        if adapter is None:
+            left_out.append(f"{', '.join(urls)}: venue {venue} is not supported by run")
+            continue
+        symbols = sorted(s for s in session.symbols.get(venue, ()) if SYMBOL_PATTERN.match(s))
+        if not symbols:
+            left_out.append(f"venue {venue}: no depth symbol in its first frames")
+            continue
+        lines += ["", "[[venues]]", f"venue = {_toml_strings([venue])[1:-1]}"]
+        lines.append(f"symbols = {_toml_strings(symbols)}")
+        lines.append(f"endpoints = {_toml_strings(urls)}")
+        if adapter.snapshot_url is not None and not adapter.in_band_snapshots:
+            lines.append(f"rest = {_toml_strings([rest_url])}")
+    if not any(line == "[[venues]]" for line in lines):
+        raise ConfigError("no venue of the capture can be configured: " + "; ".join(left_out))
+    text = "\n".join(lines) + "\n"
+    parse_config(text, "the written configuration")
+    return text, left_out
+
+
+def progress_line(replayed_ns: int | None, total_ns: int, frames: int, frames_per_s: float) -> str:
+    """The progress shown on a terminal (``replayed_ns`` None: nothing sent yet)."""
+    if replayed_ns is None:
+        return f"waiting for a connection ({total_ns / 1e9:,.1f} s to replay)"
+    return (
+        f"replayed {replayed_ns / 1e9:,.1f} s of {total_ns / 1e9:,.1f} s, "
+        f"{frames:,} frames, {frames_per_s:,.0f} frames/s"
+    )
+
+
+async def _show_progress(server: ReplayServer, plan: ReplayPlan, out: TextIO) -> None:
+    """Rewrites one line on ``out`` every second, the last one once the replay finishes."""
+    loop = asyncio.get_running_loop()
+    last_frames, last_s = 0, loop.time()
+    finished = False
+    while not finished:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.finished.wait(), 1.0)
+        finished = server.finished.is_set()
+        now_s, frames = loop.time(), sum(server.frames_sent)
+        replay_ns = server.replay_ns
+        replayed = None if replay_ns is None else replay_ns - plan.first_ns
+        rate = (frames - last_frames) / max(now_s - last_s, 1e-9)
+        out.write("\r" + progress_line(replayed, plan.duration_ns, frames, rate) + "\033[K")
+        out.flush()
+        last_frames, last_s = frames, now_s
+    out.write("\n")
+    out.flush()
 
 
 def _speed(text: str) -> float | None:
@@ -73,9 +311,21 @@ def _speed(text: str) -> float | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="capture file or DIR")
     parser.add_argument(
-        "--endpoints", type=int_at_least(1), default=1, metavar="K", help="loopback endpoints"
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="capture file or DIR; several: the files of one session in order, or "
+        "captures replayed side by side",
+    )
+    parser.add_argument(
+        "--endpoints",
+        type=int_at_least(1),
+        default=None,
+        metavar="K",
+        help="loopback endpoints (default: one per recorded connection; a one-connection "
+        "capture: 1)",
     )
     parser.add_argument(
         "--speed", type=_speed, default=1.0, metavar="X|max", help="time factor, or max"
@@ -98,6 +348,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "as the simulators apply them",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of --faults")
+    parser.add_argument(
+        "--write-config",
+        type=Path,
+        metavar="FILE",
+        help="write a gateway config for `mdgateway run --config FILE` pointing every venue "
+        "at its replay endpoints and REST port",
+    )
 
 
 def _notice_frame(path: Path) -> Callable[[], bytes] | None:
@@ -120,9 +377,10 @@ def _fault_plan(args: argparse.Namespace, plan: ReplayPlan) -> FaultPlan | None:
     return FaultPlan(args.faults, args.seed, len(plan.endpoints))
 
 
-async def _serve(args: argparse.Namespace, plan: ReplayPlan) -> int:
+async def _serve(args: argparse.Namespace, session: Session) -> int:
     from feeds.sim.replay import ReplayServer
 
+    plan = session.plan
     faults = _fault_plan(args, plan)
     notice = _notice_frame(args.paths[0])
     async with ReplayServer(
@@ -134,14 +392,42 @@ async def _serve(args: argparse.Namespace, plan: ReplayPlan) -> int:
         faults=faults,
         notice=notice,
     ) as server:
-        for url in server.endpoint_urls:
-            print(f"endpoint {url}", flush=True)
-        print(f"rest {server.rest_url}", flush=True)
-        if not args.loop:
-            await server.finished.wait()
-            print("replay finished", flush=True)
-        await asyncio.Event().wait()
+        if not _announce(args, session, server):
+            return 2
+        async with asyncio.TaskGroup() as tasks:
+            if sys.stderr.isatty():
+                tasks.create_task(_show_progress(server, plan, sys.stderr))
+            if not args.loop:
+                await server.finished.wait()
+                print("replay finished", flush=True)
+            await asyncio.Event().wait()
     return 0
+
+
+def _announce(args: argparse.Namespace, session: Session, server: ReplayServer) -> bool:
+    """The endpoint table and REST URL on stdout, the config file written; False (after
+    saying why) when it cannot be."""
+    rows = endpoint_table(session, server.endpoint_urls)
+    widths = [max(len(row[i]) for row in rows) for i in range(2)] if rows else [0, 0]
+    for url, venue, recorded in rows:
+        line = f"endpoint {url:<{widths[0]}}  {venue:<{widths[1]}}  recorded {recorded}"
+        print(line, flush=True)
+    print(f"rest {server.rest_url}", flush=True)
+    if args.write_config is None:
+        return True
+    try:
+        text, left_out = gateway_config(session, server.endpoint_urls, server.rest_url)
+        args.write_config.write_text(text)
+    except ConfigError as exc:
+        print(f"mdgateway replay: cannot write --write-config: {exc}", file=sys.stderr)
+        return False
+    except OSError as exc:
+        print(f"mdgateway replay: cannot write {args.write_config}: {exc}", file=sys.stderr)
+        return False
+    for reason in left_out:
+        print(f"mdgateway replay: left out of {args.write_config}: {reason}", file=sys.stderr)
+    print(f"config {args.write_config} (mdgateway run --config {args.write_config})", flush=True)
+    return True
 
 
 def main(args: argparse.Namespace) -> int:
@@ -149,7 +435,8 @@ def main(args: argparse.Namespace) -> int:
 
     configure_logging("WARNING")
     try:
-        plan = load_plan(args.paths, args.endpoints)
+        session = load_session(args.paths, args.endpoints)
+        plan = session.plan
     except (CaptureFormatError, OSError) as exc:
         print(f"mdgateway replay: {exc}", file=sys.stderr)
         return 2
@@ -163,4 +450,6 @@ def main(args: argparse.Namespace) -> int:
         f"{len(plan.rest)} REST responses",
         file=sys.stderr,
     )
-    return run_loop(_serve(args, plan), listen_hint="; pass other ports (--port, --rest-port)")
+    for line in [*session.joins, *_missing_snapshots(session)]:
+        print(line, file=sys.stderr)
+    return run_loop(_serve(args, session), listen_hint="; pass other ports (--port, --rest-port)")

@@ -1,10 +1,16 @@
-"""``mdgateway verify``: rebuild books offline from a capture file and report per symbol.
+"""``mdgateway verify``: rebuild books offline from a capture and report per symbol.
 
 The capture is read by :mod:`gateway.capture`; its records (frames, connects and
 disconnects, REST depth snapshots) go into the service's own
 :class:`~gateway.core.pipeline.VenuePipeline`, one per venue, with the recorded receive
 times as its clock: parsing, dispatch and arbitration are the code the gateway runs. The
 report says, per symbol, what the arbiter counted and what the final book holds.
+
+Several files are one session (:class:`~gateway.capture.chain.ChainedReader`): consecutive
+captures of the same connections, read in the order given. At each boundary between two
+files the id chain must run on: a symbol whose first event after the boundary is a gap, or
+a later file that starts before the earlier one ends, is a break at that boundary
+(:class:`BoundaryReport`), and the report is not ok.
 
 Exit codes of :func:`main`: 0 when every symbol was synced and had 0 gaps, 1 when a symbol
 had a gap or never synced (or the capture holds no book), 2 for usage and format errors,
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 from urllib.parse import urlsplit
@@ -30,13 +36,14 @@ from gateway.capture import (
     KNOWN_VENUES,
     CaptureFormat,
     CaptureFormatError,
-    CaptureReader,
     CaptureRecord,
+    ReadStats,
     connection_venue,
     detect_format,
     detect_venue,
     rest_symbol,
 )
+from gateway.capture.chain import Boundary, ChainedReader
 from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, SymbolArbiter
 from gateway.core.model import Level, VenueContractError
 from gateway.core.pipeline import VenuePipeline
@@ -83,7 +90,23 @@ class SymbolReport(msgspec.Struct):
     bad_updates: int
 
 
+class BoundaryReport(msgspec.Struct):
+    """One boundary between two files of a session: ``after`` ends, ``before`` starts."""
+
+    after: str
+    before: str
+    #: ``before`` starts before ``after`` ends: wrong order, or not one session.
+    out_of_order: bool
+    #: Symbols whose first event after the boundary was a gap: the id chain breaks there.
+    gaps: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.out_of_order and not self.gaps
+
+
 class VerifyReport(msgspec.Struct):
+    #: The first file; ``files`` lists them all (several: one session, in order).
     file: str
     format: str
     venue: str
@@ -100,14 +123,20 @@ class VerifyReport(msgspec.Struct):
     #: The compressed capture ended before its end marker.
     truncated: bool
     symbols: dict[str, SymbolReport]
+    files: list[str] = []
+    #: Between consecutive files, in order (none for one file).
+    boundaries: list[BoundaryReport] = []
+    #: What the user should know to read the report (why nothing synced).
+    notes: list[str] = []
 
     @property
     def ok(self) -> bool:
         """Every symbol synced with 0 gaps and no failed checksum, no connection lost
-        messages, and there was at least one symbol."""
+        messages, no break at a file boundary, and there was at least one symbol."""
         return (
             bool(self.symbols)
             and self.connection_gaps == 0
+            and all(b.ok for b in self.boundaries)
             and all(
                 s.synced and s.gaps == 0 and s.checksum_failed == 0 for s in self.symbols.values()
             )
@@ -163,6 +192,8 @@ class _Rebuild:
         #: The pipeline of each recorded connection.
         self.conn_pipeline: dict[int, VenuePipeline] = {}
         self.default = self.pipeline(spec)
+        #: Depth snapshots recorded as REST responses.
+        self.rest_snapshots = 0
 
     def pipeline(self, spec: VenueAdapter) -> VenuePipeline:
         pipeline = self.pipelines.get(spec.venue)
@@ -229,7 +260,48 @@ class _Rebuild:
             reason = VenueContractError("REST snapshot URL names no symbol")
             pipeline.reject_frame(record.conn_id, record.payload, reason)
             return
+        self.rest_snapshots += 1
         pipeline.receive_rest(symbol, record.payload, record.recv_ns, record.recv_ns)
+
+
+class _BoundaryWatch:
+    """Whether the id chain runs on across one boundary: per symbol that had a book there,
+    the first thing after it must be an update applied, not a gap."""
+
+    def __init__(self, boundary: Boundary, books: dict[str, SymbolArbiter]) -> None:
+        self.boundary = boundary
+        self._open = {
+            key: (book, book.stats.gaps, book.applied_id)
+            for key, book in books.items()
+            if book.stats.snapshots > 0
+        }
+        self.gaps: list[str] = []
+
+    def check(self) -> None:
+        """After each record: close the symbols that moved on, note those that gapped."""
+        if not self._open:
+            return
+        for key, (book, gaps, applied_id) in list(self._open.items()):
+            if book.stats.gaps > gaps:
+                self.gaps.append(key)
+            elif book.applied_id == applied_id:
+                continue
+            del self._open[key]
+
+    def report(self) -> BoundaryReport:
+        b = self.boundary
+        return BoundaryReport(b.after, b.before, b.out_of_order, sorted(self.gaps))
+
+
+def _no_snapshot_note(rebuild: _Rebuild, books: dict[str, SymbolArbiter]) -> list[str]:
+    """Why no book synced, when it is that the capture holds no REST snapshot."""
+    needs_rest = [v for v in rebuild.pipelines if not ADAPTERS[v].in_band_snapshots]
+    if rebuild.rest_snapshots or not needs_rest or any(b.stats.snapshots for b in books.values()):
+        return []
+    return [
+        "the capture holds no depth snapshot, so no book could be built: a later file of a "
+        "session has none; give the session's files in order, its first file first"
+    ]
 
 
 def _symbol_report(book: SymbolArbiter, depth: int) -> SymbolReport:
@@ -259,7 +331,7 @@ def _symbol_report(book: SymbolArbiter, depth: int) -> SymbolReport:
 
 
 def verify_capture(
-    path: Path,
+    path: Path | Sequence[Path],
     *,
     venue: str | None = None,
     depth: int = DEFAULT_DEPTH,
@@ -267,7 +339,8 @@ def verify_capture(
     reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
     progress: Callable[[int], None] | None = None,
 ) -> VerifyReport:
-    """Rebuild every book in the capture at ``path`` and report on each.
+    """Rebuild every book in the capture at ``path`` and report on each; several paths
+    are one session, read in order, with each boundary between them checked.
 
     ``depth`` levels per side go into the report (>= 0). ``progress`` is called with the
     number of records read, now and then. Raises CaptureFormatError when the file's format
@@ -278,18 +351,26 @@ def verify_capture(
     """
     if depth < 0:
         raise ValueError("depth must be >= 0")
-    fmt = fmt or detect_format(path)
-    spec = resolve_venue(path, fmt, venue)
-    reader = CaptureReader(path, fmt)
+    paths = [path] if isinstance(path, Path) else list(path)
+    fmt = fmt or detect_format(paths[0])
+    spec = resolve_venue(paths[0], fmt, venue)
+    reader = ChainedReader(paths, fmt)
     rebuild = _Rebuild(spec, reorder_window_ns, by_url=venue is None)
+    watches: list[_BoundaryWatch] = []
     for count, record in enumerate(reader, 1):
+        while len(reader.boundaries) > len(watches):
+            watches.append(_BoundaryWatch(reader.boundaries[len(watches)], rebuild.books))
         rebuild.feed(record)
+        for watch in watches:
+            watch.check()
         if progress is not None and count % _PROGRESS_EVERY == 0:
             progress(count)
-    stats = reader.stats
+    # Files with no record: their boundaries saw no book.
+    watches.extend(_BoundaryWatch(b, {}) for b in reader.boundaries[len(watches) :])
+    stats: ReadStats = reader.stats
     books = rebuild.books
     return VerifyReport(
-        file=str(path),
+        file=str(paths[0]),
         format=fmt.value,
         venue=",".join(sorted({key.partition(":")[0] for key in books})) or spec.venue,
         sources=stats.sources,
@@ -300,6 +381,9 @@ def verify_capture(
         malformed_examples=stats.examples,
         truncated=stats.truncated,
         symbols={key: _symbol_report(books[key], depth) for key in sorted(books)},
+        files=[str(p) for p in paths],
+        boundaries=[watch.report() for watch in watches],
+        notes=_no_snapshot_note(rebuild, books),
     )
 
 
@@ -320,7 +404,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "path",
         type=Path,
-        help=f"capture file or directory, of any format below ({', '.join(_FORMAT_NAMES)})",
+        nargs="+",
+        help="capture file or directory, of any format below "
+        f"({', '.join(_FORMAT_NAMES)}); several: consecutive files of one session, in order",
     )
     parser.add_argument(
         "--venue",
@@ -343,7 +429,7 @@ _FORMAT_NAMES: Final = tuple(spec.format.value for spec in FORMATS)
 
 def main(args: argparse.Namespace) -> int:
     """Run ``verify``: report on stdout, errors on stderr; returns the exit code."""
-    path: Path = args.path
+    path: list[Path] = args.path
     try:
         if args.json:
             report = verify_capture(path, venue=args.venue, depth=args.depth)
@@ -361,16 +447,17 @@ def main(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _verify_with_status(path: Path, venue: str | None, depth: int) -> VerifyReport:
+def _verify_with_status(path: list[Path], venue: str | None, depth: int) -> VerifyReport:
     """verify_capture with a status line on stderr when it is a terminal."""
     if not sys.stderr.isatty():
         return verify_capture(path, venue=venue, depth=depth)
     from rich.console import Console
 
-    with Console(stderr=True).status(f"reading {path.name}") as status:
+    name = path[0].name + (f" (+{len(path) - 1} files)" if len(path) > 1 else "")
+    with Console(stderr=True).status(f"reading {name}") as status:
 
         def progress(count: int) -> None:
-            status.update(f"reading {path.name}: {count:,} records")
+            status.update(f"reading {name}: {count:,} records")
 
         return verify_capture(path, venue=venue, depth=depth, progress=progress)
 
@@ -384,7 +471,9 @@ def render_table(report: VerifyReport, file: TextIO | None = None) -> None:
     if not console.is_terminal:
         # Redirected: no terminal width to respect, so do not squeeze the columns.
         console.width = max(console.width, 200)
-    table = Table(title=f"{Path(report.file).name}: {report.format}, venue {report.venue}")
+    names = [Path(f).name for f in report.files or [report.file]]
+    title = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]} ({len(names)} files)"
+    table = Table(title=f"{title}: {report.format}, venue {report.venue}")
     table.add_column("symbol", no_wrap=True)
     table.add_column("state", no_wrap=True)
     for name in ("updates", "dups", "gaps", "resyncs", "crossed", "checksums ok/failed"):
@@ -417,12 +506,29 @@ def render_table(report: VerifyReport, file: TextIO | None = None) -> None:
     )
     for example in report.malformed_examples:
         console.print(f"  {example}", markup=False, highlight=False)
+    for b in report.boundaries:
+        where = f"{Path(b.after).name} | {Path(b.before).name}"
+        if b.out_of_order:
+            console.print(
+                f"[red]gap at the boundary[/red] {where}: the later file starts before the "
+                "earlier one ends (wrong order, or not one session)",
+                highlight=False,
+            )
+        if b.gaps:
+            console.print(
+                f"[red]gap at the boundary[/red] {where}: the id chain breaks for "
+                + ", ".join(b.gaps),
+                highlight=False,
+            )
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
     if report.ok:
         console.print("[green]OK[/green]: every symbol synced with 0 gaps")
     elif not report.symbols:
         console.print("[red]FAIL[/red]: no order book in the capture")
     else:
         bad = [k for k, s in report.symbols.items() if s.gaps or s.checksum_failed or not s.synced]
+        bad += [f"boundary {Path(b.before).name}" for b in report.boundaries if not b.ok]
         console.print(f"[red]FAIL[/red]: gaps, checksum failures or never synced: {', '.join(bad)}")
 
 

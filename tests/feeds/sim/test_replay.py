@@ -7,7 +7,14 @@ import sys
 
 import pytest
 
-from feeds.sim.replay_plan import ReplayFrame, build_plan, due_count, due_s, parse_speed
+from feeds.sim.replay_plan import (
+    ReplayFrame,
+    build_plan,
+    due_count,
+    due_s,
+    endpoint_layout,
+    parse_speed,
+)
 from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
 
 
@@ -98,3 +105,43 @@ def test_the_plan_module_imports_no_io() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_without_k_each_recorded_connection_gets_its_own_endpoint() -> None:
+    records = [
+        CaptureRecord(1, 4, "connect", "ws://h:1/public/stream?streams=a", b""),
+        CaptureRecord(2, 5, "connect", "ws://h:1/market/stream?streams=a", b""),
+        CaptureRecord(3, 6, "connect", "ws://h:2/ws", b""),
+        _ws(10, 4, "p0"),
+        _ws(11, 5, "m0"),
+        _ws(12, 6, "o0"),
+        CaptureRecord(13, 7, "connect", "ws://h:1/public/stream?streams=a", b""),
+        _ws(14, 7, "p1"),
+        _ws(15, 4, "p2"),
+    ]
+    plan = build_plan(records, None)
+    # 4 and 5 are the venue's two paths of one endpoint (h:1); 7 reconnects to h:1 while
+    # 4 is still up: another endpoint.
+    assert [[f.payload for f in frames] for frames in plan.endpoints] == [
+        [b"p0", b"m0", b"p2"],
+        [b"o0"],
+        [b"p1"],
+    ]
+    assert [(c.conn_id, c.endpoints, c.frames) for c in plan.connections_served] == [
+        (4, (0,), 2),
+        (5, (0,), 1),
+        (6, (1,), 1),
+        (7, (2,), 1),
+    ]
+    assert plan.connections_served[2].url == "ws://h:2/ws"
+
+
+def test_the_endpoint_layout_without_urls_gives_each_its_own() -> None:
+    assert endpoint_layout(["", "", "ws://a/x", "ws://a/y", "ws://a/x", ""]) == [0, 1, 2, 2, 3, 4]
+
+
+def test_one_connection_is_one_endpoint_without_k_and_k_with_it() -> None:
+    assert len(build_plan([_ws(10, 0, "x")], None).endpoints) == 1
+    plan = build_plan([_ws(10, 0, "x")], 2)
+    assert plan.connections_served[0].endpoints == (0, 1)
+    assert build_plan([_ws(10, 0, "x"), _ws(11, 1, "y")], 1).connections_served[1].endpoints == (0,)
