@@ -1,19 +1,22 @@
-"""Binance USD-M adapter: URLs of the 2026 endpoint split, parsing of every frame kind, the
-REST snapshot, the real 2021 cryptofeed recording through the arbiter (the futures rule
-syncs all 4 symbols with 0 gaps; the spot rule does not), connections that batch the same
-ids differently, and fuzzing (any bytes in → events or VenueContractError out)."""
+"""Binance USD-M adapter: URLs of the 2026 endpoint split (COIN-M's beside them: the same
+split on other hosts), parsing of every frame kind, the REST snapshot, the real 2021
+cryptofeed recording through the arbiter (the futures rule syncs all 4 symbols with 0 gaps;
+the spot rule does not), connections that batch the same ids differently, and fuzzing (any
+bytes in → events or VenueContractError out)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from feeds import binance_coinm as coinm
 from feeds import binance_usdm as usdm
 from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
@@ -58,13 +61,22 @@ EVENT_TYPES = DepthDiff | Trade | VenueNotice
 # --- URLs ---------------------------------------------------------------------------------
 
 
-def test_endpoints_of_the_2026_split() -> None:
-    assert usdm.VENUE == "binance-usdm"
-    assert usdm.WS_ENDPOINTS == ("wss://fstream.binance.com/public",)
-    assert usdm.MARKET_WS_ENDPOINTS == ("wss://fstream.binance.com/market",)
-    assert usdm.LEGACY_WS_ENDPOINTS == ("wss://fstream.binance.com",)
-    assert usdm.REST_ENDPOINTS == ("https://fapi.binance.com",)
-    assert usdm.REST_WEIGHT_PER_MINUTE == 2400
+@pytest.mark.parametrize(
+    ("futures", "venue", "stream_host", "rest_api"),
+    [(usdm, "binance-usdm", "fstream", "fapi"), (coinm, "binance-coinm", "dstream", "dapi")],
+    ids=["usdm", "coinm"],
+)
+def test_endpoints_and_limits_of_the_2026_split(
+    futures: ModuleType, venue: str, stream_host: str, rest_api: str
+) -> None:
+    """USD-M and COIN-M (USD-M's wire on other hosts) split alike, with the same limits."""
+    root = f"wss://{stream_host}.binance.com"
+    endpoints = (futures.WS_ENDPOINTS, futures.MARKET_WS_ENDPOINTS, futures.LEGACY_WS_ENDPOINTS)
+    assert endpoints == ((f"{root}/public",), (f"{root}/market",), (root,))
+    rest = (futures.VENUE, futures.REST_ENDPOINTS, futures.SNAPSHOT_PATH)
+    assert rest == (venue, (f"https://{rest_api}.binance.com",), f"/{rest_api}/v1/depth")
+    assert futures.REST_WEIGHT_PER_MINUTE == 2400
+    assert (futures.MAX_MESSAGES_PER_S, futures.MAX_STREAMS_PER_CONNECTION) == (10, 200)
 
 
 def test_stream_urls() -> None:
@@ -91,15 +103,27 @@ def test_stream_urls() -> None:
     }
 
 
-def test_snapshot_url_and_weights() -> None:
-    assert usdm.snapshot_url("https://fapi.binance.com/", "btcusdt", 1000) == (
-        "https://fapi.binance.com/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
-    )
+@pytest.mark.parametrize(
+    ("futures", "symbol", "url"),
+    [
+        (usdm, "btcusdt", "https://fapi.binance.com/fapi/v1/depth?symbol=BTCUSDT&limit=1000"),
+        (
+            coinm,
+            "btcusd_perp",
+            "https://dapi.binance.com/dapi/v1/depth?symbol=BTCUSD_PERP&limit=1000",
+        ),
+    ],
+    ids=["usdm", "coinm"],
+)
+def test_snapshot_url_and_weights(futures: ModuleType, symbol: str, url: str) -> None:
+    (rest,) = futures.REST_ENDPOINTS
+    assert futures.snapshot_url(rest, symbol, 1000) == url
+    assert futures.snapshot_url(rest + "/", symbol, 1000) == url
     for limit in (0, 1, 30, 5000):
-        with pytest.raises(ValueError):
-            usdm.snapshot_url("https://x", "BTCUSDT", limit)
-    weights = [usdm.snapshot_weight(n) for n in usdm.SNAPSHOT_LIMITS]
-    assert weights == [2, 2, 2, 2, 5, 10, 20]
+        with pytest.raises(ValueError, match="one of"):
+            futures.snapshot_url(rest, symbol, limit)
+    weights = {limit: futures.snapshot_weight(limit) for limit in futures.SNAPSHOT_LIMITS}
+    assert weights == {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 
 
 # --- parsing ------------------------------------------------------------------------------
