@@ -6,7 +6,7 @@ checks of the parser contract (events of the expected types, or VenueContractErr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -111,6 +111,23 @@ def accepted(parse: Callable[[], Sequence[object]], types: type | UnionType) -> 
         return False
     check_events(events, types)
     return True
+
+
+def first_of_each_kind(
+    frames: Iterable[bytes], kind: Callable[[bytes], object], per_kind: int = 3
+) -> list[bytes]:
+    """Up to ``per_kind`` frames of each ``kind(frame)``, in order; frames over 4000 bytes
+    (whole-book snapshots) are left out: they are too big to mutate quickly."""
+    counts: dict[object, int] = {}
+    chosen: list[bytes] = []
+    for frame in frames:
+        if len(frame) > 4000:
+            continue
+        key = kind(frame)
+        if counts.get(key, 0) < per_kind:
+            counts[key] = counts.get(key, 0) + 1
+            chosen.append(frame)
+    return chosen
 
 
 #: ``real_data(relpath) -> Path`` (the fixture of tests/conftest.py).

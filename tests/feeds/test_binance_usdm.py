@@ -6,6 +6,7 @@ bytes in → events or VenueContractError out)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -308,28 +309,20 @@ def test_real_recording_from_a_connection_that_batches_differently(
 # --- fuzzing --------------------------------------------------------------------------------
 
 
-def _seed_frames() -> list[bytes]:
-    frames = [DEPTH, RAW_DEPTH, AGG_TRADE, BOOK_TICKER]
-    path = Path(__file__).resolve().parents[2].parent / "shared/data/real" / REAL
-    if path.exists():
-        kinds: dict[bytes, int] = {}
-        for line in path.read_bytes().splitlines()[1:]:
-            frame = line.partition(b": ")[2]
-            kind = frame[: frame.find(b"@") + 6]
-            if len(frame) < 4000 and kinds.get(kind, 0) < 3:
-                kinds[kind] = kinds.get(kind, 0) + 1
-                frames.append(frame)
-    return frames
-
-
-SEEDS = _seed_frames()
+@functools.cache
+def _seeds(real_data: fuzzing.RealData) -> list[bytes]:
+    """The sample frames, and up to 3 of each stream kind of the real recording."""
+    lines = real_data(REAL).read_bytes().splitlines()[1:]
+    frames = (line.partition(b": ")[2] for line in lines)
+    recorded = fuzzing.first_of_each_kind(frames, lambda frame: frame[: frame.find(b"@") + 6])
+    return [DEPTH, RAW_DEPTH, AGG_TRADE, BOOK_TICKER, *recorded]
 
 
 CONTRACT = fuzzing.ParserContract(
     parse=usdm.parse,
     types=EVENT_TYPES,
     bad_frames=BAD_FRAMES,
-    seeds=lambda _: SEEDS,
+    seeds=_seeds,
     snapshot=lambda body: usdm.parse_snapshot("BTCUSDT", body, 1),
 )
 
