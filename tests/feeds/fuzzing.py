@@ -141,7 +141,8 @@ class ParserContract:
     ``parse(raw, recv_ns, conn_id)`` returns events of ``types`` or raises
     VenueContractError; ``bad_frames`` must raise it; ``seeds(real_data)`` are the frames
     mutated by hypothesis; ``snapshot(body)``, when given, parses a REST book body (a
-    DepthSnapshot or VenueContractError) and gets the same inputs.
+    DepthSnapshot or VenueContractError) and gets the same inputs; ``bad_snapshots`` are
+    bodies it must refuse with VenueContractError.
     """
 
     parse: Callable[[bytes, int, int], Sequence[object]]
@@ -149,6 +150,7 @@ class ParserContract:
     bad_frames: Sequence[bytes]
     seeds: Callable[[RealData], Sequence[bytes]]
     snapshot: Callable[[bytes], object] | None = None
+    bad_snapshots: Sequence[bytes] = ()
 
     def check(self, raw: bytes) -> None:
         """``raw`` through the frame parser (and the snapshot parser): accepted with events
