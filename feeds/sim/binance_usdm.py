@@ -61,7 +61,6 @@ __all__ = [
     "UsdmBook",
     "UsdmEvent",
     "agg_trade_frame",
-    "depth_frame",
     "depth_stream",
     "event_frame",
     "rest_error_body",
@@ -242,46 +241,22 @@ class _RestDepth(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encoder: Final = msgspec.json.Encoder()
 
 
-def depth_frame(
-    symbol: str,
-    first_id: int,
-    last_id: int,
-    prev_id: int,
-    bids: Sequence[Level],
-    asks: Sequence[Level],
-    event_ms: int,
-    transaction_ms: int | None = None,
-    pair: str | None = None,
-) -> bytes:
-    """A combined-stream ``depthUpdate`` frame on ``<symbol>@depth@100ms``; ``T``
-    defaults to ``E - TRANSACTION_LAG_MS``; ``pair`` (COIN-M) is sent as ``ps``."""
+def event_frame(event: UsdmEvent, event_ms: int, pair: str | None = None) -> bytes:
+    """The combined-stream ``depthUpdate`` frame of ``event`` on ``<symbol>@depth@100ms``;
+    ``T`` is ``E - TRANSACTION_LAG_MS``; ``pair`` (COIN-M) is sent as ``ps``."""
     data = _DepthUpdate(
         e="depthUpdate",
         E=event_ms,
-        T=event_ms - TRANSACTION_LAG_MS if transaction_ms is None else transaction_ms,
-        s=symbol.upper(),
+        T=event_ms - TRANSACTION_LAG_MS,
+        s=event.symbol.upper(),
         ps=pair,
-        U=first_id,
-        u=last_id,
-        pu=prev_id,
-        b=bids,
-        a=asks,
+        U=event.first_id,
+        u=event.last_id,
+        pu=event.prev_id,
+        b=event.bids,
+        a=event.asks,
     )
-    return _encoder.encode(_Combined(stream=depth_stream(symbol), data=data))
-
-
-def event_frame(event: UsdmEvent, event_ms: int, pair: str | None = None) -> bytes:
-    """:func:`depth_frame` of a :class:`UsdmEvent`."""
-    return depth_frame(
-        event.symbol,
-        event.first_id,
-        event.last_id,
-        event.prev_id,
-        event.bids,
-        event.asks,
-        event_ms,
-        pair=pair,
-    )
+    return _encoder.encode(_Combined(stream=depth_stream(event.symbol), data=data))
 
 
 def agg_trade_frame(symbol: str, trade: SimTrade, event_ms: int) -> bytes:

@@ -381,9 +381,9 @@ class SimBinanceSpot(SimVenue):
             **options,
         )
 
-    @staticmethod
+    @classmethod
     def _binance_protocol(
-        seed: int, max_incoming_per_s: int | None, rest_weight_limit_1m: int | None
+        cls, seed: int, max_incoming_per_s: int | None, rest_weight_limit_1m: int | None
     ) -> BinanceSpotProtocol:
         return BinanceSpotProtocol(max_incoming_per_s, rest_weight_limit_1m)
 
@@ -441,12 +441,14 @@ class SimBinanceUsdm(SimBinanceSpot):
     }
     # Two half steps per interval (see feeds.sim.binance_usdm).
     steps_per_interval = 2
+    #: The venue protocol's class: USD-M's, or a subclass of it on USD-M's wire.
+    protocol_type: type[BinanceUsdmProtocol] = BinanceUsdmProtocol
 
-    @staticmethod
+    @classmethod
     def _binance_protocol(
-        seed: int, max_incoming_per_s: int | None, rest_weight_limit_1m: int | None
+        cls, seed: int, max_incoming_per_s: int | None, rest_weight_limit_1m: int | None
     ) -> BinanceSpotProtocol:
-        return BinanceUsdmProtocol(seed, max_incoming_per_s, rest_weight_limit_1m)
+        return cls.protocol_type(seed, max_incoming_per_s, rest_weight_limit_1m)
 
     @property
     def public_urls(self) -> list[str]:
@@ -471,17 +473,12 @@ class SimBinanceCoinm(SimBinanceUsdm):
     in every depth event and ``/dapi/v1/depth``; COIN-M's limits are USD-M's."""
 
     protocol: BinanceCoinmProtocol
+    protocol_type = BinanceCoinmProtocol
     venue_defaults = {
         **SimBinanceUsdm.venue_defaults,
         "max_incoming_per_s": coinm.MAX_MESSAGES_PER_S,
         "rest_weight_limit_1m": coinm.REST_WEIGHT_PER_MINUTE,
     }
-
-    @staticmethod
-    def _binance_protocol(
-        seed: int, max_incoming_per_s: int | None, rest_weight_limit_1m: int | None
-    ) -> BinanceSpotProtocol:
-        return BinanceCoinmProtocol(seed, max_incoming_per_s, rest_weight_limit_1m)
 
 
 # --- the venues that subscribe by message -------------------------------------------------

@@ -6,7 +6,7 @@ checks of the parser contract (events of the expected types, or VenueContractErr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -113,6 +113,23 @@ def accepted(parse: Callable[[], Sequence[object]], types: type | UnionType) -> 
     return True
 
 
+def first_of_each_kind(
+    frames: Iterable[bytes], kind: Callable[[bytes], object], per_kind: int = 3
+) -> list[bytes]:
+    """Up to ``per_kind`` frames of each ``kind(frame)``, in order; frames over 4000 bytes
+    (whole-book snapshots) are left out: they are too big to mutate quickly."""
+    counts: dict[object, int] = {}
+    chosen: list[bytes] = []
+    for frame in frames:
+        if len(frame) > 4000:
+            continue
+        key = kind(frame)
+        if counts.get(key, 0) < per_kind:
+            counts[key] = counts.get(key, 0) + 1
+            chosen.append(frame)
+    return chosen
+
+
 #: ``real_data(relpath) -> Path`` (the fixture of tests/conftest.py).
 RealData = Callable[[str], Path]
 
@@ -124,7 +141,8 @@ class ParserContract:
     ``parse(raw, recv_ns, conn_id)`` returns events of ``types`` or raises
     VenueContractError; ``bad_frames`` must raise it; ``seeds(real_data)`` are the frames
     mutated by hypothesis; ``snapshot(body)``, when given, parses a REST book body (a
-    DepthSnapshot or VenueContractError) and gets the same inputs.
+    DepthSnapshot or VenueContractError) and gets the same inputs; ``bad_snapshots`` are
+    bodies it must refuse with VenueContractError.
     """
 
     parse: Callable[[bytes, int, int], Sequence[object]]
@@ -132,6 +150,7 @@ class ParserContract:
     bad_frames: Sequence[bytes]
     seeds: Callable[[RealData], Sequence[bytes]]
     snapshot: Callable[[bytes], object] | None = None
+    bad_snapshots: Sequence[bytes] = ()
 
     def check(self, raw: bytes) -> None:
         """``raw`` through the frame parser (and the snapshot parser): accepted with events

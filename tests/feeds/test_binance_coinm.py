@@ -1,4 +1,5 @@
-"""Binance COIN-M adapter: endpoints of the dstream split, contract symbols, parsing of every
+"""Binance COIN-M adapter (its endpoints, limits and snapshot URL are tested beside USD-M's,
+in test_binance_usdm.py): stream URLs of contracts, contract symbols, parsing of every
 frame kind (USD-M's framing with the ``ps`` pair), the ``/dapi/v1/depth`` snapshot, how its
 frames and hosts are told from USD-M's in captures, its registry entry, and fuzzing (any
 bytes in → events or VenueContractError out)."""
@@ -48,17 +49,6 @@ EVENT_TYPES = model.DepthDiff | model.Trade | model.VenueNotice
 # --- URLs and symbols --------------------------------------------------------------------------
 
 
-def test_endpoints_and_limits() -> None:
-    assert coinm.VENUE == "binance-coinm"
-    assert coinm.WS_ENDPOINTS == ("wss://dstream.binance.com/public",)
-    assert coinm.MARKET_WS_ENDPOINTS == ("wss://dstream.binance.com/market",)
-    assert coinm.LEGACY_WS_ENDPOINTS == ("wss://dstream.binance.com",)
-    assert coinm.REST_ENDPOINTS == ("https://dapi.binance.com",)
-    assert coinm.SNAPSHOT_PATH == "/dapi/v1/depth"
-    assert coinm.REST_WEIGHT_PER_MINUTE == 2400
-    assert (coinm.MAX_MESSAGES_PER_S, coinm.MAX_STREAMS_PER_CONNECTION) == (10, 200)
-
-
 def test_stream_urls_of_contracts() -> None:
     (public,) = coinm.WS_ENDPOINTS
     assert coinm.stream_url(public, ["BTCUSD_PERP", "btcusd_261225", "BTCUSD_PERP"]) == (
@@ -76,17 +66,6 @@ def test_stream_urls_of_contracts() -> None:
     }
     with pytest.raises(ValueError, match="at most 200"):
         coinm.stream_url(public, [f"C{i}USD_PERP" for i in range(201)])
-
-
-def test_snapshot_url_and_weights() -> None:
-    (rest,) = coinm.REST_ENDPOINTS
-    assert coinm.snapshot_url(rest, "btcusd_perp", 1000) == (
-        "https://dapi.binance.com/dapi/v1/depth?symbol=BTCUSD_PERP&limit=1000"
-    )
-    weights = {limit: coinm.snapshot_weight(limit) for limit in coinm.SNAPSHOT_LIMITS}
-    assert weights == {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
-    with pytest.raises(ValueError, match="one of"):
-        coinm.snapshot_url(rest, "BTCUSD_PERP", 5000)
 
 
 @pytest.mark.parametrize(
@@ -165,8 +144,10 @@ def test_snapshot_parsing() -> None:
         16769853,
     )
     assert (list(snapshot.bids), list(snapshot.asks)) == ([("9638.0", "431")], [("9638.2", "12")])
-    with pytest.raises(model.VenueContractError):
-        coinm.parse_snapshot("BTCUSD_PERP", REST_BOOK.replace(b"16769853", b"-5"), 5)
+
+
+#: REST book bodies the snapshot parser refuses (tests/feeds/test_contract.py).
+BAD_SNAPSHOTS = [REST_BOOK.replace(b"16769853", b"-5")]
 
 
 # --- captures and the registry ----------------------------------------------------------------
@@ -215,4 +196,5 @@ CONTRACT = fuzzing.ParserContract(
     bad_frames=BAD_FRAMES,
     seeds=lambda _: SEEDS,
     snapshot=lambda body: coinm.parse_snapshot("BTCUSD_PERP", body, 1),
+    bad_snapshots=BAD_SNAPSHOTS,
 )

@@ -1,19 +1,23 @@
-"""Binance USD-M adapter: URLs of the 2026 endpoint split, parsing of every frame kind, the
-REST snapshot, the real 2021 cryptofeed recording through the arbiter (the futures rule
-syncs all 4 symbols with 0 gaps; the spot rule does not), connections that batch the same
-ids differently, and fuzzing (any bytes in → events or VenueContractError out)."""
+"""Binance USD-M adapter: URLs of the 2026 endpoint split (COIN-M's beside them: the same
+split on other hosts), parsing of every frame kind, the REST snapshot, the real 2021
+cryptofeed recording through the arbiter (the futures rule syncs all 4 symbols with 0 gaps;
+the spot rule does not), connections that batch the same ids differently, and fuzzing (any
+bytes in → events or VenueContractError out)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from feeds import binance_coinm as coinm
 from feeds import binance_usdm as usdm
 from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
@@ -24,7 +28,6 @@ from gateway.core.model import (
     DepthSnapshot,
     Side,
     Trade,
-    VenueContractError,
     VenueNotice,
 )
 from gateway.core.sequenced import SequencedBook
@@ -58,13 +61,22 @@ EVENT_TYPES = DepthDiff | Trade | VenueNotice
 # --- URLs ---------------------------------------------------------------------------------
 
 
-def test_endpoints_of_the_2026_split() -> None:
-    assert usdm.VENUE == "binance-usdm"
-    assert usdm.WS_ENDPOINTS == ("wss://fstream.binance.com/public",)
-    assert usdm.MARKET_WS_ENDPOINTS == ("wss://fstream.binance.com/market",)
-    assert usdm.LEGACY_WS_ENDPOINTS == ("wss://fstream.binance.com",)
-    assert usdm.REST_ENDPOINTS == ("https://fapi.binance.com",)
-    assert usdm.REST_WEIGHT_PER_MINUTE == 2400
+@pytest.mark.parametrize(
+    ("futures", "venue", "stream_host", "rest_api"),
+    [(usdm, "binance-usdm", "fstream", "fapi"), (coinm, "binance-coinm", "dstream", "dapi")],
+    ids=["usdm", "coinm"],
+)
+def test_endpoints_and_limits_of_the_2026_split(
+    futures: ModuleType, venue: str, stream_host: str, rest_api: str
+) -> None:
+    """USD-M and COIN-M (USD-M's wire on other hosts) split alike, with the same limits."""
+    root = f"wss://{stream_host}.binance.com"
+    endpoints = (futures.WS_ENDPOINTS, futures.MARKET_WS_ENDPOINTS, futures.LEGACY_WS_ENDPOINTS)
+    assert endpoints == ((f"{root}/public",), (f"{root}/market",), (root,))
+    rest = (futures.VENUE, futures.REST_ENDPOINTS, futures.SNAPSHOT_PATH)
+    assert rest == (venue, (f"https://{rest_api}.binance.com",), f"/{rest_api}/v1/depth")
+    assert futures.REST_WEIGHT_PER_MINUTE == 2400
+    assert (futures.MAX_MESSAGES_PER_S, futures.MAX_STREAMS_PER_CONNECTION) == (10, 200)
 
 
 def test_stream_urls() -> None:
@@ -91,15 +103,27 @@ def test_stream_urls() -> None:
     }
 
 
-def test_snapshot_url_and_weights() -> None:
-    assert usdm.snapshot_url("https://fapi.binance.com/", "btcusdt", 1000) == (
-        "https://fapi.binance.com/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
-    )
+@pytest.mark.parametrize(
+    ("futures", "symbol", "url"),
+    [
+        (usdm, "btcusdt", "https://fapi.binance.com/fapi/v1/depth?symbol=BTCUSDT&limit=1000"),
+        (
+            coinm,
+            "btcusd_perp",
+            "https://dapi.binance.com/dapi/v1/depth?symbol=BTCUSD_PERP&limit=1000",
+        ),
+    ],
+    ids=["usdm", "coinm"],
+)
+def test_snapshot_url_and_weights(futures: ModuleType, symbol: str, url: str) -> None:
+    (rest,) = futures.REST_ENDPOINTS
+    assert futures.snapshot_url(rest, symbol, 1000) == url
+    assert futures.snapshot_url(rest + "/", symbol, 1000) == url
     for limit in (0, 1, 30, 5000):
-        with pytest.raises(ValueError):
-            usdm.snapshot_url("https://x", "BTCUSDT", limit)
-    weights = [usdm.snapshot_weight(n) for n in usdm.SNAPSHOT_LIMITS]
-    assert weights == [2, 2, 2, 2, 5, 10, 20]
+        with pytest.raises(ValueError, match="one of"):
+            futures.snapshot_url(rest, symbol, limit)
+    weights = {limit: futures.snapshot_weight(limit) for limit in futures.SNAPSHOT_LIMITS}
+    assert weights == {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -173,13 +197,14 @@ def test_snapshot_parsing() -> None:
         5,
         -1,
     )
-    for body in (
-        b'{"code":-1121,"msg":"Invalid symbol."}',
-        REST_BOOK.replace(b"1027024", b"-1"),
-        REST_BOOK.replace(b'"4.00000000"', b'"four"'),
-    ):
-        with pytest.raises(VenueContractError):
-            usdm.parse_snapshot("BTCUSDT", body, 5)
+
+
+#: REST book bodies the snapshot parser refuses (tests/feeds/test_contract.py).
+BAD_SNAPSHOTS = [
+    b'{"code":-1121,"msg":"Invalid symbol."}',
+    REST_BOOK.replace(b"1027024", b"-1"),
+    REST_BOOK.replace(b'"4.00000000"', b'"four"'),
+]
 
 
 # --- the real recording -------------------------------------------------------------------
@@ -284,29 +309,22 @@ def test_real_recording_from_a_connection_that_batches_differently(
 # --- fuzzing --------------------------------------------------------------------------------
 
 
-def _seed_frames() -> list[bytes]:
-    frames = [DEPTH, RAW_DEPTH, AGG_TRADE, BOOK_TICKER]
-    path = Path(__file__).resolve().parents[2].parent / "shared/data/real" / REAL
-    if path.exists():
-        kinds: dict[bytes, int] = {}
-        for line in path.read_bytes().splitlines()[1:]:
-            frame = line.partition(b": ")[2]
-            kind = frame[: frame.find(b"@") + 6]
-            if len(frame) < 4000 and kinds.get(kind, 0) < 3:
-                kinds[kind] = kinds.get(kind, 0) + 1
-                frames.append(frame)
-    return frames
-
-
-SEEDS = _seed_frames()
+@functools.cache
+def _seeds(real_data: fuzzing.RealData) -> list[bytes]:
+    """The sample frames, and up to 3 of each stream kind of the real recording."""
+    lines = real_data(REAL).read_bytes().splitlines()[1:]
+    frames = (line.partition(b": ")[2] for line in lines)
+    recorded = fuzzing.first_of_each_kind(frames, lambda frame: frame[: frame.find(b"@") + 6])
+    return [DEPTH, RAW_DEPTH, AGG_TRADE, BOOK_TICKER, *recorded]
 
 
 CONTRACT = fuzzing.ParserContract(
     parse=usdm.parse,
     types=EVENT_TYPES,
     bad_frames=BAD_FRAMES,
-    seeds=lambda _: SEEDS,
+    seeds=_seeds,
     snapshot=lambda body: usdm.parse_snapshot("BTCUSDT", body, 1),
+    bad_snapshots=BAD_SNAPSHOTS,
 )
 
 

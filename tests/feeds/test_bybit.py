@@ -5,6 +5,7 @@ in → events or VenueContractError out, nothing else)."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from collections.abc import Callable, Iterator
@@ -293,15 +294,16 @@ def test_rest_snapshot() -> None:
     assert not snap.reset
     linear = bybit.parse_snapshot_linear("BTCUSDT", REST_BOOK, 7, 2)
     assert (linear.venue, linear.conn_id) == ("bybit-linear", 2)
-    for body in (
-        b'{"retCode":10001,"retMsg":"Illegal category","result":{},"retExtInfo":{},"time":1}',
-        b'{"retCode":0,"retMsg":"OK"}',
-        REST_BOOK.replace(b'"s":"BTCUSDT"', b'"s":"ETHUSDT"'),
-        REST_BOOK.replace(b'"u":230704', b'"u":-5'),
-        b"<html>",
-    ):
-        with pytest.raises(VenueContractError):
-            bybit.parse_snapshot("BTCUSDT", body, 1, venue=bybit.SPOT)
+
+
+#: REST book bodies the snapshot parser refuses (tests/feeds/test_contract.py).
+BAD_SNAPSHOTS = [
+    b'{"retCode":10001,"retMsg":"Illegal category","result":{},"retExtInfo":{},"time":1}',
+    b'{"retCode":0,"retMsg":"OK"}',
+    REST_BOOK.replace(b'"s":"BTCUSDT"', b'"s":"ETHUSDT"'),
+    REST_BOOK.replace(b'"u":230704', b'"u":-5'),
+    b"<html>",
+]
 
 
 # --- sequence rule ------------------------------------------------------------------------
@@ -473,42 +475,44 @@ def test_real_stream_missing_on_every_connection_is_a_gap(
 # --- fuzzing --------------------------------------------------------------------------------
 
 
-def _seed_frames() -> list[bytes]:
+def _received_frames(path: Path) -> Iterator[bytes]:
+    """The frames received in a gzipped Bybit capture."""
+    with gzip.open(path, "rb") as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record["t"] == "recv":
+                yield record.get("data", "").encode()
+
+
+def _frame_kind(frame: bytes) -> tuple[str, str]:
+    head = json.loads(frame)
+    return (str(head.get("topic", "")).split(".")[0], str(head.get("type")))
+
+
+@functools.cache
+def _seeds(real_data: fuzzing.RealData) -> list[bytes]:
+    """The sample frames, and up to 3 of each (topic, type) of the real capture."""
     frames = [SNAPSHOT, DELTA, SPOT_DELTA, LINEAR_TRADE, SPOT_TRADE, LINEAR_ACK, SPOT_ACK]
     frames += [FAILED_ACK, OPTION_ACK, SPOT_PONG, OPTION_PONG, TICKER]
-    path = Path(__file__).resolve().parents[2].parent / "shared/data/real" / BYBIT_CAPTURE
-    if path.exists():
-        kinds: dict[tuple[str, str], int] = {}
-        with gzip.open(path, "rb") as lines:
-            for line in lines:
-                record = json.loads(line)
-                frame = record.get("data", "").encode()
-                if record["t"] != "recv" or len(frame) > 4000:
-                    continue  # snapshots are too big to mutate quickly
-                head = json.loads(frame)
-                kind = (str(head.get("topic", "")).split(".")[0], str(head.get("type")))
-                if kinds.get(kind, 0) < 3:
-                    kinds[kind] = kinds.get(kind, 0) + 1
-                    frames.append(frame)
-    return frames
-
-
-SEEDS = _seed_frames()
+    received = _received_frames(real_data(BYBIT_CAPTURE))
+    return frames + fuzzing.first_of_each_kind(received, _frame_kind)
 
 
 SPOT_CONTRACT = fuzzing.ParserContract(
     parse=bybit.parse_spot,
     types=EVENT_TYPES,
     bad_frames=(),
-    seeds=lambda _: SEEDS,
+    seeds=_seeds,
     snapshot=lambda body: bybit.parse_snapshot_spot("BTCUSDT", body, 1),
+    bad_snapshots=BAD_SNAPSHOTS,
 )
 LINEAR_CONTRACT = fuzzing.ParserContract(
     parse=bybit.parse_linear,
     types=EVENT_TYPES,
     bad_frames=BAD_FRAMES,
-    seeds=lambda _: SEEDS,
+    seeds=_seeds,
     snapshot=lambda body: bybit.parse_snapshot_linear("BTCUSDT", body, 1),
+    bad_snapshots=BAD_SNAPSHOTS,
 )
 
 

@@ -1,7 +1,7 @@
-"""The contract every venue parser keeps (rule 7): a frame that breaks the venue's contract
-raises VenueContractError and nothing else; mutated real frames and arbitrary bytes give
-events of the parser's types or that error. Each venue's test module declares its
-:class:`~tests.feeds.fuzzing.ParserContract`; the tests run over all of them."""
+"""The contract every venue parser keeps (rule 7): a frame or a REST book body that breaks
+the venue's contract raises VenueContractError and nothing else; mutated real frames and
+arbitrary bytes give events of the parser's types or that error. Each venue's test module
+declares its :class:`~tests.feeds.fuzzing.ParserContract`; the tests run over all of them."""
 
 from __future__ import annotations
 
@@ -47,6 +47,22 @@ EACH = pytest.mark.parametrize("contract", list(CONTRACTS.values()), ids=list(CO
 def test_bad_frames_raise_the_one_contract_error(contract: ParserContract, frame: bytes) -> None:
     with pytest.raises(VenueContractError):
         contract.parse(frame, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("contract", "body"),
+    [
+        pytest.param(contract, body, id=f"{name}-{index}")
+        for name, contract in CONTRACTS.items()
+        for index, body in enumerate(contract.bad_snapshots)
+    ],
+)
+def test_bad_snapshot_bodies_raise_the_one_contract_error(
+    contract: ParserContract, body: bytes
+) -> None:
+    assert contract.snapshot is not None
+    with pytest.raises(VenueContractError):
+        contract.snapshot(body)
 
 
 @EACH

@@ -5,11 +5,12 @@ events or VenueContractError out, nothing else)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -32,7 +33,6 @@ from gateway.core.model import (
     StatusChange,
     SymbolState,
     Trade,
-    VenueContractError,
     VenueNotice,
 )
 from gateway.core.sequenced import SequencedBook
@@ -315,16 +315,17 @@ def test_rest_snapshot() -> None:
     )
     no_seq = okx.parse_snapshot("BTC-USDT", REST_BOOK.replace(b',"seqId":99', b""), 7)
     assert no_seq.last_id == -1
-    for body in (
-        b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}',
-        b'{"code":"0","msg":"","data":[]}',
-        b'{"code":"0","msg":""}',
-        REST_BOOK.replace(b'"0.60038921"', b'"x"'),
-        REST_BOOK.replace(b"99", b"-5"),
-        b"<html>",
-    ):
-        with pytest.raises(VenueContractError):
-            okx.parse_snapshot("BTC-USDT", body, 7)
+
+
+#: REST book bodies the snapshot parser refuses (tests/feeds/test_contract.py).
+BAD_SNAPSHOTS = [
+    b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}',
+    b'{"code":"0","msg":"","data":[]}',
+    b'{"code":"0","msg":""}',
+    REST_BOOK.replace(b'"0.60038921"', b'"x"'),
+    REST_BOOK.replace(b"99", b"-5"),
+    b"<html>",
+]
 
 
 #: Frames okx.parse refuses with VenueContractError (tests/feeds/test_contract.py).
@@ -808,23 +809,22 @@ def test_real_recording_through_the_arbiter(real_data: Callable[[str], Path]) ->
 # --- fuzzing --------------------------------------------------------------------------------
 
 
-def _seed_frames() -> list[bytes]:
+def _received_frames(path: Path) -> Iterator[bytes]:
+    """The frames received in an OKX session file (not its connect and sent lines)."""
+    for line in path.read_bytes().splitlines():
+        stamp, sep, frame = line.partition(b": ")
+        if sep and b" " not in stamp:
+            yield frame
+
+
+@functools.cache
+def _seeds(real_data: fuzzing.RealData) -> list[bytes]:
+    """The sample frames, and up to 3 of each kind (first 40 bytes) of the real session."""
     frames = [DOC_SNAPSHOT, DOC_UPDATE, TRADES, SUBSCRIBED, ERROR, UPGRADE, TICKER, REST_BOOK]
-    path = Path(__file__).resolve().parents[2].parent / "shared/data/real" / REAL_PATH
-    if path.exists():
-        kinds: dict[bytes, int] = {}
-        for line in path.read_bytes().splitlines():
-            stamp, sep, frame = line.partition(b": ")
-            if not sep or b" " in stamp or len(frame) > 4000:
-                continue  # connect and sent lines; snapshots are too big to mutate quickly
-            kind = frame[:40]
-            if kinds.get(kind, 0) < 3:
-                kinds[kind] = kinds.get(kind, 0) + 1
-                frames.append(frame)
-    return frames
+    received = _received_frames(real_data(REAL_PATH))
+    return frames + fuzzing.first_of_each_kind(received, lambda frame: frame[:40])
 
 
-SEEDS = _seed_frames()
 EVENT_TYPES = DepthDiff | DepthSnapshot | Trade | VenueNotice
 
 
@@ -832,8 +832,9 @@ CONTRACT = fuzzing.ParserContract(
     parse=okx.parse,
     types=EVENT_TYPES,
     bad_frames=BAD_FRAMES,
-    seeds=lambda _: SEEDS,
+    seeds=_seeds,
     snapshot=lambda body: okx.parse_snapshot("BTC-USDT", body, 1),
+    bad_snapshots=BAD_SNAPSHOTS,
 )
 
 
