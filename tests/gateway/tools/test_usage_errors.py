@@ -169,9 +169,9 @@ def _stderr_of(argv: list[str]) -> tuple[int, str]:
 def _assert_in_use(code: int, err: str, port: int, what_to_change: str) -> None:
     assert code == 2, err
     assert "Traceback" not in err and "ExceptionGroup" not in err, err
-    # Only the error, or a line of progress before it (replay says what it loaded).
+    # The error is the last line; replay may say what it loaded, and warn about it, first.
     *before, last = err.strip().splitlines()
-    assert len(before) <= 1, err
+    assert all(line.startswith(("loaded ", "warning: ")) for line in before), err
     assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in last
     assert what_to_change in last
 
