@@ -47,7 +47,10 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final
 
+from websockets.frames import CloseCode
+
 from feeds.sim.faults import FaultPlan
+from feeds.sim.replay_book import is_subscribe
 from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s
 from feeds.sim.shell import Conn, Endpoint, EndpointServer
 from feeds.sim.venue import RestAnswer
@@ -61,6 +64,14 @@ _QUEUE_MAX: Final = 256
 _QUEUE_CAP: Final = 4096
 #: Held (reordered) frames are sent after this long without a frame at the latest.
 _QUIET_S: Final = 0.2
+#: Records the books are rebuilt by before the server lets other tasks run.
+_REBUILD_BUDGET: Final = 2048
+#: Keys of a connection's ``state.extra``: the endpoint frame index it joined at, and the
+#: books' position of the last frame queued for it.
+_JOINED: Final = "replay_joined"
+_POSITION: Final = "replay_position"
+#: Set in ``state.extra`` once a connection's first subscribe was let through unanswered.
+_SUBSCRIBED: Final = "replay_subscribed"
 
 
 class ReplayServer(EndpointServer):
@@ -110,9 +121,16 @@ class ReplayServer(EndpointServer):
         self._notice = notice
         self._done = [not frames for frames in plan.endpoints]
         self._clock_ns: int | None = None
-        #: Without faults, the recorded times of the frames queued and not yet sent, per
-        #: connection: the replay time advances as frames are sent.
-        self._pending: dict[Conn, deque[int]] = {}
+        #: The books' position: one past the newest record sent on any connection.
+        self._position = 0
+        #: Per endpoint: when its current pass started (loop time; None: not started),
+        #: the pass's number, and the frames any connection of it was given so far.
+        self._pass_start: list[float | None] = [None] * count
+        self._pass_number = [0] * count
+        self._reached = [0] * count
+        #: Without faults, the frames queued and not yet sent, per connection: the replay
+        #: time advances as frames are sent.
+        self._pending: dict[Conn, deque[ReplayFrame]] = {}
         self.finished = asyncio.Event()
         self.rest_served = 0
         if all(self._done):
@@ -137,11 +155,25 @@ class ReplayServer(EndpointServer):
     # --- the shell's hooks ----------------------------------------------------------------
 
     async def _answer(self, conn: Conn, message: str | bytes) -> list[bytes]:
-        # Client messages are ignored but OKX's application-level keepalive, answered at
-        # once (not behind the capture's frames, and never faulted).
+        # OKX's application-level keepalive is answered at once (not behind the capture's
+        # frames, and never faulted).
         if message == "ping":
             await conn.ws.send("pong")
-        return []
+            return []
+        if not is_subscribe(message):
+            return []
+        extra = conn.state.extra
+        if not extra.get(_JOINED) and not extra.get(_SUBSCRIBED):
+            # From the capture's start: the recorded stream carries the snapshot.
+            extra[_SUBSCRIBED] = True
+            return []
+        books = self._plan.books
+        position = extra.get(_POSITION, 0)
+        assert isinstance(position, int)
+        await self._rebuild(position)
+        venue = books.venue_of(position - 1) if position else None
+        recv_ns = books.recv_ns(position - 1) if position else 0
+        return books.in_band_answer(venue, message, recv_ns)
 
     def _producer(self, endpoint: Endpoint, conn: Conn) -> Coroutine[Any, Any, None]:
         return self._produce(endpoint, conn)
@@ -149,24 +181,49 @@ class ReplayServer(EndpointServer):
     async def _send(self, conn: Conn, frame: bytes) -> None:
         await conn.ws.send(frame, text=_is_text(frame))
         pending = self._pending.get(conn)
-        if pending:
+        if pending and pending[0].payload is frame:  # not a reply
             self._advance_clock(pending.popleft())
 
     def _notice_frame(self) -> bytes | None:
         return None if self._notice is None else self._notice()
 
     async def _rest_answer(self, target: str) -> RestAnswer | None:
-        body = self._plan.rest.lookup(target, self._clock_ns)
+        position = self._position
+        body: bytes | None = None
+        if position:
+            await self._rebuild(position)
+            body = self._plan.books.rest_answer(target, self._plan.books.recv_ns(position - 1))
+        if body is None:
+            body = self._plan.rest.lookup(target, self._clock_ns)
         if body is None:
             return None
         self.rest_served += 1
         return RestAnswer(200, body, content_type="application/json;charset=UTF-8")
 
+    async def _rebuild(self, position: int) -> None:
+        """Bring the books to ``position``, letting other tasks run in between."""
+        books = self._plan.books
+        done = books.advance(position, _REBUILD_BUDGET)
+        while not done:
+            await asyncio.sleep(0)  # a bounded slice of work per turn of the loop
+            done = books.advance(position, _REBUILD_BUDGET)
+
+    # --- control --------------------------------------------------------------------------
+
+    async def close_endpoints(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "replay finished"
+    ) -> None:
+        """Close every endpoint's connections with ``code`` and stop listening (REST stays
+        up). Returns once every connection is closed."""
+        for index in range(len(self._endpoints)):
+            await self.close_endpoint(index, code, reason)
+
     # --- the producer ---------------------------------------------------------------------
 
     async def _produce(self, endpoint: Endpoint, conn: Conn) -> None:
-        """Queue each frame of the endpoint at its replay time; at the end of a pass, once
-        the writer is done with them, the endpoint is done (and a loop starts over)."""
+        """Queue each frame of the endpoint at its replay time, from the endpoint's current
+        position on; at the end of a pass, once the writer is done with them, the endpoint
+        is done (and a loop starts over)."""
         index = endpoint.index
         frames = self._plan.endpoints[index]
         if self._faults is None:
@@ -181,9 +238,15 @@ class ReplayServer(EndpointServer):
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            start = loop.time()
-            self._clock_ns = None if self._loop and self._done[index] else self._clock_ns
-            position = 0
+            start = self._pass_start[index]
+            if start is None:  # this connection starts the endpoint's pass
+                start = self._pass_start[index] = loop.time()
+                position = 0
+            else:
+                position = self._join_position(index, frames, loop.time() - start)
+            pass_number = self._pass_number[index]
+            conn.state.extra[_JOINED] = position
+            conn.state.extra[_POSITION] = self._record_position(frames, position)
             while position < len(frames):
                 elapsed = loop.time() - start
                 count = due_count(frames, position, elapsed, self._speed)
@@ -194,24 +257,47 @@ class ReplayServer(EndpointServer):
                     await conn.drained(below=_QUEUE_MAX)
                     self._queue(endpoint, conn, frame)
                     position += 1
+                    self._reached[index] = max(self._reached[index], position)
                     if self._speed is None and position % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)
             await conn.drained()
             self._endpoint_done(index)
             if not self._loop:
                 return
+            if self._pass_number[index] == pass_number:
+                # The first connection through the end starts the next pass; the others
+                # join it where it is.
+                self._pass_number[index] += 1
+                self._pass_start[index] = None
+                self._reached[index] = 0
+                self._clock_ns = None
+                self._position = 0
+
+    def _join_position(self, index: int, frames: Sequence[ReplayFrame], elapsed_s: float) -> int:
+        """Where a connection joins the endpoint's pass: past every frame already sent on
+        the endpoint, and past every frame due by now (speed X), as on the venue."""
+        due = 0 if self._speed is None else due_count(frames, 0, elapsed_s, self._speed)
+        return max(self._reached[index], due)
+
+    def _record_position(self, frames: Sequence[ReplayFrame], position: int) -> int:
+        """The books' position of a connection about to be sent ``frames[position]``."""
+        if position < len(frames):
+            return frames[position].record
+        return frames[-1].record + 1 if frames else 0
 
     def _queue(self, endpoint: Endpoint, conn: Conn, frame: ReplayFrame) -> None:
         self._push(endpoint, conn, [frame.payload], asyncio.get_running_loop().time())
+        conn.state.extra[_POSITION] = frame.record + 1
         pending = self._pending.get(conn)
         if pending is None:
-            self._advance_clock(frame.recv_ns)  # with faults: as handed to the fault writer
+            self._advance_clock(frame)  # with faults: as handed to the fault writer
         else:
-            pending.append(frame.recv_ns)
+            pending.append(frame)
 
-    def _advance_clock(self, recv_ns: int) -> None:
+    def _advance_clock(self, frame: ReplayFrame) -> None:
         clock = self._clock_ns
-        self._clock_ns = recv_ns if clock is None else max(clock, recv_ns)
+        self._clock_ns = frame.recv_ns if clock is None else max(clock, frame.recv_ns)
+        self._position = max(self._position, frame.record + 1)
 
     def _endpoint_done(self, index: int) -> None:
         self._done[index] = True

@@ -25,12 +25,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from feeds.sim.replay_book import ReplayBooks
 from gateway.capture import INLINE_SNAPSHOT_SCHEME, CaptureRecord
 
 __all__ = [
@@ -50,11 +51,14 @@ SYMBOL_PARAMS: Final = ("symbol", "instId", "product_id", "pair", "category_symb
 
 class ReplayFrame(msgspec.Struct, frozen=True, gc=False):
     """One frame to send: ``offset_ns`` after the capture's first frame, then ``recv_ns``
-    as recorded (the replay time the frame stands for)."""
+    as recorded (the replay time the frame stands for), and ``record``: its index in the
+    plan's :class:`~feeds.sim.replay_book.ReplayBooks` (the replay's position once sent is
+    ``record + 1``)."""
 
     offset_ns: int
     recv_ns: int
     payload: bytes
+    record: int = 0
 
 
 class _RestEntry(msgspec.Struct, frozen=True, gc=False):
@@ -120,6 +124,8 @@ class ReplayPlan:
     connections: int
     first_ns: int
     last_ns: int
+    #: Every record, to rebuild the books at the replay's position.
+    books: ReplayBooks = field(default_factory=ReplayBooks)
 
     @property
     def duration_ns(self) -> int:
@@ -127,35 +133,41 @@ class ReplayPlan:
 
 
 def build_plan(
-    records: Iterable[CaptureRecord], endpoints: int, snapshot_path: str | None = None
+    records: Iterable[CaptureRecord],
+    endpoints: int,
+    snapshot_path: str | None = None,
+    default_venue: str | None = None,
 ) -> ReplayPlan:
-    """The plan of ``records`` (in recorded order) on ``endpoints`` endpoints."""
+    """The plan of ``records`` (in recorded order) on ``endpoints`` endpoints; frames whose
+    venue the capture does not tell are ``default_venue``'s (:class:`ReplayBooks`)."""
     if endpoints < 1:
         raise ValueError("endpoints must be >= 1")
     order: dict[int, int] = {}
-    frames: list[tuple[int, CaptureRecord]] = []
+    frames: list[tuple[int, int, CaptureRecord]] = []
     rest = RestIndex()
+    books = ReplayBooks(default_venue)
     for record in records:
+        index = books.add(record)
         if record.kind == "ws":
             number = order.setdefault(record.conn_id, len(order))
-            frames.append((number, record))
+            frames.append((number, index, record))
         elif record.kind == "rest":
             rest.add(record.url, record.recv_ns, record.payload, snapshot_path)
-    first_ns = frames[0][1].recv_ns if frames else 0
+    first_ns = frames[0][2].recv_ns if frames else 0
     last_ns = first_ns
     per_endpoint: list[list[ReplayFrame]] = [[] for _ in range(endpoints)]
     fan_out = len(order) == 1
-    for number, record in frames:
+    for number, index, record in frames:
         # A clock stepping back in the capture never reorders: offsets only grow.
         last_ns = max(last_ns, record.recv_ns)
-        frame = ReplayFrame(last_ns - first_ns, record.recv_ns, record.payload)
+        frame = ReplayFrame(last_ns - first_ns, record.recv_ns, record.payload, index)
         if not fan_out:
             per_endpoint[number % endpoints].append(frame)
         else:
             per_endpoint[0].append(frame)
     if fan_out:
         per_endpoint = [per_endpoint[0]] * endpoints  # one list, shared: identical frames
-    return ReplayPlan(per_endpoint, rest, len(order), first_ns, last_ns)
+    return ReplayPlan(per_endpoint, rest, len(order), first_ns, last_ns, books)
 
 
 def parse_speed(text: str) -> float | None:

@@ -3,7 +3,8 @@
 Serves recorded captures (every format ``verify`` reads) from K loopback WebSocket endpoints
 and a REST port (:mod:`feeds.sim.replay`), so ``mdgateway run`` connects to it with only its
 endpoint URLs changed. Prints the endpoint URLs and the REST URL at start, and ``replay
-finished`` once every endpoint has sent the whole capture (not with ``--loop``).
+finished: ...`` once every endpoint has sent the whole capture (not with ``--loop``), then
+closes every endpoint with a going-away close (1001), or with ``--hold`` keeps them open.
 
 Several PATHs are merged in receive order, each keeping its own recorded connections. An
 inline REST snapshot (a format that recorded no URL) is served at the venue's snapshot path
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -35,6 +37,9 @@ from gateway.capture import (
 )
 from gateway.tools.runtime import int_at_least
 from gateway.wire.venues import ADAPTERS
+
+if TYPE_CHECKING:
+    from feeds.sim.replay import ReplayServer
 
 
 def _snapshot_path(path: Path, reader: CaptureReader) -> str | None:
@@ -62,7 +67,20 @@ def load_plan(paths: Sequence[Path], endpoints: int) -> ReplayPlan:
     """The replay plan of the captures at ``paths`` on ``endpoints`` endpoints."""
     ids: dict[tuple[int, int], int] = {}
     streams = [_records(path, number, ids) for number, path in enumerate(paths)]
-    return build_plan(heapq.merge(*streams, key=attrgetter("recv_ns")), endpoints)
+    merged = heapq.merge(*streams, key=attrgetter("recv_ns"))
+    return build_plan(merged, endpoints, default_venue=_default_venue(paths))
+
+
+def _default_venue(paths: Sequence[Path]) -> str | None:
+    """The venue of frames whose capture records no URL (hftbacktest): the first file's."""
+    for path in paths:
+        try:
+            venue = detect_venue(path)
+        except (CaptureFormatError, OSError):
+            continue
+        if venue is not None:
+            return venue
+    return None
 
 
 def _speed(text: str) -> float | None:
@@ -85,6 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rest-port", type=int, metavar="R", help="REST port (default P+K)")
     parser.add_argument("--loop", action="store_true", help="start over at the capture's end")
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="keep the endpoints open at the capture's end (default: close them, going away)",
+    )
     parser.add_argument(
         "--faults",
         metavar="SPEC",
@@ -133,9 +156,19 @@ async def _serve(args: argparse.Namespace, plan: ReplayPlan) -> int:
         print(f"rest {server.rest_url}", flush=True)
         if not args.loop:
             await server.finished.wait()
-            print("replay finished", flush=True)
+            await end_of_capture(server, hold=args.hold)
         await asyncio.Event().wait()
     return 0
+
+
+async def end_of_capture(server: ReplayServer, *, hold: bool) -> None:
+    """Say that the capture ended (one line on stdout); unless ``hold``, close every
+    endpoint with a going-away close (1001), so the gateway reports its books stale."""
+    if hold:
+        print("replay finished: capture ended; endpoints held open (--hold)", flush=True)
+        return
+    print("replay finished: capture ended; endpoints closed (1001 going away)", flush=True)
+    await server.close_endpoints()
 
 
 def main(args: argparse.Namespace) -> int:
