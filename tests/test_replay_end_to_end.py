@@ -13,12 +13,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from feeds.binance import notice_frame
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
+from gateway.core.model import SymbolState
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service
-from gateway.core.model import SymbolState
 from gateway.tools.replay import end_of_capture, load_plan
 from gateway.tools.verify import verify_capture
 from gateway.wire.config import Config, ServerConfig, VenueConfig
@@ -253,7 +255,13 @@ async def _replay_losing_on_every_endpoint(
             await end_of_capture(replay, hold=False)
             await subscriber.until(lambda: subscriber.statuses[-1:] == ["stale"], 30)
             assert not any(replay.is_open(i) for i in range(3))
-        return subscriber.client, subscriber.venue_ids[KEY], subscriber.statuses, service, rest_served
+        return (
+            subscriber.client,
+            subscriber.venue_ids[KEY],
+            subscriber.statuses,
+            service,
+            rest_served,
+        )
 
 
 def test_messages_lost_on_every_endpoint_resync_from_the_replay_and_end_on_verifys_book(
@@ -343,15 +351,14 @@ BYBIT_CAPTURE = "bybit/cryptofeed/BYBIT.jsonl.gz"
 BYBIT_KEYS = ["bybit-linear:BTCUSDT", "bybit-spot:BTCUSDT"]
 
 
-async def _bybit_replay_losing_on_every_endpoint(
-    path: Path, last_ids: dict[str, int]
+async def _bybit_replay(
+    path: Path, last_ids: dict[str, int], faults: str
 ) -> tuple[GatewayClient, dict[str, int], list[str], Service]:
-    """Bybit's two recorded connections (linear, spot) on endpoints 0 and 1 at speed 5;
-    both endpoints are down from 3 s to 3.5 s (2.5 s of the capture, lost on every copy).
-    The reconnections join at the replay's position; their subscribes are answered with
-    in-band snapshots rebuilt at that position."""
+    """Bybit's two recorded connections (linear, spot), each on its own endpoint (one copy
+    of each venue: a loss is a loss on every copy), at speed 5 (the capture's 42 s in 8.5
+    s) under ``faults``; returns once the subscriber has verify's last ids."""
     plan = load_plan([path], 2)
-    fault_plan = FaultPlan("ep*:refuse@3+0.5", 7, 2)
+    fault_plan = FaultPlan(faults, 7, 2)
     async with ReplayServer(plan, speed=5.0, faults=fault_plan) as replay:
         # The venue each endpoint serves: its recorded connection's.
         venues = [plan.books.venue_of(frames[0].record) for frames in plan.endpoints]
@@ -377,22 +384,66 @@ async def _bybit_replay_losing_on_every_endpoint(
         return subscriber.client, subscriber.venue_ids, subscriber.statuses, service
 
 
-def test_in_band_venue_resyncs_from_the_replays_snapshot_and_ends_on_verifys_book(
-    real_data: Callable[[str], Path],
-) -> None:
-    path = real_data(BYBIT_CAPTURE)
+def _bybit_ends_on_verifys_books(path: Path, faults: str) -> tuple[list[str], Service]:
     reports = verify_capture(path).symbols
     last_ids = {key: reports[key].last_id for key in BYBIT_KEYS}
     client, venue_ids, statuses, service = asyncio.run(
-        asyncio.wait_for(_bybit_replay_losing_on_every_endpoint(path, last_ids), 150)
+        asyncio.wait_for(_bybit_replay(path, last_ids, faults), 150)
     )
-    resyncing = statuses.index("resyncing")
-    assert "live" in statuses[resyncing:], statuses
     for key in BYBIT_KEYS:
-        stats = service.symbol_stats(key)
-        assert stats.snapshots >= 2, "the recorded snapshot and the replay's"
         book = client.book(key)
         assert book is not None
         assert venue_ids[key] == last_ids[key]
         assert book.bids()[:20] == reports[key].bids[:20]
         assert book.asks()[:20] == reports[key].asks[:20]
+    return statuses, service
+
+
+def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
+    real_data: Callable[[str], Path],
+) -> None:
+    """Both endpoints down from 3 s to 3.5 s (2.5 s of the capture): the reconnections
+    join at the replay's position and their subscribes are answered with in-band snapshots
+    rebuilt there."""
+    statuses, service = _bybit_ends_on_verifys_books(real_data(BYBIT_CAPTURE), "ep*:refuse@3+0.5")
+    stale = statuses.index("stale")
+    assert "live" in statuses[stale:], statuses
+    for key in BYBIT_KEYS:
+        assert service.symbol_stats(key).snapshots >= 2, "the recorded one and the replay's"
+
+
+def test_in_band_venue_resubscribes_after_a_loss_and_gets_a_snapshot_at_the_position(
+    real_data: Callable[[str], Path],
+) -> None:
+    """Frames dropped on the only copy: the gateway resubscribes, the replay answers with an
+    in-band snapshot rebuilt at the connection's position."""
+    statuses, service = _bybit_ends_on_verifys_books(real_data(BYBIT_CAPTURE), "ep*:drop=0.005")
+    assert sum(service.symbol_stats(key).gaps for key in BYBIT_KEYS) >= 1
+    resyncing = statuses.index("resyncing")
+    assert "live" in statuses[resyncing:], statuses
+
+
+async def _join_after(first_frames: int) -> tuple[int, int]:
+    """At max, a first connection reads ``first_frames`` frames of 2000; a second one then
+    opens on the same endpoint. Returns the index of the second one's first frame, and the
+    frames the first one was given in all (as the endpoint reached)."""
+    from websockets.asyncio.client import connect
+
+    from feeds.sim.replay_plan import build_plan
+    from gateway.capture import CaptureRecord
+
+    records = [CaptureRecord(n, 0, "ws", "", b'{"n":%d}' % n) for n in range(2000)]
+    async with ReplayServer(build_plan(records, 1), speed=None) as replay:
+        url = replay.endpoint_urls[0]
+        async with connect(url, max_queue=None) as first:
+            for _ in range(first_frames):
+                await first.recv()
+            reached = replay._reached[0]
+            async with connect(url, max_queue=None) as second:
+                joined: int = msgspec.json.decode(await second.recv())["n"]
+    return joined, reached
+
+
+def test_a_connection_opened_during_a_pass_joins_at_the_endpoints_position() -> None:
+    joined, reached = asyncio.run(asyncio.wait_for(_join_after(300), 30))
+    assert joined >= reached >= 300, "not the capture's start: the frames already given"

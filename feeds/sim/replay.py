@@ -1,7 +1,8 @@
 """The replay server: a recorded capture served from K loopback WebSocket endpoints and one
 REST port, as the venue would, so the gateway connects with only its endpoint URLs changed.
 
-The asyncio shell around the pure :mod:`feeds.sim.replay_plan` (what goes where, when).
+The asyncio shell around the pure :mod:`feeds.sim.replay_plan` (what goes where, when) and
+:mod:`feeds.sim.replay_book` (the books at the replay's position).
 
 Served by the one server shell, :class:`feeds.sim.shell.EndpointServer` (lifecycle,
 connections, faults, REST serving: see its module docstring)::
@@ -12,26 +13,42 @@ connections, faults, REST serving: see its module docstring)::
 The server's only task of its own is the fault schedule (with ``faults``); each connection
 runs a producer beside its reader and writer, which feeds the connection's queue.
 
-WebSocket endpoints accept any path and query. Client messages are read and ignored, except
-OKX's text ``ping``, answered ``pong``. Each connection gets its endpoint's frames from the
-start of the capture, in recorded order: at speed X frame ``f`` is sent ``f.offset_ns / X``
-after the connection opened (every frame already due is sent at once, so bursts stay
-bursts); at ``max`` (speed None) as fast as the client reads: the producer waits while the
-connection's queue holds ``_QUEUE_MAX`` frames, and the writer's ``send`` awaits the
-connection's bounded write buffer draining. With ``loop`` a connection starts over at the
-end; otherwise it stays open and idle. :attr:`ReplayServer.finished` is set once every
-endpoint has sent all its frames to some connection.
+WebSocket endpoints accept any path and query. Each endpoint streams its frames in recorded
+order in passes, as a venue streams live: the first connection starts a pass at the
+endpoint's first frame, and a connection opened during a pass (a reconnection) joins at the
+endpoint's current position, past every frame already given to a connection of the
+endpoint and, at speed X, every frame already due. At speed X frame ``f`` is sent
+``f.offset_ns / X`` after the pass started (every frame already due is sent at once, so
+bursts stay bursts); at ``max`` (speed None) as fast as the client reads: the producer
+waits while the connection's queue holds ``_QUEUE_MAX`` frames, and the writer's ``send``
+awaits the connection's bounded write buffer draining. With ``loop`` the first connection
+through the end starts the next pass (the others join it); otherwise a pass is run once and
+connections stay open and idle after it (:meth:`ReplayServer.close_endpoints` closes them).
+:attr:`ReplayServer.finished` is set once every endpoint has sent all its frames to some
+connection.
 
-REST (``rest_port``): ``GET`` of a recorded URL's path + query (exact, else same path and
-same ``symbol``/``instId``) returns the most recent response recorded at or before the
-replay time (:attr:`ReplayServer.replay_ns`: the newest recorded frame time sent on any
-connection in its current pass), or the first one when no frame was sent yet; else 404.
+Client messages: OKX's text ``ping`` is answered ``pong``. A subscribe request (OKX's or
+Bybit's ``{"op":"subscribe",...}``) on a connection that joined during a pass, or that
+unsubscribed before (a resubscribe), is answered as the venue would with an in-band snapshot
+of each book it names, rebuilt at the connection's position (the records before the next
+frame it is sent); a connection from the pass's start gets the recorded snapshots in its
+stream. Other messages are ignored.
+
+REST (``rest_port``): a venue's depth request is answered with the book at the replay's
+position (one past the newest record sent on any connection in the current pass), rebuilt
+by the gateway's pipeline and rendered in the venue's REST format with its last update id
+(:meth:`feeds.sim.replay_book.ReplayBooks.rest_answer`). Any other ``GET``, or one before
+the first frame or for a book not consistent at the position, is answered from the recorded
+responses: by path + query (exact, else same path and same ``symbol``/``instId``), the most
+recent one recorded at or before the replay time (:attr:`ReplayServer.replay_ns`), or the
+first one when no frame was sent yet; else 404. The books are rebuilt on demand, a bounded
+number of records per turn of the event loop.
 
 Faults (``faults``, a :class:`feeds.sim.faults.FaultPlan`, docs/faults.md): the whole
 language, applied by the same shell as the simulators'. Each connection's frames go, at
 their replay time, through the fault writer (drop, duplicate, corrupt, delay and jitter,
 reorder, stall); the fault schedule closes an endpoint's connections at ``close@t`` (code
-1001; the client's next connection starts the capture over) and stops listening during
+1001; the client's next connection joins at the endpoint's position) and stops listening during
 ``refuse@t+d``. ``notice`` sends the ``notice`` frame given
 (the capture's venue's own maintenance or shutdown notice), or nothing where none is known.
 REST faults answer the REST port's requests (status with ``Retry-After``, ``slow``). The
@@ -50,7 +67,7 @@ from typing import Any, Final
 from websockets.frames import CloseCode
 
 from feeds.sim.faults import FaultPlan
-from feeds.sim.replay_book import is_subscribe
+from feeds.sim.replay_book import request_op
 from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s
 from feeds.sim.shell import Conn, Endpoint, EndpointServer
 from feeds.sim.venue import RestAnswer
@@ -70,8 +87,10 @@ _REBUILD_BUDGET: Final = 2048
 #: books' position of the last frame queued for it.
 _JOINED: Final = "replay_joined"
 _POSITION: Final = "replay_position"
-#: Set in ``state.extra`` once a connection's first subscribe was let through unanswered.
-_SUBSCRIBED: Final = "replay_subscribed"
+#: Key of the venue of the endpoint's frames in a connection's ``state.extra``.
+_VENUE: Final = "replay_venue"
+#: Set in ``state.extra`` once a connection unsubscribed: its subscribes are answered.
+_RESUBSCRIBING: Final = "replay_resubscribing"
 
 
 class ReplayServer(EndpointServer):
@@ -160,22 +179,26 @@ class ReplayServer(EndpointServer):
         if message == "ping":
             await conn.ws.send("pong")
             return []
-        if not is_subscribe(message):
-            return []
+        op = request_op(message)
         extra = conn.state.extra
-        if not extra.get(_JOINED) and not extra.get(_SUBSCRIBED):
-            # From the capture's start: the recorded stream carries the snapshot.
-            extra[_SUBSCRIBED] = True
+        if op == "unsubscribe":
+            extra[_RESUBSCRIBING] = True
+        if op != "subscribe" or not (extra.get(_JOINED) or extra.get(_RESUBSCRIBING)):
+            # A connection from the capture's start: its recorded stream carries the
+            # snapshots of its first subscriptions.
             return []
         books = self._plan.books
         position = extra.get(_POSITION, 0)
         assert isinstance(position, int)
         await self._rebuild(position)
-        venue = books.venue_of(position - 1) if position else None
+        venue = extra.get(_VENUE)
+        assert venue is None or isinstance(venue, str)
         recv_ns = books.recv_ns(position - 1) if position else 0
         return books.in_band_answer(venue, message, recv_ns)
 
     def _producer(self, endpoint: Endpoint, conn: Conn) -> Coroutine[Any, Any, None]:
+        # Joined now, before the connection's first message is read.
+        self._join(endpoint.index, conn)
         return self._produce(endpoint, conn)
 
     async def _send(self, conn: Conn, frame: bytes) -> None:
@@ -238,15 +261,9 @@ class ReplayServer(EndpointServer):
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            start = self._pass_start[index]
-            if start is None:  # this connection starts the endpoint's pass
-                start = self._pass_start[index] = loop.time()
-                position = 0
-            else:
-                position = self._join_position(index, frames, loop.time() - start)
+            start, position = self._pass_start[index], conn.state.extra[_JOINED]
+            assert start is not None and isinstance(position, int)
             pass_number = self._pass_number[index]
-            conn.state.extra[_JOINED] = position
-            conn.state.extra[_POSITION] = self._record_position(frames, position)
             while position < len(frames):
                 elapsed = loop.time() - start
                 count = due_count(frames, position, elapsed, self._speed)
@@ -272,6 +289,23 @@ class ReplayServer(EndpointServer):
                 self._reached[index] = 0
                 self._clock_ns = None
                 self._position = 0
+            self._join(index, conn)
+
+    def _join(self, index: int, conn: Conn) -> None:
+        """Set where ``conn`` joins the endpoint's pass (starting the pass if none runs)."""
+        frames = self._plan.endpoints[index]
+        now = asyncio.get_running_loop().time()
+        start = self._pass_start[index]
+        if start is None:  # this connection starts the endpoint's pass
+            self._pass_start[index] = now
+            position = 0
+        else:
+            position = self._join_position(index, frames, now - start)
+        extra = conn.state.extra
+        extra[_JOINED] = position
+        extra[_POSITION] = self._record_position(frames, position)
+        if frames:
+            extra[_VENUE] = self._plan.books.venue_of(frames[min(position, len(frames) - 1)].record)
 
     def _join_position(self, index: int, frames: Sequence[ReplayFrame], elapsed_s: float) -> int:
         """Where a connection joins the endpoint's pass: past every frame already sent on

@@ -49,7 +49,7 @@ from gateway.core.model import SymbolState, symbol_key
 from gateway.core.pipeline import BookState, VenuePipeline
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
-__all__ = ["ReplayBooks", "is_subscribe"]
+__all__ = ["ReplayBooks", "request_op"]
 
 #: Query parameters naming the symbol of a REST depth request.
 _SYMBOL_PARAMS: Final = ("symbol", "instId")
@@ -183,16 +183,18 @@ def _query_symbol(query: Mapping[str, str]) -> str | None:
     return None
 
 
-def is_subscribe(message: str | bytes) -> bool:
-    """True when a client ``message`` is a subscribe request (``{"op":"subscribe",...}``,
-    OKX's and Bybit's)."""
-    if "subscribe" not in (message if isinstance(message, str) else message.decode("latin-1")):
-        return False
+def request_op(message: str | bytes) -> str | None:
+    """The ``op`` of a client request (``{"op":"subscribe",...}``, OKX's and Bybit's), or
+    None for any other message."""
+    text = message if isinstance(message, str) else message.decode("latin-1")
+    if '"op"' not in text:
+        return None
     try:
         request = _any_decoder.decode(message)
     except (msgspec.DecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(request, dict) and request.get("op") == "subscribe"
+        return None
+    op = request.get("op") if isinstance(request, dict) else None
+    return op if isinstance(op, str) else None
 
 
 class ReplayBooks:
