@@ -34,28 +34,33 @@ ROOT = Path(__file__).resolve().parents[1]
 MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
 
 
+def _binance_config(replay: ReplayServer) -> Config:
+    """The gateway's config for Binance BTCUSDT on every endpoint and the REST of ``replay``."""
+    return Config(
+        venues=[
+            VenueConfig(
+                venue="binance",
+                symbols=["BTCUSDT"],
+                endpoints=replay.endpoint_urls,
+                rest=[replay.rest_url],
+                stall_timeout_s=30.0,
+                backoff_initial_s=0.05,
+                backoff_max_s=1.0,
+                # At max speed the endpoints drift apart by more than a live venue's.
+                reorder_window_ms=2000.0,
+            )
+        ],
+        server=ServerConfig(port=0),
+    )
+
+
 async def _replay_through_the_gateway(
     path: Path, last_id: int, faults: str | None = None
 ) -> tuple[GatewayClient, int, Service]:
     plan = load_plan([path], 3)
     fault_plan = FaultPlan(faults, 7, 3) if faults else None
     async with ReplayServer(plan, speed=None, faults=fault_plan) as replay:
-        config = Config(
-            venues=[
-                VenueConfig(
-                    venue="binance",
-                    symbols=["BTCUSDT"],
-                    endpoints=replay.endpoint_urls,
-                    rest=[replay.rest_url],
-                    stall_timeout_s=30.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=1.0,
-                    # At max speed the endpoints drift apart by more than a live venue's.
-                    reorder_window_ms=2000.0,
-                )
-            ],
-            server=ServerConfig(port=0),
-        )
+        config = _binance_config(replay)
         async with serving(config, [KEY]) as (service, subscriber):
             await asyncio.wait_for(replay.finished.wait(), 90)
             await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == last_id, 30)
@@ -234,20 +239,7 @@ async def _replay_losing_on_every_endpoint(
     plan = load_plan([path], 3)
     fault_plan = FaultPlan("ep*:refuse@2+0.3", 7, 3)
     async with ReplayServer(plan, speed=50.0, faults=fault_plan) as replay:
-        config = Config(
-            venues=[
-                VenueConfig(
-                    venue="binance",
-                    symbols=["BTCUSDT"],
-                    endpoints=replay.endpoint_urls,
-                    rest=[replay.rest_url],
-                    stall_timeout_s=30.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=0.2,
-                )
-            ],
-            server=ServerConfig(port=0),
-        )
+        config = _binance_config(replay)
         async with serving(config, [KEY]) as (service, subscriber):
             await asyncio.wait_for(replay.finished.wait(), 60)
             await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == last_id, 30)
