@@ -439,3 +439,22 @@ async def _join_after(first_frames: int) -> tuple[int, int]:
 def test_a_connection_opened_during_a_pass_joins_at_the_endpoints_position() -> None:
     joined, reached = asyncio.run(asyncio.wait_for(_join_after(300), 30))
     assert joined >= reached >= 300, "not the capture's start: the frames already given"
+
+
+async def _looped(frames_read: int) -> list[int]:
+    from websockets.asyncio.client import connect
+
+    from feeds.sim.replay_plan import build_plan
+    from gateway.capture import CaptureRecord
+
+    records = [CaptureRecord(n, 0, "ws", "", b'{"n":%d}' % n) for n in range(5)]
+    plan = build_plan(records, 1)
+    async with (
+        ReplayServer(plan, speed=None, loop=True) as replay,
+        connect(replay.endpoint_urls[0], max_queue=None) as ws,
+    ):
+        return [msgspec.json.decode(await ws.recv())["n"] for _ in range(frames_read)]
+
+
+def test_with_loop_the_connection_through_the_end_starts_the_next_pass() -> None:
+    assert asyncio.run(asyncio.wait_for(_looped(12), 30)) == [0, 1, 2, 3, 4] * 2 + [0, 1]
