@@ -317,8 +317,8 @@ class ReplayBooks:
         for pipeline in self._pipelines.values():
             if pipeline.timer_armed:
                 pipeline.on_timer(now_ns)
-        if venue is None:
-            return
+        if venue is None or (venue not in _REST_RENDERERS and venue not in _IN_BAND_RENDERERS):
+            return  # no snapshot of it is ever answered
         pipeline = self._pipeline(venue)
         if record.kind == "ws":
             pipeline.receive_frame(record.conn_id, record.payload, now_ns, now_ns)
