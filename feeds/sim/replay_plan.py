@@ -18,6 +18,8 @@ time computations the server's send loop and REST hook need.
   response recorded at or before the replay time (the first one when none is yet). An
   inline snapshot (``capture:snapshot?symbol=X``, no URL recorded) is served at the
   venue's snapshot path given as ``snapshot_path``.
+- Every record is also kept, in order, in the plan's :class:`ReplayBooks` (each frame names
+  its record's index), which rebuilds the books at the replay's position.
 """
 
 from __future__ import annotations
