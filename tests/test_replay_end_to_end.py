@@ -1,5 +1,8 @@
 """Replay of a real capture (hftbacktest, Binance spot) at max from 3 endpoints → gateway →
-subscriber: the subscriber's final book is verify's final book, with no gap."""
+subscriber: the subscriber's final book is verify's final book, with no gap. With messages
+lost on every endpoint, the gateway resyncs from the replay's REST (the book rebuilt at the
+replay's position) and still ends on verify's book; at the capture's end the replay closes
+its endpoints (going away) and the gateway reports stale, or holds them open."""
 
 from __future__ import annotations
 
@@ -10,21 +13,45 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from feeds.binance import notice_frame
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
+from gateway.core.model import SymbolState
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service
-from gateway.tools.replay import load_plan
+from gateway.tools.replay import end_of_capture, load_plan
 from gateway.tools.verify import verify_capture
 from gateway.wire.config import Config, ServerConfig, VenueConfig
 
 from .subscriber import serving
 
 CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
+OKX_CAPTURE = "okx/cryptofeed/OKX.ws.1.0"
 KEY = "binance:BTCUSDT"
 ROOT = Path(__file__).resolve().parents[1]
 MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
+
+
+def _binance_config(replay: ReplayServer) -> Config:
+    """The gateway's config for Binance BTCUSDT on every endpoint and the REST of ``replay``."""
+    return Config(
+        venues=[
+            VenueConfig(
+                venue="binance",
+                symbols=["BTCUSDT"],
+                endpoints=replay.endpoint_urls,
+                rest=[replay.rest_url],
+                stall_timeout_s=30.0,
+                backoff_initial_s=0.05,
+                backoff_max_s=1.0,
+                # At max speed the endpoints drift apart by more than a live venue's.
+                reorder_window_ms=2000.0,
+            )
+        ],
+        server=ServerConfig(port=0),
+    )
 
 
 async def _replay_through_the_gateway(
@@ -33,22 +60,7 @@ async def _replay_through_the_gateway(
     plan = load_plan([path], 3)
     fault_plan = FaultPlan(faults, 7, 3) if faults else None
     async with ReplayServer(plan, speed=None, faults=fault_plan) as replay:
-        config = Config(
-            venues=[
-                VenueConfig(
-                    venue="binance",
-                    symbols=["BTCUSDT"],
-                    endpoints=replay.endpoint_urls,
-                    rest=[replay.rest_url],
-                    stall_timeout_s=30.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=1.0,
-                    # At max speed the endpoints drift apart by more than a live venue's.
-                    reorder_window_ms=2000.0,
-                )
-            ],
-            server=ServerConfig(port=0),
-        )
+        config = _binance_config(replay)
         async with serving(config, [KEY]) as (service, subscriber):
             await asyncio.wait_for(replay.finished.wait(), 90)
             await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == last_id, 30)
@@ -215,3 +227,234 @@ def test_speed_scales_the_recorded_gaps_and_ping_gets_pong() -> None:
     assert frames == [f'{{"n":{n}}}' for n in range(5)]
     assert elapsed >= 0.1 - 0.01  # the second burst is not sent before it is due
     assert body == b"{}"
+
+
+async def _replay_losing_on_every_endpoint(
+    path: Path, last_id: int
+) -> tuple[GatewayClient, int, list[str], Service, int]:
+    """At speed 50 (the capture's 346 s in about 7 s) every endpoint is down from 2 s to
+    2.3 s (15 s of the capture): the reconnections join at the replay's position, so the
+    updates sent meanwhile are lost on every copy. At the end the replay closes its
+    endpoints."""
+    plan = load_plan([path], 3)
+    fault_plan = FaultPlan("ep*:refuse@2+0.3", 7, 3)
+    async with ReplayServer(plan, speed=50.0, faults=fault_plan) as replay:
+        config = _binance_config(replay)
+        async with serving(config, [KEY]) as (service, subscriber):
+            await asyncio.wait_for(replay.finished.wait(), 60)
+            await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == last_id, 30)
+            rest_served = replay.rest_served
+            await end_of_capture(replay, hold=False)
+            await subscriber.until(lambda: subscriber.statuses[-1:] == ["stale"], 30)
+            assert not any(replay.is_open(i) for i in range(3))
+        return (
+            subscriber.client,
+            subscriber.venue_ids[KEY],
+            subscriber.statuses,
+            service,
+            rest_served,
+        )
+
+
+def test_messages_lost_on_every_endpoint_resync_from_the_replay_and_end_on_verifys_book(
+    real_data: Callable[[str], Path],
+) -> None:
+    path = real_data(CAPTURE)
+    report = verify_capture(path).symbols[KEY]
+    client, last_id, statuses, service, rest_served = asyncio.run(
+        asyncio.wait_for(_replay_losing_on_every_endpoint(path, report.last_id), 150)
+    )
+    stats = service.symbol_stats(KEY)
+    assert stats.gaps >= 1 and stats.resyncs >= 1, "the loss was on every copy"
+    assert rest_served >= 2, "the start's snapshot and the resync's"
+    resyncing = statuses.index("resyncing")
+    assert "live" in statuses[resyncing:], statuses
+    book = client.book(KEY)
+    assert book is not None
+    assert last_id == report.last_id
+    assert book.bids()[:20] == report.bids[:20]
+    assert book.asks()[:20] == report.asks[:20]
+    assert statuses[-1] == SymbolState.STALE.value
+
+
+async def _replay_command_at_the_capture_end(path: Path, hold: bool) -> tuple[str, int | None]:
+    """Runs ``mdgateway replay`` at max, reads its endpoint to the end; returns the line it
+    printed at the end, and the close code the connection got (None: still open, proven
+    by a ping answered after that line)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    process = await asyncio.create_subprocess_exec(
+        *MDGATEWAY,
+        "replay",
+        str(path),
+        "--speed",
+        "max",
+        *(["--hold"] if hold else []),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        url = (await process.stdout.readline()).decode().split()[1]
+        assert (await process.stdout.readline()).startswith(b"rest ")
+        code: int | None = None
+        async with connect(url, max_queue=None) as ws:
+            line = (await process.stdout.readline()).decode().strip()
+            if hold:
+                await ws.send("ping")
+                while await ws.recv() != "pong":
+                    pass
+            else:
+                try:
+                    while True:
+                        await ws.recv()
+                except ConnectionClosed as closed:
+                    assert closed.rcvd is not None
+                    code = closed.rcvd.code
+        return line, code
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+
+
+def test_replay_command_closes_its_endpoints_going_away_at_the_capture_end(
+    real_data: Callable[[str], Path],
+) -> None:
+    line, code = asyncio.run(
+        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), False), 60)
+    )
+    assert line.startswith("replay finished") and "closed" in line
+    assert code == 1001
+
+
+def test_replay_command_with_hold_keeps_its_endpoints_open_at_the_capture_end(
+    real_data: Callable[[str], Path],
+) -> None:
+    line, code = asyncio.run(
+        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), True), 60)
+    )
+    assert line.startswith("replay finished") and "held open" in line
+    assert code is None
+
+
+BYBIT_CAPTURE = "bybit/cryptofeed/BYBIT.jsonl.gz"
+BYBIT_KEYS = ["bybit-linear:BTCUSDT", "bybit-spot:BTCUSDT"]
+
+
+async def _bybit_replay(
+    path: Path, last_ids: dict[str, int], faults: str
+) -> tuple[GatewayClient, dict[str, int], list[str], Service]:
+    """Bybit's two recorded connections (linear, spot), each on its own endpoint (one copy
+    of each venue: a loss is a loss on every copy), at speed 5 (the capture's 42 s in 8.5
+    s) under ``faults``; returns once the subscriber has verify's last ids."""
+    plan = load_plan([path], 2)
+    fault_plan = FaultPlan(faults, 7, 2)
+    async with ReplayServer(plan, speed=5.0, faults=fault_plan) as replay:
+        # The venue each endpoint serves: its recorded connection's.
+        venues = [plan.books.venue_of(frames[0].record) for frames in plan.endpoints]
+        config = Config(
+            venues=[
+                VenueConfig(
+                    venue=str(venue),
+                    symbols=["BTCUSDT"],
+                    endpoints=[url],
+                    stall_timeout_s=30.0,
+                    backoff_initial_s=0.05,
+                    backoff_max_s=0.2,
+                )
+                for venue, url in zip(venues, replay.endpoint_urls, strict=True)
+            ],
+            server=ServerConfig(port=0),
+        )
+        async with serving(config, BYBIT_KEYS) as (service, subscriber):
+            await asyncio.wait_for(replay.finished.wait(), 60)
+            await subscriber.until(
+                lambda: all(subscriber.venue_ids.get(k) == last_ids[k] for k in BYBIT_KEYS), 30
+            )
+        return subscriber.client, subscriber.venue_ids, subscriber.statuses, service
+
+
+def _bybit_ends_on_verifys_books(path: Path, faults: str) -> tuple[list[str], Service]:
+    reports = verify_capture(path).symbols
+    last_ids = {key: reports[key].last_id for key in BYBIT_KEYS}
+    client, venue_ids, statuses, service = asyncio.run(
+        asyncio.wait_for(_bybit_replay(path, last_ids, faults), 150)
+    )
+    for key in BYBIT_KEYS:
+        book = client.book(key)
+        assert book is not None
+        assert venue_ids[key] == last_ids[key]
+        assert book.bids()[:20] == reports[key].bids[:20]
+        assert book.asks()[:20] == reports[key].asks[:20]
+    return statuses, service
+
+
+def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
+    real_data: Callable[[str], Path],
+) -> None:
+    """Both endpoints down from 3 s to 3.5 s (2.5 s of the capture): the reconnections
+    join at the replay's position and their subscribes are answered with in-band snapshots
+    rebuilt there."""
+    statuses, service = _bybit_ends_on_verifys_books(real_data(BYBIT_CAPTURE), "ep*:refuse@3+0.5")
+    stale = statuses.index("stale")
+    assert "live" in statuses[stale:], statuses
+    for key in BYBIT_KEYS:
+        assert service.symbol_stats(key).snapshots >= 2, "the recorded one and the replay's"
+
+
+def test_in_band_venue_resubscribes_after_a_loss_and_gets_a_snapshot_at_the_position(
+    real_data: Callable[[str], Path],
+) -> None:
+    """Frames dropped on the only copy: the gateway resubscribes, the replay answers with an
+    in-band snapshot rebuilt at the connection's position."""
+    statuses, service = _bybit_ends_on_verifys_books(real_data(BYBIT_CAPTURE), "ep*:drop=0.005")
+    assert sum(service.symbol_stats(key).gaps for key in BYBIT_KEYS) >= 1
+    resyncing = statuses.index("resyncing")
+    assert "live" in statuses[resyncing:], statuses
+
+
+async def _join_after(first_frames: int) -> tuple[int, int]:
+    """At max, a first connection reads ``first_frames`` frames of 2000; a second one then
+    opens on the same endpoint. Returns the index of the second one's first frame, and the
+    frames the first one was given in all (as the endpoint reached)."""
+    from websockets.asyncio.client import connect
+
+    from feeds.sim.replay_plan import build_plan
+    from gateway.capture import CaptureRecord
+
+    records = [CaptureRecord(n, 0, "ws", "", b'{"n":%d}' % n) for n in range(2000)]
+    async with ReplayServer(build_plan(records, 1), speed=None) as replay:
+        url = replay.endpoint_urls[0]
+        async with connect(url, max_queue=None) as first:
+            for _ in range(first_frames):
+                await first.recv()
+            reached = replay._reached[0]
+            async with connect(url, max_queue=None) as second:
+                joined: int = msgspec.json.decode(await second.recv())["n"]
+    return joined, reached
+
+
+def test_a_connection_opened_during_a_pass_joins_at_the_endpoints_position() -> None:
+    joined, reached = asyncio.run(asyncio.wait_for(_join_after(300), 30))
+    assert joined >= reached >= 300, "not the capture's start: the frames already given"
+
+
+async def _looped(frames_read: int) -> list[int]:
+    from websockets.asyncio.client import connect
+
+    from feeds.sim.replay_plan import build_plan
+    from gateway.capture import CaptureRecord
+
+    records = [CaptureRecord(n, 0, "ws", "", b'{"n":%d}' % n) for n in range(5)]
+    plan = build_plan(records, 1)
+    async with (
+        ReplayServer(plan, speed=None, loop=True) as replay,
+        connect(replay.endpoint_urls[0], max_queue=None) as ws,
+    ):
+        return [msgspec.json.decode(await ws.recv())["n"] for _ in range(frames_read)]
+
+
+def test_with_loop_the_connection_through_the_end_starts_the_next_pass() -> None:
+    assert asyncio.run(asyncio.wait_for(_looped(12), 30)) == [0, 1, 2, 3, 4] * 2 + [0, 1]

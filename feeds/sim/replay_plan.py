@@ -23,6 +23,8 @@ time computations the server's send loop and REST hook need.
   response recorded at or before the replay time (the first one when none is yet). An
   inline snapshot (``capture:snapshot?symbol=X``, no URL recorded) is served at the
   venue's snapshot path given as ``snapshot_path``.
+- Every record is also kept, in order, in the plan's :class:`ReplayBooks` (each frame names
+  its record's index), which rebuilds the books at the replay's position.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from feeds.sim.replay_book import ReplayBooks
 from gateway.capture import INLINE_SNAPSHOT_SCHEME, CaptureRecord
 
 __all__ = [
@@ -57,11 +60,14 @@ SYMBOL_PARAMS: Final = ("symbol", "instId", "product_id", "pair", "category_symb
 
 class ReplayFrame(msgspec.Struct, frozen=True, gc=False):
     """One frame to send: ``offset_ns`` after the capture's first frame, then ``recv_ns``
-    as recorded (the replay time the frame stands for)."""
+    as recorded (the replay time the frame stands for), and ``record``: its index in the
+    plan's :class:`~feeds.sim.replay_book.ReplayBooks` (the replay's position once sent is
+    ``record + 1``)."""
 
     offset_ns: int
     recv_ns: int
     payload: bytes
+    record: int = 0
 
 
 class _RestEntry(msgspec.Struct, frozen=True, gc=False):
@@ -161,6 +167,8 @@ class ReplayPlan:
     last_ns: int
     #: Which recorded connection each endpoint replays, in order of first frame.
     connections_served: tuple[RecordedConnection, ...] = ()
+    #: Every record, to rebuild the books at the replay's position.
+    books: ReplayBooks = field(default_factory=ReplayBooks)
 
     @property
     def duration_ns(self) -> int:
@@ -168,21 +176,27 @@ class ReplayPlan:
 
 
 def build_plan(
-    records: Iterable[CaptureRecord], endpoints: int | None, snapshot_path: str | None = None
+    records: Iterable[CaptureRecord],
+    endpoints: int | None,
+    snapshot_path: str | None = None,
+    default_venue: str | None = None,
 ) -> ReplayPlan:
     """The plan of ``records`` (in recorded order) on ``endpoints`` endpoints (None: one
-    per recorded connection, :func:`endpoint_layout`)."""
+    per recorded connection, :func:`endpoint_layout`); frames whose venue the capture does
+    not tell are ``default_venue``'s (:class:`ReplayBooks`)."""
     if endpoints is not None and endpoints < 1:
         raise ValueError("endpoints must be >= 1")
     order: dict[int, int] = {}
     urls: dict[int, str] = {}
-    frames: list[tuple[int, CaptureRecord]] = []
+    frames: list[tuple[int, int, CaptureRecord]] = []
     rest = RestIndex()
+    books = ReplayBooks(default_venue)
     for record in records:
+        index = books.add(record)
         if record.kind == "ws":
             number = order.setdefault(record.conn_id, len(order))
             urls.setdefault(record.conn_id, record.url)
-            frames.append((number, record))
+            frames.append((number, index, record))
         elif record.kind == "connect":
             urls[record.conn_id] = record.url
         elif record.kind == "rest":
@@ -194,14 +208,14 @@ def build_plan(
     else:
         layout = endpoint_layout([urls[conn_id] for conn_id in order])
         count = max(layout, default=0) + 1
-    first_ns = frames[0][1].recv_ns if frames else 0
+    first_ns = frames[0][2].recv_ns if frames else 0
     last_ns = first_ns
     per_endpoint: list[list[ReplayFrame]] = [[] for _ in range(count)]
     counts = [0] * len(order)
-    for number, record in frames:
+    for number, index, record in frames:
         # A clock stepping back in the capture never reorders: offsets only grow.
         last_ns = max(last_ns, record.recv_ns)
-        frame = ReplayFrame(last_ns - first_ns, record.recv_ns, record.payload)
+        frame = ReplayFrame(last_ns - first_ns, record.recv_ns, record.payload, index)
         per_endpoint[layout[number]].append(frame)
         counts[number] += 1
     if fan_out:
@@ -215,7 +229,7 @@ def build_plan(
         )
         for conn_id, number in order.items()
     )
-    return ReplayPlan(per_endpoint, rest, len(order), first_ns, last_ns, served)
+    return ReplayPlan(per_endpoint, rest, len(order), first_ns, last_ns, served, books)
 
 
 def parse_speed(text: str) -> float | None:

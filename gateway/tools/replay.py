@@ -7,11 +7,12 @@ endpoint URLs and REST bases changed. Without ``--endpoints``, each recorded con
 served on an endpoint of its own (a one-connection capture on one; the layout is
 :func:`feeds.sim.replay_plan.endpoint_layout`); with ``--endpoints K``, K endpoints (one
 connection fanned to all K, several dealt round-robin). Prints a table endpoint -> venue ->
-recorded connection and the REST URL at start, and ``replay finished`` once every endpoint
-has sent the whole capture (not with ``--loop``). ``--write-config FILE`` writes a gateway
+recorded connection and the REST URL at start. ``--write-config FILE`` writes a gateway
 configuration (:mod:`gateway.wire.config`) pointing every venue of the capture at its
 endpoints and at the REST port, checked by loading it back. On a terminal, stderr shows
-the progress (replay time, frames sent, frames per second) once a second.
+the progress (replay time, frames sent, frames per second) once a second. When every
+endpoint has sent the whole capture (not with ``--loop``), prints ``replay finished: ...``
+and closes every endpoint with a going-away close (1001), or with ``--hold`` keeps them open.
 
 PATHs whose receive times follow one another are one session (consecutive files of the same
 connections, :class:`gateway.capture.chain.ChainedReader`: the later files continue the
@@ -187,7 +188,10 @@ def load_session(paths: Sequence[Path], endpoints: int | None) -> Session:
     symbols: dict[str, set[str]] = {}
     streams = [_numbered(number, files, ids, venue_of) for number, files in enumerate(groups)]
     merged = heapq.merge(*streams, key=attrgetter("recv_ns"))
-    plan = build_plan(_learn_symbols(merged, venue_of, symbols), endpoints)
+    default_venue = next((f.venue for g in groups for f in g if f.venue), None)
+    plan = build_plan(
+        _learn_symbols(merged, venue_of, symbols), endpoints, default_venue=default_venue
+    )
     return Session(plan, venue_of, {v: s for v, s in symbols.items() if s}, joins)
 
 
@@ -342,6 +346,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--loop", action="store_true", help="start over at the capture's end")
     parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="keep the endpoints open at the capture's end (default: close them, going away)",
+    )
+    parser.add_argument(
         "--faults",
         metavar="SPEC",
         help="per-endpoint and REST faults in the fault language (docs/faults.md), applied "
@@ -399,9 +408,19 @@ async def _serve(args: argparse.Namespace, session: Session) -> int:
                 tasks.create_task(_show_progress(server, plan, sys.stderr))
             if not args.loop:
                 await server.finished.wait()
-                print("replay finished", flush=True)
+                await end_of_capture(server, hold=args.hold)
             await asyncio.Event().wait()
     return 0
+
+
+async def end_of_capture(server: ReplayServer, *, hold: bool) -> None:
+    """Say that the capture ended (one line on stdout); unless ``hold``, close every
+    endpoint with a going-away close (1001), so the gateway reports its books stale."""
+    if hold:
+        print("replay finished: capture ended; endpoints held open (--hold)", flush=True)
+        return
+    print("replay finished: capture ended; endpoints closed (1001 going away)", flush=True)
+    await server.close_endpoints()
 
 
 def _announce(args: argparse.Namespace, session: Session, server: ReplayServer) -> bool:

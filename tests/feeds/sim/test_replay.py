@@ -1,12 +1,19 @@
-"""The replay plan, without an event loop: grouping, fan-out, order, speed, REST lookup."""
+"""The replay plan and the books at the replay's position, without an event loop: grouping,
+fan-out, order, speed, REST lookup, REST and in-band snapshots rebuilt at a position."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import msgspec
 import pytest
 
+from feeds import bybit, okx
+from feeds.sim import binance_spot
+from feeds.sim import bybit as sim_bybit
+from feeds.sim import okx as sim_okx
+from feeds.sim.replay_book import request_op
 from feeds.sim.replay_plan import (
     ReplayFrame,
     build_plan,
@@ -16,6 +23,7 @@ from feeds.sim.replay_plan import (
     parse_speed,
 )
 from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
+from gateway.core.model import DepthSnapshot
 
 
 def _ws(ns: int, conn: int, payload: str) -> CaptureRecord:
@@ -96,9 +104,10 @@ def test_inline_snapshots_are_served_at_the_venue_path() -> None:
     assert plan.rest.lookup("/api/v3/depth?symbol=BTCUSDT&limit=1000", 5) == b"s"
 
 
-def test_the_plan_module_imports_no_io() -> None:
+@pytest.mark.parametrize("module", ["feeds.sim.replay_plan", "feeds.sim.replay_book"])
+def test_the_plan_and_books_modules_import_no_io(module: str) -> None:
     probe = (
-        "import sys, feeds.sim.replay_plan; "
+        f"import sys, {module}; "
         "print([m for m in ('asyncio', 'websockets', 'socket') if m in sys.modules])"
     )
     result = subprocess.run(
@@ -145,3 +154,117 @@ def test_one_connection_is_one_endpoint_without_k_and_k_with_it() -> None:
     plan = build_plan([_ws(10, 0, "x")], 2)
     assert plan.connections_served[0].endpoints == (0, 1)
     assert build_plan([_ws(10, 0, "x"), _ws(11, 1, "y")], 1).connections_served[1].endpoints == (0,)
+
+
+# --- the books at the replay's position (feeds.sim.replay_book) -----------------------------
+
+
+def _binance_session() -> list[CaptureRecord]:
+    """A Binance spot session: an inline REST snapshot at id 100, then diffs 101-102,
+    103-105 (bid 10 goes), 106-106 (ask 12 at 3)."""
+    return [
+        _rest(
+            1_000,
+            inline_snapshot_url("BTCUSDT"),
+            binance_spot.snapshot_body(100, [("10", "1"), ("9", "2")], [("11", "1")]).decode(),
+        ),
+        _ws(2_000, 0, binance_spot.depth_frame("btcusdt", 101, 102, [("9", "5")], [], 2).decode()),
+        _ws(3_000, 0, binance_spot.depth_frame("btcusdt", 103, 105, [("10", "0")], [], 3).decode()),
+        _ws(4_000, 0, binance_spot.depth_frame("btcusdt", 106, 106, [], [("12", "3")], 4).decode()),
+    ]
+
+
+def _rest_book(body: bytes | None) -> tuple[int, list[list[str]], list[list[str]]]:
+    assert body is not None
+    answer = msgspec.json.decode(body)
+    return answer["lastUpdateId"], answer["bids"], answer["asks"]
+
+
+def test_the_replay_serves_the_book_at_its_position_with_its_last_update_id() -> None:
+    plan = build_plan(_binance_session(), 1, "/api/v3/depth", default_venue="binance")
+    books = plan.books
+    assert [frame.record for frame in plan.endpoints[0]] == [1, 2, 3]
+    assert books.venue_of(plan.endpoints[0][0].record) == "binance"
+    target = "/api/v3/depth?symbol=BTCUSDT&limit=1000"
+    assert books.rest_answer(target, 0) is None, "no book before the snapshot"
+    books.advance(plan.endpoints[0][1].record + 1)  # the first two diffs sent
+    assert _rest_book(books.rest_answer(target, 0)) == (105, [["9", "5"]], [["11", "1"]])
+    books.advance(len(books))
+    assert _rest_book(books.rest_answer(target, 0)) == (
+        106,
+        [["9", "5"]],
+        [["11", "1"], ["12", "3"]],
+    )
+    assert _rest_book(books.rest_answer("/api/v3/depth?symbol=BTCUSDT&limit=1", 0))[2] == [
+        ["11", "1"]
+    ]
+    assert books.rest_answer("/api/v3/depth?symbol=ETHUSDT", 0) is None
+    assert books.rest_answer("/api/v3/trades?symbol=BTCUSDT", 0) is None
+
+
+def test_a_position_behind_starts_the_rebuild_over_and_a_budget_bounds_each_call() -> None:
+    books = build_plan(_binance_session(), 1, "/api/v3/depth", default_venue="binance").books
+    books.advance(len(books))
+    assert books.position == 4
+    assert not books.advance(3, budget=2), "two records fed, one to go"
+    assert books.position == 2
+    assert books.advance(3, budget=2) and books.position == 3
+    target = "/api/v3/depth?symbol=BTCUSDT"
+    assert _rest_book(books.rest_answer(target, 0))[0] == 105
+
+
+def _bybit_session() -> list[CaptureRecord]:
+    """A Bybit linear connection: its snapshot (u 7) and one delta (u 8)."""
+    topic = "orderbook.200.BTCUSDT"
+    url = "wss://stream.bybit.com/v5/public/linear"
+    snapshot = sim_bybit.book_frame(
+        topic, "snapshot", "BTCUSDT", [("10", "1"), ("9", "2")], [("11", "1")], 7, 70, 1
+    )
+    delta = sim_bybit.book_frame(topic, "delta", "BTCUSDT", [("10", "0")], [], 8, 80, 2)
+    return [
+        CaptureRecord(1_000, 4, "connect", url, b""),
+        CaptureRecord(2_000, 4, "ws", url, snapshot),
+        CaptureRecord(3_000, 4, "ws", url, delta),
+    ]
+
+
+def test_a_bybit_subscribe_is_answered_with_an_in_band_snapshot_at_the_position() -> None:
+    books = build_plan(_bybit_session(), 1).books
+    assert books.venue_of(2) == "bybit-linear"
+    subscribe = bybit.subscribe_messages(["BTCUSDT"])[0]
+    books.advance(len(books))
+    [frame] = books.in_band_answer("bybit-linear", subscribe, 5_000_000)
+    [snapshot] = bybit.parse_linear(frame, 0, 0)
+    assert isinstance(snapshot, DepthSnapshot)
+    assert snapshot.last_id == 8
+    assert snapshot.bids == (("9", "2"),) and snapshot.asks == (("11", "1"),)
+    assert books.in_band_answer("okx", subscribe, 0) == [], "not a book of that venue"
+    assert books.in_band_answer("bybit-linear", b'{"op":"ping"}', 0) == []
+
+
+def test_an_okx_subscribe_is_answered_with_a_snapshot_push_its_parser_accepts() -> None:
+    url = "wss://ws.okx.com:8443/ws/v5/public"
+    bids, asks = [("10.0", "1")], [("11.0", "2")]
+    crc = okx.checksum(bids, asks)
+    snapshot = sim_okx.book_frame("BTC-USDT", "snapshot", bids, asks, 1, crc, -1, 50)
+    books = build_plan(
+        [
+            CaptureRecord(1_000, 0, "connect", url, b""),
+            CaptureRecord(2_000, 0, "ws", url, snapshot),
+        ],
+        1,
+    ).books
+    books.advance(len(books))
+    subscribe = okx.subscribe_messages(["BTC-USDT"])[0]
+    [frame] = books.in_band_answer("okx", subscribe, 5_000_000)
+    [parsed] = [e for e in okx.parse(frame, 0, 0) if isinstance(e, DepthSnapshot)]
+    assert (parsed.last_id, parsed.bids, parsed.asks) == (50, tuple(bids), tuple(asks))
+    assert parsed.checksum == crc
+
+
+def test_request_ops_are_told_from_any_other_message() -> None:
+    assert request_op(b'{"op":"subscribe","args":[]}') == "subscribe"
+    assert request_op('{"op":"unsubscribe"}') == "unsubscribe"
+    assert request_op("ping") is None
+    assert request_op(b'{"op":') is None
+    assert request_op(b'{"method":"SUBSCRIBE"}') is None

@@ -1,0 +1,334 @@
+"""The books of a replay at its current position: the pure core behind the replay's REST
+snapshots and in-band resubscribe answers (:mod:`feeds.sim.replay`).
+
+No asyncio, websockets or socket. :class:`ReplayBooks` keeps a capture's records in
+recorded order (each ``add`` returns the record's index) and rebuilds every book with the
+gateway's own :class:`~gateway.core.pipeline.VenuePipeline`, one per venue, fed the records
+with their receive times as the clock, as ``mdgateway verify`` feeds it. The replay's
+position is a record count: :meth:`ReplayBooks.advance` feeds the records before it (a
+position behind the one reached starts the rebuild over, as a looping replay does), at most
+``budget`` at a time so that a shell can let other work run in between.
+
+At a position, a book that is consistent (synced, not waiting for a snapshot) is answered
+in the venue's own format, rendered by the simulators' venue renderers:
+
+- REST (:meth:`ReplayBooks.rest_answer`): a request to a venue's depth snapshot path
+  (``snapshot_paths`` of :data:`gateway.wire.venues.ADAPTERS`) for a symbol (``symbol`` or
+  ``instId``) gets the book with its last update id: Binance spot ``lastUpdateId`` (limit
+  default 100, at most 5000), USD-M ``lastUpdateId``/``E``/``T`` (default 500, at most
+  1000), OKX ``seqId`` (``sz`` default 1, at most 400), Bybit ``u`` (``limit`` default 25,
+  at most 1000). None when no consistent book answers: the caller serves what was recorded.
+- In band (:meth:`ReplayBooks.in_band_answer`): an OKX ``books`` or Bybit ``orderbook.N``
+  subscribe gets the venue's snapshot push (OKX: 400 levels per side, checksum,
+  ``prevSeqId`` -1, ``seqId``; Bybit: ``N`` levels per side, ``u``).
+
+Which venue a record belongs to: its connection's URL (:func:`gateway.capture.connection_venue`),
+else its first frame's shape, else the ``default_venue`` given; a REST record's URL, else
+the venue whose snapshot path it is, else the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from feeds import bybit, okx
+from feeds.sim import binance_spot, binance_usdm
+from feeds.sim import bybit as sim_bybit
+from feeds.sim import okx as sim_okx
+from gateway.capture import (
+    INLINE_SNAPSHOT_SCHEME,
+    CaptureRecord,
+    connection_venue,
+    venue_from_frame,
+)
+from gateway.core.model import SymbolState, symbol_key
+from gateway.core.pipeline import BookState, VenuePipeline
+from gateway.wire.venues import ADAPTERS, VenueAdapter
+
+__all__ = ["ReplayBooks", "request_op"]
+
+#: Query parameters naming the symbol of a REST depth request.
+_SYMBOL_PARAMS: Final = ("symbol", "instId")
+
+_any_decoder: Final = msgspec.json.Decoder()
+
+#: Renders a REST depth answer: ``(symbol, book, query, now_ns) -> body``.
+_RestRenderer = Callable[[str, BookState, Mapping[str, str], int], bytes]
+
+
+def _limit(query: Mapping[str, str], name: str, default: int, most: int) -> int:
+    text = query.get(name, "")
+    value = int(text) if text.isascii() and text.isdigit() else default
+    return min(max(value, 1), most)
+
+
+def _binance_spot_rest(
+    symbol: str, book: BookState, query: Mapping[str, str], now_ns: int
+) -> bytes:
+    limit = _limit(query, "limit", 100, 5000)
+    return binance_spot.snapshot_body(book.venue_id, book.book.bids(limit), book.book.asks(limit))
+
+
+def _binance_usdm_rest(
+    symbol: str, book: BookState, query: Mapping[str, str], now_ns: int
+) -> bytes:
+    limit = _limit(query, "limit", 500, 1000)
+    return binance_usdm.snapshot_body(
+        book.venue_id, book.book.bids(limit), book.book.asks(limit), now_ns // 1_000_000
+    )
+
+
+def _okx_rest(symbol: str, book: BookState, query: Mapping[str, str], now_ns: int) -> bytes:
+    size = _limit(query, "sz", 1, okx.MAX_SNAPSHOT_LIMIT)
+    return sim_okx.rest_books_body(
+        book.book.bids(size), book.book.asks(size), now_ns // 1_000_000, book.venue_id
+    )
+
+
+def _bybit_rest(symbol: str, book: BookState, query: Mapping[str, str], now_ns: int) -> bytes:
+    limit = _limit(query, "limit", 25, bybit.MAX_SNAPSHOT_LIMIT)
+    return sim_bybit.rest_book_body(
+        symbol,
+        book.book.bids(limit),
+        book.book.asks(limit),
+        book.venue_id,
+        book.venue_id,
+        now_ns // 1_000_000,
+    )
+
+
+_REST_RENDERERS: Final[Mapping[str, _RestRenderer]] = {
+    "binance": _binance_spot_rest,
+    "binance-usdm": _binance_usdm_rest,
+    "okx": _okx_rest,
+    bybit.SPOT: _bybit_rest,
+    bybit.LINEAR: _bybit_rest,
+}
+
+
+def _okx_in_band(
+    args: list[Any], books: Callable[[str], BookState | None], ts_ms: int
+) -> list[bytes]:
+    frames: list[bytes] = []
+    for arg in args:
+        if not isinstance(arg, dict) or arg.get("channel") != okx.CHANNEL:
+            continue
+        inst_id = str(arg.get("instId", ""))
+        book = books(inst_id)
+        if book is None:
+            continue
+        bids = book.book.bids(sim_okx.SNAPSHOT_DEPTH)
+        asks = book.book.asks(sim_okx.SNAPSHOT_DEPTH)
+        crc = okx.checksum(bids[: okx.CHECKSUM_DEPTH], asks[: okx.CHECKSUM_DEPTH])
+        frames.append(
+            sim_okx.book_frame(inst_id, "snapshot", bids, asks, ts_ms, crc, -1, book.venue_id)
+        )
+    return frames
+
+
+def _bybit_in_band(
+    args: list[Any], books: Callable[[str], BookState | None], ts_ms: int
+) -> list[bytes]:
+    frames: list[bytes] = []
+    for topic in args:
+        parts = str(topic).split(".")
+        if len(parts) != 3 or parts[0] != "orderbook" or not parts[1].isdigit():
+            continue
+        depth, symbol = int(parts[1]), parts[2]
+        book = books(symbol)
+        if book is None:
+            continue
+        bids, asks = book.book.bids(depth), book.book.asks(depth)
+        frames.append(
+            sim_bybit.book_frame(
+                str(topic), "snapshot", symbol, bids, asks, book.venue_id, book.venue_id, ts_ms
+            )
+        )
+    return frames
+
+
+#: Answers the ``args`` of a subscribe request with snapshot pushes.
+_InBandRenderer = Callable[[list[Any], Callable[[str], BookState | None], int], list[bytes]]
+
+_IN_BAND_RENDERERS: Final[Mapping[str, _InBandRenderer]] = {
+    "okx": _okx_in_band,
+    bybit.SPOT: _bybit_in_band,
+    bybit.LINEAR: _bybit_in_band,
+}
+
+
+def _adapter(name: str | None) -> VenueAdapter | None:
+    """The adapter of a venue name, or the first of an exchange's (``bybit``)."""
+    if name is None:
+        return None
+    adapter = ADAPTERS.get(name)
+    if adapter is None:
+        adapter = next((a for a in ADAPTERS.values() if a.exchange == name), None)
+    return adapter
+
+
+def _split(target: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(target)
+    return parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def _query_symbol(query: Mapping[str, str]) -> str | None:
+    for name in _SYMBOL_PARAMS:
+        if query.get(name):
+            return query[name]
+    return None
+
+
+def request_op(message: str | bytes) -> str | None:
+    """The ``op`` of a client request (``{"op":"subscribe",...}``, OKX's and Bybit's), or
+    None for any other message."""
+    text = message if isinstance(message, str) else message.decode("latin-1")
+    if '"op"' not in text:
+        return None
+    try:
+        request = _any_decoder.decode(message)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    op = request.get("op") if isinstance(request, dict) else None
+    return op if isinstance(op, str) else None
+
+
+class ReplayBooks:
+    """A capture's records and its books rebuilt up to a position: see the module doc."""
+
+    def __init__(self, default_venue: str | None = None) -> None:
+        self._default = _adapter(default_venue)
+        self._records: list[CaptureRecord] = []
+        #: The venue of each record (None: no venue the gateway supports).
+        self._venues: list[str | None] = []
+        self._conn_venue: dict[int, str | None] = {}
+        self._pipelines: dict[str, VenuePipeline] = {}
+        self._fed = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def position(self) -> int:
+        """Records fed so far."""
+        return self._fed
+
+    def add(self, record: CaptureRecord) -> int:
+        """Keeps ``record`` (call in recorded order); returns its index."""
+        self._records.append(record)
+        self._venues.append(self._venue_of(record))
+        return len(self._records) - 1
+
+    def venue_of(self, index: int) -> str | None:
+        """The venue of the record at ``index``."""
+        return self._venues[index]
+
+    def recv_ns(self, index: int) -> int:
+        """The receive time of the record at ``index``."""
+        return self._records[index].recv_ns
+
+    def advance(self, position: int, budget: int | None = None) -> bool:
+        """Feed the records before ``position`` (at most ``budget`` now); True once the
+        books stand at ``position``. A position behind the one reached starts over."""
+        position = min(position, len(self._records))
+        if position < self._fed:
+            self._pipelines = {}
+            self._fed = 0
+        end = position if budget is None else min(position, self._fed + budget)
+        for index in range(self._fed, end):
+            self._feed(self._records[index], self._venues[index])
+        self._fed = end
+        return end == position
+
+    def book(self, venue: str, symbol: str) -> BookState | None:
+        """The consistent book of ``symbol`` at the current position, or None."""
+        pipeline = self._pipelines.get(venue)
+        state = pipeline.book_state(symbol_key(venue, symbol)) if pipeline else None
+        if state is None or state.state is not SymbolState.LIVE:
+            return None
+        return state
+
+    def rest_answer(self, target: str, now_ns: int) -> bytes | None:
+        """The venue's REST depth answer to ``GET target`` at the current position; None
+        when ``target`` is no depth request or no consistent book answers it."""
+        path, query = _split(target)
+        symbol = _query_symbol(query)
+        if symbol is None:
+            return None
+        for venue, render in _REST_RENDERERS.items():
+            adapter = ADAPTERS.get(venue)
+            if adapter is None or path not in adapter.snapshot_paths:
+                continue
+            book = self.book(venue, symbol)
+            if book is not None:
+                return render(symbol, book, query, now_ns)
+        return None
+
+    def in_band_answer(self, venue: str | None, message: str | bytes, now_ns: int) -> list[bytes]:
+        """The snapshot pushes answering a subscribe ``message`` on a connection of
+        ``venue``, at the current position; [] for any other message or venue."""
+        render = _IN_BAND_RENDERERS.get(venue or "")
+        if render is None or venue is None:
+            return []
+        try:
+            request = _any_decoder.decode(message)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return []
+        if not isinstance(request, dict) or request.get("op") != "subscribe":
+            return []
+        args = request.get("args")
+        if not isinstance(args, list):
+            return []
+        return render(args, lambda symbol: self.book(venue, symbol), now_ns // 1_000_000)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _venue_of(self, record: CaptureRecord) -> str | None:
+        if record.kind == "rest":
+            adapter = _adapter(connection_venue(record.url)) if "://" in record.url else None
+            if adapter is None and not record.url.startswith(INLINE_SNAPSHOT_SCHEME + ":"):
+                path = urlsplit(record.url).path
+                adapter = next(
+                    (a for a in ADAPTERS.values() if path and path in a.snapshot_paths), None
+                )
+            adapter = adapter or self._default
+            return adapter.venue if adapter is not None else None
+        if record.conn_id not in self._conn_venue or self._conn_venue[record.conn_id] is None:
+            adapter = _adapter(connection_venue(record.url)) if record.url else None
+            if adapter is None and record.kind == "ws":
+                adapter = _adapter(venue_from_frame(record.payload))
+            if adapter is None and record.kind == "ws":
+                adapter = self._default
+            self._conn_venue[record.conn_id] = adapter.venue if adapter is not None else None
+        return self._conn_venue[record.conn_id]
+
+    def _pipeline(self, venue: str) -> VenuePipeline:
+        pipeline = self._pipelines.get(venue)
+        if pipeline is None:
+            pipeline = self._pipelines[venue] = VenuePipeline(ADAPTERS[venue], None)
+        return pipeline
+
+    def _feed(self, record: CaptureRecord, venue: str | None) -> None:
+        now_ns = record.recv_ns
+        for pipeline in self._pipelines.values():
+            if pipeline.timer_armed:
+                pipeline.on_timer(now_ns)
+        if venue is None or (venue not in _REST_RENDERERS and venue not in _IN_BAND_RENDERERS):
+            return  # no snapshot of it is ever answered
+        pipeline = self._pipeline(venue)
+        if record.kind == "ws":
+            pipeline.receive_frame(record.conn_id, record.payload, now_ns, now_ns)
+        elif record.kind in ("connect", "disconnect"):
+            pipeline.receive_connection(record.conn_id, record.kind == "connect", now_ns)
+        elif record.kind == "rest":
+            _, query = _split(record.url)
+            symbol = _query_symbol(query)
+            adapter = ADAPTERS[venue]
+            path = urlsplit(record.url).path
+            inline = record.url.startswith(INLINE_SNAPSHOT_SCHEME + ":")
+            if symbol is not None and (inline or path in adapter.snapshot_paths):
+                pipeline.receive_rest(symbol, record.payload, now_ns, now_ns)
