@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +84,11 @@ class CaptureWriter:
         self._gap_count = 0
         self._gap_first_ns = 0
         self._gap_last_ns = 0
-        #: Held by the thread that writes: a final write waits for one in flight.
+        #: Held by the thread that writes (``stats`` are read from the event loop too).
         self._lock = threading.Lock()
+        #: One writer thread: batches are written in the order they were taken, so the final
+        #: write on cancellation comes after a write that was in flight when it came.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-writer")
 
     # --- recording: synchronous, never blocks ------------------------------------------------
 
@@ -127,6 +131,7 @@ class CaptureWriter:
 
     async def run(self) -> None:
         """Writes until cancelled; then writes what is queued and closes the file."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
@@ -135,12 +140,14 @@ class CaptureWriter:
                 except TimeoutError:
                     pass
                 self._wake.clear()
-                await asyncio.to_thread(self._write, self._take(), False)
+                await loop.run_in_executor(self._writer, self._write, self._take(), False)
                 self.changes.notify()
         finally:
             self._closed = True
-            batch = self._take()
-            await asyncio.to_thread(self._write, batch, True)
+            try:
+                await loop.run_in_executor(self._writer, self._write, self._take(), True)
+            finally:
+                self._writer.shutdown(wait=False)
 
     def _queue_gap(self) -> None:
         payload = gap_payload(self._gap_count, self._gap_first_ns, self._gap_last_ns)

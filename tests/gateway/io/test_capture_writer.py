@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 from gateway.capture import CaptureReader
 from gateway.capture import codec as mdgw
@@ -69,3 +71,42 @@ def test_it_flushes_while_running_and_on_cancel(tmp_path: Path) -> None:
     records = list(CaptureReader(tmp_path))
     assert [r.kind for r in records] == ["connect", "ws", "rest", "disconnect"]
     assert records[1].payload == b'{"a":1}\n' and records[1].url == "ws://127.0.0.1:1/ws"
+
+
+def test_a_write_in_flight_when_cancelled_is_written_before_the_last(tmp_path: Path) -> None:
+    """Cancelled while a batch is being written in the worker thread: that batch still lands,
+    and the final batch (taken on cancellation) lands after it, never before, even when the
+    final write is handed over while the first is still being written."""
+    writer = CaptureWriter(tmp_path, flush_s=60)
+    in_flight = threading.Event()
+    final_handed_over = threading.Event()
+    write, submit = writer._write, writer._writer.submit
+
+    def slow_first_write(batch: list[Any], close: bool) -> None:
+        if not close and not in_flight.is_set():
+            in_flight.set()
+            assert final_handed_over.wait(10), "the final write was never handed over"
+        write(batch, close)
+
+    def watched_submit(fn: Any, *args: Any) -> Any:
+        future = submit(fn, *args)
+        if args and args[-1] is True:
+            final_handed_over.set()
+        return future
+
+    writer._write = slow_first_write  # type: ignore[method-assign]
+    writer._writer.submit = watched_submit  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(writer.run())
+            writer.record_frame(0, b"first", 1)
+            writer._wake.set()
+            async with asyncio.timeout(10):
+                await asyncio.to_thread(in_flight.wait)
+            writer.record_frame(0, b"last", 2)
+            task.cancel()
+
+    asyncio.run(main())
+    assert [r.payload for r in CaptureReader(tmp_path)] == [b"first", b"last"]
+    assert writer.stats.written == 2 and writer.stats.dropped == 0 and not writer.stats.failed
