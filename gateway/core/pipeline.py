@@ -164,6 +164,9 @@ class VenueStats:
     connection_gaps: int = 0
     #: Resubscribe actions given.
     resubscribes: int = 0
+    #: Book updates and snapshots on a trade-only connection: never given to the books,
+    #: whose trust in a connection (stale when every book connection is down) they would break.
+    book_updates_on_trade_connections: int = 0
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
@@ -219,7 +222,11 @@ class VenuePipeline:
         except VenueContractError as exc:
             self.reject_frame(conn_id, raw, exc)
             return step
+        trade_only = conn_id in self.trade_conn_ids
         for event in events:
+            if trade_only and isinstance(event, DepthDiff | DepthSnapshot):
+                self.stats.book_updates_on_trade_connections += 1
+                continue
             if isinstance(event, DepthDiff):
                 book = self._book(event.key, now_ns)
                 if book is not None:

@@ -314,6 +314,26 @@ def test_trade_connections_are_not_told_to_the_books() -> None:
     ]
 
 
+def test_book_updates_on_a_trade_connection_never_reach_the_books() -> None:
+    """A trade-only connection that delivers depth (a venue or a replay serving the wrong
+    stream on that path) is counted; the books never count on it, so they still go stale
+    when every book connection is down."""
+    venue = FakeVenue()
+    p = VenuePipeline(venue, ["BTC"], trade_conn_ids={9})
+    for conn_id in (0, 9):
+        p.receive_connection(conn_id, True, 0)
+    p.receive_rest("BTC", b"5", 1, 0)
+    assert p.receive_frame(0, venue.frame(diff("BTC", 6, 6, conn=0)), 1, 0).publications
+    assert p.receive_frame(9, venue.frame(diff("BTC", 7, 7, conn=9)), 1, 0) == Step([], [])
+    assert p.receive_frame(9, venue.frame(snap("BTC", 9, conn=9)), 1, 0) == Step([], [])
+    assert p.stats.book_updates_on_trade_connections == 2
+    assert p.books["seq:BTC"].applied_id == 6
+    step = p.receive_connection(0, False, 0)
+    assert step.publications == [
+        StatusChange("seq:BTC", SymbolState.STALE, "every upstream connection down")
+    ]
+
+
 # --- open pipelines (verify) ----------------------------------------------------------------
 
 
