@@ -8,6 +8,7 @@ import asyncio
 import signal
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 import pytest
@@ -52,8 +53,13 @@ async def _run_against_the_replay(path: Path) -> dict[str, int]:
         config = msgspec.structs.replace(config, server=ServerConfig(port=0))
         keys = [f"{v.venue}:{s}" for v in config.venues for s in v.symbols]
         assert {v.venue for v in config.venues} == {v.venue for v in DEMO_VENUES}
-        async with serving(config, keys) as (_service, subscriber):
+        async with serving(config, keys) as (service, subscriber):
             await subscriber.until(lambda: set(subscriber.venue_ids) == set(keys), 60)
+            # Each path of an endpoint gets its own recorded stream: no depth on the trade
+            # connections of the futures venues.
+            for venue in service.venues:
+                assert venue.pipeline.stats.book_updates_on_trade_connections == 0, venue.cfg
+            assert any(venue.trade_connections for venue in service.venues)
             return dict(subscriber.venue_ids)
 
 
@@ -103,8 +109,10 @@ def test_the_command_prints_the_table_and_writes_the_config(
     usdm = [row[1] for row in table if row[2] == "binance-usdm"]
     assert len(usdm) == 2 * len(set(usdm))
     config = load_config(config_path)
+    # Every replay endpoint is configured, on the path its recorded connection used.
     endpoints = {url for venue in config.venues for url in venue.endpoints}
-    assert endpoints == {row[1] for row in table}
+    assert {urlsplit(url).netloc for url in endpoints} == {urlsplit(row[1]).netloc for row in table}
+    assert {v.venue: v.endpoints for v in config.venues}["okx"][0].endswith("/ws/v5/public")
     rest = [line.split()[1] for line in lines if line.startswith("rest ")]
     assert {v.venue: v.rest for v in config.venues}["binance"] == rest
     assert process.returncode == 0, stderr

@@ -13,7 +13,9 @@ connections, faults, REST serving: see its module docstring)::
 The server's only task of its own is the fault schedule (with ``faults``); each connection
 runs a producer beside its reader and writer, which feeds the connection's queue.
 
-WebSocket endpoints accept any path and query. Each endpoint streams its frames in recorded
+WebSocket endpoints accept any path and query; an endpoint that serves recorded connections of
+several paths (Binance futures' ``/public`` and ``/market``) sends each recorded stream only
+to connections opened on its path's first segment. Each endpoint streams its frames in recorded
 order in passes, as a venue streams live: the first connection starts a pass at the
 endpoint's first frame, and a connection opened during a pass (a reconnection) joins at the
 endpoint's current position, past every frame already given to a connection of the
@@ -68,7 +70,7 @@ from websockets.frames import CloseCode
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay_book import request_op
-from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s
+from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s, route_of
 from feeds.sim.shell import Conn, Endpoint, EndpointServer
 from feeds.sim.venue import RestAnswer
 
@@ -89,6 +91,8 @@ _JOINED: Final = "replay_joined"
 _POSITION: Final = "replay_position"
 #: Key of the venue of the endpoint's frames in a connection's ``state.extra``.
 _VENUE: Final = "replay_venue"
+#: The first segment of the path the connection was opened on (:attr:`ReplayFrame.route`).
+_ROUTE: Final = "replay_route"
 #: Set in ``state.extra`` once a connection unsubscribed: its subscribes are answered.
 _RESUBSCRIBING: Final = "replay_resubscribing"
 
@@ -302,6 +306,7 @@ class ReplayServer(EndpointServer):
         else:
             position = self._join_position(index, frames, now - start)
         extra = conn.state.extra
+        extra[_ROUTE] = route_of(conn.ws.request.path if conn.ws.request is not None else "")
         extra[_JOINED] = position
         extra[_POSITION] = self._record_position(frames, position)
         if frames:
@@ -320,6 +325,8 @@ class ReplayServer(EndpointServer):
         return frames[-1].record + 1 if frames else 0
 
     def _queue(self, endpoint: Endpoint, conn: Conn, frame: ReplayFrame) -> None:
+        if frame.route and frame.route != conn.state.extra.get(_ROUTE):
+            return  # another path's stream of this endpoint
         self._push(endpoint, conn, [frame.payload], asyncio.get_running_loop().time())
         conn.state.extra[_POSITION] = frame.record + 1
         pending = self._pending.get(conn)

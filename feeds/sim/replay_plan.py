@@ -62,12 +62,23 @@ class ReplayFrame(msgspec.Struct, frozen=True, gc=False):
     """One frame to send: ``offset_ns`` after the capture's first frame, then ``recv_ns``
     as recorded (the replay time the frame stands for), and ``record``: its index in the
     plan's :class:`~feeds.sim.replay_book.ReplayBooks` (the replay's position once sent is
-    ``record + 1``)."""
+    ``record + 1``). ``route``: on an endpoint that serves recorded connections of several
+    paths (Binance futures' ``/public`` and ``/market``), the first path segment of the
+    frame's recorded connection, and only connections opened on that segment get it (as on
+    the venue); empty elsewhere."""
 
     offset_ns: int
     recv_ns: int
     payload: bytes
     record: int = 0
+    route: str = ""
+
+
+def route_of(url_or_path: str) -> str:
+    """The first segment of a URL's (or a request target's) path: ``public`` of
+    ``ws://h/public/stream?streams=a``."""
+    path = urlsplit(url_or_path).path if "://" in url_or_path else url_or_path.split("?")[0]
+    return path.lstrip("/").split("/", 1)[0]
 
 
 class _RestEntry(msgspec.Struct, frozen=True, gc=False):
@@ -212,10 +223,18 @@ def build_plan(
     last_ns = first_ns
     per_endpoint: list[list[ReplayFrame]] = [[] for _ in range(count)]
     counts = [0] * len(order)
+    routes = [route_of(urls[conn_id]) for conn_id in order]
+    routed: set[int] = set()
+    if not fan_out:
+        for endpoint in range(count):
+            paths = {routes[n] for n in range(len(order)) if layout[n] == endpoint}
+            if len(paths) > 1:
+                routed.add(endpoint)
     for number, index, record in frames:
         # A clock stepping back in the capture never reorders: offsets only grow.
         last_ns = max(last_ns, record.recv_ns)
-        frame = ReplayFrame(last_ns - first_ns, record.recv_ns, record.payload, index)
+        route = routes[number] if layout[number] in routed else ""
+        frame = ReplayFrame(last_ns - first_ns, record.recv_ns, record.payload, index, route)
         per_endpoint[layout[number]].append(frame)
         counts[number] += 1
     if fan_out:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -53,7 +54,7 @@ from gateway.capture.codec import connect_venue
 from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
 from gateway.tools.runtime import int_at_least, port_number
 from gateway.wire.config import SYMBOL_PATTERN, ConfigError, parse_config
-from gateway.wire.venues import ADAPTERS
+from gateway.wire.venues import ADAPTERS, VenueAdapter
 
 if TYPE_CHECKING:
     from feeds.sim.replay import ReplayServer
@@ -247,24 +248,26 @@ def gateway_config(
     replay's REST port; and what was left out, and why. Checked by loading it back
     (:func:`gateway.wire.config.parse_config`); raises ConfigError when no venue could be
     configured."""
-    endpoints: dict[str, list[str]] = {}
-    for url, venue, _ in endpoint_table(session, endpoint_urls):
-        urls = endpoints.setdefault(venue, [])
-        if url not in urls:
-            urls.append(url)
+    served: dict[str, list[tuple[str, str]]] = {}
+    for conn in session.plan.connections_served:
+        venue = session.venue_of.get(conn.conn_id, "") or "?"
+        for endpoint in conn.endpoints:
+            served.setdefault(venue, []).append((endpoint_urls[endpoint], conn.url))
     lines = [
         "# Written by `mdgateway replay --write-config`: the replay's endpoints and REST port.",
     ]
     left_out: list[str] = []
-    for venue, urls in endpoints.items():
+    for venue, rows in served.items():
         adapter = ADAPTERS.get(venue)
         if adapter is None:
-            left_out.append(f"{', '.join(urls)}: venue {venue} is not supported by run")
+            unsupported = ", ".join(dict.fromkeys(url for url, _ in rows))
+            left_out.append(f"{unsupported}: venue {venue} is not supported by run")
             continue
         symbols = sorted(s for s in session.symbols.get(venue, ()) if SYMBOL_PATTERN.match(s))
         if not symbols:
             left_out.append(f"venue {venue}: no depth symbol in its first frames")
             continue
+        urls = _venue_endpoints(adapter, symbols, rows)
         lines += ["", "[[venues]]", f"venue = {_toml_strings([venue])[1:-1]}"]
         lines.append(f"symbols = {_toml_strings(symbols)}")
         lines.append(f"endpoints = {_toml_strings(urls)}")
@@ -275,6 +278,28 @@ def gateway_config(
     text = "\n".join(lines) + "\n"
     parse_config(text, "the written configuration")
     return text, left_out
+
+
+def _venue_endpoints(
+    adapter: VenueAdapter, symbols: Sequence[str], rows: Iterable[tuple[str, str]]
+) -> list[str]:
+    """The endpoints to configure for a venue, from (replay endpoint, recorded URL) rows:
+    each replay endpoint with the path of the venue endpoint the recorded connection was
+    opened on (its URL's path less what the venue's stream URL adds: ``/public`` of
+    ``/public/stream?streams=...``), the trade endpoints of venues with trade-only
+    connections left out (the gateway derives those), each once."""
+    added = urlsplit(adapter.stream_url("ws://h", symbols)).path
+    endpoints = []
+    for endpoint_url, recorded_url in rows:
+        path = urlsplit(recorded_url).path
+        if added and path.endswith(added):
+            path = path[: -len(added)]
+        endpoints.append(endpoint_url + path)
+    unique = list(dict.fromkeys(endpoints))
+    if adapter.trade_endpoint is not None:
+        trades = {adapter.trade_endpoint(url) for url in unique}
+        unique = [url for url in unique if url not in trades]
+    return unique
 
 
 def progress_line(replayed_ns: int | None, total_ns: int, frames: int, frames_per_s: float) -> str:

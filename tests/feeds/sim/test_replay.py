@@ -21,6 +21,7 @@ from feeds.sim.replay_plan import (
     due_s,
     endpoint_layout,
     parse_speed,
+    route_of,
 )
 from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
 from gateway.core.model import DepthSnapshot
@@ -143,6 +144,15 @@ def test_without_k_each_recorded_connection_gets_its_own_endpoint() -> None:
         (7, (2,), 1),
     ]
     assert plan.connections_served[2].url == "ws://h:2/ws"
+    # Endpoint 0 serves two paths: each frame goes only to connections on its own path.
+    assert [f.route for f in plan.endpoints[0]] == ["public", "market", "public"]
+    assert [f.route for frames in plan.endpoints[1:] for f in frames] == ["", ""]
+
+
+def test_the_route_is_the_first_path_segment() -> None:
+    assert route_of("ws://h:1/public/stream?streams=a") == "public"
+    assert route_of("/market/stream?streams=a") == "market"
+    assert route_of("ws://h:1") == route_of("/?x=1") == ""
 
 
 def test_the_endpoint_layout_without_urls_gives_each_its_own() -> None:

@@ -20,6 +20,7 @@ from gateway.tools.replay import (
     _missing_snapshots,
     _notice_frame,
     _show_progress,
+    _venue_endpoints,
     endpoint_table,
     gateway_config,
     load_plan,
@@ -140,8 +141,9 @@ def test_the_written_config_points_every_venue_at_its_endpoints(tmp_path: Path) 
     assert venues["binance"].symbols == ["BTCUSDT"]
     assert venues["binance"].endpoints == urls[:2]
     assert venues["binance"].rest == ["http://127.0.0.1:7003"]
-    # OKX's snapshots come in band: no REST base, so the gateway never asks the replay.
-    assert venues["okx"].endpoints == urls[2:] and venues["okx"].rest == []
+    # OKX's snapshots come in band: no REST base, so the gateway never asks the replay. Its
+    # endpoint keeps the path the recorded connection was opened on.
+    assert venues["okx"].endpoints == [urls[2] + "/ws/v5/public"] and venues["okx"].rest == []
     assert venues["okx"].symbols == ["ETH-USDT"]
 
 
@@ -227,3 +229,17 @@ def test_a_real_session_split_in_two_replays_as_the_whole_file(
     assert got.plan.connections == expected.connections == 1
     target = "/api/v3/depth?symbol=BTCUSDT&limit=1000"
     assert got.plan.rest.lookup(target, None) == expected.rest.lookup(target, None) is not None
+
+
+def test_a_futures_venue_is_configured_on_its_book_path_and_derives_its_trade_path() -> None:
+    rows = [
+        ("ws://127.0.0.1:7000", "ws://127.0.0.1:9001/public/stream?streams=btcusdt@depth@100ms"),
+        ("ws://127.0.0.1:7000", "ws://127.0.0.1:9001/market/stream?streams=btcusdt@aggTrade"),
+        ("ws://127.0.0.1:7001", "ws://127.0.0.1:9002/public/stream?streams=btcusdt@depth@100ms"),
+    ]
+    assert _venue_endpoints(ADAPTERS["binance-usdm"], ["BTCUSDT"], rows) == [
+        "ws://127.0.0.1:7000/public",
+        "ws://127.0.0.1:7001/public",
+    ]
+    spot = [("ws://127.0.0.1:7002", "ws://127.0.0.1:9003/stream?streams=btcusdt@depth@100ms")]
+    assert _venue_endpoints(ADAPTERS["binance"], ["BTCUSDT"], spot) == ["ws://127.0.0.1:7002"]
