@@ -10,7 +10,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from gateway.io.capture_writer import CaptureWriter
@@ -21,6 +21,25 @@ from gateway.wire.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 #: The ``mdgateway`` command of this checkout.
 MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
+
+
+@contextlib.contextmanager
+def mdgateway_process(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``mdgateway ARGS`` started from the repository root with its output piped; killed on
+    leaving if it is still running (a test that stops it itself checks how it ended)."""
+    process = subprocess.Popen(
+        [*MDGATEWAY, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def run_mdgateway(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,13 +23,11 @@ from gateway.tools.replay import end_of_capture, load_plan
 from gateway.tools.verify import verify_capture
 from gateway.wire.config import Config, ServerConfig, VenueConfig
 
-from .subscriber import serving
+from .subscriber import MDGATEWAY, ROOT, mdgateway_process, run_mdgateway, serving
 
 CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
 OKX_CAPTURE = "okx/cryptofeed/OKX.ws.1.0"
 KEY = "binance:BTCUSDT"
-ROOT = Path(__file__).resolve().parents[1]
-MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
 
 
 def _binance_config(replay: ReplayServer) -> Config:
@@ -110,13 +106,8 @@ def test_real_capture_replayed_with_faults_on_two_endpoints_gives_verifys_book(
 
 def test_replay_command_rejects_a_bad_fault_spec(real_data: Callable[[str], Path]) -> None:
     path = real_data(CAPTURE)
-    result = subprocess.run(
-        [*MDGATEWAY, "replay", str(path), "--endpoints", "3", "--faults", "ep9:drop=0.1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
+    result = run_mdgateway(
+        "replay", str(path), "--endpoints", "3", "--faults", "ep9:drop=0.1", timeout_s=60
     )
     assert result.returncode == 2 and "ep9" in result.stderr, result.stderr
 
@@ -172,14 +163,8 @@ def test_timed_faults_and_rest_faults_on_the_wire(real_data: Callable[[str], Pat
 
 def test_replay_command_prints_its_urls_and_finishes(real_data: Callable[[str], Path]) -> None:
     path = real_data(CAPTURE)
-    process = subprocess.Popen(
-        [*MDGATEWAY, "replay", str(path), "--endpoints", "2", "--speed", "max", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
+    replay = ("replay", str(path), "--endpoints", "2", "--speed", "max", "--port", "0")
+    with mdgateway_process(*replay) as process:
         assert process.stdout is not None
         lines = [process.stdout.readline().strip() for _ in range(3)]
         assert [line.split()[0] for line in lines] == ["endpoint", "endpoint", "rest"]
@@ -187,10 +172,6 @@ def test_replay_command_prints_its_urls_and_finishes(real_data: Callable[[str], 
         # Nobody connects, so the replay does not finish: it waits idle until stopped.
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, stderr
     assert "replay finished" not in stdout
 

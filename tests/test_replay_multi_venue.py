@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +18,7 @@ from gateway.tools.demo import DEMO_VENUES
 from gateway.tools.replay import gateway_config, load_session
 from gateway.wire.config import ServerConfig, load_config, parse_config
 
-from .subscriber import MDGATEWAY, ROOT, run_mdgateway, serving
+from .subscriber import mdgateway_process, run_mdgateway, serving
 
 
 @pytest.fixture(scope="module")
@@ -72,22 +71,8 @@ def test_the_command_prints_the_table_and_writes_the_config(
     demo_capture: Path, tmp_path: Path
 ) -> None:
     config_path = tmp_path / "replay.toml"
-    process = subprocess.Popen(
-        [
-            *MDGATEWAY,
-            "replay",
-            str(demo_capture),
-            "--speed",
-            "max",
-            "--write-config",
-            str(config_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
+    replay = ("replay", str(demo_capture), "--speed", "max", "--write-config", str(config_path))
+    with mdgateway_process(*replay) as process:
         assert process.stdout is not None
         lines: list[str] = []
         while not lines or not lines[-1].startswith("config "):
@@ -96,10 +81,6 @@ def test_the_command_prints_the_table_and_writes_the_config(
             lines.append(line.strip())
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     table = [line.split() for line in lines if line.startswith("endpoint ")]
     # Every recorded connection is on a row of its own, with its venue.
     assert len(table) == _recorded_connections(demo_capture)

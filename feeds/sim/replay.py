@@ -62,6 +62,7 @@ and written, held frames flush after a quiet interval).
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final
@@ -85,16 +86,21 @@ _QUEUE_CAP: Final = 4096
 _QUIET_S: Final = 0.2
 #: Records the books are rebuilt by before the server lets other tasks run.
 _REBUILD_BUDGET: Final = 2048
-#: Keys of a connection's ``state.extra``: the endpoint frame index it joined at, and the
-#: books' position of the last frame queued for it.
-_JOINED: Final = "replay_joined"
-_POSITION: Final = "replay_position"
-#: Key of the venue of the endpoint's frames in a connection's ``state.extra``.
-_VENUE: Final = "replay_venue"
-#: The first segment of the path the connection was opened on (:attr:`ReplayFrame.route`).
-_ROUTE: Final = "replay_route"
-#: Set in ``state.extra`` once a connection unsubscribed: its subscribes are answered.
-_RESUBSCRIBING: Final = "replay_resubscribing"
+
+
+class _Extra(enum.StrEnum):
+    """The replay's keys in a connection's ``state.extra``."""
+
+    #: The endpoint frame index the connection joined at.
+    JOINED = "replay_joined"
+    #: The books' position of the last frame queued for it.
+    POSITION = "replay_position"
+    #: The venue of the endpoint's frames.
+    VENUE = "replay_venue"
+    #: The first segment of the path it was opened on (:attr:`ReplayFrame.route`).
+    ROUTE = "replay_route"
+    #: Set once it unsubscribed: its subscribes are answered.
+    RESUBSCRIBING = "replay_resubscribing"
 
 
 class ReplayServer(EndpointServer):
@@ -186,16 +192,16 @@ class ReplayServer(EndpointServer):
         op = request_op(message)
         extra = conn.state.extra
         if op == "unsubscribe":
-            extra[_RESUBSCRIBING] = True
-        if op != "subscribe" or not (extra.get(_JOINED) or extra.get(_RESUBSCRIBING)):
+            extra[_Extra.RESUBSCRIBING] = True
+        if op != "subscribe" or not (extra.get(_Extra.JOINED) or extra.get(_Extra.RESUBSCRIBING)):
             # A connection from the capture's start: its recorded stream carries the
             # snapshots of its first subscriptions.
             return []
         books = self._plan.books
-        position = extra.get(_POSITION, 0)
+        position = extra.get(_Extra.POSITION, 0)
         assert isinstance(position, int)
         await self._rebuild(position)
-        venue = extra.get(_VENUE)
+        venue = extra.get(_Extra.VENUE)
         assert venue is None or isinstance(venue, str)
         recv_ns = books.recv_ns(position - 1) if position else 0
         return books.in_band_answer(venue, message, recv_ns)
@@ -265,7 +271,7 @@ class ReplayServer(EndpointServer):
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            start, position = self._pass_start[index], conn.state.extra[_JOINED]
+            start, position = self._pass_start[index], conn.state.extra[_Extra.JOINED]
             assert start is not None and isinstance(position, int)
             pass_number = self._pass_number[index]
             while position < len(frames):
@@ -306,11 +312,13 @@ class ReplayServer(EndpointServer):
         else:
             position = self._join_position(index, frames, now - start)
         extra = conn.state.extra
-        extra[_ROUTE] = route_of(conn.ws.request.path if conn.ws.request is not None else "")
-        extra[_JOINED] = position
-        extra[_POSITION] = self._record_position(frames, position)
+        extra[_Extra.ROUTE] = route_of(conn.ws.request.path if conn.ws.request is not None else "")
+        extra[_Extra.JOINED] = position
+        extra[_Extra.POSITION] = self._record_position(frames, position)
         if frames:
-            extra[_VENUE] = self._plan.books.venue_of(frames[min(position, len(frames) - 1)].record)
+            extra[_Extra.VENUE] = self._plan.books.venue_of(
+                frames[min(position, len(frames) - 1)].record
+            )
 
     def _join_position(self, index: int, frames: Sequence[ReplayFrame], elapsed_s: float) -> int:
         """Where a connection joins the endpoint's pass: past every frame already sent on
@@ -325,10 +333,10 @@ class ReplayServer(EndpointServer):
         return frames[-1].record + 1 if frames else 0
 
     def _queue(self, endpoint: Endpoint, conn: Conn, frame: ReplayFrame) -> None:
-        if frame.route and frame.route != conn.state.extra.get(_ROUTE):
+        if frame.route and frame.route != conn.state.extra.get(_Extra.ROUTE):
             return  # another path's stream of this endpoint
         self._push(endpoint, conn, [frame.payload], asyncio.get_running_loop().time())
-        conn.state.extra[_POSITION] = frame.record + 1
+        conn.state.extra[_Extra.POSITION] = frame.record + 1
         pending = self._pending.get(conn)
         if pending is None:
             self._advance_clock(frame)  # with faults: as handed to the fault writer
