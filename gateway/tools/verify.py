@@ -277,16 +277,16 @@ class _BoundaryWatch:
         }
         self.gaps: list[str] = []
 
-    def check(self) -> None:
-        """After each record: close the symbols that moved on, note those that gapped."""
-        if not self._open:
-            return
+    def check(self) -> bool:
+        """After each record: close the symbols that moved on, note those that gapped.
+        False once every symbol is closed (the watch has nothing left to see)."""
         for key, (book, gaps, applied_id) in list(self._open.items()):
             if book.stats.gaps > gaps:
                 self.gaps.append(key)
             elif book.applied_id == applied_id:
                 continue
             del self._open[key]
+        return bool(self._open)
 
     def report(self) -> BoundaryReport:
         b = self.boundary
@@ -357,12 +357,16 @@ def verify_capture(
     reader = ChainedReader(paths, fmt)
     rebuild = _Rebuild(spec, reorder_window_ns, by_url=venue is None)
     watches: list[_BoundaryWatch] = []
+    # Only the boundaries with a symbol still to move on past them are checked per record.
+    watching: list[_BoundaryWatch] = []
     for count, record in enumerate(reader, 1):
         while len(reader.boundaries) > len(watches):
-            watches.append(_BoundaryWatch(reader.boundaries[len(watches)], rebuild.books))
+            watch = _BoundaryWatch(reader.boundaries[len(watches)], rebuild.books)
+            watches.append(watch)
+            watching.append(watch)
         rebuild.feed(record)
-        for watch in watches:
-            watch.check()
+        if watching:
+            watching = [watch for watch in watching if watch.check()]
         if progress is not None and count % _PROGRESS_EVERY == 0:
             progress(count)
     # Files with no record: their boundaries saw no book.
