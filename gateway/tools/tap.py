@@ -45,7 +45,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gateway.core.book import L2Book
 from gateway.core.model import Level, SymbolState
-from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
+from gateway.core.subscriber import SubscribedBook, SubscriberAction
 from gateway.tools.runtime import int_at_least, seconds
 from gateway.wire.protocol import (
     Delta,
@@ -151,11 +151,6 @@ class Tap:
     def synced(self) -> bool:
         """True while the book is valid and deltas are checked against it."""
         return self.subscription.synced
-
-    @property
-    def awaiting_snapshot(self) -> bool:
-        """True after a resync request, until its snapshot arrives."""
-        return self.subscription.state is BookSyncState.RESYNCING
 
     # --- pure state machine -----------------------------------------------------------------
 
