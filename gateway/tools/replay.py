@@ -63,8 +63,8 @@ if TYPE_CHECKING:
 _SYMBOL_FRAMES: Final = 200
 
 
-def _snapshot_path(path: Path, reader: CaptureReader) -> str | None:
-    venue = detect_venue(path, reader.format)
+def _snapshot_path(venue: str | None) -> str | None:
+    """The path a venue's REST depth snapshots are served at, where it has one."""
     adapter = ADAPTERS.get(venue) if venue is not None else None
     if adapter is None or not adapter.snapshot_paths:
         return None
@@ -83,7 +83,7 @@ class _File:
     def read(cls, path: Path) -> _File:
         reader = CaptureReader(path)
         venue = detect_venue(path, reader.format)
-        snapshot_path = _snapshot_path(path, reader)
+        snapshot_path = _snapshot_path(venue)
         records = []
         for record in reader:
             url = record.url
