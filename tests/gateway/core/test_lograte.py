@@ -1,0 +1,62 @@
+"""LogLimiter: a burst per cause per window, suppressed lines counted and reported."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.core.lograte import LogLimiter
+
+
+def test_a_cause_writes_its_burst_then_is_counted_until_the_window_ends() -> None:
+    limiter = LogLimiter(burst=2, window_s=10.0)
+    assert [limiter.admit("refused", 0.0 + i) for i in range(5)] == [0, 0, None, None, None]
+    assert limiter.suppressed_total == 3
+    # The next window's first line reports what the last one suppressed.
+    assert limiter.admit("refused", 10.0) == 3
+    assert limiter.admit("refused", 10.5) == 0
+
+
+def test_causes_are_limited_independently() -> None:
+    limiter = LogLimiter(burst=1, window_s=10.0)
+    assert limiter.admit("a", 0.0) == 0
+    assert limiter.admit("a", 1.0) is None
+    assert limiter.admit("b", 1.0) == 0
+    assert limiter.admit(("bad frame", 3), 1.0) == 0
+
+
+def test_the_table_of_causes_is_bounded_and_forgets_the_least_recent() -> None:
+    limiter = LogLimiter(burst=1, window_s=100.0, max_causes=3)
+    for i in range(10):
+        limiter.admit(i, float(i))
+    assert len(limiter) == 3
+    # 0 was forgotten: it may write again; 9 is remembered and still limited.
+    assert limiter.admit(0, 11.0) == 0
+    assert limiter.admit(9, 11.0) is None
+
+
+@pytest.mark.parametrize(("burst", "window_s", "max_causes"), [(0, 1, 1), (1, 0, 1), (1, 1, 0)])
+def test_bad_parameters(burst: int, window_s: float, max_causes: int) -> None:
+    with pytest.raises(ValueError):
+        LogLimiter(burst=burst, window_s=window_s, max_causes=max_causes)
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.floats(0, 1000)), max_size=200))
+def test_every_line_is_written_or_counted_and_no_window_exceeds_its_burst(
+    calls: list[tuple[str, float]],
+) -> None:
+    limiter = LogLimiter(burst=3, window_s=10.0)
+    written: dict[str, list[float]] = {}
+    reported = 0
+    for cause, now_s in sorted(calls, key=lambda c: c[1]):
+        before = limiter.admit(cause, now_s)
+        if before is not None:
+            written.setdefault(cause, []).append(now_s)
+            reported += before
+    assert len(calls) == sum(map(len, written.values())) + limiter.suppressed_total
+    assert reported <= limiter.suppressed_total
+    # Windows are fixed, not sliding: any span of window_s touches at most two of them.
+    for times in written.values():
+        for i, start in enumerate(times):
+            assert sum(1 for t in times[i:] if t < start + 10.0) <= 2 * 3
