@@ -30,13 +30,14 @@ import itertools
 import logging
 import struct
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol
 
 import msgspec
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode, Opcode
+from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -51,10 +52,12 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.io.changes import StateChanges
+from gateway.io.logs import LimitedLog
 from gateway.wire.config import listen_error
 from gateway.wire.protocol import (
     PROTOCOL_VERSION,
     Bbo,
+    CloseCode,
     Delta,
     Error,
     ErrorCode,
@@ -84,9 +87,13 @@ from gateway.wire.protocol import (
 log = logging.getLogger(__name__)
 
 #: Close code for a subscriber disconnected by the slow-subscriber policy.
-CLOSE_TOO_SLOW: Final = CloseCode.POLICY_VIOLATION  # 1008
+CLOSE_TOO_SLOW: Final = CloseCode.TOO_SLOW  # 1008
 #: Close code for a connection refused because ``max_subscribers`` are connected.
 CLOSE_TOO_MANY: Final = CloseCode.TRY_AGAIN_LATER  # 1013
+#: Close code for a subscriber whose serving raised: only that subscriber is closed.
+CLOSE_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR  # 1011
+#: The reason sent with :data:`CLOSE_INTERNAL_ERROR`.
+INTERNAL_ERROR_REASON: Final = "internal error"
 
 _OPEN: Final = State.OPEN
 _LIVE: Final = FlowState.LIVE
@@ -94,7 +101,6 @@ _BEHIND: Final = FlowState.BEHIND
 _DISCONNECTED: Final = FlowState.DISCONNECTED
 _TEXT: Final = int(Opcode.TEXT)
 _BINARY: Final = int(Opcode.BINARY)
-_BAD_REQUESTS_LOGGED_PER_SUBSCRIBER: Final = 10
 
 
 class BookView(Protocol):
@@ -151,6 +157,10 @@ class FanoutStats:
     conflations: int = 0
     slow_disconnects: int = 0
     bad_requests: int = 0
+    #: Subscribers closed with 1011 because serving them raised (a bug, isolated).
+    subscriber_errors: int = 0
+    #: Close frames the gateway sent first, by close code (1008, 1009, 1011, 1013...).
+    closes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):
@@ -232,6 +242,8 @@ class Fanout:
         ping_interval_s: WebSocket keepalive ping interval (None: off); the ping timeout is
             the same.
         max_request_bytes: largest request message accepted (larger: close 1009).
+        max_subscriptions: most symbols one connection may be subscribed to (on any
+            channel); a ``subscribe`` beyond is refused (``too_many_subscriptions``).
         clock_s: monotonic seconds for the slow-subscriber policy (tests pass a fake).
     """
 
@@ -249,6 +261,7 @@ class Fanout:
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
         max_request_bytes: int = 256 * 1024,
+        max_subscriptions: int = 1024,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
@@ -264,6 +277,7 @@ class Fanout:
         self.close_timeout_s = close_timeout_s
         self.ping_interval_s = ping_interval_s
         self.max_request_bytes = max_request_bytes
+        self.max_subscriptions = max_subscriptions
         self.flow_policy = FlowPolicy(
             max_buffer_bytes=max_buffer_bytes,
             low_water_bytes=self.low_water_bytes,
@@ -272,6 +286,8 @@ class Fanout:
             max_behind_s=max_behind_s,
         )
         self._clock_s = clock_s
+        #: Lines a subscriber can cause (refusals, closes, errors), rate-limited per cause.
+        self._log = LimitedLog(log, clock_s=clock_s)
         #: The clock read once per step (a publish, a request, a check), for the flow policy.
         self._now_s = clock_s()
         self.stats = FanoutStats()
@@ -343,20 +359,24 @@ class Fanout:
             flow = sub.flow
             if flow.state is _LIVE and sub.protocol.state is not _OPEN:
                 continue
-            transport = sub.transport
-            actions = flow.on_message(key, transport.get_write_buffer_size(), now_s)
-            if actions is not WRITE:
-                self._act(sub, actions)
+            try:
+                transport = sub.transport
+                actions = flow.on_message(key, transport.get_write_buffer_size(), now_s)
+                if actions is not WRITE:
+                    self._act(sub, actions)
+                    continue
+                if sub.msgpack:
+                    if msgpack_frame is None:
+                        msgpack_frame = _frame_msgpack(msg)
+                    frame = msgpack_frame
+                else:
+                    if json_frame is None:
+                        json_frame = _frame_json(msg)
+                    frame = json_frame
+                transport.write(frame)
+            except Exception as exc:  # confined to this subscriber (see _fail)
+                self._fail(sub, exc)
                 continue
-            if sub.msgpack:
-                if msgpack_frame is None:
-                    msgpack_frame = _frame_msgpack(msg)
-                frame = msgpack_frame
-            else:
-                if json_frame is None:
-                    json_frame = _frame_json(msg)
-                frame = json_frame
-            transport.write(frame)
             sub.messages_sent += 1
             sub.bytes_sent += len(frame)
             sent += 1
@@ -377,13 +397,16 @@ class Fanout:
         if subs:
             frames: dict[tuple[int | None, bool], bytes] = {}
             for sub in subs:
-                depth = sub.books[key]
-                frame = frames.get((depth, sub.msgpack))
-                if frame is None:
-                    frame = frames[depth, sub.msgpack] = self._snapshot_frame(
-                        key, state, depth, sub.msgpack
-                    )
-                self._deliver(sub, key, frame)
+                try:
+                    depth = sub.books[key]
+                    frame = frames.get((depth, sub.msgpack))
+                    if frame is None:
+                        frame = frames[depth, sub.msgpack] = self._snapshot_frame(
+                            key, state, depth, sub.msgpack
+                        )
+                    self._deliver(sub, key, frame)
+                except Exception as exc:  # confined to this subscriber (see _fail)
+                    self._fail(sub, exc)
         return state[1], state[2]
 
     def _send_status(self, event: StatusChange) -> None:
@@ -421,14 +444,17 @@ class Fanout:
         json_frame: bytes | None = None
         msgpack_frame: bytes | None = None
         for sub in subs:
-            if sub.msgpack:
-                if msgpack_frame is None:
-                    msgpack_frame = _frame_msgpack(msg)
-                self._deliver(sub, key, msgpack_frame)
-            else:
-                if json_frame is None:
-                    json_frame = _frame_json(msg)
-                self._deliver(sub, key, json_frame)
+            try:
+                if sub.msgpack:
+                    if msgpack_frame is None:
+                        msgpack_frame = _frame_msgpack(msg)
+                    self._deliver(sub, key, msgpack_frame)
+                else:
+                    if json_frame is None:
+                        json_frame = _frame_json(msg)
+                    self._deliver(sub, key, json_frame)
+            except Exception as exc:  # confined to this subscriber (see _fail)
+                self._fail(sub, exc)
 
     def _deliver(self, sub: _Subscriber, key: str, frame: bytes) -> bool:
         """Write a message of ``key`` unless the subscriber is (or just fell) behind."""
@@ -494,10 +520,14 @@ class Fanout:
             if sub.flow.state is not _BEHIND or sub.protocol.state is not _OPEN:
                 del self._behind[sub]
                 continue
-            actions = sub.flow.on_check(sub.transport.get_write_buffer_size(), now_s)
-            if sub.flow.state is not _BEHIND:
-                del self._behind[sub]
-            self._act(sub, actions)
+            try:
+                actions = sub.flow.on_check(sub.transport.get_write_buffer_size(), now_s)
+                if sub.flow.state is not _BEHIND:
+                    del self._behind[sub]
+                self._act(sub, actions)
+            except Exception as exc:  # confined to this subscriber (see _fail)
+                self._behind.pop(sub, None)
+                self._fail(sub, exc)
         self.changes.notify()
 
     def _recover(self, sub: _Subscriber) -> None:
@@ -532,29 +562,68 @@ class Fanout:
         self._deliver(sub, key, self._snapshot_frame(key, state, sub.books[key], sub.msgpack))
 
     def _kick(self, sub: _Subscriber, reason: str) -> None:
-        """Close with 1008 without awaiting: the close frame is queued behind the pending
-        data, and the TCP connection is aborted if the handshake has not ended in time."""
+        """Close a subscriber the slow-subscriber policy disconnected (1008)."""
         self.stats.slow_disconnects += 1
-        log.warning("subscriber %d (%s) disconnected: %s", sub.id, sub.remote, reason)
-        if sub.protocol.state is _OPEN:
-            sub.protocol.send_close(CLOSE_TOO_SLOW, reason)
-            sub.conn.send_data()
+        self._log.warning(
+            CLOSE_TOO_SLOW, "subscriber %d (%s) disconnected: %s", sub.id, sub.remote, reason
+        )
+        self._close(sub, CLOSE_TOO_SLOW, reason)
+
+    def _fail(self, sub: _Subscriber, exc: Exception) -> None:
+        """Serving ``sub`` raised: a bug, confined to this subscriber. It is closed with
+        1011 "internal error"; the error is counted and logged (rate-limited per exception
+        type, with its traceback). The pipeline, the service and the other subscribers
+        never see it."""
+        self.stats.subscriber_errors += 1
+        self._log.error(
+            (CLOSE_INTERNAL_ERROR, type(exc)),
+            "subscriber %d (%s): internal error, closing it with 1011:\n%s",
+            sub.id,
+            sub.remote,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+        self._close(sub, CLOSE_INTERNAL_ERROR, INTERNAL_ERROR_REASON)
+
+    def _close(self, sub: _Subscriber, code: int, reason: str) -> None:
+        """Close without awaiting: nothing more is written to the subscriber, the close
+        frame is queued behind the pending data, and the TCP connection is aborted if the
+        closing handshake has not ended within ``close_timeout_s``."""
+        if sub.abort_handle is not None:
+            return  # already closing
+        sub.flow.on_closed()
         loop = asyncio.get_running_loop()
         sub.abort_handle = loop.call_later(self.close_timeout_s, sub.transport.abort)
+        if sub.protocol.state is not _OPEN:
+            return
+        try:
+            sub.protocol.send_close(code, reason)
+            sub.conn.send_data()
+        except Exception:  # the transport failed under us: no closing handshake
+            sub.transport.abort()
 
     # --- requests ---------------------------------------------------------------------------
 
     def _on_message(self, sub: _Subscriber, data: str | bytes) -> None:
+        """One request: applied, or refused with an ``error`` reply (a ProtocolError);
+        anything else it raises closes this subscriber alone (:meth:`_fail`)."""
         self._now_s = self._clock_s()
         try:
-            request = decode_request(data, msgpack=isinstance(data, bytes))
-            self._dispatch(sub, request)
-        except ProtocolError as exc:
-            sub.bad_requests += 1
-            self.stats.bad_requests += 1
-            if sub.bad_requests <= _BAD_REQUESTS_LOGGED_PER_SUBSCRIBER:
-                log.warning("subscriber %d (%s): refused request: %s", sub.id, sub.remote, exc)
-            self._reply(sub, Error(exc.code, str(exc), exc.symbol))
+            try:
+                request = decode_request(data, msgpack=isinstance(data, bytes))
+                self._dispatch(sub, request)
+            except ProtocolError as exc:
+                sub.bad_requests += 1
+                self.stats.bad_requests += 1
+                self._log.warning(
+                    exc.code,
+                    "subscriber %d (%s): refused request: %s",
+                    sub.id,
+                    sub.remote,
+                    exc,
+                )
+                self._reply(sub, Error(exc.code, str(exc), exc.symbol))
+        except Exception as exc:  # confined to this subscriber (see _fail)
+            self._fail(sub, exc)
         finally:
             self.changes.notify()
 
@@ -580,6 +649,15 @@ class Fanout:
                 f"unknown symbol(s): {', '.join(unknown[:20])}; nothing was subscribed",
                 ErrorCode.UNKNOWN_SYMBOL,
                 symbol=unknown[0],
+            )
+        subscribed = sub.books.keys() | sub.bbo | sub.trades
+        added = sum(1 for key in keys if key not in subscribed)
+        if len(subscribed) + added > self.max_subscriptions:
+            raise ProtocolError(
+                f"subscribing to {added} more symbol(s) would exceed the connection's "
+                f"limit of {self.max_subscriptions} (subscribed: {len(subscribed)}); "
+                "nothing was subscribed",
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
             )
         if request.format is not None:
             sub.msgpack = request.format == "msgpack"
@@ -728,7 +806,13 @@ class Fanout:
     async def _handle(self, conn: ServerConnection) -> None:
         if len(self._subs) >= self.max_subscribers:
             self.stats.rejected += 1
-            log.warning("refused subscriber %s: %d connected", conn.remote_address, len(self._subs))
+            self._note_close_sent(CLOSE_TOO_MANY)
+            self._log.warning(
+                CLOSE_TOO_MANY,
+                "refused subscriber %s: %d connected (close code 1013)",
+                conn.remote_address,
+                len(self._subs),
+            )
             await conn.close(CLOSE_TOO_MANY, f"too many subscribers (max {self.max_subscribers})")
             return
         sub = _Subscriber(next(self._ids), conn, self.flow_policy)
@@ -756,10 +840,30 @@ class Fanout:
         self.changes.notify()
         if sub.abort_handle is not None:
             sub.abort_handle.cancel()
+        protocol = sub.protocol
+        sent, received = protocol.close_sent, protocol.close_rcvd
+        if sent is not None and not protocol.close_rcvd_then_sent:
+            self._note_close_sent(sent.code)
+            if sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self._log.warning(
+                    sent.code,
+                    "subscriber %d (%s) closed with 1009: %s",
+                    sub.id,
+                    sub.remote,
+                    sent.reason,
+                )
+            how = f"closed by the gateway with {sent.code} ({sent.reason})"
+        elif received is not None:
+            how = f"closed by the subscriber with {received.code}"
+        else:
+            how = "connection lost (1006)"
         log.info(
-            "subscriber %d (%s) gone: code %s, %d messages sent",
+            "subscriber %d (%s) gone: %s, %d messages sent",
             sub.id,
             sub.remote,
-            sub.conn.close_code,
+            how,
             sub.messages_sent,
         )
+
+    def _note_close_sent(self, code: int) -> None:
+        self.stats.closes_sent[code] = self.stats.closes_sent.get(code, 0) + 1
