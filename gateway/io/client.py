@@ -54,7 +54,8 @@ UpdateKind = Literal["snapshot", "delta", "status"]
 
 
 class GatewayError(Exception):
-    """The gateway refused the subscription (unknown symbol, bad request): not retried."""
+    """The gateway refused the subscription (unknown symbol, bad request, too many
+    subscriptions): not retried."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -268,7 +269,11 @@ class GatewayClient:
         if isinstance(msg, Subscribed):
             self._backoff.reset()
         elif isinstance(msg, Error):
-            if msg.code in (ErrorCode.UNKNOWN_SYMBOL, ErrorCode.BAD_REQUEST):
+            if msg.code in (
+                ErrorCode.UNKNOWN_SYMBOL,
+                ErrorCode.BAD_REQUEST,
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+            ):
                 raise GatewayError(msg.code, msg.message)
             log.warning("gateway %s: error %s: %s", self.url, msg.code, msg.message)
         return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import http
 import itertools
 import logging
@@ -33,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol
+from urllib.parse import parse_qs
 
 import msgspec
 from websockets.asyncio.server import ServerConnection, serve
@@ -51,9 +53,10 @@ from gateway.core.model import (
     TradeOut,
 )
 from gateway.core.pipeline import BookState
+from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
 from gateway.io.logs import LimitedLog
-from gateway.wire.config import listen_error
+from gateway.wire.config import ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
     PROTOCOL_VERSION,
     Bbo,
@@ -99,8 +102,27 @@ _OPEN: Final = State.OPEN
 _LIVE: Final = FlowState.LIVE
 _BEHIND: Final = FlowState.BEHIND
 _DISCONNECTED: Final = FlowState.DISCONNECTED
+_DEFAULTS: Final = ServerConfig()
 _TEXT: Final = int(Opcode.TEXT)
 _BINARY: Final = int(Opcode.BINARY)
+
+
+#: The path of the WebSocket endpoint; every other path is an HTTP route or 404.
+WEBSOCKET_PATH: Final = "/"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HttpReply:
+    """What an HTTP route answers: status, content type and body."""
+
+    status: http.HTTPStatus
+    content_type: str
+    body: bytes
+
+
+#: An HTTP route's handler: called for each GET of its path (after the Origin and token
+#: checks), on the event loop; it must not block.
+HttpRoute = Callable[[], HttpReply]
 
 
 class BookView(Protocol):
@@ -161,6 +183,10 @@ class FanoutStats:
     subscriber_errors: int = 0
     #: Close frames the gateway sent first, by close code (1008, 1009, 1011, 1013...).
     closes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: Requests refused because of the connection's request rate (``rate_limited``).
+    rate_limited: int = 0
+    #: HTTP requests refused at the handshake, by status (401, 403, 404).
+    http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):
@@ -194,17 +220,21 @@ class _Subscriber:
         "msgpack",
         "protocol",
         "remote",
+        "requests",
         "trades",
         "transport",
     )
 
-    def __init__(self, sub_id: int, conn: ServerConnection, policy: FlowPolicy) -> None:
+    def __init__(
+        self, sub_id: int, conn: ServerConnection, policy: FlowPolicy, requests: TokenBucket
+    ) -> None:
         self.id = sub_id
+        #: The rate of the requests that cost the gateway work (subscribe, resync, list).
+        self.requests = requests
         self.conn = conn
         self.transport = conn.transport
         self.protocol = conn.protocol
-        address = conn.remote_address
-        self.remote = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        self.remote = _remote(conn)
         self.msgpack = False
         #: Book subscriptions: key → snapshot depth (None: full book).
         self.books: dict[str, int | None] = {}
@@ -221,6 +251,11 @@ class _Subscriber:
 
 
 _SubSet = dict[_Subscriber, None]
+
+
+def _remote(conn: ServerConnection) -> str:
+    address = conn.remote_address
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
 
 
 class Fanout:
@@ -244,28 +279,44 @@ class Fanout:
         max_request_bytes: largest request message accepted (larger: close 1009).
         max_subscriptions: most symbols one connection may be subscribed to (on any
             channel); a ``subscribe`` beyond is refused (``too_many_subscriptions``).
-        clock_s: monotonic seconds for the slow-subscriber policy (tests pass a fake).
+        requests_per_s, request_burst: each connection's token bucket for ``subscribe``,
+            ``resync`` and ``list`` (``rate_limited`` beyond).
+        token: when set, every connection (WebSocket or HTTP route) must present it
+            (``Authorization: Bearer`` or ``?token=``), else HTTP 401 at the handshake.
+        allowed_origins: a connection with an ``Origin`` header (a browser's) not listed
+            here is refused with HTTP 403; one without is not concerned.
+        clock_s: monotonic seconds for the slow-subscriber policy, the request rate and the
+            log rate (tests pass a fake).
+
+    The defaults are :class:`~gateway.wire.config.ServerConfig`'s; :meth:`from_config`
+    takes them from a configuration. HTTP GET routes are in :attr:`http_routes`.
     """
 
     def __init__(
         self,
         view: BookView,
         *,
-        max_buffer_bytes: int = 4 * 1024 * 1024,
-        max_conflations: int = 5,
-        conflation_window_s: float = 60.0,
-        max_behind_s: float = 5.0,
+        max_buffer_bytes: int = _DEFAULTS.max_buffer_bytes,
+        max_conflations: int = _DEFAULTS.max_conflations,
+        conflation_window_s: float = _DEFAULTS.conflation_window_s,
+        max_behind_s: float = _DEFAULTS.max_behind_s,
         low_water_bytes: int | None = None,
-        max_subscribers: int = 256,
+        max_subscribers: int = _DEFAULTS.max_subscribers,
         check_interval_s: float = 0.05,
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
-        max_request_bytes: int = 256 * 1024,
-        max_subscriptions: int = 1024,
+        max_request_bytes: int = _DEFAULTS.max_request_bytes,
+        max_subscriptions: int = _DEFAULTS.max_subscriptions,
+        requests_per_s: float = _DEFAULTS.requests_per_s,
+        request_burst: int = _DEFAULTS.request_burst,
+        token: str | None = _DEFAULTS.token,
+        allowed_origins: Iterable[str] = _DEFAULTS.allowed_origins,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
             raise ValueError("max_buffer_bytes >= 1, max_conflations >= 0, max_subscribers >= 0")
+        if max_subscriptions < 1 or not requests_per_s > 0 or request_burst < 1:
+            raise ValueError("max_subscriptions >= 1, requests_per_s > 0, request_burst >= 1")
         self._view = view
         self.max_buffer_bytes = max_buffer_bytes
         self.low_water_bytes = max_buffer_bytes // 4 if low_water_bytes is None else low_water_bytes
@@ -278,6 +329,15 @@ class Fanout:
         self.ping_interval_s = ping_interval_s
         self.max_request_bytes = max_request_bytes
         self.max_subscriptions = max_subscriptions
+        self.requests_per_s = requests_per_s
+        self.request_burst = request_burst
+        self._token = None if token is None else token.encode()
+        self.allowed_origins = frozenset(allowed_origins)
+        #: HTTP GET routes served on the subscriber port beside the WebSocket endpoint
+        #: (:data:`WEBSOCKET_PATH`); any other path is answered 404. Another component
+        #: adds its own here (``fanout.http_routes["/metrics"] = handler``) before
+        #: :meth:`serve`; the Origin and token checks apply to every route.
+        self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz}
         self.flow_policy = FlowPolicy(
             max_buffer_bytes=max_buffer_bytes,
             low_water_bytes=self.low_water_bytes,
@@ -307,6 +367,24 @@ class Fanout:
         self._trade: dict[str, _SubSet] = {}
         self._last_top: dict[str, tuple[object, object]] = {}
         self._reasons: dict[str, str] = {}
+
+    @classmethod
+    def from_config(cls, view: BookView, server: ServerConfig) -> Fanout:
+        """A fan-out with the limits of a configuration's ``[server]`` table."""
+        return cls(
+            view,
+            max_buffer_bytes=server.max_buffer_bytes,
+            max_conflations=server.max_conflations,
+            conflation_window_s=server.conflation_window_s,
+            max_behind_s=server.max_behind_s,
+            max_subscribers=server.max_subscribers,
+            max_request_bytes=server.max_request_bytes,
+            max_subscriptions=server.max_subscriptions,
+            requests_per_s=server.requests_per_s,
+            request_burst=server.request_burst,
+            token=server.token,
+            allowed_origins=server.allowed_origins,
+        )
 
     # --- publishing (hot path) --------------------------------------------------------------
 
@@ -628,6 +706,17 @@ class Fanout:
             self.changes.notify()
 
     def _dispatch(self, sub: _Subscriber, request: ClientRequest) -> None:
+        if isinstance(request, (Subscribe, Resync, ListSymbols)) and not sub.requests.take(
+            self._now_s
+        ):
+            self.stats.rate_limited += 1
+            raise ProtocolError(
+                f"more than {self.request_burst} subscribe/resync/list requests at once or "
+                f"{self.requests_per_s:g} per second; not applied, retry in "
+                f"{sub.requests.wait_s(self._now_s):.3f} s",
+                ErrorCode.RATE_LIMITED,
+                symbol=request.symbol if isinstance(request, Resync) else None,
+            )
         if isinstance(request, Subscribe):
             self._on_subscribe(sub, request)
         elif isinstance(request, Unsubscribe):
@@ -729,7 +818,9 @@ class Fanout:
     async def serve(
         self, host: str = "127.0.0.1", port: int = 0, ready: asyncio.Event | None = None
     ) -> None:
-        """Serve subscribers on ``ws://host:port/`` (and ``GET /healthz``) until cancelled.
+        """Serve subscribers on ``ws://host:port/`` (and the GET routes of
+        :attr:`http_routes`) until cancelled. Binding beyond loopback without a token is
+        warned about.
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
         ``ready`` is set. On cancellation every connection is closed (1001) and
@@ -753,6 +844,9 @@ class Fanout:
         async with listening as server:
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
             log.info("serving subscribers on %s", self.addresses)
+            warning = exposure_warning(host, self._token is not None)
+            if warning is not None:
+                log.warning("%s", warning)
             if ready is not None:
                 ready.set()
             try:
@@ -795,13 +889,64 @@ class Fanout:
             "symbols": [{"symbol": key, "state": state} for key, state in self._view.symbols()],
         }
 
+    def _healthz(self) -> HttpReply:
+        return HttpReply(http.HTTPStatus.OK, "application/json", msgspec.json.encode(self.health()))
+
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        if request.path.partition("?")[0] != "/healthz":
-            return None
-        response = conn.respond(http.HTTPStatus.OK, msgspec.json.encode(self.health()).decode())
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "application/json"
-        return response
+        """The handshake's checks, in order: the Origin (403), the token (401), the path
+        (an HTTP route, the WebSocket endpoint, or 404). None: go on with the WebSocket."""
+        path, _, query = request.path.partition("?")
+        origins = request.headers.get_all("Origin")
+        if origins and (len(origins) > 1 or origins[0] not in self.allowed_origins):
+            return self._refuse(conn, http.HTTPStatus.FORBIDDEN, "origin not allowed", origins[0])
+        if self._token is not None and not self._authorized(request, query):
+            response = self._refuse(conn, http.HTTPStatus.UNAUTHORIZED, "missing or wrong token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mdgateway"'
+            return response
+        route = self.http_routes.get(path)
+        if route is not None:
+            reply = route()
+            response = conn.respond(reply.status, "")
+            response.body = reply.body
+            del response.headers["Content-Type"]
+            del response.headers["Content-Length"]
+            response.headers["Content-Type"] = reply.content_type
+            response.headers["Content-Length"] = str(len(reply.body))
+            return response
+        if path != WEBSOCKET_PATH:
+            return self._refuse(conn, http.HTTPStatus.NOT_FOUND, "no such path", path)
+        return None
+
+    def _authorized(self, request: Request, query: str) -> bool:
+        """The token, from ``Authorization: Bearer`` or ``?token=``, compared in constant
+        time."""
+        token = self._token
+        assert token is not None
+        presented: list[str] = []
+        for value in request.headers.get_all("Authorization"):
+            scheme, _, credentials = value.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                presented.append(credentials.strip())
+        presented += parse_qs(query).get("token", [])
+        if len(presented) != 1:
+            return False
+        return hmac.compare_digest(presented[0].encode(errors="surrogateescape"), token)
+
+    def _refuse(
+        self, conn: ServerConnection, status: http.HTTPStatus, why: str, detail: str = ""
+    ) -> Response:
+        """An HTTP error at the handshake: counted per status, logged rate-limited."""
+        refused = self.stats.http_refused
+        refused[status] = refused.get(status, 0) + 1
+        self._log.warning(
+            status,
+            "refused connection from %s: %d %s%s",
+            _remote(conn),
+            status,
+            why,
+            f" ({detail[:100]!r})" if detail else "",
+        )
+        return conn.respond(status, f"{why}\n")
 
     async def _handle(self, conn: ServerConnection) -> None:
         if len(self._subs) >= self.max_subscribers:
@@ -815,7 +960,8 @@ class Fanout:
             )
             await conn.close(CLOSE_TOO_MANY, f"too many subscribers (max {self.max_subscribers})")
             return
-        sub = _Subscriber(next(self._ids), conn, self.flow_policy)
+        requests = TokenBucket(self.requests_per_s, self.request_burst, self._clock_s())
+        sub = _Subscriber(next(self._ids), conn, self.flow_policy, requests)
         self._subs[sub] = None
         self.stats.subscribers = len(self._subs)
         self.stats.subscribers_total += 1

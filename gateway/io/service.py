@@ -198,11 +198,7 @@ class Service:
         self.config = config
         #: The capture of this run (``mdgateway run --capture DIR``), or None.
         self.capture = capture
-        self.fanout = Fanout(
-            self,
-            max_buffer_bytes=config.server.max_buffer_bytes,
-            max_subscribers=config.server.max_subscribers,
-        )
+        self.fanout = Fanout.from_config(self, config.server)
         conn_ids = itertools.count(0)
         #: Notified after every upstream connection goes up or down (the pipeline told) and
         #: after every failed attempt: ``await connection_changes.wait_until(...)`` waits on

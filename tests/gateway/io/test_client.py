@@ -198,3 +198,21 @@ def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
                 await anext(client)
 
     run(main)
+
+
+def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url(
+    run: Run, serving: Serving
+) -> None:
+    async def main() -> None:
+        token = "client-token-0123456789"
+        _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1, token=token)
+        async with serving(fanout):
+            url = f"ws://127.0.0.1:{fanout.port}/?token={token}"
+            with pytest.raises(GatewayError, match="too_many_subscriptions"):
+                async for _ in subscribe_books(url, [KEY, KEY2], reconnect=False):
+                    pass
+            async for update in subscribe_books(url, [KEY], reconnect=False):
+                assert update.symbol == KEY
+                break
+
+    run(main)

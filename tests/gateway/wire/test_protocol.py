@@ -255,3 +255,11 @@ def test_protocol_module_is_pure() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"asyncio", "websockets", "socket", "uvloop", "selectors"}
+
+
+def test_every_error_code_and_close_code_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text()
+    for error in p.ErrorCode:
+        assert f"| `{error}` |" in doc, error
+    for close in p.CloseCode:
+        assert f"| {int(close)} |" in doc, close
