@@ -10,7 +10,8 @@ values are used). Then:
 
 * every message the fuzzing client gets is a documented server message, every ``error``
   has a documented code, and a close (if any) has a documented code that its requests
-  explain (1009 after an oversize request, 1007 after invalid UTF-8);
+  explain (1009 after an oversize request, 1007 after invalid UTF-8); the connection's
+  limits (subscriptions, request rate) are low enough to be reached;
 * the normal subscriber's stream is seq-continuous up to the last published delta;
 * nothing raised while serving (``subscriber_errors`` stays 0) and the server still runs.
 """
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from websockets.frames import Opcode
 
@@ -97,7 +98,41 @@ OTHER_OPS = st.one_of(
     st.fixed_dictionaries({"op": _field(TEXT)}),
     st.dictionaries(TEXT, JSON_VALUES, max_size=4),
 )
-REQUEST_OBJECTS = st.one_of(SUBSCRIBE, SUBSCRIBE, OTHER_OPS, JSON_VALUES)
+#: Well-formed requests whose values are within the schema, or just beyond a bound.
+WELL_FORMED = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "op": st.just("subscribe"),
+            "symbols": st.lists(
+                st.sampled_from([KEY, KEY2, "nowhere:XYZ"]), min_size=1, max_size=3
+            ),
+        },
+        optional={
+            "channels": st.lists(
+                st.sampled_from(["book", "bbo", "trade"]), min_size=1, max_size=3, unique=True
+            ),
+            "depth": st.one_of(st.none(), st.integers(1, 3), HUGE_INTS),
+            "format": st.sampled_from(["json", "msgpack"]),
+        },
+    ),
+    st.fixed_dictionaries({"op": st.just("resync"), "symbol": st.sampled_from([KEY, KEY2])}),
+    st.fixed_dictionaries(
+        {
+            "op": st.just("unsubscribe"),
+            "symbols": st.lists(st.sampled_from([KEY, KEY2]), min_size=1),
+        }
+    ),
+    st.just({"op": "list"}),
+)
+
+
+def _weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of the strategies, each drawn ``weight`` times in ``sum(weights)``."""
+    pool = [strategy for weight, strategy in choices for _ in range(weight)]
+    return st.sampled_from(pool).flatmap(lambda strategy: strategy)
+
+
+REQUEST_OBJECTS = _weighted((4, WELL_FORMED), (2, SUBSCRIBE), (2, OTHER_OPS), (1, JSON_VALUES))
 
 
 def _as_frame(value: Any, msgpack: bool) -> FrameOut:
@@ -109,12 +144,21 @@ def _as_frame(value: Any, msgpack: bool) -> FrameOut:
     return Opcode.TEXT, msgspec.json.encode(value)
 
 
-FRAMES: st.SearchStrategy[FrameOut] = st.one_of(
-    st.builds(_as_frame, REQUEST_OBJECTS, st.booleans()),
-    st.builds(lambda data: (Opcode.BINARY, data), st.binary(max_size=64)),
-    st.builds(lambda text: (Opcode.TEXT, text.encode()), TEXT),
-    st.just((Opcode.TEXT, b'{"op": "ping", "id": "\xff"}')),  # invalid UTF-8: 1007
-    st.just((Opcode.TEXT, b"x" * (MAX_REQUEST_BYTES + 1))),  # oversize: 1009
+REQUEST_FRAME = st.builds(_as_frame, REQUEST_OBJECTS, st.booleans())
+FRAMES: st.SearchStrategy[FrameOut] = _weighted(
+    (8, REQUEST_FRAME),
+    (1, st.builds(lambda data: (Opcode.BINARY, data), st.binary(max_size=64))),
+    (1, st.builds(lambda text: (Opcode.TEXT, text.encode()), TEXT)),
+)
+#: Frames after which the gateway closes the connection: sent last, if at all.
+CLOSING_FRAMES: st.SearchStrategy[list[FrameOut]] = st.sampled_from(
+    [
+        [],
+        [],
+        [(Opcode.TEXT, b'{"op": "ping", "id": "\xff"}')],  # invalid UTF-8: 1007
+        [(Opcode.TEXT, b"x" * (MAX_REQUEST_BYTES + 1))],  # oversize: 1009
+        [(Opcode.BINARY, b"\x00" * (MAX_REQUEST_BYTES + 1))],
+    ]
 )
 
 
@@ -149,7 +193,14 @@ async def _read_until_pong_or_close(client: RawClient) -> tuple[list[ServerMessa
 
 async def _session(serving: Serving, frames: list[FrameOut]) -> None:
     view, fanout = live_fanout(
-        BIDS, ASKS, max_request_bytes=MAX_REQUEST_BYTES, ping_interval_s=None
+        BIDS,
+        ASKS,
+        max_request_bytes=MAX_REQUEST_BYTES,
+        ping_interval_s=None,
+        # Low enough for the fuzzing client to reach them (error replies, not closes).
+        max_subscriptions=1,
+        request_burst=2,
+        requests_per_s=1.0,
     )
     async with serving(fanout):
         normal = await RawClient.connect(fanout.port)
@@ -181,6 +232,8 @@ async def _session(serving: Serving, frames: list[FrameOut]) -> None:
             for msg in messages:
                 if isinstance(msg, Error):
                     assert msg.code in set(ErrorCode)
+                    event(f"error {msg.code}")
+            event(f"close {close_code}")
             if close_code is not None:
                 assert close_code in _closes_explained_by(frames), (close_code, messages[-3:])
 
@@ -197,11 +250,11 @@ async def _session(serving: Serving, frames: list[FrameOut]) -> None:
 
 @pytest.mark.timeout(150)
 @settings(
-    max_examples=30,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(frames=st.lists(FRAMES, min_size=1, max_size=10))
+@given(frames=st.builds(list.__add__, st.lists(FRAMES, min_size=1, max_size=12), CLOSING_FRAMES))
 @example(frames=[_as_frame({"op": "subscribe", "symbols": [KEY2], "depth": 2**63}, False)])
 @example(frames=[_as_frame({"op": "subscribe", "symbols": [KEY], "depth": 2**63}, True)])
 @example(
