@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -87,6 +88,28 @@ def readme_example() -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("#### From Python") :]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_is_formatted_and_linted(tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(readme_example())
+    for check in (["format", "--check"], ["check"]):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                *check,
+                "--config",
+                str(ROOT / "pyproject.toml"),
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=RUN_WITHIN_S,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_readme_example_runs_as_pasted_and_stops_by_itself(tmp_path: Path) -> None:
