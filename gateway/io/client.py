@@ -25,7 +25,8 @@ message arrived.
 
 Books: every delta must follow the previous message (same epoch, seq + 1); on a gap the
 book is discarded, the gateway asked for a ``resync``, and the symbol is ``resyncing``
-(no book events) until the fresh snapshot.
+(no book events) until the fresh snapshot. :meth:`GatewayClient.position` is the
+``(epoch, seq)`` of the symbol's last book message applied, kept across reconnections.
 
 Connections: ``urls`` are tried in order, the first that accepts is used. When the
 connection is lost, or every URL failed, the client waits a capped exponential backoff
@@ -224,12 +225,15 @@ class GatewayClient:
             failure: Exception | None = None
             for url in self.urls:
                 try:
-                    self._ws = await self._open(url)
+                    ws = await self._open(url)
                 except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
                     failure = exc
                     self._log.warning(("connect", url), "gateway %s: connect failed: %s", url, exc)
                     continue
-                self.url = url
+                if self._closed:  # aclose() while connecting
+                    await ws.close()
+                    return
+                self._ws, self.url = ws, url
                 self.stats.connects += 1
                 log.info("connected to gateway %s", url)
                 return
