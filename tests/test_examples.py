@@ -134,13 +134,21 @@ def test_the_readme_example_runs_as_pasted_and_stops_by_itself(tmp_path: Path) -
 SPREAD_LINE = re.compile(rf"^{re.escape(KEY)} bid (\S+) ask (\S+) spread (\S+)$")
 
 
-def test_spread_printer_prints_the_spread_on_each_change() -> None:
+def run_example(script: str, lines: int) -> list[str]:
+    """``examples/SCRIPT URL --symbol KEY`` against a demo gateway, interrupted once it
+    printed ``lines`` lines; its output, once it exited 0."""
+
     async def main() -> tuple[int, list[str], str]:
         async with demo_gateway() as url:
-            return await run_child("examples/spread_printer.py", url, "--symbol", KEY, lines=6)
+            return await run_child(f"examples/{script}", url, "--symbol", KEY, lines=lines)
 
-    code, lines, stderr = asyncio.run(main())
+    code, printed, stderr = asyncio.run(main())
     assert code == 0, stderr
+    return printed
+
+
+def test_spread_printer_prints_the_spread_on_each_change() -> None:
+    lines = run_example("spread_printer.py", 6)
     assert lines[0] == f"{KEY} status live: snapshot applied", lines
     spreads = []
     for line in lines[1:6]:
@@ -156,12 +164,7 @@ BBO_LINE = re.compile(rf"^(\S+) {re.escape(KEY)} (\d+):(\d+) bid (\S+)@(\S+) ask
 
 
 def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
-    async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
-            return await run_child("examples/bbo_logger.py", url, "--symbol", KEY, lines=6)
-
-    code, lines, stderr = asyncio.run(main())
-    assert code == 0, stderr
+    lines = run_example("bbo_logger.py", 6)
     assert lines[0].endswith(f"{KEY} status live: snapshot applied"), lines
     positions = []
     for line in lines[1:6]:
