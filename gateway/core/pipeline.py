@@ -47,6 +47,7 @@ from gateway.core.model import (
     InstrumentPrecision,
     ResubscribeWanted,
     SnapshotWanted,
+    StatusChange,
     SymbolState,
     Trade,
     VenueContractError,
@@ -176,6 +177,8 @@ class VenueStats:
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
+#: States whose arrival is logged at INFO; the others (the book cannot be trusted) at WARNING.
+_UNALARMING: Final = frozenset((SymbolState.LIVE, SymbolState.SYNCING))
 
 
 class VenuePipeline:
@@ -387,6 +390,21 @@ class VenuePipeline:
                 publications.append(event)
                 if isinstance(event, BookReset) and self.rest_snapshots:
                     step.actions.append(BookRebuilt(book.key.partition(":")[2]))
+                elif isinstance(event, StatusChange):
+                    self._log_status(event)
+
+    def _log_status(self, event: StatusChange) -> None:
+        """One line per change of a symbol's state: a warning when it stops being live."""
+        level = logging.INFO if event.state in _UNALARMING else logging.WARNING
+        venue, _, symbol = event.key.partition(":")
+        log.log(
+            level,
+            "%s: %s (%s)",
+            event.key,
+            event.state.value,
+            event.reason,
+            extra={"venue": venue, "symbol": symbol},
+        )
 
     def _snapshot_wanted(self, symbol: str, step: Step) -> None:
         if self.rest_snapshots:
