@@ -26,8 +26,8 @@ CONTEXT_FIELDS: Final = ("venue", "connection", "endpoint", "symbol", "subscribe
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object on one line: ``time`` (UTC, ISO 8601 with
     microseconds), ``level``, ``logger``, ``message``, then those of :data:`CONTEXT_FIELDS`
-    the call gave, and ``exception`` / ``stack`` (their text) where the record has them.
-    Values that are not JSON types are written as their ``str``."""
+    the call gave (neither None nor empty), and ``exception`` / ``stack`` (their text)
+    where the record has them. Values that are not JSON types are written as their ``str``."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -39,7 +39,7 @@ class JsonFormatter(logging.Formatter):
         fields = record.__dict__
         for name in CONTEXT_FIELDS:
             value = fields.get(name)
-            if value is not None:
+            if value is not None and value != "":
                 line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

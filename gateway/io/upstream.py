@@ -87,7 +87,6 @@ class Connection:
         venue: str = "",
     ) -> None:
         self.conn_id = conn_id
-        self.venue = venue
         self.url = url
         self._on_frame = on_frame
         self._on_state = on_state

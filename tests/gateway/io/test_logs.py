@@ -64,8 +64,8 @@ def test_a_json_line_is_one_object_with_the_context_fields_the_call_gave() -> No
         "venue": "okx",
         "connection": 3,
     }
-    # Only the fields the call gave; a value that is no JSON type is written as its str.
-    symbol = orjson.loads(JsonFormatter().format(_record("x", symbol=Path("BTC"))))
+    # Only the fields the call gave, not empty; a value of no JSON type is written as its str.
+    symbol = orjson.loads(JsonFormatter().format(_record("x", symbol=Path("BTC"), venue="")))
     assert symbol["symbol"] == "BTC" and "venue" not in symbol and "connection" not in symbol
 
 
