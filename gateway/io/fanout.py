@@ -32,7 +32,7 @@ import logging
 import struct
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Protocol
 from urllib.parse import parse_qs
 
@@ -55,10 +55,10 @@ from gateway.core.model import (
 from gateway.core.pipeline import BookState
 from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
+from gateway.io.health import HttpAnswer, HttpRoute, health_answer
 from gateway.io.logs import LimitedLog
 from gateway.wire.config import ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
-    PROTOCOL_VERSION,
     Bbo,
     CloseCode,
     Delta,
@@ -109,20 +109,6 @@ _BINARY: Final = int(Opcode.BINARY)
 
 #: The path of the WebSocket endpoint; every other path is an HTTP route or 404.
 WEBSOCKET_PATH: Final = "/"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class HttpReply:
-    """What an HTTP route answers: status, content type and body."""
-
-    status: http.HTTPStatus
-    content_type: str
-    body: bytes
-
-
-#: An HTTP route's handler: called for each GET of its path (after the Origin and token
-#: checks), on the event loop; it must not block.
-HttpRoute = Callable[[], HttpReply]
 
 
 class BookView(Protocol):
@@ -285,6 +271,9 @@ class Fanout:
             (``Authorization: Bearer`` or ``?token=``), else HTTP 401 at the handshake.
         allowed_origins: a connection with an ``Origin`` header (a browser's) not listed
             here is refused with HTTP 403; one without is not concerned.
+        healthz_not_live_share: ``/healthz`` answers 503 when at least this share of the
+            symbols is not live (:mod:`gateway.io.health`).
+        http_routes: further GET paths answered over HTTP on the same port (``/metrics``).
         clock_s: monotonic seconds for the slow-subscriber policy, the request rate and the
             log rate (tests pass a fake).
 
@@ -311,6 +300,8 @@ class Fanout:
         request_burst: int = _DEFAULTS.request_burst,
         token: str | None = _DEFAULTS.token,
         allowed_origins: Iterable[str] = _DEFAULTS.allowed_origins,
+        healthz_not_live_share: float = _DEFAULTS.healthz_not_live_share,
+        http_routes: Mapping[str, HttpRoute] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
@@ -333,11 +324,12 @@ class Fanout:
         self.request_burst = request_burst
         self._token = None if token is None else token.encode()
         self.allowed_origins = frozenset(allowed_origins)
+        self.healthz_not_live_share = healthz_not_live_share
         #: HTTP GET routes served on the subscriber port beside the WebSocket endpoint
-        #: (:data:`WEBSOCKET_PATH`); any other path is answered 404. Another component
-        #: adds its own here (``fanout.http_routes["/metrics"] = handler``) before
-        #: :meth:`serve`; the Origin and token checks apply to every route.
-        self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz}
+        #: (:data:`WEBSOCKET_PATH`); any other path is answered 404. Routes are added
+        #: with ``http_routes`` or here, before :meth:`serve`; the Origin and token checks
+        #: apply to every route.
+        self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz, **(http_routes or {})}
         self.flow_policy = FlowPolicy(
             max_buffer_bytes=max_buffer_bytes,
             low_water_bytes=self.low_water_bytes,
@@ -369,10 +361,18 @@ class Fanout:
         self._reasons: dict[str, str] = {}
 
     @classmethod
-    def from_config(cls, view: BookView, server: ServerConfig) -> Fanout:
-        """A fan-out with the limits of a configuration's ``[server]`` table."""
+    def from_config(
+        cls,
+        view: BookView,
+        server: ServerConfig,
+        http_routes: Mapping[str, HttpRoute] | None = None,
+    ) -> Fanout:
+        """A fan-out with the limits of a configuration's ``[server]`` table, serving
+        ``http_routes`` beside ``/healthz``."""
         return cls(
             view,
+            healthz_not_live_share=server.healthz_not_live_share,
+            http_routes=http_routes,
             max_buffer_bytes=server.max_buffer_bytes,
             max_conflations=server.max_conflations,
             conflation_window_s=server.conflation_window_s,
@@ -818,9 +818,8 @@ class Fanout:
     async def serve(
         self, host: str = "127.0.0.1", port: int = 0, ready: asyncio.Event | None = None
     ) -> None:
-        """Serve subscribers on ``ws://host:port/`` (and the GET routes of
-        :attr:`http_routes`) until cancelled. Binding beyond loopback without a token is
-        warned about.
+        """Serve subscribers on ``ws://host:port/`` (and :attr:`http_routes`) until cancelled.
+        Binding beyond loopback without a token is warned about.
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
         ``ready`` is set. On cancellation every connection is closed (1001) and
@@ -880,17 +879,10 @@ class Fanout:
             for sub in self._subs
         ]
 
-    def health(self) -> dict[str, object]:
-        """The ``/healthz`` document."""
-        return {
-            "status": "ok",
-            "protocol_version": PROTOCOL_VERSION,
-            "subscribers": len(self._subs),
-            "symbols": [{"symbol": key, "state": state} for key, state in self._view.symbols()],
-        }
-
-    def _healthz(self) -> HttpReply:
-        return HttpReply(http.HTTPStatus.OK, "application/json", msgspec.json.encode(self.health()))
+    def _healthz(self) -> HttpAnswer:
+        return health_answer(
+            self._view.symbols(), self._reasons, len(self._subs), self.healthz_not_live_share
+        )
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """The handshake's checks, in order: the Origin (403), the token (401), the path
@@ -905,14 +897,7 @@ class Fanout:
             return response
         route = self.http_routes.get(path)
         if route is not None:
-            reply = route()
-            response = conn.respond(reply.status, "")
-            response.body = reply.body
-            del response.headers["Content-Type"]
-            del response.headers["Content-Length"]
-            response.headers["Content-Type"] = reply.content_type
-            response.headers["Content-Length"] = str(len(reply.body))
-            return response
+            return route().response(conn)
         if path != WEBSOCKET_PATH:
             return self._refuse(conn, http.HTTPStatus.NOT_FOUND, "no such path", path)
         return None

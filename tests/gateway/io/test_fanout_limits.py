@@ -14,7 +14,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from gateway.io.fanout import Fanout, HttpReply
+from gateway.io.fanout import Fanout
+from gateway.io.health import HttpAnswer
 from gateway.wire.config import parse_config
 from gateway.wire.protocol import (
     Error,
@@ -129,7 +130,7 @@ def test_browsers_from_origins_not_listed_are_refused_with_403(run: Run, serving
 def test_unknown_paths_get_404_and_routes_plug_in(run: Run, serving: Serving) -> None:
     async def main() -> None:
         _view, fanout = live_fanout(BIDS, ASKS)
-        fanout.http_routes["/metrics"] = lambda: HttpReply(
+        fanout.http_routes["/metrics"] = lambda: HttpAnswer(
             http.HTTPStatus.OK, "text/plain; version=0.0.4", b"subscribers 0\n"
         )
         async with serving(fanout):

@@ -39,6 +39,13 @@ def test_a_good_config_gets_defaults() -> None:
     assert config.server.port == 9000 and config.server.host == "127.0.0.1"
     venue = config.venues[0]
     assert venue.symbols == ["BTCUSDT"] and venue.reorder_window_ms == 100.0
+    assert config.server.healthz_not_live_share == 1.0 and config.log_format == "text"
+    config = parse_config(
+        GOOD.replace("port = 9000", "port = 9000\nhealthz_not_live_share = 0.5").replace(
+            "[server]", 'log_format = "json"\n[server]'
+        )
+    )
+    assert config.server.healthz_not_live_share == 0.5 and config.log_format == "json"
 
 
 @pytest.mark.parametrize(
@@ -55,6 +62,9 @@ def test_a_good_config_gets_defaults() -> None:
         (("[[venues]]", "[[venue]]"), ("unknown", "venue")),
         (('rest = ["http://127.0.0.1:9100"]', ""), "$.venues[0].rest: at least one URL"),
         (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
+        (("port = 9000", "healthz_not_live_share = 0"), "$.server.healthz_not_live_share"),
+        (("port = 9000", "healthz_not_live_share = 1.5"), "$.server.healthz_not_live_share"),
+        (("[server]", 'log_format = "xml"\n[server]'), "$.log_format"),
     ],
 )
 def test_bad_keys_and_values_are_named(
