@@ -106,6 +106,9 @@ def test_crossed_means_best_bid_at_or_above_best_ask() -> None:
     assert book_of([("101", "1")], [("101", "1")]).is_crossed()
     assert book_of([("102", "1")], [("101", "1")]).is_crossed()
     assert not book_of([("102", "1")], []).is_crossed()
+    # crossing() names the levels that cross, or None.
+    assert book_of([("101.0", "1")], [("101", "2")]).crossing() == (("101.0", "1"), ("101", "2"))
+    assert book_of([("100", "1")], [("101", "1")]).crossing() is None
 
 
 def test_truncate_keeps_the_best_and_returns_the_removal_as_a_delta() -> None:
