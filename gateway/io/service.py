@@ -96,6 +96,7 @@ class VenueRuntime:
             max_pending=cfg.max_pending,
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
+            max_levels=cfg.max_levels,
         )
 
     def _connection(

@@ -175,6 +175,8 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     snapshot_limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
     reorder_window_ms: NonNegativeFloat = 100.0
     max_pending: PositiveInt = 4096
+    #: The cap of each book's levels per side; None: the venue's default (README).
+    max_levels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     #: A connection that delivers nothing for this long is closed and reopened.
     stall_timeout_s: PositiveFloat = 10.0
     backoff_initial_s: PositiveFloat = 0.1
@@ -250,6 +252,13 @@ def validate(config: Config) -> Config:
         adapter = ADAPTERS[venue.venue]
         if venue.rest or (adapter.snapshot_url is not None and not adapter.in_band_snapshots):
             _check_urls(venue.rest, ("http", "https"), f"{where}.rest")
+        if venue.max_levels is not None:
+            floor = max(adapter.venue_depth or 1, venue.snapshot_limit if venue.rest else 1)
+            if venue.max_levels < floor:
+                raise ConfigError(
+                    f"{where}.max_levels: must be >= {floor}, the depth of the venue's "
+                    "snapshots (its maintained depth, or snapshot_limit)"
+                )
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")
     return config

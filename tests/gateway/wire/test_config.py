@@ -245,3 +245,19 @@ def test_every_server_key_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in ServerConfig.__struct_fields__:
         assert f"`server.{name}`" in readme, name
+
+
+def test_max_levels_defaults_to_the_venue_and_may_not_refuse_its_snapshots() -> None:
+    assert parse_config(GOOD).venues[0].max_levels is None
+    rest = 'rest = ["http://127.0.0.1:9100"]'
+    config = parse_config(GOOD.replace(rest, rest + "\nmax_levels = 2000"))
+    assert config.venues[0].max_levels == 2000
+    # Below the REST snapshots' depth every snapshot would be refused.
+    with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels: must be >= 1000"):
+        parse_config(GOOD.replace(rest, rest + "\nmax_levels = 999"))
+    okx = GOOD.replace('"binance"', '"okx"').replace("BTCUSDT", "BTC-USDT").replace(rest, "")
+    with pytest.raises(ConfigError, match=r"max_levels: must be >= 400"):
+        parse_config(okx + "max_levels = 399\n")
+    assert parse_config(okx + "max_levels = 400\n").venues[0].max_levels == 400
+    with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels"):
+        parse_config(GOOD.replace(rest, rest + "\nmax_levels = 0"))
