@@ -1,11 +1,15 @@
 """Log lines limited per cause (see :mod:`gateway.core.lograte`), for shells whose log
-lines a peer can trigger at will: refused subscribers, bad frames, failing endpoints."""
+lines a peer can trigger at will: refused subscribers, bad frames, failing endpoints; and
+file-descriptor exhaustion, logged once per episode."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import time
 from collections.abc import Callable, Hashable
+from typing import Any, Final
 
 from gateway.core.lograte import LogLimiter
 
@@ -53,3 +57,95 @@ class LimitedLog:
 
     def info(self, cause: Hashable, msg: str, *args: object) -> bool:
         return self.log(logging.INFO, cause, msg, *args)
+
+
+#: The errnos of a process (EMFILE) or the system (ENFILE) out of file descriptors.
+FD_EXHAUSTION_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def fd_exhaustion_error(exc: BaseException) -> OSError | None:
+    """The EMFILE/ENFILE error ``exc`` is or was caused by (httpx wraps it), else None."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a cause chain is short; a cycle must not loop
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in FD_EXHAUSTION_ERRNOS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class FdExhaustion:
+    """Episodes of file-descriptor exhaustion: every connect or accept fails while the
+    process is out of descriptors, so each failure is counted and only the first of an
+    episode is logged, as an ERROR saying what to do. The episode ends at the next
+    successful connect or accept (:meth:`succeeded`).
+
+    One instance serves the whole process (:data:`FD_EXHAUSTION`): the descriptors are
+    the process's. :meth:`watch` routes the event loop's accept failures here.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        #: In an episode: failures since the last success.
+        self.failing = 0
+        #: Episodes since start.
+        self.episodes = 0
+        #: Failures since start.
+        self.failures = 0
+
+    def failed(self, exc: BaseException, doing: str) -> bool:
+        """Counts ``exc`` when it is a descriptor exhaustion (True), logging the first of
+        an episode; False, and nothing counted, for any other error."""
+        error = fd_exhaustion_error(exc)
+        if error is None:
+            return False
+        self.failures += 1
+        self.failing += 1
+        if self.failing == 1:
+            self.episodes += 1
+            self.logger.error(
+                "out of file descriptors %s (%s): connections fail until descriptors are "
+                "free; raise the limit (ulimit -n, systemd LimitNOFILE=)",
+                doing,
+                error.strerror or errno.errorcode.get(error.errno or 0, "?"),
+            )
+        return True
+
+    def succeeded(self) -> None:
+        """A connect or accept succeeded: an episode in progress is over."""
+        if self.failing:
+            self.logger.warning("file descriptors available again after %d failures", self.failing)
+            self.failing = 0
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Routes ``loop``'s descriptor-exhaustion reports (asyncio's accept loop reports
+        them to the loop's exception handler, once a second while they last) here; every
+        other report goes to the handler that was installed before. Idempotent."""
+        previous = loop.get_exception_handler()
+        if isinstance(previous, _FdExhaustionHandler) and previous.owner is self:
+            return
+        loop.set_exception_handler(_FdExhaustionHandler(self, previous))
+
+
+class _FdExhaustionHandler:
+    def __init__(
+        self,
+        owner: FdExhaustion,
+        previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+    ) -> None:
+        self.owner = owner
+        self.previous = previous
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, BaseException) and self.owner.failed(exc, "accepting subscribers"):
+            return
+        if self.previous is None:
+            loop.default_exception_handler(context)
+        else:
+            self.previous(loop, context)
+
+
+#: The process's descriptor-exhaustion episodes (upstream connects, subscriber accepts).
+FD_EXHAUSTION: Final = FdExhaustion(logging.getLogger("gateway.fd"))
