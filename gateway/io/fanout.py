@@ -51,6 +51,7 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.io.changes import StateChanges
+from gateway.io.logs import FD_EXHAUSTION
 from gateway.wire.config import listen_error
 from gateway.wire.protocol import (
     PROTOCOL_VERSION,
@@ -672,6 +673,7 @@ class Fanout:
             )
         except OSError as exc:
             raise listen_error(exc, host, port) from exc
+        FD_EXHAUSTION.watch(asyncio.get_running_loop())  # accepts out of descriptors
         async with listening as server:
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
             log.info("serving subscribers on %s", self.addresses)
@@ -718,6 +720,7 @@ class Fanout:
         }
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        FD_EXHAUSTION.succeeded()  # a connection was accepted
         if request.path.partition("?")[0] != "/healthz":
             return None
         response = conn.respond(http.HTTPStatus.OK, msgspec.json.encode(self.health()).decode())

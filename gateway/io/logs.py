@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Final
 
 from gateway.core.lograte import LogLimiter
+from gateway.io.changes import StateChanges
 
 
 class LimitedLog:
@@ -93,6 +94,8 @@ class FdExhaustion:
         self.episodes = 0
         #: Failures since start.
         self.failures = 0
+        #: Notified after every failure counted and every episode's end.
+        self.changes = StateChanges()
 
     def failed(self, exc: BaseException, doing: str) -> bool:
         """Counts ``exc`` when it is a descriptor exhaustion (True), logging the first of
@@ -110,6 +113,7 @@ class FdExhaustion:
                 doing,
                 error.strerror or errno.errorcode.get(error.errno or 0, "?"),
             )
+        self.changes.notify()
         return True
 
     def succeeded(self) -> None:
@@ -117,6 +121,7 @@ class FdExhaustion:
         if self.failing:
             self.logger.warning("file descriptors available again after %d failures", self.failing)
             self.failing = 0
+            self.changes.notify()
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Routes ``loop``'s descriptor-exhaustion reports (asyncio's accept loop reports
