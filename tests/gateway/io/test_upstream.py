@@ -183,15 +183,13 @@ def test_refused_connections_back_off_and_retry(run: Run, run_until: RunUntil) -
 GOOD_BODY = b'{"lastUpdateId":42,"bids":[["100.0","1"]],"asks":[["101.0","2"]]}'
 
 
-def _fetch(
-    run: Run, run_until: RunUntil, responses: dict[str, list[httpx.Response]], bases: list[str]
-) -> tuple[list[DepthSnapshot], SnapshotFetcher, list[str]]:
-    seen: list[str] = []
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return responses[request.url.host].pop(0)
-
+def _fetcher(
+    bases: list[str],
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    max_body_bytes: int = 1024 * 1024,
+) -> tuple[list[DepthSnapshot], SnapshotFetcher, StateChanges]:
+    """A Binance fetcher, the snapshots it delivers, and a notifier of each delivery."""
     got: list[DepthSnapshot] = []
     fetched = StateChanges()
 
@@ -204,11 +202,25 @@ def _fetch(
         bases,
         limit=1000,
         on_snapshot=on_snapshot,
-        timeout_s=1.0,
+        timeout_s=5.0,
         backoff_initial_s=0.001,
         backoff_max_s=0.01,
-        transport=httpx.MockTransport(respond),
+        transport=transport,
+        max_body_bytes=max_body_bytes,
     )
+    return got, fetcher, fetched
+
+
+def _fetch(
+    run: Run, run_until: RunUntil, responses: dict[str, list[httpx.Response]], bases: list[str]
+) -> tuple[list[DepthSnapshot], SnapshotFetcher, list[str]]:
+    seen: list[str] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return responses[request.url.host].pop(0)
+
+    got, fetcher, fetched = _fetcher(bases, transport=httpx.MockTransport(respond))
 
     async def body() -> None:
         fetcher.request("BTCUSDT")
@@ -461,21 +473,7 @@ def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
                 f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
                 for server in (huge_server, good_server)
             ]
-            got: list[DepthSnapshot] = []
-            fetched = StateChanges()
-
-            def on_snapshot(snapshot: DepthSnapshot) -> None:
-                got.append(snapshot)
-                fetched.notify()
-
-            fetcher = SnapshotFetcher(
-                adapter_for("binance"),
-                bases,
-                limit=1000,
-                on_snapshot=on_snapshot,
-                timeout_s=5.0,
-                max_body_bytes=1024 * 1024,
-            )
+            got, fetcher, fetched = _fetcher(bases, max_body_bytes=1024 * 1024)
             fetcher.request("BTCUSDT")
             with caplog.at_level(logging.WARNING, logger="gateway.io.upstream"):
                 await run_until(fetcher.run, fetched, lambda: bool(got))
