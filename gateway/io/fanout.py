@@ -683,6 +683,7 @@ class Fanout:
                 while True:
                     await asyncio.sleep(self.check_interval_s)
                     self.check_behind()
+                    FD_EXHAUSTION.probe("accepting subscribers")
             finally:
                 self.addresses = []
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Hashable
 from typing import Any, Final
@@ -83,11 +84,22 @@ class FdExhaustion:
     successful connect or accept (:meth:`succeeded`).
 
     One instance serves the whole process (:data:`FD_EXHAUSTION`): the descriptors are
-    the process's. :meth:`watch` routes the event loop's accept failures here.
+    the process's. :meth:`watch` routes the event loop's accept failures here (asyncio
+    reports them; uvloop does not), and :meth:`probe`, called often, finds an exhaustion
+    on any loop by opening a descriptor at most every ``probe_interval_s``.
     """
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        probe_interval_s: float = 1.0,
+        clock_s: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.logger = logger
+        self.probe_interval_s = probe_interval_s
+        self._clock_s = clock_s
+        self._next_probe_s = 0.0
         #: In an episode: failures since the last success.
         self.failing = 0
         #: Episodes since start.
@@ -122,6 +134,21 @@ class FdExhaustion:
             self.logger.warning("file descriptors available again after %d failures", self.failing)
             self.failing = 0
             self.changes.notify()
+
+    def probe(self, doing: str) -> None:
+        """Counts a failure (starting an episode) if no descriptor can be opened now;
+        does nothing until ``probe_interval_s`` passed since the last probe."""
+        now_s = self._clock_s()
+        if now_s < self._next_probe_s:
+            return
+        self._next_probe_s = now_s + self.probe_interval_s
+        try:
+            fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if not self.failed(exc, doing):
+                raise
+            return
+        os.close(fd)
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Routes ``loop``'s descriptor-exhaustion reports (asyncio's accept loop reports
