@@ -4,6 +4,7 @@ fetcher. Thin: they receive, hand bytes to the service, and act on what it retur
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,6 +64,14 @@ class ConnectionStats:
     connected_since_s: float = 0.0
 
 
+class _Ended(enum.Enum):
+    """Why an open connection ended, besides its close."""
+
+    NOTICE = enum.auto()
+    AGED = enum.auto()
+    STALLED = enum.auto()
+
+
 class Connection:
     """Keeps one WebSocket connection to one endpoint open, forever.
 
@@ -80,8 +89,9 @@ class Connection:
     nothing for ``stall_timeout_s`` is closed and reopened. Every attempt first waits for
     the venue's ``attempts`` budget, shared by the venue's connections.
 
-    ``clock_s`` and ``sleep`` are the time the policy, the budget and the waits between
-    attempts run on (the stall and age deadlines run on the event loop's clock).
+    ``clock_s`` and ``sleep`` are the time everything here runs on: the policy, the
+    budget, the waits between attempts, the stall and age deadlines (the connect's own
+    ``open_timeout_s`` excepted).
     """
 
     def __init__(
@@ -125,6 +135,8 @@ class Connection:
         self._ping_interval_s = ping_interval_s
         self._send_interval_s = 1.0 / max_messages_per_s
         self._outbox: asyncio.Queue[bytes] | None = None
+        #: When the open connection last received a frame (or opened), on ``clock_s``.
+        self._last_recv_s = 0.0
         self.stats = ConnectionStats()
         #: Notified after the connection goes up (``on_state`` told) or down, and after a
         #: failed attempt; may be shared by several connections.
@@ -172,7 +184,6 @@ class Connection:
     async def _session(self) -> bool:
         """One attempt and, if it connects, the connection's life. Returns True when the
         connection ended to be renewed (the venue's notice, its maximum age)."""
-        loop = asyncio.get_running_loop()
         try:
             async with connect(
                 self.url,
@@ -184,7 +195,7 @@ class Connection:
                 max_size=MAX_FRAME_BYTES,
                 max_queue=MAX_QUEUED_FRAMES,
             ) as ws:
-                self._up(loop.time())
+                self._up(self._clock_s())
                 outbox: asyncio.Queue[bytes] = asyncio.Queue(
                     maxsize=MAX_OUTBOX_MESSAGES + len(self._subscribe_messages)
                 )
@@ -196,7 +207,7 @@ class Connection:
                     if self._ping_message is not None:
                         helpers.append(tasks.create_task(self._ping(outbox, self._ping_message)))
                     try:
-                        return await self._read(ws, loop)
+                        return await self._read(ws, tasks)
                     finally:
                         for helper in helpers:
                             helper.cancel()
@@ -214,34 +225,60 @@ class Connection:
             self._down()
         return False
 
-    async def _read(self, ws: ClientConnection, loop: asyncio.AbstractEventLoop) -> bool:
-        """Hands every frame to the service until the connection ends; returns True when
-        the next connection should be opened at once."""
-        age_deadline = loop.time() + self._max_age_s
+    async def _read(self, ws: ClientConnection, tasks: asyncio.TaskGroup) -> bool:
+        """Hands every frame to the service until the connection ends (closed, stalled,
+        aged, or the venue's notice); returns True when it ended to be renewed."""
+        up_s = self._last_recv_s = self._clock_s()
+        receiver = tasks.create_task(self._receive(ws))
+        watchdog = tasks.create_task(self._watch(up_s + self._max_age_s))
         try:
-            async with asyncio.timeout(None) as deadline:
-                while True:
-                    deadline.reschedule(min(loop.time() + self._stall_timeout_s, age_deadline))
-                    raw = await ws.recv(decode=False)
-                    self.stats.frames += 1
-                    self.policy.received(self._clock_s())
-                    if self._on_frame(self.conn_id, raw, time.time_ns()):
-                        self.stats.last_error = "venue asked to reconnect"
-                        self._log.info(
-                            "reconnect notice",
-                            "conn %d %s: venue asked to reconnect",
-                            self.conn_id,
-                            self.endpoint,
-                        )
-                        return True
-        except TimeoutError:
-            if loop.time() >= age_deadline:
-                self.stats.last_error = "renewed at max age"
-                return True
+            done, _ = await asyncio.wait((receiver, watchdog), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            receiver.cancel()
+            watchdog.cancel()
+        ended = receiver.result() if receiver in done else watchdog.result()
+        if ended is _Ended.NOTICE:
+            self.stats.last_error = "venue asked to reconnect"
+            self._log.info(
+                "reconnect notice",
+                "conn %d %s: venue asked to reconnect",
+                self.conn_id,
+                self.endpoint,
+            )
+            return True
+        if ended is _Ended.AGED:
+            self.stats.last_error = "renewed at max age"
+            return True
+        if ended is _Ended.STALLED:
             self._failed("stalled")
-        except websockets.exceptions.ConnectionClosed as exc:
-            self._failed(f"closed: {exc}", "closed")
+        else:
+            self._failed(f"closed: {ended}", "closed")
         return False
+
+    async def _receive(self, ws: ClientConnection) -> _Ended | websockets.ConnectionClosed:
+        """Receives until the venue's notice (NOTICE) or the close (returned)."""
+        try:
+            while True:
+                raw = await ws.recv(decode=False)
+                self._last_recv_s = now_s = self._clock_s()
+                self.stats.frames += 1
+                self.policy.received(now_s)
+                if self._on_frame(self.conn_id, raw, time.time_ns()):
+                    return _Ended.NOTICE
+        except websockets.ConnectionClosed as exc:
+            return exc
+
+    async def _watch(self, age_deadline_s: float) -> _Ended:
+        """Returns when the connection stalled (nothing received for ``stall_timeout_s``)
+        or reached its age; wakes about once per ``stall_timeout_s`` while frames flow."""
+        while True:
+            now_s = self._clock_s()
+            if now_s >= age_deadline_s:
+                return _Ended.AGED
+            stall_s = self._last_recv_s + self._stall_timeout_s
+            if now_s >= stall_s:
+                return _Ended.STALLED
+            await self._sleep(min(stall_s, age_deadline_s) - now_s)
 
     async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[bytes]) -> None:
         try:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import httpx
@@ -44,6 +45,9 @@ class Recorder:
     def on_state(self, conn_id: int, up: bool) -> None:
         self.states.append(up)
 
+    def more_frames_than(self, count: int) -> Callable[[], bool]:
+        return lambda: len(self.frames) > count
+
 
 async def _with_server(handler: Handler, body: Callable[[str], Awaitable[None]]) -> None:
     async with serve(handler, "127.0.0.1", 0, compression=None) as server:
@@ -52,21 +56,65 @@ async def _with_server(handler: Handler, body: Callable[[str], Awaitable[None]])
             await body(f"ws://127.0.0.1:{port}/stream?streams=x")
 
 
-class VirtualTime:
-    """The clock and sleep of a connection's waits between attempts, advanced by the
-    sleeps themselves: backoffs and budget waits of any length take no real time."""
+class ManualTime:
+    """The clock and sleep a connection runs on, moved only by the test: backoffs, budget
+    waits, stall and age deadlines of any length take no real time."""
 
     def __init__(self) -> None:
         self.now_s = 1000.0
-        self.sleeps: list[float] = []
+        self._wakes: list[tuple[float, asyncio.Future[None]]] = []
+        #: Notified whenever a sleep starts.
+        self.changes = StateChanges()
 
     def clock_s(self) -> float:
         return self.now_s
 
     async def sleep(self, delay_s: float) -> None:
-        self.sleeps.append(delay_s)
-        self.now_s += delay_s
-        await asyncio.sleep(0)
+        if delay_s <= 0:
+            await asyncio.sleep(0)
+            return
+        wake = (self.now_s + delay_s, asyncio.get_running_loop().create_future())
+        self._wakes.append(wake)
+        self.changes.notify()
+        try:
+            await wake[1]
+        finally:
+            self._wakes.remove(wake)
+
+    def sleeping(self) -> bool:
+        return bool(self._wakes)
+
+    def advance(self, delay_s: float) -> None:
+        self._advance_to(self.now_s + delay_s)
+
+    def advance_to_next_wake(self) -> None:
+        self._advance_to(min(wake_s for wake_s, _ in self._wakes))
+
+    def _advance_to(self, now_s: float) -> None:
+        self.now_s = max(self.now_s, now_s)
+        for wake_s, future in self._wakes:
+            if wake_s <= self.now_s and not future.done():
+                future.set_result(None)
+
+
+async def _run_driven(
+    connections: list[Connection], time: ManualTime, until: Callable[[], bool]
+) -> None:
+    """Runs the connections until ``until()``, moving time to the next wake whenever every
+    connection is down and waiting (a connected one waits for the server instead)."""
+
+    def idle() -> bool:
+        return time.sleeping() and not any(conn.stats.connected for conn in connections)
+
+    async with asyncio.TaskGroup() as tasks:
+        runs = [tasks.create_task(conn.run()) for conn in connections]
+        while not until():
+            await time.changes.wait_until(lambda: until() or idle())
+            if not until():
+                time.advance_to_next_wake()
+                await asyncio.sleep(0)  # the woken sleeper moves on before the next look
+        for task in runs:
+            task.cancel()
 
 
 def _connection(
@@ -78,9 +126,8 @@ def _connection(
     backoff: Backoff | None = None,
     healthy_after_s: float = 10.0,
     attempts: AttemptBudget | None = None,
-    time: VirtualTime | None = None,
+    time: ManualTime | None = None,
 ) -> Connection:
-    extra = {} if time is None else {"clock_s": time.clock_s, "sleep": time.sleep}
     return Connection(
         7,
         url,
@@ -92,7 +139,8 @@ def _connection(
         changes=rec.changes,
         healthy_after_s=healthy_after_s,
         attempts=attempts,
-        **extra,  # type: ignore[arg-type]
+        clock_s=monotonic if time is None else time.clock_s,
+        sleep=asyncio.sleep if time is None else time.sleep,
     )
 
 
@@ -118,17 +166,28 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
     run(lambda: _with_server(handler, body))
 
 
-def test_a_stalled_connection_is_closed_and_reopened(run: Run, run_until: RunUntil) -> None:
+def test_a_stalled_connection_is_closed_and_reopened(run: Run) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("hello")
         await ws.wait_closed()  # socket open, nothing sent
 
     async def body(url: str) -> None:
-        rec = Recorder()
-        conn = _connection(url, rec, stall_timeout_s=0.2)
-        await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
+        rec, time = Recorder(), ManualTime()
+        conn = _connection(url, rec, stall_timeout_s=5.0, time=time)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(conn.run())
+            await rec.changes.wait_until(lambda: len(rec.frames) == 1)
+            time.advance(4.9)
+            await asyncio.sleep(0)
+            assert conn.stats.connected, "not yet stalled"
+            time.advance(0.1)
+            await rec.changes.wait_until(lambda: not conn.stats.connected)
+            assert conn.stats.last_error == "stalled"
+            await time.changes.wait_until(time.sleeping)  # the backoff
+            time.advance_to_next_wake()
+            await rec.changes.wait_until(lambda: conn.stats.connects == 2)
+            task.cancel()
         assert rec.states[:3] == [True, False, True]
-        assert conn.stats.last_error == "stalled"
 
     run(lambda: _with_server(handler, body))
 
@@ -152,16 +211,26 @@ def test_the_venue_reconnect_notice_reconnects_without_backoff(
     run(lambda: _with_server(handler, body))
 
 
-def test_connections_are_renewed_at_max_age_while_data_flows(run: Run, run_until: RunUntil) -> None:
+def test_connections_are_renewed_at_max_age_while_data_flows(run: Run) -> None:
     async def handler(ws: ServerConnection) -> None:
         while True:
             await ws.send("tick")
             await asyncio.sleep(0.01)  # the venue's pace: data keeps flowing, slowly
 
     async def body(url: str) -> None:
-        rec = Recorder()
-        conn = _connection(url, rec, max_age_s=0.2)
-        await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
+        rec, time = Recorder(), ManualTime()
+        conn = _connection(url, rec, max_age_s=56.0, healthy_after_s=0.0, time=time)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(conn.run())
+            await rec.changes.wait_until(lambda: len(rec.frames) >= 1)
+            for _ in range(12):  # frames keep coming: the stall deadline (5 s) moves on
+                time.advance(4.5)
+                await rec.changes.wait_until(rec.more_frames_than(len(rec.frames)))
+            assert conn.stats.connects == 1
+            time.advance(2.0)  # 56 s since the connect
+            # Healthy, so renewed at once: the next connect needs no advance.
+            await rec.changes.wait_until(lambda: conn.stats.connects == 2)
+            task.cancel()
         assert conn.stats.last_error == "renewed at max age"
 
     run(lambda: _with_server(handler, body))
@@ -338,13 +407,13 @@ async def _one_frame_then_close(ws: ServerConnection) -> None:
 
 @pytest.mark.parametrize(("healthy_after_s", "backs_off"), [(10.0, True), (0.0, False)])
 def test_an_endpoint_that_sends_a_frame_and_closes_backs_off_until_healthy(
-    healthy_after_s: float, backs_off: bool, run: Run, run_until: RunUntil
+    healthy_after_s: float, backs_off: bool, run: Run
 ) -> None:
     """Before, any frame reset the backoff: such an endpoint was reconnected at once,
     forever. Now only a connection healthy for ``healthy_after_s`` resets it."""
 
     async def body(url: str) -> None:
-        rec, time = Recorder(), VirtualTime()
+        rec, time = Recorder(), ManualTime()
         conn = _connection(
             url,
             rec,
@@ -352,7 +421,7 @@ def test_an_endpoint_that_sends_a_frame_and_closes_backs_off_until_healthy(
             healthy_after_s=healthy_after_s,
             time=time,
         )
-        await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 8)
+        await _run_driven([conn], time, lambda: conn.stats.connects >= 8)
         assert conn.stats.failed_attempts == 0 and len(rec.frames) >= 8
         if backs_off:
             assert conn.policy.backoff.failures >= 7
@@ -375,23 +444,16 @@ class RecordedBudget(AttemptBudget):
         self.spent_at.append(now_s)
 
 
-def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget(
-    run: Run, run_until: RunUntil
-) -> None:
+def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget(run: Run) -> None:
     async def body(url: str) -> None:
-        rec, time = Recorder(), VirtualTime()
+        rec, time = Recorder(), ManualTime()
         budget = RecordedBudget(3, 100.0)
         # Healthy at their first frame: without the budget they would reconnect at once.
         connections = [
             _connection(url, rec, attempts=budget, time=time, healthy_after_s=0.0) for _ in range(2)
         ]
 
-        async def both() -> None:
-            async with asyncio.TaskGroup() as tasks:
-                for conn in connections:
-                    tasks.create_task(conn.run())
-
-        await run_until(both, rec.changes, lambda: len(budget.spent_at) >= 9)
+        await _run_driven(connections, time, lambda: len(budget.spent_at) >= 9)
         assert sum(conn.stats.connects for conn in connections) >= 8
         assert sum(conn.stats.budget_waits for conn in connections) >= 2
         for t in budget.spent_at:
@@ -401,13 +463,13 @@ def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget(
 
 
 def test_failures_a_venue_repeats_are_logged_a_few_times_and_counted(
-    run: Run, run_until: RunUntil, caplog: pytest.LogCaptureFixture
+    run: Run, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body() -> None:
-        rec, time = Recorder(), VirtualTime()
+        rec, time = Recorder(), ManualTime()
         conn = _connection("ws://127.0.0.1:9/stream", rec, time=time)  # refused
         with caplog.at_level(logging.INFO, logger="gateway.io.upstream"):
-            await run_until(conn.run, rec.changes, lambda: conn.stats.failed_attempts >= 30)
+            await _run_driven([conn], time, lambda: conn.stats.failed_attempts >= 30)
         lines = [r for r in caplog.records if r.name == "gateway.io.upstream"]
         assert 1 <= len(lines) <= 5, "30 failures of one kind, within one minute"
         assert conn._log.suppressed >= 25
