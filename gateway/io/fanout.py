@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import http
 import itertools
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Protocol
 
 import msgspec
@@ -51,10 +50,10 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.io.changes import StateChanges
+from gateway.io.health import HttpAnswer, HttpRoute, health_answer
 from gateway.io.logs import FD_EXHAUSTION
 from gateway.wire.config import listen_error
 from gateway.wire.protocol import (
-    PROTOCOL_VERSION,
     Bbo,
     Delta,
     Error,
@@ -233,6 +232,9 @@ class Fanout:
         ping_interval_s: WebSocket keepalive ping interval (None: off); the ping timeout is
             the same.
         max_request_bytes: largest request message accepted (larger: close 1009).
+        healthz_not_live_share: ``/healthz`` answers 503 when at least this share of the
+            symbols is not live (:mod:`gateway.io.health`).
+        http_routes: further GET paths answered over HTTP on the same port (``/metrics``).
         clock_s: monotonic seconds for the slow-subscriber policy (tests pass a fake).
     """
 
@@ -250,6 +252,8 @@ class Fanout:
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
         max_request_bytes: int = 256 * 1024,
+        healthz_not_live_share: float = 1.0,
+        http_routes: Mapping[str, HttpRoute] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
@@ -265,6 +269,9 @@ class Fanout:
         self.close_timeout_s = close_timeout_s
         self.ping_interval_s = ping_interval_s
         self.max_request_bytes = max_request_bytes
+        self.healthz_not_live_share = healthz_not_live_share
+        #: GET paths answered over HTTP instead of the WebSocket handshake.
+        self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz, **(http_routes or {})}
         self.flow_policy = FlowPolicy(
             max_buffer_bytes=max_buffer_bytes,
             low_water_bytes=self.low_water_bytes,
@@ -652,7 +659,7 @@ class Fanout:
     async def serve(
         self, host: str = "127.0.0.1", port: int = 0, ready: asyncio.Event | None = None
     ) -> None:
-        """Serve subscribers on ``ws://host:port/`` (and ``GET /healthz``) until cancelled.
+        """Serve subscribers on ``ws://host:port/`` (and :attr:`http_routes`) until cancelled.
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
         ``ready`` is set. On cancellation every connection is closed (1001) and
@@ -711,23 +718,15 @@ class Fanout:
             for sub in self._subs
         ]
 
-    def health(self) -> dict[str, object]:
-        """The ``/healthz`` document."""
-        return {
-            "status": "ok",
-            "protocol_version": PROTOCOL_VERSION,
-            "subscribers": len(self._subs),
-            "symbols": [{"symbol": key, "state": state} for key, state in self._view.symbols()],
-        }
+    def _healthz(self) -> HttpAnswer:
+        return health_answer(
+            self._view.symbols(), self._reasons, len(self._subs), self.healthz_not_live_share
+        )
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         FD_EXHAUSTION.succeeded()  # a connection was accepted
-        if request.path.partition("?")[0] != "/healthz":
-            return None
-        response = conn.respond(http.HTTPStatus.OK, msgspec.json.encode(self.health()).decode())
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "application/json"
-        return response
+        route = self.http_routes.get(request.path.partition("?")[0])
+        return None if route is None else route().response(conn)
 
     async def _handle(self, conn: ServerConnection) -> None:
         if len(self._subs) >= self.max_subscribers:

@@ -10,6 +10,7 @@ fan-out always sees books and events agree.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 import time
@@ -23,6 +24,7 @@ from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
+from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
 from gateway.wire.venues import adapter_for
@@ -127,6 +129,7 @@ class VenueRuntime:
             changes=self.connection_changes,
             healthy_after_s=cfg.healthy_after_s,
             attempts=self.attempts,
+            venue=cfg.venue,
         )
 
     # --- what the pipeline holds ------------------------------------------------------------
@@ -206,10 +209,14 @@ class Service:
         self.config = config
         #: The capture of this run (``mdgateway run --capture DIR``), or None.
         self.capture = capture
+        #: What ``GET /metrics`` exposes, read from the stats at each scrape.
+        self.metrics = metrics_registry(self)
         self.fanout = Fanout(
             self,
             max_buffer_bytes=config.server.max_buffer_bytes,
             max_subscribers=config.server.max_subscribers,
+            healthz_not_live_share=config.server.healthz_not_live_share,
+            http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
         )
         conn_ids = itertools.count(0)
         #: Notified after every upstream connection goes up or down (the pipeline told) and

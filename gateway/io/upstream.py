@@ -50,6 +50,8 @@ StateHandler = Callable[[int, bool], None]
 class ConnectionStats:
     connected: bool = False
     frames: int = 0
+    #: Bytes of the frames received (payloads, as websockets hands them over).
+    received_bytes: int = 0
     connects: int = 0
     #: Successful connections after the first.
     reconnects: int = 0
@@ -115,6 +117,7 @@ class Connection:
         clock_s: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         fd_exhaustion: FdExhaustion = FD_EXHAUSTION,
+        venue: str = "",
     ) -> None:
         self.conn_id = conn_id
         self.url = url
@@ -143,6 +146,8 @@ class Connection:
         self.changes = StateChanges() if changes is None else changes
         #: The endpoint without the stream list, for logs and views.
         self.endpoint = url.partition("?")[0].removesuffix("/stream")
+        #: The fields of this connection's log records (``extra=``; JSON logs show them).
+        self.log_fields = {"venue": venue, "connection": conn_id, "endpoint": self.endpoint}
 
     def send(self, messages: Sequence[bytes]) -> bool:
         """Queue text messages for the venue. False (and nothing queued) when the
@@ -177,6 +182,7 @@ class Connection:
                 self.attempts.budget,
                 self.attempts.window_s,
                 wait_s,
+                extra=self.log_fields,
             )
             await self._sleep(wait_s)
         self.attempts.spend(self._clock_s())
@@ -244,6 +250,7 @@ class Connection:
                 "conn %d %s: venue asked to reconnect",
                 self.conn_id,
                 self.endpoint,
+                extra=self.log_fields,
             )
             return True
         if ended is _Ended.AGED:
@@ -262,6 +269,7 @@ class Connection:
                 raw = await ws.recv(decode=False)
                 self._last_recv_s = now_s = self._clock_s()
                 self.stats.frames += 1
+                self.stats.received_bytes += len(raw)
                 self.policy.received(now_s)
                 if self._on_frame(self.conn_id, raw, time.time_ns()):
                     return _Ended.NOTICE
@@ -306,7 +314,13 @@ class Connection:
         self.stats.connected_since_s = now_s
         self.policy.connected(self._clock_s())
         self._fd_exhaustion.succeeded()
-        self._log.info("connected", "conn %d connected to %s", self.conn_id, self.endpoint)
+        self._log.info(
+            "connected",
+            "conn %d connected to %s",
+            self.conn_id,
+            self.endpoint,
+            extra=self.log_fields,
+        )
         self._on_state(self.conn_id, True)
         self.changes.notify()
 
@@ -323,7 +337,14 @@ class Connection:
             self.stats.failed_attempts += 1
         self.stats.last_error = what
         if not logged:
-            self._log.warning(cause or what, "conn %d %s: %s", self.conn_id, self.endpoint, what)
+            self._log.warning(
+                cause or what,
+                "conn %d %s: %s",
+                self.conn_id,
+                self.endpoint,
+                what,
+                extra=self.log_fields,
+            )
         self.changes.notify()
 
 
@@ -332,7 +353,11 @@ class FetcherStats:
     requests: int = 0
     snapshots: int = 0
     failures: int = 0
+    #: Responses that said the venue's rate limit was hit (429, 418).
     rate_limited: int = 0
+    #: Waits before a request for the weight budget or a venue's ban, and their seconds.
+    rate_limit_waits: int = 0
+    rate_limit_wait_s: float = 0.0
     #: Responses abandoned because their body exceeded ``max_body_bytes`` (in ``failures``).
     oversized: int = 0
     last_error: str = ""
@@ -486,15 +511,28 @@ class SnapshotFetcher:
     async def _respect_limits(self) -> None:
         """Sleep until the budget admits the next request (asked again after each sleep)."""
         while (wait_s := self.budget.wait_s(self._weight, self._clock_s())) > 0:
+            self.stats.rate_limit_waits += 1
+            self.stats.rate_limit_wait_s += wait_s
             self._log.warning(
-                "weight budget", "REST weight budget used or rate limited; waiting %.1f s", wait_s
+                "weight budget",
+                "%s: REST weight budget used or rate limited; waiting %.1f s",
+                self._adapter.venue,
+                wait_s,
+                extra={"venue": self._adapter.venue},
             )
             await asyncio.sleep(wait_s)
 
     def _fail(self, base: str, symbol: str, what: str, kind: str) -> None:
         self.stats.failures += 1
         self.stats.last_error = what
-        self._log.warning((base, kind), "snapshot of %s from %s failed: %s", symbol, base, what)
+        self._log.warning(
+            (base, kind),
+            "snapshot of %s from %s failed: %s",
+            symbol,
+            base,
+            what,
+            extra={"venue": self._adapter.venue, "symbol": symbol},
+        )
 
 
 async def _read_body(response: httpx.Response, max_bytes: int, *, truncate: bool = False) -> bytes:

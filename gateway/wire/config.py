@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import re
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -25,8 +25,13 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=MAX_PORT)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+#: A share of a whole: more than 0, at most 1.
+Share = Annotated[float, msgspec.Meta(gt=0, le=1)]
 #: The log levels a configuration and ``--log-level`` accept (in any case).
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: How log lines are written: ``text`` for people, ``json`` (one object a line) for collectors.
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -61,6 +66,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_subscribers: PositiveInt = 256
     #: A subscriber whose unsent bytes exceed this is behind and gets conflated.
     max_buffer_bytes: PositiveInt = 4 * 1024 * 1024
+    #: ``/healthz`` answers 503 when at least this share of the symbols is not live.
+    healthz_not_live_share: Share = 1.0
 
 
 class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -96,6 +103,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     venues: list[VenueConfig]
     server: ServerConfig = ServerConfig()
     log_level: str = "INFO"
+    log_format: LogFormat = "text"
 
 
 def _check_urls(urls: list[str], schemes: tuple[str, ...], where: str) -> None:

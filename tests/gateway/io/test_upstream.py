@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
-from time import monotonic
 from typing import TYPE_CHECKING
 
 import httpx
@@ -98,20 +98,20 @@ class ManualTime:
 
 
 async def _run_driven(
-    connections: list[Connection], time: ManualTime, until: Callable[[], bool]
+    connections: list[Connection], manual: ManualTime, until: Callable[[], bool]
 ) -> None:
     """Runs the connections until ``until()``, moving time to the next wake whenever every
     connection is down and waiting (a connected one waits for the server instead)."""
 
     def idle() -> bool:
-        return time.sleeping() and not any(conn.stats.connected for conn in connections)
+        return manual.sleeping() and not any(conn.stats.connected for conn in connections)
 
     async with asyncio.TaskGroup() as tasks:
         runs = [tasks.create_task(conn.run()) for conn in connections]
         while not until():
-            await time.changes.wait_until(lambda: until() or idle())
+            await manual.changes.wait_until(lambda: until() or idle())
             if not until():
-                time.advance_to_next_wake()
+                manual.advance_to_next_wake()
                 await asyncio.sleep(0)  # the woken sleeper moves on before the next look
         for task in runs:
             task.cancel()
@@ -126,7 +126,7 @@ def _connection(
     backoff: Backoff | None = None,
     healthy_after_s: float = 10.0,
     attempts: AttemptBudget | None = None,
-    time: ManualTime | None = None,
+    manual: ManualTime | None = None,
 ) -> Connection:
     return Connection(
         7,
@@ -139,8 +139,8 @@ def _connection(
         changes=rec.changes,
         healthy_after_s=healthy_after_s,
         attempts=attempts,
-        clock_s=monotonic if time is None else time.clock_s,
-        sleep=asyncio.sleep if time is None else time.sleep,
+        clock_s=time.monotonic if manual is None else manual.clock_s,
+        sleep=asyncio.sleep if manual is None else manual.sleep,
     )
 
 
@@ -162,6 +162,7 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
         assert conn.stats.reconnects == conn.stats.connects - 1
         assert conn.stats.failed_attempts == 0
         assert not conn.stats.connected
+        assert conn.stats.received_bytes == 3 * conn.stats.frames  # "one", b"two"
 
     run(lambda: _with_server(handler, body))
 
@@ -172,19 +173,19 @@ def test_a_stalled_connection_is_closed_and_reopened(run: Run) -> None:
         await ws.wait_closed()  # socket open, nothing sent
 
     async def body(url: str) -> None:
-        rec, time = Recorder(), ManualTime()
-        conn = _connection(url, rec, stall_timeout_s=5.0, time=time)
+        rec, manual = Recorder(), ManualTime()
+        conn = _connection(url, rec, stall_timeout_s=5.0, manual=manual)
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
             await rec.changes.wait_until(lambda: len(rec.frames) == 1)
-            time.advance(4.9)
+            manual.advance(4.5)
             await asyncio.sleep(0)
             assert conn.stats.connected, "not yet stalled"
-            time.advance(0.1)
+            manual.advance(0.5)
             await rec.changes.wait_until(lambda: not conn.stats.connected)
             assert conn.stats.last_error == "stalled"
-            await time.changes.wait_until(time.sleeping)  # the backoff
-            time.advance_to_next_wake()
+            await manual.changes.wait_until(manual.sleeping)  # the backoff
+            manual.advance_to_next_wake()
             await rec.changes.wait_until(lambda: conn.stats.connects == 2)
             task.cancel()
         assert rec.states[:3] == [True, False, True]
@@ -218,16 +219,16 @@ def test_connections_are_renewed_at_max_age_while_data_flows(run: Run) -> None:
             await asyncio.sleep(0.01)  # the venue's pace: data keeps flowing, slowly
 
     async def body(url: str) -> None:
-        rec, time = Recorder(), ManualTime()
-        conn = _connection(url, rec, max_age_s=56.0, healthy_after_s=0.0, time=time)
+        rec, manual = Recorder(), ManualTime()
+        conn = _connection(url, rec, max_age_s=56.0, healthy_after_s=0.0, manual=manual)
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
             await rec.changes.wait_until(lambda: len(rec.frames) >= 1)
             for _ in range(12):  # frames keep coming: the stall deadline (5 s) moves on
-                time.advance(4.5)
+                manual.advance(4.5)
                 await rec.changes.wait_until(rec.more_frames_than(len(rec.frames)))
             assert conn.stats.connects == 1
-            time.advance(2.0)  # 56 s since the connect
+            manual.advance(2.0)  # 56 s since the connect
             # Healthy, so renewed at once: the next connect needs no advance.
             await rec.changes.wait_until(lambda: conn.stats.connects == 2)
             task.cancel()
@@ -281,8 +282,13 @@ def _fetcher(
 
 
 def _fetch(
-    run: Run, run_until: RunUntil, responses: dict[str, list[httpx.Response]], bases: list[str]
+    run: Run,
+    run_until: RunUntil,
+    responses: dict[str, list[httpx.Response]],
+    bases: list[str],
+    banned_s: float = 0.0,
 ) -> tuple[list[DepthSnapshot], SnapshotFetcher, list[str]]:
+    """Fetch one snapshot from ``responses``; the venue's ban (``banned_s``) runs at start."""
     seen: list[str] = []
 
     def respond(request: httpx.Request) -> httpx.Response:
@@ -292,6 +298,8 @@ def _fetch(
     got, fetcher, fetched = _fetcher(bases, transport=httpx.MockTransport(respond))
 
     async def body() -> None:
+        if banned_s:
+            fetcher.budget.rate_limited(banned_s, time.monotonic())
         fetcher.request("BTCUSDT")
         fetcher.request("BTCUSDT")  # deduplicated while queued
         await run_until(fetcher.run, fetched, lambda: bool(got))
@@ -355,6 +363,20 @@ def test_rate_limit_statuses_are_recognised(status: int, run: Run, run_until: Ru
     assert fetcher.stats.rate_limited == 1 and got
 
 
+def test_waits_for_a_ban_are_counted_with_their_seconds(run: Run, run_until: RunUntil) -> None:
+    got, fetcher, seen = _fetch(
+        run,
+        run_until,
+        {"a.test": [httpx.Response(200, content=GOOD_BODY)]},
+        ["http://a.test"],
+        0.05,
+    )
+    assert got and len(seen) == 1
+    assert fetcher.stats.rate_limit_waits >= 1, "the request waited for the ban to end"
+    assert 0.04 < fetcher.stats.rate_limit_wait_s <= 0.05 * fetcher.stats.rate_limit_waits
+    assert fetcher.stats.rate_limited == 0, "no response said so"
+
+
 def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages(
     run: Run, wait_until: WaitUntil
 ) -> None:
@@ -413,15 +435,15 @@ def test_an_endpoint_that_sends_a_frame_and_closes_backs_off_until_healthy(
     forever. Now only a connection healthy for ``healthy_after_s`` resets it."""
 
     async def body(url: str) -> None:
-        rec, time = Recorder(), ManualTime()
+        rec, manual = Recorder(), ManualTime()
         conn = _connection(
             url,
             rec,
             backoff=Backoff(1.0, 64.0, random.Random(1)),
             healthy_after_s=healthy_after_s,
-            time=time,
+            manual=manual,
         )
-        await _run_driven([conn], time, lambda: conn.stats.connects >= 8)
+        await _run_driven([conn], manual, lambda: conn.stats.connects >= 8)
         assert conn.stats.failed_attempts == 0 and len(rec.frames) >= 8
         if backs_off:
             assert conn.policy.backoff.failures >= 7
@@ -446,14 +468,15 @@ class RecordedBudget(AttemptBudget):
 
 def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget(run: Run) -> None:
     async def body(url: str) -> None:
-        rec, time = Recorder(), ManualTime()
+        rec, manual = Recorder(), ManualTime()
         budget = RecordedBudget(3, 100.0)
         # Healthy at their first frame: without the budget they would reconnect at once.
         connections = [
-            _connection(url, rec, attempts=budget, time=time, healthy_after_s=0.0) for _ in range(2)
+            _connection(url, rec, attempts=budget, manual=manual, healthy_after_s=0.0)
+            for _ in range(2)
         ]
 
-        await _run_driven(connections, time, lambda: len(budget.spent_at) >= 9)
+        await _run_driven(connections, manual, lambda: len(budget.spent_at) >= 9)
         assert sum(conn.stats.connects for conn in connections) >= 8
         assert sum(conn.stats.budget_waits for conn in connections) >= 2
         for t in budget.spent_at:
@@ -466,10 +489,10 @@ def test_failures_a_venue_repeats_are_logged_a_few_times_and_counted(
     run: Run, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body() -> None:
-        rec, time = Recorder(), ManualTime()
-        conn = _connection("ws://127.0.0.1:9/stream", rec, time=time)  # refused
+        rec, manual = Recorder(), ManualTime()
+        conn = _connection("ws://127.0.0.1:9/stream", rec, manual=manual)  # refused
         with caplog.at_level(logging.INFO, logger="gateway.io.upstream"):
-            await _run_driven([conn], time, lambda: conn.stats.failed_attempts >= 30)
+            await _run_driven([conn], manual, lambda: conn.stats.failed_attempts >= 30)
         lines = [r for r in caplog.records if r.name == "gateway.io.upstream"]
         assert 1 <= len(lines) <= 5, "30 failures of one kind, within one minute"
         assert conn._log.suppressed >= 25
