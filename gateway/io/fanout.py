@@ -56,7 +56,7 @@ from gateway.core.pipeline import BookState
 from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_answer
-from gateway.io.logs import LimitedLog
+from gateway.io.logs import FD_EXHAUSTION, LimitedLog
 from gateway.wire.config import ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
     Bbo,
@@ -840,6 +840,7 @@ class Fanout:
             )
         except OSError as exc:
             raise listen_error(exc, host, port) from exc
+        FD_EXHAUSTION.watch(asyncio.get_running_loop())  # accepts out of descriptors
         async with listening as server:
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
             log.info("serving subscribers on %s", self.addresses)
@@ -852,6 +853,7 @@ class Fanout:
                 while True:
                     await asyncio.sleep(self.check_interval_s)
                     self.check_behind()
+                    FD_EXHAUSTION.probe("accepting subscribers")
             finally:
                 self.addresses = []
 
@@ -887,6 +889,7 @@ class Fanout:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """The handshake's checks, in order: the Origin (403), the token (401), the path
         (an HTTP route, the WebSocket endpoint, or 404). None: go on with the WebSocket."""
+        FD_EXHAUSTION.succeeded()  # a connection was accepted
         path, _, query = request.path.partition("?")
         origins = request.headers.get_all("Origin")
         if origins and (len(origins) > 1 or origins[0] not in self.allowed_origins):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from gateway.core import pipeline
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
 from gateway.core.backoff import Backoff
+from gateway.core.budget import AttemptBudget
 from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
@@ -57,6 +58,10 @@ class VenueRuntime:
         self._publish = publish
         self._clock_ns = clock_ns
         self.connections: dict[int, Connection] = {}
+        #: Connection attempts of every connection of the venue together.
+        self.attempts = AttemptBudget(
+            self.adapter.connect_attempts_per_window, self.adapter.connect_window_s
+        )
         subscribe = self.adapter.subscribe_messages(cfg.symbols)
         endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
         for index, endpoint in enumerate(endpoints):
@@ -88,6 +93,7 @@ class VenueRuntime:
                 on_snapshot=self.on_snapshot,
                 timeout_s=cfg.rest_timeout_s,
                 on_response=None if capture is None else capture.record_rest,
+                max_body_bytes=cfg.max_rest_body_bytes,
             )
         self.pipeline = pipeline.VenuePipeline(
             self.adapter,
@@ -122,6 +128,8 @@ class VenueRuntime:
             ping_interval_s=self.adapter.ping_interval_s,
             max_messages_per_s=self.adapter.max_messages_per_s,
             changes=self.connection_changes,
+            healthy_after_s=cfg.healthy_after_s,
+            attempts=self.attempts,
             venue=cfg.venue,
         )
 

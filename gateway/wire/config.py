@@ -181,9 +181,15 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stall_timeout_s: PositiveFloat = 10.0
     backoff_initial_s: PositiveFloat = 0.1
     backoff_max_s: PositiveFloat = 10.0
+    #: The reconnect backoff starts over only after a connection was up and receiving this
+    #: long, so an endpoint that accepts and drops backs off like one that refuses.
+    healthy_after_s: NonNegativeFloat = 10.0
     #: Connections are renewed before the venue's 24 h limit, staggered per endpoint.
     max_connection_age_s: PositiveFloat = 23 * 3600.0
     rest_timeout_s: PositiveFloat = 10.0
+    #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
+    #: snapshot is well under 1 MiB).
+    max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

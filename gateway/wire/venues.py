@@ -72,6 +72,10 @@ class VenueAdapter:
     ping_interval_s: float = 20.0
     #: Outgoing messages per second the venue tolerates per connection.
     max_messages_per_s: float = 4.0
+    #: WebSocket connection attempts the venue allows per IP in ``connect_window_s``
+    #: (docs/exchange-protocols.md); the venue's connections share this budget.
+    connect_attempts_per_window: int = 300
+    connect_window_s: float = 300.0
     #: The venue sends a snapshot in band on every subscribe: a resync resubscribes, and
     #: REST snapshots (where ``snapshot_url`` is set) are used only when configured.
     in_band_snapshots: bool = False
@@ -279,6 +283,8 @@ def _binance_futures(feed: _BinanceFuturesModule) -> VenueAdapter:
         trade_endpoint=lambda endpoint: endpoint.removesuffix("/public") + "/market",
         trade_stream_url=feed.market_stream_url,
         max_messages_per_s=8.0,  # the futures markets disconnect above 10 per second
+        # The futures docs give no attempt limit: spot's 300 per 5 minutes is assumed.
+        connect_attempts_per_window=300,
     )
 
 
@@ -299,6 +305,9 @@ def _bybit(
         parse_snapshot=parse_snapshot,
         snapshot_paths=(bybit.SNAPSHOT_PATH,),
         link_rule=bybit.BybitRule,
+        # 500 connections per 5 minutes per WebSocket domain, which spot and linear share.
+        connect_attempts_per_window=250,
+        connect_window_s=300.0,
         url_venue=bybit.url_venue,
         url_venues=bybit.CATEGORY_VENUES,
         exchange=bybit.EXCHANGE,
@@ -316,6 +325,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
     "binance": replace(
         _binance(binance, binance.BinanceSpotRule, 6000),
         max_messages_per_s=4.0,  # Binance disconnects above 5 per second
+        connect_attempts_per_window=300,  # per 5 minutes per IP, the default window
     ),
     "binance-usdm": _binance_futures(binance_usdm),
     "binance-coinm": _binance_futures(binance_coinm),
@@ -334,6 +344,8 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ping_interval_s=okx.PING_INTERVAL_S,
         # 480 subscribe requests per hour per connection; pings are sent well below this.
         max_messages_per_s=2.0,
+        connect_attempts_per_window=3,  # connection requests per second per IP
+        connect_window_s=1.0,
         link_rule=okx.OkxRule,
         checksum=lambda symbol: okx.book_checksum,
         notice_frame=okx.notice_frame,
@@ -350,6 +362,10 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ping_message=kraken.ping_message(),
         ping_interval_s=kraken.PING_INTERVAL_S,
         max_messages_per_s=2.0,
+        # Not in the venue's current docs; its older WebSocket docs name about 150
+        # connection attempts per rolling 10 minutes per IP (a 10-minute ban above).
+        connect_attempts_per_window=150,
+        connect_window_s=600.0,
         # The wire's own digits until the instrument channel announces the precisions.
         checksum=lambda symbol: kraken.book_checksum,
         checksum_at_precision=kraken.checksum_function,
@@ -365,6 +381,9 @@ ADAPTERS: dict[str, VenueAdapter] = {
         # Coinbase's 8 messages per second are per IP, shared by every connection.
         max_messages_per_s=2.0,
         max_levels=COINBASE_MAX_LEVELS,
+        # 8 connections per second per IP (the stricter of the two pages that disagree).
+        connect_attempts_per_window=8,
+        connect_window_s=1.0,
     ),
     "coinbase-exchange": VenueAdapter(
         venue=coinbase.EXCHANGE_VENUE,
@@ -374,6 +393,8 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ws_endpoints=coinbase.EXCHANGE_WS_ENDPOINTS,
         subscribe_messages=coinbase.exchange_subscribe_messages,
         max_messages_per_s=2.0,
+        connect_attempts_per_window=8,  # connection requests per second per IP (burst 20)
+        connect_window_s=1.0,
         hosts=coinbase.HOSTS,
         frame_venue=coinbase.frame_venue,
         max_levels=COINBASE_MAX_LEVELS,

@@ -39,6 +39,7 @@ def test_a_good_config_gets_defaults() -> None:
     assert config.server.port == 9000 and config.server.host == "127.0.0.1"
     venue = config.venues[0]
     assert venue.symbols == ["BTCUSDT"] and venue.reorder_window_ms == 100.0
+    assert venue.healthy_after_s == 10.0 and venue.max_rest_body_bytes == 16 * 1024 * 1024
     assert config.server.healthz_not_live_share == 1.0 and config.log_format == "text"
     config = parse_config(
         GOOD.replace("port = 9000", "port = 9000\nhealthz_not_live_share = 0.5").replace(
@@ -62,6 +63,8 @@ def test_a_good_config_gets_defaults() -> None:
         (("[[venues]]", "[[venue]]"), ("unknown", "venue")),
         (('rest = ["http://127.0.0.1:9100"]', ""), "$.venues[0].rest: at least one URL"),
         (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
+        (('rest = ["', 'healthy_after_s = -1\nrest = ["'), "$.venues[0].healthy_after_s"),
+        (('rest = ["', 'max_rest_body_bytes = 0\nrest = ["'), "$.venues[0].max_rest_body_bytes"),
         (("port = 9000", "healthz_not_live_share = 0"), "$.server.healthz_not_live_share"),
         (("port = 9000", "healthz_not_live_share = 1.5"), "$.server.healthz_not_live_share"),
         (("[server]", 'log_format = "xml"\n[server]'), "$.log_format"),
