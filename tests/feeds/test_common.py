@@ -38,17 +38,64 @@ def test_decode_push_refuses_an_absent_or_wrong_payload() -> None:
 
 @pytest.mark.parametrize(
     "level",
-    [("x", "1"), ("1", "x"), ("0", "1"), ("-1", "1"), ("1", "-1"), ("inf", "1"), ("1", "nan")],
+    [
+        ("x", "1"),
+        ("1", "x"),
+        ("0", "1"),
+        ("0.000", "1"),
+        ("-1", "1"),
+        ("1", "-1"),
+        ("inf", "1"),
+        ("1", "nan"),
+        ("+3", "1"),
+        ("1", "1_000"),
+        (" 2.5 ", "1"),
+        ("\uff15", "1"),
+        ("1", "\u0663"),
+        ("1e-07", "1"),
+        ("1", "5."),
+        ("01", "1"),
+    ],
 )
 def test_check_levels_refuses_what_is_not_a_book_level(level: tuple[str, str]) -> None:
-    with pytest.raises(VenueContractError, match=r"^bids: level"):
-        common.check_levels([("1.5", "2"), level], "bids")
+    with pytest.raises(VenueContractError, match=r"^bids: level is not a fixed-point decimal"):
+        common.check_levels([("1.5", "2"), level], common.FIXED_POINT, "bids")
 
 
 def test_check_levels_keeps_the_wire_strings() -> None:
-    levels = [("1.50", "0"), ("2", "0.00000001")]
-    assert common.check_levels(levels, "asks") == (("1.50", "0"), ("2", "0.00000001"))
-    assert common.check_levels([], "asks") == ()
+    levels = [("1.50", "0"), ("2", "0.00000001"), ("0.5", "0.00000000")]
+    assert common.check_levels(levels, common.FIXED_POINT, "asks") == tuple(levels)
+    assert common.check_levels([], common.FIXED_POINT, "asks") == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "qty", "price"),
+    [
+        ("0", True, False),
+        ("0.00000000", True, False),
+        ("0.5", True, True),
+        ("65000.1", True, True),
+        ("10", True, True),
+        ("9" * 30 + "." + "9" * 30, True, True),
+        ("9" * 31, False, False),
+        ("1." + "0" * 31, False, False),
+        ("00", False, False),
+        ("1.", False, False),
+        (".5", False, False),
+        ("1e5", False, False),
+        ("1\n", False, False),
+    ],
+)
+def test_fixed_point_grammar(text: str, qty: bool, price: bool) -> None:
+    assert (common.FIXED_POINT.qty(text) is not None) is qty
+    assert (common.FIXED_POINT.price(text) is not None) is price
+
+
+def test_a_grammar_with_an_exponent_finds_a_zero_price_too() -> None:
+    grammar = common.NumberGrammar("exponent", r"\d+(?:\.\d+)?(?:e-?\d+)?")
+    assert grammar.price("1e-5") and grammar.price("0.5e3") and grammar.qty("0e5")
+    assert grammar.price("0e5") is None and grammar.price("0.0") is None
+    assert grammar.qty("\uff15") is None and grammar.price("\u0663") is None  # \d is ASCII
 
 
 def test_int_text() -> None:
@@ -94,7 +141,8 @@ def test_unique_symbols() -> None:
 
 
 def test_rest_snapshot() -> None:
-    snap = common.rest_snapshot("v", "btcusdt", 7, [("1", "2")], [("3", "4")], 9, -1)
+    numbers = common.FIXED_POINT
+    snap = common.rest_snapshot("v", "btcusdt", 7, [("1", "2")], [("3", "4")], 9, -1, numbers)
     assert snap == DepthSnapshot("v", "BTCUSDT", 7, (("1", "2"),), (("3", "4"),), 9, -1)
     with pytest.raises(VenueContractError, match=r"^snapshot asks: "):
-        common.rest_snapshot("v", "X", 7, [], [("3", "-4")], 9, -1)
+        common.rest_snapshot("v", "X", 7, [], [("3", "-4")], 9, -1, numbers)
