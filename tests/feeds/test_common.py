@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from feeds import common
 from gateway.core.model import DepthSnapshot, Side, VenueContractError, VenueNotice
+
+from .fuzzing import NON_DECIMALS
 
 
 class _Message(msgspec.Struct):
@@ -89,6 +93,39 @@ def test_check_levels_keeps_the_wire_strings() -> None:
 def test_fixed_point_grammar(text: str, qty: bool, price: bool) -> None:
     assert (common.FIXED_POINT.qty(text) is not None) is qty
     assert (common.FIXED_POINT.price(text) is not None) is price
+
+
+_DECIMALS = st.from_regex(r"(?:0|[1-9][0-9]{0,3})(?:\.[0-9]{1,3})?", fullmatch=True)
+_LEVEL_TEXT = st.one_of(_DECIMALS, st.sampled_from(["0", "0.0", "1", ""]), NON_DECIMALS)
+
+
+@st.composite
+def _regrouped(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """Levels whose strings, joined by spaces, read as a valid side: the tokens of valid
+    levels regrouped into strings that may hold spaces of their own."""
+    tokens = draw(st.lists(st.sampled_from(["1", "2.5", "0"]), min_size=2, max_size=8))
+    strings: list[str] = []
+    for token in tokens:
+        if strings and draw(st.booleans()):
+            strings[-1] += " " + token
+        else:
+            strings.append(token)
+    if len(strings) % 2:
+        strings.append("3")
+    return list(zip(strings[::2], strings[1::2], strict=True))
+
+
+@given(st.lists(st.tuples(_LEVEL_TEXT, _LEVEL_TEXT), max_size=4) | _regrouped())
+@example([("1 2", "3 4")])
+def test_a_side_passes_exactly_when_each_level_does(levels: list[tuple[str, str]]) -> None:
+    grammar = common.FIXED_POINT
+    each = all(grammar.price(p) is not None and grammar.qty(q) is not None for p, q in levels)
+    assert grammar.levels_ok(levels) is each
+    if each:
+        assert common.check_levels(levels, grammar, "bids") == tuple(levels)
+    else:
+        with pytest.raises(VenueContractError, match=r"^bids: level is not a fixed-point"):
+            common.check_levels(levels, grammar, "bids")
 
 
 def test_a_grammar_with_an_exponent_finds_a_zero_price_too() -> None:
