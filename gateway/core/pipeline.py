@@ -44,6 +44,7 @@ from gateway.core.model import (
     DepthSnapshot,
     GatewayEvent,
     InstrumentPrecision,
+    ReconnectWanted,
     ResubscribeWanted,
     SnapshotWanted,
     SymbolState,
@@ -80,7 +81,8 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 
 
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
-    """The venue asked connection ``conn_id`` to reconnect (a shutdown notice)."""
+    """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice),
+    or its copies disagree with the other connections' (an arbiter's ReconnectWanted)."""
 
     conn_id: int
 
@@ -135,6 +137,7 @@ class VenueRules(Protocol):
         *,
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_id_jump: int | None = None,
     ) -> SymbolArbiter: ...
 
 
@@ -180,6 +183,7 @@ class VenuePipeline:
     ``rest_snapshots``: a wanted snapshot is fetched over REST (:class:`FetchSnapshot`);
     otherwise every connection that is up resubscribes the symbol for one in band.
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
+    ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
     """
 
     def __init__(
@@ -191,10 +195,12 @@ class VenuePipeline:
         max_pending: int = DEFAULT_MAX_PENDING,
         rest_snapshots: bool = False,
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
+        max_id_jump: int | None = None,
     ) -> None:
         self.venue = venue
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
+        self.max_id_jump = max_id_jump
         self.rest_snapshots = rest_snapshots
         self.trade_conn_ids = frozenset(trade_conn_ids)
         self.stats = VenueStats()
@@ -343,6 +349,7 @@ class VenuePipeline:
             key.partition(":")[2],
             reorder_window_ns=self.reorder_window_ns,
             max_pending=self.max_pending,
+            max_id_jump=self.max_id_jump,
         )
         self.trades.setdefault(key, TradeDedup())
         checksum = self._checksums.pop(key, None)
@@ -365,6 +372,8 @@ class VenuePipeline:
                 self._snapshot_wanted(book.key.partition(":")[2], step)
             elif isinstance(event, ResubscribeWanted):
                 self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
+            elif isinstance(event, ReconnectWanted):
+                self._reconnect(event.conn_id, step)
             else:
                 publications.append(event)
                 if isinstance(event, BookReset) and self.rest_snapshots:
@@ -416,5 +425,9 @@ class VenuePipeline:
         self.stats.notices += 1
         if notice.kind == "error":
             log.warning("conn %d: venue error: %s", conn_id, notice.detail)
-        if notice.reconnect and Reconnect(conn_id) not in step.actions:
+        if notice.reconnect:
+            self._reconnect(conn_id, step)
+
+    def _reconnect(self, conn_id: int, step: Step) -> None:
+        if Reconnect(conn_id) not in step.actions:
             step.actions.append(Reconnect(conn_id))

@@ -117,6 +117,7 @@ class VenueAdapter:
         *,
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_id_jump: int | None = None,
     ) -> SymbolArbiter:
         key = symbol_key(self.venue, symbol)
         if self.mode == "unsequenced":
@@ -129,6 +130,7 @@ class VenueAdapter:
             reorder_window_ns=reorder_window_ns,
             max_pending=max_pending,
             checksum=self.checksum(symbol),
+            max_id_jump=max_id_jump,
         )
 
 

@@ -177,7 +177,7 @@ def test_a_gap_every_connection_missed_gives_exactly_one_fetch() -> None:
     assert p.timer_armed and p.deadline_ns() == WINDOW_NS
     step = p.receive_frame(1, venue.frame(diff("BTC", 14, 14, conn=1)), 1, 0)
     assert step.publications == [
-        StatusChange("seq:BTC", SymbolState.RESYNCING, "ids missing on every connection")
+        StatusChange("seq:BTC", SymbolState.RESYNCING, "gap 11-12: ids missing on every connection")
     ]
     assert step.actions == [FetchSnapshot("BTC")]
     assert p.books["seq:BTC"].stats.gaps == 1 and p.book_state("seq:BTC") is None

@@ -60,6 +60,14 @@ EXPECTED_SYNC = parse_table(
     HOLE               HOLE_CLOSED           SYNCED             STOP_HOLE_CLOCK
     SYNCED  GAP  AWAITING_SNAPSHOT  COUNT_GAP ANNOUNCE_RESYNC ASK_SNAPSHOT
     HOLE  GAP  AWAITING_SNAPSHOT  STOP_HOLE_CLOCK COUNT_GAP ANNOUNCE_RESYNC ASK_SNAPSHOT
+    SYNCED             UPDATE_HELD           HOLE               START_HOLE_CLOCK
+    HOLE               UPDATE_HELD           HOLE               -
+    SYNCED  VENUE_RESET  AWAITING_SNAPSHOT \
+        COUNT_VENUE_RESET COUNT_RESYNC FORGET_SEQUENCE ANNOUNCE_VENUE_RESET ASK_SNAPSHOT
+    HOLE  VENUE_RESET  AWAITING_SNAPSHOT  STOP_HOLE_CLOCK \
+        COUNT_VENUE_RESET COUNT_RESYNC FORGET_SEQUENCE ANNOUNCE_VENUE_RESET ASK_SNAPSHOT
+    AWAITING_SNAPSHOT  VENUE_RESET  AWAITING_SNAPSHOT \
+        COUNT_VENUE_RESET FORGET_SEQUENCE ANNOUNCE_VENUE_RESET
     """,
     Sync,
     SyncEvent,
@@ -81,6 +89,9 @@ EXPECTED_STATUS = parse_table(
     RESYNCING  RESET_WITHOUT_CONNECTION  STALE      ANNOUNCE
     STALE      RESET_WITHOUT_CONNECTION  STALE      -
     STALE      UPSTREAM_BACK             LIVE       ANNOUNCE
+    LIVE       VENUE_RESET               RESYNCING  ANNOUNCE
+    STALE      VENUE_RESET               RESYNCING  ANNOUNCE
+    RESYNCING  VENUE_RESET               RESYNCING  ANNOUNCE
     """,
     SymbolState,
     StatusEvent,
@@ -160,9 +171,9 @@ def synced(**kw: object) -> SequencedBook:
     return arb
 
 
-def hole() -> SequencedBook:
+def hole(conns: tuple[int, ...] = (0, 1)) -> SequencedBook:
     """HOLE: 13 buffered, 12 missing, connection 1 may still deliver it."""
-    arb = synced()
+    arb = synced(conns=conns)
     arb.on_diff(diff(13, 13), 0)
     assert arb.sync is Sync.HOLE
     return arb
@@ -207,6 +218,38 @@ def waiting_for_20_from_one() -> SequencedBook:
     arb = book()
     arb.on_diff(diff(20, 20, conn=0), 0)
     return arb
+
+
+#: Beyond BinanceSpotRule.max_id_jump.
+FAR = 2 * BinanceSpotRule.max_id_jump
+
+
+def far_copy(conn: int) -> DepthDiff:
+    """Links to id 11, but jumps implausibly far."""
+    return diff(12, 12 + FAR, conn=conn)
+
+
+RESET_WINDOW_NS = 2 * WINDOW_NS
+
+
+def behind(arb: SequencedBook) -> SequencedBook:
+    """Connection 0 restarted its ids (below the book's 11) at time 0."""
+    arb.on_diff(diff(3, 3, conn=0), 0)
+    return arb
+
+
+def resyncing_with_checksum() -> SequencedBook:
+    """RESYNCING after a gap at id 11; connection 0 then delivers id 3."""
+    arb = synced(checksum=True)
+    arb.on_diff(diff(12, 12, checksum=1), 0)
+    arb.on_diff(diff(3, 3, conn=0), 0)
+    assert (arb.sync, arb.state, arb.applied_id) == (Sync.AWAITING_SNAPSHOT, St.RESYNCING, 12)
+    return arb
+
+
+#: A snapshot below the book's id (the venue restarted), whose checksum fails: the reset is
+#: recognised and the resync goes on.
+RESET_SNAPSHOT = snap(5, checksum=1)
 
 
 #: (the machine's state before, event) -> (drive a book into that state, the input that
@@ -270,6 +313,27 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
         ["BookDelta", "StatusChange", "SnapshotWanted"],
     ),
     (S.HOLE, E.GAP): (hole, lambda a: a.on_timer(WINDOW_NS), ["StatusChange", "SnapshotWanted"]),
+    (S.SYNCED, E.UPDATE_HELD): (synced, lambda a: a.on_diff(far_copy(1), 0), []),
+    (S.HOLE, E.UPDATE_HELD): (
+        lambda: hole(conns=(0, 1, 2)),
+        lambda a: a.on_diff(far_copy(1), 0),
+        [],
+    ),
+    (S.SYNCED, E.VENUE_RESET): (
+        lambda: behind(synced()),
+        lambda a: a.on_diff(diff(4, 4, conn=1), RESET_WINDOW_NS),
+        ["StatusChange", "SnapshotWanted"],
+    ),
+    (S.HOLE, E.VENUE_RESET): (
+        lambda: behind(hole()),
+        lambda a: a.on_diff(diff(4, 4, conn=0), RESET_WINDOW_NS),
+        ["StatusChange", "SnapshotWanted"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.VENUE_RESET): (
+        resyncing_with_checksum,
+        lambda a: a.on_snapshot(RESET_SNAPSHOT, 0),
+        ["StatusChange", "SnapshotWanted"],
+    ),
 }
 
 
@@ -300,8 +364,19 @@ def stale_synced() -> SequencedBook:
     return all_down(synced())
 
 
+def stale_then_behind() -> SequencedBook:
+    """STALE with a book; connection 0 came back with restarted ids."""
+    arb = stale_synced()
+    arb.on_connection(0, True, 0)
+    return behind(arb)
+
+
 DOWN = "every upstream connection down"
-WINDOW_PASSED = "reorder window passed with ids missing"
+RESET = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
+RESET_BY_SNAPSHOT = (
+    "venue reset: snapshot id 5 and every connection (up to id 3) below the book's id 12"
+)
+WINDOW_PASSED = "gap 12: reorder window passed with ids missing"
 
 #: (status before, event) -> (setup, input, what is published); a StatusChange in it
 #: carries the table's new state.
@@ -368,6 +443,24 @@ STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], Scenario] = {
         [
             BookDelta(KEY, 1, 1, 12, (("100", "12"),), (), 0),
             StatusChange(KEY, St.LIVE, "upstream back"),
+        ],
+    ),
+    (St.LIVE, SE.VENUE_RESET): (
+        lambda: behind(synced()),
+        lambda a: a.on_diff(diff(4, 4, conn=1), RESET_WINDOW_NS),
+        [StatusChange(KEY, St.RESYNCING, RESET), SnapshotWanted(KEY, RESET)],
+    ),
+    (St.STALE, SE.VENUE_RESET): (
+        stale_then_behind,
+        lambda a: a.on_diff(diff(4, 4, conn=0), RESET_WINDOW_NS),
+        [StatusChange(KEY, St.RESYNCING, RESET), SnapshotWanted(KEY, RESET)],
+    ),
+    (St.RESYNCING, SE.VENUE_RESET): (
+        resyncing_with_checksum,
+        lambda a: a.on_snapshot(RESET_SNAPSHOT, 0),
+        [
+            StatusChange(KEY, St.RESYNCING, RESET_BY_SNAPSHOT),
+            SnapshotWanted(KEY, "snapshot checksum mismatch"),
         ],
     ),
 }
