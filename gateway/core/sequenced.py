@@ -842,7 +842,8 @@ class SequencedBook:
         top = self._top_connection_id()
         if applied <= self._snapshot_id or not -1 < top < applied:
             self._behind_since_ns = -1
-            self._behind_check_ns = now_ns + self.reset_window_ns // 2
+            # Not looked at again for a quarter window: recognised within 1.25 windows.
+            self._behind_check_ns = now_ns + self.reset_window_ns // 4
             return
         if self._behind_since_ns < 0:
             self._behind_since_ns = now_ns

@@ -268,6 +268,31 @@ def test_a_venue_notice_asking_to_reconnect_gives_one_reconnect() -> None:
     assert p.stats.notices == 3
 
 
+def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconnected() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    far = 10**12
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11 + far, conn=1)), 1, 0)
+    assert step == Step([], []), "held: connection 0 may confirm it"
+    step = p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert kinds(step) == ["BookDelta"] and step.actions == []
+    # Connection 1 goes on below its own implausible copy: that copy was bogus.
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11, conn=1)), 1, 0)
+    assert step == Step([], [Reconnect(1)])
+    stats = p.books["seq:BTC"].stats
+    assert stats.conn(1).disagreements == 1 and stats.resyncs == 0
+    assert p.book_state("seq:BTC") is not None
+
+
+def test_the_plausibility_bound_is_given_to_every_book() -> None:
+    p = VenuePipeline(FakeVenue(), ["BTC"], max_id_jump=5)
+    book = p.books["seq:BTC"]
+    assert isinstance(book, SequencedBook) and book.max_id_jump == 5
+    default = VenuePipeline(FakeVenue(), ["BTC"]).books["seq:BTC"]
+    assert isinstance(default, SequencedBook)
+    assert default.max_id_jump == BinanceSpotRule.max_id_jump
+
+
 # --- trades and connections -----------------------------------------------------------------
 
 

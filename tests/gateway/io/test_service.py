@@ -5,7 +5,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import msgspec
+
 from gateway.core.model import BookDelta, BookReset, DepthSnapshot, GatewayEvent, TradeOut
+from gateway.core.sequenced import SequencedBook
 from gateway.io.service import VenueRuntime
 from gateway.wire.config import parse_config
 
@@ -159,3 +162,17 @@ def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
     assert book.has_book and book.applied_id == 18
     assert book.book.bids() == [("101", "1"), ("99", "1")]
     assert any(type(e).__name__ == "BookReset" for e in published)
+
+
+def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected() -> None:
+    cfg = msgspec.structs.replace(CONFIG.venues[0], max_id_jump=1000)
+    venue = VenueRuntime(cfg, itertools.count(0), lambda events: None, lambda: 0)
+    for conn in venue.connections.values():
+        venue.on_state(conn.conn_id, True)
+    book = venue.books["binance:BTCUSDT"]
+    assert isinstance(book, SequencedBook) and book.max_id_jump == 1000
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 10, (("99", "1"),), (), 0, -1))
+    assert not venue.on_frame(1, depth(11, 2000), 1), "held, not applied"
+    assert not venue.on_frame(0, depth(11, 11), 1)
+    assert venue.on_frame(1, depth(12, 12), 1), "its reader reconnects it"
+    assert book.applied_id == 12 and book.stats.conn(1).disagreements == 1

@@ -31,6 +31,12 @@ def test_a_good_config_gets_defaults() -> None:
     assert config.server.port == 9000 and config.server.host == "127.0.0.1"
     venue = config.venues[0]
     assert venue.symbols == ["BTCUSDT"] and venue.reorder_window_ms == 100.0
+    assert venue.max_id_jump is None  # the venue's link rule's own
+
+
+def test_the_plausibility_bound_is_configurable() -> None:
+    config = parse_config(GOOD.replace("rest = [", "max_id_jump = 5000\nrest = ["))
+    assert config.venues[0].max_id_jump == 5000
 
 
 @pytest.mark.parametrize(
@@ -47,6 +53,7 @@ def test_a_good_config_gets_defaults() -> None:
         (("[[venues]]", "[[venue]]"), ("unknown", "venue")),
         (('rest = ["http://127.0.0.1:9100"]', ""), "$.venues[0].rest: at least one URL"),
         (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
+        (("rest = [", "max_id_jump = 0\nrest = ["), ("$.venues[0].max_id_jump", ">= 1")),
     ],
 )
 def test_bad_keys_and_values_are_named(
