@@ -549,7 +549,7 @@ class SequencedBook:
                 return
             self.stats.venue_resets += 1
             self._pending.clear()
-            self._held.clear()
+            self._forget(self._held)
             if self.sync is Sync.HOLE:
                 self._sync(SyncEvent.HOLE_CLOSED, out)
             self._last_reset = snap
@@ -674,7 +674,7 @@ class SequencedBook:
                 self.stats.conn(diff.conn_id).first_wins += 1
             elif applied is _Applied.BROKEN:
                 return False
-        if not pending and not self._held and self.sync is Sync.HOLE:
+        if self.sync is Sync.HOLE and not pending and not self._held:
             self._sync(SyncEvent.HOLE_CLOSED, out)
         return True
 
@@ -721,6 +721,13 @@ class SequencedBook:
             self._sync(SyncEvent.HOLE_OPENED, out, now_ns=now_ns)
         elif self.sync is not Sync.HOLE:
             return
+        if self._held:
+            # Held updates the book has since passed (other copies moved it) are obsolete.
+            applied = self.applied_id
+            passed = [d for d in self._held if d.last_id <= applied]
+            for diff in passed:
+                self._held.remove(diff)
+            self.stats.obsolete += len(passed)
         if conn_id >= 0:
             self._forget_contradicted(conn_id, now_ns, out)
         if not self._pending and not self._held:

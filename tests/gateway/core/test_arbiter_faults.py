@@ -286,3 +286,20 @@ def test_one_far_future_id_causes_at_most_one_resync(
     assert arb.stats.obsolete == 1  # the far-future id, forgotten
     if expected == 0:
         assert arb.stats.conn(bad).disagreements == 1
+
+
+def test_a_held_update_the_book_has_since_passed_is_forgotten_without_a_resync() -> None:
+    arb = book(max_id_jump=10)
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    arb.on_snapshot(make_stream(choices(1)).snapshot(0), 0)
+
+    def d(first: int, last: int, conn: int) -> DepthDiff:
+        return DepthDiff(VENUE, SYMBOL, first, last, -1, (("95.00", str(last)),), (), 0, 0, conn)
+
+    assert arb.on_diff(d(1001, 1030, 1), 0) == [] and arb.sync is Sync.HOLE  # jumps 30 > 10
+    for first, last in ((1001, 1010), (1011, 1020), (1021, 1028), (1029, 1031)):
+        arb.on_diff(d(first, last, 0), 0)
+    assert arb.sync is Sync.SYNCED and arb.deadline_ns() is None
+    assert arb.applied_id == 1031 and arb.stats.obsolete == 1
+    assert arb.on_timer(10 * WINDOW_NS) == [] and arb.stats.resyncs == 0
