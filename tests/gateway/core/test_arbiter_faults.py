@@ -4,10 +4,12 @@ input (:class:`Run`): never ``live`` while wrong, and right at the end."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from feeds.binance import BinanceSpotRule
-from gateway.core.model import DepthDiff, ReconnectWanted, SymbolState
+from gateway.core.model import DepthDiff, DepthSnapshot, ReconnectWanted, SymbolState
 from gateway.core.sequenced import SequencedBook, Sync
 
 from .arbiter_streams import KEY, SYMBOL, VENUE, Run, TrueStream, choices, make_stream, merged
@@ -50,32 +52,56 @@ def started(stream: TrueStream, conns: tuple[int, ...], lag_ns: int = 0) -> tupl
 # --- a venue that restarts its ids ----------------------------------------------------------
 
 
+@dataclass
+class RestartingVenue:
+    """A venue on stream ``old`` until it restarts its ids on stream ``new``; ``point``:
+    the diffs it has made in its current stream (its REST snapshots are taken there)."""
+
+    old: TrueStream
+    new: TrueStream
+    restarted: bool = False
+    point: int = 0
+
+    def snapshot(self, now_ns: int) -> DepthSnapshot:
+        return (self.new if self.restarted else self.old).snapshot(self.point, now_ns)
+
+    def run(self, lag_ns: int) -> Run:
+        """A Run whose book follows the new stream once it recognised the reset."""
+
+        def truth(arb: SequencedBook) -> TrueStream:
+            return self.new if arb.stats.venue_resets else self.old
+
+        run = Run(book(), truth, self.snapshot, lag_ns)
+        run.connection(0, True, 0)
+        run.connection(1, True, 0)
+        return run
+
+    def restart(self) -> None:
+        self.restarted, self.point = True, 0
+
+    def makes(self, run: Run, i: int, now_ns: int, *, lost: bool = False) -> None:
+        """The venue makes diff ``i`` of its stream; connections 0 and 1 deliver it."""
+        stream = self.new if self.restarted else self.old
+        self.point = i + 1
+        if not lost:
+            run.diff(merged(stream, i, i, 0, now_ns), now_ns)
+            run.diff(merged(stream, i, i, 1, now_ns), now_ns + 1)
+
+
 @pytest.mark.parametrize("reconnect", [False, True], ids=["same connections", "reconnected"])
 def test_a_venue_that_restarts_its_ids_is_recognised_and_the_book_rebuilt(reconnect: bool) -> None:
     old = make_stream(choices(20))
     new = make_stream(choices(40, shift=3), initial_id=10)  # ids start again at 11
     assert new.books[0] != old.books[-1]
-    restarted = [False]
-    point = [0]
-
-    def snapshot(now_ns: int) -> object:
-        return (new if restarted[0] else old).snapshot(point[0], now_ns)
-
-    def truth(arb: SequencedBook) -> TrueStream:
-        return new if arb.stats.venue_resets else old
-
-    run = Run(book(), truth, snapshot, lag_ns=2 * STEP_NS)  # type: ignore[arg-type]
-    run.connection(0, True, 0)
-    run.connection(1, True, 0)
+    venue = RestartingVenue(old, new)
+    run = venue.run(lag_ns=2 * STEP_NS)
     now = 0
     for i in range(len(old.diffs)):
         now += STEP_NS
-        point[0] = i + 1
-        run.diff(merged(old, i, i, 0, now), now)
-        run.diff(merged(old, i, i, 1, now), now + 1)
+        venue.makes(run, i, now)
     assert run.arb.state is LIVE and run.arb.applied_id == old.id_after(20)
 
-    restarted[0], point[0] = True, 0
+    venue.restart()
     restart_ns = now
     if reconnect:
         for conn in (0, 1):
@@ -84,9 +110,7 @@ def test_a_venue_that_restarts_its_ids_is_recognised_and_the_book_rebuilt(reconn
             run.connection(conn, True, now)
     for i in range(len(new.diffs)):
         now += STEP_NS
-        point[0] = i + 1
-        run.diff(merged(new, i, i, 0, now), now)
-        run.diff(merged(new, i, i, 1, now), now + 1)
+        venue.makes(run, i, now)
     run.until(now + 10 * WINDOW_NS)
 
     arb = run.arb
@@ -104,37 +128,21 @@ def test_a_venue_that_restarts_its_ids_is_recognised_and_the_book_rebuilt(reconn
 def test_a_snapshot_below_the_book_while_every_connection_restarted_is_a_venue_reset() -> None:
     old = make_stream(choices(20))
     new = make_stream(choices(30, shift=5), initial_id=10)
-    restarted = [False]
-    point = [0]
-
-    def snapshot(now_ns: int) -> object:
-        return (new if restarted[0] else old).snapshot(point[0], now_ns)
-
-    def truth(arb: SequencedBook) -> TrueStream:
-        return new if arb.stats.venue_resets else old
-
+    venue = RestartingVenue(old, new)
     # The REST snapshot of the resync comes back after the venue restarted.
-    run = Run(book(), truth, snapshot, lag_ns=15 * STEP_NS)  # type: ignore[arg-type]
-    run.connection(0, True, 0)
-    run.connection(1, True, 0)
+    run = venue.run(lag_ns=15 * STEP_NS)
     run.diff(merged(old, 0, 0, 0, 0), 0)
-    point[0] = 1
+    venue.point = 1
     run.until(15 * STEP_NS)
     now = 15 * STEP_NS
     for i in range(1, 12):
         now += STEP_NS
-        point[0] = i + 1
-        if i == 8:
-            continue  # lost on every connection: a gap
-        run.diff(merged(old, i, i, 0, now), now)
-        run.diff(merged(old, i, i, 1, now), now)
+        venue.makes(run, i, now, lost=i == 8)  # lost on every connection: a gap
     assert run.arb.sync is Sync.AWAITING_SNAPSHOT and run.arb.stats.gaps == 1
-    restarted[0], point[0] = True, 0
+    venue.restart()
     for i in range(len(new.diffs)):
         now += STEP_NS
-        point[0] = i + 1
-        run.diff(merged(new, i, i, 0, now), now)
-        run.diff(merged(new, i, i, 1, now), now)
+        venue.makes(run, i, now)
     run.until(now + 10 * WINDOW_NS)
 
     arb = run.arb
@@ -144,7 +152,7 @@ def test_a_snapshot_below_the_book_while_every_connection_restarted_is_a_venue_r
     assert reasons[0].startswith("gap ") and reasons[1].startswith("venue reset: snapshot id")
 
 
-def test_declared_resets_and_a_snapshot_ahead_of_the_streams_are_not_venue_resets() -> None:
+def test_streams_behind_a_snapshot_ahead_of_them_are_not_a_venue_reset() -> None:
     stream = make_stream(choices(30))
     # The REST snapshot is 5 diffs ahead of both streams, which stay behind it for longer
     # than the reset window: the book never moved past its snapshot, so nothing is wrong.
