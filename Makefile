@@ -20,8 +20,8 @@ demo: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check gateway feeds tests bench
-	$(BIN)/ruff check gateway feeds tests bench
+	$(BIN)/ruff format --check gateway feeds tests bench examples
+	$(BIN)/ruff check gateway feeds tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from gateway.io.capture_writer import CaptureWriter
-from gateway.io.client import BookUpdate, GatewayClient
+from gateway.io.client import BookEvent, Event, GatewayClient, StatusEvent
 from gateway.io.service import Service
 from gateway.wire.config import Config
 
@@ -59,8 +59,8 @@ def run_mdgateway(*args: str, timeout_s: float) -> subprocess.CompletedProcess[s
 class Subscriber:
     """Follows the gateway at ``url`` for ``keys`` with :class:`GatewayClient`.
 
-    Keeps the last venue id per symbol, the number of updates with a book, the status
-    changes in order, and calls ``on_update`` with every update.
+    Keeps the last venue id per symbol, the number of book events, the status changes in
+    order, and calls ``on_update`` with every event.
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class Subscriber:
         url: str,
         keys: list[str],
         backoff_max_s: float = 0.5,
-        on_update: Callable[[BookUpdate], None] | None = None,
+        on_update: Callable[[Event], None] | None = None,
     ) -> None:
         self.client = GatewayClient(url, keys, backoff_max_s=backoff_max_s)
         self.venue_ids: dict[str, int] = {}
@@ -81,9 +81,9 @@ class Subscriber:
     async def follow(self) -> None:
         async with self.client:
             async for update in self.client:
-                if update.kind == "status":
+                if isinstance(update, StatusEvent):
                     self.statuses.append(update.state.value)
-                if update.book is not None:
+                if isinstance(update, BookEvent):
                     self.venue_ids[update.symbol] = update.venue_id
                     self.updates += 1
                 if self._on_update is not None:
@@ -104,7 +104,7 @@ async def serving(
     config: Config,
     keys: list[str],
     backoff_max_s: float = 0.5,
-    on_update: Callable[[BookUpdate], None] | None = None,
+    on_update: Callable[[Event], None] | None = None,
     capture: CaptureWriter | None = None,
 ) -> AsyncIterator[tuple[Service, Subscriber]]:
     """The gateway of ``config`` running (recording into ``capture`` where given), and a

@@ -12,7 +12,7 @@ import dataclasses
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
-from gateway.io.client import BookUpdate, GatewayClient
+from gateway.io.client import BookEvent, Event, GatewayClient
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
@@ -35,8 +35,8 @@ async def _run(faults: str | None) -> tuple[dict[int, object], list[int], Gatewa
         books: dict[int, object] = {}
         order: list[int] = []
 
-        def keep(update: BookUpdate) -> None:
-            if update.book is not None and update.kind != "status":
+        def keep(update: Event) -> None:
+            if isinstance(update, BookEvent):
                 books[update.venue_id] = update.book.normalized()
                 order.append(update.venue_id)
 

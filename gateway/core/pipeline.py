@@ -35,6 +35,7 @@ from gateway.core.arbiter import (
     TradeDedup,
 )
 from gateway.core.book import L2Book
+from gateway.core.histogram import Histogram
 from gateway.core.model import (
     ArbiterEvent,
     BookDelta,
@@ -47,6 +48,7 @@ from gateway.core.model import (
     ReconnectWanted,
     ResubscribeWanted,
     SnapshotWanted,
+    StatusChange,
     SymbolState,
     Trade,
     VenueContractError,
@@ -61,6 +63,11 @@ log = logging.getLogger(__name__)
 #: Bad frames logged per connection before only every LOG_EVERY-th is.
 LOG_FIRST: Final = 10
 LOG_EVERY: Final = 1000
+#: Buckets (upper bounds, seconds) of the venue-event-to-receive latency per connection. A
+#: venue clock ahead of this host's gives values <= 0, counted in the first bucket.
+EVENT_LATENCY_BOUNDS_S: Final = (
+    0.0, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+)  # fmt: skip
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -173,6 +180,8 @@ class VenueStats:
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
+#: States whose arrival is logged at INFO; the others (the book cannot be trusted) at WARNING.
+_UNALARMING: Final = frozenset((SymbolState.LIVE, SymbolState.SYNCING))
 
 
 class VenuePipeline:
@@ -205,6 +214,9 @@ class VenuePipeline:
         self.trade_conn_ids = frozenset(trade_conn_ids)
         self.stats = VenueStats()
         self.bad_frames_by_conn: dict[int, int] = {}
+        #: Per connection: seconds from the venue's event time to the frame's receive time,
+        #: of every book update that carries an event time.
+        self.event_latency_by_conn: dict[int, Histogram] = {}
         self.sequences = ConnectionSequenceChecker()
         self.books: dict[str, SymbolArbiter] = {}
         self.trades: dict[str, TradeDedup] = {}
@@ -234,6 +246,8 @@ class VenuePipeline:
                 self.stats.book_updates_on_trade_connections += 1
                 continue
             if isinstance(event, DepthDiff):
+                if event.event_ms > 0:
+                    self._event_latency(conn_id, event.event_ms, event.recv_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     self._take(book, book.on_diff(event, now_ns), step)
@@ -312,7 +326,14 @@ class VenuePipeline:
                 self.venue.venue,
                 exc,
                 raw[:120],
+                extra={"venue": self.venue.venue, "connection": conn_id},
             )
+
+    def _event_latency(self, conn_id: int, event_ms: int, recv_ns: int) -> None:
+        latency = self.event_latency_by_conn.get(conn_id)
+        if latency is None:
+            latency = self.event_latency_by_conn[conn_id] = Histogram(EVENT_LATENCY_BOUNDS_S)
+        latency.observe((recv_ns - event_ms * 1_000_000) / 1e9)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -378,6 +399,21 @@ class VenuePipeline:
                 publications.append(event)
                 if isinstance(event, BookReset) and self.rest_snapshots:
                     step.actions.append(BookRebuilt(book.key.partition(":")[2]))
+                elif isinstance(event, StatusChange):
+                    self._log_status(event)
+
+    def _log_status(self, event: StatusChange) -> None:
+        """One line per change of a symbol's state: a warning when it stops being live."""
+        level = logging.INFO if event.state in _UNALARMING else logging.WARNING
+        venue, _, symbol = event.key.partition(":")
+        log.log(
+            level,
+            "%s: %s (%s)",
+            event.key,
+            event.state.value,
+            event.reason,
+            extra={"venue": venue, "symbol": symbol},
+        )
 
     def _snapshot_wanted(self, symbol: str, step: Step) -> None:
         if self.rest_snapshots:
@@ -416,7 +452,11 @@ class VenuePipeline:
         # Every replica on this connection missed something: each is dropped and
         # resubscribed on this connection only.
         self.stats.connection_gaps += 1
-        log.warning("conn %d: messages lost (sequence jump); resubscribing", conn_id)
+        log.warning(
+            "conn %d: messages lost (sequence jump); resubscribing",
+            conn_id,
+            extra={"venue": self.venue.venue, "connection": conn_id},
+        )
         for book in self.books.values():
             if isinstance(book, ReplicatedBook):
                 self._take(book, book.invalidate(conn_id, "connection sequence jump"), step)
@@ -424,7 +464,12 @@ class VenuePipeline:
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:
         self.stats.notices += 1
         if notice.kind == "error":
-            log.warning("conn %d: venue error: %s", conn_id, notice.detail)
+            log.warning(
+                "conn %d: venue error: %s",
+                conn_id,
+                notice.detail,
+                extra={"venue": self.venue.venue, "connection": conn_id},
+            )
         if notice.reconnect:
             self._reconnect(conn_id, step)
 

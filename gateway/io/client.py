@@ -1,137 +1,138 @@
-"""Client for Python strategies: consistent L2 books from the gateway.
+"""Client for Python strategies: consistent books, top of book and trades from the gateway.
 
 ::
 
-    async with GatewayClient("ws://127.0.0.1:8765/", ["binance:BTCUSDT"]) as client:
-        async for update in client:
-            if update.book is not None and update.state is SymbolState.LIVE:
-                best_bid = update.book.best_bid()
+    async def main() -> None:
+        urls = ["ws://127.0.0.1:8765/", "ws://127.0.0.1:8766/"]  # tried in order
+        async with GatewayClient(urls, ["binance:BTCUSDT"], channels=["book", "trade"]) as client:
+            async for event in client:
+                match event:
+                    case BookEvent(book=book):
+                        print(book.best_bid(), book.best_ask(), book.spread())
+                    case TradeEvent(price=price, qty=qty, side=side):
+                        print("trade", side, qty, "@", price)
+                    case StatusEvent(state=state, reason=reason):
+                        print("status", state, reason)
 
-The client subscribes to the ``book`` channel of its symbols and hands each symbol's
-snapshots and deltas to its :class:`~gateway.core.subscriber.SubscribedBook`, which keeps
-the :class:`~gateway.core.book.L2Book` and checks that every delta follows the previous
-message (same epoch, seq + 1); on a gap the book is discarded, the gateway is asked for a
-``resync`` and nothing is yielded for that symbol but a status until the fresh snapshot
-is in. When the connection drops it reconnects with capped exponential backoff and
-subscribes again; each symbol then restarts from a snapshot.
+    asyncio.run(main())
+
+The client subscribes its symbols to its channels (``book``, ``bbo``, ``trade``) and
+yields typed events (:mod:`gateway.wire.client_session`, its pure core, says what each
+means): :class:`BookEvent` after each snapshot or delta applied, with the symbol's
+:class:`Book`; :class:`BboEvent`; :class:`TradeEvent`; :class:`StatusEvent` when a
+symbol's state or reason changes. Every event carries ``recv_ns``, the wall clock when its
+message arrived.
+
+Books: every delta must follow the previous message (same epoch, seq + 1); on a gap the
+book is discarded, the gateway asked for a ``resync``, and the symbol is ``resyncing``
+(no book events) until the fresh snapshot. :meth:`GatewayClient.position` is the
+``(epoch, seq)`` of the symbol's last book message applied, kept across reconnections.
+
+Connections: ``urls`` are tried in order, the first that accepts is used. When the
+connection is lost, or every URL failed, the client waits a capped exponential backoff
+(full jitter; reset once a gateway acknowledges the subscription) and tries them in order
+again; every symbol is ``stale`` meanwhile and each book restarts from a snapshot.
+``ws://`` and ``wss://`` URLs are accepted.
+
+The event queue holds at most the events of one message, or one status per symbol after a
+disconnection: it is emptied before the next message is read, so a slow consumer slows the
+reading (the gateway then conflates, see ``docs/protocol.md``) and never grows memory here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal, Self
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Self
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from gateway.core.backoff import Backoff
-from gateway.core.book import L2Book
-from gateway.core.model import SymbolState
-from gateway.core.subscriber import SubscribedBook, SubscriberAction
-from gateway.wire.protocol import (
-    Delta,
-    Error,
-    ErrorCode,
-    ProtocolError,
-    Resync,
-    Snapshot,
-    Status,
-    Subscribe,
-    Subscribed,
-    WireFormat,
-    decode_server_message,
-    encode_json,
+from gateway.core.model import Level, Side, SymbolState
+from gateway.io.logs import LimitedLog
+from gateway.wire.client_session import (
+    BboEvent,
+    Book,
+    BookEvent,
+    ClientSession,
+    ClientStats,
+    Event,
+    GatewayError,
+    StatusEvent,
+    Step,
+    TradeEvent,
 )
+from gateway.wire.protocol import Channel, WireFormat, encode_json
+
+__all__ = [
+    "BboEvent",
+    "Book",
+    "BookEvent",
+    "ClientStats",
+    "Event",
+    "GatewayClient",
+    "GatewayError",
+    "Level",
+    "Side",
+    "StatusEvent",
+    "SymbolState",
+    "TradeEvent",
+    "subscribe",
+]
 
 log = logging.getLogger(__name__)
 
-UpdateKind = Literal["snapshot", "delta", "status"]
+#: URL schemes the client connects to.
+URL_SCHEMES = ("ws://", "wss://")
 
 
-class GatewayError(Exception):
-    """The gateway refused the subscription (unknown symbol, bad request): not retried."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BookUpdate:
-    """One symbol's state after a message.
-
-    ``book`` is the symbol's live :class:`L2Book`, consistent with the gateway's stream at
-    ``(epoch, seq)``; it is mutated in place by the next updates, so copy what must be
-    kept. ``book`` is None when the client holds no consistent book for the symbol: before
-    the first snapshot, after a seq gap (a resync is under way) or after the connection was
-    lost (reconnecting). ``state`` is the gateway's state of the symbol (``stale`` also
-    while the client is disconnected); ``venue_id`` is the venue's last update id the book
-    reflects. A ``delta`` update's ``seq`` is always the previous update's ``seq`` + 1.
-    """
-
-    symbol: str
-    kind: UpdateKind
-    epoch: int
-    seq: int
-    venue_id: int
-    state: SymbolState
-    reason: str
-    book: L2Book | None
-
-
-@dataclasses.dataclass(slots=True)
-class ClientStats:
-    connects: int = 0
-    disconnects: int = 0
-    snapshots: int = 0
-    deltas: int = 0
-    gaps: int = 0
-    bad_messages: int = 0
-
-
-def _update(symbol: str, sym: SubscribedBook, kind: UpdateKind) -> BookUpdate:
-    return BookUpdate(
-        symbol,
-        kind,
-        sym.epoch,
-        sym.seq,
-        sym.venue_id,
-        sym.status,
-        sym.reason,
-        sym.book if sym.synced else None,
-    )
+def _checked_urls(urls: str | Sequence[str]) -> list[str]:
+    listed = [urls] if isinstance(urls, str) else list(dict.fromkeys(urls))
+    if not listed:
+        raise ValueError("at least one gateway URL")
+    for url in listed:
+        if not url.startswith(URL_SCHEMES):
+            raise ValueError(f"gateway URL {url!r}: expected one of {', '.join(URL_SCHEMES)}")
+    return listed
 
 
 class GatewayClient:
-    """Books of ``symbols`` from the gateway at ``url``, as an async iterator of
-    :class:`BookUpdate`. One consumer at a time; use ``async with`` (or :meth:`aclose`).
+    """``symbols`` on ``channels`` from the first gateway of ``urls`` that accepts, as an
+    async iterator of events. One consumer at a time; use ``async with`` (or
+    :meth:`aclose`).
 
     Args:
-        url: the gateway's WebSocket URL, e.g. ``ws://127.0.0.1:8765/``.
+        urls: a gateway's WebSocket URL (``ws://127.0.0.1:8765/``) or a list of them,
+            tried in order.
         symbols: symbol keys (``venue:SYMBOL``).
+        channels: any of ``book``, ``bbo``, ``trade`` [``book``].
         depth: snapshot depth per side; None (default) for the full book. With a depth,
             deltas still carry every change, so levels deeper than the snapshot are known
             only once a delta touched them: use None where the whole book must be exact.
         wire_format: ``json`` or ``msgpack``.
-        reconnect: reconnect after the connection is lost or refused; when False the
-            iteration ends after the connection is lost (a failed first connect raises).
-        backoff_initial_s / backoff_max_s: reconnect delay ceiling, doubled per failed
-            attempt up to the cap, full jitter (:class:`gateway.core.backoff.Backoff`); reset once
-            the gateway acknowledges a subscription.
-        open_timeout_s: connect + handshake timeout.
+        reconnect: reconnect after the connection is lost or every URL refused; when
+            False the iteration ends after the connection is lost, and a failed first
+            round of connects raises the last URL's error.
+        backoff_initial_s / backoff_max_s: delay ceiling between rounds of connects,
+            doubled per failed round up to the cap, full jitter
+            (:class:`gateway.core.backoff.Backoff`); reset once the gateway acknowledges
+            a subscription.
+        open_timeout_s: connect + handshake timeout, per URL.
         max_message_bytes: largest message accepted (snapshots of deep books are large).
+        clock_ns: the wall clock stamped on events as ``recv_ns``.
     """
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         symbols: Sequence[str],
         *,
+        channels: Sequence[Channel] = ("book",),
         depth: int | None = None,
         wire_format: WireFormat = "json",
         reconnect: bool = True,
@@ -139,25 +140,30 @@ class GatewayClient:
         backoff_max_s: float = 5.0,
         open_timeout_s: float = 5.0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
-        if not symbols:
-            raise ValueError("at least one symbol")
-        self.url = url
-        self.symbols = list(dict.fromkeys(symbols))
-        self.depth = depth
-        self.wire_format: WireFormat = wire_format
+        self.urls = _checked_urls(urls)
+        self.session = ClientSession(symbols, channels, depth, wire_format)
         self.reconnect = reconnect
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes
-        self.stats = ClientStats()
-        self._books = {symbol: SubscribedBook() for symbol in self.symbols}
+        #: The URL of the current connection; None while disconnected.
+        self.url: str | None = None
+        self._clock_ns = clock_ns
         self._ws: ClientConnection | None = None
-        self._queue: deque[BookUpdate] = deque()
+        self._queue: deque[Event] = deque()
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self._log = LimitedLog(log)
         self._lost = False
         self._closed = False
+
+    @property
+    def symbols(self) -> list[str]:
+        return self.session.symbols
+
+    @property
+    def stats(self) -> ClientStats:
+        return self.session.stats
 
     async def __aenter__(self) -> Self:
         return self
@@ -169,13 +175,14 @@ class GatewayClient:
         """Close the connection; the iteration ends."""
         self._closed = True
         ws, self._ws = self._ws, None
+        self.url = None
         if ws is not None:
             await ws.close()
 
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> BookUpdate:
+    async def __anext__(self) -> Event:
         while True:
             if self._queue:
                 return self._queue.popleft()
@@ -193,120 +200,85 @@ class GatewayClient:
             except ConnectionClosed as exc:
                 self._on_lost(f"gateway connection lost: {exc}")
                 continue
-            update = await self._on_message(ws, data)
-            if update is not None:
-                return update
+            await self._act(ws, self.session.on_data(data, self._clock_ns()))
 
-    def book(self, symbol: str) -> L2Book | None:
-        """The symbol's consistent book, or None (see :class:`BookUpdate`)."""
-        sym = self._books[symbol]
-        return sym.book if sym.synced else None
+    def book(self, symbol: str) -> Book | None:
+        """The symbol's consistent book, or None (before its first snapshot, during a
+        resync, while disconnected, without the ``book`` channel)."""
+        return self.session.book(symbol)
+
+    def position(self, symbol: str) -> tuple[int, int] | None:
+        """``(epoch, seq)`` of the last book message applied for the symbol, kept across
+        gaps and reconnections; None before its first snapshot."""
+        return self.session.position(symbol)
 
     # --- connection -------------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        retry = self._lost
+        """One round over the URLs, in order, until one accepts; a backoff delay before
+        each round but the very first."""
+        wait = self._lost
         while not self._closed:
-            if retry:
+            if wait:
                 await asyncio.sleep(self._backoff.next_delay_s())
-            retry = True
-            try:
-                ws = await connect(
-                    self.url,
-                    compression=None,
-                    open_timeout=self.open_timeout_s,
-                    max_size=self.max_message_bytes,
-                )
-            except (OSError, InvalidHandshake, TimeoutError) as exc:
-                if not self.reconnect:
-                    raise
-                log.warning("gateway %s: connect failed (%s); retrying", self.url, exc)
-                continue
-            request = Subscribe(self.symbols, ["book"], self.depth, self.wire_format)
-            try:
-                await ws.send(encode_json(request).decode())
-            except ConnectionClosed:
-                if not self.reconnect:
-                    raise
-                continue  # closed right away (e.g. 1013, too many subscribers): retry later
-            self._ws = ws
-            self.stats.connects += 1
-            log.info("connected to gateway %s", self.url)
-            return
+            wait = True
+            failure: Exception | None = None
+            for url in self.urls:
+                try:
+                    ws = await self._open(url)
+                except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
+                    failure = exc
+                    self._log.warning(("connect", url), "gateway %s: connect failed: %s", url, exc)
+                    continue
+                if self._closed:  # aclose() while connecting
+                    await ws.close()
+                    return
+                self._ws, self.url = ws, url
+                self.stats.connects += 1
+                log.info("connected to gateway %s", url)
+                return
+            if not self.reconnect and failure is not None:
+                raise failure
+
+    async def _open(self, url: str) -> ClientConnection:
+        """A connection to ``url`` with the subscription sent."""
+        ws = await connect(
+            url,
+            compression=None,
+            open_timeout=self.open_timeout_s,
+            max_size=self.max_message_bytes,
+        )
+        # Closed right away (e.g. 1013, too many subscribers): ConnectionClosed, next URL.
+        await ws.send(encode_json(self.session.subscribe_request()).decode())
+        return ws
 
     def _on_lost(self, reason: str) -> None:
-        """Every book is void until its next snapshot: tell the consumer."""
         self._ws = None
+        self.url = None
         if self._closed:
             return
         self._lost = True
         self.stats.disconnects += 1
         log.warning("%s", reason)
-        for symbol, sym in self._books.items():
-            sym.on_disconnected(reason)
-            self._queue.append(_update(symbol, sym, "status"))
+        self._queue.extend(self.session.on_disconnected(reason, self._clock_ns()).events)
 
-    # --- messages ---------------------------------------------------------------------------
-
-    async def _on_message(self, ws: ClientConnection, data: str | bytes) -> BookUpdate | None:
-        try:
-            msg = decode_server_message(data)
-        except ProtocolError as exc:
-            self.stats.bad_messages += 1
-            log.warning("gateway %s: undecodable message: %s", self.url, exc)
-            return None
-        if isinstance(msg, Delta | Snapshot | Status):
-            sym = self._books.get(msg.symbol)
-            if sym is None:
-                return None
-            if isinstance(msg, Delta):
-                return await self._on_delta(ws, sym, msg)
-            if isinstance(msg, Snapshot):
-                return self._on_snapshot(sym, msg)
-            sym.on_status(msg.state, msg.reason)
-            return _update(msg.symbol, sym, "status")
-        if isinstance(msg, Subscribed):
+    async def _act(self, ws: ClientConnection, step: Step) -> None:
+        for cause, warning in step.warnings:
+            self._log.warning(cause, "gateway %s: %s", self.url, warning)
+        if step.subscribed:
             self._backoff.reset()
-        elif isinstance(msg, Error):
-            if msg.code in (ErrorCode.UNKNOWN_SYMBOL, ErrorCode.BAD_REQUEST):
-                raise GatewayError(msg.code, msg.message)
-            log.warning("gateway %s: error %s: %s", self.url, msg.code, msg.message)
-        return None
-
-    def _on_snapshot(self, sym: SubscribedBook, msg: Snapshot) -> BookUpdate | None:
-        actions = sym.on_snapshot(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
-        if SubscriberAction.BAD_LEVEL in actions:
-            self.stats.bad_messages += 1
-            log.warning("%s: %s; book void", msg.symbol, sym.problem)
-            return None
-        self.stats.snapshots += 1
-        return _update(msg.symbol, sym, "snapshot")
-
-    async def _on_delta(
-        self, ws: ClientConnection, sym: SubscribedBook, msg: Delta
-    ) -> BookUpdate | None:
-        actions = sym.on_delta(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
-        if SubscriberAction.BOOK_UPDATED in actions:
-            self.stats.deltas += 1
-            return _update(msg.symbol, sym, "delta")
-        if SubscriberAction.GAP in actions:
-            self.stats.gaps += 1
-        if SubscriberAction.BAD_LEVEL in actions:
-            self.stats.bad_messages += 1
-        if SubscriberAction.ASK_RESYNC not in actions:
-            return None  # waiting for a snapshot: this delta is in it or before it
-        log.warning("%s: %s; resync requested", msg.symbol, sym.problem)
         # A closed connection is reported by the next recv(); reconnecting resyncs all.
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(encode_json(Resync(msg.symbol)).decode())
-        return _update(msg.symbol, sym, "status")
+        for request in step.requests:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(encode_json(request).decode())
+        self._queue.extend(step.events)
 
 
-async def subscribe_books(
-    url: str, symbols: Sequence[str], **options: Any
-) -> AsyncIterator[BookUpdate]:
-    """``async for update in subscribe_books(url, symbols)``: a :class:`GatewayClient`
+async def subscribe(
+    urls: str | Sequence[str], symbols: Sequence[str], **options: Any
+) -> AsyncIterator[Event]:
+    """``async for event in subscribe(urls, symbols)``: a :class:`GatewayClient`
     (``options`` are its keyword arguments) closed when the iteration stops."""
-    async with GatewayClient(url, symbols, **options) as client:
-        async for update in client:
-            yield update
+    async with GatewayClient(urls, symbols, **options) as client:
+        async for event in client:
+            yield event

@@ -10,6 +10,7 @@ fan-out always sees books and events agree.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 import time
@@ -22,6 +23,7 @@ from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
+from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
 from gateway.wire.venues import adapter_for
@@ -120,6 +122,7 @@ class VenueRuntime:
             ping_interval_s=self.adapter.ping_interval_s,
             max_messages_per_s=self.adapter.max_messages_per_s,
             changes=self.connection_changes,
+            venue=cfg.venue,
         )
 
     # --- what the pipeline holds ------------------------------------------------------------
@@ -199,10 +202,12 @@ class Service:
         self.config = config
         #: The capture of this run (``mdgateway run --capture DIR``), or None.
         self.capture = capture
-        self.fanout = Fanout(
+        #: What ``GET /metrics`` exposes, read from the stats at each scrape.
+        self.metrics = metrics_registry(self)
+        self.fanout = Fanout.from_config(
             self,
-            max_buffer_bytes=config.server.max_buffer_bytes,
-            max_subscribers=config.server.max_subscribers,
+            config.server,
+            http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
         )
         conn_ids = itertools.count(0)
         #: Notified after every upstream connection goes up or down (the pipeline told) and

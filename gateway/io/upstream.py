@@ -39,6 +39,8 @@ StateHandler = Callable[[int, bool], None]
 class ConnectionStats:
     connected: bool = False
     frames: int = 0
+    #: Bytes of the frames received (payloads, as websockets hands them over).
+    received_bytes: int = 0
     connects: int = 0
     #: Successful connections after the first.
     reconnects: int = 0
@@ -82,6 +84,7 @@ class Connection:
         ping_interval_s: float = 20.0,
         max_messages_per_s: float = 4.0,
         changes: StateChanges | None = None,
+        venue: str = "",
     ) -> None:
         self.conn_id = conn_id
         self.url = url
@@ -102,6 +105,8 @@ class Connection:
         self.changes = StateChanges() if changes is None else changes
         #: The endpoint without the stream list, for logs and views.
         self.endpoint = url.partition("?")[0].removesuffix("/stream")
+        #: The fields of this connection's log records (``extra=``; JSON logs show them).
+        self.log_fields = {"venue": venue, "connection": conn_id, "endpoint": self.endpoint}
 
     def send(self, messages: Sequence[bytes]) -> bool:
         """Queue text messages for the venue. False (and nothing queued) when the
@@ -170,12 +175,16 @@ class Connection:
                     deadline.reschedule(min(loop.time() + self._stall_timeout_s, age_deadline))
                     raw = await ws.recv(decode=False)
                     self.stats.frames += 1
+                    self.stats.received_bytes += len(raw)
                     if self.stats.frames == 1 or self._backoff.failures:
                         self._backoff.reset()
                     if self._on_frame(self.conn_id, raw, time.time_ns()):
                         self.stats.last_error = "venue asked to reconnect"
                         log.info(
-                            "conn %d %s: venue asked to reconnect", self.conn_id, self.endpoint
+                            "conn %d %s: venue asked to reconnect",
+                            self.conn_id,
+                            self.endpoint,
+                            extra=self.log_fields,
                         )
                         return True
         except TimeoutError:
@@ -211,7 +220,7 @@ class Connection:
         if self.stats.connects > 1:
             self.stats.reconnects += 1
         self.stats.connected_since_s = now_s
-        log.info("conn %d connected to %s", self.conn_id, self.endpoint)
+        log.info("conn %d connected to %s", self.conn_id, self.endpoint, extra=self.log_fields)
         self._on_state(self.conn_id, True)
         self.changes.notify()
 
@@ -225,7 +234,7 @@ class Connection:
         if not self.stats.connected:
             self.stats.failed_attempts += 1
         self.stats.last_error = what
-        log.warning("conn %d %s: %s", self.conn_id, self.endpoint, what)
+        log.warning("conn %d %s: %s", self.conn_id, self.endpoint, what, extra=self.log_fields)
         self.changes.notify()
 
 
@@ -234,7 +243,11 @@ class FetcherStats:
     requests: int = 0
     snapshots: int = 0
     failures: int = 0
+    #: Responses that said the venue's rate limit was hit (429, 418).
     rate_limited: int = 0
+    #: Waits before a request for the weight budget or a venue's ban, and their seconds.
+    rate_limit_waits: int = 0
+    rate_limit_wait_s: float = 0.0
     last_error: str = ""
     by_base: dict[str, int] = field(default_factory=dict)
 
@@ -366,10 +379,23 @@ class SnapshotFetcher:
     async def _respect_limits(self) -> None:
         """Sleep until the budget admits the next request (asked again after each sleep)."""
         while (wait_s := self.budget.wait_s(self._weight, self._clock_s())) > 0:
-            log.warning("REST weight budget used or rate limited; waiting %.1f s", wait_s)
+            self.stats.rate_limit_waits += 1
+            self.stats.rate_limit_wait_s += wait_s
+            log.warning(
+                "%s: REST weight budget used or rate limited; waiting %.1f s",
+                self._adapter.venue,
+                wait_s,
+                extra={"venue": self._adapter.venue},
+            )
             await asyncio.sleep(wait_s)
 
     def _fail(self, base: str, symbol: str, what: str) -> None:
         self.stats.failures += 1
         self.stats.last_error = what
-        log.warning("snapshot of %s from %s failed: %s", symbol, base, what)
+        log.warning(
+            "snapshot of %s from %s failed: %s",
+            symbol,
+            base,
+            what,
+            extra={"venue": self._adapter.venue, "symbol": symbol},
+        )

@@ -21,7 +21,7 @@ from gateway.tools.runtime import (
     port_number,
     run_loop,
 )
-from gateway.wire.config import Config, ConfigError, load_config
+from gateway.wire.config import LOG_FORMATS, Config, ConfigError, load_config, validate
 
 # --- run -------------------------------------------------------------------------------------
 
@@ -56,10 +56,10 @@ async def _run_service(config: Config, capture_dir: Path | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        config = _with_overrides(load_config(Path(args.config)), args.port, args.host)
+        config = validate(_with_overrides(load_config(Path(args.config)), args.port, args.host))
     except ConfigError as exc:
         raise UsageError(f"bad configuration: {exc}") from None
-    configure_logging(args.log_level or config.log_level)
+    configure_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     hint = "; change [server] host/port in the configuration, or pass --host/--port (0: any free)"
     return run_loop(_run_service(config, args.capture), listen_hint=hint)
 
@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         type=log_level,
         help="DEBUG, INFO, WARNING or ERROR (default: the config's log_level)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text lines, or json: one object a line (default: the config's log_format)",
     )
     add_capture_argument(run)
     run.set_defaults(func=cmd_run)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from gateway.wire.config import LOG_LEVELS, MAX_PORT, ListenError
+from gateway.wire.config import LOG_FORMATS, LOG_LEVELS, MAX_PORT, ListenError
 
 if TYPE_CHECKING:
     from gateway.io.capture_writer import CaptureWriter
@@ -68,15 +68,22 @@ def log_level(text: str) -> str:
     return text.upper()
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level`` (a name of LOG_LEVELS); raises UsageError for another."""
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level`` (a name of LOG_LEVELS), as text lines or, with
+    ``log_format`` ``json``, one JSON object a line (:class:`gateway.io.logs.JsonFormatter`);
+    raises UsageError for another level or format."""
     if level.upper() not in LOG_LEVELS:
         raise UsageError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if log_format not in LOG_FORMATS:
+        raise UsageError(f"unknown log format {log_format!r}; use one of {', '.join(LOG_FORMATS)}")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from gateway.io.logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # websockets logs every connection at INFO; the gateway logs what matters of them.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import pytest
 
 from feeds.binance import BinanceSpotRule
@@ -399,3 +400,37 @@ def test_steps_hold_publications_in_arbiter_order() -> None:
     # An in-band snapshot ahead of the live book is published as a delta, not a reset.
     jump = p.receive_snapshot(snap("BTC", 20, conn=0), 0)
     assert kinds(jump) == ["BookDelta"] and jump.actions == []
+
+
+# --- visibility: event latency, status lines ----------------------------------------------
+
+
+def test_event_latency_is_observed_per_connection_where_the_venue_sent_an_event_time() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    timed = [
+        msgspec.structs.replace(diff("BTC", 11, 11), event_ms=1_000, recv_ns=1_004_000_000),
+        msgspec.structs.replace(diff("BTC", 11, 11, conn=1), event_ms=1_000, recv_ns=999_000_000),
+    ]
+    for event in timed:
+        p.receive_frame(event.conn_id, venue.frame(event), event.recv_ns, 0)
+    # Diffs without an event time (event_ms 0, as synced() sends) are not observed.
+    latency = p.event_latency_by_conn
+    assert set(latency) == {0, 1}
+    assert latency[0].count == 1 and latency[0].sum == pytest.approx(0.004)
+    assert latency[1].sum == pytest.approx(-0.001), "a venue clock ahead of ours"
+    assert latency[1].cumulative()[0] == (0.0, 1)
+
+
+def test_each_status_change_is_one_line_naming_venue_and_symbol(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    p = synced(FakeVenue())
+    caplog.set_level(logging.INFO, logger="gateway.core.pipeline")
+    for conn_id in (0, 1):
+        p.receive_connection(conn_id, False, 0)
+    lines = [(r.levelname, r.getMessage(), r.venue, r.symbol) for r in caplog.records]  # type: ignore[attr-defined]
+    assert lines == [
+        ("WARNING", "seq:BTC: stale (every upstream connection down)", "seq", "BTC"),
+        ("WARNING", "seq:ETH: stale (every upstream connection down)", "seq", "ETH"),
+    ]

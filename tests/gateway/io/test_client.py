@@ -1,18 +1,32 @@
-"""GatewayClient against a real Fanout: consistent books, gap recovery, reconnection."""
+"""GatewayClient against a real Fanout: consistent books, gap recovery, bbo and trades,
+status changes only, reconnection and fail-over over several URLs."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import socket
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
 
-from gateway.core.model import SymbolState
+from gateway.core.model import Side, SymbolState
 from gateway.io.changes import StateChanges
-from gateway.io.client import BookUpdate, GatewayClient, GatewayError, subscribe_books
+from gateway.io.client import (
+    BboEvent,
+    BookEvent,
+    Event,
+    GatewayClient,
+    GatewayError,
+    StatusEvent,
+    TradeEvent,
+    subscribe,
+)
+from gateway.io.fanout import Fanout
 
-from .fanout_helpers import KEY, KEY2, FakeView, live_fanout
+from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, trade
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run, WaitUntil
@@ -20,48 +34,78 @@ if TYPE_CHECKING:
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
+LIVE, STALE, RESYNCING = SymbolState.LIVE, SymbolState.STALE, SymbolState.RESYNCING
 
 
 class Consumer:
     """Iterates a client and checks every yielded book against the published history at
-    the moment it is yielded (the book object is reused afterwards)."""
+    the moment it is yielded (the book object is reused afterwards), and that no book is
+    held while a status says it is being rebuilt or the connection was lost (a gateway's
+    ``stale`` keeps its last book)."""
 
     def __init__(self, client: GatewayClient, view: FakeView) -> None:
         self.client = client
         self.view = view
-        self.updates: list[BookUpdate] = []
+        self.events: list[Event] = []
         self._changed = asyncio.Event()
         self._cursor = 0
 
     async def run(self) -> None:
-        async for update in self.client:
-            if update.book is not None:
-                expected = self.view.history[update.symbol, update.epoch, update.seq]
-                assert update.book.normalized() == expected, update
-            self.updates.append(update)
+        async for event in self.client:
+            if isinstance(event, BookEvent):
+                expected = self.view.history[event.symbol, event.epoch, event.seq]
+                assert event.book.normalized() == expected, event
+                assert self.client.book(event.symbol) is event.book
+            if isinstance(event, StatusEvent) and (
+                event.state is RESYNCING or "connection lost" in event.reason
+            ):
+                assert self.client.book(event.symbol) is None, event
+            self.events.append(event)
             self._changed.set()
 
-    async def until(self, predicate: Callable[[BookUpdate], bool]) -> BookUpdate:
-        """The first update after the one ``until`` last returned that matches
+    async def until(self, predicate: Callable[[Event], bool]) -> Event:
+        """The first event after the one ``until`` last returned that matches
         ``predicate``, waiting for it if needed."""
         while True:
-            for index in range(self._cursor, len(self.updates)):
-                if predicate(self.updates[index]):
+            for index in range(self._cursor, len(self.events)):
+                if predicate(self.events[index]):
                     self._cursor = index + 1
-                    return self.updates[index]
+                    return self.events[index]
             self._changed.clear()
             await self._changed.wait()
 
     def seqs(self, symbol: str, kind: str) -> list[int]:
-        return [u.seq for u in self.updates if u.symbol == symbol and u.kind == kind]
+        return [
+            e.seq
+            for e in self.events
+            if isinstance(e, BookEvent) and e.symbol == symbol and e.kind == kind
+        ]
+
+    def statuses(self, symbol: str) -> list[tuple[SymbolState, str]]:
+        return [
+            (e.state, e.reason)
+            for e in self.events
+            if isinstance(e, StatusEvent) and e.symbol == symbol
+        ]
 
 
-def snapshot_of(symbol: str, seq: int | None = None) -> Callable[[BookUpdate], bool]:
-    return lambda u: u.kind == "snapshot" and u.symbol == symbol and (seq is None or u.seq == seq)
+def snapshot_of(symbol: str, seq: int | None = None) -> Callable[[Event], bool]:
+    return lambda e: (
+        isinstance(e, BookEvent)
+        and e.kind == "snapshot"
+        and e.symbol == symbol
+        and (seq is None or e.seq == seq)
+    )
 
 
-def delta_of(symbol: str, seq: int) -> Callable[[BookUpdate], bool]:
-    return lambda u: u.kind == "delta" and u.symbol == symbol and u.seq == seq
+def delta_of(symbol: str, seq: int) -> Callable[[Event], bool]:
+    return lambda e: (
+        isinstance(e, BookEvent) and e.kind == "delta" and e.symbol == symbol and e.seq == seq
+    )
+
+
+def status_of(symbol: str) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, StatusEvent) and e.symbol == symbol
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
@@ -79,8 +123,9 @@ def test_client_yields_consistent_books_and_recovers_from_a_gap(
             consumer = Consumer(client, view)
             task = tasks.create_task(consumer.run())
             first = await consumer.until(snapshot_of(KEY))
+            assert isinstance(first, BookEvent)
             assert (first.epoch, first.seq, first.venue_id) == (1, 0, 1000)
-            assert first.state is SymbolState.LIVE
+            assert first.state is LIVE
             assert client.book(KEY2) is None  # no book yet upstream
 
             for i in range(1, 6):
@@ -94,17 +139,30 @@ def test_client_yields_consistent_books_and_recovers_from_a_gap(
             # A lost message: the view moves two steps, the client sees only the second.
             view.delta(KEY, asks=[("100.50", "0")])
             fanout.publish([view.delta(KEY, asks=[("100.75", "3")])])
-            gap = await consumer.until(lambda u: u.symbol == KEY and u.kind == "status")
-            assert gap.book is None and gap.state is SymbolState.RESYNCING
+            gap = await consumer.until(status_of(KEY))
+            assert isinstance(gap, StatusEvent) and gap.state is RESYNCING
             assert "sequence gap" in gap.reason
+            back = await consumer.until(status_of(KEY))  # the resync's snapshot ends it
+            assert isinstance(back, StatusEvent) and back.state is LIVE
             resynced = await consumer.until(snapshot_of(KEY))
-            assert resynced.seq == 7 and resynced.book is not None
+            assert isinstance(resynced, BookEvent) and resynced.seq == 7
             fanout.publish([view.delta(KEY, bids=[("99.10", "0")])])
             await consumer.until(delta_of(KEY, 8))
             assert client.stats.gaps == 1
             assert 6 not in consumer.seqs(KEY, "delta") and 7 not in consumer.seqs(KEY, "delta")
             book = client.book(KEY)
             assert book is not None and book.normalized() == view.history[KEY, 1, 8]
+            assert client.position(KEY) == (1, 8)
+            # One status per change, none per delta.
+            assert consumer.statuses(KEY) == [
+                (LIVE, "snapshot applied"),
+                (RESYNCING, "sequence gap: expected epoch 1 seq 6, got epoch 1 seq 7"),
+                (LIVE, "snapshot applied"),
+            ]
+            assert consumer.statuses(KEY2) == [
+                (SymbolState.SYNCING, ""),
+                (LIVE, "snapshot applied"),
+            ]
 
             await client.aclose()
             await task  # the iteration ends after aclose
@@ -113,8 +171,70 @@ def test_client_yields_consistent_books_and_recovers_from_a_gap(
     run(main)
 
 
+def test_bbo_trades_and_status_changes_are_typed_events_stamped_on_receipt(
+    run: Run, serving: Serving
+) -> None:
+    async def main() -> None:
+        view, fanout = live_fanout(BIDS, ASKS)
+        clock = itertools.count(1_700_000_000_000_000_000)
+        async with serving(fanout), asyncio.TaskGroup() as tasks:
+            client = GatewayClient(
+                f"ws://127.0.0.1:{fanout.port}/",
+                [KEY],
+                channels=["book", "bbo", "trade"],
+                clock_ns=lambda: next(clock),
+            )
+            consumer = Consumer(client, view)
+            task = tasks.create_task(consumer.run())
+            await consumer.until(lambda e: isinstance(e, BboEvent))
+            snapshot = next(e for e in consumer.events if isinstance(e, BookEvent))
+            assert snapshot.book.levels(1) == ([("100.00", "1")], [("100.50", "1")])
+
+            fanout.publish([view.delta(KEY, bids=[("100.25", "2")])])  # a new top: a bbo
+            fanout.publish([view.delta(KEY, bids=[("99.00", "4")])])  # deeper: no bbo
+            fanout.publish([trade(KEY, 7, "100.5", "0.1")])
+            fanout.publish([view.status(KEY, LIVE, "snapshot applied")])  # a repeat: nothing
+            fanout.publish([view.status(KEY, STALE, "every connection down")])
+            await consumer.until(lambda e: isinstance(e, StatusEvent) and e.state is STALE)
+
+            assert [e.kind for e in consumer.events] == [
+                "status",
+                "snapshot",
+                "bbo",
+                "delta",
+                "bbo",
+                "delta",
+                "trade",
+                "status",
+            ]
+            bbos = [e for e in consumer.events if isinstance(e, BboEvent)]
+            assert [(b.seq, b.bid, b.ask) for b in bbos] == [
+                (0, ("100.00", "1"), ("100.50", "1")),
+                (1, ("100.25", "2"), ("100.50", "1")),
+            ]
+            assert bbos[1].spread() == Decimal("0.25")
+            (traded,) = [e for e in consumer.events if isinstance(e, TradeEvent)]
+            assert (traded.trade_id, traded.price, traded.qty, traded.side, traded.ts_ms) == (
+                7,
+                "100.5",
+                "0.1",
+                Side.BUY,
+                1_700_000_000_000,
+            )
+            # Each message stamped once on receipt, in order.
+            stamps = [e.recv_ns for e in consumer.events]
+            assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+            book = client.book(KEY)
+            assert book is not None and book.best_bid() == ("100.25", "2")
+            assert book.spread() == Decimal("0.25") and client.stats.statuses == 2
+            await client.aclose()
+            await task
+
+    run(main)
+
+
 def _notify_on_every_retry(client: GatewayClient) -> StateChanges:
-    """A notifier of every backoff step the client takes before a reconnect attempt."""
+    """A notifier of every backoff step the client takes before a round of connects."""
     retries = StateChanges()
     backoff = client._backoff
     next_delay_s = backoff.next_delay_s
@@ -145,18 +265,21 @@ def test_client_reconnects_after_the_gateway_restarts(
             await consumer.until(snapshot_of(KEY, 0))
 
             server.cancel()
-            lost = await consumer.until(lambda u: u.kind == "status")
-            assert lost.book is None and lost.state is SymbolState.STALE
+            lost = await consumer.until(status_of(KEY))
+            assert isinstance(lost, StatusEvent) and lost.state is STALE
             assert "connection lost" in lost.reason
             # The book moves on while the client is away.
             for _ in range(3):
                 fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
-            # A few refused reconnects (each retry after the first counts a backoff step).
+            # A few refused reconnects (each round after the first counts a backoff step).
             await wait_until(retries, lambda: client._backoff.failures >= 3)
+            assert client.url is None
 
             server = await start_serving(tasks, fanout, port)
+            live = await consumer.until(status_of(KEY))
+            assert isinstance(live, StatusEvent) and live.state is LIVE
             back = await consumer.until(snapshot_of(KEY))
-            assert back.seq == 3 and back.state is SymbolState.LIVE
+            assert isinstance(back, BookEvent) and back.seq == 3 and back.state is LIVE
             fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
             await consumer.until(delta_of(KEY, 4))
             assert client.stats.connects == 2 and client.stats.disconnects == 1
@@ -164,6 +287,44 @@ def test_client_reconnects_after_the_gateway_restarts(
             await client.aclose()
             await consuming
             server.cancel()
+
+    run(main)
+
+
+def _refused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_the_urls_are_tried_in_order_and_a_lost_gateway_fails_over_to_the_next(
+    run: Run, start_serving: StartServing
+) -> None:
+    async def main() -> None:
+        view, first = live_fanout(BIDS, ASKS)
+        second = Fanout(view)
+        async with asyncio.TaskGroup() as tasks:
+            first_server = await start_serving(tasks, first, 0)
+            second_server = await start_serving(tasks, second, 0)
+            dead = f"ws://127.0.0.1:{_refused_port()}/"
+            urls = [dead, f"ws://127.0.0.1:{first.port}/", f"ws://127.0.0.1:{second.port}/"]
+            client = GatewayClient(urls, [KEY], backoff_initial_s=0.02, backoff_max_s=0.1)
+            consumer = Consumer(client, view)
+            consuming = tasks.create_task(consumer.run())
+            await consumer.until(snapshot_of(KEY, 0))
+            assert client.url == urls[1]  # the first that accepts
+
+            first_server.cancel()
+            lost = await consumer.until(status_of(KEY))
+            assert isinstance(lost, StatusEvent) and lost.state is STALE
+            await consumer.until(snapshot_of(KEY, 0))
+            assert client.url == urls[2]
+            assert client.stats.connects == 2 and client.stats.disconnects == 1
+            await client.aclose()
+            await consuming
+            second_server.cancel()
 
     run(main)
 
@@ -178,23 +339,46 @@ def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
             url = f"ws://127.0.0.1:{fanout.port}/"
 
             with pytest.raises(GatewayError, match="unknown_symbol"):
-                async for _ in subscribe_books(url, ["nowhere:XYZ"]):
+                async for _ in subscribe(url, ["nowhere:XYZ"]):
                     pass
 
             kinds = []
             async with GatewayClient(url, [KEY], reconnect=False) as client:
-                async for update in client:
-                    kinds.append((update.kind, update.state))
-                    if update.kind == "snapshot":
+                async for event in client:
+                    kinds.append((event.kind, client.session.status(KEY)[0]))
+                    if event.kind == "snapshot":
                         server.cancel()
-            assert kinds == [
-                ("status", SymbolState.LIVE),
-                ("snapshot", SymbolState.LIVE),
-                ("status", SymbolState.STALE),
-            ]
+            assert kinds == [("status", LIVE), ("snapshot", LIVE), ("status", STALE)]
 
+        dead = f"ws://127.0.0.1:{_refused_port()}/"
         with pytest.raises(OSError):
-            async with GatewayClient(url, [KEY], reconnect=False) as client:
+            async with GatewayClient([dead, url], [KEY], reconnect=False) as client:
                 await anext(client)
 
     run(main)
+
+
+def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url(
+    run: Run, start_serving: StartServing
+) -> None:
+    async def main() -> None:
+        token = "client-token-0123456789"
+        _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1, token=token)
+        async with asyncio.TaskGroup() as tasks:
+            server = await start_serving(tasks, fanout, 0)
+            url = f"ws://127.0.0.1:{fanout.port}/?token={token}"
+            with pytest.raises(GatewayError, match="too_many_subscriptions"):
+                async for _ in subscribe(url, [KEY, KEY2], reconnect=False):
+                    pass
+            async for event in subscribe(url, [KEY], reconnect=False):
+                assert event.symbol == KEY
+                break
+            server.cancel()
+
+    run(main)
+
+
+@pytest.mark.parametrize("urls", [[], ["unix:/tmp/gateway.sock"], ["http://127.0.0.1:8765/"]])
+def test_urls_other_than_websocket_ones_are_refused(urls: list[str]) -> None:
+    with pytest.raises(ValueError, match="URL"):
+        GatewayClient(urls, [KEY])

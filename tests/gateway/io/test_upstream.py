@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -81,6 +82,7 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
         assert conn.stats.reconnects == conn.stats.connects - 1
         assert conn.stats.failed_attempts == 0
         assert not conn.stats.connected
+        assert conn.stats.received_bytes == 3 * conn.stats.frames  # "one", b"two"
 
     run(lambda: _with_server(handler, body))
 
@@ -151,8 +153,13 @@ GOOD_BODY = b'{"lastUpdateId":42,"bids":[["100.0","1"]],"asks":[["101.0","2"]]}'
 
 
 def _fetch(
-    run: Run, run_until: RunUntil, responses: dict[str, list[httpx.Response]], bases: list[str]
+    run: Run,
+    run_until: RunUntil,
+    responses: dict[str, list[httpx.Response]],
+    bases: list[str],
+    banned_s: float = 0.0,
 ) -> tuple[list[DepthSnapshot], SnapshotFetcher, list[str]]:
+    """Fetch one snapshot from ``responses``; the venue's ban (``banned_s``) runs at start."""
     seen: list[str] = []
 
     def respond(request: httpx.Request) -> httpx.Response:
@@ -178,6 +185,8 @@ def _fetch(
     )
 
     async def body() -> None:
+        if banned_s:
+            fetcher.budget.rate_limited(banned_s, time.monotonic())
         fetcher.request("BTCUSDT")
         fetcher.request("BTCUSDT")  # deduplicated while queued
         await run_until(fetcher.run, fetched, lambda: bool(got))
@@ -239,6 +248,20 @@ def test_rate_limit_statuses_are_recognised(status: int, run: Run, run_until: Ru
         ["http://a.test"],
     )
     assert fetcher.stats.rate_limited == 1 and got
+
+
+def test_waits_for_a_ban_are_counted_with_their_seconds(run: Run, run_until: RunUntil) -> None:
+    got, fetcher, seen = _fetch(
+        run,
+        run_until,
+        {"a.test": [httpx.Response(200, content=GOOD_BODY)]},
+        ["http://a.test"],
+        0.05,
+    )
+    assert got and len(seen) == 1
+    assert fetcher.stats.rate_limit_waits >= 1, "the request waited for the ban to end"
+    assert 0.04 < fetcher.stats.rate_limit_wait_s <= 0.05 * fetcher.stats.rate_limit_waits
+    assert fetcher.stats.rate_limited == 0, "no response said so"
 
 
 def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages(

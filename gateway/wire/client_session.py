@@ -1,0 +1,464 @@
+"""The client's side of a subscription: gateway messages in, typed events out. Pure.
+
+:class:`ClientSession` is the core of :class:`gateway.io.client.GatewayClient` (the shell
+owns the connection, the clock and the logs). Per subscribed symbol it keeps a
+:class:`~gateway.core.subscriber.SubscribedBook` (the state machine ``mdgateway tap``
+uses too: each delta must follow the previous message, a gap discards the book and asks
+for a ``resync``), the gateway's last ``status`` and the position ``(epoch, seq)`` of the
+last book message applied. Each message the shell receives, stamped with its receive time,
+becomes a :class:`Step`: the events for the consumer, the requests to send, the warnings
+to log and whether the gateway acknowledged the subscription.
+
+Events (frozen; ``recv_ns`` is the client's wall clock when the message arrived, ns since
+the Unix epoch):
+
+* :class:`BookEvent`: a snapshot or a delta was applied; its ``book`` is consistent at
+  ``(epoch, seq)``. Nothing is yielded for a delta that did not follow (the book is void
+  until the resync's snapshot).
+* :class:`BboEvent`: the top of book changed (``bbo`` channel).
+* :class:`TradeEvent`: one trade (``trade`` channel).
+* :class:`StatusEvent`: the symbol's state or its reason changed. The state is the
+  gateway's, except while the client itself has no consistent book for a reason the
+  gateway does not know: ``resyncing`` after a gap or a bad level (until the fresh
+  snapshot), ``stale`` after the connection was lost (until the gateway's next status).
+  A repeated status (same state and reason) yields nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import ClassVar, Final, Literal
+
+import msgspec
+
+from gateway.core.book import L2Book
+from gateway.core.model import Level, Side, SymbolState
+from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
+from gateway.wire.protocol import (
+    Bbo,
+    Channel,
+    Delta,
+    Error,
+    ErrorCode,
+    ProtocolError,
+    Request,
+    Resync,
+    Snapshot,
+    Status,
+    Subscribe,
+    Subscribed,
+    TradeMsg,
+    WireFormat,
+    decode_server_message,
+)
+
+CHANNELS: Final[tuple[Channel, ...]] = ("book", "bbo", "trade")
+_TWO: Final = Decimal(2)
+
+
+class GatewayError(Exception):
+    """The gateway refused the subscription (unknown symbol, bad request, too many
+    subscriptions): not retried."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def _price(level: Level | None) -> Decimal | None:
+    if level is None:
+        return None
+    try:
+        return Decimal(level[0])
+    except InvalidOperation:
+        return None
+
+
+def spread_of(bid: Level | None, ask: Level | None) -> Decimal | None:
+    """Best ask minus best bid, exact (from the venue's decimal strings); None when a side
+    is empty."""
+    bid_price, ask_price = _price(bid), _price(ask)
+    if bid_price is None or ask_price is None:
+        return None
+    return ask_price - bid_price
+
+
+def mid_of(bid: Level | None, ask: Level | None) -> Decimal | None:
+    """The mid price, exact; None when a side is empty."""
+    bid_price, ask_price = _price(bid), _price(ask)
+    if bid_price is None or ask_price is None:
+        return None
+    return (bid_price + ask_price) / _TWO
+
+
+class Book:
+    """One symbol's book as the client holds it: a read-only view, live.
+
+    Levels are ``(price, qty)`` tuples of the venue's exact decimal strings, best first;
+    :meth:`spread` and :meth:`mid` are exact :class:`~decimal.Decimal` values. The view
+    follows the book as later messages change it: copy what must be kept (``bids()`` and
+    ``asks()`` return new lists). Read it only while the symbol's last book event is the
+    current one (:meth:`GatewayClient.book` returns None otherwise).
+    """
+
+    __slots__ = ("_sub", "symbol")
+
+    def __init__(self, symbol: str, sub: SubscribedBook) -> None:
+        self.symbol = symbol
+        self._sub = sub
+
+    @property
+    def epoch(self) -> int:
+        return self._sub.epoch
+
+    @property
+    def seq(self) -> int:
+        return self._sub.seq
+
+    @property
+    def venue_id(self) -> int:
+        """The venue's last update id the book reflects."""
+        return self._sub.venue_id
+
+    @property
+    def l2(self) -> L2Book:
+        """The underlying :class:`~gateway.core.book.L2Book` (do not modify it)."""
+        return self._sub.book
+
+    def best_bid(self) -> Level | None:
+        return self._sub.book.best_bid()
+
+    def best_ask(self) -> Level | None:
+        return self._sub.book.best_ask()
+
+    def bids(self, n: int | None = None) -> list[Level]:
+        """The ``n`` best bids (all when None), best first."""
+        return self._sub.book.bids(n)
+
+    def asks(self, n: int | None = None) -> list[Level]:
+        """The ``n`` best asks (all when None), best first."""
+        return self._sub.book.asks(n)
+
+    def levels(self, n: int | None = None) -> tuple[list[Level], list[Level]]:
+        """``(bids, asks)``: the ``n`` best levels of each side (all when None)."""
+        book = self._sub.book
+        return book.bids(n), book.asks(n)
+
+    @property
+    def bid_count(self) -> int:
+        return self._sub.book.bid_count
+
+    @property
+    def ask_count(self) -> int:
+        return self._sub.book.ask_count
+
+    def spread(self) -> Decimal | None:
+        book = self._sub.book
+        return spread_of(book.best_bid(), book.best_ask())
+
+    def mid(self) -> Decimal | None:
+        book = self._sub.book
+        return mid_of(book.best_bid(), book.best_ask())
+
+    def normalized(self) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]:
+        """Both sides as numeric ``(price, qty)`` pairs, best first (book equality)."""
+        return self._sub.book.normalized()
+
+    def __repr__(self) -> str:
+        return (
+            f"Book({self.symbol!r}, epoch={self.epoch}, seq={self.seq}, "
+            f"bid={self.best_bid()}, ask={self.best_ask()})"
+        )
+
+
+BookEventKind = Literal["snapshot", "delta"]
+
+
+class BookEvent(msgspec.Struct, frozen=True):
+    """A snapshot (``kind`` ``"snapshot"``: the book was replaced) or a delta (``"delta"``;
+    its ``seq`` is always the previous book event's + 1 in the same epoch) was applied.
+    ``book`` is consistent at ``(epoch, seq)`` now, and moves on with the next messages.
+    ``state`` is the symbol's state (see :class:`StatusEvent`); ``venue_id`` the venue's
+    last update id the book reflects."""
+
+    symbol: str
+    kind: BookEventKind
+    epoch: int
+    seq: int
+    venue_id: int
+    state: SymbolState
+    book: Book
+    recv_ns: int
+
+
+class BboEvent(msgspec.Struct, frozen=True):
+    """Top of book at ``(epoch, seq)`` of the gateway's book stream; a side is None when
+    empty. Sent when it changes, and at subscription."""
+
+    kind: ClassVar[Literal["bbo"]] = "bbo"
+
+    symbol: str
+    epoch: int
+    seq: int
+    bid: Level | None
+    ask: Level | None
+    recv_ns: int
+
+    def spread(self) -> Decimal | None:
+        return spread_of(self.bid, self.ask)
+
+    def mid(self) -> Decimal | None:
+        return mid_of(self.bid, self.ask)
+
+
+class TradeEvent(msgspec.Struct, frozen=True):
+    """One trade; ``side`` is the aggressor's, ``ts_ms`` the venue's trade time (ms since
+    the Unix epoch), ``price``/``qty`` the venue's decimal strings."""
+
+    kind: ClassVar[Literal["trade"]] = "trade"
+
+    symbol: str
+    trade_id: int
+    price: str
+    qty: str
+    side: Side
+    ts_ms: int
+    recv_ns: int
+
+
+class StatusEvent(msgspec.Struct, frozen=True):
+    """The symbol's ``state`` or ``reason`` changed. ``state`` is the gateway's
+    (``syncing``, ``live``, ``resyncing``, ``stale``; see ``docs/protocol.md``), or
+    ``resyncing`` while the client rebuilds its book after a gap and ``stale`` while it
+    is disconnected from every gateway; ``reason`` says why."""
+
+    kind: ClassVar[Literal["status"]] = "status"
+
+    symbol: str
+    state: SymbolState
+    reason: str
+    recv_ns: int
+
+
+Event = BookEvent | BboEvent | TradeEvent | StatusEvent
+
+
+@dataclasses.dataclass(slots=True)
+class ClientStats:
+    """Counts since the client was made. ``bad_messages``: undecodable messages, bad
+    levels; ``statuses``: status events yielded (repeats are not)."""
+
+    connects: int = 0
+    disconnects: int = 0
+    snapshots: int = 0
+    deltas: int = 0
+    gaps: int = 0
+    bad_messages: int = 0
+    bbos: int = 0
+    trades: int = 0
+    statuses: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class Step:
+    """What one input asks of the shell: ``events`` for the consumer in order,
+    ``requests`` to send, ``warnings`` to log as ``(cause, message)``, and ``subscribed``
+    when the gateway acknowledged a subscription (the reconnect backoff starts over)."""
+
+    events: list[Event] = dataclasses.field(default_factory=list)
+    requests: list[Request] = dataclasses.field(default_factory=list)
+    warnings: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    subscribed: bool = False
+
+
+class _Symbol:
+    """One symbol's state in the session."""
+
+    __slots__ = ("book", "gateway_status", "loaded", "shown", "sub")
+
+    def __init__(self, symbol: str, with_book: bool) -> None:
+        self.sub = SubscribedBook() if with_book else None
+        self.book = Book(symbol, self.sub) if self.sub is not None else None
+        #: The gateway's last status (or ``stale`` once the connection is lost).
+        self.gateway_status: tuple[SymbolState, str] = (SymbolState.SYNCING, "")
+        #: The last status yielded (None: none yet).
+        self.shown: tuple[SymbolState, str] | None = None
+        #: True once a snapshot was applied: ``(sub.epoch, sub.seq)`` is a position.
+        self.loaded = False
+
+    def status(self) -> tuple[SymbolState, str]:
+        sub = self.sub
+        if sub is not None and sub.state in (BookSyncState.RESYNCING, BookSyncState.VOID):
+            return SymbolState.RESYNCING, sub.problem
+        return self.gateway_status
+
+
+class ClientSession:
+    """The subscription of ``symbols`` to ``channels`` and what the gateway sent for them.
+
+    Args:
+        symbols: symbol keys (``venue:SYMBOL``), duplicates dropped.
+        channels: any of ``book``, ``bbo``, ``trade``.
+        depth: snapshot depth per side on the ``book`` channel; None for the full book.
+        wire_format: the encoding asked of the gateway (``json`` or ``msgpack``).
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        channels: Sequence[Channel] = ("book",),
+        depth: int | None = None,
+        wire_format: WireFormat = "json",
+    ) -> None:
+        if not symbols:
+            raise ValueError("at least one symbol")
+        if not channels:
+            raise ValueError("at least one channel")
+        unknown = [c for c in channels if c not in CHANNELS]
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; channels are {list(CHANNELS)}")
+        if depth is not None and depth < 1:
+            raise ValueError("depth must be >= 1 or None")
+        self.symbols = list(dict.fromkeys(symbols))
+        self.channels: list[Channel] = list(dict.fromkeys(channels))
+        self.depth = depth
+        self.wire_format: WireFormat = wire_format
+        self.stats = ClientStats()
+        with_book = "book" in self.channels
+        self._symbols = {symbol: _Symbol(symbol, with_book) for symbol in self.symbols}
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def book(self, symbol: str) -> Book | None:
+        """The symbol's book while it is consistent, else None (before the first snapshot,
+        during a resync, after the connection was lost, without the ``book`` channel)."""
+        sym = self._symbols[symbol]
+        if sym.sub is None or not sym.sub.synced:
+            return None
+        return sym.book
+
+    def status(self, symbol: str) -> tuple[SymbolState, str]:
+        """The symbol's current state and reason, as the last :class:`StatusEvent` told."""
+        return self._symbols[symbol].status()
+
+    def position(self, symbol: str) -> tuple[int, int] | None:
+        """``(epoch, seq)`` of the last book message applied for the symbol, kept across
+        gaps and reconnections; None before the first snapshot."""
+        sym = self._symbols[symbol]
+        if sym.sub is None or not sym.loaded:
+            return None
+        return sym.sub.epoch, sym.sub.seq
+
+    def subscribe_request(self) -> Subscribe:
+        """The request to send on every new connection."""
+        return Subscribe(self.symbols, self.channels, self.depth, self.wire_format)
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def on_data(self, data: str | bytes, recv_ns: int) -> Step:
+        """One message from the gateway (text: JSON, binary: MessagePack) received at
+        ``recv_ns``. Raises :class:`GatewayError` when the gateway refused the
+        subscription."""
+        step = Step()
+        try:
+            msg = decode_server_message(data)
+        except ProtocolError as exc:
+            self.stats.bad_messages += 1
+            step.warnings.append(("undecodable", f"undecodable message: {exc}"))
+            return step
+        if isinstance(msg, Delta | Snapshot | Status | Bbo | TradeMsg):
+            sym = self._symbols.get(msg.symbol)
+            if sym is None:
+                return step  # not ours (e.g. from before an unsubscribe)
+            if isinstance(msg, Delta):
+                self._on_delta(sym, msg, recv_ns, step)
+            elif isinstance(msg, Snapshot):
+                self._on_snapshot(sym, msg, recv_ns, step)
+            elif isinstance(msg, Status):
+                sym.gateway_status = (msg.state, msg.reason)
+                self._show_status(msg.symbol, sym, recv_ns, step)
+            elif isinstance(msg, Bbo):
+                self.stats.bbos += 1
+                step.events.append(
+                    BboEvent(msg.symbol, msg.epoch, msg.seq, msg.bid, msg.ask, recv_ns)
+                )
+            else:
+                self.stats.trades += 1
+                step.events.append(
+                    TradeEvent(msg.symbol, msg.id, msg.price, msg.qty, msg.side, msg.ts_ms, recv_ns)
+                )
+        elif isinstance(msg, Subscribed):
+            step.subscribed = True
+        elif isinstance(msg, Error):
+            if msg.code in (
+                ErrorCode.UNKNOWN_SYMBOL,
+                ErrorCode.BAD_REQUEST,
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+            ):
+                raise GatewayError(msg.code, msg.message)
+            step.warnings.append((f"error {msg.code}", f"error {msg.code}: {msg.message}"))
+        return step
+
+    def on_disconnected(self, reason: str, recv_ns: int) -> Step:
+        """The connection was lost: every book is void until the next connection's
+        snapshot, and every symbol is ``stale`` until the gateway's next status."""
+        step = Step()
+        for symbol, sym in self._symbols.items():
+            if sym.sub is not None:
+                sym.sub.on_disconnected(reason)
+            sym.gateway_status = (SymbolState.STALE, reason)
+            self._show_status(symbol, sym, recv_ns, step)
+        return step
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def _on_snapshot(self, sym: _Symbol, msg: Snapshot, recv_ns: int, step: Step) -> None:
+        sub = sym.sub
+        if sub is None or sym.book is None:
+            return  # no book channel: nothing of it was asked for
+        actions = sub.on_snapshot(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
+        if SubscriberAction.BAD_LEVEL in actions:
+            self.stats.bad_messages += 1
+            step.warnings.append(("bad snapshot", f"{msg.symbol}: {sub.problem}; book void"))
+            self._show_status(msg.symbol, sym, recv_ns, step)
+            return
+        sym.loaded = True
+        self.stats.snapshots += 1
+        self._show_status(msg.symbol, sym, recv_ns, step)  # a resync's end is a change
+        step.events.append(self._book_event(msg.symbol, sym, sym.book, "snapshot", recv_ns))
+
+    def _on_delta(self, sym: _Symbol, msg: Delta, recv_ns: int, step: Step) -> None:
+        sub = sym.sub
+        if sub is None or sym.book is None:
+            return
+        actions = sub.on_delta(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
+        if SubscriberAction.BOOK_UPDATED in actions:
+            self.stats.deltas += 1
+            step.events.append(self._book_event(msg.symbol, sym, sym.book, "delta", recv_ns))
+            return
+        if SubscriberAction.GAP in actions:
+            self.stats.gaps += 1
+        if SubscriberAction.BAD_LEVEL in actions:
+            self.stats.bad_messages += 1
+        if SubscriberAction.ASK_RESYNC in actions:
+            step.warnings.append(("resync", f"{msg.symbol}: {sub.problem}; resync requested"))
+            step.requests.append(Resync(msg.symbol))
+            self._show_status(msg.symbol, sym, recv_ns, step)
+        # Otherwise a snapshot is awaited: this delta is in it or before it.
+
+    def _book_event(
+        self, symbol: str, sym: _Symbol, book: Book, kind: BookEventKind, recv_ns: int
+    ) -> BookEvent:
+        return BookEvent(
+            symbol, kind, book.epoch, book.seq, book.venue_id, sym.status()[0], book, recv_ns
+        )
+
+    def _show_status(self, symbol: str, sym: _Symbol, recv_ns: int, step: Step) -> None:
+        status = sym.status()
+        if status == sym.shown:
+            return
+        sym.shown = status
+        self.stats.statuses += 1
+        step.events.append(StatusEvent(symbol, status[0], status[1], recv_ns))

@@ -1,0 +1,269 @@
+"""ClientSession: gateway messages in, typed events, requests and warnings out. No event loop."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from gateway.core.model import Side, SymbolState
+from gateway.wire.client_session import (
+    BboEvent,
+    BookEvent,
+    ClientSession,
+    Event,
+    GatewayError,
+    StatusEvent,
+    Step,
+    TradeEvent,
+    mid_of,
+    spread_of,
+)
+from gateway.wire.protocol import (
+    Bbo,
+    Delta,
+    Error,
+    ErrorCode,
+    Resync,
+    ServerMessage,
+    Snapshot,
+    Status,
+    Subscribe,
+    Subscribed,
+    TradeMsg,
+    encode_json,
+    encode_msgpack,
+)
+
+KEY = "binance:BTCUSDT"
+KEY2 = "binance:ETHUSDT"
+BIDS = [("100.00", "1"), ("99.50", "2")]
+ASKS = [("100.50", "1"), ("101.00", "2")]
+
+LIVE, STALE, RESYNCING, SYNCING = (
+    SymbolState.LIVE,
+    SymbolState.STALE,
+    SymbolState.RESYNCING,
+    SymbolState.SYNCING,
+)
+
+
+class Feed:
+    """A session fed encoded messages, with a clock that ticks once per message."""
+
+    def __init__(self, session: ClientSession) -> None:
+        self.session = session
+        self.now_ns = 1_000
+
+    def __call__(self, msg: ServerMessage, *, msgpack: bool = False) -> Step:
+        self.now_ns += 1
+        data: str | bytes = encode_msgpack(msg) if msgpack else encode_json(msg).decode()
+        return self.session.on_data(data, self.now_ns)
+
+    def lost(self, reason: str = "gateway connection lost: 1006") -> Step:
+        self.now_ns += 1
+        return self.session.on_disconnected(reason, self.now_ns)
+
+
+def statuses(events: list[Event]) -> list[tuple[str, SymbolState, str]]:
+    return [(e.symbol, e.state, e.reason) for e in events if isinstance(e, StatusEvent)]
+
+
+def delta(seq: int, bids: tuple[tuple[str, str], ...] = (), epoch: int = 1) -> Delta:
+    return Delta(KEY, epoch, seq, 1000 + seq, bids, ())
+
+
+def test_the_subscribe_request_names_the_channels_depth_and_format() -> None:
+    session = ClientSession([KEY, KEY2, KEY], ["book", "bbo", "trade", "bbo"], 10, "msgpack")
+    assert session.subscribe_request() == Subscribe(
+        [KEY, KEY2], ["book", "bbo", "trade"], 10, "msgpack"
+    )
+    assert ClientSession([KEY]).subscribe_request() == Subscribe([KEY], ["book"], None, "json")
+
+
+@pytest.mark.parametrize(
+    ("symbols", "channels", "depth", "match"),
+    [
+        ([], ["book"], None, "symbol"),
+        ([KEY], [], None, "channel"),
+        ([KEY], ["book", "candles"], None, "unknown channel"),
+        ([KEY], ["book"], 0, "depth"),
+    ],
+)
+def test_a_bad_subscription_is_refused_at_once(
+    symbols: list[str], channels: list[str], depth: int | None, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        ClientSession(symbols, channels, depth)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("msgpack", [False, True])
+def test_book_events_carry_a_consistent_book_and_no_status_per_delta(msgpack: bool) -> None:
+    feed = Feed(ClientSession([KEY]))
+    assert feed(Subscribed([KEY], ["book"]), msgpack=msgpack).subscribed
+    first = feed(Status(KEY, LIVE, "snapshot applied"), msgpack=msgpack).events
+    assert first == [StatusEvent(KEY, LIVE, "snapshot applied", feed.now_ns)]
+    (snapshot,) = feed(Snapshot(KEY, 1, 0, 1000, BIDS, ASKS), msgpack=msgpack).events
+    assert isinstance(snapshot, BookEvent)
+    assert (snapshot.kind, snapshot.epoch, snapshot.seq, snapshot.venue_id) == (
+        "snapshot",
+        1,
+        0,
+        1000,
+    )
+    assert snapshot.state is LIVE and snapshot.recv_ns == feed.now_ns
+    events: list[Event] = []
+    for seq in range(1, 4):
+        events += feed(delta(seq, ((f"99.{seq}0", "3"),)), msgpack=msgpack).events
+    assert [(e.kind, e.seq) for e in events if isinstance(e, BookEvent)] == [
+        ("delta", 1),
+        ("delta", 2),
+        ("delta", 3),
+    ]
+    assert len(events) == 3  # book events only: no status per delta
+    book = feed.session.book(KEY)
+    assert book is not None and book is snapshot.book
+    assert book.bids() == [
+        ("100.00", "1"),
+        ("99.50", "2"),
+        ("99.30", "3"),
+        ("99.20", "3"),
+        ("99.10", "3"),
+    ]
+    assert feed.session.position(KEY) == (1, 3)
+    assert feed.session.stats.snapshots == 1 and feed.session.stats.deltas == 3
+
+
+def test_a_repeated_status_yields_nothing_and_a_changed_reason_does() -> None:
+    feed = Feed(ClientSession([KEY]))
+    events: list[Event] = []
+    for state, reason in [
+        (SYNCING, ""),
+        (SYNCING, ""),
+        (LIVE, "snapshot applied"),
+        (LIVE, "snapshot applied"),
+        (STALE, "every connection down"),
+        (STALE, "every connection down"),
+        (STALE, "endpoint 2 refused"),
+        (LIVE, "snapshot applied"),
+    ]:
+        events += feed(Status(KEY, state, reason)).events
+    assert statuses(events) == [
+        (KEY, SYNCING, ""),
+        (KEY, LIVE, "snapshot applied"),
+        (KEY, STALE, "every connection down"),
+        (KEY, STALE, "endpoint 2 refused"),
+        (KEY, LIVE, "snapshot applied"),
+    ]
+    assert feed.session.stats.statuses == 5
+
+
+def test_a_gap_asks_for_a_resync_and_its_snapshot_ends_it_with_the_gateways_status() -> None:
+    feed = Feed(ClientSession([KEY]))
+    feed(Status(KEY, LIVE, "snapshot applied"))
+    feed(Snapshot(KEY, 1, 0, 1000, BIDS, ASKS))
+    feed(delta(1))
+    gap = feed(delta(3))
+    assert gap.requests == [Resync(KEY)]
+    assert [cause for cause, _ in gap.warnings] == ["resync"]
+    assert statuses(gap.events) == [
+        (KEY, RESYNCING, "sequence gap: expected epoch 1 seq 2, got epoch 1 seq 3")
+    ]
+    assert feed.session.book(KEY) is None
+    assert feed.session.position(KEY) == (1, 1)  # the last consistent one
+    # Deltas before the resync's snapshot: nothing, no second resync.
+    ignored = feed(delta(4))
+    assert ignored.events == [] and ignored.requests == []
+    back = feed(Snapshot(KEY, 1, 4, 1004, BIDS, ASKS)).events
+    assert statuses(back) == [(KEY, LIVE, "snapshot applied")]
+    assert isinstance(back[1], BookEvent) and back[1].state is LIVE and back[1].seq == 4
+    assert feed.session.stats.gaps == 1
+    assert feed(delta(5)).events[0].kind == "delta"
+
+
+def test_a_bad_level_voids_the_book_until_a_snapshot() -> None:
+    feed = Feed(ClientSession([KEY]))
+    feed(Snapshot(KEY, 1, 0, 1000, BIDS, ASKS))
+    bad = feed(delta(1, (("-1", "1"),)))
+    assert bad.requests == [Resync(KEY)]
+    assert statuses(bad.events)[0][1] is RESYNCING
+    assert feed.session.book(KEY) is None and feed.session.stats.bad_messages == 1
+    bad_snapshot = feed(Snapshot(KEY, 1, 1, 1001, [("x", "1")], ASKS))
+    assert statuses(bad_snapshot.events) == [
+        (KEY, RESYNCING, "bad level in snapshot: unparseable level ('x', '1')")
+    ]
+    assert [c for c, _ in bad_snapshot.warnings] == ["bad snapshot"]
+    assert feed.session.book(KEY) is None
+    assert feed.session.stats.bad_messages == 2
+
+
+def test_a_lost_connection_makes_every_symbol_stale_once_and_keeps_positions() -> None:
+    feed = Feed(ClientSession([KEY, KEY2]))
+    feed(Status(KEY, LIVE, "snapshot applied"))
+    feed(Snapshot(KEY, 1, 0, 1000, BIDS, ASKS))
+    feed(delta(1))
+    lost = feed.lost()
+    assert statuses(lost.events) == [
+        (KEY, STALE, "gateway connection lost: 1006"),
+        (KEY2, STALE, "gateway connection lost: 1006"),
+    ]
+    assert feed.lost().events == []  # a failed reconnect changes nothing
+    assert feed.session.book(KEY) is None
+    assert feed.session.position(KEY) == (1, 1) and feed.session.position(KEY2) is None
+    # The next connection: the gateway's status, then a snapshot.
+    assert statuses(feed(Status(KEY, LIVE, "snapshot applied")).events) == [
+        (KEY, LIVE, "snapshot applied")
+    ]
+    assert feed(delta(2)).events == []  # before the snapshot: skipped
+    (event,) = feed(Snapshot(KEY, 1, 5, 1005, BIDS, ASKS)).events
+    assert isinstance(event, BookEvent) and event.kind == "snapshot"
+
+
+def test_bbo_and_trades_become_typed_events() -> None:
+    feed = Feed(ClientSession([KEY], ["bbo", "trade"]))
+    (bbo,) = feed(Bbo(KEY, 1, 7, ("100.10", "2"), ("100.35", "1"))).events
+    assert bbo == BboEvent(KEY, 1, 7, ("100.10", "2"), ("100.35", "1"), feed.now_ns)
+    assert isinstance(bbo, BboEvent)
+    assert bbo.spread() == Decimal("0.25") and bbo.mid() == Decimal("100.225")
+    (one_sided,) = feed(Bbo(KEY, 1, 8, None, ("100.35", "1"))).events
+    assert isinstance(one_sided, BboEvent) and one_sided.spread() is None
+    (trade,) = feed(TradeMsg(KEY, 42, "100.20", "0.5", Side.SELL, 1_700_000_000_123)).events
+    assert trade == TradeEvent(KEY, 42, "100.20", "0.5", Side.SELL, 1_700_000_000_123, feed.now_ns)
+    assert feed.session.stats.bbos == 2 and feed.session.stats.trades == 1
+    # Without the book channel there is no book, whatever arrives.
+    assert feed(Snapshot(KEY, 1, 0, 1000, BIDS, ASKS)).events == []
+    assert feed.session.book(KEY) is None and feed.session.position(KEY) is None
+
+
+def test_the_book_view_reads_levels_as_the_venues_strings() -> None:
+    feed = Feed(ClientSession([KEY]))
+    feed(Snapshot(KEY, 2, 0, 1000, [("100.00", "1"), ("99.50", "2"), ("99.00", "3")], ASKS))
+    book = feed.session.book(KEY)
+    assert book is not None
+    assert book.best_bid() == ("100.00", "1") and book.best_ask() == ("100.50", "1")
+    assert book.levels(2) == ([("100.00", "1"), ("99.50", "2")], [("100.50", "1"), ("101.00", "2")])
+    assert book.bids(1) == [("100.00", "1")] and book.asks() == ASKS
+    assert (book.bid_count, book.ask_count, book.epoch, book.seq) == (3, 2, 2, 0)
+    assert book.spread() == Decimal("0.50") and book.mid() == Decimal("100.25")
+    feed(Delta(KEY, 2, 1, 1001, (("100.00", "0"), ("99.50", "0"), ("99.00", "0")), ()))
+    assert book.best_bid() is None and book.spread() is None and book.mid() is None
+
+
+def test_spread_and_mid_are_exact_decimals() -> None:
+    assert spread_of(("0.1", "1"), ("0.3", "1")) == Decimal("0.2")
+    assert mid_of(("64012.10", "1"), ("64012.20", "1")) == Decimal("64012.15")
+    assert spread_of(None, ("1", "1")) is None and mid_of(("1", "1"), None) is None
+
+
+def test_refusals_raise_and_other_errors_and_garbage_are_warnings() -> None:
+    feed = Feed(ClientSession([KEY]))
+    with pytest.raises(GatewayError, match="unknown_symbol") as refused:
+        feed(Error(ErrorCode.UNKNOWN_SYMBOL, "unknown symbol(s): nowhere:X", "nowhere:X"))
+    assert refused.value.code == "unknown_symbol"
+    not_subscribed = feed(Error(ErrorCode.NOT_SUBSCRIBED, "not subscribed", KEY))
+    assert not_subscribed.events == [] and len(not_subscribed.warnings) == 1
+    garbage = feed.session.on_data("{not json", 5)
+    assert garbage.events == [] and [c for c, _ in garbage.warnings] == ["undecodable"]
+    assert feed.session.stats.bad_messages == 1
+    # Messages of symbols not subscribed are not ours.
+    assert feed(Status(KEY2, LIVE, "snapshot applied")).events == []

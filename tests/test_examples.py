@@ -1,0 +1,179 @@
+"""The README's client example and the programs of ``examples/``, each run as a child
+process against a gateway of a simulated Binance on an ephemeral loopback port.
+
+The README's example must run as pasted (only its URL is pointed at the test's gateway)
+and stop by itself; the examples run until SIGINT, which the test sends by process id once
+they printed enough, and must then exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+from feeds.sim.simulators import SimBinanceSpot
+from gateway.io.service import Service
+from gateway.tools.demo import DEMO_VENUES, demo_config
+
+from .subscriber import ROOT
+
+KEY = "binance:BTCUSDT"
+DEMO_URL = "ws://127.0.0.1:8765/"
+#: Bound of each child's run; they print their lines within a second or two.
+RUN_WITHIN_S = 30.0
+
+
+@contextlib.asynccontextmanager
+async def demo_gateway() -> AsyncIterator[str]:
+    """A gateway of a simulated Binance spot (``BTCUSDT``, steps every 20 ms) on an
+    ephemeral port; yields its URL."""
+    async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
+        service = Service(demo_config([(binance, sim)], port=0))
+        ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(service.run(ready))
+            await ready.wait()
+            try:
+                yield f"ws://127.0.0.1:{service.port}/"
+            finally:
+                task.cancel()
+
+
+async def run_child(*args: str, lines: int | None) -> tuple[int, list[str], str]:
+    """``python ARGS`` from the repository root: with ``lines``, SIGINT (by its process
+    id) once it printed that many lines; without, until it ends by itself. Returns the
+    exit code, stdout's lines and stderr; killed on a timeout or any error."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    printed: list[str] = []
+    try:
+        async with asyncio.timeout(RUN_WITHIN_S):
+            if lines is not None:
+                while len(printed) < lines:
+                    line = await process.stdout.readline()
+                    if not line:
+                        break
+                    printed.append(line.decode().rstrip("\n"))
+                os.kill(process.pid, signal.SIGINT)
+            rest, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+    printed += rest.decode().splitlines()
+    assert process.returncode is not None
+    return process.returncode, printed, stderr.decode()
+
+
+def readme_example() -> str:
+    """The README's Python block of the section "From Python"."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("#### From Python") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_is_formatted_and_linted(tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(readme_example())
+    for check in (["format", "--check"], ["check"]):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                *check,
+                "--config",
+                str(ROOT / "pyproject.toml"),
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=RUN_WITHIN_S,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_example_runs_as_pasted_and_stops_by_itself(tmp_path: Path) -> None:
+    async def main() -> tuple[int, list[str], str]:
+        async with demo_gateway() as url:
+            code = readme_example()
+            assert code.count(DEMO_URL) == 1
+            script = tmp_path / "example.py"
+            script.write_text(code.replace(DEMO_URL, url))
+            return await run_child(str(script), lines=None)
+
+    code, lines, stderr = asyncio.run(main())
+    assert code == 0, stderr
+    books = [line for line in lines if line.startswith(KEY)]
+    assert len(books) == 20, lines
+    assert any(line.startswith("status live") for line in lines), lines
+    seqs = [int(line.split()[1]) for line in books]
+    # Deltas follow each other within an epoch; a snapshot may restart the count.
+    assert all(b == a + 1 or b <= a for a, b in itertools.pairwise(seqs)), seqs
+
+
+SPREAD_LINE = re.compile(rf"^{re.escape(KEY)} bid (\S+) ask (\S+) spread (\S+)$")
+
+
+def run_example(script: str, lines: int) -> list[str]:
+    """``examples/SCRIPT URL --symbol KEY`` against a demo gateway, interrupted once it
+    printed ``lines`` lines; its output, once it exited 0."""
+
+    async def main() -> tuple[int, list[str], str]:
+        async with demo_gateway() as url:
+            return await run_child(f"examples/{script}", url, "--symbol", KEY, lines=lines)
+
+    code, printed, stderr = asyncio.run(main())
+    assert code == 0, stderr
+    return printed
+
+
+def test_spread_printer_prints_the_spread_on_each_change() -> None:
+    lines = run_example("spread_printer.py", 6)
+    assert lines[0] == f"{KEY} status live: snapshot applied", lines
+    spreads = []
+    for line in lines[1:6]:
+        match = SPREAD_LINE.match(line)
+        assert match is not None, line
+        bid, ask, spread = (Decimal(group) for group in match.groups())
+        assert ask - bid == spread > 0
+        spreads.append(spread)
+    assert all(a != b for a, b in itertools.pairwise(spreads)), spreads
+
+
+BBO_LINE = re.compile(rf"^(\S+) {re.escape(KEY)} (\d+):(\d+) bid (\S+)@(\S+) ask (\S+)@(\S+)$")
+
+
+def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
+    lines = run_example("bbo_logger.py", 6)
+    assert lines[0].endswith(f"{KEY} status live: snapshot applied"), lines
+    positions = []
+    for line in lines[1:6]:
+        match = BBO_LINE.match(line)
+        assert match is not None, line
+        when = datetime.datetime.fromisoformat(match[1])
+        assert when.tzinfo is not None and abs(when - datetime.datetime.now(datetime.UTC)) < (
+            datetime.timedelta(minutes=1)
+        )
+        assert Decimal(match[5]) < Decimal(match[7])  # bid below ask
+        positions.append((int(match[2]), int(match[3])))
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
