@@ -395,10 +395,12 @@ class SequencedBook:
     def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]:
         """A venue snapshot.
 
-        While the book is not built (initial sync or resync) any snapshot builds it. While
-        it is built: a venue reset (``snap.reset``) replaces it; an in-band snapshot newer
-        than the book replaces it as well (the venue jumped ahead of every connection); both
-        are published as one ordinary delta, so subscribers keep their seq. Older in-band
+        While the book is not built (initial sync or resync) any snapshot builds it, after
+        forgetting whatever buffered or held update it makes obsolete; one below the book's
+        id while every connection is below it too is a venue reset. While it is built: a
+        venue reset (``snap.reset``) replaces it; an in-band snapshot newer than the book
+        replaces it as well (the venue jumped ahead of every connection); both are
+        published as one ordinary delta, so subscribers keep their seq. Older in-band
         snapshots, late copies of a reset and REST snapshots are counted and ignored.
         """
         out: list[ArbiterEvent] = []
