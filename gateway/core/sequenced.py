@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Hashable
 from typing import Final
 
 from sortedcontainers import SortedKeyList
@@ -867,9 +868,9 @@ class SequencedBook:
         )
         self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
 
-    def _warn(self, cause: object, now_ns: int, message: str, *args: object) -> None:
+    def _warn(self, cause: Hashable, now_ns: int, message: str, *args: object) -> None:
         """A warning of this book, at most one line per ``cause`` a minute."""
-        suppressed = self._log_limit.admit((cause,), now_ns / 1e9)
+        suppressed = self._log_limit.admit(cause, now_ns / 1e9)
         if suppressed is None:
             return
         if suppressed:

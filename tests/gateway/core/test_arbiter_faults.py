@@ -4,6 +4,7 @@ input (:class:`Run`): never ``live`` while wrong, and right at the end."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import pytest
@@ -311,3 +312,26 @@ def test_a_held_update_the_book_has_since_passed_is_forgotten_without_a_resync()
     assert arb.sync is Sync.SYNCED and arb.deadline_ns() is None
     assert arb.applied_id == 1031 and arb.stats.obsolete == 1
     assert arb.on_timer(10 * WINDOW_NS) == [] and arb.stats.resyncs == 0
+
+
+def test_a_connection_disagreeing_again_and_again_is_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stream = make_stream(choices(40))
+    run, point = started(stream, (0, 1))
+    now = 0
+    with caplog.at_level(logging.WARNING, logger="gateway.core.sequenced"):
+        for i in range(1, len(stream.diffs)):
+            now += STEP_NS
+            point[0] = i + 1
+            run.diff(merged(stream, i, i, 0, now), now)
+            run.diff(
+                mangled(stream, i, 1, now) if i % 5 == 0 else merged(stream, i, i, 1, now), now
+            )
+    arb = run.arb
+    assert arb.stats.conn(1).disagreements == 7 and arb.stats.resyncs == 0
+    assert len([e for _, e in run.published if isinstance(e, ReconnectWanted)]) == 7
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([m for m in lines if "reconnecting it" in m]) == 1
+    assert len([m for m in lines if m.endswith(": held")]) == 1
+    assert arb.book.normalized() == stream.books[-1]
