@@ -285,6 +285,25 @@ def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconn
     assert p.book_state("seq:BTC") is not None
 
 
+def test_a_venue_that_restarted_its_ids_is_fetched_again_and_rebuilt_in_the_new_ids() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert p.books["seq:BTC"].applied_id == 11
+    # Both connections go on from id 3: below the book, for longer than twice the window.
+    assert p.receive_frame(0, venue.frame(diff("BTC", 3, 3, conn=0)), 1, 0) == Step([], [])
+    step = p.receive_frame(1, venue.frame(diff("BTC", 4, 4, conn=1)), 1, 2 * WINDOW_NS)
+    reason = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
+    assert step == Step(
+        [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)], [FetchSnapshot("BTC")]
+    )
+    p.receive_frame(0, venue.frame(diff("BTC", 5, 5, conn=0)), 1, 2 * WINDOW_NS)
+    step = p.receive_rest("BTC", b"4", 1, 2 * WINDOW_NS)
+    assert kinds(step) == ["BookReset", "StatusChange"] and step.actions == [BookRebuilt("BTC")]
+    state = p.book_state("seq:BTC")
+    assert state is not None and (state.venue_id, state.state) == (5, SymbolState.LIVE)
+
+
 def test_the_plausibility_bound_is_given_to_every_book() -> None:
     p = VenuePipeline(FakeVenue(), ["BTC"], max_id_jump=5)
     book = p.books["seq:BTC"]
