@@ -128,6 +128,8 @@ class BinanceSpotRule:
     """
 
     name = "binance-spot"
+    #: Ids are contiguous per symbol; BTCUSDT spans ~1.5k ids per 100 ms event at most.
+    max_id_jump = 10**6
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link:
         if diff.last_id <= applied_id:

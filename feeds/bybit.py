@@ -473,6 +473,8 @@ class BybitRule:
     """
 
     name = "bybit"
+    #: ``u`` rises by one per message.
+    max_id_jump = 10**6
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link:
         u = diff.last_id

@@ -633,6 +633,8 @@ class OkxRule:
     """
 
     name = "okx"
+    #: seqIds rise by a varying step per update.
+    max_id_jump = 10**8
 
     def __init__(
         self,

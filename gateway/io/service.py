@@ -100,6 +100,7 @@ class VenueRuntime:
             cfg.symbols,
             reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
             max_pending=cfg.max_pending,
+            max_id_jump=cfg.max_id_jump,
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
             max_levels=cfg.max_levels,

@@ -177,6 +177,9 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_pending: PositiveInt = 4096
     #: The cap of each book's levels per side; None: the venue's default (README).
     max_levels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    #: The largest id jump one update may make before it is held for another connection
+    #: to confirm; None: the venue's link rule's own (docs/architecture.md).
+    max_id_jump: PositiveInt | None = None
     #: A connection that delivers nothing for this long is closed and reopened.
     stall_timeout_s: PositiveFloat = 10.0
     backoff_initial_s: PositiveFloat = 0.1

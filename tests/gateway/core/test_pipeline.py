@@ -178,7 +178,7 @@ def test_a_gap_every_connection_missed_gives_exactly_one_fetch() -> None:
     assert p.timer_armed and p.deadline_ns() == WINDOW_NS
     step = p.receive_frame(1, venue.frame(diff("BTC", 14, 14, conn=1)), 1, 0)
     assert step.publications == [
-        StatusChange("seq:BTC", SymbolState.RESYNCING, "ids missing on every connection")
+        StatusChange("seq:BTC", SymbolState.RESYNCING, "gap 11-12: ids missing on every connection")
     ]
     assert step.actions == [FetchSnapshot("BTC")]
     assert p.books["seq:BTC"].stats.gaps == 1 and p.book_state("seq:BTC") is None
@@ -267,6 +267,50 @@ def test_a_venue_notice_asking_to_reconnect_gives_one_reconnect() -> None:
     assert p.receive_frame(1, venue.frame(error), 1, 0) == Step([], [])
     assert p.receive_frame(1, venue.frame(shutdown, shutdown), 1, 0) == Step([], [Reconnect(1)])
     assert p.stats.notices == 3
+
+
+def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconnected() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    far = 10**12
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11 + far, conn=1)), 1, 0)
+    assert step == Step([], []), "held: connection 0 may confirm it"
+    step = p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert kinds(step) == ["BookDelta"] and step.actions == []
+    # Connection 1 goes on below its own implausible copy: that copy was bogus.
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11, conn=1)), 1, 0)
+    assert step == Step([], [Reconnect(1)])
+    stats = p.books["seq:BTC"].stats
+    assert stats.conn(1).disagreements == 1 and stats.resyncs == 0
+    assert p.book_state("seq:BTC") is not None
+
+
+def test_a_venue_that_restarted_its_ids_is_fetched_again_and_rebuilt_in_the_new_ids() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert p.books["seq:BTC"].applied_id == 11
+    # Both connections go on from id 3: below the book, for longer than twice the window.
+    assert p.receive_frame(0, venue.frame(diff("BTC", 3, 3, conn=0)), 1, 0) == Step([], [])
+    step = p.receive_frame(1, venue.frame(diff("BTC", 4, 4, conn=1)), 1, 2 * WINDOW_NS)
+    reason = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
+    assert step == Step(
+        [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)], [FetchSnapshot("BTC")]
+    )
+    p.receive_frame(0, venue.frame(diff("BTC", 5, 5, conn=0)), 1, 2 * WINDOW_NS)
+    step = p.receive_rest("BTC", b"4", 1, 2 * WINDOW_NS)
+    assert kinds(step) == ["BookReset", "StatusChange"] and step.actions == [BookRebuilt("BTC")]
+    state = p.book_state("seq:BTC")
+    assert state is not None and (state.venue_id, state.state) == (5, SymbolState.LIVE)
+
+
+def test_the_plausibility_bound_is_given_to_every_book() -> None:
+    p = VenuePipeline(FakeVenue(), ["BTC"], max_id_jump=5)
+    book = p.books["seq:BTC"]
+    assert isinstance(book, SequencedBook) and book.max_id_jump == 5
+    default = VenuePipeline(FakeVenue(), ["BTC"]).books["seq:BTC"]
+    assert isinstance(default, SequencedBook)
+    assert default.max_id_jump == BinanceSpotRule.max_id_jump
 
 
 # --- trades and connections -----------------------------------------------------------------
