@@ -45,6 +45,7 @@ import msgspec
 from feeds import bybit
 from feeds.sim.book_process import Batch, SimTrade
 from feeds.sim.numbers import fixed
+from feeds.sim.rewrite import WireShape
 from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
@@ -56,6 +57,18 @@ REST_U_DEPTH: Final = 200
 #: Default REST ``limit`` per category.
 REST_DEFAULT_LIMIT: Final = {"spot": 1, "linear": 25}
 _BYBIT_CATEGORIES: Final = frozenset({"spot", "linear", "inverse", "option"})
+#: Where ``orderbook`` pushes and REST books carry ids and levels
+#: (:mod:`feeds.sim.rewrite`): ``seq`` (the cross sequence), then ``u``.
+STREAM_SHAPE: Final = WireShape(
+    sides=((("data", "b"), "bid"), (("data", "a"), "ask")),
+    ids=((("data", "seq"), "seq"), (("data", "u"), "u")),
+    symbol=("data", "s"),
+)
+REST_SHAPE: Final = WireShape(
+    sides=((("result", "b"), "bid"), (("result", "a"), "ask")),
+    ids=((("result", "seq"), "seq"), (("result", "u"), "u")),
+    symbol_param="symbol",
+)
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -159,6 +172,8 @@ class BybitProtocol(VenueProtocol):
     name = "bybit"
     path: str
     rest_path = bybit.SNAPSHOT_PATH
+    stream_shape = STREAM_SHAPE
+    rest_shape = REST_SHAPE
 
     def __init__(
         self, category: str = "spot", price_decimals: int = 2, qty_decimals: int = 5

@@ -66,7 +66,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from feeds.sim.faults import Action, FaultedStream, FaultPlan, RestFault
+from feeds.sim.faults import Action, FaultedStream, FaultPlan, FrameFault, RestFault
 from feeds.sim.venue import CloseConnection, ConnState, RestAnswer
 from gateway.wire.config import MAX_PORT, ListenError, listen_error
 
@@ -286,6 +286,18 @@ class EndpointServer:
         """The venue's notice sent by :meth:`send_notice` (None: it has none)."""
         return None
 
+    def _rewrite(self, conn: Conn, frame: bytes, fault: FrameFault) -> bytes:
+        """``frame`` as it says ``fault``'s content faults (:mod:`feeds.sim.rewrite` with
+        the venue's wire shape); unchanged where the venue's shape is unknown."""
+        return frame
+
+    def _oversize_rest(self, target: str, answer: RestAnswer, levels: int) -> RestAnswer:
+        """A successful REST ``answer`` to ``GET target`` with ``levels`` more levels."""
+        return answer
+
+    def _restart_ids(self, first_id: int) -> None:
+        """The venue restarts its ids at ``first_id`` (a ``restart`` fault)."""
+
     async def _rest_answer(self, target: str) -> RestAnswer | None:
         """The answer to ``GET target`` (path and query); None: 404."""
         return None
@@ -427,6 +439,10 @@ class EndpointServer:
     async def apply_fault(self, action: Action) -> None:
         """Do one timed action of the fault plan now (see the module docstring); a
         ``reopen`` inside another ``refuse`` window of the endpoint is skipped."""
+        if action.endpoint is None:
+            if self._faults is not None:
+                self._restart_ids(self._faults.restart_first_id(action.t_s))
+            return
         if action.kind == "close":
             self.close_connections(action.endpoint, CloseCode.GOING_AWAY, "fault: close")
         elif action.kind == "refuse":
@@ -594,6 +610,8 @@ class EndpointServer:
             conn.progress.set()
             fault = plan.decide(endpoint.index, endpoint.fault_index, self.fault_time())
             endpoint.fault_index += 1
+            if fault.rewrites:
+                frame = self._rewrite(conn, frame, fault)
             release = stream.admit(fault, deliver_at, frame)
             if release is None:
                 continue
@@ -607,6 +625,9 @@ class EndpointServer:
             for out in release.frames:
                 await self._send(conn, out)
                 endpoint.frames_sent += 1
+            if release.frames and plan.flapping(endpoint.index, self.fault_time()):
+                conn.stop(CloseCode.GOING_AWAY, "fault: flap")
+                return
 
     # --- REST -----------------------------------------------------------------------------
 
@@ -627,6 +648,8 @@ class EndpointServer:
             return http_response(
                 RestAnswer(HTTPStatus.NOT_FOUND, b"Not Found\n", content_type="text/plain")
             )
+        if fault and fault.oversize_levels and answer.status == HTTPStatus.OK:
+            answer = self._oversize_rest(request.path, answer, fault.oversize_levels)
         return http_response(answer)
 
     async def _close_servers(self) -> None:
