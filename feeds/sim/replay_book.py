@@ -38,7 +38,10 @@ import msgspec
 from feeds import bybit, okx
 from feeds.sim import binance_spot, binance_usdm
 from feeds.sim import bybit as sim_bybit
+from feeds.sim import coinbase as sim_coinbase
+from feeds.sim import kraken as sim_kraken
 from feeds.sim import okx as sim_okx
+from feeds.sim.rewrite import WireShape
 from gateway.capture import (
     INLINE_SNAPSHOT_SCHEME,
     CaptureRecord,
@@ -49,7 +52,7 @@ from gateway.core.model import SymbolState, symbol_key
 from gateway.core.pipeline import BookState, VenuePipeline
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
-__all__ = ["ReplayBooks", "request_op"]
+__all__ = ["STREAM_SHAPES", "ReplayBooks", "request_op", "rest_shape"]
 
 #: Query parameters naming the symbol of a REST depth request.
 _SYMBOL_PARAMS: Final = ("symbol", "instId")
@@ -159,6 +162,42 @@ _IN_BAND_RENDERERS: Final[Mapping[str, _InBandRenderer]] = {
     bybit.SPOT: _bybit_in_band,
     bybit.LINEAR: _bybit_in_band,
 }
+
+
+#: Where each venue's frames carry ids and levels, for the content faults
+#: (:mod:`feeds.sim.rewrite`): the simulators' shapes of the venue.
+STREAM_SHAPES: Final[Mapping[str, WireShape]] = {
+    "binance": binance_spot.STREAM_SHAPE,
+    "binance-usdm": binance_usdm.STREAM_SHAPE,
+    "binance-coinm": binance_usdm.STREAM_SHAPE,
+    "okx": sim_okx.STREAM_SHAPE,
+    bybit.SPOT: sim_bybit.STREAM_SHAPE,
+    bybit.LINEAR: sim_bybit.STREAM_SHAPE,
+    "kraken": sim_kraken.STREAM_SHAPE,
+    "coinbase": sim_coinbase.STREAM_SHAPE,
+}
+_REST_SHAPES: Final[Mapping[str, WireShape]] = {
+    "binance": binance_spot.REST_SHAPE,
+    "binance-usdm": binance_spot.REST_SHAPE,
+    "binance-coinm": binance_spot.REST_SHAPE,
+    "okx": sim_okx.REST_SHAPE,
+    bybit.SPOT: sim_bybit.REST_SHAPE,
+    bybit.LINEAR: sim_bybit.REST_SHAPE,
+}
+
+
+def rest_shape(target: str) -> tuple[WireShape, str] | None:
+    """The shape of the REST depth answer to ``GET target`` and the symbol it names; None
+    when ``target`` is no venue's depth request."""
+    path, query = _split(target)
+    symbol = _query_symbol(query)
+    if symbol is None:
+        return None
+    for venue, shape in _REST_SHAPES.items():
+        adapter = ADAPTERS.get(venue)
+        if adapter is not None and path in adapter.snapshot_paths:
+            return shape, symbol
+    return None
 
 
 def _adapter(name: str | None) -> VenueAdapter | None:

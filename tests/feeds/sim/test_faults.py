@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from feeds import binance, okx
+from feeds.sim import binance_spot
 from feeds.sim.faults import (
     DEFAULT_OVERSIZE_LEVELS,
     NUMBER_STYLES,
@@ -30,8 +31,11 @@ from feeds.sim.faults import (
     corrupt,
     parse,
 )
+from feeds.sim.replay import ReplayServer
+from feeds.sim.replay_plan import ReplayPlan, build_plan
 from feeds.sim.shell import run_fault_schedule
 from feeds.sim.simulators import SimBinanceSpot, SimOkx
+from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
 
 from .conftest import get, rest_base
 
@@ -553,3 +557,49 @@ async def test_rest_oversize_serves_a_huge_book_in_its_window() -> None:
         response = await get(binance.snapshot_url(sim.rest_url, BINANCE_SYMBOL, 5))
         snapshot = binance.parse_snapshot(BINANCE_SYMBOL, response.content, 0)
         assert len(snapshot.asks) == 5 + 20_000 and len(snapshot.bids) == 5
+
+
+# --- the misbehaviours from the replay server -------------------------------------------------
+
+
+def _replay_plan() -> ReplayPlan:
+    """A Binance spot capture: an inline snapshot at id 100, then diffs 101..130."""
+    records = [
+        CaptureRecord(
+            1_000,
+            REST_CONN_ID,
+            "rest",
+            inline_snapshot_url(BINANCE_SYMBOL),
+            binance_spot.snapshot_body(100, [("10.00", "1.0")], [("11.00", "1.0")]),
+        )
+    ]
+    for i in range(10):
+        frame = binance_spot.depth_frame(
+            BINANCE_SYMBOL, 101 + 3 * i, 103 + 3 * i, [("9.00", f"{i + 1}.0")], [], i
+        )
+        records.append(CaptureRecord(2_000 + i, 0, "ws", "wss://x/ws", frame))
+    return build_plan(records, 2, binance.SNAPSHOT_PATH, default_venue="binance")
+
+
+def _ids(frames: list[bytes]) -> list[tuple[int, int]]:
+    return [(f["data"]["U"], f["data"]["u"]) for f in map(msgspec.json.decode, frames)]
+
+
+async def test_the_replay_server_applies_the_misbehaviours() -> None:
+    spec = "ep0:mangle@0+1000;ep1:flap@0+1000;rest:oversize@0+1000,oversize_levels=50"
+    plan = FaultPlan(spec + ";venue:restart@900", 1, 2)
+    async with ReplayServer(_replay_plan(), speed=None, faults=plan) as replay:
+        async with connect(replay.endpoint_urls[0], open_timeout=5.0) as ws:
+            mangled = _ids(await collect(ws, 10))
+        assert mangled[0] == (101, 103 + 10**12)
+        async with connect(replay.endpoint_urls[1], open_timeout=5.0) as ws:
+            flapped = await collect(ws, 10)
+        assert len(flapped) == 1 and ws.close_reason == "fault: flap"
+        assert _ids(flapped) == [(101, 103)]  # endpoint 1's copy is true
+        url = binance.snapshot_url(replay.rest_url, BINANCE_SYMBOL, 5)
+        oversized = binance.parse_snapshot(BINANCE_SYMBOL, (await get(url)).content, 0)
+        assert len(oversized.asks) == 1 + 50
+        await replay.apply_fault(Action(900.0, "restart", None))
+        first_id = plan.restart_first_id(900.0)
+        restarted = binance.parse_snapshot(BINANCE_SYMBOL, (await get(url)).content, 0)
+        assert first_id <= restarted.last_id < first_id + 100
