@@ -30,8 +30,9 @@ ever subscribed (:meth:`BybitProtocol.last_id`), else of ``orderbook.200``, whic
 first such request starts tracking (at :data:`FIRST_U`; a later subscribe to it goes on
 from there). Errors are HTTP 200 with ``retCode`` 10001 (params error: unknown category
 or symbol, a category other than the simulated one, ``limit`` out of range; the exact
-``retMsg`` texts are not verified). Not simulated: ``u == 1`` service restarts,
-option/inverse categories, per-IP limits, RPI orders.
+``retMsg`` texts are not verified). Not simulated: ``u == 1`` service restarts (the
+``restart`` fault of :mod:`feeds.sim.faults` restarts ids low, not at 1), option/inverse
+categories, per-IP limits, RPI orders.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ the book and the ids change together on the event loop). Errors come with HTTP 2
 OKX sends its business errors: unknown ``instId`` ``51001`` "Instrument ID does not
 exist", missing ``instId`` ``50014``, ``sz`` not in 1..400 ``51000`` "Parameter sz
 error." (``data`` ``[]``; the HTTP status of the last two is not verified). Not
-simulated: the 60 s empty keepalive update, sequence resets, the 64008 notice (only as the
-``notice`` fault of :mod:`feeds.sim.faults`),
+simulated: the 60 s empty keepalive update, sequence resets and the 64008 notice (only as
+the ``restart`` and ``notice`` faults of :mod:`feeds.sim.faults`),
 ``books-full``, the REST rate limit and its 50 ms cache, login channels.
 """
 

@@ -34,13 +34,18 @@ from entering the server). Each endpoint's writers ask the plan about every fram
 (counted per endpoint over all its connections) and apply the answer through the pure
 :class:`feeds.sim.faults.FaultedStream`: drop, duplicate, extra delay (order kept), corrupt,
 or hold behind the next frames (reorder; held frames are flushed after ``quiet_s`` without
-frames); a stall stops every writer of the endpoint (sockets open; WebSocket pongs still
+frames); before that, content faults (ids, numbers, crossing, oversize) rewrite the frame
+through the subclass's ``_rewrite`` (the venue's wire shape, :mod:`feeds.sim.rewrite`); while
+the endpoint flaps, a connection is closed (1001 "fault: flap") after a frame was sent on
+it; a stall stops every writer of the endpoint (sockets open; WebSocket pongs still
 answered; the bounded queue may then close a connection as too slow). A task of the server
 runs the timed actions (:meth:`EndpointServer.apply_fault`): ``close`` closes the
 endpoint's connections (1001 "fault: close") and keeps listening, ``refuse`` closes the
 endpoint (1001 "fault: refuse") until the window ends, ``notice`` sends the venue's notice
-to every connection (a venue without one skips it). REST requests get the plan's status
-(429 with ``Retry-After``, 418, 5xx) and extra delay before anything else is checked.
+to every connection (a venue without one skips it), and a venue ``restart`` hands the
+subclass its new first id (``_restart_ids``). REST requests get the plan's status (429 with
+``Retry-After``, 418, 5xx) and extra delay before anything else is checked; an oversized
+successful answer is grown by the subclass's ``_oversize_rest``.
 
 REST: served through websockets' ``process_request`` hook on a port of its own (HTTP/1.1,
 ``Connection: close``): every request gets a plain HTTP answer, a WebSocket handshake
@@ -191,7 +196,8 @@ class Endpoint:
 class EndpointServer:
     """The shell: see the module docstring. Subclasses say what is served through the
     hooks ``_check_path``, ``_open``, ``_answer``, ``_producer``, ``_send``,
-    ``_notice_frame``, ``_rest_answer`` and ``_start_tasks``.
+    ``_notice_frame``, ``_rest_answer`` and ``_start_tasks``, and how the venue misbehaves
+    through ``_rewrite``, ``_oversize_rest`` and ``_restart_ids``.
 
     Args:
         name: used in task names and the endpoints' jitter seeds.

@@ -30,6 +30,12 @@ differently while each endpoint stays in order. A generator that falls behind sk
 intervals rather than bursting. Every ``heartbeat_interval_s`` (paused or not) the
 protocol's heartbeats are published.
 
+Misbehaviours. The content faults and ``restart`` of the fault plan (docs/faults.md) are
+applied with the protocol's ``stream_shape`` and ``rest_shape`` (:mod:`feeds.sim.rewrite`):
+content faults per endpoint by the shell's writer, ``restart`` once where publications,
+answers and REST books are rendered. :meth:`SimVenue.last_id` and :meth:`SimVenue.true_book`
+stay the venue's true ids and book.
+
 REST. A protocol with a ``rest_path`` also gets the REST port (:attr:`SimVenue.rest_url`):
 ``GET rest_path?query`` is answered by :meth:`VenueProtocol.rest_response` with the book
 as of arrival (on the event loop, so consistent with the stream's ids), delivered
