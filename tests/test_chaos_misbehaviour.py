@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -153,38 +154,33 @@ def run(
     asyncio.run(asyncio.wait_for(_run(spec, during, steps, backoff_max_s), 40))
 
 
-@pytest.mark.xfail(strict=True, reason="needs venue-reset handling in the sequenced arbiter")
-def test_an_id_restart_of_the_venue() -> None:
-    run(f"venue:restart@{AT_S}")
+def _case(name: str, spec: str, needs: str | None = None, steps: int = RUN_STEPS) -> Any:
+    """One misbehaviour: ``xfail(strict)`` while the gateway fix it ``needs`` is missing."""
+    marks = [pytest.mark.xfail(strict=True, reason=f"needs {needs}")] if needs else []
+    return pytest.param(spec, steps, id=name, marks=marks)
 
 
-@pytest.mark.xfail(strict=True, reason="needs id plausibility in the sequenced arbiter")
-def test_mangled_ids_on_one_endpoint() -> None:
-    run(f"ep0:mangle@{AT_S}+0.5" + FIRST)
-
-
-def test_one_far_future_id_on_one_endpoint() -> None:
-    run(f"ep0:farid@{AT_S}+0.1" + FIRST)
-
-
-@pytest.mark.xfail(strict=True, reason="needs the strict number grammar in feeds parsers")
-def test_non_decimal_numbers_on_one_endpoint() -> None:
-    run(f"ep0:numbers@{AT_S}+0.5" + FIRST)
-
-
-@pytest.mark.xfail(strict=True, reason="needs crossed-book detection")
-def test_a_crossing_update_on_one_endpoint() -> None:
-    run(f"ep0:cross@{AT_S}+0.1" + FIRST)
-
-
-def test_oversized_frames_on_one_endpoint() -> None:
-    run(f"ep0:oversize@{AT_S}+0.1,oversize_levels=100000" + FIRST)
-
-
-@pytest.mark.xfail(strict=True, reason="needs REST body caps")
-def test_an_oversized_rest_body() -> None:
-    # Twice the 5000 levels per side the venue serves at most; at its first snapshot.
-    run("rest:oversize@0+1,oversize_levels=10000", steps=40)
+@pytest.mark.parametrize(
+    ("spec", "steps"),
+    [
+        _case("id-restart", f"venue:restart@{AT_S}", "venue-reset in the sequenced arbiter"),
+        _case("mangled-ids", f"ep0:mangle@{AT_S}+0.5{FIRST}", "id plausibility in the arbiter"),
+        _case("far-future-id", f"ep0:farid@{AT_S}+0.1{FIRST}"),
+        _case(
+            "non-decimal-numbers",
+            f"ep0:numbers@{AT_S}+0.5{FIRST}",
+            "the strict number grammar in feeds parsers",
+        ),
+        _case("crossing-update", f"ep0:cross@{AT_S}+0.1{FIRST}", "crossed-book detection"),
+        _case("oversized-frames", f"ep0:oversize@{AT_S}+0.1,oversize_levels=100000{FIRST}"),
+        # Twice the 5000 levels per side the venue serves at most, at the first snapshot.
+        _case(
+            "oversized-rest-body", "rest:oversize@0+1,oversize_levels=10000", "REST body caps", 40
+        ),
+    ],
+)
+def test_a_misbehaving_venue(spec: str, steps: int) -> None:
+    run(spec, steps=steps)
 
 
 def _few_reconnects(sim: SimBinanceSpot) -> None:

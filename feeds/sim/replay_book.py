@@ -186,18 +186,26 @@ _REST_SHAPES: Final[Mapping[str, WireShape]] = {
 }
 
 
-def rest_shape(target: str) -> tuple[WireShape, str] | None:
-    """The shape of the REST depth answer to ``GET target`` and the symbol it names; None
-    when ``target`` is no venue's depth request."""
+def _depth_request(target: str) -> tuple[list[str], str, dict[str, str]] | None:
+    """The venues whose depth snapshot path ``GET target`` asks, the symbol it names and
+    its query; None when it names no symbol."""
     path, query = _split(target)
     symbol = _query_symbol(query)
     if symbol is None:
         return None
-    for venue, shape in _REST_SHAPES.items():
-        adapter = ADAPTERS.get(venue)
-        if adapter is not None and path in adapter.snapshot_paths:
-            return shape, symbol
-    return None
+    venues = [name for name, a in ADAPTERS.items() if path and path in a.snapshot_paths]
+    return venues, symbol, query
+
+
+def rest_shape(target: str) -> tuple[WireShape, str] | None:
+    """The shape of the REST depth answer to ``GET target`` and the symbol it names; None
+    when ``target`` is no venue's depth request."""
+    request = _depth_request(target)
+    if request is None:
+        return None
+    venues, symbol, _ = request
+    shapes = [_REST_SHAPES[venue] for venue in venues if venue in _REST_SHAPES]
+    return (shapes[0], symbol) if shapes else None
 
 
 def _adapter(name: str | None) -> VenueAdapter | None:
@@ -294,13 +302,12 @@ class ReplayBooks:
     def rest_answer(self, target: str, now_ns: int) -> bytes | None:
         """The venue's REST depth answer to ``GET target`` at the current position; None
         when ``target`` is no depth request or no consistent book answers it."""
-        path, query = _split(target)
-        symbol = _query_symbol(query)
-        if symbol is None:
+        request = _depth_request(target)
+        if request is None:
             return None
+        venues, symbol, query = request
         for venue, render in _REST_RENDERERS.items():
-            adapter = ADAPTERS.get(venue)
-            if adapter is None or path not in adapter.snapshot_paths:
+            if venue not in venues:
                 continue
             book = self.book(venue, symbol)
             if book is not None:

@@ -155,19 +155,29 @@ def _like(template: Any, value: Decimal) -> Any:
     return _render(template, value.quantize(Decimal(1).scaleb(exponent)))
 
 
+def _highest(levels: _Levels, side: Literal["bid", "ask"]) -> tuple[list[Any], Any] | None:
+    """The level list of ``side`` and the level of the highest price of the message; None
+    when the message has no levels or no list for ``side``."""
+    every = levels.all()
+    into = levels.side_list(side)
+    if not every or into is None:
+        return None
+    price = levels.shape.price
+    return into, max(every, key=lambda lv: _number(lv[price]))
+
+
 def _far_asks(levels: _Levels, count: int, zero: bool) -> bool:
     """Append ``count`` asks beyond twice the highest price (deletions when ``zero``)."""
-    every = levels.all()
-    asks = levels.side_list("ask")
-    if not every or asks is None:
+    found = _highest(levels, "ask")
+    if found is None:
         return False
+    asks, template = found
     shape = levels.shape
-    template = max(every, key=lambda lv: _number(lv[shape.price]))
     top = _number(template[shape.price])
     exponent = top.as_tuple().exponent
     assert isinstance(exponent, int)
     step = Decimal(1).scaleb(exponent)
-    qty = _like(template[shape.qty], Decimal(0)) if zero else _nonzero_qty(every, shape)
+    qty = _like(template[shape.qty], Decimal(0)) if zero else _nonzero_qty(levels)
     start = 2 * top  # same exponent as ``step``: the sums need no rounding
     price_template = template[shape.price]
     for i in range(1, count + 1):
@@ -175,23 +185,24 @@ def _far_asks(levels: _Levels, count: int, zero: bool) -> bool:
     return True
 
 
-def _nonzero_qty(every: list[Any], shape: WireShape) -> Any:
+def _nonzero_qty(levels: _Levels) -> Any:
+    qty = levels.shape.qty
+    every = levels.all()
     for level in every:
-        if _number(level[shape.qty]) > 0:
-            return level[shape.qty]
-    return _like(every[0][shape.qty], Decimal(1))
+        if _number(level[qty]) > 0:
+            return level[qty]
+    return _like(every[0][qty], Decimal(1))
 
 
 def _cross(levels: _Levels) -> bool:
     """Put a bid at twice the highest price of the message, best first."""
-    every = levels.all()
-    bids = levels.side_list("bid")
-    if not every or bids is None:
+    found = _highest(levels, "bid")
+    if found is None:
         return False
-    shape = levels.shape
-    template = max(every, key=lambda lv: _number(lv[shape.price]))
-    price = _like(template[shape.price], 2 * _number(template[shape.price]))
-    bids.insert(0, levels.make(template, "bid", price, _nonzero_qty(every, shape)))
+    bids, template = found
+    price_at = levels.shape.price
+    price = _like(template[price_at], 2 * _number(template[price_at]))
+    bids.insert(0, levels.make(template, "bid", price, _nonzero_qty(levels)))
     return True
 
 
