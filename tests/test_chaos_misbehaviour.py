@@ -1,6 +1,6 @@
-"""Chaos with a misbehaving venue: the real gateway against the simulated Binance spot venue
-on loopback, one misbehaviour of the fault language (docs/faults.md) per test, beside a
-clean simulated OKX venue.
+"""Chaos with a misbehaving venue: the real gateway against a simulated venue on loopback
+(Binance spot; OKX for the id faults too), one misbehaviour of the fault language
+(docs/faults.md) per test, beside a clean simulated venue (the other of the two).
 
 Each test asserts that (a) once the misbehaviour is over and the venue is paused, the
 subscriber's book is the venue's true book; (b) every book the subscriber was served as
@@ -24,7 +24,7 @@ import pytest
 
 from feeds.sim.book_process import BookProcess
 from feeds.sim.faults import FaultPlan
-from feeds.sim.simulators import SimBinanceSpot, SimOkx
+from feeds.sim.simulators import SimBinanceSpot, SimOkx, SimVenue
 from feeds.sim.venue import default_mid
 from gateway.core.model import SymbolState
 from gateway.io.client import BookUpdate
@@ -32,9 +32,6 @@ from gateway.tools.demo import DEMO_VENUES, demo_config
 
 from .subscriber import serving
 
-SYMBOL = "BTCUSDT"
-KEY = f"binance:{SYMBOL}"
-CLEAN_KEY = "okx:BTC-USDT"
 SEED = 11
 INTERVAL_S = 0.02
 #: Venue steps after the first book: 1.8 s of the venue's time, past every fault below
@@ -54,22 +51,61 @@ PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 Normalized = tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Venue:
+    """A simulated venue of the demo (``DEMO_VENUES[demo]``) with one symbol."""
+
+    demo: int
+    symbol: str
+    #: The book process tick the simulator uses.
+    tick: str
+
+    @property
+    def key(self) -> str:
+        return f"{DEMO_VENUES[self.demo].venue}:{self.symbol}"
+
+    def sim(self, n_endpoints: int, interval_s: float, faults: FaultPlan | None) -> SimVenue:
+        cls = SimBinanceSpot if self.demo == 0 else SimOkx
+        return cls([self.symbol], n_endpoints, SEED, interval_s, faults=faults)
+
+    def twin(self) -> BookProcess:
+        """The book process of the venue's symbol, as its simulator builds it."""
+        mid = default_mid(self.symbol)
+        return BookProcess(self.symbol, SEED, mid=mid, tick=self.tick, lot="0.00001")
+
+    def true_books(self, up_to_id: int) -> set[Normalized]:
+        """Every book the venue had, up to its (true) id ``up_to_id``."""
+        twin = self.twin()
+        books = {twin.book.normalized()}
+        while twin.last_id < up_to_id:
+            if twin.step() is not None:
+                books.add(twin.book.normalized())
+        assert twin.last_id == up_to_id
+        return books
+
+
+BINANCE = Venue(0, "BTCUSDT", "0.01")
+OKX = Venue(1, "BTC-USDT", "0.1")
+
+
 @dataclasses.dataclass
 class Seen:
-    """What the subscriber saw: each ``live`` book of KEY (normalized), every level text of
-    KEY, the states of the clean symbol and its last venue id."""
+    """What the subscriber saw: each ``live`` book of ``key`` (normalized), every level
+    text of ``key``, the states of ``clean_key`` and its last venue id."""
 
+    key: str
+    clean_key: str
     live_books: list[Normalized] = dataclasses.field(default_factory=list)
     odd_numbers: set[str] = dataclasses.field(default_factory=set)
     clean_states: list[SymbolState] = dataclasses.field(default_factory=list)
     clean_id: int = 0
 
     def keep(self, update: BookUpdate) -> None:
-        if update.symbol == CLEAN_KEY:
+        if update.symbol == self.clean_key:
             self.clean_states.append(update.state)
             self.clean_id = max(self.clean_id, update.venue_id)
             return
-        if update.symbol != KEY or update.book is None:
+        if update.symbol != self.key or update.book is None:
             return
         if update.state == LIVE:
             self.live_books.append(update.book.normalized())
@@ -79,44 +115,38 @@ class Seen:
                     self.odd_numbers.add(text)
 
 
-def _twin() -> BookProcess:
-    """The book process of the simulated venue's SYMBOL, as SimBinanceSpot builds it."""
-    return BookProcess(SYMBOL, SEED, mid=default_mid(SYMBOL), tick="0.01", lot="0.00001")
-
-
-def _true_books(up_to_id: int) -> set[Normalized]:
-    """Every book the venue had, up to its id ``up_to_id``."""
-    twin = _twin()
-    books = {twin.book.normalized()}
-    while twin.last_id < up_to_id:
-        if twin.step() is not None:
-            books.add(twin.book.normalized())
-    assert twin.last_id == up_to_id
-    return books
-
-
 async def _run(
-    spec: str, during: Callable[[SimBinanceSpot], None] | None, steps: int, backoff_max_s: float
+    spec: str,
+    venue: Venue,
+    during: Callable[[SimVenue], None] | None,
+    steps: int,
+    backoff_max_s: float,
 ) -> None:
-    """The gateway (reconnecting with backoff up to ``backoff_max_s``) against the venue
-    under ``spec`` (seeded) for ``steps`` venue steps, then ``during(sim)``; asserts (a),
-    (b) and (c)."""
+    """The gateway (reconnecting to ``venue`` with backoff up to ``backoff_max_s``) against
+    ``venue`` under ``spec`` (seeded) for ``steps`` venue steps, then ``during(sim)``;
+    asserts (a), (b) and (c)."""
     plan = FaultPlan(spec, seed=SEED, n_endpoints=3)
-    seen = Seen()
+    clean_venue = OKX if venue is BINANCE else BINANCE
+    key, clean_key = venue.key, clean_venue.key
+    seen = Seen(key, clean_key)
     async with (
-        SimBinanceSpot([SYMBOL], 3, SEED, INTERVAL_S, faults=plan) as sim,
-        SimOkx(["BTC-USDT"], 2, seed=SEED, interval_s=0.05) as clean,
+        venue.sim(3, INTERVAL_S, plan) as sim,
+        clean_venue.sim(2, 0.05, None) as clean,
     ):
-        assert sim.true_book(SYMBOL).normalized() == _twin().book.normalized()
-        binance = dataclasses.replace(DEMO_VENUES[0], symbols=(SYMBOL,))
-        okx = dataclasses.replace(DEMO_VENUES[1], symbols=("BTC-USDT",))
-        config = demo_config([(binance, sim), (okx, clean)], port=0)
+        assert sim.true_book(venue.symbol).normalized() == venue.twin().book.normalized()
+        config = demo_config(
+            [
+                (dataclasses.replace(DEMO_VENUES[v.demo], symbols=(v.symbol,)), s)
+                for v, s in ((venue, sim), (clean_venue, clean))
+            ],
+            port=0,
+        )
         faulty = msgspec.structs.replace(config.venues[0], backoff_max_s=backoff_max_s)
         config = msgspec.structs.replace(config, venues=[faulty, *config.venues[1:]])
-        async with serving(config, [KEY, CLEAN_KEY], 0.2, seen.keep) as (service, subscriber):
+        async with serving(config, [key, clean_key], 0.2, seen.keep) as (service, subscriber):
             client = subscriber.client
-            await subscriber.until(lambda: client.book(CLEAN_KEY) is not None, 10)
-            await subscriber.until(lambda: client.book(KEY) is not None, 10)
+            await subscriber.until(lambda: client.book(clean_key) is not None, 10)
+            await subscriber.until(lambda: client.book(key) is not None, 10)
             if not spec.startswith("rest:"):
                 # The misbehaviour must meet a gateway in sync, or it tests nothing.
                 assert sim.fault_time() < AT_S, "the gateway synced too late"
@@ -125,10 +155,10 @@ async def _run(
                 during(sim)
             clean_id = seen.clean_id
             sim.pause()
-            truth = sim.true_book(SYMBOL).normalized()
+            truth = sim.true_book(venue.symbol).normalized()
 
             def caught_up() -> bool:
-                book = client.book(KEY)
+                book = client.book(key)
                 return book is not None and book.normalized() == truth
 
             # (a) the venue's true book in the end
@@ -137,9 +167,11 @@ async def _run(
             await subscriber.until(lambda: seen.clean_id > clean_id, CATCH_UP_S)
             first_live = seen.clean_states.index(LIVE)
             assert set(seen.clean_states[first_live:]) == {LIVE}
-            assert set(service.books) >= {KEY, CLEAN_KEY}
+            assert set(service.books) >= {key, clean_key}
         # (b) nothing wrong was served as live
-        truths = _true_books(sim.last_id(SYMBOL))
+        last_id = sim.last_id(venue.symbol)
+        assert last_id is not None
+        truths = venue.true_books(last_id)
         wrong = [i for i, book in enumerate(seen.live_books) if book not in truths]
         assert not wrong, f"{len(wrong)} of {len(seen.live_books)} live books were wrong"
         assert not seen.odd_numbers, sorted(seen.odd_numbers)[:5]
@@ -147,24 +179,34 @@ async def _run(
 
 def run(
     spec: str,
-    during: Callable[[SimBinanceSpot], None] | None = None,
+    venue: Venue = BINANCE,
+    during: Callable[[SimVenue], None] | None = None,
     steps: int = RUN_STEPS,
     backoff_max_s: float = 1.0,
 ) -> None:
-    asyncio.run(asyncio.wait_for(_run(spec, during, steps, backoff_max_s), 40))
+    asyncio.run(asyncio.wait_for(_run(spec, venue, during, steps, backoff_max_s), 40))
 
 
-def _case(name: str, spec: str, needs: str | None = None, steps: int = RUN_STEPS) -> Any:
+def _case(
+    name: str, spec: str, needs: str | None = None, steps: int = RUN_STEPS, venue: Venue = BINANCE
+) -> Any:
     """One misbehaviour: ``xfail(strict)`` while the gateway fix it ``needs`` is missing."""
     marks = [pytest.mark.xfail(strict=True, reason=f"needs {needs}")] if needs else []
-    return pytest.param(spec, steps, id=name, marks=marks)
+    return pytest.param(spec, steps, venue, id=name, marks=marks)
 
 
 @pytest.mark.parametrize(
-    ("spec", "steps"),
+    ("spec", "steps", "venue"),
     [
         _case("id-restart", f"venue:restart@{AT_S}", "venue-reset in the sequenced arbiter"),
+        _case("okx-id-restart", f"venue:restart@{AT_S}", venue=OKX),
         _case("mangled-ids", f"ep0:mangle@{AT_S}+0.5{FIRST}", "id plausibility in the arbiter"),
+        _case(
+            "okx-mangled-ids",
+            f"ep0:mangle@{AT_S}+0.5{FIRST}",
+            "id plausibility in the arbiter",
+            venue=OKX,
+        ),
         _case("far-future-id", f"ep0:farid@{AT_S}+0.1{FIRST}"),
         _case(
             "non-decimal-numbers",
@@ -179,11 +221,11 @@ def _case(name: str, spec: str, needs: str | None = None, steps: int = RUN_STEPS
         ),
     ],
 )
-def test_a_misbehaving_venue(spec: str, steps: int) -> None:
-    run(spec, steps=steps)
+def test_a_misbehaving_venue(spec: str, steps: int, venue: Venue) -> None:
+    run(spec, venue, steps=steps)
 
 
-def _few_reconnects(sim: SimBinanceSpot) -> None:
+def _few_reconnects(sim: SimVenue) -> None:
     # Over the 3 s of flapping, a disciplined backoff (full jitter up to 0.05 s doubling to
     # 4 s) connects about 8 times; one that forgets its failures on every connect, 30 or
     # more (each cycle is a connect, one frame and a wait of at most 0.05 s).
@@ -192,4 +234,4 @@ def _few_reconnects(sim: SimBinanceSpot) -> None:
 
 @pytest.mark.xfail(strict=True, reason="needs reconnect backoff discipline")
 def test_a_flapping_endpoint() -> None:
-    run(f"ep0:flap@{AT_S}+3", _few_reconnects, steps=210, backoff_max_s=4.0)
+    run(f"ep0:flap@{AT_S}+3", BINANCE, _few_reconnects, steps=210, backoff_max_s=4.0)

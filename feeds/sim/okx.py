@@ -55,6 +55,7 @@ SNAPSHOT_DEPTH: Final = 400
 STREAM_SHAPE: Final = WireShape(
     sides=((("data", 0, "bids"), "bid"), (("data", 0, "asks"), "ask")),
     ids=((("data", 0, "prevSeqId"), "seq"), (("data", 0, "seqId"), "seq")),
+    links=(("data", 0, "prevSeqId"),),
     symbol=("arg", "instId"),
 )
 REST_SHAPE: Final = WireShape(

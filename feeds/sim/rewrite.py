@@ -17,7 +17,8 @@ comes out unchanged.
   book is unchanged, the frame is huge).
 - :func:`oversize_body` appends far asks with a real quantity to a REST book.
 - :class:`IdRestart` renumbers ids after a venue restart: per symbol and id space, the
-  first id seen becomes the restart's low first id and later ids keep their distance to it.
+  first id seen becomes the restart's low first id and later ids keep their distance to it;
+  the first message keeps its links to the previous id (OKX's ``prevSeqId``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class WireShape(msgspec.Struct, frozen=True):
 
     sides: tuple[tuple[Path, Side], ...]
     ids: tuple[tuple[Path, str], ...] = ()
+    #: Id fields (of ``ids``) that name the previous message's id (OKX ``prevSeqId``): the
+    #: first message after a restart keeps it, as OKX announces a sequence reset.
+    links: tuple[Path, ...] = ()
     symbol: Path = ()
     symbol_param: str = ""
     price: int | str = 0
@@ -278,7 +282,8 @@ class IdRestart:
     """The ids of a venue restarted with ``first_id``: per ``(symbol, space)``, the
     smallest id of the first message seen after the restart becomes ``first_id``, and
     every later id of that space moves by the same amount (ids seen by nothing before
-    the restart are thereby renumbered consistently across frames and REST bodies)."""
+    the restart are thereby renumbered consistently across frames and REST bodies). The
+    first message keeps its ``links`` (its previous id, from before the restart)."""
 
     __slots__ = ("_bases", "first_id")
 
@@ -296,18 +301,21 @@ class IdRestart:
         if symbol is None:
             named = _slots(message, shape.symbol)
             symbol = str(named[0][0][named[0][1]]) if named else ""
-        by_space: dict[str, list[tuple[Any, str | int]]] = {}
+        by_space: dict[str, list[tuple[Any, str | int, bool]]] = {}
         for path, space in shape.ids:
+            link = path in shape.links
             by_space.setdefault(space, []).extend(
-                (c, k) for c, k in _slots(message, path) if _is_id(c[k])
+                (c, k, link) for c, k in _slots(message, path) if _is_id(c[k])
             )
         changed = False
         for space, slots in by_space.items():
-            if not slots:
+            own = [c[k] for c, k, link in slots if not link]
+            if not own:
                 continue
-            lowest = min(c[k] for c, k in slots)
-            base = self._bases.setdefault((symbol, space), lowest - self.first_id)
-            for container, key in slots:
-                container[key] -= base
+            first = (symbol, space) not in self._bases
+            base = self._bases.setdefault((symbol, space), min(own) - self.first_id)
+            for container, key, link in slots:
+                if not (first and link):
+                    container[key] -= base
             changed = True
         return _encoder.encode(message) if changed else data

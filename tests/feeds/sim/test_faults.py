@@ -526,8 +526,9 @@ async def test_a_restart_renumbers_the_stream_and_the_rest_book_from_a_low_id() 
             after: list[tuple[int, int]] = []
             while len(after) < 5:
                 after += [ids for ids in book_ids(await collect(ws, 1)) if ids[1] < first_id * 2]
-        # Renumbered from the first frame after the restart on: still chained, and low.
-        assert after[0][0] == first_id
+        # Renumbered from the first frame after the restart on: low, and chained after the
+        # first, which links to the last id before (OKX's reset: seqId < prevSeqId).
+        assert after[0][1] == first_id < 10 * RESTART_FIRST_ID < after[0][0]
         assert all(prev == last for (_, last), (prev, _) in itertools.pairwise(after))
         body = (await get(okx.snapshot_url(rest_base(sim), SYMBOL, 5))).content
         rest = okx.parse_snapshot(SYMBOL, body, 0)

@@ -231,9 +231,14 @@ def test_a_restart_renumbers_each_id_space_apart() -> None:
     frame = restart.apply(_bybit(9_000_007, 18_521_301), sim_bybit.STREAM_SHAPE)
     data = msgspec.json.decode(frame)["data"]
     assert (data["seq"], data["u"]) == (1507, 1501)
-    okx_frame = restart.apply(_okx(300, 305), sim_okx.STREAM_SHAPE)
-    pushed = _diff(okx.parse(okx_frame, 0, 0))
-    assert (pushed.prev_id, pushed.last_id) == (1500, 1506)
+
+
+def test_after_a_restart_okx_says_seq_id_below_prev_seq_id_once_then_chains() -> None:
+    restart = IdRestart(1500)
+    first = _diff(okx.parse(restart.apply(_okx(300, 305), sim_okx.STREAM_SHAPE), 0, 0))
+    assert (first.prev_id, first.last_id) == (299, 1500)  # OKX's sequence reset
+    later = _diff(okx.parse(restart.apply(_okx(306, 310), sim_okx.STREAM_SHAPE), 0, 0))
+    assert (later.prev_id, later.last_id) == (1500, 1505)
 
 
 def test_a_restart_leaves_venues_without_ids_alone() -> None:
