@@ -175,8 +175,10 @@ _S, _E, _A = Sync, SyncEvent, SyncAction
 SYNC_TRANSITIONS: Final[Table[Sync, SyncEvent, SyncAction]] = {
     (_S.UNSYNCED, _E.UPDATE_WITHOUT_BOOK): (_S.AWAITING_SNAPSHOT, (_A.ASK_SNAPSHOT,)),
     (_S.AWAITING_SNAPSHOT, _E.UPDATE_WITHOUT_BOOK): (_S.AWAITING_SNAPSHOT, ()),
-    (_S.UNSYNCED, _E.SNAPSHOT_REFUSED): (_S.UNSYNCED, ()),
-    (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_REFUSED): (_S.AWAITING_SNAPSHOT, ()),
+    # A refused snapshot (bad levels, too many) waits like a crossed one: asking again at
+    # once would ask a venue that keeps sending it as fast as it answers.
+    (_S.UNSYNCED, _E.SNAPSHOT_REFUSED): (_S.RETRY_WAIT, (_A.START_RETRY_CLOCK,)),
+    (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_REFUSED): (_S.RETRY_WAIT, (_A.START_RETRY_CLOCK,)),
     (_S.UNSYNCED, _E.SNAPSHOT_UNUSABLE): (_S.AWAITING_SNAPSHOT, (_A.ASK_SNAPSHOT,)),
     (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_UNUSABLE): (_S.AWAITING_SNAPSHOT, (_A.ASK_SNAPSHOT,)),
     (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_BROKEN): (
@@ -270,8 +272,9 @@ class StatusEvent(enum.Enum):
     RESET_WITHOUT_CONNECTION = "reset without connection"
     #: An update was applied while stale, with a connection up again.
     UPSTREAM_BACK = "upstream back"
-    #: A snapshot built a crossed book (:data:`SyncEvent.SNAPSHOT_CROSSED`): the book waits.
-    SNAPSHOT_CROSSED = "snapshot crossed"
+    #: A snapshot was not used (:data:`SyncEvent.SNAPSHOT_CROSSED` or
+    #: :data:`SyncEvent.SNAPSHOT_REFUSED`): the book waits before asking the next.
+    SNAPSHOT_NOT_USED = "snapshot not used"
     #: A venue reset was recognised (:data:`SyncAction.ANNOUNCE_VENUE_RESET`).
     VENUE_RESET = "venue reset"
 
@@ -301,9 +304,9 @@ STATUS_TRANSITIONS: Final[Table[SymbolState, StatusEvent, StatusAction]] = {
     (_St.STALE, _SE.RESET_WITHOUT_CONNECTION): (_St.STALE, ()),
     (_St.STALE, _SE.UPSTREAM_BACK): (_St.LIVE, _ANNOUNCE),
     # The same state, announced with why the book waits; stale says more.
-    (_St.SYNCING, _SE.SNAPSHOT_CROSSED): (_St.SYNCING, _ANNOUNCE),
-    (_St.RESYNCING, _SE.SNAPSHOT_CROSSED): (_St.RESYNCING, _ANNOUNCE),
-    (_St.STALE, _SE.SNAPSHOT_CROSSED): (_St.STALE, ()),
+    (_St.SYNCING, _SE.SNAPSHOT_NOT_USED): (_St.SYNCING, _ANNOUNCE),
+    (_St.RESYNCING, _SE.SNAPSHOT_NOT_USED): (_St.RESYNCING, _ANNOUNCE),
+    (_St.STALE, _SE.SNAPSHOT_NOT_USED): (_St.STALE, ()),
     (_St.LIVE, _SE.VENUE_RESET): (_St.RESYNCING, _ANNOUNCE),
     (_St.STALE, _SE.VENUE_RESET): (_St.RESYNCING, _ANNOUNCE),
     # Recognised from a snapshot during a resync: the reason changes.
@@ -474,7 +477,8 @@ class SequencedBook:
             self.stats.bad_updates += 1
             self.stats.snapshots_unused += 1
             log.warning("%s: snapshot rejected: %s", self.key, exc)
-            self._sync(SyncEvent.SNAPSHOT_REFUSED, out)
+            reason = str(exc)
+            self._sync(SyncEvent.SNAPSHOT_REFUSED, out, reason=reason, now_ns=now_ns)
             return out
         top = self._top_connection_id()
         if 0 <= snap.last_id < self.applied_id and -1 < top < self.applied_id:
@@ -591,7 +595,7 @@ class SequencedBook:
             elif action is SyncAction.START_RETRY_CLOCK:
                 delay_ns, wait = crossed_retry(self._crossed_backoff)
                 self._retry_at_ns = now_ns + delay_ns
-                self._status(StatusEvent.SNAPSHOT_CROSSED, f"{reason}; {wait}", out)
+                self._status(StatusEvent.SNAPSHOT_NOT_USED, f"{reason}; {wait}", out)
             elif action is SyncAction.STOP_RETRY_CLOCK:
                 self._retry_at_ns = 0
             elif action is SyncAction.COUNT_VENUE_RESET:

@@ -508,7 +508,13 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
     too_deep = tuple((str(90 + i), "1") for i in range(4))
     step = p.receive_snapshot(DepthSnapshot("seq", "BTC", 10, too_deep, (), 0, -1), 0)
     book = p.books["seq:BTC"]
-    assert step == Step([], []) and not book.has_book and book.stats.bad_updates == 1
+    refused = "snapshot of 4 bid and 0 ask levels exceeds the cap of 3 per side"
+    waiting = f"{refused}; snapshot not used; next snapshot in 1 s"
+    assert step == Step([StatusChange("seq:BTC", SymbolState.SYNCING, waiting)], [])
+    assert not book.has_book and book.stats.bad_updates == 1
+    # The next snapshot is asked after a wait, not at once (the venue would send it again).
+    assert p.on_timer(999_999_999) == Step([], [])
+    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC")]
     assert kinds(p.receive_snapshot(snap("BTC", 10), 0)) == ["BookReset", "StatusChange"]
     # One frame of more levels than the cap: refused, the book unchanged.
     oversized = DepthDiff("seq", "BTC", 11, 11, -1, too_deep, (), 0, 0, 0)

@@ -49,8 +49,8 @@ EXPECTED_SYNC = parse_table(
     """
     UNSYNCED           UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  -
-    UNSYNCED           SNAPSHOT_REFUSED      UNSYNCED           -
-    AWAITING_SNAPSHOT  SNAPSHOT_REFUSED      AWAITING_SNAPSHOT  -
+    UNSYNCED           SNAPSHOT_REFUSED      RETRY_WAIT         START_RETRY_CLOCK
+    AWAITING_SNAPSHOT  SNAPSHOT_REFUSED      RETRY_WAIT         START_RETRY_CLOCK
     UNSYNCED           SNAPSHOT_UNUSABLE     AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  SNAPSHOT_UNUSABLE     AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  SNAPSHOT_BROKEN       AWAITING_SNAPSHOT  COUNT_GAP ASK_SNAPSHOT
@@ -102,9 +102,9 @@ EXPECTED_STATUS = parse_table(
     RESYNCING  RESET_WITHOUT_CONNECTION  STALE      ANNOUNCE
     STALE      RESET_WITHOUT_CONNECTION  STALE      -
     STALE      UPSTREAM_BACK             LIVE       ANNOUNCE
-    SYNCING    SNAPSHOT_CROSSED          SYNCING    ANNOUNCE
-    RESYNCING  SNAPSHOT_CROSSED          RESYNCING  ANNOUNCE
-    STALE      SNAPSHOT_CROSSED          STALE      -
+    SYNCING    SNAPSHOT_NOT_USED         SYNCING    ANNOUNCE
+    RESYNCING  SNAPSHOT_NOT_USED         RESYNCING  ANNOUNCE
+    STALE      SNAPSHOT_NOT_USED         STALE      -
     LIVE       VENUE_RESET               RESYNCING  ANNOUNCE
     STALE      VENUE_RESET               RESYNCING  ANNOUNCE
     RESYNCING  VENUE_RESET               RESYNCING  ANNOUNCE
@@ -308,11 +308,15 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
         lambda a: a.on_diff(diff(12, 12), 0),
         [],
     ),
-    (S.UNSYNCED, E.SNAPSHOT_REFUSED): (book, lambda a: a.on_snapshot(snap(10, BAD), 0), []),
+    (S.UNSYNCED, E.SNAPSHOT_REFUSED): (
+        book,
+        lambda a: a.on_snapshot(snap(10, BAD), 0),
+        ["StatusChange"],
+    ),
     (S.AWAITING_SNAPSHOT, E.SNAPSHOT_REFUSED): (
         awaiting,
         lambda a: a.on_snapshot(snap(10, BAD), 0),
-        [],
+        ["StatusChange"],
     ),
     (S.UNSYNCED, E.SNAPSHOT_UNUSABLE): (
         lambda: book(checksum=True),
@@ -544,17 +548,17 @@ STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], Scenario] = {
             StatusChange(KEY, St.LIVE, "upstream back"),
         ],
     ),
-    (St.SYNCING, SE.SNAPSHOT_CROSSED): (
+    (St.SYNCING, SE.SNAPSHOT_NOT_USED): (
         book,
         lambda a: a.on_snapshot(snap(10, CROSSED), 0),
         [BookCrossed(KEY, -1, CROSSED_REASON), StatusChange(KEY, St.SYNCING, WAITING)],
     ),
-    (St.RESYNCING, SE.SNAPSHOT_CROSSED): (
+    (St.RESYNCING, SE.SNAPSHOT_NOT_USED): (
         resyncing,
         lambda a: a.on_snapshot(snap(20, CROSSED), 0),
         [BookCrossed(KEY, -1, CROSSED_REASON), StatusChange(KEY, St.RESYNCING, WAITING)],
     ),
-    (St.STALE, SE.SNAPSHOT_CROSSED): (
+    (St.STALE, SE.SNAPSHOT_NOT_USED): (
         lambda: all_down(book()),
         lambda a: a.on_snapshot(snap(10, CROSSED), 0),
         [BookCrossed(KEY, -1, CROSSED_REASON)],
