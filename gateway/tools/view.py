@@ -443,5 +443,6 @@ def render(
     tables = [books_data(book_rows(service)), endpoints_data(endpoint_rows(service))]
     parts: list[RenderableType] = [frame(head, tables, width, height - panel_lines)]
     if events is not None:
-        parts.append(Panel("\n".join(events.lines) or "-", title="Events", title_align="left"))
+        lines = Text("\n".join(events.lines) or "-", no_wrap=True, overflow="ellipsis")
+        parts.append(Panel(lines, title="Events", title_align="left"))
     return Group(*parts)
