@@ -27,13 +27,16 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from gateway.io.fanout import SubscriberStats
 from gateway.tools.runtime import UsageError, run_loop, seconds
 from gateway.tools.top_model import (
     NotAGateway,
     Reading,
+    Samples,
     Top,
     check_health,
     parse_metrics,
+    subscriber_rows,
     top_frame,
 )
 from gateway.wire.client_session import BboEvent, ClientSession, GatewayError, StatusEvent
@@ -112,7 +115,7 @@ def _not_a_gateway(url: str, why: str) -> UsageError:
 
 async def read_http(
     client: httpx.AsyncClient, urls: GatewayUrls
-) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]] | None]:
+) -> tuple[Samples, dict[str, Any], list[SubscriberStats] | None]:
     """``(metrics samples, /healthz document, /subscribers list or None)``. Raises
     UsageError when the gateway cannot be read or is not a gateway."""
     token_given = urls.token is not None
@@ -135,8 +138,8 @@ async def read_http(
     response = await _get(client, f"{urls.http_base}/subscribers", token_given)
     subscribers = None
     if response.status_code == http.HTTPStatus.OK:  # older gateways: no such route
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            subscribers = list(response.json()["subscribers"])
+        with contextlib.suppress(ValueError, KeyError, TypeError, NotAGateway):
+            subscribers = subscriber_rows(response.json()["subscribers"])
     return samples, health, subscribers
 
 

@@ -2,9 +2,10 @@
 
 Inputs, as the shell (:mod:`gateway.tools.top`) fetched them: the ``/metrics`` text
 (parsed with prometheus_client's text parser; names in ``docs/metrics.md``), the
-``/healthz`` document, the ``/subscribers`` document (None where the gateway has no such
-route), and the top of each book with its status from the WebSocket (``bbo`` channel).
-:func:`top_frame` turns a :class:`Reading` into the frame drawn (:func:`gateway.tools.view.frame`).
+``/healthz`` document, the subscribers of ``/subscribers`` (:func:`subscriber_rows`;
+None where the gateway has no such route), and the top of each book with its status from
+the WebSocket (``bbo`` channel). :func:`top_frame` turns a :class:`Reading` into the frame
+drawn (:func:`gateway.tools.view.frame`).
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import RenderableType
 from rich.text import Text
 
 from gateway.core.histogram import quantile
 from gateway.core.model import Level, SymbolState
+from gateway.io.fanout import SubscriberStats
 from gateway.tools.view import (
     BookRow,
     EndpointRow,
-    SubscriberRow,
     books_data,
     endpoints_data,
     frame,
@@ -88,7 +90,7 @@ class Reading:
     url: str
     metrics: Samples
     health: Mapping[str, Any]
-    subscribers: Sequence[Mapping[str, Any]] | None = None
+    subscribers: Sequence[SubscriberStats] | None = None
     tops: Mapping[str, Top] = dataclasses.field(default_factory=dict)
     error: str | None = None
     clock: str = ""
@@ -186,25 +188,14 @@ def book_rows(
     return rows
 
 
-def subscriber_rows(documents: Sequence[Mapping[str, Any]]) -> list[SubscriberRow]:
-    """One row per subscriber of ``/subscribers``, most behind first."""
-    rows = [
-        SubscriberRow(
-            int(d["id"]),
-            str(d["remote"]),
-            str(d["wire_format"]),
-            int(d["books"]),
-            int(d["messages_sent"]),
-            int(d["bytes_sent"]),
-            int(d["dropped"]),
-            int(d["conflations"]),
-            bool(d["behind"]),
-            buffered_bytes=int(d.get("buffered_bytes", 0)),
-            behind_s=float(d.get("behind_s", 0.0)),
-        )
-        for d in documents
-    ]
-    rows.sort(key=lambda row: (not row.behind, -(row.buffered_bytes or 0), row.id))
+def subscriber_rows(documents: object) -> list[SubscriberStats]:
+    """The subscribers of a ``/subscribers`` document's list, most behind first. Raises
+    :class:`NotAGateway` when it is not that list."""
+    try:
+        rows = msgspec.convert(documents, list[SubscriberStats])
+    except msgspec.ValidationError as exc:
+        raise NotAGateway(f"/subscribers: {exc}") from None
+    rows.sort(key=lambda row: (not row.behind, -row.buffered_bytes, row.id))
     return rows
 
 
@@ -244,5 +235,5 @@ def top_frame(reading: Reading, width: int, height: int) -> RenderableType:
         endpoints_data(endpoint_rows(reading.metrics)),
     ]
     if reading.subscribers is not None:
-        tables.append(subscribers_data(subscriber_rows(reading.subscribers)))
+        tables.append(subscribers_data(reading.subscribers))
     return frame(header(reading), tables, width, height)

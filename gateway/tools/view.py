@@ -1,13 +1,14 @@
 """Terminal views of a gateway (rich): its books, endpoints and subscribers as tables that
 fit the screen.
 
-The tables are built from plain rows (:class:`BookRow`, :class:`EndpointRow`,
-:class:`SubscriberRow`), so that the in-process demo (rows read from the
-:class:`~gateway.io.service.Service`) and ``mdgateway top`` (rows read from a gateway's
-HTTP routes and its WebSocket) draw the same tables. :func:`frame` lays a header and tables
-out in ``width`` x ``height`` cells: a table too wide loses its least important columns,
-tables too long lose rows (the title says how many are shown); nothing wraps. A column whose
-every value is unknown (None) is not drawn. Prices come before quantities.
+The tables are built from plain rows (:class:`BookRow`, :class:`EndpointRow`, and the
+fan-out's :class:`~gateway.io.fanout.SubscriberStats`), so that the in-process demo (rows
+read from the :class:`~gateway.io.service.Service`) and ``mdgateway top`` (rows read from
+a gateway's HTTP routes and its WebSocket) draw the same tables. :func:`frame` lays a
+header and tables out in ``width`` x ``height`` cells: a table too wide loses its least
+important columns, tables too long lose rows (the title says how many are shown); nothing
+wraps. A column whose every value is unknown (None) is not drawn. Prices come before
+quantities.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gateway.core.model import Level, SymbolState
+from gateway.io.fanout import SubscriberStats
 from gateway.wire.client_session import spread_of
 
 if TYPE_CHECKING:
@@ -80,24 +82,6 @@ class EndpointRow:
     latency_p50_s: float | None = None
     latency_p99_s: float | None = None
     error: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SubscriberRow:
-    """One subscriber's line, with its lag: ``buffered_bytes`` not yet sent, ``behind_s``
-    how long it has been behind."""
-
-    id: int
-    remote: str
-    wire_format: str
-    books: int
-    messages_sent: int
-    bytes_sent: int
-    dropped: int
-    conflations: int
-    behind: bool
-    buffered_bytes: int | None = None
-    behind_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -256,15 +240,15 @@ SUBSCRIBER_COLUMNS = (
 )
 
 
-def subscribers_data(rows: Sequence[SubscriberRow]) -> TableData:
+def subscribers_data(rows: Sequence[SubscriberStats]) -> TableData:
     """The subscribers table: flow state and lag first, then counters."""
     cells: list[list[Cell]] = [
         [
             str(row.id),
             row.remote,
             Text("behind", style="red") if row.behind else Text("live", style="green"),
-            None if row.buffered_bytes is None else size(row.buffered_bytes),
-            None if row.behind_s is None else (duration(row.behind_s) if row.behind else "-"),
+            size(row.buffered_bytes),
+            duration(row.behind_s) if row.behind else "-",
             str(row.books),
             str(row.messages_sent),
             size(row.bytes_sent),

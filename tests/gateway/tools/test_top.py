@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import http
-import os
-import signal
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -22,7 +19,7 @@ from gateway.tools.cli import main
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.runtime import UsageError
 from gateway.tools.top import gateway_urls
-from tests.subscriber import MDGATEWAY, ROOT, serving
+from tests.subscriber import mdgateway_output, serving
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run
@@ -33,26 +30,9 @@ TOKEN = "s3cret-token-0123456789"
 
 
 async def _mdgateway(*args: str, columns: int, lines: int) -> tuple[int, str, str]:
-    """``mdgateway ARGS`` as a child process in a terminal of ``columns`` x ``lines``
-    (``COLUMNS``, ``LINES``): its exit code, stdout and stderr."""
-    env = {**os.environ, "COLUMNS": str(columns), "LINES": str(lines)}
-    process = await asyncio.create_subprocess_exec(
-        *MDGATEWAY,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        async with asyncio.timeout(30):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            os.kill(process.pid, signal.SIGKILL)
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    """``mdgateway ARGS`` in a terminal of ``columns`` x ``lines`` (``COLUMNS``, ``LINES``)."""
+    env = {"COLUMNS": str(columns), "LINES": str(lines)}
+    return await mdgateway_output(*args, timeout_s=30, env=env)
 
 
 # --- a running gateway ------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def reading(n_symbols: int, n_connections: int, n_subscribers: int) -> Reading:
         "http://127.0.0.1:8765",
         parse_metrics(metrics_text(n_symbols, n_connections)),
         check_health(health(n_symbols)),
-        subscribers(n_subscribers),
+        subscriber_rows(subscribers(n_subscribers)),
         tops(n_symbols),
         clock="12:00:00",
     )
@@ -168,6 +168,8 @@ def test_subscriber_rows_put_the_most_behind_first() -> None:
     rows = subscriber_rows(subscribers(3))
     assert [row.id for row in rows] == [2, 1, 3]
     assert rows[0].behind and rows[0].buffered_bytes == 6 << 20 and rows[0].behind_s == 1.5
+    with pytest.raises(NotAGateway, match="/subscribers"):
+        subscriber_rows([{"id": 1}])
 
 
 def test_documents_that_are_not_a_gateways_are_refused() -> None:

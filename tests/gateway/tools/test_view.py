@@ -11,10 +11,10 @@ from rich.cells import cell_len
 from rich.console import Console, RenderableType
 
 from gateway.core.model import SymbolState
+from gateway.io.fanout import SubscriberStats
 from gateway.tools.view import (
     BookRow,
     Column,
-    SubscriberRow,
     TableData,
     allot_rows,
     books_data,
@@ -104,8 +104,8 @@ def test_books_show_each_price_before_its_quantity() -> None:
 
 
 def test_subscriber_lag_cells() -> None:
-    behind = SubscriberRow(7, "127.0.0.1:5000", "json", 3, 10, 2048, 4, 1, True, 5 << 20, 2.5)
-    live = SubscriberRow(8, "127.0.0.1:5001", "msgpack", 1, 5, 100, 0, 0, False, 0, 0.0)
+    behind = SubscriberStats(7, "127.0.0.1:5000", "json", 3, 10, 2048, 4, 1, 0, True, 5 << 20, 2.5)
+    live = SubscriberStats(8, "127.0.0.1:5001", "msgpack", 1, 5, 100, 0, 0, 0, False, 0, 0.0)
     rows = subscribers_data([behind, live]).rows
     assert [str(c) for c in rows[0][2:5]] == ["behind", "5 MiB", "2.5 s"]
     assert [str(c) for c in rows[1][2:5]] == ["live", "0 B", "-"]
