@@ -27,6 +27,7 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from gateway.io.changes import StateChanges
 from gateway.io.fanout import SubscriberStats
 from gateway.tools.runtime import UsageError, run_loop, seconds
 from gateway.tools.top_model import (
@@ -50,6 +51,8 @@ _SCHEMES = {
     "wss": ("https", "wss"),
 }
 _PING_ID = "mdgateway-top"
+#: The gateway's HTTP routes read here.
+_ROUTES = ("/healthz", "/metrics", "/subscribers")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ def gateway_urls(url: str, token: str | None = None) -> GatewayUrls:
     if token is None:
         token = parse_qs(parts.query).get("token", [None])[0]
     path = parts.path.rstrip("/")
+    for route in _ROUTES:  # the URL of one of its routes: the gateway's base is before it
+        path = path.removesuffix(route)
     return GatewayUrls(
         f"{schemes[0]}://{parts.netloc}{path}", f"{schemes[1]}://{parts.netloc}{path}/", token
     )
@@ -152,8 +157,10 @@ def _status(response: httpx.Response) -> str:
 
 class BookFollower:
     """Follows the top of book and status of ``symbols`` on one WebSocket, reconnecting
-    every ``retry_s`` while the gateway is away. :attr:`tops` is what it last saw;
-    :attr:`ready` is set once the subscription's first answers are all in (or it failed)."""
+    every ``retry_s`` while the gateway is away (every symbol ``stale`` meanwhile).
+    :attr:`tops` is what it last saw, :attr:`error` why the stream is down (None while it
+    is up); :attr:`ready` is set once the subscription's first answers are all in (or it
+    failed); :attr:`changes` is notified after each message and each loss."""
 
     def __init__(
         self, urls: GatewayUrls, symbols: Sequence[str], retry_s: float, timeout_s: float
@@ -165,17 +172,21 @@ class BookFollower:
         self.tops: dict[str, Top] = {}
         self.error: str | None = None
         self.ready = asyncio.Event()
+        self.changes = StateChanges()
 
     async def run(self) -> None:
+        """Follow until cancelled."""
         while True:
             try:
                 await self._follow()
+                self.error = "book stream closed by the gateway"
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
                 self.error = f"book stream: {exc or type(exc).__name__}"
             except GatewayError as exc:
                 self.error = f"book stream refused: {exc}"
-            self._apply(self.session.on_disconnected(self.error or "", time.time_ns()).events)
+            self._apply(self.session.on_disconnected(self.error, time.time_ns()).events)
             self.ready.set()
+            self.changes.notify()
             await asyncio.sleep(self.retry_s)
 
     async def _follow(self) -> None:
@@ -194,6 +205,7 @@ class BookFollower:
                 if not self.ready.is_set() and not step.events and _is_our_pong(data):
                     self.error = None
                     self.ready.set()
+                self.changes.notify()
 
     def _apply(self, events: Sequence[object]) -> None:
         for event in events:

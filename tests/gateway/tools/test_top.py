@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import http
@@ -15,10 +16,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from feeds.sim.simulators import SimBinanceSpot
+from gateway.core.model import SymbolState
+from gateway.io.service import Service
 from gateway.tools.cli import main
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.runtime import UsageError
-from gateway.tools.top import gateway_urls
+from gateway.tools.top import BookFollower, gateway_urls
 from tests.subscriber import mdgateway_output, serving
 
 if TYPE_CHECKING:
@@ -90,6 +93,46 @@ def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gateway(run
     run(_top_of_a_running_gateway, 60)
 
 
+async def _follow_a_gateway_that_goes_away() -> None:
+    async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
+        service = Service(demo_config([(binance, sim)], port=0))
+        async with asyncio.TaskGroup() as tasks:
+            ready = asyncio.Event()
+            gateway = tasks.create_task(service.run(ready))
+            await ready.wait()
+            urls = gateway_urls(f"ws://127.0.0.1:{service.port}/")
+            follower = BookFollower(urls, KEYS, retry_s=0.05, timeout_s=5.0)
+            following = tasks.create_task(follower.run())
+            tops = follower.tops
+
+            def live_with_a_top() -> bool:
+                return all(
+                    k in tops and tops[k].state is SymbolState.LIVE and tops[k].bid is not None
+                    for k in KEYS
+                )
+
+            async with asyncio.timeout(20):
+                await follower.ready.wait()
+                await follower.changes.wait_until(live_with_a_top)
+            assert follower.error is None
+            position = tops[KEYS[0]].position
+            assert position is not None and position[0] >= 1
+
+            gateway.cancel()  # the gateway goes away: every symbol stale, the reason shown
+            async with asyncio.timeout(10):
+                await follower.changes.wait_until(lambda: follower.error is not None)
+            assert all(tops[k].state is SymbolState.STALE for k in KEYS)
+            assert follower.error is not None and "book stream" in follower.error
+            following.cancel()
+
+
+def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gateway_goes(
+    run: Run,
+) -> None:
+    run(_follow_a_gateway_that_goes_away, 40)
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 
@@ -120,7 +163,12 @@ def test_a_bad_url_or_an_unreachable_gateway_is_one_line_and_exit_2(
 
 
 def test_urls_of_every_accepted_form() -> None:
-    for url in ("http://127.0.0.1:8765", "ws://127.0.0.1:8765/", "127.0.0.1:8765"):
+    for url in (
+        "http://127.0.0.1:8765",
+        "ws://127.0.0.1:8765/",
+        "127.0.0.1:8765",
+        "http://127.0.0.1:8765/metrics",
+    ):
         urls = gateway_urls(url)
         assert (urls.http_base, urls.ws_url) == ("http://127.0.0.1:8765", "ws://127.0.0.1:8765/")
     secure = gateway_urls("wss://gw.example/desk/?token=abc")
