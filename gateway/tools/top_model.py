@@ -60,12 +60,26 @@ def parse_metrics(text: str) -> Samples:
     return dict(samples)
 
 
+_STATES = frozenset(state.value for state in SymbolState)
+
+
+def _symbol_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("symbol"), str)
+        and entry.get("state") in _STATES
+    )
+
+
 def check_health(document: object) -> Mapping[str, Any]:
-    """The ``/healthz`` document, checked to be a gateway's; else :class:`NotAGateway`."""
+    """The ``/healthz`` document, checked to be a gateway's (a protocol version, and its
+    symbols with their states); else :class:`NotAGateway`."""
     if (
         not isinstance(document, dict)
         or "protocol_version" not in document
         or not isinstance(document.get("symbols"), list)
+        or not all(_symbol_entry(entry) for entry in document["symbols"])
+        or not all(_symbol_entry(entry) for entry in document.get("not_live", []))
     ):
         raise NotAGateway("/healthz is not a gateway's health document")
     return document

@@ -181,6 +181,9 @@ def test_documents_that_are_not_a_gateways_are_refused() -> None:
         check_health({"status": "ok"})
     with pytest.raises(NotAGateway, match="health"):
         check_health(["not", "a", "dict"])
+    bad_state = {**health(2), "symbols": [{"symbol": "binance:X", "state": "sleepy"}]}
+    with pytest.raises(NotAGateway, match="health"):
+        check_health(bad_state)
 
 
 # --- the frame --------------------------------------------------------------------------------
