@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from gateway.core.backoff import Backoff
 from gateway.core.book import L2Book
 from gateway.core.model import (
     ArbiterEvent,
@@ -30,6 +31,10 @@ from gateway.core.model import (
 DEFAULT_REORDER_WINDOW_NS: Final = 100_000_000
 #: Default bound of the buffer of updates that cannot be applied yet.
 DEFAULT_MAX_PENDING: Final = 4096
+#: A snapshot that builds a crossed book is not used: the next one is asked after a wait
+#: that starts here and doubles with each crossed snapshot in a row, up to the maximum.
+CROSSED_RETRY_INITIAL_S: Final = 1.0
+CROSSED_RETRY_MAX_S: Final = 60.0
 
 
 class Link(enum.Enum):
@@ -69,7 +74,13 @@ class SymbolStats:
     stale: int = 0
     gaps: int = 0
     resyncs: int = 0
+    #: Book states published crossed (a venue whose books may cross), or found crossed.
     crossed: int = 0
+    #: Crossed books and replicas on a venue whose books never cross: not published,
+    #: rebuilt (:data:`CROSSED_RETRY_INITIAL_S`).
+    crossed_faults: int = 0
+    #: Levels pruned beyond the cap of levels per side (``max_levels``).
+    levels_pruned: int = 0
     snapshots: int = 0
     #: Snapshots that could not be used: older than the stream, or not wanted.
     snapshots_unused: int = 0
@@ -93,6 +104,29 @@ class SymbolStats:
         if stats is None:
             stats = self.connections[conn_id] = ConnectionStats()
         return stats
+
+
+def crossed_reason(book: L2Book) -> str | None:
+    """``crossed book (bid X >= ask Y)`` with the venue's prices, or None when ``book``
+    is not crossed."""
+    crossing = book.crossing()
+    if crossing is None:
+        return None
+    return f"crossed book (bid {crossing[0][0]} >= ask {crossing[1][0]})"
+
+
+def crossed_retry(backoff: Backoff) -> tuple[int, str]:
+    """The wait in ns before the next snapshot after one more crossed snapshot in a row
+    (counted on ``backoff``), and the words for it."""
+    delay_s = backoff.ceiling_s()
+    backoff.failures += 1
+    return int(delay_s * 1e9), f"snapshot not used; next snapshot in {delay_s:g} s"
+
+
+def crossed_backoff() -> Backoff:
+    """The backoff of snapshots that keep building crossed books: no jitter (its ceiling
+    is the wait), from :data:`CROSSED_RETRY_INITIAL_S` to :data:`CROSSED_RETRY_MAX_S`."""
+    return Backoff(CROSSED_RETRY_INITIAL_S, CROSSED_RETRY_MAX_S)
 
 
 #: A venue's checksum of a book (OKX top 25, Kraken top 10).

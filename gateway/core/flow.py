@@ -13,7 +13,8 @@ States (:class:`FlowState`):
   their keys noted as *owed*; once a check finds the buffer at or below
   ``low_water_bytes`` the subscriber is live again and is sent, per owed key, the current
   status, snapshot and bbo (conflation).
-* ``DISCONNECTED``: the policy closed the connection (1008); nothing more is written.
+* ``DISCONNECTED``: the policy closed the connection (1008), or the shell closed it for
+  another reason (``CLOSED``); nothing more is written.
 
 A subscriber that falls behind more than ``max_conflations`` times within
 ``conflation_window_s``, stays behind longer than ``max_behind_s``, or lets its replies
@@ -57,6 +58,9 @@ class FlowEvent(enum.Enum):
     STILL_BEHIND = "still_behind"
     #: Check: still above low water, behind for more than ``max_behind_s``.
     BEHIND_TOO_LONG = "behind_too_long"
+    #: The shell closed the connection for another reason (an error while serving it, a
+    #: limit): nothing more is written.
+    CLOSED = "closed"
 
 
 class FlowAction(enum.Enum):
@@ -92,6 +96,7 @@ TRANSITIONS: Final[dict[tuple[FlowState, FlowEvent], Transition]] = {
     (_LIVE, _E.REPLY_FITS): (_LIVE, (_A.WRITE,)),
     (_LIVE, _E.REPLY_UNREAD): (_GONE, (_A.DISCONNECT,)),
     (_LIVE, _E.RESYNC_ASKED): (_LIVE, (_A.WRITE,)),
+    (_LIVE, _E.CLOSED): (_GONE, ()),
     # Behind: whatever the buffer holds now, nothing of the symbols is written until a
     # check finds it drained (replies still go out: they are small and paced by requests).
     (_BEHIND, _E.MESSAGE_FITS): (_BEHIND, (_A.DROP,)),
@@ -102,11 +107,13 @@ TRANSITIONS: Final[dict[tuple[FlowState, FlowEvent], Transition]] = {
     (_BEHIND, _E.DRAINED): (_LIVE, (_A.RESEND_OWED,)),
     (_BEHIND, _E.STILL_BEHIND): (_BEHIND, ()),
     (_BEHIND, _E.BEHIND_TOO_LONG): (_GONE, (_A.DISCONNECT,)),
+    (_BEHIND, _E.CLOSED): (_GONE, ()),
     (_GONE, _E.MESSAGE_FITS): (_GONE, (_A.DROP,)),
     (_GONE, _E.MESSAGE_OVERFLOWS): (_GONE, (_A.DROP,)),
     (_GONE, _E.REPLY_FITS): (_GONE, ()),
     (_GONE, _E.REPLY_UNREAD): (_GONE, ()),
     (_GONE, _E.RESYNC_ASKED): (_GONE, ()),
+    (_GONE, _E.CLOSED): (_GONE, ()),
 }
 
 #: The (LIVE, MESSAGE_FITS) actions: :meth:`SubscriberFlow.on_message` returns this very
@@ -202,6 +209,10 @@ class SubscriberFlow:
         else:
             event = _E.STILL_BEHIND
         return self.handle(event, None, now_s)
+
+    def on_closed(self) -> tuple[FlowAction, ...]:
+        """The shell closed the connection itself (not for being slow)."""
+        return self.handle(_E.CLOSED)
 
     # --- owed keys --------------------------------------------------------------------------
 

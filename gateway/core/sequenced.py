@@ -13,7 +13,11 @@ One :class:`SequencedBook` per symbol owns the arbitration state, the published
   the reorder window passed; then subscribers are told ``resyncing`` and a snapshot is
   wanted, once;
 - a snapshot loads the book, sets the applied id, and drains the buffer by the same rule,
-  so a snapshot older than the stream is just another certain gap.
+  so a snapshot older than the stream is just another certain gap;
+- on a venue whose books never cross (``may_cross`` False), an update that leaves the book
+  crossed is not published: the book is rebuilt from a snapshot as after a gap, once; a
+  snapshot that builds a crossed book is not used either, and the next one is asked only
+  after a wait that doubles with each crossed snapshot in a row (:class:`Sync` RETRY_WAIT).
 
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
 :mod:`gateway.core.transitions`) say what each outcome does:
@@ -41,10 +45,14 @@ from gateway.core.arbiter import (
     Link,
     LinkRule,
     SymbolStats,
+    crossed_backoff,
+    crossed_reason,
+    crossed_retry,
 )
 from gateway.core.book import BadLevel, L2Book
 from gateway.core.model import (
     ArbiterEvent,
+    BookCrossed,
     BookDelta,
     BookReset,
     DepthDiff,
@@ -73,6 +81,8 @@ class Sync(enum.Enum):
     #: The book is consistent; buffered updates wait for missing ids until the reorder
     #: window's deadline.
     HOLE = "hole"
+    #: No book; a snapshot built a crossed book: the next is asked at the retry deadline.
+    RETRY_WAIT = "retry wait"
 
 
 class SyncEvent(enum.Enum):
@@ -95,6 +105,13 @@ class SyncEvent(enum.Enum):
     #: Missing ids are lost: every connection passed them, the window passed, the buffer
     #: filled up, or a checksum failed.
     GAP = "gap"
+    #: An update or a newer snapshot left the book crossed (a venue whose books never cross).
+    CROSSED = "crossed"
+    #: A snapshot, with the updates buffered after it, built a crossed book on a venue
+    #: whose books never cross: not used.
+    SNAPSHOT_CROSSED = "snapshot crossed"
+    #: The retry deadline after a crossed snapshot passed.
+    RETRY_DUE = "retry due"
 
 
 class SyncAction(enum.Enum):
@@ -106,8 +123,14 @@ class SyncAction(enum.Enum):
     STOP_HOLE_CLOCK = "stop hole clock"
     #: Count the gap and the resync.
     COUNT_GAP = "count gap"
+    #: Count the resync (its cause is counted and logged where it is found).
+    COUNT_RESYNC = "count resync"
     #: Tell subscribers the book is resyncing (a :data:`StatusEvent.GAP`).
     ANNOUNCE_RESYNC = "announce resync"
+    #: Set the deadline of the next snapshot request (a backoff of crossed snapshots in a
+    #: row) and tell subscribers why the book waits.
+    START_RETRY_CLOCK = "start retry clock"
+    STOP_RETRY_CLOCK = "stop retry clock"
 
 
 _S, _E, _A = Sync, SyncEvent, SyncAction
@@ -141,6 +164,28 @@ SYNC_TRANSITIONS: Final[Table[Sync, SyncEvent, SyncAction]] = {
         _S.AWAITING_SNAPSHOT,
         (_A.STOP_HOLE_CLOCK, _A.COUNT_GAP, _A.ANNOUNCE_RESYNC, _A.ASK_SNAPSHOT),
     ),
+    (_S.SYNCED, _E.CROSSED): (
+        _S.AWAITING_SNAPSHOT,
+        (_A.COUNT_RESYNC, _A.ANNOUNCE_RESYNC, _A.ASK_SNAPSHOT),
+    ),
+    (_S.HOLE, _E.CROSSED): (
+        _S.AWAITING_SNAPSHOT,
+        (_A.STOP_HOLE_CLOCK, _A.COUNT_RESYNC, _A.ANNOUNCE_RESYNC, _A.ASK_SNAPSHOT),
+    ),
+    # A crossed snapshot: wait, then ask again; a snapshot that comes meanwhile is used.
+    (_S.UNSYNCED, _E.SNAPSHOT_CROSSED): (_S.RETRY_WAIT, (_A.START_RETRY_CLOCK,)),
+    (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_CROSSED): (_S.RETRY_WAIT, (_A.START_RETRY_CLOCK,)),
+    (_S.RETRY_WAIT, _E.SNAPSHOT_CROSSED): (_S.RETRY_WAIT, ()),
+    (_S.RETRY_WAIT, _E.RETRY_DUE): (_S.AWAITING_SNAPSHOT, (_A.ASK_SNAPSHOT,)),
+    (_S.RETRY_WAIT, _E.UPDATE_WITHOUT_BOOK): (_S.RETRY_WAIT, ()),
+    (_S.RETRY_WAIT, _E.SNAPSHOT_REFUSED): (_S.RETRY_WAIT, ()),
+    (_S.RETRY_WAIT, _E.SNAPSHOT_UNUSABLE): (_S.RETRY_WAIT, ()),
+    (_S.RETRY_WAIT, _E.SNAPSHOT_BROKEN): (_S.RETRY_WAIT, (_A.COUNT_GAP,)),
+    (_S.RETRY_WAIT, _E.BOOK_BUILT): (_S.SYNCED, (_A.STOP_RETRY_CLOCK, _A.PUBLISH_RESET)),
+    (_S.RETRY_WAIT, _E.BOOK_BUILT_WITH_HOLE): (
+        _S.HOLE,
+        (_A.STOP_RETRY_CLOCK, _A.PUBLISH_RESET, _A.START_HOLE_CLOCK),
+    ),
 }
 
 #: States in which the book is built.
@@ -153,7 +198,7 @@ _WITH_BOOK: Final = frozenset({Sync.SYNCED, Sync.HOLE})
 class StatusEvent(enum.Enum):
     #: The last connection carrying the symbol went down.
     ALL_DOWN = "all down"
-    #: A gap was declared (:data:`SyncAction.ANNOUNCE_RESYNC`).
+    #: A gap was declared or the book found crossed (:data:`SyncAction.ANNOUNCE_RESYNC`).
     GAP = "gap"
     #: A new epoch was published while a connection is up.
     RESET_WITH_CONNECTION = "reset with connection"
@@ -161,6 +206,8 @@ class StatusEvent(enum.Enum):
     RESET_WITHOUT_CONNECTION = "reset without connection"
     #: An update was applied while stale, with a connection up again.
     UPSTREAM_BACK = "upstream back"
+    #: A snapshot built a crossed book (:data:`SyncEvent.SNAPSHOT_CROSSED`): the book waits.
+    SNAPSHOT_CROSSED = "snapshot crossed"
 
 
 class StatusAction(enum.Enum):
@@ -187,6 +234,10 @@ STATUS_TRANSITIONS: Final[Table[SymbolState, StatusEvent, StatusAction]] = {
     (_St.RESYNCING, _SE.RESET_WITHOUT_CONNECTION): (_St.STALE, _ANNOUNCE),
     (_St.STALE, _SE.RESET_WITHOUT_CONNECTION): (_St.STALE, ()),
     (_St.STALE, _SE.UPSTREAM_BACK): (_St.LIVE, _ANNOUNCE),
+    # The same state, announced with why the book waits; stale says more.
+    (_St.SYNCING, _SE.SNAPSHOT_CROSSED): (_St.SYNCING, _ANNOUNCE),
+    (_St.RESYNCING, _SE.SNAPSHOT_CROSSED): (_St.RESYNCING, _ANNOUNCE),
+    (_St.STALE, _SE.SNAPSHOT_CROSSED): (_St.STALE, ()),
 }
 
 _ALL_DOWN: Final = "every upstream connection down"
@@ -213,6 +264,9 @@ class SequencedBook:
     Contract of the published stream: a :class:`BookReset` starts epoch ``epoch`` at
     ``seq``, with the book as it stands right after the call that returned it; each
     :class:`BookDelta` then has ``seq`` one above the previous message of the epoch.
+    Unless ``may_cross``, no published book is crossed.
+
+    ``max_levels`` caps the book's levels per side (:class:`~gateway.core.book.L2Book`).
     """
 
     def __init__(
@@ -223,6 +277,8 @@ class SequencedBook:
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
         checksum: Checksum | None = None,
+        max_levels: int | None = None,
+        may_cross: bool = False,
     ) -> None:
         if reorder_window_ns < 0 or max_pending < 1:
             raise ValueError("reorder_window_ns must be >= 0 and max_pending >= 1")
@@ -231,7 +287,10 @@ class SequencedBook:
         self.checksum = checksum
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
-        self.book = L2Book()
+        self.max_levels = max_levels
+        #: The venue's own books may cross: a crossed book is published and counted only.
+        self.may_cross = may_cross
+        self.book = L2Book(max_levels)
         #: The sync machine's state.
         self.sync = Sync.UNSYNCED
         #: The status machine's state: what subscribers were told.
@@ -251,6 +310,9 @@ class SequencedBook:
         self._snapshot_id = -1
         #: The last venue reset snapshot, to recognise its late copies from other connections.
         self._last_reset: DepthSnapshot | None = None
+        #: Crossed snapshots in a row, and when the next snapshot is asked (in RETRY_WAIT).
+        self._crossed_backoff = crossed_backoff()
+        self._retry_at_ns = 0
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -330,6 +392,8 @@ class SequencedBook:
             self.book.clear()
             self._sync(SyncEvent.SNAPSHOT_UNUSABLE, out, reason="snapshot checksum mismatch")
             return out
+        if not self.may_cross and self._built_crossed(now_ns, out):
+            return out
         if snap.reset:
             self._last_reset = snap
         event = SyncEvent.BOOK_BUILT_WITH_HOLE if self._pending else SyncEvent.BOOK_BUILT
@@ -337,16 +401,23 @@ class SequencedBook:
         return out
 
     def on_timer(self, now_ns: int) -> list[ArbiterEvent]:
-        """Call at or after :meth:`deadline_ns`; declares a gap when the window passed."""
+        """Call at or after :meth:`deadline_ns`; declares a gap when the window passed, asks
+        a snapshot when the wait after a crossed one passed."""
         out: list[ArbiterEvent] = []
+        if self.sync is Sync.RETRY_WAIT:
+            if now_ns >= self._retry_at_ns:
+                self._sync(SyncEvent.RETRY_DUE, out, reason="retry after a crossed snapshot")
+            return out
         self._check_hole(now_ns, out)
         return out
 
     def deadline_ns(self) -> int | None:
         """When :meth:`on_timer` must be called next, or None."""
-        if self.sync is not Sync.HOLE:
-            return None
-        return self._hole_since_ns + self.reorder_window_ns
+        if self.sync is Sync.HOLE:
+            return self._hole_since_ns + self.reorder_window_ns
+        if self.sync is Sync.RETRY_WAIT:
+            return self._retry_at_ns
+        return None
 
     @property
     def has_book(self) -> bool:
@@ -378,6 +449,7 @@ class SequencedBook:
             if action is SyncAction.ASK_SNAPSHOT:
                 out.append(SnapshotWanted(self.key, reason))
             elif action is SyncAction.PUBLISH_RESET:
+                self._crossed_backoff.reset()
                 self.epoch += 1
                 self.seq = 0
                 if self.book.is_crossed():
@@ -400,8 +472,16 @@ class SequencedBook:
                     self.applied_id,
                     reason,
                 )
+            elif action is SyncAction.COUNT_RESYNC:
+                self.stats.resyncs += 1
             elif action is SyncAction.ANNOUNCE_RESYNC:
                 self._status(StatusEvent.GAP, reason, out)
+            elif action is SyncAction.START_RETRY_CLOCK:
+                delay_ns, wait = crossed_retry(self._crossed_backoff)
+                self._retry_at_ns = now_ns + delay_ns
+                self._status(StatusEvent.SNAPSHOT_CROSSED, f"{reason}; {wait}", out)
+            elif action is SyncAction.STOP_RETRY_CLOCK:
+                self._retry_at_ns = 0
 
     def _status(self, event: StatusEvent, reason: str, out: list[ArbiterEvent]) -> None:
         """Moves the status machine on ``event`` and carries out its actions."""
@@ -433,12 +513,16 @@ class SequencedBook:
             return
         else:
             self.stats.jumps += 1
-        fresh = L2Book()
+        fresh = L2Book(self.max_levels)
         try:
             fresh.load(snap.bids, snap.asks)
         except BadLevel as exc:
             self.stats.bad_updates += 1
             log.warning("%s: snapshot rejected: %s", self.key, exc)
+            return
+        if not self.may_cross and fresh.is_crossed():
+            self.stats.crossed += 1
+            self._crossed_fault(fresh, out)
             return
         bids, asks = self.book.diff_to(fresh)
         self.book = fresh
@@ -486,7 +570,7 @@ class SequencedBook:
         """Applies ``diff`` and publishes it. While ``building`` (draining the buffer onto a
         fresh snapshot) a failed checksum is returned, not declared as a gap."""
         try:
-            self.book.apply(diff.bids, diff.asks)
+            pruned = self.book.apply(diff.bids, diff.asks)
         except BadLevel as exc:
             # Adapters validate levels, so this is a copy the venue mangled; another
             # connection's copy, or the resync that the hole leads to, repairs it.
@@ -502,10 +586,17 @@ class SequencedBook:
         self.stats.updates += 1
         if self.book.is_crossed():
             self.stats.crossed += 1
+            if not (self.may_cross or building):
+                # Never published: the build is checked whole (_built_crossed).
+                self._crossed_fault(self.book, out)
+                return _Applied.BROKEN
+        bids, asks = diff.bids, diff.asks
+        if pruned is not None:
+            # Subscribers' books drop what the cap pruned here.
+            self.stats.levels_pruned += len(pruned[0]) + len(pruned[1])
+            bids, asks = bids + tuple(pruned[0]), asks + tuple(pruned[1])
         out.append(
-            BookDelta(
-                self.key, self.epoch, self.seq, diff.last_id, diff.bids, diff.asks, diff.recv_ns
-            )
+            BookDelta(self.key, self.epoch, self.seq, diff.last_id, bids, asks, diff.recv_ns)
         )
         if diff.checksum is not None and not self._checksum_matches(diff.checksum):
             if not building:
@@ -515,6 +606,28 @@ class SequencedBook:
         if not building and self.state is SymbolState.STALE and self._conn_high:
             self._status(StatusEvent.UPSTREAM_BACK, "upstream back", out)
         return _Applied.APPLIED
+
+    def _crossed_fault(self, book: L2Book, out: list[ArbiterEvent]) -> None:
+        """``book``, to be published, is crossed on a venue whose books never cross: it is
+        not published; the book is rebuilt from a snapshot, as after a gap."""
+        reason = crossed_reason(book) or "crossed book"
+        self.stats.crossed_faults += 1
+        out.append(BookCrossed(self.key, -1, reason))
+        self._sync(SyncEvent.CROSSED, out, reason=reason)
+
+    def _built_crossed(self, now_ns: int, out: list[ArbiterEvent]) -> bool:
+        """True when the book a snapshot just built is crossed (a venue whose books never
+        cross): it is cleared, not published, and the next snapshot waits."""
+        reason = crossed_reason(self.book)
+        if reason is None:
+            return False
+        self.book.clear()
+        self.stats.crossed += 1
+        self.stats.crossed_faults += 1
+        self.stats.snapshots_unused += 1
+        out.append(BookCrossed(self.key, -1, reason))
+        self._sync(SyncEvent.SNAPSHOT_CROSSED, out, reason=reason, now_ns=now_ns)
+        return True
 
     def _buffer(self, diff: DepthDiff, out: list[ArbiterEvent]) -> None:
         if len(self._pending) >= self.max_pending:

@@ -25,17 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
+import http
 import itertools
 import logging
 import struct
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Protocol
+from urllib.parse import parse_qs
 
 import msgspec
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode, Opcode
+from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -49,11 +53,14 @@ from gateway.core.model import (
     TradeOut,
 )
 from gateway.core.pipeline import BookState
+from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_answer
-from gateway.wire.config import listen_error
+from gateway.io.logs import FD_EXHAUSTION, LimitedLog
+from gateway.wire.config import ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
     Bbo,
+    CloseCode,
     Delta,
     Error,
     ErrorCode,
@@ -83,17 +90,25 @@ from gateway.wire.protocol import (
 log = logging.getLogger(__name__)
 
 #: Close code for a subscriber disconnected by the slow-subscriber policy.
-CLOSE_TOO_SLOW: Final = CloseCode.POLICY_VIOLATION  # 1008
+CLOSE_TOO_SLOW: Final = CloseCode.TOO_SLOW  # 1008
 #: Close code for a connection refused because ``max_subscribers`` are connected.
 CLOSE_TOO_MANY: Final = CloseCode.TRY_AGAIN_LATER  # 1013
+#: Close code for a subscriber whose serving raised: only that subscriber is closed.
+CLOSE_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR  # 1011
+#: The reason sent with :data:`CLOSE_INTERNAL_ERROR`.
+INTERNAL_ERROR_REASON: Final = "internal error"
 
 _OPEN: Final = State.OPEN
 _LIVE: Final = FlowState.LIVE
 _BEHIND: Final = FlowState.BEHIND
 _DISCONNECTED: Final = FlowState.DISCONNECTED
+_DEFAULTS: Final = ServerConfig()
 _TEXT: Final = int(Opcode.TEXT)
 _BINARY: Final = int(Opcode.BINARY)
-_BAD_REQUESTS_LOGGED_PER_SUBSCRIBER: Final = 10
+
+
+#: The path of the WebSocket endpoint; every other path is an HTTP route or 404.
+WEBSOCKET_PATH: Final = "/"
 
 
 class BookView(Protocol):
@@ -150,6 +165,14 @@ class FanoutStats:
     conflations: int = 0
     slow_disconnects: int = 0
     bad_requests: int = 0
+    #: Subscribers closed with 1011 because serving them raised (a bug, isolated).
+    subscriber_errors: int = 0
+    #: Close frames the gateway sent first, by close code (1008, 1009, 1011, 1013...).
+    closes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: Requests refused because of the connection's request rate (``rate_limited``).
+    rate_limited: int = 0
+    #: HTTP requests refused at the handshake, by status (401, 403, 404).
+    http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):
@@ -187,17 +210,21 @@ class _Subscriber:
         "msgpack",
         "protocol",
         "remote",
+        "requests",
         "trades",
         "transport",
     )
 
-    def __init__(self, sub_id: int, conn: ServerConnection, policy: FlowPolicy) -> None:
+    def __init__(
+        self, sub_id: int, conn: ServerConnection, policy: FlowPolicy, requests: TokenBucket
+    ) -> None:
         self.id = sub_id
+        #: The rate of the requests that cost the gateway work (subscribe, resync, list).
+        self.requests = requests
         self.conn = conn
         self.transport = conn.transport
         self.protocol = conn.protocol
-        address = conn.remote_address
-        self.remote = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        self.remote = _remote(conn)
         self.msgpack = False
         #: Book subscriptions: key → snapshot depth (None: full book).
         self.books: dict[str, int | None] = {}
@@ -214,6 +241,11 @@ class _Subscriber:
 
 
 _SubSet = dict[_Subscriber, None]
+
+
+def _remote(conn: ServerConnection) -> str:
+    address = conn.remote_address
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
 
 
 class Fanout:
@@ -235,32 +267,51 @@ class Fanout:
         ping_interval_s: WebSocket keepalive ping interval (None: off); the ping timeout is
             the same.
         max_request_bytes: largest request message accepted (larger: close 1009).
+        max_subscriptions: most symbols one connection may be subscribed to (on any
+            channel); a ``subscribe`` beyond is refused (``too_many_subscriptions``).
+        requests_per_s, request_burst: each connection's token bucket for ``subscribe``,
+            ``resync`` and ``list`` (``rate_limited`` beyond).
+        token: when set, every connection (WebSocket or HTTP route) must present it
+            (``Authorization: Bearer`` or ``?token=``), else HTTP 401 at the handshake.
+        allowed_origins: a connection with an ``Origin`` header (a browser's) not listed
+            here is refused with HTTP 403; one without is not concerned.
         healthz_not_live_share: ``/healthz`` answers 503 when at least this share of the
             symbols is not live (:mod:`gateway.io.health`).
         http_routes: further GET paths answered over HTTP on the same port (``/metrics``).
-        clock_s: monotonic seconds for the slow-subscriber policy (tests pass a fake).
+        clock_s: monotonic seconds for the slow-subscriber policy, the request rate and the
+            log rate (tests pass a fake).
+
+    The defaults are :class:`~gateway.wire.config.ServerConfig`'s; :meth:`from_config`
+    takes them from a configuration. HTTP GET routes are in :attr:`http_routes`.
     """
 
     def __init__(
         self,
         view: BookView,
         *,
-        max_buffer_bytes: int = 4 * 1024 * 1024,
-        max_conflations: int = 5,
-        conflation_window_s: float = 60.0,
-        max_behind_s: float = 5.0,
+        max_buffer_bytes: int = _DEFAULTS.max_buffer_bytes,
+        max_conflations: int = _DEFAULTS.max_conflations,
+        conflation_window_s: float = _DEFAULTS.conflation_window_s,
+        max_behind_s: float = _DEFAULTS.max_behind_s,
         low_water_bytes: int | None = None,
-        max_subscribers: int = 256,
+        max_subscribers: int = _DEFAULTS.max_subscribers,
         check_interval_s: float = 0.05,
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
-        max_request_bytes: int = 256 * 1024,
-        healthz_not_live_share: float = 1.0,
+        max_request_bytes: int = _DEFAULTS.max_request_bytes,
+        max_subscriptions: int = _DEFAULTS.max_subscriptions,
+        requests_per_s: float = _DEFAULTS.requests_per_s,
+        request_burst: int = _DEFAULTS.request_burst,
+        token: str | None = _DEFAULTS.token,
+        allowed_origins: Iterable[str] = _DEFAULTS.allowed_origins,
+        healthz_not_live_share: float = _DEFAULTS.healthz_not_live_share,
         http_routes: Mapping[str, HttpRoute] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
             raise ValueError("max_buffer_bytes >= 1, max_conflations >= 0, max_subscribers >= 0")
+        if max_subscriptions < 1 or not requests_per_s > 0 or request_burst < 1:
+            raise ValueError("max_subscriptions >= 1, requests_per_s > 0, request_burst >= 1")
         self._view = view
         self.max_buffer_bytes = max_buffer_bytes
         self.low_water_bytes = max_buffer_bytes // 4 if low_water_bytes is None else low_water_bytes
@@ -272,8 +323,16 @@ class Fanout:
         self.close_timeout_s = close_timeout_s
         self.ping_interval_s = ping_interval_s
         self.max_request_bytes = max_request_bytes
+        self.max_subscriptions = max_subscriptions
+        self.requests_per_s = requests_per_s
+        self.request_burst = request_burst
+        self._token = None if token is None else token.encode()
+        self.allowed_origins = frozenset(allowed_origins)
         self.healthz_not_live_share = healthz_not_live_share
-        #: GET paths answered over HTTP instead of the WebSocket handshake.
+        #: HTTP GET routes served on the subscriber port beside the WebSocket endpoint
+        #: (:data:`WEBSOCKET_PATH`); any other path is answered 404. Routes are added
+        #: with ``http_routes`` or here, before :meth:`serve`; the Origin and token checks
+        #: apply to every route.
         self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz, **(http_routes or {})}
         self.flow_policy = FlowPolicy(
             max_buffer_bytes=max_buffer_bytes,
@@ -283,6 +342,8 @@ class Fanout:
             max_behind_s=max_behind_s,
         )
         self._clock_s = clock_s
+        #: Lines a subscriber can cause (refusals, closes, errors), rate-limited per cause.
+        self._log = LimitedLog(log, clock_s=clock_s)
         #: The clock read once per step (a publish, a request, a check), for the flow policy.
         self._now_s = clock_s()
         self.stats = FanoutStats()
@@ -302,6 +363,32 @@ class Fanout:
         self._trade: dict[str, _SubSet] = {}
         self._last_top: dict[str, tuple[object, object]] = {}
         self._reasons: dict[str, str] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        view: BookView,
+        server: ServerConfig,
+        http_routes: Mapping[str, HttpRoute] | None = None,
+    ) -> Fanout:
+        """A fan-out with the limits of a configuration's ``[server]`` table, serving
+        ``http_routes`` beside ``/healthz``."""
+        return cls(
+            view,
+            healthz_not_live_share=server.healthz_not_live_share,
+            http_routes=http_routes,
+            max_buffer_bytes=server.max_buffer_bytes,
+            max_conflations=server.max_conflations,
+            conflation_window_s=server.conflation_window_s,
+            max_behind_s=server.max_behind_s,
+            max_subscribers=server.max_subscribers,
+            max_request_bytes=server.max_request_bytes,
+            max_subscriptions=server.max_subscriptions,
+            requests_per_s=server.requests_per_s,
+            request_burst=server.request_burst,
+            token=server.token,
+            allowed_origins=server.allowed_origins,
+        )
 
     # --- publishing (hot path) --------------------------------------------------------------
 
@@ -354,20 +441,24 @@ class Fanout:
             flow = sub.flow
             if flow.state is _LIVE and sub.protocol.state is not _OPEN:
                 continue
-            transport = sub.transport
-            actions = flow.on_message(key, transport.get_write_buffer_size(), now_s)
-            if actions is not WRITE:
-                self._act(sub, actions)
+            try:
+                transport = sub.transport
+                actions = flow.on_message(key, transport.get_write_buffer_size(), now_s)
+                if actions is not WRITE:
+                    self._act(sub, actions)
+                    continue
+                if sub.msgpack:
+                    if msgpack_frame is None:
+                        msgpack_frame = _frame_msgpack(msg)
+                    frame = msgpack_frame
+                else:
+                    if json_frame is None:
+                        json_frame = _frame_json(msg)
+                    frame = json_frame
+                transport.write(frame)
+            except Exception as exc:  # confined to this subscriber (see _fail)
+                self._fail(sub, exc)
                 continue
-            if sub.msgpack:
-                if msgpack_frame is None:
-                    msgpack_frame = _frame_msgpack(msg)
-                frame = msgpack_frame
-            else:
-                if json_frame is None:
-                    json_frame = _frame_json(msg)
-                frame = json_frame
-            transport.write(frame)
             sub.messages_sent += 1
             sub.bytes_sent += len(frame)
             sent += 1
@@ -388,13 +479,16 @@ class Fanout:
         if subs:
             frames: dict[tuple[int | None, bool], bytes] = {}
             for sub in subs:
-                depth = sub.books[key]
-                frame = frames.get((depth, sub.msgpack))
-                if frame is None:
-                    frame = frames[depth, sub.msgpack] = self._snapshot_frame(
-                        key, state, depth, sub.msgpack
-                    )
-                self._deliver(sub, key, frame)
+                try:
+                    depth = sub.books[key]
+                    frame = frames.get((depth, sub.msgpack))
+                    if frame is None:
+                        frame = frames[depth, sub.msgpack] = self._snapshot_frame(
+                            key, state, depth, sub.msgpack
+                        )
+                    self._deliver(sub, key, frame)
+                except Exception as exc:  # confined to this subscriber (see _fail)
+                    self._fail(sub, exc)
         return state[1], state[2]
 
     def _send_status(self, event: StatusChange) -> None:
@@ -432,14 +526,17 @@ class Fanout:
         json_frame: bytes | None = None
         msgpack_frame: bytes | None = None
         for sub in subs:
-            if sub.msgpack:
-                if msgpack_frame is None:
-                    msgpack_frame = _frame_msgpack(msg)
-                self._deliver(sub, key, msgpack_frame)
-            else:
-                if json_frame is None:
-                    json_frame = _frame_json(msg)
-                self._deliver(sub, key, json_frame)
+            try:
+                if sub.msgpack:
+                    if msgpack_frame is None:
+                        msgpack_frame = _frame_msgpack(msg)
+                    self._deliver(sub, key, msgpack_frame)
+                else:
+                    if json_frame is None:
+                        json_frame = _frame_json(msg)
+                    self._deliver(sub, key, json_frame)
+            except Exception as exc:  # confined to this subscriber (see _fail)
+                self._fail(sub, exc)
 
     def _deliver(self, sub: _Subscriber, key: str, frame: bytes) -> bool:
         """Write a message of ``key`` unless the subscriber is (or just fell) behind."""
@@ -505,10 +602,14 @@ class Fanout:
             if sub.flow.state is not _BEHIND or sub.protocol.state is not _OPEN:
                 del self._behind[sub]
                 continue
-            actions = sub.flow.on_check(sub.transport.get_write_buffer_size(), now_s)
-            if sub.flow.state is not _BEHIND:
-                del self._behind[sub]
-            self._act(sub, actions)
+            try:
+                actions = sub.flow.on_check(sub.transport.get_write_buffer_size(), now_s)
+                if sub.flow.state is not _BEHIND:
+                    del self._behind[sub]
+                self._act(sub, actions)
+            except Exception as exc:  # confined to this subscriber (see _fail)
+                self._behind.pop(sub, None)
+                self._fail(sub, exc)
         self.changes.notify()
 
     def _recover(self, sub: _Subscriber) -> None:
@@ -543,33 +644,83 @@ class Fanout:
         self._deliver(sub, key, self._snapshot_frame(key, state, sub.books[key], sub.msgpack))
 
     def _kick(self, sub: _Subscriber, reason: str) -> None:
-        """Close with 1008 without awaiting: the close frame is queued behind the pending
-        data, and the TCP connection is aborted if the handshake has not ended in time."""
+        """Close a subscriber the slow-subscriber policy disconnected (1008)."""
         self.stats.slow_disconnects += 1
-        log.warning("subscriber %d (%s) disconnected: %s", sub.id, sub.remote, reason)
-        if sub.protocol.state is _OPEN:
-            sub.protocol.send_close(CLOSE_TOO_SLOW, reason)
-            sub.conn.send_data()
+        self._log.warning(
+            CLOSE_TOO_SLOW, "subscriber %d (%s) disconnected: %s", sub.id, sub.remote, reason
+        )
+        self._close(sub, CLOSE_TOO_SLOW, reason)
+
+    def _fail(self, sub: _Subscriber, exc: Exception) -> None:
+        """Serving ``sub`` raised: a bug, confined to this subscriber. It is closed with
+        1011 "internal error"; the error is counted and logged (rate-limited per exception
+        type, with its traceback). The pipeline, the service and the other subscribers
+        never see it."""
+        self.stats.subscriber_errors += 1
+        self._log.error(
+            (CLOSE_INTERNAL_ERROR, type(exc)),
+            "subscriber %d (%s): internal error, closing it with 1011:\n%s",
+            sub.id,
+            sub.remote,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+        self._close(sub, CLOSE_INTERNAL_ERROR, INTERNAL_ERROR_REASON)
+
+    def _close(self, sub: _Subscriber, code: int, reason: str) -> None:
+        """Close without awaiting: nothing more is written to the subscriber, the close
+        frame is queued behind the pending data, and the TCP connection is aborted if the
+        closing handshake has not ended within ``close_timeout_s``."""
+        if sub.abort_handle is not None:
+            return  # already closing
+        sub.flow.on_closed()
         loop = asyncio.get_running_loop()
         sub.abort_handle = loop.call_later(self.close_timeout_s, sub.transport.abort)
+        if sub.protocol.state is not _OPEN:
+            return
+        try:
+            sub.protocol.send_close(code, reason)
+            sub.conn.send_data()
+        except Exception:  # the transport failed under us: no closing handshake
+            sub.transport.abort()
 
     # --- requests ---------------------------------------------------------------------------
 
     def _on_message(self, sub: _Subscriber, data: str | bytes) -> None:
+        """One request: applied, or refused with an ``error`` reply (a ProtocolError);
+        anything else it raises closes this subscriber alone (:meth:`_fail`)."""
         self._now_s = self._clock_s()
         try:
-            request = decode_request(data, msgpack=isinstance(data, bytes))
-            self._dispatch(sub, request)
-        except ProtocolError as exc:
-            sub.bad_requests += 1
-            self.stats.bad_requests += 1
-            if sub.bad_requests <= _BAD_REQUESTS_LOGGED_PER_SUBSCRIBER:
-                log.warning("subscriber %d (%s): refused request: %s", sub.id, sub.remote, exc)
-            self._reply(sub, Error(exc.code, str(exc), exc.symbol))
+            try:
+                request = decode_request(data, msgpack=isinstance(data, bytes))
+                self._dispatch(sub, request)
+            except ProtocolError as exc:
+                sub.bad_requests += 1
+                self.stats.bad_requests += 1
+                self._log.warning(
+                    exc.code,
+                    "subscriber %d (%s): refused request: %s",
+                    sub.id,
+                    sub.remote,
+                    exc,
+                )
+                self._reply(sub, Error(exc.code, str(exc), exc.symbol))
+        except Exception as exc:  # confined to this subscriber (see _fail)
+            self._fail(sub, exc)
         finally:
             self.changes.notify()
 
     def _dispatch(self, sub: _Subscriber, request: ClientRequest) -> None:
+        if isinstance(request, (Subscribe, Resync, ListSymbols)) and not sub.requests.take(
+            self._now_s
+        ):
+            self.stats.rate_limited += 1
+            raise ProtocolError(
+                f"more than {self.request_burst} subscribe/resync/list requests at once or "
+                f"{self.requests_per_s:g} per second; not applied, retry in "
+                f"{sub.requests.wait_s(self._now_s):.3f} s",
+                ErrorCode.RATE_LIMITED,
+                symbol=request.symbol if isinstance(request, Resync) else None,
+            )
         if isinstance(request, Subscribe):
             self._on_subscribe(sub, request)
         elif isinstance(request, Unsubscribe):
@@ -591,6 +742,15 @@ class Fanout:
                 f"unknown symbol(s): {', '.join(unknown[:20])}; nothing was subscribed",
                 ErrorCode.UNKNOWN_SYMBOL,
                 symbol=unknown[0],
+            )
+        subscribed = sub.books.keys() | sub.bbo | sub.trades
+        added = sum(1 for key in keys if key not in subscribed)
+        if len(subscribed) + added > self.max_subscriptions:
+            raise ProtocolError(
+                f"subscribing to {added} more symbol(s) would exceed the connection's "
+                f"limit of {self.max_subscriptions} (subscribed: {len(subscribed)}); "
+                "nothing was subscribed",
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
             )
         if request.format is not None:
             sub.msgpack = request.format == "msgpack"
@@ -663,6 +823,7 @@ class Fanout:
         self, host: str = "127.0.0.1", port: int = 0, ready: asyncio.Event | None = None
     ) -> None:
         """Serve subscribers on ``ws://host:port/`` (and :attr:`http_routes`) until cancelled.
+        Binding beyond loopback without a token is warned about.
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
         ``ready`` is set. On cancellation every connection is closed (1001) and
@@ -683,15 +844,20 @@ class Fanout:
             )
         except OSError as exc:
             raise listen_error(exc, host, port) from exc
+        FD_EXHAUSTION.watch(asyncio.get_running_loop())  # accepts out of descriptors
         async with listening as server:
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
             log.info("serving subscribers on %s", self.addresses)
+            warning = exposure_warning(host, self._token is not None)
+            if warning is not None:
+                log.warning("%s", warning)
             if ready is not None:
                 ready.set()
             try:
                 while True:
                     await asyncio.sleep(self.check_interval_s)
                     self.check_behind()
+                    FD_EXHAUSTION.probe("accepting subscribers")
             finally:
                 self.addresses = []
 
@@ -728,16 +894,69 @@ class Fanout:
         )
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        route = self.http_routes.get(request.path.partition("?")[0])
-        return None if route is None else route().response(conn)
+        """The handshake's checks, in order: the Origin (403), the token (401), the path
+        (an HTTP route, the WebSocket endpoint, or 404). None: go on with the WebSocket."""
+        FD_EXHAUSTION.succeeded()  # a connection was accepted
+        path, _, query = request.path.partition("?")
+        origins = request.headers.get_all("Origin")
+        if origins and (len(origins) > 1 or origins[0] not in self.allowed_origins):
+            return self._refuse(conn, http.HTTPStatus.FORBIDDEN, "origin not allowed", origins[0])
+        if self._token is not None and not self._authorized(request, query):
+            response = self._refuse(conn, http.HTTPStatus.UNAUTHORIZED, "missing or wrong token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mdgateway"'
+            return response
+        route = self.http_routes.get(path)
+        if route is not None:
+            return route().response(conn)
+        if path != WEBSOCKET_PATH:
+            return self._refuse(conn, http.HTTPStatus.NOT_FOUND, "no such path", path)
+        return None
+
+    def _authorized(self, request: Request, query: str) -> bool:
+        """The token, from ``Authorization: Bearer`` or ``?token=``, compared in constant
+        time."""
+        token = self._token
+        assert token is not None
+        presented: list[str] = []
+        for value in request.headers.get_all("Authorization"):
+            scheme, _, credentials = value.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                presented.append(credentials.strip())
+        presented += parse_qs(query).get("token", [])
+        if len(presented) != 1:
+            return False
+        return hmac.compare_digest(presented[0].encode(errors="surrogateescape"), token)
+
+    def _refuse(
+        self, conn: ServerConnection, status: http.HTTPStatus, why: str, detail: str = ""
+    ) -> Response:
+        """An HTTP error at the handshake: counted per status, logged rate-limited."""
+        refused = self.stats.http_refused
+        refused[status] = refused.get(status, 0) + 1
+        self._log.warning(
+            status,
+            "refused connection from %s: %d %s%s",
+            _remote(conn),
+            status,
+            why,
+            f" ({detail[:100]!r})" if detail else "",
+        )
+        return conn.respond(status, f"{why}\n")
 
     async def _handle(self, conn: ServerConnection) -> None:
         if len(self._subs) >= self.max_subscribers:
             self.stats.rejected += 1
-            log.warning("refused subscriber %s: %d connected", conn.remote_address, len(self._subs))
+            self._note_close_sent(CLOSE_TOO_MANY)
+            self._log.warning(
+                CLOSE_TOO_MANY,
+                "refused subscriber %s: %d connected (close code 1013)",
+                conn.remote_address,
+                len(self._subs),
+            )
             await conn.close(CLOSE_TOO_MANY, f"too many subscribers (max {self.max_subscribers})")
             return
-        sub = _Subscriber(next(self._ids), conn, self.flow_policy)
+        requests = TokenBucket(self.requests_per_s, self.request_burst, self._clock_s())
+        sub = _Subscriber(next(self._ids), conn, self.flow_policy, requests)
         self._subs[sub] = None
         self.stats.subscribers = len(self._subs)
         self.stats.subscribers_total += 1
@@ -762,10 +981,30 @@ class Fanout:
         self.changes.notify()
         if sub.abort_handle is not None:
             sub.abort_handle.cancel()
+        protocol = sub.protocol
+        sent, received = protocol.close_sent, protocol.close_rcvd
+        if sent is not None and not protocol.close_rcvd_then_sent:
+            self._note_close_sent(sent.code)
+            if sent.code == CloseCode.MESSAGE_TOO_BIG:
+                self._log.warning(
+                    sent.code,
+                    "subscriber %d (%s) closed with 1009: %s",
+                    sub.id,
+                    sub.remote,
+                    sent.reason,
+                )
+            how = f"closed by the gateway with {sent.code} ({sent.reason})"
+        elif received is not None:
+            how = f"closed by the subscriber with {received.code}"
+        else:
+            how = "connection lost (1006)"
         log.info(
-            "subscriber %d (%s) gone: code %s, %d messages sent",
+            "subscriber %d (%s) gone: %s, %d messages sent",
             sub.id,
             sub.remote,
-            sub.conn.close_code,
+            how,
             sub.messages_sent,
         )
+
+    def _note_close_sent(self, code: int) -> None:
+        self.stats.closes_sent[code] = self.stats.closes_sent.get(code, 0) + 1

@@ -160,6 +160,8 @@ FANOUT_STATS: Final = (
     Stat("fanout_conflations", "conflations", "Times a subscriber fell behind."),
     Stat("fanout_slow_disconnects", "slow_disconnects", "Subscribers closed as too slow."),
     Stat("fanout_bad_requests", "bad_requests", "Subscriber requests refused."),
+    Stat("fanout_rate_limited", "rate_limited", "Subscriber requests refused: request rate."),
+    Stat("fanout_subscriber_errors", "subscriber_errors", "Subscribers closed: internal error."),
 )
 
 #: gateway.io.capture_writer.CaptureStats (with --capture); no labels.

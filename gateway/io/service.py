@@ -22,6 +22,7 @@ import msgspec
 from gateway.core import pipeline
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
 from gateway.core.backoff import Backoff
+from gateway.core.budget import AttemptBudget
 from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
@@ -61,6 +62,10 @@ class VenueRuntime:
         self._publish = publish
         self._clock_ns = clock_ns
         self.connections: dict[int, Connection] = {}
+        #: Connection attempts of every connection of the venue together.
+        self.attempts = AttemptBudget(
+            self.adapter.connect_attempts_per_window, self.adapter.connect_window_s
+        )
         subscribe = self.adapter.subscribe_messages(cfg.symbols)
         endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
         for index, endpoint in enumerate(endpoints):
@@ -92,6 +97,7 @@ class VenueRuntime:
                 on_snapshot=self.on_snapshot,
                 timeout_s=cfg.rest_timeout_s,
                 on_response=None if capture is None else capture.record_rest,
+                max_body_bytes=cfg.max_rest_body_bytes,
             )
         self.pipeline = pipeline.VenuePipeline(
             self.adapter,
@@ -100,6 +106,7 @@ class VenueRuntime:
             max_pending=cfg.max_pending,
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
+            max_levels=cfg.max_levels,
         )
 
     def _connection(
@@ -125,6 +132,8 @@ class VenueRuntime:
             ping_interval_s=self.adapter.ping_interval_s,
             max_messages_per_s=self.adapter.max_messages_per_s,
             changes=self.connection_changes,
+            healthy_after_s=cfg.healthy_after_s,
+            attempts=self.attempts,
             venue=cfg.venue,
         )
 
@@ -214,11 +223,9 @@ class Service:
         self.capture = capture
         #: What ``GET /metrics`` exposes, read from the stats at each scrape.
         self.metrics = metrics_registry(self)
-        self.fanout = Fanout(
+        self.fanout = Fanout.from_config(
             self,
-            max_buffer_bytes=config.server.max_buffer_bytes,
-            max_subscribers=config.server.max_subscribers,
-            healthz_not_live_share=config.server.healthz_not_live_share,
+            config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
         )
         self.fanout.http_routes["/subscribers"] = functools.partial(subscribers_answer, self.fanout)

@@ -21,7 +21,7 @@ from gateway.tools.runtime import (
     port_number,
     run_loop,
 )
-from gateway.wire.config import LOG_FORMATS, Config, ConfigError, load_config
+from gateway.wire.config import LOG_FORMATS, Config, ConfigError, load_config, validate
 
 # --- run -------------------------------------------------------------------------------------
 
@@ -56,7 +56,7 @@ async def _run_service(config: Config, capture_dir: Path | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        config = _with_overrides(load_config(Path(args.config)), args.port, args.host)
+        config = validate(_with_overrides(load_config(Path(args.config)), args.port, args.host))
     except ConfigError as exc:
         raise UsageError(f"bad configuration: {exc}") from None
     configure_logging(args.log_level or config.log_level, args.log_format or config.log_format)

@@ -59,7 +59,8 @@ _TWO: Final = Decimal(2)
 
 
 class GatewayError(Exception):
-    """The gateway refused the subscription (unknown symbol, bad request): not retried."""
+    """The gateway refused the subscription (unknown symbol, bad request, too many
+    subscriptions): not retried."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -391,7 +392,11 @@ class ClientSession:
         elif isinstance(msg, Subscribed):
             step.subscribed = True
         elif isinstance(msg, Error):
-            if msg.code in (ErrorCode.UNKNOWN_SYMBOL, ErrorCode.BAD_REQUEST):
+            if msg.code in (
+                ErrorCode.UNKNOWN_SYMBOL,
+                ErrorCode.BAD_REQUEST,
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+            ):
                 raise GatewayError(msg.code, msg.message)
             step.warnings.append((f"error {msg.code}", f"error {msg.code}: {msg.message}"))
         return step

@@ -7,6 +7,7 @@ the key (``$.venues[0].endpoints`` style paths, as msgspec reports them).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -58,16 +59,106 @@ def listen_error(exc: OSError, host: str, port: int) -> ListenError:
     return error
 
 
-class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The local subscriber server."""
+#: A host name as DNS spells it: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME: Final = re.compile(
+    r"^(?=.{1,253}\.?$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+MIN_TOKEN_LENGTH: Final = 16
+#: A bearer token's characters (RFC 6750 ``b64token``).
+_TOKEN: Final = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 
+
+def host_error(host: str) -> str | None:
+    """Why ``host`` cannot be a listening address (None: an IP address or a host name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if _HOSTNAME.match(host):
+            return None
+        return (
+            f"{host!r} is neither an IP address nor a host name "
+            "(e.g. 127.0.0.1, ::1, localhost; 0.0.0.0 or :: for every interface)"
+        )
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches: 127.0.0.0/8, ::1, ``localhost``."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, has_token: bool) -> str | None:
+    """The start-up warning for a subscriber server on ``host`` (None: nothing to say):
+    beyond loopback without a token, anyone who can reach the port may subscribe."""
+    if has_token or is_loopback(host):
+        return None
+    return (
+        f"serving subscribers on {host}, beyond loopback, without a token: anyone who can "
+        "reach it may subscribe; set server.token (and server.allowed_origins for browsers)"
+    )
+
+
+def origin_error(origin: str) -> str | None:
+    """Why ``origin`` cannot be an allowed Origin (None: ``scheme://host[:port]``)."""
+    parts = urlsplit(origin)
+    try:
+        _ = parts.port
+    except ValueError:
+        return f"{origin!r} has a bad port"
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        return f"{origin!r} is not an origin: scheme://host[:port], e.g. https://desk.example"
+    return None
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The local subscriber server and its per-subscriber limits (``docs/protocol.md``)."""
+
+    #: The address to listen on; loopback by default. Another one, without a ``token``,
+    #: is warned about at start-up.
     host: str = "127.0.0.1"
     port: Port = 8765
+    #: Further connections are closed with 1013.
     max_subscribers: PositiveInt = 256
     #: A subscriber whose unsent bytes exceed this is behind and gets conflated.
     max_buffer_bytes: PositiveInt = 4 * 1024 * 1024
     #: ``/healthz`` answers 503 when at least this share of the symbols is not live.
     healthz_not_live_share: Share = 1.0
+    #: A subscriber falling behind more often than this within ``conflation_window_s`` is
+    #: disconnected (1008); 0: at the first time.
+    max_conflations: Annotated[int, msgspec.Meta(ge=0)] = 5
+    conflation_window_s: PositiveFloat = 60.0
+    #: A subscriber behind for longer than this is disconnected (1008).
+    max_behind_s: PositiveFloat = 5.0
+    #: A larger request closes the connection (1009).
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    #: Symbols one connection may be subscribed to (``too_many_subscriptions`` beyond).
+    max_subscriptions: PositiveInt = 1024
+    #: ``subscribe``, ``resync`` and ``list`` requests per second per connection, on
+    #: average (``rate_limited`` beyond) ...
+    requests_per_s: PositiveFloat = 20.0
+    #: ... and at once.
+    request_burst: PositiveInt = 40
+    #: When set, every connection (WebSocket and HTTP) must present it: an
+    #: ``Authorization: Bearer TOKEN`` header or ``?token=TOKEN``; refused with 401.
+    token: Annotated[str, msgspec.Meta(min_length=MIN_TOKEN_LENGTH)] | None = None
+    #: Origins (``https://desk.example``) whose browser pages may connect; a connection
+    #: with another ``Origin`` header is refused with 403. Clients that send no ``Origin``
+    #: (not browsers) are not concerned.
+    allowed_origins: list[str] = []
 
 
 class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -84,13 +175,21 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     snapshot_limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
     reorder_window_ms: NonNegativeFloat = 100.0
     max_pending: PositiveInt = 4096
+    #: The cap of each book's levels per side; None: the venue's default (README).
+    max_levels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     #: A connection that delivers nothing for this long is closed and reopened.
     stall_timeout_s: PositiveFloat = 10.0
     backoff_initial_s: PositiveFloat = 0.1
     backoff_max_s: PositiveFloat = 10.0
+    #: The reconnect backoff starts over only after a connection was up and receiving this
+    #: long, so an endpoint that accepts and drops backs off like one that refuses.
+    healthy_after_s: NonNegativeFloat = 10.0
     #: Connections are renewed before the venue's 24 h limit, staggered per endpoint.
     max_connection_age_s: PositiveFloat = 23 * 3600.0
     rest_timeout_s: PositiveFloat = 10.0
+    #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
+    #: snapshot is well under 1 MiB).
+    max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -111,12 +210,29 @@ def _check_urls(urls: list[str], schemes: tuple[str, ...], where: str) -> None:
         raise ConfigError(f"{where}: duplicate URLs")
 
 
+def validate_server(server: ServerConfig) -> ServerConfig:
+    """Checks what the types alone cannot of ``[server]``; returns it or raises ConfigError."""
+    error = host_error(server.host)
+    if error is not None:
+        raise ConfigError(f"$.server.host: {error}")
+    if server.token is not None and not _TOKEN.match(server.token):
+        raise ConfigError(
+            "$.server.token: only letters, digits and - . _ ~ + / = (a bearer token's characters)"
+        )
+    for i, origin in enumerate(server.allowed_origins):
+        error = origin_error(origin)
+        if error is not None:
+            raise ConfigError(f"$.server.allowed_origins[{i}]: {error}")
+    return server
+
+
 def validate(config: Config) -> Config:
     """Checks what the types alone cannot; returns ``config`` or raises ConfigError."""
     if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"$.log_level: unknown level {config.log_level!r}")
     if not config.venues:
         raise ConfigError("$.venues: at least one venue is required")
+    validate_server(config.server)
     seen: set[str] = set()
     for i, venue in enumerate(config.venues):
         where = f"$.venues[{i}]"
@@ -142,6 +258,13 @@ def validate(config: Config) -> Config:
         adapter = ADAPTERS[venue.venue]
         if venue.rest or (adapter.snapshot_url is not None and not adapter.in_band_snapshots):
             _check_urls(venue.rest, ("http", "https"), f"{where}.rest")
+        if venue.max_levels is not None:
+            floor = max(adapter.venue_depth or 1, venue.snapshot_limit if venue.rest else 1)
+            if venue.max_levels < floor:
+                raise ConfigError(
+                    f"{where}.max_levels: must be >= {floor}, the depth of the venue's "
+                    "snapshots (its maintained depth, or snapshot_limit)"
+                )
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")
     return config

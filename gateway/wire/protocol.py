@@ -51,15 +51,24 @@ SymbolKey = Annotated[
         description="Symbol key 'venue:SYMBOL', e.g. 'binance:BTCUSDT'.",
     ),
 ]
-#: At most this many symbols in one request.
-MAX_SYMBOLS_PER_REQUEST: Final = 4096
+#: At most this many symbols in one request (1024 keys of 64 characters fit in 70 KB).
+MAX_SYMBOLS_PER_REQUEST: Final = 1024
 SymbolList = Annotated[
     list[SymbolKey], msgspec.Meta(min_length=1, max_length=MAX_SYMBOLS_PER_REQUEST)
 ]
+#: The deepest snapshot a subscriber may ask for (levels per side; the largest REST
+#: snapshot any venue serves).
+MAX_DEPTH: Final = 5000
+#: Longest string ``id`` of a ``ping``.
+MAX_PING_ID_LENGTH: Final = 64
 
 Channel = Literal["book", "trade", "bbo"]
 WireFormat = Literal["json", "msgpack"]
-PingId = int | str | None
+PingId = (
+    Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+    | Annotated[str, msgspec.Meta(max_length=MAX_PING_ID_LENGTH)]
+    | None
+)
 
 
 class ErrorCode(enum.StrEnum):
@@ -71,6 +80,32 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"
     #: ``resync`` of a symbol the connection has no book subscription for.
     NOT_SUBSCRIBED = "not_subscribed"
+    #: A ``subscribe`` that would take the connection above its ``max_subscriptions``
+    #: symbols; nothing was subscribed.
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    #: More ``subscribe``, ``resync`` and ``list`` requests than the connection's rate
+    #: allows; the request was not applied (send it again later).
+    RATE_LIMITED = "rate_limited"
+
+
+class CloseCode(enum.IntEnum):
+    """The WebSocket close codes the gateway sends a subscriber (``docs/protocol.md``)."""
+
+    #: The gateway is shutting down: reconnect with backoff.
+    GOING_AWAY = 1001
+    #: The client broke the WebSocket protocol itself (e.g. an unmasked frame).
+    PROTOCOL_ERROR = 1002
+    #: A text frame that is not valid UTF-8.
+    INVALID_DATA = 1007
+    #: The slow-subscriber policy closed the connection ("subscriber too slow: ...").
+    TOO_SLOW = 1008
+    #: A request larger than the server's ``max_request_bytes``.
+    MESSAGE_TOO_BIG = 1009
+    #: Keepalive ping timeout, or an error of the gateway while serving this connection
+    #: ("internal error"); other subscribers and the feeds are not affected.
+    INTERNAL_ERROR = 1011
+    #: ``max_subscribers`` are connected: retry later with backoff.
+    TRY_AGAIN_LATER = 1013
 
 
 class ProtocolError(ValueError):
@@ -102,10 +137,10 @@ class Subscribe(
     """
 
     symbols: SymbolList
-    channels: Annotated[list[Channel], msgspec.Meta(min_length=1)] = msgspec.field(
+    channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=3)] = msgspec.field(
         default_factory=lambda: ["book"]
     )
-    depth: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    depth: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEPTH)] | None = None
     format: WireFormat | None = None
 
 

@@ -41,6 +41,7 @@ EXPECTED = parse_table(
     LIVE          REPLY_FITS                   LIVE          WRITE
     LIVE          REPLY_UNREAD                 DISCONNECTED  DISCONNECT
     LIVE          RESYNC_ASKED                 LIVE          WRITE
+    LIVE          CLOSED                       DISCONNECTED  -
     BEHIND        MESSAGE_FITS                 BEHIND        DROP
     BEHIND        MESSAGE_OVERFLOWS            BEHIND        DROP
     BEHIND        REPLY_FITS                   BEHIND        WRITE
@@ -49,11 +50,13 @@ EXPECTED = parse_table(
     BEHIND        DRAINED                      LIVE          RESEND_OWED
     BEHIND        STILL_BEHIND                 BEHIND        -
     BEHIND        BEHIND_TOO_LONG              DISCONNECTED  DISCONNECT
+    BEHIND        CLOSED                       DISCONNECTED  -
     DISCONNECTED  MESSAGE_FITS                 DISCONNECTED  DROP
     DISCONNECTED  MESSAGE_OVERFLOWS            DISCONNECTED  DROP
     DISCONNECTED  REPLY_FITS                   DISCONNECTED  -
     DISCONNECTED  REPLY_UNREAD                 DISCONNECTED  -
     DISCONNECTED  RESYNC_ASKED                 DISCONNECTED  -
+    DISCONNECTED  CLOSED                       DISCONNECTED  -
     """,
     FlowState,
     FlowEvent,
@@ -198,6 +201,15 @@ def test_disconnected_is_final() -> None:
     assert flow.on_message(KEY, 0, 0.0) == (A.DROP,)
     assert flow.on_reply(0) == () and flow.on_resync(KEY) == ()
     assert flow.state is GONE
+
+
+@pytest.mark.parametrize("state", [LIVE, BEHIND])
+def test_closed_by_the_shell_writes_nothing_more(state: FlowState) -> None:
+    flow = flow_in(state)
+    assert flow.on_closed() == ()
+    assert flow.state is GONE and flow.close_reason == ""
+    assert flow.on_message(KEY, 0, 0.0) == (A.DROP,)
+    assert flow.on_reply(0) == ()
 
 
 @pytest.mark.parametrize(

@@ -409,3 +409,74 @@ def test_each_status_change_is_one_line_naming_venue_and_symbol(
         ("WARNING", "seq:BTC: stale (every upstream connection down)", "seq", "BTC"),
         ("WARNING", "seq:ETH: stale (every upstream connection down)", "seq", "ETH"),
     ]
+
+
+# --- venue faults in the books: crossed books, too many levels ------------------------------
+
+
+def crossing(symbol: str, last: int) -> DepthDiff:
+    return DepthDiff("seq", symbol, last, last, -1, (("101.5", "1"),), (), 0, 0, 0)
+
+
+def test_a_crossed_book_is_counted_logged_rate_limited_and_rebuilt_never_published(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.core.pipeline")
+    venue = FakeVenue()
+    p = synced(venue)
+    reason = "crossed book (bid 101.5 >= ask 101)"
+    for n in range(8):
+        last = 11 + 2 * n
+        step = p.receive_frame(0, venue.frame(crossing("BTC", last)), 1, 0)
+        assert step.publications == [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)]
+        assert step.actions == [FetchSnapshot("BTC")]
+        state = p.book_state("seq:BTC")
+        assert state is None  # nothing is served while the book is rebuilt
+        assert kinds(p.receive_snapshot(snap("BTC", last + 1), 0)) == ["BookReset", "StatusChange"]
+    assert p.stats.crossed_books == 8 and p.books["seq:BTC"].stats.crossed_faults == 8
+    logged = [r.getMessage() for r in caplog.records if "not published" in r.getMessage()]
+    assert len(logged) == 5  # LogLimiter's burst per symbol and minute
+    assert logged[0] == f"seq:BTC: {reason}; not published, rebuilding"
+    p.receive_frame(0, venue.frame(crossing("BTC", 27)), 1, 61_000_000_000)
+    logged = [r.getMessage() for r in caplog.records if "not published" in r.getMessage()]
+    assert len(logged) == 6 and logged[-1].endswith("(3 similar suppressed)")
+
+
+def test_a_crossed_snapshot_waits_on_the_pipeline_timer_before_the_next_fetch() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(crossing("BTC", 11)), 1, 0)
+    crossed = DepthSnapshot("seq", "BTC", 12, (("102", "1"),), (("101", "1"),), 0, -1)
+    step = p.receive_snapshot(crossed, 0)
+    assert kinds(step) == ["StatusChange"] and step.actions == []
+    assert p.timer_armed and p.deadline_ns() == 1_000_000_000
+    assert p.on_timer(999_999_999) == Step([], [])
+    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC")]
+
+
+def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() -> None:
+    venue = FakeVenue()
+    p = VenuePipeline(
+        venue, ["BTC"], reorder_window_ns=WINDOW_NS, rest_snapshots=True, max_levels=3
+    )
+    p.receive_connection(0, True, 0)
+    p.receive_frame(0, venue.frame(diff("BTC", 10, 10)), 1, 0)
+    too_deep = tuple((str(90 + i), "1") for i in range(4))
+    step = p.receive_snapshot(DepthSnapshot("seq", "BTC", 10, too_deep, (), 0, -1), 0)
+    book = p.books["seq:BTC"]
+    assert step == Step([], []) and not book.has_book and book.stats.bad_updates == 1
+    assert kinds(p.receive_snapshot(snap("BTC", 10), 0)) == ["BookReset", "StatusChange"]
+    # One frame of more levels than the cap: refused, the book unchanged.
+    oversized = DepthDiff("seq", "BTC", 11, 11, -1, too_deep, (), 0, 0, 0)
+    assert p.receive_frame(0, venue.frame(oversized), 1, 0) == Step([], [])
+    assert book.book.bids() == [("99", "1")] and book.stats.bad_updates == 2
+    # Updates that leave a side above the cap: the farthest levels are pruned, and the
+    # published delta says so, so that subscribers' books stay equal to the gateway's.
+    deeper = DepthDiff(
+        "seq", "BTC", 11, 11, -1, (("98", "1"), ("97", "1"), ("96", "1")), (), 0, 0, 0
+    )
+    step = p.receive_frame(0, venue.frame(deeper), 1, 0)
+    assert book.book.bids() == [("99", "1"), ("98", "1"), ("97", "1")]
+    (delta,) = step.publications
+    assert isinstance(delta, BookDelta) and delta.bids[-1] == ("96", "0")
+    assert book.stats.levels_pruned == 1

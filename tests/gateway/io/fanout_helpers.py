@@ -143,7 +143,11 @@ class RawClient:
         return client
 
     async def send(self, text: str) -> None:
-        self.writer.write(Frame(Opcode.TEXT, text.encode()).serialize(mask=True))
+        await self.send_frame(Opcode.TEXT, text.encode())
+
+    async def send_frame(self, opcode: Opcode, payload: bytes) -> None:
+        """One masked frame, the payload as given (a text frame need not be UTF-8)."""
+        self.writer.write(Frame(opcode, payload).serialize(mask=True))
         await self.writer.drain()
 
     async def frame(self) -> tuple[int, bytes, bytes]:

@@ -358,6 +358,26 @@ def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
     run(main)
 
 
+def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url(
+    run: Run, start_serving: StartServing
+) -> None:
+    async def main() -> None:
+        token = "client-token-0123456789"
+        _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1, token=token)
+        async with asyncio.TaskGroup() as tasks:
+            server = await start_serving(tasks, fanout, 0)
+            url = f"ws://127.0.0.1:{fanout.port}/?token={token}"
+            with pytest.raises(GatewayError, match="too_many_subscriptions"):
+                async for _ in subscribe(url, [KEY, KEY2], reconnect=False):
+                    pass
+            async for event in subscribe(url, [KEY], reconnect=False):
+                assert event.symbol == KEY
+                break
+            server.cancel()
+
+    run(main)
+
+
 @pytest.mark.parametrize("urls", [[], ["unix:/tmp/gateway.sock"], ["http://127.0.0.1:8765/"]])
 def test_urls_other_than_websocket_ones_are_refused(urls: list[str]) -> None:
     with pytest.raises(ValueError, match="URL"):

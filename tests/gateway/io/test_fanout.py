@@ -470,3 +470,152 @@ def test_serve_stops_cleanly_on_cancel(run: Run) -> None:
             _ = fanout.port
 
     run(main)
+
+
+# --- isolation: one subscriber's failure is its own ----------------------------------------
+
+
+def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_else_notices(
+    run: Run, serving: Serving, wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trade id beyond 64 bits encodes in JSON but not in MessagePack: serving the
+    msgpack subscriber raises inside ``publish``. Only that subscriber is closed."""
+
+    async def main() -> None:
+        view, fanout = live_fanout(BIDS, ASKS)
+        async with serving(fanout):
+            packed = await RawClient.connect(fanout.port)
+            plain = await RawClient.connect(fanout.port)
+            async with packed, plain:
+                await packed.send(sub([KEY], channels=["book", "trade"], format="msgpack"))
+                await plain.send(sub([KEY], channels=["book", "trade"]))
+                for client in (packed, plain):
+                    for _ in range(3):
+                        await client.message()  # subscribed, status, snapshot
+                fanout.publish([trade(KEY, 2**64), view.delta(KEY, bids=[("99.90", "1")])])
+                assert await plain.message() == TradeMsg(
+                    KEY, 2**64, "100.5", "0.1", "buy", 1_700_000_000_000
+                )
+                delta = await plain.message()
+                assert isinstance(delta, Delta) and delta.seq == 1
+                opcode, payload, _ = await packed.frame()
+                assert opcode == Opcode.CLOSE  # nothing written after the failure
+                assert close_of(payload) == (1011, "internal error")
+                await packed.close()
+                await wait_until(fanout.changes, lambda: fanout.stats.subscribers == 1)
+                assert fanout.stats.subscriber_errors == 1
+                assert fanout.stats.closes_sent == {1011: 1}
+                fanout.publish([view.delta(KEY, asks=[("100.40", "1")])])
+                delta = await plain.message()
+                assert isinstance(delta, Delta) and delta.seq == 2
+
+    with caplog.at_level("INFO", logger="gateway.io.fanout"):
+        run(main)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert "internal error, closing it with 1011" in errors[0].getMessage()
+    assert "OverflowError" in errors[0].getMessage()  # the traceback is in the line
+    assert any(
+        "closed by the gateway with 1011 (internal error)" in r.getMessage() for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize("state", ["live", "syncing"])
+def test_a_depth_beyond_the_limit_is_refused_and_the_symbol_serves_on(
+    state: str, run: Run, serving: Serving
+) -> None:
+    """Tracker issue 8: a depth of 2**63 once reached ``L2Book.bids`` inside ``publish``."""
+
+    async def main() -> None:
+        view, fanout = live_fanout(BIDS, ASKS)
+        key = KEY if state == "live" else KEY2
+        async with serving(fanout):
+            bad = await RawClient.connect(fanout.port)
+            good = await RawClient.connect(fanout.port)
+            async with bad, good:
+                await bad.send(sub([key], depth=2**63))
+                err = await bad.message()
+                assert isinstance(err, Error) and err.code is ErrorCode.BAD_REQUEST
+                assert "$.depth" in err.message and "<= 5000" in err.message
+                await good.send(sub([key], depth=5000))
+                assert isinstance(await good.message(), Subscribed)
+                await good.message()  # status
+                if state == "syncing":
+                    fanout.publish(view.reset(KEY2, BIDS, ASKS))
+                snap = await good.message()
+                assert isinstance(snap, Snapshot) and snap.bids == BIDS
+                await bad.send('{"op":"ping","id":1}')
+                assert await bad.message() == Pong(1)  # refused, not closed
+                assert fanout.stats.subscriber_errors == 0
+
+    run(main)
+
+
+def test_an_oversize_request_is_closed_with_1009_counted_and_logged_as_sent(
+    run: Run, serving: Serving, wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        _view, fanout = live_fanout(BIDS, ASKS, max_request_bytes=1024)
+        async with serving(fanout):
+            client = await RawClient.connect(fanout.port)
+            async with client:
+                await client.send("x" * 1025)
+                opcode, payload, _ = await client.frame()
+                assert opcode == Opcode.CLOSE
+                code, reason = close_of(payload)
+                assert code == 1009 and "1024" in reason
+            await wait_until(fanout.changes, lambda: fanout.stats.subscribers == 0)
+            assert fanout.stats.closes_sent == {1009: 1}
+
+    with caplog.at_level("INFO", logger="gateway.io.fanout"):
+        run(main)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        "closed with 1009" in line and r.levelname == "WARNING"
+        for line, r in zip(lines, caplog.records, strict=True)
+    )
+    assert any("gone: closed by the gateway with 1009" in line for line in lines)
+    assert not any("1006" in line for line in lines)
+
+
+def test_refused_connections_are_logged_at_a_limited_rate(
+    run: Run, serving: Serving, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        fanout = Fanout(FakeView(), max_subscribers=0)
+        async with serving(fanout):
+            for _ in range(8):
+                async with connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
+                    with pytest.raises(ConnectionClosedError) as info:
+                        await ws.recv()
+                    assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+            assert fanout.stats.rejected == 8
+            assert fanout.stats.closes_sent == {1013: 8}
+
+    with caplog.at_level("WARNING", logger="gateway.io.fanout"):
+        run(main)
+    refused = [r for r in caplog.records if "refused subscriber" in r.getMessage()]
+    assert len(refused) == 5  # LogLimiter's burst per cause; the other 3 are counted
+
+
+def test_max_subscriptions_per_connection(run: Run, serving: Serving) -> None:
+    async def main() -> None:
+        _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1)
+        async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
+            await ws.send(sub([KEY], channels=["book", "bbo", "trade"]))
+            for _ in range(4):
+                await ws.recv()  # subscribed, status, snapshot, bbo
+            await ws.send(sub([KEY2]))
+            err = decode_server_message(await ws.recv())
+            assert isinstance(err, Error) and err.code is ErrorCode.TOO_MANY_SUBSCRIPTIONS
+            assert "limit of 1" in err.message
+            await ws.send(sub([KEY]))  # already subscribed: no more symbols
+            assert decode_server_message(await ws.recv()) == Subscribed([KEY], ["book"])
+            await ws.recv()
+            await ws.recv()
+            await ws.send('{"op":"unsubscribe","symbols":["binance:BTCUSDT"]}')
+            assert decode_server_message(await ws.recv()) == Unsubscribed([KEY])
+            await ws.send(sub([KEY2]))
+            assert decode_server_message(await ws.recv()) == Subscribed([KEY2], ["book"])
+
+    run(main)

@@ -22,6 +22,7 @@ from gateway.tools.cli import main
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.runtime import UsageError
 from gateway.tools.top import BookFollower, gateway_urls
+from gateway.wire.config import Config
 from tests.subscriber import mdgateway_output, serving
 
 if TYPE_CHECKING:
@@ -39,6 +40,25 @@ async def _mdgateway(*args: str, columns: int, lines: int) -> tuple[int, str, st
 
 
 # --- a running gateway ------------------------------------------------------------------------
+
+
+async def _start(tasks: asyncio.TaskGroup, service: Service) -> asyncio.Task[None]:
+    ready = asyncio.Event()
+    task = tasks.create_task(service.run(ready))
+    await ready.wait()
+    return task
+
+
+@contextlib.asynccontextmanager
+async def _running(config: Config) -> AsyncIterator[Service]:
+    """The gateway of ``config`` serving for the block's duration."""
+    service = Service(config)
+    async with asyncio.TaskGroup() as tasks:
+        task = await _start(tasks, service)
+        try:
+            yield service
+        finally:
+            task.cancel()
 
 
 async def _top_of_a_running_gateway() -> None:
@@ -93,14 +113,39 @@ def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gateway(run
     run(_top_of_a_running_gateway, 60)
 
 
+async def _a_gateway_with_a_token() -> None:
+    async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
+        config = demo_config([(binance, sim)], port=0)
+        server = msgspec.structs.replace(config.server, token=TOKEN)
+        config = msgspec.structs.replace(config, server=server)
+        async with _running(config) as service:
+            url = f"http://127.0.0.1:{service.port}"
+            code, _, err = await _mdgateway("top", "--once", url, columns=120, lines=40)
+            assert (code, err) == (
+                2,
+                f"mdgateway top: the gateway at {url}/healthz needs a token (401): "
+                "pass --token TOKEN\n",
+            )
+            # Sent on every request and on the WebSocket: the books are there.
+            code, out, err = await _mdgateway(
+                "top", "--once", url, "--token", TOKEN, columns=120, lines=40
+            )
+            assert code == 0, err
+            assert all(any(line.startswith(f"{key} ") for line in out.splitlines()) for key in KEYS)
+            assert "book stream" not in out.splitlines()[0], "no error of the WebSocket"
+
+
+def test_a_gateway_with_a_token_is_read_with_token(run: Run) -> None:
+    run(_a_gateway_with_a_token, 60)
+
+
 async def _follow_a_gateway_that_goes_away() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         service = Service(demo_config([(binance, sim)], port=0))
         async with asyncio.TaskGroup() as tasks:
-            ready = asyncio.Event()
-            gateway = tasks.create_task(service.run(ready))
-            await ready.wait()
+            gateway = await _start(tasks, service)
             urls = gateway_urls(f"ws://127.0.0.1:{service.port}/")
             follower = BookFollower(urls, KEYS, retry_s=0.05, timeout_s=5.0)
             following = tasks.create_task(follower.run())

@@ -55,6 +55,7 @@ def _answer(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["run", "--config", "deploy/sim-binance.toml", "--log-level", "verbose"], "verbose"),
         (["run", "--config", "deploy/sim-binance.toml", "--port", "70000"], "65535"),
         (["run", "--config", "missing.toml"], "missing.toml: cannot read"),
+        (["run", "--config", "deploy/sim-binance.toml", "--host", "no host"], "$.server.host"),
         (["replay", "missing.ndjson"], "missing.ndjson"),
         (["replay", "--port", "65536", "x"], "--port: must be at most 65535"),
         (["replay", "--rest-port", "-5", "x"], "--rest-port: must be at least 0"),

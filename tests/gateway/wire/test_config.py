@@ -4,7 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.wire.config import ConfigError, load_config, parse_config
+from gateway.wire.config import (
+    ConfigError,
+    ServerConfig,
+    exposure_warning,
+    host_error,
+    is_loopback,
+    load_config,
+    parse_config,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -31,6 +39,7 @@ def test_a_good_config_gets_defaults() -> None:
     assert config.server.port == 9000 and config.server.host == "127.0.0.1"
     venue = config.venues[0]
     assert venue.symbols == ["BTCUSDT"] and venue.reorder_window_ms == 100.0
+    assert venue.healthy_after_s == 10.0 and venue.max_rest_body_bytes == 16 * 1024 * 1024
     assert config.server.healthz_not_live_share == 1.0 and config.log_format == "text"
     config = parse_config(
         GOOD.replace("port = 9000", "port = 9000\nhealthz_not_live_share = 0.5").replace(
@@ -54,6 +63,8 @@ def test_a_good_config_gets_defaults() -> None:
         (("[[venues]]", "[[venue]]"), ("unknown", "venue")),
         (('rest = ["http://127.0.0.1:9100"]', ""), "$.venues[0].rest: at least one URL"),
         (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
+        (('rest = ["', 'healthy_after_s = -1\nrest = ["'), "$.venues[0].healthy_after_s"),
+        (('rest = ["', 'max_rest_body_bytes = 0\nrest = ["'), "$.venues[0].max_rest_body_bytes"),
         (("port = 9000", "healthz_not_live_share = 0"), "$.server.healthz_not_live_share"),
         (("port = 9000", "healthz_not_live_share = 1.5"), "$.server.healthz_not_live_share"),
         (("[server]", 'log_format = "xml"\n[server]'), "$.log_format"),
@@ -116,3 +127,140 @@ def test_redundant_connections_per_endpoint() -> None:
     runtime = VenueRuntime(coinbase, itertools.count(0), lambda events: None, lambda: 0)
     assert len(runtime.connections) == 3
     assert len({c.url for c in runtime.connections.values()}) == 1
+
+
+SERVER_LIMITS = """
+[server]
+host = "gw-1.desk.internal"
+port = 9000
+max_subscribers = 10
+max_buffer_bytes = 65536
+max_conflations = 0
+conflation_window_s = 30
+max_behind_s = 2.5
+max_request_bytes = 4096
+max_subscriptions = 50
+requests_per_s = 5
+request_burst = 10
+token = "0123456789abcdef-_.~+/="
+allowed_origins = ["https://desk.example", "http://127.0.0.1:3000"]
+
+[[venues]]
+venue = "kraken"
+symbols = ["BTC/USD"]
+endpoints = ["wss://ws.kraken.com/v2"]
+"""
+
+
+def test_every_server_limit_is_read_from_toml() -> None:
+    server = parse_config(SERVER_LIMITS).server
+    assert server == ServerConfig(
+        host="gw-1.desk.internal",
+        port=9000,
+        max_subscribers=10,
+        max_buffer_bytes=65536,
+        max_conflations=0,
+        conflation_window_s=30.0,
+        max_behind_s=2.5,
+        max_request_bytes=4096,
+        max_subscriptions=50,
+        requests_per_s=5.0,
+        request_burst=10,
+        token="0123456789abcdef-_.~+/=",
+        allowed_origins=["https://desk.example", "http://127.0.0.1:3000"],
+    )
+
+
+def test_the_server_defaults_are_loopback_without_token_or_origins() -> None:
+    server = ServerConfig()
+    assert server.host == "127.0.0.1" and is_loopback(server.host)
+    assert server.token is None and server.allowed_origins == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('host = "gw-1.desk.internal"', 'host = "gw 1"'), "$.server.host: 'gw 1' is neither"),
+        (('host = "gw-1.desk.internal"', 'host = ""'), "$.server.host"),
+        (('host = "gw-1.desk.internal"', 'host = "-bad.example"'), "$.server.host"),
+        (('host = "gw-1.desk.internal"', 'host = "http://x"'), "$.server.host"),
+        (
+            ('token = "0123456789abcdef-_.~+/="', 'token = "short"'),
+            ("length >= 16", "$.server.token"),
+        ),
+        (
+            ('token = "0123456789abcdef-_.~+/="', 'token = "0123456789abcdef 0"'),
+            "$.server.token: only",
+        ),
+        (
+            ('"https://desk.example"', '"desk.example"'),
+            "$.server.allowed_origins[0]: 'desk.example'",
+        ),
+        (('"https://desk.example"', '"https://desk.example/app"'), "$.server.allowed_origins[0]"),
+        (('"https://desk.example"', '"https://desk.example:99999"'), "bad port"),
+        (("max_request_bytes = 4096", "max_request_bytes = 10"), "$.server.max_request_bytes"),
+        (("max_conflations = 0", "max_conflations = -1"), "$.server.max_conflations"),
+        (("max_behind_s = 2.5", "max_behind_s = 0"), "$.server.max_behind_s"),
+        (("requests_per_s = 5", "requests_per_s = 0"), "$.server.requests_per_s"),
+        (("request_burst = 10", "request_burst = 0"), "$.server.request_burst"),
+        (("max_subscriptions = 50", "max_subscriptions = 0"), "$.server.max_subscriptions"),
+    ],
+)
+def test_bad_server_values_are_named(edit: tuple[str, str], message: str | tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(SERVER_LIMITS.replace(*edit), "test.toml")
+    words = (message,) if isinstance(message, str) else message
+    assert all(word in str(info.value) for word in words), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "valid", "loopback"),
+    [
+        ("127.0.0.1", True, True),
+        ("127.1.2.3", True, True),
+        ("::1", True, True),
+        ("localhost", True, True),
+        ("LOCALHOST.", True, True),
+        ("0.0.0.0", True, False),
+        ("::", True, False),
+        ("10.0.0.5", True, False),
+        ("gw-1.desk.internal", True, False),
+        ("", False, False),
+        ("gw_1", False, False),
+        ("a" * 64 + ".example", False, False),
+        ("1.2.3.4:80", False, False),
+    ],
+)
+def test_hosts(host: str, valid: bool, loopback: bool) -> None:
+    assert (host_error(host) is None) is valid
+    assert is_loopback(host) is loopback
+
+
+def test_exposure_is_warned_about_beyond_loopback_without_a_token() -> None:
+    warning = exposure_warning("0.0.0.0", has_token=False)
+    assert warning is not None and "0.0.0.0" in warning and "server.token" in warning
+    assert exposure_warning("10.0.0.5", has_token=True) is None
+    assert exposure_warning("127.0.0.1", has_token=False) is None
+    assert exposure_warning("localhost", has_token=False) is None
+
+
+def test_every_server_key_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in ServerConfig.__struct_fields__:
+        assert f"`server.{name}`" in readme, name
+
+
+def test_max_levels_defaults_to_the_venue_and_may_not_refuse_its_snapshots() -> None:
+    assert parse_config(GOOD).venues[0].max_levels is None
+    rest = 'rest = ["http://127.0.0.1:9100"]'
+    config = parse_config(GOOD.replace(rest, rest + "\nmax_levels = 2000"))
+    assert config.venues[0].max_levels == 2000
+    # Below the REST snapshots' depth every snapshot would be refused.
+    with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels: must be >= 1000"):
+        parse_config(GOOD.replace(rest, rest + "\nmax_levels = 999"))
+    okx = GOOD.replace('"binance"', '"okx"').replace("BTCUSDT", "BTC-USDT").replace(rest, "")
+    with pytest.raises(ConfigError, match=r"max_levels: must be >= 400"):
+        parse_config(okx + "max_levels = 399\n")
+    assert parse_config(okx + "max_levels = 400\n").venues[0].max_levels == 400
+    with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels"):
+        parse_config(GOOD.replace(rest, rest + "\nmax_levels = 0"))

@@ -111,6 +111,17 @@ BAD_JSON = [
     (b'{"op":"resync","symbol":"nocolon"}', ("$.symbol",)),
     (b'{"op":"list","all":true}', ("unknown", "all")),
     (b'{"op":"ping","id":[1]}', ("$.id",)),
+    # Every value is bounded: huge integers, deep snapshots, long strings, long lists.
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":9223372036854775808}', ("<= 5000", "$.depth")),
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":5001}', ("<= 5000", "$.depth")),
+    (b'{"op":"subscribe","symbols":["a:b"],"depth":1e400}', ("$.depth",)),
+    (
+        b'{"op":"subscribe","symbols":["a:b"],"channels":["book","bbo","trade","book"]}',
+        ("length <= 3", "$.channels"),
+    ),
+    (b'{"op":"ping","id":18446744073709551616}', ("$.id",)),
+    (b'{"op":"ping","id":-9223372036854775809}', ("$.id",)),
+    (b'{"op":"ping","id":"' + b"x" * 65 + b'"}', ("length <= 64", "$.id")),
 ]
 
 
@@ -126,6 +137,15 @@ def test_bad_json_requests_raise_protocol_error(
     assert all(word in str(info.value) for word in words), str(info.value)
     assert info.value.code is p.ErrorCode.BAD_REQUEST
     assert isinstance(info.value, ValueError)
+
+
+def test_the_largest_values_allowed_are_accepted() -> None:
+    keys = [f"v:S{i}" for i in range(p.MAX_SYMBOLS_PER_REQUEST)]
+    big = p.Subscribe(keys, ["book", "bbo", "trade"], p.MAX_DEPTH, "msgpack")
+    assert p.decode_request(p.encode_json(big)) == big
+    for ping_id in (2**63 - 1, -(2**63), "x" * p.MAX_PING_ID_LENGTH):
+        assert p.decode_request(p.encode_json(p.Ping(ping_id))) == p.Ping(ping_id)
+        assert p.decode_request(p.encode_msgpack(p.Ping(ping_id)), msgpack=True) == p.Ping(ping_id)
 
 
 def test_too_many_symbols_and_too_long_keys_are_refused() -> None:
@@ -235,3 +255,11 @@ def test_protocol_module_is_pure() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"asyncio", "websockets", "socket", "uvloop", "selectors"}
+
+
+def test_every_error_code_and_close_code_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text()
+    for error in p.ErrorCode:
+        assert f"| `{error}` |" in doc, error
+    for close in p.CloseCode:
+        assert f"| {int(close)} |" in doc, close
