@@ -176,7 +176,9 @@ class FanoutStats:
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):
-    """One subscriber's counters, as read by :meth:`Fanout.subscriber_stats`."""
+    """One subscriber's counters, as read by :meth:`Fanout.subscriber_stats`; its lag:
+    ``buffered_bytes`` written but not yet sent, ``behind_s`` how long it has been behind
+    (0 while live)."""
 
     id: int
     remote: str
@@ -188,6 +190,8 @@ class SubscriberStats(msgspec.Struct, frozen=True):
     conflations: int
     bad_requests: int
     behind: bool
+    buffered_bytes: int
+    behind_s: float
 
 
 class _Subscriber:
@@ -865,6 +869,7 @@ class Fanout:
         return self.addresses[0][1]
 
     def subscriber_stats(self) -> list[SubscriberStats]:
+        now_s = self._clock_s()
         return [
             SubscriberStats(
                 sub.id,
@@ -877,6 +882,8 @@ class Fanout:
                 sub.flow.conflations,
                 sub.bad_requests,
                 sub.flow.state is not _LIVE,
+                sub.transport.get_write_buffer_size(),
+                now_s - sub.flow.behind_since_s if sub.flow.state is _BEHIND else 0.0,
             )
             for sub in self._subs
         ]

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http
 import itertools
 import random
 import time
 from collections.abc import Callable, Sequence
+
+import msgspec
 
 from gateway.core import pipeline
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
@@ -24,6 +27,7 @@ from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
+from gateway.io.health import HttpAnswer
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
@@ -198,6 +202,13 @@ class VenueRuntime:
         return reconnect
 
 
+def subscribers_answer(fanout: Fanout) -> HttpAnswer:
+    """``GET /subscribers``: every connected subscriber's counters and lag, as JSON
+    ``{"subscribers": [...]}`` (the fields of :class:`~gateway.io.fanout.SubscriberStats`)."""
+    document = {"subscribers": fanout.subscriber_stats()}
+    return HttpAnswer(http.HTTPStatus.OK, "application/json", msgspec.json.encode(document))
+
+
 class Service:
     """The whole gateway for one configuration."""
 
@@ -218,6 +229,7 @@ class Service:
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
         )
+        self.fanout.http_routes["/subscribers"] = functools.partial(subscribers_answer, self.fanout)
         conn_ids = itertools.count(0)
         #: Notified after every upstream connection goes up or down (the pipeline told) and
         #: after every failed attempt: ``await connection_changes.wait_until(...)`` waits on
