@@ -58,7 +58,8 @@ SNAPSHOT_PATH: Final = "/api/v3/depth"
 #: Largest REST depth (weight 250 of the 6000/min budget).
 MAX_SNAPSHOT_LIMIT: Final = 5000
 #: Binance allows 1024 streams per connection; two streams per symbol.
-MAX_SYMBOLS_PER_CONNECTION: Final = 512
+MAX_STREAMS_PER_CONNECTION: Final = 1024
+MAX_SYMBOLS_PER_CONNECTION: Final = MAX_STREAMS_PER_CONNECTION // 2
 
 
 #: REST request weight of ``/api/v3/depth``: ``(largest limit, weight)``, ascending.

@@ -116,6 +116,7 @@ SNAPSHOT_PATH: Final = "/v5/market/orderbook"
 MAX_SNAPSHOT_LIMIT: Final = 1000
 #: 600 REST requests per 5 s per IP.
 REST_REQUESTS_PER_MINUTE: Final = 7200
+REST_REQUESTS_PER_5S: Final = 600
 
 #: Book depths of spot and linear: 1 (10 ms, snapshots only, re-pushed every 3 s with the
 #: same ``u``), 50 (20 ms), 200 (100 ms), 1000 (200 ms).
@@ -157,6 +158,12 @@ def _topics(symbols: Sequence[str], depth: int) -> list[str]:
         raise ValueError("at least one symbol is required")
     unique = list(dict.fromkeys(s.upper() for s in symbols))
     return [t for s in unique for t in (book_topic(s, depth), trade_topic(s))]
+
+
+def topic_chars(symbol: str, depth: int = DEFAULT_DEPTH) -> int:
+    """Characters of the args one symbol subscribes (its book and trade topics), the unit
+    of :data:`MAX_ARGS_CHARS_PER_CONNECTION`."""
+    return sum(len(t) for t in _topics([symbol], depth))
 
 
 def _requests(op: str, topics: list[str]) -> list[bytes]:

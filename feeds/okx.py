@@ -87,6 +87,9 @@ SNAPSHOT_PATH: Final = "/api/v5/market/books"
 MAX_SNAPSHOT_LIMIT: Final = 400
 #: 40 REST book requests per 2 s per IP.
 REST_REQUESTS_PER_MINUTE: Final = 1200
+REST_REQUESTS_PER_2S: Final = 40
+#: The venue's advice: fewer than 30 channels per connection when subscribing many books.
+MAX_CHANNELS_PER_CONNECTION: Final = 29
 #: OKX limits the total size of a subscribe request's ``args`` to 64 KB.
 MAX_ARGS_BYTES: Final = 64 * 1024
 #: OKX closes a connection idle for 30 s: send ``ping`` more often than that.

@@ -136,3 +136,42 @@ class AttemptBudget:
         """An attempt starts now (the oldest remembered one, out of the window, is dropped)."""
         self._expiries.append(now_s + self.window_s)
         self.attempts += 1
+
+
+#: What budgets are kept per: a venue's limit group (:attr:`VenueLimits.group
+#: <gateway.core.limits.VenueLimits.group>`) and the source address its connections leave
+#: from (None: the host's default route).
+BudgetKey = tuple[str, str | None]
+
+
+class SharedBudgets:
+    """One :class:`AttemptBudget` and one :class:`WeightBudget` per :data:`BudgetKey`,
+    handed to every connection and fetcher of every venue configuration that shares the
+    key, since the venue counts them together.
+
+    The first request for a key fixes its limits; later requests for the same key get the
+    same budget whatever limits they name.
+    """
+
+    def __init__(self, *, share: float = 0.8) -> None:
+        self.share = share
+        self.attempt_budgets: dict[BudgetKey, AttemptBudget] = {}
+        self.weight_budgets: dict[BudgetKey, WeightBudget] = {}
+
+    def attempts(self, key: BudgetKey, attempts_per_window: int, window_s: float) -> AttemptBudget:
+        """The connection-attempt budget of ``key``."""
+        budget = self.attempt_budgets.get(key)
+        if budget is None:
+            budget = self.attempt_budgets[key] = AttemptBudget(
+                attempts_per_window, window_s, share=self.share
+            )
+        return budget
+
+    def weight(self, key: BudgetKey, weight_per_window: int, window_s: float) -> WeightBudget:
+        """The REST weight budget of ``key``."""
+        budget = self.weight_budgets.get(key)
+        if budget is None:
+            budget = self.weight_budgets[key] = WeightBudget(
+                weight_per_window, window_s=window_s, share=self.share
+            )
+        return budget

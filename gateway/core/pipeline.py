@@ -20,7 +20,7 @@ is counted and logged here; anything else propagates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
@@ -202,6 +202,9 @@ class VenuePipeline:
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
     ``max_levels``: the cap of each book's levels per side; None: the venue's default.
     ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
+    ``conn_symbols``: the symbols of each connection that carries only some (sharded,
+    :func:`gateway.core.limits.plan_connections`); a book is told only of the connections
+    that carry it, and resubscribed only on them. Connections not named carry every symbol.
     """
 
     def __init__(
@@ -215,8 +218,14 @@ class VenuePipeline:
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
         max_levels: int | None = None,
         max_id_jump: int | None = None,
+        conn_symbols: Mapping[int, Collection[str]] | None = None,
     ) -> None:
         self.venue = venue
+        #: Keys carried by each sharded connection (see ``conn_symbols``).
+        self._conn_keys = {
+            conn_id: frozenset(symbol_key(venue.venue, s) for s in symbols)
+            for conn_id, symbols in (conn_symbols or {}).items()
+        }
         self.max_levels = max_levels
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
@@ -288,8 +297,9 @@ class VenuePipeline:
             self._up[conn_id] = None
         else:
             self._up.pop(conn_id, None)
-        for book in self.books.values():
-            self._take(book, book.on_connection(conn_id, up, now_ns), step, now_ns)
+        for key, book in self.books.items():
+            if self._carries(conn_id, key):
+                self._take(book, book.on_connection(conn_id, up, now_ns), step, now_ns)
         return step
 
     def receive_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
@@ -392,8 +402,13 @@ class VenuePipeline:
             book.checksum = checksum
         for conn_id in self._up:
             # Telling a book of a connection that is up publishes nothing.
-            book.on_connection(conn_id, True, now_ns)
+            if self._carries(conn_id, key):
+                book.on_connection(conn_id, True, now_ns)
         return book
+
+    def _carries(self, conn_id: int, key: str) -> bool:
+        keys = self._conn_keys.get(conn_id)
+        return keys is None or key in keys
 
     def _take(
         self, book: SymbolArbiter, events: list[ArbiterEvent], step: Step, now_ns: int
@@ -454,8 +469,10 @@ class VenuePipeline:
             step.actions.append(FetchSnapshot(symbol))
         else:
             # No REST snapshot: every connection subscribes again for an in-band one.
+            key = symbol_key(self.venue.venue, symbol)
             for conn_id in self._up:
-                self._resubscribe(conn_id, symbol, step)
+                if self._carries(conn_id, key):
+                    self._resubscribe(conn_id, symbol, step)
 
     def _resubscribe(self, conn_id: int, symbol: str, step: Step) -> None:
         if self.venue.resubscribe_messages is not None:
@@ -491,8 +508,8 @@ class VenuePipeline:
             conn_id,
             extra={"venue": self.venue.venue, "connection": conn_id},
         )
-        for book in self.books.values():
-            if isinstance(book, ReplicatedBook):
+        for key, book in self.books.items():
+            if isinstance(book, ReplicatedBook) and self._carries(conn_id, key):
                 self._take(book, book.invalidate(conn_id, "connection sequence jump"), step, now_ns)
 
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:

@@ -22,7 +22,8 @@ import msgspec
 from gateway.core import pipeline
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
 from gateway.core.backoff import Backoff
-from gateway.core.budget import AttemptBudget
+from gateway.core.budget import SharedBudgets
+from gateway.core.limits import plan_connections
 from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
@@ -30,7 +31,7 @@ from gateway.io.fanout import Fanout
 from gateway.io.health import HttpAnswer
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
-from gateway.wire.config import Config, VenueConfig
+from gateway.wire.config import Config, VenueConfig, venue_limits
 from gateway.wire.venues import adapter_for
 
 #: Share of max_connection_age_s by which consecutive endpoints are staggered.
@@ -50,6 +51,7 @@ class VenueRuntime:
         clock_ns: Callable[[], int],
         capture: CaptureWriter | None = None,
         connection_changes: StateChanges | None = None,
+        budgets: SharedBudgets | None = None,
     ) -> None:
         self.cfg = cfg
         #: Notified by every connection of this venue (:attr:`Connection.changes`).
@@ -62,31 +64,60 @@ class VenueRuntime:
         self._publish = publish
         self._clock_ns = clock_ns
         self.connections: dict[int, Connection] = {}
-        #: Connection attempts of every connection of the venue together.
-        self.attempts = AttemptBudget(
-            self.adapter.connect_attempts_per_window, self.adapter.connect_window_s
+        # --- venue limits: shared budgets, sharded connections (docs/architecture.md) ---
+        #: The venue's limits with the configuration's overrides.
+        self.limits = venue_limits(cfg)
+        budgets = SharedBudgets() if budgets is None else budgets
+        #: What the budgets are kept per: the venue's limit group and source address (the
+        #: configuration binds none: the host's default route).
+        self.budget_key = (self.limits.group, None)
+        #: Connection attempts of every connection sharing the budget key.
+        self.attempts = budgets.attempts(
+            self.budget_key,
+            self.limits.connect_attempts_per_window,
+            self.limits.connect_window_s,
         )
-        subscribe = self.adapter.subscribe_messages(cfg.symbols)
-        endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
-        for index, endpoint in enumerate(endpoints):
+        self.weight_budget = budgets.weight(
+            self.budget_key, self.limits.rest_weight_per_window, self.limits.rest_window_s
+        )
+        #: The symbols of each connection (book and trade connections).
+        self.conn_symbols: dict[int, tuple[str, ...]] = {}
+        plan = plan_connections(
+            cfg.symbols,
+            cfg.endpoints,
+            connections_per_endpoint=cfg.connections_per_endpoint,
+            max_streams=self.limits.max_streams_per_connection,
+            streams_of=self.adapter.streams_per_symbol,
+        )
+        for planned in plan:
             conn_id = next(conn_ids)
+            self.conn_symbols[conn_id] = planned.symbols
             self.connections[conn_id] = self._connection(
                 conn_id,
-                self.adapter.stream_url(endpoint, cfg.symbols),
-                # Staggered so that the endpoints are never renewed together.
-                max_age_s=cfg.max_connection_age_s * (1.0 - AGE_STAGGER * index),
-                subscribe_messages=subscribe,
+                self.adapter.stream_url(planned.endpoint, planned.symbols),
+                # Staggered so that the slots are never renewed together.
+                max_age_s=cfg.max_connection_age_s * (1.0 - AGE_STAGGER * planned.slot),
+                subscribe_messages=self.adapter.subscribe_messages(planned.symbols),
                 ping_message=self.adapter.ping_message,
             )
         #: Connections that carry trades only: the books are not told of them.
         self.trade_connections: set[int] = set()
         trade_endpoint, trade_url = self.adapter.trade_endpoint, self.adapter.trade_stream_url
         if trade_endpoint is not None and trade_url is not None:
-            for endpoint in dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints):
+            trade_plan = plan_connections(
+                cfg.symbols,
+                list(dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints)),
+                max_streams=self.limits.max_streams_per_connection,
+                streams_of=lambda symbol: 1,
+            )
+            for planned in trade_plan:
                 conn_id = next(conn_ids)
                 self.trade_connections.add(conn_id)
+                self.conn_symbols[conn_id] = planned.symbols
                 self.connections[conn_id] = self._connection(
-                    conn_id, trade_url(endpoint, cfg.symbols), max_age_s=cfg.max_connection_age_s
+                    conn_id,
+                    trade_url(planned.endpoint, planned.symbols),
+                    max_age_s=cfg.max_connection_age_s,
                 )
         self.fetcher: SnapshotFetcher | None = None
         if self.adapter.snapshot_url is not None and cfg.rest:
@@ -98,6 +129,7 @@ class VenueRuntime:
                 timeout_s=cfg.rest_timeout_s,
                 on_response=None if capture is None else capture.record_rest,
                 max_body_bytes=cfg.max_rest_body_bytes,
+                budget=self.weight_budget,
             )
         self.pipeline = pipeline.VenuePipeline(
             self.adapter,
@@ -108,6 +140,7 @@ class VenueRuntime:
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
             max_levels=cfg.max_levels,
+            conn_symbols=self.conn_symbols,
         )
 
     def _connection(
@@ -131,7 +164,7 @@ class VenueRuntime:
             subscribe_messages=subscribe_messages,
             ping_message=ping_message,
             ping_interval_s=self.adapter.ping_interval_s,
-            max_messages_per_s=self.adapter.max_messages_per_s,
+            max_messages_per_s=self.limits.messages_per_s,
             changes=self.connection_changes,
             healthy_after_s=cfg.healthy_after_s,
             attempts=self.attempts,
@@ -235,9 +268,17 @@ class Service:
         #: after every failed attempt: ``await connection_changes.wait_until(...)`` waits on
         #: the connections' state.
         self.connection_changes = StateChanges()
+        #: The budgets of every venue, per limit group and source address.
+        self.budgets = SharedBudgets()
         self.venues = [
             VenueRuntime(
-                cfg, conn_ids, self.fanout.publish, clock_ns, capture, self.connection_changes
+                cfg,
+                conn_ids,
+                self.fanout.publish,
+                clock_ns,
+                capture,
+                self.connection_changes,
+                self.budgets,
             )
             for cfg in config.venues
         ]

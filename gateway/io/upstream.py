@@ -403,6 +403,7 @@ class SnapshotFetcher:
         on_response: Callable[[str, bytes, int], object] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
         max_body_bytes: int = MAX_REST_BODY_BYTES,
+        budget: WeightBudget | None = None,
     ) -> None:
         if adapter.snapshot_url is None or adapter.parse_snapshot is None:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
@@ -425,7 +426,9 @@ class SnapshotFetcher:
         self._max_body_bytes = max_body_bytes
         self._log = LimitedLog(log, clock_s=clock_s)
         self._weight = adapter.snapshot_weight(limit)
-        self.budget = WeightBudget(adapter.rest_weight_per_minute)
+        #: The REST weight budget, shared by every fetcher of the same venue limits and
+        #: source address (None: one of its own at the venue's limit).
+        self.budget = WeightBudget(adapter.rest_weight_per_minute) if budget is None else budget
         self.stats = FetcherStats()
 
     def request(self, symbol: str) -> None:

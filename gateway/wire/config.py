@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.core.limits import VenueLimits, plan_connections
 from gateway.wire.venues import ADAPTERS
 
 SUPPORTED_VENUES: Final = tuple(ADAPTERS)
@@ -161,6 +162,22 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allowed_origins: list[str] = []
 
 
+class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``venues[].limits``: the venue's limits as the gateway budgets them; each key unset
+    is the venue's documented default (docs/architecture.md, "Venue limits")."""
+
+    #: Connection attempts per ``connect_window_s`` per source address.
+    connect_attempts: PositiveInt | None = None
+    connect_window_s: PositiveFloat | None = None
+    #: Client messages per second per connection.
+    messages_per_s: PositiveFloat | None = None
+    #: Streams per connection (the venue's unit): symbols are sharded over connections.
+    streams_per_connection: PositiveInt | None = None
+    #: REST request weight per ``rest_window_s`` per source address.
+    rest_weight: PositiveInt | None = None
+    rest_window_s: PositiveFloat | None = None
+
+
 class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One venue: its symbols, its redundant WebSocket endpoints, its REST bases."""
 
@@ -193,6 +210,22 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
     #: snapshot is well under 1 MiB).
     max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024
+    limits: LimitsConfig = LimitsConfig()
+
+
+def venue_limits(cfg: VenueConfig) -> VenueLimits:
+    """The venue's documented limits with ``cfg.limits``' overrides."""
+    base = ADAPTERS[cfg.venue].limits
+    given = cfg.limits
+    return VenueLimits(
+        group=base.group,
+        connect_attempts_per_window=given.connect_attempts or base.connect_attempts_per_window,
+        connect_window_s=given.connect_window_s or base.connect_window_s,
+        messages_per_s=given.messages_per_s or base.messages_per_s,
+        max_streams_per_connection=given.streams_per_connection or base.max_streams_per_connection,
+        rest_weight_per_window=given.rest_weight or base.rest_weight_per_window,
+        rest_window_s=given.rest_window_s or base.rest_window_s,
+    )
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -268,6 +301,15 @@ def validate(config: Config) -> Config:
                     f"{where}.max_levels: must be >= {floor}, the depth of the venue's "
                     "snapshots (its maintained depth, or snapshot_limit)"
                 )
+        try:
+            plan_connections(
+                venue.symbols,
+                venue.endpoints,
+                max_streams=venue_limits(venue).max_streams_per_connection,
+                streams_of=adapter.streams_per_symbol,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{where}.limits.streams_per_connection: {exc}") from None
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")
     return config

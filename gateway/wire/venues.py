@@ -17,6 +17,7 @@ from gateway.core.arbiter import (
     LinkRule,
     SymbolArbiter,
 )
+from gateway.core.limits import VenueLimits
 from gateway.core.model import DepthSnapshot, VenueEvent, symbol_key
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook
@@ -40,6 +41,14 @@ def _unit_weight(limit: int) -> int:
 
 def _no_venue(head: bytes) -> str | None:
     return None
+
+
+def _one_stream(symbol: str) -> int:
+    return 1
+
+
+def _two_streams(symbol: str) -> int:
+    return 2
 
 
 #: The default cap of levels per side: twice the largest REST snapshot Binance serves
@@ -76,6 +85,16 @@ class VenueAdapter:
     #: (docs/exchange-protocols.md); the venue's connections share this budget.
     connect_attempts_per_window: int = 300
     connect_window_s: float = 300.0
+    #: Streams one connection may carry, in the venue's unit (streams, channels, argument
+    #: characters), and what one symbol costs in it; None: no documented limit.
+    max_streams_per_connection: int | None = None
+    streams_per_symbol: Callable[[str], int] = _one_stream
+    #: The name of the budgets the venue shares with other venues the exchange counts
+    #: together (None: the venue's own); budgets are per group and source address.
+    limit_group: str | None = None
+    #: ``(weight, window_s)`` where the venue counts REST weight over a window other than
+    #: a minute (then ``rest_weight_per_minute`` is not used).
+    rest_limit: tuple[int, float] | None = None
     #: The venue sends a snapshot in band on every subscribe: a resync resubscribes, and
     #: REST snapshots (where ``snapshot_url`` is set) are used only when configured.
     in_band_snapshots: bool = False
@@ -130,6 +149,20 @@ class VenueAdapter:
     #: The notice the venue sends before it closes connections (maintenance, shutdown), at
     #: a time in ns: a replay of the venue's capture sends it on request.
     notice_frame: Callable[[int], bytes] | None = None
+
+    @property
+    def limits(self) -> VenueLimits:
+        """The venue's documented limits (docs/architecture.md, "Venue limits")."""
+        weight, window_s = self.rest_limit or (self.rest_weight_per_minute, 60.0)
+        return VenueLimits(
+            group=self.limit_group or self.venue,
+            connect_attempts_per_window=self.connect_attempts_per_window,
+            connect_window_s=self.connect_window_s,
+            messages_per_s=self.max_messages_per_s,
+            max_streams_per_connection=self.max_streams_per_connection,
+            rest_weight_per_window=weight,
+            rest_window_s=window_s,
+        )
 
     def new_arbiter(
         self,
@@ -287,6 +320,8 @@ def _binance_futures(feed: _BinanceFuturesModule) -> VenueAdapter:
         max_messages_per_s=8.0,  # the futures markets disconnect above 10 per second
         # The futures docs give no attempt limit: spot's 300 per 5 minutes is assumed.
         connect_attempts_per_window=300,
+        # Depth on /public, trades on /market connections of their own: one stream each.
+        max_streams_per_connection=feed.MAX_STREAMS_PER_CONNECTION,
     )
 
 
@@ -307,9 +342,14 @@ def _bybit(
         parse_snapshot=parse_snapshot,
         snapshot_paths=(bybit.SNAPSHOT_PATH,),
         link_rule=bybit.BybitRule,
-        # 500 connections per 5 minutes per WebSocket domain, which spot and linear share.
-        connect_attempts_per_window=250,
+        # 500 connections per 5 minutes per WebSocket domain, which spot and linear share
+        # (one budget: ``limit_group``).
+        connect_attempts_per_window=500,
         connect_window_s=300.0,
+        limit_group=bybit.EXCHANGE,
+        max_streams_per_connection=bybit.MAX_ARGS_CHARS_PER_CONNECTION,
+        streams_per_symbol=bybit.topic_chars,
+        rest_limit=(bybit.REST_REQUESTS_PER_5S, 5.0),
         url_venue=bybit.url_venue,
         url_venues=bybit.CATEGORY_VENUES,
         exchange=bybit.EXCHANGE,
@@ -328,6 +368,9 @@ ADAPTERS: dict[str, VenueAdapter] = {
         _binance(binance, binance.BinanceSpotRule, 6000),
         max_messages_per_s=4.0,  # Binance disconnects above 5 per second
         connect_attempts_per_window=300,  # per 5 minutes per IP, the default window
+        # A depth and a trade stream per symbol, 1024 streams per connection.
+        max_streams_per_connection=binance.MAX_STREAMS_PER_CONNECTION,
+        streams_per_symbol=_two_streams,
     ),
     "binance-usdm": _binance_futures(binance_usdm),
     "binance-coinm": _binance_futures(binance_coinm),
@@ -348,6 +391,10 @@ ADAPTERS: dict[str, VenueAdapter] = {
         max_messages_per_s=2.0,
         connect_attempts_per_window=3,  # connection requests per second per IP
         connect_window_s=1.0,
+        # The venue's advice: fewer than 30 channels per connection (a book and trades each).
+        max_streams_per_connection=okx.MAX_CHANNELS_PER_CONNECTION,
+        streams_per_symbol=_two_streams,
+        rest_limit=(okx.REST_REQUESTS_PER_2S, 2.0),
         link_rule=okx.OkxRule,
         checksum=lambda symbol: okx.book_checksum,
         notice_frame=okx.notice_frame,
@@ -386,6 +433,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         # 8 connections per second per IP (the stricter of the two pages that disagree).
         connect_attempts_per_window=8,
         connect_window_s=1.0,
+        rest_limit=(10, 1.0),  # public REST: 10 requests per second per IP
     ),
     "coinbase-exchange": VenueAdapter(
         venue=coinbase.EXCHANGE_VENUE,
@@ -397,6 +445,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         max_messages_per_s=2.0,
         connect_attempts_per_window=8,  # connection requests per second per IP (burst 20)
         connect_window_s=1.0,
+        rest_limit=(10, 1.0),  # public REST: 10 requests per second per IP
         hosts=coinbase.HOSTS,
         frame_venue=coinbase.frame_venue,
         max_levels=COINBASE_MAX_LEVELS,

@@ -12,6 +12,7 @@ from gateway.core.budget import (
     DEFAULT_RETRY_AFTER_S,
     RATE_LIMIT_STATUSES,
     AttemptBudget,
+    SharedBudgets,
     WeightBudget,
     retry_after_s,
 )
@@ -217,3 +218,19 @@ def test_no_window_ever_holds_more_attempts_than_the_budget(
         # An attempt at u is in the window until u + window_s.
         in_window = [u for u in times[: i + 1] if u + window_s > t]
         assert len(in_window) <= budget.budget
+
+
+def test_shared_budgets_are_one_per_group_and_source_address() -> None:
+    budgets = SharedBudgets(share=1.0)
+    spot = budgets.attempts(("bybit", None), 500, 300.0)
+    # Another venue of the same group and source address: the same budget, its limits kept.
+    assert budgets.attempts(("bybit", None), 250, 300.0) is spot
+    assert spot.budget == 500
+    assert budgets.attempts(("bybit", "10.0.0.2"), 500, 300.0) is not spot
+    weight = budgets.weight(("binance", None), 6000, 60.0)
+    assert budgets.weight(("binance", None), 100, 1.0) is weight
+    assert weight.budget == 6000 and weight.window_s == 60.0
+    # Spending through one holder is seen by every other.
+    for _ in range(500):
+        spot.spend(0.0)
+    assert budgets.attempts(("bybit", None), 500, 300.0).wait_s(1.0) == pytest.approx(299.0)

@@ -530,3 +530,33 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
     (delta,) = step.publications
     assert isinstance(delta, BookDelta) and delta.bids[-1] == ("96", "0")
     assert book.stats.levels_pruned == 1
+
+
+# --- sharded connections --------------------------------------------------------------------
+
+
+def test_a_book_is_told_only_of_the_connections_that_carry_its_symbol() -> None:
+    venue = FakeVenue()
+    # Connection 0 carries BTC, 1 carries ETH, 2 carries both (not named: every symbol).
+    p = VenuePipeline(
+        venue,
+        ["BTC", "ETH"],
+        reorder_window_ns=WINDOW_NS,
+        rest_snapshots=False,
+        conn_symbols={0: ["BTC"], 1: ["ETH"]},
+    )
+    for conn_id in (0, 1, 2):
+        p.receive_connection(conn_id, True, 0)
+    # A snapshot wanted resubscribes only on the connections carrying the symbol.
+    step = p.receive_frame(0, venue.frame(diff("BTC", 5, 6, conn=0)), 1, 0)
+    assert step.actions == [Resubscribe(0, "BTC"), Resubscribe(2, "BTC")]
+    step = p.receive_frame(1, venue.frame(diff("ETH", 5, 6, conn=1)), 1, 0)
+    assert step.actions == [Resubscribe(1, "ETH"), Resubscribe(2, "ETH")]
+    for symbol, conn_id in (("BTC", 0), ("ETH", 1)):
+        p.receive_frame(conn_id, venue.frame(snap(symbol, 6, conn=conn_id)), 1, 0)
+        assert p.books[f"seq:{symbol}"].state == SymbolState.LIVE
+    # ETH's connections are untouched by BTC's going down, and the other way round.
+    p.receive_connection(1, False, 0)
+    p.receive_connection(2, False, 0)
+    assert p.books["seq:ETH"].state == SymbolState.STALE
+    assert p.books["seq:BTC"].state == SymbolState.LIVE
