@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,6 +49,7 @@ from feeds.binance import (
     trade_stream,
 )
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
+from feeds.sim.limits import REST_SOURCE
 from feeds.sim.rewrite import WireShape
 from feeds.sim.venue import (
     CloseConnection,
@@ -230,7 +232,9 @@ class BinanceSpotProtocol(VenueProtocol):
         self, max_incoming_per_s: int | None = 5, rest_weight_limit_1m: int | None = 6000
     ) -> None:
         super().__init__()
-        self._max_incoming = max_incoming_per_s
+        self.limiter.limits = replace(
+            self.limiter.limits, messages_per_s=max_incoming_per_s, max_streams=self.max_streams
+        )
         self._rest_weight_limit = rest_weight_limit_1m
         #: ``(now_ns, weight)`` of the REST requests of the last 60 s, oldest first.
         self._rest_weights: deque[tuple[int, int]] = deque()
@@ -258,15 +262,12 @@ class BinanceSpotProtocol(VenueProtocol):
         if error is not None:
             raise CloseConnection(POLICY_VIOLATION, error)
         state.subs = streams
-        state.extra["recent_ns"] = deque[int]()
         return []
 
     def url_streams(self, path: str) -> tuple[set[str], str | None]:
         """The streams named in ``/stream?streams=a/b``, or an error close reason."""
         query = parse_qs(urlsplit(path).query)
         names = [name for value in query.get("streams", []) for name in value.split("/") if name]
-        if len(names) > self.max_streams:
-            return set(), f"Too many streams: {len(names)} > {self.max_streams}"
         for name in names:
             problem = self.stream_problem(name)
             if problem is not None:
@@ -282,13 +283,6 @@ class BinanceSpotProtocol(VenueProtocol):
         return f"Invalid stream name (unknown symbol): {name}"
 
     def on_message(self, state: ConnState, message: str | bytes, now_ns: int) -> list[bytes]:
-        recent = state.extra.get("recent_ns")
-        if self._max_incoming is not None and isinstance(recent, deque):
-            recent.append(now_ns)
-            while recent[0] <= now_ns - _SECOND_NS:
-                recent.popleft()
-            if len(recent) > self._max_incoming:
-                raise CloseConnection(POLICY_VIOLATION, "Too many requests")
         return [self.control_reply(state, message)]
 
     def control_reply(self, state: ConnState, message: str | bytes) -> bytes:
@@ -378,7 +372,9 @@ class BinanceSpotProtocol(VenueProtocol):
                 now_ns,
                 429,
             )
-            retry = (("Retry-After", str(_REST_WINDOW_NS // _SECOND_NS)),)
+            retry_after_s = _REST_WINDOW_NS // _SECOND_NS
+            self.limiter.rest_refused(REST_SOURCE, retry_after_s, now_ns)
+            retry = (("Retry-After", str(retry_after_s)),)
             return error._replace(headers=error.headers + retry)
         return self._json(200, self.snapshot_body(symbol, limit, now_ns), used)
 

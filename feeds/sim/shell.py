@@ -195,7 +195,7 @@ class Endpoint:
 
 class EndpointServer:
     """The shell: see the module docstring. Subclasses say what is served through the
-    hooks ``_check_path``, ``_open``, ``_answer``, ``_producer``, ``_send``,
+    hooks ``_check_path``, ``_admit_connection``, ``_open``, ``_answer``, ``_producer``, ``_send``,
     ``_notice_frame``, ``_rest_answer`` and ``_start_tasks``, and how the venue misbehaves
     through ``_rewrite``, ``_oversize_rest`` and ``_restart_ids``.
 
@@ -270,6 +270,11 @@ class EndpointServer:
 
     def _check_path(self, path: str) -> str | None:
         """None when a WebSocket handshake to ``path`` is accepted, else a 404 body."""
+        return None
+
+    def _admit_connection(self, source: str) -> RestAnswer | None:
+        """None when a handshake from address ``source`` goes ahead, else the HTTP
+        refusal (a venue's connection-attempt limit)."""
         return None
 
     def _open(self, conn: Conn) -> list[bytes]:
@@ -525,6 +530,9 @@ class EndpointServer:
         problem = self._check_path(request.path)
         if problem is not None:
             return conn.respond(HTTPStatus.NOT_FOUND, problem)
+        refusal = self._admit_connection(str(conn.remote_address[0]))
+        if refusal is not None:
+            return http_response(refusal)
         return None
 
     async def _serve_connection(self, endpoint: Endpoint, ws: ServerConnection) -> None:

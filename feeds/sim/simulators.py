@@ -65,6 +65,7 @@ from feeds.sim.coinbase import CoinbaseProtocol
 from feeds.sim.faults import FaultPlan, FrameFault
 from feeds.sim.kraken import DEFAULT_LOT, KrakenProtocol
 from feeds.sim.kraken import PATH as KRAKEN_PATH
+from feeds.sim.limits import REST_SOURCE, LimitStats, SimLimits, rest_refusal
 from feeds.sim.numbers import decimals
 from feeds.sim.okx import PATH as OKX_PATH
 from feeds.sim.okx import OkxProtocol
@@ -112,6 +113,8 @@ class SimVenue(EndpointServer):
         tick: price tick of every book; lot: quantity step.
         actions_per_step: Poisson mean of book actions per step and symbol.
         faults: the fault plan applied (docs/faults.md); None: no faults.
+        limits: the venue's limits (:mod:`feeds.sim.limits`); None: the protocol's own,
+            its venue's documented ones. Refusals are counted in :meth:`limit_stats`.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class SimVenue(EndpointServer):
         lot: str = "0.00001",
         actions_per_step: float = 8.0,
         faults: FaultPlan | None = None,
+        limits: SimLimits | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("at least one symbol is required")
@@ -171,6 +175,8 @@ class SimVenue(EndpointServer):
                 symbol, seed, mid=mid, tick=tick, lot=lot, actions_per_step=actions_per_step
             )
         self.protocol = protocol
+        if limits is not None:
+            protocol.limiter.limits = limits
         protocol.attach(self._procs)
         self._interval_s = interval_s
         self._jitter_s = jitter_ms / 1000.0
@@ -299,16 +305,29 @@ class SimVenue(EndpointServer):
                 frames = [f for p in pubs if (f := self.protocol.frame_for(conn.state, p))]
                 self._push(endpoint, conn, frames, deliver_at)
 
+    def limit_stats(self) -> LimitStats:
+        """Every refusal of the venue's limits since start (``violations``: their sum)."""
+        return self.protocol.limiter.stats
+
     # --- the shell's hooks ----------------------------------------------------------------
 
     def _check_path(self, path: str) -> str | None:
         return self.protocol.check_path(path)
 
+    def _admit_connection(self, source: str) -> RestAnswer | None:
+        return self.protocol.limiter.admit_connection(source, time.time_ns())
+
     def _open(self, conn: Conn) -> list[bytes]:
-        return self.protocol.on_open(conn.state)
+        frames = self.protocol.on_open(conn.state)
+        self.protocol.limiter.streams(conn.state)
+        return frames
 
     async def _answer(self, conn: Conn, message: str | bytes) -> list[bytes]:
-        frames = self.protocol.on_message(conn.state, message, time.time_ns())
+        now_ns = time.time_ns()
+        limiter = self.protocol.limiter
+        limiter.client_message(conn.state, now_ns)
+        frames = self.protocol.on_message(conn.state, message, now_ns)
+        limiter.streams(conn.state)
         restart, shape = self._restart, self.protocol.stream_shape
         if restart is not None and shape is not None:
             frames = [restart.apply(frame, shape) for frame in frames]
@@ -335,6 +354,9 @@ class SimVenue(EndpointServer):
         if url.path != self.protocol.rest_path:
             return None
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        refused = self.protocol.limiter.admit_rest(REST_SOURCE, time.time_ns())
+        if refused is not None:
+            return rest_refusal(*refused)
         # The book as of arrival, delivered after the delay: stale on arrival, as in life.
         answer = self.protocol.rest_response(query, time.time_ns())
         restart, shape = self._restart, self.protocol.rest_shape

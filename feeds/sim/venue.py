@@ -130,7 +130,12 @@ class VenueProtocol:
     rest_shape: WireShape | None = None
 
     def __init__(self) -> None:
+        from feeds.sim.limits import VENUE_LIMITS, SimLimits, VenueLimiter  # imports this module
+
         self.procs: Mapping[str, BookProcess] = {}
+        #: The venue's limits and their counters (:mod:`feeds.sim.limits`); the shell
+        #: applies them to handshakes, client messages, subscriptions and REST requests.
+        self.limiter = VenueLimiter(VENUE_LIMITS.get(self.name, SimLimits()))
 
     def attach(self, procs: Mapping[str, BookProcess]) -> None:
         self.procs = procs

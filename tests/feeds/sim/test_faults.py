@@ -31,6 +31,7 @@ from feeds.sim.faults import (
     corrupt,
     parse,
 )
+from feeds.sim.limits import SimLimits
 from feeds.sim.replay import ReplayServer
 from feeds.sim.replay_plan import ReplayPlan, build_plan
 from feeds.sim.shell import run_fault_schedule
@@ -501,7 +502,9 @@ async def test_binance_spot_applies_the_same_language() -> None:
 
 async def test_a_flapping_endpoint_sends_one_frame_per_connection_then_closes() -> None:
     plan = FaultPlan("ep0:flap@0+1000", 1, 2)
-    async with SimOkx([SYMBOL], 2, interval_s=0.01, faults=plan) as sim:
+    # Four connections within a second: over OKX's 3 per second, which is not the subject.
+    unlimited = SimLimits()
+    async with SimOkx([SYMBOL], 2, interval_s=0.01, faults=plan, limits=unlimited) as sim:
         for _ in range(3):
             async with await subscribed(sim) as ws:
                 frames = await collect(ws, 10_000)  # until the close

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from feeds import coinbase
 from feeds.sim.coinbase import product_book_body
+from feeds.sim.limits import SimLimits
 from feeds.sim.numbers import trim
 from feeds.sim.simulators import SimCoinbase
 from gateway.core.model import Level
@@ -62,7 +63,9 @@ def test_product_book_body_mid_and_spread() -> None:
 
 
 async def test_product_book_is_the_true_top_n() -> None:
-    async with SimCoinbase(SYMBOLS, n_endpoints=1, interval_s=0.01, rest=True) as sim:
+    # More requests than Coinbase's 10 per second, which are not the subject here.
+    unlimited = SimLimits()
+    async with SimCoinbase(SYMBOLS, 1, interval_s=0.01, rest=True, limits=unlimited) as sim:
         base = rest_base(sim)
         assert base.startswith("http://127.0.0.1:") and not base.endswith(":0")
         first = sim.true_book("BTC-USD").normalized()

@@ -66,13 +66,14 @@ def test_more_messages_than_allowed_within_one_second_close_the_connection() -> 
     protocol = _spot(max_incoming_per_s=2)
     state = ConnState("/stream")
     protocol.on_open(state)
-    request = '{"method":"LIST_SUBSCRIPTIONS","id":1}'
-    protocol.on_message(state, request, 0)
-    protocol.on_message(state, request, SECOND_NS // 2)
-    protocol.on_message(state, request, SECOND_NS)  # the first one is a second old
+    limiter = protocol.limiter
+    limiter.client_message(state, 0)
+    limiter.client_message(state, SECOND_NS // 2)
+    limiter.client_message(state, SECOND_NS)  # the first one is a second old
     with pytest.raises(CloseConnection) as closed:
-        protocol.on_message(state, request, SECOND_NS + 1)
+        limiter.client_message(state, SECOND_NS + 1)
     assert (closed.value.code, closed.value.reason) == (1008, "Too many requests")
+    assert limiter.stats.message_closes == 1 and limiter.stats.violations == 1
 
 
 def test_streams_in_the_url_are_subscribed_and_a_wrong_one_refuses_the_connection() -> None:
