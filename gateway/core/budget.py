@@ -125,12 +125,35 @@ class AttemptBudget:
         self._expiries: deque[float] = deque(maxlen=self.budget)
         #: Attempts recorded since start.
         self.attempts = 0
+        #: No attempt before this time (a refused handshake's Retry-After).
+        self.blocked_until_s = 0.0
 
     def wait_s(self, now_s: float) -> float:
         """Seconds to wait before the next attempt; 0.0: connect now."""
+        blocked_s = max(0.0, self.blocked_until_s - now_s)
         if len(self._expiries) < self.budget:
-            return 0.0
-        return max(0.0, self._expiries[0] - now_s)
+            return blocked_s
+        return max(blocked_s, self._expiries[0] - now_s)
+
+    def settle(self, spent_s: float, ended_s: float) -> None:
+        """The attempt spent at ``spent_s`` ended its handshake at ``ended_s``: it counts
+        until ``ended_s + window_s``, since the venue counted it on arrival, between the
+        two. Nothing when it has left the remembered attempts."""
+        expiries = self._expiries
+        try:
+            expiries.remove(spent_s + self.window_s)
+        except ValueError:
+            return
+        expiry = ended_s + self.window_s
+        index = len(expiries)
+        while index > 0 and expiries[index - 1] > expiry:
+            index -= 1
+        expiries.insert(index, expiry)
+
+    def rate_limited(self, retry_after: float, now_s: float) -> None:
+        """The venue refused a handshake with 429 or 418: no attempt for
+        ``retry_after`` seconds."""
+        self.blocked_until_s = max(self.blocked_until_s, now_s + retry_after)
 
     def spend(self, now_s: float) -> None:
         """An attempt starts now (the oldest remembered one, out of the window, is dropped)."""

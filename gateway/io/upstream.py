@@ -59,6 +59,8 @@ class ConnectionStats:
     failed_attempts: int = 0
     #: Waits before an attempt because the venue's connection-attempt budget was spent.
     budget_waits: int = 0
+    #: Handshakes the venue refused over its limits (429, 418).
+    rate_limited: int = 0
     messages_sent: int = 0
     #: Outgoing messages not queued: connection down or its queue full.
     messages_dropped: int = 0
@@ -163,14 +165,15 @@ class Connection:
     async def run(self) -> None:
         """Runs until cancelled."""
         while True:
-            await self._within_budget()
-            renew = await self._session()
+            spent_s = await self._within_budget()
+            renew = await self._session(spent_s)
             await self._sleep(self.policy.ended(renew=renew))
 
-    async def _within_budget(self) -> None:
-        """Waits until the venue's attempt budget admits an attempt, and spends it."""
+    async def _within_budget(self) -> float:
+        """Waits until the venue's attempt budget admits an attempt, and spends it; the
+        clock reading it was spent at."""
         if self.attempts is None:
-            return
+            return 0.0
         while (wait_s := self.attempts.wait_s(self._clock_s())) > 0:
             self.stats.budget_waits += 1
             self._log.warning(
@@ -185,11 +188,21 @@ class Connection:
                 extra=self.log_fields,
             )
             await self._sleep(wait_s)
-        self.attempts.spend(self._clock_s())
+        spent_s = self._clock_s()
+        self.attempts.spend(spent_s)
+        return spent_s
 
-    async def _session(self) -> bool:
-        """One attempt and, if it connects, the connection's life. Returns True when the
-        connection ended to be renewed (the venue's notice, its maximum age)."""
+    def _handshake_ended(self, spent_s: float) -> None:
+        """The venue counted the attempt when its handshake arrived, at the latest now: the
+        budget counts it from now on."""
+        if self.attempts is not None:
+            self.attempts.settle(spent_s, self._clock_s())
+
+    async def _session(self, spent_s: float = 0.0) -> bool:
+        """One attempt (spent from the budget at ``spent_s``) and, if it connects, the
+        connection's life. Returns True when the connection ended to be renewed (the
+        venue's notice, its maximum age)."""
+        handshaking = True
         try:
             async with connect(
                 self.url,
@@ -201,6 +214,8 @@ class Connection:
                 max_size=MAX_FRAME_BYTES,
                 max_queue=MAX_QUEUED_FRAMES,
             ) as ws:
+                handshaking = False
+                self._handshake_ended(spent_s)
                 self._up(self._clock_s())
                 outbox: asyncio.Queue[bytes] = asyncio.Queue(
                     maxsize=MAX_OUTBOX_MESSAGES + len(self._subscribe_messages)
@@ -224,9 +239,14 @@ class Connection:
                 self._failed(f"{type(exc).__name__}: {exc}", logged=True)
             else:
                 self._failed(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        except websockets.exceptions.InvalidStatus as exc:
+            self._refused(exc)
+            self._failed(f"{type(exc).__name__}: {exc}", type(exc).__name__)
         except websockets.exceptions.WebSocketException as exc:
             self._failed(f"{type(exc).__name__}: {exc}", type(exc).__name__)
         finally:
+            if handshaking:
+                self._handshake_ended(spent_s)
             self._outbox = None
             self._down()
         return False
@@ -323,6 +343,15 @@ class Connection:
         )
         self._on_state(self.conn_id, True)
         self.changes.notify()
+
+    def _refused(self, exc: websockets.exceptions.InvalidStatus) -> None:
+        """A handshake refused over the venue's limits (429, or 418: banned): no
+        connection sharing the attempt budget tries again before its ``Retry-After``."""
+        response = exc.response
+        if self.attempts is not None and response.status_code in RATE_LIMIT_STATUSES:
+            self.stats.rate_limited += 1
+            wait_s = retry_after_s(response.headers.get("Retry-After", ""))
+            self.attempts.rate_limited(wait_s, self._clock_s())
 
     def _down(self) -> None:
         if self.stats.connected:

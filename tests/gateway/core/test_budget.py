@@ -234,3 +234,24 @@ def test_shared_budgets_are_one_per_group_and_source_address() -> None:
     for _ in range(500):
         spot.spend(0.0)
     assert budgets.attempts(("bybit", None), 500, 300.0).wait_s(1.0) == pytest.approx(299.0)
+
+
+def test_an_attempt_counts_from_the_end_of_its_handshake() -> None:
+    budget = AttemptBudget(2, 10.0, share=1.0)
+    budget.spend(0.0)
+    budget.spend(1.0)
+    # The first handshake took 3 s: the venue may have counted it as late as 3 s.
+    budget.settle(0.0, 3.0)
+    assert budget.wait_s(10.5) == pytest.approx(0.5)  # the second attempt leaves first
+    budget.spend(11.0)
+    assert budget.wait_s(12.0) == pytest.approx(1.0)  # the first counts until 13 s, not 10 s
+    # An attempt no longer remembered is left alone.
+    budget.settle(1.0, 20.0)
+    assert budget.wait_s(12.0) == pytest.approx(1.0)
+
+
+def test_a_refused_handshake_blocks_every_attempt_until_its_retry_after() -> None:
+    budget = AttemptBudget(100, 10.0)
+    budget.rate_limited(30.0, 5.0)
+    assert budget.wait_s(5.0) == pytest.approx(30.0)
+    assert budget.wait_s(35.0) == 0.0
