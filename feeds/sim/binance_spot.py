@@ -18,7 +18,9 @@ closes the connection with code 1008 and a reason naming the stream. Live reques
 ``SUBSCRIBE``, ``UNSUBSCRIBE`` (reply ``{"result":null,"id":N}``) and
 ``LIST_SUBSCRIPTIONS`` are answered; an unknown stream or method gets ``{"code":2,...}``,
 malformed JSON ``{"code":3,...}``. More than ``max_incoming_per_s`` client messages within
-one second close the connection with code 1008 (Binance allows 5). Each step's trades and
+one second close the connection with code 1008 (Binance allows 5), and so do more than
+``max_streams`` streams in the URL: the protocol's :attr:`~feeds.sim.venue.VenueProtocol.limiter`
+(:mod:`feeds.sim.limits`), applied by the shell, counts them. Each step's trades and
 depth diff are rendered once. The ``notice`` is ``serverShutdown``.
 
 REST: ``GET /api/v3/depth?symbol=BTCUSDT&limit=N`` returns the book as of the moment the
@@ -26,7 +28,8 @@ request arrived (the simulator may deliver it later, stale on arrival like a rea
 ``limit`` defaults to 100 and is clamped to 1..5000. Errors carry Binance bodies: 400
 ``{"code":-1121,"msg":"Invalid symbol."}``, 400 ``-1102`` for a missing symbol, 400
 ``-1100`` for a non-numeric limit, 429 ``-1003`` with ``Retry-After`` once the request
-weight of the last 60 s would exceed ``rest_weight_limit_1m`` (None: no limit). Every
+weight of the last 60 s would exceed ``rest_weight_limit_1m`` (None: no limit), then 418
+for an address that asks again before that ``Retry-After`` (the limiter's ban). Every
 answer carries ``X-MBX-USED-WEIGHT-1M``.
 """
 

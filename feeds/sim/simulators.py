@@ -36,6 +36,11 @@ content faults per endpoint by the shell's writer, ``restart`` once where public
 answers and REST books are rendered. :meth:`SimVenue.last_id` and :meth:`SimVenue.true_book`
 stay the venue's true ids and book.
 
+Limits. Every venue enforces its documented limits (:mod:`feeds.sim.limits`, docs/faults.md):
+handshakes per window per address (429, then a ban where the venue bans), client messages
+per second and streams per connection (closed with the venue's code), REST requests per
+window; :meth:`SimVenue.limit_stats` counts every refusal.
+
 REST. A protocol with a ``rest_path`` also gets the REST port (:attr:`SimVenue.rest_url`):
 ``GET rest_path?query`` is answered by :meth:`VenueProtocol.rest_response` with the book
 as of arrival (on the event loop, so consistent with the stream's ids), delivered
