@@ -45,8 +45,10 @@ class SimLimits:
     connect_status: int = 429
     #: Client messages per second per connection.
     messages_per_s: int | None = None
-    #: Streams (subscriptions) per connection.
+    #: Streams (subscriptions) per connection; counted in characters of the subscription
+    #: keys where ``streams_in_chars`` (Bybit's limit on a connection's args).
     max_streams: int | None = None
+    streams_in_chars: bool = False
     #: REST requests per ``rest_window_s`` per source address (venues that weigh their
     #: requests count the weight themselves and only report refusals here).
     rest_requests: int | None = None
@@ -72,31 +74,24 @@ class SimLimits:
         )
 
 
+#: Binance futures (USD-M, COIN-M): 10 messages/s, 200 streams; attempts and bans as
+#: spot's (the futures docs name none).
+_BINANCE_FUTURES: Final = SimLimits(
+    connect_attempts=300,
+    connect_window_s=300.0,
+    messages_per_s=binance_usdm.MAX_MESSAGES_PER_S,
+    max_streams=binance_usdm.MAX_STREAMS_PER_CONNECTION,
+    ban_s=120.0,
+)
+
 #: Each simulated venue's limits (docs/exchange-protocols.md; docs/faults.md lists them).
 VENUE_LIMITS: Final[dict[str, SimLimits]] = {
     # 300 attempts / 5 min / IP, 5 messages/s, 1024 streams, 429 then 418 (2 min and up).
-    "binance-spot": SimLimits(
-        connect_attempts=300,
-        connect_window_s=300.0,
-        messages_per_s=5,
-        max_streams=binance.MAX_STREAMS_PER_CONNECTION,
-        ban_s=120.0,
+    "binance-spot": replace(
+        _BINANCE_FUTURES, messages_per_s=5, max_streams=binance.MAX_STREAMS_PER_CONNECTION
     ),
-    # 10 messages/s, 200 streams; attempts as spot's (the futures docs name none).
-    "binance-usdm": SimLimits(
-        connect_attempts=300,
-        connect_window_s=300.0,
-        messages_per_s=binance_usdm.MAX_MESSAGES_PER_S,
-        max_streams=binance_usdm.MAX_STREAMS_PER_CONNECTION,
-        ban_s=120.0,
-    ),
-    "binance-coinm": SimLimits(
-        connect_attempts=300,
-        connect_window_s=300.0,
-        messages_per_s=binance_usdm.MAX_MESSAGES_PER_S,
-        max_streams=binance_usdm.MAX_STREAMS_PER_CONNECTION,
-        ban_s=120.0,
-    ),
+    "binance-usdm": _BINANCE_FUTURES,
+    "binance-coinm": _BINANCE_FUTURES,
     # 3 connection requests/s/IP; REST books 40 requests / 2 s / IP.
     "okx": SimLimits(
         connect_attempts=3,
@@ -106,12 +101,14 @@ VENUE_LIMITS: Final[dict[str, SimLimits]] = {
         close_code=4004,
         messages_reason="Requests too frequent",
     ),
-    # 500 connections / 5 min / domain; 21,000 characters of args per connection (counted
-    # here as topics: the gateway's planner keeps within the characters); REST 600 / 5 s
-    # per IP, 403 "access too frequent", then stop for 10 minutes.
+    # 500 connections / 5 min / domain; 21,000 characters of args per connection; REST
+    # 600 / 5 s per IP, 403 "access too frequent", then stop for 10 minutes.
     "bybit": SimLimits(
         connect_attempts=500,
         connect_window_s=300.0,
+        max_streams=bybit.MAX_ARGS_CHARS_PER_CONNECTION,
+        streams_in_chars=True,
+        streams_reason="args exceed the characters allowed per connection",
         rest_requests=bybit.REST_REQUESTS_PER_5S,
         rest_window_s=5.0,
         rest_status=403,
@@ -221,7 +218,12 @@ class VenueLimiter:
         """Raises CloseConnection when the connection carries more streams than allowed
         (``count``; default its subscriptions)."""
         limit = self.limits.max_streams
-        carried = len(state.subs) if count is None else count
+        if count is not None:
+            carried = count
+        elif self.limits.streams_in_chars:
+            carried = sum(len(key) for key in state.subs)
+        else:
+            carried = len(state.subs)
         if limit is not None and carried > limit:
             self.stats.stream_closes += 1
             raise CloseConnection(

@@ -10,9 +10,17 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from feeds import okx
+from feeds.sim.binance_coinm import BinanceCoinmProtocol
+from feeds.sim.binance_spot import BinanceSpotProtocol
+from feeds.sim.binance_usdm import BinanceUsdmProtocol
+from feeds.sim.bybit import BybitProtocol
+from feeds.sim.coinbase import CoinbaseProtocol
+from feeds.sim.kraken import KrakenProtocol
 from feeds.sim.limits import VENUE_LIMITS, SimLimits, VenueLimiter, retry_after_header
+from feeds.sim.okx import OkxProtocol
 from feeds.sim.simulators import SimBinanceSpot, SimOkx
-from feeds.sim.venue import CloseConnection, ConnState
+from feeds.sim.venue import CloseConnection, ConnState, VenueProtocol
+from gateway.wire.venues import ADAPTERS
 
 SECOND_NS = 1_000_000_000
 
@@ -120,3 +128,61 @@ async def test_binance_closes_a_connection_whose_url_names_too_many_streams() ->
                 await ws.recv()
         assert ws.close_code == 1008 and ws.close_reason == "Too many streams: 4 > 3"
         assert sim.limit_stats().stream_closes == 1
+
+
+#: The simulated venue whose limits each gateway venue meets.
+SIM_OF = {
+    "binance": "binance-spot",
+    "binance-usdm": "binance-usdm",
+    "binance-coinm": "binance-coinm",
+    "bybit-spot": "bybit",
+    "bybit-linear": "bybit",
+    "okx": "okx",
+    "kraken": "kraken",
+    "coinbase": "coinbase",
+}
+
+
+@pytest.mark.parametrize("venue", sorted(SIM_OF))
+def test_the_gateways_venue_limits_stay_within_the_simulated_venues(venue: str) -> None:
+    gateway = ADAPTERS[venue].limits
+    sim = VENUE_LIMITS[SIM_OF[venue]]
+    if sim.connect_attempts is not None:
+        assert gateway.connect_window_s == sim.connect_window_s
+        assert gateway.connect_attempts_per_window <= sim.connect_attempts
+    if sim.messages_per_s is not None:
+        assert gateway.messages_per_s <= sim.messages_per_s
+    if sim.max_streams is not None:
+        assert gateway.max_streams_per_connection is not None
+        assert gateway.max_streams_per_connection <= sim.max_streams
+    if sim.rest_requests is not None:
+        assert gateway.rest_window_s == sim.rest_window_s
+        assert gateway.rest_weight_per_window <= sim.rest_requests
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        BinanceSpotProtocol(),
+        BinanceUsdmProtocol(seed=1),
+        BinanceCoinmProtocol(seed=1),
+        OkxProtocol(),
+        BybitProtocol(),
+        KrakenProtocol(),
+        CoinbaseProtocol(),
+    ],
+    ids=lambda protocol: protocol.name,
+)
+def test_every_simulated_venue_enforces_its_documented_limits(protocol: VenueProtocol) -> None:
+    assert protocol.limiter.limits == VENUE_LIMITS[protocol.name]
+
+
+def test_bybit_counts_its_streams_in_characters_of_topics() -> None:
+    limiter = VenueLimiter(VENUE_LIMITS["bybit"])
+    state = ConnState("/v5/public/spot")
+    topics = [f"orderbook.200.COIN{i:04d}USDT" for i in range(1000)]
+    state.subs.update(topics[:500])
+    limiter.streams(state)  # 500 x 27 characters: within 21,000
+    state.subs.update(topics)
+    with pytest.raises(CloseConnection):
+        limiter.streams(state)
