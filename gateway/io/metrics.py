@@ -102,6 +102,11 @@ CONNECTION_STATS: Final = (
     Stat("connection_connects", "connects", "Connections opened."),
     Stat("connection_reconnects", "reconnects", "Connections opened after the first."),
     Stat("connection_failed_attempts", "failed_attempts", "Connection attempts that failed."),
+    Stat(
+        "connection_rate_limited",
+        "rate_limited",
+        "Handshakes the venue refused over its limits (429, 418).",
+    ),
     Stat("connection_messages_sent", "messages_sent", "Messages sent to the venue."),
     Stat(
         "connection_messages_dropped",

@@ -7,14 +7,16 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from gateway.core.backoff import Backoff
-from gateway.core.budget import AttemptBudget
+from gateway.core.budget import DEFAULT_RETRY_AFTER_S, AttemptBudget
 from gateway.core.model import DepthSnapshot
 from gateway.io.changes import StateChanges
 from gateway.io.upstream import Connection, SnapshotFetcher
@@ -570,3 +572,23 @@ def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
             assert huge.sent < body_bytes // 4, "the body was not read whole"
 
     run(body, 20)
+
+
+def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_retry_after(
+    run: Run, run_until: RunUntil
+) -> None:
+    async def refuse(connection: ServerConnection, request: Request) -> Response:
+        return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "slow down\n")
+
+    async def body() -> None:
+        async with serve(_one_frame_then_close, "127.0.0.1", 0, process_request=refuse) as server:
+            port = server.sockets[0].getsockname()[1]
+            rec = Recorder()
+            budget = AttemptBudget(100, 60.0)
+            conn = _connection(f"ws://127.0.0.1:{port}/stream", rec, attempts=budget)
+            await run_until(conn.run, rec.changes, lambda: conn.stats.rate_limited >= 1)
+        assert conn.stats.failed_attempts == 1 and not conn.stats.connected
+        # No Retry-After given: the default wait, for every connection of the budget.
+        assert budget.wait_s(time.monotonic()) > DEFAULT_RETRY_AFTER_S - 5.0
+
+    run(body)
