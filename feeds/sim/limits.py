@@ -43,8 +43,10 @@ class SimLimits:
     connect_window_s: float = 300.0
     #: The HTTP status of a handshake over the limit.
     connect_status: int = 429
-    #: Client messages per second per connection.
+    #: Client messages per second per connection, or per source address, every connection
+    #: together, where ``messages_per_address`` (Coinbase).
     messages_per_s: int | None = None
+    messages_per_address: bool = False
     #: Streams (subscriptions) per connection; counted in characters of the subscription
     #: keys where ``streams_in_chars`` (Bybit's limit on a connection's args).
     max_streams: int | None = None
@@ -122,6 +124,7 @@ VENUE_LIMITS: Final[dict[str, SimLimits]] = {
         connect_attempts=8,
         connect_window_s=1.0,
         messages_per_s=8,
+        messages_per_address=True,
         rest_requests=10,
         rest_window_s=1.0,
     ),
@@ -175,6 +178,7 @@ class VenueLimiter:
     stats: LimitStats = field(default_factory=LimitStats)
     _connects: dict[str, _Window] = field(default_factory=dict)
     _rest: dict[str, _Window] = field(default_factory=dict)
+    _messages: dict[str, deque[int]] = field(default_factory=dict)
 
     # --- connection attempts ------------------------------------------------------------------
 
@@ -204,9 +208,17 @@ class VenueLimiter:
         limit = self.limits.messages_per_s
         if limit is None:
             return
-        recent = state.extra.get("limit_recent_ns")
-        if not isinstance(recent, deque):
-            recent = state.extra["limit_recent_ns"] = deque[int](maxlen=limit + 1)
+        # Per address, or per connection (the key of the connection's own window).
+        key = str(state.extra.get("source", "")) if self.limits.messages_per_address else ""
+        windows = self._messages
+        if not self.limits.messages_per_address:
+            own = state.extra.get("limit_windows")
+            if not isinstance(own, dict):
+                own = state.extra["limit_windows"] = {}
+            windows = own
+        recent = windows.get(key)
+        if recent is None:
+            recent = windows[key] = deque(maxlen=limit + 1)
         recent.append(now_ns)
         while recent[0] <= now_ns - _SECOND_NS:
             recent.popleft()

@@ -323,6 +323,7 @@ class SimVenue(EndpointServer):
         return self.protocol.limiter.admit_connection(source, time.time_ns())
 
     def _open(self, conn: Conn) -> list[bytes]:
+        conn.state.extra["source"] = str(conn.ws.remote_address[0])
         frames = self.protocol.on_open(conn.state)
         self.protocol.limiter.streams(conn.state)
         return frames

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
+from gateway.core.ratelimit import TokenBucket
+
 #: Statuses by which a venue says the client is over its request limits (418: banned).
 RATE_LIMIT_STATUSES: Final = frozenset({418, 429})
 #: The wait after a 429/418 without a usable ``Retry-After``.
@@ -180,6 +182,7 @@ class SharedBudgets:
         self.share = share
         self.attempt_budgets: dict[BudgetKey, AttemptBudget] = {}
         self.weight_budgets: dict[BudgetKey, WeightBudget] = {}
+        self.message_budgets: dict[BudgetKey, TokenBucket] = {}
 
     def attempts(self, key: BudgetKey, attempts_per_window: int, window_s: float) -> AttemptBudget:
         """The connection-attempt budget of ``key``."""
@@ -189,6 +192,17 @@ class SharedBudgets:
                 attempts_per_window, window_s, share=self.share
             )
         return budget
+
+    def messages(self, key: BudgetKey, messages_per_s: float, now_s: float) -> TokenBucket:
+        """The client-message budget of ``key`` (venues that count messages per source
+        address): ``share`` of the rate, with a burst of the rest of the venue's rate, so
+        that no second holds more than ``messages_per_s`` (TokenBucket's contract)."""
+        bucket = self.message_budgets.get(key)
+        if bucket is None:
+            rate_per_s = messages_per_s * self.share
+            burst = max(1, int(messages_per_s - rate_per_s))
+            bucket = self.message_budgets[key] = TokenBucket(rate_per_s, burst, now_s)
+        return bucket
 
     def weight(self, key: BudgetKey, weight_per_window: int, window_s: float) -> WeightBudget:
         """The REST weight budget of ``key``."""

@@ -44,6 +44,9 @@ class VenueLimits:
     #: REST request weight per ``rest_window_s`` per source address.
     rest_weight_per_window: int
     rest_window_s: float = 60.0
+    #: Client messages per second per source address, every connection together, where
+    #: the venue counts them so (Coinbase); None: per connection only.
+    messages_per_s_per_address: float | None = None
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,14 @@ class VenueRuntime:
         self.weight_budget = budgets.weight(
             self.budget_key, self.limits.rest_weight_per_window, self.limits.rest_window_s
         )
+        #: Messages of every connection of the budget key, where the venue counts per IP.
+        self.shared_messages = (
+            None
+            if self.limits.messages_per_s_per_address is None
+            else budgets.messages(
+                self.budget_key, self.limits.messages_per_s_per_address, time.monotonic()
+            )
+        )
         #: The symbols of each connection (book and trade connections).
         self.conn_symbols: dict[int, tuple[str, ...]] = {}
         plan = plan_connections(
@@ -168,6 +176,7 @@ class VenueRuntime:
             changes=self.connection_changes,
             healthy_after_s=cfg.healthy_after_s,
             attempts=self.attempts,
+            shared_messages=self.shared_messages,
             venue=cfg.venue,
         )
 

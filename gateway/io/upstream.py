@@ -23,6 +23,7 @@ from gateway.core.budget import (
     retry_after_s,
 )
 from gateway.core.model import DepthSnapshot, VenueContractError
+from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
 from gateway.io.logs import FD_EXHAUSTION, FdExhaustion, LimitedLog
 from gateway.wire.venues import VenueAdapter
@@ -116,6 +117,7 @@ class Connection:
         changes: StateChanges | None = None,
         healthy_after_s: float = 10.0,
         attempts: AttemptBudget | None = None,
+        shared_messages: TokenBucket | None = None,
         clock_s: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         fd_exhaustion: FdExhaustion = FD_EXHAUSTION,
@@ -128,6 +130,9 @@ class Connection:
         self.policy = ReconnectPolicy(backoff, healthy_after_s)
         #: The venue's connection-attempt budget; None: attempts are not limited.
         self.attempts = attempts
+        #: Messages per second the venue allows every connection of the source address
+        #: together (Coinbase), shared by them; None: only this connection's pace.
+        self.shared_messages = shared_messages
         self._clock_s = clock_s
         self._sleep = sleep
         self._fd_exhaustion = fd_exhaustion
@@ -312,6 +317,10 @@ class Connection:
         try:
             while True:
                 message = await outbox.get()
+                shared = self.shared_messages
+                if shared is not None:
+                    while not shared.take(self._clock_s()):
+                        await self._sleep(shared.wait_s(self._clock_s()))
                 await ws.send(message, text=True)
                 self.stats.messages_sent += 1
                 await asyncio.sleep(self._send_interval_s)

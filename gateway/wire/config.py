@@ -171,6 +171,8 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     connect_window_s: PositiveFloat | None = None
     #: Client messages per second per connection.
     messages_per_s: PositiveFloat | None = None
+    #: Client messages per second per source address (venues that count them so).
+    messages_per_s_per_address: PositiveFloat | None = None
     #: Streams per connection (the venue's unit): symbols are sharded over connections.
     streams_per_connection: PositiveInt | None = None
     #: REST request weight per ``rest_window_s`` per source address.
@@ -225,6 +227,8 @@ def venue_limits(cfg: VenueConfig) -> VenueLimits:
         max_streams_per_connection=given.streams_per_connection or base.max_streams_per_connection,
         rest_weight_per_window=given.rest_weight or base.rest_weight_per_window,
         rest_window_s=given.rest_window_s or base.rest_window_s,
+        messages_per_s_per_address=given.messages_per_s_per_address
+        or base.messages_per_s_per_address,
     )
 
 

@@ -79,8 +79,10 @@ class VenueAdapter:
     #: The venue's application-level ping, where it needs one besides protocol pings.
     ping_message: bytes | None = None
     ping_interval_s: float = 20.0
-    #: Outgoing messages per second the venue tolerates per connection.
+    #: Outgoing messages per second the venue tolerates per connection ...
     max_messages_per_s: float = 4.0
+    #: ... and per IP, every connection together, where it counts them so.
+    max_messages_per_s_per_ip: float | None = None
     #: WebSocket connection attempts the venue allows per IP in ``connect_window_s``
     #: (docs/exchange-protocols.md); the venue's connections share this budget.
     connect_attempts_per_window: int = 300
@@ -162,6 +164,7 @@ class VenueAdapter:
             max_streams_per_connection=self.max_streams_per_connection,
             rest_weight_per_window=weight,
             rest_window_s=window_s,
+            messages_per_s_per_address=self.max_messages_per_s_per_ip,
         )
 
     def new_arbiter(
@@ -431,6 +434,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         resubscribe_messages=coinbase.resubscribe_messages,
         # Coinbase's 8 messages per second are per IP, shared by every connection.
         max_messages_per_s=2.0,
+        max_messages_per_s_per_ip=8.0,
         max_levels=COINBASE_MAX_LEVELS,
         # 8 connections per second per IP (the stricter of the two pages that disagree).
         connect_attempts_per_window=8,
@@ -445,6 +449,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ws_endpoints=coinbase.EXCHANGE_WS_ENDPOINTS,
         subscribe_messages=coinbase.exchange_subscribe_messages,
         max_messages_per_s=2.0,
+        max_messages_per_s_per_ip=100.0,  # client messages per second per IP
         connect_attempts_per_window=8,  # connection requests per second per IP (burst 20)
         connect_window_s=1.0,
         rest_limit=(10, 1.0),  # public REST: 10 requests per second per IP

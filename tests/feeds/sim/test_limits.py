@@ -186,3 +186,18 @@ def test_bybit_counts_its_streams_in_characters_of_topics() -> None:
     state.subs.update(topics)
     with pytest.raises(CloseConnection):
         limiter.streams(state)
+
+
+def test_coinbase_counts_messages_per_address_over_every_connection() -> None:
+    limiter = VenueLimiter(VENUE_LIMITS["coinbase"])
+    first, second, elsewhere = ConnState("/"), ConnState("/"), ConnState("/")
+    first.extra["source"] = second.extra["source"] = "127.0.0.1"
+    elsewhere.extra["source"] = "127.0.0.2"
+    for n in range(4):
+        limiter.client_message(first, n)
+        limiter.client_message(second, n)
+        limiter.client_message(elsewhere, n)
+    with pytest.raises(CloseConnection):
+        limiter.client_message(second, 5)  # the ninth of the address within a second
+    limiter.client_message(elsewhere, 5)
+    assert limiter.stats.message_closes == 1

@@ -11,6 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from feeds import coinbase
 from feeds.sim.book_process import BookProcess
 from feeds.sim.coinbase import CoinbaseProtocol
+from feeds.sim.limits import SimLimits
 from feeds.sim.simulators import SimCoinbase
 from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
@@ -97,8 +98,14 @@ async def _follow(ws: ClientConnection) -> tuple[L2Book, int, list[int]]:
 
 
 async def test_two_endpoints_books_equal_the_true_book_and_resubscribe_resnapshots() -> None:
+    # The two connections send more than Coinbase's 8 messages per second per address,
+    # which is not the subject here.
     async with SimCoinbase(
-        [SYMBOL, "ETH-USD"], n_endpoints=2, interval_s=0.01, heartbeat_interval_s=0.05
+        [SYMBOL, "ETH-USD"],
+        n_endpoints=2,
+        interval_s=0.01,
+        heartbeat_interval_s=0.05,
+        limits=SimLimits(),
     ) as sim:
         async with connect(sim.endpoint_urls[0]) as ws0, connect(sim.endpoint_urls[1]) as ws1:
             for ws in (ws0, ws1):

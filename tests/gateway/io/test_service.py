@@ -17,7 +17,7 @@ from gateway.core.model import (
     TradeOut,
 )
 from gateway.core.sequenced import SequencedBook
-from gateway.io.service import VenueRuntime
+from gateway.io.service import Service, VenueRuntime
 from gateway.wire.config import parse_config
 
 CONFIG_TEXT = """
@@ -236,3 +236,62 @@ def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected()
     assert not venue.on_frame(0, depth(11, 11), 1)
     assert venue.on_frame(1, depth(12, 12), 1), "its reader reconnects it"
     assert book.applied_id == 12 and book.stats.conn(1).disagreements == 1
+
+
+def test_symbols_are_sharded_within_the_stream_limit_on_every_endpoint() -> None:
+    symbols = [f"S{i:03d}USDT" for i in range(401)]
+    config = parse_config(
+        f"""
+[[venues]]
+venue = "binance-usdm"
+symbols = {msgspec.json.encode(symbols).decode()}
+endpoints = ["wss://a.example/public", "wss://b.example/public"]
+rest = ["https://fapi.binance.com"]
+"""
+    )
+    venue = VenueRuntime(config.venues[0], itertools.count(0), lambda events: None, lambda: 0)
+    books = {c: s for c, s in venue.conn_symbols.items() if c not in venue.trade_connections}
+    # 401 streams at 200 per connection: 3 groups on each of 2 endpoints.
+    assert len(books) == 6
+    assert all(len(s) <= 200 for s in venue.conn_symbols.values())
+    for symbol in symbols:
+        assert sum(symbol in s for s in books.values()) == 2
+    for conn_id, carried in books.items():
+        url = venue.connections[conn_id].url
+        assert url.count("@depth@100ms") == len(carried)
+    # A book hears only of its own connections.
+    for conn_id in venue.connections:
+        venue.on_state(conn_id, True)
+    book = venue.books["binance-usdm:S000USDT"]
+    assert set(book._conn_high) == {c for c, s in books.items() if "S000USDT" in s}  # type: ignore[attr-defined]
+
+
+def test_venues_of_one_limit_group_share_their_budgets() -> None:
+    config = parse_config(
+        """
+[[venues]]
+venue = "bybit-spot"
+symbols = ["BTCUSDT"]
+endpoints = ["wss://stream.bybit.com/v5/public/spot"]
+
+[[venues]]
+venue = "bybit-linear"
+symbols = ["BTCUSDT"]
+endpoints = ["wss://stream.bybit.com/v5/public/linear"]
+
+[[venues]]
+venue = "coinbase"
+symbols = ["BTC-USD"]
+endpoints = ["wss://advanced-trade-ws.coinbase.com"]
+connections_per_endpoint = 3
+"""
+    )
+    service = Service(config)
+    spot, linear, coinbase = service.venues
+    assert spot.attempts is linear.attempts and spot.attempts.budget == 400
+    assert coinbase.attempts is not spot.attempts
+    # Coinbase counts messages per IP: its connections share one bucket, no second over 8.
+    buckets = {id(c.shared_messages) for c in coinbase.connections.values()}
+    assert len(buckets) == 1 and coinbase.shared_messages is not None
+    assert coinbase.shared_messages.burst + coinbase.shared_messages.rate_per_s <= 8.0
+    assert all(c.shared_messages is None for c in spot.connections.values())
