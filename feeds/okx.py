@@ -41,7 +41,15 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import FIXED_POINT, check_levels, decode, int_text, notice, taker_side
+from feeds.common import (
+    FIXED_POINT,
+    check_levels,
+    decode,
+    endpoint_url,
+    int_text,
+    notice,
+    taker_side,
+)
 from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
 from gateway.core.model import (
@@ -105,9 +113,8 @@ _UINT32: Final = 1 << 32
 # --- URLs and outgoing messages -----------------------------------------------------------
 
 
-def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
-    """The URL a connection opens: the endpoint itself (OKX subscribes by message)."""
-    return endpoint
+#: The URL a connection opens: the endpoint itself (OKX subscribes by message).
+connect_url: Final = endpoint_url
 
 
 def _check_channel(channel: str) -> None:
