@@ -189,6 +189,7 @@ class VenuePipeline:
     ``rest_snapshots``: a wanted snapshot is fetched over REST (:class:`FetchSnapshot`);
     otherwise every connection that is up resubscribes the symbol for one in band.
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
+    ``epoch_base``: the epoch before each book's first one (its first is ``epoch_base + 1``).
     """
 
     def __init__(
@@ -200,8 +201,12 @@ class VenuePipeline:
         max_pending: int = DEFAULT_MAX_PENDING,
         rest_snapshots: bool = False,
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
+        epoch_base: int = 0,
     ) -> None:
         self.venue = venue
+        #: Every book's epochs count up from here (the service passes a base unique to
+        #: the gateway instance, so epochs do not repeat across restarts).
+        self.epoch_base = epoch_base
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
         self.rest_snapshots = rest_snapshots
@@ -365,6 +370,7 @@ class VenuePipeline:
             reorder_window_ns=self.reorder_window_ns,
             max_pending=self.max_pending,
         )
+        book.epoch = self.epoch_base
         self.trades.setdefault(key, TradeDedup())
         checksum = self._checksums.pop(key, None)
         if checksum is not None:

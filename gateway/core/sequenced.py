@@ -504,7 +504,14 @@ class SequencedBook:
             self.stats.crossed += 1
         out.append(
             BookDelta(
-                self.key, self.epoch, self.seq, diff.last_id, diff.bids, diff.asks, diff.recv_ns
+                self.key,
+                self.epoch,
+                self.seq,
+                diff.last_id,
+                diff.bids,
+                diff.asks,
+                diff.recv_ns,
+                diff.event_ms if diff.event_ms > 0 else None,
             )
         )
         if diff.checksum is not None and not self._checksum_matches(diff.checksum):

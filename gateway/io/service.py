@@ -13,6 +13,7 @@ import asyncio
 import functools
 import itertools
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 
@@ -26,6 +27,7 @@ from gateway.io.fanout import Fanout
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
+from gateway.wire.recovery import new_instance
 from gateway.wire.venues import adapter_for
 
 #: Share of max_connection_age_s by which consecutive endpoints are staggered.
@@ -45,6 +47,7 @@ class VenueRuntime:
         clock_ns: Callable[[], int],
         capture: CaptureWriter | None = None,
         connection_changes: StateChanges | None = None,
+        epoch_base: int = 0,
     ) -> None:
         self.cfg = cfg
         #: Notified by every connection of this venue (:attr:`Connection.changes`).
@@ -96,6 +99,7 @@ class VenueRuntime:
             max_pending=cfg.max_pending,
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
+            epoch_base=epoch_base,
         )
 
     def _connection(
@@ -203,10 +207,13 @@ class Service:
         self.capture = capture
         #: What ``GET /metrics`` exposes, read from the stats at each scrape.
         self.metrics = metrics_registry(self)
+        #: This process: its id (told to subscribers) and the base of every epoch.
+        self.instance = new_instance(time.time_ns(), secrets.randbits(32))
         self.fanout = Fanout.from_config(
             self,
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
+            instance=self.instance.id,
         )
         conn_ids = itertools.count(0)
         #: Notified after every upstream connection goes up or down (the pipeline told) and
@@ -215,7 +222,13 @@ class Service:
         self.connection_changes = StateChanges()
         self.venues = [
             VenueRuntime(
-                cfg, conn_ids, self.fanout.publish, clock_ns, capture, self.connection_changes
+                cfg,
+                conn_ids,
+                self.fanout.publish,
+                clock_ns,
+                capture,
+                self.connection_changes,
+                epoch_base=self.instance.epoch_base,
             )
             for cfg in config.venues
         ]
