@@ -143,7 +143,12 @@ class RecoverFrom(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Subscribe(
-    msgspec.Struct, tag_field="op", tag="subscribe", frozen=True, forbid_unknown_fields=True
+    msgspec.Struct,
+    tag_field="op",
+    tag="subscribe",
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
 ):
     """Subscribe to channels of symbols; the reply is ``subscribed``.
 
