@@ -671,7 +671,7 @@ class Fanout:
             self._ring(key).restart(*at)
 
     def _recovery_plan(
-        self, request: Subscribe, keys: list[str], channels: list[str]
+        self, request: Subscribe, keys: list[str], channels: Sequence[str]
     ) -> dict[str, list[RingEntry]]:
         """The symbols of ``request.recover`` the rings can serve completely, with the
         deltas each missed. Only full-depth book subscriptions are recovered."""

@@ -610,12 +610,16 @@ def test_max_subscriptions_per_connection(run: Run, serving: Serving) -> None:
             assert isinstance(err, Error) and err.code is ErrorCode.TOO_MANY_SUBSCRIPTIONS
             assert "limit of 1" in err.message
             await ws.send(sub([KEY]))  # already subscribed: no more symbols
-            assert decode_server_message(await ws.recv()) == Subscribed([KEY], ["book"], fanout.instance)
+            assert decode_server_message(await ws.recv()) == Subscribed(
+                [KEY], ["book"], fanout.instance
+            )
             await ws.recv()
             await ws.recv()
             await ws.send('{"op":"unsubscribe","symbols":["binance:BTCUSDT"]}')
             assert decode_server_message(await ws.recv()) == Unsubscribed([KEY])
             await ws.send(sub([KEY2]))
-            assert decode_server_message(await ws.recv()) == Subscribed([KEY2], ["book"], fanout.instance)
+            assert decode_server_message(await ws.recv()) == Subscribed(
+                [KEY2], ["book"], fanout.instance
+            )
 
     run(main)

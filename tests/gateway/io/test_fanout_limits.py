@@ -179,11 +179,15 @@ def test_the_request_rate_is_limited_per_connection(run: Run, serving: Serving) 
 
             # Another connection has its own budget.
             await calm.send('{"op":"subscribe","symbols":["binance:BTCUSDT"]}')
-            assert decode_server_message(await calm.recv()) == Subscribed([KEY], ["book"], fanout.instance)
+            assert decode_server_message(await calm.recv()) == Subscribed(
+                [KEY], ["book"], fanout.instance
+            )
 
             now_s += 0.5  # one token back
             await eager.send('{"op":"subscribe","symbols":["binance:BTCUSDT"]}')
-            assert decode_server_message(await eager.recv()) == Subscribed([KEY], ["book"], fanout.instance)
+            assert decode_server_message(await eager.recv()) == Subscribed(
+                [KEY], ["book"], fanout.instance
+            )
             assert isinstance(decode_server_message(await eager.recv()), Status)
             assert isinstance(decode_server_message(await eager.recv()), Snapshot)
             assert fanout.stats.rate_limited == 1
