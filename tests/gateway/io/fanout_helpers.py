@@ -13,6 +13,7 @@ import socket
 import struct
 from typing import Any, Self
 
+import msgspec
 from websockets.frames import Frame, Opcode
 
 from gateway.core.book import L2Book
@@ -105,6 +106,11 @@ def live_fanout(bids: list[Level], asks: list[Level], **options: Any) -> tuple[F
     fanout = Fanout(view, **options)
     fanout.publish(view.reset(KEY, bids, asks))
     return view, fanout
+
+
+def sub(symbols: list[str], **fields: object) -> str:
+    """A ``subscribe`` request as JSON text, with any further ``fields``."""
+    return msgspec.json.encode({"op": "subscribe", "symbols": symbols, **fields}).decode()
 
 
 def trade(

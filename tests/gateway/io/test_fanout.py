@@ -33,7 +33,17 @@ from gateway.wire.protocol import (
     decode_server_message,
 )
 
-from .fanout_helpers import KEY, KEY2, FakeView, RawClient, close_of, levels, live_fanout, trade
+from .fanout_helpers import (
+    KEY,
+    KEY2,
+    FakeView,
+    RawClient,
+    close_of,
+    levels,
+    live_fanout,
+    sub,
+    trade,
+)
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run, WaitUntil
@@ -41,10 +51,6 @@ if TYPE_CHECKING:
 
 BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
-
-
-def sub(symbols: list[str], **fields: object) -> str:
-    return msgspec.json.encode({"op": "subscribe", "symbols": symbols, **fields}).decode()
 
 
 def apply(book: L2Book, msg: ServerMessage) -> None:

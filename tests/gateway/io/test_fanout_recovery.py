@@ -15,7 +15,7 @@ from gateway.io.fanout import Fanout
 from gateway.wire.protocol import Bbo, Delta, Snapshot, Status, Subscribed, TradeMsg
 from gateway.wire.recovery import delta_cost
 
-from .fanout_helpers import KEY, KEY2, FakeView, RawClient, live_fanout, trade
+from .fanout_helpers import KEY, KEY2, FakeView, RawClient, live_fanout, sub, trade
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
 SEND_NS = 1_796_000_000_000_000_123
-
-
-def sub(symbols: list[str], **fields: object) -> str:
-    return msgspec.json.encode({"op": "subscribe", "symbols": symbols, **fields}).decode()
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
