@@ -178,6 +178,9 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     """A change to the published book: ``seq`` is the previous message's ``seq`` + 1.
 
     ``venue_id`` is the venue's last update id that the book reflects after this delta.
+    ``recv_ns`` is when the update's first copy was received (wall clock, ns);
+    ``event_ms`` the venue's event time of the update (ms since the Unix epoch), or None
+    when the venue sends none.
     """
 
     key: str
@@ -187,6 +190,7 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
     recv_ns: int
+    event_ms: int | None = None
 
 
 class BookReset(msgspec.Struct, frozen=True, gc=False):

@@ -202,6 +202,7 @@ class VenuePipeline:
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
     ``max_levels``: the cap of each book's levels per side; None: the venue's default.
     ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
+    ``epoch_base``: the epoch before each book's first one (its first is ``epoch_base + 1``).
     """
 
     def __init__(
@@ -215,9 +216,13 @@ class VenuePipeline:
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
         max_levels: int | None = None,
         max_id_jump: int | None = None,
+        epoch_base: int = 0,
     ) -> None:
         self.venue = venue
         self.max_levels = max_levels
+        #: Every book's epochs count up from here (the service passes a base unique to
+        #: the gateway instance, so epochs do not repeat across restarts).
+        self.epoch_base = epoch_base
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
         self.max_id_jump = max_id_jump
@@ -386,6 +391,7 @@ class VenuePipeline:
             max_levels=self.max_levels,
             max_id_jump=self.max_id_jump,
         )
+        book.epoch = self.epoch_base
         self.trades.setdefault(key, TradeDedup())
         checksum = self._checksums.pop(key, None)
         if checksum is not None:

@@ -725,7 +725,16 @@ class SequencedBook:
             self.stats.levels_pruned += len(pruned[0]) + len(pruned[1])
             bids, asks = bids + tuple(pruned[0]), asks + tuple(pruned[1])
         out.append(
-            BookDelta(self.key, self.epoch, self.seq, diff.last_id, bids, asks, diff.recv_ns)
+            BookDelta(
+                self.key,
+                self.epoch,
+                self.seq,
+                diff.last_id,
+                bids,
+                asks,
+                diff.recv_ns,
+                diff.event_ms if diff.event_ms > 0 else None,
+            )
         )
         if diff.checksum is not None and not self._checksum_matches(diff.checksum):
             if not building:

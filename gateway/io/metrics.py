@@ -171,6 +171,9 @@ FANOUT_STATS: Final = (
     Stat("fanout_bad_requests", "bad_requests", "Subscriber requests refused."),
     Stat("fanout_rate_limited", "rate_limited", "Subscriber requests refused: request rate."),
     Stat("fanout_subscriber_errors", "subscriber_errors", "Subscribers closed: internal error."),
+    Stat("fanout_recoveries", "recoveries", "Books recovered for reconnecting subscribers."),
+    Stat("fanout_recovered_messages", "recovered_messages", "Deltas re-sent on recovery."),
+    Stat("fanout_recovery_misses", "recovery_misses", "Recoveries refused: a snapshot sent."),
 )
 
 #: gateway.io.capture_writer.CaptureStats (with --capture); no labels.

@@ -14,6 +14,7 @@ import functools
 import http
 import itertools
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 
@@ -31,6 +32,7 @@ from gateway.io.health import HttpAnswer
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
+from gateway.wire.recovery import new_instance
 from gateway.wire.venues import adapter_for
 
 #: Share of max_connection_age_s by which consecutive endpoints are staggered.
@@ -50,6 +52,7 @@ class VenueRuntime:
         clock_ns: Callable[[], int],
         capture: CaptureWriter | None = None,
         connection_changes: StateChanges | None = None,
+        epoch_base: int = 0,
     ) -> None:
         self.cfg = cfg
         #: Notified by every connection of this venue (:attr:`Connection.changes`).
@@ -108,6 +111,7 @@ class VenueRuntime:
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
             max_levels=cfg.max_levels,
+            epoch_base=epoch_base,
         )
 
     def _connection(
@@ -224,10 +228,13 @@ class Service:
         self.capture = capture
         #: What ``GET /metrics`` exposes, read from the stats at each scrape.
         self.metrics = metrics_registry(self)
+        #: This process: its id (told to subscribers) and the base of every epoch.
+        self.instance = new_instance(time.time_ns(), secrets.randbits(32))
         self.fanout = Fanout.from_config(
             self,
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
+            instance=self.instance.id,
         )
         self.fanout.http_routes["/subscribers"] = functools.partial(subscribers_answer, self.fanout)
         conn_ids = itertools.count(0)
@@ -237,7 +244,13 @@ class Service:
         self.connection_changes = StateChanges()
         self.venues = [
             VenueRuntime(
-                cfg, conn_ids, self.fanout.publish, clock_ns, capture, self.connection_changes
+                cfg,
+                conn_ids,
+                self.fanout.publish,
+                clock_ns,
+                capture,
+                self.connection_changes,
+                epoch_base=self.instance.epoch_base,
             )
             for cfg in config.venues
         ]

@@ -159,6 +159,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: with another ``Origin`` header is refused with 403. Clients that send no ``Origin``
     #: (not browsers) are not concerned.
     allowed_origins: list[str] = []
+    #: Per symbol, the recent deltas kept for subscribers that reconnect with
+    #: ``subscribe.recover``: at most this many bytes (0: no recovery) ...
+    recovery_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1024 * 1024
+    #: ... and none older than this.
+    recovery_age_s: NonNegativeFloat = 60.0
 
 
 class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

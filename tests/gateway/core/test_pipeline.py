@@ -20,6 +20,7 @@ from gateway.core.arbiter import Checksum, SymbolArbiter
 from gateway.core.book import L2Book
 from gateway.core.model import (
     BookDelta,
+    BookReset,
     ConnectionSequence,
     DepthDiff,
     DepthSnapshot,
@@ -530,3 +531,19 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
     (delta,) = step.publications
     assert isinstance(delta, BookDelta) and delta.bids[-1] == ("96", "0")
     assert book.stats.levels_pruned == 1
+
+
+def test_epochs_count_from_the_base_and_deltas_carry_the_venue_event_time() -> None:
+    venue = FakeVenue()
+    base = 1_796_000_000_000_000  # a start time in microseconds: what the service passes
+    p = VenuePipeline(venue, ["BTC"], reorder_window_ns=WINDOW_NS, epoch_base=base)
+    p.receive_connection(0, True, 0)
+    p.receive_frame(0, venue.frame(diff("BTC", 5, 6)), 1, 0)
+    reset = p.receive_snapshot(snap("BTC", 5), 0).publications[0]
+    assert isinstance(reset, BookReset) and reset.epoch == base + 1
+    timed = DepthDiff("seq", "BTC", 7, 7, -1, (("100", "7"),), (), 1_700_000_000_123, 99, 0)
+    (delta,) = p.receive_frame(0, venue.frame(timed), 99, 0).publications
+    assert isinstance(delta, BookDelta) and delta.epoch == base + 1
+    assert (delta.event_ms, delta.recv_ns) == (1_700_000_000_123, 99)
+    (untimed,) = p.receive_frame(0, venue.frame(diff("BTC", 8, 8)), 1, 0).publications
+    assert isinstance(untimed, BookDelta) and untimed.event_ms is None  # the venue sent none

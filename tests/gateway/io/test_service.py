@@ -17,7 +17,7 @@ from gateway.core.model import (
     TradeOut,
 )
 from gateway.core.sequenced import SequencedBook
-from gateway.io.service import VenueRuntime
+from gateway.io.service import Service, VenueRuntime
 from gateway.wire.config import parse_config
 
 CONFIG_TEXT = """
@@ -236,3 +236,14 @@ def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected()
     assert not venue.on_frame(0, depth(11, 11), 1)
     assert venue.on_frame(1, depth(12, 12), 1), "its reader reconnects it"
     assert book.applied_id == 12 and book.stats.conn(1).disagreements == 1
+
+
+def test_each_service_is_a_new_instance_whose_epochs_start_after_the_last_ones() -> None:
+    first, restarted = Service(CONFIG), Service(CONFIG)
+    assert first.instance.id != restarted.instance.id
+    assert first.fanout.instance == first.instance.id
+    assert first.instance.epoch_base < restarted.instance.epoch_base < 2**53
+    for service in (first, restarted):
+        (venue,) = service.venues
+        assert venue.pipeline.epoch_base == service.instance.epoch_base
+        assert all(book.epoch == service.instance.epoch_base for book in venue.books.values())
