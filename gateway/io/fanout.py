@@ -43,11 +43,14 @@ from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from gateway.core.book import L2Book
+from gateway.core.depth import depth_bounds, depth_delta
 from gateway.core.flow import WRITE, FlowAction, FlowPolicy, FlowState, SubscriberFlow
 from gateway.core.model import (
     BookDelta,
     BookReset,
     GatewayEvent,
+    Level,
     StatusChange,
     SymbolState,
     TradeOut,
@@ -239,6 +242,31 @@ class _Subscriber:
 _SubSet = dict[_Subscriber, None]
 
 
+class _DepthGroup:
+    """The book subscribers of one symbol at one depth, and their stream's position."""
+
+    __slots__ = ("bounds", "depth", "seq", "subs")
+
+    def __init__(self, depth: int, book: L2Book, seq: int) -> None:
+        self.depth = depth
+        #: Where the top ``depth`` levels of the book end as the group holds it.
+        self.bounds = depth_bounds(book, depth)
+        #: The seq of the group's last snapshot or delta (its own stream, see below).
+        self.seq = seq
+        self.subs: _SubSet = {}
+
+
+class _DepthStep:
+    """One symbol's book deltas within one publish, for its depth groups."""
+
+    __slots__ = ("asks", "bids", "remaining")
+
+    def __init__(self) -> None:
+        self.remaining = 0
+        self.bids: list[Level] = []
+        self.asks: list[Level] = []
+
+
 def _remote(conn: ServerConnection) -> str:
     address = conn.remote_address
     return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
@@ -351,8 +379,10 @@ class Fanout:
         self._ids = itertools.count(1)
         self._subs: _SubSet = {}
         self._behind: _SubSet = {}
-        #: Book subscribers that hold the current snapshot and get deltas.
+        #: Full-book subscribers that hold the current snapshot and get deltas.
         self._book: dict[str, _SubSet] = {}
+        #: Book subscribers with a depth that hold the current snapshot: key → depth → group.
+        self._depth: dict[str, dict[int, _DepthGroup]] = {}
         #: Book subscribers waiting for the symbol's first (or next) consistent book.
         self._pending: dict[str, _SubSet] = {}
         self._bbo: dict[str, _SubSet] = {}
@@ -398,6 +428,7 @@ class Fanout:
         the key; TradeOut → ``trade``.
         """
         snapshot_at: dict[str, tuple[int, int]] | None = None
+        depth_steps = self._depth_steps(events) if self._depth else None
         self._now_s = self._clock_s()
         for event in events:
             if isinstance(event, BookDelta):
@@ -409,6 +440,10 @@ class Fanout:
                 subs = self._book.get(key)
                 if subs:
                     self._send_delta(event, subs)
+                if depth_steps is not None:
+                    depth_step = depth_steps.get(key)
+                    if depth_step is not None:
+                        self._send_depth_deltas(event, depth_step)
             elif isinstance(event, TradeOut):
                 self._send_trade(event)
             elif isinstance(event, BookReset):
@@ -470,8 +505,10 @@ class Fanout:
             return None
         pending = self._pending.pop(key, None)
         if pending:
-            self._book.setdefault(key, {}).update(pending)
-        subs = self._book.get(key)
+            for sub in pending:
+                self._hold_book(sub, key, state)
+        self._reset_depth_groups(key, state)
+        subs = self._book_holders(key)
         if subs:
             frames: dict[tuple[int | None, bool], bytes] = {}
             for sub in subs:
@@ -568,9 +605,109 @@ class Fanout:
     def _snapshot_frame(
         self, key: str, state: BookState, depth: int | None, msgpack: bool
     ) -> bytes:
-        book, epoch, seq, venue_id, _ = state
+        book, epoch, _, venue_id, _ = state
+        seq = self._stream_seq(key, depth, state)
         msg = Snapshot(key, epoch, seq, venue_id, book.bids(depth), book.asks(depth))
         return _frame_msgpack(msg) if msgpack else _frame_json(msg)
+
+    # --- depth-N book streams ---------------------------------------------------------------
+    #
+    # A subscriber with a depth holds the N best levels per side (docs/protocol.md, "Depth").
+    # Subscribers are grouped by (key, depth); a group's delta is computed once per publish
+    # by gateway.core.depth from the publish's deltas of the key and the book after them,
+    # and encoded once per wire format. Each group has its own seq stream in the book's
+    # epoch: its snapshot carries the group's seq, and a delta is sent (seq + 1) only when
+    # something changed inside its top N, so after every message its book equals the full
+    # book's top N at the delta's ``id``.
+
+    def _hold_book(self, sub: _Subscriber, key: str, state: BookState) -> None:
+        """``sub`` now holds the current snapshot of ``key`` at its depth: it gets deltas."""
+        depth = sub.books[key]
+        if depth is None:
+            self._book.setdefault(key, {})[sub] = None
+            return
+        groups = self._depth.setdefault(key, {})
+        group = groups.get(depth)
+        if group is None:
+            group = groups[depth] = _DepthGroup(depth, state[0], state[2])
+        group.subs[sub] = None
+
+    def _release_depth(self, sub: _Subscriber, key: str) -> None:
+        groups = self._depth.get(key)
+        if groups is None:
+            return
+        for depth, group in list(groups.items()):
+            group.subs.pop(sub, None)
+            if not group.subs:
+                del groups[depth]
+        if not groups:
+            del self._depth[key]
+
+    def _book_holders(self, key: str) -> _SubSet:
+        """Every book subscriber of ``key`` holding the current snapshot, at any depth."""
+        groups = self._depth.get(key)
+        if not groups:
+            return self._book.get(key) or {}
+        holders = dict(self._book.get(key) or {})
+        for group in groups.values():
+            holders.update(group.subs)
+        return holders
+
+    def _reset_depth_groups(self, key: str, state: BookState) -> None:
+        """A new snapshot for everyone: each group's stream restarts at the book's seq."""
+        for group in self._depth.get(key, {}).values():
+            group.bounds = depth_bounds(state[0], group.depth)
+            group.seq = state[2]
+
+    def _stream_seq(self, key: str, depth: int | None, state: BookState) -> int:
+        """The seq a snapshot at ``depth`` carries: the group's, or the book's."""
+        if depth is None:
+            return state[2]
+        group = self._depth.get(key, {}).get(depth)
+        return state[2] if group is None else group.seq
+
+    def _depth_steps(self, events: Sequence[GatewayEvent]) -> dict[str, _DepthStep]:
+        """The symbols with depth subscribers among ``events``' deltas, and how many.
+        A symbol with a BookReset in ``events`` is left out: its snapshot brings every
+        depth group to the book after the publish."""
+        steps: dict[str, _DepthStep] = {}
+        depth = self._depth
+        reset: set[str] = set()
+        for event in events:
+            if isinstance(event, BookDelta) and event.key in depth:
+                step = steps.get(event.key)
+                if step is None:
+                    step = steps[event.key] = _DepthStep()
+                step.remaining += 1
+            elif isinstance(event, BookReset):
+                reset.add(event.key)
+        for key in reset:
+            steps.pop(key, None)
+        return steps
+
+    def _send_depth_deltas(self, event: BookDelta, step: _DepthStep) -> None:
+        """Collect ``event``'s levels; at the publish's last delta of the key, send each
+        depth group its delta (when not empty)."""
+        step.remaining -= 1
+        step.bids += event.bids
+        step.asks += event.asks
+        groups = self._depth.get(event.key)
+        if step.remaining or not groups:
+            return
+        state = self._view.book_state(event.key)
+        if state is None:
+            log.error("%s: BookDelta published but the view has no book for it", event.key)
+            return
+        book = state[0]
+        for group in list(groups.values()):
+            bids, asks = depth_delta(book, group.depth, step.bids, step.asks, group.bounds)
+            group.bounds = depth_bounds(book, group.depth)
+            if bids or asks:
+                group.seq += 1
+                delta = BookDelta(
+                    event.key, event.epoch, group.seq, event.venue_id, bids, asks, event.recv_ns
+                )
+                self._send_delta(delta, group.subs)
 
     # --- slow subscribers -------------------------------------------------------------------
 
@@ -632,11 +769,12 @@ class Fanout:
         book_subs = self._book.get(key)
         if book_subs is not None:
             book_subs.pop(sub, None)
+        self._release_depth(sub, key)
         if state is None:
             self._pending.setdefault(key, {})[sub] = None
             return
         self._pending.get(key, {}).pop(sub, None)
-        self._book.setdefault(key, {})[sub] = None
+        self._hold_book(sub, key, state)
         self._deliver(sub, key, self._snapshot_frame(key, state, sub.books[key], sub.msgpack))
 
     def _kick(self, sub: _Subscriber, reason: str) -> None:
@@ -801,6 +939,7 @@ class Fanout:
                 subs.pop(sub, None)
                 if not subs:
                     del registry[key]
+        self._release_depth(sub, key)
 
     def _subscribers_of(self, key: str) -> _SubSet:
         merged: _SubSet = {}
@@ -808,6 +947,8 @@ class Fanout:
             subs = registry.get(key)
             if subs:
                 merged.update(subs)
+        for group in self._depth.get(key, {}).values():
+            merged.update(group.subs)
         return merged
 
     def _symbol_state(self, key: str) -> SymbolState | None:
