@@ -111,9 +111,9 @@ class GatewayClient:
             tried in order.
         symbols: symbol keys (``venue:SYMBOL``).
         channels: any of ``book``, ``bbo``, ``trade`` [``book``].
-        depth: snapshot depth per side; None (default) for the full book. With a depth,
-            deltas still carry every change, so levels deeper than the snapshot are known
-            only once a delta touched them: use None where the whole book must be exact.
+        depth: the book's levels per side; None (default) for the full book. With a
+            depth the book is the full book's top N after every event, on the depth's own
+            seq stream (``docs/protocol.md``, Depth).
         wire_format: ``json`` or ``msgpack``.
         reconnect: reconnect after the connection is lost or every URL refused; when
             False the iteration ends after the connection is lost, and a failed first
