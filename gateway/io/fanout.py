@@ -4,13 +4,14 @@ The asyncio shell between the service and its subscribers. :meth:`Fanout.publish
 synchronous and called by the service after each pipeline step; it turns gateway events
 into protocol messages (:mod:`gateway.wire.protocol`), encodes each one at most once per wire
 format in use, builds the WebSocket frame once (server frames are unmasked and compression
-is off, so the same bytes are valid on every connection) and writes those bytes to each
-subscriber's transport. It never awaits and never creates a task.
+is off, so the same bytes are valid on every connection) and queues those bytes for each
+subscriber; at the end of the event-loop turn each subscriber's frames go out in one
+transport write (coalescing). It never awaits and never creates a task.
 
 Slow subscribers (the policy in ``docs/protocol.md``, decided per subscriber by
 :class:`gateway.core.flow.SubscriberFlow`; this shell feeds it buffer sizes and the clock
-and writes, resends or closes as it answers): a subscriber whose transport write
-buffer holds more than ``max_buffer_bytes`` is *behind*. While behind, nothing more of its
+and writes, resends or closes as it answers): a subscriber whose unsent bytes (its transport's write
+buffer and the frames queued this turn) are more than ``max_buffer_bytes`` is *behind*. While behind, nothing more of its
 symbols is written to it (deltas, bbo, trades and status are dropped and the symbols noted);
 once its buffer drains to ``low_water_bytes`` it is sent, per noted symbol, the current
 ``status``, a fresh ``snapshot`` and the current ``bbo`` (conflation): its book is
@@ -24,11 +25,15 @@ by ``max_buffer_bytes`` plus the largest single message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import http
 import itertools
 import logging
+import os
+import socket
+import stat
 import struct
 import time
 import traceback
@@ -37,7 +42,7 @@ from typing import Final, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 from websockets.http11 import Request, Response
@@ -60,7 +65,7 @@ from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_answer
 from gateway.io.logs import LimitedLog
-from gateway.wire.config import ServerConfig, exposure_warning, listen_error
+from gateway.wire.config import ListenError, ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
     Bbo,
     CloseCode,
@@ -164,6 +169,8 @@ class FanoutStats:
     rejected: int = 0
     messages_sent: int = 0
     bytes_sent: int = 0
+    #: Transport writes: a subscriber's messages of one loop turn go out in one write.
+    writes: int = 0
     dropped: int = 0
     conflations: int = 0
     slow_disconnects: int = 0
@@ -207,6 +214,8 @@ class _Subscriber:
         "id",
         "messages_sent",
         "msgpack",
+        "pending",
+        "pending_bytes",
         "protocol",
         "remote",
         "requests",
@@ -234,6 +243,13 @@ class _Subscriber:
         self.messages_sent = 0
         self.bytes_sent = 0
         self.bad_requests = 0
+        #: Frames written in this loop turn, joined into one transport write at its end.
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+
+    def buffered(self) -> int:
+        """Unsent bytes: the transport's buffer and this turn's pending frames."""
+        return self.transport.get_write_buffer_size() + self.pending_bytes
 
     def subscribed_to(self, key: str) -> bool:
         return key in self.books or key in self.bbo or key in self.trades
@@ -269,7 +285,58 @@ class _DepthStep:
 
 def _remote(conn: ServerConnection) -> str:
     address = conn.remote_address
-    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address) or "unix socket"
+
+
+def _bind_unix(path: str, mode: int) -> socket.socket:
+    """A Unix stream socket bound at ``path`` with permissions ``mode``, not yet listening
+    (so no one connects before the mode is set). A socket file already there is removed
+    when nothing answers on it (a server that died); a live server on it, or a file that
+    is not a socket, is a :class:`ListenError`."""
+    try:
+        existing = os.stat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise ListenError(f"cannot listen on unix:{path}: the file exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                log.warning("removing the stale socket file %s (nothing listens on it)", path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            except OSError as exc:
+                raise _unix_listen_error(exc, path) from exc
+            else:
+                raise ListenError(
+                    f"cannot listen on unix:{path}: a server is running on it (stop it, or "
+                    "choose another server.unix_path)"
+                )
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        raise _unix_listen_error(exc, path) from exc
+    return sock
+
+
+def _unix_listen_error(exc: OSError, path: str) -> ListenError:
+    error = ListenError(f"cannot listen on unix:{path}: {exc.strerror or exc}")
+    error.errno = exc.errno
+    return error
+
+
+def _remove_socket_file(path: str, inode: int) -> None:
+    """Remove the socket file bound by this server, unless another took its place."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
 
 
 class Fanout:
@@ -376,6 +443,8 @@ class Fanout:
         self.changes = StateChanges()
         #: The bound ``(host, port)`` pairs once :meth:`serve` is listening.
         self.addresses: list[tuple[str, int]] = []
+        #: The Unix socket's path while :meth:`serve` listens on one.
+        self.unix_path: str | None = None
         self._ids = itertools.count(1)
         self._subs: _SubSet = {}
         self._behind: _SubSet = {}
@@ -389,6 +458,9 @@ class Fanout:
         self._trade: dict[str, _SubSet] = {}
         self._last_top: dict[str, tuple[object, object]] = {}
         self._reasons: dict[str, str] = {}
+        #: Subscribers with pending frames, and the flush scheduled for the turn's end.
+        self._unflushed: _SubSet = {}
+        self._flush_handle: asyncio.Handle | None = None
 
     @classmethod
     def from_config(
@@ -473,8 +545,7 @@ class Fanout:
             if flow.state is _LIVE and sub.protocol.state is not _OPEN:
                 continue
             try:
-                transport = sub.transport
-                actions = flow.on_message(key, transport.get_write_buffer_size(), now_s)
+                actions = flow.on_message(key, sub.buffered(), now_s)
                 if actions is not WRITE:
                     self._act(sub, actions)
                     continue
@@ -486,7 +557,7 @@ class Fanout:
                     if json_frame is None:
                         json_frame = _frame_json(msg)
                     frame = json_frame
-                transport.write(frame)
+                self._queue(sub, frame)
             except Exception as exc:  # confined to this subscriber (see _fail)
                 self._fail(sub, exc)
                 continue
@@ -576,7 +647,7 @@ class Fanout:
         flow = sub.flow
         if flow.state is _LIVE and sub.protocol.state is not _OPEN:
             return False
-        actions = flow.on_message(key, sub.transport.get_write_buffer_size(), self._now_s)
+        actions = flow.on_message(key, sub.buffered(), self._now_s)
         if actions is not WRITE:
             self._act(sub, actions)
             return False
@@ -589,14 +660,14 @@ class Fanout:
         not reading at all and is disconnected."""
         if sub.protocol.state is not _OPEN:
             return
-        actions = sub.flow.on_reply(sub.transport.get_write_buffer_size())
+        actions = sub.flow.on_reply(sub.buffered())
         if FlowAction.WRITE in actions:
             self._write(sub, _frame_msgpack(msg) if sub.msgpack else _frame_json(msg))
         else:
             self._act(sub, actions)
 
     def _write(self, sub: _Subscriber, frame: bytes) -> None:
-        sub.transport.write(frame)
+        self._queue(sub, frame)
         sub.messages_sent += 1
         sub.bytes_sent += len(frame)
         self.stats.messages_sent += 1
@@ -709,6 +780,43 @@ class Fanout:
                 )
                 self._send_delta(delta, group.subs)
 
+    # --- coalescing ---------------------------------------------------------------------------
+    #
+    # Frames for a subscriber are not written one by one: within one event-loop turn they
+    # are queued on the subscriber (whole frames, in order) and joined into one
+    # transport.write by a flush scheduled once per turn (loop.call_soon) when the first
+    # frame is queued. The slow-subscriber policy counts the queued bytes as unsent
+    # (_Subscriber.buffered), and a close flushes the subscriber's frames first.
+
+    def _queue(self, sub: _Subscriber, frame: bytes) -> None:
+        if not sub.pending:
+            self._unflushed[sub] = None
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        sub.pending.append(frame)
+        sub.pending_bytes += len(frame)
+
+    def _flush(self) -> None:
+        """The end of the loop turn: each subscriber's pending frames in one write."""
+        self._flush_handle = None
+        unflushed, self._unflushed = self._unflushed, {}
+        for sub in unflushed:
+            self._flush_one(sub)
+
+    def _flush_one(self, sub: _Subscriber) -> None:
+        pending = sub.pending
+        if not pending:
+            return
+        sub.pending = []
+        sub.pending_bytes = 0
+        if sub.protocol.state is not _OPEN:
+            return  # closing: no data frame may follow the close frame
+        self.stats.writes += 1
+        try:
+            sub.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        except Exception as exc:  # confined to this subscriber (see _fail)
+            self._fail(sub, exc)
+
     # --- slow subscribers -------------------------------------------------------------------
 
     def _act(self, sub: _Subscriber, actions: tuple[FlowAction, ...]) -> None:
@@ -736,7 +844,7 @@ class Fanout:
                 del self._behind[sub]
                 continue
             try:
-                actions = sub.flow.on_check(sub.transport.get_write_buffer_size(), now_s)
+                actions = sub.flow.on_check(sub.buffered(), now_s)
                 if sub.flow.state is not _BEHIND:
                     del self._behind[sub]
                 self._act(sub, actions)
@@ -811,6 +919,7 @@ class Fanout:
         sub.abort_handle = loop.call_later(self.close_timeout_s, sub.transport.abort)
         if sub.protocol.state is not _OPEN:
             return
+        self._flush_one(sub)  # the close frame goes behind the pending frames
         try:
             sub.protocol.send_close(code, reason)
             sub.conn.send_data()
@@ -957,31 +1066,32 @@ class Fanout:
     # --- serving ----------------------------------------------------------------------------
 
     async def serve(
-        self, host: str = "127.0.0.1", port: int = 0, ready: asyncio.Event | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ready: asyncio.Event | None = None,
+        *,
+        unix_path: str | None = None,
+        unix_mode: int = _DEFAULTS.unix_mode,
     ) -> None:
         """Serve subscribers on ``ws://host:port/`` (and :attr:`http_routes`) until cancelled.
         Binding beyond loopback without a token is warned about.
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
-        ``ready`` is set. On cancellation every connection is closed (1001) and
-        CancelledError propagates. Raises :class:`~gateway.wire.config.ListenError` when
-        the address cannot be bound.
+        ``ready`` is set. With ``unix_path``, the same protocol and routes are also served
+        on a Unix domain socket there (see :meth:`_bind_unix`), removed when serving ends.
+        On cancellation every connection is closed (1001) and CancelledError propagates.
+        Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound.
         """
+        options = self._server_options()
         try:
-            listening = await serve(
-                self._handle,
-                host,
-                port,
-                compression=None,  # frames are shared between connections: no per-connection state
-                process_request=self._process_request,
-                ping_interval=self.ping_interval_s,
-                ping_timeout=self.ping_interval_s,
-                close_timeout=self.close_timeout_s,
-                max_size=self.max_request_bytes,
-            )
+            listening = await serve(self._handle, host, port, **options)
         except OSError as exc:
             raise listen_error(exc, host, port) from exc
-        async with listening as server:
+        async with contextlib.AsyncExitStack() as stack:
+            server = await stack.enter_async_context(listening)
+            if unix_path is not None:
+                await self._serve_unix(stack, unix_path, unix_mode, options)
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
             log.info("serving subscribers on %s", self.addresses)
             warning = exposure_warning(host, self._token is not None)
@@ -995,6 +1105,37 @@ class Fanout:
                     self.check_behind()
             finally:
                 self.addresses = []
+
+    def _server_options(self) -> dict[str, object]:
+        """The websockets server options, the same for TCP and the Unix socket."""
+        return {
+            "compression": None,  # frames are shared between connections: no per-connection state
+            "process_request": self._process_request,
+            "ping_interval": self.ping_interval_s,
+            "ping_timeout": self.ping_interval_s,
+            "close_timeout": self.close_timeout_s,
+            "max_size": self.max_request_bytes,
+        }
+
+    # --- the Unix domain socket -------------------------------------------------------------
+
+    async def _serve_unix(
+        self, stack: contextlib.AsyncExitStack, path: str, mode: int, options: dict[str, object]
+    ) -> None:
+        """Listen on ``path`` too, within ``stack``: the socket file is removed after the
+        server closes (when it is still the one bound here)."""
+        sock = _bind_unix(path, mode)
+        inode = os.stat(path).st_ino
+        stack.callback(_remove_socket_file, path, inode)
+        try:
+            listening = await unix_serve(self._handle, sock=sock, **options)
+        except BaseException:
+            sock.close()
+            raise
+        await stack.enter_async_context(listening)
+        self.unix_path = path
+        stack.callback(setattr, self, "unix_path", None)
+        log.info("serving subscribers on unix:%s", path)
 
     @property
     def port(self) -> int:
@@ -1108,6 +1249,9 @@ class Fanout:
             self._forget(sub, key)
         self._behind.pop(sub, None)
         self._subs.pop(sub, None)
+        self._unflushed.pop(sub, None)
+        sub.pending = []
+        sub.pending_bytes = 0
         self.stats.subscribers = len(self._subs)
         self.changes.notify()
         if sub.abort_handle is not None:

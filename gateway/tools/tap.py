@@ -382,7 +382,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_at_least(1),
         default=None,
         metavar="N",
-        help="snapshot depth to subscribe with (default: the full book)",
+        help="levels per side to subscribe to, kept exact (default: the full book)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
