@@ -10,16 +10,17 @@ transport write (coalescing). It never awaits and never creates a task.
 
 Slow subscribers (the policy in ``docs/protocol.md``, decided per subscriber by
 :class:`gateway.core.flow.SubscriberFlow`; this shell feeds it buffer sizes and the clock
-and writes, resends or closes as it answers): a subscriber whose unsent bytes (its transport's write
-buffer and the frames queued this turn) are more than ``max_buffer_bytes`` is *behind*. While behind, nothing more of its
-symbols is written to it (deltas, bbo, trades and status are dropped and the symbols noted);
-once its buffer drains to ``low_water_bytes`` it is sent, per noted symbol, the current
-``status``, a fresh ``snapshot`` and the current ``bbo`` (conflation): its book is
-consistent again and it skipped the deltas in between. Trades dropped meanwhile are lost. A
-subscriber that falls behind more than ``max_conflations`` times within
-``conflation_window_s``, or stays behind longer than ``max_behind_s``, is disconnected with
-close code 1008 and reason "subscriber too slow: ...". Memory per subscriber is thus bounded
-by ``max_buffer_bytes`` plus the largest single message.
+and writes, resends or closes as it answers): a subscriber whose unsent bytes (its
+transport's write buffer and the frames queued this turn) are more than
+``max_buffer_bytes`` is *behind*. While behind, nothing more of its symbols is written to
+it (deltas, bbo, trades and status are dropped and the symbols noted); once its buffer
+drains to ``low_water_bytes`` it is sent, per noted symbol, the current ``status``, a fresh
+``snapshot`` and the current ``bbo`` (conflation): its book is consistent again and it
+skipped the deltas in between. Trades dropped meanwhile are lost. A subscriber that falls
+behind more than ``max_conflations`` times within ``conflation_window_s``, or stays behind
+longer than ``max_behind_s``, is disconnected with close code 1008 and reason "subscriber
+too slow: ...". Memory per subscriber is thus bounded by ``max_buffer_bytes`` plus the
+largest single message.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import struct
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
@@ -1106,7 +1107,7 @@ class Fanout:
             finally:
                 self.addresses = []
 
-    def _server_options(self) -> dict[str, object]:
+    def _server_options(self) -> dict[str, Any]:
         """The websockets server options, the same for TCP and the Unix socket."""
         return {
             "compression": None,  # frames are shared between connections: no per-connection state
@@ -1120,7 +1121,7 @@ class Fanout:
     # --- the Unix domain socket -------------------------------------------------------------
 
     async def _serve_unix(
-        self, stack: contextlib.AsyncExitStack, path: str, mode: int, options: dict[str, object]
+        self, stack: contextlib.AsyncExitStack, path: str, mode: int, options: dict[str, Any]
     ) -> None:
         """Listen on ``path`` too, within ``stack``: the socket file is removed after the
         server closes (when it is still the one bound here)."""
