@@ -6,8 +6,9 @@ raises :class:`gateway.core.model.VenueContractError` and nothing else.
 
 Book channels (``books``, ``books50-l2-tbt``, ``books-l2-tbt``) push ``action:"snapshot"``
 then ``action:"update"`` frames; levels are ``[price, size, "0", orderCount]`` strings and a
-size of ``"0"`` deletes the level. Prices and sizes are kept as the exact wire strings: the
-checksum is computed over them.
+size of ``"0"`` deletes the level. Prices and sizes are plain fixed-point decimal strings
+(:data:`NUMBERS`: ``"8476.97"``, ``"3366"``, ``"0.0001"``), kept as the exact wire strings:
+the checksum is computed over them.
 
 Ids: every update carries ``prevSeqId`` (the ``seqId`` of the previous message) and
 ``seqId``, the same on every connection. A :class:`~gateway.core.model.DepthDiff` gets
@@ -40,7 +41,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import check_levels, decode, int_text, notice, taker_side
+from feeds.common import FIXED_POINT, check_levels, decode, int_text, notice, taker_side
 from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
 from gateway.core.model import (
@@ -54,6 +55,8 @@ from gateway.core.model import (
 )
 
 VENUE: Final = "okx"
+#: How prices and sizes are written on the wire.
+NUMBERS: Final = FIXED_POINT
 
 #: Public WebSocket endpoints, every documented alternative (exchange-protocols.md §6):
 #: global, EEA, US (secondary source) and the AWS host of older docs (unverified).
@@ -271,7 +274,7 @@ def _levels(raw: list[tuple[str, ...]], what: str) -> tuple[Level, ...]:
         if len(level) < 2:
             raise VenueContractError(f"{what}: level has fewer than 2 fields: {level!r}")
         pairs.append((level[0], level[1]))
-    return check_levels(pairs, what)
+    return check_levels(pairs, NUMBERS, what)
 
 
 def _checksum_field(value: int | None) -> int | None:
@@ -349,7 +352,7 @@ def _trade_events(symbol: str, data: msgspec.Raw, recv_ns: int, conn_id: int) ->
     events: list[VenueEvent] = []
     for t in items:
         side = taker_side(t.side)  # OKX ``side`` is the taker's side
-        check_levels([(t.px, t.sz)], "trade")
+        check_levels([(t.px, t.sz)], NUMBERS, "trade")
         events.append(
             Trade(
                 venue=VENUE,
@@ -630,6 +633,8 @@ class OkxRule:
     """
 
     name = "okx"
+    #: seqIds rise by a varying step per update.
+    max_id_jump = 10**8
 
     def __init__(
         self,

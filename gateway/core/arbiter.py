@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from gateway.core.backoff import Backoff
 from gateway.core.book import L2Book
 from gateway.core.model import (
     ArbiterEvent,
@@ -30,6 +31,13 @@ from gateway.core.model import (
 DEFAULT_REORDER_WINDOW_NS: Final = 100_000_000
 #: Default bound of the buffer of updates that cannot be applied yet.
 DEFAULT_MAX_PENDING: Final = 4096
+#: A snapshot that builds a crossed book is not used: the next one is asked after a wait
+#: that starts here and doubles with each crossed snapshot in a row, up to the maximum.
+CROSSED_RETRY_INITIAL_S: Final = 1.0
+CROSSED_RETRY_MAX_S: Final = 60.0
+#: Default bound of a plausible id jump, for a link rule that declares none
+#: (:attr:`LinkRule.max_id_jump`).
+DEFAULT_MAX_ID_JUMP: Final = 10**8
 
 
 class Link(enum.Enum):
@@ -47,6 +55,10 @@ class LinkRule(Protocol):
     """A venue's rule for ordering its updates (exchange-protocols.md)."""
 
     name: str
+    #: The largest jump ``last_id - applied_id`` one update may plausibly make: beyond it,
+    #: the update is held until another connection confirms it (see
+    #: :mod:`gateway.core.sequenced`). Sized far above the venue's busiest symbol.
+    max_id_jump: int
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link: ...
 
@@ -59,6 +71,10 @@ class ConnectionStats:
     #: Updates from this connection that were the first copy and were applied.
     first_wins: int = 0
     duplicates: int = 0
+    #: Updates from this connection whose ids jumped beyond ``max_id_jump``: held.
+    implausible: int = 0
+    #: Held updates this connection's own later stream contradicted (it was reset).
+    disagreements: int = 0
 
 
 @dataclass
@@ -69,7 +85,13 @@ class SymbolStats:
     stale: int = 0
     gaps: int = 0
     resyncs: int = 0
+    #: Book states published crossed (a venue whose books may cross), or found crossed.
     crossed: int = 0
+    #: Crossed books and replicas on a venue whose books never cross: not published,
+    #: rebuilt (:data:`CROSSED_RETRY_INITIAL_S`).
+    crossed_faults: int = 0
+    #: Levels pruned beyond the cap of levels per side (``max_levels``).
+    levels_pruned: int = 0
     snapshots: int = 0
     #: Snapshots that could not be used: older than the stream, or not wanted.
     snapshots_unused: int = 0
@@ -80,8 +102,15 @@ class SymbolStats:
     checksum_failed: int = 0
     #: In-band snapshots newer than the book, published as a delta (a sequence jump).
     jumps: int = 0
-    #: Venue-declared sequence resets (Bybit ``u == 1``).
+    #: Venue sequence resets: declared (Bybit ``u == 1``), or recognised (every connection
+    #: fell below the book's id and stayed there, or a snapshot below it agreed with them).
     venue_resets: int = 0
+    #: Updates held because their ids jumped beyond ``max_id_jump``.
+    implausible: int = 0
+    #: Held updates confirmed by an identical copy from another connection, then applied.
+    confirmed: int = 0
+    #: Held or buffered updates discarded as obsolete (contradicted, or made so by a resync).
+    obsolete: int = 0
     #: Unsequenced mode: the output moved to another connection's replica.
     failovers: int = 0
     #: Unsequenced mode: replicas found wrong (checksum, lost message) and resubscribed.
@@ -93,6 +122,29 @@ class SymbolStats:
         if stats is None:
             stats = self.connections[conn_id] = ConnectionStats()
         return stats
+
+
+def crossed_reason(book: L2Book) -> str | None:
+    """``crossed book (bid X >= ask Y)`` with the venue's prices, or None when ``book``
+    is not crossed."""
+    crossing = book.crossing()
+    if crossing is None:
+        return None
+    return f"crossed book (bid {crossing[0][0]} >= ask {crossing[1][0]})"
+
+
+def crossed_retry(backoff: Backoff) -> tuple[int, str]:
+    """The wait in ns before the next snapshot after one more crossed snapshot in a row
+    (counted on ``backoff``), and the words for it."""
+    delay_s = backoff.ceiling_s()
+    backoff.failures += 1
+    return int(delay_s * 1e9), f"snapshot not used; next snapshot in {delay_s:g} s"
+
+
+def crossed_backoff() -> Backoff:
+    """The backoff of snapshots that keep building crossed books: no jitter (its ceiling
+    is the wait), from :data:`CROSSED_RETRY_INITIAL_S` to :data:`CROSSED_RETRY_MAX_S`."""
+    return Backoff(CROSSED_RETRY_INITIAL_S, CROSSED_RETRY_MAX_S)
 
 
 #: A venue's checksum of a book (OKX top 25, Kraken top 10).

@@ -5,6 +5,19 @@ so index 0 is the best level on both sides); the value is the venue's ``(price, 
 strings, which are what subscribers and checksums see. Float keys order and separate
 decimal prices exactly as long as they have at most 15 significant digits, which every
 supported venue's tick sizes respect.
+
+A book may be capped at ``max_levels`` per side (docs/architecture.md, Bounded buffers):
+
+- a message that alone carries more levels on one side than the cap (a snapshot with more
+  distinct levels, an update with more entries) is the venue breaking its contract: it is
+  refused with :class:`TooManyLevels` (a :class:`BadLevel`) and the book is unchanged;
+- when updates leave a side above the cap, the levels farthest from the touch are pruned
+  until it holds ``max_levels``; :meth:`L2Book.apply` returns them as a delta (quantity
+  ``"0"``) so that copies of the book pruned the same way. Pruning never touches the best
+  ``max_levels`` levels: levels better than the best pruned price stay exact, so a top-N
+  (a checksum's, a subscriber's depth) stays right while the book holds N levels better
+  than it. Beyond that price the book knows only what updates told it since, as it knows
+  nothing beyond a venue snapshot's depth.
 """
 
 from __future__ import annotations
@@ -21,6 +34,10 @@ class BadLevel(ValueError):
     """A level whose price or quantity is not a finite non-negative decimal."""
 
 
+class TooManyLevels(BadLevel):
+    """A message carrying more levels on one side than the book's cap."""
+
+
 def _parse(level: Level) -> tuple[float, float]:
     try:
         price = float(level[0])
@@ -32,12 +49,22 @@ def _parse(level: Level) -> tuple[float, float]:
     return price, qty
 
 
+#: What :meth:`L2Book.apply` pruned: removed bids and asks, each with a zero quantity.
+Pruned = tuple[list[Level], list[Level]]
+
+
 class L2Book:
-    """One symbol's book. Quantities are absolute; a zero quantity removes the level."""
+    """One symbol's book. Quantities are absolute; a zero quantity removes the level.
 
-    __slots__ = ("_asks", "_bids")
+    ``max_levels``: the cap of levels per side (None: uncapped), see the module docstring.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_asks", "_bids", "max_levels")
+
+    def __init__(self, max_levels: int | None = None) -> None:
+        if max_levels is not None and max_levels < 1:
+            raise ValueError("max_levels must be >= 1")
+        self.max_levels = max_levels
         self._bids: SortedDict = SortedDict()
         self._asks: SortedDict = SortedDict()
 
@@ -48,25 +75,45 @@ class L2Book:
         self._asks.clear()
 
     def load(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        """Replace the whole book. Raises BadLevel (book unchanged) on a bad level."""
-        new_bids = {}
-        new_asks = {}
+        """Replace the whole book. Levels are taken in order as an update would take
+        them: of several entries at one price the last wins (a zero quantity removes an
+        earlier one). Raises BadLevel on a bad level and TooManyLevels when a side has
+        more levels than the cap; the book is then unchanged."""
+        new_bids: dict[float, Level] = {}
+        new_asks: dict[float, Level] = {}
         for level in bids:
             price, qty = _parse(level)
             if qty > 0.0:
                 new_bids[-price] = level
+            else:
+                new_bids.pop(-price, None)
         for level in asks:
             price, qty = _parse(level)
             if qty > 0.0:
                 new_asks[price] = level
+            else:
+                new_asks.pop(price, None)
+        cap = self.max_levels
+        if cap is not None and (len(new_bids) > cap or len(new_asks) > cap):
+            raise TooManyLevels(
+                f"snapshot of {len(new_bids)} bid and {len(new_asks)} ask levels "
+                f"exceeds the cap of {cap} per side"
+            )
         self._bids = SortedDict(new_bids)
         self._asks = SortedDict(new_asks)
 
-    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        """Apply absolute levels. Validates every level first, so a BadLevel leaves the
-        book unchanged."""
+    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> Pruned | None:
+        """Apply absolute levels. Validates every level first, so a BadLevel (or a
+        TooManyLevels: more entries on a side than the cap) leaves the book unchanged.
+        Returns the levels pruned to keep the cap, or None when none were."""
         parsed_bids = [(_parse(level), level) for level in bids]
         parsed_asks = [(_parse(level), level) for level in asks]
+        cap = self.max_levels
+        if cap is not None and (len(parsed_bids) > cap or len(parsed_asks) > cap):
+            raise TooManyLevels(
+                f"update of {len(parsed_bids)} bid and {len(parsed_asks)} ask levels "
+                f"exceeds the cap of {cap} per side"
+            )
         side = self._bids
         for (price, qty), level in parsed_bids:
             if qty > 0.0:
@@ -79,21 +126,19 @@ class L2Book:
                 side[price] = level
             else:
                 side.pop(price, None)
+        if cap is None or (len(self._bids) <= cap and len(self._asks) <= cap):
+            return None
+        return _prune(self._bids, cap), _prune(self._asks, cap)
 
     def copy_from(self, other: L2Book) -> None:
         """Make this book equal to ``other`` (levels are immutable tuples: shared)."""
         self._bids = other._bids.copy()
         self._asks = other._asks.copy()
 
-    def truncate(self, depth: int) -> tuple[list[Level], list[Level]]:
+    def truncate(self, depth: int) -> Pruned:
         """Keep the best ``depth`` levels per side; returns the removed levels with a zero
         quantity, as a delta that performs the same truncation."""
-        removed_bids = [(lv[0], "0") for lv in self._bids.values()[depth:]]
-        removed_asks = [(lv[0], "0") for lv in self._asks.values()[depth:]]
-        for side in (self._bids, self._asks):
-            while len(side) > depth:
-                side.popitem()
-        return removed_bids, removed_asks
+        return _prune(self._bids, depth), _prune(self._asks, depth)
 
     def diff_to(self, other: L2Book) -> tuple[list[Level], list[Level]]:
         """Absolute levels that turn this book into ``other``: levels only here get a zero
@@ -138,6 +183,12 @@ class L2Book:
         values = self._asks.values()
         return list(values if depth is None else islice(values, depth))
 
+    def crossing(self) -> tuple[Level, Level] | None:
+        """The best bid and best ask when the book is crossed, else None."""
+        if self.is_crossed():
+            return self._bids.peekitem(0)[1], self._asks.peekitem(0)[1]
+        return None
+
     def is_crossed(self) -> bool:
         """True when the best bid is at or above the best ask."""
         if not self._bids or not self._asks:
@@ -152,6 +203,16 @@ class L2Book:
             tuple((-k, float(v[1])) for k, v in self._bids.items()),
             tuple((k, float(v[1])) for k, v in self._asks.items()),
         )
+
+
+def _prune(side: SortedDict, depth: int) -> list[Level]:
+    """Removes the levels of ``side`` beyond the best ``depth``; returns them, best first,
+    with a zero quantity."""
+    removed: list[Level] = []
+    while len(side) > depth:
+        removed.append((side.popitem()[1][0], "0"))
+    removed.reverse()
+    return removed
 
 
 def _side_diff(mine: SortedDict, theirs: SortedDict) -> list[Level]:

@@ -10,10 +10,14 @@ for anything else sharing the IP, and says how long the next request must wait.
 Use: ``wait = budget.wait_s(weight, now_s)``; sleep while it is positive (asking again
 after the sleep); then ``budget.spend(weight, now_s)`` and send. After the response,
 ``observe_used`` with the weight the venue reports, or ``rate_limited`` on a 429/418.
+
+:class:`AttemptBudget` does the same for WebSocket connection attempts, which venues
+count per IP in a sliding window of their own.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Final
 
 #: Statuses by which a venue says the client is over its request limits (418: banned).
@@ -90,3 +94,45 @@ class WeightBudget:
         self._roll(now_s)
         if self.window_end_s is None:
             self.window_end_s = now_s + self.window_s
+
+
+class AttemptBudget:
+    """Connection attempts a venue allows per IP in a sliding window, shared by every
+    connection of the venue (Binance: 300 per 5 minutes; over it the IP is banned).
+
+    Args:
+        attempts_per_window: the venue's limit per window.
+        window_s: the window's length.
+        share: the fraction of the venue's limit this budget may use (the rest is left to
+            anything else sharing the IP, a restarted gateway among them).
+
+    Use: ``wait = budget.wait_s(now_s)``; sleep while it is positive (asking again after
+    the sleep); then ``budget.spend(now_s)`` and connect, with no await in between.
+
+    Contract: following :meth:`wait_s`, an attempt recorded with :meth:`spend` at ``t``
+    finds fewer than :attr:`budget` others in its window (those at ``u`` with
+    ``u + window_s > t``). Memory is bounded by
+    :attr:`budget` (the times of the last ``budget`` attempts).
+    """
+
+    def __init__(self, attempts_per_window: int, window_s: float, *, share: float = 0.8) -> None:
+        if attempts_per_window < 1 or window_s <= 0 or not 0 < share <= 1:
+            raise ValueError("attempts_per_window >= 1, window_s > 0, 0 < share <= 1")
+        #: The attempts this budget may spend per window.
+        self.budget = max(1, int(round(attempts_per_window * share, 6)))
+        self.window_s = window_s
+        #: When each of the last ``budget`` attempts leaves the window, oldest first.
+        self._expiries: deque[float] = deque(maxlen=self.budget)
+        #: Attempts recorded since start.
+        self.attempts = 0
+
+    def wait_s(self, now_s: float) -> float:
+        """Seconds to wait before the next attempt; 0.0: connect now."""
+        if len(self._expiries) < self.budget:
+            return 0.0
+        return max(0.0, self._expiries[0] - now_s)
+
+    def spend(self, now_s: float) -> None:
+        """An attempt starts now (the oldest remembered one, out of the window, is dropped)."""
+        self._expiries.append(now_s + self.window_s)
+        self.attempts += 1

@@ -233,9 +233,28 @@ class ResubscribeWanted(msgspec.Struct, frozen=True, gc=False):
     reason: str
 
 
+class BookCrossed(msgspec.Struct, frozen=True, gc=False):
+    """The book of ``key`` (``conn_id`` -1), or one connection's replica of it, became
+    crossed on a venue whose books never cross: a venue fault the arbiter recovers from
+    (``reason`` says how); the pipeline counts and logs it."""
+
+    key: str
+    conn_id: int
+    reason: str
+
+
+class ReconnectWanted(msgspec.Struct, frozen=True, gc=False):
+    """Connection ``conn_id`` delivered a copy that the others contradict (implausible ids
+    its own stream went back on): that connection must be closed and opened again."""
+
+    key: str
+    conn_id: int
+    reason: str
+
+
 #: What subscribers get: the publications of the pipeline, handed to the fan-out.
 GatewayEvent = BookDelta | BookReset | StatusChange | TradeOut
-#: What an arbiter asks of the pipeline around it; never published.
-BookCommand = SnapshotWanted | ResubscribeWanted
+#: What an arbiter asks of, or reports to, the pipeline around it; never published.
+BookCommand = SnapshotWanted | ResubscribeWanted | BookCrossed | ReconnectWanted
 #: What an arbiter returns: publications and commands, in the order they arose.
 ArbiterEvent = GatewayEvent | BookCommand

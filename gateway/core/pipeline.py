@@ -13,8 +13,8 @@ with a clock reading ``now_ns`` and gets back a :class:`Step`:
 The service drives one pipeline per venue with live frames; ``mdgateway verify`` drives the
 same class with a capture's records and their receive times as the clock, so a capture
 verified offline goes through the code the gateway runs. A venue breaking its contract (a
-frame the parser rejects, an update for a symbol not carried) is counted and logged here;
-anything else propagates.
+frame the parser rejects, an update for a symbol not carried, a book the venue left crossed)
+is counted and logged here; anything else propagates.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from gateway.core.arbiter import (
 )
 from gateway.core.book import L2Book
 from gateway.core.histogram import Histogram
+from gateway.core.lograte import LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
+    BookCrossed,
     BookDelta,
     BookReset,
     ConnectionSequence,
@@ -45,6 +47,7 @@ from gateway.core.model import (
     DepthSnapshot,
     GatewayEvent,
     InstrumentPrecision,
+    ReconnectWanted,
     ResubscribeWanted,
     SnapshotWanted,
     StatusChange,
@@ -87,7 +90,8 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 
 
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
-    """The venue asked connection ``conn_id`` to reconnect (a shutdown notice)."""
+    """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice),
+    or its copies disagree with the other connections' (an arbiter's ReconnectWanted)."""
 
     conn_id: int
 
@@ -142,7 +146,11 @@ class VenueRules(Protocol):
         *,
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
-    ) -> SymbolArbiter: ...
+        max_levels: int | None = None,
+        max_id_jump: int | None = None,
+    ) -> SymbolArbiter:
+        """``max_levels`` None: the venue's default cap."""
+        ...
 
 
 class BookState(NamedTuple):
@@ -174,6 +182,9 @@ class VenueStats:
     #: Book updates and snapshots on a trade-only connection: never given to the books,
     #: whose trust in a connection (stale when every book connection is down) they would break.
     book_updates_on_trade_connections: int = 0
+    #: Books (or replicas) the venue left crossed, on a venue whose books never cross
+    #: (each symbol's count: ``SymbolStats.crossed_faults``).
+    crossed_books: int = 0
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
@@ -189,6 +200,8 @@ class VenuePipeline:
     ``rest_snapshots``: a wanted snapshot is fetched over REST (:class:`FetchSnapshot`);
     otherwise every connection that is up resubscribes the symbol for one in band.
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
+    ``max_levels``: the cap of each book's levels per side; None: the venue's default.
+    ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
     """
 
     def __init__(
@@ -200,10 +213,14 @@ class VenuePipeline:
         max_pending: int = DEFAULT_MAX_PENDING,
         rest_snapshots: bool = False,
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
+        max_levels: int | None = None,
+        max_id_jump: int | None = None,
     ) -> None:
         self.venue = venue
+        self.max_levels = max_levels
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
+        self.max_id_jump = max_id_jump
         self.rest_snapshots = rest_snapshots
         self.trade_conn_ids = frozenset(trade_conn_ids)
         self.stats = VenueStats()
@@ -211,6 +228,8 @@ class VenuePipeline:
         #: Per connection: seconds from the venue's event time to the frame's receive time,
         #: of every book update that carries an event time.
         self.event_latency_by_conn: dict[int, Histogram] = {}
+        #: Crossed-book log lines, limited per symbol.
+        self.crossed_log = LogLimiter()
         self.sequences = ConnectionSequenceChecker()
         self.books: dict[str, SymbolArbiter] = {}
         self.trades: dict[str, TradeDedup] = {}
@@ -244,17 +263,17 @@ class VenuePipeline:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
-                    self._take(book, book.on_diff(event, now_ns), step)
+                    self._take(book, book.on_diff(event, now_ns), step, now_ns)
             elif isinstance(event, DepthSnapshot):
                 book = self._book(event.key, now_ns)
                 if book is not None:
-                    self._take(book, book.on_snapshot(event, now_ns), step)
+                    self._take(book, book.on_snapshot(event, now_ns), step, now_ns)
             elif isinstance(event, Trade):
                 self._trade(event, step)
             elif isinstance(event, InstrumentPrecision):
                 self._set_precision(event)
             elif isinstance(event, ConnectionSequence):
-                self._connection_sequence(conn_id, event.seq, step)
+                self._connection_sequence(conn_id, event.seq, step, now_ns)
             elif isinstance(event, VenueNotice):
                 self._notice(conn_id, event, step)
         return step
@@ -270,7 +289,7 @@ class VenuePipeline:
         else:
             self._up.pop(conn_id, None)
         for book in self.books.values():
-            self._take(book, book.on_connection(conn_id, up, now_ns), step)
+            self._take(book, book.on_connection(conn_id, up, now_ns), step, now_ns)
         return step
 
     def receive_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
@@ -280,7 +299,7 @@ class VenuePipeline:
         if book is None and self._open and snapshot.venue == self.venue.venue:
             book = self._new_book(snapshot.key, now_ns)
         if book is not None:
-            self._take(book, book.on_snapshot(snapshot, now_ns), step)
+            self._take(book, book.on_snapshot(snapshot, now_ns), step, now_ns)
         return step
 
     def receive_rest(self, symbol: str, body: bytes, recv_ns: int, now_ns: int) -> Step:
@@ -305,7 +324,7 @@ class VenuePipeline:
             if deadline is None:
                 self._waiting.discard(key)
             elif deadline <= now_ns:
-                self._take(book, book.on_timer(now_ns), step)
+                self._take(book, book.on_timer(now_ns), step, now_ns)
         return step
 
     def reject_frame(self, conn_id: int, raw: bytes, exc: VenueContractError) -> None:
@@ -364,6 +383,8 @@ class VenuePipeline:
             key.partition(":")[2],
             reorder_window_ns=self.reorder_window_ns,
             max_pending=self.max_pending,
+            max_levels=self.max_levels,
+            max_id_jump=self.max_id_jump,
         )
         self.trades.setdefault(key, TradeDedup())
         checksum = self._checksums.pop(key, None)
@@ -374,7 +395,9 @@ class VenuePipeline:
             book.on_connection(conn_id, True, now_ns)
         return book
 
-    def _take(self, book: SymbolArbiter, events: list[ArbiterEvent], step: Step) -> None:
+    def _take(
+        self, book: SymbolArbiter, events: list[ArbiterEvent], step: Step, now_ns: int
+    ) -> None:
         """Publications of ``book`` to the step; its commands become actions."""
         if book.deadline_ns() is not None:
             self._waiting.add(book.key)
@@ -386,6 +409,10 @@ class VenuePipeline:
                 self._snapshot_wanted(book.key.partition(":")[2], step)
             elif isinstance(event, ResubscribeWanted):
                 self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
+            elif isinstance(event, BookCrossed):
+                self._crossed(event, now_ns)
+            elif isinstance(event, ReconnectWanted):
+                self._reconnect(event.conn_id, step)
             else:
                 publications.append(event)
                 if isinstance(event, BookReset) and self.rest_snapshots:
@@ -405,6 +432,22 @@ class VenuePipeline:
             event.reason,
             extra={"venue": venue, "symbol": symbol},
         )
+
+    def _crossed(self, event: BookCrossed, now_ns: int) -> None:
+        self.stats.crossed_books += 1
+        suppressed = self.crossed_log.admit(event.key, now_ns / 1e9)
+        if suppressed is not None:
+            where = "" if event.conn_id < 0 else f" (replica of conn {event.conn_id})"
+            more = f" ({suppressed} similar suppressed)" if suppressed else ""
+            venue, _, symbol = event.key.partition(":")
+            log.warning(
+                "%s%s: %s; not published, rebuilding%s",
+                event.key,
+                where,
+                event.reason,
+                more,
+                extra={"venue": venue, "symbol": symbol},
+            )
 
     def _snapshot_wanted(self, symbol: str, step: Step) -> None:
         if self.rest_snapshots:
@@ -437,7 +480,7 @@ class VenuePipeline:
         elif self._open:
             self._checksums[key] = make(event.price_precision, event.qty_precision)
 
-    def _connection_sequence(self, conn_id: int, seq: int, step: Step) -> None:
+    def _connection_sequence(self, conn_id: int, seq: int, step: Step, now_ns: int) -> None:
         if not self.sequences.on_seq(conn_id, seq):
             return
         # Every replica on this connection missed something: each is dropped and
@@ -450,7 +493,7 @@ class VenuePipeline:
         )
         for book in self.books.values():
             if isinstance(book, ReplicatedBook):
-                self._take(book, book.invalidate(conn_id, "connection sequence jump"), step)
+                self._take(book, book.invalidate(conn_id, "connection sequence jump"), step, now_ns)
 
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:
         self.stats.notices += 1
@@ -461,5 +504,9 @@ class VenuePipeline:
                 notice.detail,
                 extra={"venue": self.venue.venue, "connection": conn_id},
             )
-        if notice.reconnect and Reconnect(conn_id) not in step.actions:
+        if notice.reconnect:
+            self._reconnect(conn_id, step)
+
+    def _reconnect(self, conn_id: int, step: Step) -> None:
+        if Reconnect(conn_id) not in step.actions:
             step.actions.append(Reconnect(conn_id))

@@ -18,10 +18,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.core.arbiter import Checksum, SymbolStats
+from gateway.core.arbiter import (
+    Checksum,
+    SymbolStats,
+    crossed_backoff,
+    crossed_reason,
+    crossed_retry,
+)
+from gateway.core.backoff import Backoff
 from gateway.core.book import BadLevel, L2Book
 from gateway.core.model import (
     ArbiterEvent,
+    BookCrossed,
     BookDelta,
     BookReset,
     DepthDiff,
@@ -45,18 +53,30 @@ class ReplicaState(enum.Enum):
     AWAITING_SNAPSHOT = "awaiting snapshot"
     #: Built from a snapshot whose checksum matched, and every update since matched too.
     VALID = "valid"
+    #: A snapshot built a crossed replica (a venue whose books never cross): the
+    #: connection's resubscribe waits until the replica's retry deadline.
+    RETRY_WAIT = "retry wait"
 
 
 class ReplicaEvent(enum.Enum):
     #: A snapshot loaded and its checksum (where the venue sends one) matched.
     SNAPSHOT_MATCHED = "snapshot matched"
-    #: Found wrong: a bad snapshot or update, a checksum mismatch, lost messages.
+    #: Found wrong: a bad snapshot or update, a checksum mismatch, lost messages, an
+    #: update that left it crossed (a venue whose books never cross).
     FAILED = "failed"
+    #: A snapshot built a crossed replica (a venue whose books never cross).
+    SNAPSHOT_CROSSED = "snapshot crossed"
+    #: The replica's retry deadline passed.
+    RETRY_DUE = "retry due"
 
 
 class ReplicaAction(enum.Enum):
     #: Clear the replica, count the failure, publish a ResubscribeWanted for its connection.
     RESUBSCRIBE = "resubscribe"
+    #: Clear the replica and set its retry deadline (a backoff of crossed snapshots in a row).
+    START_RETRY_CLOCK = "start retry clock"
+    #: Publish a ResubscribeWanted for the replica's connection.
+    RETRY = "retry"
 
 
 _RS, _RE = ReplicaState, ReplicaEvent
@@ -66,6 +86,15 @@ REPLICA_TRANSITIONS: Final[Table[ReplicaState, ReplicaEvent, ReplicaAction]] = {
     (_RS.VALID, _RE.SNAPSHOT_MATCHED): (_RS.VALID, ()),
     (_RS.AWAITING_SNAPSHOT, _RE.FAILED): (_RS.AWAITING_SNAPSHOT, (ReplicaAction.RESUBSCRIBE,)),
     (_RS.VALID, _RE.FAILED): (_RS.AWAITING_SNAPSHOT, (ReplicaAction.RESUBSCRIBE,)),
+    (_RS.AWAITING_SNAPSHOT, _RE.SNAPSHOT_CROSSED): (
+        _RS.RETRY_WAIT,
+        (ReplicaAction.START_RETRY_CLOCK,),
+    ),
+    (_RS.VALID, _RE.SNAPSHOT_CROSSED): (_RS.RETRY_WAIT, (ReplicaAction.START_RETRY_CLOCK,)),
+    (_RS.RETRY_WAIT, _RE.SNAPSHOT_CROSSED): (_RS.RETRY_WAIT, ()),
+    (_RS.RETRY_WAIT, _RE.SNAPSHOT_MATCHED): (_RS.VALID, ()),
+    (_RS.RETRY_WAIT, _RE.FAILED): (_RS.RETRY_WAIT, ()),
+    (_RS.RETRY_WAIT, _RE.RETRY_DUE): (_RS.AWAITING_SNAPSHOT, (ReplicaAction.RETRY,)),
 }
 
 
@@ -77,6 +106,9 @@ class Replica:
     state: ReplicaState = ReplicaState.AWAITING_SNAPSHOT
     #: How far behind the first connection to reach the same book state, smoothed.
     lag_ewma_ns: float = 0.0
+    #: Crossed snapshots in a row, and when the resubscribe is due (in RETRY_WAIT).
+    crossed_backoff: Backoff = field(default_factory=crossed_backoff)
+    retry_at_ns: int = 0
 
     @property
     def valid(self) -> bool:
@@ -107,6 +139,9 @@ class OutputEvent(enum.Enum):
     ELECTED = "elected"
     #: The leader failed or went down and no valid replica is left; a connection is up.
     NO_VALID_REPLICA = "no valid replica"
+    #: A replica's snapshot was crossed: it waits before resubscribing (said while no
+    #: replica is published).
+    REPLICA_WAITS = "replica waits"
     #: No connection is left.
     ALL_DOWN = "all down"
 
@@ -136,6 +171,11 @@ OUTPUT_TRANSITIONS: Final[Table[Output, OutputEvent, OutputAction]] = {
     (_O.RESYNCING, _OE.ALL_DOWN): (_O.STALE, (_OA.ANNOUNCE,)),
     (_O.STALE_BEFORE_BOOK, _OE.ALL_DOWN): (_O.STALE_BEFORE_BOOK, ()),
     (_O.STALE, _OE.ALL_DOWN): (_O.STALE, ()),
+    (_O.SYNCING, _OE.REPLICA_WAITS): (_O.SYNCING, (_OA.ANNOUNCE,)),
+    (_O.RESYNCING, _OE.REPLICA_WAITS): (_O.RESYNCING, (_OA.ANNOUNCE,)),
+    (_O.LIVE, _OE.REPLICA_WAITS): (_O.LIVE, ()),
+    (_O.STALE_BEFORE_BOOK, _OE.REPLICA_WAITS): (_O.STALE_BEFORE_BOOK, ()),
+    (_O.STALE, _OE.REPLICA_WAITS): (_O.STALE, ()),
 }
 
 #: What subscribers are told in each output state.
@@ -156,8 +196,12 @@ class ReplicatedBook:
 
     - Each connection builds its own replica from its snapshot and updates. A replica is
       valid from a snapshot until its checksum fails, its connection loses a message
-      (:meth:`invalidate`) or goes down; a failed replica asks for a resubscribe of that
-      connection (:class:`ResubscribeWanted`), never a repair.
+      (:meth:`invalidate`) or goes down, or (unless ``may_cross``) an update leaves it
+      crossed; a failed replica asks for a resubscribe of that connection
+      (:class:`ResubscribeWanted`), never a repair.
+    - Unless ``may_cross``, a snapshot that builds a crossed replica is not used: that
+      connection resubscribes only after a wait that doubles with each crossed snapshot in
+      a row (:data:`ReplicaState.RETRY_WAIT`), so no crossed replica is ever published.
     - The published book follows one leader replica: the leader's updates are published as
       they are (with the levels that truncation to ``depth`` removed).
     - When the leader fails, the valid replica with the lowest lag becomes leader and the
@@ -167,6 +211,7 @@ class ReplicatedBook:
       a follower faster than the leader by more than ``switch_margin_ns`` takes over.
 
     ``venue_id`` of published messages is the venue's event time in ms (there are no ids).
+    ``max_levels`` caps every book's levels per side (:class:`~gateway.core.book.L2Book`).
     """
 
     def __init__(
@@ -178,6 +223,8 @@ class ReplicatedBook:
         switch_margin_ns: int = 5_000_000,
         lag_alpha: float = 0.05,
         max_tracked_states: int = 1024,
+        max_levels: int | None = None,
+        may_cross: bool = False,
     ) -> None:
         if depth is not None and depth < 1:
             raise ValueError("depth must be >= 1")
@@ -187,7 +234,10 @@ class ReplicatedBook:
         self.switch_margin_ns = switch_margin_ns
         self.lag_alpha = lag_alpha
         self.max_tracked_states = max_tracked_states
-        self.book = L2Book()
+        self.max_levels = max_levels
+        #: The venue's own books may cross: a crossed replica is published and counted only.
+        self.may_cross = may_cross
+        self.book = L2Book(max_levels)
         #: The output machine's state.
         self.output = Output.SYNCING
         #: What subscribers were told: PUBLISHED_STATE of the output.
@@ -216,7 +266,7 @@ class ReplicatedBook:
     def on_connection(self, conn_id: int, up: bool, now_ns: int) -> list[ArbiterEvent]:
         out: list[ArbiterEvent] = []
         if up:
-            self.replicas[conn_id] = Replica()
+            self.replicas[conn_id] = self._new_replica()
             return out
         self.replicas.pop(conn_id, None)
         if conn_id == self.leader:
@@ -227,7 +277,9 @@ class ReplicatedBook:
 
     def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]:
         out: list[ArbiterEvent] = []
-        replica = self.replicas.setdefault(snap.conn_id, Replica())
+        replica = self.replicas.get(snap.conn_id)
+        if replica is None:
+            replica = self.replicas[snap.conn_id] = self._new_replica()
         try:
             replica.book.load(snap.bids, snap.asks)
         except BadLevel as exc:
@@ -239,6 +291,10 @@ class ReplicatedBook:
         if not self._verify(replica, snap.checksum):
             self._fail(snap.conn_id, replica, "snapshot checksum mismatch", out)
             return out
+        if not self.may_cross and replica.book.is_crossed():
+            self._snapshot_crossed(snap.conn_id, replica, now_ns, out)
+            return out
+        replica.crossed_backoff.reset()
         replica.state, _ = transition(
             "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.SNAPSHOT_MATCHED
         )
@@ -254,16 +310,29 @@ class ReplicatedBook:
         if replica is None or replica.state is not ReplicaState.VALID:
             return out  # nothing to apply to until this connection's next snapshot
         try:
-            replica.book.apply(diff.bids, diff.asks)
+            pruned = replica.book.apply(diff.bids, diff.asks)
         except BadLevel as exc:
             self._refuse(diff.conn_id, replica, f"bad update: {exc}", out)
             return out
         removed_bids: list[Level] = []
         removed_asks: list[Level] = []
+        if pruned is not None:
+            removed_bids, removed_asks = pruned
+            if diff.conn_id == self.leader:
+                self.stats.levels_pruned += len(removed_bids) + len(removed_asks)
         if self.depth is not None:
-            removed_bids, removed_asks = replica.book.truncate(self.depth)
+            truncated = replica.book.truncate(self.depth)
+            removed_bids += truncated[0]
+            removed_asks += truncated[1]
         if not self._verify(replica, diff.checksum):
             self._fail(diff.conn_id, replica, "checksum mismatch", out)
+            return out
+        if not self.may_cross and replica.book.is_crossed():
+            reason = crossed_reason(replica.book) or "crossed book"
+            self.stats.crossed += 1
+            self.stats.crossed_faults += 1
+            out.append(BookCrossed(self.key, diff.conn_id, reason))
+            self._fail(diff.conn_id, replica, reason, out)
             return out
         if diff.checksum is not None:
             self._measure_lag(diff.conn_id, replica, diff.checksum, now_ns)
@@ -287,10 +356,19 @@ class ReplicatedBook:
         return out
 
     def on_timer(self, now_ns: int) -> list[ArbiterEvent]:
-        return []
+        """Resubscribes the replicas whose wait after a crossed snapshot passed."""
+        out: list[ArbiterEvent] = []
+        for conn_id, replica in self.replicas.items():
+            if replica.state is ReplicaState.RETRY_WAIT and replica.retry_at_ns <= now_ns:
+                self._replica(conn_id, replica, ReplicaEvent.RETRY_DUE, "retry", out)
+        return out
 
     def deadline_ns(self) -> int | None:
-        return None
+        """The earliest retry deadline of a replica waiting after a crossed snapshot."""
+        return min(
+            (r.retry_at_ns for r in self.replicas.values() if r.state is ReplicaState.RETRY_WAIT),
+            default=None,
+        )
 
     # --- the machines -------------------------------------------------------------------
 
@@ -302,19 +380,55 @@ class ReplicatedBook:
 
     def _fail(self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent]) -> None:
         """Moves the replica machine on FAILED and carries out its actions."""
-        replica.state, actions = transition(
-            "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.FAILED
-        )
-        for _ in actions:  # the one action: resubscribe
-            replica.book.clear()
-            self.stats.replica_failures += 1
-            self.stats.resyncs += 1
-            log.warning(
-                "%s: replica of conn %d failed (%s); resubscribing", self.key, conn_id, reason
-            )
-            out.append(ResubscribeWanted(self.key, conn_id, reason))
+        self._replica(conn_id, replica, ReplicaEvent.FAILED, reason, out)
         if conn_id == self.leader:
             self._elect(f"leader failed: {reason}", out)
+
+    def _snapshot_crossed(
+        self, conn_id: int, replica: Replica, now_ns: int, out: list[ArbiterEvent]
+    ) -> None:
+        """A snapshot built a crossed replica: not used; its connection waits to resubscribe."""
+        reason = crossed_reason(replica.book) or "crossed book"
+        self.stats.crossed += 1
+        self.stats.crossed_faults += 1
+        self.stats.snapshots_unused += 1
+        out.append(BookCrossed(self.key, conn_id, reason))
+        replica.book.clear()
+        replica.state, actions = transition(
+            "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.SNAPSHOT_CROSSED
+        )
+        wait = ""
+        for _ in actions:  # the one action: start the retry clock
+            delay_ns, wait = crossed_retry(replica.crossed_backoff)
+            replica.retry_at_ns = now_ns + delay_ns
+        if conn_id == self.leader:
+            self._elect(f"leader failed: {reason}", out)
+        if wait:
+            # Said to subscribers while no replica is published (the output's table).
+            self._output(OutputEvent.REPLICA_WAITS, f"conn {conn_id}: {reason}; {wait}", out)
+
+    def _replica(
+        self,
+        conn_id: int,
+        replica: Replica,
+        event: ReplicaEvent,
+        reason: str,
+        out: list[ArbiterEvent],
+    ) -> None:
+        """Moves ``replica``'s machine on ``event`` (not SNAPSHOT_CROSSED, which
+        :meth:`_snapshot_crossed` handles) and carries out its actions."""
+        replica.state, actions = transition("replica", REPLICA_TRANSITIONS, replica.state, event)
+        for action in actions:
+            if action is ReplicaAction.RESUBSCRIBE:
+                replica.book.clear()
+                self.stats.replica_failures += 1
+                self.stats.resyncs += 1
+                log.warning(
+                    "%s: replica of conn %d failed (%s); resubscribing", self.key, conn_id, reason
+                )
+                out.append(ResubscribeWanted(self.key, conn_id, reason))
+            elif action is ReplicaAction.RETRY:
+                out.append(ResubscribeWanted(self.key, conn_id, "retry after a crossed snapshot"))
 
     def _elect(
         self, reason: str, out: list[ArbiterEvent], prefer: int | None = None, venue_ms: int = -1
@@ -360,6 +474,9 @@ class ReplicatedBook:
                 out.append(StatusChange(self.key, self.state, reason))
 
     # --- internals ----------------------------------------------------------------------
+
+    def _new_replica(self) -> Replica:
+        return Replica(L2Book(self.max_levels))
 
     def _verify(self, replica: Replica, expected: int | None) -> bool:
         if expected is None or self.checksum is None:

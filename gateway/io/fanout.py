@@ -65,7 +65,7 @@ from gateway.core.pipeline import BookState
 from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_answer
-from gateway.io.logs import LimitedLog
+from gateway.io.logs import FD_EXHAUSTION, LimitedLog
 from gateway.wire.config import ListenError, ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
     Bbo,
@@ -187,7 +187,9 @@ class FanoutStats:
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):
-    """One subscriber's counters, as read by :meth:`Fanout.subscriber_stats`."""
+    """One subscriber's counters, as read by :meth:`Fanout.subscriber_stats`; its lag:
+    ``buffered_bytes`` written but not yet sent, ``behind_s`` how long it has been behind
+    (0 while live)."""
 
     id: int
     remote: str
@@ -199,6 +201,8 @@ class SubscriberStats(msgspec.Struct, frozen=True):
     conflations: int
     bad_requests: int
     behind: bool
+    buffered_bytes: int
+    behind_s: float
 
 
 class _Subscriber:
@@ -1089,6 +1093,7 @@ class Fanout:
             listening = await serve(self._handle, host, port, **options)
         except OSError as exc:
             raise listen_error(exc, host, port) from exc
+        FD_EXHAUSTION.watch(asyncio.get_running_loop())  # accepts out of descriptors
         async with contextlib.AsyncExitStack() as stack:
             server = await stack.enter_async_context(listening)
             if unix_path is not None:
@@ -1104,6 +1109,7 @@ class Fanout:
                 while True:
                     await asyncio.sleep(self.check_interval_s)
                     self.check_behind()
+                    FD_EXHAUSTION.probe("accepting subscribers")
             finally:
                 self.addresses = []
 
@@ -1146,6 +1152,7 @@ class Fanout:
         return self.addresses[0][1]
 
     def subscriber_stats(self) -> list[SubscriberStats]:
+        now_s = self._clock_s()
         return [
             SubscriberStats(
                 sub.id,
@@ -1158,6 +1165,8 @@ class Fanout:
                 sub.flow.conflations,
                 sub.bad_requests,
                 sub.flow.state is not _LIVE,
+                sub.buffered(),
+                now_s - sub.flow.behind_since_s if sub.flow.state is _BEHIND else 0.0,
             )
             for sub in self._subs
         ]
@@ -1170,6 +1179,7 @@ class Fanout:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """The handshake's checks, in order: the Origin (403), the token (401), the path
         (an HTTP route, the WebSocket endpoint, or 404). None: go on with the WebSocket."""
+        FD_EXHAUSTION.succeeded()  # a connection was accepted
         path, _, query = request.path.partition("?")
         origins = request.headers.get_all("Origin")
         if origins and (len(origins) > 1 or origins[0] not in self.allowed_origins):

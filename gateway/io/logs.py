@@ -1,6 +1,7 @@
 """Log helpers for the shells: lines limited per cause (see :mod:`gateway.core.lograte`),
 for log lines a peer can trigger at will (refused subscribers, bad frames, failing
-endpoints); and :class:`JsonFormatter`, one JSON object per line for log collectors.
+endpoints); :class:`JsonFormatter`, one JSON object per line for log collectors; and
+file-descriptor exhaustion, logged once per episode (:class:`FdExhaustion`).
 
 Log calls give the venue, connection and symbol they concern as record attributes,
 ``log.warning(..., extra={"venue": ..., "connection": ...})``; the JSON lines carry them
@@ -9,15 +10,19 @@ as fields (:data:`CONTEXT_FIELDS`), the text lines do not show them.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
 from gateway.core.lograte import LogLimiter
+from gateway.io.changes import StateChanges
 
 #: Record attributes a JSON line carries as fields when the log call set them (``extra=``).
 CONTEXT_FIELDS: Final = ("venue", "connection", "endpoint", "symbol", "subscriber")
@@ -117,3 +122,125 @@ class LimitedLog:
         extra: Mapping[str, object] | None = None,
     ) -> bool:
         return self.log(logging.INFO, cause, msg, *args, extra=extra)
+
+
+#: The errnos of a process (EMFILE) or the system (ENFILE) out of file descriptors.
+FD_EXHAUSTION_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def fd_exhaustion_error(exc: BaseException) -> OSError | None:
+    """The EMFILE/ENFILE error ``exc`` is or was caused by (httpx wraps it), else None."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a cause chain is short; a cycle must not loop
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in FD_EXHAUSTION_ERRNOS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class FdExhaustion:
+    """Episodes of file-descriptor exhaustion: every connect or accept fails while the
+    process is out of descriptors, so each failure is counted and only the first of an
+    episode is logged, as an ERROR saying what to do. The episode ends at the next
+    successful connect or accept (:meth:`succeeded`).
+
+    One instance serves the whole process (:data:`FD_EXHAUSTION`): the descriptors are
+    the process's. :meth:`watch` routes the event loop's accept failures here (asyncio
+    reports them; uvloop does not), and :meth:`probe`, called often, finds an exhaustion
+    on any loop by opening a descriptor at most every ``probe_interval_s``.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        probe_interval_s: float = 1.0,
+        clock_s: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.probe_interval_s = probe_interval_s
+        self._clock_s = clock_s
+        self._next_probe_s = 0.0
+        #: In an episode: failures since the last success.
+        self.failing = 0
+        #: Episodes since start.
+        self.episodes = 0
+        #: Failures since start.
+        self.failures = 0
+        #: Notified after every failure counted and every episode's end.
+        self.changes = StateChanges()
+
+    def failed(self, exc: BaseException, doing: str) -> bool:
+        """Counts ``exc`` when it is a descriptor exhaustion (True), logging the first of
+        an episode; False, and nothing counted, for any other error."""
+        error = fd_exhaustion_error(exc)
+        if error is None:
+            return False
+        self.failures += 1
+        self.failing += 1
+        if self.failing == 1:
+            self.episodes += 1
+            self.logger.error(
+                "out of file descriptors %s (%s): connections fail until descriptors are "
+                "free; raise the limit (ulimit -n, systemd LimitNOFILE=)",
+                doing,
+                error.strerror or errno.errorcode.get(error.errno or 0, "?"),
+            )
+        self.changes.notify()
+        return True
+
+    def succeeded(self) -> None:
+        """A connect or accept succeeded: an episode in progress is over."""
+        if self.failing:
+            self.logger.warning("file descriptors available again after %d failures", self.failing)
+            self.failing = 0
+            self.changes.notify()
+
+    def probe(self, doing: str) -> None:
+        """Counts a failure (starting an episode) if no descriptor can be opened now;
+        does nothing until ``probe_interval_s`` passed since the last probe."""
+        now_s = self._clock_s()
+        if now_s < self._next_probe_s:
+            return
+        self._next_probe_s = now_s + self.probe_interval_s
+        try:
+            fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if not self.failed(exc, doing):
+                raise
+            return
+        os.close(fd)
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Routes ``loop``'s descriptor-exhaustion reports (asyncio's accept loop reports
+        them to the loop's exception handler, once a second while they last) here; every
+        other report goes to the handler that was installed before. Idempotent."""
+        previous = loop.get_exception_handler()
+        if isinstance(previous, _FdExhaustionHandler) and previous.owner is self:
+            return
+        loop.set_exception_handler(_FdExhaustionHandler(self, previous))
+
+
+class _FdExhaustionHandler:
+    def __init__(
+        self,
+        owner: FdExhaustion,
+        previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+    ) -> None:
+        self.owner = owner
+        self.previous = previous
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, BaseException) and self.owner.failed(exc, "accepting subscribers"):
+            return
+        if self.previous is None:
+            loop.default_exception_handler(context)
+        else:
+            self.previous(loop, context)
+
+
+#: The process's descriptor-exhaustion episodes (upstream connects, subscriber accepts).
+FD_EXHAUSTION: Final = FdExhaustion(logging.getLogger("gateway.fd"))

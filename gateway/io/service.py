@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http
 import itertools
 import random
 import time
 from collections.abc import Callable, Sequence
 
+import msgspec
+
 from gateway.core import pipeline
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
 from gateway.core.backoff import Backoff
+from gateway.core.budget import AttemptBudget
 from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
+from gateway.io.health import HttpAnswer
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
@@ -57,6 +62,10 @@ class VenueRuntime:
         self._publish = publish
         self._clock_ns = clock_ns
         self.connections: dict[int, Connection] = {}
+        #: Connection attempts of every connection of the venue together.
+        self.attempts = AttemptBudget(
+            self.adapter.connect_attempts_per_window, self.adapter.connect_window_s
+        )
         subscribe = self.adapter.subscribe_messages(cfg.symbols)
         endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
         for index, endpoint in enumerate(endpoints):
@@ -88,14 +97,17 @@ class VenueRuntime:
                 on_snapshot=self.on_snapshot,
                 timeout_s=cfg.rest_timeout_s,
                 on_response=None if capture is None else capture.record_rest,
+                max_body_bytes=cfg.max_rest_body_bytes,
             )
         self.pipeline = pipeline.VenuePipeline(
             self.adapter,
             cfg.symbols,
             reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
             max_pending=cfg.max_pending,
+            max_id_jump=cfg.max_id_jump,
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
+            max_levels=cfg.max_levels,
         )
 
     def _connection(
@@ -121,6 +133,8 @@ class VenueRuntime:
             ping_interval_s=self.adapter.ping_interval_s,
             max_messages_per_s=self.adapter.max_messages_per_s,
             changes=self.connection_changes,
+            healthy_after_s=cfg.healthy_after_s,
+            attempts=self.attempts,
             venue=cfg.venue,
         )
 
@@ -188,6 +202,13 @@ class VenueRuntime:
         return reconnect
 
 
+def subscribers_answer(fanout: Fanout) -> HttpAnswer:
+    """``GET /subscribers``: every connected subscriber's counters and lag, as JSON
+    ``{"subscribers": [...]}`` (the fields of :class:`~gateway.io.fanout.SubscriberStats`)."""
+    document = {"subscribers": fanout.subscriber_stats()}
+    return HttpAnswer(http.HTTPStatus.OK, "application/json", msgspec.json.encode(document))
+
+
 class Service:
     """The whole gateway for one configuration."""
 
@@ -208,6 +229,7 @@ class Service:
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
         )
+        self.fanout.http_routes["/subscribers"] = functools.partial(subscribers_answer, self.fanout)
         conn_ids = itertools.count(0)
         #: Notified after every upstream connection goes up or down (the pipeline told) and
         #: after every failed attempt: ``await connection_changes.wait_until(...)`` waits on

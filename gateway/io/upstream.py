@@ -4,9 +4,10 @@ fetcher. Thin: they receive, hand bytes to the service, and act on what it retur
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -14,10 +15,16 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.core.backoff import Backoff
-from gateway.core.budget import RATE_LIMIT_STATUSES, WeightBudget, retry_after_s
+from gateway.core.backoff import Backoff, ReconnectPolicy
+from gateway.core.budget import (
+    RATE_LIMIT_STATUSES,
+    AttemptBudget,
+    WeightBudget,
+    retry_after_s,
+)
 from gateway.core.model import DepthSnapshot, VenueContractError
 from gateway.io.changes import StateChanges
+from gateway.io.logs import FD_EXHAUSTION, FdExhaustion, LimitedLog
 from gateway.wire.venues import VenueAdapter
 
 log = logging.getLogger(__name__)
@@ -28,6 +35,10 @@ MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 MAX_QUEUED_FRAMES: Final = 64
 #: Outgoing messages a connection may hold (resubscribes, pings) beyond its subscriptions.
 MAX_OUTBOX_MESSAGES: Final = 64
+#: Largest REST snapshot body read by default (a 5000-level snapshot is under 1 MiB).
+MAX_REST_BODY_BYTES: Final = 16 * 1024 * 1024
+#: Bytes of a failed REST response's body quoted in its error.
+ERROR_BODY_QUOTE_BYTES: Final = 200
 
 #: on_frame(conn_id, raw, recv_ns) -> True when the venue asked this connection to reconnect.
 FrameHandler = Callable[[int, bytes, int], bool]
@@ -46,11 +57,21 @@ class ConnectionStats:
     reconnects: int = 0
     #: Attempts that failed before the connection was open (refused, timed out, rejected).
     failed_attempts: int = 0
+    #: Waits before an attempt because the venue's connection-attempt budget was spent.
+    budget_waits: int = 0
     messages_sent: int = 0
     #: Outgoing messages not queued: connection down or its queue full.
     messages_dropped: int = 0
     last_error: str = ""
     connected_since_s: float = 0.0
+
+
+class _Ended(enum.Enum):
+    """Why an open connection ended, besides its close."""
+
+    NOTICE = enum.auto()
+    AGED = enum.auto()
+    STALLED = enum.auto()
 
 
 class Connection:
@@ -64,8 +85,15 @@ class Connection:
 
     Reconnects with capped exponential backoff and jitter after a failure; at once after a
     venue's reconnect notice or when the connection reaches ``max_age_s`` (renewed before
-    the venue's own limit). A connection that delivers nothing for ``stall_timeout_s`` is
-    closed and reopened.
+    the venue's own limit), if it was healthy. The backoff starts over only once the
+    connection was up and receiving for ``healthy_after_s``
+    (:class:`~gateway.core.backoff.ReconnectPolicy` decides). A connection that delivers
+    nothing for ``stall_timeout_s`` is closed and reopened. Every attempt first waits for
+    the venue's ``attempts`` budget, shared by the venue's connections.
+
+    ``clock_s`` and ``sleep`` are the time everything here runs on: the policy, the
+    budget, the waits between attempts, the stall and age deadlines (the connect's own
+    ``open_timeout_s`` excepted).
     """
 
     def __init__(
@@ -84,13 +112,24 @@ class Connection:
         ping_interval_s: float = 20.0,
         max_messages_per_s: float = 4.0,
         changes: StateChanges | None = None,
+        healthy_after_s: float = 10.0,
+        attempts: AttemptBudget | None = None,
+        clock_s: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fd_exhaustion: FdExhaustion = FD_EXHAUSTION,
         venue: str = "",
     ) -> None:
         self.conn_id = conn_id
         self.url = url
         self._on_frame = on_frame
         self._on_state = on_state
-        self._backoff = backoff
+        self.policy = ReconnectPolicy(backoff, healthy_after_s)
+        #: The venue's connection-attempt budget; None: attempts are not limited.
+        self.attempts = attempts
+        self._clock_s = clock_s
+        self._sleep = sleep
+        self._fd_exhaustion = fd_exhaustion
+        self._log = LimitedLog(log, clock_s=clock_s)
         self._stall_timeout_s = stall_timeout_s
         self._max_age_s = max_age_s
         self._open_timeout_s = open_timeout_s
@@ -99,6 +138,8 @@ class Connection:
         self._ping_interval_s = ping_interval_s
         self._send_interval_s = 1.0 / max_messages_per_s
         self._outbox: asyncio.Queue[bytes] | None = None
+        #: When the open connection last received a frame (or opened), on ``clock_s``.
+        self._last_recv_s = 0.0
         self.stats = ConnectionStats()
         #: Notified after the connection goes up (``on_state`` told) or down, and after a
         #: failed attempt; may be shared by several connections.
@@ -122,13 +163,33 @@ class Connection:
     async def run(self) -> None:
         """Runs until cancelled."""
         while True:
-            reconnect_now = await self._session()
-            delay_s = 0.0 if reconnect_now else self._backoff.next_delay_s()
-            await asyncio.sleep(delay_s)
+            await self._within_budget()
+            renew = await self._session()
+            await self._sleep(self.policy.ended(renew=renew))
+
+    async def _within_budget(self) -> None:
+        """Waits until the venue's attempt budget admits an attempt, and spends it."""
+        if self.attempts is None:
+            return
+        while (wait_s := self.attempts.wait_s(self._clock_s())) > 0:
+            self.stats.budget_waits += 1
+            self._log.warning(
+                "attempt budget",
+                "conn %d %s: the venue's connection-attempt budget (%d per %g s) is spent; "
+                "waiting %.1f s",
+                self.conn_id,
+                self.endpoint,
+                self.attempts.budget,
+                self.attempts.window_s,
+                wait_s,
+                extra=self.log_fields,
+            )
+            await self._sleep(wait_s)
+        self.attempts.spend(self._clock_s())
 
     async def _session(self) -> bool:
-        """One connection's life. Returns True when the next attempt should not wait."""
-        loop = asyncio.get_running_loop()
+        """One attempt and, if it connects, the connection's life. Returns True when the
+        connection ended to be renewed (the venue's notice, its maximum age)."""
         try:
             async with connect(
                 self.url,
@@ -140,7 +201,7 @@ class Connection:
                 max_size=MAX_FRAME_BYTES,
                 max_queue=MAX_QUEUED_FRAMES,
             ) as ws:
-                self._up(loop.time())
+                self._up(self._clock_s())
                 outbox: asyncio.Queue[bytes] = asyncio.Queue(
                     maxsize=MAX_OUTBOX_MESSAGES + len(self._subscribe_messages)
                 )
@@ -152,49 +213,80 @@ class Connection:
                     if self._ping_message is not None:
                         helpers.append(tasks.create_task(self._ping(outbox, self._ping_message)))
                     try:
-                        return await self._read(ws, loop)
+                        return await self._read(ws, tasks)
                     finally:
                         for helper in helpers:
                             helper.cancel()
         except TimeoutError:
             self._failed("connect timed out")
-        except (OSError, websockets.exceptions.WebSocketException) as exc:
-            self._failed(f"{type(exc).__name__}: {exc}")
+        except OSError as exc:
+            if self._fd_exhaustion.failed(exc, "connecting upstream"):
+                self._failed(f"{type(exc).__name__}: {exc}", logged=True)
+            else:
+                self._failed(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        except websockets.exceptions.WebSocketException as exc:
+            self._failed(f"{type(exc).__name__}: {exc}", type(exc).__name__)
         finally:
             self._outbox = None
             self._down()
         return False
 
-    async def _read(self, ws: ClientConnection, loop: asyncio.AbstractEventLoop) -> bool:
-        """Hands every frame to the service until the connection ends; returns True when
-        the next connection should be opened at once."""
-        age_deadline = loop.time() + self._max_age_s
+    async def _read(self, ws: ClientConnection, tasks: asyncio.TaskGroup) -> bool:
+        """Hands every frame to the service until the connection ends (closed, stalled,
+        aged, or the venue's notice); returns True when it ended to be renewed."""
+        up_s = self._last_recv_s = self._clock_s()
+        receiver = tasks.create_task(self._receive(ws))
+        watchdog = tasks.create_task(self._watch(up_s + self._max_age_s))
         try:
-            async with asyncio.timeout(None) as deadline:
-                while True:
-                    deadline.reschedule(min(loop.time() + self._stall_timeout_s, age_deadline))
-                    raw = await ws.recv(decode=False)
-                    self.stats.frames += 1
-                    self.stats.received_bytes += len(raw)
-                    if self.stats.frames == 1 or self._backoff.failures:
-                        self._backoff.reset()
-                    if self._on_frame(self.conn_id, raw, time.time_ns()):
-                        self.stats.last_error = "venue asked to reconnect"
-                        log.info(
-                            "conn %d %s: venue asked to reconnect",
-                            self.conn_id,
-                            self.endpoint,
-                            extra=self.log_fields,
-                        )
-                        return True
-        except TimeoutError:
-            if loop.time() >= age_deadline:
-                self.stats.last_error = "renewed at max age"
-                return True
+            done, _ = await asyncio.wait((receiver, watchdog), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            receiver.cancel()
+            watchdog.cancel()
+        ended = receiver.result() if receiver in done else watchdog.result()
+        if ended is _Ended.NOTICE:
+            self.stats.last_error = "venue asked to reconnect"
+            self._log.info(
+                "reconnect notice",
+                "conn %d %s: venue asked to reconnect",
+                self.conn_id,
+                self.endpoint,
+                extra=self.log_fields,
+            )
+            return True
+        if ended is _Ended.AGED:
+            self.stats.last_error = "renewed at max age"
+            return True
+        if ended is _Ended.STALLED:
             self._failed("stalled")
-        except websockets.exceptions.ConnectionClosed as exc:
-            self._failed(f"closed: {exc}")
+        else:
+            self._failed(f"closed: {ended}", "closed")
         return False
+
+    async def _receive(self, ws: ClientConnection) -> _Ended | websockets.ConnectionClosed:
+        """Receives until the venue's notice (NOTICE) or the close (returned)."""
+        try:
+            while True:
+                raw = await ws.recv(decode=False)
+                self._last_recv_s = now_s = self._clock_s()
+                self.stats.frames += 1
+                self.stats.received_bytes += len(raw)
+                self.policy.received(now_s)
+                if self._on_frame(self.conn_id, raw, time.time_ns()):
+                    return _Ended.NOTICE
+        except websockets.ConnectionClosed as exc:
+            return exc
+
+    async def _watch(self, age_deadline_s: float) -> _Ended:
+        """Returns when the connection stalled (nothing received for ``stall_timeout_s``)
+        or reached its age; wakes about once per ``stall_timeout_s`` while frames flow."""
+        while True:
+            now_s = self._clock_s()
+            if now_s >= age_deadline_s:
+                return _Ended.AGED
+            stall_s = self._last_recv_s + self._stall_timeout_s
+            if now_s >= stall_s:
+                return _Ended.STALLED
+            await self._sleep(min(stall_s, age_deadline_s) - now_s)
 
     async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[bytes]) -> None:
         try:
@@ -220,7 +312,15 @@ class Connection:
         if self.stats.connects > 1:
             self.stats.reconnects += 1
         self.stats.connected_since_s = now_s
-        log.info("conn %d connected to %s", self.conn_id, self.endpoint, extra=self.log_fields)
+        self.policy.connected(self._clock_s())
+        self._fd_exhaustion.succeeded()
+        self._log.info(
+            "connected",
+            "conn %d connected to %s",
+            self.conn_id,
+            self.endpoint,
+            extra=self.log_fields,
+        )
         self._on_state(self.conn_id, True)
         self.changes.notify()
 
@@ -230,11 +330,21 @@ class Connection:
             self._on_state(self.conn_id, False)
             self.changes.notify()
 
-    def _failed(self, what: str) -> None:
+    def _failed(self, what: str, cause: str | None = None, *, logged: bool = False) -> None:
+        """Counts and logs a failure; ``cause`` (default ``what``) is its kind, per which
+        the log is limited: a venue chooses the text of its close reasons."""
         if not self.stats.connected:
             self.stats.failed_attempts += 1
         self.stats.last_error = what
-        log.warning("conn %d %s: %s", self.conn_id, self.endpoint, what, extra=self.log_fields)
+        if not logged:
+            self._log.warning(
+                cause or what,
+                "conn %d %s: %s",
+                self.conn_id,
+                self.endpoint,
+                what,
+                extra=self.log_fields,
+            )
         self.changes.notify()
 
 
@@ -248,8 +358,14 @@ class FetcherStats:
     #: Waits before a request for the weight budget or a venue's ban, and their seconds.
     rate_limit_waits: int = 0
     rate_limit_wait_s: float = 0.0
+    #: Responses abandoned because their body exceeded ``max_body_bytes`` (in ``failures``).
+    oversized: int = 0
     last_error: str = ""
     by_base: dict[str, int] = field(default_factory=dict)
+
+
+class BodyTooLarge(VenueContractError):
+    """A REST body above the configured cap: abandoned unread, a failed fetch."""
 
 
 class RateLimited(Exception):
@@ -267,6 +383,10 @@ class SnapshotFetcher:
     minute is kept under the venue's budget (:class:`gateway.core.budget.WeightBudget`,
     on ``clock_s``). Repeated requests for the same symbol back off, so a snapshot that
     keeps coming back older than the stream does not hammer the venue.
+
+    Bodies are read as a stream and abandoned (a failed fetch, :class:`BodyTooLarge`) as
+    soon as they pass ``max_body_bytes``, decompressed; a declared ``Content-Length`` above
+    it is not read at all. Failures are logged rate-limited per base and kind.
     """
 
     def __init__(
@@ -282,6 +402,7 @@ class SnapshotFetcher:
         transport: httpx.AsyncBaseTransport | None = None,
         on_response: Callable[[str, bytes, int], object] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
+        max_body_bytes: int = MAX_REST_BODY_BYTES,
     ) -> None:
         if adapter.snapshot_url is None or adapter.parse_snapshot is None:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
@@ -301,6 +422,8 @@ class SnapshotFetcher:
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._clock_s = clock_s
+        self._max_body_bytes = max_body_bytes
+        self._log = LimitedLog(log, clock_s=clock_s)
         self._weight = adapter.snapshot_weight(limit)
         self.budget = WeightBudget(adapter.rest_weight_per_minute)
         self.stats = FetcherStats()
@@ -343,11 +466,18 @@ class SnapshotFetcher:
                 except RateLimited as exc:
                     self.stats.rate_limited += 1
                     self.budget.rate_limited(exc.retry_after_s, self._clock_s())
-                    self._fail(base, symbol, str(exc))
+                    self._fail(base, symbol, str(exc), "rate limited")
                     break
                 except (httpx.HTTPError, VenueContractError) as exc:
-                    self._fail(base, symbol, f"{type(exc).__name__}: {exc}")
+                    if isinstance(exc, BodyTooLarge):
+                        self.stats.oversized += 1
+                    if FD_EXHAUSTION.failed(exc, "fetching snapshots"):
+                        self.stats.failures += 1
+                        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                        continue
+                    self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
                     continue
+                FD_EXHAUSTION.succeeded()
                 self.stats.snapshots += 1
                 self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
                 self._on_snapshot(snapshot)
@@ -358,30 +488,33 @@ class SnapshotFetcher:
         url = self._snapshot_url(base, symbol, self._limit)
         self.stats.requests += 1
         self.budget.spend(self._weight, self._clock_s())
-        response = await client.get(url)
-        if response.status_code in RATE_LIMIT_STATUSES:
-            retry_after = retry_after_s(response.headers.get("Retry-After", ""))
-            raise RateLimited(retry_after, response.status_code)
-        used = response.headers.get("X-MBX-USED-WEIGHT-1M", "")
-        if used.isdigit():
-            self.budget.observe_used(int(used), self._clock_s())
-        if response.status_code != 200:
-            raise httpx.HTTPStatusError(
-                f"HTTP {response.status_code}: {response.text[:200]}",
-                request=response.request,
-                response=response,
-            )
+        async with client.stream("GET", url) as response:
+            if response.status_code in RATE_LIMIT_STATUSES:
+                retry_after = retry_after_s(response.headers.get("Retry-After", ""))
+                raise RateLimited(retry_after, response.status_code)
+            used = response.headers.get("X-MBX-USED-WEIGHT-1M", "")
+            if used.isdigit():
+                self.budget.observe_used(int(used), self._clock_s())
+            if response.status_code != 200:
+                quote = await _read_body(response, ERROR_BODY_QUOTE_BYTES, truncate=True)
+                raise httpx.HTTPStatusError(
+                    f"HTTP {response.status_code}: {quote.decode(errors='replace')}",
+                    request=response.request,
+                    response=response,
+                )
+            body = await _read_body(response, self._max_body_bytes)
         recv_ns = time.time_ns()
         if self._on_response is not None:
-            self._on_response(url, response.content, recv_ns)
-        return self._parse_snapshot(symbol, response.content, recv_ns, -1)
+            self._on_response(url, body, recv_ns)
+        return self._parse_snapshot(symbol, body, recv_ns, -1)
 
     async def _respect_limits(self) -> None:
         """Sleep until the budget admits the next request (asked again after each sleep)."""
         while (wait_s := self.budget.wait_s(self._weight, self._clock_s())) > 0:
             self.stats.rate_limit_waits += 1
             self.stats.rate_limit_wait_s += wait_s
-            log.warning(
+            self._log.warning(
+                "weight budget",
                 "%s: REST weight budget used or rate limited; waiting %.1f s",
                 self._adapter.venue,
                 wait_s,
@@ -389,13 +522,33 @@ class SnapshotFetcher:
             )
             await asyncio.sleep(wait_s)
 
-    def _fail(self, base: str, symbol: str, what: str) -> None:
+    def _fail(self, base: str, symbol: str, what: str, kind: str) -> None:
         self.stats.failures += 1
         self.stats.last_error = what
-        log.warning(
+        self._log.warning(
+            (base, kind),
             "snapshot of %s from %s failed: %s",
             symbol,
             base,
             what,
             extra={"venue": self._adapter.venue, "symbol": symbol},
         )
+
+
+async def _read_body(response: httpx.Response, max_bytes: int, *, truncate: bool = False) -> bytes:
+    """The body of a streamed ``response``, decompressed, read no further than
+    ``max_bytes``: above it, raises :class:`BodyTooLarge` (``truncate``: returns the first
+    ``max_bytes`` instead). A declared ``Content-Length`` above it is not read at all."""
+    declared = response.headers.get("Content-Length", "")
+    if not truncate and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(f"body of {declared} bytes declared, above {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            if truncate:
+                return b"".join(chunks)[:max_bytes]
+            raise BodyTooLarge(f"body above {max_bytes} bytes")
+    return b"".join(chunks)

@@ -180,13 +180,24 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     snapshot_limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
     reorder_window_ms: NonNegativeFloat = 100.0
     max_pending: PositiveInt = 4096
+    #: The cap of each book's levels per side; None: the venue's default (README).
+    max_levels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    #: The largest id jump one update may make before it is held for another connection
+    #: to confirm; None: the venue's link rule's own (docs/architecture.md).
+    max_id_jump: PositiveInt | None = None
     #: A connection that delivers nothing for this long is closed and reopened.
     stall_timeout_s: PositiveFloat = 10.0
     backoff_initial_s: PositiveFloat = 0.1
     backoff_max_s: PositiveFloat = 10.0
+    #: The reconnect backoff starts over only after a connection was up and receiving this
+    #: long, so an endpoint that accepts and drops backs off like one that refuses.
+    healthy_after_s: NonNegativeFloat = 10.0
     #: Connections are renewed before the venue's 24 h limit, staggered per endpoint.
     max_connection_age_s: PositiveFloat = 23 * 3600.0
     rest_timeout_s: PositiveFloat = 10.0
+    #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
+    #: snapshot is well under 1 MiB).
+    max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -255,6 +266,13 @@ def validate(config: Config) -> Config:
         adapter = ADAPTERS[venue.venue]
         if venue.rest or (adapter.snapshot_url is not None and not adapter.in_band_snapshots):
             _check_urls(venue.rest, ("http", "https"), f"{where}.rest")
+        if venue.max_levels is not None:
+            floor = max(adapter.venue_depth or 1, venue.snapshot_limit if venue.rest else 1)
+            if venue.max_levels < floor:
+                raise ConfigError(
+                    f"{where}.max_levels: must be >= {floor}, the depth of the venue's "
+                    "snapshots (its maintained depth, or snapshot_limit)"
+                )
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")
     return config

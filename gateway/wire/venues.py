@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from feeds import binance, binance_coinm, binance_usdm, bybit, coinbase, kraken, okx
 from gateway.core.arbiter import (
@@ -42,6 +42,11 @@ def _no_venue(head: bytes) -> str | None:
     return None
 
 
+#: The default cap of levels per side: twice the largest REST snapshot Binance serves
+#: (5000), whose diff streams cover the whole book.
+DEFAULT_MAX_LEVELS: Final = 10_000
+
+
 @dataclass(frozen=True)
 class VenueAdapter:
     """A venue's pure functions: URLs, messages, parsing, and how its stream is merged."""
@@ -67,6 +72,10 @@ class VenueAdapter:
     ping_interval_s: float = 20.0
     #: Outgoing messages per second the venue tolerates per connection.
     max_messages_per_s: float = 4.0
+    #: WebSocket connection attempts the venue allows per IP in ``connect_window_s``
+    #: (docs/exchange-protocols.md); the venue's connections share this budget.
+    connect_attempts_per_window: int = 300
+    connect_window_s: float = 300.0
     #: The venue sends a snapshot in band on every subscribe: a resync resubscribes, and
     #: REST snapshots (where ``snapshot_url`` is set) are used only when configured.
     in_band_snapshots: bool = False
@@ -87,6 +96,17 @@ class VenueAdapter:
     checksum_at_precision: Callable[[int, int], Checksum] | None = None
     #: Unsequenced venues: replicas are truncated to the subscribed depth after every message.
     replica_depth: int | None = None
+    #: Levels per side the venue's book holds as the gateway subscribes it (its snapshots'
+    #: depth, which it maintains), or None where the stream covers the whole book; a cap
+    #: below it would refuse the venue's own snapshots (README, ``venues[].max_levels``).
+    venue_depth: int | None = None
+    #: The default cap of each book's levels per side (``venues[].max_levels``): the venue's
+    #: maintained depth with a safety margin; levels beyond it are pruned farthest first.
+    max_levels: int = DEFAULT_MAX_LEVELS
+    #: The venue's own book may be crossed momentarily (documented by the venue, seen in
+    #: its recorded sessions): a crossed book is then published and counted only. False:
+    #: a crossed book is a venue fault, never published, rebuilt (docs/architecture.md).
+    may_cross: bool = False
     # --- what identifies the venue in recorded captures (gateway.capture.venues asks) ---
     #: Hosts of the venue's WebSocket and REST endpoints, and the venue each names: a URL
     #: is a host's when its host is that name or a subdomain of it (the longest match wins).
@@ -117,10 +137,20 @@ class VenueAdapter:
         *,
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_levels: int | None = None,
+        max_id_jump: int | None = None,
     ) -> SymbolArbiter:
+        """``max_levels`` None: the venue's default cap (:attr:`max_levels`)."""
         key = symbol_key(self.venue, symbol)
+        cap = self.max_levels if max_levels is None else max_levels
         if self.mode == "unsequenced":
-            return ReplicatedBook(key, checksum=self.checksum(symbol), depth=self.replica_depth)
+            return ReplicatedBook(
+                key,
+                checksum=self.checksum(symbol),
+                depth=self.replica_depth,
+                max_levels=cap,
+                may_cross=self.may_cross,
+            )
         if self.link_rule is None:
             raise ValueError(f"sequenced venue {self.venue} has no link rule")
         return SequencedBook(
@@ -129,6 +159,9 @@ class VenueAdapter:
             reorder_window_ns=reorder_window_ns,
             max_pending=max_pending,
             checksum=self.checksum(symbol),
+            max_levels=cap,
+            may_cross=self.may_cross,
+            max_id_jump=max_id_jump,
         )
 
 
@@ -252,6 +285,8 @@ def _binance_futures(feed: _BinanceFuturesModule) -> VenueAdapter:
         trade_endpoint=lambda endpoint: endpoint.removesuffix("/public") + "/market",
         trade_stream_url=feed.market_stream_url,
         max_messages_per_s=8.0,  # the futures markets disconnect above 10 per second
+        # The futures docs give no attempt limit: spot's 300 per 5 minutes is assumed.
+        connect_attempts_per_window=300,
     )
 
 
@@ -272,16 +307,27 @@ def _bybit(
         parse_snapshot=parse_snapshot,
         snapshot_paths=(bybit.SNAPSHOT_PATH,),
         link_rule=bybit.BybitRule,
+        # 500 connections per 5 minutes per WebSocket domain, which spot and linear share.
+        connect_attempts_per_window=250,
+        connect_window_s=300.0,
         url_venue=bybit.url_venue,
         url_venues=bybit.CATEGORY_VENUES,
         exchange=bybit.EXCHANGE,
+        venue_depth=bybit.DEFAULT_DEPTH,
+        # Twice the deepest topic, so that captures of any depth (history files) verify.
+        max_levels=2 * max(bybit.BOOK_DEPTHS),
     )
 
+
+#: Coinbase's level2 is the full book (tens of thousands of levels per side in recorded
+#: sessions of BTC-USD): a cap far above it, which bounds memory all the same.
+COINBASE_MAX_LEVELS: Final = 100_000
 
 ADAPTERS: dict[str, VenueAdapter] = {
     "binance": replace(
         _binance(binance, binance.BinanceSpotRule, 6000),
         max_messages_per_s=4.0,  # Binance disconnects above 5 per second
+        connect_attempts_per_window=300,  # per 5 minutes per IP, the default window
     ),
     "binance-usdm": _binance_futures(binance_usdm),
     "binance-coinm": _binance_futures(binance_coinm),
@@ -300,9 +346,13 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ping_interval_s=okx.PING_INTERVAL_S,
         # 480 subscribe requests per hour per connection; pings are sent well below this.
         max_messages_per_s=2.0,
+        connect_attempts_per_window=3,  # connection requests per second per IP
+        connect_window_s=1.0,
         link_rule=okx.OkxRule,
         checksum=lambda symbol: okx.book_checksum,
         notice_frame=okx.notice_frame,
+        venue_depth=okx.MAX_SNAPSHOT_LIMIT,  # ``books``: 400 levels, kept by the venue
+        max_levels=1000,
     ),
     "kraken": replace(
         _one_market(kraken, "unsequenced", kraken.connect_url),
@@ -314,10 +364,17 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ping_message=kraken.ping_message(),
         ping_interval_s=kraken.PING_INTERVAL_S,
         max_messages_per_s=2.0,
+        # Not in the venue's current docs; its older WebSocket docs name about 150
+        # connection attempts per rolling 10 minutes per IP (a 10-minute ban above).
+        connect_attempts_per_window=150,
+        connect_window_s=600.0,
         # The wire's own digits until the instrument channel announces the precisions.
         checksum=lambda symbol: kraken.book_checksum,
         checksum_at_precision=kraken.checksum_function,
         replica_depth=kraken.DEFAULT_DEPTH,
+        venue_depth=kraken.DEFAULT_DEPTH,
+        # Twice the deepest subscription, so that captures of any depth verify.
+        max_levels=2 * max(kraken.DEPTHS),
     ),
     "coinbase": replace(
         _one_market(coinbase, "unsequenced", coinbase.connect_url),
@@ -325,6 +382,10 @@ ADAPTERS: dict[str, VenueAdapter] = {
         resubscribe_messages=coinbase.resubscribe_messages,
         # Coinbase's 8 messages per second are per IP, shared by every connection.
         max_messages_per_s=2.0,
+        max_levels=COINBASE_MAX_LEVELS,
+        # 8 connections per second per IP (the stricter of the two pages that disagree).
+        connect_attempts_per_window=8,
+        connect_window_s=1.0,
     ),
     "coinbase-exchange": VenueAdapter(
         venue=coinbase.EXCHANGE_VENUE,
@@ -334,8 +395,11 @@ ADAPTERS: dict[str, VenueAdapter] = {
         ws_endpoints=coinbase.EXCHANGE_WS_ENDPOINTS,
         subscribe_messages=coinbase.exchange_subscribe_messages,
         max_messages_per_s=2.0,
+        connect_attempts_per_window=8,  # connection requests per second per IP (burst 20)
+        connect_window_s=1.0,
         hosts=coinbase.HOSTS,
         frame_venue=coinbase.frame_venue,
+        max_levels=COINBASE_MAX_LEVELS,
     ),
 }
 

@@ -1,10 +1,24 @@
+"""The backoff's delays, and the reconnect policy's health table and resets."""
+
 from __future__ import annotations
 
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.core.backoff import Backoff
+from gateway.core.backoff import (
+    HEALTH_TRANSITIONS,
+    Backoff,
+    Health,
+    HealthAction,
+    HealthEvent,
+    ReconnectPolicy,
+)
+from gateway.core.transitions import UndefinedTransition, transition
+
+from .state_tables import parse_table, undefined_pairs
 
 
 def test_delays_grow_exponentially_up_to_the_cap_with_jitter_inside() -> None:
@@ -39,3 +53,121 @@ def test_jitter_is_seeded_and_spreads_connections() -> None:
 def test_bad_parameters(initial: float, cap: float) -> None:
     with pytest.raises(ValueError):
         Backoff(initial, cap)
+
+
+# --- ReconnectPolicy: the backoff resets only after a healthy stretch --------------------------
+
+EXPECTED_HEALTH = parse_table(
+    """
+    DOWN     CONNECTED      UP       -
+    DOWN     ENDED          DOWN     BACK_OFF
+    UP       FRAME          UP       -
+    UP       SETTLED_FRAME  HEALTHY  RESET_BACKOFF
+    UP       ENDED          DOWN     BACK_OFF
+    UP       RENEWED        DOWN     BACK_OFF
+    HEALTHY  FRAME          HEALTHY  -
+    HEALTHY  SETTLED_FRAME  HEALTHY  -
+    HEALTHY  ENDED          DOWN     BACK_OFF
+    HEALTHY  RENEWED        DOWN     AT_ONCE
+    """,
+    Health,
+    HealthEvent,
+    HealthAction,
+)
+
+
+def test_the_health_table_is_exactly_these_rows() -> None:
+    assert dict(HEALTH_TRANSITIONS) == EXPECTED_HEALTH
+
+
+@pytest.mark.parametrize(("state", "event"), undefined_pairs(EXPECTED_HEALTH, Health, HealthEvent))
+def test_undefined_health_pairs_are_errors(state: Health, event: HealthEvent) -> None:
+    with pytest.raises(UndefinedTransition):
+        transition("health", HEALTH_TRANSITIONS, state, event)
+
+
+def _policy(healthy_after_s: float = 10.0) -> ReconnectPolicy:
+    return ReconnectPolicy(Backoff(0.1, 10.0, random.Random(3)), healthy_after_s)
+
+
+def test_an_endpoint_that_sends_a_frame_and_closes_backs_off_like_a_refusing_one() -> None:
+    flapping, refusing = _policy(), _policy()
+    now_s = 0.0
+    for _ in range(20):
+        ceiling_s = flapping.backoff.ceiling_s()
+        flapping.connected(now_s)
+        flapping.received(now_s + 0.001)
+        delay_s = flapping.ended()
+        assert 0.0 <= delay_s <= ceiling_s
+        assert refusing.ended() >= 0.0
+        now_s += 0.002 + delay_s
+    assert flapping.backoff.failures == refusing.backoff.failures == 20
+    assert flapping.backoff.ceiling_s() == 10.0, "the delays reached the cap"
+    assert flapping.state is Health.DOWN
+
+
+def test_the_backoff_resets_once_the_connection_received_for_healthy_after_s() -> None:
+    policy = _policy(healthy_after_s=10.0)
+    for _ in range(6):
+        policy.ended()
+    policy.connected(100.0)
+    policy.received(109.9)
+    assert policy.state is Health.UP and policy.backoff.failures == 6
+    policy.received(110.0)
+    assert policy.state is Health.HEALTHY and policy.backoff.failures == 0
+    # A healthy connection's next failure starts from initial_s again.
+    assert policy.ended() <= 0.1
+    assert policy.backoff.failures == 1
+
+
+def test_only_a_healthy_connection_is_renewed_at_once() -> None:
+    policy = _policy(healthy_after_s=10.0)
+    policy.connected(0.0)
+    policy.received(20.0)
+    assert policy.ended(renew=True) == 0.0
+    assert policy.backoff.failures == 0
+    # A reconnect notice right after every connect is a flapping endpoint: it backs off.
+    policy.connected(30.0)
+    policy.received(30.1)
+    policy.ended(renew=True)
+    assert policy.backoff.failures == 1
+
+
+def test_healthy_after_zero_resets_on_the_first_frame() -> None:
+    policy = _policy(healthy_after_s=0.0)
+    policy.ended()
+    policy.connected(5.0)
+    policy.received(5.0)
+    assert policy.state is Health.HEALTHY and policy.backoff.failures == 0
+    with pytest.raises(ValueError):
+        _policy(healthy_after_s=-1.0)
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 30.0), st.integers(0, 3), st.booleans()),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_the_backoff_is_reset_only_by_a_frame_healthy_after_s_past_the_connect(
+    sessions: list[tuple[float, int, bool]],
+) -> None:
+    """Each session: connected, frames spread over ``lasted_s``, ended (or renewed). The
+    failures count rises by one per session and falls to zero only when a frame came
+    ``healthy_after_s`` after its connect."""
+    policy = _policy(healthy_after_s=10.0)
+    now_s = 0.0
+    for lasted_s, frames, renew in sessions:
+        before = policy.backoff.failures
+        policy.connected(now_s)
+        for i in range(frames):
+            policy.received(now_s + lasted_s * (i + 1) / frames)
+        # The last frame's time as the policy sees it: the connect's time plus lasted_s.
+        healthy = frames > 0 and (now_s + lasted_s) - now_s >= 10.0
+        delay_s = policy.ended(renew=renew)
+        if healthy and renew:
+            assert delay_s == 0.0 and policy.backoff.failures == 0
+        else:
+            assert policy.backoff.failures == (1 if healthy else before + 1)
+        now_s += lasted_s + delay_s

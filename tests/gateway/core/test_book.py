@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.book import BadLevel, L2Book
+from gateway.core.book import BadLevel, L2Book, TooManyLevels
 from gateway.core.model import Level
 
 
@@ -106,6 +106,9 @@ def test_crossed_means_best_bid_at_or_above_best_ask() -> None:
     assert book_of([("101", "1")], [("101", "1")]).is_crossed()
     assert book_of([("102", "1")], [("101", "1")]).is_crossed()
     assert not book_of([("102", "1")], []).is_crossed()
+    # crossing() names the levels that cross, or None.
+    assert book_of([("101.0", "1")], [("101", "2")]).crossing() == (("101.0", "1"), ("101", "2"))
+    assert book_of([("100", "1")], [("101", "1")]).crossing() is None
 
 
 def test_truncate_keeps_the_best_and_returns_the_removal_as_a_delta() -> None:
@@ -193,3 +196,113 @@ def test_the_book_equals_a_dict_model(
     rebuilt = L2Book()
     rebuilt.apply(*rebuilt.diff_to(book))
     assert rebuilt.bids() == want_bids and rebuilt.asks() == want_asks
+
+
+# --- duplicates in a snapshot, and the cap of levels per side -------------------------------
+
+
+def test_load_takes_duplicate_prices_in_order_the_last_wins() -> None:
+    book = book_of([("100", "1"), ("100", "0")], [("101", "0"), ("101", "2"), ("101.0", "3")])
+    assert book.bids() == [] and book.asks() == [("101.0", "3")]
+    # As the same levels applied as an update would leave them.
+    applied = L2Book()
+    applied.apply([("100", "1"), ("100", "0")], [("101", "0"), ("101", "2"), ("101.0", "3")])
+    assert applied.normalized() == book.normalized()
+
+
+def test_a_snapshot_or_an_update_deeper_than_the_cap_is_refused_whole() -> None:
+    book = L2Book(max_levels=2)
+    book.load([("100", "1"), ("99", "1")], [("101", "1")])
+    with pytest.raises(TooManyLevels, match="3 bid and 0 ask levels exceeds the cap of 2"):
+        book.load([("100", "1"), ("99", "1"), ("98", "1")], [])
+    with pytest.raises(TooManyLevels):
+        book.apply([], [("102", "0"), ("103", "0"), ("104", "0")])
+    assert book.bids() == [("100", "1"), ("99", "1")] and book.asks() == [("101", "1")]
+    # Zero quantities and duplicates are not levels of a snapshot.
+    book.load([("100", "1"), ("99", "1"), ("98", "0"), ("99", "2")], [])
+    assert book.bids() == [("100", "1"), ("99", "2")]
+    with pytest.raises(ValueError):
+        L2Book(max_levels=0)
+
+
+def test_levels_beyond_the_cap_are_pruned_farthest_first_and_returned_as_a_delta() -> None:
+    book = L2Book(max_levels=2)
+    book.load([("100", "1"), ("99", "1")], [("101", "1")])
+    assert book.apply([], [("102", "1")]) is None
+    pruned = book.apply([("101", "1"), ("98", "1")], [("100.5", "1")])
+    assert pruned == ([("99", "0"), ("98", "0")], [("102", "0")])
+    assert book.bids() == [("101", "1"), ("100", "1")]
+    assert book.asks() == [("100.5", "1"), ("101", "1")]
+
+
+caps = st.integers(min_value=1, max_value=6)
+
+
+def exact_part(side: list[Level], boundary: float | None, bids: bool) -> list[Level]:
+    """The levels of ``side`` strictly better than ``boundary`` (all when None)."""
+    if boundary is None:
+        return side
+    return [lv for lv in side if (float(lv[0]) > boundary if bids else float(lv[0]) < boundary)]
+
+
+def best_missing(reference: list[Level], capped: list[Level], bids: bool) -> float | None:
+    """The best price the reference holds and the capped book does not (a pruned one)."""
+    have = {float(lv[0]) for lv in capped}
+    missing = [float(lv[0]) for lv in reference if float(lv[0]) not in have]
+    if not missing:
+        return None
+    return max(missing) if bids else min(missing)
+
+
+def closer(a: float | None, b: float | None, bids: bool) -> float | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return max(a, b) if bids else min(a, b)
+
+
+@given(
+    snapshot=st.tuples(snapshot_side, snapshot_side),
+    steps=updates,
+    cap=caps,
+    depth=st.integers(1, 6),
+)
+def test_a_capped_book_never_exceeds_the_cap_and_its_top_n_is_exact_where_kept(
+    snapshot: tuple[list[Level], list[Level]],
+    steps: list[tuple[list[Level], list[Level]]],
+    cap: int,
+    depth: int,
+) -> None:
+    """Against an uncapped reference fed the same messages: the capped book holds at most
+    ``cap`` levels a side; levels better than the best price it ever pruned are exactly the
+    reference's, so its top-N equals the reference's whenever the reference's top N are
+    all better than that price (always, while the reference never exceeded the cap)."""
+    reference = L2Book()
+    capped = L2Book(max_levels=cap)
+    try:
+        capped.load(*snapshot)
+    except TooManyLevels:
+        return  # refused whole: nothing to compare
+    reference.load(*snapshot)
+    boundary: list[float | None] = [None, None]  # best pruned bid, best pruned ask
+    ever_over = False
+    for new_bids, new_asks in steps:
+        try:
+            pruned = capped.apply(new_bids, new_asks)
+        except TooManyLevels:
+            assert len(new_bids) > cap or len(new_asks) > cap
+            continue
+        reference.apply(new_bids, new_asks)
+        ever_over |= reference.bid_count > cap or reference.ask_count > cap
+        assert capped.bid_count <= cap and capped.ask_count <= cap
+        assert (pruned is None) or (pruned[0] or pruned[1])
+        for i, (ref, got, bids) in enumerate(
+            ((reference.bids(), capped.bids(), True), (reference.asks(), capped.asks(), False))
+        ):
+            boundary[i] = closer(boundary[i], best_missing(ref, got, bids), bids)
+            assert exact_part(got, boundary[i], bids) == exact_part(ref, boundary[i], bids)
+            kept = exact_part(ref, boundary[i], bids)
+            if len(kept) >= depth or len(kept) == len(ref):
+                top = (capped.bids if bids else capped.asks)(depth)
+                assert top == ref[:depth]
+    if not ever_over:
+        assert capped.normalized() == reference.normalized()

@@ -1,5 +1,6 @@
 """The REST weight budget on a driven clock: spending within a window, refill, waits,
-429 Retry-After and 418 bans, and that the budget is never exceeded."""
+429 Retry-After and 418 bans, and that the budget is never exceeded; the same of the
+connection-attempt budget's sliding window."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from gateway.core.budget import (
     DEFAULT_RETRY_AFTER_S,
     RATE_LIMIT_STATUSES,
+    AttemptBudget,
     WeightBudget,
     retry_after_s,
 )
@@ -155,3 +157,63 @@ def test_the_budget_is_never_exceeded_within_a_window(
         windows[-1].append(weight)
     for window in windows:
         assert sum(window) <= budget.budget or len(window) == 1
+
+
+# --- AttemptBudget: connection attempts per sliding window ------------------------------------
+
+
+def test_attempt_budgets_keep_a_fifth_of_the_venue_limit() -> None:
+    assert AttemptBudget(300, 300.0).budget == 240
+    assert AttemptBudget(3, 1.0).budget == 2
+    assert AttemptBudget(1, 1.0).budget == 1
+    with pytest.raises(ValueError):
+        AttemptBudget(0, 1.0)
+    with pytest.raises(ValueError):
+        AttemptBudget(5, 0.0)
+
+
+def test_attempts_wait_when_the_window_is_spent_until_the_oldest_leaves_it() -> None:
+    budget = AttemptBudget(3, 10.0, share=1.0)
+    for now_s in (100.0, 101.0, 102.0):
+        assert budget.wait_s(now_s) == 0.0
+        budget.spend(now_s)
+    assert budget.wait_s(103.0) == pytest.approx(7.0)
+    assert budget.wait_s(110.0) == 0.0  # the attempt at 100 s left the window
+    budget.spend(110.0)
+    assert budget.wait_s(110.5) == pytest.approx(0.5)  # the one at 101 s has not
+    assert budget.attempts == 4
+
+
+def test_a_venues_connections_share_one_budget() -> None:
+    """Binance: 240 of its 300 attempts per 5 minutes; however many connections flap, the
+    241st attempt waits for the first to leave the window."""
+    budget = AttemptBudget(300, 300.0)
+    now_s = 0.0
+    for attempt in range(240):
+        assert budget.wait_s(now_s) == 0.0, attempt
+        budget.spend(now_s)
+        now_s += 0.02  # 21 connections, each retrying at once
+    assert budget.wait_s(now_s) == pytest.approx(300.0 - now_s)
+
+
+@given(
+    st.integers(1, 12),
+    st.floats(0.5, 600.0),
+    st.lists(st.floats(0.0, 50.0), min_size=1, max_size=200),
+)
+def test_no_window_ever_holds_more_attempts_than_the_budget(
+    limit: int, window_s: float, gaps_s: list[float]
+) -> None:
+    budget = AttemptBudget(limit, window_s, share=1.0)
+    now_s = 1000.0
+    times: list[float] = []
+    for gap_s in gaps_s:
+        now_s += gap_s
+        while (wait_s := budget.wait_s(now_s)) > 0:
+            now_s += wait_s
+        budget.spend(now_s)
+        times.append(now_s)
+    for i, t in enumerate(times):
+        # An attempt at u is in the window until u + window_s.
+        in_window = [u for u in times[: i + 1] if u + window_s > t]
+        assert len(in_window) <= budget.budget

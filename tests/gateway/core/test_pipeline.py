@@ -178,7 +178,7 @@ def test_a_gap_every_connection_missed_gives_exactly_one_fetch() -> None:
     assert p.timer_armed and p.deadline_ns() == WINDOW_NS
     step = p.receive_frame(1, venue.frame(diff("BTC", 14, 14, conn=1)), 1, 0)
     assert step.publications == [
-        StatusChange("seq:BTC", SymbolState.RESYNCING, "ids missing on every connection")
+        StatusChange("seq:BTC", SymbolState.RESYNCING, "gap 11-12: ids missing on every connection")
     ]
     assert step.actions == [FetchSnapshot("BTC")]
     assert p.books["seq:BTC"].stats.gaps == 1 and p.book_state("seq:BTC") is None
@@ -267,6 +267,50 @@ def test_a_venue_notice_asking_to_reconnect_gives_one_reconnect() -> None:
     assert p.receive_frame(1, venue.frame(error), 1, 0) == Step([], [])
     assert p.receive_frame(1, venue.frame(shutdown, shutdown), 1, 0) == Step([], [Reconnect(1)])
     assert p.stats.notices == 3
+
+
+def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconnected() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    far = 10**12
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11 + far, conn=1)), 1, 0)
+    assert step == Step([], []), "held: connection 0 may confirm it"
+    step = p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert kinds(step) == ["BookDelta"] and step.actions == []
+    # Connection 1 goes on below its own implausible copy: that copy was bogus.
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11, conn=1)), 1, 0)
+    assert step == Step([], [Reconnect(1)])
+    stats = p.books["seq:BTC"].stats
+    assert stats.conn(1).disagreements == 1 and stats.resyncs == 0
+    assert p.book_state("seq:BTC") is not None
+
+
+def test_a_venue_that_restarted_its_ids_is_fetched_again_and_rebuilt_in_the_new_ids() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert p.books["seq:BTC"].applied_id == 11
+    # Both connections go on from id 3: below the book, for longer than twice the window.
+    assert p.receive_frame(0, venue.frame(diff("BTC", 3, 3, conn=0)), 1, 0) == Step([], [])
+    step = p.receive_frame(1, venue.frame(diff("BTC", 4, 4, conn=1)), 1, 2 * WINDOW_NS)
+    reason = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
+    assert step == Step(
+        [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)], [FetchSnapshot("BTC")]
+    )
+    p.receive_frame(0, venue.frame(diff("BTC", 5, 5, conn=0)), 1, 2 * WINDOW_NS)
+    step = p.receive_rest("BTC", b"4", 1, 2 * WINDOW_NS)
+    assert kinds(step) == ["BookReset", "StatusChange"] and step.actions == [BookRebuilt("BTC")]
+    state = p.book_state("seq:BTC")
+    assert state is not None and (state.venue_id, state.state) == (5, SymbolState.LIVE)
+
+
+def test_the_plausibility_bound_is_given_to_every_book() -> None:
+    p = VenuePipeline(FakeVenue(), ["BTC"], max_id_jump=5)
+    book = p.books["seq:BTC"]
+    assert isinstance(book, SequencedBook) and book.max_id_jump == 5
+    default = VenuePipeline(FakeVenue(), ["BTC"]).books["seq:BTC"]
+    assert isinstance(default, SequencedBook)
+    assert default.max_id_jump == BinanceSpotRule.max_id_jump
 
 
 # --- trades and connections -----------------------------------------------------------------
@@ -409,3 +453,80 @@ def test_each_status_change_is_one_line_naming_venue_and_symbol(
         ("WARNING", "seq:BTC: stale (every upstream connection down)", "seq", "BTC"),
         ("WARNING", "seq:ETH: stale (every upstream connection down)", "seq", "ETH"),
     ]
+
+
+# --- venue faults in the books: crossed books, too many levels ------------------------------
+
+
+def crossing(symbol: str, last: int) -> DepthDiff:
+    return DepthDiff("seq", symbol, last, last, -1, (("101.5", "1"),), (), 0, 0, 0)
+
+
+def test_a_crossed_book_is_counted_logged_rate_limited_and_rebuilt_never_published(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.core.pipeline")
+    venue = FakeVenue()
+    p = synced(venue)
+    reason = "crossed book (bid 101.5 >= ask 101)"
+    for n in range(8):
+        last = 11 + 2 * n
+        step = p.receive_frame(0, venue.frame(crossing("BTC", last)), 1, 0)
+        assert step.publications == [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)]
+        assert step.actions == [FetchSnapshot("BTC")]
+        state = p.book_state("seq:BTC")
+        assert state is None  # nothing is served while the book is rebuilt
+        assert kinds(p.receive_snapshot(snap("BTC", last + 1), 0)) == ["BookReset", "StatusChange"]
+    assert p.stats.crossed_books == 8 and p.books["seq:BTC"].stats.crossed_faults == 8
+    logged = [r.getMessage() for r in caplog.records if "not published" in r.getMessage()]
+    assert len(logged) == 5  # LogLimiter's burst per symbol and minute
+    assert logged[0] == f"seq:BTC: {reason}; not published, rebuilding"
+    p.receive_frame(0, venue.frame(crossing("BTC", 27)), 1, 61_000_000_000)
+    logged = [r.getMessage() for r in caplog.records if "not published" in r.getMessage()]
+    assert len(logged) == 6 and logged[-1].endswith("(3 similar suppressed)")
+
+
+def test_a_crossed_snapshot_waits_on_the_pipeline_timer_before_the_next_fetch() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(crossing("BTC", 11)), 1, 0)
+    crossed = DepthSnapshot("seq", "BTC", 12, (("102", "1"),), (("101", "1"),), 0, -1)
+    step = p.receive_snapshot(crossed, 0)
+    assert kinds(step) == ["StatusChange"] and step.actions == []
+    assert p.timer_armed and p.deadline_ns() == 1_000_000_000
+    assert p.on_timer(999_999_999) == Step([], [])
+    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC")]
+
+
+def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() -> None:
+    venue = FakeVenue()
+    p = VenuePipeline(
+        venue, ["BTC"], reorder_window_ns=WINDOW_NS, rest_snapshots=True, max_levels=3
+    )
+    p.receive_connection(0, True, 0)
+    p.receive_frame(0, venue.frame(diff("BTC", 10, 10)), 1, 0)
+    too_deep = tuple((str(90 + i), "1") for i in range(4))
+    step = p.receive_snapshot(DepthSnapshot("seq", "BTC", 10, too_deep, (), 0, -1), 0)
+    book = p.books["seq:BTC"]
+    refused = "snapshot of 4 bid and 0 ask levels exceeds the cap of 3 per side"
+    waiting = f"{refused}; snapshot not used; next snapshot in 1 s"
+    assert step == Step([StatusChange("seq:BTC", SymbolState.SYNCING, waiting)], [])
+    assert not book.has_book and book.stats.bad_updates == 1
+    # The next snapshot is asked after a wait, not at once (the venue would send it again).
+    assert p.on_timer(999_999_999) == Step([], [])
+    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC")]
+    assert kinds(p.receive_snapshot(snap("BTC", 10), 0)) == ["BookReset", "StatusChange"]
+    # One frame of more levels than the cap: refused, the book unchanged.
+    oversized = DepthDiff("seq", "BTC", 11, 11, -1, too_deep, (), 0, 0, 0)
+    assert p.receive_frame(0, venue.frame(oversized), 1, 0) == Step([], [])
+    assert book.book.bids() == [("99", "1")] and book.stats.bad_updates == 2
+    # Updates that leave a side above the cap: the farthest levels are pruned, and the
+    # published delta says so, so that subscribers' books stay equal to the gateway's.
+    deeper = DepthDiff(
+        "seq", "BTC", 11, 11, -1, (("98", "1"), ("97", "1"), ("96", "1")), (), 0, 0, 0
+    )
+    step = p.receive_frame(0, venue.frame(deeper), 1, 0)
+    assert book.book.bids() == [("99", "1"), ("98", "1"), ("97", "1")]
+    (delta,) = step.publications
+    assert isinstance(delta, BookDelta) and delta.bids[-1] == ("96", "0")
+    assert book.stats.levels_pruned == 1

@@ -7,6 +7,7 @@ import zlib
 from gateway.core.arbiter import ConnectionSequenceChecker
 from gateway.core.book import L2Book
 from gateway.core.model import (
+    BookCrossed,
     BookDelta,
     BookReset,
     DepthDiff,
@@ -15,7 +16,7 @@ from gateway.core.model import (
     StatusChange,
     SymbolState,
 )
-from gateway.core.replicated import ReplicatedBook
+from gateway.core.replicated import ReplicaState, ReplicatedBook
 
 KEY = "kraken:BTC/USD"
 
@@ -122,3 +123,39 @@ def test_connection_sequence_checker() -> None:
     assert check.on_seq(1, 10) is False and check.gaps == 1
     check.reset(0)
     assert check.on_seq(0, 0) is False
+
+
+def test_a_crossed_leader_update_is_never_published_and_the_output_fails_over() -> None:
+    arb = ReplicatedBook(KEY)
+    _two_checked_replicas(arb, [("100", "1")])
+    out = arb.on_diff(upd(0, bids=[("101.5", "1")]), 0)
+    reason = "crossed book (bid 101.5 >= ask 101)"
+    assert out[:2] == [BookCrossed(KEY, 0, reason), ResubscribeWanted(KEY, 0, reason)]
+    assert arb.leader == 1 and arb.state is SymbolState.LIVE
+    assert not arb.book.is_crossed() and not any(isinstance(e, BookDelta) for e in out)
+    assert (arb.stats.crossed_faults, arb.stats.replica_failures) == (1, 1)
+    # The rebuild of conn 0 is crossed again: it waits, and the output stays on conn 1.
+    out = arb.on_snapshot(snap(0, [("102", "1")]), 0)
+    assert out == [BookCrossed(KEY, 0, "crossed book (bid 102 >= ask 101)")]
+    assert arb.replicas[0].state is ReplicaState.RETRY_WAIT and arb.leader == 1
+    assert arb.deadline_ns() == 1_000_000_000
+    assert arb.on_timer(1_000_000_000) == [
+        ResubscribeWanted(KEY, 0, "retry after a crossed snapshot")
+    ]
+
+
+def test_with_no_valid_replica_left_a_crossed_book_leaves_the_output_resyncing() -> None:
+    arb = ReplicatedBook(KEY)
+    arb.on_connection(0, True, 0)
+    arb.on_snapshot(snap(0, [("100", "1")]), 0)
+    out = arb.on_diff(upd(0, asks=[("99", "1")]), 0)
+    assert arb.state is SymbolState.RESYNCING and not arb.book.is_crossed()
+    assert not any(isinstance(e, BookDelta) for e in out)
+
+
+def test_a_venue_whose_books_may_cross_publishes_them() -> None:
+    arb = ReplicatedBook(KEY, may_cross=True)
+    arb.on_connection(0, True, 0)
+    arb.on_snapshot(snap(0, [("102", "1")]), 0)
+    assert arb.state is SymbolState.LIVE and arb.book.is_crossed()
+    assert (arb.stats.crossed_faults, arb.leader) == (0, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.core.model import (
+    BookCrossed,
     BookDelta,
     BookReset,
     DepthSnapshot,
@@ -44,6 +45,12 @@ EXPECTED_REPLICA = parse_table(
     VALID              SNAPSHOT_MATCHED  VALID              -
     AWAITING_SNAPSHOT  FAILED            AWAITING_SNAPSHOT  RESUBSCRIBE
     VALID              FAILED            AWAITING_SNAPSHOT  RESUBSCRIBE
+    AWAITING_SNAPSHOT  SNAPSHOT_CROSSED  RETRY_WAIT         START_RETRY_CLOCK
+    VALID              SNAPSHOT_CROSSED  RETRY_WAIT         START_RETRY_CLOCK
+    RETRY_WAIT         SNAPSHOT_CROSSED  RETRY_WAIT         -
+    RETRY_WAIT         SNAPSHOT_MATCHED  VALID              -
+    RETRY_WAIT         FAILED            RETRY_WAIT         -
+    RETRY_WAIT         RETRY_DUE         AWAITING_SNAPSHOT  RETRY
     """,
     ReplicaState,
     ReplicaEvent,
@@ -63,6 +70,11 @@ EXPECTED_OUTPUT = parse_table(
     RESYNCING          ALL_DOWN          STALE              ANNOUNCE
     STALE_BEFORE_BOOK  ALL_DOWN          STALE_BEFORE_BOOK  -
     STALE              ALL_DOWN          STALE              -
+    SYNCING            REPLICA_WAITS     SYNCING            ANNOUNCE
+    RESYNCING          REPLICA_WAITS     RESYNCING          ANNOUNCE
+    LIVE               REPLICA_WAITS     LIVE               -
+    STALE_BEFORE_BOOK  REPLICA_WAITS     STALE_BEFORE_BOOK  -
+    STALE              REPLICA_WAITS     STALE              -
     """,
     Output,
     OutputEvent,
@@ -82,9 +94,15 @@ def test_the_tables_are_exactly_these_rows() -> None:
     }
 
 
-def test_every_replica_pair_is_defined() -> None:
-    """A replica can always take a snapshot and always fail: no pair is left out."""
-    assert undefined_pairs(EXPECTED_REPLICA, ReplicaState, ReplicaEvent) == []
+def test_every_replica_pair_but_a_retry_outside_its_wait_is_defined() -> None:
+    """A replica can always take a snapshot and always fail; only a waiting replica has
+    a retry deadline."""
+    assert undefined_pairs(EXPECTED_REPLICA, ReplicaState, ReplicaEvent) == [
+        (RS.AWAITING_SNAPSHOT, RE.RETRY_DUE),
+        (RS.VALID, RE.RETRY_DUE),
+    ]
+    with pytest.raises(UndefinedTransition, match="no transition for RETRY_DUE"):
+        transition("replica", REPLICA_TRANSITIONS, RS.VALID, RE.RETRY_DUE)
 
 
 @pytest.mark.parametrize(("state", "event"), undefined_pairs(EXPECTED_OUTPUT, Output, OutputEvent))
@@ -150,6 +168,21 @@ def stale_before_book() -> ReplicatedBook:
 
 
 DOWN = "every upstream connection down"
+CROSSED_REASON = "crossed book (bid 102 >= ask 101)"
+
+
+def waiting() -> ReplicatedBook:
+    """Conn 0's replica waits after a crossed snapshot; nothing published."""
+    arb = book(0)
+    arb.on_snapshot(snap(0, "102"), 0)
+    assert arb.replicas[0].state is RS.RETRY_WAIT and arb.deadline_ns() == 1_000_000_000
+    return arb
+
+
+def waits(conn: int, state: SymbolState) -> StatusChange:
+    reason = f"conn {conn}: {CROSSED_REASON}; snapshot not used; next snapshot in 1 s"
+    return StatusChange(KEY, state, reason)
+
 
 #: (output before, event) -> (setup, input, what is published).
 OUTPUT_SCENARIOS: dict[tuple[Output, OutputEvent], Scenario] = {
@@ -213,6 +246,31 @@ OUTPUT_SCENARIOS: dict[tuple[Output, OutputEvent], Scenario] = {
         [],
     ),
     (Out.STALE, OE.ALL_DOWN): (stale, lambda a: a.on_connection(5, False, 0), []),
+    (Out.SYNCING, OE.REPLICA_WAITS): (
+        lambda: book(0),
+        lambda a: a.on_snapshot(snap(0, "102"), 0),
+        [BookCrossed(KEY, 0, CROSSED_REASON), waits(0, SymbolState.SYNCING)],
+    ),
+    (Out.RESYNCING, OE.REPLICA_WAITS): (
+        resyncing,
+        lambda a: a.on_snapshot(snap(1, "102"), 0),
+        [BookCrossed(KEY, 1, CROSSED_REASON), waits(1, SymbolState.RESYNCING)],
+    ),
+    (Out.LIVE, OE.REPLICA_WAITS): (
+        live,
+        lambda a: a.on_snapshot(snap(1, "102"), 0),
+        [BookCrossed(KEY, 1, CROSSED_REASON)],
+    ),
+    (Out.STALE_BEFORE_BOOK, OE.REPLICA_WAITS): (
+        stale_before_book,
+        lambda a: a.on_snapshot(snap(3, "102"), 0),
+        [BookCrossed(KEY, 3, CROSSED_REASON)],
+    ),
+    (Out.STALE, OE.REPLICA_WAITS): (
+        stale,
+        lambda a: a.on_snapshot(snap(3, "102"), 0),
+        [BookCrossed(KEY, 3, CROSSED_REASON)],
+    ),
 }
 
 
@@ -252,6 +310,32 @@ REPLICA_SCENARIOS: dict[tuple[ReplicaState, ReplicaEvent], Scenario] = {
         lambda a: a.invalidate(0, "sequence jump"),
         ["ResubscribeWanted", "BookDelta"],  # the output fails over to conn 1
     ),
+    (RS.AWAITING_SNAPSHOT, RE.SNAPSHOT_CROSSED): (
+        lambda: book(0),
+        lambda a: a.on_snapshot(snap(0, "102"), 0),
+        ["BookCrossed", "StatusChange"],
+    ),
+    (RS.VALID, RE.SNAPSHOT_CROSSED): (
+        live,
+        lambda a: a.on_snapshot(snap(0, "102"), 0),
+        ["BookCrossed", "BookDelta"],  # the output fails over to conn 1
+    ),
+    (RS.RETRY_WAIT, RE.SNAPSHOT_CROSSED): (
+        waiting,
+        lambda a: a.on_snapshot(snap(0, "103"), 0),
+        ["BookCrossed"],
+    ),
+    (RS.RETRY_WAIT, RE.SNAPSHOT_MATCHED): (
+        waiting,
+        lambda a: a.on_snapshot(snap(0), 0),
+        ["BookReset", "StatusChange"],
+    ),
+    (RS.RETRY_WAIT, RE.FAILED): (waiting, lambda a: a.on_snapshot(BAD, 0), []),
+    (RS.RETRY_WAIT, RE.RETRY_DUE): (
+        waiting,
+        lambda a: a.on_timer(999_999_999) + a.on_timer(1_000_000_000),
+        ["ResubscribeWanted"],
+    ),
 }
 
 
@@ -263,8 +347,11 @@ def test_each_replica_row_is_what_the_book_does(pair: tuple[ReplicaState, Replic
     replica = arb.replicas[0]
     assert [type(e).__name__ for e in out] == published
     assert replica.valid == (replica.state is RS.VALID)
-    if replica.state is RS.AWAITING_SNAPSHOT:
-        assert replica.book.bids() == [] and arb.stats.replica_failures == 1
+    if replica.state is not RS.VALID:
+        assert replica.book.bids() == []
+    if pair[1] is RE.FAILED and replica.state is RS.AWAITING_SNAPSHOT:
+        assert arb.stats.replica_failures == 1
+    assert (arb.deadline_ns() is not None) == (replica.state is RS.RETRY_WAIT)
 
 
 def test_every_replica_row_has_a_scenario() -> None:

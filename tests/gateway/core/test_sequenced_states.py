@@ -16,6 +16,7 @@ from feeds.binance import BinanceSpotRule
 from gateway.core.book import L2Book
 from gateway.core.model import (
     ArbiterEvent,
+    BookCrossed,
     BookDelta,
     BookReset,
     DepthDiff,
@@ -48,8 +49,8 @@ EXPECTED_SYNC = parse_table(
     """
     UNSYNCED           UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  -
-    UNSYNCED           SNAPSHOT_REFUSED      UNSYNCED           -
-    AWAITING_SNAPSHOT  SNAPSHOT_REFUSED      AWAITING_SNAPSHOT  -
+    UNSYNCED           SNAPSHOT_REFUSED      RETRY_WAIT         START_RETRY_CLOCK
+    AWAITING_SNAPSHOT  SNAPSHOT_REFUSED      RETRY_WAIT         START_RETRY_CLOCK
     UNSYNCED           SNAPSHOT_UNUSABLE     AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  SNAPSHOT_UNUSABLE     AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  SNAPSHOT_BROKEN       AWAITING_SNAPSHOT  COUNT_GAP ASK_SNAPSHOT
@@ -60,6 +61,26 @@ EXPECTED_SYNC = parse_table(
     HOLE               HOLE_CLOSED           SYNCED             STOP_HOLE_CLOCK
     SYNCED  GAP  AWAITING_SNAPSHOT  COUNT_GAP ANNOUNCE_RESYNC ASK_SNAPSHOT
     HOLE  GAP  AWAITING_SNAPSHOT  STOP_HOLE_CLOCK COUNT_GAP ANNOUNCE_RESYNC ASK_SNAPSHOT
+    SYNCED  CROSSED  AWAITING_SNAPSHOT  COUNT_RESYNC ANNOUNCE_RESYNC ASK_SNAPSHOT
+    HOLE  CROSSED  AWAITING_SNAPSHOT  STOP_HOLE_CLOCK COUNT_RESYNC ANNOUNCE_RESYNC ASK_SNAPSHOT
+    UNSYNCED           SNAPSHOT_CROSSED      RETRY_WAIT         START_RETRY_CLOCK
+    AWAITING_SNAPSHOT  SNAPSHOT_CROSSED      RETRY_WAIT         START_RETRY_CLOCK
+    RETRY_WAIT         SNAPSHOT_CROSSED      RETRY_WAIT         -
+    RETRY_WAIT         RETRY_DUE             AWAITING_SNAPSHOT  ASK_SNAPSHOT
+    RETRY_WAIT         UPDATE_WITHOUT_BOOK   RETRY_WAIT         -
+    RETRY_WAIT         SNAPSHOT_REFUSED      RETRY_WAIT         -
+    RETRY_WAIT         SNAPSHOT_UNUSABLE     RETRY_WAIT         -
+    RETRY_WAIT         SNAPSHOT_BROKEN       RETRY_WAIT         COUNT_GAP
+    RETRY_WAIT         BOOK_BUILT            SYNCED             STOP_RETRY_CLOCK PUBLISH_RESET
+    RETRY_WAIT  BOOK_BUILT_WITH_HOLE  HOLE  STOP_RETRY_CLOCK PUBLISH_RESET START_HOLE_CLOCK
+    SYNCED             UPDATE_HELD           HOLE               START_HOLE_CLOCK
+    HOLE               UPDATE_HELD           HOLE               -
+    SYNCED  VENUE_RESET  AWAITING_SNAPSHOT \
+        COUNT_VENUE_RESET COUNT_RESYNC FORGET_SEQUENCE ANNOUNCE_VENUE_RESET ASK_SNAPSHOT
+    HOLE  VENUE_RESET  AWAITING_SNAPSHOT  STOP_HOLE_CLOCK \
+        COUNT_VENUE_RESET COUNT_RESYNC FORGET_SEQUENCE ANNOUNCE_VENUE_RESET ASK_SNAPSHOT
+    AWAITING_SNAPSHOT  VENUE_RESET  AWAITING_SNAPSHOT \
+        COUNT_VENUE_RESET FORGET_SEQUENCE ANNOUNCE_VENUE_RESET
     """,
     Sync,
     SyncEvent,
@@ -81,6 +102,12 @@ EXPECTED_STATUS = parse_table(
     RESYNCING  RESET_WITHOUT_CONNECTION  STALE      ANNOUNCE
     STALE      RESET_WITHOUT_CONNECTION  STALE      -
     STALE      UPSTREAM_BACK             LIVE       ANNOUNCE
+    SYNCING    SNAPSHOT_NOT_USED         SYNCING    ANNOUNCE
+    RESYNCING  SNAPSHOT_NOT_USED         RESYNCING  ANNOUNCE
+    STALE      SNAPSHOT_NOT_USED         STALE      -
+    LIVE       VENUE_RESET               RESYNCING  ANNOUNCE
+    STALE      VENUE_RESET               RESYNCING  ANNOUNCE
+    RESYNCING  VENUE_RESET               RESYNCING  ANNOUNCE
     """,
     SymbolState,
     StatusEvent,
@@ -133,6 +160,10 @@ def snap(
 
 
 BAD = (("x", "1"),)
+#: Bids above the snapshots' ask (101): a crossed book.
+CROSSED = (("102", "1"),)
+CROSSED_REASON = "crossed book (bid 102 >= ask 101)"
+WAITING = f"{CROSSED_REASON}; snapshot not used; next snapshot in 1 s"
 
 
 def book(conns: tuple[int, ...] = (0, 1), checksum: bool = False) -> SequencedBook:
@@ -160,9 +191,9 @@ def synced(**kw: object) -> SequencedBook:
     return arb
 
 
-def hole() -> SequencedBook:
+def hole(conns: tuple[int, ...] = (0, 1)) -> SequencedBook:
     """HOLE: 13 buffered, 12 missing, connection 1 may still deliver it."""
-    arb = synced()
+    arb = synced(conns=conns)
     arb.on_diff(diff(13, 13), 0)
     assert arb.sync is Sync.HOLE
     return arb
@@ -209,6 +240,61 @@ def waiting_for_20_from_one() -> SequencedBook:
     return arb
 
 
+def crossing(last: int, conn: int = 0) -> DepthDiff:
+    """Update ``last`` with a bid above the snapshots' ask."""
+    return DepthDiff("binance", "BTCUSDT", last, last, -1, (("101.5", "2"),), (), 0, 0, conn)
+
+
+def retry_wait(arb: SequencedBook | None = None) -> SequencedBook:
+    """RETRY_WAIT: a crossed snapshot (with update 11 buffered, unless ``arb`` is given)."""
+    arb = awaiting() if arb is None else arb
+    arb.on_snapshot(snap(10, CROSSED), 0)
+    assert arb.sync is Sync.RETRY_WAIT and arb.deadline_ns() == 1_000_000_000
+    return arb
+
+
+def retry_wait_with_bad_checksum_buffered() -> SequencedBook:
+    arb = retry_wait(book(checksum=True))
+    arb.on_diff(diff(11, 11, checksum=1), 0)  # not the checksum of snapshot 10 + 11
+    return arb
+
+
+def retry_wait_for_20_from_one() -> SequencedBook:
+    return retry_wait(waiting_for_20_from_one())
+
+
+#: Beyond BinanceSpotRule.max_id_jump.
+FAR = 2 * BinanceSpotRule.max_id_jump
+
+
+def far_copy(conn: int) -> DepthDiff:
+    """Links to id 11, but jumps implausibly far."""
+    return diff(12, 12 + FAR, conn=conn)
+
+
+RESET_WINDOW_NS = 2 * WINDOW_NS
+
+
+def behind(arb: SequencedBook) -> SequencedBook:
+    """Connection 0 restarted its ids (below the book's 11) at time 0."""
+    arb.on_diff(diff(3, 3, conn=0), 0)
+    return arb
+
+
+def resyncing_with_checksum() -> SequencedBook:
+    """RESYNCING after a gap at id 11; connection 0 then delivers id 3."""
+    arb = synced(checksum=True)
+    arb.on_diff(diff(12, 12, checksum=1), 0)
+    arb.on_diff(diff(3, 3, conn=0), 0)
+    assert (arb.sync, arb.state, arb.applied_id) == (Sync.AWAITING_SNAPSHOT, St.RESYNCING, 12)
+    return arb
+
+
+#: A snapshot below the book's id (the venue restarted), whose checksum fails: the reset is
+#: recognised and the resync goes on.
+RESET_SNAPSHOT = snap(5, checksum=1)
+
+
 #: (the machine's state before, event) -> (drive a book into that state, the input that
 #: causes the event, the published event kinds). The state after is the table's.
 SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
@@ -222,11 +308,15 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
         lambda a: a.on_diff(diff(12, 12), 0),
         [],
     ),
-    (S.UNSYNCED, E.SNAPSHOT_REFUSED): (book, lambda a: a.on_snapshot(snap(10, BAD), 0), []),
+    (S.UNSYNCED, E.SNAPSHOT_REFUSED): (
+        book,
+        lambda a: a.on_snapshot(snap(10, BAD), 0),
+        ["StatusChange"],
+    ),
     (S.AWAITING_SNAPSHOT, E.SNAPSHOT_REFUSED): (
         awaiting,
         lambda a: a.on_snapshot(snap(10, BAD), 0),
-        [],
+        ["StatusChange"],
     ),
     (S.UNSYNCED, E.SNAPSHOT_UNUSABLE): (
         lambda: book(checksum=True),
@@ -270,6 +360,83 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
         ["BookDelta", "StatusChange", "SnapshotWanted"],
     ),
     (S.HOLE, E.GAP): (hole, lambda a: a.on_timer(WINDOW_NS), ["StatusChange", "SnapshotWanted"]),
+    (S.SYNCED, E.CROSSED): (
+        synced,
+        lambda a: a.on_diff(crossing(12), 0),
+        ["BookCrossed", "StatusChange", "SnapshotWanted"],
+    ),
+    (S.HOLE, E.CROSSED): (
+        hole,
+        lambda a: a.on_diff(crossing(12, conn=1), 0),
+        ["BookCrossed", "StatusChange", "SnapshotWanted"],
+    ),
+    (S.UNSYNCED, E.SNAPSHOT_CROSSED): (
+        book,
+        lambda a: a.on_snapshot(snap(10, CROSSED), 0),
+        ["BookCrossed", "StatusChange"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.SNAPSHOT_CROSSED): (
+        awaiting,
+        lambda a: a.on_snapshot(snap(10, CROSSED), 0),
+        ["BookCrossed", "StatusChange"],
+    ),
+    (S.RETRY_WAIT, E.SNAPSHOT_CROSSED): (
+        retry_wait,
+        lambda a: a.on_snapshot(snap(12, CROSSED), 0),
+        ["BookCrossed"],
+    ),
+    (S.RETRY_WAIT, E.RETRY_DUE): (
+        retry_wait,
+        lambda a: a.on_timer(999_999_999) + a.on_timer(1_000_000_000),
+        ["SnapshotWanted"],
+    ),
+    (S.RETRY_WAIT, E.UPDATE_WITHOUT_BOOK): (retry_wait, lambda a: a.on_diff(diff(12, 12), 0), []),
+    (S.RETRY_WAIT, E.SNAPSHOT_REFUSED): (
+        retry_wait,
+        lambda a: a.on_snapshot(snap(12, BAD), 0),
+        [],
+    ),
+    (S.RETRY_WAIT, E.SNAPSHOT_UNUSABLE): (
+        lambda: retry_wait(book(checksum=True)),
+        lambda a: a.on_snapshot(snap(10, checksum=1), 0),
+        [],
+    ),
+    (S.RETRY_WAIT, E.SNAPSHOT_BROKEN): (
+        retry_wait_with_bad_checksum_buffered,
+        lambda a: a.on_snapshot(snap(10), 0),
+        [],
+    ),
+    (S.RETRY_WAIT, E.BOOK_BUILT): (
+        retry_wait,
+        lambda a: a.on_snapshot(snap(11), 0),
+        ["BookReset", "StatusChange"],
+    ),
+    (S.RETRY_WAIT, E.BOOK_BUILT_WITH_HOLE): (
+        retry_wait_for_20_from_one,
+        lambda a: a.on_snapshot(snap(10), 500),
+        ["BookReset", "StatusChange"],
+    ),
+    (S.SYNCED, E.UPDATE_HELD): (synced, lambda a: a.on_diff(far_copy(1), 0), []),
+    (S.HOLE, E.UPDATE_HELD): (
+        lambda: hole(conns=(0, 1, 2)),
+        lambda a: a.on_diff(far_copy(1), 0),
+        [],
+    ),
+    (S.SYNCED, E.VENUE_RESET): (
+        lambda: behind(synced()),
+        lambda a: a.on_diff(diff(4, 4, conn=1), RESET_WINDOW_NS),
+        ["StatusChange", "SnapshotWanted"],
+    ),
+    (S.HOLE, E.VENUE_RESET): (
+        lambda: behind(hole()),
+        lambda a: a.on_diff(diff(4, 4, conn=0), RESET_WINDOW_NS),
+        ["StatusChange", "SnapshotWanted"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.VENUE_RESET): (
+        resyncing_with_checksum,
+        lambda a: a.on_snapshot(RESET_SNAPSHOT, 0),
+        ["StatusChange", "SnapshotWanted"],
+    ),
 }
 
 
@@ -279,7 +446,7 @@ def test_each_sync_row_is_what_the_book_does(pair: tuple[Sync, SyncEvent]) -> No
     assert kinds(out) == published
     assert arb.has_book == (arb.sync in (S.SYNCED, S.HOLE))
     assert arb.snapshot_wanted == (arb.sync is S.AWAITING_SNAPSHOT)
-    assert (arb.deadline_ns() is not None) == (arb.sync is S.HOLE)
+    assert (arb.deadline_ns() is not None) == (arb.sync in (S.HOLE, S.RETRY_WAIT))
 
 
 def test_every_sync_row_has_a_scenario() -> None:
@@ -300,8 +467,19 @@ def stale_synced() -> SequencedBook:
     return all_down(synced())
 
 
+def stale_then_behind() -> SequencedBook:
+    """STALE with a book; connection 0 came back with restarted ids."""
+    arb = stale_synced()
+    arb.on_connection(0, True, 0)
+    return behind(arb)
+
+
 DOWN = "every upstream connection down"
-WINDOW_PASSED = "reorder window passed with ids missing"
+RESET = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
+RESET_BY_SNAPSHOT = (
+    "venue reset: snapshot id 5 and every connection (up to id 3) below the book's id 12"
+)
+WINDOW_PASSED = "gap 12: reorder window passed with ids missing"
 
 #: (status before, event) -> (setup, input, what is published); a StatusChange in it
 #: carries the table's new state.
@@ -370,6 +548,39 @@ STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], Scenario] = {
             StatusChange(KEY, St.LIVE, "upstream back"),
         ],
     ),
+    (St.SYNCING, SE.SNAPSHOT_NOT_USED): (
+        book,
+        lambda a: a.on_snapshot(snap(10, CROSSED), 0),
+        [BookCrossed(KEY, -1, CROSSED_REASON), StatusChange(KEY, St.SYNCING, WAITING)],
+    ),
+    (St.RESYNCING, SE.SNAPSHOT_NOT_USED): (
+        resyncing,
+        lambda a: a.on_snapshot(snap(20, CROSSED), 0),
+        [BookCrossed(KEY, -1, CROSSED_REASON), StatusChange(KEY, St.RESYNCING, WAITING)],
+    ),
+    (St.STALE, SE.SNAPSHOT_NOT_USED): (
+        lambda: all_down(book()),
+        lambda a: a.on_snapshot(snap(10, CROSSED), 0),
+        [BookCrossed(KEY, -1, CROSSED_REASON)],
+    ),
+    (St.LIVE, SE.VENUE_RESET): (
+        lambda: behind(synced()),
+        lambda a: a.on_diff(diff(4, 4, conn=1), RESET_WINDOW_NS),
+        [StatusChange(KEY, St.RESYNCING, RESET), SnapshotWanted(KEY, RESET)],
+    ),
+    (St.STALE, SE.VENUE_RESET): (
+        stale_then_behind,
+        lambda a: a.on_diff(diff(4, 4, conn=0), RESET_WINDOW_NS),
+        [StatusChange(KEY, St.RESYNCING, RESET), SnapshotWanted(KEY, RESET)],
+    ),
+    (St.RESYNCING, SE.VENUE_RESET): (
+        resyncing_with_checksum,
+        lambda a: a.on_snapshot(RESET_SNAPSHOT, 0),
+        [
+            StatusChange(KEY, St.RESYNCING, RESET_BY_SNAPSHOT),
+            SnapshotWanted(KEY, "snapshot checksum mismatch"),
+        ],
+    ),
 }
 
 
@@ -398,3 +609,67 @@ def test_the_hole_clock_starts_when_the_hole_opens() -> None:
     arb.on_diff(diff(13, 13), 700)
     assert arb.deadline_ns() == 700 + WINDOW_NS
     assert arb.on_timer(700 + WINDOW_NS - 1) == [] and arb.sync is Sync.HOLE
+
+
+# --- crossed books (venues whose books never cross) -----------------------------------------
+
+
+def test_an_update_that_crosses_the_book_is_not_published_and_the_book_is_rebuilt() -> None:
+    arb = synced()
+    out = arb.on_diff(crossing(12), 0)
+    reason = "crossed book (bid 101.5 >= ask 101)"
+    assert out == [
+        BookCrossed(KEY, -1, reason),
+        StatusChange(KEY, St.RESYNCING, reason),
+        SnapshotWanted(KEY, reason),
+    ]
+    assert not arb.has_book and arb.state is St.RESYNCING
+    assert (arb.stats.crossed, arb.stats.crossed_faults, arb.stats.resyncs) == (1, 1, 1)
+    assert arb.stats.gaps == 0
+    # The rebuild is crossed again: not used, said so, and the next snapshot waits.
+    out = arb.on_snapshot(snap(12, CROSSED), 0)
+    assert out == [BookCrossed(KEY, -1, CROSSED_REASON), StatusChange(KEY, St.RESYNCING, WAITING)]
+    assert arb.sync is Sync.RETRY_WAIT and not arb.has_book and arb.state is St.RESYNCING
+
+
+def test_crossed_snapshots_in_a_row_wait_longer_each_time_until_a_good_one() -> None:
+    arb = retry_wait()
+    waits = []
+    now = 0
+    for _ in range(8):
+        deadline = arb.deadline_ns()
+        assert deadline is not None
+        waits.append((deadline - now) // 1_000_000_000)
+        now = deadline
+        assert arb.on_timer(now) == [SnapshotWanted(KEY, "retry after a crossed snapshot")]
+        out = arb.on_snapshot(snap(10, CROSSED), now)
+        assert kinds(out) == ["BookCrossed", "StatusChange"]
+        assert arb.sync is Sync.RETRY_WAIT
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert arb.stats.crossed_faults == 9
+    arb.on_timer(arb.deadline_ns() or 0)
+    out = arb.on_snapshot(snap(11), now)
+    assert kinds(out) == ["BookReset", "StatusChange"] and arb.state is St.LIVE
+    # A good book resets the wait: the next crossed snapshot waits 1 s again.
+    arb.on_diff(crossing(12), now)
+    arb.on_snapshot(snap(12, CROSSED), now)
+    assert arb.deadline_ns() == now + 1_000_000_000
+
+
+def test_a_newer_snapshot_that_is_crossed_while_live_is_not_published() -> None:
+    arb = synced()
+    in_band = DepthSnapshot("binance", "BTCUSDT", 30, CROSSED, (("101", "1"),), 0, 0)
+    out = arb.on_snapshot(in_band, 0)
+    assert kinds(out) == ["BookCrossed", "StatusChange", "SnapshotWanted"]
+    assert not arb.has_book and arb.state is St.RESYNCING
+
+
+def test_a_venue_whose_books_may_cross_publishes_and_counts_them() -> None:
+    arb = SequencedBook(KEY, BinanceSpotRule(), may_cross=True)
+    arb.on_connection(0, True, 0)
+    out = arb.on_snapshot(snap(10, CROSSED), 0)
+    assert kinds(out) == ["BookReset", "StatusChange"] and arb.state is St.LIVE
+    assert arb.book.is_crossed()
+    out = arb.on_diff(DepthDiff("binance", "BTCUSDT", 11, 11, -1, (("103", "1"),), (), 0, 0, 0), 0)
+    assert kinds(out) == ["BookDelta"] and arb.state is St.LIVE
+    assert (arb.stats.crossed, arb.stats.crossed_faults) == (2, 0)

@@ -1,11 +1,15 @@
 """LimitedLog writes a cause's burst, then drops and counts, and reports the count;
-JsonFormatter writes one object a line with the call's context fields; ``mdgateway run``
-writes JSON lines when asked."""
+FdExhaustion logs one ERROR per episode of EMFILE/ENFILE, in-process and in a process
+whose descriptor limit is lowered; JsonFormatter writes one object a line with the call's
+context fields; ``mdgateway run`` writes JSON lines when asked."""
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,8 +17,10 @@ import orjson
 import pytest
 
 from gateway.core.lograte import LogLimiter
-from gateway.io.logs import JsonFormatter, LimitedLog
+from gateway.io.logs import FdExhaustion, JsonFormatter, LimitedLog
 from tests.subscriber import mdgateway_process
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_lines_past_the_burst_are_dropped_and_the_next_written_line_says_how_many(
@@ -43,6 +49,145 @@ def test_a_disabled_level_costs_no_budget(caplog: pytest.LogCaptureFixture) -> N
         assert not log.info("x", "quiet")
         assert log.warning("x", "loud")
     assert [r.getMessage() for r in caplog.records] == ["loud"]
+
+
+# --- file-descriptor exhaustion: one ERROR per episode ----------------------------------------
+
+
+def test_descriptor_exhaustion_is_logged_once_per_episode_and_every_failure_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fd = FdExhaustion(logging.getLogger("test.fd"))
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    wrapped = RuntimeError("connect failed")
+    wrapped.__cause__ = OSError(errno.ENFILE, "Too many open files in system")
+    with caplog.at_level(logging.INFO, logger="test.fd"):
+        assert not fd.failed(ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "x")
+        for _ in range(3):
+            assert fd.failed(emfile, "connecting upstream")
+        fd.succeeded()
+        fd.succeeded()  # no episode: nothing to end
+        assert fd.failed(wrapped, "fetching snapshots")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and all("ulimit -n" in line for line in errors)
+    assert "connecting upstream" in errors[0] and "fetching snapshots" in errors[1]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "file descriptors available again after 3 failures"
+    ]
+    assert (fd.episodes, fd.failures, fd.failing) == (2, 4, 1)
+
+
+#: Run in a subprocess whose RLIMIT_NOFILE is lowered: an upstream Connection and the
+#: subscriber server each meet an episode of EMFILE, which ends when descriptors are freed.
+FD_SCRIPT = r"""
+import asyncio, errno, json, logging, os, resource, socket, sys
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
+from websockets.asyncio.server import serve
+
+from gateway.core.backoff import Backoff
+from gateway.io.changes import StateChanges
+from gateway.io.fanout import Fanout
+from gateway.io.logs import FD_EXHAUSTION
+from gateway.io.upstream import Connection
+from tests.gateway.io.fanout_helpers import FakeView
+
+hog = []
+
+
+def exhaust():
+    while True:
+        try:
+            hog.append(open(os.devnull, "rb"))
+        except OSError as exc:
+            assert exc.errno == errno.EMFILE, exc
+            return
+
+
+def release():
+    while hog:
+        hog.pop().close()
+
+
+async def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    fd = FD_EXHAUSTION
+
+    async def upstream(ws):
+        await ws.send("x")
+        await ws.wait_closed()
+
+    async with asyncio.timeout(20), serve(upstream, "127.0.0.1", 0) as up:
+        up_port = up.sockets[0].getsockname()[1]
+        fanout = Fanout(FakeView())
+        async with asyncio.TaskGroup() as tasks:
+            ready = asyncio.Event()
+            serving = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
+            await ready.wait()
+            client = socket.socket()  # made now: connecting it later needs no descriptor
+
+            # Episode 1: upstream connects fail with EMFILE, then succeed.
+            changes = StateChanges()
+            conn = Connection(
+                1, f"ws://127.0.0.1:{up_port}/", on_frame=lambda *a: False,
+                on_state=lambda *a: None, backoff=Backoff(0.001, 0.002),
+                stall_timeout_s=60.0, max_age_s=3600.0, changes=changes,
+            )
+            exhaust()
+            upstream_task = tasks.create_task(conn.run())
+            await fd.changes.wait_until(lambda: fd.failures >= 5)
+            release()
+            await changes.wait_until(lambda: conn.stats.connects == 1)
+            assert fd.failing == 0 and fd.episodes == 1
+            assert conn.stats.failed_attempts >= 4
+            assert "Too many open files" in conn.stats.last_error
+
+            # Episode 2: the subscriber server cannot accept, then can.
+            exhaust()
+            client.connect(("127.0.0.1", fanout.port))
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            before = fd.failures
+            await fd.changes.wait_until(lambda: fd.failures > before)
+            release()
+            # uvloop closed the first client unaccepted; asyncio accepts it a second later.
+            again = socket.create_connection(("127.0.0.1", fanout.port))
+            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            await fd.changes.wait_until(lambda: fd.failing == 0)
+            again.close()
+            client.close()
+            upstream_task.cancel()
+            serving.cancel()
+    print(json.dumps({"episodes": fd.episodes, "failures": fd.failures}))
+
+
+if sys.argv[1] == "uvloop":
+    import uvloop
+
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_descriptor_exhaustion_in_a_process_with_a_low_limit(loop: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FD_SCRIPT, loop],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2, done.stderr
+    # The first episode's line names the connect, unless the server's probe saw it first.
+    assert "accepting subscribers" in errors[1]
+    assert all("ulimit -n" in line for line in errors)
+    assert done.stderr.count("file descriptors available again") == 2
+    assert counts["episodes"] == 2 and counts["failures"] >= 6
 
 
 def _record(msg: str, *args: object, **fields: object) -> logging.LogRecord:

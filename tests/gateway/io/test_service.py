@@ -5,19 +5,29 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from gateway.core.model import BookDelta, BookReset, DepthSnapshot, GatewayEvent, TradeOut
+import msgspec
+
+from gateway.core.model import (
+    BookDelta,
+    BookReset,
+    DepthSnapshot,
+    GatewayEvent,
+    StatusChange,
+    SymbolState,
+    TradeOut,
+)
+from gateway.core.sequenced import SequencedBook
 from gateway.io.service import VenueRuntime
 from gateway.wire.config import parse_config
 
-CONFIG = parse_config(
-    """
+CONFIG_TEXT = """
 [[venues]]
 venue = "binance"
 symbols = ["BTCUSDT"]
 endpoints = ["ws://127.0.0.1:1", "ws://127.0.0.1:2"]
 rest = ["http://127.0.0.1:3"]
 """
-)
+CONFIG = parse_config(CONFIG_TEXT)
 
 
 def depth(first: int, last: int, price: str = "100.0", qty: str = "1") -> bytes:
@@ -159,3 +169,70 @@ def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
     assert book.has_book and book.applied_id == 18
     assert book.book.bids() == [("101", "1"), ("99", "1")]
     assert any(type(e).__name__ == "BookReset" for e in published)
+
+
+def depth_levels(first: int, last: int, bids: Sequence[tuple[str, str]]) -> bytes:
+    levels = ",".join(f'["{price}","{qty}"]' for price, qty in bids)
+    return (
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT",'
+        + f'"U":{first},"u":{last},"b":[{levels}],"a":[]}}}}'.encode()
+    )
+
+
+def test_the_configured_cap_bounds_the_book_and_an_oversized_frame_is_refused() -> None:
+    config = parse_config(
+        CONFIG_TEXT.replace(
+            'rest = ["http://127.0.0.1:3"]', 'rest = ["http://127.0.0.1:3"]\nmax_levels = 1000'
+        )
+    )
+    published: list[GatewayEvent] = []
+    venue = VenueRuntime(config.venues[0], itertools.count(0), published.extend, lambda: 0)
+    venue.on_state(0, True)
+    venue.on_frame(0, depth(10, 11), 1)
+    asks = (("100000.0", "1"),)
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("50000.0", "1"),), asks, 1, -1))
+    book = venue.books["binance:BTCUSDT"]
+    assert book.book.max_levels == 1000 and book.state is SymbolState.LIVE
+    # One frame of 50,000 levels: a contract error, the book untouched and still live.
+    huge = [(f"{40000 + i * 0.01:.2f}", "1") for i in range(50_000)]
+    venue.on_frame(0, depth_levels(12, 12, huge), 1)
+    assert book.book.bid_count == 1 and book.stats.bad_updates == 1
+    # Frames that grow the book beyond the cap: pruned farthest from the touch.
+    for n in range(3):
+        chunk = [(f"{49000 + n * 100 + i * 0.1:.1f}", "1") for i in range(500)]
+        venue.on_frame(0, depth_levels(12 + n, 12 + n, chunk), 1)
+    assert book.book.bid_count == 1000 and book.book.best_bid() == ("50000.0", "1")
+    assert book.stats.levels_pruned == 501
+    delta = published[-1]
+    assert isinstance(delta, BookDelta) and delta.bids[-1][1] == "0"
+
+
+def test_a_crossing_frame_is_not_published_and_asks_for_a_snapshot() -> None:
+    venue, published = runtime()
+    venue.on_frame(0, depth(10, 11), 1)
+    venue.on_snapshot(
+        DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (("101.0", "1"),), 1, -1)
+    )
+    venue.fetcher._queued.clear()
+    published.clear()
+    venue.on_frame(0, depth(12, 12, price="102.0"), 1)
+    assert published == [
+        StatusChange(
+            "binance:BTCUSDT", SymbolState.RESYNCING, "crossed book (bid 102.0 >= ask 101.0)"
+        )
+    ]
+    assert venue.fetcher._queued == {"BTCUSDT"} and venue.stats.crossed_books == 1
+
+
+def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected() -> None:
+    cfg = msgspec.structs.replace(CONFIG.venues[0], max_id_jump=1000)
+    venue = VenueRuntime(cfg, itertools.count(0), lambda events: None, lambda: 0)
+    for conn in venue.connections.values():
+        venue.on_state(conn.conn_id, True)
+    book = venue.books["binance:BTCUSDT"]
+    assert isinstance(book, SequencedBook) and book.max_id_jump == 1000
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 10, (("99", "1"),), (), 0, -1))
+    assert not venue.on_frame(1, depth(11, 2000), 1), "held, not applied"
+    assert not venue.on_frame(0, depth(11, 11), 1)
+    assert venue.on_frame(1, depth(12, 12), 1), "its reader reconnects it"
+    assert book.applied_id == 12 and book.stats.conn(1).disagreements == 1

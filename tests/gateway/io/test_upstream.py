@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from gateway.core.backoff import Backoff
+from gateway.core.budget import AttemptBudget
 from gateway.core.model import DepthSnapshot
 from gateway.io.changes import StateChanges
 from gateway.io.upstream import Connection, SnapshotFetcher
@@ -43,6 +45,9 @@ class Recorder:
     def on_state(self, conn_id: int, up: bool) -> None:
         self.states.append(up)
 
+    def more_frames_than(self, count: int) -> Callable[[], bool]:
+        return lambda: len(self.frames) > count
+
 
 async def _with_server(handler: Handler, body: Callable[[str], Awaitable[None]]) -> None:
     async with serve(handler, "127.0.0.1", 0, compression=None) as server:
@@ -51,16 +56,91 @@ async def _with_server(handler: Handler, body: Callable[[str], Awaitable[None]])
             await body(f"ws://127.0.0.1:{port}/stream?streams=x")
 
 
-def _connection(url: str, rec: Recorder, **kwargs: float) -> Connection:
+class ManualTime:
+    """The clock and sleep a connection runs on, moved only by the test: backoffs, budget
+    waits, stall and age deadlines of any length take no real time."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+        self._wakes: list[tuple[float, asyncio.Future[None]]] = []
+        #: Notified whenever a sleep starts.
+        self.changes = StateChanges()
+
+    def clock_s(self) -> float:
+        return self.now_s
+
+    async def sleep(self, delay_s: float) -> None:
+        if delay_s <= 0:
+            await asyncio.sleep(0)
+            return
+        wake = (self.now_s + delay_s, asyncio.get_running_loop().create_future())
+        self._wakes.append(wake)
+        self.changes.notify()
+        try:
+            await wake[1]
+        finally:
+            self._wakes.remove(wake)
+
+    def sleeping(self) -> bool:
+        return bool(self._wakes)
+
+    def advance(self, delay_s: float) -> None:
+        self._advance_to(self.now_s + delay_s)
+
+    def advance_to_next_wake(self) -> None:
+        self._advance_to(min(wake_s for wake_s, _ in self._wakes))
+
+    def _advance_to(self, now_s: float) -> None:
+        self.now_s = max(self.now_s, now_s)
+        for wake_s, future in self._wakes:
+            if wake_s <= self.now_s and not future.done():
+                future.set_result(None)
+
+
+async def _run_driven(
+    connections: list[Connection], manual: ManualTime, until: Callable[[], bool]
+) -> None:
+    """Runs the connections until ``until()``, moving time to the next wake whenever every
+    connection is down and waiting (a connected one waits for the server instead)."""
+
+    def idle() -> bool:
+        return manual.sleeping() and not any(conn.stats.connected for conn in connections)
+
+    async with asyncio.TaskGroup() as tasks:
+        runs = [tasks.create_task(conn.run()) for conn in connections]
+        while not until():
+            await manual.changes.wait_until(lambda: until() or idle())
+            if not until():
+                manual.advance_to_next_wake()
+                await asyncio.sleep(0)  # the woken sleeper moves on before the next look
+        for task in runs:
+            task.cancel()
+
+
+def _connection(
+    url: str,
+    rec: Recorder,
+    *,
+    stall_timeout_s: float = 5.0,
+    max_age_s: float = 3600.0,
+    backoff: Backoff | None = None,
+    healthy_after_s: float = 10.0,
+    attempts: AttemptBudget | None = None,
+    manual: ManualTime | None = None,
+) -> Connection:
     return Connection(
         7,
         url,
         on_frame=rec.on_frame,
         on_state=rec.on_state,
-        backoff=Backoff(0.01, 0.05, random.Random(1)),
-        stall_timeout_s=kwargs.get("stall_timeout_s", 5.0),
-        max_age_s=kwargs.get("max_age_s", 3600.0),
+        backoff=Backoff(0.01, 0.05, random.Random(1)) if backoff is None else backoff,
+        stall_timeout_s=stall_timeout_s,
+        max_age_s=max_age_s,
         changes=rec.changes,
+        healthy_after_s=healthy_after_s,
+        attempts=attempts,
+        clock_s=time.monotonic if manual is None else manual.clock_s,
+        sleep=asyncio.sleep if manual is None else manual.sleep,
     )
 
 
@@ -87,17 +167,28 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
     run(lambda: _with_server(handler, body))
 
 
-def test_a_stalled_connection_is_closed_and_reopened(run: Run, run_until: RunUntil) -> None:
+def test_a_stalled_connection_is_closed_and_reopened(run: Run) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("hello")
         await ws.wait_closed()  # socket open, nothing sent
 
     async def body(url: str) -> None:
-        rec = Recorder()
-        conn = _connection(url, rec, stall_timeout_s=0.2)
-        await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
+        rec, manual = Recorder(), ManualTime()
+        conn = _connection(url, rec, stall_timeout_s=5.0, manual=manual)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(conn.run())
+            await rec.changes.wait_until(lambda: len(rec.frames) == 1)
+            manual.advance(4.5)
+            await asyncio.sleep(0)
+            assert conn.stats.connected, "not yet stalled"
+            manual.advance(0.5)
+            await rec.changes.wait_until(lambda: not conn.stats.connected)
+            assert conn.stats.last_error == "stalled"
+            await manual.changes.wait_until(manual.sleeping)  # the backoff
+            manual.advance_to_next_wake()
+            await rec.changes.wait_until(lambda: conn.stats.connects == 2)
+            task.cancel()
         assert rec.states[:3] == [True, False, True]
-        assert conn.stats.last_error == "stalled"
 
     run(lambda: _with_server(handler, body))
 
@@ -112,25 +203,35 @@ def test_the_venue_reconnect_notice_reconnects_without_backoff(
 
     async def body(url: str) -> None:
         rec = Recorder(reconnect_on=b"please reconnect")
-        conn = _connection(url, rec)
-        conn._backoff = Backoff(60.0, 60.0)  # a backoff wait would time the test out
-        conn._backoff.failures = 5
+        # Healthy from its first frame; a backoff wait would time the test out.
+        conn = _connection(url, rec, backoff=Backoff(60.0, 60.0), healthy_after_s=0.0)
+        conn.policy.backoff.failures = 5
         await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
         assert conn.stats.last_error == "venue asked to reconnect"
 
     run(lambda: _with_server(handler, body))
 
 
-def test_connections_are_renewed_at_max_age_while_data_flows(run: Run, run_until: RunUntil) -> None:
+def test_connections_are_renewed_at_max_age_while_data_flows(run: Run) -> None:
     async def handler(ws: ServerConnection) -> None:
         while True:
             await ws.send("tick")
             await asyncio.sleep(0.01)  # the venue's pace: data keeps flowing, slowly
 
     async def body(url: str) -> None:
-        rec = Recorder()
-        conn = _connection(url, rec, max_age_s=0.2)
-        await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
+        rec, manual = Recorder(), ManualTime()
+        conn = _connection(url, rec, max_age_s=56.0, healthy_after_s=0.0, manual=manual)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(conn.run())
+            await rec.changes.wait_until(lambda: len(rec.frames) >= 1)
+            for _ in range(12):  # frames keep coming: the stall deadline (5 s) moves on
+                manual.advance(4.5)
+                await rec.changes.wait_until(rec.more_frames_than(len(rec.frames)))
+            assert conn.stats.connects == 1
+            manual.advance(2.0)  # 56 s since the connect
+            # Healthy, so renewed at once: the next connect needs no advance.
+            await rec.changes.wait_until(lambda: conn.stats.connects == 2)
+            task.cancel()
         assert conn.stats.last_error == "renewed at max age"
 
     run(lambda: _with_server(handler, body))
@@ -152,6 +253,34 @@ def test_refused_connections_back_off_and_retry(run: Run, run_until: RunUntil) -
 GOOD_BODY = b'{"lastUpdateId":42,"bids":[["100.0","1"]],"asks":[["101.0","2"]]}'
 
 
+def _fetcher(
+    bases: list[str],
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    max_body_bytes: int = 1024 * 1024,
+) -> tuple[list[DepthSnapshot], SnapshotFetcher, StateChanges]:
+    """A Binance fetcher, the snapshots it delivers, and a notifier of each delivery."""
+    got: list[DepthSnapshot] = []
+    fetched = StateChanges()
+
+    def on_snapshot(snapshot: DepthSnapshot) -> None:
+        got.append(snapshot)
+        fetched.notify()
+
+    fetcher = SnapshotFetcher(
+        adapter_for("binance"),
+        bases,
+        limit=1000,
+        on_snapshot=on_snapshot,
+        timeout_s=5.0,
+        backoff_initial_s=0.001,
+        backoff_max_s=0.01,
+        transport=transport,
+        max_body_bytes=max_body_bytes,
+    )
+    return got, fetcher, fetched
+
+
 def _fetch(
     run: Run,
     run_until: RunUntil,
@@ -166,23 +295,7 @@ def _fetch(
         seen.append(str(request.url))
         return responses[request.url.host].pop(0)
 
-    got: list[DepthSnapshot] = []
-    fetched = StateChanges()
-
-    def on_snapshot(snapshot: DepthSnapshot) -> None:
-        got.append(snapshot)
-        fetched.notify()
-
-    fetcher = SnapshotFetcher(
-        adapter_for("binance"),
-        bases,
-        limit=1000,
-        on_snapshot=on_snapshot,
-        timeout_s=1.0,
-        backoff_initial_s=0.001,
-        backoff_max_s=0.01,
-        transport=httpx.MockTransport(respond),
-    )
+    got, fetcher, fetched = _fetcher(bases, transport=httpx.MockTransport(respond))
 
     async def body() -> None:
         if banned_s:
@@ -304,3 +417,156 @@ def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_m
         assert conn.stats.messages_dropped == 1 and conn.stats.reconnects >= 1
 
     run(lambda: _with_server(handler, body))
+
+
+# --- reconnect discipline on virtual time -----------------------------------------------------
+
+
+async def _one_frame_then_close(ws: ServerConnection) -> None:
+    await ws.send("one")
+    await ws.close()
+
+
+@pytest.mark.parametrize(("healthy_after_s", "backs_off"), [(10.0, True), (0.0, False)])
+def test_an_endpoint_that_sends_a_frame_and_closes_backs_off_until_healthy(
+    healthy_after_s: float, backs_off: bool, run: Run
+) -> None:
+    """Before, any frame reset the backoff: such an endpoint was reconnected at once,
+    forever. Now only a connection healthy for ``healthy_after_s`` resets it."""
+
+    async def body(url: str) -> None:
+        rec, manual = Recorder(), ManualTime()
+        conn = _connection(
+            url,
+            rec,
+            backoff=Backoff(1.0, 64.0, random.Random(1)),
+            healthy_after_s=healthy_after_s,
+            manual=manual,
+        )
+        await _run_driven([conn], manual, lambda: conn.stats.connects >= 8)
+        assert conn.stats.failed_attempts == 0 and len(rec.frames) >= 8
+        if backs_off:
+            assert conn.policy.backoff.failures >= 7
+            assert conn.policy.backoff.ceiling_s() == 64.0, "the delays grew to the cap"
+        else:
+            assert conn.policy.backoff.failures <= 1
+
+    run(lambda: _with_server(_one_frame_then_close, body))
+
+
+class RecordedBudget(AttemptBudget):
+    """The real budget, keeping the time of every attempt spent."""
+
+    def __init__(self, attempts_per_window: int, window_s: float) -> None:
+        super().__init__(attempts_per_window, window_s, share=1.0)
+        self.spent_at: list[float] = []
+
+    def spend(self, now_s: float) -> None:
+        super().spend(now_s)
+        self.spent_at.append(now_s)
+
+
+def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget(run: Run) -> None:
+    async def body(url: str) -> None:
+        rec, manual = Recorder(), ManualTime()
+        budget = RecordedBudget(3, 100.0)
+        # Healthy at their first frame: without the budget they would reconnect at once.
+        connections = [
+            _connection(url, rec, attempts=budget, manual=manual, healthy_after_s=0.0)
+            for _ in range(2)
+        ]
+
+        await _run_driven(connections, manual, lambda: len(budget.spent_at) >= 9)
+        assert sum(conn.stats.connects for conn in connections) >= 8
+        assert sum(conn.stats.budget_waits for conn in connections) >= 2
+        for t in budget.spent_at:
+            assert sum(1 for u in budget.spent_at if u <= t < u + 100.0) <= 3
+
+    run(lambda: _with_server(_one_frame_then_close, body))
+
+
+def test_failures_a_venue_repeats_are_logged_a_few_times_and_counted(
+    run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        rec, manual = Recorder(), ManualTime()
+        conn = _connection("ws://127.0.0.1:9/stream", rec, manual=manual)  # refused
+        with caplog.at_level(logging.INFO, logger="gateway.io.upstream"):
+            await _run_driven([conn], manual, lambda: conn.stats.failed_attempts >= 30)
+        lines = [r for r in caplog.records if r.name == "gateway.io.upstream"]
+        assert 1 <= len(lines) <= 5, "30 failures of one kind, within one minute"
+        assert conn._log.suppressed >= 25
+
+    run(body, 10)
+
+
+# --- REST bodies are read as a bounded stream -------------------------------------------------
+
+
+class _HttpServer:
+    """A loopback HTTP/1.1 server answering every request with ``body_bytes`` of one
+    snapshot body padded with spaces, streamed in chunks, with or without Content-Length;
+    it counts the bytes it managed to send before the client stopped reading."""
+
+    def __init__(self, body_bytes: int, *, declare_length: bool) -> None:
+        self.body_bytes = body_bytes
+        self.declare_length = declare_length
+        self.sent = 0
+        self.done = StateChanges()
+        self.closed = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            length = f"Content-Length: {self.body_bytes}\r\n" if self.declare_length else ""
+            chunked = "" if self.declare_length else "Transfer-Encoding: chunked\r\n"
+            writer.write(f"HTTP/1.1 200 OK\r\n{length}{chunked}\r\n".encode())
+            chunk = GOOD_BODY + b" " * (64 * 1024 - len(GOOD_BODY))
+            left = self.body_bytes
+            while left > 0:
+                part = chunk[: min(left, len(chunk))]
+                framed = part if self.declare_length else b"%x\r\n%s\r\n" % (len(part), part)
+                writer.write(framed)
+                await writer.drain()
+                self.sent += len(part)
+                left -= len(part)
+            if not self.declare_length:
+                writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            self.closed += 1
+            self.done.notify()
+
+
+@pytest.mark.parametrize("declare_length", [True, False])
+def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
+    declare_length: bool, run: Run, run_until: RunUntil, caplog: pytest.LogCaptureFixture
+) -> None:
+    body_bytes = 256 * 1024 * 1024  # never sent whole: the client stops reading
+    huge = _HttpServer(body_bytes, declare_length=declare_length)
+    good = _HttpServer(len(GOOD_BODY), declare_length=True)
+
+    async def body() -> None:
+        async with (
+            await asyncio.start_server(huge.handle, "127.0.0.1", 0) as huge_server,
+            await asyncio.start_server(good.handle, "127.0.0.1", 0) as good_server,
+        ):
+            bases = [
+                f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+                for server in (huge_server, good_server)
+            ]
+            got, fetcher, fetched = _fetcher(bases, max_body_bytes=1024 * 1024)
+            fetcher.request("BTCUSDT")
+            with caplog.at_level(logging.WARNING, logger="gateway.io.upstream"):
+                await run_until(fetcher.run, fetched, lambda: bool(got))
+            await huge.done.wait_until(lambda: huge.closed == 1)
+            assert [s.last_id for s in got] == [42], "the next base served the snapshot"
+            assert fetcher.stats.oversized == 1 and fetcher.stats.failures == 1
+            assert "BodyTooLarge" in fetcher.stats.last_error
+            assert any("BodyTooLarge" in r.getMessage() for r in caplog.records)
+            assert huge.sent < body_bytes // 4, "the body was not read whole"
+
+    run(body, 20)

@@ -25,6 +25,7 @@ from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import Tap, TapError, run_tap
 from gateway.wire import protocol as p
+from tests.subscriber import mdgateway_output
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run
@@ -267,21 +268,10 @@ def test_tap_follows_the_gateway_with_no_gap_and_its_book(
 
 async def _cli_json() -> None:
     async with _gateway() as (_sim, _service, url):
-        process = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "gateway.tools.cli"],
-            *["tap", url, "--symbol", KEY, "--json", "--duration", "1.5"],
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=ROOT,
+        code, stdout, stderr = await mdgateway_output(
+            "tap", url, "--symbol", KEY, "--json", "--duration", "1.5", timeout_s=30
         )
-        try:
-            async with asyncio.timeout(30):
-                stdout, stderr = await process.communicate()
-        finally:
-            if process.returncode is None:
-                os.kill(process.pid, signal.SIGKILL)
-                await process.wait()
-        assert process.returncode == 0, stderr.decode()
+        assert code == 0, stderr
         report = json.loads(stdout)
         assert list(report)[:7] == DOCUMENTED_KEYS
         assert report["snapshots"] == 1 and report["gaps"] == 0 and report["deltas"] > 0

@@ -39,13 +39,20 @@ def test_a_good_config_gets_defaults() -> None:
     assert config.server.port == 9000 and config.server.host == "127.0.0.1"
     venue = config.venues[0]
     assert venue.symbols == ["BTCUSDT"] and venue.reorder_window_ms == 100.0
+    assert venue.healthy_after_s == 10.0 and venue.max_rest_body_bytes == 16 * 1024 * 1024
     assert config.server.healthz_not_live_share == 1.0 and config.log_format == "text"
+    assert venue.max_id_jump is None  # the venue's link rule's own
     config = parse_config(
         GOOD.replace("port = 9000", "port = 9000\nhealthz_not_live_share = 0.5").replace(
             "[server]", 'log_format = "json"\n[server]'
         )
     )
     assert config.server.healthz_not_live_share == 0.5 and config.log_format == "json"
+
+
+def test_the_plausibility_bound_is_configurable() -> None:
+    config = parse_config(GOOD.replace("rest = [", "max_id_jump = 5000\nrest = ["))
+    assert config.venues[0].max_id_jump == 5000
 
 
 @pytest.mark.parametrize(
@@ -62,6 +69,9 @@ def test_a_good_config_gets_defaults() -> None:
         (("[[venues]]", "[[venue]]"), ("unknown", "venue")),
         (('rest = ["http://127.0.0.1:9100"]', ""), "$.venues[0].rest: at least one URL"),
         (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
+        (('rest = ["', 'healthy_after_s = -1\nrest = ["'), "$.venues[0].healthy_after_s"),
+        (('rest = ["', 'max_rest_body_bytes = 0\nrest = ["'), "$.venues[0].max_rest_body_bytes"),
+        (("rest = [", "max_id_jump = 0\nrest = ["), ("$.venues[0].max_id_jump", ">= 1")),
         (("port = 9000", "healthz_not_live_share = 0"), "$.server.healthz_not_live_share"),
         (("port = 9000", "healthz_not_live_share = 1.5"), "$.server.healthz_not_live_share"),
         (("[server]", 'log_format = "xml"\n[server]'), "$.log_format"),
@@ -245,3 +255,19 @@ def test_every_server_key_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in ServerConfig.__struct_fields__:
         assert f"`server.{name}`" in readme, name
+
+
+def test_max_levels_defaults_to_the_venue_and_may_not_refuse_its_snapshots() -> None:
+    assert parse_config(GOOD).venues[0].max_levels is None
+    rest = 'rest = ["http://127.0.0.1:9100"]'
+    config = parse_config(GOOD.replace(rest, rest + "\nmax_levels = 2000"))
+    assert config.venues[0].max_levels == 2000
+    # Below the REST snapshots' depth every snapshot would be refused.
+    with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels: must be >= 1000"):
+        parse_config(GOOD.replace(rest, rest + "\nmax_levels = 999"))
+    okx = GOOD.replace('"binance"', '"okx"').replace("BTCUSDT", "BTC-USDT").replace(rest, "")
+    with pytest.raises(ConfigError, match=r"max_levels: must be >= 400"):
+        parse_config(okx + "max_levels = 399\n")
+    assert parse_config(okx + "max_levels = 400\n").venues[0].max_levels == 400
+    with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels"):
+        parse_config(GOOD.replace(rest, rest + "\nmax_levels = 0"))
