@@ -85,7 +85,7 @@ class Subscriber:
     """Follows the gateway at ``url`` for ``keys`` with :class:`GatewayClient`.
 
     Keeps the last venue id per symbol, the number of book events, the status changes in
-    order, and calls ``on_update`` with every event.
+    order, and calls ``on_update`` with every event. ``depth``: the book subscription's.
     """
 
     def __init__(
@@ -94,8 +94,9 @@ class Subscriber:
         keys: list[str],
         backoff_max_s: float = 0.5,
         on_update: Callable[[Event], None] | None = None,
+        depth: int | None = None,
     ) -> None:
-        self.client = GatewayClient(url, keys, backoff_max_s=backoff_max_s)
+        self.client = GatewayClient(url, keys, backoff_max_s=backoff_max_s, depth=depth)
         self.venue_ids: dict[str, int] = {}
         self.updates = 0
         #: The state of every status update, in order.

@@ -54,7 +54,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Self
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from gateway.core.backoff import Backoff
@@ -89,13 +89,17 @@ __all__ = [
     "StatusEvent",
     "SymbolState",
     "TradeEvent",
+    "connect_gateway",
     "subscribe",
 ]
 
 log = logging.getLogger(__name__)
 
+#: The scheme of a gateway's Unix domain socket: ``unix:/path/to.sock`` (``?token=...``
+#: may follow).
+UNIX_SCHEME = "unix:"
 #: URL schemes the client connects to.
-URL_SCHEMES = ("ws://", "wss://")
+URL_SCHEMES = ("ws://", "wss://", UNIX_SCHEME)
 
 
 def _checked_urls(urls: str | Sequence[str]) -> list[str]:
@@ -105,7 +109,19 @@ def _checked_urls(urls: str | Sequence[str]) -> list[str]:
     for url in listed:
         if not url.startswith(URL_SCHEMES):
             raise ValueError(f"gateway URL {url!r}: expected one of {', '.join(URL_SCHEMES)}")
+        if url.startswith(UNIX_SCHEME) and not url[len(UNIX_SCHEME) :].partition("?")[0]:
+            raise ValueError(f"gateway URL {url!r}: expected unix:/path/to.sock")
     return listed
+
+
+def connect_gateway(url: str, **options: Any) -> connect:
+    """A WebSocket connection to a gateway URL (await it, or ``async with``): ``ws://`` and
+    ``wss://`` over TCP; ``unix:PATH[?QUERY]`` over the Unix socket at ``PATH``, the
+    handshake asking for ``/[?QUERY]``. ``options`` are websockets' ``connect``'s."""
+    if url.startswith(UNIX_SCHEME):
+        path, mark, query = url[len(UNIX_SCHEME) :].partition("?")
+        return unix_connect(path, f"ws://localhost/{mark}{query}", **options)
+    return connect(url, **options)
 
 
 class GatewayClient:
@@ -114,13 +130,14 @@ class GatewayClient:
     :meth:`aclose`).
 
     Args:
-        urls: a gateway's WebSocket URL (``ws://127.0.0.1:8765/``) or a list of them,
-            tried in order.
+        urls: a gateway's WebSocket URL (``ws://127.0.0.1:8765/``, or
+            ``unix:/path/to.sock`` for its Unix socket, ``server.unix_path``) or a list of
+            them, tried in order.
         symbols: symbol keys (``venue:SYMBOL``).
         channels: any of ``book``, ``bbo``, ``trade`` [``book``].
-        depth: snapshot depth per side; None (default) for the full book. With a depth,
-            deltas still carry every change, so levels deeper than the snapshot are known
-            only once a delta touched them: use None where the whole book must be exact.
+        depth: the book's levels per side; None (default) for the full book. With a
+            depth the book is the full book's top N after every event, on the depth's own
+            seq stream (``docs/protocol.md``, Depth).
         wire_format: ``json`` or ``msgpack``.
         recover: keep live books across a lost connection and ask the next gateway
             connection for the deltas they missed (full-depth books only).
@@ -252,7 +269,7 @@ class GatewayClient:
 
     async def _open(self, url: str) -> ClientConnection:
         """A connection to ``url`` with the subscription sent."""
-        ws = await connect(
+        ws = await connect_gateway(
             url,
             compression=None,
             open_timeout=self.open_timeout_s,

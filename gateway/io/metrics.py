@@ -165,6 +165,7 @@ FANOUT_STATS: Final = (
     Stat("fanout_refused", "rejected", "Subscribers refused (max_subscribers)."),
     Stat("fanout_messages_sent", "messages_sent", "Messages written to subscribers."),
     Stat("fanout_sent_bytes", "bytes_sent", "Bytes written to subscribers."),
+    Stat("fanout_writes", "writes", "Transport writes to subscribers (messages coalesced)."),
     Stat("fanout_dropped_messages", "dropped", "Messages not written: subscriber behind."),
     Stat("fanout_conflations", "conflations", "Times a subscriber fell behind."),
     Stat("fanout_slow_disconnects", "slow_disconnects", "Subscribers closed as too slow."),

@@ -292,7 +292,15 @@ class Service:
             if self.capture is not None:
                 outer.create_task(self.capture.run())
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.fanout.serve(server.host, server.port, serving))
+                tasks.create_task(
+                    self.fanout.serve(
+                        server.host,
+                        server.port,
+                        serving,
+                        unix_path=server.unix_path,
+                        unix_mode=server.unix_mode,
+                    )
+                )
                 await serving.wait()
                 for venue in self.venues:
                     if venue.fetcher is not None:

@@ -49,12 +49,13 @@ from collections.abc import Coroutine
 from typing import Any, Final, TextIO
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gateway.core.book import L2Book
 from gateway.core.model import Level, SymbolState
 from gateway.core.subscriber import SubscribedBook, SubscriberAction
+from gateway.io.client import connect_gateway
 from gateway.tools.runtime import int_at_least, seconds
 from gateway.wire.protocol import (
     Delta,
@@ -329,7 +330,7 @@ class Tap:
         subscription), ``stop`` is set, or the gateway closes the connection. Raises
         :class:`TapError` when the gateway cannot be reached or refuses the subscription."""
         try:
-            ws = await connect(
+            ws = await connect_gateway(
                 self.url,
                 compression=None,
                 open_timeout=self.open_timeout_s,
@@ -446,7 +447,9 @@ async def _status_lines(tap: Tap, out: TextIO, interval_s: float = 1.0) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``tap``; :func:`main` takes the namespace they produce."""
-    parser.add_argument("url", help="gateway subscriber URL, e.g. ws://127.0.0.1:8765/")
+    parser.add_argument(
+        "url", help="gateway subscriber URL, e.g. ws://127.0.0.1:8765/ or unix:/run/mdgateway.sock"
+    )
     parser.add_argument(
         "--symbol", required=True, metavar="KEY", help="symbol key, e.g. binance:BTCUSDT"
     )
@@ -462,7 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_at_least(1),
         default=None,
         metavar="N",
-        help="snapshot depth to subscribe with (default: the full book)",
+        help="levels per side to subscribe to, kept exact (default: the full book)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 

@@ -344,7 +344,8 @@ class ClientSession:
     Args:
         symbols: symbol keys (``venue:SYMBOL``), duplicates dropped.
         channels: any of ``book``, ``bbo``, ``trade``.
-        depth: snapshot depth per side on the ``book`` channel; None for the full book.
+        depth: levels per side of the ``book`` channel (the top N, kept exact); None for
+            the full book.
         wire_format: the encoding asked of the gateway (``json`` or ``msgpack``).
         recover: keep live books across a lost connection and ask the gateway for the
             deltas they missed (full-depth books only: with a ``depth`` nothing is kept).

@@ -131,6 +131,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: is warned about at start-up.
     host: str = "127.0.0.1"
     port: Port = 8765
+    #: A Unix domain socket path served beside TCP (same protocol, routes and checks), for
+    #: subscribers on the same host; None: TCP only.
+    unix_path: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    #: The socket file's permissions (owner only by default).
+    unix_mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = 0o600
     #: Further connections are closed with 1013.
     max_subscribers: PositiveInt = 256
     #: A subscriber whose unsent bytes exceed this is behind and gets conflated.

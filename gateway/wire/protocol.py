@@ -154,9 +154,11 @@ class Subscribe(
 
     Then, per symbol: ``status``; on the ``book`` channel a ``snapshot`` (``depth`` best
     levels per side, or all when null) as soon as the symbol has a book, then ``delta``
-    messages; on ``bbo`` the current top of book then every change of it; on ``trade``
-    every trade. Subscribing again to a book re-sends its snapshot. ``format`` switches
-    the whole connection's outgoing encoding from the ``subscribed`` reply on; null keeps
+    messages (with a depth: only the changes of the top ``depth`` levels, on the depth's
+    own seq stream, so that the book stays the full book's top ``depth``); on ``bbo`` the
+    current top of book then every change of it; on ``trade`` every trade. Subscribing
+    again to a book re-sends its snapshot. ``format`` switches the whole connection's
+    outgoing encoding from the ``subscribed`` reply on; null keeps
     the current one (JSON on a new connection).
 
     ``recover`` (book channel, full depth only): per symbol, the position of the book the

@@ -521,7 +521,7 @@ def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url(
     run(main)
 
 
-@pytest.mark.parametrize("urls", [[], ["unix:/tmp/gateway.sock"], ["http://127.0.0.1:8765/"]])
+@pytest.mark.parametrize("urls", [[], ["unix:"], ["unix:?token=x"], ["http://127.0.0.1:8765/"]])
 def test_urls_other_than_websocket_ones_are_refused(urls: list[str]) -> None:
     with pytest.raises(ValueError, match="URL"):
         GatewayClient(urls, [KEY])
