@@ -229,6 +229,18 @@ class GatewayClient:
                 continue
             await self._act(ws, self.session.on_data(data, self._clock_ns()))
 
+    async def reconnect_now(self) -> None:
+        """Drop the current connection and connect again at once, trying the URLs in
+        order from the first (e.g. to go back to the preferred gateway). With ``recover``
+        the books are kept and the gateway is asked for what they missed: a
+        :class:`RecoveryEvent` per book says whether they were recovered."""
+        ws = self._ws
+        if ws is None or self._closed:
+            return
+        self._on_lost("reconnecting on request")
+        self._lost = False  # asked for: no backoff before the next attempt
+        await ws.close()
+
     def book(self, symbol: str) -> Book | None:
         """The symbol's consistent book, or None (before its first snapshot, during a
         resync, while disconnected, without the ``book`` channel)."""
