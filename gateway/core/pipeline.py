@@ -101,7 +101,15 @@ class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
     symbol: str
 
 
-Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt
+class CaughtUp(msgspec.Struct, frozen=True, gc=False):
+    """Connection ``conn_id``, watched since :meth:`VenuePipeline.watch_catch_up`, caught up:
+    on a sequenced venue its copies reached every book's applied id, on an unsequenced one
+    its replica of every book is valid, on a trade-only connection a trade arrived."""
+
+    conn_id: int
+
+
+Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt | CaughtUp
 
 
 class Step(msgspec.Struct, frozen=True, gc=False):
@@ -216,7 +224,7 @@ class VenuePipeline:
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
         self.rest_snapshots = rest_snapshots
-        self.trade_conn_ids = frozenset(trade_conn_ids)
+        self.trade_conn_ids = set(trade_conn_ids)
         self.stats = VenueStats()
         self.bad_frames_by_conn: dict[int, int] = {}
         #: Per connection: seconds from the venue's event time to the frame's receive time,
@@ -234,6 +242,8 @@ class VenuePipeline:
         self._up: dict[int, None] = {}
         #: Keys whose arbiter has a reorder deadline pending.
         self._waiting: set[str] = set()
+        #: Connections watched until they catch up: the last id each delivered per key.
+        self._catching_up: dict[int, dict[str, int]] = {}
         for symbol in symbols or ():
             self._new_book(symbol_key(venue.venue, symbol), 0)
 
@@ -270,12 +280,53 @@ class VenuePipeline:
                 self._connection_sequence(conn_id, event.seq, step, now_ns)
             elif isinstance(event, VenueNotice):
                 self._notice(conn_id, event, step)
+        if self._catching_up and conn_id in self._catching_up:
+            self._check_caught_up(conn_id, events, step)
         return step
+
+    # --- catching up (make-before-break renewals) -------------------------------------------
+
+    def add_trade_connection(self, conn_id: int) -> None:
+        """Connection ``conn_id`` carries trades only (a renewed trade connection)."""
+        self.trade_conn_ids.add(conn_id)
+
+    def watch_catch_up(self, conn_id: int) -> None:
+        """Watch ``conn_id`` (a replacement connection) until it caught up: the step of the
+        frame that completes it carries :class:`CaughtUp` once."""
+        self._catching_up[conn_id] = {}
+
+    def unwatch_catch_up(self, conn_id: int) -> None:
+        self._catching_up.pop(conn_id, None)
+
+    def _check_caught_up(self, conn_id: int, events: list[VenueEvent], step: Step) -> None:
+        seen = self._catching_up[conn_id]
+        if conn_id in self.trade_conn_ids:
+            done = any(isinstance(event, Trade) for event in events)
+        else:
+            for event in events:
+                if isinstance(event, DepthDiff | DepthSnapshot):
+                    seen[event.key] = event.last_id
+            done = all(
+                self._book_caught_up(conn_id, key, book, seen) for key, book in self.books.items()
+            )
+        if done:
+            del self._catching_up[conn_id]
+            step.actions.append(CaughtUp(conn_id))
+
+    @staticmethod
+    def _book_caught_up(conn_id: int, key: str, book: SymbolArbiter, seen: dict[str, int]) -> bool:
+        if isinstance(book, ReplicatedBook):
+            replica = book.replicas.get(conn_id)
+            return replica is not None and replica.valid
+        # A book not built yet has nothing to catch up with.
+        return not book.has_book or seen.get(key, -1) >= book.applied_id
 
     def receive_connection(self, conn_id: int, up: bool, now_ns: int) -> Step:
         """Connection ``conn_id`` came up or went down."""
         step = Step([], [])
         self.sequences.reset(conn_id)
+        if conn_id in self._catching_up:
+            self._catching_up[conn_id] = {}  # a watched connection starts its catch-up over
         if conn_id in self.trade_conn_ids:
             return step
         if up:

@@ -12,15 +12,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from gateway.core import pipeline
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
 from gateway.core.backoff import Backoff
 from gateway.core.budget import AttemptBudget
 from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
+from gateway.core.renewal import (
+    CloseConnection,
+    Command,
+    OpenReplacement,
+    RenewalEvent,
+    VenueRenewals,
+    renewal_age_s,
+)
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
@@ -29,8 +39,18 @@ from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
 from gateway.wire.venues import adapter_for
 
-#: Share of max_connection_age_s by which consecutive endpoints are staggered.
-AGE_STAGGER = 0.02
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """What every connection of one slot (a configured connection) opens and sends."""
+
+    url: str
+    subscribe_messages: Sequence[bytes] = ()
+    ping_message: bytes | None = None
+    #: A trade-only connection: the books are not told of it.
+    trades_only: bool = False
 
 
 class VenueRuntime:
@@ -57,33 +77,24 @@ class VenueRuntime:
         self.adapter = adapter_for(cfg.venue)
         self._publish = publish
         self._clock_ns = clock_ns
+        #: Every open (or opening) connection, a renewal's replacement among them.
         self.connections: dict[int, Connection] = {}
         #: Connection attempts of every connection of the venue together.
         self.attempts = AttemptBudget(
             self.adapter.connect_attempts_per_window, self.adapter.connect_window_s
         )
-        subscribe = self.adapter.subscribe_messages(cfg.symbols)
-        endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
-        for index, endpoint in enumerate(endpoints):
-            conn_id = next(conn_ids)
-            self.connections[conn_id] = self._connection(
-                conn_id,
-                self.adapter.stream_url(endpoint, cfg.symbols),
-                # Staggered so that the endpoints are never renewed together.
-                max_age_s=cfg.max_connection_age_s * (1.0 - AGE_STAGGER * index),
-                subscribe_messages=subscribe,
-                ping_message=self.adapter.ping_message,
-            )
+        self._conn_ids = conn_ids
+        #: Per slot (a configured connection, numbered within the venue): what it opens.
+        self.slots: dict[int, SlotSpec] = {}
+        #: Every slot's make-before-break renewal, one renewal of the venue at a time.
+        self.renewals = VenueRenewals()
+        #: Draws of each connection's renewal age (AGE_JITTER), seeded per venue.
+        self._age_rng = random.Random(cfg.venue)
+        self._tasks: asyncio.TaskGroup | None = None
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._renew_timeouts: dict[int, asyncio.Task[None]] = {}
         #: Connections that carry trades only: the books are not told of them.
         self.trade_connections: set[int] = set()
-        trade_endpoint, trade_url = self.adapter.trade_endpoint, self.adapter.trade_stream_url
-        if trade_endpoint is not None and trade_url is not None:
-            for endpoint in dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints):
-                conn_id = next(conn_ids)
-                self.trade_connections.add(conn_id)
-                self.connections[conn_id] = self._connection(
-                    conn_id, trade_url(endpoint, cfg.symbols), max_age_s=cfg.max_connection_age_s
-                )
         self.fetcher: SnapshotFetcher | None = None
         if self.adapter.snapshot_url is not None and cfg.rest:
             self.fetcher = SnapshotFetcher(
@@ -101,37 +112,137 @@ class VenueRuntime:
             reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
             max_pending=cfg.max_pending,
             rest_snapshots=self.fetcher is not None,
-            trade_conn_ids=self.trade_connections,
             max_levels=cfg.max_levels,
         )
+        subscribe = self.adapter.subscribe_messages(cfg.symbols)
+        endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
+        for endpoint in endpoints:
+            self._add_slot(
+                SlotSpec(
+                    self.adapter.stream_url(endpoint, cfg.symbols),
+                    subscribe,
+                    self.adapter.ping_message,
+                )
+            )
+        trade_endpoint, trade_url = self.adapter.trade_endpoint, self.adapter.trade_stream_url
+        if trade_endpoint is not None and trade_url is not None:
+            for endpoint in dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints):
+                self._add_slot(SlotSpec(trade_url(endpoint, cfg.symbols), trades_only=True))
 
-    def _connection(
-        self,
-        conn_id: int,
-        url: str,
-        *,
-        max_age_s: float,
-        subscribe_messages: Sequence[bytes] = (),
-        ping_message: bytes | None = None,
-    ) -> Connection:
-        cfg = self.cfg
-        return Connection(
+    # --- connections and their renewal -----------------------------------------------------
+
+    def _add_slot(self, spec: SlotSpec) -> None:
+        slot = len(self.slots)
+        self.slots[slot] = spec
+        connection = self._open(slot)
+        self.renewals.add(slot, connection.conn_id)
+
+    def _open(self, slot: int) -> Connection:
+        """A new connection (a conn id of its own) for ``slot``, started when running."""
+        cfg, spec = self.cfg, self.slots[slot]
+        conn_id = next(self._conn_ids)
+        if spec.trades_only:
+            self.trade_connections.add(conn_id)
+            self.pipeline.add_trade_connection(conn_id)
+        connection = self.connections[conn_id] = Connection(
             conn_id,
-            url,
+            spec.url,
             on_frame=self.on_frame,
             on_state=self.on_state,
             backoff=Backoff(cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)),
             stall_timeout_s=cfg.stall_timeout_s,
-            max_age_s=max_age_s,
-            subscribe_messages=subscribe_messages,
-            ping_message=ping_message,
+            # Jittered so that connections opened together are not due together.
+            max_age_s=renewal_age_s(cfg.max_connection_age_s, self._age_rng.random()),
+            subscribe_messages=spec.subscribe_messages,
+            ping_message=spec.ping_message,
             ping_interval_s=self.adapter.ping_interval_s,
             max_messages_per_s=self.adapter.max_messages_per_s,
             changes=self.connection_changes,
             healthy_after_s=cfg.healthy_after_s,
             attempts=self.attempts,
             venue=cfg.venue,
+            on_aged=self._aged,
+            slot=slot,
         )
+        if self._tasks is not None:
+            self._start(connection)
+        return connection
+
+    def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Runs every connection (and later every replacement) in ``tasks``."""
+        self._tasks = tasks
+        for connection in list(self.connections.values()):
+            self._start(connection)
+
+    def _start(self, connection: Connection) -> None:
+        assert self._tasks is not None
+        task = self._running[connection.conn_id] = self._tasks.create_task(connection.run())
+        task.add_done_callback(lambda _: self._closed(connection.conn_id))
+
+    def _closed(self, conn_id: int) -> None:
+        self._running.pop(conn_id, None)
+        self.connections.pop(conn_id, None)
+
+    def _aged(self, conn_id: int) -> None:
+        self._renew(self.renewals.due(conn_id, "age"))
+
+    def _renew(self, commands: list[Command]) -> None:
+        """Carries out the renewal machines' commands."""
+        for command in commands:
+            if isinstance(command, OpenReplacement):
+                self._open_replacement(command.slot)
+            else:
+                self._close_renewed(command)
+
+    def _open_replacement(self, slot: int) -> None:
+        old = self.renewals.serving(slot)
+        connection = self._open(slot)
+        conn_id = connection.conn_id
+        self.renewals.opened(slot, conn_id)
+        self.pipeline.watch_catch_up(conn_id)
+        log.info(
+            "conn %d %s: renewing; replacement conn %d opens beside it",
+            old,
+            connection.endpoint,
+            conn_id,
+            extra=connection.log_fields,
+        )
+        if self._tasks is not None:
+            self._renew_timeouts[slot] = self._tasks.create_task(self._renew_timeout(slot, conn_id))
+
+    async def _renew_timeout(self, slot: int, conn_id: int) -> None:
+        await asyncio.sleep(self.cfg.renew_timeout_s)
+        self._renew_timeouts.pop(slot, None)
+        self._renew(self.renewals.timed_out(slot, conn_id))
+
+    def _close_renewed(self, command: CloseConnection) -> None:
+        timeout = self._renew_timeouts.pop(command.slot, None)
+        if timeout is not None:
+            timeout.cancel()
+        self.pipeline.unwatch_catch_up(command.replacement)
+        connection = self.connections.get(command.conn_id)
+        fields = {} if connection is None else connection.log_fields
+        if command.outcome is RenewalEvent.TIMED_OUT:
+            log.warning(
+                "conn %d: replacement conn %d did not catch up within %g s; closing anyway",
+                command.conn_id,
+                command.replacement,
+                self.cfg.renew_timeout_s,
+                extra=fields,
+            )
+        else:
+            log.info(
+                "conn %d: closed, renewed by conn %d (%s)",
+                command.conn_id,
+                command.replacement,
+                command.outcome.value,
+                extra=fields,
+            )
+        task = self._running.get(command.conn_id)
+        if task is not None:
+            task.cancel()
+        else:
+            self._closed(command.conn_id)
 
     # --- what the pipeline holds ------------------------------------------------------------
 
@@ -154,7 +265,7 @@ class VenueRuntime:
         if self.capture is not None:
             self.capture.record_frame(conn_id, raw, recv_ns)
         step = self.pipeline.receive_frame(conn_id, raw, recv_ns, self._clock_ns())
-        return self._act(step, conn_id)
+        return self._act(step)
 
     def on_state(self, conn_id: int, up: bool) -> None:
         if self.capture is not None:
@@ -164,6 +275,8 @@ class VenueRuntime:
             else:
                 self.capture.record_disconnect(conn_id, url)
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns()))
+        if not up:
+            self._renew(self.renewals.down(conn_id))
 
     def on_snapshot(self, snapshot: DepthSnapshot) -> None:
         self._act(self.pipeline.receive_snapshot(snapshot, self._clock_ns()))
@@ -173,11 +286,10 @@ class VenueRuntime:
 
     # --- acting on a step -------------------------------------------------------------------
 
-    def _act(self, step: pipeline.Step, frame_conn_id: int = -1) -> bool:
-        """Carries out the step's actions and publishes it. True when the step asks the
-        connection that received the frame, ``frame_conn_id``, to reconnect: that
-        connection's reader acts on it."""
-        reconnect = False
+    def _act(self, step: pipeline.Step) -> bool:
+        """Carries out the step's actions and publishes it. A venue's reconnect notice is a
+        make-before-break renewal of the connection, so the reader is never told to
+        close (False)."""
         for action in step.actions:
             if isinstance(action, pipeline.FetchSnapshot):
                 if self.fetcher is not None:
@@ -191,10 +303,12 @@ class VenueRuntime:
                 if self.fetcher is not None:
                     self.fetcher.succeeded(action.symbol)
             elif isinstance(action, pipeline.Reconnect):
-                reconnect = reconnect or action.conn_id == frame_conn_id
+                self._renew(self.renewals.due(action.conn_id, "notice"))
+            elif isinstance(action, pipeline.CaughtUp):
+                self._renew(self.renewals.caught_up(action.conn_id))
         if step.publications:
             self._publish(step.publications)
-        return reconnect
+        return False
 
 
 class Service:
@@ -271,8 +385,7 @@ class Service:
                 for venue in self.venues:
                     if venue.fetcher is not None:
                         tasks.create_task(venue.fetcher.run())
-                    for connection in venue.connections.values():
-                        tasks.create_task(connection.run())
+                    venue.start(tasks)
                 tasks.create_task(self._timers())
                 if ready is not None:
                     ready.set()

@@ -184,8 +184,12 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: The reconnect backoff starts over only after a connection was up and receiving this
     #: long, so an endpoint that accepts and drops backs off like one that refuses.
     healthy_after_s: NonNegativeFloat = 10.0
-    #: Connections are renewed before the venue's 24 h limit, staggered per endpoint.
+    #: Connections are renewed before the venue's 24 h limit, each at an age drawn from
+    #: the last 5 % before it (jitter), make-before-break.
     max_connection_age_s: PositiveFloat = 23 * 3600.0
+    #: A renewal's replacement that has not caught up this long after it was opened: the
+    #: old connection is closed anyway (logged, counted).
+    renew_timeout_s: PositiveFloat = 30.0
     rest_timeout_s: PositiveFloat = 10.0
     #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
     #: snapshot is well under 1 MiB).
