@@ -38,6 +38,7 @@ from gateway.core.pipeline import (
     LOG_FIRST,
     BookRebuilt,
     BookState,
+    CaughtUp,
     FetchSnapshot,
     Reconnect,
     Resubscribe,
@@ -480,3 +481,61 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
     (delta,) = step.publications
     assert isinstance(delta, BookDelta) and delta.bids[-1] == ("96", "0")
     assert book.stats.levels_pruned == 1
+
+
+# --- catching up (make-before-break renewals) ---------------------------------------------
+
+
+def test_a_watched_connection_caught_up_once_its_copies_reach_every_applied_id() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_connection(5, True, 0)
+    p.watch_catch_up(5)
+    # Connection 0 runs ahead; connection 5's copies are behind the applied id.
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 12), diff("ETH", 11, 11)), 1, 0)
+    assert CaughtUp(5) not in p.receive_frame(5, venue.frame(diff("BTC", 11, 11)), 1, 0).actions
+    # BTC reached; ETH not yet heard of on connection 5.
+    assert p.receive_frame(5, venue.frame(diff("BTC", 12, 12)), 1, 0).actions == []
+    step = p.receive_frame(5, venue.frame(diff("ETH", 11, 11)), 1, 0)
+    assert step.actions == [CaughtUp(5)]
+    # Told once; other connections are never watched.
+    assert p.receive_frame(5, venue.frame(diff("BTC", 13, 13)), 1, 0).actions == []
+    assert p.receive_frame(1, venue.frame(diff("ETH", 12, 12)), 1, 0).actions == []
+
+
+def test_a_watched_connection_that_reconnects_starts_its_catch_up_over() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_connection(5, True, 0)
+    p.watch_catch_up(5)
+    p.receive_frame(5, venue.frame(diff("BTC", 11, 11)), 1, 0)
+    p.receive_connection(5, False, 0)
+    p.receive_connection(5, True, 0)
+    p.receive_frame(5, venue.frame(diff("ETH", 11, 11)), 1, 0)
+    assert p.receive_frame(5, venue.frame(diff("ETH", 12, 12)), 1, 0).actions == []
+    p.unwatch_catch_up(5)
+    assert p.receive_frame(5, venue.frame(diff("BTC", 12, 12)), 1, 0).actions == []
+
+
+def test_an_unsequenced_connection_caught_up_once_every_replica_is_valid() -> None:
+    venue = FakeVenue(venue="rep", unsequenced=True)
+    p = VenuePipeline(venue, ["BTC", "ETH"], rest_snapshots=False)
+    p.receive_connection(3, True, 0)
+    p.watch_catch_up(3)
+    step = p.receive_frame(3, venue.frame(snap("BTC", -1, venue="rep", conn=3)), 1, 0)
+    assert CaughtUp(3) not in step.actions
+    step = p.receive_frame(3, venue.frame(snap("ETH", -1, venue="rep", conn=3)), 1, 0)
+    assert CaughtUp(3) in step.actions
+
+
+def test_a_watched_trade_connection_caught_up_at_its_first_trade() -> None:
+    venue = FakeVenue()
+    p = VenuePipeline(venue, ["BTC"])
+    p.add_trade_connection(9)
+    p.receive_connection(9, True, 0)
+    p.watch_catch_up(9)
+    assert (
+        p.receive_frame(9, venue.frame(VenueNotice("seq", "ack", "", False, 1, 9)), 1, 0).actions
+        == []
+    )
+    assert p.receive_frame(9, venue.frame(trade(1, 9)), 1, 0).actions == [CaughtUp(9)]
