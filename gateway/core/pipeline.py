@@ -242,8 +242,16 @@ class VenuePipeline:
         self._up: dict[int, None] = {}
         #: Keys whose arbiter has a reorder deadline pending.
         self._waiting: set[str] = set()
+        #: Per connection: its replicas found wrong (a checksum failure, a lost message)
+        #: and its connection-wide sequence gaps, for its score.
+        self.faults_by_conn: dict[int, int] = {}
+        #: Connection scores (gateway.core.score), kept up to date by the owner; the
+        #: unsequenced books' failovers follow them.
+        self.conn_scores: dict[int, float] = {}
         #: Connections watched until they catch up: the last id each delivered per key.
         self._catching_up: dict[int, dict[str, int]] = {}
+        #: Per watched connection: the applied id of each built book when the watch began.
+        self._catch_up_targets: dict[int, dict[str, int]] = {}
         for symbol in symbols or ():
             self._new_book(symbol_key(venue.venue, symbol), 0)
 
@@ -292,11 +300,18 @@ class VenuePipeline:
 
     def watch_catch_up(self, conn_id: int) -> None:
         """Watch ``conn_id`` (a replacement connection) until it caught up: the step of the
-        frame that completes it carries :class:`CaughtUp` once."""
+        frame that completes it carries :class:`CaughtUp` once. On a sequenced venue its
+        copies must reach the applied id each book had when the watch began (a book not
+        built then has nothing to catch up with), so a connection that delivers every
+        update, later than the others, catches up too."""
         self._catching_up[conn_id] = {}
+        self._catch_up_targets[conn_id] = {
+            key: book.applied_id for key, book in self.books.items() if book.has_book
+        }
 
     def unwatch_catch_up(self, conn_id: int) -> None:
         self._catching_up.pop(conn_id, None)
+        self._catch_up_targets.pop(conn_id, None)
 
     def _check_caught_up(self, conn_id: int, events: list[VenueEvent], step: Step) -> None:
         seen = self._catching_up[conn_id]
@@ -306,20 +321,23 @@ class VenuePipeline:
             for event in events:
                 if isinstance(event, DepthDiff | DepthSnapshot):
                     seen[event.key] = event.last_id
+            targets = self._catch_up_targets.get(conn_id, {})
             done = all(
-                self._book_caught_up(conn_id, key, book, seen) for key, book in self.books.items()
+                self._book_caught_up(conn_id, book, seen.get(key, -1), targets.get(key))
+                for key, book in self.books.items()
             )
         if done:
-            del self._catching_up[conn_id]
+            self.unwatch_catch_up(conn_id)
             step.actions.append(CaughtUp(conn_id))
 
     @staticmethod
-    def _book_caught_up(conn_id: int, key: str, book: SymbolArbiter, seen: dict[str, int]) -> bool:
+    def _book_caught_up(
+        conn_id: int, book: SymbolArbiter, seen_id: int, target_id: int | None
+    ) -> bool:
         if isinstance(book, ReplicatedBook):
             replica = book.replicas.get(conn_id)
             return replica is not None and replica.valid
-        # A book not built yet has nothing to catch up with.
-        return not book.has_book or seen.get(key, -1) >= book.applied_id
+        return target_id is None or seen_id >= target_id
 
     def receive_connection(self, conn_id: int, up: bool, now_ns: int) -> Step:
         """Connection ``conn_id`` came up or went down."""
@@ -431,6 +449,8 @@ class VenuePipeline:
             max_levels=self.max_levels,
         )
         self.trades.setdefault(key, TradeDedup())
+        if isinstance(book, ReplicatedBook):
+            book.scores = self.conn_scores
         checksum = self._checksums.pop(key, None)
         if checksum is not None:
             book.checksum = checksum
@@ -452,6 +472,7 @@ class VenuePipeline:
             elif isinstance(event, SnapshotWanted):
                 self._snapshot_wanted(book.key.partition(":")[2], step)
             elif isinstance(event, ResubscribeWanted):
+                self.faults_by_conn[event.conn_id] = self.faults_by_conn.get(event.conn_id, 0) + 1
                 self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
             elif isinstance(event, BookCrossed):
                 self._crossed(event, now_ns)

@@ -165,6 +165,22 @@ class VenueRenewals:
         self._slots[slot] = _Slot(conn_id)
         self._by_conn[conn_id] = slot
 
+    def remove(self, slot: int) -> tuple[list[int], list[Command]]:
+        """Slot ``slot`` is given up (a released standby endpoint): its connections, for
+        the shell to close, and the commands of the venue's renewal slot passing on."""
+        entry = self._slots.pop(slot)
+        conn_ids = (
+            [entry.conn_id] if entry.replacement is None else [entry.conn_id, entry.replacement]
+        )
+        for conn_id in conn_ids:
+            self._by_conn.pop(conn_id, None)
+        if slot in self._line:
+            self._line.remove(slot)
+        if self.holder != slot:
+            return conn_ids, []
+        self.holder = None
+        return conn_ids, self._grant()
+
     def state(self, slot: int) -> Renewal:
         return self._slots[slot].state
 

@@ -27,9 +27,18 @@ from gateway.core.renewal import (
     CloseConnection,
     Command,
     OpenReplacement,
+    Renewal,
     RenewalEvent,
     VenueRenewals,
     renewal_age_s,
+)
+from gateway.core.replicated import ReplicatedBook
+from gateway.core.score import (
+    ReplacementPolicy,
+    Scorer,
+    StandbyAction,
+    StandbyPolicy,
+    Totals,
 )
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
@@ -41,6 +50,11 @@ from gateway.wire.venues import adapter_for
 
 log = logging.getLogger(__name__)
 
+#: How often connections are scored and the replacement and standby policies asked.
+SCORE_INTERVAL_S = 1.0
+#: The arrival lag counted for a connection of an unsequenced venue with no valid replica.
+NO_REPLICA_LAG_S = 1.0
+
 
 @dataclass(frozen=True)
 class SlotSpec:
@@ -51,6 +65,8 @@ class SlotSpec:
     ping_message: bytes | None = None
     #: A trade-only connection: the books are not told of it.
     trades_only: bool = False
+    #: A standby endpoint's: opened only while every primary is silent.
+    standby: bool = False
 
 
 class VenueRuntime:
@@ -128,6 +144,25 @@ class VenueRuntime:
         if trade_endpoint is not None and trade_url is not None:
             for endpoint in dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints):
                 self._add_slot(SlotSpec(trade_url(endpoint, cfg.symbols), trades_only=True))
+        #: Connection scores, the replacement of a worst connection, standby endpoints.
+        self.scorer = Scorer()
+        self.replacement = ReplacementPolicy(
+            cfg.replace_margin, cfg.replace_after_s, cfg.replace_cooldown_s
+        )
+        self.standby: StandbyPolicy | None = None
+        #: Slots of the standby endpoints: connected only while the policy says so.
+        self.standby_slots: list[int] = []
+        if cfg.standby_endpoints:
+            self.standby = StandbyPolicy(cfg.standby_after_s, cfg.standby_release_after_s)
+            for endpoint in cfg.standby_endpoints:
+                slot = len(self.slots)
+                self.slots[slot] = SlotSpec(
+                    self.adapter.stream_url(endpoint, cfg.symbols),
+                    subscribe,
+                    self.adapter.ping_message,
+                    standby=True,
+                )
+                self.standby_slots.append(slot)
 
     # --- connections and their renewal -----------------------------------------------------
 
@@ -168,11 +203,20 @@ class VenueRuntime:
             self._start(connection)
         return connection
 
-    def start(self, tasks: asyncio.TaskGroup) -> None:
-        """Runs every connection (and later every replacement) in ``tasks``."""
+    def start(
+        self, tasks: asyncio.TaskGroup, clock_s: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Runs every connection (and later every replacement) in ``tasks``, and the
+        scoring every :data:`SCORE_INTERVAL_S`."""
         self._tasks = tasks
         for connection in list(self.connections.values()):
             self._start(connection)
+        tasks.create_task(self._scoring(clock_s))
+
+    async def _scoring(self, clock_s: Callable[[], float]) -> None:
+        while True:
+            await asyncio.sleep(SCORE_INTERVAL_S)
+            self.evaluate(clock_s())
 
     def _start(self, connection: Connection) -> None:
         assert self._tasks is not None
@@ -180,8 +224,10 @@ class VenueRuntime:
         task.add_done_callback(lambda _: self._closed(connection.conn_id))
 
     def _closed(self, conn_id: int) -> None:
+        """Connection ``conn_id`` was closed for good (renewed, or a released standby)."""
         self._running.pop(conn_id, None)
         self.connections.pop(conn_id, None)
+        self.connection_changes.notify()
 
     def _aged(self, conn_id: int) -> None:
         self._renew(self.renewals.due(conn_id, "age"))
@@ -238,11 +284,115 @@ class VenueRuntime:
                 command.outcome.value,
                 extra=fields,
             )
-        task = self._running.get(command.conn_id)
+        self._stop(command.conn_id)
+
+    def _stop(self, conn_id: int) -> None:
+        task = self._running.get(conn_id)
         if task is not None:
             task.cancel()
         else:
-            self._closed(command.conn_id)
+            self._closed(conn_id)
+
+    # --- scores, replacement, standby --------------------------------------------------------
+
+    def evaluate(self, now_s: float) -> None:
+        """Scores the book connections, replaces one that stayed worst (make-before-break),
+        connects or releases the standby endpoints. ``now_s``: the connections' clock."""
+        cfg = self.cfg
+        book = {
+            conn_id: c
+            for conn_id, c in self.connections.items()
+            if not self.slots[c.slot].trades_only
+        }
+        scores = self.scorer.evaluate(
+            {conn_id: self._totals(c, now_s) for conn_id, c in book.items()}
+        )
+        self.pipeline.conn_scores.clear()
+        self.pipeline.conn_scores.update(scores)
+        # Only a settled primary serving its slot outside a renewal is compared.
+        settled = {
+            conn_id: scores[conn_id]
+            for conn_id, c in book.items()
+            if not self.slots[c.slot].standby
+            and self.renewals.serving(c.slot) == conn_id
+            and self.renewals.state(c.slot) is Renewal.STEADY
+            and c.stats.connected
+            and now_s - c.stats.connected_since_s >= cfg.replace_after_s
+        }
+        worst = self.replacement.evaluate(settled, now_s)
+        if worst is not None:
+            log.warning(
+                "conn %d %s: scored worst by %g for %g s; replacing it",
+                worst,
+                book[worst].endpoint,
+                cfg.replace_margin,
+                cfg.replace_after_s,
+                extra=book[worst].log_fields,
+            )
+            self._renew(self.renewals.due(worst, "score"))
+        if self.standby is not None:
+            primaries = {
+                conn_id: c.last_heard_s
+                for conn_id, c in book.items()
+                if not self.slots[c.slot].standby
+            }
+            action = self.standby.evaluate(primaries, now_s)
+            if action is StandbyAction.CONNECT:
+                log.warning(
+                    "%s: every primary endpoint silent for %g s; connecting the standby endpoints",
+                    cfg.venue,
+                    cfg.standby_after_s,
+                    extra={"venue": cfg.venue},
+                )
+                for slot in self.standby_slots:
+                    self.renewals.add(slot, self._open(slot).conn_id)
+            elif action is StandbyAction.RELEASE:
+                log.info(
+                    "%s: primaries healthy for %g s; releasing the standby endpoints",
+                    cfg.venue,
+                    cfg.standby_release_after_s,
+                    extra={"venue": cfg.venue},
+                )
+                for slot in self.standby_slots:
+                    conn_ids, commands = self.renewals.remove(slot)
+                    for conn_id in conn_ids:
+                        self.pipeline.unwatch_catch_up(conn_id)
+                        self._stop(conn_id)
+                    self._renew(commands)
+
+    def _totals(self, connection: Connection, now_s: float) -> Totals:
+        """The counters of ``connection`` the score is computed from."""
+        conn_id, stats = connection.conn_id, connection.stats
+        first_wins = duplicates = 0
+        lags_s: list[float] = []
+        unsequenced = False
+        for book in self.books.values():
+            per_conn = book.stats.connections.get(conn_id)
+            if per_conn is not None:
+                first_wins += per_conn.first_wins
+                duplicates += per_conn.duplicates
+            if isinstance(book, ReplicatedBook):
+                unsequenced = True
+                replica = book.replicas.get(conn_id)
+                if replica is not None and replica.valid:
+                    lags_s.append(replica.lag_ewma_ns / 1e9)
+        latency = self.pipeline.event_latency_by_conn.get(conn_id)
+        lag_s = None
+        if unsequenced:
+            lag_s = sum(lags_s) / len(lags_s) if lags_s else NO_REPLICA_LAG_S
+        return Totals(
+            up=stats.connected,
+            uptime_s=now_s - stats.connected_since_s if stats.connected else 0.0,
+            first_wins=first_wins,
+            duplicates=duplicates,
+            latency_sum_s=0.0 if latency is None else latency.sum,
+            latency_count=0 if latency is None else latency.count,
+            lag_s=lag_s,
+            frames=stats.frames,
+            bad_frames=self.pipeline.bad_frames_by_conn.get(conn_id, 0),
+            faults=self.pipeline.faults_by_conn.get(conn_id, 0),
+            reconnects=stats.reconnects,
+        )
 
     # --- what the pipeline holds ------------------------------------------------------------
 

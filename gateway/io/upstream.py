@@ -161,6 +161,11 @@ class Connection:
         #: The fields of this connection's log records (``extra=``; JSON logs show them).
         self.log_fields = {"venue": venue, "connection": conn_id, "endpoint": self.endpoint}
 
+    @property
+    def last_heard_s(self) -> float | None:
+        """When the connection last received a frame or opened (``clock_s``); None: never."""
+        return self._last_recv_s if self.stats.connects else None
+
     def send(self, messages: Sequence[bytes]) -> bool:
         """Queue text messages for the venue. False (and nothing queued) when the
         connection is down (subscriptions are sent again on connect) or its queue is full."""

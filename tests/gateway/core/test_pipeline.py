@@ -489,17 +489,17 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
 def test_a_watched_connection_caught_up_once_its_copies_reach_every_applied_id() -> None:
     venue = FakeVenue()
     p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 12)), 1, 0)
     p.receive_connection(5, True, 0)
-    p.watch_catch_up(5)
-    # Connection 0 runs ahead; connection 5's copies are behind the applied id.
-    p.receive_frame(0, venue.frame(diff("BTC", 11, 12), diff("ETH", 11, 11)), 1, 0)
-    assert CaughtUp(5) not in p.receive_frame(5, venue.frame(diff("BTC", 11, 11)), 1, 0).actions
-    # BTC reached; ETH not yet heard of on connection 5.
+    p.watch_catch_up(5)  # BTC applied up to 12, ETH up to 10
+    assert p.receive_frame(5, venue.frame(diff("BTC", 11, 11)), 1, 0).actions == []
+    # Connection 0 runs ahead: the targets stay the applied ids when the watch began.
+    p.receive_frame(0, venue.frame(diff("BTC", 13, 14), diff("ETH", 11, 11)), 1, 0)
     assert p.receive_frame(5, venue.frame(diff("BTC", 12, 12)), 1, 0).actions == []
     step = p.receive_frame(5, venue.frame(diff("ETH", 11, 11)), 1, 0)
     assert step.actions == [CaughtUp(5)]
     # Told once; other connections are never watched.
-    assert p.receive_frame(5, venue.frame(diff("BTC", 13, 13)), 1, 0).actions == []
+    assert p.receive_frame(5, venue.frame(diff("BTC", 13, 14)), 1, 0).actions == []
     assert p.receive_frame(1, venue.frame(diff("ETH", 12, 12)), 1, 0).actions == []
 
 

@@ -168,3 +168,12 @@ def test_renewal_ages_are_drawn_from_the_last_share_before_the_limit() -> None:
     assert renewal_age_s(1000.0, 0.999) > 1000.0 * (1 - AGE_JITTER)
     with pytest.raises(ValueError, match="jitter"):
         renewal_age_s(1000.0, 1.0)
+
+
+def test_a_removed_slot_gives_its_connections_and_passes_the_renewal_slot_on() -> None:
+    renewals = venue()
+    open_replacement(renewals, renewals.due(100, "age"), 200)
+    renewals.due(101, "age")
+    assert renewals.remove(0) == ([100, 200], [OpenReplacement(1)])
+    assert renewals.holder == 1 and renewals.slot_of(200) is None
+    assert renewals.remove(2) == ([102], []) and renewals.slots == [1]
