@@ -309,6 +309,8 @@ class VenueRuntime:
         )
         self.pipeline.conn_scores.clear()
         self.pipeline.conn_scores.update(scores)
+        for conn_id, connection in book.items():
+            connection.stats.score = scores[conn_id]
         # Only a settled primary serving its slot outside a renewal is compared.
         settled = {
             conn_id: scores[conn_id]

@@ -65,6 +65,8 @@ class ConnectionStats:
     messages_dropped: int = 0
     last_error: str = ""
     connected_since_s: float = 0.0
+    #: The connection's smoothed score (gateway.core.score), set by its owner; 0 until scored.
+    score: float = 0.0
 
 
 class _Ended(enum.Enum):
