@@ -109,6 +109,8 @@ class VenueRuntime:
         self._tasks: asyncio.TaskGroup | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
         self._renew_timeouts: dict[int, asyncio.Task[None]] = {}
+        #: Connections being closed for good: forgotten once their task ended.
+        self._retiring: set[int] = set()
         #: Connections that carry trades only: the books are not told of them.
         self.trade_connections: set[int] = set()
         self.fetcher: SnapshotFetcher | None = None
@@ -220,14 +222,18 @@ class VenueRuntime:
 
     def _start(self, connection: Connection) -> None:
         assert self._tasks is not None
-        task = self._running[connection.conn_id] = self._tasks.create_task(connection.run())
-        task.add_done_callback(lambda _: self._closed(connection.conn_id))
+        conn_id = connection.conn_id
+        task = self._running[conn_id] = self._tasks.create_task(connection.run())
+        task.add_done_callback(lambda _: self._closed(conn_id))
 
     def _closed(self, conn_id: int) -> None:
-        """Connection ``conn_id`` was closed for good (renewed, or a released standby)."""
+        """Connection ``conn_id``'s task ended: forgotten when it was closed for good
+        (renewed, or a released standby); kept, with its stats, when the service stopped."""
         self._running.pop(conn_id, None)
-        self.connections.pop(conn_id, None)
-        self.connection_changes.notify()
+        if conn_id in self._retiring:
+            self._retiring.discard(conn_id)
+            self.connections.pop(conn_id, None)
+            self.connection_changes.notify()
 
     def _aged(self, conn_id: int) -> None:
         self._renew(self.renewals.due(conn_id, "age"))
@@ -287,6 +293,8 @@ class VenueRuntime:
         self._stop(command.conn_id)
 
     def _stop(self, conn_id: int) -> None:
+        """Closes connection ``conn_id`` for good."""
+        self._retiring.add(conn_id)
         task = self._running.get(conn_id)
         if task is not None:
             task.cancel()
