@@ -1,8 +1,8 @@
 """Make-before-break renewals against the simulated venues: by age and by the venue's
-notice, on a sequenced venue (Binance spot, with its trade-only USD-M sibling's layout
-aside) and an unsequenced one (Kraken). Subscribers see nothing but ``live`` and no gap;
-never are two connections of a venue renewed at once; every old connection closes only
-after its replacement caught up."""
+notice, on sequenced venues (Binance spot, OKX, and Binance USD-M with its trade-only
+connections) and an unsequenced one (Kraken). Subscribers see nothing but ``live`` and no
+gap; never are two connections of a venue renewed at once; every old connection closes
+only after its replacement caught up."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import dataclasses
 import msgspec
 
 from feeds.sim.faults import FaultPlan
-from feeds.sim.simulators import SimBinanceSpot, SimKraken
+from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm, SimKraken, SimOkx
 from gateway.core.renewal import Renewal
 from gateway.io.service import Service, VenueRuntime
 from gateway.tools.demo import DEMO_VENUES, demo_config
@@ -109,3 +109,32 @@ def test_kraken_renewals_by_age_are_invisible_to_subscribers() -> None:
 
     service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
     check(service, subscriber, watch, keys)
+
+
+def test_okx_renewals_by_its_notice_and_age_are_invisible_to_subscribers() -> None:
+    keys = ["okx:BTC-USDT"]
+
+    async def scenario() -> tuple[Service, Subscriber, Watch]:
+        plan = FaultPlan("ep0:notice@1", seed=1, n_endpoints=2)
+        async with SimOkx(["BTC-USDT"], n_endpoints=2, seed=5, interval_s=0.02, faults=plan) as sim:
+            okx = dataclasses.replace(DEMO_VENUES[1], symbols=("BTC-USDT",))
+            return await run_renewals(demo_config([(okx, sim)], port=0), keys)
+
+    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
+    check(service, subscriber, watch, keys)
+    assert service.venues[0].renewals.stats(0).due.get("notice", 0) == 1
+
+
+def test_trade_only_connections_are_renewed_in_the_venue_line_too() -> None:
+    keys = ["binance-usdm:BTCUSDT"]
+
+    async def scenario() -> tuple[Service, Subscriber, Watch]:
+        async with SimBinanceUsdm(["BTCUSDT"], n_endpoints=2, seed=5, interval_s=0.02) as sim:
+            usdm = dataclasses.replace(DEMO_VENUES[5], symbols=("BTCUSDT",))
+            return await run_renewals(demo_config([(usdm, sim)], port=0), keys)
+
+    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
+    check(service, subscriber, watch, keys)
+    venue = service.venues[0]
+    trade_slots = [s for s, spec in venue.slots.items() if spec.trades_only]
+    assert trade_slots and all(venue.renewals.stats(s).caught_up >= 2 for s in trade_slots)
