@@ -1,7 +1,10 @@
 """The gateway service: upstream connections → venue pipeline → fan-out.
 
-One TaskGroup holds every task (subscriber server, one reader per endpoint, one snapshot
-fetcher per venue, the reorder-window timer); cancelling :meth:`Service.run` stops them all.
+One TaskGroup holds every task (subscriber server, one reader per connection, a renewal's
+replacement and its timeout among them, one snapshot fetcher and one scoring loop per
+venue, the reorder-window timer); cancelling :meth:`Service.run` stops them all.
+Connections are renewed make-before-break (:mod:`gateway.core.renewal`), scored, replaced
+when worst, and backed by standby endpoints (:mod:`gateway.core.score`).
 Frames are handled synchronously from the reader that received them: the venue's pipeline
 parses and arbitrates, the shell acts and publishes, with no await in between, so the
 fan-out always sees books and events agree.
