@@ -47,6 +47,7 @@ from gateway.core.model import (
     DepthSnapshot,
     GatewayEvent,
     InstrumentPrecision,
+    ReconnectWanted,
     ResubscribeWanted,
     SnapshotWanted,
     StatusChange,
@@ -89,9 +90,12 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 
 
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
-    """The venue asked connection ``conn_id`` to reconnect (a shutdown notice)."""
+    """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice;
+    ``renew``: a healthy connection, renewed make-before-break), or its copies disagree
+    with the other connections' (an arbiter's ReconnectWanted: closed at once)."""
 
     conn_id: int
+    renew: bool = False
 
 
 class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
@@ -153,6 +157,7 @@ class VenueRules(Protocol):
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_levels: int | None = None,
+        max_id_jump: int | None = None,
     ) -> SymbolArbiter:
         """``max_levels`` None: the venue's default cap."""
         ...
@@ -206,6 +211,8 @@ class VenuePipeline:
     otherwise every connection that is up resubscribes the symbol for one in band.
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
     ``max_levels``: the cap of each book's levels per side; None: the venue's default.
+    ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
+    ``epoch_base``: the epoch before each book's first one (its first is ``epoch_base + 1``).
     """
 
     def __init__(
@@ -218,11 +225,17 @@ class VenuePipeline:
         rest_snapshots: bool = False,
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
         max_levels: int | None = None,
+        max_id_jump: int | None = None,
+        epoch_base: int = 0,
     ) -> None:
         self.venue = venue
         self.max_levels = max_levels
+        #: Every book's epochs count up from here (the service passes a base unique to
+        #: the gateway instance, so epochs do not repeat across restarts).
+        self.epoch_base = epoch_base
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
+        self.max_id_jump = max_id_jump
         self.rest_snapshots = rest_snapshots
         self.trade_conn_ids = set(trade_conn_ids)
         self.stats = VenueStats()
@@ -447,7 +460,9 @@ class VenuePipeline:
             reorder_window_ns=self.reorder_window_ns,
             max_pending=self.max_pending,
             max_levels=self.max_levels,
+            max_id_jump=self.max_id_jump,
         )
+        book.epoch = self.epoch_base
         self.trades.setdefault(key, TradeDedup())
         if isinstance(book, ReplicatedBook):
             book.scores = self.conn_scores
@@ -476,6 +491,9 @@ class VenuePipeline:
                 self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
             elif isinstance(event, BookCrossed):
                 self._crossed(event, now_ns)
+            elif isinstance(event, ReconnectWanted):
+                self.faults_by_conn[event.conn_id] = self.faults_by_conn.get(event.conn_id, 0) + 1
+                self._reconnect(event.conn_id, step)
             else:
                 publications.append(event)
                 if isinstance(event, BookReset) and self.rest_snapshots:
@@ -567,5 +585,9 @@ class VenuePipeline:
                 notice.detail,
                 extra={"venue": self.venue.venue, "connection": conn_id},
             )
-        if notice.reconnect and Reconnect(conn_id) not in step.actions:
-            step.actions.append(Reconnect(conn_id))
+        if notice.reconnect:
+            self._reconnect(conn_id, step, renew=True)
+
+    def _reconnect(self, conn_id: int, step: Step, *, renew: bool = False) -> None:
+        if not any(isinstance(a, Reconnect) and a.conn_id == conn_id for a in step.actions):
+            step.actions.append(Reconnect(conn_id, renew))

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http
 import itertools
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import msgspec
 
 from gateway.core import pipeline
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
@@ -46,9 +50,11 @@ from gateway.core.score import (
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
+from gateway.io.health import HttpAnswer
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
+from gateway.wire.recovery import new_instance
 from gateway.wire.venues import adapter_for
 
 log = logging.getLogger(__name__)
@@ -85,6 +91,7 @@ class VenueRuntime:
         clock_ns: Callable[[], int],
         capture: CaptureWriter | None = None,
         connection_changes: StateChanges | None = None,
+        epoch_base: int = 0,
     ) -> None:
         self.cfg = cfg
         #: Notified by every connection of this venue (:attr:`Connection.changes`).
@@ -132,8 +139,10 @@ class VenueRuntime:
             cfg.symbols,
             reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
             max_pending=cfg.max_pending,
+            max_id_jump=cfg.max_id_jump,
             rest_snapshots=self.fetcher is not None,
             max_levels=cfg.max_levels,
+            epoch_base=epoch_base,
         )
         subscribe = self.adapter.subscribe_messages(cfg.symbols)
         endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
@@ -428,7 +437,7 @@ class VenueRuntime:
         if self.capture is not None:
             self.capture.record_frame(conn_id, raw, recv_ns)
         step = self.pipeline.receive_frame(conn_id, raw, recv_ns, self._clock_ns())
-        return self._act(step)
+        return self._act(step, conn_id)
 
     def on_state(self, conn_id: int, up: bool) -> None:
         if self.capture is not None:
@@ -449,10 +458,12 @@ class VenueRuntime:
 
     # --- acting on a step -------------------------------------------------------------------
 
-    def _act(self, step: pipeline.Step) -> bool:
-        """Carries out the step's actions and publishes it. A venue's reconnect notice is a
-        make-before-break renewal of the connection, so the reader is never told to
-        close (False)."""
+    def _act(self, step: pipeline.Step, frame_conn_id: int = -1) -> bool:
+        """Carries out the step's actions and publishes it. True when the step asks the
+        connection that received the frame, ``frame_conn_id``, to reconnect at once (its
+        copies went wrong): that connection's reader acts on it. A venue's notice renews
+        the connection make-before-break instead."""
+        reconnect = False
         for action in step.actions:
             if isinstance(action, pipeline.FetchSnapshot):
                 if self.fetcher is not None:
@@ -466,12 +477,22 @@ class VenueRuntime:
                 if self.fetcher is not None:
                     self.fetcher.succeeded(action.symbol)
             elif isinstance(action, pipeline.Reconnect):
-                self._renew(self.renewals.due(action.conn_id, "notice"))
+                if action.renew:
+                    self._renew(self.renewals.due(action.conn_id, "notice"))
+                else:
+                    reconnect = reconnect or action.conn_id == frame_conn_id
             elif isinstance(action, pipeline.CaughtUp):
                 self._renew(self.renewals.caught_up(action.conn_id))
         if step.publications:
             self._publish(step.publications)
-        return False
+        return reconnect
+
+
+def subscribers_answer(fanout: Fanout) -> HttpAnswer:
+    """``GET /subscribers``: every connected subscriber's counters and lag, as JSON
+    ``{"subscribers": [...]}`` (the fields of :class:`~gateway.io.fanout.SubscriberStats`)."""
+    document = {"subscribers": fanout.subscriber_stats()}
+    return HttpAnswer(http.HTTPStatus.OK, "application/json", msgspec.json.encode(document))
 
 
 class Service:
@@ -489,11 +510,15 @@ class Service:
         self.capture = capture
         #: What ``GET /metrics`` exposes, read from the stats at each scrape.
         self.metrics = metrics_registry(self)
+        #: This process: its id (told to subscribers) and the base of every epoch.
+        self.instance = new_instance(time.time_ns(), secrets.randbits(32))
         self.fanout = Fanout.from_config(
             self,
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
+            instance=self.instance.id,
         )
+        self.fanout.http_routes["/subscribers"] = functools.partial(subscribers_answer, self.fanout)
         conn_ids = itertools.count(0)
         #: Notified after every upstream connection goes up or down (the pipeline told) and
         #: after every failed attempt: ``await connection_changes.wait_until(...)`` waits on
@@ -501,7 +526,13 @@ class Service:
         self.connection_changes = StateChanges()
         self.venues = [
             VenueRuntime(
-                cfg, conn_ids, self.fanout.publish, clock_ns, capture, self.connection_changes
+                cfg,
+                conn_ids,
+                self.fanout.publish,
+                clock_ns,
+                capture,
+                self.connection_changes,
+                epoch_base=self.instance.epoch_base,
             )
             for cfg in config.venues
         ]
