@@ -90,10 +90,12 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 
 
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
-    """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice),
-    or its copies disagree with the other connections' (an arbiter's ReconnectWanted)."""
+    """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice;
+    ``renew``: a healthy connection, renewed make-before-break), or its copies disagree
+    with the other connections' (an arbiter's ReconnectWanted: closed at once)."""
 
     conn_id: int
+    renew: bool = False
 
 
 class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
@@ -103,7 +105,15 @@ class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
     symbol: str
 
 
-Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt
+class CaughtUp(msgspec.Struct, frozen=True, gc=False):
+    """Connection ``conn_id``, watched since :meth:`VenuePipeline.watch_catch_up`, caught up:
+    on a sequenced venue its copies reached every book's applied id, on an unsequenced one
+    its replica of every book is valid, on a trade-only connection a trade arrived."""
+
+    conn_id: int
+
+
+Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt | CaughtUp
 
 
 class Step(msgspec.Struct, frozen=True, gc=False):
@@ -227,7 +237,7 @@ class VenuePipeline:
         self.max_pending = max_pending
         self.max_id_jump = max_id_jump
         self.rest_snapshots = rest_snapshots
-        self.trade_conn_ids = frozenset(trade_conn_ids)
+        self.trade_conn_ids = set(trade_conn_ids)
         self.stats = VenueStats()
         self.bad_frames_by_conn: dict[int, int] = {}
         #: Per connection: seconds from the venue's event time to the frame's receive time,
@@ -245,6 +255,16 @@ class VenuePipeline:
         self._up: dict[int, None] = {}
         #: Keys whose arbiter has a reorder deadline pending.
         self._waiting: set[str] = set()
+        #: Per connection: its replicas found wrong (a checksum failure, a lost message)
+        #: and its connection-wide sequence gaps, for its score.
+        self.faults_by_conn: dict[int, int] = {}
+        #: Connection scores (gateway.core.score), kept up to date by the owner; the
+        #: unsequenced books' failovers follow them.
+        self.conn_scores: dict[int, float] = {}
+        #: Connections watched until they catch up: the last id each delivered per key.
+        self._catching_up: dict[int, dict[str, int]] = {}
+        #: Per watched connection: the applied id of each built book when the watch began.
+        self._catch_up_targets: dict[int, dict[str, int]] = {}
         for symbol in symbols or ():
             self._new_book(symbol_key(venue.venue, symbol), 0)
 
@@ -281,12 +301,63 @@ class VenuePipeline:
                 self._connection_sequence(conn_id, event.seq, step, now_ns)
             elif isinstance(event, VenueNotice):
                 self._notice(conn_id, event, step)
+        if self._catching_up and conn_id in self._catching_up:
+            self._check_caught_up(conn_id, events, step)
         return step
+
+    # --- catching up (make-before-break renewals) -------------------------------------------
+
+    def add_trade_connection(self, conn_id: int) -> None:
+        """Connection ``conn_id`` carries trades only (a renewed trade connection)."""
+        self.trade_conn_ids.add(conn_id)
+
+    def watch_catch_up(self, conn_id: int) -> None:
+        """Watch ``conn_id`` (a replacement connection) until it caught up: the step of the
+        frame that completes it carries :class:`CaughtUp` once. On a sequenced venue its
+        copies must reach the applied id each book had when the watch began (a book not
+        built then has nothing to catch up with), so a connection that delivers every
+        update, later than the others, catches up too."""
+        self._catching_up[conn_id] = {}
+        self._catch_up_targets[conn_id] = {
+            key: book.applied_id for key, book in self.books.items() if book.has_book
+        }
+
+    def unwatch_catch_up(self, conn_id: int) -> None:
+        self._catching_up.pop(conn_id, None)
+        self._catch_up_targets.pop(conn_id, None)
+
+    def _check_caught_up(self, conn_id: int, events: list[VenueEvent], step: Step) -> None:
+        seen = self._catching_up[conn_id]
+        if conn_id in self.trade_conn_ids:
+            done = any(isinstance(event, Trade) for event in events)
+        else:
+            for event in events:
+                if isinstance(event, DepthDiff | DepthSnapshot):
+                    seen[event.key] = event.last_id
+            targets = self._catch_up_targets.get(conn_id, {})
+            done = all(
+                self._book_caught_up(conn_id, book, seen.get(key, -1), targets.get(key))
+                for key, book in self.books.items()
+            )
+        if done:
+            self.unwatch_catch_up(conn_id)
+            step.actions.append(CaughtUp(conn_id))
+
+    @staticmethod
+    def _book_caught_up(
+        conn_id: int, book: SymbolArbiter, seen_id: int, target_id: int | None
+    ) -> bool:
+        if isinstance(book, ReplicatedBook):
+            replica = book.replicas.get(conn_id)
+            return replica is not None and replica.valid
+        return target_id is None or seen_id >= target_id
 
     def receive_connection(self, conn_id: int, up: bool, now_ns: int) -> Step:
         """Connection ``conn_id`` came up or went down."""
         step = Step([], [])
         self.sequences.reset(conn_id)
+        if conn_id in self._catching_up:
+            self._catching_up[conn_id] = {}  # a watched connection starts its catch-up over
         if conn_id in self.trade_conn_ids:
             return step
         if up:
@@ -393,6 +464,8 @@ class VenuePipeline:
         )
         book.epoch = self.epoch_base
         self.trades.setdefault(key, TradeDedup())
+        if isinstance(book, ReplicatedBook):
+            book.scores = self.conn_scores
         checksum = self._checksums.pop(key, None)
         if checksum is not None:
             book.checksum = checksum
@@ -414,10 +487,12 @@ class VenuePipeline:
             elif isinstance(event, SnapshotWanted):
                 self._snapshot_wanted(book.key.partition(":")[2], step)
             elif isinstance(event, ResubscribeWanted):
+                self.faults_by_conn[event.conn_id] = self.faults_by_conn.get(event.conn_id, 0) + 1
                 self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
             elif isinstance(event, BookCrossed):
                 self._crossed(event, now_ns)
             elif isinstance(event, ReconnectWanted):
+                self.faults_by_conn[event.conn_id] = self.faults_by_conn.get(event.conn_id, 0) + 1
                 self._reconnect(event.conn_id, step)
             else:
                 publications.append(event)
@@ -511,8 +586,8 @@ class VenuePipeline:
                 extra={"venue": self.venue.venue, "connection": conn_id},
             )
         if notice.reconnect:
-            self._reconnect(conn_id, step)
+            self._reconnect(conn_id, step, renew=True)
 
-    def _reconnect(self, conn_id: int, step: Step) -> None:
-        if Reconnect(conn_id) not in step.actions:
-            step.actions.append(Reconnect(conn_id))
+    def _reconnect(self, conn_id: int, step: Step, *, renew: bool = False) -> None:
+        if not any(isinstance(a, Reconnect) and a.conn_id == conn_id for a in step.actions):
+            step.actions.append(Reconnect(conn_id, renew))

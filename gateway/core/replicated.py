@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -204,7 +205,8 @@ class ReplicatedBook:
       a row (:data:`ReplicaState.RETRY_WAIT`), so no crossed replica is ever published.
     - The published book follows one leader replica: the leader's updates are published as
       they are (with the levels that truncation to ``depth`` removed).
-    - When the leader fails, the valid replica with the lowest lag becomes leader and the
+    - When the leader fails, the valid replica with the best connection score (``scores``),
+      of equal scores the one with the lowest lag, becomes leader and the
       switch is published as one ordinary delta, from the published book to that replica;
       a replica whose checksum failed is never chosen.
     - With a checksum, lag is measured by which connection reaches each book state first;
@@ -249,6 +251,9 @@ class ReplicatedBook:
         self.replicas: dict[int, Replica] = {}
         #: The connection whose replica is published; set exactly in Output.LIVE.
         self.leader: int | None = None
+        #: Connection scores (gateway.core.score), the best valid replica's leading a
+        #: failover; set by the owner, read here only. Equal scores: the lowest lag.
+        self.scores: Mapping[int, float] = {}
         #: checksum of a book state -> (first connection to reach it, when).
         self._first_seen: dict[int, tuple[int, int]] = {}
 
@@ -443,7 +448,9 @@ class ReplicatedBook:
                 self._output(OutputEvent.NO_VALID_REPLICA, "no valid replica", out)
             return
         chosen = (
-            prefer if prefer in dict(valid) else min(valid, key=lambda cr: cr[1].lag_ewma_ns)[0]
+            prefer
+            if prefer in dict(valid)
+            else max(valid, key=lambda cr: (self.scores.get(cr[0], 0.0), -cr[1].lag_ewma_ns))[0]
         )
         previous, self.leader = self.leader, chosen
         if previous is not None and previous != chosen:

@@ -108,6 +108,24 @@ CONNECTION_STATS: Final = (
         "messages_dropped",
         "Messages to the venue not sent: connection down or its queue full.",
     ),
+    Stat("connection_score", "score", "Book connections: the score, 0-1.", counter=False),
+)
+
+#: gateway.core.renewal.SlotRenewals; labels venue, slot.
+SLOT_RENEWAL_STATS: Final = (
+    Stat("slot_renewals", "caught_up", "Renewals whose replacement caught up first."),
+    Stat("slot_renewals_timed_out", "timed_out", "Renewals closed at renew_timeout_s."),
+    Stat("slot_renewals_old_down", "old_down", "Renewals ended by the old connection's fall."),
+)
+
+#: gateway.core.score.ReplacementPolicy; labels venue.
+REPLACEMENT_STATS: Final = (
+    Stat("venue_connection_replacements", "replaced", "Worst-scored connections replaced."),
+)
+
+#: gateway.core.score.StandbyPolicy (venues with standby endpoints); labels venue.
+STANDBY_STATS: Final = (
+    Stat("venue_standby_activations", "activations", "Times the standby endpoints connected."),
 )
 
 #: gateway.core.arbiter.SymbolStats; labels venue, symbol.
@@ -226,6 +244,20 @@ class GatewayCollector(Collector):
         fetchers = [((v.cfg.venue,), v.fetcher.stats) for v in venues if v.fetcher is not None]
         yield from families(FETCHER_STATS, ("venue",), fetchers)
         yield from self._connections()
+        yield from families(
+            SLOT_RENEWAL_STATS,
+            ("venue", "slot"),
+            [
+                ((v.cfg.venue, str(slot)), v.renewals.stats(slot))
+                for v in venues
+                for slot in v.renewals.slots
+            ],
+        )
+        yield from families(
+            REPLACEMENT_STATS, ("venue",), [((v.cfg.venue,), v.replacement) for v in venues]
+        )
+        standby = [((v.cfg.venue,), v.standby) for v in venues if v.standby is not None]
+        yield from families(STANDBY_STATS, ("venue",), standby)
         yield from self._symbols()
         yield from families(FANOUT_STATS, (), [((), service.fanout.stats)])
         capture = service.capture
@@ -245,8 +277,8 @@ class GatewayCollector(Collector):
         )
         info = GaugeMetricFamily(
             PREFIX + "connection_info",
-            "1 per upstream connection: its endpoint and role (book or trade).",
-            labels=(*labels, "endpoint", "role"),
+            "1 per upstream connection: its endpoint, role (book, trade or standby) and slot.",
+            labels=(*labels, "endpoint", "role", "slot"),
         )
         bad = CounterMetricFamily(
             PREFIX + "connection_bad_frames",
@@ -261,8 +293,9 @@ class GatewayCollector(Collector):
         for v in venues:
             venue = v.cfg.venue
             for conn_id, c in v.connections.items():
-                role = "trade" if conn_id in v.trade_connections else "book"
-                info.add_metric((venue, str(conn_id), c.endpoint, role), 1.0)
+                spec = v.slots[c.slot]
+                role = "trade" if spec.trades_only else "standby" if spec.standby else "book"
+                info.add_metric((venue, str(conn_id), c.endpoint, role, str(c.slot)), 1.0)
             for conn_id, count in v.bad_frames_by_conn.items():
                 connection = REST_CONNECTION if conn_id < 0 else str(conn_id)
                 bad.add_metric((venue, connection), float(count))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class ConnectionStats:
     messages_dropped: int = 0
     last_error: str = ""
     connected_since_s: float = 0.0
+    #: The connection's smoothed score (gateway.core.score), set by its owner; 0 until scored.
+    score: float = 0.0
 
 
 class _Ended(enum.Enum):
@@ -90,6 +93,10 @@ class Connection:
     (:class:`~gateway.core.backoff.ReconnectPolicy` decides). A connection that delivers
     nothing for ``stall_timeout_s`` is closed and reopened. Every attempt first waits for
     the venue's ``attempts`` budget, shared by the venue's connections.
+
+    With ``on_aged``, reaching ``max_age_s`` does not close the connection: ``on_aged`` is
+    told and the connection serves on until its owner cancels :meth:`run` (a renewal that
+    opens the replacement before the old connection closes, :mod:`gateway.core.renewal`).
 
     ``clock_s`` and ``sleep`` are the time everything here runs on: the policy, the
     budget, the waits between attempts, the stall and age deadlines (the connect's own
@@ -118,8 +125,15 @@ class Connection:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         fd_exhaustion: FdExhaustion = FD_EXHAUSTION,
         venue: str = "",
+        on_aged: Callable[[int], None] | None = None,
+        slot: int | None = None,
     ) -> None:
         self.conn_id = conn_id
+        #: The configured connection this one serves (stable across renewals); None: its own.
+        self.slot = conn_id if slot is None else slot
+        #: on_aged(conn_id): called at ``max_age_s`` instead of closing; the owner renews
+        #: the connection (make-before-break) and cancels :meth:`run` when it is replaced.
+        self._on_aged = on_aged
         self.url = url
         self._on_frame = on_frame
         self._on_state = on_state
@@ -148,6 +162,11 @@ class Connection:
         self.endpoint = url.partition("?")[0].removesuffix("/stream")
         #: The fields of this connection's log records (``extra=``; JSON logs show them).
         self.log_fields = {"venue": venue, "connection": conn_id, "endpoint": self.endpoint}
+
+    @property
+    def last_heard_s(self) -> float | None:
+        """When the connection last received a frame or opened (``clock_s``); None: never."""
+        return self._last_recv_s if self.stats.connects else None
 
     def send(self, messages: Sequence[bytes]) -> bool:
         """Queue text messages for the venue. False (and nothing queued) when the
@@ -235,14 +254,26 @@ class Connection:
         """Hands every frame to the service until the connection ends (closed, stalled,
         aged, or the venue's notice); returns True when it ended to be renewed."""
         up_s = self._last_recv_s = self._clock_s()
+        age_deadline_s = up_s + self._max_age_s
         receiver = tasks.create_task(self._receive(ws))
-        watchdog = tasks.create_task(self._watch(up_s + self._max_age_s))
         try:
-            done, _ = await asyncio.wait((receiver, watchdog), return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                watchdog = tasks.create_task(self._watch(age_deadline_s))
+                try:
+                    done, _ = await asyncio.wait(
+                        (receiver, watchdog), return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    watchdog.cancel()
+                ended = receiver.result() if receiver in done else watchdog.result()
+                if ended is not _Ended.AGED or self._on_aged is None:
+                    break
+                # Renewed make-before-break: the owner closes this connection when its
+                # replacement caught up; until then it serves on, watched for stalls.
+                age_deadline_s = math.inf
+                self._on_aged(self.conn_id)
         finally:
             receiver.cancel()
-            watchdog.cancel()
-        ended = receiver.result() if receiver in done else watchdog.result()
         if ended is _Ended.NOTICE:
             self.stats.last_error = "venue asked to reconnect"
             self._log.info(

@@ -197,8 +197,24 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: The reconnect backoff starts over only after a connection was up and receiving this
     #: long, so an endpoint that accepts and drops backs off like one that refuses.
     healthy_after_s: NonNegativeFloat = 10.0
-    #: Connections are renewed before the venue's 24 h limit, staggered per endpoint.
+    #: Connections are renewed before the venue's 24 h limit, each at an age drawn from
+    #: the last 5 % before it (jitter), make-before-break.
     max_connection_age_s: PositiveFloat = 23 * 3600.0
+    #: A renewal's replacement that has not caught up this long after it was opened: the
+    #: old connection is closed anyway (logged, counted).
+    renew_timeout_s: PositiveFloat = 30.0
+    #: A connection whose score (docs/architecture.md, Endpoint scoring) stays this much
+    #: below every other's for ``replace_after_s`` is replaced by a fresh connection;
+    #: then none is for ``replace_cooldown_s``.
+    replace_margin: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.2
+    replace_after_s: PositiveFloat = 60.0
+    replace_cooldown_s: NonNegativeFloat = 300.0
+    #: Endpoints connected only while every primary endpoint has been silent for
+    #: ``standby_after_s``; released once a primary was receiving for
+    #: ``standby_release_after_s``.
+    standby_endpoints: list[str] = []
+    standby_after_s: PositiveFloat = 10.0
+    standby_release_after_s: NonNegativeFloat = 60.0
     rest_timeout_s: PositiveFloat = 10.0
     #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
     #: snapshot is well under 1 MiB).
@@ -268,6 +284,8 @@ def validate(config: Config) -> Config:
         if len(set(venue.symbols)) != len(venue.symbols):
             raise ConfigError(f"{where}.symbols: duplicate symbols")
         _check_urls(venue.endpoints, ("ws", "wss"), f"{where}.endpoints")
+        if venue.standby_endpoints:
+            _check_urls(venue.standby_endpoints, ("ws", "wss"), f"{where}.standby_endpoints")
         adapter = ADAPTERS[venue.venue]
         if venue.rest or (adapter.snapshot_url is not None and not adapter.in_band_snapshots):
             _check_urls(venue.rest, ("http", "https"), f"{where}.rest")

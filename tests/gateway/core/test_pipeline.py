@@ -39,6 +39,7 @@ from gateway.core.pipeline import (
     LOG_FIRST,
     BookRebuilt,
     BookState,
+    CaughtUp,
     FetchSnapshot,
     Reconnect,
     Resubscribe,
@@ -266,7 +267,9 @@ def test_a_venue_notice_asking_to_reconnect_gives_one_reconnect() -> None:
     shutdown = VenueNotice("seq", "shutdown", "maintenance", True, 1, 1)
     error = VenueNotice("seq", "error", "bad request", False, 1, 1)
     assert p.receive_frame(1, venue.frame(error), 1, 0) == Step([], [])
-    assert p.receive_frame(1, venue.frame(shutdown, shutdown), 1, 0) == Step([], [Reconnect(1)])
+    # A notice renews a healthy connection (make-before-break).
+    step = p.receive_frame(1, venue.frame(shutdown, shutdown), 1, 0)
+    assert step == Step([], [Reconnect(1, renew=True)])
     assert p.stats.notices == 3
 
 
@@ -280,7 +283,8 @@ def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconn
     assert kinds(step) == ["BookDelta"] and step.actions == []
     # Connection 1 goes on below its own implausible copy: that copy was bogus.
     step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11, conn=1)), 1, 0)
-    assert step == Step([], [Reconnect(1)])
+    assert step == Step([], [Reconnect(1)]), "closed at once, not renewed"
+    assert p.faults_by_conn == {1: 1}, "counted against its score"
     stats = p.books["seq:BTC"].stats
     assert stats.conn(1).disagreements == 1 and stats.resyncs == 0
     assert p.book_state("seq:BTC") is not None
@@ -547,3 +551,61 @@ def test_epochs_count_from_the_base_and_deltas_carry_the_venue_event_time() -> N
     assert (delta.event_ms, delta.recv_ns) == (1_700_000_000_123, 99)
     (untimed,) = p.receive_frame(0, venue.frame(diff("BTC", 8, 8)), 1, 0).publications
     assert isinstance(untimed, BookDelta) and untimed.event_ms is None  # the venue sent none
+
+
+# --- catching up (make-before-break renewals) ---------------------------------------------
+
+
+def test_a_watched_connection_caught_up_once_its_copies_reach_every_applied_id() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 12)), 1, 0)
+    p.receive_connection(5, True, 0)
+    p.watch_catch_up(5)  # BTC applied up to 12, ETH up to 10
+    assert p.receive_frame(5, venue.frame(diff("BTC", 11, 11)), 1, 0).actions == []
+    # Connection 0 runs ahead: the targets stay the applied ids when the watch began.
+    p.receive_frame(0, venue.frame(diff("BTC", 13, 14), diff("ETH", 11, 11)), 1, 0)
+    assert p.receive_frame(5, venue.frame(diff("BTC", 12, 12)), 1, 0).actions == []
+    step = p.receive_frame(5, venue.frame(diff("ETH", 11, 11)), 1, 0)
+    assert step.actions == [CaughtUp(5)]
+    # Told once; other connections are never watched.
+    assert p.receive_frame(5, venue.frame(diff("BTC", 13, 14)), 1, 0).actions == []
+    assert p.receive_frame(1, venue.frame(diff("ETH", 12, 12)), 1, 0).actions == []
+
+
+def test_a_watched_connection_that_reconnects_starts_its_catch_up_over() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_connection(5, True, 0)
+    p.watch_catch_up(5)
+    p.receive_frame(5, venue.frame(diff("BTC", 11, 11)), 1, 0)
+    p.receive_connection(5, False, 0)
+    p.receive_connection(5, True, 0)
+    p.receive_frame(5, venue.frame(diff("ETH", 11, 11)), 1, 0)
+    assert p.receive_frame(5, venue.frame(diff("ETH", 12, 12)), 1, 0).actions == []
+    p.unwatch_catch_up(5)
+    assert p.receive_frame(5, venue.frame(diff("BTC", 12, 12)), 1, 0).actions == []
+
+
+def test_an_unsequenced_connection_caught_up_once_every_replica_is_valid() -> None:
+    venue = FakeVenue(venue="rep", unsequenced=True)
+    p = VenuePipeline(venue, ["BTC", "ETH"], rest_snapshots=False)
+    p.receive_connection(3, True, 0)
+    p.watch_catch_up(3)
+    step = p.receive_frame(3, venue.frame(snap("BTC", -1, venue="rep", conn=3)), 1, 0)
+    assert CaughtUp(3) not in step.actions
+    step = p.receive_frame(3, venue.frame(snap("ETH", -1, venue="rep", conn=3)), 1, 0)
+    assert CaughtUp(3) in step.actions
+
+
+def test_a_watched_trade_connection_caught_up_at_its_first_trade() -> None:
+    venue = FakeVenue()
+    p = VenuePipeline(venue, ["BTC"])
+    p.add_trade_connection(9)
+    p.receive_connection(9, True, 0)
+    p.watch_catch_up(9)
+    assert (
+        p.receive_frame(9, venue.frame(VenueNotice("seq", "ack", "", False, 1, 9)), 1, 0).actions
+        == []
+    )
+    assert p.receive_frame(9, venue.frame(trade(1, 9)), 1, 0).actions == [CaughtUp(9)]

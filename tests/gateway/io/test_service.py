@@ -16,6 +16,7 @@ from gateway.core.model import (
     SymbolState,
     TradeOut,
 )
+from gateway.core.renewal import AGE_JITTER
 from gateway.core.sequenced import SequencedBook
 from gateway.io.service import Service, VenueRuntime
 from gateway.wire.config import parse_config
@@ -74,7 +75,9 @@ def test_unknown_symbols_notices_and_trades() -> None:
     assert venue.stats.unknown_symbols == 1
     assert venue.on_frame(0, b'{"code":1,"msg":"Invalid value type"}', 1) is False
     shutdown = b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}'
-    assert venue.on_frame(0, shutdown, 1) is True
+    # The notice renews the connection make-before-break: the reader is not told to close.
+    assert venue.on_frame(0, shutdown, 1) is False
+    assert venue.renewals.stats(0).due == {"notice": 1} and len(venue.connections) == 3
     assert venue.stats.notices == 2
     trade = (
         b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,'
@@ -86,10 +89,12 @@ def test_unknown_symbols_notices_and_trades() -> None:
     assert len(trades) == 1 and trades[0].trade.conn_id == 0
 
 
-def test_connections_are_staggered_and_carry_every_symbol() -> None:
+def test_connection_ages_are_jittered_and_connections_carry_every_symbol() -> None:
     venue, _ = runtime()
     ages = [c._max_age_s for c in venue.connections.values()]
-    assert ages[0] > ages[1]
+    max_age_s = venue.cfg.max_connection_age_s
+    assert len(set(ages)) == len(ages)
+    assert all(max_age_s * (1 - AGE_JITTER) <= age <= max_age_s for age in ages)
     assert all("btcusdt@depth@100ms" in c.url for c in venue.connections.values())
 
 
