@@ -58,6 +58,7 @@ from gateway.core.model import (
     symbol_key,
 )
 from gateway.core.replicated import ReplicatedBook
+from gateway.core.snapshots import SnapshotAttempts
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,12 @@ EVENT_LATENCY_BOUNDS_S: Final = (
 
 
 class FetchSnapshot(msgspec.Struct, frozen=True, gc=False):
-    """Fetch a REST snapshot of ``symbol``; hand it to :meth:`VenuePipeline.receive_snapshot`."""
+    """Fetch a REST snapshot of ``symbol``; hand it to :meth:`VenuePipeline.receive_snapshot`
+    with ``attempt``. A later FetchSnapshot of the symbol supersedes this one: the answer to
+    this attempt is then discarded (:class:`~gateway.core.snapshots.SnapshotAttempts`)."""
 
     symbol: str
+    attempt: int
 
 
 class Resubscribe(msgspec.Struct, frozen=True, gc=False):
@@ -182,6 +186,8 @@ class VenueStats:
     #: Books (or replicas) the venue left crossed, on a venue whose books never cross
     #: (each symbol's count: ``SymbolStats.crossed_faults``).
     crossed_books: int = 0
+    #: REST snapshots discarded unused: answers to a superseded fetch attempt.
+    snapshots_superseded: int = 0
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
@@ -225,6 +231,8 @@ class VenuePipeline:
         #: Crossed-book log lines, limited per symbol.
         self.crossed_log = LogLimiter()
         self.sequences = ConnectionSequenceChecker()
+        #: The current REST snapshot attempt of each symbol.
+        self.snapshot_attempts = SnapshotAttempts()
         self.books: dict[str, SymbolArbiter] = {}
         self.trades: dict[str, TradeDedup] = {}
         self._open = symbols is None
@@ -286,9 +294,16 @@ class VenuePipeline:
             self._take(book, book.on_connection(conn_id, up, now_ns), step, now_ns)
         return step
 
-    def receive_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
-        """A parsed REST snapshot (as :class:`FetchSnapshot` asked)."""
+    def receive_snapshot(
+        self, snapshot: DepthSnapshot, now_ns: int, attempt: int | None = None
+    ) -> Step:
+        """A parsed REST snapshot, the answer to :class:`FetchSnapshot` ``attempt``: an
+        answer to a superseded attempt is discarded (``stats.snapshots_superseded``).
+        ``attempt`` None: not tagged (a capture's REST record), used as it comes."""
         step = Step([], [])
+        if attempt is not None and not self.snapshot_attempts.admit(snapshot.symbol, attempt):
+            self.stats.snapshots_superseded += 1
+            return step
         book = self.books.get(snapshot.key)
         if book is None and self._open and snapshot.venue == self.venue.venue:
             book = self._new_book(snapshot.key, now_ns)
@@ -442,7 +457,7 @@ class VenuePipeline:
 
     def _snapshot_wanted(self, symbol: str, step: Step) -> None:
         if self.rest_snapshots:
-            step.actions.append(FetchSnapshot(symbol))
+            step.actions.append(FetchSnapshot(symbol, self.snapshot_attempts.start(symbol)))
         else:
             # No REST snapshot: every connection subscribes again for an in-band one.
             for conn_id in self._up:

@@ -78,6 +78,11 @@ VENUE_STATS: Final = (
         "book_updates_on_trade_connections",
         "Book updates received on trade-only connections, ignored.",
     ),
+    Stat(
+        "venue_snapshots_superseded",
+        "snapshots_superseded",
+        "REST snapshots discarded: answers to a superseded fetch attempt.",
+    ),
 )
 
 #: gateway.io.upstream.FetcherStats; labels venue.
@@ -91,6 +96,12 @@ FETCHER_STATS: Final = (
         "rest_rate_limit_wait_seconds",
         "rate_limit_wait_s",
         "Seconds waited for the REST weight budget.",
+    ),
+    Stat(
+        "snapshot_requests_in_flight",
+        "in_flight",
+        "REST snapshot requests in flight.",
+        counter=False,
     ),
 )
 

@@ -92,6 +92,8 @@ class VenueRuntime:
                 limit=cfg.snapshot_limit,
                 on_snapshot=self.on_snapshot,
                 timeout_s=cfg.rest_timeout_s,
+                backoff_max_s=cfg.snapshot_backoff_max_s,
+                max_concurrent=cfg.max_concurrent_snapshots,
                 on_response=None if capture is None else capture.record_rest,
                 max_body_bytes=cfg.max_rest_body_bytes,
             )
@@ -165,8 +167,9 @@ class VenueRuntime:
                 self.capture.record_disconnect(conn_id, url)
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns()))
 
-    def on_snapshot(self, snapshot: DepthSnapshot) -> None:
-        self._act(self.pipeline.receive_snapshot(snapshot, self._clock_ns()))
+    def on_snapshot(self, snapshot: DepthSnapshot, attempt: int) -> None:
+        """The fetcher's answer to ``attempt`` (discarded by the pipeline when superseded)."""
+        self._act(self.pipeline.receive_snapshot(snapshot, self._clock_ns(), attempt))
 
     def on_timer(self) -> None:
         self._act(self.pipeline.on_timer(self._clock_ns()))
@@ -181,7 +184,7 @@ class VenueRuntime:
         for action in step.actions:
             if isinstance(action, pipeline.FetchSnapshot):
                 if self.fetcher is not None:
-                    self.fetcher.request(action.symbol)
+                    self.fetcher.request(action.symbol, action.attempt)
             elif isinstance(action, pipeline.Resubscribe):
                 connection = self.connections.get(action.conn_id)
                 resubscribe = self.adapter.resubscribe_messages

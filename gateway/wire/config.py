@@ -187,6 +187,12 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Connections are renewed before the venue's 24 h limit, staggered per endpoint.
     max_connection_age_s: PositiveFloat = 23 * 3600.0
     rest_timeout_s: PositiveFloat = 10.0
+    #: REST snapshot requests in flight at once for the venue (each symbol fetches and
+    #: retries on its own, within the venue's weight budget).
+    max_concurrent_snapshots: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    #: A symbol's failed snapshot fetches are retried after a backoff from 0.25 s,
+    #: doubling, up to this.
+    snapshot_backoff_max_s: PositiveFloat = 30.0
     #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
     #: snapshot is well under 1 MiB).
     max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024

@@ -159,7 +159,7 @@ def test_first_update_asks_for_one_snapshot_and_the_reset_clears_the_fetch_backo
     venue = FakeVenue()
     p = pipeline(venue)
     step = p.receive_frame(0, venue.frame(diff("BTC", 5, 6)), 1, 0)
-    assert step == Step([], [FetchSnapshot("BTC")])
+    assert step == Step([], [FetchSnapshot("BTC", 1)])
     # The same update from the other connection: the snapshot is already wanted.
     assert p.receive_frame(1, venue.frame(diff("BTC", 5, 6)), 1, 0) == Step([], [])
     step = p.receive_snapshot(snap("BTC", 5), 0)
@@ -180,8 +180,34 @@ def test_a_gap_every_connection_missed_gives_exactly_one_fetch() -> None:
     assert step.publications == [
         StatusChange("seq:BTC", SymbolState.RESYNCING, "ids missing on every connection")
     ]
-    assert step.actions == [FetchSnapshot("BTC")]
+    assert step.actions == [FetchSnapshot("BTC", 2)]
     assert p.books["seq:BTC"].stats.gaps == 1 and p.book_state("seq:BTC") is None
+
+
+def test_a_late_answer_to_a_superseded_fetch_is_discarded_never_applied() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 13, 13, conn=0)), 1, 0)
+    first = p.receive_frame(1, venue.frame(diff("BTC", 13, 13, conn=1)), 1, 0).actions
+    assert first == [FetchSnapshot("BTC", 2)]
+    # The rebuilt book gaps again while the first fetch is still out: a new attempt.
+    p.receive_snapshot(snap("BTC", 14), 0, attempt=2)
+    p.receive_frame(0, venue.frame(diff("BTC", 17, 17, conn=0)), 1, 0)
+    second = p.receive_frame(1, venue.frame(diff("BTC", 17, 17, conn=1)), 1, 0).actions
+    assert second == [FetchSnapshot("BTC", 3)]
+    # The answer to attempt 2 again (a retry of it that came back late): discarded.
+    assert p.receive_snapshot(snap("BTC", 16), 0, attempt=2) == Step([], [])
+    assert p.stats.snapshots_superseded == 1 and p.book_state("seq:BTC") is None
+    # The current attempt's answer rebuilds the book; a second answer to it is discarded.
+    assert kinds(p.receive_snapshot(snap("BTC", 17), 0, attempt=3)) == [
+        "BookReset",
+        "StatusChange",
+    ]
+    assert p.receive_snapshot(snap("BTC", 17), 0, attempt=3) == Step([], [])
+    assert p.stats.snapshots_superseded == 2
+    # Another symbol's attempts are its own.
+    assert p.snapshot_attempts.current("ETH") == 1
+    assert p.snapshot_attempts.current("BTC") == 3
 
 
 def test_a_gap_without_rest_resubscribes_on_every_connection_that_is_up() -> None:
@@ -207,7 +233,7 @@ def test_the_reorder_window_is_the_clock_passed_in() -> None:
     assert p.deadline_ns() == 500 + WINDOW_NS
     assert p.on_timer(500 + WINDOW_NS - 1) == Step([], [])
     step = p.on_timer(500 + WINDOW_NS)
-    assert kinds(step) == ["StatusChange"] and step.actions == [FetchSnapshot("BTC")]
+    assert kinds(step) == ["StatusChange"] and step.actions == [FetchSnapshot("BTC", 2)]
     assert p.deadline_ns() is None
     p.on_timer(10**9)
     assert not p.timer_armed, "a book without a deadline is no longer watched"
@@ -429,7 +455,7 @@ def test_a_crossed_book_is_counted_logged_rate_limited_and_rebuilt_never_publish
         last = 11 + 2 * n
         step = p.receive_frame(0, venue.frame(crossing("BTC", last)), 1, 0)
         assert step.publications == [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)]
-        assert step.actions == [FetchSnapshot("BTC")]
+        assert step.actions == [FetchSnapshot("BTC", 2 + n)]
         state = p.book_state("seq:BTC")
         assert state is None  # nothing is served while the book is rebuilt
         assert kinds(p.receive_snapshot(snap("BTC", last + 1), 0)) == ["BookReset", "StatusChange"]
@@ -451,7 +477,7 @@ def test_a_crossed_snapshot_waits_on_the_pipeline_timer_before_the_next_fetch() 
     assert kinds(step) == ["StatusChange"] and step.actions == []
     assert p.timer_armed and p.deadline_ns() == 1_000_000_000
     assert p.on_timer(999_999_999) == Step([], [])
-    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC")]
+    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC", 3)]
 
 
 def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() -> None:
