@@ -26,6 +26,7 @@ from typing import Final, NamedTuple, Protocol
 
 import msgspec
 
+from gateway.core.activity import ActivityLimits, ActivityMonitor, Silence
 from gateway.core.arbiter import (
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
@@ -188,6 +189,10 @@ class VenueStats:
     crossed_books: int = 0
     #: REST snapshots discarded unused: answers to a superseded fetch attempt.
     snapshots_superseded: int = 0
+    #: A symbol's channel found dead on a connection that carries other traffic
+    #: (:mod:`gateway.core.activity`), and dead channels that came back.
+    silent_channels: int = 0
+    revived_channels: int = 0
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
@@ -204,6 +209,10 @@ class VenuePipeline:
     otherwise every connection that is up resubscribes the symbol for one in band.
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
     ``max_levels``: the cap of each book's levels per side; None: the venue's default.
+    ``activity``: watch each symbol's channel per connection (:mod:`gateway.core.activity`):
+    a channel dead on a connection that carries other traffic counts as that connection
+    down for the symbol (the arbiter decides; dead everywhere: ``stale``, with the silence
+    as its reason) and is resubscribed on that connection where the venue can; None: off.
     """
 
     def __init__(
@@ -216,6 +225,7 @@ class VenuePipeline:
         rest_snapshots: bool = False,
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
         max_levels: int | None = None,
+        activity: ActivityLimits | None = None,
     ) -> None:
         self.venue = venue
         self.max_levels = max_levels
@@ -242,6 +252,15 @@ class VenuePipeline:
         self._up: dict[int, None] = {}
         #: Keys whose arbiter has a reorder deadline pending.
         self._waiting: set[str] = set()
+        #: Each symbol's channel per connection; None: not watched.
+        self.activity = None if activity is None else ActivityMonitor(activity)
+        #: When the channels are next checked (a quarter of the shortest silence apart).
+        self._activity_check_ns = 0
+        self._activity_every_ns = (
+            0 if activity is None else int(activity.min_silence_s / 4 * 1_000_000_000)
+        )
+        #: Silence log lines, limited per symbol.
+        self.silence_log = LogLimiter()
         for symbol in symbols or ():
             self._new_book(symbol_key(venue.venue, symbol), 0)
 
@@ -256,6 +275,9 @@ class VenuePipeline:
             self.reject_frame(conn_id, raw, exc)
             return step
         trade_only = conn_id in self.trade_conn_ids
+        activity = self.activity
+        if activity is not None and not trade_only:
+            activity.frame(conn_id, now_ns / 1e9)
         for event in events:
             if trade_only and isinstance(event, DepthDiff | DepthSnapshot):
                 self.stats.book_updates_on_trade_connections += 1
@@ -263,10 +285,14 @@ class VenuePipeline:
             if isinstance(event, DepthDiff):
                 if event.event_ms > 0:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
+                if activity is not None:
+                    self._active(activity, event.symbol, conn_id, now_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     self._take(book, book.on_diff(event, now_ns), step, now_ns)
             elif isinstance(event, DepthSnapshot):
+                if activity is not None:
+                    self._active(activity, event.symbol, conn_id, now_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     self._take(book, book.on_snapshot(event, now_ns), step, now_ns)
@@ -290,6 +316,12 @@ class VenuePipeline:
             self._up[conn_id] = None
         else:
             self._up.pop(conn_id, None)
+        if self.activity is not None:
+            if up:
+                symbols = [key.partition(":")[2] for key in self.books]
+                self.activity.connection_up(conn_id, symbols, now_ns / 1e9)
+            else:
+                self.activity.connection_down(conn_id)
         for book in self.books.values():
             self._take(book, book.on_connection(conn_id, up, now_ns), step, now_ns)
         return step
@@ -325,8 +357,14 @@ class VenuePipeline:
         return self.receive_snapshot(snapshot, now_ns)
 
     def on_timer(self, now_ns: int) -> Step:
-        """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`)."""
+        """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`),
+        and checks the channels' activity (where watched) every quarter of the shortest
+        silence."""
         step = Step([], [])
+        if self.activity is not None and now_ns >= self._activity_check_ns:
+            self._activity_check_ns = now_ns + self._activity_every_ns
+            for silence in self.activity.check(now_ns / 1e9):
+                self._silent(silence, step, now_ns)
         for key in list(self._waiting):
             book = self.books[key]
             deadline = book.deadline_ns()
@@ -361,8 +399,9 @@ class VenuePipeline:
 
     @property
     def timer_armed(self) -> bool:
-        """True while some book may have a deadline: call :meth:`on_timer` now and then."""
-        return bool(self._waiting)
+        """True while some book may have a deadline, or channels are watched: call
+        :meth:`on_timer` now and then."""
+        return bool(self._waiting) or self.activity is not None
 
     def deadline_ns(self) -> int | None:
         """The earliest reorder-window deadline, or None."""
@@ -467,6 +506,62 @@ class VenuePipeline:
         if self.venue.resubscribe_messages is not None:
             self.stats.resubscribes += 1
             step.actions.append(Resubscribe(conn_id, symbol))
+
+    def _active(self, activity: ActivityMonitor, symbol: str, conn_id: int, now_ns: int) -> None:
+        """A book message of ``symbol`` on ``conn_id``: the arbiter sees the connection as
+        up again with it (its own update handling)."""
+        if activity.update(symbol, conn_id, now_ns / 1e9):
+            self.stats.revived_channels += 1
+            log.info(
+                "%s:%s: updates back on conn %d",
+                self.venue.venue,
+                symbol,
+                conn_id,
+                extra={"venue": self.venue.venue, "symbol": symbol, "connection": conn_id},
+            )
+
+    def _silent(self, silence: Silence, step: Step, now_ns: int) -> None:
+        """``silence.symbol``'s channel died on a connection that still carries traffic:
+        that connection counts as down for the symbol, and the symbol is resubscribed on it."""
+        assert self.activity is not None
+        key = symbol_key(self.venue.venue, silence.symbol)
+        book = self.books.get(key)
+        if book is None:
+            return
+        self.stats.silent_channels += 1
+        usual = (
+            "no usual rate yet"
+            if silence.usual_s is None
+            else f"usual every {silence.usual_s:.3g} s"
+        )
+        suppressed = self.silence_log.admit(key, now_ns / 1e9)
+        if suppressed is not None:
+            more = f" ({suppressed} similar suppressed)" if suppressed else ""
+            log.warning(
+                "%s: no updates on conn %d for %.3g s (%s) while the connection carries "
+                "other traffic; resubscribing there%s",
+                key,
+                silence.conn_id,
+                silence.silent_s,
+                usual,
+                more,
+                extra={
+                    "venue": self.venue.venue,
+                    "symbol": silence.symbol,
+                    "connection": silence.conn_id,
+                },
+            )
+        events = book.on_connection(silence.conn_id, False, now_ns)
+        if self.activity.dead_everywhere(silence.symbol):
+            reason = self.activity.stale_reason(silence.symbol, now_ns / 1e9)
+            events = [
+                StatusChange(e.key, e.state, reason)
+                if isinstance(e, StatusChange) and e.state is SymbolState.STALE
+                else e
+                for e in events
+            ]
+        self._take(book, events, step, now_ns)
+        self._resubscribe(silence.conn_id, silence.symbol, step)
 
     def _trade(self, trade: Trade, step: Step) -> None:
         dedup = self.trades.get(trade.key)

@@ -83,6 +83,12 @@ VENUE_STATS: Final = (
         "snapshots_superseded",
         "REST snapshots discarded: answers to a superseded fetch attempt.",
     ),
+    Stat(
+        "venue_silent_channels",
+        "silent_channels",
+        "Symbol channels found dead on a connection that carries other traffic.",
+    ),
+    Stat("venue_revived_channels", "revived_channels", "Dead symbol channels that came back."),
 )
 
 #: gateway.io.upstream.FetcherStats; labels venue.

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from gateway.core import pipeline
+from gateway.core.activity import ActivityLimits
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
 from gateway.core.backoff import Backoff
 from gateway.core.budget import AttemptBudget
@@ -105,6 +106,9 @@ class VenueRuntime:
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
             max_levels=cfg.max_levels,
+            activity=None
+            if cfg.silence_factor == 0
+            else ActivityLimits(cfg.silence_factor, cfg.silence_min_s, cfg.silence_max_s),
         )
 
     def _connection(

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from feeds.binance import BinanceSpotRule
+from gateway.core.activity import ActivityLimits
 from gateway.core.arbiter import Checksum, SymbolArbiter
 from gateway.core.book import L2Book
 from gateway.core.model import (
@@ -506,3 +507,63 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
     (delta,) = step.publications
     assert isinstance(delta, BookDelta) and delta.bids[-1] == ("96", "0")
     assert book.stats.levels_pruned == 1
+
+
+# --- channel activity ---------------------------------------------------------------------
+
+
+def test_a_channel_dead_on_one_connection_is_resubscribed_there_and_stale_when_dead_on_all() -> (
+    None
+):
+    venue = FakeVenue()
+    limits = ActivityLimits(factor=10.0, min_silence_s=1.0, max_silence_s=60.0, alpha=0.5)
+    p = VenuePipeline(
+        venue, ["BTC", "ETH"], reorder_window_ns=WINDOW_NS, rest_snapshots=True, activity=limits
+    )
+    assert p.timer_armed, "channels are watched on the timer"
+    for conn_id in (0, 1):
+        p.receive_connection(conn_id, True, 0)
+    for symbol in ("BTC", "ETH"):
+        p.receive_frame(0, venue.frame(diff(symbol, 10, 10)), 1, 0)
+        p.receive_snapshot(snap(symbol, 10), 0, attempt=1)
+    next_id = {"BTC": 11, "ETH": 11}
+    steps: list[Step] = []
+
+    def tick(t_ns: int, btc_on: tuple[int, ...]) -> None:
+        for symbol, on in (("ETH", (0, 1)), ("BTC", btc_on)):
+            for conn_id in on:
+                update = diff(symbol, next_id[symbol], next_id[symbol], conn_id)
+                steps.append(p.receive_frame(conn_id, venue.frame(update), 1, t_ns))
+            if on:  # a quiet symbol's next update continues its ids
+                next_id[symbol] += 1
+        steps.append(p.on_timer(t_ns))
+
+    ms = 1_000_000
+    for t in range(1, 21):  # both symbols every 0.1 s on both connections
+        tick(t * 100 * ms, (0, 1))
+    assert not [a for s in steps for a in s.actions]
+    steps.clear()
+    for t in range(21, 40):  # BTC silent on connection 0, which still carries ETH
+        tick(t * 100 * ms, (1,))
+    actions = [a for s in steps for a in s.actions]
+    assert actions == [Resubscribe(0, "BTC")] and p.stats.silent_channels == 1
+    assert all(type(e) is BookDelta for s in steps for e in s.publications), "still live"
+    assert p.books["seq:BTC"].state is SymbolState.LIVE
+    steps.clear()
+    for t in range(40, 60):  # BTC silent everywhere
+        tick(t * 100 * ms, ())
+    published = [e for s in steps for e in s.publications if type(e) is not BookDelta]
+    assert published == [
+        StatusChange(
+            "seq:BTC",
+            SymbolState.STALE,
+            "no updates for 1 s on any connection (usual every 0.1 s)",
+        )
+    ]
+    assert [a for s in steps for a in s.actions] == [Resubscribe(1, "BTC")]
+    assert p.books["seq:ETH"].state is SymbolState.LIVE, "ETH's traffic never stopped"
+    steps.clear()
+    tick(60 * 100 * ms, (1,))  # BTC's updates are back
+    published = [e for s in steps for e in s.publications if type(e) is not BookDelta]
+    assert published == [StatusChange("seq:BTC", SymbolState.LIVE, "upstream back")]
+    assert p.stats.revived_channels == 1
