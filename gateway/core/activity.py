@@ -91,6 +91,10 @@ class ActivityMonitor:
         for channels in self._channels.values():
             channels.pop(conn_id, None)
 
+    def forget(self, symbol: str) -> None:
+        """``symbol`` is no longer carried: its channels are not watched."""
+        self._channels.pop(symbol, None)
+
     def frame(self, conn_id: int, now_s: float) -> None:
         """Any frame received on ``conn_id``."""
         self._conn_last_s[conn_id] = now_s

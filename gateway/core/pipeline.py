@@ -58,6 +58,7 @@ from gateway.core.model import (
     VenueNotice,
     symbol_key,
 )
+from gateway.core.rejections import named_symbols
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.snapshots import SnapshotAttempts
 
@@ -99,6 +100,16 @@ class Reconnect(msgspec.Struct, frozen=True, gc=False):
     conn_id: int
 
 
+class SymbolRejected(msgspec.Struct, frozen=True, gc=False):
+    """The venue refused ``symbol``: subscribe without it from now on (every connection's
+    next connect), and, with ``resend``, send the subscription of the venue's other
+    symbols on connection ``conn_id`` again (the venue refused that request whole)."""
+
+    conn_id: int
+    symbol: str
+    resend: bool
+
+
 class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
     """The book of ``symbol`` was rebuilt from a snapshot: the next snapshot fetch for it
     need not wait. Given only to a pipeline that fetches REST snapshots."""
@@ -106,7 +117,7 @@ class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
     symbol: str
 
 
-Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt
+Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt | SymbolRejected
 
 
 class Step(msgspec.Struct, frozen=True, gc=False):
@@ -193,6 +204,8 @@ class VenueStats:
     #: (:mod:`gateway.core.activity`), and dead channels that came back.
     silent_channels: int = 0
     revived_channels: int = 0
+    #: Symbols the venue refused (an error reply or a close reason naming them).
+    rejected_symbols: int = 0
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
@@ -261,6 +274,11 @@ class VenuePipeline:
         )
         #: Silence log lines, limited per symbol.
         self.silence_log = LogLimiter()
+        #: Symbols the venue refused, by key: why (``stale`` with it as reason, for good).
+        self.rejected: dict[str, str] = {}
+        #: (connection, symbol) rejections already acted on (a venue may refuse one symbol
+        #: once per request, Coinbase once per channel); cleared when the connection ends.
+        self._rejected_on: set[tuple[int, str]] = set()
         for symbol in symbols or ():
             self._new_book(symbol_key(venue.venue, symbol), 0)
 
@@ -306,10 +324,16 @@ class VenuePipeline:
                 self._notice(conn_id, event, step)
         return step
 
-    def receive_connection(self, conn_id: int, up: bool, now_ns: int) -> Step:
-        """Connection ``conn_id`` came up or went down."""
+    def receive_connection(self, conn_id: int, up: bool, now_ns: int, reason: str = "") -> Step:
+        """Connection ``conn_id`` came up or went down; ``reason``: why it ended (the
+        venue's close reason), which may name symbols the venue refuses (Binance closes a
+        connection whose URL names an unknown symbol)."""
         step = Step([], [])
         self.sequences.reset(conn_id)
+        if not up:
+            self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
+            if reason:
+                self._rejections(conn_id, reason, step, resend=False)
         if conn_id in self.trade_conn_ids:
             return step
         if up:
@@ -318,7 +342,7 @@ class VenuePipeline:
             self._up.pop(conn_id, None)
         if self.activity is not None:
             if up:
-                symbols = [key.partition(":")[2] for key in self.books]
+                symbols = [key.partition(":")[2] for key in self.books if key not in self.rejected]
                 self.activity.connection_up(conn_id, symbols, now_ns / 1e9)
             else:
                 self.activity.connection_down(conn_id)
@@ -413,7 +437,12 @@ class VenuePipeline:
         book = self.books.get(key)
         if book is None or not book.has_book:
             return None
-        return BookState(book.book, book.epoch, book.seq, book.applied_id, book.state)
+        return BookState(book.book, book.epoch, book.seq, book.applied_id, self.state(key))
+
+    def state(self, key: str) -> SymbolState:
+        """The state of a carried symbol: its arbiter's, or ``stale`` when the venue
+        refused it."""
+        return SymbolState.STALE if key in self.rejected else self.books[key].state
 
     # --- internals --------------------------------------------------------------------------
 
@@ -448,6 +477,9 @@ class VenuePipeline:
         """Publications of ``book`` to the step; its commands become actions."""
         if book.deadline_ns() is not None:
             self._waiting.add(book.key)
+        if book.key in self.rejected:
+            # Told stale with the venue's refusal for good: the arbiter's changes are moot.
+            events = [e for e in events if not isinstance(e, StatusChange)]
         publications = step.publications
         for event in events:
             if type(event) is BookDelta:
@@ -563,6 +595,35 @@ class VenuePipeline:
         self._take(book, events, step, now_ns)
         self._resubscribe(silence.conn_id, silence.symbol, step)
 
+    def _rejections(self, conn_id: int, detail: str, step: Step, *, resend: bool) -> None:
+        """The venue's error (or close reason) ``detail`` on ``conn_id``: every carried
+        symbol it names is refused; the venue's other symbols go on without it."""
+        if self._open:
+            return
+        symbols = [key.partition(":")[2] for key in self.books]
+        for symbol in named_symbols(detail, symbols):
+            if (conn_id, symbol) in self._rejected_on:
+                continue
+            self._rejected_on.add((conn_id, symbol))
+            key = symbol_key(self.venue.venue, symbol)
+            if key not in self.rejected:
+                self._reject(key, symbol, detail, step)
+            step.actions.append(SymbolRejected(conn_id, symbol, resend))
+
+    def _reject(self, key: str, symbol: str, detail: str, step: Step) -> None:
+        reason = f"rejected by the venue: {detail}"
+        self.rejected[key] = reason
+        self.stats.rejected_symbols += 1
+        if self.activity is not None:
+            self.activity.forget(symbol)
+        log.warning(
+            "%s: %s; the venue's other symbols go on without it",
+            key,
+            reason,
+            extra={"venue": self.venue.venue, "symbol": symbol},
+        )
+        step.publications.append(StatusChange(key, SymbolState.STALE, reason))
+
     def _trade(self, trade: Trade, step: Step) -> None:
         dedup = self.trades.get(trade.key)
         if dedup is None and self._open:
@@ -599,6 +660,7 @@ class VenuePipeline:
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:
         self.stats.notices += 1
         if notice.kind == "error":
+            self._rejections(conn_id, notice.detail, step, resend=True)
             log.warning(
                 "conn %d: venue error: %s",
                 conn_id,

@@ -89,6 +89,7 @@ VENUE_STATS: Final = (
         "Symbol channels found dead on a connection that carries other traffic.",
     ),
     Stat("venue_revived_channels", "revived_channels", "Dead symbol channels that came back."),
+    Stat("venue_rejected_symbols", "rejected_symbols", "Symbols the venue refused."),
 )
 
 #: gateway.io.upstream.FetcherStats; labels venue.

@@ -64,9 +64,14 @@ class VenueRuntime:
             self.adapter.connect_attempts_per_window, self.adapter.connect_window_s
         )
         subscribe = self.adapter.subscribe_messages(cfg.symbols)
+        #: The symbols subscribed: the configured ones the venue did not refuse.
+        self.subscribed = list(cfg.symbols)
+        #: The endpoint of each connection, to build its URL again.
+        self._endpoints: dict[int, str] = {}
         endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
         for index, endpoint in enumerate(endpoints):
             conn_id = next(conn_ids)
+            self._endpoints[conn_id] = endpoint
             self.connections[conn_id] = self._connection(
                 conn_id,
                 self.adapter.stream_url(endpoint, cfg.symbols),
@@ -82,6 +87,7 @@ class VenueRuntime:
             for endpoint in dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints):
                 conn_id = next(conn_ids)
                 self.trade_connections.add(conn_id)
+                self._endpoints[conn_id] = endpoint
                 self.connections[conn_id] = self._connection(
                     conn_id, trade_url(endpoint, cfg.symbols), max_age_s=cfg.max_connection_age_s
                 )
@@ -169,7 +175,9 @@ class VenueRuntime:
                 self.capture.record_connect(conn_id, url, self.cfg.venue)
             else:
                 self.capture.record_disconnect(conn_id, url)
-        self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns()))
+        # Why it ended: the venue's close reason may name a symbol it refuses.
+        reason = "" if up else self.connections[conn_id].stats.last_error
+        self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns(), reason))
 
     def on_snapshot(self, snapshot: DepthSnapshot, attempt: int) -> None:
         """The fetcher's answer to ``attempt`` (discarded by the pipeline when superseded)."""
@@ -197,11 +205,34 @@ class VenueRuntime:
             elif isinstance(action, pipeline.BookRebuilt):
                 if self.fetcher is not None:
                     self.fetcher.succeeded(action.symbol)
+            elif isinstance(action, pipeline.SymbolRejected):
+                self._without(action)
             elif isinstance(action, pipeline.Reconnect):
                 reconnect = reconnect or action.conn_id == frame_conn_id
         if step.publications:
             self._publish(step.publications)
         return reconnect
+
+    def _without(self, rejected: pipeline.SymbolRejected) -> None:
+        """Subscribes every connection without the symbols the venue refused, from its next
+        connect on; sends the rest again on the connection whose request was refused."""
+        symbols = [s for s in self.subscribed if s != rejected.symbol]
+        if not symbols:
+            return  # nothing left to subscribe: the connections stay as they are
+        if symbols != self.subscribed:
+            self.subscribed = symbols
+            subscribe = self.adapter.subscribe_messages(symbols)
+            trade_url = self.adapter.trade_stream_url
+            for conn_id, connection in self.connections.items():
+                endpoint = self._endpoints[conn_id]
+                if conn_id not in self.trade_connections:
+                    url = self.adapter.stream_url(endpoint, symbols)
+                    connection.subscribe_with(url, subscribe)
+                elif trade_url is not None:
+                    connection.subscribe_with(trade_url(endpoint, symbols), ())
+        refused = self.connections.get(rejected.conn_id)
+        if rejected.resend and refused is not None:
+            refused.send(self.adapter.subscribe_messages(symbols))
 
 
 class Service:
@@ -252,7 +283,7 @@ class Service:
         return None if owner is None else owner.book_state(key)
 
     def symbols(self) -> list[tuple[str, SymbolState]]:
-        return [(key, book.state) for key, book in self._books.items()]
+        return [(key, self._pipelines[key].state(key)) for key in self._books]
 
     def symbol_stats(self, key: str) -> SymbolStats:
         return self._books[key].stats

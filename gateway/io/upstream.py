@@ -149,6 +149,12 @@ class Connection:
         #: The fields of this connection's log records (``extra=``; JSON logs show them).
         self.log_fields = {"venue": venue, "connection": conn_id, "endpoint": self.endpoint}
 
+    def subscribe_with(self, url: str, subscribe_messages: Sequence[bytes]) -> None:
+        """From the next connect on, open ``url`` and send ``subscribe_messages`` (the
+        venue refused a symbol: the others are subscribed without it)."""
+        self.url = url
+        self._subscribe_messages = list(subscribe_messages)
+
     def send(self, messages: Sequence[bytes]) -> bool:
         """Queue text messages for the venue. False (and nothing queued) when the
         connection is down (subscriptions are sent again on connect) or its queue is full."""

@@ -43,6 +43,7 @@ from gateway.core.pipeline import (
     Reconnect,
     Resubscribe,
     Step,
+    SymbolRejected,
     VenuePipeline,
 )
 from gateway.core.replicated import ReplicatedBook
@@ -567,3 +568,34 @@ def test_a_channel_dead_on_one_connection_is_resubscribed_there_and_stale_when_d
     published = [e for s in steps for e in s.publications if type(e) is not BookDelta]
     assert published == [StatusChange("seq:BTC", SymbolState.LIVE, "upstream back")]
     assert p.stats.revived_channels == 1
+
+
+# --- symbols the venue refuses ------------------------------------------------------------
+
+
+def test_a_symbol_the_venue_refuses_is_stale_for_good_and_subscribed_without() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    detail = "Failed to subscribe: unknown product_ids ['ETH']"
+    refused = venue.frame(VenueNotice("seq", "error", detail, False, 1, 0))
+    step = p.receive_frame(0, refused, 1, 0)
+    reason = f"rejected by the venue: {detail}"
+    assert step.publications == [StatusChange("seq:ETH", SymbolState.STALE, reason)]
+    assert step.actions == [SymbolRejected(0, "ETH", True)]
+    assert p.rejected == {"seq:ETH": reason} and p.stats.rejected_symbols == 1
+    assert p.state("seq:ETH") is SymbolState.STALE and p.state("seq:BTC") is SymbolState.SYNCING
+    # Refused again on the same connection (one error per request): acted on once.
+    assert p.receive_frame(0, refused, 1, 0) == Step([], [])
+    # Another connection's refusal: its own subscription is sent again, nothing published.
+    step = p.receive_frame(1, refused, 1, 0)
+    assert step == Step([], [SymbolRejected(1, "ETH", True)])
+    # A close reason naming it (Binance): subscribed without it on the next connect.
+    step = p.receive_connection(1, False, 0, "closed: Invalid stream name: eth@depth")
+    assert step.actions == [SymbolRejected(1, "ETH", False)]
+    # The arbiter's own status changes of a refused symbol are not published.
+    step = p.receive_connection(0, False, 0)
+    assert [e.key for e in step.publications if isinstance(e, StatusChange)] == ["seq:BTC"]
+    # Errors naming no carried symbol refuse nothing.
+    p.receive_connection(0, True, 0)
+    other = venue.frame(VenueNotice("seq", "error", "unknown product_ids ['BTC-X']", False, 1, 0))
+    assert p.receive_frame(0, other, 1, 0) == Step([], [])
