@@ -9,32 +9,16 @@ from feeds import okx
 from feeds.sim.simulators import SimOkx
 from gateway.core.model import SymbolState
 from gateway.io.client import Event, StatusEvent
-from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
-from tests.subscriber import serving
+from gateway.wire.config import Config
+from tests.subscriber import loopback_config, serving
 
 SYMBOLS = ["BTC-USDT", "ETH-USDT"]
 KEYS = [f"okx:{s}" for s in SYMBOLS]
 
 
 def _config(sim: SimOkx) -> Config:
-    return validate(
-        Config(
-            venues=[
-                VenueConfig(
-                    venue="okx",
-                    symbols=SYMBOLS,
-                    endpoints=sim.public_urls,
-                    stall_timeout_s=3.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=0.5,
-                    silence_factor=10.0,
-                    silence_min_s=0.3,
-                    silence_max_s=2.0,
-                )
-            ],
-            server=ServerConfig(port=0),
-        )
-    )
+    silence = {"silence_factor": 10.0, "silence_min_s": 0.3, "silence_max_s": 2.0}
+    return loopback_config("okx", SYMBOLS, sim.public_urls, [], **silence)
 
 
 async def _one_dead_channel() -> None:

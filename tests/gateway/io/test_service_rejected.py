@@ -13,28 +13,12 @@ import pytest
 from feeds.sim.simulators import SimBinanceSpot, SimBybit, SimCoinbase
 from gateway.core.model import SymbolState
 from gateway.io.client import Event, StatusEvent
-from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
-from tests.subscriber import serving
+from gateway.wire.config import Config
+from tests.subscriber import loopback_config, serving
 
 
 def _config(venue: str, symbols: list[str], endpoints: list[str], rest: list[str]) -> Config:
-    return validate(
-        Config(
-            venues=[
-                VenueConfig(
-                    venue=venue,
-                    symbols=symbols,
-                    endpoints=endpoints,
-                    rest=rest,
-                    stall_timeout_s=3.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=0.2,
-                    healthy_after_s=0.5,
-                )
-            ],
-            server=ServerConfig(port=0),
-        )
-    )
+    return loopback_config(venue, symbols, endpoints, rest, backoff_max_s=0.2, healthy_after_s=0.5)
 
 
 async def _rejected(venue: str, config: Config, good: str, bad: str) -> None:

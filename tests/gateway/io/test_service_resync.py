@@ -9,8 +9,8 @@ from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
 from gateway.io.client import Event, StatusEvent
-from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
-from tests.subscriber import serving
+from gateway.wire.config import Config
+from tests.subscriber import loopback_config, serving
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
@@ -19,23 +19,13 @@ OUTAGE_S = 2.0
 
 
 def _config(sim: SimBinanceSpot) -> Config:
-    return validate(
-        Config(
-            venues=[
-                VenueConfig(
-                    venue="binance",
-                    symbols=SYMBOLS,
-                    endpoints=list(sim.endpoint_urls),
-                    rest=[sim.rest_url],
-                    stall_timeout_s=3.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=0.5,
-                    max_concurrent_snapshots=2,
-                    snapshot_backoff_max_s=0.2,
-                )
-            ],
-            server=ServerConfig(port=0),
-        )
+    return loopback_config(
+        "binance",
+        SYMBOLS,
+        sim.endpoint_urls,
+        [sim.rest_url],
+        max_concurrent_snapshots=2,
+        snapshot_backoff_max_s=0.2,
     )
 
 
