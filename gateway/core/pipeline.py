@@ -597,11 +597,17 @@ class VenuePipeline:
 
     def _rejections(self, conn_id: int, detail: str, step: Step, *, resend: bool) -> None:
         """The venue's error (or close reason) ``detail`` on ``conn_id``: every carried
-        symbol it names is refused; the venue's other symbols go on without it."""
+        symbol it names that never delivered anything is refused (one that did is known to
+        the venue: its error is another, such as a duplicate subscription); the venue's
+        other symbols go on without it."""
         if self._open:
             return
-        symbols = [key.partition(":")[2] for key in self.books]
-        for symbol in named_symbols(detail, symbols):
+        silent = [
+            key.partition(":")[2]
+            for key, book in self.books.items()
+            if not book.has_book and not any(c.received for c in book.stats.connections.values())
+        ]
+        for symbol in named_symbols(detail, silent):
             if (conn_id, symbol) in self._rejected_on:
                 continue
             self._rejected_on.add((conn_id, symbol))

@@ -599,3 +599,11 @@ def test_a_symbol_the_venue_refuses_is_stale_for_good_and_subscribed_without() -
     p.receive_connection(0, True, 0)
     other = venue.frame(VenueNotice("seq", "error", "unknown product_ids ['BTC-X']", False, 1, 0))
     assert p.receive_frame(0, other, 1, 0) == Step([], [])
+
+
+def test_an_error_naming_a_symbol_that_delivers_is_no_refusal() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    detail = "subscribe BTC: Already subscribed"
+    step = p.receive_frame(0, venue.frame(VenueNotice("seq", "error", detail, False, 1, 0)), 1, 0)
+    assert step == Step([], []) and p.rejected == {}

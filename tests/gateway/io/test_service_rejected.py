@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from feeds.sim.simulators import SimBinanceSpot, SimBybit, SimCoinbase
+from feeds.sim.simulators import SimBinanceSpot, SimBybit, SimCoinbase, SimKraken, SimOkx
 from gateway.core.model import SymbolState
 from gateway.io.client import Event, StatusEvent
 from gateway.wire.config import Config
@@ -64,8 +64,22 @@ async def _bybit() -> None:
         await _rejected("bybit-spot", config, "BTCUSDT", "DOGEUSDT")
 
 
+async def _okx() -> None:
+    async with SimOkx(["BTC-USDT"], n_endpoints=2, seed=2, interval_s=0.02) as sim:
+        config = _config("okx", ["BTC-USDT", "DOGE-USDT"], sim.public_urls, [])
+        await _rejected("okx", config, "BTC-USDT", "DOGE-USDT")
+
+
+async def _kraken() -> None:
+    async with SimKraken(["BTC/USD"], n_endpoints=2, seed=2, interval_s=0.02) as sim:
+        config = _config("kraken", ["BTC/USD", "DOGE/USD"], sim.v2_urls, [])
+        await _rejected("kraken", config, "BTC/USD", "DOGE/USD")
+
+
 @pytest.mark.parametrize(
-    "run_venue", [_binance, _coinbase, _bybit], ids=["binance", "coinbase", "bybit-spot"]
+    "run_venue",
+    [_binance, _coinbase, _bybit, _okx, _kraken],
+    ids=["binance", "coinbase", "bybit-spot", "okx", "kraken"],
 )
 def test_a_refused_symbol_is_named_stale_and_never_holds_back_the_others(
     run_venue: Callable[[], Coroutine[Any, Any, None]], caplog: pytest.LogCaptureFixture
