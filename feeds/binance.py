@@ -8,6 +8,10 @@ Pure: takes bytes, returns events; no I/O. Frames come from combined streams
 Sequence rule (exchange-protocols.md §1): a diff covers update ids ``U..u``; it links to a
 book at id ``L`` when ``U <= L + 1 <= u``; ``u <= L`` is old; ``U > L + 1`` means ids were
 missed. The REST snapshot's ``lastUpdateId`` is the book's id.
+
+Prices and quantities are strings in plain fixed-point decimal (:data:`NUMBERS`), the only
+form the recorded spot and USD-M sessions hold (``"65000.10000000"``, ``"0.00000000"``,
+``"3366"``); the futures adapters share this grammar.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import MAX_INT, check_levels, decode, notice, rest_snapshot
+from feeds.common import FIXED_POINT, MAX_INT, check_levels, decode, notice, rest_snapshot
 from gateway.core.arbiter import Link
 from gateway.core.model import (
     DepthDiff,
@@ -35,6 +39,8 @@ VENUE: Final = "binance"
 #: Update and trade ids are signed 64-bit on spot and futures (and in every encoding
 #: downstream).
 MAX_ID: Final = MAX_INT - 1
+#: How prices and quantities are written on the wire (spot, USD-M and COIN-M alike).
+NUMBERS: Final = FIXED_POINT
 
 #: Production endpoints (exchange-protocols.md §1).
 WS_ENDPOINTS: Final = (
@@ -122,6 +128,8 @@ class BinanceSpotRule:
     """
 
     name = "binance-spot"
+    #: Ids are contiguous per symbol; BTCUSDT spans ~1.5k ids per 100 ms event at most.
+    max_id_jump = 10**6
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link:
         if diff.last_id <= applied_id:
@@ -270,8 +278,8 @@ class Framing:
             first_id=d.U,
             last_id=d.u,
             prev_id=prev_id,
-            bids=check_levels(d.b, "depthUpdate bids"),
-            asks=check_levels(d.a, "depthUpdate asks"),
+            bids=check_levels(d.b, NUMBERS, "depthUpdate bids"),
+            asks=check_levels(d.a, NUMBERS, "depthUpdate asks"),
             event_ms=d.E,
             recv_ns=recv_ns,
             conn_id=conn_id,
@@ -284,7 +292,7 @@ class Framing:
         trade_id = t.a if self._futures else t.t
         if trade_id is None or not 0 <= trade_id <= MAX_ID:
             raise VenueContractError(f"{what} with id {trade_id} out of range")
-        check_levels([(t.p, t.q)], what)
+        check_levels([(t.p, t.q)], NUMBERS, what)
         return Trade(
             venue=self.venue,
             symbol=t.s,
@@ -330,7 +338,7 @@ def depth_snapshot(
     d = decode(_rest_depth_decoder, body, f"bad depth snapshot for {symbol}")
     if not 0 <= d.lastUpdateId <= MAX_ID:
         raise VenueContractError(f"depth snapshot for {symbol} has lastUpdateId out of range")
-    return rest_snapshot(venue, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id)
+    return rest_snapshot(venue, symbol, d.lastUpdateId, d.bids, d.asks, recv_ns, conn_id, NUMBERS)
 
 
 def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:

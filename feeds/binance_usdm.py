@@ -141,6 +141,8 @@ class BinanceFuturesRule:
     """
 
     name = "binance-usdm"
+    #: Ids are not contiguous; BTCUSDT steps ~10^4 per 100 ms event.
+    max_id_jump = 10**8
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link:
         if diff.last_id <= applied_id:

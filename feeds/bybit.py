@@ -14,8 +14,9 @@ conn_id)`` signature of the other venue modules). The same holds for the REST sn
 (:func:`snapshot_url`, :func:`parse_snapshot` and their ``_spot`` / ``_linear`` forms).
 
 Books: topic ``orderbook.{depth}.{SYMBOL}``. The first push after a subscribe is
-``type:"snapshot"``, then ``type:"delta"``; levels are ``[price, size]`` strings, a size of
-``"0"`` deletes the level. Every push carries ``u``, the update id of that topic.
+``type:"snapshot"``, then ``type:"delta"``; levels are ``[price, size]`` strings in plain
+fixed-point decimal (:data:`NUMBERS`: ``"30247.20"``, ``"0.011"``), a size of ``"0"``
+deletes the level. Every push carries ``u``, the update id of that topic.
 
 - a snapshot becomes :class:`~gateway.core.model.DepthSnapshot` with ``conn_id`` of the
   connection, ``last_id = u`` and ``reset = (u == 1)`` (Bybit restarted its service: the
@@ -52,10 +53,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import msgspec
 
 from feeds.common import (
+    FIXED_POINT,
     MAX_INT,
     check_levels,
     decode,
     decode_push,
+    endpoint_url,
     notice,
     rest_snapshot,
     taker_side,
@@ -66,6 +69,8 @@ from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueContractErr
 SPOT: Final = "bybit-spot"
 LINEAR: Final = "bybit-linear"
 VENUES: Final = (SPOT, LINEAR)
+#: How prices and sizes are written on the wire (both categories).
+NUMBERS: Final = FIXED_POINT
 #: Bybit's ``category`` of each venue (the path of its endpoint, the REST parameter).
 CATEGORIES: Final[Mapping[str, str]] = MappingProxyType({SPOT: "spot", LINEAR: "linear"})
 
@@ -133,9 +138,8 @@ _UUID: Final = re.compile(
 # --- URLs and outgoing messages -----------------------------------------------------------
 
 
-def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
-    """The URL a connection opens: the endpoint itself (Bybit subscribes by message)."""
-    return endpoint
+#: The URL a connection opens: the endpoint itself (Bybit subscribes by message).
+connect_url: Final = endpoint_url
 
 
 def book_topic(symbol: str, depth: int = DEFAULT_DEPTH) -> str:
@@ -315,8 +319,8 @@ def _book_event(
         raise VenueContractError(f"{topic} push for symbol {d.s!r}")
     if not 0 <= d.u <= _INT63:
         raise VenueContractError(f"{topic} push with u={d.u}")
-    bids = check_levels(d.b, f"{symbol} bids")
-    asks = check_levels(d.a, f"{symbol} asks")
+    bids = check_levels(d.b, NUMBERS, f"{symbol} bids")
+    asks = check_levels(d.a, NUMBERS, f"{symbol} asks")
     if frame.type == "snapshot":
         return [
             DepthSnapshot(
@@ -355,7 +359,7 @@ def _trade_events(
     events: list[VenueEvent] = []
     for t in items:
         side = taker_side(t.S, "Buy", "Sell")  # ``S`` is the taker's side
-        check_levels([(t.p, t.v)], "trade")
+        check_levels([(t.p, t.v)], NUMBERS, "trade")
         events.append(
             Trade(
                 venue=venue,
@@ -443,7 +447,7 @@ def parse_snapshot(
         raise VenueContractError(f"book snapshot for {symbol} holds {d.s!r}")
     if not 0 <= d.u <= _INT63:
         raise VenueContractError(f"book snapshot for {symbol} with u={d.u}")
-    return rest_snapshot(venue, symbol, d.u, d.b, d.a, recv_ns, conn_id)
+    return rest_snapshot(venue, symbol, d.u, d.b, d.a, recv_ns, conn_id, NUMBERS)
 
 
 def parse_snapshot_spot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) -> DepthSnapshot:
@@ -469,6 +473,8 @@ class BybitRule:
     """
 
     name = "bybit"
+    #: ``u`` rises by one per message.
+    max_id_jump = 10**6
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link:
         u = diff.last_id

@@ -8,7 +8,8 @@ raises :class:`gateway.core.model.VenueContractError` and nothing else.
 Neither feed has book ids shared across connections (an unsequenced venue), and neither
 has a checksum. Every :class:`~gateway.core.model.DepthSnapshot` has ``last_id = -1``,
 every :class:`~gateway.core.model.DepthDiff` ``first_id = last_id = prev_id = -1`` and
-``checksum = None``. Levels are the wire's decimal strings; quantities are absolute and
+``checksum = None``. Levels are the wire's strings in plain fixed-point decimal
+(:data:`NUMBERS`: ``"65106.54"``, ``"0.00012"``, both feeds); quantities are absolute and
 ``"0"`` deletes the level. Within a message the levels of one side keep their wire order
 (one price may appear twice: apply in order, the last wins).
 
@@ -33,14 +34,18 @@ from typing import Final
 import msgspec
 
 from feeds.common import (
+    FIXED_POINT,
     MAX_INT,
     check_levels,
     decode,
+    endpoint_url,
     int_text,
     iso_ms,
     notice,
     taker_side,
     unique_symbols,
+    unsequenced_diff,
+    unsequenced_snapshot,
 )
 from gateway.core.model import (
     ConnectionSequence,
@@ -54,6 +59,8 @@ from gateway.core.model import (
 
 VENUE: Final = "coinbase"
 EXCHANGE_VENUE: Final = "coinbase-exchange"
+#: How prices and sizes are written on the wire (Advanced Trade and Exchange alike).
+NUMBERS: Final = FIXED_POINT
 
 #: Advanced Trade market-data endpoint (exchange-protocols.md §3). It is the only one: the
 #: documented failover is a second connection to the same host.
@@ -91,9 +98,8 @@ EXCHANGE_BOOK_CHANNELS: Final = frozenset({"level2_batch", "level2_50"})
 # --- URLs and outgoing messages -----------------------------------------------------------
 
 
-def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
-    """The URL a connection opens: the endpoint itself (Coinbase subscribes by message)."""
-    return endpoint
+#: The URL a connection opens: the endpoint itself (Coinbase subscribes by message).
+connect_url: Final = endpoint_url
 
 
 def _products(symbols: Sequence[str]) -> list[str]:
@@ -159,7 +165,7 @@ def _trade(
 ) -> Trade:
     if not symbol:
         raise VenueContractError("trade without product_id")
-    check_levels([(price, size)], "trade")
+    check_levels([(price, size)], NUMBERS, "trade")
     return Trade(
         venue=venue,
         symbol=symbol,
@@ -239,35 +245,18 @@ def _l2_events(
                 asks.append((u.price_level, u.new_quantity))
             else:
                 raise VenueContractError(f"{e.product_id}: l2_data side {u.side!r}")
-        bid_levels = check_levels(bids, f"{e.product_id} bids")
-        ask_levels = check_levels(asks, f"{e.product_id} offers")
+        bid_levels = check_levels(bids, NUMBERS, f"{e.product_id} bids")
+        ask_levels = check_levels(asks, NUMBERS, f"{e.product_id} offers")
         if e.type == "snapshot":
             out.append(
-                DepthSnapshot(
-                    venue=VENUE,
-                    symbol=e.product_id,
-                    last_id=-1,
-                    bids=bid_levels,
-                    asks=ask_levels,
-                    recv_ns=recv_ns,
-                    conn_id=conn_id,
-                )
+                unsequenced_snapshot(VENUE, e.product_id, bid_levels, ask_levels, recv_ns, conn_id)
             )
         elif e.type == "update":
             if event_ms < 0:
                 event_ms = iso_ms(env.timestamp, "timestamp")
             out.append(
-                DepthDiff(
-                    venue=VENUE,
-                    symbol=e.product_id,
-                    first_id=-1,
-                    last_id=-1,
-                    prev_id=-1,
-                    bids=bid_levels,
-                    asks=ask_levels,
-                    event_ms=event_ms,
-                    recv_ns=recv_ns,
-                    conn_id=conn_id,
+                unsequenced_diff(
+                    VENUE, e.product_id, bid_levels, ask_levels, event_ms, recv_ns, conn_id
                 )
             )
         else:
@@ -364,14 +353,13 @@ def _ex_snapshot(raw: bytes, recv_ns: int, conn_id: int) -> DepthSnapshot:
     s = decode(_ex_snapshot_decoder, raw, "bad snapshot")
     if not s.product_id:
         raise VenueContractError("snapshot without product_id")
-    return DepthSnapshot(
-        venue=EXCHANGE_VENUE,
-        symbol=s.product_id,
-        last_id=-1,
-        bids=check_levels(s.bids, f"{s.product_id} bids"),
-        asks=check_levels(s.asks, f"{s.product_id} asks"),
-        recv_ns=recv_ns,
-        conn_id=conn_id,
+    return unsequenced_snapshot(
+        EXCHANGE_VENUE,
+        s.product_id,
+        check_levels(s.bids, NUMBERS, f"{s.product_id} bids"),
+        check_levels(s.asks, NUMBERS, f"{s.product_id} asks"),
+        recv_ns,
+        conn_id,
     )
 
 
@@ -388,17 +376,14 @@ def _ex_l2update(raw: bytes, recv_ns: int, conn_id: int) -> DepthDiff:
             asks.append((price, size))
         else:
             raise VenueContractError(f"{u.product_id}: l2update side {side!r}")
-    return DepthDiff(
-        venue=EXCHANGE_VENUE,
-        symbol=u.product_id,
-        first_id=-1,
-        last_id=-1,
-        prev_id=-1,
-        bids=check_levels(bids, f"{u.product_id} bids"),
-        asks=check_levels(asks, f"{u.product_id} asks"),
-        event_ms=iso_ms(u.time, "time") if u.time else 0,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
+    return unsequenced_diff(
+        EXCHANGE_VENUE,
+        u.product_id,
+        check_levels(bids, NUMBERS, f"{u.product_id} bids"),
+        check_levels(asks, NUMBERS, f"{u.product_id} asks"),
+        iso_ms(u.time, "time") if u.time else 0,
+        recv_ns,
+        conn_id,
     )
 
 

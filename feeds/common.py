@@ -1,5 +1,6 @@
-"""What every venue adapter shares: decoding with the contract error, level and number
-checks, notices, trade sides, REST snapshots.
+"""What every venue adapter shares: decoding with the contract error, the venues' number
+grammars and level checks, notices, trade sides, REST snapshots, the book events of
+unsequenced venues, the connect URL of venues that subscribe by message.
 
 Pure: takes input, returns output; no I/O. Every function raises
 :class:`gateway.core.model.VenueContractError` for input that breaks a venue's contract and
@@ -9,14 +10,22 @@ module-level decoders and uses these helpers around them.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Final, TypeVar
 
 import msgspec
 
-from gateway.core.model import DepthSnapshot, Level, Side, VenueContractError, VenueNotice
+from gateway.core.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    Side,
+    VenueContractError,
+    VenueNotice,
+)
 
 #: msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
 DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
@@ -50,17 +59,65 @@ def decode_push(decoder: msgspec.json.Decoder[T], data: msgspec.Raw, what: str) 
         raise VenueContractError(f"bad {what} data: {exc}") from None
 
 
-def check_levels(levels: list[tuple[str, str]], what: str) -> tuple[Level, ...]:
-    """The levels as a tuple, after checking each is a finite decimal pair with a positive
-    price and a non-negative quantity."""
-    for price, qty in levels:
-        try:
-            p = float(price)
-            q = float(qty)
-        except ValueError:
-            raise VenueContractError(f"{what}: level is not numeric: {price!r}, {qty!r}") from None
-        if not (p > 0.0 and q >= 0.0 and math.isfinite(p) and math.isfinite(q)):
-            raise VenueContractError(f"{what}: level out of range: {price!r}, {qty!r}")
+class NumberGrammar:
+    """How a venue writes a price or a quantity, as data: ``number`` is the regular
+    expression of one non-negative number in the venue's wire grammar (compiled ASCII-only,
+    always full-matched; it must not match a space). ``qty(text)`` matches such a number;
+    ``price(text)`` also needs a non-zero digit before any exponent, so a zero price is
+    refused with the grammar; :meth:`levels_ok` checks a whole side at once."""
+
+    __slots__ = ("_side", "name", "price", "qty")
+
+    def __init__(self, name: str, number: str) -> None:
+        price = rf"(?=[0.]*[1-9])(?:{number})"
+        self.name = name
+        self.qty: Callable[[str], re.Match[str] | None] = re.compile(number, re.ASCII).fullmatch
+        self.price: Callable[[str], re.Match[str] | None] = re.compile(price, re.ASCII).fullmatch
+        self._side = re.compile(
+            rf"{price} (?:{number})(?: {price} (?:{number}))*", re.ASCII
+        ).fullmatch
+
+    def levels_ok(self, levels: Sequence[tuple[str, str]]) -> bool:
+        """True when every level is a ``(price, qty)`` pair of this grammar.
+
+        One match over the strings joined by single spaces, which is faster than a match
+        per string. The grammar has no spaces, so with exactly the ``2 * len(levels) - 1``
+        joining spaces in the text each matched token is one of the strings, in its place."""
+        if not levels:
+            return True
+        text = " ".join(chain.from_iterable(levels))
+        return self._side(text) is not None and text.count(" ") == 2 * len(levels) - 1
+
+    def __repr__(self) -> str:
+        return f"NumberGrammar({self.name!r})"
+
+
+#: Plain fixed-point decimal, the only form any supported venue sends for a price or a
+#: quantity (``"0.00000000"``, ``"65000.1"``, ``"3366"``; Kraken's JSON numbers too): ASCII
+#: digits with at most one ``.`` between digits, no superfluous leading zero, no sign,
+#: exponent, space or underscore. At most 30 digits on each side of the point, so every
+#: value is finite as the book's float key.
+FIXED_POINT: Final = NumberGrammar(
+    "fixed-point decimal", r"(?:0|[1-9][0-9]{0,29})(?:\.[0-9]{1,30})?"
+)
+
+
+def check_levels(
+    levels: list[tuple[str, str]], numbers: NumberGrammar, what: str
+) -> tuple[Level, ...]:
+    """The levels as a tuple, after checking each is a pair of numbers in the venue's
+    grammar ``numbers``: a positive price and a non-negative quantity. Raises
+    VenueContractError ``"<what>: level is not a <grammar> pair ...: <price>, <qty>"``
+    naming the first level that is not."""
+    if not numbers.levels_ok(levels):
+        # Some level fails its own match whenever the side fails (see levels_ok).
+        price, qty = next(
+            (p, q) for p, q in levels if numbers.price(p) is None or numbers.qty(q) is None
+        )
+        raise VenueContractError(
+            f"{what}: level is not a {numbers.name} pair (positive price, "
+            f"non-negative quantity): {price[:40]!r}, {qty[:40]!r}"
+        )
     return tuple(levels)
 
 
@@ -111,6 +168,12 @@ def notice(
     )
 
 
+def endpoint_url(endpoint: str, symbols: Sequence[str]) -> str:
+    """The URL a connection opens on a venue that subscribes by message, not by URL: the
+    endpoint itself, whatever the symbols."""
+    return endpoint
+
+
 def unique_symbols(symbols: Sequence[str], what: str = "symbols") -> list[str]:
     """``symbols`` without repeats, in order; raises ValueError for none or for one string
     passed where a sequence belongs."""
@@ -130,15 +193,66 @@ def rest_snapshot(
     asks: list[tuple[str, str]],
     recv_ns: int,
     conn_id: int,
+    numbers: NumberGrammar,
 ) -> DepthSnapshot:
     """A REST depth response of ``symbol`` (upper-cased) as a DepthSnapshot at ``last_id``,
-    its levels checked."""
+    its levels checked in the venue's grammar ``numbers``."""
     return DepthSnapshot(
         venue=venue,
         symbol=symbol.upper(),
         last_id=last_id,
-        bids=check_levels(bids, "snapshot bids"),
-        asks=check_levels(asks, "snapshot asks"),
+        bids=check_levels(bids, numbers, "snapshot bids"),
+        asks=check_levels(asks, numbers, "snapshot asks"),
         recv_ns=recv_ns,
         conn_id=conn_id,
+    )
+
+
+def unsequenced_snapshot(
+    venue: str,
+    symbol: str,
+    bids: tuple[Level, ...],
+    asks: tuple[Level, ...],
+    recv_ns: int,
+    conn_id: int,
+    checksum: int | None = None,
+) -> DepthSnapshot:
+    """An in-band snapshot of a venue without book ids (Kraken, Coinbase): ``last_id`` -1,
+    the levels already checked."""
+    return DepthSnapshot(
+        venue=venue,
+        symbol=symbol,
+        last_id=-1,
+        bids=bids,
+        asks=asks,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+        checksum=checksum,
+    )
+
+
+def unsequenced_diff(
+    venue: str,
+    symbol: str,
+    bids: tuple[Level, ...],
+    asks: tuple[Level, ...],
+    event_ms: int,
+    recv_ns: int,
+    conn_id: int,
+    checksum: int | None = None,
+) -> DepthDiff:
+    """An update of a venue without book ids (Kraken, Coinbase): ``first_id``, ``last_id``
+    and ``prev_id`` -1, the levels already checked."""
+    return DepthDiff(
+        venue=venue,
+        symbol=symbol,
+        first_id=-1,
+        last_id=-1,
+        prev_id=-1,
+        bids=bids,
+        asks=asks,
+        event_ms=event_ms,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+        checksum=checksum,
     )

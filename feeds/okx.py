@@ -6,8 +6,9 @@ raises :class:`gateway.core.model.VenueContractError` and nothing else.
 
 Book channels (``books``, ``books50-l2-tbt``, ``books-l2-tbt``) push ``action:"snapshot"``
 then ``action:"update"`` frames; levels are ``[price, size, "0", orderCount]`` strings and a
-size of ``"0"`` deletes the level. Prices and sizes are kept as the exact wire strings: the
-checksum is computed over them.
+size of ``"0"`` deletes the level. Prices and sizes are plain fixed-point decimal strings
+(:data:`NUMBERS`: ``"8476.97"``, ``"3366"``, ``"0.0001"``), kept as the exact wire strings:
+the checksum is computed over them.
 
 Ids: every update carries ``prevSeqId`` (the ``seqId`` of the previous message) and
 ``seqId``, the same on every connection. A :class:`~gateway.core.model.DepthDiff` gets
@@ -40,7 +41,16 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import check_levels, decode, int_text, notice, taker_side
+from feeds.common import (
+    FIXED_POINT,
+    check_levels,
+    decode,
+    endpoint_url,
+    int_text,
+    notice,
+    rest_snapshot,
+    taker_side,
+)
 from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
 from gateway.core.model import (
@@ -54,6 +64,8 @@ from gateway.core.model import (
 )
 
 VENUE: Final = "okx"
+#: How prices and sizes are written on the wire.
+NUMBERS: Final = FIXED_POINT
 
 #: Public WebSocket endpoints, every documented alternative (exchange-protocols.md §6):
 #: global, EEA, US (secondary source) and the AWS host of older docs (unverified).
@@ -102,9 +114,8 @@ _UINT32: Final = 1 << 32
 # --- URLs and outgoing messages -----------------------------------------------------------
 
 
-def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
-    """The URL a connection opens: the endpoint itself (OKX subscribes by message)."""
-    return endpoint
+#: The URL a connection opens: the endpoint itself (OKX subscribes by message).
+connect_url: Final = endpoint_url
 
 
 def _check_channel(channel: str) -> None:
@@ -264,14 +275,19 @@ _rest_books_decoder: Final = msgspec.json.Decoder(list[_RestBook])
 # --- parsing ------------------------------------------------------------------------------
 
 
-def _levels(raw: list[tuple[str, ...]], what: str) -> tuple[Level, ...]:
-    """``(price, size)`` of each ``[price, size, "0", count]`` level, checked numeric."""
+def _pairs(raw: list[tuple[str, ...]], what: str) -> list[tuple[str, str]]:
+    """``(price, size)`` of each ``[price, size, "0", count]`` level, not yet checked."""
     pairs: list[tuple[str, str]] = []
     for level in raw:
         if len(level) < 2:
             raise VenueContractError(f"{what}: level has fewer than 2 fields: {level!r}")
         pairs.append((level[0], level[1]))
-    return check_levels(pairs, what)
+    return pairs
+
+
+def _levels(raw: list[tuple[str, ...]], what: str) -> tuple[Level, ...]:
+    """``(price, size)`` of each ``[price, size, "0", count]`` level, checked numeric."""
+    return check_levels(_pairs(raw, what), NUMBERS, what)
 
 
 def _checksum_field(value: int | None) -> int | None:
@@ -349,7 +365,7 @@ def _trade_events(symbol: str, data: msgspec.Raw, recv_ns: int, conn_id: int) ->
     events: list[VenueEvent] = []
     for t in items:
         side = taker_side(t.side)  # OKX ``side`` is the taker's side
-        check_levels([(t.px, t.sz)], "trade")
+        check_levels([(t.px, t.sz)], NUMBERS, "trade")
         events.append(
             Trade(
                 venue=VENUE,
@@ -427,15 +443,9 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
     d = items[0]
     if d.seqId is not None and d.seqId < 0:
         raise VenueContractError(f"book snapshot for {symbol} with seqId {d.seqId}")
-    return DepthSnapshot(
-        venue=VENUE,
-        symbol=symbol.upper(),
-        last_id=-1 if d.seqId is None else d.seqId,
-        bids=_levels(d.bids, "snapshot bids"),
-        asks=_levels(d.asks, "snapshot asks"),
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+    last_id = -1 if d.seqId is None else d.seqId
+    bids, asks = _pairs(d.bids, "snapshot bids"), _pairs(d.asks, "snapshot asks")
+    return rest_snapshot(VENUE, symbol, last_id, bids, asks, recv_ns, conn_id, NUMBERS)
 
 
 # --- sequence rule ------------------------------------------------------------------------
@@ -630,6 +640,8 @@ class OkxRule:
     """
 
     name = "okx"
+    #: seqIds rise by a varying step per update.
+    max_id_jump = 10**8
 
     def __init__(
         self,

@@ -57,6 +57,31 @@ def run_mdgateway(*args: str, timeout_s: float) -> subprocess.CompletedProcess[s
     )
 
 
+async def mdgateway_output(
+    *args: str, timeout_s: float, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """``mdgateway ARGS`` as a child process from the repository root, without blocking the
+    loop (a gateway may run on it): its exit code, stdout and stderr. ``env`` is added to
+    this environment; the child is killed and TimeoutError raised after ``timeout_s``."""
+    process = await asyncio.create_subprocess_exec(
+        *MDGATEWAY,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
 class Subscriber:
     """Follows the gateway at ``url`` for ``keys`` with :class:`GatewayClient`.
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from feeds.binance import notice_frame
 from feeds.sim.faults import FaultPlan
@@ -300,24 +301,21 @@ async def _replay_command_at_the_capture_end(path: Path, hold: bool) -> tuple[st
         await process.wait()
 
 
-def test_replay_command_closes_its_endpoints_going_away_at_the_capture_end(
-    real_data: Callable[[str], Path],
+@pytest.mark.parametrize(
+    ("hold", "said", "close_code"),
+    [
+        pytest.param(False, "closed", 1001, id="closes-going-away"),
+        pytest.param(True, "held open", None, id="hold-keeps-open"),
+    ],
+)
+def test_replay_command_at_the_capture_end_closes_or_with_hold_keeps_its_endpoints(
+    real_data: Callable[[str], Path], hold: bool, said: str, close_code: int | None
 ) -> None:
     line, code = asyncio.run(
-        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), False), 60)
+        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), hold), 60)
     )
-    assert line.startswith("replay finished") and "closed" in line
-    assert code == 1001
-
-
-def test_replay_command_with_hold_keeps_its_endpoints_open_at_the_capture_end(
-    real_data: Callable[[str], Path],
-) -> None:
-    line, code = asyncio.run(
-        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), True), 60)
-    )
-    assert line.startswith("replay finished") and "held open" in line
-    assert code is None
+    assert line.startswith("replay finished") and said in line
+    assert code == close_code
 
 
 BYBIT_CAPTURE = "bybit/cryptofeed/BYBIT.jsonl.gz"

@@ -48,6 +48,7 @@ from feeds.binance import (
     trade_stream,
 )
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
+from feeds.sim.rewrite import WireShape
 from feeds.sim.venue import (
     CloseConnection,
     ConnState,
@@ -66,6 +67,17 @@ POLICY_VIOLATION: Final = 1008
 CONTENT_TYPE: Final = "application/json;charset=UTF-8"
 _REST_WINDOW_NS: Final = 60 * 1_000_000_000
 _SECOND_NS: Final = 1_000_000_000
+#: Where depth events and REST books carry ids and levels (:mod:`feeds.sim.rewrite`).
+STREAM_SHAPE: Final = WireShape(
+    sides=((("data", "b"), "bid"), (("data", "a"), "ask")),
+    ids=((("data", "U"), "id"), (("data", "u"), "id")),
+    symbol=("data", "s"),
+)
+REST_SHAPE: Final = WireShape(
+    sides=((("bids",), "bid"), (("asks",), "ask")),
+    ids=((("lastUpdateId",), "id"),),
+    symbol_param="symbol",
+)
 
 
 # --- wire structs: field order is the venue's key order ------------------------------------
@@ -205,6 +217,8 @@ class BinanceSpotProtocol(VenueProtocol):
 
     name = "binance-spot"
     rest_path = SNAPSHOT_PATH
+    stream_shape = STREAM_SHAPE
+    rest_shape = REST_SHAPE
     #: The only WebSocket path served (combined streams).
     stream_path = "/stream"
     #: The venue's cap on streams per connection.

@@ -52,6 +52,7 @@ from feeds.binance import depth_stream
 from feeds.binance_usdm import trade_stream
 from feeds.sim.binance_spot import BinanceSpotProtocol, rest_error_body
 from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
+from feeds.sim.rewrite import WireShape
 from feeds.sim.venue import Publication, RestAnswer
 from gateway.core.book import L2Book
 from gateway.core.model import Level
@@ -72,6 +73,12 @@ __all__ = [
 TRANSACTION_LAG_MS: Final = 1
 #: Mean of the extra ids hidden between two events (``k - 1``).
 _MEAN_HIDDEN_IDS: Final = 6.0
+#: Where depth events carry ids and levels (:mod:`feeds.sim.rewrite`); ``u`` last.
+STREAM_SHAPE: Final = WireShape(
+    sides=((("data", "b"), "bid"), (("data", "a"), "ask")),
+    ids=((("data", "pu"), "id"), (("data", "U"), "id"), (("data", "u"), "id")),
+    symbol=("data", "s"),
+)
 
 
 class UsdmEvent(msgspec.Struct, frozen=True, gc=False):
@@ -313,6 +320,7 @@ class BinanceUsdmProtocol(BinanceSpotProtocol):
 
     name = "binance-usdm"
     rest_path = usdm.SNAPSHOT_PATH
+    stream_shape = STREAM_SHAPE
     stream_path = "/public/stream"
     market_path = "/market/stream"
     max_streams = usdm.MAX_STREAMS_PER_CONNECTION

@@ -30,8 +30,9 @@ ever subscribed (:meth:`BybitProtocol.last_id`), else of ``orderbook.200``, whic
 first such request starts tracking (at :data:`FIRST_U`; a later subscribe to it goes on
 from there). Errors are HTTP 200 with ``retCode`` 10001 (params error: unknown category
 or symbol, a category other than the simulated one, ``limit`` out of range; the exact
-``retMsg`` texts are not verified). Not simulated: ``u == 1`` service restarts,
-option/inverse categories, per-IP limits, RPI orders.
+``retMsg`` texts are not verified). Not simulated: ``u == 1`` service restarts (the
+``restart`` fault of :mod:`feeds.sim.faults` restarts ids low, not at 1), option/inverse
+categories, per-IP limits, RPI orders.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import msgspec
 from feeds import bybit
 from feeds.sim.book_process import Batch, SimTrade
 from feeds.sim.numbers import fixed
+from feeds.sim.rewrite import WireShape
 from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
@@ -56,6 +58,18 @@ REST_U_DEPTH: Final = 200
 #: Default REST ``limit`` per category.
 REST_DEFAULT_LIMIT: Final = {"spot": 1, "linear": 25}
 _BYBIT_CATEGORIES: Final = frozenset({"spot", "linear", "inverse", "option"})
+#: Where ``orderbook`` pushes and REST books carry ids and levels
+#: (:mod:`feeds.sim.rewrite`): ``seq`` (the cross sequence), then ``u``.
+STREAM_SHAPE: Final = WireShape(
+    sides=((("data", "b"), "bid"), (("data", "a"), "ask")),
+    ids=((("data", "seq"), "seq"), (("data", "u"), "u")),
+    symbol=("data", "s"),
+)
+REST_SHAPE: Final = WireShape(
+    sides=((("result", "b"), "bid"), (("result", "a"), "ask")),
+    ids=((("result", "seq"), "seq"), (("result", "u"), "u")),
+    symbol_param="symbol",
+)
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -159,6 +173,8 @@ class BybitProtocol(VenueProtocol):
     name = "bybit"
     path: str
     rest_path = bybit.SNAPSHOT_PATH
+    stream_shape = STREAM_SHAPE
+    rest_shape = REST_SHAPE
 
     def __init__(
         self, category: str = "spot", price_decimals: int = 2, qty_decimals: int = 5

@@ -49,6 +49,7 @@ import msgspec
 from feeds import coinbase
 from feeds.sim.book_process import Batch, SimTrade
 from feeds.sim.numbers import fixed, iso_time, trim
+from feeds.sim.rewrite import WireShape
 from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
@@ -57,6 +58,20 @@ HEARTBEATS_KEY: Final = "heartbeats"
 
 _encoder: Final = msgspec.json.Encoder()
 _SEQ_FIELD: Final = b'"sequence_num":'
+#: Where ``l2_data`` messages and REST books carry levels (:mod:`feeds.sim.rewrite`); the
+#: venue has no book ids.
+STREAM_SHAPE: Final = WireShape(
+    sides=((("events", "*", "updates"), "mixed"),),
+    price="price_level",
+    qty="new_quantity",
+    ask_value="offer",
+)
+REST_SHAPE: Final = WireShape(
+    sides=((("pricebook", "bids"), "bid"), (("pricebook", "asks"), "ask")),
+    symbol_param="product_id",
+    price="price",
+    qty="size",
+)
 
 
 def envelope_parts(channel: str, timestamp: str, events: Sequence[Any]) -> tuple[bytes, bytes]:
@@ -165,6 +180,8 @@ class CoinbaseProtocol(VenueProtocol):
         super().__init__()
         self._pd = price_decimals
         self.rest_path = coinbase.PRODUCT_BOOK_PATH if rest else None
+        self.stream_shape = STREAM_SHAPE
+        self.rest_shape = REST_SHAPE
 
     def format_level(self, symbol: str, level: Level) -> Level:
         return fixed(level[0], self._pd), trim(level[1])

@@ -5,14 +5,18 @@ ignored); see ``docs/faults.md`` for the grammar and examples::
 
     ep0:close@5;ep1:stall@3+2;ep*:drop=0.01,dup=0.01,delay=5ms~2ms,reorder=3;
     ep2:corrupt=0.001;ep1:refuse@10+2;ep0:notice@8;rest:429@4+2,retry_after=1;
-    rest:5xx=0.1;rest:slow=200ms
+    rest:5xx=0.1;rest:slow=200ms;venue:restart@20;ep1:mangle@4+1,numbers=0.01;
+    ep2:farid=0.001,cross@6+0.1,oversize@7+0.1,flap@8+3;rest:oversize@9+1
 
 :func:`parse` turns a spec into a :class:`FaultSpec` (msgspec Structs) or raises
 :class:`FaultSpecError` naming the bad token. :class:`FaultPlan` answers, for a seed, pure
 questions per endpoint: what happens to frame ``i`` (:meth:`FaultPlan.decide`), when
 connections are closed, stalled, refused or given a notice, and what the REST endpoint
-answers at ``t`` (:meth:`FaultPlan.rest_fault`). Every random draw is a function of
-``(seed, endpoint, index)`` only, so answers do not depend on the order of the questions.
+answers at ``t`` (:meth:`FaultPlan.rest_fault`). Frame faults that change what a frame
+says (ids, numbers, crossing levels, oversize) are answered as a :class:`FrameFault` and
+applied by :mod:`feeds.sim.rewrite` with the venue's wire shape. Every random draw is a
+function of ``(seed, endpoint, index)`` only, so answers do not depend on the order of the
+questions.
 Times ``t_s`` are seconds since the venue started.
 """
 
@@ -27,13 +31,31 @@ import msgspec
 import msgspec.structs
 
 CorruptHow = Literal["truncate", "invalid"]
+#: How a frame's venue ids are falsified: ``mangle`` moves its last id (``u``) 10**12 ahead
+#: of the others, ``far`` moves every id of the frame 10**12 ahead.
+IdFault = Literal["mangle", "far"]
+#: How one number of a frame is rendered when it is not a plain decimal.
+NumberStyle = Literal["space", "plus", "underscore", "fullwidth", "arabic"]
+NUMBER_STYLES: Final[tuple[NumberStyle, ...]] = (
+    "space",
+    "plus",
+    "underscore",
+    "fullwidth",
+    "arabic",
+)
+#: Frame faults that change what a frame says; each is ``KIND=p`` or ``KIND@T+D``.
+CONTENT_KINDS: Final = ("mangle", "farid", "numbers", "cross", "oversize")
+#: The smallest first id after a venue restart (room for ids a few below it, e.g. ``pu``).
+RESTART_FIRST_ID: Final = 1000
+#: Levels an oversized frame or REST body carries when ``oversize_levels`` is not given.
+DEFAULT_OVERSIZE_LEVELS: Final = 500_000
 
 #: Statuses a REST window or probability may name; ``5xx`` picks one of 500/502/503/504.
 REST_STATUSES: Final = ("429", "418", "5xx", "500", "502", "503", "504")
 _FIVE_XX: Final = (500, 502, 503, 504)
 _NUMBER: Final = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _DURATION_RE: Final = re.compile(rf"({_NUMBER})(ms|s)?")
-_TARGET_RE: Final = re.compile(r"ep(\d+|\*)|rest(?:\[([A-Za-z0-9._-]+)\])?")
+_TARGET_RE: Final = re.compile(r"ep(\d+|\*)|rest(?:\[([A-Za-z0-9._-]+)\])?|venue")
 
 
 class FaultSpecError(ValueError):
@@ -54,6 +76,14 @@ class Window(msgspec.Struct, frozen=True):
         return self.start_s + self.duration_s
 
 
+class ContentWindow(msgspec.Struct, frozen=True):
+    """Every frame sent within ``window`` gets the content fault ``kind``
+    (one of :data:`CONTENT_KINDS`)."""
+
+    kind: str
+    window: Window
+
+
 class EndpointFaults(msgspec.Struct, frozen=True):
     """The faults of one target (``ep3`` or ``ep*``). None: not set by this clause."""
 
@@ -61,6 +91,11 @@ class EndpointFaults(msgspec.Struct, frozen=True):
     stalls: tuple[Window, ...] = ()
     refuses: tuple[Window, ...] = ()
     notices: tuple[float, ...] = ()
+    flaps: tuple[Window, ...] = ()
+    content_windows: tuple[ContentWindow, ...] = ()
+    #: Probability per frame of each content kind set by ``KIND=p``.
+    content: dict[str, float] = {}
+    oversize_levels: int | None = None
     drop: float | None = None
     dup: float | None = None
     delay_s: float | None = None
@@ -82,6 +117,16 @@ class RestFaults(msgspec.Struct, frozen=True):
     #: Extra delay of every REST answer; ``slow_windows`` restrict it in time (empty: always).
     slow_s: float = 0.0
     slow_windows: tuple[Window, ...] = ()
+    #: Oversized successful answers: in these windows, and with this probability.
+    oversize_windows: tuple[Window, ...] = ()
+    oversize: float = 0.0
+    oversize_levels: int = DEFAULT_OVERSIZE_LEVELS
+
+
+class VenueFaults(msgspec.Struct, frozen=True):
+    """Faults of the whole venue: times at which it restarts its ids."""
+
+    restarts: tuple[float, ...] = ()
 
 
 class FaultSpec(msgspec.Struct, frozen=True):
@@ -89,6 +134,7 @@ class FaultSpec(msgspec.Struct, frozen=True):
 
     endpoints: dict[str, EndpointFaults] = {}
     rest: RestFaults = RestFaults()
+    venue: VenueFaults = VenueFaults()
     #: ``rest[SYMBOL]`` clauses: the REST faults of requests for that symbol (its
     #: ``symbol`` query parameter), in place of ``rest``.
     rest_by_symbol: dict[str, RestFaults] = {}
@@ -96,13 +142,26 @@ class FaultSpec(msgspec.Struct, frozen=True):
 
 class FrameFault(msgspec.Struct, frozen=True):
     """What happens to one frame: dropped, sent twice, sent ``delay_s`` late, corrupted,
-    or held behind the next ``hold`` frames (reorder)."""
+    or held behind the next ``hold`` frames (reorder); and what it says instead of the
+    truth (:mod:`feeds.sim.rewrite` applies these): falsified ``ids``, one number (the
+    one at ``pick`` in [0, 1) of its numbers) in a non-decimal ``numbers`` style, a
+    crossing bid (``cross``), ``oversize`` extra levels."""
 
     drop: bool = False
     duplicate: bool = False
     delay_s: float = 0.0
     corrupt: CorruptHow | None = None
     hold: int = 0
+    ids: IdFault | None = None
+    numbers: NumberStyle | None = None
+    pick: float = 0.0
+    cross: bool = False
+    oversize: int = 0
+
+    @property
+    def rewrites(self) -> bool:
+        """True when the frame's content changes (see :mod:`feeds.sim.rewrite`)."""
+        return bool(self.ids or self.numbers or self.cross or self.oversize)
 
 
 NO_FAULT: Final = FrameFault()
@@ -110,20 +169,22 @@ NO_FAULT: Final = FrameFault()
 
 class RestFault(msgspec.Struct, frozen=True):
     """An HTTP ``status`` (None: answer normally) after ``extra_delay_s``; ``retry_after_s``
-    is set with 429."""
+    is set with 429; a normal answer carries ``oversize_levels`` extra levels (0: none)."""
 
     status: int | None
     retry_after_s: float | None
     extra_delay_s: float
+    oversize_levels: int = 0
 
 
 class Action(msgspec.Struct, frozen=True):
-    """A timed endpoint action: ``close`` (close its connections; new ones accepted),
-    ``refuse`` (close and stop listening), ``reopen`` (listen again), ``notice``."""
+    """A timed action: on an endpoint ``close`` (close its connections; new ones
+    accepted), ``refuse`` (close and stop listening), ``reopen`` (listen again),
+    ``notice``; on the venue (``endpoint`` None) ``restart`` (its ids start again low)."""
 
     t_s: float
-    kind: Literal["close", "refuse", "reopen", "notice"]
-    endpoint: int
+    kind: Literal["close", "refuse", "reopen", "notice", "restart"]
+    endpoint: int | None
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -155,6 +216,12 @@ def _window(text: str, token: str) -> Window:
     return Window(_duration(start, token), _duration(duration, token))
 
 
+def _count(text: str, token: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise FaultSpecError(f"{token!r} needs an integer >= 1")
+    return int(text)
+
+
 def _endpoint_item(token: str, into: dict[str, object]) -> None:
     if "@" in token:
         kind, _, when = token.partition("@")
@@ -162,9 +229,12 @@ def _endpoint_item(token: str, into: dict[str, object]) -> None:
             into["closes"] = (*into.get("closes", ()), _duration(when, token))  # type: ignore[misc]
         elif kind == "notice":
             into["notices"] = (*into.get("notices", ()), _duration(when, token))  # type: ignore[misc]
-        elif kind in ("stall", "refuse"):
+        elif kind in ("stall", "refuse", "flap"):
             key = kind + "s"
             into[key] = (*into.get(key, ()), _window(when, token))  # type: ignore[misc]
+        elif kind in CONTENT_KINDS:
+            window = ContentWindow(kind, _window(when, token))
+            into["content_windows"] = (*into.get("content_windows", ()), window)  # type: ignore[misc]
         else:
             raise FaultSpecError(f"unknown endpoint fault {token!r}")
         return
@@ -173,6 +243,12 @@ def _endpoint_item(token: str, into: dict[str, object]) -> None:
         raise FaultSpecError(f"unknown endpoint fault {token!r}")
     if kind in ("drop", "dup", "corrupt"):
         into[kind] = _probability(value, token)
+    elif kind in CONTENT_KINDS:
+        content = into.setdefault("content", {})
+        assert isinstance(content, dict)
+        content[kind] = _probability(value, token)
+    elif kind == "oversize_levels":
+        into["oversize_levels"] = _count(value, token)
     elif kind == "delay":
         fixed, _, jitter = value.partition("~")
         into["delay_s"] = _duration(fixed, token, "ms")
@@ -196,6 +272,9 @@ def _rest_item(token: str, into: dict[str, object]) -> None:
             into["slow_windows"] = (*into.get("slow_windows", ()), _window(window_text, token))  # type: ignore[misc]
             into["slow_s"] = _duration(value, token, "ms")
             return
+        if kind == "oversize":
+            into["oversize_windows"] = (*into.get("oversize_windows", ()), _window(when, token))  # type: ignore[misc]
+            return
         if kind not in REST_STATUSES:
             raise FaultSpecError(f"unknown REST fault {token!r}")
         into["windows"] = (*into.get("windows", ()), RestWindow(kind, _window(when, token)))  # type: ignore[misc]
@@ -209,14 +288,26 @@ def _rest_item(token: str, into: dict[str, object]) -> None:
         into["retry_after_s"] = _duration(value, token)
     elif kind == "slow":
         into["slow_s"] = _duration(value, token, "ms")
+    elif kind == "oversize":
+        into["oversize"] = _probability(value, token)
+    elif kind == "oversize_levels":
+        into["oversize_levels"] = _count(value, token)
     else:
         raise FaultSpecError(f"unknown REST fault {token!r}")
+
+
+def _venue_item(token: str, into: dict[str, object]) -> None:
+    kind, at, when = token.partition("@")
+    if kind != "restart" or not at:
+        raise FaultSpecError(f"unknown venue fault {token!r}")
+    into["restarts"] = tuple(sorted((*into.get("restarts", ()), _duration(when, token))))  # type: ignore[misc]
 
 
 def parse(spec: str) -> FaultSpec:
     """Parse a spec (see the module doc); an empty spec has no faults."""
     endpoints: dict[str, dict[str, object]] = {}
     rest: dict[str, object] = {}
+    venue: dict[str, object] = {}
     rest_by_symbol: dict[str, dict[str, object]] = {}
     for clause in "".join(spec.split()).split(";"):
         if not clause:
@@ -225,13 +316,15 @@ def parse(spec: str) -> FaultSpec:
         match = _TARGET_RE.fullmatch(target)
         if not colon or match is None:
             raise FaultSpecError(
-                f"bad target {target!r} in {clause!r} (ep<N>, ep*, rest or rest[SYMBOL])"
+                f"bad target {target!r} in {clause!r} (ep<N>, ep*, rest, rest[SYMBOL] or venue)"
             )
         for token in items.split(","):
             if not token:
                 raise FaultSpecError(f"empty item in {clause!r}")
             if target == "rest":
                 _rest_item(token, rest)
+            elif target == "venue":
+                _venue_item(token, venue)
             elif match.group(2) is not None:
                 _rest_item(token, rest_by_symbol.setdefault(match.group(2), {}))
             else:
@@ -240,7 +333,10 @@ def parse(spec: str) -> FaultSpec:
         return FaultSpec(
             {key: msgspec.convert(value, EndpointFaults) for key, value in endpoints.items()},
             msgspec.convert(rest, RestFaults),
-            {key: msgspec.convert(value, RestFaults) for key, value in rest_by_symbol.items()},
+            venue=msgspec.convert(venue, VenueFaults),
+            rest_by_symbol={
+                key: msgspec.convert(value, RestFaults) for key, value in rest_by_symbol.items()
+            },
         )
     except msgspec.ValidationError as exc:  # pragma: no cover - the items are typed above
         raise FaultSpecError(str(exc)) from None
@@ -249,7 +345,7 @@ def parse(spec: str) -> FaultSpec:
 # --- the plan -------------------------------------------------------------------------------
 
 
-_SCALARS: Final = ("drop", "dup", "delay_s", "jitter_s", "reorder", "corrupt")
+_SCALARS: Final = ("drop", "dup", "delay_s", "jitter_s", "reorder", "corrupt", "oversize_levels")
 
 
 def _merge(base: EndpointFaults, own: EndpointFaults) -> EndpointFaults:
@@ -260,6 +356,9 @@ def _merge(base: EndpointFaults, own: EndpointFaults) -> EndpointFaults:
         stalls=base.stalls + own.stalls,
         refuses=base.refuses + own.refuses,
         notices=tuple(sorted(base.notices + own.notices)),
+        flaps=base.flaps + own.flaps,
+        content_windows=base.content_windows + own.content_windows,
+        content={**base.content, **own.content},
         **{k: getattr(own, k) for k in _SCALARS if getattr(own, k) is not None},
     )
 
@@ -300,13 +399,13 @@ class FaultPlan:
 
     def decide(self, endpoint: int, frame_index: int, t_s: float = 0.0) -> FrameFault:
         """The fault of the ``frame_index``-th frame sent by ``endpoint`` (counted per
-        endpoint, over all its connections). ``t_s`` is accepted for faults that depend on
-        time; the current kinds do not."""
+        endpoint, over all its connections) at ``t_s`` (content windows depend on it)."""
         faults = self.endpoints[endpoint]
+        content = self._content(endpoint, frame_index, t_s)
         if not (
             faults.drop or faults.dup or faults.delay_s or faults.jitter_s or faults.corrupt
         ) and not (faults.reorder and faults.reorder > 1):
-            return NO_FAULT
+            return content
         draws = _Draws(self.seed, f"frame:{endpoint}:{frame_index}")
         if faults.drop and draws[0] < faults.drop:
             return FrameFault(drop=True)
@@ -315,11 +414,37 @@ class FaultPlan:
             corrupt = "truncate" if draws[2] < 0.5 else "invalid"
         delay_s = (faults.delay_s or 0.0) + (faults.jitter_s or 0.0) * draws[3]
         hold = int(draws[4] * faults.reorder) if faults.reorder and faults.reorder > 1 else 0
-        return FrameFault(
+        return msgspec.structs.replace(
+            content,
             duplicate=bool(faults.dup) and draws[5] < (faults.dup or 0.0),
             delay_s=delay_s,
             corrupt=corrupt,
             hold=hold,
+        )
+
+    def _content(self, endpoint: int, frame_index: int, t_s: float) -> FrameFault:
+        """The content faults of one frame: by window at ``t_s``, else by probability."""
+        faults = self.endpoints[endpoint]
+        if not faults.content and not faults.content_windows:
+            return NO_FAULT
+        draws = _Draws(self.seed, f"content:{endpoint}:{frame_index}")
+        kinds = {w.kind for w in faults.content_windows if w.window.contains(t_s)}
+        kinds.update(
+            kind for i, kind in enumerate(CONTENT_KINDS) if draws[i] < faults.content.get(kind, 0.0)
+        )
+        if not kinds:
+            return NO_FAULT
+        ids: IdFault | None = "far" if "farid" in kinds else None
+        if "mangle" in kinds:
+            ids = "mangle"
+        style = NUMBER_STYLES[int(draws[5] * len(NUMBER_STYLES))] if "numbers" in kinds else None
+        levels = faults.oversize_levels or DEFAULT_OVERSIZE_LEVELS
+        return FrameFault(
+            ids=ids,
+            numbers=style,
+            pick=_Draws(self.seed, f"pick:{endpoint}:{frame_index}")[0],
+            cross="cross" in kinds,
+            oversize=levels if "oversize" in kinds else 0,
         )
 
     # --- time windows ---------------------------------------------------------------------
@@ -344,21 +469,37 @@ class FaultPlan:
             t_s = end_s
         return t_s
 
+    def flapping(self, endpoint: int, t_s: float) -> bool:
+        """Whether ``endpoint`` flaps at ``t_s``: each connection is closed after the
+        first frame it was sent."""
+        return any(w.contains(t_s) for w in self.endpoints[endpoint].flaps)
+
+    def restarts(self) -> tuple[float, ...]:
+        """Times at which the venue restarts its ids, in order."""
+        return self.spec.venue.restarts
+
+    def restart_first_id(self, t_s: float) -> int:
+        """The low id the venue's ids start again from at its restart at ``t_s``: seeded,
+        in ``[RESTART_FIRST_ID, 2 * RESTART_FIRST_ID)``."""
+        draw = _Draws(self.seed, f"restart:{t_s!r}")[0]
+        return RESTART_FIRST_ID + int(draw * RESTART_FIRST_ID)
+
     def notice_due(self, endpoint: int, t_s: float) -> tuple[float, ...]:
         """The notice times of ``endpoint`` at or before ``t_s``."""
         return tuple(n for n in self.endpoints[endpoint].notices if n <= t_s)
 
     def schedule(self) -> list[Action]:
-        """Every timed endpoint action, in time order (ties: by endpoint, then kind)."""
-        actions: list[Action] = []
+        """Every timed action, in time order (ties: venue restarts first, then by
+        endpoint, then kind)."""
+        actions = [Action(t, "restart", None) for t in self.spec.venue.restarts]
         for i, faults in enumerate(self.endpoints):
             actions += [Action(t, "close", i) for t in faults.closes]
             actions += [Action(t, "notice", i) for t in faults.notices]
             for window in faults.refuses:
                 actions.append(Action(window.start_s, "refuse", i))
                 actions.append(Action(window.end_s, "reopen", i))
-        order = {"notice": 0, "close": 1, "refuse": 2, "reopen": 3}
-        actions.sort(key=lambda a: (a.t_s, a.endpoint, order[a.kind]))
+        order = {"restart": 0, "notice": 1, "close": 2, "refuse": 3, "reopen": 4}
+        actions.sort(key=lambda a: (a.t_s, -1 if a.endpoint is None else a.endpoint, order[a.kind]))
         return actions
 
     # --- REST -----------------------------------------------------------------------------
@@ -382,14 +523,19 @@ class FaultPlan:
         slow = rest.slow_s if not rest.slow_windows else 0.0
         if any(w.contains(t_s) for w in rest.slow_windows):
             slow = rest.slow_s
-        if chosen is None and slow == 0.0:
+        oversize = any(w.contains(t_s) for w in rest.oversize_windows) or (
+            rest.oversize > 0.0
+            and _Draws(self.seed, f"rest-oversize:{request_index}")[0] < rest.oversize
+        )
+        levels = rest.oversize_levels if oversize else 0
+        if chosen is None and slow == 0.0 and not levels:
             return None
         code: int | None = None
         if chosen == "5xx":
             code = _FIVE_XX[int(draws[1] * len(_FIVE_XX))]
         elif chosen is not None:
             code = int(chosen)
-        return RestFault(code, rest.retry_after_s if code == 429 else None, slow)
+        return RestFault(code, rest.retry_after_s if code == 429 else None, slow, levels)
 
 
 # --- one connection's frames -------------------------------------------------------------

@@ -69,6 +69,7 @@ import msgspec
 from feeds import kraken
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
 from feeds.sim.numbers import fixed, iso_time
+from feeds.sim.rewrite import WireShape
 from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
@@ -83,6 +84,17 @@ UNKNOWN_PAIR: Final = "EQuery:Unknown asset pair"
 INVALID_ARGUMENTS: Final = "EGeneral:Invalid arguments"
 #: Quantity step of the venue when none is given (the simulators' default lot).
 DEFAULT_LOT: Final = "0.00001"
+#: Where ``book`` pushes and REST books carry levels (:mod:`feeds.sim.rewrite`); no ids.
+STREAM_SHAPE: Final = WireShape(
+    sides=((("data", 0, "bids"), "bid"), (("data", 0, "asks"), "ask")),
+    symbol=("data", 0, "symbol"),
+    price="price",
+    qty="qty",
+)
+REST_SHAPE: Final = WireShape(
+    sides=((("result", "*", "bids"), "bid"), (("result", "*", "asks"), "ask")),
+    symbol_param="pair",
+)
 
 #: v2 asset codes whose v1 / REST code differs.
 _V1_ASSETS: Final = {"BTC": "XBT", "DOGE": "XDG"}
@@ -324,6 +336,8 @@ class KrakenProtocol(VenueProtocol):
         self._conns = 0
         self._instrument: bytes | None = None
         self.rest_path = DEPTH_PATH if rest else None
+        self.stream_shape = STREAM_SHAPE
+        self.rest_shape = REST_SHAPE
         #: REST ``pair`` spellings accepted -> symbol.
         self._pair_names: dict[str, str] = {}
         #: Per symbol, bids and asks: BookProcess price -> second of the level's last change.

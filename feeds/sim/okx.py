@@ -29,8 +29,8 @@ the book and the ids change together on the event loop). Errors come with HTTP 2
 OKX sends its business errors: unknown ``instId`` ``51001`` "Instrument ID does not
 exist", missing ``instId`` ``50014``, ``sz`` not in 1..400 ``51000`` "Parameter sz
 error." (``data`` ``[]``; the HTTP status of the last two is not verified). Not
-simulated: the 60 s empty keepalive update, sequence resets, the 64008 notice (only as the
-``notice`` fault of :mod:`feeds.sim.faults`),
+simulated: the 60 s empty keepalive update, sequence resets and the 64008 notice (only as
+the ``restart`` and ``notice`` faults of :mod:`feeds.sim.faults`),
 ``books-full``, the REST rate limit and its 50 ms cache, login channels.
 """
 
@@ -44,12 +44,25 @@ import msgspec
 from feeds import okx
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
 from feeds.sim.numbers import fixed, trim
+from feeds.sim.rewrite import WireShape
 from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
 from gateway.core.model import Level
 
 PATH: Final = "/ws/v5/public"
 #: Levels per side in a ``books`` snapshot.
 SNAPSHOT_DEPTH: Final = 400
+#: Where ``books`` pushes and REST books carry ids and levels (:mod:`feeds.sim.rewrite`).
+STREAM_SHAPE: Final = WireShape(
+    sides=((("data", 0, "bids"), "bid"), (("data", 0, "asks"), "ask")),
+    ids=((("data", 0, "prevSeqId"), "seq"), (("data", 0, "seqId"), "seq")),
+    links=(("data", 0, "prevSeqId"),),
+    symbol=("arg", "instId"),
+)
+REST_SHAPE: Final = WireShape(
+    sides=((("data", 0, "bids"), "bid"), (("data", 0, "asks"), "ask")),
+    ids=((("data", 0, "seqId"), "seq"),),
+    symbol_param="instId",
+)
 
 _encoder: Final = msgspec.json.Encoder()
 
@@ -148,6 +161,8 @@ class OkxProtocol(VenueProtocol):
     name = "okx"
     path = PATH
     rest_path = okx.SNAPSHOT_PATH
+    stream_shape = STREAM_SHAPE
+    rest_shape = REST_SHAPE
 
     def __init__(self, price_decimals: int = 2) -> None:
         super().__init__()

@@ -69,9 +69,10 @@ from typing import Any, Final
 
 from websockets.frames import CloseCode
 
-from feeds.sim.faults import FaultPlan
-from feeds.sim.replay_book import request_op
+from feeds.sim.faults import FaultPlan, FrameFault
+from feeds.sim.replay_book import STREAM_SHAPES, request_op, rest_shape
 from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s, route_of
+from feeds.sim.rewrite import IdRestart, oversize_body, rewrite_frame
 from feeds.sim.shell import Conn, Endpoint, EndpointServer
 from feeds.sim.venue import RestAnswer
 
@@ -162,6 +163,8 @@ class ReplayServer(EndpointServer):
         self._pending: dict[Conn, deque[ReplayFrame]] = {}
         self.finished = asyncio.Event()
         self.rest_served = 0
+        #: The renumbering of ids since the last ``restart`` fault (None: none).
+        self._restart: IdRestart | None = None
         if all(self._done):
             self.finished.set()
 
@@ -201,10 +204,35 @@ class ReplayServer(EndpointServer):
         position = extra.get(_Extra.POSITION, 0)
         assert isinstance(position, int)
         await self._rebuild(position)
-        venue = extra.get(_Extra.VENUE)
-        assert venue is None or isinstance(venue, str)
         recv_ns = books.recv_ns(position - 1) if position else 0
-        return books.in_band_answer(venue, message, recv_ns)
+        frames = books.in_band_answer(self._venue(conn), message, recv_ns)
+        return [self._renumbered(conn, frame) for frame in frames]
+
+    @staticmethod
+    def _venue(conn: Conn) -> str | None:
+        venue = conn.state.extra.get(_Extra.VENUE)
+        assert venue is None or isinstance(venue, str)
+        return venue
+
+    def _renumbered(self, conn: Conn, frame: bytes) -> bytes:
+        """``frame`` with its ids renumbered since the last ``restart`` fault."""
+        shape = STREAM_SHAPES.get(self._venue(conn) or "")
+        if self._restart is None or shape is None:
+            return frame
+        return self._restart.apply(frame, shape)
+
+    def _rewrite(self, conn: Conn, frame: bytes, fault: FrameFault) -> bytes:
+        shape = STREAM_SHAPES.get(self._venue(conn) or "")
+        return frame if shape is None else rewrite_frame(frame, shape, fault)
+
+    def _oversize_rest(self, target: str, answer: RestAnswer, levels: int) -> RestAnswer:
+        found = rest_shape(target)
+        if found is None:
+            return answer
+        return answer._replace(body=oversize_body(answer.body, found[0], levels))
+
+    def _restart_ids(self, first_id: int) -> None:
+        self._restart = IdRestart(first_id)
 
     def _producer(self, endpoint: Endpoint, conn: Conn) -> Coroutine[Any, Any, None]:
         # Joined now, before the connection's first message is read.
@@ -230,6 +258,9 @@ class ReplayServer(EndpointServer):
             body = self._plan.rest.lookup(target, self._clock_ns)
         if body is None:
             return None
+        found = rest_shape(target)
+        if self._restart is not None and found is not None:
+            body = self._restart.apply(body, *found)
         self.rest_served += 1
         return RestAnswer(200, body, content_type="application/json;charset=UTF-8")
 
@@ -335,7 +366,8 @@ class ReplayServer(EndpointServer):
     def _queue(self, endpoint: Endpoint, conn: Conn, frame: ReplayFrame) -> None:
         if frame.route and frame.route != conn.state.extra.get(_Extra.ROUTE):
             return  # another path's stream of this endpoint
-        self._push(endpoint, conn, [frame.payload], asyncio.get_running_loop().time())
+        payload = self._renumbered(conn, frame.payload)
+        self._push(endpoint, conn, [payload], asyncio.get_running_loop().time())
         conn.state.extra[_Extra.POSITION] = frame.record + 1
         pending = self._pending.get(conn)
         if pending is None:

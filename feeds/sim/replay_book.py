@@ -38,7 +38,10 @@ import msgspec
 from feeds import bybit, okx
 from feeds.sim import binance_spot, binance_usdm
 from feeds.sim import bybit as sim_bybit
+from feeds.sim import coinbase as sim_coinbase
+from feeds.sim import kraken as sim_kraken
 from feeds.sim import okx as sim_okx
+from feeds.sim.rewrite import WireShape
 from gateway.capture import (
     INLINE_SNAPSHOT_SCHEME,
     CaptureRecord,
@@ -49,7 +52,7 @@ from gateway.core.model import SymbolState, symbol_key
 from gateway.core.pipeline import BookState, VenuePipeline
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
-__all__ = ["ReplayBooks", "request_op"]
+__all__ = ["STREAM_SHAPES", "ReplayBooks", "request_op", "rest_shape"]
 
 #: Query parameters naming the symbol of a REST depth request.
 _SYMBOL_PARAMS: Final = ("symbol", "instId")
@@ -161,6 +164,50 @@ _IN_BAND_RENDERERS: Final[Mapping[str, _InBandRenderer]] = {
 }
 
 
+#: Where each venue's frames carry ids and levels, for the content faults
+#: (:mod:`feeds.sim.rewrite`): the simulators' shapes of the venue.
+STREAM_SHAPES: Final[Mapping[str, WireShape]] = {
+    "binance": binance_spot.STREAM_SHAPE,
+    "binance-usdm": binance_usdm.STREAM_SHAPE,
+    "binance-coinm": binance_usdm.STREAM_SHAPE,
+    "okx": sim_okx.STREAM_SHAPE,
+    bybit.SPOT: sim_bybit.STREAM_SHAPE,
+    bybit.LINEAR: sim_bybit.STREAM_SHAPE,
+    "kraken": sim_kraken.STREAM_SHAPE,
+    "coinbase": sim_coinbase.STREAM_SHAPE,
+}
+_REST_SHAPES: Final[Mapping[str, WireShape]] = {
+    "binance": binance_spot.REST_SHAPE,
+    "binance-usdm": binance_spot.REST_SHAPE,
+    "binance-coinm": binance_spot.REST_SHAPE,
+    "okx": sim_okx.REST_SHAPE,
+    bybit.SPOT: sim_bybit.REST_SHAPE,
+    bybit.LINEAR: sim_bybit.REST_SHAPE,
+}
+
+
+def _depth_request(target: str) -> tuple[list[str], str, dict[str, str]] | None:
+    """The venues whose depth snapshot path ``GET target`` asks, the symbol it names and
+    its query; None when it names no symbol."""
+    path, query = _split(target)
+    symbol = _query_symbol(query)
+    if symbol is None:
+        return None
+    venues = [name for name, a in ADAPTERS.items() if path and path in a.snapshot_paths]
+    return venues, symbol, query
+
+
+def rest_shape(target: str) -> tuple[WireShape, str] | None:
+    """The shape of the REST depth answer to ``GET target`` and the symbol it names; None
+    when ``target`` is no venue's depth request."""
+    request = _depth_request(target)
+    if request is None:
+        return None
+    venues, symbol, _ = request
+    shapes = [_REST_SHAPES[venue] for venue in venues if venue in _REST_SHAPES]
+    return (shapes[0], symbol) if shapes else None
+
+
 def _adapter(name: str | None) -> VenueAdapter | None:
     """The adapter of a venue name, or the first of an exchange's (``bybit``)."""
     if name is None:
@@ -255,13 +302,12 @@ class ReplayBooks:
     def rest_answer(self, target: str, now_ns: int) -> bytes | None:
         """The venue's REST depth answer to ``GET target`` at the current position; None
         when ``target`` is no depth request or no consistent book answers it."""
-        path, query = _split(target)
-        symbol = _query_symbol(query)
-        if symbol is None:
+        request = _depth_request(target)
+        if request is None:
             return None
+        venues, symbol, query = request
         for venue, render in _REST_RENDERERS.items():
-            adapter = ADAPTERS.get(venue)
-            if adapter is None or path not in adapter.snapshot_paths:
+            if venue not in venues:
                 continue
             book = self.book(venue, symbol)
             if book is not None:

@@ -34,13 +34,18 @@ from entering the server). Each endpoint's writers ask the plan about every fram
 (counted per endpoint over all its connections) and apply the answer through the pure
 :class:`feeds.sim.faults.FaultedStream`: drop, duplicate, extra delay (order kept), corrupt,
 or hold behind the next frames (reorder; held frames are flushed after ``quiet_s`` without
-frames); a stall stops every writer of the endpoint (sockets open; WebSocket pongs still
+frames); before that, content faults (ids, numbers, crossing, oversize) rewrite the frame
+through the subclass's ``_rewrite`` (the venue's wire shape, :mod:`feeds.sim.rewrite`); while
+the endpoint flaps, a connection is closed (1001 "fault: flap") after a frame was sent on
+it; a stall stops every writer of the endpoint (sockets open; WebSocket pongs still
 answered; the bounded queue may then close a connection as too slow). A task of the server
 runs the timed actions (:meth:`EndpointServer.apply_fault`): ``close`` closes the
 endpoint's connections (1001 "fault: close") and keeps listening, ``refuse`` closes the
 endpoint (1001 "fault: refuse") until the window ends, ``notice`` sends the venue's notice
-to every connection (a venue without one skips it). REST requests get the plan's status
-(429 with ``Retry-After``, 418, 5xx) and extra delay before anything else is checked.
+to every connection (a venue without one skips it), and a venue ``restart`` hands the
+subclass its new first id (``_restart_ids``). REST requests get the plan's status (429 with
+``Retry-After``, 418, 5xx) and extra delay before anything else is checked; an oversized
+successful answer is grown by the subclass's ``_oversize_rest``.
 
 REST: served through websockets' ``process_request`` hook on a port of its own (HTTP/1.1,
 ``Connection: close``): every request gets a plain HTTP answer, a WebSocket handshake
@@ -67,7 +72,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from feeds.sim.faults import Action, FaultedStream, FaultPlan, RestFault
+from feeds.sim.faults import Action, FaultedStream, FaultPlan, FrameFault, RestFault
 from feeds.sim.venue import CloseConnection, ConnState, RestAnswer
 from gateway.wire.config import MAX_PORT, ListenError, listen_error
 
@@ -192,7 +197,8 @@ class Endpoint:
 class EndpointServer:
     """The shell: see the module docstring. Subclasses say what is served through the
     hooks ``_check_path``, ``_open``, ``_answer``, ``_producer``, ``_send``,
-    ``_notice_frame``, ``_rest_answer`` and ``_start_tasks``.
+    ``_notice_frame``, ``_rest_answer`` and ``_start_tasks``, and how the venue misbehaves
+    through ``_rewrite``, ``_oversize_rest`` and ``_restart_ids``.
 
     Args:
         name: used in task names and the endpoints' jitter seeds.
@@ -286,6 +292,18 @@ class EndpointServer:
     def _notice_frame(self) -> bytes | None:
         """The venue's notice sent by :meth:`send_notice` (None: it has none)."""
         return None
+
+    def _rewrite(self, conn: Conn, frame: bytes, fault: FrameFault) -> bytes:
+        """``frame`` as it says ``fault``'s content faults (:mod:`feeds.sim.rewrite` with
+        the venue's wire shape); unchanged where the venue's shape is unknown."""
+        return frame
+
+    def _oversize_rest(self, target: str, answer: RestAnswer, levels: int) -> RestAnswer:
+        """A successful REST ``answer`` to ``GET target`` with ``levels`` more levels."""
+        return answer
+
+    def _restart_ids(self, first_id: int) -> None:
+        """The venue restarts its ids at ``first_id`` (a ``restart`` fault)."""
 
     async def _rest_answer(self, target: str) -> RestAnswer | None:
         """The answer to ``GET target`` (path and query); None: 404."""
@@ -428,6 +446,10 @@ class EndpointServer:
     async def apply_fault(self, action: Action) -> None:
         """Do one timed action of the fault plan now (see the module docstring); a
         ``reopen`` inside another ``refuse`` window of the endpoint is skipped."""
+        if action.endpoint is None:
+            if self._faults is not None:
+                self._restart_ids(self._faults.restart_first_id(action.t_s))
+            return
         if action.kind == "close":
             self.close_connections(action.endpoint, CloseCode.GOING_AWAY, "fault: close")
         elif action.kind == "refuse":
@@ -595,6 +617,8 @@ class EndpointServer:
             conn.progress.set()
             fault = plan.decide(endpoint.index, endpoint.fault_index, self.fault_time())
             endpoint.fault_index += 1
+            if fault.rewrites:
+                frame = self._rewrite(conn, frame, fault)
             release = stream.admit(fault, deliver_at, frame)
             if release is None:
                 continue
@@ -608,6 +632,9 @@ class EndpointServer:
             for out in release.frames:
                 await self._send(conn, out)
                 endpoint.frames_sent += 1
+            if release.frames and plan.flapping(endpoint.index, self.fault_time()):
+                conn.stop(CloseCode.GOING_AWAY, "fault: flap")
+                return
 
     # --- REST -----------------------------------------------------------------------------
 
@@ -629,6 +656,8 @@ class EndpointServer:
             return http_response(
                 RestAnswer(HTTPStatus.NOT_FOUND, b"Not Found\n", content_type="text/plain")
             )
+        if fault and fault.oversize_levels and answer.status == HTTPStatus.OK:
+            answer = self._oversize_rest(request.path, answer, fault.oversize_levels)
         return http_response(answer)
 
     async def _close_servers(self) -> None:

@@ -30,6 +30,12 @@ differently while each endpoint stays in order. A generator that falls behind sk
 intervals rather than bursting. Every ``heartbeat_interval_s`` (paused or not) the
 protocol's heartbeats are published.
 
+Misbehaviours. The content faults and ``restart`` of the fault plan (docs/faults.md) are
+applied with the protocol's ``stream_shape`` and ``rest_shape`` (:mod:`feeds.sim.rewrite`):
+content faults per endpoint by the shell's writer, ``restart`` once where publications,
+answers and REST books are rendered. :meth:`SimVenue.last_id` and :meth:`SimVenue.true_book`
+stay the venue's true ids and book.
+
 REST. A protocol with a ``rest_path`` also gets the REST port (:attr:`SimVenue.rest_url`):
 ``GET rest_path?query`` is answered by :meth:`VenueProtocol.rest_response` with the book
 as of arrival (on the event loop, so consistent with the stream's ids), delivered
@@ -56,12 +62,13 @@ from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.book_process import BookProcess
 from feeds.sim.bybit import BybitProtocol
 from feeds.sim.coinbase import CoinbaseProtocol
-from feeds.sim.faults import FaultPlan
+from feeds.sim.faults import FaultPlan, FrameFault
 from feeds.sim.kraken import DEFAULT_LOT, KrakenProtocol
 from feeds.sim.kraken import PATH as KRAKEN_PATH
 from feeds.sim.numbers import decimals
 from feeds.sim.okx import PATH as OKX_PATH
 from feeds.sim.okx import OkxProtocol
+from feeds.sim.rewrite import IdRestart, oversize_body, rewrite_frame
 from feeds.sim.shell import Conn, EndpointServer, EndpointStats
 from feeds.sim.venue import Publication, RestAnswer, VenueProtocol, default_mid
 from gateway.core.book import L2Book
@@ -175,6 +182,8 @@ class SimVenue(EndpointServer):
         self._steps = 0
         #: Set, then replaced, after every step.
         self._stepped = asyncio.Event()
+        #: The renumbering of ids since the venue's last ``restart`` fault (None: none).
+        self._restart: IdRestart | None = None
 
     # --- addresses and state --------------------------------------------------------------
 
@@ -275,6 +284,9 @@ class SimVenue(EndpointServer):
         self._stepped = asyncio.Event()
 
     def _publish(self, pubs: list[Publication]) -> None:
+        restart, shape = self._restart, self.protocol.stream_shape
+        if restart is not None and shape is not None:
+            pubs = [Publication(p.key, restart.apply(p.frame, shape), p.tail) for p in pubs]
         now_s = asyncio.get_running_loop().time()
         for endpoint in self._endpoints:
             # Drawn whether or not anyone listens, so the delays depend on the seed only.
@@ -296,10 +308,27 @@ class SimVenue(EndpointServer):
         return self.protocol.on_open(conn.state)
 
     async def _answer(self, conn: Conn, message: str | bytes) -> list[bytes]:
-        return self.protocol.on_message(conn.state, message, time.time_ns())
+        frames = self.protocol.on_message(conn.state, message, time.time_ns())
+        restart, shape = self._restart, self.protocol.stream_shape
+        if restart is not None and shape is not None:
+            frames = [restart.apply(frame, shape) for frame in frames]
+        return frames
 
     def _notice_frame(self) -> bytes | None:
         return self.protocol.notice_frame(time.time_ns())
+
+    def _rewrite(self, conn: Conn, frame: bytes, fault: FrameFault) -> bytes:
+        shape = self.protocol.stream_shape
+        return frame if shape is None else rewrite_frame(frame, shape, fault)
+
+    def _oversize_rest(self, target: str, answer: RestAnswer, levels: int) -> RestAnswer:
+        shape = self.protocol.rest_shape
+        if shape is None:
+            return answer
+        return answer._replace(body=oversize_body(answer.body, shape, levels))
+
+    def _restart_ids(self, first_id: int) -> None:
+        self._restart = IdRestart(first_id)
 
     async def _rest_answer(self, target: str) -> RestAnswer | None:
         url = urlsplit(target)
@@ -308,6 +337,10 @@ class SimVenue(EndpointServer):
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         # The book as of arrival, delivered after the delay: stale on arrival, as in life.
         answer = self.protocol.rest_response(query, time.time_ns())
+        restart, shape = self._restart, self.protocol.rest_shape
+        if restart is not None and shape is not None and answer.status == 200:
+            symbol = query.get(shape.symbol_param, "")
+            answer = answer._replace(body=restart.apply(answer.body, shape, symbol))
         if answer.status == 200 and self._snapshot_delay_s > 0.0:
             await asyncio.sleep(self._snapshot_delay_s)
         return answer

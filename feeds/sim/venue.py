@@ -20,6 +20,7 @@ from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 from feeds.sim.book_process import Batch, BookProcess
+from feeds.sim.rewrite import WireShape
 from gateway.core.book import L2Book
 from gateway.core.model import Level
 
@@ -123,6 +124,10 @@ class VenueProtocol:
     path: str | None = None
     #: Path of the REST depth endpoint; None: the venue serves no REST.
     rest_path: str | None = None
+    #: Where the venue's stream frames and REST bodies carry ids and levels, for the
+    #: content faults (:mod:`feeds.sim.rewrite`); None: they do not apply.
+    stream_shape: WireShape | None = None
+    rest_shape: WireShape | None = None
 
     def __init__(self) -> None:
         self.procs: Mapping[str, BookProcess] = {}

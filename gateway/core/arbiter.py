@@ -35,6 +35,9 @@ DEFAULT_MAX_PENDING: Final = 4096
 #: that starts here and doubles with each crossed snapshot in a row, up to the maximum.
 CROSSED_RETRY_INITIAL_S: Final = 1.0
 CROSSED_RETRY_MAX_S: Final = 60.0
+#: Default bound of a plausible id jump, for a link rule that declares none
+#: (:attr:`LinkRule.max_id_jump`).
+DEFAULT_MAX_ID_JUMP: Final = 10**8
 
 
 class Link(enum.Enum):
@@ -52,6 +55,10 @@ class LinkRule(Protocol):
     """A venue's rule for ordering its updates (exchange-protocols.md)."""
 
     name: str
+    #: The largest jump ``last_id - applied_id`` one update may plausibly make: beyond it,
+    #: the update is held until another connection confirms it (see
+    #: :mod:`gateway.core.sequenced`). Sized far above the venue's busiest symbol.
+    max_id_jump: int
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link: ...
 
@@ -64,6 +71,10 @@ class ConnectionStats:
     #: Updates from this connection that were the first copy and were applied.
     first_wins: int = 0
     duplicates: int = 0
+    #: Updates from this connection whose ids jumped beyond ``max_id_jump``: held.
+    implausible: int = 0
+    #: Held updates this connection's own later stream contradicted (it was reset).
+    disagreements: int = 0
 
 
 @dataclass
@@ -91,8 +102,15 @@ class SymbolStats:
     checksum_failed: int = 0
     #: In-band snapshots newer than the book, published as a delta (a sequence jump).
     jumps: int = 0
-    #: Venue-declared sequence resets (Bybit ``u == 1``).
+    #: Venue sequence resets: declared (Bybit ``u == 1``), or recognised (every connection
+    #: fell below the book's id and stayed there, or a snapshot below it agreed with them).
     venue_resets: int = 0
+    #: Updates held because their ids jumped beyond ``max_id_jump``.
+    implausible: int = 0
+    #: Held updates confirmed by an identical copy from another connection, then applied.
+    confirmed: int = 0
+    #: Held or buffered updates discarded as obsolete (contradicted, or made so by a resync).
+    obsolete: int = 0
     #: Unsequenced mode: the output moved to another connection's replica.
     failovers: int = 0
     #: Unsequenced mode: replicas found wrong (checksum, lost message) and resubscribed.

@@ -45,3 +45,28 @@ class Histogram:
             running += count
             out.append((bound, running))
         return out
+
+
+def quantile(cumulative: Sequence[tuple[float, float]], q: float) -> float | None:
+    """The ``q`` quantile (0 <= q <= 1) estimated from ``(upper bound, observations at or
+    below it)`` pairs in ascending order (:meth:`Histogram.cumulative`, or a scrape's
+    ``_bucket`` series), as Prometheus' ``histogram_quantile``: linear within the bucket it
+    falls in, from the previous bound (0 below the first, when the first is positive).
+    In the ``+Inf`` bucket it is the last finite bound. None when nothing was observed."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must be within [0, 1]")
+    if not cumulative or cumulative[-1][1] <= 0:
+        return None
+    rank = q * cumulative[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for index, (bound, count) in enumerate(cumulative):
+        if count >= rank and count > 0:
+            if math.isinf(bound):
+                return lower_bound if index else None
+            if index == 0 and bound <= 0:
+                return bound
+            in_bucket = count - lower_count
+            share = (rank - lower_count) / in_bucket if in_bucket else 1.0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound

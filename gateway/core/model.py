@@ -178,6 +178,9 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     """A change to the published book: ``seq`` is the previous message's ``seq`` + 1.
 
     ``venue_id`` is the venue's last update id that the book reflects after this delta.
+    ``recv_ns`` is when the update's first copy was received (wall clock, ns);
+    ``event_ms`` the venue's event time of the update (ms since the Unix epoch), or None
+    when the venue sends none.
     """
 
     key: str
@@ -187,6 +190,7 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
     recv_ns: int
+    event_ms: int | None = None
 
 
 class BookReset(msgspec.Struct, frozen=True, gc=False):
@@ -243,9 +247,18 @@ class BookCrossed(msgspec.Struct, frozen=True, gc=False):
     reason: str
 
 
+class ReconnectWanted(msgspec.Struct, frozen=True, gc=False):
+    """Connection ``conn_id`` delivered a copy that the others contradict (implausible ids
+    its own stream went back on): that connection must be closed and opened again."""
+
+    key: str
+    conn_id: int
+    reason: str
+
+
 #: What subscribers get: the publications of the pipeline, handed to the fan-out.
 GatewayEvent = BookDelta | BookReset | StatusChange | TradeOut
 #: What an arbiter asks of, or reports to, the pipeline around it; never published.
-BookCommand = SnapshotWanted | ResubscribeWanted | BookCrossed
+BookCommand = SnapshotWanted | ResubscribeWanted | BookCrossed | ReconnectWanted
 #: What an arbiter returns: publications and commands, in the order they arose.
 ArbiterEvent = GatewayEvent | BookCommand

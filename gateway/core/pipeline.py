@@ -48,6 +48,7 @@ from gateway.core.model import (
     DepthSnapshot,
     GatewayEvent,
     InstrumentPrecision,
+    ReconnectWanted,
     ResubscribeWanted,
     SnapshotWanted,
     StatusChange,
@@ -95,7 +96,8 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 
 
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
-    """The venue asked connection ``conn_id`` to reconnect (a shutdown notice)."""
+    """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice),
+    or its copies disagree with the other connections' (an arbiter's ReconnectWanted)."""
 
     conn_id: int
 
@@ -161,6 +163,7 @@ class VenueRules(Protocol):
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_levels: int | None = None,
+        max_id_jump: int | None = None,
     ) -> SymbolArbiter:
         """``max_levels`` None: the venue's default cap."""
         ...
@@ -222,6 +225,8 @@ class VenuePipeline:
     otherwise every connection that is up resubscribes the symbol for one in band.
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
     ``max_levels``: the cap of each book's levels per side; None: the venue's default.
+    ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
+    ``epoch_base``: the epoch before each book's first one (its first is ``epoch_base + 1``).
     ``activity``: watch each symbol's channel per connection (:mod:`gateway.core.activity`):
     a channel dead on a connection that carries other traffic counts as that connection
     down for the symbol (the arbiter decides; dead everywhere: ``stale``, with the silence
@@ -238,12 +243,18 @@ class VenuePipeline:
         rest_snapshots: bool = False,
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
         max_levels: int | None = None,
+        max_id_jump: int | None = None,
+        epoch_base: int = 0,
         activity: ActivityLimits | None = None,
     ) -> None:
         self.venue = venue
         self.max_levels = max_levels
+        #: Every book's epochs count up from here (the service passes a base unique to
+        #: the gateway instance, so epochs do not repeat across restarts).
+        self.epoch_base = epoch_base
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
+        self.max_id_jump = max_id_jump
         self.rest_snapshots = rest_snapshots
         self.trade_conn_ids = frozenset(trade_conn_ids)
         self.stats = VenueStats()
@@ -461,7 +472,9 @@ class VenuePipeline:
             reorder_window_ns=self.reorder_window_ns,
             max_pending=self.max_pending,
             max_levels=self.max_levels,
+            max_id_jump=self.max_id_jump,
         )
+        book.epoch = self.epoch_base
         self.trades.setdefault(key, TradeDedup())
         checksum = self._checksums.pop(key, None)
         if checksum is not None:
@@ -490,6 +503,8 @@ class VenuePipeline:
                 self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
             elif isinstance(event, BookCrossed):
                 self._crossed(event, now_ns)
+            elif isinstance(event, ReconnectWanted):
+                self._reconnect(event.conn_id, step)
             else:
                 publications.append(event)
                 if isinstance(event, BookReset) and self.rest_snapshots:
@@ -673,5 +688,9 @@ class VenuePipeline:
                 notice.detail,
                 extra={"venue": self.venue.venue, "connection": conn_id},
             )
-        if notice.reconnect and Reconnect(conn_id) not in step.actions:
+        if notice.reconnect:
+            self._reconnect(conn_id, step)
+
+    def _reconnect(self, conn_id: int, step: Step) -> None:
+        if Reconnect(conn_id) not in step.actions:
             step.actions.append(Reconnect(conn_id))

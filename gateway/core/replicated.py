@@ -502,7 +502,12 @@ class ReplicatedBook:
             self.applied_id = venue_ms
         if self.book.is_crossed():
             self.stats.crossed += 1
-        out.append(BookDelta(self.key, self.epoch, self.seq, self.applied_id, bids, asks, recv_ns))
+        event_ms = venue_ms if venue_ms > 0 else None
+        out.append(
+            BookDelta(
+                self.key, self.epoch, self.seq, self.applied_id, bids, asks, recv_ns, event_ms
+            )
+        )
 
     def _measure_lag(self, conn_id: int, replica: Replica, checksum: int, now_ns: int) -> None:
         first = self._first_seen.get(checksum)

@@ -19,6 +19,26 @@ One :class:`SequencedBook` per symbol owns the arbitration state, the published
   snapshot that builds a crossed book is not used either, and the next one is asked only
   after a wait that doubles with each crossed snapshot in a row (:class:`Sync` RETRY_WAIT).
 
+Ids are checked for plausibility before they are trusted (``max_id_jump``, by default the
+link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
+
+- an update that links but jumps the applied id by more than ``max_id_jump`` is *held*,
+  not applied. An identical copy (same ids, same levels) from another connection confirms
+  it and it is applied; a later update of its own connection with lower ids contradicts it
+  (that connection's stream went back on it): it is discarded, counted against the
+  connection, and a :class:`~gateway.core.model.ReconnectWanted` is given for it. Held
+  when the reorder window passes, or with one connection up (nothing can confirm), it is a
+  gap: the book resyncs. An update that links plausibly costs one comparison more;
+- an update buffered from the future beyond ``max_id_jump`` is contradicted the same way,
+  and a snapshot (a resync) forgets it, as it forgets every buffered update at or below the
+  snapshot's id: one far-future id causes at most one resync;
+- a venue reset is recognised when, after the book moved past its snapshot, every
+  connection that is up delivers only ids below the book's for ``reset_window_ns`` (the
+  venue restarted its ids; or the book's id came from a bogus copy), or when a snapshot
+  below the book's id arrives while every connection is below it too: subscribers are told
+  ``resyncing`` ("venue reset"), the old sequence is forgotten and the book is rebuilt
+  from a fresh snapshot.
+
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
 :mod:`gateway.core.transitions`) say what each outcome does:
 
@@ -34,11 +54,13 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Hashable
 from typing import Final
 
 from sortedcontainers import SortedKeyList
 
 from gateway.core.arbiter import (
+    DEFAULT_MAX_ID_JUMP,
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
     Checksum,
@@ -50,6 +72,7 @@ from gateway.core.arbiter import (
     crossed_retry,
 )
 from gateway.core.book import BadLevel, L2Book
+from gateway.core.lograte import LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
     BookCrossed,
@@ -57,6 +80,7 @@ from gateway.core.model import (
     BookReset,
     DepthDiff,
     DepthSnapshot,
+    ReconnectWanted,
     SnapshotWanted,
     StatusChange,
     SymbolState,
@@ -103,7 +127,7 @@ class SyncEvent(enum.Enum):
     #: Nothing waits any more (the hole filled, or a venue reset dropped the buffer).
     HOLE_CLOSED = "hole closed"
     #: Missing ids are lost: every connection passed them, the window passed, the buffer
-    #: filled up, or a checksum failed.
+    #: filled up, or a checksum failed; or a held update was not confirmed.
     GAP = "gap"
     #: An update or a newer snapshot left the book crossed (a venue whose books never cross).
     CROSSED = "crossed"
@@ -112,6 +136,11 @@ class SyncEvent(enum.Enum):
     SNAPSHOT_CROSSED = "snapshot crossed"
     #: The retry deadline after a crossed snapshot passed.
     RETRY_DUE = "retry due"
+    #: An update whose ids jump beyond ``max_id_jump`` was held for confirmation.
+    UPDATE_HELD = "update held"
+    #: The venue restarted its ids: every connection stayed below the book's id, or a
+    #: snapshot below the book's id agrees with them.
+    VENUE_RESET = "venue reset"
 
 
 class SyncAction(enum.Enum):
@@ -131,6 +160,12 @@ class SyncAction(enum.Enum):
     #: row) and tell subscribers why the book waits.
     START_RETRY_CLOCK = "start retry clock"
     STOP_RETRY_CLOCK = "stop retry clock"
+    #: Count the venue reset (and log it, rate-limited).
+    COUNT_VENUE_RESET = "count venue reset"
+    #: Forget the old sequence: no applied id, no buffered or held update.
+    FORGET_SEQUENCE = "forget sequence"
+    #: Tell subscribers the book is resyncing because of a venue reset.
+    ANNOUNCE_VENUE_RESET = "announce venue reset"
 
 
 _S, _E, _A = Sync, SyncEvent, SyncAction
@@ -140,8 +175,10 @@ _S, _E, _A = Sync, SyncEvent, SyncAction
 SYNC_TRANSITIONS: Final[Table[Sync, SyncEvent, SyncAction]] = {
     (_S.UNSYNCED, _E.UPDATE_WITHOUT_BOOK): (_S.AWAITING_SNAPSHOT, (_A.ASK_SNAPSHOT,)),
     (_S.AWAITING_SNAPSHOT, _E.UPDATE_WITHOUT_BOOK): (_S.AWAITING_SNAPSHOT, ()),
-    (_S.UNSYNCED, _E.SNAPSHOT_REFUSED): (_S.UNSYNCED, ()),
-    (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_REFUSED): (_S.AWAITING_SNAPSHOT, ()),
+    # A refused snapshot (bad levels, too many) waits like a crossed one: asking again at
+    # once would ask a venue that keeps sending it as fast as it answers.
+    (_S.UNSYNCED, _E.SNAPSHOT_REFUSED): (_S.RETRY_WAIT, (_A.START_RETRY_CLOCK,)),
+    (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_REFUSED): (_S.RETRY_WAIT, (_A.START_RETRY_CLOCK,)),
     (_S.UNSYNCED, _E.SNAPSHOT_UNUSABLE): (_S.AWAITING_SNAPSHOT, (_A.ASK_SNAPSHOT,)),
     (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_UNUSABLE): (_S.AWAITING_SNAPSHOT, (_A.ASK_SNAPSHOT,)),
     (_S.AWAITING_SNAPSHOT, _E.SNAPSHOT_BROKEN): (
@@ -186,6 +223,35 @@ SYNC_TRANSITIONS: Final[Table[Sync, SyncEvent, SyncAction]] = {
         _S.HOLE,
         (_A.STOP_RETRY_CLOCK, _A.PUBLISH_RESET, _A.START_HOLE_CLOCK),
     ),
+    (_S.SYNCED, _E.UPDATE_HELD): (_S.HOLE, (_A.START_HOLE_CLOCK,)),
+    (_S.HOLE, _E.UPDATE_HELD): (_S.HOLE, ()),
+    (_S.SYNCED, _E.VENUE_RESET): (
+        _S.AWAITING_SNAPSHOT,
+        (
+            _A.COUNT_VENUE_RESET,
+            _A.COUNT_RESYNC,
+            _A.FORGET_SEQUENCE,
+            _A.ANNOUNCE_VENUE_RESET,
+            _A.ASK_SNAPSHOT,
+        ),
+    ),
+    (_S.HOLE, _E.VENUE_RESET): (
+        _S.AWAITING_SNAPSHOT,
+        (
+            _A.STOP_HOLE_CLOCK,
+            _A.COUNT_VENUE_RESET,
+            _A.COUNT_RESYNC,
+            _A.FORGET_SEQUENCE,
+            _A.ANNOUNCE_VENUE_RESET,
+            _A.ASK_SNAPSHOT,
+        ),
+    ),
+    # A snapshot below the book's id while every connection is below it too: the resync
+    # under way continues with that snapshot, in the new sequence.
+    (_S.AWAITING_SNAPSHOT, _E.VENUE_RESET): (
+        _S.AWAITING_SNAPSHOT,
+        (_A.COUNT_VENUE_RESET, _A.FORGET_SEQUENCE, _A.ANNOUNCE_VENUE_RESET),
+    ),
 }
 
 #: States in which the book is built.
@@ -206,8 +272,11 @@ class StatusEvent(enum.Enum):
     RESET_WITHOUT_CONNECTION = "reset without connection"
     #: An update was applied while stale, with a connection up again.
     UPSTREAM_BACK = "upstream back"
-    #: A snapshot built a crossed book (:data:`SyncEvent.SNAPSHOT_CROSSED`): the book waits.
-    SNAPSHOT_CROSSED = "snapshot crossed"
+    #: A snapshot was not used (:data:`SyncEvent.SNAPSHOT_CROSSED` or
+    #: :data:`SyncEvent.SNAPSHOT_REFUSED`): the book waits before asking the next.
+    SNAPSHOT_NOT_USED = "snapshot not used"
+    #: A venue reset was recognised (:data:`SyncAction.ANNOUNCE_VENUE_RESET`).
+    VENUE_RESET = "venue reset"
 
 
 class StatusAction(enum.Enum):
@@ -235,9 +304,13 @@ STATUS_TRANSITIONS: Final[Table[SymbolState, StatusEvent, StatusAction]] = {
     (_St.STALE, _SE.RESET_WITHOUT_CONNECTION): (_St.STALE, ()),
     (_St.STALE, _SE.UPSTREAM_BACK): (_St.LIVE, _ANNOUNCE),
     # The same state, announced with why the book waits; stale says more.
-    (_St.SYNCING, _SE.SNAPSHOT_CROSSED): (_St.SYNCING, _ANNOUNCE),
-    (_St.RESYNCING, _SE.SNAPSHOT_CROSSED): (_St.RESYNCING, _ANNOUNCE),
-    (_St.STALE, _SE.SNAPSHOT_CROSSED): (_St.STALE, ()),
+    (_St.SYNCING, _SE.SNAPSHOT_NOT_USED): (_St.SYNCING, _ANNOUNCE),
+    (_St.RESYNCING, _SE.SNAPSHOT_NOT_USED): (_St.RESYNCING, _ANNOUNCE),
+    (_St.STALE, _SE.SNAPSHOT_NOT_USED): (_St.STALE, ()),
+    (_St.LIVE, _SE.VENUE_RESET): (_St.RESYNCING, _ANNOUNCE),
+    (_St.STALE, _SE.VENUE_RESET): (_St.RESYNCING, _ANNOUNCE),
+    # Recognised from a snapshot during a resync: the reason changes.
+    (_St.RESYNCING, _SE.VENUE_RESET): (_St.RESYNCING, _ANNOUNCE),
 }
 
 _ALL_DOWN: Final = "every upstream connection down"
@@ -261,6 +334,12 @@ class SequencedBook:
     Every ``on_*`` method returns the arbiter events to publish or act on, in order.
     ``now_ns`` is a monotonic clock reading supplied by the caller.
 
+    ``max_id_jump``: the plausibility bound (None: the rule's ``max_id_jump``, else
+    :data:`~gateway.core.arbiter.DEFAULT_MAX_ID_JUMP`). ``reset_window_ns``: how long every
+    connection may stay below the book's id before it is a venue reset (None: twice the
+    reorder window). Held updates are bounded by ``max_pending`` too (the oldest is dropped,
+    counted in ``pending_dropped``).
+
     Contract of the published stream: a :class:`BookReset` starts epoch ``epoch`` at
     ``seq``, with the book as it stands right after the call that returned it; each
     :class:`BookDelta` then has ``seq`` one above the previous message of the epoch.
@@ -279,9 +358,18 @@ class SequencedBook:
         checksum: Checksum | None = None,
         max_levels: int | None = None,
         may_cross: bool = False,
+        max_id_jump: int | None = None,
+        reset_window_ns: int | None = None,
     ) -> None:
-        if reorder_window_ns < 0 or max_pending < 1:
-            raise ValueError("reorder_window_ns must be >= 0 and max_pending >= 1")
+        if max_id_jump is None:
+            max_id_jump = getattr(rule, "max_id_jump", DEFAULT_MAX_ID_JUMP)
+        if reset_window_ns is None:
+            reset_window_ns = 2 * reorder_window_ns
+        if reorder_window_ns < 0 or max_pending < 1 or max_id_jump < 1 or reset_window_ns < 0:
+            raise ValueError(
+                "reorder_window_ns and reset_window_ns must be >= 0,"
+                " max_pending and max_id_jump >= 1"
+            )
         self.key = key
         self.rule = rule
         self.checksum = checksum
@@ -290,6 +378,8 @@ class SequencedBook:
         self.max_levels = max_levels
         #: The venue's own books may cross: a crossed book is published and counted only.
         self.may_cross = may_cross
+        self.max_id_jump: int = max_id_jump
+        self.reset_window_ns = reset_window_ns
         self.book = L2Book(max_levels)
         #: The sync machine's state.
         self.sync = Sync.UNSYNCED
@@ -313,6 +403,13 @@ class SequencedBook:
         #: Crossed snapshots in a row, and when the next snapshot is asked (in RETRY_WAIT).
         self._crossed_backoff = crossed_backoff()
         self._retry_at_ns = 0
+        #: Updates that link but whose ids jump beyond max_id_jump, in arrival order.
+        self._held: list[DepthDiff] = []
+        #: Since when every connection is below the book's id (-1: they are not), and when
+        #: to look again (the look is not made on every duplicate).
+        self._behind_since_ns = -1
+        self._behind_check_ns = 0
+        self._log_limit = LogLimiter(burst=1, window_s=60.0)
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -345,27 +442,34 @@ class SequencedBook:
         link = self.rule.classify(diff, self.applied_id)
         if link is Link.STALE:
             self._drop(diff)
+            if now_ns >= self._behind_check_ns:
+                self._check_behind(now_ns, out)
         elif link is Link.LINKS:
-            if self._apply(diff, out) is _Applied.APPLIED:
+            plausible = diff.last_id - self.applied_id <= self.max_id_jump
+            if (plausible or self._confirmed(diff, out, now_ns)) and self._apply(
+                diff, out
+            ) is _Applied.APPLIED:
                 conn.first_wins += 1
-                self._drain(out)
+                self._drain(out, now_ns)
         else:
             self._buffer(diff, out)
-        self._check_hole(now_ns, out)
+        self._check_hole(now_ns, out, diff.conn_id)
         return out
 
     def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]:
         """A venue snapshot.
 
-        While the book is not built (initial sync or resync) any snapshot builds it. While
-        it is built: a venue reset (``snap.reset``) replaces it; an in-band snapshot newer
-        than the book replaces it as well (the venue jumped ahead of every connection); both
-        are published as one ordinary delta, so subscribers keep their seq. Older in-band
+        While the book is not built (initial sync or resync) any snapshot builds it, after
+        forgetting whatever buffered or held update it makes obsolete; one below the book's
+        id while every connection is below it too is a venue reset. While it is built: a
+        venue reset (``snap.reset``) replaces it; an in-band snapshot newer than the book
+        replaces it as well (the venue jumped ahead of every connection); both are
+        published as one ordinary delta, so subscribers keep their seq. Older in-band
         snapshots, late copies of a reset and REST snapshots are counted and ignored.
         """
         out: list[ArbiterEvent] = []
         if self.sync in _WITH_BOOK:
-            self._snapshot_while_live(snap, out)
+            self._snapshot_while_live(snap, out, now_ns)
             return out
         try:
             self.book.load(snap.bids, snap.asks)
@@ -373,15 +477,26 @@ class SequencedBook:
             self.stats.bad_updates += 1
             self.stats.snapshots_unused += 1
             log.warning("%s: snapshot rejected: %s", self.key, exc)
-            self._sync(SyncEvent.SNAPSHOT_REFUSED, out)
+            reason = str(exc)
+            self._sync(SyncEvent.SNAPSHOT_REFUSED, out, reason=reason, now_ns=now_ns)
             return out
+        top = self._top_connection_id()
+        if 0 <= snap.last_id < self.applied_id and -1 < top < self.applied_id:
+            reason = (
+                f"venue reset: snapshot id {snap.last_id} and every connection"
+                f" (up to id {top}) below the book's id {self.applied_id}"
+            )
+            self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
+        self._forget(self._held)  # made obsolete by the snapshot
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
+        self._behind_since_ns = -1
         self._loaded(snap)
-        if not self._drain_after_snapshot():
+        if not self._drain_after_snapshot(now_ns):
             reason = "checksum mismatch after the snapshot"
             self._sync(SyncEvent.SNAPSHOT_BROKEN, out, reason=reason)
             return out
+        self._forget_far_ahead()
         if self._pending and self._gap_is_certain():
             # The snapshot is older than every connection's stream: a newer one is needed.
             self.stats.snapshots_unused += 1
@@ -396,7 +511,8 @@ class SequencedBook:
             return out
         if snap.reset:
             self._last_reset = snap
-        event = SyncEvent.BOOK_BUILT_WITH_HOLE if self._pending else SyncEvent.BOOK_BUILT
+        waiting = self._pending or self._held
+        event = SyncEvent.BOOK_BUILT_WITH_HOLE if waiting else SyncEvent.BOOK_BUILT
         self._sync(event, out, reason="snapshot applied", now_ns=now_ns, recv_ns=snap.recv_ns)
         return out
 
@@ -467,7 +583,7 @@ class SequencedBook:
                 self.stats.gaps += 1
                 self.stats.resyncs += 1
                 log.warning(
-                    "%s: gap after id %d (%s); resyncing from a snapshot",
+                    "%s: lost at id %d: %s; resyncing from a snapshot",
                     self.key,
                     self.applied_id,
                     reason,
@@ -479,9 +595,19 @@ class SequencedBook:
             elif action is SyncAction.START_RETRY_CLOCK:
                 delay_ns, wait = crossed_retry(self._crossed_backoff)
                 self._retry_at_ns = now_ns + delay_ns
-                self._status(StatusEvent.SNAPSHOT_CROSSED, f"{reason}; {wait}", out)
+                self._status(StatusEvent.SNAPSHOT_NOT_USED, f"{reason}; {wait}", out)
             elif action is SyncAction.STOP_RETRY_CLOCK:
                 self._retry_at_ns = 0
+            elif action is SyncAction.COUNT_VENUE_RESET:
+                self.stats.venue_resets += 1
+                self._warn("venue reset", now_ns, "%s; resyncing from a snapshot", reason)
+            elif action is SyncAction.FORGET_SEQUENCE:
+                self.applied_id = self._snapshot_id = -1
+                self._forget(self._pending)
+                self._forget(self._held)
+                self._behind_since_ns = -1
+            elif action is SyncAction.ANNOUNCE_VENUE_RESET:
+                self._status(StatusEvent.VENUE_RESET, reason, out)
 
     def _status(self, event: StatusEvent, reason: str, out: list[ArbiterEvent]) -> None:
         """Moves the status machine on ``event`` and carries out its actions."""
@@ -491,7 +617,9 @@ class SequencedBook:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _snapshot_while_live(self, snap: DepthSnapshot, out: list[ArbiterEvent]) -> None:
+    def _snapshot_while_live(
+        self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int
+    ) -> None:
         last_reset = self._last_reset
         if snap.reset:
             if (
@@ -504,6 +632,7 @@ class SequencedBook:
                 return
             self.stats.venue_resets += 1
             self._pending.clear()
+            self._forget(self._held)
             if self.sync is Sync.HOLE:
                 self._sync(SyncEvent.HOLE_CLOSED, out)
             self._last_reset = snap
@@ -538,7 +667,7 @@ class SequencedBook:
         if snap.checksum is not None and not self._checksum_matches(snap.checksum):
             self._sync(SyncEvent.GAP, out, reason="snapshot checksum mismatch")
             return
-        self._drain(out)
+        self._drain(out, now_ns)
         self._check_hole(snap.recv_ns, out)
 
     def _sequence_restarted(self, conn_id: int) -> None:
@@ -596,7 +725,16 @@ class SequencedBook:
             self.stats.levels_pruned += len(pruned[0]) + len(pruned[1])
             bids, asks = bids + tuple(pruned[0]), asks + tuple(pruned[1])
         out.append(
-            BookDelta(self.key, self.epoch, self.seq, diff.last_id, bids, asks, diff.recv_ns)
+            BookDelta(
+                self.key,
+                self.epoch,
+                self.seq,
+                diff.last_id,
+                bids,
+                asks,
+                diff.recv_ns,
+                diff.event_ms if diff.event_ms > 0 else None,
+            )
         )
         if diff.checksum is not None and not self._checksum_matches(diff.checksum):
             if not building:
@@ -633,15 +771,15 @@ class SequencedBook:
         if len(self._pending) >= self.max_pending:
             if self.sync in _WITH_BOOK:
                 # The hole outlived a full buffer: no connection is going to fill it.
-                self._sync(SyncEvent.GAP, out, reason="reorder buffer full")
+                self._sync(SyncEvent.GAP, out, reason=self._gap_reason("reorder buffer full"))
             if len(self._pending) >= self.max_pending:
                 self._pending.pop(0)
                 self.stats.pending_dropped += 1
         self._pending.add(diff)
 
-    def _drain(self, out: list[ArbiterEvent], *, building: bool = False) -> bool:
-        """Apply buffered updates that now link; drop the ones now stale. Returns False
-        when an update broke the book (its checksum failed)."""
+    def _drain(self, out: list[ArbiterEvent], now_ns: int, *, building: bool = False) -> bool:
+        """Apply buffered updates that now link (holding the implausible ones); drop the
+        ones now stale. Returns False when an update broke the book (its checksum failed)."""
         pending = self._pending
         while pending and (building or self.sync in _WITH_BOOK):
             diff: DepthDiff = pending[0]
@@ -652,22 +790,26 @@ class SequencedBook:
             if link is Link.STALE:
                 self._drop(diff)
                 continue
+            if diff.last_id - self.applied_id > self.max_id_jump and not self._confirmed(
+                diff, out, now_ns, building=building
+            ):
+                continue
             applied = self._apply(diff, out, building=building)
             if applied is _Applied.APPLIED:
                 self.stats.conn(diff.conn_id).first_wins += 1
             elif applied is _Applied.BROKEN:
                 return False
-        if not pending and self.sync is Sync.HOLE:
+        if self.sync is Sync.HOLE and not pending and not self._held:
             self._sync(SyncEvent.HOLE_CLOSED, out)
         return True
 
-    def _drain_after_snapshot(self) -> bool:
+    def _drain_after_snapshot(self, now_ns: int) -> bool:
         """Apply buffered updates to the freshly loaded book without publishing them: the
         BookReset that follows publishes the book as it stands after them. False when one
         of them broke the book."""
         discard: list[ArbiterEvent] = []
         seq = self.seq
-        intact = self._drain(discard, building=True)
+        intact = self._drain(discard, now_ns, building=True)
         self.seq = seq
         return intact
 
@@ -685,16 +827,175 @@ class SequencedBook:
         applied = self.applied_id
         return all(high > applied for high in self._conn_high.values())
 
-    def _check_hole(self, now_ns: int, out: list[ArbiterEvent]) -> None:
-        if self.sync not in _WITH_BOOK:
-            return
-        if not self._pending:
-            if self.sync is Sync.HOLE:
-                self._sync(SyncEvent.HOLE_CLOSED, out)
-            return
+    def _gap_reason(self, why: str) -> str:
+        """``gap A-B: why``, A..B the ids missing before the first buffered update."""
+        first = self.applied_id + 1
+        last = self._pending[0].first_id - 1 if self._pending else first - 1
+        if last > first:
+            span = f"{first}-{last}"
+        else:
+            span = str(first) if last == first else f"after id {self.applied_id}"
+        return f"gap {span}: {why}"
+
+    def _check_hole(self, now_ns: int, out: list[ArbiterEvent], conn_id: int = -1) -> None:
+        """Opens, closes or declares the hole; ``conn_id``: the connection that just
+        delivered, whose held updates its own stream may have contradicted."""
         if self.sync is Sync.SYNCED:
+            if not self._pending:
+                return  # the common case
             self._sync(SyncEvent.HOLE_OPENED, out, now_ns=now_ns)
-        if self._gap_is_certain():
-            self._sync(SyncEvent.GAP, out, reason="ids missing on every connection")
+        elif self.sync is not Sync.HOLE:
+            return
+        if self._held:
+            # Held updates the book has since passed (other copies moved it) are obsolete.
+            applied = self.applied_id
+            passed = [d for d in self._held if d.last_id <= applied]
+            for diff in passed:
+                self._held.remove(diff)
+            self.stats.obsolete += len(passed)
+        if conn_id >= 0:
+            self._forget_contradicted(conn_id, now_ns, out)
+        if not self._pending and not self._held:
+            self._sync(SyncEvent.HOLE_CLOSED, out)
+            return
+        if self._held and len(self._conn_high) < 2:
+            held = self._held[0]
+            reason = (
+                f"implausible ids from conn {held.conn_id}: {held.first_id}-{held.last_id}"
+                " with no other connection to confirm them"
+            )
+            self._sync(SyncEvent.GAP, out, reason=reason)
+        elif self._pending and self._gap_is_certain():
+            self._sync(
+                SyncEvent.GAP, out, reason=self._gap_reason("ids missing on every connection")
+            )
         elif now_ns - self._hole_since_ns >= self.reorder_window_ns:
-            self._sync(SyncEvent.GAP, out, reason="reorder window passed with ids missing")
+            if self._pending:
+                reason = self._gap_reason("reorder window passed with ids missing")
+            else:
+                held = self._held[0]
+                reason = (
+                    f"implausible ids from conn {held.conn_id}: {held.first_id}-{held.last_id}"
+                    " not confirmed within the reorder window"
+                )
+            self._sync(SyncEvent.GAP, out, reason=reason)
+
+    # --- plausibility -------------------------------------------------------------------
+
+    def _confirmed(
+        self, diff: DepthDiff, out: list[ArbiterEvent], now_ns: int, *, building: bool = False
+    ) -> bool:
+        """``diff`` links but jumps beyond max_id_jump. True when an identical copy held
+        from another connection confirms it (apply it); otherwise it is held."""
+        for i, held in enumerate(self._held):
+            if (
+                held.first_id == diff.first_id
+                and held.last_id == diff.last_id
+                and held.conn_id != diff.conn_id
+                and held.bids == diff.bids
+                and held.asks == diff.asks
+            ):
+                del self._held[i]
+                self.stats.confirmed += 1
+                return True
+        self.stats.implausible += 1
+        self.stats.conn(diff.conn_id).implausible += 1
+        if len(self._held) >= self.max_pending:
+            self._held.pop(0)
+            self.stats.pending_dropped += 1
+        self._held.append(diff)
+        self._warn(
+            ("implausible", diff.conn_id),
+            now_ns,
+            "update %d-%d from conn %d jumps %d ids past id %d (max_id_jump %d): held",
+            diff.first_id,
+            diff.last_id,
+            diff.conn_id,
+            diff.last_id - self.applied_id,
+            self.applied_id,
+            self.max_id_jump,
+        )
+        if not building:
+            self._sync(SyncEvent.UPDATE_HELD, out, now_ns=now_ns)
+        return False
+
+    def _forget_contradicted(self, conn_id: int, now_ns: int, out: list[ArbiterEvent]) -> None:
+        """Discards the held and far-ahead buffered updates of ``conn_id`` that its own
+        stream, in order, has since gone below: copies the other connections never
+        confirmed. The connection is counted and asked to reconnect."""
+        high = self._conn_high.get(conn_id, -1)
+        contradicted = [d for d in self._held if d.conn_id == conn_id and d.last_id > high]
+        for diff in contradicted:
+            self._held.remove(diff)
+        pending = self._pending
+        index = len(pending) - 1
+        while index >= 0:
+            diff = pending[index]
+            if diff.first_id - self.applied_id <= self.max_id_jump:
+                break  # sorted by first id: the rest is plausible
+            if diff.conn_id == conn_id and diff.last_id > high:
+                del pending[index]
+                contradicted.append(diff)
+            index -= 1
+        if not contradicted:
+            return
+        self.stats.obsolete += len(contradicted)
+        self.stats.conn(conn_id).disagreements += 1
+        first = contradicted[0]
+        reason = (
+            f"implausible ids from conn {conn_id}: {first.first_id}-{first.last_id},"
+            f" contradicted by its own later id {high}"
+        )
+        self._warn(("disagrees", conn_id), now_ns, "%s; reconnecting it", reason)
+        out.append(ReconnectWanted(self.key, conn_id, reason))
+
+    def _forget_far_ahead(self) -> None:
+        """After a snapshot: buffered updates that cannot link to it and start more than
+        max_id_jump past it are forgotten (a resync must not leave them to cause another)."""
+        pending = self._pending
+        limit = self.applied_id + self.max_id_jump
+        while pending and pending[-1].first_id > limit:
+            pending.pop()
+            self.stats.obsolete += 1
+
+    def _forget(self, updates: SortedKeyList | list[DepthDiff]) -> None:
+        self.stats.obsolete += len(updates)
+        updates.clear()
+
+    def _top_connection_id(self) -> int:
+        """The highest latest id of the connections that are up; -1 when none delivered."""
+        return max(self._conn_high.values(), default=-1)
+
+    def _check_behind(self, now_ns: int, out: list[ArbiterEvent]) -> None:
+        """A stale update arrived: is every connection below the book's id, for longer than
+        reset_window_ns, after the book had moved past its snapshot? Then the venue reset
+        its ids (or the book's id came from a bogus copy): rebuild."""
+        applied = self.applied_id
+        top = self._top_connection_id()
+        if applied <= self._snapshot_id or not -1 < top < applied:
+            self._behind_since_ns = -1
+            # Not looked at again for a quarter window: recognised within 1.25 windows.
+            self._behind_check_ns = now_ns + self.reset_window_ns // 4
+            return
+        if self._behind_since_ns < 0:
+            self._behind_since_ns = now_ns
+        behind_ns = now_ns - self._behind_since_ns
+        if behind_ns < self.reset_window_ns:
+            self._behind_check_ns = self._behind_since_ns + self.reset_window_ns
+            return
+        self._behind_check_ns = 0
+        reason = (
+            f"venue reset: every connection below the book's id {applied}"
+            f" for {behind_ns // 1_000_000} ms (up to id {top})"
+        )
+        self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
+
+    def _warn(self, cause: Hashable, now_ns: int, message: str, *args: object) -> None:
+        """A warning of this book, at most one line per ``cause`` a minute."""
+        suppressed = self._log_limit.admit(cause, now_ns / 1e9)
+        if suppressed is None:
+            return
+        if suppressed:
+            message += " (%d similar lines suppressed)"
+            args += (suppressed,)
+        log.warning("%s: " + message, self.key, *args)

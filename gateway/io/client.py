@@ -20,8 +20,10 @@ The client subscribes its symbols to its channels (``book``, ``bbo``, ``trade``)
 yields typed events (:mod:`gateway.wire.client_session`, its pure core, says what each
 means): :class:`BookEvent` after each snapshot or delta applied, with the symbol's
 :class:`Book`; :class:`BboEvent`; :class:`TradeEvent`; :class:`StatusEvent` when a
-symbol's state or reason changes. Every event carries ``recv_ns``, the wall clock when its
-message arrived.
+symbol's state or reason changes; :class:`RecoveryEvent` after a reconnection, per book
+kept. Every event carries ``recv_ns``, the wall clock when its message arrived; deltas, bbo
+and trades also the gateway's ``gateway_recv_ns``, ``gateway_send_ns`` and the venue's
+``event_ms`` (see ``docs/protocol.md``, latency fields).
 
 Books: every delta must follow the previous message (same epoch, seq + 1); on a gap the
 book is discarded, the gateway asked for a ``resync``, and the symbol is ``resyncing``
@@ -31,8 +33,11 @@ book is discarded, the gateway asked for a ``resync``, and the symbol is ``resyn
 Connections: ``urls`` are tried in order, the first that accepts is used. When the
 connection is lost, or every URL failed, the client waits a capped exponential backoff
 (full jitter; reset once a gateway acknowledges the subscription) and tries them in order
-again; every symbol is ``stale`` meanwhile and each book restarts from a snapshot.
-``ws://`` and ``wss://`` URLs are accepted.
+again; every symbol is ``stale`` meanwhile. With ``recover`` (the default; full-depth books
+only) each live book is kept and the next connection asks the gateway for the deltas it
+missed: a :class:`RecoveryEvent` per book says whether it was recovered (its book events go
+on from where they stopped) or not (it restarts from a snapshot). ``ws://`` and ``wss://``
+URLs are accepted.
 
 The event queue holds at most the events of one message, or one status per symbol after a
 disconnection: it is emptied before the next message is read, so a slow consumer slows the
@@ -63,6 +68,7 @@ from gateway.wire.client_session import (
     ClientStats,
     Event,
     GatewayError,
+    RecoveryEvent,
     StatusEvent,
     Step,
     TradeEvent,
@@ -78,6 +84,7 @@ __all__ = [
     "GatewayClient",
     "GatewayError",
     "Level",
+    "RecoveryEvent",
     "Side",
     "StatusEvent",
     "SymbolState",
@@ -115,6 +122,8 @@ class GatewayClient:
             deltas still carry every change, so levels deeper than the snapshot are known
             only once a delta touched them: use None where the whole book must be exact.
         wire_format: ``json`` or ``msgpack``.
+        recover: keep live books across a lost connection and ask the next gateway
+            connection for the deltas they missed (full-depth books only).
         reconnect: reconnect after the connection is lost or every URL refused; when
             False the iteration ends after the connection is lost, and a failed first
             round of connects raises the last URL's error.
@@ -135,6 +144,7 @@ class GatewayClient:
         channels: Sequence[Channel] = ("book",),
         depth: int | None = None,
         wire_format: WireFormat = "json",
+        recover: bool = True,
         reconnect: bool = True,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
@@ -143,7 +153,7 @@ class GatewayClient:
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.urls = _checked_urls(urls)
-        self.session = ClientSession(symbols, channels, depth, wire_format)
+        self.session = ClientSession(symbols, channels, depth, wire_format, recover)
         self.reconnect = reconnect
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes

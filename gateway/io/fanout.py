@@ -29,6 +29,7 @@ import hmac
 import http
 import itertools
 import logging
+import secrets
 import struct
 import time
 import traceback
@@ -86,6 +87,7 @@ from gateway.wire.protocol import (
 from gateway.wire.protocol import (
     Request as ClientRequest,
 )
+from gateway.wire.recovery import RecoveryRing, RingEntry, new_instance
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +175,17 @@ class FanoutStats:
     rate_limited: int = 0
     #: HTTP requests refused at the handshake, by status (401, 403, 404).
     http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: Symbols recovered from the ring (``subscribe.recover``), deltas re-sent for them,
+    #: and symbols whose recovery could not be served (a snapshot instead).
+    recoveries: int = 0
+    recovered_messages: int = 0
+    recovery_misses: int = 0
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):
-    """One subscriber's counters, as read by :meth:`Fanout.subscriber_stats`."""
+    """One subscriber's counters, as read by :meth:`Fanout.subscriber_stats`; its lag:
+    ``buffered_bytes`` written but not yet sent, ``behind_s`` how long it has been behind
+    (0 while live)."""
 
     id: int
     remote: str
@@ -188,6 +197,8 @@ class SubscriberStats(msgspec.Struct, frozen=True):
     conflations: int
     bad_requests: int
     behind: bool
+    buffered_bytes: int
+    behind_s: float
 
 
 class _Subscriber:
@@ -274,8 +285,12 @@ class Fanout:
         healthz_not_live_share: ``/healthz`` answers 503 when at least this share of the
             symbols is not live (:mod:`gateway.io.health`).
         http_routes: further GET paths answered over HTTP on the same port (``/metrics``).
-        clock_s: monotonic seconds for the slow-subscriber policy, the request rate and the
-            log rate (tests pass a fake).
+        recovery_bytes, recovery_age_s: bounds of each symbol's recovery ring
+            (:mod:`gateway.wire.recovery`); ``recovery_bytes`` 0 keeps no ring.
+        instance: the gateway instance's id (``subscribed.instance``); default a new one.
+        clock_s: monotonic seconds for the slow-subscriber policy, the request rate, the
+            log rate and the recovery rings' ages (tests pass a fake).
+        clock_ns: the wall clock stamped as ``send_ns``, read once per publish.
 
     The defaults are :class:`~gateway.wire.config.ServerConfig`'s; :meth:`from_config`
     takes them from a configuration. HTTP GET routes are in :attr:`http_routes`.
@@ -302,7 +317,11 @@ class Fanout:
         allowed_origins: Iterable[str] = _DEFAULTS.allowed_origins,
         healthz_not_live_share: float = _DEFAULTS.healthz_not_live_share,
         http_routes: Mapping[str, HttpRoute] | None = None,
+        recovery_bytes: int = _DEFAULTS.recovery_bytes,
+        recovery_age_s: float = _DEFAULTS.recovery_age_s,
+        instance: str | None = None,
         clock_s: Callable[[], float] = time.monotonic,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
             raise ValueError("max_buffer_bytes >= 1, max_conflations >= 0, max_subscribers >= 0")
@@ -359,6 +378,7 @@ class Fanout:
         self._trade: dict[str, _SubSet] = {}
         self._last_top: dict[str, tuple[object, object]] = {}
         self._reasons: dict[str, str] = {}
+        self._init_recovery(recovery_bytes, recovery_age_s, instance, clock_ns)
 
     @classmethod
     def from_config(
@@ -366,9 +386,10 @@ class Fanout:
         view: BookView,
         server: ServerConfig,
         http_routes: Mapping[str, HttpRoute] | None = None,
+        instance: str | None = None,
     ) -> Fanout:
         """A fan-out with the limits of a configuration's ``[server]`` table, serving
-        ``http_routes`` beside ``/healthz``."""
+        ``http_routes`` beside ``/healthz``, named ``instance``."""
         return cls(
             view,
             healthz_not_live_share=server.healthz_not_live_share,
@@ -384,6 +405,9 @@ class Fanout:
             request_burst=server.request_burst,
             token=server.token,
             allowed_origins=server.allowed_origins,
+            recovery_bytes=server.recovery_bytes,
+            recovery_age_s=server.recovery_age_s,
+            instance=instance,
         )
 
     # --- publishing (hot path) --------------------------------------------------------------
@@ -399,6 +423,7 @@ class Fanout:
         """
         snapshot_at: dict[str, tuple[int, int]] | None = None
         self._now_s = self._clock_s()
+        self._send_ns = self._clock_ns()
         for event in events:
             if isinstance(event, BookDelta):
                 key = event.key
@@ -407,27 +432,29 @@ class Fanout:
                     if at is not None and (event.epoch, event.seq) <= at:
                         continue
                 subs = self._book.get(key)
-                if subs:
-                    self._send_delta(event, subs)
+                if subs or self._recovery_bytes:
+                    msg = self._delta_message(event)
+                    if subs:
+                        self._send_delta(msg, subs)
             elif isinstance(event, TradeOut):
                 self._send_trade(event)
             elif isinstance(event, BookReset):
                 key = event.key
                 at = self._send_reset(key)
                 if at is not None:
+                    self._restart_ring(key, at)
                     if snapshot_at is None:
                         snapshot_at = {}
                     snapshot_at[key] = at
             elif isinstance(event, StatusChange):
                 self._send_status(event)
         if self._bbo:
-            changed = {e.key for e in events if isinstance(e, (BookDelta, BookReset))}
-            for key in changed & self._bbo.keys():
-                self._send_bbo(key, force=False)
+            changed = {e.key: e for e in events if isinstance(e, (BookDelta, BookReset))}
+            for key in changed.keys() & self._bbo.keys():
+                self._send_bbo(key, force=False, cause=changed[key])
 
-    def _send_delta(self, event: BookDelta, subs: _SubSet) -> None:
-        key = event.key
-        msg = Delta(key, event.epoch, event.seq, event.venue_id, event.bids, event.asks)
+    def _send_delta(self, msg: Delta, subs: _SubSet) -> None:
+        key = msg.symbol
         json_frame: bytes | None = None
         msgpack_frame: bytes | None = None
         now_s = self._now_s
@@ -499,10 +526,21 @@ class Fanout:
         key = trade.key
         subs = self._trade.get(key)
         if subs:
-            msg = TradeMsg(key, trade.trade_id, trade.price, trade.qty, trade.side, trade.trade_ms)
+            msg = TradeMsg(
+                key,
+                trade.trade_id,
+                trade.price,
+                trade.qty,
+                trade.side,
+                trade.trade_ms,
+                trade.recv_ns,
+                self._send_ns,
+            )
             self._deliver_all(subs, key, msg)
 
-    def _send_bbo(self, key: str, *, force: bool) -> None:
+    def _send_bbo(
+        self, key: str, *, force: bool, cause: BookDelta | BookReset | None = None
+    ) -> None:
         subs = self._bbo.get(key)
         if not subs:
             return
@@ -514,7 +552,14 @@ class Fanout:
         if not force and self._last_top.get(key) == top:
             return
         self._last_top[key] = top
-        self._deliver_all(subs, key, Bbo(key, state[1], state[2], top[0], top[1]))
+        if cause is None:
+            msg = Bbo(key, state[1], state[2], top[0], top[1])
+        else:
+            event_ms = cause.event_ms if isinstance(cause, BookDelta) else None
+            msg = Bbo(
+                key, state[1], state[2], top[0], top[1], event_ms, cause.recv_ns, self._send_ns
+            )
+        self._deliver_all(subs, key, msg)
 
     # --- delivery ---------------------------------------------------------------------------
 
@@ -566,11 +611,105 @@ class Fanout:
         self.stats.bytes_sent += len(frame)
 
     def _snapshot_frame(
-        self, key: str, state: BookState, depth: int | None, msgpack: bool
+        self,
+        key: str,
+        state: BookState,
+        depth: int | None,
+        msgpack: bool,
+        recovered: bool | None = None,
     ) -> bytes:
         book, epoch, seq, venue_id, _ = state
-        msg = Snapshot(key, epoch, seq, venue_id, book.bids(depth), book.asks(depth))
+        msg = Snapshot(key, epoch, seq, venue_id, book.bids(depth), book.asks(depth), recovered)
         return _frame_msgpack(msg) if msgpack else _frame_json(msg)
+
+    # --- recovery (gateway/wire/recovery.py) ---------------------------------------------------
+
+    def _init_recovery(
+        self,
+        recovery_bytes: int,
+        recovery_age_s: float,
+        instance: str | None,
+        clock_ns: Callable[[], int],
+    ) -> None:
+        if recovery_bytes < 0 or recovery_age_s < 0:
+            raise ValueError("recovery_bytes >= 0 and recovery_age_s >= 0")
+        #: Names this gateway process in every ``subscribed`` reply.
+        self.instance = (
+            new_instance(clock_ns(), secrets.randbits(32)).id if instance is None else instance
+        )
+        self._recovery_bytes = recovery_bytes
+        self._recovery_age_s = recovery_age_s
+        self._clock_ns = clock_ns
+        #: The wall clock read once per publish: the ``send_ns`` of its messages.
+        self._send_ns = 0
+        #: Each symbol's recent deltas (none when ``recovery_bytes`` is 0).
+        self.rings: dict[str, RecoveryRing] = {}
+
+    def _ring(self, key: str) -> RecoveryRing:
+        ring = self.rings.get(key)
+        if ring is None:
+            ring = self.rings[key] = RecoveryRing(self._recovery_bytes, self._recovery_age_s)
+        return ring
+
+    def _delta_message(self, event: BookDelta) -> Delta:
+        """The ``delta`` of a published BookDelta, stamped ``send_ns``; kept in the
+        symbol's recovery ring."""
+        msg = Delta(
+            event.key,
+            event.epoch,
+            event.seq,
+            event.venue_id,
+            event.bids,
+            event.asks,
+            event.event_ms,
+            event.recv_ns,
+            self._send_ns,
+        )
+        if self._recovery_bytes:
+            self._ring(event.key).append(msg, self._now_s)
+        return msg
+
+    def _restart_ring(self, key: str, at: tuple[int, int]) -> None:
+        """A snapshot at ``at`` started a new epoch of ``key``."""
+        if self._recovery_bytes:
+            self._ring(key).restart(*at)
+
+    def _recovery_plan(
+        self, request: Subscribe, keys: list[str], channels: Sequence[str]
+    ) -> dict[str, list[RingEntry]]:
+        """The symbols of ``request.recover`` the rings can serve completely, with the
+        deltas each missed. Only full-depth book subscriptions are recovered."""
+        recover = request.recover
+        if not recover or "book" not in channels:
+            return {}
+        plan: dict[str, list[RingEntry]] = {}
+        for key in keys:
+            position = recover.get(key)
+            if position is None:
+                continue
+            ring = self.rings.get(key)
+            entries = None
+            if ring is not None and request.depth is None:
+                entries = ring.since(position.epoch, position.seq, self._now_s)
+            if entries is None:
+                self.stats.recovery_misses += 1
+            else:
+                plan[key] = entries
+        return plan
+
+    def _recover_book(self, sub: _Subscriber, key: str, entries: list[RingEntry]) -> None:
+        """Send the deltas ``sub`` missed (``recovered: true``); its book is then current
+        and it follows the live stream. A subscriber that falls behind meanwhile gets a
+        snapshot later (conflation), as for any delta it could not take."""
+        self._pending.get(key, {}).pop(sub, None)
+        self._book.setdefault(key, {})[sub] = None
+        self.stats.recoveries += 1
+        ring = self.rings[key]
+        build = _frame_msgpack if sub.msgpack else _frame_json
+        for entry in entries:
+            if not self._deliver(sub, key, ring.frame(entry, sub.msgpack, build)):
+                break
+            self.stats.recovered_messages += 1
 
     # --- slow subscribers -------------------------------------------------------------------
 
@@ -627,8 +766,15 @@ class Fanout:
             top = (state[0].best_bid(), state[0].best_ask())
             self._deliver_all((sub,), key, Bbo(key, state[1], state[2], top[0], top[1]))
 
-    def _sync_book(self, sub: _Subscriber, key: str, state: BookState | None) -> None:
-        """Send the book's snapshot now, or park the subscriber until the next BookReset."""
+    def _sync_book(
+        self,
+        sub: _Subscriber,
+        key: str,
+        state: BookState | None,
+        recovered: bool | None = None,
+    ) -> None:
+        """Send the book's snapshot now (marked ``recovered``), or park the subscriber
+        until the next BookReset."""
         book_subs = self._book.get(key)
         if book_subs is not None:
             book_subs.pop(sub, None)
@@ -637,7 +783,8 @@ class Fanout:
             return
         self._pending.get(key, {}).pop(sub, None)
         self._book.setdefault(key, {})[sub] = None
-        self._deliver(sub, key, self._snapshot_frame(key, state, sub.books[key], sub.msgpack))
+        frame = self._snapshot_frame(key, state, sub.books[key], sub.msgpack, recovered)
+        self._deliver(sub, key, frame)
 
     def _kick(self, sub: _Subscriber, reason: str) -> None:
         """Close a subscriber the slow-subscriber policy disconnected (1008)."""
@@ -751,14 +898,20 @@ class Fanout:
         if request.format is not None:
             sub.msgpack = request.format == "msgpack"
         channels = list(dict.fromkeys(request.channels))
-        self._reply(sub, Subscribed(keys, channels))
+        plan = self._recovery_plan(request, keys, channels)
+        self._reply(sub, Subscribed(keys, channels, self.instance, list(plan)))
         for key in keys:
             state = self._view.book_state(key)
             sym_state = state[4] if state is not None else known[key]
             self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
             if "book" in channels:
                 sub.books[key] = request.depth
-                self._sync_book(sub, key, state)
+                entries = plan.get(key)
+                if entries is not None:
+                    self._recover_book(sub, key, entries)
+                else:
+                    asked = request.recover is not None and key in request.recover
+                    self._sync_book(sub, key, state, False if asked else None)
             if "bbo" in channels:
                 sub.bbo.add(key)
                 self._bbo.setdefault(key, {})[sub] = None
@@ -865,6 +1018,7 @@ class Fanout:
         return self.addresses[0][1]
 
     def subscriber_stats(self) -> list[SubscriberStats]:
+        now_s = self._clock_s()
         return [
             SubscriberStats(
                 sub.id,
@@ -877,6 +1031,8 @@ class Fanout:
                 sub.flow.conflations,
                 sub.bad_requests,
                 sub.flow.state is not _LIVE,
+                sub.transport.get_write_buffer_size(),
+                now_s - sub.flow.behind_since_s if sub.flow.state is _BEHIND else 0.0,
             )
             for sub in self._subs
         ]

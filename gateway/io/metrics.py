@@ -143,7 +143,10 @@ SYMBOL_STATS: Final = (
     Stat("symbol_checksum_ok", "checksum_ok", "Venue checksums that matched."),
     Stat("symbol_checksum_failures", "checksum_failed", "Venue checksums that did not match."),
     Stat("symbol_jumps", "jumps", "In-band snapshots newer than the book, published as deltas."),
-    Stat("symbol_venue_resets", "venue_resets", "Sequence resets the venue declared."),
+    Stat("symbol_venue_resets", "venue_resets", "Sequence resets declared or recognised."),
+    Stat("symbol_implausible_updates", "implausible", "Updates held: ids jumped too far."),
+    Stat("symbol_confirmed_updates", "confirmed", "Held updates confirmed, then applied."),
+    Stat("symbol_obsolete_updates", "obsolete", "Held or buffered updates made obsolete."),
     Stat("symbol_failovers", "failovers", "Moves of the output to another replica."),
     Stat("symbol_replica_failures", "replica_failures", "Replicas found wrong, resubscribed."),
 )
@@ -159,6 +162,12 @@ SYMBOL_CONNECTION_STATS: Final = (
     Stat("symbol_connection_updates", "received", "Book updates received."),
     Stat("symbol_connection_first_wins", "first_wins", "Updates this connection brought first."),
     Stat("symbol_connection_duplicates", "duplicates", "Updates another connection brought first."),
+    Stat("symbol_connection_implausible", "implausible", "Updates held: ids jumped too far."),
+    Stat(
+        "symbol_connection_disagreements",
+        "disagreements",
+        "Held updates the connection's own stream contradicted: reconnected.",
+    ),
 )
 
 #: gateway.core.arbiter.TradeDedup; labels venue, symbol.
@@ -180,6 +189,9 @@ FANOUT_STATS: Final = (
     Stat("fanout_bad_requests", "bad_requests", "Subscriber requests refused."),
     Stat("fanout_rate_limited", "rate_limited", "Subscriber requests refused: request rate."),
     Stat("fanout_subscriber_errors", "subscriber_errors", "Subscribers closed: internal error."),
+    Stat("fanout_recoveries", "recoveries", "Books recovered for reconnecting subscribers."),
+    Stat("fanout_recovered_messages", "recovered_messages", "Deltas re-sent on recovery."),
+    Stat("fanout_recovery_misses", "recovery_misses", "Recoveries refused: a snapshot sent."),
 )
 
 #: gateway.io.capture_writer.CaptureStats (with --capture); no labels.

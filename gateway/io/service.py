@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http
 import itertools
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
+
+import msgspec
 
 from gateway.core import pipeline
 from gateway.core.activity import ActivityLimits
@@ -25,9 +29,11 @@ from gateway.core.model import DepthSnapshot, GatewayEvent, SymbolState
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
+from gateway.io.health import HttpAnswer
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import Config, VenueConfig
+from gateway.wire.recovery import new_instance
 from gateway.wire.venues import adapter_for
 
 #: Share of max_connection_age_s by which consecutive endpoints are staggered.
@@ -47,6 +53,7 @@ class VenueRuntime:
         clock_ns: Callable[[], int],
         capture: CaptureWriter | None = None,
         connection_changes: StateChanges | None = None,
+        epoch_base: int = 0,
     ) -> None:
         self.cfg = cfg
         #: Notified by every connection of this venue (:attr:`Connection.changes`).
@@ -109,9 +116,11 @@ class VenueRuntime:
             cfg.symbols,
             reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
             max_pending=cfg.max_pending,
+            max_id_jump=cfg.max_id_jump,
             rest_snapshots=self.fetcher is not None,
             trade_conn_ids=self.trade_connections,
             max_levels=cfg.max_levels,
+            epoch_base=epoch_base,
             activity=None
             if cfg.silence_factor == 0
             else ActivityLimits(cfg.silence_factor, cfg.silence_min_s, cfg.silence_max_s),
@@ -179,8 +188,9 @@ class VenueRuntime:
         reason = "" if up else self.connections[conn_id].stats.last_error
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns(), reason))
 
-    def on_snapshot(self, snapshot: DepthSnapshot, attempt: int) -> None:
-        """The fetcher's answer to ``attempt`` (discarded by the pipeline when superseded)."""
+    def on_snapshot(self, snapshot: DepthSnapshot, attempt: int | None = None) -> None:
+        """The fetcher's answer to ``attempt`` (discarded by the pipeline when superseded);
+        None: not tagged, used as it comes."""
         self._act(self.pipeline.receive_snapshot(snapshot, self._clock_ns(), attempt))
 
     def on_timer(self) -> None:
@@ -235,6 +245,13 @@ class VenueRuntime:
             refused.send(self.adapter.subscribe_messages(symbols))
 
 
+def subscribers_answer(fanout: Fanout) -> HttpAnswer:
+    """``GET /subscribers``: every connected subscriber's counters and lag, as JSON
+    ``{"subscribers": [...]}`` (the fields of :class:`~gateway.io.fanout.SubscriberStats`)."""
+    document = {"subscribers": fanout.subscriber_stats()}
+    return HttpAnswer(http.HTTPStatus.OK, "application/json", msgspec.json.encode(document))
+
+
 class Service:
     """The whole gateway for one configuration."""
 
@@ -250,11 +267,15 @@ class Service:
         self.capture = capture
         #: What ``GET /metrics`` exposes, read from the stats at each scrape.
         self.metrics = metrics_registry(self)
+        #: This process: its id (told to subscribers) and the base of every epoch.
+        self.instance = new_instance(time.time_ns(), secrets.randbits(32))
         self.fanout = Fanout.from_config(
             self,
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
+            instance=self.instance.id,
         )
+        self.fanout.http_routes["/subscribers"] = functools.partial(subscribers_answer, self.fanout)
         conn_ids = itertools.count(0)
         #: Notified after every upstream connection goes up or down (the pipeline told) and
         #: after every failed attempt: ``await connection_changes.wait_until(...)`` waits on
@@ -262,7 +283,13 @@ class Service:
         self.connection_changes = StateChanges()
         self.venues = [
             VenueRuntime(
-                cfg, conn_ids, self.fanout.publish, clock_ns, capture, self.connection_changes
+                cfg,
+                conn_ids,
+                self.fanout.publish,
+                clock_ns,
+                capture,
+                self.connection_changes,
+                epoch_base=self.instance.epoch_base,
             )
             for cfg in config.venues
         ]

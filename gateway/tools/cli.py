@@ -1,4 +1,4 @@
-"""The ``mdgateway`` command and its subcommands: run, demo, sim, verify, tap, replay."""
+"""The ``mdgateway`` command and its subcommands: run, demo, sim, verify, tap, replay, top."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from gateway.tools import demo, replay, tap, verify
+from gateway.tools import demo, replay, tap, top, verify
 from gateway.tools.runtime import (
     Parser,
     UsageError,
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verify": "rebuild books offline from a capture file and report per symbol",
         "tap": "follow one symbol of a gateway, check seq and book, and summarize",
         "replay": "serve a capture from K loopback endpoints and REST, as the venue would",
+        "top": "watch a running gateway: books, endpoints, subscribers and their lag",
     }
     tools: tuple[tuple[str, AddArguments, Command], ...] = (
         ("demo", demo.add_arguments, demo.main),
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("verify", verify.add_arguments, verify.main),
         ("tap", tap.add_arguments, tap.main),
         ("replay", replay.add_arguments, replay.main),
+        ("top", top.add_arguments, top.main),
     )
     for name, add_arguments, command in tools:
         tool_parser = commands.add_parser(name, help=help_texts[name])

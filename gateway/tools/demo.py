@@ -243,6 +243,7 @@ async def _show(service: Service, view: bool, started_s: float) -> None:
         while True:
             await asyncio.sleep(1.0)
             print(_progress_line(service), flush=True)
+    from rich.console import Console
     from rich.live import Live
 
     from gateway.tools.view import RecentLog, render
@@ -253,12 +254,14 @@ async def _show(service: Service, view: bool, started_s: float) -> None:
     saved = root.handlers[:]
     root.handlers[:] = [events]
     try:
-        with Live(render(service, events=events), refresh_per_second=4, screen=True) as live:
+        console = Console()
+        first = render(service, *console.size, events=events)
+        with Live(first, console=console, refresh_per_second=4, screen=True) as live:
             while True:
                 await asyncio.sleep(0.25)
                 elapsed_s = time.monotonic() - started_s
                 footer = f"running {elapsed_s:.0f} s  (Ctrl-C stops)"
-                live.update(render(service, footer, events))
+                live.update(render(service, *console.size, footer, events))
     finally:
         root.handlers[:] = saved
 

@@ -159,6 +159,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: with another ``Origin`` header is refused with 403. Clients that send no ``Origin``
     #: (not browsers) are not concerned.
     allowed_origins: list[str] = []
+    #: Per symbol, the recent deltas kept for subscribers that reconnect with
+    #: ``subscribe.recover``: at most this many bytes (0: no recovery) ...
+    recovery_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1024 * 1024
+    #: ... and none older than this.
+    recovery_age_s: NonNegativeFloat = 60.0
 
 
 class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -177,6 +182,9 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_pending: PositiveInt = 4096
     #: The cap of each book's levels per side; None: the venue's default (README).
     max_levels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    #: The largest id jump one update may make before it is held for another connection
+    #: to confirm; None: the venue's link rule's own (docs/architecture.md).
+    max_id_jump: PositiveInt | None = None
     #: A connection that delivers nothing for this long is closed and reopened.
     stall_timeout_s: PositiveFloat = 10.0
     backoff_initial_s: PositiveFloat = 0.1

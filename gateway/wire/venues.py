@@ -138,6 +138,7 @@ class VenueAdapter:
         reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_levels: int | None = None,
+        max_id_jump: int | None = None,
     ) -> SymbolArbiter:
         """``max_levels`` None: the venue's default cap (:attr:`max_levels`)."""
         key = symbol_key(self.venue, symbol)
@@ -160,6 +161,7 @@ class VenueAdapter:
             checksum=self.checksum(symbol),
             max_levels=cap,
             may_cross=self.may_cross,
+            max_id_jump=max_id_jump,
         )
 
 

@@ -97,6 +97,14 @@ CONTRACT = fuzzing.ParserContract(
     types=DepthDiff | Trade | VenueNotice,
     bad_frames=BAD_FRAMES,
     seeds=lambda _: REAL,
+    numbers=fuzzing.VenueNumbers(
+        DEPTH,
+        price=b'"1.5"',
+        qty=b'"2"',
+        # From the recorded spot sessions (hftbacktest, cryptofeed).
+        real=("61737.63000000", "0.32329000", "0.00006421", "6195.00000000", "0.00000000", "0"),
+        refused=("6.421e-05", "61737.63000000e0", "6.17376300E+4"),
+    ),
 )
 
 

@@ -195,6 +195,14 @@ CONTRACT = fuzzing.ParserContract(
     types=EVENT_TYPES,
     bad_frames=BAD_FRAMES,
     seeds=lambda _: SEEDS,
+    numbers=fuzzing.VenueNumbers(
+        DEPTH,
+        price=b'"9517.6"',
+        qty=b'"10"',
+        # COIN-M has no recording here: the documented frames' forms (USD-M's wire).
+        real=("9517.6", "9638.0", "431", "0"),
+        refused=("9.5176e3", "1E1"),
+    ),
     snapshot=lambda body: coinm.parse_snapshot("BTCUSD_PERP", body, 1),
     bad_snapshots=BAD_SNAPSHOTS,
 )

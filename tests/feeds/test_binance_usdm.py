@@ -323,6 +323,14 @@ CONTRACT = fuzzing.ParserContract(
     types=EVENT_TYPES,
     bad_frames=BAD_FRAMES,
     seeds=_seeds,
+    numbers=fuzzing.VenueNumbers(
+        DEPTH,
+        price=b'"0.0024"',
+        qty=b'"10"',
+        # From the recorded USD-M session (cryptofeed).
+        real=("7.6110", "2710.01451", "0.01737", "297", "0.0000", "0"),
+        refused=("2.4e-3", "7.6110E0"),
+    ),
     snapshot=lambda body: usdm.parse_snapshot("BTCUSDT", body, 1),
     bad_snapshots=BAD_SNAPSHOTS,
 )

@@ -498,11 +498,20 @@ def _seeds(real_data: fuzzing.RealData) -> list[bytes]:
     return frames + fuzzing.first_of_each_kind(received, _frame_kind)
 
 
+#: From the recorded sessions (cryptofeed, nautilus_trader XRPUSDT).
+REAL_NUMBERS = ("1.9531", "1.9530", "350000.0", "0.0000010", "0.005", "6203", "0")
 SPOT_CONTRACT = fuzzing.ParserContract(
     parse=bybit.parse_spot,
     types=EVENT_TYPES,
     bad_frames=(),
     seeds=_seeds,
+    numbers=fuzzing.VenueNumbers(
+        SPOT_DELTA,
+        price=b'"65140.4"',
+        qty=b'"0.875077"',
+        real=REAL_NUMBERS,
+        refused=("6.51404e4", "8.75077E-1"),
+    ),
     snapshot=lambda body: bybit.parse_snapshot_spot("BTCUSDT", body, 1),
     bad_snapshots=BAD_SNAPSHOTS,
 )
@@ -511,6 +520,13 @@ LINEAR_CONTRACT = fuzzing.ParserContract(
     types=EVENT_TYPES,
     bad_frames=BAD_FRAMES,
     seeds=_seeds,
+    numbers=fuzzing.VenueNumbers(
+        DELTA,
+        price=b'"30247.20"',
+        qty=b'"30.028"',
+        real=REAL_NUMBERS,
+        refused=("3.02472E4", "30.028e0"),
+    ),
     snapshot=lambda body: bybit.parse_snapshot_linear("BTCUSDT", body, 1),
     bad_snapshots=BAD_SNAPSHOTS,
 )

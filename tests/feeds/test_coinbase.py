@@ -357,9 +357,33 @@ def _seeds(real_data: RealData) -> tuple[bytes, ...]:
     return _real_frames(real_data(ADVANCED), real_data(EXCHANGE))
 
 
-CONTRACT = fuzzing.ParserContract(coinbase.parse, _EVENT_TYPES, BAD_FRAMES, _seeds)
+CONTRACT = fuzzing.ParserContract(
+    coinbase.parse,
+    _EVENT_TYPES,
+    BAD_FRAMES,
+    _seeds,
+    fuzzing.VenueNumbers(
+        L2_UPDATE,
+        price=b'"65106.54"',
+        qty=b'"0.15361938"',
+        # From the recorded Advanced Trade session (cryptofeed).
+        real=("65083.66", "65000.5", "65080", "0.0000001", "1.0851362", "100000000", "0"),
+        refused=("6.510654e4", "1.5361938E-1"),
+    ),
+)
 EXCHANGE_CONTRACT = fuzzing.ParserContract(
-    coinbase.parse_exchange, _EVENT_TYPES, BAD_EXCHANGE_FRAMES, _seeds
+    coinbase.parse_exchange,
+    _EVENT_TYPES,
+    BAD_EXCHANGE_FRAMES,
+    _seeds,
+    fuzzing.VenueNumbers(
+        EX_L2UPDATE,
+        price=b'"63509.77"',
+        qty=b'"0.12596486"',
+        # From the recorded Exchange session (flashbook).
+        real=("1774.93", "1775.00", "0.00000811", "0.56100580", "1775", "0.00000000"),
+        refused=("6.350977e4", "0.12596486E0"),
+    ),
 )
 
 

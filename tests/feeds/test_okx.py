@@ -833,6 +833,14 @@ CONTRACT = fuzzing.ParserContract(
     types=EVENT_TYPES,
     bad_frames=BAD_FRAMES,
     seeds=_seeds,
+    numbers=fuzzing.VenueNumbers(
+        DOC_UPDATE,
+        price=b'"8476.97"',
+        qty=b'"250"',
+        # From the recorded session (cryptofeed).
+        real=("30218.8", "0.05426064", "0.0002", "779573", "1", "0"),
+        refused=("3.02188e+04", "8476.97e0", "2.5E+2"),
+    ),
     snapshot=lambda body: okx.parse_snapshot("BTC-USDT", body, 1),
     bad_snapshots=BAD_SNAPSHOTS,
 )

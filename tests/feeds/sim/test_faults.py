@@ -14,19 +14,28 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from feeds import binance, okx
+from feeds.sim import binance_spot
 from feeds.sim.faults import (
+    DEFAULT_OVERSIZE_LEVELS,
+    NUMBER_STYLES,
+    RESTART_FIRST_ID,
     Action,
+    ContentWindow,
     FaultedStream,
     FaultPlan,
     FaultSpecError,
     FrameFault,
     Release,
+    RestFault,
     Window,
     corrupt,
     parse,
 )
+from feeds.sim.replay import ReplayServer
+from feeds.sim.replay_plan import ReplayPlan, build_plan
 from feeds.sim.shell import run_fault_schedule
 from feeds.sim.simulators import SimBinanceSpot, SimOkx
+from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
 
 from .conftest import get, rest_base
 
@@ -85,11 +94,93 @@ def test_example_spec_parses_and_merges_the_wildcard() -> None:
         ("rest:999@1+1", "999@1+1"),
         ("rest:slow@1+1", "slow@1+1"),
         ("rest:retry_after=soon", "retry_after=soon"),
+        ("ep0:mangle=1.5", "mangle=1.5"),
+        ("ep0:cross@1", "cross@1"),
+        ("ep0:flap=0.1", "flap=0.1"),
+        ("ep0:oversize_levels=0", "oversize_levels=0"),
+        ("rest:oversize_levels=many", "oversize_levels=many"),
+        ("rest:oversize@1", "oversize@1"),
+        ("venue:restart", "'restart'"),
+        ("venue:restart@soon", "restart@soon"),
+        ("venue:close@1", "close@1"),
     ],
 )
 def test_bad_tokens_are_named(spec: str, named: str) -> None:
     with pytest.raises(FaultSpecError, match=named.replace("+", r"\+").replace("*", r"\*")):
         parse(spec)
+
+
+NEW_CLAUSES = (
+    "venue:restart@20,restart@5;ep1:mangle@4+1,numbers=0.01;"
+    "ep2:farid=0.001,cross@6+0.1,oversize@7+0.1,flap@8+3,oversize_levels=1000;"
+    "ep*:cross=0.5;rest:oversize@9+1,oversize=0.2,oversize_levels=2000"
+)
+
+
+def test_the_misbehaviour_clauses_parse() -> None:
+    spec = parse(NEW_CLAUSES)
+    assert spec.venue.restarts == (5.0, 20.0)
+    ep1, ep2 = spec.endpoints["1"], spec.endpoints["2"]
+    assert ep1.content_windows == (ContentWindow("mangle", Window(4.0, 1.0)),)
+    assert ep1.content == {"numbers": 0.01}
+    assert ep2.content == {"farid": 0.001}
+    assert [w.kind for w in ep2.content_windows] == ["cross", "oversize"]
+    assert ep2.flaps == (Window(8.0, 3.0),) and ep2.oversize_levels == 1000
+    assert spec.endpoints["*"].content == {"cross": 0.5}
+    assert spec.rest.oversize_windows == (Window(9.0, 1.0),)
+    assert spec.rest.oversize == 0.2 and spec.rest.oversize_levels == 2000
+    plan = FaultPlan(NEW_CLAUSES, 1, 3)
+    # The wildcard's rate adds to an endpoint's own content rates.
+    assert plan.endpoints[2].content == {"cross": 0.5, "farid": 0.001}
+    assert plan.endpoints[0].oversize_levels is None
+    assert parse("rest:oversize@1+1").rest.oversize_levels == DEFAULT_OVERSIZE_LEVELS
+
+
+def test_content_windows_decide_by_time_and_name_the_rewrite() -> None:
+    plan = FaultPlan("ep0:mangle@1+1,numbers@3+1,cross@5+1,oversize@7+1;ep1:farid@1+1", 4, 2)
+    assert plan.decide(0, 0, 0.5) == FrameFault() and not plan.decide(0, 0, 0.5).rewrites
+    assert plan.decide(0, 0, 1.0).ids == "mangle" and plan.decide(0, 0, 1.0).rewrites
+    assert plan.decide(0, 0, 2.0) == FrameFault()
+    assert plan.decide(1, 0, 1.5).ids == "far"
+    styles = {plan.decide(0, i, 3.5).numbers for i in range(200)}
+    assert styles == set(NUMBER_STYLES)
+    assert all(0.0 <= plan.decide(0, i, 3.5).pick < 1.0 for i in range(50))
+    assert plan.decide(0, 9, 5.5).cross and not plan.decide(0, 9, 6.0).cross
+    assert plan.decide(0, 9, 7.5).oversize == DEFAULT_OVERSIZE_LEVELS
+    both = FaultPlan("ep0:mangle@0+1,farid@0+1", 4, 1)
+    assert both.decide(0, 0, 0.5).ids == "mangle"
+
+
+def test_content_rates_are_seeded_and_combine_with_frame_faults() -> None:
+    spec = "ep0:numbers=0.1,cross=0.1,farid=0.1,mangle=0.05,oversize=0.02,oversize_levels=7"
+    plan, again = FaultPlan(spec, 5, 1), FaultPlan(spec, 5, 1)
+    decided = [plan.decide(0, i) for i in range(2000)]
+    assert decided == [again.decide(0, i) for i in reversed(range(2000))][::-1]
+    assert decided != [FaultPlan(spec, 6, 1).decide(0, i) for i in range(2000)]
+    assert 130 < sum(f.numbers is not None for f in decided) < 270
+    assert 130 < sum(f.cross for f in decided) < 270
+    assert 20 < sum(f.oversize == 7 for f in decided) < 70
+    assert {f.ids for f in decided} == {None, "far", "mangle"}
+    mixed = FaultPlan("ep0:cross@0+1,dup=1,delay=5ms", 5, 1).decide(0, 3, 0.5)
+    assert mixed.cross and mixed.duplicate and mixed.delay_s == pytest.approx(0.005)
+    assert FaultPlan("ep0:cross@0+1,drop=1", 5, 1).decide(0, 3, 0.5) == FrameFault(drop=True)
+
+
+def test_flapping_restarts_and_rest_oversize_are_planned() -> None:
+    plan = FaultPlan("ep1:flap@2+1;venue:restart@1.5;rest:oversize@4+1", 9, 2)
+    assert plan.flapping(1, 2.0) and plan.flapping(1, 2.9) and not plan.flapping(1, 3.0)
+    assert not plan.flapping(0, 2.5)
+    assert plan.restarts() == (1.5,)
+    assert plan.schedule() == [Action(1.5, "restart", None)]
+    first_id = plan.restart_first_id(1.5)
+    assert first_id == FaultPlan("venue:restart@1.5", 9, 1).restart_first_id(1.5)
+    assert RESTART_FIRST_ID <= first_id < 2 * RESTART_FIRST_ID
+    assert plan.rest_fault(3.9, 0) is None
+    big = plan.rest_fault(4.5, 1)
+    assert big == RestFault(None, None, 0.0, DEFAULT_OVERSIZE_LEVELS)
+    sometimes = FaultPlan("rest:oversize=0.3", 9, 1)
+    hits = sum(bool(sometimes.rest_fault(0.0, i)) for i in range(1000))
+    assert 230 < hits < 370
 
 
 def test_unknown_endpoint_is_named() -> None:
@@ -403,6 +494,116 @@ async def test_binance_spot_applies_the_same_language() -> None:
         assert undecodable(frames)
         limited = await get(binance.snapshot_url(sim.rest_url, BINANCE_SYMBOL, 5))
         assert limited.status_code == 429 and limited.headers["Retry-After"] == "3"
+
+
+# --- the misbehaviours on the wire ----------------------------------------------------------
+
+
+async def test_a_flapping_endpoint_sends_one_frame_per_connection_then_closes() -> None:
+    plan = FaultPlan("ep0:flap@0+1000", 1, 2)
+    async with SimOkx([SYMBOL], 2, interval_s=0.01, faults=plan) as sim:
+        for _ in range(3):
+            async with await subscribed(sim) as ws:
+                frames = await collect(ws, 10_000)  # until the close
+                assert len(frames) == 1 and b'"event":"subscribe"' in frames[0]
+                assert ws.close_code == 1001 and ws.close_reason == "fault: flap"
+        assert sim.stats(0).connections_accepted == 3
+        ws = await connect(sim.public_urls[1], open_timeout=5.0, max_queue=None)
+        async with ws:  # the other endpoint streams on
+            for request in okx.subscribe_messages([SYMBOL]):
+                await ws.send(request)
+            assert len(book_ids(await collect(ws, 10))) > 3
+
+
+async def test_a_restart_renumbers_the_stream_and_the_rest_book_from_a_low_id() -> None:
+    plan = FaultPlan("venue:restart@900", 1, 1)
+    async with SimOkx([SYMBOL], 1, interval_s=0.01, faults=plan) as sim:
+        async with await subscribed(sim) as ws:
+            before = book_ids(await collect(ws, 5))
+            assert min(seq for _, seq in before) > 10 * RESTART_FIRST_ID
+            await sim.apply_fault(Action(900.0, "restart", None))
+            first_id = plan.restart_first_id(900.0)
+            after: list[tuple[int, int]] = []
+            while len(after) < 5:
+                after += [ids for ids in book_ids(await collect(ws, 1)) if ids[1] < first_id * 2]
+        # Renumbered from the first frame after the restart on: low, and chained after the
+        # first, which links to the last id before (OKX's reset: seqId < prevSeqId).
+        assert after[0][1] == first_id < 10 * RESTART_FIRST_ID < after[0][0]
+        assert all(prev == last for (_, last), (prev, _) in itertools.pairwise(after))
+        body = (await get(okx.snapshot_url(rest_base(sim), SYMBOL, 5))).content
+        rest = okx.parse_snapshot(SYMBOL, body, 0)
+        assert after[-1][1] <= rest.last_id < 2 * RESTART_FIRST_ID + 10_000
+        async with await subscribed(sim) as ws:  # a new connection's snapshot too
+            snapshot = book_ids(await collect(ws, 2))[0]
+            assert snapshot[0] == -1 and rest.last_id <= snapshot[1] < first_id + 10_000
+
+
+async def test_content_faults_reach_the_wire_on_their_endpoint_only() -> None:
+    plan = FaultPlan("ep0:mangle@0+1000", 1, 2)
+    async with SimBinanceSpot([BINANCE_SYMBOL], 2, interval_s=0.01, faults=plan) as sim:
+        ranges = []
+        for index in (0, 1):
+            url = binance.stream_url(sim.endpoint_urls[index], [BINANCE_SYMBOL])
+            async with connect(url, open_timeout=5.0) as ws:
+                frames = await collect(ws, 5)
+            data = [msgspec.json.decode(frame)["data"] for frame in frames]
+            ranges.append([item["u"] - item["U"] for item in data if "U" in item])
+        assert ranges[0] and all(span >= 10**12 for span in ranges[0])
+        assert ranges[1] and all(span < 1000 for span in ranges[1])
+
+
+async def test_rest_oversize_serves_a_huge_book_in_its_window() -> None:
+    plan = FaultPlan("rest:oversize@0+1000,oversize_levels=20000", 1, 1)
+    async with SimBinanceSpot([BINANCE_SYMBOL], 1, interval_s=0.01, faults=plan) as sim:
+        response = await get(binance.snapshot_url(sim.rest_url, BINANCE_SYMBOL, 5))
+        snapshot = binance.parse_snapshot(BINANCE_SYMBOL, response.content, 0)
+        assert len(snapshot.asks) == 5 + 20_000 and len(snapshot.bids) == 5
+
+
+# --- the misbehaviours from the replay server -------------------------------------------------
+
+
+def _replay_plan() -> ReplayPlan:
+    """A Binance spot capture: an inline snapshot at id 100, then diffs 101..130."""
+    records = [
+        CaptureRecord(
+            1_000,
+            REST_CONN_ID,
+            "rest",
+            inline_snapshot_url(BINANCE_SYMBOL),
+            binance_spot.snapshot_body(100, [("10.00", "1.0")], [("11.00", "1.0")]),
+        )
+    ]
+    for i in range(10):
+        frame = binance_spot.depth_frame(
+            BINANCE_SYMBOL, 101 + 3 * i, 103 + 3 * i, [("9.00", f"{i + 1}.0")], [], i
+        )
+        records.append(CaptureRecord(2_000 + i, 0, "ws", "wss://x/ws", frame))
+    return build_plan(records, 2, binance.SNAPSHOT_PATH, default_venue="binance")
+
+
+def _ids(frames: list[bytes]) -> list[tuple[int, int]]:
+    return [(f["data"]["U"], f["data"]["u"]) for f in map(msgspec.json.decode, frames)]
+
+
+async def test_the_replay_server_applies_the_misbehaviours() -> None:
+    spec = "ep0:mangle@0+1000;ep1:flap@0+1000;rest:oversize@0+1000,oversize_levels=50"
+    plan = FaultPlan(spec + ";venue:restart@900", 1, 2)
+    async with ReplayServer(_replay_plan(), speed=None, faults=plan) as replay:
+        async with connect(replay.endpoint_urls[0], open_timeout=5.0) as ws:
+            mangled = _ids(await collect(ws, 10))
+        assert mangled[0] == (101, 103 + 10**12)
+        async with connect(replay.endpoint_urls[1], open_timeout=5.0) as ws:
+            flapped = await collect(ws, 10)
+        assert len(flapped) == 1 and ws.close_reason == "fault: flap"
+        assert _ids(flapped) == [(101, 103)]  # endpoint 1's copy is true
+        url = binance.snapshot_url(replay.rest_url, BINANCE_SYMBOL, 5)
+        oversized = binance.parse_snapshot(BINANCE_SYMBOL, (await get(url)).content, 0)
+        assert len(oversized.asks) == 1 + 50
+        await replay.apply_fault(Action(900.0, "restart", None))
+        first_id = plan.restart_first_id(900.0)
+        restarted = binance.parse_snapshot(BINANCE_SYMBOL, (await get(url)).content, 0)
+        assert first_id <= restarted.last_id < first_id + 100
 
 
 def test_rest_faults_of_one_symbol_replace_the_venue_wide_ones_for_that_symbol() -> None:

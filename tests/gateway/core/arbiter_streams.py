@@ -1,11 +1,22 @@
-"""Builders of true diff streams and redundant copies of them, for arbiter tests."""
+"""Builders of true diff streams and redundant copies of them, and a driver that checks
+a book against them, for arbiter tests."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, Level
+from gateway.core.model import (
+    ArbiterEvent,
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    SnapshotWanted,
+    StatusChange,
+    SymbolState,
+)
+from gateway.core.sequenced import SequencedBook
 
 VENUE = "binance"
 SYMBOL = "TEST"
@@ -50,9 +61,10 @@ class TrueStream:
         )
 
 
-def make_stream(levels: list[tuple[int, bool, int, int]]) -> TrueStream:
+def make_stream(levels: list[tuple[int, bool, int, int]], initial_id: int = 1000) -> TrueStream:
     """Deterministic stream from a flat list of (ids_in_batch, is_bid, price_idx, qty_idx)
-    choices: each entry is one diff with one level change and ``ids_in_batch`` ids."""
+    choices: each entry is one diff with one level change and ``ids_in_batch`` ids; the
+    initial book is at ``initial_id``."""
     initial = (
         tuple((p, "1") for p in BID_PRICES[::2]),
         tuple((p, "1") for p in ASK_PRICES[::2]),
@@ -61,7 +73,7 @@ def make_stream(levels: list[tuple[int, bool, int, int]]) -> TrueStream:
     book.load(*initial)
     books: list[object] = [book.normalized()]
     diffs = []
-    next_id = 1001
+    next_id = initial_id + 1
     for n_ids, is_bid, price_idx, qty_idx in levels:
         level = ((BID_PRICES if is_bid else ASK_PRICES)[price_idx], QTYS[qty_idx])
         bids = (level,) if is_bid else ()
@@ -71,7 +83,7 @@ def make_stream(levels: list[tuple[int, bool, int, int]]) -> TrueStream:
         diffs.append((first, last, bids, asks))
         book.apply(bids, asks)
         books.append(book.normalized())
-    return TrueStream(1000, initial, diffs, books)
+    return TrueStream(initial_id, initial, diffs, books)
 
 
 def merged(stream: TrueStream, start: int, end: int, conn_id: int, recv_ns: int) -> DepthDiff:
@@ -93,3 +105,71 @@ def merged(stream: TrueStream, start: int, end: int, conn_id: int, recv_ns: int)
         recv_ns,
         conn_id,
     )
+
+
+def choices(n: int, shift: int = 0) -> list[tuple[int, bool, int, int]]:
+    """``n`` deterministic diff choices for :func:`make_stream`."""
+    return [
+        (1 + (i + shift) % 3, (i + shift) % 2 == 0, (i * 3 + shift) % 10, (i * 7 + shift) % 5)
+        for i in range(n)
+    ]
+
+
+@dataclass
+class Run:
+    """Drives a SequencedBook as the service does, and checks it after every input: while
+    its status is live, its book is the venue's true book at its applied id.
+
+    ``truth(arb)``: the stream the book follows; ``snapshot(now_ns)``: the venue's REST
+    snapshot at that time. A wanted snapshot is fetched ``lag_ns`` after it is asked for;
+    the reorder deadlines fire on time.
+    """
+
+    arb: SequencedBook
+    truth: Callable[[SequencedBook], TrueStream]
+    snapshot: Callable[[int], DepthSnapshot]
+    lag_ns: int = 0
+    #: (time, event) of everything the book returned.
+    published: list[tuple[int, ArbiterEvent]] = field(default_factory=list)
+    fetches: int = 0
+    live_checks: int = 0
+    _fetch_at: int | None = None
+
+    def diff(self, diff: DepthDiff, now_ns: int) -> None:
+        self.until(now_ns)
+        self._take(self.arb.on_diff(diff, now_ns), now_ns)
+
+    def connection(self, conn_id: int, up: bool, now_ns: int) -> None:
+        self.until(now_ns)
+        self._take(self.arb.on_connection(conn_id, up, now_ns), now_ns)
+
+    def until(self, now_ns: int) -> None:
+        """Fires the deadlines and fetches due by ``now_ns``, in time order; fails when they
+        keep coming (a resync loop)."""
+        for _ in range(1000):
+            deadline = self.arb.deadline_ns()
+            due = [t for t in (deadline, self._fetch_at) if t is not None and t <= now_ns]
+            if not due:
+                return
+            at = min(due)
+            if at == self._fetch_at:
+                self._fetch_at = None
+                if self.arb.snapshot_wanted:
+                    self.fetches += 1
+                    self._take(self.arb.on_snapshot(self.snapshot(at), at), at)
+            else:
+                self._take(self.arb.on_timer(at), at)
+        raise AssertionError(f"still resyncing after 1000 deadlines and fetches: {self.arb.stats}")
+
+    def statuses(self) -> list[tuple[int, SymbolState, str]]:
+        return [(t, e.state, e.reason) for t, e in self.published if isinstance(e, StatusChange)]
+
+    def _take(self, events: list[ArbiterEvent], now_ns: int) -> None:
+        self.published.extend((now_ns, event) for event in events)
+        if self._fetch_at is None and any(isinstance(e, SnapshotWanted) for e in events):
+            self._fetch_at = now_ns + self.lag_ns
+        arb = self.arb
+        if arb.state is SymbolState.LIVE and arb.has_book:
+            truth = self.truth(arb)
+            assert arb.book.normalized() == truth.book_at_id(arb.applied_id), "live but wrong"
+            self.live_checks += 1

@@ -112,7 +112,9 @@ def test_gap_is_declared_at_once_when_every_connection_is_past_the_hole() -> Non
     assert arb.on_diff(diff(103, 103, conn=1), 0) == []
     out = arb.on_diff(diff(104, 104, conn=2), 0)
     assert kinds(out) == ["StatusChange", "SnapshotWanted"]
-    assert out[0] == StatusChange(KEY, SymbolState.RESYNCING, "ids missing on every connection")
+    assert out[0] == StatusChange(
+        KEY, SymbolState.RESYNCING, "gap 102: ids missing on every connection"
+    )
     assert arb.stats.gaps == 1 and arb.state is SymbolState.RESYNCING
     # A second hole while resyncing does not ask again.
     assert arb.on_diff(diff(106, 106, conn=0), 0) == []

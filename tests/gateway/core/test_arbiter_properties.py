@@ -5,22 +5,35 @@ batching, delays (any interleaving of the copies) and disconnects. Invariants:
 
 - no id lost on every copy: the published stream, applied to its snapshot, equals the true
   book after every step; seq rises by exactly 1; venue ids strictly rise; no gap is declared;
-- some ids lost on every copy: exactly one resync, and the book is right afterwards.
+- some ids lost on every copy: exactly one resync, and the book is right afterwards;
+- one faulty copy on one of 2-3 connections (a mangled last id, a far-future id): the book
+  is the true book whenever it is live, and it resyncs at most once more than real gaps
+  ask for.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.book import L2Book
-from gateway.core.model import BookDelta, BookReset, GatewayEvent, SnapshotWanted
+from gateway.core.model import BookDelta, BookReset, GatewayEvent, SnapshotWanted, SymbolState
 from gateway.core.sequenced import SequencedBook
 
-from .arbiter_streams import ASK_PRICES, BID_PRICES, KEY, QTYS, TrueStream, make_stream, merged
+from .arbiter_streams import (
+    ASK_PRICES,
+    BID_PRICES,
+    KEY,
+    QTYS,
+    Run,
+    TrueStream,
+    make_stream,
+    merged,
+)
 
 WINDOW_NS = 10**12  # never expires in these tests: only certain gaps count
 
@@ -198,3 +211,97 @@ def test_ids_lost_on_every_copy_cause_exactly_one_resync(scenario, snapshot_lag)
     assert sub.resets == 1 + expected_resyncs
     assert sub.book.normalized() == stream.book_at_id(arb.applied_id)
     assert arb.book.normalized() == sub.book.normalized()
+
+
+# --- one faulty copy: a mangled last id or a far-future id on one connection ----------------
+
+FAULT_WINDOW_NS = 100_000_000
+FAULT_STEP_NS = 10_000_000
+FAR = 10**12
+
+
+@st.composite
+def faulty_scenarios(
+    draw: st.DrawFn,
+) -> tuple[TrueStream, list[tuple[int, int, int, int, str]], int, int]:
+    """A true stream, 2-3 complete copies of it (each batched its own way), ids lost on
+    every copy or not, and one fault on one copy: a copy whose last id is mangled to
+    ``U + 10^12``, or an extra update 10^12 ids ahead. Returns the stream, the arrival
+    schedule of (time, conn, start, end, kind) with kind "ok", "mangled" or "far", the
+    number of real gaps (0 or 1) and the snapshot lag in steps."""
+    stream = make_stream(draw(st.lists(diff_choice, min_size=3, max_size=40)))
+    n = len(stream.diffs)
+    lost: set[int] = set()
+    if draw(st.booleans()):
+        start = draw(st.integers(1, n - 1))
+        lost = set(range(start, min(n, start + draw(st.integers(1, 3)))))
+    n_conns = draw(st.integers(2, 3))
+    copies: list[list[tuple[int, int, int, str]]] = []
+    for conn in range(n_conns):
+        groups: list[tuple[int, int, int, str]] = []
+        i = 0
+        while i < n:
+            if i in lost:
+                i += 1
+                continue
+            end = i
+            while end + 1 < n and end + 1 not in lost and draw(st.integers(0, 3)) == 0:
+                end += 1
+            groups.append((conn, i, end, "ok"))
+            i = end + 1
+        copies.append(groups)
+    bad = draw(st.integers(0, n_conns - 1))
+    if copies[bad]:
+        at = draw(st.integers(0, len(copies[bad]) - 1))
+        conn, start, end, _ = copies[bad][at]
+        if draw(st.booleans()):
+            copies[bad][at] = (conn, start, end, "mangled")
+        else:
+            copies[bad].insert(at + 1, (conn, end, end, "far"))
+    schedule: list[tuple[int, int, int, int, str]] = []
+    cursors = [0] * n_conns
+    now = 0
+    while any(cursors[c] < len(copies[c]) for c in range(n_conns)):
+        live = [c for c in range(n_conns) if cursors[c] < len(copies[c])]
+        c = draw(st.sampled_from(live))
+        now += draw(st.integers(0, 3)) * FAULT_STEP_NS
+        schedule.append((now, *copies[c][cursors[c]]))
+        cursors[c] += 1
+    later = any(s[2] > max(lost) for s in schedule) if lost else False
+    return stream, schedule, int(later), draw(st.integers(0, 5))
+
+
+def faulty_copy(stream: TrueStream, start: int, end: int, conn: int, kind: str, now: int):
+    diff = merged(stream, start, end, conn, now)
+    if kind == "mangled":
+        return msgspec.structs.replace(diff, last_id=diff.first_id + FAR)
+    if kind == "far":
+        ahead = stream.diffs[end][1] + FAR
+        return msgspec.structs.replace(diff, first_id=ahead, last_id=ahead)
+    return diff
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(faulty_scenarios())
+def test_one_faulty_copy_never_makes_a_live_book_wrong(scenario) -> None:
+    stream, schedule, real_gaps, lag_steps = scenario
+    point = [0]
+    run = Run(
+        SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=FAULT_WINDOW_NS),
+        lambda arb: stream,
+        lambda now: stream.snapshot(point[0], now),
+        lag_steps * FAULT_STEP_NS,
+    )
+    for conn in {s[1] for s in schedule}:
+        run.connection(conn, True, 0)
+    for now, conn, start, end, kind in schedule:
+        if kind != "far":
+            point[0] = max(point[0], end + 1)
+        # Run checks after every input: while live, the book is the true book.
+        run.diff(faulty_copy(stream, start, end, conn, kind, now), now)
+    run.until(schedule[-1][0] + 10 * FAULT_WINDOW_NS)
+    arb = run.arb
+    assert arb.state is SymbolState.LIVE
+    assert arb.book.normalized() == stream.book_at_id(arb.applied_id)
+    assert arb.stats.resyncs <= real_gaps + 1
+    assert arb.stats.venue_resets == 0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.histogram import Histogram
+from gateway.core.histogram import Histogram, quantile
 
 BOUNDS = (0.0, 0.001, 0.01, 0.1, 1.0)
 
@@ -46,3 +46,24 @@ def test_cumulative_counts_are_the_observations_at_or_below_each_bound(values: l
         assert count == sum(1 for value in values if value <= bound)
     assert histogram.count == len(values)
     assert histogram.sum == pytest.approx(math.fsum(values), abs=1e-9)
+
+
+def test_quantile_interpolates_within_the_bucket_it_falls_in() -> None:
+    histogram = Histogram([0.0, 0.001, 0.01, 0.1])
+    for value in [0.0005] * 50 + [0.005] * 40 + [0.05] * 9 + [5.0]:
+        histogram.observe(value)
+    buckets = histogram.cumulative()
+    assert quantile(buckets, 0.5) == pytest.approx(0.001)  # the 50th of 100: the first bucket's top
+    assert quantile(buckets, 0.25) == pytest.approx(0.0005)
+    assert quantile(buckets, 0.7) == pytest.approx(0.001 + 0.009 * 20 / 40)
+    assert quantile(buckets, 0.99) == pytest.approx(0.1)
+    assert quantile(buckets, 1.0) == 0.1, "in the +Inf bucket: the last finite bound"
+
+
+def test_quantile_of_values_at_or_below_zero_and_of_nothing() -> None:
+    histogram = Histogram([0.0, 0.001])
+    assert quantile(histogram.cumulative(), 0.5) is None
+    histogram.observe(-0.002)
+    assert quantile(histogram.cumulative(), 0.99) == 0.0
+    with pytest.raises(ValueError, match="q must"):
+        quantile(histogram.cumulative(), 1.5)

@@ -21,6 +21,7 @@ from gateway.core.arbiter import Checksum, SymbolArbiter
 from gateway.core.book import L2Book
 from gateway.core.model import (
     BookDelta,
+    BookReset,
     ConnectionSequence,
     DepthDiff,
     DepthSnapshot,
@@ -180,7 +181,7 @@ def test_a_gap_every_connection_missed_gives_exactly_one_fetch() -> None:
     assert p.timer_armed and p.deadline_ns() == WINDOW_NS
     step = p.receive_frame(1, venue.frame(diff("BTC", 14, 14, conn=1)), 1, 0)
     assert step.publications == [
-        StatusChange("seq:BTC", SymbolState.RESYNCING, "ids missing on every connection")
+        StatusChange("seq:BTC", SymbolState.RESYNCING, "gap 11-12: ids missing on every connection")
     ]
     assert step.actions == [FetchSnapshot("BTC", 2)]
     assert p.books["seq:BTC"].stats.gaps == 1 and p.book_state("seq:BTC") is None
@@ -295,6 +296,50 @@ def test_a_venue_notice_asking_to_reconnect_gives_one_reconnect() -> None:
     assert p.receive_frame(1, venue.frame(error), 1, 0) == Step([], [])
     assert p.receive_frame(1, venue.frame(shutdown, shutdown), 1, 0) == Step([], [Reconnect(1)])
     assert p.stats.notices == 3
+
+
+def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconnected() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    far = 10**12
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11 + far, conn=1)), 1, 0)
+    assert step == Step([], []), "held: connection 0 may confirm it"
+    step = p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert kinds(step) == ["BookDelta"] and step.actions == []
+    # Connection 1 goes on below its own implausible copy: that copy was bogus.
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11, conn=1)), 1, 0)
+    assert step == Step([], [Reconnect(1)])
+    stats = p.books["seq:BTC"].stats
+    assert stats.conn(1).disagreements == 1 and stats.resyncs == 0
+    assert p.book_state("seq:BTC") is not None
+
+
+def test_a_venue_that_restarted_its_ids_is_fetched_again_and_rebuilt_in_the_new_ids() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert p.books["seq:BTC"].applied_id == 11
+    # Both connections go on from id 3: below the book, for longer than twice the window.
+    assert p.receive_frame(0, venue.frame(diff("BTC", 3, 3, conn=0)), 1, 0) == Step([], [])
+    step = p.receive_frame(1, venue.frame(diff("BTC", 4, 4, conn=1)), 1, 2 * WINDOW_NS)
+    reason = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
+    assert step == Step(
+        [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)], [FetchSnapshot("BTC", 2)]
+    )
+    p.receive_frame(0, venue.frame(diff("BTC", 5, 5, conn=0)), 1, 2 * WINDOW_NS)
+    step = p.receive_rest("BTC", b"4", 1, 2 * WINDOW_NS)
+    assert kinds(step) == ["BookReset", "StatusChange"] and step.actions == [BookRebuilt("BTC")]
+    state = p.book_state("seq:BTC")
+    assert state is not None and (state.venue_id, state.state) == (5, SymbolState.LIVE)
+
+
+def test_the_plausibility_bound_is_given_to_every_book() -> None:
+    p = VenuePipeline(FakeVenue(), ["BTC"], max_id_jump=5)
+    book = p.books["seq:BTC"]
+    assert isinstance(book, SequencedBook) and book.max_id_jump == 5
+    default = VenuePipeline(FakeVenue(), ["BTC"]).books["seq:BTC"]
+    assert isinstance(default, SequencedBook)
+    assert default.max_id_jump == BinanceSpotRule.max_id_jump
 
 
 # --- trades and connections -----------------------------------------------------------------
@@ -492,7 +537,13 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
     too_deep = tuple((str(90 + i), "1") for i in range(4))
     step = p.receive_snapshot(DepthSnapshot("seq", "BTC", 10, too_deep, (), 0, -1), 0)
     book = p.books["seq:BTC"]
-    assert step == Step([], []) and not book.has_book and book.stats.bad_updates == 1
+    refused = "snapshot of 4 bid and 0 ask levels exceeds the cap of 3 per side"
+    waiting = f"{refused}; snapshot not used; next snapshot in 1 s"
+    assert step == Step([StatusChange("seq:BTC", SymbolState.SYNCING, waiting)], [])
+    assert not book.has_book and book.stats.bad_updates == 1
+    # The next snapshot is asked after a wait, not at once (the venue would send it again).
+    assert p.on_timer(999_999_999) == Step([], [])
+    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC", 2)]
     assert kinds(p.receive_snapshot(snap("BTC", 10), 0)) == ["BookReset", "StatusChange"]
     # One frame of more levels than the cap: refused, the book unchanged.
     oversized = DepthDiff("seq", "BTC", 11, 11, -1, too_deep, (), 0, 0, 0)
@@ -508,6 +559,22 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
     (delta,) = step.publications
     assert isinstance(delta, BookDelta) and delta.bids[-1] == ("96", "0")
     assert book.stats.levels_pruned == 1
+
+
+def test_epochs_count_from_the_base_and_deltas_carry_the_venue_event_time() -> None:
+    venue = FakeVenue()
+    base = 1_796_000_000_000_000  # a start time in microseconds: what the service passes
+    p = VenuePipeline(venue, ["BTC"], reorder_window_ns=WINDOW_NS, epoch_base=base)
+    p.receive_connection(0, True, 0)
+    p.receive_frame(0, venue.frame(diff("BTC", 5, 6)), 1, 0)
+    reset = p.receive_snapshot(snap("BTC", 5), 0).publications[0]
+    assert isinstance(reset, BookReset) and reset.epoch == base + 1
+    timed = DepthDiff("seq", "BTC", 7, 7, -1, (("100", "7"),), (), 1_700_000_000_123, 99, 0)
+    (delta,) = p.receive_frame(0, venue.frame(timed), 99, 0).publications
+    assert isinstance(delta, BookDelta) and delta.epoch == base + 1
+    assert (delta.event_ms, delta.recv_ns) == (1_700_000_000_123, 99)
+    (untimed,) = p.receive_frame(0, venue.frame(diff("BTC", 8, 8)), 1, 0).publications
+    assert isinstance(untimed, BookDelta) and untimed.event_ms is None  # the venue sent none
 
 
 # --- channel activity ---------------------------------------------------------------------

@@ -49,8 +49,8 @@ EXPECTED_SYNC = parse_table(
     """
     UNSYNCED           UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  -
-    UNSYNCED           SNAPSHOT_REFUSED      UNSYNCED           -
-    AWAITING_SNAPSHOT  SNAPSHOT_REFUSED      AWAITING_SNAPSHOT  -
+    UNSYNCED           SNAPSHOT_REFUSED      RETRY_WAIT         START_RETRY_CLOCK
+    AWAITING_SNAPSHOT  SNAPSHOT_REFUSED      RETRY_WAIT         START_RETRY_CLOCK
     UNSYNCED           SNAPSHOT_UNUSABLE     AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  SNAPSHOT_UNUSABLE     AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  SNAPSHOT_BROKEN       AWAITING_SNAPSHOT  COUNT_GAP ASK_SNAPSHOT
@@ -73,6 +73,14 @@ EXPECTED_SYNC = parse_table(
     RETRY_WAIT         SNAPSHOT_BROKEN       RETRY_WAIT         COUNT_GAP
     RETRY_WAIT         BOOK_BUILT            SYNCED             STOP_RETRY_CLOCK PUBLISH_RESET
     RETRY_WAIT  BOOK_BUILT_WITH_HOLE  HOLE  STOP_RETRY_CLOCK PUBLISH_RESET START_HOLE_CLOCK
+    SYNCED             UPDATE_HELD           HOLE               START_HOLE_CLOCK
+    HOLE               UPDATE_HELD           HOLE               -
+    SYNCED  VENUE_RESET  AWAITING_SNAPSHOT \
+        COUNT_VENUE_RESET COUNT_RESYNC FORGET_SEQUENCE ANNOUNCE_VENUE_RESET ASK_SNAPSHOT
+    HOLE  VENUE_RESET  AWAITING_SNAPSHOT  STOP_HOLE_CLOCK \
+        COUNT_VENUE_RESET COUNT_RESYNC FORGET_SEQUENCE ANNOUNCE_VENUE_RESET ASK_SNAPSHOT
+    AWAITING_SNAPSHOT  VENUE_RESET  AWAITING_SNAPSHOT \
+        COUNT_VENUE_RESET FORGET_SEQUENCE ANNOUNCE_VENUE_RESET
     """,
     Sync,
     SyncEvent,
@@ -94,9 +102,12 @@ EXPECTED_STATUS = parse_table(
     RESYNCING  RESET_WITHOUT_CONNECTION  STALE      ANNOUNCE
     STALE      RESET_WITHOUT_CONNECTION  STALE      -
     STALE      UPSTREAM_BACK             LIVE       ANNOUNCE
-    SYNCING    SNAPSHOT_CROSSED          SYNCING    ANNOUNCE
-    RESYNCING  SNAPSHOT_CROSSED          RESYNCING  ANNOUNCE
-    STALE      SNAPSHOT_CROSSED          STALE      -
+    SYNCING    SNAPSHOT_NOT_USED         SYNCING    ANNOUNCE
+    RESYNCING  SNAPSHOT_NOT_USED         RESYNCING  ANNOUNCE
+    STALE      SNAPSHOT_NOT_USED         STALE      -
+    LIVE       VENUE_RESET               RESYNCING  ANNOUNCE
+    STALE      VENUE_RESET               RESYNCING  ANNOUNCE
+    RESYNCING  VENUE_RESET               RESYNCING  ANNOUNCE
     """,
     SymbolState,
     StatusEvent,
@@ -180,9 +191,9 @@ def synced(**kw: object) -> SequencedBook:
     return arb
 
 
-def hole() -> SequencedBook:
+def hole(conns: tuple[int, ...] = (0, 1)) -> SequencedBook:
     """HOLE: 13 buffered, 12 missing, connection 1 may still deliver it."""
-    arb = synced()
+    arb = synced(conns=conns)
     arb.on_diff(diff(13, 13), 0)
     assert arb.sync is Sync.HOLE
     return arb
@@ -252,6 +263,38 @@ def retry_wait_for_20_from_one() -> SequencedBook:
     return retry_wait(waiting_for_20_from_one())
 
 
+#: Beyond BinanceSpotRule.max_id_jump.
+FAR = 2 * BinanceSpotRule.max_id_jump
+
+
+def far_copy(conn: int) -> DepthDiff:
+    """Links to id 11, but jumps implausibly far."""
+    return diff(12, 12 + FAR, conn=conn)
+
+
+RESET_WINDOW_NS = 2 * WINDOW_NS
+
+
+def behind(arb: SequencedBook) -> SequencedBook:
+    """Connection 0 restarted its ids (below the book's 11) at time 0."""
+    arb.on_diff(diff(3, 3, conn=0), 0)
+    return arb
+
+
+def resyncing_with_checksum() -> SequencedBook:
+    """RESYNCING after a gap at id 11; connection 0 then delivers id 3."""
+    arb = synced(checksum=True)
+    arb.on_diff(diff(12, 12, checksum=1), 0)
+    arb.on_diff(diff(3, 3, conn=0), 0)
+    assert (arb.sync, arb.state, arb.applied_id) == (Sync.AWAITING_SNAPSHOT, St.RESYNCING, 12)
+    return arb
+
+
+#: A snapshot below the book's id (the venue restarted), whose checksum fails: the reset is
+#: recognised and the resync goes on.
+RESET_SNAPSHOT = snap(5, checksum=1)
+
+
 #: (the machine's state before, event) -> (drive a book into that state, the input that
 #: causes the event, the published event kinds). The state after is the table's.
 SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
@@ -265,11 +308,15 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
         lambda a: a.on_diff(diff(12, 12), 0),
         [],
     ),
-    (S.UNSYNCED, E.SNAPSHOT_REFUSED): (book, lambda a: a.on_snapshot(snap(10, BAD), 0), []),
+    (S.UNSYNCED, E.SNAPSHOT_REFUSED): (
+        book,
+        lambda a: a.on_snapshot(snap(10, BAD), 0),
+        ["StatusChange"],
+    ),
     (S.AWAITING_SNAPSHOT, E.SNAPSHOT_REFUSED): (
         awaiting,
         lambda a: a.on_snapshot(snap(10, BAD), 0),
-        [],
+        ["StatusChange"],
     ),
     (S.UNSYNCED, E.SNAPSHOT_UNUSABLE): (
         lambda: book(checksum=True),
@@ -369,6 +416,27 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
         lambda a: a.on_snapshot(snap(10), 500),
         ["BookReset", "StatusChange"],
     ),
+    (S.SYNCED, E.UPDATE_HELD): (synced, lambda a: a.on_diff(far_copy(1), 0), []),
+    (S.HOLE, E.UPDATE_HELD): (
+        lambda: hole(conns=(0, 1, 2)),
+        lambda a: a.on_diff(far_copy(1), 0),
+        [],
+    ),
+    (S.SYNCED, E.VENUE_RESET): (
+        lambda: behind(synced()),
+        lambda a: a.on_diff(diff(4, 4, conn=1), RESET_WINDOW_NS),
+        ["StatusChange", "SnapshotWanted"],
+    ),
+    (S.HOLE, E.VENUE_RESET): (
+        lambda: behind(hole()),
+        lambda a: a.on_diff(diff(4, 4, conn=0), RESET_WINDOW_NS),
+        ["StatusChange", "SnapshotWanted"],
+    ),
+    (S.AWAITING_SNAPSHOT, E.VENUE_RESET): (
+        resyncing_with_checksum,
+        lambda a: a.on_snapshot(RESET_SNAPSHOT, 0),
+        ["StatusChange", "SnapshotWanted"],
+    ),
 }
 
 
@@ -399,8 +467,19 @@ def stale_synced() -> SequencedBook:
     return all_down(synced())
 
 
+def stale_then_behind() -> SequencedBook:
+    """STALE with a book; connection 0 came back with restarted ids."""
+    arb = stale_synced()
+    arb.on_connection(0, True, 0)
+    return behind(arb)
+
+
 DOWN = "every upstream connection down"
-WINDOW_PASSED = "reorder window passed with ids missing"
+RESET = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
+RESET_BY_SNAPSHOT = (
+    "venue reset: snapshot id 5 and every connection (up to id 3) below the book's id 12"
+)
+WINDOW_PASSED = "gap 12: reorder window passed with ids missing"
 
 #: (status before, event) -> (setup, input, what is published); a StatusChange in it
 #: carries the table's new state.
@@ -469,20 +548,38 @@ STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], Scenario] = {
             StatusChange(KEY, St.LIVE, "upstream back"),
         ],
     ),
-    (St.SYNCING, SE.SNAPSHOT_CROSSED): (
+    (St.SYNCING, SE.SNAPSHOT_NOT_USED): (
         book,
         lambda a: a.on_snapshot(snap(10, CROSSED), 0),
         [BookCrossed(KEY, -1, CROSSED_REASON), StatusChange(KEY, St.SYNCING, WAITING)],
     ),
-    (St.RESYNCING, SE.SNAPSHOT_CROSSED): (
+    (St.RESYNCING, SE.SNAPSHOT_NOT_USED): (
         resyncing,
         lambda a: a.on_snapshot(snap(20, CROSSED), 0),
         [BookCrossed(KEY, -1, CROSSED_REASON), StatusChange(KEY, St.RESYNCING, WAITING)],
     ),
-    (St.STALE, SE.SNAPSHOT_CROSSED): (
+    (St.STALE, SE.SNAPSHOT_NOT_USED): (
         lambda: all_down(book()),
         lambda a: a.on_snapshot(snap(10, CROSSED), 0),
         [BookCrossed(KEY, -1, CROSSED_REASON)],
+    ),
+    (St.LIVE, SE.VENUE_RESET): (
+        lambda: behind(synced()),
+        lambda a: a.on_diff(diff(4, 4, conn=1), RESET_WINDOW_NS),
+        [StatusChange(KEY, St.RESYNCING, RESET), SnapshotWanted(KEY, RESET)],
+    ),
+    (St.STALE, SE.VENUE_RESET): (
+        stale_then_behind,
+        lambda a: a.on_diff(diff(4, 4, conn=0), RESET_WINDOW_NS),
+        [StatusChange(KEY, St.RESYNCING, RESET), SnapshotWanted(KEY, RESET)],
+    ),
+    (St.RESYNCING, SE.VENUE_RESET): (
+        resyncing_with_checksum,
+        lambda a: a.on_snapshot(RESET_SNAPSHOT, 0),
+        [
+            StatusChange(KEY, St.RESYNCING, RESET_BY_SNAPSHOT),
+            SnapshotWanted(KEY, "snapshot checksum mismatch"),
+        ],
     ),
 }
 

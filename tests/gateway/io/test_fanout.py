@@ -33,7 +33,17 @@ from gateway.wire.protocol import (
     decode_server_message,
 )
 
-from .fanout_helpers import KEY, KEY2, FakeView, RawClient, close_of, levels, live_fanout, trade
+from .fanout_helpers import (
+    KEY,
+    KEY2,
+    FakeView,
+    RawClient,
+    close_of,
+    levels,
+    live_fanout,
+    sub,
+    trade,
+)
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run, WaitUntil
@@ -41,10 +51,6 @@ if TYPE_CHECKING:
 
 BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
-
-
-def sub(symbols: list[str], **fields: object) -> str:
-    return msgspec.json.encode({"op": "subscribe", "symbols": symbols, **fields}).decode()
 
 
 def apply(book: L2Book, msg: ServerMessage) -> None:
@@ -74,7 +80,7 @@ def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
             async with a, b:
                 for client in (a, b):
                     await client.send(sub([KEY]))
-                    assert await client.message() == Subscribed([KEY], ["book"])
+                    assert await client.message() == Subscribed([KEY], ["book"], fanout.instance)
                     assert await client.message() == Status(KEY, SymbolState.SYNCING, "")
                 # No book yet: the snapshot comes with the BookReset.
                 fanout.publish(view.reset(KEY, BIDS, ASKS))
@@ -208,7 +214,7 @@ def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces(
 
 def test_channels_formats_requests_and_errors(run: Run, serving: Serving) -> None:
     async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
+        view, fanout = live_fanout(BIDS, ASKS, clock_ns=lambda: 5)
         async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
             # Bad requests get an error and the connection keeps working.
             await ws.send("{not json")
@@ -241,7 +247,7 @@ def test_channels_formats_requests_and_errors(run: Run, serving: Serving) -> Non
             # MessagePack for the whole connection from the reply on; bbo and trades.
             await ws.send(sub([KEY], channels=["bbo", "trade"], format="msgpack"))
             replies = [decode_server_message(await ws.recv()) for _ in range(3)]
-            assert replies[0] == Subscribed([KEY], ["bbo", "trade"])
+            assert replies[0] == Subscribed([KEY], ["bbo", "trade"], fanout.instance)
             assert replies[1] == Status(KEY, SymbolState.LIVE, "snapshot applied")
             assert replies[2] == Bbo(KEY, 1, 0, ("100.00", "1"), ("100.50", "1"))
             fanout.publish([view.delta(KEY, bids=[("10.00", "1")])])  # top unchanged: no bbo
@@ -249,9 +255,9 @@ def test_channels_formats_requests_and_errors(run: Run, serving: Serving) -> Non
             raw = await ws.recv()
             assert isinstance(raw, bytes)  # binary frame
             tm = decode_server_message(raw)
-            assert tm == TradeMsg(KEY, 77, "100.5", "0.1", "buy", 1_700_000_000_000)
+            assert tm == TradeMsg(KEY, 77, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5)
             bbo = decode_server_message(await ws.recv())
-            assert bbo == Bbo(KEY, 1, 2, ("100.00", "1"), ("100.40", "2"))
+            assert bbo == Bbo(KEY, 1, 2, ("100.00", "1"), ("100.40", "2"), None, 0, 5)
 
             # Resync of a subscribed book re-sends its snapshot.
             await ws.send(sub([KEY2]))
@@ -482,7 +488,7 @@ def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_else_not
     msgpack subscriber raises inside ``publish``. Only that subscriber is closed."""
 
     async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
+        view, fanout = live_fanout(BIDS, ASKS, clock_ns=lambda: 5)
         async with serving(fanout):
             packed = await RawClient.connect(fanout.port)
             plain = await RawClient.connect(fanout.port)
@@ -494,7 +500,7 @@ def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_else_not
                         await client.message()  # subscribed, status, snapshot
                 fanout.publish([trade(KEY, 2**64), view.delta(KEY, bids=[("99.90", "1")])])
                 assert await plain.message() == TradeMsg(
-                    KEY, 2**64, "100.5", "0.1", "buy", 1_700_000_000_000
+                    KEY, 2**64, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5
                 )
                 delta = await plain.message()
                 assert isinstance(delta, Delta) and delta.seq == 1
@@ -610,12 +616,16 @@ def test_max_subscriptions_per_connection(run: Run, serving: Serving) -> None:
             assert isinstance(err, Error) and err.code is ErrorCode.TOO_MANY_SUBSCRIPTIONS
             assert "limit of 1" in err.message
             await ws.send(sub([KEY]))  # already subscribed: no more symbols
-            assert decode_server_message(await ws.recv()) == Subscribed([KEY], ["book"])
+            assert decode_server_message(await ws.recv()) == Subscribed(
+                [KEY], ["book"], fanout.instance
+            )
             await ws.recv()
             await ws.recv()
             await ws.send('{"op":"unsubscribe","symbols":["binance:BTCUSDT"]}')
             assert decode_server_message(await ws.recv()) == Unsubscribed([KEY])
             await ws.send(sub([KEY2]))
-            assert decode_server_message(await ws.recv()) == Subscribed([KEY2], ["book"])
+            assert decode_server_message(await ws.recv()) == Subscribed(
+                [KEY2], ["book"], fanout.instance
+            )
 
     run(main)

@@ -207,7 +207,7 @@ async def _session(serving: Serving, frames: list[FrameOut]) -> None:
         fuzzer = await RawClient.connect(fanout.port)
         async with normal, fuzzer:
             await normal.send('{"op": "subscribe", "symbols": ["binance:BTCUSDT"]}')
-            assert await normal.message() == Subscribed([KEY], ["book"])
+            assert await normal.message() == Subscribed([KEY], ["book"], fanout.instance)
             assert await normal.message() == Status(KEY, SymbolState.LIVE, "snapshot applied")
             assert isinstance(await normal.message(), Snapshot)
 

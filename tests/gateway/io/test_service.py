@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import msgspec
+
 from gateway.core.model import (
     BookDelta,
     BookReset,
@@ -14,7 +16,8 @@ from gateway.core.model import (
     SymbolState,
     TradeOut,
 )
-from gateway.io.service import VenueRuntime
+from gateway.core.sequenced import SequencedBook
+from gateway.io.service import Service, VenueRuntime
 from gateway.wire.config import parse_config
 
 CONFIG_TEXT = """
@@ -220,3 +223,28 @@ def test_a_crossing_frame_is_not_published_and_asks_for_a_snapshot() -> None:
         )
     ]
     assert venue.fetcher._queued == {"BTCUSDT"} and venue.stats.crossed_books == 1
+
+
+def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected() -> None:
+    cfg = msgspec.structs.replace(CONFIG.venues[0], max_id_jump=1000)
+    venue = VenueRuntime(cfg, itertools.count(0), lambda events: None, lambda: 0)
+    for conn in venue.connections.values():
+        venue.on_state(conn.conn_id, True)
+    book = venue.books["binance:BTCUSDT"]
+    assert isinstance(book, SequencedBook) and book.max_id_jump == 1000
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 10, (("99", "1"),), (), 0, -1))
+    assert not venue.on_frame(1, depth(11, 2000), 1), "held, not applied"
+    assert not venue.on_frame(0, depth(11, 11), 1)
+    assert venue.on_frame(1, depth(12, 12), 1), "its reader reconnects it"
+    assert book.applied_id == 12 and book.stats.conn(1).disagreements == 1
+
+
+def test_each_service_is_a_new_instance_whose_epochs_start_after_the_last_ones() -> None:
+    first, restarted = Service(CONFIG), Service(CONFIG)
+    assert first.instance.id != restarted.instance.id
+    assert first.fanout.instance == first.instance.id
+    assert first.instance.epoch_base < restarted.instance.epoch_base < 2**53
+    for service in (first, restarted):
+        (venue,) = service.venues
+        assert venue.pipeline.epoch_base == service.instance.epoch_base
+        assert all(book.epoch == service.instance.epoch_base for book in venue.books.values())

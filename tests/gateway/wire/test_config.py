@@ -41,12 +41,18 @@ def test_a_good_config_gets_defaults() -> None:
     assert venue.symbols == ["BTCUSDT"] and venue.reorder_window_ms == 100.0
     assert venue.healthy_after_s == 10.0 and venue.max_rest_body_bytes == 16 * 1024 * 1024
     assert config.server.healthz_not_live_share == 1.0 and config.log_format == "text"
+    assert venue.max_id_jump is None  # the venue's link rule's own
     config = parse_config(
         GOOD.replace("port = 9000", "port = 9000\nhealthz_not_live_share = 0.5").replace(
             "[server]", 'log_format = "json"\n[server]'
         )
     )
     assert config.server.healthz_not_live_share == 0.5 and config.log_format == "json"
+
+
+def test_the_plausibility_bound_is_configurable() -> None:
+    config = parse_config(GOOD.replace("rest = [", "max_id_jump = 5000\nrest = ["))
+    assert config.venues[0].max_id_jump == 5000
 
 
 @pytest.mark.parametrize(
@@ -65,6 +71,7 @@ def test_a_good_config_gets_defaults() -> None:
         (("port = 9000", "port = 9000\n[oops"), "not valid TOML"),
         (('rest = ["', 'healthy_after_s = -1\nrest = ["'), "$.venues[0].healthy_after_s"),
         (('rest = ["', 'max_rest_body_bytes = 0\nrest = ["'), "$.venues[0].max_rest_body_bytes"),
+        (("rest = [", "max_id_jump = 0\nrest = ["), ("$.venues[0].max_id_jump", ">= 1")),
         (("port = 9000", "healthz_not_live_share = 0"), "$.server.healthz_not_live_share"),
         (("port = 9000", "healthz_not_live_share = 1.5"), "$.server.healthz_not_live_share"),
         (("[server]", 'log_format = "xml"\n[server]'), "$.log_format"),

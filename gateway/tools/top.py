@@ -1,0 +1,320 @@
+"""``mdgateway top URL``: a live terminal view of a running gateway.
+
+The shell: every ``--interval`` it reads the gateway's ``/healthz``, ``/metrics`` and
+``/subscribers`` over HTTP (httpx), and follows the top of every book over one WebSocket
+subscription (``bbo`` channel, :class:`~gateway.wire.client_session.ClientSession`); what
+is drawn is :func:`gateway.tools.top_model.top_frame`'s, in the terminal's size.
+
+Errors that stop it with exit code 2 (one line on stderr): the URL is not a gateway's, the
+gateway cannot be reached (which URL, and why), it wants a token (401: ``--token``). Once
+running, a failed read is shown in the header and the last values stay on screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import http
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from gateway.io.changes import StateChanges
+from gateway.io.fanout import SubscriberStats
+from gateway.tools.runtime import UsageError, run_loop, seconds
+from gateway.tools.top_model import (
+    NotAGateway,
+    Reading,
+    Samples,
+    Top,
+    check_health,
+    parse_metrics,
+    subscriber_rows,
+    top_frame,
+)
+from gateway.wire.client_session import BboEvent, ClientSession, GatewayError, StatusEvent
+from gateway.wire.protocol import Ping, Pong, ProtocolError, decode_server_message, encode_json
+
+#: The URL schemes accepted → (HTTP scheme, WebSocket scheme) of the same gateway.
+_SCHEMES = {
+    "http": ("http", "ws"),
+    "https": ("https", "wss"),
+    "ws": ("http", "ws"),
+    "wss": ("https", "wss"),
+}
+_PING_ID = "mdgateway-top"
+#: The gateway's HTTP routes read here.
+_ROUTES = ("/healthz", "/metrics", "/subscribers")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewayUrls:
+    """Where a gateway answers: ``http_base`` + ``/healthz`` etc., and ``ws_url``."""
+
+    http_base: str
+    ws_url: str
+    token: str | None
+
+
+def gateway_urls(url: str, token: str | None = None) -> GatewayUrls:
+    """The HTTP base and WebSocket URL of the gateway at ``url`` (``http://``, ``https://``,
+    ``ws://`` or ``wss://``, any path prefix kept); a ``?token=`` in it is the token when
+    ``token`` is None. Raises UsageError for any other URL."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    schemes = _SCHEMES.get(parts.scheme.lower())
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if schemes is None or not parts.hostname or not port_ok:
+        raise UsageError(
+            f"URL {url!r}: expected the gateway's base URL, e.g. http://127.0.0.1:8765 "
+            "or ws://127.0.0.1:8765/"
+        )
+    if token is None:
+        token = parse_qs(parts.query).get("token", [None])[0]
+    path = parts.path.rstrip("/")
+    for route in _ROUTES:  # the URL of one of its routes: the gateway's base is before it
+        path = path.removesuffix(route)
+    return GatewayUrls(
+        f"{schemes[0]}://{parts.netloc}{path}", f"{schemes[1]}://{parts.netloc}{path}/", token
+    )
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+async def _get(client: httpx.AsyncClient, url: str, token_given: bool) -> httpx.Response:
+    """GET ``url``; UsageError when it cannot be reached or refuses us."""
+    try:
+        response = await client.get(url)
+    except httpx.TimeoutException:
+        raise UsageError(f"gateway not reachable at {url}: no answer in time") from None
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise UsageError(f"gateway not reachable at {url}: {reason}") from None
+    if response.status_code == http.HTTPStatus.UNAUTHORIZED:
+        if token_given:
+            raise UsageError(f"the gateway at {url} refused the token (401): check --token")
+        raise UsageError(f"the gateway at {url} needs a token (401): pass --token TOKEN")
+    if response.status_code == http.HTTPStatus.FORBIDDEN:
+        raise UsageError(f"the gateway at {url} refused the request (403 Forbidden)")
+    return response
+
+
+def _not_a_gateway(url: str, why: str) -> UsageError:
+    return UsageError(f"{url} is not an mdgateway gateway: {why}")
+
+
+async def read_http(
+    client: httpx.AsyncClient, urls: GatewayUrls
+) -> tuple[Samples, dict[str, Any], list[SubscriberStats] | None]:
+    """``(metrics samples, /healthz document, /subscribers list or None)``. Raises
+    UsageError when the gateway cannot be read or is not a gateway."""
+    token_given = urls.token is not None
+    health_url = f"{urls.http_base}/healthz"
+    response = await _get(client, health_url, token_given)
+    if response.status_code not in (http.HTTPStatus.OK, http.HTTPStatus.SERVICE_UNAVAILABLE):
+        raise _not_a_gateway(urls.http_base, f"GET {health_url} answered {_status(response)}")
+    try:
+        health = dict(check_health(response.json()))
+    except (ValueError, NotAGateway) as exc:
+        raise _not_a_gateway(urls.http_base, str(exc) or "/healthz is not JSON") from None
+    metrics_url = f"{urls.http_base}/metrics"
+    response = await _get(client, metrics_url, token_given)
+    if response.status_code != http.HTTPStatus.OK:
+        raise _not_a_gateway(urls.http_base, f"GET {metrics_url} answered {_status(response)}")
+    try:
+        samples = parse_metrics(response.text)
+    except NotAGateway as exc:
+        raise _not_a_gateway(urls.http_base, str(exc)) from None
+    response = await _get(client, f"{urls.http_base}/subscribers", token_given)
+    subscribers = None
+    if response.status_code == http.HTTPStatus.OK:  # older gateways: no such route
+        with contextlib.suppress(ValueError, KeyError, TypeError, NotAGateway):
+            subscribers = subscriber_rows(response.json()["subscribers"])
+    return samples, health, subscribers
+
+
+def _status(response: httpx.Response) -> str:
+    return f"{response.status_code} {response.reason_phrase}".strip()
+
+
+# --- WebSocket --------------------------------------------------------------------------------
+
+
+class BookFollower:
+    """Follows the top of book and status of ``symbols`` on one WebSocket, reconnecting
+    every ``retry_s`` while the gateway is away (every symbol ``stale`` meanwhile).
+    :attr:`tops` is what it last saw, :attr:`error` why the stream is down (None while it
+    is up); :attr:`ready` is set once the subscription's first answers are all in (or it
+    failed); :attr:`changes` is notified after each message and each loss."""
+
+    def __init__(
+        self, urls: GatewayUrls, symbols: Sequence[str], retry_s: float, timeout_s: float
+    ) -> None:
+        self.urls = urls
+        self.session = ClientSession(symbols, ["bbo"])
+        self.retry_s = retry_s
+        self.timeout_s = timeout_s
+        self.tops: dict[str, Top] = {}
+        self.error: str | None = None
+        self.ready = asyncio.Event()
+        self.changes = StateChanges()
+
+    async def run(self) -> None:
+        """Follow until cancelled."""
+        while True:
+            try:
+                await self._follow()
+                self.error = "book stream closed by the gateway"
+            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
+                self.error = f"book stream: {exc or type(exc).__name__}"
+            except GatewayError as exc:
+                self.error = f"book stream refused: {exc}"
+            self._apply(self.session.on_disconnected(self.error, time.time_ns()).events)
+            self.ready.set()
+            self.changes.notify()
+            await asyncio.sleep(self.retry_s)
+
+    async def _follow(self) -> None:
+        async with connect(
+            self.urls.ws_url,
+            additional_headers=_headers(self.urls.token),
+            compression=None,
+            open_timeout=self.timeout_s,
+        ) as ws:
+            await ws.send(encode_json(self.session.subscribe_request()).decode())
+            # Answered after every status and bbo of the subscription: then ready.
+            await ws.send(encode_json(Ping(_PING_ID)).decode())
+            async for data in ws:
+                step = self.session.on_data(data, time.time_ns())
+                self._apply(step.events)
+                if not self.ready.is_set() and not step.events and _is_our_pong(data):
+                    self.error = None
+                    self.ready.set()
+                self.changes.notify()
+
+    def _apply(self, events: Sequence[object]) -> None:
+        for event in events:
+            if isinstance(event, BboEvent):
+                top = self.tops.get(event.symbol, Top())
+                self.tops[event.symbol] = dataclasses.replace(
+                    top, bid=event.bid, ask=event.ask, position=(event.epoch, event.seq)
+                )
+            elif isinstance(event, StatusEvent):
+                top = self.tops.get(event.symbol, Top())
+                self.tops[event.symbol] = dataclasses.replace(
+                    top, state=event.state, reason=event.reason
+                )
+
+
+def _is_our_pong(data: str | bytes) -> bool:
+    try:
+        msg = decode_server_message(data)
+    except ProtocolError:
+        return False
+    return isinstance(msg, Pong) and msg.id == _PING_ID
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def terminal_size() -> tuple[int, int]:
+    """The terminal's columns and lines (``COLUMNS``/``LINES`` first; 80 x 24 when not a
+    terminal)."""
+    columns, lines = shutil.get_terminal_size((80, 24))
+    return columns, lines
+
+
+async def run_top(args: argparse.Namespace) -> int:
+    """Run ``top`` on the running loop: one frame with ``--once``, else until cancelled."""
+    from rich.console import Console
+    from rich.live import Live
+
+    urls = gateway_urls(args.url, args.token)
+    async with (
+        httpx.AsyncClient(headers=_headers(urls.token), timeout=args.timeout) as client,
+        asyncio.TaskGroup() as tasks,
+    ):
+        samples, health, subscribers = await read_http(client, urls)
+        symbols = [str(entry["symbol"]) for entry in health["symbols"]]
+        follower = None
+        if symbols:
+            follower = BookFollower(urls, symbols, args.interval, args.timeout)
+            follow_task = tasks.create_task(follower.run())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(args.timeout):
+                    await follower.ready.wait()
+            # Read again: the counters as of the books shown, this view's subscriber in.
+            samples, health, subscribers = await read_http(client, urls)
+
+        def reading(error: str | None) -> Reading:
+            tops: Mapping[str, Top] = {} if follower is None else follower.tops
+            if error is None and follower is not None:
+                error = follower.error
+            clock = time.strftime("%H:%M:%S")
+            return Reading(args.url, samples, health, subscribers, tops, error, clock)
+
+        try:
+            if args.once:
+                width, height = terminal_size()
+                console = Console(width=width, height=height)
+                console.print(top_frame(reading(None), width, height), crop=True)
+                return 0
+            console = Console()
+            error: str | None = None
+            with Live(console=console, screen=True, auto_refresh=False) as live:
+                while True:
+                    live.update(top_frame(reading(error), *console.size), refresh=True)
+                    await asyncio.sleep(args.interval)
+                    try:
+                        samples, health, subscribers = await read_http(client, urls)
+                        error = None
+                    except UsageError as exc:
+                        error = str(exc)
+        finally:
+            if follower is not None:
+                follow_task.cancel()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``top``; :func:`main` takes the namespace they produce."""
+    parser.add_argument(
+        "url", help="the gateway's base URL, e.g. http://127.0.0.1:8765 or ws://127.0.0.1:8765/"
+    )
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument(
+        "--interval",
+        type=seconds(positive=True),
+        default=1.0,
+        metavar="S",
+        help="seconds between two reads of the gateway",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds(positive=True),
+        default=5.0,
+        metavar="S",
+        help="seconds to wait for each answer of the gateway",
+    )
+    parser.add_argument(
+        "--token", help="the gateway's server.token, sent as Authorization: Bearer TOKEN"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``top`` until Ctrl-C (or one frame with ``--once``); returns the exit code."""
+    return run_loop(run_top(args))

@@ -1,0 +1,337 @@
+"""A venue that misbehaves, against SequencedBook: ids restarted on every connection, a
+mangled copy on one connection, a far-future id. In each, the book is checked after every
+input (:class:`Run`): never ``live`` while wrong, and right at the end."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pytest
+
+from feeds.binance import BinanceSpotRule
+from gateway.core.model import DepthDiff, DepthSnapshot, ReconnectWanted, SymbolState
+from gateway.core.sequenced import SequencedBook, Sync
+
+from .arbiter_streams import KEY, SYMBOL, VENUE, Run, TrueStream, choices, make_stream, merged
+
+WINDOW_NS = 100_000_000
+STEP_NS = 10_000_000
+FAR = 10**12
+LIVE, RESYNCING = SymbolState.LIVE, SymbolState.RESYNCING
+
+
+def book(**kw: int) -> SequencedBook:
+    return SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, **kw)
+
+
+def mangled(stream: TrueStream, index: int, conn: int, recv_ns: int) -> DepthDiff:
+    """Diff ``index`` with its last id ``u = U + 10^12``."""
+    first, _, bids, asks = stream.diffs[index]
+    return DepthDiff(VENUE, SYMBOL, first, first + FAR, -1, bids, asks, 0, recv_ns, conn)
+
+
+def far_future(after_id: int, conn: int, recv_ns: int) -> DepthDiff:
+    bids = (("95.00", "7"),)
+    return DepthDiff(VENUE, SYMBOL, after_id + FAR, after_id + FAR, -1, bids, (), 0, recv_ns, conn)
+
+
+def started(stream: TrueStream, conns: tuple[int, ...], lag_ns: int = 0) -> tuple[Run, list[int]]:
+    """A Run on ``stream`` built from its first snapshot; ``point[0]``: the diffs the venue
+    has made (set it as the test goes: REST snapshots are taken there)."""
+    point = [0]
+    run = Run(book(), lambda a: stream, lambda now: stream.snapshot(point[0], now), lag_ns)
+    for conn in conns:
+        run.connection(conn, True, 0)
+    run.diff(merged(stream, 0, 0, conns[0], 0), 0)
+    point[0] = 1
+    run.until(lag_ns)
+    assert run.arb.state is LIVE and run.arb.applied_id == stream.id_after(1)
+    return run, point
+
+
+# --- a venue that restarts its ids ----------------------------------------------------------
+
+
+@dataclass
+class RestartingVenue:
+    """A venue on stream ``old`` until it restarts its ids on stream ``new``; ``point``:
+    the diffs it has made in its current stream (its REST snapshots are taken there)."""
+
+    old: TrueStream
+    new: TrueStream
+    restarted: bool = False
+    point: int = 0
+
+    def snapshot(self, now_ns: int) -> DepthSnapshot:
+        return (self.new if self.restarted else self.old).snapshot(self.point, now_ns)
+
+    def run(self, lag_ns: int) -> Run:
+        """A Run whose book follows the new stream once it recognised the reset."""
+
+        def truth(arb: SequencedBook) -> TrueStream:
+            return self.new if arb.stats.venue_resets else self.old
+
+        run = Run(book(), truth, self.snapshot, lag_ns)
+        run.connection(0, True, 0)
+        run.connection(1, True, 0)
+        return run
+
+    def restart(self) -> None:
+        self.restarted, self.point = True, 0
+
+    def makes(self, run: Run, i: int, now_ns: int, *, lost: bool = False) -> None:
+        """The venue makes diff ``i`` of its stream; connections 0 and 1 deliver it."""
+        stream = self.new if self.restarted else self.old
+        self.point = i + 1
+        if not lost:
+            run.diff(merged(stream, i, i, 0, now_ns), now_ns)
+            run.diff(merged(stream, i, i, 1, now_ns), now_ns + 1)
+
+
+@pytest.mark.parametrize("reconnect", [False, True], ids=["same connections", "reconnected"])
+def test_a_venue_that_restarts_its_ids_is_recognised_and_the_book_rebuilt(reconnect: bool) -> None:
+    old = make_stream(choices(20))
+    new = make_stream(choices(40, shift=3), initial_id=10)  # ids start again at 11
+    assert new.books[0] != old.books[-1]
+    venue = RestartingVenue(old, new)
+    run = venue.run(lag_ns=2 * STEP_NS)
+    now = 0
+    for i in range(len(old.diffs)):
+        now += STEP_NS
+        venue.makes(run, i, now)
+    assert run.arb.state is LIVE and run.arb.applied_id == old.id_after(20)
+
+    venue.restart()
+    restart_ns = now
+    if reconnect:
+        for conn in (0, 1):
+            run.connection(conn, False, now)
+        for conn in (0, 1):
+            run.connection(conn, True, now)
+    for i in range(len(new.diffs)):
+        now += STEP_NS
+        venue.makes(run, i, now)
+    run.until(now + 10 * WINDOW_NS)
+
+    arb = run.arb
+    assert arb.state is LIVE and arb.applied_id == new.id_after(len(new.diffs))
+    assert arb.book.normalized() == new.books[-1]
+    assert (arb.stats.venue_resets, arb.stats.resyncs, arb.stats.gaps) == (1, 1, 0)
+    resyncing = [(t, r) for t, state, r in run.statuses() if state is RESYNCING]
+    assert len(resyncing) == 1 and resyncing[0][1].startswith("venue reset")
+    # Recognised within 1.25 reset windows (of twice the reorder window) and an update.
+    assert resyncing[0][0] - restart_ns <= 2 * WINDOW_NS * 5 // 4 + 2 * STEP_NS
+    assert run.statuses()[-1][1:] == (LIVE, "snapshot applied")
+    assert run.fetches == 2  # the first snapshot and the one after the reset
+
+
+def test_a_snapshot_below_the_book_while_every_connection_restarted_is_a_venue_reset() -> None:
+    old = make_stream(choices(20))
+    new = make_stream(choices(30, shift=5), initial_id=10)
+    venue = RestartingVenue(old, new)
+    # The REST snapshot of the resync comes back after the venue restarted.
+    run = venue.run(lag_ns=15 * STEP_NS)
+    run.diff(merged(old, 0, 0, 0, 0), 0)
+    venue.point = 1
+    run.until(15 * STEP_NS)
+    now = 15 * STEP_NS
+    for i in range(1, 12):
+        now += STEP_NS
+        venue.makes(run, i, now, lost=i == 8)  # lost on every connection: a gap
+    assert run.arb.sync is Sync.AWAITING_SNAPSHOT and run.arb.stats.gaps == 1
+    venue.restart()
+    for i in range(len(new.diffs)):
+        now += STEP_NS
+        venue.makes(run, i, now)
+    run.until(now + 10 * WINDOW_NS)
+
+    arb = run.arb
+    assert arb.state is LIVE and arb.book.normalized() == new.books[-1]
+    assert (arb.stats.venue_resets, arb.stats.resyncs, arb.stats.gaps) == (1, 1, 1)
+    reasons = [r for _, state, r in run.statuses() if state is RESYNCING]
+    assert reasons[0].startswith("gap ") and reasons[1].startswith("venue reset: snapshot id")
+
+
+def test_streams_behind_a_snapshot_ahead_of_them_are_not_a_venue_reset() -> None:
+    stream = make_stream(choices(30))
+    # The REST snapshot is 5 diffs ahead of both streams, which stay behind it for longer
+    # than the reset window: the book never moved past its snapshot, so nothing is wrong.
+    arb = SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS)
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    arb.on_diff(merged(stream, 0, 0, 0, 0), 0)
+    arb.on_snapshot(stream.snapshot(6), 0)
+    for i in range(0, 6):
+        arb.on_diff(merged(stream, i, i, 0, i * WINDOW_NS), i * WINDOW_NS)
+    assert arb.state is LIVE and arb.stats.venue_resets == 0 and arb.stats.resyncs == 0
+    arb.on_diff(merged(stream, 6, 6, 1, 7 * WINDOW_NS), 7 * WINDOW_NS)
+    assert arb.applied_id == stream.id_after(7) and arb.stats.venue_resets == 0
+
+
+# --- one mangled copy -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mangled_first", [False, True], ids=["true copy first", "mangled first"])
+@pytest.mark.parametrize("n_conns", [2, 3])
+def test_a_mangled_copy_on_one_connection_is_held_and_that_connection_reset(
+    mangled_first: bool, n_conns: int
+) -> None:
+    stream = make_stream(choices(30))
+    conns = tuple(range(n_conns))
+    run, point = started(stream, conns)
+    bad = n_conns - 1
+    now = 0
+    for i in range(1, len(stream.diffs)):
+        now += STEP_NS
+        point[0] = i + 1
+        copies = [
+            mangled(stream, i, c, now) if (i == 10 and c == bad) else merged(stream, i, i, c, now)
+            for c in conns
+        ]
+        if mangled_first:
+            copies.reverse()
+        for copy in copies:
+            run.diff(copy, now)
+    run.until(now + 10 * WINDOW_NS)
+
+    arb = run.arb
+    assert arb.state is LIVE and arb.applied_id == stream.id_after(len(stream.diffs))
+    assert arb.book.normalized() == stream.books[-1]
+    assert arb.stats.resyncs == 0 and run.statuses() == [(0, LIVE, "snapshot applied")]
+    bad_stats = arb.stats.conn(bad)
+    assert (bad_stats.implausible, bad_stats.disagreements) == (1, 1)
+    assert arb.stats.implausible == 1 and arb.stats.obsolete == 1
+    reconnects = [e for _, e in run.published if isinstance(e, ReconnectWanted)]
+    assert [e.conn_id for e in reconnects] == [bad]
+    assert reconnects[0].reason.startswith(f"implausible ids from conn {bad}")
+    assert not arb._held and arb.pending == 0 and arb.sync is Sync.SYNCED
+
+
+def test_a_mangled_copy_on_the_only_connection_is_never_applied_the_book_resyncs() -> None:
+    stream = make_stream(choices(30))
+    run, point = started(stream, (0,), lag_ns=STEP_NS)
+    now = 0
+    for i in range(1, len(stream.diffs)):
+        now += STEP_NS
+        point[0] = i + 1
+        run.diff(mangled(stream, i, 0, now) if i == 10 else merged(stream, i, i, 0, now), now)
+    run.until(now + 10 * WINDOW_NS)
+
+    arb = run.arb
+    assert arb.state is LIVE and arb.book.normalized() == stream.books[-1]
+    assert arb.stats.resyncs == 1 and arb.stats.conn(0).implausible == 1
+    reasons = [r for _, state, r in run.statuses() if state is RESYNCING]
+    assert reasons == [
+        f"implausible ids from conn 0: {stream.diffs[10][0]}-{stream.diffs[10][0] + FAR}"
+        " with no other connection to confirm them"
+    ]
+
+
+def test_an_implausible_jump_confirmed_by_another_connection_is_applied() -> None:
+    arb = book()
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    arb.on_snapshot(make_stream(choices(1)).snapshot(0), 0)
+    jump = DepthDiff(VENUE, SYMBOL, 1001, 1001 + FAR, -1, (("95.00", "1"),), (), 0, 0, 0)
+    assert arb.on_diff(jump, 0) == [] and arb.sync is Sync.HOLE
+    # Another connection's copy with other levels does not confirm it.
+    other = DepthDiff(VENUE, SYMBOL, 1001, 1001 + FAR, -1, (("95.00", "2"),), (), 0, 0, 1)
+    assert arb.on_diff(other, 0) == [] and arb.applied_id == 1000
+    same = DepthDiff(VENUE, SYMBOL, 1001, 1001 + FAR, -1, (("95.00", "1"),), (), 0, 0, 1)
+    out = arb.on_diff(same, 0)
+    assert arb.applied_id == 1001 + FAR and arb.stats.confirmed == 1
+    assert [type(e).__name__ for e in out] == ["BookDelta"]
+    assert arb.state is LIVE and arb.stats.resyncs == 0
+
+
+def test_an_unconfirmed_jump_is_a_gap_when_the_window_passes() -> None:
+    stream = make_stream(choices(10))
+    run, _ = started(stream, (0, 1), lag_ns=STEP_NS)
+    run.diff(mangled(stream, 1, 1, STEP_NS), STEP_NS)  # connection 1 then says nothing
+    assert run.arb.sync is Sync.HOLE and run.arb.applied_id == stream.id_after(1)
+    run.until(STEP_NS + WINDOW_NS)
+    assert run.arb.state is RESYNCING and run.arb.stats.resyncs == 1
+    assert run.statuses()[-1] == (
+        STEP_NS + WINDOW_NS,
+        RESYNCING,
+        f"implausible ids from conn 1: {stream.diffs[1][0]}-{stream.diffs[1][0] + FAR}"
+        " not confirmed within the reorder window",
+    )
+
+
+# --- a far-future id ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "conns, bad_goes_on",
+    [((0,), True), ((0, 1), False), ((0, 1), True)],
+    ids=["one connection", "its connection falls silent", "its connection goes on"],
+)
+def test_one_far_future_id_causes_at_most_one_resync(
+    conns: tuple[int, ...], bad_goes_on: bool
+) -> None:
+    stream = make_stream(choices(1000))
+    run, point = started(stream, conns, lag_ns=STEP_NS)
+    bad = conns[-1]
+    now = 0
+    # 10 s of updates every 10 ms; the far-future id comes after the 5th.
+    for i in range(1, len(stream.diffs)):
+        now += STEP_NS
+        point[0] = i + 1
+        for conn in conns:
+            if conn == bad and i > 5 and not bad_goes_on:
+                continue
+            run.diff(merged(stream, i, i, conn, now), now)
+            if conn == bad and i == 5:
+                run.diff(far_future(stream.id_after(i), bad, now), now)
+    run.until(now + 10 * WINDOW_NS)
+
+    arb = run.arb
+    assert arb.state is LIVE and arb.book.normalized() == stream.books[-1]
+    expected = 0 if len(conns) > 1 and bad_goes_on else 1
+    assert arb.stats.resyncs == arb.stats.gaps == expected
+    assert run.fetches == 1 + expected and arb.pending == 0
+    assert arb.stats.obsolete == 1  # the far-future id, forgotten
+    if expected == 0:
+        assert arb.stats.conn(bad).disagreements == 1
+
+
+def test_a_held_update_the_book_has_since_passed_is_forgotten_without_a_resync() -> None:
+    arb = book(max_id_jump=10)
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    arb.on_snapshot(make_stream(choices(1)).snapshot(0), 0)
+
+    def d(first: int, last: int, conn: int) -> DepthDiff:
+        return DepthDiff(VENUE, SYMBOL, first, last, -1, (("95.00", str(last)),), (), 0, 0, conn)
+
+    assert arb.on_diff(d(1001, 1030, 1), 0) == [] and arb.sync is Sync.HOLE  # jumps 30 > 10
+    for first, last in ((1001, 1010), (1011, 1020), (1021, 1028), (1029, 1031)):
+        arb.on_diff(d(first, last, 0), 0)
+    assert arb.sync is Sync.SYNCED and arb.deadline_ns() is None
+    assert arb.applied_id == 1031 and arb.stats.obsolete == 1
+    assert arb.on_timer(10 * WINDOW_NS) == [] and arb.stats.resyncs == 0
+
+
+def test_a_connection_disagreeing_again_and_again_is_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stream = make_stream(choices(40))
+    run, point = started(stream, (0, 1))
+    now = 0
+    with caplog.at_level(logging.WARNING, logger="gateway.core.sequenced"):
+        for i in range(1, len(stream.diffs)):
+            now += STEP_NS
+            point[0] = i + 1
+            run.diff(merged(stream, i, i, 0, now), now)
+            run.diff(
+                mangled(stream, i, 1, now) if i % 5 == 0 else merged(stream, i, i, 1, now), now
+            )
+    arb = run.arb
+    assert arb.stats.conn(1).disagreements == 7 and arb.stats.resyncs == 0
+    assert len([e for _, e in run.published if isinstance(e, ReconnectWanted)]) == 7
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([m for m in lines if "reconnecting it" in m]) == 1
+    assert len([m for m in lines if m.endswith(": held")]) == 1
+    assert arb.book.normalized() == stream.books[-1]

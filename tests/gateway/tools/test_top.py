@@ -1,0 +1,274 @@
+"""``mdgateway top``: one frame of a running gateway on a simulated venue, and the errors
+(a bad URL, a gateway not reachable, a URL that is not a gateway's, a token needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import http
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import msgspec
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from feeds.sim.simulators import SimBinanceSpot
+from gateway.core.model import SymbolState
+from gateway.io.service import Service
+from gateway.tools.cli import main
+from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.runtime import UsageError
+from gateway.tools.top import BookFollower, gateway_urls
+from gateway.wire.config import Config
+from tests.subscriber import mdgateway_output, serving
+
+if TYPE_CHECKING:
+    from tests.gateway.conftest import Run
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+KEYS = [f"binance:{symbol}" for symbol in SYMBOLS]
+TOKEN = "s3cret-token-0123456789"
+
+
+async def _mdgateway(*args: str, columns: int, lines: int) -> tuple[int, str, str]:
+    """``mdgateway ARGS`` in a terminal of ``columns`` x ``lines`` (``COLUMNS``, ``LINES``)."""
+    env = {"COLUMNS": str(columns), "LINES": str(lines)}
+    return await mdgateway_output(*args, timeout_s=30, env=env)
+
+
+# --- a running gateway ------------------------------------------------------------------------
+
+
+async def _start(tasks: asyncio.TaskGroup, service: Service) -> asyncio.Task[None]:
+    ready = asyncio.Event()
+    task = tasks.create_task(service.run(ready))
+    await ready.wait()
+    return task
+
+
+@contextlib.asynccontextmanager
+async def _running(config: Config) -> AsyncIterator[Service]:
+    """The gateway of ``config`` serving for the block's duration."""
+    service = Service(config)
+    async with asyncio.TaskGroup() as tasks:
+        task = await _start(tasks, service)
+        try:
+            yield service
+        finally:
+            task.cancel()
+
+
+async def _top_of_a_running_gateway() -> None:
+    async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
+        config = demo_config([(binance, sim)], port=0)
+        # Paused below: no stall may take the books out of live meanwhile.
+        venues = [msgspec.structs.replace(v, stall_timeout_s=120.0) for v in config.venues]
+        config = msgspec.structs.replace(config, venues=venues)
+        async with serving(config, KEYS) as (service, subscriber):
+            client = subscriber.client
+            await subscriber.until(lambda: all(client.book(k) is not None for k in KEYS), 20)
+            sim.pause()  # the books stay put: top must show exactly the gateway's top
+            last = {key: sim.last_id(key.partition(":")[2]) for key in KEYS}
+            await subscriber.until(lambda: subscriber.venue_ids == last, 10)
+
+            url = f"http://127.0.0.1:{service.port}"
+            code, out, err = await _mdgateway("top", "--once", url, columns=160, lines=50)
+            assert code == 0, err
+            lines = out.splitlines()
+            assert 0 < len(lines) <= 50 and all(len(line) <= 160 for line in lines)
+            assert lines[0].startswith(f"mdgateway top  {url}  ok  live 2/2")
+            for key in KEYS:
+                row = next(line for line in lines if line.startswith(f"{key} "))
+                book = service.books[key].book
+                (bid_px, bid_qty), (ask_px, ask_qty) = book.best_bid(), book.best_ask()
+                cells = row.split()
+                assert cells[1] == "live"
+                assert cells[2:6] == [bid_px, bid_qty, ask_px, ask_qty], row
+            endpoints = lines[lines.index("Upstream endpoints") + 3 : lines.index("Subscribers")]
+            assert [line.split()[:2] for line in endpoints] == [["0", "binance"], ["1", "binance"]]
+            assert all(" up " in line and "ws://127.0.0.1:" in line for line in endpoints)
+            # The strategy's subscriber and top's own, each with its lag.
+            start = lines.index("Subscribers")
+            assert "unsent" in lines[start + 1] and "behind for" in lines[start + 1]
+            subscribers = lines[start + 3 :]
+            assert len(subscribers) == 2 and all(" live " in line for line in subscribers)
+            assert all("127.0.0.1:" in line for line in subscribers)
+
+            # The same from its WebSocket URL, in 80 x 24: everything fits, nothing wraps.
+            ws_url = f"ws://127.0.0.1:{service.port}/"
+            code, out, err = await _mdgateway("top", "--once", ws_url, columns=80, lines=24)
+            assert code == 0, err
+            lines = out.splitlines()
+            assert 0 < len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+            assert lines[0].startswith(f"mdgateway top  {ws_url}  ok  live 2/2")
+            assert all(any(line.startswith(f"{key} ") for line in lines) for key in KEYS)
+            assert "Upstream endpoints" in lines and "Subscribers" in lines
+
+
+def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gateway(run: Run) -> None:
+    run(_top_of_a_running_gateway, 60)
+
+
+async def _a_gateway_with_a_token() -> None:
+    async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
+        config = demo_config([(binance, sim)], port=0)
+        server = msgspec.structs.replace(config.server, token=TOKEN)
+        config = msgspec.structs.replace(config, server=server)
+        async with _running(config) as service:
+            url = f"http://127.0.0.1:{service.port}"
+            code, _, err = await _mdgateway("top", "--once", url, columns=120, lines=40)
+            assert (code, err) == (
+                2,
+                f"mdgateway top: the gateway at {url}/healthz needs a token (401): "
+                "pass --token TOKEN\n",
+            )
+            # Sent on every request and on the WebSocket: the books are there.
+            code, out, err = await _mdgateway(
+                "top", "--once", url, "--token", TOKEN, columns=120, lines=40
+            )
+            assert code == 0, err
+            assert all(any(line.startswith(f"{key} ") for line in out.splitlines()) for key in KEYS)
+            assert "book stream" not in out.splitlines()[0], "no error of the WebSocket"
+
+
+def test_a_gateway_with_a_token_is_read_with_token(run: Run) -> None:
+    run(_a_gateway_with_a_token, 60)
+
+
+async def _follow_a_gateway_that_goes_away() -> None:
+    async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
+        service = Service(demo_config([(binance, sim)], port=0))
+        async with asyncio.TaskGroup() as tasks:
+            gateway = await _start(tasks, service)
+            urls = gateway_urls(f"ws://127.0.0.1:{service.port}/")
+            follower = BookFollower(urls, KEYS, retry_s=0.05, timeout_s=5.0)
+            following = tasks.create_task(follower.run())
+            tops = follower.tops
+
+            def live_with_a_top() -> bool:
+                return all(
+                    k in tops and tops[k].state is SymbolState.LIVE and tops[k].bid is not None
+                    for k in KEYS
+                )
+
+            async with asyncio.timeout(20):
+                await follower.ready.wait()
+                await follower.changes.wait_until(live_with_a_top)
+            assert follower.error is None
+            position = tops[KEYS[0]].position
+            assert position is not None and position[0] >= 1
+
+            gateway.cancel()  # the gateway goes away: every symbol stale, the reason shown
+            async with asyncio.timeout(10):
+                await follower.changes.wait_until(lambda: follower.error is not None)
+            assert all(tops[k].state is SymbolState.STALE for k in KEYS)
+            assert follower.error is not None and "book stream" in follower.error
+            following.cancel()
+
+
+def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gateway_goes(
+    run: Run,
+) -> None:
+    run(_follow_a_gateway_that_goes_away, 40)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _answer(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as stopped:
+        assert isinstance(stopped.code, int)
+        code = stopped.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["top", "ftp://127.0.0.1:8765"], "expected the gateway's base URL"),
+        (["top", "--once", "--interval", "0", "http://127.0.0.1:9"], "--interval: must be"),
+        # Port 9 (discard) on loopback: nothing listens there in the test environment.
+        (["top", "--once", "http://127.0.0.1:9"], "gateway not reachable at http://127.0.0.1:9/"),
+    ],
+)
+def test_a_bad_url_or_an_unreachable_gateway_is_one_line_and_exit_2(
+    argv: list[str], names: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _answer(argv, capsys)
+    assert code == 2
+    assert err.startswith("mdgateway top: ") and err.count("\n") == 1 and names in err, err
+
+
+def test_urls_of_every_accepted_form() -> None:
+    for url in (
+        "http://127.0.0.1:8765",
+        "ws://127.0.0.1:8765/",
+        "127.0.0.1:8765",
+        "http://127.0.0.1:8765/metrics",
+    ):
+        urls = gateway_urls(url)
+        assert (urls.http_base, urls.ws_url) == ("http://127.0.0.1:8765", "ws://127.0.0.1:8765/")
+    secure = gateway_urls("wss://gw.example/desk/?token=abc")
+    assert (secure.http_base, secure.ws_url) == (
+        "https://gw.example/desk",
+        "wss://gw.example/desk/",
+    )
+    assert secure.token == "abc" and gateway_urls("https://gw.example", "t").token == "t"
+    with pytest.raises(UsageError, match="base URL"):
+        gateway_urls("mailto:someone")
+
+
+@contextlib.asynccontextmanager
+async def _http_server(status: http.HTTPStatus, body: bytes) -> AsyncIterator[str]:
+    """A loopback HTTP server (not a gateway) answering every GET with ``status`` and
+    ``body``, or 401 without ``Authorization: Bearer TOKEN``; yields its base URL."""
+
+    def answer(conn: ServerConnection, request: Request) -> Response:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return conn.respond(http.HTTPStatus.UNAUTHORIZED, "token needed\n")
+        return conn.respond(status, body.decode())
+
+    async def never(conn: ServerConnection) -> None:
+        raise AssertionError("no WebSocket was expected")
+
+    async with serve(never, "127.0.0.1", 0, process_request=answer) as server:
+        port = server.sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+
+
+async def _top_once(*args: str) -> tuple[int, str]:
+    code, _, err = await _mdgateway("top", "--once", *args, columns=80, lines=24)
+    return code, err
+
+
+async def _refusals() -> None:
+    async with _http_server(http.HTTPStatus.NOT_FOUND, b"nothing here\n") as url:
+        assert await _top_once(url) == (
+            2,
+            f"mdgateway top: the gateway at {url}/healthz needs a token (401): "
+            "pass --token TOKEN\n",
+        )
+        code, err = await _top_once(url, "--token", "wrong")
+        assert code == 2 and "refused the token (401): check --token" in err
+        # The token is sent: past the 401, the answer is not a gateway's.
+        assert await _top_once(url, "--token", TOKEN) == (
+            2,
+            f"mdgateway top: {url} is not an mdgateway gateway: "
+            f"GET {url}/healthz answered 404 Not Found\n",
+        )
+    async with _http_server(http.HTTPStatus.OK, b"<html>hello</html>") as url:
+        code, err = await _top_once(f"{url}/?token={TOKEN}")
+        assert code == 2
+        assert err.startswith(f"mdgateway top: {url} is not an mdgateway gateway: ")
+
+
+def test_a_url_that_is_not_a_gateway_and_a_token_needed_are_named(run: Run) -> None:
+    run(_refusals, 60)
