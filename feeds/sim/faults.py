@@ -55,7 +55,7 @@ REST_STATUSES: Final = ("429", "418", "5xx", "500", "502", "503", "504")
 _FIVE_XX: Final = (500, 502, 503, 504)
 _NUMBER: Final = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _DURATION_RE: Final = re.compile(rf"({_NUMBER})(ms|s)?")
-_TARGET_RE: Final = re.compile(r"ep(\d+|\*)|rest|venue")
+_TARGET_RE: Final = re.compile(r"ep(\d+|\*)|rest(?:\[([A-Za-z0-9._-]+)\])?|venue")
 
 
 class FaultSpecError(ValueError):
@@ -135,6 +135,9 @@ class FaultSpec(msgspec.Struct, frozen=True):
     endpoints: dict[str, EndpointFaults] = {}
     rest: RestFaults = RestFaults()
     venue: VenueFaults = VenueFaults()
+    #: ``rest[SYMBOL]`` clauses: the REST faults of requests for that symbol (its
+    #: ``symbol`` query parameter), in place of ``rest``.
+    rest_by_symbol: dict[str, RestFaults] = {}
 
 
 class FrameFault(msgspec.Struct, frozen=True):
@@ -305,13 +308,16 @@ def parse(spec: str) -> FaultSpec:
     endpoints: dict[str, dict[str, object]] = {}
     rest: dict[str, object] = {}
     venue: dict[str, object] = {}
+    rest_by_symbol: dict[str, dict[str, object]] = {}
     for clause in "".join(spec.split()).split(";"):
         if not clause:
             continue
         target, colon, items = clause.partition(":")
         match = _TARGET_RE.fullmatch(target)
         if not colon or match is None:
-            raise FaultSpecError(f"bad target {target!r} in {clause!r} (ep<N>, ep*, rest or venue)")
+            raise FaultSpecError(
+                f"bad target {target!r} in {clause!r} (ep<N>, ep*, rest, rest[SYMBOL] or venue)"
+            )
         for token in items.split(","):
             if not token:
                 raise FaultSpecError(f"empty item in {clause!r}")
@@ -319,13 +325,18 @@ def parse(spec: str) -> FaultSpec:
                 _rest_item(token, rest)
             elif target == "venue":
                 _venue_item(token, venue)
+            elif match.group(2) is not None:
+                _rest_item(token, rest_by_symbol.setdefault(match.group(2), {}))
             else:
                 _endpoint_item(token, endpoints.setdefault(match.group(1), {}))
     try:
         return FaultSpec(
             {key: msgspec.convert(value, EndpointFaults) for key, value in endpoints.items()},
             msgspec.convert(rest, RestFaults),
-            msgspec.convert(venue, VenueFaults),
+            venue=msgspec.convert(venue, VenueFaults),
+            rest_by_symbol={
+                key: msgspec.convert(value, RestFaults) for key, value in rest_by_symbol.items()
+            },
         )
     except msgspec.ValidationError as exc:  # pragma: no cover - the items are typed above
         raise FaultSpecError(str(exc)) from None
@@ -493,10 +504,11 @@ class FaultPlan:
 
     # --- REST -----------------------------------------------------------------------------
 
-    def rest_fault(self, t_s: float, request_index: int = 0) -> RestFault | None:
-        """The fault of the ``request_index``-th REST request, arriving at ``t_s``; None
-        when it is answered normally and on time."""
-        rest = self.spec.rest
+    def rest_fault(self, t_s: float, request_index: int = 0, symbol: str = "") -> RestFault | None:
+        """The fault of the ``request_index``-th REST request, arriving at ``t_s``, for
+        ``symbol`` (its ``rest[SYMBOL]`` clauses replace the ``rest`` ones); None when it is
+        answered normally and on time."""
+        rest = self.spec.rest_by_symbol.get(symbol, self.spec.rest)
         draws = _Draws(self.seed, f"rest:{request_index}")
         chosen: str | None = None
         for window in rest.windows:

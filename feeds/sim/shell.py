@@ -63,6 +63,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Final, Self
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -640,7 +641,8 @@ class EndpointServer:
     async def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
         index = self._rest_requests
         self._rest_requests += 1
-        fault = self._faults.rest_fault(self.fault_time(), index) if self._faults else None
+        symbol = parse_qs(urlsplit(request.path).query).get("symbol", [""])[0]
+        fault = self._faults.rest_fault(self.fault_time(), index, symbol) if self._faults else None
         if fault:
             await asyncio.sleep(fault.extra_delay_s)
             if fault.status is not None:

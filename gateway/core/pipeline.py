@@ -26,6 +26,7 @@ from typing import Final, NamedTuple, Protocol
 
 import msgspec
 
+from gateway.core.activity import ActivityLimits, ActivityMonitor, Silence
 from gateway.core.arbiter import (
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
@@ -58,7 +59,9 @@ from gateway.core.model import (
     VenueNotice,
     symbol_key,
 )
+from gateway.core.rejections import named_symbols
 from gateway.core.replicated import ReplicatedBook
+from gateway.core.snapshots import SnapshotAttempts
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,12 @@ EVENT_LATENCY_BOUNDS_S: Final = (
 
 
 class FetchSnapshot(msgspec.Struct, frozen=True, gc=False):
-    """Fetch a REST snapshot of ``symbol``; hand it to :meth:`VenuePipeline.receive_snapshot`."""
+    """Fetch a REST snapshot of ``symbol``; hand it to :meth:`VenuePipeline.receive_snapshot`
+    with ``attempt``. A later FetchSnapshot of the symbol supersedes this one: the answer to
+    this attempt is then discarded (:class:`~gateway.core.snapshots.SnapshotAttempts`)."""
 
     symbol: str
+    attempt: int
 
 
 class Resubscribe(msgspec.Struct, frozen=True, gc=False):
@@ -98,6 +104,16 @@ class Reconnect(msgspec.Struct, frozen=True, gc=False):
     renew: bool = False
 
 
+class SymbolRejected(msgspec.Struct, frozen=True, gc=False):
+    """The venue refused ``symbol``: subscribe without it from now on (every connection's
+    next connect), and, with ``resend``, send the subscription of the venue's other
+    symbols on connection ``conn_id`` again (the venue refused that request whole)."""
+
+    conn_id: int
+    symbol: str
+    resend: bool
+
+
 class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
     """The book of ``symbol`` was rebuilt from a snapshot: the next snapshot fetch for it
     need not wait. Given only to a pipeline that fetches REST snapshots."""
@@ -113,7 +129,7 @@ class CaughtUp(msgspec.Struct, frozen=True, gc=False):
     conn_id: int
 
 
-Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt | CaughtUp
+Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt | CaughtUp | SymbolRejected
 
 
 class Step(msgspec.Struct, frozen=True, gc=False):
@@ -195,6 +211,14 @@ class VenueStats:
     #: Books (or replicas) the venue left crossed, on a venue whose books never cross
     #: (each symbol's count: ``SymbolStats.crossed_faults``).
     crossed_books: int = 0
+    #: REST snapshots discarded unused: answers to a superseded fetch attempt.
+    snapshots_superseded: int = 0
+    #: A symbol's channel found dead on a connection that carries other traffic
+    #: (:mod:`gateway.core.activity`), and dead channels that came back.
+    silent_channels: int = 0
+    revived_channels: int = 0
+    #: Symbols the venue refused (an error reply or a close reason naming them).
+    rejected_symbols: int = 0
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
@@ -213,6 +237,10 @@ class VenuePipeline:
     ``max_levels``: the cap of each book's levels per side; None: the venue's default.
     ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
     ``epoch_base``: the epoch before each book's first one (its first is ``epoch_base + 1``).
+    ``activity``: watch each symbol's channel per connection (:mod:`gateway.core.activity`):
+    a channel dead on a connection that carries other traffic counts as that connection
+    down for the symbol (the arbiter decides; dead everywhere: ``stale``, with the silence
+    as its reason) and is resubscribed on that connection where the venue can; None: off.
     """
 
     def __init__(
@@ -227,6 +255,7 @@ class VenuePipeline:
         max_levels: int | None = None,
         max_id_jump: int | None = None,
         epoch_base: int = 0,
+        activity: ActivityLimits | None = None,
     ) -> None:
         self.venue = venue
         self.max_levels = max_levels
@@ -246,6 +275,8 @@ class VenuePipeline:
         #: Crossed-book log lines, limited per symbol.
         self.crossed_log = LogLimiter()
         self.sequences = ConnectionSequenceChecker()
+        #: The current REST snapshot attempt of each symbol.
+        self.snapshot_attempts = SnapshotAttempts()
         self.books: dict[str, SymbolArbiter] = {}
         self.trades: dict[str, TradeDedup] = {}
         self._open = symbols is None
@@ -265,6 +296,20 @@ class VenuePipeline:
         self._catching_up: dict[int, dict[str, int]] = {}
         #: Per watched connection: the applied id of each built book when the watch began.
         self._catch_up_targets: dict[int, dict[str, int]] = {}
+        #: Each symbol's channel per connection; None: not watched.
+        self.activity = None if activity is None else ActivityMonitor(activity)
+        #: When the channels are next checked (a quarter of the shortest silence apart).
+        self._activity_check_ns = 0
+        self._activity_every_ns = (
+            0 if activity is None else int(activity.min_silence_s / 4 * 1_000_000_000)
+        )
+        #: Silence log lines, limited per symbol.
+        self.silence_log = LogLimiter()
+        #: Symbols the venue refused, by key: why (``stale`` with it as reason, for good).
+        self.rejected: dict[str, str] = {}
+        #: (connection, symbol) rejections already acted on (a venue may refuse one symbol
+        #: once per request, Coinbase once per channel); cleared when the connection ends.
+        self._rejected_on: set[tuple[int, str]] = set()
         for symbol in symbols or ():
             self._new_book(symbol_key(venue.venue, symbol), 0)
 
@@ -279,6 +324,9 @@ class VenuePipeline:
             self.reject_frame(conn_id, raw, exc)
             return step
         trade_only = conn_id in self.trade_conn_ids
+        activity = self.activity
+        if activity is not None and not trade_only:
+            activity.frame(conn_id, now_ns / 1e9)
         for event in events:
             if trade_only and isinstance(event, DepthDiff | DepthSnapshot):
                 self.stats.book_updates_on_trade_connections += 1
@@ -286,10 +334,14 @@ class VenuePipeline:
             if isinstance(event, DepthDiff):
                 if event.event_ms > 0:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
+                if activity is not None:
+                    self._active(activity, event.symbol, conn_id, now_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     self._take(book, book.on_diff(event, now_ns), step, now_ns)
             elif isinstance(event, DepthSnapshot):
+                if activity is not None:
+                    self._active(activity, event.symbol, conn_id, now_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     self._take(book, book.on_snapshot(event, now_ns), step, now_ns)
@@ -352,10 +404,16 @@ class VenuePipeline:
             return replica is not None and replica.valid
         return target_id is None or seen_id >= target_id
 
-    def receive_connection(self, conn_id: int, up: bool, now_ns: int) -> Step:
-        """Connection ``conn_id`` came up or went down."""
+    def receive_connection(self, conn_id: int, up: bool, now_ns: int, reason: str = "") -> Step:
+        """Connection ``conn_id`` came up or went down; ``reason``: why it ended (the
+        venue's close reason), which may name symbols the venue refuses (Binance closes a
+        connection whose URL names an unknown symbol)."""
         step = Step([], [])
         self.sequences.reset(conn_id)
+        if not up:
+            self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
+            if reason:
+                self._rejections(conn_id, reason, step, resend=False)
         if conn_id in self._catching_up:
             self._catching_up[conn_id] = {}  # a watched connection starts its catch-up over
         if conn_id in self.trade_conn_ids:
@@ -364,13 +422,26 @@ class VenuePipeline:
             self._up[conn_id] = None
         else:
             self._up.pop(conn_id, None)
+        if self.activity is not None:
+            if up:
+                symbols = [key.partition(":")[2] for key in self.books if key not in self.rejected]
+                self.activity.connection_up(conn_id, symbols, now_ns / 1e9)
+            else:
+                self.activity.connection_down(conn_id)
         for book in self.books.values():
             self._take(book, book.on_connection(conn_id, up, now_ns), step, now_ns)
         return step
 
-    def receive_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
-        """A parsed REST snapshot (as :class:`FetchSnapshot` asked)."""
+    def receive_snapshot(
+        self, snapshot: DepthSnapshot, now_ns: int, attempt: int | None = None
+    ) -> Step:
+        """A parsed REST snapshot, the answer to :class:`FetchSnapshot` ``attempt``: an
+        answer to a superseded attempt is discarded (``stats.snapshots_superseded``).
+        ``attempt`` None: not tagged (a capture's REST record), used as it comes."""
         step = Step([], [])
+        if attempt is not None and not self.snapshot_attempts.admit(snapshot.symbol, attempt):
+            self.stats.snapshots_superseded += 1
+            return step
         book = self.books.get(snapshot.key)
         if book is None and self._open and snapshot.venue == self.venue.venue:
             book = self._new_book(snapshot.key, now_ns)
@@ -392,8 +463,14 @@ class VenuePipeline:
         return self.receive_snapshot(snapshot, now_ns)
 
     def on_timer(self, now_ns: int) -> Step:
-        """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`)."""
+        """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`),
+        and checks the channels' activity (where watched) every quarter of the shortest
+        silence."""
         step = Step([], [])
+        if self.activity is not None and now_ns >= self._activity_check_ns:
+            self._activity_check_ns = now_ns + self._activity_every_ns
+            for silence in self.activity.check(now_ns / 1e9):
+                self._silent(silence, step, now_ns)
         for key in list(self._waiting):
             book = self.books[key]
             deadline = book.deadline_ns()
@@ -428,8 +505,9 @@ class VenuePipeline:
 
     @property
     def timer_armed(self) -> bool:
-        """True while some book may have a deadline: call :meth:`on_timer` now and then."""
-        return bool(self._waiting)
+        """True while some book may have a deadline, or channels are watched: call
+        :meth:`on_timer` now and then."""
+        return bool(self._waiting) or self.activity is not None
 
     def deadline_ns(self) -> int | None:
         """The earliest reorder-window deadline, or None."""
@@ -441,7 +519,12 @@ class VenuePipeline:
         book = self.books.get(key)
         if book is None or not book.has_book:
             return None
-        return BookState(book.book, book.epoch, book.seq, book.applied_id, book.state)
+        return BookState(book.book, book.epoch, book.seq, book.applied_id, self.state(key))
+
+    def state(self, key: str) -> SymbolState:
+        """The state of a carried symbol: its arbiter's, or ``stale`` when the venue
+        refused it."""
+        return SymbolState.STALE if key in self.rejected else self.books[key].state
 
     # --- internals --------------------------------------------------------------------------
 
@@ -480,6 +563,9 @@ class VenuePipeline:
         """Publications of ``book`` to the step; its commands become actions."""
         if book.deadline_ns() is not None:
             self._waiting.add(book.key)
+        if book.key in self.rejected:
+            # Told stale with the venue's refusal for good: the arbiter's changes are moot.
+            events = [e for e in events if not isinstance(e, StatusChange)]
         publications = step.publications
         for event in events:
             if type(event) is BookDelta:
@@ -532,7 +618,7 @@ class VenuePipeline:
 
     def _snapshot_wanted(self, symbol: str, step: Step) -> None:
         if self.rest_snapshots:
-            step.actions.append(FetchSnapshot(symbol))
+            step.actions.append(FetchSnapshot(symbol, self.snapshot_attempts.start(symbol)))
         else:
             # No REST snapshot: every connection subscribes again for an in-band one.
             for conn_id in self._up:
@@ -542,6 +628,97 @@ class VenuePipeline:
         if self.venue.resubscribe_messages is not None:
             self.stats.resubscribes += 1
             step.actions.append(Resubscribe(conn_id, symbol))
+
+    def _active(self, activity: ActivityMonitor, symbol: str, conn_id: int, now_ns: int) -> None:
+        """A book message of ``symbol`` on ``conn_id``: the arbiter sees the connection as
+        up again with it (its own update handling)."""
+        if activity.update(symbol, conn_id, now_ns / 1e9):
+            self.stats.revived_channels += 1
+            log.info(
+                "%s:%s: updates back on conn %d",
+                self.venue.venue,
+                symbol,
+                conn_id,
+                extra={"venue": self.venue.venue, "symbol": symbol, "connection": conn_id},
+            )
+
+    def _silent(self, silence: Silence, step: Step, now_ns: int) -> None:
+        """``silence.symbol``'s channel died on a connection that still carries traffic:
+        that connection counts as down for the symbol, and the symbol is resubscribed on it."""
+        assert self.activity is not None
+        key = symbol_key(self.venue.venue, silence.symbol)
+        book = self.books.get(key)
+        if book is None:
+            return
+        self.stats.silent_channels += 1
+        usual = (
+            "no usual rate yet"
+            if silence.usual_s is None
+            else f"usual every {silence.usual_s:.3g} s"
+        )
+        suppressed = self.silence_log.admit(key, now_ns / 1e9)
+        if suppressed is not None:
+            more = f" ({suppressed} similar suppressed)" if suppressed else ""
+            log.warning(
+                "%s: no updates on conn %d for %.3g s (%s) while the connection carries "
+                "other traffic; resubscribing there%s",
+                key,
+                silence.conn_id,
+                silence.silent_s,
+                usual,
+                more,
+                extra={
+                    "venue": self.venue.venue,
+                    "symbol": silence.symbol,
+                    "connection": silence.conn_id,
+                },
+            )
+        events = book.on_connection(silence.conn_id, False, now_ns)
+        if self.activity.dead_everywhere(silence.symbol):
+            reason = self.activity.stale_reason(silence.symbol, now_ns / 1e9)
+            events = [
+                StatusChange(e.key, e.state, reason)
+                if isinstance(e, StatusChange) and e.state is SymbolState.STALE
+                else e
+                for e in events
+            ]
+        self._take(book, events, step, now_ns)
+        self._resubscribe(silence.conn_id, silence.symbol, step)
+
+    def _rejections(self, conn_id: int, detail: str, step: Step, *, resend: bool) -> None:
+        """The venue's error (or close reason) ``detail`` on ``conn_id``: every carried
+        symbol it names that never delivered anything is refused (one that did is known to
+        the venue: its error is another, such as a duplicate subscription); the venue's
+        other symbols go on without it."""
+        if self._open:
+            return
+        silent = [
+            key.partition(":")[2]
+            for key, book in self.books.items()
+            if not book.has_book and not any(c.received for c in book.stats.connections.values())
+        ]
+        for symbol in named_symbols(detail, silent):
+            if (conn_id, symbol) in self._rejected_on:
+                continue
+            self._rejected_on.add((conn_id, symbol))
+            key = symbol_key(self.venue.venue, symbol)
+            if key not in self.rejected:
+                self._reject(key, symbol, detail, step)
+            step.actions.append(SymbolRejected(conn_id, symbol, resend))
+
+    def _reject(self, key: str, symbol: str, detail: str, step: Step) -> None:
+        reason = f"rejected by the venue: {detail}"
+        self.rejected[key] = reason
+        self.stats.rejected_symbols += 1
+        if self.activity is not None:
+            self.activity.forget(symbol)
+        log.warning(
+            "%s: %s; the venue's other symbols go on without it",
+            key,
+            reason,
+            extra={"venue": self.venue.venue, "symbol": symbol},
+        )
+        step.publications.append(StatusChange(key, SymbolState.STALE, reason))
 
     def _trade(self, trade: Trade, step: Step) -> None:
         dedup = self.trades.get(trade.key)
@@ -579,6 +756,7 @@ class VenuePipeline:
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:
         self.stats.notices += 1
         if notice.kind == "error":
+            self._rejections(conn_id, notice.detail, step, resend=True)
             log.warning(
                 "conn %d: venue error: %s",
                 conn_id,

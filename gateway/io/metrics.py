@@ -78,6 +78,18 @@ VENUE_STATS: Final = (
         "book_updates_on_trade_connections",
         "Book updates received on trade-only connections, ignored.",
     ),
+    Stat(
+        "venue_snapshots_superseded",
+        "snapshots_superseded",
+        "REST snapshots discarded: answers to a superseded fetch attempt.",
+    ),
+    Stat(
+        "venue_silent_channels",
+        "silent_channels",
+        "Symbol channels found dead on a connection that carries other traffic.",
+    ),
+    Stat("venue_revived_channels", "revived_channels", "Dead symbol channels that came back."),
+    Stat("venue_rejected_symbols", "rejected_symbols", "Symbols the venue refused."),
 )
 
 #: gateway.io.upstream.FetcherStats; labels venue.
@@ -91,6 +103,12 @@ FETCHER_STATS: Final = (
         "rest_rate_limit_wait_seconds",
         "rate_limit_wait_s",
         "Seconds waited for the REST weight budget.",
+    ),
+    Stat(
+        "snapshot_requests_in_flight",
+        "in_flight",
+        "REST snapshot requests in flight.",
+        counter=False,
     ),
 )
 

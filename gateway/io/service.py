@@ -21,11 +21,12 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 
 from gateway.core import pipeline
+from gateway.core.activity import ActivityLimits
 from gateway.core.arbiter import SymbolArbiter, SymbolStats
 from gateway.core.backoff import Backoff
 from gateway.core.budget import AttemptBudget
@@ -76,6 +77,8 @@ class SlotSpec:
     trades_only: bool = False
     #: A standby endpoint's: opened only while every primary is silent.
     standby: bool = False
+    #: The configured endpoint the URL was built from (to build it again for other symbols).
+    endpoint: str = ""
 
 
 class VenueRuntime:
@@ -123,6 +126,8 @@ class VenueRuntime:
         self._retiring: set[int] = set()
         #: Connections that carry trades only: the books are not told of them.
         self.trade_connections: set[int] = set()
+        #: The symbols subscribed: the configured ones the venue did not refuse.
+        self.subscribed = list(cfg.symbols)
         self.fetcher: SnapshotFetcher | None = None
         if self.adapter.snapshot_url is not None and cfg.rest:
             self.fetcher = SnapshotFetcher(
@@ -131,6 +136,8 @@ class VenueRuntime:
                 limit=cfg.snapshot_limit,
                 on_snapshot=self.on_snapshot,
                 timeout_s=cfg.rest_timeout_s,
+                backoff_max_s=cfg.snapshot_backoff_max_s,
+                max_concurrent=cfg.max_concurrent_snapshots,
                 on_response=None if capture is None else capture.record_rest,
                 max_body_bytes=cfg.max_rest_body_bytes,
             )
@@ -143,6 +150,9 @@ class VenueRuntime:
             rest_snapshots=self.fetcher is not None,
             max_levels=cfg.max_levels,
             epoch_base=epoch_base,
+            activity=None
+            if cfg.silence_factor == 0
+            else ActivityLimits(cfg.silence_factor, cfg.silence_min_s, cfg.silence_max_s),
         )
         subscribe = self.adapter.subscribe_messages(cfg.symbols)
         endpoints = [e for e in cfg.endpoints for _ in range(cfg.connections_per_endpoint)]
@@ -152,12 +162,14 @@ class VenueRuntime:
                     self.adapter.stream_url(endpoint, cfg.symbols),
                     subscribe,
                     self.adapter.ping_message,
+                    endpoint=endpoint,
                 )
             )
         trade_endpoint, trade_url = self.adapter.trade_endpoint, self.adapter.trade_stream_url
         if trade_endpoint is not None and trade_url is not None:
             for endpoint in dict.fromkeys(trade_endpoint(e) for e in cfg.endpoints):
-                self._add_slot(SlotSpec(trade_url(endpoint, cfg.symbols), trades_only=True))
+                url = trade_url(endpoint, cfg.symbols)
+                self._add_slot(SlotSpec(url, trades_only=True, endpoint=endpoint))
         #: Connection scores, the replacement of a worst connection, standby endpoints.
         self.scorer = Scorer()
         self.replacement = ReplacementPolicy(
@@ -175,6 +187,7 @@ class VenueRuntime:
                     subscribe,
                     self.adapter.ping_message,
                     standby=True,
+                    endpoint=endpoint,
                 )
                 self.standby_slots.append(slot)
 
@@ -446,12 +459,16 @@ class VenueRuntime:
                 self.capture.record_connect(conn_id, url, self.cfg.venue)
             else:
                 self.capture.record_disconnect(conn_id, url)
-        self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns()))
+        # Why it ended: the venue's close reason may name a symbol it refuses.
+        reason = "" if up else self.connections[conn_id].stats.last_error
+        self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns(), reason))
         if not up:
             self._renew(self.renewals.down(conn_id))
 
-    def on_snapshot(self, snapshot: DepthSnapshot) -> None:
-        self._act(self.pipeline.receive_snapshot(snapshot, self._clock_ns()))
+    def on_snapshot(self, snapshot: DepthSnapshot, attempt: int | None = None) -> None:
+        """The fetcher's answer to ``attempt`` (discarded by the pipeline when superseded);
+        None: not tagged, used as it comes."""
+        self._act(self.pipeline.receive_snapshot(snapshot, self._clock_ns(), attempt))
 
     def on_timer(self) -> None:
         self._act(self.pipeline.on_timer(self._clock_ns()))
@@ -467,7 +484,7 @@ class VenueRuntime:
         for action in step.actions:
             if isinstance(action, pipeline.FetchSnapshot):
                 if self.fetcher is not None:
-                    self.fetcher.request(action.symbol)
+                    self.fetcher.request(action.symbol, action.attempt)
             elif isinstance(action, pipeline.Resubscribe):
                 connection = self.connections.get(action.conn_id)
                 resubscribe = self.adapter.resubscribe_messages
@@ -476,6 +493,8 @@ class VenueRuntime:
             elif isinstance(action, pipeline.BookRebuilt):
                 if self.fetcher is not None:
                     self.fetcher.succeeded(action.symbol)
+            elif isinstance(action, pipeline.SymbolRejected):
+                self._without(action)
             elif isinstance(action, pipeline.Reconnect):
                 if action.renew:
                     self._renew(self.renewals.due(action.conn_id, "notice"))
@@ -486,6 +505,29 @@ class VenueRuntime:
         if step.publications:
             self._publish(step.publications)
         return reconnect
+
+    def _without(self, rejected: pipeline.SymbolRejected) -> None:
+        """Subscribes every connection without the symbols the venue refused, from its next
+        connect on; sends the rest again on the connection whose request was refused."""
+        symbols = [s for s in self.subscribed if s != rejected.symbol]
+        if not symbols:
+            return  # nothing left to subscribe: the connections stay as they are
+        if symbols != self.subscribed:
+            self.subscribed = symbols
+            subscribe = self.adapter.subscribe_messages(symbols)
+            trade_url = self.adapter.trade_stream_url
+            for slot, spec in self.slots.items():
+                if not spec.trades_only:
+                    url = self.adapter.stream_url(spec.endpoint, symbols)
+                    self.slots[slot] = replace(spec, url=url, subscribe_messages=subscribe)
+                elif trade_url is not None:
+                    self.slots[slot] = replace(spec, url=trade_url(spec.endpoint, symbols))
+            for connection in self.connections.values():
+                spec = self.slots[connection.slot]
+                connection.subscribe_with(spec.url, spec.subscribe_messages)
+        refused = self.connections.get(rejected.conn_id)
+        if rejected.resend and refused is not None:
+            refused.send(self.adapter.subscribe_messages(symbols))
 
 
 def subscribers_answer(fanout: Fanout) -> HttpAnswer:
@@ -553,7 +595,7 @@ class Service:
         return None if owner is None else owner.book_state(key)
 
     def symbols(self) -> list[tuple[str, SymbolState]]:
-        return [(key, book.state) for key, book in self._books.items()]
+        return [(key, self._pipelines[key].state(key)) for key in self._books]
 
     def symbol_stats(self, key: str) -> SymbolStats:
         return self._books[key].stats

@@ -168,6 +168,12 @@ class Connection:
         """When the connection last received a frame or opened (``clock_s``); None: never."""
         return self._last_recv_s if self.stats.connects else None
 
+    def subscribe_with(self, url: str, subscribe_messages: Sequence[bytes]) -> None:
+        """From the next connect on, open ``url`` and send ``subscribe_messages`` (the
+        venue refused a symbol: the others are subscribed without it)."""
+        self.url = url
+        self._subscribe_messages = list(subscribe_messages)
+
     def send(self, messages: Sequence[bytes]) -> bool:
         """Queue text messages for the venue. False (and nothing queued) when the
         connection is down (subscriptions are sent again on connect) or its queue is full."""
@@ -391,6 +397,9 @@ class FetcherStats:
     rate_limit_wait_s: float = 0.0
     #: Responses abandoned because their body exceeded ``max_body_bytes`` (in ``failures``).
     oversized: int = 0
+    #: Requests in flight now, and the most ever in flight at once.
+    in_flight: int = 0
+    max_in_flight: int = 0
     last_error: str = ""
     by_base: dict[str, int] = field(default_factory=dict)
 
@@ -405,15 +414,25 @@ class RateLimited(Exception):
         self.retry_after_s = retry_after_s
 
 
-class SnapshotFetcher:
-    """Fetches REST snapshots on request, off the reader path.
+#: on_snapshot(snapshot, attempt): the answer to the request of that attempt.
+SnapshotHandler = Callable[[DepthSnapshot, int], None]
 
-    Requests are deduplicated per symbol (the queue holds each symbol once, so it is
-    bounded by the number of symbols). The venue's REST bases are tried in order; a
-    429/418 is honoured with its Retry-After for every base; the request weight used per
-    minute is kept under the venue's budget (:class:`gateway.core.budget.WeightBudget`,
-    on ``clock_s``). Repeated requests for the same symbol back off, so a snapshot that
-    keeps coming back older than the stream does not hammer the venue.
+
+class SnapshotFetcher:
+    """Fetches REST snapshots on request, off the reader path, each symbol on its own.
+
+    Each symbol with a request gets its own task (at most one per symbol, so the tasks are
+    bounded by the number of symbols), which retries with the symbol's own backoff: one
+    symbol's failures never delay another's snapshot. At most ``max_concurrent`` requests
+    are in flight at once, and all of them share the venue's REST weight budget
+    (:class:`gateway.core.budget.WeightBudget`, on ``clock_s``): a 429/418 blocks every
+    symbol for its Retry-After (the venue bans the IP, not a symbol). The venue's REST bases
+    are tried in order.
+
+    Every request carries its attempt id (:meth:`request`); the snapshot is handed back
+    with the attempt that was current when its request was sent, and fetched again when a
+    newer attempt was asked meanwhile. The pipeline discards answers to superseded attempts
+    (:class:`gateway.core.snapshots.SnapshotAttempts`).
 
     Bodies are read as a stream and abandoned (a failed fetch, :class:`BodyTooLarge`) as
     soon as they pass ``max_body_bytes``, decompressed; a declared ``Content-Length`` above
@@ -426,10 +445,11 @@ class SnapshotFetcher:
         rest_bases: list[str],
         *,
         limit: int,
-        on_snapshot: Callable[[DepthSnapshot], None],
+        on_snapshot: SnapshotHandler,
         timeout_s: float,
         backoff_initial_s: float = 0.25,
         backoff_max_s: float = 30.0,
+        max_concurrent: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
         on_response: Callable[[str, bytes, int], object] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
@@ -437,6 +457,8 @@ class SnapshotFetcher:
     ) -> None:
         if adapter.snapshot_url is None or adapter.parse_snapshot is None:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
         self._adapter = adapter
         self._snapshot_url = adapter.snapshot_url
         self._parse_snapshot = adapter.parse_snapshot
@@ -447,11 +469,16 @@ class SnapshotFetcher:
         self._transport = transport
         #: on_response(url, body, recv_ns): every 200 response body, before it is parsed.
         self._on_response = on_response
+        #: Symbols whose task is to be started (each symbol once: bounded by the symbols).
         self._queue: asyncio.Queue[str] = asyncio.Queue()
+        #: Symbols queued or with a task running.
         self._queued: set[str] = set()
+        #: The latest attempt asked per symbol.
+        self._wanted: dict[str, int] = {}
         self._backoffs: dict[str, Backoff] = {}
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
+        self._max_concurrent = max_concurrent
         self._clock_s = clock_s
         self._max_body_bytes = max_body_bytes
         self._log = LimitedLog(log, clock_s=clock_s)
@@ -459,8 +486,11 @@ class SnapshotFetcher:
         self.budget = WeightBudget(adapter.rest_weight_per_minute)
         self.stats = FetcherStats()
 
-    def request(self, symbol: str) -> None:
-        """Ask for a snapshot of ``symbol``; a request already queued is not repeated."""
+    def request(self, symbol: str, attempt: int) -> None:
+        """Ask for a snapshot of ``symbol`` for ``attempt``; a symbol already being fetched
+        is not fetched twice at once (its answer goes to the latest attempt asked, or it
+        is fetched again for it)."""
+        self._wanted[symbol] = attempt
         if symbol not in self._queued:
             self._queued.add(symbol)
             self._queue.put_nowait(symbol)
@@ -473,27 +503,47 @@ class SnapshotFetcher:
 
     async def run(self) -> None:
         """Runs until cancelled."""
-        async with httpx.AsyncClient(
-            timeout=self._timeout_s, transport=self._transport, follow_redirects=False
-        ) as client:
+        slots = asyncio.Semaphore(self._max_concurrent)
+        async with (
+            httpx.AsyncClient(
+                timeout=self._timeout_s, transport=self._transport, follow_redirects=False
+            ) as client,
+            asyncio.TaskGroup() as tasks,
+        ):
             while True:
                 symbol = await self._queue.get()
-                await self._fetch(client, symbol)
-                self._queued.discard(symbol)
+                tasks.create_task(self._symbol(client, slots, symbol), name=f"snapshot-{symbol}")
 
-    async def _fetch(self, client: httpx.AsyncClient, symbol: str) -> None:
+    async def _symbol(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, symbol: str
+    ) -> None:
+        """Fetches ``symbol`` until a snapshot answered its latest attempt."""
+        try:
+            while True:
+                attempt = self._wanted[symbol]
+                snapshot = await self._fetch(client, slots, symbol)
+                self._on_snapshot(snapshot, attempt)
+                if self._wanted[symbol] == attempt:
+                    return
+        finally:
+            self._queued.discard(symbol)
+
+    async def _fetch(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, symbol: str
+    ) -> DepthSnapshot:
         backoff = self._backoffs.setdefault(
-            symbol, Backoff(self._backoff_initial_s, self._backoff_max_s)
+            symbol, Backoff(min(self._backoff_initial_s, self._backoff_max_s), self._backoff_max_s)
         )
         if backoff.failures:
             await asyncio.sleep(backoff.next_delay_s())
         else:
             backoff.failures = 1  # a second request soon after this one waits
         while True:
-            await self._respect_limits()
             for base in self._bases:
                 try:
-                    snapshot = await self._get(client, base, symbol)
+                    async with slots:
+                        await self._respect_limits()
+                        snapshot = await self._get(client, base, symbol)
                 except RateLimited as exc:
                     self.stats.rate_limited += 1
                     self.budget.rate_limited(exc.retry_after_s, self._clock_s())
@@ -511,14 +561,24 @@ class SnapshotFetcher:
                 FD_EXHAUSTION.succeeded()
                 self.stats.snapshots += 1
                 self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
-                self._on_snapshot(snapshot)
-                return
+                return snapshot
+            # Only this symbol waits: the others' requests go on.
             await asyncio.sleep(backoff.next_delay_s())
 
     async def _get(self, client: httpx.AsyncClient, base: str, symbol: str) -> DepthSnapshot:
         url = self._snapshot_url(base, symbol, self._limit)
         self.stats.requests += 1
         self.budget.spend(self._weight, self._clock_s())
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            return await self._get_in_flight(client, url, symbol)
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _get_in_flight(
+        self, client: httpx.AsyncClient, url: str, symbol: str
+    ) -> DepthSnapshot:
         async with client.stream("GET", url) as response:
             if response.status_code in RATE_LIMIT_STATUSES:
                 retry_after = retry_after_s(response.headers.get("Retry-After", ""))

@@ -216,6 +216,18 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     standby_after_s: PositiveFloat = 10.0
     standby_release_after_s: NonNegativeFloat = 60.0
     rest_timeout_s: PositiveFloat = 10.0
+    #: REST snapshot requests in flight at once for the venue (each symbol fetches and
+    #: retries on its own, within the venue's weight budget).
+    max_concurrent_snapshots: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    #: A symbol's failed snapshot fetches are retried after a backoff from 0.25 s,
+    #: doubling, up to this.
+    snapshot_backoff_max_s: PositiveFloat = 30.0
+    #: A symbol's channel silent on a connection that carries other traffic for this many
+    #: times its usual interval between updates, bounded by ``silence_min_s`` and
+    #: ``silence_max_s``, is dead on that connection (0: not watched).
+    silence_factor: NonNegativeFloat = 20.0
+    silence_min_s: PositiveFloat = 5.0
+    silence_max_s: PositiveFloat = 300.0
     #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
     #: snapshot is well under 1 MiB).
     max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024
@@ -296,6 +308,8 @@ def validate(config: Config) -> Config:
                     f"{where}.max_levels: must be >= {floor}, the depth of the venue's "
                     "snapshots (its maintained depth, or snapshot_limit)"
                 )
+        if venue.silence_max_s < venue.silence_min_s:
+            raise ConfigError(f"{where}.silence_max_s: must be >= silence_min_s")
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")
     return config

@@ -604,3 +604,16 @@ async def test_the_replay_server_applies_the_misbehaviours() -> None:
         first_id = plan.restart_first_id(900.0)
         restarted = binance.parse_snapshot(BINANCE_SYMBOL, (await get(url)).content, 0)
         assert first_id <= restarted.last_id < first_id + 100
+
+
+def test_rest_faults_of_one_symbol_replace_the_venue_wide_ones_for_that_symbol() -> None:
+    plan = FaultPlan("rest:429@0+10;rest[BTCUSDT]:5xx@0+2,slow=5ms", seed=1, n_endpoints=1)
+    btc = plan.rest_fault(1.0, 0, "BTCUSDT")
+    assert btc is not None and btc.status in (500, 502, 503, 504) and btc.retry_after_s is None
+    after = plan.rest_fault(2.5, 1, "BTCUSDT")
+    assert after is not None and after.status is None and after.extra_delay_s == 0.005
+    other = plan.rest_fault(1.0, 2, "ETHUSDT")
+    assert other is not None and other.status == 429
+    assert plan.rest_fault(1.0, 3) == other
+    with pytest.raises(FaultSpecError, match=r"rest\[SYMBOL\]"):
+        parse("rest[]:5xx@0+1")

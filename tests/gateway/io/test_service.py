@@ -54,7 +54,7 @@ def test_bad_frames_are_counted_and_never_touch_the_book() -> None:
     venue, published = runtime()
     venue.on_frame(0, depth(10, 11), 1)
     assert venue.fetcher._queued == {"BTCUSDT"}, "the first diff asks for a snapshot"
-    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (), 1, -1))
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (), 1, -1), 1)
     assert any(isinstance(e, BookReset) for e in published)
     book = venue.books["binance:BTCUSDT"]
     before = book.book.normalized()
@@ -169,7 +169,7 @@ def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
     )
     from feeds import okx
 
-    venue.on_snapshot(okx.parse_snapshot("BTC-USDT", body, 1))
+    venue.on_snapshot(okx.parse_snapshot("BTC-USDT", body, 1), 1)
     book = venue.books["okx:BTC-USDT"]
     assert book.has_book and book.applied_id == 18
     assert book.book.bids() == [("101", "1"), ("99", "1")]
@@ -195,7 +195,8 @@ def test_the_configured_cap_bounds_the_book_and_an_oversized_frame_is_refused() 
     venue.on_state(0, True)
     venue.on_frame(0, depth(10, 11), 1)
     asks = (("100000.0", "1"),)
-    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("50000.0", "1"),), asks, 1, -1))
+    snapshot = DepthSnapshot("binance", "BTCUSDT", 11, (("50000.0", "1"),), asks, 1, -1)
+    venue.on_snapshot(snapshot, 1)
     book = venue.books["binance:BTCUSDT"]
     assert book.book.max_levels == 1000 and book.state is SymbolState.LIVE
     # One frame of 50,000 levels: a contract error, the book untouched and still live.
@@ -216,7 +217,7 @@ def test_a_crossing_frame_is_not_published_and_asks_for_a_snapshot() -> None:
     venue, published = runtime()
     venue.on_frame(0, depth(10, 11), 1)
     venue.on_snapshot(
-        DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (("101.0", "1"),), 1, -1)
+        DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (("101.0", "1"),), 1, -1), 1
     )
     venue.fetcher._queued.clear()
     published.clear()

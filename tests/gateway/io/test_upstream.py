@@ -263,7 +263,7 @@ def _fetcher(
     got: list[DepthSnapshot] = []
     fetched = StateChanges()
 
-    def on_snapshot(snapshot: DepthSnapshot) -> None:
+    def on_snapshot(snapshot: DepthSnapshot, attempt: int) -> None:
         got.append(snapshot)
         fetched.notify()
 
@@ -300,8 +300,8 @@ def _fetch(
     async def body() -> None:
         if banned_s:
             fetcher.budget.rate_limited(banned_s, time.monotonic())
-        fetcher.request("BTCUSDT")
-        fetcher.request("BTCUSDT")  # deduplicated while queued
+        fetcher.request("BTCUSDT", 1)
+        fetcher.request("BTCUSDT", 1)  # deduplicated while queued
         await run_until(fetcher.run, fetched, lambda: bool(got))
 
     run(body, 10)
@@ -559,7 +559,7 @@ def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
                 for server in (huge_server, good_server)
             ]
             got, fetcher, fetched = _fetcher(bases, max_body_bytes=1024 * 1024)
-            fetcher.request("BTCUSDT")
+            fetcher.request("BTCUSDT", 1)
             with caplog.at_level(logging.WARNING, logger="gateway.io.upstream"):
                 await run_until(fetcher.run, fetched, lambda: bool(got))
             await huge.done.wait_until(lambda: huge.closed == 1)
@@ -570,3 +570,56 @@ def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
             assert huge.sent < body_bytes // 4, "the body was not read whole"
 
     run(body, 20)
+
+
+def test_symbols_are_fetched_concurrently_within_the_bound_each_with_its_own_retries(
+    run: Run, run_until: RunUntil
+) -> None:
+    """A's answers fail while B and C are fetched side by side (two requests in flight,
+    the bound); A's snapshot goes to the attempt current when it was asked."""
+    failing = {"A"}
+    in_barrier: set[str] = set()
+    barrier = asyncio.Event()
+
+    async def respond(request: httpx.Request) -> httpx.Response:
+        symbol = request.url.params["symbol"]
+        if symbol in failing:
+            return httpx.Response(503, text="down")
+        in_barrier.add(symbol)
+        if in_barrier >= {"B", "C"}:
+            barrier.set()
+        await barrier.wait()  # B and C must be in flight together
+        return httpx.Response(200, content=GOOD_BODY)
+
+    got: list[tuple[str, int]] = []
+    fetched = StateChanges()
+
+    def on_snapshot(snapshot: DepthSnapshot, attempt: int) -> None:
+        got.append((snapshot.symbol, attempt))
+        fetched.notify()
+
+    fetcher = SnapshotFetcher(
+        adapter_for("binance"),
+        ["http://a.test"],
+        limit=1000,
+        on_snapshot=on_snapshot,
+        timeout_s=5.0,
+        backoff_initial_s=0.001,
+        backoff_max_s=0.01,
+        max_concurrent=2,
+        transport=httpx.MockTransport(respond),
+    )
+
+    async def body() -> None:
+        for symbol in ("A", "B", "C"):
+            fetcher.request(symbol, 1)
+        await run_until(fetcher.run, fetched, lambda: len(got) == 2)
+        assert sorted(got) == [("B", 1), ("C", 1)]
+        assert fetcher.stats.failures >= 1 and fetcher.stats.max_in_flight == 2
+        failing.clear()
+        fetcher.request("A", 1)
+        fetcher.request("A", 2)  # superseded before it was answered
+        await run_until(fetcher.run, fetched, lambda: len(got) == 3)
+        assert got[-1] == ("A", 2) and fetcher.stats.in_flight == 0
+
+    run(body, 10)
