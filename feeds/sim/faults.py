@@ -44,7 +44,7 @@ NUMBER_STYLES: Final[tuple[NumberStyle, ...]] = (
     "arabic",
 )
 #: Frame faults that change what a frame says; each is ``KIND=p`` or ``KIND@T+D``.
-CONTENT_KINDS: Final = ("mangle", "farid", "numbers", "cross", "oversize")
+CONTENT_KINDS: Final = ("mangle", "farid", "numbers", "cross", "oversize", "alter")
 #: The smallest first id after a venue restart (room for ids a few below it, e.g. ``pu``).
 RESTART_FIRST_ID: Final = 1000
 #: Levels an oversized frame or REST body carries when ``oversize_levels`` is not given.
@@ -142,7 +142,8 @@ class FrameFault(msgspec.Struct, frozen=True):
     or held behind the next ``hold`` frames (reorder); and what it says instead of the
     truth (:mod:`feeds.sim.rewrite` applies these): falsified ``ids``, one number (the
     one at ``pick`` in [0, 1) of its numbers) in a non-decimal ``numbers`` style, a
-    crossing bid (``cross``), ``oversize`` extra levels."""
+    crossing bid (``cross``), ``oversize`` extra levels, one quantity (the one at
+    ``pick``) changed with the ids untouched (``alter``)."""
 
     drop: bool = False
     duplicate: bool = False
@@ -154,11 +155,12 @@ class FrameFault(msgspec.Struct, frozen=True):
     pick: float = 0.0
     cross: bool = False
     oversize: int = 0
+    alter: bool = False
 
     @property
     def rewrites(self) -> bool:
         """True when the frame's content changes (see :mod:`feeds.sim.rewrite`)."""
-        return bool(self.ids or self.numbers or self.cross or self.oversize)
+        return bool(self.ids or self.numbers or self.cross or self.oversize or self.alter)
 
 
 NO_FAULT: Final = FrameFault()
@@ -419,8 +421,13 @@ class FaultPlan:
         draws = _Draws(self.seed, f"content:{endpoint}:{frame_index}")
         kinds = {w.kind for w in faults.content_windows if w.window.contains(t_s)}
         kinds.update(
-            kind for i, kind in enumerate(CONTENT_KINDS) if draws[i] < faults.content.get(kind, 0.0)
+            kind
+            for i, kind in enumerate(CONTENT_KINDS[:5])
+            if draws[i] < faults.content.get(kind, 0.0)
         )
+        alter = faults.content.get("alter", 0.0)
+        if alter and _Draws(self.seed, f"alter:{endpoint}:{frame_index}")[0] < alter:
+            kinds.add("alter")
         if not kinds:
             return NO_FAULT
         ids: IdFault | None = "far" if "farid" in kinds else None
@@ -434,6 +441,7 @@ class FaultPlan:
             pick=_Draws(self.seed, f"pick:{endpoint}:{frame_index}")[0],
             cross="cross" in kinds,
             oversize=levels if "oversize" in kinds else 0,
+            alter="alter" in kinds,
         )
 
     # --- time windows ---------------------------------------------------------------------

@@ -403,6 +403,7 @@ class SnapshotFetcher:
         on_response: Callable[[str, bytes, int], object] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
         max_body_bytes: int = MAX_REST_BODY_BYTES,
+        on_audit: Callable[[DepthSnapshot], None] | None = None,
     ) -> None:
         if adapter.snapshot_url is None or adapter.parse_snapshot is None:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
@@ -427,9 +428,23 @@ class SnapshotFetcher:
         self._weight = adapter.snapshot_weight(limit)
         self.budget = WeightBudget(adapter.rest_weight_per_minute)
         self.stats = FetcherStats()
+        # --- audit fetches (gateway.core.audit) ---
+        #: on_audit(snapshot): a snapshot fetched by request_audit, never to be applied.
+        self._on_audit = on_audit
+        #: Symbols whose queued or running fetch is an audit.
+        self._audits: set[str] = set()
+
+    def request_audit(self, symbol: str) -> None:
+        """Ask for a snapshot of ``symbol`` to audit its book, within the same budget; one
+        fetch for the book already queued serves instead (it is applied, not audited). A
+        failed audit fetch is not retried."""
+        if symbol not in self._queued and self._on_audit is not None:
+            self._audits.add(symbol)
+            self.request(symbol)
 
     def request(self, symbol: str) -> None:
         """Ask for a snapshot of ``symbol``; a request already queued is not repeated."""
+        self._audits.discard(symbol)  # a fetch for the book is applied, not audited
         if symbol not in self._queued:
             self._queued.add(symbol)
             self._queue.put_nowait(symbol)
@@ -447,8 +462,35 @@ class SnapshotFetcher:
         ) as client:
             while True:
                 symbol = await self._queue.get()
-                await self._fetch(client, symbol)
+                if symbol in self._audits:
+                    await self._fetch_audit(client, symbol)
+                else:
+                    await self._fetch(client, symbol)
                 self._queued.discard(symbol)
+
+    async def _fetch_audit(self, client: httpx.AsyncClient, symbol: str) -> None:
+        """One try over the bases, no backoff of the symbol's book fetches touched; the
+        snapshot goes to on_audit, or to on_snapshot when the book asked for one since."""
+        await self._respect_limits()
+        for base in self._bases:
+            try:
+                snapshot = await self._get(client, base, symbol)
+            except RateLimited as exc:
+                self.stats.rate_limited += 1
+                self.budget.rate_limited(exc.retry_after_s, self._clock_s())
+                self._fail(base, symbol, str(exc), "rate limited")
+                break
+            except (httpx.HTTPError, VenueContractError) as exc:
+                self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+                continue
+            self.stats.snapshots += 1
+            if symbol in self._audits and self._on_audit is not None:
+                self._audits.discard(symbol)
+                self._on_audit(snapshot)
+            else:
+                self._on_snapshot(snapshot)
+            return
+        self._audits.discard(symbol)
 
     async def _fetch(self, client: httpx.AsyncClient, symbol: str) -> None:
         backoff = self._backoffs.setdefault(

@@ -184,6 +184,26 @@ def test_oversize_appends_deletions_of_far_asks(venue: str) -> None:
     assert prices == sorted(set(prices)) and prices[0] > max(Decimal(p) for p, _ in true.asks)
 
 
+@pytest.mark.parametrize("venue", SEQUENCED)
+def test_alter_changes_one_quantity_and_no_id(venue: str) -> None:
+    shape, parse, make = SEQUENCED[venue]
+    true = _diff(parse(make(100, 104)))
+    for pick in (0.0, 0.5, 0.99):
+        altered = _diff(
+            parse(rewrite_frame(make(100, 104), shape, FrameFault(alter=True, pick=pick)))
+        )
+        assert (altered.first_id, altered.last_id, altered.prev_id) == (
+            true.first_id,
+            true.last_id,
+            true.prev_id,
+        )
+        pairs = list(zip(true.bids + true.asks, altered.bids + altered.asks, strict=True))
+        changed = [(a, b) for a, b in pairs if a != b]
+        assert len(changed) == 1, changed
+        [((price, qty), (price_after, qty_after))] = changed
+        assert price_after == price and Decimal(qty_after) == Decimal(qty) + 1
+
+
 def test_frames_without_the_shape_pass_unchanged() -> None:
     fault = FrameFault(ids="far", numbers="plus", cross=True, oversize=5)
     trade = sim_spot.trade_frame(
