@@ -121,6 +121,8 @@ class RestFaults(msgspec.Struct, frozen=True):
     oversize_windows: tuple[Window, ...] = ()
     oversize: float = 0.0
     oversize_levels: int = DEFAULT_OVERSIZE_LEVELS
+    #: Successful answers whose best bid quantity is one more than the truth, in these windows.
+    alter_windows: tuple[Window, ...] = ()
 
 
 class VenueFaults(msgspec.Struct, frozen=True):
@@ -168,12 +170,14 @@ NO_FAULT: Final = FrameFault()
 
 class RestFault(msgspec.Struct, frozen=True):
     """An HTTP ``status`` (None: answer normally) after ``extra_delay_s``; ``retry_after_s``
-    is set with 429; a normal answer carries ``oversize_levels`` extra levels (0: none)."""
+    is set with 429; a normal answer carries ``oversize_levels`` extra levels (0: none), and
+    with ``alter`` a best bid quantity one more than the truth."""
 
     status: int | None
     retry_after_s: float | None
     extra_delay_s: float
     oversize_levels: int = 0
+    alter: bool = False
 
 
 class Action(msgspec.Struct, frozen=True):
@@ -271,8 +275,9 @@ def _rest_item(token: str, into: dict[str, object]) -> None:
             into["slow_windows"] = (*into.get("slow_windows", ()), _window(window_text, token))  # type: ignore[misc]
             into["slow_s"] = _duration(value, token, "ms")
             return
-        if kind == "oversize":
-            into["oversize_windows"] = (*into.get("oversize_windows", ()), _window(when, token))  # type: ignore[misc]
+        if kind in ("oversize", "alter"):
+            windows = f"{kind}_windows"
+            into[windows] = (*into.get(windows, ()), _window(when, token))  # type: ignore[misc]
             return
         if kind not in REST_STATUSES:
             raise FaultSpecError(f"unknown REST fault {token!r}")
@@ -524,14 +529,15 @@ class FaultPlan:
             and _Draws(self.seed, f"rest-oversize:{request_index}")[0] < rest.oversize
         )
         levels = rest.oversize_levels if oversize else 0
-        if chosen is None and slow == 0.0 and not levels:
+        alter = any(w.contains(t_s) for w in rest.alter_windows)
+        if chosen is None and slow == 0.0 and not levels and not alter:
             return None
         code: int | None = None
         if chosen == "5xx":
             code = _FIVE_XX[int(draws[1] * len(_FIVE_XX))]
         elif chosen is not None:
             code = int(chosen)
-        return RestFault(code, rest.retry_after_s if code == 429 else None, slow, levels)
+        return RestFault(code, rest.retry_after_s if code == 429 else None, slow, levels, alter)
 
 
 # --- one connection's frames -------------------------------------------------------------

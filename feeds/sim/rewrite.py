@@ -17,7 +17,8 @@ comes out unchanged.
   book is unchanged, the frame is huge); ``alter`` adds one to one quantity (the one at
   ``pick``; a deletion becomes a level), ids untouched: a copy that disagrees with the
   other connections' copies of the same ids.
-- :func:`oversize_body` appends far asks with a real quantity to a REST book.
+- :func:`rewrite_body` appends far asks with a real quantity to a REST book, and changes
+  its first quantity (``alter``).
 - :class:`IdRestart` renumbers ids after a venue restart: per symbol and id space, the
   first id seen becomes the restart's low first id and later ids keep their distance to it;
   the first message keeps its links to the previous id (OKX's ``prevSeqId``).
@@ -285,12 +286,17 @@ def rewrite_frame(frame: bytes, shape: WireShape, fault: FrameFault) -> bytes:
     return _encoder.encode(message) if changed else frame
 
 
-def oversize_body(body: bytes, shape: WireShape, count: int) -> bytes:
-    """A REST book ``body`` with ``count`` more asks beyond twice its highest price."""
+def rewrite_body(body: bytes, shape: WireShape, oversize: int, *, alter: bool = False) -> bytes:
+    """A REST book ``body`` with ``oversize`` more asks beyond twice its highest price, and
+    with ``alter`` one more in the quantity of its first level (the best bid)."""
     message = _decode(body)
-    if message is None or not _far_asks(_Levels(message, shape), count, zero=False):
+    if message is None:
         return body
-    return _encoder.encode(message)
+    levels = _Levels(message, shape)
+    changed = bool(oversize) and _far_asks(levels, oversize, zero=False)
+    if alter:
+        changed |= _alter(levels, 0.0)
+    return _encoder.encode(message) if changed else body
 
 
 class IdRestart:
