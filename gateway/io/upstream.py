@@ -440,7 +440,8 @@ class SnapshotFetcher:
         failed audit fetch is not retried."""
         if symbol not in self._queued and self._on_audit is not None:
             self._audits.add(symbol)
-            self.request(symbol)
+            self._queued.add(symbol)
+            self._queue.put_nowait(symbol)
 
     def request(self, symbol: str) -> None:
         """Ask for a snapshot of ``symbol``; a request already queued is not repeated."""
@@ -484,6 +485,7 @@ class SnapshotFetcher:
                 self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
                 continue
             self.stats.snapshots += 1
+            self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
             if symbol in self._audits and self._on_audit is not None:
                 self._audits.discard(symbol)
                 self._on_audit(snapshot)
