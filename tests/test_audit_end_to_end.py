@@ -14,6 +14,7 @@ from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.arbiter import SymbolStats
 from gateway.core.model import SymbolState
+from gateway.core.sequenced import SequencedBook
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.wire.config import Config
@@ -50,7 +51,8 @@ async def _disagreeing_copies() -> None:
     sim = SimBinanceSpot([SYMBOL], 3, SEED, INTERVAL_S, faults=plan)
     async with sim, serving(_config(sim, 0.0), [KEY]) as (service, subscriber):
         book = service.books[KEY]
-        book.audit_every = 1  # type: ignore[attr-defined]
+        assert isinstance(book, SequencedBook)
+        book.audit_every = 1
         conn_ids = list(service.venues[0].connections)
         stats = _stats(service)
 

@@ -470,29 +470,19 @@ class SnapshotFetcher:
                 self._queued.discard(symbol)
 
     async def _fetch_audit(self, client: httpx.AsyncClient, symbol: str) -> None:
-        """One try over the bases, no backoff of the symbol's book fetches touched; the
-        snapshot goes to on_audit, or to on_snapshot when the book asked for one since."""
-        await self._respect_limits()
-        for base in self._bases:
-            try:
-                snapshot = await self._get(client, base, symbol)
-            except RateLimited as exc:
-                self.stats.rate_limited += 1
-                self.budget.rate_limited(exc.retry_after_s, self._clock_s())
-                self._fail(base, symbol, str(exc), "rate limited")
-                break
-            except (httpx.HTTPError, VenueContractError) as exc:
-                self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
-                continue
-            self.stats.snapshots += 1
-            self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
-            if symbol in self._audits and self._on_audit is not None:
-                self._audits.discard(symbol)
-                self._on_audit(snapshot)
-            else:
-                self._on_snapshot(snapshot)
-            return
+        """One try over the bases, the backoff of the symbol's book fetches untouched; the
+        snapshot goes to on_audit, or to on_snapshot when the book asked for one since
+        (which is fetched as usual when the try failed)."""
+        snapshot = await self._try_bases(client, symbol)
+        audit = symbol in self._audits
         self._audits.discard(symbol)
+        if audit and self._on_audit is not None:
+            if snapshot is not None:
+                self._on_audit(snapshot)
+        elif snapshot is not None:
+            self._on_snapshot(snapshot)
+        else:
+            await self._fetch(client, symbol)
 
     async def _fetch(self, client: httpx.AsyncClient, symbol: str) -> None:
         backoff = self._backoffs.setdefault(
@@ -503,30 +493,38 @@ class SnapshotFetcher:
         else:
             backoff.failures = 1  # a second request soon after this one waits
         while True:
-            await self._respect_limits()
-            for base in self._bases:
-                try:
-                    snapshot = await self._get(client, base, symbol)
-                except RateLimited as exc:
-                    self.stats.rate_limited += 1
-                    self.budget.rate_limited(exc.retry_after_s, self._clock_s())
-                    self._fail(base, symbol, str(exc), "rate limited")
-                    break
-                except (httpx.HTTPError, VenueContractError) as exc:
-                    if isinstance(exc, BodyTooLarge):
-                        self.stats.oversized += 1
-                    if FD_EXHAUSTION.failed(exc, "fetching snapshots"):
-                        self.stats.failures += 1
-                        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                        continue
-                    self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
-                    continue
-                FD_EXHAUSTION.succeeded()
-                self.stats.snapshots += 1
-                self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
+            snapshot = await self._try_bases(client, symbol)
+            if snapshot is not None:
                 self._on_snapshot(snapshot)
                 return
             await asyncio.sleep(backoff.next_delay_s())
+
+    async def _try_bases(self, client: httpx.AsyncClient, symbol: str) -> DepthSnapshot | None:
+        """The snapshot of ``symbol`` from the first base that gives one, within the
+        budget; None when every base failed or one rate limited (counted and logged)."""
+        await self._respect_limits()
+        for base in self._bases:
+            try:
+                snapshot = await self._get(client, base, symbol)
+            except RateLimited as exc:
+                self.stats.rate_limited += 1
+                self.budget.rate_limited(exc.retry_after_s, self._clock_s())
+                self._fail(base, symbol, str(exc), "rate limited")
+                return None
+            except (httpx.HTTPError, VenueContractError) as exc:
+                if isinstance(exc, BodyTooLarge):
+                    self.stats.oversized += 1
+                if FD_EXHAUSTION.failed(exc, "fetching snapshots"):
+                    self.stats.failures += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    continue
+                self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+                continue
+            FD_EXHAUSTION.succeeded()
+            self.stats.snapshots += 1
+            self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
+            return snapshot
+        return None
 
     async def _get(self, client: httpx.AsyncClient, base: str, symbol: str) -> DepthSnapshot:
         url = self._snapshot_url(base, symbol, self._limit)
