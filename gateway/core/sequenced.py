@@ -1101,6 +1101,10 @@ class SequencedBook:
         updates no longer lead to it."""
         self._finish_sample(now_ns)
         self.applied_ring.clear(base_id)
+        if base_id < 0 and self._rest_audit is not None:
+            # A venue reset: the waiting audit snapshot's id is of the old sequence.
+            self._rest_audit = None
+            self.stats.audit_rest_skipped += 1
         self._since_sample = 0
 
     def _warn(self, cause: Hashable, now_ns: int, message: str, *args: object) -> None:
