@@ -44,7 +44,7 @@ NUMBER_STYLES: Final[tuple[NumberStyle, ...]] = (
     "arabic",
 )
 #: Frame faults that change what a frame says; each is ``KIND=p`` or ``KIND@T+D``.
-CONTENT_KINDS: Final = ("mangle", "farid", "numbers", "cross", "oversize")
+CONTENT_KINDS: Final = ("mangle", "farid", "numbers", "cross", "oversize", "alter")
 #: The smallest first id after a venue restart (room for ids a few below it, e.g. ``pu``).
 RESTART_FIRST_ID: Final = 1000
 #: Levels an oversized frame or REST body carries when ``oversize_levels`` is not given.
@@ -121,6 +121,8 @@ class RestFaults(msgspec.Struct, frozen=True):
     oversize_windows: tuple[Window, ...] = ()
     oversize: float = 0.0
     oversize_levels: int = DEFAULT_OVERSIZE_LEVELS
+    #: Successful answers whose best bid quantity is one more than the truth, in these windows.
+    alter_windows: tuple[Window, ...] = ()
 
 
 class VenueFaults(msgspec.Struct, frozen=True):
@@ -145,7 +147,8 @@ class FrameFault(msgspec.Struct, frozen=True):
     or held behind the next ``hold`` frames (reorder); and what it says instead of the
     truth (:mod:`feeds.sim.rewrite` applies these): falsified ``ids``, one number (the
     one at ``pick`` in [0, 1) of its numbers) in a non-decimal ``numbers`` style, a
-    crossing bid (``cross``), ``oversize`` extra levels."""
+    crossing bid (``cross``), ``oversize`` extra levels, one quantity (the one at
+    ``pick``) changed with the ids untouched (``alter``)."""
 
     drop: bool = False
     duplicate: bool = False
@@ -157,11 +160,12 @@ class FrameFault(msgspec.Struct, frozen=True):
     pick: float = 0.0
     cross: bool = False
     oversize: int = 0
+    alter: bool = False
 
     @property
     def rewrites(self) -> bool:
         """True when the frame's content changes (see :mod:`feeds.sim.rewrite`)."""
-        return bool(self.ids or self.numbers or self.cross or self.oversize)
+        return bool(self.ids or self.numbers or self.cross or self.oversize or self.alter)
 
 
 NO_FAULT: Final = FrameFault()
@@ -169,12 +173,14 @@ NO_FAULT: Final = FrameFault()
 
 class RestFault(msgspec.Struct, frozen=True):
     """An HTTP ``status`` (None: answer normally) after ``extra_delay_s``; ``retry_after_s``
-    is set with 429; a normal answer carries ``oversize_levels`` extra levels (0: none)."""
+    is set with 429; a normal answer carries ``oversize_levels`` extra levels (0: none), and
+    with ``alter`` a best bid quantity one more than the truth."""
 
     status: int | None
     retry_after_s: float | None
     extra_delay_s: float
     oversize_levels: int = 0
+    alter: bool = False
 
 
 class Action(msgspec.Struct, frozen=True):
@@ -272,8 +278,9 @@ def _rest_item(token: str, into: dict[str, object]) -> None:
             into["slow_windows"] = (*into.get("slow_windows", ()), _window(window_text, token))  # type: ignore[misc]
             into["slow_s"] = _duration(value, token, "ms")
             return
-        if kind == "oversize":
-            into["oversize_windows"] = (*into.get("oversize_windows", ()), _window(when, token))  # type: ignore[misc]
+        if kind in ("oversize", "alter"):
+            windows = f"{kind}_windows"
+            into[windows] = (*into.get(windows, ()), _window(when, token))  # type: ignore[misc]
             return
         if kind not in REST_STATUSES:
             raise FaultSpecError(f"unknown REST fault {token!r}")
@@ -430,8 +437,13 @@ class FaultPlan:
         draws = _Draws(self.seed, f"content:{endpoint}:{frame_index}")
         kinds = {w.kind for w in faults.content_windows if w.window.contains(t_s)}
         kinds.update(
-            kind for i, kind in enumerate(CONTENT_KINDS) if draws[i] < faults.content.get(kind, 0.0)
+            kind
+            for i, kind in enumerate(CONTENT_KINDS[:5])
+            if draws[i] < faults.content.get(kind, 0.0)
         )
+        alter = faults.content.get("alter", 0.0)
+        if alter and _Draws(self.seed, f"alter:{endpoint}:{frame_index}")[0] < alter:
+            kinds.add("alter")
         if not kinds:
             return NO_FAULT
         ids: IdFault | None = "far" if "farid" in kinds else None
@@ -445,6 +457,7 @@ class FaultPlan:
             pick=_Draws(self.seed, f"pick:{endpoint}:{frame_index}")[0],
             cross="cross" in kinds,
             oversize=levels if "oversize" in kinds else 0,
+            alter="alter" in kinds,
         )
 
     # --- time windows ---------------------------------------------------------------------
@@ -528,14 +541,15 @@ class FaultPlan:
             and _Draws(self.seed, f"rest-oversize:{request_index}")[0] < rest.oversize
         )
         levels = rest.oversize_levels if oversize else 0
-        if chosen is None and slow == 0.0 and not levels:
+        alter = any(w.contains(t_s) for w in rest.alter_windows)
+        if chosen is None and slow == 0.0 and not levels and not alter:
             return None
         code: int | None = None
         if chosen == "5xx":
             code = _FIVE_XX[int(draws[1] * len(_FIVE_XX))]
         elif chosen is not None:
             code = int(chosen)
-        return RestFault(code, rest.retry_after_s if code == 429 else None, slow, levels)
+        return RestFault(code, rest.retry_after_s if code == 429 else None, slow, levels, alter)
 
 
 # --- one connection's frames -------------------------------------------------------------

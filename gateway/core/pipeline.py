@@ -61,6 +61,7 @@ from gateway.core.model import (
 )
 from gateway.core.rejections import named_symbols
 from gateway.core.replicated import ReplicatedBook
+from gateway.core.sequenced import SequencedBook
 from gateway.core.snapshots import SnapshotAttempts
 
 log = logging.getLogger(__name__)
@@ -461,6 +462,25 @@ class VenuePipeline:
             self.reject_frame(-1, body, exc)
             return Step([], [])
         return self.receive_snapshot(snapshot, now_ns)
+
+    # --- audits (gateway.core.audit): counted and logged, never applied ------------------
+
+    def receive_audit_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
+        """A REST snapshot fetched to audit a book: compared with it, never applied."""
+        book = self.books.get(snapshot.key)
+        if isinstance(book, SequencedBook):
+            book.on_audit_snapshot(snapshot, now_ns)
+        return Step([], [])
+
+    def auditable_symbols(self) -> list[str]:
+        """Symbols whose books can be audited against a REST snapshot now."""
+        if not self.rest_snapshots:
+            return []
+        return [
+            key.partition(":")[2]
+            for key, book in self.books.items()
+            if isinstance(book, SequencedBook) and book.has_book
+        ]
 
     def on_timer(self, now_ns: int) -> Step:
         """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`),

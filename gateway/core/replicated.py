@@ -26,8 +26,10 @@ from gateway.core.arbiter import (
     crossed_reason,
     crossed_retry,
 )
+from gateway.core.audit import top_levels
 from gateway.core.backoff import Backoff
 from gateway.core.book import BadLevel, L2Book
+from gateway.core.lograte import LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
     BookCrossed,
@@ -110,6 +112,12 @@ class Replica:
     #: Crossed snapshots in a row, and when the resubscribe is due (in RETRY_WAIT).
     crossed_backoff: Backoff = field(default_factory=crossed_backoff)
     retry_at_ns: int = 0
+    #: The venue event time (ms) of the last update applied: the point the replica is at.
+    event_ms: int = 0
+    #: Audit: since when every comparison at the same point found this replica apart from
+    #: the others (-1: it agreed last time), and whether that episode was counted.
+    apart_since_ns: int = -1
+    apart_counted: bool = False
 
     @property
     def valid(self) -> bool:
@@ -214,6 +222,14 @@ class ReplicatedBook:
 
     ``venue_id`` of published messages is the venue's event time in ms (there are no ids).
     ``max_levels`` caps every book's levels per side (:class:`~gateway.core.book.L2Book`).
+
+    Audit, without a checksum (Coinbase; a checksum already verifies every replica): every
+    ``audit_check_ns`` (0: never), the valid replicas at the leader's point (the same last
+    event time) compare their top ``audit_depth`` levels. A replica apart from the
+    majority (with no majority among every valid replica, each one apart; a tie among
+    some of them settles nothing) at every such comparison for
+    ``audit_window_ns`` is counted once per episode (``audit_disagreements``) and logged;
+    never acted on.
     """
 
     def __init__(
@@ -227,6 +243,9 @@ class ReplicatedBook:
         max_tracked_states: int = 1024,
         max_levels: int | None = None,
         may_cross: bool = False,
+        audit_check_ns: int = 1_000_000_000,
+        audit_window_ns: int = 5_000_000_000,
+        audit_depth: int = 10,
     ) -> None:
         if depth is not None and depth < 1:
             raise ValueError("depth must be >= 1")
@@ -256,6 +275,11 @@ class ReplicatedBook:
         self.scores: Mapping[int, float] = {}
         #: checksum of a book state -> (first connection to reach it, when).
         self._first_seen: dict[int, tuple[int, int]] = {}
+        self.audit_check_ns = audit_check_ns
+        self.audit_window_ns = audit_window_ns
+        self.audit_depth = audit_depth
+        self._audit_at_ns = 0
+        self._log_limit = LogLimiter(burst=1, window_s=60.0)
 
     @property
     def has_book(self) -> bool:
@@ -300,6 +324,7 @@ class ReplicatedBook:
             self._snapshot_crossed(snap.conn_id, replica, now_ns, out)
             return out
         replica.crossed_backoff.reset()
+        replica.apart_since_ns, replica.apart_counted = -1, False
         replica.state, _ = transition(
             "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.SNAPSHOT_MATCHED
         )
@@ -339,8 +364,11 @@ class ReplicatedBook:
             out.append(BookCrossed(self.key, diff.conn_id, reason))
             self._fail(diff.conn_id, replica, reason, out)
             return out
+        replica.event_ms = diff.event_ms
         if diff.checksum is not None:
             self._measure_lag(diff.conn_id, replica, diff.checksum, now_ns)
+        elif self.audit_check_ns and now_ns >= self._audit_at_ns and self._audit_replicas(now_ns):
+            self._audit_at_ns = now_ns + self.audit_check_ns
         if diff.conn_id != self.leader:
             conn.duplicates += 1
             self.stats.duplicates += 1
@@ -528,6 +556,58 @@ class ReplicatedBook:
         else:
             sample = float(now_ns - first[1])
         replica.lag_ewma_ns += self.lag_alpha * (sample - replica.lag_ewma_ns)
+
+    def _audit_replicas(self, now_ns: int) -> bool:
+        """Compares the top levels of the valid replicas at the leader's point; False when
+        they are not at one point (the comparison stays due)."""
+        leader = self.replicas.get(self.leader) if self.leader is not None else None
+        if leader is None or not leader.valid or leader.event_ms <= 0:
+            return False
+        at_point = [
+            conn_id
+            for conn_id, replica in self.replicas.items()
+            if replica.valid and replica.event_ms == leader.event_ms
+        ]
+        if len(at_point) < 2:
+            return False
+        tops = {c: top_levels(self.replicas[c].book, self.audit_depth) for c in at_point}
+        groups: list[list[int]] = []
+        for conn_id, top in tops.items():
+            for members in groups:
+                if tops[members[0]] == top:
+                    members.append(conn_id)
+                    break
+            else:
+                groups.append([conn_id])
+        sizes = sorted((len(members) for members in groups), reverse=True)
+        majority = groups[[len(m) for m in groups].index(sizes[0])]
+        together = set(majority) if len(sizes) == 1 or sizes[0] > sizes[1] else set()
+        if not together and len(tops) < sum(r.valid for r in self.replicas.values()):
+            return False  # a tie, with replicas not at this point that could settle it
+        for conn_id in tops:
+            replica = self.replicas[conn_id]
+            if conn_id in together:
+                replica.apart_since_ns, replica.apart_counted = -1, False
+            elif replica.apart_since_ns < 0:
+                replica.apart_since_ns = now_ns
+            elif now_ns - replica.apart_since_ns >= self.audit_window_ns and not (
+                replica.apart_counted
+            ):
+                replica.apart_counted = True
+                self.stats.audit_disagreements += 1
+                self.stats.conn(conn_id).audit_disagreements += 1
+                suppressed = self._log_limit.admit(("apart", conn_id), now_ns / 1e9)
+                if suppressed is not None:
+                    log.warning(
+                        "%s: audit: replica of conn %d apart from the others' top %d levels"
+                        " for %.1f s%s",
+                        self.key,
+                        conn_id,
+                        self.audit_depth,
+                        (now_ns - replica.apart_since_ns) / 1e9,
+                        f" ({suppressed} similar suppressed)" if suppressed else "",
+                    )
+        return True
 
     def _maybe_switch(self, out: list[ArbiterEvent]) -> None:
         """Hand the output to a follower that is consistently faster than the leader."""

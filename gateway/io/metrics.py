@@ -167,6 +167,14 @@ SYMBOL_STATS: Final = (
     Stat("symbol_obsolete_updates", "obsolete", "Held or buffered updates made obsolete."),
     Stat("symbol_failovers", "failovers", "Moves of the output to another replica."),
     Stat("symbol_replica_failures", "replica_failures", "Replicas found wrong, resubscribed."),
+    Stat(
+        "symbol_audit_disagreements",
+        "audit_disagreements",
+        "Sampled updates whose copies from different connections disagreed.",
+    ),
+    Stat("symbol_audit_rest_ok", "audit_rest_ok", "Audit REST snapshots that agreed."),
+    Stat("symbol_audit_rest_drift", "audit_rest_drift", "Audit REST snapshots that drifted."),
+    Stat("symbol_audit_rest_skipped", "audit_rest_skipped", "Audit REST snapshots not compared."),
 )
 
 #: The symbol's arbiter (gateway.core.arbiter.SymbolArbiter); labels venue, symbol.
@@ -185,6 +193,11 @@ SYMBOL_CONNECTION_STATS: Final = (
         "symbol_connection_disagreements",
         "disagreements",
         "Held updates the connection's own stream contradicted: reconnected.",
+    ),
+    Stat(
+        "symbol_connection_audit_disagreements",
+        "audit_disagreements",
+        "Sampled copies of this connection that disagreed with the others' (counted only).",
     ),
 )
 

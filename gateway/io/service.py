@@ -140,6 +140,7 @@ class VenueRuntime:
                 max_concurrent=cfg.max_concurrent_snapshots,
                 on_response=None if capture is None else capture.record_rest,
                 max_body_bytes=cfg.max_rest_body_bytes,
+                on_audit=self.on_audit_snapshot,
             )
         self.pipeline = pipeline.VenuePipeline(
             self.adapter,
@@ -473,6 +474,22 @@ class VenueRuntime:
     def on_timer(self) -> None:
         self._act(self.pipeline.on_timer(self._clock_ns()))
 
+    # --- audits (gateway.core.audit) --------------------------------------------------------
+
+    def on_audit_snapshot(self, snapshot: DepthSnapshot) -> None:
+        self._act(self.pipeline.receive_audit_snapshot(snapshot, self._clock_ns()))
+
+    async def audit(self) -> None:
+        """Every ``audit_interval_s``, asks an audit snapshot of each book the pipeline can
+        audit; runs until cancelled (not started when the interval is 0)."""
+        fetcher = self.fetcher
+        if fetcher is None or self.cfg.audit_interval_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.cfg.audit_interval_s)
+            for symbol in self.pipeline.auditable_symbols():
+                fetcher.request_audit(symbol)
+
     # --- acting on a step -------------------------------------------------------------------
 
     def _act(self, step: pipeline.Step, frame_conn_id: int = -1) -> bool:
@@ -629,6 +646,8 @@ class Service:
                 for venue in self.venues:
                     if venue.fetcher is not None:
                         tasks.create_task(venue.fetcher.run())
+                        if venue.cfg.audit_interval_s > 0:
+                            tasks.create_task(venue.audit())
                     venue.start(tasks)
                 tasks.create_task(self._timers())
                 if ready is not None:

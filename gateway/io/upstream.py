@@ -454,6 +454,7 @@ class SnapshotFetcher:
         on_response: Callable[[str, bytes, int], object] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
         max_body_bytes: int = MAX_REST_BODY_BYTES,
+        on_audit: Callable[[DepthSnapshot], None] | None = None,
     ) -> None:
         if adapter.snapshot_url is None or adapter.parse_snapshot is None:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
@@ -485,11 +486,26 @@ class SnapshotFetcher:
         self._weight = adapter.snapshot_weight(limit)
         self.budget = WeightBudget(adapter.rest_weight_per_minute)
         self.stats = FetcherStats()
+        # --- audit fetches (gateway.core.audit) ---
+        #: on_audit(snapshot): a snapshot fetched by request_audit, never to be applied.
+        self._on_audit = on_audit
+        #: Symbols whose queued or running fetch is an audit.
+        self._audits: set[str] = set()
+
+    def request_audit(self, symbol: str) -> None:
+        """Ask for a snapshot of ``symbol`` to audit its book, within the same budget; one
+        fetch for the book already queued serves instead (it is applied, not audited). A
+        failed audit fetch is not retried."""
+        if symbol not in self._queued and self._on_audit is not None:
+            self._audits.add(symbol)
+            self._queued.add(symbol)
+            self._queue.put_nowait(symbol)
 
     def request(self, symbol: str, attempt: int) -> None:
         """Ask for a snapshot of ``symbol`` for ``attempt``; a symbol already being fetched
         is not fetched twice at once (its answer goes to the latest attempt asked, or it
-        is fetched again for it)."""
+        is fetched again for it). An audit fetch under way is then not audited."""
+        self._audits.discard(symbol)  # a fetch for the book is applied, not audited
         self._wanted[symbol] = attempt
         if symbol not in self._queued:
             self._queued.add(symbol)
@@ -517,8 +533,17 @@ class SnapshotFetcher:
     async def _symbol(
         self, client: httpx.AsyncClient, slots: asyncio.Semaphore, symbol: str
     ) -> None:
-        """Fetches ``symbol`` until a snapshot answered its latest attempt."""
+        """An audit fetch: one try, to on_audit. Otherwise (or when the book asked for a
+        snapshot meanwhile: the audit's answer predates that attempt and is dropped) fetches
+        ``symbol`` until a snapshot answered its latest attempt."""
         try:
+            if symbol in self._audits:
+                snapshot = await self._try_bases(client, slots, symbol)
+                if symbol in self._audits:
+                    self._audits.discard(symbol)
+                    if snapshot is not None and self._on_audit is not None:
+                        self._on_audit(snapshot)
+                    return
             while True:
                 attempt = self._wanted[symbol]
                 snapshot = await self._fetch(client, slots, symbol)
@@ -539,31 +564,42 @@ class SnapshotFetcher:
         else:
             backoff.failures = 1  # a second request soon after this one waits
         while True:
-            for base in self._bases:
-                try:
-                    async with slots:
-                        await self._respect_limits()
-                        snapshot = await self._get(client, base, symbol)
-                except RateLimited as exc:
-                    self.stats.rate_limited += 1
-                    self.budget.rate_limited(exc.retry_after_s, self._clock_s())
-                    self._fail(base, symbol, str(exc), "rate limited")
-                    break
-                except (httpx.HTTPError, VenueContractError) as exc:
-                    if isinstance(exc, BodyTooLarge):
-                        self.stats.oversized += 1
-                    if FD_EXHAUSTION.failed(exc, "fetching snapshots"):
-                        self.stats.failures += 1
-                        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                        continue
-                    self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
-                    continue
-                FD_EXHAUSTION.succeeded()
-                self.stats.snapshots += 1
-                self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
+            snapshot = await self._try_bases(client, slots, symbol)
+            if snapshot is not None:
                 return snapshot
             # Only this symbol waits: the others' requests go on.
             await asyncio.sleep(backoff.next_delay_s())
+
+    async def _try_bases(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, symbol: str
+    ) -> DepthSnapshot | None:
+        """The snapshot of ``symbol`` from the first base that gives one, each request
+        within the budget and one of ``slots``; None when every base failed or one rate
+        limited (counted and logged)."""
+        for base in self._bases:
+            try:
+                async with slots:
+                    await self._respect_limits()
+                    snapshot = await self._get(client, base, symbol)
+            except RateLimited as exc:
+                self.stats.rate_limited += 1
+                self.budget.rate_limited(exc.retry_after_s, self._clock_s())
+                self._fail(base, symbol, str(exc), "rate limited")
+                return None
+            except (httpx.HTTPError, VenueContractError) as exc:
+                if isinstance(exc, BodyTooLarge):
+                    self.stats.oversized += 1
+                if FD_EXHAUSTION.failed(exc, "fetching snapshots"):
+                    self.stats.failures += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    continue
+                self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+                continue
+            FD_EXHAUSTION.succeeded()
+            self.stats.snapshots += 1
+            self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
+            return snapshot
+        return None
 
     async def _get(self, client: httpx.AsyncClient, base: str, symbol: str) -> DepthSnapshot:
         url = self._snapshot_url(base, symbol, self._limit)

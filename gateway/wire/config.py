@@ -231,6 +231,9 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
     #: snapshot is well under 1 MiB).
     max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024
+    #: Every this many seconds, each live book with REST snapshots is compared with a REST
+    #: snapshot fetched for it (an audit: counted, never applied); 0: never.
+    audit_interval_s: NonNegativeFloat = 300.0
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -166,6 +166,21 @@ def test_content_rates_are_seeded_and_combine_with_frame_faults() -> None:
     assert FaultPlan("ep0:cross@0+1,drop=1", 5, 1).decide(0, 3, 0.5) == FrameFault(drop=True)
 
 
+def test_alter_is_planned_per_endpoint_by_rate_and_window() -> None:
+    plan = FaultPlan("ep1:alter=0.1;ep0:alter@2+1", 5, 2)
+    decided = [plan.decide(1, i) for i in range(2000)]
+    assert 130 < sum(f.alter for f in decided) < 270
+    assert all(f.ids is None and f.rewrites == f.alter for f in decided)
+    assert plan.decide(0, 0, 2.5).alter and not plan.decide(0, 0, 3.5).alter
+
+
+def test_rest_alter_is_planned_in_its_window() -> None:
+    plan = FaultPlan("rest:alter@2+1", 9, 1)
+    fault = plan.rest_fault(2.5)
+    assert fault is not None and fault.alter and fault.status is None
+    assert plan.rest_fault(3.5) is None
+
+
 def test_flapping_restarts_and_rest_oversize_are_planned() -> None:
     plan = FaultPlan("ep1:flap@2+1;venue:restart@1.5;rest:oversize@4+1", 9, 2)
     assert plan.flapping(1, 2.0) and plan.flapping(1, 2.9) and not plan.flapping(1, 3.0)

@@ -736,3 +736,22 @@ def test_an_error_naming_a_symbol_that_delivers_is_no_refusal() -> None:
     detail = "subscribe BTC: Already subscribed"
     step = p.receive_frame(0, venue.frame(VenueNotice("seq", "error", detail, False, 1, 0)), 1, 0)
     assert step == Step([], []) and p.rejected == {}
+
+
+def test_audit_snapshots_are_compared_never_applied_and_only_live_books_are_audited() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    assert p.auditable_symbols() == []
+    p.receive_frame(0, venue.frame(diff("BTC", 10, 10)), 1, 0)
+    p.receive_snapshot(snap("BTC", 10), 0)
+    assert p.auditable_symbols() == ["BTC"]
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 11)), 1, 0)
+    book = p.books["seq:BTC"]
+    before = book.book.normalized()
+    # The venue's book at id 10 (one bid at 99) replayed with update 11 is the live book.
+    assert p.receive_audit_snapshot(snap("BTC", 10), 0) == Step([], [])
+    wrong = DepthSnapshot("seq", "BTC", 11, (("99", "5"),), (("101", "1"),), 0, -1)
+    assert p.receive_audit_snapshot(wrong, 0) == Step([], [])
+    assert (book.stats.audit_rest_ok, book.stats.audit_rest_drift) == (1, 1)
+    assert book.book.normalized() == before and book.stats.snapshots == 1
+    assert pipeline(FakeVenue(), rest=False).auditable_symbols() == []

@@ -258,13 +258,20 @@ def _fetcher(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     max_body_bytes: int = 1024 * 1024,
+    audits: list[DepthSnapshot] | None = None,
 ) -> tuple[list[DepthSnapshot], SnapshotFetcher, StateChanges]:
-    """A Binance fetcher, the snapshots it delivers, and a notifier of each delivery."""
+    """A Binance fetcher, the snapshots it delivers, and a notifier of each delivery;
+    audit snapshots go to ``audits`` where given."""
     got: list[DepthSnapshot] = []
     fetched = StateChanges()
 
     def on_snapshot(snapshot: DepthSnapshot, attempt: int) -> None:
         got.append(snapshot)
+        fetched.notify()
+
+    def on_audit(snapshot: DepthSnapshot) -> None:
+        assert audits is not None
+        audits.append(snapshot)
         fetched.notify()
 
     fetcher = SnapshotFetcher(
@@ -277,6 +284,7 @@ def _fetcher(
         backoff_max_s=0.01,
         transport=transport,
         max_body_bytes=max_body_bytes,
+        on_audit=None if audits is None else on_audit,
     )
     return got, fetcher, fetched
 
@@ -325,6 +333,33 @@ def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
     assert fetcher.stats.failures == 3 and fetcher.stats.by_base == {"http://b.test": 1}
     assert seen[0] == "http://a.test/api/v3/depth?symbol=BTCUSDT&limit=1000"
     assert len(seen) == 4
+
+
+def test_audit_fetches_share_the_budget_and_a_book_request_supersedes_one(
+    run: Run, run_until: RunUntil
+) -> None:
+    seen: list[str] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.params["symbol"])
+        return httpx.Response(200, content=GOOD_BODY)
+
+    audits: list[DepthSnapshot] = []
+    got, fetcher, fetched = _fetcher(
+        ["http://a.test"], transport=httpx.MockTransport(respond), audits=audits
+    )
+
+    async def body() -> None:
+        fetcher.request_audit("BTCUSDT")
+        fetcher.request_audit("ETHUSDT")
+        fetcher.request("ETHUSDT", 1)  # the book wants it: applied, not audited
+        fetcher.request_audit("ETHUSDT")  # a fetch is queued already
+        await run_until(fetcher.run, fetched, lambda: len(got) + len(audits) == 2)
+
+    run(body, 10)
+    assert [s.symbol for s in audits] == ["BTCUSDT"]
+    assert [s.symbol for s in got] == ["ETHUSDT"]
+    assert seen == ["BTCUSDT", "ETHUSDT"] and fetcher.stats.requests == 2
 
 
 def test_fetcher_honours_rate_limits_on_every_base(run: Run, run_until: RunUntil) -> None:
