@@ -55,6 +55,8 @@ async def _disagreeing_copies() -> None:
         book.audit_every = 1
         conn_ids = list(service.venues[0].connections)
         stats = _stats(service)
+        renewals = service.venues[0].renewals
+        altered_slot = renewals.slot_of(conn_ids[1])
 
         def counted() -> bool:
             return stats.conn(conn_ids[1]).audit_disagreements >= 3
@@ -63,6 +65,15 @@ async def _disagreeing_copies() -> None:
         assert stats.conn(conn_ids[0]).audit_disagreements == 0
         assert stats.conn(conn_ids[2]).audit_disagreements == 0
         assert stats.audit_disagreements >= 3
+        # The contradicted connection, and only it, was reset: reopened at once when its
+        # own copy completed the sample, else replaced (make before break).
+        connections = service.venues[0].connections
+        resets = {slot: renewals.stats(slot).due.get("contradicted", 0) for slot in renewals.slots}
+        for conn_id in conn_ids:
+            if conn_id in connections:
+                resets[connections[conn_id].slot] += connections[conn_id].stats.reconnects
+        assert resets[altered_slot] >= 1
+        assert sum(resets.values()) == resets[altered_slot]
         assert book.state is SymbolState.LIVE and stats.resyncs == 0
         sim.pause()
         truth = sim.true_book(SYMBOL).normalized()

@@ -356,9 +356,10 @@ class SequencedBook:
 
     ``max_levels`` caps the book's levels per side (:class:`~gateway.core.book.L2Book`).
 
-    Audits (:mod:`gateway.core.audit`), counted and logged, never acted on: every
+    Audits (:mod:`gateway.core.audit`), counted and logged, never changing the book: every
     ``audit_every``-th applied update (0: never), the duplicates of it that arrive are
-    compared with what was applied; :meth:`on_audit_snapshot` compares a REST snapshot with
+    compared with what was applied (a connection a majority contradicts is reset:
+    :class:`ReconnectWanted`); :meth:`on_audit_snapshot` compares a REST snapshot with
     the book at the snapshot's id (the top ``audit_depth`` levels), from the last
     ``audit_ring`` applied updates.
     """
@@ -471,7 +472,7 @@ class SequencedBook:
         if link is Link.STALE:
             self._drop(diff)
             if diff.last_id == self._sample_id:
-                self._audit_copy(diff, now_ns)
+                self._audit_copy(diff, now_ns, out)
             if now_ns >= self._behind_check_ns:
                 self._check_behind(now_ns, out)
         elif link is Link.LINKS:
@@ -1071,7 +1072,7 @@ class SequencedBook:
         self._sample = AgreementSample(diff.last_id, {diff.conn_id})
         self._sample_id = diff.last_id
 
-    def _audit_copy(self, diff: DepthDiff, now_ns: int) -> None:
+    def _audit_copy(self, diff: DepthDiff, now_ns: int, out: list[ArbiterEvent]) -> None:
         """A duplicate ending at the sampled id: compared with the applied updates that
         tile its ids (none: batched differently, not compared)."""
         sample = self._sample
@@ -1083,9 +1084,11 @@ class SequencedBook:
         sample.add(diff, applied)
         others = len(self._conn_high.keys() - sample.applied_conns)
         if len(sample.copies) >= others:
-            self._finish_sample(now_ns)
+            self._finish_sample(now_ns, out)
 
-    def _finish_sample(self, now_ns: int) -> None:
+    def _finish_sample(self, now_ns: int, out: list[ArbiterEvent] | None = None) -> None:
+        """Counts and logs the connections the sample blames; with ``out``, those a
+        majority of the others contradicts are reset (their connection reopened)."""
         sample = self._sample
         self._sample = None
         self._sample_id = -1
@@ -1104,6 +1107,11 @@ class SequencedBook:
             sample.last_id,
             ", ".join(str(c) for c in sorted(blamed)),
         )
+        if out is None or blamed >= sample.applied_conns | sample.copies.keys():
+            return  # no majority: nothing says which copy is right
+        for conn_id in sorted(blamed):
+            reason = f"conn {conn_id}'s copy of update {sample.last_id} contradicts the others'"
+            out.append(ReconnectWanted(self.key, conn_id, reason))
 
     def _rebuilt(self, now_ns: int, base_id: int = -1) -> None:
         """The book is rebuilt at ``base_id`` (-1: its sequence forgotten): the applied

@@ -515,8 +515,11 @@ class VenueRuntime:
             elif isinstance(action, pipeline.Reconnect):
                 if action.renew:
                     self._renew(self.renewals.due(action.conn_id, "notice"))
+                elif action.conn_id == frame_conn_id:
+                    reconnect = True  # its reader closes it at once
                 else:
-                    reconnect = reconnect or action.conn_id == frame_conn_id
+                    # Another connection's copies were contradicted: replaced, make before break.
+                    self._renew(self.renewals.due(action.conn_id, "contradicted"))
             elif isinstance(action, pipeline.CaughtUp):
                 self._renew(self.renewals.caught_up(action.conn_id))
         if step.publications:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from feeds.binance import BinanceSpotRule
 from gateway.core.audit import AgreementSample, AppliedRing, RestVerdict, compare_rest
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot
+from gateway.core.model import DepthDiff, DepthSnapshot, ReconnectWanted
 from gateway.core.sequenced import SequencedBook
 from tests.gateway.core.arbiter_streams import KEY, TrueStream, make_stream, merged
 
@@ -69,7 +69,9 @@ def test_a_copy_with_other_levels_for_the_same_ids_is_blamed_by_the_majority() -
     arb.on_diff(good, 1)
     arb.on_diff(diff(101, 101, conn=1, bids=[("100.0", "2.00")]), 2)  # same numbers
     events = arb.on_diff(diff(101, 101, conn=2, bids=[("100", "3")]), 3)
-    assert events == []  # never acted on
+    # The book is never touched; the contradicted connection is reset.
+    reason = "conn 2's copy of update 101 contradicts the others'"
+    assert events == [ReconnectWanted(KEY, 2, reason)]
     assert disagreements(arb) == {0: 0, 1: 0, 2: 1}
     assert arb.stats.audit_disagreements == 1
     assert arb.book.bids() == [("100", "2")]
@@ -79,15 +81,17 @@ def test_a_wrong_applied_copy_is_blamed_when_the_others_agree_with_each_other() 
     arb = synced((0, 1, 2))
     arb.on_diff(diff(101, 101, conn=0, bids=[("100", "9")]), 1)
     arb.on_diff(diff(101, 101, conn=1, bids=[("100", "2")]), 2)
-    arb.on_diff(diff(101, 101, conn=2, bids=[("100", "2")]), 3)
+    events = arb.on_diff(diff(101, 101, conn=2, bids=[("100", "2")]), 3)
     assert disagreements(arb) == {0: 1, 1: 0, 2: 0}
+    assert [(type(e), e.conn_id) for e in events] == [(ReconnectWanted, 0)]
 
 
 def test_with_two_connections_a_disagreement_blames_both() -> None:
     arb = synced((0, 1))
     arb.on_diff(diff(101, 101, conn=0, bids=[("100", "2")]), 1)
-    arb.on_diff(diff(101, 101, conn=1, bids=[("100", "3")]), 2)
+    events = arb.on_diff(diff(101, 101, conn=1, bids=[("100", "3")]), 2)
     assert disagreements(arb) == {0: 1, 1: 1}
+    assert events == [], "no majority: no connection is reset"
 
 
 def test_differently_batched_copies_are_compared_over_the_ids_they_share() -> None:
