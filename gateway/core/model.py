@@ -23,6 +23,13 @@ def symbol_key(venue: str, symbol: str) -> str:
     return f"{venue}:{symbol}"
 
 
+def log_fields(key: str) -> dict[str, str]:
+    """The ``extra`` of a log line about the symbol of ``key``: its venue and symbol
+    (JSON log lines carry them as fields)."""
+    venue, _, symbol = key.partition(":")
+    return {"venue": venue, "symbol": symbol}
+
+
 def split_key(key: str) -> tuple[str, str]:
     """Inverse of :func:`symbol_key`; raises ValueError when ``key`` has no ``:``."""
     venue, sep, symbol = key.partition(":")

@@ -41,6 +41,7 @@ from gateway.core.model import (
     ResubscribeWanted,
     StatusChange,
     SymbolState,
+    log_fields,
 )
 from gateway.core.transitions import Table, transition
 
@@ -250,6 +251,7 @@ class ReplicatedBook:
         if depth is not None and depth < 1:
             raise ValueError("depth must be >= 1")
         self.key = key
+        self._log_fields = log_fields(key)
         self.checksum = checksum
         self.depth = depth
         self.switch_margin_ns = switch_margin_ns
@@ -457,7 +459,11 @@ class ReplicatedBook:
                 self.stats.replica_failures += 1
                 self.stats.resyncs += 1
                 log.warning(
-                    "%s: replica of conn %d failed (%s); resubscribing", self.key, conn_id, reason
+                    "%s: replica of conn %d failed (%s); resubscribing",
+                    self.key,
+                    conn_id,
+                    reason,
+                    extra=self._log_fields,
                 )
                 out.append(ResubscribeWanted(self.key, conn_id, reason))
             elif action is ReplicaAction.RETRY:
@@ -483,7 +489,14 @@ class ReplicatedBook:
         previous, self.leader = self.leader, chosen
         if previous is not None and previous != chosen:
             self.stats.failovers += 1
-            log.info("%s: output moves from conn %d to %d (%s)", self.key, previous, chosen, reason)
+            log.info(
+                "%s: output moves from conn %d to %d (%s)",
+                self.key,
+                previous,
+                chosen,
+                reason,
+                extra=self._log_fields,
+            )
         self._output(OutputEvent.ELECTED, reason, out, venue_ms=venue_ms)
 
     def _output(
@@ -606,6 +619,7 @@ class ReplicatedBook:
                         self.audit_depth,
                         (now_ns - replica.apart_since_ns) / 1e9,
                         f" ({suppressed} similar suppressed)" if suppressed else "",
+                        extra=self._log_fields,
                     )
         return True
 

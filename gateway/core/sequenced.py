@@ -93,6 +93,7 @@ from gateway.core.model import (
     SnapshotWanted,
     StatusChange,
     SymbolState,
+    log_fields,
 )
 from gateway.core.transitions import Table, transition
 
@@ -390,6 +391,7 @@ class SequencedBook:
                 " max_pending and max_id_jump >= 1"
             )
         self.key = key
+        self._log_fields = log_fields(key)
         self.rule = rule
         self.checksum = checksum
         self.reorder_window_ns = reorder_window_ns
@@ -507,7 +509,7 @@ class SequencedBook:
         except BadLevel as exc:
             self.stats.bad_updates += 1
             self.stats.snapshots_unused += 1
-            log.warning("%s: snapshot rejected: %s", self.key, exc)
+            log.warning("%s: snapshot rejected: %s", self.key, exc, extra=self._log_fields)
             reason = str(exc)
             self._sync(SyncEvent.SNAPSHOT_REFUSED, out, reason=reason, now_ns=now_ns)
             return out
@@ -619,6 +621,7 @@ class SequencedBook:
                     self.key,
                     self.applied_id,
                     reason,
+                    extra=self._log_fields,
                 )
             elif action is SyncAction.COUNT_RESYNC:
                 self.stats.resyncs += 1
@@ -680,7 +683,7 @@ class SequencedBook:
             fresh.load(snap.bids, snap.asks)
         except BadLevel as exc:
             self.stats.bad_updates += 1
-            log.warning("%s: snapshot rejected: %s", self.key, exc)
+            log.warning("%s: snapshot rejected: %s", self.key, exc, extra=self._log_fields)
             return
         if not self.may_cross and fresh.is_crossed():
             self.stats.crossed += 1
@@ -724,7 +727,9 @@ class SequencedBook:
             self.stats.checksum_ok += 1
             return True
         self.stats.checksum_failed += 1
-        log.warning("%s: checksum mismatch at id %d", self.key, self.applied_id)
+        log.warning(
+            "%s: checksum mismatch at id %d", self.key, self.applied_id, extra=self._log_fields
+        )
         return False
 
     def _apply(
@@ -739,7 +744,12 @@ class SequencedBook:
             # connection's copy, or the resync that the hole leads to, repairs it.
             self.stats.bad_updates += 1
             log.warning(
-                "%s: update %d..%d rejected: %s", self.key, diff.first_id, diff.last_id, exc
+                "%s: update %d..%d rejected: %s",
+                self.key,
+                diff.first_id,
+                diff.last_id,
+                exc,
+                extra=self._log_fields,
             )
             return _Applied.REJECTED
         if diff.last_id < self.applied_id:
@@ -1132,4 +1142,4 @@ class SequencedBook:
         if suppressed:
             message += " (%d similar lines suppressed)"
             args += (suppressed,)
-        log.warning("%s: " + message, self.key, *args)
+        log.warning("%s: " + message, self.key, *args, extra=self._log_fields)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -227,3 +230,15 @@ def test_an_injected_wrong_level_is_always_drift(levels, data) -> None:
     assert compare_rest(bad, arb.applied_ring, arb.book).verdict is RestVerdict.DRIFT
     arb.on_audit_snapshot(bad, 10**6)
     assert arb.stats.audit_rest_drift == 1
+
+
+def test_the_arbiters_log_lines_name_venue_and_symbol_as_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    arb = synced((0, 1))
+    with caplog.at_level(logging.WARNING, logger="gateway.core.sequenced"):
+        arb.on_diff(diff(101, 101, conn=0, bids=[("100", "2")]), 1)
+        arb.on_diff(diff(101, 101, conn=1, bids=[("100", "3")]), 2)
+    (record,) = caplog.records
+    venue, _, symbol = KEY.partition(":")
+    assert (record.venue, record.symbol) == (venue, symbol)  # type: ignore[attr-defined]
