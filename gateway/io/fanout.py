@@ -479,6 +479,11 @@ class Fanout:
         self._last_top: dict[str, tuple[object, object]] = {}
         self._reasons: dict[str, str] = {}
         self._init_recovery(recovery_bytes, recovery_age_s, instance, clock_ns)
+        #: Each symbol's last published state, and since when (wall clock ns); a symbol
+        #: still in its first state has been in it since the fan-out started.
+        self._states: dict[str, SymbolState] = {}
+        self._since_ns: dict[str, int] = {}
+        self._started_ns = clock_ns()
         #: Subscribers with pending frames, and the flush scheduled for the turn's end.
         self._unflushed: _SubSet = {}
         self._flush_handle: asyncio.Handle | None = None
@@ -626,9 +631,17 @@ class Fanout:
     def _send_status(self, event: StatusChange) -> None:
         key = event.key
         self._reasons[key] = event.reason
+        if self._states.get(key) is not event.state:
+            self._states[key] = event.state
+            self._since_ns[key] = self._send_ns or self._clock_ns()
         subs = self._subscribers_of(key)
         if subs:
-            self._deliver_all(subs, key, Status(key, event.state, event.reason))
+            self._deliver_all(subs, key, self._status(key, event.state))
+
+    def _status(self, key: str, state: SymbolState) -> Status:
+        """The ``status`` of ``key`` in ``state``, with its last reason and since when."""
+        since_ns = self._since_ns.get(key, self._started_ns)
+        return Status(key, state, self._reasons.get(key, ""), since_ns)
 
     def _send_trade(self, event: TradeOut) -> None:
         trade = event.trade
@@ -1013,7 +1026,7 @@ class Fanout:
         state = self._view.book_state(key)
         sym_state = state[4] if state is not None else self._symbol_state(key)
         if sym_state is not None:
-            self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+            self._deliver_all((sub,), key, self._status(key, sym_state))
         if key in sub.books:
             self._sync_book(sub, key, state)
         if key in sub.bbo and state is not None:
@@ -1159,7 +1172,7 @@ class Fanout:
         for key in keys:
             state = self._view.book_state(key)
             sym_state = state[4] if state is not None else known[key]
-            self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+            self._deliver_all((sub,), key, self._status(key, sym_state))
             if "book" in channels:
                 sub.books[key] = request.depth
                 entries = plan.get(key)
@@ -1196,7 +1209,7 @@ class Fanout:
         if state is None:
             sym_state = self._symbol_state(key)
             if sym_state is not None:
-                self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+                self._deliver_all((sub,), key, self._status(key, sym_state))
         self._sync_book(sub, key, state)
 
     def _forget(self, sub: _Subscriber, key: str) -> None:
@@ -1330,7 +1343,11 @@ class Fanout:
 
     def _healthz(self) -> HttpAnswer:
         return health_answer(
-            self._view.symbols(), self._reasons, len(self._subs), self.healthz_not_live_share
+            self._view.symbols(),
+            self._reasons,
+            len(self._subs),
+            self.healthz_not_live_share,
+            self._since_ns,
         )
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:

@@ -254,11 +254,14 @@ class Delta(
 class Status(msgspec.Struct, tag_field="type", tag="status", frozen=True, gc=False):
     """The symbol's state: ``syncing`` (no book yet), ``live``, ``resyncing`` (the book is
     being rebuilt; a snapshot follows), ``stale`` (every upstream is down; the book is
-    the last known one)."""
+    the last known one). ``since_ns``: when the symbol entered this state (wall clock, ns
+    since the Unix epoch; for a symbol still in its first state, when the gateway
+    started)."""
 
     symbol: str
     state: SymbolState
     reason: str
+    since_ns: int = 0
 
 
 class TradeMsg(

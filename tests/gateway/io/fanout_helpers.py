@@ -29,7 +29,7 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.io.fanout import Fanout
-from gateway.wire.protocol import ServerMessage, decode_server_message
+from gateway.wire.protocol import ServerMessage, Status, decode_server_message
 
 KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"
@@ -210,3 +210,9 @@ class RawClient:
 
 def close_of(payload: bytes) -> tuple[int, str]:
     return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
+def plain(msg: ServerMessage) -> ServerMessage:
+    """``msg`` with a ``status``'s ``since_ns`` (a wall-clock reading) left out, to compare
+    the rest exactly."""
+    return msgspec.structs.replace(msg, since_ns=0) if isinstance(msg, Status) else msg
