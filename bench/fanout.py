@@ -16,7 +16,8 @@ transport holds more than 256 KiB unsent, so nothing is dropped or conflated (ch
 Side by side, on the same connections and messages:
 
 - ``Fanout.publish``: the gateway's path (``BookDelta`` → ``Delta`` → JSON once → frame
-  once → ``transport.write`` per subscriber, with its per-subscriber checks);
+  once → queued per subscriber, with its per-subscriber checks, and one
+  ``transport.write`` per subscriber at the end of the loop turn);
 - ``websockets broadcast()``: the same JSON bytes encoded once per event, framed by
   websockets once per connection;
 - ``prebuilt frame -> transport.write``: the floor of the gateway's approach: encode and

@@ -58,6 +58,7 @@ from feeds.common import (
     check_levels,
     decode,
     decode_push,
+    endpoint_url,
     notice,
     rest_snapshot,
     taker_side,
@@ -138,9 +139,8 @@ _UUID: Final = re.compile(
 # --- URLs and outgoing messages -----------------------------------------------------------
 
 
-def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
-    """The URL a connection opens: the endpoint itself (Bybit subscribes by message)."""
-    return endpoint
+#: The URL a connection opens: the endpoint itself (Bybit subscribes by message).
+connect_url: Final = endpoint_url
 
 
 def book_topic(symbol: str, depth: int = DEFAULT_DEPTH) -> str:

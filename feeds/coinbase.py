@@ -38,11 +38,14 @@ from feeds.common import (
     MAX_INT,
     check_levels,
     decode,
+    endpoint_url,
     int_text,
     iso_ms,
     notice,
     taker_side,
     unique_symbols,
+    unsequenced_diff,
+    unsequenced_snapshot,
 )
 from gateway.core.model import (
     ConnectionSequence,
@@ -95,9 +98,8 @@ EXCHANGE_BOOK_CHANNELS: Final = frozenset({"level2_batch", "level2_50"})
 # --- URLs and outgoing messages -----------------------------------------------------------
 
 
-def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
-    """The URL a connection opens: the endpoint itself (Coinbase subscribes by message)."""
-    return endpoint
+#: The URL a connection opens: the endpoint itself (Coinbase subscribes by message).
+connect_url: Final = endpoint_url
 
 
 def _products(symbols: Sequence[str]) -> list[str]:
@@ -247,31 +249,14 @@ def _l2_events(
         ask_levels = check_levels(asks, NUMBERS, f"{e.product_id} offers")
         if e.type == "snapshot":
             out.append(
-                DepthSnapshot(
-                    venue=VENUE,
-                    symbol=e.product_id,
-                    last_id=-1,
-                    bids=bid_levels,
-                    asks=ask_levels,
-                    recv_ns=recv_ns,
-                    conn_id=conn_id,
-                )
+                unsequenced_snapshot(VENUE, e.product_id, bid_levels, ask_levels, recv_ns, conn_id)
             )
         elif e.type == "update":
             if event_ms < 0:
                 event_ms = iso_ms(env.timestamp, "timestamp")
             out.append(
-                DepthDiff(
-                    venue=VENUE,
-                    symbol=e.product_id,
-                    first_id=-1,
-                    last_id=-1,
-                    prev_id=-1,
-                    bids=bid_levels,
-                    asks=ask_levels,
-                    event_ms=event_ms,
-                    recv_ns=recv_ns,
-                    conn_id=conn_id,
+                unsequenced_diff(
+                    VENUE, e.product_id, bid_levels, ask_levels, event_ms, recv_ns, conn_id
                 )
             )
         else:
@@ -368,14 +353,13 @@ def _ex_snapshot(raw: bytes, recv_ns: int, conn_id: int) -> DepthSnapshot:
     s = decode(_ex_snapshot_decoder, raw, "bad snapshot")
     if not s.product_id:
         raise VenueContractError("snapshot without product_id")
-    return DepthSnapshot(
-        venue=EXCHANGE_VENUE,
-        symbol=s.product_id,
-        last_id=-1,
-        bids=check_levels(s.bids, NUMBERS, f"{s.product_id} bids"),
-        asks=check_levels(s.asks, NUMBERS, f"{s.product_id} asks"),
-        recv_ns=recv_ns,
-        conn_id=conn_id,
+    return unsequenced_snapshot(
+        EXCHANGE_VENUE,
+        s.product_id,
+        check_levels(s.bids, NUMBERS, f"{s.product_id} bids"),
+        check_levels(s.asks, NUMBERS, f"{s.product_id} asks"),
+        recv_ns,
+        conn_id,
     )
 
 
@@ -392,17 +376,14 @@ def _ex_l2update(raw: bytes, recv_ns: int, conn_id: int) -> DepthDiff:
             asks.append((price, size))
         else:
             raise VenueContractError(f"{u.product_id}: l2update side {side!r}")
-    return DepthDiff(
-        venue=EXCHANGE_VENUE,
-        symbol=u.product_id,
-        first_id=-1,
-        last_id=-1,
-        prev_id=-1,
-        bids=check_levels(bids, NUMBERS, f"{u.product_id} bids"),
-        asks=check_levels(asks, NUMBERS, f"{u.product_id} asks"),
-        event_ms=iso_ms(u.time, "time") if u.time else 0,
-        recv_ns=recv_ns,
-        conn_id=conn_id,
+    return unsequenced_diff(
+        EXCHANGE_VENUE,
+        u.product_id,
+        check_levels(bids, NUMBERS, f"{u.product_id} bids"),
+        check_levels(asks, NUMBERS, f"{u.product_id} asks"),
+        iso_ms(u.time, "time") if u.time else 0,
+        recv_ns,
+        conn_id,
     )
 
 

@@ -1,5 +1,6 @@
 """What every venue adapter shares: decoding with the contract error, the venues' number
-grammars and level checks, notices, trade sides, REST snapshots.
+grammars and level checks, notices, trade sides, REST snapshots, the book events of
+unsequenced venues, the connect URL of venues that subscribe by message.
 
 Pure: takes input, returns output; no I/O. Every function raises
 :class:`gateway.core.model.VenueContractError` for input that breaks a venue's contract and
@@ -17,7 +18,14 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from gateway.core.model import DepthSnapshot, Level, Side, VenueContractError, VenueNotice
+from gateway.core.model import (
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    Side,
+    VenueContractError,
+    VenueNotice,
+)
 
 #: msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
 DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
@@ -160,6 +168,12 @@ def notice(
     )
 
 
+def endpoint_url(endpoint: str, symbols: Sequence[str]) -> str:
+    """The URL a connection opens on a venue that subscribes by message, not by URL: the
+    endpoint itself, whatever the symbols."""
+    return endpoint
+
+
 def unique_symbols(symbols: Sequence[str], what: str = "symbols") -> list[str]:
     """``symbols`` without repeats, in order; raises ValueError for none or for one string
     passed where a sequence belongs."""
@@ -191,4 +205,54 @@ def rest_snapshot(
         asks=check_levels(asks, numbers, "snapshot asks"),
         recv_ns=recv_ns,
         conn_id=conn_id,
+    )
+
+
+def unsequenced_snapshot(
+    venue: str,
+    symbol: str,
+    bids: tuple[Level, ...],
+    asks: tuple[Level, ...],
+    recv_ns: int,
+    conn_id: int,
+    checksum: int | None = None,
+) -> DepthSnapshot:
+    """An in-band snapshot of a venue without book ids (Kraken, Coinbase): ``last_id`` -1,
+    the levels already checked."""
+    return DepthSnapshot(
+        venue=venue,
+        symbol=symbol,
+        last_id=-1,
+        bids=bids,
+        asks=asks,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+        checksum=checksum,
+    )
+
+
+def unsequenced_diff(
+    venue: str,
+    symbol: str,
+    bids: tuple[Level, ...],
+    asks: tuple[Level, ...],
+    event_ms: int,
+    recv_ns: int,
+    conn_id: int,
+    checksum: int | None = None,
+) -> DepthDiff:
+    """An update of a venue without book ids (Kraken, Coinbase): ``first_id``, ``last_id``
+    and ``prev_id`` -1, the levels already checked."""
+    return DepthDiff(
+        venue=venue,
+        symbol=symbol,
+        first_id=-1,
+        last_id=-1,
+        prev_id=-1,
+        bids=bids,
+        asks=asks,
+        event_ms=event_ms,
+        recv_ns=recv_ns,
+        conn_id=conn_id,
+        checksum=checksum,
     )

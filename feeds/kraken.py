@@ -47,15 +47,16 @@ from feeds.common import (
     check_levels,
     decode,
     decode_push,
+    endpoint_url,
     iso_ms,
     notice,
     taker_side,
     unique_symbols,
+    unsequenced_diff,
+    unsequenced_snapshot,
 )
 from gateway.core.book import L2Book
 from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
     InstrumentPrecision,
     Level,
     Trade,
@@ -103,9 +104,8 @@ _UINT32: Final = 1 << 32
 # --- URLs and outgoing messages -----------------------------------------------------------
 
 
-def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
-    """The URL a connection opens: the endpoint itself (Kraken subscribes by message)."""
-    return endpoint
+#: The URL a connection opens: the endpoint itself (Kraken subscribes by message).
+connect_url: Final = endpoint_url
 
 
 def _check_depth(depth: int) -> None:
@@ -432,33 +432,11 @@ def _book_events(
         asks = _levels(d.asks, f"{d.symbol} asks")
         crc = _checksum_field(d.checksum, d.symbol)
         if kind == "snapshot":
-            events.append(
-                DepthSnapshot(
-                    venue=VENUE,
-                    symbol=d.symbol,
-                    last_id=-1,
-                    bids=bids,
-                    asks=asks,
-                    recv_ns=recv_ns,
-                    conn_id=conn_id,
-                    checksum=crc,
-                )
-            )
+            events.append(unsequenced_snapshot(VENUE, d.symbol, bids, asks, recv_ns, conn_id, crc))
         else:
+            event_ms = 0 if d.timestamp is None else iso_ms(d.timestamp, "timestamp")
             events.append(
-                DepthDiff(
-                    venue=VENUE,
-                    symbol=d.symbol,
-                    first_id=-1,
-                    last_id=-1,
-                    prev_id=-1,
-                    bids=bids,
-                    asks=asks,
-                    event_ms=0 if d.timestamp is None else iso_ms(d.timestamp, "timestamp"),
-                    recv_ns=recv_ns,
-                    conn_id=conn_id,
-                    checksum=crc,
-                )
+                unsequenced_diff(VENUE, d.symbol, bids, asks, event_ms, recv_ns, conn_id, crc)
             )
     return events
 

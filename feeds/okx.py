@@ -41,7 +41,16 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import FIXED_POINT, check_levels, decode, int_text, notice, taker_side
+from feeds.common import (
+    FIXED_POINT,
+    check_levels,
+    decode,
+    endpoint_url,
+    int_text,
+    notice,
+    rest_snapshot,
+    taker_side,
+)
 from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
 from gateway.core.model import (
@@ -108,9 +117,8 @@ _UINT32: Final = 1 << 32
 # --- URLs and outgoing messages -----------------------------------------------------------
 
 
-def connect_url(endpoint: str, symbols: Sequence[str]) -> str:
-    """The URL a connection opens: the endpoint itself (OKX subscribes by message)."""
-    return endpoint
+#: The URL a connection opens: the endpoint itself (OKX subscribes by message).
+connect_url: Final = endpoint_url
 
 
 def _check_channel(channel: str) -> None:
@@ -270,14 +278,19 @@ _rest_books_decoder: Final = msgspec.json.Decoder(list[_RestBook])
 # --- parsing ------------------------------------------------------------------------------
 
 
-def _levels(raw: list[tuple[str, ...]], what: str) -> tuple[Level, ...]:
-    """``(price, size)`` of each ``[price, size, "0", count]`` level, checked numeric."""
+def _pairs(raw: list[tuple[str, ...]], what: str) -> list[tuple[str, str]]:
+    """``(price, size)`` of each ``[price, size, "0", count]`` level, not yet checked."""
     pairs: list[tuple[str, str]] = []
     for level in raw:
         if len(level) < 2:
             raise VenueContractError(f"{what}: level has fewer than 2 fields: {level!r}")
         pairs.append((level[0], level[1]))
-    return check_levels(pairs, NUMBERS, what)
+    return pairs
+
+
+def _levels(raw: list[tuple[str, ...]], what: str) -> tuple[Level, ...]:
+    """``(price, size)`` of each ``[price, size, "0", count]`` level, checked numeric."""
+    return check_levels(_pairs(raw, what), NUMBERS, what)
 
 
 def _checksum_field(value: int | None) -> int | None:
@@ -433,15 +446,9 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
     d = items[0]
     if d.seqId is not None and d.seqId < 0:
         raise VenueContractError(f"book snapshot for {symbol} with seqId {d.seqId}")
-    return DepthSnapshot(
-        venue=VENUE,
-        symbol=symbol.upper(),
-        last_id=-1 if d.seqId is None else d.seqId,
-        bids=_levels(d.bids, "snapshot bids"),
-        asks=_levels(d.asks, "snapshot asks"),
-        recv_ns=recv_ns,
-        conn_id=conn_id,
-    )
+    last_id = -1 if d.seqId is None else d.seqId
+    bids, asks = _pairs(d.bids, "snapshot bids"), _pairs(d.asks, "snapshot asks")
+    return rest_snapshot(VENUE, symbol, last_id, bids, asks, recv_ns, conn_id, NUMBERS)
 
 
 # --- sequence rule ------------------------------------------------------------------------

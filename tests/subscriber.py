@@ -12,11 +12,12 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.client import BookEvent, Event, GatewayClient, StatusEvent
 from gateway.io.service import Service
-from gateway.wire.config import Config
+from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The ``mdgateway`` command of this checkout.
@@ -85,7 +86,7 @@ class Subscriber:
     """Follows the gateway at ``url`` for ``keys`` with :class:`GatewayClient`.
 
     Keeps the last venue id per symbol, the number of book events, the status changes in
-    order, and calls ``on_update`` with every event.
+    order, and calls ``on_update`` with every event. ``depth``: the book subscription's.
     """
 
     def __init__(
@@ -94,8 +95,9 @@ class Subscriber:
         keys: list[str],
         backoff_max_s: float = 0.5,
         on_update: Callable[[Event], None] | None = None,
+        depth: int | None = None,
     ) -> None:
-        self.client = GatewayClient(url, keys, backoff_max_s=backoff_max_s)
+        self.client = GatewayClient(url, keys, backoff_max_s=backoff_max_s, depth=depth)
         self.venue_ids: dict[str, int] = {}
         self.updates = 0
         #: The state of every status update, in order.
@@ -122,6 +124,29 @@ class Subscriber:
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
+
+
+def loopback_config(
+    venue: str, symbols: list[str], endpoints: list[str], rest: list[str], **options: Any
+) -> Config:
+    """One venue on loopback endpoints, served on an ephemeral port; quick to notice a
+    stall and to reconnect, ``options`` for the venue's other settings."""
+    settings: dict[str, Any] = {
+        "stall_timeout_s": 3.0,
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 0.5,
+        **options,
+    }
+    return validate(
+        Config(
+            venues=[
+                VenueConfig(
+                    venue=venue, symbols=symbols, endpoints=endpoints, rest=rest, **settings
+                )
+            ],
+            server=ServerConfig(port=0),
+        )
+    )
 
 
 @contextlib.asynccontextmanager

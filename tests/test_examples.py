@@ -177,3 +177,25 @@ def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
         assert Decimal(match[5]) < Decimal(match[7])  # bid below ask
         positions.append((int(match[2]), int(match[3])))
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
+
+
+def test_recovery_demo_keeps_its_book_across_the_dropped_connection() -> None:
+    async def main() -> tuple[int, list[str], str]:
+        async with demo_gateway() as url:
+            args = ("examples/recovery_demo.py", url, "--symbol", KEY, "--drop-after", "5")
+            return await run_child(*args, lines=16)
+
+    code, lines, stderr = asyncio.run(main())
+    assert code == 0, stderr
+    assert lines[0] == "status live: snapshot applied", lines
+    dropped = lines.index("dropping the connection")
+    (recovery,) = [line for line in lines[dropped:] if "recovered" in line]
+    books = [line.split() for line in lines if re.fullmatch(r"\d+:\d+ \w+", line)]
+    assert books[0][1] == "snapshot" and all(kind == "delta" for _, kind in books[1:]), lines
+    # One stream across the reconnection: the same epoch, every seq one above the last.
+    positions = [tuple(map(int, at.split(":"))) for at, _ in books]
+    assert len(positions) >= 8 and len({epoch for epoch, _ in positions}) == 1, lines
+    assert all(b[1] == a[1] + 1 for a, b in itertools.pairwise(positions)), positions
+    # Recovered from the last message before the drop.
+    epoch, seq = positions[4]
+    assert re.fullmatch(rf"recovered from {epoch}:{seq} on gateway \S+", recovery), lines

@@ -12,18 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from feeds.binance import notice_frame
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
 from gateway.core.model import SymbolState
-from gateway.io.client import GatewayClient
+from gateway.io.client import BookEvent, Event, GatewayClient
 from gateway.io.service import Service
 from gateway.tools.replay import end_of_capture, load_plan
 from gateway.tools.verify import verify_capture
 from gateway.wire.config import Config, ServerConfig, VenueConfig
 
-from .subscriber import MDGATEWAY, ROOT, mdgateway_process, run_mdgateway, serving
+from .subscriber import MDGATEWAY, ROOT, Subscriber, mdgateway_process, run_mdgateway, serving
 
 CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
 OKX_CAPTURE = "okx/cryptofeed/OKX.ws.1.0"
@@ -102,6 +103,82 @@ def test_real_capture_replayed_with_faults_on_two_endpoints_gives_verifys_book(
     venue = service.venues[0]
     assert venue.stats.bad_frames > 0, "corrupt frames were seen and counted"
     assert stats.conn(0).duplicates > 0 and stats.conn(1).duplicates > 0
+
+
+DEPTHS = (1, 10, 50)
+
+
+async def _replay_at_depths(path: Path, last_id: int) -> tuple[dict[int, Subscriber], list[str]]:
+    """The replay through the gateway to a full-book subscriber and one per depth of
+    :data:`DEPTHS`; returns the depth subscribers and every mismatch found: after each
+    book event of a depth subscriber, its book must be the full book's top N at the same
+    ``(epoch, venue_id)``."""
+    full_tops: dict[tuple[int, int], dict[int, int]] = {}
+    seen: dict[int, list[tuple[int, int, int]]] = {depth: [] for depth in DEPTHS}
+
+    def on_full(event: Event) -> None:
+        if isinstance(event, BookEvent):
+            book = event.book
+            full_tops[event.epoch, event.venue_id] = {
+                depth: hash((tuple(book.bids(depth)), tuple(book.asks(depth)))) for depth in DEPTHS
+            }
+
+    def on_depth(depth: int) -> Callable[[Event], None]:
+        def record(event: Event) -> None:
+            if isinstance(event, BookEvent):
+                book = event.book
+                assert book.bid_count <= depth and book.ask_count <= depth
+                levels = hash((tuple(book.bids()), tuple(book.asks())))
+                seen[depth].append((event.epoch, event.venue_id, levels))
+
+        return record
+
+    plan = load_plan([path], 3)
+    async with ReplayServer(plan, speed=None) as replay:
+        config = _binance_config(replay)
+        async with serving(config, [KEY], on_update=on_full) as (service, full):
+            url = f"ws://127.0.0.1:{service.port}/"
+            subscribers = {
+                depth: Subscriber(url, [KEY], on_update=on_depth(depth), depth=depth)
+                for depth in DEPTHS
+            }
+            async with asyncio.TaskGroup() as tasks:
+                followers = [tasks.create_task(s.follow()) for s in subscribers.values()]
+                await asyncio.wait_for(replay.finished.wait(), 90)
+                await full.until(lambda: full.venue_ids.get(KEY) == last_id, 30)
+                for subscriber in subscribers.values():
+                    await subscriber.until(lambda s=subscriber: s.venue_ids.get(KEY) == last_id, 30)
+                for follower in followers:
+                    follower.cancel()
+    mismatches = [
+        f"depth {depth} at {epoch}:{venue_id}"
+        for depth, events in seen.items()
+        for epoch, venue_id, levels in events
+        if full_tops[epoch, venue_id][depth] != levels
+    ]
+    return subscribers, mismatches
+
+
+def test_real_capture_replayed_at_depths_1_10_50_holds_the_full_books_top_n_after_every_message(
+    real_data: Callable[[str], Path],
+) -> None:
+    path = real_data(CAPTURE)
+    report = verify_capture(path).symbols[KEY]
+    subscribers, mismatches = asyncio.run(
+        asyncio.wait_for(_replay_at_depths(path, report.last_id), 150)
+    )
+    assert mismatches == []
+    for depth, subscriber in subscribers.items():
+        assert subscriber.client.stats.gaps == 0, depth
+        book = subscriber.client.book(KEY)
+        assert book is not None
+        assert book.bid_count == depth and book.ask_count == depth
+        shown = min(depth, len(report.bids))  # verify reports the top levels only
+        assert book.bids(shown) == report.bids[:shown] and book.asks(shown) == report.asks[:shown]
+    updates = [subscribers[depth].updates for depth in DEPTHS]
+    assert updates == sorted(updates) and updates[0] < updates[-1], (
+        "a shallower depth gets fewer messages"
+    )
 
 
 def test_replay_command_rejects_a_bad_fault_spec(real_data: Callable[[str], Path]) -> None:
@@ -300,24 +377,21 @@ async def _replay_command_at_the_capture_end(path: Path, hold: bool) -> tuple[st
         await process.wait()
 
 
-def test_replay_command_closes_its_endpoints_going_away_at_the_capture_end(
-    real_data: Callable[[str], Path],
+@pytest.mark.parametrize(
+    ("hold", "said", "close_code"),
+    [
+        pytest.param(False, "closed", 1001, id="closes-going-away"),
+        pytest.param(True, "held open", None, id="hold-keeps-open"),
+    ],
+)
+def test_replay_command_at_the_capture_end_closes_or_with_hold_keeps_its_endpoints(
+    real_data: Callable[[str], Path], hold: bool, said: str, close_code: int | None
 ) -> None:
     line, code = asyncio.run(
-        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), False), 60)
+        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), hold), 60)
     )
-    assert line.startswith("replay finished") and "closed" in line
-    assert code == 1001
-
-
-def test_replay_command_with_hold_keeps_its_endpoints_open_at_the_capture_end(
-    real_data: Callable[[str], Path],
-) -> None:
-    line, code = asyncio.run(
-        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), True), 60)
-    )
-    assert line.startswith("replay finished") and "held open" in line
-    assert code is None
+    assert line.startswith("replay finished") and said in line
+    assert code == close_code
 
 
 BYBIT_CAPTURE = "bybit/cryptofeed/BYBIT.jsonl.gz"

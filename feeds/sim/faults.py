@@ -44,7 +44,7 @@ NUMBER_STYLES: Final[tuple[NumberStyle, ...]] = (
     "arabic",
 )
 #: Frame faults that change what a frame says; each is ``KIND=p`` or ``KIND@T+D``.
-CONTENT_KINDS: Final = ("mangle", "farid", "numbers", "cross", "oversize")
+CONTENT_KINDS: Final = ("mangle", "farid", "numbers", "cross", "oversize", "alter")
 #: The smallest first id after a venue restart (room for ids a few below it, e.g. ``pu``).
 RESTART_FIRST_ID: Final = 1000
 #: Levels an oversized frame or REST body carries when ``oversize_levels`` is not given.
@@ -55,7 +55,7 @@ REST_STATUSES: Final = ("429", "418", "5xx", "500", "502", "503", "504")
 _FIVE_XX: Final = (500, 502, 503, 504)
 _NUMBER: Final = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _DURATION_RE: Final = re.compile(rf"({_NUMBER})(ms|s)?")
-_TARGET_RE: Final = re.compile(r"ep(\d+|\*)|rest|venue")
+_TARGET_RE: Final = re.compile(r"ep(\d+|\*)|rest(?:\[([A-Za-z0-9._-]+)\])?|venue")
 
 
 class FaultSpecError(ValueError):
@@ -121,6 +121,8 @@ class RestFaults(msgspec.Struct, frozen=True):
     oversize_windows: tuple[Window, ...] = ()
     oversize: float = 0.0
     oversize_levels: int = DEFAULT_OVERSIZE_LEVELS
+    #: Successful answers whose best bid quantity is one more than the truth, in these windows.
+    alter_windows: tuple[Window, ...] = ()
 
 
 class VenueFaults(msgspec.Struct, frozen=True):
@@ -135,6 +137,9 @@ class FaultSpec(msgspec.Struct, frozen=True):
     endpoints: dict[str, EndpointFaults] = {}
     rest: RestFaults = RestFaults()
     venue: VenueFaults = VenueFaults()
+    #: ``rest[SYMBOL]`` clauses: the REST faults of requests for that symbol (its
+    #: ``symbol`` query parameter), in place of ``rest``.
+    rest_by_symbol: dict[str, RestFaults] = {}
 
 
 class FrameFault(msgspec.Struct, frozen=True):
@@ -142,7 +147,8 @@ class FrameFault(msgspec.Struct, frozen=True):
     or held behind the next ``hold`` frames (reorder); and what it says instead of the
     truth (:mod:`feeds.sim.rewrite` applies these): falsified ``ids``, one number (the
     one at ``pick`` in [0, 1) of its numbers) in a non-decimal ``numbers`` style, a
-    crossing bid (``cross``), ``oversize`` extra levels."""
+    crossing bid (``cross``), ``oversize`` extra levels, one quantity (the one at
+    ``pick``) changed with the ids untouched (``alter``)."""
 
     drop: bool = False
     duplicate: bool = False
@@ -154,11 +160,12 @@ class FrameFault(msgspec.Struct, frozen=True):
     pick: float = 0.0
     cross: bool = False
     oversize: int = 0
+    alter: bool = False
 
     @property
     def rewrites(self) -> bool:
         """True when the frame's content changes (see :mod:`feeds.sim.rewrite`)."""
-        return bool(self.ids or self.numbers or self.cross or self.oversize)
+        return bool(self.ids or self.numbers or self.cross or self.oversize or self.alter)
 
 
 NO_FAULT: Final = FrameFault()
@@ -166,12 +173,14 @@ NO_FAULT: Final = FrameFault()
 
 class RestFault(msgspec.Struct, frozen=True):
     """An HTTP ``status`` (None: answer normally) after ``extra_delay_s``; ``retry_after_s``
-    is set with 429; a normal answer carries ``oversize_levels`` extra levels (0: none)."""
+    is set with 429; a normal answer carries ``oversize_levels`` extra levels (0: none), and
+    with ``alter`` a best bid quantity one more than the truth."""
 
     status: int | None
     retry_after_s: float | None
     extra_delay_s: float
     oversize_levels: int = 0
+    alter: bool = False
 
 
 class Action(msgspec.Struct, frozen=True):
@@ -269,8 +278,9 @@ def _rest_item(token: str, into: dict[str, object]) -> None:
             into["slow_windows"] = (*into.get("slow_windows", ()), _window(window_text, token))  # type: ignore[misc]
             into["slow_s"] = _duration(value, token, "ms")
             return
-        if kind == "oversize":
-            into["oversize_windows"] = (*into.get("oversize_windows", ()), _window(when, token))  # type: ignore[misc]
+        if kind in ("oversize", "alter"):
+            windows = f"{kind}_windows"
+            into[windows] = (*into.get(windows, ()), _window(when, token))  # type: ignore[misc]
             return
         if kind not in REST_STATUSES:
             raise FaultSpecError(f"unknown REST fault {token!r}")
@@ -305,13 +315,16 @@ def parse(spec: str) -> FaultSpec:
     endpoints: dict[str, dict[str, object]] = {}
     rest: dict[str, object] = {}
     venue: dict[str, object] = {}
+    rest_by_symbol: dict[str, dict[str, object]] = {}
     for clause in "".join(spec.split()).split(";"):
         if not clause:
             continue
         target, colon, items = clause.partition(":")
         match = _TARGET_RE.fullmatch(target)
         if not colon or match is None:
-            raise FaultSpecError(f"bad target {target!r} in {clause!r} (ep<N>, ep*, rest or venue)")
+            raise FaultSpecError(
+                f"bad target {target!r} in {clause!r} (ep<N>, ep*, rest, rest[SYMBOL] or venue)"
+            )
         for token in items.split(","):
             if not token:
                 raise FaultSpecError(f"empty item in {clause!r}")
@@ -319,13 +332,18 @@ def parse(spec: str) -> FaultSpec:
                 _rest_item(token, rest)
             elif target == "venue":
                 _venue_item(token, venue)
+            elif match.group(2) is not None:
+                _rest_item(token, rest_by_symbol.setdefault(match.group(2), {}))
             else:
                 _endpoint_item(token, endpoints.setdefault(match.group(1), {}))
     try:
         return FaultSpec(
             {key: msgspec.convert(value, EndpointFaults) for key, value in endpoints.items()},
             msgspec.convert(rest, RestFaults),
-            msgspec.convert(venue, VenueFaults),
+            venue=msgspec.convert(venue, VenueFaults),
+            rest_by_symbol={
+                key: msgspec.convert(value, RestFaults) for key, value in rest_by_symbol.items()
+            },
         )
     except msgspec.ValidationError as exc:  # pragma: no cover - the items are typed above
         raise FaultSpecError(str(exc)) from None
@@ -419,8 +437,13 @@ class FaultPlan:
         draws = _Draws(self.seed, f"content:{endpoint}:{frame_index}")
         kinds = {w.kind for w in faults.content_windows if w.window.contains(t_s)}
         kinds.update(
-            kind for i, kind in enumerate(CONTENT_KINDS) if draws[i] < faults.content.get(kind, 0.0)
+            kind
+            for i, kind in enumerate(CONTENT_KINDS[:5])
+            if draws[i] < faults.content.get(kind, 0.0)
         )
+        alter = faults.content.get("alter", 0.0)
+        if alter and _Draws(self.seed, f"alter:{endpoint}:{frame_index}")[0] < alter:
+            kinds.add("alter")
         if not kinds:
             return NO_FAULT
         ids: IdFault | None = "far" if "farid" in kinds else None
@@ -434,6 +457,7 @@ class FaultPlan:
             pick=_Draws(self.seed, f"pick:{endpoint}:{frame_index}")[0],
             cross="cross" in kinds,
             oversize=levels if "oversize" in kinds else 0,
+            alter="alter" in kinds,
         )
 
     # --- time windows ---------------------------------------------------------------------
@@ -493,10 +517,11 @@ class FaultPlan:
 
     # --- REST -----------------------------------------------------------------------------
 
-    def rest_fault(self, t_s: float, request_index: int = 0) -> RestFault | None:
-        """The fault of the ``request_index``-th REST request, arriving at ``t_s``; None
-        when it is answered normally and on time."""
-        rest = self.spec.rest
+    def rest_fault(self, t_s: float, request_index: int = 0, symbol: str = "") -> RestFault | None:
+        """The fault of the ``request_index``-th REST request, arriving at ``t_s``, for
+        ``symbol`` (its ``rest[SYMBOL]`` clauses replace the ``rest`` ones); None when it is
+        answered normally and on time."""
+        rest = self.spec.rest_by_symbol.get(symbol, self.spec.rest)
         draws = _Draws(self.seed, f"rest:{request_index}")
         chosen: str | None = None
         for window in rest.windows:
@@ -516,14 +541,15 @@ class FaultPlan:
             and _Draws(self.seed, f"rest-oversize:{request_index}")[0] < rest.oversize
         )
         levels = rest.oversize_levels if oversize else 0
-        if chosen is None and slow == 0.0 and not levels:
+        alter = any(w.contains(t_s) for w in rest.alter_windows)
+        if chosen is None and slow == 0.0 and not levels and not alter:
             return None
         code: int | None = None
         if chosen == "5xx":
             code = _FIVE_XX[int(draws[1] * len(_FIVE_XX))]
         elif chosen is not None:
             code = int(chosen)
-        return RestFault(code, rest.retry_after_s if code == 429 else None, slow, levels)
+        return RestFault(code, rest.retry_after_s if code == 429 else None, slow, levels, alter)
 
 
 # --- one connection's frames -------------------------------------------------------------

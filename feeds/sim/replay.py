@@ -69,10 +69,10 @@ from typing import Any, Final
 
 from websockets.frames import CloseCode
 
-from feeds.sim.faults import FaultPlan, FrameFault
+from feeds.sim.faults import FaultPlan, FrameFault, RestFault
 from feeds.sim.replay_book import STREAM_SHAPES, request_op, rest_shape
 from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s, route_of
-from feeds.sim.rewrite import IdRestart, oversize_body, rewrite_frame
+from feeds.sim.rewrite import IdRestart, rewrite_body, rewrite_frame
 from feeds.sim.shell import Conn, Endpoint, EndpointServer
 from feeds.sim.venue import RestAnswer
 
@@ -225,11 +225,13 @@ class ReplayServer(EndpointServer):
         shape = STREAM_SHAPES.get(self._venue(conn) or "")
         return frame if shape is None else rewrite_frame(frame, shape, fault)
 
-    def _oversize_rest(self, target: str, answer: RestAnswer, levels: int) -> RestAnswer:
+    def _rewrite_rest(self, target: str, answer: RestAnswer, fault: RestFault) -> RestAnswer:
         found = rest_shape(target)
         if found is None:
             return answer
-        return answer._replace(body=oversize_body(answer.body, found[0], levels))
+        return answer._replace(
+            body=rewrite_body(answer.body, found[0], fault.oversize_levels, alter=fault.alter)
+        )
 
     def _restart_ids(self, first_id: int) -> None:
         self._restart = IdRestart(first_id)

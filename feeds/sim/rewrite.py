@@ -14,8 +14,11 @@ comes out unchanged.
   fullwidth or Arabic-Indic digits (a JSON number becomes such a string); ``cross`` puts a
   bid at twice the frame's highest price (above every ask, so the book crosses);
   ``oversize`` appends that many deletions of asks beyond the frame's highest price (the
-  book is unchanged, the frame is huge).
-- :func:`oversize_body` appends far asks with a real quantity to a REST book.
+  book is unchanged, the frame is huge); ``alter`` adds one to one quantity (the one at
+  ``pick``; a deletion becomes a level), ids untouched: a copy that disagrees with the
+  other connections' copies of the same ids.
+- :func:`rewrite_body` appends far asks with a real quantity to a REST book, and changes
+  its first quantity (``alter``).
 - :class:`IdRestart` renumbers ids after a venue restart: per symbol and id space, the
   first id seen becomes the restart's low first id and later ids keep their distance to it;
   the first message keeps its links to the previous id (OKX's ``prevSeqId``).
@@ -236,6 +239,17 @@ def _restyle(levels: _Levels, style: NumberStyle, pick: float) -> bool:
     return True
 
 
+def _alter(levels: _Levels, pick: float) -> bool:
+    """Add one to the quantity of the level at ``pick``, in its own decimals."""
+    every = levels.all()
+    if not every:
+        return False
+    level = every[min(int(pick * len(every)), len(every) - 1)]
+    qty_at = levels.shape.qty
+    level[qty_at] = _like(level[qty_at], _number(level[qty_at]) + 1)
+    return True
+
+
 def _move_ids(message: Any, shape: WireShape, how: Literal["mangle", "far"]) -> bool:
     slots = [(c, k) for path, _ in shape.ids for c, k in _slots(message, path) if _is_id(c[k])]
     if how == "mangle":
@@ -267,15 +281,22 @@ def rewrite_frame(frame: bytes, shape: WireShape, fault: FrameFault) -> bytes:
         changed |= _cross(levels)
     if fault.oversize:
         changed |= _far_asks(levels, fault.oversize, zero=True)
+    if fault.alter:
+        changed |= _alter(levels, fault.pick)
     return _encoder.encode(message) if changed else frame
 
 
-def oversize_body(body: bytes, shape: WireShape, count: int) -> bytes:
-    """A REST book ``body`` with ``count`` more asks beyond twice its highest price."""
+def rewrite_body(body: bytes, shape: WireShape, oversize: int, *, alter: bool = False) -> bytes:
+    """A REST book ``body`` with ``oversize`` more asks beyond twice its highest price, and
+    with ``alter`` one more in the quantity of its first level (the best bid)."""
     message = _decode(body)
-    if message is None or not _far_asks(_Levels(message, shape), count, zero=False):
+    if message is None:
         return body
-    return _encoder.encode(message)
+    levels = _Levels(message, shape)
+    changed = bool(oversize) and _far_asks(levels, oversize, zero=False)
+    if alter:
+        changed |= _alter(levels, 0.0)
+    return _encoder.encode(message) if changed else body
 
 
 class IdRestart:

@@ -45,7 +45,7 @@ endpoint (1001 "fault: refuse") until the window ends, ``notice`` sends the venu
 to every connection (a venue without one skips it), and a venue ``restart`` hands the
 subclass its new first id (``_restart_ids``). REST requests get the plan's status (429 with
 ``Retry-After``, 418, 5xx) and extra delay before anything else is checked; an oversized
-successful answer is grown by the subclass's ``_oversize_rest``.
+successful answer is grown (or altered) by the subclass's ``_rewrite_rest``.
 
 REST: served through websockets' ``process_request`` hook on a port of its own (HTTP/1.1,
 ``Connection: close``): every request gets a plain HTTP answer, a WebSocket handshake
@@ -63,6 +63,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Final, Self
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -197,7 +198,7 @@ class EndpointServer:
     """The shell: see the module docstring. Subclasses say what is served through the
     hooks ``_check_path``, ``_admit_connection``, ``_open``, ``_answer``, ``_producer``, ``_send``,
     ``_notice_frame``, ``_rest_answer`` and ``_start_tasks``, and how the venue misbehaves
-    through ``_rewrite``, ``_oversize_rest`` and ``_restart_ids``.
+    through ``_rewrite``, ``_rewrite_rest`` and ``_restart_ids``.
 
     Args:
         name: used in task names and the endpoints' jitter seeds.
@@ -302,8 +303,9 @@ class EndpointServer:
         the venue's wire shape); unchanged where the venue's shape is unknown."""
         return frame
 
-    def _oversize_rest(self, target: str, answer: RestAnswer, levels: int) -> RestAnswer:
-        """A successful REST ``answer`` to ``GET target`` with ``levels`` more levels."""
+    def _rewrite_rest(self, target: str, answer: RestAnswer, fault: RestFault) -> RestAnswer:
+        """A successful REST ``answer`` to ``GET target`` as ``fault`` says it: with
+        ``oversize_levels`` more levels, its best bid altered."""
         return answer
 
     def _restart_ids(self, first_id: int) -> None:
@@ -648,7 +650,8 @@ class EndpointServer:
     async def _rest_request(self, conn: ServerConnection, request: Request) -> Response:
         index = self._rest_requests
         self._rest_requests += 1
-        fault = self._faults.rest_fault(self.fault_time(), index) if self._faults else None
+        symbol = parse_qs(urlsplit(request.path).query).get("symbol", [""])[0]
+        fault = self._faults.rest_fault(self.fault_time(), index, symbol) if self._faults else None
         if fault:
             await asyncio.sleep(fault.extra_delay_s)
             if fault.status is not None:
@@ -662,8 +665,8 @@ class EndpointServer:
             return http_response(
                 RestAnswer(HTTPStatus.NOT_FOUND, b"Not Found\n", content_type="text/plain")
             )
-        if fault and fault.oversize_levels and answer.status == HTTPStatus.OK:
-            answer = self._oversize_rest(request.path, answer, fault.oversize_levels)
+        if fault and (fault.oversize_levels or fault.alter) and answer.status == HTTPStatus.OK:
+            answer = self._rewrite_rest(request.path, answer, fault)
         return http_response(answer)
 
     async def _close_servers(self) -> None:

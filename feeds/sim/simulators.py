@@ -67,14 +67,14 @@ from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.book_process import BookProcess
 from feeds.sim.bybit import BybitProtocol
 from feeds.sim.coinbase import CoinbaseProtocol
-from feeds.sim.faults import FaultPlan, FrameFault
+from feeds.sim.faults import FaultPlan, FrameFault, RestFault
 from feeds.sim.kraken import DEFAULT_LOT, KrakenProtocol
 from feeds.sim.kraken import PATH as KRAKEN_PATH
 from feeds.sim.limits import REST_SOURCE, LimitStats, SimLimits, rest_refusal
 from feeds.sim.numbers import decimals
 from feeds.sim.okx import PATH as OKX_PATH
 from feeds.sim.okx import OkxProtocol
-from feeds.sim.rewrite import IdRestart, oversize_body, rewrite_frame
+from feeds.sim.rewrite import IdRestart, rewrite_body, rewrite_frame
 from feeds.sim.shell import Conn, EndpointServer, EndpointStats
 from feeds.sim.venue import Publication, RestAnswer, VenueProtocol, default_mid
 from gateway.core.book import L2Book
@@ -346,11 +346,13 @@ class SimVenue(EndpointServer):
         shape = self.protocol.stream_shape
         return frame if shape is None else rewrite_frame(frame, shape, fault)
 
-    def _oversize_rest(self, target: str, answer: RestAnswer, levels: int) -> RestAnswer:
+    def _rewrite_rest(self, target: str, answer: RestAnswer, fault: RestFault) -> RestAnswer:
         shape = self.protocol.rest_shape
         if shape is None:
             return answer
-        return answer._replace(body=oversize_body(answer.body, shape, levels))
+        return answer._replace(
+            body=rewrite_body(answer.body, shape, fault.oversize_levels, alter=fault.alter)
+        )
 
     def _restart_ids(self, first_id: int) -> None:
         self._restart = IdRestart(first_id)

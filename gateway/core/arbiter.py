@@ -75,6 +75,9 @@ class ConnectionStats:
     implausible: int = 0
     #: Held updates this connection's own later stream contradicted (it was reset).
     disagreements: int = 0
+    #: Sampled copies of this connection found to disagree with the other connections'
+    #: copies of the same ids (:mod:`gateway.core.audit`); counted only.
+    audit_disagreements: int = 0
 
 
 @dataclass
@@ -111,6 +114,13 @@ class SymbolStats:
     confirmed: int = 0
     #: Held or buffered updates discarded as obsolete (contradicted, or made so by a resync).
     obsolete: int = 0
+    #: Audits (:mod:`gateway.core.audit`), counted only, never acted on: sampled updates
+    #: whose copies from different connections disagreed; REST snapshots that agreed with
+    #: the live book at their id, that did not (drift), that could not be compared.
+    audit_disagreements: int = 0
+    audit_rest_ok: int = 0
+    audit_rest_drift: int = 0
+    audit_rest_skipped: int = 0
     #: Unsequenced mode: the output moved to another connection's replica.
     failovers: int = 0
     #: Unsequenced mode: replicas found wrong (checksum, lost message) and resubscribed.

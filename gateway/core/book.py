@@ -155,6 +155,12 @@ class L2Book:
     def ask_count(self) -> int:
         return len(self._asks)
 
+    def ranked(self, *, bids: bool) -> SortedDict:
+        """One side keyed by rank (the price as a float, negated for bids: smaller is
+        better on both sides), values the venue's levels. Read-only for the caller, and
+        valid only until the book next changes."""
+        return self._bids if bids else self._asks
+
     def best_bid(self) -> Level | None:
         if not self._bids:
             return None

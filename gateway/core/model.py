@@ -23,6 +23,13 @@ def symbol_key(venue: str, symbol: str) -> str:
     return f"{venue}:{symbol}"
 
 
+def log_fields(key: str) -> dict[str, str]:
+    """The ``extra`` of a log line about the symbol of ``key``: its venue and symbol
+    (JSON log lines carry them as fields)."""
+    venue, _, symbol = key.partition(":")
+    return {"venue": venue, "symbol": symbol}
+
+
 def split_key(key: str) -> tuple[str, str]:
     """Inverse of :func:`symbol_key`; raises ValueError when ``key`` has no ``:``."""
     venue, sep, symbol = key.partition(":")
@@ -178,6 +185,9 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     """A change to the published book: ``seq`` is the previous message's ``seq`` + 1.
 
     ``venue_id`` is the venue's last update id that the book reflects after this delta.
+    ``recv_ns`` is when the update's first copy was received (wall clock, ns);
+    ``event_ms`` the venue's event time of the update (ms since the Unix epoch), or None
+    when the venue sends none.
     """
 
     key: str
@@ -187,6 +197,7 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
     recv_ns: int
+    event_ms: int | None = None
 
 
 class BookReset(msgspec.Struct, frozen=True, gc=False):

@@ -26,6 +26,7 @@ from typing import Final, NamedTuple, Protocol
 
 import msgspec
 
+from gateway.core.activity import ActivityLimits, ActivityMonitor, Silence
 from gateway.core.arbiter import (
     DEFAULT_MAX_PENDING,
     DEFAULT_REORDER_WINDOW_NS,
@@ -58,7 +59,10 @@ from gateway.core.model import (
     VenueNotice,
     symbol_key,
 )
+from gateway.core.rejections import named_symbols
 from gateway.core.replicated import ReplicatedBook
+from gateway.core.sequenced import SequencedBook
+from gateway.core.snapshots import SnapshotAttempts
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +80,12 @@ EVENT_LATENCY_BOUNDS_S: Final = (
 
 
 class FetchSnapshot(msgspec.Struct, frozen=True, gc=False):
-    """Fetch a REST snapshot of ``symbol``; hand it to :meth:`VenuePipeline.receive_snapshot`."""
+    """Fetch a REST snapshot of ``symbol``; hand it to :meth:`VenuePipeline.receive_snapshot`
+    with ``attempt``. A later FetchSnapshot of the symbol supersedes this one: the answer to
+    this attempt is then discarded (:class:`~gateway.core.snapshots.SnapshotAttempts`)."""
 
     symbol: str
+    attempt: int
 
 
 class Resubscribe(msgspec.Struct, frozen=True, gc=False):
@@ -90,10 +97,22 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 
 
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
-    """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice),
-    or its copies disagree with the other connections' (an arbiter's ReconnectWanted)."""
+    """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice;
+    ``renew``: a healthy connection, renewed make-before-break), or its copies disagree
+    with the other connections' (an arbiter's ReconnectWanted: closed at once)."""
 
     conn_id: int
+    renew: bool = False
+
+
+class SymbolRejected(msgspec.Struct, frozen=True, gc=False):
+    """The venue refused ``symbol``: subscribe without it from now on (every connection's
+    next connect), and, with ``resend``, send the subscription of the venue's other
+    symbols on connection ``conn_id`` again (the venue refused that request whole)."""
+
+    conn_id: int
+    symbol: str
+    resend: bool
 
 
 class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
@@ -103,7 +122,15 @@ class BookRebuilt(msgspec.Struct, frozen=True, gc=False):
     symbol: str
 
 
-Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt
+class CaughtUp(msgspec.Struct, frozen=True, gc=False):
+    """Connection ``conn_id``, watched since :meth:`VenuePipeline.watch_catch_up`, caught up:
+    on a sequenced venue its copies reached every book's applied id, on an unsequenced one
+    its replica of every book is valid, on a trade-only connection a trade arrived."""
+
+    conn_id: int
+
+
+Action = FetchSnapshot | Resubscribe | Reconnect | BookRebuilt | CaughtUp | SymbolRejected
 
 
 class Step(msgspec.Struct, frozen=True, gc=False):
@@ -185,6 +212,14 @@ class VenueStats:
     #: Books (or replicas) the venue left crossed, on a venue whose books never cross
     #: (each symbol's count: ``SymbolStats.crossed_faults``).
     crossed_books: int = 0
+    #: REST snapshots discarded unused: answers to a superseded fetch attempt.
+    snapshots_superseded: int = 0
+    #: A symbol's channel found dead on a connection that carries other traffic
+    #: (:mod:`gateway.core.activity`), and dead channels that came back.
+    silent_channels: int = 0
+    revived_channels: int = 0
+    #: Symbols the venue refused (an error reply or a close reason naming them).
+    rejected_symbols: int = 0
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
@@ -203,8 +238,14 @@ class VenuePipeline:
     ``max_levels``: the cap of each book's levels per side; None: the venue's default.
     ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
     ``conn_symbols``: the symbols of each connection that carries only some (sharded,
-    :func:`gateway.core.limits.plan_connections`); a book is told only of the connections
-    that carry it, and resubscribed only on them. Connections not named carry every symbol.
+    :func:`gateway.core.limits.plan_connections`; later ones: :meth:`set_connection_symbols`);
+    a book is told only of the connections that carry it, watched and resubscribed only on
+    them. Connections not named carry every symbol.
+    ``epoch_base``: the epoch before each book's first one (its first is ``epoch_base + 1``).
+    ``activity``: watch each symbol's channel per connection (:mod:`gateway.core.activity`):
+    a channel dead on a connection that carries other traffic counts as that connection
+    down for the symbol (the arbiter decides; dead everywhere: ``stale``, with the silence
+    as its reason) and is resubscribed on that connection where the venue can; None: off.
     """
 
     def __init__(
@@ -219,6 +260,8 @@ class VenuePipeline:
         max_levels: int | None = None,
         max_id_jump: int | None = None,
         conn_symbols: Mapping[int, Collection[str]] | None = None,
+        epoch_base: int = 0,
+        activity: ActivityLimits | None = None,
     ) -> None:
         self.venue = venue
         #: Keys carried by each sharded connection (see ``conn_symbols``).
@@ -227,11 +270,14 @@ class VenuePipeline:
             for conn_id, symbols in (conn_symbols or {}).items()
         }
         self.max_levels = max_levels
+        #: Every book's epochs count up from here (the service passes a base unique to
+        #: the gateway instance, so epochs do not repeat across restarts).
+        self.epoch_base = epoch_base
         self.reorder_window_ns = reorder_window_ns
         self.max_pending = max_pending
         self.max_id_jump = max_id_jump
         self.rest_snapshots = rest_snapshots
-        self.trade_conn_ids = frozenset(trade_conn_ids)
+        self.trade_conn_ids = set(trade_conn_ids)
         self.stats = VenueStats()
         self.bad_frames_by_conn: dict[int, int] = {}
         #: Per connection: seconds from the venue's event time to the frame's receive time,
@@ -240,6 +286,8 @@ class VenuePipeline:
         #: Crossed-book log lines, limited per symbol.
         self.crossed_log = LogLimiter()
         self.sequences = ConnectionSequenceChecker()
+        #: The current REST snapshot attempt of each symbol.
+        self.snapshot_attempts = SnapshotAttempts()
         self.books: dict[str, SymbolArbiter] = {}
         self.trades: dict[str, TradeDedup] = {}
         self._open = symbols is None
@@ -249,6 +297,30 @@ class VenuePipeline:
         self._up: dict[int, None] = {}
         #: Keys whose arbiter has a reorder deadline pending.
         self._waiting: set[str] = set()
+        #: Per connection: its replicas found wrong (a checksum failure, a lost message)
+        #: and its connection-wide sequence gaps, for its score.
+        self.faults_by_conn: dict[int, int] = {}
+        #: Connection scores (gateway.core.score), kept up to date by the owner; the
+        #: unsequenced books' failovers follow them.
+        self.conn_scores: dict[int, float] = {}
+        #: Connections watched until they catch up: the last id each delivered per key.
+        self._catching_up: dict[int, dict[str, int]] = {}
+        #: Per watched connection: the applied id of each built book when the watch began.
+        self._catch_up_targets: dict[int, dict[str, int]] = {}
+        #: Each symbol's channel per connection; None: not watched.
+        self.activity = None if activity is None else ActivityMonitor(activity)
+        #: When the channels are next checked (a quarter of the shortest silence apart).
+        self._activity_check_ns = 0
+        self._activity_every_ns = (
+            0 if activity is None else int(activity.min_silence_s / 4 * 1_000_000_000)
+        )
+        #: Silence log lines, limited per symbol.
+        self.silence_log = LogLimiter()
+        #: Symbols the venue refused, by key: why (``stale`` with it as reason, for good).
+        self.rejected: dict[str, str] = {}
+        #: (connection, symbol) rejections already acted on (a venue may refuse one symbol
+        #: once per request, Coinbase once per channel); cleared when the connection ends.
+        self._rejected_on: set[tuple[int, str]] = set()
         for symbol in symbols or ():
             self._new_book(symbol_key(venue.venue, symbol), 0)
 
@@ -263,6 +335,9 @@ class VenuePipeline:
             self.reject_frame(conn_id, raw, exc)
             return step
         trade_only = conn_id in self.trade_conn_ids
+        activity = self.activity
+        if activity is not None and not trade_only:
+            activity.frame(conn_id, now_ns / 1e9)
         for event in events:
             if trade_only and isinstance(event, DepthDiff | DepthSnapshot):
                 self.stats.book_updates_on_trade_connections += 1
@@ -270,10 +345,14 @@ class VenuePipeline:
             if isinstance(event, DepthDiff):
                 if event.event_ms > 0:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
+                if activity is not None:
+                    self._active(activity, event.symbol, conn_id, now_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     self._take(book, book.on_diff(event, now_ns), step, now_ns)
             elif isinstance(event, DepthSnapshot):
+                if activity is not None:
+                    self._active(activity, event.symbol, conn_id, now_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     self._take(book, book.on_snapshot(event, now_ns), step, now_ns)
@@ -285,26 +364,113 @@ class VenuePipeline:
                 self._connection_sequence(conn_id, event.seq, step, now_ns)
             elif isinstance(event, VenueNotice):
                 self._notice(conn_id, event, step)
+        if self._catching_up and conn_id in self._catching_up:
+            self._check_caught_up(conn_id, events, step)
         return step
 
-    def receive_connection(self, conn_id: int, up: bool, now_ns: int) -> Step:
-        """Connection ``conn_id`` came up or went down."""
+    # --- catching up (make-before-break renewals) -------------------------------------------
+
+    def add_trade_connection(self, conn_id: int) -> None:
+        """Connection ``conn_id`` carries trades only (a renewed trade connection)."""
+        self.trade_conn_ids.add(conn_id)
+
+    def set_connection_symbols(self, conn_id: int, symbols: Collection[str]) -> None:
+        """Connection ``conn_id`` carries only ``symbols`` (a slot's shard; a renewal's
+        replacement carries its slot's); empty: every symbol. Told before it comes up."""
+        if symbols:
+            self._conn_keys[conn_id] = frozenset(symbol_key(self.venue.venue, s) for s in symbols)
+        else:
+            self._conn_keys.pop(conn_id, None)
+
+    def forget_connection(self, conn_id: int) -> None:
+        """Connection ``conn_id`` is closed for good: its symbols are forgotten."""
+        self._conn_keys.pop(conn_id, None)
+
+    def watch_catch_up(self, conn_id: int) -> None:
+        """Watch ``conn_id`` (a replacement connection) until it caught up: the step of the
+        frame that completes it carries :class:`CaughtUp` once. On a sequenced venue its
+        copies must reach the applied id each book had when the watch began (a book not
+        built then has nothing to catch up with), so a connection that delivers every
+        update, later than the others, catches up too."""
+        self._catching_up[conn_id] = {}
+        self._catch_up_targets[conn_id] = {
+            key: book.applied_id for key, book in self.books.items() if book.has_book
+        }
+
+    def unwatch_catch_up(self, conn_id: int) -> None:
+        self._catching_up.pop(conn_id, None)
+        self._catch_up_targets.pop(conn_id, None)
+
+    def _check_caught_up(self, conn_id: int, events: list[VenueEvent], step: Step) -> None:
+        seen = self._catching_up[conn_id]
+        if conn_id in self.trade_conn_ids:
+            done = any(isinstance(event, Trade) for event in events)
+        else:
+            for event in events:
+                if isinstance(event, DepthDiff | DepthSnapshot):
+                    seen[event.key] = event.last_id
+            targets = self._catch_up_targets.get(conn_id, {})
+            done = all(
+                self._book_caught_up(conn_id, book, seen.get(key, -1), targets.get(key))
+                for key, book in self.books.items()
+                if self._carries(conn_id, key)
+            )
+        if done:
+            self.unwatch_catch_up(conn_id)
+            step.actions.append(CaughtUp(conn_id))
+
+    @staticmethod
+    def _book_caught_up(
+        conn_id: int, book: SymbolArbiter, seen_id: int, target_id: int | None
+    ) -> bool:
+        if isinstance(book, ReplicatedBook):
+            replica = book.replicas.get(conn_id)
+            return replica is not None and replica.valid
+        return target_id is None or seen_id >= target_id
+
+    def receive_connection(self, conn_id: int, up: bool, now_ns: int, reason: str = "") -> Step:
+        """Connection ``conn_id`` came up or went down; ``reason``: why it ended (the
+        venue's close reason), which may name symbols the venue refuses (Binance closes a
+        connection whose URL names an unknown symbol)."""
         step = Step([], [])
         self.sequences.reset(conn_id)
+        if not up:
+            self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
+            if reason:
+                self._rejections(conn_id, reason, step, resend=False)
+        if conn_id in self._catching_up:
+            self._catching_up[conn_id] = {}  # a watched connection starts its catch-up over
         if conn_id in self.trade_conn_ids:
             return step
         if up:
             self._up[conn_id] = None
         else:
             self._up.pop(conn_id, None)
+        if self.activity is not None:
+            if up:
+                symbols = [
+                    key.partition(":")[2]
+                    for key in self.books
+                    if key not in self.rejected and self._carries(conn_id, key)
+                ]
+                self.activity.connection_up(conn_id, symbols, now_ns / 1e9)
+            else:
+                self.activity.connection_down(conn_id)
         for key, book in self.books.items():
             if self._carries(conn_id, key):
                 self._take(book, book.on_connection(conn_id, up, now_ns), step, now_ns)
         return step
 
-    def receive_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
-        """A parsed REST snapshot (as :class:`FetchSnapshot` asked)."""
+    def receive_snapshot(
+        self, snapshot: DepthSnapshot, now_ns: int, attempt: int | None = None
+    ) -> Step:
+        """A parsed REST snapshot, the answer to :class:`FetchSnapshot` ``attempt``: an
+        answer to a superseded attempt is discarded (``stats.snapshots_superseded``).
+        ``attempt`` None: not tagged (a capture's REST record), used as it comes."""
         step = Step([], [])
+        if attempt is not None and not self.snapshot_attempts.admit(snapshot.symbol, attempt):
+            self.stats.snapshots_superseded += 1
+            return step
         book = self.books.get(snapshot.key)
         if book is None and self._open and snapshot.venue == self.venue.venue:
             book = self._new_book(snapshot.key, now_ns)
@@ -325,9 +491,34 @@ class VenuePipeline:
             return Step([], [])
         return self.receive_snapshot(snapshot, now_ns)
 
+    # --- audits (gateway.core.audit): counted and logged, never applied ------------------
+
+    def receive_audit_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
+        """A REST snapshot fetched to audit a book: compared with it, never applied."""
+        book = self.books.get(snapshot.key)
+        if isinstance(book, SequencedBook):
+            book.on_audit_snapshot(snapshot, now_ns)
+        return Step([], [])
+
+    def auditable_symbols(self) -> list[str]:
+        """Symbols whose books can be audited against a REST snapshot now."""
+        if not self.rest_snapshots:
+            return []
+        return [
+            key.partition(":")[2]
+            for key, book in self.books.items()
+            if isinstance(book, SequencedBook) and book.has_book
+        ]
+
     def on_timer(self, now_ns: int) -> Step:
-        """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`)."""
+        """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`),
+        and checks the channels' activity (where watched) every quarter of the shortest
+        silence."""
         step = Step([], [])
+        if self.activity is not None and now_ns >= self._activity_check_ns:
+            self._activity_check_ns = now_ns + self._activity_every_ns
+            for silence in self.activity.check(now_ns / 1e9):
+                self._silent(silence, step, now_ns)
         for key in list(self._waiting):
             book = self.books[key]
             deadline = book.deadline_ns()
@@ -362,8 +553,9 @@ class VenuePipeline:
 
     @property
     def timer_armed(self) -> bool:
-        """True while some book may have a deadline: call :meth:`on_timer` now and then."""
-        return bool(self._waiting)
+        """True while some book may have a deadline, or channels are watched: call
+        :meth:`on_timer` now and then."""
+        return bool(self._waiting) or self.activity is not None
 
     def deadline_ns(self) -> int | None:
         """The earliest reorder-window deadline, or None."""
@@ -375,7 +567,12 @@ class VenuePipeline:
         book = self.books.get(key)
         if book is None or not book.has_book:
             return None
-        return BookState(book.book, book.epoch, book.seq, book.applied_id, book.state)
+        return BookState(book.book, book.epoch, book.seq, book.applied_id, self.state(key))
+
+    def state(self, key: str) -> SymbolState:
+        """The state of a carried symbol: its arbiter's, or ``stale`` when the venue
+        refused it."""
+        return SymbolState.STALE if key in self.rejected else self.books[key].state
 
     # --- internals --------------------------------------------------------------------------
 
@@ -396,7 +593,10 @@ class VenuePipeline:
             max_levels=self.max_levels,
             max_id_jump=self.max_id_jump,
         )
+        book.epoch = self.epoch_base
         self.trades.setdefault(key, TradeDedup())
+        if isinstance(book, ReplicatedBook):
+            book.scores = self.conn_scores
         checksum = self._checksums.pop(key, None)
         if checksum is not None:
             book.checksum = checksum
@@ -416,6 +616,9 @@ class VenuePipeline:
         """Publications of ``book`` to the step; its commands become actions."""
         if book.deadline_ns() is not None:
             self._waiting.add(book.key)
+        if book.key in self.rejected:
+            # Told stale with the venue's refusal for good: the arbiter's changes are moot.
+            events = [e for e in events if not isinstance(e, StatusChange)]
         publications = step.publications
         for event in events:
             if type(event) is BookDelta:
@@ -423,10 +626,12 @@ class VenuePipeline:
             elif isinstance(event, SnapshotWanted):
                 self._snapshot_wanted(book.key.partition(":")[2], step)
             elif isinstance(event, ResubscribeWanted):
+                self.faults_by_conn[event.conn_id] = self.faults_by_conn.get(event.conn_id, 0) + 1
                 self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
             elif isinstance(event, BookCrossed):
                 self._crossed(event, now_ns)
             elif isinstance(event, ReconnectWanted):
+                self.faults_by_conn[event.conn_id] = self.faults_by_conn.get(event.conn_id, 0) + 1
                 self._reconnect(event.conn_id, step)
             else:
                 publications.append(event)
@@ -466,7 +671,7 @@ class VenuePipeline:
 
     def _snapshot_wanted(self, symbol: str, step: Step) -> None:
         if self.rest_snapshots:
-            step.actions.append(FetchSnapshot(symbol))
+            step.actions.append(FetchSnapshot(symbol, self.snapshot_attempts.start(symbol)))
         else:
             # No REST snapshot: every connection subscribes again for an in-band one.
             key = symbol_key(self.venue.venue, symbol)
@@ -478,6 +683,97 @@ class VenuePipeline:
         if self.venue.resubscribe_messages is not None:
             self.stats.resubscribes += 1
             step.actions.append(Resubscribe(conn_id, symbol))
+
+    def _active(self, activity: ActivityMonitor, symbol: str, conn_id: int, now_ns: int) -> None:
+        """A book message of ``symbol`` on ``conn_id``: the arbiter sees the connection as
+        up again with it (its own update handling)."""
+        if activity.update(symbol, conn_id, now_ns / 1e9):
+            self.stats.revived_channels += 1
+            log.info(
+                "%s:%s: updates back on conn %d",
+                self.venue.venue,
+                symbol,
+                conn_id,
+                extra={"venue": self.venue.venue, "symbol": symbol, "connection": conn_id},
+            )
+
+    def _silent(self, silence: Silence, step: Step, now_ns: int) -> None:
+        """``silence.symbol``'s channel died on a connection that still carries traffic:
+        that connection counts as down for the symbol, and the symbol is resubscribed on it."""
+        assert self.activity is not None
+        key = symbol_key(self.venue.venue, silence.symbol)
+        book = self.books.get(key)
+        if book is None:
+            return
+        self.stats.silent_channels += 1
+        usual = (
+            "no usual rate yet"
+            if silence.usual_s is None
+            else f"usual every {silence.usual_s:.3g} s"
+        )
+        suppressed = self.silence_log.admit(key, now_ns / 1e9)
+        if suppressed is not None:
+            more = f" ({suppressed} similar suppressed)" if suppressed else ""
+            log.warning(
+                "%s: no updates on conn %d for %.3g s (%s) while the connection carries "
+                "other traffic; resubscribing there%s",
+                key,
+                silence.conn_id,
+                silence.silent_s,
+                usual,
+                more,
+                extra={
+                    "venue": self.venue.venue,
+                    "symbol": silence.symbol,
+                    "connection": silence.conn_id,
+                },
+            )
+        events = book.on_connection(silence.conn_id, False, now_ns)
+        if self.activity.dead_everywhere(silence.symbol):
+            reason = self.activity.stale_reason(silence.symbol, now_ns / 1e9)
+            events = [
+                StatusChange(e.key, e.state, reason)
+                if isinstance(e, StatusChange) and e.state is SymbolState.STALE
+                else e
+                for e in events
+            ]
+        self._take(book, events, step, now_ns)
+        self._resubscribe(silence.conn_id, silence.symbol, step)
+
+    def _rejections(self, conn_id: int, detail: str, step: Step, *, resend: bool) -> None:
+        """The venue's error (or close reason) ``detail`` on ``conn_id``: every carried
+        symbol it names that never delivered anything is refused (one that did is known to
+        the venue: its error is another, such as a duplicate subscription); the venue's
+        other symbols go on without it."""
+        if self._open:
+            return
+        silent = [
+            key.partition(":")[2]
+            for key, book in self.books.items()
+            if not book.has_book and not any(c.received for c in book.stats.connections.values())
+        ]
+        for symbol in named_symbols(detail, silent):
+            if (conn_id, symbol) in self._rejected_on:
+                continue
+            self._rejected_on.add((conn_id, symbol))
+            key = symbol_key(self.venue.venue, symbol)
+            if key not in self.rejected:
+                self._reject(key, symbol, detail, step)
+            step.actions.append(SymbolRejected(conn_id, symbol, resend))
+
+    def _reject(self, key: str, symbol: str, detail: str, step: Step) -> None:
+        reason = f"rejected by the venue: {detail}"
+        self.rejected[key] = reason
+        self.stats.rejected_symbols += 1
+        if self.activity is not None:
+            self.activity.forget(symbol)
+        log.warning(
+            "%s: %s; the venue's other symbols go on without it",
+            key,
+            reason,
+            extra={"venue": self.venue.venue, "symbol": symbol},
+        )
+        step.publications.append(StatusChange(key, SymbolState.STALE, reason))
 
     def _trade(self, trade: Trade, step: Step) -> None:
         dedup = self.trades.get(trade.key)
@@ -515,6 +811,7 @@ class VenuePipeline:
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:
         self.stats.notices += 1
         if notice.kind == "error":
+            self._rejections(conn_id, notice.detail, step, resend=True)
             log.warning(
                 "conn %d: venue error: %s",
                 conn_id,
@@ -522,8 +819,8 @@ class VenuePipeline:
                 extra={"venue": self.venue.venue, "connection": conn_id},
             )
         if notice.reconnect:
-            self._reconnect(conn_id, step)
+            self._reconnect(conn_id, step, renew=True)
 
-    def _reconnect(self, conn_id: int, step: Step) -> None:
-        if Reconnect(conn_id) not in step.actions:
-            step.actions.append(Reconnect(conn_id))
+    def _reconnect(self, conn_id: int, step: Step, *, renew: bool = False) -> None:
+        if not any(isinstance(a, Reconnect) and a.conn_id == conn_id for a in step.actions):
+            step.actions.append(Reconnect(conn_id, renew))

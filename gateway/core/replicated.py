@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -25,8 +26,10 @@ from gateway.core.arbiter import (
     crossed_reason,
     crossed_retry,
 )
+from gateway.core.audit import top_levels
 from gateway.core.backoff import Backoff
 from gateway.core.book import BadLevel, L2Book
+from gateway.core.lograte import LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
     BookCrossed,
@@ -38,6 +41,7 @@ from gateway.core.model import (
     ResubscribeWanted,
     StatusChange,
     SymbolState,
+    log_fields,
 )
 from gateway.core.transitions import Table, transition
 
@@ -109,6 +113,12 @@ class Replica:
     #: Crossed snapshots in a row, and when the resubscribe is due (in RETRY_WAIT).
     crossed_backoff: Backoff = field(default_factory=crossed_backoff)
     retry_at_ns: int = 0
+    #: The venue event time (ms) of the last update applied: the point the replica is at.
+    event_ms: int = 0
+    #: Audit: since when every comparison at the same point found this replica apart from
+    #: the others (-1: it agreed last time), and whether that episode was counted.
+    apart_since_ns: int = -1
+    apart_counted: bool = False
 
     @property
     def valid(self) -> bool:
@@ -204,7 +214,8 @@ class ReplicatedBook:
       a row (:data:`ReplicaState.RETRY_WAIT`), so no crossed replica is ever published.
     - The published book follows one leader replica: the leader's updates are published as
       they are (with the levels that truncation to ``depth`` removed).
-    - When the leader fails, the valid replica with the lowest lag becomes leader and the
+    - When the leader fails, the valid replica with the best connection score (``scores``),
+      of equal scores the one with the lowest lag, becomes leader and the
       switch is published as one ordinary delta, from the published book to that replica;
       a replica whose checksum failed is never chosen.
     - With a checksum, lag is measured by which connection reaches each book state first;
@@ -212,6 +223,14 @@ class ReplicatedBook:
 
     ``venue_id`` of published messages is the venue's event time in ms (there are no ids).
     ``max_levels`` caps every book's levels per side (:class:`~gateway.core.book.L2Book`).
+
+    Audit, without a checksum (Coinbase; a checksum already verifies every replica): every
+    ``audit_check_ns`` (0: never), the valid replicas at the leader's point (the same last
+    event time) compare their top ``audit_depth`` levels. A replica apart from the
+    majority (with no majority among every valid replica, each one apart; a tie among
+    some of them settles nothing) at every such comparison for
+    ``audit_window_ns`` is counted once per episode (``audit_disagreements``) and logged;
+    never acted on.
     """
 
     def __init__(
@@ -225,10 +244,14 @@ class ReplicatedBook:
         max_tracked_states: int = 1024,
         max_levels: int | None = None,
         may_cross: bool = False,
+        audit_check_ns: int = 1_000_000_000,
+        audit_window_ns: int = 5_000_000_000,
+        audit_depth: int = 10,
     ) -> None:
         if depth is not None and depth < 1:
             raise ValueError("depth must be >= 1")
         self.key = key
+        self._log_fields = log_fields(key)
         self.checksum = checksum
         self.depth = depth
         self.switch_margin_ns = switch_margin_ns
@@ -249,8 +272,16 @@ class ReplicatedBook:
         self.replicas: dict[int, Replica] = {}
         #: The connection whose replica is published; set exactly in Output.LIVE.
         self.leader: int | None = None
+        #: Connection scores (gateway.core.score), the best valid replica's leading a
+        #: failover; set by the owner, read here only. Equal scores: the lowest lag.
+        self.scores: Mapping[int, float] = {}
         #: checksum of a book state -> (first connection to reach it, when).
         self._first_seen: dict[int, tuple[int, int]] = {}
+        self.audit_check_ns = audit_check_ns
+        self.audit_window_ns = audit_window_ns
+        self.audit_depth = audit_depth
+        self._audit_at_ns = 0
+        self._log_limit = LogLimiter(burst=1, window_s=60.0)
 
     @property
     def has_book(self) -> bool:
@@ -295,6 +326,7 @@ class ReplicatedBook:
             self._snapshot_crossed(snap.conn_id, replica, now_ns, out)
             return out
         replica.crossed_backoff.reset()
+        replica.apart_since_ns, replica.apart_counted = -1, False
         replica.state, _ = transition(
             "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.SNAPSHOT_MATCHED
         )
@@ -334,8 +366,11 @@ class ReplicatedBook:
             out.append(BookCrossed(self.key, diff.conn_id, reason))
             self._fail(diff.conn_id, replica, reason, out)
             return out
+        replica.event_ms = diff.event_ms
         if diff.checksum is not None:
             self._measure_lag(diff.conn_id, replica, diff.checksum, now_ns)
+        elif self.audit_check_ns and now_ns >= self._audit_at_ns and self._audit_replicas(now_ns):
+            self._audit_at_ns = now_ns + self.audit_check_ns
         if diff.conn_id != self.leader:
             conn.duplicates += 1
             self.stats.duplicates += 1
@@ -424,7 +459,11 @@ class ReplicatedBook:
                 self.stats.replica_failures += 1
                 self.stats.resyncs += 1
                 log.warning(
-                    "%s: replica of conn %d failed (%s); resubscribing", self.key, conn_id, reason
+                    "%s: replica of conn %d failed (%s); resubscribing",
+                    self.key,
+                    conn_id,
+                    reason,
+                    extra=self._log_fields,
                 )
                 out.append(ResubscribeWanted(self.key, conn_id, reason))
             elif action is ReplicaAction.RETRY:
@@ -443,12 +482,21 @@ class ReplicatedBook:
                 self._output(OutputEvent.NO_VALID_REPLICA, "no valid replica", out)
             return
         chosen = (
-            prefer if prefer in dict(valid) else min(valid, key=lambda cr: cr[1].lag_ewma_ns)[0]
+            prefer
+            if prefer in dict(valid)
+            else max(valid, key=lambda cr: (self.scores.get(cr[0], 0.0), -cr[1].lag_ewma_ns))[0]
         )
         previous, self.leader = self.leader, chosen
         if previous is not None and previous != chosen:
             self.stats.failovers += 1
-            log.info("%s: output moves from conn %d to %d (%s)", self.key, previous, chosen, reason)
+            log.info(
+                "%s: output moves from conn %d to %d (%s)",
+                self.key,
+                previous,
+                chosen,
+                reason,
+                extra=self._log_fields,
+            )
         self._output(OutputEvent.ELECTED, reason, out, venue_ms=venue_ms)
 
     def _output(
@@ -502,7 +550,12 @@ class ReplicatedBook:
             self.applied_id = venue_ms
         if self.book.is_crossed():
             self.stats.crossed += 1
-        out.append(BookDelta(self.key, self.epoch, self.seq, self.applied_id, bids, asks, recv_ns))
+        event_ms = venue_ms if venue_ms > 0 else None
+        out.append(
+            BookDelta(
+                self.key, self.epoch, self.seq, self.applied_id, bids, asks, recv_ns, event_ms
+            )
+        )
 
     def _measure_lag(self, conn_id: int, replica: Replica, checksum: int, now_ns: int) -> None:
         first = self._first_seen.get(checksum)
@@ -516,6 +569,59 @@ class ReplicatedBook:
         else:
             sample = float(now_ns - first[1])
         replica.lag_ewma_ns += self.lag_alpha * (sample - replica.lag_ewma_ns)
+
+    def _audit_replicas(self, now_ns: int) -> bool:
+        """Compares the top levels of the valid replicas at the leader's point; False when
+        they are not at one point (the comparison stays due)."""
+        leader = self.replicas.get(self.leader) if self.leader is not None else None
+        if leader is None or not leader.valid or leader.event_ms <= 0:
+            return False
+        at_point = [
+            conn_id
+            for conn_id, replica in self.replicas.items()
+            if replica.valid and replica.event_ms == leader.event_ms
+        ]
+        if len(at_point) < 2:
+            return False
+        tops = {c: top_levels(self.replicas[c].book, self.audit_depth) for c in at_point}
+        groups: list[list[int]] = []
+        for conn_id, top in tops.items():
+            for members in groups:
+                if tops[members[0]] == top:
+                    members.append(conn_id)
+                    break
+            else:
+                groups.append([conn_id])
+        sizes = sorted((len(members) for members in groups), reverse=True)
+        majority = groups[[len(m) for m in groups].index(sizes[0])]
+        together = set(majority) if len(sizes) == 1 or sizes[0] > sizes[1] else set()
+        if not together and len(tops) < sum(r.valid for r in self.replicas.values()):
+            return False  # a tie, with replicas not at this point that could settle it
+        for conn_id in tops:
+            replica = self.replicas[conn_id]
+            if conn_id in together:
+                replica.apart_since_ns, replica.apart_counted = -1, False
+            elif replica.apart_since_ns < 0:
+                replica.apart_since_ns = now_ns
+            elif now_ns - replica.apart_since_ns >= self.audit_window_ns and not (
+                replica.apart_counted
+            ):
+                replica.apart_counted = True
+                self.stats.audit_disagreements += 1
+                self.stats.conn(conn_id).audit_disagreements += 1
+                suppressed = self._log_limit.admit(("apart", conn_id), now_ns / 1e9)
+                if suppressed is not None:
+                    log.warning(
+                        "%s: audit: replica of conn %d apart from the others' top %d levels"
+                        " for %.1f s%s",
+                        self.key,
+                        conn_id,
+                        self.audit_depth,
+                        (now_ns - replica.apart_since_ns) / 1e9,
+                        f" ({suppressed} similar suppressed)" if suppressed else "",
+                        extra=self._log_fields,
+                    )
+        return True
 
     def _maybe_switch(self, out: list[ArbiterEvent]) -> None:
         """Hand the output to a follower that is consistently faster than the leader."""

@@ -71,6 +71,15 @@ from gateway.core.arbiter import (
     crossed_reason,
     crossed_retry,
 )
+from gateway.core.audit import (
+    DEFAULT_AUDIT_DEPTH,
+    DEFAULT_RING_SIZE,
+    DEFAULT_SAMPLE_EVERY,
+    AgreementSample,
+    AppliedRing,
+    RestVerdict,
+    compare_rest,
+)
 from gateway.core.book import BadLevel, L2Book
 from gateway.core.lograte import LogLimiter
 from gateway.core.model import (
@@ -84,6 +93,7 @@ from gateway.core.model import (
     SnapshotWanted,
     StatusChange,
     SymbolState,
+    log_fields,
 )
 from gateway.core.transitions import Table, transition
 
@@ -346,6 +356,13 @@ class SequencedBook:
     Unless ``may_cross``, no published book is crossed.
 
     ``max_levels`` caps the book's levels per side (:class:`~gateway.core.book.L2Book`).
+
+    Audits (:mod:`gateway.core.audit`), counted and logged, never changing the book: every
+    ``audit_every``-th applied update (0: never), the duplicates of it that arrive are
+    compared with what was applied (a connection a majority contradicts is reset:
+    :class:`ReconnectWanted`); :meth:`on_audit_snapshot` compares a REST snapshot with
+    the book at the snapshot's id (the top ``audit_depth`` levels), from the last
+    ``audit_ring`` applied updates.
     """
 
     def __init__(
@@ -360,6 +377,9 @@ class SequencedBook:
         may_cross: bool = False,
         max_id_jump: int | None = None,
         reset_window_ns: int | None = None,
+        audit_every: int = DEFAULT_SAMPLE_EVERY,
+        audit_depth: int = DEFAULT_AUDIT_DEPTH,
+        audit_ring: int = DEFAULT_RING_SIZE,
     ) -> None:
         if max_id_jump is None:
             max_id_jump = getattr(rule, "max_id_jump", DEFAULT_MAX_ID_JUMP)
@@ -371,6 +391,7 @@ class SequencedBook:
                 " max_pending and max_id_jump >= 1"
             )
         self.key = key
+        self._log_fields = log_fields(key)
         self.rule = rule
         self.checksum = checksum
         self.reorder_window_ns = reorder_window_ns
@@ -410,6 +431,16 @@ class SequencedBook:
         self._behind_since_ns = -1
         self._behind_check_ns = 0
         self._log_limit = LogLimiter(burst=1, window_s=60.0)
+        #: The updates applied since the book was last built, for the audits.
+        self.applied_ring = AppliedRing(audit_ring)
+        self.audit_every = audit_every
+        self.audit_depth = audit_depth
+        #: Applied updates since the last sample; the sample (its last id, -1: none).
+        self._since_sample = 0
+        self._sample: AgreementSample | None = None
+        self._sample_id = -1
+        #: A REST snapshot ahead of the book, compared once the book reaches its id.
+        self._rest_audit: DepthSnapshot | None = None
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -442,12 +473,14 @@ class SequencedBook:
         link = self.rule.classify(diff, self.applied_id)
         if link is Link.STALE:
             self._drop(diff)
+            if diff.last_id == self._sample_id:
+                self._audit_copy(diff, now_ns, out)
             if now_ns >= self._behind_check_ns:
                 self._check_behind(now_ns, out)
         elif link is Link.LINKS:
             plausible = diff.last_id - self.applied_id <= self.max_id_jump
             if (plausible or self._confirmed(diff, out, now_ns)) and self._apply(
-                diff, out
+                diff, out, now_ns
             ) is _Applied.APPLIED:
                 conn.first_wins += 1
                 self._drain(out, now_ns)
@@ -476,7 +509,7 @@ class SequencedBook:
         except BadLevel as exc:
             self.stats.bad_updates += 1
             self.stats.snapshots_unused += 1
-            log.warning("%s: snapshot rejected: %s", self.key, exc)
+            log.warning("%s: snapshot rejected: %s", self.key, exc, extra=self._log_fields)
             reason = str(exc)
             self._sync(SyncEvent.SNAPSHOT_REFUSED, out, reason=reason, now_ns=now_ns)
             return out
@@ -488,6 +521,7 @@ class SequencedBook:
             )
             self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
         self._forget(self._held)  # made obsolete by the snapshot
+        self._rebuilt(now_ns, snap.last_id)
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
         self._behind_since_ns = -1
@@ -587,6 +621,7 @@ class SequencedBook:
                     self.key,
                     self.applied_id,
                     reason,
+                    extra=self._log_fields,
                 )
             elif action is SyncAction.COUNT_RESYNC:
                 self.stats.resyncs += 1
@@ -602,6 +637,7 @@ class SequencedBook:
                 self.stats.venue_resets += 1
                 self._warn("venue reset", now_ns, "%s; resyncing from a snapshot", reason)
             elif action is SyncAction.FORGET_SEQUENCE:
+                self._rebuilt(now_ns)
                 self.applied_id = self._snapshot_id = -1
                 self._forget(self._pending)
                 self._forget(self._held)
@@ -647,7 +683,7 @@ class SequencedBook:
             fresh.load(snap.bids, snap.asks)
         except BadLevel as exc:
             self.stats.bad_updates += 1
-            log.warning("%s: snapshot rejected: %s", self.key, exc)
+            log.warning("%s: snapshot rejected: %s", self.key, exc, extra=self._log_fields)
             return
         if not self.may_cross and fresh.is_crossed():
             self.stats.crossed += 1
@@ -655,6 +691,7 @@ class SequencedBook:
             return
         bids, asks = self.book.diff_to(fresh)
         self.book = fresh
+        self._rebuilt(now_ns, snap.last_id)
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
         self._loaded(snap)
@@ -690,11 +727,13 @@ class SequencedBook:
             self.stats.checksum_ok += 1
             return True
         self.stats.checksum_failed += 1
-        log.warning("%s: checksum mismatch at id %d", self.key, self.applied_id)
+        log.warning(
+            "%s: checksum mismatch at id %d", self.key, self.applied_id, extra=self._log_fields
+        )
         return False
 
     def _apply(
-        self, diff: DepthDiff, out: list[ArbiterEvent], *, building: bool = False
+        self, diff: DepthDiff, out: list[ArbiterEvent], now_ns: int, *, building: bool = False
     ) -> _Applied:
         """Applies ``diff`` and publishes it. While ``building`` (draining the buffer onto a
         fresh snapshot) a failed checksum is returned, not declared as a gap."""
@@ -705,7 +744,12 @@ class SequencedBook:
             # connection's copy, or the resync that the hole leads to, repairs it.
             self.stats.bad_updates += 1
             log.warning(
-                "%s: update %d..%d rejected: %s", self.key, diff.first_id, diff.last_id, exc
+                "%s: update %d..%d rejected: %s",
+                self.key,
+                diff.first_id,
+                diff.last_id,
+                exc,
+                extra=self._log_fields,
             )
             return _Applied.REJECTED
         if diff.last_id < self.applied_id:
@@ -713,6 +757,13 @@ class SequencedBook:
         self.applied_id = diff.last_id
         self.seq += 1
         self.stats.updates += 1
+        self.applied_ring.append(diff)
+        if self.audit_every:
+            self._since_sample += 1
+            if self._since_sample >= self.audit_every and not building:
+                self._start_sample(diff, now_ns)
+        if self._rest_audit is not None and diff.last_id >= self._rest_audit.last_id:
+            self._finish_rest_audit(self._rest_audit, now_ns)
         if self.book.is_crossed():
             self.stats.crossed += 1
             if not (self.may_cross or building):
@@ -725,7 +776,16 @@ class SequencedBook:
             self.stats.levels_pruned += len(pruned[0]) + len(pruned[1])
             bids, asks = bids + tuple(pruned[0]), asks + tuple(pruned[1])
         out.append(
-            BookDelta(self.key, self.epoch, self.seq, diff.last_id, bids, asks, diff.recv_ns)
+            BookDelta(
+                self.key,
+                self.epoch,
+                self.seq,
+                diff.last_id,
+                bids,
+                asks,
+                diff.recv_ns,
+                diff.event_ms if diff.event_ms > 0 else None,
+            )
         )
         if diff.checksum is not None and not self._checksum_matches(diff.checksum):
             if not building:
@@ -785,7 +845,7 @@ class SequencedBook:
                 diff, out, now_ns, building=building
             ):
                 continue
-            applied = self._apply(diff, out, building=building)
+            applied = self._apply(diff, out, now_ns, building=building)
             if applied is _Applied.APPLIED:
                 self.stats.conn(diff.conn_id).first_wins += 1
             elif applied is _Applied.BROKEN:
@@ -981,6 +1041,99 @@ class SequencedBook:
         )
         self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
 
+    # --- audits (counted and logged only) ---------------------------------------------------
+
+    def on_audit_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]:
+        """A REST snapshot fetched to audit the book, never applied: compared with the book
+        at the snapshot's id, now or once the book reaches it (a later audit snapshot
+        replaces one still waiting). Returns no event: an audit never changes the book."""
+        if self.sync not in _WITH_BOOK:
+            self.stats.audit_rest_skipped += 1
+        elif snap.last_id > self.applied_id:
+            if self._rest_audit is not None:
+                self.stats.audit_rest_skipped += 1
+            self._rest_audit = snap
+        else:
+            self._finish_rest_audit(snap, now_ns)
+        return []
+
+    def _finish_rest_audit(self, snap: DepthSnapshot, now_ns: int) -> None:
+        self._rest_audit = None
+        result = compare_rest(snap, self.applied_ring, self.book, self.audit_depth)
+        if result.verdict is RestVerdict.AGREES:
+            self.stats.audit_rest_ok += 1
+        elif result.verdict is RestVerdict.NOT_COMPARABLE:
+            self.stats.audit_rest_skipped += 1
+        else:
+            self.stats.audit_rest_drift += 1
+            self._warn(
+                "rest drift",
+                now_ns,
+                "audit: REST snapshot at id %d disagrees with the live book at id %d: %s",
+                snap.last_id,
+                self.applied_id,
+                result.detail,
+            )
+
+    def _start_sample(self, diff: DepthDiff, now_ns: int) -> None:
+        """The duplicates of ``diff`` (just applied) will be compared with it."""
+        self._finish_sample(now_ns)
+        self._since_sample = 0
+        self._sample = AgreementSample(diff.last_id, {diff.conn_id})
+        self._sample_id = diff.last_id
+
+    def _audit_copy(self, diff: DepthDiff, now_ns: int, out: list[ArbiterEvent]) -> None:
+        """A duplicate ending at the sampled id: compared with the applied updates that
+        tile its ids (none: batched differently, not compared)."""
+        sample = self._sample
+        if sample is None or diff.conn_id in sample.applied_conns or diff.conn_id in sample.copies:
+            return
+        applied = self.applied_ring.tiling(diff.first_id, diff.last_id)
+        if applied is None:
+            return
+        sample.add(diff, applied)
+        others = len(self._conn_high.keys() - sample.applied_conns)
+        if len(sample.copies) >= others:
+            self._finish_sample(now_ns, out)
+
+    def _finish_sample(self, now_ns: int, out: list[ArbiterEvent] | None = None) -> None:
+        """Counts and logs the connections the sample blames; with ``out``, those a
+        majority of the others contradicts are reset (their connection reopened)."""
+        sample = self._sample
+        self._sample = None
+        self._sample_id = -1
+        if sample is None:
+            return
+        blamed = sample.blamed()
+        if not blamed:
+            return
+        self.stats.audit_disagreements += 1
+        for conn_id in blamed:
+            self.stats.conn(conn_id).audit_disagreements += 1
+        self._warn(
+            ("audit disagreement", blamed),
+            now_ns,
+            "audit: copies of update ending at id %d disagree; blamed conn(s) %s",
+            sample.last_id,
+            ", ".join(str(c) for c in sorted(blamed)),
+        )
+        if out is None or blamed >= sample.applied_conns | sample.copies.keys():
+            return  # no majority: nothing says which copy is right
+        for conn_id in sorted(blamed):
+            reason = f"conn {conn_id}'s copy of update {sample.last_id} contradicts the others'"
+            out.append(ReconnectWanted(self.key, conn_id, reason))
+
+    def _rebuilt(self, now_ns: int, base_id: int = -1) -> None:
+        """The book is rebuilt at ``base_id`` (-1: its sequence forgotten): the applied
+        updates no longer lead to it."""
+        self._finish_sample(now_ns)
+        self.applied_ring.clear(base_id)
+        if base_id < 0 and self._rest_audit is not None:
+            # A venue reset: the waiting audit snapshot's id is of the old sequence.
+            self._rest_audit = None
+            self.stats.audit_rest_skipped += 1
+        self._since_sample = 0
+
     def _warn(self, cause: Hashable, now_ns: int, message: str, *args: object) -> None:
         """A warning of this book, at most one line per ``cause`` a minute."""
         suppressed = self._log_limit.admit(cause, now_ns / 1e9)
@@ -989,4 +1142,4 @@ class SequencedBook:
         if suppressed:
             message += " (%d similar lines suppressed)"
             args += (suppressed,)
-        log.warning("%s: " + message, self.key, *args)
+        log.warning("%s: " + message, self.key, *args, extra=self._log_fields)

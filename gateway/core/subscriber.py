@@ -17,6 +17,10 @@ States (:class:`BookSyncState`):
   deltas are skipped (``IGNORED_DELTA``) until its snapshot.
 * ``VOID``: a snapshot had a bad level; nothing is asked until a delta shows the stream
   goes on, which asks for a resync.
+* ``DETACHED``: the connection was lost while the book was live and the client asks the
+  gateway to recover it (``DETACHED`` event): the book is kept at its ``(epoch, seq)``
+  until the gateway answers ``RECOVERED`` (the missed deltas follow: live again) or
+  ``NOT_RECOVERED`` (discarded; a snapshot follows).
 
 Each input is classified into a :class:`SubscriberEvent` (applying the levels to the book
 is part of that: whether they are valid is known by applying them); the transition is
@@ -39,6 +43,7 @@ class BookSyncState(enum.Enum):
     LIVE = enum.auto()
     RESYNCING = enum.auto()
     VOID = enum.auto()
+    DETACHED = enum.auto()
 
 
 class SubscriberEvent(enum.Enum):
@@ -46,7 +51,9 @@ class SubscriberEvent(enum.Enum):
     best first). ``DELTA_FOLLOWS``: a delta at (epoch, seq + 1) of the live book, applied;
     ``DELTA_BAD_LEVEL``: the same with an invalid level; ``DELTA_DOES_NOT_FOLLOW``: any
     other delta (another epoch or seq, or no book to follow). ``DISCONNECTED``: the
-    connection to the gateway was lost; a new one starts with a snapshot."""
+    connection to the gateway was lost; a new one starts with a snapshot. ``DETACHED``: the
+    same, but a live book is kept for recovery. ``RECOVERED`` / ``NOT_RECOVERED``: the
+    gateway's answer to the recovery (``subscribed.recovered``)."""
 
     SNAPSHOT = enum.auto()
     BAD_SNAPSHOT = enum.auto()
@@ -54,6 +61,9 @@ class SubscriberEvent(enum.Enum):
     DELTA_BAD_LEVEL = enum.auto()
     DELTA_DOES_NOT_FOLLOW = enum.auto()
     DISCONNECTED = enum.auto()
+    DETACHED = enum.auto()
+    RECOVERED = enum.auto()
+    NOT_RECOVERED = enum.auto()
 
 
 class SubscriberAction(enum.Enum):
@@ -73,6 +83,8 @@ class SubscriberAction(enum.Enum):
     DISCARD = enum.auto()
     #: Send the gateway a ``resync`` request for the symbol.
     ASK_RESYNC = enum.auto()
+    #: The kept book is consistent again; the deltas it missed follow.
+    BOOK_RECOVERED = enum.auto()
 
 
 Transition = tuple[BookSyncState, tuple[SubscriberAction, ...]]
@@ -81,6 +93,7 @@ _AWAITING = BookSyncState.AWAITING_SNAPSHOT
 _LIVE = BookSyncState.LIVE
 _RESYNCING = BookSyncState.RESYNCING
 _VOID = BookSyncState.VOID
+_DETACHED = BookSyncState.DETACHED
 _E = SubscriberEvent
 _A = SubscriberAction
 
@@ -102,6 +115,15 @@ TRANSITIONS: Final[dict[tuple[BookSyncState, SubscriberEvent], Transition]] = {
     (_LIVE, _E.DELTA_DOES_NOT_FOLLOW): (_RESYNCING, (_A.GAP, _A.DISCARD, _A.ASK_RESYNC)),
     (_RESYNCING, _E.DELTA_DOES_NOT_FOLLOW): (_RESYNCING, (_A.IGNORED_DELTA,)),
     (_VOID, _E.DELTA_DOES_NOT_FOLLOW): (_RESYNCING, (_A.GAP, _A.ASK_RESYNC)),
+    # Recovery: only a live book is kept; the gateway's answer decides.
+    (_AWAITING, _E.DETACHED): (_AWAITING, (_A.DISCARD,)),
+    (_LIVE, _E.DETACHED): (_DETACHED, ()),
+    (_RESYNCING, _E.DETACHED): (_AWAITING, (_A.DISCARD,)),
+    (_VOID, _E.DETACHED): (_AWAITING, (_A.DISCARD,)),
+    (_DETACHED, _E.DETACHED): (_DETACHED, ()),
+    (_DETACHED, _E.RECOVERED): (_LIVE, (_A.BOOK_RECOVERED,)),
+    (_DETACHED, _E.NOT_RECOVERED): (_AWAITING, (_A.DISCARD,)),
+    (_DETACHED, _E.DELTA_DOES_NOT_FOLLOW): (_DETACHED, (_A.EARLY_DELTA,)),
 }
 
 
@@ -191,10 +213,15 @@ class SubscribedBook:
         """The gateway's status of the symbol (no transition: the book is unaffected)."""
         self.status, self.reason = status, reason
 
-    def on_disconnected(self, reason: str) -> tuple[SubscriberAction, ...]:
-        actions = self.handle(_E.DISCONNECTED)
+    def on_disconnected(self, reason: str, *, keep: bool = False) -> tuple[SubscriberAction, ...]:
+        """The connection was lost; with ``keep`` a live book is kept for recovery."""
+        actions = self.handle(_E.DETACHED if keep else _E.DISCONNECTED)
         self.status, self.reason = SymbolState.STALE, reason
         return actions
+
+    def on_recovery(self, recovered: bool) -> tuple[SubscriberAction, ...]:
+        """The gateway's answer to the recovery of a ``DETACHED`` book."""
+        return self.handle(_E.RECOVERED if recovered else _E.NOT_RECOVERED)
 
     def handle(self, event: SubscriberEvent) -> tuple[SubscriberAction, ...]:
         """Apply one classified event: the transition of :data:`TRANSITIONS`, the book

@@ -20,8 +20,10 @@ The client subscribes its symbols to its channels (``book``, ``bbo``, ``trade``)
 yields typed events (:mod:`gateway.wire.client_session`, its pure core, says what each
 means): :class:`BookEvent` after each snapshot or delta applied, with the symbol's
 :class:`Book`; :class:`BboEvent`; :class:`TradeEvent`; :class:`StatusEvent` when a
-symbol's state or reason changes. Every event carries ``recv_ns``, the wall clock when its
-message arrived.
+symbol's state or reason changes; :class:`RecoveryEvent` after a reconnection, per book
+kept. Every event carries ``recv_ns``, the wall clock when its message arrived; deltas, bbo
+and trades also the gateway's ``gateway_recv_ns``, ``gateway_send_ns`` and the venue's
+``event_ms`` (see ``docs/protocol.md``, latency fields).
 
 Books: every delta must follow the previous message (same epoch, seq + 1); on a gap the
 book is discarded, the gateway asked for a ``resync``, and the symbol is ``resyncing``
@@ -31,8 +33,11 @@ book is discarded, the gateway asked for a ``resync``, and the symbol is ``resyn
 Connections: ``urls`` are tried in order, the first that accepts is used. When the
 connection is lost, or every URL failed, the client waits a capped exponential backoff
 (full jitter; reset once a gateway acknowledges the subscription) and tries them in order
-again; every symbol is ``stale`` meanwhile and each book restarts from a snapshot.
-``ws://`` and ``wss://`` URLs are accepted.
+again; every symbol is ``stale`` meanwhile. With ``recover`` (the default; full-depth books
+only) each live book is kept and the next connection asks the gateway for the deltas it
+missed: a :class:`RecoveryEvent` per book says whether it was recovered (its book events go
+on from where they stopped) or not (it restarts from a snapshot). ``ws://`` and ``wss://``
+URLs are accepted.
 
 The event queue holds at most the events of one message, or one status per symbol after a
 disconnection: it is emptied before the next message is read, so a slow consumer slows the
@@ -49,7 +54,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Self
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from gateway.core.backoff import Backoff
@@ -63,6 +68,7 @@ from gateway.wire.client_session import (
     ClientStats,
     Event,
     GatewayError,
+    RecoveryEvent,
     StatusEvent,
     Step,
     TradeEvent,
@@ -78,17 +84,22 @@ __all__ = [
     "GatewayClient",
     "GatewayError",
     "Level",
+    "RecoveryEvent",
     "Side",
     "StatusEvent",
     "SymbolState",
     "TradeEvent",
+    "connect_gateway",
     "subscribe",
 ]
 
 log = logging.getLogger(__name__)
 
+#: The scheme of a gateway's Unix domain socket: ``unix:/path/to.sock`` (``?token=...``
+#: may follow).
+UNIX_SCHEME = "unix:"
 #: URL schemes the client connects to.
-URL_SCHEMES = ("ws://", "wss://")
+URL_SCHEMES = ("ws://", "wss://", UNIX_SCHEME)
 
 
 def _checked_urls(urls: str | Sequence[str]) -> list[str]:
@@ -98,7 +109,19 @@ def _checked_urls(urls: str | Sequence[str]) -> list[str]:
     for url in listed:
         if not url.startswith(URL_SCHEMES):
             raise ValueError(f"gateway URL {url!r}: expected one of {', '.join(URL_SCHEMES)}")
+        if url.startswith(UNIX_SCHEME) and not url[len(UNIX_SCHEME) :].partition("?")[0]:
+            raise ValueError(f"gateway URL {url!r}: expected unix:/path/to.sock")
     return listed
+
+
+def connect_gateway(url: str, **options: Any) -> connect:
+    """A WebSocket connection to a gateway URL (await it, or ``async with``): ``ws://`` and
+    ``wss://`` over TCP; ``unix:PATH[?QUERY]`` over the Unix socket at ``PATH``, the
+    handshake asking for ``/[?QUERY]``. ``options`` are websockets' ``connect``'s."""
+    if url.startswith(UNIX_SCHEME):
+        path, mark, query = url[len(UNIX_SCHEME) :].partition("?")
+        return unix_connect(path, f"ws://localhost/{mark}{query}", **options)
+    return connect(url, **options)
 
 
 class GatewayClient:
@@ -107,14 +130,17 @@ class GatewayClient:
     :meth:`aclose`).
 
     Args:
-        urls: a gateway's WebSocket URL (``ws://127.0.0.1:8765/``) or a list of them,
-            tried in order.
+        urls: a gateway's WebSocket URL (``ws://127.0.0.1:8765/``, or
+            ``unix:/path/to.sock`` for its Unix socket, ``server.unix_path``) or a list of
+            them, tried in order.
         symbols: symbol keys (``venue:SYMBOL``).
         channels: any of ``book``, ``bbo``, ``trade`` [``book``].
-        depth: snapshot depth per side; None (default) for the full book. With a depth,
-            deltas still carry every change, so levels deeper than the snapshot are known
-            only once a delta touched them: use None where the whole book must be exact.
+        depth: the book's levels per side; None (default) for the full book. With a
+            depth the book is the full book's top N after every event, on the depth's own
+            seq stream (``docs/protocol.md``, Depth).
         wire_format: ``json`` or ``msgpack``.
+        recover: keep live books across a lost connection and ask the next gateway
+            connection for the deltas they missed (full-depth books only).
         reconnect: reconnect after the connection is lost or every URL refused; when
             False the iteration ends after the connection is lost, and a failed first
             round of connects raises the last URL's error.
@@ -135,6 +161,7 @@ class GatewayClient:
         channels: Sequence[Channel] = ("book",),
         depth: int | None = None,
         wire_format: WireFormat = "json",
+        recover: bool = True,
         reconnect: bool = True,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
@@ -143,7 +170,7 @@ class GatewayClient:
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.urls = _checked_urls(urls)
-        self.session = ClientSession(symbols, channels, depth, wire_format)
+        self.session = ClientSession(symbols, channels, depth, wire_format, recover)
         self.reconnect = reconnect
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes
@@ -202,6 +229,18 @@ class GatewayClient:
                 continue
             await self._act(ws, self.session.on_data(data, self._clock_ns()))
 
+    async def reconnect_now(self) -> None:
+        """Drop the current connection and connect again at once, trying the URLs in
+        order from the first (e.g. to go back to the preferred gateway). With ``recover``
+        the books are kept and the gateway is asked for what they missed: a
+        :class:`RecoveryEvent` per book says whether they were recovered."""
+        ws = self._ws
+        if ws is None or self._closed:
+            return
+        self._on_lost("reconnecting on request")
+        self._lost = False  # asked for: no backoff before the next attempt
+        await ws.close()
+
     def book(self, symbol: str) -> Book | None:
         """The symbol's consistent book, or None (before its first snapshot, during a
         resync, while disconnected, without the ``book`` channel)."""
@@ -242,7 +281,7 @@ class GatewayClient:
 
     async def _open(self, url: str) -> ClientConnection:
         """A connection to ``url`` with the subscription sent."""
-        ws = await connect(
+        ws = await connect_gateway(
             url,
             compression=None,
             open_timeout=self.open_timeout_s,

@@ -4,50 +4,60 @@ The asyncio shell between the service and its subscribers. :meth:`Fanout.publish
 synchronous and called by the service after each pipeline step; it turns gateway events
 into protocol messages (:mod:`gateway.wire.protocol`), encodes each one at most once per wire
 format in use, builds the WebSocket frame once (server frames are unmasked and compression
-is off, so the same bytes are valid on every connection) and writes those bytes to each
-subscriber's transport. It never awaits and never creates a task.
+is off, so the same bytes are valid on every connection) and queues those bytes for each
+subscriber; at the end of the event-loop turn each subscriber's frames go out in one
+transport write (coalescing). It never awaits and never creates a task.
 
 Slow subscribers (the policy in ``docs/protocol.md``, decided per subscriber by
 :class:`gateway.core.flow.SubscriberFlow`; this shell feeds it buffer sizes and the clock
-and writes, resends or closes as it answers): a subscriber whose transport write
-buffer holds more than ``max_buffer_bytes`` is *behind*. While behind, nothing more of its
-symbols is written to it (deltas, bbo, trades and status are dropped and the symbols noted);
-once its buffer drains to ``low_water_bytes`` it is sent, per noted symbol, the current
-``status``, a fresh ``snapshot`` and the current ``bbo`` (conflation): its book is
-consistent again and it skipped the deltas in between. Trades dropped meanwhile are lost. A
-subscriber that falls behind more than ``max_conflations`` times within
-``conflation_window_s``, or stays behind longer than ``max_behind_s``, is disconnected with
-close code 1008 and reason "subscriber too slow: ...". Memory per subscriber is thus bounded
-by ``max_buffer_bytes`` plus the largest single message.
+and writes, resends or closes as it answers): a subscriber whose unsent bytes (its
+transport's write buffer and the frames queued this turn) are more than
+``max_buffer_bytes`` is *behind*. While behind, nothing more of its symbols is written to
+it (deltas, bbo, trades and status are dropped and the symbols noted); once its buffer
+drains to ``low_water_bytes`` it is sent, per noted symbol, the current ``status``, a fresh
+``snapshot`` and the current ``bbo`` (conflation): its book is consistent again and it
+skipped the deltas in between. Trades dropped meanwhile are lost. A subscriber that falls
+behind more than ``max_conflations`` times within ``conflation_window_s``, or stays behind
+longer than ``max_behind_s``, is disconnected with close code 1008 and reason "subscriber
+too slow: ...". Memory per subscriber is thus bounded by ``max_buffer_bytes`` plus the
+largest single message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import http
 import itertools
 import logging
+import os
+import secrets
+import socket
+import stat
 import struct
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from gateway.core.book import L2Book
+from gateway.core.depth import depth_bounds, depth_delta
 from gateway.core.flow import WRITE, FlowAction, FlowPolicy, FlowState, SubscriberFlow
 from gateway.core.model import (
     BookDelta,
     BookReset,
     GatewayEvent,
+    Level,
     StatusChange,
     SymbolState,
     TradeOut,
@@ -57,7 +67,7 @@ from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_answer
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog
-from gateway.wire.config import ServerConfig, exposure_warning, listen_error
+from gateway.wire.config import ListenError, ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
     Bbo,
     CloseCode,
@@ -86,6 +96,7 @@ from gateway.wire.protocol import (
 from gateway.wire.protocol import (
     Request as ClientRequest,
 )
+from gateway.wire.recovery import RecoveryRing, RingEntry, new_instance
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +172,8 @@ class FanoutStats:
     rejected: int = 0
     messages_sent: int = 0
     bytes_sent: int = 0
+    #: Transport writes: a subscriber's messages of one loop turn go out in one write.
+    writes: int = 0
     dropped: int = 0
     conflations: int = 0
     slow_disconnects: int = 0
@@ -173,6 +186,11 @@ class FanoutStats:
     rate_limited: int = 0
     #: HTTP requests refused at the handshake, by status (401, 403, 404).
     http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: Symbols recovered from the ring (``subscribe.recover``), deltas re-sent for them,
+    #: and symbols whose recovery could not be served (a snapshot instead).
+    recoveries: int = 0
+    recovered_messages: int = 0
+    recovery_misses: int = 0
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):
@@ -208,6 +226,8 @@ class _Subscriber:
         "id",
         "messages_sent",
         "msgpack",
+        "pending",
+        "pending_bytes",
         "protocol",
         "remote",
         "requests",
@@ -235,6 +255,13 @@ class _Subscriber:
         self.messages_sent = 0
         self.bytes_sent = 0
         self.bad_requests = 0
+        #: Frames written in this loop turn, joined into one transport write at its end.
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+
+    def buffered(self) -> int:
+        """Unsent bytes: the transport's buffer and this turn's pending frames."""
+        return self.transport.get_write_buffer_size() + self.pending_bytes
 
     def subscribed_to(self, key: str) -> bool:
         return key in self.books or key in self.bbo or key in self.trades
@@ -243,9 +270,85 @@ class _Subscriber:
 _SubSet = dict[_Subscriber, None]
 
 
+class _DepthGroup:
+    """The book subscribers of one symbol at one depth, and their stream's position."""
+
+    __slots__ = ("bounds", "depth", "seq", "subs")
+
+    def __init__(self, depth: int, book: L2Book, seq: int) -> None:
+        self.depth = depth
+        #: Where the top ``depth`` levels of the book end as the group holds it.
+        self.bounds = depth_bounds(book, depth)
+        #: The seq of the group's last snapshot or delta (its own stream, see below).
+        self.seq = seq
+        self.subs: _SubSet = {}
+
+
+class _DepthStep:
+    """One symbol's book deltas within one publish, for its depth groups."""
+
+    __slots__ = ("asks", "bids", "remaining")
+
+    def __init__(self) -> None:
+        self.remaining = 0
+        self.bids: list[Level] = []
+        self.asks: list[Level] = []
+
+
 def _remote(conn: ServerConnection) -> str:
     address = conn.remote_address
-    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address) or "unix socket"
+
+
+def _bind_unix(path: str, mode: int) -> socket.socket:
+    """A Unix stream socket bound at ``path`` with permissions ``mode``, not yet listening
+    (so no one connects before the mode is set). A socket file already there is removed
+    when nothing answers on it (a server that died); a live server on it, or a file that
+    is not a socket, is a :class:`ListenError`."""
+    try:
+        existing = os.stat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise ListenError(f"cannot listen on unix:{path}: the file exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                log.warning("removing the stale socket file %s (nothing listens on it)", path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            except OSError as exc:
+                raise _unix_listen_error(exc, path) from exc
+            else:
+                raise ListenError(
+                    f"cannot listen on unix:{path}: a server is running on it (stop it, or "
+                    "choose another server.unix_path)"
+                )
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        raise _unix_listen_error(exc, path) from exc
+    return sock
+
+
+def _unix_listen_error(exc: OSError, path: str) -> ListenError:
+    error = ListenError(f"cannot listen on unix:{path}: {exc.strerror or exc}")
+    error.errno = exc.errno
+    return error
+
+
+def _remove_socket_file(path: str, inode: int) -> None:
+    """Remove the socket file bound by this server, unless another took its place."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
 
 
 class Fanout:
@@ -278,8 +381,12 @@ class Fanout:
         healthz_not_live_share: ``/healthz`` answers 503 when at least this share of the
             symbols is not live (:mod:`gateway.io.health`).
         http_routes: further GET paths answered over HTTP on the same port (``/metrics``).
-        clock_s: monotonic seconds for the slow-subscriber policy, the request rate and the
-            log rate (tests pass a fake).
+        recovery_bytes, recovery_age_s: bounds of each symbol's recovery ring
+            (:mod:`gateway.wire.recovery`); ``recovery_bytes`` 0 keeps no ring.
+        instance: the gateway instance's id (``subscribed.instance``); default a new one.
+        clock_s: monotonic seconds for the slow-subscriber policy, the request rate, the
+            log rate and the recovery rings' ages (tests pass a fake).
+        clock_ns: the wall clock stamped as ``send_ns``, read once per publish.
 
     The defaults are :class:`~gateway.wire.config.ServerConfig`'s; :meth:`from_config`
     takes them from a configuration. HTTP GET routes are in :attr:`http_routes`.
@@ -306,7 +413,11 @@ class Fanout:
         allowed_origins: Iterable[str] = _DEFAULTS.allowed_origins,
         healthz_not_live_share: float = _DEFAULTS.healthz_not_live_share,
         http_routes: Mapping[str, HttpRoute] | None = None,
+        recovery_bytes: int = _DEFAULTS.recovery_bytes,
+        recovery_age_s: float = _DEFAULTS.recovery_age_s,
+        instance: str | None = None,
         clock_s: Callable[[], float] = time.monotonic,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
             raise ValueError("max_buffer_bytes >= 1, max_conflations >= 0, max_subscribers >= 0")
@@ -352,17 +463,30 @@ class Fanout:
         self.changes = StateChanges()
         #: The bound ``(host, port)`` pairs once :meth:`serve` is listening.
         self.addresses: list[tuple[str, int]] = []
+        #: The Unix socket's path while :meth:`serve` listens on one.
+        self.unix_path: str | None = None
         self._ids = itertools.count(1)
         self._subs: _SubSet = {}
         self._behind: _SubSet = {}
-        #: Book subscribers that hold the current snapshot and get deltas.
+        #: Full-book subscribers that hold the current snapshot and get deltas.
         self._book: dict[str, _SubSet] = {}
+        #: Book subscribers with a depth that hold the current snapshot: key → depth → group.
+        self._depth: dict[str, dict[int, _DepthGroup]] = {}
         #: Book subscribers waiting for the symbol's first (or next) consistent book.
         self._pending: dict[str, _SubSet] = {}
         self._bbo: dict[str, _SubSet] = {}
         self._trade: dict[str, _SubSet] = {}
         self._last_top: dict[str, tuple[object, object]] = {}
         self._reasons: dict[str, str] = {}
+        self._init_recovery(recovery_bytes, recovery_age_s, instance, clock_ns)
+        #: Each symbol's last published state, and since when (wall clock ns); a symbol
+        #: still in its first state has been in it since the fan-out started.
+        self._states: dict[str, SymbolState] = {}
+        self._since_ns: dict[str, int] = {}
+        self._started_ns = clock_ns()
+        #: Subscribers with pending frames, and the flush scheduled for the turn's end.
+        self._unflushed: _SubSet = {}
+        self._flush_handle: asyncio.Handle | None = None
 
     @classmethod
     def from_config(
@@ -370,9 +494,10 @@ class Fanout:
         view: BookView,
         server: ServerConfig,
         http_routes: Mapping[str, HttpRoute] | None = None,
+        instance: str | None = None,
     ) -> Fanout:
         """A fan-out with the limits of a configuration's ``[server]`` table, serving
-        ``http_routes`` beside ``/healthz``."""
+        ``http_routes`` beside ``/healthz``, named ``instance``."""
         return cls(
             view,
             healthz_not_live_share=server.healthz_not_live_share,
@@ -388,6 +513,9 @@ class Fanout:
             request_burst=server.request_burst,
             token=server.token,
             allowed_origins=server.allowed_origins,
+            recovery_bytes=server.recovery_bytes,
+            recovery_age_s=server.recovery_age_s,
+            instance=instance,
         )
 
     # --- publishing (hot path) --------------------------------------------------------------
@@ -402,7 +530,9 @@ class Fanout:
         the key; TradeOut → ``trade``.
         """
         snapshot_at: dict[str, tuple[int, int]] | None = None
+        depth_steps = self._depth_steps(events) if self._depth else None
         self._now_s = self._clock_s()
+        self._send_ns = self._clock_ns()
         for event in events:
             if isinstance(event, BookDelta):
                 key = event.key
@@ -411,27 +541,33 @@ class Fanout:
                     if at is not None and (event.epoch, event.seq) <= at:
                         continue
                 subs = self._book.get(key)
-                if subs:
-                    self._send_delta(event, subs)
+                if subs or self._recovery_bytes:
+                    msg = self._delta_message(event)
+                    if subs:
+                        self._send_delta(msg, subs)
+                if depth_steps is not None:
+                    depth_step = depth_steps.get(key)
+                    if depth_step is not None:
+                        self._send_depth_deltas(event, depth_step)
             elif isinstance(event, TradeOut):
                 self._send_trade(event)
             elif isinstance(event, BookReset):
                 key = event.key
                 at = self._send_reset(key)
                 if at is not None:
+                    self._restart_ring(key, at)
                     if snapshot_at is None:
                         snapshot_at = {}
                     snapshot_at[key] = at
             elif isinstance(event, StatusChange):
                 self._send_status(event)
         if self._bbo:
-            changed = {e.key for e in events if isinstance(e, (BookDelta, BookReset))}
-            for key in changed & self._bbo.keys():
-                self._send_bbo(key, force=False)
+            changed = {e.key: e for e in events if isinstance(e, (BookDelta, BookReset))}
+            for key in changed.keys() & self._bbo.keys():
+                self._send_bbo(key, force=False, cause=changed[key])
 
-    def _send_delta(self, event: BookDelta, subs: _SubSet) -> None:
-        key = event.key
-        msg = Delta(key, event.epoch, event.seq, event.venue_id, event.bids, event.asks)
+    def _send_delta(self, msg: Delta, subs: _SubSet) -> None:
+        key = msg.symbol
         json_frame: bytes | None = None
         msgpack_frame: bytes | None = None
         now_s = self._now_s
@@ -442,8 +578,7 @@ class Fanout:
             if flow.state is _LIVE and sub.protocol.state is not _OPEN:
                 continue
             try:
-                transport = sub.transport
-                actions = flow.on_message(key, transport.get_write_buffer_size(), now_s)
+                actions = flow.on_message(key, sub.buffered(), now_s)
                 if actions is not WRITE:
                     self._act(sub, actions)
                     continue
@@ -455,7 +590,7 @@ class Fanout:
                     if json_frame is None:
                         json_frame = _frame_json(msg)
                     frame = json_frame
-                transport.write(frame)
+                self._queue(sub, frame)
             except Exception as exc:  # confined to this subscriber (see _fail)
                 self._fail(sub, exc)
                 continue
@@ -474,8 +609,10 @@ class Fanout:
             return None
         pending = self._pending.pop(key, None)
         if pending:
-            self._book.setdefault(key, {}).update(pending)
-        subs = self._book.get(key)
+            for sub in pending:
+                self._hold_book(sub, key, state)
+        self._reset_depth_groups(key, state)
+        subs = self._book_holders(key)
         if subs:
             frames: dict[tuple[int | None, bool], bytes] = {}
             for sub in subs:
@@ -494,19 +631,38 @@ class Fanout:
     def _send_status(self, event: StatusChange) -> None:
         key = event.key
         self._reasons[key] = event.reason
+        if self._states.get(key) is not event.state:
+            self._states[key] = event.state
+            self._since_ns[key] = self._send_ns or self._clock_ns()
         subs = self._subscribers_of(key)
         if subs:
-            self._deliver_all(subs, key, Status(key, event.state, event.reason))
+            self._deliver_all(subs, key, self._status(key, event.state))
+
+    def _status(self, key: str, state: SymbolState) -> Status:
+        """The ``status`` of ``key`` in ``state``, with its last reason and since when."""
+        since_ns = self._since_ns.get(key, self._started_ns)
+        return Status(key, state, self._reasons.get(key, ""), since_ns)
 
     def _send_trade(self, event: TradeOut) -> None:
         trade = event.trade
         key = trade.key
         subs = self._trade.get(key)
         if subs:
-            msg = TradeMsg(key, trade.trade_id, trade.price, trade.qty, trade.side, trade.trade_ms)
+            msg = TradeMsg(
+                key,
+                trade.trade_id,
+                trade.price,
+                trade.qty,
+                trade.side,
+                trade.trade_ms,
+                trade.recv_ns,
+                self._send_ns,
+            )
             self._deliver_all(subs, key, msg)
 
-    def _send_bbo(self, key: str, *, force: bool) -> None:
+    def _send_bbo(
+        self, key: str, *, force: bool, cause: BookDelta | BookReset | None = None
+    ) -> None:
         subs = self._bbo.get(key)
         if not subs:
             return
@@ -518,7 +674,14 @@ class Fanout:
         if not force and self._last_top.get(key) == top:
             return
         self._last_top[key] = top
-        self._deliver_all(subs, key, Bbo(key, state[1], state[2], top[0], top[1]))
+        if cause is None:
+            msg = Bbo(key, state[1], state[2], top[0], top[1])
+        else:
+            event_ms = cause.event_ms if isinstance(cause, BookDelta) else None
+            msg = Bbo(
+                key, state[1], state[2], top[0], top[1], event_ms, cause.recv_ns, self._send_ns
+            )
+        self._deliver_all(subs, key, msg)
 
     # --- delivery ---------------------------------------------------------------------------
 
@@ -543,7 +706,7 @@ class Fanout:
         flow = sub.flow
         if flow.state is _LIVE and sub.protocol.state is not _OPEN:
             return False
-        actions = flow.on_message(key, sub.transport.get_write_buffer_size(), self._now_s)
+        actions = flow.on_message(key, sub.buffered(), self._now_s)
         if actions is not WRITE:
             self._act(sub, actions)
             return False
@@ -556,25 +719,264 @@ class Fanout:
         not reading at all and is disconnected."""
         if sub.protocol.state is not _OPEN:
             return
-        actions = sub.flow.on_reply(sub.transport.get_write_buffer_size())
+        actions = sub.flow.on_reply(sub.buffered())
         if FlowAction.WRITE in actions:
             self._write(sub, _frame_msgpack(msg) if sub.msgpack else _frame_json(msg))
         else:
             self._act(sub, actions)
 
     def _write(self, sub: _Subscriber, frame: bytes) -> None:
-        sub.transport.write(frame)
+        self._queue(sub, frame)
         sub.messages_sent += 1
         sub.bytes_sent += len(frame)
         self.stats.messages_sent += 1
         self.stats.bytes_sent += len(frame)
 
     def _snapshot_frame(
-        self, key: str, state: BookState, depth: int | None, msgpack: bool
+        self,
+        key: str,
+        state: BookState,
+        depth: int | None,
+        msgpack: bool,
+        recovered: bool | None = None,
     ) -> bytes:
-        book, epoch, seq, venue_id, _ = state
-        msg = Snapshot(key, epoch, seq, venue_id, book.bids(depth), book.asks(depth))
+        book, epoch, _, venue_id, _ = state
+        seq = self._stream_seq(key, depth, state)
+        msg = Snapshot(key, epoch, seq, venue_id, book.bids(depth), book.asks(depth), recovered)
         return _frame_msgpack(msg) if msgpack else _frame_json(msg)
+
+    # --- recovery (gateway/wire/recovery.py) ---------------------------------------------------
+
+    def _init_recovery(
+        self,
+        recovery_bytes: int,
+        recovery_age_s: float,
+        instance: str | None,
+        clock_ns: Callable[[], int],
+    ) -> None:
+        if recovery_bytes < 0 or recovery_age_s < 0:
+            raise ValueError("recovery_bytes >= 0 and recovery_age_s >= 0")
+        #: Names this gateway process in every ``subscribed`` reply.
+        self.instance = (
+            new_instance(clock_ns(), secrets.randbits(32)).id if instance is None else instance
+        )
+        self._recovery_bytes = recovery_bytes
+        self._recovery_age_s = recovery_age_s
+        self._clock_ns = clock_ns
+        #: The wall clock read once per publish: the ``send_ns`` of its messages.
+        self._send_ns = 0
+        #: Each symbol's recent deltas (none when ``recovery_bytes`` is 0).
+        self.rings: dict[str, RecoveryRing] = {}
+
+    def _ring(self, key: str) -> RecoveryRing:
+        ring = self.rings.get(key)
+        if ring is None:
+            ring = self.rings[key] = RecoveryRing(self._recovery_bytes, self._recovery_age_s)
+        return ring
+
+    def _delta_message(self, event: BookDelta) -> Delta:
+        """The ``delta`` of a published BookDelta, stamped ``send_ns``; kept in the
+        symbol's recovery ring."""
+        msg = Delta(
+            event.key,
+            event.epoch,
+            event.seq,
+            event.venue_id,
+            event.bids,
+            event.asks,
+            event.event_ms,
+            event.recv_ns,
+            self._send_ns,
+        )
+        if self._recovery_bytes:
+            self._ring(event.key).append(msg, self._now_s)
+        return msg
+
+    def _restart_ring(self, key: str, at: tuple[int, int]) -> None:
+        """A snapshot at ``at`` started a new epoch of ``key``."""
+        if self._recovery_bytes:
+            self._ring(key).restart(*at)
+
+    def _recovery_plan(
+        self, request: Subscribe, keys: list[str], channels: Sequence[str]
+    ) -> dict[str, list[RingEntry]]:
+        """The symbols of ``request.recover`` the rings can serve completely, with the
+        deltas each missed. Only full-depth book subscriptions are recovered."""
+        recover = request.recover
+        if not recover or "book" not in channels:
+            return {}
+        plan: dict[str, list[RingEntry]] = {}
+        for key in keys:
+            position = recover.get(key)
+            if position is None:
+                continue
+            ring = self.rings.get(key)
+            entries = None
+            if ring is not None and request.depth is None:
+                entries = ring.since(position.epoch, position.seq, self._now_s)
+            if entries is None:
+                self.stats.recovery_misses += 1
+            else:
+                plan[key] = entries
+        return plan
+
+    def _recover_book(self, sub: _Subscriber, key: str, entries: list[RingEntry]) -> None:
+        """Send the deltas ``sub`` missed (``recovered: true``); its book is then current
+        and it follows the live stream. A subscriber that falls behind meanwhile gets a
+        snapshot later (conflation), as for any delta it could not take."""
+        self._pending.get(key, {}).pop(sub, None)
+        self._book.setdefault(key, {})[sub] = None
+        self.stats.recoveries += 1
+        ring = self.rings[key]
+        build = _frame_msgpack if sub.msgpack else _frame_json
+        for entry in entries:
+            if not self._deliver(sub, key, ring.frame(entry, sub.msgpack, build)):
+                break
+            self.stats.recovered_messages += 1
+
+    # --- depth-N book streams ---------------------------------------------------------------
+    #
+    # A subscriber with a depth holds the N best levels per side (docs/protocol.md, "Depth").
+    # Subscribers are grouped by (key, depth); a group's delta is computed once per publish
+    # by gateway.core.depth from the publish's deltas of the key and the book after them,
+    # and encoded once per wire format. Each group has its own seq stream in the book's
+    # epoch: its snapshot carries the group's seq, and a delta is sent (seq + 1) only when
+    # something changed inside its top N, so after every message its book equals the full
+    # book's top N at the delta's ``id``.
+
+    def _hold_book(self, sub: _Subscriber, key: str, state: BookState) -> None:
+        """``sub`` now holds the current snapshot of ``key`` at its depth: it gets deltas."""
+        depth = sub.books[key]
+        if depth is None:
+            self._book.setdefault(key, {})[sub] = None
+            return
+        groups = self._depth.setdefault(key, {})
+        group = groups.get(depth)
+        if group is None:
+            group = groups[depth] = _DepthGroup(depth, state[0], state[2])
+        group.subs[sub] = None
+
+    def _release_depth(self, sub: _Subscriber, key: str) -> None:
+        groups = self._depth.get(key)
+        if groups is None:
+            return
+        for depth, group in list(groups.items()):
+            group.subs.pop(sub, None)
+            if not group.subs:
+                del groups[depth]
+        if not groups:
+            del self._depth[key]
+
+    def _book_holders(self, key: str) -> _SubSet:
+        """Every book subscriber of ``key`` holding the current snapshot, at any depth."""
+        groups = self._depth.get(key)
+        if not groups:
+            return self._book.get(key) or {}
+        holders = dict(self._book.get(key) or {})
+        for group in groups.values():
+            holders.update(group.subs)
+        return holders
+
+    def _reset_depth_groups(self, key: str, state: BookState) -> None:
+        """A new snapshot for everyone: each group's stream restarts at the book's seq."""
+        for group in self._depth.get(key, {}).values():
+            group.bounds = depth_bounds(state[0], group.depth)
+            group.seq = state[2]
+
+    def _stream_seq(self, key: str, depth: int | None, state: BookState) -> int:
+        """The seq a snapshot at ``depth`` carries: the group's, or the book's."""
+        if depth is None:
+            return state[2]
+        group = self._depth.get(key, {}).get(depth)
+        return state[2] if group is None else group.seq
+
+    def _depth_steps(self, events: Sequence[GatewayEvent]) -> dict[str, _DepthStep]:
+        """The symbols with depth subscribers among ``events``' deltas, and how many.
+        A symbol with a BookReset in ``events`` is left out: its snapshot brings every
+        depth group to the book after the publish."""
+        steps: dict[str, _DepthStep] = {}
+        depth = self._depth
+        reset: set[str] = set()
+        for event in events:
+            if isinstance(event, BookDelta) and event.key in depth:
+                step = steps.get(event.key)
+                if step is None:
+                    step = steps[event.key] = _DepthStep()
+                step.remaining += 1
+            elif isinstance(event, BookReset):
+                reset.add(event.key)
+        for key in reset:
+            steps.pop(key, None)
+        return steps
+
+    def _send_depth_deltas(self, event: BookDelta, step: _DepthStep) -> None:
+        """Collect ``event``'s levels; at the publish's last delta of the key, send each
+        depth group its delta (when not empty)."""
+        step.remaining -= 1
+        step.bids += event.bids
+        step.asks += event.asks
+        groups = self._depth.get(event.key)
+        if step.remaining or not groups:
+            return
+        state = self._view.book_state(event.key)
+        if state is None:
+            log.error("%s: BookDelta published but the view has no book for it", event.key)
+            return
+        book = state[0]
+        for group in list(groups.values()):
+            bids, asks = depth_delta(book, group.depth, step.bids, step.asks, group.bounds)
+            group.bounds = depth_bounds(book, group.depth)
+            if bids or asks:
+                group.seq += 1
+                delta = Delta(
+                    event.key,
+                    event.epoch,
+                    group.seq,
+                    event.venue_id,
+                    bids,
+                    asks,
+                    event.event_ms,
+                    event.recv_ns,
+                    self._send_ns,
+                )
+                self._send_delta(delta, group.subs)
+
+    # --- coalescing ---------------------------------------------------------------------------
+    #
+    # Frames for a subscriber are not written one by one: within one event-loop turn they
+    # are queued on the subscriber (whole frames, in order) and joined into one
+    # transport.write by a flush scheduled once per turn (loop.call_soon) when the first
+    # frame is queued. The slow-subscriber policy counts the queued bytes as unsent
+    # (_Subscriber.buffered), and a close flushes the subscriber's frames first.
+
+    def _queue(self, sub: _Subscriber, frame: bytes) -> None:
+        if not sub.pending:
+            self._unflushed[sub] = None
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        sub.pending.append(frame)
+        sub.pending_bytes += len(frame)
+
+    def _flush(self) -> None:
+        """The end of the loop turn: each subscriber's pending frames in one write."""
+        self._flush_handle = None
+        unflushed, self._unflushed = self._unflushed, {}
+        for sub in unflushed:
+            self._flush_one(sub)
+
+    def _flush_one(self, sub: _Subscriber) -> None:
+        pending = sub.pending
+        if not pending:
+            return
+        sub.pending = []
+        sub.pending_bytes = 0
+        if sub.protocol.state is not _OPEN:
+            return  # closing: no data frame may follow the close frame
+        self.stats.writes += 1
+        try:
+            sub.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        except Exception as exc:  # confined to this subscriber (see _fail)
+            self._fail(sub, exc)
 
     # --- slow subscribers -------------------------------------------------------------------
 
@@ -603,7 +1005,7 @@ class Fanout:
                 del self._behind[sub]
                 continue
             try:
-                actions = sub.flow.on_check(sub.transport.get_write_buffer_size(), now_s)
+                actions = sub.flow.on_check(sub.buffered(), now_s)
                 if sub.flow.state is not _BEHIND:
                     del self._behind[sub]
                 self._act(sub, actions)
@@ -624,24 +1026,33 @@ class Fanout:
         state = self._view.book_state(key)
         sym_state = state[4] if state is not None else self._symbol_state(key)
         if sym_state is not None:
-            self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+            self._deliver_all((sub,), key, self._status(key, sym_state))
         if key in sub.books:
             self._sync_book(sub, key, state)
         if key in sub.bbo and state is not None:
             top = (state[0].best_bid(), state[0].best_ask())
             self._deliver_all((sub,), key, Bbo(key, state[1], state[2], top[0], top[1]))
 
-    def _sync_book(self, sub: _Subscriber, key: str, state: BookState | None) -> None:
-        """Send the book's snapshot now, or park the subscriber until the next BookReset."""
+    def _sync_book(
+        self,
+        sub: _Subscriber,
+        key: str,
+        state: BookState | None,
+        recovered: bool | None = None,
+    ) -> None:
+        """Send the book's snapshot now (marked ``recovered``), or park the subscriber
+        until the next BookReset."""
         book_subs = self._book.get(key)
         if book_subs is not None:
             book_subs.pop(sub, None)
+        self._release_depth(sub, key)
         if state is None:
             self._pending.setdefault(key, {})[sub] = None
             return
         self._pending.get(key, {}).pop(sub, None)
-        self._book.setdefault(key, {})[sub] = None
-        self._deliver(sub, key, self._snapshot_frame(key, state, sub.books[key], sub.msgpack))
+        self._hold_book(sub, key, state)
+        frame = self._snapshot_frame(key, state, sub.books[key], sub.msgpack, recovered)
+        self._deliver(sub, key, frame)
 
     def _kick(self, sub: _Subscriber, reason: str) -> None:
         """Close a subscriber the slow-subscriber policy disconnected (1008)."""
@@ -677,6 +1088,7 @@ class Fanout:
         sub.abort_handle = loop.call_later(self.close_timeout_s, sub.transport.abort)
         if sub.protocol.state is not _OPEN:
             return
+        self._flush_one(sub)  # the close frame goes behind the pending frames
         try:
             sub.protocol.send_close(code, reason)
             sub.conn.send_data()
@@ -755,14 +1167,20 @@ class Fanout:
         if request.format is not None:
             sub.msgpack = request.format == "msgpack"
         channels = list(dict.fromkeys(request.channels))
-        self._reply(sub, Subscribed(keys, channels))
+        plan = self._recovery_plan(request, keys, channels)
+        self._reply(sub, Subscribed(keys, channels, self.instance, list(plan)))
         for key in keys:
             state = self._view.book_state(key)
             sym_state = state[4] if state is not None else known[key]
-            self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+            self._deliver_all((sub,), key, self._status(key, sym_state))
             if "book" in channels:
                 sub.books[key] = request.depth
-                self._sync_book(sub, key, state)
+                entries = plan.get(key)
+                if entries is not None:
+                    self._recover_book(sub, key, entries)
+                else:
+                    asked = request.recover is not None and key in request.recover
+                    self._sync_book(sub, key, state, False if asked else None)
             if "bbo" in channels:
                 sub.bbo.add(key)
                 self._bbo.setdefault(key, {})[sub] = None
@@ -791,7 +1209,7 @@ class Fanout:
         if state is None:
             sym_state = self._symbol_state(key)
             if sym_state is not None:
-                self._deliver_all((sub,), key, Status(key, sym_state, self._reasons.get(key, "")))
+                self._deliver_all((sub,), key, self._status(key, sym_state))
         self._sync_book(sub, key, state)
 
     def _forget(self, sub: _Subscriber, key: str) -> None:
@@ -805,6 +1223,7 @@ class Fanout:
                 subs.pop(sub, None)
                 if not subs:
                     del registry[key]
+        self._release_depth(sub, key)
 
     def _subscribers_of(self, key: str) -> _SubSet:
         merged: _SubSet = {}
@@ -812,6 +1231,8 @@ class Fanout:
             subs = registry.get(key)
             if subs:
                 merged.update(subs)
+        for group in self._depth.get(key, {}).values():
+            merged.update(group.subs)
         return merged
 
     def _symbol_state(self, key: str) -> SymbolState | None:
@@ -820,32 +1241,33 @@ class Fanout:
     # --- serving ----------------------------------------------------------------------------
 
     async def serve(
-        self, host: str = "127.0.0.1", port: int = 0, ready: asyncio.Event | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ready: asyncio.Event | None = None,
+        *,
+        unix_path: str | None = None,
+        unix_mode: int = _DEFAULTS.unix_mode,
     ) -> None:
         """Serve subscribers on ``ws://host:port/`` (and :attr:`http_routes`) until cancelled.
         Binding beyond loopback without a token is warned about.
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
-        ``ready`` is set. On cancellation every connection is closed (1001) and
-        CancelledError propagates. Raises :class:`~gateway.wire.config.ListenError` when
-        the address cannot be bound.
+        ``ready`` is set. With ``unix_path``, the same protocol and routes are also served
+        on a Unix domain socket there (see :meth:`_bind_unix`), removed when serving ends.
+        On cancellation every connection is closed (1001) and CancelledError propagates.
+        Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound.
         """
+        options = self._server_options()
         try:
-            listening = await serve(
-                self._handle,
-                host,
-                port,
-                compression=None,  # frames are shared between connections: no per-connection state
-                process_request=self._process_request,
-                ping_interval=self.ping_interval_s,
-                ping_timeout=self.ping_interval_s,
-                close_timeout=self.close_timeout_s,
-                max_size=self.max_request_bytes,
-            )
+            listening = await serve(self._handle, host, port, **options)
         except OSError as exc:
             raise listen_error(exc, host, port) from exc
         FD_EXHAUSTION.watch(asyncio.get_running_loop())  # accepts out of descriptors
-        async with listening as server:
+        async with contextlib.AsyncExitStack() as stack:
+            server = await stack.enter_async_context(listening)
+            if unix_path is not None:
+                await self._serve_unix(stack, unix_path, unix_mode, options)
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
             log.info("serving subscribers on %s", self.addresses)
             warning = exposure_warning(host, self._token is not None)
@@ -860,6 +1282,37 @@ class Fanout:
                     FD_EXHAUSTION.probe("accepting subscribers")
             finally:
                 self.addresses = []
+
+    def _server_options(self) -> dict[str, Any]:
+        """The websockets server options, the same for TCP and the Unix socket."""
+        return {
+            "compression": None,  # frames are shared between connections: no per-connection state
+            "process_request": self._process_request,
+            "ping_interval": self.ping_interval_s,
+            "ping_timeout": self.ping_interval_s,
+            "close_timeout": self.close_timeout_s,
+            "max_size": self.max_request_bytes,
+        }
+
+    # --- the Unix domain socket -------------------------------------------------------------
+
+    async def _serve_unix(
+        self, stack: contextlib.AsyncExitStack, path: str, mode: int, options: dict[str, Any]
+    ) -> None:
+        """Listen on ``path`` too, within ``stack``: the socket file is removed after the
+        server closes (when it is still the one bound here)."""
+        sock = _bind_unix(path, mode)
+        inode = os.stat(path).st_ino
+        stack.callback(_remove_socket_file, path, inode)
+        try:
+            listening = await unix_serve(self._handle, sock=sock, **options)
+        except BaseException:
+            sock.close()
+            raise
+        await stack.enter_async_context(listening)
+        self.unix_path = path
+        stack.callback(setattr, self, "unix_path", None)
+        log.info("serving subscribers on unix:%s", path)
 
     @property
     def port(self) -> int:
@@ -882,7 +1335,7 @@ class Fanout:
                 sub.flow.conflations,
                 sub.bad_requests,
                 sub.flow.state is not _LIVE,
-                sub.transport.get_write_buffer_size(),
+                sub.buffered(),
                 now_s - sub.flow.behind_since_s if sub.flow.state is _BEHIND else 0.0,
             )
             for sub in self._subs
@@ -890,7 +1343,11 @@ class Fanout:
 
     def _healthz(self) -> HttpAnswer:
         return health_answer(
-            self._view.symbols(), self._reasons, len(self._subs), self.healthz_not_live_share
+            self._view.symbols(),
+            self._reasons,
+            len(self._subs),
+            self.healthz_not_live_share,
+            self._since_ns,
         )
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
@@ -977,6 +1434,9 @@ class Fanout:
             self._forget(sub, key)
         self._behind.pop(sub, None)
         self._subs.pop(sub, None)
+        self._unflushed.pop(sub, None)
+        sub.pending = []
+        sub.pending_bytes = 0
         self.stats.subscribers = len(self._subs)
         self.changes.notify()
         if sub.abort_handle is not None:

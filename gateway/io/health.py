@@ -50,15 +50,24 @@ def health_document(
     reasons: Mapping[str, str],
     subscribers: int,
     not_live_share: float,
+    since_ns: Mapping[str, int] | None = None,
 ) -> tuple[bool, dict[str, object]]:
     """``(healthy, document)``: healthy unless at least ``not_live_share`` of ``symbols``
-    are not live (no symbols: healthy). ``reasons``: each symbol's last status reason."""
+    are not live (no symbols: healthy). ``reasons``: each symbol's last status reason;
+    ``since_ns``: when each entered its state (wall clock ns), where known."""
     states = list(symbols)
-    not_live = [
-        {"symbol": key, "state": state, "reason": reasons.get(key, "")}
-        for key, state in states
-        if state != SymbolState.LIVE
-    ]
+    since = since_ns or {}
+    not_live: list[dict[str, object]] = []
+    for key, state in states:
+        if state != SymbolState.LIVE:
+            entry: dict[str, object] = {
+                "symbol": key,
+                "state": state,
+                "reason": reasons.get(key, ""),
+            }
+            if key in since:
+                entry["since_ns"] = since[key]
+            not_live.append(entry)
     healthy = not states or len(not_live) / len(states) < not_live_share
     return healthy, {
         "status": "ok" if healthy else "unavailable",
@@ -77,8 +86,9 @@ def health_answer(
     reasons: Mapping[str, str],
     subscribers: int,
     not_live_share: float,
+    since_ns: Mapping[str, int] | None = None,
 ) -> HttpAnswer:
     """The ``/healthz`` answer: 200 when healthy, 503 otherwise (see :func:`health_document`)."""
-    healthy, document = health_document(symbols, reasons, subscribers, not_live_share)
+    healthy, document = health_document(symbols, reasons, subscribers, not_live_share, since_ns)
     status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
     return HttpAnswer(status, "application/json", msgspec.json.encode(document))

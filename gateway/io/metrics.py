@@ -78,6 +78,18 @@ VENUE_STATS: Final = (
         "book_updates_on_trade_connections",
         "Book updates received on trade-only connections, ignored.",
     ),
+    Stat(
+        "venue_snapshots_superseded",
+        "snapshots_superseded",
+        "REST snapshots discarded: answers to a superseded fetch attempt.",
+    ),
+    Stat(
+        "venue_silent_channels",
+        "silent_channels",
+        "Symbol channels found dead on a connection that carries other traffic.",
+    ),
+    Stat("venue_revived_channels", "revived_channels", "Dead symbol channels that came back."),
+    Stat("venue_rejected_symbols", "rejected_symbols", "Symbols the venue refused."),
 )
 
 #: gateway.io.upstream.FetcherStats; labels venue.
@@ -91,6 +103,12 @@ FETCHER_STATS: Final = (
         "rest_rate_limit_wait_seconds",
         "rate_limit_wait_s",
         "Seconds waited for the REST weight budget.",
+    ),
+    Stat(
+        "snapshot_requests_in_flight",
+        "in_flight",
+        "REST snapshot requests in flight.",
+        counter=False,
     ),
 )
 
@@ -113,6 +131,24 @@ CONNECTION_STATS: Final = (
         "messages_dropped",
         "Messages to the venue not sent: connection down or its queue full.",
     ),
+    Stat("connection_score", "score", "Book connections: the score, 0-1.", counter=False),
+)
+
+#: gateway.core.renewal.SlotRenewals; labels venue, slot.
+SLOT_RENEWAL_STATS: Final = (
+    Stat("slot_renewals", "caught_up", "Renewals whose replacement caught up first."),
+    Stat("slot_renewals_timed_out", "timed_out", "Renewals closed at renew_timeout_s."),
+    Stat("slot_renewals_old_down", "old_down", "Renewals ended by the old connection's fall."),
+)
+
+#: gateway.core.score.ReplacementPolicy; labels venue.
+REPLACEMENT_STATS: Final = (
+    Stat("venue_connection_replacements", "replaced", "Worst-scored connections replaced."),
+)
+
+#: gateway.core.score.StandbyPolicy (venues with standby endpoints); labels venue.
+STANDBY_STATS: Final = (
+    Stat("venue_standby_activations", "activations", "Times the standby endpoints connected."),
 )
 
 #: gateway.core.arbiter.SymbolStats; labels venue, symbol.
@@ -136,6 +172,14 @@ SYMBOL_STATS: Final = (
     Stat("symbol_obsolete_updates", "obsolete", "Held or buffered updates made obsolete."),
     Stat("symbol_failovers", "failovers", "Moves of the output to another replica."),
     Stat("symbol_replica_failures", "replica_failures", "Replicas found wrong, resubscribed."),
+    Stat(
+        "symbol_audit_disagreements",
+        "audit_disagreements",
+        "Sampled updates whose copies from different connections disagreed.",
+    ),
+    Stat("symbol_audit_rest_ok", "audit_rest_ok", "Audit REST snapshots that agreed."),
+    Stat("symbol_audit_rest_drift", "audit_rest_drift", "Audit REST snapshots that drifted."),
+    Stat("symbol_audit_rest_skipped", "audit_rest_skipped", "Audit REST snapshots not compared."),
 )
 
 #: The symbol's arbiter (gateway.core.arbiter.SymbolArbiter); labels venue, symbol.
@@ -155,6 +199,11 @@ SYMBOL_CONNECTION_STATS: Final = (
         "disagreements",
         "Held updates the connection's own stream contradicted: reconnected.",
     ),
+    Stat(
+        "symbol_connection_audit_disagreements",
+        "audit_disagreements",
+        "Sampled copies of this connection that disagreed with the others' (counted only).",
+    ),
 )
 
 #: gateway.core.arbiter.TradeDedup; labels venue, symbol.
@@ -170,12 +219,16 @@ FANOUT_STATS: Final = (
     Stat("fanout_refused", "rejected", "Subscribers refused (max_subscribers)."),
     Stat("fanout_messages_sent", "messages_sent", "Messages written to subscribers."),
     Stat("fanout_sent_bytes", "bytes_sent", "Bytes written to subscribers."),
+    Stat("fanout_writes", "writes", "Transport writes to subscribers (messages coalesced)."),
     Stat("fanout_dropped_messages", "dropped", "Messages not written: subscriber behind."),
     Stat("fanout_conflations", "conflations", "Times a subscriber fell behind."),
     Stat("fanout_slow_disconnects", "slow_disconnects", "Subscribers closed as too slow."),
     Stat("fanout_bad_requests", "bad_requests", "Subscriber requests refused."),
     Stat("fanout_rate_limited", "rate_limited", "Subscriber requests refused: request rate."),
     Stat("fanout_subscriber_errors", "subscriber_errors", "Subscribers closed: internal error."),
+    Stat("fanout_recoveries", "recoveries", "Books recovered for reconnecting subscribers."),
+    Stat("fanout_recovered_messages", "recovered_messages", "Deltas re-sent on recovery."),
+    Stat("fanout_recovery_misses", "recovery_misses", "Recoveries refused: a snapshot sent."),
 )
 
 #: gateway.io.capture_writer.CaptureStats (with --capture); no labels.
@@ -227,6 +280,20 @@ class GatewayCollector(Collector):
         fetchers = [((v.cfg.venue,), v.fetcher.stats) for v in venues if v.fetcher is not None]
         yield from families(FETCHER_STATS, ("venue",), fetchers)
         yield from self._connections()
+        yield from families(
+            SLOT_RENEWAL_STATS,
+            ("venue", "slot"),
+            [
+                ((v.cfg.venue, str(slot)), v.renewals.stats(slot))
+                for v in venues
+                for slot in v.renewals.slots
+            ],
+        )
+        yield from families(
+            REPLACEMENT_STATS, ("venue",), [((v.cfg.venue,), v.replacement) for v in venues]
+        )
+        standby = [((v.cfg.venue,), v.standby) for v in venues if v.standby is not None]
+        yield from families(STANDBY_STATS, ("venue",), standby)
         yield from self._symbols()
         yield from families(FANOUT_STATS, (), [((), service.fanout.stats)])
         capture = service.capture
@@ -246,8 +313,8 @@ class GatewayCollector(Collector):
         )
         info = GaugeMetricFamily(
             PREFIX + "connection_info",
-            "1 per upstream connection: its endpoint and role (book or trade).",
-            labels=(*labels, "endpoint", "role"),
+            "1 per upstream connection: its endpoint, role (book, trade or standby) and slot.",
+            labels=(*labels, "endpoint", "role", "slot"),
         )
         bad = CounterMetricFamily(
             PREFIX + "connection_bad_frames",
@@ -262,8 +329,9 @@ class GatewayCollector(Collector):
         for v in venues:
             venue = v.cfg.venue
             for conn_id, c in v.connections.items():
-                role = "trade" if conn_id in v.trade_connections else "book"
-                info.add_metric((venue, str(conn_id), c.endpoint, role), 1.0)
+                spec = v.slots[c.slot]
+                role = "trade" if spec.trades_only else "standby" if spec.standby else "book"
+                info.add_metric((venue, str(conn_id), c.endpoint, role, str(c.slot)), 1.0)
             for conn_id, count in v.bad_frames_by_conn.items():
                 connection = REST_CONNECTION if conn_id < 0 else str(conn_id)
                 bad.add_metric((venue, connection), float(count))

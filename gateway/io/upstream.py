@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class ConnectionStats:
     messages_dropped: int = 0
     last_error: str = ""
     connected_since_s: float = 0.0
+    #: The connection's smoothed score (gateway.core.score), set by its owner; 0 until scored.
+    score: float = 0.0
 
 
 class _Ended(enum.Enum):
@@ -93,6 +96,10 @@ class Connection:
     (:class:`~gateway.core.backoff.ReconnectPolicy` decides). A connection that delivers
     nothing for ``stall_timeout_s`` is closed and reopened. Every attempt first waits for
     the venue's ``attempts`` budget, shared by the venue's connections.
+
+    With ``on_aged``, reaching ``max_age_s`` does not close the connection: ``on_aged`` is
+    told and the connection serves on until its owner cancels :meth:`run` (a renewal that
+    opens the replacement before the old connection closes, :mod:`gateway.core.renewal`).
 
     ``clock_s`` and ``sleep`` are the time everything here runs on: the policy, the
     budget, the waits between attempts, the stall and age deadlines (the connect's own
@@ -122,8 +129,15 @@ class Connection:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         fd_exhaustion: FdExhaustion = FD_EXHAUSTION,
         venue: str = "",
+        on_aged: Callable[[int], None] | None = None,
+        slot: int | None = None,
     ) -> None:
         self.conn_id = conn_id
+        #: The configured connection this one serves (stable across renewals); None: its own.
+        self.slot = conn_id if slot is None else slot
+        #: on_aged(conn_id): called at ``max_age_s`` instead of closing; the owner renews
+        #: the connection (make-before-break) and cancels :meth:`run` when it is replaced.
+        self._on_aged = on_aged
         self.url = url
         self._on_frame = on_frame
         self._on_state = on_state
@@ -155,6 +169,17 @@ class Connection:
         self.endpoint = url.partition("?")[0].removesuffix("/stream")
         #: The fields of this connection's log records (``extra=``; JSON logs show them).
         self.log_fields = {"venue": venue, "connection": conn_id, "endpoint": self.endpoint}
+
+    @property
+    def last_heard_s(self) -> float | None:
+        """When the connection last received a frame or opened (``clock_s``); None: never."""
+        return self._last_recv_s if self.stats.connects else None
+
+    def subscribe_with(self, url: str, subscribe_messages: Sequence[bytes]) -> None:
+        """From the next connect on, open ``url`` and send ``subscribe_messages`` (the
+        venue refused a symbol: the others are subscribed without it)."""
+        self.url = url
+        self._subscribe_messages = list(subscribe_messages)
 
     def send(self, messages: Sequence[bytes]) -> bool:
         """Queue text messages for the venue. False (and nothing queued) when the
@@ -260,14 +285,26 @@ class Connection:
         """Hands every frame to the service until the connection ends (closed, stalled,
         aged, or the venue's notice); returns True when it ended to be renewed."""
         up_s = self._last_recv_s = self._clock_s()
+        age_deadline_s = up_s + self._max_age_s
         receiver = tasks.create_task(self._receive(ws))
-        watchdog = tasks.create_task(self._watch(up_s + self._max_age_s))
         try:
-            done, _ = await asyncio.wait((receiver, watchdog), return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                watchdog = tasks.create_task(self._watch(age_deadline_s))
+                try:
+                    done, _ = await asyncio.wait(
+                        (receiver, watchdog), return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    watchdog.cancel()
+                ended = receiver.result() if receiver in done else watchdog.result()
+                if ended is not _Ended.AGED or self._on_aged is None:
+                    break
+                # Renewed make-before-break: the owner closes this connection when its
+                # replacement caught up; until then it serves on, watched for stalls.
+                age_deadline_s = math.inf
+                self._on_aged(self.conn_id)
         finally:
             receiver.cancel()
-            watchdog.cancel()
-        ended = receiver.result() if receiver in done else watchdog.result()
         if ended is _Ended.NOTICE:
             self.stats.last_error = "venue asked to reconnect"
             self._log.info(
@@ -398,6 +435,9 @@ class FetcherStats:
     rate_limit_wait_s: float = 0.0
     #: Responses abandoned because their body exceeded ``max_body_bytes`` (in ``failures``).
     oversized: int = 0
+    #: Requests in flight now, and the most ever in flight at once.
+    in_flight: int = 0
+    max_in_flight: int = 0
     last_error: str = ""
     by_base: dict[str, int] = field(default_factory=dict)
 
@@ -412,15 +452,25 @@ class RateLimited(Exception):
         self.retry_after_s = retry_after_s
 
 
-class SnapshotFetcher:
-    """Fetches REST snapshots on request, off the reader path.
+#: on_snapshot(snapshot, attempt): the answer to the request of that attempt.
+SnapshotHandler = Callable[[DepthSnapshot, int], None]
 
-    Requests are deduplicated per symbol (the queue holds each symbol once, so it is
-    bounded by the number of symbols). The venue's REST bases are tried in order; a
-    429/418 is honoured with its Retry-After for every base; the request weight used per
-    minute is kept under the venue's budget (:class:`gateway.core.budget.WeightBudget`,
-    on ``clock_s``). Repeated requests for the same symbol back off, so a snapshot that
-    keeps coming back older than the stream does not hammer the venue.
+
+class SnapshotFetcher:
+    """Fetches REST snapshots on request, off the reader path, each symbol on its own.
+
+    Each symbol with a request gets its own task (at most one per symbol, so the tasks are
+    bounded by the number of symbols), which retries with the symbol's own backoff: one
+    symbol's failures never delay another's snapshot. At most ``max_concurrent`` requests
+    are in flight at once, and all of them share the venue's REST weight budget
+    (:class:`gateway.core.budget.WeightBudget`, on ``clock_s``): a 429/418 blocks every
+    symbol for its Retry-After (the venue bans the IP, not a symbol). The venue's REST bases
+    are tried in order.
+
+    Every request carries its attempt id (:meth:`request`); the snapshot is handed back
+    with the attempt that was current when its request was sent, and fetched again when a
+    newer attempt was asked meanwhile. The pipeline discards answers to superseded attempts
+    (:class:`gateway.core.snapshots.SnapshotAttempts`).
 
     Bodies are read as a stream and abandoned (a failed fetch, :class:`BodyTooLarge`) as
     soon as they pass ``max_body_bytes``, decompressed; a declared ``Content-Length`` above
@@ -433,18 +483,22 @@ class SnapshotFetcher:
         rest_bases: list[str],
         *,
         limit: int,
-        on_snapshot: Callable[[DepthSnapshot], None],
+        on_snapshot: SnapshotHandler,
         timeout_s: float,
         backoff_initial_s: float = 0.25,
         backoff_max_s: float = 30.0,
+        max_concurrent: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
         on_response: Callable[[str, bytes, int], object] | None = None,
         clock_s: Callable[[], float] = time.monotonic,
         max_body_bytes: int = MAX_REST_BODY_BYTES,
+        on_audit: Callable[[DepthSnapshot], None] | None = None,
         budget: WeightBudget | None = None,
     ) -> None:
         if adapter.snapshot_url is None or adapter.parse_snapshot is None:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
         self._adapter = adapter
         self._snapshot_url = adapter.snapshot_url
         self._parse_snapshot = adapter.parse_snapshot
@@ -455,11 +509,16 @@ class SnapshotFetcher:
         self._transport = transport
         #: on_response(url, body, recv_ns): every 200 response body, before it is parsed.
         self._on_response = on_response
+        #: Symbols whose task is to be started (each symbol once: bounded by the symbols).
         self._queue: asyncio.Queue[str] = asyncio.Queue()
+        #: Symbols queued or with a task running.
         self._queued: set[str] = set()
+        #: The latest attempt asked per symbol.
+        self._wanted: dict[str, int] = {}
         self._backoffs: dict[str, Backoff] = {}
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
+        self._max_concurrent = max_concurrent
         self._clock_s = clock_s
         self._max_body_bytes = max_body_bytes
         self._log = LimitedLog(log, clock_s=clock_s)
@@ -468,9 +527,27 @@ class SnapshotFetcher:
         #: source address (None: one of its own at the venue's limit).
         self.budget = WeightBudget(adapter.rest_weight_per_minute) if budget is None else budget
         self.stats = FetcherStats()
+        # --- audit fetches (gateway.core.audit) ---
+        #: on_audit(snapshot): a snapshot fetched by request_audit, never to be applied.
+        self._on_audit = on_audit
+        #: Symbols whose queued or running fetch is an audit.
+        self._audits: set[str] = set()
 
-    def request(self, symbol: str) -> None:
-        """Ask for a snapshot of ``symbol``; a request already queued is not repeated."""
+    def request_audit(self, symbol: str) -> None:
+        """Ask for a snapshot of ``symbol`` to audit its book, within the same budget; one
+        fetch for the book already queued serves instead (it is applied, not audited). A
+        failed audit fetch is not retried."""
+        if symbol not in self._queued and self._on_audit is not None:
+            self._audits.add(symbol)
+            self._queued.add(symbol)
+            self._queue.put_nowait(symbol)
+
+    def request(self, symbol: str, attempt: int) -> None:
+        """Ask for a snapshot of ``symbol`` for ``attempt``; a symbol already being fetched
+        is not fetched twice at once (its answer goes to the latest attempt asked, or it
+        is fetched again for it). An audit fetch under way is then not audited."""
+        self._audits.discard(symbol)  # a fetch for the book is applied, not audited
+        self._wanted[symbol] = attempt
         if symbol not in self._queued:
             self._queued.add(symbol)
             self._queue.put_nowait(symbol)
@@ -483,52 +560,102 @@ class SnapshotFetcher:
 
     async def run(self) -> None:
         """Runs until cancelled."""
-        async with httpx.AsyncClient(
-            timeout=self._timeout_s, transport=self._transport, follow_redirects=False
-        ) as client:
+        slots = asyncio.Semaphore(self._max_concurrent)
+        async with (
+            httpx.AsyncClient(
+                timeout=self._timeout_s, transport=self._transport, follow_redirects=False
+            ) as client,
+            asyncio.TaskGroup() as tasks,
+        ):
             while True:
                 symbol = await self._queue.get()
-                await self._fetch(client, symbol)
-                self._queued.discard(symbol)
+                tasks.create_task(self._symbol(client, slots, symbol), name=f"snapshot-{symbol}")
 
-    async def _fetch(self, client: httpx.AsyncClient, symbol: str) -> None:
+    async def _symbol(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, symbol: str
+    ) -> None:
+        """An audit fetch: one try, to on_audit. Otherwise (or when the book asked for a
+        snapshot meanwhile: the audit's answer predates that attempt and is dropped) fetches
+        ``symbol`` until a snapshot answered its latest attempt."""
+        try:
+            if symbol in self._audits:
+                snapshot = await self._try_bases(client, slots, symbol)
+                if symbol in self._audits:
+                    self._audits.discard(symbol)
+                    if snapshot is not None and self._on_audit is not None:
+                        self._on_audit(snapshot)
+                    return
+            while True:
+                attempt = self._wanted[symbol]
+                snapshot = await self._fetch(client, slots, symbol)
+                self._on_snapshot(snapshot, attempt)
+                if self._wanted[symbol] == attempt:
+                    return
+        finally:
+            self._queued.discard(symbol)
+
+    async def _fetch(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, symbol: str
+    ) -> DepthSnapshot:
         backoff = self._backoffs.setdefault(
-            symbol, Backoff(self._backoff_initial_s, self._backoff_max_s)
+            symbol, Backoff(min(self._backoff_initial_s, self._backoff_max_s), self._backoff_max_s)
         )
         if backoff.failures:
             await asyncio.sleep(backoff.next_delay_s())
         else:
             backoff.failures = 1  # a second request soon after this one waits
         while True:
-            await self._respect_limits()
-            for base in self._bases:
-                try:
-                    snapshot = await self._get(client, base, symbol)
-                except RateLimited as exc:
-                    self.stats.rate_limited += 1
-                    self.budget.rate_limited(exc.retry_after_s, self._clock_s())
-                    self._fail(base, symbol, str(exc), "rate limited")
-                    break
-                except (httpx.HTTPError, VenueContractError) as exc:
-                    if isinstance(exc, BodyTooLarge):
-                        self.stats.oversized += 1
-                    if FD_EXHAUSTION.failed(exc, "fetching snapshots"):
-                        self.stats.failures += 1
-                        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                        continue
-                    self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
-                    continue
-                FD_EXHAUSTION.succeeded()
-                self.stats.snapshots += 1
-                self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
-                self._on_snapshot(snapshot)
-                return
+            snapshot = await self._try_bases(client, slots, symbol)
+            if snapshot is not None:
+                return snapshot
+            # Only this symbol waits: the others' requests go on.
             await asyncio.sleep(backoff.next_delay_s())
+
+    async def _try_bases(
+        self, client: httpx.AsyncClient, slots: asyncio.Semaphore, symbol: str
+    ) -> DepthSnapshot | None:
+        """The snapshot of ``symbol`` from the first base that gives one, each request
+        within the budget and one of ``slots``; None when every base failed or one rate
+        limited (counted and logged)."""
+        for base in self._bases:
+            try:
+                async with slots:
+                    await self._respect_limits()
+                    snapshot = await self._get(client, base, symbol)
+            except RateLimited as exc:
+                self.stats.rate_limited += 1
+                self.budget.rate_limited(exc.retry_after_s, self._clock_s())
+                self._fail(base, symbol, str(exc), "rate limited")
+                return None
+            except (httpx.HTTPError, VenueContractError) as exc:
+                if isinstance(exc, BodyTooLarge):
+                    self.stats.oversized += 1
+                if FD_EXHAUSTION.failed(exc, "fetching snapshots"):
+                    self.stats.failures += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    continue
+                self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+                continue
+            FD_EXHAUSTION.succeeded()
+            self.stats.snapshots += 1
+            self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
+            return snapshot
+        return None
 
     async def _get(self, client: httpx.AsyncClient, base: str, symbol: str) -> DepthSnapshot:
         url = self._snapshot_url(base, symbol, self._limit)
         self.stats.requests += 1
         self.budget.spend(self._weight, self._clock_s())
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            return await self._get_in_flight(client, url, symbol)
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _get_in_flight(
+        self, client: httpx.AsyncClient, url: str, symbol: str
+    ) -> DepthSnapshot:
         async with client.stream("GET", url) as response:
             if response.status_code in RATE_LIMIT_STATUSES:
                 retry_after = retry_after_s(response.headers.get("Retry-After", ""))

@@ -19,6 +19,14 @@ Per message of the symbol's ``book`` channel, :class:`Tap`:
   snapshot side not strictly best first, counts one ``bad_levels`` violation (the book is
   then discarded until the next snapshot, with a resync after a bad delta).
 
+Latency, of every delta that carries the times (``docs/protocol.md``, latency fields):
+``venue_to_gateway`` (the gateway's ``recv_ns`` minus the venue's ``event_ms``),
+``gateway_recv_to_send`` (``send_ns - recv_ns``) and ``send_to_tap`` (the tap's wall clock
+at receipt minus ``send_ns``; not of recovered deltas, sent earlier). Each is summarized
+as p50/p90/p99/max in milliseconds over the most recent :data:`MAX_LATENCY_SAMPLES`
+samples (``max`` and ``count`` over all). Clocks of different hosts make the venue and
+cross-host figures only as good as their synchronization.
+
 Exit codes of :func:`main`: 0 when at least one snapshot arrived, no gap, no violation and
 no connection loss was seen, and the symbol's last ``status`` (if any came) is ``live``; 1
 otherwise; 2 on usage and connection errors (the gateway cannot be reached, refuses the
@@ -36,16 +44,18 @@ import contextlib
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Final, TextIO
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gateway.core.book import L2Book
 from gateway.core.model import Level, SymbolState
 from gateway.core.subscriber import SubscribedBook, SubscriberAction
+from gateway.io.client import connect_gateway
 from gateway.tools.runtime import int_at_least, seconds
 from gateway.wire.protocol import (
     Delta,
@@ -67,6 +77,51 @@ DEFAULT_OPEN_TIMEOUT_S: Final = 5.0
 _SUMMARY_DEPTH: Final = 5
 #: Large enough for a full book snapshot of any venue.
 _MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+#: Latency samples kept per measure (the percentiles are of the most recent ones).
+MAX_LATENCY_SAMPLES: Final = 100_000
+#: The measures of :attr:`TapReport.latency`, in order.
+LATENCY_MEASURES: Final = ("venue_to_gateway", "gateway_recv_to_send", "send_to_tap")
+
+
+class LatencySummary(msgspec.Struct, frozen=True):
+    """Percentiles (nearest rank) of one latency, in milliseconds."""
+
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class Latencies:
+    """One latency's samples (ns): the most recent ``max_samples``, their count and max."""
+
+    __slots__ = ("count", "max_ns", "samples")
+
+    def __init__(self, max_samples: int = MAX_LATENCY_SAMPLES) -> None:
+        self.samples: deque[int] = deque(maxlen=max_samples)
+        self.count = 0
+        self.max_ns: int | None = None
+
+    def add(self, value_ns: int) -> None:
+        self.samples.append(value_ns)
+        self.count += 1
+        if self.max_ns is None or value_ns > self.max_ns:
+            self.max_ns = value_ns
+
+    def summary(self) -> LatencySummary | None:
+        """None before the first sample."""
+        if self.max_ns is None:
+            return None
+        ordered = sorted(self.samples)
+
+        def rank_ms(share: float) -> float:
+            index = max(0, -(-len(ordered) * share // 1) - 1)  # nearest rank
+            return round(ordered[int(index)] / 1e6, 3)
+
+        return LatencySummary(
+            self.count, rank_ms(0.5), rank_ms(0.9), rank_ms(0.99), round(self.max_ns / 1e6, 3)
+        )
 
 
 class TapError(Exception):
@@ -114,6 +169,8 @@ class TapReport(msgspec.Struct, kw_only=True):
     synced: bool = False
     duration_s: float = 0.0
     ok: bool = False
+    #: Per measure of :data:`LATENCY_MEASURES`, its summary (absent before any sample).
+    latency: dict[str, LatencySummary] = msgspec.field(default_factory=dict)
 
     @property
     def inconsistencies(self) -> int:
@@ -139,6 +196,7 @@ class Tap:
         #: The symbol's book and its sync state (snapshot order checked strictly).
         self.subscription = SubscribedBook(strict_snapshot_order=True)
         self.counts = TapReport(symbol=symbol)
+        self.latencies = {measure: Latencies() for measure in LATENCY_MEASURES}
         self._snapshot_epoch: int | None = None
         #: ``time.monotonic()`` when the tap began (subscribed, once :meth:`run` is).
         self.started = time.monotonic()
@@ -154,8 +212,9 @@ class Tap:
 
     # --- pure state machine -----------------------------------------------------------------
 
-    def on_raw(self, data: str | bytes) -> Request | None:
-        """One WebSocket message from the gateway. Raises :class:`TapError` when the
+    def on_raw(self, data: str | bytes, recv_ns: int | None = None) -> Request | None:
+        """One WebSocket message from the gateway, received at wall clock ``recv_ns``
+        (None: unknown, no ``send_to_tap`` sample). Raises :class:`TapError` when the
         gateway refuses the subscription."""
         self.counts.messages += 1
         try:
@@ -163,9 +222,9 @@ class Tap:
         except ProtocolError:
             self.counts.bad_messages += 1
             return None
-        return self.on_message(msg)
+        return self.on_message(msg, recv_ns)
 
-    def on_message(self, msg: ServerMessage) -> Request | None:
+    def on_message(self, msg: ServerMessage, recv_ns: int | None = None) -> Request | None:
         """One decoded message (already counted in ``messages`` by :meth:`on_raw`)."""
         counts = self.counts
         if isinstance(msg, Error):
@@ -183,8 +242,20 @@ class Tap:
                 self._on_snapshot(msg)
             return None
         if isinstance(msg, Delta) and msg.symbol == self.symbol:
+            self._latency(msg, recv_ns)
             return self._on_delta(msg)
         return None
+
+    def _latency(self, msg: Delta, tap_recv_ns: int | None) -> None:
+        """The samples of one delta, of the times it carries."""
+        latencies = self.latencies
+        if msg.recv_ns > 0:
+            if msg.event_ms is not None and msg.event_ms > 0:
+                latencies["venue_to_gateway"].add(msg.recv_ns - msg.event_ms * 1_000_000)
+            if msg.send_ns > 0:
+                latencies["gateway_recv_to_send"].add(msg.send_ns - msg.recv_ns)
+        if msg.send_ns > 0 and tap_recv_ns is not None and not msg.recovered:
+            latencies["send_to_tap"].add(tap_recv_ns - msg.send_ns)
 
     def _on_snapshot(self, msg: Snapshot) -> None:
         counts = self.counts
@@ -236,6 +307,11 @@ class Tap:
         report.asks = self.book.asks() if self.synced else []
         report.synced = self.synced
         report.duration_s = round(time.monotonic() - self.started, 3)
+        report.latency = {}
+        for measure, latencies in self.latencies.items():
+            summary = latencies.summary()
+            if summary is not None:
+                report.latency[measure] = summary
         report.ok = (
             report.snapshots > 0
             and report.gaps == 0
@@ -254,7 +330,7 @@ class Tap:
         subscription), ``stop`` is set, or the gateway closes the connection. Raises
         :class:`TapError` when the gateway cannot be reached or refuses the subscription."""
         try:
-            ws = await connect(
+            ws = await connect_gateway(
                 self.url,
                 compression=None,
                 open_timeout=self.open_timeout_s,
@@ -288,7 +364,7 @@ class Tap:
     async def _follow(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for data in ws:
-                request = self.on_raw(data)
+                request = self.on_raw(data, time.time_ns())
                 if request is not None:
                     await ws.send(encode_json(request).decode())
         self.counts.closed = _close_reason(ws)
@@ -321,6 +397,11 @@ def render_text(report: TapReport, out: TextIO) -> None:
         f"  epoch {_or_dash(report.epoch)}  last seq {_or_dash(report.last_seq)}"
         f"  last id {_or_dash(report.last_id)}",
     ]
+    for measure, summary in report.latency.items():
+        lines.append(
+            f"  latency {measure} ms: p50 {summary.p50_ms:g}  p90 {summary.p90_ms:g}"
+            f"  p99 {summary.p99_ms:g}  max {summary.max_ms:g}  ({summary.count} deltas)"
+        )
     if report.closed is not None:
         lines.append(f"  connection: {report.closed}")
     if report.snapshots == 0:
@@ -366,7 +447,9 @@ async def _status_lines(tap: Tap, out: TextIO, interval_s: float = 1.0) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``tap``; :func:`main` takes the namespace they produce."""
-    parser.add_argument("url", help="gateway subscriber URL, e.g. ws://127.0.0.1:8765/")
+    parser.add_argument(
+        "url", help="gateway subscriber URL, e.g. ws://127.0.0.1:8765/ or unix:/run/mdgateway.sock"
+    )
     parser.add_argument(
         "--symbol", required=True, metavar="KEY", help="symbol key, e.g. binance:BTCUSDT"
     )
@@ -382,7 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_at_least(1),
         default=None,
         metavar="N",
-        help="snapshot depth to subscribe with (default: the full book)",
+        help="levels per side to subscribe to, kept exact (default: the full book)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 

@@ -22,6 +22,17 @@ the Unix epoch):
   gateway does not know: ``resyncing`` after a gap or a bad level (until the fresh
   snapshot), ``stale`` after the connection was lost (until the gateway's next status).
   A repeated status (same state and reason) yields nothing.
+* :class:`RecoveryEvent`: after a reconnection, whether a book kept from the lost
+  connection was recovered (the deltas it missed follow) or not (a snapshot follows).
+
+Recovery (``recover``, on by default, full-depth books only): when the connection is lost,
+a live book is kept at its ``(epoch, seq)``; the next connection's ``subscribe`` names
+those positions in ``recover`` and the gateway's ``subscribed`` reply says which books it
+recovers.
+
+Latency: :class:`BookEvent` (deltas), :class:`BboEvent` and :class:`TradeEvent` carry the
+gateway's ``event_ms`` (venue time; a trade's is ``ts_ms``), ``gateway_recv_ns`` and
+``gateway_send_ns`` as the message had them (None or 0 when absent).
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from gateway.wire.protocol import (
     Error,
     ErrorCode,
     ProtocolError,
+    RecoverFrom,
     Request,
     Resync,
     Snapshot,
@@ -181,7 +193,9 @@ class BookEvent(msgspec.Struct, frozen=True):
     its ``seq`` is always the previous book event's + 1 in the same epoch) was applied.
     ``book`` is consistent at ``(epoch, seq)`` now, and moves on with the next messages.
     ``state`` is the symbol's state (see :class:`StatusEvent`); ``venue_id`` the venue's
-    last update id the book reflects."""
+    last update id the book reflects. For a delta: ``event_ms`` (the venue's event time,
+    None when the venue sends none), ``gateway_recv_ns`` and ``gateway_send_ns`` (0 for a
+    snapshot), and ``recovered`` (re-sent from the gateway's recovery ring)."""
 
     symbol: str
     kind: BookEventKind
@@ -191,6 +205,10 @@ class BookEvent(msgspec.Struct, frozen=True):
     state: SymbolState
     book: Book
     recv_ns: int
+    event_ms: int | None = None
+    gateway_recv_ns: int = 0
+    gateway_send_ns: int = 0
+    recovered: bool = False
 
 
 class BboEvent(msgspec.Struct, frozen=True):
@@ -205,6 +223,9 @@ class BboEvent(msgspec.Struct, frozen=True):
     bid: Level | None
     ask: Level | None
     recv_ns: int
+    event_ms: int | None = None
+    gateway_recv_ns: int = 0
+    gateway_send_ns: int = 0
 
     def spread(self) -> Decimal | None:
         return spread_of(self.bid, self.ask)
@@ -226,6 +247,8 @@ class TradeEvent(msgspec.Struct, frozen=True):
     side: Side
     ts_ms: int
     recv_ns: int
+    gateway_recv_ns: int = 0
+    gateway_send_ns: int = 0
 
 
 class StatusEvent(msgspec.Struct, frozen=True):
@@ -242,7 +265,23 @@ class StatusEvent(msgspec.Struct, frozen=True):
     recv_ns: int
 
 
-Event = BookEvent | BboEvent | TradeEvent | StatusEvent
+class RecoveryEvent(msgspec.Struct, frozen=True):
+    """After a reconnection, for each book kept from the lost connection: ``recovered``
+    true when the gateway sends the deltas it missed from ``(epoch, seq)`` on (the book
+    stays as it was and goes on), false when it was discarded (a snapshot follows).
+    ``instance`` names the gateway process that answered."""
+
+    kind: ClassVar[Literal["recovery"]] = "recovery"
+
+    symbol: str
+    recovered: bool
+    epoch: int
+    seq: int
+    instance: str
+    recv_ns: int
+
+
+Event = BookEvent | BboEvent | TradeEvent | StatusEvent | RecoveryEvent
 
 
 @dataclasses.dataclass(slots=True)
@@ -259,6 +298,10 @@ class ClientStats:
     bbos: int = 0
     trades: int = 0
     statuses: int = 0
+    #: Books recovered after a reconnection, books that could not be, deltas re-sent.
+    recoveries: int = 0
+    recovery_misses: int = 0
+    recovered_deltas: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -301,8 +344,11 @@ class ClientSession:
     Args:
         symbols: symbol keys (``venue:SYMBOL``), duplicates dropped.
         channels: any of ``book``, ``bbo``, ``trade``.
-        depth: snapshot depth per side on the ``book`` channel; None for the full book.
+        depth: levels per side of the ``book`` channel (the top N, kept exact); None for
+            the full book.
         wire_format: the encoding asked of the gateway (``json`` or ``msgpack``).
+        recover: keep live books across a lost connection and ask the gateway for the
+            deltas they missed (full-depth books only: with a ``depth`` nothing is kept).
     """
 
     def __init__(
@@ -311,6 +357,7 @@ class ClientSession:
         channels: Sequence[Channel] = ("book",),
         depth: int | None = None,
         wire_format: WireFormat = "json",
+        recover: bool = True,
     ) -> None:
         if not symbols:
             raise ValueError("at least one symbol")
@@ -325,6 +372,9 @@ class ClientSession:
         self.channels: list[Channel] = list(dict.fromkeys(channels))
         self.depth = depth
         self.wire_format: WireFormat = wire_format
+        self.recover = recover and depth is None
+        #: The gateway instance of the current (or last) connection; "" before one.
+        self.instance = ""
         self.stats = ClientStats()
         with_book = "book" in self.channels
         self._symbols = {symbol: _Symbol(symbol, with_book) for symbol in self.symbols}
@@ -352,8 +402,14 @@ class ClientSession:
         return sym.sub.epoch, sym.sub.seq
 
     def subscribe_request(self) -> Subscribe:
-        """The request to send on every new connection."""
-        return Subscribe(self.symbols, self.channels, self.depth, self.wire_format)
+        """The request to send on every new connection: with ``recover`` naming the
+        position of every book kept from the lost connection."""
+        kept = {
+            symbol: RecoverFrom(sym.sub.epoch, sym.sub.seq)
+            for symbol, sym in self._symbols.items()
+            if sym.sub is not None and sym.sub.state is BookSyncState.DETACHED
+        }
+        return Subscribe(self.symbols, self.channels, self.depth, self.wire_format, kept or None)
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -382,15 +438,36 @@ class ClientSession:
             elif isinstance(msg, Bbo):
                 self.stats.bbos += 1
                 step.events.append(
-                    BboEvent(msg.symbol, msg.epoch, msg.seq, msg.bid, msg.ask, recv_ns)
+                    BboEvent(
+                        msg.symbol,
+                        msg.epoch,
+                        msg.seq,
+                        msg.bid,
+                        msg.ask,
+                        recv_ns,
+                        msg.event_ms,
+                        msg.recv_ns,
+                        msg.send_ns,
+                    )
                 )
             else:
                 self.stats.trades += 1
                 step.events.append(
-                    TradeEvent(msg.symbol, msg.id, msg.price, msg.qty, msg.side, msg.ts_ms, recv_ns)
+                    TradeEvent(
+                        msg.symbol,
+                        msg.id,
+                        msg.price,
+                        msg.qty,
+                        msg.side,
+                        msg.ts_ms,
+                        recv_ns,
+                        msg.recv_ns,
+                        msg.send_ns,
+                    )
                 )
         elif isinstance(msg, Subscribed):
             step.subscribed = True
+            self._on_subscribed(msg, recv_ns, step)
         elif isinstance(msg, Error):
             if msg.code in (
                 ErrorCode.UNKNOWN_SYMBOL,
@@ -403,11 +480,12 @@ class ClientSession:
 
     def on_disconnected(self, reason: str, recv_ns: int) -> Step:
         """The connection was lost: every book is void until the next connection's
-        snapshot, and every symbol is ``stale`` until the gateway's next status."""
+        snapshot or recovery, and every symbol is ``stale`` until the gateway's next
+        status. With ``recover`` the live books are kept for the next connection."""
         step = Step()
         for symbol, sym in self._symbols.items():
             if sym.sub is not None:
-                sym.sub.on_disconnected(reason)
+                sym.sub.on_disconnected(reason, keep=self.recover)
             sym.gateway_status = (SymbolState.STALE, reason)
             self._show_status(symbol, sym, recv_ns, step)
         return step
@@ -429,6 +507,22 @@ class ClientSession:
         self._show_status(msg.symbol, sym, recv_ns, step)  # a resync's end is a change
         step.events.append(self._book_event(msg.symbol, sym, sym.book, "snapshot", recv_ns))
 
+    def _on_subscribed(self, msg: Subscribed, recv_ns: int, step: Step) -> None:
+        """The gateway's answer to the recovery of every kept book."""
+        self.instance = msg.instance
+        recovered = set(msg.recovered)
+        for symbol, sym in self._symbols.items():
+            sub = sym.sub
+            if sub is None or sub.state is not BookSyncState.DETACHED:
+                continue
+            ok = symbol in recovered
+            sub.on_recovery(ok)
+            if ok:
+                self.stats.recoveries += 1
+            else:
+                self.stats.recovery_misses += 1
+            step.events.append(RecoveryEvent(symbol, ok, sub.epoch, sub.seq, msg.instance, recv_ns))
+
     def _on_delta(self, sym: _Symbol, msg: Delta, recv_ns: int, step: Step) -> None:
         sub = sym.sub
         if sub is None or sym.book is None:
@@ -436,7 +530,9 @@ class ClientSession:
         actions = sub.on_delta(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
         if SubscriberAction.BOOK_UPDATED in actions:
             self.stats.deltas += 1
-            step.events.append(self._book_event(msg.symbol, sym, sym.book, "delta", recv_ns))
+            if msg.recovered:
+                self.stats.recovered_deltas += 1
+            step.events.append(self._book_event(msg.symbol, sym, sym.book, "delta", recv_ns, msg))
             return
         if SubscriberAction.GAP in actions:
             self.stats.gaps += 1
@@ -449,10 +545,32 @@ class ClientSession:
         # Otherwise a snapshot is awaited: this delta is in it or before it.
 
     def _book_event(
-        self, symbol: str, sym: _Symbol, book: Book, kind: BookEventKind, recv_ns: int
+        self,
+        symbol: str,
+        sym: _Symbol,
+        book: Book,
+        kind: BookEventKind,
+        recv_ns: int,
+        delta: Delta | None = None,
     ) -> BookEvent:
+        state = sym.status()[0]
+        if delta is None:
+            return BookEvent(
+                symbol, kind, book.epoch, book.seq, book.venue_id, state, book, recv_ns
+            )
         return BookEvent(
-            symbol, kind, book.epoch, book.seq, book.venue_id, sym.status()[0], book, recv_ns
+            symbol,
+            kind,
+            book.epoch,
+            book.seq,
+            book.venue_id,
+            state,
+            book,
+            recv_ns,
+            delta.event_ms,
+            delta.recv_ns,
+            delta.send_ns,
+            bool(delta.recovered),
         )
 
     def _show_status(self, symbol: str, sym: _Symbol, recv_ns: int, step: Step) -> None:

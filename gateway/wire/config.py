@@ -132,6 +132,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: is warned about at start-up.
     host: str = "127.0.0.1"
     port: Port = 8765
+    #: A Unix domain socket path served beside TCP (same protocol, routes and checks), for
+    #: subscribers on the same host; None: TCP only.
+    unix_path: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    #: The socket file's permissions (owner only by default).
+    unix_mode: Annotated[int, msgspec.Meta(ge=0, le=0o777)] = 0o600
     #: Further connections are closed with 1013.
     max_subscribers: PositiveInt = 256
     #: A subscriber whose unsent bytes exceed this is behind and gets conflated.
@@ -160,6 +165,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: with another ``Origin`` header is refused with 403. Clients that send no ``Origin``
     #: (not browsers) are not concerned.
     allowed_origins: list[str] = []
+    #: Per symbol, the recent deltas kept for subscribers that reconnect with
+    #: ``subscribe.recover``: at most this many bytes (0: no recovery) ...
+    recovery_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1024 * 1024
+    #: ... and none older than this.
+    recovery_age_s: NonNegativeFloat = 60.0
 
 
 class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -206,12 +216,43 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: The reconnect backoff starts over only after a connection was up and receiving this
     #: long, so an endpoint that accepts and drops backs off like one that refuses.
     healthy_after_s: NonNegativeFloat = 10.0
-    #: Connections are renewed before the venue's 24 h limit, staggered per endpoint.
+    #: Connections are renewed before the venue's 24 h limit, each at an age drawn from
+    #: the last 5 % before it (jitter), make-before-break.
     max_connection_age_s: PositiveFloat = 23 * 3600.0
+    #: A renewal's replacement that has not caught up this long after it was opened: the
+    #: old connection is closed anyway (logged, counted).
+    renew_timeout_s: PositiveFloat = 30.0
+    #: A connection whose score (docs/architecture.md, Endpoint scoring) stays this much
+    #: below every other's for ``replace_after_s`` is replaced by a fresh connection;
+    #: then none is for ``replace_cooldown_s``.
+    replace_margin: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.2
+    replace_after_s: PositiveFloat = 60.0
+    replace_cooldown_s: NonNegativeFloat = 300.0
+    #: Endpoints connected only while every primary endpoint has been silent for
+    #: ``standby_after_s``; released once a primary was receiving for
+    #: ``standby_release_after_s``.
+    standby_endpoints: list[str] = []
+    standby_after_s: PositiveFloat = 10.0
+    standby_release_after_s: NonNegativeFloat = 60.0
     rest_timeout_s: PositiveFloat = 10.0
+    #: REST snapshot requests in flight at once for the venue (each symbol fetches and
+    #: retries on its own, within the venue's weight budget).
+    max_concurrent_snapshots: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    #: A symbol's failed snapshot fetches are retried after a backoff from 0.25 s,
+    #: doubling, up to this.
+    snapshot_backoff_max_s: PositiveFloat = 30.0
+    #: A symbol's channel silent on a connection that carries other traffic for this many
+    #: times its usual interval between updates, bounded by ``silence_min_s`` and
+    #: ``silence_max_s``, is dead on that connection (0: not watched).
+    silence_factor: NonNegativeFloat = 20.0
+    silence_min_s: PositiveFloat = 5.0
+    silence_max_s: PositiveFloat = 300.0
     #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
     #: snapshot is well under 1 MiB).
     max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024
+    #: Every this many seconds, each live book with REST snapshots is compared with a REST
+    #: snapshot fetched for it (an audit: counted, never applied); 0: never.
+    audit_interval_s: NonNegativeFloat = 300.0
     limits: LimitsConfig = LimitsConfig()
 
 
@@ -295,6 +336,8 @@ def validate(config: Config) -> Config:
         if len(set(venue.symbols)) != len(venue.symbols):
             raise ConfigError(f"{where}.symbols: duplicate symbols")
         _check_urls(venue.endpoints, ("ws", "wss"), f"{where}.endpoints")
+        if venue.standby_endpoints:
+            _check_urls(venue.standby_endpoints, ("ws", "wss"), f"{where}.standby_endpoints")
         adapter = ADAPTERS[venue.venue]
         if venue.rest or (adapter.snapshot_url is not None and not adapter.in_band_snapshots):
             _check_urls(venue.rest, ("http", "https"), f"{where}.rest")
@@ -314,6 +357,8 @@ def validate(config: Config) -> Config:
             )
         except ValueError as exc:
             raise ConfigError(f"{where}.limits.streams_per_connection: {exc}") from None
+        if venue.silence_max_s < venue.silence_min_s:
+            raise ConfigError(f"{where}.silence_max_s: must be >= silence_min_s")
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")
     return config

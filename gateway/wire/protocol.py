@@ -23,6 +23,14 @@ Book stream semantics, per symbol:
   not follow means messages were lost: the client discards its book and sends ``resync``.
 * Levels are ``[price, qty]`` with the venue's exact decimal strings; a delta's levels are
   absolute quantities and a quantity equal to zero (``"0"``, ``"0.000"``...) removes the level.
+* Epochs are unique across restarts of the gateway; a client that reconnects may name its
+  last ``(epoch, seq)`` per symbol in ``subscribe.recover`` and gets the deltas it missed
+  (``recovered: true``) or a fresh snapshot (``recovered: false``), never a part of them.
+
+Latency fields: ``delta``, ``bbo`` and ``trade`` carry ``recv_ns`` (the gateway's wall clock
+when the first copy of the update was received) and ``send_ns`` (its wall clock when the
+message was built for publishing, once per message); ``delta`` and ``bbo`` also carry
+``event_ms``, the venue's event time, when the venue sends one (a trade's is ``ts_ms``).
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ SymbolList = Annotated[
 MAX_DEPTH: Final = 5000
 #: Longest string ``id`` of a ``ping``.
 MAX_PING_ID_LENGTH: Final = 64
+#: Epochs, seqs and times stay below this: exact in every JSON reader (IEEE doubles).
+JSON_SAFE_MAX: Final = 2**53 - 1
+JsonSafeInt = Annotated[int, msgspec.Meta(ge=0, le=JSON_SAFE_MAX)]
 
 Channel = Literal["book", "trade", "bbo"]
 WireFormat = Literal["json", "msgpack"]
@@ -123,17 +134,37 @@ class ProtocolError(ValueError):
 # --- client → gateway ---------------------------------------------------------------------
 
 
+class RecoverFrom(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The position a reconnecting client's book of one symbol stands at: the
+    ``(epoch, seq)`` of the last book message it applied."""
+
+    epoch: JsonSafeInt
+    seq: JsonSafeInt
+
+
 class Subscribe(
-    msgspec.Struct, tag_field="op", tag="subscribe", frozen=True, forbid_unknown_fields=True
+    msgspec.Struct,
+    tag_field="op",
+    tag="subscribe",
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
 ):
     """Subscribe to channels of symbols; the reply is ``subscribed``.
 
     Then, per symbol: ``status``; on the ``book`` channel a ``snapshot`` (``depth`` best
     levels per side, or all when null) as soon as the symbol has a book, then ``delta``
-    messages; on ``bbo`` the current top of book then every change of it; on ``trade``
-    every trade. Subscribing again to a book re-sends its snapshot. ``format`` switches
-    the whole connection's outgoing encoding from the ``subscribed`` reply on; null keeps
+    messages (with a depth: only the changes of the top ``depth`` levels, on the depth's
+    own seq stream, so that the book stays the full book's top ``depth``); on ``bbo`` the
+    current top of book then every change of it; on ``trade`` every trade. Subscribing
+    again to a book re-sends its snapshot. ``format`` switches the whole connection's
+    outgoing encoding from the ``subscribed`` reply on; null keeps
     the current one (JSON on a new connection).
+
+    ``recover`` (book channel, full depth only): per symbol, the position of the book the
+    client still holds. A symbol whose missed deltas the gateway still has is named in
+    ``subscribed.recovered`` and gets them all (``recovered: true``) instead of a
+    snapshot; any other gets a fresh snapshot (``recovered: false``).
     """
 
     symbols: SymbolList
@@ -142,6 +173,10 @@ class Subscribe(
     )
     depth: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEPTH)] | None = None
     format: WireFormat | None = None
+    recover: (
+        Annotated[dict[SymbolKey, RecoverFrom], msgspec.Meta(max_length=MAX_SYMBOLS_PER_REQUEST)]
+        | None
+    ) = None
 
 
 class Unsubscribe(
@@ -176,9 +211,13 @@ Request = Subscribe | Unsubscribe | Resync | ListSymbols | Ping
 # --- gateway → client ---------------------------------------------------------------------
 
 
-class Snapshot(msgspec.Struct, tag_field="type", tag="snapshot", frozen=True, gc=False):
+class Snapshot(
+    msgspec.Struct, tag_field="type", tag="snapshot", frozen=True, gc=False, omit_defaults=True
+):
     """The whole book (or its ``depth`` best levels) at ``(epoch, seq)``; replaces any
-    book the client holds. ``id`` is the venue's last update id the book reflects."""
+    book the client holds. ``id`` is the venue's last update id the book reflects.
+    ``recovered`` is false on the snapshot that answers a ``subscribe`` whose ``recover``
+    named the symbol but could not be served; absent otherwise."""
 
     symbol: str
     epoch: int
@@ -186,12 +225,19 @@ class Snapshot(msgspec.Struct, tag_field="type", tag="snapshot", frozen=True, gc
     id: int
     bids: list[Level]
     asks: list[Level]
+    recovered: bool | None = None
 
 
-class Delta(msgspec.Struct, tag_field="type", tag="delta", frozen=True, gc=False):
+class Delta(
+    msgspec.Struct, tag_field="type", tag="delta", frozen=True, gc=False, omit_defaults=True
+):
     """Changed levels, absolute quantities; a zero quantity removes the level.
 
-    Applies to the book at ``(epoch, seq - 1)``."""
+    Applies to the book at ``(epoch, seq - 1)``. ``event_ms``: the venue's event time (ms
+    since the Unix epoch; absent when the venue sends none); ``recv_ns``: the gateway's
+    receive time of the update's first copy; ``send_ns``: when the gateway built the
+    message for publishing (wall clock, ns since the Unix epoch). ``recovered`` is true on
+    a delta re-sent from the recovery ring (its times are those of the first sending)."""
 
     symbol: str
     epoch: int
@@ -199,21 +245,31 @@ class Delta(msgspec.Struct, tag_field="type", tag="delta", frozen=True, gc=False
     id: int
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+    event_ms: int | None = None
+    recv_ns: int = 0
+    send_ns: int = 0
+    recovered: bool | None = None
 
 
 class Status(msgspec.Struct, tag_field="type", tag="status", frozen=True, gc=False):
     """The symbol's state: ``syncing`` (no book yet), ``live``, ``resyncing`` (the book is
     being rebuilt; a snapshot follows), ``stale`` (every upstream is down; the book is
-    the last known one)."""
+    the last known one). ``since_ns``: when the symbol entered this state (wall clock, ns
+    since the Unix epoch; for a symbol still in its first state, when the gateway
+    started)."""
 
     symbol: str
     state: SymbolState
     reason: str
+    since_ns: int = 0
 
 
-class TradeMsg(msgspec.Struct, tag_field="type", tag="trade", frozen=True, gc=False):
+class TradeMsg(
+    msgspec.Struct, tag_field="type", tag="trade", frozen=True, gc=False, omit_defaults=True
+):
     """One trade, first copy only; ``side`` is the aggressor's side, ``ts_ms`` the venue's
-    trade time in milliseconds since the Unix epoch."""
+    trade time in milliseconds since the Unix epoch; ``recv_ns`` and ``send_ns`` as in
+    :class:`Delta`."""
 
     symbol: str
     id: int
@@ -221,23 +277,34 @@ class TradeMsg(msgspec.Struct, tag_field="type", tag="trade", frozen=True, gc=Fa
     qty: str
     side: Side
     ts_ms: int
+    recv_ns: int = 0
+    send_ns: int = 0
 
 
-class Bbo(msgspec.Struct, tag_field="type", tag="bbo", frozen=True, gc=False):
-    """Top of book at ``(epoch, seq)`` of the book stream; null for an empty side."""
+class Bbo(msgspec.Struct, tag_field="type", tag="bbo", frozen=True, gc=False, omit_defaults=True):
+    """Top of book at ``(epoch, seq)`` of the book stream; null for an empty side.
+    ``event_ms``, ``recv_ns`` and ``send_ns`` are those of the update that changed it (as in
+    :class:`Delta`); absent on the bbo sent at subscription or after a resync."""
 
     symbol: str
     epoch: int
     seq: int
     bid: Level | None
     ask: Level | None
+    event_ms: int | None = None
+    recv_ns: int = 0
+    send_ns: int = 0
 
 
 class Subscribed(msgspec.Struct, tag_field="type", tag="subscribed", frozen=True):
-    """Acknowledges a ``subscribe``: the symbols and channels just added."""
+    """Acknowledges a ``subscribe``: the symbols and channels just added. ``instance``
+    names the gateway process (new at every start); ``recovered``: the symbols of the
+    request's ``recover`` whose missed deltas follow (the others get a snapshot)."""
 
     symbols: list[str]
     channels: list[Channel]
+    instance: str = ""
+    recovered: list[str] = msgspec.field(default_factory=list)
 
 
 class Unsubscribed(msgspec.Struct, tag_field="type", tag="unsubscribed", frozen=True):

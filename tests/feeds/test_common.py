@@ -1,5 +1,6 @@
 """The adapters' common helpers: decoding with the contract error, level and number checks,
-notices, trade sides, REST snapshots."""
+notices, trade sides, REST snapshots, the book events of unsequenced venues, the connect URL
+of venues that subscribe by message."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from feeds import common
-from gateway.core.model import DepthSnapshot, Side, VenueContractError, VenueNotice
+from gateway.core.model import DepthDiff, DepthSnapshot, Side, VenueContractError, VenueNotice
 
 from .fuzzing import NON_DECIMALS
 
@@ -183,3 +184,17 @@ def test_rest_snapshot() -> None:
     assert snap == DepthSnapshot("v", "BTCUSDT", 7, (("1", "2"),), (("3", "4"),), 9, -1)
     with pytest.raises(VenueContractError, match=r"^snapshot asks: "):
         common.rest_snapshot("v", "X", 7, [], [("3", "-4")], 9, -1, numbers)
+
+
+def test_unsequenced_book_events_have_no_ids() -> None:
+    bids, asks = (("1", "2"),), (("3", "0"),)
+    snap = common.unsequenced_snapshot("v", "X", bids, asks, 9, 2)
+    assert snap == DepthSnapshot("v", "X", -1, bids, asks, 9, 2, None)
+    assert common.unsequenced_snapshot("v", "X", bids, (), 9, 2, 77).checksum == 77
+    diff = common.unsequenced_diff("v", "X", bids, asks, 1234, 9, 2, 77)
+    assert diff == DepthDiff("v", "X", -1, -1, -1, bids, asks, 1234, 9, 2, 77)
+    assert common.unsequenced_diff("v", "X", (), asks, 1234, 9, 2).checksum is None
+
+
+def test_endpoint_url_is_the_endpoint_whatever_the_symbols() -> None:
+    assert common.endpoint_url("wss://host/ws", ["A", "B"]) == "wss://host/ws"

@@ -167,6 +167,21 @@ def test_content_rates_are_seeded_and_combine_with_frame_faults() -> None:
     assert FaultPlan("ep0:cross@0+1,drop=1", 5, 1).decide(0, 3, 0.5) == FrameFault(drop=True)
 
 
+def test_alter_is_planned_per_endpoint_by_rate_and_window() -> None:
+    plan = FaultPlan("ep1:alter=0.1;ep0:alter@2+1", 5, 2)
+    decided = [plan.decide(1, i) for i in range(2000)]
+    assert 130 < sum(f.alter for f in decided) < 270
+    assert all(f.ids is None and f.rewrites == f.alter for f in decided)
+    assert plan.decide(0, 0, 2.5).alter and not plan.decide(0, 0, 3.5).alter
+
+
+def test_rest_alter_is_planned_in_its_window() -> None:
+    plan = FaultPlan("rest:alter@2+1", 9, 1)
+    fault = plan.rest_fault(2.5)
+    assert fault is not None and fault.alter and fault.status is None
+    assert plan.rest_fault(3.5) is None
+
+
 def test_flapping_restarts_and_rest_oversize_are_planned() -> None:
     plan = FaultPlan("ep1:flap@2+1;venue:restart@1.5;rest:oversize@4+1", 9, 2)
     assert plan.flapping(1, 2.0) and plan.flapping(1, 2.9) and not plan.flapping(1, 3.0)
@@ -607,3 +622,16 @@ async def test_the_replay_server_applies_the_misbehaviours() -> None:
         first_id = plan.restart_first_id(900.0)
         restarted = binance.parse_snapshot(BINANCE_SYMBOL, (await get(url)).content, 0)
         assert first_id <= restarted.last_id < first_id + 100
+
+
+def test_rest_faults_of_one_symbol_replace_the_venue_wide_ones_for_that_symbol() -> None:
+    plan = FaultPlan("rest:429@0+10;rest[BTCUSDT]:5xx@0+2,slow=5ms", seed=1, n_endpoints=1)
+    btc = plan.rest_fault(1.0, 0, "BTCUSDT")
+    assert btc is not None and btc.status in (500, 502, 503, 504) and btc.retry_after_s is None
+    after = plan.rest_fault(2.5, 1, "BTCUSDT")
+    assert after is not None and after.status is None and after.extra_delay_s == 0.005
+    other = plan.rest_fault(1.0, 2, "ETHUSDT")
+    assert other is not None and other.status == 429
+    assert plan.rest_fault(1.0, 3) == other
+    with pytest.raises(FaultSpecError, match=r"rest\[SYMBOL\]"):
+        parse("rest[]:5xx@0+1")

@@ -22,7 +22,7 @@ from feeds.sim.rewrite import (
     ID_JUMP,
     IdRestart,
     WireShape,
-    oversize_body,
+    rewrite_body,
     rewrite_frame,
     styled,
 )
@@ -184,6 +184,26 @@ def test_oversize_appends_deletions_of_far_asks(venue: str) -> None:
     assert prices == sorted(set(prices)) and prices[0] > max(Decimal(p) for p, _ in true.asks)
 
 
+@pytest.mark.parametrize("venue", SEQUENCED)
+def test_alter_changes_one_quantity_and_no_id(venue: str) -> None:
+    shape, parse, make = SEQUENCED[venue]
+    true = _diff(parse(make(100, 104)))
+    for pick in (0.0, 0.5, 0.99):
+        altered = _diff(
+            parse(rewrite_frame(make(100, 104), shape, FrameFault(alter=True, pick=pick)))
+        )
+        assert (altered.first_id, altered.last_id, altered.prev_id) == (
+            true.first_id,
+            true.last_id,
+            true.prev_id,
+        )
+        pairs = list(zip(true.bids + true.asks, altered.bids + altered.asks, strict=True))
+        changed = [(a, b) for a, b in pairs if a != b]
+        assert len(changed) == 1, changed
+        [((price, qty), (price_after, qty_after))] = changed
+        assert price_after == price and Decimal(qty_after) == Decimal(qty) + 1
+
+
 def test_frames_without_the_shape_pass_unchanged() -> None:
     fault = FrameFault(ids="far", numbers="plus", cross=True, oversize=5)
     trade = sim_spot.trade_frame(
@@ -196,11 +216,11 @@ def test_frames_without_the_shape_pass_unchanged() -> None:
 
 def test_oversize_body_adds_real_far_asks_to_a_rest_book() -> None:
     body = sim_spot.snapshot_body(104, BINANCE_BIDS, BINANCE_ASKS)
-    snapshot = binance.parse_snapshot("BTCUSDT", oversize_body(body, sim_spot.REST_SHAPE, 500), 0)
+    snapshot = binance.parse_snapshot("BTCUSDT", rewrite_body(body, sim_spot.REST_SHAPE, 500), 0)
     assert isinstance(snapshot, DepthSnapshot) and snapshot.last_id == 104
     assert len(snapshot.asks) == len(BINANCE_ASKS) + 500
     assert all(Decimal(q) > 0 for _, q in snapshot.asks)
-    assert oversize_body(b"not json", sim_spot.REST_SHAPE, 5) == b"not json"
+    assert rewrite_body(b"not json", sim_spot.REST_SHAPE, 5) == b"not json"
 
 
 # --- restart --------------------------------------------------------------------------------
@@ -246,3 +266,15 @@ def test_a_restart_leaves_venues_without_ids_alone() -> None:
     assert restart.apply(_kraken(), sim_kraken.STREAM_SHAPE) is not None
     assert restart.apply(_kraken(), sim_kraken.STREAM_SHAPE) == _kraken()
     assert restart.apply(b"pong", sim_spot.STREAM_SHAPE) == b"pong"
+
+
+def test_an_altered_rest_book_changes_the_best_bid_quantity_only() -> None:
+    body = sim_spot.snapshot_body(104, BINANCE_BIDS, BINANCE_ASKS)
+    true = binance.parse_snapshot("BTCUSDT", body, 0)
+    altered = binance.parse_snapshot(
+        "BTCUSDT", rewrite_body(body, sim_spot.REST_SHAPE, 0, alter=True), 0
+    )
+    assert isinstance(true, DepthSnapshot) and isinstance(altered, DepthSnapshot)
+    assert altered.last_id == true.last_id and altered.asks == true.asks
+    assert altered.bids[1:] == true.bids[1:]
+    assert Decimal(altered.bids[0][1]) == Decimal(true.bids[0][1]) + 1

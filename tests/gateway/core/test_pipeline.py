@@ -16,10 +16,12 @@ import msgspec
 import pytest
 
 from feeds.binance import BinanceSpotRule
+from gateway.core.activity import ActivityLimits
 from gateway.core.arbiter import Checksum, SymbolArbiter
 from gateway.core.book import L2Book
 from gateway.core.model import (
     BookDelta,
+    BookReset,
     ConnectionSequence,
     DepthDiff,
     DepthSnapshot,
@@ -38,10 +40,12 @@ from gateway.core.pipeline import (
     LOG_FIRST,
     BookRebuilt,
     BookState,
+    CaughtUp,
     FetchSnapshot,
     Reconnect,
     Resubscribe,
     Step,
+    SymbolRejected,
     VenuePipeline,
 )
 from gateway.core.replicated import ReplicatedBook
@@ -159,7 +163,7 @@ def test_first_update_asks_for_one_snapshot_and_the_reset_clears_the_fetch_backo
     venue = FakeVenue()
     p = pipeline(venue)
     step = p.receive_frame(0, venue.frame(diff("BTC", 5, 6)), 1, 0)
-    assert step == Step([], [FetchSnapshot("BTC")])
+    assert step == Step([], [FetchSnapshot("BTC", 1)])
     # The same update from the other connection: the snapshot is already wanted.
     assert p.receive_frame(1, venue.frame(diff("BTC", 5, 6)), 1, 0) == Step([], [])
     step = p.receive_snapshot(snap("BTC", 5), 0)
@@ -180,8 +184,34 @@ def test_a_gap_every_connection_missed_gives_exactly_one_fetch() -> None:
     assert step.publications == [
         StatusChange("seq:BTC", SymbolState.RESYNCING, "gap 11-12: ids missing on every connection")
     ]
-    assert step.actions == [FetchSnapshot("BTC")]
+    assert step.actions == [FetchSnapshot("BTC", 2)]
     assert p.books["seq:BTC"].stats.gaps == 1 and p.book_state("seq:BTC") is None
+
+
+def test_a_late_answer_to_a_superseded_fetch_is_discarded_never_applied() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 13, 13, conn=0)), 1, 0)
+    first = p.receive_frame(1, venue.frame(diff("BTC", 13, 13, conn=1)), 1, 0).actions
+    assert first == [FetchSnapshot("BTC", 2)]
+    # The rebuilt book gaps again while the first fetch is still out: a new attempt.
+    p.receive_snapshot(snap("BTC", 14), 0, attempt=2)
+    p.receive_frame(0, venue.frame(diff("BTC", 17, 17, conn=0)), 1, 0)
+    second = p.receive_frame(1, venue.frame(diff("BTC", 17, 17, conn=1)), 1, 0).actions
+    assert second == [FetchSnapshot("BTC", 3)]
+    # The answer to attempt 2 again (a retry of it that came back late): discarded.
+    assert p.receive_snapshot(snap("BTC", 16), 0, attempt=2) == Step([], [])
+    assert p.stats.snapshots_superseded == 1 and p.book_state("seq:BTC") is None
+    # The current attempt's answer rebuilds the book; a second answer to it is discarded.
+    assert kinds(p.receive_snapshot(snap("BTC", 17), 0, attempt=3)) == [
+        "BookReset",
+        "StatusChange",
+    ]
+    assert p.receive_snapshot(snap("BTC", 17), 0, attempt=3) == Step([], [])
+    assert p.stats.snapshots_superseded == 2
+    # Another symbol's attempts are its own.
+    assert p.snapshot_attempts.current("ETH") == 1
+    assert p.snapshot_attempts.current("BTC") == 3
 
 
 def test_a_gap_without_rest_resubscribes_on_every_connection_that_is_up() -> None:
@@ -207,7 +237,7 @@ def test_the_reorder_window_is_the_clock_passed_in() -> None:
     assert p.deadline_ns() == 500 + WINDOW_NS
     assert p.on_timer(500 + WINDOW_NS - 1) == Step([], [])
     step = p.on_timer(500 + WINDOW_NS)
-    assert kinds(step) == ["StatusChange"] and step.actions == [FetchSnapshot("BTC")]
+    assert kinds(step) == ["StatusChange"] and step.actions == [FetchSnapshot("BTC", 2)]
     assert p.deadline_ns() is None
     p.on_timer(10**9)
     assert not p.timer_armed, "a book without a deadline is no longer watched"
@@ -265,7 +295,9 @@ def test_a_venue_notice_asking_to_reconnect_gives_one_reconnect() -> None:
     shutdown = VenueNotice("seq", "shutdown", "maintenance", True, 1, 1)
     error = VenueNotice("seq", "error", "bad request", False, 1, 1)
     assert p.receive_frame(1, venue.frame(error), 1, 0) == Step([], [])
-    assert p.receive_frame(1, venue.frame(shutdown, shutdown), 1, 0) == Step([], [Reconnect(1)])
+    # A notice renews a healthy connection (make-before-break).
+    step = p.receive_frame(1, venue.frame(shutdown, shutdown), 1, 0)
+    assert step == Step([], [Reconnect(1, renew=True)])
     assert p.stats.notices == 3
 
 
@@ -279,7 +311,8 @@ def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconn
     assert kinds(step) == ["BookDelta"] and step.actions == []
     # Connection 1 goes on below its own implausible copy: that copy was bogus.
     step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11, conn=1)), 1, 0)
-    assert step == Step([], [Reconnect(1)])
+    assert step == Step([], [Reconnect(1)]), "closed at once, not renewed"
+    assert p.faults_by_conn == {1: 1}, "counted against its score"
     stats = p.books["seq:BTC"].stats
     assert stats.conn(1).disagreements == 1 and stats.resyncs == 0
     assert p.book_state("seq:BTC") is not None
@@ -295,7 +328,7 @@ def test_a_venue_that_restarted_its_ids_is_fetched_again_and_rebuilt_in_the_new_
     step = p.receive_frame(1, venue.frame(diff("BTC", 4, 4, conn=1)), 1, 2 * WINDOW_NS)
     reason = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
     assert step == Step(
-        [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)], [FetchSnapshot("BTC")]
+        [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)], [FetchSnapshot("BTC", 2)]
     )
     p.receive_frame(0, venue.frame(diff("BTC", 5, 5, conn=0)), 1, 2 * WINDOW_NS)
     step = p.receive_rest("BTC", b"4", 1, 2 * WINDOW_NS)
@@ -473,7 +506,7 @@ def test_a_crossed_book_is_counted_logged_rate_limited_and_rebuilt_never_publish
         last = 11 + 2 * n
         step = p.receive_frame(0, venue.frame(crossing("BTC", last)), 1, 0)
         assert step.publications == [StatusChange("seq:BTC", SymbolState.RESYNCING, reason)]
-        assert step.actions == [FetchSnapshot("BTC")]
+        assert step.actions == [FetchSnapshot("BTC", 2 + n)]
         state = p.book_state("seq:BTC")
         assert state is None  # nothing is served while the book is rebuilt
         assert kinds(p.receive_snapshot(snap("BTC", last + 1), 0)) == ["BookReset", "StatusChange"]
@@ -495,7 +528,7 @@ def test_a_crossed_snapshot_waits_on_the_pipeline_timer_before_the_next_fetch() 
     assert kinds(step) == ["StatusChange"] and step.actions == []
     assert p.timer_armed and p.deadline_ns() == 1_000_000_000
     assert p.on_timer(999_999_999) == Step([], [])
-    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC")]
+    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC", 3)]
 
 
 def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() -> None:
@@ -514,7 +547,7 @@ def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() ->
     assert not book.has_book and book.stats.bad_updates == 1
     # The next snapshot is asked after a wait, not at once (the venue would send it again).
     assert p.on_timer(999_999_999) == Step([], [])
-    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC")]
+    assert p.on_timer(1_000_000_000).actions == [FetchSnapshot("BTC", 2)]
     assert kinds(p.receive_snapshot(snap("BTC", 10), 0)) == ["BookReset", "StatusChange"]
     # One frame of more levels than the cap: refused, the book unchanged.
     oversized = DepthDiff("seq", "BTC", 11, 11, -1, too_deep, (), 0, 0, 0)
@@ -560,3 +593,213 @@ def test_a_book_is_told_only_of_the_connections_that_carry_its_symbol() -> None:
     p.receive_connection(2, False, 0)
     assert p.books["seq:ETH"].state == SymbolState.STALE
     assert p.books["seq:BTC"].state == SymbolState.LIVE
+
+
+def test_epochs_count_from_the_base_and_deltas_carry_the_venue_event_time() -> None:
+    venue = FakeVenue()
+    base = 1_796_000_000_000_000  # a start time in microseconds: what the service passes
+    p = VenuePipeline(venue, ["BTC"], reorder_window_ns=WINDOW_NS, epoch_base=base)
+    p.receive_connection(0, True, 0)
+    p.receive_frame(0, venue.frame(diff("BTC", 5, 6)), 1, 0)
+    reset = p.receive_snapshot(snap("BTC", 5), 0).publications[0]
+    assert isinstance(reset, BookReset) and reset.epoch == base + 1
+    timed = DepthDiff("seq", "BTC", 7, 7, -1, (("100", "7"),), (), 1_700_000_000_123, 99, 0)
+    (delta,) = p.receive_frame(0, venue.frame(timed), 99, 0).publications
+    assert isinstance(delta, BookDelta) and delta.epoch == base + 1
+    assert (delta.event_ms, delta.recv_ns) == (1_700_000_000_123, 99)
+    (untimed,) = p.receive_frame(0, venue.frame(diff("BTC", 8, 8)), 1, 0).publications
+    assert isinstance(untimed, BookDelta) and untimed.event_ms is None  # the venue sent none
+
+
+# --- catching up (make-before-break renewals) ---------------------------------------------
+
+
+def test_a_watched_connection_caught_up_once_its_copies_reach_every_applied_id() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 12)), 1, 0)
+    p.receive_connection(5, True, 0)
+    p.watch_catch_up(5)  # BTC applied up to 12, ETH up to 10
+    assert p.receive_frame(5, venue.frame(diff("BTC", 11, 11)), 1, 0).actions == []
+    # Connection 0 runs ahead: the targets stay the applied ids when the watch began.
+    p.receive_frame(0, venue.frame(diff("BTC", 13, 14), diff("ETH", 11, 11)), 1, 0)
+    assert p.receive_frame(5, venue.frame(diff("BTC", 12, 12)), 1, 0).actions == []
+    step = p.receive_frame(5, venue.frame(diff("ETH", 11, 11)), 1, 0)
+    assert step.actions == [CaughtUp(5)]
+    # Told once; other connections are never watched.
+    assert p.receive_frame(5, venue.frame(diff("BTC", 13, 14)), 1, 0).actions == []
+    assert p.receive_frame(1, venue.frame(diff("ETH", 12, 12)), 1, 0).actions == []
+
+
+def test_a_watched_connection_that_reconnects_starts_its_catch_up_over() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    p.receive_connection(5, True, 0)
+    p.watch_catch_up(5)
+    p.receive_frame(5, venue.frame(diff("BTC", 11, 11)), 1, 0)
+    p.receive_connection(5, False, 0)
+    p.receive_connection(5, True, 0)
+    p.receive_frame(5, venue.frame(diff("ETH", 11, 11)), 1, 0)
+    assert p.receive_frame(5, venue.frame(diff("ETH", 12, 12)), 1, 0).actions == []
+    p.unwatch_catch_up(5)
+    assert p.receive_frame(5, venue.frame(diff("BTC", 12, 12)), 1, 0).actions == []
+
+
+def test_an_unsequenced_connection_caught_up_once_every_replica_is_valid() -> None:
+    venue = FakeVenue(venue="rep", unsequenced=True)
+    p = VenuePipeline(venue, ["BTC", "ETH"], rest_snapshots=False)
+    p.receive_connection(3, True, 0)
+    p.watch_catch_up(3)
+    step = p.receive_frame(3, venue.frame(snap("BTC", -1, venue="rep", conn=3)), 1, 0)
+    assert CaughtUp(3) not in step.actions
+    step = p.receive_frame(3, venue.frame(snap("ETH", -1, venue="rep", conn=3)), 1, 0)
+    assert CaughtUp(3) in step.actions
+
+
+def test_a_watched_trade_connection_caught_up_at_its_first_trade() -> None:
+    venue = FakeVenue()
+    p = VenuePipeline(venue, ["BTC"])
+    p.add_trade_connection(9)
+    p.receive_connection(9, True, 0)
+    p.watch_catch_up(9)
+    assert (
+        p.receive_frame(9, venue.frame(VenueNotice("seq", "ack", "", False, 1, 9)), 1, 0).actions
+        == []
+    )
+    assert p.receive_frame(9, venue.frame(trade(1, 9)), 1, 0).actions == [CaughtUp(9)]
+
+
+# --- channel activity ---------------------------------------------------------------------
+
+
+def test_a_channel_dead_on_one_connection_is_resubscribed_there_and_stale_when_dead_on_all() -> (
+    None
+):
+    venue = FakeVenue()
+    limits = ActivityLimits(factor=10.0, min_silence_s=1.0, max_silence_s=60.0, alpha=0.5)
+    p = VenuePipeline(
+        venue, ["BTC", "ETH"], reorder_window_ns=WINDOW_NS, rest_snapshots=True, activity=limits
+    )
+    assert p.timer_armed, "channels are watched on the timer"
+    for conn_id in (0, 1):
+        p.receive_connection(conn_id, True, 0)
+    for symbol in ("BTC", "ETH"):
+        p.receive_frame(0, venue.frame(diff(symbol, 10, 10)), 1, 0)
+        p.receive_snapshot(snap(symbol, 10), 0, attempt=1)
+    next_id = {"BTC": 11, "ETH": 11}
+    steps: list[Step] = []
+
+    def tick(t_ns: int, btc_on: tuple[int, ...]) -> None:
+        for symbol, on in (("ETH", (0, 1)), ("BTC", btc_on)):
+            for conn_id in on:
+                update = diff(symbol, next_id[symbol], next_id[symbol], conn_id)
+                steps.append(p.receive_frame(conn_id, venue.frame(update), 1, t_ns))
+            if on:  # a quiet symbol's next update continues its ids
+                next_id[symbol] += 1
+        steps.append(p.on_timer(t_ns))
+
+    ms = 1_000_000
+    for t in range(1, 21):  # both symbols every 0.1 s on both connections
+        tick(t * 100 * ms, (0, 1))
+    assert not [a for s in steps for a in s.actions]
+    steps.clear()
+    for t in range(21, 40):  # BTC silent on connection 0, which still carries ETH
+        tick(t * 100 * ms, (1,))
+    actions = [a for s in steps for a in s.actions]
+    assert actions == [Resubscribe(0, "BTC")] and p.stats.silent_channels == 1
+    assert all(type(e) is BookDelta for s in steps for e in s.publications), "still live"
+    assert p.books["seq:BTC"].state is SymbolState.LIVE
+    steps.clear()
+    for t in range(40, 60):  # BTC silent everywhere
+        tick(t * 100 * ms, ())
+    published = [e for s in steps for e in s.publications if type(e) is not BookDelta]
+    assert published == [
+        StatusChange(
+            "seq:BTC",
+            SymbolState.STALE,
+            "no updates for 1 s on any connection (usual every 0.1 s)",
+        )
+    ]
+    assert [a for s in steps for a in s.actions] == [Resubscribe(1, "BTC")]
+    assert p.books["seq:ETH"].state is SymbolState.LIVE, "ETH's traffic never stopped"
+    steps.clear()
+    tick(60 * 100 * ms, (1,))  # BTC's updates are back
+    published = [e for s in steps for e in s.publications if type(e) is not BookDelta]
+    assert published == [StatusChange("seq:BTC", SymbolState.LIVE, "upstream back")]
+    assert p.stats.revived_channels == 1
+
+
+# --- symbols the venue refuses ------------------------------------------------------------
+
+
+def test_a_symbol_the_venue_refuses_is_stale_for_good_and_subscribed_without() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    detail = "Failed to subscribe: unknown product_ids ['ETH']"
+    refused = venue.frame(VenueNotice("seq", "error", detail, False, 1, 0))
+    step = p.receive_frame(0, refused, 1, 0)
+    reason = f"rejected by the venue: {detail}"
+    assert step.publications == [StatusChange("seq:ETH", SymbolState.STALE, reason)]
+    assert step.actions == [SymbolRejected(0, "ETH", True)]
+    assert p.rejected == {"seq:ETH": reason} and p.stats.rejected_symbols == 1
+    assert p.state("seq:ETH") is SymbolState.STALE and p.state("seq:BTC") is SymbolState.SYNCING
+    # Refused again on the same connection (one error per request): acted on once.
+    assert p.receive_frame(0, refused, 1, 0) == Step([], [])
+    # Another connection's refusal: its own subscription is sent again, nothing published.
+    step = p.receive_frame(1, refused, 1, 0)
+    assert step == Step([], [SymbolRejected(1, "ETH", True)])
+    # A close reason naming it (Binance): subscribed without it on the next connect.
+    step = p.receive_connection(1, False, 0, "closed: Invalid stream name: eth@depth")
+    assert step.actions == [SymbolRejected(1, "ETH", False)]
+    # The arbiter's own status changes of a refused symbol are not published.
+    step = p.receive_connection(0, False, 0)
+    assert [e.key for e in step.publications if isinstance(e, StatusChange)] == ["seq:BTC"]
+    # Errors naming no carried symbol refuse nothing.
+    p.receive_connection(0, True, 0)
+    other = venue.frame(VenueNotice("seq", "error", "unknown product_ids ['BTC-X']", False, 1, 0))
+    assert p.receive_frame(0, other, 1, 0) == Step([], [])
+
+
+def test_an_error_naming_a_symbol_that_delivers_is_no_refusal() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    detail = "subscribe BTC: Already subscribed"
+    step = p.receive_frame(0, venue.frame(VenueNotice("seq", "error", detail, False, 1, 0)), 1, 0)
+    assert step == Step([], []) and p.rejected == {}
+
+
+def test_audit_snapshots_are_compared_never_applied_and_only_live_books_are_audited() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue)
+    assert p.auditable_symbols() == []
+    p.receive_frame(0, venue.frame(diff("BTC", 10, 10)), 1, 0)
+    p.receive_snapshot(snap("BTC", 10), 0)
+    assert p.auditable_symbols() == ["BTC"]
+    p.receive_frame(0, venue.frame(diff("BTC", 11, 11)), 1, 0)
+    book = p.books["seq:BTC"]
+    before = book.book.normalized()
+    # The venue's book at id 10 (one bid at 99) replayed with update 11 is the live book.
+    assert p.receive_audit_snapshot(snap("BTC", 10), 0) == Step([], [])
+    wrong = DepthSnapshot("seq", "BTC", 11, (("99", "5"),), (("101", "1"),), 0, -1)
+    assert p.receive_audit_snapshot(wrong, 0) == Step([], [])
+    assert (book.stats.audit_rest_ok, book.stats.audit_rest_drift) == (1, 1)
+    assert book.book.normalized() == before and book.stats.snapshots == 1
+    assert pipeline(FakeVenue(), rest=False).auditable_symbols() == []
+
+
+def test_a_sharded_replacement_is_told_of_and_catches_up_with_its_shard_only() -> None:
+    venue = FakeVenue()
+    p = synced(venue)  # BTC and ETH live at id 10
+    p.set_connection_symbols(5, ["BTC"])  # a renewal's replacement of a BTC-only slot
+    p.receive_connection(5, True, 0)
+    assert 5 in p.books["seq:BTC"]._conn_high  # type: ignore[attr-defined]
+    assert 5 not in p.books["seq:ETH"]._conn_high  # type: ignore[attr-defined]
+    p.watch_catch_up(5)
+    # ETH is not on its shard: BTC alone reaching its applied id catches it up.
+    assert p.receive_frame(5, venue.frame(diff("BTC", 10, 10, conn=5)), 1, 0).actions == [
+        CaughtUp(5)
+    ]
+    p.forget_connection(5)
+    p.set_connection_symbols(6, [])  # empty: every symbol
+    p.receive_connection(6, True, 0)
+    assert all(6 in book._conn_high for book in p.books.values())  # type: ignore[attr-defined]

@@ -159,3 +159,20 @@ def test_a_venue_whose_books_may_cross_publishes_them() -> None:
     arb.on_snapshot(snap(0, [("102", "1")]), 0)
     assert arb.state is SymbolState.LIVE and arb.book.is_crossed()
     assert (arb.stats.crossed_faults, arb.leader) == (0, 0)
+
+
+def test_a_failover_goes_to_the_best_scored_valid_replica() -> None:
+    arb = ReplicatedBook(KEY)
+    for conn in (0, 1, 2):
+        arb.on_connection(conn, True, 0)
+        arb.on_snapshot(snap(conn, [("100", "1")]), 0)
+    arb.replicas[1].lag_ewma_ns = 10.0  # lower lag, but a worse score
+    arb.replicas[2].lag_ewma_ns = 50.0
+    arb.scores = {0: 0.9, 1: 0.2, 2: 0.8}
+    arb.on_connection(0, False, 0)
+    assert arb.leader == 2
+    # Equal scores (none known): the lowest lag.
+    arb.scores = {}
+    arb.on_connection(2, True, 0)
+    arb.on_connection(2, False, 0)
+    assert arb.leader == 1

@@ -40,6 +40,17 @@ EXPECTED = parse_table(
     VOID               BAD_SNAPSHOT           VOID               BAD_LEVEL DISCARD
     VOID               DELTA_DOES_NOT_FOLLOW  RESYNCING          GAP ASK_RESYNC
     VOID               DISCONNECTED           AWAITING_SNAPSHOT  DISCARD
+    AWAITING_SNAPSHOT  DETACHED               AWAITING_SNAPSHOT  DISCARD
+    LIVE               DETACHED               DETACHED
+    RESYNCING          DETACHED               AWAITING_SNAPSHOT  DISCARD
+    VOID               DETACHED               AWAITING_SNAPSHOT  DISCARD
+    DETACHED           SNAPSHOT               LIVE               BOOK_READY
+    DETACHED           BAD_SNAPSHOT           VOID               BAD_LEVEL DISCARD
+    DETACHED           DELTA_DOES_NOT_FOLLOW  DETACHED           EARLY_DELTA
+    DETACHED           DISCONNECTED           AWAITING_SNAPSHOT  DISCARD
+    DETACHED           DETACHED               DETACHED
+    DETACHED           RECOVERED              LIVE               BOOK_RECOVERED
+    DETACHED           NOT_RECOVERED          AWAITING_SNAPSHOT  DISCARD
     """,
     BookSyncState,
     SubscriberEvent,
@@ -59,6 +70,8 @@ def in_state(state: BookSyncState) -> SubscribedBook:
         sub.on_delta(1, 5, 1005, [], [])
     elif state is S.VOID:
         sub.on_snapshot(1, 0, 1000, [("x", "1")], [])
+    elif state is S.DETACHED:
+        sub.on_disconnected("lost", keep=True)
     assert sub.state is state
     return sub
 
@@ -157,3 +170,17 @@ def test_status_and_disconnection() -> None:
     assert sub.state is S.AWAITING_SNAPSHOT and not sub.synced
     assert (sub.status, sub.reason) == (SymbolState.STALE, "gateway connection lost")
     assert sub.on_delta(1, 1, 1001, [], []) == (A.EARLY_DELTA,)
+
+
+def test_a_detached_book_is_kept_at_its_position_and_recovered_or_discarded() -> None:
+    sub = in_state(S.LIVE)
+    sub.on_delta(1, 1, 1001, [("98", "1")], [])
+    assert sub.on_disconnected("lost", keep=True) == ()
+    assert sub.state is S.DETACHED and not sub.synced and sub.status is SymbolState.STALE
+    assert (sub.epoch, sub.seq) == (1, 1) and sub.book.bid_count == 3
+    assert sub.on_recovery(True) == (A.BOOK_RECOVERED,)
+    assert sub.on_delta(1, 2, 1002, [("97", "1")], []) == (A.BOOK_UPDATED,)
+    assert sub.book.bid_count == 4
+    sub.on_disconnected("lost", keep=True)
+    assert sub.on_recovery(False) == (A.DISCARD,)
+    assert sub.state is S.AWAITING_SNAPSHOT and sub.book.bid_count == 0

@@ -13,6 +13,7 @@ import socket
 import struct
 from typing import Any, Self
 
+import msgspec
 from websockets.frames import Frame, Opcode
 
 from gateway.core.book import L2Book
@@ -28,7 +29,7 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.io.fanout import Fanout
-from gateway.wire.protocol import ServerMessage, decode_server_message
+from gateway.wire.protocol import ServerMessage, Status, decode_server_message
 
 KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"
@@ -71,7 +72,15 @@ class FakeView:
             out.append(StatusChange(key, SymbolState.LIVE, "snapshot applied"))
         return out
 
-    def delta(self, key: str, bids: list[Level] = (), asks: list[Level] = ()) -> BookDelta:  # type: ignore[assignment]
+    def delta(
+        self,
+        key: str,
+        bids: list[Level] = (),  # type: ignore[assignment]
+        asks: list[Level] = (),  # type: ignore[assignment]
+        *,
+        recv_ns: int = 0,
+        event_ms: int | None = None,
+    ) -> BookDelta:
         entry = self.books[key]
         book: L2Book = entry[0]
         book.apply(bids, asks)
@@ -79,7 +88,9 @@ class FakeView:
         entry[3] += 1
         self.venue_ids[key] = entry[3]
         self.history[key, entry[1], entry[2]] = book.normalized()
-        return BookDelta(key, entry[1], entry[2], entry[3], tuple(bids), tuple(asks), 0)
+        return BookDelta(
+            key, entry[1], entry[2], entry[3], tuple(bids), tuple(asks), recv_ns, event_ms
+        )
 
     def status(self, key: str, state: SymbolState, reason: str) -> StatusChange:
         self.states[key] = state
@@ -97,9 +108,18 @@ def live_fanout(bids: list[Level], asks: list[Level], **options: Any) -> tuple[F
     return view, fanout
 
 
-def trade(key: str, trade_id: int, price: str = "100.5", qty: str = "0.1") -> TradeOut:
+def sub(symbols: list[str], **fields: object) -> str:
+    """A ``subscribe`` request as JSON text, with any further ``fields``."""
+    return msgspec.json.encode({"op": "subscribe", "symbols": symbols, **fields}).decode()
+
+
+def trade(
+    key: str, trade_id: int, price: str = "100.5", qty: str = "0.1", recv_ns: int = 0
+) -> TradeOut:
     venue, _, symbol = key.partition(":")
-    return TradeOut(Trade(venue, symbol, trade_id, price, qty, Side.BUY, 1_700_000_000_000, 0, 0))
+    return TradeOut(
+        Trade(venue, symbol, trade_id, price, qty, Side.BUY, 1_700_000_000_000, recv_ns, 0)
+    )
 
 
 def levels(n: int, start: float, step: float, qty: str = "1.00000000") -> list[Level]:
@@ -190,3 +210,9 @@ class RawClient:
 
 def close_of(payload: bytes) -> tuple[int, str]:
     return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
+def plain(msg: ServerMessage) -> ServerMessage:
+    """``msg`` with a ``status``'s ``since_ns`` (a wall-clock reading) left out, to compare
+    the rest exactly."""
+    return msgspec.structs.replace(msg, since_ns=0) if isinstance(msg, Status) else msg

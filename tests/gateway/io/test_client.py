@@ -8,7 +8,7 @@ import itertools
 import socket
 from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -20,6 +20,7 @@ from gateway.io.client import (
     Event,
     GatewayClient,
     GatewayError,
+    RecoveryEvent,
     StatusEvent,
     TradeEvent,
     subscribe,
@@ -248,7 +249,145 @@ def _notify_on_every_retry(client: GatewayClient) -> StateChanges:
     return retries
 
 
-def test_client_reconnects_after_the_gateway_restarts(
+class Following(NamedTuple):
+    """A client following ``KEY`` from a fan-out's server, and the tasks involved."""
+
+    client: GatewayClient
+    consumer: Consumer
+    consuming: asyncio.Task[None]
+    server: asyncio.Task[None]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.consuming
+        self.server.cancel()
+
+
+async def following(
+    tasks: asyncio.TaskGroup,
+    start_serving: StartServing,
+    fanout: Fanout,
+    view: FakeView,
+    **options: Any,
+) -> Following:
+    """A client (``options``) of ``fanout``'s new server, once it holds the first snapshot."""
+    server = await start_serving(tasks, fanout, 0)
+    client = GatewayClient(
+        f"ws://127.0.0.1:{fanout.port}/",
+        [KEY],
+        backoff_initial_s=0.02,
+        backoff_max_s=0.1,
+        **options,
+    )
+    consumer = Consumer(client, view)
+    consuming = tasks.create_task(consumer.run())
+    await consumer.until(snapshot_of(KEY, 0))
+    return Following(client, consumer, consuming, server)
+
+
+def is_recovery(event: Event) -> bool:
+    return isinstance(event, RecoveryEvent)
+
+
+@pytest.mark.parametrize("wire_format", ["json", "msgpack"])
+def test_client_recovers_every_missed_delta_after_the_connection_drops(
+    wire_format: str, run: Run, start_serving: StartServing
+) -> None:
+    """The same gateway instance (its server restarted, its fan-out and rings kept): the
+    kept book goes on with the deltas it missed, seq-continuous, and no snapshot."""
+
+    async def main() -> None:
+        view, fanout = live_fanout(BIDS, ASKS)
+        async with asyncio.TaskGroup() as tasks:
+            f = await following(tasks, start_serving, fanout, view, wire_format=wire_format)
+            client, consumer, port = f.client, f.consumer, fanout.port
+            fanout.publish([view.delta(KEY, bids=[("99.90", "1")])])
+            await consumer.until(delta_of(KEY, 1))
+
+            f.server.cancel()
+            lost = await consumer.until(status_of(KEY))
+            assert isinstance(lost, StatusEvent) and lost.state is STALE
+            assert client.book(KEY) is None and client.position(KEY) == (1, 1)
+            for price in ("98.00", "97.00", "96.00"):  # the book moves on meanwhile
+                fanout.publish([view.delta(KEY, bids=[(price, "1")])])
+
+            f = f._replace(server=await start_serving(tasks, fanout, port))
+            recovery = await consumer.until(is_recovery)
+            assert recovery == RecoveryEvent(KEY, True, 1, 1, fanout.instance, recovery.recv_ns)
+            for seq in (2, 3, 4):
+                missed = await consumer.until(delta_of(KEY, seq))
+                assert isinstance(missed, BookEvent) and missed.recovered
+            fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
+            live = await consumer.until(delta_of(KEY, 5))
+            assert isinstance(live, BookEvent) and not live.recovered
+            assert consumer.seqs(KEY, "snapshot") == [0]  # never re-sent
+            assert consumer.seqs(KEY, "delta") == [1, 2, 3, 4, 5]
+            book = client.book(KEY)
+            assert book is not None and book.normalized() == view.history[KEY, 1, 5]
+            assert client.stats.recoveries == 1 and client.stats.recovered_deltas == 3
+            assert fanout.stats.recoveries == 1 and fanout.stats.recovered_messages == 3
+            await f.close()
+
+    run(main)
+
+
+def test_a_client_back_after_the_ring_moved_on_gets_a_snapshot(
+    run: Run, start_serving: StartServing
+) -> None:
+    async def main() -> None:
+        now_s = [0.0]
+        view, fanout = live_fanout(BIDS, ASKS, recovery_age_s=10.0, clock_s=lambda: now_s[0])
+        async with asyncio.TaskGroup() as tasks:
+            f = await following(tasks, start_serving, fanout, view)
+            port = fanout.port
+            f.server.cancel()
+            await f.consumer.until(status_of(KEY))
+            fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
+            now_s[0] = 11.0  # delta 1 is older than recovery_age_s: gone from the ring
+            fanout.publish([view.delta(KEY, bids=[("97.00", "1")])])
+
+            f = f._replace(server=await start_serving(tasks, fanout, port))
+            recovery = await f.consumer.until(is_recovery)
+            assert isinstance(recovery, RecoveryEvent) and not recovery.recovered
+            back = await f.consumer.until(snapshot_of(KEY))
+            assert isinstance(back, BookEvent) and back.seq == 2 and not back.recovered
+            assert fanout.stats.recovery_misses == 1 and fanout.stats.recoveries == 0
+            assert f.client.stats.recovery_misses == 1
+            await f.close()
+
+    run(main)
+
+
+def test_a_client_of_a_restarted_gateway_gets_a_snapshot(
+    run: Run, start_serving: StartServing
+) -> None:
+    """Another gateway instance on the same port: nothing of the old epochs is known, the
+    client is told it was not recovered and its book restarts from a snapshot."""
+
+    async def main() -> None:
+        view, fanout = live_fanout(BIDS, ASKS)
+        async with asyncio.TaskGroup() as tasks:
+            f = await following(tasks, start_serving, fanout, view)
+            port = fanout.port
+            f.server.cancel()
+            await f.consumer.until(status_of(KEY))
+
+            restarted = Fanout(view)
+            restarted.publish(view.reset(KEY, BIDS, ASKS))  # its own epoch
+            assert restarted.instance != fanout.instance
+            f = f._replace(server=await start_serving(tasks, restarted, port))
+            recovery = await f.consumer.until(is_recovery)
+            assert isinstance(recovery, RecoveryEvent) and not recovery.recovered
+            assert recovery.instance == restarted.instance
+            back = await f.consumer.until(snapshot_of(KEY))
+            assert isinstance(back, BookEvent) and (back.epoch, back.seq) == (2, 0)
+            assert restarted.stats.recovery_misses == 1
+            await f.close()
+
+    run(main)
+
+
+def test_client_without_recovery_reconnects_after_the_gateway_restarts(
     run: Run, wait_until: WaitUntil, start_serving: StartServing
 ) -> None:
     async def main() -> None:
@@ -257,7 +396,11 @@ def test_client_reconnects_after_the_gateway_restarts(
             server = await start_serving(tasks, fanout, 0)
             port = fanout.port
             client = GatewayClient(
-                f"ws://127.0.0.1:{port}/", [KEY], backoff_initial_s=0.02, backoff_max_s=0.1
+                f"ws://127.0.0.1:{port}/",
+                [KEY],
+                recover=False,
+                backoff_initial_s=0.02,
+                backoff_max_s=0.1,
             )
             retries = _notify_on_every_retry(client)
             consumer = Consumer(client, view)
@@ -378,7 +521,7 @@ def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url(
     run(main)
 
 
-@pytest.mark.parametrize("urls", [[], ["unix:/tmp/gateway.sock"], ["http://127.0.0.1:8765/"]])
+@pytest.mark.parametrize("urls", [[], ["unix:"], ["unix:?token=x"], ["http://127.0.0.1:8765/"]])
 def test_urls_other_than_websocket_ones_are_refused(urls: list[str]) -> None:
     with pytest.raises(ValueError, match="URL"):
         GatewayClient(urls, [KEY])

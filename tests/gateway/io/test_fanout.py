@@ -33,7 +33,18 @@ from gateway.wire.protocol import (
     decode_server_message,
 )
 
-from .fanout_helpers import KEY, KEY2, FakeView, RawClient, close_of, levels, live_fanout, trade
+from .fanout_helpers import (
+    KEY,
+    KEY2,
+    FakeView,
+    RawClient,
+    close_of,
+    levels,
+    live_fanout,
+    plain,
+    sub,
+    trade,
+)
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run, WaitUntil
@@ -41,10 +52,6 @@ if TYPE_CHECKING:
 
 BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
-
-
-def sub(symbols: list[str], **fields: object) -> str:
-    return msgspec.json.encode({"op": "subscribe", "symbols": symbols, **fields}).decode()
 
 
 def apply(book: L2Book, msg: ServerMessage) -> None:
@@ -74,8 +81,8 @@ def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
             async with a, b:
                 for client in (a, b):
                     await client.send(sub([KEY]))
-                    assert await client.message() == Subscribed([KEY], ["book"])
-                    assert await client.message() == Status(KEY, SymbolState.SYNCING, "")
+                    assert await client.message() == Subscribed([KEY], ["book"], fanout.instance)
+                    assert plain(await client.message()) == Status(KEY, SymbolState.SYNCING, "")
                 # No book yet: the snapshot comes with the BookReset.
                 fanout.publish(view.reset(KEY, BIDS, ASKS))
                 deltas = [
@@ -96,7 +103,7 @@ def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
                     snap = msgs[0]
                     assert isinstance(snap, Snapshot)
                     assert (snap.epoch, snap.seq, snap.id) == (1, 0, 1000)
-                    assert msgs[1] == Status(KEY, SymbolState.LIVE, "snapshot applied")
+                    assert plain(msgs[1]) == Status(KEY, SymbolState.LIVE, "snapshot applied")
                     assert [m.seq for m in msgs[2:] if isinstance(m, Delta)] == [1, 2, 3]
                     book = L2Book()
                     for msg in msgs:
@@ -160,7 +167,9 @@ def test_late_joiner_gets_status_then_snapshot_at_the_current_seq(
             async with late:
                 await late.send(sub([KEY], depth=2))
                 assert isinstance(await late.message(), Subscribed)
-                assert await late.message() == Status(KEY, SymbolState.LIVE, "snapshot applied")
+                assert plain(await late.message()) == Status(
+                    KEY, SymbolState.LIVE, "snapshot applied"
+                )
                 snap = await late.message()
                 assert isinstance(snap, Snapshot)
                 assert (snap.epoch, snap.seq, snap.id) == (1, 5, 1005)
@@ -192,12 +201,16 @@ def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces(
                 fanout.publish([view.delta(KEY, bids=[("99.70", "1")])])
                 snap = await client.message()
                 assert isinstance(snap, Snapshot) and (snap.epoch, snap.seq) == (1, 2)
-                assert await client.message() == Status(KEY, SymbolState.LIVE, "snapshot applied")
+                assert plain(await client.message()) == Status(
+                    KEY, SymbolState.LIVE, "snapshot applied"
+                )
                 delta = await client.message()
                 assert isinstance(delta, Delta) and delta.seq == 3
                 # Gap upstream: resyncing, then a new epoch starting from a snapshot.
                 fanout.publish([view.status(KEY, SymbolState.RESYNCING, "ids missing")])
-                assert await client.message() == Status(KEY, SymbolState.RESYNCING, "ids missing")
+                assert plain(await client.message()) == Status(
+                    KEY, SymbolState.RESYNCING, "ids missing"
+                )
                 fanout.publish(view.reset(KEY, [("50.00", "1")], [("51.00", "1")]))
                 snap = await client.message()
                 assert isinstance(snap, Snapshot) and (snap.epoch, snap.seq) == (2, 0)
@@ -208,7 +221,7 @@ def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces(
 
 def test_channels_formats_requests_and_errors(run: Run, serving: Serving) -> None:
     async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
+        view, fanout = live_fanout(BIDS, ASKS, clock_ns=lambda: 5)
         async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
             # Bad requests get an error and the connection keeps working.
             await ws.send("{not json")
@@ -241,23 +254,25 @@ def test_channels_formats_requests_and_errors(run: Run, serving: Serving) -> Non
             # MessagePack for the whole connection from the reply on; bbo and trades.
             await ws.send(sub([KEY], channels=["bbo", "trade"], format="msgpack"))
             replies = [decode_server_message(await ws.recv()) for _ in range(3)]
-            assert replies[0] == Subscribed([KEY], ["bbo", "trade"])
-            assert replies[1] == Status(KEY, SymbolState.LIVE, "snapshot applied")
+            assert replies[0] == Subscribed([KEY], ["bbo", "trade"], fanout.instance)
+            assert plain(replies[1]) == Status(KEY, SymbolState.LIVE, "snapshot applied")
             assert replies[2] == Bbo(KEY, 1, 0, ("100.00", "1"), ("100.50", "1"))
             fanout.publish([view.delta(KEY, bids=[("10.00", "1")])])  # top unchanged: no bbo
             fanout.publish([view.delta(KEY, asks=[("100.40", "2")]), trade(KEY, 77)])
             raw = await ws.recv()
             assert isinstance(raw, bytes)  # binary frame
             tm = decode_server_message(raw)
-            assert tm == TradeMsg(KEY, 77, "100.5", "0.1", "buy", 1_700_000_000_000)
+            assert tm == TradeMsg(KEY, 77, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5)
             bbo = decode_server_message(await ws.recv())
-            assert bbo == Bbo(KEY, 1, 2, ("100.00", "1"), ("100.40", "2"))
+            assert bbo == Bbo(KEY, 1, 2, ("100.00", "1"), ("100.40", "2"), None, 0, 5)
 
             # Resync of a subscribed book re-sends its snapshot.
             await ws.send(sub([KEY2]))
             await ws.send('{"op":"resync","symbol":"binance:BTCUSDT"}')
             assert isinstance(decode_server_message(await ws.recv()), Subscribed)
-            assert decode_server_message(await ws.recv()) == Status(KEY2, SymbolState.SYNCING, "")
+            assert plain(decode_server_message(await ws.recv())) == Status(
+                KEY2, SymbolState.SYNCING, ""
+            )
             err = decode_server_message(await ws.recv())
             assert isinstance(err, Error) and err.code is ErrorCode.NOT_SUBSCRIBED  # bbo only
             await ws.send(sub([KEY]))
@@ -482,7 +497,7 @@ def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_else_not
     msgpack subscriber raises inside ``publish``. Only that subscriber is closed."""
 
     async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
+        view, fanout = live_fanout(BIDS, ASKS, clock_ns=lambda: 5)
         async with serving(fanout):
             packed = await RawClient.connect(fanout.port)
             plain = await RawClient.connect(fanout.port)
@@ -494,7 +509,7 @@ def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_else_not
                         await client.message()  # subscribed, status, snapshot
                 fanout.publish([trade(KEY, 2**64), view.delta(KEY, bids=[("99.90", "1")])])
                 assert await plain.message() == TradeMsg(
-                    KEY, 2**64, "100.5", "0.1", "buy", 1_700_000_000_000
+                    KEY, 2**64, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5
                 )
                 delta = await plain.message()
                 assert isinstance(delta, Delta) and delta.seq == 1
@@ -610,12 +625,50 @@ def test_max_subscriptions_per_connection(run: Run, serving: Serving) -> None:
             assert isinstance(err, Error) and err.code is ErrorCode.TOO_MANY_SUBSCRIPTIONS
             assert "limit of 1" in err.message
             await ws.send(sub([KEY]))  # already subscribed: no more symbols
-            assert decode_server_message(await ws.recv()) == Subscribed([KEY], ["book"])
+            assert decode_server_message(await ws.recv()) == Subscribed(
+                [KEY], ["book"], fanout.instance
+            )
             await ws.recv()
             await ws.recv()
             await ws.send('{"op":"unsubscribe","symbols":["binance:BTCUSDT"]}')
             assert decode_server_message(await ws.recv()) == Unsubscribed([KEY])
             await ws.send(sub([KEY2]))
-            assert decode_server_message(await ws.recv()) == Subscribed([KEY2], ["book"])
+            assert decode_server_message(await ws.recv()) == Subscribed(
+                [KEY2], ["book"], fanout.instance
+            )
+
+    run(main)
+
+
+def test_a_status_says_since_when_the_symbol_is_in_its_state(run: Run, serving: Serving) -> None:
+    async def main() -> None:
+        now_ns = [1_000]
+        view = FakeView()
+        fanout = Fanout(view, clock_ns=lambda: now_ns[0])
+        async with serving(fanout):
+            client = await RawClient.connect(fanout.port)
+            async with client:
+                await client.send(sub([KEY]))
+                assert isinstance(await client.message(), Subscribed)
+                first = await client.message()
+                # Still in its first state: since the fan-out started.
+                assert first == Status(KEY, SymbolState.SYNCING, "", 1_000)
+                now_ns[0] = 5_000
+                fanout.publish([view.status(KEY, SymbolState.STALE, "every upstream down")])
+                assert await client.message() == Status(
+                    KEY, SymbolState.STALE, "every upstream down", 5_000
+                )
+                # A new reason in the same state keeps the time the state began.
+                now_ns[0] = 9_000
+                fanout.publish([view.status(KEY, SymbolState.STALE, "still down")])
+                assert await client.message() == Status(KEY, SymbolState.STALE, "still down", 5_000)
+                doc = msgspec.json.decode(fanout.http_routes["/healthz"]().body)
+                (entry,) = [e for e in doc["not_live"] if e["symbol"] == KEY]
+                assert entry == {
+                    "symbol": KEY,
+                    "state": "stale",
+                    "reason": "still down",
+                    "since_ns": 5_000,
+                }
 
     run(main)

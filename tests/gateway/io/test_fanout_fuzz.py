@@ -43,7 +43,7 @@ from gateway.wire.protocol import (
     decode_server_message,
 )
 
-from .fanout_helpers import KEY, KEY2, RawClient, close_of, live_fanout
+from .fanout_helpers import KEY, KEY2, RawClient, close_of, live_fanout, plain
 
 if TYPE_CHECKING:
     from tests.gateway.conftest import Run
@@ -207,8 +207,10 @@ async def _session(serving: Serving, frames: list[FrameOut]) -> None:
         fuzzer = await RawClient.connect(fanout.port)
         async with normal, fuzzer:
             await normal.send('{"op": "subscribe", "symbols": ["binance:BTCUSDT"]}')
-            assert await normal.message() == Subscribed([KEY], ["book"])
-            assert await normal.message() == Status(KEY, SymbolState.LIVE, "snapshot applied")
+            assert await normal.message() == Subscribed([KEY], ["book"], fanout.instance)
+            assert plain(await normal.message()) == Status(
+                KEY, SymbolState.LIVE, "snapshot applied"
+            )
             assert isinstance(await normal.message(), Snapshot)
 
             open_for_writing = True

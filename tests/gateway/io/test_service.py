@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from gateway.core import pipeline
 from gateway.core.model import (
     BookDelta,
     BookReset,
@@ -16,6 +17,7 @@ from gateway.core.model import (
     SymbolState,
     TradeOut,
 )
+from gateway.core.renewal import AGE_JITTER
 from gateway.core.sequenced import SequencedBook
 from gateway.io.service import Service, VenueRuntime
 from gateway.wire.config import parse_config
@@ -53,7 +55,7 @@ def test_bad_frames_are_counted_and_never_touch_the_book() -> None:
     venue, published = runtime()
     venue.on_frame(0, depth(10, 11), 1)
     assert venue.fetcher._queued == {"BTCUSDT"}, "the first diff asks for a snapshot"
-    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (), 1, -1))
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (), 1, -1), 1)
     assert any(isinstance(e, BookReset) for e in published)
     book = venue.books["binance:BTCUSDT"]
     before = book.book.normalized()
@@ -74,7 +76,9 @@ def test_unknown_symbols_notices_and_trades() -> None:
     assert venue.stats.unknown_symbols == 1
     assert venue.on_frame(0, b'{"code":1,"msg":"Invalid value type"}', 1) is False
     shutdown = b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}'
-    assert venue.on_frame(0, shutdown, 1) is True
+    # The notice renews the connection make-before-break: the reader is not told to close.
+    assert venue.on_frame(0, shutdown, 1) is False
+    assert venue.renewals.stats(0).due == {"notice": 1} and len(venue.connections) == 3
     assert venue.stats.notices == 2
     trade = (
         b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":7,'
@@ -86,10 +90,12 @@ def test_unknown_symbols_notices_and_trades() -> None:
     assert len(trades) == 1 and trades[0].trade.conn_id == 0
 
 
-def test_connections_are_staggered_and_carry_every_symbol() -> None:
+def test_connection_ages_are_jittered_and_connections_carry_every_symbol() -> None:
     venue, _ = runtime()
     ages = [c._max_age_s for c in venue.connections.values()]
-    assert ages[0] > ages[1]
+    max_age_s = venue.cfg.max_connection_age_s
+    assert len(set(ages)) == len(ages)
+    assert all(max_age_s * (1 - AGE_JITTER) <= age <= max_age_s for age in ages)
     assert all("btcusdt@depth@100ms" in c.url for c in venue.connections.values())
 
 
@@ -164,7 +170,7 @@ def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
     )
     from feeds import okx
 
-    venue.on_snapshot(okx.parse_snapshot("BTC-USDT", body, 1))
+    venue.on_snapshot(okx.parse_snapshot("BTC-USDT", body, 1), 1)
     book = venue.books["okx:BTC-USDT"]
     assert book.has_book and book.applied_id == 18
     assert book.book.bids() == [("101", "1"), ("99", "1")]
@@ -190,7 +196,8 @@ def test_the_configured_cap_bounds_the_book_and_an_oversized_frame_is_refused() 
     venue.on_state(0, True)
     venue.on_frame(0, depth(10, 11), 1)
     asks = (("100000.0", "1"),)
-    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("50000.0", "1"),), asks, 1, -1))
+    snapshot = DepthSnapshot("binance", "BTCUSDT", 11, (("50000.0", "1"),), asks, 1, -1)
+    venue.on_snapshot(snapshot, 1)
     book = venue.books["binance:BTCUSDT"]
     assert book.book.max_levels == 1000 and book.state is SymbolState.LIVE
     # One frame of 50,000 levels: a contract error, the book untouched and still live.
@@ -211,7 +218,7 @@ def test_a_crossing_frame_is_not_published_and_asks_for_a_snapshot() -> None:
     venue, published = runtime()
     venue.on_frame(0, depth(10, 11), 1)
     venue.on_snapshot(
-        DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (("101.0", "1"),), 1, -1)
+        DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (("101.0", "1"),), 1, -1), 1
     )
     venue.fetcher._queued.clear()
     published.clear()
@@ -238,8 +245,8 @@ def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected()
     assert book.applied_id == 12 and book.stats.conn(1).disagreements == 1
 
 
-def test_symbols_are_sharded_within_the_stream_limit_on_every_endpoint() -> None:
-    symbols = [f"S{i:03d}USDT" for i in range(401)]
+def _sharded(symbols: list[str]) -> VenueRuntime:
+    """binance-usdm (200 streams per connection) on two endpoints, REST configured."""
     config = parse_config(
         f"""
 [[venues]]
@@ -249,7 +256,12 @@ endpoints = ["wss://a.example/public", "wss://b.example/public"]
 rest = ["https://fapi.binance.com"]
 """
     )
-    venue = VenueRuntime(config.venues[0], itertools.count(0), lambda events: None, lambda: 0)
+    return VenueRuntime(config.venues[0], itertools.count(0), lambda events: None, lambda: 0)
+
+
+def test_symbols_are_sharded_within_the_stream_limit_on_every_endpoint() -> None:
+    symbols = [f"S{i:03d}USDT" for i in range(401)]
+    venue = _sharded(symbols)
     books = {c: s for c, s in venue.conn_symbols.items() if c not in venue.trade_connections}
     # 401 streams at 200 per connection: 3 groups on each of 2 endpoints.
     assert len(books) == 6
@@ -295,3 +307,67 @@ connections_per_endpoint = 3
     assert len(buckets) == 1 and coinbase.shared_messages is not None
     assert coinbase.shared_messages.burst + coinbase.shared_messages.rate_per_s <= 8.0
     assert all(c.shared_messages is None for c in spot.connections.values())
+
+
+def test_each_service_is_a_new_instance_whose_epochs_start_after_the_last_ones() -> None:
+    first, restarted = Service(CONFIG), Service(CONFIG)
+    assert first.instance.id != restarted.instance.id
+    assert first.fanout.instance == first.instance.id
+    assert first.instance.epoch_base < restarted.instance.epoch_base < 2**53
+    for service in (first, restarted):
+        (venue,) = service.venues
+        assert venue.pipeline.epoch_base == service.instance.epoch_base
+        assert all(book.epoch == service.instance.epoch_base for book in venue.books.values())
+
+
+def test_each_planned_connection_is_a_slot_and_its_renewal_carries_the_same_shard() -> None:
+    symbols = [f"S{i:03d}USDT" for i in range(401)]
+    venue = _sharded(symbols)
+    book_slots = {s: spec for s, spec in venue.slots.items() if not spec.trades_only}
+    assert len(book_slots) == 6
+    assert {spec.endpoint for spec in book_slots.values()} == {
+        "wss://a.example/public",
+        "wss://b.example/public",
+    }
+    for spec in book_slots.values():
+        assert spec.url.count("@depth@100ms") == len(spec.symbols) <= 200
+    trade_shards = [spec.symbols for spec in venue.slots.values() if spec.trades_only]
+    # One trade connection group per distinct trade endpoint (two): each symbol on two.
+    assert sorted(s for shard in trade_shards for s in shard) == sorted(symbols * 2)
+    for conn_id in list(venue.connections):
+        venue.on_state(conn_id, True)
+    old = next(c for c, conn in venue.connections.items() if conn.slot == 0)
+    shard = venue.slots[0].symbols
+    venue._renew(venue.renewals.due(old, "age"))
+    new = max(venue.connections)  # the replacement: a conn id of its own, the slot stays
+    assert venue.connections[new].slot == 0 and venue.conn_symbols[new] == shard
+    assert venue.connections[new].url == venue.connections[old].url
+    venue.on_state(new, True)
+    inside, outside = venue.books[f"binance-usdm:{shard[0]}"], venue.books["binance-usdm:S400USDT"]
+    assert "S400USDT" not in shard
+    assert new in inside._conn_high and new not in outside._conn_high  # type: ignore[attr-defined]
+    # Closed for good (renewed): the pipeline forgets the old connection's shard.
+    venue._stop(old)
+    assert old not in venue.connections and old not in venue.pipeline._conn_keys
+
+
+def test_a_refused_symbol_is_left_out_of_its_own_slots_shard_only() -> None:
+    symbols = [f"S{i:03d}USDT" for i in range(401)]
+    venue = _sharded(symbols)
+    before = dict(venue.slots)
+    refused = "S000USDT"
+    conn_id = next(
+        c
+        for c, conn in venue.connections.items()
+        if refused in venue.slots[conn.slot].symbols and not venue.slots[conn.slot].trades_only
+    )
+    venue._without(pipeline.SymbolRejected(conn_id, refused, True))
+    assert venue.subscribed == symbols[1:]
+    for slot, spec in venue.slots.items():
+        assert spec.symbols == tuple(s for s in before[slot].symbols if s != refused)
+        if refused in before[slot].symbols:
+            assert "s000usdt@" not in spec.url and spec.url != before[slot].url
+        else:
+            assert spec == before[slot], "a slot without the symbol is untouched"
+    for connection in venue.connections.values():
+        assert connection.url == venue.slots[connection.slot].url

@@ -260,13 +260,20 @@ def _fetcher(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     max_body_bytes: int = 1024 * 1024,
+    audits: list[DepthSnapshot] | None = None,
 ) -> tuple[list[DepthSnapshot], SnapshotFetcher, StateChanges]:
-    """A Binance fetcher, the snapshots it delivers, and a notifier of each delivery."""
+    """A Binance fetcher, the snapshots it delivers, and a notifier of each delivery;
+    audit snapshots go to ``audits`` where given."""
     got: list[DepthSnapshot] = []
     fetched = StateChanges()
 
-    def on_snapshot(snapshot: DepthSnapshot) -> None:
+    def on_snapshot(snapshot: DepthSnapshot, attempt: int) -> None:
         got.append(snapshot)
+        fetched.notify()
+
+    def on_audit(snapshot: DepthSnapshot) -> None:
+        assert audits is not None
+        audits.append(snapshot)
         fetched.notify()
 
     fetcher = SnapshotFetcher(
@@ -279,6 +286,7 @@ def _fetcher(
         backoff_max_s=0.01,
         transport=transport,
         max_body_bytes=max_body_bytes,
+        on_audit=None if audits is None else on_audit,
     )
     return got, fetcher, fetched
 
@@ -302,8 +310,8 @@ def _fetch(
     async def body() -> None:
         if banned_s:
             fetcher.budget.rate_limited(banned_s, time.monotonic())
-        fetcher.request("BTCUSDT")
-        fetcher.request("BTCUSDT")  # deduplicated while queued
+        fetcher.request("BTCUSDT", 1)
+        fetcher.request("BTCUSDT", 1)  # deduplicated while queued
         await run_until(fetcher.run, fetched, lambda: bool(got))
 
     run(body, 10)
@@ -327,6 +335,33 @@ def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
     assert fetcher.stats.failures == 3 and fetcher.stats.by_base == {"http://b.test": 1}
     assert seen[0] == "http://a.test/api/v3/depth?symbol=BTCUSDT&limit=1000"
     assert len(seen) == 4
+
+
+def test_audit_fetches_share_the_budget_and_a_book_request_supersedes_one(
+    run: Run, run_until: RunUntil
+) -> None:
+    seen: list[str] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.params["symbol"])
+        return httpx.Response(200, content=GOOD_BODY)
+
+    audits: list[DepthSnapshot] = []
+    got, fetcher, fetched = _fetcher(
+        ["http://a.test"], transport=httpx.MockTransport(respond), audits=audits
+    )
+
+    async def body() -> None:
+        fetcher.request_audit("BTCUSDT")
+        fetcher.request_audit("ETHUSDT")
+        fetcher.request("ETHUSDT", 1)  # the book wants it: applied, not audited
+        fetcher.request_audit("ETHUSDT")  # a fetch is queued already
+        await run_until(fetcher.run, fetched, lambda: len(got) + len(audits) == 2)
+
+    run(body, 10)
+    assert [s.symbol for s in audits] == ["BTCUSDT"]
+    assert [s.symbol for s in got] == ["ETHUSDT"]
+    assert seen == ["BTCUSDT", "ETHUSDT"] and fetcher.stats.requests == 2
 
 
 def test_fetcher_honours_rate_limits_on_every_base(run: Run, run_until: RunUntil) -> None:
@@ -561,7 +596,7 @@ def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
                 for server in (huge_server, good_server)
             ]
             got, fetcher, fetched = _fetcher(bases, max_body_bytes=1024 * 1024)
-            fetcher.request("BTCUSDT")
+            fetcher.request("BTCUSDT", 1)
             with caplog.at_level(logging.WARNING, logger="gateway.io.upstream"):
                 await run_until(fetcher.run, fetched, lambda: bool(got))
             await huge.done.wait_until(lambda: huge.closed == 1)
@@ -592,3 +627,56 @@ def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_retry_aft
         assert budget.wait_s(time.monotonic()) > DEFAULT_RETRY_AFTER_S - 5.0
 
     run(body)
+
+
+def test_symbols_are_fetched_concurrently_within_the_bound_each_with_its_own_retries(
+    run: Run, run_until: RunUntil
+) -> None:
+    """A's answers fail while B and C are fetched side by side (two requests in flight,
+    the bound); A's snapshot goes to the attempt current when it was asked."""
+    failing = {"A"}
+    in_barrier: set[str] = set()
+    barrier = asyncio.Event()
+
+    async def respond(request: httpx.Request) -> httpx.Response:
+        symbol = request.url.params["symbol"]
+        if symbol in failing:
+            return httpx.Response(503, text="down")
+        in_barrier.add(symbol)
+        if in_barrier >= {"B", "C"}:
+            barrier.set()
+        await barrier.wait()  # B and C must be in flight together
+        return httpx.Response(200, content=GOOD_BODY)
+
+    got: list[tuple[str, int]] = []
+    fetched = StateChanges()
+
+    def on_snapshot(snapshot: DepthSnapshot, attempt: int) -> None:
+        got.append((snapshot.symbol, attempt))
+        fetched.notify()
+
+    fetcher = SnapshotFetcher(
+        adapter_for("binance"),
+        ["http://a.test"],
+        limit=1000,
+        on_snapshot=on_snapshot,
+        timeout_s=5.0,
+        backoff_initial_s=0.001,
+        backoff_max_s=0.01,
+        max_concurrent=2,
+        transport=httpx.MockTransport(respond),
+    )
+
+    async def body() -> None:
+        for symbol in ("A", "B", "C"):
+            fetcher.request(symbol, 1)
+        await run_until(fetcher.run, fetched, lambda: len(got) == 2)
+        assert sorted(got) == [("B", 1), ("C", 1)]
+        assert fetcher.stats.failures >= 1 and fetcher.stats.max_in_flight == 2
+        failing.clear()
+        fetcher.request("A", 1)
+        fetcher.request("A", 2)  # superseded before it was answered
+        await run_until(fetcher.run, fetched, lambda: len(got) == 3)
+        assert got[-1] == ("A", 2) and fetcher.stats.in_flight == 0
+
+    run(body, 10)

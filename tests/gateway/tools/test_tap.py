@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -23,7 +24,7 @@ from gateway.io.changes import StateChanges
 from gateway.io.service import Service
 from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, demo_config
-from gateway.tools.tap import Tap, TapError, run_tap
+from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
 from gateway.wire import protocol as p
 from tests.subscriber import mdgateway_output
 
@@ -99,6 +100,43 @@ def test_a_clean_stream_is_ok_and_keeps_the_book() -> None:
     assert report.ok and report.gaps == 0 and report.last_seq == 8 and report.last_id == 1008
     assert report.bids == [("99.5", "3"), ("99", "2")]
     assert report.asks == [("101", "1"), ("102", "4")]
+
+
+@pytest.mark.parametrize("wire_format", ["json", "msgpack"])
+def test_latency_percentiles_of_venue_receive_send_and_tap_times(
+    wire_format: p.WireFormat, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Delta i (1..100): venue to gateway i ms, receive to send 2*i us, send to tap 3*i us;
+    a recovered delta adds no send-to-tap sample, one without times no sample at all."""
+
+    def wire(msg: p.ServerMessage) -> str | bytes:
+        data = p.encode(msg, wire_format)
+        return data.decode() if wire_format == "json" else data  # text or binary frame
+
+    tap = Tap("ws://unused/", KEY)
+    tap.on_raw(wire(_snap(0, [("100", "1")], [("101", "1")])))
+    venue_ms = 1_700_000_000_000
+    for i in range(1, 101):
+        recv_ns = (venue_ms + i) * 1_000_000 + i * 1_000_000  # i ms after the venue time
+        send_ns = recv_ns + 2_000 * i
+        msg = p.Delta(KEY, 1, i, 1000 + i, (), (), venue_ms + i, recv_ns, send_ns)
+        tap.on_raw(wire(msg), send_ns + 3_000 * i)
+    recovered = p.Delta(KEY, 1, 101, 1101, (), (), None, 5, 6, True)
+    tap.on_raw(wire(recovered), 10**18)
+    tap.on_raw(wire(_delta(102)), 10**18)
+    report = tap.report()
+    assert report.ok and report.deltas == 102
+    assert report.latency == {
+        "venue_to_gateway": LatencySummary(100, 50.0, 90.0, 99.0, 100.0),
+        "gateway_recv_to_send": LatencySummary(101, 0.1, 0.18, 0.198, 0.2),
+        "send_to_tap": LatencySummary(100, 0.15, 0.27, 0.297, 0.3),
+    }
+    decoded = msgspec.json.decode(msgspec.json.encode(report))
+    assert decoded["latency"]["send_to_tap"]["p99_ms"] == 0.297
+    render_text(report, sys.stdout)
+    assert "latency send_to_tap ms: p50 0.15  p90 0.27  p99 0.297  max 0.3" in (
+        capsys.readouterr().out
+    )
 
 
 def test_a_refused_subscription_is_an_error() -> None:
@@ -227,8 +265,8 @@ class _WatchedTap(Tap):
         super().__init__(url, symbol)
         self.changes = StateChanges()
 
-    def on_raw(self, data: str | bytes) -> p.Request | None:
-        request = super().on_raw(data)
+    def on_raw(self, data: str | bytes, recv_ns: int | None = None) -> p.Request | None:
+        request = super().on_raw(data, recv_ns)
         self.changes.notify()
         return request
 
@@ -252,6 +290,13 @@ async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
         assert report.ok and report.snapshots == 1 and report.gaps == 0
         assert report.deltas > 10 and report.crossed == 0 and report.bad_levels == 0
         assert report.status == "live" and report.closed is None
+        # Every delta carried the gateway's times; those of venue updates the venue's
+        # event time (a delta built from a snapshot has none).
+        for measure in ("venue_to_gateway", "gateway_recv_to_send", "send_to_tap"):
+            summary = report.latency[measure]
+            assert 0 < summary.count <= report.deltas, measure
+            assert summary.count == report.deltas or measure == "venue_to_gateway"
+            assert summary.p50_ms <= summary.p90_ms <= summary.p99_ms <= summary.max_ms
         gateway_book = service.books[KEY].book
         assert (report.bids, report.asks) == (gateway_book.bids(), gateway_book.asks())
         assert tap.book.normalized() == sim.true_book("BTCUSDT").normalized()

@@ -13,6 +13,7 @@ from gateway.wire.client_session import (
     ClientSession,
     Event,
     GatewayError,
+    RecoveryEvent,
     StatusEvent,
     Step,
     TradeEvent,
@@ -24,6 +25,7 @@ from gateway.wire.protocol import (
     Delta,
     Error,
     ErrorCode,
+    RecoverFrom,
     Resync,
     ServerMessage,
     Snapshot,
@@ -267,3 +269,65 @@ def test_refusals_raise_and_other_errors_and_garbage_are_warnings() -> None:
     assert feed.session.stats.bad_messages == 1
     # Messages of symbols not subscribed are not ours.
     assert feed(Status(KEY2, LIVE, "snapshot applied")).events == []
+
+
+def test_a_live_book_is_kept_across_a_lost_connection_and_named_in_recover() -> None:
+    session = ClientSession([KEY, KEY2])
+    feed = Feed(session)
+    feed(Subscribed([KEY, KEY2], ["book"], "gw-1"))
+    feed(Snapshot(KEY, 7, 0, 1000, BIDS, ASKS))
+    feed(delta(1, (("99.00", "4"),), epoch=7))
+    assert session.subscribe_request().recover is None  # first connection: nothing kept
+    feed.lost()
+    assert session.book(KEY) is None and session.position(KEY) == (7, 1)
+    # Only the live book is kept (KEY2 never had one).
+    assert session.subscribe_request() == Subscribe(
+        [KEY, KEY2], ["book"], None, "json", {KEY: RecoverFrom(7, 1)}
+    )
+    (recovered,) = feed(Subscribed([KEY, KEY2], ["book"], "gw-1", [KEY])).events
+    assert recovered == RecoveryEvent(KEY, True, 7, 1, "gw-1", feed.now_ns)
+    missed = Delta(KEY, 7, 2, 1002, (("98.00", "1"),), (), 1_700, 11, 12, True)
+    (event,) = feed(missed, msgpack=True).events
+    assert isinstance(event, BookEvent) and event.recovered and event.seq == 2
+    assert (event.event_ms, event.gateway_recv_ns, event.gateway_send_ns) == (1_700, 11, 12)
+    book = session.book(KEY)
+    assert book is not None and book.bids() == [
+        ("100.00", "1"),
+        ("99.50", "2"),
+        ("99.00", "4"),
+        ("98.00", "1"),
+    ]
+    assert session.stats.recoveries == 1 and session.stats.recovered_deltas == 1
+
+
+def test_a_book_not_recovered_waits_for_its_snapshot() -> None:
+    session = ClientSession([KEY])
+    feed = Feed(session)
+    feed(Snapshot(KEY, 7, 0, 1000, BIDS, ASKS))
+    feed.lost()
+    (not_recovered,) = feed(Subscribed([KEY], ["book"], "gw-2")).events
+    assert not_recovered == RecoveryEvent(KEY, False, 7, 0, "gw-2", feed.now_ns)
+    assert feed(delta(1, epoch=8)).events == []  # no book to follow: the snapshot comes
+    (snap,) = feed(Snapshot(KEY, 8, 5, 1005, BIDS, ASKS, False)).events
+    assert isinstance(snap, BookEvent) and snap.kind == "snapshot" and not snap.recovered
+    assert session.stats.recovery_misses == 1 and session.instance == "gw-2"
+
+
+@pytest.mark.parametrize(("recover", "depth"), [(False, None), (True, 10)])
+def test_without_recovery_or_with_a_depth_nothing_is_kept(recover: bool, depth: int | None) -> None:
+    session = ClientSession([KEY], depth=depth, recover=recover)
+    feed = Feed(session)
+    feed(Snapshot(KEY, 7, 0, 1000, BIDS, ASKS))
+    feed.lost()
+    assert session.subscribe_request().recover is None
+    assert feed(Subscribed([KEY], ["book"], "gw-1")).events == []
+
+
+def test_bbo_and_trade_events_carry_the_gateway_times() -> None:
+    feed = Feed(ClientSession([KEY], ["bbo", "trade"]))
+    (bbo,) = feed(Bbo(KEY, 1, 3, ("100", "1"), None, 1_700, 21, 22)).events
+    assert isinstance(bbo, BboEvent)
+    assert (bbo.event_ms, bbo.gateway_recv_ns, bbo.gateway_send_ns) == (1_700, 21, 22)
+    (trade,) = feed(TradeMsg(KEY, 5, "100", "1", Side.BUY, 1_699, 31, 32), msgpack=True).events
+    assert isinstance(trade, TradeEvent)
+    assert (trade.ts_ms, trade.gateway_recv_ns, trade.gateway_send_ns) == (1_699, 31, 32)

@@ -1,0 +1,240 @@
+"""Audits of a sequenced book that never change it: copies of one update from different
+connections must carry the same levels, and a REST snapshot must agree with the live book
+at the snapshot's id (docs/architecture.md, Audits).
+
+Pure: no I/O, no event loop. :class:`~gateway.core.sequenced.SequencedBook` keeps an
+:class:`AppliedRing` of the updates it applied since its last snapshot and an
+:class:`AgreementSample` now and then; this module says what agrees.
+
+The agreement rule. Copies of an update are compared by the ids they cover, never as whole
+events: a duplicate covering ids ``f..l`` is compared with the applied updates that tile
+exactly ``f..l`` (the first starts at ``f``, the last ends at ``l``, contiguous in the
+ring), their levels merged in order (levels are absolute: the later one wins). A copy
+batched so that no run of applied updates tiles its ids (Binance USD-M connections may
+batch the same ids differently) is not compared. Levels are compared as numbers, so
+``"1.50"`` and ``"1.5"`` agree.
+
+The REST rule. A REST snapshot at id ``S`` is compared with the live book when the book's
+applied id is at or past ``S``: the applied updates after ``S`` are replayed onto a copy of
+the snapshot and the top ``depth`` levels of each side compared with the live book's. The
+first update replayed must link to ``S`` (it starts at or before ``S + 1``, or its
+``prev_id`` is ``S``); when the ring no longer reaches back to ``S`` (or the book was
+rebuilt after ``S``) the snapshot is not comparable and is counted as skipped. ``depth``
+must be well below the snapshot's depth: levels beyond the snapshot's depth that move
+into the top would otherwise differ.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from gateway.core.book import BadLevel, L2Book
+from gateway.core.model import DepthDiff, DepthSnapshot, Level
+
+#: Applied updates kept per book for the audits (a reference each).
+DEFAULT_RING_SIZE: Final = 1024
+#: Every this many applied updates, the next duplicates of the update are compared.
+DEFAULT_SAMPLE_EVERY: Final = 64
+#: Levels per side compared against a REST snapshot.
+DEFAULT_AUDIT_DEPTH: Final = 10
+#: Ring entries looked at, from the newest, to tile one duplicate's ids.
+MAX_TILE_SCAN: Final = 64
+
+#: Merged levels of one side: price -> quantity, as numbers.
+Side = dict[float, float]
+
+
+def merged(
+    levels_per_update: Iterable[tuple[Sequence[Level], Sequence[Level]]],
+) -> tuple[Side, Side] | None:
+    """The levels of updates applied in order, merged (the later one wins); None when a
+    level is not a number (such a copy agrees with nothing)."""
+    bids: Side = {}
+    asks: Side = {}
+    try:
+        for update_bids, update_asks in levels_per_update:
+            for price, qty in update_bids:
+                bids[float(price)] = float(qty)
+            for price, qty in update_asks:
+                asks[float(price)] = float(qty)
+    except (TypeError, ValueError):
+        return None
+    return bids, asks
+
+
+class AppliedRing:
+    """The updates a book applied since it was last built (at id ``base_id``, -1: not
+    built), newest last, at most ``size`` (the oldest is forgotten: a full ring costs no
+    more than a reference each)."""
+
+    def __init__(self, size: int = DEFAULT_RING_SIZE) -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self._updates: deque[DepthDiff] = deque(maxlen=size)
+        self.base_id = -1
+
+    def append(self, diff: DepthDiff) -> None:
+        self._updates.append(diff)
+
+    def clear(self, base_id: int = -1) -> None:
+        """The book was built again, at ``base_id``."""
+        self._updates.clear()
+        self.base_id = base_id
+
+    def __len__(self) -> int:
+        return len(self._updates)
+
+    def __iter__(self) -> Iterator[DepthDiff]:
+        return iter(self._updates)
+
+    def tiling(self, first_id: int, last_id: int) -> list[DepthDiff] | None:
+        """The applied updates that cover exactly ``first_id..last_id``, oldest first;
+        None when no contiguous run does (within :data:`MAX_TILE_SCAN` of the newest)."""
+        run: list[DepthDiff] = []
+        for index, diff in enumerate(reversed(self._updates)):
+            if index >= MAX_TILE_SCAN:
+                return None
+            if not run:
+                if diff.last_id == last_id:
+                    run.append(diff)
+                elif diff.last_id < last_id:
+                    return None
+                else:
+                    continue
+            else:
+                run.append(diff)
+            if run[-1].first_id == first_id:
+                run.reverse()
+                return run
+            if run[-1].first_id < first_id:
+                return None
+        return None
+
+    def after(self, snapshot_id: int) -> list[DepthDiff] | None:
+        """The applied updates to replay onto a snapshot at ``snapshot_id``, oldest first;
+        None when the ring does not reach back to it (the first one after it does not link
+        to it)."""
+        replay = [diff for diff in self._updates if diff.last_id > snapshot_id]
+        if replay:
+            first = replay[0]
+            if first.first_id > snapshot_id + 1 and first.prev_id != snapshot_id:
+                return None
+        elif snapshot_id != (self._updates[-1].last_id if self._updates else self.base_id):
+            return None
+        return replay
+
+
+@dataclass
+class AgreementSample:
+    """The copies of one applied update (ending at ``last_id``) seen so far.
+
+    ``applied``: the merged levels that were applied for each compared id range, and the
+    connections whose copies were applied. ``copies``: each other connection's levels.
+    """
+
+    last_id: int
+    applied_conns: set[int]
+    #: Per duplicate's connection: its merged levels (None: not numbers), and whether they
+    #: equal the applied ones.
+    copies: dict[int, tuple[tuple[Side, Side] | None, bool]] = field(default_factory=dict)
+
+    def add(self, diff: DepthDiff, applied: Sequence[DepthDiff]) -> bool:
+        """Compares ``diff`` with the applied updates that tile its ids; True when equal."""
+        self.applied_conns.update(d.conn_id for d in applied)
+        mine = merged([(diff.bids, diff.asks)])
+        theirs = merged((d.bids, d.asks) for d in applied)
+        agrees = mine is not None and mine == theirs
+        self.copies[diff.conn_id] = (mine, agrees)
+        return agrees
+
+    def blamed(self) -> frozenset[int]:
+        """The connections whose copies disagree with the majority of copies, the applied
+        one counted once. With no majority (two connections, one each) both sides are
+        blamed: nothing says which copy is right."""
+        disagreeing = [conn for conn, (_, agrees) in self.copies.items() if not agrees]
+        if not disagreeing:
+            return frozenset()
+        agreeing = frozenset(c for c, (_, ok) in self.copies.items() if ok)
+        # The disagreeing copies grouped by their levels; the applied group is the applied
+        # copy and the copies equal to it.
+        groups: list[tuple[tuple[Side, Side] | None, list[int]]] = []
+        for conn in disagreeing:
+            levels = self.copies[conn][0]
+            for group_levels, members in groups:
+                if levels is not None and levels == group_levels:
+                    members.append(conn)
+                    break
+            else:
+                groups.append((levels, [conn]))
+        applied_size = 1 + len(agreeing)
+        largest = max(len(members) for _, members in groups)
+        if applied_size > largest:
+            return frozenset(disagreeing)
+        if largest > applied_size and sum(len(m) == largest for _, m in groups) == 1:
+            majority = next(set(m) for _, m in groups if len(m) == largest)
+            return frozenset(self.applied_conns) | agreeing | frozenset(disagreeing) - majority
+        return frozenset(self.applied_conns) | agreeing | frozenset(disagreeing)
+
+
+class RestVerdict(enum.Enum):
+    """The outcome of comparing a REST snapshot with the live book."""
+
+    AGREES = "agrees"
+    DRIFT = "drift"
+    #: The ring does not reach back to the snapshot's id, or the snapshot has a bad level.
+    NOT_COMPARABLE = "not comparable"
+
+
+@dataclass(frozen=True)
+class RestComparison:
+    verdict: RestVerdict
+    #: What differs, for the log (empty unless DRIFT or NOT_COMPARABLE).
+    detail: str = ""
+
+
+def top_levels(
+    book: L2Book, depth: int
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """The top ``depth`` levels of each side as numbers."""
+    return (
+        [(float(p), float(q)) for p, q in book.bids(depth)],
+        [(float(p), float(q)) for p, q in book.asks(depth)],
+    )
+
+
+def compare_rest(
+    snapshot: DepthSnapshot, ring: AppliedRing, live: L2Book, depth: int = DEFAULT_AUDIT_DEPTH
+) -> RestComparison:
+    """Compares the REST ``snapshot`` with the ``live`` book, whose applied updates since
+    it was built are ``ring`` and whose applied id is at or past the snapshot's: the
+    updates after the snapshot's id replayed onto it must give the live top ``depth``."""
+    replay = ring.after(snapshot.last_id)
+    if replay is None:
+        return RestComparison(
+            RestVerdict.NOT_COMPARABLE, f"ring does not reach back to id {snapshot.last_id}"
+        )
+    copy = L2Book()
+    try:
+        copy.load(snapshot.bids, snapshot.asks)
+        for diff in replay:
+            copy.apply(diff.bids, diff.asks)
+    except BadLevel as exc:
+        return RestComparison(RestVerdict.NOT_COMPARABLE, str(exc))
+    rest_bids, rest_asks = top_levels(copy, depth)
+    live_bids, live_asks = top_levels(live, depth)
+    for side, rest, ours in (("bid", rest_bids, live_bids), ("ask", rest_asks, live_asks)):
+        if rest != ours:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(rest, ours, strict=False)) if a != b),
+                min(len(rest), len(ours)),
+            )
+            got = rest[at] if at < len(rest) else None
+            have = ours[at] if at < len(ours) else None
+            return RestComparison(
+                RestVerdict.DRIFT, f"{side} level {at}: REST {got} vs live {have}"
+            )
+    return RestComparison(RestVerdict.AGREES)

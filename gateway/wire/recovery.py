@@ -1,0 +1,172 @@
+"""The recovery ring: one symbol's recent book deltas, for subscribers that reconnect. Pure.
+
+The fan-out appends every published :class:`~gateway.wire.protocol.Delta` of a symbol to
+its :class:`RecoveryRing` (the message object it built for the live subscribers, not a
+copy) and restarts the ring at each new epoch. A reconnecting subscriber names the
+``(epoch, seq)`` its book stands at; :meth:`RecoveryRing.since` returns every delta after
+it, or None when any of them is gone (another epoch, evicted, or a position the ring never
+had): recovery is all or nothing.
+
+Bounds: entries older than ``max_age_s`` are evicted, and the oldest ones while the ring
+holds more than ``max_bytes``. An entry costs :func:`delta_cost` (an estimate of the
+message object's memory) plus the recovered frames cached on it. Frames are encoded only
+when a subscriber recovers, once per wire format (:meth:`RecoveryRing.frame`), so that the
+live path pays nothing for them and a burst of reconnections encodes each message once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Final, NamedTuple
+
+import msgspec
+
+from gateway.wire.protocol import Delta
+
+#: The cost of a delta besides its levels: the object, its key and fields.
+DELTA_BASE_COST: Final = 256
+#: The cost of one level besides its strings: the tuple and two string headers.
+LEVEL_COST: Final = 160
+
+
+def delta_cost(msg: Delta) -> int:
+    """Estimated bytes a stored delta holds (the object, its levels and strings)."""
+    cost = DELTA_BASE_COST
+    for side in (msg.bids, msg.asks):
+        for price, qty in side:
+            cost += LEVEL_COST + len(price) + len(qty)
+    return cost
+
+
+def recovered_copy(msg: Delta) -> Delta:
+    """The message as re-sent on recovery: ``recovered`` true, everything else equal."""
+    return msgspec.structs.replace(msg, recovered=True)
+
+
+class RingEntry:
+    """One stored delta, when it was stored, its cost and its recovered frames."""
+
+    __slots__ = ("cost", "frames", "held", "msg", "stored_s")
+
+    def __init__(self, msg: Delta, stored_s: float) -> None:
+        self.msg = msg
+        self.stored_s = stored_s
+        self.cost = delta_cost(msg)
+        #: False once evicted: its frames are no longer counted.
+        self.held = True
+        #: Recovered frames by wire format (False: JSON, True: MessagePack), built lazily.
+        self.frames: dict[bool, bytes] = {}
+
+
+class RecoveryRing:
+    """The deltas of one symbol's current epoch, bounded by bytes and by age.
+
+    ``epoch`` is None until the first :meth:`restart`. The ring can serve any position
+    from :attr:`floor_seq` (the seq before its oldest entry) to :attr:`last_seq`.
+    """
+
+    __slots__ = (
+        "bytes",
+        "entries",
+        "epoch",
+        "evicted",
+        "floor_seq",
+        "last_seq",
+        "max_age_s",
+        "max_bytes",
+    )
+
+    def __init__(self, max_bytes: int, max_age_s: float) -> None:
+        if max_bytes < 0 or max_age_s < 0:
+            raise ValueError("max_bytes >= 0 and max_age_s >= 0")
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.epoch: int | None = None
+        self.floor_seq = 0
+        self.last_seq = 0
+        self.entries: deque[RingEntry] = deque()
+        #: Bytes held: the entries' costs and their cached frames.
+        self.bytes = 0
+        #: Entries evicted (by age or bytes) over the ring's life.
+        self.evicted = 0
+
+    def restart(self, epoch: int, seq: int) -> None:
+        """A new epoch starts at ``seq`` (a snapshot): what was held is dropped."""
+        self.entries.clear()
+        self.bytes = 0
+        self.epoch = epoch
+        self.floor_seq = self.last_seq = seq
+
+    def append(self, msg: Delta, now_s: float) -> None:
+        """Store the next delta of the stream. A delta that does not follow (another epoch
+        or a seq not ``last_seq + 1``) restarts the ring after it: nothing before it can be
+        recovered."""
+        if msg.epoch != self.epoch or msg.seq != self.last_seq + 1:
+            self.restart(msg.epoch, msg.seq)
+            return
+        entry = RingEntry(msg, now_s)
+        self.entries.append(entry)
+        self.bytes += entry.cost
+        self.last_seq = msg.seq
+        self.evict(now_s)
+
+    def since(self, epoch: int, seq: int, now_s: float) -> list[RingEntry] | None:
+        """Every delta after ``(epoch, seq)``, in order (empty when nothing was missed), or
+        None when the ring cannot serve that position completely."""
+        self.evict(now_s)
+        if epoch != self.epoch or not self.floor_seq <= seq <= self.last_seq:
+            return None
+        skip = seq - self.floor_seq
+        return [self.entries[i] for i in range(skip, len(self.entries))]
+
+    def frame(self, entry: RingEntry, msgpack: bool, build: Callable[[Delta], bytes]) -> bytes:
+        """The entry's recovered frame in one wire format: ``build(recovered_copy(msg))``,
+        cached on the entry and counted in :attr:`bytes` (which may evict older entries)."""
+        frame = entry.frames.get(msgpack)
+        if frame is None:
+            frame = entry.frames[msgpack] = build(recovered_copy(entry.msg))
+            if entry.held:  # charged while held (an evicted entry is freed with its caller)
+                entry.cost += len(frame)
+                self.bytes += len(frame)
+                self._evict_bytes()
+        return frame
+
+    def evict(self, now_s: float) -> None:
+        """Drop the entries older than ``max_age_s``, then the oldest beyond ``max_bytes``."""
+        entries = self.entries
+        horizon = now_s - self.max_age_s
+        while entries and entries[0].stored_s < horizon:
+            self._pop()
+        self._evict_bytes()
+
+    def _evict_bytes(self) -> None:
+        while self.entries and self.bytes > self.max_bytes:
+            self._pop()
+
+    def _pop(self) -> None:
+        entry = self.entries.popleft()
+        self.bytes -= entry.cost
+        self.floor_seq = entry.msg.seq
+        entry.held = False
+        self.evicted += 1
+
+
+class GatewayInstance(NamedTuple):
+    """One gateway process: ``id`` names it to subscribers (``subscribed.instance``);
+    every book's epochs count up from ``epoch_base``."""
+
+    id: str
+    epoch_base: int
+
+
+def new_instance(start_ns: int, nonce: int) -> GatewayInstance:
+    """The instance started at wall clock ``start_ns`` (ns since the Unix epoch), with a
+    random ``nonce`` (32 bits) to tell apart processes started in the same nanosecond.
+
+    Epochs: the start time in microseconds. A later process starts at a later microsecond
+    than every epoch an earlier one reached (a book cannot start a microsecond-long epoch
+    more than once per microsecond), and the value stays below 2**53 (JSON-safe) until
+    the year 2255.
+    """
+    return GatewayInstance(f"{start_ns:x}-{nonce & 0xFFFFFFFF:08x}", start_ns // 1000)

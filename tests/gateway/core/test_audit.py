@@ -1,0 +1,244 @@
+"""Audits of a sequenced book: cross-connection agreement and REST versus live."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from feeds.binance import BinanceSpotRule
+from gateway.core.audit import AgreementSample, AppliedRing, RestVerdict, compare_rest
+from gateway.core.book import L2Book
+from gateway.core.model import DepthDiff, DepthSnapshot, ReconnectWanted
+from gateway.core.sequenced import SequencedBook
+from tests.gateway.core.arbiter_streams import KEY, TrueStream, make_stream, merged
+
+WINDOW_NS = 100_000_000
+
+
+def diff(first: int, last: int, conn: int = 0, bids=(), asks=(), prev: int = -1) -> DepthDiff:
+    return DepthDiff("binance", "TEST", first, last, prev, tuple(bids), tuple(asks), 0, 0, conn)
+
+
+def snap(last_id: int, bids=(("100", "1"),), asks=(("101", "1"),)) -> DepthSnapshot:
+    return DepthSnapshot("binance", "TEST", last_id, tuple(bids), tuple(asks), 0, -1)
+
+
+def synced(conns: tuple[int, ...], audit_every: int = 1) -> SequencedBook:
+    arb = SequencedBook(
+        KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, audit_every=audit_every
+    )
+    for c in conns:
+        arb.on_connection(c, True, 0)
+    arb.on_snapshot(snap(100), 0)
+    assert arb.has_book
+    return arb
+
+
+def disagreements(arb: SequencedBook) -> dict[int, int]:
+    return {c: s.audit_disagreements for c, s in arb.stats.connections.items()}
+
+
+# --- the ring -------------------------------------------------------------------------------
+
+
+def test_tiling_finds_the_applied_run_that_covers_exactly_the_ids() -> None:
+    ring = AppliedRing(8)
+    for first in (101, 103, 106):
+        ring.append(diff(first, first + 1 if first < 106 else 108))
+    assert [d.first_id for d in ring.tiling(103, 108) or []] == [103, 106]
+    assert [d.first_id for d in ring.tiling(106, 108) or []] == [106]
+    assert ring.tiling(104, 108) is None  # starts inside an applied update
+    assert ring.tiling(101, 105) is None  # no applied update ends at 105
+
+
+def test_the_ring_is_bounded_and_says_when_it_no_longer_reaches_back() -> None:
+    ring = AppliedRing(2)
+    for first in (101, 102, 103):
+        ring.append(diff(first, first))
+    assert len(ring) == 2
+    assert ring.after(101) is not None
+    assert ring.after(100) is None  # update 101 was forgotten
+
+
+# --- cross-connection agreement -------------------------------------------------------------
+
+
+def test_a_copy_with_other_levels_for_the_same_ids_is_blamed_by_the_majority() -> None:
+    arb = synced((0, 1, 2))
+    good = diff(101, 101, conn=0, bids=[("100", "2")])
+    arb.on_diff(good, 1)
+    arb.on_diff(diff(101, 101, conn=1, bids=[("100.0", "2.00")]), 2)  # same numbers
+    events = arb.on_diff(diff(101, 101, conn=2, bids=[("100", "3")]), 3)
+    # The book is never touched; the contradicted connection is reset.
+    reason = "conn 2's copy of update 101 contradicts the others'"
+    assert events == [ReconnectWanted(KEY, 2, reason)]
+    assert disagreements(arb) == {0: 0, 1: 0, 2: 1}
+    assert arb.stats.audit_disagreements == 1
+    assert arb.book.bids() == [("100", "2")]
+
+
+def test_a_wrong_applied_copy_is_blamed_when_the_others_agree_with_each_other() -> None:
+    arb = synced((0, 1, 2))
+    arb.on_diff(diff(101, 101, conn=0, bids=[("100", "9")]), 1)
+    arb.on_diff(diff(101, 101, conn=1, bids=[("100", "2")]), 2)
+    events = arb.on_diff(diff(101, 101, conn=2, bids=[("100", "2")]), 3)
+    assert disagreements(arb) == {0: 1, 1: 0, 2: 0}
+    assert [(type(e), e.conn_id) for e in events] == [(ReconnectWanted, 0)]
+
+
+def test_with_two_connections_a_disagreement_blames_both() -> None:
+    arb = synced((0, 1))
+    arb.on_diff(diff(101, 101, conn=0, bids=[("100", "2")]), 1)
+    events = arb.on_diff(diff(101, 101, conn=1, bids=[("100", "3")]), 2)
+    assert disagreements(arb) == {0: 1, 1: 1}
+    assert events == [], "no majority: no connection is reset"
+
+
+def test_differently_batched_copies_are_compared_over_the_ids_they_share() -> None:
+    arb = synced((0, 1), audit_every=2)
+    arb.on_diff(diff(101, 101, conn=0, bids=[("100", "2")]), 1)
+    arb.on_diff(diff(102, 103, conn=0, bids=[("100", "4")], asks=[("101", "5")]), 2)
+    # One copy covering both applied updates: the later level wins, and they agree.
+    arb.on_diff(diff(101, 103, conn=1, bids=[("100", "4")], asks=[("101", "5")]), 3)
+    assert arb.stats.audit_disagreements == 0
+    arb.on_diff(diff(104, 104, conn=0, asks=[("101", "1")]), 4)
+    arb.on_diff(diff(105, 106, conn=0, asks=[("101", "2")]), 5)
+    arb.on_diff(diff(101, 106, conn=1, asks=[("101", "7")]), 6)  # tiles, and disagrees
+    assert disagreements(arb) == {0: 1, 1: 1}
+    arb.on_diff(diff(107, 107, conn=0, asks=[("101", "1")]), 7)
+    arb.on_diff(diff(108, 109, conn=0, asks=[("101", "2")]), 8)
+    arb.on_diff(diff(106, 109, conn=1, asks=[("101", "8")]), 9)  # starts mid-update: skipped
+    assert arb.stats.audit_disagreements == 1
+
+
+def test_unsampled_updates_are_not_compared() -> None:
+    arb = synced((0, 1), audit_every=0)
+    arb.on_diff(diff(101, 101, conn=0, bids=[("100", "2")]), 1)
+    arb.on_diff(diff(101, 101, conn=1, bids=[("100", "3")]), 2)
+    assert arb.stats.audit_disagreements == 0
+
+
+def test_blame_rule_when_every_copy_differs() -> None:
+    sample = AgreementSample(101, {0})
+    applied = [diff(101, 101, conn=0, bids=[("100", "1")])]
+    assert not sample.add(diff(101, 101, conn=1, bids=[("100", "2")]), applied)
+    assert not sample.add(diff(101, 101, conn=2, bids=[("100", "3")]), applied)
+    assert sample.blamed() == {0, 1, 2}
+
+
+# --- REST versus live -----------------------------------------------------------------------
+
+
+def test_a_rest_snapshot_ahead_of_the_book_is_compared_once_the_book_reaches_it() -> None:
+    arb = synced((0,), audit_every=0)
+    arb.on_audit_snapshot(snap(102, bids=[("100", "3")]), 1)
+    assert (arb.stats.audit_rest_ok, arb.stats.audit_rest_drift) == (0, 0)
+    arb.on_diff(diff(101, 101, bids=[("100", "2")]), 2)
+    assert (arb.stats.audit_rest_ok, arb.stats.audit_rest_drift) == (0, 0)
+    arb.on_diff(diff(102, 103, bids=[("100", "3")], asks=[("101", "4")]), 3)
+    assert (arb.stats.audit_rest_ok, arb.stats.audit_rest_drift) == (1, 0)
+    assert arb.book.asks() == [("101", "4")]  # the audit snapshot was never applied
+
+
+def test_a_rest_snapshot_that_disagrees_is_drift_and_leaves_the_book() -> None:
+    arb = synced((0,), audit_every=0)
+    arb.on_diff(diff(101, 101, bids=[("100", "2")]), 1)
+    assert arb.on_audit_snapshot(snap(101, bids=[("100", "5")]), 2) == []
+    assert arb.stats.audit_rest_drift == 1
+    assert arb.book.bids() == [("100", "2")]
+
+
+def test_a_rest_snapshot_older_than_the_ring_is_skipped() -> None:
+    arb = synced((0,), audit_every=0)
+    arb.on_audit_snapshot(snap(50), 1)
+    assert (arb.stats.audit_rest_skipped, arb.stats.audit_rest_drift) == (1, 0)
+
+
+def rest_at(stream: TrueStream, k: int) -> DepthSnapshot:
+    s = stream.snapshot(k)
+    return DepthSnapshot("binance", "TEST", s.last_id, s.bids, s.asks, 0, -1)
+
+
+def replayed(stream: TrueStream, batches: list[list[int]]) -> SequencedBook:
+    """A book fed the true stream by one connection per list of ``batches``, each cutting
+    the stream into batches of its own sizes; copies arrive in the order their batches end."""
+    arb = SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, audit_every=1)
+    copies: list[tuple[int, int, int, int]] = []  # (end, conn, start, end)
+    for conn, sizes in enumerate(batches):
+        arb.on_connection(conn, True, 0)
+        start = 0
+        for size in sizes:
+            end = min(start + size, len(stream.diffs)) - 1
+            if end < start:
+                break
+            copies.append((end, conn, start, end))
+            start = end + 1
+        assert start == len(stream.diffs), "the batches cover the stream"
+    arb.on_snapshot(rest_at(stream, 0), 0)
+    for now, (_, conn, start, end) in enumerate(sorted(copies), start=1):
+        arb.on_diff(merged(stream, start, end, conn, now), now)
+    return arb
+
+
+streams = st.lists(
+    st.tuples(st.integers(1, 3), st.booleans(), st.integers(0, 9), st.integers(0, 4)),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    streams,
+    st.lists(st.lists(st.integers(1, 4), min_size=40, max_size=40), min_size=2, max_size=3),
+    st.data(),
+)
+def test_a_correct_stream_never_reports_disagreement_or_drift(levels, batches, data) -> None:
+    """Connections batching the same ids differently (Binance USD-M) never disagree."""
+    stream = make_stream(levels, initial_id=100)
+    arb = replayed(stream, batches)
+    assert arb.applied_id == stream.id_after(len(stream.diffs))
+    k = data.draw(st.integers(0, len(stream.diffs)))
+    arb.on_audit_snapshot(rest_at(stream, k), 10**6)
+    assert arb.stats.audit_disagreements == 0
+    assert (arb.stats.audit_rest_ok, arb.stats.audit_rest_drift) == (1, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams, st.data())
+def test_an_injected_wrong_level_is_always_drift(levels, data) -> None:
+    stream = make_stream(levels, initial_id=100)
+    arb = replayed(stream, [[1] * len(stream.diffs)])
+    k = data.draw(st.integers(0, len(stream.diffs)))
+    true = rest_at(stream, k)
+    # A wrong quantity at a level the updates after the snapshot never touch, in the top.
+    touched = {lv[0] for _, _, b, a in stream.diffs[k:] for lv in b + a}
+    final = L2Book()
+    final.load(true.bids, true.asks)
+    for _, _, b, a in stream.diffs[k:]:
+        final.apply(b, a)
+    candidates = [lv for lv in final.bids(10) + final.asks(10) if lv[0] not in touched]
+    assume(candidates)
+    price, qty = data.draw(st.sampled_from(candidates))
+    wrong = str(float(qty) + 1)
+    bids = tuple((p, wrong if p == price else q) for p, q in true.bids)
+    asks = tuple((p, wrong if p == price else q) for p, q in true.asks)
+    bad = DepthSnapshot("binance", "TEST", true.last_id, bids, asks, 0, -1)
+    assert compare_rest(bad, arb.applied_ring, arb.book).verdict is RestVerdict.DRIFT
+    arb.on_audit_snapshot(bad, 10**6)
+    assert arb.stats.audit_rest_drift == 1
+
+
+def test_the_arbiters_log_lines_name_venue_and_symbol_as_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    arb = synced((0, 1))
+    with caplog.at_level(logging.WARNING, logger="gateway.core.sequenced"):
+        arb.on_diff(diff(101, 101, conn=0, bids=[("100", "2")]), 1)
+        arb.on_diff(diff(101, 101, conn=1, bids=[("100", "3")]), 2)
+    (record,) = caplog.records
+    venue, _, symbol = KEY.partition(":")
+    assert (record.venue, record.symbol) == (venue, symbol)  # type: ignore[attr-defined]

@@ -1,0 +1,127 @@
+"""The Unix domain socket listener (``server.unix_path``): the same protocol as TCP for
+GatewayClient and tap (``unix:/path``), owner-only permissions, a stale socket file
+replaced, a live one refused, the file removed on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from gateway.io.client import BookEvent, Event, GatewayClient
+from gateway.io.fanout import Fanout
+from gateway.tools.tap import Tap
+from gateway.wire.config import ListenError
+
+from .fanout_helpers import KEY, live_fanout
+
+if TYPE_CHECKING:
+    from tests.gateway.conftest import Run
+
+BIDS = [("100.00", "1"), ("99.50", "2")]
+ASKS = [("100.50", "1"), ("101.00", "2")]
+
+
+@pytest.fixture
+def sock_path() -> Iterator[Path]:
+    """A socket path in a fresh directory short enough for AF_UNIX (108 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="mdg-", dir="/tmp") as directory:
+        yield Path(directory) / "gw.sock"
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def _next_book(events: AsyncIterator[Event]) -> BookEvent:
+    while not isinstance(event := await anext(events), BookEvent):
+        pass
+    return event
+
+
+async def _serving(tasks: asyncio.TaskGroup, fanout: Fanout, path: Path) -> asyncio.Task[None]:
+    ready = asyncio.Event()
+    task = tasks.create_task(fanout.serve("127.0.0.1", 0, ready, unix_path=str(path)))
+    await ready.wait()
+    return task
+
+
+def test_client_and_tap_over_the_unix_socket_and_the_file_goes_with_the_server(
+    run: Run, sock_path: Path
+) -> None:
+    async def main() -> None:
+        view, fanout = live_fanout(BIDS, ASKS)
+        async with asyncio.TaskGroup() as tasks:
+            server = await _serving(tasks, fanout, sock_path)
+            assert fanout.unix_path == str(sock_path)
+            assert stat.S_ISSOCK(os.stat(sock_path).st_mode)
+            assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o600
+            url = f"unix:{sock_path}"
+            async with GatewayClient(url, [KEY], reconnect=False) as client:
+                events = aiter(client)
+                assert (await _next_book(events)).kind == "snapshot"
+                fanout.publish([view.delta(KEY, bids=[("99.90", "3")])])
+                event = await _next_book(events)
+                assert event.kind == "delta" and event.seq == 1
+                assert event.book.bids() == [("100.00", "1"), ("99.90", "3"), ("99.50", "2")]
+                assert [s.remote for s in fanout.subscriber_stats()] == ["unix socket"]
+            report = await Tap(url, KEY).run(duration_s=0.2)
+            assert report.snapshots == 1 and report.status == "live"
+            server.cancel()
+        assert not _exists(sock_path), "removed on shutdown"
+        assert fanout.unix_path is None
+
+    run(main)
+
+
+def test_a_stale_socket_file_is_replaced(run: Run, sock_path: Path) -> None:
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(sock_path))  # a server that died: the file stays, nobody listens
+    dead.close()
+    assert sock_path.exists()
+
+    async def main() -> None:
+        _view, fanout = live_fanout(BIDS, ASKS)
+        async with asyncio.TaskGroup() as tasks:
+            server = await _serving(tasks, fanout, sock_path)
+            async with GatewayClient(f"unix:{sock_path}", [KEY], reconnect=False) as client:
+                assert (await _next_book(aiter(client))).kind == "snapshot"
+            server.cancel()
+
+    run(main)
+
+
+def test_a_live_server_on_the_path_is_refused_and_keeps_serving(run: Run, sock_path: Path) -> None:
+    async def main() -> None:
+        _view, first = live_fanout(BIDS, ASKS)
+        async with asyncio.TaskGroup() as tasks:
+            server = await _serving(tasks, first, sock_path)
+            _view2, second = live_fanout(BIDS, ASKS)
+            with pytest.raises(ListenError, match="a server is running on it"):
+                await second.serve("127.0.0.1", 0, unix_path=str(sock_path))
+            assert _exists(sock_path)
+            async with GatewayClient(f"unix:{sock_path}", [KEY], reconnect=False) as client:
+                assert (await _next_book(aiter(client))).kind == "snapshot"
+            server.cancel()
+        assert not _exists(sock_path)
+
+    run(main)
+
+
+def test_a_file_that_is_not_a_socket_is_refused_and_kept(run: Run, sock_path: Path) -> None:
+    sock_path.write_text("not a socket")
+
+    async def main() -> None:
+        _view, fanout = live_fanout(BIDS, ASKS)
+        with pytest.raises(ListenError, match="not a socket"):
+            await fanout.serve("127.0.0.1", 0, unix_path=str(sock_path))
+
+    run(main)
+    assert sock_path.read_text() == "not a socket"

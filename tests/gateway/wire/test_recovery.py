@@ -1,0 +1,132 @@
+"""The recovery ring: all-or-nothing positions, eviction by bytes and by age, the instance."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.wire.protocol import Delta, encode_json
+from gateway.wire.recovery import (
+    RecoveryRing,
+    delta_cost,
+    new_instance,
+    recovered_copy,
+)
+
+KEY = "binance:BTCUSDT"
+
+
+def delta(epoch: int, seq: int, n_levels: int = 1) -> Delta:
+    bids = tuple((f"{100 - i}.00", "1.5") for i in range(n_levels))
+    return Delta(KEY, epoch, seq, 1000 + seq, bids, (), 1_700_000_000_000, 5, 7)
+
+
+def filled(ring: RecoveryRing, epoch: int, seqs: range, now_s: float = 0.0) -> None:
+    ring.restart(epoch, seqs.start - 1)
+    for seq in seqs:
+        ring.append(delta(epoch, seq), now_s)
+
+
+def test_since_returns_every_delta_after_the_position_or_nothing() -> None:
+    ring = RecoveryRing(max_bytes=1 << 20, max_age_s=60.0)
+    assert ring.since(7, 0, 0.0) is None  # no epoch yet
+    filled(ring, 7, range(1, 11))
+    got = ring.since(7, 4, 0.0)
+    assert got is not None and [e.msg.seq for e in got] == list(range(5, 11))
+    at_snapshot = ring.since(7, 0, 0.0)
+    assert at_snapshot is not None and len(at_snapshot) == 10
+    assert ring.since(7, 10, 0.0) == []  # up to date: nothing missed, recovered
+    assert ring.since(7, 11, 0.0) is None  # a position the stream never had
+    assert ring.since(6, 4, 0.0) is None  # another epoch (or another instance's)
+
+
+def test_a_new_epoch_or_a_delta_that_does_not_follow_restarts_the_ring() -> None:
+    ring = RecoveryRing(max_bytes=1 << 20, max_age_s=60.0)
+    filled(ring, 7, range(1, 6))
+    ring.restart(8, 0)
+    assert ring.since(7, 3, 0.0) is None and ring.since(8, 0, 0.0) == [] and ring.bytes == 0
+    ring.append(delta(8, 1), 0.0)
+    ring.append(delta(8, 3), 0.0)  # seq 2 never stored: nothing up to 3 can be served
+    assert ring.since(8, 1, 0.0) is None
+    assert ring.since(8, 3, 0.0) == []
+
+
+def test_eviction_by_bytes_keeps_the_newest_and_moves_the_floor() -> None:
+    cost = delta_cost(delta(1, 1))
+    ring = RecoveryRing(max_bytes=cost * 4, max_age_s=60.0)
+    filled(ring, 1, range(1, 11))
+    assert ring.bytes == cost * 4 and len(ring.entries) == 4 and ring.evicted == 6
+    assert ring.floor_seq == 6
+    assert ring.since(1, 5, 0.0) is None  # delta 6 is gone: no partial recovery
+    got = ring.since(1, 6, 0.0)
+    assert got is not None and [e.msg.seq for e in got] == [7, 8, 9, 10]
+
+
+def test_eviction_by_age_with_an_injected_clock() -> None:
+    ring = RecoveryRing(max_bytes=1 << 20, max_age_s=10.0)
+    ring.restart(1, 0)
+    for seq in range(1, 6):
+        ring.append(delta(1, seq), float(seq))  # stored at t = 1..5 s
+    assert ring.since(1, 0, 10.5) is not None  # every entry at most 10 s old
+    assert ring.since(1, 0, 12.5) is None  # t=1 and t=2 expired
+    got = ring.since(1, 2, 12.5)
+    assert got is not None and [e.msg.seq for e in got] == [3, 4, 5]
+    assert ring.since(1, 5, 100.0) == []  # all expired, but nothing was missed
+    assert ring.bytes == 0 and ring.evicted == 5
+
+
+def test_recovered_frames_are_encoded_once_per_format_and_counted() -> None:
+    ring = RecoveryRing(max_bytes=1 << 20, max_age_s=60.0)
+    filled(ring, 1, range(1, 3))
+    entries = ring.since(1, 0, 0.0)
+    assert entries is not None
+    builds: list[Delta] = []
+
+    def build(msg: Delta) -> bytes:
+        builds.append(msg)
+        return encode_json(msg)
+
+    before = ring.bytes
+    first = ring.frame(entries[0], False, build)
+    again = ring.frame(entries[0], False, build)
+    assert first is again and len(builds) == 1
+    assert builds[0] == recovered_copy(entries[0].msg) and builds[0].recovered is True
+    assert msgspec.json.decode(first)["recovered"] is True
+    assert ring.bytes == before + len(first)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=200),
+    st.integers(min_value=0, max_value=4000),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=5),
+)
+def test_the_ring_never_holds_more_than_its_bound_and_serves_contiguous_runs(
+    level_counts: list[int], max_bytes: int, positions: list[int]
+) -> None:
+    ring = RecoveryRing(max_bytes=max_bytes, max_age_s=1e9)
+    ring.restart(3, 0)
+    for seq, n_levels in enumerate(level_counts, start=1):
+        ring.append(delta(3, seq, n_levels), 0.0)
+        assert ring.bytes <= max_bytes
+        assert ring.bytes == sum(e.cost for e in ring.entries)
+    for position in positions:
+        got = ring.since(3, position, 0.0)
+        if got is None:
+            assert not ring.floor_seq <= position <= ring.last_seq
+        else:
+            assert [e.msg.seq for e in got] == list(range(position + 1, ring.last_seq + 1))
+            for entry in got:
+                ring.frame(entry, True, msgspec.msgpack.encode)
+                assert ring.bytes <= max_bytes
+
+
+def test_instances_differ_and_their_epochs_are_json_safe_and_grow() -> None:
+    start_ns = 1_796_000_000_123_456_789
+    first = new_instance(start_ns, 1)
+    later = new_instance(start_ns + 1_000, 1)
+    twin = new_instance(start_ns, 2)
+    assert len({first.id, later.id, twin.id}) == 3
+    assert first.epoch_base < later.epoch_base < 2**53
+    # The year 2200 still fits.
+    assert new_instance(7_258_118_400 * 10**9, 0).epoch_base < 2**53

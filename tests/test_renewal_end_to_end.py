@@ -1,0 +1,140 @@
+"""Make-before-break renewals against the simulated venues: by age and by the venue's
+notice, on sequenced venues (Binance spot, OKX, and Binance USD-M with its trade-only
+connections) and an unsequenced one (Kraken). Subscribers see nothing but ``live`` and no
+gap; never are two connections of a venue renewed at once; every old connection closes
+only after its replacement caught up."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import msgspec
+
+from feeds.sim.faults import FaultPlan
+from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm, SimKraken, SimOkx
+from gateway.core.renewal import Renewal
+from gateway.io.service import Service, VenueRuntime
+from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.wire.config import Config
+
+from .subscriber import Subscriber, serving
+
+#: Connections this young are renewed (minus up to 5 % jitter): several renewals a run.
+AGE_S = 1.2
+#: Renewals each slot must have completed before the run ends.
+RENEWALS_PER_SLOT = 2
+
+
+def renewing(config: Config) -> Config:
+    venues = [
+        msgspec.structs.replace(v, max_connection_age_s=AGE_S, renew_timeout_s=5.0)
+        for v in config.venues
+    ]
+    return msgspec.structs.replace(config, venues=venues)
+
+
+class Watch:
+    """Samples the renewal invariants at every connection change and subscriber update."""
+
+    def __init__(self) -> None:
+        self.venue: VenueRuntime | None = None
+        self.most_catching_up = 0
+        self.samples = 0
+
+    def sample(self, _: object = None) -> bool:
+        """True once every slot was renewed :data:`RENEWALS_PER_SLOT` times."""
+        if self.venue is None:
+            return False
+        renewals = self.venue.renewals
+        catching_up = [s for s in renewals.slots if renewals.state(s) is Renewal.CATCHING_UP]
+        self.most_catching_up = max(self.most_catching_up, len(catching_up))
+        self.samples += 1
+        return all(renewals.stats(s).caught_up >= RENEWALS_PER_SLOT for s in renewals.slots)
+
+
+async def run_renewals(config: Config, keys: list[str]) -> tuple[Service, Subscriber, Watch]:
+    watch = Watch()
+    async with serving(renewing(config), keys, on_update=watch.sample) as (service, subscriber):
+        watch.venue = service.venues[0]
+        await subscriber.until(lambda: all(k in subscriber.venue_ids for k in keys), 10)
+        live_from = len(subscriber.statuses)
+        assert subscriber.statuses[-1] == "live"
+        async with asyncio.timeout(30):
+            await service.connection_changes.wait_until(watch.sample)
+        assert subscriber.statuses[live_from:] == [], "nothing but live once live"
+        return service, subscriber, watch
+
+
+def check(service: Service, subscriber: Subscriber, watch: Watch, keys: list[str]) -> None:
+    venue = service.venues[0]
+    assert watch.samples > 10 and watch.most_catching_up == 1
+    assert subscriber.client.stats.gaps == 0
+    for key in keys:
+        stats = service.symbol_stats(key)
+        assert stats.gaps == 0 and stats.resyncs == 0, key
+    for slot in venue.renewals.slots:
+        stats = venue.renewals.stats(slot)
+        # Each old connection closed after its replacement caught up, never otherwise.
+        assert stats.timed_out == 0 and stats.old_down == 0, (slot, stats)
+    assert len(venue.connections) <= len(venue.slots) + 1
+
+
+def test_binance_renewals_by_age_and_notice_are_invisible_to_subscribers() -> None:
+    keys = ["binance:BTCUSDT", "binance:ETHUSDT"]
+
+    async def scenario() -> tuple[Service, Subscriber, Watch]:
+        plan = FaultPlan("ep0:notice@1;ep1:notice@1.5", seed=1, n_endpoints=3)
+        async with SimBinanceSpot(
+            ["BTCUSDT", "ETHUSDT"], n_endpoints=3, seed=5, interval_s=0.02, faults=plan
+        ) as sim:
+            binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT", "ETHUSDT"))
+            result = await run_renewals(demo_config([(binance, sim)], port=0), keys)
+            assert sim.fault_time() > 1.5
+            return result
+
+    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
+    check(service, subscriber, watch, keys)
+    renewals = service.venues[0].renewals
+    assert sum(renewals.stats(s).due.get("notice", 0) for s in renewals.slots) >= 1
+
+
+def test_kraken_renewals_by_age_are_invisible_to_subscribers() -> None:
+    keys = ["kraken:BTC/USD"]
+
+    async def scenario() -> tuple[Service, Subscriber, Watch]:
+        async with SimKraken(["BTC/USD"], n_endpoints=2, seed=5, interval_s=0.02) as sim:
+            kraken = dataclasses.replace(DEMO_VENUES[2], symbols=("BTC/USD",))
+            return await run_renewals(demo_config([(kraken, sim)], port=0), keys)
+
+    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
+    check(service, subscriber, watch, keys)
+
+
+def test_okx_renewals_by_its_notice_and_age_are_invisible_to_subscribers() -> None:
+    keys = ["okx:BTC-USDT"]
+
+    async def scenario() -> tuple[Service, Subscriber, Watch]:
+        plan = FaultPlan("ep0:notice@1", seed=1, n_endpoints=2)
+        async with SimOkx(["BTC-USDT"], n_endpoints=2, seed=5, interval_s=0.02, faults=plan) as sim:
+            okx = dataclasses.replace(DEMO_VENUES[1], symbols=("BTC-USDT",))
+            return await run_renewals(demo_config([(okx, sim)], port=0), keys)
+
+    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
+    check(service, subscriber, watch, keys)
+    assert service.venues[0].renewals.stats(0).due.get("notice", 0) == 1
+
+
+def test_trade_only_connections_are_renewed_in_the_venue_line_too() -> None:
+    keys = ["binance-usdm:BTCUSDT"]
+
+    async def scenario() -> tuple[Service, Subscriber, Watch]:
+        async with SimBinanceUsdm(["BTCUSDT"], n_endpoints=2, seed=5, interval_s=0.02) as sim:
+            usdm = dataclasses.replace(DEMO_VENUES[5], symbols=("BTCUSDT",))
+            return await run_renewals(demo_config([(usdm, sim)], port=0), keys)
+
+    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
+    check(service, subscriber, watch, keys)
+    venue = service.venues[0]
+    trade_slots = [s for s, spec in venue.slots.items() if spec.trades_only]
+    assert trade_slots and all(venue.renewals.stats(s).caught_up >= 2 for s in trade_slots)
