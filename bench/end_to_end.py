@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.common import KEY, SYMBOL, percentile, run_async
+from feeds.sim.connection import Publication
 from feeds.sim.simulators import SimBinanceSpot
-from feeds.sim.venue import Publication
 from gateway.core.model import BookDelta, GatewayEvent
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service

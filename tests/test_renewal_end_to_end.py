@@ -14,7 +14,8 @@ import msgspec
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm, SimKraken, SimOkx
 from gateway.core.renewal import Renewal
-from gateway.io.service import Service, VenueRuntime
+from gateway.io.service import Service
+from gateway.io.venue_runtime import VenueRuntime
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.wire.config import Config
 

@@ -52,16 +52,10 @@ from feeds.binance import (
     trade_stream,
 )
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
+from feeds.sim.connection import CloseConnection, ConnState, Publication, RestAnswer
 from feeds.sim.limits import REST_SOURCE
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import (
-    CloseConnection,
-    ConnState,
-    Publication,
-    RestAnswer,
-    VenueProtocol,
-    query_int,
-)
+from feeds.sim.venue import VenueProtocol, query_int
 from gateway.core.model import Level
 
 #: Binance's cap on streams per connection.

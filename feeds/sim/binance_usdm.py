@@ -52,8 +52,8 @@ from feeds.binance import depth_stream
 from feeds.binance_usdm import trade_stream
 from feeds.sim.binance_spot import BinanceSpotProtocol, rest_error_body
 from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
+from feeds.sim.connection import Publication, RestAnswer
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import Publication, RestAnswer
 from gateway.core.book import L2Book
 from gateway.core.model import Level
 

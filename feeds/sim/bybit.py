@@ -45,9 +45,10 @@ import msgspec
 
 from feeds import bybit
 from feeds.sim.book_process import Batch, SimTrade
+from feeds.sim.connection import ConnState, Publication, RestAnswer
 from feeds.sim.numbers import fixed
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
+from feeds.sim.venue import VenueProtocol, query_int
 from gateway.core.model import Level
 
 CATEGORIES: Final = ("spot", "linear")

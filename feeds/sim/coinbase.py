@@ -48,9 +48,10 @@ import msgspec
 
 from feeds import coinbase
 from feeds.sim.book_process import Batch, SimTrade
+from feeds.sim.connection import ConnState, Publication, RestAnswer
 from feeds.sim.numbers import fixed, iso_time, trim
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
+from feeds.sim.venue import VenueProtocol, query_int
 from gateway.core.model import Level
 
 PATH: Final = "/"

@@ -68,9 +68,10 @@ import msgspec
 
 from feeds import kraken
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
+from feeds.sim.connection import ConnState, Publication, RestAnswer
 from feeds.sim.numbers import fixed, iso_time
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
+from feeds.sim.venue import VenueProtocol, query_int
 from gateway.core.model import Level
 
 PATH: Final = "/v2"

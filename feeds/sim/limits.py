@@ -25,7 +25,7 @@ from typing import Final
 import msgspec
 
 from feeds import binance, binance_usdm, bybit, okx
-from feeds.sim.venue import CloseConnection, ConnState, RestAnswer
+from feeds.sim.connection import CloseConnection, ConnState, RestAnswer
 
 _SECOND_NS: Final = 1_000_000_000
 #: The source address of every REST request (the simulator serves loopback only).

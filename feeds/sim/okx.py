@@ -43,9 +43,10 @@ import msgspec
 
 from feeds import okx
 from feeds.sim.book_process import Batch, BookProcess, SimTrade
+from feeds.sim.connection import ConnState, Publication, RestAnswer
 from feeds.sim.numbers import fixed, trim
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import ConnState, Publication, RestAnswer, VenueProtocol, query_int
+from feeds.sim.venue import VenueProtocol, query_int
 from gateway.core.model import Level
 
 PATH: Final = "/ws/v5/public"

@@ -69,12 +69,12 @@ from typing import Any, Final
 
 from websockets.frames import CloseCode
 
+from feeds.sim.connection import RestAnswer
 from feeds.sim.faults import FaultPlan, FrameFault, RestFault
 from feeds.sim.replay_book import STREAM_SHAPES, request_op, rest_shape
 from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s, route_of
 from feeds.sim.rewrite import IdRestart, rewrite_body, rewrite_frame
 from feeds.sim.shell import Conn, Endpoint, EndpointServer
-from feeds.sim.venue import RestAnswer
 
 #: Frames sent in a row at ``max`` before the producer lets other tasks run.
 _YIELD_EVERY: Final = 64

@@ -72,8 +72,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from feeds.sim.connection import CloseConnection, ConnState, RestAnswer
 from feeds.sim.faults import Action, FaultedStream, FaultPlan, FrameFault, RestFault
-from feeds.sim.venue import CloseConnection, ConnState, RestAnswer
 from gateway.wire.config import MAX_PORT, ListenError, listen_error
 
 #: Close code and reason for a connection whose queue overflowed.

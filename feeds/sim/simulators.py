@@ -67,6 +67,7 @@ from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.book_process import BookProcess
 from feeds.sim.bybit import BybitProtocol
 from feeds.sim.coinbase import CoinbaseProtocol
+from feeds.sim.connection import Publication, RestAnswer
 from feeds.sim.faults import FaultPlan, FrameFault, RestFault
 from feeds.sim.kraken import DEFAULT_LOT, KrakenProtocol
 from feeds.sim.kraken import PATH as KRAKEN_PATH
@@ -76,7 +77,7 @@ from feeds.sim.okx import PATH as OKX_PATH
 from feeds.sim.okx import OkxProtocol
 from feeds.sim.rewrite import IdRestart, rewrite_body, rewrite_frame
 from feeds.sim.shell import Conn, EndpointServer, EndpointStats
-from feeds.sim.venue import Publication, RestAnswer, VenueProtocol, default_mid
+from feeds.sim.venue import VenueProtocol, default_mid
 from gateway.core.book import L2Book
 from gateway.core.model import Level
 

@@ -16,10 +16,12 @@ arguments (``now_ns``: nanoseconds since the epoch); nothing here reads a clock.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, NamedTuple
+from typing import Final
 from urllib.parse import urlsplit
 
 from feeds.sim.book_process import Batch, BookProcess
+from feeds.sim.connection import ConnState, Publication, RestAnswer
+from feeds.sim.limits import VENUE_LIMITS, SimLimits, VenueLimiter
 from feeds.sim.rewrite import WireShape
 from gateway.core.book import L2Book
 from gateway.core.model import Level
@@ -33,8 +35,6 @@ _BASE_MIDS: Final[Mapping[str, float]] = {
     "BNB": 600.0,
 }
 DEFAULT_MID: Final = 100.0
-#: Content type of a JSON REST answer.
-JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
 
 
 def default_mid(symbol: str) -> float:
@@ -57,63 +57,6 @@ def query_int(text: str, max_digits: int) -> int | None:
 # --- the protocol interface -----------------------------------------------------------------
 
 
-class ConnState:
-    """Per-connection state kept by the protocol: the request path, the subscription keys
-    it receives, a counter for venues that number the messages of a connection, and free
-    ``extra``."""
-
-    __slots__ = ("extra", "path", "seq", "subs")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.subs: set[str] = set()
-        self.seq = 0
-        self.extra: dict[str, object] = {}
-
-    def update_subscription(self, key: str, subscribe: bool) -> bool:
-        """Adds ``key`` to the subscriptions (removes it when not ``subscribe``); True when
-        it was not subscribed before, so the venue sends a fresh snapshot."""
-        if not subscribe:
-            self.subs.discard(key)
-            return False
-        fresh = key not in self.subs
-        self.subs.add(key)
-        return fresh
-
-
-class Publication:
-    """One rendered venue message for the connections subscribed to ``key``.
-
-    ``frame`` is sent as is, unless the protocol frames per connection (then ``frame`` and
-    ``tail`` are the parts around the per-connection field)."""
-
-    __slots__ = ("frame", "key", "tail")
-
-    def __init__(self, key: str, frame: bytes, tail: bytes = b"") -> None:
-        self.key = key
-        self.frame = frame
-        self.tail = tail
-
-
-class CloseConnection(Exception):
-    """Raised by :meth:`VenueProtocol.on_open` or :meth:`VenueProtocol.on_message` to close
-    the connection with ``code`` and ``reason``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class RestAnswer(NamedTuple):
-    """An HTTP answer: status, body, extra headers and the body's content type."""
-
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-    content_type: str = JSON_CONTENT_TYPE
-
-
 class VenueProtocol:
     """What a simulated venue says; the defaults suit a venue that frames nothing per
     connection. :meth:`attach` gives it the books before the server starts."""
@@ -130,8 +73,6 @@ class VenueProtocol:
     rest_shape: WireShape | None = None
 
     def __init__(self) -> None:
-        from feeds.sim.limits import VENUE_LIMITS, SimLimits, VenueLimiter  # imports this module
-
         self.procs: Mapping[str, BookProcess] = {}
         #: The venue's limits and their counters (:mod:`feeds.sim.limits`); the shell
         #: applies them to handshakes, client messages, subscriptions and REST requests.

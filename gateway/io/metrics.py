@@ -17,7 +17,7 @@ from __future__ import annotations
 import http
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,13 +41,28 @@ from gateway.io.health import HttpAnswer
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from gateway.io.service import Service
+    from gateway.io.capture_writer import CaptureWriter
+    from gateway.io.fanout import Fanout
+    from gateway.io.venue_runtime import VenueRuntime
 
 #: Every name the gateway exports starts with it.
 PREFIX: Final = "mdgateway_"
 #: The text format 0.0.4, which every Prometheus reads; the gateway's names (plain
 #: ``[a-z_]``) make generate_latest's output exactly that format.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class MetricsSource(Protocol):
+    """What the metrics are read from at each scrape (the :class:`~gateway.io.service.Service`)."""
+
+    @property
+    def venues(self) -> Sequence[VenueRuntime]: ...
+    @property
+    def fanout(self) -> Fanout: ...
+    @property
+    def capture(self) -> CaptureWriter | None: ...
+
+
 #: The ``connection`` label of REST snapshot bodies (counted as bad frames of no connection).
 REST_CONNECTION: Final = "rest"
 
@@ -270,7 +285,7 @@ def histogram_buckets(histogram: Histogram) -> list[tuple[str, float]]:
 class GatewayCollector(Collector):
     """Reads the service's stats at each scrape; see the module docstring."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: MetricsSource) -> None:
         self._service = service
 
     def collect(self) -> Iterator[Metric]:
@@ -373,7 +388,7 @@ class GatewayCollector(Collector):
         yield from families(TRADE_STATS, labels, trades)
 
 
-def metrics_registry(service: Service) -> CollectorRegistry:
+def metrics_registry(service: MetricsSource) -> CollectorRegistry:
     """A registry of the service's metrics, with prometheus_client's process, platform and
     garbage-collector collectors."""
     registry = CollectorRegistry(auto_describe=False)

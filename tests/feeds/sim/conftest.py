@@ -21,8 +21,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from feeds.sim.book_process import Batch, BookProcess
+from feeds.sim.connection import ConnState, Publication
 from feeds.sim.simulators import SimVenue
-from feeds.sim.venue import ConnState, Publication, VenueProtocol
+from feeds.sim.venue import VenueProtocol
 from gateway.core.model import DepthDiff, Trade, VenueEvent
 
 DEADLINE_S = 10.0

@@ -15,11 +15,12 @@ from feeds.sim.binance_spot import BinanceSpotProtocol
 from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.bybit import BybitProtocol
 from feeds.sim.coinbase import CoinbaseProtocol
+from feeds.sim.connection import CloseConnection, ConnState
 from feeds.sim.kraken import KrakenProtocol
 from feeds.sim.limits import VENUE_LIMITS, SimLimits, VenueLimiter, retry_after_header
 from feeds.sim.okx import OkxProtocol
 from feeds.sim.simulators import SimBinanceSpot, SimOkx
-from feeds.sim.venue import CloseConnection, ConnState, VenueProtocol
+from feeds.sim.venue import VenueProtocol
 from gateway.wire.venues import ADAPTERS
 
 SECOND_NS = 1_000_000_000

@@ -11,8 +11,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from feeds import bybit
 from feeds.sim.book_process import BookProcess
 from feeds.sim.bybit import BybitProtocol
+from feeds.sim.connection import ConnState
 from feeds.sim.simulators import SimBybit
-from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 

@@ -11,9 +11,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from feeds import coinbase
 from feeds.sim.book_process import BookProcess
 from feeds.sim.coinbase import CoinbaseProtocol
+from feeds.sim.connection import ConnState
 from feeds.sim.limits import SimLimits
 from feeds.sim.simulators import SimCoinbase
-from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import ConnectionSequence, DepthDiff, DepthSnapshot, Trade, VenueNotice
 

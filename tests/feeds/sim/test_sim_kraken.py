@@ -12,9 +12,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from feeds import kraken
 from feeds.sim.book_process import BookProcess
+from feeds.sim.connection import ConnState
 from feeds.sim.kraken import HEARTBEAT, KrakenProtocol
 from feeds.sim.simulators import SimKraken
-from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 

@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from feeds import kraken
 from feeds.sim.book_process import BookProcess
+from feeds.sim.connection import ConnState
 from feeds.sim.kraken import (
     DEPTH_PATH,
     INVALID_ARGUMENTS,
@@ -24,7 +25,6 @@ from feeds.sim.kraken import (
     rest_pair_name,
 )
 from feeds.sim.simulators import SimKraken, SimVenue
-from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthSnapshot, InstrumentPrecision, VenueNotice
 

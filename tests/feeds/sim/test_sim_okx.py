@@ -11,9 +11,9 @@ from websockets.exceptions import InvalidStatus
 
 from feeds import okx
 from feeds.sim.book_process import BookProcess
+from feeds.sim.connection import ConnState
 from feeds.sim.okx import OkxProtocol
 from feeds.sim.simulators import SimOkx
-from feeds.sim.venue import ConnState
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
 

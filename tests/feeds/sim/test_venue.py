@@ -9,7 +9,8 @@ import pytest
 from feeds.sim.binance_spot import BinanceSpotProtocol
 from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.book_process import BookProcess
-from feeds.sim.venue import CloseConnection, ConnState, VenueProtocol, query_int
+from feeds.sim.connection import CloseConnection, ConnState
+from feeds.sim.venue import VenueProtocol, query_int
 
 SECOND_NS = 1_000_000_000
 

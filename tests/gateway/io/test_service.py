@@ -19,7 +19,8 @@ from gateway.core.model import (
 )
 from gateway.core.renewal import AGE_JITTER
 from gateway.core.sequenced import SequencedBook
-from gateway.io.service import Service, VenueRuntime
+from gateway.io.service import Service
+from gateway.io.venue_runtime import VenueRuntime
 from gateway.wire.config import parse_config
 
 CONFIG_TEXT = """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, BookReset, GatewayEvent
-from gateway.io.service import VenueRuntime
+from gateway.io.venue_runtime import VenueRuntime
 from gateway.wire.config import parse_config
 
 from ...feeds.test_kraken import MATIC_SNAPSHOT, MATIC_UPDATE

@@ -127,7 +127,7 @@ def test_the_simulator_config_matches_the_port_plan_of_mdgateway_sim() -> None:
 def test_redundant_connections_per_endpoint() -> None:
     import itertools
 
-    from gateway.io.service import VenueRuntime
+    from gateway.io.venue_runtime import VenueRuntime
 
     config = load_config(ROOT / "deploy" / "all-venues.toml")
     coinbase = next(v for v in config.venues if v.venue == "coinbase")
