@@ -3,9 +3,9 @@
 Venues price each REST request in *weight* and allow so much weight per minute per IP;
 over it they answer 429 (slow down, with ``Retry-After``) and, to a client that keeps
 going, 418 (the IP is banned for ``Retry-After`` seconds). :class:`WeightBudget` keeps a
-fetcher under both: it counts the weight spent in the current window (``window_s`` from
-the first request after the previous window ended), keeps a fifth of the venue's budget
-for anything else sharing the IP, and says how long the next request must wait.
+fetcher under both: it counts the weight spent in a sliding window of ``window_s`` (so it
+stays within the limit however the venue counts), keeps a fifth of the venue's budget for
+anything else sharing the IP, and says how long the next request must wait.
 
 Use: ``wait = budget.wait_s(weight, now_s)``; sleep while it is positive (asking again
 after the sleep); then ``budget.spend(weight, now_s)`` and send. After the response,
@@ -36,7 +36,8 @@ def retry_after_s(header: str) -> float:
 
 
 class WeightBudget:
-    """Request weight spent per window, and the time until which the venue banned us.
+    """Request weight spent in a sliding window, and the time until which the venue
+    banned us.
 
     Args:
         weight_per_window: the venue's limit per window (e.g. Binance's 6000 per minute).
@@ -44,9 +45,11 @@ class WeightBudget:
         share: the fraction of the venue's limit this budget may use.
 
     Contract: following :meth:`wait_s` and recording each request with :meth:`spend`, the
-    weight spent within one window never exceeds :attr:`budget`, except that a window
-    always admits its first request (one heavier than the whole budget would otherwise
-    never be sent).
+    weight spent within any ``window_s`` (a sliding window, the strictest way a venue may
+    count) never exceeds :attr:`budget`, except that a request is always admitted when
+    nothing else is in its window (one heavier than the whole budget would otherwise never
+    be sent). The weight a venue reports (:meth:`observe_used`) replaces ours, counted from
+    the time of the report. Memory is bounded by the requests of one window.
     """
 
     def __init__(
@@ -57,45 +60,52 @@ class WeightBudget:
         #: The weight this budget may spend per window.
         self.budget = max(1, int(round(weight_per_window * share, 6)))
         self.window_s = window_s
+        #: The weight spent within the window, as of the last call.
         self.used = 0
-        #: When the current window ends; None: no window open (nothing spent yet).
-        self.window_end_s: float | None = None
+        #: (when it leaves the window, weight) of each request in the window, oldest first.
+        self._spent: deque[tuple[float, int]] = deque()
         #: No request before this time (a 429/418's Retry-After).
         self.blocked_until_s = 0.0
 
     def wait_s(self, weight: int, now_s: float) -> float:
         """Seconds to wait before a request of ``weight`` may be sent; 0.0: send now."""
-        self._roll(now_s)
+        self._expire(now_s)
         wait_s = max(0.0, self.blocked_until_s - now_s)
-        if self.window_end_s is not None and self.used and self.used + weight > self.budget:
-            wait_s = max(wait_s, self.window_end_s - now_s)
+        excess = self.used + weight - self.budget
+        if self.used and excess > 0:
+            # Until the oldest requests that make room for this one have left the window;
+            # one heavier than the budget waits for the window to be empty.
+            leaves_s = self._spent[-1][0]
+            for entry_leaves_s, spent in self._spent:
+                excess -= spent
+                if excess <= 0:
+                    leaves_s = entry_leaves_s
+                    break
+            wait_s = max(wait_s, leaves_s - now_s)
         return wait_s
 
     def spend(self, weight: int, now_s: float) -> None:
         """A request of ``weight`` is being sent now."""
-        self._open(now_s)
-        self.used += weight
+        self._expire(now_s)
+        if weight > 0:
+            self._spent.append((now_s + self.window_s, weight))
+            self.used += weight
 
     def observe_used(self, used: int, now_s: float) -> None:
         """The venue reported the weight used in its current window (it also counts
-        requests of others sharing the IP): that figure replaces ours."""
-        self._open(now_s)
-        self.used = used
+        requests of others sharing the IP): that figure replaces ours, from now on."""
+        self._spent.clear()
+        self.used = 0
+        self.spend(used, now_s)
 
     def rate_limited(self, retry_after: float, now_s: float) -> None:
         """A 429 or 418 came back: nothing is sent for ``retry_after`` seconds."""
         self.blocked_until_s = max(self.blocked_until_s, now_s + retry_after)
 
-    def _roll(self, now_s: float) -> None:
-        # One comparison with the stored end: a wait of end - now always lands past it.
-        if self.window_end_s is not None and now_s >= self.window_end_s:
-            self.window_end_s = None
-            self.used = 0
-
-    def _open(self, now_s: float) -> None:
-        self._roll(now_s)
-        if self.window_end_s is None:
-            self.window_end_s = now_s + self.window_s
+    def _expire(self, now_s: float) -> None:
+        spent = self._spent
+        while spent and spent[0][0] <= now_s:
+            self.used -= spent.popleft()[1]
 
 
 class AttemptBudget:

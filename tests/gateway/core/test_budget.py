@@ -33,14 +33,15 @@ def test_weight_is_spent_within_a_window_then_waits_for_the_refill() -> None:
         budget.spend(25, now_s)
         now_s += 1.0
     assert budget.used == 100
-    # Full: the next request waits for the end of the window that began at 1000 s.
+    # Full: the next request waits until the first (sent at 1000 s) left the window.
     assert budget.wait_s(25, now_s) == pytest.approx(56.0)
     assert budget.wait_s(1, 1059.5) == pytest.approx(0.5)
-    # The window ends: the budget is whole again.
+    # The window slides: each request frees its weight a window after it was sent.
     assert budget.wait_s(25, 1060.0) == 0.0
-    assert budget.used == 0
+    assert budget.used == 75
     budget.spend(25, 1060.0)
-    assert budget.window_end_s == 1120.0 and budget.used == 25
+    assert budget.wait_s(50, 1060.0) == pytest.approx(2.0)  # 1001 and 1002 must leave
+    assert budget.wait_s(1, 1120.0) == 0.0 and budget.used == 0
 
 
 def test_a_request_that_fits_exactly_is_sent() -> None:
@@ -61,8 +62,9 @@ def test_a_request_heavier_than_the_budget_goes_alone_in_a_fresh_window() -> Non
 def test_the_venue_reported_weight_replaces_ours() -> None:
     budget = WeightBudget(100, share=1.0)
     budget.spend(10, 0.0)
-    budget.observe_used(95, 0.5)  # others on the IP spent too
-    assert budget.wait_s(10, 1.0) == pytest.approx(59.0)
+    budget.observe_used(95, 0.5)  # others on the IP spent too: counted from the report
+    assert budget.used == 95
+    assert budget.wait_s(10, 1.0) == pytest.approx(59.5)
     budget.observe_used(0, 2.0)
     assert budget.wait_s(10, 2.0) == 0.0
 
@@ -131,8 +133,8 @@ def test_the_budget_is_never_exceeded_within_a_window(
     limit: int, requests: list[tuple[int, float, float]]
 ) -> None:
     """Requests at arbitrary times, each sent once the budget admits it (sleeping what
-    ``wait_s`` says, asking again), some rate limited: within every window the weight sent
-    is at most the budget, or a single request that alone is heavier."""
+    ``wait_s`` says, asking again), some rate limited: within every sliding window the
+    weight sent is at most the budget, or a single request that alone is heavier."""
     budget = WeightBudget(limit, window_s=60.0)
     now_s = 0.0
     sent: list[tuple[float, int]] = []
@@ -149,14 +151,10 @@ def test_the_budget_is_never_exceeded_within_a_window(
         sent.append((now_s, weight))
         if ban_s > 4.0:
             budget.rate_limited(ban_s, now_s)
-    windows: list[list[int]] = []
-    end_s: float | None = None
-    for at_s, weight in sent:
-        if end_s is None or at_s >= end_s:
-            end_s = at_s + 60.0
-            windows.append([])
-        windows[-1].append(weight)
-    for window in windows:
+    # Every window that starts at a request holds at most the budget (the heaviest
+    # windows start at a request).
+    for i, (start_s, _) in enumerate(sent):
+        window = [w for at_s, w in sent[i:] if at_s < start_s + 60.0]
         assert sum(window) <= budget.budget or len(window) == 1
 
 
