@@ -99,6 +99,8 @@ REST_REQUESTS_PER_MINUTE: Final = 1200
 REST_REQUESTS_PER_2S: Final = 40
 #: The venue's advice: fewer than 30 channels per connection when subscribing many books.
 MAX_CHANNELS_PER_CONNECTION: Final = 29
+#: 480 subscribe, unsubscribe and login requests per hour per connection.
+SUBSCRIBE_REQUESTS_PER_HOUR: Final = 480
 #: OKX limits the total size of a subscribe request's ``args`` to 64 KB.
 MAX_ARGS_BYTES: Final = 64 * 1024
 #: OKX closes a connection idle for 30 s: send ``ping`` more often than that.

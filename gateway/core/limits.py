@@ -47,6 +47,8 @@ class VenueLimits:
     #: Client messages per second per source address, every connection together, where
     #: the venue counts them so (Coinbase); None: per connection only.
     messages_per_s_per_address: float | None = None
+    #: Subscribe and unsubscribe requests per hour per connection (OKX); None: unlimited.
+    subscribe_requests_per_hour: int | None = None
 
 
 @dataclass(frozen=True)

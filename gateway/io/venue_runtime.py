@@ -19,7 +19,7 @@ from gateway.core import pipeline
 from gateway.core.activity import ActivityLimits
 from gateway.core.arbiter import SymbolArbiter
 from gateway.core.backoff import Backoff
-from gateway.core.budget import SharedBudgets
+from gateway.core.budget import AttemptBudget, SharedBudgets
 from gateway.core.limits import PlannedConnection, plan_connections
 from gateway.core.model import DepthSnapshot, GatewayEvent
 from gateway.core.renewal import (
@@ -41,6 +41,7 @@ from gateway.core.score import (
 )
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
+from gateway.io.logs import LimitedLog
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import VenueConfig, venue_limits
 from gateway.wire.venues import adapter_for
@@ -102,6 +103,9 @@ class VenueRuntime:
         # --- venue limits: shared budgets, sharded connections (docs/architecture.md) ---
         #: The venue's limits with the configuration's overrides.
         self.limits = venue_limits(cfg)
+        #: Per connection, its subscribe requests in the last hour (venues that limit them).
+        self._subscribe_budgets: dict[int, AttemptBudget] = {}
+        self._log = LimitedLog(log)
         budgets = SharedBudgets() if budgets is None else budgets
         #: What the budgets are kept per: the venue's limit group and source address (the
         #: configuration binds none: the host's default route).
@@ -492,6 +496,35 @@ class VenueRuntime:
         step = self.pipeline.receive_frame(conn_id, raw, recv_ns, self._clock_ns())
         return self._act(step, conn_id)
 
+    def _resubscribe(self, action: pipeline.Resubscribe) -> None:
+        """Sends the symbol's resubscription on its connection, within the venue's
+        subscribe requests per connection and hour (OKX); past them, the connection is
+        renewed instead (make-before-break): a new connection starts a new count."""
+        connection = self.connections.get(action.conn_id)
+        resubscribe = self.adapter.resubscribe_messages
+        if connection is None or resubscribe is None:
+            return
+        messages = resubscribe(action.symbol)
+        limit = self.limits.subscribe_requests_per_hour
+        if limit is not None:
+            now_s = self._clock_ns() / 1e9
+            budget = self._subscribe_budgets.get(action.conn_id)
+            if budget is None:
+                budget = self._subscribe_budgets[action.conn_id] = AttemptBudget(limit, 3600.0)
+            if budget.wait_s(now_s) > 0:
+                self._log.warning(
+                    ("subscribe budget", action.conn_id),
+                    "%s: conn %d spent its subscribe requests for the hour; renewing it",
+                    self.cfg.venue,
+                    action.conn_id,
+                    extra={"venue": self.cfg.venue, "connection": action.conn_id},
+                )
+                self._renew(self.renewals.due(action.conn_id, "subscribe budget"))
+                return
+            for _ in messages:
+                budget.spend(now_s)
+        connection.send(messages)
+
     def on_state(self, conn_id: int, up: bool) -> None:
         if self.capture is not None:
             url = self.connections[conn_id].url
@@ -504,6 +537,8 @@ class VenueRuntime:
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns(), reason))
         if not up:
             self._renew(self.renewals.down(conn_id))
+        else:
+            self._subscribe_budgets.pop(conn_id, None)  # a new connection, a new count
 
     def on_snapshot(self, snapshot: DepthSnapshot, attempt: int | None = None) -> None:
         """The fetcher's answer to ``attempt`` (discarded by the pipeline when superseded);
@@ -542,10 +577,7 @@ class VenueRuntime:
                 if self.fetcher is not None:
                     self.fetcher.request(action.symbol, action.attempt)
             elif isinstance(action, pipeline.Resubscribe):
-                connection = self.connections.get(action.conn_id)
-                resubscribe = self.adapter.resubscribe_messages
-                if connection is not None and resubscribe is not None:
-                    connection.send(resubscribe(action.symbol))
+                self._resubscribe(action)
             elif isinstance(action, pipeline.BookRebuilt):
                 if self.fetcher is not None:
                     self.fetcher.succeeded(action.symbol)

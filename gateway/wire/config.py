@@ -270,6 +270,7 @@ def venue_limits(cfg: VenueConfig) -> VenueLimits:
         rest_window_s=given.rest_window_s or base.rest_window_s,
         messages_per_s_per_address=given.messages_per_s_per_address
         or base.messages_per_s_per_address,
+        subscribe_requests_per_hour=base.subscribe_requests_per_hour,
     )
 
 

@@ -91,6 +91,9 @@ class VenueAdapter:
     #: characters), and what one symbol costs in it; None: no documented limit.
     max_streams_per_connection: int | None = None
     streams_per_symbol: Callable[[str], int] = _one_stream
+    #: Subscribe and unsubscribe requests one connection may send per hour (OKX's 480);
+    #: None: no documented limit.
+    subscribe_requests_per_hour: int | None = None
     #: The name of the budgets the venue shares with other venues the exchange counts
     #: together (None: the venue's own); budgets are per group and source address.
     limit_group: str | None = None
@@ -165,6 +168,7 @@ class VenueAdapter:
             rest_weight_per_window=weight,
             rest_window_s=window_s,
             messages_per_s_per_address=self.max_messages_per_s_per_ip,
+            subscribe_requests_per_hour=self.subscribe_requests_per_hour,
         )
 
     def new_arbiter(
@@ -399,6 +403,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         # The venue's advice: fewer than 30 channels per connection (a book and trades each).
         max_streams_per_connection=okx.MAX_CHANNELS_PER_CONNECTION,
         streams_per_symbol=_two_streams,
+        subscribe_requests_per_hour=okx.SUBSCRIBE_REQUESTS_PER_HOUR,
         rest_limit=(okx.REST_REQUESTS_PER_2S, 2.0),
         link_rule=okx.OkxRule,
         checksum=lambda symbol: okx.book_checksum,

@@ -153,6 +153,39 @@ def okx_update(prev: int, seq: int, price: str) -> bytes:
     ).encode()
 
 
+def test_okx_resubscribes_stay_within_its_requests_per_connection_and_hour() -> None:
+    now_ns = [0]
+    config = parse_config(
+        """
+[[venues]]
+venue = "okx"
+symbols = ["BTC-USDT"]
+endpoints = ["wss://ws.okx.com:8443/ws/v5/public"]
+"""
+    )
+    venue = VenueRuntime(config.venues[0], itertools.count(0), lambda _: None, lambda: now_ns[0])
+    venue.on_state(0, True)
+    connection = venue.connections[0]
+    slot = venue.renewals.slot_of(0)
+    assert slot is not None and venue.limits.subscribe_requests_per_hour == 480
+    budget = int(480 * 0.8)  # the share the gateway leaves itself of the venue's limit
+    assert venue.adapter.resubscribe_messages is not None
+    per_resubscribe = len(venue.adapter.resubscribe_messages("BTC-USDT"))
+    resubscribe = pipeline.Step([], [pipeline.Resubscribe(0, "BTC-USDT")])
+    for _ in range(budget // per_resubscribe):
+        venue._act(resubscribe)
+    sent = connection.stats.messages_sent + connection.stats.messages_dropped
+    assert venue.renewals.stats(slot).due.get("subscribe budget", 0) == 0
+    # Spent: the next resubscription renews the connection instead of sending.
+    venue._act(resubscribe)
+    assert connection.stats.messages_sent + connection.stats.messages_dropped == sent
+    assert venue.renewals.stats(slot).due["subscribe budget"] == 1
+    # An hour later the connection may resubscribe again.
+    now_ns[0] = 3600 * 1_000_000_000
+    venue._act(resubscribe)
+    assert connection.stats.messages_sent + connection.stats.messages_dropped > sent
+
+
 def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
     venue, _ = _okx_runtime("")
     assert venue.fetcher is None
