@@ -31,10 +31,11 @@ from gateway.core.model import (
 DEFAULT_REORDER_WINDOW_NS: Final = 100_000_000
 #: Default bound of the buffer of updates that cannot be applied yet.
 DEFAULT_MAX_PENDING: Final = 4096
-#: A snapshot that builds a crossed book is not used: the next one is asked after a wait
-#: that starts here and doubles with each crossed snapshot in a row, up to the maximum.
-CROSSED_RETRY_INITIAL_S: Final = 1.0
-CROSSED_RETRY_MAX_S: Final = 60.0
+#: A snapshot that is not used (it builds a crossed book, or the book refuses it) is
+#: followed by a wait before the next is asked: it starts here and doubles with each
+#: unused snapshot in a row, up to the maximum.
+SNAPSHOT_RETRY_INITIAL_S: Final = 1.0
+SNAPSHOT_RETRY_MAX_S: Final = 60.0
 #: Default bound of a plausible id jump, for a link rule that declares none
 #: (:attr:`LinkRule.max_id_jump`).
 DEFAULT_MAX_ID_JUMP: Final = 10**8
@@ -91,7 +92,7 @@ class SymbolStats:
     #: Book states published crossed (a venue whose books may cross), or found crossed.
     crossed: int = 0
     #: Crossed books and replicas on a venue whose books never cross: not published,
-    #: rebuilt (:data:`CROSSED_RETRY_INITIAL_S`).
+    #: rebuilt (:data:`SNAPSHOT_RETRY_INITIAL_S`).
     crossed_faults: int = 0
     #: Levels pruned beyond the cap of levels per side (``max_levels``).
     levels_pruned: int = 0
@@ -143,18 +144,18 @@ def crossed_reason(book: L2Book) -> str | None:
     return f"crossed book (bid {crossing[0][0]} >= ask {crossing[1][0]})"
 
 
-def crossed_retry(backoff: Backoff) -> tuple[int, str]:
-    """The wait in ns before the next snapshot after one more crossed snapshot in a row
+def snapshot_retry(backoff: Backoff) -> tuple[int, str]:
+    """The wait in ns before the next snapshot after one more unused snapshot in a row
     (counted on ``backoff``), and the words for it."""
     delay_s = backoff.ceiling_s()
     backoff.failures += 1
     return int(delay_s * 1e9), f"snapshot not used; next snapshot in {delay_s:g} s"
 
 
-def crossed_backoff() -> Backoff:
-    """The backoff of snapshots that keep building crossed books: no jitter (its ceiling
-    is the wait), from :data:`CROSSED_RETRY_INITIAL_S` to :data:`CROSSED_RETRY_MAX_S`."""
-    return Backoff(CROSSED_RETRY_INITIAL_S, CROSSED_RETRY_MAX_S)
+def snapshot_retry_backoff() -> Backoff:
+    """The backoff of snapshots that keep being unused (crossed, refused): no jitter (its
+    ceiling is the wait), from :data:`SNAPSHOT_RETRY_INITIAL_S` to :data:`SNAPSHOT_RETRY_MAX_S`."""
+    return Backoff(SNAPSHOT_RETRY_INITIAL_S, SNAPSHOT_RETRY_MAX_S)
 
 
 #: A venue's checksum of a book (OKX top 25, Kraken top 10).

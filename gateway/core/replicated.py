@@ -22,9 +22,9 @@ from typing import Final
 from gateway.core.arbiter import (
     Checksum,
     SymbolStats,
-    crossed_backoff,
     crossed_reason,
-    crossed_retry,
+    snapshot_retry,
+    snapshot_retry_backoff,
 )
 from gateway.core.audit import top_levels
 from gateway.core.backoff import Backoff
@@ -111,7 +111,7 @@ class Replica:
     #: How far behind the first connection to reach the same book state, smoothed.
     lag_ewma_ns: float = 0.0
     #: Crossed snapshots in a row, and when the resubscribe is due (in RETRY_WAIT).
-    crossed_backoff: Backoff = field(default_factory=crossed_backoff)
+    snapshot_retry_backoff: Backoff = field(default_factory=snapshot_retry_backoff)
     retry_at_ns: int = 0
     #: The venue event time (ms) of the last update applied: the point the replica is at.
     event_ms: int = 0
@@ -325,7 +325,7 @@ class ReplicatedBook:
         if not self.may_cross and replica.book.is_crossed():
             self._snapshot_crossed(snap.conn_id, replica, now_ns, out)
             return out
-        replica.crossed_backoff.reset()
+        replica.snapshot_retry_backoff.reset()
         replica.apart_since_ns, replica.apart_counted = -1, False
         replica.state, _ = transition(
             "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.SNAPSHOT_MATCHED
@@ -434,7 +434,7 @@ class ReplicatedBook:
         )
         wait = ""
         for _ in actions:  # the one action: start the retry clock
-            delay_ns, wait = crossed_retry(replica.crossed_backoff)
+            delay_ns, wait = snapshot_retry(replica.snapshot_retry_backoff)
             replica.retry_at_ns = now_ns + delay_ns
         if conn_id == self.leader:
             self._elect(f"leader failed: {reason}", out)

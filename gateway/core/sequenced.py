@@ -67,9 +67,9 @@ from gateway.core.arbiter import (
     Link,
     LinkRule,
     SymbolStats,
-    crossed_backoff,
     crossed_reason,
-    crossed_retry,
+    snapshot_retry,
+    snapshot_retry_backoff,
 )
 from gateway.core.audit import (
     DEFAULT_AUDIT_DEPTH,
@@ -115,7 +115,8 @@ class Sync(enum.Enum):
     #: The book is consistent; buffered updates wait for missing ids until the reorder
     #: window's deadline.
     HOLE = "hole"
-    #: No book; a snapshot built a crossed book: the next is asked at the retry deadline.
+    #: No book; a snapshot was not used (crossed, refused): the next is asked at the retry
+    #: deadline.
     RETRY_WAIT = "retry wait"
 
 
@@ -421,8 +422,8 @@ class SequencedBook:
         self._snapshot_id = -1
         #: The last venue reset snapshot, to recognise its late copies from other connections.
         self._last_reset: DepthSnapshot | None = None
-        #: Crossed snapshots in a row, and when the next snapshot is asked (in RETRY_WAIT).
-        self._crossed_backoff = crossed_backoff()
+        #: Unused snapshots in a row, and when the next snapshot is asked (in RETRY_WAIT).
+        self._snapshot_backoff = snapshot_retry_backoff()
         self._retry_at_ns = 0
         #: Updates that link but whose ids jump beyond max_id_jump, in arrival order.
         self._held: list[DepthDiff] = []
@@ -599,7 +600,7 @@ class SequencedBook:
             if action is SyncAction.ASK_SNAPSHOT:
                 out.append(SnapshotWanted(self.key, reason))
             elif action is SyncAction.PUBLISH_RESET:
-                self._crossed_backoff.reset()
+                self._snapshot_backoff.reset()
                 self.epoch += 1
                 self.seq = 0
                 if self.book.is_crossed():
@@ -628,7 +629,7 @@ class SequencedBook:
             elif action is SyncAction.ANNOUNCE_RESYNC:
                 self._status(StatusEvent.GAP, reason, out)
             elif action is SyncAction.START_RETRY_CLOCK:
-                delay_ns, wait = crossed_retry(self._crossed_backoff)
+                delay_ns, wait = snapshot_retry(self._snapshot_backoff)
                 self._retry_at_ns = now_ns + delay_ns
                 self._status(StatusEvent.SNAPSHOT_NOT_USED, f"{reason}; {wait}", out)
             elif action is SyncAction.STOP_RETRY_CLOCK:
