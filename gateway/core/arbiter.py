@@ -41,6 +41,34 @@ SNAPSHOT_RETRY_MAX_S: Final = 60.0
 DEFAULT_MAX_ID_JUMP: Final = 10**8
 
 
+@dataclass(frozen=True, slots=True)
+class ArbiterLimits:
+    """The bounds of a symbol's arbiter, as a venue configures them (``venues[]``); the
+    pipeline hands them whole to every book it makes. Raises ValueError when out of range."""
+
+    #: How long a future update may wait for the missing ids from another connection.
+    reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS
+    #: Bound of the buffer of updates that cannot be applied yet (and of held updates).
+    max_pending: int = DEFAULT_MAX_PENDING
+    #: Cap of each book's levels per side. None: the venue's default cap where its adapter
+    #: makes the arbiter (``VenueAdapter.new_arbiter``); an arbiter given None keeps all
+    #: (:class:`~gateway.core.book.L2Book` checks it).
+    max_levels: int | None = None
+    #: The sequenced books' plausibility bound (:attr:`LinkRule.max_id_jump`); None: the
+    #: link rule's own.
+    max_id_jump: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reorder_window_ns < 0 or self.max_pending < 1:
+            raise ValueError("reorder_window_ns must be >= 0, max_pending >= 1")
+        if self.max_id_jump is not None and self.max_id_jump < 1:
+            raise ValueError("max_id_jump must be >= 1")
+
+
+#: The bounds of an arbiter by default.
+DEFAULT_ARBITER_LIMITS: Final = ArbiterLimits()
+
+
 class Link(enum.Enum):
     """How an update relates to the book at the applied id."""
 

@@ -28,8 +28,8 @@ import msgspec
 
 from gateway.core.activity import ActivityLimits, ActivityMonitor, Silence
 from gateway.core.arbiter import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_REORDER_WINDOW_NS,
+    DEFAULT_ARBITER_LIMITS,
+    ArbiterLimits,
     Checksum,
     ConnectionSequenceChecker,
     SymbolArbiter,
@@ -167,16 +167,8 @@ class VenueRules(Protocol):
     @property
     def checksum_at_precision(self) -> Callable[[int, int], Checksum] | None: ...
 
-    def new_arbiter(
-        self,
-        symbol: str,
-        *,
-        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        max_levels: int | None = None,
-        max_id_jump: int | None = None,
-    ) -> SymbolArbiter:
-        """``max_levels`` None: the venue's default cap."""
+    def new_arbiter(self, symbol: str, limits: ArbiterLimits) -> SymbolArbiter:
+        """``limits.max_levels`` None: the venue's default cap."""
         ...
 
 
@@ -235,8 +227,8 @@ class VenuePipeline:
     ``rest_snapshots``: a wanted snapshot is fetched over REST (:class:`FetchSnapshot`);
     otherwise every connection that is up resubscribes the symbol for one in band.
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
-    ``max_levels``: the cap of each book's levels per side; None: the venue's default.
-    ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
+    ``limits``: the bounds of every book's arbiter (its ``max_levels`` None: the venue's
+    default cap; its ``max_id_jump`` None: each link rule's own).
     ``conn_symbols``: the symbols of each connection that carries only some (sharded,
     :func:`gateway.core.limits.plan_connections`; later ones: :meth:`set_connection_symbols`);
     a book is told only of the connections that carry it, watched and resubscribed only on
@@ -253,12 +245,9 @@ class VenuePipeline:
         venue: VenueRules,
         symbols: Sequence[str] | None,
         *,
-        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
-        max_pending: int = DEFAULT_MAX_PENDING,
+        limits: ArbiterLimits = DEFAULT_ARBITER_LIMITS,
         rest_snapshots: bool = False,
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
-        max_levels: int | None = None,
-        max_id_jump: int | None = None,
         conn_symbols: Mapping[int, Collection[str]] | None = None,
         epoch_base: int = 0,
         activity: ActivityLimits | None = None,
@@ -269,13 +258,10 @@ class VenuePipeline:
             conn_id: frozenset(symbol_key(venue.venue, s) for s in symbols)
             for conn_id, symbols in (conn_symbols or {}).items()
         }
-        self.max_levels = max_levels
+        self.limits = limits
         #: Every book's epochs count up from here (the service passes a base unique to
         #: the gateway instance, so epochs do not repeat across restarts).
         self.epoch_base = epoch_base
-        self.reorder_window_ns = reorder_window_ns
-        self.max_pending = max_pending
-        self.max_id_jump = max_id_jump
         self.rest_snapshots = rest_snapshots
         self.trade_conn_ids = set(trade_conn_ids)
         self.stats = VenueStats()
@@ -586,13 +572,7 @@ class VenuePipeline:
         return book
 
     def _new_book(self, key: str, now_ns: int) -> SymbolArbiter:
-        book = self.books[key] = self.venue.new_arbiter(
-            key.partition(":")[2],
-            reorder_window_ns=self.reorder_window_ns,
-            max_pending=self.max_pending,
-            max_levels=self.max_levels,
-            max_id_jump=self.max_id_jump,
-        )
+        book = self.books[key] = self.venue.new_arbiter(key.partition(":")[2], self.limits)
         book.epoch = self.epoch_base
         self.trades.setdefault(key, TradeDedup())
         if isinstance(book, ReplicatedBook):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from gateway.core import pipeline
 from gateway.core.activity import ActivityLimits
-from gateway.core.arbiter import SymbolArbiter
+from gateway.core.arbiter import ArbiterLimits, SymbolArbiter
 from gateway.core.backoff import Backoff
 from gateway.core.budget import AttemptBudget, SharedBudgets
 from gateway.core.limits import PlannedConnection, plan_connections
@@ -161,11 +161,13 @@ class VenueRuntime:
         self.pipeline = pipeline.VenuePipeline(
             self.adapter,
             cfg.symbols,
-            reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
-            max_pending=cfg.max_pending,
-            max_id_jump=cfg.max_id_jump,
+            limits=ArbiterLimits(
+                reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
+                max_pending=cfg.max_pending,
+                max_levels=cfg.max_levels,
+                max_id_jump=cfg.max_id_jump,
+            ),
             rest_snapshots=self.fetcher is not None,
-            max_levels=cfg.max_levels,
             epoch_base=epoch_base,
             activity=None
             if cfg.silence_factor == 0

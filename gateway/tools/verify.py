@@ -44,7 +44,7 @@ from gateway.capture import (
     rest_symbol,
 )
 from gateway.capture.chain import Boundary, ChainedReader
-from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, SymbolArbiter
+from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, ArbiterLimits, SymbolArbiter
 from gateway.core.model import Level, VenueContractError
 from gateway.core.pipeline import VenuePipeline
 from gateway.tools.runtime import int_at_least
@@ -199,7 +199,7 @@ class _Rebuild:
         pipeline = self.pipelines.get(spec.venue)
         if pipeline is None:
             pipeline = self.pipelines[spec.venue] = VenuePipeline(
-                spec, None, reorder_window_ns=self.reorder_window_ns
+                spec, None, limits=ArbiterLimits(reorder_window_ns=self.reorder_window_ns)
             )
         return pipeline
 

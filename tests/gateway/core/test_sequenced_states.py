@@ -13,6 +13,7 @@ import zlib
 import pytest
 
 from feeds.binance import BinanceSpotRule
+from gateway.core.arbiter import ArbiterLimits
 from gateway.core.book import L2Book
 from gateway.core.model import (
     ArbiterEvent,
@@ -168,7 +169,10 @@ WAITING = f"{CROSSED_REASON}; snapshot not used; next snapshot in 1 s"
 
 def book(conns: tuple[int, ...] = (0, 1), checksum: bool = False) -> SequencedBook:
     arb = SequencedBook(
-        KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, checksum=crc if checksum else None
+        KEY,
+        BinanceSpotRule(),
+        ArbiterLimits(reorder_window_ns=WINDOW_NS),
+        checksum=crc if checksum else None,
     )
     for conn in conns:
         arb.on_connection(conn, True, 0)
