@@ -325,23 +325,22 @@ class VenuePipeline:
         if activity is not None and not trade_only:
             activity.frame(conn_id, now_ns / 1e9)
         for event in events:
-            if trade_only and isinstance(event, DepthDiff | DepthSnapshot):
-                self.stats.book_updates_on_trade_connections += 1
-                continue
-            if isinstance(event, DepthDiff):
-                if event.event_ms > 0:
+            if isinstance(event, DepthDiff | DepthSnapshot):
+                if trade_only:
+                    self.stats.book_updates_on_trade_connections += 1
+                    continue
+                if isinstance(event, DepthDiff) and event.event_ms > 0:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
                 if activity is not None:
                     self._active(activity, event.symbol, conn_id, now_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
-                    self._take(book, book.on_diff(event, now_ns), step, now_ns)
-            elif isinstance(event, DepthSnapshot):
-                if activity is not None:
-                    self._active(activity, event.symbol, conn_id, now_ns)
-                book = self._book(event.key, now_ns)
-                if book is not None:
-                    self._take(book, book.on_snapshot(event, now_ns), step, now_ns)
+                    out = (
+                        book.on_diff(event, now_ns)
+                        if isinstance(event, DepthDiff)
+                        else book.on_snapshot(event, now_ns)
+                    )
+                    self._take(book, out, step, now_ns)
             elif isinstance(event, Trade):
                 self._trade(event, step)
             elif isinstance(event, InstrumentPrecision):
