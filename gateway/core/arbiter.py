@@ -36,6 +36,8 @@ DEFAULT_MAX_PENDING: Final = 4096
 #: unused snapshot in a row, up to the maximum.
 SNAPSHOT_RETRY_INITIAL_S: Final = 1.0
 SNAPSHOT_RETRY_MAX_S: Final = 60.0
+#: Why subscribers are told ``stale`` when no connection carrying the symbol is up.
+ALL_DOWN_REASON: Final = "every upstream connection down"
 #: Default bound of a plausible id jump, for a link rule that declares none
 #: (:attr:`LinkRule.max_id_jump`).
 DEFAULT_MAX_ID_JUMP: Final = 10**8

@@ -60,6 +60,7 @@ from typing import Final
 from sortedcontainers import SortedKeyList
 
 from gateway.core.arbiter import (
+    ALL_DOWN_REASON,
     DEFAULT_ARBITER_LIMITS,
     DEFAULT_MAX_ID_JUMP,
     ArbiterLimits,
@@ -324,8 +325,6 @@ STATUS_TRANSITIONS: Final[Table[SymbolState, StatusEvent, StatusAction]] = {
     (_St.RESYNCING, _SE.VENUE_RESET): (_St.RESYNCING, _ANNOUNCE),
 }
 
-_ALL_DOWN: Final = "every upstream connection down"
-
 
 class _Applied(enum.Enum):
     APPLIED = "applied"
@@ -449,7 +448,7 @@ class SequencedBook:
             return out
         self._conn_high.pop(conn_id, None)
         if not self._conn_high:
-            self._status(StatusEvent.ALL_DOWN, _ALL_DOWN, out)
+            self._status(StatusEvent.ALL_DOWN, ALL_DOWN_REASON, out)
         self._check_hole(now_ns, out)
         return out
 
@@ -605,7 +604,7 @@ class SequencedBook:
                 if self._conn_high:
                     self._status(StatusEvent.RESET_WITH_CONNECTION, reason, out)
                 else:
-                    self._status(StatusEvent.RESET_WITHOUT_CONNECTION, _ALL_DOWN, out)
+                    self._status(StatusEvent.RESET_WITHOUT_CONNECTION, ALL_DOWN_REASON, out)
             elif action is SyncAction.START_HOLE_CLOCK:
                 self._hole_since_ns = now_ns
             elif action is SyncAction.STOP_HOLE_CLOCK:
