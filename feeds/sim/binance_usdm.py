@@ -51,7 +51,7 @@ from feeds import binance_usdm as usdm
 from feeds.binance import depth_stream
 from feeds.binance_usdm import trade_stream
 from feeds.sim.binance_spot import BinanceSpotProtocol, rest_error_body
-from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
+from feeds.sim.book_process import Batch, BookProcess, RangeChange, SimTrade, parse_e8
 from feeds.sim.connection import Publication, RestAnswer
 from feeds.sim.rewrite import WireShape
 from gateway.core.book import L2Book
@@ -81,19 +81,10 @@ STREAM_SHAPE: Final = WireShape(
 )
 
 
-class UsdmEvent(msgspec.Struct, frozen=True, gc=False):
-    """One futures diff: ids ``first_id..last_id`` (``U..u``), ``prev_id`` (``pu``).
+class UsdmEvent(RangeChange, frozen=True, gc=False):
+    """One futures diff: ids ``first_id..last_id`` (``U..u``) after ``prev_id`` (``pu``)."""
 
-    Levels are absolute ``(price, qty)`` strings, bids best first, asks best first; a
-    ``"0.00000000"`` quantity removes the level.
-    """
-
-    symbol: str
-    first_id: int
-    last_id: int
     prev_id: int
-    bids: tuple[Level, ...]
-    asks: tuple[Level, ...]
 
 
 class UsdmBook:
