@@ -186,7 +186,7 @@ def _binance_session() -> list[CaptureRecord]:
             inline_snapshot_url("BTCUSDT"),
             binance_spot.snapshot_body(100, [("10", "1"), ("9", "2")], [("11", "1")]).decode(),
         ),
-        _ws(2_000, 0, binance_spot.depth_frame("btcusdt", 101, 102, [("9", "5")], [], 2).decode()),
+        _ws(2_000, 0, binance_spot.depth_frame("btcusdt", 101, 102, [("9", "5")], [], 2)),
         _ws(3_000, 0, binance_spot.depth_frame("btcusdt", 103, 105, [("10", "0")], [], 3)),
         _ws(4_000, 0, binance_spot.depth_frame("btcusdt", 106, 106, [], [("12", "3")], 4)),
     ]
