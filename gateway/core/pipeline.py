@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
 import msgspec
@@ -63,6 +62,7 @@ from gateway.core.rejections import named_symbols
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook
 from gateway.core.snapshots import SnapshotAttempts
+from gateway.core.stats import VenueStats
 
 log = logging.getLogger(__name__)
 
@@ -183,35 +183,6 @@ class BookState(NamedTuple):
     seq: int
     venue_id: int
     state: SymbolState
-
-
-@dataclass
-class VenueStats:
-    """Counted by the pipeline: the venue breaking its contract, and what it led to."""
-
-    #: Frames (and REST snapshot bodies) the venue parser rejected.
-    bad_frames: int = 0
-    #: Book updates and snapshots for symbols the pipeline does not carry.
-    unknown_symbols: int = 0
-    notices: int = 0
-    #: Connection-wide sequence jumps (the connection lost messages and is resubscribed).
-    connection_gaps: int = 0
-    #: Resubscribe actions given.
-    resubscribes: int = 0
-    #: Book updates and snapshots on a trade-only connection: never given to the books,
-    #: whose trust in a connection (stale when every book connection is down) they would break.
-    book_updates_on_trade_connections: int = 0
-    #: Books (or replicas) the venue left crossed, on a venue whose books never cross
-    #: (each symbol's count: ``SymbolStats.crossed_faults``).
-    crossed_books: int = 0
-    #: REST snapshots discarded unused: answers to a superseded fetch attempt.
-    snapshots_superseded: int = 0
-    #: A symbol's channel found dead on a connection that carries other traffic
-    #: (:mod:`gateway.core.activity`), and dead channels that came back.
-    silent_channels: int = 0
-    revived_channels: int = 0
-    #: Symbols the venue refused (an error reply or a close reason naming them).
-    rejected_symbols: int = 0
 
 
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()

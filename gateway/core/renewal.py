@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
+from gateway.core.stats import SlotRenewals
 from gateway.core.transitions import Table, transition
 
 #: Share of ``max_connection_age_s`` over which connections' ages are spread at random, so
@@ -121,20 +121,6 @@ class CloseConnection(msgspec.Struct, frozen=True, gc=False):
 
 
 Command = OpenReplacement | CloseConnection
-
-
-@dataclass
-class SlotRenewals:
-    """Counted per slot (exported per slot by the metrics)."""
-
-    #: Renewals asked for, by cause ("age", "notice", "score").
-    due: dict[str, int]
-    #: Renewals completed with the replacement caught up before the old connection closed.
-    caught_up: int = 0
-    #: Renewals whose replacement did not catch up within ``renew_timeout_s``.
-    timed_out: int = 0
-    #: Renewals ended because the old connection went down first.
-    old_down: int = 0
 
 
 class _Slot:

@@ -22,7 +22,6 @@ from typing import Final
 from gateway.core.arbiter import (
     ALL_DOWN_REASON,
     Checksum,
-    SymbolStats,
     crossed_reason,
     snapshot_retry,
     snapshot_retry_backoff,
@@ -44,6 +43,7 @@ from gateway.core.model import (
     SymbolState,
     log_fields,
 )
+from gateway.core.stats import SymbolStats
 from gateway.core.transitions import Table, transition
 
 log = logging.getLogger(__name__)

@@ -67,7 +67,6 @@ from gateway.core.arbiter import (
     Checksum,
     Link,
     LinkRule,
-    SymbolStats,
     crossed_reason,
     snapshot_retry,
     snapshot_retry_backoff,
@@ -96,6 +95,7 @@ from gateway.core.model import (
     SymbolState,
     log_fields,
 )
+from gateway.core.stats import SymbolStats
 from gateway.core.transitions import Table, transition
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hmac
 import http
 import itertools
@@ -64,6 +63,7 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.core.ratelimit import TokenBucket
+from gateway.core.stats import FanoutStats
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_answer
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog
@@ -161,36 +161,6 @@ def _frame_json(msg: ServerMessage) -> bytes:
 
 def _frame_msgpack(msg: ServerMessage) -> bytes:
     return build_frame(encode_msgpack(msg), binary=True)
-
-
-@dataclasses.dataclass(slots=True)
-class FanoutStats:
-    """Counters over the fanout's life (``subscribers`` is the current count)."""
-
-    subscribers: int = 0
-    subscribers_total: int = 0
-    rejected: int = 0
-    messages_sent: int = 0
-    bytes_sent: int = 0
-    #: Transport writes: a subscriber's messages of one loop turn go out in one write.
-    writes: int = 0
-    dropped: int = 0
-    conflations: int = 0
-    slow_disconnects: int = 0
-    bad_requests: int = 0
-    #: Subscribers closed with 1011 because serving them raised (a bug, isolated).
-    subscriber_errors: int = 0
-    #: Close frames the gateway sent first, by close code (1008, 1009, 1011, 1013...).
-    closes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
-    #: Requests refused because of the connection's request rate (``rate_limited``).
-    rate_limited: int = 0
-    #: HTTP requests refused at the handshake, by status (401, 403, 404).
-    http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
-    #: Symbols recovered from the ring (``subscribe.recover``), deltas re-sent for them,
-    #: and symbols whose recovery could not be served (a snapshot instead).
-    recoveries: int = 0
-    recovered_messages: int = 0
-    recovery_misses: int = 0
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):

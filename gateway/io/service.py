@@ -24,9 +24,10 @@ from collections.abc import Callable
 import msgspec
 
 from gateway.core import pipeline
-from gateway.core.arbiter import SymbolArbiter, SymbolStats
+from gateway.core.arbiter import SymbolArbiter
 from gateway.core.budget import SharedBudgets
 from gateway.core.model import SymbolState
+from gateway.core.stats import SymbolStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout

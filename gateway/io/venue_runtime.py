@@ -39,6 +39,7 @@ from gateway.core.score import (
     StandbyPolicy,
     Totals,
 )
+from gateway.core.stats import VenueStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.logs import LimitedLog
@@ -482,7 +483,7 @@ class VenueRuntime:
         return {conn_id: self.slots[c.slot].symbols for conn_id, c in self.connections.items()}
 
     @property
-    def stats(self) -> pipeline.VenueStats:
+    def stats(self) -> VenueStats:
         return self.pipeline.stats
 
     @property
