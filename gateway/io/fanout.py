@@ -65,7 +65,7 @@ from gateway.core.model import (
 from gateway.core.pipeline import BookState
 from gateway.core.ratelimit import TokenBucket
 from gateway.io.changes import StateChanges
-from gateway.io.health import HttpAnswer, HttpRoute, health_answer
+from gateway.io.health import HttpAnswer, HttpRoute, health_document
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog
 from gateway.wire.config import ListenError, ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
@@ -1277,13 +1277,13 @@ class Fanout:
         ]
 
     def _healthz(self) -> HttpAnswer:
-        return health_answer(
+        return health_document(
             self._view.symbols(),
             self._reasons,
             len(self._subs),
             self.server.healthz_not_live_share,
             self._since_ns,
-        )
+        ).answer()
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """The handshake's checks, in order: the Origin (403), the token (401), the path
