@@ -409,6 +409,10 @@ class Fanout:
         self.ping_interval_s = ping_interval_s
         self._token = None if server.token is None else server.token.encode()
         self.allowed_origins = frozenset(server.allowed_origins)
+        #: HTTP GET routes served on the subscriber port beside the WebSocket endpoint
+        #: (:data:`WEBSOCKET_PATH`); any other path is answered 404. Routes are added
+        #: with ``http_routes`` or here, before :meth:`serve`; the Origin and token checks
+        #: apply to every route.
         self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz, **(http_routes or {})}
         self.flow_policy = FlowPolicy(
             max_buffer_bytes=server.max_buffer_bytes,
