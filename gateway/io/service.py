@@ -64,7 +64,7 @@ class Service:
         self.metrics = metrics_registry(self)
         #: This process: its id (told to subscribers) and the base of every epoch.
         self.instance = new_instance(time.time_ns(), secrets.randbits(32))
-        self.fanout = Fanout.from_config(
+        self.fanout = Fanout(
             self,
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},

@@ -415,20 +415,18 @@ class VenueRuntime:
             }
             action = self.standby.evaluate(primaries, now_s)
             if action is StandbyAction.CONNECT:
-                log.warning(
-                    "%s: every primary endpoint silent for %g s; connecting the standby endpoints",
-                    cfg.venue,
+                self._venue_log(
+                    logging.WARNING,
+                    "every primary endpoint silent for %g s; connecting the standby endpoints",
                     cfg.standby_after_s,
-                    extra={"venue": cfg.venue},
                 )
                 for slot in self.standby_slots:
                     self.renewals.add(slot, self._open(slot).conn_id)
             elif action is StandbyAction.RELEASE:
-                log.info(
-                    "%s: primaries healthy for %g s; releasing the standby endpoints",
-                    cfg.venue,
+                self._venue_log(
+                    logging.INFO,
+                    "primaries healthy for %g s; releasing the standby endpoints",
                     cfg.standby_release_after_s,
-                    extra={"venue": cfg.venue},
                 )
                 for slot in self.standby_slots:
                     conn_ids, commands = self.renewals.remove(slot)
@@ -436,6 +434,12 @@ class VenueRuntime:
                         self.pipeline.unwatch_catch_up(conn_id)
                         self._stop(conn_id)
                     self._renew(commands)
+
+    def _venue_log(self, level: int, message: str, *args: object) -> None:
+        """A line about the venue as a whole: ``message`` after the venue's name, which
+        it also carries as its ``venue`` field."""
+        venue = self.cfg.venue
+        log.log(level, "%s: " + message, venue, *args, extra={"venue": venue})
 
     def _totals(self, connection: Connection, now_s: float) -> Totals:
         """The counters of ``connection`` the score is computed from."""
