@@ -1,15 +1,19 @@
-"""Fixtures for the asyncio tests of the gateway's shells and tools.
+"""The harness of the asyncio tests of the gateway's shells and tools.
 
-``run(main, timeout_s)`` runs ``main()`` on a fresh event loop, bounded in time;
-``wait_until(changes, predicate, timeout_s)`` waits, bounded, for a condition checked after
-every notification of ``changes`` (a :class:`StateChanges` the code under test, or the
-test's own recorder, notifies); ``run_until(main, changes, predicate, timeout_s)`` runs
-``main()`` (a loop that runs until cancelled) as a task until the condition holds.
+An ``async def`` test runs on a fresh event loop, bounded in time: 20 s, or the seconds of
+its ``@pytest.mark.async_timeout_s(seconds)`` (a TimeoutError past them). Fixtures:
+``run(main, timeout_s)`` does the same for ``main()``, for a test that runs several loops (a
+hypothesis test: one per example); ``wait_until(changes, predicate, timeout_s)`` waits,
+bounded, for a condition checked after every notification of ``changes`` (a
+:class:`StateChanges` the code under test, or the test's own recorder, notifies);
+``run_until(main, changes, predicate, timeout_s)`` runs ``main()`` (a loop that runs until
+cancelled) as a task until the condition holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -38,7 +42,31 @@ class RunUntil(Protocol):
     ) -> None: ...
 
 
-def run_bounded(main: Callable[[], Awaitable[object]], timeout_s: float = 20.0) -> None:
+ASYNC_TIMEOUT_S = 20.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"async_timeout_s(seconds): the bound of an async test's run ({ASYNC_TIMEOUT_S} s without)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Runs an ``async def`` test with ``asyncio.run``, bounded by ``asyncio.timeout``;
+    other tests are left to pytest."""
+    test = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(test):
+        return None
+    marker = pyfuncitem.get_closest_marker("async_timeout_s")
+    timeout_s = ASYNC_TIMEOUT_S if marker is None else float(marker.args[0])
+    arguments = {name: pyfuncitem.funcargs[name] for name in inspect.signature(test).parameters}
+    run_bounded(lambda: test(**arguments), timeout_s)
+    return True
+
+
+def run_bounded(main: Callable[[], Awaitable[object]], timeout_s: float = ASYNC_TIMEOUT_S) -> None:
     """``asyncio.run(main())``, failing with TimeoutError after ``timeout_s``."""
 
     async def bounded() -> None:

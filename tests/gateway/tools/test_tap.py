@@ -12,7 +12,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -27,9 +26,6 @@ from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
 from gateway.wire import protocol as p
 from tests.subscriber import mdgateway_output
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "binance:BTCUSDT"
@@ -166,7 +162,9 @@ async def _send(ws: ServerConnection, *msgs: p.ServerMessage) -> None:
         await ws.send(p.encode_json(msg).decode())
 
 
-async def _gap_and_cross(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_fake_gateway_gap_and_crossed_book_are_counted_and_fail(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     requests: list[object] = []
 
     async def script(ws: ServerConnection) -> None:
@@ -199,13 +197,9 @@ async def _gap_and_cross(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
 
 
-def test_fake_gateway_gap_and_crossed_book_are_counted_and_fail(
-    capsys: pytest.CaptureFixture[str], run: Run
+async def test_a_connection_closed_by_the_gateway_ends_the_tap_and_fails(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    run(lambda: _gap_and_cross(capsys), 20)
-
-
-async def _closed_early(capsys: pytest.CaptureFixture[str]) -> None:
     async def script(ws: ServerConnection) -> None:
         await ws.recv()
         await _send(ws, _snap(0, [("100", "1")], [("101", "1")]))
@@ -218,23 +212,9 @@ async def _closed_early(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
 
 
-def test_a_connection_closed_by_the_gateway_ends_the_tap_and_fails(
-    capsys: pytest.CaptureFixture[str], run: Run
-) -> None:
-    run(lambda: _closed_early(capsys), 20)
-
-
-def test_an_unreachable_gateway_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], run: Run
-) -> None:
-    codes: list[int] = []
-
-    async def tap() -> None:
-        # Port 9 (discard) on loopback: nothing listens there in the test environment.
-        codes.append(await run_tap(_args("ws://127.0.0.1:9/")))
-
-    run(tap, 20)
-    [code] = codes
+async def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # Port 9 (discard) on loopback: nothing listens there in the test environment.
+    code = await run_tap(_args("ws://127.0.0.1:9/"))
     assert code == 2
     assert "cannot connect to ws://127.0.0.1:9/" in capsys.readouterr().err
 
@@ -275,7 +255,10 @@ class _WatchedTap(Tap):
             await self.changes.wait_until(predicate)
 
 
-async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.async_timeout_s(40)
+async def test_tap_follows_the_gateway_with_no_gap_and_its_book(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     async with _gateway() as (sim, service, url):
         tap = _WatchedTap(url, KEY)
         stop = asyncio.Event()
@@ -305,13 +288,8 @@ async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
         assert "unknown_symbol" in capsys.readouterr().err
 
 
-def test_tap_follows_the_gateway_with_no_gap_and_its_book(
-    capsys: pytest.CaptureFixture[str], run: Run
-) -> None:
-    run(lambda: _tap_the_gateway(capsys), 40)
-
-
-async def _cli_json() -> None:
+@pytest.mark.async_timeout_s(45)
+async def test_cli_tap_prints_one_json_object_and_exits_zero() -> None:
     async with _gateway() as (_sim, _service, url):
         code, stdout, stderr = await mdgateway_output(
             "tap", url, "--symbol", KEY, "--json", "--duration", "1.5", timeout_s=30
@@ -321,10 +299,6 @@ async def _cli_json() -> None:
         assert list(report)[:7] == DOCUMENTED_KEYS
         assert report["snapshots"] == 1 and report["gaps"] == 0 and report["deltas"] > 0
         assert report["bids"] and report["asks"] and report["ok"] is True
-
-
-def test_cli_tap_prints_one_json_object_and_exits_zero(run: Run) -> None:
-    run(_cli_json, 45)
 
 
 # --- the verdict on the symbol's state, the status lines on a terminal ----------------------
@@ -365,17 +339,13 @@ def _answering(*msgs: p.ServerMessage) -> Callable[[ServerConnection], Awaitable
     return script
 
 
-async def _stale_at_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_symbol_that_ends_stale_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     script = _answering(p.Status(KEY, SymbolState.STALE, "every endpoint down"))
     async with _fake_gateway(script) as url:
         code = await run_tap(_args(url, duration=0.5))
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "stale" and report["gaps"] == 0 and report["ok"] is False
     assert code == 1
-
-
-def test_a_symbol_that_ends_stale_exits_1(capsys: pytest.CaptureFixture[str], run: Run) -> None:
-    run(lambda: _stale_at_the_end(capsys), 20)
 
 
 class _Terminal:
@@ -404,7 +374,8 @@ class _Terminal:
             await self.changes.wait_until(predicate)
 
 
-async def _tap_on_a_terminal() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_tap_on_a_terminal_prints_status_lines_and_its_summary_on_ctrl_c() -> None:
     import pty
 
     async with _fake_gateway(_answering(_delta(1, (("100", "2"),)))) as url:
@@ -439,7 +410,3 @@ async def _tap_on_a_terminal() -> None:
             os.close(master_fd)
     assert process.returncode == 0, stderr.decode()
     assert f"tap {KEY}: OK" in terminal.text and "deltas 1" in terminal.text
-
-
-def test_tap_on_a_terminal_prints_status_lines_and_its_summary_on_ctrl_c(run: Run) -> None:
-    run(_tap_on_a_terminal, 60)

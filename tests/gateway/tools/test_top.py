@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import http
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -24,9 +23,6 @@ from gateway.tools.runtime import UsageError
 from gateway.tools.top import BookFollower, gateway_urls
 from gateway.wire.config import Config
 from tests.subscriber import mdgateway_output, serving
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 KEYS = [f"binance:{symbol}" for symbol in SYMBOLS]
@@ -61,7 +57,8 @@ async def _running(config: Config) -> AsyncIterator[Service]:
             task.cancel()
 
 
-async def _top_of_a_running_gateway() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gateway() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         config = demo_config([(binance, sim)], port=0)
@@ -109,11 +106,8 @@ async def _top_of_a_running_gateway() -> None:
             assert "Upstream endpoints" in lines and "Subscribers" in lines
 
 
-def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gateway(run: Run) -> None:
-    run(_top_of_a_running_gateway, 60)
-
-
-async def _a_gateway_with_a_token() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_a_gateway_with_a_token_is_read_with_token() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         config = demo_config([(binance, sim)], port=0)
@@ -136,11 +130,8 @@ async def _a_gateway_with_a_token() -> None:
             assert "book stream" not in out.splitlines()[0], "no error of the WebSocket"
 
 
-def test_a_gateway_with_a_token_is_read_with_token(run: Run) -> None:
-    run(_a_gateway_with_a_token, 60)
-
-
-async def _follow_a_gateway_that_goes_away() -> None:
+@pytest.mark.async_timeout_s(40)
+async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gateway_goes() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         service = Service(demo_config([(binance, sim)], port=0))
@@ -170,12 +161,6 @@ async def _follow_a_gateway_that_goes_away() -> None:
             assert all(tops[k].state is SymbolState.STALE for k in KEYS)
             assert follower.error is not None and "book stream" in follower.error
             following.cancel()
-
-
-def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gateway_goes(
-    run: Run,
-) -> None:
-    run(_follow_a_gateway_that_goes_away, 40)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -249,7 +234,8 @@ async def _top_once(*args: str) -> tuple[int, str]:
     return code, err
 
 
-async def _refusals() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_a_url_that_is_not_a_gateway_and_a_token_needed_are_named() -> None:
     async with _http_server(http.HTTPStatus.NOT_FOUND, b"nothing here\n") as url:
         assert await _top_once(url) == (
             2,
@@ -268,7 +254,3 @@ async def _refusals() -> None:
         code, err = await _top_once(f"{url}/?token={TOKEN}")
         assert code == 2
         assert err.startswith(f"mdgateway top: {url} is not an mdgateway gateway: ")
-
-
-def test_a_url_that_is_not_a_gateway_and_a_token_needed_are_named(run: Run) -> None:
-    run(_refusals, 60)
