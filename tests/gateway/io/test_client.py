@@ -8,7 +8,7 @@ import itertools
 import socket
 from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -26,12 +26,9 @@ from gateway.io.client import (
     subscribe,
 )
 from gateway.io.fanout import Fanout
+from tests.gateway.harness import wait_until
 
-from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, trade
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import WaitUntil
-    from tests.gateway.io.conftest import Serving, StartServing
+from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving, start_serving, trade
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -110,9 +107,7 @@ def status_of(symbol: str) -> Callable[[Event], bool]:
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-async def test_client_yields_consistent_books_and_recovers_from_a_gap(
-    wire_format: str, serving: Serving
-) -> None:
+async def test_client_yields_consistent_books_and_recovers_from_a_gap(wire_format: str) -> None:
     view, fanout = live_fanout(BIDS, ASKS)
     async with serving(fanout), asyncio.TaskGroup() as tasks:
         client = GatewayClient(
@@ -169,9 +164,7 @@ async def test_client_yields_consistent_books_and_recovers_from_a_gap(
         assert fanout.stats.bad_requests == 0
 
 
-async def test_bbo_trades_and_status_changes_are_typed_events_stamped_on_receipt(
-    serving: Serving,
-) -> None:
+async def test_bbo_trades_and_status_changes_are_typed_events_stamped_on_receipt() -> None:
     view, fanout = live_fanout(BIDS, ASKS)
     clock = itertools.count(1_700_000_000_000_000_000)
     async with serving(fanout), asyncio.TaskGroup() as tasks:
@@ -259,7 +252,6 @@ class Following(NamedTuple):
 
 async def following(
     tasks: asyncio.TaskGroup,
-    start_serving: StartServing,
     fanout: Fanout,
     view: FakeView,
     **options: Any,
@@ -285,14 +277,14 @@ def is_recovery(event: Event) -> bool:
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
 async def test_client_recovers_every_missed_delta_after_the_connection_drops(
-    wire_format: str, start_serving: StartServing
+    wire_format: str,
 ) -> None:
     """The same gateway instance (its server restarted, its fan-out and rings kept): the
     kept book goes on with the deltas it missed, seq-continuous, and no snapshot."""
 
     view, fanout = live_fanout(BIDS, ASKS)
     async with asyncio.TaskGroup() as tasks:
-        f = await following(tasks, start_serving, fanout, view, wire_format=wire_format)
+        f = await following(tasks, fanout, view, wire_format=wire_format)
         client, consumer, port = f.client, f.consumer, fanout.port
         fanout.publish([view.delta(KEY, bids=[("99.90", "1")])])
         await consumer.until(delta_of(KEY, 1))
@@ -322,13 +314,11 @@ async def test_client_recovers_every_missed_delta_after_the_connection_drops(
         await f.close()
 
 
-async def test_a_client_back_after_the_ring_moved_on_gets_a_snapshot(
-    start_serving: StartServing,
-) -> None:
+async def test_a_client_back_after_the_ring_moved_on_gets_a_snapshot() -> None:
     now_s = [0.0]
     view, fanout = live_fanout(BIDS, ASKS, recovery_age_s=10.0, clock_s=lambda: now_s[0])
     async with asyncio.TaskGroup() as tasks:
-        f = await following(tasks, start_serving, fanout, view)
+        f = await following(tasks, fanout, view)
         port = fanout.port
         f.server.cancel()
         await f.consumer.until(status_of(KEY))
@@ -346,13 +336,13 @@ async def test_a_client_back_after_the_ring_moved_on_gets_a_snapshot(
         await f.close()
 
 
-async def test_a_client_of_a_restarted_gateway_gets_a_snapshot(start_serving: StartServing) -> None:
+async def test_a_client_of_a_restarted_gateway_gets_a_snapshot() -> None:
     """Another gateway instance on the same port: nothing of the old epochs is known, the
     client is told it was not recovered and its book restarts from a snapshot."""
 
     view, fanout = live_fanout(BIDS, ASKS)
     async with asyncio.TaskGroup() as tasks:
-        f = await following(tasks, start_serving, fanout, view)
+        f = await following(tasks, fanout, view)
         port = fanout.port
         f.server.cancel()
         await f.consumer.until(status_of(KEY))
@@ -370,9 +360,7 @@ async def test_a_client_of_a_restarted_gateway_gets_a_snapshot(start_serving: St
         await f.close()
 
 
-async def test_client_without_recovery_reconnects_after_the_gateway_restarts(
-    wait_until: WaitUntil, start_serving: StartServing
-) -> None:
+async def test_client_without_recovery_reconnects_after_the_gateway_restarts() -> None:
     view, fanout = live_fanout(BIDS, ASKS)
     async with asyncio.TaskGroup() as tasks:
         server = await start_serving(tasks, fanout, 0)
@@ -422,9 +410,7 @@ def _refused_port() -> int:
     return port
 
 
-async def test_the_urls_are_tried_in_order_and_a_lost_gateway_fails_over_to_the_next(
-    start_serving: StartServing,
-) -> None:
+async def test_the_urls_are_tried_in_order_and_a_lost_gateway_fails_over_to_the_next() -> None:
     view, first = live_fanout(BIDS, ASKS)
     second = Fanout(view)
     async with asyncio.TaskGroup() as tasks:
@@ -449,9 +435,7 @@ async def test_the_urls_are_tried_in_order_and_a_lost_gateway_fails_over_to_the_
         second_server.cancel()
 
 
-async def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
-    start_serving: StartServing,
-) -> None:
+async def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise() -> None:
     _view, fanout = live_fanout(BIDS, ASKS)
     async with asyncio.TaskGroup() as tasks:
         server = await start_serving(tasks, fanout, 0)
@@ -475,9 +459,7 @@ async def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
             await anext(client)
 
 
-async def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url(
-    start_serving: StartServing,
-) -> None:
+async def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url() -> None:
     token = "client-token-0123456789"
     _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1, token=token)
     async with asyncio.TaskGroup() as tasks:

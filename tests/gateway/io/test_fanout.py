@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -32,6 +31,7 @@ from gateway.wire.protocol import (
     Unsubscribed,
     decode_server_message,
 )
+from tests.gateway.harness import wait_until
 
 from .fanout_helpers import (
     KEY,
@@ -42,13 +42,10 @@ from .fanout_helpers import (
     levels,
     live_fanout,
     plain,
+    serving,
     sub,
     trade,
 )
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import WaitUntil
-    from tests.gateway.io.conftest import Serving
 
 BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -69,9 +66,7 @@ def test_build_frame_equals_websockets_serialization(size: int) -> None:
         assert build_frame(payload, binary=binary) == expected
 
 
-async def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
-    serving: Serving,
-) -> None:
+async def test_two_subscribers_get_identical_bytes_and_a_consistent_stream() -> None:
     view = FakeView()
     fanout = Fanout(view, max_buffer_bytes=1 << 20)
     async with serving(fanout):
@@ -114,7 +109,7 @@ async def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
 
 
 async def test_each_delta_is_encoded_once_per_format_in_use(
-    monkeypatch: pytest.MonkeyPatch, serving: Serving
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     built: list[str] = []
     real_json, real_msgpack = fanout_module._frame_json, fanout_module._frame_msgpack
@@ -149,7 +144,7 @@ async def test_each_delta_is_encoded_once_per_format_in_use(
             assert msg.bids == (("99.00", "0"),)
 
 
-async def test_late_joiner_gets_status_then_snapshot_at_the_current_seq(serving: Serving) -> None:
+async def test_late_joiner_gets_status_then_snapshot_at_the_current_seq() -> None:
     view, fanout = live_fanout(BIDS, ASKS)
     for i in range(5):
         fanout.publish([view.delta(KEY, bids=[(f"98.{i}0", "1")])])
@@ -170,9 +165,7 @@ async def test_late_joiner_gets_status_then_snapshot_at_the_current_seq(serving:
             assert (delta.epoch, delta.seq) == (1, 6)
 
 
-async def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces(
-    serving: Serving,
-) -> None:
+async def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces() -> None:
     view = FakeView()
     fanout = Fanout(view)
     async with serving(fanout):
@@ -203,7 +196,7 @@ async def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_repl
             assert snap.bids == [("50.00", "1")]
 
 
-async def test_channels_formats_requests_and_errors(serving: Serving) -> None:
+async def test_channels_formats_requests_and_errors() -> None:
     view, fanout = live_fanout(BIDS, ASKS, clock_ns=lambda: 5)
     async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
         # Bad requests get an error and the connection keeps working.
@@ -274,7 +267,7 @@ async def test_channels_formats_requests_and_errors(serving: Serving) -> None:
         assert decode_server_message(await ws.recv()) == Pong(None)  # nothing before it
 
 
-async def test_healthz_over_http_on_the_same_port(serving: Serving) -> None:
+async def test_healthz_over_http_on_the_same_port() -> None:
     _view, fanout = live_fanout(BIDS, ASKS)
     async with serving(fanout):
         reader, writer = await asyncio.open_connection("127.0.0.1", fanout.port)
@@ -292,7 +285,7 @@ async def test_healthz_over_http_on_the_same_port(serving: Serving) -> None:
     assert {"symbol": KEY, "state": "live"} in doc["symbols"]
 
 
-async def test_max_subscribers_refuses_with_1013(serving: Serving) -> None:
+async def test_max_subscribers_refuses_with_1013() -> None:
     fanout = Fanout(FakeView(), max_subscribers=1)
     async with serving(fanout):
         url = f"ws://127.0.0.1:{fanout.port}/"
@@ -346,9 +339,7 @@ async def _read_book(client: RawClient, view: FakeView, until_seq: int) -> tuple
 
 
 @pytest.mark.async_timeout_s(40)
-async def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one(
-    serving: Serving, wait_until: WaitUntil
-) -> None:
+async def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one() -> None:
     view = FakeView()
     fanout = Fanout(
         view,
@@ -400,9 +391,7 @@ async def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one(
 
 @pytest.mark.parametrize("rule", ["conflations", "deadline"])
 @pytest.mark.async_timeout_s(40)
-async def test_slow_subscriber_is_disconnected_with_1008(
-    rule: str, serving: Serving, wait_until: WaitUntil
-) -> None:
+async def test_slow_subscriber_is_disconnected_with_1008(rule: str) -> None:
     view = FakeView()
     now_s = 100.0  # the policy's clock, driven here
 
@@ -459,7 +448,7 @@ async def test_serve_stops_cleanly_on_cancel() -> None:
 
 
 async def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_else_notices(
-    serving: Serving, wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A trade id beyond 64 bits encodes in JSON but not in MessagePack: serving the
     msgpack subscriber raises inside ``publish``. Only that subscriber is closed."""
@@ -501,9 +490,7 @@ async def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_el
 
 
 @pytest.mark.parametrize("state", ["live", "syncing"])
-async def test_a_depth_beyond_the_limit_is_refused_and_the_symbol_serves_on(
-    state: str, serving: Serving
-) -> None:
+async def test_a_depth_beyond_the_limit_is_refused_and_the_symbol_serves_on(state: str) -> None:
     """Tracker issue 8: a depth of 2**63 once reached ``L2Book.bids`` inside ``publish``."""
 
     view, fanout = live_fanout(BIDS, ASKS)
@@ -529,7 +516,7 @@ async def test_a_depth_beyond_the_limit_is_refused_and_the_symbol_serves_on(
 
 
 async def test_an_oversize_request_is_closed_with_1009_counted_and_logged_as_sent(
-    serving: Serving, wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("INFO", logger="gateway.io.fanout")
     _view, fanout = live_fanout(BIDS, ASKS, max_request_bytes=1024)
@@ -553,7 +540,7 @@ async def test_an_oversize_request_is_closed_with_1009_counted_and_logged_as_sen
 
 
 async def test_refused_connections_are_logged_at_a_limited_rate(
-    serving: Serving, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("WARNING", logger="gateway.io.fanout")
     fanout = Fanout(FakeView(), max_subscribers=0)
@@ -569,7 +556,7 @@ async def test_refused_connections_are_logged_at_a_limited_rate(
     assert len(refused) == 5  # LogLimiter's burst per cause; the other 3 are counted
 
 
-async def test_max_subscriptions_per_connection(serving: Serving) -> None:
+async def test_max_subscriptions_per_connection() -> None:
     _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1)
     async with serving(fanout), connect(f"ws://127.0.0.1:{fanout.port}/") as ws:
         await ws.send(sub([KEY], channels=["book", "bbo", "trade"]))
@@ -593,7 +580,7 @@ async def test_max_subscriptions_per_connection(serving: Serving) -> None:
         )
 
 
-async def test_a_status_says_since_when_the_symbol_is_in_its_state(serving: Serving) -> None:
+async def test_a_status_says_since_when_the_symbol_is_in_its_state() -> None:
     now_ns = [1_000]
     view = FakeView()
     fanout = Fanout(view, clock_ns=lambda: now_ns[0])

@@ -3,22 +3,17 @@ frames intact and in order; the pending bytes count for the slow-subscriber poli
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 
 from gateway.wire.protocol import Delta, Snapshot, Status, Subscribed
+from tests.gateway.harness import wait_until
 
-from .fanout_helpers import KEY, RawClient, levels, live_fanout
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import WaitUntil
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, RawClient, levels, live_fanout, serving
 
 SUBSCRIBE = msgspec.json.encode({"op": "subscribe", "symbols": [KEY]}).decode()
 
 
-async def test_messages_of_one_turn_go_out_in_one_write_per_subscriber(serving: Serving) -> None:
+async def test_messages_of_one_turn_go_out_in_one_write_per_subscriber() -> None:
     view, fanout = live_fanout(levels(5, 95, -1), levels(5, 105, 1))
     async with serving(fanout):
         clients = [await RawClient.connect(fanout.port) for _ in range(3)]
@@ -42,9 +37,7 @@ async def test_messages_of_one_turn_go_out_in_one_write_per_subscriber(serving: 
         assert fanout.stats.writes - writes == 3, "one write per subscriber"
 
 
-async def test_pending_bytes_count_for_the_slow_subscriber_policy(
-    serving: Serving, wait_until: WaitUntil
-) -> None:
+async def test_pending_bytes_count_for_the_slow_subscriber_policy() -> None:
     """Within one turn nothing reaches the transport, yet the subscriber falls behind once
     its pending frames pass ``max_buffer_bytes``; it is conflated when they have drained."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -16,10 +15,7 @@ from gateway.io import fanout as fanout_module
 from gateway.io.fanout import Fanout
 from gateway.wire.protocol import Delta, ServerMessage, Snapshot, Status, Subscribed
 
-from .fanout_helpers import KEY, RawClient, levels, live_fanout
-
-if TYPE_CHECKING:
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, RawClient, levels, live_fanout, serving
 
 DEPTHS = (1, 3, None)
 
@@ -54,7 +50,7 @@ def _random_update(rng: random.Random) -> tuple[list[Level], list[Level]]:
     return side(90), side(103)
 
 
-async def test_each_depth_holds_the_full_books_top_n_after_every_message(serving: Serving) -> None:
+async def test_each_depth_holds_the_full_books_top_n_after_every_message() -> None:
     """Random publishes of one to three deltas; the subscribers check their book after
     each message against the full book at the message's ``id``."""
     rng = random.Random(5)
@@ -95,9 +91,7 @@ async def test_each_depth_holds_the_full_books_top_n_after_every_message(serving
         )
 
 
-async def test_a_change_beyond_the_depth_sends_nothing_and_one_inside_follows_on(
-    serving: Serving,
-) -> None:
+async def test_a_change_beyond_the_depth_sends_nothing_and_one_inside_follows_on() -> None:
     view, fanout = live_fanout(levels(5, 95, -1), levels(5, 105, 1))
     async with serving(fanout):
         client, snap = await _subscribe(fanout, 2)
@@ -112,9 +106,7 @@ async def test_a_change_beyond_the_depth_sends_nothing_and_one_inside_follows_on
             assert delta.asks == ()
 
 
-async def test_each_depth_is_computed_and_encoded_once(
-    monkeypatch: pytest.MonkeyPatch, serving: Serving
-) -> None:
+async def test_each_depth_is_computed_and_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     encoded: list[ServerMessage] = []
     real_json = fanout_module._frame_json
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -27,10 +26,7 @@ from gateway.wire.protocol import (
     decode_server_message,
 )
 
-from .fanout_helpers import KEY, KEY2, FakeView, live_fanout
-
-if TYPE_CHECKING:
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1")]
@@ -71,7 +67,7 @@ async def subscribed(url: str, **options: object) -> bool:
 
 
 async def test_a_token_is_required_by_header_or_query_and_refused_with_401(
-    serving: Serving, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.io.fanout")
     _view, fanout = live_fanout(BIDS, ASKS, token=TOKEN)
@@ -101,7 +97,7 @@ async def test_a_token_is_required_by_header_or_query_and_refused_with_401(
     assert not any(TOKEN in r.getMessage() for r in caplog.records)
 
 
-async def test_browsers_from_origins_not_listed_are_refused_with_403(serving: Serving) -> None:
+async def test_browsers_from_origins_not_listed_are_refused_with_403() -> None:
     _view, fanout = live_fanout(BIDS, ASKS, allowed_origins=["https://desk.example"])
     async with serving(fanout):
         url = f"ws://127.0.0.1:{fanout.port}/"
@@ -121,7 +117,7 @@ async def test_browsers_from_origins_not_listed_are_refused_with_403(serving: Se
         assert await subscribed(url)
 
 
-async def test_unknown_paths_get_404_and_routes_plug_in(serving: Serving) -> None:
+async def test_unknown_paths_get_404_and_routes_plug_in() -> None:
     _view, fanout = live_fanout(BIDS, ASKS)
     fanout.http_routes["/metrics"] = lambda: HttpAnswer(
         http.HTTPStatus.OK, "text/plain; version=0.0.4", b"subscribers 0\n"
@@ -142,7 +138,7 @@ async def test_unknown_paths_get_404_and_routes_plug_in(serving: Serving) -> Non
         assert fanout.stats.http_refused == {404: 3}
 
 
-async def test_the_request_rate_is_limited_per_connection(serving: Serving) -> None:
+async def test_the_request_rate_is_limited_per_connection() -> None:
     now_s = 50.0
     view, fanout = live_fanout(
         BIDS, ASKS, requests_per_s=2.0, request_burst=2, clock_s=lambda: now_s
@@ -184,7 +180,7 @@ async def test_the_request_rate_is_limited_per_connection(serving: Serving) -> N
         del view
 
 
-async def test_the_limits_come_from_the_configuration(serving: Serving) -> None:
+async def test_the_limits_come_from_the_configuration() -> None:
     config = parse_config(
         """
 [server]
@@ -230,7 +226,7 @@ endpoints = ["wss://ws.kraken.com/v2"]
 
 
 async def test_loopback_without_a_token_is_served_without_a_warning(
-    serving: Serving, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.io.fanout")
     async with serving(Fanout(FakeView(keys=(KEY, KEY2)))) as fanout:

@@ -4,8 +4,6 @@ MessagePack."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 import pytest
 from websockets.frames import Opcode
@@ -15,10 +13,7 @@ from gateway.io.fanout import Fanout
 from gateway.wire.protocol import Bbo, Delta, Snapshot, Status, Subscribed, TradeMsg
 from gateway.wire.recovery import delta_cost
 
-from .fanout_helpers import KEY, KEY2, FakeView, RawClient, live_fanout, plain, sub, trade
-
-if TYPE_CHECKING:
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, KEY2, FakeView, RawClient, live_fanout, plain, serving, sub, trade
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -26,9 +21,7 @@ SEND_NS = 1_796_000_000_000_000_123
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-async def test_deltas_bbo_and_trades_carry_venue_receive_and_send_times(
-    wire_format: str, serving: Serving
-) -> None:
+async def test_deltas_bbo_and_trades_carry_venue_receive_and_send_times(wire_format: str) -> None:
     view, fanout = live_fanout(BIDS, ASKS, clock_ns=lambda: SEND_NS)
     async with serving(fanout):
         client = await RawClient.connect(fanout.port)
@@ -75,9 +68,7 @@ def test_send_ns_is_read_once_per_publish() -> None:
     assert {e.msg.send_ns for e in ring.entries} == {before + 1}
 
 
-async def test_recovery_replies_name_the_instance_and_the_recovered_symbols(
-    serving: Serving,
-) -> None:
+async def test_recovery_replies_name_the_instance_and_the_recovered_symbols() -> None:
     """One request recovers KEY (its deltas follow, marked) and not KEY2 (a position of
     another epoch: a snapshot marked recovered:false)."""
 
@@ -112,7 +103,7 @@ async def test_recovery_replies_name_the_instance_and_the_recovered_symbols(
             assert (fanout.stats.recoveries, fanout.stats.recovery_misses) == (1, 1)
 
 
-async def test_depth_limited_subscriptions_get_a_snapshot_not_a_recovery(serving: Serving) -> None:
+async def test_depth_limited_subscriptions_get_a_snapshot_not_a_recovery() -> None:
     view, fanout = live_fanout(BIDS, ASKS)
     fanout.publish([view.delta(KEY, bids=[("99.00", "1")])])
     async with serving(fanout):

@@ -18,6 +18,7 @@ from gateway.io.client import BookEvent, Event, GatewayClient
 from gateway.io.fanout import Fanout
 from gateway.tools.tap import Tap
 from gateway.wire.config import ListenError
+from tests.gateway.harness import started
 
 from .fanout_helpers import KEY, live_fanout
 
@@ -43,10 +44,11 @@ async def _next_book(events: AsyncIterator[Event]) -> BookEvent:
 
 
 async def _serving(tasks: asyncio.TaskGroup, fanout: Fanout, path: Path) -> asyncio.Task[None]:
-    ready = asyncio.Event()
-    task = tasks.create_task(fanout.serve("127.0.0.1", 0, ready, unix_path=str(path)))
-    await ready.wait()
-    return task
+    """Start ``fanout.serve`` on ``path`` (and a loopback port) in ``tasks``; returns its task
+    once it listens."""
+    return await started(
+        tasks, lambda ready: fanout.serve("127.0.0.1", 0, ready, unix_path=str(path))
+    )
 
 
 async def test_client_and_tap_over_the_unix_socket_and_the_file_goes_with_the_server(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -17,10 +16,8 @@ from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.model import SymbolState
 from gateway.io.service import Service
 from gateway.wire.config import Config, ServerConfig, VenueConfig, parse_config, validate
+from tests.gateway.harness import wait_until
 from tests.subscriber import ROOT, serving
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import WaitUntil
 
 DOC = ROOT / "docs" / "metrics.md"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -85,9 +82,7 @@ def _config(urls: list[str], rest_url: str) -> Config:
 
 
 @pytest.mark.async_timeout_s(40)
-async def test_a_running_gateway_is_scraped_and_healthz_turns_503_when_no_symbol_is_live(
-    wait_until: WaitUntil,
-) -> None:
+async def test_a_running_gateway_is_scraped_and_healthz_turns_503_when_no_symbol_is_live() -> None:
     async with (
         SimBinanceUsdm(SYMBOLS, n_endpoints=2, seed=3, interval_s=0.02) as sim,
         serving(_config(sim.public_urls, sim.rest_url), KEYS) as (service, subscriber),

@@ -5,7 +5,7 @@ schema's ``server_message``; every request sent here against its ``client_reques
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import pytest
@@ -15,10 +15,7 @@ from websockets.frames import Opcode
 from gateway.core.model import SymbolState
 from gateway.wire.protocol import SCHEMA_PATH, ErrorCode
 
-from .fanout_helpers import KEY, KEY2, RawClient, live_fanout, trade
-
-if TYPE_CHECKING:
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, KEY2, RawClient, live_fanout, serving, trade
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 SERVER = Draft202012Validator({"$defs": SCHEMA["$defs"], **SCHEMA["properties"]["server_message"]})
@@ -61,9 +58,7 @@ class _Session:
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-async def test_every_message_a_gateway_sends_validates_against_the_schema(
-    wire_format: str, serving: Serving
-) -> None:
+async def test_every_message_a_gateway_sends_validates_against_the_schema(wire_format: str) -> None:
     msgpack = wire_format == "msgpack"
 
     view, fanout = live_fanout([("100.00", "1"), ("99.50", "2")], [("100.50", "1")])

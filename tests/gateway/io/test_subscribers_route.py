@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import http
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -12,21 +11,16 @@ import pytest
 from gateway.io.fanout import Fanout
 from gateway.io.service import subscribers_answer
 from gateway.wire.protocol import Subscribe, encode_json
+from tests.gateway.harness import wait_until
 
-from .fanout_helpers import KEY, FakeView, RawClient, levels
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import WaitUntil
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, FakeView, RawClient, levels, serving
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1")]
 
 
 @pytest.mark.async_timeout_s(40)
-async def test_a_subscriber_behind_is_listed_with_its_unsent_bytes_and_time_behind(
-    serving: Serving, wait_until: WaitUntil
-) -> None:
+async def test_a_subscriber_behind_is_listed_with_its_unsent_bytes_and_time_behind() -> None:
     view = FakeView()
     now_s = 100.0  # the policy's clock, driven here
     fanout = Fanout(

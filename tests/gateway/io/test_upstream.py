@@ -8,7 +8,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -21,9 +20,7 @@ from gateway.core.model import DepthSnapshot
 from gateway.io.changes import StateChanges
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.venues import adapter_for
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import RunUntil, WaitUntil
+from tests.gateway.harness import run_until, wait_until
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -146,9 +143,7 @@ def _connection(
     )
 
 
-async def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
-    run_until: RunUntil,
-) -> None:
+async def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("one")
         await ws.send(b"two")
@@ -195,7 +190,7 @@ async def test_a_stalled_connection_is_closed_and_reopened() -> None:
     await _with_server(handler, body)
 
 
-async def test_the_venue_reconnect_notice_reconnects_without_backoff(run_until: RunUntil) -> None:
+async def test_the_venue_reconnect_notice_reconnects_without_backoff() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("data")
         await ws.send("please reconnect")
@@ -238,7 +233,7 @@ async def test_connections_are_renewed_at_max_age_while_data_flows() -> None:
 
 
 @pytest.mark.async_timeout_s(10)
-async def test_refused_connections_back_off_and_retry(run_until: RunUntil) -> None:
+async def test_refused_connections_back_off_and_retry() -> None:
     rec = Recorder()
     conn = _connection("ws://127.0.0.1:9/stream", rec)  # discard port: refused
     await run_until(conn.run, rec.changes, lambda: conn.stats.failed_attempts >= 3)
@@ -288,7 +283,6 @@ def _fetcher(
 
 
 async def _fetch(
-    run_until: RunUntil,
     responses: dict[str, list[httpx.Response]],
     bases: list[str],
     banned_s: float = 0.0,
@@ -310,11 +304,8 @@ async def _fetch(
     return got, fetcher, seen
 
 
-async def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
-    run_until: RunUntil,
-) -> None:
+async def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies() -> None:
     got, fetcher, seen = await _fetch(
-        run_until,
         {
             "a.test": [httpx.Response(503, text="down"), httpx.Response(200, text="junk")],
             "b.test": [httpx.Response(200, content=b"{}"), httpx.Response(200, content=GOOD_BODY)],
@@ -329,9 +320,7 @@ async def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
 
 
 @pytest.mark.async_timeout_s(10)
-async def test_audit_fetches_share_the_budget_and_a_book_request_supersedes_one(
-    run_until: RunUntil,
-) -> None:
+async def test_audit_fetches_share_the_budget_and_a_book_request_supersedes_one() -> None:
     seen: list[str] = []
 
     def respond(request: httpx.Request) -> httpx.Response:
@@ -353,9 +342,8 @@ async def test_audit_fetches_share_the_budget_and_a_book_request_supersedes_one(
     assert seen == ["BTCUSDT", "ETHUSDT"] and fetcher.stats.requests == 2
 
 
-async def test_fetcher_honours_rate_limits_on_every_base(run_until: RunUntil) -> None:
+async def test_fetcher_honours_rate_limits_on_every_base() -> None:
     got, fetcher, seen = await _fetch(
-        run_until,
         {
             "a.test": [
                 httpx.Response(429, headers={"Retry-After": "0"}),
@@ -373,9 +361,8 @@ async def test_fetcher_honours_rate_limits_on_every_base(run_until: RunUntil) ->
 
 
 @pytest.mark.parametrize("status", [418, 429])
-async def test_rate_limit_statuses_are_recognised(status: int, run_until: RunUntil) -> None:
+async def test_rate_limit_statuses_are_recognised(status: int) -> None:
     got, fetcher, _ = await _fetch(
-        run_until,
         {
             "a.test": [
                 httpx.Response(status, headers={"Retry-After": "0"}),
@@ -387,9 +374,8 @@ async def test_rate_limit_statuses_are_recognised(status: int, run_until: RunUnt
     assert fetcher.stats.rate_limited == 1 and got
 
 
-async def test_waits_for_a_ban_are_counted_with_their_seconds(run_until: RunUntil) -> None:
+async def test_waits_for_a_ban_are_counted_with_their_seconds() -> None:
     got, fetcher, seen = await _fetch(
-        run_until,
         {"a.test": [httpx.Response(200, content=GOOD_BODY)]},
         ["http://a.test"],
         0.05,
@@ -400,9 +386,9 @@ async def test_waits_for_a_ban_are_counted_with_their_seconds(run_until: RunUnti
     assert fetcher.stats.rate_limited == 0, "no response said so"
 
 
-async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages(
-    wait_until: WaitUntil,
-) -> None:
+async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages() -> (
+    None
+):
     received: list[str | bytes] = []
     arrived = StateChanges()
 
@@ -564,7 +550,7 @@ class _HttpServer:
 
 @pytest.mark.parametrize("declare_length", [True, False])
 async def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
-    declare_length: bool, run_until: RunUntil, caplog: pytest.LogCaptureFixture
+    declare_length: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     body_bytes = 256 * 1024 * 1024  # never sent whole: the client stops reading
     huge = _HttpServer(body_bytes, declare_length=declare_length)
@@ -590,9 +576,7 @@ async def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
         assert huge.sent < body_bytes // 4, "the body was not read whole"
 
 
-async def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_retry_after(
-    run_until: RunUntil,
-) -> None:
+async def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_retry_after() -> None:
     async def refuse(connection: ServerConnection, request: Request) -> Response:
         return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "slow down\n")
 
@@ -608,9 +592,9 @@ async def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_ret
 
 
 @pytest.mark.async_timeout_s(10)
-async def test_symbols_are_fetched_concurrently_within_the_bound_each_with_its_own_retries(
-    run_until: RunUntil,
-) -> None:
+async def test_symbols_are_fetched_concurrently_within_the_bound_each_with_its_own_retries() -> (
+    None
+):
     """A's answers fail while B and C are fetched side by side (two requests in flight,
     the bound); A's snapshot goes to the attempt current when it was asked."""
     failing = {"A"}

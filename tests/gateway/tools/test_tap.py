@@ -25,6 +25,7 @@ from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
 from gateway.wire import protocol as p
+from tests.gateway.harness import running
 from tests.subscriber import mdgateway_output
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -227,15 +228,8 @@ async def _gateway() -> AsyncIterator[tuple[SimBinanceSpot, Service, str]]:
     async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
         service = Service(demo_config([(binance, sim)], port=0))
-        ready = asyncio.Event()
-        task = asyncio.create_task(service.run(ready))
-        try:
-            await ready.wait()
+        async with running(service.run):
             yield sim, service, f"ws://127.0.0.1:{service.port}/"
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 class _WatchedTap(Tap):

@@ -21,7 +21,7 @@ from gateway.tools.cli import main
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.runtime import UsageError
 from gateway.tools.top import BookFollower, gateway_urls
-from gateway.wire.config import Config
+from tests.gateway.harness import running, started
 from tests.subscriber import mdgateway_output, serving
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -36,25 +36,6 @@ async def _mdgateway(*args: str, columns: int, lines: int) -> tuple[int, str, st
 
 
 # --- a running gateway ------------------------------------------------------------------------
-
-
-async def _start(tasks: asyncio.TaskGroup, service: Service) -> asyncio.Task[None]:
-    ready = asyncio.Event()
-    task = tasks.create_task(service.run(ready))
-    await ready.wait()
-    return task
-
-
-@contextlib.asynccontextmanager
-async def _running(config: Config) -> AsyncIterator[Service]:
-    """The gateway of ``config`` serving for the block's duration."""
-    service = Service(config)
-    async with asyncio.TaskGroup() as tasks:
-        task = await _start(tasks, service)
-        try:
-            yield service
-        finally:
-            task.cancel()
 
 
 @pytest.mark.async_timeout_s(60)
@@ -113,7 +94,8 @@ async def test_a_gateway_with_a_token_is_read_with_token() -> None:
         config = demo_config([(binance, sim)], port=0)
         server = msgspec.structs.replace(config.server, token=TOKEN)
         config = msgspec.structs.replace(config, server=server)
-        async with _running(config) as service:
+        service = Service(config)
+        async with running(service.run):
             url = f"http://127.0.0.1:{service.port}"
             code, _, err = await _mdgateway("top", "--once", url, columns=120, lines=40)
             assert (code, err) == (
@@ -136,7 +118,7 @@ async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gatewa
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         service = Service(demo_config([(binance, sim)], port=0))
         async with asyncio.TaskGroup() as tasks:
-            gateway = await _start(tasks, service)
+            gateway = await started(tasks, service.run)
             urls = gateway_urls(f"ws://127.0.0.1:{service.port}/")
             follower = BookFollower(urls, KEYS, retry_s=0.05, timeout_s=5.0)
             following = tasks.create_task(follower.run())
