@@ -29,7 +29,7 @@ from gateway.core.model import (
 from gateway.core.pipeline import BookState
 from gateway.io.fanout import Fanout
 from gateway.wire.protocol import ServerMessage, Status, decode_server_message
-from tests.gateway.harness import running, started
+from tests.harness import running, started
 
 KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"

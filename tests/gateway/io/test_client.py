@@ -26,7 +26,7 @@ from gateway.io.client import (
     subscribe,
 )
 from gateway.io.fanout import Fanout
-from tests.gateway.harness import wait_until
+from tests.harness import wait_until
 
 from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving, start_serving, trade
 

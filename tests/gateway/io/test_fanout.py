@@ -31,7 +31,7 @@ from gateway.wire.protocol import (
     Unsubscribed,
     decode_server_message,
 )
-from tests.gateway.harness import wait_until
+from tests.harness import wait_until
 
 from .fanout_helpers import (
     KEY,

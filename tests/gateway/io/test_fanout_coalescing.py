@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from gateway.wire.protocol import Delta, Snapshot, Status, Subscribed
-from tests.gateway.harness import wait_until
+from tests.harness import wait_until
 
 from .fanout_helpers import KEY, RawClient, levels, live_fanout, serving
 

@@ -42,7 +42,7 @@ from gateway.wire.protocol import (
     Subscribed,
     decode_server_message,
 )
-from tests.gateway.harness import run_bounded
+from tests.harness import run_bounded
 
 from .fanout_helpers import KEY, KEY2, RawClient, close_of, live_fanout, plain, serving
 

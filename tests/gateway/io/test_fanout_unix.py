@@ -18,7 +18,7 @@ from gateway.io.client import BookEvent, Event, GatewayClient
 from gateway.io.fanout import Fanout
 from gateway.tools.tap import Tap
 from gateway.wire.config import ListenError
-from tests.gateway.harness import started
+from tests.harness import started
 
 from .fanout_helpers import KEY, live_fanout
 

@@ -16,7 +16,7 @@ from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.model import SymbolState
 from gateway.io.service import Service
 from gateway.wire.config import Config, ServerConfig, VenueConfig, parse_config, validate
-from tests.gateway.harness import wait_until
+from tests.harness import wait_until
 from tests.subscriber import ROOT, serving
 
 DOC = ROOT / "docs" / "metrics.md"

@@ -11,7 +11,7 @@ import pytest
 from gateway.io.fanout import Fanout
 from gateway.io.service import subscribers_answer
 from gateway.wire.protocol import Subscribe, encode_json
-from tests.gateway.harness import wait_until
+from tests.harness import wait_until
 
 from .fanout_helpers import KEY, FakeView, RawClient, levels, serving
 

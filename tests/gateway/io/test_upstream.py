@@ -20,7 +20,7 @@ from gateway.core.model import DepthSnapshot
 from gateway.io.changes import StateChanges
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.venues import adapter_for
-from tests.gateway.harness import run_until, wait_until
+from tests.harness import run_until, wait_until
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 

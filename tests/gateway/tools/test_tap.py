@@ -25,7 +25,7 @@ from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
 from gateway.wire import protocol as p
-from tests.gateway.harness import running
+from tests.harness import running, wait_until
 from tests.subscriber import mdgateway_output
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -245,8 +245,7 @@ class _WatchedTap(Tap):
         return request
 
     async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s):
-            await self.changes.wait_until(predicate)
+        await wait_until(self.changes, predicate, timeout_s)
 
 
 @pytest.mark.async_timeout_s(40)
@@ -364,8 +363,7 @@ class _Terminal:
         self.changes.notify()
 
     async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s):
-            await self.changes.wait_until(predicate)
+        await wait_until(self.changes, predicate, timeout_s)
 
 
 @pytest.mark.async_timeout_s(60)

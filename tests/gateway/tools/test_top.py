@@ -21,7 +21,7 @@ from gateway.tools.cli import main
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.runtime import UsageError
 from gateway.tools.top import BookFollower, gateway_urls
-from tests.gateway.harness import running, started
+from tests.harness import running, started, wait_until
 from tests.subscriber import mdgateway_output, serving
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -138,8 +138,7 @@ async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gatewa
             assert position is not None and position[0] >= 1
 
             gateway.cancel()  # the gateway goes away: every symbol stale, the reason shown
-            async with asyncio.timeout(10):
-                await follower.changes.wait_until(lambda: follower.error is not None)
+            await wait_until(follower.changes, lambda: follower.error is not None)
             assert all(tops[k].state is SymbolState.STALE for k in KEYS)
             assert follower.error is not None and "book stream" in follower.error
             following.cancel()
