@@ -15,13 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.model import SymbolState
 from gateway.io.service import Service
-from gateway.wire.config import Config, ServerConfig, VenueConfig, parse_config, validate
+from gateway.wire.config import Config
 from tests.harness import wait_until
-from tests.subscriber import ROOT, serving
+from tests.subscriber import ROOT, loopback_config, serving
 
 DOC = ROOT / "docs" / "metrics.md"
+VENUE = "binance-usdm"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
-KEYS = [f"binance-usdm:{s}" for s in SYMBOLS]
+KEYS = [f"{VENUE}:{s}" for s in SYMBOLS]
 
 
 def documented_names() -> set[str]:
@@ -45,15 +46,7 @@ def samples(families: list[Metric], name: str) -> dict[tuple[tuple[str, str], ..
 
 
 def test_every_exported_metric_is_documented_and_every_documented_one_exported() -> None:
-    config = parse_config(
-        """
-[[venues]]
-venue = "binance-usdm"
-symbols = ["BTCUSDT"]
-endpoints = ["ws://127.0.0.1:1"]
-rest = ["http://127.0.0.1:2"]
-"""
-    )
+    config = loopback_config(VENUE, ["BTCUSDT"], ["ws://127.0.0.1:1"], ["http://127.0.0.1:2"])
     text = generate_latest(Service(config).metrics).decode()
     exported = exposed_names(text_string_to_metric_families(text))
     documented = documented_names()
@@ -62,30 +55,15 @@ rest = ["http://127.0.0.1:2"]
     assert documented - exported == set(), "in docs/metrics.md but not exported"
 
 
-def _config(urls: list[str], rest_url: str) -> Config:
-    return validate(
-        Config(
-            venues=[
-                VenueConfig(
-                    venue="binance-usdm",
-                    symbols=SYMBOLS,
-                    endpoints=urls,
-                    rest=[rest_url],
-                    stall_timeout_s=3.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=0.5,
-                )
-            ],
-            server=ServerConfig(port=0),
-        )
-    )
+def _config(sim: SimBinanceUsdm) -> Config:
+    return loopback_config(VENUE, SYMBOLS, sim.public_urls, [sim.rest_url])
 
 
 @pytest.mark.async_timeout_s(40)
 async def test_a_running_gateway_is_scraped_and_healthz_turns_503_when_no_symbol_is_live() -> None:
     async with (
         SimBinanceUsdm(SYMBOLS, n_endpoints=2, seed=3, interval_s=0.02) as sim,
-        serving(_config(sim.public_urls, sim.rest_url), KEYS) as (service, subscriber),
+        serving(_config(sim), KEYS) as (service, subscriber),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as http,
     ):
         client = subscriber.client

@@ -35,6 +35,18 @@ async def _mdgateway(*args: str, columns: int, lines: int) -> tuple[int, str, st
     return await mdgateway_output(*args, timeout_s=30, env=env)
 
 
+async def _frame_of_a_live_gateway(url: str, columns: int, lines: int) -> list[str]:
+    """The lines of ``mdgateway top --once URL`` in a terminal of ``columns`` x ``lines``,
+    checked to succeed, to fit the terminal and to head with the gateway ``ok`` and both
+    symbols live."""
+    code, out, err = await _mdgateway("top", "--once", url, columns=columns, lines=lines)
+    assert code == 0, err
+    frame = out.splitlines()
+    assert 0 < len(frame) <= lines and all(len(line) <= columns for line in frame)
+    assert frame[0].startswith(f"mdgateway top  {url}  ok  live 2/2")
+    return frame
+
+
 # --- a running gateway ------------------------------------------------------------------------
 
 
@@ -53,12 +65,9 @@ async def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gatew
             last = {key: sim.last_id(key.partition(":")[2]) for key in KEYS}
             await subscriber.until(lambda: subscriber.venue_ids == last, 10)
 
-            url = f"http://127.0.0.1:{service.port}"
-            code, out, err = await _mdgateway("top", "--once", url, columns=160, lines=50)
-            assert code == 0, err
-            lines = out.splitlines()
-            assert 0 < len(lines) <= 50 and all(len(line) <= 160 for line in lines)
-            assert lines[0].startswith(f"mdgateway top  {url}  ok  live 2/2")
+            lines = await _frame_of_a_live_gateway(
+                f"http://127.0.0.1:{service.port}", columns=160, lines=50
+            )
             for key in KEYS:
                 row = next(line for line in lines if line.startswith(f"{key} "))
                 book = service.books[key].book
@@ -78,11 +87,7 @@ async def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gatew
 
             # The same from its WebSocket URL, in 80 x 24: everything fits, nothing wraps.
             ws_url = f"ws://127.0.0.1:{service.port}/"
-            code, out, err = await _mdgateway("top", "--once", ws_url, columns=80, lines=24)
-            assert code == 0, err
-            lines = out.splitlines()
-            assert 0 < len(lines) <= 24 and all(len(line) <= 80 for line in lines)
-            assert lines[0].startswith(f"mdgateway top  {ws_url}  ok  live 2/2")
+            lines = await _frame_of_a_live_gateway(ws_url, columns=80, lines=24)
             assert all(any(line.startswith(f"{key} ") for line in lines) for key in KEYS)
             assert "Upstream endpoints" in lines and "Subscribers" in lines
 
