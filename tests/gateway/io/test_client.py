@@ -281,7 +281,6 @@ async def test_client_recovers_every_missed_delta_after_the_connection_drops(
 ) -> None:
     """The same gateway instance (its server restarted, its fan-out and rings kept): the
     kept book goes on with the deltas it missed, seq-continuous, and no snapshot."""
-
     view, fanout = live_fanout(BIDS, ASKS)
     async with asyncio.TaskGroup() as tasks:
         f = await following(tasks, fanout, view, wire_format=wire_format)
@@ -339,7 +338,6 @@ async def test_a_client_back_after_the_ring_moved_on_gets_a_snapshot() -> None:
 async def test_a_client_of_a_restarted_gateway_gets_a_snapshot() -> None:
     """Another gateway instance on the same port: nothing of the old epochs is known, the
     client is told it was not recovered and its book restarts from a snapshot."""
-
     view, fanout = live_fanout(BIDS, ASKS)
     async with asyncio.TaskGroup() as tasks:
         f = await following(tasks, fanout, view)

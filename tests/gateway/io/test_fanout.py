@@ -452,7 +452,6 @@ async def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_el
 ) -> None:
     """A trade id beyond 64 bits encodes in JSON but not in MessagePack: serving the
     msgpack subscriber raises inside ``publish``. Only that subscriber is closed."""
-
     caplog.set_level("INFO", logger="gateway.io.fanout")
     view, fanout = live_fanout(BIDS, ASKS, clock_ns=lambda: 5)
     async with serving(fanout):
@@ -492,7 +491,6 @@ async def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_el
 @pytest.mark.parametrize("state", ["live", "syncing"])
 async def test_a_depth_beyond_the_limit_is_refused_and_the_symbol_serves_on(state: str) -> None:
     """Tracker issue 8: a depth of 2**63 once reached ``L2Book.bids`` inside ``publish``."""
-
     view, fanout = live_fanout(BIDS, ASKS)
     key = KEY if state == "live" else KEY2
     async with serving(fanout):

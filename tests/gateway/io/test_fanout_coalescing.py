@@ -40,7 +40,6 @@ async def test_messages_of_one_turn_go_out_in_one_write_per_subscriber() -> None
 async def test_pending_bytes_count_for_the_slow_subscriber_policy() -> None:
     """Within one turn nothing reaches the transport, yet the subscriber falls behind once
     its pending frames pass ``max_buffer_bytes``; it is conflated when they have drained."""
-
     view, fanout = live_fanout(
         levels(5, 95, -1), levels(5, 105, 1), max_buffer_bytes=2000, max_behind_s=30
     )

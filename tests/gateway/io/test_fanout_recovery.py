@@ -71,7 +71,6 @@ def test_send_ns_is_read_once_per_publish() -> None:
 async def test_recovery_replies_name_the_instance_and_the_recovered_symbols() -> None:
     """One request recovers KEY (its deltas follow, marked) and not KEY2 (a position of
     another epoch: a snapshot marked recovered:false)."""
-
     view, fanout = live_fanout(BIDS, ASKS)
     fanout.publish(view.reset(KEY2, BIDS, ASKS))
     for price in ("99.00", "98.00"):
