@@ -1,4 +1,4 @@
-"""Asyncio helpers of the gateway's shell and tool tests, every wait bounded in time.
+"""Asyncio helpers of the tests, every wait bounded in time.
 
 ``run_bounded(main, timeout_s)`` runs ``main()`` on a fresh event loop (``conftest.py`` runs
 every ``async def`` test with it); ``wait_until(changes, predicate, timeout_s)`` waits for a
