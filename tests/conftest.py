@@ -1,4 +1,8 @@
-"""Shared fixtures.
+"""Shared fixtures, and the runner of ``async def`` tests.
+
+An ``async def`` test runs on a fresh event loop, bounded in time: 20 s, or the seconds of
+its ``@pytest.mark.async_timeout_s(seconds)`` (a TimeoutError past them); the helpers such
+tests wait with are in ``harness.py``.
 
 ``real_data(relpath)`` resolves recorded exchange data under ``../shared/data/real`` (beside
 the repository root, the directory holding pyproject.toml). A missing file skips the test
@@ -8,11 +12,14 @@ real-data tests are never skipped silently in CI.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.harness import ASYNC_TIMEOUT_S, run_bounded
 
 
 def _repo_root() -> Path:
@@ -54,3 +61,23 @@ def real_data() -> Callable[[str], Path]:
 def repo_root() -> Path:
     """The repository root (the directory holding pyproject.toml)."""
     return REPO_ROOT
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"async_timeout_s(seconds): the bound of an async test's run ({ASYNC_TIMEOUT_S} s without)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Runs an ``async def`` test with :func:`run_bounded`; other tests are left to pytest."""
+    test = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(test):
+        return None
+    marker = pyfuncitem.get_closest_marker("async_timeout_s")
+    timeout_s = ASYNC_TIMEOUT_S if marker is None else float(marker.args[0])
+    arguments = {name: pyfuncitem.funcargs[name] for name in inspect.signature(test).parameters}
+    run_bounded(lambda: test(**arguments), timeout_s)
+    return True

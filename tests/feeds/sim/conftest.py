@@ -1,8 +1,8 @@
 """What the simulator tests share.
 
-- A test written as ``async def`` runs in an event loop of its own (``asyncio.run``) under a
-  deadline of :data:`DEADLINE_S` seconds; ``@pytest.mark.deadline(s)`` changes it. Tests
-  wait on events and conditions, never on time: the deadline is their only bound.
+- A test written as ``async def`` runs in an event loop of its own, bounded in time (see
+  ``tests/conftest.py``). Tests wait on events and conditions, never on time: that bound is
+  their only one.
 - Rendering without a server: the frames a protocol publishes for each book step.
 - Helpers on loopback: the REST base and a GET, reading a stream up to an update id, and
   reading frames up to a barrier (the reply to a request: a connection's frames are queued
@@ -11,13 +11,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import httpx
-import pytest
 from websockets.asyncio.client import ClientConnection
 
 from feeds.sim.book_process import Batch, BookProcess
@@ -26,31 +23,8 @@ from feeds.sim.simulators import SimVenue
 from feeds.sim.venue import VenueProtocol
 from gateway.core.model import DepthDiff, Trade, VenueEvent
 
-DEADLINE_S = 10.0
-
 #: A venue parser: ``parse(frame, recv_ns, conn_id)``.
 Parse = Callable[[bytes, int, int], Sequence[VenueEvent]]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "deadline(seconds): the deadline of an async test")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    test = pyfuncitem.obj
-    if not inspect.iscoroutinefunction(test):
-        return None
-    marker = pyfuncitem.get_closest_marker("deadline")
-    deadline_s = float(marker.args[0]) if marker else DEADLINE_S
-    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-
-    async def bounded() -> None:
-        async with asyncio.timeout(deadline_s):
-            await test(**kwargs)
-
-    asyncio.run(bounded())
-    return True
 
 
 def rest_base(sim: SimVenue) -> str:

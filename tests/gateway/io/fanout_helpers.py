@@ -1,7 +1,5 @@
-"""Test helpers for the fan-out and the client: a fake service view, a raw WebSocket client.
-
-The harness (``run``, ``serving``, ``wait_until``) is in the fixtures of ``conftest.py``.
-"""
+"""Test helpers for the fan-out and the client: a fake service view, a fan-out serving on
+loopback, a raw WebSocket client."""
 
 from __future__ import annotations
 
@@ -11,6 +9,7 @@ import contextlib
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 from typing import Any, Self
 
 import msgspec
@@ -31,6 +30,7 @@ from gateway.core.pipeline import BookState
 from gateway.io.fanout import Fanout
 from gateway.wire.config import ServerConfig
 from gateway.wire.protocol import ServerMessage, Status, decode_server_message
+from tests.harness import running, started
 
 KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"
@@ -108,6 +108,21 @@ def live_fanout(bids: list[Level], asks: list[Level], **options: Any) -> tuple[F
     fanout = Fanout(view, ServerConfig(**server), **options)
     fanout.publish(view.reset(KEY, bids, asks))
     return view, fanout
+
+
+async def start_serving(
+    tasks: asyncio.TaskGroup, fanout: Fanout, port: int = 0
+) -> asyncio.Task[None]:
+    """Start ``fanout.serve`` on loopback ``port`` (0: any) in ``tasks``; returns its task
+    once it listens (for tests that stop and restart the server)."""
+    return await started(tasks, lambda ready: fanout.serve("127.0.0.1", port, ready))
+
+
+@contextlib.asynccontextmanager
+async def serving(fanout: Fanout) -> AsyncIterator[Fanout]:
+    """``fanout`` serving on an ephemeral loopback port for the block's duration."""
+    async with running(lambda ready: fanout.serve("127.0.0.1", 0, ready)):
+        yield fanout
 
 
 def sub(symbols: list[str], **fields: object) -> str:

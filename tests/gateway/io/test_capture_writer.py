@@ -10,6 +10,7 @@ from typing import Any
 from gateway.capture import CaptureReader
 from gateway.capture import codec as mdgw
 from gateway.io.capture_writer import CaptureWriter
+from tests.harness import wait_until
 
 
 def _lines(directory: Path) -> list[mdgw.Line]:
@@ -19,21 +20,17 @@ def _lines(directory: Path) -> list[mdgw.Line]:
     return [line for line in out if line.kind != "header"]
 
 
-def test_a_full_queue_drops_from_the_capture_counts_and_marks_the_gap(tmp_path: Path) -> None:
+async def test_a_full_queue_drops_from_the_capture_counts_and_marks_the_gap(tmp_path: Path) -> None:
     writer = CaptureWriter(tmp_path, max_queue=4, flush_s=0.01)
     accepted = [writer.record_frame(0, b"f%d" % i, 100 + i) for i in range(10)]
     assert accepted == [True] * 4 + [False] * 6
     assert writer.queued == 4 and writer.stats.dropped == 6
 
-    async def main() -> None:
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(writer.run())
-            async with asyncio.timeout(10):
-                await writer.changes.wait_until(lambda: writer.stats.written == 4)
-            assert writer.record_frame(0, b"after", 200), "there is room once drained"
-            task.cancel()
-
-    asyncio.run(main())
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        await wait_until(writer.changes, lambda: writer.stats.written == 4)
+        assert writer.record_frame(0, b"after", 200), "there is room once drained"
+        task.cancel()
     lines = _lines(tmp_path)
     assert [line.kind for line in lines] == ["ws"] * 4 + ["gap", "ws"]
     assert mdgw.gap_dropped(lines[4].payload) == 6 and lines[4].recv_ns == 104
@@ -51,29 +48,25 @@ def test_the_queue_stays_bounded_under_a_flood(tmp_path: Path) -> None:
     assert writer.stats.records + writer.stats.dropped == 10_000
 
 
-def test_it_flushes_while_running_and_on_cancel(tmp_path: Path) -> None:
+async def test_it_flushes_while_running_and_on_cancel(tmp_path: Path) -> None:
     writer = CaptureWriter(tmp_path, flush_s=0.01)
 
-    async def main() -> None:
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(writer.run())
-            writer.record_connect(0, "ws://127.0.0.1:1/ws", "binance")
-            writer.record_frame(0, b'{"a":1}\n', 5)
-            writer.record_rest("http://h/api/v3/depth?symbol=X", b"{}", 6)
-            async with asyncio.timeout(10):
-                await writer.changes.wait_until(lambda: writer.stats.written == 3)
-            assert writer.stats.written == 3, "written before the cancel"
-            writer.record_disconnect(0, "ws://127.0.0.1:1/ws")
-            task.cancel()
-        assert not writer.record_frame(0, b"late", 7), "a stopped writer drops"
-
-    asyncio.run(main())
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        writer.record_connect(0, "ws://127.0.0.1:1/ws", "binance")
+        writer.record_frame(0, b'{"a":1}\n', 5)
+        writer.record_rest("http://h/api/v3/depth?symbol=X", b"{}", 6)
+        await wait_until(writer.changes, lambda: writer.stats.written == 3)
+        assert writer.stats.written == 3, "written before the cancel"
+        writer.record_disconnect(0, "ws://127.0.0.1:1/ws")
+        task.cancel()
+    assert not writer.record_frame(0, b"late", 7), "a stopped writer drops"
     records = list(CaptureReader(tmp_path))
     assert [r.kind for r in records] == ["connect", "ws", "rest", "disconnect"]
     assert records[1].payload == b'{"a":1}\n' and records[1].url == "ws://127.0.0.1:1/ws"
 
 
-def test_a_write_in_flight_when_cancelled_is_written_before_the_last(tmp_path: Path) -> None:
+async def test_a_write_in_flight_when_cancelled_is_written_before_the_last(tmp_path: Path) -> None:
     """Cancelled while a batch is being written in the worker thread: that batch still lands,
     and the final batch (taken on cancellation) lands after it, never before, even when the
     final write is handed over while the first is still being written."""
@@ -97,16 +90,13 @@ def test_a_write_in_flight_when_cancelled_is_written_before_the_last(tmp_path: P
     writer._write = slow_first_write  # type: ignore[method-assign]
     writer._writer.submit = watched_submit  # type: ignore[method-assign]
 
-    async def main() -> None:
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(writer.run())
-            writer.record_frame(0, b"first", 1)
-            writer._wake.set()
-            async with asyncio.timeout(10):
-                await asyncio.to_thread(in_flight.wait)
-            writer.record_frame(0, b"last", 2)
-            task.cancel()
-
-    asyncio.run(main())
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        writer.record_frame(0, b"first", 1)
+        writer._wake.set()
+        async with asyncio.timeout(10):
+            await asyncio.to_thread(in_flight.wait)
+        writer.record_frame(0, b"last", 2)
+        task.cancel()
     assert [r.payload for r in CaptureReader(tmp_path)] == [b"first", b"last"]
     assert writer.stats.written == 2 and writer.stats.dropped == 0 and not writer.stats.failed

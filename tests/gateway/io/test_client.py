@@ -8,7 +8,7 @@ import itertools
 import socket
 from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -26,12 +26,9 @@ from gateway.io.client import (
     subscribe,
 )
 from gateway.io.fanout import Fanout
+from tests.harness import wait_until
 
-from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, trade
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run, WaitUntil
-    from tests.gateway.io.conftest import Serving, StartServing
+from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving, start_serving, trade
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -110,128 +107,118 @@ def status_of(symbol: str) -> Callable[[Event], bool]:
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-def test_client_yields_consistent_books_and_recovers_from_a_gap(
-    wire_format: str, run: Run, serving: Serving
-) -> None:
-    async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
-        async with serving(fanout), asyncio.TaskGroup() as tasks:
-            client = GatewayClient(
-                f"ws://127.0.0.1:{fanout.port}/",
-                [KEY, KEY2],
-                wire_format=wire_format,  # type: ignore[arg-type]
-            )
-            consumer = Consumer(client, view)
-            task = tasks.create_task(consumer.run())
-            first = await consumer.until(snapshot_of(KEY))
-            assert isinstance(first, BookEvent)
-            assert (first.epoch, first.seq, first.venue_id) == (1, 0, 1000)
-            assert first.state is LIVE
-            assert client.book(KEY2) is None  # no book yet upstream
+async def test_client_yields_consistent_books_and_recovers_from_a_gap(wire_format: str) -> None:
+    view, fanout = live_fanout(BIDS, ASKS)
+    async with serving(fanout), asyncio.TaskGroup() as tasks:
+        client = GatewayClient(
+            f"ws://127.0.0.1:{fanout.port}/",
+            [KEY, KEY2],
+            wire_format=wire_format,  # type: ignore[arg-type]
+        )
+        consumer = Consumer(client, view)
+        task = tasks.create_task(consumer.run())
+        first = await consumer.until(snapshot_of(KEY))
+        assert isinstance(first, BookEvent)
+        assert (first.epoch, first.seq, first.venue_id) == (1, 0, 1000)
+        assert first.state is LIVE
+        assert client.book(KEY2) is None  # no book yet upstream
 
-            for i in range(1, 6):
-                fanout.publish([view.delta(KEY, bids=[(f"99.{i}0", str(i))])])
-            fanout.publish(view.reset(KEY2, [("10.0", "1")], [("11.0", "1")]))
-            fanout.publish([view.delta(KEY2, asks=[("11.0", "0")])])
-            await consumer.until(delta_of(KEY, 5))
-            await consumer.until(delta_of(KEY2, 1))
-            assert consumer.seqs(KEY, "delta") == [1, 2, 3, 4, 5]
+        for i in range(1, 6):
+            fanout.publish([view.delta(KEY, bids=[(f"99.{i}0", str(i))])])
+        fanout.publish(view.reset(KEY2, [("10.0", "1")], [("11.0", "1")]))
+        fanout.publish([view.delta(KEY2, asks=[("11.0", "0")])])
+        await consumer.until(delta_of(KEY, 5))
+        await consumer.until(delta_of(KEY2, 1))
+        assert consumer.seqs(KEY, "delta") == [1, 2, 3, 4, 5]
 
-            # A lost message: the view moves two steps, the client sees only the second.
-            view.delta(KEY, asks=[("100.50", "0")])
-            fanout.publish([view.delta(KEY, asks=[("100.75", "3")])])
-            gap = await consumer.until(status_of(KEY))
-            assert isinstance(gap, StatusEvent) and gap.state is RESYNCING
-            assert "sequence gap" in gap.reason
-            back = await consumer.until(status_of(KEY))  # the resync's snapshot ends it
-            assert isinstance(back, StatusEvent) and back.state is LIVE
-            resynced = await consumer.until(snapshot_of(KEY))
-            assert isinstance(resynced, BookEvent) and resynced.seq == 7
-            fanout.publish([view.delta(KEY, bids=[("99.10", "0")])])
-            await consumer.until(delta_of(KEY, 8))
-            assert client.stats.gaps == 1
-            assert 6 not in consumer.seqs(KEY, "delta") and 7 not in consumer.seqs(KEY, "delta")
-            book = client.book(KEY)
-            assert book is not None and book.normalized() == view.history[KEY, 1, 8]
-            assert client.position(KEY) == (1, 8)
-            # One status per change, none per delta.
-            assert consumer.statuses(KEY) == [
-                (LIVE, "snapshot applied"),
-                (RESYNCING, "sequence gap: expected epoch 1 seq 6, got epoch 1 seq 7"),
-                (LIVE, "snapshot applied"),
-            ]
-            assert consumer.statuses(KEY2) == [
-                (SymbolState.SYNCING, ""),
-                (LIVE, "snapshot applied"),
-            ]
+        # A lost message: the view moves two steps, the client sees only the second.
+        view.delta(KEY, asks=[("100.50", "0")])
+        fanout.publish([view.delta(KEY, asks=[("100.75", "3")])])
+        gap = await consumer.until(status_of(KEY))
+        assert isinstance(gap, StatusEvent) and gap.state is RESYNCING
+        assert "sequence gap" in gap.reason
+        back = await consumer.until(status_of(KEY))  # the resync's snapshot ends it
+        assert isinstance(back, StatusEvent) and back.state is LIVE
+        resynced = await consumer.until(snapshot_of(KEY))
+        assert isinstance(resynced, BookEvent) and resynced.seq == 7
+        fanout.publish([view.delta(KEY, bids=[("99.10", "0")])])
+        await consumer.until(delta_of(KEY, 8))
+        assert client.stats.gaps == 1
+        assert 6 not in consumer.seqs(KEY, "delta") and 7 not in consumer.seqs(KEY, "delta")
+        book = client.book(KEY)
+        assert book is not None and book.normalized() == view.history[KEY, 1, 8]
+        assert client.position(KEY) == (1, 8)
+        # One status per change, none per delta.
+        assert consumer.statuses(KEY) == [
+            (LIVE, "snapshot applied"),
+            (RESYNCING, "sequence gap: expected epoch 1 seq 6, got epoch 1 seq 7"),
+            (LIVE, "snapshot applied"),
+        ]
+        assert consumer.statuses(KEY2) == [
+            (SymbolState.SYNCING, ""),
+            (LIVE, "snapshot applied"),
+        ]
 
-            await client.aclose()
-            await task  # the iteration ends after aclose
-            assert fanout.stats.bad_requests == 0
-
-    run(main)
+        await client.aclose()
+        await task  # the iteration ends after aclose
+        assert fanout.stats.bad_requests == 0
 
 
-def test_bbo_trades_and_status_changes_are_typed_events_stamped_on_receipt(
-    run: Run, serving: Serving
-) -> None:
-    async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
-        clock = itertools.count(1_700_000_000_000_000_000)
-        async with serving(fanout), asyncio.TaskGroup() as tasks:
-            client = GatewayClient(
-                f"ws://127.0.0.1:{fanout.port}/",
-                [KEY],
-                channels=["book", "bbo", "trade"],
-                clock_ns=lambda: next(clock),
-            )
-            consumer = Consumer(client, view)
-            task = tasks.create_task(consumer.run())
-            await consumer.until(lambda e: isinstance(e, BboEvent))
-            snapshot = next(e for e in consumer.events if isinstance(e, BookEvent))
-            assert snapshot.book.levels(1) == ([("100.00", "1")], [("100.50", "1")])
+async def test_bbo_trades_and_status_changes_are_typed_events_stamped_on_receipt() -> None:
+    view, fanout = live_fanout(BIDS, ASKS)
+    clock = itertools.count(1_700_000_000_000_000_000)
+    async with serving(fanout), asyncio.TaskGroup() as tasks:
+        client = GatewayClient(
+            f"ws://127.0.0.1:{fanout.port}/",
+            [KEY],
+            channels=["book", "bbo", "trade"],
+            clock_ns=lambda: next(clock),
+        )
+        consumer = Consumer(client, view)
+        task = tasks.create_task(consumer.run())
+        await consumer.until(lambda e: isinstance(e, BboEvent))
+        snapshot = next(e for e in consumer.events if isinstance(e, BookEvent))
+        assert snapshot.book.levels(1) == ([("100.00", "1")], [("100.50", "1")])
 
-            fanout.publish([view.delta(KEY, bids=[("100.25", "2")])])  # a new top: a bbo
-            fanout.publish([view.delta(KEY, bids=[("99.00", "4")])])  # deeper: no bbo
-            fanout.publish([trade(KEY, 7, "100.5", "0.1")])
-            fanout.publish([view.status(KEY, LIVE, "snapshot applied")])  # a repeat: nothing
-            fanout.publish([view.status(KEY, STALE, "every connection down")])
-            await consumer.until(lambda e: isinstance(e, StatusEvent) and e.state is STALE)
+        fanout.publish([view.delta(KEY, bids=[("100.25", "2")])])  # a new top: a bbo
+        fanout.publish([view.delta(KEY, bids=[("99.00", "4")])])  # deeper: no bbo
+        fanout.publish([trade(KEY, 7, "100.5", "0.1")])
+        fanout.publish([view.status(KEY, LIVE, "snapshot applied")])  # a repeat: nothing
+        fanout.publish([view.status(KEY, STALE, "every connection down")])
+        await consumer.until(lambda e: isinstance(e, StatusEvent) and e.state is STALE)
 
-            assert [e.kind for e in consumer.events] == [
-                "status",
-                "snapshot",
-                "bbo",
-                "delta",
-                "bbo",
-                "delta",
-                "trade",
-                "status",
-            ]
-            bbos = [e for e in consumer.events if isinstance(e, BboEvent)]
-            assert [(b.seq, b.bid, b.ask) for b in bbos] == [
-                (0, ("100.00", "1"), ("100.50", "1")),
-                (1, ("100.25", "2"), ("100.50", "1")),
-            ]
-            assert bbos[1].spread() == Decimal("0.25")
-            (traded,) = [e for e in consumer.events if isinstance(e, TradeEvent)]
-            assert (traded.trade_id, traded.price, traded.qty, traded.side, traded.ts_ms) == (
-                7,
-                "100.5",
-                "0.1",
-                Side.BUY,
-                1_700_000_000_000,
-            )
-            # Each message stamped once on receipt, in order.
-            stamps = [e.recv_ns for e in consumer.events]
-            assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-            book = client.book(KEY)
-            assert book is not None and book.best_bid() == ("100.25", "2")
-            assert book.spread() == Decimal("0.25") and client.stats.statuses == 2
-            await client.aclose()
-            await task
-
-    run(main)
+        assert [e.kind for e in consumer.events] == [
+            "status",
+            "snapshot",
+            "bbo",
+            "delta",
+            "bbo",
+            "delta",
+            "trade",
+            "status",
+        ]
+        bbos = [e for e in consumer.events if isinstance(e, BboEvent)]
+        assert [(b.seq, b.bid, b.ask) for b in bbos] == [
+            (0, ("100.00", "1"), ("100.50", "1")),
+            (1, ("100.25", "2"), ("100.50", "1")),
+        ]
+        assert bbos[1].spread() == Decimal("0.25")
+        (traded,) = [e for e in consumer.events if isinstance(e, TradeEvent)]
+        assert (traded.trade_id, traded.price, traded.qty, traded.side, traded.ts_ms) == (
+            7,
+            "100.5",
+            "0.1",
+            Side.BUY,
+            1_700_000_000_000,
+        )
+        # Each message stamped once on receipt, in order.
+        stamps = [e.recv_ns for e in consumer.events]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        book = client.book(KEY)
+        assert book is not None and book.best_bid() == ("100.25", "2")
+        assert book.spread() == Decimal("0.25") and client.stats.statuses == 2
+        await client.aclose()
+        await task
 
 
 def _notify_on_every_retry(client: GatewayClient) -> StateChanges:
@@ -265,7 +252,6 @@ class Following(NamedTuple):
 
 async def following(
     tasks: asyncio.TaskGroup,
-    start_serving: StartServing,
     fanout: Fanout,
     view: FakeView,
     **options: Any,
@@ -290,148 +276,128 @@ def is_recovery(event: Event) -> bool:
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-def test_client_recovers_every_missed_delta_after_the_connection_drops(
-    wire_format: str, run: Run, start_serving: StartServing
+async def test_client_recovers_every_missed_delta_after_the_connection_drops(
+    wire_format: str,
 ) -> None:
     """The same gateway instance (its server restarted, its fan-out and rings kept): the
     kept book goes on with the deltas it missed, seq-continuous, and no snapshot."""
+    view, fanout = live_fanout(BIDS, ASKS)
+    async with asyncio.TaskGroup() as tasks:
+        f = await following(tasks, fanout, view, wire_format=wire_format)
+        client, consumer, port = f.client, f.consumer, fanout.port
+        fanout.publish([view.delta(KEY, bids=[("99.90", "1")])])
+        await consumer.until(delta_of(KEY, 1))
 
-    async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
-        async with asyncio.TaskGroup() as tasks:
-            f = await following(tasks, start_serving, fanout, view, wire_format=wire_format)
-            client, consumer, port = f.client, f.consumer, fanout.port
-            fanout.publish([view.delta(KEY, bids=[("99.90", "1")])])
-            await consumer.until(delta_of(KEY, 1))
+        f.server.cancel()
+        lost = await consumer.until(status_of(KEY))
+        assert isinstance(lost, StatusEvent) and lost.state is STALE
+        assert client.book(KEY) is None and client.position(KEY) == (1, 1)
+        for price in ("98.00", "97.00", "96.00"):  # the book moves on meanwhile
+            fanout.publish([view.delta(KEY, bids=[(price, "1")])])
 
-            f.server.cancel()
-            lost = await consumer.until(status_of(KEY))
-            assert isinstance(lost, StatusEvent) and lost.state is STALE
-            assert client.book(KEY) is None and client.position(KEY) == (1, 1)
-            for price in ("98.00", "97.00", "96.00"):  # the book moves on meanwhile
-                fanout.publish([view.delta(KEY, bids=[(price, "1")])])
-
-            f = f._replace(server=await start_serving(tasks, fanout, port))
-            recovery = await consumer.until(is_recovery)
-            assert recovery == RecoveryEvent(KEY, True, 1, 1, fanout.instance, recovery.recv_ns)
-            for seq in (2, 3, 4):
-                missed = await consumer.until(delta_of(KEY, seq))
-                assert isinstance(missed, BookEvent) and missed.recovered
-            fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
-            live = await consumer.until(delta_of(KEY, 5))
-            assert isinstance(live, BookEvent) and not live.recovered
-            assert consumer.seqs(KEY, "snapshot") == [0]  # never re-sent
-            assert consumer.seqs(KEY, "delta") == [1, 2, 3, 4, 5]
-            book = client.book(KEY)
-            assert book is not None and book.normalized() == view.history[KEY, 1, 5]
-            assert client.stats.recoveries == 1 and client.stats.recovered_deltas == 3
-            assert fanout.stats.recoveries == 1 and fanout.stats.recovered_messages == 3
-            await f.close()
-
-    run(main)
+        f = f._replace(server=await start_serving(tasks, fanout, port))
+        recovery = await consumer.until(is_recovery)
+        assert recovery == RecoveryEvent(KEY, True, 1, 1, fanout.instance, recovery.recv_ns)
+        for seq in (2, 3, 4):
+            missed = await consumer.until(delta_of(KEY, seq))
+            assert isinstance(missed, BookEvent) and missed.recovered
+        fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
+        live = await consumer.until(delta_of(KEY, 5))
+        assert isinstance(live, BookEvent) and not live.recovered
+        assert consumer.seqs(KEY, "snapshot") == [0]  # never re-sent
+        assert consumer.seqs(KEY, "delta") == [1, 2, 3, 4, 5]
+        book = client.book(KEY)
+        assert book is not None and book.normalized() == view.history[KEY, 1, 5]
+        assert client.stats.recoveries == 1 and client.stats.recovered_deltas == 3
+        assert fanout.stats.recoveries == 1 and fanout.stats.recovered_messages == 3
+        await f.close()
 
 
-def test_a_client_back_after_the_ring_moved_on_gets_a_snapshot(
-    run: Run, start_serving: StartServing
-) -> None:
-    async def main() -> None:
-        now_s = [0.0]
-        view, fanout = live_fanout(BIDS, ASKS, recovery_age_s=10.0, clock_s=lambda: now_s[0])
-        async with asyncio.TaskGroup() as tasks:
-            f = await following(tasks, start_serving, fanout, view)
-            port = fanout.port
-            f.server.cancel()
-            await f.consumer.until(status_of(KEY))
-            fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
-            now_s[0] = 11.0  # delta 1 is older than recovery_age_s: gone from the ring
-            fanout.publish([view.delta(KEY, bids=[("97.00", "1")])])
+async def test_a_client_back_after_the_ring_moved_on_gets_a_snapshot() -> None:
+    now_s = [0.0]
+    view, fanout = live_fanout(BIDS, ASKS, recovery_age_s=10.0, clock_s=lambda: now_s[0])
+    async with asyncio.TaskGroup() as tasks:
+        f = await following(tasks, fanout, view)
+        port = fanout.port
+        f.server.cancel()
+        await f.consumer.until(status_of(KEY))
+        fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
+        now_s[0] = 11.0  # delta 1 is older than recovery_age_s: gone from the ring
+        fanout.publish([view.delta(KEY, bids=[("97.00", "1")])])
 
-            f = f._replace(server=await start_serving(tasks, fanout, port))
-            recovery = await f.consumer.until(is_recovery)
-            assert isinstance(recovery, RecoveryEvent) and not recovery.recovered
-            back = await f.consumer.until(snapshot_of(KEY))
-            assert isinstance(back, BookEvent) and back.seq == 2 and not back.recovered
-            assert fanout.stats.recovery_misses == 1 and fanout.stats.recoveries == 0
-            assert f.client.stats.recovery_misses == 1
-            await f.close()
-
-    run(main)
+        f = f._replace(server=await start_serving(tasks, fanout, port))
+        recovery = await f.consumer.until(is_recovery)
+        assert isinstance(recovery, RecoveryEvent) and not recovery.recovered
+        back = await f.consumer.until(snapshot_of(KEY))
+        assert isinstance(back, BookEvent) and back.seq == 2 and not back.recovered
+        assert fanout.stats.recovery_misses == 1 and fanout.stats.recoveries == 0
+        assert f.client.stats.recovery_misses == 1
+        await f.close()
 
 
-def test_a_client_of_a_restarted_gateway_gets_a_snapshot(
-    run: Run, start_serving: StartServing
-) -> None:
+async def test_a_client_of_a_restarted_gateway_gets_a_snapshot() -> None:
     """Another gateway instance on the same port: nothing of the old epochs is known, the
     client is told it was not recovered and its book restarts from a snapshot."""
+    view, fanout = live_fanout(BIDS, ASKS)
+    async with asyncio.TaskGroup() as tasks:
+        f = await following(tasks, fanout, view)
+        port = fanout.port
+        f.server.cancel()
+        await f.consumer.until(status_of(KEY))
 
-    async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
-        async with asyncio.TaskGroup() as tasks:
-            f = await following(tasks, start_serving, fanout, view)
-            port = fanout.port
-            f.server.cancel()
-            await f.consumer.until(status_of(KEY))
-
-            restarted = Fanout(view)
-            restarted.publish(view.reset(KEY, BIDS, ASKS))  # its own epoch
-            assert restarted.instance != fanout.instance
-            f = f._replace(server=await start_serving(tasks, restarted, port))
-            recovery = await f.consumer.until(is_recovery)
-            assert isinstance(recovery, RecoveryEvent) and not recovery.recovered
-            assert recovery.instance == restarted.instance
-            back = await f.consumer.until(snapshot_of(KEY))
-            assert isinstance(back, BookEvent) and (back.epoch, back.seq) == (2, 0)
-            assert restarted.stats.recovery_misses == 1
-            await f.close()
-
-    run(main)
+        restarted = Fanout(view)
+        restarted.publish(view.reset(KEY, BIDS, ASKS))  # its own epoch
+        assert restarted.instance != fanout.instance
+        f = f._replace(server=await start_serving(tasks, restarted, port))
+        recovery = await f.consumer.until(is_recovery)
+        assert isinstance(recovery, RecoveryEvent) and not recovery.recovered
+        assert recovery.instance == restarted.instance
+        back = await f.consumer.until(snapshot_of(KEY))
+        assert isinstance(back, BookEvent) and (back.epoch, back.seq) == (2, 0)
+        assert restarted.stats.recovery_misses == 1
+        await f.close()
 
 
-def test_client_without_recovery_reconnects_after_the_gateway_restarts(
-    run: Run, wait_until: WaitUntil, start_serving: StartServing
-) -> None:
-    async def main() -> None:
-        view, fanout = live_fanout(BIDS, ASKS)
-        async with asyncio.TaskGroup() as tasks:
-            server = await start_serving(tasks, fanout, 0)
-            port = fanout.port
-            client = GatewayClient(
-                f"ws://127.0.0.1:{port}/",
-                [KEY],
-                recover=False,
-                backoff_initial_s=0.02,
-                backoff_max_s=0.1,
-            )
-            retries = _notify_on_every_retry(client)
-            consumer = Consumer(client, view)
-            consuming = tasks.create_task(consumer.run())
-            await consumer.until(snapshot_of(KEY, 0))
+async def test_client_without_recovery_reconnects_after_the_gateway_restarts() -> None:
+    view, fanout = live_fanout(BIDS, ASKS)
+    async with asyncio.TaskGroup() as tasks:
+        server = await start_serving(tasks, fanout, 0)
+        port = fanout.port
+        client = GatewayClient(
+            f"ws://127.0.0.1:{port}/",
+            [KEY],
+            recover=False,
+            backoff_initial_s=0.02,
+            backoff_max_s=0.1,
+        )
+        retries = _notify_on_every_retry(client)
+        consumer = Consumer(client, view)
+        consuming = tasks.create_task(consumer.run())
+        await consumer.until(snapshot_of(KEY, 0))
 
-            server.cancel()
-            lost = await consumer.until(status_of(KEY))
-            assert isinstance(lost, StatusEvent) and lost.state is STALE
-            assert "connection lost" in lost.reason
-            # The book moves on while the client is away.
-            for _ in range(3):
-                fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
-            # A few refused reconnects (each round after the first counts a backoff step).
-            await wait_until(retries, lambda: client._backoff.failures >= 3)
-            assert client.url is None
+        server.cancel()
+        lost = await consumer.until(status_of(KEY))
+        assert isinstance(lost, StatusEvent) and lost.state is STALE
+        assert "connection lost" in lost.reason
+        # The book moves on while the client is away.
+        for _ in range(3):
+            fanout.publish([view.delta(KEY, bids=[("98.00", "1")])])
+        # A few refused reconnects (each round after the first counts a backoff step).
+        await wait_until(retries, lambda: client._backoff.failures >= 3)
+        assert client.url is None
 
-            server = await start_serving(tasks, fanout, port)
-            live = await consumer.until(status_of(KEY))
-            assert isinstance(live, StatusEvent) and live.state is LIVE
-            back = await consumer.until(snapshot_of(KEY))
-            assert isinstance(back, BookEvent) and back.seq == 3 and back.state is LIVE
-            fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
-            await consumer.until(delta_of(KEY, 4))
-            assert client.stats.connects == 2 and client.stats.disconnects == 1
+        server = await start_serving(tasks, fanout, port)
+        live = await consumer.until(status_of(KEY))
+        assert isinstance(live, StatusEvent) and live.state is LIVE
+        back = await consumer.until(snapshot_of(KEY))
+        assert isinstance(back, BookEvent) and back.seq == 3 and back.state is LIVE
+        fanout.publish([view.delta(KEY, asks=[("100.50", "0")])])
+        await consumer.until(delta_of(KEY, 4))
+        assert client.stats.connects == 2 and client.stats.disconnects == 1
 
-            await client.aclose()
-            await consuming
-            server.cancel()
-
-    run(main)
+        await client.aclose()
+        await consuming
+        server.cancel()
 
 
 def _refused_port() -> int:
@@ -442,83 +408,68 @@ def _refused_port() -> int:
     return port
 
 
-def test_the_urls_are_tried_in_order_and_a_lost_gateway_fails_over_to_the_next(
-    run: Run, start_serving: StartServing
-) -> None:
-    async def main() -> None:
-        view, first = live_fanout(BIDS, ASKS)
-        second = Fanout(view)
-        async with asyncio.TaskGroup() as tasks:
-            first_server = await start_serving(tasks, first, 0)
-            second_server = await start_serving(tasks, second, 0)
-            dead = f"ws://127.0.0.1:{_refused_port()}/"
-            urls = [dead, f"ws://127.0.0.1:{first.port}/", f"ws://127.0.0.1:{second.port}/"]
-            client = GatewayClient(urls, [KEY], backoff_initial_s=0.02, backoff_max_s=0.1)
-            consumer = Consumer(client, view)
-            consuming = tasks.create_task(consumer.run())
-            await consumer.until(snapshot_of(KEY, 0))
-            assert client.url == urls[1]  # the first that accepts
-
-            first_server.cancel()
-            lost = await consumer.until(status_of(KEY))
-            assert isinstance(lost, StatusEvent) and lost.state is STALE
-            await consumer.until(snapshot_of(KEY, 0))
-            assert client.url == urls[2]
-            assert client.stats.connects == 2 and client.stats.disconnects == 1
-            await client.aclose()
-            await consuming
-            second_server.cancel()
-
-    run(main)
-
-
-def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise(
-    run: Run, start_serving: StartServing
-) -> None:
-    async def main() -> None:
-        _view, fanout = live_fanout(BIDS, ASKS)
-        async with asyncio.TaskGroup() as tasks:
-            server = await start_serving(tasks, fanout, 0)
-            url = f"ws://127.0.0.1:{fanout.port}/"
-
-            with pytest.raises(GatewayError, match="unknown_symbol"):
-                async for _ in subscribe(url, ["nowhere:XYZ"]):
-                    pass
-
-            kinds = []
-            async with GatewayClient(url, [KEY], reconnect=False) as client:
-                async for event in client:
-                    kinds.append((event.kind, client.session.status(KEY)[0]))
-                    if event.kind == "snapshot":
-                        server.cancel()
-            assert kinds == [("status", LIVE), ("snapshot", LIVE), ("status", STALE)]
-
+async def test_the_urls_are_tried_in_order_and_a_lost_gateway_fails_over_to_the_next() -> None:
+    view, first = live_fanout(BIDS, ASKS)
+    second = Fanout(view)
+    async with asyncio.TaskGroup() as tasks:
+        first_server = await start_serving(tasks, first, 0)
+        second_server = await start_serving(tasks, second, 0)
         dead = f"ws://127.0.0.1:{_refused_port()}/"
-        with pytest.raises(OSError):
-            async with GatewayClient([dead, url], [KEY], reconnect=False) as client:
-                await anext(client)
+        urls = [dead, f"ws://127.0.0.1:{first.port}/", f"ws://127.0.0.1:{second.port}/"]
+        client = GatewayClient(urls, [KEY], backoff_initial_s=0.02, backoff_max_s=0.1)
+        consumer = Consumer(client, view)
+        consuming = tasks.create_task(consumer.run())
+        await consumer.until(snapshot_of(KEY, 0))
+        assert client.url == urls[1]  # the first that accepts
 
-    run(main)
+        first_server.cancel()
+        lost = await consumer.until(status_of(KEY))
+        assert isinstance(lost, StatusEvent) and lost.state is STALE
+        await consumer.until(snapshot_of(KEY, 0))
+        assert client.url == urls[2]
+        assert client.stats.connects == 2 and client.stats.disconnects == 1
+        await client.aclose()
+        await consuming
+        second_server.cancel()
 
 
-def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url(
-    run: Run, start_serving: StartServing
-) -> None:
-    async def main() -> None:
-        token = "client-token-0123456789"
-        _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1, token=token)
-        async with asyncio.TaskGroup() as tasks:
-            server = await start_serving(tasks, fanout, 0)
-            url = f"ws://127.0.0.1:{fanout.port}/?token={token}"
-            with pytest.raises(GatewayError, match="too_many_subscriptions"):
-                async for _ in subscribe(url, [KEY, KEY2], reconnect=False):
-                    pass
-            async for event in subscribe(url, [KEY], reconnect=False):
-                assert event.symbol == KEY
-                break
-            server.cancel()
+async def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise() -> None:
+    _view, fanout = live_fanout(BIDS, ASKS)
+    async with asyncio.TaskGroup() as tasks:
+        server = await start_serving(tasks, fanout, 0)
+        url = f"ws://127.0.0.1:{fanout.port}/"
 
-    run(main)
+        with pytest.raises(GatewayError, match="unknown_symbol"):
+            async for _ in subscribe(url, ["nowhere:XYZ"]):
+                pass
+
+        kinds = []
+        async with GatewayClient(url, [KEY], reconnect=False) as client:
+            async for event in client:
+                kinds.append((event.kind, client.session.status(KEY)[0]))
+                if event.kind == "snapshot":
+                    server.cancel()
+        assert kinds == [("status", LIVE), ("snapshot", LIVE), ("status", STALE)]
+
+    dead = f"ws://127.0.0.1:{_refused_port()}/"
+    with pytest.raises(OSError):
+        async with GatewayClient([dead, url], [KEY], reconnect=False) as client:
+            await anext(client)
+
+
+async def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url() -> None:
+    token = "client-token-0123456789"
+    _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1, token=token)
+    async with asyncio.TaskGroup() as tasks:
+        server = await start_serving(tasks, fanout, 0)
+        url = f"ws://127.0.0.1:{fanout.port}/?token={token}"
+        with pytest.raises(GatewayError, match="too_many_subscriptions"):
+            async for _ in subscribe(url, [KEY, KEY2], reconnect=False):
+                pass
+        async for event in subscribe(url, [KEY], reconnect=False):
+            assert event.symbol == KEY
+            break
+        server.cancel()
 
 
 @pytest.mark.parametrize("urls", [[], ["unix:"], ["unix:?token=x"], ["http://127.0.0.1:8765/"]])

@@ -3,80 +3,64 @@ frames intact and in order; the pending bytes count for the slow-subscriber poli
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 
 from gateway.wire.protocol import Delta, Snapshot, Status, Subscribed
+from tests.harness import wait_until
 
-from .fanout_helpers import KEY, RawClient, levels, live_fanout
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run, WaitUntil
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, RawClient, levels, live_fanout, serving
 
 SUBSCRIBE = msgspec.json.encode({"op": "subscribe", "symbols": [KEY]}).decode()
 
 
-def test_messages_of_one_turn_go_out_in_one_write_per_subscriber(
-    run: Run, serving: Serving
-) -> None:
-    async def main() -> None:
-        view, fanout = live_fanout(levels(5, 95, -1), levels(5, 105, 1))
-        async with serving(fanout):
-            clients = [await RawClient.connect(fanout.port) for _ in range(3)]
-            for client in clients:
-                await client.send(SUBSCRIBE)
-                assert isinstance(await client.message(), Subscribed)
-                assert isinstance(await client.message(), Status)
-                assert isinstance(await client.message(), Snapshot)
-            writes, sent = fanout.stats.writes, fanout.stats.messages_sent
-            for i in range(16):  # 16 publishes in one turn: no await in between
-                fanout.publish([view.delta(KEY, bids=[(f"90.{i:02d}", "1")])])
-            for client in clients:
-                seqs = []
-                for _ in range(16):
-                    msg = await client.message()
-                    assert isinstance(msg, Delta)
-                    seqs.append(msg.seq)
-                assert seqs == list(range(1, 17)), "frames intact and in order"
-                await client.close()
-            assert fanout.stats.messages_sent - sent == 3 * 16
-            assert fanout.stats.writes - writes == 3, "one write per subscriber"
-
-    run(main)
+async def test_messages_of_one_turn_go_out_in_one_write_per_subscriber() -> None:
+    view, fanout = live_fanout(levels(5, 95, -1), levels(5, 105, 1))
+    async with serving(fanout):
+        clients = [await RawClient.connect(fanout.port) for _ in range(3)]
+        for client in clients:
+            await client.send(SUBSCRIBE)
+            assert isinstance(await client.message(), Subscribed)
+            assert isinstance(await client.message(), Status)
+            assert isinstance(await client.message(), Snapshot)
+        writes, sent = fanout.stats.writes, fanout.stats.messages_sent
+        for i in range(16):  # 16 publishes in one turn: no await in between
+            fanout.publish([view.delta(KEY, bids=[(f"90.{i:02d}", "1")])])
+        for client in clients:
+            seqs = []
+            for _ in range(16):
+                msg = await client.message()
+                assert isinstance(msg, Delta)
+                seqs.append(msg.seq)
+            assert seqs == list(range(1, 17)), "frames intact and in order"
+            await client.close()
+        assert fanout.stats.messages_sent - sent == 3 * 16
+        assert fanout.stats.writes - writes == 3, "one write per subscriber"
 
 
-def test_pending_bytes_count_for_the_slow_subscriber_policy(
-    run: Run, serving: Serving, wait_until: WaitUntil
-) -> None:
+async def test_pending_bytes_count_for_the_slow_subscriber_policy() -> None:
     """Within one turn nothing reaches the transport, yet the subscriber falls behind once
     its pending frames pass ``max_buffer_bytes``; it is conflated when they have drained."""
-
-    async def main() -> None:
-        view, fanout = live_fanout(
-            levels(5, 95, -1), levels(5, 105, 1), max_buffer_bytes=2000, max_behind_s=30
-        )
-        async with serving(fanout):
-            client = await RawClient.connect(fanout.port)
-            async with client:
-                await client.send(SUBSCRIBE)
-                for _ in range(3):
-                    await client.message()
-                for i in range(40):  # about 110 B each: behind after about 18
-                    fanout.publish([view.delta(KEY, bids=[(f"90.{i:02d}", "1")])])
-                assert fanout.stats.conflations == 1 and fanout.stats.dropped > 0
-                last = view.books[KEY][2]
-                seqs = []
-                while True:
-                    msg = await client.message()
-                    if isinstance(msg, Snapshot):
-                        break
-                    if isinstance(msg, Delta):
-                        seqs.append(msg.seq)
-                assert seqs == list(range(1, len(seqs) + 1)) and 0 < len(seqs) < 40
-                assert (msg.seq, msg.bids[0]) == (last, ("95.00", "1.00000000"))
-                await wait_until(fanout.changes, lambda: not fanout.subscriber_stats()[0].behind)
-                assert fanout.stats.slow_disconnects == 0
-
-    run(main)
+    view, fanout = live_fanout(
+        levels(5, 95, -1), levels(5, 105, 1), max_buffer_bytes=2000, max_behind_s=30
+    )
+    async with serving(fanout):
+        client = await RawClient.connect(fanout.port)
+        async with client:
+            await client.send(SUBSCRIBE)
+            for _ in range(3):
+                await client.message()
+            for i in range(40):  # about 110 B each: behind after about 18
+                fanout.publish([view.delta(KEY, bids=[(f"90.{i:02d}", "1")])])
+            assert fanout.stats.conflations == 1 and fanout.stats.dropped > 0
+            last = view.books[KEY][2]
+            seqs = []
+            while True:
+                msg = await client.message()
+                if isinstance(msg, Snapshot):
+                    break
+                if isinstance(msg, Delta):
+                    seqs.append(msg.seq)
+            assert seqs == list(range(1, len(seqs) + 1)) and 0 < len(seqs) < 40
+            assert (msg.seq, msg.bids[0]) == (last, ("95.00", "1.00000000"))
+            await wait_until(fanout.changes, lambda: not fanout.subscriber_stats()[0].behind)
+            assert fanout.stats.slow_disconnects == 0

@@ -19,7 +19,7 @@ values are used). Then:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import pytest
@@ -42,12 +42,9 @@ from gateway.wire.protocol import (
     Subscribed,
     decode_server_message,
 )
+from tests.harness import run_bounded
 
-from .fanout_helpers import KEY, KEY2, RawClient, close_of, live_fanout, plain
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, KEY2, RawClient, close_of, live_fanout, plain, serving
 
 BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -191,7 +188,7 @@ async def _read_until_pong_or_close(client: RawClient) -> tuple[list[ServerMessa
             return messages, None
 
 
-async def _session(serving: Serving, frames: list[FrameOut]) -> None:
+async def _session(frames: list[FrameOut]) -> None:
     view, fanout = live_fanout(
         BIDS,
         ASKS,
@@ -266,9 +263,9 @@ async def _session(serving: Serving, frames: list[FrameOut]) -> None:
     ]
 )
 def test_arbitrary_requests_get_documented_answers_and_disturb_nobody(
-    run: Run, serving: Serving, frames: list[FrameOut]
+    frames: list[FrameOut],
 ) -> None:
-    run(lambda: _session(serving, frames), timeout_s=15)
+    run_bounded(lambda: _session(frames), timeout_s=15)  # a loop per example
 
 
 def test_the_server_messages_decoder_refuses_what_is_not_documented() -> None:

@@ -106,7 +106,7 @@ from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
 from gateway.io.logs import FD_EXHAUSTION
 from gateway.io.upstream import Connection
-from tests.gateway.io.fanout_helpers import FakeView
+from tests.gateway.io.fanout_helpers import FakeView, start_serving
 
 hog = []
 
@@ -137,9 +137,7 @@ async def main():
         up_port = up.sockets[0].getsockname()[1]
         fanout = Fanout(FakeView())
         async with asyncio.TaskGroup() as tasks:
-            ready = asyncio.Event()
-            serving = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
-            await ready.wait()
+            serving = await start_serving(tasks, fanout)
             client = socket.socket()  # made now: connecting it later needs no descriptor
 
             # Episode 1: upstream connects fail with EMFILE, then succeed.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,15 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.model import SymbolState
 from gateway.io.service import Service
-from gateway.wire.config import Config, ServerConfig, VenueConfig, parse_config, validate
-from tests.subscriber import ROOT, serving
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run, WaitUntil
+from gateway.wire.config import Config
+from tests.harness import wait_until
+from tests.subscriber import ROOT, loopback_config, serving
 
 DOC = ROOT / "docs" / "metrics.md"
+VENUE = "binance-usdm"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
-KEYS = [f"binance-usdm:{s}" for s in SYMBOLS]
+KEYS = [f"{VENUE}:{s}" for s in SYMBOLS]
 
 
 def documented_names() -> set[str]:
@@ -47,15 +46,7 @@ def samples(families: list[Metric], name: str) -> dict[tuple[tuple[str, str], ..
 
 
 def test_every_exported_metric_is_documented_and_every_documented_one_exported() -> None:
-    config = parse_config(
-        """
-[[venues]]
-venue = "binance-usdm"
-symbols = ["BTCUSDT"]
-endpoints = ["ws://127.0.0.1:1"]
-rest = ["http://127.0.0.1:2"]
-"""
-    )
+    config = loopback_config(VENUE, ["BTCUSDT"], ["ws://127.0.0.1:1"], ["http://127.0.0.1:2"])
     text = generate_latest(Service(config).metrics).decode()
     exported = exposed_names(text_string_to_metric_families(text))
     documented = documented_names()
@@ -64,89 +55,70 @@ rest = ["http://127.0.0.1:2"]
     assert documented - exported == set(), "in docs/metrics.md but not exported"
 
 
-def _config(urls: list[str], rest_url: str) -> Config:
-    return validate(
-        Config(
-            venues=[
-                VenueConfig(
-                    venue="binance-usdm",
-                    symbols=SYMBOLS,
-                    endpoints=urls,
-                    rest=[rest_url],
-                    stall_timeout_s=3.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=0.5,
-                )
-            ],
-            server=ServerConfig(port=0),
+def _config(sim: SimBinanceUsdm) -> Config:
+    return loopback_config(VENUE, SYMBOLS, sim.public_urls, [sim.rest_url])
+
+
+@pytest.mark.async_timeout_s(40)
+async def test_a_running_gateway_is_scraped_and_healthz_turns_503_when_no_symbol_is_live() -> None:
+    async with (
+        SimBinanceUsdm(SYMBOLS, n_endpoints=2, seed=3, interval_s=0.02) as sim,
+        serving(_config(sim), KEYS) as (service, subscriber),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as http,
+    ):
+        client = subscriber.client
+        await subscriber.until(lambda: all(client.book(k) is not None for k in KEYS), 15)
+        await sim.wait_steps(10)
+
+        health = await http.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok" and health.json()["not_live"] == []
+
+        response = await http.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        families = list(text_string_to_metric_families(response.text))
+        assert exposed_names(families) == documented_names()
+
+        venue = (("venue", "binance-usdm"),)
+        state = samples(families, "mdgateway_symbol_state")
+        for symbol in SYMBOLS:
+            for s in SymbolState:
+                labels = (("mdgateway_symbol_state", s), ("symbol", symbol), *venue)
+                assert state[tuple(sorted(labels))] == (1.0 if s == "live" else 0.0)
+        frames = samples(families, "mdgateway_connection_frames_total")
+        received = samples(families, "mdgateway_connection_received_bytes_total")
+        assert len(frames) == 4, "2 book and 2 trade connections"
+        assert all(frames[k] > 0 and received[k] > frames[k] for k in frames)
+        wins = samples(families, "mdgateway_symbol_connection_first_wins_total")
+        updates = samples(families, "mdgateway_symbol_updates_total")
+        for symbol in SYMBOLS:
+            per_symbol = [v for k, v in wins.items() if ("symbol", symbol) in k]
+            # Each applied update was some connection's first arrival (and a snapshot
+            # applied none): wins never exceed the updates, and both move.
+            assert 0 < sum(per_symbol) <= updates[(("symbol", symbol), *venue)]
+        latency = samples(families, "mdgateway_connection_event_latency_seconds_count")
+        assert len(latency) == 2 and all(count > 0 for count in latency.values())
+        assert samples(families, "mdgateway_snapshots_fetched_total")[venue] >= 2
+        assert samples(families, "mdgateway_fanout_subscribers")[()] == 1.0
+        assert samples(families, "mdgateway_trades_total")
+
+        for index in range(2):
+            await sim.close_endpoint(index)
+        await wait_until(
+            service.connection_changes,
+            lambda: all(b.state == SymbolState.STALE for b in service.books.values()),
+            10.0,
         )
-    )
-
-
-def test_a_running_gateway_is_scraped_and_healthz_turns_503_when_no_symbol_is_live(
-    run: Run, wait_until: WaitUntil
-) -> None:
-    async def main() -> None:
-        async with (
-            SimBinanceUsdm(SYMBOLS, n_endpoints=2, seed=3, interval_s=0.02) as sim,
-            serving(_config(sim.public_urls, sim.rest_url), KEYS) as (service, subscriber),
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as http,
-        ):
-            client = subscriber.client
-            await subscriber.until(lambda: all(client.book(k) is not None for k in KEYS), 15)
-            await sim.wait_steps(10)
-
-            health = await http.get("/healthz")
-            assert health.status_code == 200
-            assert health.json()["status"] == "ok" and health.json()["not_live"] == []
-
-            response = await http.get("/metrics")
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-            families = list(text_string_to_metric_families(response.text))
-            assert exposed_names(families) == documented_names()
-
-            venue = (("venue", "binance-usdm"),)
-            state = samples(families, "mdgateway_symbol_state")
-            for symbol in SYMBOLS:
-                for s in SymbolState:
-                    labels = (("mdgateway_symbol_state", s), ("symbol", symbol), *venue)
-                    assert state[tuple(sorted(labels))] == (1.0 if s == "live" else 0.0)
-            frames = samples(families, "mdgateway_connection_frames_total")
-            received = samples(families, "mdgateway_connection_received_bytes_total")
-            assert len(frames) == 4, "2 book and 2 trade connections"
-            assert all(frames[k] > 0 and received[k] > frames[k] for k in frames)
-            wins = samples(families, "mdgateway_symbol_connection_first_wins_total")
-            updates = samples(families, "mdgateway_symbol_updates_total")
-            for symbol in SYMBOLS:
-                per_symbol = [v for k, v in wins.items() if ("symbol", symbol) in k]
-                # Each applied update was some connection's first arrival (and a snapshot
-                # applied none): wins never exceed the updates, and both move.
-                assert 0 < sum(per_symbol) <= updates[(("symbol", symbol), *venue)]
-            latency = samples(families, "mdgateway_connection_event_latency_seconds_count")
-            assert len(latency) == 2 and all(count > 0 for count in latency.values())
-            assert samples(families, "mdgateway_snapshots_fetched_total")[venue] >= 2
-            assert samples(families, "mdgateway_fanout_subscribers")[()] == 1.0
-            assert samples(families, "mdgateway_trades_total")
-
-            for index in range(2):
-                await sim.close_endpoint(index)
-            await wait_until(
-                service.connection_changes,
-                lambda: all(b.state == SymbolState.STALE for b in service.books.values()),
-                10.0,
-            )
-            health = await http.get("/healthz")
-            assert health.status_code == 503
-            doc = health.json()
-            assert doc["status"] == "unavailable" and doc["live"] == 0 and doc["total"] == 2
-            assert {(s["symbol"], s["state"]) for s in doc["not_live"]} == {
-                (key, "stale") for key in KEYS
-            }
-            assert all(s["reason"] for s in doc["not_live"])
-            response = await http.get("/metrics")
-            families = list(text_string_to_metric_families(response.text))
-            up = samples(families, "mdgateway_connection_up")
-            assert len(up) == 4 and set(up.values()) == {0.0}
-
-    run(main, 40.0)
+        health = await http.get("/healthz")
+        assert health.status_code == 503
+        doc = health.json()
+        assert doc["status"] == "unavailable" and doc["live"] == 0 and doc["total"] == 2
+        assert {(s["symbol"], s["state"]) for s in doc["not_live"]} == {
+            (key, "stale") for key in KEYS
+        }
+        assert all(s["reason"] for s in doc["not_live"])
+        response = await http.get("/metrics")
+        families = list(text_string_to_metric_families(response.text))
+        up = samples(families, "mdgateway_connection_up")
+        assert len(up) == 4 and set(up.values()) == {0.0}

@@ -5,7 +5,7 @@ schema's ``server_message``; every request sent here against its ``client_reques
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import pytest
@@ -15,11 +15,7 @@ from websockets.frames import Opcode
 from gateway.core.model import SymbolState
 from gateway.wire.protocol import SCHEMA_PATH, ErrorCode
 
-from .fanout_helpers import KEY, KEY2, RawClient, live_fanout, trade
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run
-    from tests.gateway.io.conftest import Serving
+from .fanout_helpers import KEY, KEY2, RawClient, live_fanout, serving, trade
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 SERVER = Draft202012Validator({"$defs": SCHEMA["$defs"], **SCHEMA["properties"]["server_message"]})
@@ -62,57 +58,52 @@ class _Session:
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-def test_every_message_a_gateway_sends_validates_against_the_schema(
-    wire_format: str, run: Run, serving: Serving
-) -> None:
+async def test_every_message_a_gateway_sends_validates_against_the_schema(wire_format: str) -> None:
     msgpack = wire_format == "msgpack"
 
-    async def main() -> None:
-        view, fanout = live_fanout([("100.00", "1"), ("99.50", "2")], [("100.50", "1")])
-        async with serving(fanout), await RawClient.connect(fanout.port) as client:
-            session = _Session(client, msgpack)
-            await session.send(
-                {
-                    "op": "subscribe",
-                    "symbols": [KEY],
-                    "channels": ["book", "bbo", "trade"],
-                    "format": wire_format,
-                }
-            )
-            await session.send({"op": "subscribe", "symbols": [KEY2], "depth": 1})
-            await session.until_pong("subscribed")
-            fanout.publish(view.reset(KEY2, [("10.00", "1")], [("11.00", "2")]))
-            fanout.publish(
-                [
-                    view.delta(KEY, bids=[("100.10", "3")], asks=[("100.50", "0")]),
-                    trade(KEY, 42),
-                    view.delta(KEY2, bids=[("10.50", "1")]),
-                ]
-            )
-            fanout.publish([view.status(KEY2, SymbolState.RESYNCING, "ids missing")])
-            await session.send({"op": "list"})
-            await session.send({"op": "ping", "id": 7})
-            await session.send({"op": "ping"})
-            await session.send({"op": "resync", "symbol": KEY})
-            await session.send({"op": "resync", "symbol": "binance:NOTHERE"})
-            await session.send({"op": "subscribe", "symbols": ["nowhere:X"]})
-            await client.send('{"op": "subscribe", "symbols": "not a list"}')
-            await session.send({"op": "unsubscribe", "symbols": [KEY, KEY2]})
-            await session.until_pong("end")
-        for message in session.received:
-            SERVER.validate(message)
-        assert {m["type"] for m in session.received} == EVERY_TYPE
-        codes = {m["code"] for m in session.received if m["type"] == "error"}
-        assert codes == {
-            ErrorCode.NOT_SUBSCRIBED,
-            ErrorCode.UNKNOWN_SYMBOL,
-            ErrorCode.BAD_REQUEST,
-        }
-        snapshots = [m for m in session.received if m["type"] == "snapshot"]
-        assert len(snapshots) == 3  # KEY, KEY2 at depth 1, KEY's resync
-        assert any(m["type"] == "delta" and m["symbol"] == KEY2 for m in session.received)
-
-    run(main)
+    view, fanout = live_fanout([("100.00", "1"), ("99.50", "2")], [("100.50", "1")])
+    async with serving(fanout), await RawClient.connect(fanout.port) as client:
+        session = _Session(client, msgpack)
+        await session.send(
+            {
+                "op": "subscribe",
+                "symbols": [KEY],
+                "channels": ["book", "bbo", "trade"],
+                "format": wire_format,
+            }
+        )
+        await session.send({"op": "subscribe", "symbols": [KEY2], "depth": 1})
+        await session.until_pong("subscribed")
+        fanout.publish(view.reset(KEY2, [("10.00", "1")], [("11.00", "2")]))
+        fanout.publish(
+            [
+                view.delta(KEY, bids=[("100.10", "3")], asks=[("100.50", "0")]),
+                trade(KEY, 42),
+                view.delta(KEY2, bids=[("10.50", "1")]),
+            ]
+        )
+        fanout.publish([view.status(KEY2, SymbolState.RESYNCING, "ids missing")])
+        await session.send({"op": "list"})
+        await session.send({"op": "ping", "id": 7})
+        await session.send({"op": "ping"})
+        await session.send({"op": "resync", "symbol": KEY})
+        await session.send({"op": "resync", "symbol": "binance:NOTHERE"})
+        await session.send({"op": "subscribe", "symbols": ["nowhere:X"]})
+        await client.send('{"op": "subscribe", "symbols": "not a list"}')
+        await session.send({"op": "unsubscribe", "symbols": [KEY, KEY2]})
+        await session.until_pong("end")
+    for message in session.received:
+        SERVER.validate(message)
+    assert {m["type"] for m in session.received} == EVERY_TYPE
+    codes = {m["code"] for m in session.received if m["type"] == "error"}
+    assert codes == {
+        ErrorCode.NOT_SUBSCRIBED,
+        ErrorCode.UNKNOWN_SYMBOL,
+        ErrorCode.BAD_REQUEST,
+    }
+    snapshots = [m for m in session.received if m["type"] == "snapshot"]
+    assert len(snapshots) == 3  # KEY, KEY2 at depth 1, KEY's resync
+    assert any(m["type"] == "delta" and m["symbol"] == KEY2 for m in session.received)
 
 
 def test_the_schema_refuses_what_the_gateway_must_not_send() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -21,16 +21,23 @@ from gateway.core.renewal import AGE_JITTER
 from gateway.core.sequenced import SequencedBook
 from gateway.io.service import Service
 from gateway.io.venue_runtime import VenueRuntime
-from gateway.wire.config import parse_config
+from gateway.wire.config import Config, VenueConfig, validate
 
-CONFIG_TEXT = """
-[[venues]]
-venue = "binance"
-symbols = ["BTCUSDT"]
-endpoints = ["ws://127.0.0.1:1", "ws://127.0.0.1:2"]
-rest = ["http://127.0.0.1:3"]
-"""
-CONFIG = parse_config(CONFIG_TEXT)
+BINANCE = VenueConfig(
+    "binance", ["BTCUSDT"], ["ws://127.0.0.1:1", "ws://127.0.0.1:2"], rest=["http://127.0.0.1:3"]
+)
+OKX = VenueConfig("okx", ["BTC-USDT"], ["wss://ws.okx.com:8443/ws/v5/public"])
+CONFIG = validate(Config(venues=[BINANCE]))
+
+
+def venue_runtime(
+    cfg: VenueConfig,
+    publish: Callable[[Sequence[GatewayEvent]], None] = lambda events: None,
+    now_ns: Callable[[], int] = lambda: 0,
+) -> VenueRuntime:
+    """The runtime of ``cfg``, validated as a configuration's venue is."""
+    (validated,) = validate(Config(venues=[cfg])).venues
+    return VenueRuntime(validated, itertools.count(0), publish, now_ns)
 
 
 def depth(first: int, last: int, price: str = "100.0", qty: str = "1") -> bytes:
@@ -46,7 +53,7 @@ def runtime() -> tuple[VenueRuntime, list[GatewayEvent]]:
     def publish(events: Sequence[GatewayEvent]) -> None:
         published.extend(events)
 
-    venue = VenueRuntime(CONFIG.venues[0], itertools.count(0), publish, lambda: 0)
+    venue = venue_runtime(BINANCE, publish)
     for conn in venue.connections.values():
         venue.on_state(conn.conn_id, True)
     return venue, published
@@ -101,18 +108,15 @@ def test_connection_ages_are_jittered_and_connections_carry_every_symbol() -> No
 
 
 def test_trades_on_their_own_endpoint_get_connections_the_books_do_not_count() -> None:
-    config = parse_config(
-        """
-[[venues]]
-venue = "binance-usdm"
-symbols = ["BTCUSDT"]
-endpoints = ["wss://fstream.binance.com/public"]
-connections_per_endpoint = 2
-rest = ["https://fapi.binance.com"]
-"""
+    usdm = VenueConfig(
+        "binance-usdm",
+        ["BTCUSDT"],
+        ["wss://fstream.binance.com/public"],
+        rest=["https://fapi.binance.com"],
+        connections_per_endpoint=2,
     )
     published: list[GatewayEvent] = []
-    venue = VenueRuntime(config.venues[0], itertools.count(0), published.extend, lambda: 0)
+    venue = venue_runtime(usdm, published.extend)
     urls = {c.conn_id: c.url for c in venue.connections.values()}
     assert len(urls) == 3 and venue.trade_connections == {2}
     assert urls[2] == "wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade"
@@ -129,18 +133,9 @@ rest = ["https://fapi.binance.com"]
     assert [type(e).__name__ for e in published] == ["TradeOut"]
 
 
-def _okx_runtime(rest: str) -> tuple[VenueRuntime, list[GatewayEvent]]:
-    config = parse_config(
-        f"""
-[[venues]]
-venue = "okx"
-symbols = ["BTC-USDT"]
-endpoints = ["wss://ws.okx.com:8443/ws/v5/public"]
-{rest}
-"""
-    )
+def _okx_runtime(rest: list[str]) -> tuple[VenueRuntime, list[GatewayEvent]]:
     published: list[GatewayEvent] = []
-    venue = VenueRuntime(config.venues[0], itertools.count(0), published.extend, lambda: 0)
+    venue = venue_runtime(msgspec.structs.replace(OKX, rest=rest), published.extend)
     venue.on_state(0, True)
     return venue, published
 
@@ -155,15 +150,7 @@ def okx_update(prev: int, seq: int, price: str) -> bytes:
 
 def test_okx_resubscribes_stay_within_its_requests_per_connection_and_hour() -> None:
     now_ns = [0]
-    config = parse_config(
-        """
-[[venues]]
-venue = "okx"
-symbols = ["BTC-USDT"]
-endpoints = ["wss://ws.okx.com:8443/ws/v5/public"]
-"""
-    )
-    venue = VenueRuntime(config.venues[0], itertools.count(0), lambda _: None, lambda: now_ns[0])
+    venue = venue_runtime(OKX, now_ns=lambda: now_ns[0])
     venue.on_state(0, True)
     connection = venue.connections[0]
     slot = venue.renewals.slot_of(0)
@@ -187,12 +174,12 @@ endpoints = ["wss://ws.okx.com:8443/ws/v5/public"]
 
 
 def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
-    venue, _ = _okx_runtime("")
+    venue, _ = _okx_runtime([])
     assert venue.fetcher is None
     venue.on_frame(0, okx_update(10, 15, "100"), 1)  # no book yet: a snapshot is wanted
     assert venue.stats.resubscribes == 1
 
-    venue, published = _okx_runtime('rest = ["https://www.okx.com"]')
+    venue, published = _okx_runtime(["https://www.okx.com"])
     assert venue.fetcher is not None
     venue.on_frame(0, okx_update(10, 15, "100"), 1)
     venue.on_frame(0, okx_update(15, 18, "101"), 1)
@@ -220,13 +207,8 @@ def depth_levels(first: int, last: int, bids: Sequence[tuple[str, str]]) -> byte
 
 
 def test_the_configured_cap_bounds_the_book_and_an_oversized_frame_is_refused() -> None:
-    config = parse_config(
-        CONFIG_TEXT.replace(
-            'rest = ["http://127.0.0.1:3"]', 'rest = ["http://127.0.0.1:3"]\nmax_levels = 1000'
-        )
-    )
     published: list[GatewayEvent] = []
-    venue = VenueRuntime(config.venues[0], itertools.count(0), published.extend, lambda: 0)
+    venue = venue_runtime(msgspec.structs.replace(BINANCE, max_levels=1000), published.extend)
     venue.on_state(0, True)
     venue.on_frame(0, depth(10, 11), 1)
     asks = (("100000.0", "1"),)
@@ -266,8 +248,7 @@ def test_a_crossing_frame_is_not_published_and_asks_for_a_snapshot() -> None:
 
 
 def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected() -> None:
-    cfg = msgspec.structs.replace(CONFIG.venues[0], max_id_jump=1000)
-    venue = VenueRuntime(cfg, itertools.count(0), lambda events: None, lambda: 0)
+    venue = venue_runtime(msgspec.structs.replace(BINANCE, max_id_jump=1000))
     for conn in venue.connections.values():
         venue.on_state(conn.conn_id, True)
     book = venue.books["binance:BTCUSDT"]
@@ -281,16 +262,10 @@ def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected()
 
 def _sharded(symbols: list[str]) -> VenueRuntime:
     """binance-usdm (200 streams per connection) on two endpoints, REST configured."""
-    config = parse_config(
-        f"""
-[[venues]]
-venue = "binance-usdm"
-symbols = {msgspec.json.encode(symbols).decode()}
-endpoints = ["wss://a.example/public", "wss://b.example/public"]
-rest = ["https://fapi.binance.com"]
-"""
+    endpoints = ["wss://a.example/public", "wss://b.example/public"]
+    return venue_runtime(
+        VenueConfig("binance-usdm", symbols, endpoints, rest=["https://fapi.binance.com"])
     )
-    return VenueRuntime(config.venues[0], itertools.count(0), lambda events: None, lambda: 0)
 
 
 def test_symbols_are_sharded_within_the_stream_limit_on_every_endpoint() -> None:
@@ -313,26 +288,17 @@ def test_symbols_are_sharded_within_the_stream_limit_on_every_endpoint() -> None
 
 
 def test_venues_of_one_limit_group_share_their_budgets() -> None:
-    config = parse_config(
-        """
-[[venues]]
-venue = "bybit-spot"
-symbols = ["BTCUSDT"]
-endpoints = ["wss://stream.bybit.com/v5/public/spot"]
-
-[[venues]]
-venue = "bybit-linear"
-symbols = ["BTCUSDT"]
-endpoints = ["wss://stream.bybit.com/v5/public/linear"]
-
-[[venues]]
-venue = "coinbase"
-symbols = ["BTC-USD"]
-endpoints = ["wss://advanced-trade-ws.coinbase.com"]
-connections_per_endpoint = 3
-"""
-    )
-    service = Service(config)
+    venues = [
+        VenueConfig("bybit-spot", ["BTCUSDT"], ["wss://stream.bybit.com/v5/public/spot"]),
+        VenueConfig("bybit-linear", ["BTCUSDT"], ["wss://stream.bybit.com/v5/public/linear"]),
+        VenueConfig(
+            "coinbase",
+            ["BTC-USD"],
+            ["wss://advanced-trade-ws.coinbase.com"],
+            connections_per_endpoint=3,
+        ),
+    ]
+    service = Service(validate(Config(venues=venues)))
     spot, linear, coinbase = service.venues
     assert spot.attempts is linear.attempts and spot.attempts.budget == 400
     assert coinbase.attempts is not spot.attempts

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -21,9 +21,7 @@ from gateway.core.model import DepthSnapshot
 from gateway.io.changes import StateChanges
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.venues import adapter_for
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run, RunUntil, WaitUntil
+from tests.harness import run_until, wait_until
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -142,9 +140,7 @@ def _connection(
     )
 
 
-def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
-    run: Run, run_until: RunUntil
-) -> None:
+async def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("one")
         await ws.send(b"two")
@@ -162,10 +158,10 @@ def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened(
         assert not conn.stats.connected
         assert conn.stats.received_bytes == 3 * conn.stats.frames  # "one", b"two"
 
-    run(lambda: _with_server(handler, body))
+    await _with_server(handler, body)
 
 
-def test_a_stalled_connection_is_closed_and_reopened(run: Run) -> None:
+async def test_a_stalled_connection_is_closed_and_reopened() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("hello")
         await ws.wait_closed()  # socket open, nothing sent
@@ -188,12 +184,10 @@ def test_a_stalled_connection_is_closed_and_reopened(run: Run) -> None:
             task.cancel()
         assert rec.states[:3] == [True, False, True]
 
-    run(lambda: _with_server(handler, body))
+    await _with_server(handler, body)
 
 
-def test_the_venue_reconnect_notice_reconnects_without_backoff(
-    run: Run, run_until: RunUntil
-) -> None:
+async def test_the_venue_reconnect_notice_reconnects_without_backoff() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("data")
         await ws.send("please reconnect")
@@ -207,10 +201,10 @@ def test_the_venue_reconnect_notice_reconnects_without_backoff(
         await run_until(conn.run, rec.changes, lambda: conn.stats.connects >= 2)
         assert conn.stats.last_error == "venue asked to reconnect"
 
-    run(lambda: _with_server(handler, body))
+    await _with_server(handler, body)
 
 
-def test_connections_are_renewed_at_max_age_while_data_flows(run: Run) -> None:
+async def test_connections_are_renewed_at_max_age_while_data_flows() -> None:
     async def handler(ws: ServerConnection) -> None:
         while True:
             await ws.send("tick")
@@ -232,18 +226,16 @@ def test_connections_are_renewed_at_max_age_while_data_flows(run: Run) -> None:
             task.cancel()
         assert conn.stats.last_error == "renewed at max age"
 
-    run(lambda: _with_server(handler, body))
+    await _with_server(handler, body)
 
 
-def test_refused_connections_back_off_and_retry(run: Run, run_until: RunUntil) -> None:
-    async def body() -> None:
-        rec = Recorder()
-        conn = _connection("ws://127.0.0.1:9/stream", rec)  # discard port: refused
-        await run_until(conn.run, rec.changes, lambda: conn.stats.failed_attempts >= 3)
-        assert rec.states == [] and conn.stats.connects == 0 and conn.stats.reconnects == 0
-        assert "Refused" in conn.stats.last_error or "Errno" in conn.stats.last_error
-
-    run(body, 10)
+@pytest.mark.async_timeout_s(10)
+async def test_refused_connections_back_off_and_retry() -> None:
+    rec = Recorder()
+    conn = _connection("ws://127.0.0.1:9/stream", rec)  # discard port: refused
+    await run_until(conn.run, rec.changes, lambda: conn.stats.failed_attempts >= 3)
+    assert rec.states == [] and conn.stats.connects == 0 and conn.stats.reconnects == 0
+    assert "Refused" in conn.stats.last_error or "Errno" in conn.stats.last_error
 
 
 # --- SnapshotFetcher ---------------------------------------------------------------------------
@@ -287,9 +279,7 @@ def _fetcher(
     return got, fetcher, fetched
 
 
-def _fetch(
-    run: Run,
-    run_until: RunUntil,
+async def _fetch(
     responses: dict[str, list[httpx.Response]],
     bases: list[str],
     banned_s: float = 0.0,
@@ -303,23 +293,16 @@ def _fetch(
 
     got, fetcher, fetched = _fetcher(bases, transport=httpx.MockTransport(respond))
 
-    async def body() -> None:
-        if banned_s:
-            fetcher.budget.rate_limited(banned_s, time.monotonic())
-        fetcher.request("BTCUSDT", 1)
-        fetcher.request("BTCUSDT", 1)  # deduplicated while queued
-        await run_until(fetcher.run, fetched, lambda: bool(got))
-
-    run(body, 10)
+    if banned_s:
+        fetcher.budget.rate_limited(banned_s, time.monotonic())
+    fetcher.request("BTCUSDT", 1)
+    fetcher.request("BTCUSDT", 1)  # deduplicated while queued
+    await run_until(fetcher.run, fetched, lambda: bool(got))
     return got, fetcher, seen
 
 
-def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
-    run: Run, run_until: RunUntil
-) -> None:
-    got, fetcher, seen = _fetch(
-        run,
-        run_until,
+async def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies() -> None:
+    got, fetcher, seen = await _fetch(
         {
             "a.test": [httpx.Response(503, text="down"), httpx.Response(200, text="junk")],
             "b.test": [httpx.Response(200, content=b"{}"), httpx.Response(200, content=GOOD_BODY)],
@@ -333,9 +316,8 @@ def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies(
     assert len(seen) == 4
 
 
-def test_audit_fetches_share_the_budget_and_a_book_request_supersedes_one(
-    run: Run, run_until: RunUntil
-) -> None:
+@pytest.mark.async_timeout_s(10)
+async def test_audit_fetches_share_the_budget_and_a_book_request_supersedes_one() -> None:
     seen: list[str] = []
 
     def respond(request: httpx.Request) -> httpx.Response:
@@ -347,23 +329,18 @@ def test_audit_fetches_share_the_budget_and_a_book_request_supersedes_one(
         ["http://a.test"], transport=httpx.MockTransport(respond), audits=audits
     )
 
-    async def body() -> None:
-        fetcher.request_audit("BTCUSDT")
-        fetcher.request_audit("ETHUSDT")
-        fetcher.request("ETHUSDT", 1)  # the book wants it: applied, not audited
-        fetcher.request_audit("ETHUSDT")  # a fetch is queued already
-        await run_until(fetcher.run, fetched, lambda: len(got) + len(audits) == 2)
-
-    run(body, 10)
+    fetcher.request_audit("BTCUSDT")
+    fetcher.request_audit("ETHUSDT")
+    fetcher.request("ETHUSDT", 1)  # the book wants it: applied, not audited
+    fetcher.request_audit("ETHUSDT")  # a fetch is queued already
+    await run_until(fetcher.run, fetched, lambda: len(got) + len(audits) == 2)
     assert [s.symbol for s in audits] == ["BTCUSDT"]
     assert [s.symbol for s in got] == ["ETHUSDT"]
     assert seen == ["BTCUSDT", "ETHUSDT"] and fetcher.stats.requests == 2
 
 
-def test_fetcher_honours_rate_limits_on_every_base(run: Run, run_until: RunUntil) -> None:
-    got, fetcher, seen = _fetch(
-        run,
-        run_until,
+async def test_fetcher_honours_rate_limits_on_every_base() -> None:
+    got, fetcher, seen = await _fetch(
         {
             "a.test": [
                 httpx.Response(429, headers={"Retry-After": "0"}),
@@ -381,10 +358,8 @@ def test_fetcher_honours_rate_limits_on_every_base(run: Run, run_until: RunUntil
 
 
 @pytest.mark.parametrize("status", [418, 429])
-def test_rate_limit_statuses_are_recognised(status: int, run: Run, run_until: RunUntil) -> None:
-    got, fetcher, _ = _fetch(
-        run,
-        run_until,
+async def test_rate_limit_statuses_are_recognised(status: int) -> None:
+    got, fetcher, _ = await _fetch(
         {
             "a.test": [
                 httpx.Response(status, headers={"Retry-After": "0"}),
@@ -396,10 +371,8 @@ def test_rate_limit_statuses_are_recognised(status: int, run: Run, run_until: Ru
     assert fetcher.stats.rate_limited == 1 and got
 
 
-def test_waits_for_a_ban_are_counted_with_their_seconds(run: Run, run_until: RunUntil) -> None:
-    got, fetcher, seen = _fetch(
-        run,
-        run_until,
+async def test_waits_for_a_ban_are_counted_with_their_seconds() -> None:
+    got, fetcher, seen = await _fetch(
         {"a.test": [httpx.Response(200, content=GOOD_BODY)]},
         ["http://a.test"],
         0.05,
@@ -410,9 +383,9 @@ def test_waits_for_a_ban_are_counted_with_their_seconds(run: Run, run_until: Run
     assert fetcher.stats.rate_limited == 0, "no response said so"
 
 
-def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages(
-    run: Run, wait_until: WaitUntil
-) -> None:
+async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages() -> (
+    None
+):
     received: list[str | bytes] = []
     arrived = StateChanges()
 
@@ -449,7 +422,7 @@ def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_m
         assert "too early" not in received
         assert conn.stats.messages_dropped == 1 and conn.stats.reconnects >= 1
 
-    run(lambda: _with_server(handler, body))
+    await _with_server(handler, body)
 
 
 # --- reconnect discipline on virtual time -----------------------------------------------------
@@ -461,8 +434,8 @@ async def _one_frame_then_close(ws: ServerConnection) -> None:
 
 
 @pytest.mark.parametrize(("healthy_after_s", "backs_off"), [(10.0, True), (0.0, False)])
-def test_an_endpoint_that_sends_a_frame_and_closes_backs_off_until_healthy(
-    healthy_after_s: float, backs_off: bool, run: Run
+async def test_an_endpoint_that_sends_a_frame_and_closes_backs_off_until_healthy(
+    healthy_after_s: float, backs_off: bool
 ) -> None:
     """Before, any frame reset the backoff: such an endpoint was reconnected at once,
     forever. Now only a connection healthy for ``healthy_after_s`` resets it."""
@@ -484,7 +457,7 @@ def test_an_endpoint_that_sends_a_frame_and_closes_backs_off_until_healthy(
         else:
             assert conn.policy.backoff.failures <= 1
 
-    run(lambda: _with_server(_one_frame_then_close, body))
+    await _with_server(_one_frame_then_close, body)
 
 
 class RecordedBudget(AttemptBudget):
@@ -499,7 +472,7 @@ class RecordedBudget(AttemptBudget):
         self.spent_at.append(now_s)
 
 
-def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget(run: Run) -> None:
+async def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget() -> None:
     async def body(url: str) -> None:
         rec, manual = Recorder(), ManualTime()
         budget = RecordedBudget(3, 100.0)
@@ -515,22 +488,20 @@ def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget(run: 
         for t in budget.spent_at:
             assert sum(1 for u in budget.spent_at if u <= t < u + 100.0) <= 3
 
-    run(lambda: _with_server(_one_frame_then_close, body))
+    await _with_server(_one_frame_then_close, body)
 
 
-def test_failures_a_venue_repeats_are_logged_a_few_times_and_counted(
-    run: Run, caplog: pytest.LogCaptureFixture
+@pytest.mark.async_timeout_s(10)
+async def test_failures_a_venue_repeats_are_logged_a_few_times_and_counted(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def body() -> None:
-        rec, manual = Recorder(), ManualTime()
-        conn = _connection("ws://127.0.0.1:9/stream", rec, manual=manual)  # refused
-        with caplog.at_level(logging.INFO, logger="gateway.io.upstream"):
-            await _run_driven([conn], manual, lambda: conn.stats.failed_attempts >= 30)
-        lines = [r for r in caplog.records if r.name == "gateway.io.upstream"]
-        assert 1 <= len(lines) <= 5, "30 failures of one kind, within one minute"
-        assert conn._log.suppressed >= 25
-
-    run(body, 10)
+    rec, manual = Recorder(), ManualTime()
+    conn = _connection("ws://127.0.0.1:9/stream", rec, manual=manual)  # refused
+    with caplog.at_level(logging.INFO, logger="gateway.io.upstream"):
+        await _run_driven([conn], manual, lambda: conn.stats.failed_attempts >= 30)
+    lines = [r for r in caplog.records if r.name == "gateway.io.upstream"]
+    assert 1 <= len(lines) <= 5, "30 failures of one kind, within one minute"
+    assert conn._log.suppressed >= 25
 
 
 # --- REST bodies are read as a bounded stream -------------------------------------------------
@@ -575,59 +546,52 @@ class _HttpServer:
 
 
 @pytest.mark.parametrize("declare_length", [True, False])
-def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
-    declare_length: bool, run: Run, run_until: RunUntil, caplog: pytest.LogCaptureFixture
+async def test_an_oversized_rest_body_is_abandoned_unread_as_a_failed_fetch(
+    declare_length: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     body_bytes = 256 * 1024 * 1024  # never sent whole: the client stops reading
     huge = _HttpServer(body_bytes, declare_length=declare_length)
     good = _HttpServer(len(GOOD_BODY), declare_length=True)
 
-    async def body() -> None:
-        async with (
-            await asyncio.start_server(huge.handle, "127.0.0.1", 0) as huge_server,
-            await asyncio.start_server(good.handle, "127.0.0.1", 0) as good_server,
-        ):
-            bases = [
-                f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-                for server in (huge_server, good_server)
-            ]
-            got, fetcher, fetched = _fetcher(bases, max_body_bytes=1024 * 1024)
-            fetcher.request("BTCUSDT", 1)
-            with caplog.at_level(logging.WARNING, logger="gateway.io.upstream"):
-                await run_until(fetcher.run, fetched, lambda: bool(got))
-            await huge.done.wait_until(lambda: huge.closed == 1)
-            assert [s.last_id for s in got] == [42], "the next base served the snapshot"
-            assert fetcher.stats.oversized == 1 and fetcher.stats.failures == 1
-            assert "BodyTooLarge" in fetcher.stats.last_error
-            assert any("BodyTooLarge" in r.getMessage() for r in caplog.records)
-            assert huge.sent < body_bytes // 4, "the body was not read whole"
-
-    run(body, 20)
+    async with (
+        await asyncio.start_server(huge.handle, "127.0.0.1", 0) as huge_server,
+        await asyncio.start_server(good.handle, "127.0.0.1", 0) as good_server,
+    ):
+        bases = [
+            f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            for server in (huge_server, good_server)
+        ]
+        got, fetcher, fetched = _fetcher(bases, max_body_bytes=1024 * 1024)
+        fetcher.request("BTCUSDT", 1)
+        with caplog.at_level(logging.WARNING, logger="gateway.io.upstream"):
+            await run_until(fetcher.run, fetched, lambda: bool(got))
+        await huge.done.wait_until(lambda: huge.closed == 1)
+        assert [s.last_id for s in got] == [42], "the next base served the snapshot"
+        assert fetcher.stats.oversized == 1 and fetcher.stats.failures == 1
+        assert "BodyTooLarge" in fetcher.stats.last_error
+        assert any("BodyTooLarge" in r.getMessage() for r in caplog.records)
+        assert huge.sent < body_bytes // 4, "the body was not read whole"
 
 
-def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_retry_after(
-    run: Run, run_until: RunUntil
-) -> None:
+async def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_retry_after() -> None:
     async def refuse(connection: ServerConnection, request: Request) -> Response:
         return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "slow down\n")
 
-    async def body() -> None:
-        async with serve(_one_frame_then_close, "127.0.0.1", 0, process_request=refuse) as server:
-            port = server.sockets[0].getsockname()[1]
-            rec = Recorder()
-            budget = AttemptBudget(100, 60.0)
-            conn = _connection(f"ws://127.0.0.1:{port}/stream", rec, attempts=budget)
-            await run_until(conn.run, rec.changes, lambda: conn.stats.rate_limited >= 1)
-        assert conn.stats.failed_attempts == 1 and not conn.stats.connected
-        # No Retry-After given: the default wait, for every connection of the budget.
-        assert budget.wait_s(time.monotonic()) > DEFAULT_RETRY_AFTER_S - 5.0
-
-    run(body)
+    async with serve(_one_frame_then_close, "127.0.0.1", 0, process_request=refuse) as server:
+        port = server.sockets[0].getsockname()[1]
+        rec = Recorder()
+        budget = AttemptBudget(100, 60.0)
+        conn = _connection(f"ws://127.0.0.1:{port}/stream", rec, attempts=budget)
+        await run_until(conn.run, rec.changes, lambda: conn.stats.rate_limited >= 1)
+    assert conn.stats.failed_attempts == 1 and not conn.stats.connected
+    # No Retry-After given: the default wait, for every connection of the budget.
+    assert budget.wait_s(time.monotonic()) > DEFAULT_RETRY_AFTER_S - 5.0
 
 
-def test_symbols_are_fetched_concurrently_within_the_bound_each_with_its_own_retries(
-    run: Run, run_until: RunUntil
-) -> None:
+@pytest.mark.async_timeout_s(10)
+async def test_symbols_are_fetched_concurrently_within_the_bound_each_with_its_own_retries() -> (
+    None
+):
     """A's answers fail while B and C are fetched side by side (two requests in flight,
     the bound); A's snapshot goes to the attempt current when it was asked."""
     failing = {"A"}
@@ -663,16 +627,13 @@ def test_symbols_are_fetched_concurrently_within_the_bound_each_with_its_own_ret
         transport=httpx.MockTransport(respond),
     )
 
-    async def body() -> None:
-        for symbol in ("A", "B", "C"):
-            fetcher.request(symbol, 1)
-        await run_until(fetcher.run, fetched, lambda: len(got) == 2)
-        assert sorted(got) == [("B", 1), ("C", 1)]
-        assert fetcher.stats.failures >= 1 and fetcher.stats.max_in_flight == 2
-        failing.clear()
-        fetcher.request("A", 1)
-        fetcher.request("A", 2)  # superseded before it was answered
-        await run_until(fetcher.run, fetched, lambda: len(got) == 3)
-        assert got[-1] == ("A", 2) and fetcher.stats.in_flight == 0
-
-    run(body, 10)
+    for symbol in ("A", "B", "C"):
+        fetcher.request(symbol, 1)
+    await run_until(fetcher.run, fetched, lambda: len(got) == 2)
+    assert sorted(got) == [("B", 1), ("C", 1)]
+    assert fetcher.stats.failures >= 1 and fetcher.stats.max_in_flight == 2
+    failing.clear()
+    fetcher.request("A", 1)
+    fetcher.request("A", 2)  # superseded before it was answered
+    await run_until(fetcher.run, fetched, lambda: len(got) == 3)
+    assert got[-1] == ("A", 2) and fetcher.stats.in_flight == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 
 import pytest
 from websockets.asyncio.client import connect
@@ -13,9 +12,6 @@ from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, sim_fault_plan
 from gateway.tools.runtime import UsageError
 from gateway.wire.venues import ADAPTERS
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run
 
 
 def test_the_plan_is_seeded_per_venue_as_the_venue_is() -> None:
@@ -35,7 +31,8 @@ def test_a_bad_spec_names_the_bad_token() -> None:
         sim_fault_plan(args, 0)
 
 
-async def _refused_endpoint() -> None:
+@pytest.mark.async_timeout_s(30)
+async def test_sim_faults_apply_to_the_simulated_venue() -> None:
     args = build_parser().parse_args(
         ["sim", "--venues", "binance", "--endpoints", "2", "--faults", "ep0: refuse@0+60"]
     )
@@ -55,7 +52,3 @@ async def _refused_endpoint() -> None:
         async with connect(urls[1], compression=None, open_timeout=5) as ws:
             assert await ws.recv()
         assert sim.stats(1).is_open
-
-
-def test_sim_faults_apply_to_the_simulated_venue(run: Run) -> None:
-    run(_refused_endpoint, 30)

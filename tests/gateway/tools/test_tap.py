@@ -12,7 +12,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -26,10 +25,8 @@ from gateway.tools.cli import build_parser
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
 from gateway.wire import protocol as p
+from tests.harness import running, wait_until
 from tests.subscriber import mdgateway_output
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "binance:BTCUSDT"
@@ -166,7 +163,9 @@ async def _send(ws: ServerConnection, *msgs: p.ServerMessage) -> None:
         await ws.send(p.encode_json(msg).decode())
 
 
-async def _gap_and_cross(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_fake_gateway_gap_and_crossed_book_are_counted_and_fail(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     requests: list[object] = []
 
     async def script(ws: ServerConnection) -> None:
@@ -199,13 +198,9 @@ async def _gap_and_cross(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
 
 
-def test_fake_gateway_gap_and_crossed_book_are_counted_and_fail(
-    capsys: pytest.CaptureFixture[str], run: Run
+async def test_a_connection_closed_by_the_gateway_ends_the_tap_and_fails(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    run(lambda: _gap_and_cross(capsys), 20)
-
-
-async def _closed_early(capsys: pytest.CaptureFixture[str]) -> None:
     async def script(ws: ServerConnection) -> None:
         await ws.recv()
         await _send(ws, _snap(0, [("100", "1")], [("101", "1")]))
@@ -218,23 +213,9 @@ async def _closed_early(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
 
 
-def test_a_connection_closed_by_the_gateway_ends_the_tap_and_fails(
-    capsys: pytest.CaptureFixture[str], run: Run
-) -> None:
-    run(lambda: _closed_early(capsys), 20)
-
-
-def test_an_unreachable_gateway_is_a_usage_error(
-    capsys: pytest.CaptureFixture[str], run: Run
-) -> None:
-    codes: list[int] = []
-
-    async def tap() -> None:
-        # Port 9 (discard) on loopback: nothing listens there in the test environment.
-        codes.append(await run_tap(_args("ws://127.0.0.1:9/")))
-
-    run(tap, 20)
-    [code] = codes
+async def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # Port 9 (discard) on loopback: nothing listens there in the test environment.
+    code = await run_tap(_args("ws://127.0.0.1:9/"))
     assert code == 2
     assert "cannot connect to ws://127.0.0.1:9/" in capsys.readouterr().err
 
@@ -247,15 +228,8 @@ async def _gateway() -> AsyncIterator[tuple[SimBinanceSpot, Service, str]]:
     async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
         service = Service(demo_config([(binance, sim)], port=0))
-        ready = asyncio.Event()
-        task = asyncio.create_task(service.run(ready))
-        try:
-            await ready.wait()
+        async with running(service.run):
             yield sim, service, f"ws://127.0.0.1:{service.port}/"
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 class _WatchedTap(Tap):
@@ -271,11 +245,13 @@ class _WatchedTap(Tap):
         return request
 
     async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s):
-            await self.changes.wait_until(predicate)
+        await wait_until(self.changes, predicate, timeout_s)
 
 
-async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.async_timeout_s(40)
+async def test_tap_follows_the_gateway_with_no_gap_and_its_book(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     async with _gateway() as (sim, service, url):
         tap = _WatchedTap(url, KEY)
         stop = asyncio.Event()
@@ -305,13 +281,8 @@ async def _tap_the_gateway(capsys: pytest.CaptureFixture[str]) -> None:
         assert "unknown_symbol" in capsys.readouterr().err
 
 
-def test_tap_follows_the_gateway_with_no_gap_and_its_book(
-    capsys: pytest.CaptureFixture[str], run: Run
-) -> None:
-    run(lambda: _tap_the_gateway(capsys), 40)
-
-
-async def _cli_json() -> None:
+@pytest.mark.async_timeout_s(45)
+async def test_cli_tap_prints_one_json_object_and_exits_zero() -> None:
     async with _gateway() as (_sim, _service, url):
         code, stdout, stderr = await mdgateway_output(
             "tap", url, "--symbol", KEY, "--json", "--duration", "1.5", timeout_s=30
@@ -321,10 +292,6 @@ async def _cli_json() -> None:
         assert list(report)[:7] == DOCUMENTED_KEYS
         assert report["snapshots"] == 1 and report["gaps"] == 0 and report["deltas"] > 0
         assert report["bids"] and report["asks"] and report["ok"] is True
-
-
-def test_cli_tap_prints_one_json_object_and_exits_zero(run: Run) -> None:
-    run(_cli_json, 45)
 
 
 # --- the verdict on the symbol's state, the status lines on a terminal ----------------------
@@ -365,17 +332,13 @@ def _answering(*msgs: p.ServerMessage) -> Callable[[ServerConnection], Awaitable
     return script
 
 
-async def _stale_at_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_symbol_that_ends_stale_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     script = _answering(p.Status(KEY, SymbolState.STALE, "every endpoint down"))
     async with _fake_gateway(script) as url:
         code = await run_tap(_args(url, duration=0.5))
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "stale" and report["gaps"] == 0 and report["ok"] is False
     assert code == 1
-
-
-def test_a_symbol_that_ends_stale_exits_1(capsys: pytest.CaptureFixture[str], run: Run) -> None:
-    run(lambda: _stale_at_the_end(capsys), 20)
 
 
 class _Terminal:
@@ -400,11 +363,11 @@ class _Terminal:
         self.changes.notify()
 
     async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s):
-            await self.changes.wait_until(predicate)
+        await wait_until(self.changes, predicate, timeout_s)
 
 
-async def _tap_on_a_terminal() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_tap_on_a_terminal_prints_status_lines_and_its_summary_on_ctrl_c() -> None:
     import pty
 
     async with _fake_gateway(_answering(_delta(1, (("100", "2"),)))) as url:
@@ -439,7 +402,3 @@ async def _tap_on_a_terminal() -> None:
             os.close(master_fd)
     assert process.returncode == 0, stderr.decode()
     assert f"tap {KEY}: OK" in terminal.text and "deltas 1" in terminal.text
-
-
-def test_tap_on_a_terminal_prints_status_lines_and_its_summary_on_ctrl_c(run: Run) -> None:
-    run(_tap_on_a_terminal, 60)

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import http
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -22,11 +21,8 @@ from gateway.tools.cli import main
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.runtime import UsageError
 from gateway.tools.top import BookFollower, gateway_urls
-from gateway.wire.config import Config
+from tests.harness import running, started, wait_until
 from tests.subscriber import mdgateway_output, serving
-
-if TYPE_CHECKING:
-    from tests.gateway.conftest import Run
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 KEYS = [f"binance:{symbol}" for symbol in SYMBOLS]
@@ -39,29 +35,23 @@ async def _mdgateway(*args: str, columns: int, lines: int) -> tuple[int, str, st
     return await mdgateway_output(*args, timeout_s=30, env=env)
 
 
+async def _frame_of_a_live_gateway(url: str, columns: int, lines: int) -> list[str]:
+    """The lines of ``mdgateway top --once URL`` in a terminal of ``columns`` x ``lines``,
+    checked to succeed, to fit the terminal and to head with the gateway ``ok`` and both
+    symbols live."""
+    code, out, err = await _mdgateway("top", "--once", url, columns=columns, lines=lines)
+    assert code == 0, err
+    frame = out.splitlines()
+    assert 0 < len(frame) <= lines and all(len(line) <= columns for line in frame)
+    assert frame[0].startswith(f"mdgateway top  {url}  ok  live 2/2")
+    return frame
+
+
 # --- a running gateway ------------------------------------------------------------------------
 
 
-async def _start(tasks: asyncio.TaskGroup, service: Service) -> asyncio.Task[None]:
-    ready = asyncio.Event()
-    task = tasks.create_task(service.run(ready))
-    await ready.wait()
-    return task
-
-
-@contextlib.asynccontextmanager
-async def _running(config: Config) -> AsyncIterator[Service]:
-    """The gateway of ``config`` serving for the block's duration."""
-    service = Service(config)
-    async with asyncio.TaskGroup() as tasks:
-        task = await _start(tasks, service)
-        try:
-            yield service
-        finally:
-            task.cancel()
-
-
-async def _top_of_a_running_gateway() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gateway() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         config = demo_config([(binance, sim)], port=0)
@@ -75,12 +65,9 @@ async def _top_of_a_running_gateway() -> None:
             last = {key: sim.last_id(key.partition(":")[2]) for key in KEYS}
             await subscriber.until(lambda: subscriber.venue_ids == last, 10)
 
-            url = f"http://127.0.0.1:{service.port}"
-            code, out, err = await _mdgateway("top", "--once", url, columns=160, lines=50)
-            assert code == 0, err
-            lines = out.splitlines()
-            assert 0 < len(lines) <= 50 and all(len(line) <= 160 for line in lines)
-            assert lines[0].startswith(f"mdgateway top  {url}  ok  live 2/2")
+            lines = await _frame_of_a_live_gateway(
+                f"http://127.0.0.1:{service.port}", columns=160, lines=50
+            )
             for key in KEYS:
                 row = next(line for line in lines if line.startswith(f"{key} "))
                 book = service.books[key].book
@@ -100,26 +87,20 @@ async def _top_of_a_running_gateway() -> None:
 
             # The same from its WebSocket URL, in 80 x 24: everything fits, nothing wraps.
             ws_url = f"ws://127.0.0.1:{service.port}/"
-            code, out, err = await _mdgateway("top", "--once", ws_url, columns=80, lines=24)
-            assert code == 0, err
-            lines = out.splitlines()
-            assert 0 < len(lines) <= 24 and all(len(line) <= 80 for line in lines)
-            assert lines[0].startswith(f"mdgateway top  {ws_url}  ok  live 2/2")
+            lines = await _frame_of_a_live_gateway(ws_url, columns=80, lines=24)
             assert all(any(line.startswith(f"{key} ") for line in lines) for key in KEYS)
             assert "Upstream endpoints" in lines and "Subscribers" in lines
 
 
-def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gateway(run: Run) -> None:
-    run(_top_of_a_running_gateway, 60)
-
-
-async def _a_gateway_with_a_token() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_a_gateway_with_a_token_is_read_with_token() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         config = demo_config([(binance, sim)], port=0)
         server = msgspec.structs.replace(config.server, token=TOKEN)
         config = msgspec.structs.replace(config, server=server)
-        async with _running(config) as service:
+        service = Service(config)
+        async with running(service.run):
             url = f"http://127.0.0.1:{service.port}"
             code, _, err = await _mdgateway("top", "--once", url, columns=120, lines=40)
             assert (code, err) == (
@@ -136,16 +117,13 @@ async def _a_gateway_with_a_token() -> None:
             assert "book stream" not in out.splitlines()[0], "no error of the WebSocket"
 
 
-def test_a_gateway_with_a_token_is_read_with_token(run: Run) -> None:
-    run(_a_gateway_with_a_token, 60)
-
-
-async def _follow_a_gateway_that_goes_away() -> None:
+@pytest.mark.async_timeout_s(40)
+async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gateway_goes() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         service = Service(demo_config([(binance, sim)], port=0))
         async with asyncio.TaskGroup() as tasks:
-            gateway = await _start(tasks, service)
+            gateway = await started(tasks, service.run)
             urls = gateway_urls(f"ws://127.0.0.1:{service.port}/")
             follower = BookFollower(urls, KEYS, retry_s=0.05, timeout_s=5.0)
             following = tasks.create_task(follower.run())
@@ -165,17 +143,10 @@ async def _follow_a_gateway_that_goes_away() -> None:
             assert position is not None and position[0] >= 1
 
             gateway.cancel()  # the gateway goes away: every symbol stale, the reason shown
-            async with asyncio.timeout(10):
-                await follower.changes.wait_until(lambda: follower.error is not None)
+            await wait_until(follower.changes, lambda: follower.error is not None)
             assert all(tops[k].state is SymbolState.STALE for k in KEYS)
             assert follower.error is not None and "book stream" in follower.error
             following.cancel()
-
-
-def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gateway_goes(
-    run: Run,
-) -> None:
-    run(_follow_a_gateway_that_goes_away, 40)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -249,7 +220,8 @@ async def _top_once(*args: str) -> tuple[int, str]:
     return code, err
 
 
-async def _refusals() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_a_url_that_is_not_a_gateway_and_a_token_needed_are_named() -> None:
     async with _http_server(http.HTTPStatus.NOT_FOUND, b"nothing here\n") as url:
         assert await _top_once(url) == (
             2,
@@ -268,7 +240,3 @@ async def _refusals() -> None:
         code, err = await _top_once(f"{url}/?token={TOKEN}")
         assert code == 2
         assert err.startswith(f"mdgateway top: {url} is not an mdgateway gateway: ")
-
-
-def test_a_url_that_is_not_a_gateway_and_a_token_needed_are_named(run: Run) -> None:
-    run(_refusals, 60)
