@@ -120,3 +120,40 @@ def test_a_batch_handed_to_the_worker_when_cancelled_is_written_before_the_last(
     asyncio.run(main())
     assert [r.payload for r in CaptureReader(tmp_path)] == [b"first", b"last"]
     assert writer.stats.written == 2 and writer.stats.dropped == 0 and not writer.stats.failed
+
+
+def test_a_second_cancellation_stops_the_waiting_not_the_writing(tmp_path: Path) -> None:
+    """Cancelled again while its final write waits for the worker thread: ``run`` returns at
+    once, and the thread still writes the final batch and closes the file."""
+    writer = CaptureWriter(tmp_path, flush_s=60)
+    worker_released = threading.Event()
+    submit = writer._writer.submit
+
+    async def main() -> None:
+        final_handed_over = asyncio.Event()
+
+        def watched_submit(fn: Any, *args: Any) -> Any:
+            if args[-1] is True:
+                submit(worker_released.wait, 10)
+                final_handed_over.set()
+            return submit(fn, *args)
+
+        writer._writer.submit = watched_submit  # type: ignore[method-assign]
+        async with asyncio.TaskGroup() as tasks, asyncio.timeout(10):
+            task = tasks.create_task(writer.run())
+            writer.record_frame(0, b"first", 1)
+            writer._wake.set()
+            await writer.changes.wait_until(lambda: writer.stats.written == 1)
+            writer.record_frame(0, b"last", 2)
+            task.cancel()
+            await final_handed_over.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert writer.stats.written == 1, "the final write is still held"
+        worker_released.set()
+        await asyncio.to_thread(writer._writer.shutdown, True)
+
+    asyncio.run(main())
+    assert [r.payload for r in CaptureReader(tmp_path)] == [b"first", b"last"]
+    assert writer.stats.written == 2 and not writer.stats.failed
