@@ -41,7 +41,7 @@ async def _capture_a_run(directory: Path) -> Service:
             last = {f"binance:{s}": sim.last_id(s) for s in SYMBOLS}
             await subscriber.until(lambda: subscriber.venue_ids == last, 10)
         assert all(service.books[key].applied_id == last[key] for key in KEYS)
-        assert capture.stats.dropped == 0 and capture.stats.written > 0
+        assert capture.stats.dropped == 0 and capture.stats.written == capture.stats.records > 0
         return service
 
 

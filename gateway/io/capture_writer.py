@@ -112,7 +112,14 @@ class CaptureWriter:
     # --- writing -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Writes until cancelled; then writes what is queued and closes the file."""
+        """Writes until cancelled; then writes what is queued and closes the file.
+
+        Every batch taken from the queue is written (or counted as dropped once the disk
+        failed): cancellation never withdraws a batch handed to the worker thread, even one
+        the thread has not started yet, so when ``run`` returns after its cancellation every
+        record accepted is in the files. A second cancellation stops the waiting, not the
+        writing.
+        """
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -122,14 +129,20 @@ class CaptureWriter:
                 except TimeoutError:
                     pass
                 self._wake.clear()
-                await loop.run_in_executor(self._writer, self._write, self._take(), False)
+                await self._hand_over(loop, close=False)
                 self.changes.notify()
         finally:
             self._closed = True
             try:
-                await loop.run_in_executor(self._writer, self._write, self._take(), True)
+                await self._hand_over(loop, close=True)
             finally:
                 self._writer.shutdown(wait=False)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, *, close: bool) -> asyncio.Future[None]:
+        """Takes what is queued and hands it to the worker thread. Shielded: cancelling the
+        waiter would cancel a write the thread has not started, and its batch, already
+        taken from the queue, would be lost."""
+        return asyncio.shield(loop.run_in_executor(self._writer, self._write, self._take(), close))
 
     def _queue_gap(self) -> None:
         payload = gap_payload(self._gap_count, self._gap_first_ns, self._gap_last_ns)

@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.capture import CaptureReader
 from gateway.capture import codec as mdgw
 from gateway.io.capture_writer import CaptureWriter
@@ -66,28 +68,36 @@ async def test_it_flushes_while_running_and_on_cancel(tmp_path: Path) -> None:
     assert records[1].payload == b'{"a":1}\n' and records[1].url == "ws://127.0.0.1:1/ws"
 
 
-async def test_a_write_in_flight_when_cancelled_is_written_before_the_last(tmp_path: Path) -> None:
-    """Cancelled while a batch is being written in the worker thread: that batch still lands,
-    and the final batch (taken on cancellation) lands after it, never before, even when the
-    final write is handed over while the first is still being written."""
+@pytest.mark.parametrize("first_batch", ["being written", "waiting for the worker thread"])
+async def test_a_batch_handed_to_the_worker_when_cancelled_is_written_before_the_last(
+    tmp_path: Path, first_batch: str
+) -> None:
+    """Cancelled after a batch was handed to the worker thread, while the thread writes it or
+    before the thread got to it (busy, or not yet scheduled on a loaded machine): that batch
+    still lands, and the final batch (taken on cancellation) lands after it, never before,
+    even when the final write is handed over while the first is not written yet."""
     writer = CaptureWriter(tmp_path, flush_s=60)
-    in_flight = threading.Event()
+    worker_held = threading.Event()
     final_handed_over = threading.Event()
-    write, submit = writer._write, writer._writer.submit
+    submit = writer._writer.submit
 
-    def slow_first_write(batch: list[Any], close: bool) -> None:
-        if not close and not in_flight.is_set():
-            in_flight.set()
-            assert final_handed_over.wait(10), "the final write was never handed over"
-        write(batch, close)
+    def hold_the_worker() -> None:
+        worker_held.set()
+        assert final_handed_over.wait(10), "the final write was never handed over"
+
+    def held_then(fn: Any, *args: Any) -> Any:
+        hold_the_worker()
+        return fn(*args)
 
     def watched_submit(fn: Any, *args: Any) -> Any:
-        future = submit(fn, *args)
-        if args and args[-1] is True:
+        if args[-1] is True:
             final_handed_over.set()
-        return future
+        elif not worker_held.is_set() and first_batch == "being written":
+            return submit(held_then, fn, *args)
+        elif not worker_held.is_set():
+            submit(hold_the_worker)
+        return submit(fn, *args)
 
-    writer._write = slow_first_write  # type: ignore[method-assign]
     writer._writer.submit = watched_submit  # type: ignore[method-assign]
 
     async with asyncio.TaskGroup() as tasks:
@@ -95,8 +105,41 @@ async def test_a_write_in_flight_when_cancelled_is_written_before_the_last(tmp_p
         writer.record_frame(0, b"first", 1)
         writer._wake.set()
         async with asyncio.timeout(10):
-            await asyncio.to_thread(in_flight.wait)
+            await asyncio.to_thread(worker_held.wait)
         writer.record_frame(0, b"last", 2)
         task.cancel()
     assert [r.payload for r in CaptureReader(tmp_path)] == [b"first", b"last"]
     assert writer.stats.written == 2 and writer.stats.dropped == 0 and not writer.stats.failed
+
+
+async def test_a_second_cancellation_stops_the_waiting_not_the_writing(tmp_path: Path) -> None:
+    """Cancelled again while its final write waits for the worker thread: ``run`` returns at
+    once, and the thread still writes the final batch and closes the file."""
+    writer = CaptureWriter(tmp_path, flush_s=60)
+    worker_released = threading.Event()
+    submit = writer._writer.submit
+    final_handed_over = asyncio.Event()
+
+    def watched_submit(fn: Any, *args: Any) -> Any:
+        if args[-1] is True:
+            submit(worker_released.wait, 10)
+            final_handed_over.set()
+        return submit(fn, *args)
+
+    writer._writer.submit = watched_submit  # type: ignore[method-assign]
+    async with asyncio.TaskGroup() as tasks, asyncio.timeout(10):
+        task = tasks.create_task(writer.run())
+        writer.record_frame(0, b"first", 1)
+        writer._wake.set()
+        await writer.changes.wait_until(lambda: writer.stats.written == 1)
+        writer.record_frame(0, b"last", 2)
+        task.cancel()
+        await final_handed_over.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert writer.stats.written == 1, "the final write is still held"
+    worker_released.set()
+    await asyncio.to_thread(writer._writer.shutdown, True)
+    assert [r.payload for r in CaptureReader(tmp_path)] == [b"first", b"last"]
+    assert writer.stats.written == 2 and not writer.stats.failed
