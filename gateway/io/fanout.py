@@ -558,9 +558,10 @@ class Fanout:
         not, so that positions stay comparable) and kept in its trade ring."""
         trade = event.trade
         key = trade.key
+        ring = self._trade_ring(key) if self._recovery_bytes else None  # before the seq moves
         seq = self._trade_seqs[key] = self._trade_seqs.get(key, 0) + 1
         subs = self._trade.get(key)
-        if subs or self._recovery_bytes:
+        if subs or ring is not None:
             msg = TradeMsg(
                 key,
                 trade.trade_id,
@@ -573,8 +574,8 @@ class Fanout:
                 self.trade_epoch,
                 seq,
             )
-            if self._recovery_bytes:
-                self._trade_ring(key).append(msg, self._now_s)
+            if ring is not None:
+                ring.append(msg, self._now_s)
             if subs:
                 self._deliver_all(subs, key, msg)
 

@@ -208,3 +208,12 @@ async def test_a_trade_recovery_the_ring_cannot_serve_says_so_and_replays_nothin
         assert 0 < fanout.trade_rings[KEY].bytes <= recovery_bytes
     else:
         assert fanout.trade_rings == {}
+
+
+def test_every_trade_is_numbered_and_kept_from_the_first() -> None:
+    _, fanout = live_fanout(BIDS, ASKS)
+    fanout.publish([trade(KEY, 7), trade(KEY2, 8), trade(KEY, 9)])
+    kept = fanout.trade_rings[KEY].since(fanout.trade_epoch, 0, 0.0)
+    assert kept is not None and [(e.msg.id, e.msg.seq) for e in kept] == [(7, 1), (9, 2)]
+    other = fanout.trade_rings[KEY2].since(fanout.trade_epoch, 0, 0.0)
+    assert other is not None and [(e.msg.id, e.msg.seq) for e in other] == [(8, 1)]
