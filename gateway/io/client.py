@@ -89,6 +89,7 @@ __all__ = [
     "BboEvent",
     "Book",
     "BookEvent",
+    "Channel",
     "ClientStats",
     "Event",
     "GatewayClient",
