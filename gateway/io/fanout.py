@@ -737,23 +737,37 @@ class Fanout:
     ) -> dict[str, list[RingEntry[Delta]]]:
         """The symbols of ``request.recover`` the rings can serve completely, with the
         deltas each missed. Only full-depth book subscriptions are recovered."""
-        recover = request.recover
-        if not recover or "book" not in channels:
+        if "book" not in channels:
             return {}
-        plan: dict[str, list[RingEntry[Delta]]] = {}
+        rings = self.rings if request.depth is None else {}
+        plan, misses = self._served(request.recover, keys, rings.get)
+        self.stats.recovery_misses += misses
+        return plan
+
+    def _served(
+        self,
+        positions: Mapping[str, RecoverFrom] | None,
+        keys: list[str],
+        ring_of: Callable[[str], RecoveryRing[M] | None],
+    ) -> tuple[dict[str, list[RingEntry[M]]], int]:
+        """Per key of ``keys`` named in ``positions``, the entries of its ring after the
+        position, when the ring (``ring_of(key)``, None: none) can serve them all; and how
+        many could not be served."""
+        plan: dict[str, list[RingEntry[M]]] = {}
+        misses = 0
         for key in keys:
-            position = recover.get(key)
+            position = None if positions is None else positions.get(key)
             if position is None:
                 continue
-            ring = self.rings.get(key)
-            entries = None
-            if ring is not None and request.depth is None:
-                entries = ring.since(position.epoch, position.seq, self._now_s)
+            ring = ring_of(key)
+            entries = (
+                None if ring is None else ring.since(position.epoch, position.seq, self._now_s)
+            )
             if entries is None:
-                self.stats.recovery_misses += 1
+                misses += 1
             else:
                 plan[key] = entries
-        return plan
+        return plan, misses
 
     def _recover_book(self, sub: _Subscriber, key: str, entries: list[RingEntry[Delta]]) -> None:
         """Send the deltas ``sub`` missed (``recovered: true``); its book is then current
@@ -782,21 +796,13 @@ class Fanout:
     ) -> dict[str, list[RingEntry[TradeMsg]]]:
         """The symbols of ``request.recover_trades`` the trade rings can serve completely,
         with the trades each missed."""
-        recover = request.recover_trades
-        if not recover or "trade" not in channels:
+        if "trade" not in channels:
             return {}
-        plan: dict[str, list[RingEntry[TradeMsg]]] = {}
-        for key in keys:
-            position = recover.get(key)
-            if position is None:
-                continue
-            entries = None
-            if self._recovery_bytes:
-                entries = self._trade_ring(key).since(position.epoch, position.seq, self._now_s)
-            if entries is None:
-                self.stats.trade_recovery_misses += 1
-            else:
-                plan[key] = entries
+        # A trade ring is made on demand (it holds what followed the last trade published);
+        # with recovery off there is none.
+        ring_of = self._trade_ring if self._recovery_bytes else self.trade_rings.get
+        plan, misses = self._served(request.recover_trades, keys, ring_of)
+        self.stats.trade_recovery_misses += misses
         return plan
 
     def _trade_positions(self, keys: list[str], channels: Sequence[str]) -> dict[str, RecoverFrom]:
