@@ -49,6 +49,7 @@ gateway's ``event_ms`` (venue time; a trade's is ``ts_ms``), ``gateway_recv_ns``
 from __future__ import annotations
 
 import dataclasses
+import enum
 import random
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -60,6 +61,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.book import L2Book
 from gateway.core.model import Level, Side, SymbolState
 from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
+from gateway.core.transitions import Table, transition
 from gateway.wire.protocol import (
     Bbo,
     Channel,
@@ -391,15 +393,68 @@ class _Symbol:
         return self.gateway_status
 
 
-class _Retry:
-    """One request's retries after ``rate_limited``: its backoff and when it is due."""
+class RetryState(enum.Enum):
+    """Where a request refused as ``rate_limited`` stands."""
 
-    __slots__ = ("backoff", "due_ns")
+    #: Not refused, or answered since.
+    IDLE = enum.auto()
+    #: Refused: to be sent again at its due time.
+    WAITING = enum.auto()
+    #: Sent again; no answer yet.
+    SENT = enum.auto()
+
+
+class RetryInput(enum.Enum):
+    #: The gateway answered ``rate_limited``.
+    REFUSED = enum.auto()
+    #: The due time was reached.
+    DUE = enum.auto()
+    #: The request was answered (the resync's snapshot, ``subscribed``).
+    ANSWERED = enum.auto()
+
+
+class RetryAction(enum.Enum):
+    #: Draw the backoff's next delay: the request is due then (a RetryEvent says so).
+    SCHEDULE = enum.auto()
+    SEND = enum.auto()
+    RESET_BACKOFF = enum.auto()
+
+
+_RS, _RI, _RA = RetryState, RetryInput, RetryAction
+#: A refusal while waiting (the gateway repeating itself) draws a new, later delay.
+RETRY_TRANSITIONS: Final[Table[RetryState, RetryInput, RetryAction]] = {
+    (_RS.IDLE, _RI.REFUSED): (_RS.WAITING, (_RA.SCHEDULE,)),
+    (_RS.IDLE, _RI.ANSWERED): (_RS.IDLE, ()),
+    (_RS.WAITING, _RI.REFUSED): (_RS.WAITING, (_RA.SCHEDULE,)),
+    (_RS.WAITING, _RI.DUE): (_RS.SENT, (_RA.SEND,)),
+    (_RS.WAITING, _RI.ANSWERED): (_RS.IDLE, (_RA.RESET_BACKOFF,)),
+    (_RS.SENT, _RI.REFUSED): (_RS.WAITING, (_RA.SCHEDULE,)),
+    (_RS.SENT, _RI.ANSWERED): (_RS.IDLE, (_RA.RESET_BACKOFF,)),
+}
+
+
+class _Retry:
+    """One request's retries after ``rate_limited``: its state (:data:`RETRY_TRANSITIONS`),
+    its backoff and, while waiting, when it is due."""
+
+    __slots__ = ("backoff", "delay_s", "due_ns", "state")
 
     def __init__(self, backoff: Backoff) -> None:
         self.backoff = backoff
-        #: When to send it again (wall clock ns); None once sent.
-        self.due_ns: int | None = None
+        self.state = RetryState.IDLE
+        #: When to send it again (wall clock ns), while WAITING.
+        self.due_ns = 0
+        #: The last delay drawn.
+        self.delay_s = 0.0
+
+    def handle(self, event: RetryInput, now_ns: int) -> tuple[RetryAction, ...]:
+        self.state, actions = transition("retry", RETRY_TRANSITIONS, self.state, event)
+        if RetryAction.SCHEDULE in actions:
+            self.delay_s = self.backoff.next_delay_s()
+            self.due_ns = now_ns + int(self.delay_s * 1e9)
+        if RetryAction.RESET_BACKOFF in actions:
+            self.backoff.reset()
+        return actions
 
 
 class ClientSession:
@@ -506,7 +561,7 @@ class ClientSession:
 
     def next_retry_ns(self) -> int | None:
         """When :meth:`on_timer` has a request to send again (wall clock ns), or None."""
-        due = [retry.due_ns for retry in self._retries.values() if retry.due_ns is not None]
+        due = [r.due_ns for r in self._retries.values() if r.state is RetryState.WAITING]
         return min(due) if due else None
 
     def on_timer(self, now_ns: int) -> Step:
@@ -514,18 +569,11 @@ class ClientSession:
         ``subscribe`` still unacknowledged."""
         step = Step()
         for symbol, retry in self._retries.items():
-            if retry.due_ns is None or retry.due_ns > now_ns:
+            if retry.state is not RetryState.WAITING or retry.due_ns > now_ns:
                 continue
-            retry.due_ns = None
-            if symbol is None:
-                if self._subscribing:
-                    step.requests.append(self.subscribe_request())
-                    self.stats.retries += 1
-                continue
-            sub = self._symbols[symbol].sub
-            if sub is not None and sub.state is BookSyncState.RESYNCING:
-                step.requests.append(Resync(symbol))
-                self.stats.retries += 1
+            retry.handle(RetryInput.DUE, now_ns)
+            self.stats.retries += 1
+            step.requests.append(self.subscribe_request() if symbol is None else Resync(symbol))
         return step
 
     # --- inputs -----------------------------------------------------------------------------
@@ -572,7 +620,7 @@ class ClientSession:
         elif isinstance(msg, Subscribed):
             step.subscribed = True
             self._subscribing = False
-            self._retries.pop(None, None)
+            self._answered(None, recv_ns)
             self._on_subscribed(msg, recv_ns, step)
         elif isinstance(msg, Error):
             if msg.code in (
@@ -607,6 +655,7 @@ class ClientSession:
         sub = sym.sub
         if sub is None or sym.book is None:
             return  # no book channel: nothing of it was asked for
+        self._answered(msg.symbol, recv_ns)  # a snapshot answers any resync, good or bad
         actions = sub.on_snapshot(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
         if SubscriberAction.BAD_LEVEL in actions:
             self.stats.bad_messages += 1
@@ -615,7 +664,6 @@ class ClientSession:
             return
         sym.loaded = True
         self.stats.snapshots += 1
-        self._retries.pop(msg.symbol, None)
         self._show_status(msg.symbol, sym, recv_ns, step)  # a resync's end is a change
         step.events.append(self._book_event(msg.symbol, sym, sym.book, "snapshot", recv_ns))
 
@@ -690,6 +738,12 @@ class ClientSession:
             )
         )
 
+    def _answered(self, symbol: str | None, recv_ns: int) -> None:
+        """The request retried for ``symbol`` (None: the subscribe) needs no retry now."""
+        retry = self._retries.get(symbol)
+        if retry is not None:
+            retry.handle(RetryInput.ANSWERED, recv_ns)
+
     def _retry(self, msg: Error, recv_ns: int, step: Step) -> bool:
         """Schedule the refused request again, if it is one of the session's (a resync
         still awaited, the subscribe); False when it is not."""
@@ -704,8 +758,8 @@ class ClientSession:
         retry = self._retries.get(symbol)
         if retry is None:
             retry = self._retries[symbol] = _Retry(Backoff(*self._retry_s, self._rng))
-        delay_s = retry.backoff.next_delay_s()
-        retry.due_ns = recv_ns + int(delay_s * 1e9)
+        retry.handle(RetryInput.REFUSED, recv_ns)
+        delay_s = retry.delay_s
         op: Literal["resync", "subscribe"] = "subscribe" if symbol is None else "resync"
         step.events.append(
             RetryEvent(op, symbol, retry.backoff.failures, delay_s, msg.message, recv_ns)

@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.model import Side, SymbolState
+from gateway.core.transitions import UndefinedTransition, transition
 from gateway.wire.client_session import (
+    RETRY_TRANSITIONS,
     BboEvent,
     BookEvent,
     ClientSession,
@@ -40,6 +42,7 @@ from gateway.wire.protocol import (
     encode_json,
     encode_msgpack,
 )
+from tests.gateway.core.state_tables import specify
 
 KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"
@@ -475,3 +478,30 @@ def test_a_rate_limited_subscribe_is_retried_until_acknowledged() -> None:
     assert session.next_retry_ns() is None
     stray = feed(Error(ErrorCode.RATE_LIMITED, "later"))  # nothing of ours awaits
     assert stray.events == [] and len(stray.warnings) == 1
+
+
+RETRY_SPEC = specify(
+    "retry",
+    RETRY_TRANSITIONS,
+    """
+    IDLE     REFUSED   WAITING  SCHEDULE
+    IDLE     ANSWERED  IDLE     -
+    WAITING  REFUSED   WAITING  SCHEDULE
+    WAITING  DUE       SENT     SEND
+    WAITING  ANSWERED  IDLE     RESET_BACKOFF
+    SENT     REFUSED   WAITING  SCHEDULE
+    SENT     ANSWERED  IDLE     RESET_BACKOFF
+    """,
+)
+
+
+def test_the_retry_table_is_its_spec_and_a_timer_without_a_refusal_is_a_bug() -> None:
+    assert dict(RETRY_SPEC.table) == RETRY_SPEC.expected
+    undefined = RETRY_SPEC.undefined()
+    assert [(state.name, event.name) for state, event in undefined] == [
+        ("IDLE", "DUE"),
+        ("SENT", "DUE"),
+    ]
+    for state, event in undefined:
+        with pytest.raises(UndefinedTransition):
+            transition("retry", RETRY_TRANSITIONS, state, event)
