@@ -94,7 +94,9 @@ class ConnectionStats:
         "Connection attempts that failed.", metric="connection_failed_attempts"
     )
     #: Waits before an attempt because the venue's connection-attempt budget was spent.
-    budget_waits: int = 0
+    budget_waits: int = counter(
+        "Waits for the venue's connection-attempt budget.", metric="connection_budget_waits"
+    )
     rate_limited: int = counter(
         "Handshakes the venue refused over its limits (429, 418).",
         metric="connection_rate_limited",
@@ -135,7 +137,9 @@ class FetcherStats:
         initial=0.0,
     )
     #: Responses abandoned because their body exceeded ``max_body_bytes`` (in ``failures``).
-    oversized: int = 0
+    oversized: int = counter(
+        "REST snapshot bodies too large, abandoned.", metric="snapshot_oversized"
+    )
     in_flight: int = gauge(
         "REST snapshot requests in flight.", metric="snapshot_requests_in_flight"
     )
@@ -179,7 +183,9 @@ class VenueStats:
     )
     #: Books (or replicas) the venue left crossed, on a venue whose books never cross
     #: (each symbol's count: ``SymbolStats.crossed_faults``).
-    crossed_books: int = 0
+    crossed_books: int = counter(
+        "Crossed books and replicas, not published.", metric="venue_crossed_books"
+    )
     snapshots_superseded: int = counter(
         "REST snapshots discarded: answers to a superseded fetch attempt.",
         metric="venue_snapshots_superseded",
@@ -244,9 +250,13 @@ class SymbolStats:
     crossed: int = counter("Books found crossed when published.", metric="symbol_crossed_books")
     #: Crossed books and replicas on a venue whose books never cross: not published,
     #: rebuilt (:data:`gateway.core.arbiter.SNAPSHOT_RETRY_INITIAL_S`).
-    crossed_faults: int = 0
+    crossed_faults: int = counter(
+        "Crossed books and replicas, not published: rebuilt.", metric="symbol_crossed_faults"
+    )
     #: Levels pruned beyond the cap of levels per side (``max_levels``).
-    levels_pruned: int = 0
+    levels_pruned: int = counter(
+        "Levels pruned beyond max_levels per side.", metric="symbol_levels_pruned"
+    )
     snapshots: int = counter("Snapshots applied.", metric="symbol_snapshots")
     #: Older than the stream, or not wanted.
     snapshots_unused: int = counter("Snapshots not used.", metric="symbol_snapshots_unused")
@@ -385,9 +395,13 @@ class CaptureStats:
     gaps: int = counter("Gap records written.", metric="capture_gaps")
     #: Lines, headers excluded.
     written: int = counter("Records written to the capture files.", metric="capture_written")
-    #: Gzip members written (one per flush).
-    flushes: int = 0
+    #: Gzip members written: one per flush, more when a flush exceeds the member size.
+    flushes: int = counter(
+        "Gzip members written to the capture files.", metric="capture_gzip_members"
+    )
     #: Records that could not be encoded (a time outside the format's range).
-    unencodable: int = 0
+    unencodable: int = counter(
+        "Records that could not be encoded, skipped.", metric="capture_unencodable"
+    )
     #: The error that stopped the writing (the disk failed); the feed goes on.
     failed: str = ""
