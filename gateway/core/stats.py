@@ -2,10 +2,11 @@
 
 A field made with :func:`counter` or :func:`gauge` is exported by ``/metrics``
 (:mod:`gateway.io.metrics`) under the metric name and help its metadata holds;
-:func:`exported` lists them, in field order. The other fields (errors, maxima, counts by
-key, counters not exported) are read by logs, verify and the views. Exporting a counter a
-stats class keeps is one argument, ``metric=``, plus its row in docs/metrics.md (a test
-holds the two together).
+:func:`exported` lists them, in field order. The other fields (errors, clock readings,
+maxima, counts by key) are read by logs, verify and the views; each is listed with its
+reason in tests/gateway/core/test_stats.py, which fails on a field neither exported nor
+listed. Exporting a counter a stats class keeps is one argument, ``metric=``, plus its row
+in docs/metrics.md (a test holds the two together).
 
 The components own and update their stats objects (``stats.frames += 1``); the metrics
 read them at each scrape. Pure: no I/O.
