@@ -21,10 +21,18 @@ from gateway.core.model import SymbolState
 from gateway.io.client import BookEvent, Event, GatewayClient
 from gateway.io.service import Service
 from gateway.tools.replay import end_of_capture, load_plan
-from gateway.tools.verify import verify_capture
+from gateway.tools.verify import SymbolReport, verify_capture
 from gateway.wire.config import Config, ServerConfig, VenueConfig
 
-from .subscriber import MDGATEWAY, ROOT, Subscriber, mdgateway_process, run_mdgateway, serving
+from .subscriber import (
+    MDGATEWAY,
+    ROOT,
+    Subscriber,
+    loopback_config,
+    mdgateway_process,
+    run_mdgateway,
+    serving,
+)
 
 CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
 OKX_CAPTURE = "okx/cryptofeed/OKX.ws.1.0"
@@ -33,22 +41,22 @@ KEY = "binance:BTCUSDT"
 
 def _binance_config(replay: ReplayServer) -> Config:
     """The gateway's config for Binance BTCUSDT on every endpoint and the REST of ``replay``."""
-    return Config(
-        venues=[
-            VenueConfig(
-                venue="binance",
-                symbols=["BTCUSDT"],
-                endpoints=replay.endpoint_urls,
-                rest=[replay.rest_url],
-                stall_timeout_s=30.0,
-                backoff_initial_s=0.05,
-                backoff_max_s=1.0,
-                # At max speed the endpoints drift apart by more than a live venue's.
-                reorder_window_ms=2000.0,
-            )
-        ],
-        server=ServerConfig(port=0),
+    return loopback_config(
+        "binance",
+        ["BTCUSDT"],
+        replay.endpoint_urls,
+        [replay.rest_url],
+        stall_timeout_s=30.0,
+        backoff_max_s=1.0,
+        # At max speed the endpoints drift apart by more than a live venue's.
+        reorder_window_ms=2000.0,
     )
+
+
+@pytest.fixture(scope="module")
+def capture_report(real_data: Callable[[str], Path]) -> SymbolReport:
+    """verify's report of :data:`CAPTURE`'s symbol: what every replay of it must end on."""
+    return verify_capture(real_data(CAPTURE)).symbols[KEY]
 
 
 async def _replay_through_the_gateway(
@@ -65,29 +73,12 @@ async def _replay_through_the_gateway(
         return subscriber.client, subscriber.venue_ids[KEY], service
 
 
-def test_real_capture_replayed_at_max_from_three_endpoints_gives_verifys_book(
-    real_data: Callable[[str], Path],
-) -> None:
-    path = real_data(CAPTURE)
-    report = verify_capture(path).symbols[KEY]
-    client, last_id, _ = asyncio.run(
-        asyncio.wait_for(_replay_through_the_gateway(path, report.last_id), 150)
-    )
-    book = client.book(KEY)
-    assert book is not None
-    assert client.stats.gaps == 0
-    assert last_id == report.last_id
-    assert book.bids()[:20] == report.bids[:20]
-    assert book.asks()[:20] == report.asks[:20]
-
-
 def test_real_capture_replayed_with_faults_on_two_endpoints_gives_verifys_book(
-    real_data: Callable[[str], Path],
+    real_data: Callable[[str], Path], capture_report: SymbolReport
 ) -> None:
     """Chaos: endpoints 0 and 1 drop, duplicate and corrupt frames; endpoint 2 is healthy.
     The subscribers' final book is verify's, with no gap and no resync."""
-    path = real_data(CAPTURE)
-    report = verify_capture(path).symbols[KEY]
+    path, report = real_data(CAPTURE), capture_report
     faults = "ep0:drop=0.2,dup=0.1;ep1:corrupt=0.1,dup=0.2"
     client, last_id, service = asyncio.run(
         asyncio.wait_for(_replay_through_the_gateway(path, report.last_id, faults), 150)
@@ -108,11 +99,13 @@ def test_real_capture_replayed_with_faults_on_two_endpoints_gives_verifys_book(
 DEPTHS = (1, 10, 50)
 
 
-async def _replay_at_depths(path: Path, last_id: int) -> tuple[dict[int, Subscriber], list[str]]:
-    """The replay through the gateway to a full-book subscriber and one per depth of
-    :data:`DEPTHS`; returns the depth subscribers and every mismatch found: after each
-    book event of a depth subscriber, its book must be the full book's top N at the same
-    ``(epoch, venue_id)``."""
+async def _replay_at_depths(
+    path: Path, last_id: int
+) -> tuple[Subscriber, dict[int, Subscriber], list[str]]:
+    """The replay at max from 3 endpoints through the gateway to a full-book subscriber and
+    one per depth of :data:`DEPTHS`; returns the full-book subscriber, the depth subscribers
+    and every mismatch found: after each book event of a depth subscriber, its book must be
+    the full book's top N at the same ``(epoch, venue_id)``."""
     full_tops: dict[tuple[int, int], dict[int, int]] = {}
     seen: dict[int, list[tuple[int, int, int]]] = {depth: [] for depth in DEPTHS}
 
@@ -150,23 +143,31 @@ async def _replay_at_depths(path: Path, last_id: int) -> tuple[dict[int, Subscri
                     await subscriber.until(lambda s=subscriber: s.venue_ids.get(KEY) == last_id, 30)
                 for follower in followers:
                     follower.cancel()
+            assert replay.rest_served >= 1
     mismatches = [
         f"depth {depth} at {epoch}:{venue_id}"
         for depth, events in seen.items()
         for epoch, venue_id, levels in events
         if full_tops[epoch, venue_id][depth] != levels
     ]
-    return subscribers, mismatches
+    return full, subscribers, mismatches
 
 
-def test_real_capture_replayed_at_depths_1_10_50_holds_the_full_books_top_n_after_every_message(
-    real_data: Callable[[str], Path],
+def test_real_capture_replayed_at_max_gives_verifys_book_and_at_depths_1_10_50_its_top_n(
+    real_data: Callable[[str], Path], capture_report: SymbolReport
 ) -> None:
-    path = real_data(CAPTURE)
-    report = verify_capture(path).symbols[KEY]
-    subscribers, mismatches = asyncio.run(
-        asyncio.wait_for(_replay_at_depths(path, report.last_id), 150)
+    """The full book ends on verify's; a depth subscriber's book is the full book's top N
+    after every message."""
+    report = capture_report
+    full, subscribers, mismatches = asyncio.run(
+        asyncio.wait_for(_replay_at_depths(real_data(CAPTURE), report.last_id), 150)
     )
+    book = full.client.book(KEY)
+    assert book is not None
+    assert full.client.stats.gaps == 0
+    assert full.venue_ids[KEY] == report.last_id
+    assert book.bids()[:20] == report.bids[:20]
+    assert book.asks()[:20] == report.asks[:20]
     assert mismatches == []
     for depth, subscriber in subscribers.items():
         assert subscriber.client.stats.gaps == 0, depth
@@ -315,10 +316,9 @@ async def _replay_losing_on_every_endpoint(
 
 
 def test_messages_lost_on_every_endpoint_resync_from_the_replay_and_end_on_verifys_book(
-    real_data: Callable[[str], Path],
+    real_data: Callable[[str], Path], capture_report: SymbolReport
 ) -> None:
-    path = real_data(CAPTURE)
-    report = verify_capture(path).symbols[KEY]
+    path, report = real_data(CAPTURE), capture_report
     client, last_id, statuses, service, rest_served = asyncio.run(
         asyncio.wait_for(_replay_losing_on_every_endpoint(path, report.last_id), 150)
     )
@@ -398,6 +398,12 @@ BYBIT_CAPTURE = "bybit/cryptofeed/BYBIT.jsonl.gz"
 BYBIT_KEYS = ["bybit-linear:BTCUSDT", "bybit-spot:BTCUSDT"]
 
 
+@pytest.fixture(scope="module")
+def bybit_reports(real_data: Callable[[str], Path]) -> dict[str, SymbolReport]:
+    """verify's reports of :data:`BYBIT_CAPTURE`'s symbols."""
+    return verify_capture(real_data(BYBIT_CAPTURE)).symbols
+
+
 async def _bybit_replay(
     path: Path, last_ids: dict[str, int], faults: str
 ) -> tuple[GatewayClient, dict[str, int], list[str], Service]:
@@ -431,8 +437,9 @@ async def _bybit_replay(
         return subscriber.client, subscriber.venue_ids, subscriber.statuses, service
 
 
-def _bybit_ends_on_verifys_books(path: Path, faults: str) -> tuple[list[str], Service]:
-    reports = verify_capture(path).symbols
+def _bybit_ends_on_verifys_books(
+    path: Path, reports: dict[str, SymbolReport], faults: str
+) -> tuple[list[str], Service]:
     last_ids = {key: reports[key].last_id for key in BYBIT_KEYS}
     client, venue_ids, statuses, service = asyncio.run(
         asyncio.wait_for(_bybit_replay(path, last_ids, faults), 150)
@@ -447,12 +454,13 @@ def _bybit_ends_on_verifys_books(path: Path, faults: str) -> tuple[list[str], Se
 
 
 def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
-    real_data: Callable[[str], Path],
+    real_data: Callable[[str], Path], bybit_reports: dict[str, SymbolReport]
 ) -> None:
     """Both endpoints down from 3 s to 3.5 s (2.5 s of the capture): the reconnections
     join at the replay's position and their subscribes are answered with in-band snapshots
     rebuilt there."""
-    statuses, service = _bybit_ends_on_verifys_books(real_data(BYBIT_CAPTURE), "ep*:refuse@3+0.5")
+    path = real_data(BYBIT_CAPTURE)
+    statuses, service = _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:refuse@3+0.5")
     stale = statuses.index("stale")
     assert "live" in statuses[stale:], statuses
     for key in BYBIT_KEYS:
@@ -460,11 +468,12 @@ def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
 
 
 def test_in_band_venue_resubscribes_after_a_loss_and_gets_a_snapshot_at_the_position(
-    real_data: Callable[[str], Path],
+    real_data: Callable[[str], Path], bybit_reports: dict[str, SymbolReport]
 ) -> None:
     """Frames dropped on the only copy: the gateway resubscribes, the replay answers with an
     in-band snapshot rebuilt at the connection's position."""
-    statuses, service = _bybit_ends_on_verifys_books(real_data(BYBIT_CAPTURE), "ep*:drop=0.005")
+    path = real_data(BYBIT_CAPTURE)
+    statuses, service = _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:drop=0.005")
     assert sum(service.symbol_stats(key).gaps for key in BYBIT_KEYS) >= 1
     resyncing = statuses.index("resyncing")
     assert "live" in statuses[resyncing:], statuses
