@@ -408,11 +408,11 @@ async def _bybit_replay(
     path: Path, last_ids: dict[str, int], faults: str
 ) -> tuple[GatewayClient, dict[str, int], list[str], Service]:
     """Bybit's two recorded connections (linear, spot), each on its own endpoint (one copy
-    of each venue: a loss is a loss on every copy), at speed 5 (the capture's 42 s in 8.5
+    of each venue: a loss is a loss on every copy), at speed 10 (the capture's 42 s in 4.2
     s) under ``faults``; returns once the subscriber has verify's last ids."""
     plan = load_plan([path], 2)
     fault_plan = FaultPlan(faults, 7, 2)
-    async with ReplayServer(plan, speed=5.0, faults=fault_plan) as replay:
+    async with ReplayServer(plan, speed=10.0, faults=fault_plan) as replay:
         # The venue each endpoint serves: its recorded connection's.
         venues = [plan.books.venue_of(frames[0].record) for frames in plan.endpoints]
         config = Config(
@@ -456,11 +456,11 @@ def _bybit_ends_on_verifys_books(
 def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
     real_data: Callable[[str], Path], bybit_reports: dict[str, SymbolReport]
 ) -> None:
-    """Both endpoints down from 3 s to 3.5 s (2.5 s of the capture): the reconnections
+    """Both endpoints down from 2 s to 2.25 s (2.5 s of the capture): the reconnections
     join at the replay's position and their subscribes are answered with in-band snapshots
     rebuilt there."""
     path = real_data(BYBIT_CAPTURE)
-    statuses, service = _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:refuse@3+0.5")
+    statuses, service = _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:refuse@2+0.25")
     stale = statuses.index("stale")
     assert "live" in statuses[stale:], statuses
     for key in BYBIT_KEYS:
