@@ -16,8 +16,8 @@ from .subscriber import MDGATEWAY, ROOT, Subscriber, run_mdgateway
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
-#: Venue steps between the failures (0.4 s of the venue's time).
-STEPS = 20
+#: Venue steps between the failures (0.2 s of the venue's time).
+STEPS = 10
 
 
 async def _two_subscribers_through_faults() -> None:

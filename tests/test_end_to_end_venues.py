@@ -73,12 +73,12 @@ async def _scenario(case: Case) -> None:
         async with serving(config, keys) as (service, subscriber):
             client = subscriber.client
             await subscriber.until(lambda: all(client.book(k) is not None for k in keys), 15)
-            await sim.wait_steps(15)
+            await sim.wait_steps(10)
             await sim.close_endpoint(0)
-            await sim.wait_steps(25)
+            await sim.wait_steps(15)
             await sim.open_endpoint(0)
             await sim.wait_connections(0, 1)
-            await sim.wait_steps(25)
+            await sim.wait_steps(15)
             sim.pause()
 
             def caught_up() -> bool:
