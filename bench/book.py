@@ -133,18 +133,14 @@ class CachedBestBook(DictBook):
         self._best_ask = best
 
     def best_bid(self) -> Level | None:
-        if not self._bids:
-            return None
-        if self._best_bid is None:
+        if self._best_bid is None and self._bids:
             self._best_bid = max(self._bids)
-        return self._bids[self._best_bid]
+        return None if self._best_bid is None else self._bids[self._best_bid]
 
     def best_ask(self) -> Level | None:
-        if not self._asks:
-            return None
-        if self._best_ask is None:
+        if self._best_ask is None and self._asks:
             self._best_ask = min(self._asks)
-        return self._asks[self._best_ask]
+        return None if self._best_ask is None else self._asks[self._best_ask]
 
 
 _IMPLEMENTATIONS: tuple[tuple[str, Callable[[], Any], int], ...] = (

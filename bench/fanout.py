@@ -44,6 +44,7 @@ from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, Level, StatusChange, SymbolState
 from gateway.core.pipeline import BookState
 from gateway.io.fanout import Fanout, build_frame
+from gateway.wire.config import ServerConfig
 from gateway.wire.protocol import Delta, Status, encode_json
 
 TITLE = "fanout: deliveries/s to N loopback WebSocket subscribers, server on uvloop"
@@ -256,7 +257,7 @@ async def _main(quick: bool) -> list[dict[str, object]]:
         )
         for b, a in changes
     )
-    fanout = Fanout(view, max_buffer_bytes=64 * 1024 * 1024, ping_interval_s=None)
+    fanout = Fanout(view, ServerConfig(max_buffer_bytes=64 * 1024 * 1024), ping_interval_s=None)
     ctx = _Ctx(fanout, view, changes)
     deliveries_target = 1_600 if quick else 40_000
     repeats = 1 if quick else 5

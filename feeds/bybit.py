@@ -116,8 +116,8 @@ SNAPSHOT_PATH: Final = "/v5/market/orderbook"
 #: Largest ``limit`` of ``/v5/market/orderbook`` for spot and linear (levels per side).
 MAX_SNAPSHOT_LIMIT: Final = 1000
 #: 600 REST requests per 5 s per IP.
-REST_REQUESTS_PER_MINUTE: Final = 7200
 REST_REQUESTS_PER_5S: Final = 600
+REST_REQUESTS_PER_MINUTE: Final = REST_REQUESTS_PER_5S * 12
 
 #: Book depths of spot and linear: 1 (10 ms, snapshots only, re-pushed every 3 s with the
 #: same ``u``), 50 (20 ms), 200 (100 ms), 1000 (200 ms).

@@ -95,8 +95,8 @@ SNAPSHOT_PATH: Final = "/api/v5/market/books"
 #: Largest ``sz`` of ``/api/v5/market/books`` (levels per side).
 MAX_SNAPSHOT_LIMIT: Final = 400
 #: 40 REST book requests per 2 s per IP.
-REST_REQUESTS_PER_MINUTE: Final = 1200
 REST_REQUESTS_PER_2S: Final = 40
+REST_REQUESTS_PER_MINUTE: Final = REST_REQUESTS_PER_2S * 30
 #: The venue's advice: fewer than 30 channels per connection when subscribing many books.
 MAX_CHANNELS_PER_CONNECTION: Final = 29
 #: 480 subscribe, unsubscribe and login requests per hour per connection.

@@ -12,9 +12,9 @@ import msgspec
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
-from gateway.core.arbiter import SymbolStats
 from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
+from gateway.core.stats import SymbolStats
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.wire.config import Config

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 import msgspec
+import pytest
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
@@ -66,7 +68,11 @@ def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> None:
     assert stats.gaps == 0 and stats.resyncs == 0
 
 
-def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released() -> None:
+def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.io.venue_runtime")
+
     async def scenario() -> tuple[Service, list[str], int]:
         # Endpoints 0 and 1 are the primaries, 2 the standby.
         plan = FaultPlan("ep0:refuse@1.5+3;ep1:refuse@1.5+3", seed=1, n_endpoints=3)
@@ -114,3 +120,20 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
     assert frames > 0 and statuses[-1] == "live"
     assert all(venue.renewals.state(s) is Renewal.STEADY for s in venue.renewals.slots)
     assert venue.renewals.slots == [0, 1], "the standby slot was given up"
+    standby_lines = [
+        (r.levelno, r.getMessage(), getattr(r, "venue", None))
+        for r in caplog.records
+        if "standby endpoints" in r.getMessage()
+    ]
+    assert standby_lines == [
+        (
+            logging.WARNING,
+            "binance: every primary endpoint silent for 1 s; connecting the standby endpoints",
+            "binance",
+        ),
+        (
+            logging.INFO,
+            "binance: primaries healthy for 1.5 s; releasing the standby endpoints",
+            "binance",
+        ),
+    ]

@@ -82,12 +82,17 @@ REST_SHAPE: Final = WireShape(
 # --- wire structs: field order is the venue's key order ------------------------------------
 
 
-class _DepthUpdate(msgspec.Struct):
+class _DepthUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Spot's ``depthUpdate``; futures events also carry ``T`` and ``pu``, COIN-M's ``ps``."""
+
     e: str
     E: int
+    T: int | None = None
     s: str
+    ps: str | None = None
     U: int
     u: int
+    pu: int | None = None
     b: Sequence[Level]
     a: Sequence[Level]
 
@@ -109,8 +114,15 @@ class _Combined(msgspec.Struct):
     data: _DepthUpdate | _Trade
 
 
-class _RestDepth(msgspec.Struct):
+class _RestDepth(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Spot's depth body; futures bodies also carry ``E`` and ``T``, COIN-M's ``symbol``
+    and ``pair``."""
+
     lastUpdateId: int
+    symbol: str | None = None
+    pair: str | None = None
+    E: int | None = None
+    T: int | None = None
     bids: Sequence[Level]
     asks: Sequence[Level]
 
@@ -141,10 +153,25 @@ def depth_frame(
     bids: Sequence[Level],
     asks: Sequence[Level],
     event_ms: int,
+    *,
+    prev_id: int | None = None,
+    transaction_ms: int | None = None,
+    pair: str | None = None,
 ) -> bytes:
-    """A combined-stream ``depthUpdate`` frame on ``<symbol>@depth@100ms``."""
+    """A combined-stream ``depthUpdate`` frame on ``<symbol>@depth@100ms``; a futures
+    event also carries ``prev_id`` (``pu``) and ``transaction_ms`` (``T``), a COIN-M one
+    its ``pair`` (``ps``)."""
     data = _DepthUpdate(
-        e="depthUpdate", E=event_ms, s=symbol.upper(), U=first_id, u=last_id, b=bids, a=asks
+        e="depthUpdate",
+        E=event_ms,
+        T=transaction_ms,
+        s=symbol.upper(),
+        ps=pair,
+        U=first_id,
+        u=last_id,
+        pu=prev_id,
+        b=bids,
+        a=asks,
     )
     return _encoder.encode(_Combined(stream=depth_stream(symbol), data=data))
 
@@ -172,9 +199,30 @@ def trade_frame(symbol: str, trade: SimTrade, event_ms: int, trade_ms: int | Non
     return _encoder.encode(_Combined(stream=trade_stream(symbol), data=data))
 
 
-def snapshot_body(last_id: int, bids: Sequence[Level], asks: Sequence[Level]) -> bytes:
-    """The REST ``GET /api/v3/depth`` response body."""
-    return _encoder.encode(_RestDepth(lastUpdateId=last_id, bids=bids, asks=asks))
+def snapshot_body(
+    last_id: int,
+    bids: Sequence[Level],
+    asks: Sequence[Level],
+    *,
+    event_ms: int | None = None,
+    transaction_ms: int | None = None,
+    symbol: str | None = None,
+    pair: str | None = None,
+) -> bytes:
+    """The REST ``GET /api/v3/depth`` response body; a futures body also carries
+    ``event_ms`` (``E``) and ``transaction_ms`` (``T``), a COIN-M one the ``symbol`` and
+    its ``pair``."""
+    return _encoder.encode(
+        _RestDepth(
+            lastUpdateId=last_id,
+            symbol=symbol,
+            pair=pair,
+            E=event_ms,
+            T=transaction_ms,
+            bids=bids,
+            asks=asks,
+        )
+    )
 
 
 def result_frame(request_id: int | str | None, result: list[str] | None = None) -> bytes:

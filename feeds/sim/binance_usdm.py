@@ -50,8 +50,9 @@ import msgspec
 from feeds import binance_usdm as usdm
 from feeds.binance import depth_stream
 from feeds.binance_usdm import trade_stream
+from feeds.sim import binance_spot
 from feeds.sim.binance_spot import BinanceSpotProtocol, rest_error_body
-from feeds.sim.book_process import Batch, BookProcess, SimTrade, parse_e8
+from feeds.sim.book_process import Batch, BookProcess, RangeChange, SimTrade, parse_e8
 from feeds.sim.connection import Publication, RestAnswer
 from feeds.sim.rewrite import WireShape
 from gateway.core.book import L2Book
@@ -81,19 +82,10 @@ STREAM_SHAPE: Final = WireShape(
 )
 
 
-class UsdmEvent(msgspec.Struct, frozen=True, gc=False):
-    """One futures diff: ids ``first_id..last_id`` (``U..u``), ``prev_id`` (``pu``).
+class UsdmEvent(RangeChange, frozen=True, gc=False):
+    """One futures diff: ids ``first_id..last_id`` (``U..u``) after ``prev_id`` (``pu``)."""
 
-    Levels are absolute ``(price, qty)`` strings, bids best first, asks best first; a
-    ``"0.00000000"`` quantity removes the level.
-    """
-
-    symbol: str
-    first_id: int
-    last_id: int
     prev_id: int
-    bids: tuple[Level, ...]
-    asks: tuple[Level, ...]
 
 
 class UsdmBook:
@@ -197,25 +189,6 @@ def _merge(changes: Sequence[tuple[Level, ...]], best_high: bool) -> tuple[Level
 # --- wire structs: field order is the venue's key order ------------------------------------
 
 
-class _DepthUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
-    e: str
-    E: int
-    T: int
-    s: str
-    #: COIN-M's pair; USD-M events have no ``ps``.
-    ps: str | None = None
-    U: int
-    u: int
-    pu: int
-    b: Sequence[Level]
-    a: Sequence[Level]
-
-
-class _Combined(msgspec.Struct):
-    stream: str
-    data: _DepthUpdate
-
-
 class _AggTrade(msgspec.Struct):
     e: str
     E: int
@@ -234,36 +207,23 @@ class _CombinedTrade(msgspec.Struct):
     data: _AggTrade
 
 
-class _RestDepth(msgspec.Struct, kw_only=True, omit_defaults=True):
-    lastUpdateId: int
-    #: COIN-M's contract and pair; USD-M bodies have neither.
-    symbol: str | None = None
-    pair: str | None = None
-    E: int
-    T: int
-    bids: Sequence[Level]
-    asks: Sequence[Level]
-
-
 _encoder: Final = msgspec.json.Encoder()
 
 
 def event_frame(event: UsdmEvent, event_ms: int, pair: str | None = None) -> bytes:
     """The combined-stream ``depthUpdate`` frame of ``event`` on ``<symbol>@depth@100ms``;
     ``T`` is ``E - TRANSACTION_LAG_MS``; ``pair`` (COIN-M) is sent as ``ps``."""
-    data = _DepthUpdate(
-        e="depthUpdate",
-        E=event_ms,
-        T=event_ms - TRANSACTION_LAG_MS,
-        s=event.symbol.upper(),
-        ps=pair,
-        U=event.first_id,
-        u=event.last_id,
-        pu=event.prev_id,
-        b=event.bids,
-        a=event.asks,
+    return binance_spot.depth_frame(
+        event.symbol,
+        event.first_id,
+        event.last_id,
+        event.bids,
+        event.asks,
+        event_ms,
+        prev_id=event.prev_id,
+        transaction_ms=event_ms - TRANSACTION_LAG_MS,
+        pair=pair,
     )
-    return _encoder.encode(_Combined(stream=depth_stream(event.symbol), data=data))
 
 
 def agg_trade_frame(symbol: str, trade: SimTrade, event_ms: int) -> bytes:
@@ -294,16 +254,14 @@ def snapshot_body(
 ) -> bytes:
     """The REST ``GET /fapi/v1/depth`` response body; with ``symbol`` and ``pair``, COIN-M's
     ``/dapi/v1/depth`` body."""
-    return _encoder.encode(
-        _RestDepth(
-            lastUpdateId=last_id,
-            symbol=symbol,
-            pair=pair,
-            E=event_ms,
-            T=event_ms - TRANSACTION_LAG_MS,
-            bids=bids,
-            asks=asks,
-        )
+    return binance_spot.snapshot_body(
+        last_id,
+        bids,
+        asks,
+        event_ms=event_ms,
+        transaction_ms=event_ms - TRANSACTION_LAG_MS,
+        symbol=symbol,
+        pair=pair,
     )
 
 

@@ -77,12 +77,11 @@ class SimTrade(msgspec.Struct, frozen=True, gc=False):
     buyer_is_maker: bool
 
 
-class Batch(msgspec.Struct, frozen=True, gc=False):
-    """The net change of one interval: venue update ids ``first_id..last_id`` (``U..u``).
+class RangeChange(msgspec.Struct, frozen=True, gc=False):
+    """The net book change of venue update ids ``first_id..last_id`` (``U..u``).
 
     Levels are absolute ``(price, qty)`` strings, bids best (highest) first, asks best
-    (lowest) first; a ``"0.00000000"`` quantity removes the level. ``trades`` are the trades
-    of the interval in the order they happened, all before the book change they cause.
+    (lowest) first; a ``"0.00000000"`` quantity removes the level.
     """
 
     symbol: str
@@ -90,6 +89,12 @@ class Batch(msgspec.Struct, frozen=True, gc=False):
     last_id: int
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+
+
+class Batch(RangeChange, frozen=True, gc=False):
+    """The net change of one interval. ``trades`` are the trades of the interval in the
+    order they happened, all before the book change they cause."""
+
     trades: tuple[SimTrade, ...]
 
 

@@ -212,12 +212,8 @@ class BybitProtocol(VenueProtocol):
         return []
 
     def _view(self, symbol: str, depth: int) -> tuple[dict[str, str], dict[str, str]]:
-        book = self.procs[symbol].book
-        fmt = self.format_level
-        return (
-            dict(fmt(symbol, lv) for lv in book.bids(depth)),
-            dict(fmt(symbol, lv) for lv in book.asks(depth)),
-        )
+        bids, asks = self.wire_book(symbol, depth)
+        return dict(bids), dict(asks)
 
     def _track(self, symbol: str, depth: int) -> None:
         if (symbol, depth) not in self._views:
@@ -291,9 +287,7 @@ class BybitProtocol(VenueProtocol):
         limit = query_int(query.get("limit", str(REST_DEFAULT_LIMIT[self.category])), 6)
         if limit is None or not 1 <= limit <= bybit.MAX_SNAPSHOT_LIMIT:
             return RestAnswer(200, rest_error_body(10001, "params error: limit invalid", ts_ms))
-        book = self.procs[symbol].book
-        bids = [self.format_level(symbol, lv) for lv in book.bids(limit)]
-        asks = [self.format_level(symbol, lv) for lv in book.asks(limit)]
+        bids, asks = self.wire_book(symbol, limit)
         u = self.rest_u(symbol)
         return RestAnswer(
             200, rest_book_body(symbol, bids, asks, u, self.procs[symbol].last_id, ts_ms)
@@ -303,7 +297,7 @@ class BybitProtocol(VenueProtocol):
         ts_ms = now_ns // 1_000_000
         pubs: list[Publication] = []
         if batch.trades:
-            trades = [(t, self.format_level(symbol, (t.price, t.qty))) for t in batch.trades]
+            trades = self.wire_trades(symbol, batch.trades)
             frame = trade_frame(self.category, symbol, trades, ts_ms)
             pubs.append(Publication(bybit.trade_topic(symbol), frame))
         for key, (old_bids, old_asks) in list(self._views.items()):

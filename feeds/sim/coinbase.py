@@ -223,10 +223,7 @@ class CoinbaseProtocol(VenueProtocol):
             key = f"{request.channel}:{product}"
             fresh = state.update_subscription(key, request.type != "unsubscribe")
             if fresh and request.channel == coinbase.LEVEL2_CHANNEL:
-                book = self.procs[product].book
-                fmt = self.format_level
-                bids = [fmt(product, lv) for lv in book.bids()]
-                asks = [fmt(product, lv) for lv in book.asks()]
+                bids, asks = self.wire_book(product)
                 event = l2_event("snapshot", product, bids, asks, when)
                 out.append(self._frame(state, *envelope_parts("l2_data", when, [event])))
         out.append(self._subscriptions(state, now_ns))
@@ -253,16 +250,14 @@ class CoinbaseProtocol(VenueProtocol):
 
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
         when = iso_time(now_ns)
-        fmt = self.format_level
         pubs: list[Publication] = []
         if batch.trades:
-            trades = [(t, fmt(symbol, (t.price, t.qty))) for t in batch.trades]
+            trades = self.wire_trades(symbol, batch.trades)
             head, tail = envelope_parts(
                 coinbase.TRADES_CHANNEL, when, [trades_event(symbol, trades, when)]
             )
             pubs.append(Publication(f"{coinbase.TRADES_CHANNEL}:{symbol}", head, tail))
-        bids = [fmt(symbol, lv) for lv in batch.bids]
-        asks = [fmt(symbol, lv) for lv in batch.asks]
+        bids, asks = self.wire_levels(symbol, batch.bids, batch.asks)
         event = l2_event("update", symbol, bids, asks, when)
         head, tail = envelope_parts("l2_data", when, [event])
         pubs.append(Publication(f"{coinbase.LEVEL2_CHANNEL}:{symbol}", head, tail))

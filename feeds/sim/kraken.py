@@ -368,11 +368,8 @@ class KrakenProtocol(VenueProtocol):
         return [status_frame(1_000_000_000 + self._conns)]
 
     def _view(self, symbol: str, depth: int) -> _View:
-        book = self.procs[symbol].book
-        fmt = self.format_level
-        bids = dict(fmt(symbol, lv) for lv in book.bids(depth))
-        asks = dict(fmt(symbol, lv) for lv in book.asks(depth))
-        return bids, asks
+        bids, asks = self.wire_book(symbol, depth)
+        return dict(bids), dict(asks)
 
     def snapshot_frame(self, symbol: str, depth: int) -> bytes:
         bids, asks = self._view(symbol, depth)
@@ -502,7 +499,7 @@ class KrakenProtocol(VenueProtocol):
         stamp = iso_time(now_ns)
         pubs: list[Publication] = []
         if batch.trades:
-            trades = [(t, self.format_level(symbol, (t.price, t.qty))) for t in batch.trades]
+            trades = self.wire_trades(symbol, batch.trades)
             pubs.append(Publication(f"trade:{symbol}", trade_frame(symbol, trades, stamp)))
         for view_symbol, depth in list(self._views):
             if view_symbol == symbol:

@@ -186,15 +186,8 @@ class OkxProtocol(VenueProtocol):
         state.extra["conn_id"] = f"{self._conns:08x}"
         return []
 
-    def _top(self, symbol: str, depth: int) -> tuple[list[Level], list[Level]]:
-        book = self.procs[symbol].book
-        fmt = self.format_level
-        return [fmt(symbol, lv) for lv in book.bids(depth)], [
-            fmt(symbol, lv) for lv in book.asks(depth)
-        ]
-
     def snapshot_frame(self, symbol: str, now_ns: int) -> bytes:
-        bids, asks = self._top(symbol, SNAPSHOT_DEPTH)
+        bids, asks = self.wire_book(symbol, SNAPSHOT_DEPTH)
         crc = okx.checksum(bids[: okx.CHECKSUM_DEPTH], asks[: okx.CHECKSUM_DEPTH])
         return book_frame(
             symbol, "snapshot", bids, asks, now_ns // 1_000_000, crc, -1, self._seq[symbol]
@@ -233,19 +226,17 @@ class OkxProtocol(VenueProtocol):
         sz = query_int(query.get("sz", "1"), 6)
         if sz is None or not 1 <= sz <= okx.MAX_SNAPSHOT_LIMIT:
             return RestAnswer(200, rest_error_body("51000", "Parameter sz error."))
-        bids, asks = self._top(inst_id, sz)
+        bids, asks = self.wire_book(inst_id, sz)
         return RestAnswer(200, rest_books_body(bids, asks, now_ns // 1_000_000, self._seq[inst_id]))
 
     def on_batch(self, symbol: str, batch: Batch, now_ns: int) -> list[Publication]:
         ts_ms = now_ns // 1_000_000
-        fmt = self.format_level
         pubs: list[Publication] = []
         if batch.trades:
-            trades = [(t, fmt(symbol, (t.price, t.qty))) for t in batch.trades]
+            trades = self.wire_trades(symbol, batch.trades)
             pubs.append(Publication(f"trades:{symbol}", trades_frame(symbol, trades, ts_ms)))
-        bids = [fmt(symbol, lv) for lv in batch.bids]
-        asks = [fmt(symbol, lv) for lv in batch.asks]
-        top_bids, top_asks = self._top(symbol, okx.CHECKSUM_DEPTH)
+        bids, asks = self.wire_levels(symbol, batch.bids, batch.asks)
+        top_bids, top_asks = self.wire_book(symbol, okx.CHECKSUM_DEPTH)
         crc = okx.checksum(top_bids, top_asks)
         prev, self._seq[symbol] = self._seq[symbol], batch.last_id
         frame = book_frame(symbol, "update", bids, asks, ts_ms, crc, prev, batch.last_id)

@@ -550,7 +550,8 @@ class SimBinanceCoinm(SimBinanceUsdm):
 
 class _MessageVenue(SimVenue):
     """A venue whose protocol is built from the book's tick and lot and the options named
-    in :attr:`protocol_options` (keyword arguments taken from those of :class:`SimVenue`)."""
+    in :attr:`protocol_options` (keyword arguments taken from those of :class:`SimVenue`).
+    The other arguments, and their defaults, are :class:`SimVenue`'s."""
 
     #: The price tick of the books when none is given.
     default_tick = "0.01"
@@ -560,10 +561,7 @@ class _MessageVenue(SimVenue):
     def __init__(
         self,
         symbols: Sequence[str],
-        n_endpoints: int = 2,
-        seed: int = 1,
-        interval_s: float = 0.1,
-        *,
+        *args: Any,
         tick: str | None = None,
         lot: str = DEFAULT_LOT,
         **kwargs: Any,
@@ -571,9 +569,7 @@ class _MessageVenue(SimVenue):
         tick = tick or self.default_tick
         options = {k: kwargs.pop(k, default) for k, default in self.protocol_options.items()}
         protocol = self.make_protocol(tick, lot, **options)
-        super().__init__(
-            protocol, symbols, n_endpoints, seed, interval_s, tick=tick, lot=lot, **kwargs
-        )
+        super().__init__(protocol, symbols, *args, tick=tick, lot=lot, **kwargs)
 
     @staticmethod
     def make_protocol(tick: str, lot: str, **options: Any) -> VenueProtocol:

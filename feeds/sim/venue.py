@@ -15,11 +15,11 @@ arguments (``now_ns``: nanoseconds since the epoch); nothing here reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
-from feeds.sim.book_process import Batch, BookProcess
+from feeds.sim.book_process import Batch, BookProcess, SimTrade
 from feeds.sim.connection import ConnState, Publication, RestAnswer
 from feeds.sim.limits import VENUE_LIMITS, SimLimits, VenueLimiter
 from feeds.sim.rewrite import WireShape
@@ -127,15 +127,28 @@ class VenueProtocol:
         """A BookProcess level in the venue's wire strings."""
         return level
 
+    def wire_levels(
+        self, symbol: str, bids: Iterable[Level], asks: Iterable[Level]
+    ) -> tuple[list[Level], list[Level]]:
+        """BookProcess levels of ``symbol`` in the venue's wire strings, in their order."""
+        fmt = self.format_level
+        return [fmt(symbol, lv) for lv in bids], [fmt(symbol, lv) for lv in asks]
+
+    def wire_trades(self, symbol: str, trades: Iterable[SimTrade]) -> list[tuple[SimTrade, Level]]:
+        """Each trade of ``symbol`` with its ``(price, qty)`` in the venue's wire strings."""
+        return [(t, self.format_level(symbol, (t.price, t.qty))) for t in trades]
+
+    def wire_book(self, symbol: str, depth: int | None = None) -> tuple[list[Level], list[Level]]:
+        """The best ``depth`` levels per side (None: all) of the book of ``symbol``, best
+        first, in the venue's wire strings."""
+        book = self.procs[symbol].book
+        return self.wire_levels(symbol, book.bids(depth), book.asks(depth))
+
     def true_book(self, symbol: str) -> L2Book:
         """A copy of the venue's whole book of ``symbol`` as its stream has published it,
         in the venue's wire strings."""
-        source = self.procs[symbol].book
-        fmt = self.format_level
         book = L2Book()
-        book.load(
-            [fmt(symbol, lv) for lv in source.bids()], [fmt(symbol, lv) for lv in source.asks()]
-        )
+        book.load(*self.wire_book(symbol))
         return book
 
     def last_id(self, symbol: str) -> int | None:

@@ -1,5 +1,6 @@
-"""What both arbitration modes share: link rules, statistics, the arbiter interface,
-connection-wide sequence checks and trade dedup (docs/architecture.md, Arbitration).
+"""What both arbitration modes share: link rules, the arbiter interface (its counters:
+:class:`gateway.core.stats.SymbolStats`), connection-wide sequence checks and trade dedup
+(docs/architecture.md, Arbitration).
 
 Pure: no I/O, no event loop. The modes themselves: :mod:`gateway.core.sequenced` (venues
 whose update ids are shared by every connection) and :mod:`gateway.core.replicated` (venues
@@ -12,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from gateway.core.backoff import Backoff
@@ -26,6 +27,7 @@ from gateway.core.model import (
     Trade,
     TradeOut,
 )
+from gateway.core.stats import SymbolStats
 
 #: Default time a future update may wait for the missing ids from another connection.
 DEFAULT_REORDER_WINDOW_NS: Final = 100_000_000
@@ -36,9 +38,39 @@ DEFAULT_MAX_PENDING: Final = 4096
 #: unused snapshot in a row, up to the maximum.
 SNAPSHOT_RETRY_INITIAL_S: Final = 1.0
 SNAPSHOT_RETRY_MAX_S: Final = 60.0
+#: Why subscribers are told ``stale`` when no connection carrying the symbol is up.
+ALL_DOWN_REASON: Final = "every upstream connection down"
 #: Default bound of a plausible id jump, for a link rule that declares none
 #: (:attr:`LinkRule.max_id_jump`).
 DEFAULT_MAX_ID_JUMP: Final = 10**8
+
+
+@dataclass(frozen=True, slots=True)
+class ArbiterLimits:
+    """The bounds of a symbol's arbiter, as a venue configures them (``venues[]``); the
+    pipeline hands them whole to every book it makes. Raises ValueError when out of range."""
+
+    #: How long a future update may wait for the missing ids from another connection.
+    reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS
+    #: Bound of the buffer of updates that cannot be applied yet (and of held updates).
+    max_pending: int = DEFAULT_MAX_PENDING
+    #: Cap of each book's levels per side. None: the venue's default cap where its adapter
+    #: makes the arbiter (``VenueAdapter.new_arbiter``); an arbiter given None keeps all
+    #: (:class:`~gateway.core.book.L2Book` checks it).
+    max_levels: int | None = None
+    #: The sequenced books' plausibility bound (:attr:`LinkRule.max_id_jump`); None: the
+    #: link rule's own.
+    max_id_jump: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reorder_window_ns < 0 or self.max_pending < 1:
+            raise ValueError("reorder_window_ns must be >= 0, max_pending >= 1")
+        if self.max_id_jump is not None and self.max_id_jump < 1:
+            raise ValueError("max_id_jump must be >= 1")
+
+
+#: The bounds of an arbiter by default.
+DEFAULT_ARBITER_LIMITS: Final = ArbiterLimits()
 
 
 class Link(enum.Enum):
@@ -62,77 +94,6 @@ class LinkRule(Protocol):
     max_id_jump: int
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link: ...
-
-
-@dataclass
-class ConnectionStats:
-    """Per connection, for one symbol."""
-
-    received: int = 0
-    #: Updates from this connection that were the first copy and were applied.
-    first_wins: int = 0
-    duplicates: int = 0
-    #: Updates from this connection whose ids jumped beyond ``max_id_jump``: held.
-    implausible: int = 0
-    #: Held updates this connection's own later stream contradicted (it was reset).
-    disagreements: int = 0
-    #: Sampled copies of this connection found to disagree with the other connections'
-    #: copies of the same ids (:mod:`gateway.core.audit`); counted only.
-    audit_disagreements: int = 0
-
-
-@dataclass
-class SymbolStats:
-    updates: int = 0
-    duplicates: int = 0
-    #: Updates older than the snapshot the book was built from.
-    stale: int = 0
-    gaps: int = 0
-    resyncs: int = 0
-    #: Book states published crossed (a venue whose books may cross), or found crossed.
-    crossed: int = 0
-    #: Crossed books and replicas on a venue whose books never cross: not published,
-    #: rebuilt (:data:`SNAPSHOT_RETRY_INITIAL_S`).
-    crossed_faults: int = 0
-    #: Levels pruned beyond the cap of levels per side (``max_levels``).
-    levels_pruned: int = 0
-    snapshots: int = 0
-    #: Snapshots that could not be used: older than the stream, or not wanted.
-    snapshots_unused: int = 0
-    #: Buffered updates discarded because the buffer was full while waiting for a snapshot.
-    pending_dropped: int = 0
-    bad_updates: int = 0
-    checksum_ok: int = 0
-    checksum_failed: int = 0
-    #: In-band snapshots newer than the book, published as a delta (a sequence jump).
-    jumps: int = 0
-    #: Venue sequence resets: declared (Bybit ``u == 1``), or recognised (every connection
-    #: fell below the book's id and stayed there, or a snapshot below it agreed with them).
-    venue_resets: int = 0
-    #: Updates held because their ids jumped beyond ``max_id_jump``.
-    implausible: int = 0
-    #: Held updates confirmed by an identical copy from another connection, then applied.
-    confirmed: int = 0
-    #: Held or buffered updates discarded as obsolete (contradicted, or made so by a resync).
-    obsolete: int = 0
-    #: Audits (:mod:`gateway.core.audit`), counted only, never acted on: sampled updates
-    #: whose copies from different connections disagreed; REST snapshots that agreed with
-    #: the live book at their id, that did not (drift), that could not be compared.
-    audit_disagreements: int = 0
-    audit_rest_ok: int = 0
-    audit_rest_drift: int = 0
-    audit_rest_skipped: int = 0
-    #: Unsequenced mode: the output moved to another connection's replica.
-    failovers: int = 0
-    #: Unsequenced mode: replicas found wrong (checksum, lost message) and resubscribed.
-    replica_failures: int = 0
-    connections: dict[int, ConnectionStats] = field(default_factory=dict)
-
-    def conn(self, conn_id: int) -> ConnectionStats:
-        stats = self.connections.get(conn_id)
-        if stats is None:
-            stats = self.connections[conn_id] = ConnectionStats()
-        return stats
 
 
 def crossed_reason(book: L2Book) -> str | None:

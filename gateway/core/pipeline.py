@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
 import msgspec
 
 from gateway.core.activity import ActivityLimits, ActivityMonitor, Silence
 from gateway.core.arbiter import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_REORDER_WINDOW_NS,
+    DEFAULT_ARBITER_LIMITS,
+    ArbiterLimits,
     Checksum,
     ConnectionSequenceChecker,
     SymbolArbiter,
@@ -63,6 +62,7 @@ from gateway.core.rejections import named_symbols
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook
 from gateway.core.snapshots import SnapshotAttempts
+from gateway.core.stats import VenueStats
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +167,8 @@ class VenueRules(Protocol):
     @property
     def checksum_at_precision(self) -> Callable[[int, int], Checksum] | None: ...
 
-    def new_arbiter(
-        self,
-        symbol: str,
-        *,
-        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        max_levels: int | None = None,
-        max_id_jump: int | None = None,
-    ) -> SymbolArbiter:
-        """``max_levels`` None: the venue's default cap."""
+    def new_arbiter(self, symbol: str, limits: ArbiterLimits) -> SymbolArbiter:
+        """``limits.max_levels`` None: the venue's default cap."""
         ...
 
 
@@ -193,35 +185,6 @@ class BookState(NamedTuple):
     state: SymbolState
 
 
-@dataclass
-class VenueStats:
-    """Counted by the pipeline: the venue breaking its contract, and what it led to."""
-
-    #: Frames (and REST snapshot bodies) the venue parser rejected.
-    bad_frames: int = 0
-    #: Book updates and snapshots for symbols the pipeline does not carry.
-    unknown_symbols: int = 0
-    notices: int = 0
-    #: Connection-wide sequence jumps (the connection lost messages and is resubscribed).
-    connection_gaps: int = 0
-    #: Resubscribe actions given.
-    resubscribes: int = 0
-    #: Book updates and snapshots on a trade-only connection: never given to the books,
-    #: whose trust in a connection (stale when every book connection is down) they would break.
-    book_updates_on_trade_connections: int = 0
-    #: Books (or replicas) the venue left crossed, on a venue whose books never cross
-    #: (each symbol's count: ``SymbolStats.crossed_faults``).
-    crossed_books: int = 0
-    #: REST snapshots discarded unused: answers to a superseded fetch attempt.
-    snapshots_superseded: int = 0
-    #: A symbol's channel found dead on a connection that carries other traffic
-    #: (:mod:`gateway.core.activity`), and dead channels that came back.
-    silent_channels: int = 0
-    revived_channels: int = 0
-    #: Symbols the venue refused (an error reply or a close reason naming them).
-    rejected_symbols: int = 0
-
-
 _NO_CONNECTIONS: Final[frozenset[int]] = frozenset()
 #: States whose arrival is logged at INFO; the others (the book cannot be trusted) at WARNING.
 _UNALARMING: Final = frozenset((SymbolState.LIVE, SymbolState.SYNCING))
@@ -235,8 +198,8 @@ class VenuePipeline:
     ``rest_snapshots``: a wanted snapshot is fetched over REST (:class:`FetchSnapshot`);
     otherwise every connection that is up resubscribes the symbol for one in band.
     ``trade_conn_ids``: connections that carry trades only; the books are not told of them.
-    ``max_levels``: the cap of each book's levels per side; None: the venue's default.
-    ``max_id_jump``: the sequenced books' plausibility bound (None: each link rule's own).
+    ``limits``: the bounds of every book's arbiter (its ``max_levels`` None: the venue's
+    default cap; its ``max_id_jump`` None: each link rule's own).
     ``conn_symbols``: the symbols of each connection that carries only some (sharded,
     :func:`gateway.core.limits.plan_connections`; later ones: :meth:`set_connection_symbols`);
     a book is told only of the connections that carry it, watched and resubscribed only on
@@ -253,12 +216,9 @@ class VenuePipeline:
         venue: VenueRules,
         symbols: Sequence[str] | None,
         *,
-        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
-        max_pending: int = DEFAULT_MAX_PENDING,
+        limits: ArbiterLimits = DEFAULT_ARBITER_LIMITS,
         rest_snapshots: bool = False,
         trade_conn_ids: Collection[int] = _NO_CONNECTIONS,
-        max_levels: int | None = None,
-        max_id_jump: int | None = None,
         conn_symbols: Mapping[int, Collection[str]] | None = None,
         epoch_base: int = 0,
         activity: ActivityLimits | None = None,
@@ -269,13 +229,10 @@ class VenuePipeline:
             conn_id: frozenset(symbol_key(venue.venue, s) for s in symbols)
             for conn_id, symbols in (conn_symbols or {}).items()
         }
-        self.max_levels = max_levels
+        self.limits = limits
         #: Every book's epochs count up from here (the service passes a base unique to
         #: the gateway instance, so epochs do not repeat across restarts).
         self.epoch_base = epoch_base
-        self.reorder_window_ns = reorder_window_ns
-        self.max_pending = max_pending
-        self.max_id_jump = max_id_jump
         self.rest_snapshots = rest_snapshots
         self.trade_conn_ids = set(trade_conn_ids)
         self.stats = VenueStats()
@@ -339,23 +296,22 @@ class VenuePipeline:
         if activity is not None and not trade_only:
             activity.frame(conn_id, now_ns / 1e9)
         for event in events:
-            if trade_only and isinstance(event, DepthDiff | DepthSnapshot):
-                self.stats.book_updates_on_trade_connections += 1
-                continue
-            if isinstance(event, DepthDiff):
-                if event.event_ms > 0:
+            if isinstance(event, DepthDiff | DepthSnapshot):
+                if trade_only:
+                    self.stats.book_updates_on_trade_connections += 1
+                    continue
+                if isinstance(event, DepthDiff) and event.event_ms > 0:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
                 if activity is not None:
                     self._active(activity, event.symbol, conn_id, now_ns)
                 book = self._book(event.key, now_ns)
                 if book is not None:
-                    self._take(book, book.on_diff(event, now_ns), step, now_ns)
-            elif isinstance(event, DepthSnapshot):
-                if activity is not None:
-                    self._active(activity, event.symbol, conn_id, now_ns)
-                book = self._book(event.key, now_ns)
-                if book is not None:
-                    self._take(book, book.on_snapshot(event, now_ns), step, now_ns)
+                    out = (
+                        book.on_diff(event, now_ns)
+                        if isinstance(event, DepthDiff)
+                        else book.on_snapshot(event, now_ns)
+                    )
+                    self._take(book, out, step, now_ns)
             elif isinstance(event, Trade):
                 self._trade(event, step)
             elif isinstance(event, InstrumentPrecision):
@@ -586,13 +542,7 @@ class VenuePipeline:
         return book
 
     def _new_book(self, key: str, now_ns: int) -> SymbolArbiter:
-        book = self.books[key] = self.venue.new_arbiter(
-            key.partition(":")[2],
-            reorder_window_ns=self.reorder_window_ns,
-            max_pending=self.max_pending,
-            max_levels=self.max_levels,
-            max_id_jump=self.max_id_jump,
-        )
+        book = self.books[key] = self.venue.new_arbiter(key.partition(":")[2], self.limits)
         book.epoch = self.epoch_base
         self.trades.setdefault(key, TradeDedup())
         if isinstance(book, ReplicatedBook):

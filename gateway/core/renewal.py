@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
+from gateway.core.stats import SlotRenewals
 from gateway.core.transitions import Table, transition
 
 #: Share of ``max_connection_age_s`` over which connections' ages are spread at random, so
@@ -123,20 +123,6 @@ class CloseConnection(msgspec.Struct, frozen=True, gc=False):
 Command = OpenReplacement | CloseConnection
 
 
-@dataclass
-class SlotRenewals:
-    """Counted per slot (exported per slot by the metrics)."""
-
-    #: Renewals asked for, by cause ("age", "notice", "score").
-    due: dict[str, int]
-    #: Renewals completed with the replacement caught up before the old connection closed.
-    caught_up: int = 0
-    #: Renewals whose replacement did not catch up within ``renew_timeout_s``.
-    timed_out: int = 0
-    #: Renewals ended because the old connection went down first.
-    old_down: int = 0
-
-
 class _Slot:
     def __init__(self, conn_id: int) -> None:
         self.state = Renewal.STEADY
@@ -207,8 +193,8 @@ class VenueRenewals:
     def due(self, conn_id: int, cause: str) -> list[Command]:
         """Connection ``conn_id`` should be renewed. Ignored for a connection that no
         longer serves its slot (a replacement's own age or notice waits for its turn)."""
-        slot = self._by_conn.get(conn_id)
-        if slot is None or self._slots[slot].conn_id != conn_id:
+        slot = self._slot_served(conn_id)
+        if slot is None:
             return []
         stats = self._slots[slot].stats
         stats.due[cause] = stats.due.get(cause, 0) + 1
@@ -221,10 +207,8 @@ class VenueRenewals:
 
     def caught_up(self, conn_id: int) -> list[Command]:
         """Connection ``conn_id`` caught up; only a replacement's catching up counts."""
-        slot = self._by_conn.get(conn_id)
-        if slot is None or self._slots[slot].replacement != conn_id:
-            return []
-        return self._step(slot, RenewalEvent.CAUGHT_UP)
+        slot = self._slot_served(conn_id, as_replacement=True)
+        return [] if slot is None else self._step(slot, RenewalEvent.CAUGHT_UP)
 
     def timed_out(self, slot: int, conn_id: int) -> list[Command]:
         """The timeout of replacement ``conn_id`` passed (ignored once it is over)."""
@@ -234,10 +218,17 @@ class VenueRenewals:
 
     def down(self, conn_id: int) -> list[Command]:
         """Connection ``conn_id`` went down (a replacement's fall is its own retry's)."""
+        slot = self._slot_served(conn_id)
+        return [] if slot is None else self._step(slot, RenewalEvent.OLD_DOWN)
+
+    def _slot_served(self, conn_id: int, *, as_replacement: bool = False) -> int | None:
+        """The slot ``conn_id`` serves as its connection (or, ``as_replacement``, as its
+        replacement); None when it does not (any more)."""
         slot = self._by_conn.get(conn_id)
-        if slot is None or self._slots[slot].conn_id != conn_id:
-            return []
-        return self._step(slot, RenewalEvent.OLD_DOWN)
+        if slot is None:
+            return None
+        entry = self._slots[slot]
+        return slot if (entry.replacement if as_replacement else entry.conn_id) == conn_id else None
 
     # --- the machine ------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.core.arbiter import (
+    ALL_DOWN_REASON,
     Checksum,
-    SymbolStats,
     crossed_reason,
     snapshot_retry,
     snapshot_retry_backoff,
@@ -43,6 +43,7 @@ from gateway.core.model import (
     SymbolState,
     log_fields,
 )
+from gateway.core.stats import SymbolStats
 from gateway.core.transitions import Table, transition
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,6 @@ PUBLISHED_STATE: Final[dict[Output, SymbolState]] = {
     Output.STALE: SymbolState.STALE,
 }
 
-_ALL_DOWN: Final = "every upstream connection down"
-
 
 class ReplicatedBook:
     """Arbiter, book and published sequence of one symbol of an unsequenced venue (Kraken
@@ -303,7 +302,7 @@ class ReplicatedBook:
         if conn_id == self.leader:
             self._elect("leader connection down", out)
         elif not self.replicas:
-            self._output(OutputEvent.ALL_DOWN, _ALL_DOWN, out)
+            self._output(OutputEvent.ALL_DOWN, ALL_DOWN_REASON, out)
         return out
 
     def on_snapshot(self, snap: DepthSnapshot, now_ns: int) -> list[ArbiterEvent]:
@@ -477,7 +476,7 @@ class ReplicatedBook:
         if not valid:
             self.leader = None
             if not self.replicas:
-                self._output(OutputEvent.ALL_DOWN, _ALL_DOWN, out)
+                self._output(OutputEvent.ALL_DOWN, ALL_DOWN_REASON, out)
             else:
                 self._output(OutputEvent.NO_VALID_REPLICA, "no valid replica", out)
             return

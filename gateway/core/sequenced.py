@@ -60,13 +60,13 @@ from typing import Final
 from sortedcontainers import SortedKeyList
 
 from gateway.core.arbiter import (
+    ALL_DOWN_REASON,
+    DEFAULT_ARBITER_LIMITS,
     DEFAULT_MAX_ID_JUMP,
-    DEFAULT_MAX_PENDING,
-    DEFAULT_REORDER_WINDOW_NS,
+    ArbiterLimits,
     Checksum,
     Link,
     LinkRule,
-    SymbolStats,
     crossed_reason,
     snapshot_retry,
     snapshot_retry_backoff,
@@ -95,6 +95,7 @@ from gateway.core.model import (
     SymbolState,
     log_fields,
 )
+from gateway.core.stats import SymbolStats
 from gateway.core.transitions import Table, transition
 
 log = logging.getLogger(__name__)
@@ -324,8 +325,6 @@ STATUS_TRANSITIONS: Final[Table[SymbolState, StatusEvent, StatusAction]] = {
     (_St.RESYNCING, _SE.VENUE_RESET): (_St.RESYNCING, _ANNOUNCE),
 }
 
-_ALL_DOWN: Final = "every upstream connection down"
-
 
 class _Applied(enum.Enum):
     APPLIED = "applied"
@@ -345,7 +344,8 @@ class SequencedBook:
     Every ``on_*`` method returns the arbiter events to publish or act on, in order.
     ``now_ns`` is a monotonic clock reading supplied by the caller.
 
-    ``max_id_jump``: the plausibility bound (None: the rule's ``max_id_jump``, else
+    ``limits`` (:class:`~gateway.core.arbiter.ArbiterLimits`): its ``max_id_jump`` is the
+    plausibility bound (None: the rule's ``max_id_jump``, else
     :data:`~gateway.core.arbiter.DEFAULT_MAX_ID_JUMP`). ``reset_window_ns``: how long every
     connection may stay below the book's id before it is a venue reset (None: twice the
     reorder window). Held updates are bounded by ``max_pending`` too (the oldest is dropped,
@@ -356,7 +356,7 @@ class SequencedBook:
     :class:`BookDelta` then has ``seq`` one above the previous message of the epoch.
     Unless ``may_cross``, no published book is crossed.
 
-    ``max_levels`` caps the book's levels per side (:class:`~gateway.core.book.L2Book`).
+    ``limits.max_levels`` caps the book's levels per side (:class:`~gateway.core.book.L2Book`).
 
     Audits (:mod:`gateway.core.audit`), counted and logged, never changing the book: every
     ``audit_every``-th applied update (0: never), the duplicates of it that arrive are
@@ -370,39 +370,34 @@ class SequencedBook:
         self,
         key: str,
         rule: LinkRule,
+        limits: ArbiterLimits = DEFAULT_ARBITER_LIMITS,
         *,
-        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
-        max_pending: int = DEFAULT_MAX_PENDING,
         checksum: Checksum | None = None,
-        max_levels: int | None = None,
         may_cross: bool = False,
-        max_id_jump: int | None = None,
         reset_window_ns: int | None = None,
         audit_every: int = DEFAULT_SAMPLE_EVERY,
         audit_depth: int = DEFAULT_AUDIT_DEPTH,
         audit_ring: int = DEFAULT_RING_SIZE,
     ) -> None:
-        if max_id_jump is None:
-            max_id_jump = getattr(rule, "max_id_jump", DEFAULT_MAX_ID_JUMP)
         if reset_window_ns is None:
-            reset_window_ns = 2 * reorder_window_ns
-        if reorder_window_ns < 0 or max_pending < 1 or max_id_jump < 1 or reset_window_ns < 0:
-            raise ValueError(
-                "reorder_window_ns and reset_window_ns must be >= 0,"
-                " max_pending and max_id_jump >= 1"
-            )
+            reset_window_ns = 2 * limits.reorder_window_ns
+        if reset_window_ns < 0:
+            raise ValueError("reset_window_ns must be >= 0")
         self.key = key
         self._log_fields = log_fields(key)
         self.rule = rule
         self.checksum = checksum
-        self.reorder_window_ns = reorder_window_ns
-        self.max_pending = max_pending
-        self.max_levels = max_levels
+        self.limits = limits
         #: The venue's own books may cross: a crossed book is published and counted only.
         self.may_cross = may_cross
-        self.max_id_jump: int = max_id_jump
+        #: The plausibility bound: the limits', else the rule's own.
+        self.max_id_jump: int = (
+            getattr(rule, "max_id_jump", DEFAULT_MAX_ID_JUMP)
+            if limits.max_id_jump is None
+            else limits.max_id_jump
+        )
         self.reset_window_ns = reset_window_ns
-        self.book = L2Book(max_levels)
+        self.book = L2Book(limits.max_levels)
         #: The sync machine's state.
         self.sync = Sync.UNSYNCED
         #: The status machine's state: what subscribers were told.
@@ -453,7 +448,7 @@ class SequencedBook:
             return out
         self._conn_high.pop(conn_id, None)
         if not self._conn_high:
-            self._status(StatusEvent.ALL_DOWN, _ALL_DOWN, out)
+            self._status(StatusEvent.ALL_DOWN, ALL_DOWN_REASON, out)
         self._check_hole(now_ns, out)
         return out
 
@@ -565,7 +560,7 @@ class SequencedBook:
     def deadline_ns(self) -> int | None:
         """When :meth:`on_timer` must be called next, or None."""
         if self.sync is Sync.HOLE:
-            return self._hole_since_ns + self.reorder_window_ns
+            return self._hole_since_ns + self.limits.reorder_window_ns
         if self.sync is Sync.RETRY_WAIT:
             return self._retry_at_ns
         return None
@@ -609,7 +604,7 @@ class SequencedBook:
                 if self._conn_high:
                     self._status(StatusEvent.RESET_WITH_CONNECTION, reason, out)
                 else:
-                    self._status(StatusEvent.RESET_WITHOUT_CONNECTION, _ALL_DOWN, out)
+                    self._status(StatusEvent.RESET_WITHOUT_CONNECTION, ALL_DOWN_REASON, out)
             elif action is SyncAction.START_HOLE_CLOCK:
                 self._hole_since_ns = now_ns
             elif action is SyncAction.STOP_HOLE_CLOCK:
@@ -679,7 +674,7 @@ class SequencedBook:
             return
         else:
             self.stats.jumps += 1
-        fresh = L2Book(self.max_levels)
+        fresh = L2Book(self.limits.max_levels)
         try:
             fresh.load(snap.bids, snap.asks)
         except BadLevel as exc:
@@ -820,11 +815,11 @@ class SequencedBook:
         return True
 
     def _buffer(self, diff: DepthDiff, out: list[ArbiterEvent]) -> None:
-        if len(self._pending) >= self.max_pending:
+        if len(self._pending) >= self.limits.max_pending:
             if self.sync in _WITH_BOOK:
                 # The hole outlived a full buffer: no connection is going to fill it.
                 self._sync(SyncEvent.GAP, out, reason=self._gap_reason("reorder buffer full"))
-            if len(self._pending) >= self.max_pending:
+            if len(self._pending) >= self.limits.max_pending:
                 self._pending.pop(0)
                 self.stats.pending_dropped += 1
         self._pending.add(diff)
@@ -921,7 +916,7 @@ class SequencedBook:
             self._sync(
                 SyncEvent.GAP, out, reason=self._gap_reason("ids missing on every connection")
             )
-        elif now_ns - self._hole_since_ns >= self.reorder_window_ns:
+        elif now_ns - self._hole_since_ns >= self.limits.reorder_window_ns:
             if self._pending:
                 reason = self._gap_reason("reorder window passed with ids missing")
             else:
@@ -952,7 +947,7 @@ class SequencedBook:
                 return True
         self.stats.implausible += 1
         self.stats.conn(diff.conn_id).implausible += 1
-        if len(self._held) >= self.max_pending:
+        if len(self._held) >= self.limits.max_pending:
             self._held.pop(0)
             self.stats.pending_dropped += 1
         self._held.append(diff)

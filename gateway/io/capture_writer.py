@@ -19,12 +19,12 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from gateway.capture.codec import CaptureFileWriter, LineKind, encode_line, gap_payload
+from gateway.core.stats import CaptureStats
 from gateway.io.changes import StateChanges
 
 log = logging.getLogger(__name__)
@@ -33,24 +33,6 @@ log = logging.getLogger(__name__)
 NO_CONN = -1
 
 _Item = tuple[int, LineKind, int, str, bytes]
-
-
-@dataclass
-class CaptureStats:
-    #: Records queued for the capture.
-    records: int = 0
-    #: Records dropped from the capture because the queue was full (or the writer stopped).
-    dropped: int = 0
-    #: Gap lines written (each stands for a run of dropped records).
-    gaps: int = 0
-    #: Lines written to files, headers excluded.
-    written: int = 0
-    #: Gzip members written (one per flush).
-    flushes: int = 0
-    #: Records that could not be encoded (a time outside the format's range).
-    unencodable: int = 0
-    #: The error that stopped the writing (the disk failed); the feed goes on.
-    failed: str = ""
 
 
 class CaptureWriter:

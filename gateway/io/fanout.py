@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hmac
 import http
 import itertools
@@ -64,8 +63,9 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.core.ratelimit import TokenBucket
+from gateway.core.stats import FanoutStats
 from gateway.io.changes import StateChanges
-from gateway.io.health import HttpAnswer, HttpRoute, health_answer
+from gateway.io.health import HttpAnswer, HttpRoute, health_document
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog
 from gateway.wire.config import ListenError, ServerConfig, exposure_warning, listen_error
 from gateway.wire.protocol import (
@@ -161,36 +161,6 @@ def _frame_json(msg: ServerMessage) -> bytes:
 
 def _frame_msgpack(msg: ServerMessage) -> bytes:
     return build_frame(encode_msgpack(msg), binary=True)
-
-
-@dataclasses.dataclass(slots=True)
-class FanoutStats:
-    """Counters over the fanout's life (``subscribers`` is the current count)."""
-
-    subscribers: int = 0
-    subscribers_total: int = 0
-    rejected: int = 0
-    messages_sent: int = 0
-    bytes_sent: int = 0
-    #: Transport writes: a subscriber's messages of one loop turn go out in one write.
-    writes: int = 0
-    dropped: int = 0
-    conflations: int = 0
-    slow_disconnects: int = 0
-    bad_requests: int = 0
-    #: Subscribers closed with 1011 because serving them raised (a bug, isolated).
-    subscriber_errors: int = 0
-    #: Close frames the gateway sent first, by close code (1008, 1009, 1011, 1013...).
-    closes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
-    #: Requests refused because of the connection's request rate (``rate_limited``).
-    rate_limited: int = 0
-    #: HTTP requests refused at the handshake, by status (401, 403, 404).
-    http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
-    #: Symbols recovered from the ring (``subscribe.recover``), deltas re-sent for them,
-    #: and symbols whose recovery could not be served (a snapshot instead).
-    recoveries: int = 0
-    recovered_messages: int = 0
-    recovery_misses: int = 0
 
 
 class SubscriberStats(msgspec.Struct, frozen=True):
@@ -356,101 +326,70 @@ class Fanout:
 
     Args:
         view: where snapshots and symbol states are read (see :class:`BookView`).
-        max_buffer_bytes: a subscriber whose transport write buffer is above this is behind.
-        max_conflations: a subscriber falling behind more often than this within
-            ``conflation_window_s`` is disconnected (1008).
-        conflation_window_s: the window of ``max_conflations``.
-        max_behind_s: a subscriber behind for longer than this is disconnected (1008).
+        server: the per-subscriber limits, token, allowed origins, ``/healthz`` threshold
+            and recovery rings of a configuration's ``[server]`` table, each field as
+            :class:`~gateway.wire.config.ServerConfig` documents it (its address fields
+            are :meth:`serve`'s).
         low_water_bytes: a behind subscriber is resynced once its buffer is at or below
             this; default ``max_buffer_bytes // 4``.
-        max_subscribers: further connections are closed with 1013.
         check_interval_s: how often behind subscribers are checked for recovery/deadline.
         close_timeout_s: a disconnected subscriber's TCP connection is aborted if the
             closing handshake has not finished by then.
         ping_interval_s: WebSocket keepalive ping interval (None: off); the ping timeout is
             the same.
-        max_request_bytes: largest request message accepted (larger: close 1009).
-        max_subscriptions: most symbols one connection may be subscribed to (on any
-            channel); a ``subscribe`` beyond is refused (``too_many_subscriptions``).
-        requests_per_s, request_burst: each connection's token bucket for ``subscribe``,
-            ``resync`` and ``list`` (``rate_limited`` beyond).
-        token: when set, every connection (WebSocket or HTTP route) must present it
-            (``Authorization: Bearer`` or ``?token=``), else HTTP 401 at the handshake.
-        allowed_origins: a connection with an ``Origin`` header (a browser's) not listed
-            here is refused with HTTP 403; one without is not concerned.
-        healthz_not_live_share: ``/healthz`` answers 503 when at least this share of the
-            symbols is not live (:mod:`gateway.io.health`).
         http_routes: further GET paths answered over HTTP on the same port (``/metrics``).
-        recovery_bytes, recovery_age_s: bounds of each symbol's recovery ring
-            (:mod:`gateway.wire.recovery`); ``recovery_bytes`` 0 keeps no ring.
         instance: the gateway instance's id (``subscribed.instance``); default a new one.
         clock_s: monotonic seconds for the slow-subscriber policy, the request rate, the
             log rate and the recovery rings' ages (tests pass a fake).
         clock_ns: the wall clock stamped as ``send_ns``, read once per publish.
 
-    The defaults are :class:`~gateway.wire.config.ServerConfig`'s; :meth:`from_config`
-    takes them from a configuration. HTTP GET routes are in :attr:`http_routes`.
+    HTTP GET routes are in :attr:`http_routes`.
     """
 
     def __init__(
         self,
         view: BookView,
+        server: ServerConfig = _DEFAULTS,
         *,
-        max_buffer_bytes: int = _DEFAULTS.max_buffer_bytes,
-        max_conflations: int = _DEFAULTS.max_conflations,
-        conflation_window_s: float = _DEFAULTS.conflation_window_s,
-        max_behind_s: float = _DEFAULTS.max_behind_s,
         low_water_bytes: int | None = None,
-        max_subscribers: int = _DEFAULTS.max_subscribers,
         check_interval_s: float = 0.05,
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
-        max_request_bytes: int = _DEFAULTS.max_request_bytes,
-        max_subscriptions: int = _DEFAULTS.max_subscriptions,
-        requests_per_s: float = _DEFAULTS.requests_per_s,
-        request_burst: int = _DEFAULTS.request_burst,
-        token: str | None = _DEFAULTS.token,
-        allowed_origins: Iterable[str] = _DEFAULTS.allowed_origins,
-        healthz_not_live_share: float = _DEFAULTS.healthz_not_live_share,
         http_routes: Mapping[str, HttpRoute] | None = None,
-        recovery_bytes: int = _DEFAULTS.recovery_bytes,
-        recovery_age_s: float = _DEFAULTS.recovery_age_s,
         instance: str | None = None,
         clock_s: Callable[[], float] = time.monotonic,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
-        if max_buffer_bytes < 1 or max_conflations < 0 or max_subscribers < 0:
+        if server.max_buffer_bytes < 1 or server.max_conflations < 0 or server.max_subscribers < 0:
             raise ValueError("max_buffer_bytes >= 1, max_conflations >= 0, max_subscribers >= 0")
-        if max_subscriptions < 1 or not requests_per_s > 0 or request_burst < 1:
+        if (
+            server.max_subscriptions < 1
+            or not server.requests_per_s > 0
+            or server.request_burst < 1
+        ):
             raise ValueError("max_subscriptions >= 1, requests_per_s > 0, request_burst >= 1")
         self._view = view
-        self.max_buffer_bytes = max_buffer_bytes
-        self.low_water_bytes = max_buffer_bytes // 4 if low_water_bytes is None else low_water_bytes
-        self.max_conflations = max_conflations
-        self.conflation_window_s = conflation_window_s
-        self.max_behind_s = max_behind_s
-        self.max_subscribers = max_subscribers
+        #: The ``[server]`` limits this fan-out serves by.
+        self.server = server
+        self.low_water_bytes = (
+            server.max_buffer_bytes // 4 if low_water_bytes is None else low_water_bytes
+        )
         self.check_interval_s = check_interval_s
         self.close_timeout_s = close_timeout_s
         self.ping_interval_s = ping_interval_s
-        self.max_request_bytes = max_request_bytes
-        self.max_subscriptions = max_subscriptions
-        self.requests_per_s = requests_per_s
-        self.request_burst = request_burst
-        self._token = None if token is None else token.encode()
-        self.allowed_origins = frozenset(allowed_origins)
-        self.healthz_not_live_share = healthz_not_live_share
+        self._token = None if server.token is None else server.token.encode()
+        self.allowed_origins = frozenset(server.allowed_origins)
         #: HTTP GET routes served on the subscriber port beside the WebSocket endpoint
         #: (:data:`WEBSOCKET_PATH`); any other path is answered 404. Routes are added
         #: with ``http_routes`` or here, before :meth:`serve`; the Origin and token checks
         #: apply to every route.
         self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz, **(http_routes or {})}
         self.flow_policy = FlowPolicy(
-            max_buffer_bytes=max_buffer_bytes,
+            max_buffer_bytes=server.max_buffer_bytes,
             low_water_bytes=self.low_water_bytes,
-            max_conflations=max_conflations,
-            conflation_window_s=conflation_window_s,
-            max_behind_s=max_behind_s,
+            max_conflations=server.max_conflations,
+            conflation_window_s=server.conflation_window_s,
+            max_behind_s=server.max_behind_s,
         )
         self._clock_s = clock_s
         #: Lines a subscriber can cause (refusals, closes, errors), rate-limited per cause.
@@ -478,7 +417,7 @@ class Fanout:
         self._trade: dict[str, _SubSet] = {}
         self._last_top: dict[str, tuple[object, object]] = {}
         self._reasons: dict[str, str] = {}
-        self._init_recovery(recovery_bytes, recovery_age_s, instance, clock_ns)
+        self._init_recovery(server.recovery_bytes, server.recovery_age_s, instance, clock_ns)
         #: Each symbol's last published state, and since when (wall clock ns); a symbol
         #: still in its first state has been in it since the fan-out started.
         self._states: dict[str, SymbolState] = {}
@@ -487,36 +426,6 @@ class Fanout:
         #: Subscribers with pending frames, and the flush scheduled for the turn's end.
         self._unflushed: _SubSet = {}
         self._flush_handle: asyncio.Handle | None = None
-
-    @classmethod
-    def from_config(
-        cls,
-        view: BookView,
-        server: ServerConfig,
-        http_routes: Mapping[str, HttpRoute] | None = None,
-        instance: str | None = None,
-    ) -> Fanout:
-        """A fan-out with the limits of a configuration's ``[server]`` table, serving
-        ``http_routes`` beside ``/healthz``, named ``instance``."""
-        return cls(
-            view,
-            healthz_not_live_share=server.healthz_not_live_share,
-            http_routes=http_routes,
-            max_buffer_bytes=server.max_buffer_bytes,
-            max_conflations=server.max_conflations,
-            conflation_window_s=server.conflation_window_s,
-            max_behind_s=server.max_behind_s,
-            max_subscribers=server.max_subscribers,
-            max_request_bytes=server.max_request_bytes,
-            max_subscriptions=server.max_subscriptions,
-            requests_per_s=server.requests_per_s,
-            request_burst=server.request_burst,
-            token=server.token,
-            allowed_origins=server.allowed_origins,
-            recovery_bytes=server.recovery_bytes,
-            recovery_age_s=server.recovery_age_s,
-            instance=instance,
-        )
 
     # --- publishing (hot path) --------------------------------------------------------------
 
@@ -1127,8 +1036,8 @@ class Fanout:
         ):
             self.stats.rate_limited += 1
             raise ProtocolError(
-                f"more than {self.request_burst} subscribe/resync/list requests at once or "
-                f"{self.requests_per_s:g} per second; not applied, retry in "
+                f"more than {self.server.request_burst} subscribe/resync/list requests at once or "
+                f"{self.server.requests_per_s:g} per second; not applied, retry in "
                 f"{sub.requests.wait_s(self._now_s):.3f} s",
                 ErrorCode.RATE_LIMITED,
                 symbol=request.symbol if isinstance(request, Resync) else None,
@@ -1157,10 +1066,10 @@ class Fanout:
             )
         subscribed = sub.books.keys() | sub.bbo | sub.trades
         added = sum(1 for key in keys if key not in subscribed)
-        if len(subscribed) + added > self.max_subscriptions:
+        if len(subscribed) + added > self.server.max_subscriptions:
             raise ProtocolError(
                 f"subscribing to {added} more symbol(s) would exceed the connection's "
-                f"limit of {self.max_subscriptions} (subscribed: {len(subscribed)}); "
+                f"limit of {self.server.max_subscriptions} (subscribed: {len(subscribed)}); "
                 "nothing was subscribed",
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
             )
@@ -1291,7 +1200,7 @@ class Fanout:
             "ping_interval": self.ping_interval_s,
             "ping_timeout": self.ping_interval_s,
             "close_timeout": self.close_timeout_s,
-            "max_size": self.max_request_bytes,
+            "max_size": self.server.max_request_bytes,
         }
 
     # --- the Unix domain socket -------------------------------------------------------------
@@ -1342,13 +1251,13 @@ class Fanout:
         ]
 
     def _healthz(self) -> HttpAnswer:
-        return health_answer(
+        return health_document(
             self._view.symbols(),
             self._reasons,
             len(self._subs),
-            self.healthz_not_live_share,
+            self.server.healthz_not_live_share,
             self._since_ns,
-        )
+        ).answer()
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """The handshake's checks, in order: the Origin (403), the token (401), the path
@@ -1401,7 +1310,7 @@ class Fanout:
         return conn.respond(status, f"{why}\n")
 
     async def _handle(self, conn: ServerConnection) -> None:
-        if len(self._subs) >= self.max_subscribers:
+        if len(self._subs) >= self.server.max_subscribers:
             self.stats.rejected += 1
             self._note_close_sent(CLOSE_TOO_MANY)
             self._log.warning(
@@ -1410,9 +1319,13 @@ class Fanout:
                 conn.remote_address,
                 len(self._subs),
             )
-            await conn.close(CLOSE_TOO_MANY, f"too many subscribers (max {self.max_subscribers})")
+            await conn.close(
+                CLOSE_TOO_MANY, f"too many subscribers (max {self.server.max_subscribers})"
+            )
             return
-        requests = TokenBucket(self.requests_per_s, self.request_burst, self._clock_s())
+        requests = TokenBucket(
+            self.server.requests_per_s, self.server.request_burst, self._clock_s()
+        )
         sub = _Subscriber(next(self._ids), conn, self.flow_policy, requests)
         self._subs[sub] = None
         self.stats.subscribers = len(self._subs)

@@ -45,16 +45,28 @@ class HttpAnswer(NamedTuple):
 HttpRoute = Callable[[], HttpAnswer]
 
 
+class Health(NamedTuple):
+    """The ``/healthz`` verdict and the document that explains it."""
+
+    healthy: bool
+    document: dict[str, object]
+
+    def answer(self) -> HttpAnswer:
+        """The ``/healthz`` answer: 200 when healthy, 503 otherwise."""
+        status = http.HTTPStatus.OK if self.healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
+        return HttpAnswer(status, "application/json", msgspec.json.encode(self.document))
+
+
 def health_document(
     symbols: Iterable[tuple[str, SymbolState]],
     reasons: Mapping[str, str],
     subscribers: int,
     not_live_share: float,
     since_ns: Mapping[str, int] | None = None,
-) -> tuple[bool, dict[str, object]]:
-    """``(healthy, document)``: healthy unless at least ``not_live_share`` of ``symbols``
-    are not live (no symbols: healthy). ``reasons``: each symbol's last status reason;
-    ``since_ns``: when each entered its state (wall clock ns), where known."""
+) -> Health:
+    """Healthy unless at least ``not_live_share`` of ``symbols`` are not live (no
+    symbols: healthy). ``reasons``: each symbol's last status reason; ``since_ns``: when
+    each entered its state (wall clock ns), where known."""
     states = list(symbols)
     since = since_ns or {}
     not_live: list[dict[str, object]] = []
@@ -69,26 +81,16 @@ def health_document(
                 entry["since_ns"] = since[key]
             not_live.append(entry)
     healthy = not states or len(not_live) / len(states) < not_live_share
-    return healthy, {
-        "status": "ok" if healthy else "unavailable",
-        "protocol_version": PROTOCOL_VERSION,
-        "subscribers": subscribers,
-        "live": len(states) - len(not_live),
-        "total": len(states),
-        "not_live_share_limit": not_live_share,
-        "not_live": not_live,
-        "symbols": [{"symbol": key, "state": state} for key, state in states],
-    }
-
-
-def health_answer(
-    symbols: Iterable[tuple[str, SymbolState]],
-    reasons: Mapping[str, str],
-    subscribers: int,
-    not_live_share: float,
-    since_ns: Mapping[str, int] | None = None,
-) -> HttpAnswer:
-    """The ``/healthz`` answer: 200 when healthy, 503 otherwise (see :func:`health_document`)."""
-    healthy, document = health_document(symbols, reasons, subscribers, not_live_share, since_ns)
-    status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
-    return HttpAnswer(status, "application/json", msgspec.json.encode(document))
+    return Health(
+        healthy,
+        {
+            "status": "ok" if healthy else "unavailable",
+            "protocol_version": PROTOCOL_VERSION,
+            "subscribers": subscribers,
+            "live": len(states) - len(not_live),
+            "total": len(states),
+            "not_live_share_limit": not_live_share,
+            "not_live": not_live,
+            "symbols": [{"symbol": key, "state": state} for key, state in states],
+        },
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import time
@@ -96,32 +97,11 @@ class LimitedLog:
         self.logger.log(level, msg, *args, extra=extra, stacklevel=2)
         return True
 
-    def warning(
-        self,
-        cause: Hashable,
-        msg: str,
-        *args: object,
-        extra: Mapping[str, object] | None = None,
-    ) -> bool:
-        return self.log(logging.WARNING, cause, msg, *args, extra=extra)
-
-    def error(
-        self,
-        cause: Hashable,
-        msg: str,
-        *args: object,
-        extra: Mapping[str, object] | None = None,
-    ) -> bool:
-        return self.log(logging.ERROR, cause, msg, *args, extra=extra)
-
-    def info(
-        self,
-        cause: Hashable,
-        msg: str,
-        *args: object,
-        extra: Mapping[str, object] | None = None,
-    ) -> bool:
-        return self.log(logging.INFO, cause, msg, *args, extra=extra)
+    # Bound straight to :meth:`log` (no frame of their own), so that ``stacklevel``
+    # names the caller's line.
+    warning = functools.partialmethod(log, logging.WARNING)
+    error = functools.partialmethod(log, logging.ERROR)
+    info = functools.partialmethod(log, logging.INFO)
 
 
 #: The errnos of a process (EMFILE) or the system (ENFILE) out of file descriptors.

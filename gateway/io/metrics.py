@@ -7,9 +7,11 @@ fetchers, the fan-out, the capture writer) and builds the metric families afresh
 is prometheus_client's exposition (:func:`prometheus_client.generate_latest`).
 ``docs/metrics.md`` lists every name.
 
-Exporting a counter a stats object already keeps is one line: a :class:`Stat` in the table
-of that object (``SYMBOL_STATS`` for :class:`~gateway.core.arbiter.SymbolStats`, ...), and
-its row in docs/metrics.md (a test holds the two together).
+What is exported, under which name and help, is declared where the counter is: the fields of
+the stats classes in :mod:`gateway.core.stats` (:func:`~gateway.core.stats.exported` reads
+them). Only values kept by objects that are not stats classes (the score policies, the
+trade dedup, the arbiter's pending updates) are listed here, as :class:`Stat` tables.
+docs/metrics.md has a row per name (a test holds the two together).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import http
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,6 +38,18 @@ from prometheus_client.registry import Collector
 
 from gateway.core.histogram import Histogram
 from gateway.core.model import SymbolState
+from gateway.core.stats import (
+    CaptureStats,
+    ConnectionStats,
+    FanoutStats,
+    FetcherStats,
+    SlotRenewals,
+    Stat,
+    SymbolConnectionStats,
+    SymbolStats,
+    VenueStats,
+    exported,
+)
 from gateway.io.health import HttpAnswer
 
 if TYPE_CHECKING:
@@ -67,94 +81,19 @@ class MetricsSource(Protocol):
 REST_CONNECTION: Final = "rest"
 
 
-class Stat(NamedTuple):
-    """One metric read from an attribute of a stats object at each scrape."""
+# --- the tables ------------------------------------------------------------------------------
 
-    #: The metric's name after :data:`PREFIX`; a counter is exposed with ``_total``.
-    name: str
-    #: The attribute of the stats object (a number; a bool is 0 or 1).
-    attribute: str
-    help: str
-    #: False: a gauge (a value that goes up and down).
-    counter: bool = True
+# The exported fields of the stats classes; labels: see where each is collected.
+VENUE_STATS: Final = exported(VenueStats)
+FETCHER_STATS: Final = exported(FetcherStats)
+CONNECTION_STATS: Final = exported(ConnectionStats)
+SLOT_RENEWAL_STATS: Final = exported(SlotRenewals)
+SYMBOL_STATS: Final = exported(SymbolStats)
+SYMBOL_CONNECTION_STATS: Final = exported(SymbolConnectionStats)
+FANOUT_STATS: Final = exported(FanoutStats)
+CAPTURE_STATS: Final = exported(CaptureStats)
 
-
-# --- the tables: one line per exported counter ----------------------------------------------
-
-#: gateway.core.pipeline.VenueStats; labels venue.
-VENUE_STATS: Final = (
-    Stat("venue_bad_frames", "bad_frames", "Frames and REST bodies the venue's parser rejected."),
-    Stat("venue_unknown_symbols", "unknown_symbols", "Book updates for symbols not carried."),
-    Stat("venue_notices", "notices", "Control messages from the venue (acks, errors, notices)."),
-    Stat("venue_connection_gaps", "connection_gaps", "Connection-wide sequence jumps."),
-    Stat("venue_resubscribes", "resubscribes", "Resubscriptions of a symbol on a connection."),
-    Stat(
-        "venue_book_updates_on_trade_connections",
-        "book_updates_on_trade_connections",
-        "Book updates received on trade-only connections, ignored.",
-    ),
-    Stat(
-        "venue_snapshots_superseded",
-        "snapshots_superseded",
-        "REST snapshots discarded: answers to a superseded fetch attempt.",
-    ),
-    Stat(
-        "venue_silent_channels",
-        "silent_channels",
-        "Symbol channels found dead on a connection that carries other traffic.",
-    ),
-    Stat("venue_revived_channels", "revived_channels", "Dead symbol channels that came back."),
-    Stat("venue_rejected_symbols", "rejected_symbols", "Symbols the venue refused."),
-)
-
-#: gateway.io.upstream.FetcherStats; labels venue.
-FETCHER_STATS: Final = (
-    Stat("snapshot_requests", "requests", "REST snapshot requests sent."),
-    Stat("snapshots_fetched", "snapshots", "REST snapshots received and handed to the books."),
-    Stat("snapshot_failures", "failures", "REST snapshot requests that failed."),
-    Stat("rest_rate_limited", "rate_limited", "REST responses saying the rate limit was hit."),
-    Stat("rest_rate_limit_waits", "rate_limit_waits", "Waits for the REST weight budget."),
-    Stat(
-        "rest_rate_limit_wait_seconds",
-        "rate_limit_wait_s",
-        "Seconds waited for the REST weight budget.",
-    ),
-    Stat(
-        "snapshot_requests_in_flight",
-        "in_flight",
-        "REST snapshot requests in flight.",
-        counter=False,
-    ),
-)
-
-#: gateway.io.upstream.ConnectionStats; labels venue, connection.
-CONNECTION_STATS: Final = (
-    Stat("connection_up", "connected", "1 while the connection is open.", counter=False),
-    Stat("connection_frames", "frames", "Frames received."),
-    Stat("connection_received_bytes", "received_bytes", "Bytes of the frames received."),
-    Stat("connection_connects", "connects", "Connections opened."),
-    Stat("connection_reconnects", "reconnects", "Connections opened after the first."),
-    Stat("connection_failed_attempts", "failed_attempts", "Connection attempts that failed."),
-    Stat(
-        "connection_rate_limited",
-        "rate_limited",
-        "Handshakes the venue refused over its limits (429, 418).",
-    ),
-    Stat("connection_messages_sent", "messages_sent", "Messages sent to the venue."),
-    Stat(
-        "connection_messages_dropped",
-        "messages_dropped",
-        "Messages to the venue not sent: connection down or its queue full.",
-    ),
-    Stat("connection_score", "score", "Book connections: the score, 0-1.", counter=False),
-)
-
-#: gateway.core.renewal.SlotRenewals; labels venue, slot.
-SLOT_RENEWAL_STATS: Final = (
-    Stat("slot_renewals", "caught_up", "Renewals whose replacement caught up first."),
-    Stat("slot_renewals_timed_out", "timed_out", "Renewals closed at renew_timeout_s."),
-    Stat("slot_renewals_old_down", "old_down", "Renewals ended by the old connection's fall."),
-)
+# Attributes of objects that are not stats classes: one line per exported value.
 
 #: gateway.core.score.ReplacementPolicy; labels venue.
 REPLACEMENT_STATS: Final = (
@@ -166,59 +105,9 @@ STANDBY_STATS: Final = (
     Stat("venue_standby_activations", "activations", "Times the standby endpoints connected."),
 )
 
-#: gateway.core.arbiter.SymbolStats; labels venue, symbol.
-SYMBOL_STATS: Final = (
-    Stat("symbol_updates", "updates", "Book updates applied."),
-    Stat("symbol_duplicates", "duplicates", "Copies of updates already applied, dropped."),
-    Stat("symbol_stale_updates", "stale", "Updates older than the book's snapshot, dropped."),
-    Stat("symbol_gaps", "gaps", "Updates lost on every connection."),
-    Stat("symbol_resyncs", "resyncs", "Book rebuilds after a gap or a failed replica."),
-    Stat("symbol_crossed_books", "crossed", "Books found crossed when published."),
-    Stat("symbol_snapshots", "snapshots", "Snapshots applied."),
-    Stat("symbol_snapshots_unused", "snapshots_unused", "Snapshots not used."),
-    Stat("symbol_pending_dropped", "pending_dropped", "Buffered updates dropped (buffer full)."),
-    Stat("symbol_bad_updates", "bad_updates", "Updates or snapshots the book refused."),
-    Stat("symbol_checksum_ok", "checksum_ok", "Venue checksums that matched."),
-    Stat("symbol_checksum_failures", "checksum_failed", "Venue checksums that did not match."),
-    Stat("symbol_jumps", "jumps", "In-band snapshots newer than the book, published as deltas."),
-    Stat("symbol_venue_resets", "venue_resets", "Sequence resets declared or recognised."),
-    Stat("symbol_implausible_updates", "implausible", "Updates held: ids jumped too far."),
-    Stat("symbol_confirmed_updates", "confirmed", "Held updates confirmed, then applied."),
-    Stat("symbol_obsolete_updates", "obsolete", "Held or buffered updates made obsolete."),
-    Stat("symbol_failovers", "failovers", "Moves of the output to another replica."),
-    Stat("symbol_replica_failures", "replica_failures", "Replicas found wrong, resubscribed."),
-    Stat(
-        "symbol_audit_disagreements",
-        "audit_disagreements",
-        "Sampled updates whose copies from different connections disagreed.",
-    ),
-    Stat("symbol_audit_rest_ok", "audit_rest_ok", "Audit REST snapshots that agreed."),
-    Stat("symbol_audit_rest_drift", "audit_rest_drift", "Audit REST snapshots that drifted."),
-    Stat("symbol_audit_rest_skipped", "audit_rest_skipped", "Audit REST snapshots not compared."),
-)
-
 #: The symbol's arbiter (gateway.core.arbiter.SymbolArbiter); labels venue, symbol.
 ARBITER_GAUGES: Final = (
     Stat("symbol_pending_updates", "pending", "Updates waiting for missing ids.", counter=False),
-)
-
-#: gateway.core.arbiter.ConnectionStats (one symbol, one connection); labels venue, symbol,
-#: connection.
-SYMBOL_CONNECTION_STATS: Final = (
-    Stat("symbol_connection_updates", "received", "Book updates received."),
-    Stat("symbol_connection_first_wins", "first_wins", "Updates this connection brought first."),
-    Stat("symbol_connection_duplicates", "duplicates", "Updates another connection brought first."),
-    Stat("symbol_connection_implausible", "implausible", "Updates held: ids jumped too far."),
-    Stat(
-        "symbol_connection_disagreements",
-        "disagreements",
-        "Held updates the connection's own stream contradicted: reconnected.",
-    ),
-    Stat(
-        "symbol_connection_audit_disagreements",
-        "audit_disagreements",
-        "Sampled copies of this connection that disagreed with the others' (counted only).",
-    ),
 )
 
 #: gateway.core.arbiter.TradeDedup; labels venue, symbol.
@@ -226,34 +115,6 @@ TRADE_STATS: Final = (
     Stat("trades", "accepted", "Trades published (first copy)."),
     Stat("trade_duplicates", "duplicates", "Trade copies dropped."),
 )
-
-#: gateway.io.fanout.FanoutStats; no labels.
-FANOUT_STATS: Final = (
-    Stat("fanout_subscribers", "subscribers", "Subscribers connected.", counter=False),
-    Stat("fanout_connections", "subscribers_total", "Subscribers accepted."),
-    Stat("fanout_refused", "rejected", "Subscribers refused (max_subscribers)."),
-    Stat("fanout_messages_sent", "messages_sent", "Messages written to subscribers."),
-    Stat("fanout_sent_bytes", "bytes_sent", "Bytes written to subscribers."),
-    Stat("fanout_writes", "writes", "Transport writes to subscribers (messages coalesced)."),
-    Stat("fanout_dropped_messages", "dropped", "Messages not written: subscriber behind."),
-    Stat("fanout_conflations", "conflations", "Times a subscriber fell behind."),
-    Stat("fanout_slow_disconnects", "slow_disconnects", "Subscribers closed as too slow."),
-    Stat("fanout_bad_requests", "bad_requests", "Subscriber requests refused."),
-    Stat("fanout_rate_limited", "rate_limited", "Subscriber requests refused: request rate."),
-    Stat("fanout_subscriber_errors", "subscriber_errors", "Subscribers closed: internal error."),
-    Stat("fanout_recoveries", "recoveries", "Books recovered for reconnecting subscribers."),
-    Stat("fanout_recovered_messages", "recovered_messages", "Deltas re-sent on recovery."),
-    Stat("fanout_recovery_misses", "recovery_misses", "Recoveries refused: a snapshot sent."),
-)
-
-#: gateway.io.capture_writer.CaptureStats (with --capture); no labels.
-CAPTURE_STATS: Final = (
-    Stat("capture_records", "records", "Records handed to the capture."),
-    Stat("capture_written", "written", "Records written to the capture files."),
-    Stat("capture_dropped", "dropped", "Records dropped from the capture."),
-    Stat("capture_gaps", "gaps", "Gap records written."),
-)
-
 
 # --- the collector --------------------------------------------------------------------------
 

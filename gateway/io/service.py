@@ -24,9 +24,10 @@ from collections.abc import Callable
 import msgspec
 
 from gateway.core import pipeline
-from gateway.core.arbiter import SymbolArbiter, SymbolStats
+from gateway.core.arbiter import SymbolArbiter
 from gateway.core.budget import SharedBudgets
 from gateway.core.model import SymbolState
+from gateway.core.stats import SymbolStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import Fanout
@@ -63,7 +64,7 @@ class Service:
         self.metrics = metrics_registry(self)
         #: This process: its id (told to subscribers) and the base of every epoch.
         self.instance = new_instance(time.time_ns(), secrets.randbits(32))
-        self.fanout = Fanout.from_config(
+        self.fanout = Fanout(
             self,
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},

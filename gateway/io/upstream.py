@@ -9,7 +9,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Final
 
 import httpx
@@ -25,6 +24,7 @@ from gateway.core.budget import (
 )
 from gateway.core.model import DepthSnapshot, VenueContractError
 from gateway.core.ratelimit import TokenBucket
+from gateway.core.stats import ConnectionStats, FetcherStats
 from gateway.io.changes import StateChanges
 from gateway.io.logs import FD_EXHAUSTION, FdExhaustion, LimitedLog
 from gateway.wire.venues import VenueAdapter
@@ -46,30 +46,6 @@ ERROR_BODY_QUOTE_BYTES: Final = 200
 FrameHandler = Callable[[int, bytes, int], bool]
 #: on_state(conn_id, up)
 StateHandler = Callable[[int, bool], None]
-
-
-@dataclass
-class ConnectionStats:
-    connected: bool = False
-    frames: int = 0
-    #: Bytes of the frames received (payloads, as websockets hands them over).
-    received_bytes: int = 0
-    connects: int = 0
-    #: Successful connections after the first.
-    reconnects: int = 0
-    #: Attempts that failed before the connection was open (refused, timed out, rejected).
-    failed_attempts: int = 0
-    #: Waits before an attempt because the venue's connection-attempt budget was spent.
-    budget_waits: int = 0
-    #: Handshakes the venue refused over its limits (429, 418).
-    rate_limited: int = 0
-    messages_sent: int = 0
-    #: Outgoing messages not queued: connection down or its queue full.
-    messages_dropped: int = 0
-    last_error: str = ""
-    connected_since_s: float = 0.0
-    #: The connection's smoothed score (gateway.core.score), set by its owner; 0 until scored.
-    score: float = 0.0
 
 
 class _Ended(enum.Enum):
@@ -421,25 +397,6 @@ class Connection:
                 extra=self.log_fields,
             )
         self.changes.notify()
-
-
-@dataclass
-class FetcherStats:
-    requests: int = 0
-    snapshots: int = 0
-    failures: int = 0
-    #: Responses that said the venue's rate limit was hit (429, 418).
-    rate_limited: int = 0
-    #: Waits before a request for the weight budget or a venue's ban, and their seconds.
-    rate_limit_waits: int = 0
-    rate_limit_wait_s: float = 0.0
-    #: Responses abandoned because their body exceeded ``max_body_bytes`` (in ``failures``).
-    oversized: int = 0
-    #: Requests in flight now, and the most ever in flight at once.
-    in_flight: int = 0
-    max_in_flight: int = 0
-    last_error: str = ""
-    by_base: dict[str, int] = field(default_factory=dict)
 
 
 class BodyTooLarge(VenueContractError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from gateway.core import pipeline
 from gateway.core.activity import ActivityLimits
-from gateway.core.arbiter import SymbolArbiter
+from gateway.core.arbiter import ArbiterLimits, SymbolArbiter
 from gateway.core.backoff import Backoff
 from gateway.core.budget import AttemptBudget, SharedBudgets
 from gateway.core.limits import PlannedConnection, plan_connections
@@ -39,6 +39,7 @@ from gateway.core.score import (
     StandbyPolicy,
     Totals,
 )
+from gateway.core.stats import VenueStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.logs import LimitedLog
@@ -161,11 +162,13 @@ class VenueRuntime:
         self.pipeline = pipeline.VenuePipeline(
             self.adapter,
             cfg.symbols,
-            reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
-            max_pending=cfg.max_pending,
-            max_id_jump=cfg.max_id_jump,
+            limits=ArbiterLimits(
+                reorder_window_ns=int(cfg.reorder_window_ms * 1_000_000),
+                max_pending=cfg.max_pending,
+                max_levels=cfg.max_levels,
+                max_id_jump=cfg.max_id_jump,
+            ),
             rest_snapshots=self.fetcher is not None,
-            max_levels=cfg.max_levels,
             epoch_base=epoch_base,
             activity=None
             if cfg.silence_factor == 0
@@ -412,20 +415,18 @@ class VenueRuntime:
             }
             action = self.standby.evaluate(primaries, now_s)
             if action is StandbyAction.CONNECT:
-                log.warning(
-                    "%s: every primary endpoint silent for %g s; connecting the standby endpoints",
-                    cfg.venue,
+                self._venue_log(
+                    logging.WARNING,
+                    "every primary endpoint silent for %g s; connecting the standby endpoints",
                     cfg.standby_after_s,
-                    extra={"venue": cfg.venue},
                 )
                 for slot in self.standby_slots:
                     self.renewals.add(slot, self._open(slot).conn_id)
             elif action is StandbyAction.RELEASE:
-                log.info(
-                    "%s: primaries healthy for %g s; releasing the standby endpoints",
-                    cfg.venue,
+                self._venue_log(
+                    logging.INFO,
+                    "primaries healthy for %g s; releasing the standby endpoints",
                     cfg.standby_release_after_s,
-                    extra={"venue": cfg.venue},
                 )
                 for slot in self.standby_slots:
                     conn_ids, commands = self.renewals.remove(slot)
@@ -433,6 +434,12 @@ class VenueRuntime:
                         self.pipeline.unwatch_catch_up(conn_id)
                         self._stop(conn_id)
                     self._renew(commands)
+
+    def _venue_log(self, level: int, message: str, *args: object) -> None:
+        """A line about the venue as a whole: ``message`` after the venue's name, which
+        it also carries as its ``venue`` field."""
+        venue = self.cfg.venue
+        log.log(level, "%s: " + message, venue, *args, extra={"venue": venue})
 
     def _totals(self, connection: Connection, now_s: float) -> Totals:
         """The counters of ``connection`` the score is computed from."""
@@ -480,7 +487,7 @@ class VenueRuntime:
         return {conn_id: self.slots[c.slot].symbols for conn_id, c in self.connections.items()}
 
     @property
-    def stats(self) -> pipeline.VenueStats:
+    def stats(self) -> VenueStats:
         return self.pipeline.stats
 
     @property

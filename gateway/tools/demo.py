@@ -28,6 +28,7 @@ from gateway.io.service import Service
 from gateway.tools.runtime import (
     UsageError,
     add_capture_argument,
+    add_seconds_argument,
     configure_logging,
     int_at_least,
     int_between,
@@ -35,7 +36,6 @@ from gateway.tools.runtime import (
     make_capture,
     port_number,
     run_loop,
-    seconds,
 )
 from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
@@ -131,12 +131,7 @@ DEFAULT_VENUES = ",".join(v.venue for v in DEMO_VENUES)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--duration",
-        type=seconds(positive=True),
-        default=None,
-        help="seconds to run, > 0 (default: until Ctrl-C)",
-    )
+    add_seconds_argument(parser, "--duration", "seconds to run, > 0 (default: until Ctrl-C)")
     parser.add_argument(
         "--port", type=port_number, default=8765, help="subscriber port, 0-65535 (0: any free)"
     )
@@ -146,17 +141,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--endpoints", type=int_at_least(2), default=3, help="endpoints per venue (>= 2)"
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulated venues")
-    parser.add_argument(
-        "--fault-every",
-        type=seconds(positive=True),
-        default=4.0,
-        help="seconds between endpoint faults (> 0)",
+    add_seconds_argument(
+        parser, "--fault-every", "seconds between endpoint faults (> 0)", default=4.0
     )
-    parser.add_argument(
-        "--outage",
-        type=seconds(positive=False),
-        default=1.5,
-        help="seconds an endpoint is down (>= 0)",
+    add_seconds_argument(
+        parser, "--outage", "seconds an endpoint is down (>= 0)", default=1.5, positive=False
     )
     parser.add_argument(
         "--log-level",

@@ -219,3 +219,18 @@ def seconds(*, positive: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def add_seconds_argument(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    help: str,
+    *,
+    default: float | None = None,
+    positive: bool = True,
+) -> None:
+    """Adds the option ``flag S``: a number of seconds (:func:`seconds`), > 0 when
+    ``positive``, else >= 0; ``default`` when not given."""
+    parser.add_argument(
+        flag, type=seconds(positive=positive), default=default, metavar="S", help=help
+    )

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from gateway.io.changes import StateChanges
 from gateway.io.fanout import SubscriberStats
-from gateway.tools.runtime import UsageError, run_loop, seconds
+from gateway.tools.runtime import UsageError, add_seconds_argument, run_loop
 from gateway.tools.top_model import (
     NotAGateway,
     Reading,
@@ -296,19 +296,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "url", help="the gateway's base URL, e.g. http://127.0.0.1:8765 or ws://127.0.0.1:8765/"
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
-    parser.add_argument(
-        "--interval",
-        type=seconds(positive=True),
-        default=1.0,
-        metavar="S",
-        help="seconds between two reads of the gateway",
+    add_seconds_argument(
+        parser, "--interval", "seconds between two reads of the gateway", default=1.0
     )
-    parser.add_argument(
-        "--timeout",
-        type=seconds(positive=True),
-        default=5.0,
-        metavar="S",
-        help="seconds to wait for each answer of the gateway",
+    add_seconds_argument(
+        parser, "--timeout", "seconds to wait for each answer of the gateway", default=5.0
     )
     parser.add_argument(
         "--token", help="the gateway's server.token, sent as Authorization: Bearer TOKEN"

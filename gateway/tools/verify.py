@@ -22,6 +22,7 @@ Adding a venue: its adapter goes into :data:`gateway.wire.venues.ADAPTERS`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,9 +45,10 @@ from gateway.capture import (
     rest_symbol,
 )
 from gateway.capture.chain import Boundary, ChainedReader
-from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, SymbolArbiter
+from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, ArbiterLimits, SymbolArbiter
 from gateway.core.model import Level, VenueContractError
 from gateway.core.pipeline import VenuePipeline
+from gateway.core.stats import SymbolStats
 from gateway.tools.runtime import int_at_least
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
@@ -61,7 +63,8 @@ class VerifyError(Exception):
 
 class SymbolReport(msgspec.Struct):
     """One symbol's result. The first twelve fields are the documented JSON shape; ``bids``
-    and ``asks`` are the top levels, best first, as the venue's decimal strings."""
+    and ``asks`` are the top levels, best first, as the venue's decimal strings. A count named
+    as a :class:`~gateway.core.stats.SymbolStats` field is that counter at the end."""
 
     updates: int
     duplicates: int
@@ -81,7 +84,6 @@ class SymbolReport(msgspec.Struct):
     state: str
     #: Depth updates received, every copy counted.
     diffs: int
-    #: Updates older than the snapshot the book was built from.
     stale: int
     snapshots: int
     snapshots_unused: int
@@ -199,7 +201,7 @@ class _Rebuild:
         pipeline = self.pipelines.get(spec.venue)
         if pipeline is None:
             pipeline = self.pipelines[spec.venue] = VenuePipeline(
-                spec, None, reorder_window_ns=self.reorder_window_ns
+                spec, None, limits=ArbiterLimits(reorder_window_ns=self.reorder_window_ns)
             )
         return pipeline
 
@@ -304,16 +306,16 @@ def _no_snapshot_note(rebuild: _Rebuild, books: dict[str, SymbolArbiter]) -> lis
     ]
 
 
+#: The report's counts that are the symbol's stats of the same name, copied as they are.
+_STATS_COUNTS: Final = tuple(
+    f.name for f in dataclasses.fields(SymbolStats) if f.name in SymbolReport.__struct_fields__
+)
+
+
 def _symbol_report(book: SymbolArbiter, depth: int) -> SymbolReport:
     s = book.stats
     return SymbolReport(
-        updates=s.updates,
-        duplicates=s.duplicates,
-        gaps=s.gaps,
-        resyncs=s.resyncs,
-        crossed=s.crossed,
-        checksum_ok=s.checksum_ok,
-        checksum_failed=s.checksum_failed,
+        **{name: getattr(s, name) for name in _STATS_COUNTS},
         last_id=book.applied_id,
         bid_levels=book.book.bid_count,
         ask_levels=book.book.ask_count,
@@ -322,11 +324,7 @@ def _symbol_report(book: SymbolArbiter, depth: int) -> SymbolReport:
         synced=s.snapshots > 0,
         state=book.state.value,
         diffs=sum(c.received for c in s.connections.values()),
-        stale=s.stale,
-        snapshots=s.snapshots,
-        snapshots_unused=s.snapshots_unused,
         pending=book.pending,
-        bad_updates=s.bad_updates,
     )
 
 

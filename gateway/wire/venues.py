@@ -11,8 +11,8 @@ from typing import Final, Literal, Protocol
 
 from feeds import binance, binance_coinm, binance_usdm, bybit, coinbase, kraken, okx
 from gateway.core.arbiter import (
-    DEFAULT_MAX_PENDING,
-    DEFAULT_REORDER_WINDOW_NS,
+    DEFAULT_ARBITER_LIMITS,
+    ArbiterLimits,
     Checksum,
     LinkRule,
     SymbolArbiter,
@@ -172,36 +172,24 @@ class VenueAdapter:
         )
 
     def new_arbiter(
-        self,
-        symbol: str,
-        *,
-        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        max_levels: int | None = None,
-        max_id_jump: int | None = None,
+        self, symbol: str, limits: ArbiterLimits = DEFAULT_ARBITER_LIMITS
     ) -> SymbolArbiter:
-        """``max_levels`` None: the venue's default cap (:attr:`max_levels`)."""
+        """``limits.max_levels`` None: the venue's default cap (:attr:`max_levels`)."""
         key = symbol_key(self.venue, symbol)
-        cap = self.max_levels if max_levels is None else max_levels
+        if limits.max_levels is None:
+            limits = replace(limits, max_levels=self.max_levels)
         if self.mode == "unsequenced":
             return ReplicatedBook(
                 key,
                 checksum=self.checksum(symbol),
                 depth=self.replica_depth,
-                max_levels=cap,
+                max_levels=limits.max_levels,
                 may_cross=self.may_cross,
             )
         if self.link_rule is None:
             raise ValueError(f"sequenced venue {self.venue} has no link rule")
         return SequencedBook(
-            key,
-            self.link_rule(),
-            reorder_window_ns=reorder_window_ns,
-            max_pending=max_pending,
-            checksum=self.checksum(symbol),
-            max_levels=cap,
-            may_cross=self.may_cross,
-            max_id_jump=max_id_jump,
+            key, self.link_rule(), limits, checksum=self.checksum(symbol), may_cross=self.may_cross
         )
 
 

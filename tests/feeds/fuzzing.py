@@ -62,6 +62,12 @@ def replaced(frame: bytes, old: bytes, new: bytes) -> bytes:
     return frame.replace(old, new, 1)
 
 
+def each_replaced(frame: bytes, old: bytes, news: Iterable[bytes]) -> list[bytes]:
+    """``frame`` with the first ``old`` replaced by each of ``news`` in turn: one field of a
+    frame spoilt in several ways."""
+    return [replaced(frame, old, new) for new in news]
+
+
 #: Spellings of a number that no venue sends for a price or a quantity: non-ASCII digits,
 #: signs, underscores, spaces, NaN and infinities, exponent forms, stray points, leading
 #: zeros, more digits than a decimal of the book can hold. Every venue refuses each one

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -500,35 +500,36 @@ def _seeds(real_data: fuzzing.RealData) -> list[bytes]:
 
 #: From the recorded sessions (cryptofeed, nautilus_trader XRPUSDT).
 REAL_NUMBERS = ("1.9531", "1.9530", "350000.0", "0.0000010", "0.005", "6203", "0")
-SPOT_CONTRACT = fuzzing.ParserContract(
-    parse=bybit.parse_spot,
-    types=EVENT_TYPES,
-    bad_frames=(),
-    seeds=_seeds,
-    numbers=fuzzing.VenueNumbers(
-        SPOT_DELTA,
-        price=b'"65140.4"',
-        qty=b'"0.875077"',
-        real=REAL_NUMBERS,
-        refused=("6.51404e4", "8.75077E-1"),
-    ),
-    snapshot=lambda body: bybit.parse_snapshot_spot("BTCUSDT", body, 1),
-    bad_snapshots=BAD_SNAPSHOTS,
+
+
+def _contract(
+    venue: str,
+    bad_frames: Sequence[bytes],
+    frame: bytes,
+    price: bytes,
+    qty: bytes,
+    refused: Sequence[str],
+) -> fuzzing.ParserContract:
+    """The contract of ``venue``'s frame and REST book parsers. The categories share the
+    event types, the seeds, the real number forms and the bad REST bodies; they differ in
+    the frames refused and the number grammar's sample (:class:`fuzzing.VenueNumbers`:
+    ``frame``, ``price``, ``qty``, ``refused``)."""
+    return fuzzing.ParserContract(
+        parse=functools.partial(bybit.parse, venue=venue),
+        types=EVENT_TYPES,
+        bad_frames=bad_frames,
+        seeds=_seeds,
+        numbers=fuzzing.VenueNumbers(frame, price, qty, real=REAL_NUMBERS, refused=refused),
+        snapshot=lambda body: bybit.parse_snapshot("BTCUSDT", body, 1, venue=venue),
+        bad_snapshots=BAD_SNAPSHOTS,
+    )
+
+
+SPOT_CONTRACT = _contract(
+    bybit.SPOT, (), SPOT_DELTA, b'"65140.4"', b'"0.875077"', ("6.51404e4", "8.75077E-1")
 )
-LINEAR_CONTRACT = fuzzing.ParserContract(
-    parse=bybit.parse_linear,
-    types=EVENT_TYPES,
-    bad_frames=BAD_FRAMES,
-    seeds=_seeds,
-    numbers=fuzzing.VenueNumbers(
-        DELTA,
-        price=b'"30247.20"',
-        qty=b'"30.028"',
-        real=REAL_NUMBERS,
-        refused=("3.02472E4", "30.028e0"),
-    ),
-    snapshot=lambda body: bybit.parse_snapshot_linear("BTCUSDT", body, 1),
-    bad_snapshots=BAD_SNAPSHOTS,
+LINEAR_CONTRACT = _contract(
+    bybit.LINEAR, BAD_FRAMES, DELTA, b'"30247.20"', b'"30.028"', ("3.02472E4", "30.028e0")
 )
 
 

@@ -428,29 +428,34 @@ BAD_FRAMES = [
     b'{"channel":"book","type":"update","data":[]}',
     b'{"channel":"book","type":"delta","data":[{"symbol":"X/Y"}]}',
     replaced(UPDATE, b'"symbol":"ETH/USD"', b'"symbol":""'),
-    replaced(UPDATE, b"1773.70", b'"1773.70"'),  # a string where a number is due
-    replaced(UPDATE, b"1773.70", b"-1773.70"),
-    replaced(UPDATE, b"1773.70", b"0"),  # a zero price
-    replaced(UPDATE, b"1773.70", b"true"),
-    replaced(UPDATE, b"1773.70", b"null"),
-    replaced(UPDATE, b"1773.70", b"NaN"),
-    replaced(UPDATE, b"1773.70", b"Infinity"),
-    replaced(UPDATE, b"1773.70", b"1e400"),
-    replaced(UPDATE, b"1773.70", b"1e999999999"),
-    replaced(UPDATE, b"1773.70", b"1e-999999999"),
-    replaced(UPDATE, b"1773.70", b"9" * 400),
+    *fuzzing.each_replaced(
+        UPDATE,
+        b"1773.70",
+        [
+            b'"1773.70"',  # a string where a number is due
+            b"-1773.70",
+            b"0",  # a zero price
+            b"true",
+            b"null",
+            b"NaN",
+            b"Infinity",
+            b"1e400",
+            b"1e999999999",
+            b"1e-999999999",
+            b"9" * 400,
+        ],
+    ),
     replaced(UPDATE, b"28.18950592", b"-0"),
-    replaced(UPDATE, b"188427729", b"4294967296"),
-    replaced(UPDATE, b"188427729", b"-1"),
-    replaced(UPDATE, b"188427729", b"1.5"),
-    replaced(UPDATE, b"188427729", b"99999999999999999999999999"),
+    *fuzzing.each_replaced(
+        UPDATE, b"188427729", [b"4294967296", b"-1", b"1.5", b"99999999999999999999999999"]
+    ),
     replaced(UPDATE, b"2026-07-07T23:00:04.000677Z", b"yesterday"),
     replaced(UPDATE, b"2026-07-07T23:00:04.000677Z", b"2026-07-07T23:00:04"),  # no zone
     replaced(UPDATE, b'"bids":[', b'"bids":[[1,2],'),
     replaced(TRADE, b'"side":"sell"', b'"side":"short"'),
-    replaced(TRADE, b"103436769", b'"103436769"'),
-    replaced(TRADE, b"103436769", b"99999999999999999999999"),
-    replaced(TRADE, b"103436769", b"-5"),
+    *fuzzing.each_replaced(
+        TRADE, b"103436769", [b'"103436769"', b"99999999999999999999999", b"-5"]
+    ),
     replaced(TRADE, b"63501.6", b"0.0"),
     b'{"channel":"trade","type":"update"}',
     b'{"channel":"status","type":"update","data":{}}',

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from feeds import okx
 from gateway.capture import CaptureReader
-from gateway.core.arbiter import Link
+from gateway.core.arbiter import ArbiterLimits, Link
 from gateway.core.book import L2Book
 from gateway.core.model import (
     BookDelta,
@@ -707,7 +707,7 @@ def test_a_reset_arriving_before_its_ids_waits_for_the_other_connection() -> Non
 
 
 def test_a_hole_in_the_new_sequence_is_still_a_gap() -> None:
-    book = SequencedBook(KEY, okx.OkxRule(), reorder_window_ns=10)
+    book = SequencedBook(KEY, okx.OkxRule(), ArbiterLimits(reorder_window_ns=10))
     book.on_connection(0, True, 0)
     out = _run(
         book,

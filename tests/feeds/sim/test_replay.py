@@ -26,9 +26,16 @@ from feeds.sim.replay_plan import (
 from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
 from gateway.core.model import DepthSnapshot
 
+_WS_URL = "wss://x/ws"
 
-def _ws(ns: int, conn: int, payload: str) -> CaptureRecord:
-    return CaptureRecord(ns, conn, "ws", "wss://x/ws", payload.encode())
+
+def _connect(ns: int, conn: int, url: str = _WS_URL) -> CaptureRecord:
+    return CaptureRecord(ns, conn, "connect", url, b"")
+
+
+def _ws(ns: int, conn: int, payload: str | bytes, url: str = _WS_URL) -> CaptureRecord:
+    frame = payload.encode() if isinstance(payload, str) else payload
+    return CaptureRecord(ns, conn, "ws", url, frame)
 
 
 def _rest(ns: int, url: str, payload: str) -> CaptureRecord:
@@ -40,7 +47,7 @@ def test_connections_go_round_robin_and_keep_the_recorded_order_and_clock() -> N
         _ws(1_000, 7, "a0"),
         _ws(1_500, 3, "b0"),
         _ws(2_000, 7, "a1"),
-        CaptureRecord(2_100, 9, "connect", "wss://x/ws", b""),
+        _connect(2_100, 9),
         _ws(2_500, 9, "c0"),
         _ws(3_000, 3, "b1"),
     ]
@@ -118,14 +125,15 @@ def test_the_plan_and_books_modules_import_no_io(module: str) -> None:
 
 
 def test_without_k_each_recorded_connection_gets_its_own_endpoint() -> None:
+    public_url = "ws://h:1/public/stream?streams=a"
     records = [
-        CaptureRecord(1, 4, "connect", "ws://h:1/public/stream?streams=a", b""),
-        CaptureRecord(2, 5, "connect", "ws://h:1/market/stream?streams=a", b""),
-        CaptureRecord(3, 6, "connect", "ws://h:2/ws", b""),
+        _connect(1, 4, public_url),
+        _connect(2, 5, "ws://h:1/market/stream?streams=a"),
+        _connect(3, 6, "ws://h:2/ws"),
         _ws(10, 4, "p0"),
         _ws(11, 5, "m0"),
         _ws(12, 6, "o0"),
-        CaptureRecord(13, 7, "connect", "ws://h:1/public/stream?streams=a", b""),
+        _connect(13, 7, public_url),
         _ws(14, 7, "p1"),
         _ws(15, 4, "p2"),
     ]
@@ -178,9 +186,9 @@ def _binance_session() -> list[CaptureRecord]:
             inline_snapshot_url("BTCUSDT"),
             binance_spot.snapshot_body(100, [("10", "1"), ("9", "2")], [("11", "1")]).decode(),
         ),
-        _ws(2_000, 0, binance_spot.depth_frame("btcusdt", 101, 102, [("9", "5")], [], 2).decode()),
-        _ws(3_000, 0, binance_spot.depth_frame("btcusdt", 103, 105, [("10", "0")], [], 3).decode()),
-        _ws(4_000, 0, binance_spot.depth_frame("btcusdt", 106, 106, [], [("12", "3")], 4).decode()),
+        _ws(2_000, 0, binance_spot.depth_frame("btcusdt", 101, 102, [("9", "5")], [], 2)),
+        _ws(3_000, 0, binance_spot.depth_frame("btcusdt", 103, 105, [("10", "0")], [], 3)),
+        _ws(4_000, 0, binance_spot.depth_frame("btcusdt", 106, 106, [], [("12", "3")], 4)),
     ]
 
 
@@ -231,11 +239,7 @@ def _bybit_session() -> list[CaptureRecord]:
         topic, "snapshot", "BTCUSDT", [("10", "1"), ("9", "2")], [("11", "1")], 7, 70, 1
     )
     delta = sim_bybit.book_frame(topic, "delta", "BTCUSDT", [("10", "0")], [], 8, 80, 2)
-    return [
-        CaptureRecord(1_000, 4, "connect", url, b""),
-        CaptureRecord(2_000, 4, "ws", url, snapshot),
-        CaptureRecord(3_000, 4, "ws", url, delta),
-    ]
+    return [_connect(1_000, 4, url), _ws(2_000, 4, snapshot, url), _ws(3_000, 4, delta, url)]
 
 
 def test_a_bybit_subscribe_is_answered_with_an_in_band_snapshot_at_the_position() -> None:
@@ -257,13 +261,7 @@ def test_an_okx_subscribe_is_answered_with_a_snapshot_push_its_parser_accepts() 
     bids, asks = [("10.0", "1")], [("11.0", "2")]
     crc = okx.checksum(bids, asks)
     snapshot = sim_okx.book_frame("BTC-USDT", "snapshot", bids, asks, 1, crc, -1, 50)
-    books = build_plan(
-        [
-            CaptureRecord(1_000, 0, "connect", url, b""),
-            CaptureRecord(2_000, 0, "ws", url, snapshot),
-        ],
-        1,
-    ).books
+    books = build_plan([_connect(1_000, 0, url), _ws(2_000, 0, snapshot, url)], 1).books
     books.advance(len(books))
     subscribe = okx.subscribe_messages(["BTC-USDT"])[0]
     [frame] = books.in_band_answer("okx", subscribe, 5_000_000)

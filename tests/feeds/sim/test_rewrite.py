@@ -45,7 +45,9 @@ def _spot(first: int, last: int) -> bytes:
 
 
 def _usdm(first: int, last: int) -> bytes:
-    event = sim_usdm.UsdmEvent("BTCUSDT", first, last, first - 3, BINANCE_BIDS, BINANCE_ASKS)
+    event = sim_usdm.UsdmEvent(
+        "BTCUSDT", first, last, BINANCE_BIDS, BINANCE_ASKS, prev_id=first - 3
+    )
     return sim_usdm.event_frame(event, 1)
 
 

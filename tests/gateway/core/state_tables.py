@@ -1,15 +1,17 @@
 """Transition tables written as text, for the table tests of the cores' state machines.
 
 One row a line: ``STATE  EVENT  NEW_STATE  ACTION ACTION ...`` (member names; ``-`` for no
-action). The expected table of a test is the machine's specification, read at a glance.
+action). The expected table of a test is the machine's specification, read at a glance:
+each machine's test module writes its :class:`Spec` beside the scenarios that drive it, and
+``test_transition_tables`` checks every table against its spec.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 S = TypeVar("S", bound=enum.Enum)
 E = TypeVar("E", bound=enum.Enum)
@@ -27,6 +29,31 @@ def parse_table(
         done = tuple(actions[name] for name in names if name != "-")
         table[key] = (states[new_state], done)
     return table
+
+
+class Spec(NamedTuple):
+    """A state machine's specification: the name the machine gives
+    :func:`~gateway.core.transitions.transition` (or its own error), its table, its enums
+    and the table it must be."""
+
+    machine: str
+    table: Mapping[tuple[Any, Any], tuple[Any, tuple[Any, ...]]]
+    states: type[enum.Enum]
+    events: type[enum.Enum]
+    expected: dict[tuple[Any, Any], tuple[Any, tuple[Any, ...]]]
+
+    def undefined(self) -> list[tuple[Any, Any]]:
+        return undefined_pairs(self.expected, self.states, self.events)
+
+
+def specify(
+    machine: str, table: Mapping[tuple[Any, Any], tuple[Any, tuple[Any, ...]]], text: str
+) -> Spec:
+    """The spec of ``table``, written as ``text`` in the names of the table's own enums."""
+    (state, event), _ = next(iter(table.items()))
+    action = next(action for _, actions in table.values() for action in actions)
+    states, events = type(state), type(event)
+    return Spec(machine, table, states, events, parse_table(text, states, events, type(action)))
 
 
 def undefined_pairs(

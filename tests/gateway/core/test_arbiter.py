@@ -6,7 +6,7 @@ import pytest
 
 from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
-from gateway.core.arbiter import TradeDedup
+from gateway.core.arbiter import ArbiterLimits, TradeDedup
 from gateway.core.model import (
     BookDelta,
     BookReset,
@@ -39,7 +39,7 @@ def kinds(events: list[GatewayEvent]) -> list[str]:
 
 
 def synced(last_id: int = 100, conns: tuple[int, ...] = (0, 1, 2)) -> SequencedBook:
-    arb = SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS)
+    arb = SequencedBook(KEY, BinanceSpotRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
     for c in conns:
         arb.on_connection(c, True, 0)
     arb.on_diff(diff(last_id - 1, last_id, conn=conns[0]), 0)
@@ -179,7 +179,7 @@ def test_reconnect_after_missed_ids_resyncs_once() -> None:
 
 
 def test_a_full_reorder_buffer_is_a_gap_and_stays_bounded() -> None:
-    arb = SequencedBook(KEY, BinanceSpotRule(), max_pending=4)
+    arb = SequencedBook(KEY, BinanceSpotRule(), ArbiterLimits(max_pending=4))
     arb.on_connection(0, True, 0)
     arb.on_connection(1, True, 0)  # silent, so the gap is never certain
     arb.on_diff(diff(99, 100, conn=0), 0)
@@ -212,9 +212,13 @@ def test_crossed_books_are_counted() -> None:
 @pytest.mark.parametrize("window", [-1])
 def test_bad_parameters_are_rejected(window: int) -> None:
     with pytest.raises(ValueError):
-        SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=window)
+        ArbiterLimits(reorder_window_ns=window)
     with pytest.raises(ValueError):
-        SequencedBook(KEY, BinanceSpotRule(), max_pending=0)
+        ArbiterLimits(max_pending=0)
+    with pytest.raises(ValueError):
+        ArbiterLimits(max_id_jump=0)
+    with pytest.raises(ValueError):
+        SequencedBook(KEY, BinanceSpotRule(), reset_window_ns=window)
     with pytest.raises(ValueError):
         TradeDedup(0)
 

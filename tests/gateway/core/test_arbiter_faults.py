@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from feeds.binance import BinanceSpotRule
+from gateway.core.arbiter import ArbiterLimits
 from gateway.core.model import DepthDiff, DepthSnapshot, ReconnectWanted, SymbolState
 from gateway.core.sequenced import SequencedBook, Sync
 
@@ -21,8 +22,9 @@ FAR = 10**12
 LIVE, RESYNCING = SymbolState.LIVE, SymbolState.RESYNCING
 
 
-def book(**kw: int) -> SequencedBook:
-    return SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, **kw)
+def book(max_id_jump: int | None = None) -> SequencedBook:
+    limits = ArbiterLimits(reorder_window_ns=WINDOW_NS, max_id_jump=max_id_jump)
+    return SequencedBook(KEY, BinanceSpotRule(), limits)
 
 
 def mangled(stream: TrueStream, index: int, conn: int, recv_ns: int) -> DepthDiff:
@@ -157,7 +159,7 @@ def test_streams_behind_a_snapshot_ahead_of_them_are_not_a_venue_reset() -> None
     stream = make_stream(choices(30))
     # The REST snapshot is 5 diffs ahead of both streams, which stay behind it for longer
     # than the reset window: the book never moved past its snapshot, so nothing is wrong.
-    arb = SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS)
+    arb = SequencedBook(KEY, BinanceSpotRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
     for conn in (0, 1):
         arb.on_connection(conn, True, 0)
     arb.on_diff(merged(stream, 0, 0, 0, 0), 0)

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.binance import BinanceSpotRule
+from gateway.core.arbiter import ArbiterLimits
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, BookReset, GatewayEvent, SnapshotWanted, SymbolState
 from gateway.core.sequenced import SequencedBook
@@ -154,7 +155,7 @@ def run(
 ) -> tuple[SequencedBook, Subscriber, int]:
     """Runs the schedule; returns the arbiter, the subscriber and how many true diffs the
     first snapshot included."""
-    arb = SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS)
+    arb = SequencedBook(KEY, BinanceSpotRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
     sub = Subscriber(stream, arb)
     conns = {step[1] for step in schedule}
     for conn in conns:
@@ -287,7 +288,7 @@ def test_one_faulty_copy_never_makes_a_live_book_wrong(scenario) -> None:
     stream, schedule, real_gaps, lag_steps = scenario
     point = [0]
     run = Run(
-        SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=FAULT_WINDOW_NS),
+        SequencedBook(KEY, BinanceSpotRule(), ArbiterLimits(reorder_window_ns=FAULT_WINDOW_NS)),
         lambda arb: stream,
         lambda now: stream.snapshot(point[0], now),
         lag_steps * FAULT_STEP_NS,

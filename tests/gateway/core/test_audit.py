@@ -9,6 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from feeds.binance import BinanceSpotRule
+from gateway.core.arbiter import ArbiterLimits
 from gateway.core.audit import AgreementSample, AppliedRing, RestVerdict, compare_rest
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, DepthSnapshot, ReconnectWanted
@@ -28,7 +29,7 @@ def snap(last_id: int, bids=(("100", "1"),), asks=(("101", "1"),)) -> DepthSnaps
 
 def synced(conns: tuple[int, ...], audit_every: int = 1) -> SequencedBook:
     arb = SequencedBook(
-        KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, audit_every=audit_every
+        KEY, BinanceSpotRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS), audit_every=audit_every
     )
     for c in conns:
         arb.on_connection(c, True, 0)
@@ -165,7 +166,9 @@ def rest_at(stream: TrueStream, k: int) -> DepthSnapshot:
 def replayed(stream: TrueStream, batches: list[list[int]]) -> SequencedBook:
     """A book fed the true stream by one connection per list of ``batches``, each cutting
     the stream into batches of its own sizes; copies arrive in the order their batches end."""
-    arb = SequencedBook(KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, audit_every=1)
+    arb = SequencedBook(
+        KEY, BinanceSpotRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS), audit_every=1
+    )
     copies: list[tuple[int, int, int, int]] = []  # (end, conn, start, end)
     for conn, sizes in enumerate(batches):
         arb.on_connection(conn, True, 0)

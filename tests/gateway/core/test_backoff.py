@@ -12,13 +12,10 @@ from gateway.core.backoff import (
     HEALTH_TRANSITIONS,
     Backoff,
     Health,
-    HealthAction,
-    HealthEvent,
     ReconnectPolicy,
 )
-from gateway.core.transitions import UndefinedTransition, transition
 
-from .state_tables import parse_table, undefined_pairs
+from .state_tables import specify
 
 
 def test_delays_grow_exponentially_up_to_the_cap_with_jitter_inside() -> None:
@@ -57,7 +54,9 @@ def test_bad_parameters(initial: float, cap: float) -> None:
 
 # --- ReconnectPolicy: the backoff resets only after a healthy stretch --------------------------
 
-EXPECTED_HEALTH = parse_table(
+HEALTH_SPEC = specify(
+    "health",
+    HEALTH_TRANSITIONS,
     """
     DOWN     CONNECTED      UP       -
     DOWN     ENDED          DOWN     BACK_OFF
@@ -70,20 +69,7 @@ EXPECTED_HEALTH = parse_table(
     HEALTHY  ENDED          DOWN     BACK_OFF
     HEALTHY  RENEWED        DOWN     AT_ONCE
     """,
-    Health,
-    HealthEvent,
-    HealthAction,
 )
-
-
-def test_the_health_table_is_exactly_these_rows() -> None:
-    assert dict(HEALTH_TRANSITIONS) == EXPECTED_HEALTH
-
-
-@pytest.mark.parametrize(("state", "event"), undefined_pairs(EXPECTED_HEALTH, Health, HealthEvent))
-def test_undefined_health_pairs_are_errors(state: Health, event: HealthEvent) -> None:
-    with pytest.raises(UndefinedTransition):
-        transition("health", HEALTH_TRANSITIONS, state, event)
 
 
 def _policy(healthy_after_s: float = 10.0) -> ReconnectPolicy:

@@ -18,7 +18,7 @@ from gateway.core.flow import (
     SubscriberFlow,
 )
 
-from .state_tables import parse_table, undefined_pairs
+from .state_tables import specify
 
 LIVE, BEHIND, GONE = FlowState.LIVE, FlowState.BEHIND, FlowState.DISCONNECTED
 E = FlowEvent
@@ -33,7 +33,9 @@ POLICY = FlowPolicy(
 )
 
 #: The policy written out: state, event, new state, actions.
-EXPECTED = parse_table(
+FLOW_SPEC = specify(
+    "flow",
+    TRANSITIONS,
     """
     LIVE          MESSAGE_FITS                 LIVE          WRITE
     LIVE          MESSAGE_OVERFLOWS            BEHIND        DROP CONFLATE
@@ -58,11 +60,8 @@ EXPECTED = parse_table(
     DISCONNECTED  RESYNC_ASKED                 DISCONNECTED  -
     DISCONNECTED  CLOSED                       DISCONNECTED  -
     """,
-    FlowState,
-    FlowEvent,
-    FlowAction,
 )
-UNDEFINED = undefined_pairs(EXPECTED, FlowState, FlowEvent)
+UNDEFINED = FLOW_SPEC.undefined()
 
 
 def flow_in(state: FlowState, policy: FlowPolicy = POLICY) -> SubscriberFlow:
@@ -71,15 +70,14 @@ def flow_in(state: FlowState, policy: FlowPolicy = POLICY) -> SubscriberFlow:
     return flow
 
 
-def test_the_table_is_the_documented_policy() -> None:
-    assert TRANSITIONS == EXPECTED
+def test_a_write_is_one_shared_tuple() -> None:
     assert WRITE is TRANSITIONS[LIVE, E.MESSAGE_FITS][1]
 
 
-@pytest.mark.parametrize(("state", "event"), list(EXPECTED), ids=lambda x: x.name)
+@pytest.mark.parametrize(("state", "event"), list(FLOW_SPEC.expected), ids=lambda x: x.name)
 def test_every_row(state: FlowState, event: FlowEvent) -> None:
     flow = flow_in(state)
-    new_state, actions = EXPECTED[state, event]
+    new_state, actions = FLOW_SPEC.expected[state, event]
     assert flow.handle(event, KEY, 10.0) == actions
     assert flow.state is new_state
     # The bookkeeping actions are done by the flow itself.
@@ -132,7 +130,10 @@ def test_messages_and_replies_are_classified_by_the_buffer(
     flow = flow_in(state)
     message = kind == "message"
     actions = flow.on_message(KEY, buffered, 0.0) if message else flow.on_reply(buffered)
-    assert (actions, flow.state) == (EXPECTED[state, expected][1], EXPECTED[state, expected][0])
+    assert (actions, flow.state) == (
+        FLOW_SPEC.expected[state, expected][1],
+        FLOW_SPEC.expected[state, expected][0],
+    )
     if expected is E.REPLY_UNREAD:
         assert flow.close_reason == "subscriber too slow: it does not read its replies"
 

@@ -17,7 +17,7 @@ import pytest
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.activity import ActivityLimits
-from gateway.core.arbiter import Checksum, SymbolArbiter
+from gateway.core.arbiter import ArbiterLimits, Checksum, SymbolArbiter
 from gateway.core.book import L2Book
 from gateway.core.model import (
     BookDelta,
@@ -52,6 +52,7 @@ from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook
 
 WINDOW_NS = 1_000
+LIMITS = ArbiterLimits(reorder_window_ns=WINDOW_NS)
 
 
 @dataclass
@@ -102,12 +103,11 @@ class FakeVenue:
 
         return make
 
-    def new_arbiter(self, symbol: str, **limits: int) -> SymbolArbiter:
-        """``limits``: the pipeline's reorder_window_ns and max_pending."""
+    def new_arbiter(self, symbol: str, limits: ArbiterLimits) -> SymbolArbiter:
         key = f"{self.venue}:{symbol}"
         if self.unsequenced:
             return ReplicatedBook(key)
-        return SequencedBook(key, BinanceSpotRule(), **limits)
+        return SequencedBook(key, BinanceSpotRule(), limits)
 
 
 def crc(book: L2Book) -> int:
@@ -134,7 +134,7 @@ def pipeline(
     p = VenuePipeline(
         venue,
         ["BTC", "ETH"] if symbols is None else symbols,
-        reorder_window_ns=WINDOW_NS,
+        limits=LIMITS,
         rest_snapshots=rest,
     )
     for conn_id in range(up):
@@ -338,7 +338,7 @@ def test_a_venue_that_restarted_its_ids_is_fetched_again_and_rebuilt_in_the_new_
 
 
 def test_the_plausibility_bound_is_given_to_every_book() -> None:
-    p = VenuePipeline(FakeVenue(), ["BTC"], max_id_jump=5)
+    p = VenuePipeline(FakeVenue(), ["BTC"], limits=ArbiterLimits(max_id_jump=5))
     book = p.books["seq:BTC"]
     assert isinstance(book, SequencedBook) and book.max_id_jump == 5
     default = VenuePipeline(FakeVenue(), ["BTC"]).books["seq:BTC"]
@@ -534,7 +534,10 @@ def test_a_crossed_snapshot_waits_on_the_pipeline_timer_before_the_next_fetch() 
 def test_levels_beyond_the_cap_are_pruned_and_an_oversized_frame_is_refused() -> None:
     venue = FakeVenue()
     p = VenuePipeline(
-        venue, ["BTC"], reorder_window_ns=WINDOW_NS, rest_snapshots=True, max_levels=3
+        venue,
+        ["BTC"],
+        limits=ArbiterLimits(reorder_window_ns=WINDOW_NS, max_levels=3),
+        rest_snapshots=True,
     )
     p.receive_connection(0, True, 0)
     p.receive_frame(0, venue.frame(diff("BTC", 10, 10)), 1, 0)
@@ -574,7 +577,7 @@ def test_a_book_is_told_only_of_the_connections_that_carry_its_symbol() -> None:
     p = VenuePipeline(
         venue,
         ["BTC", "ETH"],
-        reorder_window_ns=WINDOW_NS,
+        limits=LIMITS,
         rest_snapshots=False,
         conn_symbols={0: ["BTC"], 1: ["ETH"]},
     )
@@ -598,7 +601,7 @@ def test_a_book_is_told_only_of_the_connections_that_carry_its_symbol() -> None:
 def test_epochs_count_from_the_base_and_deltas_carry_the_venue_event_time() -> None:
     venue = FakeVenue()
     base = 1_796_000_000_000_000  # a start time in microseconds: what the service passes
-    p = VenuePipeline(venue, ["BTC"], reorder_window_ns=WINDOW_NS, epoch_base=base)
+    p = VenuePipeline(venue, ["BTC"], limits=LIMITS, epoch_base=base)
     p.receive_connection(0, True, 0)
     p.receive_frame(0, venue.frame(diff("BTC", 5, 6)), 1, 0)
     reset = p.receive_snapshot(snap("BTC", 5), 0).publications[0]
@@ -678,7 +681,11 @@ def test_a_channel_dead_on_one_connection_is_resubscribed_there_and_stale_when_d
     venue = FakeVenue()
     limits = ActivityLimits(factor=10.0, min_silence_s=1.0, max_silence_s=60.0, alpha=0.5)
     p = VenuePipeline(
-        venue, ["BTC", "ETH"], reorder_window_ns=WINDOW_NS, rest_snapshots=True, activity=limits
+        venue,
+        ["BTC", "ETH"],
+        limits=LIMITS,
+        rest_snapshots=True,
+        activity=limits,
     )
     assert p.timer_armed, "channels are watched on the timer"
     for conn_id in (0, 1):

@@ -12,16 +12,16 @@ from gateway.core.renewal import (
     CloseConnection,
     OpenReplacement,
     Renewal,
-    RenewalAction,
     RenewalEvent,
     VenueRenewals,
     renewal_age_s,
 )
-from gateway.core.transitions import UndefinedTransition, transition
 
-from .state_tables import parse_table, undefined_pairs
+from .state_tables import specify
 
-EXPECTED = parse_table(
+RENEWAL_SPEC = specify(
+    "renewal",
+    RENEWAL_TRANSITIONS,
     """
     STEADY       DUE           QUEUED       ASK_SLOT
     STEADY       OLD_DOWN      STEADY       -
@@ -33,20 +33,7 @@ EXPECTED = parse_table(
     CATCHING_UP  TIMED_OUT     STEADY       CLOSE_OLD RELEASE_SLOT
     CATCHING_UP  OLD_DOWN      STEADY       CLOSE_OLD RELEASE_SLOT
     """,
-    Renewal,
-    RenewalEvent,
-    RenewalAction,
 )
-
-
-def test_the_table_is_the_specification() -> None:
-    assert dict(RENEWAL_TRANSITIONS) == EXPECTED
-
-
-@pytest.mark.parametrize("pair", undefined_pairs(EXPECTED, Renewal, RenewalEvent))
-def test_undefined_pairs_raise(pair: tuple[Renewal, RenewalEvent]) -> None:
-    with pytest.raises(UndefinedTransition):
-        transition("renewal", RENEWAL_TRANSITIONS, *pair)
 
 
 def venue(slots: int = 3) -> VenueRenewals:

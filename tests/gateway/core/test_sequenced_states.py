@@ -1,9 +1,9 @@
 """SequencedBook's two state machines, as tables.
 
 Every row of SYNC_TRANSITIONS and STATUS_TRANSITIONS is asserted twice: literally (the
-table is the one below), and by driving a real SequencedBook into the row's state and
-giving it the input that causes the row's event (the new state and the published events
-are the row's). Every pair missing from a table raises UndefinedTransition.
+table is the spec below, test_transition_tables, which also raises every pair missing from
+it), and by driving a real SequencedBook into the row's state and giving it the input that
+causes the row's event (the new state and the published events are the row's).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import zlib
 import pytest
 
 from feeds.binance import BinanceSpotRule
+from gateway.core.arbiter import ArbiterLimits
 from gateway.core.book import L2Book
 from gateway.core.model import (
     ArbiterEvent,
@@ -29,15 +30,13 @@ from gateway.core.sequenced import (
     STATUS_TRANSITIONS,
     SYNC_TRANSITIONS,
     SequencedBook,
-    StatusAction,
     StatusEvent,
     Sync,
-    SyncAction,
     SyncEvent,
 )
-from gateway.core.transitions import UndefinedTransition, transition
+from gateway.core.transitions import UndefinedTransition
 
-from .state_tables import Scenario, drive_row, parse_table, undefined_pairs
+from .state_tables import Scenario, drive_row, specify
 
 KEY = "binance:BTCUSDT"
 WINDOW_NS = 1_000
@@ -45,7 +44,9 @@ WINDOW_NS = 1_000
 S, E = Sync, SyncEvent
 St, SE = SymbolState, StatusEvent
 
-EXPECTED_SYNC = parse_table(
+SYNC_SPEC = specify(
+    "sync",
+    SYNC_TRANSITIONS,
     """
     UNSYNCED           UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  ASK_SNAPSHOT
     AWAITING_SNAPSHOT  UPDATE_WITHOUT_BOOK   AWAITING_SNAPSHOT  -
@@ -82,12 +83,11 @@ EXPECTED_SYNC = parse_table(
     AWAITING_SNAPSHOT  VENUE_RESET  AWAITING_SNAPSHOT \
         COUNT_VENUE_RESET FORGET_SEQUENCE ANNOUNCE_VENUE_RESET
     """,
-    Sync,
-    SyncEvent,
-    SyncAction,
 )
 
-EXPECTED_STATUS = parse_table(
+STATUS_SPEC = specify(
+    "status",
+    STATUS_TRANSITIONS,
     """
     SYNCING    ALL_DOWN                  STALE      ANNOUNCE
     LIVE       ALL_DOWN                  STALE      ANNOUNCE
@@ -109,29 +109,7 @@ EXPECTED_STATUS = parse_table(
     STALE      VENUE_RESET               RESYNCING  ANNOUNCE
     RESYNCING  VENUE_RESET               RESYNCING  ANNOUNCE
     """,
-    SymbolState,
-    StatusEvent,
-    StatusAction,
 )
-
-
-def test_the_tables_are_exactly_these_rows() -> None:
-    assert dict(SYNC_TRANSITIONS) == EXPECTED_SYNC
-    assert dict(STATUS_TRANSITIONS) == EXPECTED_STATUS
-
-
-@pytest.mark.parametrize(("state", "event"), undefined_pairs(EXPECTED_SYNC, Sync, SyncEvent))
-def test_undefined_sync_pairs_are_errors(state: Sync, event: SyncEvent) -> None:
-    with pytest.raises(UndefinedTransition, match=f"no transition for {event.name}"):
-        transition("sync", SYNC_TRANSITIONS, state, event)
-
-
-@pytest.mark.parametrize(
-    ("state", "event"), undefined_pairs(EXPECTED_STATUS, SymbolState, StatusEvent)
-)
-def test_undefined_status_pairs_are_errors(state: SymbolState, event: StatusEvent) -> None:
-    with pytest.raises(UndefinedTransition, match=f"in state {state.name}"):
-        transition("status", STATUS_TRANSITIONS, state, event)
 
 
 def test_an_undefined_event_in_a_real_book_raises() -> None:
@@ -168,7 +146,10 @@ WAITING = f"{CROSSED_REASON}; snapshot not used; next snapshot in 1 s"
 
 def book(conns: tuple[int, ...] = (0, 1), checksum: bool = False) -> SequencedBook:
     arb = SequencedBook(
-        KEY, BinanceSpotRule(), reorder_window_ns=WINDOW_NS, checksum=crc if checksum else None
+        KEY,
+        BinanceSpotRule(),
+        ArbiterLimits(reorder_window_ns=WINDOW_NS),
+        checksum=crc if checksum else None,
     )
     for conn in conns:
         arb.on_connection(conn, True, 0)
@@ -440,9 +421,9 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
 }
 
 
-@pytest.mark.parametrize("pair", list(EXPECTED_SYNC))
+@pytest.mark.parametrize("pair", list(SYNC_SPEC.expected))
 def test_each_sync_row_is_what_the_book_does(pair: tuple[Sync, SyncEvent]) -> None:
-    arb, out, published = drive_row(SYNC_SCENARIOS, EXPECTED_SYNC, pair, lambda a: a.sync)
+    arb, out, published = drive_row(SYNC_SCENARIOS, SYNC_SPEC.expected, pair, lambda a: a.sync)
     assert kinds(out) == published
     assert arb.has_book == (arb.sync in (S.SYNCED, S.HOLE))
     assert arb.snapshot_wanted == (arb.sync is S.AWAITING_SNAPSHOT)
@@ -450,7 +431,7 @@ def test_each_sync_row_is_what_the_book_does(pair: tuple[Sync, SyncEvent]) -> No
 
 
 def test_every_sync_row_has_a_scenario() -> None:
-    assert set(SYNC_SCENARIOS) == set(EXPECTED_SYNC)
+    assert set(SYNC_SCENARIOS) == set(SYNC_SPEC.expected)
 
 
 def stale_hole() -> SequencedBook:
@@ -584,14 +565,14 @@ STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], Scenario] = {
 }
 
 
-@pytest.mark.parametrize("pair", list(EXPECTED_STATUS))
+@pytest.mark.parametrize("pair", list(STATUS_SPEC.expected))
 def test_each_status_row_is_what_the_book_does(pair: tuple[SymbolState, StatusEvent]) -> None:
-    _, out, published = drive_row(STATUS_SCENARIOS, EXPECTED_STATUS, pair, lambda a: a.state)
+    _, out, published = drive_row(STATUS_SCENARIOS, STATUS_SPEC.expected, pair, lambda a: a.state)
     assert out == published
 
 
 def test_every_status_row_has_a_scenario() -> None:
-    assert set(STATUS_SCENARIOS) == set(EXPECTED_STATUS)
+    assert set(STATUS_SCENARIOS) == set(STATUS_SPEC.expected)
 
 
 def test_a_snapshot_broken_by_a_buffered_update_counts_a_gap_without_announcing_it() -> None:

@@ -15,12 +15,14 @@ from gateway.core.subscriber import (
     SubscriberEvent,
 )
 
-from .state_tables import parse_table, undefined_pairs
+from .state_tables import specify
 
 S, E, A = BookSyncState, SubscriberEvent, SubscriberAction
 
 #: The machine written out: state, event, new state, actions.
-EXPECTED = parse_table(
+SUBSCRIBER_SPEC = specify(
+    "subscriber",
+    TRANSITIONS,
     """
     AWAITING_SNAPSHOT  SNAPSHOT               LIVE               BOOK_READY
     AWAITING_SNAPSHOT  BAD_SNAPSHOT           VOID               BAD_LEVEL DISCARD
@@ -52,11 +54,8 @@ EXPECTED = parse_table(
     DETACHED           RECOVERED              LIVE               BOOK_RECOVERED
     DETACHED           NOT_RECOVERED          AWAITING_SNAPSHOT  DISCARD
     """,
-    BookSyncState,
-    SubscriberEvent,
-    SubscriberAction,
 )
-UNDEFINED = undefined_pairs(EXPECTED, BookSyncState, SubscriberEvent)
+UNDEFINED = SUBSCRIBER_SPEC.undefined()
 BIDS = [("100", "1"), ("99", "2")]
 ASKS = [("101", "1")]
 
@@ -76,14 +75,10 @@ def in_state(state: BookSyncState) -> SubscribedBook:
     return sub
 
 
-def test_the_table_is_the_documented_machine() -> None:
-    assert TRANSITIONS == EXPECTED
-
-
-@pytest.mark.parametrize(("state", "event"), list(EXPECTED), ids=lambda x: x.name)
+@pytest.mark.parametrize(("state", "event"), list(SUBSCRIBER_SPEC.expected), ids=lambda x: x.name)
 def test_every_row(state: BookSyncState, event: SubscriberEvent) -> None:
     sub = in_state(state)
-    new_state, actions = EXPECTED[state, event]
+    new_state, actions = SUBSCRIBER_SPEC.expected[state, event]
     assert sub.handle(event) == actions
     assert sub.state is new_state
     assert sub.synced is (new_state is S.LIVE)

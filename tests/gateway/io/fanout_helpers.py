@@ -29,6 +29,7 @@ from gateway.core.model import (
 )
 from gateway.core.pipeline import BookState
 from gateway.io.fanout import Fanout
+from gateway.wire.config import ServerConfig
 from gateway.wire.protocol import ServerMessage, Status, decode_server_message
 
 KEY = "binance:BTCUSDT"
@@ -100,10 +101,11 @@ class FakeView:
 
 
 def live_fanout(bids: list[Level], asks: list[Level], **options: Any) -> tuple[FakeView, Fanout]:
-    """A view whose ``KEY`` has a book (epoch 1, seq 0) and a Fanout (``options``) that
-    has published it."""
+    """A view whose ``KEY`` has a book (epoch 1, seq 0) and a Fanout that has published it;
+    ``options`` are :class:`ServerConfig` fields and the Fanout's other keywords."""
     view = FakeView()
-    fanout = Fanout(view, **options)
+    server = {name: options.pop(name) for name in ServerConfig.__struct_fields__ if name in options}
+    fanout = Fanout(view, ServerConfig(**server), **options)
     fanout.publish(view.reset(KEY, bids, asks))
     return view, fanout
 

@@ -17,6 +17,7 @@ from gateway.core.book import L2Book
 from gateway.core.model import SymbolState
 from gateway.io import fanout as fanout_module
 from gateway.io.fanout import Fanout, build_frame
+from gateway.wire.config import ServerConfig
 from gateway.wire.protocol import (
     Bbo,
     Delta,
@@ -74,7 +75,7 @@ def test_two_subscribers_get_identical_bytes_and_a_consistent_stream(
 ) -> None:
     async def main() -> None:
         view = FakeView()
-        fanout = Fanout(view, max_buffer_bytes=1 << 20)
+        fanout = Fanout(view, ServerConfig(max_buffer_bytes=1 << 20))
         async with serving(fanout):
             a = await RawClient.connect(fanout.port)
             b = await RawClient.connect(fanout.port)
@@ -316,7 +317,7 @@ def test_healthz_over_http_on_the_same_port(run: Run, serving: Serving) -> None:
 
 def test_max_subscribers_refuses_with_1013(run: Run, serving: Serving) -> None:
     async def main() -> None:
-        fanout = Fanout(FakeView(), max_subscribers=1)
+        fanout = Fanout(FakeView(), ServerConfig(max_subscribers=1))
         async with serving(fanout):
             url = f"ws://127.0.0.1:{fanout.port}/"
             async with connect(url) as first:
@@ -377,9 +378,7 @@ def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one(
         view = FakeView()
         fanout = Fanout(
             view,
-            max_buffer_bytes=32 * 1024,
-            max_conflations=5,
-            max_behind_s=30,
+            ServerConfig(max_buffer_bytes=32 * 1024, max_conflations=5, max_behind_s=30),
             clock_s=lambda: 0.0,  # frozen: the deadline never passes
         )
         fanout.publish(view.reset(KEY, BIDS, ASKS))
@@ -437,9 +436,8 @@ def test_slow_subscriber_is_disconnected_with_1008(
             limits = {"max_conflations": 0, "max_behind_s": 60.0}
         else:
             limits = {"max_conflations": 100, "max_behind_s": 5.0}
-        fanout = Fanout(
-            view, max_buffer_bytes=16 * 1024, close_timeout_s=30, clock_s=lambda: now_s, **limits
-        )
+        server = ServerConfig(max_buffer_bytes=16 * 1024, **limits)
+        fanout = Fanout(view, server, close_timeout_s=30, clock_s=lambda: now_s)
         fanout.publish(view.reset(KEY, BIDS, ASKS))
         async with serving(fanout):
             slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
@@ -597,7 +595,7 @@ def test_refused_connections_are_logged_at_a_limited_rate(
     run: Run, serving: Serving, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def main() -> None:
-        fanout = Fanout(FakeView(), max_subscribers=0)
+        fanout = Fanout(FakeView(), ServerConfig(max_subscribers=0))
         async with serving(fanout):
             for _ in range(8):
                 async with connect(f"ws://127.0.0.1:{fanout.port}/") as ws:

@@ -219,18 +219,19 @@ symbols = ["BTC/USD"]
 endpoints = ["wss://ws.kraken.com/v2"]
 """
     )
-    fanout = Fanout.from_config(FakeView(), config.server)
+    fanout = Fanout(FakeView(), config.server)
     assert fanout.flow_policy.max_buffer_bytes == 65536
     assert fanout.flow_policy.low_water_bytes == 65536 // 4
     assert fanout.flow_policy.max_conflations == 2
     assert fanout.flow_policy.conflation_window_s == 30.0
     assert fanout.flow_policy.max_behind_s == 1.5
-    assert (fanout.max_subscribers, fanout.max_request_bytes, fanout.max_subscriptions) == (
+    server = fanout.server
+    assert (server.max_subscribers, server.max_request_bytes, server.max_subscriptions) == (
         3,
         2048,
         1,
     )
-    assert (fanout.requests_per_s, fanout.request_burst) == (3.0, 4)
+    assert (server.requests_per_s, server.request_burst) == (3.0, 4)
     assert fanout.allowed_origins == {"https://desk.example"}
 
     async def main() -> None:

@@ -12,6 +12,7 @@ from websockets.frames import Opcode
 
 from gateway.core.model import SymbolState
 from gateway.io.fanout import Fanout
+from gateway.wire.config import ServerConfig
 from gateway.wire.protocol import Bbo, Delta, Snapshot, Status, Subscribed, TradeMsg
 from gateway.wire.recovery import delta_cost
 
@@ -149,7 +150,7 @@ def test_the_rings_memory_is_bounded_and_recovery_can_be_off() -> None:
     assert ring.last_seq == 500 and ring.evicted == 500 - len(ring.entries)
 
     view2 = FakeView()
-    off = Fanout(view2, recovery_bytes=0)
+    off = Fanout(view2, ServerConfig(recovery_bytes=0))
     off.publish(view2.reset(KEY, BIDS, ASKS))
     off.publish([view2.delta(KEY, bids=[("99.00", "1")])])
     assert off.rings == {}

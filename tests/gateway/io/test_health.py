@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from gateway.core.model import SymbolState
-from gateway.io.health import health_answer, health_document
+from gateway.io.health import health_document
 
 LIVE, STALE, SYNCING = SymbolState.LIVE, SymbolState.STALE, SymbolState.SYNCING
 
@@ -46,7 +46,7 @@ def test_the_share_of_symbols_not_live_decides(
 def test_the_answer_names_every_symbol_not_live_with_its_state_and_reason() -> None:
     symbols = states(LIVE, STALE, SYNCING)
     reasons = {"binance:S1": "every upstream connection down", "binance:S0": "snapshot applied"}
-    answer = health_answer(symbols, reasons, 3, 0.5)
+    answer = health_document(symbols, reasons, 3, 0.5).answer()
     assert answer.status is http.HTTPStatus.SERVICE_UNAVAILABLE
     assert answer.content_type == "application/json"
     doc = msgspec.json.decode(answer.body)
@@ -57,5 +57,5 @@ def test_the_answer_names_every_symbol_not_live_with_its_state_and_reason() -> N
         {"symbol": "binance:S2", "state": "syncing", "reason": ""},
     ]
     assert [s["state"] for s in doc["symbols"]] == ["live", "stale", "syncing"]
-    ok = health_answer(symbols, reasons, 3, 1.0)
+    ok = health_document(symbols, reasons, 3, 1.0).answer()
     assert ok.status is http.HTTPStatus.OK and msgspec.json.decode(ok.body)["status"] == "ok"

@@ -51,6 +51,22 @@ def test_a_disabled_level_costs_no_budget(caplog: pytest.LogCaptureFixture) -> N
     assert [r.getMessage() for r in caplog.records] == ["loud"]
 
 
+def test_each_level_writes_at_its_level_and_names_the_callers_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = LimitedLog(logging.getLogger("test.limited.levels"))
+    with caplog.at_level(logging.INFO, logger="test.limited.levels"):
+        assert log.info("i", "info") and log.warning("w", "warning") and log.error("e", "error")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "info"),
+        (logging.WARNING, "warning"),
+        (logging.ERROR, "error"),
+    ]
+    assert {(r.filename, r.funcName) for r in caplog.records} == {
+        ("test_logs.py", "test_each_level_writes_at_its_level_and_names_the_callers_line")
+    }
+
+
 # --- file-descriptor exhaustion: one ERROR per episode ----------------------------------------
 
 

@@ -10,6 +10,7 @@ import msgspec
 
 from gateway.io.fanout import Fanout
 from gateway.io.service import subscribers_answer
+from gateway.wire.config import ServerConfig
 from gateway.wire.protocol import Subscribe, encode_json
 
 from .fanout_helpers import KEY, FakeView, RawClient, levels
@@ -30,8 +31,7 @@ def test_a_subscriber_behind_is_listed_with_its_unsent_bytes_and_time_behind(
         now_s = 100.0  # the policy's clock, driven here
         fanout = Fanout(
             view,
-            max_buffer_bytes=16 * 1024,
-            max_behind_s=60.0,
+            ServerConfig(max_buffer_bytes=16 * 1024, max_behind_s=60.0),
             close_timeout_s=30,
             clock_s=lambda: now_s,
         )

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -120,29 +120,25 @@ async def _run_driven(
 
 
 def _connection(
-    url: str,
-    rec: Recorder,
-    *,
-    stall_timeout_s: float = 5.0,
-    max_age_s: float = 3600.0,
-    backoff: Backoff | None = None,
-    healthy_after_s: float = 10.0,
-    attempts: AttemptBudget | None = None,
-    manual: ManualTime | None = None,
+    url: str, rec: Recorder, *, manual: ManualTime | None = None, **options: Any
 ) -> Connection:
+    """Connection 7 to ``url``, reporting to ``rec``, on ``manual``'s time when given;
+    ``options`` are further Connection keywords, over a short backoff, a 5 s stall
+    timeout and an hour's age."""
     return Connection(
         7,
         url,
         on_frame=rec.on_frame,
         on_state=rec.on_state,
-        backoff=Backoff(0.01, 0.05, random.Random(1)) if backoff is None else backoff,
-        stall_timeout_s=stall_timeout_s,
-        max_age_s=max_age_s,
         changes=rec.changes,
-        healthy_after_s=healthy_after_s,
-        attempts=attempts,
         clock_s=time.monotonic if manual is None else manual.clock_s,
         sleep=asyncio.sleep if manual is None else manual.sleep,
+        **{
+            "backoff": Backoff(0.01, 0.05, random.Random(1)),
+            "stall_timeout_s": 5.0,
+            "max_age_s": 3600.0,
+            **options,
+        },
     )
 
 
