@@ -128,7 +128,7 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
     assert standby_lines == [
         (
             logging.WARNING,
-            "binance: every primary endpoint silent for 1 s; connecting the standby endpoints",
+            "binance: every primary endpoint silent for 0.5 s; connecting the standby endpoints",
             "binance",
         ),
         (
