@@ -7,10 +7,11 @@ No timing thresholds here, by the project's rule: speed is measured and printed 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -22,10 +23,19 @@ Rows = list[dict[str, object]]
 
 
 @pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
-    """``bench("fanout")`` imports ``bench.fanout`` (bench/ is not an installed package)."""
+def bench(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+    """``bench("fanout")`` imports ``bench.fanout`` (bench/ is not an installed package).
+
+    Meanwhile the objects of the test process (every collected test) are frozen
+    (:func:`gc.freeze`): the ``gc.collect()`` a benchmark makes before each timed run then
+    scans the benchmark's own objects, as under ``python -m bench``, not the whole session.
+    """
     monkeypatch.syspath_prepend(str(REPO_ROOT))
-    return lambda name: importlib.import_module(f"bench.{name}")
+    gc.freeze()
+    try:
+        yield lambda name: importlib.import_module(f"bench.{name}")
+    finally:
+        gc.unfreeze()
 
 
 def _is_rate_or_cost(column: str) -> bool:
