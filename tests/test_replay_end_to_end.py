@@ -1,12 +1,15 @@
-"""Replay of a real capture (hftbacktest, Binance spot) at max from 3 endpoints → gateway →
-subscriber: the subscriber's final book is verify's final book, with no gap. With messages
-lost on every endpoint, the gateway resyncs from the replay's REST (the book rebuilt at the
-replay's position) and still ends on verify's book; at the capture's end the replay closes
-its endpoints (going away) and the gateway reports stale, or holds them open."""
+"""Replay of a real capture (hftbacktest, Binance spot) at max from 3 endpoints, two of them
+faulty → gateway → subscribers: the full-book subscriber's final book is verify's final
+book, with no gap, and a depth subscriber's book is the full book's top N after every
+message. With messages lost on every endpoint, the gateway resyncs from the replay's REST
+(the book rebuilt at the replay's position) and still ends on verify's book; at the
+capture's end the replay closes its endpoints (going away) and the gateway reports stale, or
+holds them open."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -59,53 +62,27 @@ def capture_report(real_data: Callable[[str], Path]) -> SymbolReport:
     return verify_capture(real_data(CAPTURE)).symbols[KEY]
 
 
-async def _replay_through_the_gateway(
-    path: Path, last_id: int, faults: str | None = None
-) -> tuple[GatewayClient, int, Service]:
-    plan = load_plan([path], 3)
-    fault_plan = FaultPlan(faults, 7, 3) if faults else None
-    async with ReplayServer(plan, speed=None, faults=fault_plan) as replay:
-        config = _binance_config(replay)
-        async with serving(config, [KEY]) as (service, subscriber):
-            await asyncio.wait_for(replay.finished.wait(), 90)
-            await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == last_id, 30)
-            assert replay.rest_served >= 1
-        return subscriber.client, subscriber.venue_ids[KEY], service
-
-
-def test_real_capture_replayed_with_faults_on_two_endpoints_gives_verifys_book(
-    real_data: Callable[[str], Path], capture_report: SymbolReport
-) -> None:
-    """Chaos: endpoints 0 and 1 drop, duplicate and corrupt frames; endpoint 2 is healthy.
-    The subscribers' final book is verify's, with no gap and no resync."""
-    path, report = real_data(CAPTURE), capture_report
-    faults = "ep0:drop=0.2,dup=0.1;ep1:corrupt=0.1,dup=0.2"
-    client, last_id, service = asyncio.run(
-        asyncio.wait_for(_replay_through_the_gateway(path, report.last_id, faults), 150)
-    )
-    book = client.book(KEY)
-    assert book is not None
-    assert client.stats.gaps == 0 and client.stats.snapshots == 1
-    assert last_id == report.last_id
-    assert book.bids()[:20] == report.bids[:20]
-    assert book.asks()[:20] == report.asks[:20]
-    stats = service.symbol_stats(KEY)
-    assert stats.gaps == 0 and stats.resyncs == 0
-    venue = service.venues[0]
-    assert venue.stats.bad_frames > 0, "corrupt frames were seen and counted"
-    assert stats.conn(0).duplicates > 0 and stats.conn(1).duplicates > 0
-
-
+#: Endpoints 0 and 1 drop, duplicate and corrupt frames; endpoint 2 is healthy.
+FAULTS = "ep0:drop=0.2,dup=0.1;ep1:corrupt=0.1,dup=0.2"
 DEPTHS = (1, 10, 50)
 
 
-async def _replay_at_depths(
-    path: Path, last_id: int
-) -> tuple[Subscriber, dict[int, Subscriber], list[str]]:
-    """The replay at max from 3 endpoints through the gateway to a full-book subscriber and
-    one per depth of :data:`DEPTHS`; returns the full-book subscriber, the depth subscribers
-    and every mismatch found: after each book event of a depth subscriber, its book must be
-    the full book's top N at the same ``(epoch, venue_id)``."""
+@dataclasses.dataclass(frozen=True)
+class Replayed:
+    """What one replay through the gateway left: the stopped service, the full-book
+    subscriber, one subscriber per depth of :data:`DEPTHS`, and every mismatch found: after
+    each book event of a depth subscriber, its book must be the full book's top N at the
+    same ``(epoch, venue_id)``."""
+
+    service: Service
+    full: Subscriber
+    depths: dict[int, Subscriber]
+    mismatches: list[str]
+
+
+async def _replay_at_depths(path: Path, last_id: int, faults: str) -> Replayed:
+    """The replay at max from 3 endpoints under ``faults`` through the gateway to a
+    full-book subscriber and one per depth of :data:`DEPTHS`, until each has ``last_id``."""
     full_tops: dict[tuple[int, int], dict[int, int]] = {}
     seen: dict[int, list[tuple[int, int, int]]] = {depth: [] for depth in DEPTHS}
 
@@ -127,7 +104,7 @@ async def _replay_at_depths(
         return record
 
     plan = load_plan([path], 3)
-    async with ReplayServer(plan, speed=None) as replay:
+    async with ReplayServer(plan, speed=None, faults=FaultPlan(faults, 7, 3)) as replay:
         config = _binance_config(replay)
         async with serving(config, [KEY], on_update=on_full) as (service, full):
             url = f"ws://127.0.0.1:{service.port}/"
@@ -150,25 +127,40 @@ async def _replay_at_depths(
         for epoch, venue_id, levels in events
         if full_tops[epoch, venue_id][depth] != levels
     ]
-    return full, subscribers, mismatches
+    return Replayed(service, full, subscribers, mismatches)
 
 
-def test_real_capture_replayed_at_max_gives_verifys_book_and_at_depths_1_10_50_its_top_n(
-    real_data: Callable[[str], Path], capture_report: SymbolReport
+@pytest.fixture(scope="module")
+def replayed(real_data: Callable[[str], Path], capture_report: SymbolReport) -> Replayed:
+    """:data:`CAPTURE` replayed once under :data:`FAULTS`, for the tests of its results."""
+    replay = _replay_at_depths(real_data(CAPTURE), capture_report.last_id, FAULTS)
+    return asyncio.run(asyncio.wait_for(replay, 150))
+
+
+def test_real_capture_replayed_at_max_with_faults_on_two_endpoints_gives_verifys_book(
+    replayed: Replayed, capture_report: SymbolReport
 ) -> None:
-    """The full book ends on verify's; a depth subscriber's book is the full book's top N
-    after every message."""
-    report = capture_report
-    full, subscribers, mismatches = asyncio.run(
-        asyncio.wait_for(_replay_at_depths(real_data(CAPTURE), report.last_id), 150)
-    )
-    book = full.client.book(KEY)
+    """Chaos (:data:`FAULTS`): the subscriber's final book is verify's, with no gap and
+    no resync."""
+    report, client, service = capture_report, replayed.full.client, replayed.service
+    book = client.book(KEY)
     assert book is not None
-    assert full.client.stats.gaps == 0
-    assert full.venue_ids[KEY] == report.last_id
+    assert client.stats.gaps == 0 and client.stats.snapshots == 1
+    assert replayed.full.venue_ids[KEY] == report.last_id
     assert book.bids()[:20] == report.bids[:20]
     assert book.asks()[:20] == report.asks[:20]
-    assert mismatches == []
+    stats = service.symbol_stats(KEY)
+    assert stats.gaps == 0 and stats.resyncs == 0
+    venue = service.venues[0]
+    assert venue.stats.bad_frames > 0, "corrupt frames were seen and counted"
+    assert stats.conn(0).duplicates > 0 and stats.conn(1).duplicates > 0
+
+
+def test_real_capture_replayed_at_depths_1_10_50_holds_the_full_books_top_n_after_every_message(
+    replayed: Replayed, capture_report: SymbolReport
+) -> None:
+    report, subscribers = capture_report, replayed.depths
+    assert replayed.mismatches == []
     for depth, subscriber in subscribers.items():
         assert subscriber.client.stats.gaps == 0, depth
         book = subscriber.client.book(KEY)
