@@ -392,6 +392,15 @@ class FanoutStats:
         "Trade recoveries refused: the missed trades are not all held.",
         metric="fanout_trade_recovery_misses",
     )
+    #: Trades a subscriber missed while behind, re-sent when it caught up.
+    conflation_replayed_trades: int = counter(
+        "Trades re-sent from the trade rings to subscribers that caught up.",
+        metric="fanout_conflation_replayed_trades",
+    )
+    conflation_trade_misses: int = counter(
+        "Trade gaps of subscribers that caught up, no longer held: not re-sent.",
+        metric="fanout_conflation_trade_misses",
+    )
 
 
 @dataclass(slots=True)
