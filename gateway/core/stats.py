@@ -360,7 +360,7 @@ class FanoutStats:
     rate_limited: int = counter(
         "Subscriber requests refused: request rate.", metric="fanout_rate_limited"
     )
-    #: HTTP requests refused at the handshake, by status (401, 403, 404).
+    #: HTTP requests refused at the handshake, by status (421, 401, 403, 404).
     http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
     #: Symbols recovered from the ring (``subscribe.recover``).
     recoveries: int = counter(
