@@ -208,6 +208,9 @@ def _case(name: str, spec: str, steps: int = RUN_STEPS, venue: Venue = BINANCE) 
             f"ep0:numbers@{AT_S}+0.5{FIRST}",
         ),
         _case("crossing-update", f"ep0:cross@{AT_S}+0.1{FIRST}"),
+        # Twice the venue's max_levels, under its max_frame_bytes: parsed, then refused.
+        _case("too-many-levels", f"ep0:oversize@{AT_S}+0.1,oversize_levels=20000{FIRST}"),
+        # Above its max_frame_bytes: never read.
         _case("oversized-frames", f"ep0:oversize@{AT_S}+0.1,oversize_levels=100000{FIRST}"),
         # Twice the 5000 levels per side the venue serves at most, at the first snapshot.
         _case("oversized-rest-body", "rest:oversize@0+1,oversize_levels=10000", 40),

@@ -266,6 +266,7 @@ class VenueRuntime:
             venue=cfg.venue,
             on_aged=self._aged,
             slot=slot,
+            max_frame_bytes=cfg.max_frame_bytes or self.adapter.max_frame_bytes,
         )
         if self._tasks is not None:
             self._start(connection)

@@ -265,6 +265,9 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_pending: PositiveInt = 4096
     #: The cap of each book's levels per side; None: the venue's default (README).
     max_levels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    #: A frame above this many bytes is refused unread and its connection reopened (the
+    #: venue broke its contract); None: the venue's default (README).
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024**3)] | None = None
     #: The largest id jump one update may make before it is held for another connection
     #: to confirm; None: the venue's link rule's own (docs/architecture.md).
     max_id_jump: PositiveInt | None = None
