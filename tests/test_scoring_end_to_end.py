@@ -1,6 +1,7 @@
 """Endpoint scoring against the simulated venues: a slow endpoint is replaced
-(make-before-break), standby endpoints connect while every primary is gone and are
-released once the primaries are back."""
+(make-before-break), on an idle standby endpoint where there is one (rotation); standby
+endpoints connect while every primary is gone and are released once the primaries are
+back."""
 
 from __future__ import annotations
 
@@ -62,10 +63,66 @@ def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> None:
     service, subscriber, statuses_after = asyncio.run(asyncio.wait_for(scenario(), 60))
     venue = service.venues[0]
     assert venue.replacement.replaced == 1
+    # No other endpoint is free: the replacement stayed on the slow one.
+    assert venue.rotations == 0
+    assert [venue.slots[s].endpoint for s in (0, 1, 2)] == venue.rotation
     assert [venue.renewals.stats(s).due.get("score", 0) for s in (0, 1, 2)] == [0, 0, 1]
     assert statuses_after == [] and subscriber.client.stats.gaps == 0
     stats = service.symbol_stats(KEY)
     assert stats.gaps == 0 and stats.resyncs == 0
+
+
+def test_a_replaced_connection_rotates_to_an_idle_standby_endpoint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.io.venue_runtime")
+
+    async def scenario() -> tuple[Service, Subscriber, list[str], list[str]]:
+        # Endpoints 0-2 are the primaries, 2 of them slow; 3 the standby.
+        plan = FaultPlan("ep2:delay=150ms", seed=1, n_endpoints=4)
+        async with SimBinanceSpot(
+            ["BTCUSDT"], n_endpoints=4, seed=5, interval_s=0.02, faults=plan
+        ) as sim:
+            urls = sim.endpoint_urls
+            config = binance_config(
+                sim,
+                endpoints=urls[:3],
+                standby_endpoints=urls[3:],
+                replace_margin=0.1,
+                replace_after_s=2.0,
+                replace_cooldown_s=1000.0,
+                renew_timeout_s=5.0,
+            )
+            async with serving(config, [KEY]) as (service, subscriber):
+                await subscriber.until(lambda: KEY in subscriber.venue_ids, 10)
+                live_from = len(subscriber.statuses)
+                venue = service.venues[0]
+
+                def replaced() -> bool:
+                    stats = venue.renewals.stats(2)
+                    return bool(stats.due.get("score")) and stats.caught_up >= 1
+
+                async with asyncio.timeout(30):
+                    await service.connection_changes.wait_until(replaced)
+                async with asyncio.timeout(10):
+                    await sim.wait_connections(2, 0)  # the slow endpoint's is closed
+                assert sim.stats(3).connections_open == 1
+                serving_url = venue.connections[venue.renewals.serving(2)].url
+                assert serving_url.startswith(urls[3] + "/")
+                assert venue.standby is not None and venue.standby.state is Standby.IDLE
+                return service, subscriber, subscriber.statuses[live_from:], urls
+
+    service, subscriber, statuses_after, urls = asyncio.run(asyncio.wait_for(scenario(), 60))
+    venue = service.venues[0]
+    assert venue.rotations == 1 and venue.replacement.replaced == 1
+    # The slot moved to the standby endpoint; the standby slot took the one it left.
+    assert [venue.slots[s].endpoint for s in (0, 1, 2)] == [urls[0], urls[1], urls[3]]
+    assert [venue.slots[s].endpoint for s in venue.standby_slots] == [urls[2]]
+    assert venue.slots[venue.standby_slots[0]].standby and not venue.slots[2].standby
+    assert statuses_after == [] and subscriber.client.stats.gaps == 0
+    assert service.symbol_stats(KEY).gaps == 0
+    lines = [r.getMessage() for r in caplog.records if "moves from" in r.getMessage()]
+    assert lines == [f"binance: slot 2: the replacement moves from {urls[2]} to {urls[3]}"]
 
 
 def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
