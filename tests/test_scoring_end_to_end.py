@@ -6,8 +6,10 @@ back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -34,31 +36,50 @@ def binance_config(sim: SimBinanceSpot, **venue: Any) -> Config:
     )
 
 
+#: Replacement quick enough for a test: worst by 0.1 for 2 s, once.
+FAST_REPLACEMENT: dict[str, Any] = {
+    "replace_margin": 0.1,
+    "replace_after_s": 2.0,
+    "replace_cooldown_s": 1000.0,
+    "renew_timeout_s": 5.0,
+}
+
+
+@contextlib.asynccontextmanager
+async def slow_endpoint_replaced(
+    n_standby: int,
+) -> AsyncIterator[tuple[SimBinanceSpot, Service, Subscriber, list[str]]]:
+    """Simulated endpoints 0-2 the primaries, 2 of them 150 ms late, and ``n_standby``
+    standby ones; the gateway served until it replaced endpoint 2's connection for its
+    score and the replacement caught up. Yields the venue, the service, the subscriber and
+    the statuses it saw since the book was first live."""
+    n_endpoints = 3 + n_standby
+    plan = FaultPlan("ep2:delay=150ms", seed=1, n_endpoints=n_endpoints)
+    async with SimBinanceSpot(
+        ["BTCUSDT"], n_endpoints=n_endpoints, seed=5, interval_s=0.02, faults=plan
+    ) as sim:
+        urls = sim.endpoint_urls
+        config = binance_config(
+            sim, endpoints=urls[:3], standby_endpoints=urls[3:], **FAST_REPLACEMENT
+        )
+        async with serving(config, [KEY]) as (service, subscriber):
+            await subscriber.until(lambda: KEY in subscriber.venue_ids, 10)
+            live_from = len(subscriber.statuses)
+            renewals = service.venues[0].renewals
+
+            def replaced() -> bool:
+                stats = renewals.stats(2)
+                return bool(stats.due.get("score")) and stats.caught_up >= 1
+
+            async with asyncio.timeout(30):
+                await service.connection_changes.wait_until(replaced)
+            yield sim, service, subscriber, subscriber.statuses[live_from:]
+
+
 def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> None:
     async def scenario() -> tuple[Service, Subscriber, list[str]]:
-        plan = FaultPlan("ep2:delay=150ms", seed=1, n_endpoints=3)
-        async with SimBinanceSpot(
-            ["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02, faults=plan
-        ) as sim:
-            config = binance_config(
-                sim,
-                replace_margin=0.1,
-                replace_after_s=2.0,
-                replace_cooldown_s=1000.0,
-                renew_timeout_s=5.0,
-            )
-            async with serving(config, [KEY]) as (service, subscriber):
-                await subscriber.until(lambda: KEY in subscriber.venue_ids, 10)
-                live_from = len(subscriber.statuses)
-                renewals = service.venues[0].renewals
-
-                def replaced() -> bool:
-                    stats = renewals.stats(2)
-                    return bool(stats.due.get("score")) and stats.caught_up >= 1
-
-                async with asyncio.timeout(30):
-                    await service.connection_changes.wait_until(replaced)
-                return service, subscriber, subscriber.statuses[live_from:]
+        async with slow_endpoint_replaced(0) as (_sim, service, subscriber, statuses_after):
+            return service, subscriber, statuses_after
 
     service, subscriber, statuses_after = asyncio.run(asyncio.wait_for(scenario(), 60))
     venue = service.venues[0]
@@ -78,39 +99,15 @@ def test_a_replaced_connection_rotates_to_an_idle_standby_endpoint(
     caplog.set_level(logging.INFO, logger="gateway.io.venue_runtime")
 
     async def scenario() -> tuple[Service, Subscriber, list[str], list[str]]:
-        # Endpoints 0-2 are the primaries, 2 of them slow; 3 the standby.
-        plan = FaultPlan("ep2:delay=150ms", seed=1, n_endpoints=4)
-        async with SimBinanceSpot(
-            ["BTCUSDT"], n_endpoints=4, seed=5, interval_s=0.02, faults=plan
-        ) as sim:
-            urls = sim.endpoint_urls
-            config = binance_config(
-                sim,
-                endpoints=urls[:3],
-                standby_endpoints=urls[3:],
-                replace_margin=0.1,
-                replace_after_s=2.0,
-                replace_cooldown_s=1000.0,
-                renew_timeout_s=5.0,
-            )
-            async with serving(config, [KEY]) as (service, subscriber):
-                await subscriber.until(lambda: KEY in subscriber.venue_ids, 10)
-                live_from = len(subscriber.statuses)
-                venue = service.venues[0]
-
-                def replaced() -> bool:
-                    stats = venue.renewals.stats(2)
-                    return bool(stats.due.get("score")) and stats.caught_up >= 1
-
-                async with asyncio.timeout(30):
-                    await service.connection_changes.wait_until(replaced)
-                async with asyncio.timeout(10):
-                    await sim.wait_connections(2, 0)  # the slow endpoint's is closed
-                assert sim.stats(3).connections_open == 1
-                serving_url = venue.connections[venue.renewals.serving(2)].url
-                assert serving_url.startswith(urls[3] + "/")
-                assert venue.standby is not None and venue.standby.state is Standby.IDLE
-                return service, subscriber, subscriber.statuses[live_from:], urls
+        async with slow_endpoint_replaced(1) as (sim, service, subscriber, statuses_after):
+            venue, urls = service.venues[0], sim.endpoint_urls
+            async with asyncio.timeout(10):
+                await sim.wait_connections(2, 0)  # the slow endpoint's is closed
+            assert sim.stats(3).connections_open == 1
+            serving_url = venue.connections[venue.renewals.serving(2)].url
+            assert serving_url.startswith(urls[3] + "/")
+            assert venue.standby is not None and venue.standby.state is Standby.IDLE
+            return service, subscriber, statuses_after, urls
 
     service, subscriber, statuses_after, urls = asyncio.run(asyncio.wait_for(scenario(), 60))
     venue = service.venues[0]
