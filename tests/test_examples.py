@@ -22,10 +22,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from feeds.sim.simulators import SimBinanceSpot
-from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
-from .subscriber import ROOT
+from .subscriber import ROOT, serving
 
 KEY = "binance:BTCUSDT"
 DEMO_URL = "ws://127.0.0.1:8765/"
@@ -36,18 +35,13 @@ RUN_WITHIN_S = 30.0
 @contextlib.asynccontextmanager
 async def demo_gateway() -> AsyncIterator[str]:
     """A gateway of a simulated Binance spot (``BTCUSDT``, steps every 20 ms) on an
-    ephemeral port; yields its URL."""
+    ephemeral port; yields its URL once the book is live."""
     async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
-        service = Service(demo_config([(binance, sim)], port=0))
-        ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            try:
-                yield f"ws://127.0.0.1:{service.port}/"
-            finally:
-                task.cancel()
+        async with serving(demo_config([(binance, sim)], port=0), [KEY]) as (service, watcher):
+            # A child connecting while the book syncs would print "syncing" first.
+            await watcher.until(lambda: "live" in watcher.statuses, RUN_WITHIN_S)
+            yield f"ws://127.0.0.1:{service.port}/"
 
 
 async def run_child(*args: str, lines: int | None) -> tuple[int, list[str], str]:
