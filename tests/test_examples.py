@@ -8,8 +8,6 @@ they printed enough, and must then exit 0."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import datetime
 import itertools
 import os
@@ -17,31 +15,15 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
-from feeds.sim.simulators import SimBinanceSpot
-from gateway.tools.demo import DEMO_VENUES, demo_config
-
-from .subscriber import ROOT, serving
+from .subscriber import ROOT, live_demo_gateway
 
 KEY = "binance:BTCUSDT"
 DEMO_URL = "ws://127.0.0.1:8765/"
 #: Bound of each child's run; they print their lines within a second or two.
 RUN_WITHIN_S = 30.0
-
-
-@contextlib.asynccontextmanager
-async def demo_gateway() -> AsyncIterator[str]:
-    """A gateway of a simulated Binance spot (``BTCUSDT``, steps every 20 ms) on an
-    ephemeral port; yields its URL once the book is live."""
-    async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
-        binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
-        async with serving(demo_config([(binance, sim)], port=0), [KEY]) as (service, watcher):
-            # A child connecting while the book syncs would print "syncing" first.
-            await watcher.until(lambda: "live" in watcher.statuses, RUN_WITHIN_S)
-            yield f"ws://127.0.0.1:{service.port}/"
 
 
 async def run_child(*args: str, lines: int | None) -> tuple[int, list[str], str]:
@@ -108,7 +90,7 @@ def test_the_readme_example_is_formatted_and_linted(tmp_path: Path) -> None:
 
 def test_the_readme_example_runs_as_pasted_and_stops_by_itself(tmp_path: Path) -> None:
     async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
+        async with live_demo_gateway() as (_sim, _service, url):
             code = readme_example()
             assert code.count(DEMO_URL) == 1
             script = tmp_path / "example.py"
@@ -133,7 +115,7 @@ def run_example(script: str, lines: int) -> list[str]:
     printed ``lines`` lines; its output, once it exited 0."""
 
     async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
+        async with live_demo_gateway() as (_sim, _service, url):
             return await run_child(f"examples/{script}", url, "--symbol", KEY, lines=lines)
 
     code, printed, stderr = asyncio.run(main())
@@ -175,7 +157,7 @@ def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
 
 def test_recovery_demo_keeps_its_book_across_the_dropped_connection() -> None:
     async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
+        async with live_demo_gateway() as (_sim, _service, url):
             args = ("examples/recovery_demo.py", url, "--symbol", KEY, "--drop-after", "5")
             return await run_child(*args, lines=16)
 
