@@ -2,7 +2,8 @@
 
 One process, one uvloop event loop: ``SimBinanceSpot`` (BTCUSDT, 3 WebSocket endpoints
 and the REST endpoint, a step every 5 ms, no jitter) -> ``gateway.io.service.Service`` (3
-upstream connections, arbiter, fan-out server) -> one ``gateway.io.client.GatewayClient``.
+upstream connections, arbiter, fan-out server; the demo's configuration of the venue) -> one
+``gateway.io.client.GatewayClient``.
 
 Timestamps, all ``time.time_ns()`` in this process, matched by the venue update id
 (``u``, the ``id`` of the subscriber's delta):
@@ -24,6 +25,7 @@ cost of the whole chain on one core, not of one hop between processes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +36,8 @@ from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import BookDelta, GatewayEvent
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service
-from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
+from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.wire.config import Config
 
 TITLE = "end_to_end: SimBinanceSpot x3 -> Service -> GatewayClient (one process)"
 
@@ -63,23 +66,9 @@ class TimedSim(SimBinanceSpot):
 
 
 def _config(sim: SimBinanceSpot) -> Config:
-    return validate(
-        Config(
-            venues=[
-                VenueConfig(
-                    venue="binance",
-                    symbols=[SYMBOL],
-                    endpoints=sim.endpoint_urls,
-                    rest=[sim.rest_url],
-                    snapshot_limit=1000,
-                    stall_timeout_s=5.0,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=1.0,
-                )
-            ],
-            server=ServerConfig(host="127.0.0.1", port=0),
-        )
-    )
+    """The demo's configuration of the simulated Binance spot, for :data:`SYMBOL` only."""
+    binance = dataclasses.replace(DEMO_VENUES[0], symbols=(SYMBOL,))
+    return demo_config([(binance, sim)], port=0)
 
 
 def _counters(service: Service, client: GatewayClient) -> dict[str, Any]:

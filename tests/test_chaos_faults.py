@@ -1,7 +1,7 @@
 """Chaos with the fault language: every endpoint fails at some point, one is always whole.
 
 Endpoint 0 duplicates, delays and reorders (nothing lost) and is closed at 1 s; endpoint 1
-duplicates and stalls from 2 s to 3 s; endpoint 2 drops and corrupts frames all along. At
+duplicates and stalls from 1.5 s to 2 s; endpoint 2 drops and corrupts frames all along. At
 every moment one endpoint delivers every update, so subscribers must see exactly the books
 of a fault-free run of the same seeded venue: no gap, nothing twice, nothing out of order."""
 
@@ -21,11 +21,15 @@ from gateway.tools.demo import DEMO_VENUES, demo_config
 from .subscriber import serving
 
 KEY = "binance:BTCUSDT"
-SPEC = "ep0:dup=0.1,delay=3ms~3ms,reorder=2,close@1;ep1:dup=0.1,stall@2+1;ep2:drop=0.1,corrupt=0.05"
+SPEC = (
+    "ep0:dup=0.1,delay=3ms~3ms,reorder=2,close@1;"
+    "ep1:dup=0.1,stall@1.5+0.5;"
+    "ep2:drop=0.1,corrupt=0.05"
+)
 #: How long a gap waits for the whole copy before it is declared lost.
 REORDER_WINDOW_MS = 2000.0
-#: Venue steps to run: 4 s of the venue's time, past every timed fault of SPEC.
-RUN_STEPS = 200
+#: Venue steps to run: 2.2 s of the venue's time, past every timed fault of SPEC.
+RUN_STEPS = 110
 
 
 async def _run(faults: str | None) -> tuple[dict[int, object], list[int], GatewayClient, Service]:

@@ -16,8 +16,8 @@ from .subscriber import MDGATEWAY, ROOT, Subscriber, run_mdgateway
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
-#: Venue steps between the failures (0.4 s of the venue's time).
-STEPS = 20
+#: Venue steps between the failures (0.2 s of the venue's time).
+STEPS = 10
 
 
 async def _two_subscribers_through_faults() -> None:
@@ -138,8 +138,9 @@ def test_run_command_names_the_bad_key(tmp_path: Path) -> None:
 
 def test_headless_demo_exits_zero_by_itself() -> None:
     result = run_mdgateway(
-        *("demo", "--duration", "8", "--port", "0", "--no-view"),
-        *("--fault-every", "2", "--outage", "1"),
+        # Faults at 1.2 s (binance endpoint 0) and 2.9 s (okx endpoint 0), each 0.5 s long.
+        *("demo", "--duration", "4", "--port", "0", "--no-view"),
+        *("--fault-every", "1.2", "--outage", "0.5"),
         timeout_s=40,
     )
     stdout, stderr = result.stdout, result.stderr

@@ -19,9 +19,8 @@ from feeds.sim.simulators import (
     SimOkx,
 )
 from gateway.core.book import L2Book
-from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
-from .subscriber import serving
+from .subscriber import loopback_config, serving
 
 
 def _top(book: L2Book, depth: int | None) -> object:
@@ -69,31 +68,17 @@ async def _scenario(case: Case) -> None:
     venue, sim_class, symbols, urls, depth = case
     keys = [f"{venue}:{s}" for s in symbols]
     async with sim_class(symbols, n_endpoints=3, seed=7, interval_s=0.02, jitter_ms=10.0) as sim:
-        config = validate(
-            Config(
-                venues=[
-                    VenueConfig(
-                        venue=venue,
-                        symbols=symbols,
-                        endpoints=urls(sim),
-                        rest=[sim.rest_url] if venue in REST_VENUES else [],
-                        stall_timeout_s=3.0,
-                        backoff_initial_s=0.05,
-                        backoff_max_s=0.5,
-                    )
-                ],
-                server=ServerConfig(port=0),
-            )
-        )
+        rest = [sim.rest_url] if venue in REST_VENUES else []
+        config = loopback_config(venue, symbols, urls(sim), rest)
         async with serving(config, keys) as (service, subscriber):
             client = subscriber.client
             await subscriber.until(lambda: all(client.book(k) is not None for k in keys), 15)
-            await sim.wait_steps(15)
+            await sim.wait_steps(10)
             await sim.close_endpoint(0)
-            await sim.wait_steps(25)
+            await sim.wait_steps(15)
             await sim.open_endpoint(0)
             await sim.wait_connections(0, 1)
-            await sim.wait_steps(25)
+            await sim.wait_steps(15)
             sim.pause()
 
             def caught_up() -> bool:

@@ -15,9 +15,9 @@ from feeds.binance import snapshot_weight
 from feeds.sim.limits import VENUE_LIMITS
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
-from gateway.wire.config import Config, LimitsConfig, ServerConfig, VenueConfig, validate
+from gateway.wire.config import Config, LimitsConfig
 
-from .subscriber import serving
+from .subscriber import loopback_config, serving
 
 SYMBOLS = [f"S{i:03d}USDT" for i in range(200)]
 KEYS = [f"binance:{s}" for s in SYMBOLS]
@@ -36,26 +36,17 @@ WORK_S = 8.0
 
 
 def _config(sim: SimBinanceSpot) -> Config:
-    return validate(
-        Config(
-            venues=[
-                VenueConfig(
-                    venue="binance",
-                    symbols=SYMBOLS,
-                    endpoints=sim.endpoint_urls,
-                    rest=[sim.rest_url],
-                    snapshot_limit=SNAPSHOT_LIMIT,
-                    backoff_initial_s=0.05,
-                    backoff_max_s=BACKOFF_MAX_S,
-                    limits=LimitsConfig(
-                        connect_attempts=ATTEMPTS,
-                        connect_window_s=WINDOW_S,
-                        streams_per_connection=STREAMS,
-                    ),
-                )
-            ],
-            server=ServerConfig(port=0),
-        )
+    limits = LimitsConfig(
+        connect_attempts=ATTEMPTS, connect_window_s=WINDOW_S, streams_per_connection=STREAMS
+    )
+    return loopback_config(
+        "binance",
+        SYMBOLS,
+        sim.endpoint_urls,
+        [sim.rest_url],
+        snapshot_limit=SNAPSHOT_LIMIT,
+        backoff_max_s=BACKOFF_MAX_S,
+        limits=limits,
     )
 
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 import msgspec
 
 from feeds.sim.faults import FaultPlan
-from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm, SimKraken, SimOkx
+from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm, SimKraken, SimOkx, SimVenue
 from gateway.core.renewal import Renewal
 from gateway.io.service import Service
 from gateway.io.venue_runtime import VenueRuntime
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES, DemoVenue, demo_config
 from gateway.wire.config import Config
 
 from .subscriber import Subscriber, serving
@@ -54,17 +55,43 @@ class Watch:
         return all(renewals.stats(s).caught_up >= RENEWALS_PER_SLOT for s in renewals.slots)
 
 
-async def run_renewals(config: Config, keys: list[str]) -> tuple[Service, Subscriber, Watch]:
+async def _renew(
+    demo: DemoVenue,
+    keys: list[str],
+    sim_class: Callable[..., SimVenue],
+    n_endpoints: int,
+    faults: str | None,
+) -> tuple[Service, Subscriber, Watch]:
+    plan = FaultPlan(faults, seed=1, n_endpoints=n_endpoints) if faults else None
     watch = Watch()
-    async with serving(renewing(config), keys, on_update=watch.sample) as (service, subscriber):
-        watch.venue = service.venues[0]
-        await subscriber.until(lambda: all(k in subscriber.venue_ids for k in keys), 10)
-        live_from = len(subscriber.statuses)
-        assert subscriber.statuses[-1] == "live"
-        async with asyncio.timeout(30):
-            await service.connection_changes.wait_until(watch.sample)
-        assert subscriber.statuses[live_from:] == [], "nothing but live once live"
+    async with sim_class(
+        list(demo.symbols), n_endpoints=n_endpoints, seed=5, interval_s=0.02, faults=plan
+    ) as sim:
+        config = renewing(demo_config([(demo, sim)], port=0))
+        async with serving(config, keys, on_update=watch.sample) as (service, subscriber):
+            watch.venue = service.venues[0]
+            await subscriber.until(lambda: all(k in subscriber.venue_ids for k in keys), 10)
+            live_from = len(subscriber.statuses)
+            assert subscriber.statuses[-1] == "live"
+            async with asyncio.timeout(30):
+                await service.connection_changes.wait_until(watch.sample)
+            assert subscriber.statuses[live_from:] == [], "nothing but live once live"
+        if plan is not None:
+            assert sim.fault_time() > max(a.t_s for a in plan.schedule()), "every notice sent"
         return service, subscriber, watch
+
+
+def run_renewals(
+    demo: DemoVenue, sim_class: Callable[..., SimVenue], n_endpoints: int, faults: str | None = None
+) -> Service:
+    """The gateway renewing every connection to ``sim_class`` (``demo``'s symbols on
+    ``n_endpoints`` endpoints, the venue's notices in ``faults``) until each slot was
+    renewed :data:`RENEWALS_PER_SLOT` times, with :func:`check` passed; the stopped service."""
+    keys = [f"{demo.venue}:{s}" for s in demo.symbols]
+    coroutine = _renew(demo, keys, sim_class, n_endpoints, faults)
+    service, subscriber, watch = asyncio.run(asyncio.wait_for(coroutine, 60))
+    check(service, subscriber, watch, keys)
+    return service
 
 
 def check(service: Service, subscriber: Subscriber, watch: Watch, keys: list[str]) -> None:
@@ -82,60 +109,24 @@ def check(service: Service, subscriber: Subscriber, watch: Watch, keys: list[str
 
 
 def test_binance_renewals_by_age_and_notice_are_invisible_to_subscribers() -> None:
-    keys = ["binance:BTCUSDT", "binance:ETHUSDT"]
-
-    async def scenario() -> tuple[Service, Subscriber, Watch]:
-        plan = FaultPlan("ep0:notice@1;ep1:notice@1.5", seed=1, n_endpoints=3)
-        async with SimBinanceSpot(
-            ["BTCUSDT", "ETHUSDT"], n_endpoints=3, seed=5, interval_s=0.02, faults=plan
-        ) as sim:
-            binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT", "ETHUSDT"))
-            result = await run_renewals(demo_config([(binance, sim)], port=0), keys)
-            assert sim.fault_time() > 1.5
-            return result
-
-    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
-    check(service, subscriber, watch, keys)
+    binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT", "ETHUSDT"))
+    service = run_renewals(binance, SimBinanceSpot, 3, "ep0:notice@1;ep1:notice@1.5")
     renewals = service.venues[0].renewals
     assert sum(renewals.stats(s).due.get("notice", 0) for s in renewals.slots) >= 1
 
 
 def test_kraken_renewals_by_age_are_invisible_to_subscribers() -> None:
-    keys = ["kraken:BTC/USD"]
-
-    async def scenario() -> tuple[Service, Subscriber, Watch]:
-        async with SimKraken(["BTC/USD"], n_endpoints=2, seed=5, interval_s=0.02) as sim:
-            kraken = dataclasses.replace(DEMO_VENUES[2], symbols=("BTC/USD",))
-            return await run_renewals(demo_config([(kraken, sim)], port=0), keys)
-
-    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
-    check(service, subscriber, watch, keys)
+    run_renewals(dataclasses.replace(DEMO_VENUES[2], symbols=("BTC/USD",)), SimKraken, 2)
 
 
 def test_okx_renewals_by_its_notice_and_age_are_invisible_to_subscribers() -> None:
-    keys = ["okx:BTC-USDT"]
-
-    async def scenario() -> tuple[Service, Subscriber, Watch]:
-        plan = FaultPlan("ep0:notice@1", seed=1, n_endpoints=2)
-        async with SimOkx(["BTC-USDT"], n_endpoints=2, seed=5, interval_s=0.02, faults=plan) as sim:
-            okx = dataclasses.replace(DEMO_VENUES[1], symbols=("BTC-USDT",))
-            return await run_renewals(demo_config([(okx, sim)], port=0), keys)
-
-    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
-    check(service, subscriber, watch, keys)
+    okx = dataclasses.replace(DEMO_VENUES[1], symbols=("BTC-USDT",))
+    service = run_renewals(okx, SimOkx, 2, "ep0:notice@1")
     assert service.venues[0].renewals.stats(0).due.get("notice", 0) == 1
 
 
 def test_trade_only_connections_are_renewed_in_the_venue_line_too() -> None:
-    keys = ["binance-usdm:BTCUSDT"]
-
-    async def scenario() -> tuple[Service, Subscriber, Watch]:
-        async with SimBinanceUsdm(["BTCUSDT"], n_endpoints=2, seed=5, interval_s=0.02) as sim:
-            usdm = dataclasses.replace(DEMO_VENUES[5], symbols=("BTCUSDT",))
-            return await run_renewals(demo_config([(usdm, sim)], port=0), keys)
-
-    service, subscriber, watch = asyncio.run(asyncio.wait_for(scenario(), 60))
-    check(service, subscriber, watch, keys)
-    venue = service.venues[0]
+    usdm = dataclasses.replace(DEMO_VENUES[5], symbols=("BTCUSDT",))
+    venue = run_renewals(usdm, SimBinanceUsdm, 2).venues[0]
     trade_slots = [s for s, spec in venue.slots.items() if spec.trades_only]
     assert trade_slots and all(venue.renewals.stats(s).caught_up >= 2 for s in trade_slots)

@@ -1,12 +1,15 @@
-"""Replay of a real capture (hftbacktest, Binance spot) at max from 3 endpoints → gateway →
-subscriber: the subscriber's final book is verify's final book, with no gap. With messages
-lost on every endpoint, the gateway resyncs from the replay's REST (the book rebuilt at the
-replay's position) and still ends on verify's book; at the capture's end the replay closes
-its endpoints (going away) and the gateway reports stale, or holds them open."""
+"""Replay of a real capture (hftbacktest, Binance spot) at max from 3 endpoints, two of them
+faulty → gateway → subscribers: the full-book subscriber's final book is verify's final
+book, with no gap, and a depth subscriber's book is the full book's top N after every
+message. With messages lost on every endpoint, the gateway resyncs from the replay's REST
+(the book rebuilt at the replay's position) and still ends on verify's book; at the
+capture's end the replay closes its endpoints (going away) and the gateway reports stale, or
+holds them open."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +24,18 @@ from gateway.core.model import SymbolState
 from gateway.io.client import BookEvent, Event, GatewayClient
 from gateway.io.service import Service
 from gateway.tools.replay import end_of_capture, load_plan
-from gateway.tools.verify import verify_capture
+from gateway.tools.verify import SymbolReport, verify_capture
 from gateway.wire.config import Config, ServerConfig, VenueConfig
 
-from .subscriber import MDGATEWAY, ROOT, Subscriber, mdgateway_process, run_mdgateway, serving
+from .subscriber import (
+    MDGATEWAY,
+    ROOT,
+    Subscriber,
+    loopback_config,
+    mdgateway_process,
+    run_mdgateway,
+    serving,
+)
 
 CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
 OKX_CAPTURE = "okx/cryptofeed/OKX.ws.1.0"
@@ -33,86 +44,45 @@ KEY = "binance:BTCUSDT"
 
 def _binance_config(replay: ReplayServer) -> Config:
     """The gateway's config for Binance BTCUSDT on every endpoint and the REST of ``replay``."""
-    return Config(
-        venues=[
-            VenueConfig(
-                venue="binance",
-                symbols=["BTCUSDT"],
-                endpoints=replay.endpoint_urls,
-                rest=[replay.rest_url],
-                stall_timeout_s=30.0,
-                backoff_initial_s=0.05,
-                backoff_max_s=1.0,
-                # At max speed the endpoints drift apart by more than a live venue's.
-                reorder_window_ms=2000.0,
-            )
-        ],
-        server=ServerConfig(port=0),
+    return loopback_config(
+        "binance",
+        ["BTCUSDT"],
+        replay.endpoint_urls,
+        [replay.rest_url],
+        stall_timeout_s=30.0,
+        backoff_max_s=1.0,
+        # At max speed the endpoints drift apart by more than a live venue's.
+        reorder_window_ms=2000.0,
     )
 
 
-async def _replay_through_the_gateway(
-    path: Path, last_id: int, faults: str | None = None
-) -> tuple[GatewayClient, int, Service]:
-    plan = load_plan([path], 3)
-    fault_plan = FaultPlan(faults, 7, 3) if faults else None
-    async with ReplayServer(plan, speed=None, faults=fault_plan) as replay:
-        config = _binance_config(replay)
-        async with serving(config, [KEY]) as (service, subscriber):
-            await asyncio.wait_for(replay.finished.wait(), 90)
-            await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == last_id, 30)
-            assert replay.rest_served >= 1
-        return subscriber.client, subscriber.venue_ids[KEY], service
+@pytest.fixture(scope="module")
+def capture_report(real_data: Callable[[str], Path]) -> SymbolReport:
+    """verify's report of :data:`CAPTURE`'s symbol: what every replay of it must end on."""
+    return verify_capture(real_data(CAPTURE)).symbols[KEY]
 
 
-def test_real_capture_replayed_at_max_from_three_endpoints_gives_verifys_book(
-    real_data: Callable[[str], Path],
-) -> None:
-    path = real_data(CAPTURE)
-    report = verify_capture(path).symbols[KEY]
-    client, last_id, _ = asyncio.run(
-        asyncio.wait_for(_replay_through_the_gateway(path, report.last_id), 150)
-    )
-    book = client.book(KEY)
-    assert book is not None
-    assert client.stats.gaps == 0
-    assert last_id == report.last_id
-    assert book.bids()[:20] == report.bids[:20]
-    assert book.asks()[:20] == report.asks[:20]
-
-
-def test_real_capture_replayed_with_faults_on_two_endpoints_gives_verifys_book(
-    real_data: Callable[[str], Path],
-) -> None:
-    """Chaos: endpoints 0 and 1 drop, duplicate and corrupt frames; endpoint 2 is healthy.
-    The subscribers' final book is verify's, with no gap and no resync."""
-    path = real_data(CAPTURE)
-    report = verify_capture(path).symbols[KEY]
-    faults = "ep0:drop=0.2,dup=0.1;ep1:corrupt=0.1,dup=0.2"
-    client, last_id, service = asyncio.run(
-        asyncio.wait_for(_replay_through_the_gateway(path, report.last_id, faults), 150)
-    )
-    book = client.book(KEY)
-    assert book is not None
-    assert client.stats.gaps == 0 and client.stats.snapshots == 1
-    assert last_id == report.last_id
-    assert book.bids()[:20] == report.bids[:20]
-    assert book.asks()[:20] == report.asks[:20]
-    stats = service.symbol_stats(KEY)
-    assert stats.gaps == 0 and stats.resyncs == 0
-    venue = service.venues[0]
-    assert venue.stats.bad_frames > 0, "corrupt frames were seen and counted"
-    assert stats.conn(0).duplicates > 0 and stats.conn(1).duplicates > 0
-
-
+#: Endpoints 0 and 1 drop, duplicate and corrupt frames; endpoint 2 is healthy.
+FAULTS = "ep0:drop=0.2,dup=0.1;ep1:corrupt=0.1,dup=0.2"
 DEPTHS = (1, 10, 50)
 
 
-async def _replay_at_depths(path: Path, last_id: int) -> tuple[dict[int, Subscriber], list[str]]:
-    """The replay through the gateway to a full-book subscriber and one per depth of
-    :data:`DEPTHS`; returns the depth subscribers and every mismatch found: after each
-    book event of a depth subscriber, its book must be the full book's top N at the same
-    ``(epoch, venue_id)``."""
+@dataclasses.dataclass(frozen=True)
+class Replayed:
+    """What one replay through the gateway left: the stopped service, the full-book
+    subscriber, one subscriber per depth of :data:`DEPTHS`, and every mismatch found: after
+    each book event of a depth subscriber, its book must be the full book's top N at the
+    same ``(epoch, venue_id)``."""
+
+    service: Service
+    full: Subscriber
+    depths: dict[int, Subscriber]
+    mismatches: list[str]
+
+
+async def _replay_at_depths(path: Path, last_id: int, faults: str) -> Replayed:
+    """The replay at max from 3 endpoints under ``faults`` through the gateway to a
+    full-book subscriber and one per depth of :data:`DEPTHS`, until each has ``last_id``."""
     full_tops: dict[tuple[int, int], dict[int, int]] = {}
     seen: dict[int, list[tuple[int, int, int]]] = {depth: [] for depth in DEPTHS}
 
@@ -134,7 +104,7 @@ async def _replay_at_depths(path: Path, last_id: int) -> tuple[dict[int, Subscri
         return record
 
     plan = load_plan([path], 3)
-    async with ReplayServer(plan, speed=None) as replay:
+    async with ReplayServer(plan, speed=None, faults=FaultPlan(faults, 7, 3)) as replay:
         config = _binance_config(replay)
         async with serving(config, [KEY], on_update=on_full) as (service, full):
             url = f"ws://127.0.0.1:{service.port}/"
@@ -150,24 +120,47 @@ async def _replay_at_depths(path: Path, last_id: int) -> tuple[dict[int, Subscri
                     await subscriber.until(lambda s=subscriber: s.venue_ids.get(KEY) == last_id, 30)
                 for follower in followers:
                     follower.cancel()
+            assert replay.rest_served >= 1
     mismatches = [
         f"depth {depth} at {epoch}:{venue_id}"
         for depth, events in seen.items()
         for epoch, venue_id, levels in events
         if full_tops[epoch, venue_id][depth] != levels
     ]
-    return subscribers, mismatches
+    return Replayed(service, full, subscribers, mismatches)
+
+
+@pytest.fixture(scope="module")
+def replayed(real_data: Callable[[str], Path], capture_report: SymbolReport) -> Replayed:
+    """:data:`CAPTURE` replayed once under :data:`FAULTS`, for the tests of its results."""
+    replay = _replay_at_depths(real_data(CAPTURE), capture_report.last_id, FAULTS)
+    return asyncio.run(asyncio.wait_for(replay, 150))
+
+
+def test_real_capture_replayed_at_max_with_faults_on_two_endpoints_gives_verifys_book(
+    replayed: Replayed, capture_report: SymbolReport
+) -> None:
+    """Chaos (:data:`FAULTS`): the subscriber's final book is verify's, with no gap and
+    no resync."""
+    report, client, service = capture_report, replayed.full.client, replayed.service
+    book = client.book(KEY)
+    assert book is not None
+    assert client.stats.gaps == 0 and client.stats.snapshots == 1
+    assert replayed.full.venue_ids[KEY] == report.last_id
+    assert book.bids()[:20] == report.bids[:20]
+    assert book.asks()[:20] == report.asks[:20]
+    stats = service.symbol_stats(KEY)
+    assert stats.gaps == 0 and stats.resyncs == 0
+    venue = service.venues[0]
+    assert venue.stats.bad_frames > 0, "corrupt frames were seen and counted"
+    assert stats.conn(0).duplicates > 0 and stats.conn(1).duplicates > 0
 
 
 def test_real_capture_replayed_at_depths_1_10_50_holds_the_full_books_top_n_after_every_message(
-    real_data: Callable[[str], Path],
+    replayed: Replayed, capture_report: SymbolReport
 ) -> None:
-    path = real_data(CAPTURE)
-    report = verify_capture(path).symbols[KEY]
-    subscribers, mismatches = asyncio.run(
-        asyncio.wait_for(_replay_at_depths(path, report.last_id), 150)
-    )
-    assert mismatches == []
+    report, subscribers = capture_report, replayed.depths
+    assert replayed.mismatches == []
     for depth, subscriber in subscribers.items():
         assert subscriber.client.stats.gaps == 0, depth
         book = subscriber.client.book(KEY)
@@ -290,13 +283,13 @@ def test_speed_scales_the_recorded_gaps_and_ping_gets_pong() -> None:
 async def _replay_losing_on_every_endpoint(
     path: Path, last_id: int
 ) -> tuple[GatewayClient, int, list[str], Service, int]:
-    """At speed 50 (the capture's 346 s in about 7 s) every endpoint is down from 2 s to
-    2.3 s (15 s of the capture): the reconnections join at the replay's position, so the
+    """At speed 75 (the capture's 346 s in about 4.6 s) every endpoint is down from 2 s to
+    2.2 s (15 s of the capture): the reconnections join at the replay's position, so the
     updates sent meanwhile are lost on every copy. At the end the replay closes its
     endpoints."""
     plan = load_plan([path], 3)
-    fault_plan = FaultPlan("ep*:refuse@2+0.3", 7, 3)
-    async with ReplayServer(plan, speed=50.0, faults=fault_plan) as replay:
+    fault_plan = FaultPlan("ep*:refuse@2+0.2", 7, 3)
+    async with ReplayServer(plan, speed=75.0, faults=fault_plan) as replay:
         config = _binance_config(replay)
         async with serving(config, [KEY]) as (service, subscriber):
             await asyncio.wait_for(replay.finished.wait(), 60)
@@ -315,10 +308,9 @@ async def _replay_losing_on_every_endpoint(
 
 
 def test_messages_lost_on_every_endpoint_resync_from_the_replay_and_end_on_verifys_book(
-    real_data: Callable[[str], Path],
+    real_data: Callable[[str], Path], capture_report: SymbolReport
 ) -> None:
-    path = real_data(CAPTURE)
-    report = verify_capture(path).symbols[KEY]
+    path, report = real_data(CAPTURE), capture_report
     client, last_id, statuses, service, rest_served = asyncio.run(
         asyncio.wait_for(_replay_losing_on_every_endpoint(path, report.last_id), 150)
     )
@@ -398,15 +390,21 @@ BYBIT_CAPTURE = "bybit/cryptofeed/BYBIT.jsonl.gz"
 BYBIT_KEYS = ["bybit-linear:BTCUSDT", "bybit-spot:BTCUSDT"]
 
 
+@pytest.fixture(scope="module")
+def bybit_reports(real_data: Callable[[str], Path]) -> dict[str, SymbolReport]:
+    """verify's reports of :data:`BYBIT_CAPTURE`'s symbols."""
+    return verify_capture(real_data(BYBIT_CAPTURE)).symbols
+
+
 async def _bybit_replay(
     path: Path, last_ids: dict[str, int], faults: str
 ) -> tuple[GatewayClient, dict[str, int], list[str], Service]:
     """Bybit's two recorded connections (linear, spot), each on its own endpoint (one copy
-    of each venue: a loss is a loss on every copy), at speed 5 (the capture's 42 s in 8.5
+    of each venue: a loss is a loss on every copy), at speed 10 (the capture's 42 s in 4.2
     s) under ``faults``; returns once the subscriber has verify's last ids."""
     plan = load_plan([path], 2)
     fault_plan = FaultPlan(faults, 7, 2)
-    async with ReplayServer(plan, speed=5.0, faults=fault_plan) as replay:
+    async with ReplayServer(plan, speed=10.0, faults=fault_plan) as replay:
         # The venue each endpoint serves: its recorded connection's.
         venues = [plan.books.venue_of(frames[0].record) for frames in plan.endpoints]
         config = Config(
@@ -431,8 +429,9 @@ async def _bybit_replay(
         return subscriber.client, subscriber.venue_ids, subscriber.statuses, service
 
 
-def _bybit_ends_on_verifys_books(path: Path, faults: str) -> tuple[list[str], Service]:
-    reports = verify_capture(path).symbols
+def _bybit_ends_on_verifys_books(
+    path: Path, reports: dict[str, SymbolReport], faults: str
+) -> tuple[list[str], Service]:
     last_ids = {key: reports[key].last_id for key in BYBIT_KEYS}
     client, venue_ids, statuses, service = asyncio.run(
         asyncio.wait_for(_bybit_replay(path, last_ids, faults), 150)
@@ -447,12 +446,13 @@ def _bybit_ends_on_verifys_books(path: Path, faults: str) -> tuple[list[str], Se
 
 
 def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
-    real_data: Callable[[str], Path],
+    real_data: Callable[[str], Path], bybit_reports: dict[str, SymbolReport]
 ) -> None:
-    """Both endpoints down from 3 s to 3.5 s (2.5 s of the capture): the reconnections
+    """Both endpoints down from 2 s to 2.25 s (2.5 s of the capture): the reconnections
     join at the replay's position and their subscribes are answered with in-band snapshots
     rebuilt there."""
-    statuses, service = _bybit_ends_on_verifys_books(real_data(BYBIT_CAPTURE), "ep*:refuse@3+0.5")
+    path = real_data(BYBIT_CAPTURE)
+    statuses, service = _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:refuse@2+0.25")
     stale = statuses.index("stale")
     assert "live" in statuses[stale:], statuses
     for key in BYBIT_KEYS:
@@ -460,11 +460,12 @@ def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
 
 
 def test_in_band_venue_resubscribes_after_a_loss_and_gets_a_snapshot_at_the_position(
-    real_data: Callable[[str], Path],
+    real_data: Callable[[str], Path], bybit_reports: dict[str, SymbolReport]
 ) -> None:
     """Frames dropped on the only copy: the gateway resubscribes, the replay answers with an
     in-band snapshot rebuilt at the connection's position."""
-    statuses, service = _bybit_ends_on_verifys_books(real_data(BYBIT_CAPTURE), "ep*:drop=0.005")
+    path = real_data(BYBIT_CAPTURE)
+    statuses, service = _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:drop=0.005")
     assert sum(service.symbol_stats(key).gaps for key in BYBIT_KEYS) >= 1
     resyncing = statuses.index("resyncing")
     assert "live" in statuses[resyncing:], statuses

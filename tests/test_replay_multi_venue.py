@@ -27,7 +27,7 @@ def demo_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_mdgateway(
         "demo",
         "--duration",
-        "3",
+        "2",
         "--no-view",
         "--port",
         "0",

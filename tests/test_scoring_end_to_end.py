@@ -42,7 +42,7 @@ def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> None:
             config = binance_config(
                 sim,
                 replace_margin=0.1,
-                replace_after_s=2.0,
+                replace_after_s=1.0,
                 replace_cooldown_s=1000.0,
                 renew_timeout_s=5.0,
             )
@@ -75,7 +75,7 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
 
     async def scenario() -> tuple[Service, list[str], int]:
         # Endpoints 0 and 1 are the primaries, 2 the standby.
-        plan = FaultPlan("ep0:refuse@2+4;ep1:refuse@2+4", seed=1, n_endpoints=3)
+        plan = FaultPlan("ep0:refuse@1.5+3;ep1:refuse@1.5+3", seed=1, n_endpoints=3)
         async with SimBinanceSpot(
             ["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02, faults=plan
         ) as sim:
@@ -84,7 +84,7 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
                 sim,
                 endpoints=urls[:2],
                 standby_endpoints=urls[2:],
-                standby_after_s=1.0,
+                standby_after_s=0.5,
                 standby_release_after_s=1.5,
             )
             async with serving(config, [KEY]) as (service, subscriber):
@@ -102,7 +102,7 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
                 async with asyncio.timeout(20):
                     await service.connection_changes.wait_until(lambda: standby_frames() > 0)
                 frames = standby_frames()
-                assert sim.fault_time() < 6.0, "connected while the primaries were refused"
+                assert sim.fault_time() < 4.5, "connected while the primaries were refused"
                 async with asyncio.timeout(20):
                     await service.connection_changes.wait_until(
                         lambda: (
@@ -111,7 +111,7 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
                             and len(venue.connections) == 2
                         )
                     )
-                assert sim.fault_time() > 6.0 + 1.5, "released after the primaries recovered"
+                assert sim.fault_time() > 4.5 + 1.5, "released after the primaries recovered"
                 return service, subscriber.statuses, frames
 
     service, statuses, frames = asyncio.run(asyncio.wait_for(scenario(), 60))
@@ -128,7 +128,7 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
     assert standby_lines == [
         (
             logging.WARNING,
-            "binance: every primary endpoint silent for 1 s; connecting the standby endpoints",
+            "binance: every primary endpoint silent for 0.5 s; connecting the standby endpoints",
             "binance",
         ),
         (

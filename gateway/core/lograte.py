@@ -7,12 +7,22 @@ counted, and the next line admitted says how many were suppressed before it.
 
 Causes are kept in a bounded table (``max_causes``); when it is full the cause seen
 least recently is forgotten, so a stream of distinct causes cannot grow memory.
+
+:class:`LimitedLogger` writes a logger's lines through a limiter, the one way a line says
+how many of its kind were suppressed. It only calls the :class:`logging.Logger` it is
+given; the handlers are the application's.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from typing import Final
+
+#: Appended to an admitted line, with the count, when lines of its cause were suppressed.
+SUPPRESSED_SUFFIX: Final = " (%d similar suppressed)"
 
 
 class _Window:
@@ -65,3 +75,46 @@ class LogLimiter:
     def __len__(self) -> int:
         """Causes currently remembered (at most ``max_causes``)."""
         return len(self._windows)
+
+
+class LimitedLogger:
+    """A logger whose lines are limited per cause by a :class:`LogLimiter`.
+
+    ``log(level, cause, now_s, msg, *args)`` writes ``msg % args`` when the limiter admits
+    the cause at ``now_s``, with :data:`SUPPRESSED_SUFFIX` and the count appended when
+    lines of that cause were suppressed before it; otherwise the line is dropped, counted
+    by the limiter. A level the logger does not write costs no budget.
+    """
+
+    def __init__(self, logger: logging.Logger, limiter: LogLimiter | None = None) -> None:
+        self.logger = logger
+        self.limiter = limiter if limiter is not None else LogLimiter()
+
+    def log(
+        self,
+        level: int,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        *args: object,
+        extra: Mapping[str, object] | None = None,
+        stacklevel: int = 1,
+    ) -> bool:
+        """Write one line of ``cause`` if admitted (``extra``, ``stacklevel``: as for
+        :meth:`logging.Logger.log`, counted from the caller); True when written."""
+        if not self.logger.isEnabledFor(level):
+            return False
+        suppressed = self.limiter.admit(cause, now_s)
+        if suppressed is None:
+            return False
+        if suppressed:
+            msg += SUPPRESSED_SUFFIX
+            args = (*args, suppressed)
+        self.logger.log(level, msg, *args, extra=extra, stacklevel=stacklevel + 1)
+        return True
+
+    # Bound straight to :meth:`log` (no frame of their own), so that ``stacklevel``
+    # names the caller's line.
+    info = functools.partialmethod(log, logging.INFO)
+    warning = functools.partialmethod(log, logging.WARNING)
+    error = functools.partialmethod(log, logging.ERROR)

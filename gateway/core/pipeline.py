@@ -36,7 +36,7 @@ from gateway.core.arbiter import (
 )
 from gateway.core.book import L2Book
 from gateway.core.histogram import Histogram
-from gateway.core.lograte import LogLimiter
+from gateway.core.lograte import LimitedLogger
 from gateway.core.model import (
     ArbiterEvent,
     BookCrossed,
@@ -241,7 +241,7 @@ class VenuePipeline:
         #: of every book update that carries an event time.
         self.event_latency_by_conn: dict[int, Histogram] = {}
         #: Crossed-book log lines, limited per symbol.
-        self.crossed_log = LogLimiter()
+        self.crossed_log = LimitedLogger(log)
         self.sequences = ConnectionSequenceChecker()
         #: The current REST snapshot attempt of each symbol.
         self.snapshot_attempts = SnapshotAttempts()
@@ -272,7 +272,7 @@ class VenuePipeline:
             0 if activity is None else int(activity.min_silence_s / 4 * 1_000_000_000)
         )
         #: Silence log lines, limited per symbol.
-        self.silence_log = LogLimiter()
+        self.silence_log = LimitedLogger(log)
         #: Symbols the venue refused, by key: why (``stale`` with it as reason, for good).
         self.rejected: dict[str, str] = {}
         #: (connection, symbol) rejections already acted on (a venue may refuse one symbol
@@ -605,19 +605,17 @@ class VenuePipeline:
 
     def _crossed(self, event: BookCrossed, now_ns: int) -> None:
         self.stats.crossed_books += 1
-        suppressed = self.crossed_log.admit(event.key, now_ns / 1e9)
-        if suppressed is not None:
-            where = "" if event.conn_id < 0 else f" (replica of conn {event.conn_id})"
-            more = f" ({suppressed} similar suppressed)" if suppressed else ""
-            venue, _, symbol = event.key.partition(":")
-            log.warning(
-                "%s%s: %s; not published, rebuilding%s",
-                event.key,
-                where,
-                event.reason,
-                more,
-                extra={"venue": venue, "symbol": symbol},
-            )
+        where = "" if event.conn_id < 0 else f" (replica of conn {event.conn_id})"
+        venue, _, symbol = event.key.partition(":")
+        self.crossed_log.warning(
+            event.key,
+            now_ns / 1e9,
+            "%s%s: %s; not published, rebuilding",
+            event.key,
+            where,
+            event.reason,
+            extra={"venue": venue, "symbol": symbol},
+        )
 
     def _snapshot_wanted(self, symbol: str, step: Step) -> None:
         if self.rest_snapshots:
@@ -661,23 +659,21 @@ class VenuePipeline:
             if silence.usual_s is None
             else f"usual every {silence.usual_s:.3g} s"
         )
-        suppressed = self.silence_log.admit(key, now_ns / 1e9)
-        if suppressed is not None:
-            more = f" ({suppressed} similar suppressed)" if suppressed else ""
-            log.warning(
-                "%s: no updates on conn %d for %.3g s (%s) while the connection carries "
-                "other traffic; resubscribing there%s",
-                key,
-                silence.conn_id,
-                silence.silent_s,
-                usual,
-                more,
-                extra={
-                    "venue": self.venue.venue,
-                    "symbol": silence.symbol,
-                    "connection": silence.conn_id,
-                },
-            )
+        self.silence_log.warning(
+            key,
+            now_ns / 1e9,
+            "%s: no updates on conn %d for %.3g s (%s) while the connection carries "
+            "other traffic; resubscribing there",
+            key,
+            silence.conn_id,
+            silence.silent_s,
+            usual,
+            extra={
+                "venue": self.venue.venue,
+                "symbol": silence.symbol,
+                "connection": silence.conn_id,
+            },
+        )
         events = book.on_connection(silence.conn_id, False, now_ns)
         if self.activity.dead_everywhere(silence.symbol):
             reason = self.activity.stale_reason(silence.symbol, now_ns / 1e9)

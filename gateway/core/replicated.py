@@ -29,7 +29,7 @@ from gateway.core.arbiter import (
 from gateway.core.audit import top_levels
 from gateway.core.backoff import Backoff
 from gateway.core.book import BadLevel, L2Book
-from gateway.core.lograte import LogLimiter
+from gateway.core.lograte import LimitedLogger, LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
     BookCrossed,
@@ -280,7 +280,7 @@ class ReplicatedBook:
         self.audit_window_ns = audit_window_ns
         self.audit_depth = audit_depth
         self._audit_at_ns = 0
-        self._log_limit = LogLimiter(burst=1, window_s=60.0)
+        self._limited_log = LimitedLogger(log, LogLimiter(burst=1, window_s=60.0))
 
     @property
     def has_book(self) -> bool:
@@ -608,18 +608,16 @@ class ReplicatedBook:
                 replica.apart_counted = True
                 self.stats.audit_disagreements += 1
                 self.stats.conn(conn_id).audit_disagreements += 1
-                suppressed = self._log_limit.admit(("apart", conn_id), now_ns / 1e9)
-                if suppressed is not None:
-                    log.warning(
-                        "%s: audit: replica of conn %d apart from the others' top %d levels"
-                        " for %.1f s%s",
-                        self.key,
-                        conn_id,
-                        self.audit_depth,
-                        (now_ns - replica.apart_since_ns) / 1e9,
-                        f" ({suppressed} similar suppressed)" if suppressed else "",
-                        extra=self._log_fields,
-                    )
+                self._limited_log.warning(
+                    ("apart", conn_id),
+                    now_ns / 1e9,
+                    "%s: audit: replica of conn %d apart from the others' top %d levels for %.1f s",
+                    self.key,
+                    conn_id,
+                    self.audit_depth,
+                    (now_ns - replica.apart_since_ns) / 1e9,
+                    extra=self._log_fields,
+                )
         return True
 
     def _maybe_switch(self, out: list[ArbiterEvent]) -> None:

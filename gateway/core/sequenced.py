@@ -81,7 +81,7 @@ from gateway.core.audit import (
     compare_rest,
 )
 from gateway.core.book import BadLevel, L2Book
-from gateway.core.lograte import LogLimiter
+from gateway.core.lograte import LimitedLogger, LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
     BookCrossed,
@@ -426,7 +426,7 @@ class SequencedBook:
         #: to look again (the look is not made on every duplicate).
         self._behind_since_ns = -1
         self._behind_check_ns = 0
-        self._log_limit = LogLimiter(burst=1, window_s=60.0)
+        self._limited_log = LimitedLogger(log, LogLimiter(burst=1, window_s=60.0))
         #: The updates applied since the book was last built, for the audits.
         self.applied_ring = AppliedRing(audit_ring)
         self.audit_every = audit_every
@@ -1132,10 +1132,6 @@ class SequencedBook:
 
     def _warn(self, cause: Hashable, now_ns: int, message: str, *args: object) -> None:
         """A warning of this book, at most one line per ``cause`` a minute."""
-        suppressed = self._log_limit.admit(cause, now_ns / 1e9)
-        if suppressed is None:
-            return
-        if suppressed:
-            message += " (%d similar lines suppressed)"
-            args += (suppressed,)
-        log.warning("%s: " + message, self.key, *args, extra=self._log_fields)
+        self._limited_log.warning(
+            cause, now_ns / 1e9, "%s: " + message, self.key, *args, extra=self._log_fields
+        )

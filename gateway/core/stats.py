@@ -2,10 +2,11 @@
 
 A field made with :func:`counter` or :func:`gauge` is exported by ``/metrics``
 (:mod:`gateway.io.metrics`) under the metric name and help its metadata holds;
-:func:`exported` lists them, in field order. The other fields (errors, maxima, counts by
-key, counters not exported) are read by logs, verify and the views. Exporting a counter a
-stats class keeps is one argument, ``metric=``, plus its row in docs/metrics.md (a test
-holds the two together).
+:func:`exported` lists them, in field order. The other fields (errors, clock readings,
+maxima, counts by key) are read by logs, verify and the views; each is listed with its
+reason in tests/gateway/core/test_stats.py, which fails on a field neither exported nor
+listed. Exporting a counter a stats class keeps is one argument, ``metric=``, plus its row
+in docs/metrics.md (a test holds the two together).
 
 The components own and update their stats objects (``stats.frames += 1``); the metrics
 read them at each scrape. Pure: no I/O.
@@ -94,7 +95,9 @@ class ConnectionStats:
         "Connection attempts that failed.", metric="connection_failed_attempts"
     )
     #: Waits before an attempt because the venue's connection-attempt budget was spent.
-    budget_waits: int = 0
+    budget_waits: int = counter(
+        "Waits for the venue's connection-attempt budget.", metric="connection_budget_waits"
+    )
     rate_limited: int = counter(
         "Handshakes the venue refused over its limits (429, 418).",
         metric="connection_rate_limited",
@@ -135,7 +138,9 @@ class FetcherStats:
         initial=0.0,
     )
     #: Responses abandoned because their body exceeded ``max_body_bytes`` (in ``failures``).
-    oversized: int = 0
+    oversized: int = counter(
+        "REST snapshot bodies too large, abandoned.", metric="snapshot_oversized"
+    )
     in_flight: int = gauge(
         "REST snapshot requests in flight.", metric="snapshot_requests_in_flight"
     )
@@ -179,7 +184,9 @@ class VenueStats:
     )
     #: Books (or replicas) the venue left crossed, on a venue whose books never cross
     #: (each symbol's count: ``SymbolStats.crossed_faults``).
-    crossed_books: int = 0
+    crossed_books: int = counter(
+        "Crossed books and replicas, not published.", metric="venue_crossed_books"
+    )
     snapshots_superseded: int = counter(
         "REST snapshots discarded: answers to a superseded fetch attempt.",
         metric="venue_snapshots_superseded",
@@ -244,9 +251,13 @@ class SymbolStats:
     crossed: int = counter("Books found crossed when published.", metric="symbol_crossed_books")
     #: Crossed books and replicas on a venue whose books never cross: not published,
     #: rebuilt (:data:`gateway.core.arbiter.SNAPSHOT_RETRY_INITIAL_S`).
-    crossed_faults: int = 0
+    crossed_faults: int = counter(
+        "Crossed books and replicas, not published: rebuilt.", metric="symbol_crossed_faults"
+    )
     #: Levels pruned beyond the cap of levels per side (``max_levels``).
-    levels_pruned: int = 0
+    levels_pruned: int = counter(
+        "Levels pruned beyond max_levels per side.", metric="symbol_levels_pruned"
+    )
     snapshots: int = counter("Snapshots applied.", metric="symbol_snapshots")
     #: Older than the stream, or not wanted.
     snapshots_unused: int = counter("Snapshots not used.", metric="symbol_snapshots_unused")
@@ -385,9 +396,13 @@ class CaptureStats:
     gaps: int = counter("Gap records written.", metric="capture_gaps")
     #: Lines, headers excluded.
     written: int = counter("Records written to the capture files.", metric="capture_written")
-    #: Gzip members written (one per flush).
-    flushes: int = 0
+    #: Gzip members written: one per flush, more when a flush exceeds the member size.
+    flushes: int = counter(
+        "Gzip members written to the capture files.", metric="capture_gzip_members"
+    )
     #: Records that could not be encoded (a time outside the format's range).
-    unencodable: int = 0
+    unencodable: int = counter(
+        "Records that could not be encoded, skipped.", metric="capture_unencodable"
+    )
     #: The error that stopped the writing (the disk failed); the feed goes on.
     failed: str = ""

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.core.lograte import LogLimiter
+from gateway.core.lograte import LimitedLogger, LogLimiter
 from gateway.io.changes import StateChanges
 
 #: Record attributes a JSON line carries as fields when the log call set them (``extra=``).
@@ -56,11 +56,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class LimitedLog:
-    """A logger whose lines are rate-limited per cause.
+    """A logger whose lines are rate-limited per cause, read on ``clock_s``.
 
-    ``log.warning(cause, msg, *args)`` writes ``msg % args`` when the cause's budget
-    allows, with `` (N similar suppressed)`` appended when lines of that cause were
-    dropped before it; otherwise the line is counted in :attr:`suppressed` and dropped.
+    ``log.warning(cause, msg, *args)`` is :class:`~gateway.core.lograte.LimitedLogger`'s
+    line at the clock's reading: written with `` (N similar suppressed)`` appended when
+    lines of that cause were dropped before it, or counted in :attr:`suppressed` and
+    dropped.
     """
 
     def __init__(
@@ -69,13 +70,12 @@ class LimitedLog:
         limiter: LogLimiter | None = None,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.logger = logger
-        self.limiter = limiter if limiter is not None else LogLimiter()
+        self.lines = LimitedLogger(logger, limiter)
         self._clock_s = clock_s
 
     @property
     def suppressed(self) -> int:
-        return self.limiter.suppressed_total
+        return self.lines.limiter.suppressed_total
 
     def log(
         self,
@@ -87,16 +87,8 @@ class LimitedLog:
     ) -> bool:
         """Write one line of ``cause`` at ``level`` if allowed (``extra``: the record's
         context fields, as for :meth:`logging.Logger.log`); True when written."""
-        if not self.logger.isEnabledFor(level):
-            return False
-        before = self.limiter.admit(cause, self._clock_s())
-        if before is None:
-            return False
-        if before:
-            msg = f"{msg} (%d similar suppressed)"
-            args = (*args, before)
-        self.logger.log(level, msg, *args, extra=extra, stacklevel=2)
-        return True
+        now_s = self._clock_s()
+        return self.lines.log(level, cause, now_s, msg, *args, extra=extra, stacklevel=2)
 
     # Bound straight to :meth:`log` (no frame of their own), so that ``stacklevel``
     # names the caller's line.

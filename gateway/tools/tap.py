@@ -56,7 +56,7 @@ from gateway.core.book import L2Book
 from gateway.core.model import Level, SymbolState
 from gateway.core.subscriber import SubscribedBook, SubscriberAction
 from gateway.io.client import connect_gateway
-from gateway.tools.runtime import int_at_least, seconds
+from gateway.tools.runtime import add_seconds_argument, int_at_least
 from gateway.wire.protocol import (
     Delta,
     Error,
@@ -453,13 +453,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--symbol", required=True, metavar="KEY", help="symbol key, e.g. binance:BTCUSDT"
     )
-    parser.add_argument(
-        "--duration",
-        type=seconds(positive=True),
-        default=None,
-        metavar="S",
-        help="stop after S seconds (default: until Ctrl-C)",
-    )
+    add_seconds_argument(parser, "--duration", "stop after S seconds (default: until Ctrl-C)")
     parser.add_argument(
         "--depth",
         type=int_at_least(1),

@@ -1,12 +1,15 @@
-"""LogLimiter: a burst per cause per window, suppressed lines counted and reported."""
+"""LogLimiter: a burst per cause per window, suppressed lines counted and reported;
+LimitedLogger: the lines it admits, the count of suppressed ones appended."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.lograte import LogLimiter
+from gateway.core.lograte import LimitedLogger, LogLimiter
 
 
 def test_a_cause_writes_its_burst_then_is_counted_until_the_window_ends() -> None:
@@ -60,3 +63,39 @@ def test_every_line_is_written_or_counted_and_no_window_exceeds_its_burst(
     for times in written.values():
         for i, start in enumerate(times):
             assert sum(1 for t in times[i:] if t < start + 10.0) <= 2 * 3
+
+
+def test_limited_lines_are_written_with_the_count_suppressed_before_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = LimitedLogger(logging.getLogger("test.lograte"), LogLimiter(burst=1, window_s=5.0))
+    fields = {"venue": "seq", "symbol": "BTC"}
+    with caplog.at_level(logging.WARNING, logger="test.lograte"):
+        assert log.warning("crossed", 0.0, "%s: crossed (%d)", "seq:BTC", 1, extra=fields)
+        assert not log.warning("crossed", 1.0, "%s: crossed (%d)", "seq:BTC", 2, extra=fields)
+        assert log.warning("gap", 1.0, "gap %d", 3)
+        assert not log.warning("crossed", 4.9, "%s: crossed (%d)", "seq:BTC", 4, extra=fields)
+        assert log.warning("crossed", 5.0, "%s: crossed (%d)", "seq:BTC", 5, extra=fields)
+    assert [r.getMessage() for r in caplog.records] == [
+        "seq:BTC: crossed (1)",
+        "gap 3",
+        "seq:BTC: crossed (5) (2 similar suppressed)",
+    ]
+    assert [getattr(r, "symbol", None) for r in caplog.records] == ["BTC", None, "BTC"]
+    assert log.limiter.suppressed_total == 2
+
+
+def test_a_level_not_written_costs_no_budget_and_each_level_names_the_callers_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = LimitedLogger(logging.getLogger("test.lograte.levels"), LogLimiter(burst=1))
+    with caplog.at_level(logging.WARNING, logger="test.lograte.levels"):
+        assert not log.info("x", 0.0, "quiet")
+        assert log.warning("x", 0.0, "loud")
+        assert log.error("e", 0.0, "error")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "loud"),
+        (logging.ERROR, "error"),
+    ]
+    assert {r.filename for r in caplog.records} == {"test_lograte.py"}
+    assert log.limiter.suppressed_total == 0

@@ -52,6 +52,32 @@ def test_every_stats_class_exports_numbers_with_a_help(stats_class: type) -> Non
         assert isinstance(getattr(stats, stat.attribute), int | float)
 
 
+#: The fields of the stats classes not exported on /metrics, each with the reason.
+NOT_EXPORTED: dict[str, str] = {
+    "ConnectionStats.last_error": "text: the views' and the symbol status's reason",
+    "ConnectionStats.connected_since_s": "a monotonic clock reading, for uptimes",
+    "FetcherStats.max_in_flight": "the high-water mark of snapshot_requests_in_flight",
+    "FetcherStats.last_error": "text: logged with the failure",
+    "FetcherStats.by_base": "counts by REST base, summing to snapshots_fetched",
+    "SymbolStats.connections": "exported as the SymbolConnectionStats families",
+    "SlotRenewals.due": "counts by cause; the renewals' outcomes are slot_renewals_*",
+    "FanoutStats.closes_sent": "counts by close code; each subscriber's close is logged",
+    "FanoutStats.http_refused": "counts by HTTP status; each refusal is logged, rate-limited",
+    "CaptureStats.failed": "text: the error that stopped the capture, logged",
+}
+
+
+def test_every_field_of_every_stats_class_is_exported_unless_listed_with_a_reason() -> None:
+    kept = {
+        f"{cls.__name__}.{field.name}" for cls in STATS_CLASSES for field in dataclasses.fields(cls)
+    }
+    exported_fields = {
+        f"{cls.__name__}.{stat.attribute}" for cls in STATS_CLASSES for stat in exported(cls)
+    }
+    assert kept - exported_fields == NOT_EXPORTED.keys(), "export it, or list it with a reason"
+    assert all(reason for reason in NOT_EXPORTED.values())
+
+
 def test_no_metric_name_is_exported_twice() -> None:
     assert len(STATS_CLASSES) == 8
     names = [stat.name for cls in STATS_CLASSES for stat in exported(cls)]

@@ -61,7 +61,16 @@ def _answer(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["replay", "--rest-port", "-5", "x"], "--rest-port: must be at least 0"),
         (["verify", "missing.gz"], "missing.gz"),
         (["verify", "--depth", "-1", "x"], "--depth: must be at least 0"),
-        (["tap", "ws://127.0.0.1:9/", "--symbol", "x", "--duration", "0"], "--duration"),
+        (
+            ["tap", "ws://127.0.0.1:9/", "--symbol", "x", "--duration", "0"],
+            "--duration: must be more than 0 seconds",
+        ),
+        (
+            ["tap", "ws://127.0.0.1:9/", "--symbol", "x", "--duration", "nan"],
+            "--duration: must be more than 0 seconds",
+        ),
+        (["top", "http://127.0.0.1:9", "--interval", "0"], "--interval: must be more than 0"),
+        (["top", "http://127.0.0.1:9", "--timeout", "soon"], "--timeout: not a number of"),
         (["tap", "ws://127.0.0.1:9/", "--symbol", "x", "--duration", "1"], "cannot connect"),
     ],
 )

@@ -25,7 +25,7 @@ def _split(source: Path, tmp_path: Path, cuts: list[int]) -> list[Path]:
     paths = []
     for day, (start, end) in enumerate(itertools.pairwise(bounds), 8):
         path = tmp_path / f"btcusdt_202408{day:02d}.gz"
-        with gzip.open(path, "wb") as f:
+        with gzip.open(path, "wb", compresslevel=1) as f:  # level 9 takes seconds
             f.writelines(lines[start:end])
         paths.append(path)
     return paths
