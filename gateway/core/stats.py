@@ -383,6 +383,15 @@ class FanoutStats:
     recovery_misses: int = counter(
         "Recoveries refused: a snapshot sent.", metric="fanout_recovery_misses"
     )
+    #: Trade streams recovered from the trade rings (``subscribe.recover_trades``).
+    trade_recoveries: int = counter(
+        "Trade streams recovered for reconnecting subscribers.", metric="fanout_trade_recoveries"
+    )
+    recovered_trades: int = counter("Trades re-sent on recovery.", metric="fanout_recovered_trades")
+    trade_recovery_misses: int = counter(
+        "Trade recoveries refused: the missed trades are not all held.",
+        metric="fanout_trade_recovery_misses",
+    )
 
 
 @dataclass(slots=True)

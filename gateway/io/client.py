@@ -21,9 +21,11 @@ yields typed events (:mod:`gateway.wire.client_session`, its pure core, says wha
 means): :class:`BookEvent` after each snapshot or delta applied, with the symbol's
 :class:`Book`; :class:`BboEvent`; :class:`TradeEvent`; :class:`StatusEvent` when a
 symbol's state or reason changes; :class:`RecoveryEvent` after a reconnection, per book
-kept. Every event carries ``recv_ns``, the wall clock when its message arrived; deltas, bbo
-and trades also the gateway's ``gateway_recv_ns``, ``gateway_send_ns`` and the venue's
-``event_ms`` (see ``docs/protocol.md``, latency fields).
+and trade stream kept; :class:`RetryEvent` when a request refused as ``rate_limited`` is
+to be sent again. Every event carries ``recv_ns``, the wall clock when its message
+arrived; deltas, bbo and trades also the gateway's ``gateway_recv_ns``,
+``gateway_send_ns`` and the venue's ``event_ms`` (see ``docs/protocol.md``, latency
+fields).
 
 Books: every delta must follow the previous message (same epoch, seq + 1); on a gap the
 book is discarded, the gateway asked for a ``resync``, and the symbol is ``resyncing``
@@ -36,8 +38,14 @@ connection is lost, or every URL failed, the client waits a capped exponential b
 again; every symbol is ``stale`` meanwhile. With ``recover`` (the default; full-depth books
 only) each live book is kept and the next connection asks the gateway for the deltas it
 missed: a :class:`RecoveryEvent` per book says whether it was recovered (its book events go
-on from where they stopped) or not (it restarts from a snapshot). ``ws://`` and ``wss://``
-URLs are accepted.
+on from where they stopped) or not (it restarts from a snapshot). Trade streams likewise:
+the trades missed while away follow (``recovered`` trade events), each once and in order,
+or a :class:`RecoveryEvent` with ``channel`` ``"trade"`` and ``recovered`` false says they
+are lost. ``ws://`` and ``wss://`` URLs are accepted.
+
+Rate limits: a ``resync`` (or the ``subscribe``) the gateway refuses as ``rate_limited``
+is sent again after a capped, jittered backoff (``retry_initial_s``, ``retry_max_s``),
+announced by a :class:`RetryEvent`; the client waits for it while reading.
 
 The event queue holds at most the events of one message, or one status per symbol after a
 disconnection: it is emptied before the next message is read, so a slow consumer slows the
@@ -49,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -69,6 +78,7 @@ from gateway.wire.client_session import (
     Event,
     GatewayError,
     RecoveryEvent,
+    RetryEvent,
     StatusEvent,
     Step,
     TradeEvent,
@@ -79,12 +89,14 @@ __all__ = [
     "BboEvent",
     "Book",
     "BookEvent",
+    "Channel",
     "ClientStats",
     "Event",
     "GatewayClient",
     "GatewayError",
     "Level",
     "RecoveryEvent",
+    "RetryEvent",
     "Side",
     "StatusEvent",
     "SymbolState",
@@ -139,8 +151,8 @@ class GatewayClient:
             depth the book is the full book's top N after every event, on the depth's own
             seq stream (``docs/protocol.md``, Depth).
         wire_format: ``json`` or ``msgpack``.
-        recover: keep live books across a lost connection and ask the next gateway
-            connection for the deltas they missed (full-depth books only).
+        recover: keep live books (full-depth only) and trade streams across a lost
+            connection and ask the next gateway connection for what they missed.
         reconnect: reconnect after the connection is lost or every URL refused; when
             False the iteration ends after the connection is lost, and a failed first
             round of connects raises the last URL's error.
@@ -150,7 +162,10 @@ class GatewayClient:
             a subscription.
         open_timeout_s: connect + handshake timeout, per URL.
         max_message_bytes: largest message accepted (snapshots of deep books are large).
-        clock_ns: the wall clock stamped on events as ``recv_ns``.
+        retry_initial_s / retry_max_s: delay ceiling before a request refused as
+            ``rate_limited`` is sent again, doubled per refusal up to the cap, full jitter.
+        clock_ns: the wall clock stamped on events as ``recv_ns`` and timing the retries.
+        rng: the retries' jitter (tests pass a seeded one).
     """
 
     def __init__(
@@ -167,10 +182,15 @@ class GatewayClient:
         backoff_max_s: float = 5.0,
         open_timeout_s: float = 5.0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 2.0,
         clock_ns: Callable[[], int] = time.time_ns,
+        rng: random.Random | None = None,
     ) -> None:
         self.urls = _checked_urls(urls)
-        self.session = ClientSession(symbols, channels, depth, wire_format, recover)
+        self.session = ClientSession(
+            symbols, channels, depth, wire_format, recover, retry_initial_s, retry_max_s, rng
+        )
         self.reconnect = reconnect
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes
@@ -222,11 +242,23 @@ class GatewayClient:
                     raise StopAsyncIteration
                 await self._connect()
                 continue
+            due_ns = self.session.next_retry_ns()
+            timeout_s = None
+            if due_ns is not None:
+                now_ns = self._clock_ns()
+                if due_ns <= now_ns:
+                    await self._act(ws, self.session.on_timer(now_ns))
+                    continue
+                timeout_s = (due_ns - now_ns) / 1e9
             try:
-                data = await ws.recv()
+                # Cancelling recv() loses nothing: the message is read on the next call.
+                async with asyncio.timeout(timeout_s):
+                    data = await ws.recv()
             except ConnectionClosed as exc:
                 self._on_lost(f"gateway connection lost: {exc}")
                 continue
+            except TimeoutError:
+                continue  # a retry is due
             await self._act(ws, self.session.on_data(data, self._clock_ns()))
 
     async def reconnect_now(self) -> None:

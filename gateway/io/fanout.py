@@ -78,6 +78,7 @@ from gateway.wire.protocol import (
     Ping,
     Pong,
     ProtocolError,
+    RecoverFrom,
     Resync,
     ServerMessage,
     Snapshot,
@@ -96,7 +97,7 @@ from gateway.wire.protocol import (
 from gateway.wire.protocol import (
     Request as ClientRequest,
 )
-from gateway.wire.recovery import RecoveryRing, RingEntry, new_instance
+from gateway.wire.recovery import M, RecoveryRing, RingEntry, new_instance
 
 log = logging.getLogger(__name__)
 
@@ -553,10 +554,14 @@ class Fanout:
         return Status(key, state, self._reasons.get(key, ""), since_ns)
 
     def _send_trade(self, event: TradeOut) -> None:
+        """The ``trade``, numbered in the symbol's trade stream (every trade, subscribed or
+        not, so that positions stay comparable) and kept in its trade ring."""
         trade = event.trade
         key = trade.key
+        ring = self._trade_ring(key) if self._recovery_bytes else None  # before the seq moves
+        seq = self._trade_seqs[key] = self._trade_seqs.get(key, 0) + 1
         subs = self._trade.get(key)
-        if subs:
+        if subs or ring is not None:
             msg = TradeMsg(
                 key,
                 trade.trade_id,
@@ -566,8 +571,13 @@ class Fanout:
                 trade.trade_ms,
                 trade.recv_ns,
                 self._send_ns,
+                self.trade_epoch,
+                seq,
             )
-            self._deliver_all(subs, key, msg)
+            if ring is not None:
+                ring.append(msg, self._now_s)
+            if subs:
+                self._deliver_all(subs, key, msg)
 
     def _send_bbo(
         self, key: str, *, force: bool, cause: BookDelta | BookReset | None = None
@@ -675,12 +685,28 @@ class Fanout:
         #: The wall clock read once per publish: the ``send_ns`` of its messages.
         self._send_ns = 0
         #: Each symbol's recent deltas (none when ``recovery_bytes`` is 0).
-        self.rings: dict[str, RecoveryRing] = {}
+        self.rings: dict[str, RecoveryRing[Delta]] = {}
+        #: The epoch of every trade stream of this process: its start in microseconds
+        #: (unique across restarts, as book epochs are).
+        self.trade_epoch = clock_ns() // 1000
+        #: Each symbol's last trade seq (every trade published, from 1).
+        self._trade_seqs: dict[str, int] = {}
+        #: Each symbol's recent trades (none when ``recovery_bytes`` is 0), bounded as
+        #: :attr:`rings` are.
+        self.trade_rings: dict[str, RecoveryRing[TradeMsg]] = {}
 
-    def _ring(self, key: str) -> RecoveryRing:
+    def _ring(self, key: str) -> RecoveryRing[Delta]:
         ring = self.rings.get(key)
         if ring is None:
             ring = self.rings[key] = RecoveryRing(self._recovery_bytes, self._recovery_age_s)
+        return ring
+
+    def _trade_ring(self, key: str) -> RecoveryRing[TradeMsg]:
+        """The symbol's trade ring; a new one starts after the last trade published."""
+        ring = self.trade_rings.get(key)
+        if ring is None:
+            ring = self.trade_rings[key] = RecoveryRing(self._recovery_bytes, self._recovery_age_s)
+            ring.restart(self.trade_epoch, self._trade_seqs.get(key, 0))
         return ring
 
     def _delta_message(self, event: BookDelta) -> Delta:
@@ -708,40 +734,82 @@ class Fanout:
 
     def _recovery_plan(
         self, request: Subscribe, keys: list[str], channels: Sequence[str]
-    ) -> dict[str, list[RingEntry]]:
+    ) -> dict[str, list[RingEntry[Delta]]]:
         """The symbols of ``request.recover`` the rings can serve completely, with the
         deltas each missed. Only full-depth book subscriptions are recovered."""
-        recover = request.recover
-        if not recover or "book" not in channels:
+        if "book" not in channels:
             return {}
-        plan: dict[str, list[RingEntry]] = {}
-        for key in keys:
-            position = recover.get(key)
-            if position is None:
-                continue
-            ring = self.rings.get(key)
-            entries = None
-            if ring is not None and request.depth is None:
-                entries = ring.since(position.epoch, position.seq, self._now_s)
-            if entries is None:
-                self.stats.recovery_misses += 1
-            else:
-                plan[key] = entries
+        rings = self.rings if request.depth is None else {}
+        plan, misses = self._served(request.recover, keys, rings.get)
+        self.stats.recovery_misses += misses
         return plan
 
-    def _recover_book(self, sub: _Subscriber, key: str, entries: list[RingEntry]) -> None:
+    def _served(
+        self,
+        positions: Mapping[str, RecoverFrom] | None,
+        keys: list[str],
+        ring_of: Callable[[str], RecoveryRing[M] | None],
+    ) -> tuple[dict[str, list[RingEntry[M]]], int]:
+        """Per key of ``keys`` named in ``positions``, the entries of its ring after the
+        position, when the ring (``ring_of(key)``, None: none) can serve them all; and how
+        many could not be served."""
+        plan: dict[str, list[RingEntry[M]]] = {}
+        misses = 0
+        for key in keys:
+            position = None if positions is None else positions.get(key)
+            if position is None:
+                continue
+            ring = ring_of(key)
+            entries = (
+                None if ring is None else ring.since(position.epoch, position.seq, self._now_s)
+            )
+            if entries is None:
+                misses += 1
+            else:
+                plan[key] = entries
+        return plan, misses
+
+    def _recover_book(self, sub: _Subscriber, key: str, entries: list[RingEntry[Delta]]) -> None:
         """Send the deltas ``sub`` missed (``recovered: true``); its book is then current
         and it follows the live stream. A subscriber that falls behind meanwhile gets a
         snapshot later (conflation), as for any delta it could not take."""
         self._pending.get(key, {}).pop(sub, None)
         self._book.setdefault(key, {})[sub] = None
         self.stats.recoveries += 1
-        ring = self.rings[key]
+        self.stats.recovered_messages += self._replay(sub, key, self.rings[key], entries)
+
+    def _replay(
+        self, sub: _Subscriber, key: str, ring: RecoveryRing[M], entries: list[RingEntry[M]]
+    ) -> int:
+        """Write ``entries`` of ``ring`` to ``sub`` marked ``recovered: true``, in order,
+        until it falls behind; how many were written."""
         build = _frame_msgpack if sub.msgpack else _frame_json
+        sent = 0
         for entry in entries:
             if not self._deliver(sub, key, ring.frame(entry, sub.msgpack, build)):
                 break
-            self.stats.recovered_messages += 1
+            sent += 1
+        return sent
+
+    def _trade_recovery_plan(
+        self, request: Subscribe, keys: list[str], channels: Sequence[str]
+    ) -> dict[str, list[RingEntry[TradeMsg]]]:
+        """The symbols of ``request.recover_trades`` the trade rings can serve completely,
+        with the trades each missed."""
+        if "trade" not in channels:
+            return {}
+        # A trade ring is made on demand (it holds what followed the last trade published);
+        # with recovery off there is none.
+        ring_of = self._trade_ring if self._recovery_bytes else self.trade_rings.get
+        plan, misses = self._served(request.recover_trades, keys, ring_of)
+        self.stats.trade_recovery_misses += misses
+        return plan
+
+    def _trade_positions(self, keys: list[str], channels: Sequence[str]) -> dict[str, RecoverFrom]:
+        """Where each symbol's live trade stream stands (trade channel only)."""
+        if "trade" not in channels:
+            return {}
+        return {key: RecoverFrom(self.trade_epoch, self._trade_seqs.get(key, 0)) for key in keys}
 
     # --- depth-N book streams ---------------------------------------------------------------
     #
@@ -1077,7 +1145,18 @@ class Fanout:
             sub.msgpack = request.format == "msgpack"
         channels = list(dict.fromkeys(request.channels))
         plan = self._recovery_plan(request, keys, channels)
-        self._reply(sub, Subscribed(keys, channels, self.instance, list(plan)))
+        trade_plan = self._trade_recovery_plan(request, keys, channels)
+        self._reply(
+            sub,
+            Subscribed(
+                keys,
+                channels,
+                self.instance,
+                list(plan),
+                list(trade_plan),
+                self._trade_positions(keys, channels),
+            ),
+        )
         for key in keys:
             state = self._view.book_state(key)
             sym_state = state[4] if state is not None else known[key]
@@ -1100,6 +1179,12 @@ class Fanout:
             if "trade" in channels:
                 sub.trades.add(key)
                 self._trade.setdefault(key, {})[sub] = None
+                trades = trade_plan.get(key)
+                if trades is not None:  # before any live trade: no await until then
+                    self.stats.trade_recoveries += 1
+                    self.stats.recovered_trades += self._replay(
+                        sub, key, self.trade_rings[key], trades
+                    )
 
     def _on_unsubscribe(self, sub: _Subscriber, symbols: list[str]) -> None:
         keys = list(dict.fromkeys(symbols))

@@ -23,12 +23,23 @@ the Unix epoch):
   snapshot), ``stale`` after the connection was lost (until the gateway's next status).
   A repeated status (same state and reason) yields nothing.
 * :class:`RecoveryEvent`: after a reconnection, whether a book kept from the lost
-  connection was recovered (the deltas it missed follow) or not (a snapshot follows).
+  connection was recovered (the deltas it missed follow) or not (a snapshot follows);
+  ``channel`` ``"trade"``: whether the trades missed while away follow or are lost.
+* :class:`RetryEvent`: the gateway refused a ``resync`` (or the ``subscribe``) as
+  ``rate_limited``; it is sent again after ``delay_s``.
 
-Recovery (``recover``, on by default, full-depth books only): when the connection is lost,
-a live book is kept at its ``(epoch, seq)``; the next connection's ``subscribe`` names
-those positions in ``recover`` and the gateway's ``subscribed`` reply says which books it
-recovers.
+Recovery (``recover``, on by default): when the connection is lost, a live full-depth
+book is kept at its ``(epoch, seq)``, and the trade stream at the ``(epoch, seq)`` of its
+last trade (or where the gateway said it started); the next connection's ``subscribe``
+names those positions in ``recover`` and ``recover_trades``, and the gateway's
+``subscribed`` reply says which it recovers. Trades are yielded once each, in order: a
+trade at or before the stream's position (a repeat) is dropped, one that skips seqs is
+counted (``trade_gaps``) and logged.
+
+Retries: a request the gateway refused as ``rate_limited`` is sent again after a capped
+exponential backoff with full jitter (one per symbol's ``resync``, one for the
+``subscribe``; reset when it is answered). The session decides; the shell asks
+:meth:`ClientSession.next_retry_ns` when to call :meth:`ClientSession.on_timer`.
 
 Latency: :class:`BookEvent` (deltas), :class:`BboEvent` and :class:`TradeEvent` carry the
 gateway's ``event_ms`` (venue time; a trade's is ``ts_ms``), ``gateway_recv_ns`` and
@@ -38,15 +49,19 @@ gateway's ``event_ms`` (venue time; a trade's is ``ts_ms``), ``gateway_recv_ns``
 from __future__ import annotations
 
 import dataclasses
+import enum
+import random
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar, Final, Literal
 
 import msgspec
 
+from gateway.core.backoff import Backoff
 from gateway.core.book import L2Book
 from gateway.core.model import Level, Side, SymbolState
 from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
+from gateway.core.transitions import Table, transition
 from gateway.wire.protocol import (
     Bbo,
     Channel,
@@ -236,7 +251,9 @@ class BboEvent(msgspec.Struct, frozen=True):
 
 class TradeEvent(msgspec.Struct, frozen=True):
     """One trade; ``side`` is the aggressor's, ``ts_ms`` the venue's trade time (ms since
-    the Unix epoch), ``price``/``qty`` the venue's decimal strings."""
+    the Unix epoch), ``price``/``qty`` the venue's decimal strings. ``(epoch, seq)``: its
+    position in the symbol's trade stream (0 from a gateway that numbers none);
+    ``recovered``: re-sent from the gateway's trade ring after a reconnection."""
 
     kind: ClassVar[Literal["trade"]] = "trade"
 
@@ -249,6 +266,9 @@ class TradeEvent(msgspec.Struct, frozen=True):
     recv_ns: int
     gateway_recv_ns: int = 0
     gateway_send_ns: int = 0
+    epoch: int = 0
+    seq: int = 0
+    recovered: bool = False
 
 
 class StatusEvent(msgspec.Struct, frozen=True):
@@ -266,9 +286,13 @@ class StatusEvent(msgspec.Struct, frozen=True):
 
 
 class RecoveryEvent(msgspec.Struct, frozen=True):
-    """After a reconnection, for each book kept from the lost connection: ``recovered``
-    true when the gateway sends the deltas it missed from ``(epoch, seq)`` on (the book
-    stays as it was and goes on), false when it was discarded (a snapshot follows).
+    """After a reconnection, for each stream kept from the lost connection.
+
+    ``channel`` ``"book"``: ``recovered`` true when the gateway sends the deltas the book
+    missed from ``(epoch, seq)`` on (the book stays as it was and goes on), false when it
+    was discarded (a snapshot follows). ``channel`` ``"trade"``: ``recovered`` true when
+    every trade after ``(epoch, seq)`` follows (``recovered`` trade events, then the live
+    ones), false when the trades published meanwhile are lost (the live ones follow).
     ``instance`` names the gateway process that answered."""
 
     kind: ClassVar[Literal["recovery"]] = "recovery"
@@ -279,9 +303,26 @@ class RecoveryEvent(msgspec.Struct, frozen=True):
     seq: int
     instance: str
     recv_ns: int
+    channel: Literal["book", "trade"] = "book"
 
 
-Event = BookEvent | BboEvent | TradeEvent | StatusEvent | RecoveryEvent
+class RetryEvent(msgspec.Struct, frozen=True):
+    """The gateway refused a request as ``rate_limited``: ``op`` (``resync`` of
+    ``symbol``, or the ``subscribe``, ``symbol`` None) is sent again after ``delay_s``
+    (the ``attempt``-th retry since it was last answered); ``reason`` is the gateway's
+    message."""
+
+    kind: ClassVar[Literal["retry"]] = "retry"
+
+    op: Literal["resync", "subscribe"]
+    symbol: str | None
+    attempt: int
+    delay_s: float
+    reason: str
+    recv_ns: int
+
+
+Event = BookEvent | BboEvent | TradeEvent | StatusEvent | RecoveryEvent | RetryEvent
 
 
 @dataclasses.dataclass(slots=True)
@@ -302,6 +343,15 @@ class ClientStats:
     recoveries: int = 0
     recovery_misses: int = 0
     recovered_deltas: int = 0
+    #: Trade streams recovered after a reconnection, those that could not be, trades
+    #: re-sent; trades dropped as repeats; times the trade seq skipped (trades lost).
+    trade_recoveries: int = 0
+    trade_recovery_misses: int = 0
+    recovered_trades: int = 0
+    duplicate_trades: int = 0
+    trade_gaps: int = 0
+    #: Requests sent again after a ``rate_limited`` refusal.
+    retries: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -319,7 +369,7 @@ class Step:
 class _Symbol:
     """One symbol's state in the session."""
 
-    __slots__ = ("book", "gateway_status", "loaded", "shown", "sub")
+    __slots__ = ("book", "gateway_status", "loaded", "shown", "sub", "trade_at", "trades_kept")
 
     def __init__(self, symbol: str, with_book: bool) -> None:
         self.sub = SubscribedBook() if with_book else None
@@ -330,12 +380,81 @@ class _Symbol:
         self.shown: tuple[SymbolState, str] | None = None
         #: True once a snapshot was applied: ``(sub.epoch, sub.seq)`` is a position.
         self.loaded = False
+        #: ``(epoch, seq)`` of the last trade received (or where the gateway said the
+        #: stream starts); None before either.
+        self.trade_at: tuple[int, int] | None = None
+        #: The trade position is kept from a lost connection, for ``recover_trades``.
+        self.trades_kept = False
 
     def status(self) -> tuple[SymbolState, str]:
         sub = self.sub
         if sub is not None and sub.state in (BookSyncState.RESYNCING, BookSyncState.VOID):
             return SymbolState.RESYNCING, sub.problem
         return self.gateway_status
+
+
+class RetryState(enum.Enum):
+    """Where a request refused as ``rate_limited`` stands."""
+
+    #: Not refused, or answered since.
+    IDLE = enum.auto()
+    #: Refused: to be sent again at its due time.
+    WAITING = enum.auto()
+    #: Sent again; no answer yet.
+    SENT = enum.auto()
+
+
+class RetryInput(enum.Enum):
+    #: The gateway answered ``rate_limited``.
+    REFUSED = enum.auto()
+    #: The due time was reached.
+    DUE = enum.auto()
+    #: The request was answered (the resync's snapshot, ``subscribed``).
+    ANSWERED = enum.auto()
+
+
+class RetryAction(enum.Enum):
+    #: Draw the backoff's next delay: the request is due then (a RetryEvent says so).
+    SCHEDULE = enum.auto()
+    SEND = enum.auto()
+    RESET_BACKOFF = enum.auto()
+
+
+_RS, _RI, _RA = RetryState, RetryInput, RetryAction
+#: A refusal while waiting (the gateway repeating itself) draws a new, later delay.
+RETRY_TRANSITIONS: Final[Table[RetryState, RetryInput, RetryAction]] = {
+    (_RS.IDLE, _RI.REFUSED): (_RS.WAITING, (_RA.SCHEDULE,)),
+    (_RS.IDLE, _RI.ANSWERED): (_RS.IDLE, ()),
+    (_RS.WAITING, _RI.REFUSED): (_RS.WAITING, (_RA.SCHEDULE,)),
+    (_RS.WAITING, _RI.DUE): (_RS.SENT, (_RA.SEND,)),
+    (_RS.WAITING, _RI.ANSWERED): (_RS.IDLE, (_RA.RESET_BACKOFF,)),
+    (_RS.SENT, _RI.REFUSED): (_RS.WAITING, (_RA.SCHEDULE,)),
+    (_RS.SENT, _RI.ANSWERED): (_RS.IDLE, (_RA.RESET_BACKOFF,)),
+}
+
+
+class _Retry:
+    """One request's retries after ``rate_limited``: its state (:data:`RETRY_TRANSITIONS`),
+    its backoff and, while waiting, when it is due."""
+
+    __slots__ = ("backoff", "delay_s", "due_ns", "state")
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.state = RetryState.IDLE
+        #: When to send it again (wall clock ns), while WAITING.
+        self.due_ns = 0
+        #: The last delay drawn.
+        self.delay_s = 0.0
+
+    def handle(self, event: RetryInput, now_ns: int) -> tuple[RetryAction, ...]:
+        self.state, actions = transition("retry", RETRY_TRANSITIONS, self.state, event)
+        if RetryAction.SCHEDULE in actions:
+            self.delay_s = self.backoff.next_delay_s()
+            self.due_ns = now_ns + int(self.delay_s * 1e9)
+        if RetryAction.RESET_BACKOFF in actions:
+            self.backoff.reset()
+        return actions
 
 
 class ClientSession:
@@ -348,7 +467,11 @@ class ClientSession:
             the full book.
         wire_format: the encoding asked of the gateway (``json`` or ``msgpack``).
         recover: keep live books across a lost connection and ask the gateway for the
-            deltas they missed (full-depth books only: with a ``depth`` nothing is kept).
+            deltas they missed (full-depth books only: with a ``depth`` nothing is kept),
+            and the trade streams' positions, for the trades they missed.
+        retry_initial_s / retry_max_s: delay ceiling before sending a ``rate_limited``
+            request again, doubled per refusal up to the cap, full jitter.
+        rng: the retries' jitter (tests pass a seeded one).
     """
 
     def __init__(
@@ -358,6 +481,9 @@ class ClientSession:
         depth: int | None = None,
         wire_format: WireFormat = "json",
         recover: bool = True,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 2.0,
+        rng: random.Random | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("at least one symbol")
@@ -368,11 +494,20 @@ class ClientSession:
             raise ValueError(f"unknown channel(s) {unknown}; channels are {list(CHANNELS)}")
         if depth is not None and depth < 1:
             raise ValueError("depth must be >= 1 or None")
+        if not 0 < retry_initial_s <= retry_max_s:
+            raise ValueError("need 0 < retry_initial_s <= retry_max_s")
         self.symbols = list(dict.fromkeys(symbols))
         self.channels: list[Channel] = list(dict.fromkeys(channels))
         self.depth = depth
         self.wire_format: WireFormat = wire_format
         self.recover = recover and depth is None
+        self.recover_trades = recover and "trade" in self.channels
+        self._retry_s = (retry_initial_s, retry_max_s)
+        self._rng = rng if rng is not None else random.Random()
+        #: Retries by the symbol of a ``resync``, or None for the ``subscribe``.
+        self._retries: dict[str | None, _Retry] = {}
+        #: A ``subscribe`` was sent on this connection and not acknowledged yet.
+        self._subscribing = False
         #: The gateway instance of the current (or last) connection; "" before one.
         self.instance = ""
         self.stats = ClientStats()
@@ -409,7 +544,37 @@ class ClientSession:
             for symbol, sym in self._symbols.items()
             if sym.sub is not None and sym.sub.state is BookSyncState.DETACHED
         }
-        return Subscribe(self.symbols, self.channels, self.depth, self.wire_format, kept or None)
+        kept_trades = {
+            symbol: RecoverFrom(*sym.trade_at)
+            for symbol, sym in self._symbols.items()
+            if sym.trades_kept and sym.trade_at is not None
+        }
+        self._subscribing = True
+        return Subscribe(
+            self.symbols,
+            self.channels,
+            self.depth,
+            self.wire_format,
+            kept or None,
+            kept_trades or None,
+        )
+
+    def next_retry_ns(self) -> int | None:
+        """When :meth:`on_timer` has a request to send again (wall clock ns), or None."""
+        due = [r.due_ns for r in self._retries.values() if r.state is RetryState.WAITING]
+        return min(due) if due else None
+
+    def on_timer(self, now_ns: int) -> Step:
+        """The requests whose retry is due at ``now_ns``: a ``resync`` still awaited, the
+        ``subscribe`` still unacknowledged."""
+        step = Step()
+        for symbol, retry in self._retries.items():
+            if retry.state is not RetryState.WAITING or retry.due_ns > now_ns:
+                continue
+            retry.handle(RetryInput.DUE, now_ns)
+            self.stats.retries += 1
+            step.requests.append(self.subscribe_request() if symbol is None else Resync(symbol))
+        return step
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -451,22 +616,11 @@ class ClientSession:
                     )
                 )
             else:
-                self.stats.trades += 1
-                step.events.append(
-                    TradeEvent(
-                        msg.symbol,
-                        msg.id,
-                        msg.price,
-                        msg.qty,
-                        msg.side,
-                        msg.ts_ms,
-                        recv_ns,
-                        msg.recv_ns,
-                        msg.send_ns,
-                    )
-                )
+                self._on_trade(sym, msg, recv_ns, step)
         elif isinstance(msg, Subscribed):
             step.subscribed = True
+            self._subscribing = False
+            self._answered(None, recv_ns)
             self._on_subscribed(msg, recv_ns, step)
         elif isinstance(msg, Error):
             if msg.code in (
@@ -475,6 +629,8 @@ class ClientSession:
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
             ):
                 raise GatewayError(msg.code, msg.message)
+            if msg.code == ErrorCode.RATE_LIMITED and self._retry(msg, recv_ns, step):
+                return step
             step.warnings.append((f"error {msg.code}", f"error {msg.code}: {msg.message}"))
         return step
 
@@ -483,9 +639,12 @@ class ClientSession:
         snapshot or recovery, and every symbol is ``stale`` until the gateway's next
         status. With ``recover`` the live books are kept for the next connection."""
         step = Step()
+        self._retries.clear()  # the next connection subscribes (and resyncs) anew
+        self._subscribing = False
         for symbol, sym in self._symbols.items():
             if sym.sub is not None:
                 sym.sub.on_disconnected(reason, keep=self.recover)
+            sym.trades_kept = self.recover_trades and sym.trade_at is not None
             sym.gateway_status = (SymbolState.STALE, reason)
             self._show_status(symbol, sym, recv_ns, step)
         return step
@@ -496,6 +655,7 @@ class ClientSession:
         sub = sym.sub
         if sub is None or sym.book is None:
             return  # no book channel: nothing of it was asked for
+        self._answered(msg.symbol, recv_ns)  # a snapshot answers any resync, good or bad
         actions = sub.on_snapshot(msg.epoch, msg.seq, msg.id, msg.bids, msg.asks)
         if SubscriberAction.BAD_LEVEL in actions:
             self.stats.bad_messages += 1
@@ -508,10 +668,27 @@ class ClientSession:
         step.events.append(self._book_event(msg.symbol, sym, sym.book, "snapshot", recv_ns))
 
     def _on_subscribed(self, msg: Subscribed, recv_ns: int, step: Step) -> None:
-        """The gateway's answer to the recovery of every kept book."""
+        """The gateway's answer to the recovery of every kept book and trade stream."""
         self.instance = msg.instance
         recovered = set(msg.recovered)
+        recovered_trades = set(msg.recovered_trades)
         for symbol, sym in self._symbols.items():
+            start = msg.trade_positions.get(symbol)
+            if sym.trades_kept and sym.trade_at is not None:
+                sym.trades_kept = False
+                ok = symbol in recovered_trades
+                if ok:
+                    self.stats.trade_recoveries += 1
+                else:
+                    self.stats.trade_recovery_misses += 1
+                epoch, seq = sym.trade_at
+                step.events.append(
+                    RecoveryEvent(symbol, ok, epoch, seq, msg.instance, recv_ns, "trade")
+                )
+                if ok:
+                    start = None  # the recovered trades move the position on
+            if start is not None:
+                sym.trade_at = (start.epoch, start.seq)
             sub = sym.sub
             if sub is None or sub.state is not BookSyncState.DETACHED:
                 continue
@@ -522,6 +699,72 @@ class ClientSession:
             else:
                 self.stats.recovery_misses += 1
             step.events.append(RecoveryEvent(symbol, ok, sub.epoch, sub.seq, msg.instance, recv_ns))
+
+    def _on_trade(self, sym: _Symbol, msg: TradeMsg, recv_ns: int, step: Step) -> None:
+        """Yield the trade unless it is a repeat; count a skip in the seqs."""
+        at = sym.trade_at
+        if msg.seq:  # numbered by the gateway
+            if at is not None and at[0] == msg.epoch:
+                if msg.seq <= at[1]:
+                    self.stats.duplicate_trades += 1
+                    return
+                if msg.seq > at[1] + 1:
+                    self.stats.trade_gaps += 1
+                    step.warnings.append(
+                        (
+                            "trade gap",
+                            f"{msg.symbol}: trades {at[1] + 1}-{msg.seq - 1} of epoch "
+                            f"{msg.epoch} were not received",
+                        )
+                    )
+            sym.trade_at = (msg.epoch, msg.seq)
+        self.stats.trades += 1
+        if msg.recovered:
+            self.stats.recovered_trades += 1
+        step.events.append(
+            TradeEvent(
+                msg.symbol,
+                msg.id,
+                msg.price,
+                msg.qty,
+                msg.side,
+                msg.ts_ms,
+                recv_ns,
+                msg.recv_ns,
+                msg.send_ns,
+                msg.epoch,
+                msg.seq,
+                bool(msg.recovered),
+            )
+        )
+
+    def _answered(self, symbol: str | None, recv_ns: int) -> None:
+        """The request retried for ``symbol`` (None: the subscribe) needs no retry now."""
+        retry = self._retries.get(symbol)
+        if retry is not None:
+            retry.handle(RetryInput.ANSWERED, recv_ns)
+
+    def _retry(self, msg: Error, recv_ns: int, step: Step) -> bool:
+        """Schedule the refused request again, if it is one of the session's (a resync
+        still awaited, the subscribe); False when it is not."""
+        symbol = msg.symbol
+        if symbol is None:
+            if not self._subscribing:
+                return False
+        else:
+            sym = self._symbols.get(symbol)
+            if sym is None or sym.sub is None or sym.sub.state is not BookSyncState.RESYNCING:
+                return False
+        retry = self._retries.get(symbol)
+        if retry is None:
+            retry = self._retries[symbol] = _Retry(Backoff(*self._retry_s, self._rng))
+        retry.handle(RetryInput.REFUSED, recv_ns)
+        delay_s = retry.delay_s
+        op: Literal["resync", "subscribe"] = "subscribe" if symbol is None else "resync"
+        step.events.append(
+            RetryEvent(op, symbol, retry.backoff.failures, delay_s, msg.message, recv_ns)
+        )
+        return True
 
     def _on_delta(self, sym: _Symbol, msg: Delta, recv_ns: int, step: Step) -> None:
         sub = sym.sub

@@ -166,7 +166,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: (not browsers) are not concerned.
     allowed_origins: list[str] = []
     #: Per symbol, the recent deltas kept for subscribers that reconnect with
-    #: ``subscribe.recover``: at most this many bytes (0: no recovery) ...
+    #: ``subscribe.recover``, and in a second ring the recent trades for
+    #: ``subscribe.recover_trades``: at most this many bytes per ring (0: no recovery) ...
     recovery_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1024 * 1024
     #: ... and none older than this.
     recovery_age_s: NonNegativeFloat = 60.0

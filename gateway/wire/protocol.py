@@ -27,6 +27,13 @@ Book stream semantics, per symbol:
   last ``(epoch, seq)`` per symbol in ``subscribe.recover`` and gets the deltas it missed
   (``recovered: true``) or a fresh snapshot (``recovered: false``), never a part of them.
 
+Trades, per symbol: each ``trade`` carries ``(epoch, seq)``: ``epoch`` the gateway
+process's trade epoch (unique across restarts), ``seq`` + 1 per trade of the symbol. A
+client that reconnects may name its last trade position in ``subscribe.recover_trades`` and
+gets every trade it missed (``recovered: true``) when the gateway still holds them all, or
+none (the ``subscribed`` reply says which); ``subscribed.trade_positions`` says where the
+live trade stream of each symbol starts.
+
 Latency fields: ``delta``, ``bbo`` and ``trade`` carry ``recv_ns`` (the gateway's wall clock
 when the first copy of the update was received) and ``send_ns`` (its wall clock when the
 message was built for publishing, once per message); ``delta`` and ``bbo`` also carry
@@ -135,8 +142,9 @@ class ProtocolError(ValueError):
 
 
 class RecoverFrom(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The position a reconnecting client's book of one symbol stands at: the
-    ``(epoch, seq)`` of the last book message it applied."""
+    """A position in one symbol's stream: in ``subscribe.recover``, the ``(epoch, seq)`` of
+    the last book message the client applied; in ``subscribe.recover_trades`` and
+    ``subscribed.trade_positions``, of the last trade."""
 
     epoch: JsonSafeInt
     seq: JsonSafeInt
@@ -165,6 +173,11 @@ class Subscribe(
     client still holds. A symbol whose missed deltas the gateway still has is named in
     ``subscribed.recovered`` and gets them all (``recovered: true``) instead of a
     snapshot; any other gets a fresh snapshot (``recovered: false``).
+
+    ``recover_trades`` (trade channel): per symbol, the position of the last trade the
+    client received. A symbol whose missed trades the gateway still has is named in
+    ``subscribed.recovered_trades`` and gets them all (``recovered: true``) before the
+    live ones; any other gets none of them.
     """
 
     symbols: SymbolList
@@ -174,6 +187,10 @@ class Subscribe(
     depth: Annotated[int, msgspec.Meta(ge=1, le=MAX_DEPTH)] | None = None
     format: WireFormat | None = None
     recover: (
+        Annotated[dict[SymbolKey, RecoverFrom], msgspec.Meta(max_length=MAX_SYMBOLS_PER_REQUEST)]
+        | None
+    ) = None
+    recover_trades: (
         Annotated[dict[SymbolKey, RecoverFrom], msgspec.Meta(max_length=MAX_SYMBOLS_PER_REQUEST)]
         | None
     ) = None
@@ -269,7 +286,10 @@ class TradeMsg(
 ):
     """One trade, first copy only; ``side`` is the aggressor's side, ``ts_ms`` the venue's
     trade time in milliseconds since the Unix epoch; ``recv_ns`` and ``send_ns`` as in
-    :class:`Delta`."""
+    :class:`Delta`. ``(epoch, seq)``: the trade's position in the symbol's trade stream
+    (``epoch`` the gateway process's trade epoch, ``seq`` + 1 per trade of the symbol).
+    ``recovered`` is true on a trade re-sent from the trade ring (its times are those of
+    the first sending)."""
 
     symbol: str
     id: int
@@ -279,6 +299,9 @@ class TradeMsg(
     ts_ms: int
     recv_ns: int = 0
     send_ns: int = 0
+    epoch: int = 0
+    seq: int = 0
+    recovered: bool | None = None
 
 
 class Bbo(msgspec.Struct, tag_field="type", tag="bbo", frozen=True, gc=False, omit_defaults=True):
@@ -299,12 +322,18 @@ class Bbo(msgspec.Struct, tag_field="type", tag="bbo", frozen=True, gc=False, om
 class Subscribed(msgspec.Struct, tag_field="type", tag="subscribed", frozen=True):
     """Acknowledges a ``subscribe``: the symbols and channels just added. ``instance``
     names the gateway process (new at every start); ``recovered``: the symbols of the
-    request's ``recover`` whose missed deltas follow (the others get a snapshot)."""
+    request's ``recover`` whose missed deltas follow (the others get a snapshot);
+    ``recovered_trades``: the symbols of its ``recover_trades`` whose missed trades
+    follow (the others get none of them); ``trade_positions`` (trade channel): per
+    symbol, the position of the last trade published before this reply (seq 0: none
+    yet), after which the live trades follow."""
 
     symbols: list[str]
     channels: list[Channel]
     instance: str = ""
     recovered: list[str] = msgspec.field(default_factory=list)
+    recovered_trades: list[str] = msgspec.field(default_factory=list)
+    trade_positions: dict[str, RecoverFrom] = msgspec.field(default_factory=dict)
 
 
 class Unsubscribed(msgspec.Struct, tag_field="type", tag="unsubscribed", frozen=True):

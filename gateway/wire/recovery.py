@@ -1,14 +1,17 @@
-"""The recovery ring: one symbol's recent book deltas, for subscribers that reconnect. Pure.
+"""The recovery rings: one symbol's recent book deltas or trades, for subscribers that
+reconnect. Pure.
 
 The fan-out appends every published :class:`~gateway.wire.protocol.Delta` of a symbol to
-its :class:`RecoveryRing` (the message object it built for the live subscribers, not a
-copy) and restarts the ring at each new epoch. A reconnecting subscriber names the
-``(epoch, seq)`` its book stands at; :meth:`RecoveryRing.since` returns every delta after
-it, or None when any of them is gone (another epoch, evicted, or a position the ring never
-had): recovery is all or nothing.
+its book's :class:`RecoveryRing` (the message object it built for the live subscribers, not
+a copy) and restarts that ring at each new epoch; every published
+:class:`~gateway.wire.protocol.TradeMsg` goes to the symbol's trade ring, whose epoch is
+the gateway process's trade epoch (one per process, never restarted). A reconnecting
+subscriber names the ``(epoch, seq)`` its stream stands at; :meth:`RecoveryRing.since`
+returns every message after it, or None when any of them is gone (another epoch, evicted,
+or a position the ring never had): recovery is all or nothing.
 
 Bounds: entries older than ``max_age_s`` are evicted, and the oldest ones while the ring
-holds more than ``max_bytes``. An entry costs :func:`delta_cost` (an estimate of the
+holds more than ``max_bytes``. An entry costs :func:`message_cost` (an estimate of the
 message object's memory) plus the recovered frames cached on it. Frames are encoded only
 when a subscriber recovers, once per wire format (:meth:`RecoveryRing.frame`), so that the
 live path pays nothing for them and a burst of reconnections encodes each message once.
@@ -18,16 +21,22 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Final, Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Delta, TradeMsg
 
 #: The cost of a delta besides its levels: the object, its key and fields.
 DELTA_BASE_COST: Final = 256
 #: The cost of one level besides its strings: the tuple and two string headers.
 LEVEL_COST: Final = 160
+#: The cost of a trade besides its price and quantity strings: the object and its fields.
+TRADE_BASE_COST: Final = 320
+
+#: What a ring holds: one stream's messages, each with an ``(epoch, seq)`` and a
+#: ``recovered`` mark.
+M = TypeVar("M", Delta, TradeMsg)
 
 
 def delta_cost(msg: Delta) -> int:
@@ -39,28 +48,38 @@ def delta_cost(msg: Delta) -> int:
     return cost
 
 
-def recovered_copy(msg: Delta) -> Delta:
+def message_cost(msg: Delta | TradeMsg) -> int:
+    """Estimated bytes a stored message holds: :func:`delta_cost` for a delta."""
+    if isinstance(msg, Delta):
+        return delta_cost(msg)
+    return TRADE_BASE_COST + len(msg.price) + len(msg.qty)
+
+
+def recovered_copy(msg: M) -> M:
     """The message as re-sent on recovery: ``recovered`` true, everything else equal."""
     return msgspec.structs.replace(msg, recovered=True)
 
 
-class RingEntry:
-    """One stored delta, when it was stored, its cost and its recovered frames."""
+class RingEntry(Generic[M]):
+    """One stored message, when it was stored, its cost and its recovered frames."""
 
     __slots__ = ("cost", "frames", "held", "msg", "stored_s")
 
-    def __init__(self, msg: Delta, stored_s: float) -> None:
-        self.msg = msg
+    def __init__(self, msg: M, stored_s: float) -> None:
+        self.msg: M = msg
         self.stored_s = stored_s
-        self.cost = delta_cost(msg)
+        self.cost = message_cost(msg)
         #: False once evicted: its frames are no longer counted.
         self.held = True
         #: Recovered frames by wire format (False: JSON, True: MessagePack), built lazily.
         self.frames: dict[bool, bytes] = {}
 
 
-class RecoveryRing:
-    """The deltas of one symbol's current epoch, bounded by bytes and by age.
+class RecoveryRing(Generic[M]):
+    """One symbol's stream (book deltas, or trades) in its current epoch, bounded by bytes
+    and by age. Invariants: the entries' seqs are consecutive, ``floor_seq + 1`` to
+    ``last_seq``, all of ``epoch``; :attr:`bytes` is their cost, at most ``max_bytes`` after
+    every call.
 
     ``epoch`` is None until the first :meth:`restart`. The ring can serve any position
     from :attr:`floor_seq` (the seq before its oldest entry) to :attr:`last_seq`.
@@ -85,7 +104,7 @@ class RecoveryRing:
         self.epoch: int | None = None
         self.floor_seq = 0
         self.last_seq = 0
-        self.entries: deque[RingEntry] = deque()
+        self.entries: deque[RingEntry[M]] = deque()
         #: Bytes held: the entries' costs and their cached frames.
         self.bytes = 0
         #: Entries evicted (by age or bytes) over the ring's life.
@@ -98,8 +117,8 @@ class RecoveryRing:
         self.epoch = epoch
         self.floor_seq = self.last_seq = seq
 
-    def append(self, msg: Delta, now_s: float) -> None:
-        """Store the next delta of the stream. A delta that does not follow (another epoch
+    def append(self, msg: M, now_s: float) -> None:
+        """Store the next message of the stream. A message that does not follow (another epoch
         or a seq not ``last_seq + 1``) restarts the ring after it: nothing before it can be
         recovered."""
         if msg.epoch != self.epoch or msg.seq != self.last_seq + 1:
@@ -111,8 +130,8 @@ class RecoveryRing:
         self.last_seq = msg.seq
         self.evict(now_s)
 
-    def since(self, epoch: int, seq: int, now_s: float) -> list[RingEntry] | None:
-        """Every delta after ``(epoch, seq)``, in order (empty when nothing was missed), or
+    def since(self, epoch: int, seq: int, now_s: float) -> list[RingEntry[M]] | None:
+        """Every message after ``(epoch, seq)``, in order (empty when nothing was missed), or
         None when the ring cannot serve that position completely."""
         self.evict(now_s)
         if epoch != self.epoch or not self.floor_seq <= seq <= self.last_seq:
@@ -120,7 +139,7 @@ class RecoveryRing:
         skip = seq - self.floor_seq
         return [self.entries[i] for i in range(skip, len(self.entries))]
 
-    def frame(self, entry: RingEntry, msgpack: bool, build: Callable[[Delta], bytes]) -> bytes:
+    def frame(self, entry: RingEntry[M], msgpack: bool, build: Callable[[M], bytes]) -> bytes:
         """The entry's recovered frame in one wire format: ``build(recovered_copy(msg))``,
         cached on the entry and counted in :attr:`bytes` (which may evict older entries)."""
         frame = entry.frames.get(msgpack)

@@ -21,6 +21,7 @@ from gateway.io.client import (
     GatewayClient,
     GatewayError,
     RecoveryEvent,
+    RetryEvent,
     StatusEvent,
     TradeEvent,
     subscribe,
@@ -310,6 +311,112 @@ async def test_client_recovers_every_missed_delta_after_the_connection_drops(
         assert book is not None and book.normalized() == view.history[KEY, 1, 5]
         assert client.stats.recoveries == 1 and client.stats.recovered_deltas == 3
         assert fanout.stats.recoveries == 1 and fanout.stats.recovered_messages == 3
+        await f.close()
+
+
+def recovery_of(channel: str) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, RecoveryEvent) and e.channel == channel
+
+
+def trades_of(consumer: Consumer) -> list[tuple[int, int, bool]]:
+    return [(e.trade_id, e.seq, e.recovered) for e in consumer.events if isinstance(e, TradeEvent)]
+
+
+@pytest.mark.parametrize("wire_format", ["json", "msgpack"])
+async def test_client_recovers_every_trade_missed_while_the_connection_was_down(
+    wire_format: str,
+) -> None:
+    """Trades published while the client was away come after the reconnection, each once
+    and in order, marked recovered, then the live ones; the book is recovered beside."""
+    view, fanout = live_fanout(BIDS, ASKS)
+    async with asyncio.TaskGroup() as tasks:
+        f = await following(
+            tasks, fanout, view, channels=["book", "trade"], wire_format=wire_format
+        )
+        client, consumer, port = f.client, f.consumer, fanout.port
+        fanout.publish([trade(KEY, 1)])
+        await consumer.until(lambda e: isinstance(e, TradeEvent))
+
+        f.server.cancel()
+        await consumer.until(status_of(KEY))  # stale: the connection is lost
+        fanout.publish([trade(KEY, 2), view.delta(KEY, bids=[("99.90", "1")])])
+        fanout.publish([trade(KEY, 3), trade(KEY, 4)])
+
+        f = f._replace(server=await start_serving(tasks, fanout, port))
+        trades = await consumer.until(recovery_of("trade"))
+        assert trades == RecoveryEvent(
+            KEY, True, fanout.trade_epoch, 1, fanout.instance, trades.recv_ns, "trade"
+        )
+        book = await consumer.until(recovery_of("book"))
+        assert isinstance(book, RecoveryEvent) and book.recovered
+        await consumer.until(lambda e: isinstance(e, TradeEvent) and e.seq == 4)
+        fanout.publish([trade(KEY, 5)])
+        await consumer.until(lambda e: isinstance(e, TradeEvent) and e.seq == 5)
+        assert trades_of(consumer) == [
+            (1, 1, False),
+            (2, 2, True),
+            (3, 3, True),
+            (4, 4, True),
+            (5, 5, False),
+        ]
+        assert consumer.seqs(KEY, "delta") == [1] and consumer.seqs(KEY, "snapshot") == [0]
+        stats = client.stats
+        assert (stats.trade_recoveries, stats.recovered_trades, stats.duplicate_trades) == (1, 3, 0)
+        await f.close()
+
+
+async def test_a_client_back_after_the_trade_ring_moved_on_is_told_the_trades_are_lost() -> None:
+    now_s = [0.0]
+    view, fanout = live_fanout(BIDS, ASKS, recovery_age_s=10.0, clock_s=lambda: now_s[0])
+    async with asyncio.TaskGroup() as tasks:
+        f = await following(tasks, fanout, view, channels=["book", "trade"])
+        port = fanout.port
+        fanout.publish([trade(KEY, 1)])
+        await f.consumer.until(lambda e: isinstance(e, TradeEvent))
+        f.server.cancel()
+        await f.consumer.until(status_of(KEY))
+        fanout.publish([trade(KEY, 2)])
+        now_s[0] = 11.0  # trade 2 is older than recovery_age_s: gone from the ring
+        fanout.publish([trade(KEY, 3)])
+
+        f = f._replace(server=await start_serving(tasks, fanout, port))
+        lost = await f.consumer.until(recovery_of("trade"))
+        assert isinstance(lost, RecoveryEvent) and not lost.recovered and lost.seq == 1
+        fanout.publish([trade(KEY, 4)])
+        await f.consumer.until(lambda e: isinstance(e, TradeEvent) and e.seq == 4)
+        assert trades_of(f.consumer) == [(1, 1, False), (4, 4, False)]  # none of the gap
+        assert f.client.stats.trade_recovery_misses == 1 and f.client.stats.trade_gaps == 0
+        assert fanout.stats.trade_recovery_misses == 1
+        await f.close()
+
+
+async def test_a_rate_limited_resync_is_retried_until_the_gateway_answers_it() -> None:
+    """A fan-out whose request budget is spent (its clock stands still) refuses the
+    client's resync; the client says so and retries, and once the budget refills the
+    retry is answered and the book is consistent again."""
+    now_s = [0.0]
+    view, fanout = live_fanout(
+        BIDS, ASKS, request_burst=1, requests_per_s=1.0, clock_s=lambda: now_s[0]
+    )
+    async with asyncio.TaskGroup() as tasks:
+        f = await following(tasks, fanout, view, retry_initial_s=0.005, retry_max_s=0.02)
+        client, consumer = f.client, f.consumer
+        view.delta(KEY, asks=[("100.50", "0")])  # lost: the client sees a gap
+        fanout.publish([view.delta(KEY, asks=[("100.75", "3")])])
+        gap = await consumer.until(status_of(KEY))
+        assert isinstance(gap, StatusEvent) and gap.state is RESYNCING
+        first = await consumer.until(lambda e: isinstance(e, RetryEvent))
+        assert isinstance(first, RetryEvent) and (first.op, first.symbol) == ("resync", KEY)
+        again = await consumer.until(lambda e: isinstance(e, RetryEvent))
+        assert isinstance(again, RetryEvent) and again.attempt == first.attempt + 1
+        assert client.book(KEY) is None  # still resyncing, and said so
+
+        now_s[0] = 10.0  # the budget refills: the next retry is answered
+        back = await consumer.until(snapshot_of(KEY, 2))
+        assert isinstance(back, BookEvent) and back.state is LIVE
+        book = client.book(KEY)
+        assert book is not None and book.normalized() == view.history[KEY, 1, 2]
+        assert client.stats.retries >= 2 and fanout.stats.rate_limited >= 2
         await f.close()
 
 

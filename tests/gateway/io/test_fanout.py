@@ -23,6 +23,7 @@ from gateway.wire.protocol import (
     Error,
     ErrorCode,
     Pong,
+    RecoverFrom,
     ServerMessage,
     Snapshot,
     Status,
@@ -231,7 +232,12 @@ async def test_channels_formats_requests_and_errors() -> None:
         # MessagePack for the whole connection from the reply on; bbo and trades.
         await ws.send(sub([KEY], channels=["bbo", "trade"], format="msgpack"))
         replies = [decode_server_message(await ws.recv()) for _ in range(3)]
-        assert replies[0] == Subscribed([KEY], ["bbo", "trade"], fanout.instance)
+        assert replies[0] == Subscribed(
+            [KEY],
+            ["bbo", "trade"],
+            fanout.instance,
+            trade_positions={KEY: RecoverFrom(fanout.trade_epoch, 0)},  # no trade yet
+        )
         assert plain(replies[1]) == Status(KEY, SymbolState.LIVE, "snapshot applied")
         assert replies[2] == Bbo(KEY, 1, 0, ("100.00", "1"), ("100.50", "1"))
         fanout.publish([view.delta(KEY, bids=[("10.00", "1")])])  # top unchanged: no bbo
@@ -239,7 +245,9 @@ async def test_channels_formats_requests_and_errors() -> None:
         raw = await ws.recv()
         assert isinstance(raw, bytes)  # binary frame
         tm = decode_server_message(raw)
-        assert tm == TradeMsg(KEY, 77, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5)
+        assert tm == TradeMsg(
+            KEY, 77, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5, fanout.trade_epoch, 1
+        )
         bbo = decode_server_message(await ws.recv())
         assert bbo == Bbo(KEY, 1, 2, ("100.00", "1"), ("100.40", "2"), None, 0, 5)
 
@@ -463,7 +471,7 @@ async def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_el
                     await client.message()  # subscribed, status, snapshot
             fanout.publish([trade(KEY, 2**64), view.delta(KEY, bids=[("99.90", "1")])])
             assert await plain.message() == TradeMsg(
-                KEY, 2**64, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5
+                KEY, 2**64, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5, fanout.trade_epoch, 1
             )
             delta = await plain.message()
             assert isinstance(delta, Delta) and delta.seq == 1

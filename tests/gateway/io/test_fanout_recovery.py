@@ -1,6 +1,6 @@
 """The fan-out's recovery on the wire (recovered deltas, recovered:false snapshots, the
-depth rule, the memory bound) and the latency fields of deltas, bbo and trades in JSON and
-MessagePack."""
+depth rule, the memory bound, recovered trades) and the latency fields of deltas, bbo and
+trades in JSON and MessagePack."""
 
 from __future__ import annotations
 
@@ -132,3 +132,88 @@ def test_the_rings_memory_is_bounded_and_recovery_can_be_off() -> None:
     off.publish(view2.reset(KEY, BIDS, ASKS))
     off.publish([view2.delta(KEY, bids=[("99.00", "1")])])
     assert off.rings == {}
+
+
+async def test_trades_missed_while_away_are_replayed_in_order_before_the_live_ones() -> None:
+    """A trade subscriber learns where the trade stream starts, goes away while trades
+    are published, and comes back naming that position: every trade it missed follows,
+    marked, in seq order, each once, then the live ones."""
+    _, fanout = live_fanout(BIDS, ASKS, clock_ns=lambda: SEND_NS)
+    fanout.publish([trade(KEY, 1)])  # before anyone subscribed: numbered all the same
+    async with serving(fanout):
+        first = await RawClient.connect(fanout.port)
+        async with first:
+            await first.send(sub([KEY], channels=["trade"]))
+            reply = await first.message()
+            assert isinstance(reply, Subscribed) and reply.recovered_trades == []
+            start = reply.trade_positions[KEY]
+            assert (start.epoch, start.seq) == (fanout.trade_epoch, 1)
+            await first.message()  # status
+            fanout.publish([trade(KEY, 2)])
+            got = await first.message()
+            assert isinstance(got, TradeMsg) and (got.epoch, got.seq) == (start.epoch, 2)
+        fanout.publish([trade(KEY, 10 + i, qty=f"0.{i + 1}") for i in range(3)])
+
+        back = await RawClient.connect(fanout.port)
+        async with back:
+            recover_trades = {KEY: {"epoch": start.epoch, "seq": 2}}
+            await back.send(sub([KEY], channels=["trade"], recover_trades=recover_trades))
+            reply = await back.message()
+            assert isinstance(reply, Subscribed) and reply.recovered_trades == [KEY]
+            await back.message()  # status
+            missed = [await back.message() for _ in range(3)]
+            assert [(m.id, m.seq, m.recovered) for m in missed if isinstance(m, TradeMsg)] == [
+                (10, 3, True),
+                (11, 4, True),
+                (12, 5, True),
+            ]
+            fanout.publish([trade(KEY, 13)])
+            live = await back.message()
+            assert isinstance(live, TradeMsg) and (live.seq, live.recovered) == (6, None)
+    stats = fanout.stats
+    assert (stats.trade_recoveries, stats.recovered_trades, stats.trade_recovery_misses) == (
+        1,
+        3,
+        0,
+    )
+
+
+@pytest.mark.parametrize("moved_on", ["evicted", "other_epoch", "recovery_off"])
+async def test_a_trade_recovery_the_ring_cannot_serve_says_so_and_replays_nothing(
+    moved_on: str,
+) -> None:
+    """Never a silent partial: the symbol is left out of ``recovered_trades`` and no trade
+    of the gap is sent (the client learns from ``trade_positions`` how far the stream is)."""
+    recovery_bytes = {"evicted": 2_000, "other_epoch": 1 << 20, "recovery_off": 0}[moved_on]
+    _, fanout = live_fanout(BIDS, ASKS, recovery_bytes=recovery_bytes)
+    for i in range(1, 41):  # far more than 2000 bytes of trades
+        fanout.publish([trade(KEY, i)])
+    epoch = fanout.trade_epoch + (1 if moved_on == "other_epoch" else 0)
+    async with serving(fanout):
+        client = await RawClient.connect(fanout.port)
+        async with client:
+            recover_trades = {KEY: {"epoch": epoch, "seq": 1}}
+            await client.send(sub([KEY], channels=["trade", "bbo"], recover_trades=recover_trades))
+            reply = await client.message()
+            assert isinstance(reply, Subscribed) and reply.recovered_trades == []
+            at = reply.trade_positions[KEY]
+            assert (at.epoch, at.seq) == (fanout.trade_epoch, 40)
+            assert isinstance(await client.message(), Status)
+            assert isinstance(await client.message(), Bbo)  # the current top, then live only
+            fanout.publish([trade(KEY, 41)])
+            live = await client.message()
+            assert isinstance(live, TradeMsg) and (live.seq, live.recovered) == (41, None)
+    assert (fanout.stats.trade_recoveries, fanout.stats.trade_recovery_misses) == (0, 1)
+    if recovery_bytes:
+        assert 0 < fanout.trade_rings[KEY].bytes <= recovery_bytes
+    else:
+        assert fanout.trade_rings == {}
+
+
+def test_every_trade_is_numbered_and_kept_from_the_first() -> None:
+    _, fanout = live_fanout(BIDS, ASKS)
+    fanout.publish([trade(KEY, 7), trade(KEY2, 8), trade(KEY, 9)])
+    kept = fanout.trade_rings[KEY].since(fanout.trade_epoch, 0, 0.0)
+    assert kept is not None and [(e.msg.id, e.msg.seq) for e in kept] == [(7, 1), (9, 2)]
+    other = fanout.trade_rings[KEY2].since(fanout.trade_epoch, 0, 0.0)
+    assert other is not None and [(e.msg.id, e.msg.seq) for e in other] == [(8, 1)]

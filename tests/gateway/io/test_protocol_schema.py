@@ -91,6 +91,15 @@ async def test_every_message_a_gateway_sends_validates_against_the_schema(wire_f
         await session.send({"op": "subscribe", "symbols": ["nowhere:X"]})
         await client.send('{"op": "subscribe", "symbols": "not a list"}')
         await session.send({"op": "unsubscribe", "symbols": [KEY, KEY2]})
+        recover_trades = {KEY: {"epoch": fanout.trade_epoch, "seq": 0}}
+        await session.send(
+            {
+                "op": "subscribe",
+                "symbols": [KEY],
+                "channels": ["trade"],
+                "recover_trades": recover_trades,
+            }
+        )
         await session.until_pong("end")
     for message in session.received:
         SERVER.validate(message)
@@ -104,6 +113,11 @@ async def test_every_message_a_gateway_sends_validates_against_the_schema(wire_f
     snapshots = [m for m in session.received if m["type"] == "snapshot"]
     assert len(snapshots) == 3  # KEY, KEY2 at depth 1, KEY's resync
     assert any(m["type"] == "delta" and m["symbol"] == KEY2 for m in session.received)
+    trades = [m for m in session.received if m["type"] == "trade"]
+    assert [(m["seq"], m.get("recovered")) for m in trades] == [(1, None), (1, True)]
+    assert any(
+        m["type"] == "subscribed" and m["recovered_trades"] == [KEY] for m in session.received
+    )
 
 
 def test_the_schema_refuses_what_the_gateway_must_not_send() -> None:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.core.model import Side, SymbolState
+from gateway.core.transitions import UndefinedTransition, transition
 from gateway.wire.client_session import (
+    RETRY_TRANSITIONS,
     BboEvent,
     BookEvent,
     ClientSession,
     Event,
     GatewayError,
     RecoveryEvent,
+    RetryEvent,
     StatusEvent,
     Step,
     TradeEvent,
@@ -36,6 +42,7 @@ from gateway.wire.protocol import (
     encode_json,
     encode_msgpack,
 )
+from tests.gateway.core.state_tables import specify
 
 KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"
@@ -331,3 +338,170 @@ def test_bbo_and_trade_events_carry_the_gateway_times() -> None:
     (trade,) = feed(TradeMsg(KEY, 5, "100", "1", Side.BUY, 1_699, 31, 32), msgpack=True).events
     assert isinstance(trade, TradeEvent)
     assert (trade.ts_ms, trade.gateway_recv_ns, trade.gateway_send_ns) == (1_699, 31, 32)
+
+
+TRADE_EPOCH = 1_796_000_000_000_000
+
+
+def trade_msg(seq: int, recovered: bool | None = None, epoch: int = TRADE_EPOCH) -> TradeMsg:
+    return TradeMsg(KEY, 100 + seq, "100.5", "0.1", Side.SELL, 1_700, 1, 2, epoch, seq, recovered)
+
+
+def trade_seqs(events: list[Event]) -> list[tuple[int, bool]]:
+    return [(e.seq, e.recovered) for e in events if isinstance(e, TradeEvent)]
+
+
+def test_a_trade_stream_is_kept_across_a_lost_connection_and_its_missed_trades_follow() -> None:
+    session = ClientSession([KEY], ["trade"])
+    feed = Feed(session)
+    feed(Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: RecoverFrom(TRADE_EPOCH, 4)}))
+    assert trade_seqs(feed(trade_msg(5)).events) == [(5, False)]
+    feed.lost()
+    request = session.subscribe_request()
+    assert request.recover is None
+    assert request.recover_trades == {KEY: RecoverFrom(TRADE_EPOCH, 5)}
+    reply = Subscribed(
+        [KEY],
+        ["trade"],
+        "gw-1",
+        recovered_trades=[KEY],
+        trade_positions={KEY: RecoverFrom(TRADE_EPOCH, 7)},
+    )
+    (recovery,) = feed(reply).events
+    assert recovery == RecoveryEvent(KEY, True, TRADE_EPOCH, 5, "gw-1", feed.now_ns, "trade")
+    got: list[Event] = []
+    for seq in (6, 7):
+        got += feed(trade_msg(seq, True)).events
+    got += feed(trade_msg(7, True)).events  # a repeat: dropped
+    got += feed(trade_msg(8)).events
+    assert trade_seqs(got) == [(6, True), (7, True), (8, False)]
+    stats = session.stats
+    assert (stats.trade_recoveries, stats.recovered_trades, stats.duplicate_trades) == (1, 2, 1)
+
+
+def test_a_trade_stream_not_recovered_says_so_and_goes_on_from_the_gateways_position() -> None:
+    session = ClientSession([KEY], ["trade"])
+    feed = Feed(session)
+    feed(Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: RecoverFrom(TRADE_EPOCH, 0)}))
+    feed(trade_msg(1))
+    feed.lost()
+    other = TRADE_EPOCH + 5
+    reply = Subscribed([KEY], ["trade"], "gw-2", trade_positions={KEY: RecoverFrom(other, 3)})
+    (recovery,) = feed(reply).events
+    assert recovery == RecoveryEvent(KEY, False, TRADE_EPOCH, 1, "gw-2", feed.now_ns, "trade")
+    step = feed(trade_msg(4, epoch=other))
+    assert trade_seqs(step.events) == [(4, False)] and step.warnings == []
+    assert session.stats.trade_recovery_misses == 1
+    gap = feed(trade_msg(7, epoch=other))  # 5 and 6 lost (e.g. while behind): said
+    assert trade_seqs(gap.events) == [(7, False)]
+    assert [cause for cause, _ in gap.warnings] == ["trade gap"]
+    assert session.stats.trade_gaps == 1
+
+
+@given(st.lists(st.integers(min_value=1, max_value=30), max_size=60))
+def test_trades_are_yielded_once_each_in_increasing_seq(seqs: list[int]) -> None:
+    """Whatever order and repeats the messages come in, the events' seqs strictly grow
+    and each one received is yielded once."""
+    session = ClientSession([KEY], ["trade"])
+    feed = Feed(session)
+    feed(Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: RecoverFrom(TRADE_EPOCH, 0)}))
+    yielded = [seq for seq in seqs for _ in trade_seqs(feed(trade_msg(seq)).events)]
+    assert yielded == sorted(set(yielded))
+    # Exactly the trades beyond every one before them: repeats and older ones dropped.
+    assert set(yielded) == {s for i, s in enumerate(seqs) if s > max(seqs[:i], default=0)}
+
+
+def resyncing_session(
+    retry_initial_s: float = 0.05, retry_max_s: float = 2.0
+) -> tuple[Feed, ClientSession]:
+    session = ClientSession(
+        [KEY],
+        retry_initial_s=retry_initial_s,
+        retry_max_s=retry_max_s,
+        rng=random.Random(7),
+    )
+    feed = Feed(session)
+    feed(Subscribed([KEY], ["book"], "gw-1"))
+    feed(Snapshot(KEY, 1, 0, 1000, BIDS, ASKS))
+    assert feed(delta(2)).requests == [Resync(KEY)]  # a gap
+    return feed, session
+
+
+def test_a_rate_limited_resync_is_retried_after_a_growing_jittered_delay() -> None:
+    feed, session = resyncing_session(retry_initial_s=0.1, retry_max_s=0.4)
+    delays: list[float] = []
+    for attempt in range(1, 5):
+        refused = feed(Error(ErrorCode.RATE_LIMITED, "retry in 0.050 s", KEY))
+        (retry,) = refused.events
+        assert isinstance(retry, RetryEvent)
+        assert (retry.op, retry.symbol, retry.attempt) == ("resync", KEY, attempt)
+        assert 0 <= retry.delay_s <= min(0.4, 0.1 * 2 ** (attempt - 1))
+        assert refused.warnings == [] and refused.requests == []
+        delays.append(retry.delay_s)
+        due_ns = session.next_retry_ns()
+        assert due_ns == feed.now_ns + int(retry.delay_s * 1e9)
+        assert session.on_timer(due_ns - 1).requests == []  # not yet
+        assert session.on_timer(due_ns).requests == [Resync(KEY)]
+        assert session.next_retry_ns() is None  # sent: nothing pending until answered
+    assert len(set(delays)) == 4 and session.stats.retries == 4
+    feed(Snapshot(KEY, 1, 5, 1005, BIDS, ASKS))  # answered: the backoff starts over
+    assert feed(delta(7)).requests == [Resync(KEY)]
+    (retry,) = feed(Error(ErrorCode.RATE_LIMITED, "later", KEY)).events
+    assert isinstance(retry, RetryEvent) and retry.attempt == 1
+
+
+def test_a_retry_no_longer_needed_is_not_sent_and_a_lost_connection_drops_retries() -> None:
+    feed, session = resyncing_session()
+    feed(Error(ErrorCode.RATE_LIMITED, "later", KEY))
+    due_ns = session.next_retry_ns()
+    assert due_ns is not None
+    feed(Snapshot(KEY, 1, 3, 1003, BIDS, ASKS))  # the snapshot came anyway (conflation)
+    assert session.next_retry_ns() is None and session.on_timer(due_ns).requests == []
+    assert feed(delta(5)).requests == [Resync(KEY)]
+    feed(Error(ErrorCode.RATE_LIMITED, "later", KEY))
+    feed.lost()
+    assert session.next_retry_ns() is None
+    # A rate_limited error for a request the session has no use repeating: a warning.
+    stray = feed(Error(ErrorCode.RATE_LIMITED, "later", KEY2))
+    assert stray.events == [] and [c for c, _ in stray.warnings] == ["error rate_limited"]
+
+
+def test_a_rate_limited_subscribe_is_retried_until_acknowledged() -> None:
+    session = ClientSession([KEY], rng=random.Random(1))
+    feed = Feed(session)
+    first = session.subscribe_request()
+    (retry,) = feed(Error(ErrorCode.RATE_LIMITED, "later")).events
+    assert isinstance(retry, RetryEvent) and (retry.op, retry.symbol) == ("subscribe", None)
+    due_ns = session.next_retry_ns()
+    assert due_ns is not None and session.on_timer(due_ns).requests == [first]
+    feed(Subscribed([KEY], ["book"], "gw-1"))
+    assert session.next_retry_ns() is None
+    stray = feed(Error(ErrorCode.RATE_LIMITED, "later"))  # nothing of ours awaits
+    assert stray.events == [] and len(stray.warnings) == 1
+
+
+RETRY_SPEC = specify(
+    "retry",
+    RETRY_TRANSITIONS,
+    """
+    IDLE     REFUSED   WAITING  SCHEDULE
+    IDLE     ANSWERED  IDLE     -
+    WAITING  REFUSED   WAITING  SCHEDULE
+    WAITING  DUE       SENT     SEND
+    WAITING  ANSWERED  IDLE     RESET_BACKOFF
+    SENT     REFUSED   WAITING  SCHEDULE
+    SENT     ANSWERED  IDLE     RESET_BACKOFF
+    """,
+)
+
+
+def test_the_retry_table_is_its_spec_and_a_timer_without_a_refusal_is_a_bug() -> None:
+    assert dict(RETRY_SPEC.table) == RETRY_SPEC.expected
+    undefined = RETRY_SPEC.undefined()
+    assert [(state.name, event.name) for state, event in undefined] == [
+        ("IDLE", "DUE"),
+        ("SENT", "DUE"),
+    ]
+    for state, event in undefined:
+        with pytest.raises(UndefinedTransition):
+            transition("retry", RETRY_TRANSITIONS, state, event)

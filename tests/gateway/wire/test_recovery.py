@@ -1,4 +1,5 @@
-"""The recovery ring: all-or-nothing positions, eviction by bytes and by age, the instance."""
+"""The recovery rings (book deltas and trades): all-or-nothing positions, eviction by bytes
+and by age, the instance."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.wire.protocol import Delta, encode_json
+from gateway.core.model import Side
+from gateway.wire.protocol import Delta, TradeMsg, encode_json
 from gateway.wire.recovery import (
+    TRADE_BASE_COST,
     RecoveryRing,
     delta_cost,
+    message_cost,
     new_instance,
     recovered_copy,
 )
@@ -22,7 +26,11 @@ def delta(epoch: int, seq: int, n_levels: int = 1) -> Delta:
     return Delta(KEY, epoch, seq, 1000 + seq, bids, (), 1_700_000_000_000, 5, 7)
 
 
-def filled(ring: RecoveryRing, epoch: int, seqs: range, now_s: float = 0.0) -> None:
+def trade(epoch: int, seq: int, qty: str = "0.5") -> TradeMsg:
+    return TradeMsg(KEY, 9000 + seq, "100.25", qty, Side.SELL, 1_700_000_000_000, 5, 7, epoch, seq)
+
+
+def filled(ring: RecoveryRing[Delta], epoch: int, seqs: range, now_s: float = 0.0) -> None:
     ring.restart(epoch, seqs.start - 1)
     for seq in seqs:
         ring.append(delta(epoch, seq), now_s)
@@ -130,3 +138,56 @@ def test_instances_differ_and_their_epochs_are_json_safe_and_grow() -> None:
     assert first.epoch_base < later.epoch_base < 2**53
     # The year 2200 still fits.
     assert new_instance(7_258_118_400 * 10**9, 0).epoch_base < 2**53
+
+
+def test_a_trade_ring_serves_the_trades_after_a_position_marked_recovered() -> None:
+    ring: RecoveryRing[TradeMsg] = RecoveryRing(max_bytes=1 << 20, max_age_s=60.0)
+    ring.restart(42, 0)
+    for seq in range(1, 6):
+        ring.append(trade(42, seq), 0.0)
+    got = ring.since(42, 2, 0.0)
+    assert got is not None and [e.msg.seq for e in got] == [3, 4, 5]
+    assert ring.since(41, 2, 0.0) is None  # another process's trade epoch
+    assert message_cost(trade(42, 1)) == TRADE_BASE_COST + len("100.25") + len("0.5")
+    frame = ring.frame(got[0], False, encode_json)
+    decoded = msgspec.json.decode(frame)
+    assert (decoded["type"], decoded["seq"], decoded["recovered"]) == ("trade", 3, True)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=1, max_value=40), st.floats(min_value=0, max_value=5)),
+        min_size=1,
+        max_size=150,
+    ),
+    st.integers(min_value=0, max_value=6000),
+    st.floats(min_value=0, max_value=30),
+    st.lists(st.integers(min_value=0, max_value=160), max_size=6),
+)
+def test_a_trade_ring_is_bounded_and_serves_each_trade_once_in_order_or_nothing(
+    trades: list[tuple[int, float]],
+    max_bytes: int,
+    max_age_s: float,
+    positions: list[int],
+) -> None:
+    """Trades of growing sizes at growing times: after every append the ring holds at most
+    ``max_bytes`` and nothing older than ``max_age_s``; any position is served with every
+    trade after it, in seq order and each once, or not at all (None) when one is gone."""
+    ring: RecoveryRing[TradeMsg] = RecoveryRing(max_bytes=max_bytes, max_age_s=max_age_s)
+    ring.restart(7, 0)
+    now_s = 0.0
+    for seq, (qty_len, step_s) in enumerate(trades, start=1):
+        now_s += step_s
+        ring.append(trade(7, seq, "1" * qty_len), now_s)
+        assert ring.bytes <= max_bytes
+        assert ring.bytes == sum(e.cost for e in ring.entries)
+        assert all(e.stored_s >= now_s - max_age_s for e in ring.entries)
+    last = len(trades)
+    for position in positions:
+        got = ring.since(7, position, now_s)
+        kept = [e.msg.seq for e in ring.entries]
+        if got is None:
+            # Served exactly when every trade after the position is still held.
+            assert position > last or (position + 1 not in kept and position < last)
+        else:
+            assert [e.msg.seq for e in got] == list(range(position + 1, last + 1))
