@@ -157,7 +157,7 @@ def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
 
 def test_recovery_demo_with_trades_gets_every_trade_once_across_the_dropped_connection() -> None:
     async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
+        async with live_demo_gateway() as (_sim, _service, url):
             args = ("examples/recovery_demo.py", url, "--symbol", KEY, "--drop-after", "5")
             return await run_child(*args, "--trades", lines=40)
 
