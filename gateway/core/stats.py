@@ -102,6 +102,11 @@ class ConnectionStats:
         "Handshakes the venue refused over its limits (429, 418).",
         metric="connection_rate_limited",
     )
+    #: Closed by the gateway (1009) at a frame above ``max_frame_bytes``, unread.
+    oversized_frames: int = counter(
+        "Frames above max_frame_bytes: the connection closed and reopened.",
+        metric="connection_oversized_frames",
+    )
     messages_sent: int = counter("Messages sent to the venue.", metric="connection_messages_sent")
     messages_dropped: int = counter(
         "Messages to the venue not sent: connection down or its queue full.",
@@ -371,7 +376,7 @@ class FanoutStats:
     rate_limited: int = counter(
         "Subscriber requests refused: request rate.", metric="fanout_rate_limited"
     )
-    #: HTTP requests refused at the handshake, by status (401, 403, 404).
+    #: HTTP requests refused at the handshake, by status (421, 401, 403, 404).
     http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
     #: Symbols recovered from the ring (``subscribe.recover``).
     recoveries: int = counter(

@@ -69,7 +69,14 @@ from gateway.core.stats import FanoutStats
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_document
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog
-from gateway.wire.config import ListenError, ServerConfig, exposure_warning, listen_error
+from gateway.wire.config import (
+    ListenError,
+    ServerConfig,
+    allowed_host_names,
+    exposure_warning,
+    host_header_name,
+    listen_error,
+)
 from gateway.wire.protocol import (
     Bbo,
     CloseCode,
@@ -382,10 +389,13 @@ class Fanout:
         self.ping_interval_s = ping_interval_s
         self._token = None if server.token is None else server.token.encode()
         self.allowed_origins = frozenset(server.allowed_origins)
+        #: The Host names the TCP listener answers (None: any), set by :meth:`serve` from
+        #: ``server.allowed_hosts`` and the bound address.
+        self.allowed_hosts: frozenset[str] | None = None
         #: HTTP GET routes served on the subscriber port beside the WebSocket endpoint
         #: (:data:`WEBSOCKET_PATH`); any other path is answered 404. Routes are added
-        #: with ``http_routes`` or here, before :meth:`serve`; the Origin and token checks
-        #: apply to every route.
+        #: with ``http_routes`` or here, before :meth:`serve`; the Host, Origin and token
+        #: checks apply to every route.
         self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz, **(http_routes or {})}
         self.flow_policy = FlowPolicy(
             max_buffer_bytes=server.max_buffer_bytes,
@@ -1287,7 +1297,8 @@ class Fanout:
         unix_mode: int = _DEFAULTS.unix_mode,
     ) -> None:
         """Serve subscribers on ``ws://host:port/`` (and :attr:`http_routes`) until cancelled.
-        Binding beyond loopback without a token is warned about.
+        Binding beyond loopback without a token is warned about; TCP requests whose ``Host``
+        names no host of :attr:`allowed_hosts` are refused (421).
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
         ``ready`` is set. With ``unix_path``, the same protocol and routes are also served
@@ -1296,8 +1307,14 @@ class Fanout:
         Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound.
         """
         options = self._server_options()
+        self.allowed_hosts = allowed_host_names(host, self.server.allowed_hosts)
         try:
-            listening = await serve(self._handle, host, port, **options)
+            listening = await serve(
+                self._handle,
+                host,
+                port,
+                **{**options, "process_request": self._process_tcp_request},
+            )
         except OSError as exc:
             raise listen_error(exc, host, port) from exc
         FD_EXHAUSTION.watch(asyncio.get_running_loop())  # accepts out of descriptors
@@ -1321,7 +1338,8 @@ class Fanout:
                 self.addresses = []
 
     def _server_options(self) -> dict[str, Any]:
-        """The websockets server options, the same for TCP and the Unix socket."""
+        """The websockets server options, the same for TCP and the Unix socket (TCP checks
+        the Host header first: :meth:`_process_tcp_request`)."""
         return {
             "compression": None,  # frames are shared between connections: no per-connection state
             "process_request": self._process_request,
@@ -1386,6 +1404,20 @@ class Fanout:
             self.server.healthz_not_live_share,
             self._since_ns,
         ).answer()
+
+    def _process_tcp_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        """A TCP handshake's checks: the ``Host`` header first (421 unless exactly one
+        names an allowed host: a page of another site whose name was rebound to this
+        address), then :meth:`_process_request`'s. None: go on with the WebSocket."""
+        hosts = self.allowed_hosts
+        if hosts is not None:
+            values = request.headers.get_all("Host")
+            if len(values) != 1 or host_header_name(values[0]) not in hosts:
+                FD_EXHAUSTION.succeeded()  # a connection was accepted
+                return self._refuse(
+                    conn, http.HTTPStatus.MISDIRECTED_REQUEST, "host not allowed", ", ".join(values)
+                )
+        return self._process_request(conn, request)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """The handshake's checks, in order: the Origin (403), the token (401), the path
