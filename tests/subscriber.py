@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,14 +15,19 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.client import BookEvent, Event, GatewayClient, StatusEvent
 from gateway.io.service import Service
+from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The ``mdgateway`` command of this checkout.
 MDGATEWAY = [sys.executable, "-m", "gateway.tools.cli"]
+#: The symbol of :func:`live_demo_gateway`, and the bound of its wait for the book.
+DEMO_KEY = "binance:BTCUSDT"
+LIVE_WITHIN_S = 15.0
 
 
 @contextlib.contextmanager
@@ -172,3 +178,18 @@ async def serving(
         finally:
             follower.cancel()
             service_task.cancel()
+
+
+@contextlib.asynccontextmanager
+async def live_demo_gateway() -> AsyncIterator[tuple[SimBinanceSpot, Service, str]]:
+    """A gateway of the demo's Binance spot, simulated (``BTCUSDT``, two endpoints, steps
+    every 20 ms), on an ephemeral port: yields the simulator, the service and its URL once
+    the book is live, so that what connects then starts from a live book."""
+    async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
+        async with serving(demo_config([(binance, sim)], port=0), [DEMO_KEY]) as (
+            service,
+            watcher,
+        ):
+            await watcher.until(lambda: "live" in watcher.statuses, LIVE_WITHIN_S)
+            yield sim, service, f"ws://127.0.0.1:{service.port}/"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import msgspec
+
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.io.client import BookEvent, Event, GatewayClient
@@ -24,6 +26,8 @@ SPEC = (
     "ep1:dup=0.1,stall@1.5+0.5;"
     "ep2:drop=0.1,corrupt=0.05"
 )
+#: How long a gap waits for the whole copy before it is declared lost.
+REORDER_WINDOW_MS = 2000.0
 #: Venue steps to run: 2.2 s of the venue's time, past every timed fault of SPEC.
 RUN_STEPS = 110
 
@@ -36,6 +40,10 @@ async def _run(faults: str | None) -> tuple[dict[int, object], list[int], Gatewa
     ) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
         config = demo_config([(binance, sim)], port=0)
+        # The whole copy may come late on a busy machine (the venue shares the gateway's
+        # loop): a gap must wait for it, not be declared after the demo's 100 ms.
+        venue = msgspec.structs.replace(config.venues[0], reorder_window_ms=REORDER_WINDOW_MS)
+        config = msgspec.structs.replace(config, venues=[venue])
         books: dict[int, object] = {}
         order: list[int] = []
 

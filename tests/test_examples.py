@@ -8,8 +8,6 @@ they printed enough, and must then exit 0."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import datetime
 import itertools
 import os
@@ -17,37 +15,15 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
-from feeds.sim.simulators import SimBinanceSpot
-from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
-
-from .subscriber import ROOT
+from .subscriber import ROOT, live_demo_gateway
 
 KEY = "binance:BTCUSDT"
 DEMO_URL = "ws://127.0.0.1:8765/"
 #: Bound of each child's run; they print their lines within a second or two.
 RUN_WITHIN_S = 30.0
-
-
-@contextlib.asynccontextmanager
-async def demo_gateway() -> AsyncIterator[str]:
-    """A gateway of a simulated Binance spot (``BTCUSDT``, steps every 20 ms) on an
-    ephemeral port; yields its URL."""
-    async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
-        binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
-        service = Service(demo_config([(binance, sim)], port=0))
-        ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tasks:
-            task = tasks.create_task(service.run(ready))
-            await ready.wait()
-            try:
-                yield f"ws://127.0.0.1:{service.port}/"
-            finally:
-                task.cancel()
 
 
 async def run_child(*args: str, lines: int | None) -> tuple[int, list[str], str]:
@@ -114,7 +90,7 @@ def test_the_readme_example_is_formatted_and_linted(tmp_path: Path) -> None:
 
 def test_the_readme_example_runs_as_pasted_and_stops_by_itself(tmp_path: Path) -> None:
     async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
+        async with live_demo_gateway() as (_sim, _service, url):
             code = readme_example()
             assert code.count(DEMO_URL) == 1
             script = tmp_path / "example.py"
@@ -139,7 +115,7 @@ def run_example(script: str, lines: int) -> list[str]:
     printed ``lines`` lines; its output, once it exited 0."""
 
     async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
+        async with live_demo_gateway() as (_sim, _service, url):
             return await run_child(f"examples/{script}", url, "--symbol", KEY, lines=lines)
 
     code, printed, stderr = asyncio.run(main())
@@ -181,7 +157,7 @@ def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
 
 def test_recovery_demo_with_trades_gets_every_trade_once_across_the_dropped_connection() -> None:
     async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
+        async with live_demo_gateway() as (_sim, _service, url):
             args = ("examples/recovery_demo.py", url, "--symbol", KEY, "--drop-after", "5")
             return await run_child(*args, "--trades", lines=40)
 
@@ -202,7 +178,7 @@ def test_recovery_demo_with_trades_gets_every_trade_once_across_the_dropped_conn
 
 def test_recovery_demo_keeps_its_book_across_the_dropped_connection() -> None:
     async def main() -> tuple[int, list[str], str]:
-        async with demo_gateway() as url:
+        async with live_demo_gateway() as (_sim, _service, url):
             args = ("examples/recovery_demo.py", url, "--symbol", KEY, "--drop-after", "5")
             return await run_child(*args, lines=16)
 

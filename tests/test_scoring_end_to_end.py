@@ -1,16 +1,20 @@
 """Endpoint scoring against the simulated venues: a slow endpoint is replaced
-(make-before-break), standby endpoints connect while every primary is gone and are
-released once the primaries are back."""
+(make-before-break), on an idle standby endpoint where there is one (rotation); standby
+endpoints connect while every primary is gone and are released once the primaries are
+back."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import pytest
+from websockets.frames import CloseCode
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
@@ -33,39 +37,90 @@ def binance_config(sim: SimBinanceSpot, **venue: Any) -> Config:
     )
 
 
+#: Replacement quick enough for a test: worst by 0.1 for 1 s, once.
+FAST_REPLACEMENT: dict[str, Any] = {
+    "replace_margin": 0.1,
+    "replace_after_s": 1.0,
+    "replace_cooldown_s": 1000.0,
+    "renew_timeout_s": 5.0,
+}
+
+
+@contextlib.asynccontextmanager
+async def slow_endpoint_replaced(
+    n_standby: int,
+) -> AsyncIterator[tuple[SimBinanceSpot, Service, Subscriber, list[str]]]:
+    """Simulated endpoints 0-2 the primaries, 2 of them 150 ms late, and ``n_standby``
+    standby ones; the gateway served until it replaced endpoint 2's connection for its
+    score and the replacement caught up. Yields the venue, the service, the subscriber and
+    the statuses it saw since the book was first live."""
+    n_endpoints = 3 + n_standby
+    plan = FaultPlan("ep2:delay=150ms", seed=1, n_endpoints=n_endpoints)
+    async with SimBinanceSpot(
+        ["BTCUSDT"], n_endpoints=n_endpoints, seed=5, interval_s=0.02, faults=plan
+    ) as sim:
+        urls = sim.endpoint_urls
+        config = binance_config(
+            sim, endpoints=urls[:3], standby_endpoints=urls[3:], **FAST_REPLACEMENT
+        )
+        async with serving(config, [KEY]) as (service, subscriber):
+            await subscriber.until(lambda: KEY in subscriber.venue_ids, 10)
+            live_from = len(subscriber.statuses)
+            renewals = service.venues[0].renewals
+
+            def replaced() -> bool:
+                stats = renewals.stats(2)
+                return bool(stats.due.get("score")) and stats.caught_up >= 1
+
+            async with asyncio.timeout(30):
+                await service.connection_changes.wait_until(replaced)
+            yield sim, service, subscriber, subscriber.statuses[live_from:]
+
+
 def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> None:
     async def scenario() -> tuple[Service, Subscriber, list[str]]:
-        plan = FaultPlan("ep2:delay=150ms", seed=1, n_endpoints=3)
-        async with SimBinanceSpot(
-            ["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02, faults=plan
-        ) as sim:
-            config = binance_config(
-                sim,
-                replace_margin=0.1,
-                replace_after_s=1.0,
-                replace_cooldown_s=1000.0,
-                renew_timeout_s=5.0,
-            )
-            async with serving(config, [KEY]) as (service, subscriber):
-                await subscriber.until(lambda: KEY in subscriber.venue_ids, 10)
-                live_from = len(subscriber.statuses)
-                renewals = service.venues[0].renewals
-
-                def replaced() -> bool:
-                    stats = renewals.stats(2)
-                    return bool(stats.due.get("score")) and stats.caught_up >= 1
-
-                async with asyncio.timeout(30):
-                    await service.connection_changes.wait_until(replaced)
-                return service, subscriber, subscriber.statuses[live_from:]
+        async with slow_endpoint_replaced(0) as (_sim, service, subscriber, statuses_after):
+            return service, subscriber, statuses_after
 
     service, subscriber, statuses_after = asyncio.run(asyncio.wait_for(scenario(), 60))
     venue = service.venues[0]
     assert venue.replacement.replaced == 1
+    # No other endpoint is free: the replacement stayed on the slow one.
+    assert venue.rotations == 0
+    assert [venue.slots[s].endpoint for s in (0, 1, 2)] == venue.rotation
     assert [venue.renewals.stats(s).due.get("score", 0) for s in (0, 1, 2)] == [0, 0, 1]
     assert statuses_after == [] and subscriber.client.stats.gaps == 0
     stats = service.symbol_stats(KEY)
     assert stats.gaps == 0 and stats.resyncs == 0
+
+
+def test_a_replaced_connection_rotates_to_an_idle_standby_endpoint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.io.venue_runtime")
+
+    async def scenario() -> tuple[Service, Subscriber, list[str], list[str]]:
+        async with slow_endpoint_replaced(1) as (sim, service, subscriber, statuses_after):
+            venue, urls = service.venues[0], sim.endpoint_urls
+            async with asyncio.timeout(10):
+                await sim.wait_connections(2, 0)  # the slow endpoint's is closed
+            assert sim.stats(3).connections_open == 1
+            serving_url = venue.connections[venue.renewals.serving(2)].url
+            assert serving_url.startswith(urls[3] + "/")
+            assert venue.standby is not None and venue.standby.state is Standby.IDLE
+            return service, subscriber, statuses_after, urls
+
+    service, subscriber, statuses_after, urls = asyncio.run(asyncio.wait_for(scenario(), 60))
+    venue = service.venues[0]
+    assert venue.rotations == 1 and venue.replacement.replaced == 1
+    # The slot moved to the standby endpoint; the standby slot took the one it left.
+    assert [venue.slots[s].endpoint for s in (0, 1, 2)] == [urls[0], urls[1], urls[3]]
+    assert [venue.slots[s].endpoint for s in venue.standby_slots] == [urls[2]]
+    assert venue.slots[venue.standby_slots[0]].standby and not venue.slots[2].standby
+    assert statuses_after == [] and subscriber.client.stats.gaps == 0
+    assert service.symbol_stats(KEY).gaps == 0
+    lines = [r.getMessage() for r in caplog.records if "moves from" in r.getMessage()]
+    assert lines == [f"binance: slot 2: the replacement moves from {urls[2]} to {urls[3]}"]
 
 
 def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
@@ -73,12 +128,9 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.io.venue_runtime")
 
-    async def scenario() -> tuple[Service, list[str], int]:
+    async def scenario() -> tuple[Service, list[str], int, float]:
         # Endpoints 0 and 1 are the primaries, 2 the standby.
-        plan = FaultPlan("ep0:refuse@1.5+3;ep1:refuse@1.5+3", seed=1, n_endpoints=3)
-        async with SimBinanceSpot(
-            ["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02, faults=plan
-        ) as sim:
+        async with SimBinanceSpot(["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02) as sim:
             urls = sim.endpoint_urls
             config = binance_config(
                 sim,
@@ -99,10 +151,16 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
                         if c.slot in venue.standby_slots
                     )
 
+                # The primaries refuse until the standby streams.
+                for index in (0, 1):
+                    await sim.close_endpoint(index, CloseCode.GOING_AWAY, "refused")
                 async with asyncio.timeout(20):
                     await service.connection_changes.wait_until(lambda: standby_frames() > 0)
                 frames = standby_frames()
-                assert sim.fault_time() < 4.5, "connected while the primaries were refused"
+                loop = asyncio.get_running_loop()
+                reopened_s = loop.time()
+                for index in (0, 1):
+                    await sim.open_endpoint(index)
                 async with asyncio.timeout(20):
                     await service.connection_changes.wait_until(
                         lambda: (
@@ -111,10 +169,10 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
                             and len(venue.connections) == 2
                         )
                     )
-                assert sim.fault_time() > 4.5 + 1.5, "released after the primaries recovered"
-                return service, subscriber.statuses, frames
+                return service, subscriber.statuses, frames, loop.time() - reopened_s
 
-    service, statuses, frames = asyncio.run(asyncio.wait_for(scenario(), 60))
+    service, statuses, frames, released_after_s = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert released_after_s >= 1.5, "released once the primaries were back for 1.5 s"
     venue = service.venues[0]
     assert venue.standby is not None and venue.standby.activations == 1
     assert frames > 0 and statuses[-1] == "live"

@@ -16,6 +16,15 @@ States (:class:`FlowState`):
 * ``DISCONNECTED``: the policy closed the connection (1008), or the shell closed it for
   another reason (``CLOSED``); nothing more is written.
 
+Trades are not conflated: a stream has no snapshot. A dropped trade notes, besides its
+key, the subscriber's *trade position* (the seq of the last trade of the key it was
+written, :attr:`SubscriberFlow.owed_trades`). At the resend of the owed keys the shell
+tells the flow, per owed position, whether the trade ring still holds every trade after it
+(:meth:`SubscriberFlow.on_missed_trades`): if it does they are replayed (written like any
+message: falling behind again notes the position reached), if not none of them is sent
+(all or nothing, as a reconnection's recovery: the next trade's seq shows the gap). Until
+another trade of the key is written, a skipped subscriber stands at its old position.
+
 A subscriber that falls behind more than ``max_conflations`` times within
 ``conflation_window_s``, stays behind longer than ``max_behind_s``, or lets its replies
 pile up above twice ``max_buffer_bytes`` is disconnected. Each input is first classified
@@ -61,23 +70,36 @@ class FlowEvent(enum.Enum):
     #: The shell closed the connection for another reason (an error while serving it, a
     #: limit): nothing more is written.
     CLOSED = "closed"
+    #: At a resend of owed keys: the trade ring holds every trade after the key's owed
+    #: trade position.
+    TRADES_HELD = "trades_held"
+    #: At a resend of owed keys: a trade after the owed trade position is no longer held.
+    TRADES_LOST = "trades_lost"
 
 
 class FlowAction(enum.Enum):
     """What a transition asks for. DROP, OWE and CONFLATE are bookkeeping the flow does
-    itself (the shell may count them too); WRITE, RESEND_OWED and DISCONNECT are for the
-    shell."""
+    itself (the shell may count them too); WRITE, RESEND_OWED, REPLAY_TRADES, SKIP_TRADES
+    and DISCONNECT are for the shell (the trade ones forget the owed trade position, or
+    mark it skipped, before they return)."""
 
     #: Write the message or reply now (for RESYNC_ASKED: send the snapshot now).
     WRITE = "write"
     #: The message is not written: counted in ``dropped``, its key noted as owed.
     DROP = "drop"
-    #: The key is noted as owed (its snapshot comes with the recovery); nothing is dropped.
+    #: The key is noted as owed (its snapshot, or its missed trades, come with the
+    #: recovery); nothing is dropped. An owed trade position stays owed.
     OWE = "owe"
     #: One more fall behind: counted in ``conflations``, ``behind_since_s`` is now.
     CONFLATE = "conflate"
-    #: Send status, snapshot and bbo of every key of :meth:`SubscriberFlow.take_owed`.
+    #: Send status, snapshot and bbo of every key of :meth:`SubscriberFlow.take_owed`,
+    #: and decide each owed trade position (:meth:`SubscriberFlow.on_missed_trades`).
     RESEND_OWED = "resend_owed"
+    #: Write every trade after the owed trade position, from the trade ring, in order,
+    #: marked recovered (each write classified as a message of the key).
+    REPLAY_TRADES = "replay_trades"
+    #: Send none of the missed trades: they are lost, and the next trade's seq says so.
+    SKIP_TRADES = "skip_trades"
     #: Close the connection (1008) with :attr:`SubscriberFlow.close_reason`.
     DISCONNECT = "disconnect"
 
@@ -108,12 +130,20 @@ TRANSITIONS: Final[dict[tuple[FlowState, FlowEvent], Transition]] = {
     (_BEHIND, _E.STILL_BEHIND): (_BEHIND, ()),
     (_BEHIND, _E.BEHIND_TOO_LONG): (_GONE, (_A.DISCONNECT,)),
     (_BEHIND, _E.CLOSED): (_GONE, ()),
+    # Missed trades are decided once live; behind again (a resend before them overflowed),
+    # the position waits for the next drain.
+    (_LIVE, _E.TRADES_HELD): (_LIVE, (_A.REPLAY_TRADES,)),
+    (_LIVE, _E.TRADES_LOST): (_LIVE, (_A.SKIP_TRADES,)),
+    (_BEHIND, _E.TRADES_HELD): (_BEHIND, (_A.OWE,)),
+    (_BEHIND, _E.TRADES_LOST): (_BEHIND, (_A.OWE,)),
     (_GONE, _E.MESSAGE_FITS): (_GONE, (_A.DROP,)),
     (_GONE, _E.MESSAGE_OVERFLOWS): (_GONE, (_A.DROP,)),
     (_GONE, _E.REPLY_FITS): (_GONE, ()),
     (_GONE, _E.REPLY_UNREAD): (_GONE, ()),
     (_GONE, _E.RESYNC_ASKED): (_GONE, ()),
     (_GONE, _E.CLOSED): (_GONE, ()),
+    (_GONE, _E.TRADES_HELD): (_GONE, ()),
+    (_GONE, _E.TRADES_LOST): (_GONE, ()),
 }
 
 #: The (LIVE, MESSAGE_FITS) actions: :meth:`SubscriberFlow.on_message` returns this very
@@ -144,7 +174,7 @@ class FlowPolicy:
 
 
 class SubscriberFlow:
-    """One subscriber's flow state, counters and owed keys.
+    """One subscriber's flow state, counters, owed keys and owed trade positions.
 
     Every ``on_*`` method classifies its input, applies the transition and returns its
     actions; the bookkeeping actions (DROP, OWE, CONFLATE) are already done when it
@@ -158,7 +188,9 @@ class SubscriberFlow:
         "conflations",
         "dropped",
         "owed",
+        "owed_trades",
         "policy",
+        "skipped_trades",
         "state",
     )
 
@@ -167,6 +199,11 @@ class SubscriberFlow:
         self.state = FlowState.LIVE
         #: Keys whose messages were dropped or deferred while behind: owed a resend.
         self.owed: set[str] = set()
+        #: Key → the seq of the last trade of the key written before one was dropped.
+        self.owed_trades: dict[str, int] = {}
+        #: Key → (position, last seq) of a SKIP_TRADES: the subscriber stands at the position
+        #: while no trade after the last seq was written.
+        self.skipped_trades: dict[str, tuple[int, int]] = {}
         self.dropped = 0
         #: Times the subscriber fell behind, over its life.
         self.conflations = 0
@@ -177,9 +214,12 @@ class SubscriberFlow:
 
     # --- inputs ---------------------------------------------------------------------------
 
-    def on_message(self, key: str, buffered_bytes: int, now_s: float) -> tuple[FlowAction, ...]:
-        """A message of ``key`` is ready; ``buffered_bytes`` is the transport's write
-        buffer. Returns :data:`WRITE` (the same object) when it is to be written."""
+    def on_message(
+        self, key: str, buffered_bytes: int, now_s: float, trade_seq: int | None = None
+    ) -> tuple[FlowAction, ...]:
+        """A message of ``key`` is ready (``trade_seq``: it is the trade of that seq in the
+        key's trade stream); ``buffered_bytes`` is the transport's write buffer. Returns
+        :data:`WRITE` (the same object) when it is to be written."""
         if self.state is _LIVE and buffered_bytes <= self.policy.max_buffer_bytes:
             return WRITE  # the (LIVE, MESSAGE_FITS) row without the lookup: the hot path
         if buffered_bytes <= self.policy.max_buffer_bytes:
@@ -188,7 +228,7 @@ class SubscriberFlow:
             event = _E.MESSAGE_OVERFLOWS_TOO_OFTEN
         else:
             event = _E.MESSAGE_OVERFLOWS
-        return self.handle(event, key, now_s)
+        return self.handle(event, key, now_s, trade_seq)
 
     def on_reply(self, buffered_bytes: int) -> tuple[FlowAction, ...]:
         """A reply to one of the subscriber's requests is ready."""
@@ -214,6 +254,12 @@ class SubscriberFlow:
         """The shell closed the connection itself (not for being slow)."""
         return self.handle(_E.CLOSED)
 
+    def on_missed_trades(self, key: str, held: bool, last_seq: int) -> tuple[FlowAction, ...]:
+        """At the resend of the owed keys, for a key of :attr:`owed_trades`: ``held``,
+        the trade ring holds every trade after its position; ``last_seq`` is the key's last
+        trade published. REPLAY_TRADES: replay from the position, now no longer owed."""
+        return self.handle(_E.TRADES_HELD if held else _E.TRADES_LOST, key, 0.0, last_seq)
+
     # --- owed keys --------------------------------------------------------------------------
 
     def take_owed(self) -> set[str]:
@@ -224,6 +270,8 @@ class SubscriberFlow:
     def forget(self, key: str) -> None:
         """The subscriber unsubscribed from ``key``: nothing is owed for it."""
         self.owed.discard(key)
+        self.owed_trades.pop(key, None)
+        self.skipped_trades.pop(key, None)
 
     # --- the machine ------------------------------------------------------------------------
 
@@ -233,11 +281,17 @@ class SubscriberFlow:
         return recent + 1 > self.policy.max_conflations
 
     def handle(
-        self, event: FlowEvent, key: str | None = None, now_s: float = 0.0
+        self,
+        event: FlowEvent,
+        key: str | None = None,
+        now_s: float = 0.0,
+        trade_seq: int | None = None,
     ) -> tuple[FlowAction, ...]:
         """Apply one classified event (what the ``on_*`` methods do after classifying):
         the transition of :data:`TRANSITIONS`, its bookkeeping done, its actions returned.
-        Raises :class:`FlowError` for a pair the table does not hold."""
+        ``trade_seq`` is the seq of a trade message, or the last seq of ``key``'s trade
+        stream for TRADES_HELD and TRADES_LOST. Raises :class:`FlowError` for a pair the
+        table does not hold."""
         transition = TRANSITIONS.get((self.state, event))
         if transition is None:
             raise FlowError(f"{event.name} is not accepted in state {self.state.name}")
@@ -247,6 +301,12 @@ class SubscriberFlow:
                 self.dropped += 1
                 if key is not None:
                     self.owed.add(key)
+                    if trade_seq is not None:
+                        self._owe_trades(key, trade_seq)
+            elif (action is _A.REPLAY_TRADES or action is _A.SKIP_TRADES) and key is not None:
+                position = self.owed_trades.pop(key, None)
+                if action is _A.SKIP_TRADES and position is not None and trade_seq is not None:
+                    self.skipped_trades[key] = (position, trade_seq)
             elif action is _A.OWE:
                 if key is not None:
                     self.owed.add(key)
@@ -256,6 +316,18 @@ class SubscriberFlow:
                 self.close_reason = self._reason(event)
         self.state = new_state
         return actions
+
+    def _owe_trades(self, key: str, seq: int) -> None:
+        """The trade ``seq`` of ``key`` is dropped: the position before it is owed, unless
+        an earlier drop owes one already, or a skip left the subscriber further back (no
+        trade after the skip's last seq was written)."""
+        if key in self.owed_trades:
+            return
+        skipped = self.skipped_trades.pop(key, None)
+        if skipped is not None and seq == skipped[1] + 1:
+            self.owed_trades[key] = skipped[0]
+        else:
+            self.owed_trades[key] = seq - 1
 
     def _conflate(self, now_s: float) -> None:
         self.conflations += 1

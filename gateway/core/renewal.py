@@ -104,8 +104,9 @@ RENEWAL_TRANSITIONS: Final[Table[Renewal, RenewalEvent, RenewalAction]] = {
 
 
 class OpenReplacement(msgspec.Struct, frozen=True, gc=False):
-    """Open a replacement connection for ``slot`` (same endpoint, same subscriptions),
-    report its conn id with :meth:`VenueRenewals.opened`, and start its timeout."""
+    """Open a replacement connection for ``slot`` (same subscriptions, on the slot's
+    endpoint, which the shell may rotate first), report its conn id with
+    :meth:`VenueRenewals.opened`, and start its timeout."""
 
     slot: int
 

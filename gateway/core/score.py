@@ -9,6 +9,7 @@ time is ``now_s``; no I/O.
 - :class:`ReplacementPolicy`: a connection that stays worst by ``margin`` for
   ``replace_after_s`` is replaced (make-before-break, :mod:`gateway.core.renewal`), with
   hysteresis (it stops being suspect only below ``margin * EXIT_SHARE``) and a cooldown.
+- :func:`rotated_endpoint`: the endpoint a replaced connection moves to (rotation).
 - :class:`StandbyPolicy`: standby endpoints connected only while every primary is silent
   for ``standby_after_s``, released once a primary was receiving for ``release_after_s``.
 
@@ -19,7 +20,7 @@ Both policies are explicit state machines (:data:`REPLACE_TRANSITIONS`,
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -276,6 +277,18 @@ class ReplacementPolicy:
                 self.cooldown_until_s = now_s + self.cooldown_s
                 self.replaced += 1
         return chosen
+
+
+def rotated_endpoint(order: Sequence[str], current: str, busy: Collection[str]) -> str | None:
+    """The endpoint a connection on ``current`` that scored worst is replaced on: the
+    first of the venue's endpoints ``order`` after ``current`` (cyclically, ``current``
+    itself last) that is not ``busy`` (serving the same symbols already); None when there
+    is none: the replacement stays on ``current``."""
+    start = order.index(current) + 1 if current in order else 0
+    for endpoint in (*order[start:], *order[:start]):
+        if endpoint != current and endpoint not in busy:
+            return endpoint
+    return None
 
 
 # --- standby endpoints --------------------------------------------------------------------

@@ -118,6 +118,11 @@ class ConnectionStats:
         "Handshakes the venue refused over its limits (429, 418).",
         metric="connection_rate_limited",
     )
+    #: Closed by the gateway (1009) at a frame above ``max_frame_bytes``, unread.
+    oversized_frames: int = counter(
+        "Frames above max_frame_bytes: the connection closed and reopened.",
+        metric="connection_oversized_frames",
+    )
     messages_sent: int = counter("Messages sent to the venue.", metric="connection_messages_sent")
     messages_dropped: int = counter(
         "Messages to the venue not sent: connection down or its queue full.",
@@ -399,7 +404,7 @@ class FanoutStats:
     rate_limited: int = counter(
         "Subscriber requests refused: request rate.", metric="fanout_rate_limited"
     )
-    #: HTTP requests refused at the handshake, by status (401, 403, 404).
+    #: HTTP requests refused at the handshake, by status (421, 401, 403, 404).
     http_refused: dict[int, int] = counter_by(
         "HTTP requests refused at the handshake, by status.",
         metric="fanout_http_refused",
@@ -423,6 +428,15 @@ class FanoutStats:
     trade_recovery_misses: int = counter(
         "Trade recoveries refused: the missed trades are not all held.",
         metric="fanout_trade_recovery_misses",
+    )
+    #: Trades a subscriber missed while behind, re-sent when it caught up.
+    conflation_replayed_trades: int = counter(
+        "Trades re-sent from the trade rings to subscribers that caught up.",
+        metric="fanout_conflation_replayed_trades",
+    )
+    conflation_trade_misses: int = counter(
+        "Trade gaps of subscribers that caught up, no longer held: not re-sent.",
+        metric="fanout_conflation_trade_misses",
     )
 
 

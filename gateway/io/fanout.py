@@ -16,11 +16,13 @@ transport's write buffer and the frames queued this turn) are more than
 it (deltas, bbo, trades and status are dropped and the symbols noted); once its buffer
 drains to ``low_water_bytes`` it is sent, per noted symbol, the current ``status``, a fresh
 ``snapshot`` and the current ``bbo`` (conflation): its book is consistent again and it
-skipped the deltas in between. Trades dropped meanwhile are lost. A subscriber that falls
-behind more than ``max_conflations`` times within ``conflation_window_s``, or stays behind
-longer than ``max_behind_s``, is disconnected with close code 1008 and reason "subscriber
-too slow: ...". Memory per subscriber is thus bounded by ``max_buffer_bytes`` plus the
-largest single message.
+skipped the deltas in between. The trades dropped meanwhile follow from the symbol's trade
+ring, marked ``recovered``, when the ring still holds all of them, and none of them when it
+does not (the next trade's seq shows the gap); the replay is written like any message.
+A subscriber that falls behind more than ``max_conflations`` times within
+``conflation_window_s``, or stays behind longer than ``max_behind_s``, is disconnected
+with close code 1008 and reason "subscriber too slow: ...". Memory per subscriber is thus
+bounded by ``max_buffer_bytes`` plus the largest single message.
 """
 
 from __future__ import annotations
@@ -67,7 +69,14 @@ from gateway.core.stats import FanoutStats
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_document
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog
-from gateway.wire.config import ListenError, ServerConfig, exposure_warning, listen_error
+from gateway.wire.config import (
+    ListenError,
+    ServerConfig,
+    allowed_host_names,
+    exposure_warning,
+    host_header_name,
+    listen_error,
+)
 from gateway.wire.protocol import (
     Bbo,
     CloseCode,
@@ -380,10 +389,13 @@ class Fanout:
         self.ping_interval_s = ping_interval_s
         self._token = None if server.token is None else server.token.encode()
         self.allowed_origins = frozenset(server.allowed_origins)
+        #: The Host names the TCP listener answers (None: any), set by :meth:`serve` from
+        #: ``server.allowed_hosts`` and the bound address.
+        self.allowed_hosts: frozenset[str] | None = None
         #: HTTP GET routes served on the subscriber port beside the WebSocket endpoint
         #: (:data:`WEBSOCKET_PATH`); any other path is answered 404. Routes are added
-        #: with ``http_routes`` or here, before :meth:`serve`; the Origin and token checks
-        #: apply to every route.
+        #: with ``http_routes`` or here, before :meth:`serve`; the Host, Origin and token
+        #: checks apply to every route.
         self.http_routes: dict[str, HttpRoute] = {"/healthz": self._healthz, **(http_routes or {})}
         self.flow_policy = FlowPolicy(
             max_buffer_bytes=server.max_buffer_bytes,
@@ -577,7 +589,7 @@ class Fanout:
             if ring is not None:
                 ring.append(msg, self._now_s)
             if subs:
-                self._deliver_all(subs, key, msg)
+                self._deliver_all(subs, key, msg, seq)
 
     def _send_bbo(
         self, key: str, *, force: bool, cause: BookDelta | BookReset | None = None
@@ -604,7 +616,13 @@ class Fanout:
 
     # --- delivery ---------------------------------------------------------------------------
 
-    def _deliver_all(self, subs: Iterable[_Subscriber], key: str, msg: ServerMessage) -> None:
+    def _deliver_all(
+        self,
+        subs: Iterable[_Subscriber],
+        key: str,
+        msg: ServerMessage,
+        trade_seq: int | None = None,
+    ) -> None:
         json_frame: bytes | None = None
         msgpack_frame: bytes | None = None
         for sub in subs:
@@ -612,20 +630,23 @@ class Fanout:
                 if sub.msgpack:
                     if msgpack_frame is None:
                         msgpack_frame = _frame_msgpack(msg)
-                    self._deliver(sub, key, msgpack_frame)
+                    self._deliver(sub, key, msgpack_frame, trade_seq)
                 else:
                     if json_frame is None:
                         json_frame = _frame_json(msg)
-                    self._deliver(sub, key, json_frame)
+                    self._deliver(sub, key, json_frame, trade_seq)
             except Exception as exc:  # confined to this subscriber (see _fail)
                 self._fail(sub, exc)
 
-    def _deliver(self, sub: _Subscriber, key: str, frame: bytes) -> bool:
-        """Write a message of ``key`` unless the subscriber is (or just fell) behind."""
+    def _deliver(
+        self, sub: _Subscriber, key: str, frame: bytes, trade_seq: int | None = None
+    ) -> bool:
+        """Write a message of ``key`` (the trade ``trade_seq`` of its stream) unless the
+        subscriber is (or just fell) behind."""
         flow = sub.flow
         if flow.state is _LIVE and sub.protocol.state is not _OPEN:
             return False
-        actions = flow.on_message(key, sub.buffered(), self._now_s)
+        actions = flow.on_message(key, sub.buffered(), self._now_s, trade_seq)
         if actions is not WRITE:
             self._act(sub, actions)
             return False
@@ -786,7 +807,9 @@ class Fanout:
         build = _frame_msgpack if sub.msgpack else _frame_json
         sent = 0
         for entry in entries:
-            if not self._deliver(sub, key, ring.frame(entry, sub.msgpack, build)):
+            msg = entry.msg
+            trade_seq = msg.seq if isinstance(msg, TradeMsg) else None
+            if not self._deliver(sub, key, ring.frame(entry, sub.msgpack, build), trade_seq):
                 break
             sent += 1
         return sent
@@ -992,10 +1015,40 @@ class Fanout:
         self.changes.notify()
 
     def _recover(self, sub: _Subscriber) -> None:
-        """Conflation: send the current state of every key whose messages were dropped."""
+        """Conflation: send the current state of every key whose messages were dropped,
+        and the trades it missed (:meth:`_resend_trades`)."""
         for key in sub.flow.take_owed():
             if sub.subscribed_to(key):
                 self._resend(sub, key)
+                if key in sub.trades:
+                    self._resend_trades(sub, key)
+
+    def _resend_trades(self, sub: _Subscriber, key: str) -> None:
+        """The trades of ``key`` dropped while ``sub`` was behind, from the trade ring, when
+        it holds every one of them; none otherwise (the flow decides)."""
+        flow = sub.flow
+        position = flow.owed_trades.get(key)
+        if position is None:
+            return
+        ring = self.trade_rings.get(key)
+        entries = None if ring is None else ring.since(self.trade_epoch, position, self._now_s)
+        last_seq = self._trade_seqs.get(key, 0)
+        actions = flow.on_missed_trades(key, entries is not None, last_seq)
+        if FlowAction.REPLAY_TRADES in actions and ring is not None and entries is not None:
+            self.stats.conflation_replayed_trades += self._replay(sub, key, ring, entries)
+        elif FlowAction.SKIP_TRADES in actions:
+            self.stats.conflation_trade_misses += 1
+            self._log.warning(
+                "conflation trade miss",
+                "subscriber %d (%s): trades %d-%d of %s were dropped while it was behind "
+                "and are no longer held: not sent",
+                sub.id,
+                sub.remote,
+                position + 1,
+                last_seq,
+                key,
+            )
+        self._act(sub, actions)
 
     def _resend(self, sub: _Subscriber, key: str) -> None:
         """status, then snapshot (book channel), then bbo: the subscriber's view of ``key``
@@ -1244,7 +1297,8 @@ class Fanout:
         unix_mode: int = _DEFAULTS.unix_mode,
     ) -> None:
         """Serve subscribers on ``ws://host:port/`` (and :attr:`http_routes`) until cancelled.
-        Binding beyond loopback without a token is warned about.
+        Binding beyond loopback without a token is warned about; TCP requests whose ``Host``
+        names no host of :attr:`allowed_hosts` are refused (421).
 
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
         ``ready`` is set. With ``unix_path``, the same protocol and routes are also served
@@ -1253,8 +1307,14 @@ class Fanout:
         Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound.
         """
         options = self._server_options()
+        self.allowed_hosts = allowed_host_names(host, self.server.allowed_hosts)
         try:
-            listening = await serve(self._handle, host, port, **options)
+            listening = await serve(
+                self._handle,
+                host,
+                port,
+                **{**options, "process_request": self._process_tcp_request},
+            )
         except OSError as exc:
             raise listen_error(exc, host, port) from exc
         FD_EXHAUSTION.watch(asyncio.get_running_loop())  # accepts out of descriptors
@@ -1278,7 +1338,8 @@ class Fanout:
                 self.addresses = []
 
     def _server_options(self) -> dict[str, Any]:
-        """The websockets server options, the same for TCP and the Unix socket."""
+        """The websockets server options, the same for TCP and the Unix socket (TCP checks
+        the Host header first: :meth:`_process_tcp_request`)."""
         return {
             "compression": None,  # frames are shared between connections: no per-connection state
             "process_request": self._process_request,
@@ -1343,6 +1404,20 @@ class Fanout:
             self.server.healthz_not_live_share,
             self._since_ns,
         ).answer()
+
+    def _process_tcp_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        """A TCP handshake's checks: the ``Host`` header first (421 unless exactly one
+        names an allowed host: a page of another site whose name was rebound to this
+        address), then :meth:`_process_request`'s. None: go on with the WebSocket."""
+        hosts = self.allowed_hosts
+        if hosts is not None:
+            values = request.headers.get_all("Host")
+            if len(values) != 1 or host_header_name(values[0]) not in hosts:
+                FD_EXHAUSTION.succeeded()  # a connection was accepted
+                return self._refuse(
+                    conn, http.HTTPStatus.MISDIRECTED_REQUEST, "host not allowed", ", ".join(values)
+                )
+        return self._process_request(conn, request)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """The handshake's checks, in order: the Origin (403), the token (401), the path

@@ -15,6 +15,7 @@ import errno
 import functools
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
@@ -122,6 +123,12 @@ class FdExhaustion:
     the process's. :meth:`watch` routes the event loop's accept failures here (asyncio
     reports them; uvloop does not), and :meth:`probe`, called often, finds an exhaustion
     on any loop by opening a descriptor at most every ``probe_interval_s``.
+
+    asyncio's loop retries accepting a second after each failed accept (one turn of its
+    accept loop can fail up to its backlog of times), even when the server has closed
+    since: such a retry fails on the closed socket. :meth:`watch` counts those in
+    :attr:`retries_after_close` instead of letting the loop log them as errors, so a
+    server stopped during or just after an episode logs nothing more.
     """
 
     def __init__(
@@ -141,6 +148,8 @@ class FdExhaustion:
         self.episodes = 0
         #: Failures since start.
         self.failures = 0
+        #: asyncio's accept retries that found their server closed (not failures).
+        self.retries_after_close = 0
         #: Notified after every failure counted and every episode's end.
         self.changes = StateChanges()
 
@@ -208,10 +217,25 @@ class _FdExhaustionHandler:
         exc = context.get("exception")
         if isinstance(exc, BaseException) and self.owner.failed(exc, "accepting subscribers"):
             return
+        if isinstance(exc, ValueError) and _accept_retry_on_closed_socket(context):
+            self.owner.retries_after_close += 1
+            self.owner.changes.notify()
+            return
         if self.previous is None:
             loop.default_exception_handler(context)
         else:
             self.previous(loop, context)
+
+
+def _accept_retry_on_closed_socket(context: dict[str, Any]) -> bool:
+    """Whether ``context`` reports a call of the loop's ``_start_serving`` (the accept
+    retry asyncio schedules after an accept out of descriptors) on a closed socket."""
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)
+    args = getattr(handle, "_args", ())
+    return getattr(callback, "__name__", "") == "_start_serving" and any(
+        isinstance(arg, socket.socket) and arg.fileno() == -1 for arg in args
+    )
 
 
 #: The process's descriptor-exhaustion episodes (upstream connects, subscriber accepts).

@@ -31,7 +31,8 @@ from gateway.wire.venues import VenueAdapter
 
 log = logging.getLogger(__name__)
 
-#: Largest frame accepted from a venue (a 5000-level snapshot is well under this).
+#: Largest frame accepted from a venue by default (each venue's own is
+#: :attr:`~gateway.wire.venues.VenueAdapter.max_frame_bytes`).
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 #: Frames websockets may hold unread before it stops reading the socket (back-pressure).
 MAX_QUEUED_FRAMES: Final = 64
@@ -73,6 +74,10 @@ class Connection:
     nothing for ``stall_timeout_s`` is closed and reopened. Every attempt first waits for
     the venue's ``attempts`` budget, shared by the venue's connections.
 
+    A frame above ``max_frame_bytes`` (its length is in its header) is not read: the
+    connection is closed with 1009 (the venue broke its contract), counted in
+    ``stats.oversized_frames``, logged rate-limited, and reopened after the backoff.
+
     With ``on_aged``, reaching ``max_age_s`` does not close the connection: ``on_aged`` is
     told and the connection serves on until its owner cancels :meth:`run` (a renewal that
     opens the replacement before the old connection closes, :mod:`gateway.core.renewal`).
@@ -107,8 +112,10 @@ class Connection:
         venue: str = "",
         on_aged: Callable[[int], None] | None = None,
         slot: int | None = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         self.conn_id = conn_id
+        self.max_frame_bytes = max_frame_bytes
         #: The configured connection this one serves (stable across renewals); None: its own.
         self.slot = conn_id if slot is None else slot
         #: on_aged(conn_id): called at ``max_age_s`` instead of closing; the owner renews
@@ -217,7 +224,7 @@ class Connection:
                 ping_interval=20,
                 ping_timeout=20,
                 close_timeout=2,
-                max_size=MAX_FRAME_BYTES,
+                max_size=self.max_frame_bytes,
                 max_queue=MAX_QUEUED_FRAMES,
             ) as ws:
                 handshaking = False
@@ -296,6 +303,12 @@ class Connection:
             return True
         if ended is _Ended.STALLED:
             self._failed("stalled")
+        elif (too_big := _too_big(ended)) is not None:
+            self.stats.oversized_frames += 1
+            self._failed(
+                f"{too_big}, max_frame_bytes: the venue broke its contract; closed (1009)",
+                "oversized frame",
+            )
         else:
             self._failed(f"closed: {ended}", "closed")
         return False
@@ -397,6 +410,20 @@ class Connection:
                 extra=self.log_fields,
             )
         self.changes.notify()
+
+
+def _too_big(ended: object) -> str | None:
+    """websockets' reason (``frame with N bytes exceeds limit of M bytes``) when the
+    connection ended because it refused a frame above ``max_size``: the gateway sent 1009
+    first (a 1009 of the venue's is echoed, not sent first); None otherwise."""
+    if (
+        isinstance(ended, websockets.ConnectionClosed)
+        and ended.sent is not None
+        and ended.sent.code == websockets.CloseCode.MESSAGE_TOO_BIG
+        and not ended.rcvd_then_sent
+    ):
+        return ended.sent.reason or "a frame too big"
+    return None
 
 
 class BodyTooLarge(VenueContractError):

@@ -1,8 +1,9 @@
 """One venue's shell: its connections (renewed make-before-break, scored, replaced when
-worst, backed by standby endpoints), its snapshot fetcher and capture around its
-:class:`~gateway.core.pipeline.VenuePipeline`. Frames are handled synchronously from the
-reader that received them: the pipeline parses and arbitrates, the shell acts and
-publishes, with no await in between, so the fan-out always sees books and events agree.
+worst on another endpoint where one is free, backed by standby endpoints), its snapshot
+fetcher and capture around its :class:`~gateway.core.pipeline.VenuePipeline`. Frames are
+handled synchronously from the reader that received them: the pipeline parses and
+arbitrates, the shell acts and publishes, with no await in between, so the fan-out always
+sees books and events agree.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from gateway.core.score import (
     StandbyAction,
     StandbyPolicy,
     Totals,
+    rotated_endpoint,
 )
 from gateway.core.stats import VenueStats
 from gateway.io.capture_writer import CaptureWriter
@@ -195,6 +197,12 @@ class VenueRuntime:
         self.standby: StandbyPolicy | None = None
         #: Slots of the standby endpoints: connected only while the policy says so.
         self.standby_slots: list[int] = []
+        #: The order a slot replaced for its score rotates its endpoint in, and the slots
+        #: whose replacement is to rotate (due for their score, not yet opened).
+        self.rotation = list(dict.fromkeys([*cfg.endpoints, *cfg.standby_endpoints]))
+        self._rotating: set[int] = set()
+        #: Replacements opened on another endpoint than the replaced connection's.
+        self.rotations = 0
         if cfg.standby_endpoints:
             self.standby = StandbyPolicy(cfg.standby_after_s, cfg.standby_release_after_s)
             for planned in self._plan(cfg.standby_endpoints, 1):
@@ -266,6 +274,7 @@ class VenueRuntime:
             venue=cfg.venue,
             on_aged=self._aged,
             slot=slot,
+            max_frame_bytes=cfg.max_frame_bytes or self.adapter.max_frame_bytes,
         )
         if self._tasks is not None:
             self._start(connection)
@@ -315,6 +324,9 @@ class VenueRuntime:
 
     def _open_replacement(self, slot: int) -> None:
         old = self.renewals.serving(slot)
+        if slot in self._rotating:
+            self._rotating.discard(slot)
+            self._rotate(slot)
         connection = self._open(slot)
         conn_id = connection.conn_id
         self.renewals.opened(slot, conn_id)
@@ -328,6 +340,35 @@ class VenueRuntime:
         )
         if self._tasks is not None:
             self._renew_timeouts[slot] = self._tasks.create_task(self._renew_timeout(slot, conn_id))
+
+    def _rotate(self, slot: int) -> None:
+        """Moves ``slot`` to the next endpoint of :attr:`rotation` that no open connection
+        serves its shard on (the endpoint of an idle standby slot takes the one left in
+        exchange); stays when there is none."""
+        spec = self.slots[slot]
+        busy = {
+            self.slots[c.slot].endpoint
+            for c in self.connections.values()
+            if self.slots[c.slot].symbols == spec.symbols and not self.slots[c.slot].trades_only
+        }
+        endpoint = rotated_endpoint(self.rotation, spec.endpoint, busy)
+        if endpoint is None:
+            return
+        for idle in self.standby_slots:
+            other = self.slots[idle]
+            if other.endpoint == endpoint and other.symbols == spec.symbols:
+                self.slots[idle] = replace(
+                    self._book_slot(spec.endpoint, spec.symbols), standby=True
+                )
+        self.slots[slot] = replace(self._book_slot(endpoint, spec.symbols), standby=spec.standby)
+        self.rotations += 1
+        self._venue_log(
+            logging.INFO,
+            "slot %d: the replacement moves from %s to %s",
+            slot,
+            spec.endpoint,
+            endpoint,
+        )
 
     async def _renew_timeout(self, slot: int, conn_id: int) -> None:
         await asyncio.sleep(self.cfg.renew_timeout_s)
@@ -406,6 +447,7 @@ class VenueRuntime:
                 cfg.replace_after_s,
                 extra=book[worst].log_fields,
             )
+            self._rotating.add(book[worst].slot)
             self._renew(self.renewals.due(worst, "score"))
         if self.standby is not None:
             primaries = {
@@ -544,6 +586,13 @@ class VenueRuntime:
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns(), reason))
         if not up:
             self._renew(self.renewals.down(conn_id))
+            slot = self.connections[conn_id].slot
+            if (
+                slot in self._rotating
+                and self.renewals.slot_of(conn_id) == slot
+                and self.renewals.state(slot) is Renewal.STEADY
+            ):
+                self._rotating.discard(slot)  # its renewal ended before a replacement opened
         else:
             self._subscribe_budgets.pop(conn_id, None)  # a new connection, a new count
 

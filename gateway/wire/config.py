@@ -125,6 +125,60 @@ def origin_error(origin: str) -> str | None:
     return None
 
 
+def _normalized_host(name: str) -> str:
+    """``name`` as Host headers are compared: lower case, no trailing dot, an IP address
+    in its canonical form (``[::1]``, ``0:0:0:0:0:0:0:1``: ``::1``)."""
+    name = name.lower().rstrip(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
+def allowed_host_error(host: str) -> str | None:
+    """Why ``host`` cannot be an allowed Host name (None: a host name or an IP address,
+    IPv6 with or without brackets, no port)."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host_error(bare) is None:
+        return None
+    return f"{host!r} is not a host name or an IP address without a port (e.g. gw.desk.example)"
+
+
+def host_header_name(value: str) -> str | None:
+    """The host of an HTTP ``Host`` header (``name``, ``name:port``, ``[v6]``,
+    ``[v6]:port``), normalized (:func:`_normalized_host`); None when it is malformed."""
+    if value.startswith("["):
+        name, bracket, port = value[1:].partition("]")
+        if not bracket or ":" not in name or (port and not port.startswith(":")):
+            return None
+        port = port[1:]
+    else:
+        name, _, port = value.partition(":")
+        if ":" in port:
+            return None
+    if not name or (port and not (port.isascii() and port.isdigit() and int(port) <= MAX_PORT)):
+        return None
+    normalized = _normalized_host(name)
+    return normalized if host_error(normalized) is None else None
+
+
+#: Host names a loopback server answers besides its own address.
+LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def allowed_host_names(bound_host: str, configured: list[str] | None) -> frozenset[str] | None:
+    """The Host names a TCP server bound to ``bound_host`` answers (against DNS rebinding),
+    normalized; None: any. ``configured`` (``server.allowed_hosts``) when set; else, on
+    loopback, the bound address and :data:`LOOPBACK_HOSTS`; beyond loopback, any."""
+    if configured is not None:
+        return frozenset(_normalized_host(host) for host in configured)
+    if not is_loopback(bound_host):
+        return None
+    return LOOPBACK_HOSTS | {_normalized_host(bound_host)}
+
+
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The local subscriber server and its per-subscriber limits (``docs/protocol.md``)."""
 
@@ -165,6 +219,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: with another ``Origin`` header is refused with 403. Clients that send no ``Origin``
     #: (not browsers) are not concerned.
     allowed_origins: list[str] = []
+    #: Host names (or IP addresses) the TCP server answers, whatever the port in the
+    #: ``Host`` header; a request naming another is refused with 421 (DNS rebinding).
+    #: None: on loopback the bound address, ``localhost``, ``127.0.0.1`` and ``[::1]``;
+    #: beyond loopback any. The Unix socket is not concerned.
+    allowed_hosts: list[str] | None = None
     #: Per symbol, the recent deltas kept for subscribers that reconnect with
     #: ``subscribe.recover``, and in a second ring the recent trades for
     #: ``subscribe.recover_trades``: at most this many bytes per ring (0: no recovery) ...
@@ -207,6 +266,9 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_pending: PositiveInt = 4096
     #: The cap of each book's levels per side; None: the venue's default (README).
     max_levels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    #: A frame above this many bytes is refused unread and its connection reopened (the
+    #: venue broke its contract); None: the venue's default (README).
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024**3)] | None = None
     #: The largest id jump one update may make before it is held for another connection
     #: to confirm; None: the venue's link rule's own (docs/architecture.md).
     max_id_jump: PositiveInt | None = None
@@ -306,6 +368,10 @@ def validate_server(server: ServerConfig) -> ServerConfig:
         error = origin_error(origin)
         if error is not None:
             raise ConfigError(f"$.server.allowed_origins[{i}]: {error}")
+    for i, allowed in enumerate(server.allowed_hosts or ()):
+        error = allowed_host_error(allowed)
+        if error is not None:
+            raise ConfigError(f"$.server.allowed_hosts[{i}]: {error}")
     return server
 
 

@@ -54,6 +54,11 @@ def _two_streams(symbol: str) -> int:
 #: The default cap of levels per side: twice the largest REST snapshot Binance serves
 #: (5000), whose diff streams cover the whole book.
 DEFAULT_MAX_LEVELS: Final = 10_000
+#: The default cap of one WebSocket frame's bytes: the largest frames in recorded sessions
+#: are far below it (Binance spot's depth diffs 63 KiB, OKX's 400-level snapshots 25 KiB,
+#: Bybit's 200-level snapshots 9 KiB, Kraken's 1 KiB), and so is a frame of Binance's
+#: 10,000 levels per side (about 650 KiB).
+DEFAULT_MAX_FRAME_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,9 @@ class VenueAdapter:
     #: The default cap of each book's levels per side (``venues[].max_levels``): the venue's
     #: maintained depth with a safety margin; levels beyond it are pruned farthest first.
     max_levels: int = DEFAULT_MAX_LEVELS
+    #: The default cap of one frame's bytes (``venues[].max_frame_bytes``): a larger frame
+    #: is refused before it is read, let alone parsed.
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     #: The venue's own book may be crossed momentarily (documented by the venue, seen in
     #: its recorded sessions): a crossed book is then published and counted only. False:
     #: a crossed book is a venue fault, never published, rebuilt (docs/architecture.md).
@@ -359,6 +367,11 @@ def _bybit(
 #: Coinbase's level2 is the full book (tens of thousands of levels per side in recorded
 #: sessions of BTC-USD): a cap far above it, which bounds memory all the same.
 COINBASE_MAX_LEVELS: Final = 100_000
+#: Coinbase Advanced Trade sends the full book as one frame: 5 MB for BTC-USD (about
+#: 45,000 levels) in recorded sessions; a frame of 100,000 levels per side is about 22 MB.
+COINBASE_MAX_FRAME_BYTES: Final = 32 * 1024 * 1024
+#: Coinbase Exchange's full-book snapshots: 1.1 MB in recorded sessions.
+COINBASE_EXCHANGE_MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 ADAPTERS: dict[str, VenueAdapter] = {
     "binance": replace(
@@ -429,6 +442,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         max_messages_per_s=2.0,
         max_messages_per_s_per_ip=8.0,
         max_levels=COINBASE_MAX_LEVELS,
+        max_frame_bytes=COINBASE_MAX_FRAME_BYTES,
         # 8 connections per second per IP (the stricter of the two pages that disagree).
         connect_attempts_per_window=8,
         connect_window_s=1.0,
@@ -449,6 +463,7 @@ ADAPTERS: dict[str, VenueAdapter] = {
         hosts=coinbase.HOSTS,
         frame_venue=coinbase.frame_venue,
         max_levels=COINBASE_MAX_LEVELS,
+        max_frame_bytes=COINBASE_EXCHANGE_MAX_FRAME_BYTES,
     ),
 }
 

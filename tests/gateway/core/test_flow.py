@@ -1,5 +1,6 @@
 """The slow-subscriber flow policy: its transition table row by row, the classification of
-inputs into events, and the time-dependent rules on a driven clock."""
+inputs into events, the time-dependent rules on a driven clock, and the owed trade
+positions (replayed whole or skipped whole)."""
 
 from __future__ import annotations
 
@@ -53,12 +54,18 @@ FLOW_SPEC = specify(
     BEHIND        STILL_BEHIND                 BEHIND        -
     BEHIND        BEHIND_TOO_LONG              DISCONNECTED  DISCONNECT
     BEHIND        CLOSED                       DISCONNECTED  -
+    LIVE          TRADES_HELD                  LIVE          REPLAY_TRADES
+    LIVE          TRADES_LOST                  LIVE          SKIP_TRADES
+    BEHIND        TRADES_HELD                  BEHIND        OWE
+    BEHIND        TRADES_LOST                  BEHIND        OWE
     DISCONNECTED  MESSAGE_FITS                 DISCONNECTED  DROP
     DISCONNECTED  MESSAGE_OVERFLOWS            DISCONNECTED  DROP
     DISCONNECTED  REPLY_FITS                   DISCONNECTED  -
     DISCONNECTED  REPLY_UNREAD                 DISCONNECTED  -
     DISCONNECTED  RESYNC_ASKED                 DISCONNECTED  -
     DISCONNECTED  CLOSED                       DISCONNECTED  -
+    DISCONNECTED  TRADES_HELD                  DISCONNECTED  -
+    DISCONNECTED  TRADES_LOST                  DISCONNECTED  -
     """,
 )
 UNDEFINED = FLOW_SPEC.undefined()
@@ -271,3 +278,141 @@ def test_policy_invariants(inputs: list[tuple[str, int, float]]) -> None:
         if flow.state is BEHIND:
             assert now_s - flow.behind_since_s >= 0
         assert (A.DISCONNECT in actions) == (before is not GONE and flow.state is GONE)
+
+
+# --- owed trade positions -------------------------------------------------------------------------
+
+
+def test_a_dropped_trade_owes_the_position_before_it_and_the_first_drop_wins() -> None:
+    flow = SubscriberFlow(POLICY)
+    assert flow.on_message(KEY, 0, 0.0, trade_seq=7) is WRITE
+    assert flow.owed_trades == {}, "a written trade owes nothing"
+    assert flow.on_message(KEY, 1001, 0.0, trade_seq=8) == (A.DROP, A.CONFLATE)
+    flow.on_message(KEY, 0, 0.0, trade_seq=9)
+    flow.on_message("b", 0, 0.0)  # not a trade: owed, no trade position
+    assert flow.owed == {KEY, "b"} and flow.owed_trades == {KEY: 7}
+
+
+def test_missed_trades_held_are_replayed_and_the_position_is_no_longer_owed() -> None:
+    flow = SubscriberFlow(POLICY)
+    flow.on_message(KEY, 1001, 0.0, trade_seq=8)
+    assert flow.on_check(0, 1.0) == (A.RESEND_OWED,)
+    assert flow.take_owed() == {KEY} and flow.owed_trades == {KEY: 7}
+    assert flow.on_missed_trades(KEY, held=True, last_seq=20) == (A.REPLAY_TRADES,)
+    assert flow.owed_trades == {} and flow.skipped_trades == {}
+    # The replay falls behind at trade 12: the position reached is owed.
+    assert flow.on_message(KEY, 1001, 1.0, trade_seq=12) == (A.DROP, A.CONFLATE)
+    assert flow.owed_trades == {KEY: 11}
+
+
+def test_missed_trades_lost_are_skipped_and_the_subscriber_stays_at_its_position() -> None:
+    """No trade after the skip was written when the next one is dropped: the subscriber
+    still stands where it was, so a later replay could only be a partial one."""
+    flow = SubscriberFlow(POLICY)
+    flow.on_message(KEY, 1001, 0.0, trade_seq=8)
+    flow.on_check(0, 1.0)
+    flow.take_owed()
+    assert flow.on_missed_trades(KEY, held=False, last_seq=20) == (A.SKIP_TRADES,)
+    assert flow.owed_trades == {} and flow.skipped_trades == {KEY: (7, 20)}
+    flow.on_message(KEY, 1001, 2.0, trade_seq=21)
+    assert flow.owed_trades == {KEY: 7} and flow.skipped_trades == {}
+
+
+def test_a_trade_written_after_a_skip_moves_the_position_on() -> None:
+    flow = SubscriberFlow(POLICY)
+    flow.on_message(KEY, 1001, 0.0, trade_seq=8)
+    flow.on_check(0, 1.0)
+    flow.take_owed()
+    flow.on_missed_trades(KEY, held=False, last_seq=20)
+    assert flow.on_message(KEY, 0, 2.0, trade_seq=21) is WRITE
+    flow.on_message(KEY, 1001, 2.0, trade_seq=22)
+    assert flow.owed_trades == {KEY: 21}
+
+
+def test_behind_again_before_the_decision_keeps_the_position_owed() -> None:
+    flow = SubscriberFlow(POLICY)
+    flow.on_message(KEY, 1001, 0.0, trade_seq=8)
+    flow.on_check(0, 1.0)
+    flow.take_owed()
+    flow.on_message("b", 1001, 1.0)  # the resend of another key overflowed
+    for held in (True, False):
+        assert flow.on_missed_trades(KEY, held=held, last_seq=20) == (A.OWE,)
+        assert flow.owed == {KEY, "b"} and flow.owed_trades == {KEY: 7}
+
+
+def test_forgetting_a_key_forgets_its_trade_positions() -> None:
+    flow = SubscriberFlow(POLICY)
+    flow.on_message(KEY, 1001, 0.0, trade_seq=8)
+    flow.on_message("b", 0, 0.0, trade_seq=3)
+    flow.skipped_trades["c"] = (1, 5)
+    for key in (KEY, "c"):
+        flow.forget(key)
+    assert flow.owed_trades == {"b": 2} and flow.skipped_trades == {}
+
+
+def _stream_one_subscriber(
+    steps: list[tuple[str, int]], evictions: list[int]
+) -> tuple[list[tuple[int, bool]], int]:
+    """A trade stream served to one subscriber as the fan-out serves it: each trade is
+    offered (``trade``), or a check runs (``check``); a drained check resends the owed
+    trades from a ring that holds every seq above its floor (which moves up by the step's
+    evictions, never past the last trade), while it holds them,
+    each replayed trade adding 100 bytes to the buffer (so that a replay may fall behind).
+    Returns what the subscriber got, ``(seq, replayed)`` in order, and the last seq."""
+    flow = SubscriberFlow(
+        FlowPolicy(max_buffer_bytes=1000, low_water_bytes=250, max_conflations=10**6)
+    )
+    got: list[tuple[int, bool]] = []
+    last_seq = 0
+    floor = 0
+    for (kind, buffered), evicted in zip(steps, evictions, strict=True):
+        floor = min(floor + evicted, last_seq)
+        if kind == "trade":
+            last_seq += 1
+            if flow.on_message(KEY, buffered, 0.0, trade_seq=last_seq) is WRITE:
+                got.append((last_seq, False))
+        elif flow.state is BEHIND and A.RESEND_OWED in flow.on_check(buffered % 500, 0.0):
+            flow.take_owed()
+            position = flow.owed_trades.get(KEY)
+            if position is None:
+                continue
+            actions = flow.on_missed_trades(KEY, position >= floor, last_seq)
+            if A.REPLAY_TRADES in actions:
+                for seq in range(position + 1, last_seq + 1):
+                    replayed_bytes = buffered % 500 + 100 * (seq - position)
+                    if flow.on_message(KEY, replayed_bytes, 0.0, trade_seq=seq) is not WRITE:
+                        break
+                    got.append((seq, True))
+    return got, last_seq
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["trade", "trade", "check"]), st.integers(0, 1500)), max_size=120
+    ),
+    st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=120, max_size=120),
+)
+def test_trades_are_each_sent_once_in_order_and_a_replay_never_follows_a_skip(
+    steps: list[tuple[str, int]], evictions: list[int]
+) -> None:
+    got, _ = _stream_one_subscriber(steps, evictions[: len(steps)])
+    seqs = [seq for seq, _ in got]
+    assert seqs == sorted(set(seqs)), "in order, each once"
+    previous = 0
+    for seq, replayed in got:
+        if replayed:
+            assert seq == previous + 1, "a replay continues the subscriber's stream: no partial"
+        previous = seq
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["trade", "trade", "check"]), st.integers(0, 1500)), max_size=120
+    )
+)
+def test_with_every_trade_held_a_subscriber_that_catches_up_misses_none(
+    steps: list[tuple[str, int]],
+) -> None:
+    steps = [*steps, *[("check", 0)] * 20]  # it catches up at the end, 8 trades a check
+    got, last_seq = _stream_one_subscriber(steps, [0] * len(steps))
+    assert [seq for seq, _ in got] == list(range(1, last_seq + 1))

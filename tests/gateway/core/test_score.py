@@ -1,5 +1,5 @@
-"""Endpoint scores, the replacement of the worst connection and standby endpoints: pure,
-time injected."""
+"""Endpoint scores, the replacement of the worst connection, its endpoint's rotation and
+standby endpoints: pure, time injected."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from gateway.core.score import (
     StandbyPolicy,
     Totals,
     Window,
+    rotated_endpoint,
     score,
     window,
 )
@@ -170,6 +171,29 @@ STANDBY_SPEC = specify(
     ACTIVE  UNSETTLED          ACTIVE  -
     """,
 )
+
+
+ORDER = ("A", "B", "C", "S1", "S2")
+
+
+@pytest.mark.parametrize(
+    ("current", "busy", "moved_to"),
+    [
+        ("A", {"A", "B", "C"}, "S1"),  # the next free one after A
+        ("C", {"A", "B", "C"}, "S1"),
+        ("A", {"A", "B", "C", "S1"}, "S2"),  # S1 is connected: skipped
+        ("S2", {"S2", "B", "C", "S1"}, "A"),  # cyclically
+        ("B", {"B", "C", "S1", "S2"}, "A"),
+        ("A", set(ORDER), None),  # every other one is busy: stays
+        ("A", {"B", "C", "S1", "S2"}, None),  # its own endpoint is not a move
+        ("X", {"A"}, "B"),  # an endpoint no longer listed: the first free one
+    ],
+)
+def test_a_replaced_connection_rotates_to_the_next_free_endpoint(
+    current: str, busy: set[str], moved_to: str | None
+) -> None:
+    assert rotated_endpoint(ORDER, current, busy) == moved_to
+    assert rotated_endpoint((current,), current, set()) is None
 
 
 def test_every_standby_pair_is_defined() -> None:

@@ -9,7 +9,7 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
 import msgspec
@@ -141,6 +141,20 @@ def trade(
 
 def levels(n: int, start: float, step: float, qty: str = "1.00000000") -> list[Level]:
     return [(f"{start + i * step:.2f}", qty) for i in range(n)]
+
+
+async def flood_until(fanout: Fanout, view: FakeView, done: Callable[[], bool]) -> int:
+    """Publish big deltas until ``done()``, yielding to the loop every 10 (so that the
+    transports write); returns how many were published."""
+    wide = levels(60, 10.0, 0.01)
+    for n in range(50_000):
+        if done():
+            return n
+        qty = f"{n % 7 + 1}.00000000"
+        fanout.publish([view.delta(KEY, bids=[(p, qty) for p, _ in wide])])
+        if n % 10 == 0:
+            await asyncio.sleep(0)
+    raise AssertionError("the flood never reached its goal")
 
 
 class RawClient:

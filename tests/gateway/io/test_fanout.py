@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -41,7 +40,7 @@ from .fanout_helpers import (
     FakeView,
     RawClient,
     close_of,
-    levels,
+    flood_until,
     live_fanout,
     plain,
     serving,
@@ -312,20 +311,6 @@ async def test_max_subscribers_refuses_with_1013() -> None:
             assert decode_server_message(await first.recv()) == Pong(2)
 
 
-async def _flood_until(fanout: Fanout, view: FakeView, done: Callable[[], bool]) -> int:
-    """Publish big deltas until ``done()``, yielding to the loop every 10 (so that the
-    transports write); returns how many were published."""
-    wide = levels(60, 10.0, 0.01)
-    for n in range(50_000):
-        if done():
-            return n
-        qty = f"{n % 7 + 1}.00000000"
-        fanout.publish([view.delta(KEY, bids=[(p, qty) for p, _ in wide])])
-        if n % 10 == 0:
-            await asyncio.sleep(0)
-    raise AssertionError("the flood never reached its goal")
-
-
 async def _read_book(client: RawClient, view: FakeView, until_seq: int) -> tuple[L2Book, int]:
     """Read a subscriber's stream, checking seq continuity, until it reaches ``until_seq``;
     returns its book and how many snapshots it got."""
@@ -376,7 +361,7 @@ async def test_slow_subscriber_is_conflated_and_does_not_slow_the_fast_one() -> 
 
             async with asyncio.TaskGroup() as tasks:
                 reader = tasks.create_task(read_fast())
-                await _flood_until(fanout, view, lambda: fanout.stats.conflations >= 1)
+                await flood_until(fanout, view, lambda: fanout.stats.conflations >= 1)
             fast_seq = reader.result()
             assert fast_seq == view.books[KEY][2]  # the fast one got every delta
             stats = {s.id: s for s in fanout.subscriber_stats()}
@@ -415,7 +400,7 @@ async def test_slow_subscriber_is_disconnected_with_1008(rule: str) -> None:
             await slow.send(sub([KEY]))
             await wait_until(fanout.changes, lambda: fanout.stats.messages_sent >= 3)
             # Make it fall behind: the count rule disconnects it at once.
-            await _flood_until(fanout, view, lambda: fanout.stats.conflations >= 1)
+            await flood_until(fanout, view, lambda: fanout.stats.conflations >= 1)
             if rule == "deadline":
                 assert fanout.stats.slow_disconnects == 0
                 now_s += 5.0  # behind for exactly max_behind_s: still allowed

@@ -1,5 +1,5 @@
-"""The fan-out's security and per-subscriber limits: token, Origin allow-list, paths and
-HTTP routes, request rate, the limits taken from a configuration. Each refusal has its
+"""The fan-out's security and per-subscriber limits: Host and Origin allow-lists, token,
+paths and HTTP routes, request rate, the limits taken from a configuration. Each refusal has its
 documented status, error code or close code, and leaves the other subscribers alone."""
 
 from __future__ import annotations
@@ -34,12 +34,16 @@ TOKEN = "s3cret-token-0123456789"
 
 
 async def http_get(
-    port: int, target: str, headers: dict[str, str] | None = None
+    port: int,
+    target: str,
+    headers: dict[str, str] | None = None,
+    hosts: tuple[str, ...] = ("127.0.0.1",),
 ) -> tuple[int, bytes, bytes]:
-    """``GET target`` over a bare socket: (status, head, body)."""
+    """``GET target`` over a bare socket with a ``Host`` header per ``hosts``:
+    (status, head, body)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1"]
+        lines = [f"GET {target} HTTP/1.1", *(f"Host: {host}" for host in hosts)]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         response = await reader.read()
@@ -115,6 +119,62 @@ async def test_browsers_from_origins_not_listed_are_refused_with_403() -> None:
         url = f"ws://127.0.0.1:{fanout.port}/"
         assert await refused_status(url, origin="http://127.0.0.1:3000") == 403
         assert await subscribed(url)
+
+
+#: The headers of a WebSocket upgrade request (RFC 6455 section 4.1).
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+async def test_hosts_not_allowed_get_421_on_every_route_and_the_upgrade(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.io.fanout")
+    _view, fanout = live_fanout(BIDS, ASKS)
+    fanout.http_routes["/metrics"] = lambda: HttpAnswer(http.HTTPStatus.OK, "text/plain", b"")
+    async with serving(fanout):
+        port = fanout.port
+        rebound = (f"evil.example:{port}",)
+        for target in ("/healthz", "/metrics", "/subscribers", "/nowhere"):
+            status, _, body = await http_get(port, target, hosts=rebound)
+            assert (status, body) == (421, b"host not allowed\n")
+        status, _, _ = await http_get(port, "/", UPGRADE, hosts=rebound)
+        assert status == 421
+        # None, two (even both allowed), and malformed are refused too.
+        for hosts in ((), ("127.0.0.1", "localhost"), ("::1",), (f"127.0.0.1:{port}x",)):
+            status, _, _ = await http_get(port, "/healthz", hosts=hosts)
+            assert status == 421, hosts
+        # The Host is checked before the Origin: a rebound page is told 421, not 403.
+        status, _, _ = await http_get(port, "/healthz", {"Origin": "http://evil.example"}, rebound)
+        assert status == 421
+        assert fanout.stats.http_refused == {421: 10}
+
+        # The loopback names, with or without a port, in any case.
+        for host in ("127.0.0.1", f"127.0.0.1:{port}", "localhost", f"LocalHost:{port}", "[::1]"):
+            status, _, _ = await http_get(port, "/healthz", hosts=(host,))
+            assert status == 200, host
+        assert await subscribed(f"ws://localhost:{port}/")
+        assert fanout.stats.http_refused == {421: 10}
+    lines = [r.getMessage() for r in caplog.records if "421" in r.getMessage()]
+    assert len(lines) == 5  # rate-limited per cause; the rest counted, not written
+    assert "host not allowed ('evil.example:" in lines[0]
+
+
+async def test_allowed_hosts_configured_are_the_only_ones() -> None:
+    _view, fanout = live_fanout(BIDS, ASKS, allowed_hosts=["gw-1.desk.internal"])
+    async with serving(fanout):
+        port = fanout.port
+        assert fanout.allowed_hosts == {"gw-1.desk.internal"}
+        status, _, _ = await http_get(port, "/healthz", hosts=(f"GW-1.desk.internal:{port}",))
+        assert status == 200
+        status, _, _ = await http_get(port, "/healthz", hosts=("localhost",))
+        assert status == 421
+        assert await refused_status(f"ws://127.0.0.1:{port}/") == 421
+        assert fanout.stats.http_refused == {421: 2}
 
 
 async def test_unknown_paths_get_404_and_routes_plug_in() -> None:

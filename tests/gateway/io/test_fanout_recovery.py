@@ -1,8 +1,10 @@
 """The fan-out's recovery on the wire (recovered deltas, recovered:false snapshots, the
-depth rule, the memory bound, recovered trades) and the latency fields of deltas, bbo and
-trades in JSON and MessagePack."""
+depth rule, the memory bound, recovered trades, the trades a slow subscriber missed) and
+the latency fields of deltas, bbo and trades in JSON and MessagePack."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -11,10 +13,30 @@ from websockets.frames import Opcode
 from gateway.core.model import SymbolState
 from gateway.io.fanout import Fanout
 from gateway.wire.config import ServerConfig
-from gateway.wire.protocol import Bbo, Delta, Snapshot, Status, Subscribed, TradeMsg
+from gateway.wire.protocol import (
+    Bbo,
+    Delta,
+    ServerMessage,
+    Snapshot,
+    Status,
+    Subscribed,
+    TradeMsg,
+)
 from gateway.wire.recovery import delta_cost
+from tests.harness import wait_until
 
-from .fanout_helpers import KEY, KEY2, FakeView, RawClient, live_fanout, plain, serving, sub, trade
+from .fanout_helpers import (
+    KEY,
+    KEY2,
+    FakeView,
+    RawClient,
+    flood_until,
+    live_fanout,
+    plain,
+    serving,
+    sub,
+    trade,
+)
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]
@@ -217,3 +239,92 @@ def test_every_trade_is_numbered_and_kept_from_the_first() -> None:
     assert kept is not None and [(e.msg.id, e.msg.seq) for e in kept] == [(7, 1), (9, 2)]
     other = fanout.trade_rings[KEY2].since(fanout.trade_epoch, 0, 0.0)
     assert other is not None and [(e.msg.id, e.msg.seq) for e in other] == [(8, 1)]
+
+
+# --- the trades a slow subscriber missed ---------------------------------------------------------
+
+
+async def _fall_behind(fanout: Fanout, view: FakeView) -> RawClient:
+    """A book and trade subscriber that reads nothing: it gets trade 1, then big deltas
+    until it is behind."""
+    slow = await RawClient.connect(fanout.port, rcvbuf_bytes=4096)
+    await slow.send(sub([KEY], channels=["book", "trade"]))
+    await wait_until(fanout.changes, lambda: fanout.stats.messages_sent >= 3)
+    fanout.publish([trade(KEY, 1)])
+    await flood_until(fanout, view, lambda: fanout.stats.conflations >= 1)
+    return slow
+
+
+async def _read_until(client: RawClient, last: Callable[[ServerMessage], bool]) -> list[TradeMsg]:
+    """The trades ``client`` reads until the message for which ``last`` holds."""
+    trades: list[TradeMsg] = []
+    while True:
+        msg = await client.message()
+        if isinstance(msg, TradeMsg):
+            trades.append(msg)
+        if last(msg):
+            return trades
+
+
+def _trade(seq: int) -> Callable[[ServerMessage], bool]:
+    return lambda msg: isinstance(msg, TradeMsg) and msg.seq == seq
+
+
+@pytest.mark.async_timeout_s(40)
+async def test_trades_missed_while_behind_are_replayed_once_in_order_before_the_live_ones() -> None:
+    """500 trades dropped while the subscriber is behind follow its catch-up from the trade
+    ring, marked; the replay is written like any message, so it falls behind again (it is
+    far more than the buffer) and goes on at the next catch-up, each trade once."""
+    view, fanout = live_fanout(
+        BIDS,
+        ASKS,
+        max_buffer_bytes=32 * 1024,
+        max_conflations=100,
+        max_behind_s=30.0,
+        clock_s=lambda: 0.0,  # frozen: no deadline passes, no ring entry ages
+    )
+    async with serving(fanout):
+        slow = await _fall_behind(fanout, view)
+        async with slow:
+            fanout.publish([trade(KEY, 100 + seq) for seq in range(2, 502)])
+            behind = fanout.subscriber_stats()[0]
+            assert behind.behind and fanout.stats.conflation_replayed_trades == 0
+            got = await _read_until(slow, _trade(501))
+            assert not fanout.subscriber_stats()[0].behind, "written, so live"
+            fanout.publish([trade(KEY, 999)])
+            got += await _read_until(slow, _trade(502))
+    assert [(t.seq, t.id, t.recovered) for t in got] == [
+        (1, 1, None),
+        *[(seq, 100 + seq, True) for seq in range(2, 502)],
+        (502, 999, None),
+    ]
+    assert fanout.stats.conflation_replayed_trades == 500
+    assert fanout.stats.conflations >= 2, "the replay counts against the buffer limit"
+    assert (fanout.stats.conflation_trade_misses, fanout.stats.slow_disconnects) == (0, 0)
+
+
+@pytest.mark.async_timeout_s(40)
+async def test_trades_missed_while_behind_that_the_ring_no_longer_holds_are_not_sent() -> None:
+    """All or nothing: the ring lost the oldest of the missed trades, so none is sent; the
+    next live trade's seq shows the gap."""
+    view, fanout = live_fanout(
+        BIDS,
+        ASKS,
+        max_buffer_bytes=32 * 1024,
+        max_behind_s=30.0,
+        recovery_bytes=2_000,  # a few trades
+        clock_s=lambda: 0.0,
+    )
+    async with serving(fanout):
+        slow = await _fall_behind(fanout, view)
+        async with slow:
+            fanout.publish([trade(KEY, 100 + seq) for seq in range(2, 42)])
+            ring = fanout.trade_rings[KEY]
+            assert ring.floor_seq > 1 and ring.last_seq == 41, "the ring holds the last few"
+            # The catch-up's snapshot, and with it the decision: nothing of the gap.
+            got = await _read_until(slow, lambda msg: isinstance(msg, Snapshot) and msg.seq > 0)
+            assert fanout.stats.conflation_trade_misses == 1
+            fanout.publish([trade(KEY, 999)])
+            got += await _read_until(slow, _trade(42))
+    assert [(t.seq, t.id, t.recovered) for t in got] == [(1, 1, None), (42, 999, None)]
+    assert fanout.stats.conflation_replayed_trades == 0

@@ -76,6 +76,26 @@ async def test_client_and_tap_over_the_unix_socket_and_the_file_goes_with_the_se
     assert fanout.unix_path is None
 
 
+async def test_the_unix_socket_answers_any_host_and_tcp_does_not(sock_path: Path) -> None:
+    _view, fanout = live_fanout(BIDS, ASKS)
+    request = b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+    async with asyncio.TaskGroup() as tasks:
+        server = await _serving(tasks, fanout, sock_path)
+        heads = []
+        for opened in (
+            asyncio.open_unix_connection(str(sock_path)),
+            asyncio.open_connection("127.0.0.1", fanout.port),
+        ):
+            reader, writer = await opened
+            writer.write(request)
+            heads.append((await reader.read()).partition(b"\r\n")[0])
+            writer.close()
+            await writer.wait_closed()
+        server.cancel()
+    assert heads == [b"HTTP/1.1 200 OK", b"HTTP/1.1 421 Misdirected Request"]
+    assert fanout.stats.http_refused == {421: 1}
+
+
 @pytest.fixture
 def stale_sock_path(sock_path: Path) -> Path:
     """``sock_path`` left by a server that died: the file stays, nobody listens."""

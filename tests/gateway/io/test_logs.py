@@ -93,9 +93,9 @@ def test_descriptor_exhaustion_is_logged_once_per_episode_and_every_failure_coun
     assert (fd.episodes, fd.failures, fd.failing) == (2, 4, 1)
 
 
-#: Run in a subprocess whose RLIMIT_NOFILE is lowered: an upstream Connection and the
-#: subscriber server each meet an episode of EMFILE, which ends when descriptors are freed.
-FD_SCRIPT = r"""
+#: The start of a script run in a subprocess whose RLIMIT_NOFILE it lowers to 128:
+#: ``exhaust()`` opens descriptors until none is left, ``release()`` closes them.
+FD_PRELUDE = r"""
 import asyncio, errno, json, logging, os, resource, socket, sys
 
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
@@ -125,8 +125,25 @@ def release():
         hog.pop().close()
 
 
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+"""
+
+#: Runs the script's ``main()`` on the loop its first argument names.
+FD_RUN = r"""
+if sys.argv[1] == "uvloop":
+    import uvloop
+
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+#: An upstream Connection and the subscriber server each meet an episode of EMFILE, which
+#: ends when descriptors are freed.
+FD_SCRIPT = (
+    FD_PRELUDE
+    + r"""
 async def main():
-    resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     fd = FD_EXHAUSTION
 
     async def upstream(ws):
@@ -172,21 +189,15 @@ async def main():
             upstream_task.cancel()
             serving.cancel()
     print(json.dumps({"episodes": fd.episodes, "failures": fd.failures}))
-
-
-if sys.argv[1] == "uvloop":
-    import uvloop
-
-    uvloop.run(main())
-else:
-    asyncio.run(main())
 """
+    + FD_RUN
+)
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_descriptor_exhaustion_in_a_process_with_a_low_limit(loop: str) -> None:
+def _run_fd_script(script: str, loop: str) -> tuple[dict[str, int], list[str], str]:
+    """Runs ``script`` on ``loop``: its printed counts, its ERROR lines and its stderr."""
     done = subprocess.run(
-        [sys.executable, "-c", FD_SCRIPT, loop],
+        [sys.executable, "-c", script, loop],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -194,14 +205,51 @@ def test_descriptor_exhaustion_in_a_process_with_a_low_limit(loop: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    counts = json.loads(done.stdout)
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 2, done.stderr
+    return json.loads(done.stdout), errors, done.stderr
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_descriptor_exhaustion_in_a_process_with_a_low_limit(loop: str) -> None:
+    counts, errors, stderr = _run_fd_script(FD_SCRIPT, loop)
+    assert len(errors) == 2, stderr
     # The first episode's line names the connect, unless the server's probe saw it first.
     assert "accepting subscribers" in errors[1]
     assert all("ulimit -n" in line for line in errors)
-    assert done.stderr.count("file descriptors available again") == 2
+    assert stderr.count("file descriptors available again") == 2
     assert counts["episodes"] == 2 and counts["failures"] >= 6
+
+
+#: The subscriber server fails to accept and is stopped before asyncio retries accepting;
+#: no probe runs (its interval is an hour), so every failure counted is an accept's.
+CLOSED_DURING_EPISODE_SCRIPT = (
+    FD_PRELUDE
+    + r"""
+async def main():
+    fd = FD_EXHAUSTION
+    fanout = Fanout(FakeView(), check_interval_s=3600.0)
+    async with asyncio.timeout(20), asyncio.TaskGroup() as tasks:
+        serving = await start_serving(tasks, fanout)
+        client = socket.socket()  # made now: connecting it later needs no descriptor
+        exhaust()
+        client.connect(("127.0.0.1", fanout.port))
+        await fd.changes.wait_until(lambda: fd.failures > 0)
+        serving.cancel()
+        await fd.changes.wait_until(lambda: fd.retries_after_close > 0)
+        release()
+        client.close()
+    print(json.dumps({"failures": fd.failures, "retries_after_close": fd.retries_after_close}))
+"""
+    + FD_RUN
+)
+
+
+def test_a_server_stopped_before_asyncio_retries_accepting_logs_nothing_more() -> None:
+    counts, errors, stderr = _run_fd_script(CLOSED_DURING_EPISODE_SCRIPT, "asyncio")
+    assert len(errors) == 1 and "accepting subscribers" in errors[0], stderr
+    assert "Traceback" not in stderr and "Exception in callback" not in stderr, stderr
+    # One retry per failed accept; those that ran found the socket closed.
+    assert 1 <= counts["retries_after_close"] <= counts["failures"], counts
 
 
 def _record(msg: str, *args: object, **fields: object) -> logging.LogRecord:

@@ -161,6 +161,30 @@ async def test_frames_are_delivered_as_bytes_and_a_closed_connection_is_reopened
     await _with_server(handler, body)
 
 
+async def test_a_frame_above_max_frame_bytes_is_refused_unread_counted_and_reconnected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(b"a" * 2048)  # at the cap: delivered
+        await ws.send(b"b" * 2049)  # above it: the connection is closed
+        await ws.send(b"never read")
+        await ws.wait_closed()
+
+    async def body(url: str) -> None:
+        rec = Recorder()
+        conn = _connection(url, rec, max_frame_bytes=2048)
+        with caplog.at_level(logging.WARNING, logger="gateway.io.upstream"):
+            await run_until(conn.run, rec.changes, lambda: len(rec.frames) >= 3)
+        assert {raw for _, raw in rec.frames} == {b"a" * 2048}
+        assert conn.stats.oversized_frames >= 2 and conn.stats.connects >= 3
+        assert conn.stats.received_bytes == 2048 * conn.stats.frames
+        assert "frame with 2049 bytes exceeds limit of 2048 bytes" in conn.stats.last_error
+        lines = [r.getMessage() for r in caplog.records if "max_frame_bytes" in r.getMessage()]
+        assert lines and "conn 7 " in lines[0] and "closed (1009)" in lines[0]
+
+    await _with_server(handler, body)
+
+
 async def test_a_stalled_connection_is_closed_and_reopened() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send("hello")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -17,16 +16,13 @@ import msgspec
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
 from gateway.io.changes import StateChanges
-from gateway.io.service import Service
 from gateway.tools.cli import build_parser
-from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
 from gateway.wire import protocol as p
-from tests.harness import running, wait_until
-from tests.subscriber import mdgateway_output
+from tests.harness import wait_until
+from tests.subscriber import live_demo_gateway, mdgateway_output
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "binance:BTCUSDT"
@@ -223,15 +219,6 @@ async def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFix
 # --- the real gateway on the simulated venue ------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _gateway() -> AsyncIterator[tuple[SimBinanceSpot, Service, str]]:
-    async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
-        binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
-        service = Service(demo_config([(binance, sim)], port=0))
-        async with running(service.run):
-            yield sim, service, f"ws://127.0.0.1:{service.port}/"
-
-
 class _WatchedTap(Tap):
     """A tap that notifies ``changes`` after every message it handles."""
 
@@ -252,7 +239,7 @@ class _WatchedTap(Tap):
 async def test_tap_follows_the_gateway_with_no_gap_and_its_book(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    async with _gateway() as (sim, service, url):
+    async with live_demo_gateway() as (sim, service, url):
         tap = _WatchedTap(url, KEY)
         stop = asyncio.Event()
         running = asyncio.create_task(tap.run(None, stop))
@@ -283,7 +270,7 @@ async def test_tap_follows_the_gateway_with_no_gap_and_its_book(
 
 @pytest.mark.async_timeout_s(45)
 async def test_cli_tap_prints_one_json_object_and_exits_zero() -> None:
-    async with _gateway() as (_sim, _service, url):
+    async with live_demo_gateway() as (_sim, _service, url):
         code, stdout, stderr = await mdgateway_output(
             "tap", url, "--symbol", KEY, "--json", "--duration", "1.5", timeout_s=30
         )

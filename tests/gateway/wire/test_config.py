@@ -7,8 +7,10 @@ import pytest
 from gateway.wire.config import (
     ConfigError,
     ServerConfig,
+    allowed_host_names,
     exposure_warning,
     host_error,
+    host_header_name,
     is_loopback,
     load_config,
     parse_config,
@@ -151,6 +153,7 @@ requests_per_s = 5
 request_burst = 10
 token = "0123456789abcdef-_.~+/="
 allowed_origins = ["https://desk.example", "http://127.0.0.1:3000"]
+allowed_hosts = ["gw-1.desk.internal", "[::1]"]
 
 [[venues]]
 venue = "kraken"
@@ -175,6 +178,7 @@ def test_every_server_limit_is_read_from_toml() -> None:
         request_burst=10,
         token="0123456789abcdef-_.~+/=",
         allowed_origins=["https://desk.example", "http://127.0.0.1:3000"],
+        allowed_hosts=["gw-1.desk.internal", "[::1]"],
     )
 
 
@@ -182,6 +186,7 @@ def test_the_server_defaults_are_loopback_without_token_or_origins() -> None:
     server = ServerConfig()
     assert server.host == "127.0.0.1" and is_loopback(server.host)
     assert server.token is None and server.allowed_origins == []
+    assert server.allowed_hosts is None
 
 
 @pytest.mark.parametrize(
@@ -205,6 +210,8 @@ def test_the_server_defaults_are_loopback_without_token_or_origins() -> None:
         ),
         (('"https://desk.example"', '"https://desk.example/app"'), "$.server.allowed_origins[0]"),
         (('"https://desk.example"', '"https://desk.example:99999"'), "bad port"),
+        (('"gw-1.desk.internal", "[::1]"', '"gw-1.desk.internal:9000"'), "allowed_hosts[0]"),
+        (('"gw-1.desk.internal", "[::1]"', '"*"'), "$.server.allowed_hosts[0]: '*' is not"),
         (("max_request_bytes = 4096", "max_request_bytes = 10"), "$.server.max_request_bytes"),
         (("max_conflations = 0", "max_conflations = -1"), "$.server.max_conflations"),
         (("max_behind_s = 2.5", "max_behind_s = 0"), "$.server.max_behind_s"),
@@ -249,6 +256,42 @@ def test_exposure_is_warned_about_beyond_loopback_without_a_token() -> None:
     assert exposure_warning("10.0.0.5", has_token=True) is None
     assert exposure_warning("127.0.0.1", has_token=False) is None
     assert exposure_warning("localhost", has_token=False) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("localhost", "localhost"),
+        ("LocalHost.:8765", "localhost"),
+        ("127.0.0.1:1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("[0:0::1]:8765", "::1"),
+        ("gw.example:", "gw.example"),
+        ("::1", None),  # IPv6 without brackets
+        ("[::1", None),
+        ("[::1]8765", None),
+        ("[gw.example]", None),
+        ("gw.example:99999", None),
+        ("gw.example:+1", None),
+        (":8765", None),
+        ("", None),
+        ("evil host", None),
+    ],
+)
+def test_host_headers_are_read_as_their_host_name(header: str, name: str | None) -> None:
+    assert host_header_name(header) == name
+
+
+def test_allowed_hosts_default_to_loopback_names_on_loopback_and_any_beyond() -> None:
+    loopback = frozenset({"localhost", "127.0.0.1", "::1"})
+    assert allowed_host_names("127.0.0.1", None) == loopback
+    assert allowed_host_names("127.0.0.2", None) == loopback | {"127.0.0.2"}
+    assert allowed_host_names("localhost", None) == loopback
+    assert allowed_host_names("0.0.0.0", None) is None
+    assert allowed_host_names("gw-1.desk.internal", None) is None
+    # Configured, they are the only ones, beyond loopback too.
+    assert allowed_host_names("0.0.0.0", ["GW.Example.", "[::1]"]) == {"gw.example", "::1"}
+    assert allowed_host_names("127.0.0.1", []) == frozenset()
 
 
 def test_every_server_key_is_in_the_readme() -> None:
