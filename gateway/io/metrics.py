@@ -138,6 +138,7 @@ def families(stats: Sequence[Stat], labels: Sequence[str], rows: Iterable[Row]) 
                 family.add_metric(values, float(value))
                 continue
             for key, count in value.items():
+                # An IntEnum key (a close code, an HTTP status) prints as its number.
                 family.add_metric((*values, str(key)), float(count))
     return list(built)
 
