@@ -140,10 +140,19 @@ def _normalized_host(name: str) -> str:
 def allowed_host_error(host: str) -> str | None:
     """Why ``host`` cannot be an allowed Host name (None: a host name or an IP address,
     IPv6 with or without brackets, no port)."""
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host_error(bare) is None:
+    bracketed = host.startswith("[") and host.endswith("]")
+    bare = host[1:-1] if bracketed else host
+    if host_error(bare) is None and (not bracketed or _is_ipv6(bare)):
         return None
     return f"{host!r} is not a host name or an IP address without a port (e.g. gw.desk.example)"
+
+
+def _is_ipv6(name: str) -> bool:
+    """Whether ``name`` is an IPv6 address (what brackets may enclose in a Host)."""
+    try:
+        return isinstance(ipaddress.ip_address(name), ipaddress.IPv6Address)
+    except ValueError:
+        return False
 
 
 def host_header_name(value: str) -> str | None:
