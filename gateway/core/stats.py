@@ -1,12 +1,13 @@
 """The gateway's counters: every component's stats class, declared here once.
 
 A field made with :func:`counter` or :func:`gauge` is exported by ``/metrics``
-(:mod:`gateway.io.metrics`) under the metric name and help its metadata holds;
-:func:`exported` lists them, in field order. The other fields (errors, clock readings,
-maxima, counts by key) are read by logs, verify and the views; each is listed with its
-reason in tests/gateway/core/test_stats.py, which fails on a field neither exported nor
-listed. Exporting a counter a stats class keeps is one argument, ``metric=``, plus its row
-in docs/metrics.md (a test holds the two together).
+(:mod:`gateway.io.metrics`) under the metric name and help its metadata holds; one made
+with :func:`counter_by` (counts by key) as a counter with a sample per key, the key the
+value of the label its metadata names. :func:`exported` lists them, in field order. The
+other fields (errors, clock readings, maxima) are read by logs, verify and the views; each
+is listed with its reason in tests/gateway/core/test_stats.py, which fails on a field
+neither exported nor listed. Exporting a counter a stats class keeps is one argument,
+``metric=``, plus its row in docs/metrics.md (a test holds the two together).
 
 The components own and update their stats objects (``stats.frames += 1``); the metrics
 read them at each scrape. Pure: no I/O.
@@ -33,6 +34,7 @@ class Metric(NamedTuple):
     name: str
     help: str
     counter: bool = True
+    label: str | None = None
 
 
 class Stat(NamedTuple):
@@ -40,11 +42,14 @@ class Stat(NamedTuple):
 
     #: The metric's name without the exporter's prefix; a counter is exposed with ``_total``.
     name: str
-    #: The attribute of the stats object (a number; a bool is 0 or 1).
+    #: The attribute of the stats object: a number (a bool is 0 or 1), or with ``label``
+    #: a mapping of keys to numbers.
     attribute: str
     help: str
     #: False: a gauge (a value that goes up and down).
     counter: bool = True
+    #: Counts by key: the label whose values are the mapping's keys, one sample per key.
+    label: str | None = None
 
 
 @overload
@@ -66,11 +71,22 @@ def gauge(help: str, *, metric: str, initial: object = 0) -> Any:
     return dataclasses.field(default=initial, metadata=metadata)
 
 
+def counter_by(help: str, *, metric: str, label: str) -> dict[Any, int]:
+    """A dataclass field counting by key (a dict, empty at first), exported as the counter
+    ``metric`` with one sample per key, the key (as text) the value of ``label``.
+
+    Each key is a series: the keys must come from a small set the code fixes (close
+    codes, statuses, causes, configured URLs), never from what a peer sends.
+    """
+    metadata = {_METRIC: Metric(metric, help, label=label)}
+    return dataclasses.field(default_factory=dict, metadata=metadata)
+
+
 def exported(stats_class: type[DataclassInstance]) -> tuple[Stat, ...]:
     """The exported fields of a stats dataclass, in field order."""
     fields = dataclasses.fields(stats_class)
     metrics = [(f.name, f.metadata[_METRIC]) for f in fields if _METRIC in f.metadata]
-    return tuple(Stat(m.name, name, m.help, m.counter) for name, m in metrics)
+    return tuple(Stat(m.name, name, m.help, m.counter, m.label) for name, m in metrics)
 
 
 # --- upstream (gateway.io.upstream) -----------------------------------------------------------
@@ -152,7 +168,12 @@ class FetcherStats:
     #: The most requests ever in flight at once.
     max_in_flight: int = 0
     last_error: str = ""
-    by_base: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Of ``snapshots``, by the configured REST base that answered.
+    by_base: dict[str, int] = counter_by(
+        "REST snapshots received, by the REST base that answered.",
+        metric="snapshots_fetched_by_base",
+        label="base",
+    )
 
 
 # --- the venue pipeline and its books (gateway.core) ------------------------------------------
@@ -330,8 +351,11 @@ class SymbolStats:
 class SlotRenewals:
     """Counted per connection slot by :class:`gateway.core.renewal.VenueRenewals`."""
 
-    #: Renewals asked for, by cause ("age", "notice", "score").
-    due: dict[str, int]
+    #: Renewals asked for, by cause ("age", "notice", "score", "subscribe budget",
+    #: "contradicted").
+    due: dict[str, int] = counter_by(
+        "Renewals asked for, by cause.", metric="slot_renewals_due", label="cause"
+    )
     #: The replacement caught up before the old connection closed.
     caught_up: int = counter("Renewals whose replacement caught up first.", metric="slot_renewals")
     #: Within ``renew_timeout_s``.
@@ -372,12 +396,20 @@ class FanoutStats:
         "Subscribers closed: internal error.", metric="fanout_subscriber_errors"
     )
     #: Close frames the gateway sent first, by close code (1008, 1009, 1011, 1013...).
-    closes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
+    closes_sent: dict[int, int] = counter_by(
+        "Close frames sent to subscribers first, by close code.",
+        metric="fanout_closes_sent",
+        label="code",
+    )
     rate_limited: int = counter(
         "Subscriber requests refused: request rate.", metric="fanout_rate_limited"
     )
     #: HTTP requests refused at the handshake, by status (421, 401, 403, 404).
-    http_refused: dict[int, int] = dataclasses.field(default_factory=dict)
+    http_refused: dict[int, int] = counter_by(
+        "HTTP requests refused at the handshake, by status.",
+        metric="fanout_http_refused",
+        label="status",
+    )
     #: Symbols recovered from the ring (``subscribe.recover``).
     recoveries: int = counter(
         "Books recovered for reconnecting subscribers.", metric="fanout_recoveries"

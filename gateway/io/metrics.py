@@ -9,8 +9,9 @@ is prometheus_client's exposition (:func:`prometheus_client.generate_latest`).
 
 What is exported, under which name and help, is declared where the counter is: the fields of
 the stats classes in :mod:`gateway.core.stats` (:func:`~gateway.core.stats.exported` reads
-them). Only values kept by objects that are not stats classes (the score policies, the
-trade dedup, the arbiter's pending updates) are listed here, as :class:`Stat` tables.
+them), counts by key as a family with a label for the key. Only values kept by objects
+that are not stats classes (the score policies, the trade dedup, the arbiter's pending
+updates) are listed here, as :class:`Stat` tables.
 docs/metrics.md has a row per name (a test holds the two together).
 """
 
@@ -123,16 +124,22 @@ Row = tuple[Sequence[str], object]
 
 
 def families(stats: Sequence[Stat], labels: Sequence[str], rows: Iterable[Row]) -> list[Metric]:
-    """One family per :class:`Stat`, with one sample per row."""
-    built: list[CounterMetricFamily | GaugeMetricFamily] = [
-        CounterMetricFamily(PREFIX + stat.name, stat.help, labels=labels)
-        if stat.counter
-        else GaugeMetricFamily(PREFIX + stat.name, stat.help, labels=labels)
-        for stat in stats
-    ]
+    """One family per :class:`Stat`, with one sample per row; a stat with a ``label``
+    (counts by key) has that label too, and one sample per row and key."""
+    built: list[CounterMetricFamily | GaugeMetricFamily] = []
+    for stat in stats:
+        family_labels = labels if stat.label is None else (*labels, stat.label)
+        kind = CounterMetricFamily if stat.counter else GaugeMetricFamily
+        built.append(kind(PREFIX + stat.name, stat.help, labels=family_labels))
     for values, obj in rows:
         for family, stat in zip(built, stats, strict=True):
-            family.add_metric(values, float(getattr(obj, stat.attribute)))
+            value = getattr(obj, stat.attribute)
+            if stat.label is None:
+                family.add_metric(values, float(value))
+                continue
+            for key, count in value.items():
+                # An IntEnum key (a close code, an HTTP status) prints as its number.
+                family.add_metric((*values, str(key)), float(count))
     return list(built)
 
 

@@ -1,4 +1,5 @@
-"""The stats classes: which fields are exported, under what, and the fields' starting values."""
+"""The stats classes: which fields are exported, under what (counts by key with their
+label), and the fields' starting values."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from dataclasses import dataclass
 import pytest
 
 from gateway.core import stats as stats_module
-from gateway.core.stats import SlotRenewals, Stat, SymbolStats, counter, exported, gauge
+from gateway.core.stats import (
+    FanoutStats,
+    FetcherStats,
+    SlotRenewals,
+    Stat,
+    SymbolStats,
+    counter,
+    counter_by,
+    exported,
+    gauge,
+)
 
 #: Every stats class the module declares.
 STATS_CLASSES = tuple(
@@ -23,6 +34,7 @@ class _Example:
     waited_s: float = counter("Seconds waited.", metric="example_wait_seconds", initial=0.0)
     up: bool = gauge("1 while up.", metric="example_up", initial=False)
     queued: int = gauge("Messages queued.", metric="example_queued")
+    closes: dict[int, int] = counter_by("Closes sent.", metric="example_closes", label="code")
 
 
 def test_exported_lists_the_counters_and_gauges_in_field_order_and_skips_the_rest() -> None:
@@ -31,6 +43,7 @@ def test_exported_lists_the_counters_and_gauges_in_field_order_and_skips_the_res
         Stat("example_wait_seconds", "waited_s", "Seconds waited."),
         Stat("example_up", "up", "1 while up.", counter=False),
         Stat("example_queued", "queued", "Messages queued.", counter=False),
+        Stat("example_closes", "closes", "Closes sent.", label="code"),
     )
 
 
@@ -42,14 +55,46 @@ def test_fields_start_at_their_initial_value_of_its_type() -> None:
     assert example.sent == 2 and _Example().sent == 0
 
 
+def test_counts_by_key_start_empty_and_are_not_shared_between_objects() -> None:
+    example = _Example()
+    assert example.closes == {}
+    example.closes[1009] = 1
+    assert _Example().closes == {} and example.closes == {1009: 1}
+
+
+def test_the_counts_by_key_are_exported_as_counters_labelled_by_their_key() -> None:
+    keyed = {
+        (cls.__name__, stat.attribute, stat.name, stat.label)
+        for cls in STATS_CLASSES
+        for stat in exported(cls)
+        if stat.label is not None
+    }
+    assert keyed == {
+        ("FetcherStats", "by_base", "snapshots_fetched_by_base", "base"),
+        ("SlotRenewals", "due", "slot_renewals_due", "cause"),
+        ("FanoutStats", "closes_sent", "fanout_closes_sent", "code"),
+        ("FanoutStats", "http_refused", "fanout_http_refused", "status"),
+    }
+    assert all(s.counter for cls in STATS_CLASSES for s in exported(cls) if s.label)
+    # Each instance starts with its own empty counts.
+    assert SlotRenewals().due == {} and SlotRenewals().due is not SlotRenewals().due
+    assert FanoutStats().closes_sent == {} and FetcherStats().by_base == {}
+
+
 @pytest.mark.parametrize("stats_class", STATS_CLASSES, ids=lambda c: c.__name__)
 def test_every_stats_class_exports_numbers_with_a_help(stats_class: type) -> None:
-    stats = stats_class(due={}) if stats_class is SlotRenewals else stats_class()
+    stats = stats_class()
     stats_exported = exported(stats_class)
     assert stats_exported, "a stats class exports at least one counter"
     for stat in stats_exported:
         assert stat.help.endswith(".") and stat.name.islower()
-        assert isinstance(getattr(stats, stat.attribute), int | float)
+        value = getattr(stats, stat.attribute)
+        if stat.label is None:
+            assert isinstance(value, int | float)
+        else:
+            # A label name of the exposition, and counts (none yet) by key.
+            assert stat.label.isidentifier() and stat.label.islower()
+            assert isinstance(value, dict)
 
 
 #: The fields of the stats classes not exported on /metrics, each with the reason.
@@ -58,11 +103,7 @@ NOT_EXPORTED: dict[str, str] = {
     "ConnectionStats.connected_since_s": "a monotonic clock reading, for uptimes",
     "FetcherStats.max_in_flight": "the high-water mark of snapshot_requests_in_flight",
     "FetcherStats.last_error": "text: logged with the failure",
-    "FetcherStats.by_base": "counts by REST base, summing to snapshots_fetched",
     "SymbolStats.connections": "exported as the SymbolConnectionStats families",
-    "SlotRenewals.due": "counts by cause; the renewals' outcomes are slot_renewals_*",
-    "FanoutStats.closes_sent": "counts by close code; each subscriber's close is logged",
-    "FanoutStats.http_refused": "counts by HTTP status; each refusal is logged, rate-limited",
     "CaptureStats.failed": "text: the error that stopped the capture, logged",
 }
 

@@ -7,13 +7,17 @@ import re
 from collections.abc import Iterable
 
 import httpx
+import msgspec
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
 
 from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.model import SymbolState
+from gateway.core.renewal import Renewal
 from gateway.io.service import Service
 from gateway.wire.config import Config
 from tests.harness import wait_until
@@ -122,3 +126,52 @@ async def test_a_running_gateway_is_scraped_and_healthz_turns_503_when_no_symbol
         families = list(text_string_to_metric_families(response.text))
         up = samples(families, "mdgateway_connection_up")
         assert len(up) == 4 and set(up.values()) == {0.0}
+
+
+@pytest.mark.async_timeout_s(40)
+async def test_the_counts_by_key_are_exported_with_a_label_per_key() -> None:
+    """Close codes sent, HTTP refusals, renewal causes and REST bases: one series a key."""
+    async with SimBinanceUsdm(SYMBOLS, n_endpoints=2, seed=3, interval_s=0.02) as sim:
+        config = _config(sim)
+        # The test's subscriber is the one allowed: a second one is closed with 1013.
+        server = msgspec.structs.replace(config.server, max_subscribers=1)
+        async with (
+            serving(msgspec.structs.replace(config, server=server), KEYS) as (service, subscriber),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as http,
+        ):
+            client = subscriber.client
+            await subscriber.until(lambda: all(client.book(k) is not None for k in KEYS), 15)
+            async with connect(f"ws://127.0.0.1:{service.port}/") as refused:
+                with pytest.raises(ConnectionClosedError) as closed:
+                    await refused.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            assert (await http.get("/no-such-path")).status_code == 404
+            renewals = service.venues[0].renewals
+            sim.send_shutdown_notice(0)
+            # The notice renews endpoint 0's two connections (book, trades), one after the
+            # other: until both are done.
+            await wait_until(
+                service.connection_changes,
+                lambda: (
+                    sum(renewals.stats(slot).due.get("notice", 0) for slot in renewals.slots) == 2
+                    and all(renewals.state(slot) is Renewal.STEADY for slot in renewals.slots)
+                ),
+                15.0,
+            )
+            response = await http.get("/metrics")
+            due_by_slot = {slot: dict(renewals.stats(slot).due) for slot in renewals.slots}
+
+    families = list(text_string_to_metric_families(response.text))
+    assert samples(families, "mdgateway_fanout_closes_sent_total") == {(("code", "1013"),): 1.0}
+    assert samples(families, "mdgateway_fanout_http_refused_total") == {(("status", "404"),): 1.0}
+    venue = ("venue", VENUE)
+    fetched = samples(families, "mdgateway_snapshots_fetched_total")[(venue,)]
+    by_base = samples(families, "mdgateway_snapshots_fetched_by_base_total")
+    assert fetched >= 2 and by_base == {(("base", sim.rest_url), venue): fetched}
+    due = samples(families, "mdgateway_slot_renewals_due_total")
+    assert {key[0][1] for key in due} == {"notice"} and sum(due.values()) == 2.0
+    assert due == {
+        (("cause", cause), ("slot", str(slot)), venue): float(count)
+        for slot, counts in due_by_slot.items()
+        for cause, count in counts.items()
+    }
