@@ -231,7 +231,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Host names (or IP addresses) the TCP server answers, whatever the port in the
     #: ``Host`` header; a request naming another is refused with 421 (DNS rebinding).
     #: None: on loopback the bound address, ``localhost``, ``127.0.0.1`` and ``[::1]``;
-    #: beyond loopback any. The Unix socket is not concerned.
+    #: beyond loopback any; ``[]``: every TCP request is refused. The Unix socket is not
+    #: concerned.
     allowed_hosts: list[str] | None = None
     #: Per symbol, the recent deltas kept for subscribers that reconnect with
     #: ``subscribe.recover``, and in a second ring the recent trades for
