@@ -349,7 +349,7 @@ class SymbolStats:
 
 @dataclass(slots=True)
 class SlotRenewals:
-    """Counted per connection slot by :class:`gateway.core.renewal.Renewals`."""
+    """Counted per connection slot by :class:`gateway.core.renewal.VenueRenewals`."""
 
     #: Renewals asked for, by cause ("age", "notice", "score", "subscribe budget",
     #: "contradicted").

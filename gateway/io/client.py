@@ -164,7 +164,8 @@ class GatewayClient:
         max_message_bytes: largest message accepted (snapshots of deep books are large).
         retry_initial_s / retry_max_s: delay ceiling before a request refused as
             ``rate_limited`` is sent again, doubled per refusal up to the cap, full jitter.
-        clock_ns: the wall clock stamped on events as ``recv_ns`` and timing the retries.
+        clock_ns: the wall clock stamped on events as ``recv_ns``.
+        monotonic_ns: the clock the retries are timed on.
         rng: the retries' jitter (tests pass a seeded one).
     """
 
@@ -185,6 +186,7 @@ class GatewayClient:
         retry_initial_s: float = 0.05,
         retry_max_s: float = 2.0,
         clock_ns: Callable[[], int] = time.time_ns,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
         rng: random.Random | None = None,
     ) -> None:
         self.urls = _checked_urls(urls)
@@ -197,6 +199,7 @@ class GatewayClient:
         #: The URL of the current connection; None while disconnected.
         self.url: str | None = None
         self._clock_ns = clock_ns
+        self._monotonic_ns = monotonic_ns
         self._ws: ClientConnection | None = None
         self._queue: deque[Event] = deque()
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
@@ -245,7 +248,7 @@ class GatewayClient:
             due_ns = self.session.next_retry_ns()
             timeout_s = None
             if due_ns is not None:
-                now_ns = self._clock_ns()
+                now_ns = self._monotonic_ns()
                 if due_ns <= now_ns:
                     await self._act(ws, self.session.on_timer(now_ns))
                     continue
@@ -259,7 +262,8 @@ class GatewayClient:
                 continue
             except TimeoutError:
                 continue  # a retry is due
-            await self._act(ws, self.session.on_data(data, self._clock_ns()))
+            step = self.session.on_data(data, self._clock_ns(), self._monotonic_ns())
+            await self._act(ws, step)
 
     async def reconnect_now(self) -> None:
         """Drop the current connection and connect again at once, trying the URLs in

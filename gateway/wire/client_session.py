@@ -560,7 +560,8 @@ class ClientSession:
         )
 
     def next_retry_ns(self) -> int | None:
-        """When :meth:`on_timer` has a request to send again (wall clock ns), or None."""
+        """When :meth:`on_timer` has a request to send again, on the clock of
+        :meth:`on_data`'s ``now_ns``, or None."""
         due = [r.due_ns for r in self._retries.values() if r.state is RetryState.WAITING]
         return min(due) if due else None
 
@@ -578,10 +579,12 @@ class ClientSession:
 
     # --- inputs -----------------------------------------------------------------------------
 
-    def on_data(self, data: str | bytes, recv_ns: int) -> Step:
+    def on_data(self, data: str | bytes, recv_ns: int, now_ns: int | None = None) -> Step:
         """One message from the gateway (text: JSON, binary: MessagePack) received at
-        ``recv_ns``. Raises :class:`GatewayError` when the gateway refused the
-        subscription."""
+        ``recv_ns`` (wall clock, stamped on the events). ``now_ns``: the same moment on the
+        clock retries are timed on (:meth:`next_retry_ns`, :meth:`on_timer`), a monotonic
+        one so that a wall clock stepped back delays no retry; default ``recv_ns``. Raises
+        :class:`GatewayError` when the gateway refused the subscription."""
         step = Step()
         try:
             msg = decode_server_message(data)
@@ -629,7 +632,8 @@ class ClientSession:
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
             ):
                 raise GatewayError(msg.code, msg.message)
-            if msg.code == ErrorCode.RATE_LIMITED and self._retry(msg, recv_ns, step):
+            retry_ns = recv_ns if now_ns is None else now_ns
+            if msg.code == ErrorCode.RATE_LIMITED and self._retry(msg, recv_ns, retry_ns, step):
                 return step
             step.warnings.append((f"error {msg.code}", f"error {msg.code}: {msg.message}"))
         return step
@@ -744,9 +748,9 @@ class ClientSession:
         if retry is not None:
             retry.handle(RetryInput.ANSWERED, recv_ns)
 
-    def _retry(self, msg: Error, recv_ns: int, step: Step) -> bool:
-        """Schedule the refused request again, if it is one of the session's (a resync
-        still awaited, the subscribe); False when it is not."""
+    def _retry(self, msg: Error, recv_ns: int, now_ns: int, step: Step) -> bool:
+        """Schedule the refused request again (due ``now_ns`` + the delay), if it is one of
+        the session's (a resync still awaited, the subscribe); False when it is not."""
         symbol = msg.symbol
         if symbol is None:
             if not self._subscribing:
@@ -758,7 +762,7 @@ class ClientSession:
         retry = self._retries.get(symbol)
         if retry is None:
             retry = self._retries[symbol] = _Retry(Backoff(*self._retry_s, self._rng))
-        retry.handle(RetryInput.REFUSED, recv_ns)
+        retry.handle(RetryInput.REFUSED, now_ns)
         delay_s = retry.delay_s
         op: Literal["resync", "subscribe"] = "subscribe" if symbol is None else "resync"
         step.events.append(

@@ -140,10 +140,19 @@ def _normalized_host(name: str) -> str:
 def allowed_host_error(host: str) -> str | None:
     """Why ``host`` cannot be an allowed Host name (None: a host name or an IP address,
     IPv6 with or without brackets, no port)."""
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host_error(bare) is None:
+    bracketed = host.startswith("[") and host.endswith("]")
+    bare = host[1:-1] if bracketed else host
+    if host_error(bare) is None and (not bracketed or _is_ipv6(bare)):
         return None
     return f"{host!r} is not a host name or an IP address without a port (e.g. gw.desk.example)"
+
+
+def _is_ipv6(name: str) -> bool:
+    """Whether ``name`` is an IPv6 address (what brackets may enclose in a Host)."""
+    try:
+        return isinstance(ipaddress.ip_address(name), ipaddress.IPv6Address)
+    except ValueError:
+        return False
 
 
 def host_header_name(value: str) -> str | None:
@@ -222,7 +231,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Host names (or IP addresses) the TCP server answers, whatever the port in the
     #: ``Host`` header; a request naming another is refused with 421 (DNS rebinding).
     #: None: on loopback the bound address, ``localhost``, ``127.0.0.1`` and ``[::1]``;
-    #: beyond loopback any. The Unix socket is not concerned.
+    #: beyond loopback any; ``[]``: every TCP request is refused. The Unix socket is not
+    #: concerned.
     allowed_hosts: list[str] | None = None
     #: Per symbol, the recent deltas kept for subscribers that reconnect with
     #: ``subscribe.recover``, and in a second ring the recent trades for

@@ -420,6 +420,33 @@ async def test_a_rate_limited_resync_is_retried_until_the_gateway_answers_it() -
         await f.close()
 
 
+async def test_rate_limited_retries_are_timed_on_the_monotonic_clock_not_the_wall_clock() -> None:
+    """The wall clock stands still (as if stepped back) while a refused resync waits: its
+    retry is sent all the same once its delay has passed, and answered."""
+    now_s = [0.0]
+    view, fanout = live_fanout(
+        BIDS, ASKS, request_burst=1, requests_per_s=1.0, clock_s=lambda: now_s[0]
+    )
+    async with asyncio.TaskGroup() as tasks:
+        f = await following(
+            tasks,
+            fanout,
+            view,
+            retry_initial_s=0.005,
+            retry_max_s=0.02,
+            clock_ns=lambda: 1_700_000_000_000_000_000,
+        )
+        view.delta(KEY, asks=[("100.50", "0")])  # lost: the client sees a gap
+        fanout.publish([view.delta(KEY, asks=[("100.75", "3")])])
+        refused = await f.consumer.until(lambda e: isinstance(e, RetryEvent))
+        assert isinstance(refused, RetryEvent) and refused.symbol == KEY
+        now_s[0] = 10.0  # the budget refills: the retry, once sent, is answered
+        back = await f.consumer.until(snapshot_of(KEY, 2))
+        assert isinstance(back, BookEvent) and back.state is LIVE
+        assert f.client.stats.retries >= 1
+        await f.close()
+
+
 async def test_a_client_back_after_the_ring_moved_on_gets_a_snapshot() -> None:
     now_s = [0.0]
     view, fanout = live_fanout(BIDS, ASKS, recovery_age_s=10.0, clock_s=lambda: now_s[0])

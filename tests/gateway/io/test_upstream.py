@@ -605,11 +605,12 @@ async def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_ret
         port = server.sockets[0].getsockname()[1]
         rec = Recorder()
         budget = AttemptBudget(100, 60.0)
-        conn = _connection(f"ws://127.0.0.1:{port}/stream", rec, attempts=budget)
+        manual = ManualTime()  # the refusal's time is the budget's: the wait is exact
+        conn = _connection(f"ws://127.0.0.1:{port}/stream", rec, manual=manual, attempts=budget)
         await run_until(conn.run, rec.changes, lambda: conn.stats.rate_limited >= 1)
     assert conn.stats.failed_attempts == 1 and not conn.stats.connected
     # No Retry-After given: the default wait, for every connection of the budget.
-    assert budget.wait_s(time.monotonic()) > DEFAULT_RETRY_AFTER_S - 5.0
+    assert budget.wait_s(manual.now_s) == DEFAULT_RETRY_AFTER_S
 
 
 @pytest.mark.async_timeout_s(10)

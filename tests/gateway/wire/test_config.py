@@ -212,6 +212,8 @@ def test_the_server_defaults_are_loopback_without_token_or_origins() -> None:
         (('"https://desk.example"', '"https://desk.example:99999"'), "bad port"),
         (('"gw-1.desk.internal", "[::1]"', '"gw-1.desk.internal:9000"'), "allowed_hosts[0]"),
         (('"gw-1.desk.internal", "[::1]"', '"*"'), "$.server.allowed_hosts[0]: '*' is not"),
+        (('"gw-1.desk.internal", "[::1]"', '"[gw-1.desk.internal]"'), "allowed_hosts[0]"),
+        (('"gw-1.desk.internal", "[::1]"', '"[127.0.0.1]"'), "allowed_hosts[0]"),
         (("max_request_bytes = 4096", "max_request_bytes = 10"), "$.server.max_request_bytes"),
         (("max_conflations = 0", "max_conflations = -1"), "$.server.max_conflations"),
         (("max_behind_s = 2.5", "max_behind_s = 0"), "$.server.max_behind_s"),
