@@ -1,12 +1,13 @@
 """Asyncio helpers of the tests, every wait bounded in time.
 
-``run_bounded(main, timeout_s)`` runs ``main()`` on a fresh event loop (``conftest.py`` runs
-every ``async def`` test with it); ``wait_until(changes, predicate, timeout_s)`` waits for a
-condition checked after every notification of ``changes`` (a :class:`StateChanges` the code
-under test, or the test's own recorder, notifies); ``run_until(main, changes, predicate,
-timeout_s)`` runs ``main()`` (a loop that runs until cancelled) as a task until the condition
-holds; ``started(tasks, serve)`` and ``running(serve)`` run a server, ``serve(ready)``, from
-the moment it has set ``ready``.
+``run_bounded(main, timeout_s)`` runs ``main()`` on a fresh event loop and returns its
+result (``conftest.py`` runs every ``async def`` test with it, a sync fixture may too);
+``wait_until(changes, predicate, timeout_s)`` waits for a condition checked after every
+notification of ``changes`` (a :class:`StateChanges` the code under test, or the test's own
+recorder, notifies); ``run_until(main, changes, predicate, timeout_s)`` runs ``main()`` (a
+loop that runs until cancelled) as a task until the condition holds; ``started(tasks,
+serve)`` and ``running(serve)`` run a server, ``serve(ready)``, from the moment it has set
+``ready``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.io.changes import StateChanges
+
+T = TypeVar("T")
 
 #: The bound of an ``async def`` test without an ``async_timeout_s`` marker.
 ASYNC_TIMEOUT_S = 20.0
@@ -25,14 +28,14 @@ ASYNC_TIMEOUT_S = 20.0
 Serve = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def run_bounded(main: Callable[[], Awaitable[object]], timeout_s: float = ASYNC_TIMEOUT_S) -> None:
-    """``asyncio.run(main())``, failing with TimeoutError after ``timeout_s``."""
+def run_bounded(main: Callable[[], Awaitable[T]], timeout_s: float = ASYNC_TIMEOUT_S) -> T:
+    """``asyncio.run(main())``: its result, or TimeoutError after ``timeout_s``."""
 
-    async def bounded() -> None:
+    async def bounded() -> T:
         async with asyncio.timeout(timeout_s):
-            await main()
+            return await main()
 
-    asyncio.run(bounded())
+    return asyncio.run(bounded())
 
 
 async def wait_until(

@@ -17,10 +17,12 @@ from typing import Any
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.io.capture_writer import CaptureWriter
+from gateway.io.changes import StateChanges
 from gateway.io.client import BookEvent, Event, GatewayClient, StatusEvent
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
+from tests.harness import started, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The ``mdgateway`` command of this checkout.
@@ -109,7 +111,7 @@ class Subscriber:
         #: The state of every status update, in order.
         self.statuses: list[str] = []
         self._on_update = on_update
-        self._changed = asyncio.Event()
+        self._changes = StateChanges()
 
     async def follow(self) -> None:
         async with self.client:
@@ -121,15 +123,12 @@ class Subscriber:
                     self.updates += 1
                 if self._on_update is not None:
                     self._on_update(update)
-                self._changed.set()
+                self._changes.notify()
 
     async def until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
         """Return once ``predicate()`` holds, checked now and after every update; raise
         TimeoutError after ``timeout_s``."""
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
+        await wait_until(self._changes, predicate, timeout_s)
 
 
 def loopback_config(
@@ -166,10 +165,8 @@ async def serving(
     """The gateway of ``config`` running (recording into ``capture`` where given), and a
     :class:`Subscriber` of ``keys`` following it; both stop on leaving."""
     service = Service(config, capture=capture)
-    ready = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
-        service_task = tasks.create_task(service.run(ready))
-        await ready.wait()
+        service_task = await started(tasks, service.run)
         url = f"ws://127.0.0.1:{service.port}/"
         subscriber = Subscriber(url, keys, backoff_max_s, on_update)
         follower = tasks.create_task(subscriber.follow())
