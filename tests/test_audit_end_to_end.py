@@ -5,10 +5,10 @@ REST book is wrong; neither audit ever changes the book."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import msgspec
+import pytest
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
@@ -19,7 +19,7 @@ from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.wire.config import Config
 
-from .subscriber import Subscriber, serving
+from .subscriber import serving
 
 SEED = 5
 SYMBOL = "BTCUSDT"
@@ -35,16 +35,12 @@ def _config(sim: SimBinanceSpot, audit_interval_s: float) -> Config:
     return msgspec.structs.replace(config, venues=[venue])
 
 
-async def _until(subscriber: Subscriber, predicate: object) -> None:
-    assert callable(predicate)
-    await subscriber.until(predicate, BOUND_S)
-
-
 def _stats(service: Service) -> SymbolStats:
     return service.books[KEY].stats
 
 
-async def _disagreeing_copies() -> None:
+@pytest.mark.async_timeout_s(40)
+async def test_a_connection_whose_copies_disagree_is_the_one_counted() -> None:
     # Endpoint 1's copies come late (always duplicates) and half of them carry a wrong
     # quantity for the same ids.
     plan = FaultPlan("ep1:alter=0.5,delay=10ms", seed=SEED, n_endpoints=3)
@@ -61,7 +57,7 @@ async def _disagreeing_copies() -> None:
         def counted() -> bool:
             return stats.conn(conn_ids[1]).audit_disagreements >= 3
 
-        await _until(subscriber, counted)
+        await subscriber.until(counted, BOUND_S)
         assert stats.conn(conn_ids[0]).audit_disagreements == 0
         assert stats.conn(conn_ids[2]).audit_disagreements == 0
         assert stats.audit_disagreements >= 3
@@ -81,11 +77,7 @@ async def _disagreeing_copies() -> None:
         def caught_up() -> bool:
             return book.book.normalized() == truth
 
-        await _until(subscriber, caught_up)
-
-
-def test_a_connection_whose_copies_disagree_is_the_one_counted() -> None:
-    asyncio.run(asyncio.wait_for(_disagreeing_copies(), 40))
+        await subscriber.until(caught_up, BOUND_S)
 
 
 async def _rest_audits(spec: str, drift: bool) -> None:
@@ -94,19 +86,21 @@ async def _rest_audits(spec: str, drift: bool) -> None:
     async with sim, serving(_config(sim, 0.1), [KEY]) as (service, subscriber):
         stats = _stats(service)
         if drift:
-            await _until(subscriber, lambda: stats.audit_rest_drift >= 1)
+            await subscriber.until(lambda: stats.audit_rest_drift >= 1, BOUND_S)
         else:
-            await _until(subscriber, lambda: stats.audit_rest_ok >= 3)
+            await subscriber.until(lambda: stats.audit_rest_ok >= 3, BOUND_S)
             assert stats.audit_rest_drift == 0
         # Never applied: the book was built from one snapshot and stayed live.
         assert stats.snapshots == 1 and stats.resyncs == 0
         assert service.books[KEY].state is SymbolState.LIVE
 
 
-def test_rest_audits_of_a_correct_book_find_no_drift() -> None:
-    asyncio.run(asyncio.wait_for(_rest_audits("", drift=False), 40))
+@pytest.mark.async_timeout_s(40)
+async def test_rest_audits_of_a_correct_book_find_no_drift() -> None:
+    await _rest_audits("", drift=False)
 
 
-def test_a_wrong_rest_book_is_drift_and_never_applied() -> None:
+@pytest.mark.async_timeout_s(40)
+async def test_a_wrong_rest_book_is_drift_and_never_applied() -> None:
     # The venue's REST books are wrong once the gateway is in sync.
-    asyncio.run(asyncio.wait_for(_rest_audits("rest:alter@1+100", drift=True), 40))
+    await _rest_audits("rest:alter@1+100", drift=True)

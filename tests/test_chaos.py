@@ -6,8 +6,9 @@ bounded."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+
+import pytest
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
@@ -23,7 +24,10 @@ LIVE_AGAIN_WITHIN_S = 5.0
 STEPS_DOWN = 100
 
 
-async def _all_endpoints_down() -> None:
+@pytest.mark.async_timeout_s(40)
+async def test_all_endpoints_down_for_two_seconds_is_stale_then_live_with_a_fresh_snapshot() -> (
+    None
+):
     async with SimBinanceSpot(["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
         config = demo_config([(binance, sim)], port=0)
@@ -58,7 +62,3 @@ async def _all_endpoints_down() -> None:
             arbiter = service.books[KEY]
             assert arbiter.pending <= 4096 and arbiter.stats.resyncs == 1
             assert all(not s.behind for s in service.fanout.subscriber_stats())
-
-
-def test_all_endpoints_down_for_two_seconds_is_stale_then_live_with_a_fresh_snapshot() -> None:
-    asyncio.run(asyncio.wait_for(_all_endpoints_down(), 40))

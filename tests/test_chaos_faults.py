@@ -7,10 +7,10 @@ of a fault-free run of the same seeded venue: no gap, nothing twice, nothing out
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import msgspec
+import pytest
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
@@ -60,9 +60,12 @@ async def _run(faults: str | None) -> tuple[dict[int, object], list[int], Gatewa
         return books, order, subscriber.client, service
 
 
-def test_faults_on_every_endpoint_but_one_always_whole_change_nothing_for_subscribers() -> None:
-    clean, _, _, _ = asyncio.run(asyncio.wait_for(_run(None), 40))
-    books, order, client, service = asyncio.run(asyncio.wait_for(_run(SPEC), 40))
+@pytest.mark.async_timeout_s(80)
+async def test_faults_on_every_endpoint_but_one_always_whole_change_nothing_for_subscribers() -> (
+    None
+):
+    clean, _, _, _ = await _run(None)
+    books, order, client, service = await _run(SPEC)
     assert client.stats.gaps == 0 and client.stats.snapshots == 1
     assert order == sorted(set(order)), "nothing twice, nothing out of order"
     stats = service.symbol_stats(KEY)

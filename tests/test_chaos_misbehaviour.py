@@ -10,7 +10,6 @@ gateway served on, and the clean venue's symbol stayed ``live`` and kept moving.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 from collections.abc import Callable
@@ -115,12 +114,12 @@ class Seen:
                     self.odd_numbers.add(text)
 
 
-async def _run(
+async def run(
     spec: str,
-    venue: Venue,
-    during: Callable[[SimVenue], None] | None,
-    steps: int,
-    backoff_max_s: float,
+    venue: Venue = BINANCE,
+    during: Callable[[SimVenue], None] | None = None,
+    steps: int = RUN_STEPS,
+    backoff_max_s: float = 1.0,
 ) -> None:
     """The gateway (reconnecting to ``venue`` with backoff up to ``backoff_max_s``) against
     ``venue`` under ``spec`` (seeded) for ``steps`` venue steps, then ``during(sim)``;
@@ -177,16 +176,6 @@ async def _run(
         assert not seen.odd_numbers, sorted(seen.odd_numbers)[:5]
 
 
-def run(
-    spec: str,
-    venue: Venue = BINANCE,
-    during: Callable[[SimVenue], None] | None = None,
-    steps: int = RUN_STEPS,
-    backoff_max_s: float = 1.0,
-) -> None:
-    asyncio.run(asyncio.wait_for(_run(spec, venue, during, steps, backoff_max_s), 40))
-
-
 def _case(name: str, spec: str, steps: int = RUN_STEPS, venue: Venue = BINANCE) -> Any:
     """One misbehaviour, named ``name`` in the test's id."""
     return pytest.param(spec, steps, venue, id=name)
@@ -217,8 +206,9 @@ def _case(name: str, spec: str, steps: int = RUN_STEPS, venue: Venue = BINANCE) 
         _case("oversized-rest-body", "rest:oversize@0+1,oversize_levels=10000", 40),
     ],
 )
-def test_a_misbehaving_venue(spec: str, steps: int, venue: Venue) -> None:
-    run(spec, venue, steps=steps)
+@pytest.mark.async_timeout_s(40)
+async def test_a_misbehaving_venue(spec: str, steps: int, venue: Venue) -> None:
+    await run(spec, venue, steps=steps)
 
 
 def _few_reconnects(sim: SimVenue) -> None:
@@ -228,5 +218,6 @@ def _few_reconnects(sim: SimVenue) -> None:
     assert sim.stats(0).connections_accepted <= 14, sim.stats(0)
 
 
-def test_a_flapping_endpoint() -> None:
-    run(f"ep0:flap@{AT_S}+3", BINANCE, _few_reconnects, steps=210, backoff_max_s=4.0)
+@pytest.mark.async_timeout_s(40)
+async def test_a_flapping_endpoint() -> None:
+    await run(f"ep0:flap@{AT_S}+3", BINANCE, _few_reconnects, steps=210, backoff_max_s=4.0)
