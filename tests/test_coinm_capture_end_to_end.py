@@ -10,6 +10,8 @@ import gzip
 import json
 from pathlib import Path
 
+import pytest
+
 from feeds.sim.binance_coinm import BinanceCoinmProtocol
 from feeds.sim.book_process import BookProcess
 from feeds.sim.replay import ReplayServer
@@ -64,7 +66,10 @@ def test_verify_reads_a_coinm_capture_with_no_gap_and_the_venues_book(tmp_path: 
     assert symbol.asks == list(true_book.asks())[:1000]
 
 
-async def _replay(path: Path, last_id: int) -> L2Book:
+@pytest.mark.async_timeout_s(120)
+async def test_replay_of_a_coinm_capture_gives_verifys_book(tmp_path: Path) -> None:
+    path, last_id, _ = write_capture(tmp_path)
+    report = verify_capture(path).symbols[KEY]
     async with ReplayServer(load_plan([path], 2), speed=None) as replay:
         # The gateway's TOML, pointed at the replay.
         config = parse_config(
@@ -88,13 +93,6 @@ async def _replay(path: Path, last_id: int) -> L2Book:
             assert replay.rest_served >= 1
             assert subscriber.client.stats.gaps == 0
             book = subscriber.client.book(KEY)
-            assert book is not None
-            return book
-
-
-def test_replay_of_a_coinm_capture_gives_verifys_book(tmp_path: Path) -> None:
-    path, last_id, _ = write_capture(tmp_path)
-    report = verify_capture(path).symbols[KEY]
-    book = asyncio.run(asyncio.wait_for(_replay(path, last_id), 120))
+    assert book is not None
     assert book.bids()[:20] == report.bids[:20]
     assert book.asks()[:20] == report.asks[:20]

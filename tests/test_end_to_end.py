@@ -7,11 +7,14 @@ import dataclasses
 import signal
 from pathlib import Path
 
+import pytest
+
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
+from .harness import started
 from .subscriber import MDGATEWAY, ROOT, Subscriber, run_mdgateway
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -20,16 +23,15 @@ KEYS = [f"binance:{s}" for s in SYMBOLS]
 STEPS = 10
 
 
-async def _two_subscribers_through_faults() -> None:
+@pytest.mark.async_timeout_s(45)
+async def test_two_subscribers_keep_the_true_book_while_endpoints_fail_one_at_a_time() -> None:
     async with SimBinanceSpot(
         SYMBOLS, n_endpoints=3, seed=11, interval_s=0.02, jitter_ms=15.0, snapshot_delay_s=0.02
     ) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=tuple(SYMBOLS))
         service = Service(demo_config([(binance, sim)], port=0))
-        ready = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run(ready))
-            await ready.wait()
+            service_task = await started(tasks, service.run)
             url = f"ws://127.0.0.1:{service.port}/"
             subscribers = [Subscriber(url, KEYS) for _ in range(2)]
             follow = [tasks.create_task(s.follow()) for s in subscribers]
@@ -68,10 +70,6 @@ async def _two_subscribers_through_faults() -> None:
                 task.cancel()
 
 
-def test_two_subscribers_keep_the_true_book_while_endpoints_fail_one_at_a_time() -> None:
-    asyncio.run(asyncio.wait_for(_two_subscribers_through_faults(), 45))
-
-
 def _config_text(sim: SimBinanceSpot) -> str:
     endpoints = ", ".join(f'"{u}"' for u in sim.endpoint_urls)
     return f"""
@@ -86,7 +84,9 @@ rest = ["{sim.rest_url}"]
 """
 
 
-async def _run_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+# The sum of the test's own bounds: the gateway ready, a book served, the exit.
+@pytest.mark.async_timeout_s(50)
+async def test_run_command_serves_books_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=5, interval_s=0.02) as sim:
         config = tmp_path / "gateway.toml"
         config.write_text(_config_text(sim))
@@ -122,10 +122,6 @@ async def _run_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-
-
-def test_run_command_serves_books_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    asyncio.run(_run_command_serves_and_stops_on_sigterm(tmp_path))
 
 
 def test_run_command_names_the_bad_key(tmp_path: Path) -> None:

@@ -18,12 +18,16 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from .subscriber import ROOT, live_demo_gateway
+import pytest
+
+from .subscriber import LIVE_WITHIN_S, ROOT, live_demo_gateway
 
 KEY = "binance:BTCUSDT"
 DEMO_URL = "ws://127.0.0.1:8765/"
 #: Bound of each child's run; they print their lines within a second or two.
 RUN_WITHIN_S = 30.0
+#: Bound of a test with a demo gateway: the gateway live, then the child's run.
+GATEWAY_AND_RUN_WITHIN_S = LIVE_WITHIN_S + RUN_WITHIN_S
 
 
 async def run_child(*args: str, lines: int | None) -> tuple[int, list[str], str]:
@@ -88,16 +92,14 @@ def test_the_readme_example_is_formatted_and_linted(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_readme_example_runs_as_pasted_and_stops_by_itself(tmp_path: Path) -> None:
-    async def main() -> tuple[int, list[str], str]:
-        async with live_demo_gateway() as (_sim, _service, url):
-            code = readme_example()
-            assert code.count(DEMO_URL) == 1
-            script = tmp_path / "example.py"
-            script.write_text(code.replace(DEMO_URL, url))
-            return await run_child(str(script), lines=None)
-
-    code, lines, stderr = asyncio.run(main())
+@pytest.mark.async_timeout_s(GATEWAY_AND_RUN_WITHIN_S)
+async def test_the_readme_example_runs_as_pasted_and_stops_by_itself(tmp_path: Path) -> None:
+    async with live_demo_gateway() as (_sim, _service, url):
+        example = readme_example()
+        assert example.count(DEMO_URL) == 1
+        script = tmp_path / "example.py"
+        script.write_text(example.replace(DEMO_URL, url))
+        code, lines, stderr = await run_child(str(script), lines=None)
     assert code == 0, stderr
     books = [line for line in lines if line.startswith(KEY)]
     assert len(books) == 20, lines
@@ -110,21 +112,20 @@ def test_the_readme_example_runs_as_pasted_and_stops_by_itself(tmp_path: Path) -
 SPREAD_LINE = re.compile(rf"^{re.escape(KEY)} bid (\S+) ask (\S+) spread (\S+)$")
 
 
-def run_example(script: str, lines: int) -> list[str]:
-    """``examples/SCRIPT URL --symbol KEY`` against a demo gateway, interrupted once it
-    printed ``lines`` lines; its output, once it exited 0."""
-
-    async def main() -> tuple[int, list[str], str]:
-        async with live_demo_gateway() as (_sim, _service, url):
-            return await run_child(f"examples/{script}", url, "--symbol", KEY, lines=lines)
-
-    code, printed, stderr = asyncio.run(main())
+async def run_example(script: str, *options: str, lines: int) -> list[str]:
+    """``examples/SCRIPT URL --symbol KEY OPTIONS`` against a demo gateway, interrupted once
+    it printed ``lines`` lines; its output, once it exited 0."""
+    async with live_demo_gateway() as (_sim, _service, url):
+        code, printed, stderr = await run_child(
+            f"examples/{script}", url, "--symbol", KEY, *options, lines=lines
+        )
     assert code == 0, stderr
     return printed
 
 
-def test_spread_printer_prints_the_spread_on_each_change() -> None:
-    lines = run_example("spread_printer.py", 6)
+@pytest.mark.async_timeout_s(GATEWAY_AND_RUN_WITHIN_S)
+async def test_spread_printer_prints_the_spread_on_each_change() -> None:
+    lines = await run_example("spread_printer.py", lines=6)
     assert lines[0] == f"{KEY} status live: snapshot applied", lines
     spreads = []
     for line in lines[1:6]:
@@ -139,8 +140,9 @@ def test_spread_printer_prints_the_spread_on_each_change() -> None:
 BBO_LINE = re.compile(rf"^(\S+) {re.escape(KEY)} (\d+):(\d+) bid (\S+)@(\S+) ask (\S+)@(\S+)$")
 
 
-def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
-    lines = run_example("bbo_logger.py", 6)
+@pytest.mark.async_timeout_s(GATEWAY_AND_RUN_WITHIN_S)
+async def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
+    lines = await run_example("bbo_logger.py", lines=6)
     assert lines[0].endswith(f"{KEY} status live: snapshot applied"), lines
     positions = []
     for line in lines[1:6]:
@@ -155,14 +157,11 @@ def test_bbo_logger_logs_each_top_of_book_with_its_time() -> None:
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
 
 
-def test_recovery_demo_with_trades_gets_every_trade_once_across_the_dropped_connection() -> None:
-    async def main() -> tuple[int, list[str], str]:
-        async with live_demo_gateway() as (_sim, _service, url):
-            args = ("examples/recovery_demo.py", url, "--symbol", KEY, "--drop-after", "5")
-            return await run_child(*args, "--trades", lines=40)
-
-    code, lines, stderr = asyncio.run(main())
-    assert code == 0, stderr
+@pytest.mark.async_timeout_s(GATEWAY_AND_RUN_WITHIN_S)
+async def test_recovery_demo_with_trades_gets_every_trade_once_across_the_dropped_connection() -> (
+    None
+):
+    lines = await run_example("recovery_demo.py", "--drop-after", "5", "--trades", lines=40)
     dropped = lines.index("dropping the connection")
     (recovery,) = [line for line in lines[dropped:] if line.startswith("trades ")]
     trades = [line.split() for line in lines if line.startswith("trade ")]
@@ -176,14 +175,9 @@ def test_recovery_demo_with_trades_gets_every_trade_once_across_the_dropped_conn
     assert re.fullmatch(rf"trades recovered from {epoch}:{seq} on gateway \S+", recovery), lines
 
 
-def test_recovery_demo_keeps_its_book_across_the_dropped_connection() -> None:
-    async def main() -> tuple[int, list[str], str]:
-        async with live_demo_gateway() as (_sim, _service, url):
-            args = ("examples/recovery_demo.py", url, "--symbol", KEY, "--drop-after", "5")
-            return await run_child(*args, lines=16)
-
-    code, lines, stderr = asyncio.run(main())
-    assert code == 0, stderr
+@pytest.mark.async_timeout_s(GATEWAY_AND_RUN_WITHIN_S)
+async def test_recovery_demo_keeps_its_book_across_the_dropped_connection() -> None:
+    lines = await run_example("recovery_demo.py", "--drop-after", "5", lines=16)
     assert lines[0] == "status live: snapshot applied", lines
     dropped = lines.index("dropping the connection")
     (recovery,) = [line for line in lines[dropped:] if "recovered" in line]

@@ -4,11 +4,11 @@ bound derived from its budgets."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import replace
 
+import pytest
 from websockets.frames import CloseCode
 
 from feeds.binance import snapshot_weight
@@ -60,7 +60,9 @@ def _bound_s(connections: int) -> float:
     return math.ceil(connections / budget) * WINDOW_S + BACKOFF_MAX_S + WORK_S
 
 
-async def _restart_every_connection() -> None:
+# The waits (live within 2 bounds, then down and live again within one each), and setup.
+@pytest.mark.async_timeout_s(4 * _bound_s(4 * ENDPOINTS) + WORK_S)
+async def test_restarting_every_connection_at_once_crosses_no_limit() -> None:
     limits = replace(
         VENUE_LIMITS["binance-spot"],
         connect_attempts=ATTEMPTS,
@@ -95,7 +97,3 @@ async def _restart_every_connection() -> None:
         stats = sim.limit_stats()
         assert stats.violations == 0 and stats.bans == 0, stats
         assert sim.rest_stats.rate_limited == 0
-
-
-def test_restarting_every_connection_at_once_crosses_no_limit() -> None:
-    asyncio.run(_restart_every_connection())
