@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 
 import msgspec
+import pytest
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm, SimKraken, SimOkx, SimVenue
@@ -81,15 +82,14 @@ async def _renew(
         return service, subscriber, watch
 
 
-def run_renewals(
+async def run_renewals(
     demo: DemoVenue, sim_class: Callable[..., SimVenue], n_endpoints: int, faults: str | None = None
 ) -> Service:
     """The gateway renewing every connection to ``sim_class`` (``demo``'s symbols on
     ``n_endpoints`` endpoints, the venue's notices in ``faults``) until each slot was
     renewed :data:`RENEWALS_PER_SLOT` times, with :func:`check` passed; the stopped service."""
     keys = [f"{demo.venue}:{s}" for s in demo.symbols]
-    coroutine = _renew(demo, keys, sim_class, n_endpoints, faults)
-    service, subscriber, watch = asyncio.run(asyncio.wait_for(coroutine, 60))
+    service, subscriber, watch = await _renew(demo, keys, sim_class, n_endpoints, faults)
     check(service, subscriber, watch, keys)
     return service
 
@@ -108,25 +108,29 @@ def check(service: Service, subscriber: Subscriber, watch: Watch, keys: list[str
     assert len(venue.connections) <= len(venue.slots) + 1
 
 
-def test_binance_renewals_by_age_and_notice_are_invisible_to_subscribers() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_binance_renewals_by_age_and_notice_are_invisible_to_subscribers() -> None:
     binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT", "ETHUSDT"))
-    service = run_renewals(binance, SimBinanceSpot, 3, "ep0:notice@1;ep1:notice@1.5")
+    service = await run_renewals(binance, SimBinanceSpot, 3, "ep0:notice@1;ep1:notice@1.5")
     renewals = service.venues[0].renewals
     assert sum(renewals.stats(s).due.get("notice", 0) for s in renewals.slots) >= 1
 
 
-def test_kraken_renewals_by_age_are_invisible_to_subscribers() -> None:
-    run_renewals(dataclasses.replace(DEMO_VENUES[2], symbols=("BTC/USD",)), SimKraken, 2)
+@pytest.mark.async_timeout_s(60)
+async def test_kraken_renewals_by_age_are_invisible_to_subscribers() -> None:
+    await run_renewals(dataclasses.replace(DEMO_VENUES[2], symbols=("BTC/USD",)), SimKraken, 2)
 
 
-def test_okx_renewals_by_its_notice_and_age_are_invisible_to_subscribers() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_okx_renewals_by_its_notice_and_age_are_invisible_to_subscribers() -> None:
     okx = dataclasses.replace(DEMO_VENUES[1], symbols=("BTC-USDT",))
-    service = run_renewals(okx, SimOkx, 2, "ep0:notice@1")
+    service = await run_renewals(okx, SimOkx, 2, "ep0:notice@1")
     assert service.venues[0].renewals.stats(0).due.get("notice", 0) == 1
 
 
-def test_trade_only_connections_are_renewed_in_the_venue_line_too() -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_trade_only_connections_are_renewed_in_the_venue_line_too() -> None:
     usdm = dataclasses.replace(DEMO_VENUES[5], symbols=("BTCUSDT",))
-    venue = run_renewals(usdm, SimBinanceUsdm, 2).venues[0]
+    venue = (await run_renewals(usdm, SimBinanceUsdm, 2)).venues[0]
     trade_slots = [s for s, spec in venue.slots.items() if spec.trades_only]
     assert trade_slots and all(venue.renewals.stats(s).caught_up >= 2 for s in trade_slots)

@@ -4,7 +4,6 @@ the replay with every symbol of every venue served."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,8 +42,9 @@ def _recorded_connections(path: Path) -> int:
     return len({r.conn_id for r in CaptureReader(path) if r.kind == "ws"})
 
 
-async def _run_against_the_replay(path: Path) -> dict[str, int]:
-    session = load_session([path], None)
+@pytest.mark.async_timeout_s(90)
+async def test_the_written_config_runs_the_gateway_against_every_venue(demo_capture: Path) -> None:
+    session = load_session([demo_capture], None)
     async with ReplayServer(session.plan, speed=1.0) as replay:
         text, left_out = gateway_config(session, replay.endpoint_urls, replay.rest_url)
         assert left_out == []
@@ -59,11 +59,7 @@ async def _run_against_the_replay(path: Path) -> dict[str, int]:
             for venue in service.venues:
                 assert venue.pipeline.stats.book_updates_on_trade_connections == 0, venue.cfg
             assert any(venue.trade_connections for venue in service.venues)
-            return dict(subscriber.venue_ids)
-
-
-def test_the_written_config_runs_the_gateway_against_every_venue(demo_capture: Path) -> None:
-    books = asyncio.run(asyncio.wait_for(_run_against_the_replay(demo_capture), 90))
+            books = dict(subscriber.venue_ids)
     assert {key.partition(":")[0] for key in books} == {v.venue for v in DEMO_VENUES}
 
 

@@ -77,12 +77,10 @@ async def slow_endpoint_replaced(
             yield sim, service, subscriber, subscriber.statuses[live_from:]
 
 
-def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> None:
-    async def scenario() -> tuple[Service, Subscriber, list[str]]:
-        async with slow_endpoint_replaced(0) as (_sim, service, subscriber, statuses_after):
-            return service, subscriber, statuses_after
-
-    service, subscriber, statuses_after = asyncio.run(asyncio.wait_for(scenario(), 60))
+@pytest.mark.async_timeout_s(60)
+async def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> None:
+    async with slow_endpoint_replaced(0) as (_sim, service, subscriber, statuses_after):
+        pass
     venue = service.venues[0]
     assert venue.replacement.replaced == 1
     # No other endpoint is free: the replacement stayed on the slow one.
@@ -94,24 +92,19 @@ def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> None:
     assert stats.gaps == 0 and stats.resyncs == 0
 
 
-def test_a_replaced_connection_rotates_to_an_idle_standby_endpoint(
+@pytest.mark.async_timeout_s(60)
+async def test_a_replaced_connection_rotates_to_an_idle_standby_endpoint(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.io.venue_runtime")
-
-    async def scenario() -> tuple[Service, Subscriber, list[str], list[str]]:
-        async with slow_endpoint_replaced(1) as (sim, service, subscriber, statuses_after):
-            venue, urls = service.venues[0], sim.endpoint_urls
-            async with asyncio.timeout(10):
-                await sim.wait_connections(2, 0)  # the slow endpoint's is closed
-            assert sim.stats(3).connections_open == 1
-            serving_url = venue.connections[venue.renewals.serving(2)].url
-            assert serving_url.startswith(urls[3] + "/")
-            assert venue.standby is not None and venue.standby.state is Standby.IDLE
-            return service, subscriber, statuses_after, urls
-
-    service, subscriber, statuses_after, urls = asyncio.run(asyncio.wait_for(scenario(), 60))
-    venue = service.venues[0]
+    async with slow_endpoint_replaced(1) as (sim, service, subscriber, statuses_after):
+        venue, urls = service.venues[0], sim.endpoint_urls
+        async with asyncio.timeout(10):
+            await sim.wait_connections(2, 0)  # the slow endpoint's is closed
+        assert sim.stats(3).connections_open == 1
+        serving_url = venue.connections[venue.renewals.serving(2)].url
+        assert serving_url.startswith(urls[3] + "/")
+        assert venue.standby is not None and venue.standby.state is Standby.IDLE
     assert venue.rotations == 1 and venue.replacement.replaced == 1
     # The slot moved to the standby endpoint; the standby slot took the one it left.
     assert [venue.slots[s].endpoint for s in (0, 1, 2)] == [urls[0], urls[1], urls[3]]
@@ -123,59 +116,56 @@ def test_a_replaced_connection_rotates_to_an_idle_standby_endpoint(
     assert lines == [f"binance: slot 2: the replacement moves from {urls[2]} to {urls[3]}"]
 
 
-def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
+@pytest.mark.async_timeout_s(60)
+async def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.io.venue_runtime")
+    # Endpoints 0 and 1 are the primaries, 2 the standby.
+    async with SimBinanceSpot(["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02) as sim:
+        urls = sim.endpoint_urls
+        config = binance_config(
+            sim,
+            endpoints=urls[:2],
+            standby_endpoints=urls[2:],
+            standby_after_s=0.5,
+            standby_release_after_s=1.5,
+        )
+        async with serving(config, [KEY]) as (service, subscriber):
+            venue = service.venues[0]
+            await subscriber.until(lambda: KEY in subscriber.venue_ids, 10)
+            assert len(venue.connections) == 2, "the standby is not connected at first"
 
-    async def scenario() -> tuple[Service, list[str], int, float]:
-        # Endpoints 0 and 1 are the primaries, 2 the standby.
-        async with SimBinanceSpot(["BTCUSDT"], n_endpoints=3, seed=5, interval_s=0.02) as sim:
-            urls = sim.endpoint_urls
-            config = binance_config(
-                sim,
-                endpoints=urls[:2],
-                standby_endpoints=urls[2:],
-                standby_after_s=0.5,
-                standby_release_after_s=1.5,
-            )
-            async with serving(config, [KEY]) as (service, subscriber):
-                venue = service.venues[0]
-                await subscriber.until(lambda: KEY in subscriber.venue_ids, 10)
-                assert len(venue.connections) == 2, "the standby is not connected at first"
+            def standby_frames() -> int:
+                return sum(
+                    c.stats.frames
+                    for c in venue.connections.values()
+                    if c.slot in venue.standby_slots
+                )
 
-                def standby_frames() -> int:
-                    return sum(
-                        c.stats.frames
-                        for c in venue.connections.values()
-                        if c.slot in venue.standby_slots
+            # The primaries refuse until the standby streams.
+            for index in (0, 1):
+                await sim.close_endpoint(index, CloseCode.GOING_AWAY, "refused")
+            async with asyncio.timeout(20):
+                await service.connection_changes.wait_until(lambda: standby_frames() > 0)
+            frames = standby_frames()
+            loop = asyncio.get_running_loop()
+            reopened_s = loop.time()
+            for index in (0, 1):
+                await sim.open_endpoint(index)
+            async with asyncio.timeout(20):
+                await service.connection_changes.wait_until(
+                    lambda: (
+                        venue.standby is not None
+                        and venue.standby.state is Standby.IDLE
+                        and len(venue.connections) == 2
                     )
-
-                # The primaries refuse until the standby streams.
-                for index in (0, 1):
-                    await sim.close_endpoint(index, CloseCode.GOING_AWAY, "refused")
-                async with asyncio.timeout(20):
-                    await service.connection_changes.wait_until(lambda: standby_frames() > 0)
-                frames = standby_frames()
-                loop = asyncio.get_running_loop()
-                reopened_s = loop.time()
-                for index in (0, 1):
-                    await sim.open_endpoint(index)
-                async with asyncio.timeout(20):
-                    await service.connection_changes.wait_until(
-                        lambda: (
-                            venue.standby is not None
-                            and venue.standby.state is Standby.IDLE
-                            and len(venue.connections) == 2
-                        )
-                    )
-                return service, subscriber.statuses, frames, loop.time() - reopened_s
-
-    service, statuses, frames, released_after_s = asyncio.run(asyncio.wait_for(scenario(), 60))
+                )
+            released_after_s = loop.time() - reopened_s
     assert released_after_s >= 1.5, "released once the primaries were back for 1.5 s"
     venue = service.venues[0]
     assert venue.standby is not None and venue.standby.activations == 1
-    assert frames > 0 and statuses[-1] == "live"
+    assert frames > 0 and subscriber.statuses[-1] == "live"
     assert all(venue.renewals.state(s) is Renewal.STOPPED for s in venue.renewals.slots)
     assert venue.renewals.slots == [0, 1], "the standby slot was given up"
     standby_lines = [
