@@ -27,6 +27,7 @@ from gateway.tools.replay import end_of_capture, load_plan
 from gateway.tools.verify import SymbolReport, verify_capture
 from gateway.wire.config import Config, ServerConfig, VenueConfig
 
+from .harness import run_bounded
 from .subscriber import (
     MDGATEWAY,
     ROOT,
@@ -133,8 +134,8 @@ async def _replay_at_depths(path: Path, last_id: int, faults: str) -> Replayed:
 @pytest.fixture(scope="module")
 def replayed(real_data: Callable[[str], Path], capture_report: SymbolReport) -> Replayed:
     """:data:`CAPTURE` replayed once under :data:`FAULTS`, for the tests of its results."""
-    replay = _replay_at_depths(real_data(CAPTURE), capture_report.last_id, FAULTS)
-    return asyncio.run(asyncio.wait_for(replay, 150))
+    path, last_id = real_data(CAPTURE), capture_report.last_id
+    return run_bounded(lambda: _replay_at_depths(path, last_id, FAULTS), 150)
 
 
 def test_real_capture_replayed_at_max_with_faults_on_two_endpoints_gives_verifys_book(
@@ -182,12 +183,13 @@ def test_replay_command_rejects_a_bad_fault_spec(real_data: Callable[[str], Path
     assert result.returncode == 2 and "ep9" in result.stderr, result.stderr
 
 
-async def _timed_faults_on_the_wire(path: Path) -> None:
+@pytest.mark.async_timeout_s(60)
+async def test_timed_faults_and_rest_faults_on_the_wire(real_data: Callable[[str], Path]) -> None:
     import httpx
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    plan = load_plan([path], 2)
+    plan = load_plan([real_data(CAPTURE)], 2)
     # Endpoint 1 is stalled from the start, so its notice comes after the stall; only
     # order and causality are asserted (the schedule's timing is tested with a driven
     # clock in tests/feeds/sim/test_faults.py).
@@ -227,10 +229,6 @@ async def _timed_faults_on_the_wire(path: Path) -> None:
         assert frames.index(notice) > 0, "queued at 0.3 s, behind the frames due by then"
 
 
-def test_timed_faults_and_rest_faults_on_the_wire(real_data: Callable[[str], Path]) -> None:
-    asyncio.run(asyncio.wait_for(_timed_faults_on_the_wire(real_data(CAPTURE)), 60))
-
-
 def test_replay_command_prints_its_urls_and_finishes(real_data: Callable[[str], Path]) -> None:
     path = real_data(CAPTURE)
     replay = ("replay", str(path), "--endpoints", "2", "--speed", "max", "--port", "0")
@@ -246,7 +244,8 @@ def test_replay_command_prints_its_urls_and_finishes(real_data: Callable[[str], 
     assert "replay finished" not in stdout
 
 
-async def _timed_replay() -> tuple[list[str], float, bytes | None]:
+@pytest.mark.async_timeout_s(20)
+async def test_speed_scales_the_recorded_gaps_and_ping_gets_pong() -> None:
     from websockets.asyncio.client import connect
 
     from feeds.sim.replay_plan import build_plan
@@ -268,11 +267,6 @@ async def _timed_replay() -> tuple[list[str], float, bytes | None]:
             elapsed = loop.time() - start
         await asyncio.wait_for(replay.finished.wait(), 5)
         body = replay._plan.rest.lookup("/api/v3/depth?symbol=A&limit=5", replay.replay_ns)
-    return got, elapsed, body
-
-
-def test_speed_scales_the_recorded_gaps_and_ping_gets_pong() -> None:
-    got, elapsed, body = asyncio.run(asyncio.wait_for(_timed_replay(), 20))
     frames = [g for g in got if g != "pong"]
     assert "pong" in got
     assert frames == [f'{{"n":{n}}}' for n in range(5)]
@@ -280,40 +274,27 @@ def test_speed_scales_the_recorded_gaps_and_ping_gets_pong() -> None:
     assert body == b"{}"
 
 
-async def _replay_losing_on_every_endpoint(
-    path: Path, last_id: int
-) -> tuple[GatewayClient, int, list[str], Service, int]:
+@pytest.mark.async_timeout_s(150)
+async def test_messages_lost_on_every_endpoint_resync_from_the_replay_and_end_on_verifys_book(
+    real_data: Callable[[str], Path], capture_report: SymbolReport
+) -> None:
     """At speed 75 (the capture's 346 s in about 4.6 s) every endpoint is down from 2 s to
     2.2 s (15 s of the capture): the reconnections join at the replay's position, so the
     updates sent meanwhile are lost on every copy. At the end the replay closes its
     endpoints."""
-    plan = load_plan([path], 3)
+    report = capture_report
+    plan = load_plan([real_data(CAPTURE)], 3)
     fault_plan = FaultPlan("ep*:refuse@2+0.2", 7, 3)
     async with ReplayServer(plan, speed=75.0, faults=fault_plan) as replay:
         config = _binance_config(replay)
         async with serving(config, [KEY]) as (service, subscriber):
             await asyncio.wait_for(replay.finished.wait(), 60)
-            await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == last_id, 30)
+            await subscriber.until(lambda: subscriber.venue_ids.get(KEY) == report.last_id, 30)
             rest_served = replay.rest_served
             await end_of_capture(replay, hold=False)
             await subscriber.until(lambda: subscriber.statuses[-1:] == ["stale"], 30)
             assert not any(replay.is_open(i) for i in range(3))
-        return (
-            subscriber.client,
-            subscriber.venue_ids[KEY],
-            subscriber.statuses,
-            service,
-            rest_served,
-        )
-
-
-def test_messages_lost_on_every_endpoint_resync_from_the_replay_and_end_on_verifys_book(
-    real_data: Callable[[str], Path], capture_report: SymbolReport
-) -> None:
-    path, report = real_data(CAPTURE), capture_report
-    client, last_id, statuses, service, rest_served = asyncio.run(
-        asyncio.wait_for(_replay_losing_on_every_endpoint(path, report.last_id), 150)
-    )
+    client, last_id, statuses = subscriber.client, subscriber.venue_ids[KEY], subscriber.statuses
     stats = service.symbol_stats(KEY)
     assert stats.gaps >= 1 and stats.resyncs >= 1, "the loss was on every copy"
     assert rest_served >= 2, "the start's snapshot and the resync's"
@@ -327,17 +308,27 @@ def test_messages_lost_on_every_endpoint_resync_from_the_replay_and_end_on_verif
     assert statuses[-1] == SymbolState.STALE.value
 
 
-async def _replay_command_at_the_capture_end(path: Path, hold: bool) -> tuple[str, int | None]:
-    """Runs ``mdgateway replay`` at max, reads its endpoint to the end; returns the line it
-    printed at the end, and the close code the connection got (None: still open, proven
-    by a ping answered after that line)."""
+@pytest.mark.parametrize(
+    ("hold", "said", "close_code"),
+    [
+        pytest.param(False, "closed", 1001, id="closes-going-away"),
+        pytest.param(True, "held open", None, id="hold-keeps-open"),
+    ],
+)
+@pytest.mark.async_timeout_s(60)
+async def test_replay_command_at_the_capture_end_closes_or_with_hold_keeps_its_endpoints(
+    real_data: Callable[[str], Path], hold: bool, said: str, close_code: int | None
+) -> None:
+    """``mdgateway replay`` at max, its endpoint read to the end: at the capture's end it
+    says it closed its endpoints (the connection gets going away), or with ``--hold`` that
+    it holds them open (a ping answered after that line proves it)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
     process = await asyncio.create_subprocess_exec(
         *MDGATEWAY,
         "replay",
-        str(path),
+        str(real_data(OKX_CAPTURE)),
         "--speed",
         "max",
         *(["--hold"] if hold else []),
@@ -363,25 +354,9 @@ async def _replay_command_at_the_capture_end(path: Path, hold: bool) -> tuple[st
                 except ConnectionClosed as closed:
                     assert closed.rcvd is not None
                     code = closed.rcvd.code
-        return line, code
     finally:
         process.send_signal(signal.SIGTERM)
         await process.wait()
-
-
-@pytest.mark.parametrize(
-    ("hold", "said", "close_code"),
-    [
-        pytest.param(False, "closed", 1001, id="closes-going-away"),
-        pytest.param(True, "held open", None, id="hold-keeps-open"),
-    ],
-)
-def test_replay_command_at_the_capture_end_closes_or_with_hold_keeps_its_endpoints(
-    real_data: Callable[[str], Path], hold: bool, said: str, close_code: int | None
-) -> None:
-    line, code = asyncio.run(
-        asyncio.wait_for(_replay_command_at_the_capture_end(real_data(OKX_CAPTURE), hold), 60)
-    )
     assert line.startswith("replay finished") and said in line
     assert code == close_code
 
@@ -429,13 +404,11 @@ async def _bybit_replay(
         return subscriber.client, subscriber.venue_ids, subscriber.statuses, service
 
 
-def _bybit_ends_on_verifys_books(
+async def _bybit_ends_on_verifys_books(
     path: Path, reports: dict[str, SymbolReport], faults: str
 ) -> tuple[list[str], Service]:
     last_ids = {key: reports[key].last_id for key in BYBIT_KEYS}
-    client, venue_ids, statuses, service = asyncio.run(
-        asyncio.wait_for(_bybit_replay(path, last_ids, faults), 150)
-    )
+    client, venue_ids, statuses, service = await _bybit_replay(path, last_ids, faults)
     for key in BYBIT_KEYS:
         book = client.book(key)
         assert book is not None
@@ -445,36 +418,39 @@ def _bybit_ends_on_verifys_books(
     return statuses, service
 
 
-def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
+@pytest.mark.async_timeout_s(150)
+async def test_in_band_venue_reconnected_mid_replay_gets_a_snapshot_at_the_position(
     real_data: Callable[[str], Path], bybit_reports: dict[str, SymbolReport]
 ) -> None:
     """Both endpoints down from 2 s to 2.25 s (2.5 s of the capture): the reconnections
     join at the replay's position and their subscribes are answered with in-band snapshots
     rebuilt there."""
     path = real_data(BYBIT_CAPTURE)
-    statuses, service = _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:refuse@2+0.25")
+    statuses, service = await _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:refuse@2+0.25")
     stale = statuses.index("stale")
     assert "live" in statuses[stale:], statuses
     for key in BYBIT_KEYS:
         assert service.symbol_stats(key).snapshots >= 2, "the recorded one and the replay's"
 
 
-def test_in_band_venue_resubscribes_after_a_loss_and_gets_a_snapshot_at_the_position(
+@pytest.mark.async_timeout_s(150)
+async def test_in_band_venue_resubscribes_after_a_loss_and_gets_a_snapshot_at_the_position(
     real_data: Callable[[str], Path], bybit_reports: dict[str, SymbolReport]
 ) -> None:
     """Frames dropped on the only copy: the gateway resubscribes, the replay answers with an
     in-band snapshot rebuilt at the connection's position."""
     path = real_data(BYBIT_CAPTURE)
-    statuses, service = _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:drop=0.005")
+    statuses, service = await _bybit_ends_on_verifys_books(path, bybit_reports, "ep*:drop=0.005")
     assert sum(service.symbol_stats(key).gaps for key in BYBIT_KEYS) >= 1
     resyncing = statuses.index("resyncing")
     assert "live" in statuses[resyncing:], statuses
 
 
-async def _join_after(first_frames: int) -> tuple[int, int]:
-    """At max, a first connection reads ``first_frames`` frames of 2000; a second one then
-    opens on the same endpoint. Returns the index of the second one's first frame, and the
-    frames the first one was given in all (as the endpoint reached)."""
+@pytest.mark.async_timeout_s(30)
+async def test_a_connection_opened_during_a_pass_joins_at_the_endpoints_position() -> None:
+    """At max, a first connection reads 300 frames of 2000; a second one then opens on the
+    same endpoint: its first frame is not the capture's start but at least the frames the
+    first one was given in all (as the endpoint reached)."""
     from websockets.asyncio.client import connect
 
     from feeds.sim.replay_plan import build_plan
@@ -484,20 +460,16 @@ async def _join_after(first_frames: int) -> tuple[int, int]:
     async with ReplayServer(build_plan(records, 1), speed=None) as replay:
         url = replay.endpoint_urls[0]
         async with connect(url, max_queue=None) as first:
-            for _ in range(first_frames):
+            for _ in range(300):
                 await first.recv()
             reached = replay._reached[0]
             async with connect(url, max_queue=None) as second:
                 joined: int = msgspec.json.decode(await second.recv())["n"]
-    return joined, reached
-
-
-def test_a_connection_opened_during_a_pass_joins_at_the_endpoints_position() -> None:
-    joined, reached = asyncio.run(asyncio.wait_for(_join_after(300), 30))
     assert joined >= reached >= 300, "not the capture's start: the frames already given"
 
 
-async def _looped(frames_read: int) -> list[int]:
+@pytest.mark.async_timeout_s(30)
+async def test_with_loop_the_connection_through_the_end_starts_the_next_pass() -> None:
     from websockets.asyncio.client import connect
 
     from feeds.sim.replay_plan import build_plan
@@ -509,8 +481,5 @@ async def _looped(frames_read: int) -> list[int]:
         ReplayServer(plan, speed=None, loop=True) as replay,
         connect(replay.endpoint_urls[0], max_queue=None) as ws,
     ):
-        return [msgspec.json.decode(await ws.recv())["n"] for _ in range(frames_read)]
-
-
-def test_with_loop_the_connection_through_the_end_starts_the_next_pass() -> None:
-    assert asyncio.run(asyncio.wait_for(_looped(12), 30)) == [0, 1, 2, 3, 4] * 2 + [0, 1]
+        read = [msgspec.json.decode(await ws.recv())["n"] for _ in range(12)]
+    assert read == [0, 1, 2, 3, 4] * 2 + [0, 1]
