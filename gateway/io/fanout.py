@@ -92,6 +92,7 @@ from gateway.wire.protocol import (
     ServerMessage,
     Snapshot,
     Status,
+    StreamPosition,
     Subscribe,
     Subscribed,
     SymbolInfo,
@@ -836,11 +837,13 @@ class Fanout:
         self.stats.trade_recovery_misses += misses
         return plan
 
-    def _trade_positions(self, keys: list[str], channels: Sequence[str]) -> dict[str, RecoverFrom]:
+    def _trade_positions(
+        self, keys: list[str], channels: Sequence[str]
+    ) -> dict[str, StreamPosition]:
         """Where each symbol's live trade stream stands (trade channel only)."""
         if "trade" not in channels:
             return {}
-        return {key: RecoverFrom(self.trade_epoch, self._trade_seqs.get(key, 0)) for key in keys}
+        return {key: StreamPosition(self.trade_epoch, self._trade_seqs.get(key, 0)) for key in keys}
 
     # --- depth-N book streams ---------------------------------------------------------------
     #
