@@ -20,6 +20,8 @@ from gateway.wire.client_session import (
     GatewayError,
     RecoveryEvent,
     RetryEvent,
+    RetryInput,
+    RetryState,
     StatusEvent,
     Step,
     TradeEvent,
@@ -485,6 +487,20 @@ def test_a_rate_limited_subscribe_is_retried_until_acknowledged() -> None:
     assert session.next_retry_ns() is None
     stray = feed(Error(ErrorCode.RATE_LIMITED, "later"))  # nothing of ours awaits
     assert stray.events == [] and len(stray.warnings) == 1
+
+
+def test_a_due_retry_is_sent_only_when_the_table_says_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session carries out the table's actions: without SEND, nothing goes out."""
+    feed, session = resyncing_session()
+    feed(Error(ErrorCode.RATE_LIMITED, "later", KEY))
+    due_ns = session.next_retry_ns()
+    assert due_ns is not None
+    due = (RetryState.WAITING, RetryInput.DUE)
+    monkeypatch.setitem(RETRY_TRANSITIONS, due, (RetryState.SENT, ()))
+    assert session.on_timer(due_ns).requests == []
+    assert session.stats.retries == 0 and session.next_retry_ns() is None
 
 
 RETRY_SPEC = specify(
