@@ -67,9 +67,13 @@ def project_modules() -> list[str]:
     return found
 
 
-def imports_of(module: str) -> set[str]:
+def path_of(module: str) -> Path:
     path = ROOT / Path(*module.split("."))
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imports_of(module: str) -> set[str]:
+    path = path_of(module)
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -157,3 +161,43 @@ def test_the_direction_check_sees_a_wrong_import() -> None:
     assert layer_of("gateway.io.service") not in MAY_USE["core"]
     assert layer_of("gateway.tools.cli") not in MAY_USE["io"]
     assert "gateway.core.model" in imports_of("gateway.core.book")
+
+
+def _task_starts_outside_a_task_group(tree: ast.AST) -> list[int]:
+    """Lines that start a task no TaskGroup owns: ``asyncio.ensure_future``,
+    ``asyncio.create_task``, or ``create_task`` on an event loop."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        func = node.func
+        owner = func.value
+        if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Attribute):
+            owner_name = owner.func.attr  # asyncio.get_running_loop().create_task
+        elif isinstance(owner, ast.Attribute):
+            owner_name = owner.attr
+        else:
+            owner_name = owner.id if isinstance(owner, ast.Name) else ""
+        if func.attr == "ensure_future" or (
+            func.attr == "create_task"
+            and owner_name in {"asyncio", "loop", "get_running_loop", "get_event_loop"}
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_task_is_started_in_a_task_group(module: str) -> None:
+    path = path_of(module)
+    lines = _task_starts_outside_a_task_group(ast.parse(path.read_text(), str(path)))
+    assert lines == [], f"{module}: tasks started outside a TaskGroup at lines {lines}"
+
+
+def test_the_task_check_sees_a_task_started_outside_a_task_group() -> None:
+    code = (
+        "f = asyncio.ensure_future(c())\n"
+        "t = asyncio.create_task(c())\n"
+        "u = asyncio.get_running_loop().create_task(c())\n"
+        "v = tasks.create_task(c())\n"
+    )
+    assert _task_starts_outside_a_task_group(ast.parse(code)) == [1, 2, 3]
