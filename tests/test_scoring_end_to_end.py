@@ -176,7 +176,7 @@ def test_standby_endpoints_connect_while_every_primary_is_gone_and_are_released(
     venue = service.venues[0]
     assert venue.standby is not None and venue.standby.activations == 1
     assert frames > 0 and statuses[-1] == "live"
-    assert all(venue.renewals.state(s) is Renewal.STEADY for s in venue.renewals.slots)
+    assert all(venue.renewals.state(s) is Renewal.STOPPED for s in venue.renewals.slots)
     assert venue.renewals.slots == [0, 1], "the standby slot was given up"
     standby_lines = [
         (r.levelno, r.getMessage(), getattr(r, "venue", None))

@@ -17,6 +17,10 @@ first:
    (a timed-out renewal, counted and logged); if the old one goes down meanwhile, the
    replacement serves at once.
 
+When the venue stops, every slot's machine is stopped (:attr:`Renewal.STOPPED`): the
+events the stop itself causes (old connections falling as they are closed) start and end
+no renewal, whatever state each slot was in.
+
 Each slot's machine is an explicit table (:data:`RENEWAL_TRANSITIONS`);
 :class:`VenueRenewals` holds a venue's slots and its renewal slot, and turns the machines'
 actions into :data:`Command` values the shell carries out.
@@ -55,6 +59,8 @@ class Renewal(enum.Enum):
     QUEUED = "queued"
     #: The replacement is open (or opening) beside the old connection, catching up.
     CATCHING_UP = "catching up"
+    #: The venue stops: no renewal starts or ends any more; every later event is ignored.
+    STOPPED = "stopped"
 
 
 class RenewalEvent(enum.Enum):
@@ -68,6 +74,8 @@ class RenewalEvent(enum.Enum):
     TIMED_OUT = "timed out"
     #: The old connection went down by itself.
     OLD_DOWN = "old down"
+    #: The venue stops (its connections close with it).
+    STOP = "stop"
 
 
 class RenewalAction(enum.Enum):
@@ -86,7 +94,10 @@ class RenewalAction(enum.Enum):
 _S, _E, _A = Renewal, RenewalEvent, RenewalAction
 #: A due renewal while one is already under way is the same renewal. An old connection
 #: that goes down before its replacement was opened ends the renewal (its own reconnect is
-#: a fresh connection); after, the replacement takes over at once.
+#: a fresh connection); after, the replacement takes over at once. A stop ends every state
+#: with no action: the venue's renewal slot is given to no one any more
+#: (:meth:`VenueRenewals.stop`), and a connection falling as the venue closes it is not an
+#: old connection down.
 RENEWAL_TRANSITIONS: Final[Table[Renewal, RenewalEvent, RenewalAction]] = {
     (_S.STEADY, _E.DUE): (_S.QUEUED, (_A.ASK_SLOT,)),
     (_S.STEADY, _E.OLD_DOWN): (_S.STEADY, ()),
@@ -97,6 +108,13 @@ RENEWAL_TRANSITIONS: Final[Table[Renewal, RenewalEvent, RenewalAction]] = {
     (_S.CATCHING_UP, _E.CAUGHT_UP): (_S.STEADY, (_A.CLOSE_OLD, _A.RELEASE_SLOT)),
     (_S.CATCHING_UP, _E.TIMED_OUT): (_S.STEADY, (_A.CLOSE_OLD, _A.RELEASE_SLOT)),
     (_S.CATCHING_UP, _E.OLD_DOWN): (_S.STEADY, (_A.CLOSE_OLD, _A.RELEASE_SLOT)),
+    (_S.STEADY, _E.STOP): (_S.STOPPED, ()),
+    (_S.QUEUED, _E.STOP): (_S.STOPPED, ()),
+    (_S.CATCHING_UP, _E.STOP): (_S.STOPPED, ()),
+    (_S.STOPPED, _E.DUE): (_S.STOPPED, ()),
+    (_S.STOPPED, _E.CAUGHT_UP): (_S.STOPPED, ()),
+    (_S.STOPPED, _E.TIMED_OUT): (_S.STOPPED, ()),
+    (_S.STOPPED, _E.OLD_DOWN): (_S.STOPPED, ()),
 }
 
 
@@ -125,8 +143,8 @@ Command = OpenReplacement | CloseConnection
 
 
 class _Slot:
-    def __init__(self, conn_id: int) -> None:
-        self.state = Renewal.STEADY
+    def __init__(self, conn_id: int, state: Renewal) -> None:
+        self.state = state
         self.conn_id = conn_id
         self.replacement: int | None = None
         self.stats = SlotRenewals(due={})
@@ -137,7 +155,8 @@ class VenueRenewals:
 
     Contract: at most one slot of the venue is ever in :attr:`Renewal.CATCHING_UP`; a
     slot's old connection is closed (:class:`CloseConnection`) only after its replacement
-    caught up, the timeout passed, or the old connection went down by itself.
+    caught up, the timeout passed, or the old connection went down by itself. Once
+    :meth:`stop` was called, no event yields a command any more.
     """
 
     def __init__(self) -> None:
@@ -146,10 +165,13 @@ class VenueRenewals:
         #: The slot holding the venue's renewal slot, and the slots waiting for it.
         self.holder: int | None = None
         self._line: deque[int] = deque()
+        #: The venue stopped (:meth:`stop`).
+        self.stopped = False
 
     def add(self, slot: int, conn_id: int) -> None:
-        """Slot ``slot`` is served by connection ``conn_id``."""
-        self._slots[slot] = _Slot(conn_id)
+        """Slot ``slot`` is served by connection ``conn_id`` (stopped at once once the
+        venue stopped)."""
+        self._slots[slot] = _Slot(conn_id, Renewal.STOPPED if self.stopped else Renewal.STEADY)
         self._by_conn[conn_id] = slot
 
     def remove(self, slot: int) -> tuple[list[int], list[Command]]:
@@ -190,6 +212,20 @@ class VenueRenewals:
         return list(self._slots)
 
     # --- events -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """The venue stops: every slot's machine goes to :attr:`Renewal.STOPPED` from
+        whatever state it is in, and the venue's renewal slot is given to no one any more.
+        Every later event (the connections falling as they close) yields no command.
+        Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.holder = None
+        self._line.clear()
+        for slot in self._slots:
+            stop_commands = self._step(slot, RenewalEvent.STOP)
+            assert not stop_commands, "a stop carries out nothing"
 
     def due(self, conn_id: int, cause: str) -> list[Command]:
         """Connection ``conn_id`` should be renewed. Ignored for a connection that no

@@ -2,7 +2,8 @@
 
 One TaskGroup holds every task (subscriber server, one reader per connection, a renewal's
 replacement and its timeout among them, one snapshot fetcher and one scoring loop per
-venue, the reorder-window timer); cancelling :meth:`Service.run` stops them all.
+venue, the reorder-window timer); cancelling :meth:`Service.run` stops them all, each
+venue's renewals first (:attr:`VenueRuntime.stopping`: the stop renews nothing).
 Connections are renewed make-before-break (:mod:`gateway.core.renewal`), scored, replaced
 when worst, and backed by standby endpoints (:mod:`gateway.core.score`).
 Frames are handled synchronously from the reader that received them: the venue's pipeline

@@ -4,6 +4,11 @@ fetcher and capture around its :class:`~gateway.core.pipeline.VenuePipeline`. Fr
 handled synchronously from the reader that received them: the pipeline parses and
 arbitrates, the shell acts and publishes, with no await in between, so the fan-out always
 sees books and events agree.
+
+The venue stops when the task group running it is cancelled (the service stops, or its
+task tree is cancelled): from then on its renewal machines are stopped
+(:meth:`VenueRenewals.stop`), so that the stop's own events (old connections falling as
+they are cancelled, a replacement catching up) open no replacement and close nothing.
 """
 
 from __future__ import annotations
@@ -138,6 +143,8 @@ class VenueRuntime:
         #: Draws of each connection's renewal age (AGE_JITTER), seeded per venue.
         self._age_rng = random.Random(cfg.venue)
         self._tasks: asyncio.TaskGroup | None = None
+        #: Cancelled by nothing but the task group: tells that the group is being cancelled.
+        self._scoring_task: asyncio.Task[None] | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
         self._renew_timeouts: dict[int, asyncio.Task[None]] = {}
         #: Connections being closed for good: forgotten once their task ended.
@@ -288,7 +295,29 @@ class VenueRuntime:
         self._tasks = tasks
         for connection in list(self.connections.values()):
             self._start(connection)
-        tasks.create_task(self._scoring(clock_s))
+        self._scoring_task = tasks.create_task(self._scoring(clock_s))
+
+    @property
+    def stopping(self) -> bool:
+        """True once the task group running the venue is being cancelled: it cancelled the
+        scoring task (which nothing else cancels), or the task ended."""
+        scoring = self._scoring_task
+        return scoring is not None and (scoring.done() or scoring.cancelling() > 0)
+
+    def stop(self) -> None:
+        """The venue stops: its renewal machines are stopped (every later event renews
+        nothing) and the pending renewal timeouts cancelled. Idempotent."""
+        self.renewals.stop()
+        for timeout in self._renew_timeouts.values():
+            timeout.cancel()
+        self._renew_timeouts.clear()
+
+    def _machines(self) -> VenueRenewals:
+        """The renewal machines, for an event to be driven into: stopped first once the
+        venue is stopping, so that the stop's own events start and end no renewal."""
+        if self.stopping:
+            self.stop()
+        return self.renewals
 
     async def _scoring(self, clock_s: Callable[[], float]) -> None:
         while True:
@@ -312,7 +341,7 @@ class VenueRuntime:
             self.connection_changes.notify()
 
     def _aged(self, conn_id: int) -> None:
-        self._renew(self.renewals.due(conn_id, "age"))
+        self._renew(self._machines().due(conn_id, "age"))
 
     def _renew(self, commands: list[Command]) -> None:
         """Carries out the renewal machines' commands."""
@@ -373,7 +402,7 @@ class VenueRuntime:
     async def _renew_timeout(self, slot: int, conn_id: int) -> None:
         await asyncio.sleep(self.cfg.renew_timeout_s)
         self._renew_timeouts.pop(slot, None)
-        self._renew(self.renewals.timed_out(slot, conn_id))
+        self._renew(self._machines().timed_out(slot, conn_id))
 
     def _close_renewed(self, command: CloseConnection) -> None:
         timeout = self._renew_timeouts.pop(command.slot, None)
@@ -448,7 +477,7 @@ class VenueRuntime:
                 extra=book[worst].log_fields,
             )
             self._rotating.add(book[worst].slot)
-            self._renew(self.renewals.due(worst, "score"))
+            self._renew(self._machines().due(worst, "score"))
         if self.standby is not None:
             primaries = {
                 conn_id: c.last_heard_s
@@ -568,7 +597,7 @@ class VenueRuntime:
                     action.conn_id,
                     extra={"venue": self.cfg.venue, "connection": action.conn_id},
                 )
-                self._renew(self.renewals.due(action.conn_id, "subscribe budget"))
+                self._renew(self._machines().due(action.conn_id, "subscribe budget"))
                 return
             for _ in messages:
                 budget.spend(now_s)
@@ -585,7 +614,7 @@ class VenueRuntime:
         reason = "" if up else self.connections[conn_id].stats.last_error
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns(), reason))
         if not up:
-            self._renew(self.renewals.down(conn_id))
+            self._renew(self._machines().down(conn_id))
             slot = self.connections[conn_id].slot
             if (
                 slot in self._rotating
@@ -641,14 +670,14 @@ class VenueRuntime:
                 self._without(action)
             elif isinstance(action, pipeline.Reconnect):
                 if action.renew:
-                    self._renew(self.renewals.due(action.conn_id, "notice"))
+                    self._renew(self._machines().due(action.conn_id, "notice"))
                 elif action.conn_id == frame_conn_id:
                     reconnect = True  # its reader closes it at once
                 else:
                     # Another connection's copies were contradicted: replaced, make before break.
-                    self._renew(self.renewals.due(action.conn_id, "contradicted"))
+                    self._renew(self._machines().due(action.conn_id, "contradicted"))
             elif isinstance(action, pipeline.CaughtUp):
-                self._renew(self.renewals.caught_up(action.conn_id))
+                self._renew(self._machines().caught_up(action.conn_id))
         if step.publications:
             self._publish(step.publications)
         return reconnect

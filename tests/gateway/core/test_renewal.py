@@ -10,6 +10,7 @@ from gateway.core.renewal import (
     AGE_JITTER,
     RENEWAL_TRANSITIONS,
     CloseConnection,
+    Command,
     OpenReplacement,
     Renewal,
     RenewalEvent,
@@ -32,6 +33,13 @@ RENEWAL_SPEC = specify(
     CATCHING_UP  CAUGHT_UP     STEADY       CLOSE_OLD RELEASE_SLOT
     CATCHING_UP  TIMED_OUT     STEADY       CLOSE_OLD RELEASE_SLOT
     CATCHING_UP  OLD_DOWN      STEADY       CLOSE_OLD RELEASE_SLOT
+    STEADY       STOP          STOPPED      -
+    QUEUED       STOP          STOPPED      -
+    CATCHING_UP  STOP          STOPPED      -
+    STOPPED      DUE           STOPPED      -
+    STOPPED      CAUGHT_UP     STOPPED      -
+    STOPPED      TIMED_OUT     STOPPED      -
+    STOPPED      OLD_DOWN      STOPPED      -
     """,
 )
 
@@ -110,6 +118,18 @@ EVENTS = st.lists(
 )
 
 
+def event(renewals: VenueRenewals, what: str, slot: int) -> list[Command]:
+    """The event ``what`` of ``slot``'s serving connection (or its replacement)."""
+    serving, replacement = renewals.serving(slot), renewals.replacement(slot)
+    if what == "due":
+        return renewals.due(serving, "age")
+    if what == "caught_up":
+        return [] if replacement is None else renewals.caught_up(replacement)
+    if what == "timed_out":
+        return [] if replacement is None else renewals.timed_out(slot, replacement)
+    return renewals.down(serving)
+
+
 @given(EVENTS)
 def test_never_two_renewals_of_a_venue_and_the_old_closes_only_after(
     events: list[tuple[str, int]],
@@ -118,15 +138,7 @@ def test_never_two_renewals_of_a_venue_and_the_old_closes_only_after(
     next_id = iter(range(1000, 2000))
     replaced: dict[int, int] = {}  # old conn id -> its replacement
     for what, slot in events:
-        serving, replacement = renewals.serving(slot), renewals.replacement(slot)
-        if what == "due":
-            commands = renewals.due(serving, "age")
-        elif what == "caught_up":
-            commands = [] if replacement is None else renewals.caught_up(replacement)
-        elif what == "timed_out":
-            commands = [] if replacement is None else renewals.timed_out(slot, replacement)
-        else:
-            commands = renewals.down(serving)
+        commands = event(renewals, what, slot)
         for command in commands:
             if isinstance(command, OpenReplacement):
                 conn_id = next(next_id)
@@ -164,3 +176,50 @@ def test_a_removed_slot_gives_its_connections_and_passes_the_renewal_slot_on() -
     assert renewals.remove(0) == ([100, 200], [OpenReplacement(1)])
     assert renewals.holder == 1 and renewals.slot_of(200) is None
     assert renewals.remove(2) == ([102], []) and renewals.slots == [1]
+
+
+def test_a_stop_in_any_state_ends_every_renewal_and_nothing_follows_it() -> None:
+    renewals = venue(4)
+    open_replacement(renewals, renewals.due(100, "age"), 200)
+    assert renewals.due(101, "notice") == []
+    assert [renewals.state(s) for s in range(4)] == [
+        Renewal.CATCHING_UP,
+        Renewal.QUEUED,
+        Renewal.STEADY,
+        Renewal.STEADY,
+    ]
+    renewals.stop()
+    assert all(renewals.state(s) is Renewal.STOPPED for s in range(4))
+    assert renewals.holder is None
+    # The stop's own events: the old connections fall, the replacement catches up.
+    assert renewals.down(100) == [] and renewals.down(101) == []
+    assert renewals.caught_up(200) == [] and renewals.timed_out(0, 200) == []
+    assert renewals.due(102, "age") == [] and renewals.down(103) == []
+    # Nothing was promoted or counted: slot 0 is still served by its old connection.
+    assert renewals.serving(0) == 100 and renewals.replacement(0) == 200
+    assert all(renewals.stats(s).caught_up + renewals.stats(s).old_down == 0 for s in range(4))
+    # A slot added after the stop (a standby connecting) is stopped too; a removal passes
+    # no renewal slot on.
+    renewals.add(4, 104)
+    assert renewals.state(4) is Renewal.STOPPED and renewals.due(104, "age") == []
+    assert renewals.remove(0) == ([100, 200], []) and renewals.holder is None
+    renewals.stop()
+    assert renewals.stopped
+
+
+@given(EVENTS, EVENTS)
+def test_after_a_stop_no_event_yields_a_command(
+    before: list[tuple[str, int]], after: list[tuple[str, int]]
+) -> None:
+    renewals = venue(4)
+    next_id = iter(range(1000, 2000))
+    for events in (before, after):
+        for what, slot in events:
+            commands = event(renewals, what, slot)
+            if renewals.stopped:
+                assert commands == []
+            for command in commands:
+                if isinstance(command, OpenReplacement):
+                    renewals.opened(command.slot, next(next_id))
+        renewals.stop()
+        assert all(renewals.state(s) is Renewal.STOPPED for s in renewals.slots)
