@@ -66,7 +66,8 @@ class CaptureWriter:
         self._gap_count = 0
         self._gap_first_ns = 0
         self._gap_last_ns = 0
-        #: Held by the thread that writes (``stats`` are read from the event loop too).
+        #: Held by the thread that writes (``stats`` are read from the event loop too). Never
+        #: taken on the event loop: the two threads count drops in fields of their own.
         self._lock = threading.Lock()
         #: One writer thread: batches are written in the order they were taken, so the final
         #: write on cancellation comes after a write that was in flight when it came.
@@ -78,7 +79,7 @@ class CaptureWriter:
         """Queues one record; False (and counted) when it is dropped from the capture."""
         queue = self._queue
         if len(queue) >= self._max_queue or self._closed:
-            self.stats.dropped += 1
+            self.stats.dropped_on_record += 1
             if self._gap_count == 0:
                 self._gap_first_ns = recv_ns
             self._gap_count += 1
@@ -161,7 +162,7 @@ class CaptureWriter:
         """In a worker thread: encodes and writes ``batch``; closes the file when asked."""
         with self._lock:
             if self.stats.failed:
-                self.stats.dropped += len(batch)
+                self.stats.dropped_on_write += len(batch)
                 return
             lines = []
             for item in batch:
@@ -176,7 +177,7 @@ class CaptureWriter:
                     self.files.close()
             except OSError as exc:
                 self.stats.failed = f"{type(exc).__name__}: {exc}"
-                self.stats.dropped += len(lines)
+                self.stats.dropped_on_write += len(lines)
                 log.error("capture stopped, the feed goes on: %s", self.stats.failed)
                 with contextlib.suppress(OSError):
                     self.files.close()

@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 from gateway.core.histogram import Histogram
 from gateway.core.model import SymbolState
 from gateway.core.stats import (
+    CAPTURE_DROPPED,
     CaptureStats,
     ConnectionStats,
     FanoutStats,
@@ -92,7 +93,8 @@ SLOT_RENEWAL_STATS: Final = exported(SlotRenewals)
 SYMBOL_STATS: Final = exported(SymbolStats)
 SYMBOL_CONNECTION_STATS: Final = exported(SymbolConnectionStats)
 FANOUT_STATS: Final = exported(FanoutStats)
-CAPTURE_STATS: Final = exported(CaptureStats)
+#: With the capture's drops, summed over its two threads' counters.
+CAPTURE_STATS: Final = (*exported(CaptureStats), CAPTURE_DROPPED)
 
 # Attributes of objects that are not stats classes: one line per exported value.
 
