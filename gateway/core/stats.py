@@ -367,6 +367,16 @@ class SlotRenewals:
     )
 
 
+@dataclass(slots=True)
+class VenueRuntimeStats:
+    """Counted by a venue's runtime (:class:`gateway.io.venue_runtime.VenueRuntime`)."""
+
+    #: Replacements of a connection for its score opened on another endpoint.
+    rotations: int = counter(
+        "Score replacements opened on another endpoint.", metric="venue_endpoint_rotations"
+    )
+
+
 # --- the subscriber side (gateway.io) ---------------------------------------------------------
 
 
@@ -437,6 +447,18 @@ class FanoutStats:
     conflation_trade_misses: int = counter(
         "Trade gaps of subscribers that caught up, no longer held: not re-sent.",
         metric="fanout_conflation_trade_misses",
+    )
+
+
+@dataclass(slots=True)
+class FdExhaustionStats:
+    """The process's descriptor exhaustion's (:class:`gateway.io.logs.FdExhaustion`)."""
+
+    #: asyncio retries an accept a second after it failed out of descriptors, even when
+    #: the server closed since: such a retry is counted here, not logged as an error.
+    retries_after_close: int = counter(
+        "Accept retries after descriptor exhaustion that found their server closed.",
+        metric="fanout_accept_retries_after_close",
     )
 
 
