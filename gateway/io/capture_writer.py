@@ -23,7 +23,13 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.capture.codec import CaptureFileWriter, LineKind, encode_line, gap_payload
+from gateway.capture.codec import (
+    CaptureFileWriter,
+    LineKind,
+    encode_line,
+    gap_payload,
+    session_name,
+)
 from gateway.core.stats import CaptureStats
 from gateway.io.changes import StateChanges
 
@@ -52,7 +58,11 @@ class CaptureWriter:
             raise ValueError("max_queue must be >= 1 and flush_s > 0")
         self.directory = directory
         self.files = CaptureFileWriter(
-            directory, rotate_bytes=rotate_bytes, rotate_s=rotate_s, level=level
+            directory,
+            rotate_bytes=rotate_bytes,
+            rotate_s=rotate_s,
+            level=level,
+            session=session_name(time.time_ns()),  # the session starts now
         )
         self.stats = CaptureStats()
         #: Notified after every batch is written (``stats.written`` counts it).
@@ -171,7 +181,9 @@ class CaptureWriter:
                 except ValueError:
                     self.stats.unencodable += 1
             try:
-                self.stats.flushes += self.files.write(lines)
+                self.stats.flushes += self.files.write(
+                    lines, now_ns=time.time_ns(), now_s=time.monotonic()
+                )
                 self.stats.written += len(lines)
                 if close:
                     self.files.close()
