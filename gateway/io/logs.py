@@ -24,6 +24,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.core.lograte import LimitedLogger, LogLimiter
+from gateway.core.stats import FdExhaustionStats
 from gateway.io.changes import StateChanges
 
 #: Record attributes a JSON line carries as fields when the log call set them (``extra=``).
@@ -127,7 +128,7 @@ class FdExhaustion:
     asyncio's loop retries accepting a second after each failed accept (one turn of its
     accept loop can fail up to its backlog of times), even when the server has closed
     since: such a retry fails on the closed socket. :meth:`watch` counts those in
-    :attr:`retries_after_close` instead of letting the loop log them as errors, so a
+    ``stats.retries_after_close`` instead of letting the loop log them as errors, so a
     server stopped during or just after an episode logs nothing more.
     """
 
@@ -148,8 +149,9 @@ class FdExhaustion:
         self.episodes = 0
         #: Failures since start.
         self.failures = 0
-        #: asyncio's accept retries that found their server closed (not failures).
-        self.retries_after_close = 0
+        #: ``retries_after_close``: asyncio's accept retries that found their server closed
+        #: (not failures).
+        self.stats = FdExhaustionStats()
         #: Notified after every failure counted and every episode's end.
         self.changes = StateChanges()
 
@@ -218,7 +220,7 @@ class _FdExhaustionHandler:
         if isinstance(exc, BaseException) and self.owner.failed(exc, "accepting subscribers"):
             return
         if isinstance(exc, ValueError) and _accept_retry_on_closed_socket(context):
-            self.owner.retries_after_close += 1
+            self.owner.stats.retries_after_close += 1
             self.owner.changes.notify()
             return
         if self.previous is None:

@@ -235,10 +235,11 @@ async def main():
         client.connect(("127.0.0.1", fanout.port))
         await fd.changes.wait_until(lambda: fd.failures > 0)
         serving.cancel()
-        await fd.changes.wait_until(lambda: fd.retries_after_close > 0)
+        await fd.changes.wait_until(lambda: fd.stats.retries_after_close > 0)
         release()
         client.close()
-    print(json.dumps({"failures": fd.failures, "retries_after_close": fd.retries_after_close}))
+    retries = fd.stats.retries_after_close
+    print(json.dumps({"failures": fd.failures, "retries_after_close": retries}))
 """
     + FD_RUN
 )
