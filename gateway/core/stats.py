@@ -454,6 +454,14 @@ class FanoutStats:
 class FdExhaustionStats:
     """The process's descriptor exhaustion's (:class:`gateway.io.logs.FdExhaustion`)."""
 
+    episodes: int = counter(
+        "Episodes of running out of file descriptors (each logged once).",
+        metric="fd_exhaustion_episodes",
+    )
+    failures: int = counter(
+        "Connects, accepts and probes that failed out of file descriptors.",
+        metric="fd_exhaustion_failures",
+    )
     #: asyncio retries an accept a second after it failed out of descriptors, even when
     #: the server closed since: such a retry is counted here, not logged as an error.
     retries_after_close: int = counter(

@@ -145,12 +145,8 @@ class FdExhaustion:
         self._next_probe_s = 0.0
         #: In an episode: failures since the last success.
         self.failing = 0
-        #: Episodes since start.
-        self.episodes = 0
-        #: Failures since start.
-        self.failures = 0
-        #: ``retries_after_close``: asyncio's accept retries that found their server closed
-        #: (not failures).
+        #: Episodes and failures since start, and asyncio's accept retries that found their
+        #: server closed (not failures).
         self.stats = FdExhaustionStats()
         #: Notified after every failure counted and every episode's end.
         self.changes = StateChanges()
@@ -161,10 +157,10 @@ class FdExhaustion:
         error = fd_exhaustion_error(exc)
         if error is None:
             return False
-        self.failures += 1
+        self.stats.failures += 1
         self.failing += 1
         if self.failing == 1:
-            self.episodes += 1
+            self.stats.episodes += 1
             self.logger.error(
                 "out of file descriptors %s (%s): connections fail until descriptors are "
                 "free; raise the limit (ulimit -n, systemd LimitNOFILE=)",
