@@ -7,6 +7,9 @@
   asyncio, websockets, socket, uvloop or httpx in ``sys.modules``, so an import through any
   chain of other modules, the project's or a library's, is caught. A module loaded by
   another's probe is covered by it: alone, it would load a subset of those modules.
+- Time comes in as an argument: no pure module reads a clock (``time.time``,
+  ``time.monotonic``, ... or ``datetime.now``), found in its source; a clock passed on by a
+  library (a default argument it reads) is not seen.
 
 New modules are covered by where they stand; nothing here lists modules one by one except
 the simulator's shell modules, the one place where a pure package holds a shell.
@@ -114,6 +117,57 @@ def test_no_pure_module_imports_a_shell_module_of_its_own_package() -> None:
     for module in MODULES:
         if is_pure(module):
             assert not imports_of(module) & SIM_SHELLS, module
+
+
+#: The clocks of ``time`` and ``datetime``: a pure module is given their readings instead.
+TIME_CLOCKS = {
+    "time",
+    "time_ns",
+    "monotonic",
+    "monotonic_ns",
+    "perf_counter",
+    "perf_counter_ns",
+    "process_time",
+    "process_time_ns",
+}
+DATETIME_CLOCKS = {"now", "utcnow", "today"}
+
+
+def clock_reads(source: str) -> list[str]:
+    """The clocks ``source`` reads or imports: ``time.monotonic``, ``from time import
+    time_ns``, ``datetime.now``, ``date.today`` (as written, after their line, in line
+    order)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            owner, name = node.value.id, node.attr
+            if (owner == "time" and name in TIME_CLOCKS) or (
+                owner in {"datetime", "date"} and name in DATETIME_CLOCKS
+            ):
+                found.append((node.lineno, f"{owner}.{name}"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "time":
+            found += [(node.lineno, f"from time import {a.name}") for a in node.names]
+    return [f"{line}: {read}" for line, read in sorted(found)]
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if is_pure(m)])
+def test_pure_modules_read_no_clock(module: str) -> None:
+    path = ROOT / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    assert clock_reads(path.read_text()) == [], f"{module} reads a clock: pass the time in"
+
+
+def test_the_clock_check_sees_clock_reads() -> None:
+    source = (
+        "import time\nfrom time import monotonic_ns\nfrom datetime import datetime\n"
+        "a = time.time_ns()\nb = datetime.now()\nc = time.gmtime(0)\nclock = time.monotonic\n"
+    )
+    assert clock_reads(source) == [
+        "2: from time import monotonic_ns",
+        "4: time.time_ns",
+        "5: datetime.now",
+        "7: time.monotonic",
+    ]
 
 
 PROBE = """
