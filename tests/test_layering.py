@@ -152,9 +152,9 @@ def clock_reads(source: str) -> list[str]:
 
 @pytest.mark.parametrize("module", [m for m in MODULES if is_pure(m)])
 def test_pure_modules_read_no_clock(module: str) -> None:
-    path = ROOT / Path(*module.split("."))
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-    assert clock_reads(path.read_text()) == [], f"{module} reads a clock: pass the time in"
+    assert clock_reads(path_of(module).read_text()) == [], (
+        f"{module} reads a clock: pass the time in"
+    )
 
 
 def test_the_clock_check_sees_clock_reads() -> None:
