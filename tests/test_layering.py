@@ -7,6 +7,9 @@
   asyncio, websockets, socket, uvloop or httpx in ``sys.modules``, so an import through any
   chain of other modules, the project's or a library's, is caught. A module loaded by
   another's probe is covered by it: alone, it would load a subset of those modules.
+- Time comes in as an argument: no pure module reads a clock (``time.time``,
+  ``time.monotonic``, ... or ``datetime.now``), found in its source; a clock passed on by a
+  library (a default argument it reads) is not seen.
 
 New modules are covered by where they stand; nothing here lists modules one by one except
 the simulator's shell modules, the one place where a pure package holds a shell.
@@ -67,9 +70,13 @@ def project_modules() -> list[str]:
     return found
 
 
-def imports_of(module: str) -> set[str]:
+def path_of(module: str) -> Path:
     path = ROOT / Path(*module.split("."))
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imports_of(module: str) -> set[str]:
+    path = path_of(module)
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -110,6 +117,57 @@ def test_no_pure_module_imports_a_shell_module_of_its_own_package() -> None:
     for module in MODULES:
         if is_pure(module):
             assert not imports_of(module) & SIM_SHELLS, module
+
+
+#: The clocks of ``time`` and ``datetime``: a pure module is given their readings instead.
+TIME_CLOCKS = {
+    "time",
+    "time_ns",
+    "monotonic",
+    "monotonic_ns",
+    "perf_counter",
+    "perf_counter_ns",
+    "process_time",
+    "process_time_ns",
+}
+DATETIME_CLOCKS = {"now", "utcnow", "today"}
+
+
+def clock_reads(source: str) -> list[str]:
+    """The clocks ``source`` reads or imports: ``time.monotonic``, ``from time import
+    time_ns``, ``datetime.now``, ``date.today`` (as written, after their line, in line
+    order)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            owner, name = node.value.id, node.attr
+            if (owner == "time" and name in TIME_CLOCKS) or (
+                owner in {"datetime", "date"} and name in DATETIME_CLOCKS
+            ):
+                found.append((node.lineno, f"{owner}.{name}"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "time":
+            found += [(node.lineno, f"from time import {a.name}") for a in node.names]
+    return [f"{line}: {read}" for line, read in sorted(found)]
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if is_pure(m)])
+def test_pure_modules_read_no_clock(module: str) -> None:
+    assert clock_reads(path_of(module).read_text()) == [], (
+        f"{module} reads a clock: pass the time in"
+    )
+
+
+def test_the_clock_check_sees_clock_reads() -> None:
+    source = (
+        "import time\nfrom time import monotonic_ns\nfrom datetime import datetime\n"
+        "a = time.time_ns()\nb = datetime.now()\nc = time.gmtime(0)\nclock = time.monotonic\n"
+    )
+    assert clock_reads(source) == [
+        "2: from time import monotonic_ns",
+        "4: time.time_ns",
+        "5: datetime.now",
+        "7: time.monotonic",
+    ]
 
 
 PROBE = """
@@ -157,3 +215,43 @@ def test_the_direction_check_sees_a_wrong_import() -> None:
     assert layer_of("gateway.io.service") not in MAY_USE["core"]
     assert layer_of("gateway.tools.cli") not in MAY_USE["io"]
     assert "gateway.core.model" in imports_of("gateway.core.book")
+
+
+def _task_starts_outside_a_task_group(tree: ast.AST) -> list[int]:
+    """Lines that start a task no TaskGroup owns: ``asyncio.ensure_future``,
+    ``asyncio.create_task``, or ``create_task`` on an event loop."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        func = node.func
+        owner = func.value
+        if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Attribute):
+            owner_name = owner.func.attr  # asyncio.get_running_loop().create_task
+        elif isinstance(owner, ast.Attribute):
+            owner_name = owner.attr
+        else:
+            owner_name = owner.id if isinstance(owner, ast.Name) else ""
+        if func.attr == "ensure_future" or (
+            func.attr == "create_task"
+            and owner_name in {"asyncio", "loop", "get_running_loop", "get_event_loop"}
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_task_is_started_in_a_task_group(module: str) -> None:
+    path = path_of(module)
+    lines = _task_starts_outside_a_task_group(ast.parse(path.read_text(), str(path)))
+    assert lines == [], f"{module}: tasks started outside a TaskGroup at lines {lines}"
+
+
+def test_the_task_check_sees_a_task_started_outside_a_task_group() -> None:
+    code = (
+        "f = asyncio.ensure_future(c())\n"
+        "t = asyncio.create_task(c())\n"
+        "u = asyncio.get_running_loop().create_task(c())\n"
+        "v = tasks.create_task(c())\n"
+    )
+    assert _task_starts_outside_a_task_group(ast.parse(code)) == [1, 2, 3]

@@ -84,7 +84,7 @@ async def test_a_slow_endpoint_is_replaced_without_subscribers_noticing() -> Non
     venue = service.venues[0]
     assert venue.replacement.replaced == 1
     # No other endpoint is free: the replacement stayed on the slow one.
-    assert venue.rotations == 0
+    assert venue.runtime_stats.rotations == 0
     assert [venue.slots[s].endpoint for s in (0, 1, 2)] == venue.rotation
     assert [venue.renewals.stats(s).due.get("score", 0) for s in (0, 1, 2)] == [0, 0, 1]
     assert statuses_after == [] and subscriber.client.stats.gaps == 0
@@ -105,7 +105,9 @@ async def test_a_replaced_connection_rotates_to_an_idle_standby_endpoint(
         serving_url = venue.connections[venue.renewals.serving(2)].url
         assert serving_url.startswith(urls[3] + "/")
         assert venue.standby is not None and venue.standby.state is Standby.IDLE
-    assert venue.rotations == 1 and venue.replacement.replaced == 1
+    assert venue.runtime_stats.rotations == 1 and venue.replacement.replaced == 1
+    rotations = ("mdgateway_venue_endpoint_rotations_total", {"venue": "binance"})
+    assert service.metrics.get_sample_value(*rotations) == 1.0
     # The slot moved to the standby endpoint; the standby slot took the one it left.
     assert [venue.slots[s].endpoint for s in (0, 1, 2)] == [urls[0], urls[1], urls[3]]
     assert [venue.slots[s].endpoint for s in venue.standby_slots] == [urls[2]]

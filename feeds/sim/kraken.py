@@ -59,7 +59,6 @@ Not simulated: ``instrument`` updates, rate limits, ``snapshot`` of past trades.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
@@ -343,7 +342,8 @@ class KrakenProtocol(VenueProtocol):
         self._pair_names: dict[str, str] = {}
         #: Per symbol, bids and asks: BookProcess price -> second of the level's last change.
         self._level_s: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
-        self._start_s = 0
+        #: The second of the levels unchanged since :meth:`attach` (see :meth:`_started_s`).
+        self._start_s: int | None = None
 
     @property
     def precisions(self) -> dict[str, tuple[int, int]]:
@@ -353,7 +353,7 @@ class KrakenProtocol(VenueProtocol):
     def attach(self, procs: Mapping[str, BookProcess]) -> None:
         super().attach(procs)
         self._instrument = None
-        self._start_s = time.time_ns() // 1_000_000_000
+        self._start_s = None
         self._level_s = {symbol: ({}, {}) for symbol in procs}
         self._pair_names = {}
         for symbol in procs:
@@ -457,16 +457,25 @@ class KrakenProtocol(VenueProtocol):
             return RestAnswer(200, rest_error_body(INVALID_ARGUMENTS))
         book = self.procs[symbol].book
         bid_s, ask_s = self._level_s[symbol]
+        start_s = self._started_s(now_ns)
         sides: list[list[DepthLevel]] = []
         for levels, seconds in ((book.bids(count), bid_s), (book.asks(count), ask_s)):
             side: list[DepthLevel] = []
             for level in levels:
                 price, qty = self.format_level(symbol, level)
-                side.append((price, qty, seconds.get(level[0], self._start_s)))
+                side.append((price, qty, seconds.get(level[0], start_s)))
             sides.append(side)
         return RestAnswer(200, depth_body(rest_pair_name(symbol), sides[0], sides[1]))
 
+    def _started_s(self, now_ns: int) -> int:
+        """The second the levels of the books as attached are stamped with: that of the first
+        time given after :meth:`attach` (the protocol reads no clock)."""
+        if self._start_s is None:
+            self._start_s = now_ns // 1_000_000_000
+        return self._start_s
+
     def _stamp_levels(self, symbol: str, batch: Batch, now_ns: int) -> None:
+        self._started_s(now_ns)
         now_s = now_ns // 1_000_000_000
         for changes, seconds in zip((batch.bids, batch.asks), self._level_s[symbol], strict=True):
             for price, qty in changes:

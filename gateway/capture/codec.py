@@ -279,7 +279,9 @@ class CaptureFileWriter:
     :meth:`write` appends one gzip member holding the given lines (then the OS has it: a
     kill -9 loses nothing written), and starts the next file once the current one reaches
     ``rotate_bytes`` (compressed) or has been open ``rotate_s`` seconds. Every file starts
-    with a header line.
+    with a header line. It reads no clock: each write is given the time (``now_ns``, the
+    wall clock, for the session's name and the headers; ``now_s``, a monotonic clock, for
+    the files' age).
     """
 
     directory: Path
@@ -288,6 +290,7 @@ class CaptureFileWriter:
     level: int = 6
     #: Uncompressed bytes per gzip member at most: what a reader holds in memory at once.
     member_bytes: int = 4 * 1024 * 1024
+    #: Named from the first write's ``now_ns`` when not given.
     session: str = ""
     index: int = -1
     bytes_in_file: int = 0
@@ -299,19 +302,20 @@ class CaptureFileWriter:
         if self.rotate_bytes <= 0 or self.rotate_s <= 0:
             raise ValueError("rotate_bytes and rotate_s must be positive")
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not self.session:
-            self.session = session_name(time.time_ns())
 
     @property
     def path(self) -> Path | None:
         return self.files[-1] if self.files else None
 
-    def write(self, lines: list[bytes]) -> int:
+    def write(self, lines: list[bytes], *, now_ns: int, now_s: float) -> int:
         """Appends ``lines`` (each ending in ``\\n``) as gzip members of at most
         ``member_bytes`` uncompressed (a line longer than that is a member of its own), then
-        rotates when the file is due. Returns the number of members written."""
+        rotates when the file is due. Returns the number of members written.
+
+        ``now_ns``: the wall clock (ns since the epoch), stamped on a new file's header;
+        ``now_s``: a monotonic clock's seconds, which the files' age is measured on."""
         if self._f is None:
-            self._open_next()
+            self._open_next(now_ns, now_s)
         f = self._f
         assert f is not None
         members = 0
@@ -327,10 +331,7 @@ class CaptureFileWriter:
         if chunk:
             self._append(f, chunk)
             members += 1
-        if (
-            self.bytes_in_file >= self.rotate_bytes
-            or time.monotonic() - self._opened_s >= self.rotate_s
-        ):
+        if self.bytes_in_file >= self.rotate_bytes or now_s - self._opened_s >= self.rotate_s:
             self._close_file()
         return members
 
@@ -343,15 +344,15 @@ class CaptureFileWriter:
     def close(self) -> None:
         self._close_file()
 
-    def _open_next(self) -> None:
+    def _open_next(self, now_ns: int, now_s: float) -> None:
+        if not self.session:
+            self.session = session_name(now_ns)
         self.index += 1
         path = self.directory / file_name(self.session, self.index)
         self._f = open(path, "ab")  # noqa: SIM115 - kept open across writes, closed in close()
         self.files.append(path)
-        self._opened_s = time.monotonic()
-        header = encode_line(
-            time.time_ns(), "header", -1, "", header_payload(self.session, self.index)
-        )
+        self._opened_s = now_s
+        header = encode_line(now_ns, "header", -1, "", header_payload(self.session, self.index))
         member = gzip_member(header, self.level)
         self._f.write(member)
         self._f.flush()

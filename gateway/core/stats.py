@@ -367,6 +367,16 @@ class SlotRenewals:
     )
 
 
+@dataclass(slots=True)
+class VenueRuntimeStats:
+    """Counted by a venue's runtime (:class:`gateway.io.venue_runtime.VenueRuntime`)."""
+
+    #: Replacements of a connection for its score opened on another endpoint.
+    rotations: int = counter(
+        "Score replacements opened on another endpoint.", metric="venue_endpoint_rotations"
+    )
+
+
 # --- the subscriber side (gateway.io) ---------------------------------------------------------
 
 
@@ -441,12 +451,36 @@ class FanoutStats:
 
 
 @dataclass(slots=True)
+class FdExhaustionStats:
+    """The process's descriptor exhaustion's (:class:`gateway.io.logs.FdExhaustion`)."""
+
+    episodes: int = counter(
+        "Episodes of running out of file descriptors (each logged once).",
+        metric="fd_exhaustion_episodes",
+    )
+    failures: int = counter(
+        "Connects, accepts and probes that failed out of file descriptors.",
+        metric="fd_exhaustion_failures",
+    )
+    #: asyncio retries an accept a second after it failed out of descriptors, even when
+    #: the server closed since: such a retry is counted here, not logged as an error.
+    retries_after_close: int = counter(
+        "Accept retries after descriptor exhaustion that found their server closed.",
+        metric="fanout_accept_retries_after_close",
+    )
+
+
+@dataclass(slots=True)
 class CaptureStats:
     """The capture writer's (:class:`gateway.io.capture_writer.CaptureWriter`)."""
 
     records: int = counter("Records handed to the capture.", metric="capture_records")
-    #: Because the queue was full (or the writer stopped).
-    dropped: int = counter("Records dropped from the capture.", metric="capture_dropped")
+    #: Dropped on the event loop by ``CaptureWriter.record``: the queue was full (or the
+    #: writer stopped). Each thread counts in a field of its own (:attr:`dropped` sums
+    #: them), so no increment is lost and recording takes no lock.
+    dropped_on_record: int = 0
+    #: Dropped in the writer thread: the disk failed.
+    dropped_on_write: int = 0
     #: Each stands for a run of dropped records.
     gaps: int = counter("Gap records written.", metric="capture_gaps")
     #: Lines, headers excluded.
@@ -461,3 +495,13 @@ class CaptureStats:
     )
     #: The error that stopped the writing (the disk failed); the feed goes on.
     failed: str = ""
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped from the capture, by either thread (exported as
+        :data:`CAPTURE_DROPPED`)."""
+        return self.dropped_on_record + self.dropped_on_write
+
+
+#: :attr:`CaptureStats.dropped`, the sum of two fields, exported as one counter.
+CAPTURE_DROPPED: Final = Stat("capture_dropped", "dropped", "Records dropped from the capture.")

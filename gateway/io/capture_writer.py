@@ -23,7 +23,13 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.capture.codec import CaptureFileWriter, LineKind, encode_line, gap_payload
+from gateway.capture.codec import (
+    CaptureFileWriter,
+    LineKind,
+    encode_line,
+    gap_payload,
+    session_name,
+)
 from gateway.core.stats import CaptureStats
 from gateway.io.changes import StateChanges
 
@@ -52,7 +58,11 @@ class CaptureWriter:
             raise ValueError("max_queue must be >= 1 and flush_s > 0")
         self.directory = directory
         self.files = CaptureFileWriter(
-            directory, rotate_bytes=rotate_bytes, rotate_s=rotate_s, level=level
+            directory,
+            rotate_bytes=rotate_bytes,
+            rotate_s=rotate_s,
+            level=level,
+            session=session_name(time.time_ns()),  # the session starts now
         )
         self.stats = CaptureStats()
         #: Notified after every batch is written (``stats.written`` counts it).
@@ -66,7 +76,8 @@ class CaptureWriter:
         self._gap_count = 0
         self._gap_first_ns = 0
         self._gap_last_ns = 0
-        #: Held by the thread that writes (``stats`` are read from the event loop too).
+        #: Held by the thread that writes (``stats`` are read from the event loop too). Never
+        #: taken on the event loop: the two threads count drops in fields of their own.
         self._lock = threading.Lock()
         #: One writer thread: batches are written in the order they were taken, so the final
         #: write on cancellation comes after a write that was in flight when it came.
@@ -78,7 +89,7 @@ class CaptureWriter:
         """Queues one record; False (and counted) when it is dropped from the capture."""
         queue = self._queue
         if len(queue) >= self._max_queue or self._closed:
-            self.stats.dropped += 1
+            self.stats.dropped_on_record += 1
             if self._gap_count == 0:
                 self._gap_first_ns = recv_ns
             self._gap_count += 1
@@ -161,7 +172,7 @@ class CaptureWriter:
         """In a worker thread: encodes and writes ``batch``; closes the file when asked."""
         with self._lock:
             if self.stats.failed:
-                self.stats.dropped += len(batch)
+                self.stats.dropped_on_write += len(batch)
                 return
             lines = []
             for item in batch:
@@ -170,13 +181,15 @@ class CaptureWriter:
                 except ValueError:
                     self.stats.unencodable += 1
             try:
-                self.stats.flushes += self.files.write(lines)
+                self.stats.flushes += self.files.write(
+                    lines, now_ns=time.time_ns(), now_s=time.monotonic()
+                )
                 self.stats.written += len(lines)
                 if close:
                     self.files.close()
             except OSError as exc:
                 self.stats.failed = f"{type(exc).__name__}: {exc}"
-                self.stats.dropped += len(lines)
+                self.stats.dropped_on_write += len(lines)
                 log.error("capture stopped, the feed goes on: %s", self.stats.failed)
                 with contextlib.suppress(OSError):
                     self.files.close()

@@ -102,6 +102,7 @@ __all__ = [
     "SymbolState",
     "TradeEvent",
     "connect_gateway",
+    "next_step",
     "subscribe",
 ]
 
@@ -134,6 +135,32 @@ def connect_gateway(url: str, **options: Any) -> connect:
         path, mark, query = url[len(UNIX_SCHEME) :].partition("?")
         return unix_connect(path, f"ws://localhost/{mark}{query}", **options)
     return connect(url, **options)
+
+
+async def next_step(
+    ws: ClientConnection,
+    session: ClientSession,
+    clock_ns: Callable[[], int],
+    monotonic_ns: Callable[[], int],
+) -> tuple[Step, str | bytes | None]:
+    """The session's next step on ``ws`` and the message it is of: the next message
+    received (stamped ``clock_ns()``), or, when a ``rate_limited`` retry falls due first
+    (on ``monotonic_ns``), :meth:`ClientSession.on_timer`'s step and None. The caller
+    sends the step's requests. Raises ConnectionClosed when the connection ends."""
+    due_ns = session.next_retry_ns()
+    timeout_s = None
+    if due_ns is not None:
+        now_ns = monotonic_ns()
+        if due_ns <= now_ns:
+            return session.on_timer(now_ns), None
+        timeout_s = (due_ns - now_ns) / 1e9
+    try:
+        # Cancelling recv() loses nothing: the message is read on the next call.
+        async with asyncio.timeout(timeout_s):
+            data = await ws.recv()
+    except TimeoutError:  # a retry is due
+        return session.on_timer(monotonic_ns()), None
+    return session.on_data(data, clock_ns(), monotonic_ns()), data
 
 
 class GatewayClient:
@@ -245,24 +272,11 @@ class GatewayClient:
                     raise StopAsyncIteration
                 await self._connect()
                 continue
-            due_ns = self.session.next_retry_ns()
-            timeout_s = None
-            if due_ns is not None:
-                now_ns = self._monotonic_ns()
-                if due_ns <= now_ns:
-                    await self._act(ws, self.session.on_timer(now_ns))
-                    continue
-                timeout_s = (due_ns - now_ns) / 1e9
             try:
-                # Cancelling recv() loses nothing: the message is read on the next call.
-                async with asyncio.timeout(timeout_s):
-                    data = await ws.recv()
+                step, _ = await next_step(ws, self.session, self._clock_ns, self._monotonic_ns)
             except ConnectionClosed as exc:
                 self._on_lost(f"gateway connection lost: {exc}")
                 continue
-            except TimeoutError:
-                continue  # a retry is due
-            step = self.session.on_data(data, self._clock_ns(), self._monotonic_ns())
             await self._act(ws, step)
 
     async def reconnect_now(self) -> None:

@@ -92,6 +92,7 @@ from gateway.wire.protocol import (
     ServerMessage,
     Snapshot,
     Status,
+    StreamPosition,
     Subscribe,
     Subscribed,
     SymbolInfo,
@@ -106,7 +107,14 @@ from gateway.wire.protocol import (
 from gateway.wire.protocol import (
     Request as ClientRequest,
 )
-from gateway.wire.recovery import M, RecoveryRing, RingEntry, new_instance
+from gateway.wire.recovery import (
+    INSTANCE_NONCE_BITS,
+    GatewayInstance,
+    M,
+    RecoveryRing,
+    RingEntry,
+    new_instance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +356,8 @@ class Fanout:
         ping_interval_s: WebSocket keepalive ping interval (None: off); the ping timeout is
             the same.
         http_routes: further GET paths answered over HTTP on the same port (``/metrics``).
-        instance: the gateway instance's id (``subscribed.instance``); default a new one.
+        instance: the gateway process: its id (``subscribed.instance``) and its trade
+            epoch; default a new one.
         clock_s: monotonic seconds for the slow-subscriber policy, the request rate, the
             log rate and the recovery rings' ages (tests pass a fake).
         clock_ns: the wall clock stamped as ``send_ns``, read once per publish.
@@ -366,7 +375,7 @@ class Fanout:
         close_timeout_s: float = 2.0,
         ping_interval_s: float | None = 20.0,
         http_routes: Mapping[str, HttpRoute] | None = None,
-        instance: str | None = None,
+        instance: GatewayInstance | None = None,
         clock_s: Callable[[], float] = time.monotonic,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -691,15 +700,15 @@ class Fanout:
         self,
         recovery_bytes: int,
         recovery_age_s: float,
-        instance: str | None,
+        instance: GatewayInstance | None,
         clock_ns: Callable[[], int],
     ) -> None:
         if recovery_bytes < 0 or recovery_age_s < 0:
             raise ValueError("recovery_bytes >= 0 and recovery_age_s >= 0")
         #: Names this gateway process in every ``subscribed`` reply.
-        self.instance = (
-            new_instance(clock_ns(), secrets.randbits(32)).id if instance is None else instance
-        )
+        if instance is None:
+            instance = new_instance(clock_ns(), secrets.randbits(INSTANCE_NONCE_BITS))
+        self.instance = instance.id
         self._recovery_bytes = recovery_bytes
         self._recovery_age_s = recovery_age_s
         self._clock_ns = clock_ns
@@ -707,9 +716,9 @@ class Fanout:
         self._send_ns = 0
         #: Each symbol's recent deltas (none when ``recovery_bytes`` is 0).
         self.rings: dict[str, RecoveryRing[Delta]] = {}
-        #: The epoch of every trade stream of this process: its start in microseconds
+        #: The epoch of every trade stream of this process: random, not from the clock
         #: (unique across restarts, as book epochs are).
-        self.trade_epoch = clock_ns() // 1000
+        self.trade_epoch = instance.epoch_base
         #: Each symbol's last trade seq (every trade published, from 1).
         self._trade_seqs: dict[str, int] = {}
         #: Each symbol's recent trades (none when ``recovery_bytes`` is 0), bounded as
@@ -828,11 +837,13 @@ class Fanout:
         self.stats.trade_recovery_misses += misses
         return plan
 
-    def _trade_positions(self, keys: list[str], channels: Sequence[str]) -> dict[str, RecoverFrom]:
+    def _trade_positions(
+        self, keys: list[str], channels: Sequence[str]
+    ) -> dict[str, StreamPosition]:
         """Where each symbol's live trade stream stands (trade channel only)."""
         if "trade" not in channels:
             return {}
-        return {key: RecoverFrom(self.trade_epoch, self._trade_seqs.get(key, 0)) for key in keys}
+        return {key: StreamPosition(self.trade_epoch, self._trade_seqs.get(key, 0)) for key in keys}
 
     # --- depth-N book streams ---------------------------------------------------------------
     #

@@ -24,6 +24,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.core.lograte import LimitedLogger, LogLimiter
+from gateway.core.stats import FdExhaustionStats
 from gateway.io.changes import StateChanges
 
 #: Record attributes a JSON line carries as fields when the log call set them (``extra=``).
@@ -127,7 +128,7 @@ class FdExhaustion:
     asyncio's loop retries accepting a second after each failed accept (one turn of its
     accept loop can fail up to its backlog of times), even when the server has closed
     since: such a retry fails on the closed socket. :meth:`watch` counts those in
-    :attr:`retries_after_close` instead of letting the loop log them as errors, so a
+    ``stats.retries_after_close`` instead of letting the loop log them as errors, so a
     server stopped during or just after an episode logs nothing more.
     """
 
@@ -144,12 +145,9 @@ class FdExhaustion:
         self._next_probe_s = 0.0
         #: In an episode: failures since the last success.
         self.failing = 0
-        #: Episodes since start.
-        self.episodes = 0
-        #: Failures since start.
-        self.failures = 0
-        #: asyncio's accept retries that found their server closed (not failures).
-        self.retries_after_close = 0
+        #: Episodes and failures since start, and asyncio's accept retries that found their
+        #: server closed (not failures).
+        self.stats = FdExhaustionStats()
         #: Notified after every failure counted and every episode's end.
         self.changes = StateChanges()
 
@@ -159,10 +157,10 @@ class FdExhaustion:
         error = fd_exhaustion_error(exc)
         if error is None:
             return False
-        self.failures += 1
+        self.stats.failures += 1
         self.failing += 1
         if self.failing == 1:
-            self.episodes += 1
+            self.stats.episodes += 1
             self.logger.error(
                 "out of file descriptors %s (%s): connections fail until descriptors are "
                 "free; raise the limit (ulimit -n, systemd LimitNOFILE=)",
@@ -218,7 +216,7 @@ class _FdExhaustionHandler:
         if isinstance(exc, BaseException) and self.owner.failed(exc, "accepting subscribers"):
             return
         if isinstance(exc, ValueError) and _accept_retry_on_closed_socket(context):
-            self.owner.retries_after_close += 1
+            self.owner.stats.retries_after_close += 1
             self.owner.changes.notify()
             return
         if self.previous is None:

@@ -3,8 +3,9 @@
 :class:`GatewayCollector` is a prometheus_client custom collector. It keeps no metric of its
 own and nothing on the receive path touches it: each scrape reads the stats objects the
 components keep anyway (connections, venue pipelines, symbol arbiters, trade dedup, REST
-fetchers, the fan-out, the capture writer) and builds the metric families afresh; the text
-is prometheus_client's exposition (:func:`prometheus_client.generate_latest`).
+fetchers, the venue runtimes, the fan-out, descriptor exhaustion, the capture writer) and
+builds the metric families afresh; the text is prometheus_client's exposition
+(:func:`prometheus_client.generate_latest`).
 ``docs/metrics.md`` lists every name.
 
 What is exported, under which name and help, is declared where the counter is: the fields of
@@ -40,18 +41,22 @@ from prometheus_client.registry import Collector
 from gateway.core.histogram import Histogram
 from gateway.core.model import SymbolState
 from gateway.core.stats import (
+    CAPTURE_DROPPED,
     CaptureStats,
     ConnectionStats,
     FanoutStats,
+    FdExhaustionStats,
     FetcherStats,
     SlotRenewals,
     Stat,
     SymbolConnectionStats,
     SymbolStats,
+    VenueRuntimeStats,
     VenueStats,
     exported,
 )
 from gateway.io.health import HttpAnswer
+from gateway.io.logs import FD_EXHAUSTION
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -86,13 +91,16 @@ REST_CONNECTION: Final = "rest"
 
 # The exported fields of the stats classes; labels: see where each is collected.
 VENUE_STATS: Final = exported(VenueStats)
+VENUE_RUNTIME_STATS: Final = exported(VenueRuntimeStats)
 FETCHER_STATS: Final = exported(FetcherStats)
 CONNECTION_STATS: Final = exported(ConnectionStats)
 SLOT_RENEWAL_STATS: Final = exported(SlotRenewals)
 SYMBOL_STATS: Final = exported(SymbolStats)
 SYMBOL_CONNECTION_STATS: Final = exported(SymbolConnectionStats)
 FANOUT_STATS: Final = exported(FanoutStats)
-CAPTURE_STATS: Final = exported(CaptureStats)
+FD_EXHAUSTION_STATS: Final = exported(FdExhaustionStats)
+#: With the capture's drops, summed over its two threads' counters.
+CAPTURE_STATS: Final = (*exported(CaptureStats), CAPTURE_DROPPED)
 
 # Attributes of objects that are not stats classes: one line per exported value.
 
@@ -160,6 +168,9 @@ class GatewayCollector(Collector):
         service = self._service
         venues = service.venues
         yield from families(VENUE_STATS, ("venue",), [((v.cfg.venue,), v.stats) for v in venues])
+        yield from families(
+            VENUE_RUNTIME_STATS, ("venue",), [((v.cfg.venue,), v.runtime_stats) for v in venues]
+        )
         fetchers = [((v.cfg.venue,), v.fetcher.stats) for v in venues if v.fetcher is not None]
         yield from families(FETCHER_STATS, ("venue",), fetchers)
         yield from self._connections()
@@ -179,6 +190,8 @@ class GatewayCollector(Collector):
         yield from families(STANDBY_STATS, ("venue",), standby)
         yield from self._symbols()
         yield from families(FANOUT_STATS, (), [((), service.fanout.stats)])
+        # The process's: its one FdExhaustion serves every server and connection.
+        yield from families(FD_EXHAUSTION_STATS, (), [((), FD_EXHAUSTION.stats)])
         capture = service.capture
         yield from families(CAPTURE_STATS, (), [] if capture is None else [((), capture.stats)])
 

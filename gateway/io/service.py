@@ -36,7 +36,7 @@ from gateway.io.health import HttpAnswer
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.venue_runtime import VenueRuntime
 from gateway.wire.config import Config
-from gateway.wire.recovery import new_instance
+from gateway.wire.recovery import INSTANCE_NONCE_BITS, new_instance
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ class Service:
         #: What ``GET /metrics`` exposes, read from the stats at each scrape.
         self.metrics = metrics_registry(self)
         #: This process: its id (told to subscribers) and the base of every epoch.
-        self.instance = new_instance(time.time_ns(), secrets.randbits(32))
+        self.instance = new_instance(time.time_ns(), secrets.randbits(INSTANCE_NONCE_BITS))
         self.fanout = Fanout(
             self,
             config.server,
             http_routes={"/metrics": functools.partial(metrics_answer, self.metrics)},
-            instance=self.instance.id,
+            instance=self.instance,
         )
         self.fanout.http_routes["/subscribers"] = functools.partial(subscribers_answer, self.fanout)
         conn_ids = itertools.count(0)

@@ -46,7 +46,7 @@ from gateway.core.score import (
     Totals,
     rotated_endpoint,
 )
-from gateway.core.stats import VenueStats
+from gateway.core.stats import VenueRuntimeStats, VenueStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.logs import LimitedLog
@@ -208,8 +208,8 @@ class VenueRuntime:
         #: whose replacement is to rotate (due for their score, not yet opened).
         self.rotation = list(dict.fromkeys([*cfg.endpoints, *cfg.standby_endpoints]))
         self._rotating: set[int] = set()
-        #: Replacements opened on another endpoint than the replaced connection's.
-        self.rotations = 0
+        #: ``rotations``: replacements opened on another endpoint than the replaced one's.
+        self.runtime_stats = VenueRuntimeStats()
         if cfg.standby_endpoints:
             self.standby = StandbyPolicy(cfg.standby_after_s, cfg.standby_release_after_s)
             for planned in self._plan(cfg.standby_endpoints, 1):
@@ -390,7 +390,7 @@ class VenueRuntime:
                     self._book_slot(spec.endpoint, spec.symbols), standby=True
                 )
         self.slots[slot] = replace(self._book_slot(endpoint, spec.symbols), standby=spec.standby)
-        self.rotations += 1
+        self.runtime_stats.rotations += 1
         self._venue_log(
             logging.INFO,
             "slot %d: the replacement moves from %s to %s",

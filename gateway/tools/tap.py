@@ -341,25 +341,28 @@ class Tap:
         self.started = time.monotonic()
         try:
             await ws.send(encode_json(Subscribe([self.symbol], ["book"], self.depth)).decode())
-            follow = asyncio.ensure_future(self._follow(ws))
-            waits: set[asyncio.Future[Any]] = {follow}
-            stopper = None
-            if stop is not None:
-                stopper = asyncio.ensure_future(stop.wait())
-                waits.add(stopper)
-            try:
-                await asyncio.wait(waits, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waits:
-                    task.cancel()
-                await asyncio.gather(*waits, return_exceptions=True)
-            if follow.done() and not follow.cancelled():
-                follow.result()  # re-raises a TapError (the subscription was refused)
+            await self._follow_until(ws, duration_s, stop)
         except ConnectionClosed:
             self.counts.closed = _close_reason(ws)
         finally:
             await ws.close()
         return self.report()
+
+    async def _follow_until(
+        self, ws: ClientConnection, duration_s: float | None, stop: asyncio.Event | None
+    ) -> None:
+        """Follow ``ws`` until ``duration_s`` has passed, ``stop`` is set or the connection
+        ended, whichever comes first; raises the TapError of a refused subscription."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                waits: set[asyncio.Task[Any]] = {tasks.create_task(self._follow(ws))}
+                if stop is not None:
+                    waits.add(tasks.create_task(stop.wait()))
+                await asyncio.wait(waits, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+                for task in waits:
+                    task.cancel()
+        except* TapError as refused:
+            raise refused.exceptions[0] from None
 
     async def _follow(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):

@@ -25,9 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake
 
 from gateway.io.changes import StateChanges
+from gateway.io.client import next_step
 from gateway.io.fanout import SubscriberStats
 from gateway.tools.runtime import UsageError, add_seconds_argument, run_loop
 from gateway.tools.top_model import (
@@ -160,7 +161,9 @@ class BookFollower:
     every ``retry_s`` while the gateway is away (every symbol ``stale`` meanwhile).
     :attr:`tops` is what it last saw, :attr:`error` why the stream is down (None while it
     is up); :attr:`ready` is set once the subscription's first answers are all in (or it
-    failed); :attr:`changes` is notified after each message and each loss."""
+    failed); :attr:`changes` is notified after each message and each loss. A subscribe
+    the gateway refuses as ``rate_limited`` is sent again after the session's backoff
+    (and :attr:`ready` waits for its answers)."""
 
     def __init__(
         self, urls: GatewayUrls, symbols: Sequence[str], retry_s: float, timeout_s: float
@@ -199,10 +202,23 @@ class BookFollower:
             await ws.send(encode_json(self.session.subscribe_request()).decode())
             # Answered after every status and bbo of the subscription: then ready.
             await ws.send(encode_json(Ping(_PING_ID)).decode())
-            async for data in ws:
-                step = self.session.on_data(data, time.time_ns())
+            while True:
+                try:
+                    step, data = await next_step(ws, self.session, time.time_ns, time.monotonic_ns)
+                except ConnectionClosedOK:
+                    return
+                for request in step.requests:  # a subscribe refused as rate_limited, again
+                    await ws.send(encode_json(request).decode())
+                if step.requests and not self.ready.is_set():  # ready once it is answered
+                    await ws.send(encode_json(Ping(_PING_ID)).decode())
                 self._apply(step.events)
-                if not self.ready.is_set() and not step.events and _is_our_pong(data):
+                if (
+                    data is not None
+                    and not self.ready.is_set()
+                    and not step.events
+                    and self.session.next_retry_ns() is None  # no refused subscribe waits
+                    and _is_our_pong(data)
+                ):
                     self.error = None
                     self.ready.set()
                 self.changes.notify()

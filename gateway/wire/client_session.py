@@ -567,14 +567,15 @@ class ClientSession:
 
     def on_timer(self, now_ns: int) -> Step:
         """The requests whose retry is due at ``now_ns``: a ``resync`` still awaited, the
-        ``subscribe`` still unacknowledged."""
+        ``subscribe`` still unacknowledged; each one sent as :data:`RETRY_TRANSITIONS`
+        says (its ``SEND`` action)."""
         step = Step()
         for symbol, retry in self._retries.items():
             if retry.state is not RetryState.WAITING or retry.due_ns > now_ns:
                 continue
-            retry.handle(RetryInput.DUE, now_ns)
-            self.stats.retries += 1
-            step.requests.append(self.subscribe_request() if symbol is None else Resync(symbol))
+            if RetryAction.SEND in retry.handle(RetryInput.DUE, now_ns):
+                self.stats.retries += 1
+                step.requests.append(self.subscribe_request() if symbol is None else Resync(symbol))
         return step
 
     # --- inputs -----------------------------------------------------------------------------

@@ -14,6 +14,9 @@ Gateway → client: one message per WebSocket message, tagged by ``"type"``: ``s
 ``pong``, ``error``. JSON in text frames unless the connection asked for ``msgpack``, then
 MessagePack in binary frames.
 
+Unknown fields: requests are strict (one is refused as ``bad_request``); the decoders of
+gateway messages ignore them, so that a later gateway may add fields to what it sends.
+
 Book stream semantics, per symbol:
 
 * The first book message is a ``snapshot``; any later ``snapshot`` (same or new epoch)
@@ -143,8 +146,8 @@ class ProtocolError(ValueError):
 
 class RecoverFrom(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A position in one symbol's stream: in ``subscribe.recover``, the ``(epoch, seq)`` of
-    the last book message the client applied; in ``subscribe.recover_trades`` and
-    ``subscribed.trade_positions``, of the last trade."""
+    the last book message the client applied; in ``subscribe.recover_trades``, of the last
+    trade. (The gateway's ``subscribed.trade_positions`` are :class:`StreamPosition`.)"""
 
     epoch: JsonSafeInt
     seq: JsonSafeInt
@@ -226,6 +229,16 @@ Request = Subscribe | Unsubscribe | Resync | ListSymbols | Ping
 
 
 # --- gateway → client ---------------------------------------------------------------------
+# Every struct here ignores unknown fields (msgspec's default; never forbid_unknown_fields):
+# a later gateway may add fields without breaking older clients.
+
+
+class StreamPosition(msgspec.Struct, frozen=True):
+    """Where one symbol's trade stream stands (``subscribed.trade_positions``): the
+    ``(epoch, seq)`` of its last trade published."""
+
+    epoch: int
+    seq: int
 
 
 class Snapshot(
@@ -333,7 +346,7 @@ class Subscribed(msgspec.Struct, tag_field="type", tag="subscribed", frozen=True
     instance: str = ""
     recovered: list[str] = msgspec.field(default_factory=list)
     recovered_trades: list[str] = msgspec.field(default_factory=list)
-    trade_positions: dict[str, RecoverFrom] = msgspec.field(default_factory=dict)
+    trade_positions: dict[str, StreamPosition] = msgspec.field(default_factory=dict)
 
 
 class Unsubscribed(msgspec.Struct, tag_field="type", tag="unsubscribed", frozen=True):

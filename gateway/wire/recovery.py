@@ -171,21 +171,27 @@ class RecoveryRing(Generic[M]):
         self.evicted += 1
 
 
+#: Bits of an instance's random nonce, its epoch base: a process's book epochs count up
+#: from it (+ 1 per rebuild), so they stay below 2**53 (JSON-safe) however long it runs.
+INSTANCE_NONCE_BITS: Final = 52
+
+
 class GatewayInstance(NamedTuple):
     """One gateway process: ``id`` names it to subscribers (``subscribed.instance``);
-    every book's epochs count up from ``epoch_base``."""
+    every book's epochs count up from ``epoch_base``, and every trade stream's epoch is
+    ``epoch_base`` itself (book and trade positions are never compared with each other)."""
 
     id: str
     epoch_base: int
 
 
 def new_instance(start_ns: int, nonce: int) -> GatewayInstance:
-    """The instance started at wall clock ``start_ns`` (ns since the Unix epoch), with a
-    random ``nonce`` (32 bits) to tell apart processes started in the same nanosecond.
+    """The instance started at wall clock ``start_ns`` (ns since the Unix epoch, shown in
+    the id for people) with a random ``nonce`` of :data:`INSTANCE_NONCE_BITS` bits.
 
-    Epochs: the start time in microseconds. A later process starts at a later microsecond
-    than every epoch an earlier one reached (a book cannot start a microsecond-long epoch
-    more than once per microsecond), and the value stays below 2**53 (JSON-safe) until
-    the year 2255.
+    Epochs come from the nonce alone, not the clock (a clock stepped back across a restart
+    would repeat them). Clients only compare epochs for equality: an epoch a later process
+    reaches equals a given earlier one with a chance of one in 2**52.
     """
-    return GatewayInstance(f"{start_ns:x}-{nonce & 0xFFFFFFFF:08x}", start_ns // 1000)
+    base = nonce & ((1 << INSTANCE_NONCE_BITS) - 1)
+    return GatewayInstance(f"{start_ns:x}-{base:013x}", base)

@@ -44,10 +44,14 @@ def test_a_bad_line_is_a_value_error(line: bytes) -> None:
         mdgw.decode_line(line)
 
 
+#: A wall clock reading (ns): 2024-01-31 12:00:00.123456 UTC.
+NOW_NS = 1_706_702_400_123_456_000
+
+
 def _write(directory: Path, batches: list[list[bytes]], **kwargs: int) -> mdgw.CaptureFileWriter:
     writer = mdgw.CaptureFileWriter(directory, **kwargs)  # type: ignore[arg-type]
     for batch in batches:
-        writer.write(batch)
+        writer.write(batch, now_ns=NOW_NS, now_s=0.0)
     writer.close()
     return writer
 
@@ -103,19 +107,37 @@ def test_files_rotate_by_size_and_read_back_in_order(tmp_path: Path) -> None:
         assert [r.payload for r in records] == [b'{"i":%d}' % i for i in range(200)]
 
 
-def test_files_rotate_by_time(tmp_path: Path) -> None:
-    writer = mdgw.CaptureFileWriter(tmp_path, rotate_s=1e-9)
-    writer.write(_frames(1))
-    writer.write(_frames(2, 1))
+def test_files_rotate_by_time_on_the_clock_they_are_given(tmp_path: Path) -> None:
+    """A file open ``rotate_s`` by the monotonic readings given is closed after the write
+    that finds it so; the next write opens the next, its header stamped with the wall
+    clock given; the session is named after the first write's wall clock."""
+    writer = mdgw.CaptureFileWriter(tmp_path, rotate_s=10.0)
+    writer.write(_frames(1), now_ns=NOW_NS, now_s=100.0)
+    writer.write(_frames(2, 1), now_ns=NOW_NS + 5, now_s=109.9)
+    assert len(writer.files) == 1, "open 9.9 s: kept"
+    writer.write(_frames(3, 2), now_ns=NOW_NS + 7, now_s=110.0)
+    writer.write(_frames(4, 3), now_ns=NOW_NS + 9, now_s=110.0)
     writer.close()
-    assert len(writer.files) == 2
+    assert writer.session == "20240131T120000.123456Z"
+    assert [mdgw.parse_name(p.name) for p in writer.files] == [
+        (writer.session, 0),
+        (writer.session, 1),
+    ]
+    headers = [
+        mdgw.decode_line(line)
+        for path in writer.files
+        for line in mdgw.iter_lines(path, mdgw.MemberReader())
+        if line.split(b" ", 2)[1] == b"header"
+    ]
+    assert [h.recv_ns for h in headers] == [NOW_NS, NOW_NS + 9]
+    assert [r.payload for r in CaptureReader(tmp_path)] == [b'{"i":%d}' % i for i in range(4)]
 
 
 def test_two_sessions_in_a_directory_are_read_one_after_the_other(tmp_path: Path) -> None:
     for session in ("20240101T000000.000000Z", "20240102T000000.000000Z"):
         connect = mdgw.encode_line(1, "connect", 0, "ws://127.0.0.1:1/ws", b'{"venue":"okx"}')
         writer = mdgw.CaptureFileWriter(tmp_path, session=session)
-        writer.write([connect, *_frames(2)])
+        writer.write([connect, *_frames(2)], now_ns=NOW_NS, now_s=0.0)
         writer.close()
     records = list(CaptureReader(tmp_path))
     assert [(r.kind, r.conn_id) for r in records] == [

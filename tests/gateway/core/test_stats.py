@@ -10,6 +10,7 @@ import pytest
 
 from gateway.core import stats as stats_module
 from gateway.core.stats import (
+    CAPTURE_DROPPED,
     FanoutStats,
     FetcherStats,
     SlotRenewals,
@@ -105,6 +106,8 @@ NOT_EXPORTED: dict[str, str] = {
     "FetcherStats.last_error": "text: logged with the failure",
     "SymbolStats.connections": "exported as the SymbolConnectionStats families",
     "CaptureStats.failed": "text: the error that stopped the capture, logged",
+    "CaptureStats.dropped_on_record": "exported in their sum, capture_dropped (CAPTURE_DROPPED)",
+    "CaptureStats.dropped_on_write": "exported in their sum, capture_dropped (CAPTURE_DROPPED)",
 }
 
 
@@ -120,8 +123,9 @@ def test_every_field_of_every_stats_class_is_exported_unless_listed_with_a_reaso
 
 
 def test_no_metric_name_is_exported_twice() -> None:
-    assert len(STATS_CLASSES) == 8
+    assert len(STATS_CLASSES) == 10
     names = [stat.name for cls in STATS_CLASSES for stat in exported(cls)]
+    names.append(CAPTURE_DROPPED.name)
     assert len(names) == len(set(names))
 
 

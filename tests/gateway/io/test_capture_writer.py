@@ -11,7 +11,9 @@ import pytest
 
 from gateway.capture import CaptureReader
 from gateway.capture import codec as mdgw
+from gateway.core.stats import CAPTURE_DROPPED
 from gateway.io.capture_writer import CaptureWriter
+from gateway.io.metrics import families
 from tests.harness import wait_until
 
 
@@ -143,3 +145,27 @@ async def test_a_second_cancellation_stops_the_waiting_not_the_writing(tmp_path:
     await asyncio.to_thread(writer._writer.shutdown, True)
     assert [r.payload for r in CaptureReader(tmp_path)] == [b"first", b"last"]
     assert writer.stats.written == 2 and not writer.stats.failed
+
+
+async def test_each_thread_counts_its_own_drops_and_the_export_is_their_sum(
+    tmp_path: Path,
+) -> None:
+    """Drops on the event loop (queue full) and in the writer thread (disk failed) land in
+    separate counters, so neither thread's increments can overwrite the other's; the
+    exported ``capture_dropped`` is their sum."""
+    directory = tmp_path / "capture"
+    writer = CaptureWriter(directory, max_queue=2, flush_s=60)
+    directory.rmdir()  # the first write fails: no directory to open the file in
+    accepted = [writer.record_frame(0, b"f%d" % i, 100 + i) for i in range(5)]
+    assert accepted == [True, True, False, False, False]
+    assert (writer.stats.dropped_on_record, writer.stats.dropped_on_write) == (3, 0)
+
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        await wait_until(writer.changes, lambda: bool(writer.stats.failed))
+        assert (writer.stats.dropped_on_record, writer.stats.dropped_on_write) == (3, 2)
+        task.cancel()
+    assert writer.stats.written == 0 and writer.stats.dropped_on_record == 3
+    assert writer.stats.dropped == writer.stats.dropped_on_record + writer.stats.dropped_on_write
+    [family] = families((CAPTURE_DROPPED,), (), [((), writer.stats)])
+    assert [s.value for s in family.samples] == [float(writer.stats.dropped)]

@@ -22,10 +22,10 @@ from gateway.wire.protocol import (
     Error,
     ErrorCode,
     Pong,
-    RecoverFrom,
     ServerMessage,
     Snapshot,
     Status,
+    StreamPosition,
     Subscribed,
     Symbols,
     TradeMsg,
@@ -235,7 +235,7 @@ async def test_channels_formats_requests_and_errors() -> None:
             [KEY],
             ["bbo", "trade"],
             fanout.instance,
-            trade_positions={KEY: RecoverFrom(fanout.trade_epoch, 0)},  # no trade yet
+            trade_positions={KEY: StreamPosition(fanout.trade_epoch, 0)},  # no trade yet
         )
         assert plain(replies[1]) == Status(KEY, SymbolState.LIVE, "snapshot applied")
         assert replies[2] == Bbo(KEY, 1, 0, ("100.00", "1"), ("100.50", "1"))

@@ -241,6 +241,18 @@ def test_every_trade_is_numbered_and_kept_from_the_first() -> None:
     assert other is not None and [(e.msg.id, e.msg.seq) for e in other] == [(8, 1)]
 
 
+def test_a_restart_at_a_repeated_clock_reading_does_not_serve_the_last_process_trades() -> None:
+    """The clock stepped back across a restart: the new process reads the old start time
+    again, yet its trade epoch is another, so an old position is not served from it."""
+    _, first = live_fanout(BIDS, ASKS, clock_ns=lambda: SEND_NS)
+    _, restarted = live_fanout(BIDS, ASKS, clock_ns=lambda: SEND_NS)
+    first.publish([trade(KEY, 7)])
+    restarted.publish([trade(KEY, 8), trade(KEY, 9)])
+    assert first.trade_epoch != restarted.trade_epoch
+    assert restarted.trade_rings[KEY].since(first.trade_epoch, 1, 0.0) is None
+    assert restarted.instance != first.instance
+
+
 # --- the trades a slow subscriber missed ---------------------------------------------------------
 
 

@@ -90,7 +90,7 @@ def test_descriptor_exhaustion_is_logged_once_per_episode_and_every_failure_coun
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "file descriptors available again after 3 failures"
     ]
-    assert (fd.episodes, fd.failures, fd.failing) == (2, 4, 1)
+    assert (fd.stats.episodes, fd.stats.failures, fd.failing) == (2, 4, 1)
 
 
 #: The start of a script run in a subprocess whose RLIMIT_NOFILE it lowers to 128:
@@ -166,10 +166,10 @@ async def main():
             )
             exhaust()
             upstream_task = tasks.create_task(conn.run())
-            await fd.changes.wait_until(lambda: fd.failures >= 5)
+            await fd.changes.wait_until(lambda: fd.stats.failures >= 5)
             release()
             await changes.wait_until(lambda: conn.stats.connects == 1)
-            assert fd.failing == 0 and fd.episodes == 1
+            assert fd.failing == 0 and fd.stats.episodes == 1
             assert conn.stats.failed_attempts >= 4
             assert "Too many open files" in conn.stats.last_error
 
@@ -177,8 +177,8 @@ async def main():
             exhaust()
             client.connect(("127.0.0.1", fanout.port))
             client.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
-            before = fd.failures
-            await fd.changes.wait_until(lambda: fd.failures > before)
+            before = fd.stats.failures
+            await fd.changes.wait_until(lambda: fd.stats.failures > before)
             release()
             # uvloop closed the first client unaccepted; asyncio accepts it a second later.
             again = socket.create_connection(("127.0.0.1", fanout.port))
@@ -188,7 +188,7 @@ async def main():
             client.close()
             upstream_task.cancel()
             serving.cancel()
-    print(json.dumps({"episodes": fd.episodes, "failures": fd.failures}))
+    print(json.dumps({"episodes": fd.stats.episodes, "failures": fd.stats.failures}))
 """
     + FD_RUN
 )
@@ -233,12 +233,13 @@ async def main():
         client = socket.socket()  # made now: connecting it later needs no descriptor
         exhaust()
         client.connect(("127.0.0.1", fanout.port))
-        await fd.changes.wait_until(lambda: fd.failures > 0)
+        await fd.changes.wait_until(lambda: fd.stats.failures > 0)
         serving.cancel()
-        await fd.changes.wait_until(lambda: fd.retries_after_close > 0)
+        await fd.changes.wait_until(lambda: fd.stats.retries_after_close > 0)
         release()
         client.close()
-    print(json.dumps({"failures": fd.failures, "retries_after_close": fd.retries_after_close}))
+    retries = fd.stats.retries_after_close
+    print(json.dumps({"failures": fd.stats.failures, "retries_after_close": retries}))
 """
     + FD_RUN
 )

@@ -18,6 +18,8 @@ from websockets.exceptions import ConnectionClosedError
 from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.model import SymbolState
 from gateway.core.renewal import Renewal
+from gateway.core.stats import FdExhaustionStats
+from gateway.io.logs import FD_EXHAUSTION
 from gateway.io.service import Service
 from gateway.wire.config import Config
 from tests.harness import wait_until
@@ -57,6 +59,19 @@ def test_every_exported_metric_is_documented_and_every_documented_one_exported()
     assert len(documented) > 40
     assert exported - documented == set(), "exported but not in docs/metrics.md"
     assert documented - exported == set(), "in docs/metrics.md but not exported"
+
+
+def test_the_descriptor_exhaustions_accept_retries_are_exported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process's one FdExhaustion is scraped with every service's metrics."""
+    config = loopback_config(VENUE, ["BTCUSDT"], ["ws://127.0.0.1:1"], ["http://127.0.0.1:2"])
+    monkeypatch.setattr(FD_EXHAUSTION, "stats", FdExhaustionStats(retries_after_close=3))
+    registry = Service(config).metrics
+    name = "mdgateway_fanout_accept_retries_after_close_total"
+    assert registry.get_sample_value(name) == 3.0
+    FD_EXHAUSTION.stats.retries_after_close += 1
+    assert registry.get_sample_value(name) == 4.0, "read at each scrape"
 
 
 def _config(sim: SimBinanceUsdm) -> Config:

@@ -309,11 +309,13 @@ def test_venues_of_one_limit_group_share_their_budgets() -> None:
     assert all(c.shared_messages is None for c in spot.connections.values())
 
 
-def test_each_service_is_a_new_instance_whose_epochs_start_after_the_last_ones() -> None:
+def test_each_service_is_a_new_instance_with_epochs_of_its_own() -> None:
     first, restarted = Service(CONFIG), Service(CONFIG)
     assert first.instance.id != restarted.instance.id
     assert first.fanout.instance == first.instance.id
-    assert first.instance.epoch_base < restarted.instance.epoch_base < 2**53
+    assert first.fanout.trade_epoch == first.instance.epoch_base
+    assert first.instance.epoch_base != restarted.instance.epoch_base
+    assert max(first.instance.epoch_base, restarted.instance.epoch_base) < 2**52
     for service in (first, restarted):
         (venue,) = service.venues
         assert venue.pipeline.epoch_base == service.instance.epoch_base

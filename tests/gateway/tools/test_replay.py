@@ -109,7 +109,7 @@ def _two_venue_capture(directory: Path) -> Path:
         mdgw.encode_line(3_000, "ws", 0, SPOT_URL, _spot_diff(3)),
     ]
     writer = mdgw.CaptureFileWriter(directory)
-    writer.write(lines)
+    writer.write(lines, now_ns=4_000, now_s=0.0)
     writer.close()
     return directory
 

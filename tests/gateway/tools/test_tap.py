@@ -209,6 +209,42 @@ async def test_a_connection_closed_by_the_gateway_ends_the_tap_and_fails(
     assert code == 1
 
 
+async def test_a_subscription_refused_on_the_wire_is_an_error_not_an_exception_group(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def script(ws: ServerConnection) -> None:
+        await ws.recv()
+        await _send(ws, p.Error(p.ErrorCode.UNKNOWN_SYMBOL, "unknown symbol(s): " + KEY, KEY))
+
+    async with _fake_gateway(script) as url:
+        with pytest.raises(TapError, match="unknown_symbol"):
+            await Tap(url, KEY).run(5.0)
+        assert await run_tap(_args(url, duration=5.0)) == 2
+    assert "the gateway refused the subscription: unknown_symbol" in capsys.readouterr().err
+
+
+async def test_a_cancelled_tap_re_raises_the_cancellation_and_closes_its_connection() -> None:
+    closed = asyncio.Event()
+    tap = _WatchedTap("", KEY)
+
+    async def script(ws: ServerConnection) -> None:
+        await ws.recv()
+        await _send(ws, _snap(0, [("100", "1")], [("101", "1")]))
+        await ws.wait_closed()
+        closed.set()
+
+    async with _fake_gateway(script) as url:
+        tap.url = url
+        async with asyncio.TaskGroup() as tasks:
+            running = tasks.create_task(tap.run(None, asyncio.Event()))
+            await tap.until(lambda: tap.counts.snapshots == 1, 10)
+            running.cancel()
+        assert running.cancelled()
+        async with asyncio.timeout(10):
+            await closed.wait()
+    assert tap.counts.closed is None  # the tap ended it, not the gateway
+
+
 async def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     # Port 9 (discard) on loopback: nothing listens there in the test environment.
     code = await run_tap(_args("ws://127.0.0.1:9/"))

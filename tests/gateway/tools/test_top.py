@@ -21,6 +21,19 @@ from gateway.tools.cli import main
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.tools.runtime import UsageError
 from gateway.tools.top import BookFollower, gateway_urls
+from gateway.wire.protocol import (
+    Bbo,
+    Error,
+    ErrorCode,
+    Ping,
+    Pong,
+    ServerMessage,
+    Status,
+    Subscribe,
+    Subscribed,
+    decode_request,
+    encode_json,
+)
 from tests.harness import running, started, wait_until
 from tests.subscriber import mdgateway_output, serving
 
@@ -146,6 +159,48 @@ async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gatewa
             await wait_until(follower.changes, lambda: follower.error is not None)
             assert all(tops[k].state is SymbolState.STALE for k in KEYS)
             assert follower.error is not None and "book stream" in follower.error
+            following.cancel()
+
+
+async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits_for_it() -> None:
+    """A scripted gateway (a real one never refuses the first request of a connection)
+    refuses top's first subscribe as ``rate_limited``: the follower sends it again after
+    its backoff, and is ready only once that subscription is answered."""
+    key = KEYS[0]
+    subscribes: list[Subscribe] = []
+
+    async def gateway(conn: ServerConnection) -> None:
+        async for data in conn:
+            request = decode_request(data)
+            replies: list[ServerMessage] = []
+            if isinstance(request, Ping):
+                replies = [Pong(request.id)]
+            elif isinstance(request, Subscribe):
+                subscribes.append(request)
+                replies = (
+                    [Error(ErrorCode.RATE_LIMITED, "retry in 0.050 s")]
+                    if len(subscribes) == 1
+                    else [
+                        Subscribed(request.symbols, request.channels, "gw-1"),
+                        Status(key, SymbolState.LIVE, ""),
+                        Bbo(key, 7, 3, ("100.0", "1"), ("100.5", "2")),
+                    ]
+                )
+            for reply in replies:
+                await conn.send(encode_json(reply).decode())
+
+    async with serve(gateway, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        urls = gateway_urls(f"ws://127.0.0.1:{port}/")
+        follower = BookFollower(urls, [key], retry_s=0.05, timeout_s=5.0)
+        async with asyncio.TaskGroup() as tasks:
+            following = tasks.create_task(follower.run())
+            async with asyncio.timeout(10):
+                await follower.ready.wait()
+            assert len(subscribes) == 2 and follower.error is None
+            top = follower.tops[key]
+            assert (top.state, top.bid, top.position) == (SymbolState.LIVE, ("100.0", "1"), (7, 3))
+            assert follower.session.stats.retries == 1
             following.cancel()
 
 

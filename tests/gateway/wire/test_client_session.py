@@ -20,6 +20,8 @@ from gateway.wire.client_session import (
     GatewayError,
     RecoveryEvent,
     RetryEvent,
+    RetryInput,
+    RetryState,
     StatusEvent,
     Step,
     TradeEvent,
@@ -36,6 +38,7 @@ from gateway.wire.protocol import (
     ServerMessage,
     Snapshot,
     Status,
+    StreamPosition,
     Subscribe,
     Subscribed,
     TradeMsg,
@@ -354,7 +357,9 @@ def trade_seqs(events: list[Event]) -> list[tuple[int, bool]]:
 def test_a_trade_stream_is_kept_across_a_lost_connection_and_its_missed_trades_follow() -> None:
     session = ClientSession([KEY], ["trade"])
     feed = Feed(session)
-    feed(Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: RecoverFrom(TRADE_EPOCH, 4)}))
+    feed(
+        Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: StreamPosition(TRADE_EPOCH, 4)})
+    )
     assert trade_seqs(feed(trade_msg(5)).events) == [(5, False)]
     feed.lost()
     request = session.subscribe_request()
@@ -365,7 +370,7 @@ def test_a_trade_stream_is_kept_across_a_lost_connection_and_its_missed_trades_f
         ["trade"],
         "gw-1",
         recovered_trades=[KEY],
-        trade_positions={KEY: RecoverFrom(TRADE_EPOCH, 7)},
+        trade_positions={KEY: StreamPosition(TRADE_EPOCH, 7)},
     )
     (recovery,) = feed(reply).events
     assert recovery == RecoveryEvent(KEY, True, TRADE_EPOCH, 5, "gw-1", feed.now_ns, "trade")
@@ -382,11 +387,13 @@ def test_a_trade_stream_is_kept_across_a_lost_connection_and_its_missed_trades_f
 def test_a_trade_stream_not_recovered_says_so_and_goes_on_from_the_gateways_position() -> None:
     session = ClientSession([KEY], ["trade"])
     feed = Feed(session)
-    feed(Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: RecoverFrom(TRADE_EPOCH, 0)}))
+    feed(
+        Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: StreamPosition(TRADE_EPOCH, 0)})
+    )
     feed(trade_msg(1))
     feed.lost()
     other = TRADE_EPOCH + 5
-    reply = Subscribed([KEY], ["trade"], "gw-2", trade_positions={KEY: RecoverFrom(other, 3)})
+    reply = Subscribed([KEY], ["trade"], "gw-2", trade_positions={KEY: StreamPosition(other, 3)})
     (recovery,) = feed(reply).events
     assert recovery == RecoveryEvent(KEY, False, TRADE_EPOCH, 1, "gw-2", feed.now_ns, "trade")
     step = feed(trade_msg(4, epoch=other))
@@ -404,7 +411,9 @@ def test_trades_are_yielded_once_each_in_increasing_seq(seqs: list[int]) -> None
     and each one received is yielded once."""
     session = ClientSession([KEY], ["trade"])
     feed = Feed(session)
-    feed(Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: RecoverFrom(TRADE_EPOCH, 0)}))
+    feed(
+        Subscribed([KEY], ["trade"], "gw-1", trade_positions={KEY: StreamPosition(TRADE_EPOCH, 0)})
+    )
     yielded = [seq for seq in seqs for _ in trade_seqs(feed(trade_msg(seq)).events)]
     assert yielded == sorted(set(yielded))
     # Exactly the trades beyond every one before them: repeats and older ones dropped.
@@ -478,6 +487,20 @@ def test_a_rate_limited_subscribe_is_retried_until_acknowledged() -> None:
     assert session.next_retry_ns() is None
     stray = feed(Error(ErrorCode.RATE_LIMITED, "later"))  # nothing of ours awaits
     assert stray.events == [] and len(stray.warnings) == 1
+
+
+def test_a_due_retry_is_sent_only_when_the_table_says_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session carries out the table's actions: without SEND, nothing goes out."""
+    feed, session = resyncing_session()
+    feed(Error(ErrorCode.RATE_LIMITED, "later", KEY))
+    due_ns = session.next_retry_ns()
+    assert due_ns is not None
+    due = (RetryState.WAITING, RetryInput.DUE)
+    monkeypatch.setitem(RETRY_TRANSITIONS, due, (RetryState.SENT, ()))
+    assert session.on_timer(due_ns).requests == []
+    assert session.stats.retries == 0 and session.next_retry_ns() is None
 
 
 RETRY_SPEC = specify(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -24,6 +25,7 @@ SERVER_MESSAGES: list[p.ServerMessage] = [
     p.Bbo(KEY, 3, 1, ("100.10", "1.5"), None),
     p.Bbo(KEY, 3, 2, None, ("100.20", "0.1")),
     p.Subscribed([KEY, "okx:BTC-USDT-SWAP"], ["book", "bbo"]),
+    p.Subscribed([KEY], ["trade"], "gw-1", [], [KEY], {KEY: p.StreamPosition(5, 2)}),
     p.Unsubscribed([KEY]),
     p.Symbols([p.SymbolInfo(KEY, SymbolState.LIVE), p.SymbolInfo("kraken:BTC/USD", "stale")]),
     p.Pong(7),
@@ -170,6 +172,51 @@ def test_bad_msgpack_requests_raise_protocol_error() -> None:
     bad_pong = msgspec.msgpack.encode({"type": "pong", "id": "zz"}).replace(b"zz", b"\x80z")
     with pytest.raises(p.ProtocolError, match="malformed"):
         p.decode_server_message(bad_pong)
+
+
+def _with_unknown_fields(value: object) -> object:
+    """``value`` as plain values, with a field added to every struct in it."""
+    if isinstance(value, msgspec.Struct):
+        plain = msgspec.to_builtins(value)
+        for name in value.__struct_fields__:
+            if name in plain:  # omitted defaults stay omitted
+                plain[name] = _with_unknown_fields(getattr(value, name))
+        return {**plain, "added_later": {"x": [1]}}
+    if isinstance(value, dict):
+        return {key: _with_unknown_fields(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_with_unknown_fields(item) for item in value]
+    return msgspec.to_builtins(value)
+
+
+@pytest.mark.parametrize("msg", SERVER_MESSAGES, ids=lambda m: type(m).__name__)
+def test_server_messages_with_fields_added_by_a_later_gateway_still_decode(
+    msg: p.ServerMessage,
+) -> None:
+    later = _with_unknown_fields(msg)
+    assert p.decode_server_message(msgspec.json.encode(later).decode()) == msg
+    assert p.decode_server_message(msgspec.msgpack.encode(later)) == msg
+
+
+def _struct_types(node: object) -> Iterator[msgspec.inspect.StructType]:
+    """Every struct type in a msgspec type description, nested ones included."""
+    if isinstance(node, msgspec.inspect.StructType):
+        yield node
+    if isinstance(node, msgspec.Struct):
+        for name in node.__struct_fields__:
+            yield from _struct_types(getattr(node, name))
+    elif isinstance(node, tuple):
+        for item in node:
+            yield from _struct_types(item)
+
+
+def test_gateway_messages_ignore_unknown_fields_and_requests_refuse_them() -> None:
+    server = list(_struct_types(msgspec.inspect.type_info(p.ServerMessage)))
+    assert {p.Subscribed, p.StreamPosition, p.SymbolInfo} <= {t.cls for t in server}
+    assert [t.cls for t in server if t.forbid_unknown_fields] == []
+    requests = list(_struct_types(msgspec.inspect.type_info(p.Request)))
+    assert p.RecoverFrom in {t.cls for t in requests}
+    assert all(t.forbid_unknown_fields for t in requests)
 
 
 def test_bad_server_messages_raise_protocol_error() -> None:

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.model import Side
-from gateway.wire.protocol import Delta, TradeMsg, encode_json
+from gateway.wire.protocol import JSON_SAFE_MAX, Delta, TradeMsg, encode_json
 from gateway.wire.recovery import (
+    INSTANCE_NONCE_BITS,
     TRADE_BASE_COST,
     RecoveryRing,
     delta_cost,
@@ -129,15 +130,24 @@ def test_the_ring_never_holds_more_than_its_bound_and_serves_contiguous_runs(
                 assert ring.bytes <= max_bytes
 
 
-def test_instances_differ_and_their_epochs_are_json_safe_and_grow() -> None:
+def test_instances_differ_and_their_epochs_do_not_follow_the_wall_clock() -> None:
     start_ns = 1_796_000_000_123_456_789
     first = new_instance(start_ns, 1)
-    later = new_instance(start_ns + 1_000, 1)
     twin = new_instance(start_ns, 2)
-    assert len({first.id, later.id, twin.id}) == 3
-    assert first.epoch_base < later.epoch_base < 2**53
-    # The year 2200 still fits.
-    assert new_instance(7_258_118_400 * 10**9, 0).epoch_base < 2**53
+    # The clock stepped back across a restart: the earlier process's epochs do not recur.
+    stepped_back = new_instance(start_ns - 10**9, 3)
+    assert len({first.id, twin.id, stepped_back.id}) == 3
+    assert len({first.epoch_base, twin.epoch_base, stepped_back.epoch_base}) == 3
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_an_instance_epoch_base_leaves_2_to_the_52_rebuilds_below_the_json_safe_max(
+    start_ns: int, nonce: int
+) -> None:
+    base = new_instance(start_ns, nonce).epoch_base
+    assert 0 <= base < 2**INSTANCE_NONCE_BITS
+    assert base + 2**52 <= JSON_SAFE_MAX
+    assert new_instance(start_ns, nonce) == new_instance(start_ns, nonce)
 
 
 def test_a_trade_ring_serves_the_trades_after_a_position_marked_recovered() -> None:
