@@ -15,7 +15,6 @@ given; the handlers are the application's.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
@@ -102,6 +101,52 @@ class LimitedLogger:
     ) -> bool:
         """Write one line of ``cause`` if admitted (``extra``, ``stacklevel``: as for
         :meth:`logging.Logger.log`, counted from the caller); True when written."""
+        return self._write(level, cause, now_s, msg, args, extra, stacklevel + 1)
+
+    def info(
+        self,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        *args: object,
+        extra: Mapping[str, object] | None = None,
+        stacklevel: int = 1,
+    ) -> bool:
+        return self._write(logging.INFO, cause, now_s, msg, args, extra, stacklevel + 1)
+
+    def warning(
+        self,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        *args: object,
+        extra: Mapping[str, object] | None = None,
+        stacklevel: int = 1,
+    ) -> bool:
+        return self._write(logging.WARNING, cause, now_s, msg, args, extra, stacklevel + 1)
+
+    def error(
+        self,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        *args: object,
+        extra: Mapping[str, object] | None = None,
+        stacklevel: int = 1,
+    ) -> bool:
+        return self._write(logging.ERROR, cause, now_s, msg, args, extra, stacklevel + 1)
+
+    def _write(
+        self,
+        level: int,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        args: tuple[object, ...],
+        extra: Mapping[str, object] | None,
+        stacklevel: int,
+    ) -> bool:
+        """``stacklevel`` counted from this method's caller (1: the caller's line)."""
         if not self.logger.isEnabledFor(level):
             return False
         suppressed = self.limiter.admit(cause, now_s)
@@ -112,9 +157,3 @@ class LimitedLogger:
             args = (*args, suppressed)
         self.logger.log(level, msg, *args, extra=extra, stacklevel=stacklevel + 1)
         return True
-
-    # Bound straight to :meth:`log` (no frame of their own), so that ``stacklevel``
-    # names the caller's line.
-    info = functools.partialmethod(log, logging.INFO)
-    warning = functools.partialmethod(log, logging.WARNING)
-    error = functools.partialmethod(log, logging.ERROR)

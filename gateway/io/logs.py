@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import logging
 import os
 import socket
@@ -88,14 +87,22 @@ class LimitedLog:
     ) -> bool:
         """Write one line of ``cause`` at ``level`` if allowed (``extra``: the record's
         context fields, as for :meth:`logging.Logger.log`); True when written."""
-        now_s = self._clock_s()
-        return self.lines.log(level, cause, now_s, msg, *args, extra=extra, stacklevel=2)
+        return self.lines.log(level, cause, self._clock_s(), msg, *args, extra=extra, stacklevel=2)
 
-    # Bound straight to :meth:`log` (no frame of their own), so that ``stacklevel``
-    # names the caller's line.
-    warning = functools.partialmethod(log, logging.WARNING)
-    error = functools.partialmethod(log, logging.ERROR)
-    info = functools.partialmethod(log, logging.INFO)
+    def info(
+        self, cause: Hashable, msg: str, *args: object, extra: Mapping[str, object] | None = None
+    ) -> bool:
+        return self.lines.info(cause, self._clock_s(), msg, *args, extra=extra, stacklevel=2)
+
+    def warning(
+        self, cause: Hashable, msg: str, *args: object, extra: Mapping[str, object] | None = None
+    ) -> bool:
+        return self.lines.warning(cause, self._clock_s(), msg, *args, extra=extra, stacklevel=2)
+
+    def error(
+        self, cause: Hashable, msg: str, *args: object, extra: Mapping[str, object] | None = None
+    ) -> bool:
+        return self.lines.error(cause, self._clock_s(), msg, *args, extra=extra, stacklevel=2)
 
 
 #: The errnos of a process (EMFILE) or the system (ENFILE) out of file descriptors.
