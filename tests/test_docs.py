@@ -1,0 +1,195 @@
+"""The Markdown docs against the tree they describe.
+
+- Every relative link of the README, ``docs/``, ``examples/`` and ``bench/`` pages names a
+  file or directory of the repository, and so does every path of the repository they spell
+  out (``gateway/io/fanout.py``, ``gateway/core/stats``, ``gateway/io/fanout.Fanout``).
+- The README's layout table has a row for every top-level directory of the repository,
+  and each package's row names every module of the package and no module that is not one.
+- docs/architecture.md's table of state machines names every state table of the code
+  (``*TRANSITIONS``), where it is, and exactly the states of its state enum, in order.
+
+The tables are read from the pages and the code is walked: nothing here lists modules or
+tables, so a module or a table added without its line in the docs fails.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import pkgutil
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+PAGES = [
+    README,
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "examples" / "README.md",
+    ROOT / "bench" / "README.md",
+]
+#: ``[text](target)``, the target up to a space or the closing parenthesis.
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)[^)]*\)")
+#: Targets that leave the repository, or stay on the page.
+EXTERNAL = re.compile(r"^([a-z][a-z0-9+.-]*:|#)")
+CODE = re.compile(r"`([^`]+)`")
+#: A path of the repository spelled out in prose: a top-level directory, then more.
+PATH = re.compile(
+    r"(?<![\w/.<-])((?:gateway|feeds|docs|tests|bench|examples|deploy)/[\w./-]*[\w/])"
+)
+
+
+def tracked_files() -> list[str]:
+    """The repository's files as git tracks them (its working tree's, not the ignored)."""
+    listing = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return listing.splitlines()
+
+
+def table_rows(text: str, header: str) -> list[list[str]]:
+    """The body rows of the Markdown table whose header line starts with ``header``, as
+    lists of cells (stripped)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+    return rows
+
+
+def links(page: Path) -> Iterator[str]:
+    """The page's relative link targets, without their fragment; code blocks skipped."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    for target in LINK.findall(text):
+        if not EXTERNAL.match(target):
+            yield target.partition("#")[0]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_names_a_file_of_the_repository(page: Path) -> None:
+    broken = [t for t in links(page) if not (page.parent / t).resolve().exists()]
+    assert broken == [], f"{page.relative_to(ROOT)}: broken links"
+
+
+def test_the_link_check_sees_a_broken_link(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("[ok](page.md), [gone](missing.md#part), [web](https://x.example)\n")
+    assert list(links(page)) == ["page.md", "missing.md"]
+
+
+def names_a_path(mention: str) -> bool:
+    """Whether ``mention`` is a file or directory of the repository, a module without its
+    ``.py``, or a module's class, function or constant (``gateway/io/fanout.Fanout``)."""
+    if (ROOT / mention).exists() or (ROOT / f"{mention}.py").exists():
+        return True
+    module, _, name = mention.rpartition(".")
+    source = ROOT / f"{module}.py"
+    return source.exists() and bool(
+        re.search(rf"^(class|def) {name}\b|^{name}\b.*=", source.read_text(), re.MULTILINE)
+    )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_path_a_page_spells_out_is_in_the_repository(page: Path) -> None:
+    mentions = set(PATH.findall(page.read_text()))
+    assert [m for m in sorted(mentions) if not names_a_path(m)] == []
+
+
+def test_the_path_check_sees_a_path_that_is_gone() -> None:
+    assert names_a_path("gateway/io/fanout.Fanout") and names_a_path("gateway/core/stats")
+    assert names_a_path("docs/") and names_a_path("tests/test_docs.py")
+    assert not names_a_path("gateway/io/fanout.Fanin")
+    assert not names_a_path("docs/exchange-protocols.md")
+    assert PATH.findall("(see docs/metrics.md, and ../shared/docs/a.md)") == ["docs/metrics.md"]
+
+
+def layout() -> dict[str, str]:
+    """The README's layout table: each path, with what its row says of it."""
+    return {path.strip("`"): what for path, what in table_rows(README.read_text(), "| path |")}
+
+
+def test_the_readme_layout_table_has_a_row_for_every_top_level_directory() -> None:
+    rows = layout()
+    directories = {f.split("/")[0] + "/" for f in tracked_files() if "/" in f}
+    directories -= {d for d in directories if d.startswith(".")}
+    missing = {d for d in directories if not any(path.startswith(d) for path in rows)}
+    assert missing == set(), "directories without a row in the README's layout table"
+    assert all((ROOT / path).exists() for path in rows), "rows naming nothing"
+
+
+def package_rows() -> dict[Path, str]:
+    """The layout rows naming a package (a directory with an ``__init__.py``)."""
+    rows = {ROOT / path: what for path, what in layout().items() if path.endswith("/")}
+    return {path: what for path, what in rows.items() if (path / "__init__.py").exists()}
+
+
+def modules_of(package: Path) -> set[str]:
+    return {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
+
+
+def test_each_package_row_of_the_readme_names_every_module_of_its_package() -> None:
+    rows = package_rows()
+    assert {ROOT / "gateway" / "core", ROOT / "feeds" / "sim"} <= set(rows)
+    every_module = {
+        m for package in ROOT.glob("**/__init__.py") for m in modules_of(package.parent)
+    }
+    for package, what in rows.items():
+        named = set(CODE.findall(what))
+        assert modules_of(package) - named == set(), f"{package.relative_to(ROOT)}: unnamed"
+        # A bare name in a row is a module (of that package, or one it is built around).
+        modules_named = {n for n in named if re.fullmatch(r"[a-z_]+", n)}
+        assert modules_named - every_module == set(), f"{package.relative_to(ROOT)}: no such"
+
+
+def project_modules() -> Iterator[str]:
+    """Every module of the ``gateway`` and ``feeds`` packages but ``__main__``."""
+    for name in ("gateway", "feeds"):
+        package = importlib.import_module(name)
+        yield name
+        for info in pkgutil.walk_packages(package.__path__, prefix=name + "."):
+            if not info.name.endswith("__main__"):
+                yield info.name
+
+
+def state_tables() -> dict[tuple[str, str], type[enum.Enum]]:
+    """Every module-level ``*TRANSITIONS`` table of the code, by (path, name), with the
+    enum of its states (the first member of its keys)."""
+    tables: dict[tuple[str, str], type[enum.Enum]] = {}
+    for module_name in project_modules():
+        module = importlib.import_module(module_name)
+        path = module_name.replace(".", "/") + ".py"
+        for name, value in vars(module).items():
+            if name.endswith("TRANSITIONS") and isinstance(value, Mapping):
+                state, _ = next(iter(value))
+                tables[(path, name)] = type(state)
+    return tables
+
+
+def state_names(states: type[enum.Enum]) -> list[str]:
+    """How the docs spell a machine's states: its string values, else its member names."""
+    return [
+        s.value if isinstance(s.value, str) else s.name.lower().replace("_", " ") for s in states
+    ]
+
+
+def test_architecture_names_every_state_table_with_its_states() -> None:
+    tables = state_tables()
+    assert len(tables) >= 10
+    documented: dict[tuple[str, str], list[str]] = {}
+    for _, where, states in table_rows(ARCHITECTURE.read_text(), "| machine |"):
+        path, name = CODE.findall(where)
+        # A state may be explained in parentheses after its name.
+        names = re.sub(r"\s*\([^)]*\)", "", states)
+        documented[(path, name)] = [s.strip() for s in names.split(",")]
+    assert set(tables) - set(documented) == set(), "state tables missing in architecture.md"
+    assert set(documented) - set(tables) == set(), "documented state tables that are not"
+    for key, states in tables.items():
+        assert documented[key] == state_names(states), key
