@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.markdown import CODE, table_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
@@ -37,7 +39,6 @@ PAGES = [
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)[^)]*\)")
 #: Targets that leave the repository, or stay on the page.
 EXTERNAL = re.compile(r"^([a-z][a-z0-9+.-]*:|#)")
-CODE = re.compile(r"`([^`]+)`")
 #: A path of the repository spelled out in prose: a top-level directory, then more.
 PATH = re.compile(
     r"(?<![\w/.<-])((?:gateway|feeds|docs|tests|bench|examples|deploy)/[\w./-]*[\w/])"
@@ -50,19 +51,6 @@ def tracked_files() -> list[str]:
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     return listing.splitlines()
-
-
-def table_rows(text: str, header: str) -> list[list[str]]:
-    """The body rows of the Markdown table whose header line starts with ``header``, as
-    lists of cells (stripped)."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header))
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
-    return rows
 
 
 def links(page: Path) -> Iterator[str]:

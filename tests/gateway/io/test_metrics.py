@@ -1,5 +1,5 @@
 """``/metrics`` and ``/healthz`` of a running gateway against a simulated venue on loopback,
-and docs/metrics.md against what is exported."""
+and docs/metrics.md against what is exported: names, types and labels."""
 
 from __future__ import annotations
 
@@ -33,7 +33,41 @@ KEYS = [f"{VENUE}:{s}" for s in SYMBOLS]
 
 def documented_names() -> set[str]:
     """The names of docs/metrics.md's tables (first column, in backquotes)."""
-    return set(re.findall(r"^\| `([a-z_:]+)` \|", DOC.read_text(), flags=re.MULTILINE))
+    return set(documented_families())
+
+
+#: The types docs/metrics.md writes, as prometheus_client names them.
+DOC_TYPES = {
+    "counter": "counter",
+    "gauge": "gauge",
+    "histogram": "histogram",
+    "gauge (state set)": "stateset",
+}
+#: A row of docs/metrics.md's tables: name, type, labels.
+MARKDOWN_ROW = re.compile(r"^\| `([a-z_:]+)` \| ([a-z ()]+?) \|\s*([a-z_, ]*?)\s*\|", re.MULTILINE)
+
+
+def documented_families() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """docs/metrics.md's tables: each family's exposed name, with its type as
+    prometheus_client names it and its labels, in order."""
+    families = {}
+    for name, kind, labels in MARKDOWN_ROW.findall(DOC.read_text()):
+        names = tuple(label.strip() for label in labels.split(",") if label.strip())
+        families[name] = (DOC_TYPES[kind], names)
+    return families
+
+
+def exported_families(families: Iterable[Metric]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each family as collected: its exposed name, type and label names. A family keeps
+    the label names it was built with (``_labelnames``; a family with no series has its
+    labels nowhere else); a state set adds the label of its states, named as the family."""
+    exported = {}
+    for family in families:
+        labels: tuple[str, ...] = tuple(getattr(family, "_labelnames", ()))
+        if family.type == "stateset":
+            labels += (family.name,)
+        exported[exposed_names([family]).pop()] = (family.type, labels)
+    return exported
 
 
 def exposed_names(families: Iterable[Metric]) -> set[str]:
@@ -51,14 +85,21 @@ def samples(families: list[Metric], name: str) -> dict[tuple[tuple[str, str], ..
     }
 
 
-def test_every_exported_metric_is_documented_and_every_documented_one_exported() -> None:
+def test_every_exported_family_is_documented_with_its_type_and_labels() -> None:
     config = loopback_config(VENUE, ["BTCUSDT"], ["ws://127.0.0.1:1"], ["http://127.0.0.1:2"])
-    text = generate_latest(Service(config).metrics).decode()
+    registry = Service(config).metrics
+    text = generate_latest(registry).decode()
     exported = exposed_names(text_string_to_metric_families(text))
-    documented = documented_names()
+    documented = documented_families()
     assert len(documented) > 40
-    assert exported - documented == set(), "exported but not in docs/metrics.md"
-    assert documented - exported == set(), "in docs/metrics.md but not exported"
+    assert exported - documented.keys() == set(), "exported but not in docs/metrics.md"
+    assert documented.keys() - exported == set(), "in docs/metrics.md but not exported"
+    assert {kind for kind, _ in documented.values()} == set(DOC_TYPES.values())
+    collected = exported_families(registry.collect())
+    wrong = {
+        name: (documented[name], got) for name, got in collected.items() if documented[name] != got
+    }
+    assert wrong == {}, "name: (documented, exported) type and labels"
 
 
 def test_the_descriptor_exhaustions_accept_retries_are_exported(

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from gateway.wire.config import (
+    Config,
     ConfigError,
+    LimitsConfig,
     ServerConfig,
+    VenueConfig,
     allowed_host_names,
     exposure_warning,
     host_error,
@@ -15,6 +20,7 @@ from gateway.wire.config import (
     load_config,
     parse_config,
 )
+from tests.markdown import CODE, table_rows
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -296,10 +302,112 @@ def test_allowed_hosts_default_to_loopback_names_on_loopback_and_any_beyond() ->
     assert allowed_host_names("127.0.0.1", []) == frozenset()
 
 
-def test_every_server_key_is_in_the_readme() -> None:
-    readme = (ROOT / "README.md").read_text()
-    for name in ServerConfig.__struct_fields__:
-        assert f"`server.{name}`" in readme, name
+def config_defaults() -> dict[str, object]:
+    """Every key of the configuration as the README spells it (``server.port``,
+    ``venues[].limits.rest_weight``), with its default (:data:`REQUIRED`: none)."""
+    keys: dict[str, object] = {}
+
+    def walk(struct: type[msgspec.Struct], prefix: str) -> None:
+        for field in msgspec.structs.fields(struct):
+            if field.name == "venues":
+                walk(VenueConfig, "venues[].")
+            elif field.name in ("server", "limits"):
+                walk(
+                    ServerConfig if field.name == "server" else LimitsConfig,
+                    f"{prefix}{field.name}.",
+                )
+            elif field.default is not msgspec.NODEFAULT:
+                keys[prefix + field.name] = field.default
+            elif field.default_factory is not msgspec.NODEFAULT:
+                keys[prefix + field.name] = field.default_factory()
+            else:
+                keys[prefix + field.name] = REQUIRED
+
+    walk(Config, "")
+    return keys
+
+
+REQUIRED = object()
+#: What a README default is when it is not a value read here ("the venue's").
+UNREAD = object()
+UNITS = {"": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def readme_keys() -> dict[str, tuple[str, ...]]:
+    """The README's configuration table: each row's keys, by its meaning. A key without
+    ``server.`` or ``venues[].`` (``silence_min_s``, ``limits.connect_window_s``) has the
+    prefix of its row's first key."""
+    rows: dict[str, tuple[str, ...]] = {}
+    for cell, meaning in table_rows((ROOT / "README.md").read_text(), "| key |"):
+        names = CODE.findall(cell)
+        prefix = re.match(r"(server\.|venues\[\]\.)?", names[0])
+        assert prefix is not None
+        rows[meaning] = tuple(
+            n if n.startswith(("server.", "venues[].")) else prefix.group() + n for n in names
+        )
+    return rows
+
+
+def readme_value(text: str) -> object:
+    """A default as the README writes it: ``none``, a number with an optional binary unit
+    (``1 MiB``), a literal in backquotes (`` `0o600` ``, `` `INFO` ``), a remark after a
+    colon ignored; :data:`UNREAD` for anything else."""
+    text = text.partition(":")[0].strip()
+    if text == "none":
+        return None
+    literal = re.fullmatch(r"`([^`]+)`", text)
+    if literal is not None:
+        try:
+            return int(literal[1], 0)
+        except ValueError:
+            return literal[1]
+    number = re.fullmatch(r"(\d+(?:\.\d+)?)(?: (KiB|MiB|GiB))?", text)
+    if number is None:
+        return UNREAD
+    return float(number[1]) * UNITS[number[2] or ""]
+
+
+def readme_defaults(meaning: str, count: int) -> list[object] | None:
+    """The defaults a row's meaning gives its ``count`` keys, in its last bracket
+    (``[20, 5, 300; factor 0: not watched]``: what follows ``;`` is a remark), or None when
+    it gives none this test reads (``[the venue's: ...]``)."""
+    brackets = re.findall(r"\[([^\[\]]*)\](?!\()", meaning)
+    if not brackets:
+        return None
+    values = [readme_value(item) for item in brackets[-1].partition(";")[0].split(", ")]
+    if len(values) != count or UNREAD in values:
+        return None
+    return values
+
+
+def test_the_readme_documents_every_config_key_with_its_default() -> None:
+    defaults = config_defaults()
+    rows = readme_keys()
+    documented = [key for keys in rows.values() for key in keys]
+    assert len(documented) == len(set(documented)), "a key documented twice"
+    assert set(defaults) - set(documented) == set(), "config keys missing in the README"
+    assert set(documented) - set(defaults) == set(), "README keys the config does not have"
+    checked = 0
+    for meaning, keys in rows.items():
+        written = readme_defaults(meaning, len(keys))
+        for key, value in zip(keys, written or (), strict=False):
+            default = defaults[key]
+            if value is None:
+                assert default in (None, []), key
+            else:
+                assert default == value, key
+            checked += 1
+    assert checked >= 40, "the README's defaults are no longer read"
+
+
+def test_readme_defaults_are_read_as_written() -> None:
+    assert readme_defaults("cap [1 MiB, 60]", 2) == [1024**2, 60]
+    assert readme_defaults("s ([docs](docs/a.md), x) [`0o600`: the owner]", 1) == [0o600]
+    assert readme_defaults("[20, 5, 300; factor 0: not watched]", 3) == [20, 5, 300]
+    assert readme_defaults("[`INFO`]", 1) == ["INFO"]
+    assert readme_defaults("[none: TCP only]", 1) == [None]
+    assert readme_defaults("[the venue's: table]", 1) is None
+    assert readme_defaults("[1, 2]", 1) is None
 
 
 def test_max_levels_defaults_to_the_venue_and_may_not_refuse_its_snapshots() -> None:
