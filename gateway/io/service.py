@@ -1,9 +1,10 @@
 """The gateway service: upstream connections → venue pipeline → fan-out.
 
 One TaskGroup holds every task (subscriber server, one reader per connection, a renewal's
-replacement and its timeout among them, one snapshot fetcher and one scoring loop per
-venue, the reorder-window timer); cancelling :meth:`Service.run` stops them all, each
-venue's renewals first (:attr:`VenueRuntime.stopping`: the stop renews nothing).
+replacement and its timeout among them, one snapshot fetcher, audit loop and scoring loop
+per venue, the reorder-window timer), inside an outer one holding the capture writer, which
+stops after them; cancelling :meth:`Service.run` stops them all, each venue's renewals
+first (:attr:`VenueRuntime.stopping`: the stop renews nothing).
 Connections are renewed make-before-break (:mod:`gateway.core.renewal`), scored, replaced
 when worst, and backed by standby endpoints (:mod:`gateway.core.score`).
 Frames are handled synchronously from the reader that received them: the venue's pipeline
