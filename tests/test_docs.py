@@ -75,13 +75,19 @@ def test_the_link_check_sees_a_broken_link(tmp_path: Path) -> None:
 
 def names_a_path(mention: str) -> bool:
     """Whether ``mention`` is a file or directory of the repository, a module without its
-    ``.py``, or a module's class, function or constant (``gateway/io/fanout.Fanout``)."""
+    ``.py``, or a module's class, function or constant, or a class's method
+    (``gateway/io/fanout.Fanout.publish``)."""
     if (ROOT / mention).exists() or (ROOT / f"{mention}.py").exists():
         return True
-    module, _, name = mention.rpartition(".")
-    source = ROOT / f"{module}.py"
-    return source.exists() and bool(
-        re.search(rf"^(class|def) {name}\b|^{name}\b.*=", source.read_text(), re.MULTILINE)
+    directory, _, last = mention.rpartition("/")
+    module, _, names = last.partition(".")
+    source = ROOT / directory / f"{module}.py"
+    if not names or not source.exists():
+        return False
+    text = source.read_text()
+    return all(
+        re.search(rf"^\s*(class|def|async def) {name}\b|^{name}\b.*=", text, re.MULTILINE)
+        for name in names.split(".")
     )
 
 
@@ -93,6 +99,8 @@ def test_every_path_a_page_spells_out_is_in_the_repository(page: Path) -> None:
 
 def test_the_path_check_sees_a_path_that_is_gone() -> None:
     assert names_a_path("gateway/io/fanout.Fanout") and names_a_path("gateway/core/stats")
+    assert names_a_path("gateway/io/fanout.Fanout.publish")
+    assert not names_a_path("gateway/io/fanout.Fanout.broadcast")
     assert names_a_path("docs/") and names_a_path("tests/test_docs.py")
     assert not names_a_path("gateway/io/fanout.Fanin")
     assert not names_a_path("docs/exchange-protocols.md")
