@@ -301,7 +301,7 @@ def test_rest_windows_answer_by_time() -> None:
 async def test_the_schedule_applies_each_action_once_its_time_has_come() -> None:
     plan = FaultPlan("ep0:notice@0.1,close@0.3,refuse@0.5+0.4;ep1:close@0.3", 1, 2)
     clock = [0.0]
-    applied: list[tuple[float, str, int]] = []
+    applied: list[tuple[float, str, int | None]] = []
 
     async def sleep_until(t_s: float) -> None:
         clock[0] = max(clock[0], t_s)

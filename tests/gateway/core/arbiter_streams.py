@@ -72,7 +72,7 @@ def make_stream(levels: list[tuple[int, bool, int, int]], initial_id: int = 1000
     book = L2Book()
     book.load(*initial)
     books: list[object] = [book.normalized()]
-    diffs = []
+    diffs: list[tuple[int, int, tuple[Level, ...], tuple[Level, ...]]] = []
     next_id = initial_id + 1
     for n_ids, is_bid, price_idx, qty_idx in levels:
         level = ((BID_PRICES if is_bid else ASK_PRICES)[price_idx], QTYS[qty_idx])

@@ -168,7 +168,7 @@ async def test_allowed_hosts_configured_are_the_only_ones() -> None:
     _view, fanout = live_fanout(BIDS, ASKS, allowed_hosts=["gw-1.desk.internal"])
     async with serving(fanout):
         port = fanout.port
-        assert fanout.allowed_hosts == {"gw-1.desk.internal"}
+        assert fanout.allowed_hosts == frozenset({"gw-1.desk.internal"})
         status, _, _ = await http_get(port, "/healthz", hosts=(f"GW-1.desk.internal:{port}",))
         assert status == 200
         status, _, _ = await http_get(port, "/healthz", hosts=("localhost",))

@@ -61,6 +61,7 @@ def runtime() -> tuple[VenueRuntime, list[GatewayEvent]]:
 
 def test_bad_frames_are_counted_and_never_touch_the_book() -> None:
     venue, published = runtime()
+    assert venue.fetcher is not None
     venue.on_frame(0, depth(10, 11), 1)
     assert venue.fetcher._queued == {"BTCUSDT"}, "the first diff asks for a snapshot"
     venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (), 1, -1), 1)
@@ -232,6 +233,7 @@ def test_the_configured_cap_bounds_the_book_and_an_oversized_frame_is_refused() 
 
 def test_a_crossing_frame_is_not_published_and_asks_for_a_snapshot() -> None:
     venue, published = runtime()
+    assert venue.fetcher is not None
     venue.on_frame(0, depth(10, 11), 1)
     venue.on_snapshot(
         DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (("101.0", "1"),), 1, -1), 1
