@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import pytest
@@ -25,26 +26,14 @@ from gateway.core.model import (
     TradeOut,
 )
 from gateway.core.sequenced import SequencedBook
+from tests.gateway.core import arbiter_streams as streams
 
 KEY = "binance:BTCUSDT"
 WINDOW_NS = 100_000_000
 
 
-def diff(
-    first: int,
-    last: int,
-    conn: int = 0,
-    bids: Iterable[Level] = (),
-    asks: Iterable[Level] = (),
-    prev: int = -1,
-) -> DepthDiff:
-    return DepthDiff("binance", "BTCUSDT", first, last, prev, tuple(bids), tuple(asks), 0, 0, conn)
-
-
-def snap(
-    last_id: int, bids: Iterable[Level] = (("100", "1"),), asks: Iterable[Level] = (("101", "1"),)
-) -> DepthSnapshot:
-    return DepthSnapshot("binance", "BTCUSDT", last_id, tuple(bids), tuple(asks), 0, -1)
+diff = functools.partial(streams.diff, symbol="BTCUSDT")
+snap = functools.partial(streams.snap, symbol="BTCUSDT")
 
 
 def kinds(events: Sequence[ArbiterEvent]) -> list[str]:

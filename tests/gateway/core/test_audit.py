@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 import pytest
 from hypothesis import assume, given, settings
@@ -13,28 +12,18 @@ from feeds.binance import BinanceSpotRule
 from gateway.core.arbiter import ArbiterLimits
 from gateway.core.audit import AgreementSample, AppliedRing, RestVerdict, compare_rest
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, Level, ReconnectWanted
+from gateway.core.model import DepthSnapshot, ReconnectWanted
 from gateway.core.sequenced import SequencedBook
-from tests.gateway.core.arbiter_streams import KEY, TrueStream, make_stream, merged
+from tests.gateway.core.arbiter_streams import (
+    KEY,
+    TrueStream,
+    diff,
+    make_stream,
+    merged,
+    snap,
+)
 
 WINDOW_NS = 100_000_000
-
-
-def diff(
-    first: int,
-    last: int,
-    conn: int = 0,
-    bids: Iterable[Level] = (),
-    asks: Iterable[Level] = (),
-    prev: int = -1,
-) -> DepthDiff:
-    return DepthDiff("binance", "TEST", first, last, prev, tuple(bids), tuple(asks), 0, 0, conn)
-
-
-def snap(
-    last_id: int, bids: Iterable[Level] = (("100", "1"),), asks: Iterable[Level] = (("101", "1"),)
-) -> DepthSnapshot:
-    return DepthSnapshot("binance", "TEST", last_id, tuple(bids), tuple(asks), 0, -1)
 
 
 def synced(conns: tuple[int, ...], audit_every: int = 1) -> SequencedBook:
