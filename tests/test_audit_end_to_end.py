@@ -53,6 +53,7 @@ async def test_a_connection_whose_copies_disagree_is_the_one_counted() -> None:
         stats = _stats(service)
         renewals = service.venues[0].renewals
         altered_slot = renewals.slot_of(conn_ids[1])
+        assert altered_slot is not None
 
         def counted() -> bool:
             return stats.conn(conn_ids[1]).audit_disagreements >= 3

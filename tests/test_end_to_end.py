@@ -36,7 +36,11 @@ async def test_two_subscribers_keep_the_true_book_while_endpoints_fail_one_at_a_
             subscribers = [Subscriber(url, KEYS) for _ in range(2)]
             follow = [tasks.create_task(s.follow()) for s in subscribers]
             for subscriber in subscribers:
-                await subscriber.until(lambda s=subscriber: len(s.venue_ids) == 2, 10)
+
+                def both_books(s: Subscriber = subscriber) -> bool:
+                    return len(s.venue_ids) == 2
+
+                await subscriber.until(both_books, 10)
             for index in range(3):  # each endpoint fails once, never two at a time
                 await sim.wait_steps(STEPS)
                 await sim.close_endpoint(index)
@@ -47,7 +51,11 @@ async def test_two_subscribers_keep_the_true_book_while_endpoints_fail_one_at_a_
             sim.pause()
             last = {f"binance:{s}": sim.last_id(s) for s in SYMBOLS}
             for subscriber in subscribers:
-                await subscriber.until(lambda s=subscriber: s.venue_ids == last, 10)
+
+                def at_last(s: Subscriber = subscriber) -> bool:
+                    return s.venue_ids == last
+
+                await subscriber.until(at_last, 10)
             for subscriber in subscribers:
                 assert subscriber.client.stats.gaps == 0
                 assert subscriber.client.stats.snapshots == 2, "one snapshot per symbol"

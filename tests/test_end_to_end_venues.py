@@ -18,11 +18,12 @@ from feeds.sim.simulators import (
     SimOkx,
 )
 from gateway.core.book import L2Book
+from gateway.wire.client_session import Book
 
 from .subscriber import loopback_config, serving
 
 
-def _top(book: L2Book, depth: int | None) -> object:
+def _top(book: L2Book | Book, depth: int | None) -> object:
     bids, asks = book.normalized()
     return (bids, asks) if depth is None else (bids[:depth], asks[:depth])
 

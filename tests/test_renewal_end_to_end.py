@@ -16,6 +16,7 @@ import pytest
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm, SimKraken, SimOkx, SimVenue
 from gateway.core.renewal import Renewal
+from gateway.io.client import Event
 from gateway.io.service import Service
 from gateway.io.venue_runtime import VenueRuntime
 from gateway.tools.demo import DEMO_VENUES, DemoVenue, demo_config
@@ -45,7 +46,10 @@ class Watch:
         self.most_catching_up = 0
         self.samples = 0
 
-    def sample(self, _: object = None) -> bool:
+    def on_update(self, _: Event) -> None:
+        self.sample()
+
+    def sample(self) -> bool:
         """True once every slot was renewed :data:`RENEWALS_PER_SLOT` times."""
         if self.venue is None:
             return False
@@ -69,7 +73,7 @@ async def _renew(
         list(demo.symbols), n_endpoints=n_endpoints, seed=5, interval_s=0.02, faults=plan
     ) as sim:
         config = renewing(demo_config([(demo, sim)], port=0))
-        async with serving(config, keys, on_update=watch.sample) as (service, subscriber):
+        async with serving(config, keys, on_update=watch.on_update) as (service, subscriber):
             watch.venue = service.venues[0]
             await subscriber.until(lambda: all(k in subscriber.venue_ids for k in keys), 10)
             live_from = len(subscriber.statuses)
@@ -102,9 +106,9 @@ def check(service: Service, subscriber: Subscriber, watch: Watch, keys: list[str
         stats = service.symbol_stats(key)
         assert stats.gaps == 0 and stats.resyncs == 0, key
     for slot in venue.renewals.slots:
-        stats = venue.renewals.stats(slot)
+        renewals = venue.renewals.stats(slot)
         # Each old connection closed after its replacement caught up, never otherwise.
-        assert stats.timed_out == 0 and stats.old_down == 0, (slot, stats)
+        assert renewals.timed_out == 0 and renewals.old_down == 0, (slot, renewals)
     assert len(venue.connections) <= len(venue.slots) + 1
 
 

@@ -118,7 +118,11 @@ async def _replay_at_depths(path: Path, last_id: int, faults: str) -> Replayed:
                 await asyncio.wait_for(replay.finished.wait(), 90)
                 await full.until(lambda: full.venue_ids.get(KEY) == last_id, 30)
                 for subscriber in subscribers.values():
-                    await subscriber.until(lambda s=subscriber: s.venue_ids.get(KEY) == last_id, 30)
+
+                    def at_last(s: Subscriber = subscriber) -> bool:
+                        return s.venue_ids.get(KEY) == last_id
+
+                    await subscriber.until(at_last, 30)
                 for follower in followers:
                     follower.cancel()
             assert replay.rest_served >= 1

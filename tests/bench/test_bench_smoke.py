@@ -59,6 +59,13 @@ def _table(rows: Rows, name: str) -> Rows:
     return [row for row in rows if row.get("table") == name]
 
 
+def _number(row: dict[str, object], column: str) -> float:
+    """``row[column]``, which must be a number."""
+    value = row[column]
+    assert isinstance(value, int | float) and not isinstance(value, bool), f"{column} = {value!r}"
+    return value
+
+
 def test_receive_path(bench: Callable[[str], ModuleType]) -> None:
     module = bench("receive_path")
     rows = module.run(quick=True)
@@ -66,13 +73,13 @@ def test_receive_path(bench: Callable[[str], ModuleType]) -> None:
     variants = {row["variant"]: row for row in _table(rows, "variants")}
     assert list(variants) == [name for name, _, _ in module._VARIANTS]
     one, parsed, peeked = variants.values()
-    assert parsed["frames in"] == peeked["frames in"] == 3 * one["frames in"]
+    assert parsed["frames in"] == peeked["frames in"] == 3 * _number(one, "frames in")
     assert one["updates applied"] == parsed["updates applied"] == peeked["updates applied"]
-    assert peeked["frames parsed"] < parsed["frames parsed"]
-    assert peeked["id peek %"] > 0 and parsed["id peek %"] == 0
+    assert _number(peeked, "frames parsed") < _number(parsed, "frames parsed")
+    assert _number(peeked, "id peek %") > 0 and parsed["id peek %"] == 0
     shares = ("parse %", "arbiter %", "book %", "id peek %", "dispatch %")
     for row in variants.values():
-        assert sum(float(row[column]) for column in shares) == pytest.approx(100.0)
+        assert sum(_number(row, column) for column in shares) == pytest.approx(100.0)
     operations = [row["operation"] for row in _table(rows, "components")]
     assert any("id peek" in str(op) for op in operations)
     assert any("feeds.binance.parse" in str(op) for op in operations)
@@ -129,13 +136,13 @@ def test_end_to_end(bench: Callable[[str], ModuleType]) -> None:
     _check_numbers(rows)
     latency = _table(rows, "latency")
     assert [row["segment"] for row in latency] == [name for name, _, _ in module.SEGMENTS]
-    assert all(row["samples"] > 0 for row in latency)
+    assert all(_number(row, "samples") > 0 for row in latency)
     endpoints = _table(rows, "endpoints")
     assert len(endpoints) == module.ENDPOINTS
     (summary,) = _table(rows, "summary")
-    assert summary["deltas published"] > 0
-    assert sum(row["first wins"] for row in endpoints) == summary["deltas published"]
-    assert sum(row["duplicates dropped"] for row in endpoints) > 0
+    assert _number(summary, "deltas published") > 0
+    assert sum(_number(row, "first wins") for row in endpoints) == summary["deltas published"]
+    assert sum(_number(row, "duplicates dropped") for row in endpoints) > 0
     assert summary["client seq gaps"] == summary["gateway gaps"] == 0
 
 

@@ -183,16 +183,18 @@ def _spoilt(text: str, how: str, at: int, junk: str) -> str:
 #: decimal with a sign, a space (ASCII or not), an underscore, a non-ASCII digit, an
 #: exponent, a leading zero, or a stray point.
 NON_DECIMALS: Final = st.sampled_from(NOT_DECIMALS) | st.one_of(
-    st.builds(_spoilt, _DECIMALS, st.just(how), st.integers(0, 40), junk)
-    for how, junk in (
-        ("sign", st.just("")),
-        ("space", _SPACES),
-        ("underscore", st.just("")),
-        ("digit", _NON_ASCII_DIGITS),
-        ("exponent", st.just("")),
-        ("leading zero", st.just("")),
-        ("point", st.just("")),
-    )
+    [
+        st.builds(_spoilt, _DECIMALS, st.just(how), st.integers(0, 40), junk)
+        for how, junk in (
+            ("sign", st.just("")),
+            ("space", _SPACES),
+            ("underscore", st.just("")),
+            ("digit", _NON_ASCII_DIGITS),
+            ("exponent", st.just("")),
+            ("leading zero", st.just("")),
+            ("point", st.just("")),
+        )
+    ]
 )
 
 

@@ -107,7 +107,8 @@ def _regrouped(draw: st.DrawFn) -> list[tuple[str, str]]:
     tokens = draw(st.lists(st.sampled_from(["1", "2.5", "0"]), min_size=2, max_size=8))
     strings: list[str] = []
     for token in tokens:
-        if strings and draw(st.booleans()):
+        # len(): with the list itself left of `and`, mypy types the draw as a list draw.
+        if len(strings) > 0 and draw(st.booleans()):
             strings[-1] += " " + token
         else:
             strings.append(token)

@@ -17,6 +17,7 @@ from feeds.sim import bybit as sim_bybit
 from feeds.sim import coinbase as sim_coinbase
 from feeds.sim import kraken as sim_kraken
 from feeds.sim import okx as sim_okx
+from feeds.sim.book_process import SimTrade
 from feeds.sim.faults import NUMBER_STYLES, FrameFault, NumberStyle
 from feeds.sim.rewrite import (
     ID_JUMP,
@@ -208,9 +209,7 @@ def test_alter_changes_one_quantity_and_no_id(venue: str) -> None:
 
 def test_frames_without_the_shape_pass_unchanged() -> None:
     fault = FrameFault(ids="far", numbers="plus", cross=True, oversize=5)
-    trade = sim_spot.trade_frame(
-        "BTCUSDT", sim_spot.SimTrade(1, "1.00000000", "1.00000000", True), 1
-    )
+    trade = sim_spot.trade_frame("BTCUSDT", SimTrade(1, "1.00000000", "1.00000000", True), 1)
     for frame in (b"pong", trade, b'{"result":null,"id":1}', b"[1,2]"):
         assert rewrite_frame(frame, sim_spot.STREAM_SHAPE, fault) is frame
     assert rewrite_frame(_spot(1, 2), sim_spot.STREAM_SHAPE, FrameFault()) == _spot(1, 2)

@@ -40,8 +40,8 @@ def test_rendered_frames_parse_back_with_consecutive_u_and_the_top_of_the_book(v
     book.load(snap.bids, snap.asks)
     last = snap.last_id
     n_trades = 0
-    for _, frames in rendered_steps(protocol, proc, state, 200):
-        for _, frame in frames:
+    for _, rendered in rendered_steps(protocol, proc, state, 200):
+        for _, frame in rendered:
             for event in bybit.parse(frame, 0, 0, venue):
                 if isinstance(event, Trade):
                     n_trades += 1

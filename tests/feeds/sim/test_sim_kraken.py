@@ -48,8 +48,8 @@ def test_rendered_frames_parse_and_keep_a_truncated_replica_on_checksum(depth: i
     book.load(snap.bids, snap.asks)
     assert kraken.book_checksum(book) == snap.checksum
     n_updates = n_trades = n_moved_in = 0
-    for batch, frames in rendered_steps(protocol, proc, state, 300):
-        for _, frame in frames:
+    for batch, rendered in rendered_steps(protocol, proc, state, 300):
+        for _, frame in rendered:
             _check_numbers(frame)
             for event in kraken.parse(frame, 0, 0):
                 if isinstance(event, Trade):

@@ -38,8 +38,8 @@ def test_rendered_frames_parse_back_to_the_same_levels_ids_and_checksums() -> No
     assert okx.book_checksum(book) == snap.checksum
     last = snap.last_id
     n_trades = 0
-    for batch, frames in rendered_steps(protocol, proc, state, 200):
-        for pub, frame in frames:
+    for batch, rendered in rendered_steps(protocol, proc, state, 200):
+        for pub, frame in rendered:
             assert frame == pub.frame
             for event in okx.parse(frame, 0, 0):
                 if isinstance(event, Trade):

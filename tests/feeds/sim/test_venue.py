@@ -42,7 +42,7 @@ def test_a_protocol_with_a_path_serves_that_path_only() -> None:
 
 
 def _spot(**kwargs: int | None) -> BinanceSpotProtocol:
-    protocol = BinanceSpotProtocol(**kwargs)  # type: ignore[arg-type]
+    protocol = BinanceSpotProtocol(**kwargs)
     protocol.attach({"BTCUSDT": BookProcess("BTCUSDT", 1)})
     return protocol
 

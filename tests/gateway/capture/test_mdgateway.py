@@ -48,8 +48,12 @@ def test_a_bad_line_is_a_value_error(line: bytes) -> None:
 NOW_NS = 1_706_702_400_123_456_000
 
 
-def _write(directory: Path, batches: list[list[bytes]], **kwargs: int) -> mdgw.CaptureFileWriter:
-    writer = mdgw.CaptureFileWriter(directory, **kwargs)  # type: ignore[arg-type]
+def _write(
+    directory: Path,
+    batches: list[list[bytes]],
+    rotate_bytes: int = mdgw.CaptureFileWriter.rotate_bytes,
+) -> mdgw.CaptureFileWriter:
+    writer = mdgw.CaptureFileWriter(directory, rotate_bytes=rotate_bytes)
     for batch in batches:
         writer.write(batch, now_ns=NOW_NS, now_s=0.0)
     writer.close()

@@ -3,7 +3,7 @@ a book against them, for arbiter tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gateway.core.book import L2Book
@@ -61,6 +61,32 @@ class TrueStream:
         )
 
 
+def diff(
+    first: int,
+    last: int,
+    conn: int = 0,
+    bids: Iterable[Level] = (),
+    asks: Iterable[Level] = (),
+    prev: int = -1,
+    *,
+    symbol: str = SYMBOL,
+) -> DepthDiff:
+    """Update ids ``first..last`` of ``symbol`` from connection ``conn`` (``prev``: the
+    previous update's last id, -1 where the venue sends none)."""
+    return DepthDiff(VENUE, symbol, first, last, prev, tuple(bids), tuple(asks), 0, 0, conn)
+
+
+def snap(
+    last_id: int,
+    bids: Iterable[Level] = (("100", "1"),),
+    asks: Iterable[Level] = (("101", "1"),),
+    *,
+    symbol: str = SYMBOL,
+) -> DepthSnapshot:
+    """A REST snapshot of ``symbol`` at update id ``last_id``."""
+    return DepthSnapshot(VENUE, symbol, last_id, tuple(bids), tuple(asks), 0, -1)
+
+
 def make_stream(levels: list[tuple[int, bool, int, int]], initial_id: int = 1000) -> TrueStream:
     """Deterministic stream from a flat list of (ids_in_batch, is_bid, price_idx, qty_idx)
     choices: each entry is one diff with one level change and ``ids_in_batch`` ids; the
@@ -72,7 +98,7 @@ def make_stream(levels: list[tuple[int, bool, int, int]], initial_id: int = 1000
     book = L2Book()
     book.load(*initial)
     books: list[object] = [book.normalized()]
-    diffs = []
+    diffs: list[tuple[int, int, tuple[Level, ...], tuple[Level, ...]]] = []
     next_id = initial_id + 1
     for n_ids, is_bid, price_idx, qty_idx in levels:
         level = ((BID_PRICES if is_bid else ASK_PRICES)[price_idx], QTYS[qty_idx])

@@ -57,7 +57,7 @@ def specify(
 
 
 def undefined_pairs(
-    table: dict[tuple[S, E], object], states: type[S], events: type[E]
+    table: Mapping[tuple[S, E], object], states: type[S], events: type[E]
 ) -> list[tuple[S, E]]:
     """Every (state, event) the table does not hold, in declaration order."""
     return [pair for pair in itertools.product(states, events) if pair not in table]

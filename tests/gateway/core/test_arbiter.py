@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable, Sequence
+
 import pytest
 
 from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
 from gateway.core.arbiter import ArbiterLimits, TradeDedup
+from gateway.core.book import L2Book
 from gateway.core.model import (
+    ArbiterEvent,
     BookDelta,
     BookReset,
     DepthDiff,
     DepthSnapshot,
-    GatewayEvent,
+    Level,
     Side,
     SnapshotWanted,
     StatusChange,
@@ -21,20 +26,17 @@ from gateway.core.model import (
     TradeOut,
 )
 from gateway.core.sequenced import SequencedBook
+from tests.gateway.core import arbiter_streams as streams
 
 KEY = "binance:BTCUSDT"
 WINDOW_NS = 100_000_000
 
 
-def diff(first: int, last: int, conn: int = 0, bids=(), asks=(), prev: int = -1) -> DepthDiff:
-    return DepthDiff("binance", "BTCUSDT", first, last, prev, tuple(bids), tuple(asks), 0, 0, conn)
+diff = functools.partial(streams.diff, symbol="BTCUSDT")
+snap = functools.partial(streams.snap, symbol="BTCUSDT")
 
 
-def snap(last_id: int, bids=(("100", "1"),), asks=(("101", "1"),)) -> DepthSnapshot:
-    return DepthSnapshot("binance", "BTCUSDT", last_id, tuple(bids), tuple(asks), 0, -1)
-
-
-def kinds(events: list[GatewayEvent]) -> list[str]:
+def kinds(events: Sequence[ArbiterEvent]) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
@@ -261,7 +263,7 @@ def test_trades_first_copy_wins_with_bounded_memory() -> None:
     assert len(dedup._seen) == 2
 
 
-def total_qty(book) -> int:
+def total_qty(book: L2Book) -> int:
     """A toy checksum: the sum of all quantities."""
     return int(sum(float(q) for _, q in book.bids() + book.asks()))
 
@@ -295,7 +297,9 @@ def test_a_buffered_update_failing_its_checksum_after_the_snapshot_is_not_publis
     assert not arb.has_book and arb.epoch == 0
 
 
-def inband(last_id: int, bids, conn: int = 1, reset: bool = False) -> DepthSnapshot:
+def inband(
+    last_id: int, bids: Iterable[Level], conn: int = 1, reset: bool = False
+) -> DepthSnapshot:
     return DepthSnapshot("bybit-spot", "BTCUSDT", last_id, tuple(bids), (), 0, conn, reset=reset)
 
 

@@ -308,7 +308,8 @@ def test_a_held_update_the_book_has_since_passed_is_forgotten_without_a_resync()
     def d(first: int, last: int, conn: int) -> DepthDiff:
         return DepthDiff(VENUE, SYMBOL, first, last, -1, (("95.00", str(last)),), (), 0, 0, conn)
 
-    assert arb.on_diff(d(1001, 1030, 1), 0) == [] and arb.sync is Sync.HOLE  # jumps 30 > 10
+    assert arb.on_diff(d(1001, 1030, 1), 0) == []
+    assert (arb.sync, arb.deadline_ns() is None) == (Sync.HOLE, False)  # jumps 30 > 10
     for first, last in ((1001, 1010), (1011, 1020), (1021, 1028), (1029, 1031)):
         arb.on_diff(d(first, last, 0), 0)
     assert arb.sync is Sync.SYNCED and arb.deadline_ns() is None

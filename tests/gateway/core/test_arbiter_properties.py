@@ -14,6 +14,7 @@ batching, delays (any interleaving of the copies) and disconnects. Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +23,14 @@ from hypothesis import strategies as st
 from feeds.binance import BinanceSpotRule
 from gateway.core.arbiter import ArbiterLimits
 from gateway.core.book import L2Book
-from gateway.core.model import BookDelta, BookReset, GatewayEvent, SnapshotWanted, SymbolState
+from gateway.core.model import (
+    ArbiterEvent,
+    BookDelta,
+    BookReset,
+    DepthDiff,
+    SnapshotWanted,
+    SymbolState,
+)
 from gateway.core.sequenced import SequencedBook
 
 from .arbiter_streams import (
@@ -38,6 +46,10 @@ from .arbiter_streams import (
 
 WINDOW_NS = 10**12  # never expires in these tests: only certain gaps count
 
+#: ("diff", conn, start, end): true diffs ``start..end`` arrive on ``conn`` as one event;
+#: ("down", conn) / ("up", conn): the connection drops / comes back.
+Step = tuple[Literal["diff"], int, int, int] | tuple[Literal["down", "up"], int]
+
 
 @dataclass
 class Subscriber:
@@ -51,7 +63,7 @@ class Subscriber:
     venue_id: int = -1
     resets: int = 0
 
-    def take(self, events: list[GatewayEvent]) -> None:
+    def take(self, events: list[ArbiterEvent]) -> None:
         for event in events:
             if isinstance(event, BookReset):
                 # The fan-out builds a snapshot from the live book at this moment.
@@ -81,7 +93,7 @@ assert len(BID_PRICES) == len(ASK_PRICES)
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[tuple], set[int]]:
+def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[Step], set[int]]:
     """A true stream and an arrival schedule of ('diff', conn, start, end, dup) /
     ('down', conn) / ('up', conn) steps, and the indices lost on every copy."""
     stream = make_stream(draw(st.lists(diff_choice, min_size=2, max_size=40)))
@@ -92,7 +104,7 @@ def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[tuple]
         start = draw(st.integers(1, n - 1))
         length = draw(st.integers(1, 3))
         lost = set(range(start, min(n, start + length)))
-    copies: list[list[tuple]] = []
+    copies: list[list[Step]] = []
     for conn in range(n_copies):
         groups: list[tuple[int, int]] = []
         i = 0
@@ -107,7 +119,8 @@ def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[tuple]
             i = end + 1
         copies.append([("diff", conn, s, e) for s, e in groups])
     for conn, copy in enumerate(copies):
-        if copy and draw(st.booleans()):
+        # len(): with the list itself left of `and`, mypy types the draw as a list draw.
+        if len(copy) > 0 and draw(st.booleans()):
             at = draw(st.integers(0, len(copy) - 1))
             copy.insert(at, copy[at])  # a duplicate on the same connection
         if conn > 0 and copy and draw(st.booleans()):
@@ -119,7 +132,7 @@ def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[tuple]
                 # Down, then back; other copies' steps interleave in between.
                 copy[down_at:down_at] = [("down", conn), ("up", conn)]
     # Interleave the copies arbitrarily, each keeping its own order (TCP).
-    interleaved: list[tuple] = []
+    interleaved: list[Step] = []
     cursors = [0] * n_copies
     while any(cursors[c] < len(copies[c]) for c in range(n_copies)):
         live = [c for c in range(n_copies) if cursors[c] < len(copies[c])]
@@ -127,7 +140,7 @@ def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[tuple]
         interleaved.append(copies[c][cursors[c]])
         cursors[c] += 1
     # A reconnected stream starts at the venue's current point: nothing older.
-    schedule: list[tuple] = []
+    schedule: list[Step] = []
     venue_point = -1
     floor: dict[int, int] = {}
     for step in interleaved:
@@ -143,7 +156,11 @@ def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[tuple]
     for i in range(n):
         if i not in covered and i not in lost:
             at = next(
-                (k for k, st_ in enumerate(schedule) if st_[:2] == ("diff", 0) and st_[2] > i),
+                (
+                    k
+                    for k, st_ in enumerate(schedule)
+                    if st_[0] == "diff" and st_[1] == 0 and st_[2] > i
+                ),
                 len(schedule),
             )
             schedule.insert(at, ("diff", 0, i, i))
@@ -151,7 +168,7 @@ def scenarios(draw: st.DrawFn, lose_some: bool) -> tuple[TrueStream, list[tuple]
 
 
 def run(
-    stream: TrueStream, schedule: list[tuple], snapshot_lag: int
+    stream: TrueStream, schedule: list[Step], snapshot_lag: int
 ) -> tuple[SequencedBook, Subscriber, int]:
     """Runs the schedule; returns the arbiter, the subscriber and how many true diffs the
     first snapshot included."""
@@ -189,7 +206,9 @@ def run(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(lose_some=False), st.integers(0, 5))
-def test_redundant_copies_without_common_loss_give_the_clean_book(scenario, snapshot_lag) -> None:
+def test_redundant_copies_without_common_loss_give_the_clean_book(
+    scenario: tuple[TrueStream, list[Step], set[int]], snapshot_lag: int
+) -> None:
     stream, schedule, _ = scenario
     arb, sub, _ = run(stream, schedule, snapshot_lag)
     assert arb.stats.gaps == 0 and arb.stats.resyncs == 0
@@ -202,7 +221,9 @@ def test_redundant_copies_without_common_loss_give_the_clean_book(scenario, snap
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(lose_some=True), st.integers(0, 5))
-def test_ids_lost_on_every_copy_cause_exactly_one_resync(scenario, snapshot_lag) -> None:
+def test_ids_lost_on_every_copy_cause_exactly_one_resync(
+    scenario: tuple[TrueStream, list[Step], set[int]], snapshot_lag: int
+) -> None:
     stream, schedule, lost = scenario
     arb, sub, snapshot_point = run(stream, schedule, snapshot_lag)
     # The loss matters when the first snapshot does not include it and a later id arrived.
@@ -272,7 +293,9 @@ def faulty_scenarios(
     return stream, schedule, int(later), draw(st.integers(0, 5))
 
 
-def faulty_copy(stream: TrueStream, start: int, end: int, conn: int, kind: str, now: int):
+def faulty_copy(
+    stream: TrueStream, start: int, end: int, conn: int, kind: str, now: int
+) -> DepthDiff:
     diff = merged(stream, start, end, conn, now)
     if kind == "mangled":
         return msgspec.structs.replace(diff, last_id=diff.first_id + FAR)
@@ -284,7 +307,9 @@ def faulty_copy(stream: TrueStream, start: int, end: int, conn: int, kind: str, 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(faulty_scenarios())
-def test_one_faulty_copy_never_makes_a_live_book_wrong(scenario) -> None:
+def test_one_faulty_copy_never_makes_a_live_book_wrong(
+    scenario: tuple[TrueStream, list[tuple[int, int, int, int, str]], int, int],
+) -> None:
     stream, schedule, real_gaps, lag_steps = scenario
     point = [0]
     run = Run(

@@ -98,7 +98,7 @@ def test_the_backoff_resets_once_the_connection_received_for_healthy_after_s() -
         policy.ended()
     policy.connected(100.0)
     policy.received(109.9)
-    assert policy.state is Health.UP and policy.backoff.failures == 6
+    assert (policy.state, policy.backoff.failures) == (Health.UP, 6)
     policy.received(110.0)
     assert policy.state is Health.HEALTHY and policy.backoff.failures == 0
     # A healthy connection's next failure starts from initial_s again.

@@ -799,8 +799,9 @@ def test_a_sharded_replacement_is_told_of_and_catches_up_with_its_shard_only() -
     p = synced(venue)  # BTC and ETH live at id 10
     p.set_connection_symbols(5, ["BTC"])  # a renewal's replacement of a BTC-only slot
     p.receive_connection(5, True, 0)
-    assert 5 in p.books["seq:BTC"]._conn_high  # type: ignore[attr-defined]
-    assert 5 not in p.books["seq:ETH"]._conn_high  # type: ignore[attr-defined]
+    btc, eth = p.books["seq:BTC"], p.books["seq:ETH"]
+    assert isinstance(btc, SequencedBook) and isinstance(eth, SequencedBook)
+    assert 5 in btc._conn_high and 5 not in eth._conn_high
     p.watch_catch_up(5)
     # ETH is not on its shard: BTC alone reaching its applied id catches it up.
     assert p.receive_frame(5, venue.frame(diff("BTC", 10, 10, conn=5)), 1, 0).actions == [
@@ -809,4 +810,4 @@ def test_a_sharded_replacement_is_told_of_and_catches_up_with_its_shard_only() -
     p.forget_connection(5)
     p.set_connection_symbols(6, [])  # empty: every symbol
     p.receive_connection(6, True, 0)
-    assert all(6 in book._conn_high for book in p.books.values())  # type: ignore[attr-defined]
+    assert all(isinstance(b, SequencedBook) and 6 in b._conn_high for b in p.books.values())

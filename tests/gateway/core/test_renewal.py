@@ -51,7 +51,7 @@ def venue(slots: int = 3) -> VenueRenewals:
     return renewals
 
 
-def open_replacement(renewals: VenueRenewals, commands: list[object], conn_id: int) -> int:
+def open_replacement(renewals: VenueRenewals, commands: list[Command], conn_id: int) -> int:
     """The shell's part: open the replacement the commands ask for."""
     (command,) = commands
     assert isinstance(command, OpenReplacement)

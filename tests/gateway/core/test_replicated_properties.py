@@ -19,7 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.core.book import L2Book
-from gateway.core.model import BookDelta, BookReset, DepthDiff, DepthSnapshot, ResubscribeWanted
+from gateway.core.model import (
+    ArbiterEvent,
+    BookDelta,
+    BookReset,
+    DepthDiff,
+    DepthSnapshot,
+    ResubscribeWanted,
+)
 from gateway.core.replicated import ReplicatedBook
 
 from .arbiter_streams import BID_PRICES, make_stream
@@ -43,10 +50,10 @@ step = st.tuples(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(change, min_size=5, max_size=30), st.integers(2, 4), st.lists(step, max_size=120))
 def test_any_schedule_of_leader_failures_keeps_subscribers_consistent(
-    changes: list, n_conns: int, steps: list
+    changes: list[tuple[int, bool, int, int]], n_conns: int, steps: list[tuple[str, int]]
 ) -> None:
     truth = make_stream(changes)
-    books = []
+    books: list[L2Book] = []
     for i in range(len(truth.diffs) + 1):
         b = L2Book()
         b.load(*truth.initial)
@@ -62,7 +69,7 @@ def test_any_schedule_of_leader_failures_keeps_subscribers_consistent(
     corrupt_next: set[int] = set()
     failed: set[int] = set()  # checksum failed since the last snapshot
 
-    def take(events: list) -> None:
+    def take(events: list[ArbiterEvent]) -> None:
         nonlocal epoch, seq, resets
         for event in events:
             if isinstance(event, BookReset):

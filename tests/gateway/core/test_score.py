@@ -142,7 +142,7 @@ def test_replacement_with_hysteresis_and_cooldown() -> None:
         assert (got, policy.state) == (replaced, state), now_s
     # Inside the band (0.15 >= 0.1): still suspect; below it (0.05): cleared.
     assert policy.evaluate({1: 0.9, 2: 0.75, 3: 0.9}, 40.0) is None
-    assert policy.state is Replace.SUSPECT and policy.suspect == 2
+    assert (policy.state, policy.suspect) == (Replace.SUSPECT, 2)
     assert policy.evaluate({1: 0.9, 2: 0.85, 3: 0.9}, 41.0) is None
     assert policy.state is Replace.CLEAR and policy.replaced == 1
 

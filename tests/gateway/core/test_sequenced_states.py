@@ -132,9 +132,10 @@ def diff(first: int, last: int, conn: int = 0, checksum: int | None = None) -> D
 
 
 def snap(
-    last_id: int, bids: tuple[tuple[str, str], ...] = (("99", "1"),), **kw: object
+    last_id: int, bids: tuple[tuple[str, str], ...] = (("99", "1"),), checksum: int | None = None
 ) -> DepthSnapshot:
-    return DepthSnapshot("binance", "BTCUSDT", last_id, bids, (("101", "1"),), 0, -1, **kw)  # type: ignore[arg-type]
+    asks = (("101", "1"),)
+    return DepthSnapshot("binance", "BTCUSDT", last_id, bids, asks, 0, -1, checksum=checksum)
 
 
 BAD = (("x", "1"),)
@@ -156,17 +157,17 @@ def book(conns: tuple[int, ...] = (0, 1), checksum: bool = False) -> SequencedBo
     return arb
 
 
-def awaiting(**kw: object) -> SequencedBook:
+def awaiting(conns: tuple[int, ...] = (0, 1), checksum: bool = False) -> SequencedBook:
     """AWAITING_SNAPSHOT, update 11 buffered."""
-    arb = book(**kw)  # type: ignore[arg-type]
+    arb = book(conns, checksum)
     arb.on_diff(diff(11, 11), 0)
     assert arb.sync is Sync.AWAITING_SNAPSHOT
     return arb
 
 
-def synced(**kw: object) -> SequencedBook:
+def synced(conns: tuple[int, ...] = (0, 1), checksum: bool = False) -> SequencedBook:
     """SYNCED at id 11, LIVE."""
-    arb = awaiting(**kw)
+    arb = awaiting(conns, checksum)
     arb.on_snapshot(snap(10), 0)
     assert (arb.sync, arb.state, arb.applied_id) == (Sync.SYNCED, St.LIVE, 11)
     return arb

@@ -140,7 +140,7 @@ def test_a_bad_level_in_a_delta_asks_for_a_resync() -> None:
 def test_a_bad_snapshot_voids_the_book_until_a_delta_asks_for_a_resync() -> None:
     sub = in_state(S.LIVE)
     assert sub.on_snapshot(1, 3, 1003, [("nan?", "1")], []) == (A.BAD_LEVEL, A.DISCARD)
-    assert sub.state is S.VOID and not sub.synced
+    assert (sub.state, sub.synced) == (S.VOID, False)
     assert sub.problem.startswith("bad level in snapshot")
     assert sub.on_delta(1, 4, 1004, [], []) == (A.GAP, A.ASK_RESYNC)
     assert sub.state is S.RESYNCING and sub.status is SymbolState.RESYNCING
@@ -159,8 +159,7 @@ def test_snapshot_order_is_checked_only_when_strict(strict: bool) -> None:
 def test_status_and_disconnection() -> None:
     sub = in_state(S.LIVE)
     sub.on_status(SymbolState.LIVE, "snapshot applied")
-    assert (sub.status, sub.reason) == (SymbolState.LIVE, "snapshot applied")
-    assert sub.state is S.LIVE
+    assert (sub.status, sub.reason, sub.state) == (SymbolState.LIVE, "snapshot applied", S.LIVE)
     assert sub.on_disconnected("gateway connection lost") == (A.DISCARD,)
     assert sub.state is S.AWAITING_SNAPSHOT and not sub.synced
     assert (sub.status, sub.reason) == (SymbolState.STALE, "gateway connection lost")
@@ -171,7 +170,7 @@ def test_a_detached_book_is_kept_at_its_position_and_recovered_or_discarded() ->
     sub = in_state(S.LIVE)
     sub.on_delta(1, 1, 1001, [("98", "1")], [])
     assert sub.on_disconnected("lost", keep=True) == ()
-    assert sub.state is S.DETACHED and not sub.synced and sub.status is SymbolState.STALE
+    assert (sub.state, sub.synced, sub.status) == (S.DETACHED, False, SymbolState.STALE)
     assert (sub.epoch, sub.seq) == (1, 1) and sub.book.bid_count == 3
     assert sub.on_recovery(True) == (A.BOOK_RECOVERED,)
     assert sub.on_delta(1, 2, 1002, [("97", "1")], []) == (A.BOOK_UPDATED,)

@@ -9,7 +9,7 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Self
 
 import msgspec
@@ -76,8 +76,8 @@ class FakeView:
     def delta(
         self,
         key: str,
-        bids: list[Level] = (),  # type: ignore[assignment]
-        asks: list[Level] = (),  # type: ignore[assignment]
+        bids: Sequence[Level] = (),
+        asks: Sequence[Level] = (),
         *,
         recv_ns: int = 0,
         event_ms: int | None = None,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -72,7 +73,7 @@ async def test_it_flushes_while_running_and_on_cancel(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("first_batch", ["being written", "waiting for the worker thread"])
 async def test_a_batch_handed_to_the_worker_when_cancelled_is_written_before_the_last(
-    tmp_path: Path, first_batch: str
+    tmp_path: Path, first_batch: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled after a batch was handed to the worker thread, while the thread writes it or
     before the thread got to it (busy, or not yet scheduled on a loaded machine): that batch
@@ -87,11 +88,11 @@ async def test_a_batch_handed_to_the_worker_when_cancelled_is_written_before_the
         worker_held.set()
         assert final_handed_over.wait(10), "the final write was never handed over"
 
-    def held_then(fn: Any, *args: Any) -> Any:
+    def held_then(fn: Callable[..., object], *args: object) -> object:
         hold_the_worker()
         return fn(*args)
 
-    def watched_submit(fn: Any, *args: Any) -> Any:
+    def watched_submit(fn: Callable[..., object], *args: object) -> Future[object]:
         if args[-1] is True:
             final_handed_over.set()
         elif not worker_held.is_set() and first_batch == "being written":
@@ -100,7 +101,7 @@ async def test_a_batch_handed_to_the_worker_when_cancelled_is_written_before_the
             submit(hold_the_worker)
         return submit(fn, *args)
 
-    writer._writer.submit = watched_submit  # type: ignore[method-assign]
+    monkeypatch.setattr(writer._writer, "submit", watched_submit)
 
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(writer.run())
@@ -114,7 +115,9 @@ async def test_a_batch_handed_to_the_worker_when_cancelled_is_written_before_the
     assert writer.stats.written == 2 and writer.stats.dropped == 0 and not writer.stats.failed
 
 
-async def test_a_second_cancellation_stops_the_waiting_not_the_writing(tmp_path: Path) -> None:
+async def test_a_second_cancellation_stops_the_waiting_not_the_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Cancelled again while its final write waits for the worker thread: ``run`` returns at
     once, and the thread still writes the final batch and closes the file."""
     writer = CaptureWriter(tmp_path, flush_s=60)
@@ -122,13 +125,13 @@ async def test_a_second_cancellation_stops_the_waiting_not_the_writing(tmp_path:
     submit = writer._writer.submit
     final_handed_over = asyncio.Event()
 
-    def watched_submit(fn: Any, *args: Any) -> Any:
+    def watched_submit(fn: Callable[..., object], *args: object) -> Future[object]:
         if args[-1] is True:
             submit(worker_released.wait, 10)
             final_handed_over.set()
         return submit(fn, *args)
 
-    writer._writer.submit = watched_submit  # type: ignore[method-assign]
+    monkeypatch.setattr(writer._writer, "submit", watched_submit)
     async with asyncio.TaskGroup() as tasks, asyncio.timeout(10):
         task = tasks.create_task(writer.run())
         writer.record_frame(0, b"first", 1)

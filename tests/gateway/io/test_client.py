@@ -27,6 +27,7 @@ from gateway.io.client import (
     subscribe,
 )
 from gateway.io.fanout import Fanout
+from gateway.wire.protocol import WireFormat
 from tests.harness import wait_until
 
 from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving, start_serving, trade
@@ -108,13 +109,15 @@ def status_of(symbol: str) -> Callable[[Event], bool]:
 
 
 @pytest.mark.parametrize("wire_format", ["json", "msgpack"])
-async def test_client_yields_consistent_books_and_recovers_from_a_gap(wire_format: str) -> None:
+async def test_client_yields_consistent_books_and_recovers_from_a_gap(
+    wire_format: WireFormat,
+) -> None:
     view, fanout = live_fanout(BIDS, ASKS)
     async with serving(fanout), asyncio.TaskGroup() as tasks:
         client = GatewayClient(
             f"ws://127.0.0.1:{fanout.port}/",
             [KEY, KEY2],
-            wire_format=wire_format,  # type: ignore[arg-type]
+            wire_format=wire_format,
         )
         consumer = Consumer(client, view)
         task = tasks.create_task(consumer.run())

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Frame, Opcode
 
 from gateway.core.book import L2Book
-from gateway.core.model import SymbolState
+from gateway.core.model import Side, SymbolState
 from gateway.io import fanout as fanout_module
 from gateway.io.fanout import Fanout, build_frame
 from gateway.wire.config import ServerConfig
@@ -245,7 +245,7 @@ async def test_channels_formats_requests_and_errors() -> None:
         assert isinstance(raw, bytes)  # binary frame
         tm = decode_server_message(raw)
         assert tm == TradeMsg(
-            KEY, 77, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5, fanout.trade_epoch, 1
+            KEY, 77, "100.5", "0.1", Side.BUY, 1_700_000_000_000, 0, 5, fanout.trade_epoch, 1
         )
         bbo = decode_server_message(await ws.recv())
         assert bbo == Bbo(KEY, 1, 2, ("100.00", "1"), ("100.40", "2"), None, 0, 5)
@@ -388,10 +388,9 @@ async def test_slow_subscriber_is_disconnected_with_1008(rule: str) -> None:
     now_s = 100.0  # the policy's clock, driven here
 
     if rule == "conflations":
-        limits = {"max_conflations": 0, "max_behind_s": 60.0}
+        server = ServerConfig(max_buffer_bytes=16 * 1024, max_conflations=0, max_behind_s=60.0)
     else:
-        limits = {"max_conflations": 100, "max_behind_s": 5.0}
-    server = ServerConfig(max_buffer_bytes=16 * 1024, **limits)
+        server = ServerConfig(max_buffer_bytes=16 * 1024, max_conflations=100, max_behind_s=5.0)
     fanout = Fanout(view, server, close_timeout_s=30, clock_s=lambda: now_s)
     fanout.publish(view.reset(KEY, BIDS, ASKS))
     async with serving(fanout):
@@ -456,7 +455,16 @@ async def test_a_subscriber_failing_in_publish_is_closed_with_1011_and_nobody_el
                     await client.message()  # subscribed, status, snapshot
             fanout.publish([trade(KEY, 2**64), view.delta(KEY, bids=[("99.90", "1")])])
             assert await plain.message() == TradeMsg(
-                KEY, 2**64, "100.5", "0.1", "buy", 1_700_000_000_000, 0, 5, fanout.trade_epoch, 1
+                KEY,
+                2**64,
+                "100.5",
+                "0.1",
+                Side.BUY,
+                1_700_000_000_000,
+                0,
+                5,
+                fanout.trade_epoch,
+                1,
             )
             delta = await plain.message()
             assert isinstance(delta, Delta) and delta.seq == 1

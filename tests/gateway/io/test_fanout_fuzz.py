@@ -58,7 +58,7 @@ HUGE_INTS = st.sampled_from(
     [2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 2**100, -(2**63) - 1, -1, 0]
 )
 INTS = st.one_of(st.integers(), HUGE_INTS, st.integers(min_value=1, max_value=MAX_DEPTH + 1))
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 SYMBOLS = st.one_of(
     st.sampled_from([KEY, KEY2, "nowhere:XYZ", "binance:" + "B" * 70, "", ":", "a:b:c"]),
     TEXT,

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from gateway.io.fanout import Fanout
 from gateway.io.health import HttpAnswer
@@ -54,17 +55,23 @@ async def http_get(
     return int(head.split()[1]), head, body
 
 
-async def refused_status(url: str, **options: object) -> int:
-    """The HTTP status a WebSocket handshake to ``url`` is refused with."""
+async def refused_status(
+    url: str, origin: Origin | None = None, additional_headers: dict[str, str] | None = None
+) -> int:
+    """The HTTP status a WebSocket handshake to ``url`` (with an Origin header, other
+    headers) is refused with."""
     with pytest.raises(InvalidStatus) as info:
-        async with connect(url, **options):  # type: ignore[arg-type]
+        async with connect(url, origin=origin, additional_headers=additional_headers):
             pass
     return info.value.response.status_code
 
 
-async def subscribed(url: str, **options: object) -> bool:
-    """Whether a WebSocket client can connect to ``url`` and subscribe."""
-    async with connect(url, **options) as ws:  # type: ignore[arg-type]
+async def subscribed(
+    url: str, origin: Origin | None = None, additional_headers: dict[str, str] | None = None
+) -> bool:
+    """Whether a WebSocket client can connect to ``url`` (with an Origin header, other
+    headers) and subscribe."""
+    async with connect(url, origin=origin, additional_headers=additional_headers) as ws:
         await ws.send('{"op":"subscribe","symbols":["binance:BTCUSDT"]}')
         reply = decode_server_message(await ws.recv())
         return isinstance(reply, Subscribed) and reply.symbols == [KEY]
@@ -105,9 +112,9 @@ async def test_browsers_from_origins_not_listed_are_refused_with_403() -> None:
     _view, fanout = live_fanout(BIDS, ASKS, allowed_origins=["https://desk.example"])
     async with serving(fanout):
         url = f"ws://127.0.0.1:{fanout.port}/"
-        assert await refused_status(url, origin="https://evil.example") == 403
-        assert await refused_status(url, origin="https://desk.example:444") == 403
-        assert await subscribed(url, origin="https://desk.example")
+        assert await refused_status(url, origin=Origin("https://evil.example")) == 403
+        assert await refused_status(url, origin=Origin("https://desk.example:444")) == 403
+        assert await subscribed(url, origin=Origin("https://desk.example"))
         assert await subscribed(url)  # no Origin: not a browser
         status, _, _ = await http_get(fanout.port, "/healthz", {"Origin": "null"})
         assert status == 403
@@ -117,7 +124,7 @@ async def test_browsers_from_origins_not_listed_are_refused_with_403() -> None:
     _view, fanout = live_fanout(BIDS, ASKS)
     async with serving(fanout):
         url = f"ws://127.0.0.1:{fanout.port}/"
-        assert await refused_status(url, origin="http://127.0.0.1:3000") == 403
+        assert await refused_status(url, origin=Origin("http://127.0.0.1:3000")) == 403
         assert await subscribed(url)
 
 
@@ -168,7 +175,7 @@ async def test_allowed_hosts_configured_are_the_only_ones() -> None:
     _view, fanout = live_fanout(BIDS, ASKS, allowed_hosts=["gw-1.desk.internal"])
     async with serving(fanout):
         port = fanout.port
-        assert fanout.allowed_hosts == {"gw-1.desk.internal"}
+        assert fanout.allowed_hosts == frozenset({"gw-1.desk.internal"})
         status, _, _ = await http_get(port, "/healthz", hosts=(f"GW-1.desk.internal:{port}",))
         assert status == 200
         status, _, _ = await http_get(port, "/healthz", hosts=("localhost",))

@@ -61,6 +61,7 @@ def runtime() -> tuple[VenueRuntime, list[GatewayEvent]]:
 
 def test_bad_frames_are_counted_and_never_touch_the_book() -> None:
     venue, published = runtime()
+    assert venue.fetcher is not None
     venue.on_frame(0, depth(10, 11), 1)
     assert venue.fetcher._queued == {"BTCUSDT"}, "the first diff asks for a snapshot"
     venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (), 1, -1), 1)
@@ -124,7 +125,8 @@ def test_trades_on_their_own_endpoint_get_connections_the_books_do_not_count() -
     for conn_id in urls:
         venue.on_state(conn_id, True)
     book = venue.books["binance-usdm:BTCUSDT"]
-    assert set(book._conn_high) == {0, 1}  # type: ignore[attr-defined]
+    assert isinstance(book, SequencedBook)
+    assert set(book._conn_high) == {0, 1}
     trade = (
         b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":5,'
         b'"p":"1.0","q":"2.0","f":1,"l":2,"T":1,"m":true}}'
@@ -232,6 +234,7 @@ def test_the_configured_cap_bounds_the_book_and_an_oversized_frame_is_refused() 
 
 def test_a_crossing_frame_is_not_published_and_asks_for_a_snapshot() -> None:
     venue, published = runtime()
+    assert venue.fetcher is not None
     venue.on_frame(0, depth(10, 11), 1)
     venue.on_snapshot(
         DepthSnapshot("binance", "BTCUSDT", 11, (("99.0", "2"),), (("101.0", "1"),), 1, -1), 1
@@ -284,7 +287,8 @@ def test_symbols_are_sharded_within_the_stream_limit_on_every_endpoint() -> None
     for conn_id in venue.connections:
         venue.on_state(conn_id, True)
     book = venue.books["binance-usdm:S000USDT"]
-    assert set(book._conn_high) == {c for c, s in books.items() if "S000USDT" in s}  # type: ignore[attr-defined]
+    assert isinstance(book, SequencedBook)
+    assert set(book._conn_high) == {c for c, s in books.items() if "S000USDT" in s}
 
 
 def test_venues_of_one_limit_group_share_their_budgets() -> None:
@@ -347,7 +351,8 @@ def test_each_planned_connection_is_a_slot_and_its_renewal_carries_the_same_shar
     venue.on_state(new, True)
     inside, outside = venue.books[f"binance-usdm:{shard[0]}"], venue.books["binance-usdm:S400USDT"]
     assert "S400USDT" not in shard
-    assert new in inside._conn_high and new not in outside._conn_high  # type: ignore[attr-defined]
+    assert isinstance(inside, SequencedBook) and isinstance(outside, SequencedBook)
+    assert new in inside._conn_high and new not in outside._conn_high
     # Closed for good (renewed): the pipeline forgets the old connection's shard.
     venue._stop(old)
     assert old not in venue.connections and old not in venue.pipeline._conn_keys

@@ -84,10 +84,11 @@ async def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gatew
             for key in KEYS:
                 row = next(line for line in lines if line.startswith(f"{key} "))
                 book = service.books[key].book
-                (bid_px, bid_qty), (ask_px, ask_qty) = book.best_bid(), book.best_ask()
+                best_bid, best_ask = book.best_bid(), book.best_ask()
+                assert best_bid is not None and best_ask is not None
                 cells = row.split()
                 assert cells[1] == "live"
-                assert cells[2:6] == [bid_px, bid_qty, ask_px, ask_qty], row
+                assert cells[2:6] == [*best_bid, *best_ask], row
             endpoints = lines[lines.index("Upstream endpoints") + 3 : lines.index("Subscribers")]
             assert [line.split()[:2] for line in endpoints] == [["0", "binance"], ["1", "binance"]]
             assert all(" up " in line and "ws://127.0.0.1:" in line for line in endpoints)

@@ -298,7 +298,9 @@ def test_allowed_hosts_default_to_loopback_names_on_loopback_and_any_beyond() ->
     assert allowed_host_names("0.0.0.0", None) is None
     assert allowed_host_names("gw-1.desk.internal", None) is None
     # Configured, they are the only ones, beyond loopback too.
-    assert allowed_host_names("0.0.0.0", ["GW.Example.", "[::1]"]) == {"gw.example", "::1"}
+    assert allowed_host_names("0.0.0.0", ["GW.Example.", "[::1]"]) == frozenset(
+        {"gw.example", "::1"}
+    )
     assert allowed_host_names("127.0.0.1", []) == frozenset()
 
 

@@ -29,7 +29,9 @@ SERVER_MESSAGES: list[p.ServerMessage] = [
     p.Subscribed([KEY, "okx:BTC-USDT-SWAP"], ["book", "bbo"]),
     p.Subscribed([KEY], ["trade"], "gw-1", [], [KEY], {KEY: p.StreamPosition(5, 2)}),
     p.Unsubscribed([KEY]),
-    p.Symbols([p.SymbolInfo(KEY, SymbolState.LIVE), p.SymbolInfo("kraken:BTC/USD", "stale")]),
+    p.Symbols(
+        [p.SymbolInfo(KEY, SymbolState.LIVE), p.SymbolInfo("kraken:BTC/USD", SymbolState.STALE)]
+    ),
     p.Pong(7),
     p.Pong("abc"),
     p.Pong(),
