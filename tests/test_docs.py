@@ -180,12 +180,12 @@ def test_architecture_names_every_state_table_with_its_states() -> None:
     tables = state_tables()
     assert len(tables) >= 10
     documented: dict[tuple[str, str], list[str]] = {}
-    for _, where, states in table_rows(ARCHITECTURE.read_text(), "| machine |"):
+    for _, where, documented_states in table_rows(ARCHITECTURE.read_text(), "| machine |"):
         path, name = CODE.findall(where)
         # A state may be explained in parentheses after its name.
-        names = re.sub(r"\s*\([^)]*\)", "", states)
+        names = re.sub(r"\s*\([^)]*\)", "", documented_states)
         documented[(path, name)] = [s.strip() for s in names.split(",")]
     assert set(tables) - set(documented) == set(), "state tables missing in architecture.md"
     assert set(documented) - set(tables) == set(), "documented state tables that are not"
-    for key, states in tables.items():
-        assert documented[key] == state_names(states), key
+    for key, state_enum in tables.items():
+        assert documented[key] == state_names(state_enum), key
