@@ -3,6 +3,7 @@ a book against them, for arbiter tests."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -199,3 +200,8 @@ class Run:
             truth = self.truth(arb)
             assert arb.book.normalized() == truth.book_at_id(arb.applied_id), "live but wrong"
             self.live_checks += 1
+
+
+def crc(book: L2Book) -> int:
+    """A stand-in checksum for replicated books: the CRC32 of the book's normalized levels."""
+    return zlib.crc32(repr(book.normalized()).encode())

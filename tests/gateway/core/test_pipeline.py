@@ -8,7 +8,6 @@ test states exactly which events a frame carries; the arbiters are the real ones
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +17,6 @@ import pytest
 from feeds.binance import BinanceSpotRule
 from gateway.core.activity import ActivityLimits
 from gateway.core.arbiter import ArbiterLimits, Checksum, SymbolArbiter
-from gateway.core.book import L2Book
 from gateway.core.model import (
     BookDelta,
     BookReset,
@@ -50,6 +48,8 @@ from gateway.core.pipeline import (
 )
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook
+
+from .arbiter_streams import crc
 
 WINDOW_NS = 1_000
 LIMITS = ArbiterLimits(reorder_window_ns=WINDOW_NS)
@@ -108,10 +108,6 @@ class FakeVenue:
         if self.unsequenced:
             return ReplicatedBook(key)
         return SequencedBook(key, BinanceSpotRule(), limits)
-
-
-def crc(book: L2Book) -> int:
-    return zlib.crc32(repr(book.normalized()).encode())
 
 
 def diff(symbol: str, first: int, last: int, conn: int = 0, venue: str = "seq") -> DepthDiff:

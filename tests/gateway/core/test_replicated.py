@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 
 from gateway.core.arbiter import ConnectionSequenceChecker
@@ -20,11 +19,9 @@ from gateway.core.model import (
 )
 from gateway.core.replicated import ReplicaState, ReplicatedBook
 
+from .arbiter_streams import crc
+
 KEY = "kraken:BTC/USD"
-
-
-def crc(book: L2Book) -> int:
-    return zlib.crc32(repr(book.normalized()).encode())
 
 
 def snap(

@@ -13,8 +13,6 @@ Invariants after every step:
 
 from __future__ import annotations
 
-import zlib
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,13 +27,9 @@ from gateway.core.model import (
 )
 from gateway.core.replicated import ReplicatedBook
 
-from .arbiter_streams import BID_PRICES, make_stream
+from .arbiter_streams import BID_PRICES, crc, make_stream
 
 KEY = "kraken:BTC/USD"
-
-
-def crc(book: L2Book) -> int:
-    return zlib.crc32(repr(book.normalized()).encode())
 
 
 change = st.tuples(

@@ -8,13 +8,10 @@ causes the row's event (the new state and the published events are the row's).
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.book import L2Book
 from gateway.core.model import (
     ArbiterEvent,
     BookCrossed,
@@ -36,6 +33,7 @@ from gateway.core.sequenced import (
 )
 from gateway.core.transitions import UndefinedTransition
 
+from .arbiter_streams import crc
 from .state_tables import Scenario, drive_row, specify
 
 KEY = "binance:BTCUSDT"
@@ -120,10 +118,6 @@ def test_an_undefined_event_in_a_real_book_raises() -> None:
 
 
 # --- driving a real book into each row ------------------------------------------------------
-
-
-def crc(book: L2Book) -> int:
-    return zlib.crc32(repr(book.normalized()).encode())
 
 
 def diff(first: int, last: int, conn: int = 0, checksum: int | None = None) -> DepthDiff:
