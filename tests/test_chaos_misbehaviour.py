@@ -23,7 +23,7 @@ from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot, SimOkx, SimVenue
 from feeds.sim.venue import default_mid
 from gateway.core.model import SymbolState
-from gateway.io.client import BookEvent, Event, StatusEvent
+from gateway.io.client import BookEvent, ClientState, Event, StatusEvent
 from gateway.tools.demo import DEMO_VENUES, demo_config
 
 from .subscriber import serving
@@ -94,7 +94,7 @@ class Seen:
     clean_key: str
     live_books: list[Normalized] = dataclasses.field(default_factory=list)
     odd_numbers: set[str] = dataclasses.field(default_factory=set)
-    clean_states: list[SymbolState] = dataclasses.field(default_factory=list)
+    clean_states: list[ClientState] = dataclasses.field(default_factory=list)
     clean_id: int = 0
 
     def keep(self, event: Event) -> None:

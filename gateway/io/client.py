@@ -74,6 +74,7 @@ from gateway.wire.client_session import (
     Book,
     BookEvent,
     ClientSession,
+    ClientState,
     ClientStats,
     Event,
     GatewayError,
@@ -83,13 +84,14 @@ from gateway.wire.client_session import (
     Step,
     TradeEvent,
 )
-from gateway.wire.protocol import Channel, WireFormat, encode_json
+from gateway.wire.protocol import Channel, UnknownValue, WireFormat, encode_json
 
 __all__ = [
     "BboEvent",
     "Book",
     "BookEvent",
     "Channel",
+    "ClientState",
     "ClientStats",
     "Event",
     "GatewayClient",
@@ -101,6 +103,7 @@ __all__ = [
     "StatusEvent",
     "SymbolState",
     "TradeEvent",
+    "UnknownValue",
     "connect_gateway",
     "next_step",
     "subscribe",

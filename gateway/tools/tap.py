@@ -68,8 +68,9 @@ from gateway.wire.protocol import (
     Snapshot,
     Status,
     Subscribe,
-    decode_server_message,
+    UnknownMessage,
     encode_json,
+    read_server_message,
 )
 
 DEFAULT_OPEN_TIMEOUT_S: Final = 5.0
@@ -146,7 +147,8 @@ class TapReport(msgspec.Struct, kw_only=True):
     epoch: int | None = None
     #: Venue update id of the last snapshot or delta; null before the first one.
     last_id: int | None = None
-    #: The symbol's last ``status`` state (``syncing``, ``live``...); null before any.
+    #: The symbol's last ``status`` state (``syncing``, ``live``...; ``unknown (VALUE)``
+    #: for a later gateway's state this tap does not know); null before any.
     status: str | None = None
     statuses: int = 0
     #: Snapshots whose epoch differs from the previous snapshot's.
@@ -161,6 +163,8 @@ class TapReport(msgspec.Struct, kw_only=True):
     ignored_deltas: int = 0
     #: Gateway messages that could not be decoded.
     bad_messages: int = 0
+    #: Messages of a type this tap does not know (a later gateway's), ignored.
+    unknown_messages: int = 0
     #: ``error`` replies that did not end the tap (e.g. ``not_subscribed``).
     errors: int = 0
     #: Why the connection ended before the tap did; null when the tap ended it.
@@ -218,9 +222,12 @@ class Tap:
         gateway refuses the subscription."""
         self.counts.messages += 1
         try:
-            msg = decode_server_message(data)
+            msg = read_server_message(data)
         except ProtocolError:
             self.counts.bad_messages += 1
+            return None
+        if isinstance(msg, UnknownMessage):
+            self.counts.unknown_messages += 1
             return None
         return self.on_message(msg, recv_ns)
 
@@ -235,7 +242,7 @@ class Tap:
         if isinstance(msg, Status):
             if msg.symbol == self.symbol:
                 counts.statuses += 1
-                counts.status = str(msg.state)
+                counts.status = str(msg.typed_state)
             return None
         if isinstance(msg, Snapshot):
             if msg.symbol == self.symbol:
@@ -396,7 +403,7 @@ def render_text(report: TapReport, out: TextIO) -> None:
         f"  statuses {report.statuses}  status {report.status or '-'}",
         f"  gaps {report.gaps}  resyncs {report.resyncs}  epoch changes {report.epoch_changes}"
         f"  crossed {report.crossed}  bad levels {report.bad_levels}"
-        f"  bad messages {report.bad_messages}",
+        f"  bad messages {report.bad_messages}  unknown messages {report.unknown_messages}",
         f"  epoch {_or_dash(report.epoch)}  last seq {_or_dash(report.last_seq)}"
         f"  last id {_or_dash(report.last_id)}",
     ]

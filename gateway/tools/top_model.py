@@ -33,6 +33,8 @@ from gateway.tools.view import (
     size,
     subscribers_data,
 )
+from gateway.wire.client_session import ClientState
+from gateway.wire.protocol import members, typed_value
 
 Labels = tuple[tuple[str, str], ...]
 #: Sample name → labels (sorted pairs) → value.
@@ -60,14 +62,16 @@ def parse_metrics(text: str) -> Samples:
     return dict(samples)
 
 
-_STATES = frozenset(state.value for state in SymbolState)
+_STATES = members(SymbolState)
 
 
 def _symbol_entry(entry: object) -> bool:
+    """A symbol and its state: any string, a later gateway's states too (shown as
+    unknown)."""
     return (
         isinstance(entry, dict)
         and isinstance(entry.get("symbol"), str)
-        and entry.get("state") in _STATES
+        and isinstance(entry.get("state"), str)
     )
 
 
@@ -89,7 +93,7 @@ def check_health(document: object) -> Mapping[str, Any]:
 class Top:
     """A symbol's top of book and status from the WebSocket (None: not received)."""
 
-    state: SymbolState | None = None
+    state: ClientState | None = None
     reason: str = ""
     bid: Level | None = None
     ask: Level | None = None
@@ -181,7 +185,7 @@ def book_rows(
     for entry in health.get("symbols", []):
         key = str(entry["symbol"])
         top = tops.get(key, Top())
-        state = top.state if top.state is not None else SymbolState(entry["state"])
+        state = top.state if top.state is not None else typed_value(_STATES, entry["state"])
         reason = top.reason if top.state is not None else reasons.get(key, "")
         venue, _, symbol = key.partition(":")
         labels = (venue, symbol)

@@ -29,7 +29,7 @@ from rich.text import Text
 
 from gateway.core.model import Level, SymbolState
 from gateway.io.fanout import SubscriberStats
-from gateway.wire.client_session import spread_of
+from gateway.wire.client_session import ClientState, spread_of
 
 if TYPE_CHECKING:
     from gateway.io.service import Service
@@ -52,7 +52,8 @@ class BookRow:
     """One symbol's line. None: not known to this view (its column is not drawn)."""
 
     symbol: str
-    state: SymbolState
+    #: An UnknownValue: a later gateway's state, shown as ``unknown (VALUE)``.
+    state: ClientState
     bid: Level | None
     ask: Level | None
     position: tuple[int, int] | None = None
@@ -137,8 +138,14 @@ def _spread(bid: Level | None, ask: Level | None) -> str:
     return "-" if spread is None else str(spread)
 
 
-def _state(state: SymbolState) -> Text:
-    return Text(state.value, style=STATE_STYLE.get(state, ""))
+#: A state this view does not know (a later gateway's): not live.
+UNKNOWN_STATE_STYLE = "bold red"
+
+
+def _state(state: ClientState) -> Text:
+    if isinstance(state, SymbolState):
+        return Text(state.value, style=STATE_STYLE.get(state, ""))
+    return Text(str(state), style=UNKNOWN_STATE_STYLE)
 
 
 # --- tables -----------------------------------------------------------------------------------

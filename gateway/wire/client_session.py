@@ -28,6 +28,20 @@ the Unix epoch):
 * :class:`RetryEvent`: the gateway refused a ``resync`` (or the ``subscribe``) as
   ``rate_limited``; it is sent again after ``delay_s``.
 
+Values of a later gateway (``docs/protocol.md``, Unknown values), each counted in
+:class:`ClientStats` and logged (the first time per value or type):
+
+* a ``status`` whose ``state`` this client does not know: the symbol's state is an
+  :class:`~gateway.wire.protocol.UnknownValue` holding it (in :class:`StatusEvent` and
+  :class:`BookEvent`), never ``live``, until the gateway's next known state. The book
+  goes on (its seqs are still checked), as under a ``stale`` status;
+* a ``trade`` with an unknown ``side``: yielded, its ``side`` an ``UnknownValue``: the
+  trade happened, and dropping it would hide its volume and skip a trade ``seq``;
+* an ``error`` with an unknown ``code``: while the ``subscribe`` awaits its answer, the
+  subscription was refused (:class:`GatewayError`, with the code as sent, as for the
+  known refusals); afterwards a warning with the code;
+* a message of an unknown ``type``: ignored.
+
 Recovery (``recover``, on by default): when the connection is lost, a live full-depth
 book is kept at its ``(epoch, seq)``, and the trade stream at the ``(epoch, seq)`` of its
 last trade (or where the gateway said it started); the next connection's ``subscribe``
@@ -77,11 +91,19 @@ from gateway.wire.protocol import (
     Subscribe,
     Subscribed,
     TradeMsg,
+    UnknownMessage,
+    UnknownValue,
     WireFormat,
-    decode_server_message,
+    read_server_message,
 )
 
 CHANNELS: Final[tuple[Channel, ...]] = ("book", "bbo", "trade")
+#: A symbol's state as the client tells it: the gateway's, or a later gateway's state
+#: this client does not know (never ``live``).
+ClientState = SymbolState | UnknownValue
+#: Unknown values and message types remembered to log the first of each; beyond it,
+#: they are counted only.
+MAX_UNKNOWN_REMEMBERED: Final = 64
 _TWO: Final = Decimal(2)
 
 
@@ -207,17 +229,19 @@ class BookEvent(msgspec.Struct, frozen=True):
     """A snapshot (``kind`` ``"snapshot"``: the book was replaced) or a delta (``"delta"``;
     its ``seq`` is always the previous book event's + 1 in the same epoch) was applied.
     ``book`` is consistent at ``(epoch, seq)`` now, and moves on with the next messages.
-    ``state`` is the symbol's state (see :class:`StatusEvent`); ``venue_id`` the venue's
-    last update id the book reflects. For a delta: ``event_ms`` (the venue's event time,
-    None when the venue sends none), ``gateway_recv_ns`` and ``gateway_send_ns`` (0 for a
-    snapshot), and ``recovered`` (re-sent from the gateway's recovery ring)."""
+    ``state`` is the symbol's state (see :class:`StatusEvent`: an
+    :class:`~gateway.wire.protocol.UnknownValue` is a later gateway's state, not
+    ``live``); ``venue_id`` the venue's last update id the book reflects. For a delta:
+    ``event_ms`` (the venue's event time, None when the venue sends none),
+    ``gateway_recv_ns`` and ``gateway_send_ns`` (0 for a snapshot), and ``recovered``
+    (re-sent from the gateway's recovery ring)."""
 
     symbol: str
     kind: BookEventKind
     epoch: int
     seq: int
     venue_id: int
-    state: SymbolState
+    state: ClientState
     book: Book
     recv_ns: int
     event_ms: int | None = None
@@ -250,10 +274,12 @@ class BboEvent(msgspec.Struct, frozen=True):
 
 
 class TradeEvent(msgspec.Struct, frozen=True):
-    """One trade; ``side`` is the aggressor's, ``ts_ms`` the venue's trade time (ms since
-    the Unix epoch), ``price``/``qty`` the venue's decimal strings. ``(epoch, seq)``: its
-    position in the symbol's trade stream (0 from a gateway that numbers none);
-    ``recovered``: re-sent from the gateway's trade ring after a reconnection."""
+    """One trade; ``side`` is the aggressor's (an
+    :class:`~gateway.wire.protocol.UnknownValue` when a later gateway sent a side this
+    client does not know), ``ts_ms`` the venue's trade time (ms since the Unix epoch),
+    ``price``/``qty`` the venue's decimal strings. ``(epoch, seq)``: its position in the
+    symbol's trade stream (0 from a gateway that numbers none); ``recovered``: re-sent
+    from the gateway's trade ring after a reconnection."""
 
     kind: ClassVar[Literal["trade"]] = "trade"
 
@@ -261,7 +287,7 @@ class TradeEvent(msgspec.Struct, frozen=True):
     trade_id: int
     price: str
     qty: str
-    side: Side
+    side: Side | UnknownValue
     ts_ms: int
     recv_ns: int
     gateway_recv_ns: int = 0
@@ -275,12 +301,15 @@ class StatusEvent(msgspec.Struct, frozen=True):
     """The symbol's ``state`` or ``reason`` changed. ``state`` is the gateway's
     (``syncing``, ``live``, ``resyncing``, ``stale``; see ``docs/protocol.md``), or
     ``resyncing`` while the client rebuilds its book after a gap and ``stale`` while it
-    is disconnected from every gateway; ``reason`` says why."""
+    is disconnected from every gateway; ``reason`` says why. A state of a later gateway
+    that this client does not know is an :class:`~gateway.wire.protocol.UnknownValue`
+    holding it (``str()``: ``unknown (VALUE)``): not ``live``, so do not trade on the
+    book."""
 
     kind: ClassVar[Literal["status"]] = "status"
 
     symbol: str
-    state: SymbolState
+    state: ClientState
     reason: str
     recv_ns: int
 
@@ -352,6 +381,13 @@ class ClientStats:
     trade_gaps: int = 0
     #: Requests sent again after a ``rate_limited`` refusal.
     retries: int = 0
+    #: Values and messages of a later gateway (``docs/protocol.md``, Unknown values):
+    #: statuses with an unknown state, trades with an unknown side, errors with an
+    #: unknown code, messages of an unknown type (ignored).
+    unknown_states: int = 0
+    unknown_sides: int = 0
+    unknown_error_codes: int = 0
+    unknown_messages: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -375,9 +411,9 @@ class _Symbol:
         self.sub = SubscribedBook() if with_book else None
         self.book = Book(symbol, self.sub) if self.sub is not None else None
         #: The gateway's last status (or ``stale`` once the connection is lost).
-        self.gateway_status: tuple[SymbolState, str] = (SymbolState.SYNCING, "")
+        self.gateway_status: tuple[ClientState, str] = (SymbolState.SYNCING, "")
         #: The last status yielded (None: none yet).
-        self.shown: tuple[SymbolState, str] | None = None
+        self.shown: tuple[ClientState, str] | None = None
         #: True once a snapshot was applied: ``(sub.epoch, sub.seq)`` is a position.
         self.loaded = False
         #: ``(epoch, seq)`` of the last trade received (or where the gateway said the
@@ -386,7 +422,7 @@ class _Symbol:
         #: The trade position is kept from a lost connection, for ``recover_trades``.
         self.trades_kept = False
 
-    def status(self) -> tuple[SymbolState, str]:
+    def status(self) -> tuple[ClientState, str]:
         sub = self.sub
         if sub is not None and sub.state in (BookSyncState.RESYNCING, BookSyncState.VOID):
             return SymbolState.RESYNCING, sub.problem
@@ -511,6 +547,9 @@ class ClientSession:
         #: The gateway instance of the current (or last) connection; "" before one.
         self.instance = ""
         self.stats = ClientStats()
+        #: Unknown values and types already logged, by field (at most
+        #: MAX_UNKNOWN_REMEMBERED in all).
+        self._unknown_seen: set[tuple[str, str]] = set()
         with_book = "book" in self.channels
         self._symbols = {symbol: _Symbol(symbol, with_book) for symbol in self.symbols}
 
@@ -524,7 +563,7 @@ class ClientSession:
             return None
         return sym.book
 
-    def status(self, symbol: str) -> tuple[SymbolState, str]:
+    def status(self, symbol: str) -> tuple[ClientState, str]:
         """The symbol's current state and reason, as the last :class:`StatusEvent` told."""
         return self._symbols[symbol].status()
 
@@ -588,7 +627,7 @@ class ClientSession:
         :class:`GatewayError` when the gateway refused the subscription."""
         step = Step()
         try:
-            msg = decode_server_message(data)
+            msg = read_server_message(data)
         except ProtocolError as exc:
             self.stats.bad_messages += 1
             step.warnings.append(("undecodable", f"undecodable message: {exc}"))
@@ -602,7 +641,11 @@ class ClientSession:
             elif isinstance(msg, Snapshot):
                 self._on_snapshot(sym, msg, recv_ns, step)
             elif isinstance(msg, Status):
-                sym.gateway_status = (msg.state, msg.reason)
+                state = msg.typed_state
+                if isinstance(state, UnknownValue):
+                    self.stats.unknown_states += 1
+                    self._unknown("state", state.value, "symbol state not live", step)
+                sym.gateway_status = (state, msg.reason)
                 self._show_status(msg.symbol, sym, recv_ns, step)
             elif isinstance(msg, Bbo):
                 self.stats.bbos += 1
@@ -627,16 +670,10 @@ class ClientSession:
             self._answered(None, recv_ns)
             self._on_subscribed(msg, recv_ns, step)
         elif isinstance(msg, Error):
-            if msg.code in (
-                ErrorCode.UNKNOWN_SYMBOL,
-                ErrorCode.BAD_REQUEST,
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-            ):
-                raise GatewayError(msg.code, msg.message)
-            retry_ns = recv_ns if now_ns is None else now_ns
-            if msg.code == ErrorCode.RATE_LIMITED and self._retry(msg, recv_ns, retry_ns, step):
-                return step
-            step.warnings.append((f"error {msg.code}", f"error {msg.code}: {msg.message}"))
+            self._on_error(msg, recv_ns, recv_ns if now_ns is None else now_ns, step)
+        elif isinstance(msg, UnknownMessage):  # last: the common case does not pay for it
+            self.stats.unknown_messages += 1
+            self._unknown("type", msg.type, "message of unknown type ignored", step)
         return step
 
     def on_disconnected(self, reason: str, recv_ns: int) -> Step:
@@ -705,6 +742,37 @@ class ClientSession:
                 self.stats.recovery_misses += 1
             step.events.append(RecoveryEvent(symbol, ok, sub.epoch, sub.seq, msg.instance, recv_ns))
 
+    def _on_error(self, msg: Error, recv_ns: int, now_ns: int, step: Step) -> None:
+        """Raise :class:`GatewayError` for a refused subscription, schedule a retry for a
+        ``rate_limited`` one of ours, warn of the others."""
+        code = msg.typed_code
+        if code in (
+            ErrorCode.UNKNOWN_SYMBOL,
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+        ):
+            raise GatewayError(msg.code, msg.message)
+        if isinstance(code, UnknownValue):
+            self.stats.unknown_error_codes += 1
+            if self._subscribing:  # the only request awaiting an answer: refused
+                raise GatewayError(msg.code, msg.message)
+        elif code is ErrorCode.RATE_LIMITED and self._retry(msg, recv_ns, now_ns, step):
+            return
+        step.warnings.append((f"error {msg.code}", f"error {msg.code}: {msg.message}"))
+
+    def _unknown(self, field: str, value: str, what: str, step: Step) -> None:
+        """Warn of a later gateway's ``value`` of ``field`` the first time it is seen."""
+        key = (field, value)
+        if key in self._unknown_seen or len(self._unknown_seen) >= MAX_UNKNOWN_REMEMBERED:
+            return
+        self._unknown_seen.add(key)
+        step.warnings.append(
+            (
+                f"unknown {field}",
+                f"{field} {value!r} unknown to this client (a later gateway's): {what}",
+            )
+        )
+
     def _on_trade(self, sym: _Symbol, msg: TradeMsg, recv_ns: int, step: Step) -> None:
         """Yield the trade unless it is a repeat; count a skip in the seqs."""
         at = sym.trade_at
@@ -726,13 +794,17 @@ class ClientSession:
         self.stats.trades += 1
         if msg.recovered:
             self.stats.recovered_trades += 1
+        side = msg.typed_side
+        if type(side) is UnknownValue:  # cheaper than isinstance of a Struct type, per trade
+            self.stats.unknown_sides += 1
+            self._unknown("side", side.value, "trade yielded with an unknown side", step)
         step.events.append(
             TradeEvent(
                 msg.symbol,
                 msg.id,
                 msg.price,
                 msg.qty,
-                msg.side,
+                side,
                 msg.ts_ms,
                 recv_ns,
                 msg.recv_ns,

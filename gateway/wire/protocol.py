@@ -17,6 +17,14 @@ MessagePack in binary frames.
 Unknown fields: requests are strict (one is refused as ``bad_request``); the decoders of
 gateway messages ignore them, so that a later gateway may add fields to what it sends.
 
+Unknown values: the enumerated fields of gateway messages (``status.state``,
+``symbols[].state``, ``trade.side``, ``error.code``) decode as strings, so that a value
+of a later gateway still decodes; each message has a typed accessor (``typed_state``,
+``typed_side``, ``typed_code``) that gives the enum member, or an :class:`UnknownValue`
+holding the string. The schema still lists the known values only: the gateway sends
+nothing else. A message ``type`` this version does not know is, for a client,
+an :class:`UnknownMessage` (:func:`read_server_message`), to be ignored.
+
 Book stream semantics, per symbol:
 
 * The first book message is a ``snapshot``; any later ``snapshot`` (same or new epoch)
@@ -47,8 +55,10 @@ from __future__ import annotations
 
 import enum
 import sys
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -92,6 +102,42 @@ PingId = (
 )
 
 
+#: An enumerated field's type.
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class UnknownValue(msgspec.Struct, frozen=True, gc=False):
+    """A value of an enumerated field of a gateway message that this version does not
+    know (a later gateway's): ``value`` as sent. Never sent by this gateway."""
+
+    value: str
+
+    def __str__(self) -> str:
+        return f"unknown ({self.value})"
+
+
+def members(kind: type[E]) -> Mapping[str, E]:
+    """``kind``'s members by value, for :func:`typed_value`."""
+    return {member.value: member for member in kind}
+
+
+def typed_value(known: Mapping[str, E], value: str) -> E | UnknownValue:
+    """The member of ``known`` (from :func:`members`) spelled ``value``, else an
+    :class:`UnknownValue` holding it."""
+    member = known.get(value)
+    return UnknownValue(value) if member is None else member
+
+
+def _open_enum(kind: type[enum.StrEnum]) -> msgspec.Meta:
+    """A ``str`` field that carries ``kind``'s values: its schema lists them (what the
+    gateway sends), and its decoding accepts any string (what a later gateway may send)."""
+    schema: dict[str, Any] = {"title": kind.__name__}
+    if kind.__doc__:
+        schema["description"] = kind.__doc__.strip()
+    schema["enum"] = sorted(member.value for member in kind)
+    return msgspec.Meta(extra_json_schema=schema)
+
+
 class ErrorCode(enum.StrEnum):
     """The ``code`` of an ``error`` message."""
 
@@ -107,6 +153,11 @@ class ErrorCode(enum.StrEnum):
     #: More ``subscribe``, ``resync`` and ``list`` requests than the connection's rate
     #: allows; the request was not applied (send it again later).
     RATE_LIMITED = "rate_limited"
+
+
+#: ``error.code``: an :class:`ErrorCode` value.
+WireErrorCode = Annotated[str, _open_enum(ErrorCode)]
+_ERROR_CODES: Final = members(ErrorCode)
 
 
 class CloseCode(enum.IntEnum):
@@ -230,7 +281,16 @@ Request = Subscribe | Unsubscribe | Resync | ListSymbols | Ping
 
 # --- gateway → client ---------------------------------------------------------------------
 # Every struct here ignores unknown fields (msgspec's default; never forbid_unknown_fields):
-# a later gateway may add fields without breaking older clients.
+# a later gateway may add fields without breaking older clients. Enumerated fields are
+# strings for the same reason (a later gateway may add values), read through their typed
+# accessors.
+
+#: ``status.state`` and ``symbols[].state``: a :class:`SymbolState` value.
+WireSymbolState = Annotated[str, _open_enum(SymbolState)]
+#: ``trade.side``: a :class:`Side` value.
+WireSide = Annotated[str, _open_enum(Side)]
+_SYMBOL_STATES: Final = members(SymbolState)
+_SIDES: Final = members(Side)
 
 
 class StreamPosition(msgspec.Struct, frozen=True):
@@ -289,9 +349,15 @@ class Status(msgspec.Struct, tag_field="type", tag="status", frozen=True, gc=Fal
     started)."""
 
     symbol: str
-    state: SymbolState
+    state: WireSymbolState
     reason: str
     since_ns: int = 0
+
+    @property
+    def typed_state(self) -> SymbolState | UnknownValue:
+        """``state`` as a :class:`SymbolState`, or an :class:`UnknownValue` (a later
+        gateway's state: not ``live`` for this client)."""
+        return typed_value(_SYMBOL_STATES, self.state)
 
 
 class TradeMsg(
@@ -308,13 +374,19 @@ class TradeMsg(
     id: int
     price: str
     qty: str
-    side: Side
+    side: WireSide
     ts_ms: int
     recv_ns: int = 0
     send_ns: int = 0
     epoch: int = 0
     seq: int = 0
     recovered: bool | None = None
+
+    @property
+    def typed_side(self) -> Side | UnknownValue:
+        """``side`` as a :class:`Side`, or an :class:`UnknownValue` (a later gateway's)."""
+        # typed_value inlined: once per trade. A member is a non-empty string, so true.
+        return _SIDES.get(self.side) or UnknownValue(self.side)
 
 
 class Bbo(msgspec.Struct, tag_field="type", tag="bbo", frozen=True, gc=False, omit_defaults=True):
@@ -357,7 +429,12 @@ class Unsubscribed(msgspec.Struct, tag_field="type", tag="unsubscribed", frozen=
 
 class SymbolInfo(msgspec.Struct, frozen=True):
     symbol: str
-    state: SymbolState
+    state: WireSymbolState
+
+    @property
+    def typed_state(self) -> SymbolState | UnknownValue:
+        """As :attr:`Status.typed_state`."""
+        return typed_value(_SYMBOL_STATES, self.state)
 
 
 class Symbols(msgspec.Struct, tag_field="type", tag="symbols", frozen=True):
@@ -373,14 +450,37 @@ class Pong(msgspec.Struct, tag_field="type", tag="pong", frozen=True):
 class Error(msgspec.Struct, tag_field="type", tag="error", frozen=True):
     """A request was refused; ``symbol`` names the symbol concerned, when one is."""
 
-    code: ErrorCode
+    code: WireErrorCode
     message: str
     symbol: str | None = None
+
+    @property
+    def typed_code(self) -> ErrorCode | UnknownValue:
+        """``code`` as an :class:`ErrorCode`, or an :class:`UnknownValue` (a later
+        gateway's)."""
+        return typed_value(_ERROR_CODES, self.code)
 
 
 ServerMessage = (
     Snapshot | Delta | Status | TradeMsg | Bbo | Subscribed | Unsubscribed | Symbols | Pong | Error
 )
+#: The ``type`` of every message above.
+SERVER_MESSAGE_TYPES: Final = frozenset(
+    str(cls.__struct_config__.tag) for cls in typing.get_args(ServerMessage)
+)
+
+
+class UnknownMessage(msgspec.Struct, frozen=True, gc=False):
+    """A gateway message whose ``type`` this version does not know (a later gateway's),
+    as :func:`read_server_message` gives it: a client ignores it. Never sent."""
+
+    type: str
+
+
+class _Tagged(msgspec.Struct):
+    """Any gateway message, read for its ``type`` only."""
+
+    type: str
 
 
 # --- codecs -------------------------------------------------------------------------------
@@ -396,6 +496,10 @@ SERVER_JSON_DECODER: Final[msgspec.json.Decoder[ServerMessage]] = msgspec.json.D
 SERVER_MSGPACK_DECODER: Final[msgspec.msgpack.Decoder[ServerMessage]] = msgspec.msgpack.Decoder(
     ServerMessage
 )
+_TAG_JSON_DECODER: Final = msgspec.json.Decoder(_Tagged)
+_TAG_MSGPACK_DECODER: Final = msgspec.msgpack.Decoder(_Tagged)
+#: Longest ``type`` kept in an :class:`UnknownMessage` (the rest is cut).
+MAX_UNKNOWN_TYPE_LENGTH: Final = 64
 
 #: ``encode_json(msg)``: JSON bytes (UTF-8, sent in a text frame).
 encode_json: Final = _json_encoder.encode
@@ -431,17 +535,44 @@ def decode_request(data: bytes | str, *, msgpack: bool = False) -> Request:
         raise ProtocolError(f"malformed {kind}: {exc}") from None
 
 
-def decode_server_message(data: bytes | str) -> ServerMessage:
-    """Decode one gateway message: a ``str`` (text frame) as JSON, ``bytes`` (binary frame)
-    as MessagePack. Raises :class:`ProtocolError` on anything else."""
+def read_server_message(data: bytes | str) -> ServerMessage | UnknownMessage:
+    """Decode one gateway message as a client reads it: a ``str`` (text frame) as JSON,
+    ``bytes`` (binary frame) as MessagePack; an object whose ``type`` is not one of
+    :data:`SERVER_MESSAGE_TYPES` is an :class:`UnknownMessage` (its ``type`` cut to
+    :data:`MAX_UNKNOWN_TYPE_LENGTH` characters). Raises :class:`ProtocolError` on anything
+    else (malformed, no ``type``, a known type that breaks its schema)."""
     try:
         if isinstance(data, str):
             return SERVER_JSON_DECODER.decode(data)
         return SERVER_MSGPACK_DECODER.decode(data)
     except msgspec.ValidationError as exc:
+        # Only on failure, so the common case costs nothing: is it a later type?
+        message_type = _message_type(data)
+        if message_type is not None and message_type not in SERVER_MESSAGE_TYPES:
+            return UnknownMessage(message_type[:MAX_UNKNOWN_TYPE_LENGTH])
         raise ProtocolError(f"invalid gateway message: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed gateway message: {exc}") from None
+
+
+def _message_type(data: bytes | str) -> str | None:
+    """The string ``type`` of a decodable message object, else None."""
+    try:
+        if isinstance(data, str):
+            return _TAG_JSON_DECODER.decode(data).type
+        return _TAG_MSGPACK_DECODER.decode(data).type
+    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        return None
+
+
+def decode_server_message(data: bytes | str) -> ServerMessage:
+    """Decode one gateway message as this gateway sends them: as
+    :func:`read_server_message`, but an unknown ``type`` raises :class:`ProtocolError`
+    too (the gateway's own tests hold it to the documented messages)."""
+    msg = read_server_message(data)
+    if isinstance(msg, UnknownMessage):
+        raise ProtocolError(f"invalid gateway message: unknown type {msg.type!r}")
+    return msg
 
 
 def is_zero_qty(qty: str) -> bool:

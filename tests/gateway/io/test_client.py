@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from gateway.core.model import Side, SymbolState
 from gateway.io.changes import StateChanges
 from gateway.io.client import (
     BboEvent,
     BookEvent,
+    ClientState,
     Event,
     GatewayClient,
     GatewayError,
@@ -27,7 +30,7 @@ from gateway.io.client import (
     subscribe,
 )
 from gateway.io.fanout import Fanout
-from gateway.wire.protocol import WireFormat
+from gateway.wire.protocol import UnknownValue, WireFormat
 from tests.harness import wait_until
 
 from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving, start_serving, trade
@@ -81,7 +84,7 @@ class Consumer:
             if isinstance(e, BookEvent) and e.symbol == symbol and e.kind == kind
         ]
 
-    def statuses(self, symbol: str) -> list[tuple[SymbolState, str]]:
+    def statuses(self, symbol: str) -> list[tuple[ClientState, str]]:
         return [
             (e.state, e.reason)
             for e in self.events
@@ -613,3 +616,73 @@ async def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url() -> Non
 def test_urls_other_than_websocket_ones_are_refused(urls: list[str]) -> None:
     with pytest.raises(ValueError, match="URL"):
         GatewayClient(urls, [KEY])
+
+
+async def test_a_later_gateways_values_and_message_types_keep_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A scripted later gateway (on loopback) sends a new message type, a new state, a
+    trade side and an error code this client does not know: the connection stays, the
+    symbol is not live meanwhile, each is counted and logged once; a subscribe refused
+    with an unknown code raises."""
+    later: list[dict[str, Any]] = [
+        {"type": "subscribed", "symbols": [KEY], "channels": ["book", "trade"]},
+        {"type": "status", "symbol": KEY, "state": "live", "reason": ""},
+        {"type": "snapshot", "symbol": KEY, "epoch": 1, "seq": 0, "id": 1,
+         "bids": [["100", "1"]], "asks": [["101", "1"]]},
+        {"type": "funding", "symbol": KEY, "rate": "0.0001"},
+        {"type": "status", "symbol": KEY, "state": "halted", "reason": "venue halt"},
+        {"type": "trade", "symbol": KEY, "id": 9, "price": "100.5", "qty": "1",
+         "side": "auction", "ts_ms": 1, "epoch": 4, "seq": 1},
+        {"type": "delta", "symbol": KEY, "epoch": 1, "seq": 1, "id": 2,
+         "bids": [["100", "2"]], "asks": []},
+        {"type": "funding", "symbol": KEY, "rate": "0.0002"},
+        {"type": "error", "code": "entitlement_expiring", "message": "renew soon"},
+        {"type": "status", "symbol": KEY, "state": "live", "reason": ""},
+        {"type": "delta", "symbol": KEY, "epoch": 1, "seq": 2, "id": 3,
+         "bids": [["100", "3"]], "asks": []},
+    ]  # fmt: skip
+    refusal = [{"type": "error", "code": "entitlement_required", "message": "no entitlement"}]
+
+    def gateway(replies: list[dict[str, Any]]) -> Callable[[ServerConnection], Awaitable[None]]:
+        async def answer(conn: ServerConnection) -> None:
+            await conn.recv()  # the subscribe
+            for reply in replies:
+                await conn.send(json.dumps(reply))
+            await conn.wait_closed()
+
+        return answer
+
+    async with serve(gateway(later), "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        events: list[Event] = []
+        async with GatewayClient(url, [KEY], channels=["book", "trade"]) as client:
+            async for event in client:
+                events.append(event)
+                if isinstance(event, BookEvent) and event.seq == 2:
+                    break
+            stats = client.stats
+            assert (stats.connects, stats.disconnects, stats.bad_messages) == (1, 0, 0)
+            assert (stats.unknown_messages, stats.unknown_states) == (2, 1)
+            assert (stats.unknown_sides, stats.unknown_error_codes) == (1, 1)
+    halted = UnknownValue("halted")
+    assert [(e.kind, getattr(e, "state", None)) for e in events] == [
+        ("status", LIVE),
+        ("snapshot", LIVE),
+        ("status", halted),
+        ("trade", None),
+        ("delta", halted),
+        ("status", LIVE),
+        ("delta", LIVE),
+    ]
+    trade = events[3]
+    assert isinstance(trade, TradeEvent) and trade.side == UnknownValue("auction")
+    logged = [r.getMessage() for r in caplog.records if "unknown to this client" in r.message]
+    assert len([line for line in logged if "'funding'" in line]) == 1
+    assert any("entitlement_expiring" in r.getMessage() for r in caplog.records)
+
+    async with serve(gateway(refusal), "127.0.0.1", 0) as server:
+        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        with pytest.raises(GatewayError, match="entitlement_required"):
+            async for _ in subscribe(url, [KEY]):
+                pass

@@ -203,15 +203,15 @@ async def test_channels_formats_requests_and_errors() -> None:
         # Bad requests get an error and the connection keeps working.
         await ws.send("{not json")
         err = decode_server_message(await ws.recv())
-        assert isinstance(err, Error) and err.code is ErrorCode.BAD_REQUEST
+        assert isinstance(err, Error) and err.typed_code is ErrorCode.BAD_REQUEST
         assert "malformed JSON" in err.message
         await ws.send(sub(["nowhere:XYZ", KEY]))
         err = decode_server_message(await ws.recv())
-        assert isinstance(err, Error) and err.code is ErrorCode.UNKNOWN_SYMBOL
+        assert isinstance(err, Error) and err.typed_code is ErrorCode.UNKNOWN_SYMBOL
         assert err.symbol == "nowhere:XYZ"
         await ws.send('{"op":"resync","symbol":"binance:BTCUSDT"}')
         err = decode_server_message(await ws.recv())
-        assert isinstance(err, Error) and err.code is ErrorCode.NOT_SUBSCRIBED
+        assert isinstance(err, Error) and err.typed_code is ErrorCode.NOT_SUBSCRIBED
         await ws.send('{"op":"subscribe","symbols":["binance:BTCUSDT"],"depth":-1}')
         err = decode_server_message(await ws.recv())
         assert isinstance(err, Error) and "$.depth" in err.message
@@ -258,7 +258,7 @@ async def test_channels_formats_requests_and_errors() -> None:
             KEY2, SymbolState.SYNCING, ""
         )
         err = decode_server_message(await ws.recv())
-        assert isinstance(err, Error) and err.code is ErrorCode.NOT_SUBSCRIBED  # bbo only
+        assert isinstance(err, Error) and err.typed_code is ErrorCode.NOT_SUBSCRIBED  # bbo only
         await ws.send(sub([KEY]))
         await ws.recv()
         await ws.recv()
@@ -498,7 +498,7 @@ async def test_a_depth_beyond_the_limit_is_refused_and_the_symbol_serves_on(stat
         async with bad, good:
             await bad.send(sub([key], depth=2**63))
             err = await bad.message()
-            assert isinstance(err, Error) and err.code is ErrorCode.BAD_REQUEST
+            assert isinstance(err, Error) and err.typed_code is ErrorCode.BAD_REQUEST
             assert "$.depth" in err.message and "<= 5000" in err.message
             await good.send(sub([key], depth=5000))
             assert isinstance(await good.message(), Subscribed)
@@ -561,7 +561,7 @@ async def test_max_subscriptions_per_connection() -> None:
             await ws.recv()  # subscribed, status, snapshot, bbo
         await ws.send(sub([KEY2]))
         err = decode_server_message(await ws.recv())
-        assert isinstance(err, Error) and err.code is ErrorCode.TOO_MANY_SUBSCRIPTIONS
+        assert isinstance(err, Error) and err.typed_code is ErrorCode.TOO_MANY_SUBSCRIPTIONS
         assert "limit of 1" in err.message
         await ws.send(sub([KEY]))  # already subscribed: no more symbols
         assert decode_server_message(await ws.recv()) == Subscribed(

@@ -219,10 +219,10 @@ async def test_the_request_rate_is_limited_per_connection() -> None:
         await eager.recv()
         await eager.send('{"op":"resync","symbol":"binance:BTCUSDT"}')
         err = decode_server_message(await eager.recv())
-        assert isinstance(err, Error) and err.code is ErrorCode.NOT_SUBSCRIBED
+        assert isinstance(err, Error) and err.typed_code is ErrorCode.NOT_SUBSCRIBED
         await eager.send('{"op":"subscribe","symbols":["binance:BTCUSDT"]}')
         err = decode_server_message(await eager.recv())
-        assert isinstance(err, Error) and err.code is ErrorCode.RATE_LIMITED
+        assert isinstance(err, Error) and err.typed_code is ErrorCode.RATE_LIMITED
         assert "retry in 0.500 s" in err.message
         await eager.send('{"op":"ping","id":3}')  # pings are not limited
         assert decode_server_message(await eager.recv()) == Pong(3)
@@ -290,7 +290,7 @@ endpoints = ["wss://ws.kraken.com/v2"]
         async with connect(f"{url}?token=abcdefghijklmnop") as ws:
             await ws.send('{"op":"subscribe","symbols":["binance:BTCUSDT","binance:ETHUSDT"]}')
             err = decode_server_message(await ws.recv())
-            assert isinstance(err, Error) and err.code is ErrorCode.TOO_MANY_SUBSCRIPTIONS
+            assert isinstance(err, Error) and err.typed_code is ErrorCode.TOO_MANY_SUBSCRIPTIONS
 
 
 async def test_loopback_without_a_token_is_served_without_a_warning(

@@ -131,3 +131,20 @@ def test_the_schema_refuses_what_the_gateway_must_not_send() -> None:
         {**delta, "type": "deltas"},
     ):
         assert not SERVER.is_valid(bad)
+
+
+def test_the_schema_lists_only_the_values_this_gateway_sends() -> None:
+    """Clients read any string in these fields (a later gateway's values); the schema,
+    what this gateway sends, still holds them to the known ones."""
+    status = {"type": "status", "symbol": KEY, "reason": ""}
+    assert SERVER.is_valid({**status, "state": SymbolState.LIVE.value})
+    assert not SERVER.is_valid({**status, "state": "halted"})
+    error = {"type": "error", "message": "no", "symbol": None}
+    assert SERVER.is_valid({**error, "code": ErrorCode.RATE_LIMITED.value})
+    assert not SERVER.is_valid({**error, "code": "entitlement_expired"})
+    trade = {"type": "trade", "symbol": KEY, "id": 1, "price": "1", "qty": "1", "ts_ms": 1}
+    assert SERVER.is_valid({**trade, "side": "sell"})
+    assert not SERVER.is_valid({**trade, "side": "auction"})
+    listed = {"type": "symbols", "symbols": [{"symbol": KEY, "state": "halted"}]}
+    assert not SERVER.is_valid(listed)
+    assert not SERVER.is_valid({"type": "funding"})

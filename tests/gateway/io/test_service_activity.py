@@ -8,7 +8,7 @@ import asyncio
 from feeds import kraken, okx
 from feeds.sim.simulators import SimKraken, SimOkx
 from gateway.core.model import SymbolState
-from gateway.io.client import Event, StatusEvent
+from gateway.io.client import ClientState, Event, StatusEvent
 from gateway.wire.config import Config
 from tests.subscriber import loopback_config, serving
 
@@ -25,7 +25,7 @@ def _config(sim: SimOkx) -> Config:
 
 async def _one_dead_channel() -> None:
     async with SimOkx(SYMBOLS, n_endpoints=2, seed=4, interval_s=0.02) as sim:
-        states: dict[str, list[SymbolState]] = {key: [] for key in KEYS}
+        states: dict[str, list[ClientState]] = {key: [] for key in KEYS}
 
         def on_update(event: Event) -> None:
             if isinstance(event, StatusEvent):

@@ -12,7 +12,7 @@ import pytest
 
 from feeds.sim.simulators import SimBinanceSpot, SimBybit, SimCoinbase, SimKraken, SimOkx
 from gateway.core.model import SymbolState
-from gateway.io.client import Event, StatusEvent
+from gateway.io.client import ClientState, Event, StatusEvent
 from gateway.wire.config import Config
 from tests.subscriber import loopback_config, serving
 
@@ -24,7 +24,7 @@ def _config(venue: str, symbols: list[str], endpoints: list[str], rest: list[str
 async def _rejected(venue: str, config: Config, good: str, bad: str) -> None:
     """Runs until ``good`` is live and ``bad`` refused, and checks both."""
     keys = [f"{venue}:{good}", f"{venue}:{bad}"]
-    statuses: dict[str, list[tuple[SymbolState, str]]] = {key: [] for key in keys}
+    statuses: dict[str, list[tuple[ClientState, str]]] = {key: [] for key in keys}
 
     def on_update(event: Event) -> None:
         if isinstance(event, StatusEvent):

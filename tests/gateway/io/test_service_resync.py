@@ -14,7 +14,7 @@ from websockets.frames import CloseCode
 from feeds.sim.connection import RestAnswer
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
-from gateway.io.client import Event, StatusEvent
+from gateway.io.client import ClientState, Event, StatusEvent
 from gateway.wire.config import Config
 from tests.subscriber import loopback_config, serving
 
@@ -64,19 +64,19 @@ async def _missed_updates(sim: SimBinanceSpot, symbols: list[str]) -> None:
             await sim.wait_steps()
 
 
-async def _one_symbols_outage(refuse: bool) -> dict[str, list[SymbolState]]:
+async def _one_symbols_outage(refuse: bool) -> dict[str, list[ClientState]]:
     """Runs until B and C are live (and, with ``refuse``, live again after both endpoints
     refused them), all while A's snapshots fail; then ends A's outage and runs until A is
     live. Returns every symbol's states in order."""
     sim = SnapshotOutage(SYMBOLS[0], SYMBOLS, n_endpoints=N_ENDPOINTS, seed=3, interval_s=0.02)
     async with sim:
-        states: dict[str, list[SymbolState]] = {key: [] for key in KEYS}
+        states: dict[str, list[ClientState]] = {key: [] for key in KEYS}
 
         def on_update(event: Event) -> None:
             if isinstance(event, StatusEvent):
                 states[event.symbol].append(event.state)
 
-        def last(key: str) -> SymbolState | None:
+        def last(key: str) -> ClientState | None:
             return states[key][-1] if states[key] else None
 
         async with serving(_config(sim), KEYS, on_update=on_update) as (service, subscriber):

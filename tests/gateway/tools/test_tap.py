@@ -342,6 +342,22 @@ def test_the_verdict_needs_the_symbol_to_end_live(state: SymbolState, ok: bool) 
     assert report.ok is ok
 
 
+def test_a_later_gateways_state_and_message_type_are_shown_not_counted_bad() -> None:
+    tap = Tap("ws://unused/", KEY)
+    for msg in [
+        p.Status(KEY, SymbolState.LIVE, ""),
+        _snap(7, [("100", "1")], [("101", "1")]),
+        p.Status(KEY, "halted", "venue halt"),  # a later gateway's values, as sent
+        {"type": "funding", "symbol": KEY, "rate": "0.0001"},
+        p.Error("entitlement_expired", "renew", KEY),
+    ]:
+        assert tap.on_raw(msgspec.json.encode(msg).decode()) is None
+    report = tap.report()
+    assert report.status == "unknown (halted)" and not report.ok
+    assert (report.unknown_messages, report.bad_messages, report.errors) == (1, 0, 1)
+    assert report.synced and report.statuses == 2
+
+
 def _answering(*msgs: p.ServerMessage) -> Callable[[ServerConnection], Awaitable[None]]:
     """A fake gateway's script: the subscription, answered with the live symbol's snapshot
     and then ``msgs``."""

@@ -18,6 +18,7 @@ from gateway.tools.top_model import (
     subscriber_rows,
     top_frame,
 )
+from gateway.wire.protocol import UnknownValue
 from tests.gateway.tools.test_view import rendered
 
 LATENCY = "mdgateway_connection_event_latency_seconds"
@@ -181,9 +182,20 @@ def test_documents_that_are_not_a_gateways_are_refused() -> None:
         check_health({"status": "ok"})
     with pytest.raises(NotAGateway, match="health"):
         check_health(["not", "a", "dict"])
-    bad_state = {**health(2), "symbols": [{"symbol": "binance:X", "state": "sleepy"}]}
+    bad_state = {**health(2), "symbols": [{"symbol": "binance:X", "state": 3}]}
     with pytest.raises(NotAGateway, match="health"):
         check_health(bad_state)
+
+
+def test_a_later_gateways_state_is_shown_as_unknown_and_not_live() -> None:
+    later = {**health(2), "symbols": [{"symbol": "binance:S0USDT", "state": "halted"}]}
+    rows = book_rows({}, check_health(later), {})
+    assert rows[0].state == UnknownValue("halted")
+    streamed = {"binance:S0USDT": Top(UnknownValue("auction"), "venue auction")}
+    (row,) = book_rows({}, check_health(later), streamed)
+    assert row.state == UnknownValue("auction") and row.reason == "venue auction"
+    lines = rendered(top_frame(Reading("ws://gw", {}, later, tops=streamed), 120, 10), 120, 10)
+    assert any("unknown (auction)" in line for line in lines)
 
 
 # --- the frame --------------------------------------------------------------------------------

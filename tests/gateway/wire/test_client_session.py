@@ -16,6 +16,7 @@ from gateway.wire.client_session import (
     BboEvent,
     BookEvent,
     ClientSession,
+    ClientState,
     Event,
     GatewayError,
     RecoveryEvent,
@@ -77,7 +78,7 @@ class Feed:
         return self.session.on_disconnected(reason, self.now_ns)
 
 
-def statuses(events: list[Event]) -> list[tuple[str, SymbolState, str]]:
+def statuses(events: list[Event]) -> list[tuple[str, ClientState, str]]:
     return [(e.symbol, e.state, e.reason) for e in events if isinstance(e, StatusEvent)]
 
 
