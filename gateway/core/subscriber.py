@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from gateway.core.book import BadLevel, L2Book
-from gateway.core.model import Level, SymbolState
+from gateway.core.model import Level
 
 
 class BookSyncState(enum.Enum):
@@ -132,22 +132,20 @@ class SubscriberError(Exception):
 
 
 class SubscribedBook:
-    """One symbol's book, its position in the gateway's stream and the gateway's status.
+    """One symbol's book and its position in the gateway's stream (the gateway's status
+    of the symbol is the session's, :mod:`gateway.wire.client_session`).
 
     ``epoch``, ``seq`` and ``venue_id`` are those of the last snapshot or delta applied
-    to the book; ``status`` and ``reason`` the gateway's last ``status`` for the symbol,
-    or what this side concluded (``resyncing`` after a gap, ``stale`` when disconnected).
-    With ``strict_snapshot_order`` a snapshot side not strictly best first is a bad level.
+    to the book. With ``strict_snapshot_order`` a snapshot side not strictly best first is
+    a bad level.
     """
 
     __slots__ = (
         "book",
         "epoch",
         "problem",
-        "reason",
         "seq",
         "state",
-        "status",
         "strict_snapshot_order",
         "venue_id",
     )
@@ -158,8 +156,6 @@ class SubscribedBook:
         self.epoch = 0
         self.seq = 0
         self.venue_id = -1
-        self.status = SymbolState.SYNCING
-        self.reason = ""
         #: What the last GAP or BAD_LEVEL was, for logs and status reasons.
         self.problem = ""
         self.strict_snapshot_order = strict_snapshot_order
@@ -193,31 +189,25 @@ class SubscribedBook:
             actions = self.handle(_E.DELTA_DOES_NOT_FOLLOW)
             if _A.ASK_RESYNC in actions:  # after a void snapshot: the stream goes on
                 self.problem = "delta without a consistent book"
-                return self._resyncing(actions)
+                return actions
             return actions
         if epoch != self.epoch or seq != self.seq + 1:
             self.problem = (
                 f"sequence gap: expected epoch {self.epoch} seq {self.seq + 1}, "
                 f"got epoch {epoch} seq {seq}"
             )
-            return self._resyncing(self.handle(_E.DELTA_DOES_NOT_FOLLOW))
+            return self.handle(_E.DELTA_DOES_NOT_FOLLOW)
         try:
             self.book.apply(bids, asks)
         except BadLevel as exc:
             self.problem = f"bad level in delta: {exc}"
-            return self._resyncing(self.handle(_E.DELTA_BAD_LEVEL))
+            return self.handle(_E.DELTA_BAD_LEVEL)
         self.seq, self.venue_id = seq, venue_id
         return self.handle(_E.DELTA_FOLLOWS)
 
-    def on_status(self, status: SymbolState, reason: str) -> None:
-        """The gateway's status of the symbol (no transition: the book is unaffected)."""
-        self.status, self.reason = status, reason
-
-    def on_disconnected(self, reason: str, *, keep: bool = False) -> tuple[SubscriberAction, ...]:
+    def on_disconnected(self, *, keep: bool = False) -> tuple[SubscriberAction, ...]:
         """The connection was lost; with ``keep`` a live book is kept for recovery."""
-        actions = self.handle(_E.DETACHED if keep else _E.DISCONNECTED)
-        self.status, self.reason = SymbolState.STALE, reason
-        return actions
+        return self.handle(_E.DETACHED if keep else _E.DISCONNECTED)
 
     def on_recovery(self, recovered: bool) -> tuple[SubscriberAction, ...]:
         """The gateway's answer to the recovery of a ``DETACHED`` book."""
@@ -233,10 +223,6 @@ class SubscribedBook:
         self.state, actions = transition
         if _A.DISCARD in actions:
             self.book.clear()
-        return actions
-
-    def _resyncing(self, actions: tuple[SubscriberAction, ...]) -> tuple[SubscriberAction, ...]:
-        self.status, self.reason = SymbolState.RESYNCING, self.problem
         return actions
 
 

@@ -685,7 +685,7 @@ class ClientSession:
         self._subscribing = False
         for symbol, sym in self._symbols.items():
             if sym.sub is not None:
-                sym.sub.on_disconnected(reason, keep=self.recover)
+                sym.sub.on_disconnected(keep=self.recover)
             sym.trades_kept = self.recover_trades and sym.trade_at is not None
             sym.gateway_status = (SymbolState.STALE, reason)
             self._show_status(symbol, sym, recv_ns, step)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.model import SymbolState
 from gateway.core.subscriber import (
     TRANSITIONS,
     BookSyncState,
@@ -70,7 +69,7 @@ def in_state(state: BookSyncState) -> SubscribedBook:
     elif state is S.VOID:
         sub.on_snapshot(1, 0, 1000, [("x", "1")], [])
     elif state is S.DETACHED:
-        sub.on_disconnected("lost", keep=True)
+        sub.on_disconnected(keep=True)
     assert sub.state is state
     return sub
 
@@ -118,12 +117,7 @@ def test_a_delta_that_does_not_follow_is_a_gap(epoch: int, seq: int) -> None:
     sub.on_delta(1, 1, 1001, [], [])
     assert sub.on_delta(epoch, seq, 2000, [], []) == (A.GAP, A.DISCARD, A.ASK_RESYNC)
     assert sub.state is S.RESYNCING and sub.book.bids() == []
-    assert sub.status is SymbolState.RESYNCING
-    assert (
-        sub.reason
-        == sub.problem
-        == (f"sequence gap: expected epoch 1 seq 2, got epoch {epoch} seq {seq}")
-    )
+    assert sub.problem == f"sequence gap: expected epoch 1 seq 2, got epoch {epoch} seq {seq}"
     assert (sub.epoch, sub.seq) == (1, 1), "the position of the last book"
     assert sub.on_delta(epoch, seq + 1, 2001, [], []) == (A.IGNORED_DELTA,)
     assert sub.on_snapshot(epoch, seq + 1, 2001, BIDS, ASKS) == (A.BOOK_READY,)
@@ -134,7 +128,7 @@ def test_a_bad_level_in_a_delta_asks_for_a_resync() -> None:
     sub = in_state(S.LIVE)
     assert sub.on_delta(1, 1, 1001, [("-1", "1")], []) == (A.BAD_LEVEL, A.DISCARD, A.ASK_RESYNC)
     assert sub.problem.startswith("bad level in delta")
-    assert sub.state is S.RESYNCING and sub.status is SymbolState.RESYNCING
+    assert sub.state is S.RESYNCING
 
 
 def test_a_bad_snapshot_voids_the_book_until_a_delta_asks_for_a_resync() -> None:
@@ -143,7 +137,7 @@ def test_a_bad_snapshot_voids_the_book_until_a_delta_asks_for_a_resync() -> None
     assert (sub.state, sub.synced) == (S.VOID, False)
     assert sub.problem.startswith("bad level in snapshot")
     assert sub.on_delta(1, 4, 1004, [], []) == (A.GAP, A.ASK_RESYNC)
-    assert sub.state is S.RESYNCING and sub.status is SymbolState.RESYNCING
+    assert sub.state is S.RESYNCING
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -156,25 +150,22 @@ def test_snapshot_order_is_checked_only_when_strict(strict: bool) -> None:
     )
 
 
-def test_status_and_disconnection() -> None:
+def test_a_disconnection_discards_the_book() -> None:
     sub = in_state(S.LIVE)
-    sub.on_status(SymbolState.LIVE, "snapshot applied")
-    assert (sub.status, sub.reason, sub.state) == (SymbolState.LIVE, "snapshot applied", S.LIVE)
-    assert sub.on_disconnected("gateway connection lost") == (A.DISCARD,)
+    assert sub.on_disconnected() == (A.DISCARD,)
     assert sub.state is S.AWAITING_SNAPSHOT and not sub.synced
-    assert (sub.status, sub.reason) == (SymbolState.STALE, "gateway connection lost")
     assert sub.on_delta(1, 1, 1001, [], []) == (A.EARLY_DELTA,)
 
 
 def test_a_detached_book_is_kept_at_its_position_and_recovered_or_discarded() -> None:
     sub = in_state(S.LIVE)
     sub.on_delta(1, 1, 1001, [("98", "1")], [])
-    assert sub.on_disconnected("lost", keep=True) == ()
-    assert (sub.state, sub.synced, sub.status) == (S.DETACHED, False, SymbolState.STALE)
+    assert sub.on_disconnected(keep=True) == ()
+    assert (sub.state, sub.synced) == (S.DETACHED, False)
     assert (sub.epoch, sub.seq) == (1, 1) and sub.book.bid_count == 3
     assert sub.on_recovery(True) == (A.BOOK_RECOVERED,)
     assert sub.on_delta(1, 2, 1002, [("97", "1")], []) == (A.BOOK_UPDATED,)
     assert sub.book.bid_count == 4
-    sub.on_disconnected("lost", keep=True)
+    sub.on_disconnected(keep=True)
     assert sub.on_recovery(False) == (A.DISCARD,)
     assert sub.state is S.AWAITING_SNAPSHOT and sub.book.bid_count == 0
