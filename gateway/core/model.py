@@ -30,14 +30,6 @@ def log_fields(key: str) -> dict[str, str]:
     return {"venue": venue, "symbol": symbol}
 
 
-def split_key(key: str) -> tuple[str, str]:
-    """Inverse of :func:`symbol_key`; raises ValueError when ``key`` has no ``:``."""
-    venue, sep, symbol = key.partition(":")
-    if not sep or not venue or not symbol:
-        raise ValueError(f"symbol key must look like 'venue:SYMBOL', got {key!r}")
-    return venue, symbol
-
-
 class VenueContractError(Exception):
     """The venue sent something that breaks its documented contract.
 
