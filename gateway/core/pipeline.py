@@ -10,6 +10,9 @@ with a clock reading ``now_ns`` and gets back a :class:`Step`:
 - ``actions``: what the caller must do (:data:`Action`): fetch a REST snapshot, resubscribe a
   symbol on a connection, reconnect a connection, reset the fetcher's backoff of a symbol.
 
+The caller's own stop is an input too (:meth:`VenuePipeline.stop`): the connections it ends
+are then no outage of the venue.
+
 The service drives one pipeline per venue with live frames; ``mdgateway verify`` drives the
 same class with a capture's records and their receive times as the clock, so a capture
 verified offline goes through the code the gateway runs. A venue breaking its contract (a
@@ -74,6 +77,8 @@ LOG_EVERY: Final = 1000
 EVENT_LATENCY_BOUNDS_S: Final = (
     0.0, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 )  # fmt: skip
+#: The reason every symbol is ``stale`` with once the gateway stops (:meth:`VenuePipeline.stop`).
+STOPPING_REASON: Final = "the gateway is stopping"
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -278,6 +283,8 @@ class VenuePipeline:
         #: (connection, symbol) rejections already acted on (a venue may refuse one symbol
         #: once per request, Coinbase once per channel); cleared when the connection ends.
         self._rejected_on: set[tuple[int, str]] = set()
+        #: Set by :meth:`stop`: every later input is ignored.
+        self.stopped = False
         for symbol in symbols or ():
             self._new_book(symbol_key(venue.venue, symbol), 0)
 
@@ -286,6 +293,8 @@ class VenuePipeline:
     def receive_frame(self, conn_id: int, raw: bytes, recv_ns: int, now_ns: int) -> Step:
         """One WebSocket frame received on ``conn_id`` at wall-clock ``recv_ns``."""
         step = Step([], [])
+        if self.stopped:
+            return step
         try:
             events = self.venue.parse(raw, recv_ns, conn_id)
         except VenueContractError as exc:
@@ -387,8 +396,11 @@ class VenuePipeline:
     def receive_connection(self, conn_id: int, up: bool, now_ns: int, reason: str = "") -> Step:
         """Connection ``conn_id`` came up or went down; ``reason``: why it ended (the
         venue's close reason), which may name symbols the venue refuses (Binance closes a
-        connection whose URL names an unknown symbol)."""
+        connection whose URL names an unknown symbol). After :meth:`stop` (the connections
+        closed by the stop): nothing."""
         step = Step([], [])
+        if self.stopped:
+            return step
         self.sequences.reset(conn_id)
         if not up:
             self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
@@ -424,6 +436,8 @@ class VenuePipeline:
         answer to a superseded attempt is discarded (``stats.snapshots_superseded``).
         ``attempt`` None: not tagged (a capture's REST record), used as it comes."""
         step = Step([], [])
+        if self.stopped:
+            return step
         if attempt is not None and not self.snapshot_attempts.admit(snapshot.symbol, attempt):
             self.stats.snapshots_superseded += 1
             return step
@@ -438,7 +452,7 @@ class VenuePipeline:
         """A REST snapshot body of ``symbol``, parsed here; a body the venue's parser
         rejects is a bad frame. Nothing happens for a venue without REST snapshots."""
         parse = self.venue.parse_snapshot
-        if parse is None:
+        if parse is None or self.stopped:
             return Step([], [])
         try:
             snapshot = parse(symbol, body, recv_ns, -1)
@@ -452,13 +466,13 @@ class VenuePipeline:
     def receive_audit_snapshot(self, snapshot: DepthSnapshot, now_ns: int) -> Step:
         """A REST snapshot fetched to audit a book: compared with it, never applied."""
         book = self.books.get(snapshot.key)
-        if isinstance(book, SequencedBook):
+        if isinstance(book, SequencedBook) and not self.stopped:
             book.on_audit_snapshot(snapshot, now_ns)
         return Step([], [])
 
     def auditable_symbols(self) -> list[str]:
         """Symbols whose books can be audited against a REST snapshot now."""
-        if not self.rest_snapshots:
+        if not self.rest_snapshots or self.stopped:
             return []
         return [
             key.partition(":")[2]
@@ -471,6 +485,8 @@ class VenuePipeline:
         and checks the channels' activity (where watched) every quarter of the shortest
         silence."""
         step = Step([], [])
+        if self.stopped:
+            return step
         if self.activity is not None and now_ns >= self._activity_check_ns:
             self._activity_check_ns = now_ns + self._activity_every_ns
             for silence in self.activity.check(now_ns / 1e9):
@@ -482,6 +498,31 @@ class VenuePipeline:
                 self._waiting.discard(key)
             elif deadline <= now_ns:
                 self._take(book, book.on_timer(now_ns), step, now_ns)
+        return step
+
+    def stop(self) -> Step:
+        """The gateway stops (its own shutdown, not the venue's outage): every carried symbol
+        not ``stale`` yet is published ``stale`` with :data:`STOPPING_REASON`, and one INFO
+        line for the venue says how many. From then on every input is ignored (the
+        connections ended by the stop publish and log nothing) and every symbol's state is
+        ``stale``. Idempotent: a second stop's step is empty."""
+        step = Step([], [])
+        if self.stopped:
+            return step
+        for key in self.books:
+            if self.state(key) is not SymbolState.STALE:
+                step.publications.append(StatusChange(key, SymbolState.STALE, STOPPING_REASON))
+        self.stopped = True
+        self._waiting.clear()
+        venue = self.venue.venue
+        log.info(
+            "%s: %d of %d symbols now stale (%s)",
+            venue,
+            len(step.publications),
+            len(self.books),
+            STOPPING_REASON,
+            extra={"venue": venue},
+        )
         return step
 
     def reject_frame(self, conn_id: int, raw: bytes, exc: VenueContractError) -> None:
@@ -511,7 +552,7 @@ class VenuePipeline:
     def timer_armed(self) -> bool:
         """True while some book may have a deadline, or channels are watched: call
         :meth:`on_timer` now and then."""
-        return bool(self._waiting) or self.activity is not None
+        return not self.stopped and (bool(self._waiting) or self.activity is not None)
 
     def deadline_ns(self) -> int | None:
         """The earliest reorder-window deadline, or None."""
@@ -527,8 +568,9 @@ class VenuePipeline:
 
     def state(self, key: str) -> SymbolState:
         """The state of a carried symbol: its arbiter's, or ``stale`` when the venue
-        refused it."""
-        return SymbolState.STALE if key in self.rejected else self.books[key].state
+        refused it or the pipeline is stopped."""
+        stale = self.stopped or key in self.rejected
+        return SymbolState.STALE if stale else self.books[key].state
 
     # --- internals --------------------------------------------------------------------------
 

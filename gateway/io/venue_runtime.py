@@ -8,7 +8,9 @@ sees books and events agree.
 The venue stops when the task group running it is cancelled (the service stops, or its
 task tree is cancelled): from then on its renewal machines are stopped
 (:meth:`VenueRenewals.stop`), so that the stop's own events (old connections falling as
-they are cancelled, a replacement catching up) open no replacement and close nothing.
+they are cancelled, a replacement catching up) open no replacement and close nothing, and
+its pipeline is stopped (:meth:`VenuePipeline.stop`), so that they are no venue outage
+either: the symbols are published stale for the stop, once, with no warning.
 """
 
 from __future__ import annotations
@@ -306,7 +308,9 @@ class VenueRuntime:
 
     def stop(self) -> None:
         """The venue stops: its renewal machines are stopped (every later event renews
-        nothing) and the pending renewal timeouts cancelled. Idempotent."""
+        nothing), the pending renewal timeouts cancelled, and its pipeline stopped (every
+        symbol published stale for the stop; later inputs change nothing). Idempotent."""
+        self._act(self.pipeline.stop())
         self.renewals.stop()
         for timeout in self._renew_timeouts.values():
             timeout.cancel()
@@ -320,9 +324,14 @@ class VenueRuntime:
         return self.renewals
 
     async def _scoring(self, clock_s: Callable[[], float]) -> None:
-        while True:
-            await asyncio.sleep(SCORE_INTERVAL_S)
-            self.evaluate(clock_s())
+        try:
+            while True:
+                await asyncio.sleep(SCORE_INTERVAL_S)
+                self.evaluate(clock_s())
+        finally:
+            # Only the venue's task group ends it: the venue stops, whether or not a
+            # connection of it was up to fall with the stop.
+            self.stop()
 
     def _start(self, connection: Connection) -> None:
         assert self._tasks is not None
@@ -610,6 +619,8 @@ class VenueRuntime:
                 self.capture.record_connect(conn_id, url, self.cfg.venue)
             else:
                 self.capture.record_disconnect(conn_id, url)
+        if self.stopping:
+            self.stop()  # before the pipeline hears of it: the stop's disconnects are no outage
         # Why it ended: the venue's close reason may name a symbol it refuses.
         reason = "" if up else self.connections[conn_id].stats.last_error
         self._act(self.pipeline.receive_connection(conn_id, up, self._clock_ns(), reason))

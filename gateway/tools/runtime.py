@@ -139,11 +139,12 @@ async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
                 stopper.cancel()
                 return work.result()
             work.cancel()
-            print("mdgateway: stopped by signal", file=sys.stderr)
-            return 0
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    # After the stop's own log lines: the command's last word.
+    print("mdgateway: stopped by signal", file=sys.stderr)
+    return 0
 
 
 def make_capture(directory: Path | None) -> CaptureWriter | None:

@@ -36,6 +36,7 @@ from gateway.core.model import (
 from gateway.core.pipeline import (
     LOG_EVERY,
     LOG_FIRST,
+    STOPPING_REASON,
     BookRebuilt,
     BookState,
     CaughtUp,
@@ -482,6 +483,53 @@ def test_each_status_change_is_one_line_naming_venue_and_symbol(
         ("WARNING", "seq:BTC: stale (every upstream connection down)", "seq", "BTC"),
         ("WARNING", "seq:ETH: stale (every upstream connection down)", "seq", "ETH"),
     ]
+
+
+@pytest.mark.parametrize("unsequenced", [False, True])
+def test_a_stop_publishes_each_symbol_stale_once_in_one_info_line_and_later_downs_are_silent(
+    caplog: pytest.LogCaptureFixture, unsequenced: bool
+) -> None:
+    """The gateway's own stop is no outage: BTC live, ETH syncing, XRP refused (stale
+    already); the stop publishes the first two stale with the stopping reason and logs one
+    INFO line for the venue; the connections ended by the stop publish and log nothing."""
+    venue = FakeVenue(unsequenced=unsequenced)
+    p = pipeline(venue, ["BTC", "ETH", "XRP"])
+    p.receive_frame(0, venue.frame(VenueNotice("seq", "error", "unknown XRP", False, 1, 0)), 1, 0)
+    for conn_id in (0, 1):
+        p.receive_frame(conn_id, venue.frame(snap("BTC", 10, conn=conn_id)), 1, 0)
+        p.receive_frame(conn_id, venue.frame(diff("BTC", 10, 10, conn=conn_id)), 1, 0)
+    if not unsequenced:
+        p.receive_snapshot(snap("BTC", 10), 0)
+    assert [p.state(f"seq:{s}") for s in ("BTC", "ETH", "XRP")] == [
+        SymbolState.LIVE,
+        SymbolState.SYNCING,
+        SymbolState.STALE,
+    ]
+    caplog.set_level(logging.INFO, logger="gateway.core.pipeline")
+    caplog.clear()
+    step = p.stop()
+    assert step == Step(
+        [
+            StatusChange("seq:BTC", SymbolState.STALE, STOPPING_REASON),
+            StatusChange("seq:ETH", SymbolState.STALE, STOPPING_REASON),
+        ],
+        [],
+    )
+    lines = [(r.levelname, r.getMessage(), r.__dict__["venue"]) for r in caplog.records]
+    assert lines == [("INFO", "seq: 2 of 3 symbols now stale (the gateway is stopping)", "seq")]
+    assert all(p.state(key) is SymbolState.STALE for key in p.books)
+    published = p.book_state("seq:BTC")
+    assert published is not None and published.state is SymbolState.STALE
+    # The connections fall as the stop closes them, a last frame arrives: nothing more.
+    assert p.stop() == Step([], [])
+    assert p.receive_frame(0, venue.frame(diff("BTC", 11, 11)), 1, 0) == Step([], [])
+    for conn_id in (0, 1):
+        assert p.receive_connection(conn_id, False, 0) == Step([], [])
+    assert p.receive_snapshot(snap("ETH", 20), 0) == Step([], [])
+    assert p.on_timer(10**12) == Step([], []) and not p.timer_armed
+    assert p.auditable_symbols() == []
+    assert len(caplog.records) == 1
+    assert all(p.state(key) is SymbolState.STALE for key in p.books)
 
 
 # --- venue faults in the books: crossed books, too many levels ------------------------------
