@@ -189,10 +189,12 @@ class Connection:
             return 0.0
         while (wait_s := self.attempts.wait_s(self._clock_s())) > 0:
             self.stats.budget_waits += 1
-            self._log.warning(
+            # Pacing within the venue's limit is the budget working, not a fault (counted in
+            # budget_waits; the failures that made a reconnect storm are warned about).
+            self._log.info(
                 "attempt budget",
                 "conn %d %s: the venue's connection-attempt budget (%d per %g s) is spent; "
-                "waiting %.1f s",
+                "waiting %.3g s",
                 self.conn_id,
                 self.endpoint,
                 self.attempts.budget,
