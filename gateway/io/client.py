@@ -32,6 +32,12 @@ book is discarded, the gateway asked for a ``resync``, and the symbol is ``resyn
 (no book events) until the fresh snapshot. :meth:`GatewayClient.position` is the
 ``(epoch, seq)`` of the symbol's last book message applied, kept across reconnections.
 
+Tokens: with ``token`` (the gateway's ``server.token``) every connection sends
+``Authorization: Bearer TOKEN``. A URL may still carry one as ``?token=TOKEN``: it is taken
+out of the URL and sent as the header too (``token`` wins over it), so that no URL the
+client keeps, logs or raises (:attr:`GatewayClient.urls`, :attr:`GatewayClient.url`) holds
+a token.
+
 Connections: ``urls`` are tried in order, the first that accepts is used. When the
 connection is lost, or every URL failed, the client waits a capped exponential backoff
 (full jitter; reset once a gateway acknowledges the subscription) and tries them in order
@@ -68,7 +74,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from gateway.core.backoff import Backoff
 from gateway.core.model import Level, Side, SymbolState
-from gateway.io.logs import LimitedLog
+from gateway.io.logs import LimitedLog, redact_secrets
 from gateway.wire.client_session import (
     BboEvent,
     Book,
@@ -85,6 +91,7 @@ from gateway.wire.client_session import (
     TradeEvent,
 )
 from gateway.wire.protocol import Channel, UnknownValue, WireFormat, encode_json
+from gateway.wire.tokens import bearer_headers, split_token
 
 __all__ = [
     "BboEvent",
@@ -110,30 +117,42 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# websockets logs request lines and headers at DEBUG: the token must not go with them.
+redact_secrets(log, logging.getLogger("websockets.client"))
 
-#: The scheme of a gateway's Unix domain socket: ``unix:/path/to.sock`` (``?token=...``
-#: may follow).
+#: The scheme of a gateway's Unix domain socket: ``unix:/path/to.sock`` (a query may
+#: follow).
 UNIX_SCHEME = "unix:"
 #: URL schemes the client connects to.
 URL_SCHEMES = ("ws://", "wss://", UNIX_SCHEME)
 
 
-def _checked_urls(urls: str | Sequence[str]) -> list[str]:
-    listed = [urls] if isinstance(urls, str) else list(dict.fromkeys(urls))
-    if not listed:
-        raise ValueError("at least one gateway URL")
-    for url in listed:
+def _checked_urls(urls: str | Sequence[str], token: str | None) -> dict[str, str | None]:
+    """Each URL of ``urls`` without its token → the token to send to it (``token``, else
+    the URL's own); raises ValueError, naming no token, for a URL the client cannot use."""
+    checked: dict[str, str | None] = {}
+    for given in [urls] if isinstance(urls, str) else urls:
+        url, url_token = split_token(given)
         if not url.startswith(URL_SCHEMES):
             raise ValueError(f"gateway URL {url!r}: expected one of {', '.join(URL_SCHEMES)}")
         if url.startswith(UNIX_SCHEME) and not url[len(UNIX_SCHEME) :].partition("?")[0]:
             raise ValueError(f"gateway URL {url!r}: expected unix:/path/to.sock")
-    return listed
+        checked.setdefault(url, url_token if token is None else token)
+    if not checked:
+        raise ValueError("at least one gateway URL")
+    return checked
 
 
-def connect_gateway(url: str, **options: Any) -> connect:
+def connect_gateway(url: str, *, token: str | None = None, **options: Any) -> connect:
     """A WebSocket connection to a gateway URL (await it, or ``async with``): ``ws://`` and
     ``wss://`` over TCP; ``unix:PATH[?QUERY]`` over the Unix socket at ``PATH``, the
-    handshake asking for ``/[?QUERY]``. ``options`` are websockets' ``connect``'s."""
+    handshake asking for ``/[?QUERY]``. ``token`` (else a ``?token=`` of the URL, taken
+    out of it) is sent as ``Authorization: Bearer``. ``options`` are websockets'
+    ``connect``'s; ``additional_headers``, when given, a mapping."""
+    url, url_token = split_token(url)
+    headers = bearer_headers(url_token if token is None else token)
+    if headers:
+        options["additional_headers"] = {**options.get("additional_headers", {}), **headers}
     if url.startswith(UNIX_SCHEME):
         path, mark, query = url[len(UNIX_SCHEME) :].partition("?")
         return unix_connect(path, f"ws://localhost/{mark}{query}", **options)
@@ -176,6 +195,8 @@ class GatewayClient:
             ``unix:/path/to.sock`` for its Unix socket, ``server.unix_path``) or a list of
             them, tried in order.
         symbols: symbol keys (``venue:SYMBOL``).
+        token: the gateway's ``server.token``, sent as ``Authorization: Bearer`` to every
+            URL (a URL's own ``?token=`` is sent where this is None).
         channels: any of ``book``, ``bbo``, ``trade`` [``book``].
         depth: the book's levels per side; None (default) for the full book. With a
             depth the book is the full book's top N after every event, on the depth's own
@@ -204,6 +225,7 @@ class GatewayClient:
         urls: str | Sequence[str],
         symbols: Sequence[str],
         *,
+        token: str | None = None,
         channels: Sequence[Channel] = ("book",),
         depth: int | None = None,
         wire_format: WireFormat = "json",
@@ -219,14 +241,16 @@ class GatewayClient:
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         rng: random.Random | None = None,
     ) -> None:
-        self.urls = _checked_urls(urls)
+        self._tokens = _checked_urls(urls, token)
+        #: The gateway URLs, tried in order, without any token.
+        self.urls = list(self._tokens)
         self.session = ClientSession(
             symbols, channels, depth, wire_format, recover, retry_initial_s, retry_max_s, rng
         )
         self.reconnect = reconnect
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes
-        #: The URL of the current connection; None while disconnected.
+        #: The URL of the current connection (without any token); None while disconnected.
         self.url: str | None = None
         self._clock_ns = clock_ns
         self._monotonic_ns = monotonic_ns
@@ -336,6 +360,7 @@ class GatewayClient:
         """A connection to ``url`` with the subscription sent."""
         ws = await connect_gateway(
             url,
+            token=self._tokens[url],
             compression=None,
             open_timeout=self.open_timeout_s,
             max_size=self.max_message_bytes,

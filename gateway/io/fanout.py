@@ -68,7 +68,7 @@ from gateway.core.ratelimit import TokenBucket
 from gateway.core.stats import FanoutStats
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_document
-from gateway.io.logs import FD_EXHAUSTION, LimitedLog
+from gateway.io.logs import FD_EXHAUSTION, LimitedLog, redact_secrets
 from gateway.wire.config import (
     ListenError,
     ServerConfig,
@@ -115,8 +115,11 @@ from gateway.wire.recovery import (
     RingEntry,
     new_instance,
 )
+from gateway.wire.tokens import TOKEN_PARAMETER, redact
 
 log = logging.getLogger(__name__)
+# websockets logs request lines and headers at DEBUG: a token must not go with them.
+redact_secrets(log, logging.getLogger("websockets.server"))
 
 #: Close code for a subscriber disconnected by the slow-subscriber policy.
 CLOSE_TOO_SLOW: Final = CloseCode.TOO_SLOW  # 1008
@@ -396,6 +399,12 @@ class Fanout:
         self.check_interval_s = check_interval_s
         self.close_timeout_s = close_timeout_s
         self.ping_interval_s = ping_interval_s
+        if server.token_file is not None or server.token_env is not None:
+            # Serving without the token it names would let anyone in: refuse to start.
+            raise ValueError(
+                "server.token_file/token_env not read: load the configuration with "
+                "gateway.wire.config.parse_config or resolve_token"
+            )
         self._token = None if server.token is None else server.token.encode()
         self.allowed_origins = frozenset(server.allowed_origins)
         #: The Host names the TCP listener answers (None: any), set by :meth:`serve` from
@@ -1459,7 +1468,7 @@ class Fanout:
             scheme, _, credentials = value.strip().partition(" ")
             if scheme.lower() == "bearer":
                 presented.append(credentials.strip())
-        presented += parse_qs(query).get("token", [])
+        presented += parse_qs(query).get(TOKEN_PARAMETER, [])
         if len(presented) != 1:
             return False
         return hmac.compare_digest(presented[0].encode(errors="surrogateescape"), token)
@@ -1476,7 +1485,7 @@ class Fanout:
             _remote(conn),
             status,
             why,
-            f" ({detail[:100]!r})" if detail else "",
+            f" ({redact(detail)[:100]!r})" if detail else "",
         )
         return conn.respond(status, f"{why}\n")
 

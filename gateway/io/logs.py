@@ -1,7 +1,9 @@
 """Log helpers for the shells: lines limited per cause (see :mod:`gateway.core.lograte`),
 for log lines a peer can trigger at will (refused subscribers, bad frames, failing
 endpoints); :class:`JsonFormatter`, one JSON object per line for log collectors; and
-file-descriptor exhaustion, logged once per episode (:class:`FdExhaustion`).
+file-descriptor exhaustion, logged once per episode (:class:`FdExhaustion`); and
+:class:`RedactSecrets`, which keeps subscriber tokens out of the lines of the loggers it is
+on (:func:`redact_secrets`).
 
 Log calls give the venue, connection and symbol they concern as record attributes,
 ``log.warning(..., extra={"venue": ..., "connection": ...})``; the JSON lines carry them
@@ -25,6 +27,7 @@ import orjson
 from gateway.core.lograte import LimitedLogger, LogLimiter
 from gateway.core.stats import FdExhaustionStats
 from gateway.io.changes import StateChanges
+from gateway.wire.tokens import redact
 
 #: Record attributes a JSON line carries as fields when the log call set them (``extra=``).
 CONTEXT_FIELDS: Final = ("venue", "connection", "endpoint", "symbol", "subscriber")
@@ -49,10 +52,41 @@ class JsonFormatter(logging.Formatter):
             if value is not None and value != "":
                 line[name] = value
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            # exc_text when a filter set it (RedactSecrets: the traceback, redacted).
+            line["exception"] = record.exc_text or self.formatException(record.exc_info)
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         return orjson.dumps(line, default=str).decode()
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record whose message or traceback holds a token value, a bearer
+    credential or an ``Authorization`` header value (:func:`gateway.wire.tokens.redact`)
+    with ``***`` in their place; every record passes. On a logger, it sees the records
+    logged on that logger (websockets logs request lines and headers at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format: logging reports it when it emits
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_text is None:
+            record.exc_text = redact(_FORMATTER.formatException(record.exc_info))
+        return True
+
+
+_FORMATTER: Final = logging.Formatter()
+_REDACT_SECRETS: Final = RedactSecrets()
+
+
+def redact_secrets(*loggers: logging.Logger) -> None:
+    """Puts :class:`RedactSecrets` on each of ``loggers`` (once: calling again adds none)."""
+    for logger in loggers:
+        if _REDACT_SECRETS not in logger.filters:
+            logger.addFilter(_REDACT_SECRETS)
 
 
 class LimitedLog:

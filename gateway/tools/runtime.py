@@ -1,5 +1,6 @@
 """What every command shares: logging, the event loop with signal handling, capture options,
-option types that validate, and the one-line answer to a user's mistake.
+the gateway token options of the commands that connect to a gateway, option types that
+validate, and the one-line answer to a user's mistake.
 
 A mistake of the user's (a bad option value, a port in use, a missing file) is answered
 with one line on stderr naming what to change and exit status 2: argument types raise
@@ -18,11 +19,12 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from gateway.wire.config import LOG_FORMATS, LOG_LEVELS, MAX_PORT, ListenError
+from gateway.wire.tokens import TokenError, read_token_file, split_token
 
 if TYPE_CHECKING:
     from gateway.io.capture_writer import CaptureWriter
@@ -235,3 +237,54 @@ def add_seconds_argument(
     parser.add_argument(
         flag, type=seconds(positive=positive), default=default, metavar="S", help=help
     )
+
+
+# --- the gateway's token ------------------------------------------------------------------
+
+#: The environment variable the commands that connect to a gateway read its token from.
+TOKEN_ENV: Final = "MDGATEWAY_TOKEN"
+
+
+def add_token_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--token TOKEN`` and ``--token-file PATH``: the gateway's ``server.token``
+    (:func:`gateway_token` says which one is sent)."""
+    parser.add_argument(
+        "--token",
+        help="the gateway's server.token, sent as Authorization: Bearer TOKEN; on the command "
+        f"line it is visible to every local user (ps): prefer --token-file or {TOKEN_ENV}",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="a file whose first line is the gateway's server.token",
+    )
+
+
+def gateway_token(
+    url: str, token: str | None, token_file: Path | None, environ: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """``url`` without its ``?token=``, and the token to send to the gateway: ``token``
+    (``--token``), else the first line of ``token_file`` (``--token-file``), else the
+    URL's ``?token=``, else ``environ[TOKEN_ENV]`` (unless empty), else None. Raises
+    UsageError for an empty ``--token``, and for a token file that cannot be read or whose
+    first line is empty."""
+    url, url_token = split_token(url)
+    if token is not None:
+        if not token.strip():
+            raise UsageError("--token: empty; give the gateway's server.token")
+        return url, token.strip()
+    if token_file is not None:
+        try:
+            return url, read_token_file(token_file)
+        except TokenError as exc:
+            raise UsageError(f"--token-file: {exc}") from None
+    if url_token is not None:
+        return url, url_token
+    return url, environ.get(TOKEN_ENV, "").strip() or None
+
+
+def url_and_token(args: argparse.Namespace) -> tuple[str, str | None]:
+    """:func:`gateway_token` of the ``url`` and :func:`add_token_arguments` options of
+    ``args``, in the process's environment."""
+    return gateway_token(args.url, args.token, args.token_file, os.environ)

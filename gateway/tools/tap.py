@@ -32,6 +32,10 @@ no connection loss was seen, and the symbol's last ``status`` (if any came) is `
 otherwise; 2 on usage and connection errors (the gateway cannot be reached, refuses the
 subscription, e.g. ``unknown_symbol``), with the reason on stderr.
 
+The gateway's token (``server.token``) comes from ``--token``, ``--token-file``, the URL's
+``?token=`` or ``MDGATEWAY_TOKEN`` (:func:`gateway.tools.runtime.gateway_token`) and is
+sent as ``Authorization: Bearer``, never in the URL; no message names it.
+
 On a terminal the command prints a status line per second while it runs (nothing when
 stdout is redirected); the summary comes at the end, after ``--duration`` or on Ctrl-C.
 """
@@ -50,13 +54,20 @@ from typing import Any, Final, TextIO
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from gateway.core.book import L2Book
 from gateway.core.model import Level, SymbolState
 from gateway.core.subscriber import SubscribedBook, SubscriberAction
 from gateway.io.client import connect_gateway
-from gateway.tools.runtime import add_seconds_argument, int_at_least
+from gateway.tools.runtime import (
+    TOKEN_ENV,
+    UsageError,
+    add_seconds_argument,
+    add_token_arguments,
+    int_at_least,
+    url_and_token,
+)
 from gateway.wire.protocol import (
     Delta,
     Error,
@@ -72,6 +83,7 @@ from gateway.wire.protocol import (
     encode_json,
     read_server_message,
 )
+from gateway.wire.tokens import split_token
 
 DEFAULT_OPEN_TIMEOUT_S: Final = 5.0
 #: Levels per side in the human summary (the JSON report has the whole book).
@@ -192,8 +204,13 @@ class Tap:
         *,
         depth: int | None = None,
         open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
+        token: str | None = None,
     ) -> None:
+        url, url_token = split_token(url)
+        #: The gateway's URL, without any token.
         self.url = url
+        #: Sent as ``Authorization: Bearer`` (the URL's ``?token=`` when None).
+        self.token = url_token if token is None else token
         self.symbol = symbol
         self.depth = depth
         self.open_timeout_s = open_timeout_s
@@ -339,12 +356,18 @@ class Tap:
         try:
             ws = await connect_gateway(
                 self.url,
+                token=self.token,
                 compression=None,
                 open_timeout=self.open_timeout_s,
                 max_size=_MAX_MESSAGE_BYTES,
             )
         except (OSError, WebSocketException, TimeoutError) as exc:
-            raise TapError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
+            hint = ""
+            if isinstance(exc, InvalidStatus) and exc.response.status_code == 401:
+                hint = f" (the token: --token-file PATH, --token or {TOKEN_ENV})"
+            raise TapError(
+                f"cannot connect to {self.url}: {exc or type(exc).__name__}{hint}"
+            ) from None
         self.started = time.monotonic()
         try:
             await ws.send(encode_json(Subscribe([self.symbol], ["book"], self.depth)).decode())
@@ -472,12 +495,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="levels per side to subscribe to, kept exact (default: the full book)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_token_arguments(parser)
 
 
 async def run_tap(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
     """Run ``tap`` on the running loop: report on stdout (and a status line per second
     while it runs when stdout is a terminal), errors on stderr; returns the exit code."""
-    tap = Tap(args.url, args.symbol, depth=args.depth)
+    try:
+        url, token = url_and_token(args)
+    except UsageError as exc:
+        print(f"mdgateway tap: error: {exc}", file=sys.stderr)
+        return 2
+    tap = Tap(url, args.symbol, depth=args.depth, token=token)
     async with asyncio.TaskGroup() as tasks:
         lines = tasks.create_task(_status_lines(tap, sys.stdout)) if sys.stdout.isatty() else None
         try:

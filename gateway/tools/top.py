@@ -6,8 +6,11 @@ subscription (``bbo`` channel, :class:`~gateway.wire.client_session.ClientSessio
 is drawn is :func:`gateway.tools.top_model.top_frame`'s, in the terminal's size.
 
 Errors that stop it with exit code 2 (one line on stderr): the URL is not a gateway's, the
-gateway cannot be reached (which URL, and why), it wants a token (401: ``--token``). Once
-running, a failed read is shown in the header and the last values stay on screen.
+gateway cannot be reached (which URL, and why), it wants a token (401). The token comes from
+``--token``, ``--token-file``, the URL's ``?token=`` or ``MDGATEWAY_TOKEN``
+(:func:`gateway.tools.runtime.gateway_token`) and is sent as ``Authorization: Bearer``,
+never in a URL; the URL shown is without it. Once running, a failed read is shown in the
+header and the last values stay on screen.
 """
 
 from __future__ import annotations
@@ -21,16 +24,22 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake
 
 from gateway.io.changes import StateChanges
-from gateway.io.client import next_step
+from gateway.io.client import connect_gateway, next_step
 from gateway.io.fanout import SubscriberStats
-from gateway.tools.runtime import UsageError, add_seconds_argument, run_loop
+from gateway.tools.runtime import (
+    TOKEN_ENV,
+    UsageError,
+    add_seconds_argument,
+    add_token_arguments,
+    run_loop,
+    url_and_token,
+)
 from gateway.tools.top_model import (
     NotAGateway,
     Reading,
@@ -43,6 +52,7 @@ from gateway.tools.top_model import (
 )
 from gateway.wire.client_session import BboEvent, ClientSession, GatewayError, StatusEvent
 from gateway.wire.protocol import Ping, Pong, ProtocolError, decode_server_message, encode_json
+from gateway.wire.tokens import bearer_headers, split_token
 
 #: The URL schemes accepted → (HTTP scheme, WebSocket scheme) of the same gateway.
 _SCHEMES = {
@@ -81,17 +91,13 @@ def gateway_urls(url: str, token: str | None = None) -> GatewayUrls:
             "or ws://127.0.0.1:8765/"
         )
     if token is None:
-        token = parse_qs(parts.query).get("token", [None])[0]
+        token = split_token(url)[1]
     path = parts.path.rstrip("/")
     for route in _ROUTES:  # the URL of one of its routes: the gateway's base is before it
         path = path.removesuffix(route)
     return GatewayUrls(
         f"{schemes[0]}://{parts.netloc}{path}", f"{schemes[1]}://{parts.netloc}{path}/", token
     )
-
-
-def _headers(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -108,8 +114,13 @@ async def _get(client: httpx.AsyncClient, url: str, token_given: bool) -> httpx.
         raise UsageError(f"gateway not reachable at {url}: {reason}") from None
     if response.status_code == http.HTTPStatus.UNAUTHORIZED:
         if token_given:
-            raise UsageError(f"the gateway at {url} refused the token (401): check --token")
-        raise UsageError(f"the gateway at {url} needs a token (401): pass --token TOKEN")
+            raise UsageError(
+                f"the gateway at {url} refused the token (401): check --token-file, "
+                f"--token or {TOKEN_ENV}"
+            )
+        raise UsageError(
+            f"the gateway at {url} needs a token (401): pass --token-file PATH or set {TOKEN_ENV}"
+        )
     if response.status_code == http.HTTPStatus.FORBIDDEN:
         raise UsageError(f"the gateway at {url} refused the request (403 Forbidden)")
     return response
@@ -193,9 +204,9 @@ class BookFollower:
             await asyncio.sleep(self.retry_s)
 
     async def _follow(self) -> None:
-        async with connect(
+        async with connect_gateway(
             self.urls.ws_url,
-            additional_headers=_headers(self.urls.token),
+            token=self.urls.token,
             compression=None,
             open_timeout=self.timeout_s,
         ) as ws:
@@ -260,9 +271,10 @@ async def run_top(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    urls = gateway_urls(args.url, args.token)
+    url, token = url_and_token(args)
+    urls = gateway_urls(url, token)
     async with (
-        httpx.AsyncClient(headers=_headers(urls.token), timeout=args.timeout) as client,
+        httpx.AsyncClient(headers=bearer_headers(urls.token), timeout=args.timeout) as client,
         asyncio.TaskGroup() as tasks,
     ):
         samples, health, subscribers = await read_http(client, urls)
@@ -282,7 +294,7 @@ async def run_top(args: argparse.Namespace) -> int:
             if error is None and follower is not None:
                 error = follower.error
             clock = time.strftime("%H:%M:%S")
-            return Reading(args.url, samples, health, subscribers, tops, error, clock)
+            return Reading(url, samples, health, subscribers, tops, error, clock)
 
         try:
             if args.once:
@@ -318,9 +330,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_seconds_argument(
         parser, "--timeout", "seconds to wait for each answer of the gateway", default=5.0
     )
-    parser.add_argument(
-        "--token", help="the gateway's server.token, sent as Authorization: Bearer TOKEN"
-    )
+    add_token_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:

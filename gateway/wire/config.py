@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.core.limits import VenueLimits, plan_connections
+from gateway.wire.tokens import TokenError, read_token_file
 from gateway.wire.venues import ADAPTERS
 
 SUPPORTED_VENUES: Final = tuple(ADAPTERS)
@@ -222,8 +225,16 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: ... and at once.
     request_burst: PositiveInt = 40
     #: When set, every connection (WebSocket and HTTP) must present it: an
-    #: ``Authorization: Bearer TOKEN`` header or ``?token=TOKEN``; refused with 401.
+    #: ``Authorization: Bearer TOKEN`` header or ``?token=TOKEN``; refused with 401. At most
+    #: one of ``token``, ``token_file`` and ``token_env`` is given; :func:`parse_config`
+    #: reads the other two into ``token`` (and clears them), so a loaded configuration
+    #: holds the token here whichever way it was given.
     token: Annotated[str, msgspec.Meta(min_length=MIN_TOKEN_LENGTH)] | None = None
+    #: A file whose first line (stripped) is the token, kept out of the configuration; a
+    #: relative path is relative to the configuration file's directory.
+    token_file: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    #: The name of an environment variable holding the token.
+    token_env: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     #: Origins (``https://desk.example``) whose browser pages may connect; a connection
     #: with another ``Origin`` header is refused with 403. Clients that send no ``Origin``
     #: (not browsers) are not concerned.
@@ -365,15 +376,64 @@ def _check_urls(urls: list[str], schemes: tuple[str, ...], where: str) -> None:
         raise ConfigError(f"{where}: duplicate URLs")
 
 
+#: The keys a subscriber token may be given by, one at most.
+_TOKEN_KEYS: Final = ("token", "token_file", "token_env")
+
+
+def token_error(token: str) -> str | None:
+    """Why ``token`` cannot be a subscriber token (None: it can); never names the token."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"too short: at least {MIN_TOKEN_LENGTH} characters, {len(token)} given"
+    if not _TOKEN.match(token):
+        return "only letters, digits and - . _ ~ + / = (a bearer token's characters)"
+    return None
+
+
+def resolve_token(
+    server: ServerConfig, environ: Mapping[str, str], base_dir: Path | None = None
+) -> ServerConfig:
+    """``server`` with the token of ``token_file`` (a relative path under ``base_dir``) or
+    ``token_env`` (read in ``environ``) in ``token``, those two cleared; ``server`` itself
+    when neither is set. Raises ConfigError naming the key: the file unreadable or its
+    first line empty, the variable unset or empty, the token not a valid one."""
+    if server.token_file is not None:
+        key = "$.server.token_file"
+        path = Path(server.token_file)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        try:
+            token = read_token_file(path)
+        except TokenError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    elif server.token_env is not None:
+        key = "$.server.token_env"
+        token = environ.get(server.token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"{key}: the environment variable {server.token_env} is not set or empty"
+            )
+    else:
+        return server
+    error = token_error(token)
+    if error is not None:
+        raise ConfigError(f"{key}: the token read is not valid: {error}")
+    return msgspec.structs.replace(server, token=token, token_file=None, token_env=None)
+
+
 def validate_server(server: ServerConfig) -> ServerConfig:
     """Checks what the types alone cannot of ``[server]``; returns it or raises ConfigError."""
     error = host_error(server.host)
     if error is not None:
         raise ConfigError(f"$.server.host: {error}")
-    if server.token is not None and not _TOKEN.match(server.token):
+    given = [key for key in _TOKEN_KEYS if getattr(server, key) is not None]
+    if len(given) > 1:
         raise ConfigError(
-            "$.server.token: only letters, digits and - . _ ~ + / = (a bearer token's characters)"
+            f"$.server: {', '.join(given)} given together; give one of " + ", ".join(_TOKEN_KEYS)
         )
+    if server.token is not None:
+        error = token_error(server.token)
+        if error is not None:
+            raise ConfigError(f"$.server.token: {error}")
     for i, origin in enumerate(server.allowed_origins):
         error = origin_error(origin)
         if error is not None:
@@ -442,8 +502,17 @@ def validate(config: Config) -> Config:
     return config
 
 
-def parse_config(text: bytes | str, source: str = "<config>") -> Config:
-    """Decode and validate TOML text. Raises ConfigError naming ``source`` and the key."""
+def parse_config(
+    text: bytes | str,
+    source: str = "<config>",
+    *,
+    environ: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    """Decode and validate TOML text, and read the subscriber token where it is kept
+    (:func:`resolve_token`: ``server.token_env`` in ``environ``, the process's environment
+    by default; a relative ``server.token_file`` under ``base_dir``, the working directory
+    by default). Raises ConfigError naming ``source`` and the key."""
     try:
         config = msgspec.toml.decode(text, type=Config)
     except msgspec.ValidationError as exc:
@@ -451,14 +520,18 @@ def parse_config(text: bytes | str, source: str = "<config>") -> Config:
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     try:
-        return validate(config)
+        validate(config)
+        server = resolve_token(config.server, os.environ if environ is None else environ, base_dir)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    return msgspec.structs.replace(config, server=server)
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """The configuration in the TOML file at ``path`` (:func:`parse_config`; a relative
+    ``server.token_file`` is under the file's directory)."""
     try:
         text = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), environ=environ, base_dir=path.parent)

@@ -4,15 +4,20 @@ status changes only, reconnection and fail-over over several URLs."""
 from __future__ import annotations
 
 import asyncio
+import http
 import itertools
 import json
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, serve, unix_serve
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Request, Response
 
 from gateway.core.model import Side, SymbolState
 from gateway.io.changes import StateChanges
@@ -597,19 +602,66 @@ async def test_without_reconnect_the_iteration_ends_and_unknown_symbols_raise() 
             await anext(client)
 
 
-async def test_too_many_subscriptions_raise_and_a_token_goes_in_the_url() -> None:
-    token = "client-token-0123456789"
-    _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1, token=token)
+async def test_too_many_subscriptions_raise() -> None:
+    _view, fanout = live_fanout(BIDS, ASKS, max_subscriptions=1)
     async with asyncio.TaskGroup() as tasks:
         server = await start_serving(tasks, fanout, 0)
-        url = f"ws://127.0.0.1:{fanout.port}/?token={token}"
+        url = f"ws://127.0.0.1:{fanout.port}/"
         with pytest.raises(GatewayError, match="too_many_subscriptions"):
             async for _ in subscribe(url, [KEY, KEY2], reconnect=False):
                 pass
-        async for event in subscribe(url, [KEY], reconnect=False):
-            assert event.symbol == KEY
-            break
         server.cancel()
+
+
+TOKEN = "client-token-0123456789"
+
+
+async def test_a_token_is_sent_as_a_bearer_header_never_in_the_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The client logs its URLs, and websockets its request lines and headers at DEBUG.
+    caplog.set_level(logging.DEBUG)
+    _view, fanout = live_fanout(BIDS, ASKS, token=TOKEN)
+    async with serving(fanout):
+        url = f"ws://127.0.0.1:{fanout.port}/"
+        for urls, token in (
+            (url, TOKEN),
+            (f"{url}?token={TOKEN}", None),  # in the URL: moved into the header
+            (f"{url}?token=wrong-token-0123456", TOKEN),  # the argument wins
+        ):
+            async with GatewayClient(urls, [KEY], token=token, reconnect=False) as client:
+                assert client.urls == [url]
+                event = await anext(client)
+                assert event.symbol == KEY and client.url == url
+        # Refused: the error, its message and the log lines name no token.
+        for token in ("wrong-token-0123456789", None):
+            with pytest.raises(InvalidStatus) as info:
+                async with GatewayClient(url, [KEY], token=token, reconnect=False) as client:
+                    await anext(client)
+            assert info.value.response.status_code == 401
+            assert "401" in str(info.value) and "token" not in str(info.value)
+    assert fanout.stats.http_refused == {401: 2}
+    logged = caplog.text
+    assert "Authorization: Bearer ***" in logged and "GET / HTTP/1.1" in logged
+    assert "token=" not in logged.replace("token=***", "")
+    assert TOKEN not in logged and "wrong-token" not in logged
+
+
+async def test_a_unix_socket_url_sends_its_token_as_a_header(tmp_path: Path) -> None:
+    requests: list[tuple[str, str | None]] = []
+
+    def record(conn: ServerConnection, request: Request) -> Response:
+        requests.append((request.path, request.headers.get("Authorization")))
+        return conn.respond(http.HTTPStatus.UNAUTHORIZED, "no\n")
+
+    path = str(tmp_path / "gw.sock")
+    async with unix_serve(lambda conn: conn.close(), path, process_request=record):
+        for url, token in ((f"unix:{path}?token={TOKEN}&x=1", None), (f"unix:{path}", TOKEN)):
+            client = GatewayClient(url, [KEY], token=token, reconnect=False)
+            assert client.urls == [url.partition("?")[0] + ("?x=1" if "x=1" in url else "")]
+            with pytest.raises(InvalidStatus):
+                await anext(client)
+    assert requests == [("/?x=1", f"Bearer {TOKEN}"), ("/", f"Bearer {TOKEN}")]
 
 
 @pytest.mark.parametrize("urls", [[], ["unix:"], ["unix:?token=x"], ["http://127.0.0.1:8765/"]])

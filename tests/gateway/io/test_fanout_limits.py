@@ -16,7 +16,7 @@ from websockets.typing import Origin
 
 from gateway.io.fanout import Fanout
 from gateway.io.health import HttpAnswer
-from gateway.wire.config import parse_config
+from gateway.wire.config import ServerConfig, parse_config
 from gateway.wire.protocol import (
     Error,
     ErrorCode,
@@ -106,6 +106,34 @@ async def test_a_token_is_required_by_header_or_query_and_refused_with_401(
     lines = [r.getMessage() for r in caplog.records if "401" in r.getMessage()]
     assert len(lines) == 5  # rate-limited per cause; the sixth is counted, not written
     assert not any(TOKEN in r.getMessage() for r in caplog.records)
+
+
+async def test_no_log_line_of_the_server_holds_a_token(caplog: pytest.LogCaptureFixture) -> None:
+    # websockets writes request lines and headers at DEBUG: the most the server can log.
+    caplog.set_level(logging.DEBUG, logger="websockets.server")
+    caplog.set_level(logging.DEBUG, logger="gateway.io.fanout")
+    _view, fanout = live_fanout(BIDS, ASKS, token=TOKEN)
+    async with serving(fanout):
+        url = f"ws://127.0.0.1:{fanout.port}/"
+        assert await subscribed(f"{url}?token={TOKEN}")
+        assert await subscribed(url, additional_headers={"Authorization": f"Bearer {TOKEN}"})
+        assert await refused_status(f"{url}?a=1&token={TOKEN}x") == 401
+        # A path holding one (a client that put it there): 404, logged redacted.
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        status, _, _ = await http_get(fanout.port, f"/stream/token={TOKEN}", headers)
+        assert status == 404
+    text = caplog.text
+    assert TOKEN not in text
+    assert "GET /?token=*** HTTP/1.1" in text and "GET /?a=1&token=*** HTTP/1.1" in text
+    assert "Authorization: Bearer ***" in text
+    assert "404 no such path ('/stream/token=***')" in text
+
+
+def test_a_fanout_refuses_a_server_whose_token_was_not_read() -> None:
+    # Serving without the token the configuration names would let anyone in.
+    for unread in (ServerConfig(token_file="token"), ServerConfig(token_env="GW_TOKEN")):
+        with pytest.raises(ValueError, match="not read"):
+            Fanout(FakeView(), unread)
 
 
 async def test_browsers_from_origins_not_listed_are_refused_with_403() -> None:

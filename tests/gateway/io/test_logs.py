@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from gateway.core.lograte import LogLimiter
-from gateway.io.logs import FdExhaustion, JsonFormatter, LimitedLog
+from gateway.io.logs import FdExhaustion, JsonFormatter, LimitedLog, redact_secrets
 from tests.subscriber import mdgateway_process
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -338,3 +338,32 @@ def test_mdgateway_run_writes_json_lines(
     conn = next(line for line in lines if line.get("connection") == 0)
     assert conn["venue"] == "okx" and conn["endpoint"] == "ws://127.0.0.1:1"
     assert conn["logger"] == "gateway.io.upstream" and conn["level"] == "WARNING"
+
+
+def test_a_redacting_logger_writes_no_token_in_messages_or_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "s3cret-token-0123456789"
+    logger = logging.getLogger("tests.redacted")
+    redact_secrets(logger)
+    redact_secrets(logger)  # once is enough: no second filter
+    assert len(logger.filters) == 1
+    caplog.set_level(logging.DEBUG, logger="tests.redacted")
+    logger.debug("< GET %s HTTP/1.1", f"/?token={secret}")
+    logger.debug("< %s: %s", "Authorization", f"Bearer {secret}")
+    logger.info("100%% plain, %d args kept", 2)
+    try:
+        raise ValueError(f"invalid HTTP request line: GET /?token={secret} HTTP/1.0")
+    except ValueError:
+        logger.exception("opening handshake failed")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[:3] == [
+        "< GET /?token=*** HTTP/1.1",
+        "< Authorization: Bearer ***",
+        "100% plain, 2 args kept",
+    ]
+    failed = caplog.records[3]
+    text = logging.Formatter().format(failed)
+    line = json.loads(JsonFormatter().format(failed))
+    assert "GET /?token=*** HTTP/1.0" in text and "GET /?token=***" in line["exception"]
+    assert secret not in caplog.text + text + line["exception"]

@@ -8,12 +8,15 @@ import asyncio
 import errno
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from gateway.tools.runtime import (
+    TOKEN_ENV,
     Parser,
     UsageError,
+    gateway_token,
     int_between,
     log_level,
     port_number,
@@ -129,3 +132,47 @@ def test_run_loop_lets_a_bug_through() -> None:
     with pytest.raises(BaseExceptionGroup) as raised:
         run_loop(_bug())
     assert raised.group_contains(KeyError)
+
+
+# --- the gateway's token: --token, --token-file, the URL, MDGATEWAY_TOKEN -----------------
+
+URL = "ws://127.0.0.1:8765/"
+
+
+@pytest.mark.parametrize(
+    ("option", "file_text", "url", "environ", "expected"),
+    [
+        ("by-option", "by-file\n", f"{URL}?token=by-url", {TOKEN_ENV: "by-env"}, "by-option"),
+        (None, " by-file \nrest\n", f"{URL}?token=by-url", {TOKEN_ENV: "by-env"}, "by-file"),
+        (None, None, f"{URL}?token=by-url", {TOKEN_ENV: "by-env"}, "by-url"),
+        (None, None, URL, {TOKEN_ENV: " by-env\n"}, "by-env"),
+        (None, None, URL, {TOKEN_ENV: ""}, None),
+        (None, None, URL, {}, None),
+    ],
+)
+def test_the_token_sent_is_the_first_given_of_option_file_url_environment(
+    tmp_path: Path,
+    option: str | None,
+    file_text: str | None,
+    url: str,
+    environ: dict[str, str],
+    expected: str | None,
+) -> None:
+    token_file = None
+    if file_text is not None:
+        token_file = tmp_path / "token"
+        token_file.write_text(file_text)
+    # The URL is given back without its token, whichever token is sent.
+    assert gateway_token(url, option, token_file, environ) == (URL, expected)
+
+
+def test_a_token_option_that_gives_no_token_is_a_usage_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for option, token_file, message in (
+        ("", None, "--token: empty"),
+        (None, tmp_path / "missing", "--token-file: cannot read .*missing"),
+        (None, empty, "--token-file: .*first line is empty"),
+    ):
+        with pytest.raises(UsageError, match=message):
+            gateway_token(URL, option, token_file, {TOKEN_ENV: "by-env"})

@@ -21,6 +21,7 @@ from gateway.io.changes import StateChanges
 from gateway.tools.cli import build_parser
 from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
 from gateway.wire import protocol as p
+from tests.gateway.io.fanout_helpers import live_fanout, serving
 from tests.harness import wait_until
 from tests.subscriber import live_demo_gateway, mdgateway_output
 
@@ -44,9 +45,9 @@ def _delta(
     return p.Delta(KEY, epoch, seq, 1000 + seq, bids, asks)
 
 
-def _args(url: str, symbol: str = KEY, duration: float = 1.0) -> argparse.Namespace:
+def _args(url: str, symbol: str = KEY, duration: float = 1.0, *options: str) -> argparse.Namespace:
     return build_parser().parse_args(
-        ["tap", url, "--symbol", symbol, "--duration", str(duration), "--json"]
+        ["tap", url, "--symbol", symbol, "--duration", str(duration), "--json", *options]
     )
 
 
@@ -250,6 +251,37 @@ async def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFix
     code = await run_tap(_args("ws://127.0.0.1:9/"))
     assert code == 2
     assert "cannot connect to ws://127.0.0.1:9/" in capsys.readouterr().err
+
+
+TOKEN = "tap-token-0123456789"
+
+
+async def test_the_token_is_sent_as_a_header_and_named_nowhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MDGATEWAY_TOKEN", raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    _view, fanout = live_fanout([("100.00", "1")], [("100.50", "1")], token=TOKEN)
+    async with serving(fanout):
+        url = f"ws://127.0.0.1:{fanout.port}/"
+        # Without a token, and with a wrong one in the URL: 401, said without the token.
+        for given in (url, f"{url}?token=wrong-token-0123456789"):
+            assert await run_tap(_args(given, KEY, 0.1)) == 2
+            err = capsys.readouterr().err
+            assert f"cannot connect to {url}: " in err and "HTTP 401" in err
+            assert "--token-file PATH" in err and "wrong-token" not in err
+        # The file's token wins over the URL's; the environment's is used alone.
+        monkeypatch.setenv("MDGATEWAY_TOKEN", TOKEN)
+        for given, options in (
+            (f"{url}?token=wrong-token-0123456789", ("--token-file", str(token_file))),
+            (url, ()),
+        ):
+            await run_tap(_args(given, KEY, 0.1, *options))
+            out, err = capsys.readouterr()
+            assert json.loads(out)["snapshots"] == 1, err
+            assert TOKEN not in out + err
+    assert fanout.stats.http_refused == {401: 2}
 
 
 # --- the real gateway on the simulated venue ------------------------------------------------

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import http
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -42,9 +43,12 @@ KEYS = [f"binance:{symbol}" for symbol in SYMBOLS]
 TOKEN = "s3cret-token-0123456789"
 
 
-async def _mdgateway(*args: str, columns: int, lines: int) -> tuple[int, str, str]:
-    """``mdgateway ARGS`` in a terminal of ``columns`` x ``lines`` (``COLUMNS``, ``LINES``)."""
-    env = {"COLUMNS": str(columns), "LINES": str(lines)}
+async def _mdgateway(
+    *args: str, columns: int, lines: int, token_env: str = ""
+) -> tuple[int, str, str]:
+    """``mdgateway ARGS`` in a terminal of ``columns`` x ``lines`` (``COLUMNS``, ``LINES``),
+    ``MDGATEWAY_TOKEN`` set to ``token_env`` (empty: none)."""
+    env = {"COLUMNS": str(columns), "LINES": str(lines), "MDGATEWAY_TOKEN": token_env}
     return await mdgateway_output(*args, timeout_s=30, env=env)
 
 
@@ -107,7 +111,7 @@ async def test_once_shows_the_books_endpoints_and_subscribers_of_a_running_gatew
 
 
 @pytest.mark.async_timeout_s(60)
-async def test_a_gateway_with_a_token_is_read_with_token() -> None:
+async def test_a_gateway_with_a_token_is_read_with_token(tmp_path: Path) -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
         binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
         config = demo_config([(binance, sim)], port=0)
@@ -120,15 +124,26 @@ async def test_a_gateway_with_a_token_is_read_with_token() -> None:
             assert (code, err) == (
                 2,
                 f"mdgateway top: the gateway at {url}/healthz needs a token (401): "
-                "pass --token TOKEN\n",
+                "pass --token-file PATH or set MDGATEWAY_TOKEN\n",
             )
-            # Sent on every request and on the WebSocket: the books are there.
-            code, out, err = await _mdgateway(
-                "top", "--once", url, "--token", TOKEN, columns=120, lines=40
-            )
-            assert code == 0, err
-            assert all(any(line.startswith(f"{key} ") for line in out.splitlines()) for key in KEYS)
-            assert "book stream" not in out.splitlines()[0], "no error of the WebSocket"
+            token_file = tmp_path / "token"
+            token_file.write_text(f"  {TOKEN}  \nnot the token\n")
+            # Sent on every request and on the WebSocket: the books are there; the URL
+            # shown is without the token.
+            for args, token_env in (
+                ((url, "--token-file", str(token_file)), ""),
+                ((url,), TOKEN),
+                ((f"{url}/?token={TOKEN}",), ""),
+            ):
+                code, out, err = await _mdgateway(
+                    "top", "--once", *args, columns=120, lines=40, token_env=token_env
+                )
+                assert code == 0, err
+                frame = out.splitlines()
+                assert all(any(line.startswith(f"{key} ") for line in frame) for key in KEYS)
+                assert "book stream" not in frame[0], "no error of the WebSocket"
+                assert frame[0].startswith(f"mdgateway top  {url}"), frame[0]
+                assert TOKEN not in out and TOKEN not in err
 
 
 @pytest.mark.async_timeout_s(40)
@@ -282,10 +297,10 @@ async def test_a_url_that_is_not_a_gateway_and_a_token_needed_are_named() -> Non
         assert await _top_once(url) == (
             2,
             f"mdgateway top: the gateway at {url}/healthz needs a token (401): "
-            "pass --token TOKEN\n",
+            "pass --token-file PATH or set MDGATEWAY_TOKEN\n",
         )
         code, err = await _top_once(url, "--token", "wrong")
-        assert code == 2 and "refused the token (401): check --token" in err
+        assert code == 2 and "refused the token (401): check --token-file" in err
         # The token is sent: past the 401, the answer is not a gateway's.
         assert await _top_once(url, "--token", TOKEN) == (
             2,

@@ -426,3 +426,76 @@ def test_max_levels_defaults_to_the_venue_and_may_not_refuse_its_snapshots() -> 
     assert parse_config(okx + "max_levels = 400\n").venues[0].max_levels == 400
     with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels"):
         parse_config(GOOD.replace(rest, rest + "\nmax_levels = 0"))
+
+
+# --- the subscriber token from a file or the environment ------------------------------------
+
+TOKEN = "0123456789abcdef-_.~+/="
+KRAKEN = """
+[[venues]]
+venue = "kraken"
+symbols = ["BTC/USD"]
+endpoints = ["wss://ws.kraken.com/v2"]
+"""
+
+
+def _with_server(lines: str) -> str:
+    return f"[server]\n{lines}\n{KRAKEN}"
+
+
+def test_the_token_is_read_from_a_file_under_the_config_directory(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text(f"{TOKEN}\n# comment\n")
+    path = tmp_path / "gateway.toml"
+    path.write_text(_with_server('token_file = "secrets/token"'))
+    server = load_config(path, environ={}).server
+    # Loaded, the token is the server's whichever way it was given.
+    assert (server.token, server.token_file, server.token_env) == (TOKEN, None, None)
+    absolute = _with_server(f'token_file = "{tmp_path / "secrets" / "token"}"')
+    assert parse_config(absolute, environ={}).server.token == TOKEN
+
+
+def test_the_token_is_read_from_an_environment_variable() -> None:
+    server = parse_config(
+        _with_server('token_env = "GW_TOKEN"'), environ={"GW_TOKEN": f" {TOKEN}\n"}
+    ).server
+    assert (server.token, server.token_file, server.token_env) == (TOKEN, None, None)
+
+
+@pytest.mark.parametrize(
+    ("server", "files", "environ", "message"),
+    [
+        ('token_file = "missing"', {}, {}, "$.server.token_file: cannot read"),
+        ('token_file = "token"', {"token": "\n" + TOKEN}, {}, "first line is empty"),
+        ('token_file = "token"', {"token": ""}, {}, "$.server.token_file: "),
+        ('token_file = "token"', {"token": "short\n"}, {}, "too short: at least 16"),
+        ('token_file = "token"', {"token": "0123456789abcdef 0"}, {}, "only letters, digits"),
+        ('token_env = "GW_TOKEN"', {}, {}, "GW_TOKEN is not set or empty"),
+        ('token_env = "GW_TOKEN"', {}, {"GW_TOKEN": "  "}, "GW_TOKEN is not set or empty"),
+        ('token_env = "GW_TOKEN"', {}, {"GW_TOKEN": "short"}, "$.server.token_env: the token"),
+        (
+            f'token = "{TOKEN}"\ntoken_env = "GW_TOKEN"',
+            {},
+            {"GW_TOKEN": TOKEN},
+            "$.server: token, token_env given together; give one of token, token_file, token_env",
+        ),
+        (
+            'token_file = "token"\ntoken_env = "GW_TOKEN"',
+            {"token": TOKEN},
+            {"GW_TOKEN": TOKEN},
+            "token_file, token_env given together",
+        ),
+        ('token_env = ""', {}, {}, "$.server.token_env"),
+    ],
+)
+def test_a_token_file_or_variable_that_gives_no_valid_token_is_named(
+    tmp_path: Path, server: str, files: dict[str, str], environ: dict[str, str], message: str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    path = tmp_path / "gateway.toml"
+    path.write_text(_with_server(server))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ=environ)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value), info.value
+    assert TOKEN not in str(info.value)

@@ -1,0 +1,66 @@
+"""Tokens out of URLs and log lines: the URL split, redaction, the token file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.wire.tokens import TokenError, bearer_headers, read_token_file, redact, split_token
+
+SECRET = "s3cret-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("url", "clean", "token"),
+    [
+        (f"ws://127.0.0.1:8765/?token={SECRET}", "ws://127.0.0.1:8765/", SECRET),
+        (f"ws://h/?a=1&token={SECRET}&b=2", "ws://h/?a=1&b=2", SECRET),
+        (f"ws://h/?token={SECRET}#frag", "ws://h/#frag", SECRET),
+        (f"unix:/run/gw.sock?token={SECRET}", "unix:/run/gw.sock", SECRET),
+        ("ws://h/?token=a%2Bb+c&token=second", "ws://h/", "a+b c"),  # as the server decodes
+        ("ws://h/?tokens=x&token", "ws://h/?tokens=x&token", None),  # no token= parameter
+        ("ws://h/", "ws://h/", None),
+    ],
+)
+def test_a_token_is_taken_out_of_a_url(url: str, clean: str, token: str | None) -> None:
+    assert split_token(url) == (clean, token)
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (f"GET /?token={SECRET} HTTP/1.1", "GET /?token=*** HTTP/1.1"),
+        (f"ws://h/?a=1&TOKEN={SECRET}&b=2", "ws://h/?a=1&TOKEN=***&b=2"),
+        (f"'/x?token={SECRET}'", "'/x?token=***'"),
+        (f"> Authorization: Bearer {SECRET}", "> Authorization: Bearer ***"),
+        (f"{{'Authorization': 'bearer {SECRET}'}}", "{'Authorization': 'bearer ***'}"),
+        (f"< authorization: Basic {SECRET}", "< authorization: ***"),
+        ("no secret here: token bucket, /healthz", "no secret here: token bucket, /healthz"),
+    ],
+)
+def test_redaction_hides_every_token_value(text: str, redacted: str) -> None:
+    assert redact(text) == redacted
+    assert SECRET not in redact(text)
+
+
+def test_a_token_is_sent_as_a_bearer_header() -> None:
+    assert bearer_headers(SECRET) == {"Authorization": f"Bearer {SECRET}"}
+    assert bearer_headers(None) == {}
+
+
+def test_a_token_file_is_read_by_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(f"  {SECRET}\t\nsecond line\n")
+    assert read_token_file(path) == SECRET
+    path.write_text("\n" + SECRET)
+    with pytest.raises(TokenError, match="first line is empty"):
+        read_token_file(path)
+    path.write_text("")
+    with pytest.raises(TokenError, match="first line is empty"):
+        read_token_file(path)
+    with pytest.raises(TokenError, match=r"cannot read .*missing: No such file"):
+        read_token_file(tmp_path / "missing")
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(TokenError, match="not UTF-8"):
+        read_token_file(path)
