@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
+import signal
 import socket
 from collections.abc import Callable
 
@@ -129,3 +131,28 @@ def test_run_loop_lets_a_bug_through() -> None:
     with pytest.raises(BaseExceptionGroup) as raised:
         run_loop(_bug())
     assert raised.group_contains(KeyError)
+
+
+async def _stop_with_a_long_drain(stages: list[str]) -> int:
+    """Signals itself to stop, and in its stop waits (a drain) until signalled again,
+    within a bound: a second signal that did not end the wait fails it with TimeoutError."""
+    os.kill(os.getpid(), signal.SIGINT)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        stages.append("stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stages.append("stopped at once")
+            raise
+    return 1
+
+
+def test_a_second_signal_ends_the_stop_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    stages: list[str] = []
+    assert run_loop(_stop_with_a_long_drain(stages)) == 0
+    assert stages == ["stopping", "stopped at once"]
+    assert capsys.readouterr().err == "mdgateway: stopped by signal\n"
