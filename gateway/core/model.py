@@ -11,11 +11,17 @@ for example ``binance:BTCUSDT``.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 import msgspec
 
 #: One price level as the venue sent it: ``(price, quantity)``.
 Level = tuple[str, str]
+
+#: The reason every symbol is ``stale`` with once the gateway stops
+#: (:meth:`gateway.core.pipeline.VenuePipeline.stop`), and of the close (1001) every
+#: subscriber gets after those statuses (:data:`gateway.wire.protocol.GOING_AWAY_REASON`).
+STOPPING_REASON: Final = "the gateway is stopping"
 
 
 def symbol_key(venue: str, symbol: str) -> str:

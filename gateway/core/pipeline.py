@@ -41,6 +41,7 @@ from gateway.core.book import L2Book
 from gateway.core.histogram import Histogram
 from gateway.core.lograte import LimitedLogger
 from gateway.core.model import (
+    STOPPING_REASON,
     ArbiterEvent,
     BookCrossed,
     BookDelta,
@@ -77,8 +78,6 @@ LOG_EVERY: Final = 1000
 EVENT_LATENCY_BOUNDS_S: Final = (
     0.0, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 )  # fmt: skip
-#: The reason every symbol is ``stale`` with once the gateway stops (:meth:`VenuePipeline.stop`).
-STOPPING_REASON: Final = "the gateway is stopping"
 
 
 # --- actions ------------------------------------------------------------------------------

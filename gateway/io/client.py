@@ -41,10 +41,15 @@ a token.
 Connections: ``urls`` are tried in order, the first that accepts is used. When the
 connection is lost, or every URL failed, the client waits a capped exponential backoff
 (full jitter; reset once a gateway acknowledges the subscription) and tries them in order
-again; every symbol is ``stale`` meanwhile. With ``recover`` (the default; full-depth books
-only) each live book is kept and the next connection asks the gateway for the deltas it
-missed: a :class:`RecoveryEvent` per book says whether it was recovered (its book events go
-on from where they stopped) or not (it restarts from a snapshot). Trade streams likewise:
+again; every symbol is ``stale`` meanwhile. Its reason tells a stop of the gateway (a
+restart or a deploy: it sent every symbol ``stale``, ``the gateway is stopping``, then
+closed with 1001 and that reason) from a fault: :data:`GATEWAY_STOPPED` for the former
+(counted in ``stats.gateway_stops``), ``gateway connection lost: ...`` otherwise. A
+restarted gateway is a new instance: its books restart from snapshots. With ``recover``
+(the default; full-depth books only) each live book is kept and the next connection asks
+the gateway for the deltas it missed: a :class:`RecoveryEvent` per book says whether it
+was recovered (its book events go on from where they stopped) or not (it restarts from a
+snapshot). Trade streams likewise:
 the trades missed while away follow (``recovered`` trade events), each once and in order,
 or a :class:`RecoveryEvent` with ``channel`` ``"trade"`` and ``recovered`` false says they
 are lost. ``ws://`` and ``wss://`` URLs are accepted.
@@ -76,6 +81,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.model import Level, Side, SymbolState
 from gateway.io.logs import LimitedLog, redact_secrets
 from gateway.wire.client_session import (
+    GATEWAY_STOPPED,
     BboEvent,
     Book,
     BookEvent,
@@ -89,11 +95,13 @@ from gateway.wire.client_session import (
     StatusEvent,
     Step,
     TradeEvent,
+    disconnect_reason,
 )
 from gateway.wire.protocol import Channel, UnknownValue, WireFormat, encode_json
 from gateway.wire.tokens import bearer_headers, split_token
 
 __all__ = [
+    "GATEWAY_STOPPED",
     "BboEvent",
     "Book",
     "BookEvent",
@@ -302,7 +310,14 @@ class GatewayClient:
             try:
                 step, _ = await next_step(ws, self.session, self._clock_ns, self._monotonic_ns)
             except ConnectionClosed as exc:
-                self._on_lost(f"gateway connection lost: {exc}")
+                received = exc.rcvd
+                self._on_lost(
+                    disconnect_reason(
+                        None if received is None else received.code,
+                        "" if received is None else received.reason,
+                        str(exc),
+                    )
+                )
                 continue
             await self._act(ws, step)
 
@@ -370,13 +385,14 @@ class GatewayClient:
         return ws
 
     def _on_lost(self, reason: str) -> None:
+        """The connection ended: logged at INFO when the gateway stopped (a restart is no
+        fault), else as a warning."""
         self._ws = None
         self.url = None
         if self._closed:
             return
         self._lost = True
-        self.stats.disconnects += 1
-        log.warning("%s", reason)
+        log.log(logging.INFO if reason == GATEWAY_STOPPED else logging.WARNING, "%s", reason)
         self._queue.extend(self.session.on_disconnected(reason, self._clock_ns()).events)
 
     async def _act(self, ws: ClientConnection, step: Step) -> None:

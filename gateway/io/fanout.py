@@ -78,6 +78,7 @@ from gateway.wire.config import (
     listen_error,
 )
 from gateway.wire.protocol import (
+    GOING_AWAY_REASON,
     Bbo,
     CloseCode,
     Delta,
@@ -129,6 +130,8 @@ CLOSE_TOO_MANY: Final = CloseCode.TRY_AGAIN_LATER  # 1013
 CLOSE_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR  # 1011
 #: The reason sent with :data:`CLOSE_INTERNAL_ERROR`.
 INTERNAL_ERROR_REASON: Final = "internal error"
+#: Close code for every subscriber when the gateway stops, with :data:`GOING_AWAY_REASON`.
+CLOSE_GOING_AWAY: Final = CloseCode.GOING_AWAY  # 1001
 
 _OPEN: Final = State.OPEN
 _LIVE: Final = FlowState.LIVE
@@ -201,6 +204,16 @@ class SubscriberStats(msgspec.Struct, frozen=True):
     behind: bool
     buffered_bytes: int
     behind_s: float
+
+
+class StopResult(msgspec.Struct, frozen=True):
+    """How :meth:`Fanout.stop` ended the subscribers connected when it began: ``closed``
+    read everything queued for them and answered the close within the drain bound;
+    ``aborted`` had not (they did not read, or the connection broke), and their TCP
+    connections were aborted at the bound (or at once, when the stop was cancelled)."""
+
+    closed: int
+    aborted: int
 
 
 class _Subscriber:
@@ -428,8 +441,9 @@ class Fanout:
         #: The clock read once per step (a publish, a request, a check), for the flow policy.
         self._now_s = clock_s()
         self.stats = FanoutStats()
-        #: Notified after a subscriber connects or goes, after every request handled, and
-        #: after every check of the subscribers behind; not per published message.
+        #: Notified after a subscriber connects or goes, after every request handled,
+        #: after every check of the subscribers behind and when the stop begins; not per
+        #: published message.
         self.changes = StateChanges()
         #: The bound ``(host, port)`` pairs once :meth:`serve` is listening.
         self.addresses: list[tuple[str, int]] = []
@@ -454,6 +468,8 @@ class Fanout:
         self._states: dict[str, SymbolState] = {}
         self._since_ns: dict[str, int] = {}
         self._started_ns = clock_ns()
+        #: Set by :meth:`stop`: a new connection is closed at once (1001).
+        self.stopping = False
         #: Subscribers with pending frames, and the flush scheduled for the turn's end.
         self._unflushed: _SubSet = {}
         self._flush_handle: asyncio.Handle | None = None
@@ -1127,15 +1143,20 @@ class Fanout:
         )
         self._close(sub, CLOSE_INTERNAL_ERROR, INTERNAL_ERROR_REASON)
 
-    def _close(self, sub: _Subscriber, code: int, reason: str) -> None:
+    def _close(
+        self, sub: _Subscriber, code: int, reason: str, abort_after_s: float | None = None
+    ) -> None:
         """Close without awaiting: nothing more is written to the subscriber, the close
         frame is queued behind the pending data, and the TCP connection is aborted if the
-        closing handshake has not ended within ``close_timeout_s``."""
+        closing handshake has not ended within ``abort_after_s`` (default
+        ``close_timeout_s``)."""
         if sub.abort_handle is not None:
             return  # already closing
         sub.flow.on_closed()
         loop = asyncio.get_running_loop()
-        sub.abort_handle = loop.call_later(self.close_timeout_s, sub.transport.abort)
+        sub.abort_handle = loop.call_later(
+            self.close_timeout_s if abort_after_s is None else abort_after_s, sub.transport.abort
+        )
         if sub.protocol.state is not _OPEN:
             return
         self._flush_one(sub)  # the close frame goes behind the pending frames
@@ -1144,6 +1165,46 @@ class Fanout:
             sub.conn.send_data()
         except Exception:  # the transport failed under us: no closing handshake
             sub.transport.abort()
+
+    # --- the gateway's stop -----------------------------------------------------------------
+
+    async def stop(self, drain_s: float) -> StopResult:
+        """The gateway stops, its venues stopped first (their last statuses published): every
+        subscriber is closed with :data:`CLOSE_GOING_AWAY` and :data:`GOING_AWAY_REASON`,
+        the close frame behind what is queued for it, so that a subscriber reading on gets
+        every last status, then the close. A subscriber that has not read all of it and
+        answered the close within ``drain_s`` is aborted then: a slow one does not hold the
+        stop longer. From the call on, a new connection is closed at once the same way.
+
+        Called while :meth:`serve` runs (which the caller cancels next). Cancelled (a
+        second signal), every subscriber left is aborted at once and CancelledError
+        propagates."""
+        self.stopping = True
+        self.changes.notify()
+        subs = list(self._subs)
+        for sub in subs:
+            self._close(sub, CLOSE_GOING_AWAY, GOING_AWAY_REASON, abort_after_s=drain_s)
+        try:
+            async with asyncio.timeout(drain_s):
+                await self.changes.wait_until(lambda: self._subs.keys().isdisjoint(subs))
+        except TimeoutError:
+            pass
+        finally:
+            for sub in subs:
+                if sub in self._subs:
+                    sub.transport.abort()
+        # A subscriber that answered the close received it, and everything before it.
+        closed = sum(sub.protocol.close_rcvd is not None for sub in subs)
+        result = StopResult(closed, len(subs) - closed)
+        log.info(
+            "stopped serving: %d subscribers closed (%d), %d aborted (not read and answered "
+            "within %g s)",
+            result.closed,
+            CLOSE_GOING_AWAY,
+            result.aborted,
+            drain_s,
+        )
+        return result
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -1323,7 +1384,9 @@ class Fanout:
         ``port`` 0 picks a free port; the bound addresses are in :attr:`addresses` when
         ``ready`` is set. With ``unix_path``, the same protocol and routes are also served
         on a Unix domain socket there (see :meth:`_bind_unix`), removed when serving ends.
-        On cancellation every connection is closed (1001) and CancelledError propagates.
+        On cancellation every connection still open is closed (1001 and
+        :data:`GOING_AWAY_REASON`; :meth:`stop` first drains them within a bound) and
+        CancelledError propagates.
         Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound.
         """
         options = self._server_options()
@@ -1340,6 +1403,8 @@ class Fanout:
         FD_EXHAUSTION.watch(asyncio.get_running_loop())  # accepts out of descriptors
         async with contextlib.AsyncExitStack() as stack:
             server = await stack.enter_async_context(listening)
+            # Before the server's own exit closes them with no reason (run first: LIFO).
+            stack.callback(server.close, True, CLOSE_GOING_AWAY, GOING_AWAY_REASON)
             if unix_path is not None:
                 await self._serve_unix(stack, unix_path, unix_mode, options)
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
@@ -1385,6 +1450,7 @@ class Fanout:
             sock.close()
             raise
         await stack.enter_async_context(listening)
+        stack.callback(listening.close, True, CLOSE_GOING_AWAY, GOING_AWAY_REASON)
         self.unix_path = path
         stack.callback(setattr, self, "unix_path", None)
         log.info("serving subscribers on unix:%s", path)
@@ -1490,6 +1556,10 @@ class Fanout:
         return conn.respond(status, f"{why}\n")
 
     async def _handle(self, conn: ServerConnection) -> None:
+        if self.stopping:
+            self._note_close_sent(CLOSE_GOING_AWAY)
+            await conn.close(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+            return
         if len(self._subs) >= self.server.max_subscribers:
             self.stats.rejected += 1
             self._note_close_sent(CLOSE_TOO_MANY)

@@ -1,10 +1,14 @@
 """The gateway service: upstream connections → venue pipeline → fan-out.
 
-One TaskGroup holds every task (subscriber server, one reader per connection, a renewal's
-replacement and its timeout among them, one snapshot fetcher, audit loop and scoring loop
-per venue, the reorder-window timer), inside an outer one holding the capture writer, which
-stops after them; cancelling :meth:`Service.run` stops them all, each venue's renewals
-first (:attr:`VenueRuntime.stopping`: the stop renews nothing).
+Three nested TaskGroups, stopped from the inside out when :meth:`Service.run` is cancelled:
+the venues' (one reader per connection, a renewal's replacement and its timeout among them,
+one snapshot fetcher, audit loop and scoring loop per venue, the reorder-window timer), then
+the subscriber server's, then the capture writer's. So the venues stop first (each one's
+renewals stopped, :attr:`VenueRuntime.stopping`, and every symbol published ``stale``, the
+gateway is stopping); then every subscriber is sent what is queued for it and closed with
+1001 and that reason, within ``server.stop_drain_s`` (:meth:`Fanout.stop`); then the
+server stops; the capture writer last, so that every connection's last frames and
+disconnect are written.
 Connections are renewed make-before-break (:mod:`gateway.core.renewal`), scored, replaced
 when worst, and backed by standby endpoints (:mod:`gateway.core.score`).
 Frames are handled synchronously from the reader that received them: the venue's pipeline
@@ -32,7 +36,7 @@ from gateway.core.model import SymbolState
 from gateway.core.stats import SymbolStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
-from gateway.io.fanout import Fanout
+from gateway.io.fanout import Fanout, StopResult
 from gateway.io.health import HttpAnswer
 from gateway.io.metrics import metrics_answer, metrics_registry
 from gateway.io.venue_runtime import VenueRuntime
@@ -99,6 +103,8 @@ class Service:
         self._pipelines: dict[str, pipeline.VenuePipeline] = {
             key: venue.pipeline for venue in self.venues for key in venue.books
         }
+        #: How the subscribers were ended when the service stopped (None before).
+        self.stop_result: StopResult | None = None
         self._timer_interval_s = max(
             0.002, min(cfg.reorder_window_ms for cfg in config.venues) / 4000.0
         )
@@ -122,7 +128,9 @@ class Service:
     # --- running ----------------------------------------------------------------------------
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Runs until cancelled; ``ready`` is set once subscribers can connect."""
+        """Runs until cancelled; ``ready`` is set once subscribers can connect. Cancelled,
+        it stops in order (the module's docstring) and :attr:`stop_result` says how the
+        subscribers ended; cancelled again meanwhile, the subscribers left are aborted."""
         server = self.config.server
         serving = asyncio.Event()
         async with asyncio.TaskGroup() as outer:
@@ -130,8 +138,8 @@ class Service:
             # every connection, so their last frames and disconnects are written.
             if self.capture is not None:
                 outer.create_task(self.capture.run())
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(
+            async with asyncio.TaskGroup() as front:
+                serve = front.create_task(
                     self.fanout.serve(
                         server.host,
                         server.port,
@@ -141,15 +149,24 @@ class Service:
                     )
                 )
                 await serving.wait()
-                for venue in self.venues:
-                    if venue.fetcher is not None:
-                        tasks.create_task(venue.fetcher.run())
-                        if venue.cfg.audit_interval_s > 0:
-                            tasks.create_task(venue.audit())
-                    venue.start(tasks)
-                tasks.create_task(self._timers())
-                if ready is not None:
-                    ready.set()
+                try:
+                    async with asyncio.TaskGroup() as tasks:
+                        for venue in self.venues:
+                            if venue.fetcher is not None:
+                                tasks.create_task(venue.fetcher.run())
+                                if venue.cfg.audit_interval_s > 0:
+                                    tasks.create_task(venue.audit())
+                            venue.start(tasks)
+                        tasks.create_task(self._timers())
+                        if ready is not None:
+                            ready.set()
+                finally:
+                    # The venues have stopped, their last statuses queued for the subscribers.
+                    try:
+                        if not serve.done():
+                            self.stop_result = await self.fanout.stop(server.stop_drain_s)
+                    finally:
+                        serve.cancel()
 
     @property
     def port(self) -> int:

@@ -92,7 +92,9 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 
 def run_loop(main: Coroutine[Any, Any, int], *, listen_hint: str = "") -> int:
     """Runs ``main`` on uvloop (asyncio where uvloop is missing) until it returns or
-    SIGINT/SIGTERM arrives; a signal cancels it, so every task it started is stopped.
+    SIGINT/SIGTERM arrives; a signal cancels it, so every task it started is stopped, and
+    each further signal cancels it again: a stop that takes its time (the service draining
+    its subscribers) ends at once on a second Ctrl-C.
 
     Raises UsageError when ``main`` fails with only UsageErrors and ListenErrors (however
     deep in exception groups): the first one's message, ``listen_hint`` appended to a
@@ -129,18 +131,14 @@ def users_mistake(exc: BaseException) -> UsageError | ListenError | None:
 
 async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         async with asyncio.TaskGroup() as tasks:
             work = tasks.create_task(main)
-            stopper = tasks.create_task(stop.wait())
-            done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if work in done:
-                stopper.cancel()
-                return work.result()
-            work.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, work.cancel)
+            await asyncio.wait({work})
+            if not work.cancelled() and work.exception() is None:
+                return work.result()  # a failure is the task group's to raise
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

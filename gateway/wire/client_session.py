@@ -77,8 +77,10 @@ from gateway.core.model import Level, Side, SymbolState
 from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
 from gateway.core.transitions import Table, transition
 from gateway.wire.protocol import (
+    GOING_AWAY_REASON,
     Bbo,
     Channel,
+    CloseCode,
     Delta,
     Error,
     ErrorCode,
@@ -98,6 +100,22 @@ from gateway.wire.protocol import (
 )
 
 CHANNELS: Final[tuple[Channel, ...]] = ("book", "bbo", "trade")
+#: Every symbol's ``stale`` reason once the gateway closed the connection because it is
+#: stopping (1001 with :data:`~gateway.wire.protocol.GOING_AWAY_REASON`): a restart or a
+#: deploy, not a fault of the network or of the gateway.
+GATEWAY_STOPPED: Final = "the gateway stopped (a restart or a deploy, not a network fault)"
+
+
+def disconnect_reason(close_code: int | None, close_reason: str, description: str) -> str:
+    """Every symbol's ``stale`` reason once the connection ended, from the close frame the
+    gateway sent (``close_code`` None: none came, the connection broke): :data:`GATEWAY_STOPPED`
+    for the gateway's stop (1001 with :data:`~gateway.wire.protocol.GOING_AWAY_REASON`),
+    else ``gateway connection lost: DESCRIPTION``."""
+    if close_code == CloseCode.GOING_AWAY and close_reason == GOING_AWAY_REASON:
+        return GATEWAY_STOPPED
+    return f"gateway connection lost: {description}"
+
+
 #: A symbol's state as the client tells it: the gateway's, or a later gateway's state
 #: this client does not know (never ``live``).
 ClientState = SymbolState | UnknownValue
@@ -360,7 +378,9 @@ class ClientStats:
     levels; ``statuses``: status events yielded (repeats are not)."""
 
     connects: int = 0
+    #: Connections that ended, and of them those the gateway closed because it stopped.
     disconnects: int = 0
+    gateway_stops: int = 0
     snapshots: int = 0
     deltas: int = 0
     gaps: int = 0
@@ -677,10 +697,14 @@ class ClientSession:
         return step
 
     def on_disconnected(self, reason: str, recv_ns: int) -> Step:
-        """The connection was lost: every book is void until the next connection's
-        snapshot or recovery, and every symbol is ``stale`` until the gateway's next
-        status. With ``recover`` the live books are kept for the next connection."""
+        """The connection was lost (``reason``: :func:`disconnect_reason`'s): every book is
+        void until the next connection's snapshot or recovery, and every symbol is
+        ``stale`` with ``reason`` until the gateway's next status. With ``recover`` the
+        live books are kept for the next connection."""
         step = Step()
+        self.stats.disconnects += 1
+        if reason == GATEWAY_STOPPED:
+            self.stats.gateway_stops += 1
         self._retries.clear()  # the next connection subscribes (and resyncs) anew
         self._subscribing = False
         for symbol, sym in self._symbols.items():

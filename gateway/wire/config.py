@@ -251,6 +251,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     recovery_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1024 * 1024
     #: ... and none older than this.
     recovery_age_s: NonNegativeFloat = 60.0
+    #: When the gateway stops, after its venues: how long each subscriber has to read what
+    #: is queued for it and answer the close (1001); one that has not by then is aborted.
+    stop_drain_s: PositiveFloat = 1.0
 
 
 class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -62,7 +62,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
-from gateway.core.model import Level, Side, SymbolState
+from gateway.core.model import STOPPING_REASON, Level, Side, SymbolState
 
 #: Bumped on any incompatible change of the messages below.
 PROTOCOL_VERSION: Final = 1
@@ -163,7 +163,8 @@ _ERROR_CODES: Final = members(ErrorCode)
 class CloseCode(enum.IntEnum):
     """The WebSocket close codes the gateway sends a subscriber (``docs/protocol.md``)."""
 
-    #: The gateway is shutting down: reconnect with backoff.
+    #: The gateway is stopping (a restart, a deploy), with reason :data:`GOING_AWAY_REASON`,
+    #: after every symbol's ``stale`` status with the same reason: reconnect with backoff.
     GOING_AWAY = 1001
     #: The client broke the WebSocket protocol itself (e.g. an unmasked frame).
     PROTOCOL_ERROR = 1002
@@ -178,6 +179,12 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     #: ``max_subscribers`` are connected: retry later with backoff.
     TRY_AGAIN_LATER = 1013
+
+
+#: The reason of the close :attr:`CloseCode.GOING_AWAY` the gateway sends every subscriber
+#: when it stops, once what was queued for the subscriber (the symbols' ``stale``
+#: statuses with the same reason among it) has been sent.
+GOING_AWAY_REASON: Final = STOPPING_REASON
 
 
 class ProtocolError(ValueError):

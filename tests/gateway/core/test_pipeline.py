@@ -18,6 +18,7 @@ from feeds.binance import BinanceSpotRule
 from gateway.core.activity import ActivityLimits
 from gateway.core.arbiter import ArbiterLimits, Checksum, SymbolArbiter
 from gateway.core.model import (
+    STOPPING_REASON,
     BookDelta,
     BookReset,
     ConnectionSequence,
@@ -36,7 +37,6 @@ from gateway.core.model import (
 from gateway.core.pipeline import (
     LOG_EVERY,
     LOG_FIRST,
-    STOPPING_REASON,
     BookRebuilt,
     BookState,
     CaughtUp,

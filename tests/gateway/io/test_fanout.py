@@ -17,6 +17,7 @@ from gateway.io import fanout as fanout_module
 from gateway.io.fanout import Fanout, build_frame
 from gateway.wire.config import ServerConfig
 from gateway.wire.protocol import (
+    GOING_AWAY_REASON,
     Bbo,
     Delta,
     Error,
@@ -606,3 +607,26 @@ async def test_a_status_says_since_when_the_symbol_is_in_its_state() -> None:
                 "reason": "still down",
                 "since_ns": 5_000,
             }
+
+
+@pytest.mark.async_timeout_s(10)
+async def test_a_stop_refuses_new_connections_and_cancelled_aborts_the_subscribers_left() -> None:
+    view = FakeView()
+    fanout = Fanout(view)
+    async with serving(fanout), await RawClient.connect(fanout.port) as silent:
+        await wait_until(fanout.changes, lambda: len(fanout.subscriber_stats()) == 1)
+        # A drain far beyond the test's bound: only the cancellation ends it.
+        stop = asyncio.create_task(fanout.stop(drain_s=60.0))
+        await wait_until(fanout.changes, lambda: fanout.stopping)
+        async with await RawClient.connect(fanout.port) as late:
+            opcode, payload, _ = await late.frame()
+            assert opcode == Opcode.CLOSE and close_of(payload) == (1001, GOING_AWAY_REASON)
+        stop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stop
+        # The silent subscriber got the close frame, then its connection was aborted.
+        opcode, payload, _ = await silent.frame()
+        assert opcode == Opcode.CLOSE and close_of(payload) == (1001, GOING_AWAY_REASON)
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
+            await silent.frame()
+        await wait_until(fanout.changes, lambda: not fanout.subscriber_stats())

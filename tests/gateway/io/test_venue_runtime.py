@@ -16,8 +16,7 @@ import pytest
 
 from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm
 from gateway.capture import CaptureReader
-from gateway.core.model import GatewayEvent, StatusChange, SymbolState
-from gateway.core.pipeline import STOPPING_REASON
+from gateway.core.model import STOPPING_REASON, GatewayEvent, StatusChange, SymbolState
 from gateway.core.renewal import Renewal
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.venue_runtime import VenueRuntime

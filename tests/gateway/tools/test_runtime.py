@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -176,3 +178,28 @@ def test_a_token_option_that_gives_no_token_is_a_usage_error(tmp_path: Path) -> 
     ):
         with pytest.raises(UsageError, match=message):
             gateway_token(URL, option, token_file, {TOKEN_ENV: "by-env"})
+
+
+async def _stop_with_a_long_drain(stages: list[str]) -> int:
+    """Signals itself to stop, and in its stop waits (a drain) until signalled again,
+    within a bound: a second signal that did not end the wait fails it with TimeoutError."""
+    os.kill(os.getpid(), signal.SIGINT)
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        stages.append("stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            async with asyncio.timeout(10):
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stages.append("stopped at once")
+            raise
+    return 1
+
+
+def test_a_second_signal_ends_the_stop_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    stages: list[str] = []
+    assert run_loop(_stop_with_a_long_drain(stages)) == 0
+    assert stages == ["stopping", "stopped at once"]
+    assert capsys.readouterr().err == "mdgateway: stopped by signal\n"

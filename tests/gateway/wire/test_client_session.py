@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gateway.core.model import Side, SymbolState
 from gateway.core.transitions import UndefinedTransition, transition
 from gateway.wire.client_session import (
+    GATEWAY_STOPPED,
     RETRY_TRANSITIONS,
     BboEvent,
     BookEvent,
@@ -26,11 +27,14 @@ from gateway.wire.client_session import (
     StatusEvent,
     Step,
     TradeEvent,
+    disconnect_reason,
     mid_of,
     spread_of,
 )
 from gateway.wire.protocol import (
+    GOING_AWAY_REASON,
     Bbo,
+    CloseCode,
     Delta,
     Error,
     ErrorCode,
@@ -529,3 +533,33 @@ def test_the_retry_table_is_its_spec_and_a_timer_without_a_refusal_is_a_bug() ->
     for state, event in undefined:
         with pytest.raises(UndefinedTransition):
             transition("retry", RETRY_TRANSITIONS, state, event)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [
+        (CloseCode.GOING_AWAY, GOING_AWAY_REASON, GATEWAY_STOPPED),
+        (CloseCode.GOING_AWAY, "", "gateway connection lost: 1001"),  # not the gateway's stop
+        (CloseCode.TOO_SLOW, "subscriber too slow: x", "gateway connection lost: 1008"),
+        (None, "", "gateway connection lost: 1006"),  # no close frame: the connection broke
+    ],
+)
+def test_the_gateways_stop_is_told_apart_from_a_lost_connection(
+    code: int | None, reason: str, expected: str
+) -> None:
+    description = "1006" if code is None else str(int(code))
+    assert disconnect_reason(code, reason, description) == expected
+
+
+def test_a_stop_of_the_gateway_makes_every_symbol_stale_for_it_and_is_counted() -> None:
+    session = ClientSession([KEY, KEY2])
+    feed = Feed(session)
+    feed(Status(KEY, SymbolState.STALE, GOING_AWAY_REASON, 1))
+    step = feed.lost(disconnect_reason(CloseCode.GOING_AWAY, GOING_AWAY_REASON, "1001"))
+    assert statuses(step.events) == [
+        (KEY, SymbolState.STALE, GATEWAY_STOPPED),
+        (KEY2, SymbolState.STALE, GATEWAY_STOPPED),
+    ]
+    assert session.stats.gateway_stops == 1 and session.stats.disconnects == 1
+    feed.lost()
+    assert session.stats.gateway_stops == 1 and session.stats.disconnects == 2
