@@ -176,6 +176,35 @@ def _load_sim(limit: int | None) -> DepthData:
     )
 
 
+# --- helper processes -----------------------------------------------------------------------
+
+
+async def read_line(proc: asyncio.subprocess.Process, what: str, timeout_s: float) -> str:
+    """The next line ``proc`` (started with piped stdout and stderr) prints, stripped;
+    RuntimeError with its stderr when it exited, TimeoutError after ``timeout_s``."""
+    if proc.stdout is None or proc.stderr is None:
+        raise RuntimeError(f"{what}: started without piped stdout and stderr")
+    async with asyncio.timeout(timeout_s):
+        raw = await proc.stdout.readline()
+    if not raw:
+        err = await proc.stderr.read()
+        raise RuntimeError(f"{what} exited: {err.decode(errors='replace').strip()}")
+    return raw.decode().strip()
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 5.0) -> None:
+    """Close ``proc``'s stdin (its signal to exit), wait for it up to ``timeout_s``, then
+    kill it."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 # --- event loop and machine -----------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, broadcast
 
-from bench.common import KEY, load_depth_data, run_async
+from bench.common import KEY, load_depth_data, read_line, run_async, stop_process
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, Level, StatusChange, SymbolState
 from gateway.core.pipeline import BookState
@@ -181,12 +181,7 @@ VARIANTS: tuple[tuple[str, Sender], ...] = (
 
 
 async def _line(ctx: _Ctx, timeout_s: float) -> str:
-    async with asyncio.timeout(timeout_s):
-        raw = await ctx.proc.stdout.readline()
-    if not raw:
-        err = await ctx.proc.stderr.read()
-        raise RuntimeError(f"fanout reader exited: {err.decode(errors='replace').strip()}")
-    return str(raw.decode().strip())
+    return await read_line(ctx.proc, "fanout reader", timeout_s)
 
 
 async def _wait_done(ctx: _Ctx, cell: int, timeout_s: float = 30.0) -> None:
@@ -227,14 +222,7 @@ async def _stop_readers(ctx: _Ctx) -> None:
     ctx.conns, ctx.transports = [], []
     if proc is None:
         return
-    if proc.stdin is not None:
-        proc.stdin.close()
-    try:
-        async with asyncio.timeout(5.0):
-            await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    await stop_process(proc)
     async with asyncio.timeout(10.0):
         while ctx.fanout.stats.subscribers:  # noqa: ASYNC110
             await asyncio.sleep(0.01)

@@ -146,6 +146,33 @@ def test_end_to_end(bench: Callable[[str], ModuleType]) -> None:
     assert summary["client seq gaps"] == summary["gateway gaps"] == 0
 
 
+def test_client(bench: Callable[[str], ModuleType]) -> None:
+    module = bench("client")
+    rows = module.run(quick=True)
+    _check_numbers(rows)
+    cells = [(kind.name, wire_format) for kind in module.KINDS for wire_format in module.FORMATS]
+    per_message = _table(rows, "per message")
+    loopback = _table(rows, "loopback")
+    assert [(row["message"], row["format"]) for row in per_message] == cells
+    assert [(row["message"], row["format"]) for row in loopback] == cells
+    assert {kind.name for kind in module.KINDS} >= {
+        "delta, 1 level",
+        "delta, 10 levels",
+        "delta, 50 levels",
+        "snapshot, 400 levels",
+        "trade",
+        "bbo",
+        "status",
+    }
+    # The same messages in both formats: MessagePack's are the smaller.
+    sizes = {(row["message"], row["format"]): _number(row, "message B") for row in per_message}
+    for kind in module.KINDS:
+        assert sizes[kind.name, "msgpack"] < sizes[kind.name, "json"]
+    assert all(_number(row, "messages/round") >= 5 for row in loopback)
+    (data,) = _table(rows, "data")
+    assert data["book levels (bids/asks)"] == "200/200"
+
+
 def test_runner_prints_tables_and_json(
     bench: Callable[[str], ModuleType], capsys: pytest.CaptureFixture[str]
 ) -> None:
