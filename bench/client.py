@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 from bench.common import (
@@ -244,13 +245,31 @@ def _wire(msg: ServerMessage, wire_format: WireFormat) -> str | bytes:
     return data.decode() if wire_format == "json" else data
 
 
+def _deeper(side: tuple[Level, ...], *, bids: bool) -> tuple[Level, ...]:
+    """``side`` (best first, at least 2 levels) extended to :data:`LEVELS_PER_SIDE` levels
+    away from the top, one tick (its last two prices' difference) apart, the quantities
+    repeated: for a simulated book shallower than the real one."""
+    prices = [Decimal(price) for price, _ in side[-2:]]
+    tick = abs(prices[1] - prices[0])
+    step = -tick if bids else tick
+    extra = tuple(
+        (str(prices[1] + step * (n + 1)), side[n % len(side)][1])
+        for n in range(LEVELS_PER_SIDE - len(side))
+    )
+    return side + extra
+
+
 def _load_levels() -> tuple[Levels, str]:
+    """The top :data:`LEVELS_PER_SIDE` levels per side of the depth data's snapshot (made
+    deeper when it is shallower) and the data's source."""
     data = load_depth_data(limit=1)
-    snapshot = data.snapshot
-    levels = Levels(snapshot.bids[:LEVELS_PER_SIDE], snapshot.asks[:LEVELS_PER_SIDE])
-    if len(levels.bids) < LEVELS_PER_SIDE or len(levels.asks) < LEVELS_PER_SIDE:
-        raise RuntimeError(f"{data.source}: fewer than {LEVELS_PER_SIDE} levels per side")
-    return levels, data.source
+    bids = data.snapshot.bids[:LEVELS_PER_SIDE]
+    asks = data.snapshot.asks[:LEVELS_PER_SIDE]
+    source = data.source
+    if len(bids) < LEVELS_PER_SIDE or len(asks) < LEVELS_PER_SIDE:
+        source += f"; its {len(bids)}/{len(asks)} levels extended to {LEVELS_PER_SIDE} per side"
+        bids, asks = _deeper(bids, bids=True), _deeper(asks, bids=False)
+    return Levels(bids, asks), source
 
 
 # --- per message: decode, ClientSession.on_data ------------------------------------------------
@@ -531,7 +550,6 @@ async def _loopback(levels: Levels, quick: bool, repeats: int) -> list[dict[str,
                     "messages/s": wall.ops_per_s(count),
                     "µs/message": wall.per_op_us(count),
                     "client CPU µs/msg": client_cpu.per_op_us(count),
-                    "client msg/s per CPU s": client_cpu.ops_per_s(count),
                     "client busy %": 100.0 * client_cpu_ns / wall.median_ns,
                     "server busy %": 100.0 * cpu_ns / wall.median_ns,
                     "speed vs json": reference / wall.median_ns,

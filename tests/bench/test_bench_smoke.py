@@ -106,6 +106,19 @@ def test_receive_path_falls_back_to_the_simulator(
     assert str(data["source"]).startswith("SIMULATED")
 
 
+def test_client_falls_back_to_the_simulator(
+    bench: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(bench("common"), "CAPTURE", tmp_path / "missing.gz")
+    levels, source = bench("client")._load_levels()
+    assert source.startswith("SIMULATED")
+    assert len(levels.bids) == len(levels.asks) == 200
+    bids = [float(price) for price, _ in levels.bids]
+    asks = [float(price) for price, _ in levels.asks]
+    assert bids == sorted(set(bids), reverse=True) and asks == sorted(set(asks))
+    assert bids[0] < asks[0]
+
+
 def test_book(bench: Callable[[str], ModuleType]) -> None:
     rows = bench("book").run(quick=True)
     _check_numbers(rows)
