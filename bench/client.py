@@ -48,6 +48,7 @@ from bench.common import (
     measure,
     read_line,
     run_async,
+    serving,
     stop_process,
 )
 from gateway.core.book import L2Book
@@ -499,10 +500,7 @@ async def _loopback(levels: Levels, quick: bool, repeats: int) -> list[dict[str,
     loopback = _Loopback(fanout, view, levels)
     process_timeout_s = 60.0 if quick else 150.0
 
-    ready = asyncio.Event()
-    async with asyncio.TaskGroup() as tasks:
-        serving = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
-        await ready.wait()
+    async with serving(fanout):
         try:
             for client in clients:
                 await _start(client, fanout.port, process_timeout_s)
@@ -522,7 +520,6 @@ async def _loopback(levels: Levels, quick: bool, repeats: int) -> list[dict[str,
             for client in clients:
                 if client.proc is not None:
                     await stop_process(client.proc)
-            serving.cancel()
     stats = fanout.stats
     if stats.dropped or stats.conflations or stats.slow_disconnects:
         raise RuntimeError(f"the fanout dropped or conflated messages: {stats}")
