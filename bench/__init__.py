@@ -9,4 +9,4 @@ figure). Speed and memory targets live here, never as timing assertions in unit 
 from __future__ import annotations
 
 #: Benchmark modules, in the order the runner runs them.
-BENCHMARKS: tuple[str, ...] = ("receive_path", "book", "fanout", "end_to_end")
+BENCHMARKS: tuple[str, ...] = ("receive_path", "book", "fanout", "end_to_end", "client")

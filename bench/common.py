@@ -9,6 +9,7 @@ left on (as in the service) but collected before each run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib.metadata
 import math
@@ -17,7 +18,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,7 @@ from feeds.sim import binance_spot as render
 from feeds.sim.book_process import BookProcess
 from gateway.capture import CaptureReader
 from gateway.core.model import DepthDiff, DepthSnapshot
+from gateway.io.fanout import Fanout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_ROOT = REPO_ROOT.parent / "shared" / "data" / "real"
@@ -174,6 +176,49 @@ def _load_sim(limit: int | None) -> DepthData:
         snapshot,
         frames,
     )
+
+
+# --- helper processes -----------------------------------------------------------------------
+
+
+async def read_line(proc: asyncio.subprocess.Process, what: str, timeout_s: float) -> str:
+    """The next line ``proc`` (started with piped stdout and stderr) prints, stripped;
+    RuntimeError with its stderr when it exited, TimeoutError after ``timeout_s``."""
+    if proc.stdout is None or proc.stderr is None:
+        raise RuntimeError(f"{what}: started without piped stdout and stderr")
+    async with asyncio.timeout(timeout_s):
+        raw = await proc.stdout.readline()
+    if not raw:
+        err = await proc.stderr.read()
+        raise RuntimeError(f"{what} exited: {err.decode(errors='replace').strip()}")
+    return raw.decode().strip()
+
+
+@contextlib.asynccontextmanager
+async def serving(fanout: Fanout) -> AsyncIterator[Fanout]:
+    """``fanout`` serving on 127.0.0.1 (a free port: ``fanout.port``) for the block; its
+    server is stopped when the block ends."""
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        server = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
+        await ready.wait()
+        try:
+            yield fanout
+        finally:
+            server.cancel()
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 5.0) -> None:
+    """Close ``proc``'s stdin (its signal to exit), wait for it up to ``timeout_s``, then
+    kill it."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 # --- event loop and machine -----------------------------------------------------------------

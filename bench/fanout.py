@@ -39,7 +39,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, broadcast
 
-from bench.common import KEY, load_depth_data, run_async
+from bench.common import KEY, load_depth_data, read_line, run_async, serving, stop_process
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, Level, StatusChange, SymbolState
 from gateway.core.pipeline import BookState
@@ -181,12 +181,7 @@ VARIANTS: tuple[tuple[str, Sender], ...] = (
 
 
 async def _line(ctx: _Ctx, timeout_s: float) -> str:
-    async with asyncio.timeout(timeout_s):
-        raw = await ctx.proc.stdout.readline()
-    if not raw:
-        err = await ctx.proc.stderr.read()
-        raise RuntimeError(f"fanout reader exited: {err.decode(errors='replace').strip()}")
-    return str(raw.decode().strip())
+    return await read_line(ctx.proc, "fanout reader", timeout_s)
 
 
 async def _wait_done(ctx: _Ctx, cell: int, timeout_s: float = 30.0) -> None:
@@ -227,14 +222,7 @@ async def _stop_readers(ctx: _Ctx) -> None:
     ctx.conns, ctx.transports = [], []
     if proc is None:
         return
-    if proc.stdin is not None:
-        proc.stdin.close()
-    try:
-        async with asyncio.timeout(5.0):
-            await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    await stop_process(proc)
     async with asyncio.timeout(10.0):
         while ctx.fanout.stats.subscribers:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -263,33 +251,27 @@ async def _main(quick: bool) -> list[dict[str, object]]:
     repeats = 1 if quick else 5
     results: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
 
-    ready = asyncio.Event()
-    async with asyncio.TaskGroup() as tasks:
-        server = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
-        await ready.wait()
-        try:
-            for count in SUBSCRIBERS:
-                events = max(COALESCE, deliveries_target // count // COALESCE * COALESCE)
-                batch = max(1, BATCH_DELIVERIES // count)
-                await _start_readers(ctx, count, timeout_s=120.0)
-                try:
-                    for rep in range(1 + repeats):  # the first round warms up, untimed
-                        for name, send in VARIANTS:
-                            ctx.cell += 1
-                            t0 = time.perf_counter_ns()
-                            c0 = time.process_time_ns()
-                            await send(ctx, events, batch)
-                            await _wait_done(ctx, ctx.cell)
-                            wall = time.perf_counter_ns() - t0
-                            cpu = time.process_time_ns() - c0
-                            if rep:
-                                results.setdefault((name, count), []).append(
-                                    (wall, cpu, events * count)
-                                )
-                finally:
-                    await _stop_readers(ctx)
-        finally:
-            server.cancel()
+    async with serving(fanout):
+        for count in SUBSCRIBERS:
+            events = max(COALESCE, deliveries_target // count // COALESCE * COALESCE)
+            batch = max(1, BATCH_DELIVERIES // count)
+            await _start_readers(ctx, count, timeout_s=120.0)
+            try:
+                for rep in range(1 + repeats):  # the first round warms up, untimed
+                    for name, send in VARIANTS:
+                        ctx.cell += 1
+                        t0 = time.perf_counter_ns()
+                        c0 = time.process_time_ns()
+                        await send(ctx, events, batch)
+                        await _wait_done(ctx, ctx.cell)
+                        wall = time.perf_counter_ns() - t0
+                        cpu = time.process_time_ns() - c0
+                        if rep:
+                            results.setdefault((name, count), []).append(
+                                (wall, cpu, events * count)
+                            )
+            finally:
+                await _stop_readers(ctx)
     if fanout.stats.dropped or fanout.stats.conflations or fanout.stats.slow_disconnects:
         raise RuntimeError(f"the fanout dropped or conflated messages: {fanout.stats}")
 

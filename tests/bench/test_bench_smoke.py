@@ -106,6 +106,19 @@ def test_receive_path_falls_back_to_the_simulator(
     assert str(data["source"]).startswith("SIMULATED")
 
 
+def test_client_falls_back_to_the_simulator(
+    bench: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(bench("common"), "CAPTURE", tmp_path / "missing.gz")
+    levels, source = bench("client")._load_levels()
+    assert source.startswith("SIMULATED")
+    assert len(levels.bids) == len(levels.asks) == 200
+    bids = [float(price) for price, _ in levels.bids]
+    asks = [float(price) for price, _ in levels.asks]
+    assert bids == sorted(set(bids), reverse=True) and asks == sorted(set(asks))
+    assert bids[0] < asks[0]
+
+
 def test_book(bench: Callable[[str], ModuleType]) -> None:
     rows = bench("book").run(quick=True)
     _check_numbers(rows)
@@ -144,6 +157,33 @@ def test_end_to_end(bench: Callable[[str], ModuleType]) -> None:
     assert sum(_number(row, "first wins") for row in endpoints) == summary["deltas published"]
     assert sum(_number(row, "duplicates dropped") for row in endpoints) > 0
     assert summary["client seq gaps"] == summary["gateway gaps"] == 0
+
+
+def test_client(bench: Callable[[str], ModuleType]) -> None:
+    module = bench("client")
+    rows = module.run(quick=True)
+    _check_numbers(rows)
+    cells = [(kind.name, wire_format) for kind in module.KINDS for wire_format in module.FORMATS]
+    per_message = _table(rows, "per message")
+    loopback = _table(rows, "loopback")
+    assert [(row["message"], row["format"]) for row in per_message] == cells
+    assert [(row["message"], row["format"]) for row in loopback] == cells
+    assert {kind.name for kind in module.KINDS} >= {
+        "delta, 1 level",
+        "delta, 10 levels",
+        "delta, 50 levels",
+        "snapshot, 400 levels",
+        "trade",
+        "bbo",
+        "status",
+    }
+    # The same messages in both formats: MessagePack's are the smaller.
+    sizes = {(row["message"], row["format"]): _number(row, "message B") for row in per_message}
+    for kind in module.KINDS:
+        assert sizes[kind.name, "msgpack"] < sizes[kind.name, "json"]
+    assert all(_number(row, "messages/round") >= 5 for row in loopback)
+    (data,) = _table(rows, "data")
+    assert data["book levels (bids/asks)"] == "200/200"
 
 
 def test_runner_prints_tables_and_json(
