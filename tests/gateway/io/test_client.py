@@ -4,6 +4,7 @@ status changes only, reconnection and fail-over over several URLs."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import http
 import itertools
 import json
@@ -648,6 +649,37 @@ async def test_a_token_is_sent_as_a_bearer_header_never_in_the_url(
     assert "Authorization: Bearer ***" in logged and "GET / HTTP/1.1" in logged
     assert "token=" not in logged.replace("token=***", "")
     assert TOKEN not in logged and "wrong-token" not in logged
+
+
+async def test_a_urls_password_is_used_to_connect_and_never_shown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    password = "pass-0123456789"
+    _view, fanout = live_fanout(BIDS, ASKS)
+    async with serving(fanout):
+        url = f"ws://alice:{password}@127.0.0.1:{fanout.port}/"
+        shown = f"ws://alice:***@127.0.0.1:{fanout.port}/"
+        async with GatewayClient(url, [KEY], reconnect=False) as client:
+            assert client.urls == [shown]
+            event = await anext(client)
+            assert event.symbol == KEY and client.url == shown
+    # What the server was sent: the password, as HTTP Basic credentials.
+    authorizations: list[str | None] = []
+
+    def record(conn: ServerConnection, request: Request) -> Response:
+        authorizations.append(request.headers.get("Authorization"))
+        return conn.respond(http.HTTPStatus.UNAUTHORIZED, "no\n")
+
+    async with serve(lambda conn: conn.close(), "127.0.0.1", 0, process_request=record) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = GatewayClient(f"ws://alice:{password}@127.0.0.1:{port}/", [KEY], reconnect=False)
+        with pytest.raises(InvalidStatus):
+            await anext(client)
+    credentials = base64.b64encode(f"alice:{password}".encode()).decode()
+    assert authorizations == [f"Basic {credentials}"]
+    assert "alice:***@127.0.0.1" in caplog.text and password not in caplog.text
+    assert credentials not in caplog.text
 
 
 async def test_a_unix_socket_url_sends_its_token_as_a_header(tmp_path: Path) -> None:
