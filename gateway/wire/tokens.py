@@ -6,7 +6,7 @@ still carries one as ``?token=TOKEN`` has it taken out before it is used or show
 written through :func:`redact`, which also hides the password of a URL's
 ``user:password@`` (the user is kept). A token kept in a file is read by :func:`read_token_file`:
 its first line, stripped, so that it stays off command lines (``ps``) and out of the
-configuration file.
+configuration file. A token kept in a structure is a :class:`Secret`, whose ``repr`` hides it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,18 @@ _SECRET: Final = re.compile(
     r"|(authorization['\"]?+\s*+[:=]\s*+['\"]?+)(?!bearer\s)[^'\"\r\n]+"
     r"|(\b[a-z][a-z0-9+.-]*+://[^/?#@\s:'\"]*+:)[^/?#@\s'\"]++(?=@)"
 )
+
+
+class Secret(str):
+    """A secret string (a token) that its ``repr`` does not show: ``'***'``, so that a
+    structure holding it (a configuration, a log line of one) shows no secret. Otherwise
+    the string itself (``str()``, comparisons, ``encode()``). msgspec does not encode it
+    (a configuration is not written out with its secret)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(REDACTED)
 
 
 class TokenError(ValueError):
