@@ -44,7 +44,9 @@ connection is lost, or every URL failed, the client waits a capped exponential b
 again; every symbol is ``stale`` meanwhile. Its reason tells a stop of the gateway (a
 restart or a deploy: it sent every symbol ``stale``, ``the gateway is stopping``, then
 closed with 1001 and that reason) from a fault: :data:`GATEWAY_STOPPED` for the former
-(counted in ``stats.gateway_stops``), ``gateway connection lost: ...`` otherwise. A
+(counted in ``stats.gateway_stops``), ``gateway connection lost: ...`` otherwise. A connect
+the gateway closes at once because it is stopping (while it drains its subscribers) is its
+stop too: logged at INFO, counted in ``stats.gateway_stops``, the next URL tried. A
 restarted gateway is a new instance: its books restart from snapshots. With ``recover``
 (the default; full-depth books only) each live book is kept and the next connection asks
 the gateway for the deltas it missed: a :class:`RecoveryEvent` per book says whether it
@@ -133,6 +135,16 @@ redact_secrets(log, logging.getLogger("websockets.client"))
 UNIX_SCHEME = "unix:"
 #: URL schemes the client connects to.
 URL_SCHEMES = ("ws://", "wss://", UNIX_SCHEME)
+
+
+def _closed_reason(exc: ConnectionClosed) -> str:
+    """:func:`disconnect_reason` of a connection that ended with ``exc``."""
+    received = exc.rcvd
+    return disconnect_reason(
+        None if received is None else received.code,
+        "" if received is None else received.reason,
+        str(exc),
+    )
 
 
 class _Target(NamedTuple):
@@ -321,14 +333,7 @@ class GatewayClient:
             try:
                 step, _ = await next_step(ws, self.session, self._clock_ns, self._monotonic_ns)
             except ConnectionClosed as exc:
-                received = exc.rcvd
-                self._on_lost(
-                    disconnect_reason(
-                        None if received is None else received.code,
-                        "" if received is None else received.reason,
-                        str(exc),
-                    )
-                )
+                self._on_lost(_closed_reason(exc))
                 continue
             await self._act(ws, step)
 
@@ -371,7 +376,14 @@ class GatewayClient:
                     ws = await self._open(target)
                 except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
                     failure = exc
-                    self._log.warning(("connect", url), "gateway %s: connect failed: %s", url, exc)
+                    if isinstance(exc, ConnectionClosed) and _closed_reason(exc) == GATEWAY_STOPPED:
+                        # Closed at once by a gateway that is stopping: a restart, no fault.
+                        self.stats.gateway_stops += 1
+                        log.info("gateway %s: %s", url, GATEWAY_STOPPED)
+                    else:
+                        self._log.warning(
+                            ("connect", url), "gateway %s: connect failed: %s", url, exc
+                        )
                     continue
                 if self._closed:  # aclose() while connecting
                     await ws.close()

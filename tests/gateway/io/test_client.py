@@ -36,7 +36,7 @@ from gateway.io.client import (
     TradeEvent,
     subscribe,
 )
-from gateway.io.fanout import Fanout
+from gateway.io.fanout import Fanout, StopResult
 from gateway.wire.protocol import UnknownValue, WireFormat
 from tests.harness import wait_until
 
@@ -547,6 +547,31 @@ async def test_client_without_recovery_reconnects_after_the_gateway_restarts() -
         await client.aclose()
         await consuming
         server.cancel()
+
+
+async def test_a_connect_refused_while_the_gateway_stops_is_its_stop_logged_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.io.client")
+    _view, fanout = live_fanout(BIDS, ASKS)
+    async with asyncio.TaskGroup() as tasks:
+        server = await start_serving(tasks, fanout, 0)
+        # Draining (no subscriber holds it): every connection is closed at once with 1001.
+        assert await fanout.stop(drain_s=1.0) == StopResult(closed=0, aborted=0)
+        client = GatewayClient(
+            f"ws://127.0.0.1:{fanout.port}/", [KEY], backoff_initial_s=0.01, backoff_max_s=0.02
+        )
+        retries = _notify_on_every_retry(client)
+        consuming = tasks.create_task(Consumer(client, FakeView()).run())
+        # Three rounds of connects refused (each round after the first counts a step).
+        await wait_until(retries, lambda: client._backoff.failures >= 3)
+        await client.aclose()
+        await consuming
+        server.cancel()
+    assert client.stats.gateway_stops >= 3
+    logged = [r for r in caplog.records if r.name == "gateway.io.client"]
+    assert [r.getMessage() for r in logged if r.levelno >= logging.WARNING] == []
+    assert sum(GATEWAY_STOPPED in r.getMessage() for r in logged) >= 3
 
 
 def _refused_port() -> int:
