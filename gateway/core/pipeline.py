@@ -501,25 +501,28 @@ class VenuePipeline:
 
     def stop(self) -> Step:
         """The gateway stops (its own shutdown, not the venue's outage): every carried symbol
-        not ``stale`` yet is published ``stale`` with :data:`STOPPING_REASON`, and one INFO
-        line for the venue says how many. From then on every input is ignored (the
+        is published ``stale`` with :data:`STOPPING_REASON`, one already ``stale`` (for
+        another reason) too, so that every subscriber hears why; one INFO line for the
+        venue says how many were not stale yet. From then on every input is ignored (the
         connections ended by the stop publish and log nothing) and every symbol's state is
-        ``stale``. Idempotent: a second stop's step is empty."""
+        ``stale``. Idempotent: a second stop's step is empty (each symbol is stale with
+        that reason already)."""
         step = Step([], [])
         if self.stopped:
             return step
-        for key in self.books:
-            if self.state(key) is not SymbolState.STALE:
-                step.publications.append(StatusChange(key, SymbolState.STALE, STOPPING_REASON))
+        stale_before = sum(self.state(key) is SymbolState.STALE for key in self.books)
+        step.publications.extend(
+            StatusChange(key, SymbolState.STALE, STOPPING_REASON) for key in self.books
+        )
         self.stopped = True
         self._waiting.clear()
         venue = self.venue.venue
         log.info(
-            "%s: %d of %d symbols now stale (%s)",
+            "%s: %d symbols now stale (%s), %d of them stale already",
             venue,
-            len(step.publications),
             len(self.books),
             STOPPING_REASON,
+            stale_before,
             extra={"venue": venue},
         )
         return step

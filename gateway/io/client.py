@@ -36,7 +36,7 @@ Tokens: with ``token`` (the gateway's ``server.token``) every connection sends
 ``Authorization: Bearer TOKEN``. A URL may still carry one as ``?token=TOKEN``: it is taken
 out of the URL and sent as the header too (``token`` wins over it), so that no URL the
 client keeps, logs or raises (:attr:`GatewayClient.urls`, :attr:`GatewayClient.url`) holds
-a token.
+a token. A URL's ``user:password@`` is used to connect and shown as ``user:***@``.
 
 Connections: ``urls`` are tried in order, the first that accepts is used. When the
 connection is lost, or every URL failed, the client waits a capped exponential backoff
@@ -44,7 +44,9 @@ connection is lost, or every URL failed, the client waits a capped exponential b
 again; every symbol is ``stale`` meanwhile. Its reason tells a stop of the gateway (a
 restart or a deploy: it sent every symbol ``stale``, ``the gateway is stopping``, then
 closed with 1001 and that reason) from a fault: :data:`GATEWAY_STOPPED` for the former
-(counted in ``stats.gateway_stops``), ``gateway connection lost: ...`` otherwise. A
+(counted in ``stats.gateway_stops``), ``gateway connection lost: ...`` otherwise. A connect
+the gateway closes at once because it is stopping (while it drains its subscribers) is its
+stop too: logged at INFO, counted in ``stats.gateway_stops``, the next URL tried. A
 restarted gateway is a new instance: its books restart from snapshots. With ``recover``
 (the default; full-depth books only) each live book is kept and the next connection asks
 the gateway for the deltas it missed: a :class:`RecoveryEvent` per book says whether it
@@ -72,7 +74,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -98,7 +100,7 @@ from gateway.wire.client_session import (
     disconnect_reason,
 )
 from gateway.wire.protocol import Channel, UnknownValue, WireFormat, encode_json
-from gateway.wire.tokens import bearer_headers, split_token
+from gateway.wire.tokens import bearer_headers, redact, split_token
 
 __all__ = [
     "GATEWAY_STOPPED",
@@ -135,20 +137,40 @@ UNIX_SCHEME = "unix:"
 URL_SCHEMES = ("ws://", "wss://", UNIX_SCHEME)
 
 
-def _checked_urls(urls: str | Sequence[str], token: str | None) -> dict[str, str | None]:
-    """Each URL of ``urls`` without its token → the token to send to it (``token``, else
-    the URL's own); raises ValueError, naming no token, for a URL the client cannot use."""
-    checked: dict[str, str | None] = {}
+def _closed_reason(exc: ConnectionClosed) -> str:
+    """:func:`disconnect_reason` of a connection that ended with ``exc``."""
+    received = exc.rcvd
+    return disconnect_reason(
+        None if received is None else received.code,
+        "" if received is None else received.reason,
+        str(exc),
+    )
+
+
+class _Target(NamedTuple):
+    """A gateway URL as the client connects to it, shows it, and the token it sends."""
+
+    url: str
+    shown: str
+    token: str | None
+
+
+def _checked_urls(urls: str | Sequence[str], token: str | None) -> list[_Target]:
+    """Each URL of ``urls`` (the first of repeats) without its token, shown without its
+    password too, with the token to send to it (``token``, else the URL's own); raises
+    ValueError, naming no secret, for a URL the client cannot use."""
+    checked: dict[str, _Target] = {}
     for given in [urls] if isinstance(urls, str) else urls:
         url, url_token = split_token(given)
+        shown = redact(url)
         if not url.startswith(URL_SCHEMES):
-            raise ValueError(f"gateway URL {url!r}: expected one of {', '.join(URL_SCHEMES)}")
+            raise ValueError(f"gateway URL {shown!r}: expected one of {', '.join(URL_SCHEMES)}")
         if url.startswith(UNIX_SCHEME) and not url[len(UNIX_SCHEME) :].partition("?")[0]:
-            raise ValueError(f"gateway URL {url!r}: expected unix:/path/to.sock")
-        checked.setdefault(url, url_token if token is None else token)
+            raise ValueError(f"gateway URL {shown!r}: expected unix:/path/to.sock")
+        checked.setdefault(url, _Target(url, shown, url_token if token is None else token))
     if not checked:
         raise ValueError("at least one gateway URL")
-    return checked
+    return list(checked.values())
 
 
 def connect_gateway(url: str, *, token: str | None = None, **options: Any) -> connect:
@@ -249,16 +271,17 @@ class GatewayClient:
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         rng: random.Random | None = None,
     ) -> None:
-        self._tokens = _checked_urls(urls, token)
-        #: The gateway URLs, tried in order, without any token.
-        self.urls = list(self._tokens)
+        self._targets = _checked_urls(urls, token)
+        #: The gateway URLs, tried in order, without any token or password.
+        self.urls = [target.shown for target in self._targets]
         self.session = ClientSession(
             symbols, channels, depth, wire_format, recover, retry_initial_s, retry_max_s, rng
         )
         self.reconnect = reconnect
         self.open_timeout_s = open_timeout_s
         self.max_message_bytes = max_message_bytes
-        #: The URL of the current connection (without any token); None while disconnected.
+        #: The URL of the current connection (without any token or password); None while
+        #: disconnected.
         self.url: str | None = None
         self._clock_ns = clock_ns
         self._monotonic_ns = monotonic_ns
@@ -310,14 +333,7 @@ class GatewayClient:
             try:
                 step, _ = await next_step(ws, self.session, self._clock_ns, self._monotonic_ns)
             except ConnectionClosed as exc:
-                received = exc.rcvd
-                self._on_lost(
-                    disconnect_reason(
-                        None if received is None else received.code,
-                        "" if received is None else received.reason,
-                        str(exc),
-                    )
-                )
+                self._on_lost(_closed_reason(exc))
                 continue
             await self._act(ws, step)
 
@@ -354,12 +370,20 @@ class GatewayClient:
                 await asyncio.sleep(self._backoff.next_delay_s())
             wait = True
             failure: Exception | None = None
-            for url in self.urls:
+            for target in self._targets:
+                url = target.shown
                 try:
-                    ws = await self._open(url)
+                    ws = await self._open(target)
                 except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
                     failure = exc
-                    self._log.warning(("connect", url), "gateway %s: connect failed: %s", url, exc)
+                    if isinstance(exc, ConnectionClosed) and _closed_reason(exc) == GATEWAY_STOPPED:
+                        # Closed at once by a gateway that is stopping: a restart, no fault.
+                        self.stats.gateway_stops += 1
+                        log.info("gateway %s: %s", url, GATEWAY_STOPPED)
+                    else:
+                        self._log.warning(
+                            ("connect", url), "gateway %s: connect failed: %s", url, exc
+                        )
                     continue
                 if self._closed:  # aclose() while connecting
                     await ws.close()
@@ -371,11 +395,11 @@ class GatewayClient:
             if not self.reconnect and failure is not None:
                 raise failure
 
-    async def _open(self, url: str) -> ClientConnection:
-        """A connection to ``url`` with the subscription sent."""
+    async def _open(self, target: _Target) -> ClientConnection:
+        """A connection to ``target`` with the subscription sent."""
         ws = await connect_gateway(
-            url,
-            token=self._tokens[url],
+            target.url,
+            token=target.token,
             compression=None,
             open_timeout=self.open_timeout_s,
             max_size=self.max_message_bytes,

@@ -2,8 +2,8 @@
 for log lines a peer can trigger at will (refused subscribers, bad frames, failing
 endpoints); :class:`JsonFormatter`, one JSON object per line for log collectors; and
 file-descriptor exhaustion, logged once per episode (:class:`FdExhaustion`); and
-:class:`RedactSecrets`, which keeps subscriber tokens out of the lines of the loggers it is
-on (:func:`redact_secrets`).
+:class:`RedactSecrets`, which keeps subscriber tokens and URL passwords out of the lines
+of the loggers it is on (:func:`redact_secrets`).
 
 Log calls give the venue, connection and symbol they concern as record attributes,
 ``log.warning(..., extra={"venue": ..., "connection": ...})``; the JSON lines carry them
@@ -61,7 +61,8 @@ class JsonFormatter(logging.Formatter):
 
 class RedactSecrets(logging.Filter):
     """Rewrites a record whose message or traceback holds a token value, a bearer
-    credential or an ``Authorization`` header value (:func:`gateway.wire.tokens.redact`)
+    credential, an ``Authorization`` header value or a URL's password
+    (:func:`gateway.wire.tokens.redact`)
     with ``***`` in their place; every record passes. On a logger, it sees the records
     logged on that logger (websockets logs request lines and headers at DEBUG)."""
 

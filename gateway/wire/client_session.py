@@ -378,7 +378,8 @@ class ClientStats:
     levels; ``statuses``: status events yielded (repeats are not)."""
 
     connects: int = 0
-    #: Connections that ended, and of them those the gateway closed because it stopped.
+    #: Connections that ended; those the gateway closed because it stopped, among them or
+    #: at the connect (closed at once while it was stopping).
     disconnects: int = 0
     gateway_stops: int = 0
     snapshots: int = 0

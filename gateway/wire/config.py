@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.core.limits import VenueLimits, plan_connections
-from gateway.wire.tokens import TokenError, read_token_file
+from gateway.wire.tokens import Secret, TokenError, read_token_file
 from gateway.wire.venues import ADAPTERS
 
 SUPPORTED_VENUES: Final = tuple(ADAPTERS)
@@ -228,7 +228,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: ``Authorization: Bearer TOKEN`` header or ``?token=TOKEN``; refused with 401. At most
     #: one of ``token``, ``token_file`` and ``token_env`` is given; :func:`parse_config`
     #: reads the other two into ``token`` (and clears them), so a loaded configuration
-    #: holds the token here whichever way it was given.
+    #: holds the token here whichever way it was given. Held as a :class:`Secret`, so that
+    #: no ``repr`` of a configuration shows it.
     token: Annotated[str, msgspec.Meta(min_length=MIN_TOKEN_LENGTH)] | None = None
     #: A file whose first line (stripped) is the token, kept out of the configuration; a
     #: relative path is relative to the configuration file's directory.
@@ -254,6 +255,12 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: When the gateway stops, after its venues: how long each subscriber has to read what
     #: is queued for it and answer the close (1001); one that has not by then is aborted.
     stop_drain_s: PositiveFloat = 1.0
+
+    def __post_init__(self) -> None:
+        # However the server was made (decoded, constructed, replaced), its token is a
+        # Secret: its repr, and the configuration's, does not show it.
+        if self.token is not None and not isinstance(self.token, Secret):
+            msgspec.structs.force_setattr(self, "token", Secret(self.token))
 
 
 class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

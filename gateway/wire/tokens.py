@@ -1,11 +1,12 @@
-"""Subscriber tokens (``server.token``): out of URLs, out of log lines.
+"""Subscriber tokens (``server.token``) and URL passwords: out of URLs, out of log lines.
 
 A token travels as ``Authorization: Bearer TOKEN`` (:func:`bearer_headers`); a URL that
 still carries one as ``?token=TOKEN`` has it taken out before it is used or shown
 (:func:`split_token`). Text that may hold a token (a request line, a header, a URL) is
-written through :func:`redact`. A token kept in a file is read by :func:`read_token_file`:
+written through :func:`redact`, which also hides the password of a URL's
+``user:password@`` (the user is kept). A token kept in a file is read by :func:`read_token_file`:
 its first line, stripped, so that it stays off command lines (``ps``) and out of the
-configuration file.
+configuration file. A token kept in a structure is a :class:`Secret`, whose ``repr`` hides it.
 """
 
 from __future__ import annotations
@@ -22,12 +23,26 @@ REDACTED: Final = "***"
 
 #: A secret in text, and what precedes it (kept): a ``token=`` value (up to ``&``, a space,
 #: ``#`` or a quote), a ``Bearer`` credential, an ``Authorization`` header's value (to the
-#: end of the line or a quote).
+#: end of the line or a quote), the password of a URL's ``user:password@`` (its scheme and
+#: user kept; userinfo holds no ``/``, ``?``, ``#`` or unescaped ``@``).
 _SECRET: Final = re.compile(
     r"(?i)(token=)[^&\s#'\"]+"
     r"|(bearer\s+)[^\s'\"]+"
     r"|(authorization['\"]?+\s*+[:=]\s*+['\"]?+)(?!bearer\s)[^'\"\r\n]+"
+    r"|(\b[a-z][a-z0-9+.-]*+://[^/?#@\s:'\"]*+:)[^/?#@\s'\"]++(?=@)"
 )
+
+
+class Secret(str):
+    """A secret string (a token) that its ``repr`` does not show: ``'***'``, so that a
+    structure holding it (a configuration, a log line of one) shows no secret. Otherwise
+    the string itself (``str()``, comparisons, ``encode()``). msgspec does not encode it
+    (a configuration is not written out with its secret)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(REDACTED)
 
 
 class TokenError(ValueError):
@@ -35,8 +50,9 @@ class TokenError(ValueError):
 
 
 def redact(text: str) -> str:
-    """``text`` with every token value, bearer credential and ``Authorization`` header
-    value replaced by ``***`` (``/?token=***``, ``Authorization: Bearer ***``)."""
+    """``text`` with every token value, bearer credential, ``Authorization`` header value
+    and URL password replaced by ``***`` (``/?token=***``, ``Authorization: Bearer ***``,
+    ``wss://user:***@host/``)."""
     return _SECRET.sub(_redacted, text)
 
 

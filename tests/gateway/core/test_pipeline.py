@@ -485,26 +485,50 @@ def test_each_status_change_is_one_line_naming_venue_and_symbol(
     ]
 
 
-@pytest.mark.parametrize("unsequenced", [False, True])
-def test_a_stop_publishes_each_symbol_stale_once_in_one_info_line_and_later_downs_are_silent(
-    caplog: pytest.LogCaptureFixture, unsequenced: bool
-) -> None:
-    """The gateway's own stop is no outage: BTC live, ETH syncing, XRP refused (stale
-    already); the stop publishes the first two stale with the stopping reason and logs one
-    INFO line for the venue; the connections ended by the stop publish and log nothing."""
-    venue = FakeVenue(unsequenced=unsequenced)
-    p = pipeline(venue, ["BTC", "ETH", "XRP"])
-    p.receive_frame(0, venue.frame(VenueNotice("seq", "error", "unknown XRP", False, 1, 0)), 1, 0)
+def _live(venue: FakeVenue, p: VenuePipeline, symbol: str) -> None:
     for conn_id in (0, 1):
-        p.receive_frame(conn_id, venue.frame(snap("BTC", 10, conn=conn_id)), 1, 0)
-        p.receive_frame(conn_id, venue.frame(diff("BTC", 10, 10, conn=conn_id)), 1, 0)
-    if not unsequenced:
-        p.receive_snapshot(snap("BTC", 10), 0)
-    assert [p.state(f"seq:{s}") for s in ("BTC", "ETH", "XRP")] == [
-        SymbolState.LIVE,
-        SymbolState.SYNCING,
-        SymbolState.STALE,
-    ]
+        p.receive_frame(conn_id, venue.frame(snap(symbol, 10, conn=conn_id)), 1, 0)
+        p.receive_frame(conn_id, venue.frame(diff(symbol, 10, 10, conn=conn_id)), 1, 0)
+    if not venue.unsequenced:
+        p.receive_snapshot(snap(symbol, 10), 0)
+
+
+def _refused(venue: FakeVenue, p: VenuePipeline, symbol: str) -> None:
+    p.receive_frame(
+        0, venue.frame(VenueNotice("seq", "error", f"unknown {symbol}", False, 1, 0)), 1, 0
+    )
+
+
+def _every_connection_down(venue: FakeVenue, p: VenuePipeline, symbol: str) -> None:
+    _live(venue, p, symbol)
+    for conn_id in (0, 1):
+        p.receive_connection(conn_id, False, 0)
+
+
+_Bring = Callable[[FakeVenue, VenuePipeline, str], None]
+#: How ETH is brought to its state when the gateway stops, and BTC's and ETH's states then.
+_BEFORE_THE_STOP: dict[str, tuple[_Bring, SymbolState, SymbolState]] = {
+    "live": (_live, SymbolState.SYNCING, SymbolState.LIVE),
+    "syncing": (lambda venue, p, symbol: None, SymbolState.SYNCING, SymbolState.SYNCING),
+    "refused by the venue": (_refused, SymbolState.SYNCING, SymbolState.STALE),
+    "every connection down": (_every_connection_down, SymbolState.STALE, SymbolState.STALE),
+}
+
+
+@pytest.mark.parametrize("unsequenced", [False, True])
+@pytest.mark.parametrize("before", list(_BEFORE_THE_STOP))
+def test_a_stop_publishes_every_symbol_stale_with_its_reason_once_in_one_info_line(
+    caplog: pytest.LogCaptureFixture, unsequenced: bool, before: str
+) -> None:
+    """The gateway's own stop is no outage: whatever each symbol's state (stale already for
+    another reason too), the stop publishes it stale with the stopping reason, so that
+    every subscriber hears it, and logs one INFO line for the venue; the connections ended
+    by the stop publish and log nothing."""
+    venue = FakeVenue(unsequenced=unsequenced)
+    p = pipeline(venue, ["BTC", "ETH"])
+    bring, btc, eth = _BEFORE_THE_STOP[before]
+    bring(venue, p, "ETH")
+    assert (p.state("seq:BTC"), p.state("seq:ETH")) == (btc, eth)
     caplog.set_level(logging.INFO, logger="gateway.core.pipeline")
     caplog.clear()
     step = p.stop()
@@ -515,17 +539,25 @@ def test_a_stop_publishes_each_symbol_stale_once_in_one_info_line_and_later_down
         ],
         [],
     )
+    already = [btc, eth].count(SymbolState.STALE)
     lines = [(r.levelname, r.getMessage(), r.__dict__["venue"]) for r in caplog.records]
-    assert lines == [("INFO", "seq: 2 of 3 symbols now stale (the gateway is stopping)", "seq")]
+    assert lines == [
+        (
+            "INFO",
+            f"seq: 2 symbols now stale (the gateway is stopping), {already} of them stale already",
+            "seq",
+        )
+    ]
     assert all(p.state(key) is SymbolState.STALE for key in p.books)
-    published = p.book_state("seq:BTC")
-    assert published is not None and published.state is SymbolState.STALE
+    if eth is SymbolState.LIVE:
+        published = p.book_state("seq:ETH")
+        assert published is not None and published.state is SymbolState.STALE
     # The connections fall as the stop closes them, a last frame arrives: nothing more.
     assert p.stop() == Step([], [])
-    assert p.receive_frame(0, venue.frame(diff("BTC", 11, 11)), 1, 0) == Step([], [])
+    assert p.receive_frame(0, venue.frame(diff("ETH", 11, 11)), 1, 0) == Step([], [])
     for conn_id in (0, 1):
         assert p.receive_connection(conn_id, False, 0) == Step([], [])
-    assert p.receive_snapshot(snap("ETH", 20), 0) == Step([], [])
+    assert p.receive_snapshot(snap("BTC", 20), 0) == Step([], [])
     assert p.on_timer(10**12) == Step([], []) and not p.timer_armed
     assert p.auditable_symbols() == []
     assert len(caplog.records) == 1

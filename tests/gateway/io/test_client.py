@@ -4,6 +4,7 @@ status changes only, reconnection and fail-over over several URLs."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import http
 import itertools
 import json
@@ -35,7 +36,7 @@ from gateway.io.client import (
     TradeEvent,
     subscribe,
 )
-from gateway.io.fanout import Fanout
+from gateway.io.fanout import Fanout, StopResult
 from gateway.wire.protocol import UnknownValue, WireFormat
 from tests.harness import wait_until
 
@@ -548,6 +549,31 @@ async def test_client_without_recovery_reconnects_after_the_gateway_restarts() -
         server.cancel()
 
 
+async def test_a_connect_refused_while_the_gateway_stops_is_its_stop_logged_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.io.client")
+    _view, fanout = live_fanout(BIDS, ASKS)
+    async with asyncio.TaskGroup() as tasks:
+        server = await start_serving(tasks, fanout, 0)
+        # Draining (no subscriber holds it): every connection is closed at once with 1001.
+        assert await fanout.stop(drain_s=1.0) == StopResult(closed=0, aborted=0)
+        client = GatewayClient(
+            f"ws://127.0.0.1:{fanout.port}/", [KEY], backoff_initial_s=0.01, backoff_max_s=0.02
+        )
+        retries = _notify_on_every_retry(client)
+        consuming = tasks.create_task(Consumer(client, FakeView()).run())
+        # Three rounds of connects refused (each round after the first counts a step).
+        await wait_until(retries, lambda: client._backoff.failures >= 3)
+        await client.aclose()
+        await consuming
+        server.cancel()
+    assert client.stats.gateway_stops >= 3
+    logged = [r for r in caplog.records if r.name == "gateway.io.client"]
+    assert [r.getMessage() for r in logged if r.levelno >= logging.WARNING] == []
+    assert sum(GATEWAY_STOPPED in r.getMessage() for r in logged) >= 3
+
+
 def _refused_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket() as sock:
@@ -648,6 +674,37 @@ async def test_a_token_is_sent_as_a_bearer_header_never_in_the_url(
     assert "Authorization: Bearer ***" in logged and "GET / HTTP/1.1" in logged
     assert "token=" not in logged.replace("token=***", "")
     assert TOKEN not in logged and "wrong-token" not in logged
+
+
+async def test_a_urls_password_is_used_to_connect_and_never_shown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    password = "pass-0123456789"
+    _view, fanout = live_fanout(BIDS, ASKS)
+    async with serving(fanout):
+        url = f"ws://alice:{password}@127.0.0.1:{fanout.port}/"
+        shown = f"ws://alice:***@127.0.0.1:{fanout.port}/"
+        async with GatewayClient(url, [KEY], reconnect=False) as client:
+            assert client.urls == [shown]
+            event = await anext(client)
+            assert event.symbol == KEY and client.url == shown
+    # What the server was sent: the password, as HTTP Basic credentials.
+    authorizations: list[str | None] = []
+
+    def record(conn: ServerConnection, request: Request) -> Response:
+        authorizations.append(request.headers.get("Authorization"))
+        return conn.respond(http.HTTPStatus.UNAUTHORIZED, "no\n")
+
+    async with serve(lambda conn: conn.close(), "127.0.0.1", 0, process_request=record) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = GatewayClient(f"ws://alice:{password}@127.0.0.1:{port}/", [KEY], reconnect=False)
+        with pytest.raises(InvalidStatus):
+            await anext(client)
+    credentials = base64.b64encode(f"alice:{password}".encode()).decode()
+    assert authorizations == [f"Basic {credentials}"]
+    assert "alice:***@127.0.0.1" in caplog.text and password not in caplog.text
+    assert credentials not in caplog.text
 
 
 async def test_a_unix_socket_url_sends_its_token_as_a_header(tmp_path: Path) -> None:

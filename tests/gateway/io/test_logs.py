@@ -352,17 +352,19 @@ def test_a_redacting_logger_writes_no_token_in_messages_or_tracebacks(
     logger.debug("< GET %s HTTP/1.1", f"/?token={secret}")
     logger.debug("< %s: %s", "Authorization", f"Bearer {secret}")
     logger.info("100%% plain, %d args kept", 2)
+    logger.warning("gateway %s: connect failed", f"wss://alice:{secret}@gw:8765/")
     try:
         raise ValueError(f"invalid HTTP request line: GET /?token={secret} HTTP/1.0")
     except ValueError:
         logger.exception("opening handshake failed")
     messages = [record.getMessage() for record in caplog.records]
-    assert messages[:3] == [
+    assert messages[:4] == [
         "< GET /?token=*** HTTP/1.1",
         "< Authorization: Bearer ***",
         "100% plain, 2 args kept",
+        "gateway wss://alice:***@gw:8765/: connect failed",
     ]
-    failed = caplog.records[3]
+    failed = caplog.records[4]
     text = logging.Formatter().format(failed)
     line = json.loads(JsonFormatter().format(failed))
     assert "GET /?token=*** HTTP/1.0" in text and "GET /?token=***" in line["exception"]

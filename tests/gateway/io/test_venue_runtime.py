@@ -183,7 +183,7 @@ async def test_the_stop_publishes_each_symbol_stale_once_and_logs_one_info_line(
         StatusChange(f"{VENUE}:{s}", SymbolState.STALE, STOPPING_REASON) for s in TWO
     ]
     assert pipeline_lines(caplog) == [
-        ("INFO", f"{VENUE}: 2 of 2 symbols now stale (the gateway is stopping)")
+        ("INFO", f"{VENUE}: 2 symbols now stale (the gateway is stopping), 0 of them stale already")
     ]
 
 
@@ -191,7 +191,8 @@ async def test_every_connection_down_while_running_is_an_outage_warned_per_symbo
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Every connection falls while the venue runs: each symbol is warned stale with the
-    outage's reason; the stop after it finds them stale already and publishes nothing."""
+    outage's reason; the stop after it finds them stale already and publishes them stale
+    with its own reason (subscribers hear why it ends), warning of nothing."""
     published: list[GatewayEvent] = []
     venue = unreachable_venue(TWO, published)
 
@@ -203,7 +204,11 @@ async def test_every_connection_down_while_running_is_an_outage_warned_per_symbo
 
     await stopped_by_a_failure(venue, outage)
     down = "every upstream connection down"
-    assert published == [StatusChange(f"{VENUE}:{s}", SymbolState.STALE, down) for s in TWO]
+    assert published == [
+        StatusChange(f"{VENUE}:{s}", SymbolState.STALE, reason)
+        for reason in (down, STOPPING_REASON)
+        for s in TWO
+    ]
     assert [line for line in pipeline_lines(caplog) if line[0] == "WARNING"] == [
         ("WARNING", f"{VENUE}:{s}: stale ({down})") for s in TWO
     ]
@@ -235,7 +240,7 @@ async def test_a_stopped_gateway_warns_of_no_outage_and_captures_its_disconnects
             caplog.clear()
         # Leaving `serving` cancelled the service.
     assert pipeline_lines(caplog) == [
-        ("INFO", "binance: 2 of 2 symbols now stale (the gateway is stopping)")
+        ("INFO", "binance: 2 symbols now stale (the gateway is stopping), 0 of them stale already")
     ]
     assert all(state is SymbolState.STALE for _, state in service.symbols())
     assert up and capture.stats.dropped == 0

@@ -462,6 +462,26 @@ def test_the_token_is_read_from_an_environment_variable() -> None:
     assert (server.token, server.token_file, server.token_env) == (TOKEN, None, None)
 
 
+def test_no_repr_of_a_configuration_shows_its_token(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(f"{TOKEN}\n")
+    path = tmp_path / "gateway.toml"
+    path.write_text(_with_server('token_file = "token"'))
+    loaded = [
+        parse_config(_with_server(f'token = "{TOKEN}"')),
+        load_config(path, environ={}),
+        parse_config(_with_server('token_env = "GW_TOKEN"'), environ={"GW_TOKEN": TOKEN}),
+    ]
+    made = ServerConfig(token=TOKEN)
+    replaced = msgspec.structs.replace(ServerConfig(), token=TOKEN)
+    for config in loaded:
+        for shown in (repr(config), str(config), repr(config.server), f"{config.server}"):
+            assert TOKEN not in shown and "token='***'" in shown, shown
+        # The value itself is the token, as the server compares it.
+        assert config.server.token == TOKEN and config.server.token.encode() == TOKEN.encode()
+    assert TOKEN not in repr(made) + repr(replaced)
+    assert repr(ServerConfig()).count("token=None") == 1
+
+
 @pytest.mark.parametrize(
     ("server", "files", "environ", "message"),
     [

@@ -36,6 +36,13 @@ def test_a_token_is_taken_out_of_a_url(url: str, clean: str, token: str | None) 
         (f"> Authorization: Bearer {SECRET}", "> Authorization: Bearer ***"),
         (f"{{'Authorization': 'bearer {SECRET}'}}", "{'Authorization': 'bearer ***'}"),
         (f"< authorization: Basic {SECRET}", "< authorization: ***"),
+        (f"wss://alice:{SECRET}@gw:8765/x", "wss://alice:***@gw:8765/x"),
+        (f"'http://:{SECRET}@gw'", "'http://:***@gw'"),
+        (f"ws://a:{SECRET}@h/?token={SECRET}", "ws://a:***@h/?token=***"),
+        (
+            "ws://h:8765/, ws://alice@h/, ws://[::1]:80/",
+            "ws://h:8765/, ws://alice@h/, ws://[::1]:80/",
+        ),
         ("no secret here: token bucket, /healthz", "no secret here: token bucket, /healthz"),
     ],
 )
