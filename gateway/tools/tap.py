@@ -83,7 +83,7 @@ from gateway.wire.protocol import (
     encode_json,
     read_server_message,
 )
-from gateway.wire.tokens import split_token
+from gateway.wire.tokens import redact, split_token
 
 DEFAULT_OPEN_TIMEOUT_S: Final = 5.0
 #: Levels per side in the human summary (the JSON report has the whole book).
@@ -366,7 +366,7 @@ class Tap:
             if isinstance(exc, InvalidStatus) and exc.response.status_code == 401:
                 hint = f" (the token: --token-file PATH, --token or {TOKEN_ENV})"
             raise TapError(
-                f"cannot connect to {self.url}: {exc or type(exc).__name__}{hint}"
+                f"cannot connect to {redact(self.url)}: {exc or type(exc).__name__}{hint}"
             ) from None
         self.started = time.monotonic()
         try:

@@ -52,7 +52,7 @@ from gateway.tools.top_model import (
 )
 from gateway.wire.client_session import BboEvent, ClientSession, GatewayError, StatusEvent
 from gateway.wire.protocol import Ping, Pong, ProtocolError, decode_server_message, encode_json
-from gateway.wire.tokens import bearer_headers, split_token
+from gateway.wire.tokens import bearer_headers, redact, split_token
 
 #: The URL schemes accepted → (HTTP scheme, WebSocket scheme) of the same gateway.
 _SCHEMES = {
@@ -87,7 +87,7 @@ def gateway_urls(url: str, token: str | None = None) -> GatewayUrls:
         port_ok = False
     if schemes is None or not parts.hostname or not port_ok:
         raise UsageError(
-            f"URL {url!r}: expected the gateway's base URL, e.g. http://127.0.0.1:8765 "
+            f"URL {redact(url)!r}: expected the gateway's base URL, e.g. http://127.0.0.1:8765 "
             "or ws://127.0.0.1:8765/"
         )
     if token is None:
@@ -104,14 +104,18 @@ def gateway_urls(url: str, token: str | None = None) -> GatewayUrls:
 
 
 async def _get(client: httpx.AsyncClient, url: str, token_given: bool) -> httpx.Response:
-    """GET ``url``; UsageError when it cannot be reached or refuses us."""
+    """GET ``url``; UsageError when it cannot be reached or refuses us (the URL shown
+    without its password)."""
     try:
         response = await client.get(url)
     except httpx.TimeoutException:
+        url = redact(url)
         raise UsageError(f"gateway not reachable at {url}: no answer in time") from None
     except httpx.HTTPError as exc:
+        url = redact(url)
         reason = str(exc) or type(exc).__name__
         raise UsageError(f"gateway not reachable at {url}: {reason}") from None
+    url = redact(url)
     if response.status_code == http.HTTPStatus.UNAUTHORIZED:
         if token_given:
             raise UsageError(
@@ -127,7 +131,7 @@ async def _get(client: httpx.AsyncClient, url: str, token_given: bool) -> httpx.
 
 
 def _not_a_gateway(url: str, why: str) -> UsageError:
-    return UsageError(f"{url} is not an mdgateway gateway: {why}")
+    return UsageError(f"{redact(url)} is not an mdgateway gateway: {why}")
 
 
 async def read_http(
@@ -294,7 +298,7 @@ async def run_top(args: argparse.Namespace) -> int:
             if error is None and follower is not None:
                 error = follower.error
             clock = time.strftime("%H:%M:%S")
-            return Reading(url, samples, health, subscribers, tops, error, clock)
+            return Reading(redact(url), samples, health, subscribers, tops, error, clock)
 
         try:
             if args.once:

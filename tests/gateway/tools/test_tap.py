@@ -251,6 +251,10 @@ async def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFix
     code = await run_tap(_args("ws://127.0.0.1:9/"))
     assert code == 2
     assert "cannot connect to ws://127.0.0.1:9/" in capsys.readouterr().err
+    # A URL's password is not shown.
+    assert await run_tap(_args("ws://desk:hunter2@127.0.0.1:9/")) == 2
+    err = capsys.readouterr().err
+    assert "cannot connect to ws://desk:***@127.0.0.1:9/" in err and "hunter2" not in err
 
 
 TOKEN = "tap-token-0123456789"

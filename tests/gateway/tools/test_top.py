@@ -239,6 +239,9 @@ def _answer(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["top", "--once", "--interval", "0", "http://127.0.0.1:9"], "--interval: must be"),
         # Port 9 (discard) on loopback: nothing listens there in the test environment.
         (["top", "--once", "http://127.0.0.1:9"], "gateway not reachable at http://127.0.0.1:9/"),
+        # A URL's password is not shown.
+        (["top", "ftp://desk:hunter2@127.0.0.1:8765"], "URL 'ftp://desk:***@127.0.0.1:8765'"),
+        (["top", "--once", "http://desk:hunter2@127.0.0.1:9"], "at http://desk:***@127.0.0.1:9/"),
     ],
 )
 def test_a_bad_url_or_an_unreachable_gateway_is_one_line_and_exit_2(
@@ -247,6 +250,7 @@ def test_a_bad_url_or_an_unreachable_gateway_is_one_line_and_exit_2(
     code, err = _answer(argv, capsys)
     assert code == 2
     assert err.startswith("mdgateway top: ") and err.count("\n") == 1 and names in err, err
+    assert "hunter2" not in err
 
 
 def test_urls_of_every_accepted_form() -> None:
