@@ -74,6 +74,7 @@ from websockets.http11 import Request, Response
 
 from feeds.sim.connection import CloseConnection, ConnState, RestAnswer
 from feeds.sim.faults import Action, FaultedStream, FaultPlan, FrameFault, RestFault
+from gateway.io.server_close import AcceptedConnection, close_servers
 from gateway.wire.config import MAX_PORT, ListenError, listen_error
 
 #: Close code and reason for a connection whose queue overflowed.
@@ -423,8 +424,7 @@ class EndpointServer:
             server, endpoint.server = endpoint.server, None
             if server is None:
                 return
-            server.close(close_connections=True, code=code, reason=reason)
-            await server.wait_closed()
+            await close_servers([server], code, reason)
 
     async def open_endpoint(self, index: int) -> None:
         """Listen again on endpoint ``index``'s port. No-op when already open."""
@@ -523,6 +523,7 @@ class EndpointServer:
                 port,
                 compression=None,
                 close_timeout=self._close_timeout_s,
+                create_connection=AcceptedConnection,
                 **options,
             )
         except OSError as exc:
@@ -675,10 +676,7 @@ class EndpointServer:
             endpoint.server = None
         self._rest_server = None
         live = [server for server in servers if server is not None]
-        for server in live:
-            server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="sim stopping")
-        for server in live:
-            await server.wait_closed()
+        await close_servers(live, CloseCode.GOING_AWAY, "sim stopping")
 
 
 async def _next_frame(conn: Conn) -> bool:

@@ -69,6 +69,7 @@ from gateway.core.stats import FanoutStats
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_document
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog, redact_secrets
+from gateway.io.server_close import AcceptedConnection, close_servers
 from gateway.wire.config import (
     ListenError,
     ServerConfig,
@@ -1404,7 +1405,7 @@ class Fanout:
         async with contextlib.AsyncExitStack() as stack:
             server = await stack.enter_async_context(listening)
             # Before the server's own exit closes them with no reason (run first: LIFO).
-            stack.callback(server.close, True, CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+            stack.push_async_callback(close_servers, [server], CLOSE_GOING_AWAY, GOING_AWAY_REASON)
             if unix_path is not None:
                 await self._serve_unix(stack, unix_path, unix_mode, options)
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
@@ -1427,6 +1428,7 @@ class Fanout:
         the Host header first: :meth:`_process_tcp_request`)."""
         return {
             "compression": None,  # frames are shared between connections: no per-connection state
+            "create_connection": AcceptedConnection,
             "process_request": self._process_request,
             "ping_interval": self.ping_interval_s,
             "ping_timeout": self.ping_interval_s,
@@ -1450,7 +1452,7 @@ class Fanout:
             sock.close()
             raise
         await stack.enter_async_context(listening)
-        stack.callback(listening.close, True, CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+        stack.push_async_callback(close_servers, [listening], CLOSE_GOING_AWAY, GOING_AWAY_REASON)
         self.unix_path = path
         stack.callback(setattr, self, "unix_path", None)
         log.info("serving subscribers on unix:%s", path)
