@@ -11,7 +11,8 @@ speaking a pure :class:`feeds.sim.venue.VenueProtocol`) and
 Lifecycle (structured concurrency). A server is an async context manager: entering binds
 every endpoint and the REST port and starts the server's own tasks (the generator, the
 fault schedule) in a TaskGroup owned by the server and entered in the caller's task;
-leaving cancels them, closes every connection (code 1001) and waits until every connection
+leaving cancels them, closes every connection (code 1001; one still in its handshake is
+aborted: :func:`gateway.io.server_close.close_servers`) and waits until every connection
 handler has returned. If one of its tasks fails, the TaskGroup cancels the caller's task
 and the error comes out of the ``async with``; errors of connection handlers (simulator
 bugs: websockets would only log them) are raised on leaving as an ExceptionGroup.

@@ -1386,8 +1386,9 @@ class Fanout:
         ``ready`` is set. With ``unix_path``, the same protocol and routes are also served
         on a Unix domain socket there (see :meth:`_bind_unix`), removed when serving ends.
         On cancellation every connection still open is closed (1001 and
-        :data:`GOING_AWAY_REASON`; :meth:`stop` first drains them within a bound) and
-        CancelledError propagates.
+        :data:`GOING_AWAY_REASON`; :meth:`stop` first drains them within a bound), one
+        still in its handshake aborted (:func:`~gateway.io.server_close.close_servers`),
+        and CancelledError propagates.
         Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound.
         """
         options = self._server_options()

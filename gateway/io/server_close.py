@@ -70,9 +70,9 @@ async def close_servers(
     """Close every server of ``servers`` and return once every connection they accepted is
     closed and every connection handler returned: each stops accepting, closes its open
     WebSocket connections with ``code`` and ``reason`` (each within its server's
-    ``close_timeout``), answers a request already received with 503, and aborts a
-    connection whose request has not been received. A cancellation while they wait leaves
-    them closing. Idempotent: a server closed before is only waited for."""
+    ``close_timeout``), answers a request already received (a WebSocket one with 503),
+    and aborts a connection whose request has not been received. A cancellation while
+    they wait leaves them closing. Idempotent: a server closed before is only waited for."""
     closing = [server for server in servers if not _accepted(server).closing]
     for server in closing:
         _accepted(server).closing = True

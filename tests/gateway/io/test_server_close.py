@@ -49,6 +49,18 @@ async def test_a_connection_made_in_the_closing_loop_turn_is_closed() -> None:
     await wait_peer_closed(client)
 
 
+async def test_a_connection_accepted_as_the_close_begins_is_aborted() -> None:
+    server = await _server()
+    client = tcp_connect(_port(server))
+    # Resumes in the loop turn that accepts the connection, before the accept; the close
+    # begins after it, and the connection is made while the server closes.
+    await asyncio.sleep(0)
+    close = asyncio.ensure_future(close_servers([server]))
+    async with asyncio.timeout(5.0):  # well before OPEN_TIMEOUT_S
+        await close
+    await wait_peer_closed(client)
+
+
 async def test_a_connection_waiting_for_its_request_is_aborted_at_once() -> None:
     server = await _server()
     silent = tcp_connect(_port(server))
