@@ -8,8 +8,9 @@ recorder, notifies); ``run_until(main, changes, predicate, timeout_s)`` runs ``m
 loop that runs until cancelled) as a task until the condition holds; ``started(tasks,
 serve)`` and ``running(serve)`` run a server, ``serve(ready)``, from the moment it has set
 ``ready``; ``ws_serving(handler)`` runs a websockets server of the test's own, closed as the
-project's servers are; ``tcp_connect(port)`` and ``wait_peer_closed(sock)`` stand for a client that
-connects and never speaks.
+project's servers are; ``cancel_within(task, timeout_s)`` stops a server's task within a bound;
+``tcp_connect(port)`` and ``wait_peer_closed(sock)`` stand for a client that connects and
+never speaks.
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ async def running(serve: Serve) -> AsyncIterator[None]:
             yield
         finally:
             task.cancel()
+
+
+async def cancel_within(task: asyncio.Task[Any], timeout_s: float) -> None:
+    """Cancel ``task`` and return once it ended cancelled; TimeoutError after ``timeout_s``
+    (the task left as it is)."""
+    task.cancel()
+    async with asyncio.timeout(timeout_s):
+        await asyncio.wait([task])
+    assert task.cancelled(), f"{task} ended without being cancelled"
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,7 @@ from feeds import binance
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, Trade, VenueEvent, VenueNotice
-from tests.harness import started, tcp_connect, wait_peer_closed
+from tests.harness import cancel_within, started, tcp_connect, wait_peer_closed
 
 from .conftest import get, read_diffs
 
@@ -159,10 +159,7 @@ async def test_a_stopping_venue_closes_the_connections_waiting_for_their_request
         async with connect(binance.stream_url(sim.endpoint_urls[0], [SYMBOL])) as ws:
             await read_until(ws, -1)
         assert (await get(binance.snapshot_url(sim.rest_url, SYMBOL, 5))).status_code == 200
-        run.cancel()
-        async with asyncio.timeout(5.0):  # a handshake's open timeout is 10 s
-            await asyncio.wait([run])
-        assert run.cancelled()
+        await cancel_within(run, 5.0)  # a handshake's open timeout is 10 s
     await wait_peer_closed(silent)
     await wait_peer_closed(silent_rest)
 

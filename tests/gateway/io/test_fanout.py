@@ -33,7 +33,7 @@ from gateway.wire.protocol import (
     Unsubscribed,
     decode_server_message,
 )
-from tests.harness import tcp_connect, wait_peer_closed, wait_until
+from tests.harness import cancel_within, tcp_connect, wait_peer_closed, wait_until
 
 from .fanout_helpers import (
     KEY,
@@ -444,10 +444,7 @@ async def test_serve_cancelled_closes_connections_just_made_and_in_their_handsha
     silent = tcp_connect(port)  # never sends its request
     async with connect(f"ws://127.0.0.1:{port}/"):  # accepted after the silent one
         late = tcp_connect(port)  # seen by the loop in the turn the server stops
-        task.cancel()
-        async with asyncio.timeout(5.0):  # a handshake's open timeout is 10 s
-            await asyncio.wait([task])
-        assert task.cancelled()
+        await cancel_within(task, 5.0)  # a handshake's open timeout is 10 s
     await wait_peer_closed(silent)
     await wait_peer_closed(late)
 
