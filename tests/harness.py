@@ -7,17 +7,24 @@ notification of ``changes`` (a :class:`StateChanges` the code under test, or the
 recorder, notifies); ``run_until(main, changes, predicate, timeout_s)`` runs ``main()`` (a
 loop that runs until cancelled) as a task until the condition holds; ``started(tasks,
 serve)`` and ``running(serve)`` run a server, ``serve(ready)``, from the moment it has set
-``ready``.
+``ready``; ``ws_serving(handler)`` runs a websockets server of the test's own, closed as the
+project's servers are; ``cancel_within(task, timeout_s)`` stops a server's task within a bound;
+``tcp_connect(port)`` and ``wait_peer_closed(sock)`` stand for a client that connects and
+never speaks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from websockets.asyncio.server import Server, ServerConnection, serve
+
 from gateway.io.changes import StateChanges
+from gateway.io.server_close import AcceptedConnection, close_servers
 
 T = TypeVar("T")
 
@@ -79,3 +86,47 @@ async def running(serve: Serve) -> AsyncIterator[None]:
             yield
         finally:
             task.cancel()
+
+
+async def cancel_within(task: asyncio.Task[Any], timeout_s: float) -> None:
+    """Cancel ``task`` and return once it ended cancelled; TimeoutError after ``timeout_s``
+    (the task left as it is)."""
+    task.cancel()
+    async with asyncio.timeout(timeout_s):
+        await asyncio.wait([task])
+    assert task.cancelled(), f"{task} ended without being cancelled"
+
+
+@contextlib.asynccontextmanager
+async def ws_serving(
+    handler: Callable[[ServerConnection], Awaitable[None]], **options: Any
+) -> AsyncIterator[Server]:
+    """A websockets server of ``handler`` on an ephemeral loopback port (``options``:
+    :func:`websockets.asyncio.server.serve`'s) for the block's duration, closed by
+    :func:`~gateway.io.server_close.close_servers`: no connection it accepted outlives it."""
+    server = await serve(handler, "127.0.0.1", 0, create_connection=AcceptedConnection, **options)
+    try:
+        yield server
+    finally:
+        await close_servers([server])
+
+
+def tcp_connect(port: int) -> socket.socket:
+    """A raw TCP connection to ``127.0.0.1:port``, established when this returns: the
+    server's kernel has queued it, and its event loop accepts it at its next turn."""
+    return socket.create_connection(("127.0.0.1", port), timeout=5.0)
+
+
+async def wait_peer_closed(sock: socket.socket, timeout_s: float = 5.0) -> None:
+    """Return once the server closed ``sock`` (end of stream or reset), reading and
+    dropping what it sent; TimeoutError after ``timeout_s``. ``sock`` is closed after."""
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        async with asyncio.timeout(timeout_s):
+            with contextlib.suppress(ConnectionResetError):
+                while await reader.read(65536):
+                    pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()

@@ -11,7 +11,8 @@ speaking a pure :class:`feeds.sim.venue.VenueProtocol`) and
 Lifecycle (structured concurrency). A server is an async context manager: entering binds
 every endpoint and the REST port and starts the server's own tasks (the generator, the
 fault schedule) in a TaskGroup owned by the server and entered in the caller's task;
-leaving cancels them, closes every connection (code 1001) and waits until every connection
+leaving cancels them, closes every connection (code 1001; one still in its handshake is
+aborted: :func:`gateway.io.server_close.close_servers`) and waits until every connection
 handler has returned. If one of its tasks fails, the TaskGroup cancels the caller's task
 and the error comes out of the ``async with``; errors of connection handlers (simulator
 bugs: websockets would only log them) are raised on leaving as an ExceptionGroup.
@@ -74,6 +75,7 @@ from websockets.http11 import Request, Response
 
 from feeds.sim.connection import CloseConnection, ConnState, RestAnswer
 from feeds.sim.faults import Action, FaultedStream, FaultPlan, FrameFault, RestFault
+from gateway.io.server_close import AcceptedConnection, close_servers
 from gateway.wire.config import MAX_PORT, ListenError, listen_error
 
 #: Close code and reason for a connection whose queue overflowed.
@@ -423,8 +425,7 @@ class EndpointServer:
             server, endpoint.server = endpoint.server, None
             if server is None:
                 return
-            server.close(close_connections=True, code=code, reason=reason)
-            await server.wait_closed()
+            await close_servers([server], code, reason)
 
     async def open_endpoint(self, index: int) -> None:
         """Listen again on endpoint ``index``'s port. No-op when already open."""
@@ -523,6 +524,7 @@ class EndpointServer:
                 port,
                 compression=None,
                 close_timeout=self._close_timeout_s,
+                create_connection=AcceptedConnection,
                 **options,
             )
         except OSError as exc:
@@ -675,10 +677,7 @@ class EndpointServer:
             endpoint.server = None
         self._rest_server = None
         live = [server for server in servers if server is not None]
-        for server in live:
-            server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="sim stopping")
-        for server in live:
-            await server.wait_closed()
+        await close_servers(live, CloseCode.GOING_AWAY, "sim stopping")
 
 
 async def _next_frame(conn: Conn) -> bool:

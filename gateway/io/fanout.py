@@ -69,6 +69,7 @@ from gateway.core.stats import FanoutStats
 from gateway.io.changes import StateChanges
 from gateway.io.health import HttpAnswer, HttpRoute, health_document
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog, redact_secrets
+from gateway.io.server_close import AcceptedConnection, close_servers
 from gateway.wire.config import (
     ListenError,
     ServerConfig,
@@ -1385,8 +1386,9 @@ class Fanout:
         ``ready`` is set. With ``unix_path``, the same protocol and routes are also served
         on a Unix domain socket there (see :meth:`_bind_unix`), removed when serving ends.
         On cancellation every connection still open is closed (1001 and
-        :data:`GOING_AWAY_REASON`; :meth:`stop` first drains them within a bound) and
-        CancelledError propagates.
+        :data:`GOING_AWAY_REASON`; :meth:`stop` first drains them within a bound), one
+        still in its handshake aborted (:func:`~gateway.io.server_close.close_servers`),
+        and CancelledError propagates.
         Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound.
         """
         options = self._server_options()
@@ -1404,7 +1406,7 @@ class Fanout:
         async with contextlib.AsyncExitStack() as stack:
             server = await stack.enter_async_context(listening)
             # Before the server's own exit closes them with no reason (run first: LIFO).
-            stack.callback(server.close, True, CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+            stack.push_async_callback(close_servers, [server], CLOSE_GOING_AWAY, GOING_AWAY_REASON)
             if unix_path is not None:
                 await self._serve_unix(stack, unix_path, unix_mode, options)
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
@@ -1427,6 +1429,7 @@ class Fanout:
         the Host header first: :meth:`_process_tcp_request`)."""
         return {
             "compression": None,  # frames are shared between connections: no per-connection state
+            "create_connection": AcceptedConnection,
             "process_request": self._process_request,
             "ping_interval": self.ping_interval_s,
             "ping_timeout": self.ping_interval_s,
@@ -1450,7 +1453,7 @@ class Fanout:
             sock.close()
             raise
         await stack.enter_async_context(listening)
-        stack.callback(listening.close, True, CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+        stack.push_async_callback(close_servers, [listening], CLOSE_GOING_AWAY, GOING_AWAY_REASON)
         self.unix_path = path
         stack.callback(setattr, self, "unix_path", None)
         log.info("serving subscribers on unix:%s", path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -18,8 +19,9 @@ from feeds import binance
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff, Trade, VenueEvent, VenueNotice
+from tests.harness import cancel_within, started, tcp_connect, wait_peer_closed
 
-from .conftest import read_diffs
+from .conftest import get, read_diffs
 
 SYMBOL = "BTCUSDT"
 
@@ -122,6 +124,44 @@ async def test_close_endpoint_closes_and_refuses_until_reopened() -> None:
         async with connect(url, compression=None) as ws:
             await read_until(ws, -1)
         assert sim.stats(0).connections_accepted == 2
+
+
+def _port(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
+
+
+async def test_closing_an_endpoint_closes_every_connection_it_accepted() -> None:
+    """A connection that never sends its request, and one the endpoint's loop sees in the
+    turn it closes, are closed with the endpoint."""
+    async with SimBinanceSpot([SYMBOL], n_endpoints=2, interval_s=0.01) as sim:
+        port = _port(sim.endpoint_urls[0])
+        silent = tcp_connect(port)
+        url = binance.stream_url(sim.endpoint_urls[0], [SYMBOL])
+        async with connect(url, compression=None) as ws:  # accepted after the silent one
+            await read_until(ws, -1)
+            late = tcp_connect(port)
+            await asyncio.sleep(0)  # the endpoint closes in the turn its loop sees ``late``
+            async with asyncio.timeout(5.0):  # a handshake's open timeout is 10 s
+                await sim.close_endpoint(0)
+        await wait_peer_closed(silent)
+        await wait_peer_closed(late)
+
+
+async def test_a_stopping_venue_closes_the_connections_waiting_for_their_request() -> None:
+    sim = SimBinanceSpot([SYMBOL], n_endpoints=1, interval_s=0.01)
+    async with asyncio.TaskGroup() as tasks:
+        run = await started(tasks, sim.run)
+        silent = tcp_connect(_port(sim.endpoint_urls[0]))
+        silent_rest = tcp_connect(_port(sim.rest_url))
+        # Accepted after the silent ones: their transports are made when these are answered.
+        async with connect(binance.stream_url(sim.endpoint_urls[0], [SYMBOL])) as ws:
+            await read_until(ws, -1)
+        assert (await get(binance.snapshot_url(sim.rest_url, SYMBOL, 5))).status_code == 200
+        await cancel_within(run, 5.0)  # a handshake's open timeout is 10 s
+    await wait_peer_closed(silent)
+    await wait_peer_closed(silent_rest)
 
 
 async def test_live_subscribe_and_request_errors() -> None:

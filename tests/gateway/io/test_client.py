@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve, unix_serve
+from websockets.asyncio.server import ServerConnection, unix_serve
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Request, Response
 
@@ -38,7 +38,7 @@ from gateway.io.client import (
 )
 from gateway.io.fanout import Fanout, StopResult
 from gateway.wire.protocol import UnknownValue, WireFormat
-from tests.harness import wait_until
+from tests.harness import wait_until, ws_serving
 
 from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving, start_serving, trade
 
@@ -765,7 +765,7 @@ async def test_a_later_gateways_values_and_message_types_keep_the_connection(
 
         return answer
 
-    async with serve(gateway(later), "127.0.0.1", 0) as server:
+    async with ws_serving(gateway(later)) as server:
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         events: list[Event] = []
         async with GatewayClient(url, [KEY], channels=["book", "trade"]) as client:
@@ -793,7 +793,7 @@ async def test_a_later_gateways_values_and_message_types_keep_the_connection(
     assert len([line for line in logged if "'funding'" in line]) == 1
     assert any("entitlement_expiring" in r.getMessage() for r in caplog.records)
 
-    async with serve(gateway(refusal), "127.0.0.1", 0) as server:
+    async with ws_serving(gateway(refusal)) as server:
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         with pytest.raises(GatewayError, match="entitlement_required"):
             async for _ in subscribe(url, [KEY]):

@@ -33,7 +33,7 @@ from gateway.wire.protocol import (
     Unsubscribed,
     decode_server_message,
 )
-from tests.harness import wait_until
+from tests.harness import cancel_within, tcp_connect, wait_peer_closed, wait_until
 
 from .fanout_helpers import (
     KEY,
@@ -433,6 +433,20 @@ async def test_serve_stops_cleanly_on_cancel() -> None:
             await ws.recv()
     with pytest.raises(RuntimeError):
         _ = fanout.port
+
+
+async def test_serve_cancelled_closes_connections_just_made_and_in_their_handshake() -> None:
+    fanout = Fanout(FakeView())
+    ready = asyncio.Event()
+    task = asyncio.create_task(fanout.serve("127.0.0.1", 0, ready))
+    await ready.wait()
+    port = fanout.port
+    silent = tcp_connect(port)  # never sends its request
+    async with connect(f"ws://127.0.0.1:{port}/"):  # accepted after the silent one
+        late = tcp_connect(port)  # seen by the loop in the turn the server stops
+        await cancel_within(task, 5.0)  # a handshake's open timeout is 10 s
+    await wait_peer_closed(silent)
+    await wait_peer_closed(late)
 
 
 # --- isolation: one subscriber's failure is its own ----------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from gateway.core.backoff import Backoff
@@ -21,7 +21,7 @@ from gateway.core.model import DepthSnapshot
 from gateway.io.changes import StateChanges
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.venues import adapter_for
-from tests.harness import run_until, wait_until
+from tests.harness import run_until, wait_until, ws_serving
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -50,7 +50,7 @@ class Recorder:
 
 
 async def _with_server(handler: Handler, body: Callable[[str], Awaitable[None]]) -> None:
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+    async with ws_serving(handler, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
         async with asyncio.timeout(10):
             await body(f"ws://127.0.0.1:{port}/stream?streams=x")
@@ -601,7 +601,7 @@ async def test_a_handshake_refused_with_429_blocks_the_shared_budget_for_its_ret
     async def refuse(connection: ServerConnection, request: Request) -> Response:
         return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "slow down\n")
 
-    async with serve(_one_frame_then_close, "127.0.0.1", 0, process_request=refuse) as server:
+    async with ws_serving(_one_frame_then_close, process_request=refuse) as server:
         port = server.sockets[0].getsockname()[1]
         rec = Recorder()
         budget = AttemptBudget(100, 60.0)

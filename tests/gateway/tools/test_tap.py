@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
 from gateway.core.model import SymbolState
 from gateway.io.changes import StateChanges
@@ -22,7 +22,7 @@ from gateway.tools.cli import build_parser
 from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
 from gateway.wire import protocol as p
 from tests.gateway.io.fanout_helpers import live_fanout, serving
-from tests.harness import wait_until
+from tests.harness import wait_until, ws_serving
 from tests.subscriber import live_demo_gateway, mdgateway_output
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -150,7 +150,7 @@ async def _fake_gateway(
         await script(ws)
         await ws.wait_closed()
 
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+    async with ws_serving(handler, compression=None) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         yield f"ws://127.0.0.1:{port}/"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from feeds.sim.simulators import SimBinanceSpot
@@ -35,7 +35,7 @@ from gateway.wire.protocol import (
     decode_request,
     encode_json,
 )
-from tests.harness import running, started, wait_until
+from tests.harness import running, started, wait_until, ws_serving
 from tests.subscriber import mdgateway_output, serving
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -205,7 +205,7 @@ async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits
             for reply in replies:
                 await conn.send(encode_json(reply).decode())
 
-    async with serve(gateway, "127.0.0.1", 0) as server:
+    async with ws_serving(gateway) as server:
         port = server.sockets[0].getsockname()[1]
         urls = gateway_urls(f"ws://127.0.0.1:{port}/")
         follower = BookFollower(urls, [key], retry_s=0.05, timeout_s=5.0)
@@ -285,7 +285,7 @@ async def _http_server(status: http.HTTPStatus, body: bytes) -> AsyncIterator[st
     async def never(conn: ServerConnection) -> None:
         raise AssertionError("no WebSocket was expected")
 
-    async with serve(never, "127.0.0.1", 0, process_request=answer) as server:
+    async with ws_serving(never, process_request=answer) as server:
         port = server.sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}"
 
