@@ -696,7 +696,10 @@ async def test_a_urls_password_is_used_to_connect_and_never_shown(
         authorizations.append(request.headers.get("Authorization"))
         return conn.respond(http.HTTPStatus.UNAUTHORIZED, "no\n")
 
-    async with serve(lambda conn: conn.close(), "127.0.0.1", 0, process_request=record) as server:
+    async def never_called(conn: ServerConnection) -> None:  # every request gets the 401
+        await conn.close()
+
+    async with ws_serving(never_called, process_request=record) as server:
         port = server.sockets[0].getsockname()[1]
         client = GatewayClient(f"ws://alice:{password}@127.0.0.1:{port}/", [KEY], reconnect=False)
         with pytest.raises(InvalidStatus):
