@@ -7,8 +7,8 @@ of the venue written from its rules (exchange-protocols.md §7), not from the ar
   after which ``u`` counts up from 1 again.
 
 2-3 connections deliver the same stream, each in order, interleaved arbitrarily (so a slow
-connection may still deliver updates of the old sequence after a fast one delivered the
-restart); connections other than the first lose some deltas. Invariant: a book served
+connection may still deliver updates and snapshots of the old sequence after a fast one
+delivered the restart); connections other than the first lose some deltas. Invariant: a book served
 ``live`` is the venue's book, in the newest sequence any connection delivered, at its
 applied ``u``; and as no update is lost on every connection, no resync is ever asked for.
 """
@@ -103,7 +103,8 @@ def venues(draw: st.DrawFn) -> Venue:
 @st.composite
 def schedules(draw: st.DrawFn, venue: Venue) -> list[tuple[int, Message]]:
     """Every connection's copy of the venue's messages (connections past the first lose
-    some deltas), interleaved arbitrarily, each connection in order."""
+    some deltas), interleaved arbitrarily after their first snapshot, each connection in
+    order."""
     n_conns = draw(st.integers(2, 3))
     copies: list[list[Message]] = []
     for conn in range(n_conns):
@@ -111,8 +112,10 @@ def schedules(draw: st.DrawFn, venue: Venue) -> list[tuple[int, Message]]:
             m for m in venue.messages if m.snapshot or conn == 0 or draw(st.integers(0, 5)) != 0
         ]
         copies.append(copy)
-    schedule: list[tuple[int, Message]] = []
-    cursors = [0] * n_conns
+    # Every connection's subscription was answered before the first restart (a connection
+    # heard from in no sequence yet cannot tell whose its first snapshot is).
+    schedule: list[tuple[int, Message]] = [(c, copies[c][0]) for c in range(n_conns)]
+    cursors = [1] * n_conns
     while any(cursors[c] < len(copies[c]) for c in range(n_conns)):
         c = draw(st.sampled_from([c for c in range(n_conns) if cursors[c] < len(copies[c])]))
         schedule.append((c, copies[c][cursors[c]]))
