@@ -5,7 +5,9 @@ from the adapter:
 - a subscription starts with a snapshot (``prevSeqId: -1``); each update's ``prevSeqId`` is
   the previous message's ``seqId``, which rises by a varying step; an update with no change
   is a keepalive (``prevSeqId == seqId``, no levels); maintenance may reset the sequence
-  (an update whose ``seqId < prevSeqId``), the book carrying on;
+  (an update whose ``seqId < prevSeqId``), the book carrying on. The model's resets go below
+  every id used before (real seqIds are large and a reset goes far below them): a pair of
+  ids seen before a reset never comes again after it;
 - levels are ``[price, size, "0", count]`` strings, size ``"0"`` deletes;
 - ``checksum``: CRC32 of the top 25 levels per side of the book after the message,
   ``bid:size:ask:size:...`` with the wire strings, as a signed int32.
@@ -38,6 +40,8 @@ BID_PRICES = [f"{p}" if p % 3 else f"{p}.5" for p in range(170, 200)]
 ASK_PRICES = [f"{p}" if p % 4 else f"{p}.25" for p in range(201, 231)]
 SIZES = ["0", "0.001", "7", "12.5"]
 WINDOW_NS = 10**15
+#: Between two frames' receive times.
+STEP_NS = 1_000_000
 
 Normal = tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]
 
@@ -85,7 +89,7 @@ update = st.tuples(st.lists(change, max_size=4), st.integers(1, 4), st.integers(
 def venues(draw: st.DrawFn) -> Venue:
     bids = {BID_PRICES[i]: "1" for i in draw(st.sets(st.integers(0, 29), min_size=1))}
     asks = {ASK_PRICES[i]: "2" for i in draw(st.sets(st.integers(0, 29), min_size=1))}
-    seq = draw(st.integers(20, 60))
+    seq = start = draw(st.integers(20_000, 20_060))
 
     def data(prev: int, levels_b: list[list[str]], levels_a: list[list[str]]) -> dict[str, object]:
         return {
@@ -103,8 +107,9 @@ def venues(draw: st.DrawFn) -> Venue:
     books = [_normal(bids, asks)]
     for changes, step, reset_roll in draw(st.lists(update, max_size=30)):
         prev = seq
-        if reset_roll == 0 and seq > 1:
-            seq = draw(st.integers(0, seq - 1))
+        if reset_roll == 0:
+            # Below every id used so far: ids of different segments never meet.
+            seq = start = start - draw(st.integers(200, 600))
         elif changes:
             seq += step
         wire_b: list[list[str]] = []
@@ -166,16 +171,17 @@ def test_a_live_okx_book_is_the_venues_with_resets_and_keepalives(data: st.DataO
         arb.on_connection(c, True, 0)
     #: The venue message the live book was last found at, and the latest delivered.
     position = delivered = 0
-    for c, index in schedule:
+    for step, (c, index) in enumerate(schedule):
         message, snapshot = venue.messages[index]
         delivered = max(delivered, index)
         note(f"conn {c}: #{index} {message['prevSeqId']}->{message['seqId']}")
-        for event in okx.parse(_frame(message, snapshot), 0, c):
+        now_ns = step * STEP_NS
+        for event in okx.parse(_frame(message, snapshot), now_ns, c):
             if isinstance(event, DepthSnapshot):
-                out = arb.on_snapshot(event, 0)
+                out = arb.on_snapshot(event, now_ns)
             else:
                 assert isinstance(event, DepthDiff)
-                out = arb.on_diff(event, 0)
+                out = arb.on_diff(event, now_ns)
             assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
         if arb.state is SymbolState.LIVE:
             # The book is the venue's after a message with the applied id, delivered, and not
