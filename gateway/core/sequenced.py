@@ -38,9 +38,10 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   below the book's id arrives while every connection is below it too: subscribers are told
   ``resyncing`` ("venue reset"), the old sequence is forgotten and the book is rebuilt
   from a fresh snapshot;
-- after a reset the venue declares in a snapshot (Bybit ``u == 1``), a connection that had
-  delivered ids and has not yet delivered its copy of it is behind: what it delivers above
-  its latest id is of the old sequence, dropped as stale (neither buffered nor a jump).
+- after a reset the venue declares (a Bybit snapshot with ``u == 1``, an OKX update whose
+  ids go back), a connection that had delivered ids and has not yet delivered its copy of
+  it is behind: what it delivers at or above its latest id is of the old sequence, dropped
+  as stale (neither buffered, a jump, nor counted as ids past a hole).
 
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
 :mod:`gateway.core.transitions`) say what each outcome does:
@@ -745,8 +746,9 @@ class SequencedBook:
         self._check_hole(snap.recv_ns, out)
 
     def _left_behind(self, conn_id: int) -> None:
-        """``conn_id`` delivered a venue reset first: every other connection that delivered
-        ids lags one reset more until it delivers its own copy."""
+        """``conn_id`` delivered a venue reset first (a snapshot that declares it, or an
+        update whose ids go back: OKX ``seqId < prevSeqId``): every other connection that
+        delivered ids lags one reset more until it delivers its own copy."""
         behind = self._behind_reset
         for other, high in self._conn_high.items():
             if other == conn_id:
@@ -760,12 +762,12 @@ class SequencedBook:
     def _before_reset(self, conn_id: int, last_id: int) -> bool:
         """True when ``last_id`` from ``conn_id`` is of a sequence before the venue reset
         the book follows: the connection lags a reset and the id continues its older
-        sequence. An id at or below the connection's latest means its stream started again:
-        it crossed one reset."""
+        sequence. An id below the connection's latest means its stream started again: it
+        crossed one reset."""
         lagging = self._behind_reset.get(conn_id)
         if lagging is None:
             return False
-        if last_id > lagging.high:
+        if last_id >= lagging.high:  # at its latest: a keepalive, a repeated snapshot
             lagging.high = last_id
             return True
         self._crossed_reset(conn_id, lagging, last_id)
@@ -835,6 +837,7 @@ class SequencedBook:
             )
             return _Applied.REJECTED
         if diff.last_id < self.applied_id:
+            self._left_behind(diff.conn_id)
             self._sequence_restarted(diff.conn_id)
         self.applied_id = diff.last_id
         self.seq += 1
