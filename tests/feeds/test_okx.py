@@ -706,28 +706,30 @@ def test_a_reset_arriving_before_its_ids_waits_for_the_other_connection() -> Non
     assert book.book.bids() == [("98", "5"), ("97", "1")]
 
 
-def _arrivals(events: list[DepthDiff | DepthSnapshot]) -> list[DepthDiff | DepthSnapshot]:
-    """``events`` received in turn, 1 ms apart (each frame its own receive time)."""
-    return [
-        msgspec.structs.replace(event, recv_ns=i * 1_000_000)
-        if isinstance(event, DepthDiff)
-        else event
-        for i, event in enumerate(events)
+def _two_connections(events: list[DepthDiff | DepthSnapshot]) -> tuple[SequencedBook, list[object]]:
+    """A book on connections 0 and 1 that received ``events`` in turn, 1 ms apart (each
+    frame its own receive time), without asking for a snapshot; and what it returned."""
+    book = SequencedBook(KEY, okx.OkxRule(), checksum=okx.book_checksum)
+    for conn in (0, 1):
+        book.on_connection(conn, True, 0)
+    arrivals = [
+        msgspec.structs.replace(e, recv_ns=i * 1_000_000) if isinstance(e, DepthDiff) else e
+        for i, e in enumerate(events)
     ]
+    out = _run(book, arrivals)
+    assert not [e for e in out if isinstance(e, SnapshotWanted)]
+    return book, out
 
 
 def test_an_update_a_connection_received_before_its_reset_is_of_the_old_sequence() -> None:
     """Connection 1 lost 10→11 and 11→12: it buffers 12→13, then its reset 13→3 waits. When
     connection 0 fills the hole, 12→13 (received before connection 1's reset) is applied as
     of the old sequence, and the reset after it."""
-    book = SequencedBook(KEY, okx.OkxRule(), checksum=okx.book_checksum)
-    for conn in (0, 1):
-        book.on_connection(conn, True, 0)
     u11: list[Level] = [("100", "2")]
     u12: list[Level] = [("100", "3")]
     u13: list[Level] = [("100", "4")]
     reset: list[Level] = [("99", "5")]
-    events = _arrivals(
+    book, out = _two_connections(
         [
             _snapshot(10, [("100", "1")], [("101", "1")]),
             _diff(12, 13, conn=1, bids=u13),
@@ -738,8 +740,6 @@ def test_an_update_a_connection_received_before_its_reset_is_of_the_old_sequence
             _diff(13, 3, conn=0, bids=reset),
         ]
     )
-    out = _run(book, events)
-    assert not [e for e in out if isinstance(e, SnapshotWanted)]
     assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [11, 12, 13, 3]
     assert book.applied_id == 3 and book.pending == 0
     assert book.book.bids() == [("100", "4"), ("99", "5")]
@@ -747,10 +747,7 @@ def test_an_update_a_connection_received_before_its_reset_is_of_the_old_sequence
 
 def test_a_late_copy_of_the_reset_before_the_last_is_a_straggler() -> None:
     """Two resets in a row (20→12, 12→3): connection 1's late copies of both are stale."""
-    book = SequencedBook(KEY, okx.OkxRule(), checksum=okx.book_checksum)
-    for conn in (0, 1):
-        book.on_connection(conn, True, 0)
-    events = _arrivals(
+    book, _ = _two_connections(
         [
             _snapshot(20, [("100", "1")], [("101", "1")]),
             _diff(20, 12, conn=0, bids=[("100", "2")]),
@@ -759,8 +756,6 @@ def test_a_late_copy_of_the_reset_before_the_last_is_a_straggler() -> None:
             _diff(12, 3, conn=1, bids=[("100", "3")]),
         ]
     )
-    out = _run(book, events)
-    assert not [e for e in out if isinstance(e, SnapshotWanted)]
     assert book.applied_id == 3 and book.pending == 0 and book.stats.gaps == 0
 
 
@@ -768,10 +763,7 @@ def test_a_connection_behind_a_reset_says_nothing_of_a_hole_after_it() -> None:
     """Connection 1 delivers 18→20, the reset 20→12, and loses 12→13; connection 0, behind
     the reset, delivers its copy of 18→20 only then: its id 20 says nothing of the hole at
     13, which its copy of 12→13 fills."""
-    book = SequencedBook(KEY, okx.OkxRule(), checksum=okx.book_checksum)
-    for conn in (0, 1):
-        book.on_connection(conn, True, 0)
-    events = _arrivals(
+    book, _ = _two_connections(
         [
             _snapshot(18, [("100", "1")], [("101", "1")], conn=0),
             _snapshot(18, [("100", "1")], [("101", "1")], conn=1),
@@ -783,8 +775,6 @@ def test_a_connection_behind_a_reset_says_nothing_of_a_hole_after_it() -> None:
             _diff(12, 13, conn=0, bids=[("100", "4")]),
         ]
     )
-    out = _run(book, events)
-    assert not [e for e in out if isinstance(e, SnapshotWanted)]
     assert book.applied_id == 14 and book.pending == 0 and book.stats.gaps == 0
     assert book.book.bids() == [("100", "5")]
 
