@@ -459,6 +459,8 @@ def parse_snapshot(symbol: str, body: bytes, recv_ns: int, conn_id: int = -1) ->
 STRAGGLER_WINDOW_NS: Final = 10_000_000_000
 #: How many recent linked ``(prevSeqId, seqId)`` pairs are remembered for that.
 STRAGGLER_MEMORY: Final = 4096
+#: Later than any receive time: a connection that has not crossed to a waiting reset.
+_NEVER: Final = 1 << 63
 
 
 class RuleState(enum.Enum):
@@ -629,7 +631,9 @@ class OkxRule:
       (the late copy of reset 15→3 arriving when ``L = 3`` would otherwise look like a gap);
     - a reset that arrives before the ids it follows (``p > L``) is future and waits
       (state ``RESET_WAITING``). The connection that sent it continues in the new sequence,
-      so until the reset links, an update of that connection links only with ``p == L``
+      so until the reset links, an update of that connection received after its copy of the
+      reset (one received before it, classified later from the arbiter's buffer, is of the
+      old sequence and classified as usual) links only with ``p == L``
       (and that proves the book is past the reset, which is then forgotten), and is
       otherwise future or stale (stale copies come again from the slower connections, after
       their copy of the reset);
@@ -657,6 +661,7 @@ class OkxRule:
         if straggler_window_ns < 0 or memory < 1:
             raise ValueError("straggler_window_ns must be >= 0 and memory >= 1")
         self.straggler_window_ns = straggler_window_ns
+        self._memory = memory
         self.state = RuleState.FOLLOWING
         #: Pairs that linked since the last reset, newest last.
         self._recent: deque[tuple[int, int]] = deque(maxlen=memory)
@@ -667,7 +672,10 @@ class OkxRule:
         #: In RESET_WAITING: the waiting reset, when it came, the connections that sent it.
         self._waiting: tuple[int, int] | None = None
         self._waiting_ns = 0
-        self._crossed: set[int] = set()
+        #: The connections that sent it, each with when its copy came: what a connection
+        #: received before its copy (the arbiter may classify it later, from its buffer)
+        #: is of the sequence before the reset.
+        self._crossed: dict[int, int] = {}
         #: The latest receive time seen.
         self._now_ns = 0
         #: Resets applied.
@@ -691,7 +699,7 @@ class OkxRule:
                 if prev > applied_id and now_ns - self._waiting_ns <= self.straggler_window_ns:
                     return RuleEvent.WAITING_RESET_EARLY
                 return RuleEvent.WAITING_RESET_PASSED
-            if diff.conn_id in self._crossed:
+            if diff.recv_ns >= self._crossed.get(diff.conn_id, _NEVER):
                 if prev == applied_id:
                     return RuleEvent.CROSSED_LINKS
                 return RuleEvent.CROSSED_FUTURE if prev > applied_id else RuleEvent.CROSSED_STALE
@@ -738,24 +746,28 @@ class OkxRule:
                 self._recent.append(pair)
             elif action is RuleAction.RESET:
                 self.resets += 1
-                self._old = set(self._recent)
+                # Stragglers of an earlier reset still in their window stay stragglers (a
+                # slower connection may not have delivered that reset yet), within the
+                # memory's bound.
+                keep = recv_ns <= self._old_until_ns and len(self._old) <= self._memory
+                self._old = (self._old if keep else set()) | set(self._recent)
                 self._old.add(pair)
                 self._old_until_ns = recv_ns + self.straggler_window_ns
                 self._recent.clear()
                 self._waiting = None
-                self._crossed = set()
+                self._crossed = {}
             elif action is RuleAction.WAIT:
                 self._waiting = pair
                 self._waiting_ns = recv_ns
-                self._crossed = {conn_id}
+                self._crossed = {conn_id: recv_ns}
             elif action is RuleAction.CROSS:
-                self._crossed.add(conn_id)
+                self._crossed.setdefault(conn_id, recv_ns)
             elif action is RuleAction.RETIRE:
                 if self._waiting is not None:
                     self._old.add(self._waiting)
                     self._old_until_ns = max(self._old_until_ns, recv_ns + self.straggler_window_ns)
                 self._waiting = None
-                self._crossed = set()
+                self._crossed = {}
             elif action is RuleAction.COUNT_STRAGGLER:
                 self.stragglers += 1
             else:

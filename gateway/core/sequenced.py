@@ -37,7 +37,11 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   venue restarted its ids; or the book's id came from a bogus copy), or when a snapshot
   below the book's id arrives while every connection is below it too: subscribers are told
   ``resyncing`` ("venue reset"), the old sequence is forgotten and the book is rebuilt
-  from a fresh snapshot.
+  from a fresh snapshot;
+- after a reset the venue declares (a Bybit snapshot with ``u == 1``, an OKX update whose
+  ids go back), a connection that had delivered ids and has not yet delivered its copy of
+  it is behind: what it delivers at or above its latest id is of the old sequence, dropped
+  as stale (neither buffered, a jump, nor counted as ids past a hole).
 
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
 :mod:`gateway.core.transitions`) say what each outcome does:
@@ -334,6 +338,18 @@ class _Applied(enum.Enum):
     BROKEN = "broken"
 
 
+class _Behind:
+    """A connection that has not delivered its copy of the latest venue resets."""
+
+    __slots__ = ("high", "resets")
+
+    def __init__(self, resets: int, high: int) -> None:
+        #: How many venue resets it lags.
+        self.resets = resets
+        #: The latest id it delivered, in the sequence it is still in.
+        self.high = high
+
+
 def _first_id(diff: DepthDiff) -> int:
     return diff.first_id
 
@@ -417,6 +433,11 @@ class SequencedBook:
         self._snapshot_id = -1
         #: The last venue reset snapshot, to recognise its late copies from other connections.
         self._last_reset: DepthSnapshot | None = None
+        #: Connections that have not yet delivered their copy of the venue resets applied
+        #: since: how many resets each lags, and the latest id it delivered in the sequence
+        #: it is still in. Its stream is in order, so what it delivers above that id is of
+        #: that older sequence (:meth:`_before_reset`).
+        self._behind_reset: dict[int, _Behind] = {}
         #: Unused snapshots in a row, and when the next snapshot is asked (in RETRY_WAIT).
         self._snapshot_backoff = snapshot_retry_backoff()
         self._retry_at_ns = 0
@@ -447,6 +468,11 @@ class SequencedBook:
             self._conn_high.setdefault(conn_id, -1)
             return out
         self._conn_high.pop(conn_id, None)
+        self._behind_reset.pop(conn_id, None)
+        if self._behind_reset and self._behind_reset.keys() >= self._conn_high.keys():
+            # No connection up delivered the reset: the others are heard again as they
+            # come (their ids lead to a gap or a reset, not to a frozen book).
+            self._behind_reset.clear()
         if not self._conn_high:
             self._status(StatusEvent.ALL_DOWN, ALL_DOWN_REASON, out)
         self._check_hole(now_ns, out)
@@ -456,6 +482,9 @@ class SequencedBook:
         out: list[ArbiterEvent] = []
         conn = self.stats.conn(diff.conn_id)
         conn.received += 1
+        if self._behind_reset and self._before_reset(diff.conn_id, diff.last_id):
+            self.stats.stale += 1  # an update of the sequence before a venue reset
+            return out
         self._conn_high[diff.conn_id] = diff.last_id
 
         if self.sync not in _WITH_BOOK:
@@ -497,8 +526,17 @@ class SequencedBook:
         snapshots, late copies of a reset and REST snapshots are counted and ignored.
         """
         out: list[ArbiterEvent] = []
+        if self._behind_reset and self._stale_snapshot(snap):
+            self.stats.snapshots_unused += 1
+            return out
+        # A reset from a connection heard from since it came up or since the latest reset
+        # is a new one, whatever its levels: its stream is in order.
+        maybe_copy = self._conn_high.get(snap.conn_id, -1) < 0
+        if snap.conn_id in self._conn_high:
+            # In band: that connection's stream is at the snapshot's id.
+            self._conn_high[snap.conn_id] = snap.last_id
         if self.sync in _WITH_BOOK:
-            self._snapshot_while_live(snap, out, now_ns)
+            self._snapshot_while_live(snap, out, now_ns, maybe_copy=maybe_copy)
             return out
         try:
             self.book.load(snap.bids, snap.asks)
@@ -650,12 +688,15 @@ class SequencedBook:
     # --- internals ----------------------------------------------------------------------
 
     def _snapshot_while_live(
-        self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int
+        self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int, *, maybe_copy: bool
     ) -> None:
+        """``maybe_copy``: a reset may be a late copy of the last one (its connection was not
+        heard from since the last reset or since it came up)."""
         last_reset = self._last_reset
         if snap.reset:
             if (
-                last_reset is not None
+                maybe_copy
+                and last_reset is not None
                 and last_reset.last_id == snap.last_id
                 and last_reset.bids == snap.bids
                 and last_reset.asks == snap.asks
@@ -668,6 +709,7 @@ class SequencedBook:
             if self.sync is Sync.HOLE:
                 self._sync(SyncEvent.HOLE_CLOSED, out)
             self._last_reset = snap
+            self._left_behind(snap.conn_id)
             self._sequence_restarted(snap.conn_id)
         elif snap.conn_id < 0 or snap.last_id <= self.applied_id:
             self.stats.snapshots_unused += 1
@@ -702,6 +744,52 @@ class SequencedBook:
             return
         self._drain(out, now_ns)
         self._check_hole(snap.recv_ns, out)
+
+    def _left_behind(self, conn_id: int) -> None:
+        """``conn_id`` delivered a venue reset first (a snapshot that declares it, or an
+        update whose ids go back: OKX ``seqId < prevSeqId``): every other connection that
+        delivered ids lags one reset more until it delivers its own copy."""
+        behind = self._behind_reset
+        for other, high in self._conn_high.items():
+            if other == conn_id:
+                continue
+            lagging = behind.get(other)
+            if lagging is not None:
+                lagging.resets += 1
+            elif high >= 0:
+                behind[other] = _Behind(1, high)
+
+    def _before_reset(self, conn_id: int, last_id: int) -> bool:
+        """True when ``last_id`` from ``conn_id`` is of a sequence before the venue reset
+        the book follows: the connection lags a reset and the id continues its older
+        sequence. An id below the connection's latest means its stream started again: it
+        crossed one reset."""
+        lagging = self._behind_reset.get(conn_id)
+        if lagging is None:
+            return False
+        if last_id >= lagging.high:  # at its latest: a keepalive, a repeated snapshot
+            lagging.high = last_id
+            return True
+        self._crossed_reset(conn_id, lagging, last_id)
+        return lagging.resets > 0
+
+    def _crossed_reset(self, conn_id: int, lagging: _Behind, first_id: int) -> None:
+        lagging.resets -= 1
+        lagging.high = first_id
+        if lagging.resets <= 0:
+            del self._behind_reset[conn_id]
+
+    def _stale_snapshot(self, snap: DepthSnapshot) -> bool:
+        """True when in-band ``snap`` comes from a connection still before a venue reset
+        the book follows: a copy of an older reset, or a snapshot of an older sequence.
+        Its copy of the latest reset is not stale; the connection has then crossed."""
+        lagging = self._behind_reset.get(snap.conn_id)
+        if lagging is None:
+            return False
+        if snap.reset:
+            self._crossed_reset(snap.conn_id, lagging, snap.last_id)
+            return lagging.resets > 0
+        return self._before_reset(snap.conn_id, snap.last_id)
 
     def _sequence_restarted(self, conn_id: int) -> None:
         """The venue's ids started again lower: what other connections delivered says
@@ -749,6 +837,7 @@ class SequencedBook:
             )
             return _Applied.REJECTED
         if diff.last_id < self.applied_id:
+            self._left_behind(diff.conn_id)
             self._sequence_restarted(diff.conn_id)
         self.applied_id = diff.last_id
         self.seq += 1

@@ -265,7 +265,8 @@ class SymbolStats:
     duplicates: int = counter(
         "Copies of updates already applied, dropped.", metric="symbol_duplicates"
     )
-    #: Older than the snapshot the book was built from.
+    #: Older than the snapshot the book was built from, or of the sequence before a venue
+    #: reset that their connection has not delivered yet.
     stale: int = counter(
         "Updates older than the book's snapshot, dropped.", metric="symbol_stale_updates"
     )

@@ -706,6 +706,79 @@ def test_a_reset_arriving_before_its_ids_waits_for_the_other_connection() -> Non
     assert book.book.bids() == [("98", "5"), ("97", "1")]
 
 
+def _two_connections(events: list[DepthDiff | DepthSnapshot]) -> tuple[SequencedBook, list[object]]:
+    """A book on connections 0 and 1 that received ``events`` in turn, 1 ms apart (each
+    frame its own receive time), without asking for a snapshot; and what it returned."""
+    book = SequencedBook(KEY, okx.OkxRule(), checksum=okx.book_checksum)
+    for conn in (0, 1):
+        book.on_connection(conn, True, 0)
+    arrivals = [
+        msgspec.structs.replace(e, recv_ns=i * 1_000_000) if isinstance(e, DepthDiff) else e
+        for i, e in enumerate(events)
+    ]
+    out = _run(book, arrivals)
+    assert not [e for e in out if isinstance(e, SnapshotWanted)]
+    return book, out
+
+
+def test_an_update_a_connection_received_before_its_reset_is_of_the_old_sequence() -> None:
+    """Connection 1 lost 10→11 and 11→12: it buffers 12→13, then its reset 13→3 waits. When
+    connection 0 fills the hole, 12→13 (received before connection 1's reset) is applied as
+    of the old sequence, and the reset after it."""
+    u11: list[Level] = [("100", "2")]
+    u12: list[Level] = [("100", "3")]
+    u13: list[Level] = [("100", "4")]
+    reset: list[Level] = [("99", "5")]
+    book, out = _two_connections(
+        [
+            _snapshot(10, [("100", "1")], [("101", "1")]),
+            _diff(12, 13, conn=1, bids=u13),
+            _diff(13, 3, conn=1, bids=reset),
+            _diff(10, 11, conn=0, bids=u11),
+            _diff(11, 12, conn=0, bids=u12),
+            _diff(12, 13, conn=0, bids=u13),
+            _diff(13, 3, conn=0, bids=reset),
+        ]
+    )
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [11, 12, 13, 3]
+    assert book.applied_id == 3 and book.pending == 0
+    assert book.book.bids() == [("100", "4"), ("99", "5")]
+
+
+def test_a_late_copy_of_the_reset_before_the_last_is_a_straggler() -> None:
+    """Two resets in a row (20→12, 12→3): connection 1's late copies of both are stale."""
+    book, _ = _two_connections(
+        [
+            _snapshot(20, [("100", "1")], [("101", "1")]),
+            _diff(20, 12, conn=0, bids=[("100", "2")]),
+            _diff(12, 3, conn=0, bids=[("100", "3")]),
+            _diff(20, 12, conn=1, bids=[("100", "2")]),
+            _diff(12, 3, conn=1, bids=[("100", "3")]),
+        ]
+    )
+    assert book.applied_id == 3 and book.pending == 0 and book.stats.gaps == 0
+
+
+def test_a_connection_behind_a_reset_says_nothing_of_a_hole_after_it() -> None:
+    """Connection 1 delivers 18→20, the reset 20→12, and loses 12→13; connection 0, behind
+    the reset, delivers its copy of 18→20 only then: its id 20 says nothing of the hole at
+    13, which its copy of 12→13 fills."""
+    book, _ = _two_connections(
+        [
+            _snapshot(18, [("100", "1")], [("101", "1")], conn=0),
+            _snapshot(18, [("100", "1")], [("101", "1")], conn=1),
+            _diff(18, 20, conn=1, bids=[("100", "2")]),
+            _diff(20, 12, conn=1, bids=[("100", "3")]),
+            _diff(13, 14, conn=1, bids=[("100", "5")]),
+            _diff(18, 20, conn=0, bids=[("100", "2")]),
+            _diff(20, 12, conn=0, bids=[("100", "3")]),
+            _diff(12, 13, conn=0, bids=[("100", "4")]),
+        ]
+    )
+    assert book.applied_id == 14 and book.pending == 0 and book.stats.gaps == 0
+    assert book.book.bids() == [("100", "5")]
+
+
 def test_a_hole_in_the_new_sequence_is_still_a_gap() -> None:
     book = SequencedBook(KEY, okx.OkxRule(), ArbiterLimits(reorder_window_ns=10))
     book.on_connection(0, True, 0)

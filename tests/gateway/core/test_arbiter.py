@@ -331,3 +331,45 @@ def test_a_venue_reset_replaces_the_book_once_and_late_copies_are_ignored() -> N
     assert arb.on_snapshot(inband(1, [("50", "1")], conn=1, reset=True), 0) == []
     assert arb.applied_id == 2 and arb.book.bids() == [("51", "1"), ("50", "1")]
     assert arb.stats.gaps == 0
+
+
+def test_after_a_venue_reset_a_slower_connections_old_sequence_is_never_applied() -> None:
+    arb = synced(100)
+    arb.on_diff(diff(101, 101, conn=1, bids=[("99", "1")]), 0)
+    arb.on_snapshot(inband(1, [("50", "1")], conn=0, reset=True), 0)
+    # Connection 1 has not delivered the reset yet: its 102 and its snapshot at 103 are of
+    # the old sequence, not a future update of the new one or a jump ahead.
+    assert arb.on_diff(diff(102, 102, conn=1, bids=[("98", "7")]), 0) == []
+    assert arb.on_snapshot(inband(103, [("97", "7")], conn=1), 0) == []
+    assert arb.pending == 0 and arb.stats.jumps == 0
+    for u in range(2, 104):
+        arb.on_diff(diff(u, u, conn=0, bids=[("51", str(u))]), 0)
+    assert arb.book.bids() == [("51", "103"), ("50", "1")] and arb.applied_id == 103
+    # Its copy of the reset: it is in the new sequence from then on.
+    assert arb.on_snapshot(inband(1, [("50", "1")], conn=1, reset=True), 0) == []
+    assert kinds(arb.on_diff(diff(104, 104, conn=1, bids=[("52", "1")]), 0)) == ["BookDelta"]
+    assert (arb.stats.gaps, arb.stats.resyncs, arb.stats.venue_resets) == (0, 0, 1)
+
+
+def test_connections_behind_a_reset_are_heard_again_once_none_up_delivered_it() -> None:
+    arb = synced(100, conns=(0, 1))
+    arb.on_diff(diff(101, 101, conn=1, bids=[("99", "1")]), 0)
+    arb.on_snapshot(inband(1, [("50", "1")], conn=0, reset=True), 0)
+    stale = arb.stats.stale
+    assert arb.on_diff(diff(102, 102, conn=1), 0) == [] and arb.stats.stale == stale + 1
+    arb.on_connection(0, False, 0)
+    # Connection 1 alone: its ids are no longer taken as the old sequence's.
+    arb.on_diff(diff(103, 103, conn=1), 0)
+    assert arb.stats.stale == stale + 1 and arb.pending == 1
+
+
+def test_a_second_venue_reset_with_the_same_book_is_applied() -> None:
+    arb = synced(100)
+    reset = inband(1, [("50", "1")], conn=0, reset=True)
+    arb.on_snapshot(reset, 0)
+    arb.on_diff(diff(2, 2, conn=0, bids=[("51", "1")]), 0)
+    # The venue restarted again with the same book: connection 0 sends it after id 2, so
+    # it is no late copy of the first.
+    assert kinds(arb.on_snapshot(reset, 0)) == ["BookDelta"]
+    assert arb.applied_id == 1 and arb.book.bids() == [("50", "1")]
+    assert arb.stats.venue_resets == 2

@@ -1,0 +1,156 @@
+"""Property tests of Bybit books through the sequenced arbiter (hypothesis), against a model
+of the venue written from its rules (exchange-protocols.md §7), not from the arbiter:
+
+- every subscription starts with a ``snapshot``; each ``delta`` carries ``u`` one above the
+  previous one; levels are absolute, size ``"0"`` deletes;
+- a service restart sends every subscription a ``snapshot`` with ``u == 1`` (a new book),
+  after which ``u`` counts up from 1 again.
+
+2-3 connections deliver the same stream, each in order, interleaved arbitrarily (so a slow
+connection may still deliver updates and snapshots of the old sequence after a fast one
+delivered the restart); connections other than the first lose some deltas. Invariant: a book served
+``live`` is the venue's book, in the newest sequence any connection delivered, at its
+applied ``u``; and as no update is lost on every connection, no resync is ever asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feeds.bybit import LINEAR, BybitRule
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.model import DepthDiff, DepthSnapshot, Level, SnapshotWanted, SymbolState
+from gateway.core.sequenced import SequencedBook
+
+SYMBOL = "BTCUSDT"
+KEY = f"{LINEAR}:{SYMBOL}"
+BID_PRICES = [f"{p}.0" for p in range(90, 100)]
+ASK_PRICES = [f"{p}.0" for p in range(101, 111)]
+QTYS = ["0", "0.5", "1.25", "3"]
+#: Never passes in these tests: only what the connections deliver decides.
+WINDOW_NS = 10**15
+
+#: The venue's book as {price: qty} per side.
+Book = tuple[dict[str, str], dict[str, str]]
+
+
+def _normalized(book: Book) -> tuple[tuple[tuple[float, float], ...], ...]:
+    bids, asks = book
+    return (
+        tuple(sorted(((float(p), float(q)) for p, q in bids.items()), reverse=True)),
+        tuple(sorted((float(p), float(q)) for p, q in asks.items())),
+    )
+
+
+@dataclass(frozen=True)
+class Message:
+    """What the venue sends every subscription, in order: a snapshot or a delta of
+    sequence ``sequence`` at update id ``u``."""
+
+    sequence: int
+    u: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    snapshot: bool
+
+
+@dataclass(frozen=True)
+class Venue:
+    messages: list[Message]
+    #: The venue's book after each (sequence, u).
+    books: dict[tuple[int, int], tuple[tuple[tuple[float, float], ...], ...]]
+
+
+level_change = st.tuples(st.booleans(), st.integers(0, 9), st.integers(0, len(QTYS) - 1))
+
+
+@st.composite
+def venues(draw: st.DrawFn) -> Venue:
+    """One or more sequences: the first from a snapshot at some ``u``, each later one from a
+    restart snapshot at ``u == 1``; deltas change one level each."""
+    messages: list[Message] = []
+    books: dict[tuple[int, int], tuple[tuple[tuple[float, float], ...], ...]] = {}
+    n_sequences = draw(st.integers(1, 3))
+    for sequence in range(n_sequences):
+        u = draw(st.integers(2, 30)) if sequence == 0 else 1
+        bids = {p: "1" for p in draw(st.sets(st.sampled_from(BID_PRICES), min_size=1))}
+        asks = {p: "2" for p in draw(st.sets(st.sampled_from(ASK_PRICES), min_size=1))}
+        book: Book = (bids, asks)
+        books[sequence, u] = _normalized(book)
+        messages.append(
+            Message(sequence, u, tuple(bids.items()), tuple(asks.items()), snapshot=True)
+        )
+        for is_bid, price_index, qty_index in draw(st.lists(level_change, max_size=25)):
+            u += 1
+            price = (BID_PRICES if is_bid else ASK_PRICES)[price_index]
+            qty = QTYS[qty_index]
+            side = bids if is_bid else asks
+            if qty == "0":
+                side.pop(price, None)
+            else:
+                side[price] = qty
+            level = ((price, qty),)
+            messages.append(
+                Message(sequence, u, level if is_bid else (), () if is_bid else level, False)
+            )
+            books[sequence, u] = _normalized(book)
+    return Venue(messages, books)
+
+
+@st.composite
+def schedules(draw: st.DrawFn, venue: Venue) -> list[tuple[int, Message]]:
+    """Every connection's copy of the venue's messages (connections past the first lose
+    some deltas), interleaved arbitrarily after their first snapshot, each connection in
+    order."""
+    n_conns = draw(st.integers(2, 3))
+    copies: list[list[Message]] = []
+    for conn in range(n_conns):
+        copy = [
+            m for m in venue.messages if m.snapshot or conn == 0 or draw(st.integers(0, 5)) != 0
+        ]
+        copies.append(copy)
+    # Every connection's subscription was answered before the first restart (a connection
+    # heard from in no sequence yet cannot tell whose its first snapshot is).
+    schedule: list[tuple[int, Message]] = [(c, copies[c][0]) for c in range(n_conns)]
+    cursors = [1] * n_conns
+    while any(cursors[c] < len(copies[c]) for c in range(n_conns)):
+        c = draw(st.sampled_from([c for c in range(n_conns) if cursors[c] < len(copies[c])]))
+        schedule.append((c, copies[c][cursors[c]]))
+        cursors[c] += 1
+    return schedule
+
+
+def _event(conn: int, m: Message) -> DepthDiff | DepthSnapshot:
+    """The parser's event of ``m`` (feeds/bybit.py: a snapshot with ``u == 1`` is a reset)."""
+    if m.snapshot:
+        return DepthSnapshot(LINEAR, SYMBOL, m.u, m.bids, m.asks, 0, conn, reset=m.u == 1)
+    return DepthDiff(LINEAR, SYMBOL, m.u, m.u, -1, m.bids, m.asks, 0, 0, conn)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_live_bybit_book_is_the_venues_in_its_newest_sequence(data: st.DataObject) -> None:
+    venue = data.draw(venues())
+    schedule = data.draw(schedules(venue))
+    arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
+    for conn in {c for c, _ in schedule}:
+        arb.on_connection(conn, True, 0)
+    newest = 0
+    for conn, message in schedule:
+        newest = max(newest, message.sequence)
+        event = _event(conn, message)
+        if isinstance(event, DepthSnapshot):
+            out = arb.on_snapshot(event, 0)
+        else:
+            out = arb.on_diff(event, 0)
+        assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
+        if arb.state is SymbolState.LIVE:
+            truth = venue.books.get((newest, arb.applied_id))
+            assert arb.book.normalized() == truth, "live but not the venue's book"
+    last = venue.messages[-1]
+    assert arb.state is SymbolState.LIVE
+    assert (arb.applied_id, arb.book.normalized()) == (last.u, venue.books[last.sequence, last.u])
+    assert arb.stats.gaps == arb.stats.resyncs == 0
