@@ -59,6 +59,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Final
 
 from sortedcontainers import SortedKeyList
@@ -338,16 +339,14 @@ class _Applied(enum.Enum):
     BROKEN = "broken"
 
 
+@dataclass(slots=True)
 class _Behind:
     """A connection that has not delivered its copy of the latest venue resets."""
 
-    __slots__ = ("high", "resets")
-
-    def __init__(self, resets: int, high: int) -> None:
-        #: How many venue resets it lags.
-        self.resets = resets
-        #: The latest id it delivered, in the sequence it is still in.
-        self.high = high
+    #: How many venue resets it lags.
+    resets: int
+    #: The latest id it delivered, in the sequence it is still in.
+    high: int
 
 
 def _first_id(diff: DepthDiff) -> int:
