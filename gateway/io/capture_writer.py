@@ -32,6 +32,7 @@ from gateway.capture.codec import (
 )
 from gateway.core.stats import CaptureStats
 from gateway.io.changes import StateChanges
+from gateway.wire.tokens import redact
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +107,17 @@ class CaptureWriter:
     def record_frame(self, conn_id: int, raw: bytes, recv_ns: int) -> bool:
         return self.record(recv_ns, "ws", conn_id, "", raw)
 
+    # A capture is shared and kept: the URLs it records name no password or token.
+
     def record_connect(self, conn_id: int, url: str, venue: str = "") -> bool:
         payload = msgspec.json.encode({"venue": venue}) if venue else b""
-        return self.record(time.time_ns(), "connect", conn_id, url, payload)
+        return self.record(time.time_ns(), "connect", conn_id, redact(url), payload)
 
     def record_disconnect(self, conn_id: int, url: str = "") -> bool:
-        return self.record(time.time_ns(), "disconnect", conn_id, url, b"")
+        return self.record(time.time_ns(), "disconnect", conn_id, redact(url), b"")
 
     def record_rest(self, url: str, body: bytes, recv_ns: int) -> bool:
-        return self.record(recv_ns, "rest", NO_CONN, url, body)
+        return self.record(recv_ns, "rest", NO_CONN, redact(url), body)
 
     @property
     def queued(self) -> int:

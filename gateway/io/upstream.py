@@ -26,10 +26,13 @@ from gateway.core.model import DepthSnapshot, VenueContractError
 from gateway.core.ratelimit import TokenBucket
 from gateway.core.stats import ConnectionStats, FetcherStats
 from gateway.io.changes import StateChanges
-from gateway.io.logs import FD_EXHAUSTION, FdExhaustion, LimitedLog
+from gateway.io.logs import FD_EXHAUSTION, FdExhaustion, LimitedLog, redact_secrets
+from gateway.wire.tokens import redact
 from gateway.wire.venues import VenueAdapter
 
 log = logging.getLogger(__name__)
+# An endpoint's URL may carry a password: websockets' and httpx's own lines show URLs.
+redact_secrets(log, logging.getLogger("websockets.client"), logging.getLogger("httpx"))
 
 #: Largest frame accepted from a venue by default (each venue's own is
 #: :attr:`~gateway.wire.venues.VenueAdapter.max_frame_bytes`).
@@ -148,8 +151,8 @@ class Connection:
         #: Notified after the connection goes up (``on_state`` told) or down, and after a
         #: failed attempt; may be shared by several connections.
         self.changes = StateChanges() if changes is None else changes
-        #: The endpoint without the stream list, for logs and views.
-        self.endpoint = url.partition("?")[0].removesuffix("/stream")
+        #: The endpoint without the stream list and without a password, for logs and views.
+        self.endpoint = redact(url.partition("?")[0].removesuffix("/stream"))
         #: The fields of this connection's log records (``extra=``; JSON logs show them).
         self.log_fields = {"venue": venue, "connection": conn_id, "endpoint": self.endpoint}
 
@@ -489,6 +492,8 @@ class SnapshotFetcher:
         self._snapshot_url = adapter.snapshot_url
         self._parse_snapshot = adapter.parse_snapshot
         self._bases = list(rest_bases)
+        #: Each base as logs, stats and metrics show it: without a password.
+        self._shown = {base: redact(base) for base in rest_bases}
         self._limit = limit
         self._on_snapshot = on_snapshot
         self._timeout_s = timeout_s
@@ -618,13 +623,14 @@ class SnapshotFetcher:
                     self.stats.oversized += 1
                 if FD_EXHAUSTION.failed(exc, "fetching snapshots"):
                     self.stats.failures += 1
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    self.stats.last_error = redact(f"{type(exc).__name__}: {exc}")
                     continue
                 self._fail(base, symbol, f"{type(exc).__name__}: {exc}", type(exc).__name__)
                 continue
             FD_EXHAUSTION.succeeded()
             self.stats.snapshots += 1
-            self.stats.by_base[base] = self.stats.by_base.get(base, 0) + 1
+            shown = self._shown[base]
+            self.stats.by_base[shown] = self.stats.by_base.get(shown, 0) + 1
             return snapshot
         return None
 
@@ -677,6 +683,7 @@ class SnapshotFetcher:
             await asyncio.sleep(wait_s)
 
     def _fail(self, base: str, symbol: str, what: str, kind: str) -> None:
+        what, base = redact(what), self._shown[base]
         self.stats.failures += 1
         self.stats.last_error = what
         self._log.warning(

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.core.limits import VenueLimits, plan_connections
-from gateway.wire.tokens import Secret, TokenError, read_token_file
+from gateway.wire.tokens import Secret, TokenError, read_token_file, redact
 from gateway.wire.venues import ADAPTERS
 
 SUPPORTED_VENUES: Final = tuple(ADAPTERS)
@@ -381,7 +381,10 @@ def _check_urls(urls: list[str], schemes: tuple[str, ...], where: str) -> None:
     for i, url in enumerate(urls):
         parts = urlsplit(url)
         if parts.scheme not in schemes or not parts.hostname:
-            raise ConfigError(f"{where}[{i}]: {url!r} is not a {'/'.join(schemes)} URL with a host")
+            shown = redact(url)
+            raise ConfigError(
+                f"{where}[{i}]: {shown!r} is not a {'/'.join(schemes)} URL with a host"
+            )
     if len(set(urls)) != len(urls):
         raise ConfigError(f"{where}: duplicate URLs")
 

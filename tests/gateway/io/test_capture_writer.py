@@ -71,6 +71,23 @@ async def test_it_flushes_while_running_and_on_cancel(tmp_path: Path) -> None:
     assert records[1].payload == b'{"a":1}\n' and records[1].url == "ws://127.0.0.1:1/ws"
 
 
+async def test_recorded_urls_name_no_password_or_token(tmp_path: Path) -> None:
+    writer = CaptureWriter(tmp_path, flush_s=0.01)
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        writer.record_connect(0, "wss://desk:hunter2@127.0.0.1:1/ws?token=abc", "binance")
+        writer.record_rest("https://desk:hunter2@h/api/v3/depth?symbol=X", b"{}", 6)
+        writer.record_disconnect(0, "wss://desk:hunter2@127.0.0.1:1/ws")
+        await wait_until(writer.changes, lambda: writer.stats.written == 3)
+        task.cancel()
+    urls = [record.url for record in CaptureReader(tmp_path)]
+    assert urls == [
+        "wss://desk:***@127.0.0.1:1/ws?token=***",
+        "https://desk:***@h/api/v3/depth?symbol=X",
+        "wss://desk:***@127.0.0.1:1/ws",
+    ]
+
+
 @pytest.mark.parametrize("first_batch", ["being written", "waiting for the worker thread"])
 async def test_a_batch_handed_to_the_worker_when_cancelled_is_written_before_the_last(
     tmp_path: Path, first_batch: str, monkeypatch: pytest.MonkeyPatch

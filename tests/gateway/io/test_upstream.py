@@ -262,6 +262,18 @@ async def test_refused_connections_back_off_and_retry() -> None:
     assert "Refused" in conn.stats.last_error or "Errno" in conn.stats.last_error
 
 
+async def test_an_endpoints_password_is_in_no_log_line_view_or_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rec = Recorder()
+    conn = _connection("ws://desk:hunter2@127.0.0.1:9/stream?streams=x", rec)  # refused
+    with caplog.at_level(logging.DEBUG):
+        await run_until(conn.run, rec.changes, lambda: conn.stats.failed_attempts >= 1)
+    assert conn.endpoint == "ws://desk:***@127.0.0.1:9"
+    assert any("ws://desk:***@127.0.0.1:9" in r.getMessage() for r in caplog.records)
+    assert "hunter2" not in caplog.text and "hunter2" not in conn.stats.last_error
+
+
 # --- SnapshotFetcher ---------------------------------------------------------------------------
 
 GOOD_BODY = b'{"lastUpdateId":42,"bids":[["100.0","1"]],"asks":[["101.0","2"]]}'
@@ -338,6 +350,24 @@ async def test_fetcher_falls_back_to_the_next_base_on_errors_and_bad_bodies() ->
     assert fetcher.stats.failures == 3 and fetcher.stats.by_base == {"http://b.test": 1}
     assert seen[0] == "http://a.test/api/v3/depth?symbol=BTCUSDT&limit=1000"
     assert len(seen) == 4
+
+
+async def test_a_rest_bases_password_is_in_no_log_line_stat_or_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        got, fetcher, seen = await _fetch(
+            {
+                "a.test": [httpx.Response(503, text="down")],
+                "b.test": [httpx.Response(200, content=GOOD_BODY)],
+            },
+            ["http://desk:hunter2@a.test", "http://desk:hunter2@b.test"],
+        )
+    assert [s.last_id for s in got] == [42]
+    assert seen[0] == "http://desk:hunter2@a.test/api/v3/depth?symbol=BTCUSDT&limit=1000"
+    assert fetcher.stats.by_base == {"http://desk:***@b.test": 1}
+    assert "from http://desk:***@a.test failed" in caplog.text
+    assert "hunter2" not in caplog.text and "hunter2" not in fetcher.stats.last_error
 
 
 @pytest.mark.async_timeout_s(10)

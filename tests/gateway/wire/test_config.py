@@ -96,6 +96,16 @@ def test_bad_keys_and_values_are_named(
     assert str(info.value).startswith("test.toml: ")
 
 
+def test_a_bad_url_is_named_without_its_password() -> None:
+    bad = GOOD.replace('"ws://127.0.0.1:9002"', '"http://desk:hunter2@127.0.0.1:9002"')
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, "test.toml")
+    assert "$.venues[0].endpoints[1]: 'http://desk:***@127.0.0.1:9002' is not a ws/wss URL" in str(
+        info.value
+    )
+    assert "hunter2" not in str(info.value)
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
