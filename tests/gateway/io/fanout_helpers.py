@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Self
 
 import msgspec
@@ -36,12 +37,22 @@ KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"
 
 
+@dataclass(slots=True)
+class FakeBook:
+    """One symbol's book in a :class:`FakeView` and where it stands."""
+
+    book: L2Book
+    epoch: int
+    seq: int
+    venue_id: int
+
+
 class FakeView:
     """A service stand-in: books move only through the event builders below, so the view
     and the published events always agree (the BookView contract)."""
 
     def __init__(self, keys: tuple[str, ...] = (KEY, KEY2)) -> None:
-        self.books: dict[str, list[Any]] = {}  # key → [book, epoch, seq, venue_id]
+        self.books: dict[str, FakeBook] = {}
         self.states = dict.fromkeys(keys, SymbolState.SYNCING)
         #: Every published book state, for checking what a client yields.
         self.history: dict[tuple[str, int, int], Any] = {}
@@ -52,7 +63,7 @@ class FakeView:
         entry = self.books.get(key)
         if entry is None:
             return None
-        return BookState(entry[0], entry[1], entry[2], entry[3], self.states[key])
+        return BookState(entry.book, entry.epoch, entry.seq, entry.venue_id, self.states[key])
 
     def symbols(self) -> list[tuple[str, SymbolState]]:
         return list(self.states.items())
@@ -64,7 +75,7 @@ class FakeView:
         venue_id = self.venue_ids.get(key, 900) + 100
         book = L2Book()
         book.load(bids, asks)
-        self.books[key] = [book, epoch, 0, venue_id]
+        self.books[key] = FakeBook(book, epoch, 0, venue_id)
         self.venue_ids[key] = venue_id
         self.history[key, epoch, 0] = book.normalized()
         out: list[BookReset | StatusChange] = [BookReset(key, epoch, 0, venue_id, 0)]
@@ -83,14 +94,13 @@ class FakeView:
         event_ms: int | None = None,
     ) -> BookDelta:
         entry = self.books[key]
-        book: L2Book = entry[0]
-        book.apply(bids, asks)
-        entry[2] += 1
-        entry[3] += 1
-        self.venue_ids[key] = entry[3]
-        self.history[key, entry[1], entry[2]] = book.normalized()
+        entry.book.apply(bids, asks)
+        entry.seq += 1
+        entry.venue_id += 1
+        self.venue_ids[key] = entry.venue_id
+        self.history[key, entry.epoch, entry.seq] = entry.book.normalized()
         return BookDelta(
-            key, entry[1], entry[2], entry[3], tuple(bids), tuple(asks), recv_ns, event_ms
+            key, entry.epoch, entry.seq, entry.venue_id, tuple(bids), tuple(asks), recv_ns, event_ms
         )
 
     def status(self, key: str, state: SymbolState, reason: str) -> StatusChange:

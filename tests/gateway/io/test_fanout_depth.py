@@ -56,7 +56,7 @@ async def test_each_depth_holds_the_full_books_top_n_after_every_message() -> No
     rng = random.Random(5)
 
     view, fanout = live_fanout(levels(8, 95, -1), levels(8, 105, 1))
-    history = {view.books[KEY][3]: _cut(view.books[KEY][0], None)}
+    history = {view.books[KEY].venue_id: _cut(view.books[KEY].book, None)}
     async with serving(fanout), contextlib.AsyncExitStack() as stack:
         clients = {}
         for depth in DEPTHS:
@@ -69,9 +69,9 @@ async def test_each_depth_holds_the_full_books_top_n_after_every_message() -> No
             batch = []
             for _ in range(rng.randint(1, 3)):
                 batch.append(view.delta(KEY, *_random_update(rng)))
-                history[view.books[KEY][3]] = _cut(view.books[KEY][0], None)
+                history[view.books[KEY].venue_id] = _cut(view.books[KEY].book, None)
             fanout.publish(batch)
-        final_id = view.books[KEY][3]
+        final_id = view.books[KEY].venue_id
         fanout.publish([view.delta(KEY, bids=[("102.00", "9")])])  # the best bid: in every top N
         for depth, (client, book, seqs) in clients.items():
             while True:

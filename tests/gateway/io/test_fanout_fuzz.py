@@ -237,7 +237,7 @@ async def _session(frames: list[FrameOut]) -> None:
                 assert close_code in _closes_explained_by(frames), (close_code, messages[-3:])
 
             seq = 0
-            last = view.books[KEY][2]
+            last = view.books[KEY].seq
             while seq < last:
                 delta = await normal.message()
                 assert isinstance(delta, Delta), delta
