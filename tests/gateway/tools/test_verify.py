@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -421,6 +422,31 @@ def test_capture_without_a_snapshot_never_syncs(
     assert btc.pending == 2
     assert run_main([str(path), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["symbols"]["binance:BTCUSDT"]["updates"] == 0
+
+
+BYBIT_BOOK = (
+    '{"topic":"orderbook.500.XRPUSDT","type":"%s","ts":%d,'
+    '"data":{"s":"XRPUSDT","b":[["%s","5"]],"a":[["2.0","5"]],"u":%d,"seq":%d}}'
+)
+
+
+def test_capture_without_connect_records_is_never_stale(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bybit's history files record no connection: its first frame, an in-band snapshot,
+    # arrives on a connection that is up from then on, not on none.
+    path = tmp_path / "xrpusdt-ob500.data"
+    path.write_text(
+        BYBIT_BOOK % ("snapshot", 1000, "1.0", 7, 70)
+        + "\n"
+        + BYBIT_BOOK % ("delta", 1100, "1.1", 8, 80)
+        + "\n"
+    )
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        report = verify_capture(path)
+    (xrp,) = report.symbols.values()
+    assert report.ok and xrp.state == "live" and xrp.last_id == 8
+    assert [r.getMessage() for r in caplog.records if "stale" in r.getMessage()] == []
 
 
 def test_capture_without_any_book_fails(tmp_path: Path) -> None:
