@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake
 
 from gateway.io.changes import StateChanges
@@ -213,30 +214,39 @@ class BookFollower:
             token=self.urls.token,
             compression=None,
             open_timeout=self.timeout_s,
+            close_timeout=self.timeout_s,
         ) as ws:
             await ws.send(encode_json(self.session.subscribe_request()).decode())
             # Answered after every status and bbo of the subscription: then ready.
             await ws.send(encode_json(Ping(_PING_ID)).decode())
-            while True:
-                try:
-                    step, data = await next_step(ws, self.session, time.time_ns, time.monotonic_ns)
-                except ConnectionClosedOK:
-                    return
-                for request in step.requests:  # a subscribe refused as rate_limited, again
-                    await ws.send(encode_json(request).decode())
-                if step.requests and not self.ready.is_set():  # ready once it is answered
-                    await ws.send(encode_json(Ping(_PING_ID)).decode())
-                self._apply(step.events)
-                if (
-                    data is not None
-                    and not self.ready.is_set()
-                    and not step.events
-                    and self.session.next_retry_ns() is None  # no refused subscribe waits
-                    and _is_our_pong(data)
-                ):
-                    self.error = None
-                    self.ready.set()
-                self.changes.notify()
+            try:
+                await self._read(ws)
+            except asyncio.CancelledError:
+                # top stopping is no failure: a normal close (1000), not 1011.
+                await ws.close()
+                raise
+
+    async def _read(self, ws: ClientConnection) -> None:
+        while True:
+            try:
+                step, data = await next_step(ws, self.session, time.time_ns, time.monotonic_ns)
+            except ConnectionClosedOK:
+                return
+            for request in step.requests:  # a subscribe refused as rate_limited, again
+                await ws.send(encode_json(request).decode())
+            if step.requests and not self.ready.is_set():  # ready once it is answered
+                await ws.send(encode_json(Ping(_PING_ID)).decode())
+            self._apply(step.events)
+            if (
+                data is not None
+                and not self.ready.is_set()
+                and not step.events
+                and self.session.next_retry_ns() is None  # no refused subscribe waits
+                and _is_our_pong(data)
+            ):
+                self.error = None
+                self.ready.set()
+            self.changes.notify()
 
     def _apply(self, events: Sequence[object]) -> None:
         for event in events:

@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from feeds.sim.simulators import SimBinanceSpot
@@ -218,6 +219,47 @@ async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits
             assert (top.state, top.bid, top.position) == (SymbolState.LIVE, ("100.0", "1"), (7, 3))
             assert follower.session.stats.retries == 1
             following.cancel()
+
+
+async def test_the_book_stream_leaves_with_a_normal_close_when_top_stops() -> None:
+    """top stopping (``--once`` done, Ctrl-C) is no failure of its own: the gateway sees a
+    normal close (1000), not an internal error (1011)."""
+    key = KEYS[0]
+    close_codes: list[int | None] = []
+    closed = asyncio.Event()
+
+    async def gateway(conn: ServerConnection) -> None:
+        try:
+            async for data in conn:
+                request = decode_request(data)
+                replies: list[ServerMessage] = []
+                if isinstance(request, Ping):
+                    replies = [Pong(request.id)]
+                elif isinstance(request, Subscribe):
+                    replies = [
+                        Subscribed(request.symbols, request.channels, "gw-1"),
+                        Status(key, SymbolState.LIVE, ""),
+                    ]
+                for reply in replies:
+                    await conn.send(encode_json(reply).decode())
+        except ConnectionClosed:
+            pass  # its code is the assertion
+        close_codes.append(conn.close_code)
+        closed.set()
+
+    async with ws_serving(gateway) as server:
+        port = server.sockets[0].getsockname()[1]
+        follower = BookFollower(
+            gateway_urls(f"ws://127.0.0.1:{port}/"), [key], retry_s=0.05, timeout_s=5.0
+        )
+        following = asyncio.create_task(follower.run())
+        async with asyncio.timeout(10):
+            await follower.ready.wait()
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+            await closed.wait()
+        assert close_codes == [1000]
 
 
 # --- errors -----------------------------------------------------------------------------------
