@@ -49,7 +49,7 @@ from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, ArbiterLimits, Symbo
 from gateway.core.model import Level, VenueContractError
 from gateway.core.pipeline import VenuePipeline
 from gateway.core.stats import SymbolStats
-from gateway.tools.runtime import int_at_least
+from gateway.tools.runtime import configure_logging, int_at_least, log_level
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
 DEFAULT_DEPTH: Final = 20
@@ -430,6 +430,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"levels per side in the report (default {DEFAULT_DEPTH})",
     )
+    parser.add_argument(
+        "--log-level",
+        type=log_level,
+        default="ERROR",
+        help="DEBUG, INFO, WARNING or ERROR: the rebuild's own log lines on stderr from this "
+        "level (the gateway's: gaps, resyncs, books going stale, which the report counts) "
+        "(default: ERROR)",
+    )
 
 
 _FORMAT_NAMES: Final = tuple(spec.format.value for spec in FORMATS)
@@ -438,6 +446,7 @@ _FORMAT_NAMES: Final = tuple(spec.format.value for spec in FORMATS)
 def main(args: argparse.Namespace) -> int:
     """Run ``verify``: report on stdout, errors on stderr; returns the exit code."""
     path: list[Path] = args.path
+    configure_logging(args.log_level)
     try:
         if args.json:
             report = verify_capture(path, venue=args.venue, depth=args.depth)

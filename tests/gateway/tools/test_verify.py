@@ -409,6 +409,41 @@ def test_reconnect_gap_is_resynced_from_the_next_snapshot(tmp_path: Path) -> Non
     assert not report.ok  # it had a gap
 
 
+def test_the_rebuilds_log_lines_are_on_stderr_only_at_the_log_level_asked(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    """The report counts the gap: its warning is no stray line on stderr, unless asked for
+    with ``--log-level``, then as a log line with its level."""
+    ws = tmp_path / "BINANCE.ws.1.0"
+    ws.write_text(
+        f"{WS_URL} <-> 1.0\n"
+        + "1.1: "
+        + DIFF % (9, 11, "99.0")
+        + "\n"
+        + "1.3: "
+        + DIFF % (20, 21, "98.0")  # ids 12..19 lost: a gap
+        + "\n"
+    )
+    (tmp_path / "BINANCE.http.0.0").write_text(f"{REST_URL} -> 1.2: {SNAP % 10}\n")
+
+    def verify(*options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "verify", str(ws), "--json", *options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=repo_root,
+            check=False,
+        )
+
+    quiet = verify()
+    assert quiet.returncode == 1 and quiet.stderr == ""
+    assert json.loads(quiet.stdout)["symbols"]["binance:BTCUSDT"]["gaps"] == 1
+    told = verify("--log-level", "warning")
+    assert told.returncode == 1 and told.stdout == quiet.stdout
+    assert re.search(r" WARNING gateway\.\S+: binance:BTCUSDT: lost at id 11", told.stderr)
+
+
 def test_capture_without_a_snapshot_never_syncs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
