@@ -348,7 +348,8 @@ def verify_capture(
 
     ``depth`` levels per side go into the report (>= 0). ``progress`` is called with the
     number of records read, now and then. Raises CaptureFormatError when the file's format
-    cannot be told, VerifyError for venue problems and ValueError for a negative ``depth``;
+    cannot be told, VerifyError for venue problems (``venue`` naming another venue than the
+    capture's, so that none of its frames parses) and ValueError for a negative ``depth``;
     bad lines and bad frames are counted in the report, not raised. Holes still open when
     the capture ends are reported as ``pending``, not as gaps: the capture does not say
     whether the ids would have come.
@@ -377,6 +378,16 @@ def verify_capture(
     watches.extend(_BoundaryWatch(b, {}) for b in reader.boundaries[len(watches) :])
     stats: ReadStats = reader.stats
     books = rebuild.books
+    notes = _no_snapshot_note(rebuild, books)
+    shown = None if venue is None else detect_venue(paths[0], fmt)
+    if shown is not None and shown not in (spec.venue, spec.exchange):
+        if not books and rebuild.bad_frames:
+            raise VerifyError(
+                f"--venue {venue}: no frame of the capture parses as {venue} "
+                f"({rebuild.bad_frames:,} refused); the capture shows {shown} "
+                "(verify it without --venue)"
+            )
+        notes.append(f"read as --venue {venue}; the capture shows {shown}")
     return VerifyReport(
         file=str(paths[0]),
         format=fmt.value,
@@ -391,7 +402,7 @@ def verify_capture(
         symbols={key: _symbol_report(books[key], depth) for key in sorted(books)},
         files=[str(p) for p in paths],
         boundaries=[watch.report() for watch in watches],
-        notes=_no_snapshot_note(rebuild, books),
+        notes=notes,
     )
 
 

@@ -459,6 +459,36 @@ def test_capture_without_a_snapshot_never_syncs(
     assert json.loads(capsys.readouterr().out)["symbols"]["binance:BTCUSDT"]["updates"] == 0
 
 
+def test_a_venue_of_which_no_frame_is_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--venue`` naming another venue than the capture's: nothing parses, and the one
+    line says so and names the capture's venue, not a missing snapshot."""
+    ws = tmp_path / "BINANCE.ws.1.0"
+    ws.write_text(f"{WS_URL} <-> 1.0\n1.1: " + DIFF % (9, 11, "99.0") + "\n")
+    (tmp_path / "BINANCE.http.0.0").write_text(f"{REST_URL} -> 1.2: {SNAP % 10}\n")
+    assert run_main([str(ws), "--venue", "okx"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "mdgateway verify: error: --venue okx: no frame of the capture parses as okx "
+        "(1 refused); the capture shows binance (verify it without --venue)\n"
+    )
+    assert run_main([str(ws), "--venue", "binance", "--json"]) == 0  # the right one
+    capsys.readouterr()
+    # Frames that parse as the venue named (USD-M's have all of spot's fields): a report,
+    # with a note naming the capture's venue.
+    futures = tmp_path / "BINANCE_FUTURES.ws.1.0"
+    futures.write_text(
+        "wss://fstream.binance.com/stream?streams=btcusdt@depth@100ms <-> 1.0\n1.1: "
+        + DIFF.replace('"U"', '"pu":8,"U"') % (9, 11, "99.0")
+        + "\n"
+    )
+    assert run_main([str(futures), "--venue", "binance", "--json"]) == 1
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert "read as --venue binance; the capture shows binance-usdm" in notes
+
+
 BYBIT_BOOK = (
     '{"topic":"orderbook.500.XRPUSDT","type":"%s","ts":%d,'
     '"data":{"s":"XRPUSDT","b":[["%s","5"]],"a":[["2.0","5"]],"u":%d,"seq":%d}}'
