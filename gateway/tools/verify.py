@@ -224,13 +224,13 @@ class _Rebuild:
             if pipeline.timer_armed:
                 pipeline.on_timer(now_ns)
         if record.kind == "ws":
-            pipeline = self.conn_pipeline.get(record.conn_id)
-            if pipeline is None:
+            if record.conn_id not in self.conn_pipeline:
                 # A capture that records no connect (hftbacktest, NDJSON, Bybit history):
                 # the connection was up from its first frame, or an in-band snapshot
                 # first would find every connection down.
-                pipeline = self.conn_pipeline[record.conn_id] = self.default
-                pipeline.receive_connection(record.conn_id, True, now_ns)
+                self.conn_pipeline[record.conn_id] = self.default
+                self.default.receive_connection(record.conn_id, True, now_ns)
+            pipeline = self.conn_pipeline[record.conn_id]
             pipeline.receive_frame(record.conn_id, record.payload, now_ns, now_ns)
         elif record.kind == "connect":
             named = None
