@@ -52,7 +52,7 @@ from gateway.capture import (
 )
 from gateway.capture.codec import connect_venue
 from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
-from gateway.tools.runtime import int_at_least, port_number
+from gateway.tools.runtime import int_at_least, port_number, toml_strings
 from gateway.wire.config import SYMBOL_PATTERN, ConfigError, parse_config
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
@@ -235,11 +235,6 @@ def endpoint_table(session: Session, endpoint_urls: Sequence[str]) -> list[tuple
     return sorted(rows, key=lambda row: endpoint_urls.index(row[0]))
 
 
-def _toml_strings(values: Iterable[str]) -> str:
-    # JSON strings are TOML basic strings.
-    return "[" + ", ".join(msgspec.json.encode(v).decode() for v in values) + "]"
-
-
 def gateway_config(
     session: Session, endpoint_urls: Sequence[str], rest_url: str
 ) -> tuple[str, list[str]]:
@@ -268,11 +263,11 @@ def gateway_config(
             left_out.append(f"venue {venue}: no depth symbol in its first frames")
             continue
         urls = _venue_endpoints(adapter, symbols, rows)
-        lines += ["", "[[venues]]", f"venue = {_toml_strings([venue])[1:-1]}"]
-        lines.append(f"symbols = {_toml_strings(symbols)}")
-        lines.append(f"endpoints = {_toml_strings(urls)}")
+        lines += ["", "[[venues]]", f"venue = {toml_strings([venue])[1:-1]}"]
+        lines.append(f"symbols = {toml_strings(symbols)}")
+        lines.append(f"endpoints = {toml_strings(urls)}")
         if adapter.snapshot_url is not None and not adapter.in_band_snapshots:
-            lines.append(f"rest = {_toml_strings([rest_url])}")
+            lines.append(f"rest = {toml_strings([rest_url])}")
     if not any(line == "[[venues]]" for line in lines):
         raise ConfigError("no venue of the capture can be configured: " + "; ".join(left_out))
     text = "\n".join(lines) + "\n"

@@ -19,9 +19,11 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import msgspec
 
 from gateway.wire.config import LOG_FORMATS, LOG_LEVELS, MAX_PORT, ListenError
 from gateway.wire.tokens import TokenError, read_token_file, split_token
@@ -145,6 +147,12 @@ async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
     # After the stop's own log lines: the command's last word.
     print("mdgateway: stopped by signal", file=sys.stderr)
     return 0
+
+
+def toml_strings(values: Iterable[str]) -> str:
+    """A TOML array of strings, for the configurations the tools write."""
+    # JSON strings are TOML basic strings.
+    return "[" + ", ".join(msgspec.json.encode(v).decode() for v in values) + "]"
 
 
 def make_capture(directory: Path | None) -> CaptureWriter | None:
