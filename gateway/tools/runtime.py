@@ -164,6 +164,8 @@ def make_capture(directory: Path | None) -> CaptureWriter | None:
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--capture {directory}: a file, not a directory") from None
     except OSError as exc:
         raise UsageError(f"--capture {directory}: {exc.strerror or exc}") from None
     if not os.access(directory, os.W_OK | os.X_OK):

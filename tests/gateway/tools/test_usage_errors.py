@@ -103,7 +103,7 @@ def test_a_capture_directory_that_cannot_be_created_is_one_line(
     }[command]
     code, _, err = _answer([command, *options, "--capture", str(not_a_directory)], capsys)
     assert code == 2
-    assert err == f"mdgateway {command}: --capture {not_a_directory}: File exists\n"
+    assert err == f"mdgateway {command}: --capture {not_a_directory}: a file, not a directory\n"
 
 
 def test_help_texts_show_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
