@@ -147,6 +147,27 @@ async def test_a_gateway_with_a_token_is_read_with_token(tmp_path: Path) -> None
                 assert TOKEN not in out and TOKEN not in err
 
 
+@pytest.mark.async_timeout_s(60)
+async def test_a_gateway_is_read_on_its_unix_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "gw.sock"
+    async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
+        config = demo_config([(binance, sim)], port=0)
+        server = msgspec.structs.replace(config.server, unix_path=str(socket_path))
+        config = msgspec.structs.replace(config, server=server)
+        async with serving(config, KEYS) as (_, subscriber):
+            client = subscriber.client
+            await subscriber.until(lambda: all(client.book(k) is not None for k in KEYS), 20)
+            # The HTTP routes and the book stream both through the socket.
+            lines = await _frame_of_a_live_gateway(f"unix:{socket_path}", columns=120, lines=40)
+            assert "book stream" not in lines[0], "no error of the WebSocket"
+            assert all(any(line.startswith(f"{key} ") for line in lines) for key in KEYS)
+    code, _, err = await _mdgateway("top", "--once", f"unix:{socket_path}", columns=80, lines=24)
+    assert (code, err.count("\n")) == (2, 1)
+    assert err.startswith("mdgateway top: gateway not reachable at ")
+    assert f" on unix:{socket_path}: " in err
+
+
 @pytest.mark.async_timeout_s(40)
 async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gateway_goes() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
@@ -312,6 +333,11 @@ def test_urls_of_every_accepted_form() -> None:
     assert secure.token == "abc" and gateway_urls("https://gw.example", "t").token == "t"
     with pytest.raises(UsageError, match="base URL"):
         gateway_urls("mailto:someone")
+    local = gateway_urls("unix:/run/gw.sock?token=abc")
+    assert (local.uds, local.ws_url, local.token) == ("/run/gw.sock", "unix:/run/gw.sock", "abc")
+    assert local.via == " on unix:/run/gw.sock" and gateway_urls("ws://h:1/").via == ""
+    with pytest.raises(UsageError, match="unix:PATH"):
+        gateway_urls("unix:")
 
 
 @contextlib.asynccontextmanager
