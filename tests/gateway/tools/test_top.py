@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import http
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -200,12 +200,11 @@ async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gatewa
             following.cancel()
 
 
-async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits_for_it() -> None:
-    """A scripted gateway (a real one never refuses the first request of a connection)
-    refuses top's first subscribe as ``rate_limited``: the follower sends it again after
-    its backoff, and is ready only once that subscription is answered."""
-    key = KEYS[0]
-    subscribes: list[Subscribe] = []
+def _scripted_gateway(
+    answer: Callable[[Subscribe], list[ServerMessage]],
+) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A scripted gateway's connection handler: a ping gets its pong, a subscribe what
+    ``answer`` makes of it."""
 
     async def gateway(conn: ServerConnection) -> None:
         async for data in conn:
@@ -214,20 +213,31 @@ async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits
             if isinstance(request, Ping):
                 replies = [Pong(request.id)]
             elif isinstance(request, Subscribe):
-                subscribes.append(request)
-                replies = (
-                    [Error(ErrorCode.RATE_LIMITED, "retry in 0.050 s")]
-                    if len(subscribes) == 1
-                    else [
-                        Subscribed(request.symbols, request.channels, "gw-1"),
-                        Status(key, SymbolState.LIVE, ""),
-                        Bbo(key, 7, 3, ("100.0", "1"), ("100.5", "2")),
-                    ]
-                )
+                replies = answer(request)
             for reply in replies:
                 await conn.send(encode_json(reply).decode())
 
-    async with ws_serving(gateway) as server:
+    return gateway
+
+
+async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits_for_it() -> None:
+    """A scripted gateway (a real one never refuses the first request of a connection)
+    refuses top's first subscribe as ``rate_limited``: the follower sends it again after
+    its backoff, and is ready only once that subscription is answered."""
+    key = KEYS[0]
+    subscribes: list[Subscribe] = []
+
+    def answer(request: Subscribe) -> list[ServerMessage]:
+        subscribes.append(request)
+        if len(subscribes) == 1:
+            return [Error(ErrorCode.RATE_LIMITED, "retry in 0.050 s")]
+        return [
+            Subscribed(request.symbols, request.channels, "gw-1"),
+            Status(key, SymbolState.LIVE, ""),
+            Bbo(key, 7, 3, ("100.0", "1"), ("100.5", "2")),
+        ]
+
+    async with ws_serving(_scripted_gateway(answer)) as server:
         port = server.sockets[0].getsockname()[1]
         urls = gateway_urls(f"ws://127.0.0.1:{port}/")
         follower = BookFollower(urls, [key], retry_s=0.05, timeout_s=5.0)
@@ -249,22 +259,17 @@ async def test_the_book_stream_leaves_with_a_normal_close_when_top_stops() -> No
     close_codes: list[int | None] = []
     closed = asyncio.Event()
 
+    def answer(request: Subscribe) -> list[ServerMessage]:
+        return [
+            Subscribed(request.symbols, request.channels, "gw-1"),
+            Status(key, SymbolState.LIVE, ""),
+        ]
+
+    scripted = _scripted_gateway(answer)
+
     async def gateway(conn: ServerConnection) -> None:
-        try:
-            async for data in conn:
-                request = decode_request(data)
-                replies: list[ServerMessage] = []
-                if isinstance(request, Ping):
-                    replies = [Pong(request.id)]
-                elif isinstance(request, Subscribe):
-                    replies = [
-                        Subscribed(request.symbols, request.channels, "gw-1"),
-                        Status(key, SymbolState.LIVE, ""),
-                    ]
-                for reply in replies:
-                    await conn.send(encode_json(reply).decode())
-        except ConnectionClosed:
-            pass  # its code is the assertion
+        with contextlib.suppress(ConnectionClosed):  # its code is the assertion
+            await scripted(conn)
         close_codes.append(conn.close_code)
         closed.set()
 
