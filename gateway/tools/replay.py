@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import heapq
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -469,6 +470,13 @@ def _announce(args: argparse.Namespace, session: Session, server: ReplayServer) 
     return True
 
 
+def quiet_rebuild_logs() -> None:
+    """Errors only from the replay's own rebuild of the capture's books (the books it
+    answers snapshots from): the gateway's pipeline logs as a gateway would (books stale at
+    the capture's recorded disconnects), news of no gateway."""
+    logging.getLogger("gateway.core").setLevel(logging.ERROR)
+
+
 def main(args: argparse.Namespace) -> int:
     from gateway.tools.runtime import configure_logging, run_loop
 
@@ -491,4 +499,5 @@ def main(args: argparse.Namespace) -> int:
     )
     for line in [*session.joins, *_missing_snapshots(session)]:
         print(line, file=sys.stderr)
+    quiet_rebuild_logs()  # serving from here on (a usage error above changes nothing)
     return run_loop(_serve(args, session), listen_hint="; pass other ports (--port, --rest-port)")
