@@ -294,7 +294,11 @@ async def _catch_up(sims: Sequence[tuple[DemoVenue, Any]], service: Service) -> 
 
 def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: bool) -> bool:
     ok = caught_up
-    print("symbol                    updates   dups   gaps  resyncs  checksums  book")
+    width = max(len(f"{venue.venue}:{s}") for venue, _ in sims for s in venue.symbols)
+    print(
+        f"{'symbol':<{width}} {'updates':>8} {'dups':>6} {'gaps':>6} {'resyncs':>8} "
+        f"{'checksums':>10}  book"
+    )
     for venue, sim in sims:
         for symbol in venue.symbols:
             key = f"{venue.venue}:{symbol}"
@@ -302,8 +306,8 @@ def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: 
             matches = _matches(service, venue, sim, symbol)
             ok = ok and matches and stats.gaps == 0 and stats.checksum_failed == 0
             print(
-                f"{key:<24} {stats.updates:>8} {stats.duplicates:>6} {stats.gaps:>6} "
-                f"{stats.resyncs:>8} {stats.checksum_ok:>6}/{stats.checksum_failed:<3} "
+                f"{key:<{width}} {stats.updates:>8} {stats.duplicates:>6} {stats.gaps:>6} "
+                f"{stats.resyncs:>8} {stats.checksum_ok:>6}/{stats.checksum_failed:<3}  "
                 f"{'matches venue' if matches else 'DIFFERS'}"
             )
     for runtime in service.venues:
