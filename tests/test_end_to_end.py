@@ -153,3 +153,11 @@ def test_headless_demo_exits_zero_by_itself() -> None:
     assert "fault: closing binance endpoint 0" in stderr
     assert "fault: closing okx endpoint 0" in stderr
     assert "kraken:BTC/USD" in stdout and "coinbase:BTC-USD" in stdout
+    # The report's columns line up whatever the symbols' lengths (COIN-M's are the longest).
+    lines = stdout.splitlines()
+    header = next(line for line in lines if line.startswith("symbol "))
+    rows = [line for line in lines if line.endswith("matches venue")]
+    assert any(row.startswith("binance-coinm:BTCUSD_261225 ") for row in rows)
+    assert {row.index("matches venue") for row in rows} == {header.index("book")}
+    # ok/failed under "checksums", which ends where the failed count's 3 places do.
+    assert {row.rindex("/") + 4 for row in rows} == {header.index("checksums") + 9}

@@ -254,6 +254,8 @@ class ReplayBooks:
         self._venues: list[str | None] = []
         self._conn_venue: dict[int, str | None] = {}
         self._pipelines: dict[str, VenuePipeline] = {}
+        #: Connections the rebuild has seen a record of (connect, disconnect or frame).
+        self._conns_seen: set[int] = set()
         self._fed = 0
 
     def __len__(self) -> int:
@@ -284,6 +286,7 @@ class ReplayBooks:
         position = min(position, len(self._records))
         if position < self._fed:
             self._pipelines = {}
+            self._conns_seen = set()
             self._fed = 0
         end = position if budget is None else min(position, self._fed + budget)
         for index in range(self._fed, end):
@@ -367,8 +370,15 @@ class ReplayBooks:
             return  # no snapshot of it is ever answered
         pipeline = self._pipeline(venue)
         if record.kind == "ws":
+            if record.conn_id not in self._conns_seen:
+                # A capture that records no connect (hftbacktest, NDJSON, Bybit history):
+                # the connection was up from its first frame, or an in-band snapshot
+                # first would find every connection down and its book not live.
+                self._conns_seen.add(record.conn_id)
+                pipeline.receive_connection(record.conn_id, True, now_ns)
             pipeline.receive_frame(record.conn_id, record.payload, now_ns, now_ns)
         elif record.kind in ("connect", "disconnect"):
+            self._conns_seen.add(record.conn_id)
             pipeline.receive_connection(record.conn_id, record.kind == "connect", now_ns)
         elif record.kind == "rest":
             _, query = _split(record.url)

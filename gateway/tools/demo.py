@@ -7,8 +7,9 @@ closes one endpoint (never all) and brings it back. A live view shows books and 
 catches up, and each book is compared with the venue's true book: the exit code is 0 only
 when every book matches and no gap was ever declared.
 
-``mdgateway sim`` runs the same simulated venue alone on fixed ports, for
-``mdgateway run --config deploy/sim-binance.toml``.
+``mdgateway sim`` runs the same simulated venues alone on fixed ports, for
+``mdgateway run --config deploy/sim-all.toml``; ``--port`` moves them, ``--write-config``
+writes the configuration of the ports they took.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from feeds.sim.faults import FaultPlan, FaultSpecError
 from gateway.core.book import L2Book
@@ -36,17 +38,28 @@ from gateway.tools.runtime import (
     make_capture,
     port_number,
     run_loop,
+    toml_strings,
 )
-from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
+from gateway.wire.config import (
+    MAX_PORT,
+    Config,
+    ServerConfig,
+    VenueConfig,
+    parse_config,
+    validate,
+)
 
 log = logging.getLogger("mdgateway.demo")
 
 CATCH_UP_TIMEOUT_S = 10.0
 #: ``mdgateway sim`` ports: venue i of DEMO_VENUES listens on PORT_BASE + 10 * i + 1..n,
-#: its REST endpoint (where it has one) on PORT_BASE + 10 * i + 9.
+#: its REST endpoint (where it has one) on PORT_BASE + 10 * i + 9; ``--port P`` puts
+#: PORT_BASE at P - 1.
 PORT_BASE = 9440
 #: Endpoints per venue under ``mdgateway sim``: ports + 1..8, below the REST port.
 SIM_MAX_ENDPOINTS = 8
+#: From a venue's first port to its REST port.
+_SIM_REST_OFFSET = 8
 
 
 @dataclass(frozen=True)
@@ -281,7 +294,11 @@ async def _catch_up(sims: Sequence[tuple[DemoVenue, Any]], service: Service) -> 
 
 def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: bool) -> bool:
     ok = caught_up
-    print("symbol                    updates   dups   gaps  resyncs  checksums  book")
+    width = max(len(f"{venue.venue}:{s}") for venue, _ in sims for s in venue.symbols)
+    print(
+        f"{'symbol':<{width}} {'updates':>8} {'dups':>6} {'gaps':>6} {'resyncs':>8} "
+        f"{'checksums':>10}  book"
+    )
     for venue, sim in sims:
         for symbol in venue.symbols:
             key = f"{venue.venue}:{symbol}"
@@ -289,8 +306,8 @@ def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: 
             matches = _matches(service, venue, sim, symbol)
             ok = ok and matches and stats.gaps == 0 and stats.checksum_failed == 0
             print(
-                f"{key:<24} {stats.updates:>8} {stats.duplicates:>6} {stats.gaps:>6} "
-                f"{stats.resyncs:>8} {stats.checksum_ok:>6}/{stats.checksum_failed:<3} "
+                f"{key:<{width}} {stats.updates:>8} {stats.duplicates:>6} {stats.gaps:>6} "
+                f"{stats.resyncs:>8} {stats.checksum_ok:>6}/{stats.checksum_failed:<3}  "
                 f"{'matches venue' if matches else 'DIFFERS'}"
             )
     for runtime in service.venues:
@@ -339,14 +356,53 @@ def main(args: argparse.Namespace) -> int:
 # --- mdgateway sim -----------------------------------------------------------------------------
 
 
-def sim_ports(index: int, n_endpoints: int) -> tuple[list[int], int]:
-    """The fixed ports of the ``index``-th venue of DEMO_VENUES under ``mdgateway sim``."""
-    base = PORT_BASE + 10 * index
-    return [base + 1 + i for i in range(n_endpoints)], base + 9
+def sim_ports(
+    index: int, n_endpoints: int, first_port: int = PORT_BASE + 1
+) -> tuple[list[int], int]:
+    """The ports of the ``index``-th venue of DEMO_VENUES under ``mdgateway sim --port
+    first_port``: its endpoints and its REST port."""
+    base = first_port + 10 * index
+    return [base + i for i in range(n_endpoints)], base + _SIM_REST_OFFSET
+
+
+#: The highest ``sim --port``: the last venue's REST port is a port.
+SIM_MAX_FIRST_PORT: Final = MAX_PORT - 10 * (len(DEMO_VENUES) - 1) - _SIM_REST_OFFSET
+
+
+def sim_config_toml(sims: Sequence[tuple[DemoVenue, Any]]) -> str:
+    """The gateway configuration (TOML) of running simulated venues: each venue with its
+    endpoints and REST URL, and the short stall timeout and backoff of
+    ``deploy/sim-all.toml``. Checked by loading it back."""
+    lines = ["# Written by `mdgateway sim --write-config`: the simulated venues' ports."]
+    for venue, sim in sims:
+        lines += ["", "[[venues]]", f"venue = {toml_strings([venue.venue])[1:-1]}"]
+        lines.append(f"symbols = {toml_strings(venue.symbols)}")
+        lines.append(f"endpoints = {toml_strings(venue.urls(sim))}")
+        if venue.uses_rest:
+            lines.append(f"rest = {toml_strings(venue.rest(sim))}")
+        lines += ["stall_timeout_s = 3", "backoff_initial_s = 0.05", "backoff_max_s = 1"]
+    text = "\n".join(lines) + "\n"
+    parse_config(text, "the written configuration")
+    return text
 
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     _add_venues_argument(parser)
+    parser.add_argument(
+        "--port",
+        type=int_between(0, SIM_MAX_FIRST_PORT),
+        default=PORT_BASE + 1,
+        metavar="P",
+        help=f"first port: the i-th simulated venue ({DEFAULT_VENUES}, whichever --venues) "
+        "on P + 10 i upwards, its REST on P + 10 i + 8 (0: each on any free port)",
+    )
+    parser.add_argument(
+        "--write-config",
+        type=Path,
+        metavar="FILE",
+        help="write a gateway config for `mdgateway run --config FILE` pointing at the "
+        "venues' ports (for another --port)",
+    )
     parser.add_argument(
         "--endpoints",
         type=int_between(1, SIM_MAX_ENDPOINTS),
@@ -377,26 +433,43 @@ def sim_fault_plan(args: argparse.Namespace, venue_index: int) -> FaultPlan | No
         raise UsageError(f"bad --faults: {exc}") from None
 
 
+async def start_sims(
+    args: argparse.Namespace, stack: contextlib.AsyncExitStack
+) -> list[tuple[DemoVenue, Any]]:
+    """Start the venues of ``sim`` ARGS on ``stack``, each announced on stdout."""
+    sims: list[tuple[DemoVenue, Any]] = []
+    for venue in args.venues:
+        index = DEMO_VENUES.index(venue)
+        ports, rest_port = sim_ports(index, args.endpoints, args.port)
+        sim = venue.start(
+            list(venue.symbols),
+            args.endpoints,
+            args.seed + index,
+            ports if args.port else None,
+            rest_port if args.port else None,
+            sim_fault_plan(args, index),
+        )
+        await stack.enter_async_context(sim)
+        sims.append((venue, sim))
+        rest_url = getattr(sim, "rest_url", None)
+        print(
+            f"simulated {venue.venue}: {' '.join(venue.urls(sim))}"
+            + (f" REST {rest_url}" if rest_url else ""),
+            flush=True,
+        )
+    return sims
+
+
 async def _run_sim(args: argparse.Namespace) -> int:
     async with contextlib.AsyncExitStack() as stack:
-        for venue in args.venues:
-            index = DEMO_VENUES.index(venue)
-            ports, rest_port = sim_ports(index, args.endpoints)
-            sim = venue.start(
-                list(venue.symbols),
-                args.endpoints,
-                args.seed + index,
-                ports,
-                rest_port,
-                sim_fault_plan(args, index),
-            )
-            await stack.enter_async_context(sim)
-            rest_url = getattr(sim, "rest_url", None)
-            print(
-                f"simulated {venue.venue}: {' '.join(venue.urls(sim))}"
-                + (f" REST {rest_url}" if rest_url else ""),
-                flush=True,
-            )
+        sims = await start_sims(args, stack)
+        if args.write_config is not None:
+            try:
+                args.write_config.write_text(sim_config_toml(sims))
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.write_config}: {exc}") from None
+            config = args.write_config
+            print(f"config {config} (mdgateway run --config {config})", flush=True)
         await asyncio.Event().wait()  # until Ctrl-C
     return 0
 
@@ -404,6 +477,7 @@ async def _run_sim(args: argparse.Namespace) -> int:
 def sim_main(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     sim_fault_plan(args, 0)  # a bad spec is refused before any venue starts
-    first, last = PORT_BASE + 1, PORT_BASE + 10 * len(DEMO_VENUES) - 1
-    hint = f"; sim listens on fixed ports {first}-{last}: stop what holds the port"
+    first = args.port
+    last = first + 10 * (len(DEMO_VENUES) - 1) + _SIM_REST_OFFSET
+    hint = f"; sim listens on ports {first}-{last}: pass another --port (0: any free ports)"
     return run_loop(_run_sim(args), listen_hint=hint)

@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import heapq
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,7 +53,7 @@ from gateway.capture import (
 )
 from gateway.capture.codec import connect_venue
 from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
-from gateway.tools.runtime import int_at_least, port_number
+from gateway.tools.runtime import int_at_least, port_number, toml_strings
 from gateway.wire.config import SYMBOL_PATTERN, ConfigError, parse_config
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
@@ -235,11 +236,6 @@ def endpoint_table(session: Session, endpoint_urls: Sequence[str]) -> list[tuple
     return sorted(rows, key=lambda row: endpoint_urls.index(row[0]))
 
 
-def _toml_strings(values: Iterable[str]) -> str:
-    # JSON strings are TOML basic strings.
-    return "[" + ", ".join(msgspec.json.encode(v).decode() for v in values) + "]"
-
-
 def gateway_config(
     session: Session, endpoint_urls: Sequence[str], rest_url: str
 ) -> tuple[str, list[str]]:
@@ -268,11 +264,11 @@ def gateway_config(
             left_out.append(f"venue {venue}: no depth symbol in its first frames")
             continue
         urls = _venue_endpoints(adapter, symbols, rows)
-        lines += ["", "[[venues]]", f"venue = {_toml_strings([venue])[1:-1]}"]
-        lines.append(f"symbols = {_toml_strings(symbols)}")
-        lines.append(f"endpoints = {_toml_strings(urls)}")
+        lines += ["", "[[venues]]", f"venue = {toml_strings([venue])[1:-1]}"]
+        lines.append(f"symbols = {toml_strings(symbols)}")
+        lines.append(f"endpoints = {toml_strings(urls)}")
         if adapter.snapshot_url is not None and not adapter.in_band_snapshots:
-            lines.append(f"rest = {_toml_strings([rest_url])}")
+            lines.append(f"rest = {toml_strings([rest_url])}")
     if not any(line == "[[venues]]" for line in lines):
         raise ConfigError("no venue of the capture can be configured: " + "; ".join(left_out))
     text = "\n".join(lines) + "\n"
@@ -474,6 +470,13 @@ def _announce(args: argparse.Namespace, session: Session, server: ReplayServer) 
     return True
 
 
+def quiet_rebuild_logs() -> None:
+    """Errors only from the replay's own rebuild of the capture's books (the books it
+    answers snapshots from): the gateway's pipeline logs as a gateway would (books stale at
+    the capture's recorded disconnects), news of no gateway."""
+    logging.getLogger("gateway.core").setLevel(logging.ERROR)
+
+
 def main(args: argparse.Namespace) -> int:
     from gateway.tools.runtime import configure_logging, run_loop
 
@@ -496,4 +499,5 @@ def main(args: argparse.Namespace) -> int:
     )
     for line in [*session.joins, *_missing_snapshots(session)]:
         print(line, file=sys.stderr)
+    quiet_rebuild_logs()  # serving from here on (a usage error above changes nothing)
     return run_loop(_serve(args, session), listen_hint="; pass other ports (--port, --rest-port)")

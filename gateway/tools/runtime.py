@@ -19,9 +19,11 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import msgspec
 
 from gateway.wire.config import LOG_FORMATS, LOG_LEVELS, MAX_PORT, ListenError
 from gateway.wire.tokens import TokenError, read_token_file, split_token
@@ -147,6 +149,12 @@ async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
     return 0
 
 
+def toml_strings(values: Iterable[str]) -> str:
+    """A TOML array of strings, for the configurations the tools write."""
+    # JSON strings are TOML basic strings.
+    return "[" + ", ".join(msgspec.json.encode(v).decode() for v in values) + "]"
+
+
 def make_capture(directory: Path | None) -> CaptureWriter | None:
     """The capture writer of ``--capture DIR``, or None. Creates DIR; raises UsageError
     when it cannot be created or written to."""
@@ -156,6 +164,8 @@ def make_capture(directory: Path | None) -> CaptureWriter | None:
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--capture {directory}: a file, not a directory") from None
     except OSError as exc:
         raise UsageError(f"--capture {directory}: {exc.strerror or exc}") from None
     if not os.access(directory, os.W_OK | os.X_OK):

@@ -27,10 +27,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake
 
 from gateway.io.changes import StateChanges
-from gateway.io.client import connect_gateway, next_step
+from gateway.io.client import UNIX_SCHEME, connect_gateway, next_step
 from gateway.io.fanout import SubscriberStats
 from gateway.tools.runtime import (
     TOKEN_ENV,
@@ -73,12 +74,27 @@ class GatewayUrls:
     http_base: str
     ws_url: str
     token: str | None
+    #: The gateway's Unix socket (``server.unix_path``) the HTTP requests go through, or
+    #: None: over TCP.
+    uds: str | None = None
+
+    @property
+    def via(self) -> str:
+        """How the HTTP URLs are reached, for messages: `` on unix:PATH`` or nothing."""
+        return "" if self.uds is None else f" on {UNIX_SCHEME}{self.uds}"
 
 
 def gateway_urls(url: str, token: str | None = None) -> GatewayUrls:
     """The HTTP base and WebSocket URL of the gateway at ``url`` (``http://``, ``https://``,
-    ``ws://`` or ``wss://``, any path prefix kept); a ``?token=`` in it is the token when
-    ``token`` is None. Raises UsageError for any other URL."""
+    ``ws://`` or ``wss://``, any path prefix kept; or its Unix socket, ``unix:PATH``); a
+    ``?token=`` in it is the token when ``token`` is None. Raises UsageError for any other
+    URL."""
+    if url.startswith(UNIX_SCHEME):
+        bare, url_token = split_token(url)
+        path = bare[len(UNIX_SCHEME) :]
+        if not path or "?" in path:
+            raise UsageError(f"URL {redact(url)!r}: expected unix:PATH, the gateway's socket")
+        return GatewayUrls("http://localhost", bare, url_token if token is None else token, path)
     parts = urlsplit(url if "://" in url else f"http://{url}")
     schemes = _SCHEMES.get(parts.scheme.lower())
     try:
@@ -103,19 +119,21 @@ def gateway_urls(url: str, token: str | None = None) -> GatewayUrls:
 # --- HTTP -------------------------------------------------------------------------------------
 
 
-async def _get(client: httpx.AsyncClient, url: str, token_given: bool) -> httpx.Response:
+async def _get(
+    client: httpx.AsyncClient, url: str, token_given: bool, via: str = ""
+) -> httpx.Response:
     """GET ``url``; UsageError when it cannot be reached or refuses us (the URL shown
-    without its password)."""
+    without its password, ``via`` after it: how it is reached)."""
     try:
         response = await client.get(url)
     except httpx.TimeoutException:
-        url = redact(url)
+        url = redact(url) + via
         raise UsageError(f"gateway not reachable at {url}: no answer in time") from None
     except httpx.HTTPError as exc:
-        url = redact(url)
+        url = redact(url) + via
         reason = str(exc) or type(exc).__name__
         raise UsageError(f"gateway not reachable at {url}: {reason}") from None
-    url = redact(url)
+    url = redact(url) + via
     if response.status_code == http.HTTPStatus.UNAUTHORIZED:
         if token_given:
             raise UsageError(
@@ -141,22 +159,28 @@ async def read_http(
     UsageError when the gateway cannot be read or is not a gateway."""
     token_given = urls.token is not None
     health_url = f"{urls.http_base}/healthz"
-    response = await _get(client, health_url, token_given)
+    response = await _get(client, health_url, token_given, urls.via)
     if response.status_code not in (http.HTTPStatus.OK, http.HTTPStatus.SERVICE_UNAVAILABLE):
-        raise _not_a_gateway(urls.http_base, f"GET {health_url} answered {_status(response)}")
+        raise _not_a_gateway(
+            urls.http_base + urls.via, f"GET {health_url} answered {_status(response)}"
+        )
     try:
         health = dict(check_health(response.json()))
     except (ValueError, NotAGateway) as exc:
-        raise _not_a_gateway(urls.http_base, str(exc) or "/healthz is not JSON") from None
+        raise _not_a_gateway(
+            urls.http_base + urls.via, str(exc) or "/healthz is not JSON"
+        ) from None
     metrics_url = f"{urls.http_base}/metrics"
-    response = await _get(client, metrics_url, token_given)
+    response = await _get(client, metrics_url, token_given, urls.via)
     if response.status_code != http.HTTPStatus.OK:
-        raise _not_a_gateway(urls.http_base, f"GET {metrics_url} answered {_status(response)}")
+        raise _not_a_gateway(
+            urls.http_base + urls.via, f"GET {metrics_url} answered {_status(response)}"
+        )
     try:
         samples = parse_metrics(response.text)
     except NotAGateway as exc:
-        raise _not_a_gateway(urls.http_base, str(exc)) from None
-    response = await _get(client, f"{urls.http_base}/subscribers", token_given)
+        raise _not_a_gateway(urls.http_base + urls.via, str(exc)) from None
+    response = await _get(client, f"{urls.http_base}/subscribers", token_given, urls.via)
     subscribers = None
     if response.status_code == http.HTTPStatus.OK:  # older gateways: no such route
         with contextlib.suppress(ValueError, KeyError, TypeError, NotAGateway):
@@ -213,30 +237,39 @@ class BookFollower:
             token=self.urls.token,
             compression=None,
             open_timeout=self.timeout_s,
+            close_timeout=self.timeout_s,
         ) as ws:
             await ws.send(encode_json(self.session.subscribe_request()).decode())
             # Answered after every status and bbo of the subscription: then ready.
             await ws.send(encode_json(Ping(_PING_ID)).decode())
-            while True:
-                try:
-                    step, data = await next_step(ws, self.session, time.time_ns, time.monotonic_ns)
-                except ConnectionClosedOK:
-                    return
-                for request in step.requests:  # a subscribe refused as rate_limited, again
-                    await ws.send(encode_json(request).decode())
-                if step.requests and not self.ready.is_set():  # ready once it is answered
-                    await ws.send(encode_json(Ping(_PING_ID)).decode())
-                self._apply(step.events)
-                if (
-                    data is not None
-                    and not self.ready.is_set()
-                    and not step.events
-                    and self.session.next_retry_ns() is None  # no refused subscribe waits
-                    and _is_our_pong(data)
-                ):
-                    self.error = None
-                    self.ready.set()
-                self.changes.notify()
+            try:
+                await self._read(ws)
+            except asyncio.CancelledError:
+                # top stopping is no failure: a normal close (1000), not 1011.
+                await ws.close()
+                raise
+
+    async def _read(self, ws: ClientConnection) -> None:
+        while True:
+            try:
+                step, data = await next_step(ws, self.session, time.time_ns, time.monotonic_ns)
+            except ConnectionClosedOK:
+                return
+            for request in step.requests:  # a subscribe refused as rate_limited, again
+                await ws.send(encode_json(request).decode())
+            if step.requests and not self.ready.is_set():  # ready once it is answered
+                await ws.send(encode_json(Ping(_PING_ID)).decode())
+            self._apply(step.events)
+            if (
+                data is not None
+                and not self.ready.is_set()
+                and not step.events
+                and self.session.next_retry_ns() is None  # no refused subscribe waits
+                and _is_our_pong(data)
+            ):
+                self.error = None
+                self.ready.set()
+            self.changes.notify()
 
     def _apply(self, events: Sequence[object]) -> None:
         for event in events:
@@ -278,7 +311,11 @@ async def run_top(args: argparse.Namespace) -> int:
     url, token = url_and_token(args)
     urls = gateway_urls(url, token)
     async with (
-        httpx.AsyncClient(headers=bearer_headers(urls.token), timeout=args.timeout) as client,
+        httpx.AsyncClient(
+            headers=bearer_headers(urls.token),
+            timeout=args.timeout,
+            transport=None if urls.uds is None else httpx.AsyncHTTPTransport(uds=urls.uds),
+        ) as client,
         asyncio.TaskGroup() as tasks,
     ):
         samples, health, subscribers = await read_http(client, urls)
@@ -325,7 +362,9 @@ async def run_top(args: argparse.Namespace) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``top``; :func:`main` takes the namespace they produce."""
     parser.add_argument(
-        "url", help="the gateway's base URL, e.g. http://127.0.0.1:8765 or ws://127.0.0.1:8765/"
+        "url",
+        help="the gateway's base URL, e.g. http://127.0.0.1:8765 or ws://127.0.0.1:8765/, or "
+        "its Unix socket, unix:/run/mdgateway.sock",
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     add_seconds_argument(

@@ -49,7 +49,7 @@ from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, ArbiterLimits, Symbo
 from gateway.core.model import Level, VenueContractError
 from gateway.core.pipeline import VenuePipeline
 from gateway.core.stats import SymbolStats
-from gateway.tools.runtime import int_at_least
+from gateway.tools.runtime import configure_logging, int_at_least, log_level
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
 DEFAULT_DEPTH: Final = 20
@@ -224,7 +224,13 @@ class _Rebuild:
             if pipeline.timer_armed:
                 pipeline.on_timer(now_ns)
         if record.kind == "ws":
-            pipeline = self.conn_pipeline.get(record.conn_id, self.default)
+            if record.conn_id not in self.conn_pipeline:
+                # A capture that records no connect (hftbacktest, NDJSON, Bybit history):
+                # the connection was up from its first frame, or an in-band snapshot
+                # first would find every connection down.
+                self.conn_pipeline[record.conn_id] = self.default
+                self.default.receive_connection(record.conn_id, True, now_ns)
+            pipeline = self.conn_pipeline[record.conn_id]
             pipeline.receive_frame(record.conn_id, record.payload, now_ns, now_ns)
         elif record.kind == "connect":
             named = None
@@ -342,7 +348,8 @@ def verify_capture(
 
     ``depth`` levels per side go into the report (>= 0). ``progress`` is called with the
     number of records read, now and then. Raises CaptureFormatError when the file's format
-    cannot be told, VerifyError for venue problems and ValueError for a negative ``depth``;
+    cannot be told, VerifyError for venue problems (``venue`` naming another venue than the
+    capture's, so that none of its frames parses) and ValueError for a negative ``depth``;
     bad lines and bad frames are counted in the report, not raised. Holes still open when
     the capture ends are reported as ``pending``, not as gaps: the capture does not say
     whether the ids would have come.
@@ -371,6 +378,16 @@ def verify_capture(
     watches.extend(_BoundaryWatch(b, {}) for b in reader.boundaries[len(watches) :])
     stats: ReadStats = reader.stats
     books = rebuild.books
+    notes = _no_snapshot_note(rebuild, books)
+    shown = None if venue is None else detect_venue(paths[0], fmt)
+    if shown is not None and shown not in (spec.venue, spec.exchange):
+        if not books and rebuild.bad_frames:
+            raise VerifyError(
+                f"--venue {venue}: no frame of the capture parses as {venue} "
+                f"({rebuild.bad_frames:,} refused); the capture shows {shown} "
+                "(verify it without --venue)"
+            )
+        notes.append(f"read as --venue {venue}; the capture shows {shown}")
     return VerifyReport(
         file=str(paths[0]),
         format=fmt.value,
@@ -385,7 +402,7 @@ def verify_capture(
         symbols={key: _symbol_report(books[key], depth) for key in sorted(books)},
         files=[str(p) for p in paths],
         boundaries=[watch.report() for watch in watches],
-        notes=_no_snapshot_note(rebuild, books),
+        notes=notes,
     )
 
 
@@ -424,6 +441,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"levels per side in the report (default {DEFAULT_DEPTH})",
     )
+    parser.add_argument(
+        "--log-level",
+        type=log_level,
+        default="ERROR",
+        help="DEBUG, INFO, WARNING or ERROR: the rebuild's own log lines on stderr from this "
+        "level (the gateway's: gaps, resyncs, books going stale, which the report counts) "
+        "(default: ERROR)",
+    )
 
 
 _FORMAT_NAMES: Final = tuple(spec.format.value for spec in FORMATS)
@@ -432,6 +457,7 @@ _FORMAT_NAMES: Final = tuple(spec.format.value for spec in FORMATS)
 def main(args: argparse.Namespace) -> int:
     """Run ``verify``: report on stdout, errors on stderr; returns the exit code."""
     path: list[Path] = args.path
+    configure_logging(args.log_level)
     try:
         if args.json:
             report = verify_capture(path, venue=args.venue, depth=args.depth)

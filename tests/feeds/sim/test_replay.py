@@ -256,6 +256,18 @@ def test_a_bybit_subscribe_is_answered_with_an_in_band_snapshot_at_the_position(
     assert books.in_band_answer("bybit-linear", b'{"op":"ping"}', 0) == []
 
 
+def test_a_capture_without_connects_has_its_book_from_its_first_frame() -> None:
+    """Bybit's history files record no connection: their first frame, the snapshot, makes
+    a live book at once (its connection up from that frame), which a subscribe gets."""
+    records = [r for r in _bybit_session() if r.kind == "ws"]
+    books = build_plan(records, 1).books
+    books.advance(1)  # the snapshot only
+    subscribe = bybit.subscribe_messages(["BTCUSDT"])[0]
+    [frame] = books.in_band_answer("bybit-linear", subscribe, 5_000_000)
+    [snapshot] = bybit.parse_linear(frame, 0, 0)
+    assert isinstance(snapshot, DepthSnapshot) and snapshot.last_id == 7
+
+
 def test_an_okx_subscribe_is_answered_with_a_snapshot_push_its_parser_accepts() -> None:
     url = "wss://ws.okx.com:8443/ws/v5/public"
     bids, asks = [("10.0", "1")], [("11.0", "2")]

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from feeds.sim import bybit as sim_bybit
 from feeds.sim.replay_plan import build_plan
 from gateway.capture import CaptureRecord
 from gateway.capture import codec as mdgw
@@ -26,6 +28,7 @@ from gateway.tools.replay import (
     load_plan,
     load_session,
     progress_line,
+    quiet_rebuild_logs,
 )
 from gateway.wire.config import ConfigError, parse_config
 from gateway.wire.venues import ADAPTERS
@@ -243,3 +246,30 @@ def test_a_futures_venue_is_configured_on_its_book_path_and_derives_its_trade_pa
     ]
     spot = [("ws://127.0.0.1:7002", "ws://127.0.0.1:9003/stream?streams=btcusdt@depth@100ms")]
     assert _venue_endpoints(ADAPTERS["binance"], ["BTCUSDT"], spot) == ["ws://127.0.0.1:7002"]
+
+
+def test_the_books_rebuilt_to_answer_snapshots_log_no_warning_of_the_replay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The replay rebuilds the capture's books with the gateway's pipeline: the recorded
+    disconnect at its end makes them stale there, which is news of no gateway, so the
+    replay's stderr does not say it (the books still answer as before)."""
+    topic, url = "orderbook.200.BTCUSDT", "wss://stream.bybit.com/v5/public/linear"
+    snapshot = sim_bybit.book_frame(
+        topic, "snapshot", "BTCUSDT", [("10", "1")], [("11", "1")], 7, 70, 1
+    )
+    records = [
+        CaptureRecord(1_000, 4, "connect", url, b""),
+        CaptureRecord(2_000, 4, "ws", url, snapshot),
+        CaptureRecord(3_000, 4, "disconnect", url, b""),
+    ]
+    books = build_plan(records, 1).books
+    core = logging.getLogger("gateway.core")
+    level = core.level
+    try:
+        quiet_rebuild_logs()
+        with caplog.at_level(logging.INFO):
+            books.advance(len(books))
+    finally:
+        core.setLevel(level)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import dataclasses
 import http
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
 import pytest
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from feeds.sim.simulators import SimBinanceSpot
@@ -146,6 +147,27 @@ async def test_a_gateway_with_a_token_is_read_with_token(tmp_path: Path) -> None
                 assert TOKEN not in out and TOKEN not in err
 
 
+@pytest.mark.async_timeout_s(60)
+async def test_a_gateway_is_read_on_its_unix_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "gw.sock"
+    async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
+        binance = dataclasses.replace(DEMO_VENUES[0], symbols=SYMBOLS)
+        config = demo_config([(binance, sim)], port=0)
+        server = msgspec.structs.replace(config.server, unix_path=str(socket_path))
+        config = msgspec.structs.replace(config, server=server)
+        async with serving(config, KEYS) as (_, subscriber):
+            client = subscriber.client
+            await subscriber.until(lambda: all(client.book(k) is not None for k in KEYS), 20)
+            # The HTTP routes and the book stream both through the socket.
+            lines = await _frame_of_a_live_gateway(f"unix:{socket_path}", columns=120, lines=40)
+            assert "book stream" not in lines[0], "no error of the WebSocket"
+            assert all(any(line.startswith(f"{key} ") for line in lines) for key in KEYS)
+    code, _, err = await _mdgateway("top", "--once", f"unix:{socket_path}", columns=80, lines=24)
+    assert (code, err.count("\n")) == (2, 1)
+    assert err.startswith("mdgateway top: gateway not reachable at ")
+    assert f" on unix:{socket_path}: " in err
+
+
 @pytest.mark.async_timeout_s(40)
 async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gateway_goes() -> None:
     async with SimBinanceSpot(list(SYMBOLS), n_endpoints=2, seed=5, interval_s=0.02) as sim:
@@ -178,12 +200,11 @@ async def test_the_book_stream_follows_tops_and_marks_them_stale_when_the_gatewa
             following.cancel()
 
 
-async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits_for_it() -> None:
-    """A scripted gateway (a real one never refuses the first request of a connection)
-    refuses top's first subscribe as ``rate_limited``: the follower sends it again after
-    its backoff, and is ready only once that subscription is answered."""
-    key = KEYS[0]
-    subscribes: list[Subscribe] = []
+def _scripted_gateway(
+    answer: Callable[[Subscribe], list[ServerMessage]],
+) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A scripted gateway's connection handler: a ping gets its pong, a subscribe what
+    ``answer`` makes of it."""
 
     async def gateway(conn: ServerConnection) -> None:
         async for data in conn:
@@ -192,20 +213,31 @@ async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits
             if isinstance(request, Ping):
                 replies = [Pong(request.id)]
             elif isinstance(request, Subscribe):
-                subscribes.append(request)
-                replies = (
-                    [Error(ErrorCode.RATE_LIMITED, "retry in 0.050 s")]
-                    if len(subscribes) == 1
-                    else [
-                        Subscribed(request.symbols, request.channels, "gw-1"),
-                        Status(key, SymbolState.LIVE, ""),
-                        Bbo(key, 7, 3, ("100.0", "1"), ("100.5", "2")),
-                    ]
-                )
+                replies = answer(request)
             for reply in replies:
                 await conn.send(encode_json(reply).decode())
 
-    async with ws_serving(gateway) as server:
+    return gateway
+
+
+async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits_for_it() -> None:
+    """A scripted gateway (a real one never refuses the first request of a connection)
+    refuses top's first subscribe as ``rate_limited``: the follower sends it again after
+    its backoff, and is ready only once that subscription is answered."""
+    key = KEYS[0]
+    subscribes: list[Subscribe] = []
+
+    def answer(request: Subscribe) -> list[ServerMessage]:
+        subscribes.append(request)
+        if len(subscribes) == 1:
+            return [Error(ErrorCode.RATE_LIMITED, "retry in 0.050 s")]
+        return [
+            Subscribed(request.symbols, request.channels, "gw-1"),
+            Status(key, SymbolState.LIVE, ""),
+            Bbo(key, 7, 3, ("100.0", "1"), ("100.5", "2")),
+        ]
+
+    async with ws_serving(_scripted_gateway(answer)) as server:
         port = server.sockets[0].getsockname()[1]
         urls = gateway_urls(f"ws://127.0.0.1:{port}/")
         follower = BookFollower(urls, [key], retry_s=0.05, timeout_s=5.0)
@@ -218,6 +250,42 @@ async def test_a_subscribe_refused_as_rate_limited_is_sent_again_and_ready_waits
             assert (top.state, top.bid, top.position) == (SymbolState.LIVE, ("100.0", "1"), (7, 3))
             assert follower.session.stats.retries == 1
             following.cancel()
+
+
+async def test_the_book_stream_leaves_with_a_normal_close_when_top_stops() -> None:
+    """top stopping (``--once`` done, Ctrl-C) is no failure of its own: the gateway sees a
+    normal close (1000), not an internal error (1011)."""
+    key = KEYS[0]
+    close_codes: list[int | None] = []
+    closed = asyncio.Event()
+
+    def answer(request: Subscribe) -> list[ServerMessage]:
+        return [
+            Subscribed(request.symbols, request.channels, "gw-1"),
+            Status(key, SymbolState.LIVE, ""),
+        ]
+
+    scripted = _scripted_gateway(answer)
+
+    async def gateway(conn: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):  # its code is the assertion
+            await scripted(conn)
+        close_codes.append(conn.close_code)
+        closed.set()
+
+    async with ws_serving(gateway) as server:
+        port = server.sockets[0].getsockname()[1]
+        follower = BookFollower(
+            gateway_urls(f"ws://127.0.0.1:{port}/"), [key], retry_s=0.05, timeout_s=5.0
+        )
+        following = asyncio.create_task(follower.run())
+        async with asyncio.timeout(10):
+            await follower.ready.wait()
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+            await closed.wait()
+        assert close_codes == [1000]
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -270,6 +338,11 @@ def test_urls_of_every_accepted_form() -> None:
     assert secure.token == "abc" and gateway_urls("https://gw.example", "t").token == "t"
     with pytest.raises(UsageError, match="base URL"):
         gateway_urls("mailto:someone")
+    local = gateway_urls("unix:/run/gw.sock?token=abc")
+    assert (local.uds, local.ws_url, local.token) == ("/run/gw.sock", "unix:/run/gw.sock", "abc")
+    assert local.via == " on unix:/run/gw.sock" and gateway_urls("ws://h:1/").via == ""
+    with pytest.raises(UsageError, match="unix:PATH"):
+        gateway_urls("unix:")
 
 
 @contextlib.asynccontextmanager

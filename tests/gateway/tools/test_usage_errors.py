@@ -52,6 +52,7 @@ def _answer(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["sim", "--endpoints", "9"], "--endpoints: must be at most 8"),
         (["sim", "--faults", "ep0: explode@1"], "bad --faults"),
         (["sim", "--faults", "ep5: close@1"], "ep5 does not exist (3 endpoints)"),
+        (["sim", "--port", "65500"], "--port: must be at most 65467"),
         (["run", "--config", "deploy/sim-binance.toml", "--log-level", "verbose"], "verbose"),
         (["run", "--config", "deploy/sim-binance.toml", "--port", "70000"], "65535"),
         (["run", "--config", "missing.toml"], "missing.toml: cannot read"),
@@ -102,7 +103,7 @@ def test_a_capture_directory_that_cannot_be_created_is_one_line(
     }[command]
     code, _, err = _answer([command, *options, "--capture", str(not_a_directory)], capsys)
     assert code == 2
-    assert err == f"mdgateway {command}: --capture {not_a_directory}: File exists\n"
+    assert err == f"mdgateway {command}: --capture {not_a_directory}: a file, not a directory\n"
 
 
 def test_help_texts_show_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,4 +207,4 @@ def test_sim_on_a_port_in_use_is_one_line() -> None:
     first = PORT_BASE + 1  # sim's first Binance endpoint
     with _held_port(first):
         code, err = _stderr_of(["sim", "--venues", "binance"])
-    _assert_in_use(code, err, first, "stop what holds the port")
+    _assert_in_use(code, err, first, "pass another --port (0: any free ports)")

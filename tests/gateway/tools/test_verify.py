@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -408,6 +409,41 @@ def test_reconnect_gap_is_resynced_from_the_next_snapshot(tmp_path: Path) -> Non
     assert not report.ok  # it had a gap
 
 
+def test_the_rebuilds_log_lines_are_on_stderr_only_at_the_log_level_asked(
+    tmp_path: Path, repo_root: Path
+) -> None:
+    """The report counts the gap: its warning is no stray line on stderr, unless asked for
+    with ``--log-level``, then as a log line with its level."""
+    ws = tmp_path / "BINANCE.ws.1.0"
+    ws.write_text(
+        f"{WS_URL} <-> 1.0\n"
+        + "1.1: "
+        + DIFF % (9, 11, "99.0")
+        + "\n"
+        + "1.3: "
+        + DIFF % (20, 21, "98.0")  # ids 12..19 lost: a gap
+        + "\n"
+    )
+    (tmp_path / "BINANCE.http.0.0").write_text(f"{REST_URL} -> 1.2: {SNAP % 10}\n")
+
+    def verify(*options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "verify", str(ws), "--json", *options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=repo_root,
+            check=False,
+        )
+
+    quiet = verify()
+    assert quiet.returncode == 1 and quiet.stderr == ""
+    assert json.loads(quiet.stdout)["symbols"]["binance:BTCUSDT"]["gaps"] == 1
+    told = verify("--log-level", "warning")
+    assert told.returncode == 1 and told.stdout == quiet.stdout
+    assert re.search(r" WARNING gateway\.\S+: binance:BTCUSDT: lost at id 11", told.stderr)
+
+
 def test_capture_without_a_snapshot_never_syncs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -421,6 +457,61 @@ def test_capture_without_a_snapshot_never_syncs(
     assert btc.pending == 2
     assert run_main([str(path), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["symbols"]["binance:BTCUSDT"]["updates"] == 0
+
+
+def test_a_venue_of_which_no_frame_is_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--venue`` naming another venue than the capture's: nothing parses, and the one
+    line says so and names the capture's venue, not a missing snapshot."""
+    ws = tmp_path / "BINANCE.ws.1.0"
+    ws.write_text(f"{WS_URL} <-> 1.0\n1.1: " + DIFF % (9, 11, "99.0") + "\n")
+    (tmp_path / "BINANCE.http.0.0").write_text(f"{REST_URL} -> 1.2: {SNAP % 10}\n")
+    assert run_main([str(ws), "--venue", "okx"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "mdgateway verify: error: --venue okx: no frame of the capture parses as okx "
+        "(1 refused); the capture shows binance (verify it without --venue)\n"
+    )
+    assert run_main([str(ws), "--venue", "binance", "--json"]) == 0  # the right one
+    capsys.readouterr()
+    # Frames that parse as the venue named (USD-M's have all of spot's fields): a report,
+    # with a note naming the capture's venue.
+    futures = tmp_path / "BINANCE_FUTURES.ws.1.0"
+    futures.write_text(
+        "wss://fstream.binance.com/stream?streams=btcusdt@depth@100ms <-> 1.0\n1.1: "
+        + DIFF.replace('"U"', '"pu":8,"U"') % (9, 11, "99.0")
+        + "\n"
+    )
+    assert run_main([str(futures), "--venue", "binance", "--json"]) == 1
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert "read as --venue binance; the capture shows binance-usdm" in notes
+
+
+BYBIT_BOOK = (
+    '{"topic":"orderbook.500.XRPUSDT","type":"%s","ts":%d,'
+    '"data":{"s":"XRPUSDT","b":[["%s","5"]],"a":[["2.0","5"]],"u":%d,"seq":%d}}'
+)
+
+
+def test_capture_without_connect_records_is_never_stale(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bybit's history files record no connection: its first frame, an in-band snapshot,
+    # arrives on a connection that is up from then on, not on none.
+    path = tmp_path / "xrpusdt-ob500.data"
+    path.write_text(
+        BYBIT_BOOK % ("snapshot", 1000, "1.0", 7, 70)
+        + "\n"
+        + BYBIT_BOOK % ("delta", 1100, "1.1", 8, 80)
+        + "\n"
+    )
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        report = verify_capture(path)
+    (xrp,) = report.symbols.values()
+    assert report.ok and xrp.state == "live" and xrp.last_id == 8
+    assert [r.getMessage() for r in caplog.records if "stale" in r.getMessage()] == []
 
 
 def test_capture_without_any_book_fails(tmp_path: Path) -> None:
