@@ -400,7 +400,10 @@ class VenuePipeline:
         step = Step([], [])
         if self.stopped:
             return step
-        self.sequences.reset(conn_id)
+        if up:
+            self.sequences.reset(conn_id)
+        else:
+            self.sequences.forget(conn_id)
         if not up:
             self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
             if reason:

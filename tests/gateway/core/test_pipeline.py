@@ -365,16 +365,23 @@ def test_a_connection_sequence_jump_resubscribes_every_symbol_on_that_connection
         for symbol in ("BTC", "ETH"):
             p.receive_frame(conn_id, venue.frame(snap(symbol, -1, venue="rep", conn=conn_id)), 1, 0)
     assert all(book.has_book for book in p.books.values())
+    # The venue numbers each connection's messages from 0.
+    assert p.receive_frame(0, venue.frame(ConnectionSequence("rep", 0, 1, 0)), 1, 0) == Step([], [])
     assert p.receive_frame(0, venue.frame(ConnectionSequence("rep", 1, 1, 0)), 1, 0) == Step([], [])
-    assert p.receive_frame(0, venue.frame(ConnectionSequence("rep", 2, 1, 0)), 1, 0) == Step([], [])
     step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 5, 1, 0)), 1, 0)
     assert step.actions == [Resubscribe(0, "BTC"), Resubscribe(0, "ETH")]
     assert p.stats.connection_gaps == 1 and p.sequences.gaps == 1
     # Connection 1 kept its replicas; a new connection starts its own counter.
     p.receive_connection(0, False, 0)
     p.receive_connection(0, True, 0)
-    step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 1, 1, 0)), 1, 0)
+    step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 0, 1, 0)), 1, 0)
     assert step == Step([], []) and p.stats.connection_gaps == 1
+    # Its first message above 0: the ones before it were lost (its snapshots among them).
+    p.receive_connection(1, False, 0)
+    p.receive_connection(1, True, 0)
+    step = p.receive_frame(1, venue.frame(ConnectionSequence("rep", 2, 1, 1)), 1, 0)
+    assert step.actions == [Resubscribe(1, "BTC"), Resubscribe(1, "ETH")]
+    assert p.stats.connection_gaps == 2
 
 
 def test_trade_connections_are_not_told_to_the_books() -> None:
