@@ -382,10 +382,14 @@ class ReplicatedBook:
         return out
 
     def invalidate(self, conn_id: int, reason: str) -> list[ArbiterEvent]:
-        """``conn_id`` lost messages (a connection-wide sequence jump): its replica is wrong."""
+        """``conn_id`` lost messages (a connection-wide sequence jump): its replica is wrong.
+
+        A replica awaiting its snapshot fails too (its connection resubscribes): the
+        messages lost may be that snapshot, which then never comes. A replica in its wait
+        after a crossed snapshot resubscribes when the wait ends, as before."""
         out: list[ArbiterEvent] = []
         replica = self.replicas.get(conn_id)
-        if replica is not None and replica.valid:
+        if replica is not None:
             self._fail(conn_id, replica, reason, out)
         return out
 

@@ -136,6 +136,25 @@ def test_connection_sequence_checker() -> None:
     assert check.on_seq(0, 0) is False
 
 
+def test_a_new_connection_whose_first_message_is_above_0_lost_messages() -> None:
+    check = ConnectionSequenceChecker()
+    check.reset(2)
+    assert check.on_seq(2, 2) is True and check.gaps == 1, "messages 0 and 1 were lost"
+    check.forget(2)
+    assert check.on_seq(2, 7) is False, "a connection never reset: its first number as it comes"
+
+
+def test_a_sequence_jump_resubscribes_a_replica_awaiting_its_snapshot() -> None:
+    # The messages lost may be the snapshot itself: waiting on would wait for ever.
+    arb = ReplicatedBook(KEY)
+    arb.on_connection(0, True, 0)
+    arb.on_connection(1, True, 0)
+    arb.on_snapshot(snap(1, [("100", "1")]), 0)
+    out = arb.invalidate(0, "sequence jump")
+    assert out == [ResubscribeWanted(KEY, 0, "sequence jump")]
+    assert arb.replicas[0].state is ReplicaState.AWAITING_SNAPSHOT and arb.leader == 1
+
+
 def test_a_crossed_leader_update_is_never_published_and_the_output_fails_over() -> None:
     arb = ReplicatedBook(KEY)
     _two_checked_replicas(arb, [("100", "1")])
