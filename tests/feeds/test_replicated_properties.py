@@ -97,6 +97,8 @@ class Symbol:
     asks: dict[str, str]
     #: The top (Kraken) or whole (Coinbase) book after each message, in order.
     states: list[Normal] = field(default_factory=list)
+    #: The event time (ms) of each update -> the index of the state after it.
+    at_ms: dict[int, int] = field(default_factory=dict)
 
 
 class Venue:
@@ -145,6 +147,7 @@ class Venue:
         if not sent[0] and not sent[1]:
             return None
         self.ms += 1
+        book.at_ms[self.ms] = len(book.states)
         book.states.append(_normal(*after))
         return Message(
             symbol, "update", sent[0], sent[1], _kraken_checksum(*after), event_ms=self.ms
@@ -311,6 +314,10 @@ class Harness:
             if book.state is SymbolState.LIVE:
                 assert sub.normalized() == book.book.normalized()
                 assert sub.normalized() in states, f"{symbol}: live but not the venue's book"
+                at = self.venue.symbols[symbol].at_ms.get(book.applied_id)
+                if at is not None:
+                    # The id served is the venue's event time of the update the book is at.
+                    assert sub.normalized() == states[at], f"{symbol}: not the book at its id"
             for conn_id, replica in book.replicas.items():
                 if replica.valid:
                     assert replica.book.normalized() in states, (

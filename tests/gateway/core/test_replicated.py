@@ -206,3 +206,24 @@ def test_a_failover_goes_to_the_best_scored_valid_replica() -> None:
     arb.on_connection(2, True, 0)
     arb.on_connection(2, False, 0)
     assert arb.leader == 1
+
+
+def test_a_switch_to_a_replica_behind_serves_the_id_that_replica_is_at() -> None:
+    arb = ReplicatedBook(KEY)
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+        arb.on_snapshot(
+            DepthSnapshot("kraken", "BTC/USD", -1, (("100", "1"),), (), 7_000_000, conn), 0
+        )
+    arb.on_diff(upd(0, bids=[("100", "2")], ms=50), 0)
+    arb.on_diff(upd(0, bids=[("100", "3")], ms=60), 0)
+    arb.on_diff(upd(1, bids=[("100", "2")], ms=50), 0)
+    assert arb.applied_id == 60
+    (delta, *_) = arb.on_connection(0, False, 0)
+    assert isinstance(delta, BookDelta) and delta.bids == (("100", "2"),)
+    assert delta.venue_id == arb.applied_id == 50, "the id of the book served: conn 1's"
+    assert delta.event_ms is None, "a switch is no venue update"
+    arb.on_connection(2, True, 0)
+    arb.on_snapshot(DepthSnapshot("kraken", "BTC/USD", -1, (("99", "1"),), (), 9_000_000, 2), 0)
+    (delta, *_) = arb.on_connection(1, False, 0)
+    assert isinstance(delta, BookDelta) and delta.venue_id == 9, "at its snapshot: when received"
