@@ -124,9 +124,13 @@ class Venue:
         bids, asks = self.view(symbol)
         return Message(symbol, "snapshot", bids, asks, _kraken_checksum(bids, asks))
 
-    def change(self, symbol: str, changes: list[tuple[bool, int, int]]) -> Message | None:
+    def change(
+        self, symbol: str, changes: list[tuple[bool, int, int]], noise: bool = False
+    ) -> Message | None:
         """Applies ``changes`` (bid?, price index, size index: len(SIZES) deletes); the
-        message that tells them, None when the subscribed view did not change."""
+        message that tells them, None when the subscribed view did not change. With
+        ``noise``, what the venue may also send: an earlier entry for a price the message
+        sets (the last wins), and a level below the subscribed depth (truncated away)."""
         book = self.symbols[symbol]
         before = self.view(symbol)
         for is_bid, index, size in changes:
@@ -143,6 +147,11 @@ class Venue:
             old_map = dict(old)
             levels = [(p, ZERO) for p, _ in old if p not in full]
             levels += [(p, q) for p, q in new if old_map.get(p) != q]
+            if noise and levels:
+                levels.insert(0, (levels[-1][0], SIZES[0]))
+            below = _best_first(full, full is book.bids)[len(new) :]
+            if noise and self.depth is not None and below:
+                levels.append(below[0])
             sent.append(levels)
         if not sent[0] and not sent[1]:
             return None
@@ -337,7 +346,8 @@ def run(venue_id: str, data: st.DataObject) -> None:
         conn = h.conns[c]
         if action == "venue":
             symbol = data.draw(st.sampled_from(SYMBOLS[venue_id]))
-            message = venue.change(symbol, data.draw(st.lists(change, min_size=1, max_size=4)))
+            changes = data.draw(st.lists(change, min_size=1, max_size=4))
+            message = venue.change(symbol, changes, data.draw(st.booleans()))
             if message is not None:
                 note(f"venue: {symbol} update -> state {len(venue.symbols[symbol].states) - 1}")
                 h.publish(message)
