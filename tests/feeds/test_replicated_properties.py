@@ -47,6 +47,8 @@ SIZES = ["0.00100000", "7.00000000", "12.50000000"]
 ZERO = "0.00000000"
 #: Never a true size: a corrupted copy of a level.
 CORRUPT = "3.00000000"
+#: Above every ask: a corrupted level that crosses the book.
+CROSSING_BID = "150.5"
 STEP_NS = 1_000_000
 BASE_MS = 1_790_000_000_000
 
@@ -281,8 +283,11 @@ class Harness:
             if isinstance(action, Resubscribe):
                 self.conns[action.conn_id].resubscribes.append(action.symbol)
 
-    def tick(self) -> int:
-        self.now_ns += STEP_NS
+    def tick(self, ns: int = STEP_NS) -> int:
+        """Moves the clock on by ``ns``, firing the deadlines that passed."""
+        self.now_ns += ns
+        if self.pipeline.timer_armed:
+            self.take(self.pipeline.on_timer(self.now_ns))
         return self.now_ns
 
     def connect(self, c: int) -> None:
@@ -358,7 +363,15 @@ def run(venue_id: str, data: st.DataObject) -> None:
             # next update's checksum.
             lost = conn.queue.pop(0)
             note(f"conn {c}: lost {lost.kind} {lost.symbol} seq {lost.seq}")
-        elif action == "corrupt" and conn.queue and venue_id == kraken.VENUE:
+        elif action == "corrupt" and conn.queue and h.sequenced:
+            # Without a checksum only a crossed book shows a wrong level: a bid above
+            # every ask (the snapshot is not used and retried after a wait; the update
+            # fails its replica).
+            head = conn.queue[0]
+            if head.kind in ("snapshot", "update"):
+                note(f"conn {c}: crossed {head.kind} {head.symbol}")
+                head.bids = [*head.bids, (CROSSING_BID, SIZES[0])]
+        elif action == "corrupt" and conn.queue:
             head = conn.queue[0]
             side = head.bids if head.bids else head.asks
             if side:
@@ -378,6 +391,7 @@ def run(venue_id: str, data: st.DataObject) -> None:
     # (Coinbase sends one a second) and an update of each symbol (what shows a lost
     # update on Kraken), and every resubscribe is answered.
     for _ in range(20):
+        h.tick(60 * 1_000_000_000)  # past every wait after a crossed snapshot
         for symbol in SYMBOLS[venue_id]:
             best_ask = venue.symbols[symbol].asks.get(ASK_PRICES[0])
             size = 0 if best_ask != SIZES[0] else 1
@@ -393,7 +407,9 @@ def run(venue_id: str, data: st.DataObject) -> None:
             while conn.queue:
                 h.deliver(c)
                 h.check()
-        if not any(conn.resubscribes for conn in h.conns):
+        if not any(conn.resubscribes for conn in h.conns) and all(
+            replica.valid for s in SYMBOLS[venue_id] for replica in h.book(s).replicas.values()
+        ):
             break
     for symbol, sub in h.subs.items():
         book = h.book(symbol)
