@@ -12,13 +12,19 @@ of each venue written from its rules (exchange-protocols.md §3, §5), not from 
   messages of every product) carries the connection's ``sequence_num``, counting up from 0
   on each new connection: a jump is a lost message, whatever product it was of.
 
+Either venue may set a price twice in one message (the last wins); Kraken's updates may
+carry a level below the subscribed depth.
+
 2-3 connections carry two symbols each and deliver the venue's messages in order,
-interleaved arbitrarily; a connection may lose a message, deliver a corrupted level (Kraken:
-the checksum is of the true book), go down and come back, and answers a resubscribe with
-a fresh snapshot after a delay. Invariants: a book served ``live`` is the venue's book at
-one of its messages (to the depth both are defined at), and so is every replica the
-arbiter calls valid; once the faults stop and every connection catches up, every book is
-live and the venue's latest.
+interleaved arbitrarily; a connection may lose a message (Kraken: an update, whose loss
+only the next checksum shows), deliver a corrupted level (Kraken: the checksum is of the
+true book; Coinbase: a bid that crosses the book, the only wrong level it can tell), go
+down and come back, and answers a resubscribe with a fresh snapshot after a delay; the
+clock is injected. Invariants after every step: a book served ``live`` is the venue's book
+at one of its messages (to the depth both are defined at: Kraken's subscribed top), and at
+the update whose event time is its id where it is one; every replica the arbiter calls
+valid is the venue's book at one of its messages. Once the faults stop and every
+connection catches up, every book is live and the venue's latest, on every replica.
 """
 
 from __future__ import annotations
@@ -274,11 +280,11 @@ class Harness:
 
     def take(self, step: Step) -> None:
         for event in step.publications:
-            symbol = event.key.partition(":")[2] if hasattr(event, "key") else ""
             if isinstance(event, BookReset):
+                symbol = event.key.partition(":")[2]
                 self.subs[symbol].copy_from(self.book(symbol).book)
             elif isinstance(event, BookDelta):
-                self.subs[symbol].apply(event.bids, event.asks)
+                self.subs[event.key.partition(":")[2]].apply(event.bids, event.asks)
         for action in step.actions:
             if isinstance(action, Resubscribe):
                 self.conns[action.conn_id].resubscribes.append(action.symbol)
