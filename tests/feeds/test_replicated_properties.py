@@ -254,6 +254,7 @@ ACTIONS = [
     "deliver",
     "deliver",
     "lose",
+    "reorder",
     "corrupt",
     "down",
     "up",
@@ -364,6 +365,10 @@ def run(venue_id: str, data: st.DataObject) -> None:
                 h.publish(message)
         elif action == "deliver" and conn.queue:
             h.deliver(c)
+        elif action == "reorder" and len(conn.queue) > 1 and h.sequenced:
+            # The venue's docs allow it: a message that arrives after the one behind it.
+            note(f"conn {c}: seq {conn.queue[1].seq} before {conn.queue[0].seq}")
+            conn.queue[0], conn.queue[1] = conn.queue[1], conn.queue[0]
         elif action == "lose" and conn.queue and (h.sequenced or conn.queue[0].kind == "update"):
             # Without a connection sequence (Kraken) only an update's loss shows: the
             # next update's checksum.

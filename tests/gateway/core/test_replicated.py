@@ -142,6 +142,8 @@ def test_a_new_connection_whose_first_message_is_above_0_lost_messages() -> None
     assert check.on_seq(2, 2) is True and check.gaps == 1, "messages 0 and 1 were lost"
     check.forget(2)
     assert check.on_seq(2, 7) is False, "a connection never reset: its first number as it comes"
+    assert check.late(2, 7) and check.late(2, 6), "a duplicate, a message out of order"
+    assert not check.late(2, 8) and not check.late(3, 0), "next; a connection not seen yet"
 
 
 def test_a_sequence_jump_resubscribes_a_replica_awaiting_its_snapshot() -> None:
