@@ -17,7 +17,8 @@ carry a level below the subscribed depth.
 
 2-3 connections carry two symbols each and deliver the venue's messages in order,
 interleaved arbitrarily; a connection may lose a message (Kraken: an update, whose loss
-only the next checksum shows), deliver a corrupted level (Kraken: the checksum is of the
+only the next checksum shows), deliver one after the message behind it (Coinbase, whose
+docs allow it), deliver a corrupted level (Kraken: the checksum is of the
 true book; Coinbase: a bid that crosses the book, the only wrong level it can tell), go
 down and come back, and answers a resubscribe with a fresh snapshot after a delay; the
 clock is injected. Invariants after every step: a book served ``live`` is the venue's book
