@@ -159,15 +159,31 @@ class SymbolArbiter(Protocol):
 
 class ConnectionSequenceChecker:
     """Connection-wide message counters (Coinbase ``sequence_num``): a jump means that
-    connection lost messages. Pure; one instance per venue."""
+    connection lost messages. Pure; one instance per venue.
+
+    The venue numbers a connection's messages from 0: on a connection :meth:`reset` when
+    it came up, a first message above 0 is a jump (what was lost may be a snapshot). A
+    connection never reset (joined mid-way) takes its first number as it comes. A message
+    at or below the last number is late (:meth:`late`): the venue's docs say it "can be
+    ignored or represent a message that has arrived out of order"."""
 
     def __init__(self) -> None:
         self._last: dict[int, int] = {}
         self.gaps = 0
 
     def reset(self, conn_id: int) -> None:
-        """A new connection starts its own counter."""
+        """A new connection starts its own counter, at 0."""
+        self._last[conn_id] = -1
+
+    def forget(self, conn_id: int) -> None:
+        """The connection ended."""
         self._last.pop(conn_id, None)
+
+    def late(self, conn_id: int, seq: int) -> bool:
+        """True when ``seq`` is not above the last number of ``conn_id``: a duplicate, or a
+        message that arrived after the one behind it (whose jump was already seen)."""
+        last = self._last.get(conn_id)
+        return last is not None and seq <= last
 
     def on_seq(self, conn_id: int, seq: int) -> bool:
         """True when messages were lost on ``conn_id`` before this one."""

@@ -325,7 +325,8 @@ class VenuePipeline:
             elif isinstance(event, InstrumentPrecision):
                 self._set_precision(event)
             elif isinstance(event, ConnectionSequence):
-                self._connection_sequence(conn_id, event.seq, step, now_ns)
+                if not self._connection_sequence(conn_id, event.seq, step, now_ns):
+                    break  # a late message: its events are not used
             elif isinstance(event, VenueNotice):
                 self._notice(conn_id, event, step)
         if self._catching_up and conn_id in self._catching_up:
@@ -400,7 +401,10 @@ class VenuePipeline:
         step = Step([], [])
         if self.stopped:
             return step
-        self.sequences.reset(conn_id)
+        if up:
+            self.sequences.reset(conn_id)
+        else:
+            self.sequences.forget(conn_id)
         if not up:
             self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
             if reason:
@@ -783,9 +787,22 @@ class VenuePipeline:
         elif self._open:
             self._checksums[key] = make(event.price_precision, event.qty_precision)
 
-    def _connection_sequence(self, conn_id: int, seq: int, step: Step, now_ns: int) -> None:
+    def _connection_sequence(self, conn_id: int, seq: int, step: Step, now_ns: int) -> bool:
+        """Checks the message's connection-wide number; False: the message is late and
+        ignored (applied after the ones behind it, an update or a snapshot would make a
+        replica that is no book the venue had; the jump that the later ones made already
+        resubscribed the connection's replicas)."""
+        if self.sequences.late(conn_id, seq):
+            self.stats.connection_late_messages += 1
+            log.warning(
+                "conn %d: a message arrived late (sequence_num %d); ignored",
+                conn_id,
+                seq,
+                extra={"venue": self.venue.venue, "connection": conn_id},
+            )
+            return False
         if not self.sequences.on_seq(conn_id, seq):
-            return
+            return True
         # Every replica on this connection missed something: each is dropped and
         # resubscribed on this connection only.
         self.stats.connection_gaps += 1
@@ -797,6 +814,7 @@ class VenuePipeline:
         for key, book in self.books.items():
             if isinstance(book, ReplicatedBook) and self._carries(conn_id, key):
                 self._take(book, book.invalidate(conn_id, "connection sequence jump"), step, now_ns)
+        return True
 
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:
         self.stats.notices += 1

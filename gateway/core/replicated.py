@@ -114,8 +114,11 @@ class Replica:
     #: Crossed snapshots in a row, and when the resubscribe is due (in RETRY_WAIT).
     snapshot_retry_backoff: Backoff = field(default_factory=snapshot_retry_backoff)
     retry_at_ns: int = 0
-    #: The venue event time (ms) of the last update applied: the point the replica is at.
+    #: The venue event time (ms) of the last update applied since its snapshot: the
+    #: point the replica is at (0: its snapshot, which carries no event time).
     event_ms: int = 0
+    #: When its snapshot was received (ms): the id of a book at the snapshot's point.
+    snapshot_ms: int = -1
     #: Audit: since when every comparison at the same point found this replica apart from
     #: the others (-1: it agreed last time), and whether that episode was counted.
     apart_since_ns: int = -1
@@ -220,7 +223,10 @@ class ReplicatedBook:
     - With a checksum, lag is measured by which connection reaches each book state first;
       a follower faster than the leader by more than ``switch_margin_ns`` takes over.
 
-    ``venue_id`` of published messages is the venue's event time in ms (there are no ids).
+    ``venue_id`` of published messages is the venue's event time in ms (there are no ids)
+    of the update the book is at; after a snapshot, or a switch to a replica at its
+    snapshot, when that snapshot was received. A switch to a replica behind the old leader
+    serves that replica's point: the id may go back (ordering uses ``seq``).
     ``max_levels`` caps every book's levels per side (:class:`~gateway.core.book.L2Book`).
 
     Audit, without a checksum (Coinbase; a checksum already verifies every replica): every
@@ -326,6 +332,7 @@ class ReplicatedBook:
             return out
         replica.snapshot_retry_backoff.reset()
         replica.apart_since_ns, replica.apart_counted = -1, False
+        replica.event_ms, replica.snapshot_ms = 0, snap.recv_ns // 1_000_000
         replica.state, _ = transition(
             "replica", REPLICA_TRANSITIONS, replica.state, ReplicaEvent.SNAPSHOT_MATCHED
         )
@@ -382,10 +389,14 @@ class ReplicatedBook:
         return out
 
     def invalidate(self, conn_id: int, reason: str) -> list[ArbiterEvent]:
-        """``conn_id`` lost messages (a connection-wide sequence jump): its replica is wrong."""
+        """``conn_id`` lost messages (a connection-wide sequence jump): its replica is wrong.
+
+        A replica awaiting its snapshot fails too (its connection resubscribes): the
+        messages lost may be that snapshot, which then never comes. A replica in its wait
+        after a crossed snapshot resubscribes when the wait ends, as before."""
         out: list[ArbiterEvent] = []
         replica = self.replicas.get(conn_id)
-        if replica is not None and replica.valid:
+        if replica is not None:
             self._fail(conn_id, replica, reason, out)
         return out
 
@@ -514,9 +525,12 @@ class ReplicatedBook:
                 out.append(BookReset(self.key, self.epoch, self.seq, self.applied_id, 0))
             elif action is OutputAction.PUBLISH_SWITCH:
                 assert self.leader is not None
-                bids, asks = self.book.diff_to(self.replicas[self.leader].book)
+                leader = self.replicas[self.leader]
+                bids, asks = self.book.diff_to(leader.book)
                 if bids or asks:
-                    self._publish(tuple(bids), tuple(asks), venue_ms, 0, out)
+                    # The id is where the new leader is, which may be behind the old one.
+                    at_ms = leader.event_ms if leader.event_ms > 0 else leader.snapshot_ms
+                    self._publish(tuple(bids), tuple(asks), at_ms, 0, out, venue_event=False)
             elif action is OutputAction.ANNOUNCE:
                 out.append(StatusChange(self.key, self.state, reason))
 
@@ -541,7 +555,11 @@ class ReplicatedBook:
         venue_ms: int,
         recv_ns: int,
         out: list[ArbiterEvent],
+        *,
+        venue_event: bool = True,
     ) -> None:
+        """Publishes a delta; ``venue_ms`` (> 0) becomes the book's id, and the delta's
+        event time where it is a venue update's (``venue_event``), not a switch's."""
         self.book.apply(bids, asks)
         self.seq += 1
         self.stats.updates += 1
@@ -549,7 +567,7 @@ class ReplicatedBook:
             self.applied_id = venue_ms
         if self.book.is_crossed():
             self.stats.crossed += 1
-        event_ms = venue_ms if venue_ms > 0 else None
+        event_ms = venue_ms if venue_ms > 0 and venue_event else None
         out.append(
             BookDelta(
                 self.key, self.epoch, self.seq, self.applied_id, bids, asks, recv_ns, event_ms

@@ -198,6 +198,11 @@ class VenueStats:
     connection_gaps: int = counter(
         "Connection-wide sequence jumps.", metric="venue_connection_gaps"
     )
+    #: Messages at or below their connection's last number: ignored.
+    connection_late_messages: int = counter(
+        "Messages late on their connection's sequence, ignored.",
+        metric="venue_connection_late_messages",
+    )
     #: Resubscribe actions given.
     resubscribes: int = counter(
         "Resubscriptions of a symbol on a connection.", metric="venue_resubscribes"

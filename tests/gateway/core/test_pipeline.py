@@ -365,16 +365,42 @@ def test_a_connection_sequence_jump_resubscribes_every_symbol_on_that_connection
         for symbol in ("BTC", "ETH"):
             p.receive_frame(conn_id, venue.frame(snap(symbol, -1, venue="rep", conn=conn_id)), 1, 0)
     assert all(book.has_book for book in p.books.values())
+    # The venue numbers each connection's messages from 0.
+    assert p.receive_frame(0, venue.frame(ConnectionSequence("rep", 0, 1, 0)), 1, 0) == Step([], [])
     assert p.receive_frame(0, venue.frame(ConnectionSequence("rep", 1, 1, 0)), 1, 0) == Step([], [])
-    assert p.receive_frame(0, venue.frame(ConnectionSequence("rep", 2, 1, 0)), 1, 0) == Step([], [])
     step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 5, 1, 0)), 1, 0)
     assert step.actions == [Resubscribe(0, "BTC"), Resubscribe(0, "ETH")]
     assert p.stats.connection_gaps == 1 and p.sequences.gaps == 1
     # Connection 1 kept its replicas; a new connection starts its own counter.
     p.receive_connection(0, False, 0)
     p.receive_connection(0, True, 0)
-    step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 1, 1, 0)), 1, 0)
+    step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 0, 1, 0)), 1, 0)
     assert step == Step([], []) and p.stats.connection_gaps == 1
+    # Its first message above 0: the ones before it were lost (its snapshots among them).
+    p.receive_connection(1, False, 0)
+    p.receive_connection(1, True, 0)
+    step = p.receive_frame(1, venue.frame(ConnectionSequence("rep", 2, 1, 1)), 1, 0)
+    assert step.actions == [Resubscribe(1, "BTC"), Resubscribe(1, "ETH")]
+    assert p.stats.connection_gaps == 2
+
+
+def test_a_message_late_on_its_connection_sequence_is_ignored() -> None:
+    """A snapshot that arrives after the update behind it: loaded, it would make a valid
+    replica without that update. The update's jump resubscribed the replica already."""
+    venue = FakeVenue(venue="rep", unsequenced=True)
+    p = VenuePipeline(venue, ["BTC"], rest_snapshots=False)
+    p.receive_connection(0, True, 0)
+    update = DepthDiff("rep", "BTC", -1, -1, -1, (("100", "2"),), (), 5, 1, 0)
+    step = p.receive_frame(0, venue.frame(ConnectionSequence("rep", 1, 1, 0), update), 1, 0)
+    assert step.actions == [Resubscribe(0, "BTC")], "message 0 was not seen"
+    late = venue.frame(ConnectionSequence("rep", 0, 1, 0), snap("BTC", -1, venue="rep", conn=0))
+    assert p.receive_frame(0, late, 1, 0) == Step([], [])
+    book = p.books["rep:BTC"]
+    assert isinstance(book, ReplicatedBook) and not book.replicas[0].valid
+    assert p.stats.connection_late_messages == 1 and p.stats.connection_gaps == 1
+    # The answer to the resubscribe comes after: it is used.
+    answer = venue.frame(ConnectionSequence("rep", 2, 1, 0), snap("BTC", -1, venue="rep", conn=0))
+    assert p.receive_frame(0, answer, 1, 0).publications and book.replicas[0].valid
 
 
 def test_trade_connections_are_not_told_to_the_books() -> None:

@@ -136,6 +136,27 @@ def test_connection_sequence_checker() -> None:
     assert check.on_seq(0, 0) is False
 
 
+def test_a_new_connection_whose_first_message_is_above_0_lost_messages() -> None:
+    check = ConnectionSequenceChecker()
+    check.reset(2)
+    assert check.on_seq(2, 2) is True and check.gaps == 1, "messages 0 and 1 were lost"
+    check.forget(2)
+    assert check.on_seq(2, 7) is False, "a connection never reset: its first number as it comes"
+    assert check.late(2, 7) and check.late(2, 6), "a duplicate, a message out of order"
+    assert not check.late(2, 8) and not check.late(3, 0), "next; a connection not seen yet"
+
+
+def test_a_sequence_jump_resubscribes_a_replica_awaiting_its_snapshot() -> None:
+    # The messages lost may be the snapshot itself: waiting on would wait for ever.
+    arb = ReplicatedBook(KEY)
+    arb.on_connection(0, True, 0)
+    arb.on_connection(1, True, 0)
+    arb.on_snapshot(snap(1, [("100", "1")]), 0)
+    out = arb.invalidate(0, "sequence jump")
+    assert out == [ResubscribeWanted(KEY, 0, "sequence jump")]
+    assert arb.replicas[0].state is ReplicaState.AWAITING_SNAPSHOT and arb.leader == 1
+
+
 def test_a_crossed_leader_update_is_never_published_and_the_output_fails_over() -> None:
     arb = ReplicatedBook(KEY)
     _two_checked_replicas(arb, [("100", "1")])
@@ -187,3 +208,24 @@ def test_a_failover_goes_to_the_best_scored_valid_replica() -> None:
     arb.on_connection(2, True, 0)
     arb.on_connection(2, False, 0)
     assert arb.leader == 1
+
+
+def test_a_switch_to_a_replica_behind_serves_the_id_that_replica_is_at() -> None:
+    arb = ReplicatedBook(KEY)
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+        arb.on_snapshot(
+            DepthSnapshot("kraken", "BTC/USD", -1, (("100", "1"),), (), 7_000_000, conn), 0
+        )
+    arb.on_diff(upd(0, bids=[("100", "2")], ms=50), 0)
+    arb.on_diff(upd(0, bids=[("100", "3")], ms=60), 0)
+    arb.on_diff(upd(1, bids=[("100", "2")], ms=50), 0)
+    assert arb.applied_id == 60
+    (delta, *_) = arb.on_connection(0, False, 0)
+    assert isinstance(delta, BookDelta) and delta.bids == (("100", "2"),)
+    assert delta.venue_id == arb.applied_id == 50, "the id of the book served: conn 1's"
+    assert delta.event_ms is None, "a switch is no venue update"
+    arb.on_connection(2, True, 0)
+    arb.on_snapshot(DepthSnapshot("kraken", "BTC/USD", -1, (("99", "1"),), (), 9_000_000, 2), 0)
+    (delta, *_) = arb.on_connection(1, False, 0)
+    assert isinstance(delta, BookDelta) and delta.venue_id == 9, "at its snapshot: when received"
