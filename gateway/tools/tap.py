@@ -68,6 +68,7 @@ from gateway.tools.runtime import (
     int_at_least,
     url_and_token,
 )
+from gateway.tools.top import gateway_urls
 from gateway.wire.protocol import (
     Delta,
     Error,
@@ -481,7 +482,9 @@ async def _status_lines(tap: Tap, out: TextIO, interval_s: float = 1.0) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``tap``; :func:`main` takes the namespace they produce."""
     parser.add_argument(
-        "url", help="gateway subscriber URL, e.g. ws://127.0.0.1:8765/ or unix:/run/mdgateway.sock"
+        "url",
+        help="the gateway's URL, e.g. ws://127.0.0.1:8765/, http://127.0.0.1:8765 (as top "
+        "takes it) or unix:/run/mdgateway.sock",
     )
     parser.add_argument(
         "--symbol", required=True, metavar="KEY", help="symbol key, e.g. binance:BTCUSDT"
@@ -503,6 +506,8 @@ async def run_tap(args: argparse.Namespace, stop: asyncio.Event | None = None) -
     while it runs when stdout is a terminal), errors on stderr; returns the exit code."""
     try:
         url, token = url_and_token(args)
+        # Any form top takes: http(s)://, ws(s)://, HOST:PORT, unix:PATH.
+        url = gateway_urls(url, token).ws_url
     except UsageError as exc:
         print(f"mdgateway tap: error: {exc}", file=sys.stderr)
         return 2

@@ -257,6 +257,23 @@ async def test_an_unreachable_gateway_is_a_usage_error(capsys: pytest.CaptureFix
     assert "cannot connect to ws://desk:***@127.0.0.1:9/" in err and "hunter2" not in err
 
 
+async def test_the_gateway_is_named_in_any_form_top_takes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _view, fanout = live_fanout([("100.00", "1")], [("100.50", "1")])
+    async with serving(fanout):
+        for given in (
+            f"http://127.0.0.1:{fanout.port}",
+            f"127.0.0.1:{fanout.port}",
+            f"ws://127.0.0.1:{fanout.port}/healthz",
+        ):
+            assert await run_tap(_args(given, KEY, 0.1)) == 0, given
+            report = json.loads(capsys.readouterr().out)
+            assert report["snapshots"] == 1 and report["symbol"] == KEY
+    assert await run_tap(_args("mailto:someone", KEY, 0.1)) == 2
+    assert "expected the gateway's base URL" in capsys.readouterr().err
+
+
 TOKEN = "tap-token-0123456789"
 
 
