@@ -46,10 +46,11 @@ async def _run_service(config: Config, capture_dir: Path | None = None) -> int:
         tasks.create_task(service.run(ready))
         await ready.wait()
         logging.getLogger("mdgateway").info(
-            "gateway ready: ws://%s:%d, %d symbols",
+            "gateway ready: ws://%s:%d, %d symbol%s",
             config.server.host,
             service.port,
             len(service.books),
+            "" if len(service.books) == 1 else "s",
         )
     return 0
 
