@@ -22,6 +22,9 @@ Level = tuple[str, str]
 #: (:meth:`gateway.core.pipeline.VenuePipeline.stop`), and of the close (1001) every
 #: subscriber gets after those statuses (:data:`gateway.wire.protocol.GOING_AWAY_REASON`).
 STOPPING_REASON: Final = "the gateway is stopping"
+#: The reason of a symbol still in its first state (``syncing``), before any status of it
+#: was published: shown in ``/healthz`` and the ``status`` sent to its subscribers.
+STARTING_REASON: Final = "no book yet: the gateway is connecting to the venue"
 
 
 def symbol_key(venue: str, symbol: str) -> str:

@@ -55,6 +55,7 @@ from gateway.core.book import L2Book
 from gateway.core.depth import depth_bounds, depth_delta
 from gateway.core.flow import WRITE, FlowAction, FlowPolicy, FlowState, SubscriberFlow
 from gateway.core.model import (
+    STARTING_REASON,
     BookDelta,
     BookReset,
     GatewayEvent,
@@ -598,7 +599,7 @@ class Fanout:
     def _status(self, key: str, state: SymbolState) -> Status:
         """The ``status`` of ``key`` in ``state``, with its last reason and since when."""
         since_ns = self._since_ns.get(key, self._started_ns)
-        return Status(key, state, self._reasons.get(key, ""), since_ns)
+        return Status(key, state, self._reasons.get(key, STARTING_REASON), since_ns)
 
     def _send_trade(self, event: TradeOut) -> None:
         """The ``trade``, numbered in the symbol's trade stream (every trade, subscribed or

@@ -16,7 +16,7 @@ import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
-from gateway.core.model import SymbolState
+from gateway.core.model import STARTING_REASON, SymbolState
 from gateway.wire.protocol import PROTOCOL_VERSION
 
 
@@ -65,7 +65,8 @@ def health_document(
     since_ns: Mapping[str, int] | None = None,
 ) -> Health:
     """Healthy unless at least ``not_live_share`` of ``symbols`` are not live (no
-    symbols: healthy). ``reasons``: each symbol's last status reason; ``since_ns``: when
+    symbols: healthy). ``reasons``: each symbol's last status reason (none yet:
+    :data:`~gateway.core.model.STARTING_REASON`); ``since_ns``: when
     each entered its state (wall clock ns), where known."""
     states = list(symbols)
     since = since_ns or {}
@@ -75,7 +76,7 @@ def health_document(
             entry: dict[str, object] = {
                 "symbol": key,
                 "state": state,
-                "reason": reasons.get(key, ""),
+                "reason": reasons.get(key, STARTING_REASON),
             }
             if key in since:
                 entry["since_ns"] = since[key]

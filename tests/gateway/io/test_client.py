@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection, unix_serve
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Request, Response
 
-from gateway.core.model import Side, SymbolState
+from gateway.core.model import STARTING_REASON, Side, SymbolState
 from gateway.io.changes import StateChanges
 from gateway.io.client import (
     GATEWAY_STOPPED,
@@ -171,7 +171,7 @@ async def test_client_yields_consistent_books_and_recovers_from_a_gap(
             (LIVE, "snapshot applied"),
         ]
         assert consumer.statuses(KEY2) == [
-            (SymbolState.SYNCING, ""),
+            (SymbolState.SYNCING, STARTING_REASON),
             (LIVE, "snapshot applied"),
         ]
 

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Frame, Opcode
 
 from gateway.core.book import L2Book
-from gateway.core.model import Side, SymbolState
+from gateway.core.model import STARTING_REASON, Side, SymbolState
 from gateway.io import fanout as fanout_module
 from gateway.io.fanout import Fanout, build_frame
 from gateway.wire.config import ServerConfig
@@ -78,7 +78,9 @@ async def test_two_subscribers_get_identical_bytes_and_a_consistent_stream() -> 
             for client in (a, b):
                 await client.send(sub([KEY]))
                 assert await client.message() == Subscribed([KEY], ["book"], fanout.instance)
-                assert plain(await client.message()) == Status(KEY, SymbolState.SYNCING, "")
+                assert plain(await client.message()) == Status(
+                    KEY, SymbolState.SYNCING, STARTING_REASON
+                )
             # No book yet: the snapshot comes with the BookReset.
             fanout.publish(view.reset(KEY, BIDS, ASKS))
             deltas = [
@@ -256,7 +258,7 @@ async def test_channels_formats_requests_and_errors() -> None:
         await ws.send('{"op":"resync","symbol":"binance:BTCUSDT"}')
         assert isinstance(decode_server_message(await ws.recv()), Subscribed)
         assert plain(decode_server_message(await ws.recv())) == Status(
-            KEY2, SymbolState.SYNCING, ""
+            KEY2, SymbolState.SYNCING, STARTING_REASON
         )
         err = decode_server_message(await ws.recv())
         assert isinstance(err, Error) and err.typed_code is ErrorCode.NOT_SUBSCRIBED  # bbo only
@@ -603,7 +605,7 @@ async def test_a_status_says_since_when_the_symbol_is_in_its_state() -> None:
             assert isinstance(await client.message(), Subscribed)
             first = await client.message()
             # Still in its first state: since the fan-out started.
-            assert first == Status(KEY, SymbolState.SYNCING, "", 1_000)
+            assert first == Status(KEY, SymbolState.SYNCING, STARTING_REASON, 1_000)
             now_ns[0] = 5_000
             fanout.publish([view.status(KEY, SymbolState.STALE, "every upstream down")])
             assert await client.message() == Status(

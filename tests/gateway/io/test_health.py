@@ -7,7 +7,7 @@ import http
 import msgspec
 import pytest
 
-from gateway.core.model import SymbolState
+from gateway.core.model import STARTING_REASON, SymbolState
 from gateway.io.health import health_document
 
 LIVE, STALE, SYNCING = SymbolState.LIVE, SymbolState.STALE, SymbolState.SYNCING
@@ -54,7 +54,7 @@ def test_the_answer_names_every_symbol_not_live_with_its_state_and_reason() -> N
     assert (doc["live"], doc["total"], doc["not_live_share_limit"]) == (1, 3, 0.5)
     assert doc["not_live"] == [
         {"symbol": "binance:S1", "state": "stale", "reason": "every upstream connection down"},
-        {"symbol": "binance:S2", "state": "syncing", "reason": ""},
+        {"symbol": "binance:S2", "state": "syncing", "reason": STARTING_REASON},
     ]
     assert [s["state"] for s in doc["symbols"]] == ["live", "stale", "syncing"]
     ok = health_document(symbols, reasons, 3, 1.0).answer()
