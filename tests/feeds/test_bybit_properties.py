@@ -25,6 +25,8 @@ from gateway.core.arbiter import ArbiterLimits
 from gateway.core.model import DepthDiff, DepthSnapshot, Level, SnapshotWanted, SymbolState
 from gateway.core.sequenced import SequencedBook
 
+from .streams import interleaved
+
 SYMBOL = "BTCUSDT"
 KEY = f"{LINEAR}:{SYMBOL}"
 BID_PRICES = [f"{p}.0" for p in range(90, 100)]
@@ -114,13 +116,7 @@ def schedules(draw: st.DrawFn, venue: Venue) -> list[tuple[int, Message]]:
         copies.append(copy)
     # Every connection's subscription was answered before the first restart (a connection
     # heard from in no sequence yet cannot tell whose its first snapshot is).
-    schedule: list[tuple[int, Message]] = [(c, copies[c][0]) for c in range(n_conns)]
-    cursors = [1] * n_conns
-    while any(cursors[c] < len(copies[c]) for c in range(n_conns)):
-        c = draw(st.sampled_from([c for c in range(n_conns) if cursors[c] < len(copies[c])]))
-        schedule.append((c, copies[c][cursors[c]]))
-        cursors[c] += 1
-    return schedule
+    return interleaved(draw, copies)
 
 
 def _event(conn: int, m: Message) -> DepthDiff | DepthSnapshot:

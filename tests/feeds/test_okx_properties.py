@@ -33,6 +33,8 @@ from gateway.core.arbiter import ArbiterLimits
 from gateway.core.model import DepthDiff, DepthSnapshot, SnapshotWanted, SymbolState
 from gateway.core.sequenced import SequencedBook
 
+from .streams import interleaved
+
 INST = "BTC-USDT"
 KEY = f"{okx.VENUE}:{INST}"
 #: 30 levels a side, deeper than the checksum's 25, prices in the venue's plain forms.
@@ -154,12 +156,7 @@ def test_a_live_okx_book_is_the_venues_with_resets_and_keepalives(data: st.DataO
         [i for i in indices if i == 0 or c == 0 or not _dropped(data, venue.messages[i][0])]
         for c in range(n_conns)
     ]
-    schedule = [(c, copies[c][0]) for c in range(n_conns)]
-    cursors = [1] * n_conns
-    while any(cursors[c] < len(copies[c]) for c in range(n_conns)):
-        c = data.draw(st.sampled_from([c for c in range(n_conns) if cursors[c] < len(copies[c])]))
-        schedule.append((c, copies[c][cursors[c]]))
-        cursors[c] += 1
+    schedule = interleaved(data.draw, copies)
 
     arb = SequencedBook(
         KEY,
