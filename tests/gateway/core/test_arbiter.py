@@ -389,6 +389,20 @@ def test_a_silent_connections_old_ids_below_the_new_book_are_never_applied() -> 
     assert (arb.stats.gaps, arb.stats.resyncs, arb.stats.venue_resets) == (0, 0, 1)
 
 
+def test_a_silent_connection_stays_behind_a_reset_until_it_reconnects() -> None:
+    arb = synced(100, conns=(0,))
+    arb.on_connection(1, True, 0)
+    arb.on_snapshot(inband(1, [("50", "1")], conn=0, reset=True), 0)
+    arb.on_connection(0, False, 0)
+    # Alone, it is still not heard: its old sequence's snapshot is not a jump.
+    assert arb.on_snapshot(inband(101, [("99", "1")], conn=1), 0) == []
+    assert arb.applied_id == 1 and arb.stats.jumps == 0
+    arb.on_connection(1, False, 0)
+    arb.on_connection(1, True, 0)
+    assert kinds(arb.on_snapshot(inband(5, [("55", "1")], conn=1), 0)) == ["BookDelta"]
+    assert arb.applied_id == 5 and arb.stats.jumps == 1
+
+
 def test_connections_behind_a_reset_are_heard_again_once_none_up_delivered_it() -> None:
     arb = synced(100, conns=(0, 1))
     arb.on_diff(diff(101, 101, conn=1, bids=[("99", "1")]), 0)
