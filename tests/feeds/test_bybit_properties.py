@@ -23,16 +23,16 @@ from hypothesis import strategies as st
 from feeds.bybit import LINEAR, BybitRule
 from gateway.core.arbiter import ArbiterLimits
 from gateway.core.model import (
+    ArbiterEvent,
     DepthDiff,
     DepthSnapshot,
     Level,
-    ReconnectWanted,
     SnapshotWanted,
     SymbolState,
 )
 from gateway.core.sequenced import SequencedBook
 
-from .streams import interleaved
+from .streams import LateSubscriptions, interleaved
 
 SYMBOL = "BTCUSDT"
 KEY = f"{LINEAR}:{SYMBOL}"
@@ -75,6 +75,8 @@ class Venue:
     levels: list[tuple[tuple[Level, ...], tuple[Level, ...]]]
 
 
+#: Whether a connection past the first keeps a delta.
+_kept = st.integers(0, 5).map(bool)
 level_change = st.tuples(st.booleans(), st.integers(0, 9), st.integers(0, len(QTYS) - 1))
 
 
@@ -122,9 +124,7 @@ def schedules(draw: st.DrawFn, venue: Venue) -> list[tuple[int, Message]]:
     n_conns = draw(st.integers(2, 3))
     copies: list[list[Message]] = []
     for conn in range(n_conns):
-        copy = [
-            m for m in venue.messages if m.snapshot or conn == 0 or draw(st.integers(0, 5)) != 0
-        ]
+        copy = [m for m in venue.messages if m.snapshot or conn == 0 or draw(_kept)]
         copies.append(copy)
     # Every connection's subscription was answered before the first restart (a connection
     # heard from in no sequence yet cannot tell whose its first snapshot is).
@@ -149,15 +149,27 @@ def test_a_live_bybit_book_is_the_venues_in_its_newest_sequence(data: st.DataObj
     newest = 0
     for conn, message in schedule:
         newest = max(newest, message.sequence)
-        event = _event(conn, message)
-        if isinstance(event, DepthSnapshot):
-            out = arb.on_snapshot(event, 0)
-        else:
-            out = arb.on_diff(event, 0)
-        assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
-        if arb.state is SymbolState.LIVE:
-            truth = venue.books.get((newest, arb.applied_id))
-            assert arb.book.normalized() == truth, "live but not the venue's book"
+        _deliver(arb, conn, message)
+        _check_live(arb, venue, newest)
+    _check_end(arb, venue)
+
+
+def _deliver(arb: SequencedBook, conn: int, message: Message) -> list[ArbiterEvent]:
+    """``message`` from ``conn``: no update is lost on every connection, so no resync."""
+    event = _event(conn, message)
+    out = arb.on_snapshot(event, 0) if isinstance(event, DepthSnapshot) else arb.on_diff(event, 0)
+    assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
+    return out
+
+
+def _check_live(arb: SequencedBook, venue: Venue, newest: int) -> None:
+    """A live book is the venue's at its ``u`` in the newest sequence delivered."""
+    if arb.state is SymbolState.LIVE:
+        truth = venue.books.get((newest, arb.applied_id))
+        assert arb.book.normalized() == truth, "live but not the venue's book"
+
+
+def _check_end(arb: SequencedBook, venue: Venue) -> None:
     last = venue.messages[-1]
     assert arb.state is SymbolState.LIVE
     assert (arb.applied_id, arb.book.normalized()) == (last.u, venue.books[last.sequence, last.u])
@@ -175,60 +187,28 @@ def _subscribed(venue: Venue, index: int) -> Message:
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_a_live_bybit_book_is_the_venues_with_late_subscriptions(data: st.DataObject) -> None:
-    """Connections past the first are up from the start but their subscriptions are answered
-    at any message before the next restart the book has not seen, so a slow one's first
-    snapshot may be of a sequence the book has left; a connection the book asks to
-    reconnect subscribes again, answered where the venue is."""
+    """Subscriptions answered late, before or after a restart the book saw
+    (:class:`LateSubscriptions`); connections past the first lose some deltas."""
     venue = data.draw(venues())
-    n_conns = data.draw(st.integers(2, 3))
     indices = range(len(venue.messages))
-    restarts = [i for i in indices if i > 0 and venue.messages[i].snapshot]
 
     def subscription(at: int) -> list[tuple[int, Message]]:
         later = [(i, venue.messages[i]) for i in indices if i > at]
-        kept = [(i, m) for i, m in later if m.snapshot or data.draw(st.integers(0, 5)) != 0]
+        kept = [(i, m) for i, m in later if m.snapshot or data.draw(_kept)]
         return [(at, _subscribed(venue, at)), *kept]
 
-    queues = [[(i, venue.messages[i]) for i in indices]]
-    #: Connections whose subscription is not answered yet.
-    unanswered = set(range(1, n_conns))
-    queues += [[(0, venue.messages[0])] for _ in unanswered]  # placeholders
+    restarts = [i for i in indices if i > 0 and venue.messages[i].snapshot]
+    first = [(i, venue.messages[i]) for i in indices]
+    conns = LateSubscriptions(
+        data.draw, data.draw(st.integers(2, 3)), first, restarts, subscription
+    )
     arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
-    for conn in range(n_conns):
-        arb.on_connection(conn, True, 0)
-    newest = position = 0
-    conn = 0  # the first connection's subscription is answered first
-    while True:
-        if conn in unanswered:
-            # Answered at any message up to the next restart no connection delivered (a
-            # subscription answered in a sequence the book has not heard of is not modelled).
-            unanswered.discard(conn)
-            upto = next((i - 1 for i in restarts if i > position), len(venue.messages) - 1)
-            queues[conn] = subscription(data.draw(st.integers(0, upto)))
-        index, message = queues[conn].pop(0)
+    conns.connect(arb)
+    newest = 0
+    while (delivery := conns.next()) is not None:
+        conn, index, message = delivery
         note(f"conn {conn}: #{index} {message}")
         newest = max(newest, message.sequence)
-        position = max(position, index)
-        event = _event(conn, message)
-        if isinstance(event, DepthSnapshot):
-            out = arb.on_snapshot(event, 0)
-        else:
-            out = arb.on_diff(event, 0)
-        assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
-        for reopen in (e.conn_id for e in out if isinstance(e, ReconnectWanted)):
-            note(f"conn {reopen} reconnects at #{position}")
-            arb.on_connection(reopen, False, 0)
-            arb.on_connection(reopen, True, 0)
-            queues[reopen] = subscription(position)
-            unanswered.discard(reopen)
-        if arb.state is SymbolState.LIVE:
-            truth = venue.books.get((newest, arb.applied_id))
-            assert arb.book.normalized() == truth, "live but not the venue's book"
-        left = [c for c in range(n_conns) if queues[c]]
-        if not left:
-            break
-        conn = data.draw(st.sampled_from(left))
-    last = venue.messages[-1]
-    assert arb.state is SymbolState.LIVE
-    assert (arb.applied_id, arb.book.normalized()) == (last.u, venue.books[last.sequence, last.u])
-    assert arb.stats.gaps == arb.stats.resyncs == 0
+        conns.reopen(arb, _deliver(arb, conn, message), 0)
+        _check_live(arb, venue, newest)
+    _check_end(arb, venue)
