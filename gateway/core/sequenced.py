@@ -774,7 +774,7 @@ class SequencedBook:
                 behind[other] = _Behind(1, -1, silent=True)
                 reason = f"silent until a venue reset on conn {conn_id}: sequence unknown"
                 self._warn(("silent at reset", other), now_ns, "conn %d %s", other, reason)
-                out.append(ReconnectWanted(self.key, other, reason))
+                out.append(ReconnectWanted(self.key, other, reason, fault=False))
 
     def _before_reset(self, conn_id: int, last_id: int) -> bool:
         """True when ``last_id`` from ``conn_id`` is of a sequence before the venue reset
