@@ -570,7 +570,7 @@ class SequencedBook:
         self.applied_id = self._snapshot_id = snap.last_id
         self._behind_since_ns = -1
         self._loaded(snap)
-        if not self._drain_after_snapshot(now_ns):
+        if not self._drain_after_snapshot(out, now_ns):
             reason = "checksum mismatch after the snapshot"
             self._sync(SyncEvent.SNAPSHOT_BROKEN, out, reason=reason)
             return out
@@ -956,14 +956,15 @@ class SequencedBook:
             self._sync(SyncEvent.HOLE_CLOSED, out)
         return True
 
-    def _drain_after_snapshot(self, now_ns: int) -> bool:
+    def _drain_after_snapshot(self, out: list[ArbiterEvent], now_ns: int) -> bool:
         """Apply buffered updates to the freshly loaded book without publishing them: the
         BookReset that follows publishes the book as it stands after them. False when one
-        of them broke the book."""
+        of them broke the book. Connections to reopen (a reset among them) are in ``out``."""
         discard: list[ArbiterEvent] = []
         seq = self.seq
         intact = self._drain(discard, now_ns, building=True)
         self.seq = seq
+        out.extend(e for e in discard if isinstance(e, ReconnectWanted))
         return intact
 
     def _drop(self, diff: DepthDiff) -> None:
