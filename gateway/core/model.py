@@ -256,12 +256,15 @@ class BookCrossed(msgspec.Struct, frozen=True, gc=False):
 
 
 class ReconnectWanted(msgspec.Struct, frozen=True, gc=False):
-    """Connection ``conn_id`` delivered a copy that the others contradict (implausible ids
-    its own stream went back on): that connection must be closed and opened again."""
+    """Connection ``conn_id`` must be closed and opened again: it delivered a copy that the
+    others contradict (implausible ids its own stream went back on), or (``fault`` False:
+    nothing is counted against it) it was silent when a venue reset was declared, so the
+    sequence of what it delivers is unknown."""
 
     key: str
     conn_id: int
     reason: str
+    fault: bool = True
 
 
 #: What subscribers get: the publications of the pipeline, handed to the fan-out.

@@ -102,8 +102,9 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
     """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice;
-    ``renew``: a healthy connection, renewed make-before-break), or its copies disagree
-    with the other connections' (an arbiter's ReconnectWanted: closed at once)."""
+    ``renew``: a healthy connection, renewed make-before-break), or an arbiter's
+    ReconnectWanted (closed at once): its copies disagree with the other connections', or
+    it was silent when a venue reset was declared."""
 
     conn_id: int
     renew: bool = False
@@ -629,7 +630,9 @@ class VenuePipeline:
             elif isinstance(event, BookCrossed):
                 self._crossed(event, now_ns)
             elif isinstance(event, ReconnectWanted):
-                self.faults_by_conn[event.conn_id] = self.faults_by_conn.get(event.conn_id, 0) + 1
+                if event.fault:
+                    faults = self.faults_by_conn.get(event.conn_id, 0)
+                    self.faults_by_conn[event.conn_id] = faults + 1
                 self._reconnect(event.conn_id, step)
             else:
                 publications.append(event)

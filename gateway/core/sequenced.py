@@ -41,7 +41,12 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
 - after a reset the venue declares (a Bybit snapshot with ``u == 1``, an OKX update whose
   ids go back), a connection that had delivered ids and has not yet delivered its copy of
   it is behind: what it delivers at or above its latest id is of the old sequence, dropped
-  as stale (neither buffered, a jump, nor counted as ids past a hole).
+  as stale (neither buffered, a jump, nor counted as ids past a hole). A connection up but
+  silent until the reset cannot tell which sequence its first message is of (its
+  subscription may have been answered before the reset): it is behind at no known id,
+  everything it delivers dropped until it delivers a reset, and a
+  :class:`~gateway.core.model.ReconnectWanted` is given for it (a subscription made once
+  the book saw the reset is answered in the new sequence).
 
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
 :mod:`gateway.core.transitions`) say what each outcome does:
@@ -345,8 +350,11 @@ class _Behind:
 
     #: How many venue resets it lags.
     resets: int
-    #: The latest id it delivered, in the sequence it is still in.
+    #: The latest id it delivered, in the sequence it is still in (-1: none yet).
     high: int
+    #: It was silent when the reset was declared: it may be in either sequence, and was
+    #: asked to reconnect.
+    silent: bool = False
 
 
 def _first_id(diff: DepthDiff) -> int:
@@ -468,10 +476,13 @@ class SequencedBook:
             return out
         self._conn_high.pop(conn_id, None)
         self._behind_reset.pop(conn_id, None)
-        if self._behind_reset and self._behind_reset.keys() >= self._conn_high.keys():
+        behind = self._behind_reset
+        if behind and behind.keys() >= self._conn_high.keys():
             # No connection up delivered the reset: the others are heard again as they
-            # come (their ids lead to a gap or a reset, not to a frozen book).
-            self._behind_reset.clear()
+            # come (their ids lead to a gap or a reset, not to a frozen book). A silent
+            # one's may be of either sequence: it stays behind until it reconnects.
+            for other in [c for c, lagging in behind.items() if not lagging.silent]:
+                del behind[other]
         if not self._conn_high:
             self._status(StatusEvent.ALL_DOWN, ALL_DOWN_REASON, out)
         self._check_hole(now_ns, out)
@@ -559,7 +570,7 @@ class SequencedBook:
         self.applied_id = self._snapshot_id = snap.last_id
         self._behind_since_ns = -1
         self._loaded(snap)
-        if not self._drain_after_snapshot(now_ns):
+        if not self._drain_after_snapshot(out, now_ns):
             reason = "checksum mismatch after the snapshot"
             self._sync(SyncEvent.SNAPSHOT_BROKEN, out, reason=reason)
             return out
@@ -708,7 +719,7 @@ class SequencedBook:
             if self.sync is Sync.HOLE:
                 self._sync(SyncEvent.HOLE_CLOSED, out)
             self._last_reset = snap
-            self._left_behind(snap.conn_id)
+            self._left_behind(snap.conn_id, out, now_ns)
             self._sequence_restarted(snap.conn_id)
         elif snap.conn_id < 0 or snap.last_id <= self.applied_id:
             self.stats.snapshots_unused += 1
@@ -744,10 +755,12 @@ class SequencedBook:
         self._drain(out, now_ns)
         self._check_hole(snap.recv_ns, out)
 
-    def _left_behind(self, conn_id: int) -> None:
+    def _left_behind(self, conn_id: int, out: list[ArbiterEvent], now_ns: int) -> None:
         """``conn_id`` delivered a venue reset first (a snapshot that declares it, or an
-        update whose ids go back: OKX ``seqId < prevSeqId``): every other connection that
-        delivered ids lags one reset more until it delivers its own copy."""
+        update whose ids go back: OKX ``seqId < prevSeqId``): every other connection lags
+        one reset more until it delivers its own copy. One silent until now (up, nothing
+        delivered since it came up) may have been answered in either sequence: nothing it
+        delivers is trusted, and it is asked to reconnect."""
         behind = self._behind_reset
         for other, high in self._conn_high.items():
             if other == conn_id:
@@ -757,6 +770,11 @@ class SequencedBook:
                 lagging.resets += 1
             elif high >= 0:
                 behind[other] = _Behind(1, high)
+            else:
+                behind[other] = _Behind(1, -1, silent=True)
+                reason = f"silent until a venue reset on conn {conn_id}: sequence unknown"
+                self._warn(("silent at reset", other), now_ns, "conn %d %s", other, reason)
+                out.append(ReconnectWanted(self.key, other, reason, fault=False))
 
     def _before_reset(self, conn_id: int, last_id: int) -> bool:
         """True when ``last_id`` from ``conn_id`` is of a sequence before the venue reset
@@ -836,7 +854,7 @@ class SequencedBook:
             )
             return _Applied.REJECTED
         if diff.last_id < self.applied_id:
-            self._left_behind(diff.conn_id)
+            self._left_behind(diff.conn_id, out, now_ns)
             self._sequence_restarted(diff.conn_id)
         self.applied_id = diff.last_id
         self.seq += 1
@@ -938,14 +956,15 @@ class SequencedBook:
             self._sync(SyncEvent.HOLE_CLOSED, out)
         return True
 
-    def _drain_after_snapshot(self, now_ns: int) -> bool:
+    def _drain_after_snapshot(self, out: list[ArbiterEvent], now_ns: int) -> bool:
         """Apply buffered updates to the freshly loaded book without publishing them: the
         BookReset that follows publishes the book as it stands after them. False when one
-        of them broke the book."""
+        of them broke the book. Connections to reopen (a reset among them) are in ``out``."""
         discard: list[ArbiterEvent] = []
         seq = self.seq
         intact = self._drain(discard, now_ns, building=True)
         self.seq = seq
+        out.extend(e for e in discard if isinstance(e, ReconnectWanted))
         return intact
 
     def _drop(self, diff: DepthDiff) -> None:

@@ -17,13 +17,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from feeds.bybit import LINEAR, BybitRule
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.model import DepthDiff, DepthSnapshot, Level, SnapshotWanted, SymbolState
+from gateway.core.model import (
+    ArbiterEvent,
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    SnapshotWanted,
+    SymbolState,
+)
 from gateway.core.sequenced import SequencedBook
+
+from .streams import LateSubscriptions, interleaved
 
 SYMBOL = "BTCUSDT"
 KEY = f"{LINEAR}:{SYMBOL}"
@@ -62,8 +71,12 @@ class Venue:
     messages: list[Message]
     #: The venue's book after each (sequence, u).
     books: dict[tuple[int, int], tuple[tuple[tuple[float, float], ...], ...]]
+    #: Its levels as the venue spells them, after each message.
+    levels: list[tuple[tuple[Level, ...], tuple[Level, ...]]]
 
 
+#: Whether a connection past the first keeps a delta.
+_kept = st.integers(0, 5).map(bool)
 level_change = st.tuples(st.booleans(), st.integers(0, 9), st.integers(0, len(QTYS) - 1))
 
 
@@ -73,6 +86,7 @@ def venues(draw: st.DrawFn) -> Venue:
     restart snapshot at ``u == 1``; deltas change one level each."""
     messages: list[Message] = []
     books: dict[tuple[int, int], tuple[tuple[tuple[float, float], ...], ...]] = {}
+    levels: list[tuple[tuple[Level, ...], tuple[Level, ...]]] = []
     n_sequences = draw(st.integers(1, 3))
     for sequence in range(n_sequences):
         u = draw(st.integers(2, 30)) if sequence == 0 else 1
@@ -83,6 +97,7 @@ def venues(draw: st.DrawFn) -> Venue:
         messages.append(
             Message(sequence, u, tuple(bids.items()), tuple(asks.items()), snapshot=True)
         )
+        levels.append((tuple(bids.items()), tuple(asks.items())))
         for is_bid, price_index, qty_index in draw(st.lists(level_change, max_size=25)):
             u += 1
             price = (BID_PRICES if is_bid else ASK_PRICES)[price_index]
@@ -97,7 +112,8 @@ def venues(draw: st.DrawFn) -> Venue:
                 Message(sequence, u, level if is_bid else (), () if is_bid else level, False)
             )
             books[sequence, u] = _normalized(book)
-    return Venue(messages, books)
+            levels.append((tuple(bids.items()), tuple(asks.items())))
+    return Venue(messages, books, levels)
 
 
 @st.composite
@@ -108,19 +124,11 @@ def schedules(draw: st.DrawFn, venue: Venue) -> list[tuple[int, Message]]:
     n_conns = draw(st.integers(2, 3))
     copies: list[list[Message]] = []
     for conn in range(n_conns):
-        copy = [
-            m for m in venue.messages if m.snapshot or conn == 0 or draw(st.integers(0, 5)) != 0
-        ]
+        copy = [m for m in venue.messages if m.snapshot or conn == 0 or draw(_kept)]
         copies.append(copy)
     # Every connection's subscription was answered before the first restart (a connection
     # heard from in no sequence yet cannot tell whose its first snapshot is).
-    schedule: list[tuple[int, Message]] = [(c, copies[c][0]) for c in range(n_conns)]
-    cursors = [1] * n_conns
-    while any(cursors[c] < len(copies[c]) for c in range(n_conns)):
-        c = draw(st.sampled_from([c for c in range(n_conns) if cursors[c] < len(copies[c])]))
-        schedule.append((c, copies[c][cursors[c]]))
-        cursors[c] += 1
-    return schedule
+    return interleaved(draw, copies)
 
 
 def _event(conn: int, m: Message) -> DepthDiff | DepthSnapshot:
@@ -141,16 +149,66 @@ def test_a_live_bybit_book_is_the_venues_in_its_newest_sequence(data: st.DataObj
     newest = 0
     for conn, message in schedule:
         newest = max(newest, message.sequence)
-        event = _event(conn, message)
-        if isinstance(event, DepthSnapshot):
-            out = arb.on_snapshot(event, 0)
-        else:
-            out = arb.on_diff(event, 0)
-        assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
-        if arb.state is SymbolState.LIVE:
-            truth = venue.books.get((newest, arb.applied_id))
-            assert arb.book.normalized() == truth, "live but not the venue's book"
+        _deliver(arb, conn, message)
+        _check_live(arb, venue, newest)
+    _check_end(arb, venue)
+
+
+def _deliver(arb: SequencedBook, conn: int, message: Message) -> list[ArbiterEvent]:
+    """``message`` from ``conn``: no update is lost on every connection, so no resync."""
+    event = _event(conn, message)
+    out = arb.on_snapshot(event, 0) if isinstance(event, DepthSnapshot) else arb.on_diff(event, 0)
+    assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
+    return out
+
+
+def _check_live(arb: SequencedBook, venue: Venue, newest: int) -> None:
+    """A live book is the venue's at its ``u`` in the newest sequence delivered."""
+    if arb.state is SymbolState.LIVE:
+        truth = venue.books.get((newest, arb.applied_id))
+        assert arb.book.normalized() == truth, "live but not the venue's book"
+
+
+def _check_end(arb: SequencedBook, venue: Venue) -> None:
     last = venue.messages[-1]
     assert arb.state is SymbolState.LIVE
     assert (arb.applied_id, arb.book.normalized()) == (last.u, venue.books[last.sequence, last.u])
     assert arb.stats.gaps == arb.stats.resyncs == 0
+
+
+def _subscribed(venue: Venue, index: int) -> Message:
+    """The snapshot that answers a subscription made when the venue was at message
+    ``index``: its book then, in its sequence."""
+    m = venue.messages[index]
+    bids, asks = venue.levels[index]
+    return Message(m.sequence, m.u, bids, asks, snapshot=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_live_bybit_book_is_the_venues_with_late_subscriptions(data: st.DataObject) -> None:
+    """Subscriptions answered late, before or after a restart the book saw
+    (:class:`LateSubscriptions`); connections past the first lose some deltas."""
+    venue = data.draw(venues())
+    indices = range(len(venue.messages))
+
+    def subscription(at: int) -> list[tuple[int, Message]]:
+        later = [(i, venue.messages[i]) for i in indices if i > at]
+        kept = [(i, m) for i, m in later if m.snapshot or data.draw(_kept)]
+        return [(at, _subscribed(venue, at)), *kept]
+
+    restarts = [i for i in indices if i > 0 and venue.messages[i].snapshot]
+    first = [(i, venue.messages[i]) for i in indices]
+    conns = LateSubscriptions(
+        data.draw, data.draw(st.integers(2, 3)), first, restarts, subscription
+    )
+    arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
+    conns.connect(arb)
+    newest = 0
+    while (delivery := conns.next()) is not None:
+        conn, index, message = delivery
+        note(f"conn {conn}: #{index} {message}")
+        newest = max(newest, message.sequence)
+        conns.reopen(arb, _deliver(arb, conn, message), 0)
+        _check_live(arb, venue, newest)
+    _check_end(arb, venue)

@@ -28,6 +28,7 @@ from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Level,
+    ReconnectWanted,
     Side,
     SnapshotWanted,
     StatusChange,
@@ -969,3 +970,19 @@ def test_module_is_pure() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_reset_buffered_before_the_snapshot_reopens_a_connection_silent_until_then() -> None:
+    """Connection 1's 10→11 and reset 11→3 wait for the snapshot; applied after it, the
+    reset leaves connection 2, up and silent, of unknown sequence: it is reopened."""
+    book = SequencedBook(KEY, okx.OkxRule(), checksum=okx.book_checksum)
+    for conn in (0, 1, 2):
+        book.on_connection(conn, True, 0)
+    book.on_diff(_diff(10, 11, conn=1, bids=[("100", "2")]), 0)
+    book.on_diff(_diff(11, 3, conn=1, bids=[("99", "5")]), 0)
+    out = book.on_snapshot(_snapshot(10, [("100", "1")], [("101", "1")]), 0)
+    assert book.applied_id == 3 and book.pending == 0
+    assert [e.conn_id for e in out if isinstance(e, ReconnectWanted)] == [2]
+    # Connection 2's subscription was answered before the reset: not a jump.
+    assert book.on_snapshot(_snapshot(11, [("100", "2")], [("101", "1")], conn=2), 0) == []
+    assert book.applied_id == 3 and book.stats.jumps == 0

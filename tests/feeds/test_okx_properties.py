@@ -30,8 +30,16 @@ from hypothesis import strategies as st
 
 from feeds import okx
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.model import DepthDiff, DepthSnapshot, SnapshotWanted, SymbolState
+from gateway.core.model import (
+    ArbiterEvent,
+    DepthDiff,
+    DepthSnapshot,
+    SnapshotWanted,
+    SymbolState,
+)
 from gateway.core.sequenced import SequencedBook
+
+from .streams import LateSubscriptions, interleaved
 
 INST = "BTC-USDT"
 KEY = f"{okx.VENUE}:{INST}"
@@ -75,6 +83,8 @@ class Venue:
     messages: list[tuple[dict[str, object], bool]]
     #: The book after each message.
     books: list[Normal]
+    #: Its levels as the venue spells them (bids, asks), after each message.
+    levels: list[tuple[dict[str, str], dict[str, str]]]
 
     def seq_id(self, index: int) -> int:
         return int(str(self.messages[index][0]["seqId"]))
@@ -105,6 +115,7 @@ def venues(draw: st.DrawFn) -> Venue:
     snapshot_a = [[p, q, "0", "1"] for p, q in _best_first(asks, False)]
     messages = [(data(-1, snapshot_b, snapshot_a), True)]
     books = [_normal(bids, asks)]
+    levels = [(dict(bids), dict(asks))]
     for changes, step, reset_roll in draw(st.lists(update, max_size=30)):
         prev = seq
         if reset_roll == 0:
@@ -124,7 +135,8 @@ def venues(draw: st.DrawFn) -> Venue:
             wire.append([price, size, "0", "0" if size == "0" else "1"])
         messages.append((data(prev, wire_b, wire_a), False))
         books.append(_normal(bids, asks))
-    return Venue(messages, books)
+        levels.append((dict(bids), dict(asks)))
+    return Venue(messages, books, levels)
 
 
 def _frame(message: dict[str, object], snapshot: bool) -> bytes:
@@ -154,12 +166,7 @@ def test_a_live_okx_book_is_the_venues_with_resets_and_keepalives(data: st.DataO
         [i for i in indices if i == 0 or c == 0 or not _dropped(data, venue.messages[i][0])]
         for c in range(n_conns)
     ]
-    schedule = [(c, copies[c][0]) for c in range(n_conns)]
-    cursors = [1] * n_conns
-    while any(cursors[c] < len(copies[c]) for c in range(n_conns)):
-        c = data.draw(st.sampled_from([c for c in range(n_conns) if cursors[c] < len(copies[c])]))
-        schedule.append((c, copies[c][cursors[c]]))
-        cursors[c] += 1
+    schedule = interleaved(data.draw, copies)
 
     arb = SequencedBook(
         KEY,
@@ -169,30 +176,106 @@ def test_a_live_okx_book_is_the_venues_with_resets_and_keepalives(data: st.DataO
     )
     for c in range(n_conns):
         arb.on_connection(c, True, 0)
-    #: The venue message the live book was last found at, and the latest delivered.
-    position = delivered = 0
+    live = Live(venue)
     for step, (c, index) in enumerate(schedule):
         message, snapshot = venue.messages[index]
-        delivered = max(delivered, index)
-        note(f"conn {c}: #{index} {message['prevSeqId']}->{message['seqId']}")
+        _deliver(arb, c, index, message, snapshot, step * STEP_NS)
+        live.check(arb, index)
+    live.check_end(arb)
+
+
+def _deliver(
+    arb: SequencedBook,
+    conn: int,
+    index: int,
+    message: dict[str, object],
+    snapshot: bool,
+    now_ns: int,
+) -> list[ArbiterEvent]:
+    """Message ``index`` from ``conn`` through the parser: no update is lost on every
+    connection, so no resync."""
+    note(f"conn {conn}: #{index} {message['prevSeqId']}->{message['seqId']}")
+    out: list[ArbiterEvent] = []
+    for event in okx.parse(_frame(message, snapshot), now_ns, conn):
+        if isinstance(event, DepthSnapshot):
+            out += arb.on_snapshot(event, now_ns)
+        else:
+            assert isinstance(event, DepthDiff)
+            out += arb.on_diff(event, now_ns)
+    assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
+    return out
+
+
+class Live:
+    """Where in the venue's messages the live book was last found."""
+
+    def __init__(self, venue: Venue) -> None:
+        self.venue = venue
+        #: The venue message the live book was last found at, and the latest delivered.
+        self.position = self.delivered = 0
+
+    def check(self, arb: SequencedBook, index: int) -> None:
+        """Message ``index`` was just delivered. A live book is the venue's after a message
+        with the applied id, delivered, and not before the one it was at: the venue's
+        messages applied in order."""
+        self.delivered = max(self.delivered, index)
+        if arb.state is not SymbolState.LIVE:
+            return
+        venue, book = self.venue, arb.book.normalized()
+        at = [
+            k
+            for k in range(self.position, self.delivered + 1)
+            if venue.seq_id(k) == arb.applied_id and venue.books[k] == book
+        ]
+        assert at, "live but not the venue's book"
+        self.position = at[0]
+
+    def check_end(self, arb: SequencedBook) -> None:
+        assert arb.stats.checksum_failed == 0 and arb.stats.gaps == arb.stats.resyncs == 0
+        assert arb.state is SymbolState.LIVE and arb.pending == 0
+        assert arb.book.normalized() == self.venue.books[-1]
+
+
+def _subscribed(venue: Venue, index: int) -> dict[str, object]:
+    """The snapshot that answers a subscription made when the venue was at message
+    ``index``: its book then, at that message's ``seqId``."""
+    bids, asks = venue.levels[index]
+    return {
+        "asks": [[p, q, "0", "1"] for p, q in _best_first(asks, False)],
+        "bids": [[p, q, "0", "1"] for p, q in _best_first(bids, True)],
+        "ts": "1597026383085",
+        "checksum": _checksum(bids, asks),
+        "prevSeqId": -1,
+        "seqId": venue.seq_id(index),
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_live_okx_book_is_the_venues_with_late_subscriptions(data: st.DataObject) -> None:
+    """Subscriptions answered late, before or after a reset the book saw
+    (:class:`LateSubscriptions`); connections past the first lose some updates."""
+    venue = data.draw(venues())
+    indices = range(len(venue.messages))
+    Queued = tuple[dict[str, object], bool]
+
+    def subscription(at: int) -> list[tuple[int, Queued]]:
+        later = [i for i in indices if i > at and not _dropped(data, venue.messages[i][0])]
+        return [(at, (_subscribed(venue, at), True))] + [(i, venue.messages[i]) for i in later]
+
+    resets = [i for i in indices if venue.seq_id(i) < int(str(venue.messages[i][0]["prevSeqId"]))]
+    first = [(i, venue.messages[i]) for i in indices]
+    conns = LateSubscriptions(data.draw, data.draw(st.integers(2, 3)), first, resets, subscription)
+    arb = SequencedBook(
+        KEY, okx.OkxRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS), checksum=okx.book_checksum
+    )
+    conns.connect(arb)
+    live = Live(venue)
+    step = 0
+    while (delivery := conns.next()) is not None:
+        c, index, (message, snapshot) = delivery
+        step += 1
         now_ns = step * STEP_NS
-        for event in okx.parse(_frame(message, snapshot), now_ns, c):
-            if isinstance(event, DepthSnapshot):
-                out = arb.on_snapshot(event, now_ns)
-            else:
-                assert isinstance(event, DepthDiff)
-                out = arb.on_diff(event, now_ns)
-            assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
-        if arb.state is SymbolState.LIVE:
-            # The book is the venue's after a message with the applied id, delivered, and not
-            # before the one it was at: the venue's messages applied in order.
-            at = [
-                k
-                for k in range(position, delivered + 1)
-                if venue.seq_id(k) == arb.applied_id and venue.books[k] == arb.book.normalized()
-            ]
-            assert at, "live but not the venue's book"
-            position = at[0]
-    assert arb.stats.checksum_failed == 0 and arb.stats.gaps == arb.stats.resyncs == 0
-    assert arb.state is SymbolState.LIVE and arb.pending == 0
-    assert arb.book.normalized() == venue.books[-1]
+        conns.reopen(arb, _deliver(arb, c, index, message, snapshot, now_ns), now_ns)
+        live.check(arb, index)
+    live.check_end(arb)

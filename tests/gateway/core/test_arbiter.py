@@ -18,6 +18,7 @@ from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
     Level,
+    ReconnectWanted,
     Side,
     SnapshotWanted,
     StatusChange,
@@ -324,7 +325,9 @@ def test_a_venue_reset_replaces_the_book_once_and_late_copies_are_ignored() -> N
     arb.on_diff(diff(101, 101, bids=[("99", "1")]), 0)
     reset = inband(1, [("50", "1")], conn=0, reset=True)
     out = arb.on_snapshot(reset, 0)
-    assert kinds(out) == ["BookDelta"] and arb.applied_id == 1
+    # Connections 1 and 2, silent until the reset, are asked to reconnect.
+    assert kinds(out) == ["ReconnectWanted", "ReconnectWanted", "BookDelta"]
+    assert arb.applied_id == 1
     assert arb.stats.venue_resets == 1
     assert kinds(arb.on_diff(diff(2, 2, conn=0, bids=[("51", "1")]), 0)) == ["BookDelta"]
     # The same reset arrives late from connection 1: not applied again.
@@ -349,6 +352,56 @@ def test_after_a_venue_reset_a_slower_connections_old_sequence_is_never_applied(
     assert arb.on_snapshot(inband(1, [("50", "1")], conn=1, reset=True), 0) == []
     assert kinds(arb.on_diff(diff(104, 104, conn=1, bids=[("52", "1")]), 0)) == ["BookDelta"]
     assert (arb.stats.gaps, arb.stats.resyncs, arb.stats.venue_resets) == (0, 0, 1)
+
+
+def test_a_connection_silent_until_a_venue_reset_is_behind_it_and_reopened() -> None:
+    arb = synced(100, conns=(0, 1))
+    arb.on_diff(diff(101, 101, conn=0, bids=[("99", "1")]), 0)
+    arb.on_connection(2, True, 0)  # up, nothing delivered yet
+    out = arb.on_snapshot(inband(1, [("50", "1")], conn=0, reset=True), 0)
+    assert kinds(out) == ["ReconnectWanted", "ReconnectWanted", "BookDelta"]
+    reopened = [e for e in out if isinstance(e, ReconnectWanted)]
+    assert {e.conn_id for e in reopened} == {1, 2} and not any(e.fault for e in reopened)
+    # Connection 2's subscription was answered before the reset: its snapshot and update
+    # are of the old sequence, neither a jump nor applied.
+    assert arb.on_snapshot(inband(101, [("99", "1")], conn=2), 0) == []
+    assert arb.on_diff(diff(102, 102, conn=2, bids=[("98", "7")]), 0) == []
+    assert arb.applied_id == 1 and arb.book.bids() == [("50", "1")]
+    assert arb.stats.jumps == 0 and arb.pending == 0
+
+
+def test_a_silent_connections_old_ids_below_the_new_book_are_never_applied() -> None:
+    arb = synced(3, conns=(0,))
+    arb.on_connection(1, True, 0)
+    arb.on_snapshot(inband(1, [("50", "1")], conn=0, reset=True), 0)
+    arb.on_diff(diff(2, 2, conn=0, bids=[("51", "1")]), 0)
+    # Connection 1's old sequence: a snapshot at 2 (at or below the book), then 3 and 4,
+    # which would link to the new sequence's 2 and 3.
+    assert arb.on_snapshot(inband(2, [("90", "1")], conn=1), 0) == []
+    assert arb.on_diff(diff(3, 3, conn=1, bids=[("91", "1")]), 0) == []
+    arb.on_diff(diff(3, 3, conn=0, bids=[("52", "1")]), 0)
+    assert arb.on_diff(diff(4, 4, conn=1, bids=[("92", "1")]), 0) == []
+    assert arb.applied_id == 3 and arb.book.bids() == [("52", "1"), ("51", "1"), ("50", "1")]
+    # Reopened, as asked: heard from in the new sequence.
+    arb.on_connection(1, False, 0)
+    arb.on_connection(1, True, 0)
+    assert arb.on_snapshot(inband(3, [("52", "1"), ("51", "1"), ("50", "1")], conn=1), 0) == []
+    assert kinds(arb.on_diff(diff(4, 4, conn=1, bids=[("53", "1")]), 0)) == ["BookDelta"]
+    assert (arb.stats.gaps, arb.stats.resyncs, arb.stats.venue_resets) == (0, 0, 1)
+
+
+def test_a_silent_connection_stays_behind_a_reset_until_it_reconnects() -> None:
+    arb = synced(100, conns=(0,))
+    arb.on_connection(1, True, 0)
+    arb.on_snapshot(inband(1, [("50", "1")], conn=0, reset=True), 0)
+    arb.on_connection(0, False, 0)
+    # Alone, it is still not heard: its old sequence's snapshot is not a jump.
+    assert arb.on_snapshot(inband(101, [("99", "1")], conn=1), 0) == []
+    assert arb.applied_id == 1 and arb.stats.jumps == 0
+    arb.on_connection(1, False, 0)
+    arb.on_connection(1, True, 0)
+    assert kinds(arb.on_snapshot(inband(5, [("55", "1")], conn=1), 0)) == ["BookDelta"]
+    assert arb.applied_id == 5 and arb.stats.jumps == 1
 
 
 def test_connections_behind_a_reset_are_heard_again_once_none_up_delivered_it() -> None:

@@ -298,6 +298,15 @@ def test_a_venue_notice_asking_to_reconnect_gives_one_reconnect() -> None:
     assert p.stats.notices == 3
 
 
+def test_a_connection_silent_at_a_venue_reset_is_reconnected_with_no_fault_counted() -> None:
+    venue = FakeVenue()
+    p = synced(venue)  # connection 1 is up and silent
+    reset = DepthSnapshot("seq", "BTC", 1, (("50", "1"),), (), 0, 0, reset=True)
+    step = p.receive_frame(0, venue.frame(reset), 1, 0)
+    assert kinds(step) == ["BookDelta"] and step.actions == [Reconnect(1)]
+    assert p.faults_by_conn == {}, "nothing counted against its score"
+
+
 def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconnected() -> None:
     venue = FakeVenue()
     p = synced(venue)

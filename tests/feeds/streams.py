@@ -1,0 +1,102 @@
+"""Strategies the venue property tests share: how redundant connections deliver the copies
+of one venue stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from hypothesis import note
+from hypothesis import strategies as st
+
+from gateway.core.arbiter import SymbolArbiter
+from gateway.core.model import ReconnectWanted
+
+T = TypeVar("T")
+M = TypeVar("M")
+Ex = TypeVar("Ex")
+
+
+class Draw(Protocol):
+    """A composite strategy's ``draw``, or ``st.data()``'s ``.draw``."""
+
+    def __call__(self, strategy: st.SearchStrategy[Ex], label: Any = ...) -> Ex: ...
+
+
+def interleaved(draw: Draw, copies: Sequence[Sequence[T]]) -> list[tuple[int, T]]:
+    """Every connection's copy (``copies[c]``, each non-empty) as ``(c, item)`` in one
+    arbitrary interleaving that keeps each connection's order (its stream is in order);
+    every connection's first item comes first, in connection order (its subscription was
+    answered before anything else is delivered)."""
+    schedule: list[tuple[int, T]] = [(c, copy[0]) for c, copy in enumerate(copies)]
+    cursors = [1] * len(copies)
+    while True:
+        left = [c for c, copy in enumerate(copies) if cursors[c] < len(copy)]
+        if not left:
+            return schedule
+        c = draw(st.sampled_from(left))
+        schedule.append((c, copies[c][cursors[c]]))
+        cursors[c] += 1
+
+
+class LateSubscriptions(Generic[M]):
+    """Connections ``0..n_conns-1``, all up, delivering a venue's messages as ``(index,
+    message)``, each in order, interleaved arbitrarily.
+
+    The first connection's subscription is answered first: its queue is ``first``, every
+    message of the venue; another's when it
+    first delivers, at any message before the next reset (``resets``: their indices) that
+    no connection delivered: a slow connection's first snapshot may be of a sequence the
+    book has left, never of one it has not heard of. ``subscription(at)`` is a connection's
+    queue when its subscription is answered at message ``at``. A connection the book asks
+    to reconnect (:class:`ReconnectWanted`) goes down and up and subscribes again, answered
+    where the venue is: at the latest message delivered."""
+
+    def __init__(
+        self,
+        draw: Draw,
+        n_conns: int,
+        first: list[tuple[int, M]],
+        resets: Sequence[int],
+        subscription: Callable[[int], list[tuple[int, M]]],
+    ) -> None:
+        self.draw = draw
+        self.n_messages = len(first)
+        self.resets = resets
+        self.subscription = subscription
+        self.queues: list[list[tuple[int, M]]] = [first]
+        self.queues += [[] for _ in range(1, n_conns)]
+        self.unanswered = set(range(1, n_conns))
+        #: The latest message any connection delivered.
+        self.position = 0
+        self._started = False
+
+    def connect(self, arb: SymbolArbiter) -> None:
+        """Every connection comes up."""
+        for conn in range(len(self.queues)):
+            arb.on_connection(conn, True, 0)
+
+    def next(self) -> tuple[int, int, M] | None:
+        """The next delivery ``(connection, index, message)``; None once all are done."""
+        left = [c for c, queue in enumerate(self.queues) if queue or c in self.unanswered]
+        if not left:
+            return None
+        conn = self.draw(st.sampled_from(left)) if self._started else 0
+        self._started = True
+        if conn in self.unanswered:
+            self.unanswered.discard(conn)
+            ahead = [i - 1 for i in self.resets if i > self.position]
+            upto = ahead[0] if ahead else self.n_messages - 1
+            self.queues[conn] = self.subscription(self.draw(st.integers(0, upto)))
+        index, message = self.queues[conn].pop(0)
+        self.position = max(self.position, index)
+        return conn, index, message
+
+    def reopen(self, arb: SymbolArbiter, out: Sequence[object], now_ns: int) -> None:
+        """Reconnects every connection ``out`` asks to reconnect."""
+        for conn in (e.conn_id for e in out if isinstance(e, ReconnectWanted)):
+            note(f"conn {conn} reconnects at #{self.position}")
+            arb.on_connection(conn, False, now_ns)
+            arb.on_connection(conn, True, now_ns)
+            self.queues[conn] = self.subscription(self.position)
+            self.unanswered.discard(conn)
