@@ -358,7 +358,7 @@ class SlotRenewals:
     """Counted per connection slot by :class:`gateway.core.renewal.VenueRenewals`."""
 
     #: Renewals asked for, by cause ("age", "notice", "score", "subscribe budget",
-    #: "contradicted").
+    #: "contradicted", "venue reset").
     due: dict[str, int] = counter_by(
         "Renewals asked for, by cause.", metric="slot_renewals_due", label="cause"
     )
