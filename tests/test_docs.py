@@ -8,7 +8,8 @@
 - docs/architecture.md's table of state machines names every state table of the code
   (``*TRANSITIONS``), where it is, and exactly the states of its state enum, in order.
 - docs/protocol.md names the words of every status reason the cores can publish, read
-  from their source (``*_REASON`` constants, and what the status calls are given).
+  from their source (``*_REASON`` constants, and what the status calls are given), and
+  docs/metrics.md every cause the venue runtime renews a connection for.
 
 The tables are read from the pages and the code is walked: nothing here lists modules or
 tables, so a module or a table added without its line in the docs fails.
@@ -347,3 +348,44 @@ def test_protocol_names_every_status_reason_the_cores_publish() -> None:
     assert "snapshot older than the stream" not in fragments, "a reason no status carries"
     protocol = " ".join(PROTOCOL.read_text().split())
     assert sorted(f for f in fragments if f not in protocol) == []
+
+
+# --- the renewal causes of docs/metrics.md ---------------------------------------------------
+
+METRICS = ROOT / "docs" / "metrics.md"
+
+
+def renewal_causes() -> set[str]:
+    """Every cause the venue runtime asks a renewal for (``VenueRenewals.due``), read from
+    its source: a string, or the strings a local variable is assigned."""
+    tree = ast.parse((ROOT / "gateway" / "io" / "venue_runtime.py").read_text())
+    causes: set[str] = set()
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for call in ast.walk(function):
+            if isinstance(call, ast.Call) and called_name(call) == "due" and len(call.args) == 2:
+                cause = call.args[1]
+                values = (
+                    list(assigned(function, cause.id, cause.lineno))
+                    if isinstance(cause, ast.Name)
+                    else [cause]
+                )
+                causes |= {
+                    node.value
+                    for value in values
+                    for node in ast.walk(value)
+                    if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                }
+    return causes
+
+
+def test_metrics_names_every_renewal_cause() -> None:
+    causes = renewal_causes()
+    assert {"age", "notice", "score", "contradicted", "venue reset"} <= causes
+    (row,) = [
+        line
+        for line in METRICS.read_text().splitlines()
+        if line.startswith("| `mdgateway_slot_renewals_due_total` |")
+    ]
+    assert sorted(c for c in causes if f"`{c}`" not in row) == []
