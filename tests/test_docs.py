@@ -7,6 +7,9 @@
   and each package's row names every module of the package and no module that is not one.
 - docs/architecture.md's table of state machines names every state table of the code
   (``*TRANSITIONS``), where it is, and exactly the states of its state enum, in order.
+- docs/protocol.md names the words of every status reason the cores can publish, read
+  from their source (``*_REASON`` constants, and what the status calls are given), and
+  docs/metrics.md every cause the venue runtime renews a connection for.
 
 The tables are read from the pages and the code is walked: nothing here lists modules or
 tables, so a module or a table added without its line in the docs fails.
@@ -14,6 +17,7 @@ tables, so a module or a table added without its line in the docs fails.
 
 from __future__ import annotations
 
+import ast
 import enum
 import importlib
 import pkgutil
@@ -21,9 +25,11 @@ import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Final
 
 import pytest
 
+from gateway.core.sequenced import SYNC_TRANSITIONS, SyncAction
 from tests.markdown import CODE, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,3 +195,197 @@ def test_architecture_names_every_state_table_with_its_states() -> None:
     assert set(documented) - set(tables) == set(), "documented state tables that are not"
     for key, state_enum in tables.items():
         assert documented[key] == state_names(state_enum), key
+
+
+# --- the status reasons of docs/protocol.md -----------------------------------------------------
+
+PROTOCOL = ROOT / "docs" / "protocol.md"
+CORE = ROOT / "gateway" / "core"
+#: The calls by which a core publishes a symbol's status, with the reason's position.
+STATUS_CALLS: Final = {"_status": 1, "_output": 1, "StatusChange": 2}
+
+
+def announcing_sync_events() -> set[str]:
+    """The sync events of SequencedBook whose transitions tell subscribers something: the
+    ``reason`` of a ``_sync`` call with one of them may reach a status."""
+    announcing = {
+        SyncAction.PUBLISH_RESET,
+        SyncAction.ANNOUNCE_RESYNC,
+        SyncAction.ANNOUNCE_VENUE_RESET,
+        SyncAction.START_RETRY_CLOCK,
+    }
+    return {
+        event.name
+        for (_, event), (_, actions) in SYNC_TRANSITIONS.items()
+        if announcing & set(actions)
+    }
+
+
+class ReasonTexts:
+    """The literal texts of what a status reason can be made of, read from the cores'
+    source: string constants, the literal parts of f-strings, followed through local
+    variables (assigned above their use), module constants and the functions of
+    ``gateway/core`` that build them.
+    A function's parameters are where the reading stops (their callers are read)."""
+
+    def __init__(self) -> None:
+        self.modules = {path: ast.parse(path.read_text()) for path in sorted(CORE.glob("*.py"))}
+        self.functions: dict[str, list[ast.FunctionDef]] = {}
+        self.constants: dict[str, str] = {}
+        for path, tree in self.modules.items():
+            module = importlib.import_module(f"gateway.core.{path.stem}")
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef):
+                    self.functions.setdefault(node.name, []).append(node)
+            for name, value in vars(module).items():
+                if isinstance(value, str) and name.isupper():
+                    self.constants[name] = value
+
+    def call_sites(self) -> Iterator[tuple[ast.expr, ast.FunctionDef]]:
+        """Each reason expression given to a status, with the function it is in."""
+        announcing = announcing_sync_events()
+        for tree in self.modules.values():
+            for function in ast.walk(tree):
+                if not isinstance(function, ast.FunctionDef):
+                    continue
+                for call in ast.walk(function):
+                    if not isinstance(call, ast.Call):
+                        continue
+                    name = called_name(call)
+                    position = STATUS_CALLS.get(name)
+                    if position is not None and len(call.args) > position:
+                        yield call.args[position], function
+                    elif name == "_sync":
+                        event = call.args[0] if call.args else None
+                        if isinstance(event, ast.Attribute) and event.attr not in announcing:
+                            continue
+                        for keyword in call.keywords:
+                            if keyword.arg == "reason":
+                                yield keyword.value, function
+
+    def texts(self, node: ast.expr, function: ast.FunctionDef, seen: set[int]) -> Iterator[str]:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value
+        elif isinstance(node, ast.JoinedStr):
+            for part in node.values:
+                yield from self.texts(part, function, seen)
+        elif isinstance(node, ast.FormattedValue):
+            yield from self.texts(node.value, function, seen)
+        elif isinstance(node, (ast.IfExp, ast.BoolOp, ast.Tuple)):
+            parts = (
+                [node.body, node.orelse]
+                if isinstance(node, ast.IfExp)
+                else node.values
+                if isinstance(node, ast.BoolOp)
+                else node.elts
+            )
+            for part in parts:
+                yield from self.texts(part, function, seen)
+        elif isinstance(node, ast.Name):
+            if node.id in self.constants:
+                yield self.constants[node.id]
+            for value in assigned(function, node.id, node.lineno):
+                yield from self.texts(value, function, seen)
+        elif isinstance(node, ast.Call):
+            for argument in node.args:
+                yield from self.texts(argument, function, seen)
+            for callee in self.functions.get(called_name(node), []):
+                for returned in ast.walk(callee):
+                    if isinstance(returned, ast.Return) and returned.value is not None:
+                        yield from self.texts(returned.value, callee, seen)
+
+
+def called_name(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def assigned(function: ast.FunctionDef, name: str, line: int) -> Iterator[ast.expr]:
+    """What ``name`` is assigned in ``function`` above ``line`` (the whole value of a tuple
+    assignment)."""
+    for node in ast.walk(function):
+        if isinstance(node, ast.Assign) and node.lineno < line:
+            for target in node.targets:
+                names = target.elts if isinstance(target, ast.Tuple) else [target]
+                if any(isinstance(n, ast.Name) and n.id == name for n in names):
+                    yield node.value
+
+
+def reason_fragments() -> set[str]:
+    """The literal words of every status reason the cores can publish, trimmed of the
+    punctuation around the values put between them."""
+    reasons = ReasonTexts()
+    # The reasons kept as constants (``*_REASON``), the shells' among them.
+    texts = [text for name, text in reasons.constants.items() if name.endswith("_REASON")]
+    for node, function in reasons.call_sites():
+        texts.extend(reasons.texts(node, function, set()))
+    fragments: set[str] = set()
+    for text in texts:
+        fragment = " ".join(text.split()).strip(" :;,()-")
+        if sum(c.isalpha() for c in fragment) >= 2:
+            fragments.add(fragment)
+    return fragments
+
+
+def test_protocol_names_every_status_reason_the_cores_publish() -> None:
+    fragments = reason_fragments()
+    for expected in (
+        "every upstream connection down",
+        "snapshot applied",
+        "upstream back",
+        "no valid replica",
+        "ids missing on every connection",
+        "rejected by the venue",
+        "no usual rate measured yet",
+        "snapshot not used; next snapshot in",
+        "the gateway is stopping",
+        "no book yet: the gateway is connecting to the venue",
+    ):
+        assert expected in fragments, "the reading of the cores misses a reason"
+    assert "snapshot older than the stream" not in fragments, "a reason no status carries"
+    protocol = " ".join(PROTOCOL.read_text().split())
+    assert sorted(f for f in fragments if f not in protocol) == []
+
+
+# --- the renewal causes of docs/metrics.md ---------------------------------------------------
+
+METRICS = ROOT / "docs" / "metrics.md"
+
+
+def renewal_causes() -> set[str]:
+    """Every cause the venue runtime asks a renewal for (``VenueRenewals.due``), read from
+    its source: a string, or the strings a local variable is assigned."""
+    tree = ast.parse((ROOT / "gateway" / "io" / "venue_runtime.py").read_text())
+    causes: set[str] = set()
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for call in ast.walk(function):
+            if isinstance(call, ast.Call) and called_name(call) == "due" and len(call.args) == 2:
+                cause = call.args[1]
+                values = (
+                    list(assigned(function, cause.id, cause.lineno))
+                    if isinstance(cause, ast.Name)
+                    else [cause]
+                )
+                causes |= {
+                    node.value
+                    for value in values
+                    for node in ast.walk(value)
+                    if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                }
+    return causes
+
+
+def test_metrics_names_every_renewal_cause() -> None:
+    causes = renewal_causes()
+    assert {"age", "notice", "score", "contradicted", "venue reset"} <= causes
+    (row,) = [
+        line
+        for line in METRICS.read_text().splitlines()
+        if line.startswith("| `mdgateway_slot_renewals_due_total` |")
+    ]
+    assert sorted(c for c in causes if f"`{c}`" not in row) == []

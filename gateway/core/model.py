@@ -176,9 +176,11 @@ class SymbolState(enum.StrEnum):
     SYNCING = "syncing"
     #: The book is consistent with the venue and deltas flow.
     LIVE = "live"
-    #: Every copy lost an update; the book is being rebuilt from a snapshot.
+    #: The book lost an update on every copy or was found wrong (crossed, a venue reset; no
+    #: valid replica); it is being rebuilt (docs/protocol.md, Symbol states).
     RESYNCING = "resyncing"
-    #: Every upstream connection of the venue is down.
+    #: The book is not kept current: every upstream connection carrying it is down, its
+    #: updates stopped on every connection, the venue refused it, or the gateway stops.
     STALE = "stale"
 
 

@@ -8,7 +8,8 @@ with a clock reading ``now_ns`` and gets back a :class:`Step`:
 - ``publications``: what subscribers get (:data:`~gateway.core.model.GatewayEvent`), in
   order; the books already reflect them when the step is returned;
 - ``actions``: what the caller must do (:data:`Action`): fetch a REST snapshot, resubscribe a
-  symbol on a connection, reconnect a connection, reset the fetcher's backoff of a symbol.
+  symbol on a connection, reconnect a connection, reset the fetcher's backoff of a symbol,
+  end a renewal whose replacement caught up, subscribe without a symbol the venue refused.
 
 The caller's own stop is an input too (:meth:`VenuePipeline.stop`): the connections it ends
 are then no outage of the venue.
@@ -103,11 +104,14 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
     """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice;
     ``renew``: a healthy connection, renewed make-before-break), or an arbiter's
-    ReconnectWanted (closed at once): its copies disagree with the other connections', or
-    it was silent when a venue reset was declared."""
+    ReconnectWanted: its copies disagree with the other connections' (``fault``), or it was
+    silent when a venue reset was declared (``fault`` False: nothing counted against it).
+    The caller closes the connection whose frame gave it at once, and renews another
+    make-before-break."""
 
     conn_id: int
     renew: bool = False
+    fault: bool = True
 
 
 class SymbolRejected(msgspec.Struct, frozen=True, gc=False):
@@ -633,7 +637,7 @@ class VenuePipeline:
                 if event.fault:
                     faults = self.faults_by_conn.get(event.conn_id, 0)
                     self.faults_by_conn[event.conn_id] = faults + 1
-                self._reconnect(event.conn_id, step)
+                self._reconnect(event.conn_id, step, fault=event.fault)
             else:
                 publications.append(event)
                 if isinstance(event, BookReset) and self.rest_snapshots:
@@ -832,6 +836,8 @@ class VenuePipeline:
         if notice.reconnect:
             self._reconnect(conn_id, step, renew=True)
 
-    def _reconnect(self, conn_id: int, step: Step, *, renew: bool = False) -> None:
+    def _reconnect(
+        self, conn_id: int, step: Step, *, renew: bool = False, fault: bool = True
+    ) -> None:
         if not any(isinstance(a, Reconnect) and a.conn_id == conn_id for a in step.actions):
-            step.actions.append(Reconnect(conn_id, renew))
+            step.actions.append(Reconnect(conn_id, renew, fault))

@@ -1,17 +1,21 @@
 """Make-before-break renewal of upstream connections. Pure: no I/O, no clock reads.
 
-A *slot* is one configured connection of a venue (an endpoint, times
-``connections_per_endpoint``, and each trade-only endpoint); it keeps its slot number for
-the gateway's life while the physical connections serving it come and go, each with a
+A *slot* is one planned connection of a venue (each endpoint times
+``connections_per_endpoint`` times each shard of its symbols, each trade-only endpoint
+times each trade shard, each standby endpoint times each shard); it keeps its slot number
+for the gateway's life while the physical connections serving it come and go, each with a
 conn id of its own. A renewal (the connection reached its age, the venue announced a
-shutdown, or the endpoint scored worst for too long) never closes the old connection
-first:
+shutdown, the connection scored worst for too long, spent its subscribe requests for the
+hour, or the pipeline asked to reopen it: its copies contradicted, its sequence unknown
+after a venue reset; the cause is counted) never closes the old connection first:
 
 1. the slot asks for the venue's renewal slot: one renewal of a venue at a time, the
    others wait in line (first come, first served);
-2. granted, it opens a replacement connection to the same endpoint with the same
-   subscriptions and waits until the replacement caught up (the pipeline's
-   ``CaughtUp``: its copies reached each book's applied id, or its replicas are valid);
+2. granted, it opens a replacement connection with the same subscriptions (to the same
+   endpoint; for a worst score, to another where one is free:
+   :func:`gateway.core.score.rotated_endpoint`) and waits until the replacement caught up
+   (the pipeline's ``CaughtUp``: its copies reached each book's applied id, its replicas
+   are valid, or, trade-only, a trade arrived);
 3. then the old connection is closed and the replacement serves the slot. If the
    replacement has not caught up within ``renew_timeout_s`` the old one is closed anyway
    (a timed-out renewal, counted and logged); if the old one goes down meanwhile, the

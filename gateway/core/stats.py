@@ -255,9 +255,10 @@ class SymbolConnectionStats:
         "Held updates the connection's own stream contradicted: reconnected.",
         metric="symbol_connection_disagreements",
     )
-    #: Copies of the same ids (:mod:`gateway.core.audit`).
+    #: Copies of the same ids (:mod:`gateway.core.audit`); a connection a majority blames
+    #: is reset, the book never changed.
     audit_disagreements: int = counter(
-        "Sampled copies of this connection that disagreed with the others' (counted only).",
+        "Sampled copies of this connection that disagreed with the others'.",
         metric="symbol_connection_audit_disagreements",
     )
 
@@ -277,7 +278,8 @@ class SymbolStats:
     )
     gaps: int = counter("Updates lost on every connection.", metric="symbol_gaps")
     resyncs: int = counter(
-        "Book rebuilds after a gap or a failed replica.", metric="symbol_resyncs"
+        "Book rebuilds: a gap, a crossed book, a venue reset, a failed replica.",
+        metric="symbol_resyncs",
     )
     #: Book states published crossed (a venue whose books may cross), or found crossed.
     crossed: int = counter("Books found crossed when published.", metric="symbol_crossed_books")
@@ -291,11 +293,12 @@ class SymbolStats:
         "Levels pruned beyond max_levels per side.", metric="symbol_levels_pruned"
     )
     snapshots: int = counter("Snapshots applied.", metric="symbol_snapshots")
-    #: Older than the stream, or not wanted.
+    #: Older than the stream, crossed, refused (a bad level), or not wanted (an older in-band
+    #: snapshot, a late copy of a reset).
     snapshots_unused: int = counter("Snapshots not used.", metric="symbol_snapshots_unused")
-    #: Discarded because the buffer was full while waiting for a snapshot.
+    #: The oldest buffered or held update, discarded at ``max_pending``.
     pending_dropped: int = counter(
-        "Buffered updates dropped (buffer full).", metric="symbol_pending_dropped"
+        "Buffered or held updates dropped (max_pending).", metric="symbol_pending_dropped"
     )
     bad_updates: int = counter(
         "Updates or snapshots the book refused.", metric="symbol_bad_updates"
@@ -325,8 +328,8 @@ class SymbolStats:
     obsolete: int = counter(
         "Held or buffered updates made obsolete.", metric="symbol_obsolete_updates"
     )
-    #: Audits (:mod:`gateway.core.audit`), counted only, never acted on. REST snapshots are
-    #: compared with the live book at their id.
+    #: Audits (:mod:`gateway.core.audit`), counted, never changing a book. REST snapshots
+    #: are compared with the live book at their id.
     audit_disagreements: int = counter(
         "Sampled updates whose copies from different connections disagreed.",
         metric="symbol_audit_disagreements",
@@ -358,7 +361,7 @@ class SlotRenewals:
     """Counted per connection slot by :class:`gateway.core.renewal.VenueRenewals`."""
 
     #: Renewals asked for, by cause ("age", "notice", "score", "subscribe budget",
-    #: "contradicted").
+    #: "contradicted", "venue reset").
     due: dict[str, int] = counter_by(
         "Renewals asked for, by cause.", metric="slot_renewals_due", label="cause"
     )

@@ -7,7 +7,8 @@ were dropped and between which receive times. :meth:`CaptureWriter.run`, one tas
 service's TaskGroup, drains the queue every ``flush_s`` (sooner once it is half full),
 encodes and writes each batch as one gzip member in a worker thread
 (:class:`gateway.capture.codec.CaptureFileWriter`), rotates files by size and time, and on
-cancellation writes what is queued and closes the file.
+cancellation writes what is queued and closes the file. URLs are recorded with their
+password and ``token=`` value as ``***`` (a capture is shared and kept).
 """
 
 from __future__ import annotations

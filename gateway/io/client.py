@@ -54,7 +54,8 @@ was recovered (its book events go on from where they stopped) or not (it restart
 snapshot). Trade streams likewise:
 the trades missed while away follow (``recovered`` trade events), each once and in order,
 or a :class:`RecoveryEvent` with ``channel`` ``"trade"`` and ``recovered`` false says they
-are lost. ``ws://`` and ``wss://`` URLs are accepted.
+are lost. ``ws://``, ``wss://`` and ``unix:/path/to.sock`` (the gateway's
+``server.unix_path``) URLs are accepted.
 
 Rate limits: a ``resync`` (or the ``subscribe``) the gateway refuses as ``rate_limited``
 is sent again after a capped, jittered backoff (``retry_initial_s``, ``retry_max_s``),

@@ -1,5 +1,9 @@
 """Upstream shells: one WebSocket connection per venue endpoint, and the REST snapshot
-fetcher. Thin: they receive, hand bytes to the service, and act on what it returns."""
+fetcher. Thin: they receive, hand bytes to the service, and act on what it returns.
+
+An endpoint's or REST base's ``user:password@`` is sent to the venue and shown nowhere:
+the endpoint and base the stats, metrics and log lines name, and the errors kept, show it
+as ``user:***@`` (:func:`gateway.wire.tokens.redact`)."""
 
 from __future__ import annotations
 

@@ -685,8 +685,10 @@ class VenueRuntime:
                 elif action.conn_id == frame_conn_id:
                     reconnect = True  # its reader closes it at once
                 else:
-                    # Another connection's copies were contradicted: replaced, make before break.
-                    self._renew(self._machines().due(action.conn_id, "contradicted"))
+                    # Another connection, its copies contradicted or its sequence unknown
+                    # after a venue reset: replaced, make before break.
+                    cause = "contradicted" if action.fault else "venue reset"
+                    self._renew(self._machines().due(action.conn_id, cause))
             elif isinstance(action, pipeline.CaughtUp):
                 self._renew(self._machines().caught_up(action.conn_id))
         if step.publications:

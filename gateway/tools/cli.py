@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     help_texts = {
         "demo": "run the gateway on simulated venues with endpoint faults, and watch it",
-        "sim": "run the simulated venue alone on fixed loopback ports",
+        "sim": "run the simulated venues alone on loopback ports, for mdgateway run",
         "verify": "rebuild books offline from a capture file and report per symbol",
         "tap": "follow one symbol of a gateway, check seq and book, and summarize",
         "replay": "serve a capture from K loopback endpoints and REST, as the venue would",

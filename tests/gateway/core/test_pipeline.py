@@ -303,7 +303,7 @@ def test_a_connection_silent_at_a_venue_reset_is_reconnected_with_no_fault_count
     p = synced(venue)  # connection 1 is up and silent
     reset = DepthSnapshot("seq", "BTC", 1, (("50", "1"),), (), 0, 0, reset=True)
     step = p.receive_frame(0, venue.frame(reset), 1, 0)
-    assert kinds(step) == ["BookDelta"] and step.actions == [Reconnect(1)]
+    assert kinds(step) == ["BookDelta"] and step.actions == [Reconnect(1, fault=False)]
     assert p.faults_by_conn == {}, "nothing counted against its score"
 
 

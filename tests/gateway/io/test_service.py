@@ -150,6 +150,25 @@ def okx_update(prev: int, seq: int, price: str) -> bytes:
     ).encode()
 
 
+def test_another_connection_to_reopen_is_renewed_under_the_cause_the_book_gave() -> None:
+    """A connection whose copies were contradicted is renewed as ``contradicted``; one
+    silent when a venue reset was declared (no fault) as ``venue reset``. Neither is the
+    connection whose frame gave the action, so neither is closed at once."""
+    venue, _ = runtime()
+    slots = {conn_id: venue.renewals.slot_of(conn_id) for conn_id in (0, 1)}
+    assert None not in slots.values() and len(set(slots.values())) == 2
+    step = pipeline.Step([], [pipeline.Reconnect(1, fault=False)])
+    assert venue._act(step, frame_conn_id=0) is False
+    step = pipeline.Step([], [pipeline.Reconnect(0)])
+    assert venue._act(step, frame_conn_id=1) is False
+    due = {
+        conn_id: dict(venue.renewals.stats(slot).due)
+        for conn_id, slot in slots.items()
+        if slot is not None
+    }
+    assert due == {0: {"contradicted": 1}, 1: {"venue reset": 1}}
+
+
 def test_okx_resubscribes_stay_within_its_requests_per_connection_and_hour() -> None:
     now_ns = [0]
     venue = venue_runtime(OKX, now_ns=lambda: now_ns[0])
