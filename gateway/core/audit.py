@@ -14,6 +14,16 @@ batched so that no run of applied updates tiles its ids (Binance USD-M connectio
 batch the same ids differently) is not compared. Levels are compared as numbers, so
 ``"1.50"`` and ``"1.5"`` agree.
 
+The copy rule (:meth:`AppliedRing.agrees`), however a copy is batched: a copy covering ids
+``f..l`` changed levels that the applied updates covering those ids changed too (each
+venue update is in one of them), to the quantities they had at id ``l``. So each of its
+levels must be changed by an applied update ending or crossing into ``f..l``, and the
+newest one ending in ``f..l`` that changed it must say the same quantity, unless an applied
+update across ``l`` changed it too (its quantity at ``l`` is then unknown). It is decided
+only when the ring reaches back to ``f``.
+:class:`~gateway.core.sequenced.SequencedBook` uses it to tell a connection lagging behind
+the book (its copies agree) from one whose ids restarted.
+
 The REST rule. A REST snapshot at id ``S`` is compared with the live book when the book's
 applied id is at or past ``S``: the applied updates after ``S`` are replayed onto a copy of
 the snapshot and the top ``depth`` levels of each side compared with the live book's. The
@@ -113,6 +123,36 @@ class AppliedRing:
             if run[-1].first_id < first_id:
                 return None
         return None
+
+    def agrees(self, diff: DepthDiff) -> bool | None:
+        """Whether ``diff``, a copy of ids the book applied, agrees with the applied updates
+        (the copy rule, in the module docstring); None when the ring does not reach back
+        to its first id."""
+        updates = self._updates
+        first_id, last_id = diff.first_id, diff.last_id
+        if not updates or updates[0].first_id > first_id:
+            return None
+        mine = merged([(diff.bids, diff.asks)])
+        if mine is None:
+            return False
+        # Per side, the copy's levels no applied update in its ids changed yet.
+        unseen = (dict(mine[0]), dict(mine[1]))
+        for update in reversed(updates):
+            if update.last_id < first_id or not (unseen[0] or unseen[1]):
+                break
+            if update.first_id > last_id:
+                continue  # after the copy
+            theirs = merged([(update.bids, update.asks)])
+            if theirs is None:
+                return False
+            # An update across the copy's last id may have changed a level after it too.
+            across = update.last_id > last_id
+            for side, levels in zip(unseen, theirs, strict=True):
+                for price, qty in levels.items():
+                    expected = side.pop(price, None)
+                    if expected is not None and not across and qty != expected:
+                        return False
+        return not (unseen[0] or unseen[1])
 
     def after(self, snapshot_id: int) -> list[DepthDiff] | None:
         """The applied updates to replay onto a snapshot at ``snapshot_id``, oldest first;

@@ -33,11 +33,16 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   and a snapshot (a resync) forgets it, as it forgets every buffered update at or below the
   snapshot's id: one far-future id causes at most one resync;
 - a venue reset is recognised when, after the book moved past its snapshot, every
-  connection that is up delivers only ids below the book's for ``reset_window_ns`` (the
-  venue restarted its ids; or the book's id came from a bogus copy), or when a snapshot
-  below the book's id arrives while every connection is below it too: subscribers are told
-  ``resyncing`` ("venue reset"), the old sequence is forgotten and the book is rebuilt
-  from a fresh snapshot;
+  connection that is up delivers only ids below the book's, with none catching up, for
+  ``reset_window_ns`` (the venue restarted its ids; or the book's id came from a bogus
+  copy), or when a snapshot below the book's id arrives while every connection is below it
+  too: subscribers are told ``resyncing`` ("venue reset"), the old sequence is forgotten
+  and the book is rebuilt from a fresh snapshot. A connection is catching up (lagging the
+  one that moved the book, which may have gone down) while each copy it delivers is past
+  its previous one and agrees with the updates the book applied for those ids (the copy
+  rule of :mod:`gateway.core.audit`); each such copy starts the window again. Once one of
+  its copies disagrees, it is not catching up until some connection is past the book's id
+  again. A copy older than the applied updates kept (``audit_ring``) shows nothing;
 - after a reset the venue declares (a Bybit snapshot with ``u == 1``, an OKX update whose
   ids go back), a connection that had delivered ids and has not yet delivered its copy of
   it is behind: what it delivers at or above its latest id is of the old sequence, dropped
@@ -370,9 +375,9 @@ class SequencedBook:
     ``limits`` (:class:`~gateway.core.arbiter.ArbiterLimits`): its ``max_id_jump`` is the
     plausibility bound (None: the rule's ``max_id_jump``, else
     :data:`~gateway.core.arbiter.DEFAULT_MAX_ID_JUMP`). ``reset_window_ns``: how long every
-    connection may stay below the book's id before it is a venue reset (None: twice the
-    reorder window). Held updates are bounded by ``max_pending`` too (the oldest is dropped,
-    counted in ``pending_dropped``).
+    connection may stay below the book's id, none catching up, before it is a venue reset
+    (None: twice the reorder window). Held updates are bounded by ``max_pending`` too (the
+    oldest is dropped, counted in ``pending_dropped``).
 
     Contract of the published stream: a :class:`BookReset` starts epoch ``epoch`` at
     ``seq``, with the book as it stands right after the call that returned it; each
@@ -450,10 +455,19 @@ class SequencedBook:
         self._retry_at_ns = 0
         #: Updates that link but whose ids jump beyond max_id_jump, in arrival order.
         self._held: list[DepthDiff] = []
-        #: Since when every connection is below the book's id (-1: they are not), and when
-        #: to look again (the look is not made on every duplicate).
+        #: Since when every connection is below the book's id (-1: they are not) with none
+        #: catching up, and when to look again (while they are not, the look is not made on
+        #: every duplicate).
         self._behind_since_ns = -1
         self._behind_check_ns = 0
+        #: While every connection is below the book's id: per connection, the last id of
+        #: its latest copy that agreed with the applied updates, and the connections one
+        #: of whose copies disagreed (not catching up: their ids restarted, or the book's
+        #: came from a bogus copy).
+        self._behind_copies: dict[int, int] = {}
+        self._behind_unlike: set[int] = set()
+        #: The book's id when they were all found below it.
+        self._behind_at_id = -1
         self._limited_log = LimitedLogger(log, LogLimiter(burst=1, window_s=60.0))
         #: The updates applied since the book was last built, for the audits.
         self.applied_ring = AppliedRing(audit_ring)
@@ -476,6 +490,9 @@ class SequencedBook:
             return out
         self._conn_high.pop(conn_id, None)
         self._behind_reset.pop(conn_id, None)
+        # Its copies say nothing of the stream it will deliver once it is up again.
+        self._behind_copies.pop(conn_id, None)
+        self._behind_unlike.discard(conn_id)
         behind = self._behind_reset
         if behind and behind.keys() >= self._conn_high.keys():
             # No connection up delivered the reset: the others are heard again as they
@@ -510,8 +527,8 @@ class SequencedBook:
             self._drop(diff)
             if diff.last_id == self._sample_id:
                 self._audit_copy(diff, now_ns, out)
-            if now_ns >= self._behind_check_ns:
-                self._check_behind(now_ns, out)
+            if now_ns >= self._behind_check_ns or self._behind_since_ns >= 0:
+                self._check_behind(diff, now_ns, out)
         elif link is Link.LINKS:
             plausible = diff.last_id - self.applied_id <= self.max_id_jump
             if (plausible or self._confirmed(diff, out, now_ns)) and self._apply(
@@ -568,7 +585,7 @@ class SequencedBook:
         self._rebuilt(now_ns, snap.last_id)
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
-        self._behind_since_ns = -1
+        self._not_behind()
         self._loaded(snap)
         if not self._drain_after_snapshot(out, now_ns):
             reason = "checksum mismatch after the snapshot"
@@ -685,7 +702,7 @@ class SequencedBook:
                 self.applied_id = self._snapshot_id = -1
                 self._forget(self._pending)
                 self._forget(self._held)
-                self._behind_since_ns = -1
+                self._not_behind()
             elif action is SyncAction.ANNOUNCE_VENUE_RESET:
                 self._status(StatusEvent.VENUE_RESET, reason, out)
 
@@ -1120,29 +1137,59 @@ class SequencedBook:
         """The highest latest id of the connections that are up; -1 when none delivered."""
         return max(self._conn_high.values(), default=-1)
 
-    def _check_behind(self, now_ns: int, out: list[ArbiterEvent]) -> None:
-        """A stale update arrived: is every connection below the book's id, for longer than
-        reset_window_ns, after the book had moved past its snapshot? Then the venue reset
-        its ids (or the book's id came from a bogus copy): rebuild."""
+    def _check_behind(self, diff: DepthDiff, now_ns: int, out: list[ArbiterEvent]) -> None:
+        """Stale ``diff`` arrived: is every connection below the book's id, with none
+        catching up, for longer than reset_window_ns, after the book had moved past its
+        snapshot? Then the venue reset its ids (or the book's id came from a bogus copy):
+        rebuild. Looked at on every stale update while they are below it."""
         applied = self.applied_id
         top = self._top_connection_id()
         if applied <= self._snapshot_id or not -1 < top < applied:
-            self._behind_since_ns = -1
+            self._not_behind()
             # Not looked at again for a quarter window: recognised within 1.25 windows.
             self._behind_check_ns = now_ns + self.reset_window_ns // 4
             return
-        if self._behind_since_ns < 0:
+        if self._behind_since_ns < 0 or self._behind_at_id != applied:
+            # Below it from now (the book moved since they were last: one was past it).
+            self._not_behind()
+            self._behind_since_ns = now_ns
+            self._behind_at_id = applied
+        if self._catching_up(diff):
+            # Lag, not a reset: the window starts again from this copy.
             self._behind_since_ns = now_ns
         behind_ns = now_ns - self._behind_since_ns
         if behind_ns < self.reset_window_ns:
-            self._behind_check_ns = self._behind_since_ns + self.reset_window_ns
             return
-        self._behind_check_ns = 0
         reason = (
             f"venue reset: every connection below the book's id {applied}"
             f" for {behind_ns // 1_000_000} ms (up to id {top})"
         )
         self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
+
+    def _catching_up(self, diff: DepthDiff) -> bool:
+        """True when stale ``diff`` shows its connection catching up with the book: a copy
+        of applied updates past its connection's previous one, agreeing with them
+        (:meth:`AppliedRing.agrees <gateway.core.audit.AppliedRing.agrees>`). A connection
+        one of whose copies disagrees is not catching up while they are all below the book."""
+        conn_id = diff.conn_id
+        if conn_id in self._behind_unlike:
+            return False
+        if diff.last_id <= max(self._behind_copies.get(conn_id, -1), self._snapshot_id):
+            return False
+        agrees = self.applied_ring.agrees(diff)
+        if agrees is None:
+            return False
+        if not agrees:
+            self._behind_unlike.add(conn_id)
+            return False
+        self._behind_copies[conn_id] = diff.last_id
+        return True
+
+    def _not_behind(self) -> None:
+        """Some connection is at or past the book's id, or the book was rebuilt."""
+        self._behind_since_ns = -1
+        self._behind_copies.clear()
+        self._behind_unlike.clear()
 
     # --- audits (counted and logged only) ---------------------------------------------------
 

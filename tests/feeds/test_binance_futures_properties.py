@@ -335,6 +335,73 @@ def test_a_live_futures_book_is_the_venues(
     if arb.snapshot_wanted:
         serve(last)
     assert arb.state is SymbolState.LIVE
+    # Binance never restarts its ids: connections behind the book are lagging.
+    assert arb.stats.venue_resets == 0
     assert arb.applied_id == venue.ids[last]
     assert arb.book.normalized() == venue.normal(last)
     assert arb.pending == 0
+
+
+@pytest.mark.parametrize("market_name", ["usdm", "coinm"])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_connections_lagging_the_fastest_after_it_drops_never_resync(
+    market_name: str, data: st.DataObject
+) -> None:
+    """The timed run's lag case: connection 0 is ahead of the others when it goes down; the
+    others, batching their own way, then deliver copies of what the book applied for as
+    long as it takes (steps of up to 1.5 reorder windows), and catch up: no resync, and the
+    book stays live and the venue's."""
+    market = MARKETS[market_name]
+    venue = data.draw(venues())
+    n_conns = data.draw(st.integers(2, 3))
+    events = [batching(data.draw, venue) for _ in range(n_conns)]
+    key = f"{market.feed.VENUE}:{market.symbol}"
+    arb = SequencedBook(key, binance_usdm.BinanceFuturesRule(), ArbiterLimits(TIMED_WINDOW_NS))
+    subscriber = Subscriber(venue)
+    now_ns = 0
+
+    def deliver(c: int, ev: Event) -> None:
+        note(f"conn {c}: {ev} at {now_ns // 1_000_000} ms")
+        for diff in market.feed.parse(frame(market, venue, ev), now_ns, c):
+            assert isinstance(diff, DepthDiff)
+            out: list[object] = list(arb.on_diff(diff, now_ns))
+            subscriber.take(arb, out)
+            assert not any(isinstance(e, SnapshotWanted | StatusChange) for e in out), out
+
+    for c in range(n_conns):
+        subscriber.take(arb, list(arb.on_connection(c, True, now_ns)))
+    snap = market.feed.parse_snapshot(market.symbol, rest_body(venue, 0), now_ns)
+    subscriber.take(arb, list(arb.on_snapshot(snap, now_ns)))
+    assert subscriber.state is SymbolState.LIVE
+    # Connection 0 delivers up to its event ``ahead``; each other connection up to an
+    # event that ends at or before it.
+    ahead = data.draw(st.integers(0, len(events[0]) - 1))
+    upto = events[0][ahead].last
+    cursor = [ahead + 1] + [
+        data.draw(st.integers(0, sum(ev.last <= upto for ev in events[c])))
+        for c in range(1, n_conns)
+    ]
+    for c in range(n_conns):
+        for ev in events[c][: cursor[c]]:
+            now_ns += STEP_NS
+            deliver(c, ev)
+    subscriber.take(arb, list(arb.on_connection(0, False, now_ns)))
+    note(f"conn 0 down at {now_ns // 1_000_000} ms, book at #{upto}")
+    while True:
+        waiting = [c for c in range(1, n_conns) if cursor[c] < len(events[c])]
+        if not waiting:
+            break
+        now_ns += data.draw(st.integers(0, 3)) * TIMED_WINDOW_NS // 2
+        deadline_ns = arb.deadline_ns()
+        if deadline_ns is not None and now_ns >= deadline_ns:
+            timed_out: list[object] = list(arb.on_timer(now_ns))
+            subscriber.take(arb, timed_out)
+            assert not timed_out, timed_out
+        c = data.draw(st.sampled_from(waiting))
+        cursor[c] += 1
+        deliver(c, events[c][cursor[c] - 1])
+    last = len(venue.ids) - 2
+    assert subscriber.state is SymbolState.LIVE and arb.applied_id == venue.ids[last]
+    assert arb.book.normalized() == venue.normal(last)
+    assert (arb.stats.venue_resets, arb.stats.resyncs, arb.stats.gaps) == (0, 0, 0)

@@ -91,10 +91,15 @@ class RestartingVenue:
             run.diff(merged(stream, i, i, 1, now_ns), now_ns + 1)
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["from 11", "inside the applied range"])
 @pytest.mark.parametrize("reconnect", [False, True], ids=["same connections", "reconnected"])
-def test_a_venue_that_restarts_its_ids_is_recognised_and_the_book_rebuilt(reconnect: bool) -> None:
-    old = make_stream(choices(20))
-    new = make_stream(choices(40, shift=3), initial_id=10)  # ids start again at 11
+def test_a_venue_that_restarts_its_ids_is_recognised_and_the_book_rebuilt(
+    reconnect: bool, inside: bool
+) -> None:
+    old = make_stream(choices(60))
+    # Inside: the new ids start above the first snapshot's and below the book's, so each
+    # connection's ids are copies of ids the book applied, but not of its updates.
+    new = make_stream(choices(40, shift=3), initial_id=old.id_after(10) if inside else 10)
     assert new.books[0] != old.books[-1]
     venue = RestartingVenue(old, new)
     run = venue.run(lag_ns=2 * STEP_NS)
@@ -102,7 +107,7 @@ def test_a_venue_that_restarts_its_ids_is_recognised_and_the_book_rebuilt(reconn
     for i in range(len(old.diffs)):
         now += STEP_NS
         venue.makes(run, i, now)
-    assert run.arb.state is LIVE and run.arb.applied_id == old.id_after(20)
+    assert run.arb.state is LIVE and run.arb.applied_id == old.id_after(60)
 
     venue.restart()
     restart_ns = now
@@ -169,6 +174,154 @@ def test_streams_behind_a_snapshot_ahead_of_them_are_not_a_venue_reset() -> None
     assert arb.state is LIVE and arb.stats.venue_resets == 0 and arb.stats.resyncs == 0
     arb.on_diff(merged(stream, 6, 6, 1, 7 * WINDOW_NS), 7 * WINDOW_NS)
     assert arb.applied_id == stream.id_after(7) and arb.stats.venue_resets == 0
+
+
+# --- a connection that lags -----------------------------------------------------------------
+
+#: How many steps connection 1 lags connection 0, the fastest; connection 2 lags 5 more.
+#: 30 steps are 1.5 reset windows (twice the reorder window).
+LAG_STEPS = 30
+
+
+def lagging_copy(stream: TrueStream, i: int, conn: int, now_ns: int, own: bool) -> DepthDiff:
+    """Diff ``i`` as ``conn`` delivers it: alone, or (``own``) batched its own way, with
+    diff ``i + 1`` on odd ``i``."""
+    if own and i % 2 == 1 and i + 1 < len(stream.diffs):
+        return merged(stream, i, i + 1, conn, now_ns)
+    return merged(stream, i, i, conn, now_ns)
+
+
+@pytest.mark.parametrize("own_batching", [False, True], ids=["same batches", "own batches"])
+@pytest.mark.parametrize("n_conns", [2, 3])
+def test_connections_lagging_the_one_that_went_down_are_not_a_venue_reset(
+    n_conns: int, own_batching: bool
+) -> None:
+    stream = make_stream(choices(120))
+    conns = tuple(range(n_conns))
+    run, point = started(stream, conns)
+    down_at = 50
+    lags = {c: 0 if c == 0 else LAG_STEPS + 5 * (c - 1) for c in conns}
+    own = conns[-1] if own_batching else -1  # the slowest batches its own way
+    now = 0
+    step = 0
+    # Connection 0, the fastest, goes down at step 50; the others deliver copies of what
+    # the book applied for 1.5 to 2 reset windows, then catch up and move the book on.
+    while step < len(stream.diffs) + max(lags.values()):
+        step += 1
+        now += STEP_NS
+        point[0] = min(step + 1, len(stream.diffs))
+        if step == down_at:
+            run.connection(0, False, now)
+        for conn in conns:
+            i = step - lags[conn]
+            if (conn == 0 and step >= down_at) or not 1 <= i < len(stream.diffs):
+                continue
+            if conn != own or i % 2 == 1:  # its even diffs are in the odd ones' batches
+                run.diff(lagging_copy(stream, i, conn, now, conn == own), now)
+    run.until(now + 10 * WINDOW_NS)
+
+    arb = run.arb
+    assert (arb.stats.venue_resets, arb.stats.resyncs, arb.stats.gaps) == (0, 0, 0)
+    assert run.statuses() == [(0, LIVE, "snapshot applied")] and run.fetches == 1
+    assert arb.applied_id == stream.id_after(len(stream.diffs))
+    assert arb.book.normalized() == stream.books[-1]
+    # The lagging copies were dropped as duplicates, and they moved the book once past it.
+    assert arb.stats.conn(1).duplicates > 0 and arb.stats.conn(1).first_wins > 0
+
+
+def test_a_connection_lagging_when_the_venue_restarts_is_a_venue_reset_once_it_restarts() -> None:
+    old = make_stream(choices(80))
+    new = make_stream(choices(60, shift=3), initial_id=10)
+    venue = RestartingVenue(old, new)
+    run = venue.run(lag_ns=2 * STEP_NS)
+    down_at = 50
+    now = 0
+    # Connection 1 lags connection 0 by LAG_STEPS. The venue restarts its ids when
+    # connection 0 goes down: connection 1 delivers copies of what the book applied for
+    # 1.5 reset windows, then the new sequence.
+    run.diff(merged(old, 0, 0, 0, now), now)
+    venue.point = 1
+    for step in range(1, down_at + LAG_STEPS + len(new.diffs)):
+        now += STEP_NS
+        if step < down_at:
+            run.diff(merged(old, step, step, 0, now), now)
+            venue.point = step + 1
+        elif step == down_at:
+            run.connection(0, False, now)
+            venue.restart()
+        elif step - down_at - 1 < len(new.diffs):
+            venue.point = step - down_at
+        i = step - LAG_STEPS
+        if 1 <= i < down_at:
+            run.diff(merged(old, i, i, 1, now), now)
+        elif i >= down_at:
+            run.diff(merged(new, i - down_at, i - down_at, 1, now), now)
+    run.until(now + 10 * WINDOW_NS)
+
+    arb = run.arb
+    assert arb.state is LIVE and arb.book.normalized() == new.books[-1]
+    assert (arb.stats.venue_resets, arb.stats.resyncs, arb.stats.gaps) == (1, 1, 0)
+    resyncing = [t for t, state, _ in run.statuses() if state is RESYNCING]
+    assert len(resyncing) == 1
+    # Not while its copies came; within 1.25 reset windows of its last copy.
+    last_copy_ns = (down_at - 1 + LAG_STEPS) * STEP_NS
+    assert last_copy_ns < resyncing[0] <= last_copy_ns + 2 * WINDOW_NS * 5 // 4 + STEP_NS
+
+
+def test_copies_that_agree_after_one_that_disagreed_do_not_put_off_a_venue_reset() -> None:
+    stream = make_stream(choices(100))
+    arb = book()
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    arb.on_snapshot(stream.snapshot(0), 0)
+    for i in range(60):
+        arb.on_diff(merged(stream, i, i, 0, 0), 0)
+    for i in range(20):
+        arb.on_diff(merged(stream, i, i, 1, 0), 0)
+    arb.on_connection(0, False, 0)
+    # Connection 1's copy of diff 20 says another quantity than the book at its id (a
+    # restarted sequence may agree with the book now and then; this one did not).
+    first, last, bids, asks = stream.diffs[20]
+    wrong = tuple((p, "7") for p, _ in bids), tuple((p, "7") for p, _ in asks)
+    start_ns = WINDOW_NS
+    arb.on_diff(DepthDiff(VENUE, SYMBOL, first, last, -1, *wrong, 0, start_ns, 1), start_ns)
+    assert arb.applied_ring.agrees(merged(stream, 21, 21, 1, 0)) is True
+    for i in range(21, 60):
+        now = start_ns + (i - 20) * STEP_NS
+        arb.on_diff(merged(stream, i, i, 1, now), now)
+        if arb.stats.venue_resets:
+            break
+    # Its later copies agree, and it is advancing: the reset is not put off.
+    assert arb.stats.venue_resets == 1 and now == start_ns + 2 * WINDOW_NS
+
+
+def test_a_book_whose_id_came_from_a_bogus_copy_is_rebuilt() -> None:
+    stream = make_stream(choices(200))
+    arb = book()
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    arb.on_snapshot(stream.snapshot(0), 0)
+    first, last, bids, asks = stream.diffs[0]
+    # Connection 1's copy of the first update ends 300 ids late (within max_id_jump), and
+    # comes first: the book's id is bogus, and both connections' copies are below it.
+    bogus = DepthDiff(VENUE, SYMBOL, first, last + 300, -1, bids, asks, 0, 0, 1)
+    arb.on_diff(bogus, 0)
+    assert arb.applied_id == last + 300 and arb.state is LIVE
+    now = 0
+    reset_ns = -1
+    for i in range(len(stream.diffs)):
+        now += STEP_NS
+        for conn in (0, 1):
+            out = arb.on_diff(merged(stream, i, i, conn, now), now)
+            if reset_ns < 0 and arb.stats.venue_resets:
+                reset_ns = now
+                assert "venue reset: every connection below" in str(out[0])
+        if reset_ns >= 0:
+            break
+    assert stream.id_after(i + 1) < last + 300  # before the copies caught up with it
+    assert 0 < reset_ns <= 2 * WINDOW_NS * 5 // 4 + STEP_NS
+    arb.on_snapshot(stream.snapshot(i + 1), now)
+    assert arb.state is LIVE and arb.book.normalized() == stream.books[i + 1]
 
 
 # --- one mangled copy -----------------------------------------------------------------------

@@ -66,6 +66,43 @@ def test_the_ring_is_bounded_and_says_when_it_no_longer_reaches_back() -> None:
 # --- cross-connection agreement -------------------------------------------------------------
 
 
+def test_a_copy_agrees_with_the_applied_updates_that_changed_its_levels() -> None:
+    ring = AppliedRing(8)
+    ring.append(diff(101, 102, bids=[("99", "1")], asks=[("101", "2")]))
+    ring.append(diff(103, 105, bids=[("99", "3"), ("98", "1")]))
+    ring.append(diff(106, 108, bids=[("98", "4")], asks=[("101", "5")]))
+    # Batched differently: at id 105 the bid 99 is 3 and the ask 101 is 2.
+    assert ring.agrees(diff(102, 105, bids=[("99", "3.0")], asks=[("101", "2")])) is True
+    assert ring.agrees(diff(104, 105, bids=[("99", "2")])) is False
+    # The update across id 107 changed bid 98 after it too: its quantity at 107 is unknown.
+    assert ring.agrees(diff(106, 107, bids=[("98", "7")])) is True
+    # No applied update in 107..108 changed bid 99.
+    assert ring.agrees(diff(107, 108, bids=[("99", "3")])) is False
+    assert ring.agrees(diff(107, 108, bids=[("98", "4")], asks=[("101", "5")])) is True
+    assert ring.agrees(diff(101, 102, bids=[("99", "x")])) is False
+    assert ring.agrees(diff(100, 101, bids=[("99", "1")])) is None  # before the ring
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=40, max_size=40), st.data())
+def test_a_true_copy_never_disagrees_however_it_is_batched(
+    sizes: list[int], data: st.DataObject
+) -> None:
+    stream = make_stream(data.draw(streams), initial_id=100)
+    ring = AppliedRing()
+    start = 0
+    for size in sizes:  # the applied updates, batched one way
+        end = min(start + size, len(stream.diffs)) - 1
+        if end < start:
+            break
+        ring.append(merged(stream, start, end, 0, 0))
+        start = end + 1
+    first = data.draw(st.integers(0, len(stream.diffs) - 1))
+    last = data.draw(st.integers(first, len(stream.diffs) - 1))
+    copy = merged(stream, first, last, 1, 0)  # a copy, batched any way
+    assert ring.agrees(copy) is True
+
+
 def test_a_copy_with_other_levels_for_the_same_ids_is_blamed_by_the_majority() -> None:
     arb = synced((0, 1, 2))
     good = diff(101, 101, conn=0, bids=[("100", "2")])
