@@ -232,8 +232,10 @@ class Framing:
         self._trade_event_name = "aggTrade" if futures else "trade"
 
     def parse(self, raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
-        """Events in one frame; streams and events other than depth diffs and trades give
-        an empty list. Raises VenueContractError for anything that is not a valid frame."""
+        """Events in one frame: depth diffs become DepthDiff, trades Trade, the
+        ``serverShutdown`` notice and control replies (acks, errors) VenueNotice; other
+        streams and events give an empty list. Raises VenueContractError for anything that
+        is not a valid frame."""
         if raw[:10] == b'{"stream":':
             env = decode(_envelope_decoder, raw, "bad combined-stream envelope")
             stream = env.stream
@@ -324,8 +326,9 @@ _parse: Final = _FRAMING.parse
 def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     """Events in one WebSocket frame from a combined or raw stream.
 
-    Streams other than depth diffs, trades and shutdown notices are ignored (empty list).
-    Raises VenueContractError for anything that is not a valid Binance frame.
+    Depth diffs become DepthDiff, trades Trade, the ``serverShutdown`` notice and control
+    replies (acks, errors) VenueNotice; other streams are ignored (empty list). Raises
+    VenueContractError for anything that is not a valid Binance frame.
     """
     return _parse(raw, recv_ns, conn_id)
 

@@ -86,7 +86,8 @@ TRADES_CHANNEL: Final = "market_trades"
 HEARTBEATS_CHANNEL: Final = "heartbeats"
 #: Channels subscribed on every connection, one per message (the venue's rule).
 CHANNELS: Final = (LEVEL2_CHANNEL, TRADES_CHANNEL, HEARTBEATS_CHANNEL)
-#: Unauthenticated client messages per second per IP (Advanced Trade and Exchange).
+#: Unauthenticated client messages per second per IP on Advanced Trade (the Exchange feed
+#: allows 100: ``gateway.wire.venues``).
 MAX_MESSAGES_PER_S: Final = 8.0
 #: The venue disconnects a connection that has not subscribed within this time.
 SUBSCRIBE_WITHIN_S: Final = 5.0

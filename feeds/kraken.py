@@ -494,9 +494,10 @@ def parse(raw: bytes, recv_ns: int, conn_id: int) -> list[VenueEvent]:
     """Events in one WebSocket frame.
 
     ``book`` pushes become DepthSnapshot / DepthDiff (one per element of ``data``),
-    ``trade`` pushes become Trade, ``status`` pushes and method replies (subscribe acks)
-    become VenueNotice (kind ``status`` / ``ack``; kind ``error`` for a failed request or a
-    rate-limit reply). ``heartbeat``, ``pong`` and other channels give an empty list.
+    ``trade`` pushes become Trade, ``instrument`` pushes an InstrumentPrecision per pair,
+    ``status`` pushes and method replies (subscribe acks) become VenueNotice (kind
+    ``status`` / ``ack``; kind ``error`` for a failed request or a rate-limit reply).
+    ``heartbeat``, ``pong`` and other channels give an empty list.
     Raises VenueContractError for anything that is not a valid Kraken v2 frame.
     """
     frame = decode(_frame_decoder, raw, "undecodable frame")

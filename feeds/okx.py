@@ -637,8 +637,11 @@ class OkxRule:
       (and that proves the book is past the reset, which is then forgotten), and is
       otherwise future or stale (stale copies come again from the slower connections, after
       their copy of the reset);
-    - a reset still waiting when the arbiter loads a snapshot (:meth:`on_snapshot`), or
-      longer than ``straggler_window_ns``, is forgotten: its copies become stale.
+    - a reset still waiting when the arbiter loads a snapshot (:meth:`on_snapshot`) is
+      forgotten; so is one whose copy comes again without linking (``p < L``: the book
+      went past it; or ``p > L`` more than ``straggler_window_ns`` after its first copy).
+      That copy, and later ones within ``straggler_window_ns``, are stale. A copy that
+      links (``p == L``) applies the reset, however long it waited.
 
     Updates without ids (``s == -1``, feeds from before seqId existed) always link: such a
     stream can only be followed from one connection, checked by its checksum.

@@ -32,7 +32,9 @@ from there). Errors are HTTP 200 with ``retCode`` 10001 (params error: unknown c
 or symbol, a category other than the simulated one, ``limit`` out of range; the exact
 ``retMsg`` texts are not verified). Not simulated: ``u == 1`` service restarts (the
 ``restart`` fault of :mod:`feeds.sim.faults` restarts ids low, not at 1), option/inverse
-categories, per-IP limits, RPI orders.
+categories, the 1000 market-data connections per IP, RPI orders. The limits that are
+simulated (500 connections per 5 minutes, 21,000 argument characters per connection, 600
+REST requests per 5 s per address) are :mod:`feeds.sim.limits`'.
 """
 
 from __future__ import annotations

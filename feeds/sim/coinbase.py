@@ -34,7 +34,10 @@ digit), and the book has no sequence. An unknown ``product_id`` gets HTTP 404
 ``limit`` that is not a non-negative integer HTTP 400 ``INVALID_ARGUMENT`` (not verified).
 REST is opt-in so that the default venue keeps serving no REST.
 
-Not simulated: JWT, the 5 s subscribe deadline, message-rate limits, the authenticated
+Limits (:mod:`feeds.sim.limits`): 8 connections per second and 8 client messages per
+second per address, every connection together; REST 10 requests per second.
+
+Not simulated: JWT, the 5 s subscribe deadline, the authenticated
 ``/api/v3/brokerage/product_book``, ``aggregation_price_increment``.
 """
 

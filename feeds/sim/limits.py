@@ -8,7 +8,8 @@ handshake or request, the ban of an address that keeps going, the close code and
 a connection over its limits). :class:`VenueLimiter` applies them and counts every refusal
 in :class:`LimitStats`, so a test can assert that a client crossed no limit
 (``stats.violations == 0``). Every venue's defaults are in :data:`VENUE_LIMITS`, from
-docs/exchange-protocols.md (docs/faults.md, "Venue limits").
+``../shared/docs/exchange-protocols.md``, the design notes beside the checkout
+(docs/faults.md, "Venue limits", lists them).
 
 Attempts and REST requests are counted in sliding windows (times of the last ``limit``
 admitted ones per source address). A refusal answers with ``Retry-After`` (the seconds
@@ -86,7 +87,8 @@ _BINANCE_FUTURES: Final = SimLimits(
     ban_s=120.0,
 )
 
-#: Each simulated venue's limits (docs/exchange-protocols.md; docs/faults.md lists them).
+#: Each simulated venue's limits (``../shared/docs/exchange-protocols.md``; docs/faults.md
+#: lists them).
 VENUE_LIMITS: Final[dict[str, SimLimits]] = {
     # 300 attempts / 5 min / IP, 5 messages/s, 1024 streams, 429 then 418 (2 min and up).
     "binance-spot": replace(

@@ -31,7 +31,8 @@ exist", missing ``instId`` ``50014``, ``sz`` not in 1..400 ``51000`` "Parameter 
 error." (``data`` ``[]``; the HTTP status of the last two is not verified). Not
 simulated: the 60 s empty keepalive update, sequence resets and the 64008 notice (only as
 the ``restart`` and ``notice`` faults of :mod:`feeds.sim.faults`),
-``books-full``, the REST rate limit and its 50 ms cache, login channels.
+``books-full``, the REST book's 50 ms cache, login channels. The limits (3 connection
+requests per second and 40 REST requests per 2 s per address) are :mod:`feeds.sim.limits`'.
 """
 
 from __future__ import annotations

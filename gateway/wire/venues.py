@@ -89,7 +89,7 @@ class VenueAdapter:
     #: ... and per IP, every connection together, where it counts them so.
     max_messages_per_s_per_ip: float | None = None
     #: WebSocket connection attempts the venue allows per IP in ``connect_window_s``
-    #: (docs/exchange-protocols.md); the venue's connections share this budget.
+    #: (``../shared/docs/exchange-protocols.md``); the venue's connections share this budget.
     connect_attempts_per_window: int = 300
     connect_window_s: float = 300.0
     #: Streams one connection may carry, in the venue's unit (streams, channels, argument

@@ -550,6 +550,8 @@ ROWS: list[Row] = [
     (_waiting, _ids(9, 1, conn=1), 10, RE.RESET_STALE, Link.STALE, W, (), (0, 0)),
     (_waiting, _ids(15, 3, conn=1), 15,
      RE.WAITING_RESET_LINKS, Link.LINKS, F, (RA.RESET,), (1, 0)),
+    (_waiting, _ids(15, 3, conn=1, recv_ns=WINDOW_NS + 1), 15,  # links, however late
+     RE.WAITING_RESET_LINKS, Link.LINKS, F, (RA.RESET,), (1, 0)),
     (_waiting, _ids(15, 3, conn=1, recv_ns=WINDOW_NS), 10,
      RE.WAITING_RESET_EARLY, Link.FUTURE, W, (RA.CROSS,), (0, 0)),
     (_waiting, _ids(15, 3, conn=1), 20,  # the book is past it
