@@ -2,8 +2,9 @@
 
 Pure: bytes in, bytes out; no I/O, no clock. One mechanism serves every venue: a venue
 declares where its frames and REST bodies carry ids and levels (a :class:`WireShape`,
-beside its protocol), and the functions here decode the JSON (numbers kept exact as
-:class:`~decimal.Decimal`), change it there, and encode it again in the same key order.
+beside its protocol), and the functions here decode the JSON (each non-integer number kept
+as its own text, compared as :class:`~decimal.Decimal`), change it there, and encode it
+again in the same key order: what a fault does not change is sent as the venue wrote it.
 A frame that does not have the shape's paths (a trade, an ack, a pong, not JSON at all)
 comes out unchanged.
 
@@ -41,8 +42,14 @@ ID_JUMP: Final = 10**12
 Path = tuple[str | int, ...]
 Side = Literal["bid", "ask", "mixed"]
 
-_decoder: Final = msgspec.json.Decoder(float_hook=Decimal)
-_encoder: Final = msgspec.json.Encoder(decimal_format="number")
+
+def _raw_number(text: str) -> msgspec.Raw:
+    # Kept as written: a Decimal would encode 0.00000000 as 0E-8, which the venue never sends.
+    return msgspec.Raw(text.encode())
+
+
+_decoder: Final = msgspec.json.Decoder(float_hook=_raw_number)
+_encoder: Final = msgspec.json.Encoder()
 _FULLWIDTH: Final = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
 _ARABIC_INDIC: Final = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
 
