@@ -311,13 +311,16 @@ class IdRestart:
     smallest id of the first message seen after the restart becomes ``first_id``, and
     every later id of that space moves by the same amount (ids seen by nothing before
     the restart are thereby renumbered consistently across frames and REST bodies). The
-    first message keeps its ``links`` (its previous id, from before the restart)."""
+    first message keeps its ``links`` (its previous id, from before the restart), as they
+    were sent: renumbered by ``before``, the restart this one follows, where there is one."""
 
-    __slots__ = ("_bases", "first_id")
+    __slots__ = ("_bases", "_before", "first_id")
 
-    def __init__(self, first_id: int) -> None:
+    def __init__(self, first_id: int, before: IdRestart | None = None) -> None:
         self.first_id = first_id
         self._bases: dict[tuple[str, str], int] = {}
+        # Only the previous restart's bases: what it rendered, never a chain of restarts.
+        self._before: dict[tuple[str, str], int] = {} if before is None else before._bases
 
     def apply(self, data: bytes, shape: WireShape, symbol: str | None = None) -> bytes:
         """``data`` (a frame, or a REST body of ``symbol``) with its ids renumbered."""
@@ -342,8 +345,8 @@ class IdRestart:
                 continue
             first = (symbol, space) not in self._bases
             base = self._bases.setdefault((symbol, space), min(own) - self.first_id)
+            before = self._before.get((symbol, space), 0)
             for container, key, link in slots:
-                if not (first and link):
-                    container[key] -= base
+                container[key] -= before if first and link else base
             changed = True
         return _encoder.encode(message) if changed else data

@@ -262,6 +262,20 @@ def test_after_a_restart_okx_says_seq_id_below_prev_seq_id_once_then_chains() ->
     assert (later.prev_id, later.last_id) == (1500, 1505)
 
 
+def test_a_second_restart_links_okx_to_the_last_id_the_first_rendered() -> None:
+    # OKX announces its reset by seqId < prevSeqId, prevSeqId being the last seqId sent:
+    # after a second restart that is the first restart's numbering, not the true id.
+    first = IdRestart(1500)
+    before = _diff(okx.parse(first.apply(_okx(300, 305), sim_okx.STREAM_SHAPE), 0, 0))
+    last = _diff(okx.parse(first.apply(_okx(306, 310), sim_okx.STREAM_SHAPE), 0, 0))
+    assert (before.last_id, last.last_id) == (1500, 1505)
+    second = IdRestart(1200, before=first)
+    reset = _diff(okx.parse(second.apply(_okx(311, 315), sim_okx.STREAM_SHAPE), 0, 0))
+    assert (reset.prev_id, reset.last_id) == (1505, 1200)
+    later = _diff(okx.parse(second.apply(_okx(316, 320), sim_okx.STREAM_SHAPE), 0, 0))
+    assert (later.prev_id, later.last_id) == (1200, 1205)
+
+
 def test_a_restart_leaves_venues_without_ids_alone() -> None:
     restart = IdRestart(1000)
     assert restart.apply(_kraken(), sim_kraken.STREAM_SHAPE) is not None
