@@ -523,9 +523,10 @@ class VenuePipeline:
         self._waiting.clear()
         venue = self.venue.venue
         log.info(
-            "%s: %d symbols now stale (%s), %d of them stale already",
+            "%s: %d symbol%s now stale (%s), %d of them stale already",
             venue,
             len(self.books),
+            "" if len(self.books) == 1 else "s",
             STOPPING_REASON,
             stale_before,
             extra={"venue": venue},

@@ -922,3 +922,13 @@ def test_a_sharded_replacement_is_told_of_and_catches_up_with_its_shard_only() -
     p.set_connection_symbols(6, [])  # empty: every symbol
     p.receive_connection(6, True, 0)
     assert all(isinstance(b, SequencedBook) and 6 in b._conn_high for b in p.books.values())
+
+
+def test_a_stop_of_a_venue_of_one_symbol_says_symbol(caplog: pytest.LogCaptureFixture) -> None:
+    p = pipeline(FakeVenue(), ["BTC"])
+    caplog.set_level(logging.INFO, logger="gateway.core.pipeline")
+    caplog.clear()
+    p.stop()
+    assert [r.getMessage() for r in caplog.records] == [
+        "seq: 1 symbol now stale (the gateway is stopping), 0 of them stale already"
+    ]
