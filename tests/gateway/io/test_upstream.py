@@ -479,6 +479,42 @@ async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_qu
     await _with_server(handler, body)
 
 
+async def test_a_resubscription_already_queued_is_not_queued_again() -> None:
+    """A symbol failing again before its resubscription was sent needs no second one: the
+    snapshot the queued one brings follows every failure before it. Once its last message
+    was taken for sending, the symbol's next resubscription is queued again."""
+    received: list[str | bytes] = []
+    arrived = StateChanges()
+
+    async def handler(ws: ServerConnection) -> None:
+        async for message in ws:
+            received.append(message)
+            arrived.notify()
+
+    async def body(url: str) -> None:
+        rec = Recorder()
+        conn = _connection(url, rec, subscribe_messages=[b"subscribe"], max_messages_per_s=1000.0)
+        again = [b"unsubscribe X", b"subscribe X"]
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(conn.run())
+            await wait_until(arrived, lambda: received == ["subscribe"])
+            # No await between: the writer takes nothing meanwhile.
+            assert conn.send(again, key="X") and conn.queued("X")
+            assert conn.send(again, key="X"), "answered by the queued one"
+            assert conn.send([b"unsubscribe Y", b"subscribe Y"], key="Y")
+            assert conn.send(again, key="X")
+            await wait_until(arrived, lambda: len(received) >= 5)
+            assert received[1:] == ["unsubscribe X", "subscribe X", "unsubscribe Y", "subscribe Y"]
+            assert not conn.queued("X")
+            assert conn.send(again, key="X"), "sent already: queued again"
+            await wait_until(arrived, lambda: len(received) >= 7)
+            task.cancel()
+        assert received[5:] == ["unsubscribe X", "subscribe X"]
+        assert conn.stats.messages_dropped == 0
+
+    await _with_server(handler, body)
+
+
 # --- reconnect discipline on virtual time -----------------------------------------------------
 
 
