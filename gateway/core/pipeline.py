@@ -248,6 +248,8 @@ class VenuePipeline:
         #: Crossed-book log lines, limited per symbol.
         self.crossed_log = LimitedLogger(log)
         self.sequences = ConnectionSequenceChecker()
+        #: Connection-sequence log lines (late, lost), limited per connection and kind.
+        self.sequence_log = LimitedLogger(log)
         #: The current REST snapshot attempt of each symbol.
         self.snapshot_attempts = SnapshotAttempts()
         self.books: dict[str, SymbolArbiter] = {}
@@ -798,7 +800,9 @@ class VenuePipeline:
         resubscribed the connection's replicas)."""
         if self.sequences.late(conn_id, seq):
             self.stats.connection_late_messages += 1
-            log.warning(
+            self.sequence_log.warning(
+                ("late", conn_id),
+                now_ns / 1e9,
                 "conn %d: a message arrived late (sequence_num %d); ignored",
                 conn_id,
                 seq,
@@ -810,7 +814,9 @@ class VenuePipeline:
         # Every replica on this connection missed something: each is dropped and
         # resubscribed on this connection only.
         self.stats.connection_gaps += 1
-        log.warning(
+        self.sequence_log.warning(
+            ("lost", conn_id),
+            now_ns / 1e9,
             "conn %d: messages lost (sequence jump); resubscribing",
             conn_id,
             extra={"venue": self.venue.venue, "connection": conn_id},
