@@ -823,7 +823,9 @@ class VenuePipeline:
         )
         for key, book in self.books.items():
             if isinstance(book, ReplicatedBook) and self._carries(conn_id, key):
-                self._take(book, book.invalidate(conn_id, "connection sequence jump"), step, now_ns)
+                self._take(
+                    book, book.invalidate(conn_id, "connection sequence jump", now_ns), step, now_ns
+                )
         return True
 
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:
