@@ -628,7 +628,9 @@ class OkxRule:
     - after a reset links, the ``(p, s)`` pairs that linked before it, and the reset
       itself, are copies that slower connections may still deliver: for
       ``straggler_window_ns`` after the reset those exact pairs are stale, never future
-      (the late copy of reset 15→3 arriving when ``L = 3`` would otherwise look like a gap);
+      (the late copy of reset 15→3 arriving when ``L = 3`` would otherwise look like a gap),
+      unless the connection received it after its own copy of the reset: it is then of
+      the new sequence, where the same pair is new (ids climbing back through the old ones);
     - a reset that arrives before the ids it follows (``p > L``) is future and waits
       (state ``RESET_WAITING``). The connection that sent it continues in the new sequence,
       so until the reset links, an update of that connection received after its copy of the
@@ -681,6 +683,10 @@ class OkxRule:
         self._crossed: dict[int, int] = {}
         #: The latest receive time seen.
         self._now_ns = 0
+        #: The last reset that linked, and the connections that delivered their copy of it
+        #: since, each with when: what they received after it is of the new sequence.
+        self._reset_pair: tuple[int, int] | None = None
+        self._past_reset: dict[int, int] = {}
         #: Resets applied.
         self.resets = 0
         #: Copies of updates from before a reset, recognised as stale.
@@ -692,7 +698,12 @@ class OkxRule:
         if seq < 0:
             return RuleEvent.UNSEQUENCED
         pair = (prev, seq)
-        if self._old and pair in self._old and diff.recv_ns <= self._old_until_ns:
+        if (
+            self._old
+            and pair in self._old
+            and diff.recv_ns <= self._old_until_ns
+            and diff.recv_ns <= self._past_reset.get(diff.conn_id, _NEVER)
+        ):
             return RuleEvent.STRAGGLER
         if self.state is RuleState.RESET_WAITING:
             if pair == self._waiting:
@@ -734,10 +745,13 @@ class OkxRule:
         self.state = state
 
     def _observe(self, diff: DepthDiff) -> None:
-        """Keep the clock, and drop the stragglers once one of them comes after the window
-        (a later retirement may extend the window: expired pairs must not come back)."""
+        """Keep the clock, note a connection delivering its copy of the last reset, and drop
+        the stragglers once one of them comes after the window (a later retirement may
+        extend the window: expired pairs must not come back)."""
         if diff.recv_ns > self._now_ns:
             self._now_ns = diff.recv_ns
+        if (diff.prev_id, diff.last_id) == self._reset_pair:
+            self._past_reset.setdefault(diff.conn_id, diff.recv_ns)
         if (diff.prev_id, diff.last_id) in self._old and diff.recv_ns > self._old_until_ns:
             self._old.clear()
 
@@ -759,6 +773,7 @@ class OkxRule:
                 self._recent.clear()
                 self._waiting = None
                 self._crossed = {}
+                self._reset_pair, self._past_reset = pair, {conn_id: recv_ns}
             elif action is RuleAction.WAIT:
                 self._waiting = pair
                 self._waiting_ns = recv_ns

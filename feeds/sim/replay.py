@@ -234,7 +234,7 @@ class ReplayServer(EndpointServer):
         )
 
     def _restart_ids(self, first_id: int) -> None:
-        self._restart = IdRestart(first_id)
+        self._restart = IdRestart(first_id, before=self._restart)
 
     def _producer(self, endpoint: Endpoint, conn: Conn) -> Coroutine[Any, Any, None]:
         # Joined now, before the connection's first message is read.

@@ -2,8 +2,9 @@
 
 Pure: bytes in, bytes out; no I/O, no clock. One mechanism serves every venue: a venue
 declares where its frames and REST bodies carry ids and levels (a :class:`WireShape`,
-beside its protocol), and the functions here decode the JSON (numbers kept exact as
-:class:`~decimal.Decimal`), change it there, and encode it again in the same key order.
+beside its protocol), and the functions here decode the JSON (each non-integer number kept
+as its own text, compared as :class:`~decimal.Decimal`), change it there, and encode it
+again in the same key order: what a fault does not change is sent as the venue wrote it.
 A frame that does not have the shape's paths (a trade, an ack, a pong, not JSON at all)
 comes out unchanged.
 
@@ -41,8 +42,14 @@ ID_JUMP: Final = 10**12
 Path = tuple[str | int, ...]
 Side = Literal["bid", "ask", "mixed"]
 
-_decoder: Final = msgspec.json.Decoder(float_hook=Decimal)
-_encoder: Final = msgspec.json.Encoder(decimal_format="number")
+
+def _raw_number(text: str) -> msgspec.Raw:
+    # Kept as written: a Decimal would encode 0.00000000 as 0E-8, which the venue never sends.
+    return msgspec.Raw(text.encode())
+
+
+_decoder: Final = msgspec.json.Decoder(float_hook=_raw_number)
+_encoder: Final = msgspec.json.Encoder()
 _FULLWIDTH: Final = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
 _ARABIC_INDIC: Final = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
 
@@ -304,13 +311,16 @@ class IdRestart:
     smallest id of the first message seen after the restart becomes ``first_id``, and
     every later id of that space moves by the same amount (ids seen by nothing before
     the restart are thereby renumbered consistently across frames and REST bodies). The
-    first message keeps its ``links`` (its previous id, from before the restart)."""
+    first message keeps its ``links`` (its previous id, from before the restart), as they
+    were sent: renumbered by ``before``, the restart this one follows, where there is one."""
 
-    __slots__ = ("_bases", "first_id")
+    __slots__ = ("_bases", "_before", "first_id")
 
-    def __init__(self, first_id: int) -> None:
+    def __init__(self, first_id: int, before: IdRestart | None = None) -> None:
         self.first_id = first_id
         self._bases: dict[tuple[str, str], int] = {}
+        # Only the previous restart's bases: what it rendered, never a chain of restarts.
+        self._before: dict[tuple[str, str], int] = {} if before is None else before._bases
 
     def apply(self, data: bytes, shape: WireShape, symbol: str | None = None) -> bytes:
         """``data`` (a frame, or a REST body of ``symbol``) with its ids renumbered."""
@@ -335,8 +345,8 @@ class IdRestart:
                 continue
             first = (symbol, space) not in self._bases
             base = self._bases.setdefault((symbol, space), min(own) - self.first_id)
+            before = self._before.get((symbol, space), 0)
             for container, key, link in slots:
-                if not (first and link):
-                    container[key] -= base
+                container[key] -= before if first and link else base
             changed = True
         return _encoder.encode(message) if changed else data

@@ -356,7 +356,7 @@ class SimVenue(EndpointServer):
         )
 
     def _restart_ids(self, first_id: int) -> None:
-        self._restart = IdRestart(first_id)
+        self._restart = IdRestart(first_id, before=self._restart)
 
     async def _rest_answer(self, target: str) -> RestAnswer | None:
         url = urlsplit(target)

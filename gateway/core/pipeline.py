@@ -252,6 +252,8 @@ class VenuePipeline:
         #: Crossed-book log lines, limited per symbol.
         self.crossed_log = LimitedLogger(log)
         self.sequences = ConnectionSequenceChecker()
+        #: Connection-sequence log lines (late, lost), limited per connection and kind.
+        self.sequence_log = LimitedLogger(log)
         #: The current REST snapshot attempt of each symbol.
         self.snapshot_attempts = SnapshotAttempts()
         self.books: dict[str, SymbolArbiter] = {}
@@ -527,9 +529,10 @@ class VenuePipeline:
         self._waiting.clear()
         venue = self.venue.venue
         log.info(
-            "%s: %d symbols now stale (%s), %d of them stale already",
+            "%s: %d symbol%s now stale (%s), %d of them stale already",
             venue,
             len(self.books),
+            "" if len(self.books) == 1 else "s",
             STOPPING_REASON,
             stale_before,
             extra={"venue": venue},
@@ -801,7 +804,9 @@ class VenuePipeline:
         resubscribed the connection's replicas)."""
         if self.sequences.late(conn_id, seq):
             self.stats.connection_late_messages += 1
-            log.warning(
+            self.sequence_log.warning(
+                ("late", conn_id),
+                now_ns / 1e9,
                 "conn %d: a message arrived late (sequence_num %d); ignored",
                 conn_id,
                 seq,
@@ -813,14 +818,18 @@ class VenuePipeline:
         # Every replica on this connection missed something: each is dropped and
         # resubscribed on this connection only.
         self.stats.connection_gaps += 1
-        log.warning(
+        self.sequence_log.warning(
+            ("lost", conn_id),
+            now_ns / 1e9,
             "conn %d: messages lost (sequence jump); resubscribing",
             conn_id,
             extra={"venue": self.venue.venue, "connection": conn_id},
         )
         for key, book in self.books.items():
             if isinstance(book, ReplicatedBook) and self._carries(conn_id, key):
-                self._take(book, book.invalidate(conn_id, "connection sequence jump"), step, now_ns)
+                self._take(
+                    book, book.invalidate(conn_id, "connection sequence jump", now_ns), step, now_ns
+                )
         return True
 
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:

@@ -287,6 +287,8 @@ class ReplicatedBook:
         self.audit_depth = audit_depth
         self._audit_at_ns = 0
         self._limited_log = LimitedLogger(log, LogLimiter(burst=1, window_s=60.0))
+        #: Replica failure lines, limited per connection.
+        self._failure_log = LimitedLogger(log)
 
     @property
     def has_book(self) -> bool:
@@ -319,13 +321,13 @@ class ReplicatedBook:
         try:
             replica.book.load(snap.bids, snap.asks)
         except BadLevel as exc:
-            self._refuse(snap.conn_id, replica, f"bad snapshot: {exc}", out)
+            self._refuse(snap.conn_id, replica, f"bad snapshot: {exc}", out, now_ns)
             return out
         self.stats.snapshots += 1
         if self.depth is not None:
             replica.book.truncate(self.depth)
         if not self._verify(replica, snap.checksum):
-            self._fail(snap.conn_id, replica, "snapshot checksum mismatch", out)
+            self._fail(snap.conn_id, replica, "snapshot checksum mismatch", out, now_ns)
             return out
         if not self.may_cross and replica.book.is_crossed():
             self._snapshot_crossed(snap.conn_id, replica, now_ns, out)
@@ -350,7 +352,7 @@ class ReplicatedBook:
         try:
             pruned = replica.book.apply(diff.bids, diff.asks)
         except BadLevel as exc:
-            self._refuse(diff.conn_id, replica, f"bad update: {exc}", out)
+            self._refuse(diff.conn_id, replica, f"bad update: {exc}", out, now_ns)
             return out
         removed_bids: list[Level] = []
         removed_asks: list[Level] = []
@@ -363,14 +365,14 @@ class ReplicatedBook:
             removed_bids += truncated[0]
             removed_asks += truncated[1]
         if not self._verify(replica, diff.checksum):
-            self._fail(diff.conn_id, replica, "checksum mismatch", out)
+            self._fail(diff.conn_id, replica, "checksum mismatch", out, now_ns)
             return out
         if not self.may_cross and replica.book.is_crossed():
             reason = crossed_reason(replica.book) or "crossed book"
             self.stats.crossed += 1
             self.stats.crossed_faults += 1
             out.append(BookCrossed(self.key, diff.conn_id, reason))
-            self._fail(diff.conn_id, replica, reason, out)
+            self._fail(diff.conn_id, replica, reason, out, now_ns)
             return out
         replica.event_ms = diff.event_ms
         if diff.checksum is not None:
@@ -388,7 +390,7 @@ class ReplicatedBook:
         self._publish(bids, asks, diff.event_ms, diff.recv_ns, out)
         return out
 
-    def invalidate(self, conn_id: int, reason: str) -> list[ArbiterEvent]:
+    def invalidate(self, conn_id: int, reason: str, now_ns: int) -> list[ArbiterEvent]:
         """``conn_id`` lost messages (a connection-wide sequence jump): its replica is wrong.
 
         A replica awaiting its snapshot fails too (its connection resubscribes): the
@@ -397,7 +399,7 @@ class ReplicatedBook:
         out: list[ArbiterEvent] = []
         replica = self.replicas.get(conn_id)
         if replica is not None:
-            self._fail(conn_id, replica, reason, out)
+            self._fail(conn_id, replica, reason, out, now_ns)
         return out
 
     def on_timer(self, now_ns: int) -> list[ArbiterEvent]:
@@ -405,7 +407,7 @@ class ReplicatedBook:
         out: list[ArbiterEvent] = []
         for conn_id, replica in self.replicas.items():
             if replica.state is ReplicaState.RETRY_WAIT and replica.retry_at_ns <= now_ns:
-                self._replica(conn_id, replica, ReplicaEvent.RETRY_DUE, "retry", out)
+                self._replica(conn_id, replica, ReplicaEvent.RETRY_DUE, "retry", out, now_ns)
         return out
 
     def deadline_ns(self) -> int | None:
@@ -417,15 +419,19 @@ class ReplicatedBook:
 
     # --- the machines -------------------------------------------------------------------
 
-    def _refuse(self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent]) -> None:
+    def _refuse(
+        self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent], now_ns: int
+    ) -> None:
         """A message whose levels the replica's book refused (BadLevel): a bad update, and
         the replica fails."""
         self.stats.bad_updates += 1
-        self._fail(conn_id, replica, reason, out)
+        self._fail(conn_id, replica, reason, out, now_ns)
 
-    def _fail(self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent]) -> None:
+    def _fail(
+        self, conn_id: int, replica: Replica, reason: str, out: list[ArbiterEvent], now_ns: int
+    ) -> None:
         """Moves the replica machine on FAILED and carries out its actions."""
-        self._replica(conn_id, replica, ReplicaEvent.FAILED, reason, out)
+        self._replica(conn_id, replica, ReplicaEvent.FAILED, reason, out, now_ns)
         if conn_id == self.leader:
             self._elect(f"leader failed: {reason}", out)
 
@@ -459,16 +465,21 @@ class ReplicatedBook:
         event: ReplicaEvent,
         reason: str,
         out: list[ArbiterEvent],
+        now_ns: int,
     ) -> None:
         """Moves ``replica``'s machine on ``event`` (not SNAPSHOT_CROSSED, which
-        :meth:`_snapshot_crossed` handles) and carries out its actions."""
+        :meth:`_snapshot_crossed` handles) and carries out its actions; the failure's line
+        is limited per connection (a connection failing again and again, its messages lost
+        or out of order, writes a few a minute)."""
         replica.state, actions = transition("replica", REPLICA_TRANSITIONS, replica.state, event)
         for action in actions:
             if action is ReplicaAction.RESUBSCRIBE:
                 replica.book.clear()
                 self.stats.replica_failures += 1
                 self.stats.resyncs += 1
-                log.warning(
+                self._failure_log.warning(
+                    ("failed", conn_id),
+                    now_ns / 1e9,
                     "%s: replica of conn %d failed (%s); resubscribing",
                     self.key,
                     conn_id,

@@ -148,7 +148,10 @@ class Connection:
         self._ping_message = ping_message
         self._ping_interval_s = ping_interval_s
         self._send_interval_s = 1.0 / max_messages_per_s
-        self._outbox: asyncio.Queue[bytes] | None = None
+        #: Messages to send, each with the key of its group where it is a group's last.
+        self._outbox: asyncio.Queue[tuple[bytes, str | None]] | None = None
+        #: Keys of the groups queued whose last message is not taken for sending yet.
+        self._queued_keys: set[str] = set()
         #: When the open connection last received a frame (or opened), on ``clock_s``.
         self._last_recv_s = 0.0
         self.stats = ConnectionStats()
@@ -171,16 +174,27 @@ class Connection:
         self.url = url
         self._subscribe_messages = list(subscribe_messages)
 
-    def send(self, messages: Sequence[bytes]) -> bool:
+    def send(self, messages: Sequence[bytes], key: str | None = None) -> bool:
         """Queue text messages for the venue. False (and nothing queued) when the
-        connection is down (subscriptions are sent again on connect) or its queue is full."""
+        connection is down (subscriptions are sent again on connect) or its queue is full.
+        ``key`` names what they ask for (a symbol's resubscription): while messages of that
+        key are queued, their last not yet taken for sending, the same key is not queued
+        again (True: the queued ones answer for it)."""
+        if key is not None and key in self._queued_keys:
+            return True
         outbox = self._outbox
         if outbox is None or outbox.maxsize - outbox.qsize() < len(messages):
             self.stats.messages_dropped += len(messages)
             return False
-        for message in messages:
-            outbox.put_nowait(message)
+        for i, message in enumerate(messages, 1):
+            outbox.put_nowait((message, key if i == len(messages) else None))
+        if key is not None and messages:
+            self._queued_keys.add(key)
         return True
+
+    def queued(self, key: str) -> bool:
+        """Messages of ``key`` (:meth:`send`) are queued, their last not yet taken."""
+        return key in self._queued_keys
 
     async def run(self) -> None:
         """Runs until cancelled."""
@@ -239,11 +253,11 @@ class Connection:
                 handshaking = False
                 self._handshake_ended(spent_s)
                 self._up(self._clock_s())
-                outbox: asyncio.Queue[bytes] = asyncio.Queue(
+                outbox: asyncio.Queue[tuple[bytes, str | None]] = asyncio.Queue(
                     maxsize=MAX_OUTBOX_MESSAGES + len(self._subscribe_messages)
                 )
                 for message in self._subscribe_messages:
-                    outbox.put_nowait(message)
+                    outbox.put_nowait((message, None))
                 self._outbox = outbox
                 async with asyncio.TaskGroup() as tasks:
                     helpers = [tasks.create_task(self._write(ws, outbox))]
@@ -270,6 +284,7 @@ class Connection:
             if handshaking:
                 self._handshake_ended(spent_s)
             self._outbox = None
+            self._queued_keys.clear()
             self._down()
         return False
 
@@ -348,10 +363,14 @@ class Connection:
                 return _Ended.STALLED
             await self._sleep(min(stall_s, age_deadline_s) - now_s)
 
-    async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[bytes]) -> None:
+    async def _write(
+        self, ws: ClientConnection, outbox: asyncio.Queue[tuple[bytes, str | None]]
+    ) -> None:
         try:
             while True:
-                message = await outbox.get()
+                message, key = await outbox.get()
+                if key is not None:
+                    self._queued_keys.discard(key)
                 shared = self.shared_messages
                 if shared is not None:
                     while not shared.take(self._clock_s()):
@@ -362,13 +381,13 @@ class Connection:
         except websockets.exceptions.ConnectionClosed:
             pass  # the reader sees the close and ends the session
 
-    async def _ping(self, outbox: asyncio.Queue[bytes], message: bytes) -> None:
+    async def _ping(self, outbox: asyncio.Queue[tuple[bytes, str | None]], message: bytes) -> None:
         while True:
             await asyncio.sleep(self._ping_interval_s)
             if outbox.full():
                 self.stats.messages_dropped += 1
             else:
-                outbox.put_nowait(message)
+                outbox.put_nowait((message, None))
 
     def _up(self, now_s: float) -> None:
         self.stats.connected = True

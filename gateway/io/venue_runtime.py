@@ -591,6 +591,9 @@ class VenueRuntime:
         resubscribe = self.adapter.resubscribe_messages
         if connection is None or resubscribe is None:
             return
+        if connection.queued(action.symbol):
+            # Not sent yet: the snapshot it brings follows this failure too.
+            return
         messages = resubscribe(action.symbol)
         limit = self.limits.subscribe_requests_per_hour
         if limit is not None:
@@ -610,7 +613,7 @@ class VenueRuntime:
                 return
             for _ in messages:
                 budget.spend(now_s)
-        connection.send(messages)
+        connection.send(messages, key=action.symbol)
 
     def on_state(self, conn_id: int, up: bool) -> None:
         if self.capture is not None:

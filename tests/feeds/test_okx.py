@@ -762,6 +762,30 @@ def test_a_late_copy_of_the_reset_before_the_last_is_a_straggler() -> None:
     assert book.applied_id == 3 and book.pending == 0 and book.stats.gaps == 0
 
 
+def test_ids_climbing_back_through_the_old_ones_after_a_reset_are_new() -> None:
+    """After the reset 20→3, the new sequence reaches 10→15 again, which linked before it:
+    received after the connection's copy of the reset, that is the new sequence's update
+    (not a late copy of the old one), applied; a copy of the old one from a connection that
+    has not crossed the reset yet is still a straggler."""
+    rule = _following()
+    arrivals = iter(range(1, 100))
+
+    def ids(prev: int, seq: int, conn: int = 0) -> DepthDiff:
+        return _ids(prev, seq, conn=conn, recv_ns=next(arrivals))
+
+    assert rule.classify(ids(10, 15), 10) is Link.LINKS
+    assert rule.classify(ids(15, 20), 15) is Link.LINKS
+    assert rule.classify(ids(20, 3), 20) is Link.LINKS  # conn 0: the reset
+    assert rule.classify(ids(10, 15, conn=1), 3) is Link.STALE  # conn 1: a late old copy
+    assert rule.classify(ids(20, 3, conn=1), 3) is Link.STALE  # conn 1 crosses the reset
+    assert rule.classify(ids(3, 10), 3) is Link.LINKS
+    assert rule.classify(ids(3, 10, conn=1), 10) is Link.STALE
+    assert rule.classify(ids(10, 15), 10) is Link.LINKS, "the new sequence's 10→15"
+    assert rule.classify(ids(10, 15, conn=1), 15) is Link.STALE
+    assert rule.classify(ids(15, 20, conn=1), 15) is Link.LINKS, "conn 1 first this time"
+    assert rule.stragglers == 2
+
+
 def test_a_connection_behind_a_reset_says_nothing_of_a_hole_after_it() -> None:
     """Connection 1 delivers 18→20, the reset 20→12, and loses 12→13; connection 0, behind
     the reset, delivers its copy of 18→20 only then: its id 20 says nothing of the hole at

@@ -262,6 +262,20 @@ def test_after_a_restart_okx_says_seq_id_below_prev_seq_id_once_then_chains() ->
     assert (later.prev_id, later.last_id) == (1500, 1505)
 
 
+def test_a_second_restart_links_okx_to_the_last_id_the_first_rendered() -> None:
+    # OKX announces its reset by seqId < prevSeqId, prevSeqId being the last seqId sent:
+    # after a second restart that is the first restart's numbering, not the true id.
+    first = IdRestart(1500)
+    before = _diff(okx.parse(first.apply(_okx(300, 305), sim_okx.STREAM_SHAPE), 0, 0))
+    last = _diff(okx.parse(first.apply(_okx(306, 310), sim_okx.STREAM_SHAPE), 0, 0))
+    assert (before.last_id, last.last_id) == (1500, 1505)
+    second = IdRestart(1200, before=first)
+    reset = _diff(okx.parse(second.apply(_okx(311, 315), sim_okx.STREAM_SHAPE), 0, 0))
+    assert (reset.prev_id, reset.last_id) == (1505, 1200)
+    later = _diff(okx.parse(second.apply(_okx(316, 320), sim_okx.STREAM_SHAPE), 0, 0))
+    assert (later.prev_id, later.last_id) == (1200, 1205)
+
+
 def test_a_restart_leaves_venues_without_ids_alone() -> None:
     restart = IdRestart(1000)
     assert restart.apply(_kraken(), sim_kraken.STREAM_SHAPE) is not None
@@ -279,3 +293,27 @@ def test_an_altered_rest_book_changes_the_best_bid_quantity_only() -> None:
     assert altered.last_id == true.last_id and altered.asks == true.asks
     assert altered.bids[1:] == true.bids[1:]
     assert Decimal(altered.bids[0][1]) == Decimal(true.bids[0][1]) + 1
+
+
+#: Kraken's own rendering of a deletion and of its smallest lot: JSON numbers in fixed point.
+KRAKEN_TINY_BIDS: tuple[Level, ...] = (("60000.1", "0.00000001"), ("59999.9", "0.00000000"))
+KRAKEN_TINY_ASKS: tuple[Level, ...] = (("60000.2", "1.25000000"), ("60000.5", "0.00000000"))
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        FrameFault(cross=True),
+        FrameFault(oversize=3),
+        FrameFault(alter=True, pick=0.6),
+        FrameFault(numbers="plus", pick=0.6),
+    ],
+    ids=["cross", "oversize", "alter", "numbers"],
+)
+def test_a_rewrite_keeps_the_text_of_every_number_it_does_not_change(fault: FrameFault) -> None:
+    # Kraken refuses a JSON number in exponent form; a rewritten frame must carry only the
+    # fault, not a deletion re-rendered as 0E-8.
+    frame = sim_kraken.book_frame("update", "BTC/USD", KRAKEN_TINY_BIDS, KRAKEN_TINY_ASKS, 0, "t")
+    out = rewrite_frame(frame, sim_kraken.STREAM_SHAPE, fault)
+    assert b"E-" not in out and b"e-" not in out, out
+    assert out.count(b'"qty":0.00000000') >= 1 and b'"qty":0.00000001' in out, out

@@ -324,6 +324,27 @@ def test_a_book_whose_id_came_from_a_bogus_copy_is_rebuilt() -> None:
     assert arb.state is LIVE and arb.book.normalized() == stream.books[i + 1]
 
 
+def test_connections_behind_for_moments_only_are_not_a_venue_reset() -> None:
+    """Every connection below the book for a moment at every update, caught up a
+    millisecond later each time: never behind for the reset window, so no venue reset.
+    (A connection that delivers each copy with an old one late behind it makes them.)"""
+    stream = make_stream(choices(100))
+    run, point = started(stream, (0, 1, 2))
+    now = 0
+    for i in range(1, len(stream.diffs)):
+        now += STEP_NS
+        point[0] = i + 1
+        # Connection 0 is first with diff i, then delivers diff i - 1 again, late: for a
+        # moment every connection is below the book; 1 and 2 catch up a millisecond later.
+        run.diff(merged(stream, i, i, 0, now), now)
+        run.diff(merged(stream, i - 1, i - 1, 0, now), now)
+        for conn in (1, 2):
+            run.diff(merged(stream, i, i, conn, now + 1_000_000), now + 1_000_000)
+    assert now > 3 * run.arb.reset_window_ns
+    assert run.arb.stats.venue_resets == 0 and run.arb.stats.resyncs == 0
+    assert run.arb.state is LIVE and run.arb.applied_id == stream.id_after(len(stream.diffs))
+
+
 # --- one mangled copy -----------------------------------------------------------------------
 
 

@@ -412,6 +412,31 @@ def test_a_message_late_on_its_connection_sequence_is_ignored() -> None:
     assert p.receive_frame(0, answer, 1, 0).publications and book.replicas[0].valid
 
 
+def test_a_flood_of_late_and_lost_messages_logs_a_few_lines_a_minute_per_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection that sends its messages out of order (each late or a jump) is counted
+    in full, but logged a few lines a minute, the next line saying how many were not."""
+    venue = FakeVenue(venue="rep", unsequenced=True)
+    p = VenuePipeline(venue, ["BTC"], rest_snapshots=False)
+    p.receive_connection(0, True, 0)
+    caplog.set_level(logging.WARNING, logger="gateway.core.pipeline")
+    caplog.clear()
+    now_ns = 0
+    for n in range(0, 200, 2):  # n + 1 before n: a jump, then a late message
+        for seq in (n + 1, n):
+            now_ns += 10_000_000
+            p.receive_frame(0, venue.frame(ConnectionSequence("rep", seq, 1, 0)), 1, now_ns)
+    assert p.stats.connection_gaps == 100 and p.stats.connection_late_messages == 100
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.core.pipeline"]
+    assert sum("arrived late" in line for line in lines) == 5
+    assert sum("messages lost" in line for line in lines) == 5
+    caplog.clear()
+    p.receive_frame(0, venue.frame(ConnectionSequence("rep", 300, 1, 0)), 1, now_ns + 61 * 10**9)
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.core.pipeline"]
+    assert lines == ["conn 0: messages lost (sequence jump); resubscribing (95 similar suppressed)"]
+
+
 def test_trade_connections_are_not_told_to_the_books() -> None:
     venue = FakeVenue()
     p = VenuePipeline(venue, ["BTC"], trade_conn_ids={9})
@@ -922,3 +947,13 @@ def test_a_sharded_replacement_is_told_of_and_catches_up_with_its_shard_only() -
     p.set_connection_symbols(6, [])  # empty: every symbol
     p.receive_connection(6, True, 0)
     assert all(isinstance(b, SequencedBook) and 6 in b._conn_high for b in p.books.values())
+
+
+def test_a_stop_of_a_venue_of_one_symbol_says_symbol(caplog: pytest.LogCaptureFixture) -> None:
+    p = pipeline(FakeVenue(), ["BTC"])
+    caplog.set_level(logging.INFO, logger="gateway.core.pipeline")
+    caplog.clear()
+    p.stop()
+    assert [r.getMessage() for r in caplog.records] == [
+        "seq: 1 symbol now stale (the gateway is stopping), 0 of them stale already"
+    ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+
+import pytest
 
 from gateway.core.arbiter import ConnectionSequenceChecker
 from gateway.core.book import L2Book
@@ -104,7 +107,7 @@ def test_no_valid_replica_is_resyncing_and_every_connection_down_is_stale() -> N
     arb = ReplicatedBook(KEY)
     arb.on_connection(0, True, 0)
     arb.on_snapshot(snap(0, [("100", "1")]), 0)
-    out = arb.invalidate(0, "sequence jump")
+    out = arb.invalidate(0, "sequence jump", 0)
     assert out[0] == ResubscribeWanted(KEY, 0, "sequence jump")
     assert out[1] == StatusChange(KEY, SymbolState.RESYNCING, "no valid replica")
     assert arb.has_book, "the last book stays published"
@@ -152,7 +155,7 @@ def test_a_sequence_jump_resubscribes_a_replica_awaiting_its_snapshot() -> None:
     arb.on_connection(0, True, 0)
     arb.on_connection(1, True, 0)
     arb.on_snapshot(snap(1, [("100", "1")]), 0)
-    out = arb.invalidate(0, "sequence jump")
+    out = arb.invalidate(0, "sequence jump", 0)
     assert out == [ResubscribeWanted(KEY, 0, "sequence jump")]
     assert arb.replicas[0].state is ReplicaState.AWAITING_SNAPSHOT and arb.leader == 1
 
@@ -229,3 +232,27 @@ def test_a_switch_to_a_replica_behind_serves_the_id_that_replica_is_at() -> None
     arb.on_snapshot(DepthSnapshot("kraken", "BTC/USD", -1, (("99", "1"),), (), 9_000_000, 2), 0)
     (delta, *_) = arb.on_connection(1, False, 0)
     assert isinstance(delta, BookDelta) and delta.venue_id == 9, "at its snapshot: when received"
+
+
+def test_a_replica_failing_again_and_again_is_logged_a_few_lines_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every failure resubscribes and is counted; its line is limited per connection, the
+    next line admitted saying how many were not written."""
+    arb = ReplicatedBook(KEY)
+    arb.on_connection(0, True, 0)
+    caplog.set_level(logging.WARNING, logger="gateway.core.replicated")
+    now_ns = 0
+    for _ in range(50):
+        now_ns += 10_000_000
+        arb.on_snapshot(snap(0, [("100", "1")]), now_ns)
+        assert arb.invalidate(0, "sequence jump", now_ns)[0] == ResubscribeWanted(
+            KEY, 0, "sequence jump"
+        )
+    assert arb.stats.replica_failures == 50
+    assert len([r for r in caplog.records if "failed (sequence jump)" in r.getMessage()]) == 5
+    caplog.clear()
+    arb.invalidate(0, "sequence jump", now_ns + 61 * 10**9)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{KEY}: replica of conn 0 failed (sequence jump); resubscribing (45 similar suppressed)"
+    ]

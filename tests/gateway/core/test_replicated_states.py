@@ -139,7 +139,7 @@ def resyncing() -> ReplicatedBook:
     """Published before; conn 0's replica failed, conn 1 has none."""
     arb = book(0, 1)
     arb.on_snapshot(snap(0), 0)
-    arb.invalidate(0, "sequence jump")
+    arb.invalidate(0, "sequence jump", 0)
     return arb
 
 
@@ -207,7 +207,7 @@ OUTPUT_SCENARIOS: dict[tuple[Output, OutputEvent], Scenario] = {
     ),
     (Out.LIVE, OE.NO_VALID_REPLICA): (
         lambda: (a := book(0, 1), a.on_snapshot(snap(0), 0))[0],
-        lambda a: a.invalidate(0, "sequence jump"),
+        lambda a: a.invalidate(0, "sequence jump", 0),
         [
             ResubscribeWanted(KEY, 0, "sequence jump"),
             StatusChange(KEY, SymbolState.RESYNCING, "no valid replica"),
@@ -297,7 +297,7 @@ REPLICA_SCENARIOS: dict[tuple[ReplicaState, ReplicaEvent], Scenario] = {
     ),
     (RS.VALID, RE.FAILED): (
         live,
-        lambda a: a.invalidate(0, "sequence jump"),
+        lambda a: a.invalidate(0, "sequence jump", 0),
         ["ResubscribeWanted", "BookDelta"],  # the output fails over to conn 1
     ),
     (RS.AWAITING_SNAPSHOT, RE.SNAPSHOT_CROSSED): (

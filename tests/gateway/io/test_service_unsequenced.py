@@ -108,7 +108,7 @@ def test_coinbase_sequence_jump_resubscribes_that_connection(real_data: RealData
     # Skip one message: the connection lost something; its replicas are resubscribed.
     sent: list[bytes] = []
 
-    def send(messages: Sequence[bytes]) -> bool:
+    def send(messages: Sequence[bytes], key: str | None = None) -> bool:
         sent.extend(messages)
         return True
 

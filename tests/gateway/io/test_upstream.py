@@ -49,6 +49,23 @@ class Recorder:
         return lambda: len(self.frames) > count
 
 
+class Inbox:
+    """A test server's handler keeping what it receives (``arrived`` notified after each
+    message); it closes the connection after a message ``close_on``."""
+
+    def __init__(self, close_on: str | None = None) -> None:
+        self.received: list[str | bytes] = []
+        self.arrived = StateChanges()
+        self.close_on = close_on
+
+    async def handler(self, ws: ServerConnection) -> None:
+        async for message in ws:
+            self.received.append(message)
+            self.arrived.notify()
+            if message == self.close_on:
+                await ws.close()
+
+
 async def _with_server(handler: Handler, body: Callable[[str], Awaitable[None]]) -> None:
     async with ws_serving(handler, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
@@ -440,15 +457,8 @@ async def test_waits_for_a_ban_are_counted_with_their_seconds() -> None:
 async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_queued_messages() -> (
     None
 ):
-    received: list[str | bytes] = []
-    arrived = StateChanges()
-
-    async def handler(ws: ServerConnection) -> None:
-        async for message in ws:
-            received.append(message)
-            arrived.notify()
-            if message == "close me":
-                await ws.close()
+    inbox = Inbox(close_on="close me")
+    received, arrived = inbox.received, inbox.arrived
 
     async def body(url: str) -> None:
         rec = Recorder()
@@ -476,7 +486,38 @@ async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_qu
         assert "too early" not in received
         assert conn.stats.messages_dropped == 1 and conn.stats.reconnects >= 1
 
-    await _with_server(handler, body)
+    await _with_server(inbox.handler, body)
+
+
+async def test_a_resubscription_already_queued_is_not_queued_again() -> None:
+    """A symbol failing again before its resubscription was sent needs no second one: the
+    snapshot the queued one brings follows every failure before it. Once its last message
+    was taken for sending, the symbol's next resubscription is queued again."""
+    inbox = Inbox()
+    received, arrived = inbox.received, inbox.arrived
+
+    async def body(url: str) -> None:
+        rec = Recorder()
+        conn = _connection(url, rec, subscribe_messages=[b"subscribe"], max_messages_per_s=1000.0)
+        again = [b"unsubscribe X", b"subscribe X"]
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(conn.run())
+            await wait_until(arrived, lambda: received == ["subscribe"])
+            # No await between: the writer takes nothing meanwhile.
+            assert conn.send(again, key="X") and conn.queued("X")
+            assert conn.send(again, key="X"), "answered by the queued one"
+            assert conn.send([b"unsubscribe Y", b"subscribe Y"], key="Y")
+            assert conn.send(again, key="X")
+            await wait_until(arrived, lambda: len(received) >= 5)
+            assert received[1:] == ["unsubscribe X", "subscribe X", "unsubscribe Y", "subscribe Y"]
+            assert not conn.queued("X")
+            assert conn.send(again, key="X"), "sent already: queued again"
+            await wait_until(arrived, lambda: len(received) >= 7)
+            task.cancel()
+        assert received[5:] == ["unsubscribe X", "subscribe X"]
+        assert conn.stats.messages_dropped == 0
+
+    await _with_server(inbox.handler, body)
 
 
 # --- reconnect discipline on virtual time -----------------------------------------------------
