@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway.core.activity import ActivityLimits, ActivityMonitor, Silence
+from gateway.core.activity import ActivityLimits, ActivityMonitor
 
 LIMITS = ActivityLimits(factor=10.0, min_silence_s=1.0, max_silence_s=60.0, alpha=0.5)
 
@@ -95,10 +95,10 @@ def test_a_silence_is_reported_again_after_twice_the_last_wait_while_traffic_goe
     """Each report asks for a resubscribe: one never answered leaves the channel silent."""
     monitor = monitor_with(0.2, 21)  # the last update at 4.0; bound 2.0
     monitor.frame(0, 6.5)
-    assert monitor.check(6.5) == [Silence("A", 0, 2.5, pytest.approx(0.2), 0)]
+    assert [s[:3] + s[4:] for s in monitor.check(6.5)] == [("A", 0, 2.5, 0)]
     monitor.frame(0, 10.0)
     assert monitor.check(10.4) == [], "twice the bound since the report: not yet"
-    assert monitor.check(10.5) == [Silence("A", 0, 6.5, pytest.approx(0.2), 1)]
+    assert [s[:3] + s[4:] for s in monitor.check(10.5)] == [("A", 0, 6.5, 1)]
     monitor.frame(0, 18.0)
     assert monitor.check(18.4) == []
     assert [s.reported for s in monitor.check(18.5)] == [2]
