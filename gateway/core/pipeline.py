@@ -848,8 +848,8 @@ class VenuePipeline:
         reason = "connection sequence jump"
         awaiting = self._awaiting.get(conn_id, set())
         for key, book in self.books.items():
-            if not self._carries(conn_id, key):
-                continue
+            if key in self.rejected or not self._carries(conn_id, key):
+                continue  # a refused symbol is subscribed no more
             events = book.invalidate(conn_id, reason) if isinstance(book, ReplicatedBook) else []
             if key in awaiting and not any(
                 isinstance(e, ResubscribeWanted) and e.conn_id == conn_id for e in events

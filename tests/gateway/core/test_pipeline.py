@@ -1000,6 +1000,18 @@ def test_a_symbol_the_venue_refuses_is_stale_for_good_and_subscribed_without() -
     assert p.receive_frame(0, other, 1, 0) == Step([], [])
 
 
+def test_a_connection_sequence_jump_resubscribes_no_symbol_the_venue_refused() -> None:
+    venue = FakeVenue(venue="rep", unsequenced=True)
+    p = VenuePipeline(venue, ["BTC", "ETH"], rest_snapshots=False)
+    p.receive_connection(0, True, 0)
+    detail = "Failed to subscribe: unknown product_ids ['ETH']"
+    number = ConnectionSequence("rep", 0, 1, 0)
+    refused = venue.frame(number, VenueNotice("rep", "error", detail, False, 1, 0))
+    assert p.receive_frame(0, refused, 1, 0).actions == [SymbolRejected(0, "ETH", True)]
+    jump = venue.frame(ConnectionSequence("rep", 5, 1, 0))
+    assert p.receive_frame(0, jump, 1, 0).actions == [Resubscribe(0, "BTC")]
+
+
 def test_an_error_naming_a_symbol_that_delivers_is_no_refusal() -> None:
     venue = FakeVenue()
     p = synced(venue)
