@@ -7,10 +7,16 @@ alive, so the stall timeout never fires). :class:`ActivityMonitor` keeps, per (s
 connection), an exponentially weighted mean of the time between the symbol's book
 messages. A channel silent for ``factor`` times its usual interval, bounded by
 ``min_silence_s`` and ``max_silence_s``, on a connection that carried other traffic since,
-is dead on that connection (reported once by :meth:`ActivityMonitor.check`). A quiet
+is dead on that connection (reported by :meth:`ActivityMonitor.check`). A quiet
 market raises the usual interval and so the bound; a connection with no traffic at all is
 the stall timeout's concern, not this one's. A dead channel is alive again with its next
 message (:meth:`ActivityMonitor.update` says so).
+
+Each report makes the owner resubscribe the symbol on that connection; a resubscribe that
+is never answered leaves the channel silent, so a dead channel is reported again once it
+stayed silent, since its last report, for twice the wait before that report (the bound,
+then twice it, four times, ... capped at ``max_silence_s``): the owner asks again, less
+and less often, until the channel's next message.
 """
 
 from __future__ import annotations
@@ -44,16 +50,18 @@ DEFAULT_LIMITS: Final = ActivityLimits()
 
 class Silence(NamedTuple):
     """``symbol`` went silent on ``conn_id``: nothing for ``silent_s``, usually every
-    ``usual_s`` (None: no interval measured yet)."""
+    ``usual_s`` (None: no interval measured yet); ``reported``: how many times this
+    silence was reported before (0: it is new)."""
 
     symbol: str
     conn_id: int
     silent_s: float
     usual_s: float | None
+    reported: int = 0
 
 
 class _Channel:
-    __slots__ = ("dead", "interval_s", "last_s", "updates")
+    __slots__ = ("dead", "interval_s", "last_s", "reported", "reported_s", "retry_s", "updates")
 
     def __init__(self, now_s: float) -> None:
         #: The last message, or when the connection came up.
@@ -62,14 +70,20 @@ class _Channel:
         self.interval_s: float | None = None
         self.updates = 0
         self.dead = False
+        #: While dead: the reports of this silence, the last one's wait, and its time.
+        self.reported = 0
+        self.retry_s = 0.0
+        self.reported_s = 0.0
 
 
 class ActivityMonitor:
     """Per (symbol, connection) message rates and silences; see the module doc.
 
-    Contract: :meth:`check` reports a channel at most once per silence, only when it has
-    been silent for at least :meth:`bound_s` and its connection received a frame after
-    the channel's last message, within the bound. Memory: one entry per (symbol,
+    Contract: :meth:`check` reports a channel first when it has been silent for at least
+    :meth:`bound_s` and its connection received a frame after the channel's last message,
+    within the bound; again, while it stays silent, each time twice the previous wait
+    (capped at ``max_silence_s``) passed since its last report and its connection received
+    a frame since that report, within the bound. Memory: one entry per (symbol,
     connection that is up, or that delivered the symbol since it came up).
     """
 
@@ -115,6 +129,7 @@ class ActivityMonitor:
         channel.updates += 1
         channel.last_s = now_s
         channel.dead = False
+        channel.reported = 0
         return revived
 
     def bound_s(self, symbol: str, conn_id: int) -> float:
@@ -123,23 +138,36 @@ class ActivityMonitor:
         return self._bound_s(None if channel is None else channel.interval_s)
 
     def check(self, now_s: float) -> list[Silence]:
-        """The channels found dead now (each once per silence)."""
+        """The channels found dead now, and the dead ones due to be reported again (the
+        resubscribe the last report asked for went unanswered)."""
         found: list[Silence] = []
+        max_silence_s = self.limits.max_silence_s
         for symbol, channels in self._channels.items():
             for conn_id, channel in channels.items():
-                if channel.dead:
-                    continue
                 bound_s = self._bound_s(channel.interval_s)
-                silent_s = now_s - channel.last_s
+                if channel.dead:
+                    since_s, wait_s = channel.reported_s, min(max_silence_s, 2 * channel.retry_s)
+                else:
+                    since_s, wait_s = channel.last_s, bound_s
                 conn_last_s = self._conn_last_s.get(conn_id)
                 if (
-                    silent_s >= bound_s
+                    now_s - since_s >= wait_s
                     and conn_last_s is not None
-                    and conn_last_s > channel.last_s
+                    and conn_last_s > since_s
                     and now_s - conn_last_s < bound_s
                 ):
+                    found.append(
+                        Silence(
+                            symbol,
+                            conn_id,
+                            now_s - channel.last_s,
+                            channel.interval_s,
+                            channel.reported,
+                        )
+                    )
                     channel.dead = True
-                    found.append(Silence(symbol, conn_id, silent_s, channel.interval_s))
+                    channel.reported += 1
+                    channel.retry_s, channel.reported_s = wait_s, now_s
         return found
 
     def dead_everywhere(self, symbol: str) -> bool:

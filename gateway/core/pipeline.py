@@ -289,6 +289,11 @@ class VenuePipeline:
         #: (connection, symbol) rejections already acted on (a venue may refuse one symbol
         #: once per request, Coinbase once per channel); cleared when the connection ends.
         self._rejected_on: set[tuple[int, str]] = set()
+        #: Per connection: the keys resubscribed on it whose snapshot it has not delivered
+        #: since. A connection sequence jump may have lost that snapshot: they are asked
+        #: again, whether their arbiter keeps a copy of that connection or not (a silent
+        #: channel's was dropped). Cleared when the connection comes up or goes down.
+        self._awaiting: dict[int, set[str]] = {}
         #: Set by :meth:`stop`: every later input is ignored.
         self.stopped = False
         for symbol in symbols or ():
@@ -319,6 +324,8 @@ class VenuePipeline:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
                 if activity is not None:
                     self._active(activity, event.symbol, conn_id, now_ns)
+                if isinstance(event, DepthSnapshot) and self._awaiting:
+                    self._awaiting.get(conn_id, set()).discard(event.key)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     out = (
@@ -412,6 +419,7 @@ class VenuePipeline:
             self.sequences.reset(conn_id)
         else:
             self.sequences.forget(conn_id)
+        self._awaiting.pop(conn_id, None)
         if not up:
             self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
             if reason:
@@ -688,6 +696,7 @@ class VenuePipeline:
     def _resubscribe(self, conn_id: int, symbol: str, step: Step) -> None:
         if self.venue.resubscribe_messages is not None:
             self.stats.resubscribes += 1
+            self._awaiting.setdefault(conn_id, set()).add(symbol_key(self.venue.venue, symbol))
             step.actions.append(Resubscribe(conn_id, symbol))
 
     def _active(self, activity: ActivityMonitor, symbol: str, conn_id: int, now_ns: int) -> None:
@@ -705,18 +714,39 @@ class VenuePipeline:
 
     def _silent(self, silence: Silence, step: Step, now_ns: int) -> None:
         """``silence.symbol``'s channel died on a connection that still carries traffic:
-        that connection counts as down for the symbol, and the symbol is resubscribed on it."""
+        that connection counts as down for the symbol, and the symbol is resubscribed on it.
+        A silence reported again (the resubscribe went unanswered) is resubscribed again."""
         assert self.activity is not None
         key = symbol_key(self.venue.venue, silence.symbol)
         book = self.books.get(key)
         if book is None:
             return
-        self.stats.silent_channels += 1
         usual = (
             "no usual rate yet"
             if silence.usual_s is None
             else f"usual every {silence.usual_s:.3g} s"
         )
+        fields = {
+            "venue": self.venue.venue,
+            "symbol": silence.symbol,
+            "connection": silence.conn_id,
+        }
+        if silence.reported:
+            self.silence_log.warning(
+                key,
+                now_ns / 1e9,
+                "%s: still no updates on conn %d after %.3g s (%s): resubscribe #%d unanswered; "
+                "resubscribing again",
+                key,
+                silence.conn_id,
+                silence.silent_s,
+                usual,
+                silence.reported,
+                extra=fields,
+            )
+            self._resubscribe(silence.conn_id, silence.symbol, step)
+            return
+        self.stats.silent_channels += 1
         self.silence_log.warning(
             key,
             now_ns / 1e9,
@@ -726,11 +756,7 @@ class VenuePipeline:
             silence.conn_id,
             silence.silent_s,
             usual,
-            extra={
-                "venue": self.venue.venue,
-                "symbol": silence.symbol,
-                "connection": silence.conn_id,
-            },
+            extra=fields,
         )
         events = book.on_connection(silence.conn_id, False, now_ns)
         if self.activity.dead_everywhere(silence.symbol):
@@ -816,7 +842,8 @@ class VenuePipeline:
         if not self.sequences.on_seq(conn_id, seq):
             return True
         # Every replica on this connection missed something: each is dropped and
-        # resubscribed on this connection only.
+        # resubscribed on this connection only, and so is every symbol still awaiting the
+        # snapshot of a resubscribe there (the lost message may be it).
         self.stats.connection_gaps += 1
         self.sequence_log.warning(
             ("lost", conn_id),
@@ -825,11 +852,19 @@ class VenuePipeline:
             conn_id,
             extra={"venue": self.venue.venue, "connection": conn_id},
         )
+        reason = "connection sequence jump"
+        awaiting = self._awaiting.get(conn_id, set())
         for key, book in self.books.items():
-            if isinstance(book, ReplicatedBook) and self._carries(conn_id, key):
-                self._take(
-                    book, book.invalidate(conn_id, "connection sequence jump", now_ns), step, now_ns
-                )
+            if key in self.rejected or not self._carries(conn_id, key):
+                continue  # a refused symbol is subscribed no more
+            events = (
+                book.invalidate(conn_id, reason, now_ns) if isinstance(book, ReplicatedBook) else []
+            )
+            if key in awaiting and not any(
+                isinstance(e, ResubscribeWanted) and e.conn_id == conn_id for e in events
+            ):
+                events.append(ResubscribeWanted(key, conn_id, f"{reason} awaiting its snapshot"))
+            self._take(book, events, step, now_ns)
         return True
 
     def _notice(self, conn_id: int, notice: VenueNotice, step: Step) -> None:

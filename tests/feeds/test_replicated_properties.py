@@ -20,12 +20,15 @@ interleaved arbitrarily; a connection may lose a message (Kraken: an update, who
 only the next checksum shows), deliver one after the message behind it (Coinbase, whose
 docs allow it), deliver a corrupted level (Kraken: the checksum is of the
 true book; Coinbase: a bid that crosses the book, the only wrong level it can tell), go
-down and come back, and answers a resubscribe with a fresh snapshot after a delay; the
-clock is injected. Invariants after every step: a book served ``live`` is the venue's book
-at one of its messages (to the depth both are defined at: Kraken's subscribed top), and at
-the update whose event time is its id where it is one; every replica the arbiter calls
-valid is the venue's book at one of its messages. Once the faults stop and every
-connection catches up, every book is live and the venue's latest, on every replica.
+down and come back, stop one symbol's channel on one connection (until that symbol is
+resubscribed there: the pipeline watches every channel's activity), and answers a
+resubscribe with a fresh snapshot after a delay; the clock is injected. Invariants after
+every step: a book served ``live`` is the venue's book at one of its messages (to the depth
+both are defined at: Kraken's subscribed top), and at the update whose event time is its id
+where it is one; every replica the arbiter calls valid is the venue's book at one of its
+messages. Once the faults stop and every connection catches up, every book is live and the
+venue's latest, on a replica of every connection. The venue's book never empties a side, so
+a corrupted Coinbase bid always crosses it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from feeds import coinbase, kraken
+from gateway.core.activity import ActivityLimits
 from gateway.core.book import L2Book
 from gateway.core.model import BookDelta, BookReset, SymbolState
 from gateway.core.pipeline import Resubscribe, Step, VenuePipeline
@@ -57,6 +61,8 @@ CORRUPT = "3.00000000"
 #: Above every ask: a corrupted level that crosses the book.
 CROSSING_BID = "150.5"
 STEP_NS = 1_000_000
+#: A channel silent for 2 ms to 3 ms (of 1 ms steps) on a connection with other traffic.
+ACTIVITY = ActivityLimits(factor=4.0, min_silence_s=0.002, max_silence_s=0.003)
 BASE_MS = 1_790_000_000_000
 
 Normal = tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]
@@ -147,7 +153,9 @@ class Venue:
                 (book.bids, BID_PRICES[index]) if is_bid else (book.asks, ASK_PRICES[index])
             )
             if size == len(SIZES):
-                side.pop(price, None)
+                if len(side) > 1 or price not in side:
+                    # A side never empties: a corrupted bid (Coinbase) always crosses.
+                    side.pop(price, None)
             else:
                 side[price] = SIZES[size]
         after = self.view(symbol)
@@ -231,6 +239,8 @@ class Conn:
     queue: list[Message] = field(default_factory=list)
     #: Resubscribes asked of the venue and not yet answered.
     resubscribes: list[str] = field(default_factory=list)
+    #: Symbols whose channel the venue stopped on this connection until resubscribed.
+    muted: set[str] = field(default_factory=set)
     next_seq: int = 0
 
     def send(self, message: Message) -> None:
@@ -260,6 +270,7 @@ ACTIONS = [
     "down",
     "up",
     "answer",
+    "mute",
 ]
 
 
@@ -268,7 +279,7 @@ class Harness:
         self.venue_id = venue_id
         self.venue = venue
         self.frame = FRAMES[venue_id]
-        self.pipeline = VenuePipeline(ADAPTERS[venue_id], SYMBOLS[venue_id])
+        self.pipeline = VenuePipeline(ADAPTERS[venue_id], SYMBOLS[venue_id], activity=ACTIVITY)
         self.conns = [Conn() for _ in range(n_conns)]
         self.subs = {s: L2Book() for s in SYMBOLS[venue_id]}
         self.now_ns = 0
@@ -301,6 +312,7 @@ class Harness:
     def connect(self, c: int) -> None:
         conn = self.conns[c]
         conn.up, conn.queue, conn.resubscribes, conn.next_seq = True, [], [], 0
+        conn.muted.clear()
         self.take(self.pipeline.receive_connection(c, True, self.tick()))
         for symbol in SYMBOLS[self.venue_id]:
             conn.send(Message(symbol, "ack"))
@@ -313,19 +325,20 @@ class Harness:
 
     def publish(self, message: Message) -> None:
         for conn in self.conns:
-            if conn.up:
+            if conn.up and message.symbol not in conn.muted:
                 conn.send(Message(**vars(message)))
 
     def answer(self, c: int) -> None:
         """The venue answers the oldest resubscribe: an ack, then a fresh snapshot."""
         conn = self.conns[c]
         symbol = conn.resubscribes.pop(0)
+        conn.muted.discard(symbol)
         conn.send(Message(symbol, "ack"))
         conn.send(self.venue.snapshot(symbol))
 
-    def deliver(self, c: int) -> None:
+    def deliver(self, c: int, ns: int = STEP_NS) -> None:
         message = self.conns[c].queue.pop(0)
-        now = self.tick()
+        now = self.tick(ns)
         note(f"conn {c}: {message.kind} {message.symbol} seq {message.seq}")
         self.take(self.pipeline.receive_frame(c, self.frame(message), now, now))
 
@@ -370,11 +383,13 @@ def run(venue_id: str, data: st.DataObject) -> None:
             # The venue's docs allow it: a message that arrives after the one behind it.
             note(f"conn {c}: seq {conn.queue[1].seq} before {conn.queue[0].seq}")
             conn.queue[0], conn.queue[1] = conn.queue[1], conn.queue[0]
-        elif action == "lose" and conn.queue and (h.sequenced or conn.queue[0].kind == "update"):
-            # Without a connection sequence (Kraken) only an update's loss shows: the
-            # next update's checksum.
-            lost = conn.queue.pop(0)
-            note(f"conn {c}: lost {lost.kind} {lost.symbol} seq {lost.seq}")
+        elif action == "lose" and conn.queue:
+            # Any message in transit. Without a connection sequence (Kraken) only an
+            # update's loss shows: the next update's checksum.
+            at = data.draw(st.integers(0, len(conn.queue) - 1))
+            if h.sequenced or conn.queue[at].kind == "update":
+                lost = conn.queue.pop(at)
+                note(f"conn {c}: lost {lost.kind} {lost.symbol} seq {lost.seq}")
         elif action == "corrupt" and conn.queue and h.sequenced:
             # Without a checksum only a crossed book shows a wrong level: a bid above
             # every ask (the snapshot is not used and retried after a wait; the update
@@ -398,12 +413,19 @@ def run(venue_id: str, data: st.DataObject) -> None:
         elif action == "answer" and conn.resubscribes:
             note(f"conn {c}: resubscribe answered")
             h.answer(c)
+        elif action == "mute" and conn.up:
+            symbol = data.draw(st.sampled_from(SYMBOLS[venue_id]))
+            note(f"conn {c}: {symbol} muted until resubscribed")
+            conn.muted.add(symbol)
         h.check()
+
     # The faults stop: every connection delivers everything, with a heartbeat behind it
     # (Coinbase sends one a second) and an update of each symbol (what shows a lost
-    # update on Kraken), and every resubscribe is answered.
-    for _ in range(20):
-        h.tick(60 * 1_000_000_000)  # past every wait after a crossed snapshot
+    # update on Kraken), and every resubscribe is answered. First every symbol updates
+    # every round, 0.1 ms apart on the clock, until every stopped channel was found silent
+    # and resubscribed; then the clock passes every wait after a crossed snapshot (drained
+    # at one instant, so that no channel looks silent behind the others' traffic).
+    def round_(ns: int) -> None:
         for symbol in SYMBOLS[venue_id]:
             best_ask = venue.symbols[symbol].asks.get(ASK_PRICES[0])
             size = 0 if best_ask != SIZES[0] else 1
@@ -417,8 +439,17 @@ def run(venue_id: str, data: st.DataObject) -> None:
                 h.answer(c)
             conn.send(Message("", "heartbeat"))
             while conn.queue:
-                h.deliver(c)
+                h.deliver(c, ns)
                 h.check()
+
+    for _ in range(1000):
+        round_(STEP_NS // 10)
+        if not any(conn.resubscribes or conn.muted for conn in h.conns):
+            break
+    assert not any(conn.muted for conn in h.conns), "a stopped channel was never resubscribed"
+    for _ in range(20):
+        h.tick(60 * 1_000_000_000)  # past every wait after a crossed snapshot
+        round_(0)
         if not any(conn.resubscribes for conn in h.conns) and all(
             replica.valid for s in SYMBOLS[venue_id] for replica in h.book(s).replicas.values()
         ):
@@ -427,6 +458,7 @@ def run(venue_id: str, data: st.DataObject) -> None:
         book = h.book(symbol)
         assert book.state is SymbolState.LIVE, (symbol, book.state)
         assert sub.normalized() == venue.symbols[symbol].states[-1]
+        assert set(book.replicas) == set(range(n_conns)), (symbol, "a connection has none")
         for conn_id, replica in book.replicas.items():
             assert replica.valid, (symbol, conn_id, replica.state)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -87,6 +89,48 @@ def test_dead_is_reported_once_per_silence_and_revived_by_the_next_update() -> N
     assert monitor.update("A", 0, 7.2) is False
     # The silence did not enter the usual interval.
     assert monitor.bound_s("A", 0) == pytest.approx(2.0)
+
+
+def test_a_silence_is_reported_again_after_twice_the_last_wait_while_traffic_goes_on() -> None:
+    """Each report asks for a resubscribe: one never answered leaves the channel silent."""
+    monitor = monitor_with(0.2, 21)  # the last update at 4.0; bound 2.0
+    monitor.frame(0, 6.5)
+    assert [s[:3] + s[4:] for s in monitor.check(6.5)] == [("A", 0, 2.5, 0)]
+    monitor.frame(0, 10.0)
+    assert monitor.check(10.4) == [], "twice the bound since the report: not yet"
+    assert [s[:3] + s[4:] for s in monitor.check(10.5)] == [("A", 0, 6.5, 1)]
+    monitor.frame(0, 18.0)
+    assert monitor.check(18.4) == []
+    assert [s.reported for s in monitor.check(18.5)] == [2]
+    assert monitor.check(60.0) == [], "no traffic on the connection since the report"
+    assert monitor.update("A", 0, 61.0) is True
+    monitor.frame(0, 63.0)
+    assert [s.reported for s in monitor.check(63.0)] == [0], "a new silence"
+
+
+@given(
+    interval_s=st.floats(0.01, 20.0),
+    step_s=st.floats(0.05, 5.0),
+)
+def test_reports_of_one_silence_are_apart_by_a_wait_doubling_to_the_maximum(
+    interval_s: float, step_s: float
+) -> None:
+    monitor = monitor_with(interval_s)
+    last_s = 4 * interval_s
+    bound_s = monitor.bound_s("A", 0)
+    reported_s: list[float] = []
+    for i in range(1, int(1000.0 / step_s)):
+        now_s = last_s + i * step_s
+        monitor.frame(0, now_s)  # the connection's other traffic
+        for silence in monitor.check(now_s):
+            assert silence.reported == len(reported_s)
+            reported_s.append(now_s)
+    # Checked every step_s: each report at most one step late (and float rounding).
+    eps_s = 1e-9
+    assert reported_s and bound_s - eps_s <= reported_s[0] - last_s <= bound_s + step_s + eps_s
+    for k, (a, b) in enumerate(pairwise(reported_s), start=1):
+        wait_s = min(LIMITS.max_silence_s, bound_s * 2**k)
+        assert wait_s - eps_s <= b - a <= wait_s + step_s + eps_s
 
 
 def test_dead_on_every_connection_and_the_reason_says_how_long_and_how_usual() -> None:

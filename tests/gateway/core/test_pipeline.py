@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import msgspec
 import pytest
@@ -37,6 +38,7 @@ from gateway.core.model import (
 from gateway.core.pipeline import (
     LOG_EVERY,
     LOG_FIRST,
+    Action,
     BookRebuilt,
     BookState,
     CaughtUp,
@@ -863,13 +865,133 @@ def test_a_channel_dead_on_one_connection_is_resubscribed_there_and_stale_when_d
             "no updates for 1 s on any connection (usual every 0.1 s)",
         )
     ]
-    assert [a for s in steps for a in s.actions] == [Resubscribe(1, "BTC")]
+    # Connection 1's silence, and connection 0's resubscribe, unanswered, asked again.
+    actions = [a for s in steps for a in s.actions]
+    assert len(actions) == 2
+    assert set(actions) == {Resubscribe(0, "BTC"), Resubscribe(1, "BTC")}
+    assert p.stats.silent_channels == 2
     assert p.books["seq:ETH"].state is SymbolState.LIVE, "ETH's traffic never stopped"
     steps.clear()
     tick(60 * 100 * ms, (1,))  # BTC's updates are back
     published = [e for s in steps for e in s.publications if type(e) is not BookDelta]
     assert published == [StatusChange("seq:BTC", SymbolState.LIVE, "upstream back")]
     assert p.stats.revived_channels == 1
+
+
+class _Coinbase:
+    """An unsequenced venue whose connections number every message (Coinbase's
+    ``sequence_num``), BTC and ETH updated every 0.1 s on connections 0 and 1, their
+    channels watched; each step's actions are kept."""
+
+    MS = 1_000_000
+
+    def __init__(self) -> None:
+        self.venue = FakeVenue(venue="rep", unsequenced=True)
+        limits = ActivityLimits(factor=10.0, min_silence_s=1.0, max_silence_s=60.0, alpha=0.5)
+        self.p = VenuePipeline(self.venue, ["BTC", "ETH"], rest_snapshots=False, activity=limits)
+        self.seq = {0: 0, 1: 0}
+        self.actions: list[Action] = []
+        self.t = 0
+        for conn_id in (0, 1):
+            self.p.receive_connection(conn_id, True, 0)
+            for symbol in ("BTC", "ETH"):
+                self.send(conn_id, snap(symbol, -1, venue="rep", conn=conn_id))
+
+    def send(self, conn_id: int, *events: VenueEvent, lost: int = 0) -> None:
+        """One message on ``conn_id``, ``lost`` messages before it never delivered."""
+        self.seq[conn_id] += lost
+        number = ConnectionSequence("rep", self.seq[conn_id], 1, conn_id)
+        self.seq[conn_id] += 1
+        now_ns = self.t * 100 * self.MS
+        self.actions += self.p.receive_frame(
+            conn_id, self.venue.frame(number, *events), 1, now_ns
+        ).actions
+
+    def update(self, symbol: str, conn_id: int) -> DepthDiff:
+        level = (("100", str(self.t + 1)),)
+        return DepthDiff("rep", symbol, -1, -1, -1, level, (), self.t + 1, 1, conn_id)
+
+    def tick(self, btc_on: tuple[int, ...]) -> None:
+        """The next 0.1 s: ETH on both connections, BTC on ``btc_on``."""
+        self.t += 1
+        for symbol, on in (("ETH", (0, 1)), ("BTC", btc_on)):
+            for conn_id in on:
+                self.send(conn_id, self.update(symbol, conn_id))
+        self.actions += self.p.on_timer(self.t * 100 * self.MS).actions
+
+    def replica_valid(self, conn_id: int) -> bool:
+        book = self.p.books["rep:BTC"]
+        assert isinstance(book, ReplicatedBook)
+        replica = book.replicas.get(conn_id)
+        return replica is not None and replica.valid
+
+
+def test_a_jump_on_a_connection_awaiting_a_resubscribe_answer_resubscribes_it_again() -> None:
+    """BTC's channel died on connection 0: its replica was dropped and BTC resubscribed
+    there. The message then lost on connection 0 may be that snapshot: BTC is asked again,
+    though connection 0 has no replica to invalidate, and its replica is back with the answer."""
+    venue = _Coinbase()
+    for _ in range(20):
+        venue.tick((0, 1))
+    for _ in range(19):  # BTC silent on connection 0, which still carries ETH
+        venue.tick((1,))
+    assert venue.actions == [Resubscribe(0, "BTC")] and not venue.replica_valid(0)
+    venue.actions.clear()
+    # The snapshot answering it is lost; BTC's updates come on connection 0 again.
+    venue.send(0, venue.update("BTC", 0), lost=1)
+    assert venue.actions == [Resubscribe(0, "BTC"), Resubscribe(0, "ETH")]
+    assert venue.p.faults_by_conn[0] == 2, "the jump, on each symbol"
+    venue.actions.clear()
+    venue.send(0, snap("BTC", -1, venue="rep", conn=0))
+    assert venue.replica_valid(0)
+    # Answered: a later jump resubscribes it as any replica, once.
+    venue.send(0, venue.update("BTC", 0), lost=1)
+    assert venue.actions.count(Resubscribe(0, "BTC")) == 1
+
+
+def test_a_jump_after_the_answer_to_a_silence_resubscribe_asks_nothing_more() -> None:
+    """A connection that went down and came up again starts over: nothing is awaited."""
+    venue = _Coinbase()
+    for _ in range(20):
+        venue.tick((0, 1))
+    for _ in range(19):
+        venue.tick((1,))
+    assert venue.actions == [Resubscribe(0, "BTC")]
+    venue.actions.clear()
+    venue.p.receive_connection(0, False, venue.t * 100 * _Coinbase.MS)
+    venue.p.receive_connection(0, True, venue.t * 100 * _Coinbase.MS)
+    venue.seq[0] = 0
+    venue.send(0, snap("ETH", -1, venue="rep", conn=0))
+    venue.send(0, venue.update("ETH", 0), lost=1)
+    assert venue.actions == [Resubscribe(0, "BTC"), Resubscribe(0, "ETH")], (
+        "each replica, awaiting its snapshot since the connect, once"
+    )
+
+
+def test_a_resubscribe_never_answered_is_asked_again_after_a_wait_that_doubles() -> None:
+    """BTC's resubscribe on connection 0 after its silence is never answered: asked again
+    when the silence lasted twice the bound since, then four times; the answer ends it."""
+    venue = _Coinbase()
+    for _ in range(20):
+        venue.tick((0, 1))
+    asked_at: list[int] = []
+    for _ in range(100):  # 10 s, BTC silent on connection 0 (bound: 1 s)
+        before = len(venue.actions)
+        venue.tick((1,))
+        if len(venue.actions) > before:
+            assert venue.actions[before:] == [Resubscribe(0, "BTC")]
+            asked_at.append(venue.t)
+    # Checked every 0.25 s on a clock of 0.1 s steps: each wait, up to 0.3 s later.
+    waits = [b - a for a, b in pairwise(asked_at)]
+    assert len(waits) == 2 and 20 <= waits[0] <= 23 and 40 <= waits[1] <= 43, asked_at
+    assert venue.p.stats.silent_channels == 1, "one silence"
+    assert venue.p.stats.resubscribes == 3
+    venue.actions.clear()
+    venue.send(0, snap("BTC", -1, venue="rep", conn=0))
+    assert venue.replica_valid(0) and venue.p.stats.revived_channels == 1
+    for _ in range(100):
+        venue.tick((0, 1))
+    assert venue.actions == []
 
 
 # --- symbols the venue refuses ------------------------------------------------------------
@@ -901,6 +1023,18 @@ def test_a_symbol_the_venue_refuses_is_stale_for_good_and_subscribed_without() -
     p.receive_connection(0, True, 0)
     other = venue.frame(VenueNotice("seq", "error", "unknown product_ids ['BTC-X']", False, 1, 0))
     assert p.receive_frame(0, other, 1, 0) == Step([], [])
+
+
+def test_a_connection_sequence_jump_resubscribes_no_symbol_the_venue_refused() -> None:
+    venue = FakeVenue(venue="rep", unsequenced=True)
+    p = VenuePipeline(venue, ["BTC", "ETH"], rest_snapshots=False)
+    p.receive_connection(0, True, 0)
+    detail = "Failed to subscribe: unknown product_ids ['ETH']"
+    number = ConnectionSequence("rep", 0, 1, 0)
+    refused = venue.frame(number, VenueNotice("rep", "error", detail, False, 1, 0))
+    assert p.receive_frame(0, refused, 1, 0).actions == [SymbolRejected(0, "ETH", True)]
+    jump = venue.frame(ConnectionSequence("rep", 5, 1, 0))
+    assert p.receive_frame(0, jump, 1, 0).actions == [Resubscribe(0, "BTC")]
 
 
 def test_an_error_naming_a_symbol_that_delivers_is_no_refusal() -> None:
