@@ -161,3 +161,51 @@ def test_headless_demo_exits_zero_by_itself() -> None:
     assert {row.index("matches venue") for row in rows} == {header.index("book")}
     # ok/failed under "checksums", which ends where the failed count's 3 places do.
     assert {row.rindex("/") + 4 for row in rows} == {header.index("checksums") + 9}
+
+
+# The sum of the test's own bounds: the gateway serving, the comparison, the exit.
+@pytest.mark.async_timeout_s(60)
+async def test_demo_compares_the_books_at_the_first_ctrl_c_and_stops_at_the_second() -> None:
+    async def demo() -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            *(*MDGATEWAY, "demo", "--venues", "binance,kraken", "--port", "0", "--no-view"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        assert process.stdout is not None
+        async with asyncio.timeout(20):
+            while b"gateway serving ws://" not in await process.stdout.readline():
+                assert process.returncode is None, "the demo exited before it served"
+        return process
+
+    async def output(process: asyncio.subprocess.Process) -> str:
+        assert process.stdout is not None
+        return (await process.stdout.read()).decode()
+
+    first = await demo()
+    try:
+        first.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            stdout = await output(first)
+            assert await first.wait() == 0, stdout
+        assert "stopping: the venues pause and every book is compared" in stdout
+        assert "result: OK" in stdout and "binance:BTCUSDT" in stdout
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+
+    # A second Ctrl-C does not wait for the comparison: no report.
+    second = await demo()
+    try:
+        second.send_signal(signal.SIGINT)
+        second.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            stdout = await output(second)
+            await second.wait()
+        assert "result:" not in stdout
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()

@@ -1,11 +1,12 @@
-"""``mdgateway demo``: the gateway on its built-in simulated venue, with endpoint faults.
+"""``mdgateway demo``: the gateway on its built-in simulated venues, with endpoint faults.
 
-Starts a simulated Binance spot venue (several WebSocket endpoints and its REST depth
-endpoint on loopback), runs the gateway connected to every endpoint, and every few seconds
-closes one endpoint (never all) and brings it back. A live view shows books and endpoints;
-``--no-view`` logs a line per second instead. At the end the venue is paused, the gateway
-catches up, and each book is compared with the venue's true book: the exit code is 0 only
-when every book matches and no gap was ever declared.
+Starts the simulated venues (each with several WebSocket endpoints, and its REST depth
+endpoint where the venue has one, on loopback), runs the gateway connected to every
+endpoint, and every few seconds closes one endpoint (never all of a venue's) and brings it
+back. A live view shows books and endpoints; ``--no-view`` logs a line per second instead.
+At the end (``--duration``, or the first Ctrl-C) the venues are paused, the gateway catches
+up, and each book is compared with its venue's true book: the exit code is 0 only when every
+book matches and no gap was ever declared. A second Ctrl-C stops at once.
 
 ``mdgateway sim`` runs the same simulated venues alone on fixed ports, for
 ``mdgateway run --config deploy/sim-all.toml``; ``--port`` moves them, ``--write-config``
@@ -262,7 +263,7 @@ async def _show(service: Service, view: bool, started_s: float) -> None:
             while True:
                 await asyncio.sleep(0.25)
                 elapsed_s = time.monotonic() - started_s
-                footer = f"running {elapsed_s:.0f} s  (Ctrl-C stops)"
+                footer = f"running {elapsed_s:.0f} s  (Ctrl-C: compare the books and stop)"
                 live.update(render(service, *console.size, footer, events))
     finally:
         root.handlers[:] = saved
@@ -281,10 +282,15 @@ def _matches(service: Service, venue: DemoVenue, sim: Any, symbol: str) -> bool:
 
 
 async def _catch_up(sims: Sequence[tuple[DemoVenue, Any]], service: Service) -> bool:
-    """Pauses every venue and waits until every book equals its venue's."""
+    """Waits until every book was built (a stop just after the start: a paused venue sends
+    no update to build one on), pauses every venue and waits until every book equals its
+    venue's; all within CATCH_UP_TIMEOUT_S."""
+    deadline_s = time.monotonic() + CATCH_UP_TIMEOUT_S
+    keys = [f"{v.venue}:{s}" for v, _ in sims for s in v.symbols]
+    while time.monotonic() < deadline_s and not all(service.books[k].has_book for k in keys):
+        await asyncio.sleep(0.05)
     for _, sim in sims:
         sim.pause()
-    deadline_s = time.monotonic() + CATCH_UP_TIMEOUT_S
     while time.monotonic() < deadline_s:
         if all(_matches(service, v, sim, s) for v, sim in sims for s in v.symbols):
             return True
@@ -320,7 +326,10 @@ def _report(sims: Sequence[tuple[DemoVenue, Any]], service: Service, caught_up: 
     return ok
 
 
-async def run_demo(args: argparse.Namespace) -> int:
+async def run_demo(args: argparse.Namespace, stop: asyncio.Event | None = None) -> int:
+    """The demo: runs until ``--duration`` passes or ``stop`` is set (the first Ctrl-C),
+    then pauses the venues and compares every book with its venue's; 0 when all match."""
+    stop = asyncio.Event() if stop is None else stop
     started_s = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         sims = []
@@ -337,11 +346,17 @@ async def run_demo(args: argparse.Namespace) -> int:
                 tasks.create_task(_faults(sims, args.fault_every, args.outage)),
                 tasks.create_task(_show(service, not args.no_view, started_s)),
             ]
-            if args.duration is None:
-                await asyncio.Event().wait()  # until Ctrl-C cancels the demo
-            await asyncio.sleep(args.duration)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(args.duration):  # None: until stopped
+                    await stop.wait()
             for task in side:
                 task.cancel()
+            if stop.is_set():
+                print(
+                    "stopping: the venues pause and every book is compared with its venue's "
+                    "(Ctrl-C again stops at once)",
+                    flush=True,
+                )
             caught_up = await _catch_up(sims, service)
             ok = _report(sims, service, caught_up)
             service_task.cancel()
@@ -350,7 +365,10 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or ("WARNING" if args.no_view else "INFO"))
-    return run_loop(run_demo(args), listen_hint="; pass another --port (0: any free)")
+    stop = asyncio.Event()
+    return run_loop(
+        run_demo(args, stop), listen_hint="; pass another --port (0: any free)", stop=stop
+    )
 
 
 # --- mdgateway sim -----------------------------------------------------------------------------

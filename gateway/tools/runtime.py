@@ -92,11 +92,14 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def run_loop(main: Coroutine[Any, Any, int], *, listen_hint: str = "") -> int:
+def run_loop(
+    main: Coroutine[Any, Any, int], *, listen_hint: str = "", stop: asyncio.Event | None = None
+) -> int:
     """Runs ``main`` on uvloop (asyncio where uvloop is missing) until it returns or
     SIGINT/SIGTERM arrives; a signal cancels it, so every task it started is stopped, and
     each further signal cancels it again: a stop that takes its time (the service draining
-    its subscribers) ends at once on a second Ctrl-C.
+    its subscribers) ends at once on a second Ctrl-C. With ``stop``, the first signal sets
+    it instead (``main`` ends its own way, e.g. with its report) and the next ones cancel.
 
     Raises UsageError when ``main`` fails with only UsageErrors and ListenErrors (however
     deep in exception groups): the first one's message, ``listen_hint`` appended to a
@@ -109,7 +112,7 @@ def run_loop(main: Coroutine[Any, Any, int], *, listen_hint: str = "") -> int:
     else:
         run = uvloop.run
     try:
-        return run(_until_signal(main))
+        return run(_until_signal(main, stop))
     except Exception as exc:
         mistake = users_mistake(exc)
         if mistake is None:
@@ -131,13 +134,20 @@ def users_mistake(exc: BaseException) -> UsageError | ListenError | None:
     return None
 
 
-async def _until_signal(main: Coroutine[Any, Any, int]) -> int:
+async def _until_signal(main: Coroutine[Any, Any, int], stop: asyncio.Event | None) -> int:
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.TaskGroup() as tasks:
             work = tasks.create_task(main)
+
+            def on_signal() -> None:
+                if stop is not None and not stop.is_set():
+                    stop.set()
+                else:
+                    work.cancel()
+
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, work.cancel)
+                loop.add_signal_handler(sig, on_signal)
             await asyncio.wait({work})
             if not work.cancelled() and work.exception() is None:
                 return work.result()  # a failure is the task group's to raise
