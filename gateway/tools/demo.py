@@ -287,12 +287,13 @@ async def _catch_up(sims: Sequence[tuple[DemoVenue, Any]], service: Service) -> 
     venue's; all within CATCH_UP_TIMEOUT_S."""
     deadline_s = time.monotonic() + CATCH_UP_TIMEOUT_S
     keys = [f"{v.venue}:{s}" for v, _ in sims for s in v.symbols]
-    while time.monotonic() < deadline_s and not all(service.books[k].has_book for k in keys):
-        await asyncio.sleep(0.05)
-    for _, sim in sims:
-        sim.pause()
+    paused = False
     while time.monotonic() < deadline_s:
-        if all(_matches(service, v, sim, s) for v, sim in sims for s in v.symbols):
+        if not paused and all(service.books[key].has_book for key in keys):
+            for _, sim in sims:
+                sim.pause()
+            paused = True
+        if paused and all(_matches(service, v, sim, s) for v, sim in sims for s in v.symbols):
             return True
         await asyncio.sleep(0.05)
     return False
