@@ -263,6 +263,15 @@ def add_seconds_argument(
 TOKEN_ENV: Final = "MDGATEWAY_TOKEN"
 
 
+def add_gateway_url_argument(parser: argparse.ArgumentParser) -> None:
+    """Adds the positional ``url``: the gateway, in any form ``top.gateway_urls`` reads."""
+    parser.add_argument(
+        "url",
+        help="the gateway: its base URL (http://127.0.0.1:8765, ws://127.0.0.1:8765/ or "
+        "127.0.0.1:8765) or its Unix socket (unix:/run/mdgateway.sock)",
+    )
+
+
 def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds ``--token TOKEN`` and ``--token-file PATH``: the gateway's ``server.token``
     (:func:`gateway_token` says which one is sent)."""

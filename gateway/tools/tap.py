@@ -63,6 +63,7 @@ from gateway.io.client import connect_gateway
 from gateway.tools.runtime import (
     TOKEN_ENV,
     UsageError,
+    add_gateway_url_argument,
     add_seconds_argument,
     add_token_arguments,
     int_at_least,
@@ -481,11 +482,7 @@ async def _status_lines(tap: Tap, out: TextIO, interval_s: float = 1.0) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``tap``; :func:`main` takes the namespace they produce."""
-    parser.add_argument(
-        "url",
-        help="the gateway's URL, e.g. ws://127.0.0.1:8765/, http://127.0.0.1:8765 (as top "
-        "takes it) or unix:/run/mdgateway.sock",
-    )
+    add_gateway_url_argument(parser)
     parser.add_argument(
         "--symbol", required=True, metavar="KEY", help="symbol key, e.g. binance:BTCUSDT"
     )

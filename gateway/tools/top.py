@@ -36,6 +36,7 @@ from gateway.io.fanout import SubscriberStats
 from gateway.tools.runtime import (
     TOKEN_ENV,
     UsageError,
+    add_gateway_url_argument,
     add_seconds_argument,
     add_token_arguments,
     run_loop,
@@ -361,11 +362,7 @@ async def run_top(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``top``; :func:`main` takes the namespace they produce."""
-    parser.add_argument(
-        "url",
-        help="the gateway's base URL, e.g. http://127.0.0.1:8765 or ws://127.0.0.1:8765/, or "
-        "its Unix socket, unix:/run/mdgateway.sock",
-    )
+    add_gateway_url_argument(parser)
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     add_seconds_argument(
         parser, "--interval", "seconds between two reads of the gateway", default=1.0
