@@ -513,9 +513,6 @@ class SequencedBook:
             self.stats.stale += 1  # an update of the sequence before a venue reset
             return out
         self._conn_high[diff.conn_id] = diff.last_id
-        if diff.last_id >= self.applied_id:
-            # A connection at the book's id: not every one is behind (any more).
-            self._behind_since_ns = -1
 
         if self.sync not in _WITH_BOOK:
             if diff.last_id <= self.applied_id:
