@@ -324,8 +324,8 @@ class VenuePipeline:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
                 if activity is not None:
                     self._active(activity, event.symbol, conn_id, now_ns)
-                if isinstance(event, DepthSnapshot) and self._awaiting:
-                    self._awaiting.get(conn_id, set()).discard(event.key)
+                if isinstance(event, DepthSnapshot) and (awaiting := self._awaiting.get(conn_id)):
+                    awaiting.discard(event.key)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     out = (
