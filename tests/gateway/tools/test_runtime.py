@@ -203,3 +203,30 @@ def test_a_second_signal_ends_the_stop_at_once(capsys: pytest.CaptureFixture[str
     assert run_loop(_stop_with_a_long_drain(stages)) == 0
     assert stages == ["stopping", "stopped at once"]
     assert capsys.readouterr().err == "mdgateway: stopped by signal\n"
+
+
+async def _end_on_stop(stop: asyncio.Event, stages: list[str]) -> int:
+    """Signals itself; the first signal sets ``stop``, on which it starts its own ending (a
+    report) that waits, within a bound, until signalled again: the second signal cancels."""
+    os.kill(os.getpid(), signal.SIGINT)
+    async with asyncio.timeout(10):
+        await stop.wait()
+    stages.append("ending")
+    os.kill(os.getpid(), signal.SIGINT)
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        stages.append("stopped at once")
+        raise
+    return 1
+
+
+def test_with_a_stop_event_the_first_signal_sets_it_and_the_second_cancels(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stop = asyncio.Event()
+    stages: list[str] = []
+    assert run_loop(_end_on_stop(stop, stages), stop=stop) == 0
+    assert stages == ["ending", "stopped at once"]
+    assert capsys.readouterr().err == "mdgateway: stopped by signal\n"
