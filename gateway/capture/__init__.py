@@ -9,6 +9,7 @@ Pure: bytes in, records out. A format is a module (``hftbacktest``, ``cryptofeed
 from gateway.capture.records import (
     INLINE_SNAPSHOT_SCHEME,
     REST_CONN_ID,
+    REST_SYMBOL_PARAMS,
     CaptureFormat,
     CaptureFormatError,
     CaptureRecord,
@@ -32,6 +33,7 @@ __all__ = [
     "INLINE_SNAPSHOT_SCHEME",
     "KNOWN_VENUES",
     "REST_CONN_ID",
+    "REST_SYMBOL_PARAMS",
     "CaptureFormat",
     "CaptureFormatError",
     "CaptureReader",

@@ -21,6 +21,7 @@ import msgspec
 __all__ = [
     "INLINE_SNAPSHOT_SCHEME",
     "REST_CONN_ID",
+    "REST_SYMBOL_PARAMS",
     "CaptureFormat",
     "CaptureFormatError",
     "CaptureRecord",
@@ -67,7 +68,8 @@ class CaptureRecord(msgspec.Struct, frozen=True, gc=False):
     - ``ws``: ``payload`` is one WebSocket frame received on ``conn_id`` at ``recv_ns``;
       ``url`` is the connection's URL, or ``""`` when the capture did not record it.
     - ``rest``: ``payload`` is a REST response body; ``url`` is the request URL (symbol in its
-      ``symbol=`` query parameter, see :func:`rest_symbol`); ``conn_id`` is ``REST_CONN_ID``.
+      ``symbol=`` or ``instId=`` query parameter, see :func:`rest_symbol`); ``conn_id`` is
+      ``REST_CONN_ID``.
     - ``connect`` / ``disconnect``: connection ``conn_id`` to ``url`` opened or ended;
       ``payload`` is empty.
 
@@ -91,10 +93,20 @@ def inline_snapshot_url(symbol: str) -> str:
     return f"{INLINE_SNAPSHOT_SCHEME}:snapshot?symbol={symbol}"
 
 
+#: Query parameters naming the symbol of a venue's REST depth request, in the order read:
+#: ``symbol`` (Binance, Bybit, the inline URL), ``instId`` (OKX).
+REST_SYMBOL_PARAMS: Final = ("symbol", "instId")
+
+
 def rest_symbol(url: str) -> str | None:
-    """The ``symbol=`` query parameter of a REST URL, or None."""
-    values = parse_qs(urlsplit(url).query).get("symbol")
-    return values[0] if values else None
+    """The symbol a REST URL names (the first non-empty :data:`REST_SYMBOL_PARAMS`), or
+    None."""
+    query = parse_qs(urlsplit(url).query)
+    for name in REST_SYMBOL_PARAMS:
+        values = query.get(name)
+        if values:
+            return values[0]
+    return None
 
 
 _DECIMAL_SECONDS: Final = re.compile(r"(\d+)(?:\.(\d+))?")
