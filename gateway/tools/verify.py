@@ -27,26 +27,23 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
-from urllib.parse import urlsplit
 
 import msgspec
 
 from gateway.capture import (
     FORMATS,
-    INLINE_SNAPSHOT_SCHEME,
     KNOWN_VENUES,
     CaptureFormat,
     CaptureFormatError,
     CaptureRecord,
     ReadStats,
-    connection_venue,
     detect_format,
     detect_venue,
-    rest_symbol,
 )
 from gateway.capture.chain import Boundary, ChainedReader
+from gateway.capture.driver import RecordDriver, VenueRouter
 from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, ArbiterLimits, SymbolArbiter
-from gateway.core.model import Level, VenueContractError
+from gateway.core.model import Level
 from gateway.core.pipeline import VenuePipeline
 from gateway.core.stats import SymbolStats
 from gateway.tools.runtime import configure_logging, int_at_least, log_level
@@ -145,16 +142,6 @@ class VerifyReport(msgspec.Struct):
         )
 
 
-def _recorded_venue(payload: bytes) -> str:
-    """The venue an mdgateway connect record names (``{"venue": name}``), or ""."""
-    try:
-        named = msgspec.json.decode(payload) if payload else {}
-    except msgspec.DecodeError:
-        return ""
-    venue = named.get("venue") if isinstance(named, dict) else None
-    return venue if isinstance(venue, str) else ""
-
-
 def resolve_venue(path: Path, fmt: CaptureFormat, venue: str | None) -> VenueAdapter:
     """The venue to rebuild with: ``venue`` when given, else the one the capture shows.
 
@@ -182,28 +169,24 @@ def resolve_venue(path: Path, fmt: CaptureFormat, venue: str | None) -> VenueAda
 
 
 class _Rebuild:
-    """The books of one capture: one :class:`VenuePipeline` per venue, fed record by record
-    with the recorded receive times as the clock."""
+    """The books of one capture: one :class:`VenuePipeline` per venue, driven record by
+    record (:mod:`gateway.capture.driver`) with the recorded receive times as the clock."""
 
     def __init__(self, spec: VenueAdapter, reorder_window_ns: int, *, by_url: bool) -> None:
-        self.spec = spec
-        #: Read each connection with the venue its URL names (no --venue given).
-        self.by_url = by_url
-        self.reorder_window_ns = reorder_window_ns
-        self.pipelines: dict[str, VenuePipeline] = {}
-        #: The pipeline of each recorded connection.
-        self.conn_pipeline: dict[int, VenuePipeline] = {}
-        self.default = self.pipeline(spec)
-        #: Depth snapshots recorded as REST responses.
-        self.rest_snapshots = 0
+        #: Without --venue (``by_url``), each record is read with the venue it shows.
+        self.router = VenueRouter(spec, forced=not by_url)
+        self.driver = RecordDriver(limits=ArbiterLimits(reorder_window_ns=reorder_window_ns))
+        # The default venue's pipeline from the start: its needs are what the report notes
+        # when nothing else is read.
+        self.driver.pipeline(spec)
 
-    def pipeline(self, spec: VenueAdapter) -> VenuePipeline:
-        pipeline = self.pipelines.get(spec.venue)
-        if pipeline is None:
-            pipeline = self.pipelines[spec.venue] = VenuePipeline(
-                spec, None, limits=ArbiterLimits(reorder_window_ns=self.reorder_window_ns)
-            )
-        return pipeline
+    @property
+    def pipelines(self) -> dict[str, VenuePipeline]:
+        return self.driver.pipelines
+
+    @property
+    def rest_snapshots(self) -> int:
+        return self.driver.rest_snapshots
 
     @property
     def books(self) -> dict[str, SymbolArbiter]:
@@ -218,58 +201,8 @@ class _Rebuild:
         return sum(p.stats.connection_gaps for p in self.pipelines.values())
 
     def feed(self, record: CaptureRecord) -> None:
-        """One record; publications and actions are not needed offline."""
-        now_ns = record.recv_ns
-        for pipeline in self.pipelines.values():
-            if pipeline.timer_armed:
-                pipeline.on_timer(now_ns)
-        if record.kind == "ws":
-            if record.conn_id not in self.conn_pipeline:
-                # A capture that records no connect (hftbacktest, NDJSON, Bybit history):
-                # the connection was up from its first frame, or an in-band snapshot
-                # first would find every connection down.
-                self.conn_pipeline[record.conn_id] = self.default
-                self.default.receive_connection(record.conn_id, True, now_ns)
-            pipeline = self.conn_pipeline[record.conn_id]
-            pipeline.receive_frame(record.conn_id, record.payload, now_ns, now_ns)
-        elif record.kind == "connect":
-            named = None
-            if self.by_url:
-                named = ADAPTERS.get(connection_venue(record.url) or "") or ADAPTERS.get(
-                    _recorded_venue(record.payload)
-                )
-            pipeline = self.default if named is None else self.pipeline(named)
-            self.conn_pipeline[record.conn_id] = pipeline
-            pipeline.receive_connection(record.conn_id, True, now_ns)
-        elif record.kind == "disconnect":
-            pipeline = self.conn_pipeline.get(record.conn_id, self.default)
-            pipeline.receive_connection(record.conn_id, False, now_ns)
-        elif record.kind == "rest":
-            self._rest(record)
-
-    def _rest(self, record: CaptureRecord) -> None:
-        parts = urlsplit(record.url)
-        spec = self.spec
-        if self.by_url:
-            # The venue the URL names, else the one whose snapshot path it is (loopback).
-            spec = ADAPTERS.get(connection_venue(record.url) or "") or next(
-                (
-                    a
-                    for a in ADAPTERS.values()
-                    if a.snapshot_paths and parts.path.endswith(a.snapshot_paths)
-                ),
-                spec,
-            )
-        if parts.scheme != INLINE_SNAPSHOT_SCHEME and not parts.path.endswith(spec.snapshot_paths):
-            return
-        pipeline = self.pipeline(spec)
-        symbol = rest_symbol(record.url)
-        if symbol is None:
-            reason = VenueContractError("REST snapshot URL names no symbol")
-            pipeline.reject_frame(record.conn_id, record.payload, reason)
-            return
-        self.rest_snapshots += 1
-        pipeline.receive_rest(symbol, record.payload, record.recv_ns, record.recv_ns)
+        """One record, in recorded order."""
+        self.driver.feed(record, self.router.venue_of(record))
 
 
 class _BoundaryWatch:
