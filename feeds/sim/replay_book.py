@@ -22,9 +22,9 @@ in the venue's own format, rendered by the simulators' venue renderers:
   subscribe gets the venue's snapshot push (OKX: 400 levels per side, checksum,
   ``prevSeqId`` -1, ``seqId``; Bybit: ``N`` levels per side, ``u``).
 
-Which venue a record belongs to: its connection's URL (:func:`gateway.capture.connection_venue`),
-else its first frame's shape, else the ``default_venue`` given; a REST record's URL, else
-the venue whose snapshot path it is, else the default.
+Which venue a record belongs to, and how the records drive the pipelines, is
+:mod:`gateway.capture.driver`'s (``verify``'s too), with ``default_venue`` as the default;
+only the venues the replay answers snapshots for are driven.
 """
 
 from __future__ import annotations
@@ -42,20 +42,13 @@ from feeds.sim import coinbase as sim_coinbase
 from feeds.sim import kraken as sim_kraken
 from feeds.sim import okx as sim_okx
 from feeds.sim.rewrite import WireShape
-from gateway.capture import (
-    INLINE_SNAPSHOT_SCHEME,
-    CaptureRecord,
-    connection_venue,
-    venue_from_frame,
-)
+from gateway.capture import REST_SYMBOL_PARAMS, CaptureRecord
+from gateway.capture.driver import RecordDriver, VenueRouter, venue_adapter
 from gateway.core.model import SymbolState, symbol_key
-from gateway.core.pipeline import BookState, VenuePipeline
+from gateway.core.pipeline import BookState
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
 __all__ = ["STREAM_SHAPES", "ReplayBooks", "request_op", "rest_shape"]
-
-#: Query parameters naming the symbol of a REST depth request.
-_SYMBOL_PARAMS: Final = ("symbol", "instId")
 
 _any_decoder: Final = msgspec.json.Decoder()
 
@@ -163,6 +156,9 @@ _IN_BAND_RENDERERS: Final[Mapping[str, _InBandRenderer]] = {
     bybit.LINEAR: _bybit_in_band,
 }
 
+#: The venues whose books the replay rebuilds: those it answers snapshots for.
+_ANSWERED: Final = frozenset(_REST_RENDERERS) | frozenset(_IN_BAND_RENDERERS)
+
 
 #: Where each venue's frames carry ids and levels, for the content faults
 #: (:mod:`feeds.sim.rewrite`): the simulators' shapes of the venue.
@@ -208,23 +204,13 @@ def rest_shape(target: str) -> tuple[WireShape, str] | None:
     return (shapes[0], symbol) if shapes else None
 
 
-def _adapter(name: str | None) -> VenueAdapter | None:
-    """The adapter of a venue name, or the first of an exchange's (``bybit``)."""
-    if name is None:
-        return None
-    adapter = ADAPTERS.get(name)
-    if adapter is None:
-        adapter = next((a for a in ADAPTERS.values() if a.exchange == name), None)
-    return adapter
-
-
 def _split(target: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(target)
     return parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
 def _query_symbol(query: Mapping[str, str]) -> str | None:
-    for name in _SYMBOL_PARAMS:
+    for name in REST_SYMBOL_PARAMS:
         if query.get(name):
             return query[name]
     return None
@@ -248,14 +234,11 @@ class ReplayBooks:
     """A capture's records and its books rebuilt up to a position: see the module doc."""
 
     def __init__(self, default_venue: str | None = None) -> None:
-        self._default = _adapter(default_venue)
+        self._router = VenueRouter(venue_adapter(default_venue))
         self._records: list[CaptureRecord] = []
         #: The venue of each record (None: no venue the gateway supports).
-        self._venues: list[str | None] = []
-        self._conn_venue: dict[int, str | None] = {}
-        self._pipelines: dict[str, VenuePipeline] = {}
-        #: Connections the rebuild has seen a record of (connect, disconnect or frame).
-        self._conns_seen: set[int] = set()
+        self._venues: list[VenueAdapter | None] = []
+        self._driver = RecordDriver(venues=_ANSWERED)
         self._fed = 0
 
     def __len__(self) -> int:
@@ -269,12 +252,13 @@ class ReplayBooks:
     def add(self, record: CaptureRecord) -> int:
         """Keeps ``record`` (call in recorded order); returns its index."""
         self._records.append(record)
-        self._venues.append(self._venue_of(record))
+        self._venues.append(self._router.venue_of(record))
         return len(self._records) - 1
 
     def venue_of(self, index: int) -> str | None:
         """The venue of the record at ``index``."""
-        return self._venues[index]
+        adapter = self._venues[index]
+        return adapter.venue if adapter is not None else None
 
     def recv_ns(self, index: int) -> int:
         """The receive time of the record at ``index``."""
@@ -285,18 +269,17 @@ class ReplayBooks:
         books stand at ``position``. A position behind the one reached starts over."""
         position = min(position, len(self._records))
         if position < self._fed:
-            self._pipelines = {}
-            self._conns_seen = set()
+            self._driver = RecordDriver(venues=_ANSWERED)
             self._fed = 0
         end = position if budget is None else min(position, self._fed + budget)
         for index in range(self._fed, end):
-            self._feed(self._records[index], self._venues[index])
+            self._driver.feed(self._records[index], self._venues[index])
         self._fed = end
         return end == position
 
     def book(self, venue: str, symbol: str) -> BookState | None:
         """The consistent book of ``symbol`` at the current position, or None."""
-        pipeline = self._pipelines.get(venue)
+        pipeline = self._driver.pipelines.get(venue)
         state = pipeline.book_state(symbol_key(venue, symbol)) if pipeline else None
         if state is None or state.state is not SymbolState.LIVE:
             return None
@@ -333,58 +316,3 @@ class ReplayBooks:
         if not isinstance(args, list):
             return []
         return render(args, lambda symbol: self.book(venue, symbol), now_ns // 1_000_000)
-
-    # --- internals ------------------------------------------------------------------------
-
-    def _venue_of(self, record: CaptureRecord) -> str | None:
-        if record.kind == "rest":
-            adapter = _adapter(connection_venue(record.url)) if "://" in record.url else None
-            if adapter is None and not record.url.startswith(INLINE_SNAPSHOT_SCHEME + ":"):
-                path = urlsplit(record.url).path
-                adapter = next(
-                    (a for a in ADAPTERS.values() if path and path in a.snapshot_paths), None
-                )
-            adapter = adapter or self._default
-            return adapter.venue if adapter is not None else None
-        if record.conn_id not in self._conn_venue or self._conn_venue[record.conn_id] is None:
-            adapter = _adapter(connection_venue(record.url)) if record.url else None
-            if adapter is None and record.kind == "ws":
-                adapter = _adapter(venue_from_frame(record.payload))
-            if adapter is None and record.kind == "ws":
-                adapter = self._default
-            self._conn_venue[record.conn_id] = adapter.venue if adapter is not None else None
-        return self._conn_venue[record.conn_id]
-
-    def _pipeline(self, venue: str) -> VenuePipeline:
-        pipeline = self._pipelines.get(venue)
-        if pipeline is None:
-            pipeline = self._pipelines[venue] = VenuePipeline(ADAPTERS[venue], None)
-        return pipeline
-
-    def _feed(self, record: CaptureRecord, venue: str | None) -> None:
-        now_ns = record.recv_ns
-        for pipeline in self._pipelines.values():
-            if pipeline.timer_armed:
-                pipeline.on_timer(now_ns)
-        if venue is None or (venue not in _REST_RENDERERS and venue not in _IN_BAND_RENDERERS):
-            return  # no snapshot of it is ever answered
-        pipeline = self._pipeline(venue)
-        if record.kind == "ws":
-            if record.conn_id not in self._conns_seen:
-                # A capture that records no connect (hftbacktest, NDJSON, Bybit history):
-                # the connection was up from its first frame, or an in-band snapshot
-                # first would find every connection down and its book not live.
-                self._conns_seen.add(record.conn_id)
-                pipeline.receive_connection(record.conn_id, True, now_ns)
-            pipeline.receive_frame(record.conn_id, record.payload, now_ns, now_ns)
-        elif record.kind in ("connect", "disconnect"):
-            self._conns_seen.add(record.conn_id)
-            pipeline.receive_connection(record.conn_id, record.kind == "connect", now_ns)
-        elif record.kind == "rest":
-            _, query = _split(record.url)
-            symbol = _query_symbol(query)
-            adapter = ADAPTERS[venue]
-            path = urlsplit(record.url).path
-            inline = record.url.startswith(INLINE_SNAPSHOT_SCHEME + ":")
-            if symbol is not None and (inline or path in adapter.snapshot_paths):
-                pipeline.receive_rest(symbol, record.payload, now_ns, now_ns)
