@@ -1,4 +1,4 @@
-"""Records and times: exact decimal seconds, frozen records."""
+"""Records and times: exact decimal seconds, frozen records, the symbol of a REST URL."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 from gateway.capture import (
     CaptureRecord,
     decimal_seconds_to_ns,
+    inline_snapshot_url,
+    rest_symbol,
 )
 
 
@@ -46,3 +48,18 @@ def test_records_are_frozen_msgspec_structs() -> None:
     with pytest.raises(AttributeError):
         rec.recv_ns = 2  # type: ignore[misc]
     assert msgspec.json.decode(msgspec.json.encode(rec), type=CaptureRecord) == rec
+
+
+@pytest.mark.parametrize(
+    ("url", "symbol"),
+    [
+        ("https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000", "BTCUSDT"),
+        ("https://www.okx.com/api/v5/market/books?instId=BTC-USDT&sz=400", "BTC-USDT"),
+        (inline_snapshot_url("ETHUSDT"), "ETHUSDT"),
+        # An empty parameter names nothing: the next one is read.
+        ("http://h/api/v5/market/books?symbol=&instId=BTC-USDT", "BTC-USDT"),
+        ("https://api.binance.com/api/v3/depth?limit=1000", None),
+    ],
+)
+def test_a_rest_url_names_its_symbol_in_symbol_or_inst_id(url: str, symbol: str | None) -> None:
+    assert rest_symbol(url) == symbol
