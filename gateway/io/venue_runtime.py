@@ -54,6 +54,7 @@ from gateway.io.changes import StateChanges
 from gateway.io.logs import LimitedLog
 from gateway.io.upstream import Connection, SnapshotFetcher
 from gateway.wire.config import VenueConfig, venue_limits
+from gateway.wire.tokens import redacted_repr
 from gateway.wire.venues import adapter_for
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ SCORE_INTERVAL_S = 1.0
 NO_REPLICA_LAG_S = 1.0
 
 
+@redacted_repr
 @dataclass(frozen=True)
 class SlotSpec:
-    """What every connection of one slot (a configured connection) opens and sends."""
+    """What every connection of one slot (a configured connection) opens and sends. Its
+    ``repr`` shows the URLs redacted."""
 
     url: str
     subscribe_messages: Sequence[bytes] = ()

@@ -169,6 +169,13 @@ def test_another_connection_to_reopen_is_renewed_under_the_cause_the_book_gave()
     assert due == {0: {"contradicted": 1}, 1: {"venue reset": 1}}
 
 
+def test_a_slot_shows_its_url_without_the_password() -> None:
+    cfg = msgspec.structs.replace(BINANCE, endpoints=["wss://desk:hunter2@127.0.0.1:1"])
+    slots = venue_runtime(cfg).slots.values()
+    assert slots and all("desk:***@127.0.0.1:1" in repr(slot) for slot in slots)
+    assert all("hunter2" not in repr(slot) and "hunter2" in slot.url for slot in slots)
+
+
 def test_okx_resubscribes_stay_within_its_requests_per_connection_and_hour() -> None:
     now_ns = [0]
     venue = venue_runtime(OKX, now_ns=lambda: now_ns[0])
