@@ -10,6 +10,7 @@
 - docs/protocol.md names the words of every status reason the cores can publish, read
   from their source (``*_REASON`` constants, and what the status calls are given), and
   docs/metrics.md every cause the venue runtime renews a connection for.
+- docs/architecture.md quotes no timing: it names the benchmark that measures each path.
 
 The tables are read from the pages and the code is walked: nothing here lists modules or
 tables, so a module or a table added without its line in the docs fails.
@@ -389,3 +390,10 @@ def test_metrics_names_every_renewal_cause() -> None:
         if line.startswith("| `mdgateway_slot_renewals_due_total` |")
     ]
     assert sorted(c for c in causes if f"`{c}`" not in row) == []
+
+
+def test_the_architecture_page_quotes_no_timing_of_its_own() -> None:
+    """A timing means something only with its machine and its run: the page names the
+    benchmark that measures each path (``make bench``), never a figure."""
+    figures = re.findall(r"\d[\d.,]*\s?(?:µs|ns|ms)\b", ARCHITECTURE.read_text(encoding="utf-8"))
+    assert figures == []

@@ -101,7 +101,7 @@ from gateway.wire.client_session import (
     disconnect_reason,
 )
 from gateway.wire.protocol import Channel, UnknownValue, WireFormat, encode_json
-from gateway.wire.tokens import bearer_headers, redact, split_token
+from gateway.wire.tokens import Secret, bearer_headers, redact, redacted_repr, split_token
 
 __all__ = [
     "GATEWAY_STOPPED",
@@ -148,8 +148,10 @@ def _closed_reason(exc: ConnectionClosed) -> str:
     )
 
 
+@redacted_repr
 class _Target(NamedTuple):
-    """A gateway URL as the client connects to it, shows it, and the token it sends."""
+    """A gateway URL as the client connects to it, shows it, and the token it sends (a
+    :class:`Secret`: the ``repr`` shows neither it nor the URL's password)."""
 
     url: str
     shown: str
@@ -168,7 +170,8 @@ def _checked_urls(urls: str | Sequence[str], token: str | None) -> list[_Target]
             raise ValueError(f"gateway URL {shown!r}: expected one of {', '.join(URL_SCHEMES)}")
         if url.startswith(UNIX_SCHEME) and not url[len(UNIX_SCHEME) :].partition("?")[0]:
             raise ValueError(f"gateway URL {shown!r}: expected unix:/path/to.sock")
-        checked.setdefault(url, _Target(url, shown, url_token if token is None else token))
+        sent = url_token if token is None else token
+        checked.setdefault(url, _Target(url, shown, None if sent is None else Secret(sent)))
     if not checked:
         raise ValueError("at least one gateway URL")
     return list(checked.values())

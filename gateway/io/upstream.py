@@ -56,6 +56,21 @@ FrameHandler = Callable[[int, bytes, int], bool]
 StateHandler = Callable[[int, bool], None]
 
 
+class Sent(enum.Enum):
+    """What :meth:`Connection.send` did with a group of messages."""
+
+    #: Queued now (and taken from the budget given).
+    QUEUED = "queued"
+    #: Not queued: a group of the same key is queued, its last not yet taken for sending,
+    #: and answers for them.
+    ANSWERED = "answered"
+    #: Not queued: the budget given has no room for them now.
+    OVER_BUDGET = "over budget"
+    #: Not queued: the connection is down (its subscriptions are sent again on connect) or
+    #: its queue is full; counted in ``stats.messages_dropped``.
+    DROPPED = "dropped"
+
+
 class _Ended(enum.Enum):
     """Why an open connection ended, besides its close."""
 
@@ -174,23 +189,38 @@ class Connection:
         self.url = url
         self._subscribe_messages = list(subscribe_messages)
 
-    def send(self, messages: Sequence[bytes], key: str | None = None) -> bool:
-        """Queue text messages for the venue. False (and nothing queued) when the
-        connection is down (subscriptions are sent again on connect) or its queue is full.
+    def send(
+        self,
+        messages: Sequence[bytes],
+        key: str | None = None,
+        *,
+        budget: AttemptBudget | None = None,
+        now_s: float = 0.0,
+    ) -> Sent:
+        """Queue text messages for the venue, in order (:class:`Sent` says whether).
+
         ``key`` names what they ask for (a symbol's resubscription): while messages of that
         key are queued, their last not yet taken for sending, the same key is not queued
-        again (True: the queued ones answer for it)."""
+        again (ANSWERED: the snapshot the queued ones bring follows whatever asked again).
+        ``budget`` (a venue's subscribe requests per connection, with ``now_s`` on its
+        clock) is spent one attempt per message when, and only when, they are queued;
+        OVER_BUDGET when it has no room now. Nothing is spent for messages not queued."""
         if key is not None and key in self._queued_keys:
-            return True
+            return Sent.ANSWERED
         outbox = self._outbox
         if outbox is None or outbox.maxsize - outbox.qsize() < len(messages):
             self.stats.messages_dropped += len(messages)
-            return False
+            return Sent.DROPPED
+        if budget is not None:
+            if budget.wait_s(now_s) > 0:
+                return Sent.OVER_BUDGET
+            for _ in messages:
+                budget.spend(now_s)
         for i, message in enumerate(messages, 1):
             outbox.put_nowait((message, key if i == len(messages) else None))
         if key is not None and messages:
             self._queued_keys.add(key)
-        return True
+        return Sent.QUEUED
 
     def queued(self, key: str) -> bool:
         """Messages of ``key`` (:meth:`send`) are queued, their last not yet taken."""

@@ -52,8 +52,9 @@ from gateway.core.stats import VenueRuntimeStats, VenueStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.logs import LimitedLog
-from gateway.io.upstream import Connection, SnapshotFetcher
+from gateway.io.upstream import Connection, Sent, SnapshotFetcher
 from gateway.wire.config import VenueConfig, venue_limits
+from gateway.wire.tokens import redacted_repr
 from gateway.wire.venues import adapter_for
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ SCORE_INTERVAL_S = 1.0
 NO_REPLICA_LAG_S = 1.0
 
 
+@redacted_repr
 @dataclass(frozen=True)
 class SlotSpec:
-    """What every connection of one slot (a configured connection) opens and sends."""
+    """What every connection of one slot (a configured connection) opens and sends. Its
+    ``repr`` shows the URLs redacted."""
 
     url: str
     subscribe_messages: Sequence[bytes] = ()
@@ -591,29 +594,28 @@ class VenueRuntime:
         resubscribe = self.adapter.resubscribe_messages
         if connection is None or resubscribe is None:
             return
-        if connection.queued(action.symbol):
-            # Not sent yet: the snapshot it brings follows this failure too.
-            return
-        messages = resubscribe(action.symbol)
         limit = self.limits.subscribe_requests_per_hour
+        budget = None
         if limit is not None:
-            now_s = self._clock_ns() / 1e9
             budget = self._subscribe_budgets.get(action.conn_id)
             if budget is None:
                 budget = self._subscribe_budgets[action.conn_id] = AttemptBudget(limit, 3600.0)
-            if budget.wait_s(now_s) > 0:
-                self._log.warning(
-                    ("subscribe budget", action.conn_id),
-                    "%s: conn %d spent its subscribe requests for the hour; renewing it",
-                    self.cfg.venue,
-                    action.conn_id,
-                    extra={"venue": self.cfg.venue, "connection": action.conn_id},
-                )
-                self._renew(self._machines().due(action.conn_id, "subscribe budget"))
-                return
-            for _ in messages:
-                budget.spend(now_s)
-        connection.send(messages, key=action.symbol)
+        # The connection queues it at most once, spending the budget only then.
+        sent = connection.send(
+            resubscribe(action.symbol),
+            key=action.symbol,
+            budget=budget,
+            now_s=self._clock_ns() / 1e9,
+        )
+        if sent is Sent.OVER_BUDGET:
+            self._log.warning(
+                ("subscribe budget", action.conn_id),
+                "%s: conn %d spent its subscribe requests for the hour; renewing it",
+                self.cfg.venue,
+                action.conn_id,
+                extra={"venue": self.cfg.venue, "connection": action.conn_id},
+            )
+            self._renew(self._machines().due(action.conn_id, "subscribe budget"))
 
     def on_state(self, conn_id: int, up: bool) -> None:
         if self.capture is not None:

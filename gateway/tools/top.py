@@ -54,7 +54,7 @@ from gateway.tools.top_model import (
 )
 from gateway.wire.client_session import BboEvent, ClientSession, GatewayError, StatusEvent
 from gateway.wire.protocol import Ping, Pong, ProtocolError, decode_server_message, encode_json
-from gateway.wire.tokens import bearer_headers, redact, split_token
+from gateway.wire.tokens import Secret, bearer_headers, redact, redacted_repr, split_token
 
 #: The URL schemes accepted → (HTTP scheme, WebSocket scheme) of the same gateway.
 _SCHEMES = {
@@ -68,9 +68,11 @@ _PING_ID = "mdgateway-top"
 _ROUTES = ("/healthz", "/metrics", "/subscribers")
 
 
+@redacted_repr
 @dataclasses.dataclass(frozen=True, slots=True)
 class GatewayUrls:
-    """Where a gateway answers: ``http_base`` + ``/healthz`` etc., and ``ws_url``."""
+    """Where a gateway answers: ``http_base`` + ``/healthz`` etc., and ``ws_url``. Its
+    ``repr`` shows no secret (the URLs redacted, the token a :class:`Secret`)."""
 
     http_base: str
     ws_url: str
@@ -78,6 +80,10 @@ class GatewayUrls:
     #: The gateway's Unix socket (``server.unix_path``) the HTTP requests go through, or
     #: None: over TCP.
     uds: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None and not isinstance(self.token, Secret):
+            object.__setattr__(self, "token", Secret(self.token))
 
     @property
     def via(self) -> str:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.core.limits import VenueLimits, plan_connections
-from gateway.wire.tokens import Secret, TokenError, read_token_file, redact
+from gateway.wire.tokens import Secret, TokenError, read_token_file, redact, redacted_repr
 from gateway.wire.venues import ADAPTERS
 
 SUPPORTED_VENUES: Final = tuple(ADAPTERS)
@@ -110,12 +110,14 @@ def exposure_warning(host: str, has_token: bool) -> str | None:
 
 
 def origin_error(origin: str) -> str | None:
-    """Why ``origin`` cannot be an allowed Origin (None: ``scheme://host[:port]``)."""
+    """Why ``origin`` cannot be an allowed Origin (None: ``scheme://host[:port]``); shows
+    it without a password."""
     parts = urlsplit(origin)
+    shown = redact(origin)
     try:
         _ = parts.port
     except ValueError:
-        return f"{origin!r} has a bad port"
+        return f"{shown!r} has a bad port"
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
@@ -124,7 +126,7 @@ def origin_error(origin: str) -> str | None:
         or parts.fragment
         or parts.username is not None
     ):
-        return f"{origin!r} is not an origin: scheme://host[:port], e.g. https://desk.example"
+        return f"{shown!r} is not an origin: scheme://host[:port], e.g. https://desk.example"
     return None
 
 
@@ -191,8 +193,10 @@ def allowed_host_names(bound_host: str, configured: list[str] | None) -> frozens
     return LOOPBACK_HOSTS | {_normalized_host(bound_host)}
 
 
+@redacted_repr
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The local subscriber server and its per-subscriber limits (``docs/protocol.md``)."""
+    """The local subscriber server and its per-subscriber limits (``docs/protocol.md``).
+    Its ``repr`` shows no secret: the token is a :class:`Secret`, the origins redacted."""
 
     #: The address to listen on; loopback by default. Another one, without a ``token``,
     #: is warned about at start-up.
@@ -281,8 +285,10 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rest_window_s: PositiveFloat | None = None
 
 
+@redacted_repr
 class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One venue: its symbols, its redundant WebSocket endpoints, its REST bases."""
+    """One venue: its symbols, its redundant WebSocket endpoints, its REST bases. Its
+    ``repr`` shows the URLs without a password or ``token=`` value (:func:`redact`)."""
 
     venue: str
     symbols: list[str]

@@ -6,18 +6,22 @@ still carries one as ``?token=TOKEN`` has it taken out before it is used or show
 written through :func:`redact`, which also hides the password of a URL's
 ``user:password@`` (the user is kept). A token kept in a file is read by :func:`read_token_file`:
 its first line, stripped, so that it stays off command lines (``ps``) and out of the
-configuration file. A token kept in a structure is a :class:`Secret`, whose ``repr`` hides it.
+configuration file. A token kept in a structure is a :class:`Secret`, whose ``repr`` hides it;
+a structure that keeps URLs shows them redacted (:func:`redacted_repr`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar, cast
 from urllib.parse import unquote_plus
 
 #: The query parameter a URL may carry the token in (the server accepts it there too).
 TOKEN_PARAMETER: Final = "token"
+_Class = TypeVar("_Class", bound=type)
+
 #: What a redacted secret is shown as.
 REDACTED: Final = "***"
 
@@ -29,6 +33,12 @@ _SECRET: Final = re.compile(
     r"(?i)(token=)[^&\s#'\"]+"
     r"|(bearer\s+)[^\s'\"]+"
     r"|(authorization['\"]?+\s*+[:=]\s*+['\"]?+)(?!bearer\s)[^'\"\r\n]+"
+    r"|(\b[a-z][a-z0-9+.-]*+://[^/?#@\s:'\"]*+:)[^/?#@\s'\"]++(?=@)"
+)
+#: A secret of a URL in text: a ``token`` query parameter's value, a ``user:password@``'s
+#: password (as in :data:`_SECRET`). Not a bare ``token=``: a ``repr`` writes fields so.
+_URL_SECRET: Final = re.compile(
+    r"(?i)([?&]token=)[^&\s#'\"]+"
     r"|(\b[a-z][a-z0-9+.-]*+://[^/?#@\s:'\"]*+:)[^/?#@\s'\"]++(?=@)"
 )
 
@@ -59,6 +69,21 @@ def redact(text: str) -> str:
 def _redacted(match: re.Match[str]) -> str:
     kept = next(group for group in match.groups() if group is not None)
     return kept + REDACTED
+
+
+def redacted_repr(cls: _Class) -> _Class:
+    """Class decorator: ``cls``'s ``repr`` (and so its ``str``, which falls back on it) is
+    the one it had with the URLs in it shown as :func:`redact` shows them: no password,
+    no ``token`` query value. A token held as a field of its own is no URL: hold it as a
+    :class:`Secret`. Put it above ``@dataclass``, whose ``repr`` it wraps."""
+    # The class's own repr, taken unbound (typed as the metaclass's, bound to the class).
+    shown = cast("Callable[[object], str]", cls.__repr__)
+
+    def __repr__(self: object) -> str:
+        return _URL_SECRET.sub(_redacted, shown(self))
+
+    setattr(cls, "__repr__", __repr__)  # noqa: B010 (mypy refuses assigning to a method)
+    return cls
 
 
 def split_token(url: str) -> tuple[str, str | None]:

@@ -727,6 +727,15 @@ async def test_a_unix_socket_url_sends_its_token_as_a_header(tmp_path: Path) -> 
     assert requests == [("/?x=1", f"Bearer {TOKEN}"), ("/", f"Bearer {TOKEN}")]
 
 
+def test_the_urls_kept_show_no_password_or_token_in_their_repr() -> None:
+    client = GatewayClient(
+        ["ws://alice:hunter2@127.0.0.1:1/", f"ws://127.0.0.1:2/?token={TOKEN}"], [KEY]
+    )
+    shown = repr(client._targets)  # what a log line or a debugger shows of them
+    assert "hunter2" not in shown and TOKEN not in shown, shown
+    assert [target.token for target in client._targets] == [None, TOKEN]
+
+
 @pytest.mark.parametrize("urls", [[], ["unix:"], ["unix:?token=x"], ["http://127.0.0.1:8765/"]])
 def test_urls_other_than_websocket_ones_are_refused(urls: list[str]) -> None:
     with pytest.raises(ValueError, match="URL"):

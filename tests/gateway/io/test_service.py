@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable, Sequence
 
@@ -169,7 +170,17 @@ def test_another_connection_to_reopen_is_renewed_under_the_cause_the_book_gave()
     assert due == {0: {"contradicted": 1}, 1: {"venue reset": 1}}
 
 
+def test_a_slot_shows_its_url_without_the_password() -> None:
+    cfg = msgspec.structs.replace(BINANCE, endpoints=["wss://desk:hunter2@127.0.0.1:1"])
+    slots = venue_runtime(cfg).slots.values()
+    assert slots and all("desk:***@127.0.0.1:1" in repr(slot) for slot in slots)
+    assert all("hunter2" not in repr(slot) and "hunter2" in slot.url for slot in slots)
+
+
 def test_okx_resubscribes_stay_within_its_requests_per_connection_and_hour() -> None:
+    """A resubscription queued spends its messages of the connection's hourly budget; one
+    not queued (the connection down, or the symbol's already queued) spends none. Past
+    the budget the connection is renewed instead of sending."""
     now_ns = [0]
     venue = venue_runtime(OKX, now_ns=lambda: now_ns[0])
     venue.on_state(0, True)
@@ -179,19 +190,30 @@ def test_okx_resubscribes_stay_within_its_requests_per_connection_and_hour() -> 
     budget = int(480 * 0.8)  # the share the gateway leaves itself of the venue's limit
     assert venue.adapter.resubscribe_messages is not None
     per_resubscribe = len(venue.adapter.resubscribe_messages("BTC-USDT"))
-    resubscribe = pipeline.Step([], [pipeline.Resubscribe(0, "BTC-USDT")])
-    for _ in range(budget // per_resubscribe):
-        venue._act(resubscribe)
-    sent = connection.stats.messages_sent + connection.stats.messages_dropped
-    assert venue.renewals.stats(slot).due.get("subscribe budget", 0) == 0
+
+    def resubscribe(symbol: str) -> pipeline.Step:
+        return pipeline.Step([], [pipeline.Resubscribe(0, symbol)])
+
+    def renewed() -> int:
+        return venue.renewals.stats(slot).due.get("subscribe budget", 0)
+
+    # No session runs it: every resubscription is dropped, and spends nothing.
+    for _ in range(budget):
+        venue._act(resubscribe("BTC-USDT"))
+    assert renewed() == 0 and connection.stats.messages_dropped == budget * per_resubscribe
+    # Its session's queue, which no writer empties here.
+    connection._outbox = asyncio.Queue(maxsize=2 * budget)
+    for i in range(budget // per_resubscribe):
+        venue._act(resubscribe(f"S{i}"))
+        venue._act(resubscribe(f"S{i}"))  # queued already: answered, spends nothing
+    assert renewed() == 0 and connection._outbox.qsize() == budget
     # Spent: the next resubscription renews the connection instead of sending.
-    venue._act(resubscribe)
-    assert connection.stats.messages_sent + connection.stats.messages_dropped == sent
-    assert venue.renewals.stats(slot).due["subscribe budget"] == 1
+    venue._act(resubscribe("BTC-USDT"))
+    assert renewed() == 1 and not connection.queued("BTC-USDT")
     # An hour later the connection may resubscribe again.
     now_ns[0] = 3600 * 1_000_000_000
-    venue._act(resubscribe)
-    assert connection.stats.messages_sent + connection.stats.messages_dropped > sent
+    venue._act(resubscribe("BTC-USDT"))
+    assert connection.queued("BTC-USDT") and renewed() == 1
 
 
 def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:

@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.core.book import L2Book
+from gateway.core.budget import AttemptBudget
 from gateway.core.model import BookDelta, BookReset, GatewayEvent
 from gateway.core.replicated import ReplicatedBook
+from gateway.io.upstream import Sent
 from gateway.io.venue_runtime import VenueRuntime
 from gateway.wire.config import parse_config
 
@@ -108,9 +110,15 @@ def test_coinbase_sequence_jump_resubscribes_that_connection(real_data: RealData
     # Skip one message: the connection lost something; its replicas are resubscribed.
     sent: list[bytes] = []
 
-    def send(messages: Sequence[bytes], key: str | None = None) -> bool:
+    def send(
+        messages: Sequence[bytes],
+        key: str | None = None,
+        *,
+        budget: AttemptBudget | None = None,
+        now_s: float = 0.0,
+    ) -> Sent:
         sent.extend(messages)
-        return True
+        return Sent.QUEUED
 
     rt.connections[0].send = send  # type: ignore[method-assign]
     replicas = {k: b.replicas[0] for k, b in rt.books.items() if isinstance(b, ReplicatedBook)}

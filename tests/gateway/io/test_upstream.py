@@ -19,7 +19,7 @@ from gateway.core.backoff import Backoff
 from gateway.core.budget import DEFAULT_RETRY_AFTER_S, AttemptBudget
 from gateway.core.model import DepthSnapshot
 from gateway.io.changes import StateChanges
-from gateway.io.upstream import Connection, SnapshotFetcher
+from gateway.io.upstream import Connection, Sent, SnapshotFetcher
 from gateway.wire.venues import adapter_for
 from tests.harness import run_until, wait_until, ws_serving
 
@@ -475,11 +475,11 @@ async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_qu
             ping_interval_s=0.05,
             max_messages_per_s=1000.0,
         )
-        assert conn.send([b"too early"]) is False, "nothing is queued while down"
+        assert conn.send([b"too early"]) is Sent.DROPPED, "nothing is queued while down"
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
             await wait_until(arrived, lambda: received.count("ping") >= 2)
-            assert conn.send([b"close me"])
+            assert conn.send([b"close me"]) is Sent.QUEUED
             await wait_until(arrived, lambda: received.count('{"op":"subscribe"}') >= 2)
             task.cancel()
         assert received[0] == '{"op":"subscribe"}', "text frames, subscriptions first"
@@ -489,33 +489,44 @@ async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_qu
     await _with_server(inbox.handler, body)
 
 
-async def test_a_resubscription_already_queued_is_not_queued_again() -> None:
+async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted() -> None:
     """A symbol failing again before its resubscription was sent needs no second one: the
     snapshot the queued one brings follows every failure before it. Once its last message
-    was taken for sending, the symbol's next resubscription is queued again."""
+    was taken for sending, the symbol's next resubscription is queued again. A budget
+    given is spent for the messages queued only: none for a group answered by a queued
+    one or dropped; none queued when it has no room."""
     inbox = Inbox()
     received, arrived = inbox.received, inbox.arrived
 
     async def body(url: str) -> None:
         rec = Recorder()
         conn = _connection(url, rec, subscribe_messages=[b"subscribe"], max_messages_per_s=1000.0)
+        budget = AttemptBudget(6, 3600.0, share=1.0)
         again = [b"unsubscribe X", b"subscribe X"]
+
+        def send(messages: list[bytes], key: str) -> Sent:
+            return conn.send(messages, key=key, budget=budget, now_s=0.0)
+
+        assert send(again, "X") is Sent.DROPPED and budget.attempts == 0, "down"
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
             await wait_until(arrived, lambda: received == ["subscribe"])
             # No await between: the writer takes nothing meanwhile.
-            assert conn.send(again, key="X") and conn.queued("X")
-            assert conn.send(again, key="X"), "answered by the queued one"
-            assert conn.send([b"unsubscribe Y", b"subscribe Y"], key="Y")
-            assert conn.send(again, key="X")
+            assert send(again, "X") is Sent.QUEUED and conn.queued("X")
+            assert send(again, "X") is Sent.ANSWERED, "answered by the queued one"
+            assert send([b"unsubscribe Y", b"subscribe Y"], "Y") is Sent.QUEUED
+            assert send(again, "X") is Sent.ANSWERED
+            assert budget.attempts == 4
             await wait_until(arrived, lambda: len(received) >= 5)
             assert received[1:] == ["unsubscribe X", "subscribe X", "unsubscribe Y", "subscribe Y"]
             assert not conn.queued("X")
-            assert conn.send(again, key="X"), "sent already: queued again"
+            assert send(again, "X") is Sent.QUEUED, "sent already: queued again"
+            assert send([b"unsubscribe Z", b"subscribe Z"], "Z") is Sent.OVER_BUDGET
+            assert budget.attempts == 6 and not conn.queued("Z")
             await wait_until(arrived, lambda: len(received) >= 7)
             task.cancel()
         assert received[5:] == ["unsubscribe X", "subscribe X"]
-        assert conn.stats.messages_dropped == 0
+        assert conn.stats.messages_dropped == 2  # the two sent while down
 
     await _with_server(inbox.handler, body)
 

@@ -180,21 +180,29 @@ def test_a_token_option_that_gives_no_token_is_a_usage_error(tmp_path: Path) -> 
             gateway_token(URL, option, token_file, {TOKEN_ENV: "by-env"})
 
 
+async def _signal_and_wait_to_be_cancelled(signum: int, stages: list[str]) -> None:
+    """Signals itself with ``signum``, then waits, within a bound, to be cancelled by it
+    (noted as ``stopped at once``): a signal that does not cancel fails it with
+    TimeoutError."""
+    os.kill(os.getpid(), signum)
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        stages.append("stopped at once")
+        raise
+
+
 async def _stop_with_a_long_drain(stages: list[str]) -> int:
-    """Signals itself to stop, and in its stop waits (a drain) until signalled again,
-    within a bound: a second signal that did not end the wait fails it with TimeoutError."""
+    """Signals itself to stop, and in its stop waits (a drain) until signalled again; each
+    wait bounded."""
     os.kill(os.getpid(), signal.SIGINT)
     try:
-        await asyncio.Event().wait()
+        async with asyncio.timeout(10):
+            await asyncio.Event().wait()
     except asyncio.CancelledError:
         stages.append("stopping")
-        os.kill(os.getpid(), signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            stages.append("stopped at once")
-            raise
+        await _signal_and_wait_to_be_cancelled(signal.SIGTERM, stages)
     return 1
 
 
@@ -212,13 +220,7 @@ async def _end_on_stop(stop: asyncio.Event, stages: list[str]) -> int:
     async with asyncio.timeout(10):
         await stop.wait()
     stages.append("ending")
-    os.kill(os.getpid(), signal.SIGINT)
-    try:
-        async with asyncio.timeout(10):
-            await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        stages.append("stopped at once")
-        raise
+    await _signal_and_wait_to_be_cancelled(signal.SIGINT, stages)
     return 1
 
 

@@ -336,6 +336,9 @@ def test_urls_of_every_accepted_form() -> None:
         "wss://gw.example/desk/",
     )
     assert secure.token == "abc" and gateway_urls("https://gw.example", "t").token == "t"
+    shown = repr(gateway_urls("https://desk:hunter2@gw.example/?token=abc"))
+    assert "hunter2" not in shown and "abc" not in shown, shown
+    assert "http_base='https://desk:***@gw.example'" in shown and "token='***'" in shown
     with pytest.raises(UsageError, match="base URL"):
         gateway_urls("mailto:someone")
     local = gateway_urls("unix:/run/gw.sock?token=abc")

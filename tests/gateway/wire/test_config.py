@@ -492,6 +492,28 @@ def test_no_repr_of_a_configuration_shows_its_token(tmp_path: Path) -> None:
     assert repr(ServerConfig()).count("token=None") == 1
 
 
+def test_no_repr_of_a_configuration_shows_a_url_password_or_token() -> None:
+    config = parse_config(
+        GOOD.replace(
+            "ws://127.0.0.1:9001", f"wss://desk:hunter2@127.0.0.1:9001/ws?token={TOKEN}"
+        ).replace("http://127.0.0.1:9100", "https://desk:hunter2@127.0.0.1:9100")
+    )
+    venue = config.venues[0]
+    for shown in (repr(config), str(config), repr(venue), f"{venue}", repr(config.server)):
+        assert "hunter2" not in shown and TOKEN not in shown, shown
+    assert "endpoints=['wss://desk:***@127.0.0.1:9001/ws?token=***', 'ws://127.0.0.1:9002']" in (
+        repr(venue)
+    )
+    assert "rest=['https://desk:***@127.0.0.1:9100']" in repr(venue)
+    # The values themselves are the URLs, as the connections open them.
+    assert venue.endpoints[0] == f"wss://desk:hunter2@127.0.0.1:9001/ws?token={TOKEN}"
+    assert venue.rest == ["https://desk:hunter2@127.0.0.1:9100"]
+    # Nor does an error naming one (an origin holds no password).
+    origin = GOOD.replace("port = 9000", 'port = 9000\nallowed_origins = ["https://d:hunter2@x"]')
+    with pytest.raises(ConfigError, match=re.escape("'https://d:***@x' is not an origin")):
+        parse_config(origin)
+
+
 @pytest.mark.parametrize(
     ("server", "files", "environ", "message"),
     [

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from gateway.wire.tokens import TokenError, bearer_headers, read_token_file, redact, split_token
+from gateway.wire.tokens import (
+    Secret,
+    TokenError,
+    bearer_headers,
+    read_token_file,
+    redact,
+    redacted_repr,
+    split_token,
+)
 
 SECRET = "s3cret-token-0123456789"
 
@@ -71,3 +81,27 @@ def test_a_token_file_is_read_by_its_first_line(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(TokenError, match="not UTF-8"):
         read_token_file(path)
+
+
+@redacted_repr
+@dataclasses.dataclass(frozen=True)
+class _Endpoint:
+    url: str
+    token: str | None = None
+
+
+@redacted_repr
+class _Target(NamedTuple):
+    url: str
+    retries: int
+
+
+def test_a_redacted_repr_shows_no_url_password_or_token_value() -> None:
+    endpoint = _Endpoint("wss://desk:hunter2@host/ws?token=abc", Secret("s3cret"))
+    target = _Target("https://desk:hunter2@host/", 3)
+    for shown in (repr(endpoint), str(endpoint), repr([endpoint]), f"{target}", repr(target)):
+        assert "hunter2" not in shown and "abc" not in shown and "s3cret" not in shown, shown
+    assert repr(endpoint) == "_Endpoint(url='wss://desk:***@host/ws?token=***', token='***')"
+    assert repr(target) == "_Target(url='https://desk:***@host/', retries=3)"
+    # Only the repr: the fields are the values given.
+    assert endpoint.url == "wss://desk:hunter2@host/ws?token=abc" and target.retries == 3
