@@ -15,11 +15,10 @@ given; the handlers are the application's.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
-from typing import Final, Protocol, overload
+from typing import Final
 
 #: Appended to an admitted line, with the count, when lines of its cause were suppressed.
 SUPPRESSED_SUFFIX: Final = " (%d similar suppressed)"
@@ -77,38 +76,6 @@ class LogLimiter:
         return len(self._windows)
 
 
-class _Line(Protocol):
-    """:meth:`LimitedLogger.log` with its level given."""
-
-    def __call__(
-        self,
-        cause: Hashable,
-        now_s: float,
-        msg: str,
-        *args: object,
-        extra: Mapping[str, object] | None = None,
-        stacklevel: int = 1,
-    ) -> bool: ...
-
-
-class _AtLevel:
-    """A :class:`LimitedLogger` method that is its :meth:`~LimitedLogger.log` at one level.
-    It is a partial, which adds no frame: ``stacklevel`` counts from the caller as for
-    ``log`` itself."""
-
-    __slots__ = ("level",)
-
-    def __init__(self, level: int) -> None:
-        self.level = level
-
-    @overload
-    def __get__(self, logger: None, owner: object = None) -> _AtLevel: ...
-    @overload
-    def __get__(self, logger: LimitedLogger, owner: object = None) -> _Line: ...
-    def __get__(self, logger: LimitedLogger | None, owner: object = None) -> _Line | _AtLevel:
-        return self if logger is None else functools.partial(logger.log, self.level)
-
-
 class LimitedLogger:
     """A logger whose lines are limited per cause by a :class:`LogLimiter`.
 
@@ -134,6 +101,52 @@ class LimitedLogger:
     ) -> bool:
         """Write one line of ``cause`` if admitted (``extra``, ``stacklevel``: as for
         :meth:`logging.Logger.log`, counted from the caller); True when written."""
+        return self._write(level, cause, now_s, msg, args, extra, stacklevel + 1)
+
+    def info(
+        self,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        *args: object,
+        extra: Mapping[str, object] | None = None,
+        stacklevel: int = 1,
+    ) -> bool:
+        return self._write(logging.INFO, cause, now_s, msg, args, extra, stacklevel + 1)
+
+    def warning(
+        self,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        *args: object,
+        extra: Mapping[str, object] | None = None,
+        stacklevel: int = 1,
+    ) -> bool:
+        return self._write(logging.WARNING, cause, now_s, msg, args, extra, stacklevel + 1)
+
+    def error(
+        self,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        *args: object,
+        extra: Mapping[str, object] | None = None,
+        stacklevel: int = 1,
+    ) -> bool:
+        return self._write(logging.ERROR, cause, now_s, msg, args, extra, stacklevel + 1)
+
+    def _write(
+        self,
+        level: int,
+        cause: Hashable,
+        now_s: float,
+        msg: str,
+        args: tuple[object, ...],
+        extra: Mapping[str, object] | None,
+        stacklevel: int,
+    ) -> bool:
+        """``stacklevel`` counted from this method's caller (1: the caller's line)."""
         if not self.logger.isEnabledFor(level):
             return False
         suppressed = self.limiter.admit(cause, now_s)
@@ -144,9 +157,3 @@ class LimitedLogger:
             args = (*args, suppressed)
         self.logger.log(level, msg, *args, extra=extra, stacklevel=stacklevel + 1)
         return True
-
-    #: ``info(cause, now_s, msg, *args, extra=None, stacklevel=1)``, and so ``warning`` and
-    #: ``error``: :meth:`log` at that level.
-    info = _AtLevel(logging.INFO)
-    warning = _AtLevel(logging.WARNING)
-    error = _AtLevel(logging.ERROR)

@@ -97,10 +97,5 @@ def test_a_level_not_written_costs_no_budget_and_each_level_names_the_callers_li
         (logging.WARNING, "loud"),
         (logging.ERROR, "error"),
     ]
-    assert {(r.filename, r.funcName) for r in caplog.records} == {
-        (
-            "test_lograte.py",
-            "test_a_level_not_written_costs_no_budget_and_each_level_names_the_callers_line",
-        )
-    }
+    assert {r.filename for r in caplog.records} == {"test_lograte.py"}
     assert log.limiter.suppressed_total == 0
