@@ -584,8 +584,8 @@ class VenuePipeline:
 
     @property
     def timer_armed(self) -> bool:
-        """True while some book may have a deadline, or channels are watched: call
-        :meth:`on_timer` now and then."""
+        """True while some book may have a deadline, channels are watched, or a
+        resubscribe awaits its snapshot: call :meth:`on_timer` now and then."""
         return not self.stopped and (
             bool(self._waiting) or self.activity is not None or bool(self._awaiting)
         )
