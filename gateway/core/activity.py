@@ -170,6 +170,12 @@ class ActivityMonitor:
                     channel.retry_s, channel.reported_s = wait_s, now_s
         return found
 
+    def dead(self, symbol: str, conn_id: int) -> bool:
+        """True when ``symbol``'s channel on ``conn_id`` was reported dead and has carried
+        no message since."""
+        channel = self._channels.get(symbol, {}).get(conn_id)
+        return channel is not None and channel.dead
+
     def dead_everywhere(self, symbol: str) -> bool:
         """True when ``symbol`` has channels and every one is dead."""
         channels = self._channels.get(symbol)

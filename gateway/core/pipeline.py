@@ -38,6 +38,7 @@ from gateway.core.arbiter import (
     SymbolArbiter,
     TradeDedup,
 )
+from gateway.core.awaiting import DEFAULT_AWAIT_LIMITS, AwaitedSnapshots, AwaitLimits, Unanswered
 from gateway.core.book import L2Book
 from gateway.core.histogram import Histogram
 from gateway.core.lograte import LimitedLogger
@@ -218,6 +219,11 @@ class VenuePipeline:
     a channel dead on a connection that carries other traffic counts as that connection
     down for the symbol (the arbiter decides; dead everywhere: ``stale``, with the silence
     as its reason) and is resubscribed on that connection where the venue can; None: off.
+    ``awaiting``: a resubscribe not answered by a snapshot on its connection within
+    ``timeout_s`` is asked again there, each further ask waiting twice as long, at most
+    ``max_timeout_s`` (:mod:`gateway.core.awaiting`); not while its channel is found dead
+    there (the silence's own asks), nor once a sequenced book is built (another
+    connection's snapshot answered it).
     """
 
     def __init__(
@@ -231,6 +237,7 @@ class VenuePipeline:
         conn_symbols: Mapping[int, Collection[str]] | None = None,
         epoch_base: int = 0,
         activity: ActivityLimits | None = None,
+        awaiting: AwaitLimits = DEFAULT_AWAIT_LIMITS,
     ) -> None:
         self.venue = venue
         #: Keys carried by each sharded connection (see ``conn_symbols``).
@@ -290,10 +297,13 @@ class VenuePipeline:
         #: once per request, Coinbase once per channel); cleared when the connection ends.
         self._rejected_on: set[tuple[int, str]] = set()
         #: Per connection: the keys resubscribed on it whose snapshot it has not delivered
-        #: since. A connection sequence jump may have lost that snapshot: they are asked
-        #: again, whether their arbiter keeps a copy of that connection or not (a silent
-        #: channel's was dropped). Cleared when the connection comes up or goes down.
-        self._awaiting: dict[int, set[str]] = {}
+        #: since. Asked again when unanswered too long, or when a connection sequence jump
+        #: may have lost that snapshot (whether their arbiter keeps a copy of that
+        #: connection or not: a silent channel's was dropped). Cleared when the connection
+        #: comes up or goes down.
+        self._awaiting = AwaitedSnapshots(awaiting)
+        #: Unanswered resubscribe log lines, limited per symbol.
+        self.unanswered_log = LimitedLogger(log)
         #: Set by :meth:`stop`: every later input is ignored.
         self.stopped = False
         for symbol in symbols or ():
@@ -324,8 +334,8 @@ class VenuePipeline:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
                 if activity is not None:
                     self._active(activity, event.symbol, conn_id, now_ns)
-                if isinstance(event, DepthSnapshot) and (awaiting := self._awaiting.get(conn_id)):
-                    awaiting.discard(event.key)
+                if isinstance(event, DepthSnapshot):
+                    self._awaiting.answered(conn_id, event.key)
                 book = self._book(event.key, now_ns)
                 if book is not None:
                     out = (
@@ -419,7 +429,7 @@ class VenuePipeline:
             self.sequences.reset(conn_id)
         else:
             self.sequences.forget(conn_id)
-        self._awaiting.pop(conn_id, None)
+        self._awaiting.forget_connection(conn_id)
         if not up:
             self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
             if reason:
@@ -500,8 +510,8 @@ class VenuePipeline:
 
     def on_timer(self, now_ns: int) -> Step:
         """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`),
-        and checks the channels' activity (where watched) every quarter of the shortest
-        silence."""
+        checks the channels' activity (where watched) every quarter of the shortest
+        silence, then asks again the resubscribes unanswered too long."""
         step = Step([], [])
         if self.stopped:
             return step
@@ -509,6 +519,8 @@ class VenuePipeline:
             self._activity_check_ns = now_ns + self._activity_every_ns
             for silence in self.activity.check(now_ns / 1e9):
                 self._silent(silence, step, now_ns)
+        for unanswered in self._awaiting.due(now_ns):
+            self._unanswered(unanswered, step, now_ns)
         for key in list(self._waiting):
             book = self.books[key]
             deadline = book.deadline_ns()
@@ -572,9 +584,11 @@ class VenuePipeline:
 
     @property
     def timer_armed(self) -> bool:
-        """True while some book may have a deadline, or channels are watched: call
-        :meth:`on_timer` now and then."""
-        return not self.stopped and (bool(self._waiting) or self.activity is not None)
+        """True while some book may have a deadline, channels are watched, or a
+        resubscribe awaits its snapshot: call :meth:`on_timer` now and then."""
+        return not self.stopped and (
+            bool(self._waiting) or self.activity is not None or bool(self._awaiting)
+        )
 
     def deadline_ns(self) -> int | None:
         """The earliest reorder-window deadline, or None."""
@@ -638,10 +652,10 @@ class VenuePipeline:
             if type(event) is BookDelta:
                 publications.append(event)  # the common case
             elif isinstance(event, SnapshotWanted):
-                self._snapshot_wanted(book.key.partition(":")[2], step)
+                self._snapshot_wanted(book.key.partition(":")[2], step, now_ns)
             elif isinstance(event, ResubscribeWanted):
                 self.faults_by_conn[event.conn_id] = self.faults_by_conn.get(event.conn_id, 0) + 1
-                self._resubscribe(event.conn_id, book.key.partition(":")[2], step)
+                self._resubscribe(event.conn_id, book.key.partition(":")[2], step, now_ns)
             elif isinstance(event, BookCrossed):
                 self._crossed(event, now_ns)
             elif isinstance(event, ReconnectWanted):
@@ -683,7 +697,7 @@ class VenuePipeline:
             extra={"venue": venue, "symbol": symbol},
         )
 
-    def _snapshot_wanted(self, symbol: str, step: Step) -> None:
+    def _snapshot_wanted(self, symbol: str, step: Step, now_ns: int) -> None:
         if self.rest_snapshots:
             step.actions.append(FetchSnapshot(symbol, self.snapshot_attempts.start(symbol)))
         else:
@@ -691,13 +705,43 @@ class VenuePipeline:
             key = symbol_key(self.venue.venue, symbol)
             for conn_id in self._up:
                 if self._carries(conn_id, key):
-                    self._resubscribe(conn_id, symbol, step)
+                    self._resubscribe(conn_id, symbol, step, now_ns)
 
-    def _resubscribe(self, conn_id: int, symbol: str, step: Step) -> None:
+    def _resubscribe(self, conn_id: int, symbol: str, step: Step, now_ns: int) -> None:
         if self.venue.resubscribe_messages is not None:
             self.stats.resubscribes += 1
-            self._awaiting.setdefault(conn_id, set()).add(symbol_key(self.venue.venue, symbol))
+            self._awaiting.asked(conn_id, symbol_key(self.venue.venue, symbol), now_ns)
             step.actions.append(Resubscribe(conn_id, symbol))
+
+    def _unanswered(self, unanswered: Unanswered, step: Step, now_ns: int) -> None:
+        """No snapshot came on ``unanswered.conn_id`` since the symbol's last resubscribe
+        there, for its wait: asked again, unless the channel is found dead there (the
+        silence's reports ask it, on their own clock), the symbol is refused, or its book
+        is sequenced and built (a snapshot on any connection answers a sequenced book; the
+        updates of this one are copies of the same ids)."""
+        conn_id, key = unanswered.conn_id, unanswered.key
+        symbol = key.partition(":")[2]
+        book = self.books.get(key)
+        built = isinstance(book, SequencedBook) and book.has_book
+        if book is None or built or key in self.rejected:
+            self._awaiting.answered(conn_id, key)
+            return
+        if self.activity is not None and self.activity.dead(symbol, conn_id):
+            self._awaiting.postpone(conn_id, key, now_ns)
+            return
+        self.stats.unanswered_resubscribes += 1
+        self.unanswered_log.warning(
+            key,
+            now_ns / 1e9,
+            "%s: no snapshot on conn %d %.3g s after resubscribe #%d there, while it is up; "
+            "resubscribing again",
+            key,
+            conn_id,
+            unanswered.waited_s,
+            unanswered.asks,
+            extra={"venue": self.venue.venue, "symbol": symbol, "connection": conn_id},
+        )
+        self._resubscribe(conn_id, symbol, step, now_ns)
 
     def _active(self, activity: ActivityMonitor, symbol: str, conn_id: int, now_ns: int) -> None:
         """A book message of ``symbol`` on ``conn_id``: the arbiter sees the connection as
@@ -744,7 +788,7 @@ class VenuePipeline:
                 silence.reported,
                 extra=fields,
             )
-            self._resubscribe(silence.conn_id, silence.symbol, step)
+            self._resubscribe(silence.conn_id, silence.symbol, step, now_ns)
             return
         self.stats.silent_channels += 1
         self.silence_log.warning(
@@ -768,7 +812,7 @@ class VenuePipeline:
                 for e in events
             ]
         self._take(book, events, step, now_ns)
-        self._resubscribe(silence.conn_id, silence.symbol, step)
+        self._resubscribe(silence.conn_id, silence.symbol, step, now_ns)
 
     def _rejections(self, conn_id: int, detail: str, step: Step, *, resend: bool) -> None:
         """The venue's error (or close reason) ``detail`` on ``conn_id``: every carried
@@ -853,7 +897,7 @@ class VenuePipeline:
             extra={"venue": self.venue.venue, "connection": conn_id},
         )
         reason = "connection sequence jump"
-        awaiting = self._awaiting.get(conn_id, set())
+        awaiting = self._awaiting.awaiting(conn_id)
         for key, book in self.books.items():
             if key in self.rejected or not self._carries(conn_id, key):
                 continue  # a refused symbol is subscribed no more

@@ -207,6 +207,12 @@ class VenueStats:
     resubscribes: int = counter(
         "Resubscriptions of a symbol on a connection.", metric="venue_resubscribes"
     )
+    #: Asked again by the pipeline (:mod:`gateway.core.awaiting`); each is also one of
+    #: ``resubscribes``.
+    unanswered_resubscribes: int = counter(
+        "Resubscriptions no snapshot answered in time on a connection still up, asked again.",
+        metric="venue_unanswered_resubscribes",
+    )
     #: Book updates and snapshots too: never given to the books, whose trust in a connection
     #: (stale when every book connection is down) they would break.
     book_updates_on_trade_connections: int = counter(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from gateway.core import pipeline
 from gateway.core.activity import ActivityLimits
 from gateway.core.arbiter import ArbiterLimits, SymbolArbiter
+from gateway.core.awaiting import AwaitLimits
 from gateway.core.backoff import Backoff
 from gateway.core.budget import AttemptBudget, SharedBudgets
 from gateway.core.limits import PlannedConnection, plan_connections
@@ -187,6 +188,7 @@ class VenueRuntime:
             activity=None
             if cfg.silence_factor == 0
             else ActivityLimits(cfg.silence_factor, cfg.silence_min_s, cfg.silence_max_s),
+            awaiting=AwaitLimits(cfg.resubscribe_timeout_s, cfg.resubscribe_timeout_max_s),
         )
         # Each planned connection (a shard of the symbols on one endpoint) is a slot.
         for planned in self._plan(cfg.endpoints, cfg.connections_per_endpoint):

@@ -347,6 +347,10 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     silence_factor: NonNegativeFloat = 20.0
     silence_min_s: PositiveFloat = 5.0
     silence_max_s: PositiveFloat = 300.0
+    #: A resubscribe not answered by a snapshot on its connection this long is asked again
+    #: there, each further ask waiting twice as long, at most ``resubscribe_timeout_max_s``.
+    resubscribe_timeout_s: PositiveFloat = 5.0
+    resubscribe_timeout_max_s: PositiveFloat = 60.0
     #: A REST snapshot body above this is abandoned as a failed fetch (a 5000-level
     #: snapshot is well under 1 MiB).
     max_rest_body_bytes: PositiveInt = 16 * 1024 * 1024
@@ -516,6 +520,10 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"{where}.limits.streams_per_connection: {exc}") from None
         if venue.silence_max_s < venue.silence_min_s:
             raise ConfigError(f"{where}.silence_max_s: must be >= silence_min_s")
+        if venue.resubscribe_timeout_max_s < venue.resubscribe_timeout_s:
+            raise ConfigError(
+                f"{where}.resubscribe_timeout_max_s: must be >= resubscribe_timeout_s"
+            )
         if venue.backoff_max_s < venue.backoff_initial_s:
             raise ConfigError(f"{where}.backoff_max_s: must be >= backoff_initial_s")
     return config

@@ -5,9 +5,11 @@ subscribers' stream stays continuous and equal to the surviving replica."""
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from feeds import kraken
 from gateway.core.book import L2Book
 from gateway.core.budget import AttemptBudget
 from gateway.core.model import BookDelta, BookReset, GatewayEvent
@@ -155,3 +157,47 @@ def test_kraken_checksums_use_the_precision_the_instrument_channel_announces() -
     rt.on_frame(0, MATIC_UPDATE, 4)
     assert book.stats.checksum_ok == 2 and book.has_book
     assert book.book.bids()[-1] == ("0.5657", "1098.3947558")
+
+
+def test_kraken_resubscribes_again_on_the_configured_waits_while_no_snapshot_comes(
+    real_data: RealData,
+) -> None:
+    """The configuration's ``resubscribe_timeout_s`` and ``resubscribe_timeout_max_s``
+    drive the venue's pipeline: connection 1's failed replica is resubscribed, then again
+    1.5 s later and 3 s after that (the cap), on the clock the runtime reads."""
+    lines = real_data("kraken/flashbook/live-btc-eth.ndjson").read_bytes().splitlines()
+    config = parse_config(
+        """
+[[venues]]
+venue = "kraken"
+symbols = ["BTC/USD", "ETH/USD"]
+endpoints = ["wss://ws.kraken.com/v2/a", "wss://ws.kraken.com/v2/b"]
+resubscribe_timeout_s = 1.5
+resubscribe_timeout_max_s = 3
+"""
+    )
+    clock_ns = [0]
+    rt = VenueRuntime(
+        config.venues[0], itertools.count(0), lambda events: None, lambda: clock_ns[0]
+    )
+    sent: list[bytes] = []
+
+    def send(messages: Sequence[bytes], key: str | None = None) -> bool:
+        sent.extend(messages)
+        return True
+
+    rt.connections[1].send = send  # type: ignore[method-assign]
+    rt.on_state(0, True)
+    rt.on_state(1, True)
+    for line in lines[:300]:
+        rt.on_frame(0, line, 0)
+        rt.on_frame(1, line, 0)
+    broken = next(line for line in lines[300:] if b'"ETH/USD"' in line and b'"update"' in line)
+    rt.on_frame(1, re.sub(rb'"checksum":\d+', b'"checksum":1', broken), 0)
+    resubscribe = kraken.resubscribe_messages("ETH/USD")
+    assert sent == resubscribe
+    for at_s, asks in ((1.4, 1), (1.5, 2), (4.4, 2), (4.5, 3), (7.5, 4)):
+        clock_ns[0] = int(at_s * 1e9)
+        rt.on_timer()
+        assert sent == resubscribe * asks, at_s
+    assert rt.stats.unanswered_resubscribes == 3

@@ -80,6 +80,14 @@ def test_the_plausibility_bound_is_configurable() -> None:
         (('rest = ["', 'healthy_after_s = -1\nrest = ["'), "$.venues[0].healthy_after_s"),
         (('rest = ["', 'max_rest_body_bytes = 0\nrest = ["'), "$.venues[0].max_rest_body_bytes"),
         (("rest = [", "max_id_jump = 0\nrest = ["), ("$.venues[0].max_id_jump", ">= 1")),
+        (
+            ("rest = [", "resubscribe_timeout_s = 0\nrest = ["),
+            ("$.venues[0].resubscribe_timeout_s", "> 0"),
+        ),
+        (
+            ("rest = [", "resubscribe_timeout_s = 9\nresubscribe_timeout_max_s = 8\nrest = ["),
+            "$.venues[0].resubscribe_timeout_max_s: must be >= resubscribe_timeout_s",
+        ),
         (("port = 9000", "healthz_not_live_share = 0"), "$.server.healthz_not_live_share"),
         (("port = 9000", "healthz_not_live_share = 1.5"), "$.server.healthz_not_live_share"),
         (("[server]", 'log_format = "xml"\n[server]'), "$.log_format"),
