@@ -182,9 +182,15 @@ resubscribe_timeout_max_s = 3
     )
     sent: list[bytes] = []
 
-    def send(messages: Sequence[bytes], key: str | None = None) -> bool:
+    def send(
+        messages: Sequence[bytes],
+        key: str | None = None,
+        *,
+        budget: AttemptBudget | None = None,
+        now_s: float = 0.0,
+    ) -> Sent:
         sent.extend(messages)
-        return True
+        return Sent.QUEUED
 
     rt.connections[1].send = send  # type: ignore[method-assign]
     rt.on_state(0, True)
