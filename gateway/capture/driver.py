@@ -32,7 +32,8 @@ Pure: no asyncio, no clock; each record's ``recv_ns`` is the clock. Two parts:
   none is a bad frame of the venue's pipeline, counted. ``venues`` limits the venues
   driven: the records of any other are not fed.
 
-Publications and actions of the pipelines are not needed offline and are dropped.
+Publications and actions of the pipelines are not needed offline and are dropped; as
+nothing is sent, the pipelines keep no request awaiting its snapshot (``awaiting`` None).
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ class RecordDriver:
         """The venue's pipeline, created now if it has none yet."""
         pipeline = self.pipelines.get(adapter.venue)
         if pipeline is None:
+            # Nothing is written offline: no request's wait for its snapshot would start.
             pipeline = self.pipelines[adapter.venue] = VenuePipeline(
-                adapter, None, limits=self.limits
+                adapter, None, limits=self.limits, awaiting=None
             )
         return pipeline
 

@@ -219,11 +219,15 @@ class VenuePipeline:
     a channel dead on a connection that carries other traffic counts as that connection
     down for the symbol (the arbiter decides; dead everywhere: ``stale``, with the silence
     as its reason) and is resubscribed on that connection where the venue can; None: off.
-    ``awaiting``: a resubscribe not answered by a snapshot on its connection within
-    ``timeout_s`` is asked again there, each further ask waiting twice as long, at most
-    ``max_timeout_s`` (:mod:`gateway.core.awaiting`); not while its channel is found dead
-    there (the silence's own asks), nor once a sequenced book is built (another
-    connection's snapshot answered it).
+    ``awaiting``: a subscription (each symbol a connection carries, from its connect) or
+    a resubscribe not answered by a snapshot on its connection within ``timeout_s`` after
+    its request was written there (:meth:`receive_sent`) is asked again there, each
+    further ask waiting twice as long, at most ``max_timeout_s``
+    (:mod:`gateway.core.awaiting`); not while its channel is found dead there (the
+    silence's own asks), nor once a sequenced book is built (another connection's snapshot
+    answered it; one built from REST snapshots awaits no subscription's), nor for a symbol
+    the venue refused, nor on a venue that cannot resubscribe one symbol. None: off
+    (offline, where nothing is written).
     """
 
     def __init__(
@@ -237,7 +241,7 @@ class VenuePipeline:
         conn_symbols: Mapping[int, Collection[str]] | None = None,
         epoch_base: int = 0,
         activity: ActivityLimits | None = None,
-        awaiting: AwaitLimits = DEFAULT_AWAIT_LIMITS,
+        awaiting: AwaitLimits | None = DEFAULT_AWAIT_LIMITS,
     ) -> None:
         self.venue = venue
         #: Keys carried by each sharded connection (see ``conn_symbols``).
@@ -296,12 +300,13 @@ class VenuePipeline:
         #: (connection, symbol) rejections already acted on (a venue may refuse one symbol
         #: once per request, Coinbase once per channel); cleared when the connection ends.
         self._rejected_on: set[tuple[int, str]] = set()
-        #: Per connection: the keys resubscribed on it whose snapshot it has not delivered
-        #: since. Asked again when unanswered too long, or when a connection sequence jump
-        #: may have lost that snapshot (whether their arbiter keeps a copy of that
-        #: connection or not: a silent channel's was dropped). Cleared when the connection
-        #: comes up or goes down.
-        self._awaiting = AwaitedSnapshots(awaiting)
+        #: Per connection: the keys subscribed (on connect) or resubscribed on it whose
+        #: snapshot it has not delivered since. Asked again when unanswered too long after
+        #: the request was written, or when a connection sequence jump may have lost that
+        #: snapshot (whether their arbiter keeps a copy of that connection or not: a silent
+        #: channel's was dropped). Cleared when the connection comes up or goes down. None:
+        #: not kept (``awaiting`` None).
+        self._awaiting = None if awaiting is None else AwaitedSnapshots(awaiting)
         #: Unanswered resubscribe log lines, limited per symbol.
         self.unanswered_log = LimitedLogger(log)
         #: Set by :meth:`stop`: every later input is ignored.
@@ -334,7 +339,7 @@ class VenuePipeline:
                     self._event_latency(conn_id, event.event_ms, event.recv_ns)
                 if activity is not None:
                     self._active(activity, event.symbol, conn_id, now_ns)
-                if isinstance(event, DepthSnapshot):
+                if isinstance(event, DepthSnapshot) and self._awaiting is not None:
                     self._awaiting.answered(conn_id, event.key)
                 book = self._book(event.key, now_ns)
                 if book is not None:
@@ -429,7 +434,9 @@ class VenuePipeline:
             self.sequences.reset(conn_id)
         else:
             self.sequences.forget(conn_id)
-        self._awaiting.forget_connection(conn_id)
+        awaiting = self._awaiting
+        if awaiting is not None:
+            awaiting.forget_connection(conn_id)
         if not up:
             self._rejected_on = {pair for pair in self._rejected_on if pair[0] != conn_id}
             if reason:
@@ -440,6 +447,16 @@ class VenuePipeline:
             return step
         if up:
             self._up[conn_id] = None
+            if awaiting is not None and self.venue.resubscribe_messages is not None:
+                # Each carried symbol's first snapshot there answers its subscription; a
+                # sequenced book built from REST snapshots needs none in band.
+                for key, book in self.books.items():
+                    if (
+                        key not in self.rejected
+                        and self._carries(conn_id, key)
+                        and (not self.rest_snapshots or isinstance(book, ReplicatedBook))
+                    ):
+                        awaiting.subscribed(conn_id, key)
         else:
             self._up.pop(conn_id, None)
         if self.activity is not None:
@@ -456,6 +473,19 @@ class VenuePipeline:
             if self._carries(conn_id, key):
                 self._take(book, book.on_connection(conn_id, up, now_ns), step, now_ns)
         return step
+
+    def receive_sent(self, conn_id: int, symbols: Collection[str], now_ns: int) -> None:
+        """The requests of ``symbols`` on ``conn_id`` left its queue now: its subscription
+        (on connect, or sent again) or a symbol's :class:`Resubscribe` was written to the
+        socket, or given up (the venue will not see it). Each symbol awaiting its snapshot
+        there waits for it from now; a symbol answered already, or not awaited, is left
+        alone."""
+        awaiting = self._awaiting
+        if awaiting is None or self.stopped:
+            return
+        venue = self.venue.venue
+        for symbol in symbols:
+            awaiting.written(conn_id, symbol_key(venue, symbol), now_ns)
 
     def receive_snapshot(
         self, snapshot: DepthSnapshot, now_ns: int, attempt: int | None = None
@@ -511,7 +541,7 @@ class VenuePipeline:
     def on_timer(self, now_ns: int) -> Step:
         """Fires the reorder-window deadlines that have passed (see :meth:`deadline_ns`),
         checks the channels' activity (where watched) every quarter of the shortest
-        silence, then asks again the resubscribes unanswered too long."""
+        silence, then asks again the subscriptions and resubscribes unanswered too long."""
         step = Step([], [])
         if self.stopped:
             return step
@@ -519,8 +549,9 @@ class VenuePipeline:
             self._activity_check_ns = now_ns + self._activity_every_ns
             for silence in self.activity.check(now_ns / 1e9):
                 self._silent(silence, step, now_ns)
-        for unanswered in self._awaiting.due(now_ns):
-            self._unanswered(unanswered, step, now_ns)
+        if self._awaiting is not None:
+            for unanswered in self._awaiting.due(now_ns):
+                self._unanswered(unanswered, self._awaiting, step, now_ns)
         for key in list(self._waiting):
             book = self.books[key]
             deadline = book.deadline_ns()
@@ -585,9 +616,11 @@ class VenuePipeline:
     @property
     def timer_armed(self) -> bool:
         """True while some book may have a deadline, channels are watched, or a
-        resubscribe awaits its snapshot: call :meth:`on_timer` now and then."""
+        request awaits its snapshot: call :meth:`on_timer` now and then."""
         return not self.stopped and (
-            bool(self._waiting) or self.activity is not None or bool(self._awaiting)
+            bool(self._waiting)
+            or self.activity is not None
+            or (self._awaiting is not None and bool(self._awaiting))
         )
 
     def deadline_ns(self) -> int | None:
@@ -710,35 +743,44 @@ class VenuePipeline:
     def _resubscribe(self, conn_id: int, symbol: str, step: Step, now_ns: int) -> None:
         if self.venue.resubscribe_messages is not None:
             self.stats.resubscribes += 1
-            self._awaiting.asked(conn_id, symbol_key(self.venue.venue, symbol), now_ns)
+            if self._awaiting is not None:
+                self._awaiting.asked(conn_id, symbol_key(self.venue.venue, symbol))
             step.actions.append(Resubscribe(conn_id, symbol))
 
-    def _unanswered(self, unanswered: Unanswered, step: Step, now_ns: int) -> None:
-        """No snapshot came on ``unanswered.conn_id`` since the symbol's last resubscribe
-        there, for its wait: asked again, unless the channel is found dead there (the
-        silence's reports ask it, on their own clock), the symbol is refused, or its book
-        is sequenced and built (a snapshot on any connection answers a sequenced book; the
-        updates of this one are copies of the same ids)."""
+    def _unanswered(
+        self, unanswered: Unanswered, awaiting: AwaitedSnapshots, step: Step, now_ns: int
+    ) -> None:
+        """No snapshot came on ``unanswered.conn_id`` since the symbol's last request
+        (its subscription or a resubscribe) was written there, for its wait: asked again,
+        unless the channel is found dead there (the silence's reports ask it, on their own
+        clock), the symbol is refused, or its book is sequenced and built (a snapshot on
+        any connection answers a sequenced book; the updates of this one are copies of the
+        same ids)."""
         conn_id, key = unanswered.conn_id, unanswered.key
         symbol = key.partition(":")[2]
         book = self.books.get(key)
         built = isinstance(book, SequencedBook) and book.has_book
         if book is None or built or key in self.rejected:
-            self._awaiting.answered(conn_id, key)
+            awaiting.answered(conn_id, key)
             return
         if self.activity is not None and self.activity.dead(symbol, conn_id):
-            self._awaiting.postpone(conn_id, key, now_ns)
+            awaiting.postpone(conn_id, key, now_ns)
             return
         self.stats.unanswered_resubscribes += 1
+        asked, again = (
+            (f"resubscribe #{unanswered.asks}", " again")
+            if unanswered.asks
+            else ("its subscription", "")
+        )
         self.unanswered_log.warning(
             key,
             now_ns / 1e9,
-            "%s: no snapshot on conn %d %.3g s after resubscribe #%d there, while it is up; "
-            "resubscribing again",
+            "%s: no snapshot on conn %d %.3g s after %s there, while it is up; resubscribing%s",
             key,
             conn_id,
             unanswered.waited_s,
-            unanswered.asks,
+            asked,
+            again,
             extra={"venue": self.venue.venue, "symbol": symbol, "connection": conn_id},
         )
         self._resubscribe(conn_id, symbol, step, now_ns)
@@ -897,7 +939,7 @@ class VenuePipeline:
             extra={"venue": self.venue.venue, "connection": conn_id},
         )
         reason = "connection sequence jump"
-        awaiting = self._awaiting.awaiting(conn_id)
+        awaiting = frozenset() if self._awaiting is None else self._awaiting.awaiting(conn_id)
         for key, book in self.books.items():
             if key in self.rejected or not self._carries(conn_id, key):
                 continue  # a refused symbol is subscribed no more
