@@ -54,6 +54,8 @@ ERROR_BODY_QUOTE_BYTES: Final = 200
 FrameHandler = Callable[[int, bytes, int], bool]
 #: on_state(conn_id, up)
 StateHandler = Callable[[int, bool], None]
+#: on_sent(conn_id, key): the last message of a group went out (:class:`Connection`).
+SentHandler = Callable[[int, str | None], None]
 
 
 class Sent(enum.Enum):
@@ -69,6 +71,17 @@ class Sent(enum.Enum):
     #: Not queued: the connection is down (its subscriptions are sent again on connect) or
     #: its queue is full; counted in ``stats.messages_dropped``.
     DROPPED = "dropped"
+
+
+class _Subscription(enum.Enum):
+    """Marks the last message of a subscription in a connection's queue."""
+
+    LAST = enum.auto()
+
+
+#: What a queued message is the last of: a keyed group (its key), a subscription, or
+#: nothing to report (None).
+_Mark = str | _Subscription | None
 
 
 class _Ended(enum.Enum):
@@ -104,6 +117,11 @@ class Connection:
     told and the connection serves on until its owner cancels :meth:`run` (a renewal that
     opens the replacement before the old connection closes, :mod:`gateway.core.renewal`).
 
+    With ``on_sent``, ``on_sent(conn_id, key)`` is told when the last message of a keyed
+    group (:meth:`send`) was written to the socket, and ``on_sent(conn_id, None)`` when the
+    subscription was (its messages on connect, at once where there are none: the URL
+    subscribes; or sent again, :meth:`subscribe`): the venue's answer can come from then on.
+
     ``clock_s`` and ``sleep`` are the time everything here runs on: the policy, the
     budget, the waits between attempts, the stall and age deadlines (the connect's own
     ``open_timeout_s`` excepted).
@@ -135,8 +153,10 @@ class Connection:
         on_aged: Callable[[int], None] | None = None,
         slot: int | None = None,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        on_sent: SentHandler | None = None,
     ) -> None:
         self.conn_id = conn_id
+        self._on_sent = on_sent
         self.max_frame_bytes = max_frame_bytes
         #: The configured connection this one serves (stable across renewals); None: its own.
         self.slot = conn_id if slot is None else slot
@@ -163,9 +183,9 @@ class Connection:
         self._ping_message = ping_message
         self._ping_interval_s = ping_interval_s
         self._send_interval_s = 1.0 / max_messages_per_s
-        #: Messages to send, each with the key of its group where it is a group's last.
-        self._outbox: asyncio.Queue[tuple[bytes, str | None]] | None = None
-        #: Keys of the groups queued whose last message is not taken for sending yet.
+        #: Messages to send, each with what it is the last of (:data:`_Mark`).
+        self._outbox: asyncio.Queue[tuple[bytes, _Mark]] | None = None
+        #: Keys of the groups queued whose last message is not written yet.
         self._queued_keys: set[str] = set()
         #: When the open connection last received a frame (or opened), on ``clock_s``.
         self._last_recv_s = 0.0
@@ -200,8 +220,9 @@ class Connection:
         """Queue text messages for the venue, in order (:class:`Sent` says whether).
 
         ``key`` names what they ask for (a symbol's resubscription): while messages of that
-        key are queued, their last not yet taken for sending, the same key is not queued
-        again (ANSWERED: the snapshot the queued ones bring follows whatever asked again).
+        key are queued, their last not yet written, the same key is not queued again
+        (ANSWERED: the snapshot the queued ones bring follows whatever asked again); once
+        their last is written, ``on_sent(conn_id, key)`` is told.
         ``budget`` (a venue's subscribe requests per connection, with ``now_s`` on its
         clock) is spent one attempt per message when, and only when, they are queued;
         OVER_BUDGET when it has no room now. Nothing is spent for messages not queued."""
@@ -216,14 +237,31 @@ class Connection:
                 return Sent.OVER_BUDGET
             for _ in messages:
                 budget.spend(now_s)
-        for i, message in enumerate(messages, 1):
-            outbox.put_nowait((message, key if i == len(messages) else None))
+        self._put(outbox, messages, key)
         if key is not None and messages:
             self._queued_keys.add(key)
         return Sent.QUEUED
 
+    def subscribe(self, messages: Sequence[bytes]) -> Sent:
+        """Queue subscribe messages now (the venue refused a request whole: the others
+        again); ``on_sent(conn_id, None)`` once the last is written. QUEUED, or DROPPED
+        (:meth:`send`)."""
+        outbox = self._outbox
+        if outbox is None or outbox.maxsize - outbox.qsize() < len(messages):
+            self.stats.messages_dropped += len(messages)
+            return Sent.DROPPED
+        self._put(outbox, messages, _Subscription.LAST)
+        return Sent.QUEUED
+
+    @staticmethod
+    def _put(
+        outbox: asyncio.Queue[tuple[bytes, _Mark]], messages: Sequence[bytes], last: _Mark
+    ) -> None:
+        for i, message in enumerate(messages, 1):
+            outbox.put_nowait((message, last if i == len(messages) else None))
+
     def queued(self, key: str) -> bool:
-        """Messages of ``key`` (:meth:`send`) are queued, their last not yet taken."""
+        """Messages of ``key`` (:meth:`send`) are queued, their last not yet written."""
         return key in self._queued_keys
 
     async def run(self) -> None:
@@ -283,11 +321,13 @@ class Connection:
                 handshaking = False
                 self._handshake_ended(spent_s)
                 self._up(self._clock_s())
-                outbox: asyncio.Queue[tuple[bytes, str | None]] = asyncio.Queue(
+                outbox: asyncio.Queue[tuple[bytes, _Mark]] = asyncio.Queue(
                     maxsize=MAX_OUTBOX_MESSAGES + len(self._subscribe_messages)
                 )
-                for message in self._subscribe_messages:
-                    outbox.put_nowait((message, None))
+                if self._subscribe_messages:
+                    self._put(outbox, self._subscribe_messages, _Subscription.LAST)
+                elif self._on_sent is not None:
+                    self._on_sent(self.conn_id, None)  # the URL subscribed
                 self._outbox = outbox
                 async with asyncio.TaskGroup() as tasks:
                     helpers = [tasks.create_task(self._write(ws, outbox))]
@@ -394,24 +434,28 @@ class Connection:
             await self._sleep(min(stall_s, age_deadline_s) - now_s)
 
     async def _write(
-        self, ws: ClientConnection, outbox: asyncio.Queue[tuple[bytes, str | None]]
+        self, ws: ClientConnection, outbox: asyncio.Queue[tuple[bytes, _Mark]]
     ) -> None:
         try:
             while True:
-                message, key = await outbox.get()
-                if key is not None:
-                    self._queued_keys.discard(key)
+                message, last = await outbox.get()
                 shared = self.shared_messages
                 if shared is not None:
                     while not shared.take(self._clock_s()):
                         await self._sleep(shared.wait_s(self._clock_s()))
                 await ws.send(message, text=True)
                 self.stats.messages_sent += 1
+                if last is not None:
+                    key = None if last is _Subscription.LAST else last
+                    if key is not None:
+                        self._queued_keys.discard(key)
+                    if self._on_sent is not None:
+                        self._on_sent(self.conn_id, key)
                 await asyncio.sleep(self._send_interval_s)
         except websockets.exceptions.ConnectionClosed:
             pass  # the reader sees the close and ends the session
 
-    async def _ping(self, outbox: asyncio.Queue[tuple[bytes, str | None]], message: bytes) -> None:
+    async def _ping(self, outbox: asyncio.Queue[tuple[bytes, _Mark]], message: bytes) -> None:
         while True:
             await asyncio.sleep(self._ping_interval_s)
             if outbox.full():

@@ -273,6 +273,7 @@ class VenueRuntime:
             spec.url,
             on_frame=self.on_frame,
             on_state=self.on_state,
+            on_sent=self.on_sent,
             backoff=Backoff(cfg.backoff_initial_s, cfg.backoff_max_s, random.Random(conn_id)),
             stall_timeout_s=cfg.stall_timeout_s,
             # Jittered so that connections opened together are not due together.
@@ -609,6 +610,9 @@ class VenueRuntime:
             budget=budget,
             now_s=self._clock_ns() / 1e9,
         )
+        if sent is Sent.DROPPED or sent is Sent.OVER_BUDGET:
+            # Given up: the venue will not see it; its wait starts now all the same.
+            self.pipeline.receive_sent(action.conn_id, (action.symbol,), self._clock_ns())
         if sent is Sent.OVER_BUDGET:
             self._log.warning(
                 ("subscribe budget", action.conn_id),
@@ -642,6 +646,15 @@ class VenueRuntime:
                 self._rotating.discard(slot)  # its renewal ended before a replacement opened
         else:
             self._subscribe_budgets.pop(conn_id, None)  # a new connection, a new count
+
+    def on_sent(self, conn_id: int, key: str | None) -> None:
+        """Connection ``conn_id`` wrote a symbol's resubscription (``key``, the symbol) or,
+        None, its subscription (its slot's symbols): the pipeline's waits for their
+        snapshots start now."""
+        connection = self.connections.get(conn_id)
+        if connection is not None:
+            symbols = self.slots[connection.slot].symbols if key is None else (key,)
+            self.pipeline.receive_sent(conn_id, symbols, self._clock_ns())
 
     def on_snapshot(self, snapshot: DepthSnapshot, attempt: int | None = None) -> None:
         """The fetcher's answer to ``attempt`` (discarded by the pipeline when superseded);
@@ -732,4 +745,4 @@ class VenueRuntime:
         if rejected.resend and refused is not None:
             shard = tuple(s for s in self.slots[refused.slot].symbols if s != rejected.symbol)
             if shard:
-                refused.send(self.adapter.subscribe_messages(shard))
+                refused.subscribe(self.adapter.subscribe_messages(shard))

@@ -159,51 +159,147 @@ def test_kraken_checksums_use_the_precision_the_instrument_channel_announces() -
     assert book.book.bids()[-1] == ("0.5657", "1098.3947558")
 
 
-def test_kraken_resubscribes_again_on_the_configured_waits_while_no_snapshot_comes(
-    real_data: RealData,
-) -> None:
-    """The configuration's ``resubscribe_timeout_s`` and ``resubscribe_timeout_max_s``
-    drive the venue's pipeline: connection 1's failed replica is resubscribed, then again
-    1.5 s later and 3 s after that (the cap), on the clock the runtime reads."""
-    lines = real_data("kraken/flashbook/live-btc-eth.ndjson").read_bytes().splitlines()
-    config = parse_config(
-        """
-[[venues]]
-venue = "kraken"
-symbols = ["BTC/USD", "ETH/USD"]
-endpoints = ["wss://ws.kraken.com/v2/a", "wss://ws.kraken.com/v2/b"]
-resubscribe_timeout_s = 1.5
-resubscribe_timeout_max_s = 3
-"""
-    )
-    clock_ns = [0]
-    rt = VenueRuntime(
-        config.venues[0], itertools.count(0), lambda events: None, lambda: clock_ns[0]
-    )
-    sent: list[bytes] = []
+class _Outbox:
+    """Connection 1's ``send``, as ``Connection.send`` answers: each keyed group queued
+    once until the test writes it (:meth:`write`, telling the runtime as the connection's
+    writer does)."""
+
+    def __init__(self, rt: VenueRuntime) -> None:
+        self.rt = rt
+        self.queued: list[str] = []
+        #: Every message queued.
+        self.sent: list[bytes] = []
+        rt.connections[1].send = self.send  # type: ignore[method-assign]
 
     def send(
+        self,
         messages: Sequence[bytes],
         key: str | None = None,
         *,
         budget: AttemptBudget | None = None,
         now_s: float = 0.0,
     ) -> Sent:
-        sent.extend(messages)
+        if key in self.queued:
+            return Sent.ANSWERED
+        self.sent.extend(messages)
+        if key is not None:
+            self.queued.append(key)
         return Sent.QUEUED
 
-    rt.connections[1].send = send  # type: ignore[method-assign]
-    rt.on_state(0, True)
-    rt.on_state(1, True)
+    def write(self) -> None:
+        for key in self.queued:
+            self.rt.on_sent(1, key)
+        self.queued.clear()
+
+
+def _kraken_runtime(timeouts: str) -> tuple[VenueRuntime, list[int]]:
+    """Kraken's runtime on two connections with ``timeouts`` (configuration lines), on a
+    clock the test moves (its one item, ns)."""
+    config = parse_config(
+        f"""
+[[venues]]
+venue = "kraken"
+symbols = ["BTC/USD", "ETH/USD"]
+endpoints = ["wss://ws.kraken.com/v2/a", "wss://ws.kraken.com/v2/b"]
+{timeouts}
+"""
+    )
+    clock_ns = [0]
+    rt = VenueRuntime(
+        config.venues[0], itertools.count(0), lambda events: None, lambda: clock_ns[0]
+    )
+    return rt, clock_ns
+
+
+def _at(rt: VenueRuntime, clock_ns: list[int], at_s: float) -> None:
+    clock_ns[0] = int(at_s * 1e9)
+    rt.on_timer()
+
+
+def _broken_eth_update(lines: list[bytes]) -> bytes:
+    """An ETH/USD update of the session whose checksum every replica fails."""
+    broken = next(line for line in lines[300:] if b'"ETH/USD"' in line and b'"update"' in line)
+    return re.sub(rb'"checksum":\d+', b'"checksum":1', broken)
+
+
+def test_kraken_a_resubscribe_waits_from_when_its_connection_wrote_it_not_from_the_ask(
+    real_data: RealData,
+) -> None:
+    """Connection 1's failed replica is resubscribed at 0 s; its connection writes the
+    resubscription at 2 s (its paced queue). The 1.5 s wait starts then: nothing is asked
+    again at 1.5 s (a re-ask would be answered by the queued one, and counted as
+    unanswered), and it is asked again at 3.5 s."""
+    lines = real_data("kraken/flashbook/live-btc-eth.ndjson").read_bytes().splitlines()
+    rt, clock_ns = _kraken_runtime("resubscribe_timeout_s = 1.5")
+    outbox = _Outbox(rt)
+    for conn_id in (0, 1):
+        rt.on_state(conn_id, True)
+        rt.on_sent(conn_id, None)  # the subscriptions, written at 0
     for line in lines[:300]:
         rt.on_frame(0, line, 0)
         rt.on_frame(1, line, 0)
-    broken = next(line for line in lines[300:] if b'"ETH/USD"' in line and b'"update"' in line)
-    rt.on_frame(1, re.sub(rb'"checksum":\d+', b'"checksum":1', broken), 0)
+    rt.on_frame(1, _broken_eth_update(lines), 0)
     resubscribe = kraken.resubscribe_messages("ETH/USD")
-    assert sent == resubscribe
+    assert outbox.sent == resubscribe and outbox.queued == ["ETH/USD"]
+    for at_s in (1.5, 1.9):
+        _at(rt, clock_ns, at_s)
+    assert outbox.sent == resubscribe, "still queued: not asked again"
+    clock_ns[0] = 2 * 10**9
+    outbox.write()
+    _at(rt, clock_ns, 3.4)
+    assert outbox.sent == resubscribe and rt.stats.unanswered_resubscribes == 0
+    _at(rt, clock_ns, 3.5)
+    assert outbox.sent == resubscribe * 2 and rt.stats.unanswered_resubscribes == 1
+
+
+def test_kraken_a_first_snapshot_lost_is_asked_for_one_wait_after_the_subscription_was_written(
+    real_data: RealData,
+) -> None:
+    """Connection 1 comes up at 0 s and its writer writes its subscription at 0.5 s (both
+    symbols of its slot); ETH/USD's snapshot is lost there while its updates come. At 2 s,
+    1.5 s after the write, ETH/USD is resubscribed on connection 1; BTC/USD, answered, is
+    not."""
+    lines = real_data("kraken/flashbook/live-btc-eth.ndjson").read_bytes().splitlines()
+    rt, clock_ns = _kraken_runtime("resubscribe_timeout_s = 1.5")
+    outbox = _Outbox(rt)
+    for conn_id in (0, 1):
+        rt.on_state(conn_id, True)
+    rt.on_sent(0, None)
+    _at(rt, clock_ns, 0.5)
+    rt.on_sent(1, None)
+    for line in lines[:300]:
+        rt.on_frame(0, line, clock_ns[0])
+        if not (b'"type":"snapshot"' in line and b'"ETH/USD"' in line):
+            rt.on_frame(1, line, clock_ns[0])
+    _at(rt, clock_ns, 1.9)
+    assert outbox.sent == []
+    _at(rt, clock_ns, 2.0)
+    assert outbox.sent == kraken.resubscribe_messages("ETH/USD")
+    assert rt.stats.unanswered_resubscribes == 1
+
+
+def test_kraken_resubscribes_again_on_the_configured_waits_while_no_snapshot_comes(
+    real_data: RealData,
+) -> None:
+    """The configuration's ``resubscribe_timeout_s`` and ``resubscribe_timeout_max_s``
+    drive the venue's pipeline: connection 1's failed replica is resubscribed, then again
+    1.5 s later and 3 s after that (the cap), on the clock the runtime reads; each
+    resubscription written as soon as asked."""
+    lines = real_data("kraken/flashbook/live-btc-eth.ndjson").read_bytes().splitlines()
+    rt, clock_ns = _kraken_runtime("resubscribe_timeout_s = 1.5\nresubscribe_timeout_max_s = 3")
+    outbox = _Outbox(rt)
+    for conn_id in (0, 1):
+        rt.on_state(conn_id, True)
+        rt.on_sent(conn_id, None)
+    for line in lines[:300]:
+        rt.on_frame(0, line, 0)
+        rt.on_frame(1, line, 0)
+    rt.on_frame(1, _broken_eth_update(lines), 0)
+    outbox.write()
+    resubscribe = kraken.resubscribe_messages("ETH/USD")
+    assert outbox.sent == resubscribe
     for at_s, asks in ((1.4, 1), (1.5, 2), (4.4, 2), (4.5, 3), (7.5, 4)):
-        clock_ns[0] = int(at_s * 1e9)
-        rt.on_timer()
-        assert sent == resubscribe * asks, at_s
+        _at(rt, clock_ns, at_s)
+        outbox.write()
+        assert outbox.sent == resubscribe * asks, at_s
     assert rt.stats.unanswered_resubscribes == 3

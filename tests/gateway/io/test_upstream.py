@@ -490,17 +490,30 @@ async def test_subscriptions_are_sent_as_text_on_every_connect_then_pings_and_qu
 
 
 async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted() -> None:
-    """A symbol failing again before its resubscription was sent needs no second one: the
-    snapshot the queued one brings follows every failure before it. Once its last message
-    was taken for sending, the symbol's next resubscription is queued again. A budget
-    given is spent for the messages queued only: none for a group answered by a queued
-    one or dropped; none queued when it has no room."""
+    """A symbol failing again before its resubscription was written needs no second one:
+    the snapshot the queued one brings follows every failure before it. Once its last
+    message was written (``on_sent`` told), the symbol's next resubscription is queued
+    again. A budget given is spent for the messages queued only: none for a group answered
+    by a queued one or dropped; none queued when it has no room."""
     inbox = Inbox()
     received, arrived = inbox.received, inbox.arrived
+    written: list[str | None] = []
+    wrote = StateChanges()
+
+    def on_sent(conn_id: int, key: str | None) -> None:
+        assert conn_id == 7
+        written.append(key)
+        wrote.notify()
 
     async def body(url: str) -> None:
         rec = Recorder()
-        conn = _connection(url, rec, subscribe_messages=[b"subscribe"], max_messages_per_s=1000.0)
+        conn = _connection(
+            url,
+            rec,
+            subscribe_messages=[b"subscribe"],
+            max_messages_per_s=1000.0,
+            on_sent=on_sent,
+        )
         budget = AttemptBudget(6, 3600.0, share=1.0)
         again = [b"unsubscribe X", b"subscribe X"]
 
@@ -511,6 +524,7 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
             await wait_until(arrived, lambda: received == ["subscribe"])
+            await wait_until(wrote, lambda: written == [None])  # the subscription
             # No await between: the writer takes nothing meanwhile.
             assert send(again, "X") is Sent.QUEUED and conn.queued("X")
             assert send(again, "X") is Sent.ANSWERED, "answered by the queued one"
@@ -519,6 +533,7 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
             assert budget.attempts == 4
             await wait_until(arrived, lambda: len(received) >= 5)
             assert received[1:] == ["unsubscribe X", "subscribe X", "unsubscribe Y", "subscribe Y"]
+            await wait_until(wrote, lambda: written == [None, "X", "Y"])  # each group once
             assert not conn.queued("X")
             assert send(again, "X") is Sent.QUEUED, "sent already: queued again"
             assert send([b"unsubscribe Z", b"subscribe Z"], "Z") is Sent.OVER_BUDGET
@@ -527,6 +542,57 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
             task.cancel()
         assert received[5:] == ["unsubscribe X", "subscribe X"]
         assert conn.stats.messages_dropped == 2  # the two sent while down
+
+    await _with_server(inbox.handler, body)
+
+
+async def test_a_subscription_is_told_written_on_connect_and_when_sent_again() -> None:
+    """``on_sent(conn_id, None)``: once the subscription's last message is written on
+    connect, at once where there is none (the URL subscribes), and once a subscription
+    sent again (:meth:`Connection.subscribe`) is written."""
+    inbox = Inbox()
+    received, arrived = inbox.received, inbox.arrived
+    written: list[tuple[int, str | None]] = []
+    wrote = StateChanges()
+
+    def on_sent(conn_id: int, key: str | None) -> None:
+        written.append((conn_id, key))
+        wrote.notify()
+
+    async def body(url: str) -> None:
+        rec = Recorder()
+        conn = _connection(
+            url,
+            rec,
+            subscribe_messages=[b"book", b"trades"],
+            max_messages_per_s=1000.0,
+            on_sent=on_sent,
+        )
+        bare = Connection(
+            8,
+            url,
+            on_frame=rec.on_frame,
+            on_state=rec.on_state,
+            on_sent=on_sent,
+            backoff=Backoff(0.01, 0.05, random.Random(1)),
+            stall_timeout_s=5.0,
+            max_age_s=3600.0,
+        )
+        assert conn.subscribe([b"again"]) is Sent.DROPPED, "down"
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(conn.run())
+            await wait_until(arrived, lambda: received == ["book", "trades"])
+            await wait_until(wrote, lambda: written == [(7, None)])  # once, for the two
+            assert conn.subscribe([b"book again"]) is Sent.QUEUED
+            await wait_until(wrote, lambda: len(written) == 2)
+            assert written[1] == (7, None)
+            await wait_until(arrived, lambda: received[2:] == ["book again"])
+            other = tasks.create_task(bare.run())
+            await wait_until(wrote, lambda: len(written) == 3)
+            assert written[2] == (8, None), "nothing to write: told on connect"
+            task.cancel()
+            other.cancel()
+        assert conn.stats.messages_dropped == 1
 
     await _with_server(inbox.handler, body)
 
