@@ -171,14 +171,7 @@ class _Outbox:
         self.sent: list[bytes] = []
         rt.connections[1].send = self.send  # type: ignore[method-assign]
 
-    def send(
-        self,
-        messages: Sequence[bytes],
-        key: str | None = None,
-        *,
-        budget: AttemptBudget | None = None,
-        now_s: float = 0.0,
-    ) -> Sent:
+    def send(self, messages: Sequence[bytes], key: str | None = None, **_: object) -> Sent:
         if key in self.queued:
             return Sent.ANSWERED
         self.sent.extend(messages)

@@ -49,6 +49,18 @@ class Recorder:
         return lambda: len(self.frames) > count
 
 
+class Written:
+    """A connection's ``on_sent``: keeps what it is told, ``changes`` notified after each."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[int, str | None]] = []
+        self.changes = StateChanges()
+
+    def on_sent(self, conn_id: int, key: str | None) -> None:
+        self.told.append((conn_id, key))
+        self.changes.notify()
+
+
 class Inbox:
     """A test server's handler keeping what it receives (``arrived`` notified after each
     message); it closes the connection after a message ``close_on``."""
@@ -497,13 +509,8 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
     by a queued one or dropped; none queued when it has no room."""
     inbox = Inbox()
     received, arrived = inbox.received, inbox.arrived
-    written: list[str | None] = []
-    wrote = StateChanges()
-
-    def on_sent(conn_id: int, key: str | None) -> None:
-        assert conn_id == 7
-        written.append(key)
-        wrote.notify()
+    written = Written()
+    told, wrote = written.told, written.changes
 
     async def body(url: str) -> None:
         rec = Recorder()
@@ -512,7 +519,7 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
             rec,
             subscribe_messages=[b"subscribe"],
             max_messages_per_s=1000.0,
-            on_sent=on_sent,
+            on_sent=written.on_sent,
         )
         budget = AttemptBudget(6, 3600.0, share=1.0)
         again = [b"unsubscribe X", b"subscribe X"]
@@ -524,7 +531,7 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
             await wait_until(arrived, lambda: received == ["subscribe"])
-            await wait_until(wrote, lambda: written == [None])  # the subscription
+            await wait_until(wrote, lambda: told == [(7, None)])  # the subscription
             # No await between: the writer takes nothing meanwhile.
             assert send(again, "X") is Sent.QUEUED and conn.queued("X")
             assert send(again, "X") is Sent.ANSWERED, "answered by the queued one"
@@ -533,7 +540,7 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
             assert budget.attempts == 4
             await wait_until(arrived, lambda: len(received) >= 5)
             assert received[1:] == ["unsubscribe X", "subscribe X", "unsubscribe Y", "subscribe Y"]
-            await wait_until(wrote, lambda: written == [None, "X", "Y"])  # each group once
+            await wait_until(wrote, lambda: told == [(7, None), (7, "X"), (7, "Y")])  # each once
             assert not conn.queued("X")
             assert send(again, "X") is Sent.QUEUED, "sent already: queued again"
             assert send([b"unsubscribe Z", b"subscribe Z"], "Z") is Sent.OVER_BUDGET
@@ -550,46 +557,28 @@ async def test_a_subscription_is_told_written_on_connect_and_when_sent_again() -
     """``on_sent(conn_id, None)``: once the subscription's last message is written on
     connect, at once where there is none (the URL subscribes), and once a subscription
     sent again (:meth:`Connection.subscribe`) is written."""
-    inbox = Inbox()
-    received, arrived = inbox.received, inbox.arrived
-    written: list[tuple[int, str | None]] = []
-    wrote = StateChanges()
-
-    def on_sent(conn_id: int, key: str | None) -> None:
-        written.append((conn_id, key))
-        wrote.notify()
+    inbox, written = Inbox(), Written()
+    received, arrived, told, wrote = inbox.received, inbox.arrived, written.told, written.changes
 
     async def body(url: str) -> None:
         rec = Recorder()
+        two = [b"book", b"trades"]
         conn = _connection(
-            url,
-            rec,
-            subscribe_messages=[b"book", b"trades"],
-            max_messages_per_s=1000.0,
-            on_sent=on_sent,
+            url, rec, subscribe_messages=two, max_messages_per_s=1000.0, on_sent=written.on_sent
         )
-        bare = Connection(
-            8,
-            url,
-            on_frame=rec.on_frame,
-            on_state=rec.on_state,
-            on_sent=on_sent,
-            backoff=Backoff(0.01, 0.05, random.Random(1)),
-            stall_timeout_s=5.0,
-            max_age_s=3600.0,
-        )
+        bare_written = Written()  # a connection with no subscribe messages
+        bare = _connection(url, Recorder(), on_sent=bare_written.on_sent)
         assert conn.subscribe([b"again"]) is Sent.DROPPED, "down"
         async with asyncio.TaskGroup() as tasks:
             task = tasks.create_task(conn.run())
             await wait_until(arrived, lambda: received == ["book", "trades"])
-            await wait_until(wrote, lambda: written == [(7, None)])  # once, for the two
+            await wait_until(wrote, lambda: told == [(7, None)])  # once, for the two
             assert conn.subscribe([b"book again"]) is Sent.QUEUED
-            await wait_until(wrote, lambda: len(written) == 2)
-            assert written[1] == (7, None)
+            await wait_until(wrote, lambda: len(told) == 2)
+            assert told[1] == (7, None)
             await wait_until(arrived, lambda: received[2:] == ["book again"])
             other = tasks.create_task(bare.run())
-            await wait_until(wrote, lambda: len(written) == 3)
-            assert written[2] == (8, None), "nothing to write: told on connect"
+            await wait_until(bare_written.changes, lambda: bare_written.told == [(7, None)])
             task.cancel()
             other.cancel()
         assert conn.stats.messages_dropped == 1
