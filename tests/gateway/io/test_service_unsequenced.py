@@ -166,6 +166,8 @@ class _Outbox:
 
     def __init__(self, rt: VenueRuntime) -> None:
         self.rt = rt
+        #: Drop every group (the connection's queue full).
+        self.full = False
         self.queued: list[str] = []
         #: Every message queued.
         self.sent: list[bytes] = []
@@ -174,6 +176,8 @@ class _Outbox:
     def send(self, messages: Sequence[bytes], key: str | None = None, **_: object) -> Sent:
         if key in self.queued:
             return Sent.ANSWERED
+        if self.full:
+            return Sent.DROPPED
         self.sent.extend(messages)
         if key is not None:
             self.queued.append(key)
@@ -204,15 +208,37 @@ endpoints = ["wss://ws.kraken.com/v2/a", "wss://ws.kraken.com/v2/b"]
     return rt, clock_ns
 
 
+class _Live:
+    """Kraken's runtime (``_kraken_runtime``) with both connections up, their
+    subscriptions written at 0 and the session's first 300 frames received on both (every
+    replica valid); connection 1 sends through an :class:`_Outbox`."""
+
+    def __init__(self, real_data: RealData, timeouts: str) -> None:
+        path = "kraken/flashbook/live-btc-eth.ndjson"
+        self.lines = real_data(path).read_bytes().splitlines()
+        self.rt, self.clock_ns = _kraken_runtime(timeouts)
+        self.outbox = _Outbox(self.rt)
+        for conn_id in (0, 1):
+            self.rt.on_state(conn_id, True)
+            self.rt.on_sent(conn_id, None)
+        for line in self.lines[:300]:
+            self.rt.on_frame(0, line, 0)
+            self.rt.on_frame(1, line, 0)
+
+    def fail_eth_on_1(self) -> None:
+        """An ETH/USD update whose checksum connection 1's replica fails: resubscribed."""
+        broken = next(
+            line for line in self.lines[300:] if b'"ETH/USD"' in line and b'"update"' in line
+        )
+        self.rt.on_frame(1, re.sub(rb'"checksum":\d+', b'"checksum":1', broken), 0)
+
+    def at(self, at_s: float) -> None:
+        _at(self.rt, self.clock_ns, at_s)
+
+
 def _at(rt: VenueRuntime, clock_ns: list[int], at_s: float) -> None:
     clock_ns[0] = int(at_s * 1e9)
     rt.on_timer()
-
-
-def _broken_eth_update(lines: list[bytes]) -> bytes:
-    """An ETH/USD update of the session whose checksum every replica fails."""
-    broken = next(line for line in lines[300:] if b'"ETH/USD"' in line and b'"update"' in line)
-    return re.sub(rb'"checksum":\d+', b'"checksum":1', broken)
 
 
 def test_kraken_a_resubscribe_waits_from_when_its_connection_wrote_it_not_from_the_ask(
@@ -222,27 +248,37 @@ def test_kraken_a_resubscribe_waits_from_when_its_connection_wrote_it_not_from_t
     resubscription at 2 s (its paced queue). The 1.5 s wait starts then: nothing is asked
     again at 1.5 s (a re-ask would be answered by the queued one, and counted as
     unanswered), and it is asked again at 3.5 s."""
-    lines = real_data("kraken/flashbook/live-btc-eth.ndjson").read_bytes().splitlines()
-    rt, clock_ns = _kraken_runtime("resubscribe_timeout_s = 1.5")
-    outbox = _Outbox(rt)
-    for conn_id in (0, 1):
-        rt.on_state(conn_id, True)
-        rt.on_sent(conn_id, None)  # the subscriptions, written at 0
-    for line in lines[:300]:
-        rt.on_frame(0, line, 0)
-        rt.on_frame(1, line, 0)
-    rt.on_frame(1, _broken_eth_update(lines), 0)
+    live = _Live(real_data, "resubscribe_timeout_s = 1.5")
+    outbox, stats = live.outbox, live.rt.stats
+    live.fail_eth_on_1()
     resubscribe = kraken.resubscribe_messages("ETH/USD")
     assert outbox.sent == resubscribe and outbox.queued == ["ETH/USD"]
     for at_s in (1.5, 1.9):
-        _at(rt, clock_ns, at_s)
+        live.at(at_s)
     assert outbox.sent == resubscribe, "still queued: not asked again"
-    clock_ns[0] = 2 * 10**9
+    live.clock_ns[0] = 2 * 10**9
     outbox.write()
-    _at(rt, clock_ns, 3.4)
-    assert outbox.sent == resubscribe and rt.stats.unanswered_resubscribes == 0
-    _at(rt, clock_ns, 3.5)
-    assert outbox.sent == resubscribe * 2 and rt.stats.unanswered_resubscribes == 1
+    live.at(3.4)
+    assert outbox.sent == resubscribe and stats.unanswered_resubscribes == 0
+    live.at(3.5)
+    assert outbox.sent == resubscribe * 2 and stats.unanswered_resubscribes == 1
+
+
+def test_kraken_a_resubscribe_its_full_queue_dropped_is_asked_again_one_wait_later(
+    real_data: RealData,
+) -> None:
+    """Connection 1's queue is full when its failed replica is resubscribed at 0 s: the
+    resubscription is dropped, and its wait starts then (nothing will write it); at 1.5 s
+    it is asked again, and queued."""
+    live = _Live(real_data, "resubscribe_timeout_s = 1.5")
+    live.outbox.full = True
+    live.fail_eth_on_1()
+    live.outbox.full = False
+    live.at(1.4)
+    assert live.outbox.sent == []
+    live.at(1.5)
+    assert live.outbox.sent == kraken.resubscribe_messages("ETH/USD")
+    assert live.rt.stats.unanswered_resubscribes == 1
 
 
 def test_kraken_a_first_snapshot_lost_is_asked_for_one_wait_after_the_subscription_was_written(
@@ -278,21 +314,13 @@ def test_kraken_resubscribes_again_on_the_configured_waits_while_no_snapshot_com
     drive the venue's pipeline: connection 1's failed replica is resubscribed, then again
     1.5 s later and 3 s after that (the cap), on the clock the runtime reads; each
     resubscription written as soon as asked."""
-    lines = real_data("kraken/flashbook/live-btc-eth.ndjson").read_bytes().splitlines()
-    rt, clock_ns = _kraken_runtime("resubscribe_timeout_s = 1.5\nresubscribe_timeout_max_s = 3")
-    outbox = _Outbox(rt)
-    for conn_id in (0, 1):
-        rt.on_state(conn_id, True)
-        rt.on_sent(conn_id, None)
-    for line in lines[:300]:
-        rt.on_frame(0, line, 0)
-        rt.on_frame(1, line, 0)
-    rt.on_frame(1, _broken_eth_update(lines), 0)
-    outbox.write()
+    live = _Live(real_data, "resubscribe_timeout_s = 1.5\nresubscribe_timeout_max_s = 3")
+    live.fail_eth_on_1()
+    live.outbox.write()
     resubscribe = kraken.resubscribe_messages("ETH/USD")
-    assert outbox.sent == resubscribe
+    assert live.outbox.sent == resubscribe
     for at_s, asks in ((1.4, 1), (1.5, 2), (4.4, 2), (4.5, 3), (7.5, 4)):
-        _at(rt, clock_ns, at_s)
-        outbox.write()
-        assert outbox.sent == resubscribe * asks, at_s
-    assert rt.stats.unanswered_resubscribes == 3
+        live.at(at_s)
+        live.outbox.write()
+        assert live.outbox.sent == resubscribe * asks, at_s
+    assert live.rt.stats.unanswered_resubscribes == 3
