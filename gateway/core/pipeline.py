@@ -929,7 +929,7 @@ class VenuePipeline:
             return True
         # Every replica on this connection missed something: each is dropped and
         # resubscribed on this connection only, and so is every symbol still awaiting the
-        # snapshot of a resubscribe there (the lost message may be it).
+        # snapshot of its subscription or a resubscribe there (the lost message may be it).
         self.stats.connection_gaps += 1
         self.sequence_log.warning(
             ("lost", conn_id),
