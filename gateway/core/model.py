@@ -260,8 +260,10 @@ class BookCrossed(msgspec.Struct, frozen=True, gc=False):
 class ReconnectWanted(msgspec.Struct, frozen=True, gc=False):
     """Connection ``conn_id`` must be closed and opened again: it delivered a copy that the
     others contradict (implausible ids its own stream went back on), or (``fault`` False:
-    nothing is counted against it) it was silent when a venue reset was declared, so the
-    sequence of what it delivers is unknown."""
+    nothing is counted against it) the sequence of what it delivers is unknown: it was
+    silent (or its subscription not placed in the book's sequence) when a venue reset was
+    declared, another connection's subscription led the book into a reset, or its own
+    subscription snapshot differs from the book at that snapshot's id."""
 
     key: str
     conn_id: int

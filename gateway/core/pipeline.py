@@ -105,8 +105,9 @@ class Resubscribe(msgspec.Struct, frozen=True, gc=False):
 class Reconnect(msgspec.Struct, frozen=True, gc=False):
     """Close connection ``conn_id`` and open it again: the venue asked (a shutdown notice;
     ``renew``: a healthy connection, renewed make-before-break), or an arbiter's
-    ReconnectWanted: its copies disagree with the other connections' (``fault``), or it was
-    silent when a venue reset was declared (``fault`` False: nothing counted against it).
+    ReconnectWanted: its copies disagree with the other connections' (``fault``), or the
+    sequence it delivers in is unknown after a venue reset (``fault`` False: nothing
+    counted against it).
     The caller closes the connection whose frame gave it at once, and renews another
     make-before-break."""
 

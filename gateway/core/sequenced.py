@@ -51,7 +51,16 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   subscription may have been answered before the reset): it is behind at no known id,
   everything it delivers dropped until it delivers a reset, and a
   :class:`~gateway.core.model.ReconnectWanted` is given for it (a subscription made once
-  the book saw the reset is answered in the new sequence).
+  the book saw the reset is answered in the new sequence);
+- a subscription may be answered after a reset no connection delivered yet, and its
+  snapshot need not say so. While another connection follows the book, the snapshot that
+  answers a subscription does not move the book: its connection is *unplaced* (nothing it
+  delivers used) until the snapshot is compared with the book at its id (now, or when the
+  book reaches it) or a copy of its agrees with the applied updates. Agreeing places it;
+  differing at or below the book's id is a venue reset it leads (the book follows it,
+  every other connection is reopened: how many resets they lag is unknown); differing
+  ahead reopens it. Not placed within ``reset_window_ns``, the book resyncs. After a book
+  built from an in-band snapshot the other connections are unplaced until they answer.
 
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
 :mod:`gateway.core.transitions`) say what each outcome does:
@@ -92,6 +101,7 @@ from gateway.core.audit import (
     DEFAULT_SAMPLE_EVERY,
     AgreementSample,
     AppliedRing,
+    RestComparison,
     RestVerdict,
     compare_rest,
 )
@@ -360,6 +370,30 @@ class _Behind:
     #: It was silent when the reset was declared: it may be in either sequence, and was
     #: asked to reconnect.
     silent: bool = False
+    #: The reset was one no connection declared (a subscription snapshot led the book
+    #: into it): how many resets it lags is unknown, so it is dropped until it reconnects.
+    until_reconnect: bool = False
+
+
+@dataclass(slots=True)
+class _Unplaced:
+    """A connection whose subscription answer is not placed in the book's sequence."""
+
+    #: Its subscription snapshot, compared with the book when the book's id reaches it
+    #: (None: nothing left to compare).
+    snap: DepthSnapshot | None
+    #: Since when: not placed within the reset window, the book resyncs (a snapshot to
+    #: compare) or the connection is reopened (an answer awaited).
+    since_ns: int
+    #: It answered since the book's sequence began (False: it was asked to subscribe
+    #: again and has not answered yet: its stream is of no known sequence).
+    answered: bool = True
+    #: It was asked to reconnect: nothing is awaited of it any more.
+    reopening: bool = False
+
+    def waits(self) -> bool:
+        """True while something is awaited of it within the reset window."""
+        return not self.reopening and (self.snap is not None or not self.answered)
 
 
 def _first_id(diff: DepthDiff) -> int:
@@ -450,6 +484,13 @@ class SequencedBook:
         #: it is still in. Its stream is in order, so what it delivers above that id is of
         #: that older sequence (:meth:`_before_reset`).
         self._behind_reset: dict[int, _Behind] = {}
+        #: Connections whose subscription was answered while the book was built and that
+        #: are not known to be in the book's sequence (:meth:`_leads_reset`): nothing they
+        #: deliver is used.
+        self._unplaced: dict[int, _Unplaced] = {}
+        #: Connections up that have delivered nothing since: the next snapshot of one
+        #: answers its subscription, of a sequence no other connection may have reached.
+        self._fresh: set[int] = set()
         #: Unused snapshots in a row, and when the next snapshot is asked (in RETRY_WAIT).
         self._snapshot_backoff = snapshot_retry_backoff()
         self._retry_at_ns = 0
@@ -487,9 +528,12 @@ class SequencedBook:
         out: list[ArbiterEvent] = []
         if up:
             self._conn_high.setdefault(conn_id, -1)
+            self._fresh.add(conn_id)
             return out
         self._conn_high.pop(conn_id, None)
         self._behind_reset.pop(conn_id, None)
+        self._unplaced.pop(conn_id, None)
+        self._fresh.discard(conn_id)
         # Its copies say nothing of the stream it will deliver once it is up again.
         self._behind_copies.pop(conn_id, None)
         self._behind_unlike.discard(conn_id)
@@ -509,10 +553,14 @@ class SequencedBook:
         out: list[ArbiterEvent] = []
         conn = self.stats.conn(diff.conn_id)
         conn.received += 1
+        self._fresh.discard(diff.conn_id)
         if self._behind_reset and self._before_reset(diff.conn_id, diff.last_id):
             self.stats.stale += 1  # an update of the sequence before a venue reset
             return out
         self._conn_high[diff.conn_id] = diff.last_id
+        if self._unplaced and diff.conn_id in self._unplaced:
+            self._unplaced_diff(diff)
+            return out
 
         if self.sync not in _WITH_BOOK:
             if diff.last_id <= self.applied_id:
@@ -550,9 +598,13 @@ class SequencedBook:
         venue reset (``snap.reset``) replaces it; an in-band snapshot newer than the book
         replaces it as well (the venue jumped ahead of every connection); both are
         published as one ordinary delta, so subscribers keep their seq. Older in-band
-        snapshots, late copies of a reset and REST snapshots are counted and ignored.
+        snapshots, late copies of a reset and REST snapshots are counted and ignored. A
+        snapshot answering a subscription while another connection follows the book is
+        placed first (:meth:`_leads_reset`).
         """
         out: list[ArbiterEvent] = []
+        answer = snap.conn_id in self._fresh
+        self._fresh.discard(snap.conn_id)
         if self._behind_reset and self._stale_snapshot(snap):
             self.stats.snapshots_unused += 1
             return out
@@ -563,7 +615,7 @@ class SequencedBook:
             # In band: that connection's stream is at the snapshot's id.
             self._conn_high[snap.conn_id] = snap.last_id
         if self.sync in _WITH_BOOK:
-            self._snapshot_while_live(snap, out, now_ns, maybe_copy=maybe_copy)
+            self._snapshot_while_live(snap, out, now_ns, maybe_copy=maybe_copy, answer=answer)
             return out
         try:
             self.book.load(snap.bids, snap.asks)
@@ -582,11 +634,26 @@ class SequencedBook:
             )
             self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
         self._forget(self._held)  # made obsolete by the snapshot
+        self._unplaced.pop(snap.conn_id, None)  # the book's sequence is its own
+        rebuild = snap.conn_id >= 0 and self.epoch > 0
+        if rebuild:
+            # In band, a resync: every connection was asked to subscribe again. Until it
+            # answers, what it delivers is of its stream before, of no known sequence.
+            for other, high in self._conn_high.items():
+                if other != snap.conn_id and high >= 0 and other not in self._behind_reset:
+                    self._unplaced.setdefault(other, _Unplaced(None, now_ns, answered=False))
         self._rebuilt(now_ns, snap.last_id)
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
         self._not_behind()
         self._loaded(snap)
+        if rebuild:
+            # Updates buffered past it came before it on its own connection (of an older
+            # stream), or from connections not answered yet: of no known sequence.
+            ahead = [d for d in self._pending if d.last_id > snap.last_id]
+            for diff in ahead:
+                self._pending.remove(diff)
+            self.stats.obsolete += len(ahead)
         if not self._drain_after_snapshot(out, now_ns):
             reason = "checksum mismatch after the snapshot"
             self._sync(SyncEvent.SNAPSHOT_BROKEN, out, reason=reason)
@@ -613,22 +680,30 @@ class SequencedBook:
 
     def on_timer(self, now_ns: int) -> list[ArbiterEvent]:
         """Call at or after :meth:`deadline_ns`; declares a gap when the window passed, asks
-        a snapshot when the wait after a crossed one passed."""
+        a snapshot when the wait after a crossed one passed, resyncs (or reopens a
+        connection) when an unplaced subscription is not placed within the reset window."""
         out: list[ArbiterEvent] = []
         if self.sync is Sync.RETRY_WAIT:
             if now_ns >= self._retry_at_ns:
                 self._sync(SyncEvent.RETRY_DUE, out, reason="retry after a crossed snapshot")
             return out
+        if self._unplaced and self.sync in _WITH_BOOK:
+            self._check_unplaced(now_ns, out)
         self._check_hole(now_ns, out)
         return out
 
     def deadline_ns(self) -> int | None:
         """When :meth:`on_timer` must be called next, or None."""
-        if self.sync is Sync.HOLE:
-            return self._hole_since_ns + self.limits.reorder_window_ns
         if self.sync is Sync.RETRY_WAIT:
             return self._retry_at_ns
-        return None
+        deadlines = []
+        if self.sync is Sync.HOLE:
+            deadlines.append(self._hole_since_ns + self.limits.reorder_window_ns)
+        if self._unplaced and self.sync in _WITH_BOOK:
+            unplaced = self._unplaced_deadline_ns()
+            if unplaced is not None:
+                deadlines.append(unplaced)
+        return min(deadlines, default=None)
 
     @property
     def has_book(self) -> bool:
@@ -715,10 +790,17 @@ class SequencedBook:
     # --- internals ----------------------------------------------------------------------
 
     def _snapshot_while_live(
-        self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int, *, maybe_copy: bool
+        self,
+        snap: DepthSnapshot,
+        out: list[ArbiterEvent],
+        now_ns: int,
+        *,
+        maybe_copy: bool,
+        answer: bool,
     ) -> None:
         """``maybe_copy``: a reset may be a late copy of the last one (its connection was not
-        heard from since the last reset or since it came up)."""
+        heard from since the last reset or since it came up). ``answer``: the first message
+        of its connection since it came up (its subscription's answer)."""
         last_reset = self._last_reset
         if snap.reset:
             if (
@@ -730,14 +812,34 @@ class SequencedBook:
             ):
                 self.stats.snapshots_unused += 1  # a late copy of the reset just applied
                 return
+            unplaced = self._unplaced.get(snap.conn_id)
+            if unplaced is not None and not unplaced.answered:
+                # Of its stream before it subscribed again: maybe of the sequence before the
+                # book's (its answer places it).
+                self.stats.snapshots_unused += 1
+                return
             self.stats.venue_resets += 1
             self._pending.clear()
             self._forget(self._held)
             if self.sync is Sync.HOLE:
                 self._sync(SyncEvent.HOLE_CLOSED, out)
             self._last_reset = snap
-            self._left_behind(snap.conn_id, out, now_ns)
+            if (answer or unplaced is not None) and self._others_placed(snap.conn_id):
+                # From a connection in no known sequence (a subscription answered after a
+                # reset, maybe after more than one no connection delivered).
+                reason = f"sequence unknown after a venue reset answering conn {snap.conn_id}"
+                self._all_others_unknown(snap.conn_id, reason, out)
+            else:
+                self._left_behind(snap.conn_id, out, now_ns)
+            self._unplaced.pop(snap.conn_id, None)
             self._sequence_restarted(snap.conn_id)
+        elif (
+            snap.conn_id >= 0
+            and (answer or snap.conn_id in self._unplaced)
+            and self._others_placed(snap.conn_id)
+        ):
+            if not self._leads_reset(snap, out, now_ns):
+                return
         elif snap.conn_id < 0 or snap.last_id <= self.applied_id:
             self.stats.snapshots_unused += 1
             return
@@ -785,9 +887,12 @@ class SequencedBook:
             lagging = behind.get(other)
             if lagging is not None:
                 lagging.resets += 1
-            elif high >= 0:
+            elif high >= 0 and other not in self._unplaced:
                 behind[other] = _Behind(1, high)
             else:
+                # Unheard of, or heard in no known sequence (its subscription answer was
+                # never placed in the book's): it may be in either.
+                self._unplaced.pop(other, None)
                 behind[other] = _Behind(1, -1, silent=True)
                 reason = f"silent until a venue reset on conn {conn_id}: sequence unknown"
                 self._warn(("silent at reset", other), now_ns, "conn %d %s", other, reason)
@@ -820,10 +925,149 @@ class SequencedBook:
         lagging = self._behind_reset.get(snap.conn_id)
         if lagging is None:
             return False
+        if lagging.until_reconnect:
+            return True
         if snap.reset:
             self._crossed_reset(snap.conn_id, lagging, snap.last_id)
             return lagging.resets > 0
         return self._before_reset(snap.conn_id, snap.last_id)
+
+    def _others_placed(self, conn_id: int) -> bool:
+        """True when a connection other than ``conn_id`` is up, has delivered in the book's
+        sequence, and lags no reset: one the book can follow while ``conn_id`` is placed."""
+        return any(
+            other != conn_id
+            and high >= 0
+            and other not in self._unplaced
+            and other not in self._behind_reset
+            for other, high in self._conn_high.items()
+        )
+
+    def _placement(self, snap: DepthSnapshot) -> RestComparison:
+        """``snap`` compared with the book at its id (the applied updates after it replayed
+        onto it), the REST audit's rule."""
+        return compare_rest(snap, self.applied_ring, self.book, self.audit_depth)
+
+    def _leads_reset(self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int) -> bool:
+        """``snap`` answers a subscription of its connection while the book is built and
+        other connections follow it; it declares no reset. A subscription is answered where
+        the venue is, so the snapshot is of the book's sequence or of one after a reset no
+        connection has delivered yet. True when it leads the book into that reset: its
+        book differs from the book at its id (:meth:`_placement`), so it is of another
+        sequence; the book is rebuilt from it and every other connection, lagging an
+        unknown number of resets, is dropped and asked to reconnect. Otherwise it is not
+        used: its book agrees (its connection is placed in the book's sequence), or it
+        cannot be compared yet (ahead of the book, or before the applied updates kept):
+        its connection stays unplaced, nothing it delivers used, until the book reaches
+        the snapshot's id and agrees (:meth:`_reached_subscriptions`) or one of its copies
+        agrees (:meth:`_unplaced_diff`), or a venue reset is delivered."""
+        conn_id = snap.conn_id
+        self.stats.snapshots_unused += 1
+        if snap.last_id > self.applied_id:
+            self._unplaced[conn_id] = _Unplaced(snap, now_ns)
+            return False
+        placement = self._placement(snap)
+        if placement.verdict is RestVerdict.AGREES:
+            self._unplaced.pop(conn_id, None)
+            return False
+        if placement.verdict is RestVerdict.NOT_COMPARABLE:
+            self._unplaced[conn_id] = _Unplaced(snap, now_ns)
+            return False
+        self.stats.snapshots_unused -= 1
+        reason = (
+            f"venue reset: conn {conn_id}'s subscription snapshot at id {snap.last_id}"
+            f" differs from the book at that id ({placement.detail})"
+        )
+        self.stats.venue_resets += 1
+        self._warn("venue reset", now_ns, "%s; following it", reason)
+        self._pending.clear()
+        self._forget(self._held)
+        if self.sync is Sync.HOLE:
+            self._sync(SyncEvent.HOLE_CLOSED, out)
+        self._last_reset = None
+        self._unplaced.pop(conn_id, None)
+        why = f"sequence unknown after a venue reset led by conn {conn_id}"
+        self._all_others_unknown(conn_id, why, out)
+        self._sequence_restarted(conn_id)
+        return True
+
+    def _all_others_unknown(self, conn_id: int, reason: str, out: list[ArbiterEvent]) -> None:
+        """The book follows ``conn_id`` into a sequence that it answered a subscription in:
+        how many resets the other connections lag is unknown, so nothing they deliver is
+        used until they reconnect (answered in the book's sequence, or a newer one)."""
+        for other in self._conn_high:
+            if other == conn_id:
+                continue
+            self._unplaced.pop(other, None)
+            self._behind_reset[other] = _Behind(1, -1, silent=True, until_reconnect=True)
+            out.append(ReconnectWanted(self.key, other, reason, fault=False))
+
+    def _unplaced_diff(self, diff: DepthDiff) -> None:
+        """``diff`` from an unplaced connection: not used. A copy of ids the book applied
+        that agrees with them places its connection in the book's sequence."""
+        self.stats.stale += 1
+        if (
+            self.sync in _WITH_BOOK
+            and diff.prev_id <= diff.last_id <= self.applied_id
+            and self.applied_ring.agrees(diff)
+        ):
+            del self._unplaced[diff.conn_id]
+
+    def _reached_subscriptions(self, before_id: int, out: list[ArbiterEvent], now_ns: int) -> None:
+        """The book moved from ``before_id`` to its applied id: the subscription snapshots
+        of unplaced connections it passed are compared with it. One that agrees places its
+        connection; one that differs is of another sequence, which the book cannot follow
+        from it (its connection's updates since were dropped): the connection is asked to
+        reconnect."""
+        applied = self.applied_id
+        for conn_id, unplaced in list(self._unplaced.items()):
+            snap = unplaced.snap
+            if snap is None or not before_id < snap.last_id <= applied:
+                continue
+            verdict = self._placement(snap).verdict
+            if verdict is RestVerdict.AGREES:
+                del self._unplaced[conn_id]
+                continue
+            unplaced.snap = None
+            unplaced.reopening = True
+            if verdict is RestVerdict.DRIFT:
+                why = "differs from the book at that id: of another sequence"
+            else:
+                why = "cannot be compared with the book at that id"
+            reason = f"subscription snapshot at id {snap.last_id} {why}"
+            self._warn(("unplaced", conn_id), now_ns, "conn %d %s", conn_id, reason)
+            out.append(ReconnectWanted(self.key, conn_id, reason, fault=False))
+
+    def _unplaced_deadline_ns(self) -> int | None:
+        """When the earliest unplaced connection that waits is overdue."""
+        since = [u.since_ns for u in self._unplaced.values() if u.waits()]
+        return min(since) + self.reset_window_ns if since else None
+
+    def _check_unplaced(self, now_ns: int, out: list[ArbiterEvent]) -> None:
+        """Unplaced connections past the reset window. One that has not answered since it
+        was asked to subscribe again is reopened. A subscription snapshot the book has not
+        reached (or could not compare): which sequence the book is in cannot be told from
+        what the connections delivered, so the book is rebuilt from a snapshot (every
+        connection subscribes again, awaited anew)."""
+        gap_reason = ""
+        for conn_id, unplaced in self._unplaced.items():
+            if not unplaced.waits() or now_ns - unplaced.since_ns < self.reset_window_ns:
+                continue
+            snap = unplaced.snap
+            if snap is None:
+                unplaced.reopening = True
+                reason = "no answer to its subscription within the reset window"
+                out.append(ReconnectWanted(self.key, conn_id, reason, fault=False))
+                continue
+            unplaced.snap = None
+            unplaced.answered = False
+            unplaced.since_ns = now_ns
+            gap_reason = gap_reason or (
+                f"conn {conn_id}'s subscription snapshot at id {snap.last_id} not placed in"
+                f" the book's sequence (book at id {self.applied_id}) within the reset window"
+            )
+        if gap_reason:
+            self._sync(SyncEvent.GAP, out, reason=gap_reason)
 
     def _sequence_restarted(self, conn_id: int) -> None:
         """The venue's ids started again lower: what other connections delivered says
@@ -870,13 +1114,20 @@ class SequencedBook:
                 extra=self._log_fields,
             )
             return _Applied.REJECTED
-        if diff.last_id < self.applied_id:
+        restarted = diff.last_id < self.applied_id
+        if restarted:
             self._left_behind(diff.conn_id, out, now_ns)
             self._sequence_restarted(diff.conn_id)
+        before = self.applied_id
         self.applied_id = diff.last_id
         self.seq += 1
         self.stats.updates += 1
         self.applied_ring.append(diff)
+        if restarted:
+            # The applied updates of the older sequence say nothing of the new one's ids.
+            self._rebuilt(now_ns, diff.last_id)
+        elif self._unplaced:
+            self._reached_subscriptions(before, out, now_ns)
         if self.audit_every:
             self._since_sample += 1
             if self._since_sample >= self.audit_every and not building:

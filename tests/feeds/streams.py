@@ -10,7 +10,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 
 from gateway.core.arbiter import SymbolArbiter
-from gateway.core.model import ReconnectWanted
+from gateway.core.model import ReconnectWanted, SnapshotWanted
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -47,8 +47,10 @@ class LateSubscriptions(Generic[M]):
     message of the venue; another's when it
     first delivers, at any message before the next reset (``resets``: their indices) that
     no connection delivered: a slow connection's first snapshot may be of a sequence the
-    book has left, never of one it has not heard of. ``subscription(at)`` is a connection's
-    queue when its subscription is answered at message ``at``. A connection the book asks
+    book has left, never of one it has not heard of. With ``unseen``, at any message at
+    all: also after a reset no connection delivered yet (its first snapshot is of a
+    sequence the book has not heard of). ``subscription(conn, at)`` is connection
+    ``conn``'s queue when its subscription is answered at message ``at``. A connection the book asks
     to reconnect (:class:`ReconnectWanted`) goes down and up and subscribes again, answered
     where the venue is: at the latest message delivered."""
 
@@ -58,11 +60,13 @@ class LateSubscriptions(Generic[M]):
         n_conns: int,
         first: list[tuple[int, M]],
         resets: Sequence[int],
-        subscription: Callable[[int], list[tuple[int, M]]],
+        subscription: Callable[[int, int], list[tuple[int, M]]],
+        *,
+        unseen: bool = False,
     ) -> None:
         self.draw = draw
         self.n_messages = len(first)
-        self.resets = resets
+        self.resets = [] if unseen else resets
         self.subscription = subscription
         self.queues: list[list[tuple[int, M]]] = [first]
         self.queues += [[] for _ in range(1, n_conns)]
@@ -87,7 +91,7 @@ class LateSubscriptions(Generic[M]):
             self.unanswered.discard(conn)
             ahead = [i - 1 for i in self.resets if i > self.position]
             upto = ahead[0] if ahead else self.n_messages - 1
-            self.queues[conn] = self.subscription(self.draw(st.integers(0, upto)))
+            self.queues[conn] = self.subscription(conn, self.draw(st.integers(0, upto)))
         index, message = self.queues[conn].pop(0)
         self.position = max(self.position, index)
         return conn, index, message
@@ -98,5 +102,19 @@ class LateSubscriptions(Generic[M]):
             note(f"conn {conn} reconnects at #{self.position}")
             arb.on_connection(conn, False, now_ns)
             arb.on_connection(conn, True, now_ns)
-            self.queues[conn] = self.subscription(self.position)
+            self.queues[conn] = self.subscription(conn, self.position)
             self.unanswered.discard(conn)
+
+    def resubscribe(self, out: Sequence[object]) -> None:
+        """When ``out`` asks a snapshot, every connection that has answered subscribes
+        again (the gateway's way on a venue with in-band snapshots), answered where the
+        venue is, after what it already had in flight."""
+        if not any(isinstance(e, SnapshotWanted) for e in out):
+            return
+        note(f"every connection subscribes again at #{self.position}")
+        for conn, queue in enumerate(self.queues):
+            if conn in self.unanswered:
+                continue
+            answer = self.subscription(conn, self.position)[:1]
+            at = next((k for k, (index, _) in enumerate(queue) if index > self.position), None)
+            queue[len(queue) if at is None else at : at] = answer

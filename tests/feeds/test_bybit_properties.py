@@ -154,11 +154,17 @@ def test_a_live_bybit_book_is_the_venues_in_its_newest_sequence(data: st.DataObj
     _check_end(arb, venue)
 
 
-def _deliver(arb: SequencedBook, conn: int, message: Message) -> list[ArbiterEvent]:
-    """``message`` from ``conn``: no update is lost on every connection, so no resync."""
+def _deliver(
+    arb: SequencedBook, conn: int, message: Message, now_ns: int = 0, *, resync: bool = False
+) -> list[ArbiterEvent]:
+    """``message`` from ``conn``: no update is lost on every connection, so no resync
+    (unless ``resync``)."""
     event = _event(conn, message)
-    out = arb.on_snapshot(event, 0) if isinstance(event, DepthSnapshot) else arb.on_diff(event, 0)
-    assert not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
+    if isinstance(event, DepthSnapshot):
+        out = arb.on_snapshot(event, now_ns)
+    else:
+        out = arb.on_diff(event, now_ns)
+    assert resync or not any(isinstance(e, SnapshotWanted) for e in out), (arb.stats, out)
     return out
 
 
@@ -189,26 +195,78 @@ def _subscribed(venue: Venue, index: int) -> Message:
 def test_a_live_bybit_book_is_the_venues_with_late_subscriptions(data: st.DataObject) -> None:
     """Subscriptions answered late, before or after a restart the book saw
     (:class:`LateSubscriptions`); connections past the first lose some deltas."""
+    _late_subscriptions(data, unseen=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_live_bybit_book_is_the_venues_with_unseen_subscriptions(data: st.DataObject) -> None:
+    """Subscriptions answered at any message, also after a reset no connection
+    delivered yet (:class:`LateSubscriptions` ``unseen``)."""
+    _late_subscriptions(data, unseen=True)
+
+
+def _late_subscriptions(data: st.DataObject, *, unseen: bool) -> None:
     venue = data.draw(venues())
     indices = range(len(venue.messages))
 
-    def subscription(at: int) -> list[tuple[int, Message]]:
+    def subscription(conn: int, at: int) -> list[tuple[int, Message]]:
         later = [(i, venue.messages[i]) for i in indices if i > at]
-        kept = [(i, m) for i, m in later if m.snapshot or data.draw(_kept)]
+        kept = [(i, m) for i, m in later if m.snapshot or conn == 0 or data.draw(_kept)]
         return [(at, _subscribed(venue, at)), *kept]
 
     restarts = [i for i in indices if i > 0 and venue.messages[i].snapshot]
     first = [(i, venue.messages[i]) for i in indices]
     conns = LateSubscriptions(
-        data.draw, data.draw(st.integers(2, 3)), first, restarts, subscription
+        data.draw, data.draw(st.integers(2, 3)), first, restarts, subscription, unseen=unseen
     )
     arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
     conns.connect(arb)
-    newest = 0
-    while (delivery := conns.next()) is not None:
-        conn, index, message = delivery
-        note(f"conn {conn}: #{index} {message}")
-        newest = max(newest, message.sequence)
-        conns.reopen(arb, _deliver(arb, conn, message), 0)
-        _check_live(arb, venue, newest)
-    _check_end(arb, venue)
+    newest = position = delivered = now_ns = 0
+    while True:
+        while (delivery := conns.next()) is not None:
+            conn, index, message = delivery
+            note(f"conn {conn}: #{index} {message}")
+            newest = max(newest, message.sequence)
+            delivered = max(delivered, index)
+            out = _deliver(arb, conn, message, now_ns, resync=unseen)
+            conns.reopen(arb, out, now_ns)
+            conns.resubscribe(out)
+            if not unseen:
+                _check_live(arb, venue, newest)
+            elif arb.state is SymbolState.LIVE:
+                position = _live_position(arb, venue, position, delivered)
+        deadline = arb.deadline_ns()
+        if deadline is None:
+            break
+        # The venue is quiet: the book's deadline passes (a window the book waited out).
+        note(f"timer at {deadline}")
+        now_ns = deadline
+        out = arb.on_timer(now_ns)
+        conns.reopen(arb, out, now_ns)
+        conns.resubscribe(out)
+    if unseen:
+        last = venue.messages[-1]
+        assert arb.state is SymbolState.LIVE
+        assert (arb.applied_id, arb.book.normalized()) == (
+            last.u,
+            venue.books[last.sequence, last.u],
+        )
+    else:
+        _check_end(arb, venue)
+
+
+def _live_position(arb: SequencedBook, venue: Venue, position: int, delivered: int) -> int:
+    """A live book is the venue's after a message with the applied ``u``, delivered, and
+    not before the message it was last found at: the venue's messages applied in order
+    (the newest sequence delivered may be one the book cannot tell from its own yet).
+    Returns that message's index."""
+    book = arb.book.normalized()
+    at = [
+        k
+        for k in range(position, delivered + 1)
+        if venue.messages[k].u == arb.applied_id
+        and venue.books[venue.messages[k].sequence, venue.messages[k].u] == book
+    ]
+    assert at, "live but not the venue's book"
+    return at[0]

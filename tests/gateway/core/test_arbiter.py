@@ -306,6 +306,9 @@ def inband(
 
 def test_in_band_snapshots_while_live_older_are_stale_newer_jump_as_a_delta() -> None:
     arb = synced(100)
+    # Connection 1 is in the stream (a subscription's answer is placed first: see the
+    # tests of unplaced subscriptions).
+    arb.on_diff(diff(99, 100, conn=1), 0)
     assert arb.on_snapshot(inband(100, [("100", "9")]), 0) == []
     assert arb.stats.snapshots_unused == 1
     out = arb.on_snapshot(inband(150, [("100", "2"), ("98", "1")]), 0)

@@ -1,0 +1,191 @@
+"""Subscriptions answered in a sequence the book has not heard of (a venue reset no
+connection delivered yet): the cases the venue property tests found, by name
+(docs/architecture.md, Arbitration: unplaced connections)."""
+
+from __future__ import annotations
+
+from feeds.bybit import LINEAR, BybitRule
+from feeds.okx import VENUE as OKX
+from feeds.okx import OkxRule
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.model import (
+    ArbiterEvent,
+    BookDelta,
+    DepthDiff,
+    DepthSnapshot,
+    Level,
+    ReconnectWanted,
+    SnapshotWanted,
+    StatusChange,
+    SymbolState,
+)
+from gateway.core.sequenced import SequencedBook
+
+KEY = f"{LINEAR}:BTCUSDT"
+WINDOW_NS = 10**9
+BID: tuple[Level, ...] = (("90.0", "1"),)
+ASK: tuple[Level, ...] = (("101.0", "2"),)
+
+
+def bybit_book(conns: tuple[int, ...] = (0, 1)) -> SequencedBook:
+    """Connections up; connection 0's subscription answered at ``u = 2`` built the book."""
+    arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
+    for conn in conns:
+        arb.on_connection(conn, True, 0)
+    arb.on_snapshot(snapshot(2, conn=0), 0)
+    assert arb.state is SymbolState.LIVE and arb.applied_id == 2
+    return arb
+
+
+def snapshot(
+    u: int, conn: int, bids: tuple[Level, ...] = BID, asks: tuple[Level, ...] = ASK
+) -> DepthSnapshot:
+    """A Bybit snapshot as the parser gives it (``u == 1``: a declared reset)."""
+    return DepthSnapshot(LINEAR, "BTCUSDT", u, bids, asks, 0, conn, reset=u == 1)
+
+
+def delta(
+    u: int, conn: int, bids: tuple[Level, ...] = (), asks: tuple[Level, ...] = ()
+) -> DepthDiff:
+    return DepthDiff(LINEAR, "BTCUSDT", u, u, -1, bids, asks, 0, 0, conn)
+
+
+def reconnects(out: list[ArbiterEvent]) -> list[int]:
+    return [e.conn_id for e in out if isinstance(e, ReconnectWanted)]
+
+
+def test_an_answer_at_the_books_id_that_differs_leads_the_book_into_the_reset() -> None:
+    arb = bybit_book()
+    arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    # Connection 1 is answered after a restart connection 0 has not delivered: at u = 3 of
+    # the new sequence, whose book differs from the book's at u = 3.
+    out = arb.on_snapshot(snapshot(3, 1, asks=(("105.0", "1"),)), 0)
+    assert reconnects(out) == [0]
+    assert [type(e) for e in out if not isinstance(e, ReconnectWanted)] == [BookDelta]
+    assert arb.state is SymbolState.LIVE and arb.stats.venue_resets == 1
+    assert arb.book.asks() == [("105.0", "1")]
+    # Connection 0's u = 4, of the old sequence, would link: it is dropped.
+    assert arb.on_diff(delta(4, 0, asks=(("101.0", "7"),)), 0) == []
+    assert arb.applied_id == 3 and arb.book.asks() == [("105.0", "1")]
+    # The new sequence goes on from connection 1.
+    assert [type(e) for e in arb.on_diff(delta(4, 1, bids=(("91.0", "1"),)), 0)] == [BookDelta]
+
+
+def test_an_answer_below_the_book_that_agrees_places_its_connection() -> None:
+    arb = bybit_book()
+    arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    arb.on_diff(delta(4, 0, bids=(("91.0", "1"),)), 0)
+    # Answered at u = 3 of the book's own sequence: its book then.
+    assert arb.on_snapshot(snapshot(3, 1, asks=()), 0) == []
+    assert arb.stats.snapshots_unused == 1
+    # Placed: its update links and is applied.
+    assert [type(e) for e in arb.on_diff(delta(5, 1, bids=(("92.0", "1"),)), 0)] == [BookDelta]
+
+
+def test_an_answer_ahead_of_the_book_is_no_jump_until_the_book_reaches_it() -> None:
+    arb = bybit_book()
+    # Small ids of two sequences overlap: u = 4 may be of a sequence after a restart.
+    assert arb.on_snapshot(snapshot(4, 1, bids=(("95.0", "1"),)), 0) == []
+    assert arb.applied_id == 2 and arb.stats.jumps == 0
+    # Its update is not used, linking or not.
+    assert arb.on_diff(delta(5, 1, bids=(("95.0", "3"),)), 0) == []
+    # Connection 0 (the old sequence) moves the book to u = 4, which differs: connection 1
+    # is of another sequence, its updates since dropped: it is reopened.
+    arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    out = arb.on_diff(delta(4, 0, bids=(("91.0", "1"),)), 0)
+    assert [type(e) for e in out] == [ReconnectWanted, BookDelta]
+    assert reconnects(out) == [1] and arb.state is SymbolState.LIVE
+
+
+def test_an_answer_ahead_of_the_book_is_placed_when_the_book_reaches_it_in_agreement() -> None:
+    arb = bybit_book()
+    assert arb.on_snapshot(snapshot(3, 1, asks=()), 0) == []
+    out = arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    assert [type(e) for e in out] == [BookDelta]
+    assert [type(e) for e in arb.on_diff(delta(4, 1, bids=(("91.0", "1"),)), 0)] == [BookDelta]
+
+
+def test_a_reset_declared_by_an_unplaced_connection_reopens_the_others() -> None:
+    """Connection 1, answered ahead of the book, then delivers a restart: the book follows
+    it, and connection 0, maybe more than one restart behind, is reopened rather than
+    taken to lag one (its copy of the first restart would take the book back)."""
+    arb = bybit_book()
+    arb.on_snapshot(snapshot(11, 1), 0)
+    out = arb.on_snapshot(snapshot(1, 1, asks=(("102.0", "2"),)), 0)
+    assert reconnects(out) == [0] and arb.applied_id == 1
+    # Connection 0's restart of the sequence between, before it reconnects: dropped.
+    assert arb.on_snapshot(snapshot(1, 0), 0) == []
+    assert arb.book.asks() == [("102.0", "2")]
+
+
+def test_a_reset_from_before_the_others_answer_after_a_rebuild_is_not_used() -> None:
+    """After a book built from an in-band snapshot (every connection asked to subscribe
+    again), a restart that another connection delivers before its answer may be the one
+    the book's sequence began with: it does not take the book back."""
+    arb = bybit_book((0, 1, 2))
+    arb.on_diff(delta(3, 1), 0)  # connection 1 in the stream
+    arb.on_diff(delta(4, 0), 0)
+    arb.on_diff(delta(6, 0), 0)
+    out = arb.on_timer(WINDOW_NS)
+    assert any(isinstance(e, SnapshotWanted) for e in out)
+    # Connection 0's answer, in a newer sequence, rebuilds the book at u = 8.
+    arb.on_snapshot(snapshot(8, 0, asks=(("102.0", "2"),)), WINDOW_NS)
+    assert arb.state is SymbolState.LIVE and arb.applied_id == 8
+    # Connection 1 delivers, before its answer, the restart that began that sequence.
+    assert arb.on_snapshot(snapshot(1, 1), WINDOW_NS) == []
+    assert arb.applied_id == 8
+    # Its answer agrees: it is placed.
+    assert arb.on_snapshot(snapshot(8, 1, asks=(("102.0", "2"),)), WINDOW_NS) == []
+    assert arb.on_diff(delta(9, 1, bids=(("91.0", "1"),)), WINDOW_NS)
+
+
+def test_an_answer_not_placed_within_the_reset_window_resyncs() -> None:
+    arb = bybit_book()
+    arb.on_snapshot(snapshot(9, 1), 0)
+    deadline = arb.deadline_ns()
+    assert deadline == 2 * WINDOW_NS
+    assert arb.on_timer(deadline - 1) == []
+    out = arb.on_timer(deadline)
+    status = [e for e in out if isinstance(e, StatusChange)]
+    assert [s.state for s in status] == [SymbolState.RESYNCING]
+    assert "subscription snapshot at id 9 not placed" in status[0].reason
+    assert any(isinstance(e, SnapshotWanted) for e in out)
+
+
+def okx_diff(prev: int, seq: int, conn: int, recv_ns: int) -> DepthDiff:
+    return DepthDiff(OKX, "BTC-USDT", prev + 1, seq, prev, (("170", "1"),), (), recv_ns, 0, conn)
+
+
+def test_an_okx_answer_in_a_new_sequence_waits_for_the_reset() -> None:
+    """OKX resets go below the ids used before: an answer after a reset no connection
+    delivered is below the book, older than the applied updates kept, and cannot be
+    compared. Its connection is unplaced until the reset comes, then reopened."""
+    arb = SequencedBook(f"{OKX}:BTC-USDT", OkxRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
+    arb.on_connection(0, True, 0)
+    arb.on_connection(1, True, 0)
+    asks: tuple[Level, ...] = (("201", "1"),)
+    arb.on_snapshot(DepthSnapshot(OKX, "BTC-USDT", 20_000, (("170", "2"),), asks, 1, 0), 1)
+    arb.on_diff(okx_diff(20_000, 20_003, 0, 2), 2)
+    answer = DepthSnapshot(OKX, "BTC-USDT", 19_500, (("180", "1"),), asks, 3, 1)
+    assert arb.on_snapshot(answer, 3) == []
+    # Its updates, of the new sequence, are not used.
+    assert arb.on_diff(okx_diff(19_500, 19_502, 1, 4), 4) == []
+    assert arb.applied_id == 20_003
+    # Connection 0 delivers the reset: the book follows it; connection 1 is reopened.
+    out = arb.on_diff(okx_diff(20_003, 19_500, 0, 5), 5)
+    assert reconnects(out) == [1] and arb.applied_id == 19_500
+
+
+def test_an_in_band_rebuild_forgets_updates_buffered_past_its_snapshot() -> None:
+    """Buffered while the book waited, updates past the answer that rebuilds it came from a
+    stream before that answer (or from a connection not answered yet): not applied."""
+    arb = bybit_book()
+    arb.on_diff(delta(3, 1), 0)  # connection 1 in the stream
+    arb.on_diff(delta(5, 1), 0)
+    out = arb.on_timer(WINDOW_NS)
+    assert any(isinstance(e, SnapshotWanted) for e in out)
+    # Connection 1's update of its old stream, past the answer to come.
+    arb.on_diff(delta(9, 1, bids=(("99.0", "5"),)), WINDOW_NS)
+    arb.on_snapshot(snapshot(8, 0, asks=(("102.0", "2"),)), WINDOW_NS)
+    assert arb.state is SymbolState.LIVE and arb.applied_id == 8 and arb.pending == 0
+    assert arb.book.bids() == list(BID)
