@@ -30,11 +30,12 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   logged at most once a minute, a :class:`~gateway.core.model.ReconnectWanted` given for
   it, and the connection distrusted until it goes down: it confirms and vouches for
   nothing) when a later update of its own connection has lower ids (that connection's
-  stream went back on it), or when the book applied its first ids from other copies that
-  end before its last id (the venue's updates cover disjoint ids). Held when the reorder
-  window passes with no other connection to contradict it, or with one connection up
-  (nothing can confirm), it is a gap: the book resyncs. An update that links plausibly
-  costs one comparison more;
+  stream went back on it), or when another copy ends inside its ids: the book applied its
+  first ids from other copies that end before its last id, or another trusted
+  connection's latest update ends there (the venue's updates cover disjoint ids). Held
+  when the reorder window passes with no other connection to contradict it, or with one
+  connection up (nothing can confirm), it is a gap: the book resyncs. An update that
+  links plausibly costs one comparison more;
 - an update buffered from the future beyond ``max_id_jump`` is contradicted by its own
   connection the same way, and a snapshot (a resync) forgets it, as it forgets every
   buffered update at or below the snapshot's id: one far-future id causes at most one
@@ -1067,7 +1068,7 @@ class SequencedBook:
             self.stats.obsolete += len(passed)
         if conn_id >= 0:
             self._forget_contradicted(conn_id, now_ns, out)
-        if self._held and self.applied_id > self._snapshot_id:
+        if self._held:
             self._forget_overlapped(now_ns, out)
         if self._suspect_since_ns:
             self._prune_suspects()
@@ -1185,21 +1186,33 @@ class SequencedBook:
         self._blame(conn_id, contradicted, reason, now_ns, out)
 
     def _forget_overlapped(self, now_ns: int, out: list[ArbiterEvent]) -> None:
-        """Discards the held updates whose first ids the book has applied since it was
-        built, from other copies ending before their last id: the venue's updates cover
-        disjoint ids, so the other copies contradict them. Their connections are blamed."""
+        """Discards the held updates another copy ended inside of: the book applied their
+        first ids from other copies ending before their last id, or another trusted
+        connection's latest update ends there. The venue's updates cover disjoint ids, so
+        those copies contradict them. Their connections are blamed."""
         applied = self.applied_id
-        overlapped = [d for d in self._held if d.first_id <= applied]
-        if not overlapped:
-            return
-        for diff in overlapped:
-            self._held.remove(diff)
-        for conn_id in dict.fromkeys(d.conn_id for d in overlapped):
-            copies = [d for d in overlapped if d.conn_id == conn_id]
+        moved = applied > self._snapshot_id
+        highs = [(c, high) for c, high in self._conn_high.items() if c not in self._distrusted]
+        overlapped: dict[int, tuple[list[DepthDiff], int]] = {}
+        for diff in self._held:
+            if moved and diff.first_id <= applied:
+                at = applied
+            else:
+                inside = (
+                    h for c, h in highs if c != diff.conn_id and diff.first_id <= h < diff.last_id
+                )
+                found = next(inside, None)
+                if found is None:
+                    continue
+                at = found
+            overlapped.setdefault(diff.conn_id, ([], at))[0].append(diff)
+        for conn_id, (copies, at) in overlapped.items():
+            for diff in copies:
+                self._held.remove(diff)
             first = copies[0]
             reason = (
                 f"implausible ids from conn {conn_id}: {first.first_id}-{first.last_id},"
-                f" contradicted by other copies that moved the book to id {applied}"
+                f" contradicted by another copy ending at id {at}"
             )
             self._blame(conn_id, copies, reason, now_ns, out)
 
