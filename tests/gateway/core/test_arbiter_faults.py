@@ -455,6 +455,24 @@ def test_a_copy_from_a_replacement_on_the_same_endpoint_does_not_confirm_a_mangl
     assert {c for c, s in arb.stats.connections.items() if s.disagreements} == {0, 3}
 
 
+def test_a_mangled_copy_held_on_a_snapshot_is_contradicted_by_a_stale_copy() -> None:
+    stream = make_stream(choices(10))
+    arb = book()
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    # Connection 0's mangled copy of diffs 0-3 waits for the book, built at diff 3: held.
+    first, _, bids, asks = stream.diffs[0]
+    bogus = DepthDiff(VENUE, SYMBOL, first, first + FAR, -1, bids, asks, 0, 0, 0)
+    arb.on_diff(bogus, 0)
+    arb.on_snapshot(stream.snapshot(4), 0)
+    assert arb.sync is Sync.HOLE and len(arb._held) == 1
+    # Connection 1's copy of the same ids ends at the snapshot's id: stale, and it shows the
+    # held copy's end wrong.
+    out = arb.on_diff(merged(stream, 0, 3, 1, STEP_NS), STEP_NS)
+    assert [e.conn_id for e in out if isinstance(e, ReconnectWanted)] == [0]
+    assert arb.deadline_ns() is None and not arb._held and arb.stats.resyncs == 0
+
+
 def test_an_implausible_jump_is_applied_once_a_majority_of_connections_carries_it() -> None:
     arb = book()
     for conn in (0, 1, 2):
