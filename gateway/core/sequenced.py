@@ -23,15 +23,31 @@ Ids are checked for plausibility before they are trusted (``max_id_jump``, by de
 link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
 
 - an update that links but jumps the applied id by more than ``max_id_jump`` is *held*,
-  not applied. An identical copy (same ids, same levels) from another connection confirms
-  it and it is applied; a later update of its own connection with lower ids contradicts it
-  (that connection's stream went back on it): it is discarded, counted against the
-  connection, and a :class:`~gateway.core.model.ReconnectWanted` is given for it. Held
-  when the reorder window passes, or with one connection up (nothing can confirm), it is a
-  gap: the book resyncs. An update that links plausibly costs one comparison more;
-- an update buffered from the future beyond ``max_id_jump`` is contradicted the same way,
-  and a snapshot (a resync) forgets it, as it forgets every buffered update at or below the
-  snapshot's id: one far-future id causes at most one resync;
+  not applied. Identical copies (same ids, same levels) from more than half of the
+  connections that are up and trusted, two at least, confirm it and it is applied (a
+  replacement opened to the same endpoint may carry the same faulty copy: one other copy
+  is not enough). It is contradicted, discarded and blamed on its connection (counted,
+  logged at most once a minute, a :class:`~gateway.core.model.ReconnectWanted` given for
+  it, and the connection distrusted until it goes down: it confirms and vouches for
+  nothing) when a later update of its own connection has lower ids (that connection's
+  stream went back on it), or when another copy ends inside its ids: the book applied its
+  first ids from other copies that end before its last id, or another trusted
+  connection's latest update ends there (the venue's updates cover disjoint ids). Held
+  when the reorder window passes with no other connection to contradict it, or with one
+  connection up (nothing can confirm), it is a gap: the book resyncs. An update that
+  links plausibly costs one comparison more;
+- an update buffered from the future beyond ``max_id_jump`` is contradicted by its own
+  connection the same way, and a snapshot (a resync) forgets it, as it forgets every
+  buffered update at or below the snapshot's id: one far-future id causes at most one
+  resync;
+- when the reorder window passes on such implausible copies (held or buffered) of a
+  connection, while another trusted connection at the book's id delivered since the oldest
+  of them came without confirming them, they are contradicted by it (the venue's stream
+  as it carries it went on without them): discarded and blamed as above, no resync. So a
+  connection whose every copy is bogus for a while costs that connection, not the book,
+  while another keeps the book consistent;
+- an in-band snapshot jumping the book's id by more than ``max_id_jump`` while another
+  trusted connection is at the book's id is not used and blamed the same way;
 - a venue reset is recognised when, after the book moved past its snapshot, every
   connection that is up delivers only ids below the book's, with none catching up, for
   ``reset_window_ns`` (the venue restarted its ids; or the book's id came from a bogus
@@ -496,6 +512,14 @@ class SequencedBook:
         self._retry_at_ns = 0
         #: Updates that link but whose ids jump beyond max_id_jump, in arrival order.
         self._held: list[DepthDiff] = []
+        #: Per connection that is up, when (``now_ns``) it last delivered an update; per
+        #: connection with implausible copies waiting (held, or buffered beyond
+        #: max_id_jump), when the oldest of them came (:meth:`_drop_unconfirmed`).
+        self._heard_ns: dict[int, int] = {}
+        self._suspect_since_ns: dict[int, int] = {}
+        #: Connections up that were asked to reconnect for a contradicted copy: they
+        #: neither confirm a held copy nor stand for the book until they go down.
+        self._distrusted: set[int] = set()
         #: Since when every connection is below the book's id (-1: they are not) with none
         #: catching up, and when to look again (while they are not, the look is not made on
         #: every duplicate).
@@ -531,6 +555,8 @@ class SequencedBook:
             self._fresh.add(conn_id)
             return out
         self._conn_high.pop(conn_id, None)
+        self._heard_ns.pop(conn_id, None)
+        self._distrusted.discard(conn_id)
         self._behind_reset.pop(conn_id, None)
         self._unplaced.pop(conn_id, None)
         self._fresh.discard(conn_id)
@@ -561,6 +587,7 @@ class SequencedBook:
         if self._unplaced and diff.conn_id in self._unplaced:
             self._unplaced_diff(diff)
             return out
+        self._heard_ns[diff.conn_id] = now_ns
 
         if self.sync not in _WITH_BOOK:
             if diff.last_id <= self.applied_id:
@@ -586,6 +613,8 @@ class SequencedBook:
                 self._drain(out, now_ns)
         else:
             self._buffer(diff, out)
+            if diff.first_id - self.applied_id > self.max_id_jump:
+                self._suspect_since_ns.setdefault(diff.conn_id, now_ns)
         self._check_hole(now_ns, out, diff.conn_id)
         return out
 
@@ -833,6 +862,22 @@ class SequencedBook:
                 self._left_behind(snap.conn_id, out, now_ns)
             self._unplaced.pop(snap.conn_id, None)
             self._sequence_restarted(snap.conn_id)
+        elif (
+            snap.conn_id >= 0
+            and snap.last_id - self.applied_id > self.max_id_jump
+            and (at_book := self._at_book(snap.conn_id)) is not None
+        ):
+            # Another connection is at the book's id: a venue that jumped this far would
+            # have carried it there too. Its copy of the snapshot's ids is wrong, whether it
+            # answers a subscription or not.
+            self.stats.snapshots_unused += 1
+            reason = (
+                f"implausible ids from conn {snap.conn_id}: snapshot at id {snap.last_id},"
+                f" {snap.last_id - self.applied_id} past the book's id {self.applied_id}"
+                f" where conn {at_book} is"
+            )
+            self._blame(snap.conn_id, [], reason, now_ns, out)
+            return
         elif (
             snap.conn_id >= 0
             and (answer or snap.conn_id in self._unplaced)
@@ -1277,6 +1322,10 @@ class SequencedBook:
             self.stats.obsolete += len(passed)
         if conn_id >= 0:
             self._forget_contradicted(conn_id, now_ns, out)
+        if self._held:
+            self._forget_overlapped(now_ns, out)
+        if self._suspect_since_ns:
+            self._prune_suspects()
         if not self._pending and not self._held:
             self._sync(SyncEvent.HOLE_CLOSED, out)
             return
@@ -1291,7 +1340,16 @@ class SequencedBook:
             self._sync(
                 SyncEvent.GAP, out, reason=self._gap_reason("ids missing on every connection")
             )
-        elif now_ns - self._hole_since_ns >= self.limits.reorder_window_ns:
+        elif now_ns - self._hole_since_ns >= (window_ns := self.limits.reorder_window_ns):
+            if self._suspect_since_ns and self._drop_unconfirmed(now_ns, out):
+                if not self._pending and not self._held:
+                    self._sync(SyncEvent.HOLE_CLOSED, out)
+                    return
+                oldest_ns = min(self._suspect_since_ns.values(), default=now_ns)
+                if not self._plausible_pending() and now_ns - oldest_ns < window_ns:
+                    # Only younger implausible copies wait: each gets its window.
+                    self._hole_since_ns = oldest_ns
+                    return
             if self._pending:
                 reason = self._gap_reason("reorder window passed with ids missing")
             else:
@@ -1307,25 +1365,31 @@ class SequencedBook:
     def _confirmed(
         self, diff: DepthDiff, out: list[ArbiterEvent], now_ns: int, *, building: bool = False
     ) -> bool:
-        """``diff`` links but jumps beyond max_id_jump. True when an identical copy held
-        from another connection confirms it (apply it); otherwise it is held."""
-        for i, held in enumerate(self._held):
-            if (
-                held.first_id == diff.first_id
-                and held.last_id == diff.last_id
-                and held.conn_id != diff.conn_id
-                and held.bids == diff.bids
-                and held.asks == diff.asks
-            ):
-                del self._held[i]
-                self.stats.confirmed += 1
-                return True
+        """``diff`` links but jumps beyond max_id_jump. True when it and the identical copies
+        held (same ids, same levels) come from more than half of the trusted connections
+        that are up, two at least (apply it, the copies forgotten); otherwise it is held.
+        A majority, not one other copy: a connection opened to the same endpoint (a
+        replacement, a second connection) may carry the same faulty copies."""
+        same = [
+            held
+            for held in self._held
+            if held.first_id == diff.first_id
+            and held.last_id == diff.last_id
+            and held.bids == diff.bids
+            and held.asks == diff.asks
+        ]
+        if same and self._majority({diff.conn_id, *(held.conn_id for held in same)}):
+            for held in same:
+                self._held.remove(held)
+            self.stats.confirmed += 1
+            return True
         self.stats.implausible += 1
         self.stats.conn(diff.conn_id).implausible += 1
         if len(self._held) >= self.limits.max_pending:
             self._held.pop(0)
             self.stats.pending_dropped += 1
         self._held.append(diff)
+        self._suspect_since_ns.setdefault(diff.conn_id, now_ns)
         self._warn(
             ("implausible", diff.conn_id),
             now_ns,
@@ -1340,6 +1404,18 @@ class SequencedBook:
         if not building:
             self._sync(SyncEvent.UPDATE_HELD, out, now_ns=now_ns)
         return False
+
+    def _trusted(self, conn_id: int) -> bool:
+        """Whether ``conn_id``'s ids may confirm or contradict another's copy: not asked to
+        reconnect for a contradicted copy, and placed in the book's sequence."""
+        return conn_id not in self._distrusted and conn_id not in self._unplaced
+
+    def _majority(self, conn_ids: set[int]) -> bool:
+        """True when ``conn_ids`` hold two and more than half of the connections that are
+        up and trusted (:meth:`_trusted`)."""
+        trusted = [c for c in self._conn_high if self._trusted(c)]
+        votes = sum(1 for c in trusted if c in conn_ids)
+        return votes >= 2 and 2 * votes > len(trusted)
 
     def _forget_contradicted(self, conn_id: int, now_ns: int, out: list[ArbiterEvent]) -> None:
         """Discards the held and far-ahead buffered updates of ``conn_id`` that its own
@@ -1361,15 +1437,143 @@ class SequencedBook:
             index -= 1
         if not contradicted:
             return
-        self.stats.obsolete += len(contradicted)
-        self.stats.conn(conn_id).disagreements += 1
         first = contradicted[0]
         reason = (
             f"implausible ids from conn {conn_id}: {first.first_id}-{first.last_id},"
             f" contradicted by its own later id {high}"
         )
+        self._blame(conn_id, contradicted, reason, now_ns, out)
+
+    def _forget_overlapped(self, now_ns: int, out: list[ArbiterEvent]) -> None:
+        """Discards the held updates another copy ended inside of: the book applied their
+        first ids from other copies ending before their last id, or another trusted
+        connection's latest update ends there. The venue's updates cover disjoint ids, so
+        those copies contradict them. Their connections are blamed."""
+        applied = self.applied_id
+        moved = applied > self._snapshot_id
+        highs = [(c, high) for c, high in self._conn_high.items() if self._trusted(c)]
+        overlapped: dict[int, tuple[list[DepthDiff], int]] = {}
+        for diff in self._held:
+            if moved and diff.first_id <= applied:
+                at = applied
+            else:
+                inside = (
+                    h for c, h in highs if c != diff.conn_id and diff.first_id <= h < diff.last_id
+                )
+                found = next(inside, None)
+                if found is None:
+                    continue
+                at = found
+            overlapped.setdefault(diff.conn_id, ([], at))[0].append(diff)
+        for conn_id, (copies, at) in overlapped.items():
+            for diff in copies:
+                self._held.remove(diff)
+            first = copies[0]
+            reason = (
+                f"implausible ids from conn {conn_id}: {first.first_id}-{first.last_id},"
+                f" contradicted by another copy ending at id {at}"
+            )
+            self._blame(conn_id, copies, reason, now_ns, out)
+
+    def _far_ahead(self) -> list[DepthDiff]:
+        """The buffered updates starting more than max_id_jump past the book's id."""
+        pending = self._pending
+        limit = self.applied_id + self.max_id_jump
+        index = len(pending)
+        while index > 0 and pending[index - 1].first_id > limit:
+            index -= 1
+        return list(pending[index:])
+
+    def _plausible_pending(self) -> bool:
+        """True when a buffered update starts within max_id_jump of the book's id."""
+        pending = self._pending
+        return bool(pending) and pending[0].first_id - self.applied_id <= self.max_id_jump
+
+    def _prune_suspects(self) -> None:
+        """Forgets the connections none of whose implausible copies waits any more."""
+        waiting = {d.conn_id for d in self._held}
+        waiting.update(d.conn_id for d in self._far_ahead())
+        for conn_id in [c for c in self._suspect_since_ns if c not in waiting]:
+            del self._suspect_since_ns[conn_id]
+
+    def _at_book(self, conn_id: int) -> int | None:
+        """Another connection that is up, at or past the book's id, with no implausible
+        copy waiting; None when there is none."""
+        applied = self.applied_id
+        suspects = self._suspect_since_ns
+        return next(
+            (
+                other
+                for other, high in self._conn_high.items()
+                if high >= applied
+                and other != conn_id
+                and other not in suspects
+                and self._trusted(other)
+            ),
+            None,
+        )
+
+    def _drop_unconfirmed(self, now_ns: int, out: list[ArbiterEvent]) -> bool:
+        """The reorder window passed on implausible copies: those of a connection whose
+        oldest waited the window while another connection, at the book's id, delivered
+        since it came and did not confirm it are dropped, and that connection is blamed
+        (the venue's stream as the others carry it went on without them). True when some
+        were dropped."""
+        self._prune_suspects()
+        window_ns = self.limits.reorder_window_ns
+        applied = self.applied_id
+        dropped = False
+        for conn_id, since_ns in list(self._suspect_since_ns.items()):
+            if now_ns - since_ns < window_ns:
+                continue
+            witness = next(
+                (
+                    other
+                    for other, high in self._conn_high.items()
+                    if other != conn_id
+                    and other not in self._suspect_since_ns
+                    and self._trusted(other)
+                    and high >= applied
+                    and self._heard_ns.get(other, -1) > since_ns
+                ),
+                None,
+            )
+            if witness is None:
+                continue
+            copies = [d for d in self._held if d.conn_id == conn_id]
+            for diff in copies:
+                self._held.remove(diff)
+            for diff in self._far_ahead():
+                if diff.conn_id == conn_id:
+                    self._pending.remove(diff)
+                    copies.append(diff)
+            del self._suspect_since_ns[conn_id]
+            first = copies[0]
+            reason = (
+                f"implausible ids from conn {conn_id}: {first.first_id}-{first.last_id},"
+                f" not confirmed within the reorder window by conn {witness},"
+                f" at the book's id {applied}"
+            )
+            self._blame(conn_id, copies, reason, now_ns, out)
+            dropped = True
+        return dropped
+
+    def _blame(
+        self,
+        conn_id: int,
+        copies: list[DepthDiff],
+        reason: str,
+        now_ns: int,
+        out: list[ArbiterEvent],
+    ) -> None:
+        """``copies`` of ``conn_id`` (or its snapshot) were contradicted and are dropped:
+        counted against it, logged (rate-limited), and it is reopened while it is up."""
+        self.stats.obsolete += len(copies)
+        self.stats.conn(conn_id).disagreements += 1
         self._warn(("disagrees", conn_id), now_ns, "%s; reconnecting it", reason)
-        out.append(ReconnectWanted(self.key, conn_id, reason))
+        if conn_id in self._conn_high:
+            self._distrusted.add(conn_id)
+            out.append(ReconnectWanted(self.key, conn_id, reason))
 
     def _forget_far_ahead(self) -> None:
         """After a snapshot: buffered updates that cannot link to it and start more than

@@ -258,7 +258,7 @@ class SymbolConnectionStats:
     )
     #: The connection was reset.
     disagreements: int = counter(
-        "Held updates the connection's own stream contradicted: reconnected.",
+        "Implausible copies of the connection contradicted: reconnected.",
         metric="symbol_connection_disagreements",
     )
     #: Copies of the same ids (:mod:`gateway.core.audit`); a connection a majority blames
@@ -326,7 +326,7 @@ class SymbolStats:
     implausible: int = counter(
         "Updates held: ids jumped too far.", metric="symbol_implausible_updates"
     )
-    #: By an identical copy from another connection.
+    #: By identical copies from a majority of the connections.
     confirmed: int = counter(
         "Held updates confirmed, then applied.", metric="symbol_confirmed_updates"
     )

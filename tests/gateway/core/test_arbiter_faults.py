@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 
 from feeds.binance import BinanceSpotRule
@@ -436,6 +437,94 @@ def test_an_unconfirmed_jump_is_a_gap_when_the_window_passes() -> None:
     )
 
 
+def test_a_copy_from_a_replacement_on_the_same_endpoint_does_not_confirm_a_mangled_one() -> None:
+    stream = make_stream(choices(10))
+    run, _ = started(stream, (0, 1, 2))
+    # Connection 0 was blamed; its replacement 3 is opened beside it and carries the same
+    # mangled copy: two copies, but not a majority of the four connections up.
+    run.connection(3, True, 0)
+    run.diff(mangled(stream, 1, 0, STEP_NS), STEP_NS)
+    run.diff(mangled(stream, 1, 3, STEP_NS), STEP_NS)
+    assert run.arb.applied_id == stream.id_after(1) and run.arb.stats.confirmed == 0
+    for conn in (1, 2):
+        run.diff(merged(stream, 1, 1, conn, 2 * STEP_NS), 2 * STEP_NS)
+    run.until(10 * WINDOW_NS)
+    arb = run.arb
+    assert arb.applied_id == stream.id_after(2) and arb.book.normalized() == stream.books[2]
+    assert arb.stats.resyncs == 0 and arb.state is LIVE and not arb._held
+    assert {c for c, s in arb.stats.connections.items() if s.disagreements} == {0, 3}
+
+
+def test_a_mangled_copy_held_on_a_snapshot_is_contradicted_by_a_stale_copy() -> None:
+    stream = make_stream(choices(10))
+    arb = book()
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    # Connection 0's mangled copy of diffs 0-3 waits for the book, built at diff 3: held.
+    first, _, bids, asks = stream.diffs[0]
+    bogus = DepthDiff(VENUE, SYMBOL, first, first + FAR, -1, bids, asks, 0, 0, 0)
+    arb.on_diff(bogus, 0)
+    arb.on_snapshot(stream.snapshot(4), 0)
+    assert arb.sync is Sync.HOLE and len(arb._held) == 1
+    # Connection 1's copy of the same ids ends at the snapshot's id: stale, and it shows the
+    # held copy's end wrong.
+    out = arb.on_diff(merged(stream, 0, 3, 1, STEP_NS), STEP_NS)
+    assert [e.conn_id for e in out if isinstance(e, ReconnectWanted)] == [0]
+    assert arb.deadline_ns() is None and not arb._held and arb.stats.resyncs == 0
+
+
+def test_an_implausible_jump_is_applied_once_a_majority_of_connections_carries_it() -> None:
+    arb = book()
+    for conn in (0, 1, 2):
+        arb.on_connection(conn, True, 0)
+    arb.on_snapshot(make_stream(choices(1)).snapshot(0), 0)
+    jump = [
+        DepthDiff(VENUE, SYMBOL, 1001, 1001 + FAR, -1, (("95.00", "1"),), (), 0, 0, c)
+        for c in (0, 1, 2)
+    ]
+    assert arb.on_diff(jump[2], 0) == [] and arb.on_diff(jump[0], 0) != []
+    assert arb.applied_id == 1001 + FAR and arb.stats.confirmed == 1
+    assert arb.on_diff(jump[1], 0) == [] and arb.stats.duplicates == 1
+
+
+def test_copies_held_past_the_window_are_dropped_when_another_connection_went_on() -> None:
+    stream = make_stream(choices(10))
+    run, _ = started(stream, (0, 1), lag_ns=STEP_NS)
+    run.diff(mangled(stream, 1, 1, STEP_NS), STEP_NS)
+    # Connection 0 delivers again (a copy of the book's last update), then nothing moves.
+    run.diff(merged(stream, 0, 0, 0, 2 * STEP_NS), 2 * STEP_NS)
+    run.until(STEP_NS + WINDOW_NS)
+    arb = run.arb
+    assert arb.state is LIVE and arb.stats.resyncs == 0 and not arb._held
+    assert arb.stats.conn(1).disagreements == 1 and arb.sync is Sync.SYNCED
+    reconnects = [e for _, e in run.published if isinstance(e, ReconnectWanted)]
+    assert [e.conn_id for e in reconnects] == [1]
+    assert "not confirmed within the reorder window by conn 0" in reconnects[0].reason
+
+
+@pytest.mark.parametrize("others_up", [True, False], ids=["another at the book", "none"])
+def test_an_in_band_snapshot_far_ahead_is_used_only_when_no_connection_is_at_the_book(
+    others_up: bool,
+) -> None:
+    stream = make_stream(choices(10))
+    arb = book()
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    arb.on_snapshot(stream.snapshot(0), 0)
+    arb.on_diff(merged(stream, 0, 0, 0, 0), 0)
+    if not others_up:
+        arb.on_connection(0, False, 0)
+    true = stream.snapshot(3)
+    bogus = msgspec.structs.replace(true, last_id=true.last_id + FAR, conn_id=1)
+    out = arb.on_snapshot(bogus, STEP_NS)
+    if others_up:
+        assert arb.applied_id == stream.id_after(1) and arb.stats.snapshots_unused == 1
+        assert arb.stats.conn(1).disagreements == 1
+        assert [type(e) for e in out] == [ReconnectWanted]
+    else:
+        assert arb.applied_id == true.last_id + FAR and arb.stats.jumps == 1
+
+
 # --- a far-future id ------------------------------------------------------------------------
 
 
@@ -465,7 +554,10 @@ def test_one_far_future_id_causes_at_most_one_resync(
 
     arb = run.arb
     assert arb.state is LIVE and arb.book.normalized() == stream.books[-1]
-    expected = 0 if len(conns) > 1 and bad_goes_on else 1
+    # With another connection carrying the book on, the far-future id is its connection's
+    # fault, whether that connection goes on (its own lower ids) or falls silent (the
+    # other's, through the reorder window).
+    expected = 0 if len(conns) > 1 else 1
     assert arb.stats.resyncs == arb.stats.gaps == expected
     assert run.fetches == 1 + expected and arb.pending == 0
     assert arb.stats.obsolete == 1  # the far-future id, forgotten

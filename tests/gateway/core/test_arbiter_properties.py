@@ -8,7 +8,10 @@ batching, delays (any interleaving of the copies) and disconnects. Invariants:
 - some ids lost on every copy: exactly one resync, and the book is right afterwards;
 - one faulty copy on one of 2-3 connections (a mangled last id, a far-future id): the book
   is the true book whenever it is live, and it resyncs at most once more than real gaps
-  ask for.
+  ask for;
+- every copy of one of 2-3 connections mangled for a while, the others complete and each
+  update's copies delivered within one reorder window: the book never resyncs, the
+  contradicted copies are blamed on that connection only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gateway.core.model import (
     BookDelta,
     BookReset,
     DepthDiff,
+    ReconnectWanted,
     SnapshotWanted,
     SymbolState,
 )
@@ -331,3 +335,67 @@ def test_one_faulty_copy_never_makes_a_live_book_wrong(
     assert arb.book.normalized() == stream.book_at_id(arb.applied_id)
     assert arb.stats.resyncs <= real_gaps + 1
     assert arb.stats.venue_resets == 0
+
+
+# --- one connection's copies mangled for a while -------------------------------------------
+
+
+@st.composite
+def mangled_window_scenarios(
+    draw: st.DrawFn,
+) -> tuple[TrueStream, list[tuple[int, int, int, int, str]], int]:
+    """A true stream and 2-3 complete copies of it, each batched its own way; the copies of
+    one connection ending in a drawn window of updates have their last id mangled to
+    ``U + 10^12``. The venue makes update ``i`` at ``i`` steps: each copy arrives in the
+    step of its last update, the copies of a step in any order. Returns the stream, the
+    arrival schedule (time, conn, start, end, kind) and the mangled connection."""
+    stream = make_stream(draw(st.lists(diff_choice, min_size=4, max_size=40)))
+    n = len(stream.diffs)
+    n_conns = draw(st.integers(2, 3))
+    bad = draw(st.integers(0, n_conns - 1))
+    first_bad = draw(st.integers(1, n - 1))
+    last_bad = draw(st.integers(first_bad, n - 1))
+    by_step: list[list[tuple[int, int, int, str]]] = [[] for _ in range(n)]
+    for conn in range(n_conns):
+        i = 0
+        while i < n:
+            end = i
+            while end + 1 < n and draw(st.integers(0, 3)) == 0:
+                end += 1
+            kind = "mangled" if conn == bad and first_bad <= end <= last_bad else "ok"
+            by_step[end].append((conn, i, end, kind))
+            i = end + 1
+    schedule: list[tuple[int, int, int, int, str]] = []
+    for step, copies in enumerate(by_step):
+        for copy in draw(st.permutations(copies)):
+            schedule.append((step * FAULT_STEP_NS, *copy))
+    return stream, schedule, bad
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mangled_window_scenarios())
+def test_one_connection_mangling_for_a_while_costs_the_book_no_resync(
+    scenario: tuple[TrueStream, list[tuple[int, int, int, int, str]], int],
+) -> None:
+    stream, schedule, bad = scenario
+    point = [0]
+    run = Run(
+        SequencedBook(KEY, BinanceSpotRule(), ArbiterLimits(reorder_window_ns=FAULT_WINDOW_NS)),
+        lambda arb: stream,
+        lambda now: stream.snapshot(point[0], now),
+    )
+    for conn in {s[1] for s in schedule}:
+        run.connection(conn, True, 0)
+    for now, conn, start, end, kind in schedule:
+        point[0] = max(point[0], end + 1)
+        # Run checks after every input: while live, the book is the true book.
+        run.diff(faulty_copy(stream, start, end, conn, kind, now), now)
+    run.until(schedule[-1][0] + 10 * FAULT_WINDOW_NS)
+    arb = run.arb
+    assert arb.state is SymbolState.LIVE and arb.stats.resyncs == 0
+    assert arb.applied_id == stream.id_after(len(stream.diffs))
+    assert arb.book.normalized() == stream.books[-1]
+    blamed = {c for c, stats in arb.stats.connections.items() if stats.disagreements}
+    assert blamed <= {bad}
+    reconnects = {e.conn_id for _, e in run.published if isinstance(e, ReconnectWanted)}
+    assert reconnects <= {bad}

@@ -315,15 +315,26 @@ def test_a_connection_whose_implausible_ids_its_own_stream_contradicts_is_reconn
     far = 10**12
     step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11 + far, conn=1)), 1, 0)
     assert step == Step([], []), "held: connection 0 may confirm it"
-    step = p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
-    assert kinds(step) == ["BookDelta"] and step.actions == []
     # Connection 1 goes on below its own implausible copy: that copy was bogus.
     step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11, conn=1)), 1, 0)
-    assert step == Step([], [Reconnect(1)]), "closed at once, not renewed"
+    assert kinds(step) == ["BookDelta"] and step.actions == [Reconnect(1)]
     assert p.faults_by_conn == {1: 1}, "counted against its score"
     stats = p.books["seq:BTC"].stats
     assert stats.conn(1).disagreements == 1 and stats.resyncs == 0
     assert p.book_state("seq:BTC") is not None
+
+
+def test_a_connection_whose_implausible_ids_the_others_contradict_is_reconnected() -> None:
+    venue = FakeVenue()
+    p = synced(venue)
+    step = p.receive_frame(1, venue.frame(diff("BTC", 11, 11 + 10**12, conn=1)), 1, 0)
+    assert step == Step([], [])
+    # Connection 0's copy of the update starting at 11 ends at 11: the held copy was bogus.
+    step = p.receive_frame(0, venue.frame(diff("BTC", 11, 11, conn=0)), 1, 0)
+    assert kinds(step) == ["BookDelta"] and step.actions == [Reconnect(1)]
+    assert p.faults_by_conn == {1: 1}
+    stats = p.books["seq:BTC"].stats
+    assert stats.conn(1).disagreements == 1 and stats.resyncs == 0 and stats.obsolete == 1
 
 
 def test_a_venue_that_restarted_its_ids_is_fetched_again_and_rebuilt_in_the_new_ids() -> None:

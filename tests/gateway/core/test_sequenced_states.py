@@ -395,7 +395,8 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
     (S.SYNCED, E.UPDATE_HELD): (synced, lambda a: a.on_diff(far_copy(1), 0), []),
     (S.HOLE, E.UPDATE_HELD): (
         lambda: hole(conns=(0, 1, 2)),
-        lambda a: a.on_diff(far_copy(1), 0),
+        # From the connection that delivered 13: another's 13 would contradict it.
+        lambda a: a.on_diff(far_copy(0), 0),
         [],
     ),
     (S.SYNCED, E.VENUE_RESET): (

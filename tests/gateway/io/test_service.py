@@ -299,9 +299,21 @@ def test_a_connection_that_goes_back_on_its_own_implausible_ids_is_reconnected()
     assert isinstance(book, SequencedBook) and book.max_id_jump == 1000
     venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 10, (("99", "1"),), (), 0, -1))
     assert not venue.on_frame(1, depth(11, 2000), 1), "held, not applied"
-    assert not venue.on_frame(0, depth(11, 11), 1)
-    assert venue.on_frame(1, depth(12, 12), 1), "its reader reconnects it"
-    assert book.applied_id == 12 and book.stats.conn(1).disagreements == 1
+    assert venue.on_frame(1, depth(11, 11), 1), "its reader reconnects it"
+    assert book.applied_id == 11 and book.stats.conn(1).disagreements == 1
+
+
+def test_a_connection_whose_implausible_ids_the_others_contradict_is_renewed() -> None:
+    venue = venue_runtime(msgspec.structs.replace(BINANCE, max_id_jump=1000))
+    for conn in venue.connections.values():
+        venue.on_state(conn.conn_id, True)
+    book = venue.books["binance:BTCUSDT"]
+    venue.on_snapshot(DepthSnapshot("binance", "BTCUSDT", 10, (("99", "1"),), (), 0, -1))
+    assert not venue.on_frame(1, depth(11, 2000), 1), "held, not applied"
+    assert not venue.on_frame(0, depth(11, 11), 1), "not the frame's connection: renewed"
+    assert book.applied_id == 11 and book.stats.conn(1).disagreements == 1
+    slot = venue.renewals.slot_of(1)
+    assert slot is not None and venue.renewals.stats(slot).due == {"contradicted": 1}
 
 
 def _sharded(symbols: list[str]) -> VenueRuntime:
