@@ -78,8 +78,10 @@ def merged(
 
 class AppliedRing:
     """The updates a book applied since it was last built (at id ``base_id``, -1: not
-    built), newest last, at most ``size`` (the oldest is forgotten: a full ring costs no
-    more than a reference each)."""
+    built), newest last, at most ``size`` (the oldest is forgotten). The ring keeps each
+    update alive, its levels and their strings included (the book keeps only the levels
+    still in it): a full ring costs ``size`` updates, about 1.6 MB for 1024 updates of the
+    simulated Binance venue, several times that for a busy venue symbol's."""
 
     def __init__(self, size: int = DEFAULT_RING_SIZE) -> None:
         if size < 1:

@@ -298,6 +298,9 @@ class VenuePipeline:
         self.silence_log = LimitedLogger(log)
         #: Symbols the venue refused, by key: why (``stale`` with it as reason, for good).
         self.rejected: dict[str, str] = {}
+        #: Symbols that delivered on a connection since forgotten (its counters gone):
+        #: known to the venue, never taken for refused.
+        self._delivered: set[str] = set()
         #: (connection, symbol) rejections already acted on (a venue may refuse one symbol
         #: once per request, Coinbase once per channel); cleared when the connection ends.
         self._rejected_on: set[tuple[int, str]] = set()
@@ -378,8 +381,20 @@ class VenuePipeline:
             self._conn_keys.pop(conn_id, None)
 
     def forget_connection(self, conn_id: int) -> None:
-        """Connection ``conn_id`` is closed for good: its symbols are forgotten."""
+        """Connection ``conn_id`` is closed for good (renewed, or a released standby):
+        everything kept for it is forgotten, its symbols and its counters (per connection
+        and per symbol and connection: their metric series end), so that what the pipeline
+        holds does not grow with the renewals over the process's life."""
         self._conn_keys.pop(conn_id, None)
+        self.trade_conn_ids.discard(conn_id)
+        self.bad_frames_by_conn.pop(conn_id, None)
+        self.event_latency_by_conn.pop(conn_id, None)
+        self.faults_by_conn.pop(conn_id, None)
+        self.unwatch_catch_up(conn_id)
+        for key, book in self.books.items():
+            counts = book.stats.connections.pop(conn_id, None)
+            if counts is not None and counts.received:
+                self._delivered.add(key)
 
     def watch_catch_up(self, conn_id: int) -> None:
         """Watch ``conn_id`` (a replacement connection) until it caught up: the step of the
@@ -867,7 +882,9 @@ class VenuePipeline:
         silent = [
             key.partition(":")[2]
             for key, book in self.books.items()
-            if not book.has_book and not any(c.received for c in book.stats.connections.values())
+            if not book.has_book
+            and key not in self._delivered
+            and not any(c.received for c in book.stats.connections.values())
         ]
         for symbol in named_symbols(detail, silent):
             if (conn_id, symbol) in self._rejected_on:

@@ -352,6 +352,8 @@ class VenueRuntime:
         if conn_id in self._retiring:
             self._retiring.discard(conn_id)
             self.connections.pop(conn_id, None)
+            self.trade_connections.discard(conn_id)
+            self._subscribe_budgets.pop(conn_id, None)
             self.pipeline.forget_connection(conn_id)
             self.connection_changes.notify()
 

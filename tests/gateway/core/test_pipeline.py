@@ -821,6 +821,94 @@ def test_a_watched_trade_connection_caught_up_at_its_first_trade() -> None:
     assert p.receive_frame(9, venue.frame(trade(1, 9)), 1, 0).actions == [CaughtUp(9)]
 
 
+def per_connection_state(p: VenuePipeline) -> list[int]:
+    """How many entries the pipeline and its books keep keyed by connection."""
+    sizes = [
+        len(p.bad_frames_by_conn),
+        len(p.event_latency_by_conn),
+        len(p.faults_by_conn),
+        len(p.trade_conn_ids),
+        len(p._conn_keys),
+        len(p._catching_up),
+        len(p._catch_up_targets),
+        len(p._up),
+    ]
+    for book in p.books.values():
+        sizes.append(len(book.stats.connections))
+        if isinstance(book, ReplicatedBook):
+            sizes.append(len(book.replicas))
+        else:
+            assert isinstance(book, SequencedBook)
+            sizes.append(len(book._conn_high))
+    return sizes
+
+
+def renew(p: VenuePipeline, venue: FakeVenue, conn_id: int, next_id: int) -> None:
+    """One renewal's replacement: it comes up watched, brings every kind of per-connection
+    count (updates first, duplicates, an event latency, a bad frame, a connection sequence
+    gap), and is closed for good; a trade-only one beside it likewise."""
+    p.set_connection_symbols(conn_id, ["BTC"])
+    p.receive_connection(conn_id, True, 0)
+    p.watch_catch_up(conn_id)
+    if venue.unsequenced:
+        p.receive_frame(conn_id, venue.frame(snap("BTC", -1, venue="rep", conn=conn_id)), 1, 0)
+        p.receive_frame(conn_id, venue.frame(ConnectionSequence("rep", 0, 1, conn_id)), 1, 0)
+        p.receive_frame(conn_id, venue.frame(ConnectionSequence("rep", 5, 1, conn_id)), 1, 0)
+    else:
+        levels = (("100", str(next_id)),)
+        for conn in (conn_id, 0):
+            update = DepthDiff("seq", "BTC", next_id, next_id, -1, levels, (), 1, 2, conn)
+            p.receive_frame(conn, venue.frame(update), 1, 0)
+    p.receive_frame(conn_id, b"not a frame", 1, 0)
+    p.receive_connection(conn_id, False, 0)
+    p.forget_connection(conn_id)
+    trades = conn_id + 1
+    p.add_trade_connection(trades)
+    p.receive_connection(trades, True, 0)
+    p.receive_frame(trades, b"not a frame either", 1, 0)
+    p.receive_connection(trades, False, 0)
+    p.forget_connection(trades)
+
+
+@pytest.mark.parametrize("unsequenced", [False, True], ids=["sequenced", "unsequenced"])
+def test_renewals_leave_no_per_connection_state_behind(unsequenced: bool) -> None:
+    """What the pipeline keeps per connection is bounded by the connections open, not by
+    the renewals over the process's life: 100 renewals hold what one does."""
+    if unsequenced:
+        venue = FakeVenue(venue="rep", unsequenced=True)
+        p = VenuePipeline(venue, ["BTC", "ETH"], rest_snapshots=False)
+        for conn_id in (0, 1):
+            p.receive_connection(conn_id, True, 0)
+            for symbol in ("BTC", "ETH"):
+                frame = venue.frame(snap(symbol, -1, venue="rep", conn=conn_id))
+                p.receive_frame(conn_id, frame, 1, 0)
+    else:
+        venue = FakeVenue()
+        p = synced(venue)
+    renew(p, venue, 10, 11)
+    after_one = per_connection_state(p)
+    book = p.books[f"{venue.venue}:BTC"]
+    assert p.stats.bad_frames == 2
+    for n in range(1, 100):
+        renew(p, venue, 10 + 2 * n, 11 + n)
+    assert per_connection_state(p) == after_one
+    assert p.stats.bad_frames == 200  # the venue's totals keep counting
+    assert all(conn_id < 10 for conn_id in book.stats.connections)
+
+
+def test_a_symbol_that_delivered_on_a_forgotten_connection_is_never_taken_for_refused() -> None:
+    venue = FakeVenue()
+    p = pipeline(venue, up=1)  # BTC, ETH: no snapshot yet
+    p.receive_frame(0, venue.frame(diff("BTC", 10, 10)), 1, 0)
+    p.receive_connection(0, False, 0)
+    p.forget_connection(0)  # renewed: its counters are gone
+    p.receive_connection(1, True, 0)
+    detail = "Failed to subscribe: unknown product_ids ['BTC', 'ETH']"
+    step = p.receive_frame(1, venue.frame(VenueNotice("seq", "error", detail, False, 1, 1)), 1, 0)
+    assert p.rejected.keys() == {"seq:ETH"}
+    assert step.actions == [SymbolRejected(1, "ETH", True)]
+
+
 # --- channel activity ---------------------------------------------------------------------
 
 

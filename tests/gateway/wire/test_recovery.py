@@ -3,7 +3,11 @@ and by age, the instance."""
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
+
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +16,7 @@ from gateway.wire.protocol import JSON_SAFE_MAX, Delta, TradeMsg, encode_json
 from gateway.wire.recovery import (
     INSTANCE_NONCE_BITS,
     TRADE_BASE_COST,
+    M,
     RecoveryRing,
     delta_cost,
     message_cost,
@@ -29,6 +34,33 @@ def delta(epoch: int, seq: int, n_levels: int = 1) -> Delta:
 
 def trade(epoch: int, seq: int, qty: str = "0.5") -> TradeMsg:
     return TradeMsg(KEY, 9000 + seq, "100.25", qty, Side.SELL, 1_700_000_000_000, 5, 7, epoch, seq)
+
+
+def live_delta(epoch: int, seq: int, n_levels: int) -> Delta:
+    """A delta as the fan-out stores it: fresh strings and numbers of a venue's size."""
+    bids = tuple((f"{60000 + seq + i / 100:.8f}", f"{i / 1000 + 0.5:.8f}") for i in range(n_levels))
+    times = (
+        1_700_000_000_000 + seq,
+        1_700_000_000_000_000_000 + seq,
+        1_700_000_000_000_000_001 + seq,
+    )
+    return Delta(KEY, epoch, seq, 40_000_000_000 + seq, bids, (), *times)
+
+
+def live_trade(epoch: int, seq: int) -> TradeMsg:
+    """A trade as the fan-out stores it: fresh strings and numbers of a venue's size."""
+    return TradeMsg(
+        KEY,
+        3_000_000_000 + seq,
+        f"{60000 + seq / 100:.8f}",
+        f"{seq / 1000:.8f}",
+        Side.BUY,
+        1_700_000_000_000 + seq,
+        1_700_000_000_000_000_000 + seq,
+        1_700_000_000_000_000_001 + seq,
+        epoch,
+        seq,
+    )
 
 
 def filled(ring: RecoveryRing[Delta], epoch: int, seqs: range, now_s: float = 0.0) -> None:
@@ -201,3 +233,37 @@ def test_a_trade_ring_is_bounded_and_serves_each_trade_once_in_order_or_nothing(
             assert position > last or (position + 1 not in kept and position < last)
         else:
             assert [e.msg.seq for e in got] == list(range(position + 1, last + 1))
+
+
+def taken_and_counted(ring: RecoveryRing[M], make: Callable[[int], M]) -> tuple[int, int]:
+    """Bytes that 2000 messages ``make(seq)`` take once appended to ``ring``, as
+    tracemalloc measures them, and the ring's own count of them."""
+    ring.restart(7, 0)
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for seq in range(1, 2001):
+            ring.append(make(seq), 0.0)
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert len(ring.entries) == 2000
+    return taken, ring.bytes
+
+
+@pytest.mark.parametrize("n_levels", [1, 10, 100])
+def test_a_delta_rings_count_of_bytes_is_the_memory_its_deltas_take(n_levels: int) -> None:
+    """``recovery_bytes`` bounds memory: what a ring counts is within a quarter of what its
+    deltas and entries take."""
+    ring: RecoveryRing[Delta] = RecoveryRing(max_bytes=1 << 40, max_age_s=1e9)
+    taken, counted = taken_and_counted(ring, lambda seq: live_delta(7, seq, n_levels))
+    assert 0.8 <= taken / counted <= 1.25, (taken, counted)
+
+
+def test_a_trade_rings_count_of_bytes_is_the_memory_its_trades_take() -> None:
+    ring: RecoveryRing[TradeMsg] = RecoveryRing(max_bytes=1 << 40, max_age_s=1e9)
+    taken, counted = taken_and_counted(ring, lambda seq: live_trade(7, seq))
+    assert 0.8 <= taken / counted <= 1.25, (taken, counted)
