@@ -293,12 +293,14 @@ class _DepthGroup:
 class _DepthStep:
     """One symbol's book deltas within one publish, for its depth groups."""
 
-    __slots__ = ("asks", "bids", "remaining")
+    __slots__ = ("asks", "bids", "left_live", "remaining")
 
     def __init__(self) -> None:
         self.remaining = 0
         self.bids: list[Level] = []
         self.asks: list[Level] = []
+        #: The same publish takes the symbol out of ``live`` (a gap after these deltas).
+        self.left_live = False
 
 
 def _remote(conn: ServerConnection) -> str:
@@ -935,6 +937,7 @@ class Fanout:
         steps: dict[str, _DepthStep] = {}
         depth = self._depth
         reset: set[str] = set()
+        left_live: set[str] = set()
         for event in events:
             if isinstance(event, BookDelta) and event.key in depth:
                 step = steps.get(event.key)
@@ -943,8 +946,12 @@ class Fanout:
                 step.remaining += 1
             elif isinstance(event, BookReset):
                 reset.add(event.key)
+            elif isinstance(event, StatusChange) and event.state is not SymbolState.LIVE:
+                left_live.add(event.key)
         for key in reset:
             steps.pop(key, None)
+        for key in left_live & steps.keys():
+            steps[key].left_live = True
         return steps
 
     def _send_depth_deltas(self, event: BookDelta, step: _DepthStep) -> None:
@@ -958,7 +965,10 @@ class Fanout:
             return
         state = self._view.book_state(event.key)
         if state is None:
-            log.error("%s: BookDelta published but the view has no book for it", event.key)
+            # Deltas and then a gap in one step: the book they led to is gone. The status
+            # tells the groups; the resync's snapshot brings them to the rebuilt book.
+            if not step.left_live:
+                log.error("%s: BookDelta published but the view has no book for it", event.key)
             return
         book = state[0]
         for group in list(groups.values()):

@@ -169,6 +169,39 @@ async def test_late_joiner_gets_status_then_snapshot_at_the_current_seq() -> Non
             assert (delta.epoch, delta.seq) == (1, 6)
 
 
+@pytest.mark.parametrize("then_gap", [True, False], ids=["then a gap", "no status"])
+async def test_deltas_then_a_gap_in_one_publish_send_depth_groups_the_status_only(
+    then_gap: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The book the deltas led to is gone when the publish reaches them (the same step
+    found a gap): a depth group gets the status, then the resync's snapshot. Deltas with
+    no book and no status taking the symbol out of live break the view's contract."""
+    caplog.set_level("ERROR", logger="gateway.io.fanout")
+    view, fanout = live_fanout(BIDS, ASKS)
+    async with serving(fanout):
+        client = await RawClient.connect(fanout.port)
+        async with client:
+            await client.send(sub([KEY], depth=2))
+            for _ in range(3):
+                await client.message()  # subscribed, status, snapshot
+            delta = view.delta(KEY, bids=[("99.75", "1")])
+            if then_gap:
+                fanout.publish([delta, view.status(KEY, SymbolState.RESYNCING, "gap 7")])
+            else:
+                view.books.pop(KEY)
+                fanout.publish([delta])
+            errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+            if not then_gap:
+                assert errors == [f"{KEY}: BookDelta published but the view has no book for it"]
+                return
+            assert errors == []
+            assert plain(await client.message()) == Status(KEY, SymbolState.RESYNCING, "gap 7")
+            fanout.publish(view.reset(KEY, BIDS, ASKS))
+            snap = await client.message()
+            assert isinstance(snap, Snapshot) and (snap.epoch, snap.seq) == (2, 0)
+            assert snap.bids == BIDS[:2]
+
+
 async def test_reset_and_deltas_in_one_batch_do_not_duplicate_and_new_epoch_replaces() -> None:
     view = FakeView()
     fanout = Fanout(view)
