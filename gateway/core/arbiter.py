@@ -11,6 +11,8 @@ arbiters know none of them.
 from __future__ import annotations
 
 import enum
+from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +45,9 @@ ALL_DOWN_REASON: Final = "every upstream connection down"
 #: Default bound of a plausible id jump, for a link rule that declares none
 #: (:attr:`LinkRule.max_id_jump`).
 DEFAULT_MAX_ID_JUMP: Final = 10**8
+#: The range of a trade id the trade dedup stores in its ring (an ``array("q")``).
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,26 +203,85 @@ class ConnectionSequenceChecker:
 class TradeDedup:
     """First copy of each trade wins across connections, by the venue's trade id.
 
-    Remembers the last ``capacity`` ids; a copy arriving after that many newer trades is
-    treated as new (a bounded memory, and far beyond any connection's lag).
+    Remembers the ids of the last ``capacity`` trades it took; a copy arriving after that
+    many newer trades were taken is treated as new (a bounded memory, and far beyond any
+    connection's lag). Exact for any ids in any arrival order; compact for ids that
+    increase per symbol (most venues'), which it sees trade by trade: nothing is declared.
+
+    The last ``capacity`` trades taken sit in a ring in the order they were taken. A trade
+    whose id is above every id taken so far (the usual case) is stored there as it is, so
+    the ring's ids, read from its oldest slot, never decrease and are searched by bisection.
+    Any other trade taken (a late first copy, ids that do not increase) keeps the ring
+    sorted with a placeholder slot, a copy of the newest id flagged as not an id, and is
+    remembered in a set with its own queue, in the order taken.
     """
 
     def __init__(self, capacity: int = 4096) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
-        self._seen: set[int] = set()
-        self._order: deque[int] = deque()
+        #: Ids taken, by slot: the ring's next slot is its oldest once it is full.
+        self._ring = array("q", bytes(8 * capacity))
+        #: 1 where the slot holds the id taken there, 0 where it is a placeholder.
+        self._real = bytearray(capacity)
+        self._next = 0
+        self._full = False
+        #: The highest id stored as it is; none yet: the lowest int64, which is never stored
+        #: as it is (an id must be above ``_top`` to be), so a placeholder copying it is
+        #: never mistaken for an id.
+        self._top = _INT64_MIN
+        #: Ids taken out of order, still remembered (each has a placeholder slot).
+        self._late: set[int] = set()
+        self._late_order: deque[int] = deque()
         self.duplicates = 0
         self.accepted = 0
 
     def on_trade(self, trade: Trade) -> list[GatewayEvent]:
-        if trade.trade_id in self._seen:
+        trade_id = trade.trade_id
+        if self._top < trade_id <= _INT64_MAX:
+            self._take(trade_id, True)
+        elif self._seen(trade_id):
             self.duplicates += 1
             return []
-        self._seen.add(trade.trade_id)
-        self._order.append(trade.trade_id)
-        if len(self._order) > self.capacity:
-            self._seen.discard(self._order.popleft())
+        else:
+            self._take(trade_id, False)
         self.accepted += 1
         return [TradeOut(trade)]
+
+    def remembered(self) -> int:
+        """How many ids are remembered: ``min(accepted, capacity)``."""
+        return self.capacity if self._full else self._next
+
+    def _seen(self, trade_id: int) -> bool:
+        """True when ``trade_id`` is among the ids remembered."""
+        if self._late and trade_id in self._late:
+            return True
+        ring, end = self._ring, self._next
+        if self._full and trade_id <= ring[-1]:
+            # The older run, from the oldest slot to the ring's end (all of it when the
+            # oldest slot is the first), holds it if anything does.
+            lo, end = end, self.capacity
+        else:
+            lo = 0
+        i = bisect_left(ring, trade_id, lo, end)
+        # An id's first slot is the one taken as it is: the copies after it are placeholders.
+        return i < end and ring[i] == trade_id and self._real[i] == 1
+
+    def _take(self, trade_id: int, in_order: bool) -> None:
+        slot = self._next
+        if self._full and not self._real[slot]:
+            # The oldest slot is the placeholder of the oldest late id: it is forgotten now.
+            self._late.discard(self._late_order.popleft())
+        if in_order:
+            self._ring[slot] = self._top = trade_id
+            self._real[slot] = 1
+        else:
+            self._ring[slot] = self._top
+            self._real[slot] = 0
+            self._late.add(trade_id)
+            self._late_order.append(trade_id)
+        slot += 1
+        if slot == self.capacity:
+            slot = 0
+            self._full = True
+        self._next = slot

@@ -261,7 +261,7 @@ def test_trades_first_copy_wins_with_bounded_memory() -> None:
     dedup.on_trade(trade(2, 1))
     dedup.on_trade(trade(3, 1))
     assert dedup.duplicates == 1 and dedup.accepted == 3
-    assert len(dedup._seen) == 2
+    assert dedup.remembered() == 2
 
 
 def total_qty(book: L2Book) -> int:
