@@ -671,7 +671,8 @@ class VenuePipeline:
     def _new_book(self, key: str, now_ns: int) -> SymbolArbiter:
         book = self.books[key] = self.venue.new_arbiter(key.partition(":")[2], self.limits)
         book.epoch = self.epoch_base
-        self.trades.setdefault(key, TradeDedup())
+        if key not in self.trades:
+            self.trades[key] = TradeDedup()
         if isinstance(book, ReplicatedBook):
             book.scores = self.conn_scores
         checksum = self._checksums.pop(key, None)
