@@ -154,6 +154,7 @@ def kept_bytes(make_ids: Callable[[], Iterator[int]], copies: int) -> int:
         if not tracing:
             tracemalloc.stop()
     assert dedup.accepted == 3 * CAPACITY and dedup.remembered() == CAPACITY
+    assert dedup.duplicates == (copies - 1) * 3 * CAPACITY
     return kept
 
 
