@@ -405,3 +405,58 @@ def test_connections_lagging_the_fastest_after_it_drops_never_resync(
     assert subscriber.state is SymbolState.LIVE and arb.applied_id == venue.ids[last]
     assert arb.book.normalized() == venue.normal(last)
     assert (arb.stats.venue_resets, arb.stats.resyncs, arb.stats.gaps) == (0, 0, 0)
+
+
+def test_a_rest_snapshot_older_than_the_book_while_connections_lag_is_not_a_venue_reset() -> None:
+    """The shrunk example: the book is built at #2 from a REST snapshot, a gap sends it
+    resyncing while connection 0's latest update is #1 (it lags); the REST answer is #0,
+    older than the book (a REST server answering from behind). Every connection is below
+    the book's id, but nothing showed it for the reset window: not a venue reset; the
+    snapshot is not used and a newer one is asked for."""
+    market = MARKETS["usdm"]
+    ids = list(range(1000, 1031))
+    books = [({"90.0": "1"}, {"101.0": "2"})] + [({"90.0": "1"}, {})] * 30
+    venue = Venue(ids, [(True, "", "")] + [(False, "101.0", "0")] * 30, books)
+    arb = SequencedBook(
+        "binance-usdm:BTCUSDT", binance_usdm.BinanceFuturesRule(), ArbiterLimits(TIMED_WINDOW_NS)
+    )
+    subscriber = Subscriber(venue)
+    now_ns = 0
+
+    def run(out: list[object]) -> list[object]:
+        subscriber.take(arb, out)
+        return out
+
+    def deliver(c: int, ev: Event) -> None:
+        for diff in market.feed.parse(frame(market, venue, ev), now_ns, c):
+            assert isinstance(diff, DepthDiff)
+            run(list(arb.on_diff(diff, now_ns)))
+
+    def status() -> SymbolState:
+        return subscriber.state
+
+    def serve(k: int) -> list[object]:
+        snap = market.feed.parse_snapshot(market.symbol, rest_body(venue, k), now_ns)
+        return run(list(arb.on_snapshot(snap, now_ns)))
+
+    for c in range(3):
+        run(list(arb.on_connection(c, True, now_ns)))
+    deliver(2, Event(13, 29))
+    for c in (1, 2):
+        run(list(arb.on_connection(c, False, now_ns)))
+    deliver(0, Event(1, 1))
+    serve(2)
+    assert status() is SymbolState.LIVE and arb.applied_id == 1002
+    now_ns += 2 * TIMED_WINDOW_NS
+    run(list(arb.on_timer(now_ns)))
+    assert status() is SymbolState.RESYNCING and arb.snapshot_wanted
+    run(list(arb.on_connection(1, True, now_ns)))
+
+    out = serve(0)
+    assert out == [SnapshotWanted(arb.key, "snapshot older than the book")]
+    assert arb.stats.venue_resets == 0 and arb.snapshot_wanted
+    assert status() is SymbolState.RESYNCING and not arb.has_book
+    serve(29)
+    assert status() is SymbolState.LIVE and arb.applied_id == 1029
+    assert arb.book.normalized() == venue.normal(29)
+    assert arb.stats.venue_resets == 0 and arb.pending == 0
