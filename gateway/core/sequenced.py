@@ -61,7 +61,10 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   its previous one and agrees with the updates the book applied for those ids (the copy
   rule of :mod:`gateway.core.audit`); each such copy starts the window again. Once one of
   its copies disagrees, it is not catching up until some connection is past the book's id
-  again. A copy older than the applied updates kept (``audit_ring``) shows nothing;
+  again. A copy older than the applied updates kept (``audit_ring``) shows nothing; one
+  older than the book's snapshot is catching up while its connection, below that snapshot
+  (or silent) when the book was built, delivers rising ids below it, and no connection's
+  ids went back since (a stream lagging a REST snapshot ahead of it);
 - after a reset the venue declares (a Bybit snapshot with ``u == 1``, an OKX update whose
   ids go back), a connection that had delivered ids and has not yet delivered its copy of
   it is behind: what it delivers at or above its latest id is of the old sequence, dropped
@@ -537,6 +540,9 @@ class SequencedBook:
         self._behind_unlike: set[int] = set()
         #: The book's id when they were all found below it.
         self._behind_at_id = -1
+        #: Connections up below the snapshot the book was built from when it was built
+        #: (silent ones too), while their ids rise below it (:meth:`_below_snapshot_diff`).
+        self._below_snapshot: set[int] = set()
         #: How long they had been below it when the latest stale update was looked at.
         self._behind_shown_ns = -1
         self._limited_log = LimitedLogger(log, LogLimiter(burst=1, window_s=60.0))
@@ -569,6 +575,7 @@ class SequencedBook:
         # Its copies say nothing of the stream it will deliver once it is up again.
         self._behind_copies.pop(conn_id, None)
         self._behind_unlike.discard(conn_id)
+        self._below_snapshot.discard(conn_id)
         behind = self._behind_reset
         if behind and behind.keys() >= self._conn_high.keys():
             # No connection up delivered the reset: the others are heard again as they
@@ -589,6 +596,8 @@ class SequencedBook:
         if self._behind_reset and self._before_reset(diff.conn_id, diff.last_id):
             self.stats.stale += 1  # an update of the sequence before a venue reset
             return out
+        if self._below_snapshot:
+            self._below_snapshot_diff(diff)
         self._conn_high[diff.conn_id] = diff.last_id
         if self._unplaced and diff.conn_id in self._unplaced:
             self._unplaced_diff(diff)
@@ -698,6 +707,9 @@ class SequencedBook:
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
         self._not_behind()
+        # Streams up behind the snapshot (a REST answer ahead of them, maybe of their first
+        # message): in order, each goes on to it in the same sequence until its ids go back.
+        self._below_snapshot = {c for c, high in self._conn_high.items() if high < snap.last_id}
         self._loaded(snap)
         if rebuild:
             # Updates buffered past it came before it on its own connection (of an older
@@ -827,6 +839,7 @@ class SequencedBook:
             elif action is SyncAction.FORGET_SEQUENCE:
                 self._rebuilt(now_ns)
                 self.applied_id = self._snapshot_id = -1
+                self._below_snapshot.clear()
                 self._forget(self._pending)
                 self._forget(self._held)
                 self._not_behind()
@@ -929,6 +942,7 @@ class SequencedBook:
         self._rebuilt(now_ns, snap.last_id)
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
+        self._below_snapshot.clear()  # in band: the streams below it are of no known sequence
         self._loaded(snap)
         self.seq += 1
         out.append(
@@ -1669,7 +1683,10 @@ class SequencedBook:
         conn_id = diff.conn_id
         if conn_id in self._behind_unlike:
             return False
-        if diff.last_id <= max(self._behind_copies.get(conn_id, -1), self._snapshot_id):
+        if diff.last_id <= self._snapshot_id:
+            # No applied update to compare it with: see _below_snapshot_diff.
+            return conn_id in self._below_snapshot
+        if diff.last_id <= self._behind_copies.get(conn_id, -1):
             return False
         agrees = self.applied_ring.agrees(diff)
         if agrees is None:
@@ -1679,6 +1696,19 @@ class SequencedBook:
             return False
         self._behind_copies[conn_id] = diff.last_id
         return True
+
+    def _below_snapshot_diff(self, diff: DepthDiff) -> None:
+        """Keeps :attr:`_below_snapshot` as ``diff`` arrives (before its connection's latest
+        id is set). A connection below the snapshot the book was built from (or silent)
+        when it was built, whose ids only rise below it since, is a stream lagging a REST
+        snapshot ahead of it: catching up while it goes on so. Once it reaches the snapshot
+        the applied updates decide. Ids that go back on any connection (its stream
+        restarted: each is in order) end it for every connection."""
+        latest = self._conn_high.get(diff.conn_id, -1)
+        if latest >= 0 and diff.first_id <= latest:
+            self._below_snapshot.clear()
+        elif diff.last_id > self._snapshot_id:
+            self._below_snapshot.discard(diff.conn_id)
 
     def _not_behind(self) -> None:
         """Some connection is at or past the book's id, or the book was rebuilt."""
