@@ -407,6 +407,16 @@ def test_connections_lagging_the_fastest_after_it_drops_never_resync(
     assert (arb.stats.venue_resets, arb.stats.resyncs, arb.stats.gaps) == (0, 0, 0)
 
 
+def shrunk_venue() -> tuple[Venue, SequencedBook]:
+    """The shrunk examples' venue: ids 1000-1030, the book at 1000 with its one ask, which
+    every update deletes again; and a USD-M book with the timed runs' window."""
+    ids = list(range(1000, 1031))
+    books = [({"90.0": "1"}, {"101.0": "2"})] + [({"90.0": "1"}, {})] * 30
+    venue = Venue(ids, [(True, "", "")] + [(False, "101.0", "0")] * 30, books)
+    rule = binance_usdm.BinanceFuturesRule()
+    return venue, SequencedBook("binance-usdm:BTCUSDT", rule, ArbiterLimits(TIMED_WINDOW_NS))
+
+
 def test_a_rest_snapshot_older_than_the_book_while_connections_lag_is_not_a_venue_reset() -> None:
     """The shrunk example: the book is built at #2 from a REST snapshot, a gap sends it
     resyncing while connection 0's latest update is #1 (it lags); the REST answer is #0,
@@ -414,12 +424,7 @@ def test_a_rest_snapshot_older_than_the_book_while_connections_lag_is_not_a_venu
     the book's id, but nothing showed it for the reset window: not a venue reset; the
     snapshot is not used and a newer one is asked for."""
     market = MARKETS["usdm"]
-    ids = list(range(1000, 1031))
-    books = [({"90.0": "1"}, {"101.0": "2"})] + [({"90.0": "1"}, {})] * 30
-    venue = Venue(ids, [(True, "", "")] + [(False, "101.0", "0")] * 30, books)
-    arb = SequencedBook(
-        "binance-usdm:BTCUSDT", binance_usdm.BinanceFuturesRule(), ArbiterLimits(TIMED_WINDOW_NS)
-    )
+    venue, arb = shrunk_venue()
     subscriber = Subscriber(venue)
     now_ns = 0
 
@@ -470,12 +475,7 @@ def test_a_connection_lagging_a_rest_snapshot_the_book_moved_past_is_not_a_venue
     update to compare them with, but rising in its own stream: it lags the snapshot, no
     venue reset."""
     market = MARKETS["usdm"]
-    ids = list(range(1000, 1031))
-    books = [({"90.0": "1"}, {"101.0": "2"})] + [({"90.0": "1"}, {})] * 30
-    venue = Venue(ids, [(True, "", "")] + [(False, "101.0", "0")] * 30, books)
-    arb = SequencedBook(
-        "binance-usdm:BTCUSDT", binance_usdm.BinanceFuturesRule(), ArbiterLimits(TIMED_WINDOW_NS)
-    )
+    venue, arb = shrunk_venue()
     subscriber = Subscriber(venue)
     now_ns = 0
 
