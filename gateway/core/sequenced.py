@@ -51,14 +51,20 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
 - a venue reset is recognised when, after the book moved past its snapshot, every
   connection that is up delivers only ids below the book's, with none catching up, for
   ``reset_window_ns`` (the venue restarted its ids; or the book's id came from a bogus
-  copy), or when a snapshot below the book's id arrives while every connection is below it
-  too: subscribers are told ``resyncing`` ("venue reset"), the old sequence is forgotten
-  and the book is rebuilt from a fresh snapshot. A connection is catching up (lagging the
-  one that moved the book, which may have gone down) while each copy it delivers is past
+  copy): subscribers are told ``resyncing`` ("venue reset"), the old sequence is forgotten
+  and the book is rebuilt from a fresh snapshot. While the book resyncs the same evidence
+  is gathered; a snapshot below the book's id while every connection is below it too is a
+  venue reset (and builds the book) only once a stale update showed it for the window.
+  Until then it is not used and a newer one asked (lagging connections and a REST server
+  answering from behind look the same). A connection is catching up (lagging the one
+  that moved the book, which may have gone down) while each copy it delivers is past
   its previous one and agrees with the updates the book applied for those ids (the copy
   rule of :mod:`gateway.core.audit`); each such copy starts the window again. Once one of
   its copies disagrees, it is not catching up until some connection is past the book's id
-  again. A copy older than the applied updates kept (``audit_ring``) shows nothing;
+  again. A copy older than the applied updates kept (``audit_ring``) shows nothing; one
+  older than the book's snapshot is catching up while its connection, below that snapshot
+  (or silent) when the book was built, delivers rising ids below it, and no connection's
+  ids went back since (a stream lagging a REST snapshot ahead of it);
 - after a reset the venue declares (a Bybit snapshot with ``u == 1``, an OKX update whose
   ids go back), a connection that had delivered ids and has not yet delivered its copy of
   it is behind: what it delivers at or above its latest id is of the old sequence, dropped
@@ -167,7 +173,8 @@ class SyncEvent(enum.Enum):
     UPDATE_WITHOUT_BOOK = "update without book"
     #: A snapshot with a bad level: not loaded.
     SNAPSHOT_REFUSED = "snapshot refused"
-    #: A loaded snapshot cannot be used: older than the stream, or its checksum fails.
+    #: A loaded snapshot cannot be used: older than the stream, below the book's id with no
+    #: venue reset shown, or its checksum fails.
     SNAPSHOT_UNUSABLE = "snapshot unusable"
     #: A buffered update failed its checksum on the freshly loaded snapshot.
     SNAPSHOT_BROKEN = "snapshot broken"
@@ -191,8 +198,8 @@ class SyncEvent(enum.Enum):
     RETRY_DUE = "retry due"
     #: An update whose ids jump beyond ``max_id_jump`` was held for confirmation.
     UPDATE_HELD = "update held"
-    #: The venue restarted its ids: every connection stayed below the book's id, or a
-    #: snapshot below the book's id agrees with them.
+    #: The venue restarted its ids: every connection stayed below the book's id for the
+    #: reset window, shown by a stale update, or by a snapshot below the book's id then.
     VENUE_RESET = "venue reset"
 
 
@@ -533,6 +540,11 @@ class SequencedBook:
         self._behind_unlike: set[int] = set()
         #: The book's id when they were all found below it.
         self._behind_at_id = -1
+        #: Connections up below the snapshot the book was built from when it was built
+        #: (silent ones too), while their ids rise below it (:meth:`_below_snapshot_diff`).
+        self._below_snapshot: set[int] = set()
+        #: How long they had been below it when the latest stale update was looked at.
+        self._behind_shown_ns = -1
         self._limited_log = LimitedLogger(log, LogLimiter(burst=1, window_s=60.0))
         #: The updates applied since the book was last built, for the audits.
         self.applied_ring = AppliedRing(audit_ring)
@@ -563,6 +575,7 @@ class SequencedBook:
         # Its copies say nothing of the stream it will deliver once it is up again.
         self._behind_copies.pop(conn_id, None)
         self._behind_unlike.discard(conn_id)
+        self._below_snapshot.discard(conn_id)
         behind = self._behind_reset
         if behind and behind.keys() >= self._conn_high.keys():
             # No connection up delivered the reset: the others are heard again as they
@@ -583,6 +596,8 @@ class SequencedBook:
         if self._behind_reset and self._before_reset(diff.conn_id, diff.last_id):
             self.stats.stale += 1  # an update of the sequence before a venue reset
             return out
+        if self._below_snapshot:
+            self._below_snapshot_diff(diff)
         self._conn_high[diff.conn_id] = diff.last_id
         if self._unplaced and diff.conn_id in self._unplaced:
             self._unplaced_diff(diff)
@@ -592,7 +607,11 @@ class SequencedBook:
         if self.sync not in _WITH_BOOK:
             if diff.last_id <= self.applied_id:
                 self._drop(diff)
+                # Evidence for a snapshot below the book's id (:meth:`_reset_shown`).
+                if now_ns >= self._behind_check_ns or self._behind_since_ns >= 0:
+                    self._behind_for_ns(diff, now_ns)
             else:
+                self._not_behind()  # a connection past the book's id
                 self._buffer(diff, out)
             self._sync(SyncEvent.UPDATE_WITHOUT_BOOK, out, reason="initial sync")
             return out
@@ -623,10 +642,12 @@ class SequencedBook:
 
         While the book is not built (initial sync or resync) any snapshot builds it, after
         forgetting whatever buffered or held update it makes obsolete; one below the book's
-        id while every connection is below it too is a venue reset. While it is built: a
-        venue reset (``snap.reset``) replaces it; an in-band snapshot newer than the book
-        replaces it as well (the venue jumped ahead of every connection); both are
-        published as one ordinary delta, so subscribers keep their seq. Older in-band
+        id while every connection is below it too is a venue reset once a stale update
+        showed them so for the reset window (:meth:`_reset_shown`), and is not used before.
+        While it is built: a venue reset (``snap.reset``) replaces it; an in-band snapshot
+        newer than the book replaces it as well (the venue jumped ahead of every
+        connection); both are published as one ordinary delta, so subscribers keep their
+        seq. Older in-band
         snapshots, late copies of a reset and REST snapshots are counted and ignored. A
         snapshot answering a subscription while another connection follows the book is
         placed first (:meth:`_leads_reset`).
@@ -657,9 +678,20 @@ class SequencedBook:
             return out
         top = self._top_connection_id()
         if 0 <= snap.last_id < self.applied_id and -1 < top < self.applied_id:
+            # Every connection below the book's id too: a venue reset, or lagging
+            # connections and a REST server answering from behind. Only the live rule's
+            # evidence tells them apart; until it is shown, the snapshot is not used (built
+            # from it, the buffered updates of the book's sequence would follow it).
+            behind_ns = self._reset_shown()
+            if behind_ns < 0 or self.sync is Sync.RETRY_WAIT:
+                self.stats.snapshots_unused += 1
+                self.book.clear()
+                unusable = "snapshot older than the book"
+                self._sync(SyncEvent.SNAPSHOT_UNUSABLE, out, reason=unusable)
+                return out
             reason = (
-                f"venue reset: snapshot id {snap.last_id} and every connection"
-                f" (up to id {top}) below the book's id {self.applied_id}"
+                f"venue reset: snapshot id {snap.last_id} and every connection below the"
+                f" book's id {self.applied_id} for {behind_ns // 1_000_000} ms (up to id {top})"
             )
             self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
         self._forget(self._held)  # made obsolete by the snapshot
@@ -675,6 +707,9 @@ class SequencedBook:
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
         self._not_behind()
+        # Streams up behind the snapshot (a REST answer ahead of them, maybe of their first
+        # message): in order, each goes on to it in the same sequence until its ids go back.
+        self._below_snapshot = {c for c, high in self._conn_high.items() if high < snap.last_id}
         self._loaded(snap)
         if rebuild:
             # Updates buffered past it came before it on its own connection (of an older
@@ -804,6 +839,7 @@ class SequencedBook:
             elif action is SyncAction.FORGET_SEQUENCE:
                 self._rebuilt(now_ns)
                 self.applied_id = self._snapshot_id = -1
+                self._below_snapshot.clear()
                 self._forget(self._pending)
                 self._forget(self._held)
                 self._not_behind()
@@ -906,6 +942,7 @@ class SequencedBook:
         self._rebuilt(now_ns, snap.last_id)
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
+        self._below_snapshot.clear()  # in band: the streams below it are of no known sequence
         self._loaded(snap)
         self.seq += 1
         out.append(
@@ -1599,11 +1636,26 @@ class SequencedBook:
         rebuild. Looked at on every stale update while they are below it."""
         applied = self.applied_id
         top = self._top_connection_id()
+        behind_ns = self._behind_for_ns(diff, now_ns)
+        if behind_ns < self.reset_window_ns:
+            return
+        reason = (
+            f"venue reset: every connection below the book's id {applied}"
+            f" for {behind_ns // 1_000_000} ms (up to id {top})"
+        )
+        self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
+
+    def _behind_for_ns(self, diff: DepthDiff, now_ns: int) -> int:
+        """Stale ``diff`` arrived: how long every connection has been below the book's id
+        with none catching up, after the book had moved past its snapshot (-1: they are
+        not). Kept for :meth:`_reset_shown` while the book is not built."""
+        applied = self.applied_id
+        top = self._top_connection_id()
         if applied <= self._snapshot_id or not -1 < top < applied:
             self._not_behind()
             # Not looked at again for a quarter window: recognised within 1.25 windows.
             self._behind_check_ns = now_ns + self.reset_window_ns // 4
-            return
+            return -1
         if self._behind_since_ns < 0 or self._behind_at_id != applied:
             # Below it from now (the book moved since they were last: one was past it).
             self._not_behind()
@@ -1612,14 +1664,16 @@ class SequencedBook:
         if self._catching_up(diff):
             # Lag, not a reset: the window starts again from this copy.
             self._behind_since_ns = now_ns
-        behind_ns = now_ns - self._behind_since_ns
-        if behind_ns < self.reset_window_ns:
-            return
-        reason = (
-            f"venue reset: every connection below the book's id {applied}"
-            f" for {behind_ns // 1_000_000} ms (up to id {top})"
-        )
-        self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
+        self._behind_shown_ns = now_ns - self._behind_since_ns
+        return self._behind_shown_ns
+
+    def _reset_shown(self) -> int:
+        """How long every connection had been below the book's id, none catching up, when
+        the latest stale update showed it, if for the reset window at least (the live
+        rule's evidence of a venue reset); -1 otherwise."""
+        if self._behind_since_ns < 0 or self._behind_at_id != self.applied_id:
+            return -1
+        return self._behind_shown_ns if self._behind_shown_ns >= self.reset_window_ns else -1
 
     def _catching_up(self, diff: DepthDiff) -> bool:
         """True when stale ``diff`` shows its connection catching up with the book: a copy
@@ -1629,7 +1683,10 @@ class SequencedBook:
         conn_id = diff.conn_id
         if conn_id in self._behind_unlike:
             return False
-        if diff.last_id <= max(self._behind_copies.get(conn_id, -1), self._snapshot_id):
+        if diff.last_id <= self._snapshot_id:
+            # No applied update to compare it with: see _below_snapshot_diff.
+            return conn_id in self._below_snapshot
+        if diff.last_id <= self._behind_copies.get(conn_id, -1):
             return False
         agrees = self.applied_ring.agrees(diff)
         if agrees is None:
@@ -1640,9 +1697,23 @@ class SequencedBook:
         self._behind_copies[conn_id] = diff.last_id
         return True
 
+    def _below_snapshot_diff(self, diff: DepthDiff) -> None:
+        """Keeps :attr:`_below_snapshot` as ``diff`` arrives (before its connection's latest
+        id is set). A connection below the snapshot the book was built from (or silent)
+        when it was built, whose ids only rise below it since, is a stream lagging a REST
+        snapshot ahead of it: catching up while it goes on so. Once it reaches the snapshot
+        the applied updates decide. Ids that go back on any connection (its stream
+        restarted: each is in order) end it for every connection."""
+        latest = self._conn_high.get(diff.conn_id, -1)
+        if latest >= 0 and diff.first_id <= latest:
+            self._below_snapshot.clear()
+        elif diff.last_id > self._snapshot_id:
+            self._below_snapshot.discard(diff.conn_id)
+
     def _not_behind(self) -> None:
         """Some connection is at or past the book's id, or the book was rebuilt."""
         self._behind_since_ns = -1
+        self._behind_shown_ns = -1
         self._behind_copies.clear()
         self._behind_unlike.clear()
 

@@ -405,3 +405,108 @@ def test_connections_lagging_the_fastest_after_it_drops_never_resync(
     assert subscriber.state is SymbolState.LIVE and arb.applied_id == venue.ids[last]
     assert arb.book.normalized() == venue.normal(last)
     assert (arb.stats.venue_resets, arb.stats.resyncs, arb.stats.gaps) == (0, 0, 0)
+
+
+def shrunk_venue() -> tuple[Venue, SequencedBook]:
+    """The shrunk examples' venue: ids 1000-1030, the book at 1000 with its one ask, which
+    every update deletes again; and a USD-M book with the timed runs' window."""
+    ids = list(range(1000, 1031))
+    books = [({"90.0": "1"}, {"101.0": "2"})] + [({"90.0": "1"}, {})] * 30
+    venue = Venue(ids, [(True, "", "")] + [(False, "101.0", "0")] * 30, books)
+    rule = binance_usdm.BinanceFuturesRule()
+    return venue, SequencedBook("binance-usdm:BTCUSDT", rule, ArbiterLimits(TIMED_WINDOW_NS))
+
+
+def test_a_rest_snapshot_older_than_the_book_while_connections_lag_is_not_a_venue_reset() -> None:
+    """The shrunk example: the book is built at #2 from a REST snapshot, a gap sends it
+    resyncing while connection 0's latest update is #1 (it lags); the REST answer is #0,
+    older than the book (a REST server answering from behind). Every connection is below
+    the book's id, but nothing showed it for the reset window: not a venue reset; the
+    snapshot is not used and a newer one is asked for."""
+    market = MARKETS["usdm"]
+    venue, arb = shrunk_venue()
+    subscriber = Subscriber(venue)
+    now_ns = 0
+
+    def run(out: list[object]) -> list[object]:
+        subscriber.take(arb, out)
+        return out
+
+    def deliver(c: int, ev: Event) -> None:
+        for diff in market.feed.parse(frame(market, venue, ev), now_ns, c):
+            assert isinstance(diff, DepthDiff)
+            run(list(arb.on_diff(diff, now_ns)))
+
+    def status() -> SymbolState:
+        return subscriber.state
+
+    def serve(k: int) -> list[object]:
+        snap = market.feed.parse_snapshot(market.symbol, rest_body(venue, k), now_ns)
+        return run(list(arb.on_snapshot(snap, now_ns)))
+
+    for c in range(3):
+        run(list(arb.on_connection(c, True, now_ns)))
+    deliver(2, Event(13, 29))
+    for c in (1, 2):
+        run(list(arb.on_connection(c, False, now_ns)))
+    deliver(0, Event(1, 1))
+    serve(2)
+    assert status() is SymbolState.LIVE and arb.applied_id == 1002
+    now_ns += 2 * TIMED_WINDOW_NS
+    run(list(arb.on_timer(now_ns)))
+    assert status() is SymbolState.RESYNCING and arb.snapshot_wanted
+    run(list(arb.on_connection(1, True, now_ns)))
+
+    out = serve(0)
+    assert out == [SnapshotWanted(arb.key, "snapshot older than the book")]
+    assert arb.stats.venue_resets == 0 and arb.snapshot_wanted
+    assert status() is SymbolState.RESYNCING and not arb.has_book
+    serve(29)
+    assert status() is SymbolState.LIVE and arb.applied_id == 1029
+    assert arb.book.normalized() == venue.normal(29)
+    assert arb.stats.venue_resets == 0 and arb.pending == 0
+
+
+def test_a_connection_lagging_a_rest_snapshot_the_book_moved_past_is_not_a_venue_reset() -> None:
+    """The shrunk example: connection 2's event up to #29 waits while the book syncs, and it
+    goes down; the REST snapshot is #28, so the book is built and moved past it to #29 by
+    that event. Connection 0, up but silent until then, delivers #9, #11, then #12-#29,
+    with more than the reset window between #9 and #11: below the snapshot, no applied
+    update to compare them with, but rising in its own stream: it lags the snapshot, no
+    venue reset."""
+    market = MARKETS["usdm"]
+    venue, arb = shrunk_venue()
+    subscriber = Subscriber(venue)
+    now_ns = 0
+
+    def status() -> SymbolState:
+        return subscriber.state
+
+    def deliver(c: int, ev: Event) -> None:
+        for diff in market.feed.parse(frame(market, venue, ev), now_ns, c):
+            assert isinstance(diff, DepthDiff)
+            subscriber.take(arb, list(arb.on_diff(diff, now_ns)))
+
+    for c in range(3):
+        subscriber.take(arb, list(arb.on_connection(c, True, now_ns)))
+    deliver(2, Event(13, 29))
+    for c in (1, 2):
+        subscriber.take(arb, list(arb.on_connection(c, False, now_ns)))
+    subscriber.take(arb, list(arb.on_connection(1, True, now_ns)))
+    snap = market.feed.parse_snapshot(market.symbol, rest_body(venue, 28), now_ns)
+    subscriber.take(arb, list(arb.on_snapshot(snap, now_ns)))
+    assert status() is SymbolState.LIVE and arb.applied_id == 1029
+    # #11 comes more than the reset window after #9.
+    for ev, after_ns in ((Event(9, 9), STEP_NS), (Event(11, 11), 5 * TIMED_WINDOW_NS // 2)):
+        now_ns += after_ns
+        deliver(0, ev)
+        assert arb.deadline_ns() is None  # nothing waits: no timer to call
+    assert after_ns > arb.reset_window_ns
+    assert status() is SymbolState.LIVE and arb.stats.venue_resets == 0
+    now_ns += STEP_NS
+    deliver(0, Event(12, 29))
+    assert status() is SymbolState.LIVE and arb.stats.venue_resets == 0
+    deliver(0, Event(30, 30))
+    assert status() is SymbolState.LIVE and arb.applied_id == 1030
+    assert arb.book.normalized() == venue.normal(30)
+    assert (arb.stats.venue_resets, arb.stats.resyncs) == (0, 0)

@@ -177,6 +177,40 @@ def test_streams_behind_a_snapshot_ahead_of_them_are_not_a_venue_reset() -> None
     assert arb.applied_id == stream.id_after(7) and arb.stats.venue_resets == 0
 
 
+def test_a_stream_lagging_a_rest_snapshot_is_catching_up_until_ids_go_back() -> None:
+    """The book is built from a REST snapshot ahead of connection 1 and moved past it by
+    connection 0's buffered updates; connection 0 goes down. Connection 1's copies are
+    older than the snapshot (no applied update to compare them with) for longer than the
+    reset window, rising in its stream: it lags, no venue reset. Once its ids go back (its
+    stream restarted), they no longer put the reset off."""
+    stream = make_stream(choices(60))
+    arb = book()
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    arb.on_diff(merged(stream, 0, 0, 1, 0), 0)
+    for i in (40, 41):
+        arb.on_diff(merged(stream, i, i, 0, 0), 0)
+    arb.on_snapshot(stream.snapshot(40), 0)
+    assert arb.state is LIVE and arb.applied_id == stream.id_after(42)
+    arb.on_connection(0, False, 0)
+    now = 0
+    for i in range(1, 40):
+        now += 2 * STEP_NS
+        arb.on_diff(merged(stream, i, i, 1, now), now)
+    assert now > arb.reset_window_ns
+    assert arb.state is LIVE and arb.stats.venue_resets == 0
+    last_rising_ns = now
+    start_ns = now + STEP_NS
+    arb.on_diff(merged(stream, 5, 5, 1, start_ns), start_ns)  # back: a restart
+    for i in range(6, 40):
+        now = start_ns + (i - 5) * STEP_NS
+        arb.on_diff(merged(stream, i, i, 1, now), now)
+        if arb.stats.venue_resets:
+            break
+    # The window runs from its last rising copy.
+    assert arb.stats.venue_resets == 1 and now == last_rising_ns + arb.reset_window_ns
+
+
 # --- a connection that lags -----------------------------------------------------------------
 
 #: How many steps connection 1 lags connection 0, the fastest; connection 2 lags 5 more.

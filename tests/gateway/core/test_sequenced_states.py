@@ -266,6 +266,15 @@ def resyncing_with_checksum() -> SequencedBook:
     return arb
 
 
+def resyncing_behind() -> SequencedBook:
+    """:func:`resyncing_with_checksum`, then connection 0 delivers id 4 a reset window
+    later: every connection was below the book's id for the window, none catching up."""
+    arb = resyncing_with_checksum()
+    arb.on_diff(diff(4, 4, conn=0), RESET_WINDOW_NS)
+    assert arb.stats.venue_resets == 0
+    return arb
+
+
 #: A snapshot below the book's id (the venue restarted), whose checksum fails: the reset is
 #: recognised and the resync goes on.
 RESET_SNAPSHOT = snap(5, checksum=1)
@@ -410,8 +419,8 @@ SYNC_SCENARIOS: dict[tuple[Sync, SyncEvent], Scenario] = {
         ["StatusChange", "SnapshotWanted"],
     ),
     (S.AWAITING_SNAPSHOT, E.VENUE_RESET): (
-        resyncing_with_checksum,
-        lambda a: a.on_snapshot(RESET_SNAPSHOT, 0),
+        resyncing_behind,
+        lambda a: a.on_snapshot(RESET_SNAPSHOT, RESET_WINDOW_NS),
         ["StatusChange", "SnapshotWanted"],
     ),
 }
@@ -428,6 +437,31 @@ def test_each_sync_row_is_what_the_book_does(pair: tuple[Sync, SyncEvent]) -> No
 
 def test_every_sync_row_has_a_scenario() -> None:
     assert set(SYNC_SCENARIOS) == set(SYNC_SPEC.expected)
+
+
+@pytest.mark.parametrize(
+    "at_ns", [RESET_WINDOW_NS - 1, 10 * RESET_WINDOW_NS], ids=["within the window", "silent"]
+)
+def test_a_snapshot_below_the_book_before_a_reset_is_shown_is_not_used(at_ns: int) -> None:
+    """Every connection below the book's id, not shown for the reset window by a stale
+    update (lagging connections, a REST server answering from behind): no venue reset, no
+    book from the older point; a newer snapshot is asked."""
+    arb = resyncing_with_checksum()
+    out = arb.on_snapshot(RESET_SNAPSHOT, at_ns)
+    assert out == [SnapshotWanted(KEY, "snapshot older than the book")]
+    assert (arb.sync, arb.state, arb.applied_id) == (Sync.AWAITING_SNAPSHOT, St.RESYNCING, 12)
+    assert arb.stats.venue_resets == 0 and arb.stats.snapshots_unused == 1
+
+
+def test_a_snapshot_below_the_book_waiting_to_retry_is_not_used_even_after_a_reset() -> None:
+    """A reset shown while the book waits to ask again (a refused snapshot): a snapshot
+    below the book is not used then; the next one asked may be."""
+    arb = resyncing_behind()
+    arb.on_snapshot(snap(10, BAD), RESET_WINDOW_NS)
+    assert arb.sync is Sync.RETRY_WAIT
+    arb.on_diff(diff(5, 5, conn=0), 2 * RESET_WINDOW_NS)
+    assert arb.on_snapshot(RESET_SNAPSHOT, 2 * RESET_WINDOW_NS) == []
+    assert (arb.sync, arb.applied_id, arb.stats.venue_resets) == (Sync.RETRY_WAIT, 12, 0)
 
 
 def stale_hole() -> SequencedBook:
@@ -454,7 +488,7 @@ def stale_then_behind() -> SequencedBook:
 DOWN = "every upstream connection down"
 RESET = "venue reset: every connection below the book's id 11 for 0 ms (up to id 4)"
 RESET_BY_SNAPSHOT = (
-    "venue reset: snapshot id 5 and every connection (up to id 3) below the book's id 12"
+    "venue reset: snapshot id 5 and every connection below the book's id 12 for 0 ms (up to id 4)"
 )
 WINDOW_PASSED = "gap 12: reorder window passed with ids missing"
 
@@ -551,8 +585,8 @@ STATUS_SCENARIOS: dict[tuple[SymbolState, StatusEvent], Scenario] = {
         [StatusChange(KEY, St.RESYNCING, RESET), SnapshotWanted(KEY, RESET)],
     ),
     (St.RESYNCING, SE.VENUE_RESET): (
-        resyncing_with_checksum,
-        lambda a: a.on_snapshot(RESET_SNAPSHOT, 0),
+        resyncing_behind,
+        lambda a: a.on_snapshot(RESET_SNAPSHOT, RESET_WINDOW_NS),
         [
             StatusChange(KEY, St.RESYNCING, RESET_BY_SNAPSHOT),
             SnapshotWanted(KEY, "snapshot checksum mismatch"),
