@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
 import logging
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -120,6 +122,26 @@ def run_loop(
         if isinstance(mistake, ListenError):
             raise UsageError(f"{mistake}{listen_hint}") from None
         raise mistake from None
+
+
+#: The signal on which ``mdgateway run`` writes every thread's Python stack to stderr.
+STACK_DUMP_SIGNAL: Final = signal.SIGUSR1
+
+
+@contextlib.contextmanager
+def stack_dumps(signum: int = STACK_DUMP_SIGNAL, file: Any = None) -> Iterator[None]:
+    """Within the block, ``signum`` writes the Python stack of every thread to ``file``
+    (a file object with a descriptor; None: stderr) and the process goes on.
+
+    The dump is written by :mod:`faulthandler` from the signal handler itself, not by the
+    event loop, so it answers while the loop is blocked: what a gateway that stopped
+    answering is doing (``kill -USR1 PID``). The handler is removed when the block ends.
+    """
+    faulthandler.register(signum, file=sys.stderr if file is None else file, all_threads=True)
+    try:
+        yield
+    finally:
+        faulthandler.unregister(signum)
 
 
 def users_mistake(exc: BaseException) -> UsageError | ListenError | None:
