@@ -29,7 +29,7 @@ from gateway.tools.runtime import (
     stack_dumps,
     users_mistake,
 )
-from gateway.wire.config import ListenError, listen_error
+from gateway.wire.config import ListenerLost, ListenError, listen_error
 
 
 @pytest.mark.parametrize(
@@ -137,6 +137,21 @@ def test_run_loop_lets_a_bug_through() -> None:
     with pytest.raises(BaseExceptionGroup) as raised:
         run_loop(_bug())
     assert raised.group_contains(KeyError)
+
+
+async def _listener_lost() -> int:
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(asyncio.sleep(0, result=None))
+        raise ListenerLost("no longer listening for subscribers on 127.0.0.1:8765")
+
+
+def test_run_loop_answers_a_lost_listener_with_one_line_and_exit_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_loop(_listener_lost()) == 1
+    assert capsys.readouterr().err == (
+        "mdgateway: no longer listening for subscribers on 127.0.0.1:8765\n"
+    )
 
 
 def _parked(release: threading.Event) -> None:

@@ -1,0 +1,138 @@
+"""The fan-out never goes on silently without a listener: a listening socket that stops
+listening under the server (uvloop closes one on an accept error and says nothing) ends
+``serve`` with an ERROR logged and :class:`ListenerLost`, on asyncio and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from gateway.io.fanout import check_listening
+from gateway.wire.config import ListenerLost
+
+from .fanout_helpers import live_fanout
+
+BIDS = [("100.00", "1"), ("99.50", "2")]
+ASKS = [("100.50", "1"), ("101.00", "2")]
+
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+RUNNERS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+#: Bound of each run: the listener is checked every 0.05 s (Fanout.check_interval_s).
+BOUND_S = 10
+
+
+def _listener(name: object) -> socket.socket:
+    """A new descriptor of this process's socket listening on ``name`` (a duplicate: what
+    is done to the socket through it is done to the server's)."""
+    for entry in os.listdir("/dev/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(entry)))
+        except OSError:  # not a socket, or the listing's own descriptor, gone
+            continue
+        try:
+            if (
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+                and sock.getsockname() == name
+            ):
+                return sock
+        except OSError:
+            pass
+        sock.close()
+    raise LookupError(f"no socket listens on {name!r}")
+
+
+@contextlib.asynccontextmanager
+async def _cancelled_at_exit(task: asyncio.Task[None]) -> AsyncIterator[None]:
+    """The block; then ``task`` cancelled and awaited if it has not ended (a failed test)."""
+    try:
+        yield
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _stop_listening(name: object) -> None:
+    """Make the socket listening on ``name`` stop listening, as an accept error ends it."""
+    with _listener(name) as same:
+        same.shutdown(socket.SHUT_RD)
+
+
+@RUNNERS
+def test_a_tcp_listener_that_stops_listening_ends_serve_with_an_error_logged(
+    run: Runner, caplog: pytest.LogCaptureFixture
+) -> None:
+    ports: list[int] = []
+
+    async def main() -> None:
+        _view, fanout = live_fanout(BIDS, ASKS)
+        ready = asyncio.Event()
+        serving = asyncio.create_task(fanout.serve("127.0.0.1", 0, ready))
+        async with asyncio.timeout(BOUND_S), _cancelled_at_exit(serving):
+            await ready.wait()
+            ports.append(fanout.port)
+            _stop_listening(("127.0.0.1", fanout.port))
+            with pytest.raises(ListenerLost, match=f"on 127.0.0.1:{fanout.port}$"):
+                await serving
+
+    with caplog.at_level(logging.ERROR, logger="gateway.io.fanout"):
+        run(main())
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.io.fanout"] == [
+        f"no longer listening for subscribers on 127.0.0.1:{ports[0]}: "
+        "the gateway stops (restart it)"
+    ]
+
+
+def test_a_listener_is_lost_when_closed_not_listening_or_another_socket(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="mdg-", dir="/tmp") as directory:
+        path = str(Path(directory) / "gw.sock")
+        with socket.socket(socket.AF_UNIX) as unix, socket.socket() as tcp:
+            unix.bind(path)
+            unix.listen()
+            tcp.bind(("127.0.0.1", 0))
+            tcp.listen()
+            listeners = [(unix, path), (tcp, tcp.getsockname())]
+            check_listening(listeners)  # both listen: nothing said
+
+            with pytest.raises(ListenerLost, match=r"on 127\.0\.0\.1:\d+$"):
+                check_listening([(tcp, ("127.0.0.1", 1))])  # the descriptor is another's
+            with socket.socket() as bound_only:
+                bound_only.bind(("127.0.0.1", 0))
+                with pytest.raises(ListenerLost):
+                    check_listening([(bound_only, bound_only.getsockname())])
+            unix.close()  # as uvloop closes a listener on an accept error
+            with pytest.raises(ListenerLost, match=f"on unix:{path}$"):
+                check_listening(listeners)
+    assert [r.levelname for r in caplog.records] == ["ERROR"] * 3
+
+
+@RUNNERS
+def test_listeners_that_keep_listening_keep_serving(run: Runner) -> None:
+    async def main() -> None:
+        _view, fanout = live_fanout(BIDS, ASKS, check_interval_s=0.001)
+        ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(fanout.serve("127.0.0.1", 0, ready))
+            await ready.wait()
+            # Many checks, and a connection accepted meanwhile: serving goes on.
+            for _ in range(50):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", fanout.port)
+                writer.close()
+                await writer.wait_closed()
+            assert not serving.done()
+            serving.cancel()
+
+    run(main())
