@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -17,7 +18,10 @@ from typing import Any
 import pytest
 import uvloop
 
+from feeds.sim.simulators import SimBinanceSpot
 from gateway.io.fanout import check_listening
+from gateway.io.service import Service
+from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.wire.config import ListenerLost
 
 from .fanout_helpers import live_fanout
@@ -136,3 +140,24 @@ def test_listeners_that_keep_listening_keep_serving(run: Runner) -> None:
             serving.cancel()
 
     run(main())
+
+
+def test_the_service_stops_when_its_listener_is_lost() -> None:
+    async def main() -> None:
+        async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=3, interval_s=0.02) as sim:
+            binance = dataclasses.replace(DEMO_VENUES[0], symbols=("BTCUSDT",))
+            service = Service(demo_config([(binance, sim)], port=0))
+            ready = asyncio.Event()
+            running = asyncio.create_task(service.run(ready))
+            async with asyncio.timeout(BOUND_S), _cancelled_at_exit(running):
+                await ready.wait()
+                await sim.wait_connections(0, 1)
+                _stop_listening(("127.0.0.1", service.port))
+                with pytest.raises(ExceptionGroup) as raised:
+                    await running
+                assert raised.group_contains(ListenerLost)
+                # Its venues stopped with it: the service left no connection open.
+                await sim.wait_connections(0, 0)
+                await sim.wait_connections(1, 0)
+
+    uvloop.run(main())
