@@ -122,6 +122,8 @@ from gateway.wire.recovery import (
 from gateway.wire.tokens import TOKEN_PARAMETER, redact
 
 log = logging.getLogger(__name__)
+#: How late the event loop may wake :meth:`Fanout.serve`'s periodic check before a warning.
+LOOP_LATE_WARN_S: Final = 1.0
 # websockets logs request lines and headers at DEBUG: a token must not go with them.
 redact_secrets(log, logging.getLogger("websockets.server"))
 
@@ -1447,13 +1449,30 @@ class Fanout:
             if ready is not None:
                 ready.set()
             try:
+                woken_s = self._clock_s()
                 while True:
                     await asyncio.sleep(self.check_interval_s)
+                    now_s = self._clock_s()
+                    self._check_loop_late(now_s - woken_s - self.check_interval_s)
+                    woken_s = now_s
                     self.check_behind()
                     FD_EXHAUSTION.probe("accepting subscribers")
                     check_listening(listeners)
             finally:
                 self.addresses = []
+
+    def _check_loop_late(self, late_s: float) -> None:
+        """Warn (rate-limited) when the event loop woke :meth:`serve`'s check ``late_s``
+        seconds late, at least :data:`LOOP_LATE_WARN_S`: meanwhile no subscriber was
+        accepted, no ``/healthz`` answered, no connection read; said, not left silent."""
+        if late_s >= LOOP_LATE_WARN_S:
+            self._log.warning(
+                "loop_late",
+                "the event loop ran %.1f s late: subscribers, /healthz and connections "
+                "waited (a process starved of CPU, or a long synchronous step: kill -USR1 "
+                "the gateway's pid for every thread's stack)",
+                late_s,
+            )
 
     def _server_options(self) -> dict[str, Any]:
         """The websockets server options, the same for TCP and the Unix socket (TCP checks

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from gateway.io.fanout import check_listening
 from gateway.io.service import Service
 from gateway.tools.demo import DEMO_VENUES, demo_config
 from gateway.wire.config import ListenerLost
+from tests.harness import running
 
 from .fanout_helpers import live_fanout
 
@@ -161,3 +163,52 @@ def test_the_service_stops_when_its_listener_is_lost() -> None:
                 await sim.wait_connections(1, 0)
 
     uvloop.run(main())
+
+
+class _Records(logging.Handler):
+    """Sets ``seen`` at the first record whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.seen = asyncio.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.prefix):
+            self.messages.append(record.getMessage())
+            self.seen.set()
+
+
+async def test_an_event_loop_running_late_is_warned_about() -> None:
+    # Each reading of the clock 2.5 s after the one before: every check wakes 2.5 s late.
+    readings = itertools.count(0.0, 2.5)
+    _view, fanout = live_fanout(BIDS, ASKS, clock_s=lambda: next(readings))
+    records = _Records("the event loop ran")
+    logging.getLogger("gateway.io.fanout").addHandler(records)
+    try:
+        async with running(lambda ready: fanout.serve("127.0.0.1", 0, ready)):
+            await asyncio.wait_for(records.seen.wait(), BOUND_S)
+    finally:
+        logging.getLogger("gateway.io.fanout").removeHandler(records)
+    late_s = 2.5 - fanout.check_interval_s
+    assert records.messages[0].startswith(f"the event loop ran {late_s:.1f} s late")
+
+
+async def test_an_event_loop_on_time_is_not_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    readings = itertools.count(0.0, 0.9)  # each check 0.9 s after the last: within the bound
+    _view, fanout = live_fanout(BIDS, ASKS, clock_s=lambda: next(readings))
+    checks = itertools.count(1)
+    twenty_checks = asyncio.Event()
+    original = fanout.check_behind
+
+    def counted() -> None:
+        if next(checks) == 20:
+            twenty_checks.set()
+        original()
+
+    fanout.check_behind = counted  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="gateway.io.fanout"):
+        async with running(lambda ready: fanout.serve("127.0.0.1", 0, ready)):
+            await asyncio.wait_for(twenty_checks.wait(), BOUND_S)
+    assert not [r for r in caplog.records if "event loop" in r.getMessage()]
