@@ -92,9 +92,11 @@ rest = ["{sim.rest_url}"]
 """
 
 
-# The sum of the test's own bounds: the gateway ready, a book served, the exit.
-@pytest.mark.async_timeout_s(50)
-async def test_run_command_serves_books_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+# The sum of the test's own bounds: the gateway ready, a book served, the dump, the exit.
+@pytest.mark.async_timeout_s(60)
+async def test_run_command_serves_books_dumps_stacks_on_sigusr1_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
     async with SimBinanceSpot(["BTCUSDT"], n_endpoints=2, seed=5, interval_s=0.02) as sim:
         config = tmp_path / "gateway.toml"
         config.write_text(_config_text(sim))
@@ -123,6 +125,13 @@ async def test_run_command_serves_books_and_stops_cleanly_on_sigterm(tmp_path: P
                     async for update in subscriber.client:
                         if update.kind == "delta":  # a BookEvent: its book is consistent
                             break
+            # SIGUSR1: every thread's stack on stderr, and the gateway goes on (to SIGTERM).
+            process.send_signal(signal.SIGUSR1)
+            async with asyncio.timeout(10):
+                while not (line := (await process.stderr.readline()).decode()).startswith(
+                    "Current thread"
+                ):
+                    assert line, "gateway exited on SIGUSR1"
             process.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):
                 assert await process.wait() == 0

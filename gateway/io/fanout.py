@@ -45,7 +45,7 @@ from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
 
 import msgspec
-from websockets.asyncio.server import ServerConnection, serve, unix_serve
+from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 from websockets.http11 import Request, Response
@@ -72,6 +72,7 @@ from gateway.io.health import HttpAnswer, HttpRoute, health_document
 from gateway.io.logs import FD_EXHAUSTION, LimitedLog, redact_secrets
 from gateway.io.server_close import AcceptedConnection, close_servers
 from gateway.wire.config import (
+    ListenerLost,
     ListenError,
     ServerConfig,
     allowed_host_names,
@@ -121,6 +122,8 @@ from gateway.wire.recovery import (
 from gateway.wire.tokens import TOKEN_PARAMETER, redact
 
 log = logging.getLogger(__name__)
+#: How late the event loop may wake :meth:`Fanout.serve`'s periodic check before a warning.
+LOOP_LATE_WARN_S: Final = 1.0
 # websockets logs request lines and headers at DEBUG: a token must not go with them.
 redact_secrets(log, logging.getLogger("websockets.server"))
 
@@ -344,6 +347,30 @@ def _bind_unix(path: str, mode: int) -> socket.socket:
         sock.close()
         raise _unix_listen_error(exc, path) from exc
     return sock
+
+
+def check_listening(listeners: Sequence[tuple[socket.socket, Any]]) -> None:
+    """Raise :class:`ListenerLost`, logged, when a socket of ``listeners`` (each with the
+    name it was bound to) no longer listens there. uvloop closes a listener on an accept
+    error and reports nothing; asyncio keeps it but may fail every accept. Either way new
+    subscribers and ``/healthz`` would wait or be refused while the gateway looks alive,
+    so it stops and its supervisor restarts it."""
+    for sock, name in listeners:
+        try:
+            # The descriptor may be closed, or reused by another socket since.
+            listening = (
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+                and sock.getsockname() == name
+            )
+        except OSError:
+            listening = False
+        if not listening:
+            where = f"unix:{name}" if isinstance(name, str) else f"{name[0]}:{name[1]}"
+            log.error(
+                "no longer listening for subscribers on %s: the gateway stops (restart it)",
+                where,
+            )
+            raise ListenerLost(f"no longer listening for subscribers on {where}")
 
 
 def _unix_listen_error(exc: OSError, path: str) -> ListenError:
@@ -1400,7 +1427,9 @@ class Fanout:
         :data:`GOING_AWAY_REASON`; :meth:`stop` first drains them within a bound), one
         still in its handshake aborted (:func:`~gateway.io.server_close.close_servers`),
         and CancelledError propagates.
-        Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound.
+        Raises :class:`~gateway.wire.config.ListenError` when an address cannot be bound,
+        and :class:`~gateway.wire.config.ListenerLost` (logged as an ERROR) within
+        ``check_interval_s`` of a listener no longer listening on its address.
         """
         options = self._server_options()
         self.allowed_hosts = allowed_host_names(host, self.server.allowed_hosts)
@@ -1418,8 +1447,10 @@ class Fanout:
             server = await stack.enter_async_context(listening)
             # Before the server's own exit closes them with no reason (run first: LIFO).
             stack.push_async_callback(close_servers, [server], CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+            listeners = [(sock, sock.getsockname()) for sock in server.sockets]
             if unix_path is not None:
-                await self._serve_unix(stack, unix_path, unix_mode, options)
+                unix_server = await self._serve_unix(stack, unix_path, unix_mode, options)
+                listeners += [(sock, sock.getsockname()) for sock in unix_server.sockets]
             self.addresses = [sock.getsockname()[:2] for sock in server.sockets]
             log.info("serving subscribers on %s", self.addresses)
             warning = exposure_warning(host, self._token is not None)
@@ -1428,12 +1459,30 @@ class Fanout:
             if ready is not None:
                 ready.set()
             try:
+                woken_s = self._clock_s()
                 while True:
                     await asyncio.sleep(self.check_interval_s)
+                    now_s = self._clock_s()
+                    self._check_loop_late(now_s - woken_s - self.check_interval_s)
+                    woken_s = now_s
                     self.check_behind()
                     FD_EXHAUSTION.probe("accepting subscribers")
+                    check_listening(listeners)
             finally:
                 self.addresses = []
+
+    def _check_loop_late(self, late_s: float) -> None:
+        """Warn (rate-limited) when the event loop woke :meth:`serve`'s check ``late_s``
+        seconds late, at least :data:`LOOP_LATE_WARN_S`: meanwhile no subscriber was
+        accepted, no ``/healthz`` answered, no connection read; said, not left silent."""
+        if late_s >= LOOP_LATE_WARN_S:
+            self._log.warning(
+                "loop_late",
+                "the event loop ran %.1f s late: subscribers, /healthz and connections "
+                "waited (a process starved of CPU, or a long synchronous step: kill -USR1 "
+                "the gateway's pid for every thread's stack)",
+                late_s,
+            )
 
     def _server_options(self) -> dict[str, Any]:
         """The websockets server options, the same for TCP and the Unix socket (TCP checks
@@ -1452,9 +1501,9 @@ class Fanout:
 
     async def _serve_unix(
         self, stack: contextlib.AsyncExitStack, path: str, mode: int, options: dict[str, Any]
-    ) -> None:
+    ) -> Server:
         """Listen on ``path`` too, within ``stack``: the socket file is removed after the
-        server closes (when it is still the one bound here)."""
+        server closes (when it is still the one bound here). Returns the server."""
         sock = _bind_unix(path, mode)
         inode = os.stat(path).st_ino
         stack.callback(_remove_socket_file, path, inode)
@@ -1468,6 +1517,7 @@ class Fanout:
         self.unix_path = path
         stack.callback(setattr, self, "unix_path", None)
         log.info("serving subscribers on unix:%s", path)
+        return listening
 
     @property
     def port(self) -> int:

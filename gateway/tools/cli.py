@@ -20,6 +20,7 @@ from gateway.tools.runtime import (
     make_capture,
     port_number,
     run_loop,
+    stack_dumps,
 )
 from gateway.wire.config import LOG_FORMATS, Config, ConfigError, load_config, validate
 
@@ -62,7 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"bad configuration: {exc}") from None
     configure_logging(args.log_level or config.log_level, args.log_format or config.log_format)
     hint = "; change [server] host/port in the configuration, or pass --host/--port (0: any free)"
-    return run_loop(_run_service(config, args.capture), listen_hint=hint)
+    with stack_dumps():  # SIGUSR1: every thread's stack on stderr, even with the loop blocked
+        return run_loop(_run_service(config, args.capture), listen_hint=hint)
 
 
 #: A tool's ``add_arguments``: the arguments its ``main`` takes from the namespace.

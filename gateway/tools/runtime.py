@@ -14,22 +14,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
 import logging
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import msgspec
 
-from gateway.wire.config import LOG_FORMATS, LOG_LEVELS, MAX_PORT, ListenError
+from gateway.wire.config import LOG_FORMATS, LOG_LEVELS, MAX_PORT, ListenerLost, ListenError
 from gateway.wire.tokens import TokenError, read_token_file, split_token
 
 if TYPE_CHECKING:
     from gateway.io.capture_writer import CaptureWriter
+
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class UsageError(Exception):
@@ -101,9 +106,11 @@ def run_loop(
     its subscribers) ends at once on a second Ctrl-C. With ``stop``, the first signal sets
     it instead (``main`` ends its own way, e.g. with its report) and the next ones cancel.
 
-    Raises UsageError when ``main`` fails with only UsageErrors and ListenErrors (however
-    deep in exception groups): the first one's message, ``listen_hint`` appended to a
-    ListenError's (what to change, e.g. "; pick another --port").
+    Returns 1 after one line on stderr when ``main`` fails with only ListenerLosts (however
+    deep in exception groups; each logged where it was found). Raises UsageError when
+    ``main`` fails with only UsageErrors and ListenErrors (as deep): the first one's
+    message, ``listen_hint`` appended to a ListenError's (what to change, e.g. "; pick
+    another --port").
     """
     try:
         import uvloop
@@ -114,12 +121,47 @@ def run_loop(
     try:
         return run(_until_signal(main, stop))
     except Exception as exc:
+        lost = _only(exc, ListenerLost)
+        if lost is not None:  # logged where it was found; not a bug: no traceback
+            print(f"mdgateway: {lost}", file=sys.stderr)
+            return 1
         mistake = users_mistake(exc)
         if mistake is None:
             raise
         if isinstance(mistake, ListenError):
             raise UsageError(f"{mistake}{listen_hint}") from None
         raise mistake from None
+
+
+#: The signal on which ``mdgateway run`` writes every thread's Python stack to stderr.
+STACK_DUMP_SIGNAL: Final = signal.SIGUSR1
+
+
+@contextlib.contextmanager
+def stack_dumps(signum: int = STACK_DUMP_SIGNAL, file: Any = None) -> Iterator[None]:
+    """Within the block, ``signum`` writes the Python stack of every thread to ``file``
+    (a file object with a descriptor; None: stderr) and the process goes on.
+
+    The dump is written by :mod:`faulthandler` from the signal handler itself, not by the
+    event loop, so it answers while the loop is blocked: what a gateway that stopped
+    answering is doing (``kill -USR1 PID``). The handler is removed when the block ends.
+    """
+    faulthandler.register(signum, file=sys.stderr if file is None else file, all_threads=True)
+    try:
+        yield
+    finally:
+        faulthandler.unregister(signum)
+
+
+def _only(exc: BaseException, kind: type[_E]) -> _E | None:
+    """``exc`` when it is a ``kind``, or the first of an exception group of nothing else."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_only(inner, kind) for inner in exc.exceptions]
+        if found and all(one is not None for one in found):
+            return found[0]
+    return None
 
 
 def users_mistake(exc: BaseException) -> UsageError | ListenError | None:

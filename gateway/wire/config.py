@@ -55,6 +55,13 @@ _LISTEN_REASONS: Final = {
 }
 
 
+class ListenerLost(Exception):
+    """A server that was listening no longer is (its socket stopped accepting or was
+    closed under it, e.g. by an event loop that closes a listener on an accept error without
+    a word): new clients would wait or be refused while the process looks alive. Raised once
+    it has been logged; the command exits 1 with one line, no traceback."""
+
+
 def listen_error(exc: OSError, host: str, port: int) -> ListenError:
     """The :class:`ListenError` of a failed bind of ``host:port``, keeping its errno."""
     reason = _LISTEN_REASONS.get(exc.errno or 0) or exc.strerror or str(exc)

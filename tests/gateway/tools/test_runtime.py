@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import faulthandler
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,9 +26,10 @@ from gateway.tools.runtime import (
     port_number,
     run_loop,
     seconds,
+    stack_dumps,
     users_mistake,
 )
-from gateway.wire.config import ListenError, listen_error
+from gateway.wire.config import ListenerLost, ListenError, listen_error
 
 
 @pytest.mark.parametrize(
@@ -134,6 +137,52 @@ def test_run_loop_lets_a_bug_through() -> None:
     with pytest.raises(BaseExceptionGroup) as raised:
         run_loop(_bug())
     assert raised.group_contains(KeyError)
+
+
+async def _listener_lost() -> int:
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(asyncio.sleep(0, result=None))
+        raise ListenerLost("no longer listening for subscribers on 127.0.0.1:8765")
+
+
+def test_run_loop_answers_a_lost_listener_with_one_line_and_exit_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_loop(_listener_lost()) == 1
+    assert capsys.readouterr().err == (
+        "mdgateway: no longer listening for subscribers on 127.0.0.1:8765\n"
+    )
+
+
+def _parked(release: threading.Event) -> None:
+    release.wait()
+
+
+def test_the_stack_dump_signal_writes_every_threads_stack_and_the_process_goes_on(
+    tmp_path: Path,
+) -> None:
+    release = threading.Event()
+    other = threading.Thread(target=_parked, args=(release,))
+    other.start()
+    try:
+        with (tmp_path / "stacks.txt").open("w+") as out:
+            with stack_dumps(signal.SIGUSR1, file=out):
+                signal.raise_signal(signal.SIGUSR1)  # dumped by the handler before it returns
+            text = Path(out.name).read_text()
+    finally:
+        release.set()
+        other.join()
+    assert "Current thread" in text
+    assert "test_the_stack_dump_signal_writes_every_threads_stack" in text  # this thread
+    assert "in _parked" in text  # and the other one
+
+
+def test_the_stack_dump_signal_is_released_after_its_block(tmp_path: Path) -> None:
+    with (tmp_path / "stacks.txt").open("w") as out, stack_dumps(signal.SIGUSR2, file=out):
+        pass
+    # unregister answers whether the signal was registered (typeshed types it None).
+    still_registered = faulthandler.unregister(signal.SIGUSR2)  # type: ignore[func-returns-value]
+    assert not still_registered
 
 
 # --- the gateway's token: --token, --token-file, the URL, MDGATEWAY_TOKEN -----------------
