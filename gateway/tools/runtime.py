@@ -145,8 +145,19 @@ def stack_dumps(signum: int = STACK_DUMP_SIGNAL, file: Any = None) -> Iterator[N
     The dump is written by :mod:`faulthandler` from the signal handler itself, not by the
     event loop, so it answers while the loop is blocked: what a gateway that stopped
     answering is doing (``kill -USR1 PID``). The handler is removed when the block ends.
+    With no ``file`` and a ``sys.stderr`` that has no descriptor (the gateway run inside
+    another program that captures it), the process's original stderr is written to.
     """
-    faulthandler.register(signum, file=sys.stderr if file is None else file, all_threads=True)
+    if file is None:
+        file = sys.stderr
+        try:
+            file.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation included
+            file = sys.__stderr__
+    if file is None:  # no stderr at all: nowhere to write a dump
+        yield
+        return
+    faulthandler.register(signum, file=file, all_threads=True)
     try:
         yield
     finally:

@@ -7,9 +7,11 @@ import argparse
 import asyncio
 import errno
 import faulthandler
+import io
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -175,6 +177,18 @@ def test_the_stack_dump_signal_writes_every_threads_stack_and_the_process_goes_o
     assert "Current thread" in text
     assert "test_the_stack_dump_signal_writes_every_threads_stack" in text  # this thread
     assert "in _parked" in text  # and the other one
+
+
+def test_the_stack_dump_goes_to_the_process_stderr_when_sys_stderr_has_no_descriptor(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The gateway run in a program that captures ``sys.stderr`` (a StringIO)."""
+    captured = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", captured)
+    with stack_dumps(signal.SIGUSR2):
+        signal.raise_signal(signal.SIGUSR2)
+    assert "test_the_stack_dump_goes_to_the_process_stderr" in capfd.readouterr().err
+    assert captured.getvalue() == ""
 
 
 def test_the_stack_dump_signal_is_released_after_its_block(tmp_path: Path) -> None:
