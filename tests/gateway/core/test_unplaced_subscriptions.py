@@ -118,19 +118,26 @@ def test_a_reset_declared_by_an_unplaced_connection_reopens_the_others() -> None
     assert arb.book.asks() == [("102.0", "2")]
 
 
-def test_a_reset_from_before_the_others_answer_after_a_rebuild_is_not_used() -> None:
-    """After a book built from an in-band snapshot (every connection asked to subscribe
-    again), a restart that another connection delivers before its answer may be the one
-    the book's sequence began with: it does not take the book back."""
+def rebuilt_in_a_newer_sequence() -> SequencedBook:
+    """Three connections; a gap, and connection 0's answer, in a newer sequence, rebuilds
+    the book at ``u = 8`` (its ask 102.0): the others were asked to subscribe again and
+    have not answered."""
     arb = bybit_book((0, 1, 2))
     arb.on_diff(delta(3, 1), 0)  # connection 1 in the stream
     arb.on_diff(delta(4, 0), 0)
     arb.on_diff(delta(6, 0), 0)
     out = arb.on_timer(WINDOW_NS)
     assert any(isinstance(e, SnapshotWanted) for e in out)
-    # Connection 0's answer, in a newer sequence, rebuilds the book at u = 8.
     arb.on_snapshot(snapshot(8, 0, asks=(("102.0", "2"),)), WINDOW_NS)
     assert arb.state is SymbolState.LIVE and arb.applied_id == 8
+    return arb
+
+
+def test_a_reset_from_before_the_others_answer_after_a_rebuild_is_not_used() -> None:
+    """After a book built from an in-band snapshot (every connection asked to subscribe
+    again), a restart that another connection delivers before its answer may be the one
+    the book's sequence began with: it does not take the book back."""
+    arb = rebuilt_in_a_newer_sequence()
     # Connection 1 delivers, before its answer, the restart that began that sequence.
     assert arb.on_snapshot(snapshot(1, 1), WINDOW_NS) == []
     assert arb.applied_id == 8
@@ -197,15 +204,8 @@ def test_a_copy_from_before_the_others_answer_after_a_rebuild_does_not_place_the
     the book's applied update, then the restart that began the book's sequence. Its stream
     is of no known sequence until it answers: the equal copy places it nowhere, and the
     restart does not take the book back."""
-    arb = bybit_book((0, 1, 2))
-    arb.on_diff(delta(3, 1), 0)  # connection 1 in the stream
-    arb.on_diff(delta(4, 0), 0)
-    arb.on_diff(delta(6, 0), 0)
-    out = arb.on_timer(WINDOW_NS)
-    assert any(isinstance(e, SnapshotWanted) for e in out)
-    # Connection 0's answer, in a newer sequence, rebuilds the book at u = 8; u = 9 deletes
-    # an ask it does not hold.
-    arb.on_snapshot(snapshot(8, 0, asks=(("102.0", "2"),)), WINDOW_NS)
+    arb = rebuilt_in_a_newer_sequence()
+    # Connection 0's u = 9 deletes an ask the book does not hold.
     deleted: tuple[Level, ...] = (("101.0", "0"),)
     assert [type(e) for e in arb.on_diff(delta(9, 0, asks=deleted), WINDOW_NS)] == [BookDelta]
     # Connection 1, before its answer: its older sequence's u = 9, the same deletion.
