@@ -82,7 +82,8 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   differing at or below the book's id is a venue reset it leads (the book follows it,
   every other connection is reopened: how many resets they lag is unknown); differing
   ahead reopens it. Not placed within ``reset_window_ns``, the book resyncs. After a book
-  built from an in-band snapshot the other connections are unplaced until they answer.
+  built from an in-band snapshot the other connections are unplaced until they answer; no
+  copy places a connection before its answer, or once it was asked to reconnect.
 
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
 :mod:`gateway.core.transitions`) say what each outcome does:
@@ -1086,10 +1087,16 @@ class SequencedBook:
 
     def _unplaced_diff(self, diff: DepthDiff) -> None:
         """``diff`` from an unplaced connection: not used. A copy of ids the book applied
-        that agrees with them places its connection in the book's sequence."""
+        that agrees with them places its connection in the book's sequence, once the
+        connection has answered its subscription and unless it was asked to reconnect:
+        before its answer its stream is of no known sequence, and one asked to reconnect
+        is of another; an update of another sequence may equal the book's at its ids."""
         self.stats.stale += 1
+        unplaced = self._unplaced[diff.conn_id]
         if (
-            self.sync in _WITH_BOOK
+            unplaced.answered
+            and not unplaced.reopening
+            and self.sync in _WITH_BOOK
             and diff.prev_id <= diff.last_id <= self.applied_id
             and self.applied_ring.agrees(diff)
         ):

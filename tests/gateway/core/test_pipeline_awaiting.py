@@ -162,9 +162,10 @@ DUE_TABLE = [
     ("replicated", _replica_failed_on_1, _snapshot_on_0, {1}, {1}, set()),
     ("replicated", _replica_failed_on_1, _reconnect_1, set(), {1}, set()),  # its subscription's
     ("sequenced", _gap_on_both, _nothing, {0, 1}, {0, 1}, set()),
-    # Rebuilt from connection 0's snapshot: connection 1's copies come after it and agree with
-    # what the book applied, which places it in the book's sequence.
-    ("sequenced", _gap_on_both, _snapshot_on_0, set(), set(), set()),
+    # Rebuilt from connection 0's snapshot: connection 1's copies after it, before its answer,
+    # are of no known sequence and place it nowhere, however they agree with what the book
+    # applied; the book reopens it once the reset window passes with no answer.
+    ("sequenced", _gap_on_both, _snapshot_on_0, set(), set(), {1}),
     # Rebuilt from connection 1's: connection 0 always delivers first, so nothing places it;
     # the book reopens it once the reset window passes with no answer (its own rule, not this
     # one's resubscribe).

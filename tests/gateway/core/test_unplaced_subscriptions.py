@@ -118,19 +118,26 @@ def test_a_reset_declared_by_an_unplaced_connection_reopens_the_others() -> None
     assert arb.book.asks() == [("102.0", "2")]
 
 
-def test_a_reset_from_before_the_others_answer_after_a_rebuild_is_not_used() -> None:
-    """After a book built from an in-band snapshot (every connection asked to subscribe
-    again), a restart that another connection delivers before its answer may be the one
-    the book's sequence began with: it does not take the book back."""
+def rebuilt_in_a_newer_sequence() -> SequencedBook:
+    """Three connections; a gap, and connection 0's answer, in a newer sequence, rebuilds
+    the book at ``u = 8`` (its ask 102.0): the others were asked to subscribe again and
+    have not answered."""
     arb = bybit_book((0, 1, 2))
     arb.on_diff(delta(3, 1), 0)  # connection 1 in the stream
     arb.on_diff(delta(4, 0), 0)
     arb.on_diff(delta(6, 0), 0)
     out = arb.on_timer(WINDOW_NS)
     assert any(isinstance(e, SnapshotWanted) for e in out)
-    # Connection 0's answer, in a newer sequence, rebuilds the book at u = 8.
     arb.on_snapshot(snapshot(8, 0, asks=(("102.0", "2"),)), WINDOW_NS)
     assert arb.state is SymbolState.LIVE and arb.applied_id == 8
+    return arb
+
+
+def test_a_reset_from_before_the_others_answer_after_a_rebuild_is_not_used() -> None:
+    """After a book built from an in-band snapshot (every connection asked to subscribe
+    again), a restart that another connection delivers before its answer may be the one
+    the book's sequence began with: it does not take the book back."""
+    arb = rebuilt_in_a_newer_sequence()
     # Connection 1 delivers, before its answer, the restart that began that sequence.
     assert arb.on_snapshot(snapshot(1, 1), WINDOW_NS) == []
     assert arb.applied_id == 8
@@ -189,3 +196,41 @@ def test_an_in_band_rebuild_forgets_updates_buffered_past_its_snapshot() -> None
     arb.on_snapshot(snapshot(8, 0, asks=(("102.0", "2"),)), WINDOW_NS)
     assert arb.state is SymbolState.LIVE and arb.applied_id == 8 and arb.pending == 0
     assert arb.book.bids() == list(BID)
+
+
+def test_a_copy_from_before_the_others_answer_after_a_rebuild_does_not_place_them() -> None:
+    """The shrunk example: after a book built from an in-band snapshot, another connection
+    delivers, before its answer, an update of an older sequence whose ids and levels equal
+    the book's applied update, then the restart that began the book's sequence. Its stream
+    is of no known sequence until it answers: the equal copy places it nowhere, and the
+    restart does not take the book back."""
+    arb = rebuilt_in_a_newer_sequence()
+    # Connection 0's u = 9 deletes an ask the book does not hold.
+    deleted: tuple[Level, ...] = (("101.0", "0"),)
+    assert [type(e) for e in arb.on_diff(delta(9, 0, asks=deleted), WINDOW_NS)] == [BookDelta]
+    # Connection 1, before its answer: its older sequence's u = 9, the same deletion.
+    assert arb.on_diff(delta(9, 1, asks=deleted), WINDOW_NS) == []
+    # Then the restart that began the book's sequence: not used.
+    assert arb.on_snapshot(snapshot(1, 1), WINDOW_NS) == []
+    assert arb.state is SymbolState.LIVE and arb.applied_id == 9
+    assert arb.book.asks() == [("102.0", "2")] and arb.stats.venue_resets == 0
+    # Its answer agrees: it is placed.
+    assert arb.on_snapshot(snapshot(9, 1, asks=(("102.0", "2"),)), WINDOW_NS) == []
+    assert [type(e) for e in arb.on_diff(delta(10, 1, bids=(("91.0", "1"),)), WINDOW_NS)] == [
+        BookDelta
+    ]
+
+
+def test_a_copy_from_a_connection_asked_to_reconnect_does_not_place_it() -> None:
+    """Connection 1's answer ahead of the book differs from the book once the book reaches
+    it: of another sequence, it is asked to reconnect. Until it goes down, an update of its
+    sequence equal to the book's at the same id does not place it, and its next one is not
+    applied."""
+    arb = bybit_book()
+    assert arb.on_snapshot(snapshot(4, 1, bids=(("95.0", "1"),)), 0) == []
+    arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    assert reconnects(arb.on_diff(delta(4, 0, bids=(("91.0", "1"),)), 0)) == [1]
+    arb.on_diff(delta(5, 0, bids=(("92.0", "1"),)), 0)
+    assert arb.on_diff(delta(5, 1, bids=(("92.0", "1"),)), 0) == []
+    assert arb.on_diff(delta(6, 1, bids=(("95.0", "0"),)), 0) == []
+    assert arb.applied_id == 5
