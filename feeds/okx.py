@@ -480,6 +480,9 @@ class RuleEvent(enum.Enum):
     UNSEQUENCED = "unsequenced"
     #: A copy of a pair that linked before the last reset, inside the straggler window.
     STRAGGLER = "straggler"
+    #: Received by its connection before its copy of the last reset that linked (before
+    #: the reset linked, by a connection with no copy of it then): of the sequence before it.
+    OLD_SEQUENCE = "old sequence"
     #: Not a reset, ``p == L`` (an ordinary update, or the keepalive ``p == s == L``).
     LINKS = "links"
     #: Not a reset, ``p < L < s``: it covers the applied id.
@@ -537,6 +540,7 @@ LINK_OF: Final[Mapping[RuleEvent, Link]] = MappingProxyType(
     {
         RuleEvent.UNSEQUENCED: Link.LINKS,
         RuleEvent.STRAGGLER: Link.STALE,
+        RuleEvent.OLD_SEQUENCE: Link.STALE,
         RuleEvent.LINKS: Link.LINKS,
         RuleEvent.COVERS: Link.LINKS,
         RuleEvent.FUTURE: Link.FUTURE,
@@ -565,6 +569,7 @@ _A: Final = RuleAction
 _EITHER_STATE: Final[Mapping[RuleEvent, tuple[RuleAction, ...]]] = {
     _E.UNSEQUENCED: (),
     _E.STRAGGLER: (_A.COUNT_STRAGGLER,),
+    _E.OLD_SEQUENCE: (_A.COUNT_STRAGGLER,),
     _E.LINKS: (_A.REMEMBER,),
     _E.COVERS: (_A.REMEMBER,),
     _E.FUTURE: (),
@@ -643,7 +648,15 @@ class OkxRule:
       forgotten; so is one whose copy comes again without linking (``p < L``: the book
       went past it; or ``p > L`` more than ``straggler_window_ns`` after its first copy).
       That copy, and later ones within ``straggler_window_ns``, are stale. A copy that
-      links (``p == L``) applies the reset, however long it waited.
+      links (``p == L``) applies the reset, however long it waited;
+    - once a reset linked, the book applied everything before it: an update a connection
+      received before its own copy of that reset is of the older sequence, stale, however
+      its ids compare with the new ones (a keepalive ``p == s`` with the reset's ``p``,
+      buffered behind the reset, would otherwise wait as future for ids that never come).
+      The copies known are the one that linked, those that came while it waited, and any
+      later one; a connection that had delivered none when it linked had not reached it,
+      so what it received before then is stale too, unless it had crossed another reset
+      waiting then (it is past this one since a time not known).
 
     Updates without ids (``s == -1``, feeds from before seqId existed) always link: such a
     stream can only be followed from one connection, checked by its checksum.
@@ -687,6 +700,10 @@ class OkxRule:
         #: since, each with when: what they received after it is of the new sequence.
         self._reset_pair: tuple[int, int] | None = None
         self._past_reset: dict[int, int] = {}
+        #: The latest receive time seen when that reset linked, and the connections that
+        #: had crossed another reset waiting then (past it since a time not known).
+        self._reset_ns = 0
+        self._past_unknown: frozenset[int] = frozenset()
         #: Resets applied.
         self.resets = 0
         #: Copies of updates from before a reset, recognised as stale.
@@ -698,6 +715,8 @@ class OkxRule:
         if seq < 0:
             return RuleEvent.UNSEQUENCED
         pair = (prev, seq)
+        if self._reset_pair is not None and self._before_reset(diff):
+            return RuleEvent.OLD_SEQUENCE
         if (
             self._old
             and pair in self._old
@@ -726,6 +745,14 @@ class OkxRule:
         if prev > applied_id:
             return RuleEvent.FUTURE
         return RuleEvent.STALE if seq <= applied_id else RuleEvent.COVERS
+
+    def _before_reset(self, diff: DepthDiff) -> bool:
+        """True when ``diff`` was received by its connection before its copy of the last
+        reset that linked (with no copy then: before the reset linked)."""
+        conn_id = diff.conn_id
+        if conn_id in self._past_unknown:
+            return False
+        return diff.recv_ns < self._past_reset.get(conn_id, self._reset_ns)
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link:
         event = self.event(diff, applied_id)
@@ -771,9 +798,14 @@ class OkxRule:
                 self._old.add(pair)
                 self._old_until_ns = recv_ns + self.straggler_window_ns
                 self._recent.clear()
+                # The connections that sent the reset while it waited: their copies of it.
+                # Had another reset waited, those that crossed it are past this one too.
+                copies = self._crossed if pair == self._waiting else {}
+                self._past_unknown = frozenset(self._crossed.keys() - copies.keys() - {conn_id})
+                self._past_reset = {**copies, conn_id: min(recv_ns, copies.get(conn_id, recv_ns))}
+                self._reset_pair, self._reset_ns = pair, self._now_ns
                 self._waiting = None
                 self._crossed = {}
-                self._reset_pair, self._past_reset = pair, {conn_id: recv_ns}
             elif action is RuleAction.WAIT:
                 self._waiting = pair
                 self._waiting_ns = recv_ns

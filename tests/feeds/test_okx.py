@@ -489,10 +489,10 @@ def _following() -> okx.OkxRule:
 
 
 def _after_reset() -> okx.OkxRule:
-    """FOLLOWING, 10→15 then the reset 15→3 linked at time 0 (both now stragglers)."""
+    """FOLLOWING, 10→15 then the reset 15→3 linked at time 100 (both now stragglers)."""
     rule = _following()
-    assert rule.classify(_ids(10, 15), 10) is Link.LINKS
-    assert rule.classify(_ids(15, 3), 15) is Link.LINKS
+    assert rule.classify(_ids(10, 15, recv_ns=100), 10) is Link.LINKS
+    assert rule.classify(_ids(15, 3, recv_ns=100), 15) is Link.LINKS
     return rule
 
 
@@ -506,7 +506,17 @@ def _waiting() -> okx.OkxRule:
 def _waiting_after_reset() -> okx.OkxRule:
     """RESET_WAITING with stragglers: after :func:`_after_reset`, reset 8→2 came early."""
     rule = _after_reset()
-    assert rule.classify(_ids(8, 2, conn=0), 3) is Link.FUTURE
+    assert rule.classify(_ids(8, 2, conn=0, recv_ns=100), 3) is Link.FUTURE
+    return rule
+
+
+def _after_waited_reset() -> okx.OkxRule:
+    """FOLLOWING: connection 1 sent the reset 15→3 at time 100 while the book was at 10;
+    connection 0 delivered 10→15 at 200 and its copy of the reset, linking, at 300."""
+    rule = _following()
+    assert rule.classify(_ids(15, 3, conn=1, recv_ns=100), 10) is Link.FUTURE
+    assert rule.classify(_ids(10, 15, recv_ns=200), 10) is Link.LINKS
+    assert rule.classify(_ids(15, 3, recv_ns=300), 15) is Link.LINKS
     return rule
 
 
@@ -529,6 +539,9 @@ ROWS: list[Row] = [
     (_following, _ids(-1, -1), 10, RE.UNSEQUENCED, Link.LINKS, F, (), (0, 0)),
     (_after_reset, _ids(10, 15, conn=1, recv_ns=500), 3,
      RE.STRAGGLER, Link.STALE, F, (RA.COUNT_STRAGGLER,), (1, 1)),
+    # Connection 1's keepalive before its copy of the reset (buffered behind it).
+    (_after_waited_reset, _ids(15, 15, conn=1, recv_ns=50), 3,
+     RE.OLD_SEQUENCE, Link.STALE, F, (RA.COUNT_STRAGGLER,), (1, 1)),
     (_following, _ids(10, 15), 10, RE.LINKS, Link.LINKS, F, (RA.REMEMBER,), (0, 0)),
     (_following, _ids(15, 15), 15, RE.LINKS, Link.LINKS, F, (RA.REMEMBER,), (0, 0)),
     (_following, _ids(12, 18), 15, RE.COVERS, Link.LINKS, F, (RA.REMEMBER,), (0, 0)),
@@ -541,6 +554,9 @@ ROWS: list[Row] = [
     (_waiting, _ids(-1, -1), 10, RE.UNSEQUENCED, Link.LINKS, W, (), (0, 0)),
     (_waiting_after_reset, _ids(10, 15, conn=1, recv_ns=500), 3,
      RE.STRAGGLER, Link.STALE, W, (RA.COUNT_STRAGGLER,), (1, 1)),
+    # Connection 1 had no copy of the reset when it linked, at 100.
+    (_waiting_after_reset, _ids(15, 15, conn=1, recv_ns=50), 3,
+     RE.OLD_SEQUENCE, Link.STALE, W, (RA.COUNT_STRAGGLER,), (1, 1)),
     (_waiting, _ids(10, 15, conn=1), 10, RE.LINKS, Link.LINKS, W, (RA.REMEMBER,), (0, 0)),
     (_waiting, _ids(8, 12, conn=1), 10, RE.COVERS, Link.LINKS, W, (RA.REMEMBER,), (0, 0)),
     (_waiting, _ids(12, 14, conn=1), 10, RE.FUTURE, Link.FUTURE, W, (), (0, 0)),
@@ -637,6 +653,31 @@ def _run(book: SequencedBook, events: list[DepthDiff | DepthSnapshot]) -> list[o
     return out
 
 
+def test_what_a_connection_received_before_its_copy_of_a_linked_reset_is_stale() -> None:
+    """Once a reset linked, an update is of the sequence before it when its connection
+    received it before its copy of the reset; with no copy of it then, before it linked;
+    but not from a connection that had crossed another reset waiting then."""
+    rule = _after_waited_reset()  # copies: conn 1 at 100, conn 0 at 300 (linked)
+    assert rule.event(_ids(15, 15, conn=1, recv_ns=99), 3) is RE.OLD_SEQUENCE
+    assert rule.event(_ids(15, 15, conn=0, recv_ns=299), 3) is RE.OLD_SEQUENCE
+    assert rule.event(_ids(15, 15, conn=2, recv_ns=299), 3) is RE.OLD_SEQUENCE, "no copy yet"
+    # After its copy, or after the reset linked with none: of the new sequence.
+    assert rule.classify(_ids(3, 4, conn=1, recv_ns=101), 3) is Link.LINKS
+    assert rule.event(_ids(4, 4, conn=2, recv_ns=301), 4) is RE.LINKS
+    # A copy of a pair from before the reset, received after the connection's copy of it:
+    # the new sequence's own (ids climbing back), no longer a straggler.
+    assert rule.event(_ids(10, 15, conn=1, recv_ns=500), 10) is RE.LINKS
+    assert rule.event(_ids(10, 15, conn=2, recv_ns=500), 10) is RE.STRAGGLER
+
+    # Connection 0 crossed the reset 20→5 waiting when connection 1's reset 10→3 linked:
+    # connection 0 is past 10→3 since a time not known; what it received is not judged.
+    rule = _following()
+    assert rule.classify(_ids(20, 5, recv_ns=1), 10) is Link.FUTURE
+    assert rule.classify(_ids(10, 3, conn=1, recv_ns=2), 10) is Link.LINKS
+    assert rule.event(_ids(20, 5, recv_ns=1), 3) is RE.RESET_EARLY
+    assert rule.event(_ids(12, 14, conn=2, recv_ns=1), 3) is RE.OLD_SEQUENCE
+
+
 def test_doc_example_through_the_arbiter_with_a_late_duplicate_of_the_reset() -> None:
     """snapshot -1→10, update 10→15, keepalive 15→15, reset 15→3, update 3→5 (§6), on two
     connections, the second one slower."""
@@ -712,8 +753,15 @@ def test_a_reset_arriving_before_its_ids_waits_for_the_other_connection() -> Non
 def _two_connections(events: list[DepthDiff | DepthSnapshot]) -> tuple[SequencedBook, list[object]]:
     """A book on connections 0 and 1 that received ``events`` in turn, 1 ms apart (each
     frame its own receive time), without asking for a snapshot; and what it returned."""
+    return _connections(2, events)
+
+
+def _connections(
+    n_conns: int, events: list[DepthDiff | DepthSnapshot]
+) -> tuple[SequencedBook, list[object]]:
+    """:func:`_two_connections` on connections 0 to ``n_conns - 1``."""
     book = SequencedBook(KEY, okx.OkxRule(), checksum=okx.book_checksum)
-    for conn in (0, 1):
+    for conn in range(n_conns):
         book.on_connection(conn, True, 0)
     arrivals = [
         msgspec.structs.replace(e, recv_ns=i * 1_000_000) if isinstance(e, DepthDiff) else e
@@ -804,6 +852,112 @@ def test_a_connection_behind_a_reset_says_nothing_of_a_hole_after_it() -> None:
     )
     assert book.applied_id == 14 and book.pending == 0 and book.stats.gaps == 0
     assert book.book.bids() == [("100", "5")]
+
+
+def _keepalive_behind_a_reset(conn_1_resets: bool) -> tuple[SequencedBook, list[object]]:
+    """Resets 21→10 and 11→3, keepalive 11→11 between them, on three connections.
+    Connection 1 lost 20→21 and 10→11, connection 2 20→21 and 21→10: connection 2's copy
+    of 10→11 is stale while 21→10 waits, and once connection 0 links 21→10, connection 2
+    lags it at id 11, so its keepalive 11→11 is dropped as of the older sequence (it is
+    never applied). Its reset 11→3 is buffered, then connection 1's keepalive, at the same
+    buffer position (prevSeqId 11); then, with ``conn_1_resets``, connection 1's copy of the
+    reset. Connection 0 fills the hole at 10→11: the reset links."""
+    snap = [_snapshot(20, [("100", "1")], [("101", "1")], conn=c) for c in range(3)]
+    u21 = _diff(20, 21, bids=[("100", "2")])
+    r10: list[Level] = [("99", "1")]
+    u11: list[Level] = [("100", "3")]
+    r3: list[Level] = [("99", "5")]
+    conn_1 = [_diff(11, 11, conn=1)]
+    if conn_1_resets:
+        conn_1.append(_diff(11, 3, conn=1, bids=r3))
+    return _connections(
+        3,
+        [
+            *snap,
+            _diff(21, 10, conn=1, bids=r10),
+            _diff(10, 11, conn=2, bids=u11),
+            u21,
+            _diff(11, 11, conn=2),
+            _diff(11, 3, conn=2, bids=r3),
+            *conn_1,
+            _diff(21, 10, bids=r10),
+            _diff(10, 11, bids=u11),
+            _diff(11, 11),
+            _diff(11, 3, bids=r3),
+            _diff(3, 4, bids=[("100", "4")]),
+        ],
+    )
+
+
+def test_a_keepalive_buffered_behind_the_reset_after_it_is_dropped_once_the_reset_links() -> None:
+    """Connection 1's keepalive 11→11, received before its copy of the reset 11→3, is of
+    the old sequence once the reset links: dropped, not left waiting for id 11 in the new
+    sequence (:func:`_keepalive_behind_a_reset`)."""
+    book, out = _keepalive_behind_a_reset(conn_1_resets=True)
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [21, 10, 11, 3, 4]
+    assert book.applied_id == 4 and book.pending == 0 and book.stats.gaps == 0
+    assert book.state is SymbolState.LIVE
+    assert book.book.bids() == [("100", "4"), ("99", "5")]
+
+
+def test_a_keepalive_of_a_connection_that_lost_the_reset_is_dropped_once_it_links() -> None:
+    """As above, but connection 1 lost the reset too: its keepalive, received before the
+    reset linked while it had delivered no copy of it, is of the old sequence."""
+    book, out = _keepalive_behind_a_reset(conn_1_resets=False)
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [21, 10, 11, 3, 4]
+    assert book.applied_id == 4 and book.pending == 0 and book.stats.gaps == 0
+    assert book.book.bids() == [("100", "4"), ("99", "5")]
+
+
+def test_resets_and_keepalives_at_different_paces_leave_nothing_buffered() -> None:
+    """The example hypothesis found for the resets-and-keepalives property: three
+    connections, keepalives and three resets (20001→19800, 19804→19600, 19600→19400);
+    connection 2 lost 20000→20001 and the first reset, connection 1 lost 20000→20001.
+    Connection 2's reset 19804→19600 is buffered before connection 1's keepalive
+    19804→19804 (the same buffer position): when connection 0 fills the hole, the reset
+    links and that keepalive (and connection 1's copy of the reset behind it) must go,
+    leaving the book live with nothing buffered."""
+    ids = [
+        (-1, 20000),
+        (20000, 20001),
+        (20001, 19800),
+        (19800, 19800),
+        (19800, 19800),
+        (19800, 19801),
+        (19801, 19802),
+        (19802, 19803),
+        (19803, 19804),
+        (19804, 19804),
+        (19804, 19600),
+        (19600, 19400),
+        (19400, 19401),
+        (19401, 19402),
+    ]
+    snap_bids: list[Level] = [("100", "1")]
+    snap_asks: list[Level] = [("200", "1")]
+    venue = L2Book()
+    venue.load(snap_bids, snap_asks)
+
+    def message(index: int, conn: int) -> DepthDiff | DepthSnapshot:
+        prev, seq = ids[index]
+        if index == 0:
+            return _snapshot(seq, snap_bids, snap_asks, conn=conn)
+        # A keepalive changes nothing; every other update sets a level of its own.
+        bids: list[Level] = [] if prev == seq else [(str(100 - index), str(index))]
+        return _diff(prev, seq, conn=conn, bids=bids)
+
+    for index in range(1, len(ids)):
+        diff = message(index, 0)
+        assert isinstance(diff, DepthDiff)
+        venue.apply(diff.bids, diff.asks)
+    # (connection, message index), in the order delivered.
+    schedule = [(0, 0), (1, 0), (2, 0), (1, 2), (1, 3), (1, 4), (1, 5), (2, 3), (0, 1)]
+    schedule += [(1, 6), (1, 7), (1, 8), (2, 4), (2, 9), (2, 10), (1, 9), (1, 10), (1, 11)]
+    schedule += [(2, 11), (2, 12), *((0, i) for i in range(2, len(ids)))]
+    book, _ = _connections(3, [message(index, conn) for conn, index in schedule])
+    assert book.state is SymbolState.LIVE and book.pending == 0
+    assert book.applied_id == 19402 and book.stats.gaps == book.stats.resyncs == 0
+    assert book.book.bids() == venue.bids() and book.book.asks() == venue.asks()
 
 
 def test_a_hole_in_the_new_sequence_is_still_a_gap() -> None:
