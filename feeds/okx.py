@@ -704,6 +704,10 @@ class OkxRule:
         #: had crossed another reset waiting then (past it since a time not known).
         self._reset_ns = 0
         self._past_unknown: frozenset[int] = frozenset()
+        #: Copies of resets not linked yet (``s < p``), per pair the connections that
+        #: delivered one, each with when (buffered, or dropped while another reset waited):
+        #: once that reset links, they are past it. The oldest pairs go beyond ``memory``.
+        self._reset_copies: dict[tuple[int, int], dict[int, int]] = {}
         #: Resets applied.
         self.resets = 0
         #: Copies of updates from before a reset, recognised as stale.
@@ -764,6 +768,11 @@ class OkxRule:
         self.state = state
         return link
 
+    def past_reset(self) -> frozenset[int]:
+        """The connections that delivered their copy of the last reset that linked (or
+        crossed a later one waiting then): they are past it, whenever it linked."""
+        return frozenset(self._past_reset.keys() | self._past_unknown)
+
     def on_snapshot(self, snap: DepthSnapshot) -> None:
         """The arbiter loaded ``snap``: a reset still waiting for its ids is history (the
         snapshot is of the sequence after it), so its copies are stale from now on."""
@@ -777,8 +786,14 @@ class OkxRule:
         extend the window: expired pairs must not come back)."""
         if diff.recv_ns > self._now_ns:
             self._now_ns = diff.recv_ns
-        if (diff.prev_id, diff.last_id) == self._reset_pair:
+        pair = (diff.prev_id, diff.last_id)
+        if pair == self._reset_pair:
             self._past_reset.setdefault(diff.conn_id, diff.recv_ns)
+        elif diff.last_id < diff.prev_id and pair not in self._old:
+            copies = self._reset_copies.setdefault(pair, {})
+            copies.setdefault(diff.conn_id, diff.recv_ns)
+            if len(self._reset_copies) > self._memory:
+                del self._reset_copies[next(iter(self._reset_copies))]
         if (diff.prev_id, diff.last_id) in self._old and diff.recv_ns > self._old_until_ns:
             self._old.clear()
 
@@ -800,7 +815,7 @@ class OkxRule:
                 self._recent.clear()
                 # The connections that sent the reset while it waited: their copies of it.
                 # Had another reset waited, those that crossed it are past this one too.
-                copies = self._crossed if pair == self._waiting else {}
+                copies = self._reset_copies.pop(pair, {})
                 self._past_unknown = frozenset(self._crossed.keys() - copies.keys() - {conn_id})
                 self._past_reset = {**copies, conn_id: min(recv_ns, copies.get(conn_id, recv_ns))}
                 self._reset_pair, self._reset_ns = pair, self._now_ns

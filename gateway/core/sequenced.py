@@ -100,7 +100,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass
 from typing import Final
 
@@ -508,6 +508,10 @@ class SequencedBook:
         #: it is still in. Its stream is in order, so what it delivers above that id is of
         #: that older sequence (:meth:`_before_reset`).
         self._behind_reset: dict[int, _Behind] = {}
+        #: ``(prev_id, last_id)`` of the update that applied the latest venue reset, while
+        #: no later one applied (None: the latest was a snapshot): a connection delivering
+        #: a copy of it crossed every reset before it (:meth:`_before_reset`).
+        self._reset_ids: tuple[int, int] | None = None
         #: Connections whose subscription was answered while the book was built and that
         #: are not known to be in the book's sequence (:meth:`_leads_reset`): nothing they
         #: deliver is used.
@@ -594,7 +598,7 @@ class SequencedBook:
         conn = self.stats.conn(diff.conn_id)
         conn.received += 1
         self._fresh.discard(diff.conn_id)
-        if self._behind_reset and self._before_reset(diff.conn_id, diff.last_id):
+        if self._behind_reset and self._before_reset(diff.conn_id, diff.last_id, diff.prev_id):
             self.stats.stale += 1  # an update of the sequence before a venue reset
             return out
         if self._below_snapshot:
@@ -738,6 +742,7 @@ class SequencedBook:
             return out
         if snap.reset:
             self._last_reset = snap
+            self._reset_ids = None
         waiting = self._pending or self._held
         event = SyncEvent.BOOK_BUILT_WITH_HOLE if waiting else SyncEvent.BOOK_BUILT
         self._sync(event, out, reason="snapshot applied", now_ns=now_ns, recv_ns=snap.recv_ns)
@@ -957,17 +962,24 @@ class SequencedBook:
         self._drain(out, now_ns)
         self._check_hole(snap.recv_ns, out)
 
-    def _left_behind(self, conn_id: int, out: list[ArbiterEvent], now_ns: int) -> None:
+    def _left_behind(
+        self, conn_id: int, out: list[ArbiterEvent], now_ns: int, past: Collection[int] = ()
+    ) -> None:
         """``conn_id`` delivered a venue reset first (a snapshot that declares it, or an
         update whose ids go back: OKX ``seqId < prevSeqId``): every other connection lags
         one reset more until it delivers its own copy. One silent until now (up, nothing
         delivered since it came up) may have been answered in either sequence: nothing it
-        delivers is trusted, and it is asked to reconnect."""
+        delivers is trusted, and it is asked to reconnect. The connections in ``past``
+        already delivered their copy (the rule saw it before the reset applied): their
+        streams are in order, so they lag no reset."""
         behind = self._behind_reset
         for other, high in self._conn_high.items():
             if other == conn_id:
                 continue
             lagging = behind.get(other)
+            if other in past and other not in self._unplaced and not (lagging and lagging.silent):
+                behind.pop(other, None)
+                continue
             if lagging is not None:
                 lagging.resets += 1
             elif high >= 0 and other not in self._unplaced:
@@ -981,13 +993,18 @@ class SequencedBook:
                 self._warn(("silent at reset", other), now_ns, "conn %d %s", other, reason)
                 out.append(ReconnectWanted(self.key, other, reason, fault=False))
 
-    def _before_reset(self, conn_id: int, last_id: int) -> bool:
+    def _before_reset(self, conn_id: int, last_id: int, prev_id: int | None = None) -> bool:
         """True when ``last_id`` from ``conn_id`` is of a sequence before the venue reset
         the book follows: the connection lags a reset and the id continues its older
         sequence. An id below the connection's latest means its stream started again: it
-        crossed one reset."""
+        crossed one reset; its copy of the update that applied the latest reset (``prev_id``
+        and ``last_id`` those of it), every one."""
         lagging = self._behind_reset.get(conn_id)
         if lagging is None:
+            return False
+        if (prev_id, last_id) == self._reset_ids and not lagging.silent:
+            # Its stream is in order: past the latest reset, it is past any it lost.
+            del self._behind_reset[conn_id]
             return False
         if last_id >= lagging.high:  # at its latest: a keepalive, a repeated snapshot
             lagging.high = last_id
@@ -1161,6 +1178,7 @@ class SequencedBook:
     def _sequence_restarted(self, conn_id: int) -> None:
         """The venue's ids started again lower: what other connections delivered says
         nothing about the new sequence until they deliver in it."""
+        self._reset_ids = None
         for other in self._conn_high:
             if other != conn_id:
                 self._conn_high[other] = -1
@@ -1205,8 +1223,10 @@ class SequencedBook:
             return _Applied.REJECTED
         restarted = diff.last_id < self.applied_id
         if restarted:
-            self._left_behind(diff.conn_id, out, now_ns)
+            past = getattr(self.rule, "past_reset", None)
+            self._left_behind(diff.conn_id, out, now_ns, past() if past is not None else ())
             self._sequence_restarted(diff.conn_id)
+            self._reset_ids = (diff.prev_id, diff.last_id)
         before = self.applied_id
         self.applied_id = diff.last_id
         self.seq += 1

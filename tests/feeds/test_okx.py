@@ -678,6 +678,21 @@ def test_what_a_connection_received_before_its_copy_of_a_linked_reset_is_stale()
     assert rule.event(_ids(12, 14, conn=2, recv_ns=1), 3) is RE.OLD_SEQUENCE
 
 
+def test_the_rule_knows_the_connections_past_the_reset_that_linked() -> None:
+    """The connections past the last linked reset: the linking one, those whose copy came
+    while it waited, and those whose copy was dropped while another reset waited."""
+    rule = _after_waited_reset()
+    assert rule.past_reset() == {0, 1}  # of the linked 15→3
+    assert rule.classify(_ids(8, 2, recv_ns=400), 3) is Link.FUTURE  # waits
+    assert rule.classify(_ids(8, 2, conn=1, recv_ns=410), 3) is Link.FUTURE
+    assert rule.classify(_ids(2, 1, conn=1, recv_ns=420), 3) is Link.STALE
+    assert rule.classify(_ids(3, 8, conn=2, recv_ns=430), 3) is Link.LINKS
+    assert rule.classify(_ids(8, 2, recv_ns=400), 8) is Link.LINKS
+    assert rule.past_reset() == {0, 1}
+    assert rule.classify(_ids(2, 1, conn=2, recv_ns=440), 2) is Link.LINKS
+    assert rule.past_reset() == {1, 2}, "conn 1's copy came before it linked; conn 0 has none"
+
+
 def test_doc_example_through_the_arbiter_with_a_late_duplicate_of_the_reset() -> None:
     """snapshot -1→10, update 10→15, keepalive 15→15, reset 15→3, update 3→5 (§6), on two
     connections, the second one slower."""
@@ -909,55 +924,103 @@ def test_a_keepalive_of_a_connection_that_lost_the_reset_is_dropped_once_it_link
     assert book.book.bids() == [("100", "4"), ("99", "5")]
 
 
-def test_resets_and_keepalives_at_different_paces_leave_nothing_buffered() -> None:
-    """The example hypothesis found for the resets-and-keepalives property: three
-    connections, keepalives and three resets (20001→19800, 19804→19600, 19600→19400);
-    connection 2 lost 20000→20001 and the first reset, connection 1 lost 20000→20001.
-    Connection 2's reset 19804→19600 is buffered before connection 1's keepalive
-    19804→19804 (the same buffer position): when connection 0 fills the hole, the reset
-    links and that keepalive (and connection 1's copy of the reset behind it) must go,
-    leaving the book live with nothing buffered."""
-    ids = [
-        (-1, 20000),
-        (20000, 20001),
-        (20001, 19800),
-        (19800, 19800),
-        (19800, 19800),
-        (19800, 19801),
-        (19801, 19802),
-        (19802, 19803),
-        (19803, 19804),
-        (19804, 19804),
-        (19804, 19600),
-        (19600, 19400),
-        (19400, 19401),
-        (19401, 19402),
-    ]
+#: The ids of :func:`_at_different_paces`: keepalives and three resets (20001→19800,
+#: 19804→19600, 19600→19400), then ordinary updates.
+_PACES_IDS = [
+    (-1, 20000),
+    (20000, 20001),
+    (20001, 19800),
+    (19800, 19800),
+    (19800, 19800),
+    (19800, 19801),
+    (19801, 19802),
+    (19802, 19803),
+    (19803, 19804),
+    (19804, 19804),
+    (19804, 19600),
+    (19600, 19400),
+    (19400, 19401),
+    (19401, 19402),
+    (19402, 19403),
+    (19403, 19404),
+]
+
+
+def _at_different_paces(after: list[tuple[int, int]]) -> tuple[SequencedBook, L2Book]:
+    """The example hypothesis found for the resets-and-keepalives property, on three
+    connections: connection 2 lost 20000→20001 and the first reset, connection 1 lost
+    20000→20001. Connection 2's reset 19804→19600 is buffered before connection 1's
+    keepalive 19804→19804 (the same buffer position), connection 1's copy of it behind
+    them; connections 1 and 2 deliver their copies of 19600→19400 while 19804→19600 waits.
+    Connection 0 then delivers everything up to 19401→19402, and ``after`` (connection,
+    message index) follows. Returns the book and the venue's book at the last message."""
     snap_bids: list[Level] = [("100", "1")]
     snap_asks: list[Level] = [("200", "1")]
-    venue = L2Book()
-    venue.load(snap_bids, snap_asks)
 
     def message(index: int, conn: int) -> DepthDiff | DepthSnapshot:
-        prev, seq = ids[index]
+        prev, seq = _PACES_IDS[index]
         if index == 0:
             return _snapshot(seq, snap_bids, snap_asks, conn=conn)
         # A keepalive changes nothing; every other update sets a level of its own.
         bids: list[Level] = [] if prev == seq else [(str(100 - index), str(index))]
         return _diff(prev, seq, conn=conn, bids=bids)
 
-    for index in range(1, len(ids)):
-        diff = message(index, 0)
-        assert isinstance(diff, DepthDiff)
-        venue.apply(diff.bids, diff.asks)
     # (connection, message index), in the order delivered.
     schedule = [(0, 0), (1, 0), (2, 0), (1, 2), (1, 3), (1, 4), (1, 5), (2, 3), (0, 1)]
     schedule += [(1, 6), (1, 7), (1, 8), (2, 4), (2, 9), (2, 10), (1, 9), (1, 10), (1, 11)]
-    schedule += [(2, 11), (2, 12), *((0, i) for i in range(2, len(ids)))]
+    schedule += [(2, 11), (2, 12), *((0, i) for i in range(2, 14)), *after]
+    venue = L2Book()
+    venue.load(snap_bids, snap_asks)
+    for index in range(1, max(i for _, i in schedule) + 1):
+        diff = message(index, 0)
+        assert isinstance(diff, DepthDiff)
+        venue.apply(diff.bids, diff.asks)
     book, _ = _connections(3, [message(index, conn) for conn, index in schedule])
+    return book, venue
+
+
+def test_resets_and_keepalives_at_different_paces_leave_nothing_buffered() -> None:
+    """When connection 0 fills the hole, the reset 19804→19600 links and connection 1's
+    keepalive buffered behind it (and its copy of the reset) must go, leaving the book live
+    with nothing buffered (:func:`_at_different_paces`)."""
+    book, venue = _at_different_paces([])
     assert book.state is SymbolState.LIVE and book.pending == 0
     assert book.applied_id == 19402 and book.stats.gaps == book.stats.resyncs == 0
     assert book.book.bids() == venue.bids() and book.book.asks() == venue.asks()
+
+
+def test_connections_whose_copies_of_a_reset_came_before_it_linked_still_cover() -> None:
+    """Connections 1 and 2 delivered their copies of the resets 19804→19600 (buffered) and
+    19600→19400 (dropped while the other waited) before connection 0 linked them: they are
+    past both, so their updates are used. Connection 0 loses 19402→19403: theirs fills the
+    hole, no gap (:func:`_at_different_paces`)."""
+    after = [(1, 12), (1, 13), (2, 13), (1, 14), (2, 14), (0, 15)]
+    book, venue = _at_different_paces(after)
+    assert book.state is SymbolState.LIVE and book.pending == 0
+    assert book.applied_id == 19404 and book.stats.gaps == book.stats.resyncs == 0
+    assert book.book.bids() == venue.bids() and book.book.asks() == venue.asks()
+
+
+def test_a_connection_that_lost_a_reset_is_past_it_with_its_copy_of_the_next() -> None:
+    """Connection 1 lost the reset 20000→19800; its late copy of the next reset,
+    19800→19600, shows it past both: its next update is used, and fills the hole
+    connection 0 left."""
+    snap = [_snapshot(20000, [("100", "1")], [("101", "1")], conn=c) for c in (0, 1)]
+    r19800: list[Level] = [("99", "1")]
+    r19600: list[Level] = [("98", "1")]
+    u19601: list[Level] = [("100", "2")]
+    book, out = _two_connections(
+        [
+            *snap,
+            _diff(20000, 19800, bids=r19800),
+            _diff(19800, 19600, bids=r19600),
+            _diff(19800, 19600, conn=1, bids=r19600),
+            _diff(19600, 19601, conn=1, bids=u19601),
+        ]
+    )
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [19800, 19600, 19601]
+    assert book.applied_id == 19601 and book.pending == 0 and book.stats.gaps == 0
+    assert book.book.bids() == [("100", "2"), ("99", "1"), ("98", "1")]
 
 
 def test_a_hole_in_the_new_sequence_is_still_a_gap() -> None:

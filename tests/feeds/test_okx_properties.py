@@ -182,6 +182,27 @@ def test_a_live_okx_book_is_the_venues_with_resets_and_keepalives(data: st.DataO
         _deliver(arb, c, index, message, snapshot, step * STEP_NS)
         live.check(arb, index)
     live.check_end(arb)
+    _covers_after_the_last_reset(arb, venue, copies, len(schedule) * STEP_NS)
+
+
+def _covers_after_the_last_reset(
+    arb: SequencedBook, venue: Venue, copies: list[list[int]], now_ns: int
+) -> None:
+    """A connection past the first that delivered its copy of the venue's last reset is
+    past it: an update that only it delivers next is applied."""
+    resets = [
+        i
+        for i, (message, snapshot) in enumerate(venue.messages)
+        if not snapshot and venue.seq_id(i) < int(str(message["prevSeqId"]))
+    ]
+    past = [c for c in range(1, len(copies)) if resets and resets[-1] in copies[c]]
+    if not past:
+        return
+    seq = venue.seq_id(len(venue.messages) - 1)
+    # No level changes: the book, and so its checksum, stays the venue's last.
+    message = {**venue.messages[-1][0], "asks": [], "bids": [], "prevSeqId": seq, "seqId": seq + 1}
+    _deliver(arb, past[-1], len(venue.messages), message, False, now_ns)
+    assert arb.applied_id == seq + 1 and arb.pending == 0
 
 
 def _deliver(
