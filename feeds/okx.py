@@ -653,10 +653,12 @@ class OkxRule:
       received before its own copy of that reset is of the older sequence, stale, however
       its ids compare with the new ones (a keepalive ``p == s`` with the reset's ``p``,
       buffered behind the reset, would otherwise wait as future for ids that never come).
-      The copies known are the one that linked, those that came while it waited, and any
-      later one; a connection that had delivered none when it linked had not reached it,
-      so what it received before then is stale too, unless it had crossed another reset
-      waiting then (it is past this one since a time not known).
+      The copies known are the one that linked, those that came before it linked (while
+      it waited, or dropped while another reset waited), and any later one; a connection
+      that had delivered none when it linked had not reached it, so what it received
+      before then is stale too, unless it had crossed another reset waiting then (it is
+      past this one since a time not known). :meth:`past_reset` names the connections
+      past it (the arbiter does not hold them behind it).
 
     Updates without ids (``s == -1``, feeds from before seqId existed) always link: such a
     stream can only be followed from one connection, checked by its checksum.
@@ -813,8 +815,9 @@ class OkxRule:
                 self._old.add(pair)
                 self._old_until_ns = recv_ns + self.straggler_window_ns
                 self._recent.clear()
-                # The connections that sent the reset while it waited: their copies of it.
-                # Had another reset waited, those that crossed it are past this one too.
+                # The connections whose copy of the reset came before it linked (buffered
+                # while it waited, or dropped while another did). Had another reset waited,
+                # those that crossed it are past this one too.
                 copies = self._reset_copies.pop(pair, {})
                 self._past_unknown = frozenset(self._crossed.keys() - copies.keys() - {conn_id})
                 self._past_reset = {**copies, conn_id: min(recv_ns, copies.get(conn_id, recv_ns))}
