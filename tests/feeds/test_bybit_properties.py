@@ -215,7 +215,7 @@ def test_a_live_bybit_book_is_the_venues_with_unseen_subscriptions(data: st.Data
     " restart of, is placed by one copy equal to the book's update by chance; what the book"
     " sees fits a lagging connection of the book's own sequence just as well",
 )
-def test_an_unseen_sequence_answered_below_the_book_and_a_chance_equal_copy_serve_no_mix() -> None:
+def test_an_unseen_sequence_answered_below_the_book_is_not_placed_by_a_chance_equal_copy() -> None:
     """Connection 1 is answered in sequence 1 below the book (sequence 0 at u 3), loses
     u 3, and its u 4 equals sequence 0's: its u 5 must not be applied onto sequence 0's
     book (the venue never had that book)."""
