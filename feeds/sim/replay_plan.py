@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from feeds.sim.replay_book import ReplayBooks
-from gateway.capture import INLINE_SNAPSHOT_SCHEME, CaptureRecord
+from gateway.capture import CaptureRecord, is_inline_snapshot
 
 __all__ = [
     "SYMBOL_PARAMS",
@@ -89,7 +89,7 @@ class _RestEntry(msgspec.Struct, frozen=True, gc=False):
 def _split(url: str, snapshot_path: str | None) -> tuple[str, tuple[tuple[str, str], ...]]:
     parts = urlsplit(url)
     path = parts.path
-    if parts.scheme == INLINE_SNAPSHOT_SCHEME and snapshot_path is not None:
+    if is_inline_snapshot(url) and snapshot_path is not None:
         path = snapshot_path
     query = tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
     return path, query

@@ -17,6 +17,7 @@ from gateway.capture.records import (
     RecordKind,
     decimal_seconds_to_ns,
     inline_snapshot_url,
+    is_inline_snapshot,
     rest_symbol,
 )
 from gateway.capture.registry import FORMATS, CaptureReader, detect_format, detect_venue
@@ -46,6 +47,7 @@ __all__ = [
     "detect_format",
     "detect_venue",
     "inline_snapshot_url",
+    "is_inline_snapshot",
     "rest_symbol",
     "venue_from_frame",
     "venue_from_url",

@@ -42,19 +42,14 @@ from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from gateway.capture.codec import connect_venue
-from gateway.capture.records import INLINE_SNAPSHOT_SCHEME, CaptureRecord, rest_symbol
+from gateway.capture.records import CaptureRecord, is_inline_snapshot, rest_symbol
 from gateway.capture.venues import connection_venue, venue_from_frame
 from gateway.core.arbiter import DEFAULT_ARBITER_LIMITS, ArbiterLimits
 from gateway.core.model import VenueContractError
 from gateway.core.pipeline import VenuePipeline
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
-__all__ = ["RecordDriver", "VenueRouter", "is_inline_snapshot", "venue_adapter"]
-
-
-def is_inline_snapshot(url: str) -> bool:
-    """A REST record whose format recorded no request URL (:func:`inline_snapshot_url`)."""
-    return urlsplit(url).scheme == INLINE_SNAPSHOT_SCHEME
+__all__ = ["RecordDriver", "VenueRouter", "venue_adapter"]
 
 
 def venue_adapter(name: str | None, prefer: VenueAdapter | None = None) -> VenueAdapter | None:

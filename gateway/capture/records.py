@@ -29,6 +29,7 @@ __all__ = [
     "RecordKind",
     "decimal_seconds_to_ns",
     "inline_snapshot_url",
+    "is_inline_snapshot",
     "json_seconds_to_ns",
     "rest_record",
     "rest_symbol",
@@ -91,6 +92,11 @@ def rest_record(recv_ns: int, url: str, body: bytes) -> CaptureRecord:
 def inline_snapshot_url(symbol: str) -> str:
     """The URL given to a REST snapshot whose request URL the format did not record."""
     return f"{INLINE_SNAPSHOT_SCHEME}:snapshot?symbol={symbol}"
+
+
+def is_inline_snapshot(url: str) -> bool:
+    """A REST record's URL made by :func:`inline_snapshot_url` (no request URL recorded)."""
+    return urlsplit(url).scheme == INLINE_SNAPSHOT_SCHEME
 
 
 #: Query parameters naming the symbol of a venue's REST depth request, in the order read:

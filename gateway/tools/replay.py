@@ -44,12 +44,12 @@ import msgspec
 from feeds.sim.faults import FaultPlan, FaultSpecError
 from feeds.sim.replay_plan import ReplayPlan, build_plan, parse_speed
 from gateway.capture import (
-    INLINE_SNAPSHOT_SCHEME,
     CaptureFormatError,
     CaptureReader,
     CaptureRecord,
     connection_venue,
     detect_venue,
+    is_inline_snapshot,
 )
 from gateway.capture.codec import connect_venue
 from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
@@ -88,11 +88,7 @@ class _File:
         records = []
         for record in reader:
             url = record.url
-            if (
-                record.kind == "rest"
-                and snapshot_path
-                and url.startswith(INLINE_SNAPSHOT_SCHEME + ":")
-            ):
+            if record.kind == "rest" and snapshot_path and is_inline_snapshot(url):
                 url = snapshot_path + url[url.index("?") :] if "?" in url else snapshot_path
                 record = msgspec.structs.replace(record, url=url)
             records.append(record)
