@@ -17,6 +17,7 @@ count per IP in a sliding window of their own.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from typing import Final
 
@@ -119,12 +120,18 @@ class AttemptBudget:
             anything else sharing the IP, a restarted gateway among them).
 
     Use: ``wait = budget.wait_s(now_s)``; sleep while it is positive (asking again after
-    the sleep); then ``budget.spend(now_s)`` and connect, with no await in between.
+    the sleep); then ``budget.spend(now_s)`` and connect, with no await in between. A group
+    of ``n`` attempts sent together (a resubscription's unsubscribe and subscribe) asks for
+    them at once: ``wait_s(now_s, attempts=n)``, then ``spend(now_s, attempts=n)``.
 
-    Contract: following :meth:`wait_s`, an attempt recorded with :meth:`spend` at ``t``
-    finds fewer than :attr:`budget` others in its window (those at ``u`` with
-    ``u + window_s > t``). Memory is bounded by
-    :attr:`budget` (the times of the last ``budget`` attempts).
+    Contract: following :meth:`wait_s` for the same number of attempts, the attempts
+    recorded with :meth:`spend` at ``t`` find at most :attr:`budget` minus their number
+    others in their window (those at ``u`` with ``u + window_s > t``): no window ever holds
+    more than :attr:`budget` attempts, a group's included. A group of more than
+    :attr:`budget` attempts never fits: :meth:`wait_s` raises ValueError for it rather
+    than answer a wait that never ends (whoever builds such groups checks them against
+    :attr:`budget` first). Memory is bounded by :attr:`budget` (the times of the last
+    ``budget`` attempts: those that a group spent pushes out had left the window).
     """
 
     def __init__(self, attempts_per_window: int, window_s: float, *, share: float = 0.8) -> None:
@@ -140,12 +147,23 @@ class AttemptBudget:
         #: No attempt before this time (a refused handshake's Retry-After).
         self.blocked_until_s = 0.0
 
-    def wait_s(self, now_s: float) -> float:
-        """Seconds to wait before the next attempt; 0.0: connect now."""
+    def wait_s(self, now_s: float, *, attempts: int = 1) -> float:
+        """Seconds to wait before ``attempts`` more may start together; 0.0: now.
+
+        Raises ValueError when ``attempts`` is negative or above :attr:`budget` (they
+        would never fit in one window)."""
+        if not 0 <= attempts <= self.budget:
+            raise ValueError(
+                f"{attempts} attempts at once can never fit a budget of {self.budget} "
+                f"per {self.window_s:g} s"
+            )
         blocked_s = max(0.0, self.blocked_until_s - now_s)
-        if len(self._expiries) < self.budget:
+        # Room for them once the oldest attempts they would push out of the last
+        # ``budget`` have left the window; the last of those leaves at ``expiries[over - 1]``.
+        over = len(self._expiries) + attempts - self.budget
+        if over <= 0:
             return blocked_s
-        return max(blocked_s, self._expiries[0] - now_s)
+        return max(blocked_s, self._expiries[over - 1] - now_s)
 
     def settle(self, spent_s: float, ended_s: float) -> None:
         """The attempt spent at ``spent_s`` ended its handshake at ``ended_s``: it counts
@@ -167,10 +185,11 @@ class AttemptBudget:
         ``retry_after`` seconds."""
         self.blocked_until_s = max(self.blocked_until_s, now_s + retry_after)
 
-    def spend(self, now_s: float) -> None:
-        """An attempt starts now (the oldest remembered one, out of the window, is dropped)."""
-        self._expiries.append(now_s + self.window_s)
-        self.attempts += 1
+    def spend(self, now_s: float, *, attempts: int = 1) -> None:
+        """``attempts`` start now (as many of the oldest remembered, out of the window when
+        :meth:`wait_s` allowed them, are dropped)."""
+        self._expiries.extend(itertools.repeat(now_s + self.window_s, attempts))
+        self.attempts += attempts
 
 
 #: What budgets are kept per: a venue's limit group (:attr:`VenueLimits.group

@@ -224,8 +224,13 @@ class Connection:
         (ANSWERED: the snapshot the queued ones bring follows whatever asked again); once
         their last is written, ``on_sent(conn_id, key)`` is told.
         ``budget`` (a venue's subscribe requests per connection, with ``now_s`` on its
-        clock) is spent one attempt per message when, and only when, they are queued;
-        OVER_BUDGET when it has no room now. Nothing is spent for messages not queued."""
+        clock) is spent one attempt per message when, and only when, they are queued, and
+        only when the whole group fits in its window now (OVER_BUDGET otherwise: never part
+        of a group, never one attempt past the budget). Nothing is spent for messages not
+        queued. A group larger than the whole budget can never fit: ValueError (from
+        :meth:`AttemptBudget.wait_s <gateway.core.budget.AttemptBudget.wait_s>`), which
+        whoever builds the groups rules out beforehand (:class:`VenueRuntime
+        <gateway.io.venue_runtime.VenueRuntime>` at its start)."""
         if key is not None and key in self._queued_keys:
             return Sent.ANSWERED
         outbox = self._outbox
@@ -233,10 +238,9 @@ class Connection:
             self.stats.messages_dropped += len(messages)
             return Sent.DROPPED
         if budget is not None:
-            if budget.wait_s(now_s) > 0:
+            if budget.wait_s(now_s, attempts=len(messages)) > 0:
                 return Sent.OVER_BUDGET
-            for _ in messages:
-                budget.spend(now_s)
+            budget.spend(now_s, attempts=len(messages))
         self._put(outbox, messages, key)
         if key is not None and messages:
             self._queued_keys.add(key)
@@ -259,10 +263,6 @@ class Connection:
     ) -> None:
         for i, message in enumerate(messages, 1):
             outbox.put_nowait((message, last if i == len(messages) else None))
-
-    def queued(self, key: str) -> bool:
-        """Messages of ``key`` (:meth:`send`) are queued, their last not yet written."""
-        return key in self._queued_keys
 
     async def run(self) -> None:
         """Runs until cancelled."""

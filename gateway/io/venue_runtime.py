@@ -64,6 +64,13 @@ log = logging.getLogger(__name__)
 SCORE_INTERVAL_S = 1.0
 #: The arrival lag counted for a connection of an unsequenced venue with no valid replica.
 NO_REPLICA_LAG_S = 1.0
+#: The window of a venue's subscribe requests per connection (OKX counts them per hour).
+SUBSCRIBE_WINDOW_S = 3600.0
+
+
+def _subscribe_budget(requests_per_hour: int) -> AttemptBudget:
+    """A connection's own budget of subscribe requests (venues that limit them)."""
+    return AttemptBudget(requests_per_hour, SUBSCRIBE_WINDOW_S)
 
 
 @redacted_repr
@@ -119,6 +126,7 @@ class VenueRuntime:
         self.limits = venue_limits(cfg)
         #: Per connection, its subscribe requests in the last hour (venues that limit them).
         self._subscribe_budgets: dict[int, AttemptBudget] = {}
+        self._check_resubscriptions_fit()
         self._log = LimitedLog(log)
         budgets = SharedBudgets() if budgets is None else budgets
         #: What the budgets are kept per: the venue's limit group and source address (the
@@ -604,8 +612,9 @@ class VenueRuntime:
         if limit is not None:
             budget = self._subscribe_budgets.get(action.conn_id)
             if budget is None:
-                budget = self._subscribe_budgets[action.conn_id] = AttemptBudget(limit, 3600.0)
-        # The connection queues it at most once, spending the budget only then.
+                budget = self._subscribe_budgets[action.conn_id] = _subscribe_budget(limit)
+        # The connection queues it at most once, spending the budget only then, and only
+        # when the whole group fits (checked at the start: every group can).
         sent = connection.send(
             resubscribe(action.symbol),
             key=action.symbol,
@@ -624,6 +633,23 @@ class VenueRuntime:
                 extra={"venue": self.cfg.venue, "connection": action.conn_id},
             )
             self._renew(self._machines().due(action.conn_id, "subscribe budget"))
+
+    def _check_resubscriptions_fit(self) -> None:
+        """Raises ValueError when a symbol's resubscription has more messages than a
+        connection's whole subscribe budget: it could never be sent (it would renew the
+        connection on every resync instead), so the venue is refused at its start."""
+        resubscribe = self.adapter.resubscribe_messages
+        limit = self.limits.subscribe_requests_per_hour
+        if resubscribe is None or limit is None:
+            return
+        budget = _subscribe_budget(limit).budget
+        for symbol in self.cfg.symbols:
+            group = len(resubscribe(symbol))
+            if group > budget:
+                raise ValueError(
+                    f"{self.cfg.venue}: resubscribing {symbol} takes {group} requests, "
+                    f"more than the {budget} a connection may send per hour"
+                )
 
     def on_state(self, conn_id: int, up: bool) -> None:
         if self.capture is not None:

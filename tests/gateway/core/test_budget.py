@@ -253,3 +253,88 @@ def test_a_refused_handshake_blocks_every_attempt_until_its_retry_after() -> Non
     budget.rate_limited(30.0, 5.0)
     assert budget.wait_s(5.0) == pytest.approx(30.0)
     assert budget.wait_s(35.0) == 0.0
+
+
+# --- AttemptBudget: groups of attempts at once ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spent_s", "attempts", "now_s", "wait_s"),
+    [
+        ((), 3, 0.0, 0.0),  # an empty window holds the whole budget
+        ((0.0,), 2, 5.0, 0.0),  # two free slots, two asked
+        ((0.0, 1.0), 1, 5.0, 0.0),
+        ((0.0, 1.0), 2, 5.0, 5.0),  # one slot free: until the attempt at 0 s leaves
+        ((0.0, 1.0), 3, 5.0, 6.0),  # none is enough until both left
+        ((0.0, 1.0, 2.0), 1, 5.0, 5.0),
+        ((0.0, 1.0, 2.0), 2, 5.0, 6.0),
+        ((0.0, 1.0, 2.0), 3, 5.0, 7.0),
+        ((0.0, 1.0, 2.0), 2, 10.5, 0.5),  # the one at 0 s left; the one at 1 s leaves at 11
+        ((0.0, 1.0, 2.0), 3, 12.0, 0.0),  # all three left
+        ((0.0, 1.0, 2.0), 0, 5.0, 0.0),  # nothing asked, nothing to wait for
+    ],
+)
+def test_a_group_waits_until_all_of_it_fits_in_the_window(
+    spent_s: tuple[float, ...], attempts: int, now_s: float, wait_s: float
+) -> None:
+    budget = AttemptBudget(3, 10.0, share=1.0)
+    for at_s in spent_s:
+        budget.spend(at_s)
+    assert budget.wait_s(now_s, attempts=attempts) == pytest.approx(wait_s)
+
+
+def test_a_group_spent_at_once_is_remembered_whole() -> None:
+    """Spending a group pushes out of the remembered attempts only those out of the
+    window: the next ask still sees every attempt within it."""
+    budget = AttemptBudget(4, 10.0, share=1.0)
+    budget.spend(0.0, attempts=2)
+    budget.spend(1.0, attempts=2)
+    assert budget.attempts == 4 and budget.wait_s(5.0) == pytest.approx(5.0)
+    assert budget.wait_s(10.0, attempts=3) == pytest.approx(1.0)
+    budget.spend(10.0, attempts=2)  # the two at 0 s left the window
+    assert budget.wait_s(10.0) == pytest.approx(1.0), "the two at 1 s are remembered"
+    assert budget.wait_s(11.0, attempts=2) == 0.0
+    assert budget.wait_s(11.0, attempts=3) == pytest.approx(9.0)
+
+
+def test_a_group_is_blocked_by_a_refused_handshake_too() -> None:
+    budget = AttemptBudget(10, 10.0, share=1.0)
+    budget.rate_limited(30.0, 0.0)
+    assert budget.wait_s(1.0, attempts=2) == pytest.approx(29.0)
+
+
+@pytest.mark.parametrize("attempts", [-1, 4, 100])
+def test_a_group_larger_than_the_whole_budget_never_fits_and_is_refused(attempts: int) -> None:
+    budget = AttemptBudget(3, 10.0, share=1.0)
+    with pytest.raises(ValueError, match="never fit a budget of 3 per 10 s"):
+        budget.wait_s(0.0, attempts=attempts)
+
+
+@given(
+    st.integers(1, 12),
+    st.floats(0.5, 600.0),
+    st.lists(st.tuples(st.floats(0.0, 50.0), st.integers(0, 12)), min_size=1, max_size=200),
+)
+def test_no_window_ever_holds_more_attempts_than_the_budget_groups_included(
+    limit: int, window_s: float, steps: list[tuple[float, int]]
+) -> None:
+    """Groups of any size up to the budget, each spent once ``wait_s`` for the group
+    admits it (sleeping what it says, asking again): no window holds more than the budget."""
+    budget = AttemptBudget(limit, window_s, share=1.0)
+    now_s = 1000.0
+    times: list[float] = []
+    for gap_s, group in steps:
+        group = min(group, budget.budget)
+        now_s += gap_s
+        waits = 0
+        while (wait_s := budget.wait_s(now_s, attempts=group)) > 0:
+            now_s += wait_s
+            waits += 1
+            assert waits <= 2, "a wait (rounded at most once) admits the group"
+        budget.spend(now_s, attempts=group)
+        times.extend([now_s] * group)
+    assert budget.attempts == len(times)
+    for t in set(times):
+        # An attempt at u is in the window until u + window_s.
+        in_window = [u for u in times if u <= t < u + window_s]
+        assert len(in_window) <= budget.budget

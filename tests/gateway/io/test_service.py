@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
+from unittest.mock import patch
 
 import msgspec
+import pytest
 
 from gateway.core import pipeline
 from gateway.core.model import (
@@ -21,8 +24,10 @@ from gateway.core.model import (
 from gateway.core.renewal import AGE_JITTER
 from gateway.core.sequenced import SequencedBook
 from gateway.io.service import Service
+from gateway.io.upstream import Sent
 from gateway.io.venue_runtime import VenueRuntime
 from gateway.wire.config import Config, VenueConfig, validate
+from gateway.wire.venues import ADAPTERS
 
 BINANCE = VenueConfig(
     "binance", ["BTCUSDT"], ["ws://127.0.0.1:1", "ws://127.0.0.1:2"], rest=["http://127.0.0.1:3"]
@@ -209,11 +214,44 @@ def test_okx_resubscribes_stay_within_its_requests_per_connection_and_hour() -> 
     assert renewed() == 0 and connection._outbox.qsize() == budget
     # Spent: the next resubscription renews the connection instead of sending.
     venue._act(resubscribe("BTC-USDT"))
-    assert renewed() == 1 and not connection.queued("BTC-USDT")
+    assert renewed() == 1 and connection._outbox.qsize() == budget, "nothing queued"
     # An hour later the connection may resubscribe again.
     now_ns[0] = 3600 * 1_000_000_000
     venue._act(resubscribe("BTC-USDT"))
-    assert connection.queued("BTC-USDT") and renewed() == 1
+    assert connection._outbox.qsize() == budget + per_resubscribe and renewed() == 1
+    messages = venue.adapter.resubscribe_messages("BTC-USDT")
+    assert connection.send(messages, key="BTC-USDT") is Sent.ANSWERED, "it is queued"
+
+
+def test_okx_a_resubscription_is_never_sent_in_part_past_the_hourly_budget() -> None:
+    """With fewer requests left in the hour than a resubscription takes, none of it is
+    sent (the venue would count the first past its limit): the connection is renewed."""
+    venue = venue_runtime(OKX, now_ns=lambda: 0)
+    venue.on_state(0, True)
+    connection = venue.connections[0]
+    slot = venue.renewals.slot_of(0)
+    assert slot is not None and venue.adapter.resubscribe_messages is not None
+    assert len(venue.adapter.resubscribe_messages("BTC-USDT")) == 2
+    connection._outbox = asyncio.Queue(maxsize=1000)
+    budget = int(480 * 0.8)
+    # Other subscribe requests of the connection left one of the hour's requests.
+    venue._act(pipeline.Step([], [pipeline.Resubscribe(0, "S0")]))
+    venue._subscribe_budgets[0].spend(0.0, attempts=budget - 3)
+    venue._act(pipeline.Step([], [pipeline.Resubscribe(0, "BTC-USDT")]))
+    assert connection._outbox.qsize() == 2, "only S0's two requests are queued"
+    assert venue.renewals.stats(slot).due.get("subscribe budget", 0) == 1
+    assert venue._subscribe_budgets[0].attempts == budget - 1
+
+
+def test_a_venue_whose_resubscription_never_fits_its_hourly_budget_is_refused() -> None:
+    """A resubscription with more requests than a connection's whole hourly budget could
+    never be sent (each resync would renew the connection instead): refused at start."""
+    adapter = dataclasses.replace(ADAPTERS["okx"], subscribe_requests_per_hour=1)
+    with (
+        patch.dict(ADAPTERS, {"okx": adapter}),
+        pytest.raises(ValueError, match="resubscribing BTC-USDT takes 2 requests, more than the 1"),
+    ):
+        venue_runtime(OKX)
 
 
 def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:

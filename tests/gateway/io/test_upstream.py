@@ -533,7 +533,7 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
             await wait_until(arrived, lambda: received == ["subscribe"])
             await wait_until(wrote, lambda: told == [(7, None)])  # the subscription
             # No await between: the writer takes nothing meanwhile.
-            assert send(again, "X") is Sent.QUEUED and conn.queued("X")
+            assert send(again, "X") is Sent.QUEUED
             assert send(again, "X") is Sent.ANSWERED, "answered by the queued one"
             assert send([b"unsubscribe Y", b"subscribe Y"], "Y") is Sent.QUEUED
             assert send(again, "X") is Sent.ANSWERED
@@ -541,16 +541,42 @@ async def test_a_resubscription_already_queued_is_not_queued_again_nor_budgeted(
             await wait_until(arrived, lambda: len(received) >= 5)
             assert received[1:] == ["unsubscribe X", "subscribe X", "unsubscribe Y", "subscribe Y"]
             await wait_until(wrote, lambda: told == [(7, None), (7, "X"), (7, "Y")])  # each once
-            assert not conn.queued("X")
             assert send(again, "X") is Sent.QUEUED, "sent already: queued again"
-            assert send([b"unsubscribe Z", b"subscribe Z"], "Z") is Sent.OVER_BUDGET
-            assert budget.attempts == 6 and not conn.queued("Z")
-            await wait_until(arrived, lambda: len(received) >= 7)
+            zed = [b"unsubscribe Z", b"subscribe Z"]
+            assert send(zed, "Z") is Sent.OVER_BUDGET
+            assert budget.attempts == 6
+            # Not queued over budget: without a budget it is queued, not answered.
+            assert conn.send(zed, key="Z") is Sent.QUEUED
+            await wait_until(arrived, lambda: len(received) >= 9)
+            await wait_until(wrote, lambda: len(told) == 5)
             task.cancel()
-        assert received[5:] == ["unsubscribe X", "subscribe X"]
+        assert received[5:] == ["unsubscribe X", "subscribe X", "unsubscribe Z", "subscribe Z"]
+        assert told[3:] == [(7, "X"), (7, "Z")], "each written group told once"
         assert conn.stats.messages_dropped == 2  # the two sent while down
 
     await _with_server(inbox.handler, body)
+
+
+def test_a_group_is_queued_only_when_all_of_it_fits_the_budget() -> None:
+    """A resubscription of two messages with one attempt left in the window is not queued
+    (OVER_BUDGET) and spends nothing: no part of a group goes past the venue's budget.
+    Once the window has room for the whole group, it is queued and spends both."""
+    conn = _connection("ws://127.0.0.1:1", Recorder())
+    conn._outbox = asyncio.Queue(maxsize=8)  # as a session would: up, nothing written
+    budget = AttemptBudget(3, 3600.0, share=1.0)
+    assert conn.send([b"subscribe A"], key="A", budget=budget, now_s=0.0) is Sent.QUEUED
+    assert conn.send([b"subscribe B"], key="B", budget=budget, now_s=10.0) is Sent.QUEUED
+    group = [b"unsubscribe X", b"subscribe X"]
+    assert conn.send(group, key="X", budget=budget, now_s=20.0) is Sent.OVER_BUDGET
+    assert budget.attempts == 2 and conn._outbox.qsize() == 2
+    # At 3600 s the first attempt left the window: two slots, the group fits.
+    assert conn.send(group, key="X", budget=budget, now_s=3599.0) is Sent.OVER_BUDGET
+    assert conn.send(group, key="X", budget=budget, now_s=3600.0) is Sent.QUEUED
+    assert budget.attempts == 4 and conn._outbox.qsize() == 4
+    assert budget.wait_s(3600.0) == pytest.approx(10.0), "full until B leaves"
+    with pytest.raises(ValueError, match="never fit"):
+        conn.send([b"a", b"b", b"c", b"d"], key="Y", budget=budget, now_s=10_000.0)
+    assert conn._outbox.qsize() == 4, "a group that can never fit is not queued"
 
 
 async def test_a_subscription_is_told_written_on_connect_and_when_sent_again() -> None:
@@ -628,9 +654,9 @@ class RecordedBudget(AttemptBudget):
         super().__init__(attempts_per_window, window_s, share=1.0)
         self.spent_at: list[float] = []
 
-    def spend(self, now_s: float) -> None:
-        super().spend(now_s)
-        self.spent_at.append(now_s)
+    def spend(self, now_s: float, *, attempts: int = 1) -> None:
+        super().spend(now_s, attempts=attempts)
+        self.spent_at.extend([now_s] * attempts)
 
 
 async def test_every_attempt_of_a_venues_connections_waits_for_the_shared_budget() -> None:
