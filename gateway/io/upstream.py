@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib
 import logging
 import math
 import time
@@ -49,6 +50,12 @@ MAX_OUTBOX_MESSAGES: Final = 64
 MAX_REST_BODY_BYTES: Final = 16 * 1024 * 1024
 #: Bytes of a failed REST response's body quoted in its error.
 ERROR_BODY_QUOTE_BYTES: Final = 200
+#: What httpx imports only once it runs: its client's transport (httpcore, certifi) when
+#: made, and the network backend (anyio's, for asyncio) on its first request. Some 40 ms of
+#: imports that would block the event loop, the first snapshot's frames waiting behind
+#: them; :class:`SnapshotFetcher` imports them when it is made (a test holds the list to
+#: what httpx imports).
+HTTP_MODULES: Final = ("httpcore._backends.anyio", "anyio._backends._asyncio", "certifi")
 
 #: on_frame(conn_id, raw, recv_ns) -> True when the venue asked this connection to reconnect.
 FrameHandler = Callable[[int, bytes, int], bool]
@@ -561,6 +568,8 @@ class SnapshotFetcher:
     Bodies are read as a stream and abandoned (a failed fetch, :class:`BodyTooLarge`) as
     soon as they pass ``max_body_bytes``, decompressed; a declared ``Content-Length`` above
     it is not read at all. Failures are logged rate-limited per base and kind.
+
+    Made, it imports what httpx would import later on the event loop (:data:`HTTP_MODULES`).
     """
 
     def __init__(
@@ -585,6 +594,8 @@ class SnapshotFetcher:
             raise ValueError(f"venue {adapter.venue} has no REST snapshots")
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
+        for module in HTTP_MODULES:  # now, not on the event loop (HTTP_MODULES)
+            importlib.import_module(module)
         self._adapter = adapter
         self._snapshot_url = adapter.snapshot_url
         self._parse_snapshot = adapter.parse_snapshot

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -825,3 +828,59 @@ async def test_symbols_are_fetched_concurrently_within_the_bound_each_with_its_o
     fetcher.request("A", 2)  # superseded before it was answered
     await run_until(fetcher.run, fetched, lambda: len(got) == 3)
     assert got[-1] == ("A", 2) and fetcher.stats.in_flight == 0
+
+
+#: Run in a fresh interpreter (what an earlier test imported is not there): a fetcher made,
+#: then run, fetching one snapshot over a real socket; prints the modules that the run and
+#: the fetch imported.
+_FIRST_FETCH = """
+import asyncio, sys
+from gateway.io.upstream import SnapshotFetcher
+from gateway.wire.venues import adapter_for
+
+BODY = b'{"lastUpdateId":7,"bids":[["1.0","2.0"]],"asks":[["1.5","3.0"]]}'
+
+async def answer(reader, writer):
+    await reader.readuntil(b"\\r\\n\\r\\n")
+    writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n"
+                 % len(BODY) + BODY)
+    await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    got = asyncio.Event()
+    new = []
+    fetcher = SnapshotFetcher(
+        adapter_for("binance"), [f"http://127.0.0.1:{port}"], limit=10,
+        on_snapshot=lambda snapshot, attempt: (new.extend(set(sys.modules) - before), got.set()),
+        timeout_s=5.0,
+    )
+    before = set(sys.modules)
+    task = asyncio.create_task(fetcher.run())
+    fetcher.request("BTCUSDT", 1)
+    await asyncio.wait_for(got.wait(), 10.0)
+    task.cancel()
+    server.close()
+    assert fetcher.stats.snapshots == 1, fetcher.stats
+    print(sorted(new))
+
+asyncio.run(main())
+"""
+
+
+def test_the_first_snapshot_fetch_imports_nothing_on_the_event_loop() -> None:
+    """httpx loads its network backend (anyio's) on its first request; imported there,
+    it would block the event loop, frames waiting, for tens of ms. A fetcher loads it
+    when it is made: its run and its first fetch import nothing."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_FETCH],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", "imported by the first fetch"
