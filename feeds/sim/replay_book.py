@@ -23,14 +23,17 @@ in the venue's own format, rendered by the simulators' venue renderers:
   ``prevSeqId`` -1, ``seqId``; Bybit: ``N`` levels per side, ``u``).
 
 Which venue a record belongs to, and how the records drive the pipelines, is
-:mod:`gateway.capture.driver`'s (``verify``'s too), with ``default_venue`` as the default;
-only the venues the replay answers snapshots for are driven.
+:mod:`gateway.capture.driver`'s (``verify``'s too): a record added with its venue
+(:class:`Routed`, told by the caller's own :class:`~gateway.capture.driver.VenueRouter`, as
+the replay tool does for captures replayed side by side) keeps it; any other is told by the
+books' router, with ``default_venue`` as the default. Only the venues the replay answers
+snapshots for are driven.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -48,7 +51,7 @@ from gateway.core.model import SymbolState, symbol_key
 from gateway.core.pipeline import BookState
 from gateway.wire.venues import ADAPTERS, VenueAdapter
 
-__all__ = ["STREAM_SHAPES", "ReplayBooks", "request_op", "rest_shape"]
+__all__ = ["STREAM_SHAPES", "ReplayBooks", "Routed", "request_op", "rest_shape"]
 
 _any_decoder: Final = msgspec.json.Decoder()
 
@@ -230,6 +233,14 @@ def request_op(message: str | bytes) -> str | None:
     return op if isinstance(op, str) else None
 
 
+class Routed(NamedTuple):
+    """A record with the venue a :class:`~gateway.capture.driver.VenueRouter` told for it
+    (None: no venue the gateway supports), asked in recorded order by the caller."""
+
+    record: CaptureRecord
+    venue: VenueAdapter | None
+
+
 class ReplayBooks:
     """A capture's records and its books rebuilt up to a position: see the module doc."""
 
@@ -249,10 +260,15 @@ class ReplayBooks:
         """Records fed so far."""
         return self._fed
 
-    def add(self, record: CaptureRecord) -> int:
-        """Keeps ``record`` (call in recorded order); returns its index."""
+    def add(self, record: CaptureRecord | Routed) -> int:
+        """Keeps ``record`` (call in recorded order) with its venue: the one it is given
+        with, else the books' router's; returns its index."""
+        if isinstance(record, Routed):
+            record, venue = record
+        else:
+            venue = self._router.venue_of(record)
         self._records.append(record)
-        self._venues.append(self._router.venue_of(record))
+        self._venues.append(venue)
         return len(self._records) - 1
 
     def venue_of(self, index: int) -> str | None:

@@ -24,7 +24,9 @@ time computations the server's send loop and REST hook need.
   inline snapshot (``capture:snapshot?symbol=X``, no URL recorded) is served at the
   venue's snapshot path given as ``snapshot_path``.
 - Every record is also kept, in order, in the plan's :class:`ReplayBooks` (each frame names
-  its record's index), which rebuilds the books at the replay's position.
+  its record's index), which rebuilds the books at the replay's position. A record given as
+  :class:`~feeds.sim.replay_book.Routed` keeps the venue its caller's router told; any
+  other is told by the books' router (:mod:`gateway.capture.driver`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-from feeds.sim.replay_book import ReplayBooks
+from feeds.sim.replay_book import ReplayBooks, Routed
 from gateway.capture import CaptureRecord, is_inline_snapshot
 
 __all__ = [
@@ -187,14 +189,15 @@ class ReplayPlan:
 
 
 def build_plan(
-    records: Iterable[CaptureRecord],
+    records: Iterable[CaptureRecord | Routed],
     endpoints: int | None,
     snapshot_path: str | None = None,
     default_venue: str | None = None,
 ) -> ReplayPlan:
     """The plan of ``records`` (in recorded order) on ``endpoints`` endpoints (None: one
-    per recorded connection, :func:`endpoint_layout`); frames whose venue the capture does
-    not tell are ``default_venue``'s (:class:`ReplayBooks`)."""
+    per recorded connection, :func:`endpoint_layout`); a record given with its venue
+    (:class:`Routed`) keeps it, and frames of others whose venue the capture does not tell
+    are ``default_venue``'s (:class:`ReplayBooks`)."""
     if endpoints is not None and endpoints < 1:
         raise ValueError("endpoints must be >= 1")
     order: dict[int, int] = {}
@@ -202,8 +205,9 @@ def build_plan(
     frames: list[tuple[int, int, CaptureRecord]] = []
     rest = RestIndex()
     books = ReplayBooks(default_venue)
-    for record in records:
-        index = books.add(record)
+    for item in records:
+        index = books.add(item)
+        record = item.record if isinstance(item, Routed) else item
         if record.kind == "ws":
             number = order.setdefault(record.conn_id, len(order))
             urls.setdefault(record.conn_id, record.url)

@@ -17,10 +17,14 @@ and closes every endpoint with a going-away close (1001), or with ``--hold`` kee
 PATHs whose receive times follow one another are one session (consecutive files of the same
 connections, :class:`gateway.capture.chain.ChainedReader`: the later files continue the
 recorded connections); a PATH that starts before the previous one ends is another capture,
-merged in receive order with its own recorded connections. An inline REST snapshot (a format
-that recorded no URL) is served at the venue's snapshot path
-(``gateway.wire.venues.ADAPTERS[venue].snapshot_paths``); the notice a ``notice`` fault sends
-is the venue's (``ADAPTERS[venue].notice_frame``).
+merged in receive order with its own recorded connections. Each record's venue, the one the
+table, the written configuration and the replay's books use alike, is the capture's one rule
+(:class:`gateway.capture.driver.VenueRouter`, as ``verify`` reads it), one router per
+session with each file's venue as the default of its records; a connection of no venue the
+gateway supports is shown as the venue its URL or file names, else ``?``. An inline REST
+snapshot (a format that recorded no URL) is served at the venue's snapshot path
+(``gateway.wire.venues.ADAPTERS[venue].snapshot_paths``); the notice a ``notice`` fault
+sends is the venue's (``ADAPTERS[venue].notice_frame``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 from urllib.parse import urlsplit
@@ -42,6 +45,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from feeds.sim.faults import FaultPlan, FaultSpecError
+from feeds.sim.replay_book import Routed
 from feeds.sim.replay_plan import ReplayPlan, build_plan, parse_speed
 from gateway.capture import (
     CaptureFormatError,
@@ -51,7 +55,7 @@ from gateway.capture import (
     detect_venue,
     is_inline_snapshot,
 )
-from gateway.capture.codec import connect_venue
+from gateway.capture.driver import VenueRouter, venue_adapter
 from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
 from gateway.tools.runtime import int_at_least, port_number, toml_strings
 from gateway.wire.config import SYMBOL_PATTERN, ConfigError, parse_config
@@ -74,7 +78,8 @@ def _snapshot_path(venue: str | None) -> str | None:
 
 @dataclass
 class _File:
-    """One PATH's records (inline snapshots at the venue's path) and its venue."""
+    """One PATH's records and its venue (:func:`gateway.capture.detect_venue`: the venue, or
+    the exchange, that the capture recorded; None when it cannot be told)."""
 
     path: Path
     venue: str | None
@@ -83,16 +88,7 @@ class _File:
     @classmethod
     def read(cls, path: Path) -> _File:
         reader = CaptureReader(path)
-        venue = detect_venue(path, reader.format)
-        snapshot_path = _snapshot_path(venue)
-        records = []
-        for record in reader:
-            url = record.url
-            if record.kind == "rest" and snapshot_path and is_inline_snapshot(url):
-                url = snapshot_path + url[url.index("?") :] if "?" in url else snapshot_path
-                record = msgspec.structs.replace(record, url=url)
-            records.append(record)
-        return cls(path, venue, records)
+        return cls(path, detect_venue(path, reader.format), list(reader))
 
     @property
     def first_ns(self) -> int | None:
@@ -139,42 +135,56 @@ def _sessions(files: Sequence[_File]) -> tuple[list[list[_File]], list[str]]:
 
 def _numbered(
     group: int, files: Sequence[_File], ids: dict[tuple[int, int], int], venues: dict[int, str]
-) -> Iterator[CaptureRecord]:
+) -> Iterator[Routed]:
     """The records of one session, file after file, with the connection ids of the plan
-    (the files of one session share their recorded connections)."""
+    (the files of one session share their recorded connections) and their venues, told by
+    the capture's one rule (:class:`~gateway.capture.driver.VenueRouter`, one per session,
+    asked in recorded order, each file's venue the default of its records); each recorded
+    connection's venue noted in ``venues``. An inline REST snapshot (a format that recorded
+    no URL) is told by its recorded URL, then served at the venue's snapshot path."""
+    router = VenueRouter(None)
     for file in files:
+        router.default = venue_adapter(file.venue)
+        snapshot_path = _snapshot_path(file.venue)
         for record in file.records:
+            adapter = router.venue_of(record)
             if record.kind == "rest":
-                yield record
+                url = record.url
+                if snapshot_path and is_inline_snapshot(url):
+                    url = snapshot_path + url[url.index("?") :] if "?" in url else snapshot_path
+                    record = msgspec.structs.replace(record, url=url)
+                yield Routed(record, adapter)
                 continue
             conn_id = ids.setdefault((group, record.conn_id), len(ids))
-            if conn_id not in venues or record.kind == "connect":
-                venue = connection_venue(record.url) or ""
-                if not venue and record.kind == "connect":
-                    venue = connect_venue(record.payload)
-                known = venues.get(conn_id) if record.kind != "connect" else None
-                venues[conn_id] = venue or known or file.venue or ""
-            yield msgspec.structs.replace(record, conn_id=conn_id)
+            if adapter is not None:
+                venues[conn_id] = adapter.venue
+            elif conn_id not in venues or record.kind == "connect":
+                # No venue the gateway supports (a connect's: told by its first frame): the
+                # table still names what the URL or the file does, "" when neither does.
+                venues[conn_id] = connection_venue(record.url) or file.venue or ""
+            yield Routed(msgspec.structs.replace(record, conn_id=conn_id), adapter)
 
 
-def _learn_symbols(
-    records: Iterable[CaptureRecord], venues: dict[int, str], symbols: dict[str, set[str]]
-) -> Iterator[CaptureRecord]:
-    """``records`` unchanged; the symbols of the first frames of each connection noted."""
+def _learn_symbols(records: Iterable[Routed], symbols: dict[str, set[str]]) -> Iterator[Routed]:
+    """``records`` unchanged; the symbols of the first frames of each connection noted, by
+    the venue each frame was told."""
     parsed: dict[int, int] = {}
-    for record in records:
+    for routed in records:
+        record, adapter = routed
         if record.kind == "ws" and parsed.get(record.conn_id, 0) < _SYMBOL_FRAMES:
             parsed[record.conn_id] = parsed.get(record.conn_id, 0) + 1
-            venue = venues.get(record.conn_id, "")
-            adapter = ADAPTERS.get(venue)
             if adapter is not None:
                 try:
                     events = adapter.parse(record.payload, record.recv_ns, record.conn_id)
                 except VenueContractError:
                     events = []
-                found = symbols.setdefault(venue, set())
+                found = symbols.setdefault(adapter.venue, set())
                 found.update(e.symbol for e in events if isinstance(e, DepthDiff | DepthSnapshot))
-        yield record
+        yield routed
+
+
+def _routed_recv_ns(routed: Routed) -> int:
+    return routed.record.recv_ns
 
 
 def load_session(paths: Sequence[Path], endpoints: int | None) -> Session:
@@ -185,11 +195,8 @@ def load_session(paths: Sequence[Path], endpoints: int | None) -> Session:
     venue_of: dict[int, str] = {}
     symbols: dict[str, set[str]] = {}
     streams = [_numbered(number, files, ids, venue_of) for number, files in enumerate(groups)]
-    merged = heapq.merge(*streams, key=attrgetter("recv_ns"))
-    default_venue = next((f.venue for g in groups for f in g if f.venue), None)
-    plan = build_plan(
-        _learn_symbols(merged, venue_of, symbols), endpoints, default_venue=default_venue
-    )
+    merged = heapq.merge(*streams, key=_routed_recv_ns)
+    plan = build_plan(_learn_symbols(merged, symbols), endpoints)
     return Session(plan, venue_of, {v: s for v, s in symbols.items() if s}, joins)
 
 

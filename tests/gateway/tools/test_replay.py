@@ -15,12 +15,15 @@ import pytest
 
 from feeds.sim import bybit as sim_bybit
 from feeds.sim.replay_plan import build_plan
-from gateway.capture import CaptureRecord
+from gateway.capture import CaptureRecord, inline_snapshot_url
 from gateway.capture import codec as mdgw
+from gateway.capture.records import rest_record
 from gateway.core.model import VenueNotice
 from gateway.tools.replay import (
+    _File,
     _missing_snapshots,
     _notice_frame,
+    _numbered,
     _show_progress,
     _venue_endpoints,
     endpoint_table,
@@ -134,6 +137,33 @@ def test_each_recorded_connection_gets_an_endpoint_named_in_the_table(tmp_path: 
     assert len(load_session([tmp_path / "cap"], 2).plan.endpoints) == 2
 
 
+def test_a_connection_told_only_by_its_first_frame_is_replayed_as_that_venue(
+    tmp_path: Path,
+) -> None:
+    # The capture names Binance (its one connect naming a venue); the other connection's
+    # connect names none, on a loopback URL: its first frame shows OKX, as verify reads it.
+    lines = [
+        mdgw.encode_line(1_000, "connect", 0, SPOT_URL, b'{"venue":"binance"}'),
+        mdgw.encode_line(1_001, "connect", 1, OKX_URL, b""),
+        mdgw.encode_line(2_000, "ws", 0, SPOT_URL, _spot_diff(2)),
+        mdgw.encode_line(2_001, "ws", 1, OKX_URL, OKX_BOOK),
+    ]
+    writer = mdgw.CaptureFileWriter(tmp_path / "cap")
+    writer.write(lines, now_ns=3_000, now_s=0.0)
+    writer.close()
+    session = load_session([tmp_path / "cap"], None)
+    assert session.venue_of == {0: "binance", 1: "okx"}
+    assert session.symbols == {"binance": {"BTCUSDT"}, "okx": {"ETH-USDT"}}
+    urls = ["ws://127.0.0.1:7000", "ws://127.0.0.1:7001"]
+    assert [venue for _, venue, _ in endpoint_table(session, urls)] == ["binance", "okx"]
+    # The books the replay answers snapshots from read each frame as the same venue.
+    books = session.plan.books
+    assert [books.venue_of(frames[0].record) for frames in session.plan.endpoints] == [
+        "binance",
+        "okx",
+    ]
+
+
 def test_the_written_config_points_every_venue_at_its_endpoints(tmp_path: Path) -> None:
     session = load_session([_two_venue_capture(tmp_path / "cap")], None)
     urls = ["ws://127.0.0.1:7000", "ws://127.0.0.1:7001", "ws://127.0.0.1:7002"]
@@ -168,6 +198,15 @@ def _hft_file(path: Path, first_ns: int, ids: range) -> Path:
     lines = [b"%d %s" % (first_ns + i, _spot_diff(u)) for i, u in enumerate(ids)]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
+
+
+def test_an_inline_snapshot_is_the_files_venue_and_served_at_its_snapshot_path() -> None:
+    # Bybit's spot and linear snapshots share one path: the served path would tell spot.
+    snapshot = rest_record(1_000, inline_snapshot_url("XRPUSDT"), b"{}")
+    file = _File(Path("xrpusdt"), "bybit-linear", [snapshot])
+    ((record, venue),) = list(_numbered(0, [file], {}, {}))
+    assert record.url == ADAPTERS["bybit-linear"].snapshot_paths[0] + "?symbol=XRPUSDT"
+    assert venue is ADAPTERS["bybit-linear"]
 
 
 def test_consecutive_files_are_one_session_and_overlapping_ones_side_by_side(
