@@ -16,7 +16,8 @@
 - Every metric a page names is a family of docs/metrics.md's tables (which
   tests/gateway/io/test_metrics.py holds to what is exported), and every class or constant
   a page writes as code (``SequencedBook``, ``VenuePipeline.stop``, ``SCORE_ALPHA``) is
-  defined or imported by the code.
+  defined or imported by the code; every snake_case name one writes (``check_listening``)
+  is spelled by the code.
 
 The tables are read from the pages and the code is walked: nothing here lists modules or
 tables, so a module or a table added without its line in the docs fails.
@@ -532,6 +533,24 @@ def code_names(page: Path) -> set[str]:
     return names
 
 
+#: A code span that is a snake_case name (``check_listening``, ``audit_every``,
+#: ``silence_factor=0``): a function, attribute, parameter or configuration key.
+SNAKE_NAME: Final = re.compile(r"([a-z][a-z0-9]*_[a-z0-9_]*)(?:\(.*\)|=\w+)?")
+
+
+def snake_names(page: Path) -> set[str]:
+    """The snake_case names the page writes in code spans, code blocks and metric names
+    (docs/metrics.md's tables, checked against the exporter) left out."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    metrics = set(METRIC_ROW.findall(METRICS.read_text()))
+    names = set()
+    for span in CODE.findall(text):
+        match = SNAKE_NAME.fullmatch(span)
+        if match is not None and match[1] not in metrics and not METRIC.fullmatch(match[1]):
+            names.add(match[1])
+    return names
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_class_and_constant_a_page_names_is_in_the_code(page: Path) -> None:
     source = code_source()
@@ -541,6 +560,10 @@ def test_every_class_and_constant_a_page_names_is_in_the_code(page: Path) -> Non
         if not all(is_a_name_of(source, part) for part in name.split("."))
     }
     assert sorted(unknown) == [], f"{page.relative_to(ROOT)}: names the code does not have"
+    # A snake_case name need not be defined here (a library's, a keyword argument's): the
+    # code spells it somewhere, or the page names something gone.
+    absent = {n for n in snake_names(page) if not re.search(rf"\b{n}\b", source)}
+    assert sorted(absent) == [], f"{page.relative_to(ROOT)}: names the code never spells"
 
 
 def test_the_name_check_sees_a_name_that_is_gone() -> None:
@@ -550,4 +573,6 @@ def test_the_name_check_sees_a_name_that_is_gone() -> None:
     spans = "`VenuePipeline.stop`, `AttemptBudget.wait_s(now_s, attempts=n)`, `Host`, `live`"
     page_names = {m[1] for s in CODE.findall(spans) if (m := CODE_NAME.fullmatch(s))}
     assert page_names == {"VenuePipeline.stop", "AttemptBudget.wait_s"}
+    assert {"check_listening", "audit_every", "switch_margin_ns"} <= snake_names(ARCHITECTURE)
+    assert not {n for n in snake_names(METRICS) if n.startswith(("mdgateway_", "process_"))}
     assert len(code_names(ARCHITECTURE)) > 50
