@@ -372,7 +372,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_at_least(0),
         default=DEFAULT_DEPTH,
         metavar="N",
-        help="levels per side in the report",
+        help="levels per side in the --json report",
     )
     parser.add_argument(
         "--log-level",
