@@ -13,6 +13,8 @@
 - docs/architecture.md quotes no timing: it names the benchmark that measures each path.
 - docs/architecture.md's drawing of the layers names every module of the packages it
   draws, and its table of layers states the rules tests/test_layering.py holds the code to.
+- docs/architecture.md's table of venue limits gives the limits the venue registry gives
+  the gateway: attempts per window, messages per second, streams per connection, REST.
 - Every metric a page names is a family of docs/metrics.md's tables (which
   tests/gateway/io/test_metrics.py holds to what is exported), and every class or constant
   a page writes as code (``SequencedBook``, ``VenuePipeline.stop``, ``SCORE_ALPHA``) is
@@ -38,6 +40,7 @@ from typing import Final
 import pytest
 
 from gateway.core.sequenced import SYNC_TRANSITIONS, SyncAction
+from gateway.wire.venues import ADAPTERS
 from tests.markdown import CODE, table_rows
 from tests.test_layering import MAY_USE, PURE_LAYERS, SIM_SHELLS
 
@@ -576,3 +579,60 @@ def test_the_name_check_sees_a_name_that_is_gone() -> None:
     assert {"check_listening", "audit_every", "switch_margin_ns"} <= snake_names(ARCHITECTURE)
     assert not {n for n in snake_names(METRICS) if n.startswith(("mdgateway_", "process_"))}
     assert len(code_names(ARCHITECTURE)) > 50
+
+
+# --- the venue limits of docs/architecture.md ----------------------------------------------------
+
+#: A cell's leading figure (``21,000 argument characters``, ``4 (venue: 5)``) ...
+FIGURE: Final = re.compile(r"([\d,]+)")
+#: ... and its window, after "/" before any remark (``300 / 300 s``, ``6000 weight / 60 s``).
+WINDOW: Final = re.compile(r"[\d,]+[^/(;]*/ ([\d.]+) s\b")
+
+
+def figure(cell: str) -> tuple[float, float | None] | None:
+    """A cell's leading figure and window; None for a cell naming no limit."""
+    match = FIGURE.match(cell)
+    if match is None:
+        return None
+    window = WINDOW.match(cell)
+    return float(match[1].replace(",", "")), None if window is None else float(window[1])
+
+
+def test_the_venue_limits_table_gives_each_adapters_limits() -> None:
+    """Each row of docs/architecture.md's "Venue limits" table against the limits the
+    venue registry gives the gateway (``VenueAdapter.limits``): attempts per window,
+    messages per second per connection, streams per connection and REST per window."""
+    rows = table_rows(ARCHITECTURE.read_text(), "| venue | attempts / window per IP |")
+    documented: dict[str, list[str]] = {}
+    for venues, attempts, messages, streams, rest, _ in rows:
+        cells = [attempts, messages, streams, rest]
+        # "as USD-M": the row above's figure.
+        cells = [
+            documented["binance-usdm"][i] if cell.startswith("as USD-M") else cell
+            for i, cell in enumerate(cells)
+        ]
+        for venue in CODE.findall(venues.partition("(")[0]):
+            documented[venue] = cells
+    assert set(documented) == set(ADAPTERS)
+    for venue, (attempts, messages, streams, rest) in documented.items():
+        limits = ADAPTERS[venue].limits
+        assert figure(attempts) == (
+            limits.connect_attempts_per_window,
+            limits.connect_window_s,
+        ), venue
+        assert figure(messages) == (limits.messages_per_s, None), venue
+        stream_figure = figure(streams)
+        assert (None if stream_figure is None else stream_figure[0]) == (
+            limits.max_streams_per_connection
+        ), venue
+        if "no REST" not in rest:
+            assert figure(rest) == (limits.rest_weight_per_window, limits.rest_window_s), venue
+
+
+def test_figures_are_read_as_written() -> None:
+    assert figure("300 / 300 s (spot's: none documented)") == (300, 300.0)
+    assert figure("6000 weight / 60 s") == (6000, 60.0)
+    assert figure("21,000 argument characters; the symbol's topics") == (21000, None)
+    assert figure("4 (venue: 5)") == (4, None)
+    assert figure("2, and 8 per IP shared by every connection") == (2, None)
+    assert figure("none documented") is None
