@@ -15,6 +15,7 @@
   draws, and its table of layers states the rules tests/test_layering.py holds the code to.
 - docs/architecture.md's table of venue limits gives the limits the venue registry gives
   the gateway: attempts per window, messages per second, streams per connection, REST.
+- The README's venue table names every venue of the registry with its arbitration mode.
 - Every metric a page names is a family of docs/metrics.md's tables (which
   tests/gateway/io/test_metrics.py holds to what is exported), and every class or constant
   a page writes as code (``SequencedBook``, ``VenuePipeline.stop``, ``SCORE_ALPHA``) is
@@ -636,3 +637,14 @@ def test_figures_are_read_as_written() -> None:
     assert figure("4 (venue: 5)") == (4, None)
     assert figure("2, and 8 per IP shared by every connection") == (2, None)
     assert figure("none documented") is None
+
+
+def test_the_readme_venue_table_names_every_venue_with_its_mode() -> None:
+    """The README's venue table: every venue id of the registry, once, with its
+    arbitration mode (``sequenced: ...``, ``unsequenced: ...``)."""
+    modes: dict[str, str] = {}
+    for ids, _, merged in table_rows(README.read_text(), "| venue id |"):
+        for venue in CODE.findall(ids):
+            assert venue not in modes, venue
+            modes[venue] = re.split(r"[:( ]", merged, maxsplit=1)[0]
+    assert modes == {venue: adapter.mode for venue, adapter in ADAPTERS.items()}
