@@ -11,6 +11,16 @@
   from their source (``*_REASON`` constants, and what the status calls are given), and
   docs/metrics.md every cause the venue runtime renews a connection for.
 - docs/architecture.md quotes no timing: it names the benchmark that measures each path.
+- docs/architecture.md's drawing of the layers names every module of the packages it
+  draws, and its table of layers states the rules tests/test_layering.py holds the code to.
+- docs/architecture.md's table of venue limits gives the limits the venue registry gives
+  the gateway: attempts per window, messages per second, streams per connection, REST.
+- The README's venue table names every venue of the registry with its arbitration mode.
+- Every metric a page names is a family of docs/metrics.md's tables (which
+  tests/gateway/io/test_metrics.py holds to what is exported), and every class or constant
+  a page writes as code (``SequencedBook``, ``VenuePipeline.stop``, ``SCORE_ALPHA``) is
+  defined or imported by the code; every snake_case name one writes (``check_listening``)
+  is spelled by the code.
 
 The tables are read from the pages and the code is walked: nothing here lists modules or
 tables, so a module or a table added without its line in the docs fails.
@@ -31,7 +41,9 @@ from typing import Final
 import pytest
 
 from gateway.core.sequenced import SYNC_TRANSITIONS, SyncAction
+from gateway.wire.venues import ADAPTERS
 from tests.markdown import CODE, table_rows
+from tests.test_layering import MAY_USE, PURE_LAYERS, SIM_SHELLS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -397,3 +409,242 @@ def test_the_architecture_page_quotes_no_timing_of_its_own() -> None:
     benchmark that measures each path (``make bench``), never a figure."""
     figures = re.findall(r"\d[\d.,]*\s?(?:µs|ns|ms)\b", ARCHITECTURE.read_text(encoding="utf-8"))
     assert figures == []
+
+
+# --- the layers of docs/architecture.md ----------------------------------------------------------
+
+#: The layers' directories as the page's table names them, by the layer of tests/test_layering.py.
+LAYER_PATHS: Final = {
+    "gateway/core": "core",
+    "feeds": "feeds",
+    "gateway/wire": "wire",
+    "gateway/capture": "capture",
+    "feeds/sim": "sim",
+    "gateway/io": "io",
+    "gateway/tools": "tools",
+}
+#: The packages whose every module the page's drawing of the layers names.
+DRAWN_PACKAGES: Final = ("gateway/core", "gateway/wire", "gateway/io", "gateway/tools")
+
+
+def layers_drawing() -> str:
+    """The code block of docs/architecture.md's section "The layers"."""
+    section = ARCHITECTURE.read_text().partition("## The layers")[2]
+    return section.split("```")[1]
+
+
+def test_the_drawing_of_the_layers_names_every_module_of_its_packages() -> None:
+    words = set(re.findall(r"\w+", layers_drawing()))
+    for package in DRAWN_PACKAGES:
+        missing = modules_of(ROOT / package) - words
+        assert missing == set(), f"{package}: modules missing in architecture.md's drawing"
+    shells = {module.rpartition(".")[2] for module in SIM_SHELLS}
+    assert shells - words == set(), "feeds/sim shells missing in architecture.md's drawing"
+
+
+def layer_table() -> dict[str, tuple[set[str], str]]:
+    """docs/architecture.md's table of layers: each layer (as tests/test_layering.py names
+    it), with the layers its row says it may import and its "pure" cell."""
+    rows = {}
+    for path, may_import, pure in table_rows(ARCHITECTURE.read_text(), "| layer |"):
+        # What follows ";" is a remark (the simulator's shells).
+        named = {
+            LAYER_PATHS.get(w.strip("` "), w.strip("` "))
+            for w in may_import.split(";")[0].split(",")
+        }
+        rows[LAYER_PATHS[path.strip("`")]] = (named, pure)
+    return rows
+
+
+def test_the_architecture_layer_table_states_the_layering_rules() -> None:
+    rows = layer_table()
+    assert set(rows) == set(LAYER_PATHS.values())
+    for layer, (named, pure) in rows.items():
+        if named == {"everything"}:
+            assert set(rows) - {layer} <= MAY_USE[layer], layer
+        elif named == {"nothing else of the project"}:
+            assert MAY_USE[layer] == set(), layer
+        else:
+            assert named == MAY_USE[layer], layer
+        assert pure.startswith("yes") == (layer in PURE_LAYERS), layer
+    # The simulator's shells, named in its row, are those the layering test exempts.
+    shells = {module.rpartition(".")[2] for module in SIM_SHELLS}
+    assert set(CODE.findall(rows["sim"][1])) == shells
+
+
+# --- names of the code written in the pages ------------------------------------------------------
+
+METRIC: Final = re.compile(r"\bmdgateway_[a-z_]*[a-z]\b")
+#: A row of docs/metrics.md's tables: the family's exposed name.
+METRIC_ROW: Final = re.compile(r"^\| `([a-z_:]+)` \|", re.MULTILINE)
+#: Samples of a histogram family besides its name.
+HISTOGRAM_SAMPLE: Final = re.compile(r"_(bucket|count|sum)$")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_metric_a_page_names_is_in_the_metrics_tables(page: Path) -> None:
+    """docs/metrics.md's tables are the metrics exported (tests/gateway/io/test_metrics.py);
+    a name written elsewhere, in prose, is one of them or one of a histogram's samples."""
+    documented = set(METRIC_ROW.findall(METRICS.read_text()))
+    assert len(documented) > 40
+    named = set(METRIC.findall(page.read_text()))
+    unknown = {
+        n for n in named if n not in documented and HISTOGRAM_SAMPLE.sub("", n) not in documented
+    }
+    assert sorted(unknown) == [], f"{page.relative_to(ROOT)}: metrics that are not exported"
+
+
+#: A code span that is a name of the code: a class (``SequencedBook``), a constant
+#: (``SCORE_INTERVAL_S``), or either with attributes and a call (``VenuePipeline.stop``,
+#: ``AttemptBudget.wait_s(now_s, attempts=n)``).
+CODE_NAME: Final = re.compile(
+    r"((?:[A-Z][a-z0-9]+[A-Z]\w*|[A-Z0-9]+_[A-Z0-9_]+)(?:\.\w+)*"
+    r"|[A-Z][a-z0-9]\w*(?:\.\w+)+)(?:\(.*\))?"
+)
+
+
+def code_source() -> str:
+    """The source of every module of gateway, feeds and bench, in one text."""
+    return "\n".join(
+        (ROOT / f).read_text()
+        for f in tracked_files()
+        if f.endswith(".py") and f.startswith(("gateway/", "feeds/", "bench/"))
+    )
+
+
+def is_a_name_of(source: str, name: str) -> bool:
+    """Whether ``source`` defines ``name`` (a class, a function, an assignment, a field or
+    an enum member), imports it, or spells it as a string (an environment variable)."""
+    return (
+        re.search(
+            rf"^\s*(?:class|def|async def) {name}\b|^\s*(?:self\.)?{name}\s*[:=]"
+            rf"|^(?:from|import) [^\n]*\b{name}\b|^\s+{name},$|\"{name}\"",
+            source,
+            re.MULTILINE,
+        )
+        is not None
+    )
+
+
+def code_names(page: Path) -> set[str]:
+    """The names of the code the page writes in code spans, code blocks left out."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    names = set()
+    for span in CODE.findall(text):
+        match = CODE_NAME.fullmatch(span)
+        if match is not None:
+            names.add(match[1])
+    return names
+
+
+#: A code span that is a snake_case name (``check_listening``, ``audit_every``,
+#: ``silence_factor=0``): a function, attribute, parameter or configuration key.
+SNAKE_NAME: Final = re.compile(r"([a-z][a-z0-9]*_[a-z0-9_]*)(?:\(.*\)|=\w+)?")
+
+
+def snake_names(page: Path) -> set[str]:
+    """The snake_case names the page writes in code spans, code blocks and metric names
+    (docs/metrics.md's tables, checked against the exporter) left out."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    metrics = set(METRIC_ROW.findall(METRICS.read_text()))
+    names = set()
+    for span in CODE.findall(text):
+        match = SNAKE_NAME.fullmatch(span)
+        if match is not None and match[1] not in metrics and not METRIC.fullmatch(match[1]):
+            names.add(match[1])
+    return names
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_class_and_constant_a_page_names_is_in_the_code(page: Path) -> None:
+    source = code_source()
+    unknown = {
+        name
+        for name in code_names(page)
+        if not all(is_a_name_of(source, part) for part in name.split("."))
+    }
+    assert sorted(unknown) == [], f"{page.relative_to(ROOT)}: names the code does not have"
+    # A snake_case name need not be defined here (a library's, a keyword argument's): the
+    # code spells it somewhere, or the page names something gone.
+    absent = {n for n in snake_names(page) if not re.search(rf"\b{n}\b", source)}
+    assert sorted(absent) == [], f"{page.relative_to(ROOT)}: names the code never spells"
+
+
+def test_the_name_check_sees_a_name_that_is_gone() -> None:
+    source = "class VenuePipeline:\n    def stop(self) -> None: ...\nSCORE_ALPHA: Final = 0.3\n"
+    assert is_a_name_of(source, "VenuePipeline") and is_a_name_of(source, "stop")
+    assert is_a_name_of(source, "SCORE_ALPHA") and not is_a_name_of(source, "SCORE_BETA")
+    spans = "`VenuePipeline.stop`, `AttemptBudget.wait_s(now_s, attempts=n)`, `Host`, `live`"
+    page_names = {m[1] for s in CODE.findall(spans) if (m := CODE_NAME.fullmatch(s))}
+    assert page_names == {"VenuePipeline.stop", "AttemptBudget.wait_s"}
+    assert {"check_listening", "audit_every", "switch_margin_ns"} <= snake_names(ARCHITECTURE)
+    assert not {n for n in snake_names(METRICS) if n.startswith(("mdgateway_", "process_"))}
+    assert len(code_names(ARCHITECTURE)) > 50
+
+
+# --- the venue limits of docs/architecture.md ----------------------------------------------------
+
+#: A cell's leading figure (``21,000 argument characters``, ``4 (venue: 5)``) ...
+FIGURE: Final = re.compile(r"([\d,]+)")
+#: ... and its window, after "/" before any remark (``300 / 300 s``, ``6000 weight / 60 s``).
+WINDOW: Final = re.compile(r"[\d,]+[^/(;]*/ ([\d.]+) s\b")
+
+
+def figure(cell: str) -> tuple[float, float | None] | None:
+    """A cell's leading figure and window; None for a cell naming no limit."""
+    match = FIGURE.match(cell)
+    if match is None:
+        return None
+    window = WINDOW.match(cell)
+    return float(match[1].replace(",", "")), None if window is None else float(window[1])
+
+
+def test_the_venue_limits_table_gives_each_adapters_limits() -> None:
+    """Each row of docs/architecture.md's "Venue limits" table against the limits the
+    venue registry gives the gateway (``VenueAdapter.limits``): attempts per window,
+    messages per second per connection, streams per connection and REST per window."""
+    rows = table_rows(ARCHITECTURE.read_text(), "| venue | attempts / window per IP |")
+    documented: dict[str, list[str]] = {}
+    for venues, attempts, messages, streams, rest, _ in rows:
+        cells = [attempts, messages, streams, rest]
+        # "as USD-M": the row above's figure.
+        cells = [
+            documented["binance-usdm"][i] if cell.startswith("as USD-M") else cell
+            for i, cell in enumerate(cells)
+        ]
+        for venue in CODE.findall(venues.partition("(")[0]):
+            documented[venue] = cells
+    assert set(documented) == set(ADAPTERS)
+    for venue, (attempts, messages, streams, rest) in documented.items():
+        limits = ADAPTERS[venue].limits
+        assert figure(attempts) == (
+            limits.connect_attempts_per_window,
+            limits.connect_window_s,
+        ), venue
+        assert figure(messages) == (limits.messages_per_s, None), venue
+        stream_figure = figure(streams)
+        assert (None if stream_figure is None else stream_figure[0]) == (
+            limits.max_streams_per_connection
+        ), venue
+        if "no REST" not in rest:
+            assert figure(rest) == (limits.rest_weight_per_window, limits.rest_window_s), venue
+
+
+def test_figures_are_read_as_written() -> None:
+    assert figure("300 / 300 s (spot's: none documented)") == (300, 300.0)
+    assert figure("6000 weight / 60 s") == (6000, 60.0)
+    assert figure("21,000 argument characters; the symbol's topics") == (21000, None)
+    assert figure("4 (venue: 5)") == (4, None)
+    assert figure("2, and 8 per IP shared by every connection") == (2, None)
+    assert figure("none documented") is None
+
+
+def test_the_readme_venue_table_names_every_venue_with_its_mode() -> None:
+    """The README's venue table: every venue id of the registry, once, with its
+    arbitration mode (``sequenced: ...``, ``unsequenced: ...``)."""
+    modes: dict[str, str] = {}
+    for ids, _, merged in table_rows(README.read_text(), "| venue id |"):
+        for venue in CODE.findall(ids):
+            assert venue not in modes, venue
+            modes[venue] = re.split(r"[:( ]", merged, maxsplit=1)[0]
+    assert modes == {venue: adapter.mode for venue, adapter in ADAPTERS.items()}

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     help_texts = {
         "demo": "run the gateway on simulated venues with endpoint faults, and watch it",
         "sim": "run the simulated venues alone on loopback ports, for mdgateway run",
-        "verify": "rebuild books offline from a capture file and report per symbol",
+        "verify": "rebuild books offline from a capture (files or a directory), report per symbol",
         "tap": "follow one symbol of a gateway, check seq and book, and summarize",
         "replay": "serve a capture from K loopback endpoints and REST, as the venue would",
         "top": "watch a running gateway: books, endpoints, subscribers and their lag",

@@ -412,7 +412,8 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_between(0, SIM_MAX_FIRST_PORT),
         default=PORT_BASE + 1,
         metavar="P",
-        help=f"first port: the i-th simulated venue ({DEFAULT_VENUES}, whichever --venues) "
+        help=f"first port, 0-{SIM_MAX_FIRST_PORT}: the i-th simulated venue ({DEFAULT_VENUES}, "
+        "whichever --venues) "
         "on P + 10 i upwards, its REST on P + 10 i + 8 (0: each on any free port)",
     )
     parser.add_argument(

@@ -372,7 +372,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_at_least(0),
         default=DEFAULT_DEPTH,
         metavar="N",
-        help=f"levels per side in the report (default {DEFAULT_DEPTH})",
+        help="levels per side in the --json report",
     )
     parser.add_argument(
         "--log-level",

@@ -112,7 +112,8 @@ def test_help_texts_show_the_defaults(capsys: pytest.CaptureFixture[str]) -> Non
         "sim": ["(default: 3)", "(default: INFO)", "binance,okx,kraken"],
         "replay": ["(default: 1)", "(default: 0)", "(default: 1.0)"],
         "tap": ["(default: until Ctrl-C)", "(default: the full book)"],
-        "verify": ["(default 20)"],
+        "verify": ["(default: 20)", "(default: ERROR)"],
+        "top": ["(default: 1.0)", "(default: 5.0)"],
     }
     for command, defaults in expected.items():
         code, out, _ = _answer([command, "--help"], capsys)
