@@ -23,7 +23,15 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import FIXED_POINT, MAX_INT, check_levels, decode, notice, rest_snapshot
+from feeds.common import (
+    FIXED_POINT,
+    MAX_INT,
+    check_levels,
+    check_snapshot_range,
+    decode,
+    notice,
+    rest_snapshot,
+)
 from gateway.core.arbiter import Link
 from gateway.core.model import (
     DepthDiff,
@@ -57,6 +65,8 @@ SHUTDOWN_STREAM: Final = "!serverShutdown"
 SNAPSHOT_PATH: Final = "/api/v3/depth"
 #: Largest REST depth (weight 250 of the 6000/min budget).
 MAX_SNAPSHOT_LIMIT: Final = 5000
+#: The REST depth asked for unless configured (weight 50).
+DEFAULT_SNAPSHOT_LIMIT: Final = 1000
 #: Binance allows 1024 streams per connection; two streams per symbol.
 MAX_STREAMS_PER_CONNECTION: Final = 1024
 MAX_SYMBOLS_PER_CONNECTION: Final = MAX_STREAMS_PER_CONNECTION // 2
@@ -104,9 +114,14 @@ def stream_url(endpoint: str, symbols: Sequence[str]) -> str:
     return endpoint.rstrip("/") + "/stream?streams=" + "/".join(names)
 
 
+def check_snapshot_limit(limit: int) -> None:
+    """Raises ValueError unless ``/api/v3/depth`` serves ``limit`` levels (1..5000)."""
+    check_snapshot_range(limit, MAX_SNAPSHOT_LIMIT)
+
+
 def snapshot_url(rest_base: str, symbol: str, limit: int) -> str:
-    if not 1 <= limit <= MAX_SNAPSHOT_LIMIT:
-        raise ValueError(f"snapshot limit must be 1..{MAX_SNAPSHOT_LIMIT}, got {limit}")
+    """``GET /api/v3/depth?symbol=<SYMBOL>&limit=<limit>`` (:func:`check_snapshot_limit`)."""
+    check_snapshot_limit(limit)
     query = urlencode({"symbol": symbol.upper(), "limit": limit})
     return f"{rest_base.rstrip('/')}{SNAPSHOT_PATH}?{query}"
 

@@ -32,11 +32,13 @@ from typing import Final
 from feeds.binance import depth_snapshot
 from feeds.binance_usdm import (
     COINM_VENUE,
+    DEFAULT_SNAPSHOT_LIMIT,
     MAX_MESSAGES_PER_S,
     MAX_SNAPSHOT_LIMIT,
     MAX_STREAMS_PER_CONNECTION,
     SNAPSHOT_LIMITS,
     BinanceFuturesRule,
+    check_snapshot_limit,
     depth_url,
     frame_venue,
     futures_framing,
@@ -50,6 +52,7 @@ from gateway.core.model import DepthSnapshot, VenueEvent
 
 __all__ = [
     "CRYPTOFEED_NAMES",
+    "DEFAULT_SNAPSHOT_LIMIT",
     "HOSTS",
     "LEGACY_WS_ENDPOINTS",
     "MARKET_WS_ENDPOINTS",
@@ -64,6 +67,7 @@ __all__ = [
     "VENUE",
     "WS_ENDPOINTS",
     "BinanceFuturesRule",
+    "check_snapshot_limit",
     "frame_venue",
     "market_stream_url",
     "pair_of",
@@ -106,8 +110,8 @@ def pair_of(symbol: str) -> str:
 
 
 def snapshot_url(rest_base: str, symbol: str, limit: int) -> str:
-    """``GET /dapi/v1/depth?symbol=<SYMBOL>&limit=<limit>``; ``limit`` one of
-    :data:`SNAPSHOT_LIMITS`."""
+    """``GET /dapi/v1/depth?symbol=<SYMBOL>&limit=<limit>`` (:func:`check_snapshot_limit`:
+    USD-M's limits)."""
     return depth_url(rest_base, SNAPSHOT_PATH, symbol, limit)
 
 

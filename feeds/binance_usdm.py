@@ -59,6 +59,8 @@ SNAPSHOT_PATH: Final = "/fapi/v1/depth"
 #: The depths ``/fapi/v1/depth`` accepts.
 SNAPSHOT_LIMITS: Final = (5, 10, 20, 50, 100, 500, 1000)
 MAX_SNAPSHOT_LIMIT: Final = 1000
+#: The REST depth asked for unless configured (weight 20).
+DEFAULT_SNAPSHOT_LIMIT: Final = 1000
 #: REST ``REQUEST_WEIGHT`` budget per minute per IP.
 REST_WEIGHT_PER_MINUTE: Final = 2400
 #: Streams per connection: 200 on the current docs, 1024 on older text; the lower is used.
@@ -108,12 +110,18 @@ def market_stream_url(endpoint: str, symbols: Sequence[str]) -> str:
     return _combined_url(endpoint, [trade_stream(s) for s in dict.fromkeys(symbols)])
 
 
+def check_snapshot_limit(limit: int) -> None:
+    """Raises ValueError unless ``limit`` is one of :data:`SNAPSHOT_LIMITS`, the depths a
+    futures market's REST serves (``/fapi/v1/depth``, ``/dapi/v1/depth``: the same)."""
+    if limit not in SNAPSHOT_LIMITS:
+        accepted = ", ".join(map(str, SNAPSHOT_LIMITS))
+        raise ValueError(f"snapshot limit must be one of {accepted}, got {limit}")
+
+
 def depth_url(rest_base: str, path: str, symbol: str, limit: int) -> str:
     """``GET <path>?symbol=<SYMBOL>&limit=<limit>`` of a futures market's REST depth
-    (``/fapi/v1/depth``, ``/dapi/v1/depth``: the same limits); ``limit`` one of
-    :data:`SNAPSHOT_LIMITS`."""
-    if limit not in SNAPSHOT_LIMITS:
-        raise ValueError(f"snapshot limit must be one of {SNAPSHOT_LIMITS}, got {limit}")
+    (:func:`check_snapshot_limit`)."""
+    check_snapshot_limit(limit)
     query = urlencode({"symbol": symbol.upper(), "limit": limit})
     return f"{rest_base.rstrip('/')}{path}?{query}"
 

@@ -56,6 +56,7 @@ from feeds.common import (
     FIXED_POINT,
     MAX_INT,
     check_levels,
+    check_snapshot_range,
     decode,
     decode_push,
     endpoint_url,
@@ -205,10 +206,16 @@ def ping_message(req_id: str = "ping") -> bytes:
     return msgspec.json.encode({"req_id": req_id, "op": "ping"})
 
 
+def check_snapshot_limit(limit: int) -> None:
+    """Raises ValueError unless ``/v5/market/orderbook`` serves ``limit`` levels per side
+    (1..1000, spot and linear)."""
+    check_snapshot_range(limit, MAX_SNAPSHOT_LIMIT)
+
+
 def snapshot_url(rest_base: str, symbol: str, limit: int, venue: str) -> str:
-    """``GET /v5/market/orderbook?category=<category>&symbol=<SYMBOL>&limit=<limit>``."""
-    if not 1 <= limit <= MAX_SNAPSHOT_LIMIT:
-        raise ValueError(f"snapshot limit must be 1..{MAX_SNAPSHOT_LIMIT}, got {limit}")
+    """``GET /v5/market/orderbook?category=<category>&symbol=<SYMBOL>&limit=<limit>``
+    (:func:`check_snapshot_limit`)."""
+    check_snapshot_limit(limit)
     query = urlencode({"category": _category(venue), "symbol": symbol.upper(), "limit": limit})
     return f"{rest_base.rstrip('/')}{SNAPSHOT_PATH}?{query}"
 

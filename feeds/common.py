@@ -185,6 +185,13 @@ def unique_symbols(symbols: Sequence[str], what: str = "symbols") -> list[str]:
     return unique
 
 
+def check_snapshot_range(limit: int, largest: int) -> None:
+    """Raises ValueError unless ``1 <= limit <= largest``: the check of a REST depth that
+    serves any number of levels up to its largest."""
+    if not 1 <= limit <= largest:
+        raise ValueError(f"snapshot limit must be 1..{largest}, got {limit}")
+
+
 def rest_snapshot(
     venue: str,
     symbol: str,

@@ -44,6 +44,7 @@ import msgspec
 from feeds.common import (
     FIXED_POINT,
     check_levels,
+    check_snapshot_range,
     decode,
     endpoint_url,
     int_text,
@@ -94,6 +95,8 @@ _TRADE_CHANNELS: Final = frozenset({"trades", "trades-all"})
 SNAPSHOT_PATH: Final = "/api/v5/market/books"
 #: Largest ``sz`` of ``/api/v5/market/books`` (levels per side).
 MAX_SNAPSHOT_LIMIT: Final = 400
+#: The REST depth asked for unless configured: the largest, the depth ``books`` keeps.
+DEFAULT_SNAPSHOT_LIMIT: Final = MAX_SNAPSHOT_LIMIT
 #: 40 REST book requests per 2 s per IP.
 REST_REQUESTS_PER_2S: Final = 40
 REST_REQUESTS_PER_MINUTE: Final = REST_REQUESTS_PER_2S * 30
@@ -185,10 +188,15 @@ def ping_message() -> bytes:
     return _PING
 
 
+def check_snapshot_limit(limit: int) -> None:
+    """Raises ValueError unless ``/api/v5/market/books`` serves ``limit`` levels per side
+    (1..400)."""
+    check_snapshot_range(limit, MAX_SNAPSHOT_LIMIT)
+
+
 def snapshot_url(rest_base: str, symbol: str, limit: int) -> str:
-    """``GET /api/v5/market/books?instId=<symbol>&sz=<limit>`` (at most 400 per side)."""
-    if not 1 <= limit <= MAX_SNAPSHOT_LIMIT:
-        raise ValueError(f"snapshot limit must be 1..{MAX_SNAPSHOT_LIMIT}, got {limit}")
+    """``GET /api/v5/market/books?instId=<symbol>&sz=<limit>`` (:func:`check_snapshot_limit`)."""
+    check_snapshot_limit(limit)
     query = urlencode({"instId": symbol, "sz": limit})
     return f"{rest_base.rstrip('/')}{SNAPSHOT_PATH}?{query}"
 

@@ -54,7 +54,7 @@ from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.logs import LimitedLog
 from gateway.io.upstream import Connection, Sent, SnapshotFetcher
-from gateway.wire.config import VenueConfig, venue_limits
+from gateway.wire.config import VenueConfig, snapshot_limit, venue_limits
 from gateway.wire.tokens import redacted_repr
 from gateway.wire.venues import adapter_for
 
@@ -168,11 +168,12 @@ class VenueRuntime:
         #: The symbols subscribed: the configured ones the venue did not refuse.
         self.subscribed = list(cfg.symbols)
         self.fetcher: SnapshotFetcher | None = None
-        if self.adapter.snapshot_url is not None and cfg.rest:
+        limit = snapshot_limit(cfg)
+        if limit is not None:
             self.fetcher = SnapshotFetcher(
                 self.adapter,
                 cfg.rest,
-                limit=cfg.snapshot_limit,
+                limit=limit,
                 on_snapshot=self.on_snapshot,
                 timeout_s=cfg.rest_timeout_s,
                 backoff_max_s=cfg.snapshot_backoff_max_s,

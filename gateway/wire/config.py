@@ -305,7 +305,9 @@ class VenueConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rest: list[str] = []
     #: Redundant connections opened to each endpoint (venues with one public endpoint).
     connections_per_endpoint: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
-    snapshot_limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
+    #: Levels of each REST snapshot, within what the venue's REST serves (validated);
+    #: None: the venue's default (:func:`snapshot_limit`).
+    snapshot_limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] | None = None
     reorder_window_ms: NonNegativeFloat = 100.0
     max_pending: PositiveInt = 4096
     #: The cap of each book's levels per side; None: the venue's default (README).
@@ -383,6 +385,18 @@ def venue_limits(cfg: VenueConfig) -> VenueLimits:
         or base.messages_per_s_per_address,
         subscribe_requests_per_hour=base.subscribe_requests_per_hour,
     )
+
+
+def snapshot_limit(cfg: VenueConfig) -> int | None:
+    """The levels each of the venue's REST snapshots asks for: ``cfg.snapshot_limit``, else
+    the venue's default (1000 where it serves that, else its largest); None where the venue
+    fetches none (it has no REST snapshots, or ``cfg.rest`` lists no base)."""
+    adapter = ADAPTERS[cfg.venue]
+    if adapter.snapshot_url is None or not cfg.rest:
+        return None
+    if cfg.snapshot_limit is not None:
+        return cfg.snapshot_limit
+    return adapter.default_snapshot_limit
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -509,8 +523,14 @@ def validate(config: Config) -> Config:
         adapter = ADAPTERS[venue.venue]
         if venue.rest or (adapter.snapshot_url is not None and not adapter.in_band_snapshots):
             _check_urls(venue.rest, ("http", "https"), f"{where}.rest")
+        limit = snapshot_limit(venue)
+        if limit is not None and adapter.check_snapshot_limit is not None:
+            try:
+                adapter.check_snapshot_limit(limit)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.snapshot_limit: {venue.venue}'s REST {exc}") from None
         if venue.max_levels is not None:
-            floor = max(adapter.venue_depth or 1, venue.snapshot_limit if venue.rest else 1)
+            floor = max(adapter.venue_depth or 1, limit or 1)
             if venue.max_levels < floor:
                 raise ConfigError(
                     f"{where}.max_levels: must be >= {floor}, the depth of the venue's "

@@ -111,6 +111,12 @@ class VenueAdapter:
     #: REST snapshots; None where the venue has no usable REST book.
     snapshot_url: Callable[[str, str, int], str] | None = None
     parse_snapshot: Callable[[str, bytes, int, int], DepthSnapshot] | None = None
+    #: Where ``snapshot_url`` is set: raises ValueError, naming the depths the venue's REST
+    #: serves, for a limit it refuses (``snapshot_url`` raises the same).
+    check_snapshot_limit: Callable[[int], None] | None = None
+    #: Where ``snapshot_url`` is set: the depth asked for unless ``venues[].snapshot_limit``
+    #: is set, 1000 where the venue serves it, else its largest (OKX 400).
+    default_snapshot_limit: int | None = None
     snapshot_weight: Callable[[int], int] = _unit_weight
     #: REST request-weight budget per minute per IP.
     rest_weight_per_minute: int = 1200
@@ -230,7 +236,10 @@ class _RestSnapshotModule(_OneMarketModule, Protocol):
 
     @property
     def SNAPSHOT_PATH(self) -> str: ...
+    @property
+    def DEFAULT_SNAPSHOT_LIMIT(self) -> int: ...
 
+    def check_snapshot_limit(self, limit: int) -> None: ...
     def snapshot_url(self, rest_base: str, symbol: str, limit: int) -> str: ...
     def parse_snapshot(
         self, symbol: str, body: bytes, recv_ns: int, conn_id: int = -1
@@ -280,11 +289,14 @@ def _one_market(
 def _rest_snapshots(
     adapter: VenueAdapter, feed: _RestSnapshotModule, weight_per_minute: int
 ) -> VenueAdapter:
-    """``adapter`` with the module's REST depth snapshots, under a weight budget."""
+    """``adapter`` with the module's REST depth snapshots, the depths they may ask for, under
+    a weight budget."""
     return replace(
         adapter,
         snapshot_url=feed.snapshot_url,
         parse_snapshot=feed.parse_snapshot,
+        check_snapshot_limit=feed.check_snapshot_limit,
+        default_snapshot_limit=feed.DEFAULT_SNAPSHOT_LIMIT,
         rest_weight_per_minute=weight_per_minute,
         snapshot_paths=(feed.SNAPSHOT_PATH,),
     )

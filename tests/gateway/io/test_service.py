@@ -262,6 +262,8 @@ def test_okx_resyncs_by_resubscribing_unless_rest_is_configured() -> None:
 
     venue, published = _okx_runtime(["https://www.okx.com"])
     assert venue.fetcher is not None
+    # snapshot_limit unset: OKX's largest depth, not the 1000 its REST would refuse.
+    assert venue.fetcher._limit == 400
     venue.on_frame(0, okx_update(10, 15, "100"), 1)
     venue.on_frame(0, okx_update(15, 18, "101"), 1)
     assert venue.fetcher._queued == {"BTC-USDT"} and venue.stats.resubscribes == 0

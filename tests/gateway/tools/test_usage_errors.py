@@ -87,6 +87,24 @@ def test_a_mistake_is_one_line_naming_what_to_change_and_exit_2(
     assert "the demo" not in err
 
 
+def test_a_snapshot_limit_the_venue_refuses_stops_run_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused at start-up, not at the venue's first REST fetch (OKX: its first resync)."""
+    config = tmp_path / "okx.toml"
+    config.write_text(
+        '[[venues]]\nvenue = "okx"\nsymbols = ["BTC-USDT"]\n'
+        'endpoints = ["ws://127.0.0.1:9451/ws/v5/public"]\n'
+        'rest = ["http://127.0.0.1:9459"]\nsnapshot_limit = 500\n'
+    )
+    code, out, err = _answer(["run", "--config", str(config), "--port", "0"], capsys)
+    assert code == 2 and out == ""
+    assert err == (
+        f"mdgateway run: bad configuration: {config}: $.venues[0].snapshot_limit: "
+        "okx's REST snapshot limit must be 1..400, got 500\n"
+    )
+
+
 @pytest.mark.parametrize("command", ["run", "demo"])
 def test_a_capture_directory_that_cannot_be_created_is_one_line(
     command: str,

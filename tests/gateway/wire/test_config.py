@@ -6,6 +6,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from feeds import binance, binance_coinm, binance_usdm, okx
 from gateway.wire.config import (
     Config,
     ConfigError,
@@ -19,6 +20,7 @@ from gateway.wire.config import (
     is_loopback,
     load_config,
     parse_config,
+    snapshot_limit,
 )
 from tests.markdown import CODE, table_rows
 
@@ -444,6 +446,122 @@ def test_max_levels_defaults_to_the_venue_and_may_not_refuse_its_snapshots() -> 
     assert parse_config(okx + "max_levels = 400\n").venues[0].max_levels == 400
     with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels"):
         parse_config(GOOD.replace(rest, rest + "\nmax_levels = 0"))
+
+
+def _one_venue(venue: str, symbol: str, lines: str = "") -> str:
+    return (
+        f'[[venues]]\nvenue = "{venue}"\nsymbols = ["{symbol}"]\n'
+        f'endpoints = ["wss://{venue}.example/ws"]\n{lines}\n'
+    )
+
+
+SYMBOLS = {"binance-coinm": "BTCUSD_PERP", "okx": "BTC-USDT"}
+REST = 'rest = ["https://rest.example"]'
+USDM_LIMITS = "must be one of 5, 10, 20, 50, 100, 500, 1000, got"
+
+
+@pytest.mark.parametrize(
+    ("venue", "lines", "error"),
+    [
+        ("binance", "snapshot_limit = 1", None),
+        ("binance", "snapshot_limit = 5000", None),
+        ("binance", "snapshot_limit = 5001", "$.venues[0].snapshot_limit"),
+        ("binance", "snapshot_limit = 0", "$.venues[0].snapshot_limit"),
+        ("binance-usdm", "snapshot_limit = 5", None),
+        ("binance-usdm", "snapshot_limit = 1000", None),
+        (
+            "binance-usdm",
+            "snapshot_limit = 200",
+            f"$.venues[0].snapshot_limit: binance-usdm's REST snapshot limit {USDM_LIMITS} 200",
+        ),
+        (
+            "binance-usdm",
+            "snapshot_limit = 5000",
+            f"$.venues[0].snapshot_limit: binance-usdm's REST snapshot limit {USDM_LIMITS} 5000",
+        ),
+        ("binance-coinm", "snapshot_limit = 500", None),
+        (
+            "binance-coinm",
+            "snapshot_limit = 30",
+            f"$.venues[0].snapshot_limit: binance-coinm's REST snapshot limit {USDM_LIMITS} 30",
+        ),
+        ("okx", "snapshot_limit = 1", None),
+        ("okx", "snapshot_limit = 400", None),
+        (
+            "okx",
+            "snapshot_limit = 401",
+            "$.venues[0].snapshot_limit: okx's REST snapshot limit must be 1..400, got 401",
+        ),
+        (
+            "okx",
+            "snapshot_limit = 1000",
+            "$.venues[0].snapshot_limit: okx's REST snapshot limit must be 1..400, got 1000",
+        ),
+    ],
+)
+def test_a_snapshot_limit_the_venue_refuses_is_named_with_what_it_serves(
+    venue: str, lines: str, error: str | None
+) -> None:
+    text = _one_venue(venue, SYMBOLS.get(venue, "BTCUSDT"), f"{REST}\n{lines}")
+    if error is None:
+        config = parse_config(text, "test.toml")
+        assert snapshot_limit(config.venues[0]) == int(lines.rpartition("=")[2])
+        return
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "test.toml")
+    assert str(info.value).startswith("test.toml: ") and error in str(info.value), info.value
+
+
+@pytest.mark.parametrize(
+    ("venue", "lines", "resolved"),
+    [
+        ("binance", REST, 1000),
+        ("binance-usdm", REST, 1000),
+        ("binance-coinm", REST, 1000),
+        # 1000, the default elsewhere, is more than OKX's REST serves: its largest.
+        ("okx", REST, 400),
+        # No REST base: OKX resyncs in band, and a limit is never asked for.
+        ("okx", "", None),
+        ("okx", "snapshot_limit = 1000", None),
+        # Bybit's REST book is not used (resyncs resubscribe), whatever is configured.
+        ("bybit-spot", f"{REST}\nsnapshot_limit = 2000", None),
+        ("kraken", "", None),
+    ],
+)
+def test_an_unset_snapshot_limit_is_the_venues_default(
+    venue: str, lines: str, resolved: int | None
+) -> None:
+    symbol = {"kraken": "BTC/USD"}.get(venue, SYMBOLS.get(venue, "BTCUSDT"))
+    config = parse_config(_one_venue(venue, symbol, lines))
+    assert snapshot_limit(config.venues[0]) == resolved
+
+
+def test_the_max_levels_floor_is_the_resolved_snapshot_limit() -> None:
+    okx = _one_venue("okx", "BTC-USDT", REST)
+    assert parse_config(okx + "max_levels = 400\n").venues[0].max_levels == 400
+    usdm = _one_venue("binance-usdm", "BTCUSDT", f"{REST}\nsnapshot_limit = 500")
+    assert parse_config(usdm + "max_levels = 500\n").venues[0].max_levels == 500
+    with pytest.raises(ConfigError, match=r"\$.venues\[0\].max_levels: must be >= 500"):
+        parse_config(usdm + "max_levels = 499\n")
+    # Bybit fetches no REST snapshot: its floor is its maintained depth alone.
+    bybit = _one_venue("bybit-spot", "BTCUSDT", REST)
+    assert parse_config(bybit + "max_levels = 200\n").venues[0].max_levels == 200
+
+
+def test_the_readme_names_the_depths_each_venues_rest_serves() -> None:
+    (row,) = (
+        meaning
+        for cell, meaning in table_rows((ROOT / "README.md").read_text(), "| key |")
+        if cell == "`venues[].snapshot_limit`"
+    )
+    *most, last = binance_usdm.SNAPSHOT_LIMITS
+    assert f"Binance spot 1-{binance.MAX_SNAPSHOT_LIMIT};" in row
+    assert f"Binance USD-M and COIN-M {', '.join(map(str, most))} or {last};" in row
+    assert f"OKX 1-{okx.MAX_SNAPSHOT_LIMIT})" in row
+    defaults = {binance.DEFAULT_SNAPSHOT_LIMIT, binance_usdm.DEFAULT_SNAPSHOT_LIMIT}
+    assert defaults == {binance_coinm.DEFAULT_SNAPSHOT_LIMIT}
+    assert f"Binance spot, USD-M, COIN-M {defaults.pop()} (" in row
+    assert f"OKX {okx.DEFAULT_SNAPSHOT_LIMIT}, its largest]" in row
 
 
 # --- the subscriber token from a file or the environment ------------------------------------

@@ -35,3 +35,34 @@ def test_the_default_frame_cap_is_far_above_the_largest_recorded_frame(
     assert largest > 500  # the capture's frames were read
     for venue in venues:
         assert ADAPTERS[venue].max_frame_bytes >= FRAME_MARGIN * largest, venue
+
+
+@pytest.mark.parametrize("venue", list(ADAPTERS))
+def test_a_venue_with_rest_snapshots_states_the_depths_it_serves_and_its_default(
+    venue: str,
+) -> None:
+    adapter = ADAPTERS[venue]
+    check, default = adapter.check_snapshot_limit, adapter.default_snapshot_limit
+    if adapter.snapshot_url is None:
+        assert check is None and default is None
+        return
+    assert check is not None and default is not None
+    check(default)
+    # 1000 where the venue serves it, else its largest.
+    assert default == 1000 or (default < 1000 and not _serves(check, 1000))
+    assert all(not _serves(check, limit) for limit in range(default + 1, 1000))
+    url = adapter.snapshot_url("https://rest.example", "BTCUSDT", default)
+    assert url.startswith("https://rest.example/") and f"={default}" in url
+    for refused in (0, 5001):
+        with pytest.raises(ValueError, match="snapshot limit must be"):
+            check(refused)
+        with pytest.raises(ValueError, match="snapshot limit must be"):
+            adapter.snapshot_url("https://rest.example", "BTCUSDT", refused)
+
+
+def _serves(check: Callable[[int], None], limit: int) -> bool:
+    try:
+        check(limit)
+    except ValueError:
+        return False
+    return True
