@@ -84,7 +84,8 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   from that stream reopens the connection (no fault). Agreeing places it; differing at
   or below the book's id is a venue reset it leads (the book follows it, every other
   connection is reopened: how many resets they lag is unknown); differing ahead reopens
-  it. No single copy equal to an applied update places a connection (an update of another
+  it (agreeing ahead, the updates its connection delivered past it are buffered). No
+  single copy equal to an applied update places a connection (an update of another
   sequence may equal it). Not placed within ``reset_window_ns``, the book resyncs. After
   a book built from an in-band snapshot the other connections are unplaced until they
   answer.
@@ -105,7 +106,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Collection, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from sortedcontainers import SortedKeyList
@@ -449,6 +450,10 @@ class _Unplaced:
     #: than the applied updates kept): its own book, compared instead at each id its
     #: stream reaches at or below the book's (None: not kept).
     replica: _Replica | None = None
+    #: The updates its connection delivered past its snapshot ahead of the book, in order
+    #: (at most ``max_pending``, the oldest dropped): buffered for the book once the
+    #: snapshot is placed, as no other connection may deliver them.
+    ahead: list[DepthDiff] = field(default_factory=list)
 
     def waits(self) -> bool:
         """True while something is awaited of it within the reset window."""
@@ -1170,12 +1175,19 @@ class SequencedBook:
         compared with the book there, with :meth:`_placement`'s verdicts: agreeing places
         the connection; differing leads the book into the reset it is of (its book is
         followed, the other connections reopened). Past the book's id, it is compared
-        when the book reaches it, as an answer ahead of the book."""
+        when the book reaches it, as an answer ahead of the book. Without a replica, an
+        update past a snapshot ahead of the book is kept, for the book to take once that
+        snapshot is placed (:meth:`_reached_subscriptions`)."""
         self.stats.stale += 1
         conn_id = diff.conn_id
         unplaced = self._unplaced[conn_id]
         replica = unplaced.replica
         if replica is None:
+            snap = unplaced.snap
+            if snap is not None and diff.last_id > snap.last_id > self.applied_id:
+                if len(unplaced.ahead) >= self.limits.max_pending:
+                    del unplaced.ahead[0]
+                unplaced.ahead.append(diff)
             return
         if not self.rule.continues(diff, replica.last_id):
             why = (
@@ -1231,8 +1243,9 @@ class SequencedBook:
     def _reached_subscriptions(self, before_id: int, out: list[ArbiterEvent], now_ns: int) -> None:
         """The book moved from ``before_id`` to its applied id: the subscription snapshots
         of unplaced connections it passed are compared with it. One that agrees places its
-        connection; one that differs is of another sequence, which the book cannot follow
-        from it (its connection's updates since were dropped): the connection is asked to
+        connection, and the updates it delivered past the snapshot are buffered (applied
+        as they link); one that differs is of another sequence, which the book cannot follow
+        from it (its connection's updates since are not used): the connection is asked to
         reconnect."""
         applied = self.applied_id
         for conn_id, unplaced in list(self._unplaced.items()):
@@ -1244,6 +1257,9 @@ class SequencedBook:
             verdict = self._placement(snap).verdict
             if verdict is RestVerdict.AGREES:
                 del self._unplaced[conn_id]
+                for diff in unplaced.ahead:
+                    if diff.last_id > applied:
+                        self._buffer(diff, out)
                 continue
             if verdict is RestVerdict.DRIFT:
                 why = "differs from the book at that id: of another sequence"

@@ -303,3 +303,16 @@ def test_an_okx_answer_whose_stream_passes_the_book_is_compared_where_the_book_g
     out = arb.on_diff(okx_diff(20_010, 20_015, 0, 5), 5)
     assert reconnects(out) == [1] and arb.applied_id == 20_015
     assert arb.book.bids() == [("170", "1")]
+
+
+def test_an_answer_ahead_placed_later_brings_the_updates_its_connection_delivered() -> None:
+    """Connection 1 is answered at u = 3, ahead of the book, then delivers u = 4, which no
+    other connection delivers. When connection 0 brings the book to u = 3 in agreement,
+    connection 1 is placed and its u = 4 is applied: the book does not stay behind."""
+    arb = bybit_book()
+    assert arb.on_snapshot(snapshot(3, 1, asks=()), 0) == []
+    assert arb.on_diff(delta(4, 1, bids=(("91.0", "1"),)), 0) == []
+    out = arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    assert [type(e) for e in out] == [BookDelta, BookDelta]
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [3, 4]
+    assert arb.applied_id == 4 and arb.book.bids() == [("91.0", "1"), *BID]
