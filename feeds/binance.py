@@ -154,6 +154,9 @@ class BinanceSpotRule:
             return Link.LINKS
         return Link.FUTURE
 
+    def continues(self, diff: DepthDiff, last_id: int) -> bool:
+        return self.classify(diff, last_id) is Link.LINKS
+
 
 # --- wire structs: one module-level decoder per message -----------------------------------
 

@@ -159,6 +159,9 @@ class BinanceFuturesRule:
             return Link.LINKS
         return Link.FUTURE
 
+    def continues(self, diff: DepthDiff, last_id: int) -> bool:
+        return self.classify(diff, last_id) is Link.LINKS
+
 
 # --- parsing ------------------------------------------------------------------------------
 

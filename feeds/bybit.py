@@ -498,6 +498,9 @@ class BybitRule:
             return Link.LINKS
         return Link.FUTURE
 
+    def continues(self, diff: DepthDiff, last_id: int) -> bool:
+        return self.classify(diff, last_id) is Link.LINKS
+
 
 # --- recognising Bybit in captures (VenueAdapter.hosts, url_venue, frame_venue) -------------
 

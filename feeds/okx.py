@@ -778,6 +778,11 @@ class OkxRule:
         self.state = state
         return link
 
+    def continues(self, diff: DepthDiff, last_id: int) -> bool:
+        """A connection's own stream chains by ``prevSeqId`` (keepalives and resets too);
+        updates without ids are taken as they come, as :meth:`classify` takes them."""
+        return diff.prev_id == last_id or diff.last_id < 0
+
     def past_reset(self) -> frozenset[int]:
         """The connections that delivered their copy of the last reset that linked (or
         crossed a later one waiting then): they are past it, whenever it linked."""

@@ -100,6 +100,12 @@ class LinkRule(Protocol):
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link: ...
 
+    def continues(self, diff: DepthDiff, last_id: int) -> bool:
+        """True when ``diff`` comes right after id ``last_id`` in one connection's stream
+        (its snapshot's or its previous update's): no update of the venue between them.
+        Changes nothing (a rule's state is the book's, not a connection's)."""
+        ...
+
 
 def crossed_reason(book: L2Book) -> str | None:
     """``crossed book (bid X >= ask Y)`` with the venue's prices, or None when ``book``

@@ -29,7 +29,9 @@ applied id is at or past ``S``: the applied updates after ``S`` are replayed ont
 the snapshot and the top ``depth`` levels of each side compared with the live book's. The
 first update replayed must link to ``S`` (it starts at or before ``S + 1``, or its
 ``prev_id`` is ``S``); when the ring no longer reaches back to ``S`` (or the book was
-rebuilt after ``S``) the snapshot is not comparable and is counted as skipped. ``depth``
+rebuilt after ``S``) the snapshot is not comparable and is counted as skipped. Any book at
+an id is compared by the same rule (:func:`compare_book`: an unplaced connection's own book,
+see :mod:`gateway.core.sequenced`). ``depth``
 must be well below the snapshot's depth: levels beyond the snapshot's depth that move
 into the top would otherwise differ.
 """
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -254,14 +256,30 @@ def compare_rest(
     """Compares the REST ``snapshot`` with the ``live`` book, whose applied updates since
     it was built are ``ring`` and whose applied id is at or past the snapshot's: the
     updates after the snapshot's id replayed onto it must give the live top ``depth``."""
-    replay = ring.after(snapshot.last_id)
+    return _compared(
+        snapshot.last_id, lambda copy: copy.load(snapshot.bids, snapshot.asks), ring, live, depth
+    )
+
+
+def compare_book(
+    book: L2Book, book_id: int, ring: AppliedRing, live: L2Book, depth: int = DEFAULT_AUDIT_DEPTH
+) -> RestComparison:
+    """Compares ``book``, a book at id ``book_id`` (left unchanged), with ``live`` by the
+    REST rule, as :func:`compare_rest` a snapshot at that id."""
+    return _compared(book_id, lambda copy: copy.copy_from(book), ring, live, depth)
+
+
+def _compared(
+    at_id: int, fill: Callable[[L2Book], None], ring: AppliedRing, live: L2Book, depth: int
+) -> RestComparison:
+    """The REST rule: a book at ``at_id`` (``fill`` makes it) with the applied updates
+    after ``at_id`` replayed onto it, its top ``depth`` against ``live``'s."""
+    replay = ring.after(at_id)
     if replay is None:
-        return RestComparison(
-            RestVerdict.NOT_COMPARABLE, f"ring does not reach back to id {snapshot.last_id}"
-        )
+        return RestComparison(RestVerdict.NOT_COMPARABLE, f"ring does not reach back to id {at_id}")
     copy = L2Book()
     try:
-        copy.load(snapshot.bids, snapshot.asks)
+        fill(copy)
         for diff in replay:
             copy.apply(diff.bids, diff.asks)
     except BadLevel as exc:

@@ -78,12 +78,17 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   snapshot need not say so. While another connection follows the book, the snapshot that
   answers a subscription does not move the book: its connection is *unplaced* (nothing it
   delivers used) until the snapshot is compared with the book at its id (now, or when the
-  book reaches it) or a copy of its agrees with the applied updates. Agreeing places it;
-  differing at or below the book's id is a venue reset it leads (the book follows it,
-  every other connection is reopened: how many resets they lag is unknown); differing
-  ahead reopens it. Not placed within ``reset_window_ns``, the book resyncs. After a book
-  built from an in-band snapshot the other connections are unplaced until they answer; no
-  copy places a connection before its answer, or once it was asked to reconnect.
+  book reaches it). One below the book that cannot be compared (older than the applied
+  updates kept) is compared through a replica: its connection's own updates, in order and
+  none missing, applied onto it until it reaches an id the book kept; an update missing
+  from that stream reopens the connection (no fault). Agreeing places it; differing at
+  or below the book's id is a venue reset it leads (the book follows it, every other
+  connection is reopened: how many resets they lag is unknown); differing ahead reopens
+  it (agreeing ahead, the updates its connection delivered past it are buffered). No
+  single copy equal to an applied update places a connection (an update of another
+  sequence may equal it). Not placed within ``reset_window_ns``, the book resyncs. After
+  a book built from an in-band snapshot the other connections are unplaced until they
+  answer.
 
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
 :mod:`gateway.core.transitions`) say what each outcome does:
@@ -101,7 +106,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Collection, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from sortedcontainers import SortedKeyList
@@ -126,6 +131,7 @@ from gateway.core.audit import (
     AppliedRing,
     RestComparison,
     RestVerdict,
+    compare_book,
     compare_rest,
 )
 from gateway.core.book import BadLevel, L2Book
@@ -400,11 +406,37 @@ class _Behind:
 
 
 @dataclass(slots=True)
+class _Replica:
+    """An unplaced connection's own book: its subscription snapshot with the updates its
+    connection delivered since applied in order, none missing."""
+
+    book: L2Book
+    #: The id its connection's stream is at.
+    last_id: int
+
+    def snapshot(self, diff: DepthDiff) -> DepthSnapshot:
+        """Its book as an in-band snapshot at its id, ``diff`` the update that brought it
+        there (its connection, receive time and checksum: the venue's of the book after it)."""
+        bids, asks = tuple(self.book.bids()), tuple(self.book.asks())
+        return DepthSnapshot(
+            diff.venue,
+            diff.symbol,
+            self.last_id,
+            bids,
+            asks,
+            diff.recv_ns,
+            diff.conn_id,
+            diff.checksum,
+        )
+
+
+@dataclass(slots=True)
 class _Unplaced:
     """A connection whose subscription answer is not placed in the book's sequence."""
 
     #: Its subscription snapshot, compared with the book when the book's id reaches it
-    #: (None: nothing left to compare).
+    #: (None: nothing left to compare). Where a replica passed the book's id without
+    #: being comparable, the replica's book at that id instead.
     snap: DepthSnapshot | None
     #: Since when: not placed within the reset window, the book resyncs (a snapshot to
     #: compare) or the connection is reopened (an answer awaited).
@@ -414,6 +446,14 @@ class _Unplaced:
     answered: bool = True
     #: It was asked to reconnect: nothing is awaited of it any more.
     reopening: bool = False
+    #: Its snapshot is below the book's id and could not be compared with the book (older
+    #: than the applied updates kept): its own book, compared instead at each id its
+    #: stream reaches at or below the book's (None: not kept).
+    replica: _Replica | None = None
+    #: The updates its connection delivered past its snapshot ahead of the book, in order
+    #: (at most ``max_pending``, the oldest dropped): buffered for the book once the
+    #: snapshot is placed, as no other connection may deliver them.
+    ahead: list[DepthDiff] = field(default_factory=list)
 
     def waits(self) -> bool:
         """True while something is awaited of it within the reset window."""
@@ -605,7 +645,7 @@ class SequencedBook:
             self._below_snapshot_diff(diff)
         self._conn_high[diff.conn_id] = diff.last_id
         if self._unplaced and diff.conn_id in self._unplaced:
-            self._unplaced_diff(diff)
+            self._unplaced_diff(diff, out, now_ns)
             return out
         self._heard_ns[diff.conn_id] = now_ns
 
@@ -932,6 +972,11 @@ class SequencedBook:
             return
         else:
             self.stats.jumps += 1
+        self._replace_book(snap, out, now_ns)
+
+    def _replace_book(self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int) -> None:
+        """The built book is replaced by in-band ``snap`` (a reset, a jump ahead, a
+        sequence an unplaced connection leads into), published as one ordinary delta."""
         fresh = L2Book(self.limits.max_levels)
         try:
             fresh.load(snap.bids, snap.asks)
@@ -1056,11 +1101,14 @@ class SequencedBook:
         book differs from the book at its id (:meth:`_placement`), so it is of another
         sequence; the book is rebuilt from it and every other connection, lagging an
         unknown number of resets, is dropped and asked to reconnect. Otherwise it is not
-        used: its book agrees (its connection is placed in the book's sequence), or it
-        cannot be compared yet (ahead of the book, or before the applied updates kept):
-        its connection stays unplaced, nothing it delivers used, until the book reaches
-        the snapshot's id and agrees (:meth:`_reached_subscriptions`) or one of its copies
-        agrees (:meth:`_unplaced_diff`), or a venue reset is delivered."""
+        used and its connection stays unplaced, nothing it delivers used: its book agrees
+        (its connection is placed in the book's sequence); it is ahead of the book, and is
+        compared when the book reaches its id (:meth:`_reached_subscriptions`); or it is
+        below the book and cannot be compared (older than the applied updates kept): its
+        connection's own updates are then applied onto a replica of it, compared instead
+        once its stream reaches an id the book kept (:meth:`_unplaced_diff`). A copy
+        equal to an applied update never places a connection (an update of another
+        sequence may equal the book's at its ids)."""
         conn_id = snap.conn_id
         self.stats.snapshots_unused += 1
         if snap.last_id > self.applied_id:
@@ -1071,13 +1119,30 @@ class SequencedBook:
             self._unplaced.pop(conn_id, None)
             return False
         if placement.verdict is RestVerdict.NOT_COMPARABLE:
-            self._unplaced[conn_id] = _Unplaced(snap, now_ns)
+            unplaced = self._unplaced[conn_id] = _Unplaced(snap, now_ns)
+            replica = L2Book(self.limits.max_levels)
+            try:
+                replica.load(snap.bids, snap.asks)
+            except BadLevel as exc:
+                why = f"subscription snapshot at id {snap.last_id} unusable: {exc}"
+                self._reopen_unplaced(conn_id, unplaced, why, out, now_ns)
+                return False
+            unplaced.replica = _Replica(replica, snap.last_id)
             return False
         self.stats.snapshots_unused -= 1
         reason = (
             f"venue reset: conn {conn_id}'s subscription snapshot at id {snap.last_id}"
             f" differs from the book at that id ({placement.detail})"
         )
+        self._follow_unplaced(conn_id, reason, out, now_ns)
+        return True
+
+    def _follow_unplaced(
+        self, conn_id: int, reason: str, out: list[ArbiterEvent], now_ns: int
+    ) -> None:
+        """The book follows unplaced ``conn_id`` into the reset it leads (``reason``), to be
+        rebuilt from its book: what waits is of the old sequence, and every other
+        connection lags an unknown number of resets."""
         self.stats.venue_resets += 1
         self._warn("venue reset", now_ns, "%s; following it", reason)
         self._pending.clear()
@@ -1089,7 +1154,6 @@ class SequencedBook:
         why = f"sequence unknown after a venue reset led by conn {conn_id}"
         self._all_others_unknown(conn_id, why, out)
         self._sequence_restarted(conn_id)
-        return True
 
     def _all_others_unknown(self, conn_id: int, reason: str, out: list[ArbiterEvent]) -> None:
         """The book follows ``conn_id`` into a sequence that it answered a subscription in:
@@ -1102,47 +1166,107 @@ class SequencedBook:
             self._behind_reset[other] = _Behind(1, -1, silent=True, until_reconnect=True)
             out.append(ReconnectWanted(self.key, other, reason, fault=False))
 
-    def _unplaced_diff(self, diff: DepthDiff) -> None:
-        """``diff`` from an unplaced connection: not used. A copy of ids the book applied
-        that agrees with them places its connection in the book's sequence, once the
-        connection has answered its subscription and unless it was asked to reconnect:
-        before its answer its stream is of no known sequence, and one asked to reconnect
-        is of another; an update of another sequence may equal the book's at its ids."""
+    def _unplaced_diff(self, diff: DepthDiff, out: list[ArbiterEvent], now_ns: int) -> None:
+        """``diff`` from an unplaced connection: not used by the book. Where the connection
+        keeps a replica (:meth:`_leads_reset`), ``diff`` continues it or breaks its chain:
+        an update missing between them means its book can no longer be compared, so the
+        connection is asked to reconnect (no fault: a fresh answer is where the venue is).
+        Continued to an id at or below the book's that the book kept, the replica is
+        compared with the book there, with :meth:`_placement`'s verdicts: agreeing places
+        the connection; differing leads the book into the reset it is of (its book is
+        followed, the other connections reopened). Past the book's id, it is compared
+        when the book reaches it, as an answer ahead of the book. Without a replica, an
+        update past a snapshot ahead of the book is kept, for the book to take once that
+        snapshot is placed (:meth:`_reached_subscriptions`)."""
         self.stats.stale += 1
-        unplaced = self._unplaced[diff.conn_id]
-        if (
-            unplaced.answered
-            and not unplaced.reopening
-            and self.sync in _WITH_BOOK
-            and diff.prev_id <= diff.last_id <= self.applied_id
-            and self.applied_ring.agrees(diff)
-        ):
-            del self._unplaced[diff.conn_id]
+        conn_id = diff.conn_id
+        unplaced = self._unplaced[conn_id]
+        replica = unplaced.replica
+        if replica is None:
+            snap = unplaced.snap
+            if snap is not None and diff.last_id > snap.last_id > self.applied_id:
+                if len(unplaced.ahead) >= self.limits.max_pending:
+                    del unplaced.ahead[0]
+                unplaced.ahead.append(diff)
+            return
+        if not self.rule.continues(diff, replica.last_id):
+            why = (
+                f"its stream lost updates between id {replica.last_id} and id {diff.last_id}"
+                " before its subscription snapshot was compared with the book"
+            )
+            self._reopen_unplaced(conn_id, unplaced, why, out, now_ns)
+            return
+        try:
+            replica.book.apply(diff.bids, diff.asks)
+        except BadLevel as exc:
+            why = f"its update at id {diff.last_id} is unusable: {exc}"
+            self._reopen_unplaced(conn_id, unplaced, why, out, now_ns)
+            return
+        replica.last_id = diff.last_id
+        if self.sync not in _WITH_BOOK:
+            return
+        if replica.last_id > self.applied_id:
+            unplaced.replica = None
+            unplaced.snap = replica.snapshot(diff)
+            return
+        placement = compare_book(
+            replica.book, replica.last_id, self.applied_ring, self.book, self.audit_depth
+        )
+        if placement.verdict is RestVerdict.NOT_COMPARABLE:
+            return  # the book did not keep that id: on to the next
+        if placement.verdict is RestVerdict.AGREES:
+            del self._unplaced[conn_id]
+            return
+        reason = (
+            f"venue reset: conn {conn_id}'s stream from its subscription snapshot differs at"
+            f" id {replica.last_id} from the book at that id ({placement.detail})"
+        )
+        self._follow_unplaced(conn_id, reason, out, now_ns)
+        self._replace_book(replica.snapshot(diff), out, now_ns)
+
+    def _reopen_unplaced(
+        self,
+        conn_id: int,
+        unplaced: _Unplaced,
+        reason: str,
+        out: list[ArbiterEvent],
+        now_ns: int,
+    ) -> None:
+        """Nothing more is awaited of unplaced ``conn_id``: it is asked to reconnect (no
+        fault), its answer and replica forgotten; until it goes down nothing it delivers
+        places it."""
+        unplaced.snap = unplaced.replica = None
+        unplaced.reopening = True
+        self._warn(("unplaced", conn_id), now_ns, "conn %d %s", conn_id, reason)
+        out.append(ReconnectWanted(self.key, conn_id, reason, fault=False))
 
     def _reached_subscriptions(self, before_id: int, out: list[ArbiterEvent], now_ns: int) -> None:
         """The book moved from ``before_id`` to its applied id: the subscription snapshots
         of unplaced connections it passed are compared with it. One that agrees places its
-        connection; one that differs is of another sequence, which the book cannot follow
-        from it (its connection's updates since were dropped): the connection is asked to
+        connection, and the updates it delivered past the snapshot are buffered (applied
+        as they link); one that differs is of another sequence, which the book cannot follow
+        from it (its connection's updates since are not used): the connection is asked to
         reconnect."""
         applied = self.applied_id
         for conn_id, unplaced in list(self._unplaced.items()):
             snap = unplaced.snap
-            if snap is None or not before_id < snap.last_id <= applied:
+            if snap is None or unplaced.replica is not None:
+                continue  # a replica is compared as its own stream reaches the book's ids
+            if not before_id < snap.last_id <= applied:
                 continue
             verdict = self._placement(snap).verdict
             if verdict is RestVerdict.AGREES:
                 del self._unplaced[conn_id]
+                for diff in unplaced.ahead:
+                    if diff.last_id > applied:
+                        self._buffer(diff, out)
                 continue
-            unplaced.snap = None
-            unplaced.reopening = True
             if verdict is RestVerdict.DRIFT:
                 why = "differs from the book at that id: of another sequence"
             else:
                 why = "cannot be compared with the book at that id"
             reason = f"subscription snapshot at id {snap.last_id} {why}"
-            self._warn(("unplaced", conn_id), now_ns, "conn %d %s", conn_id, reason)
-            out.append(ReconnectWanted(self.key, conn_id, reason, fault=False))
+            self._reopen_unplaced(conn_id, unplaced, reason, out, now_ns)
 
     def _unplaced_deadline_ns(self) -> int | None:
         """When the earliest unplaced connection that waits is overdue."""
@@ -1165,7 +1289,7 @@ class SequencedBook:
                 reason = "no answer to its subscription within the reset window"
                 out.append(ReconnectWanted(self.key, conn_id, reason, fault=False))
                 continue
-            unplaced.snap = None
+            unplaced.snap = unplaced.replica = None
             unplaced.answered = False
             unplaced.since_ns = now_ns
             gap_reason = gap_reason or (

@@ -199,9 +199,7 @@ def test_a_live_bybit_book_is_the_venues_with_late_subscriptions(data: st.DataOb
     _late_subscriptions(data, unseen=False)
 
 
-# Derandomized while the case below is open: the generator reaches it at random seeds, and
-# a known failure must not fail unrelated CI runs. It stays a strict xfail until fixed.
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_a_live_bybit_book_is_the_venues_with_unseen_subscriptions(data: st.DataObject) -> None:
     """Subscriptions answered at any message, also after a reset no connection
@@ -209,12 +207,6 @@ def test_a_live_bybit_book_is_the_venues_with_unseen_subscriptions(data: st.Data
     _late_subscriptions(data, unseen=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: an answer below the book, of a sequence no connection has delivered the"
-    " restart of, is placed by one copy equal to the book's update by chance; what the book"
-    " sees fits a lagging connection of the book's own sequence just as well",
-)
 def test_an_unseen_sequence_answered_below_the_book_is_not_placed_by_a_chance_equal_copy() -> None:
     """Connection 1 is answered in sequence 1 below the book (sequence 0 at u 3), loses
     u 3, and its u 4 equals sequence 0's: its u 5 must not be applied onto sequence 0's
@@ -236,6 +228,33 @@ def test_an_unseen_sequence_answered_below_the_book_is_not_placed_by_a_chance_eq
         else:
             arb.on_diff(event, 0)
     assert arb.applied_id < 5, "sequence 1's u 5 applied onto sequence 0's book"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: an answer below the book is compared after the book's later updates are"
+    " replayed onto it, and a level it differs in that one of them overwrote is not seen",
+)
+def test_an_unseen_sequence_answered_below_the_book_is_not_placed_by_a_masked_difference() -> None:
+    """Connection 1 is answered in sequence 1 at u 2, without the ask 101 that sequence 0's
+    book had at u 2; sequence 0's u 3 deleted it, so the answer with u 3 replayed onto it
+    equals the book at u 3. Connection 1 loses u 3 and u 4: its u 5 (sequence 1) must not
+    be applied onto sequence 0's book at u 4."""
+    arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
+    for conn in (0, 1):
+        arb.on_connection(conn, True, 0)
+    asks = tuple((p, "2") for p in ASK_PRICES[:3])
+    deleted = (("101.0", "0"),)
+    steps = [
+        (0, Message(0, 2, (("90.0", "1"),), asks, True)),
+        (0, Message(0, 3, (), deleted, False)),
+        (1, Message(1, 2, (("90.0", "1"),), asks[1:], True)),
+        (1, Message(1, 5, (("91.0", "1"),), (), False)),
+        (0, Message(0, 4, (), (("102.0", "1.25"),), False)),
+    ]
+    for conn, message in steps:
+        _deliver(arb, conn, message)
+    assert arb.applied_id == 4, "sequence 1's u 5 applied onto sequence 0's book"
 
 
 def _late_subscriptions(data: st.DataObject, *, unseen: bool) -> None:

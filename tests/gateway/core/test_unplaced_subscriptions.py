@@ -27,13 +27,13 @@ BID: tuple[Level, ...] = (("90.0", "1"),)
 ASK: tuple[Level, ...] = (("101.0", "2"),)
 
 
-def bybit_book(conns: tuple[int, ...] = (0, 1)) -> SequencedBook:
-    """Connections up; connection 0's subscription answered at ``u = 2`` built the book."""
+def bybit_book(conns: tuple[int, ...] = (0, 1), u: int = 2) -> SequencedBook:
+    """Connections up; connection 0's subscription answered at ``u`` built the book."""
     arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
     for conn in conns:
         arb.on_connection(conn, True, 0)
-    arb.on_snapshot(snapshot(2, conn=0), 0)
-    assert arb.state is SymbolState.LIVE and arb.applied_id == 2
+    arb.on_snapshot(snapshot(u, conn=0), 0)
+    assert arb.state is SymbolState.LIVE and arb.applied_id == u
     return arb
 
 
@@ -163,17 +163,27 @@ def okx_diff(prev: int, seq: int, conn: int, recv_ns: int) -> DepthDiff:
     return DepthDiff(OKX, "BTC-USDT", prev + 1, seq, prev, (("170", "1"),), (), recv_ns, 0, conn)
 
 
+OKX_ASKS: tuple[Level, ...] = (("201", "1"),)
+
+
+def okx_book(seq: int) -> SequencedBook:
+    """Connections 0 and 1 up; connection 0's answer at seqId 20000 built the book, and its
+    update (bid 170 to 1) moved it to ``seq``."""
+    arb = SequencedBook(f"{OKX}:BTC-USDT", OkxRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
+    arb.on_connection(0, True, 0)
+    arb.on_connection(1, True, 0)
+    arb.on_snapshot(DepthSnapshot(OKX, "BTC-USDT", 20_000, (("170", "2"),), OKX_ASKS, 1, 0), 1)
+    arb.on_diff(okx_diff(20_000, seq, 0, 2), 2)
+    assert arb.applied_id == seq
+    return arb
+
+
 def test_an_okx_answer_in_a_new_sequence_waits_for_the_reset() -> None:
     """OKX resets go below the ids used before: an answer after a reset no connection
     delivered is below the book, older than the applied updates kept, and cannot be
     compared. Its connection is unplaced until the reset comes, then reopened."""
-    arb = SequencedBook(f"{OKX}:BTC-USDT", OkxRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
-    arb.on_connection(0, True, 0)
-    arb.on_connection(1, True, 0)
-    asks: tuple[Level, ...] = (("201", "1"),)
-    arb.on_snapshot(DepthSnapshot(OKX, "BTC-USDT", 20_000, (("170", "2"),), asks, 1, 0), 1)
-    arb.on_diff(okx_diff(20_000, 20_003, 0, 2), 2)
-    answer = DepthSnapshot(OKX, "BTC-USDT", 19_500, (("180", "1"),), asks, 3, 1)
+    arb = okx_book(20_003)
+    answer = DepthSnapshot(OKX, "BTC-USDT", 19_500, (("180", "1"),), OKX_ASKS, 3, 1)
     assert arb.on_snapshot(answer, 3) == []
     # Its updates, of the new sequence, are not used.
     assert arb.on_diff(okx_diff(19_500, 19_502, 1, 4), 4) == []
@@ -234,3 +244,75 @@ def test_a_copy_from_a_connection_asked_to_reconnect_does_not_place_it() -> None
     assert arb.on_diff(delta(5, 1, bids=(("92.0", "1"),)), 0) == []
     assert arb.on_diff(delta(6, 1, bids=(("95.0", "0"),)), 0) == []
     assert arb.applied_id == 5
+
+
+def test_an_answer_older_than_the_book_is_placed_once_its_own_stream_agrees_with_the_book() -> None:
+    """Answered at u = 2, below the snapshot the book was built from at u = 3: not
+    comparable. Its own u = 3, applied onto its snapshot, gives the book at u = 3: placed."""
+    arb = bybit_book(u=3)
+    deeper: tuple[Level, ...] = (*ASK, ("103.0", "1"))
+    assert arb.on_snapshot(snapshot(2, 1, asks=deeper), 0) == []
+    assert arb.on_diff(delta(3, 1, asks=(("103.0", "0"),)), 0) == []
+    assert arb.applied_id == 3
+    # Placed: its next update links and is applied.
+    assert [type(e) for e in arb.on_diff(delta(4, 1, bids=(("91.0", "1"),)), 0)] == [BookDelta]
+    assert arb.book.bids() == [("91.0", "1"), *BID]
+
+
+def test_an_answer_older_than_the_book_whose_stream_loses_an_update_is_reopened() -> None:
+    """Answered at u = 2 of a sequence the book has not heard of (below the book at u = 3:
+    not comparable), it loses u = 3; its u = 4 equals the book's by chance. Its book can
+    no longer be compared: it is reopened, no fault, and its u = 5 is not applied."""
+    arb = bybit_book(u=3)
+    assert arb.on_snapshot(snapshot(2, 1, bids=(*BID, ("96.0", "0.5"))), 0) == []
+    level: tuple[Level, ...] = (("102.0", "1.25"),)
+    assert [type(e) for e in arb.on_diff(delta(4, 0, asks=level), 0)] == [BookDelta]
+    out = arb.on_diff(delta(4, 1, asks=level), 0)
+    assert reconnects(out) == [1] and len(out) == 1
+    assert isinstance(out[0], ReconnectWanted) and not out[0].fault
+    assert arb.on_diff(delta(5, 1, bids=(("94.0", "0"),)), 0) == []
+    assert arb.applied_id == 4
+
+
+def test_an_answer_older_than_the_book_whose_own_stream_differs_leads_the_book_into_it() -> None:
+    """Answered at u = 2 of a sequence after a restart no connection delivered (below the
+    book at u = 3: not comparable). Its own u = 3 gives a book that differs from the
+    book's at u = 3: the book follows it, and connection 0 is reopened."""
+    arb = bybit_book(u=3)
+    arb.on_diff(delta(4, 0, bids=(("91.0", "1"),)), 0)
+    assert arb.on_snapshot(snapshot(2, 1, asks=(("105.0", "1"),)), 0) == []
+    out = arb.on_diff(delta(3, 1, bids=(("92.0", "1"),)), 0)
+    assert reconnects(out) == [0]
+    assert [type(e) for e in out if not isinstance(e, ReconnectWanted)] == [BookDelta]
+    assert arb.state is SymbolState.LIVE and arb.stats.venue_resets == 1
+    assert arb.applied_id == 3
+    assert (arb.book.bids(), arb.book.asks()) == ([("92.0", "1"), *BID], [("105.0", "1")])
+    # Connection 0's u = 5, of the old sequence, would link: it is dropped.
+    assert arb.on_diff(delta(5, 0, asks=(("101.0", "7"),)), 0) == []
+    assert [type(e) for e in arb.on_diff(delta(4, 1, bids=(("93.0", "1"),)), 0)] == [BookDelta]
+
+
+def test_an_okx_answer_whose_stream_passes_the_book_is_compared_where_the_book_gets() -> None:
+    """Answered below the snapshot the book was built from (not comparable), its own next
+    update ends past the book's id, at none the book kept: its book there is compared when
+    the book reaches that id, and differs: it is reopened."""
+    arb = okx_book(20_010)
+    answer = DepthSnapshot(OKX, "BTC-USDT", 19_990, (("180", "1"),), OKX_ASKS, 3, 1)
+    assert arb.on_snapshot(answer, 3) == []
+    assert arb.on_diff(okx_diff(19_990, 20_015, 1, 4), 4) == []
+    out = arb.on_diff(okx_diff(20_010, 20_015, 0, 5), 5)
+    assert reconnects(out) == [1] and arb.applied_id == 20_015
+    assert arb.book.bids() == [("170", "1")]
+
+
+def test_an_answer_ahead_placed_later_brings_the_updates_its_connection_delivered() -> None:
+    """Connection 1 is answered at u = 3, ahead of the book, then delivers u = 4, which no
+    other connection delivers. When connection 0 brings the book to u = 3 in agreement,
+    connection 1 is placed and its u = 4 is applied: the book does not stay behind."""
+    arb = bybit_book()
+    assert arb.on_snapshot(snapshot(3, 1, asks=()), 0) == []
+    assert arb.on_diff(delta(4, 1, bids=(("91.0", "1"),)), 0) == []
+    out = arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    assert [type(e) for e in out] == [BookDelta, BookDelta]
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [3, 4]
+    assert arb.applied_id == 4 and arb.book.bids() == [("91.0", "1"), *BID]
