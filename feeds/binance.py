@@ -32,7 +32,7 @@ from feeds.common import (
     notice,
     rest_snapshot,
 )
-from gateway.core.arbiter import Link
+from gateway.core.arbiter import Link, StatelessRule
 from gateway.core.model import (
     DepthDiff,
     DepthSnapshot,
@@ -135,7 +135,7 @@ def subscribe_frame(symbols: Sequence[str], request_id: int) -> bytes:
 # --- sequence rule ------------------------------------------------------------------------
 
 
-class BinanceSpotRule:
+class BinanceSpotRule(StatelessRule):
     """Binance spot's link rule (a :class:`gateway.core.arbiter.LinkRule`): ``u <= L`` is
     stale; ``U <= L + 1 <= u`` links; ``U > L + 1`` leaves a hole.
 

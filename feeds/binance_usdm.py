@@ -38,7 +38,7 @@ from feeds.binance import (
     depth_stream,
     weight_at,
 )
-from gateway.core.arbiter import Link
+from gateway.core.arbiter import Link, StatelessRule
 from gateway.core.model import DepthDiff, DepthSnapshot, VenueEvent
 
 VENUE: Final = "binance-usdm"
@@ -140,7 +140,7 @@ def subscribe_frame(symbols: Sequence[str], request_id: int) -> bytes:
 # --- sequence rule ------------------------------------------------------------------------
 
 
-class BinanceFuturesRule:
+class BinanceFuturesRule(StatelessRule):
     """The futures link rule of USD-M and COIN-M (a :class:`gateway.core.arbiter.LinkRule`):
     ``u <= L`` is stale; ``pu == L`` or a range covering ``L`` links; anything else leaves a
     hole.

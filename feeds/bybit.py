@@ -64,7 +64,7 @@ from feeds.common import (
     rest_snapshot,
     taker_side,
 )
-from gateway.core.arbiter import Link
+from gateway.core.arbiter import Link, StatelessRule
 from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueContractError, VenueEvent
 
 SPOT: Final = "bybit-spot"
@@ -477,7 +477,7 @@ def parse_snapshot_linear(
 # --- sequence rule ------------------------------------------------------------------------
 
 
-class BybitRule:
+class BybitRule(StatelessRule):
     """Bybit's link rule (a :class:`gateway.core.arbiter.LinkRule`): with ``u`` the update id of
     a delta and ``L`` the applied id, ``u <= L`` is stale, ``u == L + 1`` links, and
     ``u > L + 1`` is future (ids missing before it).

@@ -42,9 +42,6 @@ SNAPSHOT_RETRY_INITIAL_S: Final = 1.0
 SNAPSHOT_RETRY_MAX_S: Final = 60.0
 #: Why subscribers are told ``stale`` when no connection carrying the symbol is up.
 ALL_DOWN_REASON: Final = "every upstream connection down"
-#: Default bound of a plausible id jump, for a link rule that declares none
-#: (:attr:`LinkRule.max_id_jump`).
-DEFAULT_MAX_ID_JUMP: Final = 10**8
 #: The range of a trade id the trade dedup stores in its ring (an ``array("q")``).
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -105,6 +102,28 @@ class LinkRule(Protocol):
         (its snapshot's or its previous update's): no update of the venue between them.
         Changes nothing (a rule's state is the book's, not a connection's)."""
         ...
+
+    def past_reset(self) -> frozenset[int]:
+        """The connections that already delivered their copy of the venue reset the book
+        is applying (the rule saw it before the reset applied): they lag no reset. Empty
+        for a rule that keeps no state (:class:`StatelessRule`)."""
+        ...
+
+    def on_snapshot(self, snap: DepthSnapshot) -> None:
+        """The book was rebuilt from ``snap``; a rule that keeps state (OKX) forgets what
+        the snapshot made history. Nothing for a :class:`StatelessRule`."""
+        ...
+
+
+class StatelessRule:
+    """The base of a link rule that keeps no state between updates: no connection is known
+    past a reset before it applies, and a snapshot changes nothing of the rule."""
+
+    def past_reset(self) -> frozenset[int]:
+        return frozenset()
+
+    def on_snapshot(self, snap: DepthSnapshot) -> None:
+        return None
 
 
 def crossed_reason(book: L2Book) -> str | None:

@@ -114,7 +114,6 @@ from sortedcontainers import SortedKeyList
 from gateway.core.arbiter import (
     ALL_DOWN_REASON,
     DEFAULT_ARBITER_LIMITS,
-    DEFAULT_MAX_ID_JUMP,
     ArbiterLimits,
     Checksum,
     Link,
@@ -471,8 +470,7 @@ class SequencedBook:
     ``now_ns`` is a monotonic clock reading supplied by the caller.
 
     ``limits`` (:class:`~gateway.core.arbiter.ArbiterLimits`): its ``max_id_jump`` is the
-    plausibility bound (None: the rule's ``max_id_jump``, else
-    :data:`~gateway.core.arbiter.DEFAULT_MAX_ID_JUMP`). ``reset_window_ns``: how long every
+    plausibility bound (None: the rule's ``max_id_jump``). ``reset_window_ns``: how long every
     connection may stay below the book's id, none catching up, before it is a venue reset
     (None: twice the reorder window). Held updates are bounded by ``max_pending`` too (the
     oldest is dropped, counted in ``pending_dropped``).
@@ -518,9 +516,7 @@ class SequencedBook:
         self.may_cross = may_cross
         #: The plausibility bound: the limits', else the rule's own.
         self.max_id_jump: int = (
-            getattr(rule, "max_id_jump", DEFAULT_MAX_ID_JUMP)
-            if limits.max_id_jump is None
-            else limits.max_id_jump
+            rule.max_id_jump if limits.max_id_jump is None else limits.max_id_jump
         )
         self.reset_window_ns = reset_window_ns
         self.book = L2Book(limits.max_levels)
@@ -1308,10 +1304,8 @@ class SequencedBook:
                 self._conn_high[other] = -1
 
     def _loaded(self, snap: DepthSnapshot) -> None:
-        """Tell a rule that keeps state (OKX) that the book was rebuilt from ``snap``."""
-        hook = getattr(self.rule, "on_snapshot", None)
-        if hook is not None:
-            hook(snap)
+        """Tell the rule (one that keeps state: OKX) that the book was rebuilt from ``snap``."""
+        self.rule.on_snapshot(snap)
 
     def _checksum_matches(self, expected: int) -> bool:
         if self.checksum is None:
@@ -1347,8 +1341,7 @@ class SequencedBook:
             return _Applied.REJECTED
         restarted = diff.last_id < self.applied_id
         if restarted:
-            past = getattr(self.rule, "past_reset", None)
-            self._left_behind(diff.conn_id, out, now_ns, past() if past is not None else ())
+            self._left_behind(diff.conn_id, out, now_ns, self.rule.past_reset())
             self._sequence_restarted(diff.conn_id)
             self._reset_ids = (diff.prev_id, diff.last_id)
         before = self.applied_id
