@@ -106,7 +106,6 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Collection, Hashable
-from dataclasses import dataclass, field
 from typing import Final
 
 from sortedcontainers import SortedKeyList
@@ -134,6 +133,8 @@ from gateway.core.audit import (
     compare_rest,
 )
 from gateway.core.book import BadLevel, L2Book
+from gateway.core.connections import ConnAction, Connections, Lag, Placement, Replica
+from gateway.core.connections import PlacementEvent as _CE
 from gateway.core.lograte import LimitedLogger, LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
@@ -388,77 +389,6 @@ class _Applied(enum.Enum):
     BROKEN = "broken"
 
 
-@dataclass(slots=True)
-class _Behind:
-    """A connection that has not delivered its copy of the latest venue resets."""
-
-    #: How many venue resets it lags.
-    resets: int
-    #: The latest id it delivered, in the sequence it is still in (-1: none yet).
-    high: int
-    #: It was silent when the reset was declared: it may be in either sequence, and was
-    #: asked to reconnect.
-    silent: bool = False
-    #: The reset was one no connection declared (a subscription snapshot led the book
-    #: into it): how many resets it lags is unknown, so it is dropped until it reconnects.
-    until_reconnect: bool = False
-
-
-@dataclass(slots=True)
-class _Replica:
-    """An unplaced connection's own book: its subscription snapshot with the updates its
-    connection delivered since applied in order, none missing."""
-
-    book: L2Book
-    #: The id its connection's stream is at.
-    last_id: int
-
-    def snapshot(self, diff: DepthDiff) -> DepthSnapshot:
-        """Its book as an in-band snapshot at its id, ``diff`` the update that brought it
-        there (its connection, receive time and checksum: the venue's of the book after it)."""
-        bids, asks = tuple(self.book.bids()), tuple(self.book.asks())
-        return DepthSnapshot(
-            diff.venue,
-            diff.symbol,
-            self.last_id,
-            bids,
-            asks,
-            diff.recv_ns,
-            diff.conn_id,
-            diff.checksum,
-        )
-
-
-@dataclass(slots=True)
-class _Unplaced:
-    """A connection whose subscription answer is not placed in the book's sequence."""
-
-    #: Its subscription snapshot, compared with the book when the book's id reaches it
-    #: (None: nothing left to compare). Where a replica passed the book's id without
-    #: being comparable, the replica's book at that id instead.
-    snap: DepthSnapshot | None
-    #: Since when: not placed within the reset window, the book resyncs (a snapshot to
-    #: compare) or the connection is reopened (an answer awaited).
-    since_ns: int
-    #: It answered since the book's sequence began (False: it was asked to subscribe
-    #: again and has not answered yet: its stream is of no known sequence).
-    answered: bool = True
-    #: It was asked to reconnect: nothing is awaited of it any more.
-    reopening: bool = False
-    #: Its snapshot is below the book's id and could not be compared with the book (older
-    #: than the applied updates kept): its own book, compared instead at each id its
-    #: stream reaches at or below the book's (None: not kept).
-    replica: _Replica | None = None
-    #: The updates its connection delivered past its snapshot ahead of the book, in order
-    #: (at most ``max_pending``, the oldest dropped): buffered for the book once the
-    #: snapshot is placed, as no other connection may deliver them.
-    ahead: list[DepthDiff] = field(default_factory=list)
-
-    def waits(self) -> bool:
-        """True while something is awaited of it within the reset window."""
-        return not self.reopening and (self.snap is not None or not self.answered)
-
-
 def _first_id(diff: DepthDiff) -> int:
     return diff.first_id
 
@@ -539,19 +469,16 @@ class SequencedBook:
         self._snapshot_id = -1
         #: The last venue reset snapshot, to recognise its late copies from other connections.
         self._last_reset: DepthSnapshot | None = None
-        #: Connections that have not yet delivered their copy of the venue resets applied
-        #: since: how many resets each lags, and the latest id it delivered in the sequence
-        #: it is still in. Its stream is in order, so what it delivers above that id is of
-        #: that older sequence (:meth:`_before_reset`).
-        self._behind_reset: dict[int, _Behind] = {}
+        #: Each connection's placement and trust machines (:mod:`gateway.core.connections`).
+        #: Behind a reset, its stream is in order, so what it delivers above its lag's id is
+        #: of the older sequence (:meth:`_before_reset`); unplaced (its subscription answered
+        #: while the book was built, not known to be in the book's sequence:
+        #: :meth:`_leads_reset`), nothing it delivers is used.
+        self.conns = Connections()
         #: ``(prev_id, last_id)`` of the update that applied the latest venue reset, while
         #: no later one applied (None: the latest was a snapshot): a connection delivering
         #: a copy of it crossed every reset before it (:meth:`_before_reset`).
         self._reset_ids: tuple[int, int] | None = None
-        #: Connections whose subscription was answered while the book was built and that
-        #: are not known to be in the book's sequence (:meth:`_leads_reset`): nothing they
-        #: deliver is used.
-        self._unplaced: dict[int, _Unplaced] = {}
         #: Connections up that have delivered nothing since: the next snapshot of one
         #: answers its subscription, of a sequence no other connection may have reached.
         self._fresh: set[int] = set()
@@ -565,9 +492,6 @@ class SequencedBook:
         #: max_id_jump), when the oldest of them came (:meth:`_drop_unconfirmed`).
         self._heard_ns: dict[int, int] = {}
         self._suspect_since_ns: dict[int, int] = {}
-        #: Connections up that were asked to reconnect for a contradicted copy: they
-        #: neither confirm a held copy nor stand for the book until they go down.
-        self._distrusted: set[int] = set()
         #: Since when every connection is below the book's id (-1: they are not) with none
         #: catching up, and when to look again (while they are not, the look is not made on
         #: every duplicate).
@@ -609,21 +533,19 @@ class SequencedBook:
             return out
         self._conn_high.pop(conn_id, None)
         self._heard_ns.pop(conn_id, None)
-        self._distrusted.discard(conn_id)
-        self._behind_reset.pop(conn_id, None)
-        self._unplaced.pop(conn_id, None)
+        self.conns.down(conn_id)
         self._fresh.discard(conn_id)
         # Its copies say nothing of the stream it will deliver once it is up again.
         self._behind_copies.pop(conn_id, None)
         self._behind_unlike.discard(conn_id)
         self._below_snapshot.discard(conn_id)
-        behind = self._behind_reset
+        behind = self.conns.behind
         if behind and behind.keys() >= self._conn_high.keys():
             # No connection up delivered the reset: the others are heard again as they
             # come (their ids lead to a gap or a reset, not to a frozen book). A silent
             # one's may be of either sequence: it stays behind until it reconnects.
-            for other in [c for c, lagging in behind.items() if not lagging.silent]:
-                del behind[other]
+            for other in list(behind):
+                self.conns.move(other, _CE.NOBODY_CROSSED)
         if not self._conn_high:
             self._status(StatusEvent.ALL_DOWN, ALL_DOWN_REASON, out)
         self._check_hole(now_ns, out)
@@ -634,13 +556,13 @@ class SequencedBook:
         conn = self.stats.conn(diff.conn_id)
         conn.received += 1
         self._fresh.discard(diff.conn_id)
-        if self._behind_reset and self._before_reset(diff.conn_id, diff.last_id, diff.prev_id):
+        if self.conns.behind and self._before_reset(diff.conn_id, diff.last_id, diff.prev_id):
             self.stats.stale += 1  # an update of the sequence before a venue reset
             return out
         if self._below_snapshot:
             self._below_snapshot_diff(diff)
         self._conn_high[diff.conn_id] = diff.last_id
-        if self._unplaced and diff.conn_id in self._unplaced:
+        if self.conns.is_unplaced(diff.conn_id):
             self._unplaced_diff(diff, out, now_ns)
             return out
         self._heard_ns[diff.conn_id] = now_ns
@@ -696,7 +618,7 @@ class SequencedBook:
         out: list[ArbiterEvent] = []
         answer = snap.conn_id in self._fresh
         self._fresh.discard(snap.conn_id)
-        if self._behind_reset and self._stale_snapshot(snap):
+        if self.conns.behind and self._stale_snapshot(snap):
             self.stats.snapshots_unused += 1
             return out
         # A reset from a connection heard from since it came up or since the latest reset
@@ -736,14 +658,14 @@ class SequencedBook:
             )
             self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
         self._forget(self._held)  # made obsolete by the snapshot
-        self._unplaced.pop(snap.conn_id, None)  # the book's sequence is its own
+        self.conns.move(snap.conn_id, _CE.BUILT_BOOK)  # the book's sequence is its own
         rebuild = snap.conn_id >= 0 and self.epoch > 0
         if rebuild:
             # In band, a resync: every connection was asked to subscribe again. Until it
             # answers, what it delivers is of its stream before, of no known sequence.
             for other, high in self._conn_high.items():
-                if other != snap.conn_id and high >= 0 and other not in self._behind_reset:
-                    self._unplaced.setdefault(other, _Unplaced(None, now_ns, answered=False))
+                if other != snap.conn_id and high >= 0:
+                    self.conns.move(other, _CE.RESUBSCRIBED, now_ns)
         self._rebuilt(now_ns, snap.last_id)
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
@@ -793,7 +715,7 @@ class SequencedBook:
             if now_ns >= self._retry_at_ns:
                 self._sync(SyncEvent.RETRY_DUE, out, reason="retry after a crossed snapshot")
             return out
-        if self._unplaced and self.sync in _WITH_BOOK:
+        if self.conns.unplaced and self.sync in _WITH_BOOK:
             self._check_unplaced(now_ns, out)
         self._check_hole(now_ns, out)
         return out
@@ -805,7 +727,7 @@ class SequencedBook:
         deadlines = []
         if self.sync is Sync.HOLE:
             deadlines.append(self._hole_since_ns + self.limits.reorder_window_ns)
-        if self._unplaced and self.sync in _WITH_BOOK:
+        if self.conns.unplaced and self.sync in _WITH_BOOK:
             unplaced = self._unplaced_deadline_ns()
             if unplaced is not None:
                 deadlines.append(unplaced)
@@ -919,8 +841,7 @@ class SequencedBook:
             ):
                 self.stats.snapshots_unused += 1  # a late copy of the reset just applied
                 return
-            unplaced = self._unplaced.get(snap.conn_id)
-            if unplaced is not None and not unplaced.answered:
+            if not self.conns.answered(snap.conn_id):
                 # Of its stream before it subscribed again: maybe of the sequence before the
                 # book's (its answer places it).
                 self.stats.snapshots_unused += 1
@@ -931,14 +852,16 @@ class SequencedBook:
             if self.sync is Sync.HOLE:
                 self._sync(SyncEvent.HOLE_CLOSED, out)
             self._last_reset = snap
-            if (answer or unplaced is not None) and self._others_placed(snap.conn_id):
+            if (answer or self.conns.is_unplaced(snap.conn_id)) and self._others_placed(
+                snap.conn_id
+            ):
                 # From a connection in no known sequence (a subscription answered after a
                 # reset, maybe after more than one no connection delivered).
                 reason = f"sequence unknown after a venue reset answering conn {snap.conn_id}"
                 self._all_others_unknown(snap.conn_id, reason, out)
             else:
                 self._left_behind(snap.conn_id, out, now_ns)
-            self._unplaced.pop(snap.conn_id, None)
+            self.conns.move(snap.conn_id, _CE.LEADS_RESET)
             self._sequence_restarted(snap.conn_id)
         elif (
             snap.conn_id >= 0
@@ -958,7 +881,7 @@ class SequencedBook:
             return
         elif (
             snap.conn_id >= 0
-            and (answer or snap.conn_id in self._unplaced)
+            and (answer or self.conns.is_unplaced(snap.conn_id))
             and self._others_placed(snap.conn_id)
         ):
             if not self._leads_reset(snap, out, now_ns):
@@ -1013,26 +936,18 @@ class SequencedBook:
         delivers is trusted, and it is asked to reconnect. The connections in ``past``
         already delivered their copy (the rule saw it before the reset applied): their
         streams are in order, so they lag no reset."""
-        behind = self._behind_reset
         for other, high in self._conn_high.items():
             if other == conn_id:
                 continue
-            lagging = behind.get(other)
-            if other in past and other not in self._unplaced and not (lagging and lagging.silent):
-                behind.pop(other, None)
-                continue
-            if lagging is not None:
-                lagging.resets += 1
-            elif high >= 0 and other not in self._unplaced:
-                behind[other] = _Behind(1, high)
+            if other in past:
+                event = _CE.RESET_ELSEWHERE_PAST
             else:
+                event = _CE.RESET_ELSEWHERE if high >= 0 else _CE.RESET_ELSEWHERE_UNHEARD
+            reason = f"silent until a venue reset on conn {conn_id}: sequence unknown"
+            if ConnAction.ASK_RECONNECT in self._move(other, event, out, reason, high=high):
                 # Unheard of, or heard in no known sequence (its subscription answer was
                 # never placed in the book's): it may be in either.
-                self._unplaced.pop(other, None)
-                behind[other] = _Behind(1, -1, silent=True)
-                reason = f"silent until a venue reset on conn {conn_id}: sequence unknown"
                 self._warn(("silent at reset", other), now_ns, "conn %d %s", other, reason)
-                out.append(ReconnectWanted(self.key, other, reason, fault=False))
 
     def _before_reset(self, conn_id: int, last_id: int, prev_id: int | None = None) -> bool:
         """True when ``last_id`` from ``conn_id`` is of a sequence before the venue reset
@@ -1040,12 +955,12 @@ class SequencedBook:
         sequence. An id below the connection's latest means its stream started again: it
         crossed one reset; its copy of the update that applied the latest reset (``prev_id``
         and ``last_id`` those of it), every one."""
-        lagging = self._behind_reset.get(conn_id)
+        lagging = self.conns.behind.get(conn_id)
         if lagging is None:
             return False
-        if (prev_id, last_id) == self._reset_ids and not lagging.silent:
+        if (prev_id, last_id) == self._reset_ids and not self.conns.silent(conn_id):
             # Its stream is in order: past the latest reset, it is past any it lost.
-            del self._behind_reset[conn_id]
+            self.conns.move(conn_id, _CE.CROSSED_RESETS)
             return False
         if last_id >= lagging.high:  # at its latest: a keepalive, a repeated snapshot
             lagging.high = last_id
@@ -1053,20 +968,20 @@ class SequencedBook:
         self._crossed_reset(conn_id, lagging, last_id)
         return lagging.resets > 0
 
-    def _crossed_reset(self, conn_id: int, lagging: _Behind, first_id: int) -> None:
+    def _crossed_reset(self, conn_id: int, lagging: Lag, first_id: int) -> None:
         lagging.resets -= 1
         lagging.high = first_id
         if lagging.resets <= 0:
-            del self._behind_reset[conn_id]
+            self.conns.move(conn_id, _CE.CROSSED_RESETS)
 
     def _stale_snapshot(self, snap: DepthSnapshot) -> bool:
         """True when in-band ``snap`` comes from a connection still before a venue reset
         the book follows: a copy of an older reset, or a snapshot of an older sequence.
         Its copy of the latest reset is not stale; the connection has then crossed."""
-        lagging = self._behind_reset.get(snap.conn_id)
+        lagging = self.conns.behind.get(snap.conn_id)
         if lagging is None:
             return False
-        if lagging.until_reconnect:
+        if self.conns.placement(snap.conn_id) is Placement.BEHIND_UNTIL_RECONNECT:
             return True
         if snap.reset:
             self._crossed_reset(snap.conn_id, lagging, snap.last_id)
@@ -1077,10 +992,7 @@ class SequencedBook:
         """True when a connection other than ``conn_id`` is up, has delivered in the book's
         sequence, and lags no reset: one the book can follow while ``conn_id`` is placed."""
         return any(
-            other != conn_id
-            and high >= 0
-            and other not in self._unplaced
-            and other not in self._behind_reset
+            other != conn_id and high >= 0 and self.conns.placement(other) is Placement.IN_SEQUENCE
             for other, high in self._conn_high.items()
         )
 
@@ -1108,22 +1020,22 @@ class SequencedBook:
         conn_id = snap.conn_id
         self.stats.snapshots_unused += 1
         if snap.last_id > self.applied_id:
-            self._unplaced[conn_id] = _Unplaced(snap, now_ns)
+            self.conns.move(conn_id, _CE.ANSWERED_AHEAD, now_ns, snap=snap)
             return False
         placement = self._placement(snap)
         if placement.verdict is RestVerdict.AGREES:
-            self._unplaced.pop(conn_id, None)
+            self.conns.move(conn_id, _CE.AGREES)
             return False
         if placement.verdict is RestVerdict.NOT_COMPARABLE:
-            unplaced = self._unplaced[conn_id] = _Unplaced(snap, now_ns)
             replica = L2Book(self.limits.max_levels)
             try:
                 replica.load(snap.bids, snap.asks)
             except BadLevel as exc:
                 why = f"subscription snapshot at id {snap.last_id} unusable: {exc}"
-                self._reopen_unplaced(conn_id, unplaced, why, out, now_ns)
+                self._reopen_unplaced(conn_id, why, out, now_ns)
                 return False
-            unplaced.replica = _Replica(replica, snap.last_id)
+            kept = Replica(replica, snap.last_id)
+            self.conns.move(conn_id, _CE.ANSWERED_BELOW, now_ns, snap=snap, replica=kept)
             return False
         self.stats.snapshots_unused -= 1
         reason = (
@@ -1146,7 +1058,7 @@ class SequencedBook:
         if self.sync is Sync.HOLE:
             self._sync(SyncEvent.HOLE_CLOSED, out)
         self._last_reset = None
-        self._unplaced.pop(conn_id, None)
+        self.conns.move(conn_id, _CE.LEADS_RESET)
         why = f"sequence unknown after a venue reset led by conn {conn_id}"
         self._all_others_unknown(conn_id, why, out)
         self._sequence_restarted(conn_id)
@@ -1156,11 +1068,8 @@ class SequencedBook:
         how many resets the other connections lag is unknown, so nothing they deliver is
         used until they reconnect (answered in the book's sequence, or a newer one)."""
         for other in self._conn_high:
-            if other == conn_id:
-                continue
-            self._unplaced.pop(other, None)
-            self._behind_reset[other] = _Behind(1, -1, silent=True, until_reconnect=True)
-            out.append(ReconnectWanted(self.key, other, reason, fault=False))
+            if other != conn_id:
+                self._move(other, _CE.LED_ELSEWHERE, out, reason)
 
     def _unplaced_diff(self, diff: DepthDiff, out: list[ArbiterEvent], now_ns: int) -> None:
         """``diff`` from an unplaced connection: not used by the book. Where the connection
@@ -1176,7 +1085,7 @@ class SequencedBook:
         snapshot is placed (:meth:`_reached_subscriptions`)."""
         self.stats.stale += 1
         conn_id = diff.conn_id
-        unplaced = self._unplaced[conn_id]
+        unplaced = self.conns.unplaced[conn_id]
         replica = unplaced.replica
         if replica is None:
             snap = unplaced.snap
@@ -1190,20 +1099,19 @@ class SequencedBook:
                 f"its stream lost updates between id {replica.last_id} and id {diff.last_id}"
                 " before its subscription snapshot was compared with the book"
             )
-            self._reopen_unplaced(conn_id, unplaced, why, out, now_ns)
+            self._reopen_unplaced(conn_id, why, out, now_ns)
             return
         try:
             replica.book.apply(diff.bids, diff.asks)
         except BadLevel as exc:
             why = f"its update at id {diff.last_id} is unusable: {exc}"
-            self._reopen_unplaced(conn_id, unplaced, why, out, now_ns)
+            self._reopen_unplaced(conn_id, why, out, now_ns)
             return
         replica.last_id = diff.last_id
         if self.sync not in _WITH_BOOK:
             return
         if replica.last_id > self.applied_id:
-            unplaced.replica = None
-            unplaced.snap = replica.snapshot(diff)
+            self.conns.move(conn_id, _CE.PASSED_BOOK, snap=replica.snapshot(diff))
             return
         placement = compare_book(
             replica.book, replica.last_id, self.applied_ring, self.book, self.audit_depth
@@ -1211,7 +1119,7 @@ class SequencedBook:
         if placement.verdict is RestVerdict.NOT_COMPARABLE:
             return  # the book did not keep that id: on to the next
         if placement.verdict is RestVerdict.AGREES:
-            del self._unplaced[conn_id]
+            self.conns.move(conn_id, _CE.AGREES)
             return
         reason = (
             f"venue reset: conn {conn_id}'s stream from its subscription snapshot differs at"
@@ -1221,20 +1129,30 @@ class SequencedBook:
         self._replace_book(replica.snapshot(diff), out, now_ns)
 
     def _reopen_unplaced(
-        self,
-        conn_id: int,
-        unplaced: _Unplaced,
-        reason: str,
-        out: list[ArbiterEvent],
-        now_ns: int,
+        self, conn_id: int, reason: str, out: list[ArbiterEvent], now_ns: int
     ) -> None:
         """Nothing more is awaited of unplaced ``conn_id``: it is asked to reconnect (no
         fault), its answer and replica forgotten; until it goes down nothing it delivers
         places it."""
-        unplaced.snap = unplaced.replica = None
-        unplaced.reopening = True
         self._warn(("unplaced", conn_id), now_ns, "conn %d %s", conn_id, reason)
-        out.append(ReconnectWanted(self.key, conn_id, reason, fault=False))
+        self._move(conn_id, _CE.COMPARE_FAILED, out, reason, now_ns=now_ns)
+
+    def _move(
+        self,
+        conn_id: int,
+        event: _CE,
+        out: list[ArbiterEvent],
+        reason: str,
+        *,
+        now_ns: int = 0,
+        high: int = -1,
+    ) -> tuple[ConnAction, ...]:
+        """Moves ``conn_id``'s placement on ``event``; asks it to reconnect (no fault, for
+        ``reason``) when the table says so. Returns the actions."""
+        actions = self.conns.move(conn_id, event, now_ns, high=high)
+        if ConnAction.ASK_RECONNECT in actions:
+            out.append(ReconnectWanted(self.key, conn_id, reason, fault=False))
+        return actions
 
     def _reached_subscriptions(self, before_id: int, out: list[ArbiterEvent], now_ns: int) -> None:
         """The book moved from ``before_id`` to its applied id: the subscription snapshots
@@ -1244,15 +1162,15 @@ class SequencedBook:
         from it (its connection's updates since are not used): the connection is asked to
         reconnect."""
         applied = self.applied_id
-        for conn_id, unplaced in list(self._unplaced.items()):
+        for conn_id, unplaced in list(self.conns.unplaced.items()):
             snap = unplaced.snap
-            if snap is None or unplaced.replica is not None:
+            if self.conns.placement(conn_id) is not Placement.TO_COMPARE or snap is None:
                 continue  # a replica is compared as its own stream reaches the book's ids
             if not before_id < snap.last_id <= applied:
                 continue
             verdict = self._placement(snap).verdict
             if verdict is RestVerdict.AGREES:
-                del self._unplaced[conn_id]
+                self.conns.move(conn_id, _CE.AGREES)
                 for diff in unplaced.ahead:
                     if diff.last_id > applied:
                         self._buffer(diff, out)
@@ -1262,12 +1180,12 @@ class SequencedBook:
             else:
                 why = "cannot be compared with the book at that id"
             reason = f"subscription snapshot at id {snap.last_id} {why}"
-            self._reopen_unplaced(conn_id, unplaced, reason, out, now_ns)
+            self._reopen_unplaced(conn_id, reason, out, now_ns)
 
     def _unplaced_deadline_ns(self) -> int | None:
         """When the earliest unplaced connection that waits is overdue."""
-        since = [u.since_ns for u in self._unplaced.values() if u.waits()]
-        return min(since) + self.reset_window_ns if since else None
+        since_ns = self.conns.earliest_wait_ns()
+        return None if since_ns is None else since_ns + self.reset_window_ns
 
     def _check_unplaced(self, now_ns: int, out: list[ArbiterEvent]) -> None:
         """Unplaced connections past the reset window. One that has not answered since it
@@ -1276,18 +1194,15 @@ class SequencedBook:
         what the connections delivered, so the book is rebuilt from a snapshot (every
         connection subscribes again, awaited anew)."""
         gap_reason = ""
-        for conn_id, unplaced in self._unplaced.items():
-            if not unplaced.waits() or now_ns - unplaced.since_ns < self.reset_window_ns:
+        unanswered = "no answer to its subscription within the reset window"
+        for conn_id, unplaced in self.conns.unplaced.items():
+            waited_ns = now_ns - unplaced.since_ns
+            if not self.conns.waits(conn_id) or waited_ns < self.reset_window_ns:
                 continue
             snap = unplaced.snap
-            if snap is None:
-                unplaced.reopening = True
-                reason = "no answer to its subscription within the reset window"
-                out.append(ReconnectWanted(self.key, conn_id, reason, fault=False))
+            actions = self._move(conn_id, _CE.WINDOW_PASSED, out, unanswered, now_ns=now_ns)
+            if ConnAction.RESYNC not in actions or snap is None:
                 continue
-            unplaced.snap = unplaced.replica = None
-            unplaced.answered = False
-            unplaced.since_ns = now_ns
             gap_reason = gap_reason or (
                 f"conn {conn_id}'s subscription snapshot at id {snap.last_id} not placed in"
                 f" the book's sequence (book at id {self.applied_id}) within the reset window"
@@ -1352,7 +1267,7 @@ class SequencedBook:
         if restarted:
             # The applied updates of the older sequence say nothing of the new one's ids.
             self._rebuilt(now_ns, diff.last_id)
-        elif self._unplaced:
+        elif self.conns.unplaced:
             self._reached_subscriptions(before, out, now_ns)
         if self.audit_every:
             self._since_sample += 1
@@ -1589,7 +1504,7 @@ class SequencedBook:
     def _trusted(self, conn_id: int) -> bool:
         """Whether ``conn_id``'s ids may confirm or contradict another's copy: not asked to
         reconnect for a contradicted copy, and placed in the book's sequence."""
-        return conn_id not in self._distrusted and conn_id not in self._unplaced
+        return self.conns.trusted(conn_id)
 
     def _majority(self, conn_ids: set[int]) -> bool:
         """True when ``conn_ids`` hold two and more than half of the connections that are
@@ -1752,8 +1667,7 @@ class SequencedBook:
         self.stats.obsolete += len(copies)
         self.stats.conn(conn_id).disagreements += 1
         self._warn(("disagrees", conn_id), now_ns, "%s; reconnecting it", reason)
-        if conn_id in self._conn_high:
-            self._distrusted.add(conn_id)
+        if conn_id in self._conn_high and ConnAction.ASK_RECONNECT in self.conns.blame(conn_id):
             out.append(ReconnectWanted(self.key, conn_id, reason))
 
     def _forget_far_ahead(self) -> None:
