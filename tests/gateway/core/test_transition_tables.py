@@ -15,6 +15,7 @@ from .test_flow import FLOW_SPEC
 from .test_renewal import RENEWAL_SPEC
 from .test_replicated_states import OUTPUT_SPEC, REPLICA_SPEC
 from .test_score import REPLACE_SPEC, STANDBY_SPEC
+from .test_sequenced_connections import PLACEMENT_SPEC, TRUST_SPEC
 from .test_sequenced_states import STATUS_SPEC, SYNC_SPEC
 from .test_subscriber import SUBSCRIBER_SPEC
 
@@ -28,6 +29,8 @@ BY_TRANSITION = [
     STANDBY_SPEC,
     SYNC_SPEC,
     STATUS_SPEC,
+    PLACEMENT_SPEC,
+    TRUST_SPEC,
 ]
 #: The flow and the subscriber's book raise errors of their own: their tests drive them.
 SPECS = [*BY_TRANSITION, FLOW_SPEC, SUBSCRIBER_SPEC]
