@@ -113,23 +113,23 @@ class PlacementEvent(enum.Enum):
 
 
 class ConnAction(enum.Enum):
-    #: The book asks the connection to reconnect (:class:`~gateway.core.model.ReconnectWanted`).
+    """What follows a move. The book carries out ASK_RECONNECT (a
+    :class:`~gateway.core.model.ReconnectWanted`) and RESYNC (the sync machine's GAP);
+    :class:`Connections` the rest, on the connection's slot: START_LAG a new lag of one
+    reset at the id it was heard at (-1 outside BEHIND_RESET), COUNT_RESET one reset more;
+    TAKE_ANSWER the snapshot given as its answer, awaited from now; TAKE_REPLICA the
+    replica given beside it; PROMOTE_REPLICA the snapshot given (its replica's book) in
+    place of both; DROP_ANSWER both forgotten; AWAIT_ANSWER both forgotten, and an answer
+    awaited from now."""
+
     ASK_RECONNECT = "ask reconnect"
-    #: The book resyncs from a snapshot (the sync machine's GAP).
     RESYNC = "resync"
-    #: A new lag: one reset, at the id it was heard at (-1 outside BEHIND_RESET).
     START_LAG = "start lag"
-    #: It lags one reset more.
     COUNT_RESET = "count reset"
-    #: Its answer is the snapshot given, awaited from now.
     TAKE_ANSWER = "take answer"
-    #: The replica given is kept beside its answer.
     TAKE_REPLICA = "take replica"
-    #: The snapshot given (its replica's book) replaces its answer and replica.
     PROMOTE_REPLICA = "promote replica"
-    #: Its answer and replica are forgotten.
     DROP_ANSWER = "drop answer"
-    #: Its answer and replica are forgotten; an answer is awaited from now.
     AWAIT_ANSWER = "await answer"
 
 
@@ -187,16 +187,17 @@ PLACEMENT_TRANSITIONS: Table[Placement, PlacementEvent, ConnAction] = _rows()
 
 
 class Trust(enum.Enum):
-    """Whether a connection's ids may confirm or contradict another's copy."""
+    """Whether a connection's ids may confirm or contradict another's copy: TRUSTED until
+    one of its copies is contradicted, then DISTRUSTED (asked to reconnect; until it goes
+    down it neither confirms a held copy nor stands for the book)."""
 
     TRUSTED = "trusted"
-    #: One of its copies was contradicted: asked to reconnect; until it goes down it
-    #: neither confirms a held copy nor stands for the book.
     DISTRUSTED = "distrusted"
 
 
 class TrustEvent(enum.Enum):
-    #: A copy of it (or its snapshot) was contradicted while it is up.
+    """CONTRADICTED: a copy of it (or its snapshot) was contradicted while it is up."""
+
     CONTRADICTED = "contradicted"
     DOWN = "down"
 
@@ -270,7 +271,8 @@ class Connections:
     A connection absent from it is IN_SEQUENCE and TRUSTED. :attr:`behind` holds a
     :class:`Lag` for exactly the connections in a BEHIND state, :attr:`unplaced` an
     :class:`Answer` for exactly those in an :data:`UNPLACED` state (in the order they
-    first became unplaced); both are read, never written, outside this class.
+    first became unplaced). Only this class adds or removes them; the book updates a
+    lag's id as the connection delivers.
     """
 
     def __init__(self) -> None:
@@ -333,6 +335,17 @@ class Connections:
                 answer.snap = answer.replica = None
                 answer.since_ns = now_ns
         return actions
+
+    def crossed_reset(self, conn_id: int, first_id: int) -> bool:
+        """``conn_id``, behind, delivered its copy of a reset, its stream now at
+        ``first_id``: it lags one reset less. True while it still lags one."""
+        lag = self.behind[conn_id]
+        lag.resets -= 1
+        lag.high = first_id
+        if lag.resets > 0:
+            return True
+        self.move(conn_id, PlacementEvent.CROSSED_RESETS)
+        return False
 
     def blame(self, conn_id: int) -> tuple[ConnAction, ...]:
         """A copy of ``conn_id`` (up) was contradicted; returns the actions."""

@@ -133,8 +133,13 @@ from gateway.core.audit import (
     compare_rest,
 )
 from gateway.core.book import BadLevel, L2Book
-from gateway.core.connections import ConnAction, Connections, Lag, Placement, Replica
-from gateway.core.connections import PlacementEvent as _CE
+from gateway.core.connections import (
+    ConnAction,
+    Connections,
+    Placement,
+    PlacementEvent,
+    Replica,
+)
 from gateway.core.lograte import LimitedLogger, LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
@@ -545,7 +550,7 @@ class SequencedBook:
             # come (their ids lead to a gap or a reset, not to a frozen book). A silent
             # one's may be of either sequence: it stays behind until it reconnects.
             for other in list(behind):
-                self.conns.move(other, _CE.NOBODY_CROSSED)
+                self.conns.move(other, PlacementEvent.NOBODY_CROSSED)
         if not self._conn_high:
             self._status(StatusEvent.ALL_DOWN, ALL_DOWN_REASON, out)
         self._check_hole(now_ns, out)
@@ -658,14 +663,14 @@ class SequencedBook:
             )
             self._sync(SyncEvent.VENUE_RESET, out, reason=reason, now_ns=now_ns)
         self._forget(self._held)  # made obsolete by the snapshot
-        self.conns.move(snap.conn_id, _CE.BUILT_BOOK)  # the book's sequence is its own
+        self.conns.move(snap.conn_id, PlacementEvent.BUILT_BOOK)  # the book's sequence is its own
         rebuild = snap.conn_id >= 0 and self.epoch > 0
         if rebuild:
             # In band, a resync: every connection was asked to subscribe again. Until it
             # answers, what it delivers is of its stream before, of no known sequence.
             for other, high in self._conn_high.items():
                 if other != snap.conn_id and high >= 0:
-                    self.conns.move(other, _CE.RESUBSCRIBED, now_ns)
+                    self.conns.move(other, PlacementEvent.RESUBSCRIBED, now_ns)
         self._rebuilt(now_ns, snap.last_id)
         self.stats.snapshots += 1
         self.applied_id = self._snapshot_id = snap.last_id
@@ -861,7 +866,7 @@ class SequencedBook:
                 self._all_others_unknown(snap.conn_id, reason, out)
             else:
                 self._left_behind(snap.conn_id, out, now_ns)
-            self.conns.move(snap.conn_id, _CE.LEADS_RESET)
+            self.conns.move(snap.conn_id, PlacementEvent.LEADS_RESET)
             self._sequence_restarted(snap.conn_id)
         elif (
             snap.conn_id >= 0
@@ -940,9 +945,13 @@ class SequencedBook:
             if other == conn_id:
                 continue
             if other in past:
-                event = _CE.RESET_ELSEWHERE_PAST
+                event = PlacementEvent.RESET_ELSEWHERE_PAST
             else:
-                event = _CE.RESET_ELSEWHERE if high >= 0 else _CE.RESET_ELSEWHERE_UNHEARD
+                event = (
+                    PlacementEvent.RESET_ELSEWHERE
+                    if high >= 0
+                    else PlacementEvent.RESET_ELSEWHERE_UNHEARD
+                )
             reason = f"silent until a venue reset on conn {conn_id}: sequence unknown"
             if ConnAction.ASK_RECONNECT in self._move(other, event, out, reason, high=high):
                 # Unheard of, or heard in no known sequence (its subscription answer was
@@ -960,32 +969,23 @@ class SequencedBook:
             return False
         if (prev_id, last_id) == self._reset_ids and not self.conns.silent(conn_id):
             # Its stream is in order: past the latest reset, it is past any it lost.
-            self.conns.move(conn_id, _CE.CROSSED_RESETS)
+            self.conns.move(conn_id, PlacementEvent.CROSSED_RESETS)
             return False
         if last_id >= lagging.high:  # at its latest: a keepalive, a repeated snapshot
             lagging.high = last_id
             return True
-        self._crossed_reset(conn_id, lagging, last_id)
-        return lagging.resets > 0
-
-    def _crossed_reset(self, conn_id: int, lagging: Lag, first_id: int) -> None:
-        lagging.resets -= 1
-        lagging.high = first_id
-        if lagging.resets <= 0:
-            self.conns.move(conn_id, _CE.CROSSED_RESETS)
+        return self.conns.crossed_reset(conn_id, last_id)
 
     def _stale_snapshot(self, snap: DepthSnapshot) -> bool:
         """True when in-band ``snap`` comes from a connection still before a venue reset
         the book follows: a copy of an older reset, or a snapshot of an older sequence.
         Its copy of the latest reset is not stale; the connection has then crossed."""
-        lagging = self.conns.behind.get(snap.conn_id)
-        if lagging is None:
+        if snap.conn_id not in self.conns.behind:
             return False
         if self.conns.placement(snap.conn_id) is Placement.BEHIND_UNTIL_RECONNECT:
             return True
         if snap.reset:
-            self._crossed_reset(snap.conn_id, lagging, snap.last_id)
-            return lagging.resets > 0
+            return self.conns.crossed_reset(snap.conn_id, snap.last_id)
         return self._before_reset(snap.conn_id, snap.last_id)
 
     def _others_placed(self, conn_id: int) -> bool:
@@ -1020,11 +1020,11 @@ class SequencedBook:
         conn_id = snap.conn_id
         self.stats.snapshots_unused += 1
         if snap.last_id > self.applied_id:
-            self.conns.move(conn_id, _CE.ANSWERED_AHEAD, now_ns, snap=snap)
+            self.conns.move(conn_id, PlacementEvent.ANSWERED_AHEAD, now_ns, snap=snap)
             return False
         placement = self._placement(snap)
         if placement.verdict is RestVerdict.AGREES:
-            self.conns.move(conn_id, _CE.AGREES)
+            self.conns.move(conn_id, PlacementEvent.AGREES)
             return False
         if placement.verdict is RestVerdict.NOT_COMPARABLE:
             replica = L2Book(self.limits.max_levels)
@@ -1035,7 +1035,7 @@ class SequencedBook:
                 self._reopen_unplaced(conn_id, why, out, now_ns)
                 return False
             kept = Replica(replica, snap.last_id)
-            self.conns.move(conn_id, _CE.ANSWERED_BELOW, now_ns, snap=snap, replica=kept)
+            self.conns.move(conn_id, PlacementEvent.ANSWERED_BELOW, now_ns, snap=snap, replica=kept)
             return False
         self.stats.snapshots_unused -= 1
         reason = (
@@ -1058,7 +1058,7 @@ class SequencedBook:
         if self.sync is Sync.HOLE:
             self._sync(SyncEvent.HOLE_CLOSED, out)
         self._last_reset = None
-        self.conns.move(conn_id, _CE.LEADS_RESET)
+        self.conns.move(conn_id, PlacementEvent.LEADS_RESET)
         why = f"sequence unknown after a venue reset led by conn {conn_id}"
         self._all_others_unknown(conn_id, why, out)
         self._sequence_restarted(conn_id)
@@ -1069,7 +1069,7 @@ class SequencedBook:
         used until they reconnect (answered in the book's sequence, or a newer one)."""
         for other in self._conn_high:
             if other != conn_id:
-                self._move(other, _CE.LED_ELSEWHERE, out, reason)
+                self._move(other, PlacementEvent.LED_ELSEWHERE, out, reason)
 
     def _unplaced_diff(self, diff: DepthDiff, out: list[ArbiterEvent], now_ns: int) -> None:
         """``diff`` from an unplaced connection: not used by the book. Where the connection
@@ -1111,7 +1111,7 @@ class SequencedBook:
         if self.sync not in _WITH_BOOK:
             return
         if replica.last_id > self.applied_id:
-            self.conns.move(conn_id, _CE.PASSED_BOOK, snap=replica.snapshot(diff))
+            self.conns.move(conn_id, PlacementEvent.PASSED_BOOK, snap=replica.snapshot(diff))
             return
         placement = compare_book(
             replica.book, replica.last_id, self.applied_ring, self.book, self.audit_depth
@@ -1119,7 +1119,7 @@ class SequencedBook:
         if placement.verdict is RestVerdict.NOT_COMPARABLE:
             return  # the book did not keep that id: on to the next
         if placement.verdict is RestVerdict.AGREES:
-            self.conns.move(conn_id, _CE.AGREES)
+            self.conns.move(conn_id, PlacementEvent.AGREES)
             return
         reason = (
             f"venue reset: conn {conn_id}'s stream from its subscription snapshot differs at"
@@ -1135,12 +1135,12 @@ class SequencedBook:
         fault), its answer and replica forgotten; until it goes down nothing it delivers
         places it."""
         self._warn(("unplaced", conn_id), now_ns, "conn %d %s", conn_id, reason)
-        self._move(conn_id, _CE.COMPARE_FAILED, out, reason, now_ns=now_ns)
+        self._move(conn_id, PlacementEvent.COMPARE_FAILED, out, reason, now_ns=now_ns)
 
     def _move(
         self,
         conn_id: int,
-        event: _CE,
+        event: PlacementEvent,
         out: list[ArbiterEvent],
         reason: str,
         *,
@@ -1170,7 +1170,7 @@ class SequencedBook:
                 continue
             verdict = self._placement(snap).verdict
             if verdict is RestVerdict.AGREES:
-                self.conns.move(conn_id, _CE.AGREES)
+                self.conns.move(conn_id, PlacementEvent.AGREES)
                 for diff in unplaced.ahead:
                     if diff.last_id > applied:
                         self._buffer(diff, out)
@@ -1200,7 +1200,9 @@ class SequencedBook:
             if not self.conns.waits(conn_id) or waited_ns < self.reset_window_ns:
                 continue
             snap = unplaced.snap
-            actions = self._move(conn_id, _CE.WINDOW_PASSED, out, unanswered, now_ns=now_ns)
+            actions = self._move(
+                conn_id, PlacementEvent.WINDOW_PASSED, out, unanswered, now_ns=now_ns
+            )
             if ConnAction.RESYNC not in actions or snap is None:
                 continue
             gap_reason = gap_reason or (

@@ -312,3 +312,13 @@ def test_trust_rows(state: Trust, event: TrustEvent) -> None:
         assert conns.placement(CONN) is P.IN_SEQUENCE and not conns.behind
     assert conns.trust(CONN) is new
     assert conns.trusted(CONN) is (new is Trust.TRUSTED)
+
+
+@pytest.mark.parametrize("state", [s for s in Placement if s in BEHIND], ids=lambda s: s.name)
+def test_crossing_each_reset_it_lags_brings_it_back_in_sequence(state: Placement) -> None:
+    conns = reach(state)
+    conns.move(CONN, E.RESET_ELSEWHERE, high=HIGH)  # a second reset
+    assert conns.crossed_reset(CONN, 3) is True
+    assert conns.placement(CONN) is state and conns.behind[CONN] == Lag(1, 3)
+    assert conns.crossed_reset(CONN, 1) is False
+    assert conns.placement(CONN) is P.IN_SEQUENCE and CONN not in conns.behind
