@@ -28,10 +28,12 @@ from gateway.core.connections import (
     Trust,
     TrustEvent,
 )
-from gateway.core.model import DepthSnapshot
+from gateway.core.model import DepthSnapshot, SnapshotWanted
 from gateway.core.transitions import UndefinedTransition
 
 from .state_tables import specify
+from .test_unplaced_subscriptions import bybit_book, delta, reconnects
+from .test_unplaced_subscriptions import snapshot as bybit_snapshot
 
 P, E, A = Placement, PlacementEvent, ConnAction
 CONN = 7
@@ -322,3 +324,39 @@ def test_crossing_each_reset_it_lags_brings_it_back_in_sequence(state: Placement
     assert conns.placement(CONN) is state and conns.behind[CONN] == Lag(1, 3)
     assert conns.crossed_reset(CONN, 1) is False
     assert conns.placement(CONN) is P.IN_SEQUENCE and CONN not in conns.behind
+
+
+# --- the book moves them ------------------------------------------------------------------
+
+
+def test_an_answer_ahead_of_the_book_is_to_compare_until_the_book_reaches_it() -> None:
+    arb = bybit_book(u=2)
+    arb.on_snapshot(bybit_snapshot(5, conn=1), 0)  # conn 1's answer, ahead of the book
+    assert arb.conns.placement(1) is P.TO_COMPARE and not arb.conns.trusted(1)
+    for u in (3, 4):
+        arb.on_diff(delta(u, 0), 0)
+    assert arb.conns.placement(1) is P.TO_COMPARE
+    arb.on_diff(delta(5, 0), 0)  # the book at 5 is conn 1's answer
+    assert arb.conns.placement(1) is P.IN_SEQUENCE and arb.conns.trusted(1)
+
+
+def test_an_answer_not_reached_within_the_reset_window_resyncs_and_is_awaited_anew() -> None:
+    arb = bybit_book(u=2)
+    arb.on_snapshot(bybit_snapshot(5, conn=1), 0)
+    assert arb.deadline_ns() == arb.reset_window_ns
+    out = arb.on_timer(arb.reset_window_ns)
+    assert arb.conns.placement(1) is P.AWAITING_ANSWER and not arb.conns.answered(1)
+    assert sum(isinstance(e, SnapshotWanted) for e in out) == 1  # the resync
+
+
+def test_a_reset_delivered_elsewhere_puts_the_heard_behind_and_the_silent_reconnecting() -> None:
+    arb = bybit_book(conns=(0, 1, 2), u=2)
+    arb.on_diff(delta(3, 1), 0)  # conn 1 heard at 3; conn 2 silent
+    out = arb.on_snapshot(bybit_snapshot(1, conn=0), 0)  # conn 0 delivers a reset first
+    assert arb.conns.placement(1) is P.BEHIND_RESET and arb.conns.behind[1] == Lag(1, 3)
+    assert arb.conns.placement(2) is P.BEHIND_SILENT and arb.conns.silent(2)
+    assert reconnects(out) == [2]
+    arb.on_snapshot(bybit_snapshot(1, conn=1), 0)  # conn 1's copy of the reset
+    assert arb.conns.placement(1) is P.IN_SEQUENCE and 1 not in arb.conns.behind
+    arb.on_connection(2, False, 0)
+    assert arb.conns.placement(2) is P.IN_SEQUENCE and not arb.conns.behind
