@@ -131,10 +131,11 @@ from gateway.core.audit import (
     AppliedRing,
     RestComparison,
     RestVerdict,
+    compare_answer,
     compare_book,
     compare_rest,
 )
-from gateway.core.book import BadLevel, L2Book
+from gateway.core.book import BadLevel, BeforeImage, L2Book
 from gateway.core.lograte import LimitedLogger, LogLimiter
 from gateway.core.model import (
     ArbiterEvent,
@@ -1089,9 +1090,9 @@ class SequencedBook:
         )
 
     def _placement(self, snap: DepthSnapshot) -> RestComparison:
-        """``snap`` compared with the book at its id (the applied updates after it replayed
-        onto it), the REST audit's rule."""
-        return compare_rest(snap, self.applied_ring, self.book, self.audit_depth)
+        """``snap`` compared with the book at its id (the book rewound to it: the exact
+        rule of :mod:`gateway.core.audit`)."""
+        return compare_answer(snap, self.applied_ring, self.book, self.audit_depth)
 
     def _leads_reset(self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int) -> bool:
         """``snap`` answers a subscription of its connection while the book is built and
@@ -1330,8 +1331,9 @@ class SequencedBook:
     ) -> _Applied:
         """Applies ``diff`` and publishes it. While ``building`` (draining the buffer onto a
         fresh snapshot) a failed checksum is returned, not declared as a gap."""
+        replaced = BeforeImage()  # what it replaced: the book at an earlier id (audit.py)
         try:
-            pruned = self.book.apply(diff.bids, diff.asks)
+            pruned = self.book.apply(diff.bids, diff.asks, replaced)
         except BadLevel as exc:
             # Adapters validate levels, so this is a copy the venue mangled; another
             # connection's copy, or the resync that the hole leads to, repairs it.
@@ -1355,7 +1357,7 @@ class SequencedBook:
         self.applied_id = diff.last_id
         self.seq += 1
         self.stats.updates += 1
-        self.applied_ring.append(diff)
+        self.applied_ring.append(diff, replaced)
         if restarted:
             # The applied updates of the older sequence say nothing of the new one's ids.
             self._rebuilt(now_ns, diff.last_id)
