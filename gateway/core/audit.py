@@ -41,9 +41,10 @@ the updates after ``S`` undone, newest first, by the before-images kept with the
 top ``depth`` levels compared with the answer's. Replaying the updates onto the answer
 instead would hide every level where the answer differs from the book at ``S`` that a later
 update overwrote, and an answer of another sequence would be taken for the book's. The
-book's levels at ``S`` are known only where the book was at ``S``: its base id (the ring
-complete since) or the last id of an update kept; not inside an update covering several ids
-(part of it may be after ``S``), nor before the ring. Rewinding restores the levels the
+book's levels at ``S`` are known only where the book was at ``S`` since the oldest update
+kept: the id before that update (the base id, until the ring forgets one) or the last id
+of an update kept; not inside an update covering several ids (part of it may be after
+``S``), nor before the ring. Rewinding restores the levels the
 cap pruned too, so the rewound book is the book as it was held at ``S``, whose top ``depth``
 is exact by the same contract as the live book's (:mod:`gateway.core.book`).
 """
@@ -104,14 +105,15 @@ class AppliedRing:
         self._updates: deque[DepthDiff] = deque(maxlen=size)
         self._befores: deque[BeforeImage | None] = deque(maxlen=size)
         self.base_id = -1
-        #: Every update applied since ``base_id`` is kept (none forgotten yet).
-        self._from_base = True
+        #: The id the book was at before the oldest update kept: ``base_id`` until one is
+        #: forgotten, then the last id of the newest one forgotten.
+        self._start_id = -1
 
     def append(self, diff: DepthDiff, before: BeforeImage | None = None) -> None:
         """``diff`` was applied to the book; ``before``: what it replaced there (None:
         not recorded, the book cannot be rewound through it)."""
         if len(self._updates) == self._updates.maxlen:
-            self._from_base = False
+            self._start_id = self._updates[0].last_id
         self._updates.append(diff)
         self._befores.append(before)
 
@@ -119,8 +121,7 @@ class AppliedRing:
         """The book was built again, at ``base_id``."""
         self._updates.clear()
         self._befores.clear()
-        self.base_id = base_id
-        self._from_base = True
+        self.base_id = self._start_id = base_id
 
     def __len__(self) -> int:
         return len(self._updates)
@@ -198,9 +199,9 @@ class AppliedRing:
         """The book at ``at_id``: ``live``, the book these updates were applied to (as the
         newest left it), with the updates after ``at_id`` undone, newest first, on a copy
         (``live`` itself when none is after it: read only). None when the book's levels at
-        ``at_id`` are not known from here: the book was never at ``at_id`` since its base
-        (inside an update's ids, after the newest, before ``base_id``), the ring forgot
-        updates since, or an update to undo has no before-image."""
+        ``at_id`` are not known from here: the book was not at ``at_id`` since the oldest
+        update kept (``at_id`` inside an update's ids, after the newest, before the oldest
+        kept), or an update to undo has no before-image."""
         undo: list[tuple[DepthDiff, BeforeImage]] = []
         for diff, before in zip(reversed(self._updates), reversed(self._befores), strict=True):
             if diff.last_id <= at_id:
@@ -211,7 +212,7 @@ class AppliedRing:
                 return None
             undo.append((diff, before))
         else:
-            if at_id != self.base_id or not self._from_base or at_id < 0:
+            if at_id != self._start_id or at_id < 0:
                 return None
         if not undo:
             return live

@@ -78,8 +78,9 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   snapshot need not say so. While another connection follows the book, the snapshot that
   answers a subscription does not move the book: its connection is *unplaced* (nothing it
   delivers used) until the snapshot is compared with the book at its id (now, or when the
-  book reaches it). One below the book that cannot be compared (older than the applied
-  updates kept) is compared through a replica: its connection's own updates, in order and
+  book reaches it), the book rewound to that id (:mod:`gateway.core.audit`, the exact
+  rule). One below the book that cannot be compared (older than the applied updates kept,
+  or inside one's ids) is compared through a replica: its connection's own updates, in order and
   none missing, applied onto it until it reaches an id the book kept; an update missing
   from that stream reopens the connection (no fault). Agreeing places it; differing at
   or below the book's id is a venue reset it leads (the book follows it, every other
@@ -1105,9 +1106,10 @@ class SequencedBook:
         used and its connection stays unplaced, nothing it delivers used: its book agrees
         (its connection is placed in the book's sequence); it is ahead of the book, and is
         compared when the book reaches its id (:meth:`_reached_subscriptions`); or it is
-        below the book and cannot be compared (older than the applied updates kept): its
-        connection's own updates are then applied onto a replica of it, compared instead
-        once its stream reaches an id the book kept (:meth:`_unplaced_diff`). A copy
+        below the book and cannot be compared (older than the applied updates kept, or
+        inside one's ids): its connection's own updates are then applied onto a replica
+        of it, compared instead once its stream reaches an id the book kept
+        (:meth:`_unplaced_diff`). A copy
         equal to an applied update never places a connection (an update of another
         sequence may equal the book's at its ids)."""
         conn_id = snap.conn_id
