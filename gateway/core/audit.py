@@ -36,17 +36,18 @@ overwrote is rightly not seen: the book is right now.
 
 The exact rule, to place a subscription answer (:func:`compare_answer`) or an unplaced
 connection's own book (:func:`compare_book`) at id ``S`` in the book's sequence (see
-:mod:`gateway.core.sequenced`): the live book is rewound to ``S`` (:meth:`AppliedRing.rewound`:
-the updates after ``S`` undone, newest first, by the before-images kept with them) and its
-top ``depth`` levels compared with the answer's. Replaying the updates onto the answer
-instead would hide every level where the answer differs from the book at ``S`` that a later
-update overwrote, and an answer of another sequence would be taken for the book's. The
-book's levels at ``S`` are known only where the book was at ``S`` since the oldest update
-kept: the id before that update (the base id, until the ring forgets one) or the last id
-of an update kept; not inside an update covering several ids (part of it may be after
-``S``), nor before the ring. Rewinding restores the levels the
-cap pruned too, so the rewound book is the book as it was held at ``S``, whose top ``depth``
-is exact by the same contract as the live book's (:mod:`gateway.core.book`).
+:mod:`gateway.core.sequenced`): the live book is rewound to ``S``
+(:meth:`AppliedRing.rewound`: the updates after ``S`` undone, newest first, by the
+before-images kept with them) and its top ``depth`` levels compared with the answer's.
+Replaying the updates onto the answer instead would hide every level where the answer
+differs from the book at ``S`` that a later update overwrote, and an answer of another
+sequence would be taken for the book's. The book's levels at ``S`` are known only where the
+book was at ``S`` since the oldest update kept: the id before that update (the base id,
+until the ring forgets one) or the last id of an update kept; not inside an update
+covering several ids (part of it may be after ``S``), before the ring, or before an update
+kept without a before-image (applied while no answer could come). Rewinding restores the
+levels the cap pruned too, so the rewound book is the book as it was held at ``S``, whose
+top ``depth`` is exact by the same contract as the live book's (:mod:`gateway.core.book`).
 """
 
 from __future__ import annotations
@@ -94,10 +95,16 @@ def merged(
 class AppliedRing:
     """The updates a book applied since it was last built (at id ``base_id``, -1: not
     built), newest last, at most ``size`` (the oldest is forgotten), each with its
-    before-image (:class:`~gateway.core.book.BeforeImage`) where the book recorded one.
-    The ring keeps each update alive, its levels and their strings included, and the
-    levels each one replaced (the book keeps only the levels still in it): a full ring
-    costs ``size`` updates, MEMORY_FIGURE"""
+    before-image (:class:`~gateway.core.book.BeforeImage`) where the book recorded one
+    (:class:`~gateway.core.sequenced.SequencedBook` does only while a connection's
+    subscription answer may need placing: recorded on every update, they cost a verify of
+    Binance spot BTCUSDT about 5% as a whole process, 8% of its records' handling). The
+    ring keeps each update alive, its levels and their strings included, and the levels
+    each one replaced (the book keeps only the levels still in it): a full ring costs
+    ``size`` updates, about 1.6 MB for 1024 updates of the simulated Binance
+    venue, 9.0 MB for Binance spot BTCUSDT's (47 levels an update, tracemalloc), 9% more
+    with before-images (9.8 MB: the levels an update replaced are mostly kept anyway, by
+    the update that set them)."""
 
     def __init__(self, size: int = DEFAULT_RING_SIZE) -> None:
         if size < 1:

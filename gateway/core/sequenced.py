@@ -1333,7 +1333,10 @@ class SequencedBook:
     ) -> _Applied:
         """Applies ``diff`` and publishes it. While ``building`` (draining the buffer onto a
         fresh snapshot) a failed checksum is returned, not declared as a gap."""
-        replaced = BeforeImage()  # what it replaced: the book at an earlier id (audit.py)
+        # What it replaced gives the book at an earlier id, to place an answer (audit.py):
+        # recorded only while one may come (a connection fresh or unplaced), since one of
+        # the book's sequence is at or past the book's id when its connection came up.
+        replaced = BeforeImage() if self._fresh or self._unplaced else None
         try:
             pruned = self.book.apply(diff.bids, diff.asks, replaced)
         except BadLevel as exc:

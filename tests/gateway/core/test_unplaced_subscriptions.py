@@ -326,6 +326,28 @@ def test_an_older_answer_whose_stream_differs_where_the_book_later_wrote_leads_t
     assert [type(e) for e in arb.on_diff(delta(4, 1, bids=(("93.0", "1"),)), 0)] == [BookDelta]
 
 
+def test_an_answer_below_where_the_book_was_when_its_connection_came_up_is_placed_exactly() -> None:
+    """The book keeps what its updates replaced only while a connection's answer may
+    come: connection 1 comes up with the book at u = 4 and is answered at u = 3 (its
+    server lagging), where the book's levels are not known. Replayed onto the answer, the
+    book's u = 4 (ask 101 to 3) would hide that the answer holds ask 101 where the book
+    held none. Compared through its own stream instead: its u = 4 differs from the book's,
+    and the book follows it."""
+    arb = bybit_book(conns=(0,))
+    arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    arb.on_diff(delta(4, 0, asks=(("101.0", "3"),)), 0)
+    arb.on_connection(1, True, 0)
+    assert arb.on_snapshot(snapshot(3, 1), 0) == []
+    assert arb.applied_id == 4 and arb.stats.venue_resets == 0
+    out = arb.on_diff(delta(4, 1, bids=(("95.0", "1"),)), 0)
+    assert reconnects(out) == [0] and arb.stats.venue_resets == 1
+    assert (arb.applied_id, arb.book.bids(), arb.book.asks()) == (
+        4,
+        [("95.0", "1"), *BID],
+        list(ASK),
+    )
+
+
 def test_an_okx_answer_ahead_that_the_book_passes_inside_an_update_is_reopened() -> None:
     """Answered at seqId 20005, ahead of the book at 20003; connection 0's next update
     (prevSeqId 20003, seqId 20008) passes it. The book was never at 20005, so no answer
