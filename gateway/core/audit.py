@@ -98,13 +98,12 @@ class AppliedRing:
     before-image (:class:`~gateway.core.book.BeforeImage`) where the book recorded one
     (:class:`~gateway.core.sequenced.SequencedBook` does only while a connection's
     subscription answer may need placing: recorded on every update, they cost a verify of
-    Binance spot BTCUSDT about 5% as a whole process, 8% of its records' handling). The
-    ring keeps each update alive, its levels and their strings included, and the levels
-    each one replaced (the book keeps only the levels still in it): a full ring costs
-    ``size`` updates, about 1.6 MB for 1024 updates of the simulated Binance
-    venue, 9.0 MB for Binance spot BTCUSDT's (47 levels an update, tracemalloc), 9% more
-    with before-images (9.8 MB: the levels an update replaced are mostly kept anyway, by
-    the update that set them)."""
+    Binance spot BTCUSDT's records about 8% more time). The ring keeps each update alive,
+    its levels and their strings included, and the levels each one replaced (the book
+    keeps only the levels still in it): a full ring costs ``size`` updates, about 1.6 MB
+    for 1024 updates of the simulated Binance venue, 9.0 MB for Binance spot BTCUSDT's
+    (47 levels an update, tracemalloc), 9% more with before-images (9.8 MB: the levels an
+    update replaced are mostly kept anyway, by the update that set them)."""
 
     def __init__(self, size: int = DEFAULT_RING_SIZE) -> None:
         if size < 1:
