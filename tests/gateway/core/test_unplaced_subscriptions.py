@@ -195,6 +195,19 @@ def okx_book(seq: int) -> SequencedBook:
     return arb
 
 
+def okx_answer_passed(
+    book_seq: int, answer: tuple[int, Level], own: tuple[int, int], book_next: int
+) -> tuple[SequencedBook, list[ArbiterEvent]]:
+    """The book at ``book_seq`` (:func:`okx_book`); connection 1 answered at ``answer``'s
+    seqId with its bid (not placed), then its own update ``own`` (prevSeqId, seqId), not
+    used; then connection 0 moves the book to ``book_next``: the book and those events."""
+    arb = okx_book(book_seq)
+    seq_id, bid = answer
+    assert arb.on_snapshot(DepthSnapshot(OKX, "BTC-USDT", seq_id, (bid,), OKX_ASKS, 3, 1), 3) == []
+    assert arb.on_diff(okx_diff(*own, 1, 4), 4) == []
+    return arb, arb.on_diff(okx_diff(book_seq, book_next, 0, 5), 5)
+
+
 def test_an_okx_answer_in_a_new_sequence_waits_for_the_reset() -> None:
     """OKX resets go below the ids used before: an answer after a reset no connection
     delivered is below the book, older than the applied updates kept, and cannot be
@@ -354,11 +367,7 @@ def test_an_okx_answer_ahead_that_the_book_passes_inside_an_update_is_reopened()
     of its sequence is there, and the book's levels there are not known (replayed onto
     the answer, the update would hide what it differs in): the connection is reopened,
     no fault, and its updates are not used."""
-    arb = okx_book(20_003)
-    answer = DepthSnapshot(OKX, "BTC-USDT", 20_005, (("170", "1"),), OKX_ASKS, 3, 1)
-    assert arb.on_snapshot(answer, 3) == []
-    assert arb.on_diff(okx_diff(20_005, 20_009, 1, 4), 4) == []
-    out = arb.on_diff(okx_diff(20_003, 20_008, 0, 5), 5)
+    arb, out = okx_answer_passed(20_003, (20_005, ("170", "1")), (20_005, 20_009), 20_008)
     assert reconnects(out) == [1] and arb.applied_id == 20_008
     assert all(not e.fault for e in out if isinstance(e, ReconnectWanted))
     assert arb.on_diff(okx_diff(20_008, 20_009, 1, 6), 6) == []
@@ -369,11 +378,7 @@ def test_an_okx_answer_whose_stream_passes_the_book_is_compared_where_the_book_g
     """Answered below the snapshot the book was built from (not comparable), its own next
     update ends past the book's id, at none the book kept: its book there is compared when
     the book reaches that id, and differs: it is reopened."""
-    arb = okx_book(20_010)
-    answer = DepthSnapshot(OKX, "BTC-USDT", 19_990, (("180", "1"),), OKX_ASKS, 3, 1)
-    assert arb.on_snapshot(answer, 3) == []
-    assert arb.on_diff(okx_diff(19_990, 20_015, 1, 4), 4) == []
-    out = arb.on_diff(okx_diff(20_010, 20_015, 0, 5), 5)
+    arb, out = okx_answer_passed(20_010, (19_990, ("180", "1")), (19_990, 20_015), 20_015)
     assert reconnects(out) == [1] and arb.applied_id == 20_015
     assert arb.book.bids() == [("170", "1")]
 
