@@ -36,7 +36,7 @@ import orjson
 from bench.common import KEY, DepthData, Timing, load_depth_data, measure
 from feeds import binance
 from feeds.binance import BinanceSpotRule
-from gateway.core.book import L2Book
+from gateway.core.book import BeforeImage, L2Book, Pruned
 from gateway.core.model import DepthDiff, DepthSnapshot, Level
 from gateway.core.sequenced import SequencedBook
 
@@ -78,10 +78,10 @@ class _TimedBook(L2Book):
         super().__init__()
         self.ns = 0
 
-    def apply(self, bids: Any, asks: Any) -> None:
+    def apply(self, bids: Any, asks: Any, before: BeforeImage | None = None) -> Pruned | None:
         t0 = time.perf_counter_ns()
         try:
-            super().apply(bids, asks)
+            return super().apply(bids, asks, before)
         finally:
             self.ns += time.perf_counter_ns() - t0
 

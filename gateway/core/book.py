@@ -18,11 +18,16 @@ A book may be capped at ``max_levels`` per side (docs/architecture.md, Bounded b
   (a checksum's, a subscriber's depth) stays right while the book holds N levels better
   than it. Beyond that price the book knows only what updates told it since, as it knows
   nothing beyond a venue snapshot's depth.
+
+An update applied with a :class:`BeforeImage` can be undone (:meth:`L2Book.undo`): the
+image holds what each of its levels replaced and what the cap pruned after it, so a book
+with its latest updates undone, newest first, is exactly the book it was before them (the
+audits' view of the book at an earlier id, :mod:`gateway.core.audit`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import islice
 
 from sortedcontainers import SortedDict
@@ -51,6 +56,21 @@ def _parse(level: Level) -> tuple[float, float]:
 
 #: What :meth:`L2Book.apply` pruned: removed bids and asks, each with a zero quantity.
 Pruned = tuple[list[Level], list[Level]]
+
+
+class BeforeImage:
+    """What one :meth:`L2Book.apply` replaced, for :meth:`L2Book.undo`: ``levels``, for
+    each of its entries, bids then asks in order, the level at its price just before it
+    (None: none); ``pruned``, the levels the cap then removed, as they were (None: none).
+
+    It references levels the book held (shared, never copied): about 8 bytes per entry
+    and the replaced levels kept alive."""
+
+    __slots__ = ("levels", "pruned")
+
+    def __init__(self) -> None:
+        self.levels: list[Level | None] = []
+        self.pruned: Pruned | None = None
 
 
 class L2Book:
@@ -102,10 +122,13 @@ class L2Book:
         self._bids = SortedDict(new_bids)
         self._asks = SortedDict(new_asks)
 
-    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> Pruned | None:
+    def apply(
+        self, bids: Iterable[Level], asks: Iterable[Level], before: BeforeImage | None = None
+    ) -> Pruned | None:
         """Apply absolute levels. Validates every level first, so a BadLevel (or a
         TooManyLevels: more entries on a side than the cap) leaves the book unchanged.
-        Returns the levels pruned to keep the cap, or None when none were."""
+        Returns the levels pruned to keep the cap, or None when none were. ``before``, an
+        empty image, receives what the update replaced (unchanged when it raises)."""
         parsed_bids = [(_parse(level), level) for level in bids]
         parsed_asks = [(_parse(level), level) for level in asks]
         cap = self.max_levels
@@ -114,21 +137,45 @@ class L2Book:
                 f"update of {len(parsed_bids)} bid and {len(parsed_asks)} ask levels "
                 f"exceeds the cap of {cap} per side"
             )
+        record = None if before is None else before.levels.append
         side = self._bids
         for (price, qty), level in parsed_bids:
+            if record is not None:
+                record(side.get(-price))
             if qty > 0.0:
                 side[-price] = level
             else:
                 side.pop(-price, None)
         side = self._asks
         for (price, qty), level in parsed_asks:
+            if record is not None:
+                record(side.get(price))
             if qty > 0.0:
                 side[price] = level
             else:
                 side.pop(price, None)
         if cap is None or (len(self._bids) <= cap and len(self._asks) <= cap):
             return None
-        return _prune(self._bids, cap), _prune(self._asks, cap)
+        cut = _cut(self._bids, cap), _cut(self._asks, cap)
+        if before is not None:
+            before.pruned = cut
+        return _zeroed(cut[0]), _zeroed(cut[1])
+
+    def undo(self, bids: Sequence[Level], asks: Sequence[Level], before: BeforeImage) -> None:
+        """Undoes the :meth:`apply` of ``bids`` and ``asks`` that filled ``before``: the
+        book must be as that apply left it (later applies undone first, newest first). The
+        cap is not enforced: the book is as it was, pruned levels back in place."""
+        if before.pruned is not None:
+            for level in before.pruned[0]:
+                self._bids[-float(level[0])] = level
+            for level in before.pruned[1]:
+                self._asks[float(level[0])] = level
+        replaced = before.levels
+        # Newest first within the update too: an entry repeating a price found the earlier one.
+        for level, prev in zip(reversed(asks), reversed(replaced[len(bids) :]), strict=True):
+            _restore(self._asks, float(level[0]), prev)
+        for level, prev in zip(reversed(bids), reversed(replaced[: len(bids)]), strict=True):
+            _restore(self._bids, -float(level[0]), prev)
 
     def copy_from(self, other: L2Book) -> None:
         """Make this book equal to ``other`` (levels are immutable tuples: shared)."""
@@ -138,7 +185,7 @@ class L2Book:
     def truncate(self, depth: int) -> Pruned:
         """Keep the best ``depth`` levels per side; returns the removed levels with a zero
         quantity, as a delta that performs the same truncation."""
-        return _prune(self._bids, depth), _prune(self._asks, depth)
+        return _zeroed(_cut(self._bids, depth)), _zeroed(_cut(self._asks, depth))
 
     def diff_to(self, other: L2Book) -> tuple[list[Level], list[Level]]:
         """Absolute levels that turn this book into ``other``: levels only here get a zero
@@ -205,14 +252,25 @@ class L2Book:
         )
 
 
-def _prune(side: SortedDict, depth: int) -> list[Level]:
-    """Removes the levels of ``side`` beyond the best ``depth``; returns them, best first,
-    with a zero quantity."""
+def _cut(side: SortedDict, depth: int) -> list[Level]:
+    """Removes the levels of ``side`` beyond the best ``depth``; returns them, best first."""
     removed: list[Level] = []
     while len(side) > depth:
-        removed.append((side.popitem()[1][0], "0"))
+        removed.append(side.popitem()[1])
     removed.reverse()
     return removed
+
+
+def _zeroed(levels: list[Level]) -> list[Level]:
+    """``levels`` with a zero quantity: their removal as a delta."""
+    return [(level[0], "0") for level in levels]
+
+
+def _restore(side: SortedDict, key: float, level: Level | None) -> None:
+    if level is None:
+        side.pop(key, None)
+    else:
+        side[key] = level
 
 
 def _side_diff(mine: SortedDict, theirs: SortedDict) -> list[Level]:

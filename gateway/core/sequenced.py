@@ -78,8 +78,9 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   snapshot need not say so. While another connection follows the book, the snapshot that
   answers a subscription does not move the book: its connection is *unplaced* (nothing it
   delivers used) until the snapshot is compared with the book at its id (now, or when the
-  book reaches it). One below the book that cannot be compared (older than the applied
-  updates kept) is compared through a replica: its connection's own updates, in order and
+  book reaches it), the book rewound to that id (:mod:`gateway.core.audit`, the exact
+  rule). One below the book that cannot be compared (older than the applied updates kept,
+  or inside one's ids) is compared through a replica: its connection's own updates, in order and
   none missing, applied onto it until it reaches an id the book kept; an update missing
   from that stream reopens the connection (no fault). Agreeing places it; differing at
   or below the book's id is a venue reset it leads (the book follows it, every other
@@ -129,10 +130,11 @@ from gateway.core.audit import (
     AppliedRing,
     RestComparison,
     RestVerdict,
+    compare_answer,
     compare_book,
     compare_rest,
 )
-from gateway.core.book import BadLevel, L2Book
+from gateway.core.book import BadLevel, BeforeImage, L2Book
 from gateway.core.connections import (
     ConnAction,
     Connections,
@@ -997,9 +999,9 @@ class SequencedBook:
         )
 
     def _placement(self, snap: DepthSnapshot) -> RestComparison:
-        """``snap`` compared with the book at its id (the applied updates after it replayed
-        onto it), the REST audit's rule."""
-        return compare_rest(snap, self.applied_ring, self.book, self.audit_depth)
+        """``snap`` compared with the book at its id (the book rewound to it: the exact
+        rule of :mod:`gateway.core.audit`)."""
+        return compare_answer(snap, self.applied_ring, self.book, self.audit_depth)
 
     def _leads_reset(self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int) -> bool:
         """``snap`` answers a subscription of its connection while the book is built and
@@ -1012,9 +1014,10 @@ class SequencedBook:
         used and its connection stays unplaced, nothing it delivers used: its book agrees
         (its connection is placed in the book's sequence); it is ahead of the book, and is
         compared when the book reaches its id (:meth:`_reached_subscriptions`); or it is
-        below the book and cannot be compared (older than the applied updates kept): its
-        connection's own updates are then applied onto a replica of it, compared instead
-        once its stream reaches an id the book kept (:meth:`_unplaced_diff`). A copy
+        below the book and cannot be compared (older than the applied updates kept, or
+        inside one's ids): its connection's own updates are then applied onto a replica
+        of it, compared instead once its stream reaches an id the book kept
+        (:meth:`_unplaced_diff`). A copy
         equal to an applied update never places a connection (an update of another
         sequence may equal the book's at its ids)."""
         conn_id = snap.conn_id
@@ -1241,8 +1244,12 @@ class SequencedBook:
     ) -> _Applied:
         """Applies ``diff`` and publishes it. While ``building`` (draining the buffer onto a
         fresh snapshot) a failed checksum is returned, not declared as a gap."""
+        # What it replaced gives the book at an earlier id, to place an answer (audit.py):
+        # recorded only while one may come (a connection fresh or unplaced), since one of
+        # the book's sequence is at or past the book's id when its connection came up.
+        replaced = BeforeImage() if self._fresh or self.conns.unplaced else None
         try:
-            pruned = self.book.apply(diff.bids, diff.asks)
+            pruned = self.book.apply(diff.bids, diff.asks, replaced)
         except BadLevel as exc:
             # Adapters validate levels, so this is a copy the venue mangled; another
             # connection's copy, or the resync that the hole leads to, repairs it.
@@ -1265,7 +1272,7 @@ class SequencedBook:
         self.applied_id = diff.last_id
         self.seq += 1
         self.stats.updates += 1
-        self.applied_ring.append(diff)
+        self.applied_ring.append(diff, replaced)
         if restarted:
             # The applied updates of the older sequence say nothing of the new one's ids.
             self._rebuilt(now_ns, diff.last_id)

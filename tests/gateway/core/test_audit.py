@@ -10,9 +10,16 @@ from hypothesis import strategies as st
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.audit import AgreementSample, AppliedRing, RestVerdict, compare_rest
-from gateway.core.book import L2Book
-from gateway.core.model import DepthSnapshot, ReconnectWanted
+from gateway.core.audit import (
+    AgreementSample,
+    AppliedRing,
+    RestVerdict,
+    compare_answer,
+    compare_book,
+    compare_rest,
+)
+from gateway.core.book import BeforeImage, L2Book
+from gateway.core.model import DepthDiff, DepthSnapshot, Level, ReconnectWanted
 from gateway.core.sequenced import SequencedBook
 from tests.gateway.core.arbiter_streams import (
     KEY,
@@ -61,6 +68,111 @@ def test_the_ring_is_bounded_and_says_when_it_no_longer_reaches_back() -> None:
     assert len(ring) == 2
     assert ring.after(101) is not None
     assert ring.after(100) is None  # update 101 was forgotten
+
+
+# --- the book at an earlier id: the ring rewound ------------------------------------------------
+
+#: The book at id 100 and the updates applied to it, each with the case it covers.
+BASE_BIDS: tuple[Level, ...] = (("99", "1"), ("98", "1"))
+BASE_ASKS: tuple[Level, ...] = (("101", "1"), ("102", "1"))
+REWIND_UPDATES = [
+    diff(101, 101, bids=[("99", "2")]),  # a level changed
+    diff(102, 104, bids=[("97", "1"), ("97", "0")], asks=[("101", "0")]),  # a price twice; deleted
+    diff(105, 105, asks=[("103", "3"), ("101", "1")]),  # a level added; a deleted one back
+    diff(106, 106, bids=[("96", "0")]),  # deletes a price the book does not hold
+]
+
+
+def rewind_ring(
+    size: int = 8, max_levels: int | None = None, updates: list[DepthDiff] = REWIND_UPDATES
+) -> tuple[AppliedRing, L2Book, dict[int, object]]:
+    """A book built at id 100 and fed ``updates`` with their before-images; the ring, the
+    book and its levels after each id it was at."""
+    book = L2Book(max_levels)
+    book.load(BASE_BIDS, BASE_ASKS)
+    ring = AppliedRing(size)
+    ring.clear(100)
+    states: dict[int, object] = {100: book.normalized()}
+    for update in updates:
+        before = BeforeImage()
+        book.apply(update.bids, update.asks, before)
+        ring.append(update, before)
+        states[update.last_id] = book.normalized()
+    return ring, book, states
+
+
+@pytest.mark.parametrize(
+    ("size", "at_id", "known"),
+    [
+        (8, 106, True),  # the newest: the book itself
+        (8, 105, True),
+        (8, 104, True),  # the end of an update of several ids
+        (8, 101, True),
+        (8, 100, True),  # the base
+        (8, 103, False),  # inside an update of several ids: the book was never there
+        (8, 102, False),
+        (8, 107, False),  # after the newest
+        (8, 99, False),  # before the base
+        (2, 104, True),  # the id before the oldest update kept (105)
+        (2, 101, False),  # forgotten
+        (2, 100, False),
+    ],
+)
+def test_the_book_rewound_to_an_id_it_was_at_is_exactly_the_book_then(
+    size: int, at_id: int, known: bool
+) -> None:
+    ring, book, states = rewind_ring(size)
+    now = book.normalized()
+    rewound = ring.rewound(book, at_id)
+    if known:
+        assert rewound is not None and rewound.normalized() == states[at_id]
+    else:
+        assert rewound is None
+    assert book.normalized() == now, "the live book is left as it is"
+
+
+def test_the_book_is_not_rewound_through_an_update_without_its_before_image() -> None:
+    ring, book, _ = rewind_ring()
+    ring.append(diff(107, 107, bids=[("99", "5")]))
+    book.apply([("99", "5")], [])
+    assert ring.rewound(book, 107) is book
+    assert ring.rewound(book, 106) is None
+
+
+def test_the_book_rewound_past_the_caps_pruning_holds_the_pruned_levels_again() -> None:
+    updates = [
+        diff(101, 101, bids=[("99.5", "1")]),  # prunes bid 98
+        diff(102, 102, bids=[("99.7", "2"), ("98.5", "3")]),  # prunes 99 and its own 98.5
+        diff(103, 103, asks=[("100.5", "1")], bids=[("99.5", "0")]),  # prunes ask 102
+    ]
+    ring, book, states = rewind_ring(max_levels=2, updates=updates)
+    assert book.bid_count == 1 and book.ask_count == 2
+    for at_id in (102, 101, 100):
+        rewound = ring.rewound(book, at_id)
+        assert rewound is not None and rewound.normalized() == states[at_id]
+
+
+def test_an_answer_differing_where_a_later_update_overwrote_is_drift_by_the_exact_rule() -> None:
+    """The REST rule replays the updates after the answer's id onto it, and a level a later
+    update overwrote agrees whatever it was; the exact rule compares with the book
+    rewound to the answer's id."""
+    ring, book, _ = rewind_ring()
+    # The book at 101 holds ask 101, which 102..104 deleted and 105 set again: an answer
+    # at 101 without it is masked by the REST rule.
+    masked = DepthSnapshot(
+        "binance", "TEST", 101, (("99", "2"), ("98", "1")), (("102", "1"),), 0, 1
+    )
+    assert compare_rest(masked, ring, book).verdict is RestVerdict.AGREES
+    exact = compare_answer(masked, ring, book)
+    assert exact.verdict is RestVerdict.DRIFT
+    assert exact.detail == "ask level 0: answer (102.0, 1.0) vs book (101.0, 1.0)"
+    right = DepthSnapshot("binance", "TEST", 101, (("99", "2"), ("98", "1")), BASE_ASKS, 0, 1)
+    assert compare_answer(right, ring, book).verdict is RestVerdict.AGREES
+    inside = DepthSnapshot("binance", "TEST", 103, BASE_BIDS, BASE_ASKS, 0, 1)
+    assert compare_answer(inside, ring, book).verdict is RestVerdict.NOT_COMPARABLE
+    other = L2Book()
+    other.load(BASE_BIDS, (("102", "1"),))
+    assert compare_book(other, 101, ring, book).verdict is RestVerdict.DRIFT
 
 
 # --- cross-connection agreement -------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.book import BadLevel, L2Book, TooManyLevels
+from gateway.core.book import BadLevel, BeforeImage, L2Book, TooManyLevels
 from gateway.core.model import Level
 
 
@@ -306,3 +306,36 @@ def test_a_capped_book_never_exceeds_the_cap_and_its_top_n_is_exact_where_kept(
                 assert top == ref[:depth]
     if not ever_over:
         assert capped.normalized() == reference.normalized()
+
+
+@given(
+    snapshot=st.tuples(snapshot_side, snapshot_side),
+    steps=updates,
+    cap=st.one_of(st.none(), caps),
+)
+def test_updates_undone_newest_first_give_back_every_earlier_book(
+    snapshot: tuple[list[Level], list[Level]],
+    steps: list[tuple[list[Level], list[Level]]],
+    cap: int | None,
+) -> None:
+    """Each update applied with a before-image, then undone newest first: the book is, after
+    each undo, exactly (the venue's strings included) the book before that update, pruned
+    levels back in place; prices repeated within an update included."""
+    book = L2Book(cap)
+    try:
+        book.load(*snapshot)
+    except TooManyLevels:
+        return
+    done: list[tuple[list[Level], list[Level], BeforeImage, list[Level], list[Level]]] = []
+    for bids, asks in steps:
+        held = book.bids(), book.asks()
+        before = BeforeImage()
+        try:
+            book.apply(bids, asks, before)
+        except TooManyLevels:
+            assert before.levels == [] and (book.bids(), book.asks()) == held
+            continue
+        done.append((bids, asks, before, *held))
+    for bids, asks, before, held_bids, held_asks in reversed(done):
+        book.undo(bids, asks, before)
+        assert (book.bids(), book.asks()) == (held_bids, held_asks)

@@ -82,6 +82,23 @@ def test_an_answer_below_the_book_that_agrees_places_its_connection() -> None:
     assert [type(e) for e in arb.on_diff(delta(5, 1, bids=(("92.0", "1"),)), 0)] == [BookDelta]
 
 
+def test_an_answer_below_the_book_differing_where_a_later_update_wrote_leads_the_book() -> None:
+    """Answered at u = 2 without the ask 101 the book had then, which the book's u = 3
+    deleted: replayed onto the answer, u = 3 would hide the difference and place it.
+    Compared with the book rewound to u = 2, it differs: it is of a sequence after a reset,
+    which the book follows."""
+    arb = bybit_book()
+    arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    out = arb.on_snapshot(snapshot(2, 1, asks=()), 0)
+    assert reconnects(out) == [0]
+    assert arb.state is SymbolState.LIVE and arb.stats.venue_resets == 1
+    assert (arb.applied_id, arb.book.bids(), arb.book.asks()) == (2, list(BID), [])
+    # Connection 0's u = 4, of the old sequence, is dropped; connection 1's u = 3 links.
+    assert arb.on_diff(delta(4, 0, bids=(("91.0", "1"),)), 0) == []
+    assert [type(e) for e in arb.on_diff(delta(3, 1, bids=(("92.0", "1"),)), 0)] == [BookDelta]
+    assert arb.book.bids() == [("92.0", "1"), *BID]
+
+
 def test_an_answer_ahead_of_the_book_is_no_jump_until_the_book_reaches_it() -> None:
     arb = bybit_book()
     # Small ids of two sequences overlap: u = 4 may be of a sequence after a restart.
@@ -176,6 +193,19 @@ def okx_book(seq: int) -> SequencedBook:
     arb.on_diff(okx_diff(20_000, seq, 0, 2), 2)
     assert arb.applied_id == seq
     return arb
+
+
+def okx_answer_passed(
+    book_seq: int, answer: tuple[int, Level], own: tuple[int, int], book_next: int
+) -> tuple[SequencedBook, list[ArbiterEvent]]:
+    """The book at ``book_seq`` (:func:`okx_book`); connection 1 answered at ``answer``'s
+    seqId with its bid (not placed), then its own update ``own`` (prevSeqId, seqId), not
+    used; then connection 0 moves the book to ``book_next``: the book and those events."""
+    arb = okx_book(book_seq)
+    seq_id, bid = answer
+    assert arb.on_snapshot(DepthSnapshot(OKX, "BTC-USDT", seq_id, (bid,), OKX_ASKS, 3, 1), 3) == []
+    assert arb.on_diff(okx_diff(*own, 1, 4), 4) == []
+    return arb, arb.on_diff(okx_diff(book_seq, book_next, 0, 5), 5)
 
 
 def test_an_okx_answer_in_a_new_sequence_waits_for_the_reset() -> None:
@@ -292,15 +322,63 @@ def test_an_answer_older_than_the_book_whose_own_stream_differs_leads_the_book_i
     assert [type(e) for e in arb.on_diff(delta(4, 1, bids=(("93.0", "1"),)), 0)] == [BookDelta]
 
 
+def test_an_older_answer_whose_stream_differs_where_the_book_later_wrote_leads_the_book() -> None:
+    """Answered at u = 2, below the snapshot the book was built from at u = 3 (not
+    comparable). Its own u = 3 gives a book without the ask 101 that the book had at u = 3
+    and deleted at u = 4: replayed onto the replica, u = 4 would hide the difference.
+    Compared with the book rewound to u = 3, it differs: the book follows it."""
+    arb = bybit_book(u=3)
+    arb.on_diff(delta(4, 0, asks=(("101.0", "0"),)), 0)
+    assert arb.on_snapshot(snapshot(2, 1), 0) == []
+    out = arb.on_diff(delta(3, 1, asks=(("101.0", "0"),)), 0)
+    assert reconnects(out) == [0]
+    assert arb.state is SymbolState.LIVE and arb.stats.venue_resets == 1
+    assert (arb.applied_id, arb.book.bids(), arb.book.asks()) == (3, list(BID), [])
+    # Connection 0's u = 5, of the old sequence, would link: it is dropped.
+    assert arb.on_diff(delta(5, 0, bids=(("91.0", "1"),)), 0) == []
+    assert [type(e) for e in arb.on_diff(delta(4, 1, bids=(("93.0", "1"),)), 0)] == [BookDelta]
+
+
+def test_an_answer_below_where_the_book_was_when_its_connection_came_up_is_placed_exactly() -> None:
+    """The book keeps what its updates replaced only while a connection's answer may
+    come: connection 1 comes up with the book at u = 4 and is answered at u = 3 (its
+    server lagging), where the book's levels are not known. Replayed onto the answer, the
+    book's u = 4 (ask 101 to 3) would hide that the answer holds ask 101 where the book
+    held none. Compared through its own stream instead: its u = 4 differs from the book's,
+    and the book follows it."""
+    arb = bybit_book(conns=(0,))
+    arb.on_diff(delta(3, 0, asks=(("101.0", "0"),)), 0)
+    arb.on_diff(delta(4, 0, asks=(("101.0", "3"),)), 0)
+    arb.on_connection(1, True, 0)
+    assert arb.on_snapshot(snapshot(3, 1), 0) == []
+    assert arb.applied_id == 4 and arb.stats.venue_resets == 0
+    out = arb.on_diff(delta(4, 1, bids=(("95.0", "1"),)), 0)
+    assert reconnects(out) == [0] and arb.stats.venue_resets == 1
+    assert (arb.applied_id, arb.book.bids(), arb.book.asks()) == (
+        4,
+        [("95.0", "1"), *BID],
+        list(ASK),
+    )
+
+
+def test_an_okx_answer_ahead_that_the_book_passes_inside_an_update_is_reopened() -> None:
+    """Answered at seqId 20005, ahead of the book at 20003; connection 0's next update
+    (prevSeqId 20003, seqId 20008) passes it. The book was never at 20005, so no answer
+    of its sequence is there, and the book's levels there are not known (replayed onto
+    the answer, the update would hide what it differs in): the connection is reopened,
+    no fault, and its updates are not used."""
+    arb, out = okx_answer_passed(20_003, (20_005, ("170", "1")), (20_005, 20_009), 20_008)
+    assert reconnects(out) == [1] and arb.applied_id == 20_008
+    assert all(not e.fault for e in out if isinstance(e, ReconnectWanted))
+    assert arb.on_diff(okx_diff(20_008, 20_009, 1, 6), 6) == []
+    assert arb.applied_id == 20_008
+
+
 def test_an_okx_answer_whose_stream_passes_the_book_is_compared_where_the_book_gets() -> None:
     """Answered below the snapshot the book was built from (not comparable), its own next
     update ends past the book's id, at none the book kept: its book there is compared when
     the book reaches that id, and differs: it is reopened."""
-    arb = okx_book(20_010)
-    answer = DepthSnapshot(OKX, "BTC-USDT", 19_990, (("180", "1"),), OKX_ASKS, 3, 1)
-    assert arb.on_snapshot(answer, 3) == []
-    assert arb.on_diff(okx_diff(19_990, 20_015, 1, 4), 4) == []
-    out = arb.on_diff(okx_diff(20_010, 20_015, 0, 5), 5)
+    arb, out = okx_answer_passed(20_010, (19_990, ("180", "1")), (19_990, 20_015), 20_015)
     assert reconnects(out) == [1] and arb.applied_id == 20_015
     assert arb.book.bids() == [("170", "1")]
 
