@@ -942,12 +942,17 @@ class SequencedBook:
         delivered since it came up) may have been answered in either sequence: nothing it
         delivers is trusted, and it is asked to reconnect. The connections in ``past``
         already delivered their copy (the rule saw it before the reset applied): their
-        streams are in order, so they lag no reset."""
-        for other, high in self._conn_high.items():
+        streams are in order, so they lag no reset, and their latest ids are of the new
+        sequence: one behind an earlier reset (its id forgotten when that reset applied)
+        is heard again at its lag's id."""
+        for other, high in list(self._conn_high.items()):
             if other == conn_id:
                 continue
             if other in past:
                 event = PlacementEvent.RESET_ELSEWHERE_PAST
+                lag = self.conns.behind.get(other)
+                if lag is not None and self.conns.placement(other) is Placement.BEHIND_RESET:
+                    self._conn_high[other] = max(high, lag.high)
             else:
                 event = (
                     PlacementEvent.RESET_ELSEWHERE
@@ -1215,12 +1220,15 @@ class SequencedBook:
         if gap_reason:
             self._sync(SyncEvent.GAP, out, reason=gap_reason)
 
-    def _sequence_restarted(self, conn_id: int) -> None:
+    def _sequence_restarted(self, conn_id: int, past: Collection[int] = ()) -> None:
         """The venue's ids started again lower: what other connections delivered says
-        nothing about the new sequence until they deliver in it."""
+        nothing about the new sequence until they deliver in it. Those in ``past``
+        delivered their copy of the reset before it applied (their streams are in order):
+        their latest ids are of the new sequence, so they stay heard in it (a next reset
+        finds them behind it, not silent)."""
         self._reset_ids = None
         for other in self._conn_high:
-            if other != conn_id:
+            if other != conn_id and other not in past:
                 self._conn_high[other] = -1
 
     def _loaded(self, snap: DepthSnapshot) -> None:
@@ -1265,8 +1273,9 @@ class SequencedBook:
             return _Applied.REJECTED
         restarted = diff.last_id < self.applied_id
         if restarted:
-            self._left_behind(diff.conn_id, out, now_ns, self.rule.past_reset())
-            self._sequence_restarted(diff.conn_id)
+            past = self.rule.past_reset()
+            self._left_behind(diff.conn_id, out, now_ns, past)
+            self._sequence_restarted(diff.conn_id, past)
             self._reset_ids = (diff.prev_id, diff.last_id)
         before = self.applied_id
         self.applied_id = diff.last_id

@@ -1023,6 +1023,44 @@ def test_a_connection_that_lost_a_reset_is_past_it_with_its_copy_of_the_next() -
     assert book.book.bids() == [("100", "2"), ("99", "1"), ("98", "1")]
 
 
+def test_a_connection_whose_early_copy_of_a_reset_links_later_is_heard_at_the_next() -> None:
+    """Connection 1 lost the reset 20000→19800 and delivered its copy of the next one,
+    19800→19600, before connection 0 delivered 20000→19800: that copy is the first thing
+    it delivers after its snapshot. Once connection 0 links 19800→19600, connection 1 is
+    past it and was heard in its sequence: at connection 0's next reset, 19600→19400, it
+    lags that reset like any connection heard from, is not taken as silent (asked to
+    reconnect), and once its copy of the reset comes, its next update is used."""
+    snap = [_snapshot(20000, [("100", "1")], [("101", "1")], conn=c) for c in (0, 1)]
+    r19800: list[Level] = [("99", "1")]
+    r19600: list[Level] = [("98", "1")]
+    r19400: list[Level] = [("97", "1")]
+    u19401: list[Level] = [("100", "2")]
+    u19402: list[Level] = [("100", "3")]
+    book, out = _two_connections(
+        [
+            *snap,
+            _diff(19800, 19600, conn=1, bids=r19600),
+            _diff(20000, 19800, bids=r19800),
+            _diff(19800, 19600, bids=r19600),
+            _diff(19600, 19400, bids=r19400),
+            _diff(19400, 19401, bids=u19401),
+            _diff(19600, 19400, conn=1, bids=r19400),
+            _diff(19400, 19401, conn=1, bids=u19401),
+            _diff(19401, 19402, conn=1, bids=u19402),
+        ]
+    )
+    assert not [e for e in out if isinstance(e, ReconnectWanted)]
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [
+        19800,
+        19600,
+        19400,
+        19401,
+        19402,
+    ]
+    assert book.applied_id == 19402 and book.pending == 0 and book.stats.gaps == 0
+    assert book.book.bids() == [("100", "3"), ("99", "1"), ("98", "1"), ("97", "1")]
+
+
 def test_a_hole_in_the_new_sequence_is_still_a_gap() -> None:
     book = SequencedBook(KEY, okx.OkxRule(), ArbiterLimits(reorder_window_ns=10))
     book.on_connection(0, True, 0)
