@@ -788,6 +788,13 @@ class OkxRule:
         crossed a later one waiting then): they are past it, whenever it linked."""
         return frozenset(self._past_reset.keys() | self._past_unknown)
 
+    def observe(self, diff: DepthDiff) -> None:
+        """``diff`` is dropped unclassified, its connection behind a reset: a copy of a
+        reset among it (one ahead of the book: the connection lost those before it) is
+        noted like one classified, so that the connection is past it once it links."""
+        if diff.last_id >= 0:
+            self._observe(diff)
+
     def on_snapshot(self, snap: DepthSnapshot) -> None:
         """The arbiter loaded ``snap``: a reset still waiting for its ids is history (the
         snapshot is of the sequence after it), so its copies are stale from now on."""

@@ -114,6 +114,13 @@ class LinkRule(Protocol):
         the snapshot made history. Nothing for a :class:`StatelessRule`."""
         ...
 
+    def observe(self, diff: DepthDiff) -> None:
+        """``diff`` is dropped unclassified (its connection lags a venue reset); a rule that
+        keeps state (OKX) notes a copy of a reset among it, so that its connection is
+        known past that reset when it applies (:meth:`past_reset`). Nothing for a
+        :class:`StatelessRule`."""
+        ...
+
 
 class StatelessRule:
     """The base of a link rule that keeps no state between updates: no connection is known
@@ -123,6 +130,9 @@ class StatelessRule:
         return frozenset()
 
     def on_snapshot(self, snap: DepthSnapshot) -> None:
+        return None
+
+    def observe(self, diff: DepthDiff) -> None:
         return None
 
 

@@ -565,6 +565,7 @@ class SequencedBook:
         self._fresh.discard(diff.conn_id)
         if self.conns.behind and self._before_reset(diff.conn_id, diff.last_id, diff.prev_id):
             self.stats.stale += 1  # an update of the sequence before a venue reset
+            self.rule.observe(diff)  # or a reset ahead of the book, after those it lost
             return out
         if self._below_snapshot:
             self._below_snapshot_diff(diff)
@@ -970,12 +971,17 @@ class SequencedBook:
         the book follows: the connection lags a reset and the id continues its older
         sequence. An id below the connection's latest means its stream started again: it
         crossed one reset; its copy of the update that applied the latest reset (``prev_id``
-        and ``last_id`` those of it), every one."""
+        and ``last_id`` those of it), or a reset from the book's id (``last_id <
+        prev_id == applied_id``: the next one), every one."""
         lagging = self.conns.behind.get(conn_id)
         if lagging is None:
             return False
-        if (prev_id, last_id) == self._reset_ids and not self.conns.silent(conn_id):
-            # Its stream is in order: past the latest reset, it is past any it lost.
+        if not self.conns.silent(conn_id) and (
+            (prev_id, last_id) == self._reset_ids
+            or (prev_id == self.applied_id and last_id < prev_id)
+        ):
+            # Its stream is in order: past the latest reset, it is past any it lost; so it
+            # is with a reset from the book's id (OKX), the next one, that it delivers first.
             self.conns.move(conn_id, PlacementEvent.CROSSED_RESETS)
             return False
         if last_id >= lagging.high:  # at its latest: a keepalive, a repeated snapshot

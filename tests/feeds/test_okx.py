@@ -1061,6 +1061,62 @@ def test_a_connection_whose_early_copy_of_a_reset_links_later_is_heard_at_the_ne
     assert book.book.bids() == [("100", "3"), ("99", "1"), ("98", "1"), ("97", "1")]
 
 
+def _lost_resets(events: list[DepthDiff | DepthSnapshot]) -> tuple[SequencedBook, list[object]]:
+    """Connections 0 and 1 with their snapshots at 20000; connection 1 lost the resets
+    20000→19800 and 19800→19600, which connection 0 delivers; then ``events``."""
+    snap = [_snapshot(20000, [("100", "1")], [("101", "1")], conn=c) for c in (0, 1)]
+    resets = [_diff(20000, 19800, bids=[("99", "1")]), _diff(19800, 19600, bids=[("98", "1")])]
+    return _two_connections([*snap, *resets, *events])
+
+
+def test_a_connection_that_lost_resets_leads_the_next_one_from_the_books_id() -> None:
+    """Connection 1, behind the two resets it lost, delivers the next one, 19600→19400,
+    first: it links to the book's id, so connection 1 is past every reset applied and
+    leads the book into it; its next update is used, connection 0's copies are stale."""
+    r19400: list[Level] = [("97", "1")]
+    u19401: list[Level] = [("100", "2")]
+    book, out = _lost_resets(
+        [
+            _diff(19600, 19400, conn=1, bids=r19400),
+            _diff(19400, 19401, conn=1, bids=u19401),
+            _diff(19600, 19400, bids=r19400),
+            _diff(19400, 19401, bids=u19401),
+        ]
+    )
+    assert not [e for e in out if isinstance(e, ReconnectWanted)]
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [19800, 19600, 19400, 19401]
+    assert book.stats.conn(1).first_wins == 2
+    assert book.applied_id == 19401 and book.pending == 0 and book.stats.gaps == 0
+    assert book.book.bids() == [("100", "2"), ("99", "1"), ("98", "1"), ("97", "1")]
+
+
+def test_a_connection_that_lost_resets_is_past_a_later_one_it_delivered_first() -> None:
+    """Connection 1 lost three resets and delivers the fourth, 19400→19200, while the book
+    is at 19600: dropped then (the book has not reached it), but once connection 0 links
+    it, connection 1 is past it and its next update is used."""
+    r19400: list[Level] = [("97", "1")]
+    r19200: list[Level] = [("96", "1")]
+    u19201: list[Level] = [("100", "2")]
+    book, out = _lost_resets(
+        [
+            _diff(19400, 19200, conn=1, bids=r19200),
+            _diff(19600, 19400, bids=r19400),
+            _diff(19400, 19200, bids=r19200),
+            _diff(19200, 19201, conn=1, bids=u19201),
+        ]
+    )
+    assert not [e for e in out if isinstance(e, ReconnectWanted)]
+    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [
+        19800,
+        19600,
+        19400,
+        19200,
+        19201,
+    ]
+    assert book.applied_id == 19201 and book.pending == 0 and book.stats.gaps == 0
+    assert book.book.bids() == [("100", "2"), ("99", "1"), ("98", "1"), ("97", "1"), ("96", "1")]
+
+
 def test_a_hole_in_the_new_sequence_is_still_a_gap() -> None:
     book = SequencedBook(KEY, okx.OkxRule(), ArbiterLimits(reorder_window_ns=10))
     book.on_connection(0, True, 0)
