@@ -1023,6 +1023,37 @@ def test_a_connection_that_lost_a_reset_is_past_it_with_its_copy_of_the_next() -
     assert book.book.bids() == [("100", "2"), ("99", "1"), ("98", "1")]
 
 
+#: The level each message of the reset tests below sets: resets one of their own below
+#: the snapshot's, updates a new size at the top.
+_STEP_BIDS: dict[int, list[Level]] = {
+    19800: [("99", "1")],
+    19600: [("98", "1")],
+    19400: [("97", "1")],
+    19200: [("96", "1")],
+    19201: [("100", "2")],
+    19401: [("100", "2")],
+    19402: [("100", "3")],
+}
+
+
+def _step(prev: int, seq: int, conn: int = 0) -> DepthDiff:
+    """Message ``prev``→``seq`` from ``conn``, setting its level of :data:`_STEP_BIDS`."""
+    return _diff(prev, seq, conn=conn, bids=_STEP_BIDS[seq])
+
+
+def _settled(out: list[object]) -> list[int]:
+    """The ids of the deltas in ``out``, asserting that no connection was asked to
+    reconnect."""
+    assert not [e for e in out if isinstance(e, ReconnectWanted)]
+    return [e.venue_id for e in out if isinstance(e, BookDelta)]
+
+
+def _from_20000(events: list[DepthDiff]) -> tuple[SequencedBook, list[object]]:
+    """Connections 0 and 1 with their snapshots at 20000, then ``events``."""
+    snap = [_snapshot(20000, [("100", "1")], [("101", "1")], conn=c) for c in (0, 1)]
+    return _two_connections([*snap, *events])
+
+
 def test_a_connection_whose_early_copy_of_a_reset_links_later_is_heard_at_the_next() -> None:
     """Connection 1 lost the reset 20000→19800 and delivered its copy of the next one,
     19800→19600, before connection 0 delivered 20000→19800: that copy is the first thing
@@ -1030,61 +1061,41 @@ def test_a_connection_whose_early_copy_of_a_reset_links_later_is_heard_at_the_ne
     past it and was heard in its sequence: at connection 0's next reset, 19600→19400, it
     lags that reset like any connection heard from, is not taken as silent (asked to
     reconnect), and once its copy of the reset comes, its next update is used."""
-    snap = [_snapshot(20000, [("100", "1")], [("101", "1")], conn=c) for c in (0, 1)]
-    r19800: list[Level] = [("99", "1")]
-    r19600: list[Level] = [("98", "1")]
-    r19400: list[Level] = [("97", "1")]
-    u19401: list[Level] = [("100", "2")]
-    u19402: list[Level] = [("100", "3")]
-    book, out = _two_connections(
+    book, out = _from_20000(
         [
-            *snap,
-            _diff(19800, 19600, conn=1, bids=r19600),
-            _diff(20000, 19800, bids=r19800),
-            _diff(19800, 19600, bids=r19600),
-            _diff(19600, 19400, bids=r19400),
-            _diff(19400, 19401, bids=u19401),
-            _diff(19600, 19400, conn=1, bids=r19400),
-            _diff(19400, 19401, conn=1, bids=u19401),
-            _diff(19401, 19402, conn=1, bids=u19402),
+            _step(19800, 19600, conn=1),
+            _step(20000, 19800),
+            _step(19800, 19600),
+            _step(19600, 19400),
+            _step(19400, 19401),
+            _step(19600, 19400, conn=1),
+            _step(19400, 19401, conn=1),
+            _step(19401, 19402, conn=1),
         ]
     )
-    assert not [e for e in out if isinstance(e, ReconnectWanted)]
-    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [
-        19800,
-        19600,
-        19400,
-        19401,
-        19402,
-    ]
+    assert _settled(out) == [19800, 19600, 19400, 19401, 19402]
     assert book.applied_id == 19402 and book.pending == 0 and book.stats.gaps == 0
     assert book.book.bids() == [("100", "3"), ("99", "1"), ("98", "1"), ("97", "1")]
 
 
-def _lost_resets(events: list[DepthDiff | DepthSnapshot]) -> tuple[SequencedBook, list[object]]:
-    """Connections 0 and 1 with their snapshots at 20000; connection 1 lost the resets
-    20000→19800 and 19800→19600, which connection 0 delivers; then ``events``."""
-    snap = [_snapshot(20000, [("100", "1")], [("101", "1")], conn=c) for c in (0, 1)]
-    resets = [_diff(20000, 19800, bids=[("99", "1")]), _diff(19800, 19600, bids=[("98", "1")])]
-    return _two_connections([*snap, *resets, *events])
+#: Connection 0 delivers the resets 20000→19800 and 19800→19600; connection 1 lost them.
+_LOST_RESETS = [(20000, 19800), (19800, 19600)]
 
 
 def test_a_connection_that_lost_resets_leads_the_next_one_from_the_books_id() -> None:
     """Connection 1, behind the two resets it lost, delivers the next one, 19600→19400,
     first: it links to the book's id, so connection 1 is past every reset applied and
     leads the book into it; its next update is used, connection 0's copies are stale."""
-    r19400: list[Level] = [("97", "1")]
-    u19401: list[Level] = [("100", "2")]
-    book, out = _lost_resets(
+    book, out = _from_20000(
         [
-            _diff(19600, 19400, conn=1, bids=r19400),
-            _diff(19400, 19401, conn=1, bids=u19401),
-            _diff(19600, 19400, bids=r19400),
-            _diff(19400, 19401, bids=u19401),
+            *(_step(prev, seq) for prev, seq in _LOST_RESETS),
+            _step(19600, 19400, conn=1),
+            _step(19400, 19401, conn=1),
+            _step(19600, 19400),
+            _step(19400, 19401),
         ]
     )
-    assert not [e for e in out if isinstance(e, ReconnectWanted)]
-    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [19800, 19600, 19400, 19401]
+    assert _settled(out) == [19800, 19600, 19400, 19401]
     assert book.stats.conn(1).first_wins == 2
     assert book.applied_id == 19401 and book.pending == 0 and book.stats.gaps == 0
     assert book.book.bids() == [("100", "2"), ("99", "1"), ("98", "1"), ("97", "1")]
@@ -1094,25 +1105,16 @@ def test_a_connection_that_lost_resets_is_past_a_later_one_it_delivered_first() 
     """Connection 1 lost three resets and delivers the fourth, 19400→19200, while the book
     is at 19600: dropped then (the book has not reached it), but once connection 0 links
     it, connection 1 is past it and its next update is used."""
-    r19400: list[Level] = [("97", "1")]
-    r19200: list[Level] = [("96", "1")]
-    u19201: list[Level] = [("100", "2")]
-    book, out = _lost_resets(
+    book, out = _from_20000(
         [
-            _diff(19400, 19200, conn=1, bids=r19200),
-            _diff(19600, 19400, bids=r19400),
-            _diff(19400, 19200, bids=r19200),
-            _diff(19200, 19201, conn=1, bids=u19201),
+            *(_step(prev, seq) for prev, seq in _LOST_RESETS),
+            _step(19400, 19200, conn=1),
+            _step(19600, 19400),
+            _step(19400, 19200),
+            _step(19200, 19201, conn=1),
         ]
     )
-    assert not [e for e in out if isinstance(e, ReconnectWanted)]
-    assert [e.venue_id for e in out if isinstance(e, BookDelta)] == [
-        19800,
-        19600,
-        19400,
-        19200,
-        19201,
-    ]
+    assert _settled(out) == [19800, 19600, 19400, 19200, 19201]
     assert book.applied_id == 19201 and book.pending == 0 and book.stats.gaps == 0
     assert book.book.bids() == [("100", "2"), ("99", "1"), ("98", "1"), ("97", "1"), ("96", "1")]
 
