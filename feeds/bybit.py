@@ -19,8 +19,9 @@ fixed-point decimal (:data:`NUMBERS`: ``"30247.20"``, ``"0.011"``), a size of ``
 deletes the level. Every push carries ``u``, the update id of that topic.
 
 - a snapshot becomes :class:`~gateway.core.model.DepthSnapshot` with ``conn_id`` of the
-  connection, ``last_id = u`` and ``reset = (u == 1)`` (Bybit restarted its service: the
-  snapshot replaces the book whatever came before);
+  connection, ``last_id = u``, ``reset = (u == 1)`` (Bybit restarted its service: the
+  snapshot replaces the book whatever came before) and ``venue_time_ms = ts`` (what orders
+  two resets);
 - a delta becomes :class:`~gateway.core.model.DepthDiff` with ``first_id = last_id = u`` and
   ``prev_id = -1``.
 
@@ -346,6 +347,9 @@ def _book_event(
                 recv_ns=recv_ns,
                 conn_id=conn_id,
                 reset=d.u == 1,
+                # The system's time of the message orders two ``u == 1`` resets; ``seq``
+                # would too, but whether it survives a service restart is not documented.
+                venue_time_ms=frame.ts,
             )
         ]
     if frame.type == "delta":

@@ -73,7 +73,9 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   subscription may have been answered before the reset): it is behind at no known id,
   everything it delivers dropped until it delivers a reset, and a
   :class:`~gateway.core.model.ReconnectWanted` is given for it (a subscription made once
-  the book saw the reset is answered in the new sequence);
+  the book saw the reset is answered in the new sequence). A reset older by the venue's
+  time (``venue_time_ms``) than the one the book follows is a late copy of an older
+  reset: not followed, its connection behind the book's reset;
 - a subscription may be answered after a reset no connection delivered yet, and its
   snapshot need not say so. While another connection follows the book, the snapshot that
   answers a subscription does not move the book: its connection is *unplaced* (nothing it
@@ -619,15 +621,22 @@ class SequencedBook:
         newer than the book replaces it as well (the venue jumped ahead of every
         connection); both are published as one ordinary delta, so subscribers keep their
         seq. Older in-band
-        snapshots, late copies of a reset and REST snapshots are counted and ignored. A
+        snapshots, late copies of a reset, a reset older by the venue's time than the one
+        the book follows (:meth:`_older_reset`) and REST snapshots are counted and ignored. A
         snapshot answering a subscription while another connection follows the book is
         placed first (:meth:`_leads_reset`).
         """
         out: list[ArbiterEvent] = []
         answer = snap.conn_id in self._fresh
         self._fresh.discard(snap.conn_id)
-        if self.conns.behind and self._stale_snapshot(snap):
+        if self.conns.behind and self._stale_snapshot(snap, now_ns):
             self.stats.snapshots_unused += 1
+            return out
+        if self._older_reset(snap, now_ns):
+            self.stats.snapshots_unused += 1
+            if self.conns.placement(snap.conn_id) is Placement.IN_SEQUENCE:
+                # Its stream is in order: the book's reset is still to come on it.
+                self.conns.move(snap.conn_id, PlacementEvent.RESET_ELSEWHERE, high=snap.last_id)
             return out
         # A reset from a connection heard from since it came up or since the latest reset
         # is a new one, whatever its levels: its stream is in order.
@@ -989,17 +998,50 @@ class SequencedBook:
             return True
         return self.conns.crossed_reset(conn_id, last_id)
 
-    def _stale_snapshot(self, snap: DepthSnapshot) -> bool:
+    def _stale_snapshot(self, snap: DepthSnapshot, now_ns: int) -> bool:
         """True when in-band ``snap`` comes from a connection still before a venue reset
         the book follows: a copy of an older reset, or a snapshot of an older sequence.
-        Its copy of the latest reset is not stale; the connection has then crossed."""
-        if snap.conn_id not in self.conns.behind:
+        Its copy of the latest reset is not stale; the connection has then crossed. A reset
+        older than the book's by the venue's time (:meth:`_older_reset`) may be one it
+        lags, but never the book's own: it still lags that one."""
+        lag = self.conns.behind.get(snap.conn_id)
+        if lag is None:
             return False
         if self.conns.placement(snap.conn_id) is Placement.BEHIND_UNTIL_RECONNECT:
+            return True
+        if snap.reset and self._older_reset(snap, now_ns):
+            lag.resets = max(lag.resets - 1, 1)
+            lag.high = snap.last_id
             return True
         if snap.reset:
             return self.conns.crossed_reset(snap.conn_id, snap.last_id)
         return self._before_reset(snap.conn_id, snap.last_id)
+
+    def _older_reset(self, snap: DepthSnapshot, now_ns: int) -> bool:
+        """True when ``snap`` is a reset older, by the venue's time, than the reset the book
+        follows: a late copy of a reset the book went past (its connection lost the newer
+        one's copy, or delivers late); logged, rate-limited. The ids of two resets
+        (Bybit ``u == 1``) say nothing of their order; the venue's time does. Either time
+        unknown, or equal: False."""
+        last = self._last_reset
+        if (
+            not snap.reset
+            or last is None
+            or snap.venue_time_ms is None
+            or last.venue_time_ms is None
+            or snap.venue_time_ms >= last.venue_time_ms
+        ):
+            return False
+        self._warn(
+            ("older reset", snap.conn_id),
+            now_ns,
+            "conn %d delivered a venue reset of %d ms, older than the book's of %d ms:"
+            " not followed; the connection is behind the book's reset",
+            snap.conn_id,
+            snap.venue_time_ms,
+            last.venue_time_ms,
+        )
+        return True
 
     def _others_placed(self, conn_id: int) -> bool:
         """True when a connection other than ``conn_id`` is up, has delivered in the book's

@@ -300,7 +300,7 @@ class SymbolStats:
     )
     snapshots: int = counter("Snapshots applied.", metric="symbol_snapshots")
     #: Older than the stream, crossed, refused (a bad level), or not wanted (an older in-band
-    #: snapshot, a late copy of a reset).
+    #: snapshot, a late copy of a reset, a reset older by the venue's time than the book's).
     snapshots_unused: int = counter("Snapshots not used.", metric="symbol_snapshots_unused")
     #: The oldest buffered or held update, discarded at ``max_pending``.
     pending_dropped: int = counter(

@@ -19,10 +19,14 @@ from hypothesis import strategies as st
 from feeds import bybit
 from gateway.capture import CaptureReader, connection_venue
 from gateway.core.arbiter import Link, TradeDedup
+from gateway.core.connections import Placement
 from gateway.core.model import (
+    ArbiterEvent,
+    BookDelta,
     DepthDiff,
     DepthSnapshot,
     Side,
+    SymbolState,
     Trade,
     VenueContractError,
     VenueNotice,
@@ -180,6 +184,7 @@ def test_snapshot_and_delta() -> None:
         (("16611.00", "0.029"), ("16612.00", "0.213")),
         10,
         3,
+        venue_time_ms=1672304484978,  # the frame's ts: orders two resets
     )
     assert snap.key == "bybit-linear:BTCUSDT" and not snap.reset
     (diff,) = bybit.parse_linear(DELTA, 11, 3)
@@ -204,6 +209,9 @@ def test_snapshot_and_delta() -> None:
 def test_a_snapshot_with_u_1_is_a_venue_reset() -> None:
     (snap,) = bybit.parse_linear(SNAPSHOT.replace(b'"u":18521288', b'"u":1'), 1, 0)
     assert isinstance(snap, DepthSnapshot) and snap.reset and snap.last_id == 1
+    assert snap.venue_time_ms == 1672304484978
+    (untimed,) = bybit.parse_linear(SNAPSHOT.replace(b'"ts":1672304484978,', b""), 1, 0)
+    assert isinstance(untimed, DepthSnapshot) and untimed.venue_time_ms is None
 
 
 def test_trades_of_both_categories() -> None:
@@ -345,6 +353,75 @@ def test_two_connections_fill_each_others_holes() -> None:
     book.on_diff(_diff(103, 1), 5)
     assert (book.applied_id, book.pending, book.stats.gaps) == (103, 0, 0)
     assert book.stats.duplicates == 2
+
+
+def _book_snap(u: int, bid: str, conn_id: int, ts_ms: int) -> DepthSnapshot:
+    """A Bybit book snapshot on ``conn_id``, a venue reset when ``u == 1``."""
+    frame = {
+        "topic": "orderbook.50.BTCUSDT",
+        "type": "snapshot",
+        "ts": ts_ms,
+        "data": {"s": "BTCUSDT", "b": [[bid, "1"]], "a": [["200", "1"]], "u": u, "seq": 7},
+    }
+    (snap,) = bybit.parse_linear(json.dumps(frame).encode(), ts_ms, conn_id)
+    assert isinstance(snap, DepthSnapshot) and snap.reset is (u == 1)
+    return snap
+
+
+def _book_diff(u: int, bid: str, conn_id: int, recv_ns: int) -> DepthDiff:
+    return DepthDiff("bybit-linear", "BTCUSDT", u, u, -1, ((bid, "2"),), (), 0, recv_ns, conn_id)
+
+
+def test_an_older_reset_delivered_after_a_newer_one_is_not_followed() -> None:
+    """Connection 1 loses reset R1 (ts 1000) and delivers R2 (ts 2000) first; connection 0
+    delivers R1, an update of R1's sequence, then R2. Both resets are ``u == 1``: only ts
+    orders them. The book stays on R2's sequence and never serves R1's book."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(_book_snap(100, "100", 0, 1), 1)
+    book.on_snapshot(_book_snap(100, "100", 1, 2), 2)
+    published: list[ArbiterEvent] = []
+    published += book.on_snapshot(_book_snap(1, "80", 1, 2000), 3)  # R2 first, on conn 1
+    assert book.book.bids() == [("80", "1")]
+    assert book.conns.placement(0) is Placement.BEHIND_RESET
+    unused = book.stats.snapshots_unused
+    published += book.on_snapshot(_book_snap(1, "90", 0, 1000), 4)  # R1, late, on conn 0
+    assert book.stats.snapshots_unused == unused + 1
+    published += book.on_diff(_book_diff(2, "91", 0, 5), 5)  # of R1's sequence: dropped
+    assert (book.applied_id, book.book.bids()) == (1, [("80", "1")])
+    assert book.conns.placement(0) is Placement.BEHIND_RESET
+    published += book.on_snapshot(_book_snap(1, "80", 0, 2000), 6)  # its copy of R2
+    assert book.conns.placement(0) is Placement.IN_SEQUENCE
+    published += book.on_diff(_book_diff(2, "81", 0, 7), 7)
+    published += book.on_diff(_book_diff(2, "81", 1, 8), 8)  # a duplicate
+    published += book.on_diff(_book_diff(3, "82", 1, 9), 9)  # conn 1's own update applies
+    assert book.state is SymbolState.LIVE
+    assert book.applied_id == 3
+    assert book.book.bids() == [("82", "2"), ("81", "2"), ("80", "1")]
+    assert {c: book.conns.placement(c) for c in (0, 1)} == dict.fromkeys(
+        (0, 1), Placement.IN_SEQUENCE
+    )
+    bids_published = {p for d in published if isinstance(d, BookDelta) for p, _ in d.bids}
+    assert bids_published.isdisjoint({"90", "91"})  # R1's book never served
+
+
+def test_an_older_reset_on_a_connection_in_sequence_puts_it_behind_the_books_reset() -> None:
+    """A connection in the book's sequence delivers a reset older than the book's: not
+    followed; its updates are dropped until its copy of the book's reset."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(_book_snap(1, "80", 0, 2000), 1)  # the book follows R2
+    book.on_diff(_book_diff(2, "81", 0, 2), 2)
+    book.on_diff(_book_diff(2, "81", 1, 3), 3)  # conn 1 is heard in R2's sequence
+    assert book.conns.placement(1) is Placement.IN_SEQUENCE
+    book.on_snapshot(_book_snap(1, "90", 1, 1000), 4)  # R1 on conn 1: older
+    assert book.conns.placement(1) is Placement.BEHIND_RESET
+    book.on_diff(_book_diff(3, "91", 1, 5), 5)  # of R1's sequence: dropped
+    assert (book.applied_id, book.book.bids()) == (2, [("81", "2"), ("80", "1")])
+    book.on_diff(_book_diff(3, "82", 0, 6), 6)
+    assert book.book.best_bid() == ("82", "2")
 
 
 # --- real recordings ----------------------------------------------------------------------
