@@ -406,9 +406,11 @@ def test_an_older_reset_delivered_after_a_newer_one_is_not_followed() -> None:
     assert bids_published.isdisjoint({"90", "91"})  # R1's book never served
 
 
-def test_an_older_reset_on_a_connection_in_sequence_puts_it_behind_the_books_reset() -> None:
+def test_an_older_reset_on_a_connection_in_sequence_puts_it_behind_the_books_reset(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A connection in the book's sequence delivers a reset older than the book's: not
-    followed; its updates are dropped until its copy of the book's reset."""
+    followed (counted, logged once a minute); its updates are dropped."""
     book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
     for conn_id in (0, 1):
         book.on_connection(conn_id, True, 0)
@@ -418,6 +420,14 @@ def test_an_older_reset_on_a_connection_in_sequence_puts_it_behind_the_books_res
     assert book.conns.placement(1) is Placement.IN_SEQUENCE
     book.on_snapshot(_book_snap(1, "90", 1, 1000), 4)  # R1 on conn 1: older
     assert book.conns.placement(1) is Placement.BEHIND_RESET
+    book.on_snapshot(_book_snap(1, "90", 1, 1000), 5)  # again: counted, not logged again
+    assert book.stats.snapshots_unused == 2
+    assert [
+        r.getMessage() for r in caplog.records if "older than the book's" in r.getMessage()
+    ] == [
+        "bybit-linear:BTCUSDT: conn 1 delivered a venue reset of 1000 ms, older than the"
+        " book's of 2000 ms: not followed; the connection is behind the book's reset"
+    ]
     book.on_diff(_book_diff(3, "91", 1, 5), 5)  # of R1's sequence: dropped
     assert (book.applied_id, book.book.bids()) == (2, [("81", "2"), ("80", "1")])
     book.on_diff(_book_diff(3, "82", 0, 6), 6)

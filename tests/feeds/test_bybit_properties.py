@@ -118,32 +118,67 @@ def venues(draw: st.DrawFn) -> Venue:
 
 
 @st.composite
-def schedules(draw: st.DrawFn, venue: Venue) -> list[tuple[int, Message]]:
+def schedules(
+    draw: st.DrawFn, venue: Venue, *, lose_resets: bool = False
+) -> list[tuple[int, Message]]:
     """Every connection's copy of the venue's messages (connections past the first lose
-    some deltas), interleaved arbitrarily after their first snapshot, each connection in
-    order."""
+    some deltas; with ``lose_resets``, whole sequences between the first and the last too:
+    a restart snapshot and every delta after it until the next restart, the shape of a
+    lost reset whose deltas could not be told from the older sequence's), interleaved
+    arbitrarily after their first snapshot, each connection in order."""
     n_conns = draw(st.integers(2, 3))
+    last = venue.messages[-1].sequence
     copies: list[list[Message]] = []
     for conn in range(n_conns):
-        copy = [m for m in venue.messages if m.snapshot or conn == 0 or draw(_kept)]
+        lost = set()
+        if lose_resets and conn > 0:
+            lost = draw(st.sets(st.integers(1, last - 1))) if last > 1 else set()
+        copy = [
+            m
+            for m in venue.messages
+            if m.sequence not in lost and (m.snapshot or conn == 0 or draw(_kept))
+        ]
         copies.append(copy)
     # Every connection's subscription was answered before the first restart (a connection
     # heard from in no sequence yet cannot tell whose its first snapshot is).
     return interleaved(draw, copies)
 
 
+def _venue_time_ms(m: Message) -> int:
+    """The venue's time of ``m`` (Bybit ``ts``): rises with the venue's messages."""
+    return m.sequence * 10**6 + m.u
+
+
 def _event(conn: int, m: Message) -> DepthDiff | DepthSnapshot:
-    """The parser's event of ``m`` (feeds/bybit.py: a snapshot with ``u == 1`` is a reset)."""
+    """The parser's event of ``m`` (feeds/bybit.py: a snapshot with ``u == 1`` is a reset,
+    carrying the frame's ``ts``)."""
     if m.snapshot:
-        return DepthSnapshot(LINEAR, SYMBOL, m.u, m.bids, m.asks, 0, conn, reset=m.u == 1)
+        return DepthSnapshot(
+            LINEAR, SYMBOL, m.u, m.bids, m.asks, 0, conn, None, m.u == 1, _venue_time_ms(m)
+        )
     return DepthDiff(LINEAR, SYMBOL, m.u, m.u, -1, m.bids, m.asks, 0, 0, conn)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_a_live_bybit_book_is_the_venues_in_its_newest_sequence(data: st.DataObject) -> None:
+    _interleaved_connections(data, lose_resets=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_live_bybit_book_is_the_venues_when_connections_lose_resets(
+    data: st.DataObject,
+) -> None:
+    """Connections past the first lose whole sequences between restarts: the venue's
+    ``ts`` orders a late copy of an older restart after a newer one."""
+    _interleaved_connections(data, lose_resets=True)
+
+
+def _interleaved_connections(data: st.DataObject, *, lose_resets: bool) -> None:
     venue = data.draw(venues())
-    schedule = data.draw(schedules(venue))
+    schedule = data.draw(schedules(venue, lose_resets=lose_resets))
+    note(f"schedule {schedule}")
     arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
     for conn in {c for c, _ in schedule}:
         arb.on_connection(conn, True, 0)
