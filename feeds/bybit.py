@@ -493,6 +493,8 @@ class BybitRule(StatelessRule):
     name = "bybit"
     #: ``u`` rises by one per message.
     max_id_jump = 10**6
+    #: A connection's ``u`` goes down only at a ``u == 1`` reset snapshot.
+    ids_fall_only_at_reset_snapshot = True
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link:
         u = diff.last_id

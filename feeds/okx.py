@@ -679,6 +679,8 @@ class OkxRule:
     name = "okx"
     #: seqIds rise by a varying step per update.
     max_id_jump = 10**8
+    #: A reset comes as an update whose ids go back (``seqId < prevSeqId``).
+    ids_fall_only_at_reset_snapshot = False
 
     def __init__(
         self,

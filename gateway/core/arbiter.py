@@ -94,6 +94,11 @@ class LinkRule(Protocol):
     #: the update is held until another connection confirms it (see
     #: :mod:`gateway.core.sequenced`). Sized far above the venue's busiest symbol.
     max_id_jump: int
+    #: A connection's ids go down only at a reset snapshot (Bybit ``u == 1``): an update
+    #: below its connection's previous one, no reset snapshot between, shows that stream
+    #: restarted in no known sequence. False where a reset comes as an update (OKX) or
+    #: where resets are recognised, not declared.
+    ids_fall_only_at_reset_snapshot: bool
 
     def classify(self, diff: DepthDiff, applied_id: int) -> Link: ...
 
@@ -125,6 +130,9 @@ class LinkRule(Protocol):
 class StatelessRule:
     """The base of a link rule that keeps no state between updates: no connection is known
     past a reset before it applies, and a snapshot changes nothing of the rule."""
+
+    #: Unless the venue says so: its ids may go down unannounced (recognised by the book).
+    ids_fall_only_at_reset_snapshot: bool = False
 
     def past_reset(self) -> frozenset[int]:
         return frozenset()

@@ -75,7 +75,12 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   :class:`~gateway.core.model.ReconnectWanted` is given for it (a subscription made once
   the book saw the reset is answered in the new sequence). A reset older by the venue's
   time (``venue_time_ms``) than the one the book follows is a late copy of an older
-  reset: not followed, its connection behind the book's reset;
+  reset: not followed, its connection behind the book's reset. On a venue whose ids go
+  down on a connection only at a reset snapshot (Bybit), a connection in sequence whose
+  update is below its own previous id with no reset snapshot between lost one: its stream
+  is of no known sequence, behind until it reconnects (a
+  :class:`~gateway.core.model.ReconnectWanted`, no fault), or, with no other connection in
+  the book's sequence, a venue reset recognised (the book resyncs);
 - a subscription may be answered after a reset no connection delivered yet, and its
   snapshot need not say so. While another connection follows the book, the snapshot that
   answers a subscription does not move the book: its connection is *unplaced* (nothing it
@@ -569,6 +574,9 @@ class SequencedBook:
             self.stats.stale += 1  # an update of the sequence before a venue reset
             self.rule.observe(diff)  # or a reset ahead of the book, after those it lost
             return out
+        if self._went_back(diff, out, now_ns):
+            self.stats.stale += 1  # of no known sequence
+            return out
         if self._below_snapshot:
             self._below_snapshot_diff(diff)
         self._conn_high[diff.conn_id] = diff.last_id
@@ -997,6 +1005,38 @@ class SequencedBook:
             lagging.high = last_id
             return True
         return self.conns.crossed_reset(conn_id, last_id)
+
+    def _went_back(self, diff: DepthDiff, out: list[ArbiterEvent], now_ns: int) -> bool:
+        """True when ``diff``, from a connection in the book's sequence, has ids below its
+        connection's previous update or snapshot, on a venue whose ids go down only at a
+        reset snapshot (:attr:`~gateway.core.arbiter.LinkRule.ids_fall_only_at_reset_snapshot`)
+        and none came between: its stream restarted after a reset it lost, so nothing it
+        delivers is of a known sequence. With another connection in the book's sequence, it
+        is behind until it reconnects (a :class:`ReconnectWanted`, no fault); alone, it is
+        a venue reset recognised: the book's sequence is forgotten and a snapshot asked.
+        Logged at most once a minute per connection."""
+        high = self._conn_high.get(diff.conn_id, -1)
+        if (
+            not self.rule.ids_fall_only_at_reset_snapshot
+            or not 0 <= diff.last_id < high
+            or self.conns.placement(diff.conn_id) is not Placement.IN_SEQUENCE
+        ):
+            return False
+        reason = (
+            f"conn {diff.conn_id} went back from id {high} to {diff.last_id} without a reset"
+            " snapshot: its stream restarted, sequence unknown"
+        )
+        self._warn(("went back", diff.conn_id), now_ns, "%s", reason)
+        self._conn_high[diff.conn_id] = diff.last_id  # where its restarted stream is
+        if self._others_placed(diff.conn_id):
+            self._move(diff.conn_id, PlacementEvent.IDS_WENT_BACK, out, reason)
+            return True
+        if self.sync in _WITH_BOOK:
+            # Its stream restarted in a sequence no other connection shows: as a venue
+            # reset recognised, the book's sequence is forgotten.
+            self._sync(SyncEvent.VENUE_RESET, out, reason=f"venue reset: {reason}", now_ns=now_ns)
+            return True
+        return False  # the book waits for a snapshot already
 
     def _stale_snapshot(self, snap: DepthSnapshot, now_ns: int) -> bool:
         """True when in-band ``snap`` comes from a connection still before a venue reset

@@ -25,7 +25,9 @@ from gateway.core.model import (
     BookDelta,
     DepthDiff,
     DepthSnapshot,
+    ReconnectWanted,
     Side,
+    SnapshotWanted,
     SymbolState,
     Trade,
     VenueContractError,
@@ -432,6 +434,60 @@ def test_an_older_reset_on_a_connection_in_sequence_puts_it_behind_the_books_res
     assert (book.applied_id, book.book.bids()) == (2, [("81", "2"), ("80", "1")])
     book.on_diff(_book_diff(3, "82", 0, 6), 6)
     assert book.book.best_bid() == ("82", "2")
+
+
+def test_a_connection_whose_ids_go_back_without_a_reset_is_not_used_until_it_reconnects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Connection 1 lost only reset R1 (``u == 1``) and delivers R1's sequence after it:
+    its own ids go back (u2 after its u3) with no reset between, so its stream restarted
+    in no known sequence. Nothing it delivers is used (its u4 links to the book's u3, of
+    the old sequence); it is asked to reconnect (no fault), logged once a minute."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(_book_snap(3, "100", 0, 1), 1)
+    book.on_snapshot(_book_snap(3, "100", 1, 2), 2)
+    published = book.on_diff(_book_diff(2, "91", 1, 3), 3)  # R1 lost: u2 after its u3
+    assert [(e.conn_id, e.fault) for e in published if isinstance(e, ReconnectWanted)] == [
+        (1, False)
+    ]
+    assert book.conns.placement(1) is Placement.BEHIND_UNTIL_RECONNECT
+    published += book.on_diff(_book_diff(3, "92", 1, 4), 4)
+    published += book.on_diff(_book_diff(4, "93", 1, 5), 5)  # links to the book's u3: unused
+    assert (book.applied_id, book.book.bids()) == (3, [("100", "1")])
+    assert book.stats.stale == 3
+    published += book.on_diff(_book_diff(4, "101", 0, 6), 6)  # conn 0 carries the book on
+    assert book.state is SymbolState.LIVE
+    assert book.book.bids() == [("101", "2"), ("100", "1")]
+    bids_published = {p for d in published if isinstance(d, BookDelta) for p, _ in d.bids}
+    assert bids_published.isdisjoint({"91", "92", "93"})
+    assert [r.getMessage() for r in caplog.records if "went back" in r.getMessage()] == [
+        "bybit-linear:BTCUSDT: conn 1 went back from id 3 to 2 without a reset snapshot:"
+        " its stream restarted, sequence unknown"
+    ]
+    book.on_connection(1, False, 7)  # reconnected: heard again as it comes
+    book.on_connection(1, True, 8)
+    assert book.conns.placement(1) is Placement.IN_SEQUENCE
+
+
+def test_the_only_connection_whose_ids_go_back_without_a_reset_resyncs_the_book() -> None:
+    """Alone, a connection whose ids go back with no reset between leaves no sequence to
+    follow: a venue reset recognised, the book resyncs, and its answer in the venue's new
+    sequence builds it."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    book.on_connection(0, True, 0)
+    book.on_snapshot(_book_snap(3, "100", 0, 1), 1)
+    published = book.on_diff(_book_diff(2, "91", 0, 2), 2)  # R1 lost
+    assert any(isinstance(e, SnapshotWanted) for e in published)
+    assert (book.state, book.stats.venue_resets) == (SymbolState.RESYNCING, 1)
+    book.on_diff(_book_diff(3, "92", 0, 3), 3)
+    book.on_diff(_book_diff(4, "93", 0, 4), 4)
+    assert (book.state, book.applied_id) == (SymbolState.RESYNCING, -1)  # u4 never applied
+    book.on_snapshot(_book_snap(4, "93", 0, 5), 5)  # the answer, in R1's sequence
+    book.on_diff(_book_diff(5, "94", 0, 6), 6)
+    assert book.state is SymbolState.LIVE
+    assert (book.applied_id, book.book.bids()) == (5, [("94", "2"), ("93", "1")])
 
 
 # --- real recordings ----------------------------------------------------------------------
