@@ -84,14 +84,18 @@ level_change = st.tuples(st.booleans(), st.integers(0, 9), st.integers(0, len(QT
 @st.composite
 def venues(draw: st.DrawFn) -> Venue:
     """One or more sequences: the first from a snapshot at some ``u``, each later one from a
-    restart snapshot at ``u == 1``; deltas change one level each."""
+    restart snapshot at ``u == 1``; deltas change one level each. Two restarts never send
+    the same book (the venue's books have many levels; the model's few would otherwise
+    repeat, and two identical ``u == 1`` books are one reset to anyone who receives them):
+    each sequence's bids start at a quantity of its own."""
     messages: list[Message] = []
     books: dict[tuple[int, int], tuple[tuple[tuple[float, float], ...], ...]] = {}
     levels: list[tuple[tuple[Level, ...], tuple[Level, ...]]] = []
     n_sequences = draw(st.integers(1, 3))
     for sequence in range(n_sequences):
         u = draw(st.integers(2, 30)) if sequence == 0 else 1
-        bids = {p: "1" for p in draw(st.sets(st.sampled_from(BID_PRICES), min_size=1))}
+        first_qty = str(sequence + 1)
+        bids = {p: first_qty for p in draw(st.sets(st.sampled_from(BID_PRICES), min_size=1))}
         asks = {p: "2" for p in draw(st.sets(st.sampled_from(ASK_PRICES), min_size=1))}
         book: Book = (bids, asks)
         books[sequence, u] = _normalized(book)
