@@ -1015,10 +1015,11 @@ class SequencedBook:
         is behind until it reconnects (a :class:`ReconnectWanted`, no fault); alone, it is
         a venue reset recognised: the book's sequence is forgotten and a snapshot asked.
         Logged at most once a minute per connection."""
+        if not self.rule.ids_fall_only_at_reset_snapshot:
+            return False  # before any lookup: this runs on every update of every venue
         high = self._conn_high.get(diff.conn_id, -1)
         if (
-            not self.rule.ids_fall_only_at_reset_snapshot
-            or not 0 <= diff.last_id < high
+            not 0 <= diff.last_id < high
             or self.conns.placement(diff.conn_id) is not Placement.IN_SEQUENCE
         ):
             return False
