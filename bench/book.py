@@ -21,11 +21,15 @@ last figure because the sorted baseline is slow.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
-from bench.common import Timing, load_depth_data, measure
-from gateway.core.book import L2Book, _parse  # the baselines parse levels as L2Book does
+from bench.common import Timing
+from bench.common import load_depth_data
+from bench.common import measure
+from gateway.core.book import L2Book  # the baselines parse levels as L2Book does
+from gateway.core.book import _parse  # the baselines parse levels as L2Book does
 from gateway.core.model import Level
 
 TITLE = "book: L2Book (SortedDict, float keys) vs plain dict baselines, real diff levels"

@@ -37,48 +37,44 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from decimal import Decimal
 from typing import Literal
 
-from bench.common import (
-    REPO_ROOT,
-    Timing,
-    load_depth_data,
-    measure,
-    read_line,
-    run_async,
-    serving,
-    stop_process,
-)
+from bench.common import REPO_ROOT
+from bench.common import Timing
+from bench.common import load_depth_data
+from bench.common import measure
+from bench.common import read_line
+from bench.common import run_async
+from bench.common import serving
+from bench.common import stop_process
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    BookDelta,
-    BookReset,
-    GatewayEvent,
-    Level,
-    Side,
-    StatusChange,
-    SymbolState,
-    Trade,
-    TradeOut,
-)
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import GatewayEvent
+from gateway.core.model import Level
+from gateway.core.model import Side
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import Trade
+from gateway.core.model import TradeOut
 from gateway.core.pipeline import BookState
 from gateway.io.fanout import Fanout
-from gateway.wire.client_session import CHANNELS, ClientSession
+from gateway.wire.client_session import CHANNELS
+from gateway.wire.client_session import ClientSession
 from gateway.wire.config import ServerConfig
-from gateway.wire.protocol import (
-    Bbo,
-    Delta,
-    ServerMessage,
-    Snapshot,
-    Status,
-    Subscribed,
-    TradeMsg,
-    WireFormat,
-    encode,
-    read_server_message,
-)
+from gateway.wire.protocol import Bbo
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import TradeMsg
+from gateway.wire.protocol import WireFormat
+from gateway.wire.protocol import encode
+from gateway.wire.protocol import read_server_message
 
 TITLE = "client: a strategy process's receive path per gateway message, JSON vs MessagePack"
 

@@ -24,9 +24,11 @@ import time
 from collections.abc import Sequence
 
 from bench.common import run_async
-from gateway.io.client import GatewayClient, StatusEvent
+from gateway.io.client import GatewayClient
+from gateway.io.client import StatusEvent
 from gateway.wire.client_session import CHANNELS
-from gateway.wire.protocol import Channel, WireFormat
+from gateway.wire.protocol import Channel
+from gateway.wire.protocol import WireFormat
 
 MARKER = "bench-end-"
 _CHANNELS: dict[str, Channel] = {channel: channel for channel in CHANNELS}

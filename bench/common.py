@@ -18,17 +18,22 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from dataclasses import field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
 from feeds import binance
 from feeds.sim import binance_spot as render
 from feeds.sim.book_process import BookProcess
 from gateway.capture import CaptureReader
-from gateway.core.model import DepthDiff, DepthSnapshot
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
 from gateway.io.fanout import Fanout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

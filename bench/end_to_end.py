@@ -30,13 +30,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.common import KEY, SYMBOL, percentile, run_async
+from bench.common import KEY
+from bench.common import SYMBOL
+from bench.common import percentile
+from bench.common import run_async
 from feeds.sim.connection import Publication
 from feeds.sim.simulators import SimBinanceSpot
-from gateway.core.model import BookDelta, GatewayEvent
+from gateway.core.model import BookDelta
+from gateway.core.model import GatewayEvent
 from gateway.io.client import GatewayClient
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 from gateway.wire.config import Config
 
 TITLE = "end_to_end: SimBinanceSpot x3 -> Service -> GatewayClient (one process)"

@@ -32,20 +32,34 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import broadcast
 
-from bench.common import KEY, load_depth_data, read_line, run_async, serving, stop_process
+from bench.common import KEY
+from bench.common import load_depth_data
+from bench.common import read_line
+from bench.common import run_async
+from bench.common import serving
+from bench.common import stop_process
 from gateway.core.book import L2Book
-from gateway.core.model import BookDelta, Level, StatusChange, SymbolState
+from gateway.core.model import BookDelta
+from gateway.core.model import Level
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
 from gateway.core.pipeline import BookState
-from gateway.io.fanout import Fanout, build_frame
+from gateway.io.fanout import Fanout
+from gateway.io.fanout import build_frame
 from gateway.wire.config import ServerConfig
-from gateway.wire.protocol import Delta, Status, encode_json
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import encode_json
 
 TITLE = "fanout: deliveries/s to N loopback WebSocket subscribers, server on uvloop"
 

@@ -33,11 +33,19 @@ from typing import Any
 import msgspec
 import orjson
 
-from bench.common import KEY, DepthData, Timing, load_depth_data, measure
+from bench.common import KEY
+from bench.common import DepthData
+from bench.common import Timing
+from bench.common import load_depth_data
+from bench.common import measure
 from feeds import binance
 from feeds.binance import BinanceSpotRule
-from gateway.core.book import BeforeImage, L2Book, Pruned
-from gateway.core.model import DepthDiff, DepthSnapshot, Level
+from gateway.core.book import BeforeImage
+from gateway.core.book import L2Book
+from gateway.core.book import Pruned
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
 from gateway.core.sequenced import SequencedBook
 
 TITLE = "receive_path: feeds.binance.parse + SequencedBook.on_diff per upstream frame"

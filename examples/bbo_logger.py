@@ -16,7 +16,10 @@ import asyncio
 import contextlib
 import datetime
 
-from gateway.client import BboEvent, GatewayClient, Level, StatusEvent
+from gateway.client import BboEvent
+from gateway.client import GatewayClient
+from gateway.client import Level
+from gateway.client import StatusEvent
 
 DEFAULT_URL = "ws://127.0.0.1:8765/"
 

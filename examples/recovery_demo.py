@@ -24,14 +24,12 @@ import argparse
 import asyncio
 import contextlib
 
-from gateway.client import (
-    BookEvent,
-    Channel,
-    GatewayClient,
-    RecoveryEvent,
-    StatusEvent,
-    TradeEvent,
-)
+from gateway.client import BookEvent
+from gateway.client import Channel
+from gateway.client import GatewayClient
+from gateway.client import RecoveryEvent
+from gateway.client import StatusEvent
+from gateway.client import TradeEvent
 
 DEFAULT_URL = "ws://127.0.0.1:8765/"
 

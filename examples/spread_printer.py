@@ -17,7 +17,9 @@ import asyncio
 import contextlib
 from decimal import Decimal
 
-from gateway.client import BookEvent, GatewayClient, StatusEvent
+from gateway.client import BookEvent
+from gateway.client import GatewayClient
+from gateway.client import StatusEvent
 
 DEFAULT_URL = "ws://127.0.0.1:8765/"
 

@@ -17,31 +17,29 @@ form the recorded spot and USD-M sessions hold (``"65000.10000000"``, ``"0.00000
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import (
-    FIXED_POINT,
-    MAX_INT,
-    check_levels,
-    check_snapshot_range,
-    decode,
-    notice,
-    rest_snapshot,
-)
-from gateway.core.arbiter import Link, StatelessRule
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    Side,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-    VenueNotice,
-)
+from feeds.common import FIXED_POINT
+from feeds.common import MAX_INT
+from feeds.common import check_levels
+from feeds.common import check_snapshot_range
+from feeds.common import decode
+from feeds.common import notice
+from feeds.common import rest_snapshot
+from gateway.core.arbiter import Link
+from gateway.core.arbiter import StatelessRule
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Side
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueEvent
+from gateway.core.model import VenueNotice
 
 VENUE: Final = "binance"
 #: Update and trade ids are signed 64-bit on spot and futures (and in every encoding

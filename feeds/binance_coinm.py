@@ -30,25 +30,24 @@ import re
 from typing import Final
 
 from feeds.binance import depth_snapshot
-from feeds.binance_usdm import (
-    COINM_VENUE,
-    DEFAULT_SNAPSHOT_LIMIT,
-    MAX_MESSAGES_PER_S,
-    MAX_SNAPSHOT_LIMIT,
-    MAX_STREAMS_PER_CONNECTION,
-    SNAPSHOT_LIMITS,
-    BinanceFuturesRule,
-    check_snapshot_limit,
-    depth_url,
-    frame_venue,
-    futures_framing,
-    market_stream_url,
-    snapshot_weight,
-    stream_url,
-    subscribe_frame,
-    trade_stream,
-)
-from gateway.core.model import DepthSnapshot, VenueEvent
+from feeds.binance_usdm import COINM_VENUE
+from feeds.binance_usdm import DEFAULT_SNAPSHOT_LIMIT
+from feeds.binance_usdm import MAX_MESSAGES_PER_S
+from feeds.binance_usdm import MAX_SNAPSHOT_LIMIT
+from feeds.binance_usdm import MAX_STREAMS_PER_CONNECTION
+from feeds.binance_usdm import SNAPSHOT_LIMITS
+from feeds.binance_usdm import BinanceFuturesRule
+from feeds.binance_usdm import check_snapshot_limit
+from feeds.binance_usdm import depth_url
+from feeds.binance_usdm import frame_venue
+from feeds.binance_usdm import futures_framing
+from feeds.binance_usdm import market_stream_url
+from feeds.binance_usdm import snapshot_weight
+from feeds.binance_usdm import stream_url
+from feeds.binance_usdm import subscribe_frame
+from feeds.binance_usdm import trade_stream
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import VenueEvent
 
 __all__ = [
     "CRYPTOFEED_NAMES",

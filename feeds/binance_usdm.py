@@ -31,15 +31,16 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.binance import (
-    DEPTH_UPDATE_SHAPE,
-    Framing,
-    depth_snapshot,
-    depth_stream,
-    weight_at,
-)
-from gateway.core.arbiter import Link, StatelessRule
-from gateway.core.model import DepthDiff, DepthSnapshot, VenueEvent
+from feeds.binance import DEPTH_UPDATE_SHAPE
+from feeds.binance import Framing
+from feeds.binance import depth_snapshot
+from feeds.binance import depth_stream
+from feeds.binance import weight_at
+from gateway.core.arbiter import Link
+from gateway.core.arbiter import StatelessRule
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import VenueEvent
 
 VENUE: Final = "binance-usdm"
 

@@ -46,27 +46,33 @@ in-band snapshot, as for OKX.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Final
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs
+from urllib.parse import urlencode
+from urllib.parse import urlsplit
 
 import msgspec
 
-from feeds.common import (
-    FIXED_POINT,
-    MAX_INT,
-    check_levels,
-    check_snapshot_range,
-    decode,
-    decode_push,
-    endpoint_url,
-    notice,
-    rest_snapshot,
-    taker_side,
-)
-from gateway.core.arbiter import Link, StatelessRule
-from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueContractError, VenueEvent
+from feeds.common import FIXED_POINT
+from feeds.common import MAX_INT
+from feeds.common import check_levels
+from feeds.common import check_snapshot_range
+from feeds.common import decode
+from feeds.common import decode_push
+from feeds.common import endpoint_url
+from feeds.common import notice
+from feeds.common import rest_snapshot
+from feeds.common import taker_side
+from gateway.core.arbiter import Link
+from gateway.core.arbiter import StatelessRule
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueEvent
 
 SPOT: Final = "bybit-spot"
 LINEAR: Final = "bybit-linear"

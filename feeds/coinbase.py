@@ -33,29 +33,25 @@ from typing import Final
 
 import msgspec
 
-from feeds.common import (
-    FIXED_POINT,
-    MAX_INT,
-    check_levels,
-    decode,
-    endpoint_url,
-    int_text,
-    iso_ms,
-    notice,
-    taker_side,
-    unique_symbols,
-    unsequenced_diff,
-    unsequenced_snapshot,
-)
-from gateway.core.model import (
-    ConnectionSequence,
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-)
+from feeds.common import FIXED_POINT
+from feeds.common import MAX_INT
+from feeds.common import check_levels
+from feeds.common import decode
+from feeds.common import endpoint_url
+from feeds.common import int_text
+from feeds.common import iso_ms
+from feeds.common import notice
+from feeds.common import taker_side
+from feeds.common import unique_symbols
+from feeds.common import unsequenced_diff
+from feeds.common import unsequenced_snapshot
+from gateway.core.model import ConnectionSequence
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueEvent
 
 VENUE: Final = "coinbase"
 EXCHANGE_VENUE: Final = "coinbase-exchange"

@@ -11,21 +11,23 @@ module-level decoders and uses these helpers around them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from collections.abc import Sequence
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from itertools import chain
-from typing import Final, TypeVar
+from typing import Final
+from typing import TypeVar
 
 import msgspec
 
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    Side,
-    VenueContractError,
-    VenueNotice,
-)
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import Side
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueNotice
 
 #: msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 inside a string.
 DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)

@@ -33,36 +33,35 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
+from decimal import Decimal
+from decimal import InvalidOperation
 from itertools import islice
 from typing import Final
 
 import msgspec
 
-from feeds.common import (
-    DECODE_ERRORS,
-    FIXED_POINT,
-    MAX_INT,
-    check_levels,
-    decode,
-    decode_push,
-    endpoint_url,
-    iso_ms,
-    notice,
-    taker_side,
-    unique_symbols,
-    unsequenced_diff,
-    unsequenced_snapshot,
-)
+from feeds.common import DECODE_ERRORS
+from feeds.common import FIXED_POINT
+from feeds.common import MAX_INT
+from feeds.common import check_levels
+from feeds.common import decode
+from feeds.common import decode_push
+from feeds.common import endpoint_url
+from feeds.common import iso_ms
+from feeds.common import notice
+from feeds.common import taker_side
+from feeds.common import unique_symbols
+from feeds.common import unsequenced_diff
+from feeds.common import unsequenced_snapshot
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    InstrumentPrecision,
-    Level,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-)
+from gateway.core.model import InstrumentPrecision
+from gateway.core.model import Level
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueEvent
 
 VENUE: Final = "kraken"
 #: How prices and quantities are written: the text of a JSON number, in fixed point.

@@ -34,35 +34,33 @@ import enum
 import re
 import zlib
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from types import MappingProxyType
-from typing import Final, assert_never
+from typing import Final
+from typing import assert_never
 from urllib.parse import urlencode
 
 import msgspec
 
-from feeds.common import (
-    FIXED_POINT,
-    check_levels,
-    check_snapshot_range,
-    decode,
-    endpoint_url,
-    int_text,
-    notice,
-    rest_snapshot,
-    taker_side,
-)
+from feeds.common import FIXED_POINT
+from feeds.common import check_levels
+from feeds.common import check_snapshot_range
+from feeds.common import decode
+from feeds.common import endpoint_url
+from feeds.common import int_text
+from feeds.common import notice
+from feeds.common import rest_snapshot
+from feeds.common import taker_side
 from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-    VenueNotice,
-)
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueEvent
+from gateway.core.model import VenueNotice
 
 VENUE: Final = "okx"
 #: How prices and sizes are written on the wire.

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ASYNC_TIMEOUT_S, run_bounded
+from tests.harness import ASYNC_TIMEOUT_S
+from tests.harness import run_bounded
 
 
 def _repo_root() -> Path:

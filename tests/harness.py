@@ -18,13 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Coroutine
+from typing import Any
+from typing import TypeVar
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve
 
 from gateway.io.changes import StateChanges
-from gateway.io.server_close import AcceptedConnection, close_servers
+from gateway.io.server_close import AcceptedConnection
+from gateway.io.server_close import close_servers
 
 T = TypeVar("T")
 

@@ -11,18 +11,28 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
-from gateway.io.client import BookEvent, Event, GatewayClient, StatusEvent
+from gateway.io.client import BookEvent
+from gateway.io.client import Event
+from gateway.io.client import GatewayClient
+from gateway.io.client import StatusEvent
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
-from gateway.wire.config import Config, ServerConfig, VenueConfig, validate
-from tests.harness import started, wait_until
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
+from gateway.wire.config import Config
+from gateway.wire.config import ServerConfig
+from gateway.wire.config import VenueConfig
+from gateway.wire.config import validate
+from tests.harness import started
+from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The ``mdgateway`` command of this checkout.

@@ -16,7 +16,8 @@ from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
 from gateway.core.stats import SymbolStats
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 from gateway.wire.config import Config
 
 from .subscriber import serving

@@ -8,13 +8,16 @@ import dataclasses
 from pathlib import Path
 
 from feeds.sim.simulators import SimBinanceSpot
-from gateway.capture import CaptureFormat, CaptureReader
+from gateway.capture import CaptureFormat
+from gateway.capture import CaptureReader
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 from gateway.tools.verify import verify_capture
 
-from .subscriber import run_mdgateway, serving
+from .subscriber import run_mdgateway
+from .subscriber import serving
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]

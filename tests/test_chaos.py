@@ -12,7 +12,8 @@ import pytest
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 
 from .subscriber import serving
 

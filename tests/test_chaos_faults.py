@@ -15,9 +15,12 @@ import pytest
 
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceSpot
-from gateway.io.client import BookEvent, Event, GatewayClient
+from gateway.io.client import BookEvent
+from gateway.io.client import Event
+from gateway.io.client import GatewayClient
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 
 from .subscriber import serving
 

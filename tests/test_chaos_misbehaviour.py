@@ -20,11 +20,17 @@ import pytest
 
 from feeds.sim.book_process import BookProcess
 from feeds.sim.faults import FaultPlan
-from feeds.sim.simulators import SimBinanceSpot, SimOkx, SimVenue
+from feeds.sim.simulators import SimBinanceSpot
+from feeds.sim.simulators import SimOkx
+from feeds.sim.simulators import SimVenue
 from feeds.sim.venue import default_mid
 from gateway.core.model import SymbolState
-from gateway.io.client import BookEvent, ClientState, Event, StatusEvent
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.io.client import BookEvent
+from gateway.io.client import ClientState
+from gateway.io.client import Event
+from gateway.io.client import StatusEvent
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 
 from .subscriber import serving
 

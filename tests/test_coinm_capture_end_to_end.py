@@ -15,7 +15,9 @@ import pytest
 from feeds.sim.binance_coinm import BinanceCoinmProtocol
 from feeds.sim.book_process import BookProcess
 from feeds.sim.replay import ReplayServer
-from gateway.capture import CaptureFormat, detect_format, detect_venue
+from gateway.capture import CaptureFormat
+from gateway.capture import detect_format
+from gateway.capture import detect_venue
 from gateway.core.book import L2Book
 from gateway.tools.replay import load_plan
 from gateway.tools.verify import verify_capture

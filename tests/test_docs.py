@@ -34,16 +34,21 @@ import importlib
 import pkgutil
 import re
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 import pytest
 
-from gateway.core.sequenced import SYNC_TRANSITIONS, SyncAction
+from gateway.core.sequenced import SYNC_TRANSITIONS
+from gateway.core.sequenced import SyncAction
 from gateway.wire.venues import ADAPTERS
-from tests.markdown import CODE, table_rows
-from tests.test_layering import MAY_USE, PURE_LAYERS, SIM_SHELLS
+from tests.markdown import CODE
+from tests.markdown import table_rows
+from tests.test_layering import MAY_USE
+from tests.test_layering import PURE_LAYERS
+from tests.test_layering import SIM_SHELLS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -12,10 +12,14 @@ import pytest
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 
 from .harness import started
-from .subscriber import MDGATEWAY, ROOT, Subscriber, run_mdgateway
+from .subscriber import MDGATEWAY
+from .subscriber import ROOT
+from .subscriber import Subscriber
+from .subscriber import run_mdgateway
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]

@@ -9,18 +9,17 @@ from typing import Any
 
 import pytest
 
-from feeds.sim.simulators import (
-    SimBinanceCoinm,
-    SimBinanceUsdm,
-    SimBybit,
-    SimCoinbase,
-    SimKraken,
-    SimOkx,
-)
+from feeds.sim.simulators import SimBinanceCoinm
+from feeds.sim.simulators import SimBinanceUsdm
+from feeds.sim.simulators import SimBybit
+from feeds.sim.simulators import SimCoinbase
+from feeds.sim.simulators import SimKraken
+from feeds.sim.simulators import SimOkx
 from gateway.core.book import L2Book
 from gateway.wire.client_session import Book
 
-from .subscriber import loopback_config, serving
+from .subscriber import loopback_config
+from .subscriber import serving
 
 
 def _top(book: L2Book | Book, depth: int | None) -> object:

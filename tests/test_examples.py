@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from .subscriber import LIVE_WITHIN_S, ROOT, live_demo_gateway
+from .subscriber import LIVE_WITHIN_S
+from .subscriber import ROOT
+from .subscriber import live_demo_gateway
 
 KEY = "binance:BTCUSDT"
 DEMO_URL = "ws://127.0.0.1:8765/"

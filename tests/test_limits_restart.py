@@ -15,9 +15,11 @@ from feeds.binance import snapshot_weight
 from feeds.sim.limits import VENUE_LIMITS
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
-from gateway.wire.config import Config, LimitsConfig
+from gateway.wire.config import Config
+from gateway.wire.config import LimitsConfig
 
-from .subscriber import loopback_config, serving
+from .subscriber import loopback_config
+from .subscriber import serving
 
 SYMBOLS = [f"S{i:03d}USDT" for i in range(200)]
 KEYS = [f"binance:{s}" for s in SYMBOLS]

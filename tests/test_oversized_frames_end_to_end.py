@@ -14,7 +14,8 @@ from feeds.sim.simulators import SimBinanceSpot
 from gateway.wire.venues import ADAPTERS
 
 from .subscriber import serving
-from .test_scoring_end_to_end import KEY, binance_config
+from .test_scoring_end_to_end import KEY
+from .test_scoring_end_to_end import binance_config
 
 #: Endpoint 0, which sends first, adds 5000 deletions of asks beyond the book to its frames
 #: (about 130 KiB, within the book's ``max_levels``: only the frame cap refuses them).

@@ -14,15 +14,22 @@ import msgspec
 import pytest
 
 from feeds.sim.faults import FaultPlan
-from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm, SimKraken, SimOkx, SimVenue
+from feeds.sim.simulators import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceUsdm
+from feeds.sim.simulators import SimKraken
+from feeds.sim.simulators import SimOkx
+from feeds.sim.simulators import SimVenue
 from gateway.core.renewal import Renewal
 from gateway.io.client import Event
 from gateway.io.service import Service
 from gateway.io.venue_runtime import VenueRuntime
-from gateway.tools.demo import DEMO_VENUES, DemoVenue, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import DemoVenue
+from gateway.tools.demo import demo_config
 from gateway.wire.config import Config
 
-from .subscriber import Subscriber, serving
+from .subscriber import Subscriber
+from .subscriber import serving
 
 #: Connections this young are renewed (minus up to 5 % jitter): several renewals a run.
 AGE_S = 1.2

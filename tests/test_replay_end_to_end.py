@@ -21,22 +21,26 @@ from feeds.binance import notice_frame
 from feeds.sim.faults import FaultPlan
 from feeds.sim.replay import ReplayServer
 from gateway.core.model import SymbolState
-from gateway.io.client import BookEvent, Event, GatewayClient
+from gateway.io.client import BookEvent
+from gateway.io.client import Event
+from gateway.io.client import GatewayClient
 from gateway.io.service import Service
-from gateway.tools.replay import end_of_capture, load_plan
-from gateway.tools.verify import SymbolReport, verify_capture
-from gateway.wire.config import Config, ServerConfig, VenueConfig
+from gateway.tools.replay import end_of_capture
+from gateway.tools.replay import load_plan
+from gateway.tools.verify import SymbolReport
+from gateway.tools.verify import verify_capture
+from gateway.wire.config import Config
+from gateway.wire.config import ServerConfig
+from gateway.wire.config import VenueConfig
 
 from .harness import run_bounded
-from .subscriber import (
-    MDGATEWAY,
-    ROOT,
-    Subscriber,
-    loopback_config,
-    mdgateway_process,
-    run_mdgateway,
-    serving,
-)
+from .subscriber import MDGATEWAY
+from .subscriber import ROOT
+from .subscriber import Subscriber
+from .subscriber import loopback_config
+from .subscriber import mdgateway_process
+from .subscriber import run_mdgateway
+from .subscriber import serving
 
 CAPTURE = "binance/hftbacktest/spot/btcusdt_20240808.gz"
 OKX_CAPTURE = "okx/cryptofeed/OKX.ws.1.0"

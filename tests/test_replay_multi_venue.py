@@ -14,10 +14,15 @@ import pytest
 from feeds.sim.replay import ReplayServer
 from gateway.capture import CaptureReader
 from gateway.tools.demo import DEMO_VENUES
-from gateway.tools.replay import gateway_config, load_session
-from gateway.wire.config import ServerConfig, load_config, parse_config
+from gateway.tools.replay import gateway_config
+from gateway.tools.replay import load_session
+from gateway.wire.config import ServerConfig
+from gateway.wire.config import load_config
+from gateway.wire.config import parse_config
 
-from .subscriber import mdgateway_process, run_mdgateway, serving
+from .subscriber import mdgateway_process
+from .subscriber import run_mdgateway
+from .subscriber import serving
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,12 @@ from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.renewal import Renewal
 from gateway.core.score import Standby
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 from gateway.wire.config import Config
 
-from .subscriber import Subscriber, serving
+from .subscriber import Subscriber
+from .subscriber import serving
 
 KEY = "binance:BTCUSDT"
 

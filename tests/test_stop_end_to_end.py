@@ -16,16 +16,22 @@ import pytest
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.capture import CaptureReader
-from gateway.core.model import STOPPING_REASON, SymbolState
+from gateway.core.model import STOPPING_REASON
+from gateway.core.model import SymbolState
 from gateway.io.capture_writer import CaptureWriter
-from gateway.io.client import GATEWAY_STOPPED, Event, StatusEvent
+from gateway.io.client import GATEWAY_STOPPED
+from gateway.io.client import Event
+from gateway.io.client import StatusEvent
 from gateway.io.fanout import StopResult
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 from gateway.wire.config import ServerConfig
 
-from .gateway.io.fanout_helpers import RawClient, sub
-from .harness import started, wait_until
+from .gateway.io.fanout_helpers import RawClient
+from .gateway.io.fanout_helpers import sub
+from .harness import started
+from .harness import wait_until
 from .subscriber import Subscriber
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]

@@ -36,26 +36,32 @@ answer carries ``X-MBX-USED-WEIGHT-1M``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
 
 import msgspec
 
 from feeds import binance
-from feeds.binance import (
-    MAX_SNAPSHOT_LIMIT,
-    SNAPSHOT_PATH,
-    depth_stream,
-    snapshot_weight,
-    trade_stream,
-)
-from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.connection import CloseConnection, ConnState, Publication, RestAnswer
+from feeds.binance import MAX_SNAPSHOT_LIMIT
+from feeds.binance import SNAPSHOT_PATH
+from feeds.binance import depth_stream
+from feeds.binance import snapshot_weight
+from feeds.binance import trade_stream
+from feeds.sim.book_process import Batch
+from feeds.sim.book_process import BookProcess
+from feeds.sim.book_process import SimTrade
+from feeds.sim.connection import CloseConnection
+from feeds.sim.connection import ConnState
+from feeds.sim.connection import Publication
+from feeds.sim.connection import RestAnswer
 from feeds.sim.limits import REST_SOURCE
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import VenueProtocol, query_int
+from feeds.sim.venue import VenueProtocol
+from feeds.sim.venue import query_int
 from gateway.core.model import Level
 
 #: Binance's cap on streams per connection.

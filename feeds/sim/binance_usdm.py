@@ -41,7 +41,9 @@ futures wire, for :class:`~feeds.sim.simulators.SimBinanceUsdm`:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -51,9 +53,15 @@ from feeds import binance_usdm as usdm
 from feeds.binance import depth_stream
 from feeds.binance_usdm import trade_stream
 from feeds.sim import binance_spot
-from feeds.sim.binance_spot import BinanceSpotProtocol, rest_error_body
-from feeds.sim.book_process import Batch, BookProcess, RangeChange, SimTrade, parse_e8
-from feeds.sim.connection import Publication, RestAnswer
+from feeds.sim.binance_spot import BinanceSpotProtocol
+from feeds.sim.binance_spot import rest_error_body
+from feeds.sim.book_process import Batch
+from feeds.sim.book_process import BookProcess
+from feeds.sim.book_process import RangeChange
+from feeds.sim.book_process import SimTrade
+from feeds.sim.book_process import parse_e8
+from feeds.sim.connection import Publication
+from feeds.sim.connection import RestAnswer
 from feeds.sim.rewrite import WireShape
 from gateway.core.book import L2Book
 from gateway.core.model import Level

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import random
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from decimal import InvalidOperation
 from typing import Final
 
 import msgspec

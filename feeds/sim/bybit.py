@@ -40,17 +40,23 @@ REST requests per 5 s per address) are :mod:`feeds.sim.limits`'.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import Final
 
 import msgspec
 
 from feeds import bybit
-from feeds.sim.book_process import Batch, SimTrade
-from feeds.sim.connection import ConnState, Publication, RestAnswer
+from feeds.sim.book_process import Batch
+from feeds.sim.book_process import SimTrade
+from feeds.sim.connection import ConnState
+from feeds.sim.connection import Publication
+from feeds.sim.connection import RestAnswer
 from feeds.sim.numbers import fixed
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import VenueProtocol, query_int
+from feeds.sim.venue import VenueProtocol
+from feeds.sim.venue import query_int
 from gateway.core.model import Level
 
 CATEGORIES: Final = ("spot", "linear")

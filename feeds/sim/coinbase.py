@@ -43,18 +43,26 @@ Not simulated: JWT, the 5 s subscribe deadline, the authenticated
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
+from typing import Final
 
 import msgspec
 
 from feeds import coinbase
-from feeds.sim.book_process import Batch, SimTrade
-from feeds.sim.connection import ConnState, Publication, RestAnswer
-from feeds.sim.numbers import fixed, iso_time, trim
+from feeds.sim.book_process import Batch
+from feeds.sim.book_process import SimTrade
+from feeds.sim.connection import ConnState
+from feeds.sim.connection import Publication
+from feeds.sim.connection import RestAnswer
+from feeds.sim.numbers import fixed
+from feeds.sim.numbers import iso_time
+from feeds.sim.numbers import trim
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import VenueProtocol, query_int
+from feeds.sim.venue import VenueProtocol
+from feeds.sim.venue import query_int
 from gateway.core.model import Level
 
 PATH: Final = "/"

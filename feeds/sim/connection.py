@@ -3,7 +3,8 @@ a connection's state, a rendered message, a refusal, a REST answer. Pure."""
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import Final
+from typing import NamedTuple
 
 #: Content type of a JSON REST answer.
 JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"

@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from typing import Final, Literal
+from typing import Final
+from typing import Literal
 
 import msgspec
 import msgspec.structs

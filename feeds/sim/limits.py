@@ -20,13 +20,20 @@ request before that time is answered with the ban status for ``ban_s`` seconds.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 from typing import Final
 
 import msgspec
 
-from feeds import binance, binance_usdm, bybit, okx
-from feeds.sim.connection import CloseConnection, ConnState, RestAnswer
+from feeds import binance
+from feeds import binance_usdm
+from feeds import bybit
+from feeds import okx
+from feeds.sim.connection import CloseConnection
+from feeds.sim.connection import ConnState
+from feeds.sim.connection import RestAnswer
 
 _SECOND_NS: Final = 1_000_000_000
 #: The source address of every REST request (the simulator serves loopback only).

@@ -37,17 +37,25 @@ requests per second and 40 REST requests per 2 s per address) are :mod:`feeds.si
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import Final
 
 import msgspec
 
 from feeds import okx
-from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.connection import ConnState, Publication, RestAnswer
-from feeds.sim.numbers import fixed, trim
+from feeds.sim.book_process import Batch
+from feeds.sim.book_process import BookProcess
+from feeds.sim.book_process import SimTrade
+from feeds.sim.connection import ConnState
+from feeds.sim.connection import Publication
+from feeds.sim.connection import RestAnswer
+from feeds.sim.numbers import fixed
+from feeds.sim.numbers import trim
 from feeds.sim.rewrite import WireShape
-from feeds.sim.venue import VenueProtocol, query_int
+from feeds.sim.venue import VenueProtocol
+from feeds.sim.venue import query_int
 from gateway.core.model import Level
 
 PATH: Final = "/ws/v5/public"

@@ -64,17 +64,32 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Final
+from collections.abc import Callable
+from collections.abc import Coroutine
+from collections.abc import Sequence
+from typing import Any
+from typing import Final
 
 from websockets.frames import CloseCode
 
 from feeds.sim.connection import RestAnswer
-from feeds.sim.faults import FaultPlan, FrameFault, RestFault
-from feeds.sim.replay_book import STREAM_SHAPES, request_op, rest_shape
-from feeds.sim.replay_plan import ReplayFrame, ReplayPlan, due_count, due_s, route_of
-from feeds.sim.rewrite import IdRestart, rewrite_body, rewrite_frame
-from feeds.sim.shell import Conn, Endpoint, EndpointServer
+from feeds.sim.faults import FaultPlan
+from feeds.sim.faults import FrameFault
+from feeds.sim.faults import RestFault
+from feeds.sim.replay_book import STREAM_SHAPES
+from feeds.sim.replay_book import request_op
+from feeds.sim.replay_book import rest_shape
+from feeds.sim.replay_plan import ReplayFrame
+from feeds.sim.replay_plan import ReplayPlan
+from feeds.sim.replay_plan import due_count
+from feeds.sim.replay_plan import due_s
+from feeds.sim.replay_plan import route_of
+from feeds.sim.rewrite import IdRestart
+from feeds.sim.rewrite import rewrite_body
+from feeds.sim.rewrite import rewrite_frame
+from feeds.sim.shell import Conn
+from feeds.sim.shell import Endpoint
+from feeds.sim.shell import EndpointServer
 
 #: Frames sent in a row at ``max`` before the producer lets other tasks run.
 _YIELD_EVERY: Final = 64

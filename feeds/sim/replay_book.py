@@ -32,24 +32,35 @@ snapshots for are driven.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Final, NamedTuple
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+from typing import Final
+from typing import NamedTuple
+from urllib.parse import parse_qsl
+from urllib.parse import urlsplit
 
 import msgspec
 
-from feeds import bybit, okx
-from feeds.sim import binance_spot, binance_usdm
+from feeds import bybit
+from feeds import okx
+from feeds.sim import binance_spot
+from feeds.sim import binance_usdm
 from feeds.sim import bybit as sim_bybit
 from feeds.sim import coinbase as sim_coinbase
 from feeds.sim import kraken as sim_kraken
 from feeds.sim import okx as sim_okx
 from feeds.sim.rewrite import WireShape
-from gateway.capture import REST_SYMBOL_PARAMS, CaptureRecord
-from gateway.capture.driver import RecordDriver, VenueRouter, venue_adapter
-from gateway.core.model import SymbolState, symbol_key
+from gateway.capture import REST_SYMBOL_PARAMS
+from gateway.capture import CaptureRecord
+from gateway.capture.driver import RecordDriver
+from gateway.capture.driver import VenueRouter
+from gateway.capture.driver import venue_adapter
+from gateway.core.model import SymbolState
+from gateway.core.model import symbol_key
 from gateway.core.pipeline import BookState
-from gateway.wire.venues import ADAPTERS, VenueAdapter
+from gateway.wire.venues import ADAPTERS
+from gateway.wire.venues import VenueAdapter
 
 __all__ = ["STREAM_SHAPES", "ReplayBooks", "Routed", "request_op", "rest_shape"]
 

@@ -33,15 +33,20 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
+from urllib.parse import urlsplit
 
 import msgspec
 
-from feeds.sim.replay_book import ReplayBooks, Routed
-from gateway.capture import CaptureRecord, is_inline_snapshot
+from feeds.sim.replay_book import ReplayBooks
+from feeds.sim.replay_book import Routed
+from gateway.capture import CaptureRecord
+from gateway.capture import is_inline_snapshot
 
 __all__ = [
     "SYMBOL_PARAMS",

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import copy
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any
+from typing import Final
+from typing import Literal
 
 import msgspec
 
-from feeds.sim.faults import FrameFault, NumberStyle
+from feeds.sim.faults import FrameFault
+from feeds.sim.faults import NumberStyle
 
 #: How far ahead a mangled or far-future id is moved.
 ID_JUMP: Final = 10**12

@@ -60,23 +60,41 @@ import contextlib
 import email.utils
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Coroutine
+from collections.abc import Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Final, Self
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from typing import Final
+from typing import Self
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
 
 import msgspec
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
+from websockets.http11 import Response
 
-from feeds.sim.connection import CloseConnection, ConnState, RestAnswer
-from feeds.sim.faults import Action, FaultedStream, FaultPlan, FrameFault, RestFault
-from gateway.io.server_close import AcceptedConnection, close_servers
-from gateway.wire.config import MAX_PORT, ListenError, listen_error
+from feeds.sim.connection import CloseConnection
+from feeds.sim.connection import ConnState
+from feeds.sim.connection import RestAnswer
+from feeds.sim.faults import Action
+from feeds.sim.faults import FaultedStream
+from feeds.sim.faults import FaultPlan
+from feeds.sim.faults import FrameFault
+from feeds.sim.faults import RestFault
+from gateway.io.server_close import AcceptedConnection
+from gateway.io.server_close import close_servers
+from gateway.wire.config import MAX_PORT
+from gateway.wire.config import ListenError
+from gateway.wire.config import listen_error
 
 #: Close code and reason for a connection whose queue overflowed.
 TOO_SLOW_CODE: Final = CloseCode.POLICY_VIOLATION

@@ -53,9 +53,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -67,17 +69,29 @@ from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.book_process import BookProcess
 from feeds.sim.bybit import BybitProtocol
 from feeds.sim.coinbase import CoinbaseProtocol
-from feeds.sim.connection import Publication, RestAnswer
-from feeds.sim.faults import FaultPlan, FrameFault, RestFault
-from feeds.sim.kraken import DEFAULT_LOT, KrakenProtocol
+from feeds.sim.connection import Publication
+from feeds.sim.connection import RestAnswer
+from feeds.sim.faults import FaultPlan
+from feeds.sim.faults import FrameFault
+from feeds.sim.faults import RestFault
+from feeds.sim.kraken import DEFAULT_LOT
 from feeds.sim.kraken import PATH as KRAKEN_PATH
-from feeds.sim.limits import REST_SOURCE, LimitStats, SimLimits, rest_refusal
+from feeds.sim.kraken import KrakenProtocol
+from feeds.sim.limits import REST_SOURCE
+from feeds.sim.limits import LimitStats
+from feeds.sim.limits import SimLimits
+from feeds.sim.limits import rest_refusal
 from feeds.sim.numbers import decimals
 from feeds.sim.okx import PATH as OKX_PATH
 from feeds.sim.okx import OkxProtocol
-from feeds.sim.rewrite import IdRestart, rewrite_body, rewrite_frame
-from feeds.sim.shell import Conn, EndpointServer, EndpointStats
-from feeds.sim.venue import VenueProtocol, default_mid
+from feeds.sim.rewrite import IdRestart
+from feeds.sim.rewrite import rewrite_body
+from feeds.sim.rewrite import rewrite_frame
+from feeds.sim.shell import Conn
+from feeds.sim.shell import EndpointServer
+from feeds.sim.shell import EndpointStats
+from feeds.sim.venue import VenueProtocol
+from feeds.sim.venue import default_mid
 from gateway.core.book import L2Book
 from gateway.core.model import Level
 

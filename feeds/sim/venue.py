@@ -15,13 +15,20 @@ arguments (``now_ns``: nanoseconds since the epoch); nothing here reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
-from feeds.sim.book_process import Batch, BookProcess, SimTrade
-from feeds.sim.connection import ConnState, Publication, RestAnswer
-from feeds.sim.limits import VENUE_LIMITS, SimLimits, VenueLimiter
+from feeds.sim.book_process import Batch
+from feeds.sim.book_process import BookProcess
+from feeds.sim.book_process import SimTrade
+from feeds.sim.connection import ConnState
+from feeds.sim.connection import Publication
+from feeds.sim.connection import RestAnswer
+from feeds.sim.limits import VENUE_LIMITS
+from feeds.sim.limits import SimLimits
+from feeds.sim.limits import VenueLimiter
 from feeds.sim.rewrite import WireShape
 from gateway.core.book import L2Book
 from gateway.core.model import Level

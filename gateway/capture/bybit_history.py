@@ -19,7 +19,9 @@ import msgspec
 from feeds import bybit
 from gateway.capture import files
 from gateway.capture.files import Probe
-from gateway.capture.records import CaptureFormat, CaptureRecord, ReadStats
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
 from gateway.capture.spec import FormatSpec
 from gateway.capture.venues import FRAME_HEAD_BYTES
 

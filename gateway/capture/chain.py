@@ -11,17 +11,16 @@ told here (:attr:`Boundary.out_of_order`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.capture.records import (
-    MAX_EXAMPLES,
-    CaptureFormat,
-    CaptureFormatError,
-    CaptureRecord,
-    ReadStats,
-)
+from gateway.capture.records import MAX_EXAMPLES
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureFormatError
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
 from gateway.capture.registry import CaptureReader
 
 __all__ = ["Boundary", "ChainedReader"]

@@ -25,10 +25,14 @@ import re
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
-from typing import BinaryIO, Final, Literal
-from urllib.parse import quote, unquote
+from typing import BinaryIO
+from typing import Final
+from typing import Literal
+from urllib.parse import quote
+from urllib.parse import unquote
 
 import msgspec
 

@@ -26,15 +26,16 @@ import msgspec
 
 from gateway.capture import files
 from gateway.capture.files import Probe
-from gateway.capture.records import (
-    CaptureFormat,
-    CaptureRecord,
-    ReadStats,
-    json_seconds_to_ns,
-    rest_record,
-)
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
+from gateway.capture.records import json_seconds_to_ns
+from gateway.capture.records import rest_record
 from gateway.capture.spec import FormatSpec
-from gateway.capture.venues import agreed_venue, connection_venue, cryptofeed_venue, venue_from_url
+from gateway.capture.venues import agreed_venue
+from gateway.capture.venues import connection_venue
+from gateway.capture.venues import cryptofeed_venue
+from gateway.capture.venues import venue_from_url
 
 _EXPECTED: Final = (
     'a cryptofeed format-2 JSONL capture (records with "t": header/connect/send/recv/http)'

@@ -18,15 +18,14 @@ from typing import Final
 
 from gateway.capture import files
 from gateway.capture.files import Probe
-from gateway.capture.records import (
-    CaptureFormat,
-    CaptureRecord,
-    ReadStats,
-    decimal_seconds_to_ns,
-    rest_record,
-)
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
+from gateway.capture.records import decimal_seconds_to_ns
+from gateway.capture.records import rest_record
 from gateway.capture.spec import FormatSpec
-from gateway.capture.venues import cryptofeed_venue, venue_from_url
+from gateway.capture.venues import cryptofeed_venue
+from gateway.capture.venues import venue_from_url
 
 _EXPECTED: Final = (
     "a cryptofeed raw capture NAME.ws.N.M (first line '<wss://url> <-> <connect_epoch_s>', "

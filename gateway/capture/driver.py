@@ -42,12 +42,17 @@ from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from gateway.capture.codec import connect_venue
-from gateway.capture.records import CaptureRecord, is_inline_snapshot, rest_symbol
-from gateway.capture.venues import connection_venue, venue_from_frame
-from gateway.core.arbiter import DEFAULT_ARBITER_LIMITS, ArbiterLimits
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import is_inline_snapshot
+from gateway.capture.records import rest_symbol
+from gateway.capture.venues import connection_venue
+from gateway.capture.venues import venue_from_frame
+from gateway.core.arbiter import DEFAULT_ARBITER_LIMITS
+from gateway.core.arbiter import ArbiterLimits
 from gateway.core.model import VenueContractError
 from gateway.core.pipeline import VenuePipeline
-from gateway.wire.venues import ADAPTERS, VenueAdapter
+from gateway.wire.venues import ADAPTERS
+from gateway.wire.venues import VenueAdapter
 
 __all__ = ["RecordDriver", "VenueRouter", "venue_adapter"]
 

@@ -10,7 +10,8 @@ import gzip
 import io
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Final
 
 import msgspec
 
-from gateway.capture.records import CaptureFormatError, ReadStats
+from gateway.capture.records import CaptureFormatError
+from gateway.capture.records import ReadStats
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZIP_MAGICS: Final = (b"PK\x03\x04", b"PK\x05\x06")

@@ -16,13 +16,11 @@ from typing import Final
 
 from gateway.capture import files
 from gateway.capture.files import Probe
-from gateway.capture.records import (
-    CaptureFormat,
-    CaptureRecord,
-    ReadStats,
-    inline_snapshot_url,
-    rest_record,
-)
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
+from gateway.capture.records import inline_snapshot_url
+from gateway.capture.records import rest_record
 from gateway.capture.spec import FormatSpec
 from gateway.capture.venues import first_frame_venue
 

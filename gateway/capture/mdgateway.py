@@ -17,14 +17,15 @@ from typing import Final
 from gateway.capture import codec as mdgw
 from gateway.capture import files
 from gateway.capture.files import Probe
-from gateway.capture.records import (
-    MAX_EXAMPLES,
-    CaptureFormat,
-    CaptureRecord,
-    ReadStats,
-)
+from gateway.capture.records import MAX_EXAMPLES
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
 from gateway.capture.spec import FormatSpec
-from gateway.capture.venues import agreed_venue, connection_venue, exchange_of, venue_from_url
+from gateway.capture.venues import agreed_venue
+from gateway.capture.venues import connection_venue
+from gateway.capture.venues import exchange_of
+from gateway.capture.venues import venue_from_url
 
 _EXPECTED: Final = "an mdgateway capture directory (mdgw-<session>-<n>.gz files)"
 

@@ -14,9 +14,12 @@ from typing import Final
 
 from gateway.capture import files
 from gateway.capture.files import Probe
-from gateway.capture.records import CaptureFormat, CaptureRecord, ReadStats
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
 from gateway.capture.spec import FormatSpec
-from gateway.capture.venues import first_frame_venue, venue_from_frame
+from gateway.capture.venues import first_frame_venue
+from gateway.capture.venues import venue_from_frame
 
 _EXPECTED: Final = "NDJSON of raw venue frames (one per line)"
 

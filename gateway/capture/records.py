@@ -11,10 +11,13 @@ from __future__ import annotations
 import decimal
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
-from typing import Final, Literal
-from urllib.parse import parse_qs, urlsplit
+from typing import Final
+from typing import Literal
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
 
 import msgspec
 

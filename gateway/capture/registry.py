@@ -14,21 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from gateway.capture import (
-    bybit_history,
-    cryptofeed_jsonl,
-    cryptofeed_raw,
-    files,
-    hftbacktest,
-    mdgateway,
-    ndjson,
-)
-from gateway.capture.records import (
-    CaptureFormat,
-    CaptureFormatError,
-    CaptureRecord,
-    ReadStats,
-)
+from gateway.capture import bybit_history
+from gateway.capture import cryptofeed_jsonl
+from gateway.capture import cryptofeed_raw
+from gateway.capture import files
+from gateway.capture import hftbacktest
+from gateway.capture import mdgateway
+from gateway.capture import ndjson
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureFormatError
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
 from gateway.capture.spec import FormatSpec
 
 __all__ = ["FORMATS", "CaptureReader", "detect_format", "detect_venue", "spec_of"]

@@ -5,12 +5,15 @@ Each format module defines one ``SPEC``; :mod:`gateway.capture.registry` asks th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.capture.files import Probe
-from gateway.capture.records import CaptureFormat, CaptureRecord, ReadStats
+from gateway.capture.records import CaptureFormat
+from gateway.capture.records import CaptureRecord
+from gateway.capture.records import ReadStats
 
 
 def _only_the_path(path: Path) -> list[Path]:

@@ -10,11 +10,15 @@ inverse category) or an exchange (``bybit``) where only the exchange is told:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Final, TypeVar
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Final
+from typing import TypeVar
 from urllib.parse import urlsplit
 
-from gateway.wire.venues import ADAPTERS, VenueAdapter
+from gateway.wire.venues import ADAPTERS
+from gateway.wire.venues import VenueAdapter
 
 __all__ = [
     "FRAME_HEAD_BYTES",

@@ -22,7 +22,8 @@ and less often, until the channel's next message.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, NamedTuple
+from typing import Final
+from typing import NamedTuple
 
 #: Weight of the newest interval in the mean.
 DEFAULT_ALPHA: Final = 0.1

@@ -16,19 +16,18 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
+from typing import Protocol
 
 from gateway.core.backoff import Backoff
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    ArbiterEvent,
-    DepthDiff,
-    DepthSnapshot,
-    GatewayEvent,
-    SymbolState,
-    Trade,
-    TradeOut,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import GatewayEvent
+from gateway.core.model import SymbolState
+from gateway.core.model import Trade
+from gateway.core.model import TradeOut
 from gateway.core.stats import SymbolStats
 
 #: Default time a future update may wait for the missing ids from another connection.

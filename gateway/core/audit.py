@@ -54,12 +54,20 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Final
 
-from gateway.core.book import BadLevel, BeforeImage, L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, Level
+from gateway.core.book import BadLevel
+from gateway.core.book import BeforeImage
+from gateway.core.book import L2Book
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
 
 #: Applied updates kept per book for the audits (a reference each).
 DEFAULT_RING_SIZE: Final = 1024

@@ -17,7 +17,8 @@ snapshot comes or the connection ends.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import Final
+from typing import NamedTuple
 
 
 class AwaitLimits(NamedTuple):

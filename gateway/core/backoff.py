@@ -12,7 +12,8 @@ import enum
 import random
 from typing import Final
 
-from gateway.core.transitions import Table, transition
+from gateway.core.transitions import Table
+from gateway.core.transitions import transition
 
 
 class Backoff:

@@ -27,7 +27,8 @@ audits' view of the book at an earlier id, :mod:`gateway.core.audit`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
 from itertools import islice
 
 from sortedcontainers import SortedDict

@@ -16,11 +16,14 @@ Pure: no I/O, no event loop.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot
-from gateway.core.transitions import Table, transition
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.transitions import Table
+from gateway.core.transitions import transition
 
 
 class Placement(enum.Enum):

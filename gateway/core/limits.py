@@ -19,7 +19,8 @@ only some connections at once brings every symbol up before any symbol's copies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 

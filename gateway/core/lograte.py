@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
+from collections.abc import Mapping
 from typing import Final
 
 #: Appended to an admitted line, with the count, when lines of its cause were suppressed.

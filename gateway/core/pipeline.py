@@ -24,46 +24,52 @@ is counted and logged here; anything else propagates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Final, NamedTuple, Protocol
+from collections.abc import Callable
+from collections.abc import Collection
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Final
+from typing import NamedTuple
+from typing import Protocol
 
 import msgspec
 
-from gateway.core.activity import ActivityLimits, ActivityMonitor, Silence
-from gateway.core.arbiter import (
-    DEFAULT_ARBITER_LIMITS,
-    ArbiterLimits,
-    Checksum,
-    ConnectionSequenceChecker,
-    SymbolArbiter,
-    TradeDedup,
-)
-from gateway.core.awaiting import DEFAULT_AWAIT_LIMITS, AwaitedSnapshots, AwaitLimits, Unanswered
+from gateway.core.activity import ActivityLimits
+from gateway.core.activity import ActivityMonitor
+from gateway.core.activity import Silence
+from gateway.core.arbiter import DEFAULT_ARBITER_LIMITS
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.arbiter import Checksum
+from gateway.core.arbiter import ConnectionSequenceChecker
+from gateway.core.arbiter import SymbolArbiter
+from gateway.core.arbiter import TradeDedup
+from gateway.core.awaiting import DEFAULT_AWAIT_LIMITS
+from gateway.core.awaiting import AwaitedSnapshots
+from gateway.core.awaiting import AwaitLimits
+from gateway.core.awaiting import Unanswered
 from gateway.core.book import L2Book
 from gateway.core.histogram import Histogram
 from gateway.core.lograte import LimitedLogger
-from gateway.core.model import (
-    STOPPING_REASON,
-    ArbiterEvent,
-    BookCrossed,
-    BookDelta,
-    BookReset,
-    ConnectionSequence,
-    DepthDiff,
-    DepthSnapshot,
-    GatewayEvent,
-    InstrumentPrecision,
-    ReconnectWanted,
-    ResubscribeWanted,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-    VenueNotice,
-    symbol_key,
-)
+from gateway.core.model import STOPPING_REASON
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookCrossed
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import ConnectionSequence
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import GatewayEvent
+from gateway.core.model import InstrumentPrecision
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import ResubscribeWanted
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueEvent
+from gateway.core.model import VenueNotice
+from gateway.core.model import symbol_key
 from gateway.core.rejections import named_symbols
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook

@@ -39,7 +39,8 @@ from typing import Final
 import msgspec
 
 from gateway.core.stats import SlotRenewals
-from gateway.core.transitions import Table, transition
+from gateway.core.transitions import Table
+from gateway.core.transitions import transition
 
 #: Share of ``max_connection_age_s`` over which connections' ages are spread at random, so
 #: connections opened together are not due together.

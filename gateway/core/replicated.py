@@ -16,35 +16,35 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Final
 
-from gateway.core.arbiter import (
-    ALL_DOWN_REASON,
-    Checksum,
-    crossed_reason,
-    snapshot_retry,
-    snapshot_retry_backoff,
-)
+from gateway.core.arbiter import ALL_DOWN_REASON
+from gateway.core.arbiter import Checksum
+from gateway.core.arbiter import crossed_reason
+from gateway.core.arbiter import snapshot_retry
+from gateway.core.arbiter import snapshot_retry_backoff
 from gateway.core.audit import top_levels
 from gateway.core.backoff import Backoff
-from gateway.core.book import BadLevel, L2Book
-from gateway.core.lograte import LimitedLogger, LogLimiter
-from gateway.core.model import (
-    ArbiterEvent,
-    BookCrossed,
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    ResubscribeWanted,
-    StatusChange,
-    SymbolState,
-    log_fields,
-)
+from gateway.core.book import BadLevel
+from gateway.core.book import L2Book
+from gateway.core.lograte import LimitedLogger
+from gateway.core.lograte import LogLimiter
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookCrossed
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import ResubscribeWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import log_fields
 from gateway.core.stats import SymbolStats
-from gateway.core.transitions import Table, transition
+from gateway.core.transitions import Table
+from gateway.core.transitions import transition
 
 log = logging.getLogger(__name__)
 

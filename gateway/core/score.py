@@ -20,11 +20,14 @@ Both policies are explicit state machines (:data:`REPLACE_TRANSITIONS`,
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.core.transitions import Table, transition
+from gateway.core.transitions import Table
+from gateway.core.transitions import transition
 
 #: Weights of the score's terms (they sum to 1).
 W_ARRIVAL: Final = 0.4

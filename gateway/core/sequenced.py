@@ -113,58 +113,55 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Collection, Hashable
+from collections.abc import Collection
+from collections.abc import Hashable
 from typing import Final
 
 from sortedcontainers import SortedKeyList
 
-from gateway.core.arbiter import (
-    ALL_DOWN_REASON,
-    DEFAULT_ARBITER_LIMITS,
-    ArbiterLimits,
-    Checksum,
-    Link,
-    LinkRule,
-    crossed_reason,
-    snapshot_retry,
-    snapshot_retry_backoff,
-)
-from gateway.core.audit import (
-    DEFAULT_AUDIT_DEPTH,
-    DEFAULT_RING_SIZE,
-    DEFAULT_SAMPLE_EVERY,
-    AgreementSample,
-    AppliedRing,
-    RestComparison,
-    RestVerdict,
-    compare_answer,
-    compare_book,
-    compare_rest,
-)
-from gateway.core.book import BadLevel, BeforeImage, L2Book
-from gateway.core.connections import (
-    ConnAction,
-    Connections,
-    Placement,
-    PlacementEvent,
-    Replica,
-)
-from gateway.core.lograte import LimitedLogger, LogLimiter
-from gateway.core.model import (
-    ArbiterEvent,
-    BookCrossed,
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    DepthSnapshot,
-    ReconnectWanted,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-    log_fields,
-)
+from gateway.core.arbiter import ALL_DOWN_REASON
+from gateway.core.arbiter import DEFAULT_ARBITER_LIMITS
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.arbiter import Checksum
+from gateway.core.arbiter import Link
+from gateway.core.arbiter import LinkRule
+from gateway.core.arbiter import crossed_reason
+from gateway.core.arbiter import snapshot_retry
+from gateway.core.arbiter import snapshot_retry_backoff
+from gateway.core.audit import DEFAULT_AUDIT_DEPTH
+from gateway.core.audit import DEFAULT_RING_SIZE
+from gateway.core.audit import DEFAULT_SAMPLE_EVERY
+from gateway.core.audit import AgreementSample
+from gateway.core.audit import AppliedRing
+from gateway.core.audit import RestComparison
+from gateway.core.audit import RestVerdict
+from gateway.core.audit import compare_answer
+from gateway.core.audit import compare_book
+from gateway.core.audit import compare_rest
+from gateway.core.book import BadLevel
+from gateway.core.book import BeforeImage
+from gateway.core.book import L2Book
+from gateway.core.connections import ConnAction
+from gateway.core.connections import Connections
+from gateway.core.connections import Placement
+from gateway.core.connections import PlacementEvent
+from gateway.core.connections import Replica
+from gateway.core.lograte import LimitedLogger
+from gateway.core.lograte import LogLimiter
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookCrossed
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import log_fields
 from gateway.core.stats import SymbolStats
-from gateway.core.transitions import Table, transition
+from gateway.core.transitions import Table
+from gateway.core.transitions import transition
 
 log = logging.getLogger(__name__)
 

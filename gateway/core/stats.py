@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Final
+from typing import NamedTuple
+from typing import TypeVar
+from typing import overload
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

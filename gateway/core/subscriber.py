@@ -34,7 +34,8 @@ import enum
 from collections.abc import Sequence
 from typing import Final
 
-from gateway.core.book import BadLevel, L2Book
+from gateway.core.book import BadLevel
+from gateway.core.book import L2Book
 from gateway.core.model import Level
 
 

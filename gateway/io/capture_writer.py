@@ -24,13 +24,11 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.capture.codec import (
-    CaptureFileWriter,
-    LineKind,
-    encode_line,
-    gap_payload,
-    session_name,
-)
+from gateway.capture.codec import CaptureFileWriter
+from gateway.capture.codec import LineKind
+from gateway.capture.codec import encode_line
+from gateway.capture.codec import gap_payload
+from gateway.capture.codec import session_name
 from gateway.core.stats import CaptureStats
 from gateway.io.changes import StateChanges
 from gateway.wire.tokens import redact

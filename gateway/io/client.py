@@ -74,34 +74,49 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, NamedTuple, Self
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
+from typing import Self
 
-from websockets.asyncio.client import ClientConnection, connect, unix_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
+from websockets.asyncio.client import unix_connect
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidHandshake
 
 from gateway.core.backoff import Backoff
-from gateway.core.model import Level, Side, SymbolState
-from gateway.io.logs import LimitedLog, redact_secrets
-from gateway.wire.client_session import (
-    GATEWAY_STOPPED,
-    BboEvent,
-    Book,
-    BookEvent,
-    ClientSession,
-    ClientState,
-    ClientStats,
-    Event,
-    GatewayError,
-    RecoveryEvent,
-    RetryEvent,
-    StatusEvent,
-    Step,
-    TradeEvent,
-    disconnect_reason,
-)
-from gateway.wire.protocol import Channel, UnknownValue, WireFormat, encode_json
-from gateway.wire.tokens import Secret, bearer_headers, redact, redacted_repr, split_token
+from gateway.core.model import Level
+from gateway.core.model import Side
+from gateway.core.model import SymbolState
+from gateway.io.logs import LimitedLog
+from gateway.io.logs import redact_secrets
+from gateway.wire.client_session import GATEWAY_STOPPED
+from gateway.wire.client_session import BboEvent
+from gateway.wire.client_session import Book
+from gateway.wire.client_session import BookEvent
+from gateway.wire.client_session import ClientSession
+from gateway.wire.client_session import ClientState
+from gateway.wire.client_session import ClientStats
+from gateway.wire.client_session import Event
+from gateway.wire.client_session import GatewayError
+from gateway.wire.client_session import RecoveryEvent
+from gateway.wire.client_session import RetryEvent
+from gateway.wire.client_session import StatusEvent
+from gateway.wire.client_session import Step
+from gateway.wire.client_session import TradeEvent
+from gateway.wire.client_session import disconnect_reason
+from gateway.wire.protocol import Channel
+from gateway.wire.protocol import UnknownValue
+from gateway.wire.protocol import WireFormat
+from gateway.wire.protocol import encode_json
+from gateway.wire.tokens import Secret
+from gateway.wire.tokens import bearer_headers
+from gateway.wire.tokens import redact
+from gateway.wire.tokens import redacted_repr
+from gateway.wire.tokens import split_token
 
 __all__ = [
     "GATEWAY_STOPPED",

@@ -40,86 +40,96 @@ import stat
 import struct
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import Final
+from typing import Protocol
 from urllib.parse import parse_qs
 
 import msgspec
-from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
+from websockets.asyncio.server import Server
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve
+from websockets.asyncio.server import unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
+from websockets.http11 import Response
 from websockets.protocol import State
 
 from gateway.core.book import L2Book
-from gateway.core.depth import depth_bounds, depth_delta
-from gateway.core.flow import WRITE, FlowAction, FlowPolicy, FlowState, SubscriberFlow
-from gateway.core.model import (
-    STARTING_REASON,
-    BookDelta,
-    BookReset,
-    GatewayEvent,
-    Level,
-    StatusChange,
-    SymbolState,
-    TradeOut,
-)
+from gateway.core.depth import depth_bounds
+from gateway.core.depth import depth_delta
+from gateway.core.flow import WRITE
+from gateway.core.flow import FlowAction
+from gateway.core.flow import FlowPolicy
+from gateway.core.flow import FlowState
+from gateway.core.flow import SubscriberFlow
+from gateway.core.model import STARTING_REASON
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import GatewayEvent
+from gateway.core.model import Level
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import TradeOut
 from gateway.core.pipeline import BookState
 from gateway.core.ratelimit import TokenBucket
 from gateway.core.stats import FanoutStats
 from gateway.io.changes import StateChanges
-from gateway.io.health import HttpAnswer, HttpRoute, health_document
-from gateway.io.logs import FD_EXHAUSTION, LimitedLog, redact_secrets
-from gateway.io.server_close import AcceptedConnection, close_servers
-from gateway.wire.config import (
-    ListenerLost,
-    ListenError,
-    ServerConfig,
-    allowed_host_names,
-    exposure_warning,
-    host_header_name,
-    listen_error,
-)
-from gateway.wire.protocol import (
-    GOING_AWAY_REASON,
-    Bbo,
-    CloseCode,
-    Delta,
-    Error,
-    ErrorCode,
-    ListSymbols,
-    Ping,
-    Pong,
-    ProtocolError,
-    RecoverFrom,
-    Resync,
-    ServerMessage,
-    Snapshot,
-    Status,
-    StreamPosition,
-    Subscribe,
-    Subscribed,
-    SymbolInfo,
-    Symbols,
-    TradeMsg,
-    Unsubscribe,
-    Unsubscribed,
-    decode_request,
-    encode_json,
-    encode_msgpack,
-)
-from gateway.wire.protocol import (
-    Request as ClientRequest,
-)
-from gateway.wire.recovery import (
-    INSTANCE_NONCE_BITS,
-    GatewayInstance,
-    M,
-    RecoveryRing,
-    RingEntry,
-    new_instance,
-)
-from gateway.wire.tokens import TOKEN_PARAMETER, redact
+from gateway.io.health import HttpAnswer
+from gateway.io.health import HttpRoute
+from gateway.io.health import health_document
+from gateway.io.logs import FD_EXHAUSTION
+from gateway.io.logs import LimitedLog
+from gateway.io.logs import redact_secrets
+from gateway.io.server_close import AcceptedConnection
+from gateway.io.server_close import close_servers
+from gateway.wire.config import ListenerLost
+from gateway.wire.config import ListenError
+from gateway.wire.config import ServerConfig
+from gateway.wire.config import allowed_host_names
+from gateway.wire.config import exposure_warning
+from gateway.wire.config import host_header_name
+from gateway.wire.config import listen_error
+from gateway.wire.protocol import GOING_AWAY_REASON
+from gateway.wire.protocol import Bbo
+from gateway.wire.protocol import CloseCode
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Error
+from gateway.wire.protocol import ErrorCode
+from gateway.wire.protocol import ListSymbols
+from gateway.wire.protocol import Ping
+from gateway.wire.protocol import Pong
+from gateway.wire.protocol import ProtocolError
+from gateway.wire.protocol import RecoverFrom
+from gateway.wire.protocol import Request as ClientRequest
+from gateway.wire.protocol import Resync
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import StreamPosition
+from gateway.wire.protocol import Subscribe
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import SymbolInfo
+from gateway.wire.protocol import Symbols
+from gateway.wire.protocol import TradeMsg
+from gateway.wire.protocol import Unsubscribe
+from gateway.wire.protocol import Unsubscribed
+from gateway.wire.protocol import decode_request
+from gateway.wire.protocol import encode_json
+from gateway.wire.protocol import encode_msgpack
+from gateway.wire.recovery import INSTANCE_NONCE_BITS
+from gateway.wire.recovery import GatewayInstance
+from gateway.wire.recovery import M
+from gateway.wire.recovery import RecoveryRing
+from gateway.wire.recovery import RingEntry
+from gateway.wire.recovery import new_instance
+from gateway.wire.tokens import TOKEN_PARAMETER
+from gateway.wire.tokens import redact
 
 log = logging.getLogger(__name__)
 #: How late the event loop may wake :meth:`Fanout.serve`'s periodic check before a warning.

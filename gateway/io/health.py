@@ -9,14 +9,17 @@ body says which symbols are not live, their state and the reason they were last 
 from __future__ import annotations
 
 import http
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
-from gateway.core.model import STARTING_REASON, SymbolState
+from gateway.core.model import STARTING_REASON
+from gateway.core.model import SymbolState
 from gateway.wire.protocol import PROTOCOL_VERSION
 
 

@@ -18,13 +18,18 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Hashable, Mapping
-from datetime import UTC, datetime
-from typing import Any, Final
+from collections.abc import Callable
+from collections.abc import Hashable
+from collections.abc import Mapping
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+from typing import Final
 
 import orjson
 
-from gateway.core.lograte import LimitedLogger, LogLimiter
+from gateway.core.lograte import LimitedLogger
+from gateway.core.lograte import LogLimiter
 from gateway.core.stats import FdExhaustionStats
 from gateway.io.changes import StateChanges
 from gateway.wire.tokens import redact

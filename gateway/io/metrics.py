@@ -20,41 +20,39 @@ from __future__ import annotations
 
 import http
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Final, Protocol
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from typing import Final
+from typing import Protocol
 
-from prometheus_client import (
-    CollectorRegistry,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    StateSetMetricFamily,
-)
+from prometheus_client import CollectorRegistry
+from prometheus_client import GCCollector
+from prometheus_client import PlatformCollector
+from prometheus_client import ProcessCollector
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import StateSetMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.core.histogram import Histogram
 from gateway.core.model import SymbolState
-from gateway.core.stats import (
-    CAPTURE_DROPPED,
-    CaptureStats,
-    ConnectionStats,
-    FanoutStats,
-    FdExhaustionStats,
-    FetcherStats,
-    SlotRenewals,
-    Stat,
-    SymbolConnectionStats,
-    SymbolStats,
-    VenueRuntimeStats,
-    VenueStats,
-    exported,
-)
+from gateway.core.stats import CAPTURE_DROPPED
+from gateway.core.stats import CaptureStats
+from gateway.core.stats import ConnectionStats
+from gateway.core.stats import FanoutStats
+from gateway.core.stats import FdExhaustionStats
+from gateway.core.stats import FetcherStats
+from gateway.core.stats import SlotRenewals
+from gateway.core.stats import Stat
+from gateway.core.stats import SymbolConnectionStats
+from gateway.core.stats import SymbolStats
+from gateway.core.stats import VenueRuntimeStats
+from gateway.core.stats import VenueStats
+from gateway.core.stats import exported
 from gateway.io.health import HttpAnswer
 from gateway.io.logs import FD_EXHAUSTION
 

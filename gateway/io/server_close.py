@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import Server
+from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 
 

@@ -36,12 +36,15 @@ from gateway.core.model import SymbolState
 from gateway.core.stats import SymbolStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
-from gateway.io.fanout import Fanout, StopResult
+from gateway.io.fanout import Fanout
+from gateway.io.fanout import StopResult
 from gateway.io.health import HttpAnswer
-from gateway.io.metrics import metrics_answer, metrics_registry
+from gateway.io.metrics import metrics_answer
+from gateway.io.metrics import metrics_registry
 from gateway.io.venue_runtime import VenueRuntime
 from gateway.wire.config import Config
-from gateway.wire.recovery import INSTANCE_NONCE_BITS, new_instance
+from gateway.wire.recovery import INSTANCE_NONCE_BITS
+from gateway.wire.recovery import new_instance
 
 log = logging.getLogger(__name__)
 

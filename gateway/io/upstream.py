@@ -13,25 +13,32 @@ import importlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Final
 
 import httpx
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
 
-from gateway.core.backoff import Backoff, ReconnectPolicy
-from gateway.core.budget import (
-    RATE_LIMIT_STATUSES,
-    AttemptBudget,
-    WeightBudget,
-    retry_after_s,
-)
-from gateway.core.model import DepthSnapshot, VenueContractError
+from gateway.core.backoff import Backoff
+from gateway.core.backoff import ReconnectPolicy
+from gateway.core.budget import RATE_LIMIT_STATUSES
+from gateway.core.budget import AttemptBudget
+from gateway.core.budget import WeightBudget
+from gateway.core.budget import retry_after_s
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import VenueContractError
 from gateway.core.ratelimit import TokenBucket
-from gateway.core.stats import ConnectionStats, FetcherStats
+from gateway.core.stats import ConnectionStats
+from gateway.core.stats import FetcherStats
 from gateway.io.changes import StateChanges
-from gateway.io.logs import FD_EXHAUSTION, FdExhaustion, LimitedLog, redact_secrets
+from gateway.io.logs import FD_EXHAUSTION
+from gateway.io.logs import FdExhaustion
+from gateway.io.logs import LimitedLog
+from gateway.io.logs import redact_secrets
 from gateway.wire.tokens import redact
 from gateway.wire.venues import VenueAdapter
 

@@ -20,41 +20,48 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
 
 from gateway.core import pipeline
 from gateway.core.activity import ActivityLimits
-from gateway.core.arbiter import ArbiterLimits, SymbolArbiter
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.arbiter import SymbolArbiter
 from gateway.core.awaiting import AwaitLimits
 from gateway.core.backoff import Backoff
-from gateway.core.budget import AttemptBudget, SharedBudgets
-from gateway.core.limits import PlannedConnection, plan_connections
-from gateway.core.model import DepthSnapshot, GatewayEvent
-from gateway.core.renewal import (
-    CloseConnection,
-    Command,
-    OpenReplacement,
-    Renewal,
-    RenewalEvent,
-    VenueRenewals,
-    renewal_age_s,
-)
+from gateway.core.budget import AttemptBudget
+from gateway.core.budget import SharedBudgets
+from gateway.core.limits import PlannedConnection
+from gateway.core.limits import plan_connections
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import GatewayEvent
+from gateway.core.renewal import CloseConnection
+from gateway.core.renewal import Command
+from gateway.core.renewal import OpenReplacement
+from gateway.core.renewal import Renewal
+from gateway.core.renewal import RenewalEvent
+from gateway.core.renewal import VenueRenewals
+from gateway.core.renewal import renewal_age_s
 from gateway.core.replicated import ReplicatedBook
-from gateway.core.score import (
-    ReplacementPolicy,
-    Scorer,
-    StandbyAction,
-    StandbyPolicy,
-    Totals,
-    rotated_endpoint,
-)
-from gateway.core.stats import VenueRuntimeStats, VenueStats
+from gateway.core.score import ReplacementPolicy
+from gateway.core.score import Scorer
+from gateway.core.score import StandbyAction
+from gateway.core.score import StandbyPolicy
+from gateway.core.score import Totals
+from gateway.core.score import rotated_endpoint
+from gateway.core.stats import VenueRuntimeStats
+from gateway.core.stats import VenueStats
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.changes import StateChanges
 from gateway.io.logs import LimitedLog
-from gateway.io.upstream import Connection, Sent, SnapshotFetcher
-from gateway.wire.config import VenueConfig, snapshot_limit, venue_limits
+from gateway.io.upstream import Connection
+from gateway.io.upstream import Sent
+from gateway.io.upstream import SnapshotFetcher
+from gateway.wire.config import VenueConfig
+from gateway.wire.config import snapshot_limit
+from gateway.wire.config import venue_limits
 from gateway.wire.tokens import redacted_repr
 from gateway.wire.venues import adapter_for
 

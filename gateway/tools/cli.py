@@ -6,23 +6,30 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-from gateway.tools import demo, replay, tap, top, verify
-from gateway.tools.runtime import (
-    Parser,
-    UsageError,
-    add_capture_argument,
-    configure_logging,
-    log_level,
-    make_capture,
-    port_number,
-    run_loop,
-    stack_dumps,
-)
-from gateway.wire.config import LOG_FORMATS, Config, ConfigError, load_config, validate
+from gateway.tools import demo
+from gateway.tools import replay
+from gateway.tools import tap
+from gateway.tools import top
+from gateway.tools import verify
+from gateway.tools.runtime import Parser
+from gateway.tools.runtime import UsageError
+from gateway.tools.runtime import add_capture_argument
+from gateway.tools.runtime import configure_logging
+from gateway.tools.runtime import log_level
+from gateway.tools.runtime import make_capture
+from gateway.tools.runtime import port_number
+from gateway.tools.runtime import run_loop
+from gateway.tools.runtime import stack_dumps
+from gateway.wire.config import LOG_FORMATS
+from gateway.wire.config import Config
+from gateway.wire.config import ConfigError
+from gateway.wire.config import load_config
+from gateway.wire.config import validate
 
 # --- run -------------------------------------------------------------------------------------
 

@@ -20,35 +20,35 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
+from typing import Final
 
-from feeds.sim.faults import FaultPlan, FaultSpecError
+from feeds.sim.faults import FaultPlan
+from feeds.sim.faults import FaultSpecError
 from gateway.core.book import L2Book
 from gateway.io.service import Service
-from gateway.tools.runtime import (
-    UsageError,
-    add_capture_argument,
-    add_seconds_argument,
-    configure_logging,
-    int_at_least,
-    int_between,
-    log_level,
-    make_capture,
-    port_number,
-    run_loop,
-    toml_strings,
-)
-from gateway.wire.config import (
-    MAX_PORT,
-    Config,
-    ServerConfig,
-    VenueConfig,
-    parse_config,
-    validate,
-)
+from gateway.tools.runtime import UsageError
+from gateway.tools.runtime import add_capture_argument
+from gateway.tools.runtime import add_seconds_argument
+from gateway.tools.runtime import configure_logging
+from gateway.tools.runtime import int_at_least
+from gateway.tools.runtime import int_between
+from gateway.tools.runtime import log_level
+from gateway.tools.runtime import make_capture
+from gateway.tools.runtime import port_number
+from gateway.tools.runtime import run_loop
+from gateway.tools.runtime import toml_strings
+from gateway.wire.config import MAX_PORT
+from gateway.wire.config import Config
+from gateway.wire.config import ServerConfig
+from gateway.wire.config import VenueConfig
+from gateway.wire.config import parse_config
+from gateway.wire.config import validate
 
 log = logging.getLogger("mdgateway.demo")
 
@@ -249,7 +249,8 @@ async def _show(service: Service, view: bool, started_s: float) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    from gateway.tools.view import RecentLog, render
+    from gateway.tools.view import RecentLog
+    from gateway.tools.view import render
 
     # Log lines go to the view's events panel while it is on screen.
     events = RecentLog()

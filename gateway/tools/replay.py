@@ -36,30 +36,45 @@ import heapq
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING
+from typing import Final
+from typing import TextIO
 from urllib.parse import urlsplit
 
 import msgspec
 
-from feeds.sim.faults import FaultPlan, FaultSpecError
+from feeds.sim.faults import FaultPlan
+from feeds.sim.faults import FaultSpecError
 from feeds.sim.replay_book import Routed
-from feeds.sim.replay_plan import ReplayPlan, build_plan, parse_speed
-from gateway.capture import (
-    CaptureFormatError,
-    CaptureReader,
-    CaptureRecord,
-    connection_venue,
-    detect_venue,
-    is_inline_snapshot,
-)
-from gateway.capture.driver import VenueRouter, venue_adapter
-from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
-from gateway.tools.runtime import int_at_least, port_number, toml_strings
-from gateway.wire.config import SYMBOL_PATTERN, ConfigError, parse_config
-from gateway.wire.venues import ADAPTERS, VenueAdapter
+from feeds.sim.replay_plan import ReplayPlan
+from feeds.sim.replay_plan import build_plan
+from feeds.sim.replay_plan import parse_speed
+from gateway.capture import CaptureFormatError
+from gateway.capture import CaptureReader
+from gateway.capture import CaptureRecord
+from gateway.capture import connection_venue
+from gateway.capture import detect_venue
+from gateway.capture import is_inline_snapshot
+from gateway.capture.driver import VenueRouter
+from gateway.capture.driver import venue_adapter
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import VenueContractError
+from gateway.tools.runtime import int_at_least
+from gateway.tools.runtime import port_number
+from gateway.tools.runtime import toml_strings
+from gateway.wire.config import SYMBOL_PATTERN
+from gateway.wire.config import ConfigError
+from gateway.wire.config import parse_config
+from gateway.wire.venues import ADAPTERS
+from gateway.wire.venues import VenueAdapter
 
 if TYPE_CHECKING:
     from feeds.sim.replay import ReplayServer
@@ -481,7 +496,8 @@ def quiet_rebuild_logs() -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gateway.tools.runtime import configure_logging, run_loop
+    from gateway.tools.runtime import configure_logging
+    from gateway.tools.runtime import run_loop
 
     configure_logging("WARNING")
     try:

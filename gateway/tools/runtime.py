@@ -21,14 +21,28 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable
+from collections.abc import Coroutine
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Final
+from typing import NoReturn
+from typing import TypeVar
 
 import msgspec
 
-from gateway.wire.config import LOG_FORMATS, LOG_LEVELS, MAX_PORT, ListenerLost, ListenError
-from gateway.wire.tokens import TokenError, read_token_file, split_token
+from gateway.wire.config import LOG_FORMATS
+from gateway.wire.config import LOG_LEVELS
+from gateway.wire.config import MAX_PORT
+from gateway.wire.config import ListenerLost
+from gateway.wire.config import ListenError
+from gateway.wire.tokens import TokenError
+from gateway.wire.tokens import read_token_file
+from gateway.wire.tokens import split_token
 
 if TYPE_CHECKING:
     from gateway.io.capture_writer import CaptureWriter

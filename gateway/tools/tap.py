@@ -50,42 +50,45 @@ import sys
 import time
 from collections import deque
 from collections.abc import Coroutine
-from typing import Any, Final, TextIO
+from typing import Any
+from typing import Final
+from typing import TextIO
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
+from websockets.exceptions import WebSocketException
 
 from gateway.core.book import L2Book
-from gateway.core.model import Level, SymbolState
-from gateway.core.subscriber import SubscribedBook, SubscriberAction
+from gateway.core.model import Level
+from gateway.core.model import SymbolState
+from gateway.core.subscriber import SubscribedBook
+from gateway.core.subscriber import SubscriberAction
 from gateway.io.client import connect_gateway
-from gateway.tools.runtime import (
-    TOKEN_ENV,
-    UsageError,
-    add_gateway_url_argument,
-    add_seconds_argument,
-    add_token_arguments,
-    int_at_least,
-    url_and_token,
-)
+from gateway.tools.runtime import TOKEN_ENV
+from gateway.tools.runtime import UsageError
+from gateway.tools.runtime import add_gateway_url_argument
+from gateway.tools.runtime import add_seconds_argument
+from gateway.tools.runtime import add_token_arguments
+from gateway.tools.runtime import int_at_least
+from gateway.tools.runtime import url_and_token
 from gateway.tools.top import gateway_urls
-from gateway.wire.protocol import (
-    Delta,
-    Error,
-    ErrorCode,
-    ProtocolError,
-    Request,
-    Resync,
-    ServerMessage,
-    Snapshot,
-    Status,
-    Subscribe,
-    UnknownMessage,
-    encode_json,
-    read_server_message,
-)
-from gateway.wire.tokens import redact, split_token
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Error
+from gateway.wire.protocol import ErrorCode
+from gateway.wire.protocol import ProtocolError
+from gateway.wire.protocol import Request
+from gateway.wire.protocol import Resync
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribe
+from gateway.wire.protocol import UnknownMessage
+from gateway.wire.protocol import encode_json
+from gateway.wire.protocol import read_server_message
+from gateway.wire.tokens import redact
+from gateway.wire.tokens import split_token
 
 DEFAULT_OPEN_TIMEOUT_S: Final = 5.0
 #: Levels per side in the human summary (the JSON report has the whole book).

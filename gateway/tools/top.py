@@ -22,39 +22,51 @@ import dataclasses
 import http
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosedOK
+from websockets.exceptions import InvalidHandshake
 
 from gateway.io.changes import StateChanges
-from gateway.io.client import UNIX_SCHEME, connect_gateway, next_step
+from gateway.io.client import UNIX_SCHEME
+from gateway.io.client import connect_gateway
+from gateway.io.client import next_step
 from gateway.io.fanout import SubscriberStats
-from gateway.tools.runtime import (
-    TOKEN_ENV,
-    UsageError,
-    add_gateway_url_argument,
-    add_seconds_argument,
-    add_token_arguments,
-    run_loop,
-    url_and_token,
-)
-from gateway.tools.top_model import (
-    NotAGateway,
-    Reading,
-    Samples,
-    Top,
-    check_health,
-    parse_metrics,
-    subscriber_rows,
-    top_frame,
-)
-from gateway.wire.client_session import BboEvent, ClientSession, GatewayError, StatusEvent
-from gateway.wire.protocol import Ping, Pong, ProtocolError, decode_server_message, encode_json
-from gateway.wire.tokens import Secret, bearer_headers, redact, redacted_repr, split_token
+from gateway.tools.runtime import TOKEN_ENV
+from gateway.tools.runtime import UsageError
+from gateway.tools.runtime import add_gateway_url_argument
+from gateway.tools.runtime import add_seconds_argument
+from gateway.tools.runtime import add_token_arguments
+from gateway.tools.runtime import run_loop
+from gateway.tools.runtime import url_and_token
+from gateway.tools.top_model import NotAGateway
+from gateway.tools.top_model import Reading
+from gateway.tools.top_model import Samples
+from gateway.tools.top_model import Top
+from gateway.tools.top_model import check_health
+from gateway.tools.top_model import parse_metrics
+from gateway.tools.top_model import subscriber_rows
+from gateway.tools.top_model import top_frame
+from gateway.wire.client_session import BboEvent
+from gateway.wire.client_session import ClientSession
+from gateway.wire.client_session import GatewayError
+from gateway.wire.client_session import StatusEvent
+from gateway.wire.protocol import Ping
+from gateway.wire.protocol import Pong
+from gateway.wire.protocol import ProtocolError
+from gateway.wire.protocol import decode_server_message
+from gateway.wire.protocol import encode_json
+from gateway.wire.tokens import Secret
+from gateway.wire.tokens import bearer_headers
+from gateway.wire.tokens import redact
+from gateway.wire.tokens import redacted_repr
+from gateway.wire.tokens import split_token
 
 #: The URL schemes accepted → (HTTP scheme, WebSocket scheme) of the same gateway.
 _SCHEMES = {

@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -22,19 +23,19 @@ from rich.console import RenderableType
 from rich.text import Text
 
 from gateway.core.histogram import quantile
-from gateway.core.model import Level, SymbolState
+from gateway.core.model import Level
+from gateway.core.model import SymbolState
 from gateway.io.fanout import SubscriberStats
-from gateway.tools.view import (
-    BookRow,
-    EndpointRow,
-    books_data,
-    endpoints_data,
-    frame,
-    size,
-    subscribers_data,
-)
+from gateway.tools.view import BookRow
+from gateway.tools.view import EndpointRow
+from gateway.tools.view import books_data
+from gateway.tools.view import endpoints_data
+from gateway.tools.view import frame
+from gateway.tools.view import size
+from gateway.tools.view import subscribers_data
 from gateway.wire.client_session import ClientState
-from gateway.wire.protocol import members, typed_value
+from gateway.wire.protocol import members
+from gateway.wire.protocol import typed_value
 
 Labels = tuple[tuple[str, str], ...]
 #: Sample name → labels (sorted pairs) → value.

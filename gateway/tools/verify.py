@@ -24,30 +24,37 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final
+from typing import TextIO
 
 import msgspec
 
-from gateway.capture import (
-    FORMATS,
-    KNOWN_VENUES,
-    CaptureFormat,
-    CaptureFormatError,
-    CaptureRecord,
-    ReadStats,
-    detect_format,
-    detect_venue,
-)
-from gateway.capture.chain import Boundary, ChainedReader
-from gateway.capture.driver import RecordDriver, VenueRouter
-from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS, ArbiterLimits, SymbolArbiter
+from gateway.capture import FORMATS
+from gateway.capture import KNOWN_VENUES
+from gateway.capture import CaptureFormat
+from gateway.capture import CaptureFormatError
+from gateway.capture import CaptureRecord
+from gateway.capture import ReadStats
+from gateway.capture import detect_format
+from gateway.capture import detect_venue
+from gateway.capture.chain import Boundary
+from gateway.capture.chain import ChainedReader
+from gateway.capture.driver import RecordDriver
+from gateway.capture.driver import VenueRouter
+from gateway.core.arbiter import DEFAULT_REORDER_WINDOW_NS
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.arbiter import SymbolArbiter
 from gateway.core.model import Level
 from gateway.core.pipeline import VenuePipeline
 from gateway.core.stats import SymbolStats
-from gateway.tools.runtime import configure_logging, int_at_least, log_level
-from gateway.wire.venues import ADAPTERS, VenueAdapter
+from gateway.tools.runtime import configure_logging
+from gateway.tools.runtime import int_at_least
+from gateway.tools.runtime import log_level
+from gateway.wire.venues import ADAPTERS
+from gateway.wire.venues import VenueAdapter
 
 DEFAULT_DEPTH: Final = 20
 #: Records between two calls of the progress callback.

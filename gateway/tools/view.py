@@ -18,18 +18,23 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
+from rich.console import Group
+from rich.console import RenderableType
 from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from gateway.core.model import Level, SymbolState
+from gateway.core.model import Level
+from gateway.core.model import SymbolState
 from gateway.io.fanout import SubscriberStats
-from gateway.wire.client_session import ClientState, spread_of
+from gateway.wire.client_session import ClientState
+from gateway.wire.client_session import spread_of
 
 if TYPE_CHECKING:
     from gateway.io.service import Service

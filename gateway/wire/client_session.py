@@ -66,38 +66,44 @@ import dataclasses
 import enum
 import random
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
-from typing import ClassVar, Final, Literal
+from decimal import Decimal
+from decimal import InvalidOperation
+from typing import ClassVar
+from typing import Final
+from typing import Literal
 
 import msgspec
 
 from gateway.core.backoff import Backoff
 from gateway.core.book import L2Book
-from gateway.core.model import Level, Side, SymbolState
-from gateway.core.subscriber import BookSyncState, SubscribedBook, SubscriberAction
-from gateway.core.transitions import Table, transition
-from gateway.wire.protocol import (
-    GOING_AWAY_REASON,
-    Bbo,
-    Channel,
-    CloseCode,
-    Delta,
-    Error,
-    ErrorCode,
-    ProtocolError,
-    RecoverFrom,
-    Request,
-    Resync,
-    Snapshot,
-    Status,
-    Subscribe,
-    Subscribed,
-    TradeMsg,
-    UnknownMessage,
-    UnknownValue,
-    WireFormat,
-    read_server_message,
-)
+from gateway.core.model import Level
+from gateway.core.model import Side
+from gateway.core.model import SymbolState
+from gateway.core.subscriber import BookSyncState
+from gateway.core.subscriber import SubscribedBook
+from gateway.core.subscriber import SubscriberAction
+from gateway.core.transitions import Table
+from gateway.core.transitions import transition
+from gateway.wire.protocol import GOING_AWAY_REASON
+from gateway.wire.protocol import Bbo
+from gateway.wire.protocol import Channel
+from gateway.wire.protocol import CloseCode
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Error
+from gateway.wire.protocol import ErrorCode
+from gateway.wire.protocol import ProtocolError
+from gateway.wire.protocol import RecoverFrom
+from gateway.wire.protocol import Request
+from gateway.wire.protocol import Resync
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribe
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import TradeMsg
+from gateway.wire.protocol import UnknownMessage
+from gateway.wire.protocol import UnknownValue
+from gateway.wire.protocol import WireFormat
+from gateway.wire.protocol import read_server_message
 
 CHANNELS: Final[tuple[Channel, ...]] = ("book", "bbo", "trade")
 #: Every symbol's ``stale`` reason once the gateway closed the connection because it is

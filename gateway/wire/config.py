@@ -12,13 +12,20 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated
+from typing import Final
+from typing import Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway.core.limits import VenueLimits, plan_connections
-from gateway.wire.tokens import Secret, TokenError, read_token_file, redact, redacted_repr
+from gateway.core.limits import VenueLimits
+from gateway.core.limits import plan_connections
+from gateway.wire.tokens import Secret
+from gateway.wire.tokens import TokenError
+from gateway.wire.tokens import read_token_file
+from gateway.wire.tokens import redact
+from gateway.wire.tokens import redacted_repr
 from gateway.wire.venues import ADAPTERS
 
 SUPPORTED_VENUES: Final = tuple(ADAPTERS)

@@ -58,11 +58,18 @@ import sys
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated
+from typing import Any
+from typing import Final
+from typing import Literal
+from typing import TypeVar
 
 import msgspec
 
-from gateway.core.model import STOPPING_REASON, Level, Side, SymbolState
+from gateway.core.model import STOPPING_REASON
+from gateway.core.model import Level
+from gateway.core.model import Side
+from gateway.core.model import SymbolState
 
 #: Bumped on any incompatible change of the messages below.
 PROTOCOL_VERSION: Final = 1

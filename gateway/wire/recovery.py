@@ -22,11 +22,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Generic, NamedTuple, TypeVar
+from typing import Final
+from typing import Generic
+from typing import NamedTuple
+from typing import TypeVar
 
 import msgspec
 
-from gateway.wire.protocol import Delta, TradeMsg
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import TradeMsg
 
 # Measured with tracemalloc on CPython 3.11 (tests/gateway/wire/test_recovery.py holds the
 # estimate within a quarter of what a ring of real messages takes).

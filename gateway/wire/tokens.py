@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar, cast
+from typing import Final
+from typing import TypeVar
+from typing import cast
 from urllib.parse import unquote_plus
 
 #: The query parameter a URL may carry the token in (the server accepts it there too).

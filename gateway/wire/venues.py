@@ -5,20 +5,32 @@ Pure: the adapters' functions take input and return output; nothing here does I/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Final, Literal, Protocol
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import Final
+from typing import Literal
+from typing import Protocol
 
-from feeds import binance, binance_coinm, binance_usdm, bybit, coinbase, kraken, okx
-from gateway.core.arbiter import (
-    DEFAULT_ARBITER_LIMITS,
-    ArbiterLimits,
-    Checksum,
-    LinkRule,
-    SymbolArbiter,
-)
+from feeds import binance
+from feeds import binance_coinm
+from feeds import binance_usdm
+from feeds import bybit
+from feeds import coinbase
+from feeds import kraken
+from feeds import okx
+from gateway.core.arbiter import DEFAULT_ARBITER_LIMITS
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.arbiter import Checksum
+from gateway.core.arbiter import LinkRule
+from gateway.core.arbiter import SymbolArbiter
 from gateway.core.limits import VenueLimits
-from gateway.core.model import DepthSnapshot, VenueEvent, symbol_key
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import VenueEvent
+from gateway.core.model import symbol_key
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook
 

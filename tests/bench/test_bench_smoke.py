@@ -11,7 +11,8 @@ import gc
 import importlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -16,13 +18,11 @@ from typing import Final
 
 from hypothesis import strategies as st
 
-from gateway.core.model import (
-    ConnectionSequence,
-    DepthDiff,
-    DepthSnapshot,
-    Trade,
-    VenueContractError,
-)
+from gateway.core.model import ConnectionSequence
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
 
 #: Frames that are no venue's message: each adapter refuses them with VenueContractError.
 NOT_FRAMES: Final = (b"", b"not json", b"[]", b'{"hello":1}')

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
+from collections import defaultdict
 
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Side
+from gateway.core.model import Trade
 
 
 def aggressor_where(book: L2Book, trade: Trade) -> str:

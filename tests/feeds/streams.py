@@ -3,14 +3,19 @@ of one venue stream."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import Generic
+from typing import Protocol
+from typing import TypeVar
 
 from hypothesis import note
 from hypothesis import strategies as st
 
 from gateway.core.arbiter import SymbolArbiter
-from gateway.core.model import ReconnectWanted, SnapshotWanted
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import SnapshotWanted
 
 T = TypeVar("T")
 M = TypeVar("M")

@@ -7,11 +7,16 @@ import gzip
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 
 from feeds import binance
 from gateway.core.arbiter import Link
-from gateway.core.model import DepthDiff, Side, Trade, VenueContractError, VenueNotice
+from gateway.core.model import DepthDiff
+from gateway.core.model import Side
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueNotice
 
 from . import fuzzing
 

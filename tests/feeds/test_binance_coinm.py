@@ -12,7 +12,9 @@ import pytest
 
 from feeds import binance_coinm as coinm
 from feeds import binance_usdm as usdm
-from gateway.capture.venues import connection_venue, cryptofeed_venue, venue_from_frame
+from gateway.capture.venues import connection_venue
+from gateway.capture.venues import cryptofeed_venue
+from gateway.capture.venues import venue_from_frame
 from gateway.core import model
 from gateway.core.arbiter import Link
 from gateway.wire.venues import ADAPTERS

@@ -29,20 +29,21 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import pytest
-from hypothesis import given, note, settings
+from hypothesis import given
+from hypothesis import note
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from feeds import binance_coinm, binance_usdm
+from feeds import binance_coinm
+from feeds import binance_usdm
 from gateway.core.arbiter import ArbiterLimits
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-)
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
 
 from .streams import Draw

@@ -14,22 +14,23 @@ from types import ModuleType
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from feeds import binance_coinm as coinm
 from feeds import binance_usdm as usdm
 from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
-from gateway.capture import CaptureReader, rest_symbol
-from gateway.core.arbiter import Link, LinkRule
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    Side,
-    Trade,
-    VenueNotice,
-)
+from gateway.capture import CaptureReader
+from gateway.capture import rest_symbol
+from gateway.core.arbiter import Link
+from gateway.core.arbiter import LinkRule
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Side
+from gateway.core.model import Trade
+from gateway.core.model import VenueNotice
 from gateway.core.sequenced import SequencedBook
 
 from . import fuzzing

@@ -8,31 +8,34 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from feeds import bybit
-from gateway.capture import CaptureReader, connection_venue
-from gateway.core.arbiter import Link, TradeDedup
+from gateway.capture import CaptureReader
+from gateway.capture import connection_venue
+from gateway.core.arbiter import Link
+from gateway.core.arbiter import TradeDedup
 from gateway.core.connections import Placement
-from gateway.core.model import (
-    ArbiterEvent,
-    BookDelta,
-    DepthDiff,
-    DepthSnapshot,
-    ReconnectWanted,
-    Side,
-    SnapshotWanted,
-    SymbolState,
-    Trade,
-    VenueContractError,
-    VenueNotice,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookDelta
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import Side
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import SymbolState
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueNotice
 from gateway.core.sequenced import SequencedBook
 
 from . import fuzzing

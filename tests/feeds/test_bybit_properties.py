@@ -17,23 +17,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import given, note, settings
+from hypothesis import given
+from hypothesis import note
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from feeds.bybit import LINEAR, BybitRule
+from feeds.bybit import LINEAR
+from feeds.bybit import BybitRule
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.model import (
-    ArbiterEvent,
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    ReconnectWanted,
-    SnapshotWanted,
-    SymbolState,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
 
-from .streams import LateSubscriptions, interleaved
+from .streams import LateSubscriptions
+from .streams import interleaved
 
 SYMBOL = "BTCUSDT"
 KEY = f"{LINEAR}:{SYMBOL}"

@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from feeds import coinbase
-from gateway.core.model import (
-    ConnectionSequence,
-    DepthDiff,
-    DepthSnapshot,
-    Side,
-    Trade,
-    VenueNotice,
-)
+from gateway.core.model import ConnectionSequence
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Side
+from gateway.core.model import Trade
+from gateway.core.model import VenueNotice
 
 from . import fuzzing
 from .fuzzing import replaced

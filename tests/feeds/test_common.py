@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from hypothesis import example, given
+from hypothesis import example
+from hypothesis import given
 from hypothesis import strategies as st
 
 from feeds import common
-from gateway.core.model import DepthDiff, DepthSnapshot, Side, VenueContractError, VenueNotice
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Side
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueNotice
 
 from .fuzzing import NON_DECIMALS
 

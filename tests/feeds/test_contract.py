@@ -10,29 +10,29 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import VenueContractError
 
-from . import (
-    test_binance,
-    test_binance_coinm,
-    test_binance_usdm,
-    test_bybit,
-    test_coinbase,
-    test_kraken,
-    test_okx,
-)
-from .fuzzing import (
-    NON_DECIMALS,
-    NOT_DECIMALS,
-    ParserContract,
-    RealData,
-    event_numbers,
-    mutated,
-    with_number,
-)
+from . import test_binance
+from . import test_binance_coinm
+from . import test_binance_usdm
+from . import test_bybit
+from . import test_coinbase
+from . import test_kraken
+from . import test_okx
+from .fuzzing import NON_DECIMALS
+from .fuzzing import NOT_DECIMALS
+from .fuzzing import ParserContract
+from .fuzzing import RealData
+from .fuzzing import event_numbers
+from .fuzzing import mutated
+from .fuzzing import with_number
 
 CONTRACTS: dict[str, ParserContract] = {
     "binance": test_binance.CONTRACT,

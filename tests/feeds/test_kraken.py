@@ -13,22 +13,21 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from feeds import kraken
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    DepthDiff,
-    DepthSnapshot,
-    InstrumentPrecision,
-    Level,
-    Side,
-    Trade,
-    VenueContractError,
-    VenueEvent,
-    VenueNotice,
-)
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import InstrumentPrecision
+from gateway.core.model import Level
+from gateway.core.model import Side
+from gateway.core.model import Trade
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueEvent
+from gateway.core.model import VenueNotice
 
 from . import fuzzing
 from .fuzzing import replaced

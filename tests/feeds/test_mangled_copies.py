@@ -10,7 +10,12 @@ import pytest
 
 from gateway.core.model import SymbolState
 
-from .venue_copies import INTERVAL_NS, VENUES, CopiesRun, Reconnects, Window, make_venue
+from .venue_copies import INTERVAL_NS
+from .venue_copies import VENUES
+from .venue_copies import CopiesRun
+from .venue_copies import Reconnects
+from .venue_copies import Window
+from .venue_copies import make_venue
 
 #: The venue's steps; endpoint 0 mangles every copy it sends from step 20 to step 70 (1 s).
 STEPS = 100

@@ -10,32 +10,33 @@ import json
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from feeds import okx
 from gateway.capture import CaptureReader
-from gateway.core.arbiter import ArbiterLimits, Link
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.arbiter import Link
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    ReconnectWanted,
-    Side,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-    Trade,
-    VenueNotice,
-)
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import Side
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import Trade
+from gateway.core.model import VenueNotice
 from gateway.core.sequenced import SequencedBook
 
 from . import fuzzing

@@ -25,21 +25,22 @@ import json
 import zlib
 from dataclasses import dataclass
 
-from hypothesis import given, note, settings
+from hypothesis import given
+from hypothesis import note
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from feeds import okx
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.model import (
-    ArbiterEvent,
-    DepthDiff,
-    DepthSnapshot,
-    SnapshotWanted,
-    SymbolState,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
 
-from .streams import LateSubscriptions, interleaved
+from .streams import LateSubscriptions
+from .streams import interleaved
 
 INST = "BTC-USDT"
 KEY = f"{okx.VENUE}:{INST}"

@@ -37,16 +37,25 @@ import datetime
 import json
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import note
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from feeds import coinbase, kraken
+from feeds import coinbase
+from feeds import kraken
 from gateway.core.activity import ActivityLimits
 from gateway.core.book import L2Book
-from gateway.core.model import BookDelta, BookReset, SymbolState
-from gateway.core.pipeline import Resubscribe, Step, VenuePipeline
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import SymbolState
+from gateway.core.pipeline import Resubscribe
+from gateway.core.pipeline import Step
+from gateway.core.pipeline import VenuePipeline
 from gateway.core.replicated import ReplicatedBook
 from gateway.wire.venues import ADAPTERS
 

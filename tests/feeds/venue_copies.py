@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Final, Literal
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Final
+from typing import Literal
 from urllib.parse import urlsplit
 
 from feeds.sim.binance_spot import BinanceSpotProtocol
@@ -26,19 +29,19 @@ from feeds.sim.connection import ConnState
 from feeds.sim.faults import FrameFault
 from feeds.sim.okx import OkxProtocol
 from feeds.sim.rewrite import rewrite_frame
-from feeds.sim.venue import VenueProtocol, default_mid
+from feeds.sim.venue import VenueProtocol
+from feeds.sim.venue import default_mid
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    ArbiterEvent,
-    DepthDiff,
-    DepthSnapshot,
-    ReconnectWanted,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
-from gateway.wire.venues import VenueAdapter, adapter_for
+from gateway.wire.venues import VenueAdapter
+from gateway.wire.venues import adapter_for
 
 #: The sequenced venues' link rules, each with a venue speaking it: Binance spot (``U``,
 #: ``u``), USD-M (the ``pu`` chain), OKX (``prevSeqId``, ``seqId``, in-band snapshots) and

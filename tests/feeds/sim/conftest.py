@@ -12,16 +12,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
 
 import httpx
 from websockets.asyncio.client import ClientConnection
 
-from feeds.sim.book_process import Batch, BookProcess
-from feeds.sim.connection import ConnState, Publication
+from feeds.sim.book_process import Batch
+from feeds.sim.book_process import BookProcess
+from feeds.sim.connection import ConnState
+from feeds.sim.connection import Publication
 from feeds.sim.simulators import SimVenue
 from feeds.sim.venue import VenueProtocol
-from gateway.core.model import DepthDiff, Trade, VenueEvent
+from gateway.core.model import DepthDiff
+from gateway.core.model import Trade
+from gateway.core.model import VenueEvent
 
 #: A venue parser: ``parse(frame, recv_ns, conn_id)``.
 Parse = Callable[[bytes, int, int], Sequence[VenueEvent]]

@@ -10,36 +10,41 @@ import itertools
 
 import msgspec
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from feeds import binance, okx
+from feeds import binance
+from feeds import okx
 from feeds.sim import binance_spot
-from feeds.sim.faults import (
-    DEFAULT_OVERSIZE_LEVELS,
-    NUMBER_STYLES,
-    RESTART_FIRST_ID,
-    Action,
-    ContentWindow,
-    CorruptHow,
-    FaultedStream,
-    FaultPlan,
-    FaultSpecError,
-    FrameFault,
-    Release,
-    RestFault,
-    Window,
-    corrupt,
-    parse,
-)
+from feeds.sim.faults import DEFAULT_OVERSIZE_LEVELS
+from feeds.sim.faults import NUMBER_STYLES
+from feeds.sim.faults import RESTART_FIRST_ID
+from feeds.sim.faults import Action
+from feeds.sim.faults import ContentWindow
+from feeds.sim.faults import CorruptHow
+from feeds.sim.faults import FaultedStream
+from feeds.sim.faults import FaultPlan
+from feeds.sim.faults import FaultSpecError
+from feeds.sim.faults import FrameFault
+from feeds.sim.faults import Release
+from feeds.sim.faults import RestFault
+from feeds.sim.faults import Window
+from feeds.sim.faults import corrupt
+from feeds.sim.faults import parse
 from feeds.sim.limits import SimLimits
 from feeds.sim.replay import ReplayServer
-from feeds.sim.replay_plan import ReplayPlan, build_plan
+from feeds.sim.replay_plan import ReplayPlan
+from feeds.sim.replay_plan import build_plan
 from feeds.sim.shell import run_fault_schedule
-from feeds.sim.simulators import SimBinanceSpot, SimOkx
-from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
+from feeds.sim.simulators import SimBinanceSpot
+from feeds.sim.simulators import SimOkx
+from gateway.capture import REST_CONN_ID
+from gateway.capture import CaptureRecord
+from gateway.capture import inline_snapshot_url
 
-from .conftest import get, rest_base
+from .conftest import get
+from .conftest import rest_base
 
 SYMBOL = "BTC-USDT"
 BINANCE_SYMBOL = "BTCUSDT"

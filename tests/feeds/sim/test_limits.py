@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
 
 from feeds import okx
 from feeds.sim.binance_coinm import BinanceCoinmProtocol
@@ -15,11 +16,16 @@ from feeds.sim.binance_spot import BinanceSpotProtocol
 from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.bybit import BybitProtocol
 from feeds.sim.coinbase import CoinbaseProtocol
-from feeds.sim.connection import CloseConnection, ConnState
+from feeds.sim.connection import CloseConnection
+from feeds.sim.connection import ConnState
 from feeds.sim.kraken import KrakenProtocol
-from feeds.sim.limits import VENUE_LIMITS, SimLimits, VenueLimiter, retry_after_header
+from feeds.sim.limits import VENUE_LIMITS
+from feeds.sim.limits import SimLimits
+from feeds.sim.limits import VenueLimiter
+from feeds.sim.limits import retry_after_header
 from feeds.sim.okx import OkxProtocol
-from feeds.sim.simulators import SimBinanceSpot, SimOkx
+from feeds.sim.simulators import SimBinanceSpot
+from feeds.sim.simulators import SimOkx
 from feeds.sim.venue import VenueProtocol
 from gateway.wire.venues import ADAPTERS
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from feeds.sim.numbers import decimals, fixed, iso_time, trim
+from feeds.sim.numbers import decimals
+from feeds.sim.numbers import fixed
+from feeds.sim.numbers import iso_time
+from feeds.sim.numbers import trim
 
 
 def test_fixed_cuts_only_zeros() -> None:

@@ -9,21 +9,22 @@ import sys
 import msgspec
 import pytest
 
-from feeds import bybit, okx
+from feeds import bybit
+from feeds import okx
 from feeds.sim import binance_spot
 from feeds.sim import bybit as sim_bybit
 from feeds.sim import okx as sim_okx
 from feeds.sim.replay_book import request_op
-from feeds.sim.replay_plan import (
-    ReplayFrame,
-    build_plan,
-    due_count,
-    due_s,
-    endpoint_layout,
-    parse_speed,
-    route_of,
-)
-from gateway.capture import REST_CONN_ID, CaptureRecord, inline_snapshot_url
+from feeds.sim.replay_plan import ReplayFrame
+from feeds.sim.replay_plan import build_plan
+from feeds.sim.replay_plan import due_count
+from feeds.sim.replay_plan import due_s
+from feeds.sim.replay_plan import endpoint_layout
+from feeds.sim.replay_plan import parse_speed
+from feeds.sim.replay_plan import route_of
+from gateway.capture import REST_CONN_ID
+from gateway.capture import CaptureRecord
+from gateway.capture import inline_snapshot_url
 from gateway.core.model import DepthSnapshot
 
 _WS_URL = "wss://x/ws"

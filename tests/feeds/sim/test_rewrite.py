@@ -10,7 +10,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from feeds import binance, binance_usdm, bybit, coinbase, kraken, okx
+from feeds import binance
+from feeds import binance_usdm
+from feeds import bybit
+from feeds import coinbase
+from feeds import kraken
+from feeds import okx
 from feeds.sim import binance_spot as sim_spot
 from feeds.sim import binance_usdm as sim_usdm
 from feeds.sim import bybit as sim_bybit
@@ -18,16 +23,18 @@ from feeds.sim import coinbase as sim_coinbase
 from feeds.sim import kraken as sim_kraken
 from feeds.sim import okx as sim_okx
 from feeds.sim.book_process import SimTrade
-from feeds.sim.faults import NUMBER_STYLES, FrameFault, NumberStyle
-from feeds.sim.rewrite import (
-    ID_JUMP,
-    IdRestart,
-    WireShape,
-    rewrite_body,
-    rewrite_frame,
-    styled,
-)
-from gateway.core.model import DepthDiff, DepthSnapshot, Level
+from feeds.sim.faults import NUMBER_STYLES
+from feeds.sim.faults import FrameFault
+from feeds.sim.faults import NumberStyle
+from feeds.sim.rewrite import ID_JUMP
+from feeds.sim.rewrite import IdRestart
+from feeds.sim.rewrite import WireShape
+from feeds.sim.rewrite import rewrite_body
+from feeds.sim.rewrite import rewrite_frame
+from feeds.sim.rewrite import styled
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
 
 BIDS: tuple[Level, ...] = (("60000.10", "0.5"), ("59999.90", "0"))
 ASKS: tuple[Level, ...] = (("60000.20", "1.25"), ("60000.50", "2"))

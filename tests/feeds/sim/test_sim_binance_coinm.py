@@ -19,9 +19,12 @@ from feeds.sim.book_process import BookProcess
 from feeds.sim.faults import FaultPlan
 from feeds.sim.simulators import SimBinanceCoinm
 from gateway.capture.venues import venue_from_frame
-from gateway.core.model import DepthDiff, Trade, VenueNotice
+from gateway.core.model import DepthDiff
+from gateway.core.model import Trade
+from gateway.core.model import VenueNotice
 
-from .test_sim_binance_usdm import rebuilt_with_no_gap, two_endpoint_session
+from .test_sim_binance_usdm import rebuilt_with_no_gap
+from .test_sim_binance_usdm import two_endpoint_session
 
 PERP = "BTCUSD_PERP"
 DELIVERY = "BTCUSD_261225"

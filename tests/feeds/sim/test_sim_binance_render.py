@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from feeds import binance
 from feeds.sim import binance_spot as render
-from feeds.sim.book_process import BookProcess, SimTrade
-from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade, VenueNotice
+from feeds.sim.book_process import BookProcess
+from feeds.sim.book_process import SimTrade
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Side
+from gateway.core.model import Trade
+from gateway.core.model import VenueNotice
 
 EVENT_MS = 1_672_515_782_136
 

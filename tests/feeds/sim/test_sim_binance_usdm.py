@@ -13,8 +13,10 @@ from typing import NamedTuple
 import httpx
 import msgspec
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
 
 from feeds import binance_usdm as usdm
 from feeds.binance import BinanceSpotRule
@@ -24,7 +26,10 @@ from feeds.sim.book_process import BookProcess
 from feeds.sim.simulators import SimBinanceUsdm
 from gateway.core.arbiter import LinkRule
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, Side, Trade
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Side
+from gateway.core.model import Trade
 from gateway.core.sequenced import SequencedBook
 
 from .conftest import read_diffs

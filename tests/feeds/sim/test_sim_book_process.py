@@ -7,16 +7,15 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from feeds.sim.book_process import (
-    ZERO_QTY,
-    Batch,
-    BookProcess,
-    format_e8,
-    parse_e8,
-)
+from feeds.sim.book_process import ZERO_QTY
+from feeds.sim.book_process import Batch
+from feeds.sim.book_process import BookProcess
+from feeds.sim.book_process import format_e8
+from feeds.sim.book_process import parse_e8
 from gateway.core.book import L2Book
 
 DECIMAL_8 = re.compile(r"^\d+\.\d{8}$")

@@ -6,7 +6,8 @@ import asyncio
 import time
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
 
 from feeds import bybit
 from feeds.sim.book_process import BookProcess
@@ -14,9 +15,13 @@ from feeds.sim.bybit import BybitProtocol
 from feeds.sim.connection import ConnState
 from feeds.sim.simulators import SimBybit
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Trade
+from gateway.core.model import VenueNotice
 
-from .conftest import frames_until, rendered_steps
+from .conftest import frames_until
+from .conftest import rendered_steps
 
 SYMBOL = "BTCUSDT"
 DEPTH = 50

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
 
 from feeds import coinbase
 from feeds.sim.book_process import BookProcess
@@ -15,7 +16,11 @@ from feeds.sim.connection import ConnState
 from feeds.sim.limits import SimLimits
 from feeds.sim.simulators import SimCoinbase
 from gateway.core.book import L2Book
-from gateway.core.model import ConnectionSequence, DepthDiff, DepthSnapshot, Trade, VenueNotice
+from gateway.core.model import ConnectionSequence
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Trade
+from gateway.core.model import VenueNotice
 
 from .conftest import frames_until
 

@@ -14,7 +14,8 @@ from feeds.sim.numbers import trim
 from feeds.sim.simulators import SimCoinbase
 from gateway.core.model import Level
 
-from .conftest import get, rest_base
+from .conftest import get
+from .conftest import rest_base
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
 

@@ -8,17 +8,23 @@ import re
 import time
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
 
 from feeds import kraken
 from feeds.sim.book_process import BookProcess
 from feeds.sim.connection import ConnState
-from feeds.sim.kraken import HEARTBEAT, KrakenProtocol
+from feeds.sim.kraken import HEARTBEAT
+from feeds.sim.kraken import KrakenProtocol
 from feeds.sim.simulators import SimKraken
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, Trade, VenueNotice
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Trade
+from gateway.core.model import VenueNotice
 
-from .conftest import frames_until, rendered_steps
+from .conftest import frames_until
+from .conftest import rendered_steps
 
 SYMBOL = "BTC/USD"
 

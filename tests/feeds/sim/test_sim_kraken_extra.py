@@ -11,24 +11,27 @@ from typing import Any
 
 import msgspec
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
 
 from feeds import kraken
 from feeds.sim.book_process import BookProcess
 from feeds.sim.connection import ConnState
-from feeds.sim.kraken import (
-    DEPTH_PATH,
-    INVALID_ARGUMENTS,
-    UNKNOWN_PAIR,
-    KrakenProtocol,
-    altname,
-    rest_pair_name,
-)
-from feeds.sim.simulators import SimKraken, SimVenue
+from feeds.sim.kraken import DEPTH_PATH
+from feeds.sim.kraken import INVALID_ARGUMENTS
+from feeds.sim.kraken import UNKNOWN_PAIR
+from feeds.sim.kraken import KrakenProtocol
+from feeds.sim.kraken import altname
+from feeds.sim.kraken import rest_pair_name
+from feeds.sim.simulators import SimKraken
+from feeds.sim.simulators import SimVenue
 from gateway.core.book import L2Book
-from gateway.core.model import DepthSnapshot, InstrumentPrecision, VenueNotice
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import InstrumentPrecision
+from gateway.core.model import VenueNotice
 
-from .conftest import get, rest_base
+from .conftest import get
+from .conftest import rest_base
 
 SYMBOLS = ["BTC/USD", "ETH/USD"]
 REAL_DEPTH = "kraken/flashbook/rest-depth-btc.json"

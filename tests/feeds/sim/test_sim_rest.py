@@ -10,14 +10,23 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from feeds import bybit, okx
+from feeds import bybit
+from feeds import okx
 from feeds.sim.bybit import FIRST_U
 from feeds.sim.okx import PATH as OKX_WS_PATH
-from feeds.sim.simulators import SimBybit, SimCoinbase, SimKraken, SimOkx, SimVenue
+from feeds.sim.simulators import SimBybit
+from feeds.sim.simulators import SimCoinbase
+from feeds.sim.simulators import SimKraken
+from feeds.sim.simulators import SimOkx
+from feeds.sim.simulators import SimVenue
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, VenueContractError
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import VenueContractError
 
-from .conftest import frames_until, get, rest_base
+from .conftest import frames_until
+from .conftest import get
+from .conftest import rest_base
 
 OKX_SYMBOL = "BTC-USDT"
 BYBIT_SYMBOL = "BTCUSDT"

@@ -12,16 +12,25 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
 
 from feeds import binance
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.book import L2Book
-from gateway.core.model import DepthDiff, Trade, VenueEvent, VenueNotice
-from tests.harness import cancel_within, started, tcp_connect, wait_peer_closed
+from gateway.core.model import DepthDiff
+from gateway.core.model import Trade
+from gateway.core.model import VenueEvent
+from gateway.core.model import VenueNotice
+from tests.harness import cancel_within
+from tests.harness import started
+from tests.harness import tcp_connect
+from tests.harness import wait_peer_closed
 
-from .conftest import get, read_diffs
+from .conftest import get
+from .conftest import read_diffs
 
 SYMBOL = "BTCUSDT"
 

@@ -9,8 +9,10 @@ import pytest
 from feeds.sim.binance_spot import BinanceSpotProtocol
 from feeds.sim.binance_usdm import BinanceUsdmProtocol
 from feeds.sim.book_process import BookProcess
-from feeds.sim.connection import CloseConnection, ConnState
-from feeds.sim.venue import VenueProtocol, query_int
+from feeds.sim.connection import CloseConnection
+from feeds.sim.connection import ConnState
+from feeds.sim.venue import VenueProtocol
+from feeds.sim.venue import query_int
 
 SECOND_NS = 1_000_000_000
 

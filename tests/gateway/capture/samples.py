@@ -7,7 +7,9 @@ import json
 import zipfile
 from pathlib import Path
 
-from gateway.capture import CaptureReader, CaptureRecord, ReadStats
+from gateway.capture import CaptureReader
+from gateway.capture import CaptureRecord
+from gateway.capture import ReadStats
 
 DIFF = (
     b'{"stream":"btcusdt@depth@100ms","data":'

@@ -6,20 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.capture import (
-    CaptureFormat,
-    CaptureFormatError,
-    CaptureReader,
-    detect_format,
-    detect_venue,
-)
+from gateway.capture import CaptureFormat
+from gateway.capture import CaptureFormatError
+from gateway.capture import CaptureReader
+from gateway.capture import detect_format
+from gateway.capture import detect_venue
 
-from .samples import (
-    ob_line,
-    records,
-    write,
-    write_zip,
-)
+from .samples import ob_line
+from .samples import records
+from .samples import write
+from .samples import write_zip
 
 
 def test_bybit_history_zip(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import pytest
 
 from gateway.capture import CaptureFormatError
 from gateway.capture.chain import ChainedReader
-from tests.gateway.capture.samples import DIFF, SNAPSHOT, write, write_gz
+from tests.gateway.capture.samples import DIFF
+from tests.gateway.capture.samples import SNAPSHOT
+from tests.gateway.capture.samples import write
+from tests.gateway.capture.samples import write_gz
 
 
 def _hft(path: Path, first_ns: int, ids: range, snapshot: bool = False) -> Path:

@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from gateway.capture import (
-    REST_CONN_ID,
-    CaptureFormat,
-    CaptureFormatError,
-    detect_format,
-    detect_venue,
-)
+from gateway.capture import REST_CONN_ID
+from gateway.capture import CaptureFormat
+from gateway.capture import CaptureFormatError
+from gateway.capture import detect_format
+from gateway.capture import detect_venue
 
-from .samples import BYBIT_DELTA, BYBIT_LINEAR, BYBIT_SPOT, HEADER, cf2, records, write, write_gz
+from .samples import BYBIT_DELTA
+from .samples import BYBIT_LINEAR
+from .samples import BYBIT_SPOT
+from .samples import HEADER
+from .samples import cf2
+from .samples import records
+from .samples import write
+from .samples import write_gz
 
 
 def test_cryptofeed_jsonl_records_in_time_order(tmp_path: Path) -> None:

@@ -7,24 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from gateway.capture import (
-    REST_CONN_ID,
-    CaptureFormat,
-    CaptureFormatError,
-    CaptureReader,
-    detect_format,
-    detect_venue,
-    rest_symbol,
-)
+from gateway.capture import REST_CONN_ID
+from gateway.capture import CaptureFormat
+from gateway.capture import CaptureFormatError
+from gateway.capture import CaptureReader
+from gateway.capture import detect_format
+from gateway.capture import detect_venue
+from gateway.capture import rest_symbol
 
-from .samples import (
-    DIFF,
-    SNAPSHOT,
-    WS_URL,
-    cryptofeed_pair,
-    records,
-    write,
-)
+from .samples import DIFF
+from .samples import SNAPSHOT
+from .samples import WS_URL
+from .samples import cryptofeed_pair
+from .samples import records
+from .samples import write
 
 
 def test_cryptofeed_pair_is_merged_by_receive_time(tmp_path: Path) -> None:

@@ -12,10 +12,16 @@ from hypothesis import strategies as st
 from feeds.sim import binance_spot
 from feeds.sim import bybit as sim_bybit
 from feeds.sim import okx as sim_okx
-from gateway.capture import REST_CONN_ID, CaptureRecord, RecordKind, inline_snapshot_url
-from gateway.capture.driver import RecordDriver, VenueRouter
-from gateway.core.model import SymbolState, VenueContractError
-from gateway.core.pipeline import Step, VenuePipeline
+from gateway.capture import REST_CONN_ID
+from gateway.capture import CaptureRecord
+from gateway.capture import RecordKind
+from gateway.capture import inline_snapshot_url
+from gateway.capture.driver import RecordDriver
+from gateway.capture.driver import VenueRouter
+from gateway.core.model import SymbolState
+from gateway.core.model import VenueContractError
+from gateway.core.pipeline import Step
+from gateway.core.pipeline import VenuePipeline
 from gateway.wire.venues import ADAPTERS
 
 BINANCE_URL = "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms"

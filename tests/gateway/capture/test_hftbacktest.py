@@ -7,7 +7,12 @@ from pathlib import Path
 
 from gateway import capture
 
-from .samples import DIFF, SNAPSHOT, TICKER, records, write, write_gz
+from .samples import DIFF
+from .samples import SNAPSHOT
+from .samples import TICKER
+from .samples import records
+from .samples import write
+from .samples import write_gz
 
 
 def test_hftbacktest_records_in_file_order_with_inline_snapshot_as_rest(tmp_path: Path) -> None:

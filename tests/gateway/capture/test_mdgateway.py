@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from gateway.capture import CaptureFormat, CaptureReader, detect_format, detect_venue
+from gateway.capture import CaptureFormat
+from gateway.capture import CaptureReader
 from gateway.capture import codec as mdgw
+from gateway.capture import detect_format
+from gateway.capture import detect_venue
 
 KINDS: list[mdgw.LineKind] = ["ws", "rest", "connect", "disconnect", "gap", "header"]
 

@@ -6,19 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.capture import (
-    CaptureFormat,
-    CaptureFormatError,
-    CaptureReader,
-    detect_format,
-    detect_venue,
-)
+from gateway.capture import CaptureFormat
+from gateway.capture import CaptureFormatError
+from gateway.capture import CaptureReader
+from gateway.capture import detect_format
+from gateway.capture import detect_venue
 
-from .samples import (
-    records,
-    write,
-    write_gz,
-)
+from .samples import records
+from .samples import write
+from .samples import write_gz
 
 KRAKEN_LINES = [
     b'{"channel":"status","type":"update","data":[{"version":"2.0.10","system":"online"}]}',

@@ -5,12 +5,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from gateway.capture import (
-    CaptureRecord,
-    decimal_seconds_to_ns,
-    inline_snapshot_url,
-    rest_symbol,
-)
+from gateway.capture import CaptureRecord
+from gateway.capture import decimal_seconds_to_ns
+from gateway.capture import inline_snapshot_url
+from gateway.capture import rest_symbol
 
 
 @pytest.mark.parametrize(

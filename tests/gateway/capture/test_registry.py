@@ -12,19 +12,15 @@ from pathlib import Path
 import pytest
 
 import gateway.capture
-from gateway.capture import (
-    CaptureFormat,
-    CaptureFormatError,
-    CaptureReader,
-    connection_venue,
-    detect_format,
-    detect_venue,
-)
+from gateway.capture import CaptureFormat
+from gateway.capture import CaptureFormatError
+from gateway.capture import CaptureReader
+from gateway.capture import connection_venue
+from gateway.capture import detect_format
+from gateway.capture import detect_venue
 
-from .samples import (
-    DIFF,
-    write_gz,
-)
+from .samples import DIFF
+from .samples import write_gz
 
 
 def test_reader_can_be_iterated_twice(tmp_path: Path) -> None:

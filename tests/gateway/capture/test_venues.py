@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.capture import (
-    KNOWN_VENUES,
-    connection_venue,
-    venue_from_frame,
-    venue_from_url,
-)
-from gateway.capture.venues import agreed_venue, cryptofeed_venue, exchange_of
-from gateway.wire.venues import ADAPTERS, VenueAdapter
+from gateway.capture import KNOWN_VENUES
+from gateway.capture import connection_venue
+from gateway.capture import venue_from_frame
+from gateway.capture import venue_from_url
+from gateway.capture.venues import agreed_venue
+from gateway.capture.venues import cryptofeed_venue
+from gateway.capture.venues import exchange_of
+from gateway.wire.venues import ADAPTERS
+from gateway.wire.venues import VenueAdapter
 
-from .samples import (
-    BYBIT_DELTA,
-    BYBIT_LINEAR,
-    BYBIT_SPOT,
-)
+from .samples import BYBIT_DELTA
+from .samples import BYBIT_LINEAR
+from .samples import BYBIT_SPOT
 
 
 @pytest.mark.parametrize(

@@ -4,19 +4,19 @@ a book against them, for arbiter tests."""
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field
 
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    ArbiterEvent,
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
 
 VENUE = "binance"

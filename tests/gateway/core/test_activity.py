@@ -5,10 +5,12 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example
+from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.activity import ActivityLimits, ActivityMonitor
+from gateway.core.activity import ActivityLimits
+from gateway.core.activity import ActivityMonitor
 
 LIMITS = ActivityLimits(factor=10.0, min_silence_s=1.0, max_silence_s=60.0, alpha=0.5)
 

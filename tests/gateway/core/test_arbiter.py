@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from collections.abc import Sequence
 
 import pytest
 
 from feeds.binance import BinanceSpotRule
 from feeds.binance_usdm import BinanceFuturesRule
-from gateway.core.arbiter import ArbiterLimits, TradeDedup
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.arbiter import TradeDedup
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    ArbiterEvent,
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    ReconnectWanted,
-    Side,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-    Trade,
-    TradeOut,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import Side
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import Trade
+from gateway.core.model import TradeOut
 from gateway.core.sequenced import SequencedBook
 from tests.gateway.core import arbiter_streams as streams
 

@@ -12,10 +12,21 @@ import pytest
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.model import DepthDiff, DepthSnapshot, ReconnectWanted, SymbolState
-from gateway.core.sequenced import SequencedBook, Sync
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import SymbolState
+from gateway.core.sequenced import SequencedBook
+from gateway.core.sequenced import Sync
 
-from .arbiter_streams import KEY, SYMBOL, VENUE, Run, TrueStream, choices, make_stream, merged
+from .arbiter_streams import KEY
+from .arbiter_streams import SYMBOL
+from .arbiter_streams import VENUE
+from .arbiter_streams import Run
+from .arbiter_streams import TrueStream
+from .arbiter_streams import choices
+from .arbiter_streams import make_stream
+from .arbiter_streams import merged
 
 WINDOW_NS = 100_000_000
 STEP_NS = 10_000_000

@@ -16,37 +16,36 @@ batching, delays (any interleaving of the copies) and disconnects. Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Literal
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.arbiter import ArbiterLimits
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    ArbiterEvent,
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    ReconnectWanted,
-    SnapshotWanted,
-    SymbolState,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
 
-from .arbiter_streams import (
-    ASK_PRICES,
-    BID_PRICES,
-    KEY,
-    QTYS,
-    Run,
-    TrueStream,
-    make_stream,
-    merged,
-)
+from .arbiter_streams import ASK_PRICES
+from .arbiter_streams import BID_PRICES
+from .arbiter_streams import KEY
+from .arbiter_streams import QTYS
+from .arbiter_streams import Run
+from .arbiter_streams import TrueStream
+from .arbiter_streams import make_stream
+from .arbiter_streams import merged
 
 WINDOW_NS = 10**12  # never expires in these tests: only certain gaps count
 

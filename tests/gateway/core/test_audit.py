@@ -5,30 +5,32 @@ from __future__ import annotations
 import logging
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.audit import (
-    AgreementSample,
-    AppliedRing,
-    RestVerdict,
-    compare_answer,
-    compare_book,
-    compare_rest,
-)
-from gateway.core.book import BeforeImage, L2Book
-from gateway.core.model import DepthDiff, DepthSnapshot, Level, ReconnectWanted
+from gateway.core.audit import AgreementSample
+from gateway.core.audit import AppliedRing
+from gateway.core.audit import RestVerdict
+from gateway.core.audit import compare_answer
+from gateway.core.audit import compare_book
+from gateway.core.audit import compare_rest
+from gateway.core.book import BeforeImage
+from gateway.core.book import L2Book
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import ReconnectWanted
 from gateway.core.sequenced import SequencedBook
-from tests.gateway.core.arbiter_streams import (
-    KEY,
-    TrueStream,
-    diff,
-    make_stream,
-    merged,
-    snap,
-)
+from tests.gateway.core.arbiter_streams import KEY
+from tests.gateway.core.arbiter_streams import TrueStream
+from tests.gateway.core.arbiter_streams import diff
+from tests.gateway.core.arbiter_streams import make_stream
+from tests.gateway.core.arbiter_streams import merged
+from tests.gateway.core.arbiter_streams import snap
 
 WINDOW_NS = 100_000_000
 

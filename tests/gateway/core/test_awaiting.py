@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.awaiting import AwaitedSnapshots, AwaitLimits, Unanswered
+from gateway.core.awaiting import AwaitedSnapshots
+from gateway.core.awaiting import AwaitLimits
+from gateway.core.awaiting import Unanswered
 
 S = 1_000_000_000
 LIMITS = AwaitLimits(timeout_s=2.0, max_timeout_s=5.0)

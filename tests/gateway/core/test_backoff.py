@@ -8,12 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.backoff import (
-    HEALTH_TRANSITIONS,
-    Backoff,
-    Health,
-    ReconnectPolicy,
-)
+from gateway.core.backoff import HEALTH_TRANSITIONS
+from gateway.core.backoff import Backoff
+from gateway.core.backoff import Health
+from gateway.core.backoff import ReconnectPolicy
 
 from .state_tables import specify
 

@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.book import BadLevel, BeforeImage, L2Book, TooManyLevels
+from gateway.core.book import BadLevel
+from gateway.core.book import BeforeImage
+from gateway.core.book import L2Book
+from gateway.core.book import TooManyLevels
 from gateway.core.model import Level
 
 

@@ -8,14 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.budget import (
-    DEFAULT_RETRY_AFTER_S,
-    RATE_LIMIT_STATUSES,
-    AttemptBudget,
-    SharedBudgets,
-    WeightBudget,
-    retry_after_s,
-)
+from gateway.core.budget import DEFAULT_RETRY_AFTER_S
+from gateway.core.budget import RATE_LIMIT_STATUSES
+from gateway.core.budget import AttemptBudget
+from gateway.core.budget import SharedBudgets
+from gateway.core.budget import WeightBudget
+from gateway.core.budget import retry_after_s
 
 
 def test_a_fifth_of_the_venue_limit_is_left_to_others() -> None:

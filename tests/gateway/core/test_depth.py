@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.book import L2Book
-from gateway.core.depth import depth_bounds, depth_delta
+from gateway.core.depth import depth_bounds
+from gateway.core.depth import depth_delta
 from gateway.core.model import Level
 
 

@@ -8,16 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.flow import (
-    TRANSITIONS,
-    WRITE,
-    FlowAction,
-    FlowError,
-    FlowEvent,
-    FlowPolicy,
-    FlowState,
-    SubscriberFlow,
-)
+from gateway.core.flow import TRANSITIONS
+from gateway.core.flow import WRITE
+from gateway.core.flow import FlowAction
+from gateway.core.flow import FlowError
+from gateway.core.flow import FlowEvent
+from gateway.core.flow import FlowPolicy
+from gateway.core.flow import FlowState
+from gateway.core.flow import SubscriberFlow
 
 from .state_tables import specify
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.histogram import Histogram, quantile
+from gateway.core.histogram import Histogram
+from gateway.core.histogram import quantile
 
 BOUNDS = (0.0, 0.001, 0.01, 0.1, 1.0)
 

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.limits import plan_connections, shard, symbols_per_connection
+from gateway.core.limits import plan_connections
+from gateway.core.limits import shard
+from gateway.core.limits import symbols_per_connection
 from gateway.wire.venues import ADAPTERS
 
 symbol_lists = st.lists(

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.lograte import LimitedLogger, LogLimiter
+from gateway.core.lograte import LimitedLogger
+from gateway.core.lograte import LogLimiter
 
 
 def test_a_cause_writes_its_burst_then_is_counted_until_the_window_ends() -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from itertools import pairwise
 
 import msgspec
@@ -17,38 +18,36 @@ import pytest
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.activity import ActivityLimits
-from gateway.core.arbiter import ArbiterLimits, Checksum, SymbolArbiter
-from gateway.core.model import (
-    STOPPING_REASON,
-    BookDelta,
-    BookReset,
-    ConnectionSequence,
-    DepthDiff,
-    DepthSnapshot,
-    InstrumentPrecision,
-    Side,
-    StatusChange,
-    SymbolState,
-    Trade,
-    TradeOut,
-    VenueContractError,
-    VenueEvent,
-    VenueNotice,
-)
-from gateway.core.pipeline import (
-    LOG_EVERY,
-    LOG_FIRST,
-    Action,
-    BookRebuilt,
-    BookState,
-    CaughtUp,
-    FetchSnapshot,
-    Reconnect,
-    Resubscribe,
-    Step,
-    SymbolRejected,
-    VenuePipeline,
-)
+from gateway.core.arbiter import ArbiterLimits
+from gateway.core.arbiter import Checksum
+from gateway.core.arbiter import SymbolArbiter
+from gateway.core.model import STOPPING_REASON
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import ConnectionSequence
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import InstrumentPrecision
+from gateway.core.model import Side
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import Trade
+from gateway.core.model import TradeOut
+from gateway.core.model import VenueContractError
+from gateway.core.model import VenueEvent
+from gateway.core.model import VenueNotice
+from gateway.core.pipeline import LOG_EVERY
+from gateway.core.pipeline import LOG_FIRST
+from gateway.core.pipeline import Action
+from gateway.core.pipeline import BookRebuilt
+from gateway.core.pipeline import BookState
+from gateway.core.pipeline import CaughtUp
+from gateway.core.pipeline import FetchSnapshot
+from gateway.core.pipeline import Reconnect
+from gateway.core.pipeline import Resubscribe
+from gateway.core.pipeline import Step
+from gateway.core.pipeline import SymbolRejected
+from gateway.core.pipeline import VenuePipeline
 from gateway.core.replicated import ReplicatedBook
 from gateway.core.sequenced import SequencedBook
 

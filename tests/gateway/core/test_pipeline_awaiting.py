@@ -15,19 +15,23 @@ import pytest
 from feeds import kraken
 from gateway.core.activity import ActivityLimits
 from gateway.core.awaiting import AwaitLimits
-from gateway.core.model import DepthDiff, Level, VenueEvent, VenueNotice
-from gateway.core.pipeline import (
-    Action,
-    Reconnect,
-    Resubscribe,
-    Step,
-    SymbolRejected,
-    VenuePipeline,
-)
+from gateway.core.model import DepthDiff
+from gateway.core.model import Level
+from gateway.core.model import VenueEvent
+from gateway.core.model import VenueNotice
+from gateway.core.pipeline import Action
+from gateway.core.pipeline import Reconnect
+from gateway.core.pipeline import Resubscribe
+from gateway.core.pipeline import Step
+from gateway.core.pipeline import SymbolRejected
+from gateway.core.pipeline import VenuePipeline
 from gateway.core.replicated import ReplicatedBook
 from gateway.wire.venues import ADAPTERS
 
-from .test_pipeline import LIMITS, FakeVenue, diff, snap
+from .test_pipeline import LIMITS
+from .test_pipeline import FakeVenue
+from .test_pipeline import diff
+from .test_pipeline import snap
 
 RealData = Callable[[str], Path]
 MS = 1_000_000

@@ -6,17 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.renewal import (
-    AGE_JITTER,
-    RENEWAL_TRANSITIONS,
-    CloseConnection,
-    Command,
-    OpenReplacement,
-    Renewal,
-    RenewalEvent,
-    VenueRenewals,
-    renewal_age_s,
-)
+from gateway.core.renewal import AGE_JITTER
+from gateway.core.renewal import RENEWAL_TRANSITIONS
+from gateway.core.renewal import CloseConnection
+from gateway.core.renewal import Command
+from gateway.core.renewal import OpenReplacement
+from gateway.core.renewal import Renewal
+from gateway.core.renewal import RenewalEvent
+from gateway.core.renewal import VenueRenewals
+from gateway.core.renewal import renewal_age_s
 
 from .state_tables import specify
 

@@ -9,18 +9,17 @@ import pytest
 
 from gateway.core.arbiter import ConnectionSequenceChecker
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    BookCrossed,
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    ResubscribeWanted,
-    StatusChange,
-    SymbolState,
-)
-from gateway.core.replicated import ReplicaState, ReplicatedBook
+from gateway.core.model import BookCrossed
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import ResubscribeWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.replicated import ReplicaState
+from gateway.core.replicated import ReplicatedBook
 
 from .arbiter_streams import crc
 

@@ -3,7 +3,8 @@ the same point, divergence counted only when it persists."""
 
 from __future__ import annotations
 
-from gateway.core.model import DepthDiff, DepthSnapshot
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
 from gateway.core.replicated import ReplicatedBook
 
 KEY = "coinbase:BTC-USD"

@@ -13,21 +13,23 @@ Invariants after every step:
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    ArbiterEvent,
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    DepthSnapshot,
-    ResubscribeWanted,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import ResubscribeWanted
 from gateway.core.replicated import ReplicatedBook
 
-from .arbiter_streams import BID_PRICES, crc, make_stream
+from .arbiter_streams import BID_PRICES
+from .arbiter_streams import crc
+from .arbiter_streams import make_stream
 
 KEY = "kraken:BTC/USD"
 

@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.model import (
-    BookCrossed,
-    BookDelta,
-    BookReset,
-    DepthSnapshot,
-    ResubscribeWanted,
-    StatusChange,
-    SymbolState,
-)
-from gateway.core.replicated import (
-    OUTPUT_TRANSITIONS,
-    PUBLISHED_STATE,
-    REPLICA_TRANSITIONS,
-    Output,
-    OutputEvent,
-    ReplicaEvent,
-    ReplicaState,
-    ReplicatedBook,
-)
-from gateway.core.transitions import UndefinedTransition, transition
+from gateway.core.model import BookCrossed
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import ResubscribeWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.replicated import OUTPUT_TRANSITIONS
+from gateway.core.replicated import PUBLISHED_STATE
+from gateway.core.replicated import REPLICA_TRANSITIONS
+from gateway.core.replicated import Output
+from gateway.core.replicated import OutputEvent
+from gateway.core.replicated import ReplicaEvent
+from gateway.core.replicated import ReplicaState
+from gateway.core.replicated import ReplicatedBook
+from gateway.core.transitions import UndefinedTransition
+from gateway.core.transitions import transition
 
-from .state_tables import Scenario, drive_row, specify
+from .state_tables import Scenario
+from .state_tables import drive_row
+from .state_tables import specify
 
 KEY = "kraken:BTC/USD"
 

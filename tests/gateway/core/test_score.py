@@ -7,21 +7,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.score import (
-    REPLACE_TRANSITIONS,
-    STANDBY_TRANSITIONS,
-    Replace,
-    ReplacementPolicy,
-    Scorer,
-    Standby,
-    StandbyAction,
-    StandbyPolicy,
-    Totals,
-    Window,
-    rotated_endpoint,
-    score,
-    window,
-)
+from gateway.core.score import REPLACE_TRANSITIONS
+from gateway.core.score import STANDBY_TRANSITIONS
+from gateway.core.score import Replace
+from gateway.core.score import ReplacementPolicy
+from gateway.core.score import Scorer
+from gateway.core.score import Standby
+from gateway.core.score import StandbyAction
+from gateway.core.score import StandbyPolicy
+from gateway.core.score import Totals
+from gateway.core.score import Window
+from gateway.core.score import rotated_endpoint
+from gateway.core.score import score
+from gateway.core.score import window
 
 from .state_tables import specify
 

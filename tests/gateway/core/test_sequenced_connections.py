@@ -13,26 +13,27 @@ from __future__ import annotations
 import pytest
 
 from gateway.core.book import L2Book
-from gateway.core.connections import (
-    BEHIND,
-    PLACEMENT_TRANSITIONS,
-    TRUST_TRANSITIONS,
-    UNPLACED,
-    Answer,
-    ConnAction,
-    Connections,
-    Lag,
-    Placement,
-    PlacementEvent,
-    Replica,
-    Trust,
-    TrustEvent,
-)
-from gateway.core.model import DepthSnapshot, SnapshotWanted
+from gateway.core.connections import BEHIND
+from gateway.core.connections import PLACEMENT_TRANSITIONS
+from gateway.core.connections import TRUST_TRANSITIONS
+from gateway.core.connections import UNPLACED
+from gateway.core.connections import Answer
+from gateway.core.connections import ConnAction
+from gateway.core.connections import Connections
+from gateway.core.connections import Lag
+from gateway.core.connections import Placement
+from gateway.core.connections import PlacementEvent
+from gateway.core.connections import Replica
+from gateway.core.connections import Trust
+from gateway.core.connections import TrustEvent
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import SnapshotWanted
 from gateway.core.transitions import UndefinedTransition
 
 from .state_tables import specify
-from .test_unplaced_subscriptions import bybit_book, delta, reconnects
+from .test_unplaced_subscriptions import bybit_book
+from .test_unplaced_subscriptions import delta
+from .test_unplaced_subscriptions import reconnects
 from .test_unplaced_subscriptions import snapshot as bybit_snapshot
 
 P, E, A = Placement, PlacementEvent, ConnAction

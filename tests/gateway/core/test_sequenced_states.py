@@ -12,29 +12,27 @@ import pytest
 
 from feeds.binance import BinanceSpotRule
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.model import (
-    ArbiterEvent,
-    BookCrossed,
-    BookDelta,
-    BookReset,
-    DepthDiff,
-    DepthSnapshot,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-)
-from gateway.core.sequenced import (
-    STATUS_TRANSITIONS,
-    SYNC_TRANSITIONS,
-    SequencedBook,
-    StatusEvent,
-    Sync,
-    SyncEvent,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookCrossed
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.sequenced import STATUS_TRANSITIONS
+from gateway.core.sequenced import SYNC_TRANSITIONS
+from gateway.core.sequenced import SequencedBook
+from gateway.core.sequenced import StatusEvent
+from gateway.core.sequenced import Sync
+from gateway.core.sequenced import SyncEvent
 from gateway.core.transitions import UndefinedTransition
 
 from .arbiter_streams import crc
-from .state_tables import Scenario, drive_row, specify
+from .state_tables import Scenario
+from .state_tables import drive_row
+from .state_tables import specify
 
 KEY = "binance:BTCUSDT"
 WINDOW_NS = 1_000

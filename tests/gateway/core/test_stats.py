@@ -9,18 +9,16 @@ from dataclasses import dataclass
 import pytest
 
 from gateway.core import stats as stats_module
-from gateway.core.stats import (
-    CAPTURE_DROPPED,
-    FanoutStats,
-    FetcherStats,
-    SlotRenewals,
-    Stat,
-    SymbolStats,
-    counter,
-    counter_by,
-    exported,
-    gauge,
-)
+from gateway.core.stats import CAPTURE_DROPPED
+from gateway.core.stats import FanoutStats
+from gateway.core.stats import FetcherStats
+from gateway.core.stats import SlotRenewals
+from gateway.core.stats import Stat
+from gateway.core.stats import SymbolStats
+from gateway.core.stats import counter
+from gateway.core.stats import counter_by
+from gateway.core.stats import exported
+from gateway.core.stats import gauge
 
 #: Every stats class the module declares.
 STATS_CLASSES = tuple(

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.subscriber import (
-    TRANSITIONS,
-    BookSyncState,
-    SubscribedBook,
-    SubscriberAction,
-    SubscriberError,
-    SubscriberEvent,
-)
+from gateway.core.subscriber import TRANSITIONS
+from gateway.core.subscriber import BookSyncState
+from gateway.core.subscriber import SubscribedBook
+from gateway.core.subscriber import SubscriberAction
+from gateway.core.subscriber import SubscriberError
+from gateway.core.subscriber import SubscriberEvent
 
 from .state_tables import specify
 

@@ -6,13 +6,18 @@ from __future__ import annotations
 import random
 import tracemalloc
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from gateway.core.arbiter import TradeDedup
-from gateway.core.model import Side, Trade, TradeOut
+from gateway.core.model import Side
+from gateway.core.model import Trade
+from gateway.core.model import TradeOut
 
 CAPACITY = 4096
 

@@ -7,16 +7,21 @@ import enum
 
 import pytest
 
-from gateway.core.transitions import UndefinedTransition, transition
+from gateway.core.transitions import UndefinedTransition
+from gateway.core.transitions import transition
 
 from .state_tables import Spec
 from .test_backoff import HEALTH_SPEC
 from .test_flow import FLOW_SPEC
 from .test_renewal import RENEWAL_SPEC
-from .test_replicated_states import OUTPUT_SPEC, REPLICA_SPEC
-from .test_score import REPLACE_SPEC, STANDBY_SPEC
-from .test_sequenced_connections import PLACEMENT_SPEC, TRUST_SPEC
-from .test_sequenced_states import STATUS_SPEC, SYNC_SPEC
+from .test_replicated_states import OUTPUT_SPEC
+from .test_replicated_states import REPLICA_SPEC
+from .test_score import REPLACE_SPEC
+from .test_score import STANDBY_SPEC
+from .test_sequenced_connections import PLACEMENT_SPEC
+from .test_sequenced_connections import TRUST_SPEC
+from .test_sequenced_states import STATUS_SPEC
+from .test_sequenced_states import SYNC_SPEC
 from .test_subscriber import SUBSCRIBER_SPEC
 
 #: The machines that look their table up with :func:`transition`.

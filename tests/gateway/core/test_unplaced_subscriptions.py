@@ -4,21 +4,20 @@ connection delivered yet): the cases the venue property tests found, by name
 
 from __future__ import annotations
 
-from feeds.bybit import LINEAR, BybitRule
+from feeds.bybit import LINEAR
+from feeds.bybit import BybitRule
 from feeds.okx import VENUE as OKX
 from feeds.okx import OkxRule
 from gateway.core.arbiter import ArbiterLimits
-from gateway.core.model import (
-    ArbiterEvent,
-    BookDelta,
-    DepthDiff,
-    DepthSnapshot,
-    Level,
-    ReconnectWanted,
-    SnapshotWanted,
-    StatusChange,
-    SymbolState,
-)
+from gateway.core.model import ArbiterEvent
+from gateway.core.model import BookDelta
+from gateway.core.model import DepthDiff
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import Level
+from gateway.core.model import ReconnectWanted
+from gateway.core.model import SnapshotWanted
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
 from gateway.core.sequenced import SequencedBook
 
 KEY = f"{LINEAR}:BTCUSDT"

@@ -9,29 +9,34 @@ import contextlib
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
+from typing import Self
 
 import msgspec
-from websockets.frames import Frame, Opcode
+from websockets.frames import Frame
+from websockets.frames import Opcode
 
 from gateway.core.book import L2Book
-from gateway.core.model import (
-    BookDelta,
-    BookReset,
-    Level,
-    Side,
-    StatusChange,
-    SymbolState,
-    Trade,
-    TradeOut,
-)
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import Level
+from gateway.core.model import Side
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import Trade
+from gateway.core.model import TradeOut
 from gateway.core.pipeline import BookState
 from gateway.io.fanout import Fanout
 from gateway.wire.config import ServerConfig
-from gateway.wire.protocol import ServerMessage, Status, decode_server_message
-from tests.harness import running, started
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import decode_server_message
+from tests.harness import running
+from tests.harness import started
 
 KEY = "binance:BTCUSDT"
 KEY2 = "binance:ETHUSDT"

@@ -10,37 +10,50 @@ import itertools
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import pytest
-from websockets.asyncio.server import ServerConnection, unix_serve
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import unix_serve
 from websockets.exceptions import InvalidStatus
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
+from websockets.http11 import Response
 
-from gateway.core.model import STARTING_REASON, Side, SymbolState
+from gateway.core.model import STARTING_REASON
+from gateway.core.model import Side
+from gateway.core.model import SymbolState
 from gateway.io.changes import StateChanges
-from gateway.io.client import (
-    GATEWAY_STOPPED,
-    BboEvent,
-    BookEvent,
-    ClientState,
-    Event,
-    GatewayClient,
-    GatewayError,
-    RecoveryEvent,
-    RetryEvent,
-    StatusEvent,
-    TradeEvent,
-    subscribe,
-)
-from gateway.io.fanout import Fanout, StopResult
-from gateway.wire.protocol import UnknownValue, WireFormat
-from tests.harness import wait_until, ws_serving
+from gateway.io.client import GATEWAY_STOPPED
+from gateway.io.client import BboEvent
+from gateway.io.client import BookEvent
+from gateway.io.client import ClientState
+from gateway.io.client import Event
+from gateway.io.client import GatewayClient
+from gateway.io.client import GatewayError
+from gateway.io.client import RecoveryEvent
+from gateway.io.client import RetryEvent
+from gateway.io.client import StatusEvent
+from gateway.io.client import TradeEvent
+from gateway.io.client import subscribe
+from gateway.io.fanout import Fanout
+from gateway.io.fanout import StopResult
+from gateway.wire.protocol import UnknownValue
+from gateway.wire.protocol import WireFormat
+from tests.harness import wait_until
+from tests.harness import ws_serving
 
-from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving, start_serving, trade
+from .fanout_helpers import KEY
+from .fanout_helpers import KEY2
+from .fanout_helpers import FakeView
+from .fanout_helpers import live_fanout
+from .fanout_helpers import serving
+from .fanout_helpers import start_serving
+from .fanout_helpers import trade
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]

@@ -9,45 +9,48 @@ import msgspec
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
-from websockets.frames import Frame, Opcode
+from websockets.frames import Frame
+from websockets.frames import Opcode
 
 from gateway.core.book import L2Book
-from gateway.core.model import STARTING_REASON, Side, SymbolState
+from gateway.core.model import STARTING_REASON
+from gateway.core.model import Side
+from gateway.core.model import SymbolState
 from gateway.io import fanout as fanout_module
-from gateway.io.fanout import Fanout, build_frame
+from gateway.io.fanout import Fanout
+from gateway.io.fanout import build_frame
 from gateway.wire.config import ServerConfig
-from gateway.wire.protocol import (
-    GOING_AWAY_REASON,
-    Bbo,
-    Delta,
-    Error,
-    ErrorCode,
-    Pong,
-    ServerMessage,
-    Snapshot,
-    Status,
-    StreamPosition,
-    Subscribed,
-    Symbols,
-    TradeMsg,
-    Unsubscribed,
-    decode_server_message,
-)
-from tests.harness import cancel_within, tcp_connect, wait_peer_closed, wait_until
+from gateway.wire.protocol import GOING_AWAY_REASON
+from gateway.wire.protocol import Bbo
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Error
+from gateway.wire.protocol import ErrorCode
+from gateway.wire.protocol import Pong
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import StreamPosition
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import Symbols
+from gateway.wire.protocol import TradeMsg
+from gateway.wire.protocol import Unsubscribed
+from gateway.wire.protocol import decode_server_message
+from tests.harness import cancel_within
+from tests.harness import tcp_connect
+from tests.harness import wait_peer_closed
+from tests.harness import wait_until
 
-from .fanout_helpers import (
-    KEY,
-    KEY2,
-    FakeView,
-    RawClient,
-    close_of,
-    flood_until,
-    live_fanout,
-    plain,
-    serving,
-    sub,
-    trade,
-)
+from .fanout_helpers import KEY
+from .fanout_helpers import KEY2
+from .fanout_helpers import FakeView
+from .fanout_helpers import RawClient
+from .fanout_helpers import close_of
+from .fanout_helpers import flood_until
+from .fanout_helpers import live_fanout
+from .fanout_helpers import plain
+from .fanout_helpers import serving
+from .fanout_helpers import sub
+from .fanout_helpers import trade
 
 BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
 ASKS = [("100.50", "1"), ("101.00", "2")]

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.wire.protocol import Delta, Snapshot, Status, Subscribed
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribed
 from tests.harness import wait_until
 
-from .fanout_helpers import KEY, RawClient, levels, live_fanout, serving
+from .fanout_helpers import KEY
+from .fanout_helpers import RawClient
+from .fanout_helpers import levels
+from .fanout_helpers import live_fanout
+from .fanout_helpers import serving
 
 SUBSCRIBE = msgspec.json.encode({"op": "subscribe", "symbols": [KEY]}).decode()
 

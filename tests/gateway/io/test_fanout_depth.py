@@ -10,12 +10,21 @@ import msgspec
 import pytest
 
 from gateway.core.book import L2Book
-from gateway.core.model import BookDelta, Level
+from gateway.core.model import BookDelta
+from gateway.core.model import Level
 from gateway.io import fanout as fanout_module
 from gateway.io.fanout import Fanout
-from gateway.wire.protocol import Delta, ServerMessage, Snapshot, Status, Subscribed
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribed
 
-from .fanout_helpers import KEY, RawClient, levels, live_fanout, serving
+from .fanout_helpers import KEY
+from .fanout_helpers import RawClient
+from .fanout_helpers import levels
+from .fanout_helpers import live_fanout
+from .fanout_helpers import serving
 
 DEPTHS = (1, 3, None)
 

@@ -23,28 +23,36 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck
+from hypothesis import event
+from hypothesis import example
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from websockets.frames import Opcode
 
 from gateway.core.model import SymbolState
-from gateway.wire.protocol import (
-    MAX_DEPTH,
-    CloseCode,
-    Delta,
-    Error,
-    ErrorCode,
-    Pong,
-    ProtocolError,
-    ServerMessage,
-    Snapshot,
-    Status,
-    Subscribed,
-    decode_server_message,
-)
+from gateway.wire.protocol import MAX_DEPTH
+from gateway.wire.protocol import CloseCode
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Error
+from gateway.wire.protocol import ErrorCode
+from gateway.wire.protocol import Pong
+from gateway.wire.protocol import ProtocolError
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import decode_server_message
 from tests.harness import run_bounded
 
-from .fanout_helpers import KEY, KEY2, RawClient, close_of, live_fanout, plain, serving
+from .fanout_helpers import KEY
+from .fanout_helpers import KEY2
+from .fanout_helpers import RawClient
+from .fanout_helpers import close_of
+from .fanout_helpers import live_fanout
+from .fanout_helpers import plain
+from .fanout_helpers import serving
 
 BIDS = [("100.00", "1"), ("99.50", "2"), ("99.00", "3")]
 ASKS = [("100.50", "1"), ("101.00", "2")]

@@ -16,18 +16,21 @@ from websockets.typing import Origin
 
 from gateway.io.fanout import Fanout
 from gateway.io.health import HttpAnswer
-from gateway.wire.config import ServerConfig, parse_config
-from gateway.wire.protocol import (
-    Error,
-    ErrorCode,
-    Pong,
-    Snapshot,
-    Status,
-    Subscribed,
-    decode_server_message,
-)
+from gateway.wire.config import ServerConfig
+from gateway.wire.config import parse_config
+from gateway.wire.protocol import Error
+from gateway.wire.protocol import ErrorCode
+from gateway.wire.protocol import Pong
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import decode_server_message
 
-from .fanout_helpers import KEY, KEY2, FakeView, live_fanout, serving
+from .fanout_helpers import KEY
+from .fanout_helpers import KEY2
+from .fanout_helpers import FakeView
+from .fanout_helpers import live_fanout
+from .fanout_helpers import serving
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1")]

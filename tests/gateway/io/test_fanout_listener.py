@@ -12,7 +12,9 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ import uvloop
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.io.fanout import check_listening
 from gateway.io.service import Service
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 from gateway.wire.config import ListenerLost
 from tests.harness import running
 

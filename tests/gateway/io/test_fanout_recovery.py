@@ -13,30 +13,26 @@ from websockets.frames import Opcode
 from gateway.core.model import SymbolState
 from gateway.io.fanout import Fanout
 from gateway.wire.config import ServerConfig
-from gateway.wire.protocol import (
-    Bbo,
-    Delta,
-    ServerMessage,
-    Snapshot,
-    Status,
-    Subscribed,
-    TradeMsg,
-)
+from gateway.wire.protocol import Bbo
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import TradeMsg
 from gateway.wire.recovery import delta_cost
 from tests.harness import wait_until
 
-from .fanout_helpers import (
-    KEY,
-    KEY2,
-    FakeView,
-    RawClient,
-    flood_until,
-    live_fanout,
-    plain,
-    serving,
-    sub,
-    trade,
-)
+from .fanout_helpers import KEY
+from .fanout_helpers import KEY2
+from .fanout_helpers import FakeView
+from .fanout_helpers import RawClient
+from .fanout_helpers import flood_until
+from .fanout_helpers import live_fanout
+from .fanout_helpers import plain
+from .fanout_helpers import serving
+from .fanout_helpers import sub
+from .fanout_helpers import trade
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]

@@ -9,18 +9,22 @@ import os
 import socket
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.io.client import BookEvent, Event, GatewayClient
+from gateway.io.client import BookEvent
+from gateway.io.client import Event
+from gateway.io.client import GatewayClient
 from gateway.io.fanout import Fanout
 from gateway.tools.tap import Tap
 from gateway.wire.config import ListenError
 from tests.harness import started
 
-from .fanout_helpers import KEY, live_fanout
+from .fanout_helpers import KEY
+from .fanout_helpers import live_fanout
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1"), ("101.00", "2")]

@@ -7,7 +7,8 @@ import http
 import msgspec
 import pytest
 
-from gateway.core.model import STARTING_REASON, SymbolState
+from gateway.core.model import STARTING_REASON
+from gateway.core.model import SymbolState
 from gateway.io.health import health_document
 
 LIVE, STALE, SYNCING = SymbolState.LIVE, SymbolState.STALE, SymbolState.SYNCING

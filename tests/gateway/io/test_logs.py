@@ -17,7 +17,10 @@ import orjson
 import pytest
 
 from gateway.core.lograte import LogLimiter
-from gateway.io.logs import FdExhaustion, JsonFormatter, LimitedLog, redact_secrets
+from gateway.io.logs import FdExhaustion
+from gateway.io.logs import JsonFormatter
+from gateway.io.logs import LimitedLog
+from gateway.io.logs import redact_secrets
 from tests.subscriber import mdgateway_process
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -23,7 +23,9 @@ from gateway.io.logs import FD_EXHAUSTION
 from gateway.io.service import Service
 from gateway.wire.config import Config
 from tests.harness import wait_until
-from tests.subscriber import ROOT, loopback_config, serving
+from tests.subscriber import ROOT
+from tests.subscriber import loopback_config
+from tests.subscriber import serving
 
 DOC = ROOT / "docs" / "metrics.md"
 VENUE = "binance-usdm"

@@ -13,9 +13,15 @@ from jsonschema import Draft202012Validator
 from websockets.frames import Opcode
 
 from gateway.core.model import SymbolState
-from gateway.wire.protocol import SCHEMA_PATH, ErrorCode
+from gateway.wire.protocol import SCHEMA_PATH
+from gateway.wire.protocol import ErrorCode
 
-from .fanout_helpers import KEY, KEY2, RawClient, live_fanout, serving, trade
+from .fanout_helpers import KEY
+from .fanout_helpers import KEY2
+from .fanout_helpers import RawClient
+from .fanout_helpers import live_fanout
+from .fanout_helpers import serving
+from .fanout_helpers import trade
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 SERVER = Draft202012Validator({"$defs": SCHEMA["$defs"], **SCHEMA["properties"]["server_message"]})

@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from gateway.io.server_close import AcceptedConnection, close_servers
-from tests.harness import tcp_connect, wait_peer_closed
+from gateway.io.server_close import AcceptedConnection
+from gateway.io.server_close import close_servers
+from tests.harness import tcp_connect
+from tests.harness import wait_peer_closed
 
 #: Longer than any test's bound: a close that waits for a handshake to time out fails.
 OPEN_TIMEOUT_S = 600.0

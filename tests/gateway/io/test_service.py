@@ -5,28 +5,29 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from unittest.mock import patch
 
 import msgspec
 import pytest
 
 from gateway.core import pipeline
-from gateway.core.model import (
-    BookDelta,
-    BookReset,
-    DepthSnapshot,
-    GatewayEvent,
-    StatusChange,
-    SymbolState,
-    TradeOut,
-)
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import DepthSnapshot
+from gateway.core.model import GatewayEvent
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
+from gateway.core.model import TradeOut
 from gateway.core.renewal import AGE_JITTER
 from gateway.core.sequenced import SequencedBook
 from gateway.io.service import Service
 from gateway.io.upstream import Sent
 from gateway.io.venue_runtime import VenueRuntime
-from gateway.wire.config import Config, VenueConfig, validate
+from gateway.wire.config import Config
+from gateway.wire.config import VenueConfig
+from gateway.wire.config import validate
 from gateway.wire.venues import ADAPTERS
 
 BINANCE = VenueConfig(

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 
-from feeds import kraken, okx
-from feeds.sim.simulators import SimKraken, SimOkx
+from feeds import kraken
+from feeds import okx
+from feeds.sim.simulators import SimKraken
+from feeds.sim.simulators import SimOkx
 from gateway.core.model import SymbolState
-from gateway.io.client import ClientState, Event, StatusEvent
+from gateway.io.client import ClientState
+from gateway.io.client import Event
+from gateway.io.client import StatusEvent
 from gateway.wire.config import Config
-from tests.subscriber import loopback_config, serving
+from tests.subscriber import loopback_config
+from tests.subscriber import serving
 
 SYMBOLS = ["BTC-USDT", "ETH-USDT"]
 KEYS = [f"okx:{s}" for s in SYMBOLS]

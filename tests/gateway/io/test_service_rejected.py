@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
 
-from feeds.sim.simulators import SimBinanceSpot, SimBybit, SimCoinbase, SimKraken, SimOkx
+from feeds.sim.simulators import SimBinanceSpot
+from feeds.sim.simulators import SimBybit
+from feeds.sim.simulators import SimCoinbase
+from feeds.sim.simulators import SimKraken
+from feeds.sim.simulators import SimOkx
 from gateway.core.model import SymbolState
-from gateway.io.client import ClientState, Event, StatusEvent
+from gateway.io.client import ClientState
+from gateway.io.client import Event
+from gateway.io.client import StatusEvent
 from gateway.wire.config import Config
-from tests.subscriber import loopback_config, serving
+from tests.subscriber import loopback_config
+from tests.subscriber import serving
 
 
 def _config(venue: str, symbols: list[str], endpoints: list[str], rest: list[str]) -> Config:

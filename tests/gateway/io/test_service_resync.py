@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
 
 import pytest
 from websockets.frames import CloseCode
@@ -14,9 +15,12 @@ from websockets.frames import CloseCode
 from feeds.sim.connection import RestAnswer
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
-from gateway.io.client import ClientState, Event, StatusEvent
+from gateway.io.client import ClientState
+from gateway.io.client import Event
+from gateway.io.client import StatusEvent
 from gateway.wire.config import Config
-from tests.subscriber import loopback_config, serving
+from tests.subscriber import loopback_config
+from tests.subscriber import serving
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 KEYS = [f"binance:{s}" for s in SYMBOLS]

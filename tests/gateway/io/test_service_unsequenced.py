@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
 from feeds import kraken
 from gateway.core.book import L2Book
 from gateway.core.budget import AttemptBudget
-from gateway.core.model import BookDelta, BookReset, GatewayEvent
+from gateway.core.model import BookDelta
+from gateway.core.model import BookReset
+from gateway.core.model import GatewayEvent
 from gateway.core.replicated import ReplicatedBook
 from gateway.io.upstream import Sent
 from gateway.io.venue_runtime import VenueRuntime
 from gateway.wire.config import parse_config
 
-from ...feeds.test_kraken import MATIC_SNAPSHOT, MATIC_UPDATE
+from ...feeds.test_kraken import MATIC_SNAPSHOT
+from ...feeds.test_kraken import MATIC_UPDATE
 
 RealData = Callable[[str], Path]
 

@@ -11,10 +11,15 @@ import pytest
 from gateway.io.fanout import Fanout
 from gateway.io.service import subscribers_answer
 from gateway.wire.config import ServerConfig
-from gateway.wire.protocol import Subscribe, encode_json
+from gateway.wire.protocol import Subscribe
+from gateway.wire.protocol import encode_json
 from tests.harness import wait_until
 
-from .fanout_helpers import KEY, FakeView, RawClient, levels, serving
+from .fanout_helpers import KEY
+from .fanout_helpers import FakeView
+from .fanout_helpers import RawClient
+from .fanout_helpers import levels
+from .fanout_helpers import serving
 
 BIDS = [("100.00", "1"), ("99.50", "2")]
 ASKS = [("100.50", "1")]

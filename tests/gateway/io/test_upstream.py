@@ -8,7 +8,8 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,21 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
+from websockets.http11 import Response
 
 from gateway.core.backoff import Backoff
-from gateway.core.budget import DEFAULT_RETRY_AFTER_S, AttemptBudget
+from gateway.core.budget import DEFAULT_RETRY_AFTER_S
+from gateway.core.budget import AttemptBudget
 from gateway.core.model import DepthSnapshot
 from gateway.io.changes import StateChanges
-from gateway.io.upstream import Connection, Sent, SnapshotFetcher
+from gateway.io.upstream import Connection
+from gateway.io.upstream import Sent
+from gateway.io.upstream import SnapshotFetcher
 from gateway.wire.venues import adapter_for
-from tests.harness import run_until, wait_until, ws_serving
+from tests.harness import run_until
+from tests.harness import wait_until
+from tests.harness import ws_serving
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 

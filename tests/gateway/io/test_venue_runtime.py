@@ -9,20 +9,27 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
-from feeds.sim.simulators import SimBinanceSpot, SimBinanceUsdm
+from feeds.sim.simulators import SimBinanceSpot
+from feeds.sim.simulators import SimBinanceUsdm
 from gateway.capture import CaptureReader
-from gateway.core.model import STOPPING_REASON, GatewayEvent, StatusChange, SymbolState
+from gateway.core.model import STOPPING_REASON
+from gateway.core.model import GatewayEvent
+from gateway.core.model import StatusChange
+from gateway.core.model import SymbolState
 from gateway.core.renewal import Renewal
 from gateway.io.capture_writer import CaptureWriter
 from gateway.io.venue_runtime import VenueRuntime
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 from tests.harness import wait_until
-from tests.subscriber import loopback_config, serving
+from tests.subscriber import loopback_config
+from tests.subscriber import serving
 
 #: Binance's notice that the connection will be closed: renewed, make before break.
 SHUTDOWN_NOTICE = b'{"e":"serverShutdown","E":1}'

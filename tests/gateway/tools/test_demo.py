@@ -10,11 +10,16 @@ from urllib.parse import urlsplit
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidHandshake
 
 from gateway.core.model import SymbolState
 from gateway.tools.cli import build_parser
-from gateway.tools.demo import DEMO_VENUES, sim_config_toml, sim_fault_plan, sim_ports, start_sims
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import sim_config_toml
+from gateway.tools.demo import sim_fault_plan
+from gateway.tools.demo import sim_ports
+from gateway.tools.demo import start_sims
 from gateway.tools.runtime import UsageError
 from gateway.wire.config import load_config
 from gateway.wire.venues import ADAPTERS

@@ -15,25 +15,25 @@ import pytest
 
 from feeds.sim import bybit as sim_bybit
 from feeds.sim.replay_plan import build_plan
-from gateway.capture import CaptureRecord, inline_snapshot_url
+from gateway.capture import CaptureRecord
 from gateway.capture import codec as mdgw
+from gateway.capture import inline_snapshot_url
 from gateway.capture.records import rest_record
 from gateway.core.model import VenueNotice
-from gateway.tools.replay import (
-    _File,
-    _missing_snapshots,
-    _notice_frame,
-    _numbered,
-    _show_progress,
-    _venue_endpoints,
-    endpoint_table,
-    gateway_config,
-    load_plan,
-    load_session,
-    progress_line,
-    quiet_rebuild_logs,
-)
-from gateway.wire.config import ConfigError, parse_config
+from gateway.tools.replay import _File
+from gateway.tools.replay import _missing_snapshots
+from gateway.tools.replay import _notice_frame
+from gateway.tools.replay import _numbered
+from gateway.tools.replay import _show_progress
+from gateway.tools.replay import _venue_endpoints
+from gateway.tools.replay import endpoint_table
+from gateway.tools.replay import gateway_config
+from gateway.tools.replay import load_plan
+from gateway.tools.replay import load_session
+from gateway.tools.replay import progress_line
+from gateway.tools.replay import quiet_rebuild_logs
+from gateway.wire.config import ConfigError
+from gateway.wire.config import parse_config
 from gateway.wire.venues import ADAPTERS
 
 SPOT_DIFF = (

@@ -18,20 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tools.runtime import (
-    TOKEN_ENV,
-    Parser,
-    UsageError,
-    gateway_token,
-    int_between,
-    log_level,
-    port_number,
-    run_loop,
-    seconds,
-    stack_dumps,
-    users_mistake,
-)
-from gateway.wire.config import ListenerLost, ListenError, listen_error
+from gateway.tools.runtime import TOKEN_ENV
+from gateway.tools.runtime import Parser
+from gateway.tools.runtime import UsageError
+from gateway.tools.runtime import gateway_token
+from gateway.tools.runtime import int_between
+from gateway.tools.runtime import log_level
+from gateway.tools.runtime import port_number
+from gateway.tools.runtime import run_loop
+from gateway.tools.runtime import seconds
+from gateway.tools.runtime import stack_dumps
+from gateway.tools.runtime import users_mistake
+from gateway.wire.config import ListenerLost
+from gateway.wire.config import ListenError
+from gateway.wire.config import listen_error
 
 
 @pytest.mark.parametrize(

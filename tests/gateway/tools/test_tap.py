@@ -9,7 +9,9 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -19,11 +21,18 @@ from websockets.asyncio.server import ServerConnection
 from gateway.core.model import SymbolState
 from gateway.io.changes import StateChanges
 from gateway.tools.cli import build_parser
-from gateway.tools.tap import LatencySummary, Tap, TapError, render_text, run_tap
+from gateway.tools.tap import LatencySummary
+from gateway.tools.tap import Tap
+from gateway.tools.tap import TapError
+from gateway.tools.tap import render_text
+from gateway.tools.tap import run_tap
 from gateway.wire import protocol as p
-from tests.gateway.io.fanout_helpers import live_fanout, serving
-from tests.harness import wait_until, ws_serving
-from tests.subscriber import live_demo_gateway, mdgateway_output
+from tests.gateway.io.fanout_helpers import live_fanout
+from tests.gateway.io.fanout_helpers import serving
+from tests.harness import wait_until
+from tests.harness import ws_serving
+from tests.subscriber import live_demo_gateway
+from tests.subscriber import mdgateway_output
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "binance:BTCUSDT"

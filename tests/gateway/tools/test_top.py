@@ -7,37 +7,44 @@ import asyncio
 import contextlib
 import dataclasses
 import http
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
+from websockets.http11 import Response
 
 from feeds.sim.simulators import SimBinanceSpot
 from gateway.core.model import SymbolState
 from gateway.io.service import Service
 from gateway.tools.cli import main
-from gateway.tools.demo import DEMO_VENUES, demo_config
+from gateway.tools.demo import DEMO_VENUES
+from gateway.tools.demo import demo_config
 from gateway.tools.runtime import UsageError
-from gateway.tools.top import BookFollower, gateway_urls
-from gateway.wire.protocol import (
-    Bbo,
-    Error,
-    ErrorCode,
-    Ping,
-    Pong,
-    ServerMessage,
-    Status,
-    Subscribe,
-    Subscribed,
-    decode_request,
-    encode_json,
-)
-from tests.harness import running, started, wait_until, ws_serving
-from tests.subscriber import mdgateway_output, serving
+from gateway.tools.top import BookFollower
+from gateway.tools.top import gateway_urls
+from gateway.wire.protocol import Bbo
+from gateway.wire.protocol import Error
+from gateway.wire.protocol import ErrorCode
+from gateway.wire.protocol import Ping
+from gateway.wire.protocol import Pong
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import Subscribe
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import decode_request
+from gateway.wire.protocol import encode_json
+from tests.harness import running
+from tests.harness import started
+from tests.harness import wait_until
+from tests.harness import ws_serving
+from tests.subscriber import mdgateway_output
+from tests.subscriber import serving
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 KEYS = [f"binance:{symbol}" for symbol in SYMBOLS]

@@ -7,17 +7,15 @@ import pytest
 from rich.cells import cell_len
 
 from gateway.core.model import SymbolState
-from gateway.tools.top_model import (
-    NotAGateway,
-    Reading,
-    Top,
-    book_rows,
-    check_health,
-    endpoint_rows,
-    parse_metrics,
-    subscriber_rows,
-    top_frame,
-)
+from gateway.tools.top_model import NotAGateway
+from gateway.tools.top_model import Reading
+from gateway.tools.top_model import Top
+from gateway.tools.top_model import book_rows
+from gateway.tools.top_model import check_health
+from gateway.tools.top_model import endpoint_rows
+from gateway.tools.top_model import parse_metrics
+from gateway.tools.top_model import subscriber_rows
+from gateway.tools.top_model import top_frame
 from gateway.wire.protocol import UnknownValue
 from tests.gateway.tools.test_view import rendered
 

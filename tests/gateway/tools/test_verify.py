@@ -10,14 +10,20 @@ import logging
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.tools.verify import VerifyReport, add_arguments, encode_json, main, verify_capture
+from gateway.tools.verify import VerifyReport
+from gateway.tools.verify import add_arguments
+from gateway.tools.verify import encode_json
+from gateway.tools.verify import main
+from gateway.tools.verify import verify_capture
 
 RealData = Callable[[str], Path]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tools.verify import VerifyReport, verify_capture
+from gateway.tools.verify import VerifyReport
+from gateway.tools.verify import verify_capture
 
 RealData = Callable[[str], Path]
 

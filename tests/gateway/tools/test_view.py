@@ -8,22 +8,21 @@ import io
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.cells import cell_len
-from rich.console import Console, RenderableType
+from rich.console import Console
+from rich.console import RenderableType
 
 from gateway.core.model import SymbolState
 from gateway.io.fanout import SubscriberStats
-from gateway.tools.view import (
-    BookRow,
-    Column,
-    TableData,
-    allot_rows,
-    books_data,
-    duration,
-    fit_table,
-    frame,
-    size,
-    subscribers_data,
-)
+from gateway.tools.view import BookRow
+from gateway.tools.view import Column
+from gateway.tools.view import TableData
+from gateway.tools.view import allot_rows
+from gateway.tools.view import books_data
+from gateway.tools.view import duration
+from gateway.tools.view import fit_table
+from gateway.tools.view import frame
+from gateway.tools.view import size
+from gateway.tools.view import subscribers_data
 
 
 def rendered(renderable: RenderableType, width: int, height: int) -> list[str]:

@@ -9,47 +9,45 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.model import Side, SymbolState
-from gateway.core.transitions import UndefinedTransition, transition
-from gateway.wire.client_session import (
-    GATEWAY_STOPPED,
-    RETRY_TRANSITIONS,
-    BboEvent,
-    BookEvent,
-    ClientSession,
-    ClientState,
-    Event,
-    GatewayError,
-    RecoveryEvent,
-    RetryEvent,
-    RetryInput,
-    RetryState,
-    StatusEvent,
-    Step,
-    TradeEvent,
-    disconnect_reason,
-    mid_of,
-    spread_of,
-)
-from gateway.wire.protocol import (
-    GOING_AWAY_REASON,
-    Bbo,
-    CloseCode,
-    Delta,
-    Error,
-    ErrorCode,
-    RecoverFrom,
-    Resync,
-    ServerMessage,
-    Snapshot,
-    Status,
-    StreamPosition,
-    Subscribe,
-    Subscribed,
-    TradeMsg,
-    encode_json,
-    encode_msgpack,
-)
+from gateway.core.model import Side
+from gateway.core.model import SymbolState
+from gateway.core.transitions import UndefinedTransition
+from gateway.core.transitions import transition
+from gateway.wire.client_session import GATEWAY_STOPPED
+from gateway.wire.client_session import RETRY_TRANSITIONS
+from gateway.wire.client_session import BboEvent
+from gateway.wire.client_session import BookEvent
+from gateway.wire.client_session import ClientSession
+from gateway.wire.client_session import ClientState
+from gateway.wire.client_session import Event
+from gateway.wire.client_session import GatewayError
+from gateway.wire.client_session import RecoveryEvent
+from gateway.wire.client_session import RetryEvent
+from gateway.wire.client_session import RetryInput
+from gateway.wire.client_session import RetryState
+from gateway.wire.client_session import StatusEvent
+from gateway.wire.client_session import Step
+from gateway.wire.client_session import TradeEvent
+from gateway.wire.client_session import disconnect_reason
+from gateway.wire.client_session import mid_of
+from gateway.wire.client_session import spread_of
+from gateway.wire.protocol import GOING_AWAY_REASON
+from gateway.wire.protocol import Bbo
+from gateway.wire.protocol import CloseCode
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import Error
+from gateway.wire.protocol import ErrorCode
+from gateway.wire.protocol import RecoverFrom
+from gateway.wire.protocol import Resync
+from gateway.wire.protocol import ServerMessage
+from gateway.wire.protocol import Snapshot
+from gateway.wire.protocol import Status
+from gateway.wire.protocol import StreamPosition
+from gateway.wire.protocol import Subscribe
+from gateway.wire.protocol import Subscribed
+from gateway.wire.protocol import TradeMsg
+from gateway.wire.protocol import encode_json
+from gateway.wire.protocol import encode_msgpack
 from tests.gateway.core.state_tables import specify
 
 KEY = "binance:BTCUSDT"

@@ -9,16 +9,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.core.model import Side, SymbolState
-from gateway.wire.client_session import (
-    BookEvent,
-    ClientSession,
-    Event,
-    GatewayError,
-    StatusEvent,
-    Step,
-    TradeEvent,
-)
+from gateway.core.model import Side
+from gateway.core.model import SymbolState
+from gateway.wire.client_session import BookEvent
+from gateway.wire.client_session import ClientSession
+from gateway.wire.client_session import Event
+from gateway.wire.client_session import GatewayError
+from gateway.wire.client_session import StatusEvent
+from gateway.wire.client_session import Step
+from gateway.wire.client_session import TradeEvent
 from gateway.wire.protocol import UnknownValue
 
 KEY = "binance:BTCUSDT"

@@ -6,23 +6,25 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from feeds import binance, binance_coinm, binance_usdm, okx
-from gateway.wire.config import (
-    Config,
-    ConfigError,
-    LimitsConfig,
-    ServerConfig,
-    VenueConfig,
-    allowed_host_names,
-    exposure_warning,
-    host_error,
-    host_header_name,
-    is_loopback,
-    load_config,
-    parse_config,
-    snapshot_limit,
-)
-from tests.markdown import CODE, table_rows
+from feeds import binance
+from feeds import binance_coinm
+from feeds import binance_usdm
+from feeds import okx
+from gateway.wire.config import Config
+from gateway.wire.config import ConfigError
+from gateway.wire.config import LimitsConfig
+from gateway.wire.config import ServerConfig
+from gateway.wire.config import VenueConfig
+from gateway.wire.config import allowed_host_names
+from gateway.wire.config import exposure_warning
+from gateway.wire.config import host_error
+from gateway.wire.config import host_header_name
+from gateway.wire.config import is_loopback
+from gateway.wire.config import load_config
+from gateway.wire.config import parse_config
+from gateway.wire.config import snapshot_limit
+from tests.markdown import CODE
+from tests.markdown import table_rows
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -136,7 +138,8 @@ def test_venues_with_in_band_snapshots_need_no_rest() -> None:
 def test_the_simulator_config_matches_the_port_plan_of_mdgateway_sim() -> None:
     from urllib.parse import urlsplit
 
-    from gateway.tools.demo import DEMO_VENUES, sim_ports
+    from gateway.tools.demo import DEMO_VENUES
+    from gateway.tools.demo import sim_ports
 
     config = load_config(ROOT / "deploy" / "sim-all.toml")
     by_venue = {v.venue: v for v in config.venues}

@@ -12,9 +12,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gateway.core.model import Side, SymbolState
+from gateway.core.model import Side
+from gateway.core.model import SymbolState
 from gateway.wire import protocol as p
-from tests.markdown import CODE, table_rows
+from tests.markdown import CODE
+from tests.markdown import table_rows
 
 KEY = "binance:BTCUSDT"
 

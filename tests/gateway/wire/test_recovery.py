@@ -12,17 +12,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.model import Side
-from gateway.wire.protocol import JSON_SAFE_MAX, Delta, TradeMsg, encode_json
-from gateway.wire.recovery import (
-    INSTANCE_NONCE_BITS,
-    TRADE_BASE_COST,
-    M,
-    RecoveryRing,
-    delta_cost,
-    message_cost,
-    new_instance,
-    recovered_copy,
-)
+from gateway.wire.protocol import JSON_SAFE_MAX
+from gateway.wire.protocol import Delta
+from gateway.wire.protocol import TradeMsg
+from gateway.wire.protocol import encode_json
+from gateway.wire.recovery import INSTANCE_NONCE_BITS
+from gateway.wire.recovery import TRADE_BASE_COST
+from gateway.wire.recovery import M
+from gateway.wire.recovery import RecoveryRing
+from gateway.wire.recovery import delta_cost
+from gateway.wire.recovery import message_cost
+from gateway.wire.recovery import new_instance
+from gateway.wire.recovery import recovered_copy
 
 KEY = "binance:BTCUSDT"
 

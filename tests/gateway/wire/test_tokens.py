@@ -8,15 +8,13 @@ from typing import NamedTuple
 
 import pytest
 
-from gateway.wire.tokens import (
-    Secret,
-    TokenError,
-    bearer_headers,
-    read_token_file,
-    redact,
-    redacted_repr,
-    split_token,
-)
+from gateway.wire.tokens import Secret
+from gateway.wire.tokens import TokenError
+from gateway.wire.tokens import bearer_headers
+from gateway.wire.tokens import read_token_file
+from gateway.wire.tokens import redact
+from gateway.wire.tokens import redacted_repr
+from gateway.wire.tokens import split_token
 
 SECRET = "s3cret-token-0123456789"
 
