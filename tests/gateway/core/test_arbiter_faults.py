@@ -34,9 +34,13 @@ FAR = 10**12
 LIVE, RESYNCING = SymbolState.LIVE, SymbolState.RESYNCING
 
 
-def book(max_id_jump: int | None = None) -> SequencedBook:
+def book(max_id_jump: int | None = None, *, up: tuple[int, ...] = ()) -> SequencedBook:
+    """A book with the connections ``up`` up."""
     limits = ArbiterLimits(reorder_window_ns=WINDOW_NS, max_id_jump=max_id_jump)
-    return SequencedBook(KEY, BinanceSpotRule(), limits)
+    arb = SequencedBook(KEY, BinanceSpotRule(), limits)
+    for conn in up:
+        arb.on_connection(conn, True, 0)
+    return arb
 
 
 def mangled(stream: TrueStream, index: int, conn: int, recv_ns: int) -> DepthDiff:
@@ -176,9 +180,7 @@ def test_streams_behind_a_snapshot_ahead_of_them_are_not_a_venue_reset() -> None
     stream = make_stream(choices(30))
     # The REST snapshot is 5 diffs ahead of both streams, which stay behind it for longer
     # than the reset window: the book never moved past its snapshot, so nothing is wrong.
-    arb = SequencedBook(KEY, BinanceSpotRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
+    arb = book(up=(0, 1))
     arb.on_diff(merged(stream, 0, 0, 0, 0), 0)
     arb.on_snapshot(stream.snapshot(6), 0)
     for i in range(0, 6):
@@ -195,9 +197,7 @@ def test_a_stream_lagging_a_rest_snapshot_is_catching_up_until_ids_go_back() -> 
     reset window, rising in its stream: it lags, no venue reset. Once its ids go back (its
     stream restarted), they no longer put the reset off."""
     stream = make_stream(choices(60))
-    arb = book()
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
+    arb = book(up=(0, 1))
     arb.on_diff(merged(stream, 0, 0, 1, 0), 0)
     for i in (40, 41):
         arb.on_diff(merged(stream, i, i, 0, 0), 0)
@@ -316,9 +316,7 @@ def test_a_connection_lagging_when_the_venue_restarts_is_a_venue_reset_once_it_r
 
 def test_copies_that_agree_after_one_that_disagreed_do_not_put_off_a_venue_reset() -> None:
     stream = make_stream(choices(100))
-    arb = book()
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
+    arb = book(up=(0, 1))
     arb.on_snapshot(stream.snapshot(0), 0)
     for i in range(60):
         arb.on_diff(merged(stream, i, i, 0, 0), 0)
@@ -343,9 +341,7 @@ def test_copies_that_agree_after_one_that_disagreed_do_not_put_off_a_venue_reset
 
 def test_a_book_whose_id_came_from_a_bogus_copy_is_rebuilt() -> None:
     stream = make_stream(choices(200))
-    arb = book()
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
+    arb = book(up=(0, 1))
     arb.on_snapshot(stream.snapshot(0), 0)
     first, last, bids, asks = stream.diffs[0]
     # Connection 1's copy of the first update ends 300 ids late (within max_id_jump), and
@@ -451,9 +447,7 @@ def test_a_mangled_copy_on_the_only_connection_is_never_applied_the_book_resyncs
 
 
 def test_an_implausible_jump_confirmed_by_another_connection_is_applied() -> None:
-    arb = book()
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
+    arb = book(up=(0, 1))
     arb.on_snapshot(make_stream(choices(1)).snapshot(0), 0)
     jump = DepthDiff(VENUE, SYMBOL, 1001, 1001 + FAR, -1, (("95.00", "1"),), (), 0, 0, 0)
     assert arb.on_diff(jump, 0) == [] and arb.sync is Sync.HOLE
@@ -502,9 +496,7 @@ def test_a_copy_from_a_replacement_on_the_same_endpoint_does_not_confirm_a_mangl
 
 def test_a_mangled_copy_held_on_a_snapshot_is_contradicted_by_a_stale_copy() -> None:
     stream = make_stream(choices(10))
-    arb = book()
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
+    arb = book(up=(0, 1))
     # Connection 0's mangled copy of diffs 0-3 waits for the book, built at diff 3: held.
     first, _, bids, asks = stream.diffs[0]
     bogus = DepthDiff(VENUE, SYMBOL, first, first + FAR, -1, bids, asks, 0, 0, 0)
@@ -519,9 +511,7 @@ def test_a_mangled_copy_held_on_a_snapshot_is_contradicted_by_a_stale_copy() -> 
 
 
 def test_an_implausible_jump_is_applied_once_a_majority_of_connections_carries_it() -> None:
-    arb = book()
-    for conn in (0, 1, 2):
-        arb.on_connection(conn, True, 0)
+    arb = book(up=(0, 1, 2))
     arb.on_snapshot(make_stream(choices(1)).snapshot(0), 0)
     jump = [
         DepthDiff(VENUE, SYMBOL, 1001, 1001 + FAR, -1, (("95.00", "1"),), (), 0, 0, c)
@@ -552,9 +542,7 @@ def test_an_in_band_snapshot_far_ahead_is_used_only_when_no_connection_is_at_the
     others_up: bool,
 ) -> None:
     stream = make_stream(choices(10))
-    arb = book()
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
+    arb = book(up=(0, 1))
     arb.on_snapshot(stream.snapshot(0), 0)
     arb.on_diff(merged(stream, 0, 0, 0, 0), 0)
     if not others_up:
@@ -611,9 +599,7 @@ def test_one_far_future_id_causes_at_most_one_resync(
 
 
 def test_a_held_update_the_book_has_since_passed_is_forgotten_without_a_resync() -> None:
-    arb = book(max_id_jump=10)
-    for conn in (0, 1):
-        arb.on_connection(conn, True, 0)
+    arb = book(max_id_jump=10, up=(0, 1))
     arb.on_snapshot(make_stream(choices(1)).snapshot(0), 0)
 
     def d(first: int, last: int, conn: int) -> DepthDiff:
