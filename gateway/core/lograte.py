@@ -17,12 +17,22 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from collections.abc import Hashable
 from collections.abc import Mapping
+from functools import partial
+from typing import Any
+from typing import Concatenate
 from typing import Final
+from typing import Generic
+from typing import ParamSpec
+from typing import Self
+from typing import overload
 
 #: Appended to an admitted line, with the count, when lines of its cause were suppressed.
 SUPPRESSED_SUFFIX: Final = " (%d similar suppressed)"
+
+_LogParams = ParamSpec("_LogParams")
 
 
 class _Window:
@@ -77,13 +87,40 @@ class LogLimiter:
         return len(self._windows)
 
 
+class AtLevel(Generic[_LogParams]):
+    """A logger's method for one level: in a class body, ``warning = AtLevel(WARNING, log)``
+    makes ``obj.warning(...)`` the call ``obj.log(WARNING, ...)``, typed with the rest of
+    ``log``'s parameters. The call adds no Python frame, so a ``stacklevel`` given to it
+    counts as one given to ``log``."""
+
+    def __init__(self, level: int, log: Callable[Concatenate[Any, int, _LogParams], bool]) -> None:
+        self.level = level
+        self._log = log
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(
+        self, instance: object, owner: type | None = None
+    ) -> Callable[_LogParams, bool]: ...
+
+    def __get__(
+        self, instance: object, owner: type | None = None
+    ) -> Self | Callable[_LogParams, bool]:
+        if instance is None:
+            return self
+        return partial(self._log, instance, self.level)
+
+
 class LimitedLogger:
     """A logger whose lines are limited per cause by a :class:`LogLimiter`.
 
     ``log(level, cause, now_s, msg, *args)`` writes ``msg % args`` when the limiter admits
     the cause at ``now_s``, with :data:`SUPPRESSED_SUFFIX` and the count appended when
     lines of that cause were suppressed before it; otherwise the line is dropped, counted
-    by the limiter. A level the logger does not write costs no budget.
+    by the limiter. A level the logger does not write costs no budget. ``info``,
+    ``warning`` and ``error`` are ``log`` at their level.
     """
 
     def __init__(self, logger: logging.Logger, limiter: LogLimiter | None = None) -> None:
@@ -102,52 +139,6 @@ class LimitedLogger:
     ) -> bool:
         """Write one line of ``cause`` if admitted (``extra``, ``stacklevel``: as for
         :meth:`logging.Logger.log`, counted from the caller); True when written."""
-        return self._write(level, cause, now_s, msg, args, extra, stacklevel + 1)
-
-    def info(
-        self,
-        cause: Hashable,
-        now_s: float,
-        msg: str,
-        *args: object,
-        extra: Mapping[str, object] | None = None,
-        stacklevel: int = 1,
-    ) -> bool:
-        return self._write(logging.INFO, cause, now_s, msg, args, extra, stacklevel + 1)
-
-    def warning(
-        self,
-        cause: Hashable,
-        now_s: float,
-        msg: str,
-        *args: object,
-        extra: Mapping[str, object] | None = None,
-        stacklevel: int = 1,
-    ) -> bool:
-        return self._write(logging.WARNING, cause, now_s, msg, args, extra, stacklevel + 1)
-
-    def error(
-        self,
-        cause: Hashable,
-        now_s: float,
-        msg: str,
-        *args: object,
-        extra: Mapping[str, object] | None = None,
-        stacklevel: int = 1,
-    ) -> bool:
-        return self._write(logging.ERROR, cause, now_s, msg, args, extra, stacklevel + 1)
-
-    def _write(
-        self,
-        level: int,
-        cause: Hashable,
-        now_s: float,
-        msg: str,
-        args: tuple[object, ...],
-        extra: Mapping[str, object] | None,
-        stacklevel: int,
-    ) -> bool:
-        """``stacklevel`` counted from this method's caller (1: the caller's line)."""
         if not self.logger.isEnabledFor(level):
             return False
         suppressed = self.limiter.admit(cause, now_s)
@@ -158,3 +149,7 @@ class LimitedLogger:
             args = (*args, suppressed)
         self.logger.log(level, msg, *args, extra=extra, stacklevel=stacklevel + 1)
         return True
+
+    info = AtLevel(logging.INFO, log)
+    warning = AtLevel(logging.WARNING, log)
+    error = AtLevel(logging.ERROR, log)

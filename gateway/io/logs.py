@@ -28,6 +28,7 @@ from typing import Final
 
 import orjson
 
+from gateway.core.lograte import AtLevel
 from gateway.core.lograte import LimitedLogger
 from gateway.core.lograte import LogLimiter
 from gateway.core.stats import FdExhaustionStats
@@ -129,20 +130,9 @@ class LimitedLog:
         context fields, as for :meth:`logging.Logger.log`); True when written."""
         return self.lines.log(level, cause, self._clock_s(), msg, *args, extra=extra, stacklevel=2)
 
-    def info(
-        self, cause: Hashable, msg: str, *args: object, extra: Mapping[str, object] | None = None
-    ) -> bool:
-        return self.lines.info(cause, self._clock_s(), msg, *args, extra=extra, stacklevel=2)
-
-    def warning(
-        self, cause: Hashable, msg: str, *args: object, extra: Mapping[str, object] | None = None
-    ) -> bool:
-        return self.lines.warning(cause, self._clock_s(), msg, *args, extra=extra, stacklevel=2)
-
-    def error(
-        self, cause: Hashable, msg: str, *args: object, extra: Mapping[str, object] | None = None
-    ) -> bool:
-        return self.lines.error(cause, self._clock_s(), msg, *args, extra=extra, stacklevel=2)
+    info = AtLevel(logging.INFO, log)
+    warning = AtLevel(logging.WARNING, log)
+    error = AtLevel(logging.ERROR, log)
 
 
 #: The errnos of a process (EMFILE) or the system (ENFILE) out of file descriptors.
