@@ -4,6 +4,7 @@ of one venue stream."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 from typing import Generic
@@ -100,6 +101,31 @@ class LateSubscriptions(Generic[M]):
         index, message = self.queues[conn].pop(0)
         self.position = max(self.position, index)
         return conn, index, message
+
+    def deliveries(self, arb: SymbolArbiter, step_ns: int = 0) -> Iterator[tuple[int, int, M, int]]:
+        """Every delivery as ``(connection, index, message, now_ns)``, the clock ``step_ns``
+        past the delivery before; the caller gives it to ``arb`` and the book's answer to
+        :meth:`answer`. Once no delivery is left the venue is quiet: while the book has a
+        deadline, its timer fires then (a window the book waits out; the clock never goes
+        back), the connections do what the timer's events ask, and deliveries go on."""
+        now_ns = 0
+        while True:
+            while (delivery := self.next()) is not None:
+                now_ns += step_ns
+                conn, index, message = delivery
+                yield conn, index, message, now_ns
+            deadline = arb.deadline_ns()
+            if deadline is None:
+                return
+            note(f"timer at {deadline}")
+            now_ns = max(now_ns, deadline)
+            self.answer(arb, arb.on_timer(now_ns), now_ns)
+
+    def answer(self, arb: SymbolArbiter, out: Sequence[object], now_ns: int) -> None:
+        """Does what the book's answer ``out`` asks of the connections: :meth:`reopen`,
+        then :meth:`resubscribe`."""
+        self.reopen(arb, out, now_ns)
+        self.resubscribe(out)
 
     def reopen(self, arb: SymbolArbiter, out: Sequence[object], now_ns: int) -> None:
         """Reconnects every connection ``out`` asks to reconnect."""

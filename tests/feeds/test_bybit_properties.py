@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given
 from hypothesis import note
 from hypothesis import settings
@@ -165,23 +166,15 @@ def _event(conn: int, m: Message) -> DepthDiff | DepthSnapshot:
     return DepthDiff(LINEAR, SYMBOL, m.u, m.u, -1, m.bids, m.asks, 0, 0, conn)
 
 
+@pytest.mark.parametrize("lose_resets", [False, True], ids=["every-restart", "lost-restarts"])
 @settings(max_examples=200, deadline=None)
 @given(st.data())
-def test_a_live_bybit_book_is_the_venues_in_its_newest_sequence(data: st.DataObject) -> None:
-    _interleaved_connections(data, lose_resets=False)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_a_live_bybit_book_is_the_venues_when_connections_lose_resets(
-    data: st.DataObject,
+def test_a_live_bybit_book_is_the_venues_in_its_newest_sequence(
+    lose_resets: bool, data: st.DataObject
 ) -> None:
-    """Connections past the first lose whole sequences between restarts: the venue's
-    ``ts`` orders a late copy of an older restart after a newer one."""
-    _interleaved_connections(data, lose_resets=True)
-
-
-def _interleaved_connections(data: st.DataObject, *, lose_resets: bool) -> None:
+    """Connections past the first lose some deltas; with ``lose_resets``, whole sequences
+    between restarts too: the venue's ``ts`` orders a late copy of an older restart after a
+    newer one."""
     venue = data.draw(venues())
     schedule = data.draw(schedules(venue, lose_resets=lose_resets))
     note(f"schedule {schedule}")
@@ -232,20 +225,49 @@ def _subscribed(venue: Venue, index: int) -> Message:
     return Message(m.sequence, m.u, bids, asks, snapshot=True)
 
 
+@pytest.mark.parametrize("unseen", [False, True], ids=["late", "unseen"])
 @settings(max_examples=200, deadline=None)
 @given(st.data())
-def test_a_live_bybit_book_is_the_venues_with_late_subscriptions(data: st.DataObject) -> None:
+def test_a_live_bybit_book_is_the_venues_with_late_subscriptions(
+    unseen: bool, data: st.DataObject
+) -> None:
     """Subscriptions answered late, before or after a restart the book saw
-    (:class:`LateSubscriptions`); connections past the first lose some deltas."""
-    _late_subscriptions(data, unseen=False)
+    (:class:`LateSubscriptions`); connections past the first lose some deltas. With
+    ``unseen``, answered at any message, also after a reset no connection delivered yet."""
+    venue = data.draw(venues())
+    indices = range(len(venue.messages))
 
+    def subscription(conn: int, at: int) -> list[tuple[int, Message]]:
+        later = [(i, venue.messages[i]) for i in indices if i > at]
+        kept = [(i, m) for i, m in later if m.snapshot or conn == 0 or data.draw(_kept)]
+        return [(at, _subscribed(venue, at)), *kept]
 
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_a_live_bybit_book_is_the_venues_with_unseen_subscriptions(data: st.DataObject) -> None:
-    """Subscriptions answered at any message, also after a reset no connection
-    delivered yet (:class:`LateSubscriptions` ``unseen``)."""
-    _late_subscriptions(data, unseen=True)
+    restarts = [i for i in indices if i > 0 and venue.messages[i].snapshot]
+    first = [(i, venue.messages[i]) for i in indices]
+    conns = LateSubscriptions(
+        data.draw, data.draw(st.integers(2, 3)), first, restarts, subscription, unseen=unseen
+    )
+    arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
+    conns.connect(arb)
+    newest = position = delivered = 0
+    for conn, index, message, now_ns in conns.deliveries(arb):
+        note(f"conn {conn}: #{index} {message}")
+        newest = max(newest, message.sequence)
+        delivered = max(delivered, index)
+        conns.answer(arb, _deliver(arb, conn, message, now_ns, resync=unseen), now_ns)
+        if not unseen:
+            _check_live(arb, venue, newest)
+        elif arb.state is SymbolState.LIVE:
+            position = _live_position(arb, venue, position, delivered)
+    if unseen:
+        last = venue.messages[-1]
+        assert arb.state is SymbolState.LIVE
+        assert (arb.applied_id, arb.book.normalized()) == (
+            last.u,
+            venue.books[last.sequence, last.u],
+        )
+    else:
+        _check_end(arb, venue)
 
 
 def test_an_unseen_sequence_answered_below_the_book_is_not_placed_by_a_chance_equal_copy() -> None:
@@ -303,56 +325,6 @@ def test_an_unseen_sequence_answered_below_the_book_is_not_placed_by_a_masked_di
         ({p: q for p, q in answer.bids}, {p: q for p, q in answer.asks})
     )
     assert reopened == [0] and arb.stats.venue_resets == 1
-
-
-def _late_subscriptions(data: st.DataObject, *, unseen: bool) -> None:
-    venue = data.draw(venues())
-    indices = range(len(venue.messages))
-
-    def subscription(conn: int, at: int) -> list[tuple[int, Message]]:
-        later = [(i, venue.messages[i]) for i in indices if i > at]
-        kept = [(i, m) for i, m in later if m.snapshot or conn == 0 or data.draw(_kept)]
-        return [(at, _subscribed(venue, at)), *kept]
-
-    restarts = [i for i in indices if i > 0 and venue.messages[i].snapshot]
-    first = [(i, venue.messages[i]) for i in indices]
-    conns = LateSubscriptions(
-        data.draw, data.draw(st.integers(2, 3)), first, restarts, subscription, unseen=unseen
-    )
-    arb = SequencedBook(KEY, BybitRule(), ArbiterLimits(reorder_window_ns=WINDOW_NS))
-    conns.connect(arb)
-    newest = position = delivered = now_ns = 0
-    while True:
-        while (delivery := conns.next()) is not None:
-            conn, index, message = delivery
-            note(f"conn {conn}: #{index} {message}")
-            newest = max(newest, message.sequence)
-            delivered = max(delivered, index)
-            out = _deliver(arb, conn, message, now_ns, resync=unseen)
-            conns.reopen(arb, out, now_ns)
-            conns.resubscribe(out)
-            if not unseen:
-                _check_live(arb, venue, newest)
-            elif arb.state is SymbolState.LIVE:
-                position = _live_position(arb, venue, position, delivered)
-        deadline = arb.deadline_ns()
-        if deadline is None:
-            break
-        # The venue is quiet: the book's deadline passes (a window the book waited out).
-        note(f"timer at {deadline}")
-        now_ns = deadline
-        out = arb.on_timer(now_ns)
-        conns.reopen(arb, out, now_ns)
-        conns.resubscribe(out)
-    if unseen:
-        last = venue.messages[-1]
-        assert arb.state is SymbolState.LIVE
-        assert (arb.applied_id, arb.book.normalized()) == (
-            last.u,
-            venue.books[last.sequence, last.u],
-        )
-    else:
-        _check_end(arb, venue)
 
 
 def _live_position(arb: SequencedBook, venue: Venue, position: int, delivered: int) -> int:

@@ -25,6 +25,7 @@ import json
 import zlib
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given
 from hypothesis import note
 from hypothesis import settings
@@ -277,23 +278,15 @@ def _subscribed(venue: Venue, index: int) -> dict[str, object]:
     }
 
 
+@pytest.mark.parametrize("unseen", [False, True], ids=["late", "unseen"])
 @settings(max_examples=200, deadline=None)
 @given(st.data())
-def test_a_live_okx_book_is_the_venues_with_late_subscriptions(data: st.DataObject) -> None:
+def test_a_live_okx_book_is_the_venues_with_late_subscriptions(
+    unseen: bool, data: st.DataObject
+) -> None:
     """Subscriptions answered late, before or after a reset the book saw
-    (:class:`LateSubscriptions`); connections past the first lose some updates."""
-    _late_subscriptions(data, unseen=False)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_a_live_okx_book_is_the_venues_with_unseen_subscriptions(data: st.DataObject) -> None:
-    """Subscriptions answered at any message, also after a reset no connection
-    delivered yet (:class:`LateSubscriptions` ``unseen``)."""
-    _late_subscriptions(data, unseen=True)
-
-
-def _late_subscriptions(data: st.DataObject, *, unseen: bool) -> None:
+    (:class:`LateSubscriptions`); connections past the first lose some updates. With
+    ``unseen``, answered at any message, also after a reset no connection delivered yet."""
     venue = data.draw(venues())
     indices = range(len(venue.messages))
     Queued = tuple[dict[str, object], bool]
@@ -314,22 +307,8 @@ def _late_subscriptions(data: st.DataObject, *, unseen: bool) -> None:
     )
     conns.connect(arb)
     live = Live(venue)
-    now_ns = 0
-    while True:
-        while (delivery := conns.next()) is not None:
-            c, index, (message, snapshot) = delivery
-            now_ns += STEP_NS
-            out = _deliver(arb, c, index, message, snapshot, now_ns, resync=unseen)
-            conns.reopen(arb, out, now_ns)
-            conns.resubscribe(out)
-            live.check(arb, index)
-        deadline = arb.deadline_ns()
-        if deadline is None:
-            break
-        # The venue is quiet: the book's deadline passes (a window the book waited out).
-        note(f"timer at {deadline}")
-        now_ns = max(now_ns, deadline)
-        out = arb.on_timer(now_ns)
-        conns.reopen(arb, out, now_ns)
-        conns.resubscribe(out)
+    for c, index, (message, snapshot), now_ns in conns.deliveries(arb, STEP_NS):
+        out = _deliver(arb, c, index, message, snapshot, now_ns, resync=unseen)
+        conns.answer(arb, out, now_ns)
+        live.check(arb, index)
     live.check_end(arb, resynced=unseen)
