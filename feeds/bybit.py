@@ -20,8 +20,8 @@ deletes the level. Every push carries ``u``, the update id of that topic.
 
 - a snapshot becomes :class:`~gateway.core.model.DepthSnapshot` with ``conn_id`` of the
   connection, ``last_id = u``, ``reset = (u == 1)`` (Bybit restarted its service: the
-  snapshot replaces the book whatever came before) and ``venue_time_ms = ts`` (what orders
-  two resets);
+  snapshot replaces the book whatever came before) and ``venue_time_ms = cts``, the
+  matching engine's time of the book (``ts`` when absent): what orders two resets;
 - a delta becomes :class:`~gateway.core.model.DepthDiff` with ``first_id = last_id = u`` and
   ``prev_id = -1``.
 
@@ -267,6 +267,8 @@ class _Frame(msgspec.Struct):
     topic: str | None = None
     type: str | None = None
     ts: int | None = None
+    #: The matching engine's time of the data (ms); ``ts`` is the push system's, per message.
+    cts: int | None = None
     #: Empty when absent (msgspec cannot decode ``Raw | None``: it would expect null).
     data: msgspec.Raw = msgspec.Raw()
     op: str | None = None
@@ -353,9 +355,11 @@ def _book_event(
                 recv_ns=recv_ns,
                 conn_id=conn_id,
                 reset=d.u == 1,
-                # The system's time of the message orders two ``u == 1`` resets; ``seq``
-                # would too, but whether it survives a service restart is not documented.
-                venue_time_ms=frame.ts,
+                # The engine's time of the book orders two ``u == 1`` resets, and copies of
+                # one reset on several connections share it (each push has a ``ts`` of its
+                # own); ``seq`` would too, but whether it survives a service restart is not
+                # documented. Without ``cts``: the push's ``ts``.
+                venue_time_ms=frame.ts if frame.cts is None else frame.cts,
             )
         ]
     if frame.type == "delta":

@@ -84,9 +84,10 @@ class DepthSnapshot(msgspec.Struct, frozen=True, gc=False):
     ``conn_id`` is -1 for a REST snapshot, else the connection that sent it in band.
     ``reset`` is true when the venue declares that its sequence restarted with this
     snapshot (Bybit ``u == 1``): it replaces the book whatever ids came before.
-    ``venue_time_ms`` is the venue's own time of the message (ms since the epoch; Bybit
-    ``ts``) where the venue gives one in band, else None: it orders two reset snapshots
-    whose ids say nothing of which came first.
+    ``venue_time_ms`` is the venue's own time of the book (ms since the epoch; Bybit
+    ``cts``, the matching engine's, else the push's ``ts``) where the venue gives one in
+    band, else None: it orders two reset snapshots whose ids say nothing of which came
+    first.
     """
 
     venue: str

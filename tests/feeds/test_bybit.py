@@ -189,7 +189,7 @@ def test_snapshot_and_delta() -> None:
         (("16611.00", "0.029"), ("16612.00", "0.213")),
         10,
         3,
-        venue_time_ms=1672304484978,  # the frame's ts: orders two resets
+        venue_time_ms=1672304484976,  # the frame's cts, the engine's time: orders two resets
     )
     assert snap.key == "bybit-linear:BTCUSDT" and not snap.reset
     (diff,) = bybit.parse_linear(DELTA, 11, 3)
@@ -214,8 +214,11 @@ def test_snapshot_and_delta() -> None:
 def test_a_snapshot_with_u_1_is_a_venue_reset() -> None:
     (snap,) = bybit.parse_linear(SNAPSHOT.replace(b'"u":18521288', b'"u":1'), 1, 0)
     assert isinstance(snap, DepthSnapshot) and snap.reset and snap.last_id == 1
-    assert snap.venue_time_ms == 1672304484978
-    (untimed,) = bybit.parse_linear(SNAPSHOT.replace(b'"ts":1672304484978,', b""), 1, 0)
+    assert snap.venue_time_ms == 1672304484976  # cts
+    no_cts = SNAPSHOT.replace(b',"cts":1672304484976', b"")
+    (pushed,) = bybit.parse_linear(no_cts, 1, 0)
+    assert isinstance(pushed, DepthSnapshot) and pushed.venue_time_ms == 1672304484978  # ts
+    (untimed,) = bybit.parse_linear(no_cts.replace(b'"ts":1672304484978,', b""), 1, 0)
     assert isinstance(untimed, DepthSnapshot) and untimed.venue_time_ms is None
 
 
@@ -360,14 +363,19 @@ def test_two_connections_fill_each_others_holes() -> None:
     assert book.stats.duplicates == 2
 
 
-def _book_snap(u: int, bid: str, conn_id: int, ts_ms: int) -> DepthSnapshot:
-    """A Bybit book snapshot on ``conn_id``, a venue reset when ``u == 1``."""
-    frame = {
+def _book_snap(
+    u: int, bid: str, conn_id: int, ts_ms: int, cts_ms: int | None = None
+) -> DepthSnapshot:
+    """A Bybit book snapshot on ``conn_id``, a venue reset when ``u == 1``; its push time
+    is ``ts_ms``, its engine time ``cts_ms`` (absent when None)."""
+    frame: dict[str, object] = {
         "topic": "orderbook.50.BTCUSDT",
         "type": "snapshot",
         "ts": ts_ms,
         "data": {"s": "BTCUSDT", "b": [[bid, "1"]], "a": [["200", "1"]], "u": u, "seq": 7},
     }
+    if cts_ms is not None:
+        frame["cts"] = cts_ms
     (snap,) = bybit.parse_linear(json.dumps(frame).encode(), ts_ms, conn_id)
     assert isinstance(snap, DepthSnapshot) and snap.reset is (u == 1)
     return snap
@@ -409,6 +417,28 @@ def test_an_older_reset_delivered_after_a_newer_one_is_not_followed() -> None:
     )
     bids_published = {p for d in published if isinstance(d, BookDelta) for p, _ in d.bids}
     assert bids_published.isdisjoint({"90", "91"})  # R1's book never served
+
+
+def test_copies_of_one_reset_pushed_at_different_times_are_one_reset(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each connection's copy of a reset is pushed at its own ``ts``; the engine's time of
+    the book (``cts``) is the same on every copy. A copy pushed earlier than the copy the
+    book followed is the same reset: its connection stays in the book's sequence."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(_book_snap(100, "100", 0, 1, 1), 1)
+    book.on_snapshot(_book_snap(100, "100", 1, 2, 1), 2)
+    book.on_snapshot(_book_snap(1, "80", 0, 2005, 2000), 3)  # the book follows the reset
+    book.on_snapshot(_book_snap(1, "80", 1, 2003, 2000), 4)  # conn 1's copy, pushed earlier
+    assert not [r for r in caplog.records if "older than the book's" in r.getMessage()]
+    assert {c: book.conns.placement(c) for c in (0, 1)} == dict.fromkeys(
+        (0, 1), Placement.IN_SEQUENCE
+    )
+    book.on_diff(_book_diff(2, "81", 1, 5), 5)  # conn 1's update applies
+    assert (book.state, book.applied_id) == (SymbolState.LIVE, 2)
+    assert book.book.bids() == [("81", "2"), ("80", "1")]
 
 
 def test_an_older_reset_on_a_connection_in_sequence_puts_it_behind_the_books_reset(

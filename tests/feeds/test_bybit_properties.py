@@ -152,7 +152,8 @@ def schedules(
 
 
 def _venue_time_ms(m: Message) -> int:
-    """The venue's time of ``m`` (Bybit ``ts``): rises with the venue's messages."""
+    """The venue's time of ``m`` (Bybit ``cts``, the engine's time of the book, the same on
+    every connection's copy): rises with the venue's messages."""
     return m.sequence * 10**6 + m.u
 
 
