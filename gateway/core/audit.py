@@ -36,7 +36,7 @@ overwrote is rightly not seen: the book is right now.
 
 The exact rule, to place a subscription answer (:func:`compare_answer`) or an unplaced
 connection's own book (:func:`compare_book`) at id ``S`` in the book's sequence (see
-:mod:`gateway.core.sequenced`): the live book is rewound to ``S``
+:mod:`gateway.core.placement`): the live book is rewound to ``S``
 (:meth:`AppliedRing.rewound`: the updates after ``S`` undone, newest first, by the
 before-images kept with them) and its top ``depth`` levels compared with the answer's.
 Replaying the updates onto the answer instead would hide every level where the answer

@@ -19,9 +19,9 @@ import enum
 from dataclasses import dataclass
 from dataclasses import field
 
-from gateway.core.book import L2Book
 from gateway.core.model import DepthDiff
 from gateway.core.model import DepthSnapshot
+from gateway.core.placement import Replica
 from gateway.core.transitions import Table
 from gateway.core.transitions import transition
 
@@ -226,31 +226,6 @@ class Lag:
     resets: int
     #: The latest id it delivered, in the sequence it is still in (-1: none yet).
     high: int
-
-
-@dataclass(slots=True)
-class Replica:
-    """An unplaced connection's own book: its subscription snapshot with the updates its
-    connection delivered since applied in order, none missing."""
-
-    book: L2Book
-    #: The id its connection's stream is at.
-    last_id: int
-
-    def snapshot(self, diff: DepthDiff) -> DepthSnapshot:
-        """Its book as an in-band snapshot at its id, ``diff`` the update that brought it
-        there (its connection, receive time and checksum: the venue's of the book after it)."""
-        bids, asks = tuple(self.book.bids()), tuple(self.book.asks())
-        return DepthSnapshot(
-            diff.venue,
-            diff.symbol,
-            self.last_id,
-            bids,
-            asks,
-            diff.recv_ns,
-            diff.conn_id,
-            diff.checksum,
-        )
 
 
 @dataclass(slots=True)

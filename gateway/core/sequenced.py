@@ -81,21 +81,21 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   is of no known sequence, behind until it reconnects (a
   :class:`~gateway.core.model.ReconnectWanted`, no fault), or, with no other connection in
   the book's sequence, a venue reset recognised (the book resyncs);
-- a subscription may be answered after a reset no connection delivered yet, and its
-  snapshot need not say so. While another connection follows the book, the snapshot that
-  answers a subscription does not move the book: its connection is *unplaced* (nothing it
-  delivers used) until the snapshot is compared with the book at its id (now, or when the
-  book reaches it), the book rewound to that id (:mod:`gateway.core.audit`, the exact
-  rule). One below the book that cannot be compared (older than the applied updates kept,
-  or inside one's ids) is compared through a replica: its connection's own updates, in order and
-  none missing, applied onto it until it reaches an id the book kept; an update missing
-  from that stream reopens the connection (no fault). Agreeing places it; differing at
-  or below the book's id is a venue reset it leads (the book follows it, every other
-  connection is reopened: how many resets they lag is unknown); differing ahead reopens
-  it (agreeing ahead, the updates its connection delivered past it are buffered). No
-  single copy equal to an applied update places a connection (an update of another
-  sequence may equal it). Not placed within ``reset_window_ns``, the book resyncs. After
-  a book built from an in-band snapshot the other connections are unplaced until they
+- a subscription may be answered after a reset no connection delivered yet, and its snapshot
+  need not say so. While another connection follows the book, the snapshot that answers a
+  subscription does not move the book: its connection is *unplaced* (nothing it delivers
+  used) until the snapshot is compared with the book at its id (now, or when the book
+  reaches it), the book rewound to that id (:mod:`gateway.core.placement`, by the exact rule
+  of :mod:`gateway.core.audit`). One below the book that cannot be compared (older than the
+  applied updates kept, or inside one's ids) is compared through a replica: its connection's
+  own updates, in order and none missing, applied onto it until it reaches an id the book
+  kept; an update missing from that stream reopens the connection (no fault). Agreeing
+  places it; differing at or below the book's id is a venue reset it leads (the book follows
+  it, every other connection is reopened: how many resets they lag is unknown); differing
+  ahead reopens it (agreeing ahead, the updates its connection delivered past it are
+  buffered). No single copy equal to an applied update places a connection (an update of
+  another sequence may equal it). Not placed within ``reset_window_ns``, the book resyncs.
+  After a book built from an in-band snapshot the other connections are unplaced until they
   answer.
 
 Two explicit state machines (tables in the style of h11's ``_state.py``, see
@@ -133,10 +133,7 @@ from gateway.core.audit import DEFAULT_RING_SIZE
 from gateway.core.audit import DEFAULT_SAMPLE_EVERY
 from gateway.core.audit import AgreementSample
 from gateway.core.audit import AppliedRing
-from gateway.core.audit import RestComparison
 from gateway.core.audit import RestVerdict
-from gateway.core.audit import compare_answer
-from gateway.core.audit import compare_book
 from gateway.core.audit import compare_rest
 from gateway.core.book import BadLevel
 from gateway.core.book import BeforeImage
@@ -145,7 +142,6 @@ from gateway.core.connections import ConnAction
 from gateway.core.connections import Connections
 from gateway.core.connections import Placement
 from gateway.core.connections import PlacementEvent
-from gateway.core.connections import Replica
 from gateway.core.lograte import LimitedLogger
 from gateway.core.lograte import LogLimiter
 from gateway.core.model import ArbiterEvent
@@ -159,6 +155,11 @@ from gateway.core.model import SnapshotWanted
 from gateway.core.model import StatusChange
 from gateway.core.model import SymbolState
 from gateway.core.model import log_fields
+from gateway.core.placement import AppliedBook
+from gateway.core.placement import PlacementVerdict
+from gateway.core.placement import follow_replica
+from gateway.core.placement import place_answer
+from gateway.core.placement import place_reached_answer
 from gateway.core.stats import SymbolStats
 from gateway.core.transitions import Table
 from gateway.core.transitions import transition
@@ -1089,47 +1090,43 @@ class SequencedBook:
             for other, high in self._conn_high.items()
         )
 
-    def _placement(self, snap: DepthSnapshot) -> RestComparison:
-        """``snap`` compared with the book at its id (the book rewound to it: the exact
-        rule of :mod:`gateway.core.audit`)."""
-        return compare_answer(snap, self.applied_ring, self.book, self.audit_depth)
+    def _applied_book(self) -> AppliedBook:
+        """The book as it stands, for placing an unplaced connection
+        (:mod:`gateway.core.placement`)."""
+        return AppliedBook(self.book, self.applied_id, self.applied_ring, self.audit_depth)
 
     def _leads_reset(self, snap: DepthSnapshot, out: list[ArbiterEvent], now_ns: int) -> bool:
         """``snap`` answers a subscription of its connection while the book is built and
         other connections follow it; it declares no reset. A subscription is answered where
         the venue is, so the snapshot is of the book's sequence or of one after a reset no
-        connection has delivered yet. True when it leads the book into that reset: its
-        book differs from the book at its id (:meth:`_placement`), so it is of another
-        sequence; the book is rebuilt from it and every other connection, lagging an
-        unknown number of resets, is dropped and asked to reconnect. Otherwise it is not
-        used and its connection stays unplaced, nothing it delivers used: its book agrees
-        (its connection is placed in the book's sequence); it is ahead of the book, and is
-        compared when the book reaches its id (:meth:`_reached_subscriptions`); or it is
-        below the book and cannot be compared (older than the applied updates kept, or
-        inside one's ids): its connection's own updates are then applied onto a replica
-        of it, compared instead once its stream reaches an id the book kept
-        (:meth:`_unplaced_diff`). A copy
-        equal to an applied update never places a connection (an update of another
-        sequence may equal the book's at its ids)."""
+        connection has delivered yet. True when it leads the book into that reset: its book
+        differs from the book at its id (:func:`~gateway.core.placement.place_answer`), so
+        it is of another sequence; the book is rebuilt from it and every other connection,
+        lagging an unknown number of resets, is dropped and asked to reconnect. Otherwise it
+        is not used and its connection stays unplaced, nothing it delivers used: its book
+        agrees (its connection is placed in the book's sequence); it is ahead of the book,
+        and is compared when the book reaches its id (:meth:`_reached_subscriptions`); or it
+        is below the book and cannot be compared (older than the applied updates kept, or
+        inside one's ids): its connection's own updates are then applied onto a replica of
+        it, compared instead once its stream reaches an id the book kept
+        (:meth:`_unplaced_diff`). A copy equal to an applied update never places a
+        connection (an update of another sequence may equal the book's at its ids)."""
         conn_id = snap.conn_id
         self.stats.snapshots_unused += 1
-        if snap.last_id > self.applied_id:
+        placement = place_answer(snap, self._applied_book(), self.limits.max_levels)
+        verdict = placement.verdict
+        if verdict is PlacementVerdict.AHEAD:
             self.conns.move(conn_id, PlacementEvent.ANSWERED_AHEAD, now_ns, snap=snap)
             return False
-        placement = self._placement(snap)
-        if placement.verdict is RestVerdict.AGREES:
+        if verdict is PlacementVerdict.AGREES:
             self.conns.move(conn_id, PlacementEvent.AGREES)
             return False
-        if placement.verdict is RestVerdict.NOT_COMPARABLE:
-            replica = L2Book(self.limits.max_levels)
-            try:
-                replica.load(snap.bids, snap.asks)
-            except BadLevel as exc:
-                why = f"subscription snapshot at id {snap.last_id} unusable: {exc}"
-                self._reopen_unplaced(conn_id, why, out, now_ns)
-                return False
-            kept = Replica(replica, snap.last_id)
+        if verdict is PlacementVerdict.BELOW:
+            kept = placement.replica
             self.conns.move(conn_id, PlacementEvent.ANSWERED_BELOW, now_ns, snap=snap, replica=kept)
+            return False
+        if verdict is PlacementVerdict.UNUSABLE:
+            self._reopen_unplaced(conn_id, placement.detail, out, now_ns)
             return False
         self.stats.snapshots_unused -= 1
         reason = (
@@ -1171,12 +1168,12 @@ class SequencedBook:
         an update missing between them means its book can no longer be compared, so the
         connection is asked to reconnect (no fault: a fresh answer is where the venue is).
         Continued to an id at or below the book's that the book kept, the replica is
-        compared with the book there, with :meth:`_placement`'s verdicts: agreeing places
-        the connection; differing leads the book into the reset it is of (its book is
-        followed, the other connections reopened). Past the book's id, it is compared
-        when the book reaches it, as an answer ahead of the book. Without a replica, an
-        update past a snapshot ahead of the book is kept, for the book to take once that
-        snapshot is placed (:meth:`_reached_subscriptions`)."""
+        compared with the book there (:func:`~gateway.core.placement.follow_replica`), with
+        an answer's verdicts: agreeing places the connection; differing leads the book into
+        the reset it is of (its book is followed, the other connections reopened). Past the
+        book's id, it is compared when the book reaches it, as an answer ahead of the book.
+        Without a replica, an update past a snapshot ahead of the book is kept, for the book
+        to take once that snapshot is placed (:meth:`_reached_subscriptions`)."""
         self.stats.stale += 1
         conn_id = diff.conn_id
         unplaced = self.conns.unplaced[conn_id]
@@ -1188,31 +1185,18 @@ class SequencedBook:
                     del unplaced.ahead[0]
                 unplaced.ahead.append(diff)
             return
-        if not self.rule.continues(diff, replica.last_id):
-            why = (
-                f"its stream lost updates between id {replica.last_id} and id {diff.last_id}"
-                " before its subscription snapshot was compared with the book"
-            )
-            self._reopen_unplaced(conn_id, why, out, now_ns)
+        book = self._applied_book() if self.sync in _WITH_BOOK else None
+        placement = follow_replica(replica, diff, self.rule, book)
+        verdict = placement.verdict
+        if verdict is PlacementVerdict.UNUSABLE:
+            self._reopen_unplaced(conn_id, placement.detail, out, now_ns)
             return
-        try:
-            replica.book.apply(diff.bids, diff.asks)
-        except BadLevel as exc:
-            why = f"its update at id {diff.last_id} is unusable: {exc}"
-            self._reopen_unplaced(conn_id, why, out, now_ns)
-            return
-        replica.last_id = diff.last_id
-        if self.sync not in _WITH_BOOK:
-            return
-        if replica.last_id > self.applied_id:
+        if verdict is PlacementVerdict.NOT_COMPARABLE:
+            return  # no book, or the book did not keep that id: on to the next
+        if verdict is PlacementVerdict.AHEAD:
             self.conns.move(conn_id, PlacementEvent.PASSED_BOOK, snap=replica.snapshot(diff))
             return
-        placement = compare_book(
-            replica.book, replica.last_id, self.applied_ring, self.book, self.audit_depth
-        )
-        if placement.verdict is RestVerdict.NOT_COMPARABLE:
-            return  # the book did not keep that id: on to the next
-        if placement.verdict is RestVerdict.AGREES:
+        if verdict is PlacementVerdict.AGREES:
             self.conns.move(conn_id, PlacementEvent.AGREES)
             return
         reason = (
@@ -1262,14 +1246,14 @@ class SequencedBook:
                 continue  # a replica is compared as its own stream reaches the book's ids
             if not before_id < snap.last_id <= applied:
                 continue
-            verdict = self._placement(snap).verdict
-            if verdict is RestVerdict.AGREES:
+            verdict = place_reached_answer(snap, self._applied_book()).verdict
+            if verdict is PlacementVerdict.AGREES:
                 self.conns.move(conn_id, PlacementEvent.AGREES)
                 for diff in unplaced.ahead:
                     if diff.last_id > applied:
                         self._buffer(diff, out)
                 continue
-            if verdict is RestVerdict.DRIFT:
+            if verdict is PlacementVerdict.DIFFERS:
                 why = "differs from the book at that id: of another sequence"
             else:
                 why = "cannot be compared with the book at that id"

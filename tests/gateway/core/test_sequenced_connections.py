@@ -23,11 +23,11 @@ from gateway.core.connections import Connections
 from gateway.core.connections import Lag
 from gateway.core.connections import Placement
 from gateway.core.connections import PlacementEvent
-from gateway.core.connections import Replica
 from gateway.core.connections import Trust
 from gateway.core.connections import TrustEvent
 from gateway.core.model import DepthSnapshot
 from gateway.core.model import SnapshotWanted
+from gateway.core.placement import Replica
 from gateway.core.transitions import UndefinedTransition
 
 from .state_tables import specify
