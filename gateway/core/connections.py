@@ -112,7 +112,8 @@ class PlacementEvent(enum.Enum):
     #: The reset window passed with something still awaited of it.
     WINDOW_PASSED = "window passed"
     #: Its own ids went back with no reset snapshot between, on a venue whose ids go down
-    #: only at one: its stream restarted in no known sequence.
+    #: only at one: its stream restarted in no known sequence (behind a reset, it lost a
+    #: reset snapshot: the one it lags, or a later one).
     IDS_WENT_BACK = "its ids went back"
     #: It went down.
     DOWN = "down"
@@ -182,7 +183,8 @@ def _rows() -> Table[Placement, PlacementEvent, ConnAction]:
     table[_AW, _PE.WINDOW_PASSED] = (_RU, (_A.ASK_RECONNECT,))
     for state in (_TC, _RP):
         table[state, _PE.WINDOW_PASSED] = (_AW, (_A.AWAIT_ANSWER, _A.RESYNC))
-    table[_IN, _PE.IDS_WENT_BACK] = (_BU, (_A.START_LAG, _A.ASK_RECONNECT))
+    for state in (_IN, _BR):
+        table[state, _PE.IDS_WENT_BACK] = (_BU, (_A.START_LAG, _A.ASK_RECONNECT))
     for state in Placement:
         table[state, _PE.LED_ELSEWHERE] = (_BU, (_A.START_LAG, _A.ASK_RECONNECT))
         table[state, _PE.DOWN] = (_IN, ())

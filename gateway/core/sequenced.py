@@ -76,11 +76,13 @@ link rule's :attr:`~gateway.core.arbiter.LinkRule.max_id_jump`):
   the book saw the reset is answered in the new sequence). A reset older by the venue's
   time (``venue_time_ms``) than the one the book follows is a late copy of an older
   reset: not followed, its connection behind the book's reset. On a venue whose ids go
-  down on a connection only at a reset snapshot (Bybit), a connection in sequence whose
-  update is below its own previous id with no reset snapshot between lost one: its stream
-  is of no known sequence, behind until it reconnects (a
-  :class:`~gateway.core.model.ReconnectWanted`, no fault), or, with no other connection in
-  the book's sequence, a venue reset recognised (the book resyncs);
+  down on a connection only at a reset snapshot (Bybit), a connection in sequence or behind
+  a reset whose update is below its own previous id with no reset snapshot between lost one
+  (behind a reset: the one it lags, or a later one): its stream is of no known sequence,
+  behind until it reconnects (a :class:`~gateway.core.model.ReconnectWanted`, no fault;
+  going back again is no copy of a reset), or, with no other connection in the book's
+  sequence or behind its reset (whose copy of the reset brings it there), a venue reset
+  recognised (the book resyncs);
 - a subscription may be answered after a reset no connection delivered yet, and its snapshot
   need not say so. While another connection follows the book, the snapshot that answers a
   subscription does not move the book: its connection is *unplaced* (nothing it delivers
@@ -568,12 +570,12 @@ class SequencedBook:
         conn = self.stats.conn(diff.conn_id)
         conn.received += 1
         self._fresh.discard(diff.conn_id)
+        if self._went_back(diff, out, now_ns):
+            self.stats.stale += 1  # of no known sequence
+            return out
         if self.conns.behind and self._before_reset(diff.conn_id, diff.last_id, diff.prev_id):
             self.stats.stale += 1  # an update of the sequence before a venue reset
             self.rule.observe(diff)  # or a reset ahead of the book, after those it lost
-            return out
-        if self._went_back(diff, out, now_ns):
-            self.stats.stale += 1  # of no known sequence
             return out
         if self._below_snapshot:
             self._below_snapshot_diff(diff)
@@ -1005,37 +1007,50 @@ class SequencedBook:
         return self.conns.crossed_reset(conn_id, last_id)
 
     def _went_back(self, diff: DepthDiff, out: list[ArbiterEvent], now_ns: int) -> bool:
-        """True when ``diff``, from a connection in the book's sequence, has ids below its
-        connection's previous update or snapshot, on a venue whose ids go down only at a
-        reset snapshot (:attr:`~gateway.core.arbiter.LinkRule.ids_fall_only_at_reset_snapshot`)
-        and none came between: its stream restarted after a reset it lost, so nothing it
-        delivers is of a known sequence. With another connection in the book's sequence, it
-        is behind until it reconnects (a :class:`ReconnectWanted`, no fault); alone, it is
-        a venue reset recognised: the book's sequence is forgotten and a snapshot asked.
-        Logged at most once a minute per connection."""
+        """True when ``diff``, from a connection in the book's sequence or behind a reset,
+        has ids below its connection's previous update or snapshot (behind a reset: below
+        its latest id in the older sequence), on a venue whose ids go down only at a reset
+        snapshot (:attr:`~gateway.core.arbiter.LinkRule.ids_fall_only_at_reset_snapshot`)
+        and none came between: its stream restarted after a reset snapshot it lost (behind a
+        reset: the one it lags, or a later one no connection delivered yet), so nothing it
+        delivers is of a known sequence. With another connection in the book's sequence, or
+        behind a reset the book follows (its copy of it brings it into the book's sequence),
+        it is behind until it reconnects (a :class:`ReconnectWanted`, no fault); alone, it
+        is a venue reset recognised: the book's sequence is forgotten and a snapshot asked
+        (one behind a reset is reopened too: its lag says nothing of its stream now).
+        Logged at most once a minute per connection. One already of no known sequence
+        (silent at a reset, behind until it reconnects) stays so: going back is no copy of
+        a reset."""
         if not self.rule.ids_fall_only_at_reset_snapshot:
             return False  # before any lookup: this runs on every update of every venue
-        high = self._conn_high.get(diff.conn_id, -1)
-        if (
-            not 0 <= diff.last_id < high
-            or self.conns.placement(diff.conn_id) is not Placement.IN_SEQUENCE
-        ):
+        conn_id = diff.conn_id
+        lag = self.conns.behind.get(conn_id)
+        high = self._conn_high.get(conn_id, -1) if lag is None else lag.high
+        if not 0 <= diff.last_id < high:
             return False
+        placement = self.conns.placement(conn_id)
+        if lag is None and placement is not Placement.IN_SEQUENCE:
+            return False  # unplaced: nothing it delivers is used
+        if lag is not None and self.conns.silent(conn_id):
+            # Asked to reconnect, in no known sequence: still none (no copy of a reset).
+            lag.high = diff.last_id
+            return True
         reason = (
-            f"conn {diff.conn_id} went back from id {high} to {diff.last_id} without a reset"
+            f"conn {conn_id} went back from id {high} to {diff.last_id} without a reset"
             " snapshot: its stream restarted, sequence unknown"
         )
-        self._warn(("went back", diff.conn_id), now_ns, "%s", reason)
-        self._conn_high[diff.conn_id] = diff.last_id  # where its restarted stream is
-        if self._others_placed(diff.conn_id):
-            self._move(diff.conn_id, PlacementEvent.IDS_WENT_BACK, out, reason)
-            return True
-        if self.sync in _WITH_BOOK:
+        self._warn(("went back", conn_id), now_ns, "%s", reason)
+        self._conn_high[conn_id] = diff.last_id  # where its restarted stream is
+        alone = not self._others_placed(conn_id) and not self._others_behind_reset(conn_id)
+        reopened = not alone or placement is Placement.BEHIND_RESET
+        if reopened:
+            self._move(conn_id, PlacementEvent.IDS_WENT_BACK, out, reason)
+        if alone and self.sync in _WITH_BOOK:
             # Its stream restarted in a sequence no other connection shows: as a venue
             # reset recognised, the book's sequence is forgotten.
             self._sync(SyncEvent.VENUE_RESET, out, reason=f"venue reset: {reason}", now_ns=now_ns)
             return True
-        return False  # the book waits for a snapshot already
+        return reopened  # or, in sequence, the book waits for a snapshot already
 
     def _stale_snapshot(self, snap: DepthSnapshot, now_ns: int) -> bool:
         """True when in-band ``snap`` comes from a connection still before a venue reset
@@ -1088,6 +1103,15 @@ class SequencedBook:
         return any(
             other != conn_id and high >= 0 and self.conns.placement(other) is Placement.IN_SEQUENCE
             for other, high in self._conn_high.items()
+        )
+
+    def _others_behind_reset(self, conn_id: int) -> bool:
+        """True when a connection other than ``conn_id`` is behind a reset the book follows,
+        at a known id of the older sequence: its stream is in order, so its copy of that
+        reset brings it into the book's sequence."""
+        return any(
+            other != conn_id and self.conns.placement(other) is Placement.BEHIND_RESET
+            for other in self.conns.behind
         )
 
     def _applied_book(self) -> AppliedBook:

@@ -523,6 +523,86 @@ def test_the_only_connection_whose_ids_go_back_without_a_reset_resyncs_the_book(
     assert (book.applied_id, book.book.bids()) == (5, [("94", "2"), ("93", "1")])
 
 
+def test_a_connection_behind_a_reset_whose_ids_go_back_is_not_used_until_it_reconnects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Connection 1, behind reset R1 at u6, lost R1 and R1's updates, then R2's snapshot
+    alone: its u5 of R2 goes back with no reset between. It lost a reset snapshot, R1's or
+    a later one, so its sequence is unknown: counted as having crossed R1, its u5 would
+    follow R1's u4 in the book. It is asked to reconnect (no fault) and nothing it delivers
+    is used."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(_book_snap(6, "100", 0, 1), 1)
+    book.on_snapshot(_book_snap(6, "100", 1, 2), 2)
+    published = book.on_snapshot(_book_snap(1, "80", 0, 1000), 3)  # R1 on conn 0
+    assert book.conns.placement(1) is Placement.BEHIND_RESET
+    published += book.on_diff(_book_diff(5, "95", 1, 4), 4)  # R2's u5 on conn 1
+    assert [(e.conn_id, e.fault) for e in published if isinstance(e, ReconnectWanted)] == [
+        (1, False)
+    ]
+    assert book.conns.placement(1) is Placement.BEHIND_UNTIL_RECONNECT
+    for u, bid in ((2, "81"), (3, "82"), (4, "83")):
+        published += book.on_diff(_book_diff(u, bid, 0, 4 + u), 4 + u)
+    assert (book.state, book.applied_id) == (SymbolState.LIVE, 4)
+    assert book.book.bids() == [("83", "2"), ("82", "2"), ("81", "2"), ("80", "1")]
+    bids_published = {p for d in published if isinstance(d, BookDelta) for p, _ in d.bids}
+    assert "95" not in bids_published
+    assert [r.getMessage() for r in caplog.records if "went back" in r.getMessage()] == [
+        "bybit-linear:BTCUSDT: conn 1 went back from id 6 to 5 without a reset snapshot:"
+        " its stream restarted, sequence unknown"
+    ]
+
+
+def test_a_connection_reopened_for_ids_that_went_back_is_not_placed_by_going_back_again() -> None:
+    """Connection 1 lost reset R1's snapshot: its u2 of R1 goes back, so it is behind until
+    it reconnects. It loses R2's snapshot too: its u2 of R2 going back again is no copy of a
+    reset, so it stays unused; counted as one, its u5 of R2 would follow the book's u4."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(_book_snap(4, "100", 0, 1), 1)
+    book.on_snapshot(_book_snap(4, "100", 1, 2), 2)
+    published = book.on_diff(_book_diff(2, "81", 1, 3), 3)  # R1's u2: gone back
+    published += book.on_diff(_book_diff(3, "82", 1, 4), 4)
+    published += book.on_diff(_book_diff(2, "71", 1, 5), 5)  # R2's u2: gone back again
+    published += book.on_diff(_book_diff(5, "75", 1, 6), 6)
+    assert book.conns.placement(1) is Placement.BEHIND_UNTIL_RECONNECT
+    assert (book.applied_id, book.book.bids()) == (4, [("100", "1")])
+    assert not [d for d in published if isinstance(d, BookDelta)]
+    book.on_diff(_book_diff(5, "101", 0, 7), 7)  # conn 0 carries the book on
+    assert (book.state, book.applied_id) == (SymbolState.LIVE, 5)
+    assert book.book.bids() == [("101", "2"), ("100", "1")]
+
+
+def test_ids_going_back_while_the_others_lag_the_books_reset_wait_for_them() -> None:
+    """Connection 1 delivered reset R1 first (connection 0 is behind it, at u3), then lost
+    R2's snapshot alone: its ids go back. Connection 0's copy of R1 brings it into the
+    book's sequence, so the book waits for it: connection 1 is reopened, no resync."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(_book_snap(3, "100", 0, 1), 1)
+    book.on_snapshot(_book_snap(3, "100", 1, 2), 2)
+    published = book.on_snapshot(_book_snap(1, "80", 1, 1000), 3)  # R1 on conn 1
+    for u in (2, 3, 4):
+        published += book.on_diff(_book_diff(u, str(80 + u), 1, 3 + u), 3 + u)
+    assert book.conns.placement(0) is Placement.BEHIND_RESET
+    published += book.on_diff(_book_diff(2, "91", 1, 8), 8)  # R2's u2: gone back
+    assert book.conns.placement(1) is Placement.BEHIND_UNTIL_RECONNECT
+    assert [e.conn_id for e in published if isinstance(e, ReconnectWanted)] == [1]
+    assert (book.state, book.applied_id) == (SymbolState.LIVE, 4)
+    published += book.on_snapshot(_book_snap(1, "80", 0, 1000), 9)  # conn 0's copy of R1
+    assert book.conns.placement(0) is Placement.IN_SEQUENCE
+    for u in (2, 3, 4, 5):
+        published += book.on_diff(_book_diff(u, str(80 + u), 0, 9 + u), 9 + u)
+    assert (book.state, book.applied_id) == (SymbolState.LIVE, 5)
+    assert book.book.best_bid() == ("85", "2")
+    assert not any(isinstance(e, SnapshotWanted) for e in published)
+    assert (book.stats.resyncs, book.stats.venue_resets) == (0, 1)
+
+
 # --- real recordings ----------------------------------------------------------------------
 
 
