@@ -385,15 +385,22 @@ def _book_diff(u: int, bid: str, conn_id: int, recv_ns: int) -> DepthDiff:
     return DepthDiff("bybit-linear", "BTCUSDT", u, u, -1, ((bid, "2"),), (), 0, recv_ns, conn_id)
 
 
+def _two_connections_at(u: int) -> SequencedBook:
+    """A Bybit book whose connections 0 and 1 are both up, subscribed at ``u`` (one bid at
+    100): the book built from connection 0's snapshot, connection 1's agreeing."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (0, 1):
+        book.on_connection(conn_id, True, 0)
+    book.on_snapshot(_book_snap(u, "100", 0, 1), 1)
+    book.on_snapshot(_book_snap(u, "100", 1, 2), 2)
+    return book
+
+
 def test_an_older_reset_delivered_after_a_newer_one_is_not_followed() -> None:
     """Connection 1 loses reset R1 (ts 1000) and delivers R2 (ts 2000) first; connection 0
     delivers R1, an update of R1's sequence, then R2. Both resets are ``u == 1``: only ts
     orders them. The book stays on R2's sequence and never serves R1's book."""
-    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
-    for conn_id in (0, 1):
-        book.on_connection(conn_id, True, 0)
-    book.on_snapshot(_book_snap(100, "100", 0, 1), 1)
-    book.on_snapshot(_book_snap(100, "100", 1, 2), 2)
+    book = _two_connections_at(100)
     published: list[ArbiterEvent] = []
     published += book.on_snapshot(_book_snap(1, "80", 1, 2000), 3)  # R2 first, on conn 1
     assert book.book.bids() == [("80", "1")]
@@ -476,11 +483,7 @@ def test_a_connection_whose_ids_go_back_without_a_reset_is_not_used_until_it_rec
     its own ids go back (u2 after its u3) with no reset between, so its stream restarted
     in no known sequence. Nothing it delivers is used (its u4 links to the book's u3, of
     the old sequence); it is asked to reconnect (no fault), logged once a minute."""
-    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
-    for conn_id in (0, 1):
-        book.on_connection(conn_id, True, 0)
-    book.on_snapshot(_book_snap(3, "100", 0, 1), 1)
-    book.on_snapshot(_book_snap(3, "100", 1, 2), 2)
+    book = _two_connections_at(3)
     published = book.on_diff(_book_diff(2, "91", 1, 3), 3)  # R1 lost: u2 after its u3
     assert [(e.conn_id, e.fault) for e in published if isinstance(e, ReconnectWanted)] == [
         (1, False)
@@ -531,11 +534,7 @@ def test_a_connection_behind_a_reset_whose_ids_go_back_is_not_used_until_it_reco
     a later one, so its sequence is unknown: counted as having crossed R1, its u5 would
     follow R1's u4 in the book. It is asked to reconnect (no fault) and nothing it delivers
     is used."""
-    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
-    for conn_id in (0, 1):
-        book.on_connection(conn_id, True, 0)
-    book.on_snapshot(_book_snap(6, "100", 0, 1), 1)
-    book.on_snapshot(_book_snap(6, "100", 1, 2), 2)
+    book = _two_connections_at(6)
     published = book.on_snapshot(_book_snap(1, "80", 0, 1000), 3)  # R1 on conn 0
     assert book.conns.placement(1) is Placement.BEHIND_RESET
     published += book.on_diff(_book_diff(5, "95", 1, 4), 4)  # R2's u5 on conn 1
@@ -559,11 +558,7 @@ def test_a_connection_reopened_for_ids_that_went_back_is_not_placed_by_going_bac
     """Connection 1 lost reset R1's snapshot: its u2 of R1 goes back, so it is behind until
     it reconnects. It loses R2's snapshot too: its u2 of R2 going back again is no copy of a
     reset, so it stays unused; counted as one, its u5 of R2 would follow the book's u4."""
-    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
-    for conn_id in (0, 1):
-        book.on_connection(conn_id, True, 0)
-    book.on_snapshot(_book_snap(4, "100", 0, 1), 1)
-    book.on_snapshot(_book_snap(4, "100", 1, 2), 2)
+    book = _two_connections_at(4)
     published = book.on_diff(_book_diff(2, "81", 1, 3), 3)  # R1's u2: gone back
     published += book.on_diff(_book_diff(3, "82", 1, 4), 4)
     published += book.on_diff(_book_diff(2, "71", 1, 5), 5)  # R2's u2: gone back again
@@ -580,11 +575,7 @@ def test_ids_going_back_while_the_others_lag_the_books_reset_wait_for_them() -> 
     """Connection 1 delivered reset R1 first (connection 0 is behind it, at u3), then lost
     R2's snapshot alone: its ids go back. Connection 0's copy of R1 brings it into the
     book's sequence, so the book waits for it: connection 1 is reopened, no resync."""
-    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
-    for conn_id in (0, 1):
-        book.on_connection(conn_id, True, 0)
-    book.on_snapshot(_book_snap(3, "100", 0, 1), 1)
-    book.on_snapshot(_book_snap(3, "100", 1, 2), 2)
+    book = _two_connections_at(3)
     published = book.on_snapshot(_book_snap(1, "80", 1, 1000), 3)  # R1 on conn 1
     for u in (2, 3, 4):
         published += book.on_diff(_book_diff(u, str(80 + u), 1, 3 + u), 3 + u)
