@@ -483,6 +483,9 @@ class SequencedBook:
         self._snapshot_id = -1
         #: The last venue reset snapshot, to recognise its late copies from other connections.
         self._last_reset: DepthSnapshot | None = None
+        #: The latest venue time (ms) of a snapshot the book was built from, a reset or not
+        #: (None: none gave one): a reset older than it is one the book's state is past.
+        self._built_venue_time_ms: int | None = None
         #: Each connection's placement and trust machines (:mod:`gateway.core.connections`).
         #: Behind a reset, its stream is in order, so what it delivers above its lag's id is
         #: of the older sequence (:meth:`_before_reset`); unplaced (its subscription answered
@@ -637,10 +640,15 @@ class SequencedBook:
         out: list[ArbiterEvent] = []
         answer = snap.conn_id in self._fresh
         self._fresh.discard(snap.conn_id)
-        if self.conns.behind and self._stale_snapshot(snap, now_ns):
-            self.stats.snapshots_unused += 1
-            return out
-        if self._older_reset(snap, now_ns):
+        # Behind a reset, its copy of the book's reset brings it into the book's sequence
+        # (:meth:`_stale_snapshot`); otherwise any reset before the book's state is refused.
+        than_ms = self._built_venue_time_ms
+        if snap.conn_id in self.conns.behind:
+            than_ms = self._reset_time_ms()
+            if self._stale_snapshot(snap, now_ns):
+                self.stats.snapshots_unused += 1
+                return out
+        if self._older_reset(snap, now_ns, than_ms):
             self.stats.snapshots_unused += 1
             if self.conns.placement(snap.conn_id) is Placement.IN_SEQUENCE:
                 # Its stream is in order: the book's reset is still to come on it.
@@ -1063,7 +1071,7 @@ class SequencedBook:
             return False
         if self.conns.placement(snap.conn_id) is Placement.BEHIND_UNTIL_RECONNECT:
             return True
-        if snap.reset and self._older_reset(snap, now_ns):
+        if snap.reset and self._older_reset(snap, now_ns, self._reset_time_ms()):
             lag.resets = max(lag.resets - 1, 1)
             lag.high = snap.last_id
             return True
@@ -1071,19 +1079,24 @@ class SequencedBook:
             return self.conns.crossed_reset(snap.conn_id, snap.last_id)
         return self._before_reset(snap.conn_id, snap.last_id)
 
-    def _older_reset(self, snap: DepthSnapshot, now_ns: int) -> bool:
-        """True when ``snap`` is a reset older, by the venue's time, than the reset the book
-        follows: a late copy of a reset the book went past (its connection lost the newer
-        one's copy, or delivers late); logged, rate-limited. The ids of two resets
-        (Bybit ``u == 1``) say nothing of their order; the venue's time does. Either time
-        unknown, or equal: False."""
-        last = self._last_reset
+    def _reset_time_ms(self) -> int | None:
+        """The venue's time of the reset the book follows, None when unknown."""
+        return None if self._last_reset is None else self._last_reset.venue_time_ms
+
+    def _older_reset(self, snap: DepthSnapshot, now_ns: int, than_ms: int | None) -> bool:
+        """True when ``snap`` is a reset older, by the venue's time, than ``than_ms``: the
+        latest snapshot the book was built from (the reset it follows, a jump ahead, a
+        resync's, a subscription answer it followed), or for a connection behind a reset
+        the reset the book follows (its copy of that one is not older, however late); a
+        reset the book's state is past (its connection lost the newer one's copy, or
+        delivers late); logged, rate-limited. The ids of two resets (Bybit ``u == 1``) say
+        nothing of their order; the venue's time does. Either time unknown, or equal:
+        False."""
         if (
             not snap.reset
-            or last is None
+            or than_ms is None
             or snap.venue_time_ms is None
-            or last.venue_time_ms is None
-            or snap.venue_time_ms >= last.venue_time_ms
+            or snap.venue_time_ms >= than_ms
         ):
             return False
         self._warn(
@@ -1093,7 +1106,7 @@ class SequencedBook:
             " not followed; the connection is behind the book's reset",
             snap.conn_id,
             snap.venue_time_ms,
-            last.venue_time_ms,
+            than_ms,
         )
         return True
 
@@ -1326,8 +1339,13 @@ class SequencedBook:
                 self._conn_high[other] = -1
 
     def _loaded(self, snap: DepthSnapshot) -> None:
-        """Tell the rule (one that keeps state: OKX) that the book was rebuilt from ``snap``."""
+        """The book was rebuilt from ``snap``: tell the rule (one that keeps state: OKX), and
+        keep the venue's time of its state (the venue's time goes only forward)."""
         self.rule.on_snapshot(snap)
+        if snap.venue_time_ms is not None and (
+            self._built_venue_time_ms is None or snap.venue_time_ms > self._built_venue_time_ms
+        ):
+            self._built_venue_time_ms = snap.venue_time_ms
 
     def _checksum_matches(self, expected: int) -> bool:
         if self.checksum is None:

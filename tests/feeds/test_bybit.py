@@ -426,6 +426,38 @@ def test_an_older_reset_delivered_after_a_newer_one_is_not_followed() -> None:
     assert bids_published.isdisjoint({"90", "91"})  # R1's book never served
 
 
+def test_a_reset_older_than_the_snapshot_the_book_was_built_from_is_not_followed() -> None:
+    """The book is built from connection 1's answer in reset R2's sequence (``u`` 4, no
+    reset of its own, ts 3000); connection 2's late answer is R1's reset (ts 1000), of the
+    sequence the venue left for R2: not followed, and R1's updates are not used."""
+    book = SequencedBook("bybit-linear:BTCUSDT", bybit.BybitRule())
+    for conn_id in (1, 2):
+        book.on_connection(conn_id, True, 0)
+    published = book.on_snapshot(_book_snap(4, "100", 1, 3000), 1)  # R2's sequence at u4
+    published += book.on_snapshot(_book_snap(1, "90", 2, 1000), 2)  # R1's, late, on conn 2
+    assert (book.stats.snapshots_unused, book.stats.venue_resets) == (1, 0)
+    published += book.on_diff(_book_diff(2, "91", 2, 3), 3)  # of R1's sequence: not used
+    published += book.on_diff(_book_diff(5, "101", 1, 4), 4)  # R2's sequence goes on
+    assert (book.state, book.applied_id) == (SymbolState.LIVE, 5)
+    assert book.book.bids() == [("101", "2"), ("100", "1")]
+    bids_published = {p for d in published if isinstance(d, BookDelta) for p, _ in d.bids}
+    assert bids_published.isdisjoint({"90", "91"})  # R1's book never served
+
+
+def test_a_connection_behind_the_books_reset_crosses_with_its_copy_after_a_jump_ahead() -> None:
+    """Connection 0 lags reset R (ts 2000) when connection 1 jumps the book ahead in R's
+    sequence (``u`` 20, ts 3000); connection 0's copy of R, older than that snapshot, is
+    the book's own reset: connection 0 crosses into the book's sequence."""
+    book = _two_connections_at(100)
+    book.on_snapshot(_book_snap(1, "80", 1, 2000), 3)  # R on conn 1
+    assert book.conns.placement(0) is Placement.BEHIND_RESET
+    book.on_snapshot(_book_snap(20, "99", 1, 3000), 4)  # a jump ahead in R's sequence
+    book.on_snapshot(_book_snap(1, "80", 0, 2000), 5)  # conn 0's copy of R
+    assert book.conns.placement(0) is Placement.IN_SEQUENCE
+    book.on_diff(_book_diff(21, "98", 0, 6), 6)  # conn 0's own update applies
+    assert (book.state, book.applied_id) == (SymbolState.LIVE, 21)
+
+
 def test_copies_of_one_reset_pushed_at_different_times_are_one_reset(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
