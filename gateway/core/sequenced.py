@@ -709,8 +709,10 @@ class SequencedBook:
         self._loaded(snap)
         if rebuild:
             # Updates buffered past it came before it on its own connection (of an older
-            # stream), or from connections not answered yet: of no known sequence.
-            ahead = [d for d in self._pending if d.last_id > snap.last_id]
+            # stream), or from connections not answered yet: of no known sequence. So did
+            # a reset from past it (OKX ``prevSeqId`` above it): waiting for ids the
+            # snapshot's stream never delivers, it would open a hole at every rebuild.
+            ahead = [d for d in self._pending if max(d.prev_id, d.last_id) > snap.last_id]
             for diff in ahead:
                 self._pending.remove(diff)
             self.stats.obsolete += len(ahead)

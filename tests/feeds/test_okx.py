@@ -1326,3 +1326,32 @@ def test_a_reset_buffered_before_the_snapshot_reopens_a_connection_silent_until_
     # Connection 2's subscription was answered before the reset: not a jump.
     assert book.on_snapshot(_snapshot(11, [("100", "2")], [("101", "1")], conn=2), 0) == []
     assert book.applied_id == 3 and book.stats.jumps == 0
+
+
+def test_a_reset_buffered_from_past_the_rebuilding_snapshot_is_forgotten() -> None:
+    """Connection 1 lost 19800→19801 and buffered its reset 19801→19600; the window passes
+    and connection 1's resubscription answer at 19600 rebuilds the book. The reset came
+    before that answer on its stream, waiting for ids past the snapshot it never delivers:
+    forgotten with it, the book stays live at 19600 instead of resyncing at every rebuild."""
+    book = SequencedBook(
+        KEY, okx.OkxRule(), ArbiterLimits(reorder_window_ns=10), checksum=okx.book_checksum
+    )
+    for conn in (0, 1):
+        book.on_connection(conn, True, 0)
+    _run(
+        book,
+        [
+            *(_snapshot(20000, [("100", "1")], [("101", "1")], conn=c) for c in (0, 1)),
+            _diff(20000, 19800, bids=[("99", "1")]),
+            _diff(20000, 19800, conn=1, recv_ns=1, bids=[("99", "1")]),
+            _diff(19801, 19600, conn=1, recv_ns=2, asks=[("201", "0.001")]),
+        ],
+    )
+    assert any(isinstance(e, SnapshotWanted) for e in book.on_timer(10_000))
+    answer = _snapshot(19600, [("100", "1"), ("99", "1")], [("101", "1"), ("201", "0.001")], 1)
+    out = book.on_snapshot(answer, 10_001)
+    assert [e.epoch for e in out if isinstance(e, BookReset)] == [2]
+    assert book.state is SymbolState.LIVE and book.pending == 0 and book.has_book
+    out = book.on_timer(20_000) + book.on_timer(30_000)
+    assert not [e for e in out if isinstance(e, SnapshotWanted | StatusChange)]
+    assert book.applied_id == 19600 and book.stats.gaps == 1
