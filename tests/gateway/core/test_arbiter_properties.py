@@ -47,6 +47,12 @@ from .arbiter_streams import TrueStream
 from .arbiter_streams import make_stream
 from .arbiter_streams import merged
 
+#: Every property here replays whole streams: slow examples are expected, not a health
+#: problem.
+STREAM_SETTINGS = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
 WINDOW_NS = 10**12  # never expires in these tests: only certain gaps count
 
 #: ("diff", conn, start, end): true diffs ``start..end`` arrive on ``conn`` as one event;
@@ -207,7 +213,7 @@ def run(
     return arb, sub, first_snapshot_point
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@STREAM_SETTINGS
 @given(scenarios(lose_some=False), st.integers(0, 5))
 def test_redundant_copies_without_common_loss_give_the_clean_book(
     scenario: tuple[TrueStream, list[Step], set[int]], snapshot_lag: int
@@ -222,7 +228,7 @@ def test_redundant_copies_without_common_loss_give_the_clean_book(
     assert sub.book.normalized() == arb.book.normalized()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@STREAM_SETTINGS
 @given(scenarios(lose_some=True), st.integers(0, 5))
 def test_ids_lost_on_every_copy_cause_exactly_one_resync(
     scenario: tuple[TrueStream, list[Step], set[int]], snapshot_lag: int
@@ -308,7 +314,7 @@ def faulty_copy(
     return diff
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@STREAM_SETTINGS
 @given(faulty_scenarios())
 def test_one_faulty_copy_never_makes_a_live_book_wrong(
     scenario: tuple[TrueStream, list[tuple[int, int, int, int, str]], int, int],
@@ -371,7 +377,7 @@ def mangled_window_scenarios(
     return stream, schedule, bad
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@STREAM_SETTINGS
 @given(mangled_window_scenarios())
 def test_one_connection_mangling_for_a_while_costs_the_book_no_resync(
     scenario: tuple[TrueStream, list[tuple[int, int, int, int, str]], int],
